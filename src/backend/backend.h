@@ -1,0 +1,154 @@
+/* The backend op table: every operation the GPT-2 model needs, implemented once for the CPU
+ * (src/backend/cpu) and once for CUDA (src/backend/cuda). The model (src/model/gpt2.c) calls only
+ * these, so there is one model code path for every backend.
+ *
+ * Conventions
+ *  - Pointers are backend memory (host memory for the CPU, device memory for CUDA) unless named
+ *    *_host. Token ids are int32.
+ *  - Parameters are in be->param_dtype, activations in be->act_dtype, parameter gradients in
+ *    be->grad_dtype. LayerNorm statistics and attention statistics are fp32.
+ *  - Shapes in comments: B batch, T sequence, C channels, NH heads, hs = C/NH, OC output channels,
+ *    N = B*T rows, V vocabulary, Vp padded vocabulary.
+ *  - Weights are stored (OC, C) row-major (PyTorch Linear layout): out = inp @ W^T + bias.
+ *  - Parameter-gradient outputs (dw, db, dwte, dwpe) ACCUMULATE (+=): gradients add up over
+ *    micro-steps until the optimizer step. Activation-gradient outputs OVERWRITE (=), except
+ *    layernorm_backward's dinp, which accumulates into the residual-stream gradient.
+ *  - Ops are asynchronous on CUDA (one compute stream); anything that returns a host value
+ *    synchronizes.
+ */
+#ifndef ZG_BACKEND_BACKEND_H
+#define ZG_BACKEND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { ZG_F32 = 0, ZG_BF16 = 1, ZG_F16 = 2 } zg_dtype;
+size_t zg_dtype_size(zg_dtype dt);
+const char *zg_dtype_name(zg_dtype dt);
+/* "fp32"/"float32", "bf16"/"bfloat16", "fp16"/"float16" -> dtype; -1 with an error otherwise. */
+int zg_dtype_parse(const char *s, zg_dtype *out);
+
+typedef struct zg_backend zg_backend;
+
+/* One contiguous range of a flat buffer and the weight decay applied to it. */
+typedef struct {
+    size_t offset; /* elements, relative to the buffers passed with it */
+    size_t count;
+    float weight_decay;
+} zg_segment;
+
+/* AdamW over several segments of flat buffers, in one call. */
+typedef struct {
+    void *param;          /* low-precision parameters (param_dtype); == master when params are fp32 */
+    float *master;        /* fp32 master weights, or NULL when param is already fp32 */
+    const void *grad;     /* gradients (grad_dtype) */
+    float *m, *v;         /* fp32 Adam moments */
+    const zg_segment *segs;
+    int n_segs;
+    float lr, beta1, beta2, eps;
+    int step;             /* 1-based, for bias correction */
+    float grad_scale;     /* multiply gradients by this first (1/loss_scale * clip coefficient) */
+} zg_adamw_args;
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+    void (*destroy)(zg_backend *be);
+
+    /* memory; alloc returns NULL with a zg_errorf() message naming `what` and the memory in use */
+    void *(*alloc)(zg_backend *be, size_t bytes, const char *what);
+    void (*dealloc)(zg_backend *be, void *p);
+    void (*upload)(zg_backend *be, void *dst, const void *src_host, size_t bytes);
+    void (*download)(zg_backend *be, void *dst_host, const void *src, size_t bytes);
+    void (*copy)(zg_backend *be, void *dst, const void *src, size_t bytes);
+    void (*zero)(zg_backend *be, void *p, size_t bytes);
+    void (*synchronize)(zg_backend *be);
+    /* fp32 host <-> any dtype in backend memory, n elements */
+    void (*upload_f32)(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n);
+    void (*download_f32)(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n);
+    void (*cast)(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
+
+    /* out (B,T,C) = wte[tokens] + wpe[t] */
+    void (*encoder_forward)(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                            int B, int T, int C);
+    /* dwte (Vp,C) += scatter(dout), dwpe (maxT,C) += sum over batch of dout */
+    void (*encoder_backward)(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens,
+                             int B, int T, int C);
+    /* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) fp32 */
+    void (*layernorm_forward)(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                              const void *b, int N, int C);
+    /* residual (N,C) = a + b; out = layernorm(residual) (fused residual add + LayerNorm) */
+    void (*residual_layernorm_forward)(zg_backend *be, void *residual, void *out, float *mean, float *rstd,
+                                       const void *a, const void *b, const void *w, const void *bias, int N, int C);
+    /* dinp (N,C) += ..., dw (C) += ..., db (C) += ... */
+    void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
+                               const void *w, const float *mean, const float *rstd, int N, int C);
+    /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL). If pre_gelu is non-NULL, the
+     * product+bias is stored in pre_gelu (N,OC) and out = gelu_tanh(pre_gelu). */
+    void (*matmul_forward)(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
+                           const void *bias, int N, int C, int OC);
+    /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp; dbias (OC) += sum(dout)
+     * (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then multiplied by gelu'(gelu_inp)
+     * (the input of this matmul was gelu(gelu_inp)). */
+    void (*matmul_backward)(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                            const void *w, const void *gelu_inp, int N, int C, int OC);
+    /* out = gelu_tanh(inp), n elements (used when activations are recomputed) */
+    void (*gelu_forward)(zg_backend *be, void *out, const void *inp, size_t n);
+    /* out (N,C) = a + b */
+    void (*residual_forward)(zg_backend *be, void *out, const void *a, const void *b, size_t n);
+
+    /* Causal self-attention. qkv (B,T,3C): q, k, v each (B,T,NH,hs) inside the row; out (B,T,C).
+     * stats: backend-defined saved state for backward, attention_stats_bytes() bytes. */
+    size_t (*attention_stats_bytes)(zg_backend *be, int B, int T, int NH);
+    void (*attention_forward)(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T, int C, int NH);
+    /* dqkv (B,T,3C) = ... (overwrite) */
+    void (*attention_backward)(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                               const void *stats, int B, int T, int C, int NH);
+    /* Incremental decoding with a KV cache (sampling). qkv (B,Tn,3C) holds the Tn new positions
+     * pos..pos+Tn-1; their k, v are written into kcache/vcache (B,NH,maxT,hs) and out (B,Tn,C)
+     * attends causally over positions 0..pos+Tn-1. */
+    void (*attention_forward_cached)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
+                                     int B, int Tn, int pos, int maxT, int C, int NH);
+
+    /* Fused classifier. logits (N,Vp) in act_dtype. Writes losses[i] = -log softmax(logits[i])[targets[i]]
+     * (fp32, may be NULL) over the first V columns only; if dloss != 0, overwrites logits with
+     * d(loss)/d(logits) * dloss (padded columns get 0). targets[i] < 0 means "ignore" (loss 0, grad 0). */
+    void (*classifier)(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
+                       float dloss);
+
+    /* Sum of squares of n gradient elements (returns to the host: synchronizes). Non-finite if any
+     * element is inf/nan, which is how fp16 overflow is detected. */
+    double (*sum_squares)(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
+    void (*scale)(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);
+    void (*adamw)(zg_backend *be, const zg_adamw_args *args);
+} zg_backend_ops;
+
+struct zg_backend {
+    const zg_backend_ops *ops;
+    zg_dtype param_dtype, act_dtype, grad_dtype;
+    int device;          /* -1 for the CPU, else the CUDA device index */
+    size_t bytes_in_use; /* backend memory currently allocated through ops->alloc */
+    size_t bytes_peak;
+    void *impl;          /* backend-private state */
+};
+
+typedef struct {
+    const char *device; /* "cpu", "cuda", or "auto" (cuda when a GPU is present) */
+    int device_index;   /* CUDA device, -1 = default */
+    zg_dtype precision; /* param/activation/grad dtype: fp32 on the CPU; bf16 / fp16 / fp32 on CUDA */
+} zg_backend_config;
+
+/* Creates the backend named by cfg->device. -1 with an error when it is not compiled in, no GPU is
+ * present for "cuda", or the precision is not supported by that backend. */
+int zg_backend_create(zg_backend **out, const zg_backend_config *cfg);
+void zg_backend_destroy(zg_backend *be);
+/* 1 when the CUDA backend is compiled in and a GPU is visible. */
+int zg_backend_cuda_available(void);
+
+/* Backend constructors (src/backend/cpu/backend_cpu.c, src/backend/cuda/backend_cuda.cu). */
+int zg_backend_cpu_create(zg_backend **out, const zg_backend_config *cfg);
+#ifdef ZGPT_WITH_CUDA
+int zg_backend_cuda_create(zg_backend **out, const zg_backend_config *cfg);
+int zg_backend_cuda_device_count(void);
+#endif
+
+#endif

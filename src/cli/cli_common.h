@@ -1,0 +1,12 @@
+/* Helpers shared by the cmd_*.c files. */
+#ifndef ZG_CLI_COMMON_H
+#define ZG_CLI_COMMON_H
+
+#include "cli/options.h"
+
+/* Parses options; prints the error or help. Returns -1 (exit 2), 1 (help printed: exit 0), 0 (go on). */
+int zg_cli_parse(const zg_command_spec *spec, int argc, char **argv, void *args, zg_strlist *positional);
+/* Prints the pending zg_errorf message and returns 1 (the exit status for a failed command). */
+int zg_cli_fail(void);
+
+#endif

@@ -1,0 +1,63 @@
+#include "cli/commands.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <xxhash.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef ZGPT_WITH_MPI
+#include <mpi.h>
+#endif
+#ifdef ZGPT_WITH_CUDA
+#include <cuda_runtime_api.h>
+#include <cudnn_version.h>
+#include <nccl.h>
+#endif
+
+#ifndef ZGPT_VERSION
+#define ZGPT_VERSION "0.0.0"
+#endif
+
+/* From OpenBLAS; declared here so no BLAS header choice leaks into the CLI. */
+char *openblas_get_config(void);
+int openblas_get_num_threads(void);
+
+void zg_print_version(void) {
+    printf("zgpt %s\n", ZGPT_VERSION);
+    printf("backends:\n");
+#ifdef _OPENMP
+    printf("  cpu      fp32, OpenMP %d (max threads %d), BLAS: %s\n", _OPENMP, omp_get_max_threads(),
+           openblas_get_config());
+#else
+    printf("  cpu      fp32, no OpenMP, BLAS: %s\n", openblas_get_config());
+#endif
+#ifdef ZGPT_WITH_CUDA
+    int rt = 0;
+    cudaRuntimeGetVersion(&rt);
+    printf("  cuda     runtime %d.%d (built with %d.%d), archs %s, cuDNN %d.%d.%d, NCCL %d.%d.%d\n", rt / 1000,
+           (rt % 1000) / 10, CUDART_VERSION / 1000, (CUDART_VERSION % 1000) / 10, ZGPT_CUDA_ARCHS, CUDNN_MAJOR,
+           CUDNN_MINOR, CUDNN_PATCHLEVEL, NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+#else
+    printf("  cuda     not compiled in (build with nvcc available)\n");
+#endif
+    printf("communicators:\n  single\n");
+#ifdef ZGPT_WITH_MPI
+    int maj = 0, min = 0;
+    MPI_Get_version(&maj, &min);
+    printf("  mpi      MPI %d.%d (%s)\n", maj, min, ZGPT_MPI_IMPL);
+#else
+    printf("  mpi      not compiled in\n");
+#endif
+#ifdef ZGPT_WITH_CUDA
+    printf("  nccl     %d.%d.%d\n", NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+#endif
+    char pcre[64] = "";
+    pcre2_config(PCRE2_CONFIG_VERSION, pcre);
+    int jit = 0;
+    pcre2_config(PCRE2_CONFIG_JIT, &jit);
+    printf("libraries:\n  PCRE2 %s (JIT %s), cJSON %s, xxHash %d.%d.%d\n", pcre, jit ? "yes" : "no", cJSON_Version(),
+           XXH_VERSION_MAJOR, XXH_VERSION_MINOR, XXH_VERSION_RELEASE);
+}

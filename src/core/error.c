@@ -1,0 +1,109 @@
+#include "core/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ZG_ERROR_CAP = 2048 };
+
+static _Thread_local char tl_message[ZG_ERROR_CAP];
+static _Thread_local char tl_errno_text[256];
+/* The rank is process-wide and written once before any thread starts. */
+static int process_rank = -1;
+
+int zg_errorf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_message, sizeof tl_message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int zg_error_prefix(const char *fmt, ...) {
+    char prefix[ZG_ERROR_CAP];
+    char old[ZG_ERROR_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, tl_message, sizeof old);
+    size_t n = strlen(prefix);
+    if (n > sizeof tl_message - 3) n = sizeof tl_message - 3;
+    memcpy(tl_message, prefix, n);
+    memcpy(tl_message + n, ": ", 2);
+    size_t room = sizeof tl_message - n - 3;
+    size_t m = strnlen(old, room);
+    memcpy(tl_message + n + 2, old, m);
+    tl_message[n + 2 + m] = '\0';
+    return -1;
+}
+
+const char *zg_error_message(void) { return tl_message; }
+void zg_error_clear(void) { tl_message[0] = '\0'; }
+
+void zg_log_set_rank(int rank) { process_rank = rank; }
+int zg_log_rank(void) { return process_rank; }
+
+static void print_prefix(FILE *f, const char *kind) {
+    if (process_rank >= 0)
+        fprintf(f, "zgpt[rank %d]: %s: ", process_rank, kind);
+    else
+        fprintf(f, "zgpt: %s: ", kind);
+}
+
+void zg_error_print(void) {
+    print_prefix(stderr, "error");
+    fprintf(stderr, "%s\n", tl_message[0] ? tl_message : "unknown error");
+    fflush(stderr);
+}
+
+_Noreturn void zg_fatal_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    print_prefix(stderr, "fatal");
+    fprintf(stderr, "%s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    exit(1);
+}
+
+const char *zg_strerrno(void) {
+    int e = errno;
+    snprintf(tl_errno_text, sizeof tl_errno_text, "%s (errno %d)", strerror(e), e);
+    return tl_errno_text;
+}
+
+void *zg_check_ptr_at(void *p, const char *file, int line, const char *call) {
+    if (!p) zg_fatal_at(file, line, "%s returned NULL: %s", call, zg_strerrno());
+    return p;
+}
+
+void *zg_malloc_at(size_t n, const char *file, int line) {
+    void *p = malloc(n ? n : 1);
+    if (!p) zg_fatal_at(file, line, "out of host memory allocating %zu bytes", n);
+    return p;
+}
+
+void *zg_calloc_at(size_t count, size_t size, const char *file, int line) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) zg_fatal_at(file, line, "out of host memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *zg_realloc_at(void *p, size_t n, const char *file, int line) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) zg_fatal_at(file, line, "out of host memory reallocating to %zu bytes", n);
+    return q;
+}
+
+char *zg_strdup_at(const char *s, const char *file, int line) {
+    size_t n = strlen(s) + 1;
+    char *p = zg_malloc_at(n, file, line);
+    memcpy(p, s, n);
+    return p;
+}

@@ -1,0 +1,120 @@
+/* GPT-2 (exactly Hugging Face's GPT2LMHeadModel) over the backend op table.
+ *
+ * Parameters live in ONE flat buffer (model->params) and gradients in another of the same layout
+ * (model->grads). The parameter table (gpt2_param_table) is the single source of truth for names,
+ * shapes and offsets. Layout, in order (documented in docs/FORMATS.md):
+ *   wte (Vp, C), wpe (block_size, C),
+ *   for each layer l: ln_1.weight (C), ln_1.bias (C), attn.c_attn.weight (3C, C), attn.c_attn.bias (3C),
+ *                     attn.c_proj.weight (C, C), attn.c_proj.bias (C), ln_2.weight (C), ln_2.bias (C),
+ *                     mlp.c_fc.weight (4C, C), mlp.c_fc.bias (4C), mlp.c_proj.weight (C, 4C), mlp.c_proj.bias (C),
+ *   ln_f.weight (C), ln_f.bias (C).
+ * Names follow HF without the "transformer." prefix ("h.3.attn.c_attn.weight"). Linear weights are
+ * stored (out, in); HF's Conv1D stores (in, out), so import/export transpose them.
+ * Layer-major order keeps each layer contiguous, so ZeRO can shard, gather (stage 3) and reduce
+ * (stage 2, as backward completes each layer, last layer first) whole layers as ranges.
+ */
+#ifndef ZG_MODEL_GPT2_H
+#define ZG_MODEL_GPT2_H
+
+#include "backend/backend.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int n_layer, n_head, n_embd;
+    int block_size;        /* max sequence length (n_positions) */
+    int vocab_size;        /* 50257 */
+    int padded_vocab_size; /* vocab_size rounded up to a multiple of 128 (50304) */
+} gpt2_config;
+
+/* "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" -> config; -1 with an error listing the names. */
+int gpt2_config_by_name(const char *name, gpt2_config *cfg);
+/* Checks ranges and divisibility (n_embd % n_head), fills padded_vocab_size. */
+int gpt2_config_validate(gpt2_config *cfg);
+
+typedef struct {
+    char name[64];    /* "wte", "h.0.ln_1.weight", ... */
+    size_t offset;    /* elements from the start of the flat buffer */
+    size_t numel;
+    int ndim;
+    int shape[2];
+    int layer;        /* -1 for embeddings and ln_f */
+    int decay;        /* 1: weight decay applies (2-D matrices except wpe), 0: biases, LayerNorm, wpe */
+} gpt2_tensor;
+
+typedef struct {
+    gpt2_tensor *tensors;
+    int n_tensors;
+    size_t num_params;     /* total elements of the flat buffer */
+    size_t *layer_begin;   /* n_layer + 1 offsets: layer l spans [layer_begin[l], layer_begin[l+1]) */
+} gpt2_param_table;
+
+int gpt2_param_table_init(gpt2_param_table *t, const gpt2_config *cfg);
+void gpt2_param_table_free(gpt2_param_table *t);
+const gpt2_tensor *gpt2_param_table_find(const gpt2_param_table *t, const char *name);
+/* Parameters counted without the vocabulary padding (124,439,808 for gpt2). */
+size_t gpt2_param_count_unpadded(const gpt2_config *cfg);
+
+/* Called by the model while it runs, so data-parallel engines can overlap communication:
+ *  - grads_ready: gradients in [offset, offset+count) of model->grads are final for this backward
+ *    pass (called layer by layer, last layer first; embeddings last).
+ *  - before_layer / after_layer: parameters of layer l (-1: embeddings and ln_f) are about to be /
+ *    no longer needed (ZeRO stage 3 gathers and releases them). is_backward tells the pass.
+ * Any function may be NULL. */
+typedef struct {
+    void *ctx;
+    void (*grads_ready)(void *ctx, size_t offset, size_t count);
+    void (*before_layer)(void *ctx, int layer, int is_backward);
+    void (*after_layer)(void *ctx, int layer, int is_backward);
+} gpt2_hooks;
+
+typedef struct {
+    gpt2_config cfg;
+    gpt2_param_table table;
+    zg_backend *be;
+    void *params; /* flat, be->param_dtype, table.num_params elements */
+    void *grads;  /* flat, be->grad_dtype; NULL until gpt2_grads_alloc() */
+    gpt2_hooks hooks;
+    int recompute_gelu; /* 1: keep only the pre-GELU activation, recompute GELU in backward */
+    /* activation state; sized for (B, T) by gpt2_activations_ensure() */
+    int B, T;
+    void *acts;          /* one allocation holding every activation tensor */
+    void *grad_acts;     /* activation gradients (backward scratch) */
+    int32_t *tokens, *targets; /* backend memory (B,T) */
+    float *losses;       /* backend memory (B,T) */
+    float *losses_host;  /* host copy */
+    int has_targets;
+    void *act_index;     /* private: offsets of each activation tensor */
+} gpt2_model;
+
+/* Allocates the parameter buffer on the backend (contents undefined until initialised/loaded). */
+int gpt2_init(gpt2_model *m, const gpt2_config *cfg, zg_backend *be);
+void gpt2_free(gpt2_model *m);
+int gpt2_grads_alloc(gpt2_model *m);
+void gpt2_zero_grad(gpt2_model *m);
+
+/* From-scratch initialisation: N(0, 0.02) weights, residual projections N(0, 0.02/sqrt(2 n_layer)),
+ * zero biases, LayerNorm 1/0; padded vocabulary rows 0. Deterministic for a seed. */
+void gpt2_init_random(gpt2_model *m, uint64_t seed);
+/* Copies fp32 host parameters (table layout) into the model, and back. */
+void gpt2_params_upload(gpt2_model *m, const float *host);
+void gpt2_params_download(gpt2_model *m, float *host);
+
+/* Activation memory for micro-batch B and sequence T (T <= block_size). */
+int gpt2_activations_ensure(gpt2_model *m, int B, int T);
+/* Bytes of activations (+ activation gradients) the model needs for (B, T): for plan/bench. */
+size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute_gelu);
+
+/* Forward pass on host token arrays (B,T). With targets (NULL = none) it returns the mean loss over
+ * targets >= 0 (and keeps per-token losses in losses_host); without, it returns 0 and leaves logits
+ * for gpt2_logits(). */
+float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T);
+/* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
+ * model->grads, scaled by loss_scale / (number of valid targets) * grad_accum_scale; i.e. the
+ * gradient of (loss_scale * grad_accum_scale * mean loss). */
+void gpt2_backward(gpt2_model *m, float loss_scale);
+/* Logits (fp32, host) of position t of every sequence of the last forward: out (B, vocab_size). */
+void gpt2_logits(gpt2_model *m, int t, float *out);
+
+#endif
