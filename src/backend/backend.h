@@ -15,6 +15,8 @@
  *    layernorm_backward's dinp, which accumulates into the residual-stream gradient.
  *  - Ops are asynchronous on CUDA (one compute stream); anything that returns a host value
  *    synchronizes.
+ *  - Token and target arrays (tokens, targets) are backend memory (upload them first).
+ *  - Inputs and outputs of one call never alias unless the op says so (classifier works in place).
  */
 #ifndef ZG_BACKEND_BACKEND_H
 #define ZG_BACKEND_BACKEND_H
@@ -27,6 +29,12 @@ size_t zg_dtype_size(zg_dtype dt);
 const char *zg_dtype_name(zg_dtype dt);
 /* "fp32"/"float32", "bf16"/"bfloat16", "fp16"/"float16" -> dtype; -1 with an error otherwise. */
 int zg_dtype_parse(const char *s, zg_dtype *out);
+
+/* fp32 <-> bf16 / fp16 scalar conversions (round to nearest even; NaN stays NaN). */
+uint16_t zg_f32_to_bf16(float f);
+float zg_bf16_to_f32(uint16_t h);
+uint16_t zg_f32_to_f16(float f);
+float zg_f16_to_f32(uint16_t h);
 
 typedef struct zg_backend zg_backend;
 
@@ -96,16 +104,18 @@ typedef struct {
     /* out (N,C) = a + b */
     void (*residual_forward)(zg_backend *be, void *out, const void *a, const void *b, size_t n);
 
-    /* Causal self-attention. qkv (B,T,3C): q, k, v each (B,T,NH,hs) inside the row; out (B,T,C).
-     * stats: backend-defined saved state for backward, attention_stats_bytes() bytes. */
+    /* Causal self-attention, scaled by 1/sqrt(hs). qkv (B,T,3C): row = [q (NH,hs) | k (NH,hs) | v (NH,hs)];
+     * out (B,T,C) with head h in columns [h*hs, (h+1)*hs).
+     * stats: backend-defined saved state for backward, attention_stats_bytes() bytes (the CPU keeps
+     * the probabilities (B,NH,T,T); CUDA keeps only per-row softmax statistics (B,NH,T)). */
     size_t (*attention_stats_bytes)(zg_backend *be, int B, int T, int NH);
     void (*attention_forward)(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T, int C, int NH);
     /* dqkv (B,T,3C) = ... (overwrite) */
     void (*attention_backward)(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                const void *stats, int B, int T, int C, int NH);
     /* Incremental decoding with a KV cache (sampling). qkv (B,Tn,3C) holds the Tn new positions
-     * pos..pos+Tn-1; their k, v are written into kcache/vcache (B,NH,maxT,hs) and out (B,Tn,C)
-     * attends causally over positions 0..pos+Tn-1. */
+     * pos..pos+Tn-1; their k, v are written into kcache/vcache (B,NH,maxT,hs) (act_dtype) and
+     * out (B,Tn,C) attends causally over positions 0..pos+Tn-1 (new position i sees 0..pos+i). */
     void (*attention_forward_cached)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
                                      int B, int Tn, int pos, int maxT, int C, int NH);
 
@@ -119,6 +129,10 @@ typedef struct {
      * element is inf/nan, which is how fp16 overflow is detected. */
     double (*sum_squares)(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
     void (*scale)(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);
+    /* AdamW (decoupled, as torch.optim.AdamW), per element of each segment, g = grad * grad_scale:
+     *   p -= lr * wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+     *   p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps)
+     * on master (fp32) when it is non-NULL, then param = cast(master); else on param (fp32). */
     void (*adamw)(zg_backend *be, const zg_adamw_args *args);
 } zg_backend_ops;
 

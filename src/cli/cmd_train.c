@@ -1,11 +1,93 @@
-/* Placeholder until the 'train' command lands; replaced by its implementation. */
+/* zgpt train: DeepSpeed-style JSON config -> the training loop (src/train/trainer.c). */
+#include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/strutil.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *config;
+    const char *deepspeed;
+    zg_strlist sets;
+    const char *device;
+    int resume;
+    const char *gpus;
+    int64_t nproc;
+    int quiet;
+} train_args;
+
+static const zg_option train_opts[] = {
+    ZG_OPT_STR(train_args, config, "config", "FILE", "training config (JSON; may also hold the DeepSpeed keys)", NULL),
+    ZG_OPT_STR(train_args, deepspeed, "deepspeed", "DS_CONFIG", "DeepSpeed config file, used unchanged", NULL),
+    ZG_OPT_LIST(train_args, sets, "set", "KEY.PATH=VALUE", "override a config key (repeatable)"),
+    ZG_OPT_STR(train_args, device, "device", "cpu|cuda|auto", "where to train (default: the config's device, auto)",
+               NULL),
+    ZG_OPT_FLAG(train_args, resume, "resume", "continue from out_dir/latest (same as init_from \"resume\")"),
+    ZG_OPT_STR(train_args, gpus, "gpus", "N|all", "GPUs to train on, one process each (as deepspeed --num_gpus)",
+               NULL),
+    ZG_OPT_INT(train_args, nproc, "nproc", "N", "CPU processes to train with (data parallel, ZeRO)", "1"),
+    ZG_OPT_FLAG(train_args, quiet, "quiet", "print evaluations only, not every log_interval iteration"),
+    ZG_OPT_END,
+};
+
+static const zg_command_spec train_spec = {
+    "train",
+    "--config FILE [--deepspeed DS_CONFIG] [--set key.path=value]... [options]",
+    "Train or fine-tune a GPT-2 from a DeepSpeed-style JSON config.",
+    train_opts,
+    NULL,
+    "Config keys: nanoGPT's (out_dir, data, max_iters, eval_interval, eval_iters, log_interval, init_from,\n"
+    "n_layer, n_head, n_embd, block_size, batch_size, learning_rate, ...) and DeepSpeed's (train_batch_size,\n"
+    "train_micro_batch_size_per_gpu, gradient_accumulation_steps, gradient_clipping, optimizer, scheduler,\n"
+    "fp16, bf16, zero_optimization, ...). See docs/TRAINING.md. Output goes to out_dir: checkpoints\n"
+    "(iter_N, best, final, latest) and metrics.jsonl.",
+};
 
 int zg_cmd_train(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    zg_errorf("'zgpt train' is not implemented in this build");
-    zg_error_print();
-    return 1;
+    train_args a;
+    int rc = zg_cli_parse(&train_spec, argc, argv, &a, NULL);
+    if (rc != 0) return rc < 0 ? 2 : 0;
+    int status = 0;
+    if (!a.config) {
+        zg_errorf("zgpt train needs --config FILE (see 'zgpt train --help')");
+        zg_error_print();
+        status = 2;
+    } else if (a.device && strcmp(a.device, "cpu") != 0 && strcmp(a.device, "cuda") != 0 &&
+               strcmp(a.device, "auto") != 0) {
+        zg_errorf("--device '%s': use cpu, cuda or auto", a.device);
+        zg_error_print();
+        status = 2;
+    } else {
+        int64_t gpus = 1;
+        if (a.gpus && strcmp(a.gpus, "all") != 0 && zg_parse_i64(a.gpus, "--gpus", &gpus) != 0) {
+            zg_error_print();
+            status = 2;
+        } else if (a.nproc < 1 || gpus < 1) {
+            zg_errorf("--nproc and --gpus must be >= 1");
+            zg_error_print();
+            status = 2;
+        } else if (a.nproc > 1 || gpus > 1 || (a.gpus && strcmp(a.gpus, "all") == 0)) {
+            zg_errorf("multi-process training (--nproc/--gpus) is not in this build yet; run one process (drop "
+                      "--nproc/--gpus)");
+            zg_error_print();
+            status = 2;
+        }
+    }
+    if (status == 0) {
+        zg_train_config cfg;
+        if (zg_train_config_load(&cfg, a.config, a.deepspeed, a.sets.items, a.sets.count) != 0) {
+            status = zg_cli_fail();
+        } else {
+            zg_train_options o = {a.device, a.resume, a.quiet};
+            if (zg_train_run(&cfg, &o) != 0) status = zg_cli_fail();
+            zg_train_config_free(&cfg);
+        }
+    }
+    zg_strlist_free(&a.sets);
+    return status;
 }

@@ -56,11 +56,42 @@ const gpt2_tensor *gpt2_param_table_find(const gpt2_param_table *t, const char *
 /* Parameters counted without the vocabulary padding (124,439,808 for gpt2). */
 size_t gpt2_param_count_unpadded(const gpt2_config *cfg);
 
+/* Weight-decay segments of the flat buffer: consecutive tensors with the same decay flag are merged;
+ * decayed ones get weight_decay, the others 0. Returns the count (*out is zg_malloc'ed). */
+int gpt2_param_segments(const gpt2_param_table *t, float weight_decay, zg_segment **out);
+
+/* Per-op timing. When model->profile is non-NULL, every backend op the model issues is bracketed by
+ * be->ops->synchronize() and a monotonic clock, and its milliseconds are added to
+ * ms[pass][op] (pass 0 forward, 1 backward). Profiling serialises the backend, so use it to see
+ * the split, not for the headline tokens/s. */
+typedef enum {
+    GPT2_OP_ENCODER = 0,
+    GPT2_OP_LAYERNORM,
+    GPT2_OP_MATMUL,
+    GPT2_OP_ATTENTION,
+    GPT2_OP_GELU,
+    GPT2_OP_RESIDUAL,
+    GPT2_OP_CLASSIFIER,
+    GPT2_OP_TRANSFER, /* uploads/downloads of tokens, targets, losses */
+    GPT2_OP_COUNT
+} gpt2_op;
+typedef struct {
+    double ms[2][GPT2_OP_COUNT];
+    long calls[2][GPT2_OP_COUNT];
+} gpt2_profile;
+const char *gpt2_op_name(gpt2_op op); /* "encoder", "layernorm", "matmul", ... */
+
 /* Called by the model while it runs, so data-parallel engines can overlap communication:
  *  - grads_ready: gradients in [offset, offset+count) of model->grads are final for this backward
  *    pass (called layer by layer, last layer first; embeddings last).
+ *    Order: ln_f's range first (right after the LM head backward), then layer n_layer-1 ... 0, then
+ *    the embeddings range [0, layer_begin[0]) last (wte also gets the LM-head gradient). Every element
+ *    of the buffer is reported exactly once per backward.
  *  - before_layer / after_layer: parameters of layer l (-1: embeddings and ln_f) are about to be /
  *    no longer needed (ZeRO stage 3 gathers and releases them). is_backward tells the pass.
+ *    Forward: before(-1), then before(l)/after(l) for l = 0..n_layer-1, then after(-1) (the
+ *    embeddings stay needed through the LM head). Backward: before(-1), then l = n_layer-1..0,
+ *    then after(-1). gpt2_forward_cached calls them the same way as the forward.
  * Any function may be NULL. */
 typedef struct {
     void *ctx;
@@ -85,7 +116,10 @@ typedef struct {
     float *losses;       /* backend memory (B,T) */
     float *losses_host;  /* host copy */
     int has_targets;
+    int n_valid_targets; /* targets >= 0 in the last forward */
     void *act_index;     /* private: offsets of each activation tensor */
+    void *kv;            /* private: KV cache of gpt2_kv_alloc() */
+    gpt2_profile *profile; /* optional per-op timing (NULL = off); owned by the caller */
 } gpt2_model;
 
 /* Allocates the parameter buffer on the backend (contents undefined until initialised/loaded). */
@@ -108,13 +142,25 @@ size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, 
 
 /* Forward pass on host token arrays (B,T). With targets (NULL = none) it returns the mean loss over
  * targets >= 0 (and keeps per-token losses in losses_host); without, it returns 0 and leaves logits
- * for gpt2_logits(). */
+ * for gpt2_logits(). Targets < 0 are ignored. A token id outside [0, vocab_size), T > block_size or
+ * an activation allocation failure returns NAN with a zg_errorf() message (check isnan()). */
 float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T);
 /* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
- * model->grads, scaled by loss_scale / (number of valid targets) * grad_accum_scale; i.e. the
- * gradient of (loss_scale * grad_accum_scale * mean loss). */
+ * model->grads and are the gradient of (loss_scale * mean loss of the last forward); fold the
+ * gradient-accumulation factor (1/grad_accum) and any fp16 loss scale into loss_scale.
+ * The logits of the last forward are overwritten (they hold d loss / d logits afterwards). */
 void gpt2_backward(gpt2_model *m, float loss_scale);
-/* Logits (fp32, host) of position t of every sequence of the last forward: out (B, vocab_size). */
+/* Logits (fp32, host) of position t of every sequence of the last forward: out (B, vocab_size).
+ * Valid until the next forward or backward. */
 void gpt2_logits(gpt2_model *m, int t, float *out);
+
+/* KV cache for incremental decoding (sampling): B sequences of up to maxT <= block_size positions.
+ * gpt2_forward_cached runs the Tn new tokens tokens_host (B,Tn) at positions pos..pos+Tn-1
+ * (pos + Tn <= maxT; pos == 0 restarts the sequences), appends their keys/values to the cache and
+ * writes logits_out (B, vocab_size) fp32 host for the last new position. Returns 0, or -1 with an
+ * error when the cache is missing or too small. */
+int gpt2_kv_alloc(gpt2_model *m, int B, int maxT);
+void gpt2_kv_free(gpt2_model *m);
+int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn, int pos, float *logits_out);
 
 #endif

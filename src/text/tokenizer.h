@@ -38,7 +38,10 @@ const char *zg_tokenizer_dir(const zg_tokenizer *tok);
 zg_encoder *zg_encoder_new(const zg_tokenizer *tok);
 void zg_encoder_free(zg_encoder *enc);
 /* Appends the tokens of text[0..len) to out. allow_special: "<|endoftext|>" becomes the EOT id
- * instead of ordinary text (tiktoken's encode_ordinary when 0). Text may be any bytes. */
+ * instead of ordinary text (tiktoken's encode_ordinary when 0). Text may be any bytes: valid UTF-8
+ * encodes exactly as tiktoken; bytes that are not valid UTF-8 never join a regex match, and each
+ * maximal run of them is byte-pair-merged as a piece of its own, so decode(encode(x)) == x always.
+ * Returns 0, or -1 with an error (a regex engine failure, or one word over 4 GiB). */
 int zg_encoder_encode(zg_encoder *enc, const char *text, size_t len, int allow_special, zg_tokens *out);
 
 /* The exact bytes of one token (not NUL-terminated); NULL with an error for an id out of range. */

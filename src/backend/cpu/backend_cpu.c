@@ -1,0 +1,125 @@
+/* The CPU backend: host memory, fp32 only, OpenMP loops and OpenBLAS sgemm (ops in ops_cpu.c and
+ * optim_cpu.c). */
+#include "backend/cpu/cpu_internal.h"
+
+#include "core/error.h"
+#include "core/strutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Each allocation carries a 64-byte header with its size so dealloc can keep bytes_in_use exact
+ * while the returned pointer stays 64-byte aligned (one cache line, full AVX-512 vectors). */
+#define CPU_ALLOC_HEADER 64
+
+static void *cpu_alloc(zg_backend *be, size_t bytes, const char *what) {
+    void *p = NULL;
+    int rc = posix_memalign(&p, 64, bytes + CPU_ALLOC_HEADER);
+    if (rc != 0 || p == NULL) {
+        char a[32], b[32];
+        zg_errorf("out of host memory allocating %s for %s (%s already in use by zgpt): reduce the micro-batch, "
+                  "the sequence length or the model size",
+                  zg_fmt_bytes((double)bytes, a, sizeof a), what ? what : "buffer",
+                  zg_fmt_bytes((double)be->bytes_in_use, b, sizeof b));
+        return NULL;
+    }
+    memcpy(p, &bytes, sizeof bytes);
+    be->bytes_in_use += bytes;
+    if (be->bytes_in_use > be->bytes_peak) be->bytes_peak = be->bytes_in_use;
+    return (char *)p + CPU_ALLOC_HEADER;
+}
+
+static void cpu_dealloc(zg_backend *be, void *p) {
+    if (p == NULL) return;
+    char *base = (char *)p - CPU_ALLOC_HEADER;
+    size_t bytes;
+    memcpy(&bytes, base, sizeof bytes);
+    be->bytes_in_use -= bytes;
+    free(base);
+}
+
+static void cpu_upload(zg_backend *be, void *dst, const void *src_host, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst, src_host, bytes);
+}
+
+static void cpu_download(zg_backend *be, void *dst_host, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst_host, src, bytes);
+}
+
+static void cpu_copy(zg_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+}
+
+static void cpu_zero(zg_backend *be, void *p, size_t bytes) {
+    (void)be;
+    if (bytes) memset(p, 0, bytes);
+}
+
+static void cpu_synchronize(zg_backend *be) { (void)be; }
+
+float *cpu_scratch(zg_backend *be, size_t n) {
+    cpu_state *st = be->impl;
+    if (st->scratch_floats < n) {
+        free(st->scratch);
+        st->scratch = zg_malloc(n * sizeof(float));
+        st->scratch_floats = n;
+    }
+    return st->scratch;
+}
+
+static void cpu_destroy(zg_backend *be) {
+    cpu_state *st = be->impl;
+    if (st) free(st->scratch);
+    free(st);
+    free(be);
+}
+
+static const zg_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .dealloc = cpu_dealloc,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .synchronize = cpu_synchronize,
+    .upload_f32 = cpu_upload_f32,
+    .download_f32 = cpu_download_f32,
+    .cast = cpu_cast,
+    .encoder_forward = cpu_encoder_forward,
+    .encoder_backward = cpu_encoder_backward,
+    .layernorm_forward = cpu_layernorm_forward,
+    .residual_layernorm_forward = cpu_residual_layernorm_forward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .gelu_forward = cpu_gelu_forward,
+    .residual_forward = cpu_residual_forward,
+    .attention_stats_bytes = cpu_attention_stats_bytes,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .attention_forward_cached = cpu_attention_forward_cached,
+    .classifier = cpu_classifier,
+    .sum_squares = cpu_sum_squares,
+    .scale = cpu_scale,
+    .adamw = cpu_adamw,
+};
+
+int zg_backend_cpu_create(zg_backend **out, const zg_backend_config *cfg) {
+    *out = NULL;
+    if (cfg->precision != ZG_F32)
+        return zg_errorf("precision '%s' is not supported on the CPU: the CPU backend trains in fp32; set the "
+                         "precision to fp32 (drop the fp16/bf16 setting) or use --device cuda",
+                         zg_dtype_name(cfg->precision));
+    zg_backend *be = zg_calloc(1, sizeof *be);
+    be->ops = &cpu_ops;
+    be->param_dtype = be->act_dtype = be->grad_dtype = ZG_F32;
+    be->device = -1;
+    be->impl = zg_calloc(1, sizeof(cpu_state));
+    *out = be;
+    return 0;
+}

@@ -1,0 +1,90 @@
+/* Optimizer and buffer-wide ops of the CPU backend: AdamW, gradient norm, scaling, dtype casts.
+ * The CPU trains in fp32; the casts also handle bf16/fp16 so checkpoints and exports of any dtype
+ * can be converted on the host. */
+#include "backend/cpu/cpu_internal.h"
+
+#include "core/error.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+static inline float load_elem(const void *p, zg_dtype dt, size_t i) {
+    switch (dt) {
+    case ZG_F32: return ((const float *)p)[i];
+    case ZG_BF16: return zg_bf16_to_f32(((const uint16_t *)p)[i]);
+    case ZG_F16: return zg_f16_to_f32(((const uint16_t *)p)[i]);
+    }
+    return 0.0f;
+}
+
+static inline void store_elem(void *p, zg_dtype dt, size_t i, float v) {
+    switch (dt) {
+    case ZG_F32: ((float *)p)[i] = v; break;
+    case ZG_BF16: ((uint16_t *)p)[i] = zg_f32_to_bf16(v); break;
+    case ZG_F16: ((uint16_t *)p)[i] = zg_f32_to_f16(v); break;
+    }
+}
+
+void cpu_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n) {
+    (void)be;
+    if (dst_dt == src_dt) {
+        memmove(dst, src, n * zg_dtype_size(dst_dt));
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) store_elem(dst, dst_dt, i, load_elem(src, src_dt, i));
+}
+
+void cpu_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n) {
+    cpu_cast(be, dst, dt, src_host, ZG_F32, n);
+}
+
+void cpu_download_f32(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n) {
+    cpu_cast(be, dst_host, ZG_F32, src, dt, n);
+}
+
+double cpu_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n) {
+    (void)be;
+    double total = 0.0;
+    /* Fixed static partition + OpenMP's reduction: the same thread count gives the same sum. */
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < n; i++) {
+        double v = load_elem(buf, dt, i);
+        total += v * v;
+    }
+    return total;
+}
+
+void cpu_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s) {
+    (void)be;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) store_elem(buf, dt, i, load_elem(buf, dt, i) * s);
+}
+
+void cpu_adamw(zg_backend *be, const zg_adamw_args *a) {
+    zg_dtype pdt = be->param_dtype, gdt = be->grad_dtype;
+    /* bias corrections in double: 1 - beta^step underflows precision in fp32 for large steps */
+    float bc1 = (float)(1.0 - pow((double)a->beta1, (double)a->step));
+    float bc2 = (float)(1.0 - pow((double)a->beta2, (double)a->step));
+    for (int s = 0; s < a->n_segs; s++) {
+        const zg_segment *seg = &a->segs[s];
+        float decay = a->lr * seg->weight_decay;
+        size_t off = seg->offset;
+        long cnt = (long)seg->count;
+#pragma omp parallel for schedule(static)
+        for (long k = 0; k < cnt; k++) {
+            size_t i = off + (size_t)k;
+            float g = load_elem(a->grad, gdt, i) * a->grad_scale;
+            float p = a->master ? a->master[i] : load_elem(a->param, pdt, i);
+            p -= decay * p;
+            float m = a->beta1 * a->m[i] + (1.0f - a->beta1) * g;
+            float v = a->beta2 * a->v[i] + (1.0f - a->beta2) * g * g;
+            a->m[i] = m;
+            a->v[i] = v;
+            p -= a->lr * (m / bc1) / (sqrtf(v / bc2) + a->eps);
+            if (a->master) a->master[i] = p;
+            store_elem(a->param, pdt, i, p);
+        }
+    }
+}

@@ -1,0 +1,748 @@
+/* Fused causal self-attention (FlashAttention-2 style): the (B,NH,T,T) matrix is never stored.
+ *
+ * Layout: qkv (B,T,3C), row = [q (NH,hs) | k (NH,hs) | v (NH,hs)]; out (B,T,C).
+ * stats (B,NH,T) fp32: per-row log-sum-exp in base 2 of the scaled scores,
+ *   lse2[r] = log2(sum_j exp2(s2[r,j])),  s2 = (q . k) * (1/sqrt(hs)) * log2(e),
+ * so P = exp2(s2 - lse2) is recomputed in backward.
+ *
+ * Tensor-core path (bf16/fp16, hs = 64 or 128): mma.sync m16n8k16 with fp32 accumulation.
+ *   forward:      block = 4 warps = 64 query rows of one (b,h); loop over 64-key tiles up to the
+ *                 diagonal; S, online softmax and O stay in registers (P reused as the A operand).
+ *   backward dKV: block = 64 keys of one (b,h); loop over query tiles from the diagonal on;
+ *                 dV += P^T dO, dK += dS^T Q (each warp owns 16 keys).
+ *   backward dQ:  block = 64 queries; loop over key tiles up to the diagonal; dQ += dS K.
+ *   Two backward kernels instead of atomics keep the gradients deterministic.
+ * Scalar path (fp32 or other head sizes): the same math, one warp per row (tests, fallback). */
+#include "backend/cuda/cuda_internal.h"
+
+#include <math.h>
+
+#define ZGC_LOG2E 1.4426950408889634f
+#define ZGC_ATT_BQ 64
+#define ZGC_ATT_BK 64
+#define ZGC_ATT_THREADS 128
+
+size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH) {
+    (void)be;
+    return (size_t)B * NH * T * sizeof(float);
+}
+
+/* ---- mma helpers ------------------------------------------------------------------------------ */
+
+template <typename T> struct zgc_mma;
+template <> struct zgc_mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+template <> struct zgc_mma<__half> {
+    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+
+__device__ __forceinline__ uint32_t zgc_ld32(const void *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+/* Two 8x8 b16 matrices from shared memory, transposed: rows r0..r0+15 of a row-major tile
+ * (lane l gives the address of row (l & 15)); returns the B fragment of k16 x n8 where
+ * B(k, n) = tile[k][n]. */
+__device__ __forceinline__ void zgc_ldsm_x2_trans(uint32_t &r0, uint32_t &r1, const void *row_ptr) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(row_ptr);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+}
+
+/* A fragment (16 x k16) from a row-major shared tile: rows row0.., columns k0.. */
+template <int LD, typename T>
+__device__ __forceinline__ void zgc_load_a(uint32_t a[4], const T *tile, int row0, int k0, int g, int t) {
+    a[0] = zgc_ld32(&tile[(row0 + g) * LD + k0 + 2 * t]);
+    a[1] = zgc_ld32(&tile[(row0 + g + 8) * LD + k0 + 2 * t]);
+    a[2] = zgc_ld32(&tile[(row0 + g) * LD + k0 + 2 * t + 8]);
+    a[3] = zgc_ld32(&tile[(row0 + g + 8) * LD + k0 + 2 * t + 8]);
+}
+
+/* Copies rows [r0, r0+64) x hs of one head from global (row stride ld elements) into a padded
+ * shared tile [64][HS+8]; rows >= T are zero-filled. 16-byte vectors. */
+template <int HS, typename T>
+__device__ __forceinline__ void zgc_load_tile(T *sh, const T *g, size_t ld, int r0, int T_len) {
+    constexpr int VEC = 8, PER_ROW = HS / VEC, LD = HS + 8;
+    for (int i = threadIdx.x; i < 64 * PER_ROW; i += ZGC_ATT_THREADS) {
+        int r = i / PER_ROW, c = (i % PER_ROW) * VEC;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r0 + r < T_len) v = *reinterpret_cast<const uint4 *>(g + (size_t)(r0 + r) * ld + c);
+        *reinterpret_cast<uint4 *>(&sh[r * LD + c]) = v;
+    }
+}
+
+/* ---- forward (tensor cores) -------------------------------------------------------------------- */
+
+template <typename T, int HS>
+__global__ void __launch_bounds__(ZGC_ATT_THREADS)
+zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C, float scale_log2) {
+    constexpr int LD = HS + 8;
+    extern __shared__ __align__(16) unsigned char zgc_smem[];
+    T *Qs = reinterpret_cast<T *>(zgc_smem);
+    T *Ks = Qs + 64 * LD;
+    T *Vs = Ks + 64 * LD;
+    int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
+    int qt = nq - 1 - blockIdx.y; /* heaviest tiles first */
+    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    size_t ld = (size_t)3 * C;
+    const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
+    const T *kbase = qbase + C, *vbase = qbase + 2 * C;
+
+    zgc_load_tile<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
+    __syncthreads();
+    uint32_t qf[HS / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(qf[kk], Qs, warp * 16, kk * 16, g, t);
+
+    float o[HS / 8][4];
+#pragma unroll
+    for (int j = 0; j < HS / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.f, 0.f};
+    int row_a = qt * ZGC_ATT_BQ + warp * 16 + g; /* rows of this thread: row_a, row_a + 8 */
+
+    for (int kt = 0; kt <= qt; kt++) {
+        __syncthreads(); /* previous tile fully consumed */
+        zgc_load_tile<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
+        zgc_load_tile<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
+        __syncthreads();
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                uint32_t b0 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t]);
+                uint32_t b1 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
+                zgc_mma<T>::run(s[j], qf[kk], b0, b1);
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = kt * ZGC_ATT_BK + j * 8 + 2 * t + (e & 1);
+                int row = row_a + (e >> 1) * 8;
+                float v = s[j][e] * scale_log2;
+                if (kt == qt && col > row) v = -INFINITY;
+                s[j][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+            }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            float mn = fmaxf(m_r[r], mx[r]);
+            corr[r] = exp2f(m_r[r] - mn);
+            m_r[r] = mn;
+            l_r[r] *= corr[r];
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = exp2f(s[j][e] - m_r[e >> 1]);
+                s[j][e] = p;
+                l_r[e >> 1] += p;
+            }
+#pragma unroll
+        for (int j = 0; j < HS / 8; j++) {
+            o[j][0] *= corr[0];
+            o[j][1] *= corr[0];
+            o[j][2] *= corr[1];
+            o[j][3] *= corr[1];
+        }
+        /* O += P V: P (16 x 64 keys) as A fragments, V tile (keys x hs) via ldmatrix.trans */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t pa[4];
+            pa[0] = zgc_mma<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+            pa[1] = zgc_mma<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+            pa[2] = zgc_mma<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[3] = zgc_mma<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dn = 0; dn < HS / 8; dn++) {
+                uint32_t b0, b1;
+                zgc_ldsm_x2_trans(b0, b1, &Vs[(kk * 16 + (lane & 15)) * LD + dn * 8]);
+                zgc_mma<T>::run(o[dn], pa, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
+        l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = row_a + r * 8;
+        if (row >= T_len) continue;
+        float inv = 1.f / l_r[r];
+        T *orow = out + ((size_t)b * T_len + row) * C + (size_t)h * HS;
+#pragma unroll
+        for (int dn = 0; dn < HS / 8; dn++)
+            *reinterpret_cast<uint32_t *>(&orow[dn * 8 + 2 * t]) =
+                zgc_mma<T>::pack(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
+        if (t == 0) lse[((size_t)bh) * T_len + row] = m_r[r] + log2f(l_r[r]);
+    }
+}
+
+/* ---- backward: D = rowsum(dout * out) ---------------------------------------------------------- */
+
+/* D (B,NH,T): one warp per (b, t, h). */
+template <typename T>
+__global__ void zgc_att_bwd_d_kernel(float *D, const T *dout, const T *out, int B, int NH, int T_len, int C) {
+    int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (w >= B * T_len * NH) return;
+    int h = w % NH, bt = w / NH, b = bt / T_len, tt = bt % T_len;
+    int hs = C / NH;
+    size_t base = (size_t)bt * C + (size_t)h * hs;
+    float s = 0.f;
+    for (int d = lane; d < hs; d += 32) s += zgc_to_f(dout[base + d]) * zgc_to_f(out[base + d]);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) D[((size_t)b * NH + h) * T_len + tt] = s;
+}
+
+/* ---- backward dK, dV (tensor cores) ----------------------------------------------------------- */
+
+template <typename T, int HS>
+__global__ void __launch_bounds__(ZGC_ATT_THREADS)
+zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
+                         int C, float scale_log2, float scale) {
+    constexpr int LD = HS + 8;
+    extern __shared__ __align__(16) unsigned char zgc_smem[];
+    T *Ks = reinterpret_cast<T *>(zgc_smem);
+    T *Vs = Ks + 64 * LD;
+    T *Qs = Vs + 64 * LD;
+    T *dOs = Qs + 64 * LD;
+    float *lse_s = reinterpret_cast<float *>(dOs + 64 * LD);
+    float *D_s = lse_s + 64;
+    int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
+    int kt = blockIdx.y; /* small kt = most query tiles: heaviest first */
+    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    size_t ld = (size_t)3 * C;
+    const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
+    const T *kbase = qbase + C, *vbase = qbase + 2 * C;
+    const T *dobase = dout + (size_t)b * T_len * C + (size_t)h * HS;
+    const float *lse_bh = lse + (size_t)bh * T_len, *D_bh = Dg + (size_t)bh * T_len;
+
+    zgc_load_tile<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
+    zgc_load_tile<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
+    float dk[HS / 8][4], dv[HS / 8][4];
+#pragma unroll
+    for (int j = 0; j < HS / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[j][e] = dv[j][e] = 0.f;
+    int key_a = kt * ZGC_ATT_BK + warp * 16 + g; /* keys of this thread: key_a, key_a + 8 */
+
+    for (int qt = kt; qt < nq; qt++) {
+        __syncthreads();
+        zgc_load_tile<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
+        zgc_load_tile<HS>(dOs, dobase, (size_t)C, qt * ZGC_ATT_BQ, T_len);
+        for (int i = threadIdx.x; i < 64; i += ZGC_ATT_THREADS) {
+            int q = qt * ZGC_ATT_BQ + i;
+            lse_s[i] = q < T_len ? lse_bh[q] : INFINITY; /* P = 0 for padding rows */
+            D_s[i] = q < T_len ? D_bh[q] : 0.f;
+        }
+        __syncthreads();
+        /* S^T (16 keys x 64 queries) = K_w Q^T */
+        float st[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                uint32_t a[4];
+                zgc_load_a<LD>(a, Ks, warp * 16, kk * 16, g, t);
+                uint32_t b0 = zgc_ld32(&Qs[(j * 8 + g) * LD + kk * 16 + 2 * t]);
+                uint32_t b1 = zgc_ld32(&Qs[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
+                zgc_mma<T>::run(st[j], a, b0, b1);
+            }
+        }
+        /* P^T = exp2(S^T * scale_log2 - lse[q]), causal: query >= key */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int qi = j * 8 + 2 * t + (e & 1);
+                int key = key_a + (e >> 1) * 8;
+                int q = qt * ZGC_ATT_BQ + qi;
+                float p = exp2f(st[j][e] * scale_log2 - lse_s[qi]);
+                st[j][e] = (q >= key) ? p : 0.f;
+            }
+        /* dP^T (16 keys x 64 queries) = V_w dO^T */
+        float dpt[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                uint32_t a[4];
+                zgc_load_a<LD>(a, Vs, warp * 16, kk * 16, g, t);
+                uint32_t b0 = zgc_ld32(&dOs[(j * 8 + g) * LD + kk * 16 + 2 * t]);
+                uint32_t b1 = zgc_ld32(&dOs[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
+                zgc_mma<T>::run(dpt[j], a, b0, b1);
+            }
+        }
+        /* dV += P^T dO ; dS^T = P^T (dP^T - D) ; dK += dS^T Q (k = queries) */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t pa[4], da[4];
+            pa[0] = zgc_mma<T>::pack(st[2 * kk][0], st[2 * kk][1]);
+            pa[1] = zgc_mma<T>::pack(st[2 * kk][2], st[2 * kk][3]);
+            pa[2] = zgc_mma<T>::pack(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+            pa[3] = zgc_mma<T>::pack(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+            float ds[2][4];
+#pragma unroll
+            for (int hlf = 0; hlf < 2; hlf++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int qi = (2 * kk + hlf) * 8 + 2 * t + (e & 1);
+                    ds[hlf][e] = st[2 * kk + hlf][e] * (dpt[2 * kk + hlf][e] - D_s[qi]);
+                }
+            da[0] = zgc_mma<T>::pack(ds[0][0], ds[0][1]);
+            da[1] = zgc_mma<T>::pack(ds[0][2], ds[0][3]);
+            da[2] = zgc_mma<T>::pack(ds[1][0], ds[1][1]);
+            da[3] = zgc_mma<T>::pack(ds[1][2], ds[1][3]);
+#pragma unroll
+            for (int dn = 0; dn < HS / 8; dn++) {
+                uint32_t b0, b1;
+                zgc_ldsm_x2_trans(b0, b1, &dOs[(kk * 16 + (lane & 15)) * LD + dn * 8]);
+                zgc_mma<T>::run(dv[dn], pa, b0, b1);
+                zgc_ldsm_x2_trans(b0, b1, &Qs[(kk * 16 + (lane & 15)) * LD + dn * 8]);
+                zgc_mma<T>::run(dk[dn], da, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int key = key_a + r * 8;
+        if (key >= T_len) continue;
+        T *row = dqkv + ((size_t)b * T_len + key) * ld + (size_t)h * HS;
+#pragma unroll
+        for (int dn = 0; dn < HS / 8; dn++) {
+            *reinterpret_cast<uint32_t *>(&row[C + dn * 8 + 2 * t]) =
+                zgc_mma<T>::pack(dk[dn][2 * r] * scale, dk[dn][2 * r + 1] * scale);
+            *reinterpret_cast<uint32_t *>(&row[2 * C + dn * 8 + 2 * t]) =
+                zgc_mma<T>::pack(dv[dn][2 * r], dv[dn][2 * r + 1]);
+        }
+    }
+}
+
+/* ---- backward dQ (tensor cores) ------------------------------------------------------------------ */
+
+template <typename T, int HS>
+__global__ void __launch_bounds__(ZGC_ATT_THREADS)
+zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
+                        int C, float scale_log2, float scale) {
+    constexpr int LD = HS + 8;
+    extern __shared__ __align__(16) unsigned char zgc_smem[];
+    T *Qs = reinterpret_cast<T *>(zgc_smem);
+    T *dOs = Qs + 64 * LD;
+    T *Ks = dOs + 64 * LD;
+    T *Vs = Ks + 64 * LD;
+    int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
+    int qt = nq - 1 - blockIdx.y;
+    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    size_t ld = (size_t)3 * C;
+    const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
+    const T *kbase = qbase + C, *vbase = qbase + 2 * C;
+    const T *dobase = dout + (size_t)b * T_len * C + (size_t)h * HS;
+    int row_a = qt * ZGC_ATT_BQ + warp * 16 + g;
+    float lse_r[2], D_r[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int q = row_a + 8 * r;
+        lse_r[r] = q < T_len ? lse[(size_t)bh * T_len + q] : INFINITY;
+        D_r[r] = q < T_len ? Dg[(size_t)bh * T_len + q] : 0.f;
+    }
+    zgc_load_tile<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
+    zgc_load_tile<HS>(dOs, dobase, (size_t)C, qt * ZGC_ATT_BQ, T_len);
+    float dq[HS / 8][4];
+#pragma unroll
+    for (int j = 0; j < HS / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
+
+    for (int kt = 0; kt <= qt; kt++) {
+        __syncthreads();
+        zgc_load_tile<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
+        zgc_load_tile<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
+        __syncthreads();
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HS / 16; kk++) {
+                uint32_t a[4];
+                zgc_load_a<LD>(a, Qs, warp * 16, kk * 16, g, t);
+                uint32_t b0 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t]);
+                uint32_t b1 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
+                zgc_mma<T>::run(s[j], a, b0, b1);
+                zgc_load_a<LD>(a, dOs, warp * 16, kk * 16, g, t);
+                b0 = zgc_ld32(&Vs[(j * 8 + g) * LD + kk * 16 + 2 * t]);
+                b1 = zgc_ld32(&Vs[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
+                zgc_mma<T>::run(dp[j], a, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = kt * ZGC_ATT_BK + j * 8 + 2 * t + (e & 1);
+                int row = row_a + (e >> 1) * 8;
+                float p = exp2f(s[j][e] * scale_log2 - lse_r[e >> 1]);
+                if (key > row) p = 0.f;
+                s[j][e] = p * (dp[j][e] - D_r[e >> 1]); /* dS */
+            }
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t da[4];
+            da[0] = zgc_mma<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+            da[1] = zgc_mma<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+            da[2] = zgc_mma<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            da[3] = zgc_mma<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dn = 0; dn < HS / 8; dn++) {
+                uint32_t b0, b1;
+                zgc_ldsm_x2_trans(b0, b1, &Ks[(kk * 16 + (lane & 15)) * LD + dn * 8]);
+                zgc_mma<T>::run(dq[dn], da, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = row_a + r * 8;
+        if (row >= T_len) continue;
+        T *qrow = dqkv + ((size_t)b * T_len + row) * ld + (size_t)h * HS;
+#pragma unroll
+        for (int dn = 0; dn < HS / 8; dn++)
+            *reinterpret_cast<uint32_t *>(&qrow[dn * 8 + 2 * t]) =
+                zgc_mma<T>::pack(dq[dn][2 * r] * scale, dq[dn][2 * r + 1] * scale);
+    }
+}
+
+/* ---- scalar path (fp32, any head size <= 256) ---------------------------------------------------- */
+
+#define ZGC_SC_MAXD 8 /* hs <= 32 * 8 */
+
+/* One warp per (b, h, query row): online softmax over keys 0..row. */
+template <typename T>
+__global__ void zgc_att_fwd_scalar_kernel(T *out, float *lse, const T *qkv, int B, int NH, int T_len, int C,
+                                          float scale_log2) {
+    int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (w >= B * NH * T_len) return;
+    int row = w % T_len, bh = w / T_len, b = bh / NH, h = bh % NH;
+    int hs = C / NH;
+    size_t ld = (size_t)3 * C;
+    const T *base = qkv + (size_t)b * T_len * ld + (size_t)h * hs;
+    float q[ZGC_SC_MAXD], o[ZGC_SC_MAXD];
+#pragma unroll
+    for (int i = 0; i < ZGC_SC_MAXD; i++) {
+        int d = lane + 32 * i;
+        q[i] = d < hs ? zgc_to_f(base[(size_t)row * ld + d]) : 0.f;
+        o[i] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int j = 0; j <= row; j++) {
+        const T *k = base + (size_t)j * ld + C;
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < ZGC_SC_MAXD; i++) {
+            int d = lane + 32 * i;
+            if (d < hs) s += q[i] * zgc_to_f(k[d]);
+        }
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        s *= scale_log2;
+        float mn = fmaxf(m, s), corr = exp2f(m - mn), p = exp2f(s - mn);
+        l = l * corr + p;
+        m = mn;
+        const T *v = base + (size_t)j * ld + 2 * C;
+#pragma unroll
+        for (int i = 0; i < ZGC_SC_MAXD; i++) {
+            int d = lane + 32 * i;
+            o[i] = o[i] * corr + (d < hs ? p * zgc_to_f(v[d]) : 0.f);
+        }
+    }
+    T *orow = out + ((size_t)b * T_len + row) * C + (size_t)h * hs;
+#pragma unroll
+    for (int i = 0; i < ZGC_SC_MAXD; i++) {
+        int d = lane + 32 * i;
+        if (d < hs) orow[d] = zgc_from_f<T>(o[i] / l);
+    }
+    if (lane == 0) lse[(size_t)bh * T_len + row] = m + log2f(l);
+}
+
+/* One warp per (b, h, row). mode 0: row is a query, dq = scale * sum_j dS[row,j] k_j.
+ * mode 1: row is a key, dk = scale * sum_{q>=row} dS[q,row] q_q, dv = sum_q P[q,row] dO_q. */
+template <typename T>
+__global__ void zgc_att_bwd_scalar_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg,
+                                          int B, int NH, int T_len, int C, float scale_log2, float scale, int mode) {
+    int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (w >= B * NH * T_len) return;
+    int row = w % T_len, bh = w / T_len, b = bh / NH, h = bh % NH;
+    int hs = C / NH;
+    size_t ld = (size_t)3 * C;
+    const T *base = qkv + (size_t)b * T_len * ld + (size_t)h * hs;
+    const T *dob = dout + (size_t)b * T_len * C + (size_t)h * hs;
+    float x[ZGC_SC_MAXD], y[ZGC_SC_MAXD], acc1[ZGC_SC_MAXD], acc2[ZGC_SC_MAXD];
+    /* mode 0: x = q_row, y = dO_row; mode 1: x = k_row, y = v_row */
+#pragma unroll
+    for (int i = 0; i < ZGC_SC_MAXD; i++) {
+        int d = lane + 32 * i;
+        bool ok = d < hs;
+        x[i] = ok ? zgc_to_f(base[(size_t)row * ld + (mode ? C : 0) + d]) : 0.f;
+        y[i] = ok ? (mode ? zgc_to_f(base[(size_t)row * ld + 2 * C + d]) : zgc_to_f(dob[(size_t)row * C + d])) : 0.f;
+        acc1[i] = acc2[i] = 0.f;
+    }
+    int j0 = mode ? row : 0, j1 = mode ? T_len - 1 : row;
+    for (int j = j0; j <= j1; j++) {
+        /* the partner row j: mode 0 -> key j (k_j, v_j); mode 1 -> query j (q_j, dO_j) */
+        float s = 0.f, dp = 0.f;
+#pragma unroll
+        for (int i = 0; i < ZGC_SC_MAXD; i++) {
+            int d = lane + 32 * i;
+            if (d >= hs) continue;
+            if (mode == 0) {
+                s += x[i] * zgc_to_f(base[(size_t)j * ld + C + d]);
+                dp += y[i] * zgc_to_f(base[(size_t)j * ld + 2 * C + d]);
+            } else {
+                s += x[i] * zgc_to_f(base[(size_t)j * ld + d]);
+                dp += y[i] * zgc_to_f(dob[(size_t)j * C + d]);
+            }
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            s += __shfl_xor_sync(0xffffffffu, s, off);
+            dp += __shfl_xor_sync(0xffffffffu, dp, off);
+        }
+        int qrow = mode ? j : row;
+        float p = exp2f(s * scale_log2 - lse[(size_t)bh * T_len + qrow]);
+        float ds = p * (dp - Dg[(size_t)bh * T_len + qrow]);
+#pragma unroll
+        for (int i = 0; i < ZGC_SC_MAXD; i++) {
+            int d = lane + 32 * i;
+            if (d >= hs) continue;
+            if (mode == 0) {
+                acc1[i] += ds * zgc_to_f(base[(size_t)j * ld + C + d]);
+            } else {
+                acc1[i] += ds * zgc_to_f(base[(size_t)j * ld + d]);
+                acc2[i] += p * zgc_to_f(dob[(size_t)j * C + d]);
+            }
+        }
+    }
+    T *r = dqkv + ((size_t)b * T_len + row) * ld + (size_t)h * hs;
+#pragma unroll
+    for (int i = 0; i < ZGC_SC_MAXD; i++) {
+        int d = lane + 32 * i;
+        if (d >= hs) continue;
+        if (mode == 0) {
+            r[d] = zgc_from_f<T>(acc1[i] * scale);
+        } else {
+            r[C + d] = zgc_from_f<T>(acc1[i] * scale);
+            r[2 * C + d] = zgc_from_f<T>(acc2[i]);
+        }
+    }
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------------ */
+
+/* The tensor-core kernels need 16-byte aligned rows (16-byte vector loads). */
+static int zgc_att_use_mma(zg_backend *be, int hs, const void *p0, const void *p1, const void *p2) {
+    uintptr_t a = (uintptr_t)p0 | (uintptr_t)p1 | (uintptr_t)p2;
+    return be->act_dtype != ZG_F32 && (hs == 64 || hs == 128) && (a % 16) == 0;
+}
+
+template <typename T, int HS>
+static void zgc_flash_fwd_launch(zg_backend *be, void *out, float *lse, const void *qkv, int B, int T_len, int C,
+                                 int NH, float scale_log2) {
+    zgc_impl *im = zgc_get(be);
+    size_t smem = (size_t)3 * 64 * (HS + 8) * sizeof(T);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_fwd_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem));
+    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
+    zgc_flash_fwd_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem, im->stream>>>((T *)out, lse, (const T *)qkv, NH, T_len,
+                                                                             C, scale_log2);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T, int HS>
+static void zgc_flash_bwd_launch(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const float *lse,
+                                 const float *D, int B, int T_len, int C, int NH, float scale_log2, float scale) {
+    zgc_impl *im = zgc_get(be);
+    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
+    size_t smem_kv = (size_t)4 * 64 * (HS + 8) * sizeof(T) + 2 * 64 * sizeof(float);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem_kv));
+    zgc_flash_bwd_dkv_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_kv, im->stream>>>(
+        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
+    ZG_CUDA_LAUNCH_CHECK();
+    size_t smem_q = (size_t)4 * 64 * (HS + 8) * sizeof(T);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dq_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem_q));
+    zgc_flash_bwd_dq_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_q, im->stream>>>(
+        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+static void zgc_att_check_shape(int C, int NH) {
+    if (NH <= 0 || C % NH != 0) ZG_FATAL("attention: C=%d is not a multiple of NH=%d", C, NH);
+    if (C / NH > 32 * ZGC_SC_MAXD) ZG_FATAL("attention: head size %d > %d is not supported", C / NH, 32 * ZGC_SC_MAXD);
+}
+
+void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T_len, int C, int NH) {
+    zgc_impl *im = zgc_get(be);
+    zgc_att_check_shape(C, NH);
+    int hs = C / NH;
+    float scale_log2 = ZGC_LOG2E / sqrtf((float)hs);
+    float *lse = (float *)stats;
+    if (zgc_att_use_mma(be, hs, out, qkv, qkv)) {
+        if (be->act_dtype == ZG_BF16) {
+            if (hs == 64) zgc_flash_fwd_launch<__nv_bfloat16, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+            else zgc_flash_fwd_launch<__nv_bfloat16, 128>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+        } else {
+            if (hs == 64) zgc_flash_fwd_launch<__half, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+            else zgc_flash_fwd_launch<__half, 128>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+        }
+        return;
+    }
+    size_t rows = (size_t)B * NH * T_len;
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    ZGC_DISPATCH(be->act_dtype, T, (zgc_att_fwd_scalar_kernel<T><<<blocks, 256, 0, im->stream>>>(
+                                       (T *)out, lse, (const T *)qkv, B, NH, T_len, C, scale_log2)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                            const void *stats, int B, int T_len, int C, int NH) {
+    zgc_impl *im = zgc_get(be);
+    zgc_att_check_shape(C, NH);
+    int hs = C / NH;
+    float scale = 1.f / sqrtf((float)hs), scale_log2 = ZGC_LOG2E * scale;
+    const float *lse = (const float *)stats;
+    size_t rows = (size_t)B * NH * T_len;
+    float *D = (float *)zgc_scratch(be, ZGC_SCR_ATT_D, rows * 4, "attention backward row sums");
+    ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_d_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, im->stream>>>(
+                                       D, (const T *)dout, (const T *)out, B, NH, T_len, C)));
+    ZG_CUDA_LAUNCH_CHECK();
+    if (zgc_att_use_mma(be, hs, dqkv, dout, qkv)) {
+        if (be->act_dtype == ZG_BF16) {
+            if (hs == 64) zgc_flash_bwd_launch<__nv_bfloat16, 64>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            else zgc_flash_bwd_launch<__nv_bfloat16, 128>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+        } else {
+            if (hs == 64) zgc_flash_bwd_launch<__half, 64>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            else zgc_flash_bwd_launch<__half, 128>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+        }
+        return;
+    }
+    unsigned blocks = (unsigned)((rows + 7) / 8);
+    for (int mode = 0; mode < 2; mode++) {
+        ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_scalar_kernel<T><<<blocks, 256, 0, im->stream>>>(
+                                           (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, B, NH, T_len, C,
+                                           scale_log2, scale, mode)));
+        ZG_CUDA_LAUNCH_CHECK();
+    }
+}
+
+/* ---- KV-cache attention (sampling) ------------------------------------------------------------- */
+
+/* k, v of the Tn new positions -> kcache/vcache (B,NH,maxT,hs) at pos.. */
+template <typename T>
+__global__ void zgc_kv_append_kernel(T *kc, T *vc, const T *qkv, int B, int Tn, int pos, int maxT, int C, int NH) {
+    int hs = C / NH;
+    size_t n = (size_t)B * Tn * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % C);
+        int bt = (int)(i / C), b = bt / Tn, tn = bt % Tn;
+        int h = c / hs, d = c % hs;
+        size_t src = (size_t)bt * 3 * C + c;
+        size_t dst = (((size_t)b * NH + h) * maxT + pos + tn) * hs + d;
+        kc[dst] = qkv[src + C];
+        vc[dst] = qkv[src + 2 * C];
+    }
+}
+
+/* One block per (b, h, new position i): scores over keys 0..pos+i in shared memory. */
+template <typename T>
+__global__ void zgc_att_cached_kernel(T *out, const T *qkv, const T *kc, const T *vc, int Tn, int pos, int maxT,
+                                      int C, int NH, float scale) {
+    extern __shared__ float sc[]; /* (pos + Tn) scores, then reduction scratch */
+    __shared__ float red[32];
+    int i = blockIdx.x % Tn, bh = blockIdx.x / Tn, b = bh / NH, h = bh % NH;
+    int hs = C / NH, L = pos + i + 1;
+    const T *q = qkv + ((size_t)b * Tn + i) * 3 * C + (size_t)h * hs;
+    const T *kb = kc + (size_t)bh * maxT * hs, *vb = vc + (size_t)bh * maxT * hs;
+    for (int j = threadIdx.x; j < L; j += blockDim.x) {
+        float s = 0.f;
+        for (int d = 0; d < hs; d++) s += zgc_to_f(q[d]) * zgc_to_f(kb[(size_t)j * hs + d]);
+        sc[j] = s * scale;
+    }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int j = threadIdx.x; j < L; j += blockDim.x) m = fmaxf(m, sc[j]);
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = m;
+    __syncthreads();
+    m = -INFINITY;
+    for (int k = 0; k < (int)(blockDim.x / 32); k++) m = fmaxf(m, red[k]);
+    __syncthreads();
+    float s = 0.f;
+    for (int j = threadIdx.x; j < L; j += blockDim.x) {
+        float p = __expf(sc[j] - m);
+        sc[j] = p;
+        s += p;
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = s;
+    __syncthreads();
+    s = 0.f;
+    for (int k = 0; k < (int)(blockDim.x / 32); k++) s += red[k];
+    float inv = 1.f / s;
+    T *o = out + ((size_t)b * Tn + i) * C + (size_t)h * hs;
+    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+        float acc = 0.f;
+        for (int j = 0; j < L; j++) acc += sc[j] * zgc_to_f(vb[(size_t)j * hs + d]);
+        o[d] = zgc_from_f<T>(acc * inv);
+    }
+}
+
+void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
+                                  int Tn, int pos, int maxT, int C, int NH) {
+    zgc_impl *im = zgc_get(be);
+    zgc_att_check_shape(C, NH);
+    if (pos < 0 || pos + Tn > maxT) ZG_FATAL("attention_forward_cached: pos %d + Tn %d > maxT %d", pos, Tn, maxT);
+    int hs = C / NH;
+    size_t n = (size_t)B * Tn * C;
+    unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
+    size_t smem = (size_t)(pos + Tn) * sizeof(float);
+    ZGC_DISPATCH(be->act_dtype, T, {
+        zgc_kv_append_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)kcache, (T *)vcache, (const T *)qkv, B, Tn, pos,
+                                                                maxT, C, NH);
+        ZG_CUDA_LAUNCH_CHECK();
+        if (smem > 48 * 1024)
+            ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_att_cached_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)smem));
+        zgc_att_cached_kernel<T><<<(unsigned)(B * NH * Tn), 128, smem, im->stream>>>(
+            (T *)out, (const T *)qkv, (const T *)kcache, (const T *)vcache, Tn, pos, maxT, C, NH, 1.f / sqrtf((float)hs));
+        ZG_CUDA_LAUNCH_CHECK();
+    });
+}

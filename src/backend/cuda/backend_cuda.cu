@@ -1,0 +1,733 @@
+/* CUDA backend: device memory, the compute stream, and the memory-bound ops (embeddings,
+ * LayerNorm, GELU, residual, classifier, AdamW, norms, casts). Matrix products live in
+ * matmul_cuda.cu, attention in attention_cuda.cu. */
+#include "backend/cuda/cuda_internal.h"
+
+#include <cub/device/device_radix_sort.cuh>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define ZGC_LT_WORKSPACE (32u << 20)
+
+static size_t zgc_dtype_bytes(zg_dtype dt) { return dt == ZG_F32 ? 4 : 2; }
+
+/* ---- memory ----------------------------------------------------------------------------------- */
+
+static void zgc_track(zg_backend *be, void *p, size_t bytes) {
+    zgc_impl *im = zgc_get(be);
+    if (im->n_allocs == im->cap_allocs) {
+        im->cap_allocs = im->cap_allocs ? 2 * im->cap_allocs : 64;
+        im->allocs = (zgc_alloc_rec *)zg_realloc(im->allocs, (size_t)im->cap_allocs * sizeof(zgc_alloc_rec));
+    }
+    im->allocs[im->n_allocs].ptr = p;
+    im->allocs[im->n_allocs].bytes = bytes;
+    im->n_allocs++;
+    be->bytes_in_use += bytes;
+    if (be->bytes_in_use > be->bytes_peak) be->bytes_peak = be->bytes_in_use;
+}
+
+static void *zgc_alloc(zg_backend *be, size_t bytes, const char *what) {
+    if (bytes == 0) bytes = 1;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* not sticky: clear it */
+        size_t free_b = 0, total_b = 0;
+        ZG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        zg_errorf("out of GPU memory allocating %s: %.2f GiB requested, %.2f GiB already allocated by zgpt "
+                  "(peak %.2f GiB), %.2f of %.2f GiB free on device %d; lower the micro-batch "
+                  "(train_micro_batch_size_per_gpu), enable activation recompute, or use a higher ZeRO stage "
+                  "across more GPUs",
+                  what ? what : "a buffer", bytes / 1073741824.0, be->bytes_in_use / 1073741824.0,
+                  be->bytes_peak / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0, be->device);
+        return NULL;
+    }
+    ZG_CUDA_CHECK(e);
+    zgc_track(be, p, bytes);
+    return p;
+}
+
+void *zgc_alloc_or_die(zg_backend *be, size_t bytes, const char *what) {
+    void *p = zgc_alloc(be, bytes, what);
+    if (p == NULL) {
+        zg_error_print();
+        ZG_FATAL("cannot continue without %s", what);
+    }
+    return p;
+}
+
+void zgc_free(zg_backend *be, void *p) {
+    if (p == NULL) return;
+    zgc_impl *im = zgc_get(be);
+    for (int i = 0; i < im->n_allocs; i++) {
+        if (im->allocs[i].ptr == p) {
+            be->bytes_in_use -= im->allocs[i].bytes;
+            im->allocs[i] = im->allocs[im->n_allocs - 1];
+            im->n_allocs--;
+            ZG_CUDA_CHECK(cudaFree(p));
+            return;
+        }
+    }
+    ZG_FATAL("cuda dealloc of a pointer this backend did not allocate (%p)", p);
+}
+
+void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what) {
+    zgc_impl *im = zgc_get(be);
+    if (im->scratch_bytes[slot] >= bytes && im->scratch[slot] != NULL) return im->scratch[slot];
+    if (im->scratch[slot] != NULL) {
+        ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        zgc_free(be, im->scratch[slot]);
+        im->scratch[slot] = NULL;
+    }
+    size_t want = bytes + bytes / 4 + 256;
+    im->scratch[slot] = zgc_alloc_or_die(be, want, what);
+    im->scratch_bytes[slot] = want;
+    return im->scratch[slot];
+}
+
+static void zgc_dealloc(zg_backend *be, void *p) {
+    if (p == NULL) return;
+    /* the buffer may still be in use by queued work */
+    ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->stream));
+    zgc_free(be, p);
+}
+
+static void zgc_upload(zg_backend *be, void *dst, const void *src_host, size_t bytes) {
+    if (bytes == 0) return;
+    ZG_CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, zgc_get(be)->stream));
+}
+
+static void zgc_download(zg_backend *be, void *dst_host, const void *src, size_t bytes) {
+    if (bytes == 0) return;
+    zgc_impl *im = zgc_get(be);
+    ZG_CUDA_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, im->stream));
+    ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+}
+
+static void zgc_copy(zg_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes == 0) return;
+    ZG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, zgc_get(be)->stream));
+}
+
+static void zgc_zero(zg_backend *be, void *p, size_t bytes) {
+    if (bytes == 0) return;
+    ZG_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, zgc_get(be)->stream));
+}
+
+static void zgc_synchronize(zg_backend *be) { ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->stream)); }
+
+/* ---- casts ------------------------------------------------------------------------------------ */
+
+template <typename TD, typename TS>
+__global__ void zgc_cast_kernel(TD *dst, const TS *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = zgc_from_f<TD>(zgc_to_f(src[i]));
+}
+
+static void zgc_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n) {
+    if (n == 0) return;
+    zgc_impl *im = zgc_get(be);
+    if (dst_dt == src_dt) {
+        zgc_copy(be, dst, src, n * zgc_dtype_bytes(dst_dt));
+        return;
+    }
+    unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
+    ZGC_DISPATCH(dst_dt, TD, ZGC_DISPATCH(src_dt, TS, (zgc_cast_kernel<TD, TS><<<blocks, 256, 0, im->stream>>>(
+                                                          (TD *)dst, (const TS *)src, n))));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+#define ZGC_STAGING_ELEMS ((size_t)16 << 20)
+
+static void zgc_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n) {
+    if (dt == ZG_F32) {
+        zgc_upload(be, dst, src_host, n * 4);
+        return;
+    }
+    zgc_impl *im = zgc_get(be);
+    float *stage = (float *)zgc_scratch(be, ZGC_SCR_STAGING, ZGC_STAGING_ELEMS * 4, "fp32 upload staging buffer");
+    for (size_t off = 0; off < n; off += ZGC_STAGING_ELEMS) {
+        size_t cnt = n - off < ZGC_STAGING_ELEMS ? n - off : ZGC_STAGING_ELEMS;
+        /* the previous chunk's cast must be done before the staging buffer is overwritten */
+        ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        ZG_CUDA_CHECK(cudaMemcpyAsync(stage, src_host + off, cnt * 4, cudaMemcpyHostToDevice, im->stream));
+        zgc_cast(be, (char *)dst + off * 2, dt, stage, ZG_F32, cnt);
+    }
+    ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+}
+
+static void zgc_download_f32(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n) {
+    if (dt == ZG_F32) {
+        zgc_download(be, dst_host, src, n * 4);
+        return;
+    }
+    float *stage = (float *)zgc_scratch(be, ZGC_SCR_STAGING, ZGC_STAGING_ELEMS * 4, "fp32 upload staging buffer");
+    for (size_t off = 0; off < n; off += ZGC_STAGING_ELEMS) {
+        size_t cnt = n - off < ZGC_STAGING_ELEMS ? n - off : ZGC_STAGING_ELEMS;
+        zgc_cast(be, stage, ZG_F32, (const char *)src + off * 2, dt, cnt);
+        zgc_download(be, dst_host + off, stage, cnt * 4);
+    }
+}
+
+/* ---- embeddings ------------------------------------------------------------------------------- */
+
+/* out (B,T,C) = wte[tokens] (Vp,C) + wpe[t] (maxT,C) */
+template <typename T>
+__global__ void zgc_encoder_fwd_kernel(T *out, const int32_t *tokens, const T *wte, const T *wpe, int BT, int Tlen,
+                                       int C) {
+    size_t n = (size_t)BT * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int row = (int)(i / C), c = (int)(i % C);
+        int t = row % Tlen;
+        int tok = tokens[row];
+        out[i] = zgc_from_f<T>(zgc_to_f(wte[(size_t)tok * C + c]) + zgc_to_f(wpe[(size_t)t * C + c]));
+    }
+}
+
+static void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                                int B, int T, int C) {
+    zgc_impl *im = zgc_get(be);
+    size_t n = (size_t)B * T * C;
+    unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
+    ZGC_DISPATCH(be->act_dtype, TT, (zgc_encoder_fwd_kernel<TT><<<blocks, 256, 0, im->stream>>>(
+                                         (TT *)out, tokens, (const TT *)wte, (const TT *)wpe, B * T, T, C)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* dwpe (T,C) += sum_b dout[b,t,:]  (deterministic: one thread per (t,c)) */
+template <typename TG, typename TA>
+__global__ void zgc_encoder_bwd_wpe_kernel(TG *dwpe, const TA *dout, int B, int Tlen, int C) {
+    size_t n = (size_t)Tlen * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float s = zgc_to_f(dwpe[i]);
+        for (int b = 0; b < B; b++) s += zgc_to_f(dout[(size_t)b * n + i]);
+        dwpe[i] = zgc_from_f<TG>(s);
+    }
+}
+
+/* dwte[tok] += sum of dout rows with that token. sorted_tok/sorted_idx (N): tokens sorted stably,
+ * so each run of equal tokens is summed in position order (deterministic). One block per run start,
+ * threads over channels. */
+template <typename TG, typename TA>
+__global__ void zgc_encoder_bwd_wte_kernel(TG *dwte, const TA *dout, const int32_t *sorted_tok,
+                                           const int32_t *sorted_idx, int N, int C) {
+    int i = blockIdx.x;
+    int tok = sorted_tok[i];
+    if (i > 0 && sorted_tok[i - 1] == tok) return;
+    int end = i + 1;
+    while (end < N && sorted_tok[end] == tok) end++;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float s = zgc_to_f(dwte[(size_t)tok * C + c]);
+        for (int j = i; j < end; j++) s += zgc_to_f(dout[(size_t)sorted_idx[j] * C + c]);
+        dwte[(size_t)tok * C + c] = zgc_from_f<TG>(s);
+    }
+}
+
+__global__ void zgc_iota_kernel(int32_t *x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = i;
+}
+
+static void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens,
+                                 int B, int T, int C) {
+    zgc_impl *im = zgc_get(be);
+    int N = B * T;
+    size_t tmp_bytes = 0;
+    ZG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, tmp_bytes, (const int32_t *)NULL, (int32_t *)NULL,
+                                                  (const int32_t *)NULL, (int32_t *)NULL, N, 0, 32, im->stream));
+    size_t arr = ((size_t)N * 4 + 255) / 256 * 256;
+    char *scr = (char *)zgc_scratch(be, ZGC_SCR_SORT, 3 * arr + tmp_bytes, "embedding-gradient sort buffers");
+    int32_t *iota = (int32_t *)scr, *stok = (int32_t *)(scr + arr), *sidx = (int32_t *)(scr + 2 * arr);
+    zgc_iota_kernel<<<(N + 255) / 256, 256, 0, im->stream>>>(iota, N);
+    ZG_CUDA_LAUNCH_CHECK();
+    ZG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scr + 3 * arr, tmp_bytes, tokens, stok, iota, sidx, N, 0, 32,
+                                                  im->stream));
+    unsigned blocks = zgc_blocks((size_t)T * C, 256, (unsigned)im->num_sms * 16);
+    int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
+    ZGC_DISPATCH(be->grad_dtype, TG, ZGC_DISPATCH(be->act_dtype, TA, {
+        zgc_encoder_bwd_wpe_kernel<TG, TA><<<blocks, 256, 0, im->stream>>>((TG *)dwpe, (const TA *)dout, B, T, C);
+        ZG_CUDA_LAUNCH_CHECK();
+        zgc_encoder_bwd_wte_kernel<TG, TA><<<N, threads, 0, im->stream>>>((TG *)dwte, (const TA *)dout, stok, sidx,
+                                                                          N, C);
+        ZG_CUDA_LAUNCH_CHECK();
+    }));
+}
+
+/* ---- LayerNorm -------------------------------------------------------------------------------- */
+
+__device__ __forceinline__ float zgc_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float zgc_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* One warp per row. If a != NULL: x = a + b is written to residual first (fused residual add).
+ * out (N,C) = (x - mean) * rstd * w + bias; mean, rstd (N) fp32. */
+template <typename TA, typename TP>
+__global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, TA *residual, const TA *a,
+                                         const TA *b, const TA *inp, const TP *w, const TP *bias, int N, int C) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    size_t base = (size_t)row * C;
+    const TA *x = inp;
+    if (a != NULL) {
+        for (int c = lane; c < C; c += 32) residual[base + c] = zgc_from_f<TA>(zgc_to_f(a[base + c]) + zgc_to_f(b[base + c]));
+        __syncwarp();
+        x = residual;
+    }
+    float s = 0.f;
+    for (int c = lane; c < C; c += 32) s += zgc_to_f(x[base + c]);
+    float mu = zgc_warp_sum(s) / C;
+    float v = 0.f;
+    for (int c = lane; c < C; c += 32) {
+        float d = zgc_to_f(x[base + c]) - mu;
+        v += d * d;
+    }
+    float rs = rsqrtf(zgc_warp_sum(v) / C + 1e-5f);
+    for (int c = lane; c < C; c += 32) {
+        float y = (zgc_to_f(x[base + c]) - mu) * rs * zgc_to_f(w[c]) + zgc_to_f(bias[c]);
+        out[base + c] = zgc_from_f<TA>(y);
+    }
+    if (lane == 0) {
+        mean[row] = mu;
+        rstd[row] = rs;
+    }
+}
+
+static void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                                  const void *b, int N, int C) {
+    zgc_impl *im = zgc_get(be);
+    unsigned blocks = (unsigned)((N + 7) / 8);
+    ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
+        (TA *)out, mean, rstd, (TA *)NULL, (const TA *)NULL, (const TA *)NULL, (const TA *)inp, (const TP *)w,
+        (const TP *)b, N, C))));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+static void zgc_residual_layernorm_forward(zg_backend *be, void *residual, void *out, float *mean, float *rstd,
+                                           const void *a, const void *b, const void *w, const void *bias, int N,
+                                           int C) {
+    zgc_impl *im = zgc_get(be);
+    unsigned blocks = (unsigned)((N + 7) / 8);
+    ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
+        (TA *)out, mean, rstd, (TA *)residual, (const TA *)a, (const TA *)b, (const TA *)NULL, (const TP *)w,
+        (const TP *)bias, N, C))));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* LayerNorm backward. Each block (ZGC_LN_WARPS warps) takes rows blockIdx.x*W + warp, stepping by
+ * gridDim.x*W; each warp accumulates its own dw/db partials in shared memory (lane owns columns
+ * c = lane mod 32, so no atomics), then the block sums its warps in order and writes
+ * part (gridDim.x, 2C): deterministic. dinp (N,C) += rstd * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)),
+ * dnorm = dout * w. */
+#define ZGC_LN_WARPS 4
+template <typename TA, typename TP>
+__global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, const TA *inp, const TP *w,
+                                         const float *mean, const float *rstd, int N, int C) {
+    extern __shared__ float sh[]; /* (warps, 2C): dw (C), db (C) per warp */
+    for (int c = threadIdx.x; c < ZGC_LN_WARPS * 2 * C; c += blockDim.x) sh[c] = 0.f;
+    __syncthreads();
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *mine = sh + (size_t)wid * 2 * C;
+    for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
+        size_t base = (size_t)row * C;
+        float mu = mean[row], rs = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+        for (int c = lane; c < C; c += 32) {
+            float xh = (zgc_to_f(inp[base + c]) - mu) * rs;
+            float dn = zgc_to_f(dout[base + c]) * zgc_to_f(w[c]);
+            s1 += dn;
+            s2 += dn * xh;
+        }
+        s1 = zgc_warp_sum(s1) / C;
+        s2 = zgc_warp_sum(s2) / C;
+        for (int c = lane; c < C; c += 32) {
+            float xh = (zgc_to_f(inp[base + c]) - mu) * rs;
+            float d = zgc_to_f(dout[base + c]);
+            float dn = d * zgc_to_f(w[c]);
+            mine[c] += d * xh;
+            mine[C + c] += d;
+            dinp[base + c] = zgc_from_f<TA>(zgc_to_f(dinp[base + c]) + rs * (dn - s1 - xh * s2));
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < ZGC_LN_WARPS; k++) s += sh[(size_t)k * 2 * C + c];
+        part[(size_t)blockIdx.x * 2 * C + c] = s;
+    }
+}
+
+/* dw (C) += sum over blocks of part[:, c]; db likewise (fixed order: deterministic). */
+template <typename TG>
+__global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.f, sb = 0.f;
+    for (int k = 0; k < nblocks; k++) {
+        sw += part[(size_t)k * 2 * C + c];
+        sb += part[(size_t)k * 2 * C + C + c];
+    }
+    dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sw);
+    db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sb);
+}
+
+static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
+                                   const void *w, const float *mean, const float *rstd, int N, int C) {
+    zgc_impl *im = zgc_get(be);
+    int nblocks = im->num_sms * 2;
+    if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
+    if (nblocks < 1) nblocks = 1;
+    float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)nblocks * 2 * C * 4, "layernorm-gradient partial sums");
+    size_t smem = (size_t)ZGC_LN_WARPS * 2 * C * 4;
+    ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, {
+        if (smem > 48 * 1024)
+            ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_kernel<TA, TP>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        zgc_layernorm_bwd_kernel<TA, TP><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
+            (TA *)dinp, part, (const TA *)dout, (const TA *)inp, (const TP *)w, mean, rstd, N, C);
+    }));
+    ZG_CUDA_LAUNCH_CHECK();
+    ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 127) / 128, 128, 0, im->stream>>>(
+                                         (TG *)dw, (TG *)db, part, nblocks, C)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* ---- GELU, residual --------------------------------------------------------------------------- */
+
+__device__ __forceinline__ float zgc_gelu(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+template <typename T>
+__global__ void zgc_gelu_kernel(T *out, const T *inp, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = zgc_from_f<T>(zgc_gelu(zgc_to_f(inp[i])));
+}
+
+static void zgc_gelu_forward(zg_backend *be, void *out, const void *inp, size_t n) {
+    zgc_impl *im = zgc_get(be);
+    unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
+    ZGC_DISPATCH(be->act_dtype, T, (zgc_gelu_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)out, (const T *)inp, n)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T>
+__global__ void zgc_residual_kernel(T *out, const T *a, const T *b, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = zgc_from_f<T>(zgc_to_f(a[i]) + zgc_to_f(b[i]));
+}
+
+static void zgc_residual_forward(zg_backend *be, void *out, const void *a, const void *b, size_t n) {
+    zgc_impl *im = zgc_get(be);
+    unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
+    ZGC_DISPATCH(be->act_dtype, T, (zgc_residual_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)out, (const T *)a,
+                                                                                            (const T *)b, n)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* ---- classifier ------------------------------------------------------------------------------- */
+
+/* One block per row of logits (N,Vp): softmax over the first V columns, loss = logsumexp - x[target];
+ * if dloss != 0 the row is overwritten with (softmax - onehot(target)) * dloss (padding -> 0). */
+template <typename T>
+__global__ void zgc_classifier_kernel(float *losses, T *logits, const int32_t *targets, int V, int Vp, float dloss) {
+    __shared__ float sm[32], ss[32];
+    int row = blockIdx.x;
+    T *x = logits + (size_t)row * Vp;
+    int tgt = targets[row];
+    float m = -INFINITY, s = 0.f;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        float v = zgc_to_f(x[j]);
+        if (v > m) {
+            s = s * __expf(m - v) + 1.f;
+            m = v;
+        } else {
+            s += __expf(v - m);
+        }
+    }
+    /* combine (m, s) pairs across the warp, then across warps */
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        float mn = fmaxf(m, m2);
+        s = (mn == -INFINITY) ? 0.f : s * __expf(m - mn) + s2 * __expf(m2 - mn);
+        m = mn;
+    }
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = s;
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int k = 0; k < nw; k++) M = fmaxf(M, sm[k]);
+    float S = 0.f;
+    for (int k = 0; k < nw; k++) S += (sm[k] == -INFINITY) ? 0.f : ss[k] * __expf(sm[k] - M);
+    __syncthreads(); /* everyone has read sm/ss before logits are overwritten (x[tgt] read below first) */
+    float lse = M + logf(S);
+    if (threadIdx.x == 0 && losses != NULL) losses[row] = tgt >= 0 ? lse - zgc_to_f(x[tgt]) : 0.f;
+    __syncthreads();
+    if (dloss != 0.f) {
+        float invS = 1.f / S;
+        for (int j = threadIdx.x; j < Vp; j += blockDim.x) {
+            float g = 0.f;
+            if (tgt >= 0 && j < V) g = (__expf(zgc_to_f(x[j]) - M) * invS - (j == tgt ? 1.f : 0.f)) * dloss;
+            x[j] = zgc_from_f<T>(g);
+        }
+    }
+}
+
+static void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
+                           float dloss) {
+    zgc_impl *im = zgc_get(be);
+    if (N == 0) return;
+    ZGC_DISPATCH(be->act_dtype, T, (zgc_classifier_kernel<T><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets,
+                                                                                         V, Vp, dloss)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* ---- norms, scale ----------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void zgc_sumsq_kernel(double *part, const T *x, size_t n) {
+    __shared__ double sh[32];
+    double d = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        double v = (double)zgc_to_f(x[i]);
+        d += v * v;
+    }
+    for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = d;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int k = 0; k < (int)(blockDim.x / 32); k++) s += sh[k];
+        part[blockIdx.x] = s;
+    }
+}
+
+static double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n) {
+    zgc_impl *im = zgc_get(be);
+    int nb = im->num_sms * 4;
+    double *part = (double *)zgc_scratch(be, ZGC_SCR_PARTIALS, (size_t)nb * sizeof(double), "norm partial sums");
+    ZGC_DISPATCH(dt, T, (zgc_sumsq_kernel<T><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n)));
+    ZG_CUDA_LAUNCH_CHECK();
+    zgc_download(be, im->partials_host, part, (size_t)nb * sizeof(double));
+    double s = 0.0;
+    for (int k = 0; k < nb; k++) s += im->partials_host[k];
+    return s;
+}
+
+template <typename T>
+__global__ void zgc_scale_kernel(T *x, size_t n, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = zgc_from_f<T>(zgc_to_f(x[i]) * s);
+}
+
+static void zgc_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s) {
+    zgc_impl *im = zgc_get(be);
+    if (n == 0) return;
+    unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
+    ZGC_DISPATCH(dt, T, (zgc_scale_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)buf, n, s)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* ---- AdamW: every segment in one launch --------------------------------------------------------- */
+
+typedef struct {
+    size_t offset, count;
+    float wd;
+    unsigned first_block; /* prefix sum of blocks over the segments before this one */
+} zgc_seg_dev;
+
+#define ZGC_ADAM_THREADS 256
+#define ZGC_ADAM_PER_THREAD 8
+#define ZGC_ADAM_CHUNK (ZGC_ADAM_THREADS * ZGC_ADAM_PER_THREAD)
+
+/* Block b finds its segment by binary search over first_block, then updates one chunk of it. */
+template <typename TP, typename TG>
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_adamw_kernel(TP *param, float *master, const TG *grad, float *m,
+                                                                      float *v, const zgc_seg_dev *segs, int n_segs,
+                                                                      float lr, float b1, float b2, float eps,
+                                                                      float bc1, float bc2, float gscale) {
+    int lo = 0, hi = n_segs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (segs[mid].first_block <= blockIdx.x) lo = mid; else hi = mid - 1;
+    }
+    zgc_seg_dev sg = segs[lo];
+    size_t start = (size_t)(blockIdx.x - sg.first_block) * ZGC_ADAM_CHUNK;
+#pragma unroll
+    for (int k = 0; k < ZGC_ADAM_PER_THREAD; k++) {
+        size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
+        if (j >= sg.count) break;
+        size_t i = sg.offset + j;
+        float g = zgc_to_f(grad[i]) * gscale;
+        float p = master ? master[i] : zgc_to_f(param[i]);
+        p -= lr * sg.wd * p;
+        float mi = b1 * m[i] + (1.f - b1) * g;
+        float vi = b2 * v[i] + (1.f - b2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        p -= lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+        if (master) master[i] = p;
+        param[i] = zgc_from_f<TP>(p);
+    }
+}
+
+static void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
+    zgc_impl *im = zgc_get(be);
+    if (a->n_segs <= 0) return;
+    if (a->master == NULL && be->param_dtype != ZG_F32)
+        ZG_FATAL("adamw: master weights are required when parameters are %s", be->param_dtype == ZG_BF16 ? "bf16" : "fp16");
+    size_t bytes = (size_t)a->n_segs * sizeof(zgc_seg_dev);
+    zgc_seg_dev *tab = (zgc_seg_dev *)zg_malloc(bytes);
+    unsigned total = 0;
+    for (int s = 0; s < a->n_segs; s++) {
+        tab[s].offset = a->segs[s].offset;
+        tab[s].count = a->segs[s].count;
+        tab[s].wd = a->segs[s].weight_decay;
+        tab[s].first_block = total;
+        total += (unsigned)((a->segs[s].count + ZGC_ADAM_CHUNK - 1) / ZGC_ADAM_CHUNK);
+    }
+    /* Zero-length segments share first_block with the next one; the search picks the last of
+     * equal first_block values, which is the non-empty one (an empty one gets no blocks). */
+    void *dtab = zgc_scratch(be, ZGC_SCR_SEGS, bytes, "AdamW segment table");
+    int same = im->segs_host != NULL && im->segs_host_bytes == bytes && memcmp(im->segs_host, tab, bytes) == 0 &&
+               dtab == im->scratch[ZGC_SCR_SEGS];
+    if (!same) {
+        ZG_CUDA_CHECK(cudaMemcpyAsync(dtab, tab, bytes, cudaMemcpyHostToDevice, im->stream));
+        ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream)); /* tab is freed/reused below */
+        free(im->segs_host);
+        im->segs_host = tab;
+        im->segs_host_bytes = bytes;
+    } else {
+        free(tab);
+    }
+    if (total == 0) return;
+    float bc1 = 1.f - powf(a->beta1, (float)a->step), bc2 = 1.f - powf(a->beta2, (float)a->step);
+    ZGC_DISPATCH(be->param_dtype, TP, ZGC_DISPATCH(be->grad_dtype, TG, (zgc_adamw_kernel<TP, TG><<<total, ZGC_ADAM_THREADS, 0, im->stream>>>(
+        (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, a->lr,
+        a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale))));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* ---- create / destroy ------------------------------------------------------------------------- */
+
+static void zgc_destroy(zg_backend *be) {
+    if (be == NULL) return;
+    zgc_impl *im = zgc_get(be);
+    if (im != NULL) {
+        ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        zgc_matmul_destroy(be);
+        for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
+        zgc_free(be, im->lt_ws);
+        /* buffers the caller did not free */
+        while (im->n_allocs > 0) zgc_free(be, im->allocs[im->n_allocs - 1].ptr);
+        ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
+        ZG_CUDA_CHECK(cudaStreamDestroy(im->stream));
+        ZG_CUDA_CHECK(cudaFreeHost(im->partials_host));
+        free(im->allocs);
+        free(im->segs_host);
+        free(im);
+    }
+    free(be);
+}
+
+static size_t zgc_attention_stats_bytes_op(zg_backend *be, int B, int T, int NH) {
+    return zgc_attention_stats_bytes(be, B, T, NH);
+}
+
+static const zg_backend_ops zgc_ops = {
+    "cuda",
+    zgc_destroy,
+    zgc_alloc,
+    zgc_dealloc,
+    zgc_upload,
+    zgc_download,
+    zgc_copy,
+    zgc_zero,
+    zgc_synchronize,
+    zgc_upload_f32,
+    zgc_download_f32,
+    zgc_cast,
+    zgc_encoder_forward,
+    zgc_encoder_backward,
+    zgc_layernorm_forward,
+    zgc_residual_layernorm_forward,
+    zgc_layernorm_backward,
+    zgc_matmul_forward,
+    zgc_matmul_backward,
+    zgc_gelu_forward,
+    zgc_residual_forward,
+    zgc_attention_stats_bytes_op,
+    zgc_attention_forward,
+    zgc_attention_backward,
+    zgc_attention_forward_cached,
+    zgc_classifier,
+    zgc_sum_squares,
+    zgc_scale,
+    zgc_adamw,
+};
+
+extern "C" int zg_backend_cuda_device_count(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" cudaStream_t zg_backend_cuda_stream(zg_backend *be) {
+    if (be == NULL || be->ops != &zgc_ops) ZG_FATAL("zg_backend_cuda_stream: not a CUDA backend");
+    return zgc_get(be)->stream;
+}
+
+extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config *cfg) {
+    *out = NULL;
+    int count = zg_backend_cuda_device_count();
+    if (count <= 0) return zg_errorf("no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and the driver)");
+    int dev = cfg->device_index;
+    if (dev < 0) ZG_CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev >= count) return zg_errorf("CUDA device %d requested but only %d visible", dev, count);
+    ZG_CUDA_CHECK(cudaSetDevice(dev));
+    cudaDeviceProp prop;
+    ZG_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    zg_dtype prec = cfg->precision;
+    if (prec != ZG_F32 && prec != ZG_BF16 && prec != ZG_F16) return zg_errorf("unknown precision %d", (int)prec);
+    if (prec == ZG_BF16 && prop.major < 8)
+        return zg_errorf("bf16 needs an sm_80+ GPU, device %d (%s) is sm_%d%d: use fp16 or fp32", dev, prop.name,
+                         prop.major, prop.minor);
+    if (prop.major < 8)
+        return zg_errorf("the zgpt CUDA backend needs an sm_80+ GPU (Ampere or newer); device %d (%s) is sm_%d%d", dev,
+                         prop.name, prop.major, prop.minor);
+
+    zg_backend *be = (zg_backend *)zg_calloc(1, sizeof(zg_backend));
+    zgc_impl *im = (zgc_impl *)zg_calloc(1, sizeof(zgc_impl));
+    be->ops = &zgc_ops;
+    be->param_dtype = be->act_dtype = be->grad_dtype = prec;
+    be->device = dev;
+    be->impl = im;
+    im->device = dev;
+    im->num_sms = prop.multiProcessorCount;
+    im->bgrad_ok = 1;
+    ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+    ZG_CUBLAS_CHECK(cublasLtCreate(&im->lt));
+    im->lt_ws_bytes = ZGC_LT_WORKSPACE;
+    im->lt_ws = zgc_alloc(be, im->lt_ws_bytes, "cuBLASLt workspace");
+    if (im->lt_ws == NULL) {
+        zgc_destroy(be);
+        return -1;
+    }
+    ZG_CUDA_CHECK(cudaMallocHost((void **)&im->partials_host, sizeof(double) * (size_t)im->num_sms * 4));
+    *out = be;
+    return 0;
+}

@@ -1,0 +1,21 @@
+/* Public extras of the CUDA backend (C-callable), for code that shares its compute stream
+ * (the NCCL communicator, benchmarks). Only meaningful when built with ZGPT_WITH_CUDA. */
+#ifndef ZG_BACKEND_CUDA_BACKEND_CUDA_H
+#define ZG_BACKEND_CUDA_BACKEND_CUDA_H
+
+#include "backend/backend.h"
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The backend's one compute stream (every op is enqueued on it). be must be a CUDA backend. */
+cudaStream_t zg_backend_cuda_stream(zg_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,141 @@
+/* Internal declarations shared by the CUDA backend's translation units (.cu only). */
+#ifndef ZG_BACKEND_CUDA_INTERNAL_H
+#define ZG_BACKEND_CUDA_INTERNAL_H
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+/* core/error.h is C11 (_Noreturn); spell it the C++ way while it is included. */
+#define _Noreturn [[noreturn]]
+extern "C" {
+#include "backend/backend.h"
+#include "core/error.h"
+}
+#undef _Noreturn
+#include "backend/cuda/backend_cuda.h"
+
+/* Every CUDA runtime / cuBLASLt call goes through these: file, line, the call and the rank
+ * (zg_fatal_at prints the rank) and exit. */
+#define ZG_CUDA_CHECK(call)                                                                        \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
+            zg_fatal_at(__FILE__, __LINE__, "%s failed: %s (%s)", #call, cudaGetErrorName(e_),     \
+                        cudaGetErrorString(e_));                                                   \
+    } while (0)
+#define ZG_CUBLAS_CHECK(call)                                                                      \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            zg_fatal_at(__FILE__, __LINE__, "%s failed: cuBLAS status %d (%s)", #call, (int)s_,    \
+                        cublasGetStatusString(s_));                                                \
+    } while (0)
+/* After every kernel launch. */
+#define ZG_CUDA_LAUNCH_CHECK() ZG_CUDA_CHECK(cudaGetLastError())
+
+/* Internal scratch buffers, grown on demand and counted in bytes_in_use. */
+enum {
+    ZGC_SCR_LN = 0,    /* layernorm backward partial sums (blocks, 2C) fp32 */
+    ZGC_SCR_BIAS,      /* bias-gradient partial sums fp32 */
+    ZGC_SCR_ATT_D,     /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
+    ZGC_SCR_SORT,      /* encoder backward: sorted tokens/indices + CUB temp storage */
+    ZGC_SCR_SEGS,      /* AdamW segment table */
+    ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
+    ZGC_SCR_STAGING,   /* fp32 staging for upload_f32 / download_f32 */
+    ZGC_SCR_COUNT
+};
+
+#define ZGC_PLAN_CACHE 64
+
+typedef struct {
+    int used;
+    int kind;          /* matmul kind (matmul_cuda.cu) */
+    int m, n, k;
+    int epi;
+    int align[4];      /* alignment (bytes, capped) of A, B, C/D, bias/aux */
+    zg_dtype dt;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+    int has_algo;
+} zgc_plan;
+
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} zgc_alloc_rec;
+
+typedef struct {
+    int device;
+    int num_sms;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_ws;
+    size_t lt_ws_bytes;
+    zgc_alloc_rec *allocs;
+    int n_allocs, cap_allocs;
+    void *scratch[ZGC_SCR_COUNT];
+    size_t scratch_bytes[ZGC_SCR_COUNT];
+    zgc_plan plans[ZGC_PLAN_CACHE];
+    int plan_next;
+    /* AdamW segment table as last uploaded (host copy, to skip unchanged uploads) */
+    void *segs_host;
+    size_t segs_host_bytes;
+    double *partials_host;
+    int bgrad_ok; /* 1 while the cuBLASLt BGRADB epilogue is usable */
+} zgc_impl;
+
+static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
+
+/* Device scratch buffer `slot` of at least `bytes` (grown, contents lost when it grows). */
+void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what);
+/* Accounted device allocation; fatal with an out-of-memory message when it fails (internal use). */
+void *zgc_alloc_or_die(zg_backend *be, size_t bytes, const char *what);
+void zgc_free(zg_backend *be, void *p);
+
+/* matmul_cuda.cu */
+void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
+                        const void *bias, int N, int C, int OC);
+void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                         const void *w, const void *gelu_inp, int N, int C, int OC);
+void zgc_matmul_destroy(zg_backend *be);
+
+/* attention_cuda.cu */
+size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH);
+void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T, int C, int NH);
+void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                            const void *stats, int B, int T, int C, int NH);
+void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
+                                  int Tn, int pos, int maxT, int C, int NH);
+
+/* ---- device-side dtype helpers ---------------------------------------------------------------- */
+__device__ __forceinline__ float zgc_to_f(float x) { return x; }
+__device__ __forceinline__ float zgc_to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float zgc_to_f(__half x) { return __half2float(x); }
+template <typename T> __device__ __forceinline__ T zgc_from_f(float x);
+template <> __device__ __forceinline__ float zgc_from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 zgc_from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __half zgc_from_f<__half>(float x) { return __float2half_rn(x); }
+
+/* Calls FN<T>(...) with T the C++ type of dtype dt. */
+#define ZGC_DISPATCH(dt, T, ...)                                                                   \
+    do {                                                                                           \
+        switch (dt) {                                                                              \
+        case ZG_F32: { typedef float T; __VA_ARGS__; } break;                                      \
+        case ZG_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break;                             \
+        case ZG_F16: { typedef __half T; __VA_ARGS__; } break;                                     \
+        default: zg_fatal_at(__FILE__, __LINE__, "unknown dtype %d", (int)(dt));                   \
+        }                                                                                          \
+    } while (0)
+
+static inline unsigned zgc_blocks(size_t n, unsigned threads, unsigned max_blocks) {
+    size_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > max_blocks) b = max_blocks;
+    return (unsigned)b;
+}
+
+#endif

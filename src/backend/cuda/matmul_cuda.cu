@@ -1,0 +1,219 @@
+/* Matrix products through cuBLASLt with fused epilogues.
+ *
+ * Row-major (PyTorch) tensors are column-major transposes, so every product is written in
+ * column-major terms:
+ *   forward   out (N,OC) = inp (N,C) @ w (OC,C)^T      ->  out^T (OC x N) = op_T(w^T: C x OC) * inp^T (C x N)
+ *             epilogue BIAS (bias per output row OC), GELU_AUX[_BIAS] writes pre_gelu as aux.
+ *   backward  dinp (N,C) = dout (N,OC) @ w (OC,C)       ->  dinp^T (C x N) = w^T (C x OC) * dout^T (OC x N)
+ *             epilogue DGELU multiplies by gelu'(gelu_inp) (aux, C x N).
+ *             dw (OC,C) += dout^T @ inp                  ->  dw^T (C x OC) += inp^T (C x N) * op_T(dout^T: OC x N)
+ *             epilogue BGRADB writes dbias (OC) = column sums of op(B) = sum over N of dout.
+ * Plans (descriptors, layouts, the heuristic's algorithm) are cached by shape, epilogue and
+ * pointer alignment. fp32 uses CUBLAS_COMPUTE_32F (true fp32, no TF32); bf16/fp16 accumulate in fp32. */
+#include "backend/cuda/cuda_internal.h"
+
+#include <string.h>
+
+enum { ZGC_MM_FWD = 0, ZGC_MM_DINP = 1, ZGC_MM_DW = 2 };
+
+static cudaDataType_t zgc_cuda_dtype(zg_dtype dt) {
+    return dt == ZG_F32 ? CUDA_R_32F : (dt == ZG_BF16 ? CUDA_R_16BF : CUDA_R_16F);
+}
+
+static int zgc_align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a % (uintptr_t)al) != 0) al >>= 1;
+    return al;
+}
+
+/* Creates (or finds) the plan for (kind, m, n, k, epilogue, alignments). Returns NULL when the
+ * heuristic finds no algorithm (only allowed for the optional BGRADB epilogue). */
+static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int epi, const int align[4],
+                              int optional) {
+    zgc_impl *im = zgc_get(be);
+    zg_dtype dt = be->act_dtype;
+    for (int i = 0; i < ZGC_PLAN_CACHE; i++) {
+        zgc_plan *p = &im->plans[i];
+        if (p->used && p->kind == kind && p->m == m && p->n == n && p->k == k && p->epi == epi && p->dt == dt &&
+            memcmp(p->align, align, sizeof(p->align)) == 0)
+            return p->has_algo ? p : NULL;
+    }
+    zgc_plan *p = &im->plans[im->plan_next];
+    im->plan_next = (im->plan_next + 1) % ZGC_PLAN_CACHE;
+    if (p->used) {
+        ZG_CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+        ZG_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+        ZG_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+        ZG_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lc));
+    }
+    memset(p, 0, sizeof(*p));
+    p->used = 1;
+    p->kind = kind;
+    p->m = m;
+    p->n = n;
+    p->k = k;
+    p->epi = epi;
+    p->dt = dt;
+    memcpy(p->align, align, sizeof(p->align));
+
+    cudaDataType_t cdt = zgc_cuda_dtype(dt);
+    ZG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    int arows, acols, brows, bcols;
+    if (kind == ZGC_MM_FWD) { /* A = w (C x OC) transposed; B = inp (C x N) */
+        ta = CUBLAS_OP_T;
+        arows = k; acols = m; brows = k; bcols = n;
+    } else if (kind == ZGC_MM_DINP) { /* A = w (C x OC); B = dout (OC x N) */
+        arows = m; acols = k; brows = k; bcols = n;
+    } else { /* ZGC_MM_DW: A = inp (C x N); B = dout (OC x N) transposed */
+        tb = CUBLAS_OP_T;
+        arows = m; acols = k; brows = n; bcols = k;
+    }
+    ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    cublasLtEpilogue_t e = (cublasLtEpilogue_t)epi;
+    ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e)));
+    if (epi == CUBLASLT_EPILOGUE_BGRADB) {
+        cudaDataType_t bdt = CUDA_R_32F; /* bias gradient into an fp32 scratch vector */
+        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt, sizeof(bdt)));
+    }
+    if (epi == CUBLASLT_EPILOGUE_GELU_AUX || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU) {
+        int64_t ld = m; /* aux has the layout of D */
+        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)));
+    }
+    ZG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, cdt, (uint64_t)arows, (uint64_t)acols, arows));
+    ZG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, cdt, (uint64_t)brows, (uint64_t)bcols, brows));
+    ZG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc, cdt, (uint64_t)m, (uint64_t)n, m));
+
+    cublasLtMatmulPreference_t pref;
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                         &im->lt_ws_bytes, sizeof(im->lt_ws_bytes)));
+    uint32_t al[4];
+    for (int i = 0; i < 4; i++) al[i] = (uint32_t)align[i];
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4));
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4));
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4));
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], 4));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found);
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        if (!optional)
+            ZG_FATAL("cuBLASLt found no algorithm for a %s matmul m=%d n=%d k=%d epilogue=%d (%s)",
+                     kind == ZGC_MM_FWD ? "forward" : (kind == ZGC_MM_DINP ? "input-gradient" : "weight-gradient"),
+                     m, n, k, epi, cublasGetStatusString(st));
+        p->has_algo = 0;
+        return NULL;
+    }
+    p->algo = res.algo;
+    p->has_algo = 1;
+    return p;
+}
+
+static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void *B, void *D, float beta,
+                         const void *bias, const void *aux) {
+    zgc_impl *im = zgc_get(be);
+    if (bias != NULL)
+        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    if (aux != NULL)
+        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                                       sizeof(aux)));
+    float alpha = 1.f;
+    ZG_CUBLAS_CHECK(cublasLtMatmul(im->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc, &p->algo,
+                                   im->lt_ws, im->lt_ws_bytes, im->stream));
+}
+
+void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
+                        int N, int C, int OC) {
+    int epi;
+    if (pre_gelu != NULL) epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    else epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    int al[4] = {zgc_align_of(w), zgc_align_of(inp), zgc_align_of(out),
+                 zgc_align_of(bias) < zgc_align_of(pre_gelu) ? zgc_align_of(bias) : zgc_align_of(pre_gelu)};
+    zgc_plan *p = zgc_plan_get(be, ZGC_MM_FWD, OC, N, C, epi, al, 0);
+    zgc_plan_run(be, p, w, inp, out, 0.f, bias, pre_gelu);
+}
+
+/* dbias (OC) += sum of part (R, OC) over R (fixed order) */
+template <typename TG>
+__global__ void zgc_bias_add_kernel(TG *dbias, const float *part, int R, int OC) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= OC) return;
+    float s = 0.f;
+    for (int r = 0; r < R; r++) s += part[(size_t)r * OC + c];
+    dbias[c] = zgc_from_f<TG>(zgc_to_f(dbias[c]) + s);
+}
+
+/* part (gridDim.y, OC): column sums of dout (N,OC) over row slice blockIdx.y; block (32, 8). */
+template <typename TA>
+__global__ void zgc_bias_partial_kernel(float *part, const TA *dout, int N, int OC) {
+    __shared__ float sh[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    int rows_per = (N + gridDim.y - 1) / gridDim.y;
+    int r0 = blockIdx.y * rows_per, r1 = min(N, r0 + rows_per);
+    float s = 0.f;
+    if (c < OC)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) s += zgc_to_f(dout[(size_t)r * OC + c]);
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < OC) {
+        float t = 0.f;
+        for (int k = 0; k < 8; k++) t += sh[k][threadIdx.x];
+        part[(size_t)blockIdx.y * OC + c] = t;
+    }
+}
+
+void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                         const void *w, const void *gelu_inp, int N, int C, int OC) {
+    zgc_impl *im = zgc_get(be);
+    if (dinp != NULL) {
+        int epi = gelu_inp ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DEFAULT;
+        int al[4] = {zgc_align_of(w), zgc_align_of(dout), zgc_align_of(dinp), zgc_align_of(gelu_inp)};
+        zgc_plan *p = zgc_plan_get(be, ZGC_MM_DINP, C, N, OC, epi, al, 0);
+        zgc_plan_run(be, p, w, dout, dinp, 0.f, NULL, gelu_inp);
+    }
+    int al[4] = {zgc_align_of(inp), zgc_align_of(dout), zgc_align_of(dw), 256};
+    zgc_plan *pb = NULL;
+    if (dbias != NULL && im->bgrad_ok && be->grad_dtype == be->act_dtype)
+        pb = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_BGRADB, al, 1);
+    if (pb != NULL) {
+        /* fused: dw += inp^T dout, bias gradient (OC) into an fp32 scratch, then added to dbias */
+        float *part = (float *)zgc_scratch(be, ZGC_SCR_BIAS, (size_t)OC * 4, "bias-gradient scratch");
+        zgc_plan_run(be, pb, inp, dout, dw, 1.f, part, NULL);
+        ZGC_DISPATCH(be->grad_dtype, TG, (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>(
+                                             (TG *)dbias, part, 1, OC)));
+        ZG_CUDA_LAUNCH_CHECK();
+        return;
+    }
+    zgc_plan *p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, al, 0);
+    zgc_plan_run(be, p, inp, dout, dw, 1.f, NULL, NULL);
+    if (dbias != NULL) {
+        int R = 64;
+        if (R > (N + 7) / 8) R = (N + 7) / 8;
+        if (R < 1) R = 1;
+        float *part = (float *)zgc_scratch(be, ZGC_SCR_BIAS, (size_t)R * OC * 4, "bias-gradient scratch");
+        dim3 grid((unsigned)((OC + 31) / 32), (unsigned)R), block(32, 8);
+        ZGC_DISPATCH(be->act_dtype, TA, (zgc_bias_partial_kernel<TA><<<grid, block, 0, im->stream>>>(part, (const TA *)dout,
+                                                                                                     N, OC)));
+        ZG_CUDA_LAUNCH_CHECK();
+        ZGC_DISPATCH(be->grad_dtype, TG, (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>(
+                                             (TG *)dbias, part, R, OC)));
+        ZG_CUDA_LAUNCH_CHECK();
+    }
+}
+
+void zgc_matmul_destroy(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    for (int i = 0; i < ZGC_PLAN_CACHE; i++) {
+        zgc_plan *p = &im->plans[i];
+        if (!p->used) continue;
+        ZG_CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+        ZG_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+        ZG_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+        ZG_CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lc));
+        p->used = 0;
+    }
+}

@@ -1,0 +1,635 @@
+/* The launcher: see launch.h. */
+#include "dist/launch.h"
+
+#include "core/error.h"
+#include "core/strutil.h"
+#ifdef ZGPT_WITH_CUDA
+#include "backend/backend.h"
+#include "dist/comm.h"
+#endif
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- environment ------------------------------------------------------------------------- */
+
+static int env_int(const char *name, int *out) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!end || *end != '\0' || v < 0 || v > 1 << 24) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+void zg_launch_env_detect(zg_launch_env *env) {
+    memset(env, 0, sizeof *env);
+    env->size = 1;
+    env->local_size = 1;
+    int r, s, lr, ls;
+    if (env_int("ZGPT_RANK", &r) && env_int("ZGPT_WORLD_SIZE", &s)) {
+        env->source = ZG_LAUNCH_SRC_ZGPT_GPU;
+        env->rank = r;
+        env->size = s;
+        env->local_rank = env_int("ZGPT_LOCAL_RANK", &lr) ? lr : r;
+        env->local_size = env_int("ZGPT_LOCAL_WORLD_SIZE", &ls) ? ls : s;
+    } else if (env_int("OMPI_COMM_WORLD_RANK", &r) && env_int("OMPI_COMM_WORLD_SIZE", &s)) {
+        const char *l = getenv("ZGPT_LAUNCHER");
+        env->source = l && strcmp(l, "mpi") == 0 ? ZG_LAUNCH_SRC_ZGPT_MPI : ZG_LAUNCH_SRC_OMPI;
+        env->rank = r;
+        env->size = s;
+        env->local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", &lr) ? lr : 0;
+        env->local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", &ls) ? ls : 1;
+    } else if ((env_int("PMI_RANK", &r) || env_int("PMIX_RANK", &r)) && env_int("PMI_SIZE", &s)) {
+        env->source = ZG_LAUNCH_SRC_PMI;
+        env->rank = r;
+        env->size = s;
+        env->local_rank = env_int("MPI_LOCALRANKID", &lr) ? lr : 0;
+        env->local_size = env_int("MPI_LOCALNRANKS", &ls) ? ls : 1;
+    } else if (getenv("SLURM_STEP_ID") && env_int("SLURM_PROCID", &r) &&
+               (env_int("SLURM_STEP_NUM_TASKS", &s) || env_int("SLURM_NTASKS", &s))) {
+        /* Only inside an srun step: a batch script also has SLURM_PROCID=0 and SLURM_NTASKS. */
+        env->source = ZG_LAUNCH_SRC_SLURM;
+        env->rank = r;
+        env->size = s;
+        env->local_rank = env_int("SLURM_LOCALID", &lr) ? lr : 0;
+        env->local_size = 1;
+    }
+    if (env->size < 1) env->size = 1;
+}
+
+const char *zg_launch_src_name(zg_launch_source s) {
+    switch (s) {
+    case ZG_LAUNCH_SRC_NONE: return "no launcher";
+    case ZG_LAUNCH_SRC_ZGPT_GPU: return "zgpt --gpus";
+    case ZG_LAUNCH_SRC_ZGPT_MPI: return "zgpt --nproc";
+    case ZG_LAUNCH_SRC_OMPI: return "mpirun";
+    case ZG_LAUNCH_SRC_PMI: return "mpiexec";
+    case ZG_LAUNCH_SRC_SLURM: return "srun";
+    }
+    return "?";
+}
+
+int zg_launch_parse_gpus(const char *s, int *out) {
+    if (strcmp(s, "all") == 0) {
+        *out = -1;
+        return 0;
+    }
+    int64_t v;
+    if (zg_parse_i64(s, "--gpus", &v) != 0) return zg_error_prefix("--gpus takes N or 'all'");
+    if (v < 1 || v > 1024) return zg_errorf("--gpus: %lld is outside 1..1024 (or 'all')", (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+/* ---- supervision ------------------------------------------------------------------------- */
+
+enum { LINE_CAP = 4096 };
+
+typedef struct {
+    char **lines; /* ring of the last `cap` stderr lines */
+    int cap, count, next;
+} line_ring;
+
+typedef struct {
+    pid_t pid;
+    int fd[2];        /* stdout, stderr pipes (-1 when closed) */
+    char *part[2];    /* partial line per stream */
+    size_t part_len[2];
+    int exited, status;
+} child_proc;
+
+typedef struct {
+    child_proc *kids;
+    int n_kids;
+    int nranks;
+    int tagged;       /* 1: output carries mpirun's "[job,rank]<stream>:" tags */
+    line_ring *rings; /* per rank */
+    line_ring launcher_lines; /* untagged lines of mpirun itself */
+    int first_error_rank;     /* first rank that printed a fatal/error line */
+    int reported_rank;        /* rank named by mpirun's own report */
+    char reported_why[128];   /* what mpirun said happened to it */
+    double grace_s;
+} supervisor;
+
+static volatile sig_atomic_t g_signal_count = 0;
+static volatile sig_atomic_t g_last_signal = 0;
+
+static void on_signal(int sig) {
+    g_signal_count++;
+    g_last_signal = sig;
+}
+
+static void ring_init(line_ring *r, int cap) {
+    r->cap = cap;
+    r->lines = zg_calloc((size_t)cap, sizeof(char *));
+    r->count = r->next = 0;
+}
+static void ring_push(line_ring *r, const char *s) {
+    free(r->lines[r->next]);
+    r->lines[r->next] = zg_strdup(s);
+    r->next = (r->next + 1) % r->cap;
+    if (r->count < r->cap) r->count++;
+}
+static void ring_print(const line_ring *r, FILE *f, const char *indent) {
+    int start = (r->next - r->count + r->cap) % r->cap;
+    for (int i = 0; i < r->count; i++) fprintf(f, "%s%s\n", indent, r->lines[(start + i) % r->cap]);
+}
+static void ring_free(line_ring *r) {
+    for (int i = 0; i < r->cap; i++) free(r->lines[i]);
+    free(r->lines);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Parses mpirun's own failure report for the rank it names. */
+static void parse_launcher_line(supervisor *s, const char *line) {
+    if (s->reported_rank >= 0) return;
+    const char *p;
+    int a, b, r;
+    int sig;
+    if ((p = strstr(line, "process rank ")) && sscanf(p, "process rank %d", &r) == 1) {
+        s->reported_rank = r;
+        const char *q = strstr(p, "exited on signal ");
+        if (q && sscanf(q, "exited on signal %d", &sig) == 1)
+            snprintf(s->reported_why, sizeof s->reported_why, "killed by signal %d (%s)", sig, strsignal(sig));
+    }
+    else if ((p = strstr(line, "Process name: [[")) && sscanf(p, "Process name: [[%d,%d],%d]", &a, &b, &r) == 3)
+        s->reported_rank = r;
+    else if ((p = strstr(line, "invoked on rank ")) && sscanf(p, "invoked on rank %d", &r) == 1)
+        s->reported_rank = r;
+}
+
+static void handle_line(supervisor *s, int kid, int stream, char *line) {
+    int rank = s->tagged ? -1 : kid;
+    const char *text = line;
+    if (s->tagged) {
+        int job, r, n = 0;
+        char which[8];
+        if (line[0] == '[' && sscanf(line, "[%d,%d]<%7[a-z]>:%n", &job, &r, which, &n) == 3 && n > 0) {
+            rank = r;
+            text = line + n;
+            stream = strcmp(which, "stdout") == 0 ? 0 : 1;
+        }
+    }
+    if (rank < 0 || rank >= s->nranks) { /* the launcher's own lines: keep for the report */
+        ring_push(&s->launcher_lines, line);
+        parse_launcher_line(s, line);
+        if (getenv("ZGPT_LAUNCH_VERBOSE")) fprintf(stderr, "%s\n", line);
+        return;
+    }
+    FILE *f = stream == 0 ? stdout : stderr;
+    fprintf(f, "%s\n", text);
+    fflush(f);
+    if (stream == 1) {
+        ring_push(&s->rings[rank], text);
+        if (s->first_error_rank < 0 && (strstr(text, "fatal") || strstr(text, "error"))) s->first_error_rank = rank;
+    }
+}
+
+/* Reads what is available on one pipe and dispatches complete lines. Returns 0 at EOF. */
+static int pump(supervisor *s, int kid, int stream) {
+    child_proc *c = &s->kids[kid];
+    char buf[4096];
+    ssize_t n = read(c->fd[stream], buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+    if (n <= 0) {
+        if (c->part_len[stream]) {
+            c->part[stream][c->part_len[stream]] = '\0';
+            handle_line(s, kid, stream, c->part[stream]);
+            c->part_len[stream] = 0;
+        }
+        close(c->fd[stream]);
+        c->fd[stream] = -1;
+        return 0;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        char ch = buf[i];
+        if (ch == '\n' || c->part_len[stream] == LINE_CAP - 1) {
+            c->part[stream][c->part_len[stream]] = '\0';
+            handle_line(s, kid, stream, c->part[stream]);
+            c->part_len[stream] = 0;
+            if (ch == '\n') continue;
+        }
+        c->part[stream][c->part_len[stream]++] = ch;
+    }
+    return 1;
+}
+
+static void signal_all(supervisor *s, int sig) {
+    for (int i = 0; i < s->n_kids; i++)
+        if (!s->kids[i].exited) kill(sig == SIGKILL ? -s->kids[i].pid : s->kids[i].pid, sig);
+}
+
+static int reap(supervisor *s, int block) {
+    int any = 0;
+    for (int i = 0; i < s->n_kids; i++) {
+        child_proc *c = &s->kids[i];
+        if (c->exited) continue;
+        int st;
+        pid_t p = waitpid(c->pid, &st, block ? 0 : WNOHANG);
+        if (p == c->pid) {
+            c->exited = 1;
+            c->status = st;
+            any = 1;
+        }
+    }
+    return any;
+}
+
+static int all_exited(const supervisor *s) {
+    for (int i = 0; i < s->n_kids; i++)
+        if (!s->kids[i].exited) return 0;
+    return 1;
+}
+
+static int failed(int st) { return !(WIFEXITED(st) && WEXITSTATUS(st) == 0); }
+
+static void describe_status(int st, char *buf, size_t cap) {
+    if (WIFEXITED(st))
+        snprintf(buf, cap, "exit status %d", WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+        snprintf(buf, cap, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+    else
+        snprintf(buf, cap, "status %d", st);
+}
+
+/* Spawns argv with stdout/stderr piped to the supervisor; env_set holds "NAME=VALUE" strings. */
+static int spawn(child_proc *c, char *const argv[], char *const env_set[], int n_env) {
+    int po[2], pe[2];
+    if (pipe(po) != 0 || pipe(pe) != 0) return zg_errorf("pipe failed: %s", zg_strerrno());
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return zg_errorf("fork failed: %s", zg_strerrno());
+    if (pid == 0) {
+        dup2(po[1], STDOUT_FILENO);
+        dup2(pe[1], STDERR_FILENO);
+        close(po[0]);
+        close(po[1]);
+        close(pe[0]);
+        close(pe[1]);
+        /* Own process group: terminal Ctrl-C reaches only the launcher, which forwards it once. */
+        setpgid(0, 0);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        for (int i = 0; i < n_env; i++) {
+            char *kv = strdup(env_set[i]); /* the strings may be literals */
+            char *eq = kv ? strchr(kv, '=') : NULL;
+            if (!eq) continue;
+            *eq = '\0';
+            setenv(kv, eq + 1, 1);
+        }
+        execvp(argv[0], argv);
+        fprintf(stderr, "zgpt: error: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    memset(c, 0, sizeof *c);
+    c->pid = pid;
+    c->fd[0] = po[0];
+    c->fd[1] = pe[0];
+    c->part[0] = zg_malloc(LINE_CAP);
+    c->part[1] = zg_malloc(LINE_CAP);
+    return 0;
+}
+
+/* Runs the supervision loop until every child has exited; returns the command's exit status. */
+static int supervise(supervisor *s) {
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    g_signal_count = 0;
+
+    int first_failed = -1; /* child index */
+    double stop_at = -1;   /* when SIGTERM went out (SIGKILL after grace) */
+    int killed = 0, forwarded = 0;
+    struct pollfd *pfd = zg_calloc((size_t)s->n_kids * 2, sizeof *pfd);
+    for (;;) {
+        int np = 0;
+        int owner[256 * 2];
+        int *own = s->n_kids * 2 <= 512 ? owner : zg_malloc(sizeof(int) * (size_t)s->n_kids * 2);
+        for (int i = 0; i < s->n_kids; i++)
+            for (int k = 0; k < 2; k++)
+                if (s->kids[i].fd[k] >= 0) {
+                    pfd[np].fd = s->kids[i].fd[k];
+                    pfd[np].events = POLLIN;
+                    own[np++] = i * 2 + k;
+                }
+        if (np > 0) {
+            int rc = poll(pfd, (nfds_t)np, 100);
+            if (rc > 0)
+                for (int j = 0; j < np; j++)
+                    if (pfd[j].revents & (POLLIN | POLLHUP | POLLERR)) pump(s, own[j] / 2, own[j] % 2);
+        } else {
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (own != owner) free(own);
+
+        reap(s, 0);
+        if (first_failed < 0)
+            for (int i = 0; i < s->n_kids; i++)
+                if (s->kids[i].exited && failed(s->kids[i].status)) {
+                    first_failed = i;
+                    break;
+                }
+        if (g_signal_count > forwarded) {
+            /* Ctrl-C / SIGTERM: forward once (workers save and stop); again: kill. */
+            if (g_signal_count == 1) {
+                signal_all(s, (int)g_last_signal);
+                if (stop_at < 0) stop_at = now_s() + 30.0 - s->grace_s;
+            } else {
+                signal_all(s, SIGKILL);
+                killed = 1;
+            }
+            forwarded = (int)g_signal_count;
+        }
+        if (first_failed >= 0 && stop_at < 0 && !all_exited(s)) {
+            signal_all(s, SIGTERM);
+            stop_at = now_s();
+        }
+        if (stop_at >= 0 && !killed && now_s() - stop_at > s->grace_s) {
+            signal_all(s, SIGKILL);
+            killed = 1;
+        }
+        if (all_exited(s)) {
+            int open = 0;
+            for (int i = 0; i < s->n_kids; i++) open |= s->kids[i].fd[0] >= 0 || s->kids[i].fd[1] >= 0;
+            if (!open) break;
+            if (stop_at < 0) stop_at = now_s();
+            if (now_s() - stop_at > s->grace_s + 2) break; /* a grandchild holds the pipe: give up */
+        }
+    }
+    free(pfd);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+
+    if (first_failed < 0 && g_signal_count == 0) return 0;
+    if (g_signal_count > 0) { /* the user stopped the job: workers ending on the signal is expected */
+        fprintf(stderr, "zgpt: stopped by %s; all %d workers ended\n", strsignal((int)g_last_signal), s->nranks);
+        return 128 + (int)g_last_signal;
+    }
+    /* Which rank? Fork launcher: the child. mpirun: its report, else the first rank to complain. */
+    int rank = s->tagged ? (s->reported_rank >= 0 ? s->reported_rank : s->first_error_rank) : first_failed;
+    char why[128];
+    describe_status(s->kids[first_failed].status, why, sizeof why);
+    if (s->tagged && s->reported_why[0]) snprintf(why, sizeof why, "%s", s->reported_why);
+    if (rank >= 0) {
+        fprintf(stderr, "zgpt: error: rank %d of %d failed (%s%s); the other workers were stopped; its last lines:\n",
+                rank, s->nranks, s->tagged && !s->reported_why[0] ? "mpirun: " : "", why);
+        if (s->rings[rank].count == 0) fprintf(stderr, "    (no output)\n");
+        ring_print(&s->rings[rank], stderr, "    ");
+    } else {
+        fprintf(stderr, "zgpt: error: the workers failed (%s); launcher output:\n", why);
+        ring_print(&s->launcher_lines, stderr, "    ");
+    }
+    fflush(stderr);
+    return 1;
+}
+
+static void supervisor_init(supervisor *s, int n_kids, int nranks, int tagged, const zg_launch_opts *o) {
+    memset(s, 0, sizeof *s);
+    s->kids = zg_calloc((size_t)n_kids, sizeof *s->kids);
+    s->n_kids = n_kids;
+    s->nranks = nranks;
+    s->tagged = tagged;
+    s->rings = zg_calloc((size_t)nranks, sizeof *s->rings);
+    int tail = o && o->tail_lines > 0 ? o->tail_lines : 8;
+    for (int r = 0; r < nranks; r++) ring_init(&s->rings[r], tail);
+    ring_init(&s->launcher_lines, 40);
+    s->first_error_rank = -1;
+    s->reported_rank = -1;
+    s->grace_s = o && o->grace_s > 0 ? o->grace_s : 5.0;
+}
+
+static void supervisor_free(supervisor *s) {
+    for (int i = 0; i < s->n_kids; i++) {
+        free(s->kids[i].part[0]);
+        free(s->kids[i].part[1]);
+        for (int k = 0; k < 2; k++)
+            if (s->kids[i].fd[k] >= 0) close(s->kids[i].fd[k]);
+    }
+    for (int r = 0; r < s->nranks; r++) ring_free(&s->rings[r]);
+    ring_free(&s->launcher_lines);
+    free(s->rings);
+    free(s->kids);
+}
+
+static int self_exe(char *buf, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n <= 0) return zg_errorf("cannot find this program's path (/proc/self/exe): %s", zg_strerrno());
+    buf[n] = '\0';
+    return 0;
+}
+
+/* ---- CPU workers under mpirun ------------------------------------------------------------ */
+
+#ifdef ZGPT_WITH_MPI
+static int launch_mpirun(int argc, char **argv, int nproc, const zg_launch_opts *o) {
+    char exe[4096];
+    if (self_exe(exe, sizeof exe) != 0) return -1;
+    const char *mpirun = o->mpirun ? o->mpirun : getenv("ZGPT_MPIRUN");
+    if (!mpirun || !*mpirun) mpirun = "mpirun";
+    char np[32];
+    snprintf(np, sizeof np, "%d", nproc);
+    const char *impl = ZGPT_MPI_IMPL;
+    int ompi = strstr(impl, "Open MPI") != NULL;
+    char **av = zg_calloc((size_t)argc + 24, sizeof(char *));
+    int k = 0;
+    av[k++] = (char *)mpirun;
+    if (ompi) {
+        av[k++] = "-np";
+        av[k++] = np;
+        av[k++] = "--oversubscribe";
+        av[k++] = "--bind-to";
+        av[k++] = "none";
+        av[k++] = "--tag-output";
+        if (geteuid() == 0) av[k++] = "--allow-run-as-root";
+        /* containers often forbid the ptrace-based single-copy path of the shared-memory transport */
+        av[k++] = "--mca";
+        av[k++] = "btl_vader_single_copy_mechanism";
+        av[k++] = "none";
+    } else { /* MPICH / Hydra */
+        av[k++] = "-n";
+        av[k++] = np;
+    }
+    av[k++] = exe;
+    for (int i = 1; i < argc; i++) av[k++] = argv[i];
+    av[k] = NULL;
+
+    char omp[64];
+    char *env[3];
+    int n_env = 0;
+    env[n_env++] = "ZGPT_LAUNCHER=mpi";
+    if (!getenv("OMP_NUM_THREADS")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        long t = cores / nproc;
+        snprintf(omp, sizeof omp, "OMP_NUM_THREADS=%ld", t < 1 ? 1 : t);
+        env[n_env++] = omp;
+    }
+    supervisor s;
+    supervisor_init(&s, 1, nproc, ompi, o);
+    int rc = spawn(&s.kids[0], av, env, n_env);
+    free(av);
+    if (rc != 0) {
+        supervisor_free(&s);
+        return -1;
+    }
+    rc = supervise(&s);
+    supervisor_free(&s);
+    return rc;
+}
+#endif
+
+/* ---- forked workers (GPUs; tests) -------------------------------------------------------- */
+
+static int launch_fork(int argc, char **argv, int n, char **devices, const char *nccl_id, const zg_launch_opts *o) {
+    char exe[4096];
+    if (self_exe(exe, sizeof exe) != 0) return -1;
+    char **av = zg_calloc((size_t)argc + 1, sizeof(char *));
+    av[0] = exe;
+    for (int i = 1; i < argc; i++) av[i] = argv[i];
+    supervisor s;
+    supervisor_init(&s, n, n, 0, o);
+    int rc = 0;
+    for (int r = 0; r < n && rc == 0; r++) {
+        char e_rank[48], e_size[48], e_lrank[48], e_lsize[48], e_dev[600], e_id[300];
+        char *env[8];
+        int k = 0;
+        snprintf(e_rank, sizeof e_rank, "ZGPT_RANK=%d", r);
+        snprintf(e_size, sizeof e_size, "ZGPT_WORLD_SIZE=%d", n);
+        snprintf(e_lrank, sizeof e_lrank, "ZGPT_LOCAL_RANK=%d", r);
+        snprintf(e_lsize, sizeof e_lsize, "ZGPT_LOCAL_WORLD_SIZE=%d", n);
+        env[k++] = e_rank;
+        env[k++] = e_size;
+        env[k++] = e_lrank;
+        env[k++] = e_lsize;
+        if (devices) {
+            snprintf(e_dev, sizeof e_dev, "CUDA_VISIBLE_DEVICES=%s", devices[r]);
+            env[k++] = e_dev;
+        }
+        if (nccl_id) {
+            snprintf(e_id, sizeof e_id, "ZGPT_NCCL_ID=%s", nccl_id);
+            env[k++] = e_id;
+        }
+        if (!getenv("OMP_NUM_THREADS")) env[k++] = "OMP_NUM_THREADS=1";
+        rc = spawn(&s.kids[r], av, env, k);
+        if (rc != 0) { /* stop the ones already started */
+            s.n_kids = r;
+            signal_all(&s, SIGKILL);
+            reap(&s, 1);
+        }
+    }
+    free(av);
+    if (rc == 0) rc = supervise(&s);
+    supervisor_free(&s);
+    return rc;
+}
+
+/* The devices the workers get: CUDA_VISIBLE_DEVICES entries, or 0..count-1. */
+static int gpu_devices(int want, char ***out, int *n_out) {
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    char **dev = NULL;
+    int n = 0;
+    if (vis && *vis) {
+        char *copy = zg_strdup(vis), *save = NULL;
+        for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            dev = zg_realloc(dev, sizeof(char *) * (size_t)(n + 1));
+            dev[n++] = zg_strdup(t);
+        }
+        free(copy);
+    } else {
+#ifdef ZGPT_WITH_CUDA
+        int count = zg_backend_cuda_device_count();
+#else
+        int count = 0;
+#endif
+        for (int i = 0; i < count; i++) {
+            char b[16];
+            snprintf(b, sizeof b, "%d", i);
+            dev = zg_realloc(dev, sizeof(char *) * (size_t)(n + 1));
+            dev[n++] = zg_strdup(b);
+        }
+    }
+    if (n == 0) return zg_errorf("--gpus: no GPU is visible%s", vis ? " (CUDA_VISIBLE_DEVICES is empty)" : "");
+    if (want > n) {
+        for (int i = 0; i < n; i++) free(dev[i]);
+        free(dev);
+        return zg_errorf("--gpus %d: only %d GPU%s visible%s", want, n, n == 1 ? " is" : "s are",
+                         vis ? " through CUDA_VISIBLE_DEVICES" : "");
+    }
+    *out = dev;
+    *n_out = want < 0 ? n : want;
+    for (int i = *n_out; i < n; i++) free(dev[i]);
+    return 0;
+}
+
+int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_parent) {
+    zg_launch_opts o = {0};
+    if (opts) o = *opts;
+    *is_parent = 0;
+    zg_launch_env env;
+    zg_launch_env_detect(&env);
+    if (env.source != ZG_LAUNCH_SRC_NONE) {
+        /* Already a worker (ours, mpirun's or srun's): never launch again. */
+        if (o.nproc > 1 && env.size != o.nproc)
+            return zg_errorf("--nproc %d was given but %s started %d rank%s; drop --nproc when using an external "
+                             "launcher", o.nproc, zg_launch_src_name(env.source), env.size, env.size == 1 ? "" : "s");
+        return 0;
+    }
+    if (o.gpus != 0 && o.nproc > 1) return zg_errorf("--nproc and --gpus cannot be combined");
+    if (o.gpus != 0) {
+#ifdef ZGPT_WITH_CUDA
+        char **dev = NULL;
+        int n = 0;
+        if (gpu_devices(o.gpus, &dev, &n) != 0) return -1;
+        if (n == 1 && o.gpus != -1) {
+            free(dev[0]);
+            free(dev);
+            return 0; /* one GPU: this process is the worker */
+        }
+        char id[257];
+        if (zg_comm_nccl_unique_id_hex(id) != 0) return -1;
+        *is_parent = 1;
+        int rc = launch_fork(argc, argv, n, dev, id, &o);
+        for (int i = 0; i < n; i++) free(dev[i]);
+        free(dev);
+        return rc;
+#else
+        (void)gpu_devices;
+        return zg_errorf("--gpus needs a CUDA build of zgpt (this one is CPU-only); use --nproc N for CPU workers");
+#endif
+    }
+    if (o.nproc > 1) {
+#ifdef ZGPT_WITH_MPI
+        *is_parent = 1;
+        return launch_mpirun(argc, argv, o.nproc, &o);
+#else
+        return zg_errorf("--nproc %d needs MPI: rebuild zgpt with Open MPI installed (libopenmpi-dev)", o.nproc);
+#endif
+    }
+    const char *fork_test = getenv("ZGPT_LAUNCH_FORK_TEST");
+    if (fork_test && atoi(fork_test) > 1) { /* tests: supervised forked workers without a communicator */
+        *is_parent = 1;
+        return launch_fork(argc, argv, atoi(fork_test), NULL, NULL, &o);
+    }
+    return 0;
+}

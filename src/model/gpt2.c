@@ -1,0 +1,774 @@
+/* GPT-2 over the backend op table: configs, the parameter table, initialisation, forward,
+ * backward (layer by layer, with hooks), the KV-cache forward for sampling, per-op profiling. */
+#include "model/gpt2.h"
+
+#include "core/error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GPT2_MAX_DIM 1000000
+
+/* ---- configs ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;
+    int n_layer, n_head, n_embd;
+} named_config;
+
+static const named_config NAMED[] = {
+    {"gpt2", 12, 12, 768},
+    {"gpt2-medium", 24, 16, 1024},
+    {"gpt2-large", 36, 20, 1280},
+    {"gpt2-xl", 48, 25, 1600},
+};
+
+int gpt2_config_by_name(const char *name, gpt2_config *cfg) {
+    for (size_t i = 0; i < sizeof NAMED / sizeof NAMED[0]; i++) {
+        if (strcmp(name, NAMED[i].name) == 0) {
+            memset(cfg, 0, sizeof *cfg);
+            cfg->n_layer = NAMED[i].n_layer;
+            cfg->n_head = NAMED[i].n_head;
+            cfg->n_embd = NAMED[i].n_embd;
+            cfg->block_size = 1024;
+            cfg->vocab_size = 50257;
+            return gpt2_config_validate(cfg);
+        }
+    }
+    return zg_errorf("unknown model '%s': use gpt2, gpt2-medium, gpt2-large or gpt2-xl (or set n_layer, n_head, "
+                     "n_embd)",
+                     name);
+}
+
+int gpt2_config_validate(gpt2_config *cfg) {
+    if (cfg->n_layer < 1 || cfg->n_layer > 1000)
+        return zg_errorf("n_layer = %d is out of range: use 1..1000", cfg->n_layer);
+    if (cfg->n_head < 1 || cfg->n_head > 1000) return zg_errorf("n_head = %d is out of range: use 1..1000", cfg->n_head);
+    if (cfg->n_embd < 1 || cfg->n_embd > 100000)
+        return zg_errorf("n_embd = %d is out of range: use 1..100000", cfg->n_embd);
+    if (cfg->n_embd % cfg->n_head != 0)
+        return zg_errorf("n_embd = %d is not divisible by n_head = %d: choose n_embd a multiple of n_head",
+                         cfg->n_embd, cfg->n_head);
+    if (cfg->block_size < 1 || cfg->block_size > GPT2_MAX_DIM)
+        return zg_errorf("block_size = %d is out of range: use 1..%d", cfg->block_size, GPT2_MAX_DIM);
+    if (cfg->vocab_size < 1 || cfg->vocab_size > 10 * GPT2_MAX_DIM)
+        return zg_errorf("vocab_size = %d is out of range: use 1..%d", cfg->vocab_size, 10 * GPT2_MAX_DIM);
+    cfg->padded_vocab_size = (cfg->vocab_size + 127) / 128 * 128;
+    return 0;
+}
+
+/* ---- parameter table ---------------------------------------------------------------------------- */
+
+static void table_add(gpt2_param_table *t, size_t *off, const char *name, int layer, int d0, int d1, int decay) {
+    gpt2_tensor *x = &t->tensors[t->n_tensors++];
+    memset(x, 0, sizeof *x);
+    if (layer >= 0)
+        snprintf(x->name, sizeof x->name, "h.%d.%s", layer, name);
+    else
+        snprintf(x->name, sizeof x->name, "%s", name);
+    x->offset = *off;
+    x->ndim = d1 > 0 ? 2 : 1;
+    x->shape[0] = d0;
+    x->shape[1] = d1 > 0 ? d1 : 0;
+    x->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+    x->layer = layer;
+    x->decay = decay;
+    *off += x->numel;
+}
+
+int gpt2_param_table_init(gpt2_param_table *t, const gpt2_config *cfg_in) {
+    gpt2_config cfg = *cfg_in;
+    memset(t, 0, sizeof *t);
+    if (gpt2_config_validate(&cfg) != 0) return -1;
+    int L = cfg.n_layer, C = cfg.n_embd;
+    t->tensors = zg_calloc((size_t)L * 12 + 4, sizeof(gpt2_tensor));
+    t->layer_begin = zg_calloc((size_t)L + 1, sizeof(size_t));
+    size_t off = 0;
+    table_add(t, &off, "wte", -1, cfg.padded_vocab_size, C, 1);
+    table_add(t, &off, "wpe", -1, cfg.block_size, C, 0);
+    for (int l = 0; l < L; l++) {
+        t->layer_begin[l] = off;
+        table_add(t, &off, "ln_1.weight", l, C, 0, 0);
+        table_add(t, &off, "ln_1.bias", l, C, 0, 0);
+        table_add(t, &off, "attn.c_attn.weight", l, 3 * C, C, 1);
+        table_add(t, &off, "attn.c_attn.bias", l, 3 * C, 0, 0);
+        table_add(t, &off, "attn.c_proj.weight", l, C, C, 1);
+        table_add(t, &off, "attn.c_proj.bias", l, C, 0, 0);
+        table_add(t, &off, "ln_2.weight", l, C, 0, 0);
+        table_add(t, &off, "ln_2.bias", l, C, 0, 0);
+        table_add(t, &off, "mlp.c_fc.weight", l, 4 * C, C, 1);
+        table_add(t, &off, "mlp.c_fc.bias", l, 4 * C, 0, 0);
+        table_add(t, &off, "mlp.c_proj.weight", l, C, 4 * C, 1);
+        table_add(t, &off, "mlp.c_proj.bias", l, C, 0, 0);
+    }
+    t->layer_begin[L] = off;
+    table_add(t, &off, "ln_f.weight", -1, C, 0, 0);
+    table_add(t, &off, "ln_f.bias", -1, C, 0, 0);
+    t->num_params = off;
+    return 0;
+}
+
+void gpt2_param_table_free(gpt2_param_table *t) {
+    free(t->tensors);
+    free(t->layer_begin);
+    memset(t, 0, sizeof *t);
+}
+
+const gpt2_tensor *gpt2_param_table_find(const gpt2_param_table *t, const char *name) {
+    for (int i = 0; i < t->n_tensors; i++)
+        if (strcmp(t->tensors[i].name, name) == 0) return &t->tensors[i];
+    return NULL;
+}
+
+size_t gpt2_param_count_unpadded(const gpt2_config *cfg) {
+    size_t C = (size_t)cfg->n_embd;
+    size_t per_layer = 12 * C * C + 13 * C;
+    return (size_t)cfg->vocab_size * C + (size_t)cfg->block_size * C + (size_t)cfg->n_layer * per_layer + 2 * C;
+}
+
+int gpt2_param_segments(const gpt2_param_table *t, float weight_decay, zg_segment **out) {
+    zg_segment *segs = zg_malloc((size_t)(t->n_tensors > 0 ? t->n_tensors : 1) * sizeof *segs);
+    int n = 0, prev = -1;
+    for (int i = 0; i < t->n_tensors; i++) {
+        const gpt2_tensor *x = &t->tensors[i];
+        if (n > 0 && x->decay == prev && segs[n - 1].offset + segs[n - 1].count == x->offset) {
+            segs[n - 1].count += x->numel;
+        } else {
+            segs[n].offset = x->offset;
+            segs[n].count = x->numel;
+            segs[n].weight_decay = x->decay ? weight_decay : 0.0f;
+            n++;
+        }
+        prev = x->decay;
+    }
+    *out = segs;
+    return n;
+}
+
+/* ---- profiling ---------------------------------------------------------------------------------- */
+
+const char *gpt2_op_name(gpt2_op op) {
+    static const char *names[GPT2_OP_COUNT] = {"encoder",  "layernorm", "matmul",     "attention",
+                                               "gelu",     "residual",  "classifier", "transfer"};
+    return (op >= 0 && op < GPT2_OP_COUNT) ? names[op] : "unknown";
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    ZG_CHECK_SYS(clock_gettime(CLOCK_MONOTONIC, &ts));
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static double prof_begin(gpt2_model *m) {
+    if (m->profile == NULL) return 0.0;
+    m->be->ops->synchronize(m->be);
+    return now_ms();
+}
+
+static void prof_end(gpt2_model *m, int pass, gpt2_op op, double t0) {
+    if (m->profile == NULL) return;
+    m->be->ops->synchronize(m->be);
+    m->profile->ms[pass][op] += now_ms() - t0;
+    m->profile->calls[pass][op]++;
+}
+
+/* ---- activations -------------------------------------------------------------------------------- */
+
+/* Saved activations of one layer (pointers into m->acts). x is the layer input (residual stream). */
+typedef struct {
+    void *ln1;           /* (N,C) */
+    float *ln1_mean, *ln1_rstd; /* (N) */
+    void *qkv;           /* (N,3C) */
+    void *atty;          /* (N,C) attention output, input of c_proj */
+    void *att_stats;     /* backend-defined */
+    void *attproj;       /* (N,C) */
+    void *r2;            /* (N,C) x + attproj */
+    void *ln2;           /* (N,C) */
+    float *ln2_mean, *ln2_rstd;
+    void *fch;           /* (N,4C) pre-GELU */
+    void *fch_gelu;      /* (N,4C) GELU output (shared by all layers when recompute_gelu) */
+    void *fcproj;        /* (N,C) */
+} layer_acts;
+
+typedef struct {
+    void **resid;        /* n_layer + 1 tensors (N,C): resid[0] = embeddings, resid[l+1] = layer l output */
+    layer_acts *layers;
+    void *lnf;           /* (N,C) */
+    float *lnf_mean, *lnf_rstd;
+    void *logits;        /* (N,Vp) */
+    /* backward scratch (in m->grad_acts) */
+    void *dres;          /* (N,C) gradient of the residual stream */
+    void *dsmall;        /* (N,C) */
+    void *dbig;          /* (N,4C): d fch, or d qkv (N,3C) */
+} act_index;
+
+/* Byte layout of the activations for (B, T); each tensor aligned to 256 bytes. With `base` NULL it
+ * only measures. Returns total bytes of activations; *grad_bytes gets the backward scratch size. */
+typedef struct {
+    size_t off;
+    char *base;
+} bump;
+
+static void *bump_take(bump *b, size_t bytes) {
+    size_t at = b->off;
+    b->off += (bytes + 255) / 256 * 256;
+    return b->base ? b->base + at : NULL;
+}
+
+static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
+                          char *base, act_index *ix, size_t *grad_bytes) {
+    size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
+    int L = cfg->n_layer;
+    bump b = {0, base};
+    void *shared_gelu = recompute ? bump_take(&b, N * 4 * C * asz) : NULL;
+    for (int l = 0; l <= L; l++) {
+        void *p = bump_take(&b, N * C * asz);
+        if (ix) ix->resid[l] = p;
+    }
+    for (int l = 0; l < L; l++) {
+        layer_acts a;
+        a.ln1 = bump_take(&b, N * C * asz);
+        a.ln1_mean = bump_take(&b, N * 4);
+        a.ln1_rstd = bump_take(&b, N * 4);
+        a.qkv = bump_take(&b, N * 3 * C * asz);
+        a.atty = bump_take(&b, N * C * asz);
+        a.att_stats = bump_take(&b, stats_bytes);
+        a.attproj = bump_take(&b, N * C * asz);
+        a.r2 = bump_take(&b, N * C * asz);
+        a.ln2 = bump_take(&b, N * C * asz);
+        a.ln2_mean = bump_take(&b, N * 4);
+        a.ln2_rstd = bump_take(&b, N * 4);
+        a.fch = bump_take(&b, N * 4 * C * asz);
+        a.fch_gelu = recompute ? shared_gelu : bump_take(&b, N * 4 * C * asz);
+        a.fcproj = bump_take(&b, N * C * asz);
+        if (ix) ix->layers[l] = a;
+    }
+    void *lnf = bump_take(&b, N * C * asz);
+    float *lnf_mean = bump_take(&b, N * 4), *lnf_rstd = bump_take(&b, N * 4);
+    void *logits = bump_take(&b, N * Vp * asz);
+    if (ix) {
+        ix->lnf = lnf;
+        ix->lnf_mean = lnf_mean;
+        ix->lnf_rstd = lnf_rstd;
+        ix->logits = logits;
+    }
+    size_t total = b.off;
+    bump g = {0, NULL};
+    bump_take(&g, N * C * asz);
+    bump_take(&g, N * C * asz);
+    bump_take(&g, N * 4 * C * asz);
+    *grad_bytes = g.off;
+    return total;
+}
+
+size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute_gelu) {
+    gpt2_config cfg = *cfg_in;
+    if (gpt2_config_validate(&cfg) != 0) return 0;
+    /* Attention state: the CPU (fp32) keeps probabilities (B,NH,T,T); CUDA keeps (B,NH,T) fp32
+     * softmax statistics. fp32 is assumed to be the CPU here. */
+    size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
+    size_t gb;
+    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute_gelu, NULL, NULL, &gb);
+    return a + gb;
+}
+
+static void acts_release(gpt2_model *m) {
+    zg_backend *be = m->be;
+    if (m->acts) be->ops->dealloc(be, m->acts);
+    if (m->grad_acts) be->ops->dealloc(be, m->grad_acts);
+    if (m->tokens) be->ops->dealloc(be, m->tokens);
+    if (m->targets) be->ops->dealloc(be, m->targets);
+    if (m->losses) be->ops->dealloc(be, m->losses);
+    free(m->losses_host);
+    act_index *ix = m->act_index;
+    if (ix) {
+        free(ix->resid);
+        free(ix->layers);
+        free(ix);
+    }
+    m->acts = m->grad_acts = NULL;
+    m->tokens = m->targets = NULL;
+    m->losses = m->losses_host = NULL;
+    m->act_index = NULL;
+    m->B = m->T = 0;
+}
+
+int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
+    if (B < 1 || T < 1) return zg_errorf("batch %d x sequence %d: both must be at least 1", B, T);
+    if (T > m->cfg.block_size)
+        return zg_errorf("sequence length %d exceeds the model's block_size %d: use a shorter sequence", T,
+                         m->cfg.block_size);
+    if (m->acts && m->B == B && m->T == T) return 0;
+    acts_release(m);
+    zg_backend *be = m->be;
+    size_t asz = zg_dtype_size(be->act_dtype);
+    size_t stats = be->ops->attention_stats_bytes(be, B, T, m->cfg.n_head);
+    act_index *ix = zg_calloc(1, sizeof *ix);
+    ix->resid = zg_calloc((size_t)m->cfg.n_layer + 1, sizeof(void *));
+    ix->layers = zg_calloc((size_t)m->cfg.n_layer, sizeof(layer_acts));
+    m->act_index = ix;
+    size_t gb;
+    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute_gelu, NULL, NULL, &gb);
+    size_t N = (size_t)B * T;
+    m->acts = be->ops->alloc(be, ab, "activations");
+    if (m->acts) m->grad_acts = be->ops->alloc(be, gb, "activation gradients");
+    if (m->grad_acts) m->tokens = be->ops->alloc(be, N * sizeof(int32_t), "tokens");
+    if (m->tokens) m->targets = be->ops->alloc(be, N * sizeof(int32_t), "targets");
+    if (m->targets) m->losses = be->ops->alloc(be, N * sizeof(float), "losses");
+    if (m->losses == NULL) {
+        acts_release(m);
+        return -1;
+    }
+    m->losses_host = zg_malloc(N * sizeof(float));
+    layout_acts(&m->cfg, asz, stats, B, T, m->recompute_gelu, m->acts, ix, &gb);
+    char *g = m->grad_acts;
+    size_t C = (size_t)m->cfg.n_embd;
+    size_t nc = (N * C * asz + 255) / 256 * 256;
+    ix->dres = g;
+    ix->dsmall = g + nc;
+    ix->dbig = g + 2 * nc;
+    m->B = B;
+    m->T = T;
+    return 0;
+}
+
+/* ---- model lifetime ----------------------------------------------------------------------------- */
+
+int gpt2_init(gpt2_model *m, const gpt2_config *cfg, zg_backend *be) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    if (gpt2_config_validate(&m->cfg) != 0) return -1;
+    if (gpt2_param_table_init(&m->table, &m->cfg) != 0) return -1;
+    m->be = be;
+    m->params = be->ops->alloc(be, m->table.num_params * zg_dtype_size(be->param_dtype), "parameters");
+    if (m->params == NULL) {
+        gpt2_param_table_free(&m->table);
+        return -1;
+    }
+    return 0;
+}
+
+void gpt2_free(gpt2_model *m) {
+    if (m->be == NULL) return;
+    gpt2_kv_free(m);
+    acts_release(m);
+    if (m->params) m->be->ops->dealloc(m->be, m->params);
+    if (m->grads) m->be->ops->dealloc(m->be, m->grads);
+    gpt2_param_table_free(&m->table);
+    memset(m, 0, sizeof *m);
+}
+
+int gpt2_grads_alloc(gpt2_model *m) {
+    if (m->grads) return 0;
+    m->grads = m->be->ops->alloc(m->be, m->table.num_params * zg_dtype_size(m->be->grad_dtype), "gradients");
+    if (m->grads == NULL) return -1;
+    gpt2_zero_grad(m);
+    return 0;
+}
+
+void gpt2_zero_grad(gpt2_model *m) {
+    if (m->grads) m->be->ops->zero(m->be, m->grads, m->table.num_params * zg_dtype_size(m->be->grad_dtype));
+}
+
+void gpt2_params_upload(gpt2_model *m, const float *host) {
+    m->be->ops->upload_f32(m->be, m->params, m->be->param_dtype, host, m->table.num_params);
+}
+
+void gpt2_params_download(gpt2_model *m, float *host) {
+    m->be->ops->download_f32(m->be, host, m->params, m->be->param_dtype, m->table.num_params);
+}
+
+/* ---- initialisation ----------------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Standard normal number i of stream `key`: counter-based (Box-Muller on two hashed uniforms), so
+ * every element is a pure function of (seed, tensor, index) and the fill can run in parallel. */
+static float normal_at(uint64_t key, uint64_t i) {
+    uint64_t a = splitmix64(key ^ splitmix64(2 * i));
+    uint64_t b = splitmix64(key ^ splitmix64(2 * i + 1));
+    double u1 = ((double)(a >> 11) + 1.0) * (1.0 / 9007199254740993.0); /* (0, 1] */
+    double u2 = (double)(b >> 11) * (1.0 / 9007199254740992.0);         /* [0, 1) */
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+void gpt2_init_random(gpt2_model *m, uint64_t seed) {
+    const gpt2_param_table *t = &m->table;
+    size_t maxn = 0;
+    for (int i = 0; i < t->n_tensors; i++) maxn = t->tensors[i].numel > maxn ? t->tensors[i].numel : maxn;
+    float *buf = zg_malloc(maxn * sizeof(float));
+    float resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
+    size_t asz = zg_dtype_size(m->be->param_dtype);
+    for (int k = 0; k < t->n_tensors; k++) {
+        const gpt2_tensor *x = &t->tensors[k];
+        long n = (long)x->numel;
+        if (ends_with(x->name, ".bias")) {
+            memset(buf, 0, x->numel * sizeof(float));
+        } else if (ends_with(x->name, "ln_1.weight") || ends_with(x->name, "ln_2.weight") ||
+                   strcmp(x->name, "ln_f.weight") == 0) {
+            for (long i = 0; i < n; i++) buf[i] = 1.0f;
+        } else {
+            float std = (ends_with(x->name, "attn.c_proj.weight") || ends_with(x->name, "mlp.c_proj.weight"))
+                            ? resid_std
+                            : 0.02f;
+            uint64_t key = splitmix64(seed ^ splitmix64(0x5eed0000ull + (uint64_t)k));
+            long limit = n;
+            if (strcmp(x->name, "wte") == 0) limit = (long)m->cfg.vocab_size * m->cfg.n_embd; /* padded rows 0 */
+#pragma omp parallel for schedule(static)
+            for (long i = 0; i < n; i++) buf[i] = i < limit ? std * normal_at(key, (uint64_t)i) : 0.0f;
+        }
+        m->be->ops->upload_f32(m->be, (char *)m->params + x->offset * asz, m->be->param_dtype, buf, x->numel);
+    }
+    free(buf);
+}
+
+/* ---- forward / backward ------------------------------------------------------------------------- */
+
+/* Pointer to tensor `name` of layer l (-1: global) in a flat buffer of element size esz. */
+typedef struct {
+    void *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
+} layer_params;
+
+static layer_params layer_ptrs(const gpt2_model *m, void *buf, size_t esz, int l) {
+    const gpt2_tensor *t = &m->table.tensors[2 + 12 * l];
+    char *b = buf;
+    layer_params p;
+    void **f[12] = {&p.ln1w, &p.ln1b,  &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
+                    &p.ln2w, &p.ln2b, &p.fcw,  &p.fcb,  &p.fcprojw,  &p.fcprojb};
+    for (int i = 0; i < 12; i++) *f[i] = b + t[i].offset * esz;
+    return p;
+}
+
+static void *tensor_ptr(const gpt2_model *m, void *buf, size_t esz, int index) {
+    return (char *)buf + m->table.tensors[index].offset * esz;
+}
+
+static void hook_before(gpt2_model *m, int layer, int bwd) {
+    if (m->hooks.before_layer) m->hooks.before_layer(m->hooks.ctx, layer, bwd);
+}
+
+static void hook_after(gpt2_model *m, int layer, int bwd) {
+    if (m->hooks.after_layer) m->hooks.after_layer(m->hooks.ctx, layer, bwd);
+}
+
+static void hook_ready(gpt2_model *m, size_t off, size_t count) {
+    if (m->hooks.grads_ready) m->hooks.grads_ready(m->hooks.ctx, off, count);
+}
+
+static int check_tokens(const gpt2_model *m, const int32_t *tok, size_t n, int allow_ignore, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        int v = tok[i];
+        if (v >= m->cfg.vocab_size || v < (allow_ignore ? -1 : 0))
+            return zg_errorf("%s[%zu] = %d is outside the vocabulary [0, %d): the data does not match the model's "
+                             "vocab_size (re-prepare the data with the model's tokenizer)",
+                             what, i, v, m->cfg.vocab_size);
+    }
+    return 0;
+}
+
+/* One transformer block forward on N rows: x (N,C) -> out (N,C). */
+static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, const void *x, void *out, int B,
+                          int T) {
+    const zg_backend_ops *op = m->be->ops;
+    zg_backend *be = m->be;
+    int C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    double t0;
+    t0 = prof_begin(m);
+    op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
+    prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
+    t0 = prof_begin(m);
+    op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, N, C, 3 * C);
+    prof_end(m, 0, GPT2_OP_MATMUL, t0);
+    t0 = prof_begin(m);
+    op->attention_forward(be, a->atty, a->att_stats, a->qkv, B, T, C, NH);
+    prof_end(m, 0, GPT2_OP_ATTENTION, t0);
+    t0 = prof_begin(m);
+    op->matmul_forward(be, a->attproj, NULL, a->atty, p->attprojw, p->attprojb, N, C, C);
+    prof_end(m, 0, GPT2_OP_MATMUL, t0);
+    t0 = prof_begin(m);
+    op->residual_layernorm_forward(be, a->r2, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->attproj, p->ln2w, p->ln2b, N, C);
+    prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
+    t0 = prof_begin(m);
+    op->matmul_forward(be, a->fch_gelu, a->fch, a->ln2, p->fcw, p->fcb, N, C, 4 * C);
+    op->matmul_forward(be, a->fcproj, NULL, a->fch_gelu, p->fcprojw, p->fcprojb, N, 4 * C, C);
+    prof_end(m, 0, GPT2_OP_MATMUL, t0);
+    t0 = prof_begin(m);
+    op->residual_forward(be, out, a->r2, a->fcproj, (size_t)N * C);
+    prof_end(m, 0, GPT2_OP_RESIDUAL, t0);
+}
+
+float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T) {
+    zg_backend *be = m->be;
+    const zg_backend_ops *op = be->ops;
+    size_t N = (size_t)B * T;
+    m->has_targets = 0;
+    m->n_valid_targets = 0;
+    if (gpt2_activations_ensure(m, B, T) != 0) return NAN;
+    if (check_tokens(m, inputs_host, N, 0, "input token") != 0) return NAN;
+    if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return NAN;
+    act_index *ix = m->act_index;
+    int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    size_t psz = zg_dtype_size(be->param_dtype);
+    double t0 = prof_begin(m);
+    op->upload(be, m->tokens, inputs_host, N * sizeof(int32_t));
+    if (targets_host) op->upload(be, m->targets, targets_host, N * sizeof(int32_t));
+    prof_end(m, 0, GPT2_OP_TRANSFER, t0);
+
+    hook_before(m, -1, 0);
+    t0 = prof_begin(m);
+    op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, m->params, psz, 0), tensor_ptr(m, m->params, psz, 1),
+                        B, T, C);
+    prof_end(m, 0, GPT2_OP_ENCODER, t0);
+    for (int l = 0; l < L; l++) {
+        hook_before(m, l, 0);
+        layer_params p = layer_ptrs(m, m->params, psz, l);
+        block_forward(m, &p, &ix->layers[l], ix->resid[l], ix->resid[l + 1], B, T);
+        hook_after(m, l, 0);
+    }
+    int nt = m->table.n_tensors;
+    t0 = prof_begin(m);
+    op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L], tensor_ptr(m, m->params, psz, nt - 2),
+                          tensor_ptr(m, m->params, psz, nt - 1), (int)N, C);
+    prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
+    /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
+    t0 = prof_begin(m);
+    op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, m->params, psz, 0), NULL, (int)N, C, Vp);
+    prof_end(m, 0, GPT2_OP_MATMUL, t0);
+    hook_after(m, -1, 0);
+    if (targets_host == NULL) return 0.0f;
+
+    t0 = prof_begin(m);
+    op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, 0.0f);
+    prof_end(m, 0, GPT2_OP_CLASSIFIER, t0);
+    t0 = prof_begin(m);
+    op->download(be, m->losses_host, m->losses, N * sizeof(float));
+    prof_end(m, 0, GPT2_OP_TRANSFER, t0);
+    double sum = 0.0;
+    int valid = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (targets_host[i] < 0) continue;
+        sum += m->losses_host[i];
+        valid++;
+    }
+    m->has_targets = 1;
+    m->n_valid_targets = valid;
+    return valid > 0 ? (float)(sum / valid) : 0.0f;
+}
+
+void gpt2_backward(gpt2_model *m, float loss_scale) {
+    zg_backend *be = m->be;
+    const zg_backend_ops *op = be->ops;
+    if (!m->has_targets) ZG_FATAL("gpt2_backward called without a forward pass with targets");
+    if (m->grads == NULL) ZG_FATAL("gpt2_backward called before gpt2_grads_alloc");
+    act_index *ix = m->act_index;
+    int B = m->B, T = m->T, N = B * T;
+    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, V = m->cfg.vocab_size;
+    int Vp = m->cfg.padded_vocab_size;
+    size_t psz = zg_dtype_size(be->param_dtype), gsz = zg_dtype_size(be->grad_dtype);
+    size_t asz = zg_dtype_size(be->act_dtype);
+    int nt = m->table.n_tensors;
+    void *P = m->params, *G = m->grads;
+    /* d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
+    float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
+
+    hook_before(m, -1, 1);
+    double t0 = prof_begin(m);
+    if (dloss != 0.0f)
+        op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, dloss);
+    else
+        op->zero(be, ix->logits, (size_t)N * Vp * asz);
+    prof_end(m, 1, GPT2_OP_CLASSIFIER, t0);
+    m->has_targets = 0; /* the logits now hold gradients */
+    /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
+    t0 = prof_begin(m);
+    op->matmul_backward(be, ix->dsmall, tensor_ptr(m, G, gsz, 0), NULL, ix->logits, ix->lnf, tensor_ptr(m, P, psz, 0),
+                        NULL, N, C, Vp);
+    prof_end(m, 1, GPT2_OP_MATMUL, t0);
+    t0 = prof_begin(m);
+    op->zero(be, ix->dres, (size_t)N * C * asz);
+    op->layernorm_backward(be, ix->dres, tensor_ptr(m, G, gsz, nt - 2), tensor_ptr(m, G, gsz, nt - 1), ix->dsmall,
+                           ix->resid[L], tensor_ptr(m, P, psz, nt - 2), ix->lnf_mean, ix->lnf_rstd, N, C);
+    prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+    hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
+
+    for (int l = L - 1; l >= 0; l--) {
+        hook_before(m, l, 1);
+        layer_params p = layer_ptrs(m, P, psz, l);
+        layer_params g = layer_ptrs(m, G, gsz, l);
+        layer_acts *a = &ix->layers[l];
+        /* dres holds d out = d r2 (direct) = d fcproj */
+        if (m->recompute_gelu) {
+            t0 = prof_begin(m);
+            op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C);
+            prof_end(m, 1, GPT2_OP_GELU, t0);
+        }
+        t0 = prof_begin(m);
+        op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
+        op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
+        prof_end(m, 1, GPT2_OP_MATMUL, t0);
+        t0 = prof_begin(m);
+        op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, a->r2, p.ln2w, a->ln2_mean, a->ln2_rstd, N, C);
+        prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+        /* dres = d r2 = d x (direct) = d attproj */
+        t0 = prof_begin(m);
+        op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C);
+        prof_end(m, 1, GPT2_OP_MATMUL, t0);
+        t0 = prof_begin(m);
+        op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
+        prof_end(m, 1, GPT2_OP_ATTENTION, t0);
+        t0 = prof_begin(m);
+        op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
+        prof_end(m, 1, GPT2_OP_MATMUL, t0);
+        t0 = prof_begin(m);
+        op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, ix->resid[l], p.ln1w, a->ln1_mean,
+                               a->ln1_rstd, N, C);
+        prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+        hook_after(m, l, 1);
+        hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
+    }
+    t0 = prof_begin(m);
+    op->encoder_backward(be, tensor_ptr(m, G, gsz, 0), tensor_ptr(m, G, gsz, 1), ix->dres, m->tokens, B, T, C);
+    prof_end(m, 1, GPT2_OP_ENCODER, t0);
+    hook_after(m, -1, 1);
+    hook_ready(m, 0, m->table.layer_begin[0]);
+}
+
+void gpt2_logits(gpt2_model *m, int t, float *out) {
+    act_index *ix = m->act_index;
+    int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    size_t asz = zg_dtype_size(m->be->act_dtype);
+    for (int b = 0; b < m->B; b++)
+        m->be->ops->download_f32(m->be, out + (size_t)b * V, (char *)ix->logits + ((size_t)b * m->T + t) * Vp * asz,
+                                 m->be->act_dtype, (size_t)V);
+}
+
+/* ---- KV-cache forward --------------------------------------------------------------------------- */
+
+typedef struct {
+    int B, maxT;
+    void **kcache, **vcache; /* per layer (B,NH,maxT,hs) */
+    /* work buffers for up to B*maxT rows */
+    void *x, *y, *ln, *qkv, *atty, *attproj, *fch, *fchg;
+    float *mean, *rstd;
+    void *last;   /* (B,C) last-position rows of ln_f */
+    void *logits; /* (B,Vp) */
+    int32_t *tok; /* (B,maxT) token ids of one call */
+} kv_state;
+
+void gpt2_kv_free(gpt2_model *m) {
+    kv_state *kv = m->kv;
+    if (kv == NULL) return;
+    zg_backend *be = m->be;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        if (kv->kcache[l]) be->ops->dealloc(be, kv->kcache[l]);
+        if (kv->vcache[l]) be->ops->dealloc(be, kv->vcache[l]);
+    }
+    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->attproj, kv->fch, kv->fchg, kv->mean, kv->rstd,
+                    kv->last, kv->logits, kv->tok};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->ops->dealloc(be, bufs[i]);
+    free(kv->kcache);
+    free(kv->vcache);
+    free(kv);
+    m->kv = NULL;
+}
+
+int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
+    if (B < 1 || maxT < 1 || maxT > m->cfg.block_size)
+        return zg_errorf("KV cache for %d sequences of %d positions: need at least 1 and at most block_size %d "
+                         "positions",
+                         B, maxT, m->cfg.block_size);
+    gpt2_kv_free(m);
+    zg_backend *be = m->be;
+    size_t asz = zg_dtype_size(be->act_dtype), C = (size_t)m->cfg.n_embd, N = (size_t)B * maxT;
+    kv_state *kv = zg_calloc(1, sizeof *kv);
+    m->kv = kv;
+    kv->B = B;
+    kv->maxT = maxT;
+    kv->kcache = zg_calloc((size_t)m->cfg.n_layer, sizeof(void *));
+    kv->vcache = zg_calloc((size_t)m->cfg.n_layer, sizeof(void *));
+    int ok = 1;
+    for (int l = 0; l < m->cfg.n_layer && ok; l++) {
+        kv->kcache[l] = be->ops->alloc(be, N * C * asz, "KV cache");
+        kv->vcache[l] = kv->kcache[l] ? be->ops->alloc(be, N * C * asz, "KV cache") : NULL;
+        ok = kv->vcache[l] != NULL;
+    }
+    struct {
+        void **p;
+        size_t bytes;
+    } w[] = {{&kv->x, N * C * asz},        {&kv->y, N * C * asz},           {&kv->ln, N * C * asz},
+             {&kv->qkv, N * 3 * C * asz},  {&kv->atty, N * C * asz},        {&kv->attproj, N * C * asz},
+             {&kv->fch, N * 4 * C * asz},  {&kv->fchg, N * 4 * C * asz},    {(void **)&kv->mean, N * 4},
+             {(void **)&kv->rstd, N * 4},  {&kv->last, (size_t)B * C * asz},
+             {&kv->logits, (size_t)B * m->cfg.padded_vocab_size * asz},
+             {(void **)&kv->tok, N * sizeof(int32_t)}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0] && ok; i++) {
+        *w[i].p = be->ops->alloc(be, w[i].bytes, "sampling buffers");
+        ok = *w[i].p != NULL;
+    }
+    if (!ok) {
+        gpt2_kv_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn, int pos, float *logits_out) {
+    kv_state *kv = m->kv;
+    if (kv == NULL) return zg_errorf("gpt2_forward_cached: no KV cache (call gpt2_kv_alloc first)");
+    if (B != kv->B || Tn < 1 || pos < 0 || pos + Tn > kv->maxT)
+        return zg_errorf("KV cache holds %d sequences of %d positions; asked for %d sequences at positions %d..%d",
+                         kv->B, kv->maxT, B, pos, pos + Tn - 1);
+    if (check_tokens(m, tokens_host, (size_t)B * Tn, 0, "token") != 0) return -1;
+    zg_backend *be = m->be;
+    const zg_backend_ops *op = be->ops;
+    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, N = B * Tn;
+    int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    size_t psz = zg_dtype_size(be->param_dtype), asz = zg_dtype_size(be->act_dtype);
+    int32_t *tok = kv->tok;
+    op->upload(be, tok, tokens_host, (size_t)N * sizeof(int32_t));
+    /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
+    void *wpe = (char *)tensor_ptr(m, m->params, psz, 1) + (size_t)pos * C * psz;
+    hook_before(m, -1, 0);
+    op->encoder_forward(be, kv->x, tok, tensor_ptr(m, m->params, psz, 0), wpe, B, Tn, C);
+    for (int l = 0; l < L; l++) {
+        hook_before(m, l, 0);
+        layer_params p = layer_ptrs(m, m->params, psz, l);
+        op->layernorm_forward(be, kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w, p.ln1b, N, C);
+        op->matmul_forward(be, kv->qkv, NULL, kv->ln, p.qkvw, p.qkvb, N, C, 3 * C);
+        op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C, NH);
+        op->matmul_forward(be, kv->attproj, NULL, kv->atty, p.attprojw, p.attprojb, N, C, C);
+        op->residual_layernorm_forward(be, kv->y, kv->ln, kv->mean, kv->rstd, kv->x, kv->attproj, p.ln2w, p.ln2b, N,
+                                       C);
+        op->matmul_forward(be, kv->fchg, kv->fch, kv->ln, p.fcw, p.fcb, N, C, 4 * C);
+        op->matmul_forward(be, kv->attproj, NULL, kv->fchg, p.fcprojw, p.fcprojb, N, 4 * C, C);
+        op->residual_forward(be, kv->x, kv->y, kv->attproj, (size_t)N * C);
+        hook_after(m, l, 0);
+    }
+    /* only the last new position of each sequence needs logits: gather those rows (B,C) */
+    for (int b = 0; b < B; b++)
+        op->copy(be, (char *)kv->last + (size_t)b * C * asz, (char *)kv->x + ((size_t)b * Tn + Tn - 1) * C * asz,
+                 (size_t)C * asz);
+    int nt = m->table.n_tensors;
+    op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, m->params, psz, nt - 2),
+                          tensor_ptr(m, m->params, psz, nt - 1), B, C);
+    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, m->params, psz, 0), NULL, B, C, Vp);
+    hook_after(m, -1, 0);
+    for (int b = 0; b < B; b++)
+        op->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,
+                         (size_t)V);
+    return 0;
+}

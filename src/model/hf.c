@@ -1,0 +1,425 @@
+/* Hugging Face GPT-2 import/export (see hf.h). HF's GPT-2 uses Conv1D for every projection, which
+ * stores weights (in, out); zgpt stores (out, in) like nn.Linear, so those four weights per layer are
+ * transposed in both directions. */
+#include "model/hf.h"
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "model/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int is_conv1d_weight(const char *name) {
+    static const char *suffixes[] = {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+                                     "mlp.c_proj.weight"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < 4; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n >= k && strcmp(name + n - k, suffixes[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+/* HF key (without "transformer.") of a zgpt table name: wte -> wte.weight, wpe -> wpe.weight. */
+static void hf_key(const char *zname, char *out, size_t cap) {
+    if (strcmp(zname, "wte") == 0 || strcmp(zname, "wpe") == 0)
+        snprintf(out, cap, "%s.weight", zname);
+    else
+        snprintf(out, cap, "%s", zname);
+}
+
+/* Resolves PATH to the safetensors file and the config.json (NULL when absent). Heap strings. */
+static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
+    *st_path = *cfg_path = NULL;
+    if (zg_dir_exists(path)) {
+        *st_path = zg_path_join(path, "model.safetensors");
+        *cfg_path = zg_path_join(path, "config.json");
+        if (!zg_file_exists(*st_path)) {
+            int has_bin = 0;
+            char *bin = zg_path_join(path, "pytorch_model.bin");
+            has_bin = zg_file_exists(bin);
+            free(bin);
+            zg_errorf("%s: no model.safetensors in the folder%s", path,
+                      has_bin ? " (only pytorch_model.bin: convert it to safetensors with transformers' "
+                                "save_pretrained(dir, safe_serialization=True))"
+                              : ": download a Hugging Face GPT-2 folder with model.safetensors and config.json");
+            free(*st_path);
+            free(*cfg_path);
+            *st_path = *cfg_path = NULL;
+            return -1;
+        }
+        if (!zg_file_exists(*cfg_path)) {
+            free(*cfg_path);
+            *cfg_path = NULL;
+        }
+        return 0;
+    }
+    if (!zg_file_exists(path)) return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder or a .safetensors file)", path);
+    *st_path = zg_strdup(path);
+    char *dir = zg_strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+    char *c = zg_path_join(dir, "config.json");
+    free(dir);
+    if (zg_file_exists(c))
+        *cfg_path = c;
+    else
+        free(c);
+    return 0;
+}
+
+static int json_int(const cJSON *root, const char *key, const char *alt, int *out, const char *file) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (v == NULL && alt) v = cJSON_GetObjectItemCaseSensitive(root, alt);
+    if (v == NULL) return zg_errorf("%s: key '%s' is missing: a GPT-2 config.json needs it", file, key);
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 || v->valuedouble > 1e8)
+        return zg_errorf("%s: key '%s' must be a positive integer", file, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int config_from_json(const char *file, gpt2_config *cfg) {
+    char *text;
+    size_t len;
+    if (zg_file_read_all(file, &text, &len) != 0) return -1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return zg_errorf("%s: not a JSON object", file);
+    }
+    memset(cfg, 0, sizeof *cfg);
+    int rc = 0;
+    if (rc == 0) rc = json_int(root, "n_layer", NULL, &cfg->n_layer, file);
+    if (rc == 0) rc = json_int(root, "n_head", NULL, &cfg->n_head, file);
+    if (rc == 0) rc = json_int(root, "n_embd", NULL, &cfg->n_embd, file);
+    if (rc == 0) rc = json_int(root, "n_positions", "n_ctx", &cfg->block_size, file);
+    if (rc == 0) rc = json_int(root, "vocab_size", NULL, &cfg->vocab_size, file);
+    /* Settings zgpt's GPT-2 does not implement: refuse rather than compute something else. */
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
+    if (rc == 0 && cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
+        strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
+        rc = zg_errorf("%s: activation_function '%s' is not supported: zgpt's GPT-2 uses the tanh GELU (gelu_new)",
+                       file, act->valuestring);
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
+    if (rc == 0 && cJSON_IsNumber(eps) && fabs(eps->valuedouble - 1e-5) > 1e-12)
+        rc = zg_errorf("%s: layer_norm_epsilon %g is not supported: zgpt's GPT-2 uses 1e-5", file, eps->valuedouble);
+    const cJSON *inner = cJSON_GetObjectItemCaseSensitive(root, "n_inner");
+    if (rc == 0 && cJSON_IsNumber(inner) && (int)inner->valuedouble != 4 * cfg->n_embd)
+        rc = zg_errorf("%s: n_inner %d is not supported: zgpt's GPT-2 MLP is 4 x n_embd = %d (set n_inner null)",
+                       file, (int)inner->valuedouble, 4 * cfg->n_embd);
+    const cJSON *inv = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_by_inverse_layer_idx");
+    if (rc == 0 && cJSON_IsTrue(inv))
+        rc = zg_errorf("%s: scale_attn_by_inverse_layer_idx true is not supported (set it false)", file);
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+    if (rc == 0 && cJSON_IsFalse(tie))
+        rc = zg_errorf("%s: tie_word_embeddings false is not supported: zgpt ties the LM head to wte", file);
+    cJSON_Delete(root);
+    if (rc != 0) return -1;
+    if (gpt2_config_validate(cfg) != 0) return zg_error_prefix("%s", file);
+    return 0;
+}
+
+/* Tensor lookup with and without the "transformer." prefix. */
+static const safetensors_tensor *find_tensor(const safetensors_file *f, const char *key) {
+    char buf[192];
+    snprintf(buf, sizeof buf, "transformer.%.160s", key);
+    const safetensors_tensor *t = safetensors_find(f, buf);
+    return t ? t : safetensors_find(f, key);
+}
+
+static int config_from_shapes(const char *file, gpt2_config *cfg) {
+    safetensors_file f;
+    if (safetensors_open(&f, file) != 0) return -1;
+    (void)cfg;
+    safetensors_close(&f);
+    return zg_errorf("%s: no config.json beside the file: n_head cannot be inferred from tensor shapes; put the "
+                     "model's Hugging Face config.json next to it",
+                     file);
+}
+
+int hf_config_load(const char *path, gpt2_config *cfg) {
+    char *st, *cj;
+    if (resolve_paths(path, &st, &cj) != 0) return -1;
+    int rc = cj ? config_from_json(cj, cfg) : config_from_shapes(st, cfg);
+    free(st);
+    free(cj);
+    return rc;
+}
+
+static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim) {
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, cap - n, "[");
+    for (int i = 0; i < ndim && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+}
+
+static int has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The causal-mask buffers older transformers versions saved with the weights. */
+static int is_ignored_key(const char *k) { return has_suffix(k, ".attn.bias") || has_suffix(k, ".attn.masked_bias"); }
+
+int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
+    gpt2_config cfg = *cfg_in;
+    if (gpt2_config_validate(&cfg) != 0) return -1;
+    char *st, *cj;
+    if (resolve_paths(path, &st, &cj) != 0) return -1;
+    free(cj);
+    safetensors_file f;
+    if (safetensors_open(&f, st) != 0) {
+        free(st);
+        return -1;
+    }
+    gpt2_param_table tab;
+    if (gpt2_param_table_init(&tab, &cfg) != 0) {
+        safetensors_close(&f);
+        free(st);
+        return -1;
+    }
+    int rc = 0;
+    int C = cfg.n_embd, V = cfg.vocab_size;
+    size_t maxn = 0;
+    for (int i = 0; i < tab.n_tensors; i++) maxn = tab.tensors[i].numel > maxn ? tab.tensors[i].numel : maxn;
+    float *tmp = zg_malloc(maxn * sizeof(float));
+    char key[160], want[64], got[64];
+    int used = 0;
+    for (int i = 0; i < tab.n_tensors && rc == 0; i++) {
+        const gpt2_tensor *x = &tab.tensors[i];
+        hf_key(x->name, key, sizeof key);
+        const safetensors_tensor *t = find_tensor(&f, key);
+        if (t == NULL) {
+            rc = zg_errorf("%s: tensor 'transformer.%s' is missing (expected for a GPT-2 with n_layer %d, n_embd %d)",
+                           st, key, cfg.n_layer, C);
+            break;
+        }
+        used++;
+        int conv = is_conv1d_weight(x->name);
+        int64_t exp[2];
+        int endim = x->ndim;
+        if (x->ndim == 1) {
+            exp[0] = x->shape[0];
+        } else if (conv) {
+            exp[0] = x->shape[1]; /* (in, out) */
+            exp[1] = x->shape[0];
+        } else {
+            exp[0] = strcmp(x->name, "wte") == 0 ? V : x->shape[0]; /* HF wte is unpadded */
+            exp[1] = x->shape[1];
+        }
+        int same = t->ndim == endim;
+        for (int d = 0; same && d < endim; d++) same = t->shape[d] == exp[d];
+        if (!same) {
+            shape_str(want, sizeof want, exp, endim);
+            shape_str(got, sizeof got, t->shape, t->ndim);
+            rc = zg_errorf("%s: tensor '%s' has shape %s, expected %s (config: n_layer %d, n_head %d, n_embd %d, "
+                           "n_positions %d, vocab_size %d)",
+                           st, t->name, got, want, cfg.n_layer, cfg.n_head, C, cfg.block_size, V);
+            break;
+        }
+        if (safetensors_read_f32(&f, t, tmp) != 0) {
+            rc = -1;
+            break;
+        }
+        float *dst = params + x->offset;
+        if (conv) {
+            int in = (int)exp[0], out = (int)exp[1];
+            for (int r = 0; r < out; r++)
+                for (int c = 0; c < in; c++) dst[(size_t)r * in + c] = tmp[(size_t)c * out + r];
+        } else if (strcmp(x->name, "wte") == 0) {
+            memcpy(dst, tmp, (size_t)V * C * sizeof(float));
+            memset(dst + (size_t)V * C, 0, (x->numel - (size_t)V * C) * sizeof(float)); /* padded rows */
+        } else {
+            memcpy(dst, tmp, x->numel * sizeof(float));
+        }
+    }
+    /* Every other tensor must be an ignorable buffer or the tied LM head. */
+    for (int i = 0; i < f.n_tensors && rc == 0; i++) {
+        const safetensors_tensor *t = &f.tensors[i];
+        const char *k = t->name;
+        if (strncmp(k, "transformer.", 12) == 0) k += 12;
+        if (is_ignored_key(k)) continue;
+        if (strcmp(k, "lm_head.weight") == 0) {
+            if (t->ndim != 2 || t->shape[0] != V || t->shape[1] != C) {
+                int64_t e[2] = {V, C};
+                shape_str(want, sizeof want, e, 2);
+                shape_str(got, sizeof got, t->shape, t->ndim);
+                rc = zg_errorf("%s: tensor 'lm_head.weight' has shape %s, expected %s", st, got, want);
+                break;
+            }
+            float *lm = zg_malloc(t->numel * sizeof(float));
+            rc = safetensors_read_f32(&f, t, lm);
+            if (rc == 0 && memcmp(lm, params, t->numel * sizeof(float)) != 0)
+                rc = zg_errorf("%s: lm_head.weight differs from wte: zgpt ties the LM head to the token embedding and "
+                               "cannot load an untied head",
+                               st);
+            free(lm);
+            continue;
+        }
+        int known = 0;
+        for (int j = 0; j < tab.n_tensors && !known; j++) {
+            hf_key(tab.tensors[j].name, key, sizeof key);
+            known = strcmp(key, k) == 0;
+        }
+        if (!known)
+            rc = zg_errorf("%s: unexpected tensor '%s' (not a GPT-2 parameter for n_layer %d): the file is not a "
+                           "GPT2LMHeadModel of this config",
+                           st, t->name, cfg.n_layer);
+    }
+    free(tmp);
+    gpt2_param_table_free(&tab);
+    safetensors_close(&f);
+    free(st);
+    return rc;
+}
+
+static int write_config(const char *dir, const gpt2_config *cfg, zg_dtype dtype) {
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "activation_function", "gelu_new");
+    cJSON *arch = cJSON_AddArrayToObject(r, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddNumberToObject(r, "attn_pdrop", 0.1);
+    cJSON_AddNumberToObject(r, "bos_token_id", 50256);
+    cJSON_AddNumberToObject(r, "embd_pdrop", 0.1);
+    cJSON_AddNumberToObject(r, "eos_token_id", 50256);
+    cJSON_AddNumberToObject(r, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(r, "layer_norm_epsilon", 1e-5);
+    cJSON_AddStringToObject(r, "model_type", "gpt2");
+    cJSON_AddNumberToObject(r, "n_ctx", cfg->block_size);
+    cJSON_AddNumberToObject(r, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(r, "n_head", cfg->n_head);
+    cJSON_AddNullToObject(r, "n_inner");
+    cJSON_AddNumberToObject(r, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(r, "n_positions", cfg->block_size);
+    cJSON_AddNumberToObject(r, "resid_pdrop", 0.1);
+    cJSON_AddBoolToObject(r, "scale_attn_weights", 1);
+    cJSON_AddBoolToObject(r, "scale_attn_by_inverse_layer_idx", 0);
+    cJSON_AddBoolToObject(r, "reorder_and_upcast_attn", 0);
+    cJSON_AddBoolToObject(r, "tie_word_embeddings", 1);
+    const char *tname = dtype == ZG_F32 ? "float32" : dtype == ZG_F16 ? "float16" : "bfloat16";
+    cJSON_AddStringToObject(r, "torch_dtype", tname);
+    cJSON_AddBoolToObject(r, "use_cache", 1);
+    cJSON_AddNumberToObject(r, "vocab_size", cfg->vocab_size);
+    char *text = cJSON_Print(r);
+    cJSON_Delete(r);
+    if (text == NULL) ZG_FATAL("cJSON_Print failed (out of memory)");
+    char *path = zg_path_join(dir, "config.json");
+    zg_atomic_file af;
+    int rc = zg_atomic_open(&af, path);
+    if (rc == 0) rc = zg_atomic_write(&af, text, strlen(text));
+    if (rc == 0) rc = zg_atomic_write(&af, "\n", 1);
+    if (rc == 0)
+        rc = zg_atomic_commit(&af, NULL);
+    else
+        zg_atomic_abort(&af);
+    free(text);
+    free(path);
+    return rc;
+}
+
+int hf_export(const char *dir, const gpt2_config *cfg_in, const float *params, zg_dtype dtype) {
+    gpt2_config cfg = *cfg_in;
+    if (gpt2_config_validate(&cfg) != 0) return -1;
+    if (zg_dir_make(dir) != 0) return -1;
+    gpt2_param_table tab;
+    if (gpt2_param_table_init(&tab, &cfg) != 0) return -1;
+    int n = tab.n_tensors;
+    safetensors_entry *e = zg_calloc((size_t)n, sizeof *e);
+    char **names = zg_calloc((size_t)n, sizeof(char *));
+    void **bufs = zg_calloc((size_t)n, sizeof(void *));
+    size_t esz = zg_dtype_size(dtype);
+    int V = cfg.vocab_size;
+    for (int i = 0; i < n; i++) {
+        const gpt2_tensor *x = &tab.tensors[i];
+        char key[160];
+        hf_key(x->name, key, sizeof key);
+        names[i] = zg_malloc(strlen(key) + 13);
+        snprintf(names[i], strlen(key) + 13, "transformer.%s", key);
+        int conv = is_conv1d_weight(x->name);
+        size_t numel = x->numel;
+        e[i].name = names[i];
+        e[i].dtype = dtype;
+        e[i].ndim = x->ndim;
+        if (x->ndim == 1) {
+            e[i].shape[0] = x->shape[0];
+        } else if (conv) {
+            e[i].shape[0] = x->shape[1];
+            e[i].shape[1] = x->shape[0];
+        } else {
+            e[i].shape[0] = strcmp(x->name, "wte") == 0 ? V : x->shape[0]; /* drop the padded rows */
+            e[i].shape[1] = x->shape[1];
+            numel = (size_t)e[i].shape[0] * (size_t)e[i].shape[1];
+        }
+        const float *src = params + x->offset;
+        float *tr = NULL;
+        if (conv) {
+            /* (out, in) -> (in, out) */
+            int out = x->shape[0], in = x->shape[1];
+            tr = zg_malloc(numel * sizeof(float));
+            for (int r = 0; r < out; r++)
+                for (int c = 0; c < in; c++) tr[(size_t)c * out + r] = src[(size_t)r * in + c];
+            src = tr;
+        }
+        bufs[i] = zg_malloc(numel * esz);
+        for (size_t k = 0; k < numel; k++) {
+            if (dtype == ZG_F32)
+                ((float *)bufs[i])[k] = src[k];
+            else if (dtype == ZG_F16)
+                ((uint16_t *)bufs[i])[k] = zg_f32_to_f16(src[k]);
+            else
+                ((uint16_t *)bufs[i])[k] = zg_f32_to_bf16(src[k]);
+        }
+        free(tr);
+        e[i].data = bufs[i];
+    }
+    char *path = zg_path_join(dir, "model.safetensors");
+    int rc = safetensors_write(path, e, n);
+    if (rc == 0) rc = write_config(dir, &cfg, dtype);
+    free(path);
+    for (int i = 0; i < n; i++) {
+        free(names[i]);
+        free(bufs[i]);
+    }
+    free(names);
+    free(bufs);
+    free(e);
+    gpt2_param_table_free(&tab);
+    return rc;
+}
+
+int hf_resolve_named(const char *name, char *buf, size_t cap) {
+    const char *env = getenv("ZGPT_MODELS_DIR");
+    char tried[1024] = "";
+    const char *roots[2] = {env && env[0] ? env : NULL, "models"};
+    for (int i = 0; i < 2; i++) {
+        if (roots[i] == NULL) continue;
+        char *dir = zg_path_join(roots[i], name);
+        char *st = zg_path_join(dir, "model.safetensors");
+        int found = zg_file_exists(st);
+        size_t used = strlen(tried);
+        snprintf(tried + used, sizeof tried - used, "%s%s", used ? " and " : "", dir);
+        free(st);
+        if (found) {
+            if (strlen(dir) + 1 > cap) {
+                free(dir);
+                return zg_errorf("model folder path too long");
+            }
+            memcpy(buf, dir, strlen(dir) + 1);
+            free(dir);
+            return 0;
+        }
+        free(dir);
+    }
+    return zg_errorf("model '%s' not found (looked for model.safetensors in %s): zgpt downloads nothing; fetch it "
+                     "once with `huggingface-cli download openai-community/%s model.safetensors config.json "
+                     "--local-dir models/%s` or set ZGPT_MODELS_DIR to the folder that holds %s/",
+                     name, tried, name, name, name);
+}

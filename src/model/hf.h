@@ -1,0 +1,30 @@
+/* Hugging Face GPT-2 checkpoints (GPT2LMHeadModel): import and export.
+ *
+ * Import: PATH is a folder holding config.json + model.safetensors, or a .safetensors file (the
+ * config.json beside it is used when present, else the shapes give the config). Keys are accepted
+ * with or without the "transformer." prefix; the attn.bias / attn.masked_bias buffers are ignored;
+ * Conv1D weights (stored (in, out)) are transposed to zgpt's (out, in). lm_head.weight is tied to
+ * wte: when present it must equal wte (else an error: zgpt cannot represent an untied head).
+ * F32/F16/BF16 tensors are converted to fp32.
+ *
+ * Export: DIR/model.safetensors (standard "transformer."-prefixed keys, Conv1D layout, the unpadded
+ * vocabulary) + DIR/config.json, which GPT2LMHeadModel.from_pretrained(DIR) loads. */
+#ifndef ZG_MODEL_HF_H
+#define ZG_MODEL_HF_H
+
+#include "model/gpt2.h"
+
+/* Reads the model config of PATH (folder or .safetensors file). */
+int hf_config_load(const char *path, gpt2_config *cfg);
+/* Loads parameters into params_host (fp32, cfg's table layout; padded vocabulary rows zero). cfg
+ * must match the file (use hf_config_load first). */
+int hf_params_load(const char *path, const gpt2_config *cfg, float *params_host);
+/* Resolves a named model (gpt2, gpt2-medium, gpt2-large, gpt2-xl, or any folder name) to a local HF
+ * folder holding model.safetensors: $ZGPT_MODELS_DIR/NAME, else ./models/NAME. Nothing is
+ * downloaded: when absent, the error names the folders searched and how to fetch the files.
+ * Writes the folder into buf. */
+int hf_resolve_named(const char *name, char *buf, size_t cap);
+/* Writes a HF folder (created if needed) in dtype fp32/fp16/bf16. */
+int hf_export(const char *dir, const gpt2_config *cfg, const float *params_host, zg_dtype dtype);
+
+#endif

@@ -1,0 +1,217 @@
+/* safetensors reader (memory-mapped, validated header) and writer (atomic). */
+#include "model/safetensors.h"
+
+#include "core/error.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A header larger than this is not a model file (HF caps headers at 100 MB). */
+#define ST_MAX_HEADER (100u * 1024u * 1024u)
+
+static int dtype_from_name(const char *s, zg_dtype *dt, size_t *esz) {
+    static const struct {
+        const char *name;
+        int dt; /* -1: readable size but not convertible */
+        size_t esz;
+    } tab[] = {{"F32", ZG_F32, 4}, {"F16", ZG_F16, 2}, {"BF16", ZG_BF16, 2}, {"F64", -1, 8}, {"I64", -1, 8},
+               {"I32", -1, 4},     {"I16", -1, 2},     {"I8", -1, 1},      {"U8", -1, 1},   {"BOOL", -1, 1},
+               {"U16", -1, 2},     {"U32", -1, 4},     {"U64", -1, 8},     {"F8_E4M3", -1, 1}, {"F8_E5M2", -1, 1}};
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
+        if (strcmp(s, tab[i].name) == 0) {
+            *esz = tab[i].esz;
+            if (tab[i].dt < 0) return 0;
+            *dt = (zg_dtype)tab[i].dt;
+            return 1;
+        }
+    }
+    *esz = 0;
+    return -1;
+}
+
+void safetensors_close(safetensors_file *f) {
+    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    if (f->map.data) zg_mmap_close(&f->map);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+int safetensors_open(safetensors_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    if (zg_mmap_open(&f->map, path) != 0) return -1;
+    f->path = zg_strdup(path);
+    const uint8_t *p = f->map.data;
+    size_t size = f->map.size;
+    cJSON *root = NULL;
+    if (size < 8) {
+        zg_errorf("%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)", path, size);
+        goto fail;
+    }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | p[i]; /* little-endian */
+    if (hlen > ST_MAX_HEADER || hlen > size - 8) {
+        zg_errorf("%s: safetensors header length %llu exceeds the file size %zu: the file is truncated or not a "
+                  "safetensors file",
+                  path, (unsigned long long)hlen, size);
+        goto fail;
+    }
+    root = cJSON_ParseWithLength((const char *)p + 8, (size_t)hlen);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        zg_errorf("%s: the safetensors header is not a JSON object: the file is corrupt", path);
+        goto fail;
+    }
+    const uint8_t *data = p + 8 + hlen;
+    size_t data_size = size - 8 - (size_t)hlen;
+    int n = cJSON_GetArraySize(root);
+    f->tensors = zg_calloc((size_t)(n > 0 ? n : 1), sizeof(safetensors_tensor));
+    for (cJSON *e = root->child; e; e = e->next) {
+        if (strcmp(e->string, "__metadata__") == 0) continue;
+        cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+        cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+        cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+        if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2) {
+            zg_errorf("%s: tensor '%s' has a malformed header entry (needs dtype, shape, data_offsets)", path,
+                      e->string);
+            goto fail;
+        }
+        safetensors_tensor *t = &f->tensors[f->n_tensors];
+        t->name = zg_strdup(e->string);
+        f->n_tensors++;
+        snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dt->valuestring);
+        size_t esz;
+        int r = dtype_from_name(dt->valuestring, &t->dtype, &esz);
+        if (r < 0) {
+            zg_errorf("%s: tensor '%s' has unknown dtype '%s'", path, t->name, dt->valuestring);
+            goto fail;
+        }
+        t->supported = r == 1;
+        t->ndim = cJSON_GetArraySize(shape);
+        if (t->ndim > SAFETENSORS_MAX_DIMS) {
+            zg_errorf("%s: tensor '%s' has %d dimensions (at most %d supported)", path, t->name, t->ndim,
+                      SAFETENSORS_MAX_DIMS);
+            goto fail;
+        }
+        t->numel = 1;
+        int k = 0;
+        for (cJSON *d = shape->child; d; d = d->next, k++) {
+            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15) {
+                zg_errorf("%s: tensor '%s' has an invalid shape entry", path, t->name);
+                goto fail;
+            }
+            t->shape[k] = (int64_t)d->valuedouble;
+            t->numel *= (size_t)t->shape[k];
+        }
+        double b0 = cJSON_GetArrayItem(offs, 0)->valuedouble, b1 = cJSON_GetArrayItem(offs, 1)->valuedouble;
+        if (!(b0 >= 0 && b1 >= b0 && b1 <= (double)data_size)) {
+            zg_errorf("%s: tensor '%s' data [%.0f, %.0f) lies outside the %zu data bytes: the file is truncated or "
+                      "corrupt",
+                      path, t->name, b0, b1, data_size);
+            goto fail;
+        }
+        t->data = data + (size_t)b0;
+        t->nbytes = (size_t)b1 - (size_t)b0;
+        if (t->nbytes != t->numel * esz) {
+            zg_errorf("%s: tensor '%s' holds %zu bytes but dtype %s x shape needs %zu", path, t->name, t->nbytes,
+                      t->dtype_name, t->numel * esz);
+            goto fail;
+        }
+    }
+    cJSON_Delete(root);
+    return 0;
+fail:
+    cJSON_Delete(root);
+    safetensors_close(f);
+    return -1;
+}
+
+const safetensors_tensor *safetensors_find(const safetensors_file *f, const char *name) {
+    for (int i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    return NULL;
+}
+
+int safetensors_read_f32(const safetensors_file *f, const safetensors_tensor *t, float *out) {
+    if (!t->supported)
+        return zg_errorf("%s: tensor '%s' has dtype %s; only F32, F16 and BF16 can be loaded", f->path, t->name,
+                         t->dtype_name);
+    /* the data may be unaligned inside the map: copy element by element through memcpy */
+    const uint8_t *d = t->data;
+    switch (t->dtype) {
+    case ZG_F32: memcpy(out, d, t->numel * 4); break;
+    case ZG_F16:
+        for (size_t i = 0; i < t->numel; i++) {
+            uint16_t h;
+            memcpy(&h, d + 2 * i, 2);
+            out[i] = zg_f16_to_f32(h);
+        }
+        break;
+    case ZG_BF16:
+        for (size_t i = 0; i < t->numel; i++) {
+            uint16_t h;
+            memcpy(&h, d + 2 * i, 2);
+            out[i] = zg_bf16_to_f32(h);
+        }
+        break;
+    }
+    return 0;
+}
+
+static const char *st_dtype_name(zg_dtype dt) {
+    switch (dt) {
+    case ZG_F32: return "F32";
+    case ZG_F16: return "F16";
+    case ZG_BF16: return "BF16";
+    }
+    return "F32";
+}
+
+int safetensors_write(const char *path, const safetensors_entry *entries, int n) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
+    cJSON_AddStringToObject(meta, "format", "pt");
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const safetensors_entry *e = &entries[i];
+        cJSON *t = cJSON_AddObjectToObject(root, e->name);
+        cJSON_AddStringToObject(t, "dtype", st_dtype_name(e->dtype));
+        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
+        size_t numel = 1;
+        for (int k = 0; k < e->ndim; k++) {
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[k]));
+            numel *= (size_t)e->shape[k];
+        }
+        size_t bytes = numel * zg_dtype_size(e->dtype);
+        cJSON *offs = cJSON_AddArrayToObject(t, "data_offsets");
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + bytes)));
+        off += bytes;
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (json == NULL) ZG_FATAL("cJSON_PrintUnformatted failed (out of memory)");
+    size_t hlen = strlen(json);
+    size_t padded = (hlen + 7) / 8 * 8; /* pad with spaces so the data starts 8-byte aligned */
+    char *hdr = zg_malloc(padded);
+    memcpy(hdr, json, hlen);
+    memset(hdr + hlen, ' ', padded - hlen);
+    free(json);
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(((uint64_t)padded >> (8 * i)) & 0xff);
+    zg_atomic_file af;
+    int rc = zg_atomic_open(&af, path);
+    if (rc == 0) rc = zg_atomic_write(&af, len8, 8);
+    if (rc == 0) rc = zg_atomic_write(&af, hdr, padded);
+    for (int i = 0; i < n && rc == 0; i++) {
+        const safetensors_entry *e = &entries[i];
+        size_t numel = 1;
+        for (int k = 0; k < e->ndim; k++) numel *= (size_t)e->shape[k];
+        rc = zg_atomic_write(&af, e->data, numel * zg_dtype_size(e->dtype));
+    }
+    free(hdr);
+    if (rc == 0) return zg_atomic_commit(&af, NULL);
+    zg_atomic_abort(&af);
+    return -1;
+}

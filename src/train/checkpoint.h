@@ -1,0 +1,98 @@
+/* Checkpoints: one folder per tag under out_dir (iter_N, best, final) plus a `latest` pointer file.
+ *
+ * A checkpoint folder holds (docs/FORMATS.md, "Checkpoints"):
+ *   model.bin                  versioned header + the flat parameter buffer in fp32 (table layout)
+ *   optim_<begin>_<end>.bin    one or more optimizer SHARDS, each covering [begin, end) of the flat
+ *                              buffer: fp32 master (when training in bf16/fp16), Adam m, Adam v
+ *   state.json                 trainer state (iteration, best val loss, loss scaler, data loader
+ *                              positions, the config) — written by the trainer
+ *   manifest.json              every file above with its size and XXH3-64 checksum; written last
+ * Reading verifies the manifest (sizes, checksums) before anything is used, and an optimizer range is
+ * assembled from whichever shards overlap it, so a checkpoint written by N ranks resumes on M.
+ *
+ * Writing is atomic: files go into out_dir/.partial.<tag>/ (each through a temporary file, fsync,
+ * rename), the manifest is written last, the folder is swapped with the old <tag> in one rename, and
+ * `latest` is replaced last. A failure at any point removes the partial folder and leaves the previous
+ * checkpoint and `latest` untouched.
+ *
+ * Test hook (documented for tests only): ZGPT_TEST_FAIL_WRITE_AFTER=N makes checkpoint writes fail
+ * with "No space left on device" once N bytes have been written in this process, to simulate a full
+ * disk. */
+#ifndef ZG_TRAIN_CHECKPOINT_H
+#define ZG_TRAIN_CHECKPOINT_H
+
+#include "model/gpt2.h"
+#include "train/optimizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ZG_CKPT_MODEL_MAGIC "ZGPTCKPT"
+#define ZG_CKPT_OPTIM_MAGIC "ZGPTOPTS"
+#define ZG_CKPT_VERSION 1u
+#define ZG_CKPT_HEADER_BYTES 64u
+
+typedef struct {
+    char name[96];
+    uint64_t size, xxh3;
+} zg_ckpt_file;
+
+typedef struct {
+    char *out_dir, *tag, *stage_dir, *final_dir;
+    zg_ckpt_file *files;
+    int n_files;
+} zg_ckpt_writer;
+
+/* Starts a checkpoint `tag` in out_dir (created if needed); a stale partial folder of the same tag
+ * (from a crash) is removed. */
+int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag);
+/* model.bin from fp32 host parameters in the table layout. */
+int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params);
+/* optim_<begin>_<end>.bin from the optimizer's state (downloaded in chunks). */
+int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params);
+/* Any small file (state.json). */
+int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text);
+/* Writes the manifest, swaps the folder into place; set_latest: then points `latest` at it. */
+int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest);
+/* Removes the partial folder (after a failure). Safe to call after commit (no-op). */
+void zg_ckpt_writer_abort(zg_ckpt_writer *w);
+
+/* out_dir/dst_tag becomes a copy of out_dir/src_tag made of hard links (atomic swap as above). */
+int zg_ckpt_link(const char *out_dir, const char *src_tag, const char *dst_tag);
+/* Atomically points out_dir/latest at tag. */
+int zg_ckpt_set_latest(const char *out_dir, const char *tag);
+/* Deletes iter_N folders except the newest keep_last_k and the one `latest` names. */
+int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k);
+
+typedef struct {
+    char file[96];
+    uint64_t begin, end, step;
+    int has_master;
+} zg_ckpt_shard;
+
+typedef struct {
+    char *dir;
+    gpt2_config cfg;
+    uint64_t num_params;
+    zg_ckpt_file *files;
+    int n_files;
+    zg_ckpt_shard *shards;
+    int n_shards;
+} zg_ckpt;
+
+/* 1 when path looks like a checkpoint folder (has manifest.json) or an out_dir with `latest`. */
+int zg_ckpt_exists(const char *path);
+/* Opens a checkpoint folder, or the one out_dir/latest names; verifies the manifest: every file's
+ * size and checksum, the headers. -1 with a one-line error naming the file otherwise. */
+int zg_ckpt_open(zg_ckpt *c, const char *path);
+void zg_ckpt_close(zg_ckpt *c);
+/* Parameters (fp32 host, c->num_params elements). */
+int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
+/* Fills the optimizer's range [o->begin, o->end) from the overlapping shards (m, v, and the master
+ * when both have one; a master-less checkpoint leaves o->master as initialised from the params).
+ * Sets o->step. -1 when the shards do not cover the range. */
+int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o);
+/* Whole small file as a NUL-terminated heap string. */
+int zg_ckpt_read_text(const zg_ckpt *c, const char *name, char **text);
+
+#endif

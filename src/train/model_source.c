@@ -1,0 +1,119 @@
+#include "train/model_source.h"
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "model/hf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *zg_models_dir_for(const char *name) {
+    const char *env = getenv("ZGPT_MODELS");
+    if (env && *env) return zg_path_join(env, name);
+    const char *home = getenv("HOME");
+    char *base = zg_path_join(home && *home ? home : ".", ".cache/zgpt/models");
+    char *p = zg_path_join(base, name);
+    free(base);
+    return p;
+}
+
+static int is_named(const char *spec) {
+    static const char *names[] = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"};
+    for (size_t i = 0; i < 4; i++)
+        if (strcmp(spec, names[i]) == 0) return 1;
+    return 0;
+}
+
+static int open_hf(zg_model_source *s, const char *path) {
+    s->kind = ZG_SRC_HF;
+    s->path = zg_strdup(path);
+    if (hf_config_load(path, &s->cfg) != 0) return -1;
+    return gpt2_config_validate(&s->cfg);
+}
+
+int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights) {
+    memset(s, 0, sizeof *s);
+    int rc;
+    if (strncmp(spec, "hf:", 3) == 0) {
+        rc = open_hf(s, spec + 3);
+    } else if (is_named(spec)) {
+        snprintf(s->name, sizeof s->name, "%s", spec);
+        char *dir = zg_models_dir_for(spec);
+        char *st = zg_path_join(dir, "model.safetensors");
+        if (zg_file_exists(st)) {
+            rc = open_hf(s, dir);
+            if (rc == 0) {
+                gpt2_config want;
+                if (gpt2_config_by_name(spec, &want) == 0 &&
+                    (want.n_layer != s->cfg.n_layer || want.n_embd != s->cfg.n_embd || want.n_head != s->cfg.n_head))
+                    rc = zg_errorf("'%s' does not hold %s (it has n_layer=%d n_head=%d n_embd=%d)", dir, spec,
+                                   s->cfg.n_layer, s->cfg.n_head, s->cfg.n_embd);
+            }
+        } else if (need_weights) {
+            rc = zg_errorf("the %s weights are not in %s; zgpt downloads nothing at run time: put the Hugging Face "
+                           "files model.safetensors and config.json there (e.g. 'huggingface-cli download "
+                           "openai-community/%s model.safetensors config.json --local-dir %s'), or set "
+                           "$ZGPT_MODELS to the folder that holds %s/",
+                           spec, dir, spec, dir, spec);
+        } else {
+            s->kind = ZG_SRC_NAMED_CONFIG;
+            rc = gpt2_config_by_name(spec, &s->cfg);
+        }
+        free(st);
+        free(dir);
+    } else if (zg_ckpt_exists(spec)) {
+        s->kind = ZG_SRC_CHECKPOINT;
+        rc = zg_ckpt_open(&s->ckpt, spec);
+        if (rc == 0) {
+            s->path = zg_strdup(s->ckpt.dir);
+            s->cfg = s->ckpt.cfg;
+        }
+    } else {
+        char *st = zg_path_join(spec, "model.safetensors");
+        int hf = zg_file_exists(st) || (strlen(spec) > 12 && strcmp(spec + strlen(spec) - 12, ".safetensors") == 0 &&
+                                        zg_file_exists(spec));
+        free(st);
+        if (hf)
+            rc = open_hf(s, spec);
+        else if (zg_dir_exists(spec))
+            rc = zg_errorf("'%s' is neither a zgpt checkpoint (no manifest.json or latest) nor a Hugging Face folder "
+                           "(no model.safetensors)",
+                           spec);
+        else
+            rc = zg_errorf("model '%s' not found: give a checkpoint folder, an out_dir, hf:PATH, or one of gpt2, "
+                           "gpt2-medium, gpt2-large, gpt2-xl",
+                           spec);
+    }
+    if (rc != 0) zg_model_source_close(s);
+    return rc;
+}
+
+int zg_model_source_has_weights(const zg_model_source *s) { return s->kind != ZG_SRC_NAMED_CONFIG; }
+
+int zg_model_source_load(const zg_model_source *s, float *params_host, size_t num_params) {
+    switch (s->kind) {
+    case ZG_SRC_CHECKPOINT:
+        if (s->ckpt.num_params != num_params)
+            return zg_errorf("checkpoint '%s' holds %llu parameters, expected %zu", s->path,
+                             (unsigned long long)s->ckpt.num_params, num_params);
+        return zg_ckpt_read_model(&s->ckpt, params_host);
+    case ZG_SRC_HF: return hf_params_load(s->path, &s->cfg, params_host);
+    case ZG_SRC_NAMED_CONFIG: break;
+    }
+    return zg_errorf("model '%s' has no weights to load", s->name);
+}
+
+void zg_model_source_close(zg_model_source *s) {
+    if (s->kind == ZG_SRC_CHECKPOINT) zg_ckpt_close(&s->ckpt);
+    free(s->path);
+    memset(s, 0, sizeof *s);
+}
+
+void zg_model_source_describe(const zg_model_source *s, char *buf, size_t cap) {
+    switch (s->kind) {
+    case ZG_SRC_CHECKPOINT: snprintf(buf, cap, "checkpoint %s", s->path); break;
+    case ZG_SRC_HF: snprintf(buf, cap, "%s%shf:%s", s->name, s->name[0] ? " " : "", s->path); break;
+    case ZG_SRC_NAMED_CONFIG: snprintf(buf, cap, "%s (config only, random weights)", s->name); break;
+    }
+}

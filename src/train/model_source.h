@@ -1,0 +1,37 @@
+/* Where a model comes from, as users name it in init_from / --model:
+ *   "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl": Hugging Face weights in the local models folder
+ *       $ZGPT_MODELS/<name> or ~/.cache/zgpt/models/<name> (nothing is downloaded at run time; the
+ *       error says how to put the files there),
+ *   "hf:PATH": a Hugging Face folder (config.json + model.safetensors) or .safetensors file,
+ *   a zgpt checkpoint folder, or a run's out_dir (its `latest` checkpoint),
+ *   a plain folder holding model.safetensors (treated as hf:PATH). */
+#ifndef ZG_TRAIN_MODEL_SOURCE_H
+#define ZG_TRAIN_MODEL_SOURCE_H
+
+#include "model/gpt2.h"
+#include "train/checkpoint.h"
+
+typedef enum { ZG_SRC_NAMED_CONFIG = 0, ZG_SRC_HF, ZG_SRC_CHECKPOINT } zg_source_kind;
+
+typedef struct {
+    zg_source_kind kind;
+    char *path;        /* HF path or checkpoint folder; NULL for a config-only named model */
+    char name[64];     /* named model, if any */
+    gpt2_config cfg;
+    zg_ckpt ckpt;      /* open (verified) when kind == ZG_SRC_CHECKPOINT */
+} zg_model_source;
+
+/* The folder a named model is looked up in (heap string). */
+char *zg_models_dir_for(const char *name);
+/* Resolves spec. need_weights = 0 lets a named model without local files resolve to its config only
+ * (for bench / plan); with 1 it is an error naming the folder and how to obtain the files. */
+int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights);
+/* 1 when the source has weights to load. */
+int zg_model_source_has_weights(const zg_model_source *s);
+/* fp32 host parameters in s->cfg's table layout. */
+int zg_model_source_load(const zg_model_source *s, float *params_host, size_t num_params);
+void zg_model_source_close(zg_model_source *s);
+/* A short description for logs ("checkpoint out/iter_100", "hf:/models/gpt2", "gpt2 (config only)"). */
+void zg_model_source_describe(const zg_model_source *s, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,54 @@
+/* AdamW state over a RANGE [begin, end) of the flat parameter buffer.
+ *
+ * With one process the range is the whole buffer; the ZeRO engine gives each rank its shard by
+ * constructing the optimizer with a sub-range, so nothing here assumes the range is everything.
+ * The state lives in backend memory: fp32 Adam moments m and v for the range, and an fp32 master
+ * copy of the range's parameters when the parameters themselves are low precision (bf16/fp16).
+ * Weight decay follows the parameter table's per-tensor decay flag: the table's segments are
+ * clipped to the range and made relative to `begin`. */
+#ifndef ZG_TRAIN_OPTIMIZER_H
+#define ZG_TRAIN_OPTIMIZER_H
+
+#include "backend/backend.h"
+#include "model/gpt2.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+} zg_optimizer_config;
+
+typedef struct {
+    zg_backend *be;
+    size_t begin, end;    /* elements of the flat buffer this state covers */
+    zg_dtype param_dtype;
+    float *master;        /* (end-begin) fp32, or NULL when params are fp32 */
+    float *m, *v;         /* (end-begin) fp32 */
+    zg_segment *segs;     /* relative to begin */
+    int n_segs;
+    int64_t step;         /* optimizer steps taken (bias correction uses step+1 for the next one) */
+    zg_optimizer_config cfg;
+} zg_optimizer;
+
+/* Allocates state for [begin, end) (m = v = 0, step 0). params_at_begin (backend memory,
+ * param_dtype) initialises the master copy when one is needed; it may be NULL when the master will
+ * be loaded from a checkpoint. -1 with an error when the range is invalid or memory is short. */
+int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
+                      const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin);
+void zg_optimizer_free(zg_optimizer *o);
+size_t zg_optimizer_count(const zg_optimizer *o);
+/* Bytes of backend memory the state holds (for plans and reports). */
+size_t zg_optimizer_state_bytes(const zg_optimizer *o);
+
+/* One AdamW step on the range. params_at_begin / grads_at_begin point at element `begin` of the
+ * parameter buffer and at the gradient of element `begin` (a ZeRO rank may hold only its shard of
+ * the gradients, so the caller gives the pointer). grad_scale multiplies the gradients first
+ * (1/loss_scale times the clipping coefficient). */
+void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale);
+
+/* Re-derives the low-precision parameters of the range from the master copy (after loading the
+ * master from a checkpoint). No-op when params are fp32. */
+void zg_optimizer_params_from_master(zg_optimizer *o, void *params_at_begin);
+
+#endif

@@ -1,0 +1,30 @@
+/* The training loop (one process; the ZeRO engine reuses the pieces with its own ranges).
+ *
+ * Per optimizer step: grad_accum micro-steps of forward + backward (gradient of the mean loss over
+ * the global batch), the global gradient norm (also the fp16 overflow check), clipping, the
+ * scheduled lr, one AdamW step. Evaluation every eval_interval steps (and at iteration 0 and the end)
+ * estimates train and val loss over eval_iters batches each, from fixed evaluation batches, so the
+ * training data stream is never disturbed by evaluation. Checkpoints when val improves or
+ * always_save_checkpoint, on SIGINT/SIGTERM (at the next iteration boundary), and at the end.
+ *
+ * Output: "step N: train loss X, val loss Y" per evaluation, "iter N: loss X, time Y ms, lr Z,
+ * tok/s W" every log_interval, and out_dir/metrics.jsonl (one JSON object per line).
+ *
+ * Test hook (documented for tests only): ZGPT_TEST_NAN_AT_ITER=K makes the loss of iteration K NaN,
+ * to exercise the divergence stop. */
+#ifndef ZG_TRAIN_TRAINER_H
+#define ZG_TRAIN_TRAINER_H
+
+#include "train/config.h"
+
+typedef struct {
+    const char *device; /* overrides cfg->device when non-NULL */
+    int resume;         /* --resume: continue from out_dir/latest */
+    int quiet;          /* no per-iteration lines (tests) */
+} zg_train_options;
+
+/* Runs training; returns 0 (finished, early-stopped or interrupted with a checkpoint), or -1 with a
+ * one-line error (nothing half-written: the last good checkpoint stays). */
+int zg_train_run(zg_train_config *cfg, const zg_train_options *opts);
+
+#endif

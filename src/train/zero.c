@@ -1,0 +1,530 @@
+/* The ZeRO engine: see zero.h for the design. */
+#include "train/zero.h"
+
+#include "core/error.h"
+#include "train/config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One collective in flight over [lo, hi) of a flat buffer. */
+struct zg_zero_pending {
+    zg_comm_req *req;
+    size_t lo, hi;
+    int owner;       /* rank the piece belongs to */
+    int bucket_last; /* last piece of its bucket (bucket counting for overlap) */
+    zg_zero_pending *next;
+};
+
+enum { MAX_BUCKETS_IN_FLIGHT = 2 };
+
+void zg_zero_opts_default(zg_zero_opts *o) {
+    o->stage = 0;
+    o->reduce_bucket_size = 500000000;
+    o->allgather_bucket_size = 500000000;
+    o->overlap_comm = 1;
+    o->contiguous_gradients = 1;
+}
+
+void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
+    zg_zero_opts_default(o);
+    if (c->stage >= 0) o->stage = c->stage;
+    if (c->reduce_bucket_size > 0) o->reduce_bucket_size = (size_t)c->reduce_bucket_size;
+    if (c->allgather_bucket_size > 0) o->allgather_bucket_size = (size_t)c->allgather_bucket_size;
+    if (c->overlap_comm >= 0) o->overlap_comm = c->overlap_comm;
+    if (c->contiguous_gradients >= 0) o->contiguous_gradients = c->contiguous_gradients;
+}
+
+void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end) {
+    size_t S = (n + (size_t)world - 1) / (size_t)world;
+    size_t b = S * (size_t)rank, e = b + S;
+    if (b > n) b = n;
+    if (e > n) e = n;
+    *begin = b;
+    *end = e;
+}
+
+static size_t esz(zg_dtype dt) { return zg_dtype_size(dt); }
+static char *at(void *base, size_t i, zg_dtype dt) { return (char *)base + i * esz(dt); }
+static int owner_of(const zg_zero *z, size_t i) { return (int)(i / z->shard); }
+
+/* ---- pieces ------------------------------------------------------------------------------ */
+
+static void fifo_push(zg_zero_pending **head, zg_zero_pending *p) {
+    p->next = NULL;
+    while (*head) head = &(*head)->next;
+    *head = p;
+}
+
+/* Calls fn for each piece of [lo, hi) cut at shard boundaries and at `chunk` elements. */
+typedef void (*piece_fn)(zg_zero *z, size_t lo, size_t hi, int owner, void *arg);
+static void for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, piece_fn fn, void *arg) {
+    while (lo < hi) {
+        int r = owner_of(z, lo);
+        size_t shard_end = (size_t)(r + 1) * z->shard;
+        size_t e = hi < shard_end ? hi : shard_end;
+        if (e - lo > chunk) e = lo + chunk;
+        fn(z, lo, e, r, arg);
+        lo = e;
+    }
+}
+
+/* shard[lo-begin ..] (+)= grads[lo..hi) */
+static void accumulate_into_shard(zg_zero *z, size_t lo, size_t hi, int first) {
+    size_t cnt = hi - lo;
+    void *dst = at(z->grad_shard, lo - z->begin, z->gdt);
+    void *src = at(z->grads, lo, z->gdt);
+    if (first) {
+        z->be->ops->copy(z->be, dst, src, cnt * esz(z->gdt));
+        return;
+    }
+    if (z->be->device < 0) { /* host memory */
+        if (z->gdt == ZG_F32) {
+            float *d = dst;
+            const float *s = src;
+            for (size_t i = 0; i < cnt; i++) d[i] += s[i];
+        } else {
+            float a[256], b[256];
+            for (size_t i = 0; i < cnt; i += 256) {
+                size_t k = cnt - i < 256 ? cnt - i : 256;
+                zg_comm_to_f32(a, at(dst, i, z->gdt), z->gdt, k);
+                zg_comm_to_f32(b, at(src, i, z->gdt), z->gdt, k);
+                for (size_t j = 0; j < k; j++) a[j] += b[j];
+                zg_comm_from_f32(at(dst, i, z->gdt), z->gdt, a, k);
+            }
+        }
+        return;
+    }
+    /* Device: tmp = shard + piece (the elementwise add the backend offers), then shard = tmp. */
+    if (z->gdt != z->be->act_dtype)
+        ZG_FATAL("ZeRO: accumulating %s gradients needs the backend's add in that dtype (activations are %s)",
+                 zg_dtype_name(z->gdt), zg_dtype_name(z->be->act_dtype));
+    for (size_t i = 0; i < cnt; i += z->acc_tmp_elems) {
+        size_t k = cnt - i < z->acc_tmp_elems ? cnt - i : z->acc_tmp_elems;
+        z->be->ops->residual_forward(z->be, z->acc_tmp, at(dst, i, z->gdt), at(src, i, z->gdt), k);
+        z->be->ops->copy(z->be, at(dst, i, z->gdt), z->acc_tmp, k * esz(z->gdt));
+    }
+}
+
+static void complete_reduce(zg_zero *z, zg_zero_pending *p) {
+    zg_comm_wait(z->comm, p->req);
+    if (p->owner == z->comm->rank) accumulate_into_shard(z, p->lo, p->hi, z->micro == 0);
+}
+
+static void wait_oldest_bucket(zg_zero *z) {
+    while (z->inflight) {
+        zg_zero_pending *p = z->inflight;
+        z->inflight = p->next;
+        complete_reduce(z, p);
+        int last = p->bucket_last;
+        free(p);
+        if (last) {
+            z->n_inflight_buckets--;
+            return;
+        }
+    }
+}
+
+static void wait_all_reduces(zg_zero *z) {
+    while (z->inflight) wait_oldest_bucket(z);
+}
+
+static void launch_reduce_piece(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
+    (void)arg;
+    zg_zero_pending *p = zg_calloc(1, sizeof *p);
+    p->lo = lo;
+    p->hi = hi;
+    p->owner = owner;
+    void *buf = at(z->grads, lo, z->gdt);
+    p->req = zg_comm_ireduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
+    fifo_push(&z->inflight, p);
+}
+
+/* Reduces the bucket [lo, hi) (<= reduce_bucket_size) to its owners. */
+static void launch_bucket(zg_zero *z, size_t lo, size_t hi) {
+    if (hi - lo > z->max_bucket_seen) z->max_bucket_seen = hi - lo;
+    while (z->n_inflight_buckets >= (z->o.overlap_comm ? MAX_BUCKETS_IN_FLIGHT : 1)) wait_oldest_bucket(z);
+    zg_comm_group_begin(z->comm);
+    for_each_piece(z, lo, hi, (size_t)-1, launch_reduce_piece, NULL);
+    zg_comm_group_end(z->comm);
+    zg_zero_pending *p = z->inflight;
+    while (p && p->next) p = p->next;
+    if (p) p->bucket_last = 1;
+    z->n_inflight_buckets++;
+    if (!z->o.overlap_comm) wait_all_reduces(z);
+}
+
+/* Launches full buckets of the pending range, from the top (the order gradients complete in). With
+ * `all`, the remainder too. */
+static void flush_pending(zg_zero *z, int all) {
+    size_t B = z->o.reduce_bucket_size;
+    while (z->pend_hi - z->pend_lo >= B || (all && z->pend_hi > z->pend_lo)) {
+        size_t len = z->pend_hi - z->pend_lo < B ? z->pend_hi - z->pend_lo : B;
+        launch_bucket(z, z->pend_hi - len, z->pend_hi);
+        z->pend_hi -= len;
+    }
+    if (z->pend_hi == z->pend_lo) z->pend_lo = z->pend_hi = 0;
+}
+
+void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
+    if (z->o.stage < 2 || count == 0) return;
+    if (offset + count > z->n) ZG_FATAL("ZeRO: grads_ready [%zu, %zu) beyond the buffer (%zu)", offset, offset + count, z->n);
+    z->reported += count;
+    if (z->pend_hi > z->pend_lo && offset + count != z->pend_lo) flush_pending(z, 1); /* not adjacent below */
+    if (z->pend_hi == z->pend_lo) {
+        z->pend_lo = offset;
+        z->pend_hi = offset + count;
+    } else {
+        z->pend_lo = offset;
+    }
+    flush_pending(z, 0);
+}
+
+/* ---- stage 3: gathering layers ----------------------------------------------------------- */
+
+/* The ranges of slot s (= layer + 1): layer l -> [lb[l], lb[l+1]); slot 0 -> embeddings + ln_f. */
+static int slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]) {
+    const size_t *lb = z->table->layer_begin;
+    if (slot == 0) {
+        lo[0] = 0;
+        hi[0] = lb[0];
+        lo[1] = lb[z->n_layer];
+        hi[1] = z->n;
+        return 2;
+    }
+    lo[0] = lb[slot - 1];
+    hi[0] = lb[slot];
+    return 1;
+}
+
+static void launch_bcast_piece(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
+    zg_zero_pending **list = arg;
+    zg_zero_pending *p = zg_calloc(1, sizeof *p);
+    p->lo = lo;
+    p->hi = hi;
+    p->owner = owner;
+    p->req = zg_comm_ibroadcast(z->comm, at(z->params, lo, z->pdt), hi - lo, z->pdt, owner);
+    fifo_push(list, p);
+}
+
+static void wait_list(zg_zero *z, zg_zero_pending **list) {
+    while (*list) {
+        zg_zero_pending *p = *list;
+        *list = p->next;
+        zg_comm_wait(z->comm, p->req);
+        free(p);
+    }
+}
+
+/* Every owner broadcasts its pieces of [lo, hi) in allgather_bucket_size chunks (an all-gather). */
+static void gather_range(zg_zero *z, size_t lo, size_t hi, zg_zero_pending **list) {
+    zg_comm_group_begin(z->comm);
+    for_each_piece(z, lo, hi, z->o.allgather_bucket_size, launch_bcast_piece, list);
+    zg_comm_group_end(z->comm);
+}
+
+static void release_range(zg_zero *z, size_t lo, size_t hi) {
+    /* zero what this rank does not own */
+    size_t a = lo, b = hi < z->begin ? hi : z->begin;
+    if (b > a) z->be->ops->zero(z->be, at(z->params, a, z->pdt), (b - a) * esz(z->pdt));
+    a = lo > z->end ? lo : z->end;
+    if (hi > a) z->be->ops->zero(z->be, at(z->params, a, z->pdt), (hi - a) * esz(z->pdt));
+}
+
+static void slot_start_gather(zg_zero *z, int slot) {
+    if (slot < 0 || slot > z->n_layer || z->gathered[slot] != 0) return;
+    size_t lo[2], hi[2];
+    int k = slot_ranges(z, slot, lo, hi);
+    for (int i = 0; i < k; i++) gather_range(z, lo[i], hi[i], &z->gathering[slot]);
+    z->gathered[slot] = 1;
+    z->n_gathers++;
+}
+
+static void slot_finish_gather(zg_zero *z, int slot) {
+    slot_start_gather(z, slot);
+    wait_list(z, &z->gathering[slot]);
+    z->gathered[slot] = 2;
+}
+
+static void slot_release(zg_zero *z, int slot) {
+    if (z->gathered[slot] == 0) return;
+    wait_list(z, &z->gathering[slot]);
+    size_t lo[2], hi[2];
+    int k = slot_ranges(z, slot, lo, hi);
+    for (int i = 0; i < k; i++) release_range(z, lo[i], hi[i]);
+    z->gathered[slot] = 0;
+    z->n_releases++;
+}
+
+void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
+    if (z->o.stage < 3) return;
+    int slot = layer + 1;
+    if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
+    slot_finish_gather(z, slot);
+    /* prefetch the layer that comes next in this pass */
+    int next;
+    if (!is_backward)
+        next = layer == -1 ? 1 : slot + 1; /* forward: -1 -> 0 -> 1 ... */
+    else
+        next = layer == -1 ? z->n_layer : slot - 1; /* backward: -1 -> L-1 -> ... -> 0 */
+    if (next >= 1 && next <= z->n_layer && next != slot) slot_start_gather(z, next);
+}
+
+void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward) {
+    (void)is_backward;
+    if (z->o.stage < 3) return;
+    int slot = layer + 1;
+    if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: after_layer(%d) outside the model's %d layers", layer, z->n_layer);
+    slot_release(z, slot);
+}
+
+void zg_zero_gather_all(zg_zero *z) {
+    if (z->o.stage < 3) return;
+    for (int s = 0; s <= z->n_layer; s++) slot_start_gather(z, s);
+    for (int s = 0; s <= z->n_layer; s++) slot_finish_gather(z, s);
+}
+
+void zg_zero_release_all(zg_zero *z) {
+    if (z->o.stage < 3) return;
+    for (int s = 0; s <= z->n_layer; s++) {
+        if (z->gathered[s] == 0) { /* make sure nothing stale stays either */
+            z->gathered[s] = 2;
+        }
+        slot_release(z, s);
+    }
+}
+
+/* ---- hooks ------------------------------------------------------------------------------- */
+
+static void hook_grads_ready(void *ctx, size_t offset, size_t count) { zg_zero_on_grads_ready(ctx, offset, count); }
+static void hook_before(void *ctx, int layer, int is_backward) { zg_zero_on_before_layer(ctx, layer, is_backward); }
+static void hook_after(void *ctx, int layer, int is_backward) { zg_zero_on_after_layer(ctx, layer, is_backward); }
+
+gpt2_hooks zg_zero_hooks(zg_zero *z) {
+    gpt2_hooks h;
+    memset(&h, 0, sizeof h);
+    h.ctx = z;
+    if (z->o.stage >= 2) h.grads_ready = hook_grads_ready;
+    if (z->o.stage >= 3) {
+        h.before_layer = hook_before;
+        h.after_layer = hook_after;
+    }
+    return h;
+}
+
+/* ---- init / step ------------------------------------------------------------------------- */
+
+/* All ranks get the owners' values of [0, n) (stage 0-2 param sync; stage 0 from rank 0). */
+static void allgather_params(zg_zero *z) {
+    zg_zero_pending *list = NULL;
+    gather_range(z, 0, z->n, &list);
+    wait_list(z, &list);
+}
+
+int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
+                 void *params, void *grads, const zg_optimizer_config *ocfg) {
+    memset(z, 0, sizeof *z);
+    if (opts)
+        z->o = *opts;
+    else
+        zg_zero_opts_default(&z->o);
+    if (z->o.stage < 0 || z->o.stage > 3) return zg_errorf("zero_optimization.stage is %d; allowed: 0, 1, 2, 3", z->o.stage);
+    if (z->o.reduce_bucket_size == 0) return zg_errorf("zero_optimization.reduce_bucket_size must be > 0");
+    if (z->o.allgather_bucket_size == 0) return zg_errorf("zero_optimization.allgather_bucket_size must be > 0");
+    if (!grads) return zg_errorf("ZeRO: the model's gradient buffer is not allocated (gpt2_grads_alloc)");
+    z->comm = comm;
+    z->be = be;
+    z->table = table;
+    z->n = table->num_params;
+    z->params = params;
+    z->grads = grads;
+    z->pdt = be->param_dtype;
+    z->gdt = be->grad_dtype;
+    int W = comm->size;
+    z->shard = (z->n + (size_t)W - 1) / (size_t)W;
+    if (z->shard == 0) z->shard = 1;
+    if (z->o.stage == 0) {
+        z->begin = 0;
+        z->end = z->n;
+    } else {
+        zg_zero_shard_range(z->n, W, comm->rank, &z->begin, &z->end);
+    }
+    /* layer_begin has n_layer + 1 entries (the last is where ln_f starts). */
+    int maxl = -1;
+    for (int i = 0; i < table->n_tensors; i++)
+        if (table->tensors[i].layer > maxl) maxl = table->tensors[i].layer;
+    z->n_layer = maxl + 1;
+
+    /* Every rank starts from rank 0's parameters. */
+    if (W > 1) {
+        zg_comm_broadcast(comm, params, z->n, z->pdt, 0);
+    }
+    if (zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, at(params, z->begin, z->pdt)) != 0)
+        return -1;
+    z->opt_ready = 1;
+    if (z->o.stage >= 2 && z->end > z->begin) {
+        z->grad_shard = be->ops->alloc(be, (z->end - z->begin) * esz(z->gdt), "ZeRO gradient shard");
+        if (!z->grad_shard) {
+            zg_zero_free(z);
+            return -1;
+        }
+        be->ops->zero(be, z->grad_shard, (z->end - z->begin) * esz(z->gdt));
+    }
+    if (z->o.stage >= 2 && be->device >= 0) {
+        z->acc_tmp_elems = z->o.reduce_bucket_size < z->shard ? z->o.reduce_bucket_size : z->shard;
+        z->acc_tmp = be->ops->alloc(be, z->acc_tmp_elems * esz(z->gdt), "ZeRO gradient accumulation staging");
+        if (!z->acc_tmp) {
+            zg_zero_free(z);
+            return -1;
+        }
+    }
+    if (z->o.stage >= 3) {
+        z->gathered = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathered);
+        z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
+        for (int s = 0; s <= z->n_layer; s++) z->gathered[s] = 2;
+        zg_zero_release_all(z);
+        z->n_releases = 0;
+    }
+    be->ops->zero(be, grads, z->n * esz(z->gdt));
+    return 0;
+}
+
+void zg_zero_free(zg_zero *z) {
+    if (!z->be) return;
+    wait_all_reduces(z);
+    if (z->gathering)
+        for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
+    if (z->opt_ready) zg_optimizer_free(&z->opt);
+    if (z->grad_shard) z->be->ops->dealloc(z->be, z->grad_shard);
+    if (z->acc_tmp) z->be->ops->dealloc(z->be, z->acc_tmp);
+    free(z->gathered);
+    free(z->gathering);
+    memset(z, 0, sizeof *z);
+}
+
+static void reduce_piece_blocking(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
+    (void)arg;
+    void *buf = at(z->grads, lo, z->gdt);
+    zg_comm_reduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
+}
+
+void zg_zero_micro_end(zg_zero *z) {
+    if (z->o.stage >= 2) {
+        if (z->reported == 0) {
+            /* hooks not installed: report everything now, top down */
+            zg_zero_on_grads_ready(z, 0, z->n);
+        } else if (z->reported != z->n) {
+            ZG_FATAL("rank %d: ZeRO: backward reported gradients for %zu of %zu elements", z->comm->rank,
+                     z->reported, z->n);
+        }
+        flush_pending(z, 1);
+        wait_all_reduces(z);
+        z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+        z->reported = 0;
+    }
+    z->micro++;
+}
+
+void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zero_step_info *info) {
+    zg_comm *c = z->comm;
+    int W = c->size;
+    if (z->micro == 0) ZG_FATAL("rank %d: ZeRO: optimizer step without a micro-step", c->rank);
+    const void *g;
+    size_t gcount;
+    /* 1. complete the reduction of the accumulated gradients */
+    if (z->o.stage == 0) {
+        for (size_t lo = 0; lo < z->n; lo += z->o.reduce_bucket_size) {
+            size_t k = z->n - lo < z->o.reduce_bucket_size ? z->n - lo : z->o.reduce_bucket_size;
+            void *buf = at(z->grads, lo, z->gdt);
+            zg_comm_all_reduce(c, buf, buf, k, z->gdt, ZG_COMM_SUM);
+        }
+        g = z->grads;
+        gcount = z->n;
+    } else if (z->o.stage == 1) {
+        for_each_piece(z, 0, z->n, z->o.reduce_bucket_size, reduce_piece_blocking, NULL);
+        g = at(z->grads, z->begin, z->gdt);
+        gcount = z->end - z->begin;
+    } else {
+        g = z->grad_shard;
+        gcount = z->end - z->begin;
+    }
+    /* 2. global norm and overflow, agreed by all ranks */
+    double ss = gcount ? z->be->ops->sum_squares(z->be, g, z->gdt, gcount) : 0.0;
+    double v[2] = {ss, isfinite(ss) ? 0.0 : 1.0};
+    if (z->o.stage == 0) {
+        zg_comm_all_reduce_host_f64(c, &v[1], 1, ZG_COMM_MAX); /* identical buffers: only the flag */
+    } else {
+        double flag = v[1];
+        zg_comm_all_reduce_host_f64(c, &v[0], 1, ZG_COMM_SUM);
+        zg_comm_all_reduce_host_f64(c, &flag, 1, ZG_COMM_MAX);
+        v[1] = flag;
+    }
+    double unscale = (double)inv_loss_scale / (double)W;
+    memset(info, 0, sizeof *info);
+    info->overflow = v[1] != 0.0 || !isfinite(v[0]);
+    info->grad_norm = info->overflow ? INFINITY : sqrt(v[0]) * unscale;
+    info->clip_coef = 1.0f;
+    if (!info->overflow && clip > 0 && info->grad_norm > clip)
+        info->clip_coef = (float)(clip / (info->grad_norm + 1e-6));
+    /* 3. update this rank's range and share the result */
+    if (!info->overflow) {
+        zg_optimizer_step(&z->opt, at(z->params, z->begin, z->pdt), g, lr, (float)(unscale * info->clip_coef));
+        if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
+    }
+    /* 4. fresh gradients for the next step */
+    if (z->o.stage <= 1) z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+    z->micro = 0;
+}
+
+void zg_zero_after_load(zg_zero *z) {
+    if (z->end > z->begin) zg_optimizer_params_from_master(&z->opt, at(z->params, z->begin, z->pdt));
+    if (z->o.stage == 0) {
+        if (z->comm->size > 1) zg_comm_broadcast(z->comm, z->params, z->n, z->pdt, 0);
+    } else if (z->o.stage <= 2) {
+        allgather_params(z);
+    } else {
+        for (int s = 0; s <= z->n_layer; s++) z->gathered[s] = 2;
+        zg_zero_release_all(z);
+    }
+}
+
+zg_optimizer *zg_zero_optimizer(zg_zero *z) { return &z->opt; }
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
+                  size_t act_bytes, zg_zero_memory *m) {
+    memset(m, 0, sizeof *m);
+    size_t b = 0, e = n;
+    if (o->stage > 0) zg_zero_shard_range(n, world, rank, &b, &e);
+    size_t k = e - b;
+    size_t S = (n + (size_t)world - 1) / (size_t)world;
+    m->params = n * zg_dtype_size(pdt);
+    m->grads = n * zg_dtype_size(gdt);
+    if (o->stage >= 2) m->grad_shard = k * zg_dtype_size(gdt);
+    m->optimizer = k ? k * 4 * (pdt == ZG_F32 ? 2 : 3) : 0;
+    if (o->stage >= 2 && device) {
+        size_t t = o->reduce_bucket_size < S ? o->reduce_bucket_size : S;
+        m->comm += t * zg_dtype_size(gdt);
+    }
+    /* The MPI backend reduces 16-bit data through fp32 scratch: up to the buckets in flight. */
+    if (!device && gdt != ZG_F32 && world > 1) {
+        size_t bucket = o->reduce_bucket_size < n ? o->reduce_bucket_size : n;
+        m->comm += bucket * 4 * (o->stage >= 2 && o->overlap_comm ? MAX_BUCKETS_IN_FLIGHT : 1);
+    }
+    m->activations = act_bytes;
+}
+
+void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
+    memset(m, 0, sizeof *m);
+    m->params = z->n * esz(z->pdt);
+    m->grads = z->n * esz(z->gdt);
+    m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
+    m->optimizer = zg_optimizer_state_bytes(&z->opt);
+    m->comm = (z->acc_tmp ? z->acc_tmp_elems * esz(z->gdt) : 0) + z->comm->scratch_peak;
+}
+
+size_t zg_zero_memory_total(const zg_zero_memory *m) {
+    return m->params + m->grads + m->grad_shard + m->optimizer + m->comm + m->activations;
+}

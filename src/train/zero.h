@@ -1,0 +1,162 @@
+/* The ZeRO engine: data parallelism over the model's flat parameter/gradient buffers, stages 0-3.
+ *
+ * Sharding. The flat buffer of n elements is cut into world-size shards of S = ceil(n / W) elements:
+ * rank r owns [r*S, min((r+1)*S, n)) (the last shards may be short or empty; nothing requires W to
+ * divide n). The optimizer (src/train/optimizer.h) is built over exactly that range at stages 1-3
+ * and over [0, n) at stage 0.
+ *
+ * Gradient reduction works on "pieces": a range of the flat buffer cut at shard boundaries, each piece
+ * reduced (sum) in place to its owner with zg_comm_ireduce. A set of pieces covering a bucket is a
+ * reduce-scatter of that bucket into the owners' shards with no padding and no staging copy (traffic:
+ * each rank sends each element once, as in a ring reduce-scatter). Parameter all-gathers are the
+ * mirror image: each owner broadcasts its pieces in place (zg_comm_ibroadcast).
+ *
+ *  stage 0: grads accumulate locally over micro-steps; all-reduced (in reduce_bucket_size chunks) at
+ *           the accumulation boundary; every rank updates the whole buffer.
+ *  stage 1: grads accumulate locally; at the boundary reduced to their owners (reduce-scatter); each
+ *           rank updates its shard (fp32 master + Adam m, v for the shard only); the updated
+ *           parameters are all-gathered in allgather_bucket_size pieces.
+ *  stage 2: as the model's backward reports completed ranges (gpt2_hooks.grads_ready, last layer
+ *           first), they are packed into buckets of reduce_bucket_size elements and reduced to their
+ *           owners while backward goes on (overlap_comm: asynchronously, up to two buckets in flight);
+ *           each owner accumulates its part into its own gradient shard (contiguous_gradients).
+ *           At the end of every micro-step the model's full gradient buffer is zeroed: it is only a
+ *           per-micro-step scratch, and between micro-steps a rank's gradient state is its shard.
+ *  stage 3: as stage 2, and parameters are sharded too: before_layer gathers a layer's parameters
+ *           (waiting on the prefetch started at the previous layer) and starts the next layer's
+ *           prefetch; after_layer releases them (zeroes the parts this rank does not own). First
+ *           version: the gather lands in the model's own full-size parameter buffer, so the memory of
+ *           the full buffer is still allocated (docs/DISTRIBUTED.md says what a real saving needs).
+ *
+ * Gradient scaling: the model's backward is run exactly as in one process (loss_scale folds the fp16
+ * loss scale and 1/grad_accum); the engine divides by the world size. Clipping uses the global norm
+ * over all shards; an overflow (non-finite gradient anywhere) is agreed by every rank (all-reduce max)
+ * and the step is skipped everywhere.
+ *
+ * Use (every rank, same order):
+ *   zg_zero_init(&z, &opts, comm, be, &model->table, model->params, model->grads);   // grads allocated
+ *   model->hooks = zg_zero_hooks(&z);
+ *   per micro-step: gpt2_forward(...); gpt2_backward(...); zg_zero_micro_end(&z);
+ *   at the boundary: zg_zero_step(&z, lr, inv_loss_scale, clip, &info);
+ * The engine zeroes the model's gradients itself; do not call gpt2_zero_grad between steps.
+ */
+#ifndef ZG_TRAIN_ZERO_H
+#define ZG_TRAIN_ZERO_H
+
+#include "backend/backend.h"
+#include "dist/comm.h"
+#include "model/gpt2.h"
+#include "train/config.h"
+#include "train/optimizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int stage;                    /* 0..3 */
+    size_t reduce_bucket_size;    /* elements per gradient bucket (DeepSpeed default 5e8) */
+    size_t allgather_bucket_size; /* elements per parameter all-gather piece (default 5e8) */
+    int overlap_comm;             /* 1: stage 2/3 buckets reduce while backward continues */
+    int contiguous_gradients;     /* accepted; stage 2/3 always accumulate into one contiguous shard */
+} zg_zero_opts;
+
+/* Memory of one rank, in bytes, by category. Filled by zg_zero_plan() (prediction) and by
+ * zg_zero_memory() (what the engine and the model actually hold). */
+typedef struct {
+    size_t params;      /* model parameter buffer (param dtype) */
+    size_t grads;       /* model gradient buffer (full; a per-micro-step scratch at stages 2-3) */
+    size_t grad_shard;  /* stage 2-3: the rank's accumulated gradient shard */
+    size_t optimizer;   /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
+    size_t comm;        /* engine staging buffers + communicator scratch (peak) */
+    size_t activations; /* activation estimate (plan only; 0 from the engine) */
+} zg_zero_memory;
+
+typedef struct {
+    double grad_norm;   /* global norm of the averaged gradient (before clipping, after unscaling) */
+    int overflow;       /* 1: non-finite gradient on some rank; step skipped on every rank */
+    float clip_coef;    /* applied clipping coefficient (1 = none) */
+} zg_zero_step_info;
+
+typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
+
+typedef struct {
+    zg_zero_opts o;
+    zg_comm *comm;
+    zg_backend *be;
+    const gpt2_param_table *table;
+    size_t n;             /* elements of the flat buffers */
+    size_t shard;         /* S = ceil(n / W) */
+    size_t begin, end;    /* this rank's range */
+    void *params, *grads; /* the model's buffers */
+    zg_dtype pdt, gdt;
+    zg_optimizer opt;     /* over [begin, end) (stage 0: [0, n)) */
+    int opt_ready;
+    void *grad_shard;     /* stage 2-3: (end-begin) elements of grad dtype */
+    void *acc_tmp;        /* stage 2-3 on a device backend: staging for shard += piece */
+    size_t acc_tmp_elems;
+    int micro;            /* micro-steps since the last optimizer step */
+    /* stage 2-3 bucketing */
+    size_t pend_lo, pend_hi; /* reported but not yet launched: [pend_lo, pend_hi) */
+    size_t reported;         /* elements reported in this backward */
+    zg_zero_pending *inflight; /* FIFO of reductions in flight */
+    int n_inflight_buckets;
+    /* stage 3 */
+    int n_layer;
+    int *gathered;              /* per slot (layer + 1): 0 released, 1 gathering, 2 gathered */
+    zg_zero_pending **gathering; /* per slot: broadcasts in flight */
+    long n_gathers, n_releases;  /* statistics (tests) */
+    size_t max_bucket_seen;      /* largest bucket launched (tests) */
+} zg_zero;
+
+/* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */
+void zg_zero_opts_default(zg_zero_opts *o);
+/* From the config's zero_optimization section (-1 fields keep the defaults). */
+void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o);
+
+/* Creates the engine over the model's buffers (grads must be allocated) and the optimizer for this
+ * rank's range. Broadcasts rank 0's parameters to every rank (so every rank starts identical) and, at
+ * stage 3, releases the parts this rank does not own. ocfg: AdamW settings. -1 with an error (bad
+ * stage, out of memory). */
+int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
+                 void *params, void *grads, const zg_optimizer_config *ocfg);
+void zg_zero_free(zg_zero *z);
+
+/* Hooks to install in gpt2_model.hooks (ctx = z). */
+gpt2_hooks zg_zero_hooks(zg_zero *z);
+void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count);
+void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward);
+void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward);
+
+/* After each micro-step's backward. Stage 2-3: launches what is left, waits for every reduction,
+ * accumulates into the shard and zeroes the model's gradient buffer. If the hooks were not installed
+ * (nothing reported), the whole buffer is reduced here. */
+void zg_zero_micro_end(zg_zero *z);
+
+/* The optimizer step at the accumulation boundary. inv_loss_scale: 1 / fp16 loss scale (1 otherwise);
+ * clip: max global norm (<= 0: off). Returns the info on every rank (identical). */
+void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zero_step_info *info);
+
+/* Stage 3: gathers every parameter into the model's buffer (for evaluation outside the hooks,
+ * export, checkpoints) / releases them again. No-ops at stages 0-2. */
+void zg_zero_gather_all(zg_zero *z);
+void zg_zero_release_all(zg_zero *z);
+
+/* After parameters and the optimizer range were loaded (zg_ckpt_read_model + zg_ckpt_read_optimizer on
+ * zg_zero_optimizer()): rebuilds the low-precision params of the shard from the master, makes every
+ * rank's copy consistent (all-gather from the owners) and, at stage 3, releases non-owned parts. */
+void zg_zero_after_load(zg_zero *z);
+zg_optimizer *zg_zero_optimizer(zg_zero *z);
+
+/* Memory actually held by this rank (model buffers, engine, communicator scratch peak). */
+void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
+
+/* Predicted memory of rank `rank` of `world` for a buffer of n elements (plan). act_bytes goes to
+ * activations. device: 1 for a device backend (adds the accumulate staging at stages 2-3). */
+void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
+                  size_t act_bytes, zg_zero_memory *m);
+size_t zg_zero_memory_total(const zg_zero_memory *m);
+
+/* The shard range of `rank` for n elements over `world` ranks. */
+void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end);
+
+#endif

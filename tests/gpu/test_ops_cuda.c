@@ -1,0 +1,844 @@
+/* Every op of the CUDA backend against fp64 host references on fresh random inputs, with every
+ * output poisoned (NaN) beforehand, in fp32, bf16 and fp16 (per-dtype tolerances on the relative
+ * norm error ||out - ref|| / ||ref||). The inputs the references see are the device's rounded
+ * values (read back with download_f32), so only the op's own error is measured.
+ *
+ *   gpu_test_ops_cuda            correctness (ctest -L gpu)
+ *   gpu_test_ops_cuda --bench    per-op kernel times (CUDA events, median) for GPT-2 124M and XL shapes */
+#include "backend/backend.h"
+#include "backend/cuda/backend_cuda.h"
+#include "core/error.h"
+#include "testutil.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 0x5eed1234abcdULL;
+static zg_backend *g_be[3]; /* fp32, bf16, fp16 */
+
+static const char *dt_name(zg_dtype dt) { return dt == ZG_F32 ? "fp32" : (dt == ZG_BF16 ? "bf16" : "fp16"); }
+static double tol_of(zg_dtype dt) { return dt == ZG_F32 ? 2e-5 : (dt == ZG_BF16 ? 1.5e-2 : 4e-3); }
+
+/* random device buffer; host gets the rounded values */
+static void *dev_rand(zg_backend *be, zg_dtype dt, size_t n, float amp, float *host) {
+    float *h = host ? host : malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = amp * zt_rand_uniform(&g_rng);
+    void *d = be->ops->alloc(be, n * (dt == ZG_F32 ? 4 : 2), "test buffer");
+    ZT_CHECK(d != NULL);
+    be->ops->upload_f32(be, d, dt, h, n);
+    be->ops->download_f32(be, h, d, dt, n);
+    if (!host) free(h);
+    return d;
+}
+
+static void *dev_nan(zg_backend *be, zg_dtype dt, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    void *d = be->ops->alloc(be, n * (dt == ZG_F32 ? 4 : 2), "test output");
+    be->ops->upload_f32(be, d, dt, h, n);
+    free(h);
+    return d;
+}
+
+static void poison(zg_backend *be, void *d, zg_dtype dt, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    be->ops->upload_f32(be, d, dt, h, n);
+    free(h);
+}
+
+/* a large random buffer without generating every value on the host: a 4M-element random block
+ * copied over it (benchmarks only) */
+static void *dev_big(zg_backend *be, zg_dtype dt, size_t n, float amp) {
+    size_t blk = (size_t)4 << 20, es = dt == ZG_F32 ? 4 : 2;
+    void *src = dev_rand(be, dt, blk, amp, NULL);
+    void *d = be->ops->alloc(be, n * es, "benchmark buffer");
+    ZT_CHECK(d != NULL);
+    for (size_t off = 0; off < n; off += blk) be->ops->copy(be, (char *)d + off * es, src, (n - off < blk ? n - off : blk) * es);
+    be->ops->dealloc(be, src);
+    return d;
+}
+
+static float *dl(zg_backend *be, const void *d, zg_dtype dt, size_t n) {
+    float *h = malloc(n * sizeof(float) + 1);
+    be->ops->download_f32(be, h, d, dt, n);
+    return h;
+}
+
+static void check_rel(const char *what, zg_dtype dt, const float *out, const double *ref, size_t n, double tol) {
+    double num = 0, den = 0;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(out[i])) bad++;
+        double d = out[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    double rel = sqrt(num / (den > 0 ? den : 1e-300));
+    int ok = bad == 0 && rel <= tol;
+    printf("  %-40s %s  rel err %.3e (tol %.1e)%s\n", what, dt_name(dt), rel, tol, bad ? "  NON-FINITE" : "");
+    ZT_CHECK_MSG(ok, "%s %s: relative error %.3e > %.1e or %zu non-finite of %zu", what, dt_name(dt), rel, tol, bad, n);
+}
+
+static double gelu_d(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+static double gelu_grad_d(double x) {
+    double k = 0.7978845608028654, u = k * (x + 0.044715 * x * x * x), th = tanh(u);
+    return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * k * (1 + 3 * 0.044715 * x * x);
+}
+
+static int32_t *dev_tokens(zg_backend *be, int n, int V, int32_t *host) {
+    for (int i = 0; i < n; i++) host[i] = (int32_t)(zt_rand_u64(&g_rng) % (uint64_t)V);
+    int32_t *d = be->ops->alloc(be, (size_t)n * 4, "tokens");
+    be->ops->upload(be, d, host, (size_t)n * 4);
+    return d;
+}
+
+/* ---- casts, upload/download ------------------------------------------------------------------ */
+
+static void test_casts(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        size_t n = 1000003;
+        float *h = malloc(n * 4), *back;
+        for (size_t i = 0; i < n; i++) h[i] = 3.f * zt_rand_uniform(&g_rng);
+        for (int s = 0; s < 3; s++) {
+            zg_dtype st = (zg_dtype)s;
+            void *d = be->ops->alloc(be, n * 4, "cast src");
+            be->ops->upload_f32(be, d, st, h, n);
+            back = dl(be, d, st, n);
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) {
+                float want = st == ZG_F32 ? h[i] : (st == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(h[i])) : zg_f16_to_f32(zg_f32_to_f16(h[i])));
+                if (back[i] != want) bad++;
+            }
+            ZT_CHECK_MSG(bad == 0, "upload_f32/download_f32 %s: %zu of %zu differ from host rounding", dt_name(st), bad, n);
+            for (int t = 0; t < 3; t++) {
+                zg_dtype tt = (zg_dtype)t;
+                void *o = dev_nan(be, tt, n);
+                be->ops->cast(be, o, tt, d, st, n);
+                float *c = dl(be, o, tt, n);
+                size_t bad2 = 0;
+                for (size_t i = 0; i < n; i++) {
+                    float want = tt == ZG_F32 ? back[i] : (tt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(back[i])) : zg_f16_to_f32(zg_f32_to_f16(back[i])));
+                    if (c[i] != want) bad2++;
+                }
+                ZT_CHECK_MSG(bad2 == 0, "cast %s -> %s: %zu of %zu wrong", dt_name(st), dt_name(tt), bad2, n);
+                free(c);
+                be->ops->dealloc(be, o);
+            }
+            free(back);
+            be->ops->dealloc(be, d);
+        }
+        free(h);
+    }
+    printf("  casts and fp32 transfers: exact against host rounding\n");
+}
+
+/* ---- embeddings ----------------------------------------------------------------------------- */
+
+static void test_encoder(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        int B = 3, T = 37, C = 96, Vp = 64, maxT = 50;
+        int N = B * T;
+        int32_t *tok = malloc(N * 4);
+        float *wte = malloc((size_t)Vp * C * 4), *wpe = malloc((size_t)maxT * C * 4);
+        int32_t *dtok = dev_tokens(be, N, 20, tok); /* few distinct ids: many repeats */
+        void *dwte_ = dev_rand(be, dt, (size_t)Vp * C, 1.f, wte), *dwpe_ = dev_rand(be, dt, (size_t)maxT * C, 1.f, wpe);
+        void *out = dev_nan(be, dt, (size_t)N * C);
+        be->ops->encoder_forward(be, out, dtok, dwte_, dwpe_, B, T, C);
+        float *o = dl(be, out, dt, (size_t)N * C);
+        double *ref = malloc((size_t)N * C * 8);
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < C; c++) ref[(size_t)i * C + c] = (double)wte[(size_t)tok[i] * C + c] + wpe[(size_t)(i % T) * C + c];
+        check_rel("encoder_forward", dt, o, ref, (size_t)N * C, tol_of(dt));
+        /* backward: dwte, dwpe accumulate (start from random values) */
+        float *dout = malloc((size_t)N * C * 4);
+        void *ddout = dev_rand(be, dt, (size_t)N * C, 1.f, dout);
+        float *gte = malloc((size_t)Vp * C * 4), *gpe = malloc((size_t)maxT * C * 4);
+        void *dgte = dev_rand(be, dt, (size_t)Vp * C, 0.5f, gte), *dgpe = dev_rand(be, dt, (size_t)maxT * C, 0.5f, gpe);
+        be->ops->encoder_backward(be, dgte, dgpe, ddout, dtok, B, T, C);
+        double *rte = malloc((size_t)Vp * C * 8), *rpe = malloc((size_t)maxT * C * 8);
+        for (size_t i = 0; i < (size_t)Vp * C; i++) rte[i] = gte[i];
+        for (size_t i = 0; i < (size_t)maxT * C; i++) rpe[i] = gpe[i];
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < C; c++) {
+                rte[(size_t)tok[i] * C + c] += dout[(size_t)i * C + c];
+                rpe[(size_t)(i % T) * C + c] += dout[(size_t)i * C + c];
+            }
+        float *ote = dl(be, dgte, dt, (size_t)Vp * C), *ope = dl(be, dgpe, dt, (size_t)maxT * C);
+        check_rel("encoder_backward dwte", dt, ote, rte, (size_t)Vp * C, tol_of(dt));
+        check_rel("encoder_backward dwpe", dt, ope, rpe, (size_t)maxT * C, tol_of(dt));
+        free(tok); free(wte); free(wpe); free(o); free(ref); free(dout); free(gte); free(gpe); free(rte); free(rpe);
+        free(ote); free(ope);
+        be->ops->dealloc(be, dtok); be->ops->dealloc(be, dwte_); be->ops->dealloc(be, dwpe_); be->ops->dealloc(be, out);
+        be->ops->dealloc(be, ddout); be->ops->dealloc(be, dgte); be->ops->dealloc(be, dgpe);
+    }
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------------------- */
+
+static void ln_ref(double *out, double *mean, double *rstd, const float *x, const float *w, const float *b, int N, int C) {
+    for (int i = 0; i < N; i++) {
+        const float *r = x + (size_t)i * C;
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += r[c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (r[c] - m) * (r[c] - m);
+        v /= C;
+        double rs = 1.0 / sqrt(v + 1e-5);
+        for (int c = 0; c < C; c++) out[(size_t)i * C + c] = (r[c] - m) * rs * w[c] + b[c];
+        mean[i] = m;
+        rstd[i] = rs;
+    }
+}
+
+static void test_layernorm(void) {
+    int shapes[][2] = {{67, 96}, {33, 1600}, {16, 768}};
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (int si = 0; si < 3; si++) {
+            int N = shapes[si][0], C = shapes[si][1];
+            size_t nc = (size_t)N * C;
+            float *a = malloc(nc * 4), *bb = malloc(nc * 4), *w = malloc(C * 4), *bias = malloc(C * 4);
+            void *da = dev_rand(be, dt, nc, 2.f, a), *db = dev_rand(be, dt, nc, 2.f, bb);
+            void *dw = dev_rand(be, dt, C, 1.5f, w), *dbias = dev_rand(be, dt, C, 0.5f, bias);
+            float *mean_d = be->ops->alloc(be, N * 4, "mean"), *rstd_d = be->ops->alloc(be, N * 4, "rstd");
+            void *out = dev_nan(be, dt, nc), *res = dev_nan(be, dt, nc);
+            double *ref = malloc(nc * 8), *rm = malloc(N * 8), *rr = malloc(N * 8);
+            char name[96];
+            /* plain */
+            be->ops->layernorm_forward(be, out, mean_d, rstd_d, da, dw, dbias, N, C);
+            ln_ref(ref, rm, rr, a, w, bias, N, C);
+            float *o = dl(be, out, dt, nc), *om = dl(be, mean_d, ZG_F32, N), *orr = dl(be, rstd_d, ZG_F32, N);
+            snprintf(name, sizeof name, "layernorm_forward N=%d C=%d", N, C);
+            check_rel(name, dt, o, ref, nc, tol_of(dt));
+            check_rel("  mean", dt, om, rm, N, 1e-5);
+            check_rel("  rstd", dt, orr, rr, N, 1e-4);
+            free(o); free(om); free(orr);
+            /* fused residual */
+            poison(be, out, dt, nc);
+            be->ops->residual_layernorm_forward(be, res, out, mean_d, rstd_d, da, db, dw, dbias, N, C);
+            float *resh = dl(be, res, dt, nc);
+            double *rres = malloc(nc * 8);
+            for (size_t i = 0; i < nc; i++) rres[i] = (double)a[i] + bb[i];
+            snprintf(name, sizeof name, "residual_layernorm residual N=%d C=%d", N, C);
+            check_rel(name, dt, resh, rres, nc, tol_of(dt));
+            /* the LayerNorm is of the rounded residual the device stored */
+            ln_ref(ref, rm, rr, resh, w, bias, N, C);
+            o = dl(be, out, dt, nc);
+            snprintf(name, sizeof name, "residual_layernorm out N=%d C=%d", N, C);
+            check_rel(name, dt, o, ref, nc, tol_of(dt));
+            free(o); free(resh); free(rres);
+            /* backward from the reference statistics of x = a */
+            ln_ref(ref, rm, rr, a, w, bias, N, C);
+            float *fm = malloc(N * 4), *fr = malloc(N * 4);
+            for (int i = 0; i < N; i++) { fm[i] = (float)rm[i]; fr[i] = (float)rr[i]; }
+            be->ops->upload(be, mean_d, fm, N * 4);
+            be->ops->upload(be, rstd_d, fr, N * 4);
+            float *dout = malloc(nc * 4), *dinp0 = malloc(nc * 4), *dw0 = malloc(C * 4), *db0 = malloc(C * 4);
+            void *ddout = dev_rand(be, dt, nc, 1.f, dout), *ddinp = dev_rand(be, dt, nc, 0.3f, dinp0);
+            void *ddw = dev_rand(be, dt, C, 0.3f, dw0), *ddb = dev_rand(be, dt, C, 0.3f, db0);
+            be->ops->layernorm_backward(be, ddinp, ddw, ddb, ddout, da, dw, mean_d, rstd_d, N, C);
+            double *rdi = malloc(nc * 8), *rdw = malloc(C * 8), *rdb = malloc(C * 8);
+            for (int c = 0; c < C; c++) { rdw[c] = dw0[c]; rdb[c] = db0[c]; }
+            for (int i = 0; i < N; i++) {
+                double s1 = 0, s2 = 0;
+                for (int c = 0; c < C; c++) {
+                    double xh = (a[(size_t)i * C + c] - (double)fm[i]) * fr[i], dn = (double)dout[(size_t)i * C + c] * w[c];
+                    s1 += dn; s2 += dn * xh;
+                }
+                s1 /= C; s2 /= C;
+                for (int c = 0; c < C; c++) {
+                    size_t k = (size_t)i * C + c;
+                    double xh = (a[k] - (double)fm[i]) * fr[i], dn = (double)dout[k] * w[c];
+                    rdi[k] = dinp0[k] + fr[i] * (dn - s1 - xh * s2);
+                    rdw[c] += dout[k] * xh;
+                    rdb[c] += dout[k];
+                }
+            }
+            float *odi = dl(be, ddinp, dt, nc), *odw = dl(be, ddw, dt, C), *odb = dl(be, ddb, dt, C);
+            snprintf(name, sizeof name, "layernorm_backward dinp N=%d C=%d", N, C);
+            check_rel(name, dt, odi, rdi, nc, tol_of(dt));
+            check_rel("  dw", dt, odw, rdw, C, tol_of(dt));
+            check_rel("  db", dt, odb, rdb, C, tol_of(dt));
+            free(odi); free(odw); free(odb); free(rdi); free(rdw); free(rdb); free(fm); free(fr);
+            free(dout); free(dinp0); free(dw0); free(db0);
+            free(a); free(bb); free(w); free(bias); free(ref); free(rm); free(rr);
+            void *ptrs[] = {da, db, dw, dbias, mean_d, rstd_d, out, res, ddout, ddinp, ddw, ddb};
+            for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+        }
+    }
+}
+
+/* ---- matmul ---------------------------------------------------------------------------------- */
+
+static void test_matmul(void) {
+    int shapes[][3] = {{77, 64, 96}, {128, 768, 2304}, {130, 256, 1024}};
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (int si = 0; si < 3; si++) {
+            int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+            for (int variant = 0; variant < 3; variant++) { /* 0: bias, 1: no bias, 2: bias + gelu */
+                size_t nin = (size_t)N * C, nw = (size_t)OC * C, nout = (size_t)N * OC;
+                float *inp = malloc(nin * 4), *w = malloc(nw * 4), *bias = malloc(OC * 4);
+                float amp = 1.f / sqrtf((float)C);
+                void *dinp_ = dev_rand(be, dt, nin, 1.f, inp), *dw_ = dev_rand(be, dt, nw, 2 * amp, w);
+                void *dbias_ = variant == 1 ? NULL : dev_rand(be, dt, OC, 0.5f, bias);
+                void *out = dev_nan(be, dt, nout), *pre = variant == 2 ? dev_nan(be, dt, nout) : NULL;
+                be->ops->matmul_forward(be, out, pre, dinp_, dw_, dbias_, N, C, OC);
+                double *rpre = malloc(nout * 8), *rout = malloc(nout * 8);
+                for (int i = 0; i < N; i++)
+                    for (int o = 0; o < OC; o++) {
+                        double s = variant == 1 ? 0 : bias[o];
+                        for (int c = 0; c < C; c++) s += (double)inp[(size_t)i * C + c] * w[(size_t)o * C + c];
+                        rpre[(size_t)i * OC + o] = s;
+                        rout[(size_t)i * OC + o] = variant == 2 ? gelu_d(s) : s;
+                    }
+                char name[96];
+                snprintf(name, sizeof name, "matmul_forward %s N=%d C=%d OC=%d", variant == 0 ? "bias" : (variant == 1 ? "nobias" : "gelu"), N, C, OC);
+                float *o = dl(be, out, dt, nout);
+                check_rel(name, dt, o, rout, nout, tol_of(dt));
+                float *prh = NULL;
+                if (pre) {
+                    prh = dl(be, pre, dt, nout);
+                    check_rel("  pre_gelu", dt, prh, rpre, nout, tol_of(dt));
+                }
+                /* backward: for the gelu variant the product's input gradient goes through gelu'(gelu_inp)
+                 * where gelu_inp (N,C) is a separate random tensor */
+                float *dout = malloc(nout * 4), *gin = malloc(nin * 4), *dw0 = malloc(nw * 4), *db0 = malloc(OC * 4);
+                void *ddout = dev_rand(be, dt, nout, 1.f, dout);
+                void *dgin = variant == 2 ? dev_rand(be, dt, nin, 2.f, gin) : NULL;
+                void *ddinp = dev_nan(be, dt, nin);
+                void *ddw = dev_rand(be, dt, nw, 0.5f, dw0);
+                void *ddb = variant == 1 ? NULL : dev_rand(be, dt, OC, 0.5f, db0);
+                be->ops->matmul_backward(be, ddinp, ddw, ddb, ddout, dinp_, dw_, dgin, N, C, OC);
+                double *rdi = malloc(nin * 8), *rdw = malloc(nw * 8), *rdb = malloc(OC * 8);
+                for (int i = 0; i < N; i++)
+                    for (int c = 0; c < C; c++) {
+                        double s = 0;
+                        for (int k = 0; k < OC; k++) s += (double)dout[(size_t)i * OC + k] * w[(size_t)k * C + c];
+                        rdi[(size_t)i * C + c] = variant == 2 ? s * gelu_grad_d(gin[(size_t)i * C + c]) : s;
+                    }
+                for (int k = 0; k < OC; k++) {
+                    double sb = db0[k];
+                    for (int i = 0; i < N; i++) sb += dout[(size_t)i * OC + k];
+                    rdb[k] = sb;
+                    for (int c = 0; c < C; c++) {
+                        double s = dw0[(size_t)k * C + c];
+                        for (int i = 0; i < N; i++) s += (double)dout[(size_t)i * OC + k] * inp[(size_t)i * C + c];
+                        rdw[(size_t)k * C + c] = s;
+                    }
+                }
+                float *odi = dl(be, ddinp, dt, nin), *odw = dl(be, ddw, dt, nw);
+                snprintf(name, sizeof name, "matmul_backward dinp%s", variant == 2 ? " (dgelu)" : "");
+                check_rel(name, dt, odi, rdi, nin, tol_of(dt));
+                check_rel("  dw (accumulated)", dt, odw, rdw, nw, tol_of(dt));
+                if (ddb) {
+                    float *odb = dl(be, ddb, dt, OC);
+                    check_rel("  dbias (accumulated)", dt, odb, rdb, OC, tol_of(dt));
+                    free(odb);
+                }
+                /* dinp == NULL skips the input gradient; dw accumulates again */
+                be->ops->matmul_backward(be, NULL, ddw, NULL, ddout, dinp_, dw_, NULL, N, C, OC);
+                float *odw2 = dl(be, ddw, dt, nw);
+                for (size_t k = 0; k < nw; k++) rdw[k] = 2 * rdw[k] - dw0[k];
+                check_rel("  dw twice, dinp=NULL", dt, odw2, rdw, nw, tol_of(dt));
+                free(odw2); free(odi); free(odw); free(rdi); free(rdw); free(rdb); free(dout); free(gin); free(dw0); free(db0);
+                free(inp); free(w); free(bias); free(rpre); free(rout); free(o); free(prh);
+                void *ptrs[] = {dinp_, dw_, dbias_, out, pre, ddout, dgin, ddinp, ddw, ddb};
+                for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++)
+                    if (ptrs[k]) be->ops->dealloc(be, ptrs[k]);
+            }
+        }
+    }
+}
+
+static void test_gelu_residual(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        size_t n = 100003;
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        void *da = dev_rand(be, dt, n, 4.f, a), *db = dev_rand(be, dt, n, 4.f, b), *out = dev_nan(be, dt, n);
+        double *ref = malloc(n * 8);
+        be->ops->gelu_forward(be, out, da, n);
+        for (size_t i = 0; i < n; i++) ref[i] = gelu_d(a[i]);
+        float *o = dl(be, out, dt, n);
+        check_rel("gelu_forward", dt, o, ref, n, tol_of(dt));
+        free(o);
+        poison(be, out, dt, n);
+        be->ops->residual_forward(be, out, da, db, n);
+        for (size_t i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+        o = dl(be, out, dt, n);
+        check_rel("residual_forward", dt, o, ref, n, tol_of(dt));
+        free(o); free(a); free(b); free(ref);
+        be->ops->dealloc(be, da); be->ops->dealloc(be, db); be->ops->dealloc(be, out);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------- */
+
+/* fp64 reference: out (B,T,C), P kept per (b,h) for backward; dqkv (B,T,3C). */
+static void attn_ref(double *out, double *dqkv, const float *qkv, const float *dout, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    double sc = 1.0 / sqrt((double)hs);
+    double *P = malloc((size_t)T * T * 8), *dP = malloc((size_t)T * 8);
+    size_t ld = (size_t)3 * C;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *base = qkv + (size_t)b * T * ld + (size_t)h * hs;
+            for (int i = 0; i < T; i++) {
+                double mx = -1e300;
+                for (int j = 0; j <= i; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hs; d++) s += (double)base[i * ld + d] * base[j * ld + C + d];
+                    P[(size_t)i * T + j] = s * sc;
+                    if (s * sc > mx) mx = s * sc;
+                }
+                double sum = 0;
+                for (int j = 0; j <= i; j++) { P[(size_t)i * T + j] = exp(P[(size_t)i * T + j] - mx); sum += P[(size_t)i * T + j]; }
+                for (int j = 0; j <= i; j++) P[(size_t)i * T + j] /= sum;
+                for (int d = 0; d < hs; d++) {
+                    double o = 0;
+                    for (int j = 0; j <= i; j++) o += P[(size_t)i * T + j] * base[j * ld + 2 * C + d];
+                    out[((size_t)b * T + i) * C + h * hs + d] = o;
+                }
+            }
+            if (!dqkv) continue;
+            double *dbase = dqkv + (size_t)b * T * ld + (size_t)h * hs;
+            const float *dob = dout + (size_t)b * T * C + (size_t)h * hs;
+            for (int i = 0; i < T; i++)
+                for (int d = 0; d < hs; d++) { dbase[i * ld + d] = 0; dbase[i * ld + C + d] = 0; dbase[i * ld + 2 * C + d] = 0; }
+            for (int i = 0; i < T; i++) {
+                double dsum = 0;
+                for (int j = 0; j <= i; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hs; d++) s += (double)dob[(size_t)i * C + d] * base[j * ld + 2 * C + d];
+                    dP[j] = s;
+                    dsum += P[(size_t)i * T + j] * s;
+                }
+                for (int j = 0; j <= i; j++) {
+                    double p = P[(size_t)i * T + j], ds = p * (dP[j] - dsum) * sc;
+                    for (int d = 0; d < hs; d++) {
+                        dbase[i * ld + d] += ds * base[j * ld + C + d];
+                        dbase[j * ld + C + d] += ds * base[i * ld + d];
+                        dbase[j * ld + 2 * C + d] += p * dob[(size_t)i * C + d];
+                    }
+                }
+            }
+        }
+    free(P);
+    free(dP);
+}
+
+static void test_attention(void) {
+    /* B, T, C, NH: odd T, hs 64 (incl. C=1600/NH=25), hs 128, hs 32 (scalar path), T=1024 */
+    int shapes[][4] = {{2, 77, 192, 3}, {1, 130, 1600, 25}, {1, 200, 256, 2}, {2, 65, 96, 3}, {1, 1024, 128, 2}};
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (int si = 0; si < 5; si++) {
+            int B = shapes[si][0], T = shapes[si][1], C = shapes[si][2], NH = shapes[si][3];
+            if (dt == ZG_F32 && T > 512) continue; /* fp32 uses the scalar path, covered by smaller shapes */
+            size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+            float *qkv = malloc(nqkv * 4), *dout = malloc(no * 4);
+            void *dqkv_in = dev_rand(be, dt, nqkv, 2.f, qkv);
+            void *ddout = dev_rand(be, dt, no, 1.f, dout);
+            void *out = dev_nan(be, dt, no);
+            void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
+            void *dqkv = dev_nan(be, dt, nqkv);
+            be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
+            double *rout = malloc(no * 8), *rd = malloc(nqkv * 8);
+            attn_ref(rout, rd, qkv, dout, B, T, C, NH);
+            float *o = dl(be, out, dt, no);
+            char name[96];
+            snprintf(name, sizeof name, "attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
+            check_rel(name, dt, o, rout, no, tol_of(dt));
+            be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
+            float *g = dl(be, dqkv, dt, nqkv);
+            /* check q, k, v parts separately */
+            const char *part[3] = {"  dq", "  dk", "  dv"};
+            for (int p = 0; p < 3; p++) {
+                size_t n = (size_t)B * T * C;
+                float *go = malloc(n * 4);
+                double *gr = malloc(n * 8);
+                for (size_t r = 0; r < (size_t)B * T; r++)
+                    for (int c = 0; c < C; c++) {
+                        go[r * C + c] = g[r * 3 * C + p * C + c];
+                        gr[r * C + c] = rd[r * 3 * C + p * C + c];
+                    }
+                check_rel(part[p], dt, go, gr, n, dt == ZG_F32 ? 1e-4 : 2 * tol_of(dt));
+                free(go); free(gr);
+            }
+            free(o); free(g); free(rout); free(rd); free(qkv); free(dout);
+            be->ops->dealloc(be, dqkv_in); be->ops->dealloc(be, ddout); be->ops->dealloc(be, out);
+            be->ops->dealloc(be, stats); be->ops->dealloc(be, dqkv);
+        }
+    }
+}
+
+static void test_attention_cached(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        int B = 2, C = 128, NH = 2, hs = C / NH, maxT = 40, Ttot = 23;
+        /* the full sequence; run it as chunks 0..9, 10..20 (11), 21, 22 through the cache */
+        size_t nqkv = (size_t)B * Ttot * 3 * C;
+        float *qkv = malloc(nqkv * 4);
+        for (size_t i = 0; i < nqkv; i++) qkv[i] = 2.f * zt_rand_uniform(&g_rng);
+        /* round through the device dtype */
+        void *tmp = be->ops->alloc(be, nqkv * 4, "tmp");
+        be->ops->upload_f32(be, tmp, dt, qkv, nqkv);
+        be->ops->download_f32(be, qkv, tmp, dt, nqkv);
+        be->ops->dealloc(be, tmp);
+        double *ref = malloc((size_t)B * Ttot * C * 8);
+        attn_ref(ref, NULL, qkv, NULL, B, Ttot, C, NH);
+        void *kc = dev_nan(be, dt, (size_t)B * NH * maxT * hs), *vc = dev_nan(be, dt, (size_t)B * NH * maxT * hs);
+        int chunks[][2] = {{0, 10}, {10, 11}, {21, 1}, {22, 1}};
+        for (int k = 0; k < 4; k++) {
+            int pos = chunks[k][0], Tn = chunks[k][1];
+            size_t n3 = (size_t)B * Tn * 3 * C, n1 = (size_t)B * Tn * C;
+            float *part = malloc(n3 * 4);
+            for (int b = 0; b < B; b++)
+                memcpy(part + (size_t)b * Tn * 3 * C, qkv + ((size_t)b * Ttot + pos) * 3 * C, (size_t)Tn * 3 * C * 4);
+            void *dpart = be->ops->alloc(be, n3 * 4, "qkv chunk");
+            be->ops->upload_f32(be, dpart, dt, part, n3);
+            void *out = dev_nan(be, dt, n1);
+            be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);
+            float *o = dl(be, out, dt, n1);
+            double *r = malloc(n1 * 8);
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < Tn; t++)
+                    for (int c = 0; c < C; c++) r[((size_t)b * Tn + t) * C + c] = ref[((size_t)b * Ttot + pos + t) * C + c];
+            char name[96];
+            snprintf(name, sizeof name, "attention_forward_cached pos=%d Tn=%d", pos, Tn);
+            check_rel(name, dt, o, r, n1, tol_of(dt));
+            free(part); free(o); free(r);
+            be->ops->dealloc(be, dpart); be->ops->dealloc(be, out);
+        }
+        /* the cache holds k, v of all 23 positions in (B,NH,maxT,hs) */
+        float *kh = dl(be, kc, dt, (size_t)B * NH * maxT * hs);
+        size_t bad = 0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int t = 0; t < Ttot; t++)
+                    for (int d = 0; d < hs; d++)
+                        if (kh[(((size_t)b * NH + h) * maxT + t) * hs + d] != qkv[((size_t)b * Ttot + t) * 3 * C + C + h * hs + d]) bad++;
+        ZT_CHECK_MSG(bad == 0, "kv cache %s: %zu wrong key entries", dt_name(dt), bad);
+        free(kh); free(qkv); free(ref);
+        be->ops->dealloc(be, kc); be->ops->dealloc(be, vc);
+    }
+}
+
+/* ---- classifier ------------------------------------------------------------------------------- */
+
+static void test_classifier(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        int N = 37, V = 1000, Vp = 1024;
+        size_t n = (size_t)N * Vp;
+        float *lg = malloc(n * 4);
+        void *dl_ = dev_rand(be, dt, n, 8.f, lg);
+        int32_t *tg = malloc(N * 4);
+        for (int i = 0; i < N; i++) tg[i] = (i % 7 == 3) ? -1 : (int32_t)(zt_rand_u64(&g_rng) % V);
+        int32_t *dtg = be->ops->alloc(be, N * 4, "targets");
+        be->ops->upload(be, dtg, tg, N * 4);
+        float *losses = be->ops->alloc(be, N * 4, "losses");
+        float nanv[37];
+        for (int i = 0; i < N; i++) nanv[i] = NAN;
+        be->ops->upload(be, losses, nanv, N * 4);
+        float dloss = 1.f / N;
+        be->ops->classifier(be, losses, dl_, dtg, N, V, Vp, dloss);
+        double *rl = malloc(N * 8), *rg = malloc(n * 8);
+        for (int i = 0; i < N; i++) {
+            const float *x = lg + (size_t)i * Vp;
+            double mx = -1e300, s = 0;
+            for (int j = 0; j < V; j++) if (x[j] > mx) mx = x[j];
+            for (int j = 0; j < V; j++) s += exp(x[j] - mx);
+            double lse = mx + log(s);
+            rl[i] = tg[i] < 0 ? 0 : lse - x[tg[i]];
+            for (int j = 0; j < Vp; j++)
+                rg[(size_t)i * Vp + j] = (tg[i] < 0 || j >= V) ? 0 : (exp(x[j] - lse) - (j == tg[i])) * dloss;
+        }
+        float *ol = dl(be, losses, ZG_F32, N), *og = dl(be, dl_, dt, n);
+        check_rel("classifier losses", dt, ol, rl, N, dt == ZG_F32 ? 1e-5 : 2e-3);
+        check_rel("classifier dlogits", dt, og, rg, n, tol_of(dt));
+        size_t badpad = 0;
+        for (int i = 0; i < N; i++) for (int j = V; j < Vp; j++) if (og[(size_t)i * Vp + j] != 0.f) badpad++;
+        ZT_CHECK_MSG(badpad == 0, "classifier: %zu padded gradients not zero", badpad);
+        /* dloss = 0: logits unchanged, losses written */
+        be->ops->upload_f32(be, dl_, dt, lg, n);
+        be->ops->upload(be, losses, nanv, N * 4);
+        be->ops->classifier(be, losses, dl_, dtg, N, V, Vp, 0.f);
+        float *ol2 = dl(be, losses, ZG_F32, N), *og2 = dl(be, dl_, dt, n);
+        check_rel("classifier losses (dloss=0)", dt, ol2, rl, N, dt == ZG_F32 ? 1e-5 : 2e-3);
+        ZT_CHECK_MSG(memcmp(og2, lg, n * 4) == 0, "classifier with dloss=0 modified the logits");
+        free(ol); free(og); free(ol2); free(og2); free(lg); free(tg); free(rl); free(rg);
+        be->ops->dealloc(be, dl_); be->ops->dealloc(be, dtg); be->ops->dealloc(be, losses);
+    }
+}
+
+/* ---- optimizer, norms ---------------------------------------------------------------------------- */
+
+static void test_optimizer(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->param_dtype;
+        size_t n = 300001;
+        zg_segment segs[4] = {{0, 1000, 0.1f}, {1000, 0, 0.f}, {1000, 200000, 0.f}, {201000, 99001, 0.05f}};
+        float *p = malloc(n * 4), *g = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
+        void *dp = dev_rand(be, dt, n, 1.f, p), *dg = dev_rand(be, be->grad_dtype, n, 0.1f, g);
+        float *dm = dev_rand(be, ZG_F32, n, 0.01f, m), *dv = dev_rand(be, ZG_F32, n, 0.01f, v);
+        for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        be->ops->upload(be, dv, v, n * 4);
+        float *dmaster = NULL;
+        if (dt != ZG_F32) {
+            dmaster = be->ops->alloc(be, n * 4, "master");
+            be->ops->upload(be, dmaster, p, n * 4);
+        }
+        zg_adamw_args a = {dp, dmaster, dg, dm, dv, segs, 4, 1e-2f, 0.9f, 0.95f, 1e-8f, 3, 0.5f};
+        be->ops->adamw(be, &a);
+        double *rp = malloc(n * 8), *rm = malloc(n * 8), *rv = malloc(n * 8);
+        for (int s = 0; s < 4; s++)
+            for (size_t i = segs[s].offset; i < segs[s].offset + segs[s].count; i++) {
+                double gg = g[i] * 0.5, pp = p[i];
+                pp -= 1e-2 * segs[s].weight_decay * pp;
+                rm[i] = 0.9 * m[i] + 0.1 * gg;
+                rv[i] = 0.95 * v[i] + 0.05 * gg * gg;
+                pp -= 1e-2 * (rm[i] / (1 - pow(0.9, 3))) / (sqrt(rv[i] / (1 - pow(0.95, 3))) + 1e-8);
+                rp[i] = pp;
+            }
+        float *op = dl(be, dmaster ? (void *)dmaster : dp, ZG_F32 == dt || dmaster ? ZG_F32 : dt, n);
+        float *om = dl(be, dm, ZG_F32, n), *ov = dl(be, dv, ZG_F32, n);
+        check_rel("adamw params (fp32 master)", dt, op, rp, n, 1e-6);
+        check_rel("adamw m", dt, om, rm, n, 1e-6);
+        check_rel("adamw v", dt, ov, rv, n, 1e-6);
+        if (dmaster) {
+            float *lp = dl(be, dp, dt, n);
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) {
+                float want = dt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(op[i])) : zg_f16_to_f32(zg_f32_to_f16(op[i]));
+                if (lp[i] != want) bad++;
+            }
+            ZT_CHECK_MSG(bad == 0, "adamw %s: %zu low-precision params are not the rounded master", dt_name(dt), bad);
+            free(lp);
+        }
+        /* sum_squares and scale */
+        double ss = be->ops->sum_squares(be, dg, be->grad_dtype, n), rss = 0;
+        for (size_t i = 0; i < n; i++) rss += (double)g[i] * g[i];
+        printf("  %-40s %s  %.9g vs %.9g\n", "sum_squares", dt_name(dt), ss, rss);
+        ZT_NEAR(ss, rss, 0, 1e-5);
+        be->ops->scale(be, dg, be->grad_dtype, n, 0.25f);
+        float *gs = dl(be, dg, be->grad_dtype, n);
+        double *rg = malloc(n * 8);
+        for (size_t i = 0; i < n; i++) rg[i] = g[i] * 0.25;
+        check_rel("scale", dt, gs, rg, n, 1e-7);
+        /* non-finite detection */
+        be->ops->upload_f32(be, (char *)dg + 12345 * (dt == ZG_F32 ? 4 : 2), be->grad_dtype, (float[]){INFINITY}, 1);
+        double ssi = be->ops->sum_squares(be, dg, be->grad_dtype, n);
+        ZT_CHECK_MSG(!isfinite(ssi), "sum_squares with an inf element returned %g", ssi);
+        be->ops->upload_f32(be, (char *)dg + 12345 * (dt == ZG_F32 ? 4 : 2), be->grad_dtype, (float[]){NAN}, 1);
+        ssi = be->ops->sum_squares(be, dg, be->grad_dtype, n);
+        ZT_CHECK_MSG(!isfinite(ssi), "sum_squares with a NaN element returned %g", ssi);
+        free(gs); free(rg);
+        free(op); free(om); free(ov); free(p); free(g); free(m); free(v); free(rp); free(rm); free(rv);
+        be->ops->dealloc(be, dp); be->ops->dealloc(be, dg); be->ops->dealloc(be, dm); be->ops->dealloc(be, dv);
+        if (dmaster) be->ops->dealloc(be, dmaster);
+    }
+}
+
+static void test_memory(void) {
+    zg_backend *be = g_be[1];
+    size_t before = be->bytes_in_use;
+    void *p = be->ops->alloc(be, 1 << 20, "a 1 MiB test buffer");
+    ZT_CHECK(p != NULL);
+    ZT_CHECK(be->bytes_in_use == before + (1 << 20));
+    ZT_CHECK(be->bytes_peak >= be->bytes_in_use);
+    be->ops->dealloc(be, p);
+    ZT_CHECK(be->bytes_in_use == before);
+    /* an impossible allocation fails with a message naming what and the advice */
+    void *q = be->ops->alloc(be, (size_t)1 << 50, "the impossible test buffer");
+    ZT_CHECK(q == NULL);
+    const char *msg = zg_error_message();
+    printf("  OOM message: %s\n", msg);
+    ZT_CHECK(strstr(msg, "the impossible test buffer") != NULL);
+    ZT_CHECK(strstr(msg, "micro-batch") != NULL);
+    ZT_CHECK(be->bytes_in_use == before);
+    /* the backend still works afterwards */
+    void *r = be->ops->alloc(be, 4096, "after OOM");
+    ZT_CHECK(r != NULL);
+    be->ops->zero(be, r, 4096);
+    be->ops->synchronize(be);
+    be->ops->dealloc(be, r);
+}
+
+/* ---- benchmark ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    zg_backend *be;
+    cudaEvent_t e0, e1;
+} bench_ctx;
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+#define BENCH_REPS 15
+#define BENCH(ctx, label, flops, bytes, ...)                                                       \
+    do {                                                                                           \
+        float ms_[BENCH_REPS];                                                                     \
+        cudaStream_t st_ = zg_backend_cuda_stream((ctx)->be);                                      \
+        for (int w_ = 0; w_ < 2; w_++) { __VA_ARGS__; }                                            \
+        for (int r_ = 0; r_ < BENCH_REPS; r_++) {                                                  \
+            cudaEventRecord((ctx)->e0, st_);                                                       \
+            __VA_ARGS__;                                                                           \
+            cudaEventRecord((ctx)->e1, st_);                                                       \
+            cudaEventSynchronize((ctx)->e1);                                                       \
+            cudaEventElapsedTime(&ms_[r_], (ctx)->e0, (ctx)->e1);                                  \
+        }                                                                                          \
+        qsort(ms_, BENCH_REPS, sizeof(float), cmp_float);                                          \
+        float med_ = ms_[BENCH_REPS / 2];                                                          \
+        printf("| %-34s | %9.3f | %8.1f | %8.0f |\n", label, med_,                                \
+               (flops) > 0 ? (double)(flops) / (med_ * 1e-3) / 1e12 : 0.0,                          \
+               (bytes) > 0 ? (double)(bytes) / (med_ * 1e-3) / 1e9 : 0.0);                          \
+    } while (0)
+
+static void bench_config(zg_backend *be, const char *name, int B, int T, int C, int NH, int L) {
+    bench_ctx ctx = {be, NULL, NULL};
+    cudaEventCreate(&ctx.e0);
+    cudaEventCreate(&ctx.e1);
+    int N = B * T, V = 50257, Vp = 50304;
+    size_t es = 2;
+    printf("\n### %s: B=%d T=%d C=%d NH=%d (bf16)\n\n", name, B, T, C, NH);
+    printf("| op | ms (median) | TFLOP/s | GB/s |\n|---|---|---|---|\n");
+    float *h;
+    void *x = dev_rand(be, ZG_BF16, (size_t)N * C, 1.f, NULL);
+    void *x2 = dev_rand(be, ZG_BF16, (size_t)N * C, 1.f, NULL);
+    void *y = dev_rand(be, ZG_BF16, (size_t)N * C, 1.f, NULL);
+    void *qkv = dev_rand(be, ZG_BF16, (size_t)N * 3 * C, 1.f, NULL);
+    void *dqkv = dev_rand(be, ZG_BF16, (size_t)N * 3 * C, 1.f, NULL);
+    void *h4 = dev_big(be, ZG_BF16, (size_t)N * 4 * C, 1.f);
+    void *h4b = dev_big(be, ZG_BF16, (size_t)N * 4 * C, 1.f);
+    void *w = dev_rand(be, ZG_BF16, (size_t)4 * C * C, 0.02f, NULL);
+    void *dw = dev_rand(be, ZG_BF16, (size_t)4 * C * C, 0.02f, NULL);
+    void *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
+    void *dbias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
+    float *mean = be->ops->alloc(be, (size_t)N * 4, "mean"), *rstd = be->ops->alloc(be, (size_t)N * 4, "rstd");
+    void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "stats");
+    int32_t *tokh = malloc((size_t)N * 4);
+    int32_t *tok = dev_tokens(be, N, V, tokh);
+    void *wte = dev_big(be, ZG_BF16, (size_t)Vp * C, 0.02f);
+    void *dwte = dev_big(be, ZG_BF16, (size_t)Vp * C, 0.02f);
+    void *wpe = dev_rand(be, ZG_BF16, (size_t)T * C, 0.02f, NULL);
+    void *dwpe = dev_rand(be, ZG_BF16, (size_t)T * C, 0.02f, NULL);
+    double nc = (double)N * C;
+    BENCH(&ctx, "encoder_forward", 0, nc * es * 3, be->ops->encoder_forward(be, x, tok, wte, wpe, B, T, C));
+    BENCH(&ctx, "encoder_backward", 0, nc * es * 3, be->ops->encoder_backward(be, dwte, dwpe, x, tok, B, T, C));
+    BENCH(&ctx, "layernorm_forward", 0, nc * es * 2, be->ops->layernorm_forward(be, y, mean, rstd, x, bias, dbias, N, C));
+    BENCH(&ctx, "residual_layernorm_forward", 0, nc * es * 4,
+          be->ops->residual_layernorm_forward(be, dqkv, y, mean, rstd, x, x2, bias, dbias, N, C));
+    BENCH(&ctx, "layernorm_backward", 0, nc * es * 4,
+          be->ops->layernorm_backward(be, x2, dw, dbias, y, x, bias, mean, rstd, N, C));
+    double f;
+    f = 2.0 * N * C * 3 * C;
+    BENCH(&ctx, "matmul fwd qkv (C->3C, bias)", f, 0, be->ops->matmul_forward(be, qkv, NULL, x, w, bias, N, C, 3 * C));
+    BENCH(&ctx, "matmul bwd qkv (dinp, dw, dbias)", 2 * f, 0,
+          be->ops->matmul_backward(be, x2, dw, dbias, qkv, x, w, NULL, N, C, 3 * C));
+    f = 2.0 * N * C * C;
+    BENCH(&ctx, "matmul fwd attproj (C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, x, w, bias, N, C, C));
+    BENCH(&ctx, "matmul bwd attproj", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
+    f = 2.0 * N * C * 4 * C;
+    BENCH(&ctx, "matmul fwd fc (C->4C, bias+gelu)", f, 0, be->ops->matmul_forward(be, h4, h4b, x, w, bias, N, C, 4 * C));
+    BENCH(&ctx, "matmul bwd fc", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
+    BENCH(&ctx, "matmul fwd fcproj (4C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, h4, w, bias, N, 4 * C, C));
+    BENCH(&ctx, "matmul bwd fcproj (dgelu)", 2 * f, 0,
+          be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
+    BENCH(&ctx, "gelu_forward (4C)", 0, nc * 4 * es * 2, be->ops->gelu_forward(be, h4b, h4, (size_t)N * 4 * C));
+    BENCH(&ctx, "residual_forward", 0, nc * es * 3, be->ops->residual_forward(be, x2, x, y, (size_t)N * C));
+    double af = 2.0 * B * NH * (double)T * T * (C / NH); /* causal: half of 4*B*NH*T*T*hs */
+    BENCH(&ctx, "attention_forward", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
+    BENCH(&ctx, "attention_backward", 2.5 * af, 0,
+          be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+    be->ops->dealloc(be, h4);
+    be->ops->dealloc(be, h4b);
+    void *logits = dev_big(be, ZG_BF16, (size_t)N * Vp, 2.f);
+    f = 2.0 * N * C * Vp;
+    BENCH(&ctx, "matmul fwd lm_head (C->Vp)", f, 0, be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, N, C, Vp));
+    int32_t *tg = tok;
+    float *losses = be->ops->alloc(be, (size_t)N * 4, "losses");
+    BENCH(&ctx, "classifier (fwd+grad, in place)", 0, (double)N * Vp * es * 3,
+          be->ops->classifier(be, losses, logits, tg, N, V, Vp, 1.f / N));
+    BENCH(&ctx, "matmul bwd lm_head (dinp, dwte)", 2 * f, 0,
+          be->ops->matmul_backward(be, x2, dwte, NULL, logits, x, wte, NULL, N, C, Vp));
+    be->ops->dealloc(be, logits);
+    /* optimizer over the whole model */
+    size_t P = (size_t)Vp * C + (size_t)1024 * C + (size_t)L * (12 * (size_t)C * C + 13 * (size_t)C) + 2 * C;
+    void *pp = dev_big(be, ZG_BF16, P, 0.02f), *gg = dev_big(be, ZG_BF16, P, 0.001f);
+    float *master = be->ops->alloc(be, P * 4, "master"), *mm = be->ops->alloc(be, P * 4, "m"), *vv = be->ops->alloc(be, P * 4, "v");
+    be->ops->zero(be, master, P * 4);
+    be->ops->zero(be, mm, P * 4);
+    be->ops->zero(be, vv, P * 4);
+    zg_segment seg[2] = {{0, P / 2, 0.1f}, {P / 2, P - P / 2, 0.f}};
+    zg_adamw_args a = {pp, master, gg, mm, vv, seg, 2, 1e-4f, 0.9f, 0.95f, 1e-8f, 1, 1.f};
+    char lab[64];
+    snprintf(lab, sizeof lab, "adamw (%.0fM params)", P / 1e6);
+    BENCH(&ctx, lab, 0, (double)P * (2 + 2 + 12 + 12), be->ops->adamw(be, &a));
+    snprintf(lab, sizeof lab, "sum_squares (%.0fM, incl. sync)", P / 1e6);
+    BENCH(&ctx, lab, 0, (double)P * 2, (void)be->ops->sum_squares(be, gg, ZG_BF16, P));
+    (void)h;
+    void *ptrs[] = {x, x2, y, qkv, dqkv, w, dw, bias, dbias, mean, rstd, stats, tok, wte, dwte, wpe, dwpe, losses, pp, gg, master, mm, vv};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    free(tokh);
+    printf("\npeak backend memory: %.2f GiB\n", be->bytes_peak / 1073741824.0);
+    cudaEventDestroy(ctx.e0);
+    cudaEventDestroy(ctx.e1);
+}
+
+static void run_bench(void) {
+    zg_backend *be = g_be[1];
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    bench_config(be, "GPT-2 124M", 16, 1024, 768, 12, 12);
+    bench_config(be, "GPT-2 XL", 16, 1024, 1600, 25, 48);
+    bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
+}
+
+int main(int argc, char **argv) {
+    if (zg_backend_cuda_device_count() <= 0) {
+        fprintf(stderr, "no CUDA device visible: this test needs a GPU\n");
+        return 1;
+    }
+    for (int i = 0; i < 3; i++) {
+        zg_backend_config cfg = {"cuda", -1, (zg_dtype)i};
+        if (zg_backend_cuda_create(&g_be[i], &cfg) != 0) {
+            zg_error_print();
+            return 1;
+        }
+    }
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+        run_bench();
+    } else {
+        zt_run("casts", test_casts);
+        zt_run("memory", test_memory);
+        zt_run("encoder", test_encoder);
+        zt_run("layernorm", test_layernorm);
+        zt_run("matmul", test_matmul);
+        zt_run("gelu_residual", test_gelu_residual);
+        zt_run("attention", test_attention);
+        zt_run("attention_cached", test_attention_cached);
+        zt_run("classifier", test_classifier);
+        zt_run("optimizer", test_optimizer);
+    }
+    for (int i = 0; i < 3; i++) zg_backend_destroy(g_be[i]);
+    return zt_finish();
+}

@@ -1,0 +1,429 @@
+/* GPT-2 model: configs and parameter table, initialisation statistics, a whole-model gradient
+ * check, hooks, GELU recompute, the KV-cache forward, HF export/import round trips and bad files. */
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "model/gpt2.h"
+#include "model/hf.h"
+#include "model/safetensors.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static zg_backend *BE;
+
+static gpt2_config tiny_config(void) {
+    gpt2_config c = {2, 2, 16, 8, 40, 0};
+    gpt2_config_validate(&c);
+    return c;
+}
+
+/* Random parameters large enough that every path carries signal; LayerNorm weights around 1. */
+static float *random_params(const gpt2_param_table *t, uint64_t seed, float scale) {
+    float *p = zg_malloc(t->num_params * sizeof(float));
+    uint64_t s = seed;
+    for (int i = 0; i < t->n_tensors; i++) {
+        const gpt2_tensor *x = &t->tensors[i];
+        int is_ln_w = strstr(x->name, "ln_") && strstr(x->name, ".weight");
+        for (size_t k = 0; k < x->numel; k++)
+            p[x->offset + k] = (is_ln_w ? 1.0f : 0.0f) + scale * zt_rand_uniform(&s);
+    }
+    return p;
+}
+
+static void test_param_table(void) {
+    gpt2_config c;
+    ZT_CHECK(gpt2_config_by_name("gpt2", &c) == 0);
+    ZT_CHECK(c.n_layer == 12 && c.n_head == 12 && c.n_embd == 768 && c.padded_vocab_size == 50304);
+    ZT_CHECK(gpt2_param_count_unpadded(&c) == 124439808u);
+    gpt2_param_table t;
+    ZT_CHECK(gpt2_param_table_init(&t, &c) == 0);
+    ZT_CHECK(t.num_params == 124439808u + (50304u - 50257u) * 768u);
+    ZT_CHECK(t.n_tensors == 2 + 12 * 12 + 2);
+    size_t off = 0;
+    int contiguous = 1;
+    for (int i = 0; i < t.n_tensors; i++) {
+        contiguous &= t.tensors[i].offset == off;
+        off += t.tensors[i].numel;
+    }
+    ZT_CHECK(contiguous && off == t.num_params);
+    const gpt2_tensor *x = gpt2_param_table_find(&t, "h.3.attn.c_attn.weight");
+    ZT_CHECK(x && x->shape[0] == 3 * 768 && x->shape[1] == 768 && x->layer == 3 && x->decay == 1);
+    ZT_CHECK(x->offset >= t.layer_begin[3] && x->offset < t.layer_begin[4]);
+    ZT_CHECK(gpt2_param_table_find(&t, "wpe")->decay == 0 && gpt2_param_table_find(&t, "wte")->decay == 1);
+    ZT_CHECK(gpt2_param_table_find(&t, "h.0.ln_1.weight")->decay == 0);
+    ZT_CHECK(t.layer_begin[0] == (50304u + 1024u) * 768u);
+    zg_segment *segs;
+    int ns = gpt2_param_segments(&t, 0.1f, &segs);
+    size_t decayed = 0, total = 0;
+    for (int i = 0; i < ns; i++) {
+        total += segs[i].count;
+        if (segs[i].weight_decay > 0) decayed += segs[i].count;
+    }
+    ZT_CHECK(total == t.num_params);
+    ZT_CHECK(decayed == 50304u * 768u + 12u * 12u * 768u * 768u);
+    free(segs);
+    gpt2_param_table_free(&t);
+    const char *names[3] = {"gpt2-medium", "gpt2-large", "gpt2-xl"};
+    size_t counts[3] = {354823168u, 774030080u, 1557611200u};
+    for (int i = 0; i < 3; i++) {
+        ZT_CHECK(gpt2_config_by_name(names[i], &c) == 0);
+        ZT_CHECK(gpt2_param_count_unpadded(&c) == counts[i]);
+    }
+    ZT_CHECK(gpt2_config_by_name("gpt3", &c) == -1 && strstr(zg_error_message(), "gpt3") != NULL);
+    gpt2_config bad = {2, 3, 16, 8, 40, 0};
+    ZT_CHECK(gpt2_config_validate(&bad) == -1 && strstr(zg_error_message(), "n_head") != NULL);
+}
+
+static void test_init_statistics(void) {
+    gpt2_config c = {4, 4, 128, 64, 1000, 0};
+    gpt2_config_validate(&c);
+    gpt2_model m;
+    ZT_CHECK(gpt2_init(&m, &c, BE) == 0);
+    gpt2_init_random(&m, 1234);
+    float *p = zg_malloc(m.table.num_params * 4);
+    gpt2_params_download(&m, p);
+    for (int i = 0; i < m.table.n_tensors; i++) {
+        const gpt2_tensor *x = &m.table.tensors[i];
+        size_t n = x->numel;
+        if (strcmp(x->name, "wte") == 0) n = (size_t)c.vocab_size * c.n_embd;
+        double s = 0, s2 = 0;
+        for (size_t k = 0; k < n; k++) {
+            s += p[x->offset + k];
+            s2 += (double)p[x->offset + k] * p[x->offset + k];
+        }
+        double mean = s / n, sd = sqrt(s2 / n - mean * mean);
+        if (strstr(x->name, ".bias")) {
+            ZT_CHECK_MSG(s2 == 0.0, "%s is not zero", x->name);
+        } else if (strstr(x->name, "ln_")) {
+            ZT_CHECK_MSG(mean == 1.0 && sd < 1e-7, "%s is not all ones", x->name);
+        } else {
+            double want = strstr(x->name, "c_proj.weight") ? 0.02 / sqrt(2.0 * c.n_layer) : 0.02;
+            ZT_CHECK_MSG(fabs(mean) < 4 * want / sqrt((double)n) + 1e-6, "%s mean %g", x->name, mean);
+            ZT_CHECK_MSG(fabs(sd - want) < 0.05 * want, "%s std %g, expected %g", x->name, sd, want);
+        }
+    }
+    const gpt2_tensor *wte = gpt2_param_table_find(&m.table, "wte");
+    int pad_zero = 1;
+    for (size_t k = (size_t)c.vocab_size * c.n_embd; k < wte->numel; k++) pad_zero &= p[wte->offset + k] == 0.0f;
+    ZT_CHECK_MSG(pad_zero, "padded vocabulary rows are not zero");
+    float *q = zg_malloc(m.table.num_params * 4);
+    gpt2_init_random(&m, 1234);
+    gpt2_params_download(&m, q);
+    ZT_CHECK_MSG(memcmp(p, q, m.table.num_params * 4) == 0, "same seed gave different parameters");
+    gpt2_init_random(&m, 1235);
+    gpt2_params_download(&m, q);
+    ZT_CHECK_MSG(memcmp(p, q, m.table.num_params * 4) != 0, "different seeds gave the same parameters");
+    free(p);
+    free(q);
+    gpt2_free(&m);
+}
+
+/* ---- whole-model gradient check ----------------------------------------------------------------- */
+
+static void test_model_gradient(void) {
+    gpt2_config c = tiny_config();
+    gpt2_model m;
+    ZT_CHECK(gpt2_init(&m, &c, BE) == 0 && gpt2_grads_alloc(&m) == 0);
+    float *p = random_params(&m.table, 7, 0.3f);
+    gpt2_params_upload(&m, p);
+    int B = 2, T = 5;
+    int32_t in[10] = {1, 5, 9, 5, 39, 0, 22, 22, 13, 7};
+    int32_t tg[10] = {5, 9, 5, 39, 2, 22, -1, 13, 7, 30};
+    gpt2_forward(&m, in, tg, B, T);
+    gpt2_backward(&m, 1.0f);
+    size_t n = m.table.num_params;
+    float *g = zg_malloc(n * 4);
+    gpt2_params_upload(&m, p);
+    BE->ops->download_f32(BE, g, m.grads, ZG_F32, n);
+    double worst = 0;
+    float eps = 1e-2f;
+    for (int i = 0; i < m.table.n_tensors; i++) {
+        const gpt2_tensor *x = &m.table.tensors[i];
+        size_t stride = x->numel / 5 + 1;
+        for (size_t k = 0; k < x->numel; k += stride) {
+            size_t j = x->offset + k;
+            if (strcmp(x->name, "wte") == 0 && k >= (size_t)c.vocab_size * c.n_embd) continue;
+            float keep = p[j];
+            p[j] = keep + eps;
+            gpt2_params_upload(&m, p);
+            double lp = gpt2_forward(&m, in, tg, B, T);
+            p[j] = keep - eps;
+            gpt2_params_upload(&m, p);
+            double lm = gpt2_forward(&m, in, tg, B, T);
+            p[j] = keep;
+            double fd = (lp - lm) / (2 * eps);
+            double lim = 2e-4 + 2e-2 * fabs(fd);
+            double e = fabs(fd - g[j]);
+            worst = e / lim > worst ? e / lim : worst;
+            ZT_CHECK_MSG(e <= lim, "d loss / d %s[%zu]: backward %.6g, finite difference %.6g", x->name, k, g[j], fd);
+        }
+    }
+    printf("  whole model: worst error / tolerance %.3f\n", worst);
+    /* padded vocabulary rows get no gradient */
+    const gpt2_tensor *wte = gpt2_param_table_find(&m.table, "wte");
+    int pad_zero = 1;
+    for (size_t k = (size_t)c.vocab_size * c.n_embd; k < wte->numel; k++) pad_zero &= g[wte->offset + k] == 0.0f;
+    ZT_CHECK_MSG(pad_zero, "padded vocabulary rows got gradient");
+
+    /* loss_scale scales the gradient; a second backward accumulates */
+    gpt2_params_upload(&m, p);
+    gpt2_zero_grad(&m);
+    gpt2_forward(&m, in, tg, B, T);
+    gpt2_backward(&m, 4.0f);
+    float *g4 = zg_malloc(n * 4);
+    BE->ops->download_f32(BE, g4, m.grads, ZG_F32, n);
+    gpt2_forward(&m, in, tg, B, T);
+    gpt2_backward(&m, 1.0f);
+    float *g5 = zg_malloc(n * 4);
+    BE->ops->download_f32(BE, g5, m.grads, ZG_F32, n);
+    double e4 = 0, e5 = 0;
+    for (size_t j = 0; j < n; j++) {
+        e4 = fmax(e4, fabs(g4[j] - 4.0 * g[j]));
+        e5 = fmax(e5, fabs(g5[j] - 5.0 * g[j]));
+    }
+    ZT_CHECK_MSG(e4 < 1e-5 && e5 < 1e-5, "loss_scale / accumulation: errors %.3g %.3g", e4, e5);
+
+    /* GELU recompute gives the same gradients */
+    gpt2_model r;
+    ZT_CHECK(gpt2_init(&r, &c, BE) == 0 && gpt2_grads_alloc(&r) == 0);
+    r.recompute_gelu = 1;
+    gpt2_params_upload(&r, p);
+    gpt2_forward(&r, in, tg, B, T);
+    gpt2_backward(&r, 1.0f);
+    BE->ops->download_f32(BE, g4, r.grads, ZG_F32, n);
+    ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute_gelu changed the gradients");
+    ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0));
+    gpt2_free(&r);
+
+    /* bad tokens: NaN loss and a message naming the token */
+    int32_t bad[10] = {1, 5, 9, 5, 40, 0, 22, 22, 13, 7};
+    float l = gpt2_forward(&m, bad, tg, B, T);
+    ZT_CHECK(isnan(l) && strstr(zg_error_message(), "40") != NULL);
+    ZT_CHECK(isnan(gpt2_forward(&m, in, tg, B, c.block_size + 1)));
+    free(g4), free(g5), free(g), free(p);
+    gpt2_free(&m);
+}
+
+/* ---- hooks -------------------------------------------------------------------------------------- */
+
+typedef struct {
+    char log[4096];
+    size_t len;
+    size_t ready_off[64], ready_cnt[64];
+    int n_ready;
+} hook_rec;
+
+static void rec_ready(void *ctx, size_t off, size_t cnt) {
+    hook_rec *h = ctx;
+    h->ready_off[h->n_ready] = off;
+    h->ready_cnt[h->n_ready++] = cnt;
+    h->len += (size_t)snprintf(h->log + h->len, sizeof h->log - h->len, "R ");
+}
+
+static void rec_before(void *ctx, int l, int bwd) {
+    hook_rec *h = ctx;
+    h->len += (size_t)snprintf(h->log + h->len, sizeof h->log - h->len, "%c%d< ", bwd ? 'b' : 'f', l);
+}
+
+static void rec_after(void *ctx, int l, int bwd) {
+    hook_rec *h = ctx;
+    h->len += (size_t)snprintf(h->log + h->len, sizeof h->log - h->len, "%c%d> ", bwd ? 'b' : 'f', l);
+}
+
+static void test_hooks(void) {
+    gpt2_config c = tiny_config();
+    gpt2_model m;
+    ZT_CHECK(gpt2_init(&m, &c, BE) == 0 && gpt2_grads_alloc(&m) == 0);
+    gpt2_init_random(&m, 3);
+    hook_rec h;
+    memset(&h, 0, sizeof h);
+    m.hooks = (gpt2_hooks){&h, rec_ready, rec_before, rec_after};
+    int32_t in[4] = {1, 2, 3, 4}, tg[4] = {2, 3, 4, 5};
+    gpt2_forward(&m, in, tg, 1, 4);
+    gpt2_backward(&m, 1.0f);
+    const char *want = "f-1< f0< f0> f1< f1> f-1> b-1< R b1< b1> R b0< b0> R b-1> R ";
+    ZT_CHECK_MSG(strcmp(h.log, want) == 0, "hook order '%s', expected '%s'", h.log, want);
+    /* ranges: ln_f, layer 1, layer 0, embeddings; together the whole buffer exactly once */
+    ZT_CHECK(h.n_ready == 4);
+    unsigned char *seen = calloc(m.table.num_params, 1);
+    int once = 1;
+    for (int i = 0; i < h.n_ready; i++)
+        for (size_t k = h.ready_off[i]; k < h.ready_off[i] + h.ready_cnt[i] && k < m.table.num_params; k++)
+            once &= seen[k]++ == 0;
+    for (size_t k = 0; k < m.table.num_params; k++) once &= seen[k] == 1;
+    ZT_CHECK_MSG(once, "grads_ready ranges do not cover the buffer exactly once");
+    ZT_CHECK(h.ready_off[0] == m.table.layer_begin[2] && h.ready_off[1] == m.table.layer_begin[1] &&
+             h.ready_off[2] == m.table.layer_begin[0] && h.ready_off[3] == 0);
+    free(seen);
+    gpt2_free(&m);
+}
+
+/* ---- KV cache ----------------------------------------------------------------------------------- */
+
+static void test_kv_cache(void) {
+    gpt2_config c = tiny_config();
+    gpt2_model m;
+    ZT_CHECK(gpt2_init(&m, &c, BE) == 0);
+    float *p = random_params(&m.table, 11, 0.3f);
+    gpt2_params_upload(&m, p);
+    int B = 2, T = 6, V = c.vocab_size;
+    int32_t in[12] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8};
+    gpt2_forward(&m, in, NULL, B, T);
+    float *full = zg_malloc((size_t)T * B * V * 4), *inc = zg_malloc((size_t)B * V * 4);
+    for (int t = 0; t < T; t++) gpt2_logits(&m, t, full + (size_t)t * B * V);
+    ZT_CHECK(gpt2_forward_cached(&m, in, B, 1, 0, inc) == -1); /* no cache yet */
+    ZT_CHECK(gpt2_kv_alloc(&m, B, 8) == 0);
+    /* prompt of 3 tokens, then one at a time */
+    int32_t prompt[6] = {3, 1, 4, 2, 6, 5};
+    ZT_CHECK(gpt2_forward_cached(&m, prompt, B, 3, 0, inc) == 0);
+    double worst = 0;
+    for (int i = 0; i < B * V; i++) worst = fmax(worst, fabs(inc[i] - full[(size_t)2 * B * V + i]));
+    for (int t = 3; t < T; t++) {
+        int32_t step[2] = {in[t], in[T + t]};
+        ZT_CHECK(gpt2_forward_cached(&m, step, B, 1, t, inc) == 0);
+        for (int i = 0; i < B * V; i++) worst = fmax(worst, fabs(inc[i] - full[(size_t)t * B * V + i]));
+    }
+    ZT_CHECK_MSG(worst < 1e-5, "KV-cache logits differ from the full forward by %.3g", worst);
+    int32_t step[2] = {1, 1};
+    ZT_CHECK(gpt2_forward_cached(&m, step, B, 1, 8, inc) == -1 && strstr(zg_error_message(), "8") != NULL);
+    free(full), free(inc), free(p);
+    gpt2_free(&m);
+}
+
+/* ---- HF export / import ------------------------------------------------------------------------- */
+
+static void test_export_import(void) {
+    gpt2_config c = tiny_config();
+    gpt2_param_table t;
+    gpt2_param_table_init(&t, &c);
+    float *p = random_params(&t, 21, 0.5f);
+    const gpt2_tensor *wte = gpt2_param_table_find(&t, "wte");
+    for (size_t k = (size_t)c.vocab_size * c.n_embd; k < wte->numel; k++) p[wte->offset + k] = 0.0f;
+    char *dir = zt_tmpdir("gpt2_export");
+    char *d32 = zg_path_join(dir, "fp32");
+    ZT_CHECK(hf_export(d32, &c, p, ZG_F32) == 0);
+    gpt2_config c2;
+    ZT_CHECK(hf_config_load(d32, &c2) == 0);
+    ZT_CHECK(c2.n_layer == c.n_layer && c2.n_head == c.n_head && c2.n_embd == c.n_embd &&
+             c2.block_size == c.block_size && c2.vocab_size == c.vocab_size);
+    float *q = zg_malloc(t.num_params * 4);
+    ZT_CHECK(hf_params_load(d32, &c, q) == 0);
+    ZT_CHECK_MSG(memcmp(p, q, t.num_params * 4) == 0, "fp32 export -> import is not identical");
+    /* the Conv1D layout: HF c_attn.weight is (C, 3C) = our (3C, C) transposed */
+    char *st = zg_path_join(d32, "model.safetensors");
+    safetensors_file f;
+    ZT_CHECK(safetensors_open(&f, st) == 0);
+    const safetensors_tensor *ca = safetensors_find(&f, "transformer.h.1.attn.c_attn.weight");
+    ZT_CHECK(ca && ca->shape[0] == 16 && ca->shape[1] == 48);
+    const gpt2_tensor *za = gpt2_param_table_find(&t, "h.1.attn.c_attn.weight");
+    float v;
+    memcpy(&v, ca->data + (2 * 48 + 7) * 4, 4); /* HF [2][7] == ours [7][2] */
+    ZT_CHECK(ca && v == p[za->offset + 7 * 16 + 2]);
+    ZT_CHECK(safetensors_find(&f, "transformer.wte.weight")->shape[0] == c.vocab_size);
+
+    /* fp16 / bf16 exports import as the rounded values */
+    for (int k = 0; k < 2; k++) {
+        zg_dtype dt = k ? ZG_BF16 : ZG_F16;
+        char *dd = zg_path_join(dir, k ? "bf16" : "fp16");
+        ZT_CHECK(hf_export(dd, &c, p, dt) == 0);
+        ZT_CHECK(hf_params_load(dd, &c, q) == 0);
+        int same = 1;
+        for (size_t i = 0; i < t.num_params; i++) {
+            float r = k ? zg_bf16_to_f32(zg_f32_to_bf16(p[i])) : zg_f16_to_f32(zg_f32_to_f16(p[i]));
+            same &= q[i] == r;
+        }
+        ZT_CHECK_MSG(same, "%s export -> import differs from rounding", zg_dtype_name(dt));
+        free(dd);
+    }
+
+    /* variants: keys without "transformer.", attn.bias buffers, a tied lm_head */
+    int n = f.n_tensors;
+    safetensors_entry *e = zg_calloc((size_t)n + 3, sizeof *e);
+    float *mask = zg_calloc((size_t)c.block_size * c.block_size, 4);
+    for (int i = 0; i < n; i++) {
+        e[i].name = f.tensors[i].name + 12; /* strip "transformer." */
+        e[i].dtype = ZG_F32;
+        e[i].ndim = f.tensors[i].ndim;
+        memcpy(e[i].shape, f.tensors[i].shape, sizeof e[i].shape);
+        e[i].data = f.tensors[i].data;
+    }
+    e[n] = (safetensors_entry){"h.0.attn.bias", ZG_F32, 2, {c.block_size, c.block_size}, mask};
+    e[n + 1] = (safetensors_entry){"h.1.attn.masked_bias", ZG_F32, 1, {1}, mask};
+    e[n + 2] = (safetensors_entry){"lm_head.weight", ZG_F32, 2, {c.vocab_size, c.n_embd}, p + wte->offset};
+    char *vdir = zg_path_join(dir, "variant");
+    ZT_CHECK(zg_dir_make(vdir) == 0);
+    char *vst = zg_path_join(vdir, "model.safetensors");
+    char *cfgsrc = zg_path_join(d32, "config.json"), *cfgdst = zg_path_join(vdir, "config.json");
+    char *text;
+    size_t len;
+    ZT_CHECK(zg_file_read_all(cfgsrc, &text, &len) == 0);
+    FILE *cf = fopen(cfgdst, "wb");
+    ZT_CHECK(cf && fwrite(text, 1, len, cf) == len && fclose(cf) == 0);
+    free(text);
+    ZT_CHECK(safetensors_write(vst, e, n + 3) == 0);
+    memset(q, 0, t.num_params * 4);
+    ZT_CHECK_MSG(hf_params_load(vst, &c, q) == 0, "variant: %s", zg_error_message());
+    ZT_CHECK(memcmp(p, q, t.num_params * 4) == 0);
+    /* an untied lm_head is refused */
+    float *lm = zg_malloc((size_t)c.vocab_size * c.n_embd * 4);
+    memcpy(lm, p + wte->offset, (size_t)c.vocab_size * c.n_embd * 4);
+    lm[5] += 1.0f;
+    e[n + 2].data = lm;
+    ZT_CHECK(safetensors_write(vst, e, n + 3) == 0);
+    ZT_CHECK(hf_params_load(vst, &c, q) == -1 && strstr(zg_error_message(), "lm_head.weight") != NULL);
+    /* a missing tensor: the message names it and the file */
+    ZT_CHECK(safetensors_write(vst, e + 1, n - 1) == 0);
+    ZT_CHECK(hf_params_load(vst, &c, q) == -1);
+    ZT_CHECK_MSG(strstr(zg_error_message(), e[0].name) && strstr(zg_error_message(), "model.safetensors"),
+                 "missing tensor message: %s", zg_error_message());
+    /* a misshaped tensor: the message names it, the found and the expected shape */
+    for (int i = 0; i < n; i++)
+        if (strcmp(e[i].name, "h.0.mlp.c_fc.weight") == 0) {
+            e[i].shape[0] = 64;
+            e[i].shape[1] = 16;
+        }
+    ZT_CHECK(safetensors_write(vst, e, n) == 0);
+    ZT_CHECK(hf_params_load(vst, &c, q) == -1);
+    ZT_CHECK_MSG(strstr(zg_error_message(), "h.0.mlp.c_fc.weight") && strstr(zg_error_message(), "[64, 16]") &&
+                     strstr(zg_error_message(), "[16, 64]"),
+                 "misshaped tensor message: %s", zg_error_message());
+    /* a truncated file */
+    FILE *tf = fopen(vst, "r+b");
+    ZT_CHECK(tf != NULL && ftruncate(fileno(tf), 1000) == 0 && fclose(tf) == 0);
+    ZT_CHECK(hf_params_load(vst, &c, q) == -1 && strstr(zg_error_message(), "model.safetensors") != NULL);
+    /* a config that zgpt does not implement */
+    cf = fopen(cfgdst, "wb");
+    const char *bad = "{\"n_layer\":2,\"n_head\":2,\"n_embd\":16,\"n_positions\":8,\"vocab_size\":40,"
+                      "\"activation_function\":\"relu\"}";
+    ZT_CHECK(cf && fwrite(bad, 1, strlen(bad), cf) == strlen(bad) && fclose(cf) == 0);
+    ZT_CHECK(hf_config_load(vdir, &c2) == -1 && strstr(zg_error_message(), "relu") != NULL);
+    ZT_CHECK(hf_config_load("/nonexistent/zgpt-model", &c2) == -1);
+
+    safetensors_close(&f);
+    free(lm), free(e), free(mask), free(vdir), free(vst), free(cfgsrc), free(cfgdst);
+    free(st), free(q), free(p), free(d32);
+    zt_rmtree(dir);
+    free(dir);
+    gpt2_param_table_free(&t);
+}
+
+int main(void) {
+    zg_backend_config cfg = {"cpu", -1, ZG_F32};
+    if (zg_backend_create(&BE, &cfg) != 0) {
+        zg_error_print();
+        return 1;
+    }
+    zt_run("param_table", test_param_table);
+    zt_run("init_statistics", test_init_statistics);
+    zt_run("model_gradient", test_model_gradient);
+    zt_run("hooks", test_hooks);
+    zt_run("kv_cache", test_kv_cache);
+    zt_run("export_import", test_export_import);
+    zg_backend_destroy(BE);
+    return zt_finish();
+}
