@@ -3,6 +3,7 @@
  * usage: cpu_model_bench [model=gpt2] [B=4] [T=256] [steps=3] */
 #include "backend/backend.h"
 #include "core/error.h"
+#include "core/strutil.h"
 #include "model/gpt2.h"
 
 #include <stdio.h>
@@ -61,6 +62,9 @@ int main(int argc, char **argv) {
     double flops = tokens * (6.0 * N + 12.0 * cfg.n_layer * T * cfg.n_embd);
     printf("model %s, B=%d, T=%d, %d threads: %.1f ms/step (forward %.1f ms), %.1f tokens/s, %.1f GFLOP/s, loss %.4f\n",
            name, B, T, omp_get_max_threads(), dt * 1e3, fwd / steps * 1e3, tokens / dt, flops / dt * 1e-9, loss);
+    char b1[32], b2[32];
+    printf("memory: %s in use (parameters + gradients + activations), peak %s\n",
+           zg_fmt_bytes((double)be->bytes_in_use, b1, sizeof b1), zg_fmt_bytes((double)be->bytes_peak, b2, sizeof b2));
     gpt2_profile prof;
     memset(&prof, 0, sizeof prof);
     m.profile = &prof;

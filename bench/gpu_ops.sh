@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
+rc=0
 B=${2:-build-gpu}
 if [ -f scripts/device-env.sh ] && [ -d .devdeps ]; then source scripts/device-env.sh; fi
 # CMAKE_CUDA_ARCHITECTURES on the command line: the target must get sm_90 (see docs/CUDA.md).
@@ -15,8 +16,10 @@ cmake --build "$B" -j"$(nproc)" --target gpu_test_ops_cuda 2>&1 | grep -Ev '^\[ 
 test -x "$B/gpu_test_ops_cuda"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader || true
 if [ "$mode" = test ] || [ "$mode" = all ]; then
-  (cd "$B" && ctest -L gpu -R test_ops_cuda --output-on-failure)
+  "$B/gpu_test_ops_cuda" || { echo "GPU OP TESTS FAILED"; rc=1; }
 fi
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
   "$B/gpu_test_ops_cuda" --bench
+  if [ -n "${ZG_TORCH_SDPA:-}" ]; then python3 bench/torch_baseline/sdpa_bench.py || true; fi
 fi
+exit $rc

@@ -1,11 +1,189 @@
-/* Placeholder until the 'bench' command lands; replaced by its implementation. */
+/* zgpt bench: training-step speed of a GPT-2 (tokens/s, ms/step, MFU, peak memory, per-op split). */
+#include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/strutil.h"
+#include "model/gpt2.h"
+#include "train/model_source.h"
+#include "train/optimizer.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+typedef struct {
+    const char *model;
+    int64_t batch, seq, steps, warmup;
+    const char *device;
+    int no_profile, json;
+} bench_args;
+
+static const zg_option bench_opts[] = {
+    ZG_OPT_STR(bench_args, model, "model", "SRC", "gpt2..gpt2-xl (random weights if not local), checkpoint, hf:PATH",
+               "gpt2"),
+    ZG_OPT_INT(bench_args, batch, "batch", "B", "micro-batch", "4"),
+    ZG_OPT_INT(bench_args, seq, "seq", "T", "sequence length", "256"),
+    ZG_OPT_INT(bench_args, steps, "steps", "N", "timed training steps", "3"),
+    ZG_OPT_INT(bench_args, warmup, "warmup", "N", "untimed steps first", "1"),
+    ZG_OPT_STR(bench_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
+    ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
+    ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
+    ZG_OPT_END,
+};
+
+static const zg_command_spec bench_spec = {
+    "bench", "[--model gpt2] [--batch 4] [--seq 256] [--steps N] [--device cpu|cuda]",
+    "Measure training speed: tokens/s, ms/step, MFU, peak memory and the time split by op.", bench_opts, NULL,
+    "A step is forward + backward + AdamW on random tokens. MFU counts 6N + 6*L*T*C FLOPs per token (N\n"
+    "parameters, L layers, T sequence, C channels) over the peak: on the CPU the peak is measured with a\n"
+    "large sgemm on this machine (so MFU is 'share of BLAS speed'); on CUDA the card's dense peak."};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Measured fp32 sgemm speed of this machine (FLOP/s) with the BLAS the CPU backend uses. */
+static double cpu_sgemm_peak(void) {
+    const int n = 1024;
+    float *a = zg_malloc((size_t)n * n * sizeof(float)), *b = zg_malloc((size_t)n * n * sizeof(float)),
+          *c = zg_malloc((size_t)n * n * sizeof(float));
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        a[i] = (float)(i % 7) * 0.1f;
+        b[i] = (float)(i % 5) * 0.1f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm up */
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = now_s() - t0;
+        double f = 2.0 * n * n * (double)n / dt;
+        if (f > best) best = f;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+static int train_step(gpt2_model *m, zg_optimizer *o, const int32_t *in, const int32_t *tg, int B, int T, float *loss) {
+    gpt2_zero_grad(m);
+    zg_error_clear();
+    *loss = gpt2_forward(m, in, tg, B, T);
+    if (isnan(*loss) && zg_error_message()[0]) return -1;
+    gpt2_backward(m, 1.0f);
+    zg_optimizer_step(o, m->params, m->grads, 1e-4f, 1.0f);
+    m->be->ops->synchronize(m->be);
+    return 0;
+}
 
 int zg_cmd_bench(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    zg_errorf("'zgpt bench' is not implemented in this build");
-    zg_error_print();
-    return 1;
+    bench_args a;
+    int rc = zg_cli_parse(&bench_spec, argc, argv, &a, NULL);
+    if (rc != 0) return rc < 0 ? 2 : 0;
+    if (a.batch < 1 || a.seq < 1 || a.steps < 1 || a.warmup < 0) {
+        zg_errorf("--batch, --seq and --steps must be >= 1 and --warmup >= 0");
+        zg_error_print();
+        return 2;
+    }
+    zg_backend *be;
+    gpt2_model m;
+    char desc[600];
+    if (zg_model_instantiate(a.model, a.device, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
+    int B = (int)a.batch, T = (int)a.seq, status = 0;
+    zg_optimizer opt;
+    memset(&opt, 0, sizeof opt);
+    int32_t *in = NULL, *tg = NULL;
+    if (T > m.cfg.block_size) {
+        zg_errorf("--seq %d exceeds the model's block_size %d", T, m.cfg.block_size);
+        status = zg_cli_fail();
+        goto done;
+    }
+    zg_optimizer_config oc = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    if (gpt2_grads_alloc(&m) != 0 ||
+        zg_optimizer_init(&opt, be, &m.table, 0, m.table.num_params, &oc, be->param_dtype, m.params) != 0 ||
+        gpt2_activations_ensure(&m, B, T) != 0) {
+        status = zg_cli_fail();
+        goto done;
+    }
+    in = zg_malloc((size_t)B * T * sizeof(int32_t));
+    tg = zg_malloc((size_t)B * T * sizeof(int32_t));
+    uint64_t r = 42;
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        in[i] = (int32_t)((r >> 33) % (uint64_t)m.cfg.vocab_size);
+        tg[i] = (int32_t)((r >> 13) % (uint64_t)m.cfg.vocab_size);
+    }
+    printf("bench: %s, %s backend (%s), B=%d T=%d, %.2fM parameters\n", desc, be->ops->name,
+           zg_dtype_name(be->param_dtype), B, T, (double)gpt2_param_count_unpadded(&m.cfg) / 1e6);
+    fflush(stdout);
+    float loss = 0;
+    for (int64_t i = 0; i < a.warmup && status == 0; i++)
+        if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
+    double t0 = now_s();
+    for (int64_t i = 0; i < a.steps && status == 0; i++)
+        if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
+    double dt = (now_s() - t0) / (double)a.steps;
+    if (status != 0) goto done;
+    double tok_s = (double)B * T / dt;
+    double N = (double)gpt2_param_count_unpadded(&m.cfg);
+    double flops_tok = 6.0 * N + 6.0 * m.cfg.n_layer * (double)T * m.cfg.n_embd;
+    double achieved = flops_tok * tok_s;
+    double peak = 0;
+    const char *peak_what = "n/a";
+    if (strcmp(be->ops->name, "cpu") == 0) {
+        peak = cpu_sgemm_peak();
+        peak_what = "measured fp32 sgemm peak of this machine";
+    }
+    struct rusage ru;
+    double rss = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) rss = (double)ru.ru_maxrss * 1024.0;
+    char b1[32], b2[32];
+    printf("tokens/s: %.0f\nms/step: %.1f\n", tok_s, dt * 1e3);
+    printf("achieved: %.2f TFLOP/s (%.3g GFLOP per token)\n", achieved / 1e12, flops_tok / 1e9);
+    if (peak > 0)
+        printf("MFU: %.1f%% of %.2f TFLOP/s (%s)\n", 100.0 * achieved / peak, peak / 1e12, peak_what);
+    else
+        printf("MFU: n/a (no peak known for this device)\n");
+    printf("peak memory: backend %s, process RSS %s\n", zg_fmt_bytes((double)be->bytes_peak, b1, sizeof b1),
+           zg_fmt_bytes(rss, b2, sizeof b2));
+    printf("loss after %lld steps on random tokens: %.4f\n", (long long)(a.warmup + a.steps), loss);
+    if (!a.no_profile) {
+        gpt2_profile prof;
+        memset(&prof, 0, sizeof prof);
+        m.profile = &prof;
+        double p0 = now_s();
+        gpt2_zero_grad(&m);
+        zg_error_clear();
+        gpt2_forward(&m, in, tg, B, T);
+        gpt2_backward(&m, 1.0f);
+        double o0 = now_s();
+        zg_optimizer_step(&opt, m.params, m.grads, 1e-4f, 1.0f);
+        be->ops->synchronize(be);
+        double opt_ms = (now_s() - o0) * 1e3, total_ms = (now_s() - p0) * 1e3;
+        m.profile = NULL;
+        printf("time by op (one profiled step, %.1f ms; ops synchronised):\n", total_ms);
+        printf("  %-12s %10s %10s %7s\n", "op", "fwd ms", "bwd ms", "share");
+        for (int op = 0; op < GPT2_OP_COUNT; op++) {
+            double f = prof.ms[0][op], bw = prof.ms[1][op];
+            if (prof.calls[0][op] == 0 && prof.calls[1][op] == 0) continue;
+            printf("  %-12s %10.1f %10.1f %6.1f%%\n", gpt2_op_name((gpt2_op)op), f, bw, 100.0 * (f + bw) / total_ms);
+        }
+        printf("  %-12s %10s %10.1f %6.1f%%\n", "adamw", "", opt_ms, 100.0 * opt_ms / total_ms);
+    }
+    if (a.json)
+        printf("{\"tokens_per_sec\": %.1f, \"ms_per_step\": %.2f, \"mfu\": %.4f, \"peak_bytes\": %zu}\n", tok_s, dt * 1e3,
+               peak > 0 ? achieved / peak : 0.0, be->bytes_peak);
+done:
+    free(in);
+    free(tg);
+    zg_optimizer_free(&opt);
+    zg_model_release(be, &m);
+    return status;
 }

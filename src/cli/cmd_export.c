@@ -1,11 +1,69 @@
-/* Placeholder until the 'export' command lands; replaced by its implementation. */
+/* zgpt export: a model (checkpoint, HF folder, named model) as a Hugging Face folder. */
+#include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "model/hf.h"
+#include "train/model_source.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *model;
+    const char *out;
+    const char *dtype;
+} export_args;
+
+static const zg_option export_opts[] = {
+    ZG_OPT_STR(export_args, model, "model", "SRC", "checkpoint folder or out_dir, hf:PATH, or gpt2..gpt2-xl", NULL),
+    ZG_OPT_STR(export_args, out, "out", "DIR", "output folder (model.safetensors + config.json)", NULL),
+    ZG_OPT_STR(export_args, dtype, "dtype", "fp32|fp16|bf16", "tensor dtype of model.safetensors", "fp32"),
+    ZG_OPT_END,
+};
+
+static const zg_command_spec export_spec = {
+    "export", "--model SRC --out DIR [--dtype fp32|fp16|bf16]",
+    "Write a model as a Hugging Face GPT-2 folder that GPT2LMHeadModel.from_pretrained(DIR) loads.", export_opts,
+    NULL, "The LM head is tied to the token embedding; the vocabulary padding is dropped."};
 
 int zg_cmd_export(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    zg_errorf("'zgpt export' is not implemented in this build");
-    zg_error_print();
-    return 1;
+    export_args a;
+    int rc = zg_cli_parse(&export_spec, argc, argv, &a, NULL);
+    if (rc != 0) return rc < 0 ? 2 : 0;
+    if (!a.model || !a.out) {
+        zg_errorf("zgpt export needs --model SRC and --out DIR (see 'zgpt export --help')");
+        zg_error_print();
+        return 2;
+    }
+    zg_dtype dt;
+    if (zg_dtype_parse(a.dtype, &dt) != 0) {
+        zg_error_prefix("--dtype");
+        zg_error_print();
+        return 2;
+    }
+    zg_model_source src;
+    if (zg_model_source_open(&src, a.model, 1) != 0) return zg_cli_fail();
+    gpt2_param_table t;
+    int status = 0;
+    if (gpt2_param_table_init(&t, &src.cfg) != 0) {
+        zg_model_source_close(&src);
+        return zg_cli_fail();
+    }
+    float *host = malloc(t.num_params * sizeof(float));
+    if (!host) {
+        zg_errorf("out of host memory for %zu parameters", t.num_params);
+        status = zg_cli_fail();
+    } else if (zg_model_source_load(&src, &src.cfg, host, t.num_params) != 0 || hf_export(a.out, &src.cfg, host, dt) != 0) {
+        status = zg_cli_fail();
+    } else {
+        char desc[600];
+        zg_model_source_describe(&src, desc, sizeof desc);
+        printf("exported %s (%.2fM parameters, %s) to %s/model.safetensors + config.json\n", desc,
+               (double)gpt2_param_count_unpadded(&src.cfg) / 1e6, zg_dtype_name(dt), a.out);
+    }
+    free(host);
+    gpt2_param_table_free(&t);
+    zg_model_source_close(&src);
+    return status;
 }

@@ -1,11 +1,223 @@
-/* Placeholder until the 'plan' command lands; replaced by its implementation. */
+/* zgpt plan: per-rank memory of a training config at a ZeRO stage and world size, from the same
+ * function the engine's accounting is checked against (zg_zero_plan), next to the ZeRO paper's
+ * model-state formulas. */
+#include "backend/backend.h"
+#include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/strutil.h"
+#include "model/gpt2.h"
+#include "train/config.h"
+#include "train/zero.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t nproc;
+    int64_t stage;      /* -1: from the config */
+    int64_t micro_batch; /* 0: from the config */
+    const char *model;
+    const char *device;
+    const char *precision;
+    int json;
+} plan_args;
+
+static const zg_option plan_options[] = {
+    ZG_OPT_INT(plan_args, nproc, "nproc", "N", "number of ranks (processes / GPUs)", "1"),
+    ZG_OPT_INT(plan_args, stage, "stage", "S", "ZeRO stage 0-3 (default: the config's zero_optimization.stage)", "-1"),
+    ZG_OPT_INT(plan_args, micro_batch, "micro-batch", "B", "micro-batch per rank (default: the config's)", "0"),
+    ZG_OPT_STR(plan_args, model, "model", "NAME", "gpt2, gpt2-medium, gpt2-large, gpt2-xl (default: the config's model)", NULL),
+    ZG_OPT_STR(plan_args, device, "device", "DEV", "cpu or cuda (decides the precision the run would use)", "cuda"),
+    ZG_OPT_STR(plan_args, precision, "precision", "P", "fp32, bf16 or fp16 (default: the config's, for the device)", NULL),
+    ZG_OPT_FLAG(plan_args, json, "json", "print JSON"),
+    ZG_OPT_END,
+};
+
+static const zg_command_spec plan_spec = {
+    "plan",
+    "[CONFIG] [--nproc N] [--stage S] [--micro-batch B] [--model NAME] [--device cpu|cuda]",
+    "print per-rank memory (params, grads, optimizer state, comm buffers, activations) for a config",
+    plan_options,
+    "CONFIG",
+    "CONFIG is a training config (zgpt train --config); without one, --model gives the model and the\n"
+    "DeepSpeed defaults apply (stage 0, buckets of 5e8). The numbers are what zgpt allocates per rank;\n"
+    "the ZeRO paper's model-state figure (2+2+12 bytes per parameter, mixed-precision Adam) is printed\n"
+    "next to them.",
+};
+
+static double paper_bytes(int stage, double psi, int n) {
+    switch (stage) {
+    case 0: return 16.0 * psi;
+    case 1: return 4.0 * psi + 12.0 * psi / n;
+    case 2: return 2.0 * psi + 14.0 * psi / n;
+    default: return 16.0 * psi / n;
+    }
+}
+
+static const char *paper_formula(int stage) {
+    switch (stage) {
+    case 0: return "16Psi (2Psi params + 2Psi grads + 12Psi optimizer)";
+    case 1: return "4Psi + 12Psi/N";
+    case 2: return "2Psi + 14Psi/N";
+    default: return "16Psi/N";
+    }
+}
 
 int zg_cmd_plan(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    zg_errorf("'zgpt plan' is not implemented in this build");
-    zg_error_print();
-    return 1;
+    plan_args a;
+    zg_strlist pos = {0};
+    int prc = zg_cli_parse(&plan_spec, argc, argv, &a, &pos);
+    if (prc != 0) return prc < 0 ? 2 : 0;
+    int rc = 1;
+    zg_train_config tc;
+    int have_cfg = 0;
+    if (pos.count > 1) {
+        zg_errorf("plan takes one CONFIG, got %d", pos.count);
+        zg_error_print();
+        zg_strlist_free(&pos);
+        return 2;
+    }
+    if (a.nproc < 1 || a.nproc > 1 << 20) {
+        zg_errorf("--nproc %lld: must be at least 1", (long long)a.nproc);
+        zg_error_print();
+        zg_strlist_free(&pos);
+        return 2;
+    }
+    if (pos.count == 1) {
+        if (zg_train_config_load(&tc, pos.items[0], NULL, NULL, 0) != 0) goto out;
+        have_cfg = 1;
+        if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto out;
+    }
+
+    /* model */
+    gpt2_config g;
+    memset(&g, 0, sizeof g);
+    const char *name = a.model;
+    if (!name && have_cfg && tc.init_from && strncmp(tc.init_from, "gpt2", 4) == 0) name = tc.init_from;
+    if (name) {
+        if (gpt2_config_by_name(name, &g) != 0) goto out;
+    } else {
+        g.n_layer = 12;
+        g.n_head = 12;
+        g.n_embd = 768;
+        g.block_size = 1024;
+        g.vocab_size = 50257;
+        name = "custom";
+    }
+    if (have_cfg && !a.model) {
+        if (tc.n_layer) g.n_layer = tc.n_layer;
+        if (tc.n_head) g.n_head = tc.n_head;
+        if (tc.n_embd) g.n_embd = tc.n_embd;
+        if (tc.block_size) g.block_size = tc.block_size;
+        if (tc.vocab_size) g.vocab_size = tc.vocab_size;
+    }
+    if (gpt2_config_validate(&g) != 0) goto out;
+    gpt2_param_table table;
+    if (gpt2_param_table_init(&table, &g) != 0) goto out;
+    size_t n = table.num_params;
+    gpt2_param_table_free(&table);
+
+    /* ZeRO settings, precision, batch */
+    zg_zero_opts zo;
+    if (have_cfg)
+        zg_zero_opts_from_config(&tc.zero, &zo);
+    else
+        zg_zero_opts_default(&zo);
+    if (a.stage >= 0) zo.stage = (int)a.stage;
+    if (zo.stage > 3) {
+        zg_errorf("--stage %d: allowed 0, 1, 2, 3", zo.stage);
+        goto out;
+    }
+    int device = strcmp(a.device, "cuda") == 0;
+    if (!device && strcmp(a.device, "cpu") != 0) {
+        zg_errorf("--device '%s': expected cpu or cuda", a.device);
+        goto out;
+    }
+    zg_dtype dt = device ? ZG_BF16 : ZG_F32;
+    if (a.precision) {
+        if (zg_dtype_parse(a.precision, &dt) != 0) goto out;
+    } else if (have_cfg) {
+        zg_precision p = zg_train_config_precision(&tc, a.device);
+        dt = p == ZG_PREC_FP16 ? ZG_F16 : p == ZG_PREC_BF16 ? ZG_BF16 : ZG_F32;
+    }
+    if (!device && dt != ZG_F32) {
+        zg_errorf("the CPU backend trains in fp32; use --device cuda for %s", zg_dtype_name(dt));
+        goto out;
+    }
+    int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
+    int T = g.block_size;
+    int recompute = have_cfg ? tc.recompute : 0;
+    size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute);
+    int N = (int)a.nproc;
+    double psi = (double)n;
+
+    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
+    if (a.json) {
+        printf("{\"model\":\"%s\",\"num_params\":%zu,\"nproc\":%d,\"stage\":%d,\"dtype\":\"%s\",\"micro_batch\":%d,"
+               "\"seq\":%d,\"reduce_bucket_size\":%zu,\"allgather_bucket_size\":%zu,\"paper_model_state_bytes\":%.0f,"
+               "\"ranks\":[",
+               name, n, N, zo.stage, zg_dtype_name(dt), B, T, zo.reduce_bucket_size, zo.allgather_bucket_size,
+               paper_bytes(zo.stage, psi, N));
+        for (int r = 0; r < N; r++) {
+            zg_zero_memory m;
+            zg_zero_plan(n, N, r, &zo, dt, dt, device, act, &m);
+            printf("%s{\"rank\":%d,\"params\":%zu,\"grads\":%zu,\"grad_shard\":%zu,\"optimizer\":%zu,\"comm\":%zu,"
+                   "\"activations\":%zu,\"total\":%zu}",
+                   r ? "," : "", r, m.params, m.grads, m.grad_shard, m.optimizer, m.comm, m.activations,
+                   zg_zero_memory_total(&m));
+        }
+        printf("]}\n");
+        rc = 0;
+        goto out;
+    }
+    printf("zgpt plan: %s (%d layers, %d heads, %d channels), %zu parameters (Psi, padded vocabulary)\n", name,
+           g.n_layer, g.n_head, g.n_embd, n);
+    printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s\n", N,
+           N == 1 ? "" : "s", zo.stage, zg_dtype_name(dt), device ? "cuda" : "cpu",
+           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", GELU recomputed" : "");
+    printf("  buckets: reduce %zu, all-gather %zu elements; overlap_comm %s\n\n", zo.reduce_bucket_size,
+           zo.allgather_bucket_size, zo.overlap_comm ? "on" : "off");
+    printf("  %-5s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
+           "comm", "activations", "total");
+    zg_zero_memory m0;
+    memset(&m0, 0, sizeof m0);
+    int shown = 0;
+    for (int r = 0; r < N; r++) {
+        zg_zero_memory m;
+        zg_zero_plan(n, N, r, &zo, dt, dt, device, act, &m);
+        if (r == 0) m0 = m;
+        /* long lists: the first 8 and the last rank (shards differ only at the end) */
+        if (N > 9 && r >= 8 && r != N - 1) {
+            if (!shown++) printf("  ...\n");
+            continue;
+        }
+        printf("  %-5d %11s %11s %11s %11s %11s %11s %11s\n", r, zg_fmt_bytes((double)m.params, b1, sizeof b1),
+               zg_fmt_bytes((double)m.grads, b2, sizeof b2), zg_fmt_bytes((double)m.grad_shard, b3, sizeof b3),
+               zg_fmt_bytes((double)m.optimizer, b4, sizeof b4), zg_fmt_bytes((double)m.comm, b5, sizeof b5),
+               zg_fmt_bytes((double)m.activations, b6, sizeof b6),
+               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7));
+    }
+    double ours = (double)(m0.params + m0.grad_shard + m0.optimizer);
+    if (zo.stage <= 1) ours += (double)m0.grads;
+    printf("\n  * grads: the model's full gradient buffer. At stages 0-1 it is the gradient state; at stages 2-3\n"
+           "    it is only a per-micro-step scratch (zeroed after every micro-step, the state is the shard).\n");
+    if (zo.stage == 3)
+        printf("  stage 3 (first version): parameters are gathered into the model's full-size buffer, so 'params'\n"
+               "    stays full; the sharded state is the optimizer's fp32 master + m + v.\n");
+    printf("\n  ZeRO paper, model states per rank at stage %d: %s = %s (N = %d)\n", zo.stage, paper_formula(zo.stage),
+           zg_fmt_bytes(paper_bytes(zo.stage, psi, N), b1, sizeof b1), N);
+    printf("  zgpt rank 0, the same states (params%s + optimizer%s): %s",
+           zo.stage >= 2 ? " + grad shard" : " + grads", dt == ZG_F32 ? ", fp32 so 8 bytes/param Adam" : "",
+           zg_fmt_bytes(ours, b2, sizeof b2));
+    if (zo.stage >= 2)
+        printf("; plus the %s gradient scratch", zg_fmt_bytes((double)m0.grads, b3, sizeof b3));
+    printf("\n");
+    rc = 0;
+out:
+    if (rc != 0) zg_error_print();
+    if (have_cfg) zg_train_config_free(&tc);
+    zg_strlist_free(&pos);
+    return rc;
 }

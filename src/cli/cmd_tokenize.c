@@ -34,33 +34,40 @@ static const zg_option tokenize_options[] = {
 };
 
 static const zg_command_spec tokenize_spec = {
-    "tokenize", "[--input FILE] [--tokenizer DIR] [--allow-special]",
+    "tokenize", "[--input FILE] [--tokenizer DIR] [--allow-special] [--stats]",
     "encode text (any bytes) as GPT-2 token ids, exactly as tiktoken's \"gpt2\" encoding", tokenize_options, NULL,
     "Writes the ids to standard output as decimal integers separated by single spaces, with a newline at\n"
     "the end. 'zgpt detokenize' turns them back into the exact input bytes."};
 
-/* Formats ids as "a b c\n" into one buffer; written only once the whole input has encoded. */
 static double now_seconds(void) {
     struct timespec ts;
     ZG_CHECK_SYS(clock_gettime(CLOCK_MONOTONIC, &ts));
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static char *format_ids(const zg_tokens *t, size_t *len) {
-    char *buf = zg_malloc(t->len * 7 + 2); /* ids are < 10^6 here, so at most 6 digits + a space */
-    char *p = buf;
-    for (size_t i = 0; i < t->len; i++) {
-        if (i) *p++ = ' ';
+/* Writes ids as "a b c\n" through a fixed buffer (the encoding is complete before anything is
+ * written, so a bad input never leaves partial output). */
+static int write_ids(const zg_tokens *t, FILE *f) {
+    enum { CAP = 1 << 16 };
+    char buf[CAP];
+    size_t used = 0;
+    for (size_t i = 0; i <= t->len; i++) {
+        if (used > CAP - 16) {
+            if (fwrite(buf, 1, used, f) != used) return -1;
+            used = 0;
+        }
+        if (i == t->len) break;
+        if (i) buf[used++] = ' ';
         char tmp[12];
         int n = 0;
         uint32_t v = (uint32_t)t->ids[i];
         do tmp[n++] = (char)('0' + v % 10);
         while ((v /= 10) != 0);
-        while (n) *p++ = tmp[--n];
+        while (n) buf[used++] = tmp[--n];
     }
-    *p++ = '\n';
-    *len = (size_t)(p - buf);
-    return buf;
+    buf[used++] = '\n';
+    if (fwrite(buf, 1, used, f) != used) return -1;
+    return fflush(f);
 }
 
 int zg_cmd_tokenize(int argc, char **argv) {
@@ -100,12 +107,9 @@ int zg_cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "zgpt tokenize: %zu bytes -> %zu tokens in %.4f s: %.2f MB/s single-threaded, %.3f bytes/token\n",
                 len, ids.len, secs, secs > 0 ? (double)len / secs / 1e6 : 0.0,
                 ids.len ? (double)len / (double)ids.len : 0.0);
-    size_t olen;
-    char *out = format_ids(&ids, &olen);
+    int wrc = write_ids(&ids, stdout);
     zg_tokens_free(&ids);
-    size_t wrote = fwrite(out, 1, olen, stdout);
-    free(out);
-    if (wrote != olen || fflush(stdout) != 0) {
+    if (wrc != 0) {
         zg_errorf("cannot write the token ids to standard output: %s", strerror(errno));
         return zg_cli_fail();
     }

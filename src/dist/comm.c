@@ -122,6 +122,8 @@ void zg_comm_wait(zg_comm *c, zg_comm_req *req) {
     if (req) c->ops->wait(c, req);
 }
 
+int zg_comm_test(zg_comm *c, zg_comm_req *req) { return req ? c->ops->test(c, req) : 1; }
+
 void zg_comm_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op) {
     zg_comm_wait(c, zg_comm_iall_reduce(c, send, recv, n, dt, op));
 }
@@ -157,6 +159,12 @@ void zg_comm_broadcast_host(zg_comm *c, void *buf, size_t bytes, int root) {
     c->n_collectives++;
     c->ops->broadcast_host(c, buf, bytes, root);
 }
+void zg_comm_all_gather_host(zg_comm *c, const void *mine, void *all, size_t bytes) {
+    char *dst = all;
+    memmove(dst + (size_t)c->rank * bytes, mine, bytes);
+    for (int r = 0; r < c->size; r++) zg_comm_broadcast_host(c, dst + (size_t)r * bytes, bytes, r);
+}
+
 int zg_comm_any(zg_comm *c, int flag) {
     double v = flag ? 1.0 : 0.0;
     zg_comm_all_reduce_host_f64(c, &v, 1, ZG_COMM_MAX);

@@ -54,6 +54,9 @@ typedef struct {
     zg_comm_req *(*broadcast)(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root);
     zg_comm_req *(*barrier)(zg_comm *c);
     void (*wait)(zg_comm *c, zg_comm_req *req);
+    /* Non-blocking check (also drives MPI's progress): 1 when complete; the handle stays valid and
+     * must still be waited on (which is then immediate). */
+    int (*test)(zg_comm *c, zg_comm_req *req);
     /* Host values (any backend, blocking): all-reduce of n doubles, broadcast of bytes. */
     void (*all_reduce_host_f64)(zg_comm *c, double *vals, int n, zg_comm_op op);
     void (*broadcast_host)(zg_comm *c, void *buf, size_t bytes, int root);
@@ -111,6 +114,9 @@ zg_comm_req *zg_comm_ireduce_scatter(zg_comm *c, const void *send, void *recv, s
 zg_comm_req *zg_comm_iall_gather(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt);
 zg_comm_req *zg_comm_ibroadcast(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root);
 void zg_comm_wait(zg_comm *c, zg_comm_req *req); /* NULL is allowed (no-op) */
+/* 1 when the collective has completed (wait is then immediate); never blocks. Calling it while
+ * computing lets MPI make progress on collectives in flight. */
+int zg_comm_test(zg_comm *c, zg_comm_req *req);
 
 /* Blocking forms. */
 void zg_comm_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op);
@@ -126,6 +132,9 @@ void zg_comm_group_end(zg_comm *c);
  * broadcast of host bytes. */
 void zg_comm_all_reduce_host_f64(zg_comm *c, double *vals, int n, zg_comm_op op);
 void zg_comm_broadcast_host(zg_comm *c, void *buf, size_t bytes, int root);
+/* Every rank's `bytes` of host data, in rank order, into all (size * bytes) on every rank (small
+ * records: checkpoint file lists, per-rank status). */
+void zg_comm_all_gather_host(zg_comm *c, const void *mine, void *all, size_t bytes);
 /* 1 on every rank when `flag` is non-zero on any rank (all-reduce max): overflow/stop agreement. */
 int zg_comm_any(zg_comm *c, int flag);
 

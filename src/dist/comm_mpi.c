@@ -37,6 +37,7 @@ struct zg_comm_req {
     const float *convert_src;
     size_t convert_n;
     zg_dtype dt;
+    int complete;        /* MPI requests already finished (by a test) */
 };
 
 /* Prints "zgpt[rank R]: fatal: file:line: rank R: ..." and aborts the whole MPI job. */
@@ -212,10 +213,19 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int mpi_test(zg_comm *c, zg_comm_req *r) {
+    if (!r->complete) {
+        int done = 0;
+        ZG_CHECK_MPI(c, r->op, MPI_Testall(r->nreq, r->reqs, &done, MPI_STATUSES_IGNORE));
+        r->complete = done;
+    }
+    return r->complete;
+}
+
 static void mpi_wait(zg_comm *c, zg_comm_req *r) {
     double start = now_s();
     long polls = 0;
-    for (;;) {
+    while (!r->complete) {
         int done = 0;
         ZG_CHECK_MPI(c, r->op, MPI_Testall(r->nreq, r->reqs, &done, MPI_STATUSES_IGNORE));
         if (done) break;
@@ -267,6 +277,7 @@ static const zg_comm_ops mpi_ops = {
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
     .wait = mpi_wait,
+    .test = mpi_test,
     .all_reduce_host_f64 = mpi_all_reduce_host_f64,
     .broadcast_host = mpi_broadcast_host,
     .group_begin = NULL,

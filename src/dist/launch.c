@@ -7,6 +7,9 @@
 #include "backend/backend.h"
 #include "dist/comm.h"
 #endif
+#ifdef ZGPT_WITH_MPI
+#include <mpi.h> /* only for OPEN_MPI: which mpirun flags apply */
+#endif
 
 #include <errno.h>
 #include <poll.h>
@@ -450,8 +453,11 @@ static int launch_mpirun(int argc, char **argv, int nproc, const zg_launch_opts 
     if (!mpirun || !*mpirun) mpirun = "mpirun";
     char np[32];
     snprintf(np, sizeof np, "%d", nproc);
-    const char *impl = ZGPT_MPI_IMPL;
-    int ompi = strstr(impl, "Open MPI") != NULL;
+#ifdef OPEN_MPI
+    int ompi = 1;
+#else
+    int ompi = strstr(ZGPT_MPI_IMPL, "Open MPI") != NULL;
+#endif
     char **av = zg_calloc((size_t)argc + 24, sizeof(char *));
     int k = 0;
     av[k++] = (char *)mpirun;

@@ -135,14 +135,40 @@ static const safetensors_tensor *find_tensor(const safetensors_file *f, const ch
     return t ? t : safetensors_find(f, key);
 }
 
+/* Without config.json: vocab_size and n_embd from wte, n_positions from wpe, n_layer from the
+ * highest h.N present, and n_head = n_embd / 64 (every released GPT-2 uses 64-wide heads). */
 static int config_from_shapes(const char *file, gpt2_config *cfg) {
     safetensors_file f;
     if (safetensors_open(&f, file) != 0) return -1;
-    (void)cfg;
+    const safetensors_tensor *wte = find_tensor(&f, "wte.weight"), *wpe = find_tensor(&f, "wpe.weight");
+    int rc = 0;
+    if (wte == NULL || wpe == NULL || wte->ndim != 2 || wpe->ndim != 2) {
+        rc = zg_errorf("%s: no config.json beside the file and no 2-D wte.weight/wpe.weight to infer the config "
+                       "from: put the model's Hugging Face config.json next to it",
+                       file);
+    } else {
+        memset(cfg, 0, sizeof *cfg);
+        cfg->vocab_size = (int)wte->shape[0];
+        cfg->n_embd = (int)wte->shape[1];
+        cfg->block_size = (int)wpe->shape[0];
+        int maxl = -1;
+        for (int i = 0; i < f.n_tensors; i++) {
+            const char *k = f.tensors[i].name;
+            if (strncmp(k, "transformer.", 12) == 0) k += 12;
+            int l;
+            if (sscanf(k, "h.%d.", &l) == 1 && l > maxl) maxl = l;
+        }
+        cfg->n_layer = maxl + 1;
+        if (cfg->n_embd % 64 != 0 || maxl < 0)
+            rc = zg_errorf("%s: no config.json beside the file and n_embd %d is not a multiple of 64 (or no layers "
+                           "found), so n_head cannot be inferred: put the model's config.json next to it",
+                           file, cfg->n_embd);
+        else
+            cfg->n_head = cfg->n_embd / 64;
+        if (rc == 0 && gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s", file);
+    }
     safetensors_close(&f);
-    return zg_errorf("%s: no config.json beside the file: n_head cannot be inferred from tensor shapes; put the "
-                     "model's Hugging Face config.json next to it",
-                     file);
+    return rc;
 }
 
 int hf_config_load(const char *path, gpt2_config *cfg) {
@@ -217,7 +243,9 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
         }
         int same = t->ndim == endim;
         for (int d = 0; same && d < endim; d++) same = t->shape[d] == exp[d];
-        if (!same) {
+        /* a shorter block_size than the file's n_positions crops wpe (nanoGPT's crop_block_size) */
+        int crop = strcmp(x->name, "wpe") == 0 && t->ndim == 2 && t->shape[1] == exp[1] && t->shape[0] > exp[0];
+        if (!same && !crop) {
             shape_str(want, sizeof want, exp, endim);
             shape_str(got, sizeof got, t->shape, t->ndim);
             rc = zg_errorf("%s: tensor '%s' has shape %s, expected %s (config: n_layer %d, n_head %d, n_embd %d, "
@@ -225,7 +253,14 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
                            st, t->name, got, want, cfg.n_layer, cfg.n_head, C, cfg.block_size, V);
             break;
         }
-        if (safetensors_read_f32(&f, t, tmp) != 0) {
+        if (crop) {
+            /* read the whole (n_positions, C) table, keep the first block_size rows */
+            float *full = zg_malloc(t->numel * sizeof(float));
+            rc = safetensors_read_f32(&f, t, full);
+            if (rc == 0) memcpy(tmp, full, x->numel * sizeof(float));
+            free(full);
+            if (rc != 0) break;
+        } else if (safetensors_read_f32(&f, t, tmp) != 0) {
             rc = -1;
             break;
         }
@@ -393,33 +428,4 @@ int hf_export(const char *dir, const gpt2_config *cfg_in, const float *params, z
     free(e);
     gpt2_param_table_free(&tab);
     return rc;
-}
-
-int hf_resolve_named(const char *name, char *buf, size_t cap) {
-    const char *env = getenv("ZGPT_MODELS_DIR");
-    char tried[1024] = "";
-    const char *roots[2] = {env && env[0] ? env : NULL, "models"};
-    for (int i = 0; i < 2; i++) {
-        if (roots[i] == NULL) continue;
-        char *dir = zg_path_join(roots[i], name);
-        char *st = zg_path_join(dir, "model.safetensors");
-        int found = zg_file_exists(st);
-        size_t used = strlen(tried);
-        snprintf(tried + used, sizeof tried - used, "%s%s", used ? " and " : "", dir);
-        free(st);
-        if (found) {
-            if (strlen(dir) + 1 > cap) {
-                free(dir);
-                return zg_errorf("model folder path too long");
-            }
-            memcpy(buf, dir, strlen(dir) + 1);
-            free(dir);
-            return 0;
-        }
-        free(dir);
-    }
-    return zg_errorf("model '%s' not found (looked for model.safetensors in %s): zgpt downloads nothing; fetch it "
-                     "once with `huggingface-cli download openai-community/%s model.safetensors config.json "
-                     "--local-dir models/%s` or set ZGPT_MODELS_DIR to the folder that holds %s/",
-                     name, tried, name, name, name);
 }

@@ -1,7 +1,8 @@
 /* Hugging Face GPT-2 checkpoints (GPT2LMHeadModel): import and export.
  *
  * Import: PATH is a folder holding config.json + model.safetensors, or a .safetensors file (the
- * config.json beside it is used when present, else the shapes give the config). Keys are accepted
+ * config.json beside it is used when present, else the shapes give the config, with
+ * n_head = n_embd / 64 as in every released GPT-2). Keys are accepted
  * with or without the "transformer." prefix; the attn.bias / attn.masked_bias buffers are ignored;
  * Conv1D weights (stored (in, out)) are transposed to zgpt's (out, in). lm_head.weight is tied to
  * wte: when present it must equal wte (else an error: zgpt cannot represent an untied head).
@@ -17,13 +18,9 @@
 /* Reads the model config of PATH (folder or .safetensors file). */
 int hf_config_load(const char *path, gpt2_config *cfg);
 /* Loads parameters into params_host (fp32, cfg's table layout; padded vocabulary rows zero). cfg
- * must match the file (use hf_config_load first). */
+ * must match the file (use hf_config_load first), except that cfg->block_size may be smaller than
+ * the file's n_positions: wpe is then cropped to its first block_size rows (as nanoGPT does). */
 int hf_params_load(const char *path, const gpt2_config *cfg, float *params_host);
-/* Resolves a named model (gpt2, gpt2-medium, gpt2-large, gpt2-xl, or any folder name) to a local HF
- * folder holding model.safetensors: $ZGPT_MODELS_DIR/NAME, else ./models/NAME. Nothing is
- * downloaded: when absent, the error names the folders searched and how to fetch the files.
- * Writes the folder into buf. */
-int hf_resolve_named(const char *name, char *buf, size_t cap);
 /* Writes a HF folder (created if needed) in dtype fp32/fp16/bf16. */
 int hf_export(const char *dir, const gpt2_config *cfg, const float *params_host, zg_dtype dtype);
 

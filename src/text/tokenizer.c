@@ -69,6 +69,10 @@ struct zg_tokenizer {
     char *bytes;       /* all token bytes, back to back */
     uint64_t *tok_off; /* (offset << 16 | length) of token id's bytes; tokens are < 64 KiB */
     int32_t *rank;     /* merge rank of a merged token; -1 for single bytes and special tokens */
+    int32_t *rank_id;  /* the token of each rank (merge number; -1 if that merge remade a token) */
+    int32_t byte_id[256];
+    int32_t *rank2;    /* [b0 << 8 | b1]: rank of the 2-byte token b0 b1, or -1 (256 KiB, so the
+                        * first round of BPE lookups stays in the CPU cache) */
     vocab_slot *slots; /* bytes -> id for ordinary tokens (single bytes and merge results) */
     size_t slot_mask;
     int32_t *specials; /* ids of special tokens (in the vocabulary, but no merge makes them) */
@@ -101,8 +105,6 @@ static inline uint64_t key_hash(uint64_t head, const char *p, size_t n) {
     x *= 0x94D049BB133111EBull;
     return x ^ (x >> 32);
 }
-
-static inline uint64_t hash_bytes(const char *p, size_t n) { return key_hash(key_head(p, n), p, n); }
 
 static inline uint32_t key_tag(uint64_t h, size_t n) { return (uint32_t)(h >> 48) << 16 | (uint32_t)n; }
 
@@ -411,6 +413,8 @@ void zg_tokenizer_free(zg_tokenizer *tok) {
     free(tok->bytes);
     free(tok->tok_off);
     free(tok->rank);
+    free(tok->rank_id);
+    free(tok->rank2);
     free(tok->slots);
     free(tok->specials);
     if (tok->re) pcre2_code_free(tok->re);
@@ -444,6 +448,18 @@ static int tokenizer_load(zg_tokenizer *tok, load_ctx *lc) {
         tok->specials[tok->n_specials++] = id;
     }
     if (vocab_index(tok, lc->vocab_path, 1) != 0) return -1;
+    tok->rank_id = zg_malloc(lc->n_merges * sizeof *tok->rank_id);
+    for (size_t r = 0; r < lc->n_merges; r++) tok->rank_id[r] = -1;
+    tok->rank2 = zg_malloc(65536 * sizeof *tok->rank2);
+    for (size_t i = 0; i < 65536; i++) tok->rank2[i] = -1;
+    for (int32_t id = 0; id < tok->vocab_size; id++) {
+        size_t len;
+        const unsigned char *b = (const unsigned char *)tok_bytes(tok, id, &len);
+        if (len == 1) tok->byte_id[b[0]] = id;
+        if (tok->rank[id] < 0) continue;
+        tok->rank_id[tok->rank[id]] = id;
+        if (len == 2) tok->rank2[b[0] << 8 | b[1]] = tok->rank[id];
+    }
     tok->checksum = tokenizer_checksum(tok, lc);
     return regex_compile(tok);
 }
@@ -552,6 +568,7 @@ struct zg_encoder {
     size_t cap;
     uint32_t *nxt, *prv; /* start of the next / previous part (nxt == n: last part) */
     int32_t *prank;      /* rank of the pair (part i, next part), -1 if none */
+    int32_t *pid;        /* token id of the part starting at i */
     uint64_t *heap;      /* (rank << 32 | position): min-heap of candidate merges */
     /* word cache */
     cache_slot *cache;
@@ -585,6 +602,7 @@ void zg_encoder_free(zg_encoder *enc) {
     free(enc->nxt);
     free(enc->prv);
     free(enc->prank);
+    free(enc->pid);
     free(enc->heap);
     free(enc->cache);
     free(enc->ckeys);
@@ -624,6 +642,7 @@ static inline int32_t pair_rank(const zg_encoder *enc, const char *p, uint32_t n
     uint32_t j = enc->nxt[i];
     if (j >= n) return -1;
     uint32_t e = enc->nxt[j];
+    if (e - i == 2) return enc->tok->rank2[(unsigned char)p[i] << 8 | (unsigned char)p[i + 1]];
     int32_t id = vocab_find(enc->tok, p + i, e - i);
     return id >= 0 ? enc->tok->rank[id] : -1;
 }
@@ -638,16 +657,19 @@ static void bpe_merge(zg_encoder *enc, const char *p, uint32_t n, zg_tokens *out
         enc->nxt = zg_realloc(enc->nxt, cap * sizeof *enc->nxt);
         enc->prv = zg_realloc(enc->prv, cap * sizeof *enc->prv);
         enc->prank = zg_realloc(enc->prank, cap * sizeof *enc->prank);
+        enc->pid = zg_realloc(enc->pid, cap * sizeof *enc->pid);
         enc->heap = zg_realloc(enc->heap, 3 * cap * sizeof *enc->heap);
         enc->cap = cap;
     }
     uint32_t *nxt = enc->nxt, *prv = enc->prv;
-    int32_t *prank = enc->prank;
+    int32_t *prank = enc->prank, *pid = enc->pid;
+    const int32_t *byte_id = enc->tok->byte_id, *rank_id = enc->tok->rank_id;
     uint64_t *heap = enc->heap;
     size_t hn = 0;
     for (uint32_t i = 0; i < n; i++) {
         nxt[i] = i + 1;
         prv[i] = i - 1; /* wraps for i == 0; never read there */
+        pid[i] = byte_id[(unsigned char)p[i]];
     }
     for (uint32_t i = 0; i < n; i++) {
         prank[i] = pair_rank(enc, p, n, i);
@@ -661,6 +683,7 @@ static void bpe_merge(zg_encoder *enc, const char *p, uint32_t n, zg_tokens *out
          * token, so another rank: ranks are unique per token). */
         if (prank[i] != r) continue;
         uint32_t j = nxt[i];
+        pid[i] = rank_id[r];
         nxt[i] = nxt[j];
         if (nxt[j] < n) prv[nxt[j]] = i;
         prank[j] = -1;
@@ -672,7 +695,7 @@ static void bpe_merge(zg_encoder *enc, const char *p, uint32_t n, zg_tokens *out
             if (prank[k] >= 0) heap_push(heap, &hn, ((uint64_t)prank[k] << 32) | k);
         }
     }
-    for (uint32_t i = 0; i < n; i = nxt[i]) zg_tokens_push(out, vocab_find(enc->tok, p + i, nxt[i] - i));
+    for (uint32_t i = 0; i < n; i = nxt[i]) zg_tokens_push(out, pid[i]);
 }
 
 static void cache_clear(zg_encoder *enc) {
@@ -680,9 +703,8 @@ static void cache_clear(zg_encoder *enc) {
     enc->cache_used = enc->ckeys_used = enc->cvals_used = 0;
 }
 
-static int encode_piece(zg_encoder *enc, const char *p, size_t n, zg_tokens *out) {
-    uint64_t head = key_head(p, n);
-    uint64_t h = key_hash(head, p, n);
+/* Encodes one piece whose key head and hash are computed (see encode_batch). */
+static int encode_piece(zg_encoder *enc, const char *p, size_t n, uint64_t head, uint64_t h, zg_tokens *out) {
     int32_t id = vocab_find_hashed(enc->tok, p, n, head, h);
     if (id >= 0) {
         zg_tokens_push(out, id);
@@ -724,6 +746,33 @@ static int encode_piece(zg_encoder *enc, const char *p, size_t n, zg_tokens *out
     return 0;
 }
 
+/* Pieces are found in batches and looked up afterwards: hashing a batch first and prefetching
+ * its table slots lets the (mostly cache-missing) lookups of the batch overlap instead of each
+ * stalling the next regex match. */
+#define PIECE_BATCH 32
+
+typedef struct {
+    size_t off, len;
+    uint64_t head, hash;
+} piece_ref;
+
+static inline void piece_add(const zg_encoder *enc, piece_ref *b, int *nb, const char *text, size_t off, size_t len) {
+    piece_ref *r = &b[(*nb)++];
+    r->off = off;
+    r->len = len;
+    r->head = key_head(text + off, len);
+    r->hash = key_hash(r->head, text + off, len);
+#if defined(__GNUC__)
+    __builtin_prefetch(&enc->tok->slots[(size_t)r->hash & enc->tok->slot_mask]);
+#endif
+}
+
+static int encode_batch(zg_encoder *enc, const char *text, const piece_ref *b, int nb, zg_tokens *out) {
+    for (int i = 0; i < nb; i++)
+        if (encode_piece(enc, text + b[i].off, b[i].len, b[i].head, b[i].hash, out) != 0) return -1;
+    return 0;
+}
+
 /* Pre-tokenizes text[0..len) and encodes each piece. The regex sees exactly this span, so the
  * lookahead in \s+(?!\S) treats its end as the end of the text (as tiktoken does around special
  * tokens). Bytes that no match covers are invalid UTF-8 (every valid character matches some
@@ -732,6 +781,8 @@ static int encode_piece(zg_encoder *enc, const char *p, size_t n, zg_tokens *out
 static int encode_ordinary(zg_encoder *enc, const char *text, size_t len, zg_tokens *out) {
     const zg_tokenizer *tok = enc->tok;
     PCRE2_SPTR subj = (PCRE2_SPTR)text;
+    piece_ref batch[PIECE_BATCH];
+    int nb = 0;
     size_t pos = 0;
     while (pos < len) {
         int rc = tok->jit ? pcre2_jit_match(tok->re, subj, len, pos, 0, enc->md, enc->mctx)
@@ -747,11 +798,15 @@ static int encode_ordinary(zg_encoder *enc, const char *text, size_t len, zg_tok
             pcre2_get_error_message(rc, msg, sizeof msg);
             return zg_errorf("pre-tokenizing at byte %zu failed: %s", pos, (const char *)msg);
         }
-        if (s > pos && encode_piece(enc, text + pos, s - pos, out) != 0) return -1;
-        if (e > s && encode_piece(enc, text + s, e - s, out) != 0) return -1;
+        if (nb > PIECE_BATCH - 2) {
+            if (encode_batch(enc, text, batch, nb, out) != 0) return -1;
+            nb = 0;
+        }
+        if (s > pos) piece_add(enc, batch, &nb, text, pos, s - pos);
+        if (e > s) piece_add(enc, batch, &nb, text, s, e - s);
         pos = e;
     }
-    return 0;
+    return encode_batch(enc, text, batch, nb, out);
 }
 
 /* Earliest occurrence of a special token in text[from..len): its position (len if none), with its

@@ -91,14 +91,18 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
 
 int zg_model_source_has_weights(const zg_model_source *s) { return s->kind != ZG_SRC_NAMED_CONFIG; }
 
-int zg_model_source_load(const zg_model_source *s, float *params_host, size_t num_params) {
+int zg_model_source_load(const zg_model_source *s, const gpt2_config *cfg, float *params_host, size_t num_params) {
+    if (cfg->n_layer != s->cfg.n_layer || cfg->n_head != s->cfg.n_head || cfg->n_embd != s->cfg.n_embd ||
+        cfg->vocab_size != s->cfg.vocab_size || cfg->block_size > s->cfg.block_size ||
+        (s->kind != ZG_SRC_HF && cfg->block_size != s->cfg.block_size))
+        return zg_errorf("internal: model shape requested from '%s' differs from the source", s->path ? s->path : s->name);
     switch (s->kind) {
     case ZG_SRC_CHECKPOINT:
         if (s->ckpt.num_params != num_params)
             return zg_errorf("checkpoint '%s' holds %llu parameters, expected %zu", s->path,
                              (unsigned long long)s->ckpt.num_params, num_params);
         return zg_ckpt_read_model(&s->ckpt, params_host);
-    case ZG_SRC_HF: return hf_params_load(s->path, &s->cfg, params_host);
+    case ZG_SRC_HF: return hf_params_load(s->path, cfg, params_host);
     case ZG_SRC_NAMED_CONFIG: break;
     }
     return zg_errorf("model '%s' has no weights to load", s->name);
@@ -116,4 +120,46 @@ void zg_model_source_describe(const zg_model_source *s, char *buf, size_t cap) {
     case ZG_SRC_HF: snprintf(buf, cap, "%s%shf:%s", s->name, s->name[0] ? " " : "", s->path); break;
     case ZG_SRC_NAMED_CONFIG: snprintf(buf, cap, "%s (config only, random weights)", s->name); break;
     }
+}
+
+int zg_model_instantiate(const char *spec, const char *device, int need_weights, uint64_t seed, zg_backend **be,
+                         gpt2_model *m, char *desc, size_t desc_cap) {
+    *be = NULL;
+    memset(m, 0, sizeof *m);
+    zg_model_source src;
+    if (zg_model_source_open(&src, spec, need_weights) != 0) return -1;
+    if (desc) zg_model_source_describe(&src, desc, desc_cap);
+    const char *dev = device ? device : "auto";
+    if (strcmp(dev, "auto") == 0) dev = zg_backend_cuda_available() ? "cuda" : "cpu";
+    zg_backend_config bc = {dev, -1, strcmp(dev, "cuda") == 0 ? ZG_BF16 : ZG_F32};
+    int rc = zg_backend_create(be, &bc);
+    if (rc == 0) rc = gpt2_init(m, &src.cfg, *be);
+    if (rc == 0) {
+        size_t np = m->table.num_params;
+        if (zg_model_source_has_weights(&src)) {
+            float *host = malloc(np * sizeof(float));
+            if (!host) {
+                rc = zg_errorf("out of host memory loading %zu parameters", np);
+            } else {
+                rc = zg_model_source_load(&src, &src.cfg, host, np);
+                if (rc == 0) gpt2_params_upload(m, host);
+                free(host);
+            }
+        } else {
+            gpt2_init_random(m, seed);
+        }
+        if (rc != 0) gpt2_free(m);
+    }
+    zg_model_source_close(&src);
+    if (rc != 0) {
+        if (*be) zg_backend_destroy(*be);
+        *be = NULL;
+        memset(m, 0, sizeof *m);
+    }
+    return rc;
+}
+
+void zg_model_release(zg_backend *be, gpt2_model *m) {
+    if (m->be) gpt2_free(m);
+    if (be) zg_backend_destroy(be);
 }

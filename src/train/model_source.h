@@ -28,10 +28,20 @@ char *zg_models_dir_for(const char *name);
 int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights);
 /* 1 when the source has weights to load. */
 int zg_model_source_has_weights(const zg_model_source *s);
-/* fp32 host parameters in s->cfg's table layout. */
-int zg_model_source_load(const zg_model_source *s, float *params_host, size_t num_params);
+/* fp32 host parameters in cfg's table layout (cfg = &s->cfg, or for a Hugging Face source the same
+ * shape with a smaller block_size: position embeddings cropped). */
+int zg_model_source_load(const zg_model_source *s, const gpt2_config *cfg, float *params_host, size_t num_params);
 void zg_model_source_close(zg_model_source *s);
 /* A short description for logs ("checkpoint out/iter_100", "hf:/models/gpt2", "gpt2 (config only)"). */
 void zg_model_source_describe(const zg_model_source *s, char *buf, size_t cap);
+
+/* Opens spec, creates the backend for device ("cpu", "cuda", "auto"; NULL = auto) at its default
+ * inference precision (fp32 on the CPU, bf16 on CUDA) and a model holding the source's weights (or
+ * random weights from seed for a config-only named model when need_weights is 0). desc (may be NULL)
+ * receives a description. On failure nothing is left allocated. */
+int zg_model_instantiate(const char *spec, const char *device, int need_weights, uint64_t seed, zg_backend **be,
+                         gpt2_model *m, char *desc, size_t desc_cap);
+/* Frees what zg_model_instantiate created. */
+void zg_model_release(zg_backend *be, gpt2_model *m);
 
 #endif

@@ -131,6 +131,9 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         if (zg_model_source_open(&src, c->init_from, 1) != 0) return zg_error_prefix("init_from '%s'", c->init_from);
         have_src = 1;
         mc = src.cfg;
+        /* A Hugging Face model can be cropped to a shorter block_size (its first wpe rows), as nanoGPT
+         * does for fine-tuning at a shorter context. */
+        if (src.kind == ZG_SRC_HF && c->block_size && c->block_size < mc.block_size) mc.block_size = c->block_size;
         char what[600];
         snprintf(what, sizeof what, "init_from '%s'", c->init_from);
         if (check_shape(c, &mc, what) != 0) {
@@ -138,7 +141,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
             return -1;
         }
     }
-    if (gpt2_init(&tr->model, &mc, tr->be) != 0) {
+    if (gpt2_config_validate(&mc) != 0 || gpt2_init(&tr->model, &mc, tr->be) != 0) {
         if (have_src) zg_model_source_close(&src);
         return -1;
     }
@@ -155,7 +158,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         rc = zg_ckpt_read_model(resume_ck, tr->host_params);
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
     } else if (have_src) {
-        rc = zg_model_source_load(&src, tr->host_params, np);
+        rc = zg_model_source_load(&src, &tr->model.cfg, tr->host_params, np);
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
     } else {
         gpt2_init_random(&tr->model, c->seed);

@@ -2,9 +2,13 @@
 #include "train/zero.h"
 
 #include "core/error.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 
+#include "core/fileio.h"
+
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +22,13 @@ struct zg_zero_pending {
 };
 
 enum { MAX_BUCKETS_IN_FLIGHT = 2 };
+/* Device staging for shard += piece is used in chunks of at most this many elements. */
+static const size_t ACC_TMP_MAX = (size_t)1 << 22;
+
+static size_t acc_tmp_elems(size_t bucket, size_t shard) {
+    size_t t = bucket < shard ? bucket : shard;
+    return t < ACC_TMP_MAX ? t : ACC_TMP_MAX;
+}
 
 void zg_zero_opts_default(zg_zero_opts *o) {
     o->stage = 0;
@@ -167,8 +178,21 @@ static void flush_pending(zg_zero *z, int all) {
     if (z->pend_hi == z->pend_lo) z->pend_lo = z->pend_hi = 0;
 }
 
+/* Completes the reductions that have already finished, oldest first, without blocking (on MPI this
+ * is also what moves collectives in flight forward while backward computes). */
+static void progress_reduces(zg_zero *z) {
+    while (z->inflight && zg_comm_test(z->comm, z->inflight->req)) {
+        zg_zero_pending *p = z->inflight;
+        z->inflight = p->next;
+        complete_reduce(z, p);
+        if (p->bucket_last) z->n_inflight_buckets--;
+        free(p);
+    }
+}
+
 void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
     if (z->o.stage < 2 || count == 0) return;
+    progress_reduces(z);
     if (offset + count > z->n) ZG_FATAL("ZeRO: grads_ready [%zu, %zu) beyond the buffer (%zu)", offset, offset + count, z->n);
     z->reported += count;
     if (z->pend_hi > z->pend_lo && offset + count != z->pend_lo) flush_pending(z, 1); /* not adjacent below */
@@ -259,6 +283,7 @@ static void slot_release(zg_zero *z, int slot) {
 
 void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
     if (z->o.stage < 3) return;
+    if (is_backward) progress_reduces(z);
     int slot = layer + 1;
     if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
     slot_finish_gather(z, slot);
@@ -372,7 +397,7 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
         be->ops->zero(be, z->grad_shard, (z->end - z->begin) * esz(z->gdt));
     }
     if (z->o.stage >= 2 && be->device >= 0) {
-        z->acc_tmp_elems = z->o.reduce_bucket_size < z->shard ? z->o.reduce_bucket_size : z->shard;
+        z->acc_tmp_elems = acc_tmp_elems(z->o.reduce_bucket_size, z->shard);
         z->acc_tmp = be->ops->alloc(be, z->acc_tmp_elems * esz(z->gdt), "ZeRO gradient accumulation staging");
         if (!z->acc_tmp) {
             zg_zero_free(z);
@@ -403,10 +428,15 @@ void zg_zero_free(zg_zero *z) {
     memset(z, 0, sizeof *z);
 }
 
-static void reduce_piece_blocking(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
-    (void)arg;
+static void launch_reduce_piece_list(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
+    zg_zero_pending **list = arg;
+    zg_zero_pending *p = zg_calloc(1, sizeof *p);
+    p->lo = lo;
+    p->hi = hi;
+    p->owner = owner;
     void *buf = at(z->grads, lo, z->gdt);
-    zg_comm_reduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
+    p->req = zg_comm_ireduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
+    fifo_push(list, p);
 }
 
 void zg_zero_micro_end(zg_zero *z) {
@@ -434,15 +464,27 @@ void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zer
     size_t gcount;
     /* 1. complete the reduction of the accumulated gradients */
     if (z->o.stage == 0) {
-        for (size_t lo = 0; lo < z->n; lo += z->o.reduce_bucket_size) {
-            size_t k = z->n - lo < z->o.reduce_bucket_size ? z->n - lo : z->o.reduce_bucket_size;
+        /* all chunks in flight together (one NCCL group), then waited on */
+        size_t B = z->o.reduce_bucket_size, nchunks = (z->n + B - 1) / B;
+        zg_comm_req **reqs = zg_malloc(sizeof *reqs * (nchunks ? nchunks : 1));
+        zg_comm_group_begin(c);
+        for (size_t i = 0; i < nchunks; i++) {
+            size_t lo = i * B, k = z->n - lo < B ? z->n - lo : B;
             void *buf = at(z->grads, lo, z->gdt);
-            zg_comm_all_reduce(c, buf, buf, k, z->gdt, ZG_COMM_SUM);
+            reqs[i] = zg_comm_iall_reduce(c, buf, buf, k, z->gdt, ZG_COMM_SUM);
         }
+        zg_comm_group_end(c);
+        for (size_t i = 0; i < nchunks; i++) zg_comm_wait(c, reqs[i]);
+        free(reqs);
         g = z->grads;
         gcount = z->n;
     } else if (z->o.stage == 1) {
-        for_each_piece(z, 0, z->n, z->o.reduce_bucket_size, reduce_piece_blocking, NULL);
+        /* the reduce-scatter of the accumulated gradients: every piece to its owner */
+        zg_zero_pending *list = NULL;
+        zg_comm_group_begin(c);
+        for_each_piece(z, 0, z->n, z->o.reduce_bucket_size, launch_reduce_piece_list, &list);
+        zg_comm_group_end(c);
+        wait_list(z, &list);
         g = at(z->grads, z->begin, z->gdt);
         gcount = z->end - z->begin;
     } else {
@@ -491,6 +533,71 @@ void zg_zero_after_load(zg_zero *z) {
 
 zg_optimizer *zg_zero_optimizer(zg_zero *z) { return &z->opt; }
 
+/* ---- sharded checkpoints ----------------------------------------------------------------- */
+
+typedef struct {
+    zg_ckpt_file file;
+    int32_t wrote, ok;
+    char error[200];
+} shard_record;
+
+int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir, const char *tag) {
+    zg_comm *c = z->comm;
+    int root = c->rank == 0;
+    zg_comm_barrier(c); /* rank 0's partial folder exists from here on */
+    if (!root) {
+        /* Join the folder rank 0 created. The name must match checkpoint.c's stage_path(); a
+         * zg_ckpt_writer_join() there would remove this duplication. */
+        char name[256];
+        snprintf(name, sizeof name, ".partial.%s", tag);
+        memset(w, 0, sizeof *w);
+        w->out_dir = zg_strdup(out_dir);
+        w->tag = zg_strdup(tag);
+        w->stage_dir = zg_path_join(out_dir, name);
+        w->final_dir = zg_path_join(out_dir, tag);
+    }
+    shard_record mine;
+    memset(&mine, 0, sizeof mine);
+    mine.ok = 1;
+    int writes = (z->o.stage == 0 ? root : 1) && z->end > z->begin;
+    if (writes) {
+        int before = w->n_files;
+        if (zg_ckpt_write_optimizer(w, &z->opt, z->n) == 0 && w->n_files == before + 1) {
+            mine.file = w->files[w->n_files - 1];
+            mine.wrote = 1;
+        } else {
+            mine.ok = 0;
+            snprintf(mine.error, sizeof mine.error, "%s", zg_error_message());
+        }
+    }
+    shard_record *all = zg_malloc(sizeof mine * (size_t)c->size);
+    zg_comm_all_gather_host(c, &mine, all, sizeof mine);
+    int failed = -1;
+    for (int r = 0; r < c->size && failed < 0; r++)
+        if (!all[r].ok) failed = r;
+    int rc = 0;
+    if (failed >= 0) {
+        rc = zg_errorf("rank %d could not write its optimizer shard: %s", failed, all[failed].error);
+        if (root) zg_ckpt_writer_abort(w);
+    } else if (root) {
+        for (int r = 1; r < c->size; r++) {
+            if (!all[r].wrote) continue;
+            w->files = zg_realloc(w->files, (size_t)(w->n_files + 1) * sizeof *w->files);
+            w->files[w->n_files++] = all[r].file;
+        }
+    }
+    if (!root) { /* release without touching the folder: rank 0 owns it */
+        free(w->out_dir);
+        free(w->tag);
+        free(w->stage_dir);
+        free(w->final_dir);
+        free(w->files);
+        memset(w, 0, sizeof *w);
+    }
+    free(all);
+    return rc;
+}
+
 /* ---- memory ------------------------------------------------------------------------------ */
 
 void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
@@ -505,8 +612,7 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     if (o->stage >= 2) m->grad_shard = k * zg_dtype_size(gdt);
     m->optimizer = k ? k * 4 * (pdt == ZG_F32 ? 2 : 3) : 0;
     if (o->stage >= 2 && device) {
-        size_t t = o->reduce_bucket_size < S ? o->reduce_bucket_size : S;
-        m->comm += t * zg_dtype_size(gdt);
+        m->comm += acc_tmp_elems(o->reduce_bucket_size, S) * zg_dtype_size(gdt);
     }
     /* The MPI backend reduces 16-bit data through fp32 scratch: up to the buckets in flight. */
     if (!device && gdt != ZG_F32 && world > 1) {

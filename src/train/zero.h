@@ -46,6 +46,7 @@
 #include "backend/backend.h"
 #include "dist/comm.h"
 #include "model/gpt2.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/optimizer.h"
 
@@ -146,6 +147,16 @@ void zg_zero_release_all(zg_zero *z);
  * rank's copy consistent (all-gather from the owners) and, at stage 3, releases non-owned parts. */
 void zg_zero_after_load(zg_zero *z);
 zg_optimizer *zg_zero_optimizer(zg_zero *z);
+
+/* Sharded checkpoint save, every rank (src/train/checkpoint.h): rank 0 has called
+ * zg_ckpt_writer_begin(w, out_dir, tag); the other ranks pass a writer that is only filled here. Each
+ * rank writes its optimizer shard optim_<begin>_<end>.bin into the partial folder (at stage 0 only
+ * rank 0, every rank holding the same state); the file records (name, size, checksum) are gathered so
+ * that rank 0's writer lists every file for the manifest. Success is agreed: 0 on every rank when
+ * every rank wrote its shard, else -1 on every rank (with the failing rank in the message) and rank 0's
+ * partial folder removed. Afterwards rank 0 writes model.bin / state.json and commits (moving `latest`
+ * only then); the other ranks' writers are released here. */
+int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir, const char *tag);
 
 /* Memory actually held by this rank (model buffers, engine, communicator scratch peak). */
 void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);

@@ -8,6 +8,12 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# The vendored vocabulary is OpenAI's, byte for byte (sha256 published in the issue and README).
+(cd "$ZGPT_SRC/data/tokenizer/gpt2" && grep -q 196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783 SHA256SUMS &&
+  grep -q 1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5 SHA256SUMS &&
+  sha256sum --quiet -c SHA256SUMS) || fail "data/tokenizer/gpt2 does not match its sha256 sums"
+echo "ok: vendored vocabulary checksums"
+
 # Format: decimal ids, single spaces, one newline at the end.
 printf 'Hello world' | "$ZGPT" tokenize >"$tmp/out"
 [ "$(cat "$tmp/out")" = "15496 995" ] || fail "Hello world -> '$(cat "$tmp/out")', expected '15496 995'"

@@ -2,7 +2,8 @@
 # `zgpt tokenize` against tiktoken's GPT-2 encoding, live: js-tiktoken (and the npm tiktoken package,
 # tiktoken's Rust core as WASM) encode the same files in this run, and the outputs must be identical.
 # Corpora: Tiny Shakespeare (338,025 tokens), the stress corpus, the text with <|endoftext|> in both
-# modes, and the U+0085/U+FEFF file where only tiktoken is the reference (see make_fixtures.mjs).
+# modes, the U+0085/U+FEFF file where only tiktoken is the reference (see make_fixtures.mjs), and
+# random text made of edge-case fragments.
 set -euo pipefail
 : "${ZGPT:?set ZGPT to the zgpt binary}" "${ZGPT_SRC:?set ZGPT_SRC to the repository root}"
 js="$ZGPT_SRC/tests/js"
@@ -39,6 +40,12 @@ for impl in js-tiktoken tiktoken; do
   compare "special (allowed)" "$fx/special.txt" "$impl" --allow-special
 done
 compare "ws_diverge" "$fx/ws_diverge.txt" tiktoken
+# Random glue of edge-case fragments (tests/js/random_text.mjs), a few fixed seeds.
+for seed in 1 2 3; do
+  node "$js/random_text.mjs" "$seed" 200000 >"$tmp/random_$seed.txt"
+  compare "random text (seed $seed)" "$tmp/random_$seed.txt" js-tiktoken
+  compare "random text (seed $seed)" "$tmp/random_$seed.txt" tiktoken
+done
 
 n=$("$ZGPT" tokenize --input "$shakes" | wc -w)
 [ "$n" -eq 338025 ] || { echo "FAIL: Tiny Shakespeare gave $n tokens, expected 338025" >&2; exit 1; }

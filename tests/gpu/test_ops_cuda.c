@@ -20,7 +20,8 @@ static uint64_t g_rng = 0x5eed1234abcdULL;
 static zg_backend *g_be[3]; /* fp32, bf16, fp16 */
 
 static const char *dt_name(zg_dtype dt) { return dt == ZG_F32 ? "fp32" : (dt == ZG_BF16 ? "bf16" : "fp16"); }
-static double tol_of(zg_dtype dt) { return dt == ZG_F32 ? 2e-5 : (dt == ZG_BF16 ? 1.5e-2 : 4e-3); }
+/* observed maxima on an H200: fp32 3.4e-6, bf16 2.9e-3, fp16 3.6e-4 (output rounding) */
+static double tol_of(zg_dtype dt) { return dt == ZG_F32 ? 2e-5 : (dt == ZG_BF16 ? 8e-3 : 1.5e-3); }
 
 /* random device buffer; host gets the rounded values */
 static void *dev_rand(zg_backend *be, zg_dtype dt, size_t n, float amp, float *host) {
@@ -198,11 +199,11 @@ static void ln_ref(double *out, double *mean, double *rstd, const float *x, cons
 }
 
 static void test_layernorm(void) {
-    int shapes[][2] = {{67, 96}, {33, 1600}, {16, 768}};
+    int shapes[][2] = {{67, 96}, {33, 1600}, {16, 768}, {9, 100}, {5, 37}}; /* 100, 37: scalar paths */
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        for (int si = 0; si < 3; si++) {
+        for (int si = 0; si < 5; si++) {
             int N = shapes[si][0], C = shapes[si][1];
             size_t nc = (size_t)N * C;
             float *a = malloc(nc * 4), *bb = malloc(nc * 4), *w = malloc(C * 4), *bias = malloc(C * 4);
@@ -454,11 +455,20 @@ static void test_attention(void) {
             void *out = dev_nan(be, dt, no);
             void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
             void *dqkv = dev_nan(be, dt, nqkv);
-            be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
             double *rout = malloc(no * 8), *rd = malloc(nqkv * 8);
             attn_ref(rout, rd, qkv, dout, B, T, C, NH);
-            float *o = dl(be, out, dt, no);
             char name[96];
+            /* the 16-rows-per-warp forward tiling (tuning knob) first, then the default */
+            setenv("ZGPT_ATTN_FWD_MT", "1", 1);
+            be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
+            unsetenv("ZGPT_ATTN_FWD_MT");
+            float *o1 = dl(be, out, dt, no);
+            snprintf(name, sizeof name, "attention_forward (MT=1) B=%d T=%d", B, T);
+            check_rel(name, dt, o1, rout, no, tol_of(dt));
+            free(o1);
+            poison(be, out, dt, no);
+            be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
+            float *o = dl(be, out, dt, no);
             snprintf(name, sizeof name, "attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
             check_rel(name, dt, o, rout, no, tol_of(dt));
             be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
@@ -474,7 +484,7 @@ static void test_attention(void) {
                         go[r * C + c] = g[r * 3 * C + p * C + c];
                         gr[r * C + c] = rd[r * 3 * C + p * C + c];
                     }
-                check_rel(part[p], dt, go, gr, n, dt == ZG_F32 ? 1e-4 : 2 * tol_of(dt));
+                check_rel(part[p], dt, go, gr, n, dt == ZG_F32 ? 1e-4 : tol_of(dt));
                 free(go); free(gr);
             }
             free(o); free(g); free(rout); free(rd); free(qkv); free(dout);
@@ -543,7 +553,7 @@ static void test_classifier(void) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        int N = 37, V = 1000, Vp = 1024;
+        int N = 37, V = di == 2 ? 997 : 1000, Vp = di == 2 ? 1001 : 1024; /* fp16: odd Vp (scalar path) */
         size_t n = (size_t)N * Vp;
         float *lg = malloc(n * 4);
         void *dl_ = dev_rand(be, dt, n, 8.f, lg);
@@ -765,6 +775,9 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "gelu_forward (4C)", 0, nc * 4 * es * 2, be->ops->gelu_forward(be, h4b, h4, (size_t)N * 4 * C));
     BENCH(&ctx, "residual_forward", 0, nc * es * 3, be->ops->residual_forward(be, x2, x, y, (size_t)N * C));
     double af = 2.0 * B * NH * (double)T * T * (C / NH); /* causal: half of 4*B*NH*T*T*hs */
+    setenv("ZGPT_ATTN_FWD_MT", "1", 1);
+    BENCH(&ctx, "attention_forward (16 rows/warp)", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
+    unsetenv("ZGPT_ATTN_FWD_MT");
     BENCH(&ctx, "attention_forward", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
     BENCH(&ctx, "attention_backward", 2.5 * af, 0,
           be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));

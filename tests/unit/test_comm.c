@@ -195,6 +195,9 @@ static void test_async_and_host(void) {
         for (size_t i = 0; i < n; i++) bufs[k][i] = val(C->rank, i + (size_t)k);
         reqs[k] = zg_comm_iall_reduce(C, bufs[k], bufs[k], n, ZG_F32, ZG_COMM_SUM);
     }
+    long spins = 0; /* test() completes the oldest without blocking (and keeps the handle valid) */
+    while (!zg_comm_test(C, reqs[0]) && spins < 100000000) spins++;
+    ZT_CHECK(zg_comm_test(C, reqs[0]) == 1);
     for (int k = K - 1; k >= 0; k--) zg_comm_wait(C, reqs[k]); /* any wait order */
     int bad = 0;
     for (int k = 0; k < K; k++) {
@@ -219,6 +222,12 @@ static void test_async_and_host(void) {
     if (C->rank == W - 1) snprintf(msg, sizeof msg, "from the last rank");
     zg_comm_broadcast_host(C, msg, sizeof msg, W - 1);
     ZT_CHECK(strcmp(msg, "from the last rank") == 0);
+    int mine[3] = {C->rank, 7 * C->rank + 1, -C->rank}, *all = zg_malloc(sizeof mine * (size_t)W);
+    zg_comm_all_gather_host(C, mine, all, sizeof mine);
+    bad = 0;
+    for (int r = 0; r < W; r++) bad += all[3 * r] != r || all[3 * r + 1] != 7 * r + 1 || all[3 * r + 2] != -r;
+    ZT_CHECK(bad == 0);
+    free(all);
     ZT_CHECK(C->scratch_bytes == 0); /* every 16-bit scratch buffer was released */
 }
 

@@ -314,9 +314,26 @@ static void test_export_import(void) {
     float *q = zg_malloc(t.num_params * 4);
     ZT_CHECK(hf_params_load(d32, &c, q) == 0);
     ZT_CHECK_MSG(memcmp(p, q, t.num_params * 4) == 0, "fp32 export -> import is not identical");
+    /* a smaller block_size crops wpe; the other tensors are unchanged */
+    {
+        gpt2_config cc = c;
+        cc.block_size = 5;
+        gpt2_param_table tc;
+        gpt2_param_table_init(&tc, &cc);
+        float *qc = zg_malloc(tc.num_params * 4);
+        ZT_CHECK_MSG(hf_params_load(d32, &cc, qc) == 0, "crop: %s", zg_error_message());
+        const gpt2_tensor *wa = gpt2_param_table_find(&t, "wpe"), *wb = gpt2_param_table_find(&tc, "wpe");
+        const gpt2_tensor *la = gpt2_param_table_find(&t, "ln_f.bias"), *lb = gpt2_param_table_find(&tc, "ln_f.bias");
+        ZT_CHECK(memcmp(p + wa->offset, qc + wb->offset, wb->numel * 4) == 0);
+        ZT_CHECK(memcmp(p + la->offset, qc + lb->offset, lb->numel * 4) == 0);
+        cc.block_size = 9; /* longer than the file: refused */
+        ZT_CHECK(hf_params_load(d32, &cc, qc) == -1 && strstr(zg_error_message(), "wpe") != NULL);
+        free(qc);
+        gpt2_param_table_free(&tc);
+    }
     /* the Conv1D layout: HF c_attn.weight is (C, 3C) = our (3C, C) transposed */
     char *st = zg_path_join(d32, "model.safetensors");
-    safetensors_file f;
+    safetensors_file f, f2;
     ZT_CHECK(safetensors_open(&f, st) == 0);
     const safetensors_tensor *ca = safetensors_find(&f, "transformer.h.1.attn.c_attn.weight");
     ZT_CHECK(ca && ca->shape[0] == 16 && ca->shape[1] == 48);
@@ -396,6 +413,15 @@ static void test_export_import(void) {
     FILE *tf = fopen(vst, "r+b");
     ZT_CHECK(tf != NULL && ftruncate(fileno(tf), 1000) == 0 && fclose(tf) == 0);
     ZT_CHECK(hf_params_load(vst, &c, q) == -1 && strstr(zg_error_message(), "model.safetensors") != NULL);
+    /* a header length beyond the end of the file, and a header that is not JSON */
+    tf = fopen(vst, "wb");
+    const unsigned char hdr_long[16] = {0xff, 0xff, 0, 0, 0, 0, 0, 0, '{', '}'};
+    ZT_CHECK(tf && fwrite(hdr_long, 1, 10, tf) == 10 && fclose(tf) == 0);
+    ZT_CHECK(safetensors_open(&f2, vst) == -1 && strstr(zg_error_message(), "truncated") != NULL);
+    tf = fopen(vst, "wb");
+    const unsigned char hdr_bad[16] = {4, 0, 0, 0, 0, 0, 0, 0, 'n', 'o', 'p', 'e'};
+    ZT_CHECK(tf && fwrite(hdr_bad, 1, 12, tf) == 12 && fclose(tf) == 0);
+    ZT_CHECK(safetensors_open(&f2, vst) == -1 && strstr(zg_error_message(), "JSON") != NULL);
     /* a config that zgpt does not implement */
     cf = fopen(cfgdst, "wb");
     const char *bad = "{\"n_layer\":2,\"n_head\":2,\"n_embd\":16,\"n_positions\":8,\"vocab_size\":40,"
@@ -403,6 +429,20 @@ static void test_export_import(void) {
     ZT_CHECK(cf && fwrite(bad, 1, strlen(bad), cf) == strlen(bad) && fclose(cf) == 0);
     ZT_CHECK(hf_config_load(vdir, &c2) == -1 && strstr(zg_error_message(), "relu") != NULL);
     ZT_CHECK(hf_config_load("/nonexistent/zgpt-model", &c2) == -1);
+    /* a bare .safetensors file: the config comes from the shapes (n_head = n_embd / 64) */
+    gpt2_config c64 = {3, 1, 64, 8, 40, 0};
+    gpt2_config_validate(&c64);
+    gpt2_param_table t64;
+    gpt2_param_table_init(&t64, &c64);
+    float *p64 = random_params(&t64, 5, 0.1f);
+    char *bare = zg_path_join(dir, "bare"), *bare_cfg = zg_path_join(bare, "config.json");
+    char *bare_st = zg_path_join(bare, "model.safetensors");
+    ZT_CHECK(hf_export(bare, &c64, p64, ZG_F32) == 0 && unlink(bare_cfg) == 0);
+    ZT_CHECK_MSG(hf_config_load(bare_st, &c2) == 0, "bare file: %s", zg_error_message());
+    ZT_CHECK(c2.n_layer == 3 && c2.n_head == 1 && c2.n_embd == 64 && c2.block_size == 8 && c2.vocab_size == 40);
+    ZT_CHECK(hf_config_load(vst, &c2) == -1); /* the truncated file */
+    free(p64), free(bare), free(bare_cfg), free(bare_st);
+    gpt2_param_table_free(&t64);
 
     safetensors_close(&f);
     free(lm), free(e), free(mask), free(vdir), free(vst), free(cfgsrc), free(cfgdst);

@@ -204,8 +204,9 @@ static double att_loss(void *p) {
     return dot(c->out, c->R, (size_t)c->B * c->T * c->C);
 }
 
-static void test_attention(void) {
-    att_ctx c = {2, 7, 12, 3, NULL, NULL, NULL, NULL};
+/* T above the CPU's 64-query block exercises the blocked causal products (a partial last block too). */
+static void attention_case(int B, int T, int C, int NH, int check_cache) {
+    att_ctx c = {B, T, C, NH, NULL, NULL, NULL, NULL};
     size_t nqkv = (size_t)c.B * c.T * 3 * c.C, nout = (size_t)c.B * c.T * c.C;
     c.qkv = rand_buf(nqkv, 1.0f);
     c.out = rand_buf(nout, 1.0f);
@@ -218,7 +219,7 @@ static void test_attention(void) {
         for (int h = 0; h < c.NH; h++)
             for (int t = 0; t < c.T; t++) {
                 const float *q = c.qkv + ((size_t)b * c.T + t) * 3 * c.C + h * hs;
-                double s[16], mx = -1e30, sum = 0;
+                double s[256], mx = -1e30, sum = 0;
                 for (int j = 0; j <= t; j++) {
                     const float *k = c.qkv + ((size_t)b * c.T + j) * 3 * c.C + c.C + h * hs;
                     s[j] = dot(q, k, hs) / sqrt((double)hs);
@@ -237,9 +238,16 @@ static void test_attention(void) {
     /* a denser check of the last rows (keys/values of late positions only reach late queries) */
     fd_check("attention dqkv (last row)", c.qkv + nqkv - 3 * c.C, dqkv + nqkv - 3 * c.C, 3 * c.C, att_loss, &c,
              1e-2f, 1e-3, 1e-2);
+    /* an early row of batch 0: its keys/values are seen by the queries of every later block */
+    size_t r10 = (size_t)(c.T > 10 ? 10 : 0) * 3 * c.C;
+    fd_check("attention dqkv (row 10)", c.qkv + r10, dqkv + r10, 3 * c.C, att_loss, &c, 1e-2f, 1e-3, 1e-2);
 
     /* KV cache: feeding the sequence in chunks (3, then 1, then 3 positions) gives the same outputs */
     att_loss(&c); /* outputs at the unperturbed inputs (fd_check leaves the last perturbation's) */
+    if (!check_cache) {
+        free(dqkv), free(c.qkv), free(c.out), free(c.R), free(c.stats);
+        return;
+    }
     int maxT = 8;
     float *kc = calloc((size_t)c.B * maxT * c.C, 4), *vc = calloc((size_t)c.B * maxT * c.C, 4);
     int chunks[3] = {3, 1, 3}, pos = 0;
@@ -260,6 +268,11 @@ static void test_attention(void) {
     }
     ZT_CHECK_MSG(worst < 1e-5, "cached attention differs from full attention by %.3g", worst);
     free(kc), free(vc), free(dqkv), free(c.qkv), free(c.out), free(c.R), free(c.stats);
+}
+
+static void test_attention(void) {
+    attention_case(2, 7, 12, 3, 1);
+    attention_case(1, 150, 8, 2, 0);
 }
 
 /* ---- classifier --------------------------------------------------------------------------------- */

@@ -299,11 +299,49 @@ static void test_bpe_against_naive(void) {
     zg_encoder_free(enc);
 }
 
+/* Length of the valid UTF-8 character at p (RFC 3629: no overlongs, surrogates or > U+10FFFF),
+ * 0 if none starts there. */
+static size_t utf8_char_len(const unsigned char *p, size_t n) {
+    if (p[0] < 0x80) return 1;
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    if (p[0] == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+    if (p[0] == 0xED && p[1] >= 0xA0) return 0; /* surrogate */
+    if (p[0] == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+    if (p[0] == 0xF4 && p[1] >= 0x90) return 0; /* above U+10FFFF */
+    return len;
+}
+
+/* The documented semantics for invalid UTF-8: the tokens of x are the tokens of its valid stretches
+ * and of its invalid runs, each encoded on its own. */
+static void check_invalid_split(zg_encoder *enc, const char *s, size_t n, const char *what) {
+    zg_tokens whole = encode(enc, s, n, 0), parts = {0};
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        int valid = utf8_char_len(u + i, n - i) > 0;
+        while (i < n) {
+            size_t cl = utf8_char_len(u + i, n - i);
+            if ((cl > 0) != valid) break;
+            i += cl ? cl : 1;
+        }
+        ZT_CHECK(zg_encoder_encode(enc, s + start, i - start, 0, &parts) == 0);
+    }
+    zt.checks++;
+    same_ids(&whole, &parts, what);
+    zg_tokens_free(&whole);
+    zg_tokens_free(&parts);
+}
+
 static void test_roundtrip(void) {
     zg_encoder *enc = zg_encoder_new(tok);
     size_t n;
     char *s = read_fixture("invalid_utf8.bin", &n);
     if (s) roundtrip(enc, s, n, "invalid_utf8.bin");
+    if (s) check_invalid_split(enc, s, n, "invalid_utf8.bin split at invalid runs");
     free(s);
     s = read_fixture("stress.txt", &n);
     if (s) roundtrip(enc, s, n, "stress.txt");
@@ -339,6 +377,7 @@ static void test_roundtrip(void) {
         char what[48];
         snprintf(what, sizeof what, "random bytes %d", trial);
         roundtrip(enc, buf, len, what);
+        check_invalid_split(enc, buf, len, what);
     }
     free(buf);
     /* A very long single word (1 MiB of letters, no space): one piece through the heap BPE. */

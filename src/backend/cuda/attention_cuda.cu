@@ -16,11 +16,33 @@
 #include "backend/cuda/cuda_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #define ZGC_LOG2E 1.4426950408889634f
 #define ZGC_ATT_BQ 64
 #define ZGC_ATT_BK 64
 #define ZGC_ATT_THREADS 128
+
+/* The tensor-core kernels use sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async). When a
+ * device pass targets an older architecture they compile to a trap, and
+ * zgc_attention_check_arch() refuses to create the backend (see CMake's CUDA_ARCHITECTURES). */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define ZGC_SM80_ONLY(stmt) __trap()
+#else
+#define ZGC_SM80_ONLY(stmt) stmt
+#endif
+
+__global__ void zgc_arch_probe_kernel() {}
+
+int zgc_attention_check_arch(void) {
+    cudaFuncAttributes fa;
+    ZG_CUDA_CHECK(cudaFuncGetAttributes(&fa, zgc_arch_probe_kernel));
+    if (fa.binaryVersion < 80 || fa.ptxVersion < 80)
+        return zg_errorf("the CUDA kernels were compiled for sm_%d (PTX %d), below the sm_80 this backend needs: "
+                         "configure with -DCMAKE_CUDA_ARCHITECTURES=90 (or the GPU's own) and rebuild",
+                         fa.binaryVersion, fa.ptxVersion);
+    return 0;
+}
 
 size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH) {
     (void)be;
@@ -32,10 +54,10 @@ size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH) {
 template <typename T> struct zgc_mma;
 template <> struct zgc_mma<__nv_bfloat16> {
     static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        ZGC_SM80_ONLY(asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                      "{%0,%1,%2,%3};\n"
                      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -44,10 +66,10 @@ template <> struct zgc_mma<__nv_bfloat16> {
 };
 template <> struct zgc_mma<__half> {
     static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        ZGC_SM80_ONLY(asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                      "{%0,%1,%2,%3};\n"
                      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __half2 v = __floats2half2_rn(lo, hi);
@@ -56,14 +78,6 @@ template <> struct zgc_mma<__half> {
 };
 
 __device__ __forceinline__ uint32_t zgc_ld32(const void *p) { return *reinterpret_cast<const uint32_t *>(p); }
-
-/* Two 8x8 b16 matrices from shared memory, transposed: rows r0..r0+15 of a row-major tile
- * (lane l gives the address of row (l & 15)); returns the B fragment of k16 x n8 where
- * B(k, n) = tile[k][n]. */
-__device__ __forceinline__ void zgc_ldsm_x2_trans(uint32_t &r0, uint32_t &r1, const void *row_ptr) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(row_ptr);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
-}
 
 /* A fragment (16 x k16) from a row-major shared tile: rows row0.., columns k0.. */
 template <int LD, typename T>
@@ -74,135 +88,251 @@ __device__ __forceinline__ void zgc_load_a(uint32_t a[4], const T *tile, int row
     a[3] = zgc_ld32(&tile[(row0 + g + 8) * LD + k0 + 2 * t + 8]);
 }
 
-/* Copies rows [r0, r0+64) x hs of one head from global (row stride ld elements) into a padded
- * shared tile [64][HS+8]; rows >= T are zero-filled. 16-byte vectors. */
+/* Asynchronous copy of rows [r0, r0+64) x hs of one head from global (row stride ld elements)
+ * into a padded shared tile [64][HS+8]; rows >= T are zero-filled (cp.async with source size 0).
+ * 16-byte vectors; the caller commits and waits. */
 template <int HS, typename T>
-__device__ __forceinline__ void zgc_load_tile(T *sh, const T *g, size_t ld, int r0, int T_len) {
+__device__ __forceinline__ void zgc_load_tile_async(T *sh, const T *g, size_t ld, int r0, int T_len) {
     constexpr int VEC = 8, PER_ROW = HS / VEC, LD = HS + 8;
     for (int i = threadIdx.x; i < 64 * PER_ROW; i += ZGC_ATT_THREADS) {
         int r = i / PER_ROW, c = (i % PER_ROW) * VEC;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r0 + r < T_len) v = *reinterpret_cast<const uint4 *>(g + (size_t)(r0 + r) * ld + c);
-        *reinterpret_cast<uint4 *>(&sh[r * LD + c]) = v;
+        bool ok = r0 + r < T_len;
+        const T *src = g + (size_t)(ok ? r0 + r : 0) * ld + c;
+        uint32_t dst = (uint32_t)__cvta_generic_to_shared(&sh[r * LD + c]);
+        int sz = ok ? 16 : 0;
+        ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(sz)));
+    }
+}
+__device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
+template <int N> __device__ __forceinline__ void zgc_cp_wait() { ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N))); }
+
+/* B fragments of two k16 chunks (kk, kk+1) x n8 tile where B(k, n) = tile[n][k] (k contiguous):
+ * ldmatrix.x4 (no transpose), rows n0.., columns k0..k0+31. b[0],b[1]: chunk kk; b[2],b[3]: kk+1. */
+template <int LD, typename T>
+__device__ __forceinline__ void zgc_ldsm_b_x4(uint32_t b[4], const T *tile, int n0, int k0, int lane) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(&tile[(n0 + (lane & 7)) * LD + k0 + (lane >> 3) * 8]);
+    ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(a)));
+}
+/* B fragments of one k16 chunk x two n8 tiles (n0, n0+8) where B(k, n) = tile[k][n] (n contiguous):
+ * ldmatrix.x4.trans, rows k0..k0+15. b[0],b[1]: tile n0; b[2],b[3]: tile n0+8. */
+template <int LD, typename T>
+__device__ __forceinline__ void zgc_ldsm_bt_x4(uint32_t b[4], const T *tile, int k0, int n0, int lane) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(&tile[(k0 + (lane & 15)) * LD + n0 + (lane >> 4) * 8]);
+    ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(a)));
+}
+
+/* acc[8][4] (16 rows x 64 cols) += A (16 x HS, rows arow0.. of tile Asm) * Bsm^T where Bsm is
+ * [64][HS] (row n = column n of the product, k contiguous). */
+template <int HS, int LD, typename T>
+__device__ __forceinline__ void zgc_mma_abt(float acc[8][4], const uint32_t (*af)[4], const T *Bsm, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk += 2)
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t b[4];
+            zgc_ldsm_b_x4<LD>(b, Bsm, j * 8, kk * 16, lane);
+            zgc_mma<T>::run(acc[j], af[kk], b[0], b[1]);
+            zgc_mma<T>::run(acc[j], af[kk + 1], b[2], b[3]);
+        }
+}
+
+/* out[HS/8][4] (16 x HS) += P (16 x 64, C fragments in p[8][4], converted to A) * Bsm (64 x HS, row-major) */
+template <int HS, int LD, typename T>
+__device__ __forceinline__ void zgc_mma_pv(float out[HS / 8][4], const float p[8][4], const T *Bsm, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t pa[4];
+        pa[0] = zgc_mma<T>::pack(p[2 * kk][0], p[2 * kk][1]);
+        pa[1] = zgc_mma<T>::pack(p[2 * kk][2], p[2 * kk][3]);
+        pa[2] = zgc_mma<T>::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        pa[3] = zgc_mma<T>::pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+#pragma unroll
+        for (int dn = 0; dn < HS / 8; dn += 2) {
+            uint32_t b[4];
+            zgc_ldsm_bt_x4<LD>(b, Bsm, kk * 16, dn * 8, lane);
+            zgc_mma<T>::run(out[dn], pa, b[0], b[1]);
+            zgc_mma<T>::run(out[dn + 1], pa, b[2], b[3]);
+        }
     }
 }
 
 /* ---- forward (tensor cores) -------------------------------------------------------------------- */
 
-template <typename T, int HS>
+/* MT m-tiles (16 rows each) per warp share every B fragment loaded from shared memory:
+ * acc[MT][8][4] += A[MT] (16 x HS each) * Bsm^T, Bsm [64][HS] (k contiguous). */
+template <int HS, int LD, typename T, int MT>
+__device__ __forceinline__ void zgc_mma_abt_mt(float (*acc)[8][4], const uint32_t (*af)[HS / 16][4], const T *Bsm,
+                                               int lane) {
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk += 2)
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t b[4];
+            zgc_ldsm_b_x4<LD>(b, Bsm, j * 8, kk * 16, lane);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                zgc_mma<T>::run(acc[mt][j], af[mt][kk], b[0], b[1]);
+                zgc_mma<T>::run(acc[mt][j], af[mt][kk + 1], b[2], b[3]);
+            }
+        }
+}
+
+/* out[MT][HS/8][4] += P[MT] (16 x 64 each, C fragments) * Bsm (64 x HS, row-major) */
+template <int HS, int LD, typename T, int MT>
+__device__ __forceinline__ void zgc_mma_pv_mt(float (*out)[HS / 8][4], const float (*p)[8][4], const T *Bsm, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t pa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            pa[mt][0] = zgc_mma<T>::pack(p[mt][2 * kk][0], p[mt][2 * kk][1]);
+            pa[mt][1] = zgc_mma<T>::pack(p[mt][2 * kk][2], p[mt][2 * kk][3]);
+            pa[mt][2] = zgc_mma<T>::pack(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
+            pa[mt][3] = zgc_mma<T>::pack(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dn = 0; dn < HS / 8; dn += 2) {
+            uint32_t b[4];
+            zgc_ldsm_bt_x4<LD>(b, Bsm, kk * 16, dn * 8, lane);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                zgc_mma<T>::run(out[mt][dn], pa[mt], b[0], b[1]);
+                zgc_mma<T>::run(out[mt][dn + 1], pa[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+/* Forward. Block = 4 warps = BQ = 64*MT query rows (warp w: rows w*16*MT .. +16*MT); key tiles of 64.
+ * smem: Q [BQ][HS+8], then two stages of (K [64][HS+8], V [64][HS+8]); K/V of tile kt+1 are copied
+ * (cp.async) while tile kt is computed. */
+template <typename T, int HS, int MT>
 __global__ void __launch_bounds__(ZGC_ATT_THREADS)
 zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C, float scale_log2) {
-    constexpr int LD = HS + 8;
+    constexpr int LD = HS + 8, TILE = 64 * LD, BQ = 64 * MT;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Qs = reinterpret_cast<T *>(zgc_smem);
-    T *Ks = Qs + 64 * LD;
-    T *Vs = Ks + 64 * LD;
-    int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
+    T *KV = Qs + MT * TILE; /* stage s: K at KV + 2*s*TILE, V at KV + (2*s+1)*TILE */
+    int nq = (T_len + BQ - 1) / BQ;
     int qt = nq - 1 - blockIdx.y; /* heaviest tiles first */
     int bh = blockIdx.x, b = bh / NH, h = bh % NH;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     size_t ld = (size_t)3 * C;
     const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
     const T *kbase = qbase + C, *vbase = qbase + 2 * C;
+    int q0 = qt * BQ;
+    int nk = (min(q0 + BQ, T_len) + 63) / 64; /* key tiles up to the last row's diagonal */
 
-    zgc_load_tile<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
-    __syncthreads();
-    uint32_t qf[HS / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(qf[kk], Qs, warp * 16, kk * 16, g, t);
+    for (int mt = 0; mt < MT; mt++) zgc_load_tile_async<HS>(Qs + mt * TILE, qbase, ld, q0 + mt * 64, T_len);
+    zgc_load_tile_async<HS>(KV, kbase, ld, 0, T_len);
+    zgc_load_tile_async<HS>(KV + TILE, vbase, ld, 0, T_len);
+    zgc_cp_commit();
 
-    float o[HS / 8][4];
+    uint32_t qf[MT][HS / 16][4];
+    float o[MT][HS / 8][4];
+    float m_r[MT][2], l_r[MT][2];
 #pragma unroll
-    for (int j = 0; j < HS / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.f, 0.f};
-    int row_a = qt * ZGC_ATT_BQ + warp * 16 + g; /* rows of this thread: row_a, row_a + 8 */
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int j = 0; j < HS / 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+        m_r[mt][0] = m_r[mt][1] = -INFINITY;
+        l_r[mt][0] = l_r[mt][1] = 0.f;
+    }
+    int wrow0 = q0 + warp * 16 * MT;       /* first row of this warp */
+    int row_a = wrow0 + g;                 /* rows of this thread: row_a + mt*16 + {0, 8} */
 
-    for (int kt = 0; kt <= qt; kt++) {
-        __syncthreads(); /* previous tile fully consumed */
-        zgc_load_tile<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
-        zgc_load_tile<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
-        __syncthreads();
-        float s[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                uint32_t b0 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t]);
-                uint32_t b1 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
-                zgc_mma<T>::run(s[j], qf[kk], b0, b1);
-            }
+    for (int kt = 0; kt < nk; kt++) {
+        if (kt + 1 < nk) {
+            T *nkp = KV + 2 * ((kt + 1) & 1) * TILE;
+            zgc_load_tile_async<HS>(nkp, kbase, ld, (kt + 1) * 64, T_len);
+            zgc_load_tile_async<HS>(nkp + TILE, vbase, ld, (kt + 1) * 64, T_len);
         }
-        float mx[2] = {-INFINITY, -INFINITY};
+        zgc_cp_commit();
+        zgc_cp_wait<1>();
+        __syncthreads();
+        if (kt == 0) {
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int col = kt * ZGC_ATT_BK + j * 8 + 2 * t + (e & 1);
-                int row = row_a + (e >> 1) * 8;
-                float v = s[j][e] * scale_log2;
-                if (kt == qt && col > row) v = -INFINITY;
-                s[j][e] = v;
-                mx[e >> 1] = fmaxf(mx[e >> 1], v);
+                for (int kk = 0; kk < HS / 16; kk++)
+                    zgc_load_a<LD>(qf[mt][kk], Qs, warp * 16 * MT + mt * 16, kk * 16, g, t);
+        }
+        /* warp-uniform: skip a key tile entirely above this warp's rows */
+        if (kt * 64 <= wrow0 + 16 * MT - 1) {
+            const T *Ks = KV + 2 * (kt & 1) * TILE, *Vs = Ks + TILE;
+            float s[MT][8][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < 8; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+            zgc_mma_abt_mt<HS, LD, T, MT>(s, qf, Ks, lane);
+            bool diag = kt * 64 + 63 > wrow0; /* the tile may cross this warp's diagonal */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int col = kt * 64 + j * 8 + 2 * t + (e & 1);
+                        int row = row_a + mt * 16 + (e >> 1) * 8;
+                        float v = s[mt][j][e] * scale_log2;
+                        if (diag && col > row) v = -INFINITY;
+                        s[mt][j][e] = v;
+                        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+                    }
+                float corr[2];
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                    float mn = fmaxf(m_r[mt][r], mx[r]);
+                    corr[r] = exp2f(m_r[mt][r] - mn);
+                    m_r[mt][r] = mn;
+                    l_r[mt][r] *= corr[r];
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float p = exp2f(s[mt][j][e] - m_r[mt][e >> 1]);
+                        s[mt][j][e] = p;
+                        l_r[mt][e >> 1] += p;
+                    }
+#pragma unroll
+                for (int j = 0; j < HS / 8; j++) {
+                    o[mt][j][0] *= corr[0];
+                    o[mt][j][1] *= corr[0];
+                    o[mt][j][2] *= corr[1];
+                    o[mt][j][3] *= corr[1];
+                }
             }
-        float corr[2];
+            zgc_mma_pv_mt<HS, LD, T, MT>(o, s, Vs, lane);
+        }
+        __syncthreads(); /* this stage is refilled by the next iteration's copy */
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            float mn = fmaxf(m_r[r], mx[r]);
-            corr[r] = exp2f(m_r[r] - mn);
-            m_r[r] = mn;
-            l_r[r] *= corr[r];
+            float l = l_r[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            int row = row_a + mt * 16 + r * 8;
+            if (row >= T_len) continue;
+            float inv = 1.f / l;
+            T *orow = out + ((size_t)b * T_len + row) * C + (size_t)h * HS;
+#pragma unroll
+            for (int dn = 0; dn < HS / 8; dn++)
+                *reinterpret_cast<uint32_t *>(&orow[dn * 8 + 2 * t]) =
+                    zgc_mma<T>::pack(o[mt][dn][2 * r] * inv, o[mt][dn][2 * r + 1] * inv);
+            if (t == 0) lse[((size_t)bh) * T_len + row] = m_r[mt][r] + log2f(l);
         }
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = exp2f(s[j][e] - m_r[e >> 1]);
-                s[j][e] = p;
-                l_r[e >> 1] += p;
-            }
-#pragma unroll
-        for (int j = 0; j < HS / 8; j++) {
-            o[j][0] *= corr[0];
-            o[j][1] *= corr[0];
-            o[j][2] *= corr[1];
-            o[j][3] *= corr[1];
-        }
-        /* O += P V: P (16 x 64 keys) as A fragments, V tile (keys x hs) via ldmatrix.trans */
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t pa[4];
-            pa[0] = zgc_mma<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-            pa[1] = zgc_mma<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-            pa[2] = zgc_mma<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[3] = zgc_mma<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int dn = 0; dn < HS / 8; dn++) {
-                uint32_t b0, b1;
-                zgc_ldsm_x2_trans(b0, b1, &Vs[(kk * 16 + (lane & 15)) * LD + dn * 8]);
-                zgc_mma<T>::run(o[dn], pa, b0, b1);
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
-        l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = row_a + r * 8;
-        if (row >= T_len) continue;
-        float inv = 1.f / l_r[r];
-        T *orow = out + ((size_t)b * T_len + row) * C + (size_t)h * HS;
-#pragma unroll
-        for (int dn = 0; dn < HS / 8; dn++)
-            *reinterpret_cast<uint32_t *>(&orow[dn * 8 + 2 * t]) =
-                zgc_mma<T>::pack(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv);
-        if (t == 0) lse[((size_t)bh) * T_len + row] = m_r[r] + log2f(l_r[r]);
-    }
 }
 
 /* ---- backward: D = rowsum(dout * out) ---------------------------------------------------------- */
@@ -223,18 +353,17 @@ __global__ void zgc_att_bwd_d_kernel(float *D, const T *dout, const T *out, int 
 
 /* ---- backward dK, dV (tensor cores) ----------------------------------------------------------- */
 
+/* smem: K, V [64][HS+8]; two stages of (Q, dO [64][HS+8]); two stages of (lse, D [64]). */
 template <typename T, int HS>
-__global__ void __launch_bounds__(ZGC_ATT_THREADS)
+__global__ void __launch_bounds__(ZGC_ATT_THREADS, HS <= 64 ? 3 : 1)
 zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
                          int C, float scale_log2, float scale) {
-    constexpr int LD = HS + 8;
+    constexpr int LD = HS + 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Ks = reinterpret_cast<T *>(zgc_smem);
-    T *Vs = Ks + 64 * LD;
-    T *Qs = Vs + 64 * LD;
-    T *dOs = Qs + 64 * LD;
-    float *lse_s = reinterpret_cast<float *>(dOs + 64 * LD);
-    float *D_s = lse_s + 64;
+    T *Vs = Ks + TILE;
+    T *QD = Vs + TILE; /* stage s: Q at QD + 2*s*TILE, dO at QD + (2*s+1)*TILE */
+    float *LS = reinterpret_cast<float *>(QD + 4 * TILE); /* stage s: lse at LS + 128*s, D at LS + 128*s + 64 */
     int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
     int kt = blockIdx.y; /* small kt = most query tiles: heaviest first */
     int bh = blockIdx.x, b = bh / NH, h = bh % NH;
@@ -245,8 +374,16 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
     const T *dobase = dout + (size_t)b * T_len * C + (size_t)h * HS;
     const float *lse_bh = lse + (size_t)bh * T_len, *D_bh = Dg + (size_t)bh * T_len;
 
-    zgc_load_tile<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
-    zgc_load_tile<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
+    zgc_load_tile_async<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
+    zgc_load_tile_async<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
+    zgc_load_tile_async<HS>(QD, qbase, ld, kt * ZGC_ATT_BQ, T_len);
+    zgc_load_tile_async<HS>(QD + TILE, dobase, (size_t)C, kt * ZGC_ATT_BQ, T_len);
+    zgc_cp_commit();
+    for (int i = threadIdx.x; i < 64; i += ZGC_ATT_THREADS) {
+        int q = kt * ZGC_ATT_BQ + i;
+        LS[i] = q < T_len ? lse_bh[q] : INFINITY; /* P = 0 for padding rows */
+        LS[64 + i] = q < T_len ? D_bh[q] : 0.f;
+    }
     float dk[HS / 8][4], dv[HS / 8][4];
 #pragma unroll
     for (int j = 0; j < HS / 8; j++)
@@ -255,29 +392,30 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
     int key_a = kt * ZGC_ATT_BK + warp * 16 + g; /* keys of this thread: key_a, key_a + 8 */
 
     for (int qt = kt; qt < nq; qt++) {
-        __syncthreads();
-        zgc_load_tile<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
-        zgc_load_tile<HS>(dOs, dobase, (size_t)C, qt * ZGC_ATT_BQ, T_len);
-        for (int i = threadIdx.x; i < 64; i += ZGC_ATT_THREADS) {
-            int q = qt * ZGC_ATT_BQ + i;
-            lse_s[i] = q < T_len ? lse_bh[q] : INFINITY; /* P = 0 for padding rows */
-            D_s[i] = q < T_len ? D_bh[q] : 0.f;
+        int st_ = (qt - kt) & 1;
+        if (qt + 1 < nq) {
+            int ns = st_ ^ 1;
+            zgc_load_tile_async<HS>(QD + 2 * ns * TILE, qbase, ld, (qt + 1) * ZGC_ATT_BQ, T_len);
+            zgc_load_tile_async<HS>(QD + (2 * ns + 1) * TILE, dobase, (size_t)C, (qt + 1) * ZGC_ATT_BQ, T_len);
+            for (int i = threadIdx.x; i < 64; i += ZGC_ATT_THREADS) {
+                int q = (qt + 1) * ZGC_ATT_BQ + i;
+                LS[128 * ns + i] = q < T_len ? lse_bh[q] : INFINITY;
+                LS[128 * ns + 64 + i] = q < T_len ? D_bh[q] : 0.f;
+            }
         }
+        zgc_cp_commit();
+        zgc_cp_wait<1>();
         __syncthreads();
+        const T *Qs = QD + 2 * st_ * TILE, *dOs = Qs + TILE;
+        const float *lse_s = LS + 128 * st_, *D_s = lse_s + 64;
+        uint32_t af[HS / 16][4];
         /* S^T (16 keys x 64 queries) = K_w Q^T */
         float st[8][4];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+        for (int j = 0; j < 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                uint32_t a[4];
-                zgc_load_a<LD>(a, Ks, warp * 16, kk * 16, g, t);
-                uint32_t b0 = zgc_ld32(&Qs[(j * 8 + g) * LD + kk * 16 + 2 * t]);
-                uint32_t b1 = zgc_ld32(&Qs[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
-                zgc_mma<T>::run(st[j], a, b0, b1);
-            }
-        }
+        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], Ks, warp * 16, kk * 16, g, t);
+        zgc_mma_abt<HS, LD, T>(st, af, Qs, lane);
         /* P^T = exp2(S^T * scale_log2 - lse[q]), causal: query >= key */
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -289,49 +427,25 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
                 float p = exp2f(st[j][e] * scale_log2 - lse_s[qi]);
                 st[j][e] = (q >= key) ? p : 0.f;
             }
+        /* dV += P^T dO */
+        zgc_mma_pv<HS, LD, T>(dv, st, dOs, lane);
         /* dP^T (16 keys x 64 queries) = V_w dO^T */
         float dpt[8][4];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.f;
+        for (int j = 0; j < 8; j++) dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.f;
 #pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                uint32_t a[4];
-                zgc_load_a<LD>(a, Vs, warp * 16, kk * 16, g, t);
-                uint32_t b0 = zgc_ld32(&dOs[(j * 8 + g) * LD + kk * 16 + 2 * t]);
-                uint32_t b1 = zgc_ld32(&dOs[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
-                zgc_mma<T>::run(dpt[j], a, b0, b1);
+        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], Vs, warp * 16, kk * 16, g, t);
+        zgc_mma_abt<HS, LD, T>(dpt, af, dOs, lane);
+        /* dS^T = P^T (dP^T - D[q]); dK += dS^T Q */
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int qi = j * 8 + 2 * t + (e & 1);
+                st[j][e] = st[j][e] * (dpt[j][e] - D_s[qi]);
             }
-        }
-        /* dV += P^T dO ; dS^T = P^T (dP^T - D) ; dK += dS^T Q (k = queries) */
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t pa[4], da[4];
-            pa[0] = zgc_mma<T>::pack(st[2 * kk][0], st[2 * kk][1]);
-            pa[1] = zgc_mma<T>::pack(st[2 * kk][2], st[2 * kk][3]);
-            pa[2] = zgc_mma<T>::pack(st[2 * kk + 1][0], st[2 * kk + 1][1]);
-            pa[3] = zgc_mma<T>::pack(st[2 * kk + 1][2], st[2 * kk + 1][3]);
-            float ds[2][4];
-#pragma unroll
-            for (int hlf = 0; hlf < 2; hlf++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int qi = (2 * kk + hlf) * 8 + 2 * t + (e & 1);
-                    ds[hlf][e] = st[2 * kk + hlf][e] * (dpt[2 * kk + hlf][e] - D_s[qi]);
-                }
-            da[0] = zgc_mma<T>::pack(ds[0][0], ds[0][1]);
-            da[1] = zgc_mma<T>::pack(ds[0][2], ds[0][3]);
-            da[2] = zgc_mma<T>::pack(ds[1][0], ds[1][1]);
-            da[3] = zgc_mma<T>::pack(ds[1][2], ds[1][3]);
-#pragma unroll
-            for (int dn = 0; dn < HS / 8; dn++) {
-                uint32_t b0, b1;
-                zgc_ldsm_x2_trans(b0, b1, &dOs[(kk * 16 + (lane & 15)) * LD + dn * 8]);
-                zgc_mma<T>::run(dv[dn], pa, b0, b1);
-                zgc_ldsm_x2_trans(b0, b1, &Qs[(kk * 16 + (lane & 15)) * LD + dn * 8]);
-                zgc_mma<T>::run(dk[dn], da, b0, b1);
-            }
-        }
+        zgc_mma_pv<HS, LD, T>(dk, st, Qs, lane);
+        __syncthreads();
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -350,16 +464,16 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
 
 /* ---- backward dQ (tensor cores) ------------------------------------------------------------------ */
 
+/* smem: Q, dO [64][HS+8]; two stages of (K, V [64][HS+8]). */
 template <typename T, int HS>
-__global__ void __launch_bounds__(ZGC_ATT_THREADS)
+__global__ void __launch_bounds__(ZGC_ATT_THREADS, HS <= 64 ? 3 : 1)
 zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
                         int C, float scale_log2, float scale) {
-    constexpr int LD = HS + 8;
+    constexpr int LD = HS + 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Qs = reinterpret_cast<T *>(zgc_smem);
-    T *dOs = Qs + 64 * LD;
-    T *Ks = dOs + 64 * LD;
-    T *Vs = Ks + 64 * LD;
+    T *dOs = Qs + TILE;
+    T *KV = dOs + TILE;
     int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
     int qt = nq - 1 - blockIdx.y;
     int bh = blockIdx.x, b = bh / NH, h = bh % NH;
@@ -376,35 +490,38 @@ zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, 
         lse_r[r] = q < T_len ? lse[(size_t)bh * T_len + q] : INFINITY;
         D_r[r] = q < T_len ? Dg[(size_t)bh * T_len + q] : 0.f;
     }
-    zgc_load_tile<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
-    zgc_load_tile<HS>(dOs, dobase, (size_t)C, qt * ZGC_ATT_BQ, T_len);
+    zgc_load_tile_async<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
+    zgc_load_tile_async<HS>(dOs, dobase, (size_t)C, qt * ZGC_ATT_BQ, T_len);
+    zgc_load_tile_async<HS>(KV, kbase, ld, 0, T_len);
+    zgc_load_tile_async<HS>(KV + TILE, vbase, ld, 0, T_len);
+    zgc_cp_commit();
     float dq[HS / 8][4];
 #pragma unroll
     for (int j = 0; j < HS / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
 
     for (int kt = 0; kt <= qt; kt++) {
+        if (kt + 1 <= qt) {
+            T *nk = KV + 2 * ((kt + 1) & 1) * TILE;
+            zgc_load_tile_async<HS>(nk, kbase, ld, (kt + 1) * ZGC_ATT_BK, T_len);
+            zgc_load_tile_async<HS>(nk + TILE, vbase, ld, (kt + 1) * ZGC_ATT_BK, T_len);
+        }
+        zgc_cp_commit();
+        zgc_cp_wait<1>();
         __syncthreads();
-        zgc_load_tile<HS>(Ks, kbase, ld, kt * ZGC_ATT_BK, T_len);
-        zgc_load_tile<HS>(Vs, vbase, ld, kt * ZGC_ATT_BK, T_len);
-        __syncthreads();
+        const T *Ks = KV + 2 * (kt & 1) * TILE, *Vs = Ks + TILE;
+        uint32_t af[HS / 16][4];
         float s[8][4], dp[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
             dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < HS / 16; kk++) {
-                uint32_t a[4];
-                zgc_load_a<LD>(a, Qs, warp * 16, kk * 16, g, t);
-                uint32_t b0 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t]);
-                uint32_t b1 = zgc_ld32(&Ks[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
-                zgc_mma<T>::run(s[j], a, b0, b1);
-                zgc_load_a<LD>(a, dOs, warp * 16, kk * 16, g, t);
-                b0 = zgc_ld32(&Vs[(j * 8 + g) * LD + kk * 16 + 2 * t]);
-                b1 = zgc_ld32(&Vs[(j * 8 + g) * LD + kk * 16 + 2 * t + 8]);
-                zgc_mma<T>::run(dp[j], a, b0, b1);
-            }
         }
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], Qs, warp * 16, kk * 16, g, t);
+        zgc_mma_abt<HS, LD, T>(s, af, Ks, lane);
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], dOs, warp * 16, kk * 16, g, t);
+        zgc_mma_abt<HS, LD, T>(dp, af, Vs, lane);
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -415,20 +532,8 @@ zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, 
                 if (key > row) p = 0.f;
                 s[j][e] = p * (dp[j][e] - D_r[e >> 1]); /* dS */
             }
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t da[4];
-            da[0] = zgc_mma<T>::pack(s[2 * kk][0], s[2 * kk][1]);
-            da[1] = zgc_mma<T>::pack(s[2 * kk][2], s[2 * kk][3]);
-            da[2] = zgc_mma<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            da[3] = zgc_mma<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int dn = 0; dn < HS / 8; dn++) {
-                uint32_t b0, b1;
-                zgc_ldsm_x2_trans(b0, b1, &Ks[(kk * 16 + (lane & 15)) * LD + dn * 8]);
-                zgc_mma<T>::run(dq[dn], da, b0, b1);
-            }
-        }
+        zgc_mma_pv<HS, LD, T>(dq, s, Ks, lane);
+        __syncthreads();
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -572,17 +677,28 @@ static int zgc_att_use_mma(zg_backend *be, int hs, const void *p0, const void *p
     return be->act_dtype != ZG_F32 && (hs == 64 || hs == 128) && (a % 16) == 0;
 }
 
+template <typename T, int HS, int MT>
+static void zgc_flash_fwd_launch_mt(zg_backend *be, void *out, float *lse, const void *qkv, int B, int T_len, int C,
+                                    int NH, float scale_log2) {
+    zgc_impl *im = zgc_get(be);
+    size_t smem = (size_t)(MT + 4) * 64 * (HS + 8) * sizeof(T);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_fwd_kernel<T, HS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem));
+    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + 64 * MT - 1) / (64 * MT)));
+    zgc_flash_fwd_kernel<T, HS, MT><<<grid, ZGC_ATT_THREADS, smem, im->stream>>>((T *)out, lse, (const T *)qkv, NH,
+                                                                                 T_len, C, scale_log2);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* hs 64: 32 rows per warp (MT=2) by default; ZGPT_ATTN_FWD_MT=1 selects 16 (a tuning knob). */
 template <typename T, int HS>
 static void zgc_flash_fwd_launch(zg_backend *be, void *out, float *lse, const void *qkv, int B, int T_len, int C,
                                  int NH, float scale_log2) {
-    zgc_impl *im = zgc_get(be);
-    size_t smem = (size_t)3 * 64 * (HS + 8) * sizeof(T);
-    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_fwd_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem));
-    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
-    zgc_flash_fwd_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem, im->stream>>>((T *)out, lse, (const T *)qkv, NH, T_len,
-                                                                             C, scale_log2);
-    ZG_CUDA_LAUNCH_CHECK();
+    const char *mt = getenv("ZGPT_ATTN_FWD_MT");
+    if (HS <= 64 && !(mt != NULL && mt[0] == '1'))
+        zgc_flash_fwd_launch_mt<T, HS, 2>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+    else
+        zgc_flash_fwd_launch_mt<T, HS, 1>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
 }
 
 template <typename T, int HS>
@@ -590,13 +706,13 @@ static void zgc_flash_bwd_launch(zg_backend *be, void *dqkv, const void *dout, c
                                  const float *D, int B, int T_len, int C, int NH, float scale_log2, float scale) {
     zgc_impl *im = zgc_get(be);
     dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
-    size_t smem_kv = (size_t)4 * 64 * (HS + 8) * sizeof(T) + 2 * 64 * sizeof(float);
+    size_t smem_kv = (size_t)6 * 64 * (HS + 8) * sizeof(T) + 4 * 64 * sizeof(float);
     ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem_kv));
     zgc_flash_bwd_dkv_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_kv, im->stream>>>(
         (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
     ZG_CUDA_LAUNCH_CHECK();
-    size_t smem_q = (size_t)4 * 64 * (HS + 8) * sizeof(T);
+    size_t smem_q = (size_t)6 * 64 * (HS + 8) * sizeof(T);
     ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dq_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem_q));
     zgc_flash_bwd_dq_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_q, im->stream>>>(

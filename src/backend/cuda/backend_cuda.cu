@@ -363,6 +363,64 @@ __global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, 
     }
 }
 
+/* 16-byte vector of T */
+template <typename T> struct alignas(16) zgc_vec {
+    T v[16 / sizeof(T)];
+};
+
+/* The same as zgc_layernorm_bwd_kernel with 16-byte loads/stores (C a multiple of the vector
+ * width, rows 16-byte aligned, parameters in the activation dtype). Lane owns vectors
+ * lane, lane + 32, ... of each row, so its dw/db slots in shared memory are private. */
+template <typename T>
+__global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout, const T *inp, const T *w,
+                                             const float *mean, const float *rstd, int N, int C) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> V;
+    extern __shared__ float sh[];
+    for (int c = threadIdx.x; c < ZGC_LN_WARPS * 2 * C; c += blockDim.x) sh[c] = 0.f;
+    __syncthreads();
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *mine = sh + (size_t)wid * 2 * C;
+    int nv = C / VW;
+    const V *wv = reinterpret_cast<const V *>(w);
+    for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
+        const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
+        const V *xv = reinterpret_cast<const V *>(inp + (size_t)row * C);
+        V *gv = reinterpret_cast<V *>(dinp + (size_t)row * C);
+        float mu = mean[row], rs = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+        for (int k = lane; k < nv; k += 32) {
+            V d = dv[k], x = xv[k], ww = wv[k];
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float dn = zgc_to_f(d.v[e]) * zgc_to_f(ww.v[e]);
+                s1 += dn;
+                s2 += dn * (zgc_to_f(x.v[e]) - mu) * rs;
+            }
+        }
+        s1 = zgc_warp_sum(s1) / C;
+        s2 = zgc_warp_sum(s2) / C;
+        for (int k = lane; k < nv; k += 32) {
+            V d = dv[k], x = xv[k], ww = wv[k], gi = gv[k], go;
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float xh = (zgc_to_f(x.v[e]) - mu) * rs, dd = zgc_to_f(d.v[e]);
+                float dn = dd * zgc_to_f(ww.v[e]);
+                mine[k * VW + e] += dd * xh;
+                mine[C + k * VW + e] += dd;
+                go.v[e] = zgc_from_f<T>(zgc_to_f(gi.v[e]) + rs * (dn - s1 - xh * s2));
+            }
+            gv[k] = go;
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < ZGC_LN_WARPS; k++) s += sh[(size_t)k * 2 * C + c];
+        part[(size_t)blockIdx.x * 2 * C + c] = s;
+    }
+}
+
 /* dw (C) += sum over blocks of part[:, c]; db likewise (fixed order: deterministic). */
 template <typename TG>
 __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
@@ -380,18 +438,30 @@ __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *par
 static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
                                    const void *w, const float *mean, const float *rstd, int N, int C) {
     zgc_impl *im = zgc_get(be);
-    int nblocks = im->num_sms * 2;
+    int nblocks = im->num_sms * 4;
     if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
     if (nblocks < 1) nblocks = 1;
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)nblocks * 2 * C * 4, "layernorm-gradient partial sums");
     size_t smem = (size_t)ZGC_LN_WARPS * 2 * C * 4;
-    ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, {
-        if (smem > 48 * 1024)
-            ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_kernel<TA, TP>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        zgc_layernorm_bwd_kernel<TA, TP><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
-            (TA *)dinp, part, (const TA *)dout, (const TA *)inp, (const TP *)w, mean, rstd, N, C);
-    }));
+    size_t vw = 16 / zgc_dtype_bytes(be->act_dtype);
+    uintptr_t al = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)inp | (uintptr_t)w;
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0) {
+        ZGC_DISPATCH(be->act_dtype, T, {
+            if (smem > 48 * 1024)
+                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_vec_kernel<T>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            zgc_layernorm_bwd_vec_kernel<T><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
+                (T *)dinp, part, (const T *)dout, (const T *)inp, (const T *)w, mean, rstd, N, C);
+        });
+    } else {
+        ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, {
+            if (smem > 48 * 1024)
+                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_kernel<TA, TP>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            zgc_layernorm_bwd_kernel<TA, TP><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
+                (TA *)dinp, part, (const TA *)dout, (const TA *)inp, (const TP *)w, mean, rstd, N, C);
+        }));
+    }
     ZG_CUDA_LAUNCH_CHECK();
     ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 127) / 128, 128, 0, im->stream>>>(
                                          (TG *)dw, (TG *)db, part, nblocks, C)));
@@ -435,22 +505,39 @@ static void zgc_residual_forward(zg_backend *be, void *out, const void *a, const
 /* ---- classifier ------------------------------------------------------------------------------- */
 
 /* One block per row of logits (N,Vp): softmax over the first V columns, loss = logsumexp - x[target];
- * if dloss != 0 the row is overwritten with (softmax - onehot(target)) * dloss (padding -> 0). */
-template <typename T>
-__global__ void zgc_classifier_kernel(float *losses, T *logits, const int32_t *targets, int V, int Vp, float dloss) {
+ * if dloss != 0 the row is overwritten with (softmax - onehot(target)) * dloss (padding -> 0).
+ * VEC: 16-byte loads/stores (needs Vp a multiple of the vector width and an aligned buffer); the
+ * second pass re-reads the row from L2 (a row is Vp*2 bytes; the rows in flight fit in L2). */
+__device__ __forceinline__ void zgc_online_add(float &m, float &s, float v) {
+    if (v > m) {
+        s = s * __expf(m - v) + 1.f;
+        m = v;
+    } else {
+        s += __expf(v - m);
+    }
+}
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(1024) zgc_classifier_kernel(float *losses, T *logits, const int32_t *targets, int V,
+                                                              int Vp, float dloss) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> VT;
     __shared__ float sm[32], ss[32];
     int row = blockIdx.x;
     T *x = logits + (size_t)row * Vp;
     int tgt = targets[row];
     float m = -INFINITY, s = 0.f;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float v = zgc_to_f(x[j]);
-        if (v > m) {
-            s = s * __expf(m - v) + 1.f;
-            m = v;
-        } else {
-            s += __expf(v - m);
+    if (VEC) {
+        const VT *xv = reinterpret_cast<const VT *>(x);
+        int nfull = V / VW;
+        for (int k = threadIdx.x; k < nfull; k += blockDim.x) {
+            VT v = xv[k];
+#pragma unroll
+            for (int e = 0; e < VW; e++) zgc_online_add(m, s, zgc_to_f(v.v[e]));
         }
+        for (int j = nfull * VW + threadIdx.x; j < V; j += blockDim.x) zgc_online_add(m, s, zgc_to_f(x[j]));
+    } else {
+        for (int j = threadIdx.x; j < V; j += blockDim.x) zgc_online_add(m, s, zgc_to_f(x[j]));
     }
     /* combine (m, s) pairs across the warp, then across warps */
     for (int o = 16; o > 0; o >>= 1) {
@@ -469,12 +556,25 @@ __global__ void zgc_classifier_kernel(float *losses, T *logits, const int32_t *t
     for (int k = 0; k < nw; k++) M = fmaxf(M, sm[k]);
     float S = 0.f;
     for (int k = 0; k < nw; k++) S += (sm[k] == -INFINITY) ? 0.f : ss[k] * __expf(sm[k] - M);
-    __syncthreads(); /* everyone has read sm/ss before logits are overwritten (x[tgt] read below first) */
     float lse = M + logf(S);
     if (threadIdx.x == 0 && losses != NULL) losses[row] = tgt >= 0 ? lse - zgc_to_f(x[tgt]) : 0.f;
-    __syncthreads();
-    if (dloss != 0.f) {
-        float invS = 1.f / S;
+    __syncthreads(); /* x[tgt] read before the row is overwritten */
+    if (dloss == 0.f) return;
+    float invS = 1.f / S;
+    if (VEC) {
+        VT *xv = reinterpret_cast<VT *>(x);
+        for (int k = threadIdx.x; k < Vp / VW; k += blockDim.x) {
+            VT v = xv[k], o;
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                int j = k * VW + e;
+                float g = 0.f;
+                if (tgt >= 0 && j < V) g = (__expf(zgc_to_f(v.v[e]) - M) * invS - (j == tgt ? 1.f : 0.f)) * dloss;
+                o.v[e] = zgc_from_f<T>(g);
+            }
+            xv[k] = o;
+        }
+    } else {
         for (int j = threadIdx.x; j < Vp; j += blockDim.x) {
             float g = 0.f;
             if (tgt >= 0 && j < V) g = (__expf(zgc_to_f(x[j]) - M) * invS - (j == tgt ? 1.f : 0.f)) * dloss;
@@ -487,8 +587,12 @@ static void zgc_classifier(zg_backend *be, float *losses, void *logits, const in
                            float dloss) {
     zgc_impl *im = zgc_get(be);
     if (N == 0) return;
-    ZGC_DISPATCH(be->act_dtype, T, (zgc_classifier_kernel<T><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets,
-                                                                                         V, Vp, dloss)));
+    int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
+    bool vec = Vp % vw == 0 && ((uintptr_t)logits % 16) == 0;
+    ZGC_DISPATCH(be->act_dtype, T, {
+        if (vec) zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
+        else zgc_classifier_kernel<T, false><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
+    });
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -709,6 +813,8 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     if (prop.major < 8)
         return zg_errorf("the zgpt CUDA backend needs an sm_80+ GPU (Ampere or newer); device %d (%s) is sm_%d%d", dev,
                          prop.name, prop.major, prop.minor);
+
+    if (zgc_attention_check_arch() != 0) return -1;
 
     zg_backend *be = (zg_backend *)zg_calloc(1, sizeof(zg_backend));
     zgc_impl *im = (zgc_impl *)zg_calloc(1, sizeof(zgc_impl));

@@ -104,6 +104,8 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
 void zgc_matmul_destroy(zg_backend *be);
 
 /* attention_cuda.cu */
+/* -1 with an error when the kernels were not compiled for sm_80+ */
+int zgc_attention_check_arch(void);
 size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH);
 void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T, int C, int NH);
 void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,

@@ -1,0 +1,418 @@
+/* NCCL communicator for device buffers (compiled only with CUDA: ZGPT_WITH_CUDA).
+ *
+ * Ordering: every collective runs on the communicator's own stream. Before it is enqueued, an event
+ * recorded on the compute stream is waited on by the communication stream (so it sees every kernel
+ * issued before the call); after it, an event is recorded on the communication stream. Waiting on the
+ * handle polls that event from the host (with the timeout, and ncclCommGetAsyncError for errors
+ * reported by NCCL or by a peer that went away) and then makes the compute stream wait on it, so
+ * compute work issued afterwards sees the result.
+ *
+ * The communicator is created non-blocking (ncclConfig_t.blocking = 0): initialisation and every call
+ * that answers ncclInProgress are polled the same way, so a rank that never arrives ends the job
+ * with "rank R: <op> timed out after S s" instead of a hang; the communicator is aborted
+ * (ncclCommAbort) before exiting so no kernel stays spinning on the GPU.
+ *
+ * Bootstrap: the ncclUniqueId comes from $ZGPT_NCCL_ID (zgpt's --gpus launcher makes one), or, when
+ * started by mpirun/srun in an MPI build, rank 0 makes one and broadcasts it over MPI.
+ * Reductions of bf16/fp16 are done by NCCL in the buffer's type (NCCL's kernels compute each
+ * reduction step in fp32 and store the partial sums in the buffer's type).
+ */
+#include "dist/comm.h"
+
+#include "core/error.h"
+#include "dist/launch.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#ifdef ZGPT_WITH_MPI
+#include <mpi.h>
+#endif
+
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    int refs;
+    cudaEvent_t ev;
+} shared_event;
+
+typedef struct {
+    ncclComm_t comm;
+    cudaStream_t stream;  /* communication */
+    cudaStream_t compute; /* the backend's compute stream (NULL: legacy default stream) */
+    cudaEvent_t ev_in;    /* compute -> communication ordering */
+    int in_group;
+    zg_comm_req **group_reqs; /* handles created inside the open group */
+    int n_group, cap_group;
+    void *d_scratch;          /* host-value collectives */
+    size_t scratch_cap;
+} nccl_impl;
+
+struct zg_comm_req {
+    const char *op;
+    shared_event *done; /* NULL until the group closes */
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) ZG_PRINTF(4, 5);
+static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "zgpt[rank %d]: fatal: %s:%d: rank %d: %s\n", c->rank, file, line, c->rank, msg);
+    fflush(stderr);
+    nccl_impl *m = c->impl;
+    if (m && m->comm) ncclCommAbort(m->comm); /* frees the GPU from kernels waiting on peers */
+    exit(1);
+}
+
+#define ZG_CHECK_CUDA(c, op, call)                                                                 \
+    do {                                                                                           \
+        cudaError_t _e = (call);                                                                   \
+        if (_e != cudaSuccess)                                                                     \
+            nccl_fatal_at((c), __FILE__, __LINE__, "%s: %s failed: %s", (op), #call, cudaGetErrorString(_e)); \
+    } while (0)
+
+/* Polls the communicator until a non-blocking call has finished, with the timeout. */
+static void nccl_settle(zg_comm *c, const char *op, const char *call, ncclResult_t rc, const char *file, int line) {
+    nccl_impl *m = c->impl;
+    double start = now_s();
+    while (rc == ncclInProgress) {
+        if (now_s() - start > c->timeout_s)
+            nccl_fatal_at(c, file, line, "%s timed out after %.0f s (%s still in progress)", op, c->timeout_s, call);
+        sched_yield();
+        if (ncclCommGetAsyncError(m->comm, &rc) != ncclSuccess) break;
+    }
+    if (rc != ncclSuccess)
+        nccl_fatal_at(c, file, line, "%s: %s failed: %s (%s)", op, call, ncclGetErrorString(rc),
+                      ncclGetLastError(m->comm));
+}
+#define ZG_CHECK_NCCL(c, op, call) nccl_settle((c), (op), #call, (call), __FILE__, __LINE__)
+
+static ncclDataType_t nccl_type(zg_dtype dt) {
+    return dt == ZG_F32 ? ncclFloat32 : dt == ZG_BF16 ? ncclBfloat16 : ncclFloat16;
+}
+static ncclRedOp_t nccl_op(zg_comm_op op) { return op == ZG_COMM_MAX ? ncclMax : ncclSum; }
+
+/* Before a collective: the communication stream waits for the compute work issued so far. */
+static zg_comm_req *begin_op(zg_comm *c, const char *op) {
+    nccl_impl *m = c->impl;
+    ZG_CHECK_CUDA(c, op, cudaEventRecord(m->ev_in, m->compute));
+    ZG_CHECK_CUDA(c, op, cudaStreamWaitEvent(m->stream, m->ev_in, 0));
+    zg_comm_req *r = zg_calloc(1, sizeof *r);
+    r->op = op;
+    return r;
+}
+
+static shared_event *record_done(zg_comm *c, const char *op) {
+    nccl_impl *m = c->impl;
+    shared_event *e = zg_calloc(1, sizeof *e);
+    ZG_CHECK_CUDA(c, op, cudaEventCreateWithFlags(&e->ev, cudaEventDisableTiming));
+    ZG_CHECK_CUDA(c, op, cudaEventRecord(e->ev, m->stream));
+    return e;
+}
+
+/* After a collective: outside a group its completion event is recorded now; inside, at group_end. */
+static zg_comm_req *end_op(zg_comm *c, zg_comm_req *r) {
+    nccl_impl *m = c->impl;
+    if (m->in_group) {
+        if (m->n_group == m->cap_group) {
+            m->cap_group = m->cap_group ? 2 * m->cap_group : 16;
+            m->group_reqs = zg_realloc(m->group_reqs, sizeof *m->group_reqs * (size_t)m->cap_group);
+        }
+        m->group_reqs[m->n_group++] = r;
+    } else {
+        r->done = record_done(c, r->op);
+        r->done->refs = 1;
+    }
+    return r;
+}
+
+static void nccl_group_begin(zg_comm *c) {
+    nccl_impl *m = c->impl;
+    if (m->in_group) nccl_fatal_at(c, __FILE__, __LINE__, "group_begin inside a group");
+    ZG_CHECK_NCCL(c, "group", ncclGroupStart());
+    m->in_group = 1;
+    m->n_group = 0;
+}
+
+static void nccl_group_end(zg_comm *c) {
+    nccl_impl *m = c->impl;
+    if (!m->in_group) nccl_fatal_at(c, __FILE__, __LINE__, "group_end without group_begin");
+    ZG_CHECK_NCCL(c, "group", ncclGroupEnd());
+    m->in_group = 0;
+    if (m->n_group == 0) return;
+    shared_event *e = record_done(c, "group");
+    e->refs = m->n_group;
+    for (int i = 0; i < m->n_group; i++) m->group_reqs[i]->done = e;
+    m->n_group = 0;
+}
+
+static zg_comm_req *nccl_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op) {
+    nccl_impl *m = c->impl;
+    zg_comm_req *r = begin_op(c, op == ZG_COMM_MAX ? "all_reduce(max)" : "all_reduce(sum)");
+    ZG_CHECK_NCCL(c, r->op, ncclAllReduce(send, recv, n, nccl_type(dt), nccl_op(op), m->comm, m->stream));
+    return end_op(c, r);
+}
+
+static zg_comm_req *nccl_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op,
+                                int root) {
+    nccl_impl *m = c->impl;
+    zg_comm_req *r = begin_op(c, op == ZG_COMM_MAX ? "reduce(max)" : "reduce(sum)");
+    ZG_CHECK_NCCL(c, r->op, ncclReduce(send, recv, n, nccl_type(dt), nccl_op(op), root, m->comm, m->stream));
+    return end_op(c, r);
+}
+
+static zg_comm_req *nccl_reduce_scatter(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt) {
+    nccl_impl *m = c->impl;
+    zg_comm_req *r = begin_op(c, "reduce_scatter");
+    ZG_CHECK_NCCL(c, r->op, ncclReduceScatter(send, recv, count, nccl_type(dt), ncclSum, m->comm, m->stream));
+    return end_op(c, r);
+}
+
+static zg_comm_req *nccl_all_gather(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt) {
+    nccl_impl *m = c->impl;
+    zg_comm_req *r = begin_op(c, "all_gather");
+    ZG_CHECK_NCCL(c, r->op, ncclAllGather(send, recv, count, nccl_type(dt), m->comm, m->stream));
+    return end_op(c, r);
+}
+
+static zg_comm_req *nccl_broadcast(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root) {
+    nccl_impl *m = c->impl;
+    zg_comm_req *r = begin_op(c, "broadcast");
+    ZG_CHECK_NCCL(c, r->op, ncclBroadcast(buf, buf, n, nccl_type(dt), root, m->comm, m->stream));
+    return end_op(c, r);
+}
+
+static zg_comm_req *nccl_barrier(zg_comm *c) {
+    /* NCCL has no barrier: a one-element all-reduce on the scratch does the same. */
+    nccl_impl *m = c->impl;
+    if (m->scratch_cap < sizeof(double)) nccl_fatal_at(c, __FILE__, __LINE__, "barrier: no scratch");
+    zg_comm_req *r = begin_op(c, "barrier");
+    ZG_CHECK_NCCL(c, r->op, ncclAllReduce(m->d_scratch, m->d_scratch, 1, ncclFloat64, ncclSum, m->comm, m->stream));
+    return end_op(c, r);
+}
+
+static void nccl_wait(zg_comm *c, zg_comm_req *r) {
+    nccl_impl *m = c->impl;
+    if (!r->done) nccl_fatal_at(c, __FILE__, __LINE__, "%s: waited on inside its group (call group_end first)", r->op);
+    double start = now_s();
+    long polls = 0;
+    for (;;) {
+        cudaError_t q = cudaEventQuery(r->done->ev);
+        if (q == cudaSuccess) break;
+        if (q != cudaErrorNotReady)
+            nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s", r->op, cudaGetErrorString(q));
+        ncclResult_t ar = ncclSuccess;
+        if (ncclCommGetAsyncError(m->comm, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress))
+            nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s (%s)", r->op, ncclGetErrorString(ar),
+                          ncclGetLastError(m->comm));
+        if (now_s() - start > c->timeout_s)
+            nccl_fatal_at(c, __FILE__, __LINE__, "%s timed out after %.0f s (a rank died, hangs, or called a "
+                          "different collective)", r->op, c->timeout_s);
+        if (++polls > 1000) {
+            struct timespec ts = {0, 50 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    ZG_CHECK_CUDA(c, r->op, cudaStreamWaitEvent(m->compute, r->done->ev, 0));
+    if (--r->done->refs == 0) {
+        cudaEventDestroy(r->done->ev);
+        free(r->done);
+    }
+    free(r);
+}
+
+static int nccl_test(zg_comm *c, zg_comm_req *r) {
+    nccl_impl *m = c->impl;
+    if (!r->done) return 0; /* its group is still open */
+    cudaError_t q = cudaEventQuery(r->done->ev);
+    if (q == cudaSuccess) return 1;
+    if (q != cudaErrorNotReady) nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s", r->op, cudaGetErrorString(q));
+    ncclResult_t ar = ncclSuccess;
+    if (ncclCommGetAsyncError(m->comm, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress))
+        nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s (%s)", r->op, ncclGetErrorString(ar), ncclGetLastError(m->comm));
+    return 0;
+}
+
+static void ensure_scratch(zg_comm *c, size_t bytes) {
+    nccl_impl *m = c->impl;
+    if (m->scratch_cap >= bytes) return;
+    if (m->d_scratch) ZG_CHECK_CUDA(c, "scratch", cudaFree(m->d_scratch));
+    c->scratch_bytes = 0;
+    ZG_CHECK_CUDA(c, "scratch", cudaMalloc(&m->d_scratch, bytes));
+    m->scratch_cap = bytes;
+    c->scratch_bytes = bytes;
+    if (bytes > c->scratch_peak) c->scratch_peak = bytes;
+}
+
+static void nccl_all_reduce_host_f64(zg_comm *c, double *vals, int n, zg_comm_op op) {
+    nccl_impl *m = c->impl;
+    size_t bytes = (size_t)n * sizeof(double);
+    ensure_scratch(c, bytes);
+    const char *name = op == ZG_COMM_MAX ? "all_reduce_host(max)" : "all_reduce_host(sum)";
+    ZG_CHECK_CUDA(c, name, cudaMemcpyAsync(m->d_scratch, vals, bytes, cudaMemcpyHostToDevice, m->stream));
+    zg_comm_req *r = begin_op(c, name);
+    ZG_CHECK_NCCL(c, name, ncclAllReduce(m->d_scratch, m->d_scratch, (size_t)n, ncclFloat64, nccl_op(op), m->comm, m->stream));
+    ZG_CHECK_CUDA(c, name, cudaMemcpyAsync(vals, m->d_scratch, bytes, cudaMemcpyDeviceToHost, m->stream));
+    r->done = record_done(c, name);
+    r->done->refs = 1;
+    nccl_wait(c, r);
+}
+
+static void nccl_broadcast_host(zg_comm *c, void *buf, size_t bytes, int root) {
+    nccl_impl *m = c->impl;
+    ensure_scratch(c, bytes ? bytes : 1);
+    ZG_CHECK_CUDA(c, "broadcast_host", cudaMemcpyAsync(m->d_scratch, buf, bytes, cudaMemcpyHostToDevice, m->stream));
+    zg_comm_req *r = begin_op(c, "broadcast_host");
+    ZG_CHECK_NCCL(c, r->op, ncclBroadcast(m->d_scratch, m->d_scratch, bytes, ncclUint8, root, m->comm, m->stream));
+    ZG_CHECK_CUDA(c, r->op, cudaMemcpyAsync(buf, m->d_scratch, bytes, cudaMemcpyDeviceToHost, m->stream));
+    r->done = record_done(c, r->op);
+    r->done->refs = 1;
+    nccl_wait(c, r);
+}
+
+static void nccl_destroy(zg_comm *c) {
+    nccl_impl *m = c->impl;
+    if (m->comm) {
+        cudaStreamSynchronize(m->stream);
+        ncclCommFinalize(m->comm);
+        ncclResult_t st = ncclInProgress;
+        double start = now_s();
+        while (st == ncclInProgress && now_s() - start < c->timeout_s)
+            if (ncclCommGetAsyncError(m->comm, &st) != ncclSuccess) break;
+        if (st == ncclSuccess)
+            ncclCommDestroy(m->comm);
+        else
+            ncclCommAbort(m->comm);
+    }
+    if (m->d_scratch) cudaFree(m->d_scratch);
+    if (m->ev_in) cudaEventDestroy(m->ev_in);
+    if (m->stream) cudaStreamDestroy(m->stream);
+    free(m->group_reqs);
+    free(m);
+    free(c);
+}
+
+static const zg_comm_ops nccl_ops = {
+    .name = "nccl",
+    .destroy = nccl_destroy,
+    .all_reduce = nccl_all_reduce,
+    .reduce = nccl_reduce,
+    .reduce_scatter = nccl_reduce_scatter,
+    .all_gather = nccl_all_gather,
+    .broadcast = nccl_broadcast,
+    .barrier = nccl_barrier,
+    .wait = nccl_wait,
+    .test = nccl_test,
+    .all_reduce_host_f64 = nccl_all_reduce_host_f64,
+    .broadcast_host = nccl_broadcast_host,
+    .group_begin = nccl_group_begin,
+    .group_end = nccl_group_end,
+};
+
+static int hexval(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+int zg_comm_nccl_unique_id_hex(char out[257]) {
+    ncclUniqueId id;
+    ncclResult_t rc = ncclGetUniqueId(&id);
+    if (rc != ncclSuccess) return zg_errorf("ncclGetUniqueId failed: %s", ncclGetErrorString(rc));
+    const unsigned char *b = (const unsigned char *)id.internal;
+    for (int i = 0; i < NCCL_UNIQUE_ID_BYTES && i < 128; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+    out[256] = '\0';
+    return 0;
+}
+
+static int unique_id_from_env(ncclUniqueId *id, const char *hex) {
+    if (strlen(hex) != 2 * NCCL_UNIQUE_ID_BYTES) return zg_errorf("ZGPT_NCCL_ID has %zu characters, expected %d", strlen(hex), 2 * NCCL_UNIQUE_ID_BYTES);
+    for (int i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return zg_errorf("ZGPT_NCCL_ID is not hexadecimal");
+        id->internal[i] = (char)(hi * 16 + lo);
+    }
+    return 0;
+}
+
+int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
+    *out = NULL;
+    zg_launch_env env;
+    zg_launch_env_detect(&env);
+    zg_comm *c = zg_calloc(1, sizeof *c);
+    nccl_impl *m = zg_calloc(1, sizeof *m);
+    c->ops = &nccl_ops;
+    c->impl = m;
+    c->rank = env.rank;
+    c->size = env.size;
+    c->local_rank = env.local_rank;
+    c->device_buffers = 1;
+    c->timeout_s = zg_comm_default_timeout(cfg ? cfg->timeout_s : 0);
+    m->compute = cfg ? (cudaStream_t)cfg->compute_stream : NULL;
+
+    /* The device: the backend's, else local rank modulo the visible devices. */
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        free(m);
+        free(c);
+        return zg_errorf("rank %d: the NCCL communicator needs a GPU and none is visible", env.rank);
+    }
+    int dev = cfg && cfg->be && cfg->be->device >= 0 ? cfg->be->device : env.local_rank % count;
+    ZG_CHECK_CUDA(c, "init", cudaSetDevice(dev));
+
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    const char *hex = getenv("ZGPT_NCCL_ID");
+    if (hex && *hex) {
+        if (unique_id_from_env(&id, hex) != 0) {
+            free(m);
+            free(c);
+            return -1;
+        }
+    } else if (env.size > 1) {
+#ifdef ZGPT_WITH_MPI
+        int inited = 0;
+        MPI_Initialized(&inited);
+        if (!inited) MPI_Init(NULL, NULL);
+        if (env.rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) nccl_fatal_at(c, __FILE__, __LINE__, "ncclGetUniqueId failed");
+        if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+            nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Bcast of the NCCL id failed");
+#else
+        free(m);
+        free(c);
+        return zg_errorf("rank %d of %d (%s): no ZGPT_NCCL_ID and no MPI to share one; start with zgpt train --gpus N, "
+                         "or build with MPI for mpirun/srun", env.rank, env.size, zg_launch_src_name(env.source));
+#endif
+    } else {
+        ncclGetUniqueId(&id);
+    }
+
+    ZG_CHECK_CUDA(c, "init", cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking));
+    ZG_CHECK_CUDA(c, "init", cudaEventCreateWithFlags(&m->ev_in, cudaEventDisableTiming));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0; /* every call can be polled with a timeout */
+    ncclResult_t rc = ncclCommInitRankConfig(&m->comm, c->size, id, c->rank, &config);
+    if (rc != ncclSuccess && rc != ncclInProgress)
+        nccl_fatal_at(c, __FILE__, __LINE__, "ncclCommInitRankConfig failed: %s", ncclGetErrorString(rc));
+    nccl_settle(c, "init", "ncclCommInitRankConfig", rc == ncclInProgress ? ncclInProgress : ncclSuccess, __FILE__,
+                __LINE__);
+    ensure_scratch(c, 4096);
+    if (c->size > 1) zg_log_set_rank(c->rank);
+    *out = c;
+    return 0;
+}

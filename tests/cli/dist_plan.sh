@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# zgpt plan: the guide's configuration (GPT-2 XL, 4 ranks, stage 2, micro-batch 1, fp16) against the
+# ZeRO paper's 2Psi + 14Psi/N, uneven shards, JSON output, a config file, bad input.
+set -u
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+"$ZGPT" plan --model gpt2-xl --nproc 4 --stage 2 --micro-batch 1 --precision fp16 --json > "$tmp/p.json" || fail "plan --json"
+python3 - "$tmp/p.json" <<'PY' || fail "plan numbers"
+import json, sys
+p = json.load(open(sys.argv[1]))
+n, N = p["num_params"], p["nproc"]
+assert n == 1557686400, n                      # GPT-2 XL with the padded vocabulary
+assert p["stage"] == 2 and N == 4 and p["dtype"] == "fp16"
+assert p["paper_model_state_bytes"] == 2 * n + 14 * n // 4
+for r in p["ranks"]:
+    assert r["params"] == 2 * n
+    assert r["grad_shard"] == 2 * n // 4        # fp16 gradient shard
+    assert r["optimizer"] == 12 * n // 4        # fp32 master + m + v of the shard
+    assert r["params"] + r["grad_shard"] + r["optimizer"] == p["paper_model_state_bytes"]
+    assert r["grads"] == 2 * n                  # the per-micro-step scratch, reported separately
+    assert 0 < r["activations"] < 8 << 30
+    assert r["total"] == sum(r[k] for k in ("params", "grads", "grad_shard", "optimizer", "comm", "activations"))
+PY
+echo "ok GPT-2 XL, 4 ranks, stage 2: params + grad shard + optimizer == 2Psi + 14Psi/N"
+
+"$ZGPT" plan --model gpt2 --nproc 3 --stage 1 --device cpu --json > "$tmp/q.json" || fail "plan cpu"
+python3 - "$tmp/q.json" <<'PY' || fail "uneven plan"
+import json, sys
+p = json.load(open(sys.argv[1]))
+n, N = p["num_params"], p["nproc"]
+S = -(-n // N)
+sizes = [min(S, max(0, n - r * S)) for r in range(N)]
+assert [r["optimizer"] for r in p["ranks"]] == [8 * s for s in sizes], (sizes, p["ranks"])
+assert sum(sizes) == n
+assert all(r["grad_shard"] == 0 and r["grads"] == 4 * n for r in p["ranks"])
+PY
+echo "ok uneven shards (n not divisible by 3)"
+
+cat > "$tmp/cfg.json" <<'JSON'
+{"init_from": "gpt2-xl", "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 32,
+ "fp16": {"enabled": true}, "zero_optimization": {"stage": 2, "reduce_bucket_size": 200000000, "allgather_bucket_size": 200000000}}
+JSON
+"$ZGPT" plan "$tmp/cfg.json" --nproc 4 > "$tmp/out" || { cat "$tmp/out"; fail "plan CONFIG"; }
+grep -q "4 ranks, ZeRO stage 2, fp16" "$tmp/out" || { cat "$tmp/out"; fail "config not applied"; }
+grep -q "reduce 200000000" "$tmp/out" || fail "bucket size not applied"
+grep -q "2Psi + 14Psi/N" "$tmp/out" || fail "paper formula missing"
+echo "ok plan CONFIG --nproc 4"
+
+"$ZGPT" plan --model gpt2 --nproc 0 2> "$tmp/err" && fail "--nproc 0 accepted"
+grep -q "nproc" "$tmp/err" || fail "--nproc 0 message"
+"$ZGPT" plan --model gpt2 --stage 5 2> "$tmp/err" && fail "--stage 5 accepted"
+grep -q "stage" "$tmp/err" || fail "--stage 5 message"
+echo "PASS dist_plan"

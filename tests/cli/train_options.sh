@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Training semantics: gradient accumulation is the gradient of the mean over the global batch (4x1 ==
+# 2x2 micro-batches), DeepSpeed scheduler formulas reach the optimizer, early stopping, fp16 on the CPU.
+TEST_NAME=train_options
+source "$(dirname "$0")/train_common.inc"
+
+"$ZGPT" train --config tiny.json --set out_dir=a41 --set batch_size=4 --set gradient_accumulation_steps=1 > a41.log
+"$ZGPT" train --config tiny.json --set out_dir=a22 --set batch_size=2 --set gradient_accumulation_steps=2 > a22.log
+"$ZGPT" train --config tiny.json --set out_dir=a14 --set batch_size=1 --set gradient_accumulation_steps=4 > a14.log
+losses a41/metrics.jsonl > l41.txt
+losses a22/metrics.jsonl > l22.txt
+losses a14/metrics.jsonl > l14.txt
+paste l41.txt l22.txt l14.txt | awk '{ for (i = 4; i <= 6; i += 2) { d = $2 - $i; if (d < 0) d = -d;
+    if (d > 2e-4) { print "iter " $1 ": " $2 " vs " $i; bad = 1 } } } END { exit bad }' \
+    || fail "accumulation changes the losses (4x1 vs 2x2 vs 1x4)"
+[ "$(wc -l < l41.txt)" -eq 6 ] || fail "expected 6 iterations"
+
+# DeepSpeed WarmupDecayLR: lr(step) = max_lr * step / 2 for step < 2, then max_lr * (6 - step) / 4
+cat > ds.json <<'JSON'
+{"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
+ "optimizer": {"type": "AdamW", "params": {"lr": 0.002, "betas": [0.9, 0.99], "weight_decay": 0.0}},
+ "scheduler": {"type": "WarmupDecayLR",
+               "params": {"warmup_min_lr": 0, "warmup_max_lr": 0.002, "warmup_num_steps": 2,
+                          "warmup_type": "linear", "total_num_steps": 6}},
+ "fp16": {"enabled": true, "initial_scale_power": 8},
+ "zero_optimization": {"stage": 2, "overlap_comm": true},
+ "steps_per_print": 10, "wall_clock_breakdown": false}
+JSON
+grep -v learning_rate tiny.json | sed 's/"gradient_accumulation_steps": 2, //; s/"batch_size": 2, //' > tiny_ds.json
+"$ZGPT" train --config tiny_ds.json --deepspeed ds.json --set out_dir=sched > sched.log
+grep -q "note: the CPU backend trains in fp32" sched.log || fail "no fp32 note for fp16 on the CPU: $(head -3 sched.log)"
+want="0 0.001 0.002 0.0015 0.001 0.0005"
+got=$(grep '"loss": [0-9]' sched/metrics.jsonl | sed -E 's/.*"lr": ([^,]+),.*/\1/' | tr '\n' ' ')
+i=0
+for w in $want; do
+    g=$(echo "$got" | cut -d' ' -f$((i + 1)))
+    awk -v a="$g" -v b="$w" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-9) }' || fail "lr at step $i: $g, want $w"
+    i=$((i + 1))
+done
+
+# early stopping: lr 0 never improves the val loss; patience 2 stops after two more evaluations
+"$ZGPT" train --config tiny.json --set out_dir=early --set learning_rate=0 --set max_iters=50 --set eval_interval=2 \
+    --set early_stopping_patience=2 > early.log
+grep -q "early stopping: val loss has not improved for 2 evaluations" early.log || fail "no early stop: $(tail -3 early.log)"
+[ "$(cat early/latest)" = iter_4 ] || fail "early stop should end at iter_4, latest is $(cat early/latest)"
+[ -f early/final/manifest.json ] || fail "no final checkpoint after early stopping"
+echo "train_options: ok"

@@ -1,0 +1,264 @@
+/* ZeRO stages 0-3 on a real (tiny) GPT-2 with the CPU backend, through the model's hooks.
+ *
+ * Alone (ctest): world size 1. Under mpirun -np W (tests/cli/dist_zero.sh): every rank trains with
+ * the engine over W ranks and, in the same process, a one-process reference with the same global
+ * batch; per-step losses and final weights must agree within fp32 reduction-order noise. The flat
+ * buffer (18,100 elements) is not a multiple of 3. Also checks that what a rank allocates is what
+ * `zgpt plan` predicts. */
+#include "backend/backend.h"
+#include "core/error.h"
+#include "dist/comm.h"
+#include "model/gpt2.h"
+#include "testutil.h"
+#include "train/checkpoint.h"
+#include "train/zero.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static zg_comm *g_comm;
+static zg_backend *g_be;
+
+enum { STEPS = 5, B = 2, T = 8, ACCUM = 2 };
+
+static gpt2_config tiny_config(void) {
+    gpt2_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layer = 3;
+    c.n_head = 2;
+    c.n_embd = 20;
+    c.block_size = 16;
+    c.vocab_size = 61;
+    ZG_CHECK_SYS(gpt2_config_validate(&c));
+    return c;
+}
+
+/* Sequence `sample` of the synthetic corpus. */
+static void make_sample(uint64_t sample, int V, int32_t *in, int32_t *tg) {
+    for (int t = 0; t <= T; t++) {
+        int32_t tok = (int32_t)((sample * 7 + (uint64_t)t * 3 + (uint64_t)((t * t + (int)sample) % 5)) % (uint64_t)V);
+        if (t < T) in[t] = tok;
+        if (t > 0) tg[t - 1] = tok;
+    }
+}
+
+/* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
+ * parameters and the global mean loss of each step. load_dir: resume from that checkpoint first;
+ * save_dir: save a sharded checkpoint "ck" there at the end. */
+static void train_ex(zg_comm *comm, int stage, int accum, size_t bucket, int steps, const char *load_dir,
+                     const char *save_dir, float *final_params, double *losses, int check_memory) {
+    gpt2_config cfg = tiny_config();
+    int W = comm->size, R = comm->rank;
+    gpt2_model m;
+    memset(&m, 0, sizeof m);
+    size_t mem0 = g_be->bytes_in_use;
+    ZT_CHECK(gpt2_init(&m, &cfg, g_be) == 0);
+    ZT_CHECK(gpt2_grads_alloc(&m) == 0);
+    size_t mem_model = g_be->bytes_in_use - mem0;
+    gpt2_init_random(&m, 42 + (uint64_t)R); /* the engine must start everyone from rank 0's weights */
+    zg_ckpt ck;
+    memset(&ck, 0, sizeof ck);
+    if (load_dir) {
+        ZT_CHECK_MSG(zg_ckpt_open(&ck, load_dir) == 0, "open: %s", zg_error_message());
+        float *host = zg_malloc(m.table.num_params * 4);
+        ZT_CHECK(ck.num_params == m.table.num_params);
+        ZT_CHECK(zg_ckpt_read_model(&ck, host) == 0);
+        gpt2_params_upload(&m, host);
+        free(host);
+    }
+    size_t mem1 = g_be->bytes_in_use;
+    ZT_CHECK(gpt2_activations_ensure(&m, B, T) == 0);
+    size_t mem_acts = g_be->bytes_in_use - mem1;
+
+    zg_zero_opts zo;
+    zg_zero_opts_default(&zo);
+    zo.stage = stage;
+    zo.reduce_bucket_size = bucket;
+    zo.allgather_bucket_size = bucket + 3;
+    /* eps 1e-5: Adam turns a gradient that is pure rounding noise (a unit GELU keeps near zero) into a
+     * full-size step of random sign; a larger eps keeps such elements comparable across reduction
+     * orders without hiding real differences (real gradients here are >= 1e-4). */
+    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-5f, 0.1f};
+    zg_zero z;
+    size_t mem2 = g_be->bytes_in_use;
+    ZT_CHECK(zg_zero_init(&z, &zo, comm, g_be, &m.table, m.params, m.grads, &oc) == 0);
+    size_t mem_engine = g_be->bytes_in_use - mem2;
+    m.hooks = zg_zero_hooks(&z);
+    if (load_dir) {
+        ZT_CHECK_MSG(zg_ckpt_read_optimizer(&ck, zg_zero_optimizer(&z)) == 0, "read optimizer: %s", zg_error_message());
+        zg_zero_after_load(&z);
+        zg_ckpt_close(&ck);
+    }
+
+    if (check_memory) {
+        zg_zero_memory plan;
+        size_t act = gpt2_activation_bytes(&cfg, ZG_F32, B, T, 0);
+        zg_zero_plan(m.table.num_params, W, R, &zo, ZG_F32, ZG_F32, 0, act, &plan);
+        ZT_CHECK_MSG(mem_model == plan.params + plan.grads, "model buffers %zu, plan %zu", mem_model,
+                     plan.params + plan.grads);
+        ZT_CHECK_MSG(mem_engine == plan.grad_shard + plan.optimizer, "stage %d rank %d: engine %zu, plan %zu", stage,
+                     R, mem_engine, plan.grad_shard + plan.optimizer);
+        ZT_CHECK_MSG(mem_acts >= plan.activations && mem_acts <= plan.activations + plan.activations / 10 + 4096,
+                     "activations %zu, plan %zu", mem_acts, plan.activations);
+        if (stage >= 2) ZT_CHECK(plan.grad_shard < plan.grads || W == 1);
+    }
+
+    int32_t in[B * T], tg[B * T];
+    for (int step = 0; step < steps; step++) {
+        double loss = 0;
+        for (int k = 0; k < accum; k++) {
+            for (int b = 0; b < B; b++)
+                /* the same global batch every step, so the loss must fall */
+                make_sample((uint64_t)((k * W + R) * B + b), cfg.vocab_size,
+                            in + b * T, tg + b * T);
+            loss += gpt2_forward(&m, in, tg, B, T) / accum;
+            gpt2_backward(&m, 1.0f / (float)accum);
+            zg_zero_micro_end(&z);
+        }
+        zg_comm_all_reduce_host_f64(comm, &loss, 1, ZG_COMM_SUM);
+        losses[step] = loss / W;
+        zg_zero_step_info info;
+        zg_zero_step(&z, 1e-2f, 1.0f, 1.0f, &info);
+        ZT_CHECK(!info.overflow && isfinite(info.grad_norm));
+    }
+    zg_zero_gather_all(&z);
+    gpt2_params_download(&m, final_params);
+    if (save_dir) {
+        zg_ckpt_writer w;
+        memset(&w, 0, sizeof w);
+        if (R == 0) ZT_CHECK(zg_ckpt_writer_begin(&w, save_dir, "ck") == 0);
+        int rc = zg_zero_ckpt_write_shards(&z, &w, save_dir, "ck");
+        ZT_CHECK_MSG(rc == 0, "write shards: %s", zg_error_message());
+        if (R == 0 && rc == 0) {
+            ZT_CHECK(zg_ckpt_write_model(&w, &cfg, final_params, m.table.num_params) == 0);
+            ZT_CHECK(zg_ckpt_writer_commit(&w, 1) == 0);
+        }
+        zg_comm_barrier(comm); /* the checkpoint is complete for everyone */
+    }
+    zg_zero_release_all(&z);
+    zg_zero_free(&z);
+    gpt2_free(&m);
+}
+
+static void train(zg_comm *comm, int stage, int accum, size_t bucket, float *final_params, double *losses,
+                  int check_memory) {
+    train_ex(comm, stage, accum, bucket, STEPS, NULL, NULL, final_params, losses, check_memory);
+}
+
+static size_t num_params(void) {
+    gpt2_config cfg = tiny_config();
+    gpt2_param_table t;
+    ZG_CHECK_SYS(gpt2_param_table_init(&t, &cfg));
+    size_t n = t.num_params;
+    gpt2_param_table_free(&t);
+    return n;
+}
+
+/* Universal resume: 3 steps on W ranks at `stage`, a sharded checkpoint, then 2 more steps at stage
+ * `stage2` from it (in ONE process, or again on the W ranks when on_world) == 5 uninterrupted steps in
+ * one process. */
+static void resume_across(int stage, int stage2, int on_world) {
+    size_t n = num_params();
+    char dir[512] = {0};
+    if (g_comm->rank == 0) {
+        char *d = zt_tmpdir("zero_resume");
+        snprintf(dir, sizeof dir, "%s", d);
+        free(d);
+    }
+    zg_comm_broadcast_host(g_comm, dir, sizeof dir, 0);
+    float *p = zg_malloc(n * 4), *pr = zg_malloc(n * 4);
+    double l[STEPS], lr[STEPS];
+    int W = g_comm->size;
+    train_ex(g_comm, stage, ACCUM, 997, 3, NULL, dir, p, l, 0);
+    zg_comm *single;
+    zg_comm_config cc = {"single", 0, NULL, NULL};
+    ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
+    if (on_world)
+        train_ex(g_comm, stage2, ACCUM, 997, 2, dir, NULL, p, l + 3, 0);
+    else
+        train_ex(single, stage2, ACCUM * W, 997, 2, dir, NULL, p, l + 3, 0);
+    train_ex(single, 0, ACCUM * W, 997, 5, NULL, NULL, pr, lr, 0);
+    zg_comm_destroy(single);
+    double maxd = 0;
+    for (size_t j = 0; j < n; j++) maxd = fmax(maxd, fabs((double)p[j] - pr[j]));
+    ZT_CHECK_MSG(maxd < 2e-5, "resume W=%d stage %d -> %d process(es) stage %d: max |weight diff| %.3g", W, stage,
+                 on_world ? W : 1, stage2, maxd);
+    for (int s = 0; s < STEPS; s++) ZT_NEAR(l[s], lr[s], 1e-5, 1e-5);
+    zg_comm_barrier(g_comm);
+    if (g_comm->rank == 0) zt_rmtree(dir);
+    free(p);
+    free(pr);
+}
+
+static void test_universal_resume(void) {
+    resume_across(2, 1, 0); /* N ranks -> 1 process, other stages */
+    resume_across(3, 0, 0);
+    resume_across(1, 2, 0);
+    resume_across(0, 3, 0);
+    resume_across(0, 2, 1); /* same ranks, the full-range shard read as shards */
+    resume_across(2, 0, 1); /* and shards assembled into the full range */
+    resume_across(3, 3, 1);
+}
+
+static void compare(int stage, size_t bucket) {
+    gpt2_config cfg = tiny_config();
+    gpt2_param_table t;
+    ZT_CHECK(gpt2_param_table_init(&t, &cfg) == 0);
+    size_t n = t.num_params;
+    gpt2_param_table_free(&t);
+    float *pd = zg_malloc(n * 4), *pr = zg_malloc(n * 4);
+    double ld[STEPS], lr[STEPS];
+    train(g_comm, stage, ACCUM, bucket, pd, ld, 1);
+    zg_comm *single;
+    zg_comm_config cc = {"single", 0, NULL, NULL};
+    ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
+    train(single, 0, ACCUM * g_comm->size, bucket, pr, lr, 0);
+    zg_comm_destroy(single);
+    double maxd = 0;
+    size_t arg = 0;
+    for (size_t j = 0; j < n; j++) {
+        double d = fabs((double)pd[j] - pr[j]);
+        if (d > maxd) {
+            maxd = d;
+            arg = j;
+        }
+    }
+    if (maxd >= 2e-5 && getenv("ZGPT_TEST_DEBUG"))
+        fprintf(stderr, "rank %d: max diff at %zu: %.9g vs %.9g; losses %.9g %.9g\n", g_comm->rank, arg, pd[arg],
+                pr[arg], ld[STEPS - 1], lr[STEPS - 1]);
+    ZT_CHECK_MSG(maxd < 2e-5, "W=%d stage %d bucket %zu: max |weight diff| %.3g", g_comm->size, stage, bucket, maxd);
+    for (int s = 0; s < STEPS; s++) ZT_NEAR(ld[s], lr[s], 1e-5, 1e-5);
+    ZT_CHECK(ld[STEPS - 1] < ld[0]); /* it learns */
+    free(pd);
+    free(pr);
+}
+
+static void test_stages(void) {
+    for (int stage = 0; stage <= 3; stage++) {
+        compare(stage, 997); /* buckets much smaller than a layer, odd */
+        compare(stage, 1u << 20);
+    }
+}
+
+int main(void) {
+    zg_comm_config cc = {"auto", 0, NULL, NULL};
+    if (zg_comm_create(&g_comm, &cc) != 0) {
+        zg_error_print();
+        return 1;
+    }
+    zg_backend_config bc = {"cpu", -1, ZG_F32};
+    if (zg_backend_create(&g_be, &bc) != 0) {
+        zg_error_print();
+        return 1;
+    }
+    if (g_comm->rank == 0) printf("test_zero_gpt2: world size %d (%s)\n", g_comm->size, g_comm->ops->name);
+    zt_run("stages", test_stages);
+    zt_run("universal_resume", test_universal_resume);
+    int any = zg_comm_any(g_comm, zt.failures != 0);
+    int rc = zt_finish();
+    zg_backend_destroy(g_be);
+    zg_comm_destroy(g_comm);
+    return any ? 1 : rc;
+}
