@@ -1,6 +1,8 @@
 /* CPU model benchmark: GPT-2 forward+backward tokens/s at micro-batch B, sequence T, with the time
  * split by op (gpt2_profile). Built and run by bench/cpu_model_bench.sh.
- * usage: cpu_model_bench [model=gpt2] [B=4] [T=256] [steps=3] */
+ * usage: cpu_model_bench [model=gpt2] [B=4] [T=256] [steps=3]
+ * model is gpt2, gpt2-medium, gpt2-large, gpt2-xl, or L:H:C for a custom n_layer:n_head:n_embd with
+ * the GPT-2 vocabulary and block_size T. */
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/strutil.h"
@@ -29,7 +31,18 @@ int main(int argc, char **argv) {
     zg_backend *be;
     zg_backend_config bc = {"cpu", -1, ZG_F32};
     gpt2_model m;
-    if (gpt2_config_by_name(name, &cfg) != 0 || zg_backend_create(&be, &bc) != 0 || gpt2_init(&m, &cfg, be) != 0 ||
+    int L, H, C;
+    int custom = sscanf(name, "%d:%d:%d", &L, &H, &C) == 3;
+    if (custom) {
+        memset(&cfg, 0, sizeof cfg);
+        cfg.n_layer = L;
+        cfg.n_head = H;
+        cfg.n_embd = C;
+        cfg.block_size = T;
+        cfg.vocab_size = 50257;
+    }
+    if ((custom ? gpt2_config_validate(&cfg) : gpt2_config_by_name(name, &cfg)) != 0 ||
+        zg_backend_create(&be, &bc) != 0 || gpt2_init(&m, &cfg, be) != 0 ||
         gpt2_grads_alloc(&m) != 0 || gpt2_activations_ensure(&m, B, T) != 0) {
         zg_error_print();
         return 1;

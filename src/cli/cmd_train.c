@@ -2,7 +2,9 @@
 #include "cli/cli_common.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "backend/backend.h"
 #include "core/strutil.h"
+#include "dist/launch.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -63,19 +65,33 @@ int zg_cmd_train(int argc, char **argv) {
         zg_error_print();
         status = 2;
     } else {
-        int64_t gpus = 1;
-        if (a.gpus && strcmp(a.gpus, "all") != 0 && zg_parse_i64(a.gpus, "--gpus", &gpus) != 0) {
+        /* --nproc N / --gpus N|all: start the workers (this process then only supervises them), as
+         * deepspeed --num_gpus does; under mpirun/srun or as a worker, go on as one rank. */
+        zg_launch_opts lo;
+        memset(&lo, 0, sizeof lo);
+        lo.nproc = (int)a.nproc;
+        if (a.nproc < 1) {
+            zg_errorf("--nproc %lld: must be >= 1", (long long)a.nproc);
             zg_error_print();
             status = 2;
-        } else if (a.nproc < 1 || gpus < 1) {
-            zg_errorf("--nproc and --gpus must be >= 1");
+        } else if (a.gpus && zg_launch_parse_gpus(a.gpus, &lo.gpus) != 0) {
             zg_error_print();
             status = 2;
-        } else if (a.nproc > 1 || gpus > 1 || (a.gpus && strcmp(a.gpus, "all") == 0)) {
-            zg_errorf("multi-process training (--nproc/--gpus) is not in this build yet; run one process (drop "
-                      "--nproc/--gpus)");
+        } else if (a.gpus && a.device && strcmp(a.device, "cuda") != 0) {
+            zg_errorf("--gpus asks for GPUs but --device is '%s'", a.device);
             zg_error_print();
             status = 2;
+        } else {
+            if (a.gpus) a.device = "cuda";
+            int is_parent = 0;
+            int lrc = zg_launch_maybe(argc, argv, &lo, &is_parent);
+            if (lrc < 0) {
+                zg_error_print();
+                status = 1;
+            } else if (is_parent) {
+                zg_strlist_free(&a.sets);
+                return lrc;
+            }
         }
     }
     if (status == 0) {

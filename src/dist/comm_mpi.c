@@ -100,10 +100,10 @@ static MPI_Op mpi_op(zg_comm_op op) { return op == ZG_COMM_MAX ? MPI_MAX : MPI_S
 static void mpi_destroy(zg_comm *c) {
     mpi_impl *m = c->impl;
     int finalized = 0;
-    MPI_Finalized(&finalized);
+    ZG_CHECK_MPI(c, "finalize", MPI_Finalized(&finalized));
     if (!finalized) {
-        MPI_Comm_free(&m->comm);
-        if (m->we_initialized) MPI_Finalize();
+        ZG_CHECK_MPI(c, "finalize", MPI_Comm_free(&m->comm));
+        if (m->we_initialized) ZG_CHECK_MPI(c, "finalize", MPI_Finalize());
     }
     free(m);
     free(c);
@@ -292,7 +292,7 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
     c->timeout_s = zg_comm_default_timeout(cfg ? cfg->timeout_s : 0);
     c->rank = 0;
     int inited = 0;
-    MPI_Initialized(&inited);
+    ZG_CHECK_MPI(c, "init", MPI_Initialized(&inited));
     if (!inited) {
         int provided = 0;
         if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
@@ -302,7 +302,7 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
         }
         m->we_initialized = 1;
     }
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    ZG_CHECK_MPI(c, "init", MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     ZG_CHECK_MPI(c, "init", MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
     ZG_CHECK_MPI(c, "init", MPI_Comm_size(MPI_COMM_WORLD, &c->size));
     ZG_CHECK_MPI(c, "init", MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));
@@ -310,7 +310,7 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
     MPI_Comm local;
     ZG_CHECK_MPI(c, "init", MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &local));
     ZG_CHECK_MPI(c, "init", MPI_Comm_rank(local, &c->local_rank));
-    MPI_Comm_free(&local);
+    ZG_CHECK_MPI(c, "init", MPI_Comm_free(&local));
     if (c->size > 1) zg_log_set_rank(c->rank);
     *out = c;
     return 0;

@@ -121,6 +121,7 @@ typedef struct {
     int first_error_rank;     /* first rank that printed a fatal/error line */
     int reported_rank;        /* rank named by mpirun's own report */
     char reported_why[128];   /* what mpirun said happened to it */
+    int abort_rank;           /* first rank mpirun says called MPI_Abort */
     double grace_s;
 } supervisor;
 
@@ -172,8 +173,8 @@ static void parse_launcher_line(supervisor *s, const char *line) {
     }
     else if ((p = strstr(line, "Process name: [[")) && sscanf(p, "Process name: [[%d,%d],%d]", &a, &b, &r) == 3)
         s->reported_rank = r;
-    else if ((p = strstr(line, "invoked on rank ")) && sscanf(p, "invoked on rank %d", &r) == 1)
-        s->reported_rank = r;
+    else if ((p = strstr(line, "invoked on rank ")) && sscanf(p, "invoked on rank %d", &r) == 1 && s->abort_rank < 0)
+        s->abort_rank = r; /* a rank that gave up (e.g. on a timeout): weaker than a rank that died */
 }
 
 static void handle_line(supervisor *s, int kid, int stream, char *line) {
@@ -279,8 +280,10 @@ static int spawn(child_proc *c, char *const argv[], char *const env_set[], int n
     pid_t pid = fork();
     if (pid < 0) return zg_errorf("fork failed: %s", zg_strerrno());
     if (pid == 0) {
-        dup2(po[1], STDOUT_FILENO);
-        dup2(pe[1], STDERR_FILENO);
+        if (dup2(po[1], STDOUT_FILENO) < 0 || dup2(pe[1], STDERR_FILENO) < 0) {
+            fprintf(stderr, "zgpt: fatal: %s:%d: dup2 failed in the worker: %s\n", __FILE__, __LINE__, strerror(errno));
+            _exit(127);
+        }
         close(po[0]);
         close(po[1]);
         close(pe[0]);
@@ -391,7 +394,10 @@ static int supervise(supervisor *s) {
         return 128 + (int)g_last_signal;
     }
     /* Which rank? Fork launcher: the child. mpirun: its report, else the first rank to complain. */
-    int rank = s->tagged ? (s->reported_rank >= 0 ? s->reported_rank : s->first_error_rank) : first_failed;
+    /* A rank that died (exit status, signal) is the cause; one that aborted may only have noticed it. */
+    int rank = first_failed;
+    if (s->tagged)
+        rank = s->reported_rank >= 0 ? s->reported_rank : s->abort_rank >= 0 ? s->abort_rank : s->first_error_rank;
     char why[128];
     describe_status(s->kids[first_failed].status, why, sizeof why);
     if (s->tagged && s->reported_why[0]) snprintf(why, sizeof why, "%s", s->reported_why);
@@ -420,6 +426,7 @@ static void supervisor_init(supervisor *s, int n_kids, int nranks, int tagged, c
     ring_init(&s->launcher_lines, 40);
     s->first_error_rank = -1;
     s->reported_rank = -1;
+    s->abort_rank = -1;
     s->grace_s = o && o->grace_s > 0 ? o->grace_s : 5.0;
 }
 
@@ -478,7 +485,7 @@ static int launch_mpirun(int argc, char **argv, int nproc, const zg_launch_opts 
         av[k++] = np;
     }
     av[k++] = exe;
-    for (int i = 1; i < argc; i++) av[k++] = argv[i];
+    for (int i = 0; i < argc; i++) av[k++] = argv[i];
     av[k] = NULL;
 
     char omp[64];
@@ -510,9 +517,9 @@ static int launch_mpirun(int argc, char **argv, int nproc, const zg_launch_opts 
 static int launch_fork(int argc, char **argv, int n, char **devices, const char *nccl_id, const zg_launch_opts *o) {
     char exe[4096];
     if (self_exe(exe, sizeof exe) != 0) return -1;
-    char **av = zg_calloc((size_t)argc + 1, sizeof(char *));
+    char **av = zg_calloc((size_t)argc + 2, sizeof(char *));
     av[0] = exe;
-    for (int i = 1; i < argc; i++) av[i] = argv[i];
+    for (int i = 0; i < argc; i++) av[i + 1] = argv[i];
     supervisor s;
     supervisor_init(&s, n, n, 0, o);
     int rc = 0;

@@ -16,6 +16,9 @@
  *   zgpt: error: rank R failed (exit status S | killed by signal K); its last lines: ...
  * and returns non-zero. SIGINT/SIGTERM to the launcher are forwarded to all workers (a second
  * Ctrl-C kills them).
+ *
+ * Tests only: $ZGPT_LAUNCH_FORK_TEST=N makes zg_launch_maybe fork N supervised workers (ZGPT_RANK...,
+ * no communicator bootstrap), so the --gpus supervision is exercised on a machine without GPUs.
  */
 #ifndef ZG_DIST_LAUNCH_H
 #define ZG_DIST_LAUNCH_H
@@ -46,7 +49,8 @@ typedef struct {
     int tail_lines;     /* last lines kept per rank for the failure report (default 8) */
 } zg_launch_opts;
 
-/* Called by a command at start with its own argv. If workers must be started (nproc > 1 or gpus
+/* Called by a command at start. argc/argv: the arguments each worker gets after the program's path
+ * (for `zgpt train ...`, the argv zg_cmd_train receives: argv[0] = "train"). If workers must be started (nproc > 1 or gpus
  * given, and this process is not already a worker), starts them, supervises them until they end,
  * sets *is_parent = 1 and returns the exit status for the command (0 when every worker succeeded).
  * Otherwise sets *is_parent = 0 and returns 0: this process is the (only) worker; go on.

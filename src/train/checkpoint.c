@@ -140,6 +140,30 @@ int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag
     return 0;
 }
 
+int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
+    memset(w, 0, sizeof *w);
+    w->out_dir = zg_strdup(out_dir);
+    w->tag = zg_strdup(tag);
+    w->stage_dir = stage_path(out_dir, tag);
+    w->final_dir = zg_path_join(out_dir, tag);
+    if (!zg_dir_exists(w->stage_dir)) {
+        int rc = zg_errorf("checkpoint folder '%s' does not exist (the committing rank did not create it)",
+                           w->stage_dir);
+        zg_ckpt_writer_release(w);
+        return rc;
+    }
+    return 0;
+}
+
+void zg_ckpt_writer_release(zg_ckpt_writer *w) {
+    free(w->out_dir);
+    free(w->tag);
+    free(w->stage_dir);
+    free(w->final_dir);
+    free(w->files);
+    memset(w, 0, sizeof *w);
+}
+
 static void add_file(zg_ckpt_writer *w, const char *name, uint64_t size, uint64_t xxh3) {
     w->files = zg_realloc(w->files, (size_t)(w->n_files + 1) * sizeof *w->files);
     zg_ckpt_file *f = &w->files[w->n_files++];
@@ -304,12 +328,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
 
 void zg_ckpt_writer_abort(zg_ckpt_writer *w) {
     if (w->stage_dir) remove_flat_dir(w->stage_dir);
-    free(w->out_dir);
-    free(w->tag);
-    free(w->stage_dir);
-    free(w->final_dir);
-    free(w->files);
-    memset(w, 0, sizeof *w);
+    zg_ckpt_writer_release(w);
 }
 
 int zg_ckpt_set_latest(const char *out_dir, const char *tag) {

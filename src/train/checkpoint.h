@@ -46,6 +46,11 @@ typedef struct {
 /* Starts a checkpoint `tag` in out_dir (created if needed); a stale partial folder of the same tag
  * (from a crash) is removed. */
 int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag);
+/* For the other ranks of a sharded save: a writer into the partial folder that zg_ckpt_writer_begin
+ * created in another process (after a barrier). It never commits nor removes the folder; release it
+ * with zg_ckpt_writer_release once its files are reported to the committing rank. */
+int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag);
+void zg_ckpt_writer_release(zg_ckpt_writer *w);
 /* model.bin from fp32 host parameters in the table layout. */
 int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params);
 /* optim_<begin>_<end>.bin from the optimizer's state (downloaded in chunks). */

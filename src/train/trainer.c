@@ -3,6 +3,8 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "dist/comm.h"
+#include "dist/launch.h"
 #include "model/gpt2.h"
 #include "text/dataloader.h"
 #include "text/tokenizer.h"
@@ -11,6 +13,7 @@
 #include "train/model_source.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "train/zero.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -40,7 +43,14 @@ typedef struct {
     zg_backend *be;
     gpt2_model model;
     int model_ready;
-    zg_optimizer opt;
+    zg_optimizer own_opt;     /* single process: AdamW over the whole buffer */
+    zg_optimizer *opt;        /* &own_opt, or the ZeRO engine's range */
+    /* data parallel (world > 1): the communicator and the ZeRO engine */
+    zg_comm *comm;
+    zg_zero zero;
+    int zero_on;
+    int rank, world, local_rank;
+    zg_launch_source launched_by;
     zg_loss_scaler scaler;
     zg_dataloader *train_dl, *train_eval_dl, *val_dl;
     int32_t *inputs, *targets;
@@ -65,10 +75,16 @@ static int make_backend(trainer *tr, zg_precision *prec_out) {
     if (strcmp(dev, "auto") == 0) dev = zg_backend_cuda_available() ? "cuda" : "cpu";
     zg_precision prec = zg_train_config_precision(tr->cfg, dev);
     if (strcmp(dev, "cpu") == 0 && prec != ZG_PREC_FP32) {
-        printf("note: the CPU backend trains in fp32; the %s setting applies on CUDA only\n", zg_precision_name(prec));
+        if (tr->rank == 0)
+            printf("note: the CPU backend trains in fp32; the %s setting applies on CUDA only\n",
+                   zg_precision_name(prec));
         prec = ZG_PREC_FP32;
     }
     zg_backend_config bc = {dev, -1, prec == ZG_PREC_BF16 ? ZG_BF16 : prec == ZG_PREC_FP16 ? ZG_F16 : ZG_F32};
+    /* Several ranks on one machine share its GPUs by local rank, unless zgpt's launcher already gave
+     * each worker exactly one device (CUDA_VISIBLE_DEVICES narrowed). */
+    if (tr->world > 1 && strcmp(dev, "cuda") == 0 && tr->launched_by != ZG_LAUNCH_SRC_ZGPT_GPU)
+        bc.device_index = tr->local_rank;
     if (zg_backend_create(&tr->be, &bc) != 0) return -1;
     *prec_out = prec;
     return 0;
@@ -179,8 +195,8 @@ static int setup_data(trainer *tr) {
     dc.T = tr->T;
     dc.vocab_size = tr->model.cfg.vocab_size;
     dc.mode = c->sample_mode;
-    dc.rank = 0;
-    dc.world_size = 1;
+    dc.rank = tr->rank;
+    dc.world_size = tr->world;
     dc.split = "train";
     dc.seed = c->seed;
     if (zg_dataloader_init(&tr->train_dl, &dc) != 0) return -1;
@@ -188,6 +204,10 @@ static int setup_data(trainer *tr) {
     /* Evaluation batches: their own seeds, rewound before every evaluation (fixed samples). */
     dc.seed = c->seed ^ 0x9e3779b97f4a7c15ULL;
     dc.mode = ZG_SAMPLE_RANDOM;
+    /* Evaluation batches are numbered globally (every rank reads the same stream and evaluates the
+     * batches i with i % world == rank), so the estimate does not depend on the world size. */
+    dc.rank = 0;
+    dc.world_size = 1;
     if (zg_dataloader_init(&tr->train_eval_dl, &dc) != 0) return -1;
     dc.split = "val";
     if (zg_dataloader_init(&tr->val_dl, &dc) != 0) return -1;
@@ -214,9 +234,10 @@ static char *state_json(const trainer *tr, zg_precision prec) {
     cJSON_AddNumberToObject(j, "evals_without_improvement", (double)tr->evals_without_improvement);
     cJSON_AddNumberToObject(j, "last_eval_iter", (double)tr->last_eval_iter);
     add_u64(j, "tokens_seen", tr->tokens_seen);
-    cJSON_AddNumberToObject(j, "optimizer_step", (double)tr->opt.step);
+    cJSON_AddNumberToObject(j, "optimizer_step", (double)tr->opt->step);
     cJSON_AddStringToObject(j, "precision", zg_precision_name(prec));
-    cJSON_AddNumberToObject(j, "world_size", 1);
+    cJSON_AddNumberToObject(j, "world_size", tr->world);
+    cJSON_AddNumberToObject(j, "zero_stage", tr->zero_on ? tr->zero.o.stage : 0);
     cJSON *ls = cJSON_AddObjectToObject(j, "loss_scaler");
     cJSON_AddNumberToObject(ls, "scale", tr->scaler.scale);
     cJSON_AddNumberToObject(ls, "cur_hysteresis", tr->scaler.cur_hysteresis);
@@ -284,12 +305,12 @@ static int load_state(trainer *tr, const zg_ckpt *ck) {
         tr->scaler.skipped = (int64_t)sk;
     }
     zg_dataloader_state st = {seed, step, micro};
-    if (seed != tr->cfg->seed)
+    if (seed != tr->cfg->seed && tr->rank == 0)
         printf("note: resuming the data order of seed %" PRIu64 " (the config now says %" PRIu64 ")\n", seed,
                tr->cfg->seed);
     zg_dataloader_set_state(tr->train_dl, &st);
     cJSON_Delete(j);
-    if ((int64_t)ostep != tr->opt.step)
+    if ((int64_t)ostep != tr->opt->step)
         return zg_errorf("checkpoint '%s': state.json and the optimizer shards disagree on the step", ck->dir);
     return 0;
 }
@@ -345,6 +366,7 @@ static int open_metrics(trainer *tr, int resuming) {
 
 static void metrics_line(trainer *tr, const char *fmt, ...) ZG_PRINTF(2, 3);
 static void metrics_line(trainer *tr, const char *fmt, ...) {
+    if (!tr->metrics) return; /* ranks other than 0 */
     va_list ap;
     va_start(ap, fmt);
     vfprintf(tr->metrics, fmt, ap);
@@ -361,34 +383,72 @@ static int estimate_loss(trainer *tr, zg_dataloader *dl, double *out) {
     st.step = 0;
     st.micro = 0;
     zg_dataloader_set_state(dl, &st); /* the same evaluation batches every time */
+    int64_t n = tr->cfg->eval_iters, w = tr->world;
+    /* Every rank runs the same number of forward passes (ZeRO stage 3 gathers parameters inside the
+     * forward, so a rank that stopped early would hang the others); batches past eval_iters count 0. */
+    int64_t rounds = (n + w - 1) / w;
     double sum = 0;
-    for (int64_t i = 0; i < tr->cfg->eval_iters; i++) {
-        zg_dataloader_next(dl, tr->inputs, tr->targets);
+    int failed = 0;
+    for (int64_t k = 0; k < rounds; k++) {
+        int64_t mine = k * w + tr->rank;
+        for (int64_t i = k * w; i < (k + 1) * w && i < n; i++) {
+            zg_dataloader_next(dl, tr->inputs, tr->targets);
+            if (i == mine) break;
+        }
         zg_error_clear();
         float loss = gpt2_forward(&tr->model, tr->inputs, tr->targets, tr->B, tr->T);
-        if (isnan(loss) && zg_error_message()[0]) return -1;
-        sum += loss;
+        if (isnan(loss) && zg_error_message()[0]) failed = 1;
+        if (mine < n) sum += loss;
+        /* finish this round's remaining batches so every rank's stream stays aligned */
+        for (int64_t i = mine + 1; i < (k + 1) * w && i < n; i++) zg_dataloader_next(dl, tr->inputs, tr->targets);
     }
-    *out = sum / (double)tr->cfg->eval_iters;
+    if (tr->comm) {
+        double v[2] = {sum, failed};
+        zg_comm_all_reduce_host_f64(tr->comm, v, 2, ZG_COMM_SUM);
+        sum = v[0];
+        if (v[1] > 0 && !failed) return zg_errorf("evaluation failed on another rank");
+    }
+    if (failed) return -1;
+    *out = sum / (double)n;
     return 0;
 }
 
+/* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
+ * shard into the same partial folder first. Success is agreed by all ranks. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     const char *out = tr->cfg->out_dir;
     char tag[64];
     snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
-    gpt2_params_download(&tr->model, tr->host_params);
+    int root = tr->rank == 0, rc = 0;
     zg_ckpt_writer w;
-    if (zg_ckpt_writer_begin(&w, out, tag) != 0) return -1;
-    char *state = state_json(tr, prec);
-    int rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params);
-    if (rc == 0) rc = zg_ckpt_write_optimizer(&w, &tr->opt, tr->model.table.num_params);
-    if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
-    free(state);
-    if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1);
-    else zg_ckpt_writer_abort(&w);
-    if (rc == 0 && improved) rc = zg_ckpt_link(out, tag, "best");
-    if (rc == 0) rc = zg_ckpt_retain(out, tr->cfg->keep_last_k);
+    memset(&w, 0, sizeof w);
+    if (tr->zero_on) zg_zero_gather_all(&tr->zero); /* stage 3: the whole model on every rank */
+    if (root) {
+        gpt2_params_download(&tr->model, tr->host_params);
+        rc = zg_ckpt_writer_begin(&w, out, tag);
+    }
+    if (tr->comm && zg_comm_any(tr->comm, rc != 0)) {
+        if (rc == 0) rc = zg_errorf("rank 0 could not start checkpoint %s/%s", out, tag);
+        if (root) zg_ckpt_writer_abort(&w);
+    } else if (tr->zero_on) {
+        rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag); /* agreed; rank 0's folder removed on failure */
+    } else {
+        rc = zg_ckpt_write_optimizer(&w, tr->opt, tr->model.table.num_params);
+        if (rc != 0) zg_ckpt_writer_abort(&w);
+    }
+    if (tr->zero_on) zg_zero_release_all(&tr->zero);
+    if (rc == 0 && root) {
+        char *state = state_json(tr, prec);
+        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params);
+        if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
+        free(state);
+        if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1);
+        else zg_ckpt_writer_abort(&w);
+        if (rc == 0 && improved) rc = zg_ckpt_link(out, tag, "best");
+        if (rc == 0) rc = zg_ckpt_retain(out, tr->cfg->keep_last_k);
+    }
+    if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0)
+        rc = zg_errorf("saving checkpoint %s/%s failed on rank 0", out, tag);
     if (rc != 0) {
         if (tr->last_good[0])
             return zg_error_prefix("saving checkpoint %s/%s failed (the last good checkpoint %s is intact)", out, tag,
@@ -397,7 +457,7 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     }
     snprintf(tr->last_good, sizeof tr->last_good, "%s/%s", out, tag);
     tr->last_saved_iter = tr->iter;
-    if (!tr->opts->quiet) printf("saved checkpoint %s/%s%s\n", out, tag, improved ? " (best so far)" : "");
+    if (root && !tr->opts->quiet) printf("saved checkpoint %s/%s%s\n", out, tag, improved ? " (best so far)" : "");
     return 0;
 }
 
@@ -421,7 +481,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
     int64_t nan_at = -1;
     const char *hook = getenv("ZGPT_TEST_NAN_AT_ITER");
     if (hook && *hook) nan_at = strtoll(hook, NULL, 10);
-    double tokens_per_step = (double)tr->B * tr->T * (double)c->grad_accum;
+    double tokens_per_step = (double)tr->B * tr->T * (double)c->grad_accum * tr->world;
     int64_t start_iter = tr->iter;
 
     for (;;) {
@@ -430,8 +490,10 @@ static int run_loop(trainer *tr, zg_precision prec) {
         if ((tr->iter % c->eval_interval == 0 || at_end) && tr->iter != tr->last_eval_iter) {
             double tl, vl;
             if (estimate_loss(tr, tr->train_eval_dl, &tl) != 0 || estimate_loss(tr, tr->val_dl, &vl) != 0) return -1;
-            printf("step %lld: train loss %.4f, val loss %.4f\n", (long long)tr->iter, tl, vl);
-            fflush(stdout);
+            if (tr->rank == 0) {
+                printf("step %lld: train loss %.4f, val loss %.4f\n", (long long)tr->iter, tl, vl);
+                fflush(stdout);
+            }
             metrics_line(tr, "{\"iter\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g}", (long long)tr->iter, tl, vl);
             tr->last_eval_iter = tr->iter;
             if (!isfinite(vl)) return diverged(tr, "the val loss", vl);
@@ -448,14 +510,20 @@ static int run_loop(trainer *tr, zg_precision prec) {
             }
             if (c->early_stopping_patience > 0 && tr->evals_without_improvement >= c->early_stopping_patience &&
                 !at_end) {
-                printf("early stopping: val loss has not improved for %lld evaluations (best %.4f at step %lld)\n",
+                if (tr->rank == 0)
+                    printf("early stopping: val loss has not improved for %lld evaluations (best %.4f at step %lld)\n",
                        (long long)tr->evals_without_improvement, tr->best_val, (long long)tr->best_iter);
                 break;
             }
         }
         if (at_end) break;
-        if (g_stop_signal) {
-            printf("%s received: saving a checkpoint at iter %lld and stopping\n",
+        /* every rank stops at the same boundary, whichever got the signal */
+        int stop = g_stop_signal != 0;
+        if (tr->comm) stop = zg_comm_any(tr->comm, stop);
+        if (stop && !g_stop_signal) g_stop_signal = SIGTERM;
+        if (stop) {
+            if (tr->rank == 0)
+                printf("%s received: saving a checkpoint at iter %lld and stopping\n",
                    g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (long long)tr->iter);
             break;
         }
@@ -463,30 +531,51 @@ static int run_loop(trainer *tr, zg_precision prec) {
         /* one optimizer step */
         double t0 = now_ms();
         double scale = zg_loss_scaler_scale(&tr->scaler);
-        gpt2_zero_grad(&tr->model);
+        if (!tr->zero_on) gpt2_zero_grad(&tr->model); /* the ZeRO engine zeroes its own */
         double loss_sum = 0;
+        int fwd_failed = 0;
         for (int64_t k = 0; k < c->grad_accum; k++) {
             zg_dataloader_next(tr->train_dl, tr->inputs, tr->targets);
             zg_error_clear();
             float loss = gpt2_forward(&tr->model, tr->inputs, tr->targets, tr->B, tr->T);
-            if (isnan(loss) && zg_error_message()[0]) return -1;
+            if (isnan(loss) && zg_error_message()[0]) fwd_failed = 1;
             loss_sum += loss;
-            /* gradient of the mean over the global batch, times the fp16 loss scale */
+            /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
+             * divides by the world size) */
             gpt2_backward(&tr->model, (float)(scale / (double)c->grad_accum));
+            if (tr->zero_on) zg_zero_micro_end(&tr->zero);
         }
+        if (fwd_failed && !tr->comm) return -1;
         double loss = loss_sum / (double)c->grad_accum;
+        if (tr->comm) { /* the loss of the global batch: mean over ranks */
+            double v[2] = {loss, fwd_failed};
+            zg_comm_all_reduce_host_f64(tr->comm, v, 2, ZG_COMM_SUM);
+            if (v[1] > 0) return fwd_failed ? -1 : zg_errorf("the forward pass failed on another rank");
+            loss = v[0] / (double)tr->world;
+        }
         if (tr->iter == nan_at) loss = NAN;
         tr->tokens_seen += (uint64_t)tokens_per_step;
-        double ss = be->ops->sum_squares(be, tr->model.grads, be->grad_dtype, np);
-        int overflow = !isfinite(ss) || !isfinite(loss);
-        double lr = zg_schedule_lr(&c->sched, tr->opt.step);
-        double norm = sqrt(ss) / scale;
+        double norm, ss;
+        int overflow;
+        if (tr->zero_on) {
+            zg_zero_step_info info;
+            zg_zero_grad_norm(&tr->zero, (float)(1.0 / scale), &info);
+            norm = info.grad_norm;
+            ss = norm * norm;
+            overflow = info.overflow || !isfinite(loss);
+        } else {
+            ss = be->ops->sum_squares(be, tr->model.grads, be->grad_dtype, np);
+            norm = sqrt(ss) / scale;
+            overflow = !isfinite(ss) || !isfinite(loss);
+        }
+        double lr = zg_schedule_lr(&c->sched, tr->opt->step);
         if (tr->scaler.cfg.enabled) {
             char msg[512];
             zg_scaler_result r = zg_loss_scaler_update(&tr->scaler, overflow, msg, sizeof msg);
             if (r == ZG_SCALER_STOP) return zg_errorf("%s", msg);
             if (r == ZG_SCALER_SKIP) {
-                printf("iter %lld: %s\n", (long long)tr->iter, msg);
+                if (tr->zero_on) zg_zero_skip(&tr->zero);
+                if (tr->rank == 0) printf("iter %lld: %s\n", (long long)tr->iter, msg);
                 metrics_line(tr, "{\"iter\": %lld, \"loss\": null, \"skipped\": true, \"loss_scale\": %g}",
                              (long long)tr->iter, zg_loss_scaler_scale(&tr->scaler));
                 tr->iter++;
@@ -497,14 +586,17 @@ static int run_loop(trainer *tr, zg_precision prec) {
         }
         double clip = 1.0;
         if (c->grad_clip > 0 && norm > c->grad_clip) clip = c->grad_clip / (norm + 1e-6);
-        zg_optimizer_step(&tr->opt, tr->model.params, tr->model.grads, (float)lr, (float)(clip / scale));
+        if (tr->zero_on)
+            zg_zero_apply(&tr->zero, (float)lr, (float)(clip / scale));
+        else
+            zg_optimizer_step(tr->opt, tr->model.params, tr->model.grads, (float)lr, (float)(clip / scale));
         be->ops->synchronize(be);
         double dt = now_ms() - t0;
         double tps = tokens_per_step / (dt / 1e3);
         metrics_line(tr, "{\"iter\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_sec\": %.1f, \"time_ms\": %.2f, "
                          "\"grad_norm\": %.6g}",
                      (long long)tr->iter, loss, lr, tps, dt, norm);
-        if (!tr->opts->quiet && tr->iter % c->log_interval == 0) {
+        if (tr->rank == 0 && !tr->opts->quiet && tr->iter % c->log_interval == 0) {
             printf("iter %lld: loss %.4f, time %.0f ms, lr %.3e, tok/s %.0f, norm %.3f%s\n", (long long)tr->iter, loss,
                    dt, lr, tps, norm, clip < 1.0 ? " (clipped)" : "");
             fflush(stdout);
@@ -518,14 +610,50 @@ static int run_loop(trainer *tr, zg_precision prec) {
     if (tr->last_saved_iter == tr->iter) {
         char tag[64];
         snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
-        if (!g_stop_signal && zg_ckpt_link(c->out_dir, tag, "final") != 0) return -1;
+        int rc = 0;
+        if (!g_stop_signal && tr->rank == 0) rc = zg_ckpt_link(c->out_dir, tag, "final");
+        if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
+        if (rc != 0) return -1;
     }
-    if (g_stop_signal)
+    if (tr->rank == 0 && g_stop_signal)
         printf("stopped by signal; continue with the same command and --resume\n");
-    else if (isfinite(tr->best_val))
+    else if (tr->rank == 0 && isfinite(tr->best_val))
         printf("done: %lld iterations, best val loss %.4f at step %lld; checkpoints in %s\n", (long long)tr->iter,
                tr->best_val, (long long)tr->best_iter, c->out_dir);
     return 0;
+}
+
+/* World size > 1: the communicator (created after the backend, which NCCL needs) and the engine. */
+static int setup_parallel(trainer *tr) {
+    zg_comm_config cc;
+    memset(&cc, 0, sizeof cc);
+    cc.backend = "auto";
+    cc.be = tr->be;
+    if (zg_comm_create(&tr->comm, &cc) != 0) return -1;
+    if (tr->comm->size != tr->world)
+        return zg_errorf("the communicator has %d ranks but the launcher said %d", tr->comm->size, tr->world);
+    return 0;
+}
+
+static int setup_optimizer(trainer *tr) {
+    zg_train_config *cfg = tr->cfg;
+    zg_optimizer_config oc = {(float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->eps,
+                              (float)cfg->weight_decay};
+    if (tr->comm) {
+        zg_zero_opts zo;
+        zg_zero_opts_from_config(&cfg->zero, &zo);
+        gpt2_zero_grad(&tr->model); /* the engine accumulates from zero */
+        if (zg_zero_init(&tr->zero, &zo, tr->comm, tr->be, &tr->model.table, tr->model.params, tr->model.grads, &oc) !=
+            0)
+            return -1;
+        tr->zero_on = 1;
+        tr->model.hooks = zg_zero_hooks(&tr->zero);
+        tr->opt = zg_zero_optimizer(&tr->zero);
+        return 0;
+    }
+    tr->opt = &tr->own_opt;
+    return zg_optimizer_init(&tr->own_opt, tr->be, &tr->model.table, 0, tr->model.table.num_params, &oc,
+                             tr->be->param_dtype, tr->model.params);
 }
 
 int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
@@ -542,6 +670,14 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     int resuming = 0, rc = 0;
     zg_precision prec = ZG_PREC_FP32;
 
+    zg_launch_env env;
+    zg_launch_env_detect(&env);
+    tr.rank = env.size > 1 ? env.rank : 0;
+    tr.world = env.size > 1 ? env.size : 1;
+    tr.local_rank = env.local_rank;
+    tr.launched_by = env.source;
+    if (zg_train_config_resolve_batch(cfg, tr.world) != 0) return -1;
+
     if (!resume_requested(&tr)) {
         char *latest = zg_path_join(cfg->out_dir, "latest");
         int exists = zg_file_exists(latest);
@@ -554,6 +690,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     }
     if (zg_dir_make(cfg->out_dir) != 0) return -1;
     rc = make_backend(&tr, &prec);
+    if (rc == 0 && tr.world > 1) rc = setup_parallel(&tr);
     if (rc == 0) rc = setup_model(&tr, &ck, &resuming);
     if (rc == 0) {
         tr.B = (int)cfg->micro_batch;
@@ -562,39 +699,39 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         tr.targets = zg_malloc((size_t)tr.B * tr.T * sizeof(int32_t));
         rc = setup_data(&tr);
     }
-    if (rc == 0) {
-        zg_optimizer_config oc = {(float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->eps,
-                                  (float)cfg->weight_decay};
-        rc = zg_optimizer_init(&tr.opt, tr.be, &tr.model.table, 0, tr.model.table.num_params, &oc,
-                               tr.be->param_dtype, tr.model.params);
-    }
+    if (rc == 0) rc = setup_optimizer(&tr);
     if (rc == 0) {
         zg_loss_scaler_config lsc = cfg->scaler;
         lsc.enabled = prec == ZG_PREC_FP16;
         zg_loss_scaler_init(&tr.scaler, &lsc);
     }
     if (rc == 0 && resuming) {
-        rc = zg_ckpt_read_optimizer(&ck, &tr.opt);
-        if (rc == 0) zg_optimizer_params_from_master(&tr.opt, tr.model.params);
+        /* Each rank reads its own range from whichever shards cover it (any saved world size). */
+        rc = zg_ckpt_read_optimizer(&ck, tr.opt);
+        if (rc == 0 && tr.zero_on)
+            zg_zero_after_load(&tr.zero);
+        else if (rc == 0)
+            zg_optimizer_params_from_master(tr.opt, tr.model.params);
         if (rc == 0) rc = load_state(&tr, &ck);
         if (rc == 0) snprintf(tr.last_good, sizeof tr.last_good, "%s", ck.dir);
     }
     zg_ckpt_close(&ck);
-    if (rc == 0) rc = open_metrics(&tr, resuming);
+    if (rc == 0 && tr.rank == 0) rc = open_metrics(&tr, resuming);
+    if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("setup failed on another rank");
     if (rc == 0) {
-        size_t np = tr.model.table.num_params;
-        printf("model: n_layer %d, n_head %d, n_embd %d, block_size %d, %.2fM parameters (%s)\n",
-               tr.model.cfg.n_layer, tr.model.cfg.n_head, tr.model.cfg.n_embd, tr.model.cfg.block_size,
-               (double)gpt2_param_count_unpadded(&tr.model.cfg) / 1e6,
-               resuming ? "resumed" : cfg->init_from);
-        printf("training: %s backend, %s, micro-batch %lld x accumulation %lld = %lld sequences of %d tokens per "
-               "step, lr %s %g, %lld iterations%s\n",
-               tr.be->ops->name, zg_precision_name(prec), (long long)cfg->micro_batch, (long long)cfg->grad_accum,
-               (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,
-               (long long)cfg->max_iters, resuming ? "" : "");
-        if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
-        (void)np;
-        fflush(stdout);
+        if (tr.rank == 0) {
+            printf("model: n_layer %d, n_head %d, n_embd %d, block_size %d, %.2fM parameters (%s)\n",
+                   tr.model.cfg.n_layer, tr.model.cfg.n_head, tr.model.cfg.n_embd, tr.model.cfg.block_size,
+                   (double)gpt2_param_count_unpadded(&tr.model.cfg) / 1e6, resuming ? "resumed" : cfg->init_from);
+            printf("training: %s backend, %s, micro-batch %lld x accumulation %lld", tr.be->ops->name,
+                   zg_precision_name(prec), (long long)cfg->micro_batch, (long long)cfg->grad_accum);
+            if (tr.world > 1) printf(" x %d ranks (ZeRO stage %d)", tr.world, tr.zero.o.stage);
+            printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations\n",
+                   (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,
+                   (long long)cfg->max_iters);
+            if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
+            fflush(stdout);
+        }
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_stop_signal;
@@ -609,7 +746,8 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     }
 
     if (tr.metrics) fclose(tr.metrics);
-    zg_optimizer_free(&tr.opt);
+    if (tr.zero_on) zg_zero_free(&tr.zero);
+    zg_optimizer_free(&tr.own_opt);
     zg_dataloader_free(tr.train_dl);
     zg_dataloader_free(tr.train_eval_dl);
     zg_dataloader_free(tr.val_dl);
@@ -617,6 +755,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     free(tr.targets);
     free(tr.host_params);
     if (tr.model_ready) gpt2_free(&tr.model);
+    if (tr.comm) zg_comm_destroy(tr.comm);
     if (tr.be) zg_backend_destroy(tr.be);
     return rc;
 }

@@ -385,24 +385,27 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
     if (W > 1) {
         zg_comm_broadcast(comm, params, z->n, z->pdt, 0);
     }
-    if (zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, at(params, z->begin, z->pdt)) != 0)
-        return -1;
-    z->opt_ready = 1;
-    if (z->o.stage >= 2 && z->end > z->begin) {
+    /* Allocations; their success is agreed, so one rank short of memory stops every rank at once
+     * (instead of the others waiting in the next collective until the timeout). */
+    int ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, at(params, z->begin, z->pdt)) == 0;
+    z->opt_ready = ok;
+    if (ok && z->o.stage >= 2 && z->end > z->begin) {
         z->grad_shard = be->ops->alloc(be, (z->end - z->begin) * esz(z->gdt), "ZeRO gradient shard");
-        if (!z->grad_shard) {
-            zg_zero_free(z);
-            return -1;
-        }
-        be->ops->zero(be, z->grad_shard, (z->end - z->begin) * esz(z->gdt));
+        ok = z->grad_shard != NULL;
+        if (ok) be->ops->zero(be, z->grad_shard, (z->end - z->begin) * esz(z->gdt));
     }
-    if (z->o.stage >= 2 && be->device >= 0) {
+    if (ok && z->o.stage >= 2 && be->device >= 0) {
         z->acc_tmp_elems = acc_tmp_elems(z->o.reduce_bucket_size, z->shard);
         z->acc_tmp = be->ops->alloc(be, z->acc_tmp_elems * esz(z->gdt), "ZeRO gradient accumulation staging");
-        if (!z->acc_tmp) {
-            zg_zero_free(z);
-            return -1;
-        }
+        ok = z->acc_tmp != NULL;
+    }
+    double fail_rank = ok ? -1.0 : (double)comm->rank;
+    zg_comm_all_reduce_host_f64(comm, &fail_rank, 1, ZG_COMM_MAX);
+    if (fail_rank >= 0) {
+        if (ok) zg_errorf("ZeRO: rank %d could not allocate its optimizer/gradient shards", (int)fail_rank);
+        else zg_error_prefix("ZeRO: rank %d", comm->rank);
+        zg_zero_free(z);
+        return -1;
     }
     if (z->o.stage >= 3) {
         z->gathered = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathered);
@@ -456,12 +459,21 @@ void zg_zero_micro_end(zg_zero *z) {
     z->micro++;
 }
 
-void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zero_step_info *info) {
+/* The gradient this rank updates with (after the reduction) and its element count. */
+static const void *shard_grads(const zg_zero *z, size_t *count) {
+    if (z->o.stage == 0) {
+        *count = z->n;
+        return z->grads;
+    }
+    *count = z->end - z->begin;
+    return z->o.stage == 1 ? (const void *)at(z->grads, z->begin, z->gdt) : z->grad_shard;
+}
+
+void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info) {
     zg_comm *c = z->comm;
     int W = c->size;
     if (z->micro == 0) ZG_FATAL("rank %d: ZeRO: optimizer step without a micro-step", c->rank);
-    const void *g;
-    size_t gcount;
+    if (z->reduced) ZG_FATAL("rank %d: ZeRO: gradients reduced twice for one step", c->rank);
     /* 1. complete the reduction of the accumulated gradients */
     if (z->o.stage == 0) {
         /* all chunks in flight together (one NCCL group), then waited on */
@@ -476,8 +488,6 @@ void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zer
         zg_comm_group_end(c);
         for (size_t i = 0; i < nchunks; i++) zg_comm_wait(c, reqs[i]);
         free(reqs);
-        g = z->grads;
-        gcount = z->n;
     } else if (z->o.stage == 1) {
         /* the reduce-scatter of the accumulated gradients: every piece to its owner */
         zg_zero_pending *list = NULL;
@@ -485,38 +495,49 @@ void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zer
         for_each_piece(z, 0, z->n, z->o.reduce_bucket_size, launch_reduce_piece_list, &list);
         zg_comm_group_end(c);
         wait_list(z, &list);
-        g = at(z->grads, z->begin, z->gdt);
-        gcount = z->end - z->begin;
-    } else {
-        g = z->grad_shard;
-        gcount = z->end - z->begin;
     }
+    z->reduced = 1;
     /* 2. global norm and overflow, agreed by all ranks */
+    size_t gcount;
+    const void *g = shard_grads(z, &gcount);
     double ss = gcount ? z->be->ops->sum_squares(z->be, g, z->gdt, gcount) : 0.0;
-    double v[2] = {ss, isfinite(ss) ? 0.0 : 1.0};
-    if (z->o.stage == 0) {
-        zg_comm_all_reduce_host_f64(c, &v[1], 1, ZG_COMM_MAX); /* identical buffers: only the flag */
-    } else {
-        double flag = v[1];
-        zg_comm_all_reduce_host_f64(c, &v[0], 1, ZG_COMM_SUM);
-        zg_comm_all_reduce_host_f64(c, &flag, 1, ZG_COMM_MAX);
-        v[1] = flag;
-    }
-    double unscale = (double)inv_loss_scale / (double)W;
+    double flag = isfinite(ss) ? 0.0 : 1.0;
+    if (z->o.stage > 0) zg_comm_all_reduce_host_f64(c, &ss, 1, ZG_COMM_SUM); /* stage 0: identical everywhere */
+    zg_comm_all_reduce_host_f64(c, &flag, 1, ZG_COMM_MAX);
     memset(info, 0, sizeof *info);
-    info->overflow = v[1] != 0.0 || !isfinite(v[0]);
-    info->grad_norm = info->overflow ? INFINITY : sqrt(v[0]) * unscale;
+    info->overflow = flag != 0.0 || !isfinite(ss);
+    info->grad_norm = info->overflow ? INFINITY : sqrt(ss) * (double)inv_loss_scale / (double)W;
     info->clip_coef = 1.0f;
-    if (!info->overflow && clip > 0 && info->grad_norm > clip)
-        info->clip_coef = (float)(clip / (info->grad_norm + 1e-6));
-    /* 3. update this rank's range and share the result */
-    if (!info->overflow) {
-        zg_optimizer_step(&z->opt, at(z->params, z->begin, z->pdt), g, lr, (float)(unscale * info->clip_coef));
-        if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
-    }
-    /* 4. fresh gradients for the next step */
+}
+
+static void end_step(zg_zero *z) {
     if (z->o.stage <= 1) z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
     z->micro = 0;
+    z->reduced = 0;
+}
+
+void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
+    if (!z->reduced) ZG_FATAL("rank %d: ZeRO: zg_zero_apply without zg_zero_grad_norm", z->comm->rank);
+    size_t gcount;
+    const void *g = shard_grads(z, &gcount);
+    zg_optimizer_step(&z->opt, at(z->params, z->begin, z->pdt), g, lr, grad_scale / (float)z->comm->size);
+    if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
+    end_step(z);
+}
+
+void zg_zero_skip(zg_zero *z) {
+    if (!z->reduced) ZG_FATAL("rank %d: ZeRO: zg_zero_skip without zg_zero_grad_norm", z->comm->rank);
+    end_step(z);
+}
+
+void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zero_step_info *info) {
+    zg_zero_grad_norm(z, inv_loss_scale, info);
+    if (info->overflow) {
+        zg_zero_skip(z);
+        return;
+    }
+    if (clip > 0 && info->grad_norm > clip) info->clip_coef = (float)(clip / (info->grad_norm + 1e-6));
+    zg_zero_apply(z, lr, inv_loss_scale * info->clip_coef);
 }
 
 void zg_zero_after_load(zg_zero *z) {

@@ -96,6 +96,7 @@ typedef struct {
     void *acc_tmp;        /* stage 2-3 on a device backend: staging for shard += piece */
     size_t acc_tmp_elems;
     int micro;            /* micro-steps since the last optimizer step */
+    int reduced;          /* zg_zero_grad_norm done for this step */
     /* stage 2-3 bucketing */
     size_t pend_lo, pend_hi; /* reported but not yet launched: [pend_lo, pend_hi) */
     size_t reported;         /* elements reported in this backward */
@@ -133,8 +134,18 @@ void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward);
  * (nothing reported), the whole buffer is reduced here. */
 void zg_zero_micro_end(zg_zero *z);
 
-/* The optimizer step at the accumulation boundary. inv_loss_scale: 1 / fp16 loss scale (1 otherwise);
- * clip: max global norm (<= 0: off). Returns the info on every rank (identical). */
+/* The optimizer step at the accumulation boundary, in two halves so a loss scaler can decide in
+ * between (every rank calls the same ones):
+ *  zg_zero_grad_norm: completes the gradient reduction (stages 0-1), computes the global norm of the
+ *    averaged, unscaled gradient and the agreed overflow flag (identical on every rank);
+ *  zg_zero_apply: AdamW on this rank's range with grads * grad_scale / world_size (grad_scale = clip
+ *    coefficient / loss scale), then the all-gather of the updated parameters (stages 1-2);
+ *  zg_zero_skip: drop this step's gradients instead (fp16 overflow).
+ * zg_zero_step does all three: inv_loss_scale = 1 / loss scale (1 without fp16), clip = max global norm
+ * (<= 0: off); skips on overflow. */
+void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info);
+void zg_zero_apply(zg_zero *z, float lr, float grad_scale);
+void zg_zero_skip(zg_zero *z);
 void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zero_step_info *info);
 
 /* Stage 3: gathers every parameter into the model's buffer (for evaluation outside the hooks,

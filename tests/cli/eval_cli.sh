@@ -37,4 +37,11 @@ expect_fail "seq too long" "--seq 64 exceeds the model's block_size 32" "$ZGPT" 
 expect_fail "missing model" "model 'nope' not found" "$ZGPT" eval --model nope --data $VAL
 expect_fail "missing data" "cannot open.*missing.bin|missing.bin" "$ZGPT" eval --model out --data missing.bin --full
 expect_fail "full on a folder" "--full needs one token file" "$ZGPT" eval --model out --data data --full
+# bench on the trained checkpoint: the report's lines are there and the numbers are positive
+"$ZGPT" bench --model out --batch 2 --seq 32 --steps 2 --warmup 1 --json > bench.txt
+for k in "tokens/s: [0-9]" "ms/step: [0-9]" "MFU: [0-9.]+% of" "peak memory: backend" "matmul +[0-9.]+ +[0-9.]+"; do
+    grep -qE "$k" bench.txt || fail "bench output lacks '$k': $(cat bench.txt)"
+done
+grep -qE '^\{"tokens_per_sec": [0-9.]+, "ms_per_step": [0-9.]+' bench.txt || fail "bench JSON: $(tail -1 bench.txt)"
+expect_fail "bench seq too long" "--seq 64 exceeds" "$ZGPT" bench --model out --seq 64
 echo "eval_cli: ok"

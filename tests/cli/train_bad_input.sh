@@ -23,7 +23,8 @@ expect_fail "data shorter than block_size+1" "data" \
 [ ! -e o_short/latest ] || fail "a failed start wrote a checkpoint"
 expect_fail "missing data" "no_such_data" "$ZGPT" train --config tiny.json --set data=no_such_data --set out_dir=o_nd
 expect_fail "nothing to resume" "nothing to resume" "$ZGPT" train --config tiny.json --set out_dir=empty --resume
-expect_fail "multi-process" "multi-process training" "$ZGPT" train --config tiny.json --nproc 2
+expect_fail "bad --nproc" "--nproc 0: must be >= 1" "$ZGPT" train --config tiny.json --nproc 0
+expect_fail "bad --gpus" "--gpus" "$ZGPT" train --config tiny.json --gpus 0
 mkdir -p models
 ZGPT_MODELS=$PWD/models expect_fail "named model without files" "gpt2 weights are not in .*models/gpt2.*model.safetensors" \
     "$ZGPT" train --config tiny.json --set init_from=gpt2 --set out_dir=o_named

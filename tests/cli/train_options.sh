@@ -26,7 +26,10 @@ cat > ds.json <<'JSON'
  "zero_optimization": {"stage": 2, "overlap_comm": true},
  "steps_per_print": 10, "wall_clock_breakdown": false}
 JSON
-grep -v learning_rate tiny.json | sed 's/"gradient_accumulation_steps": 2, //; s/"batch_size": 2, //' > tiny_ds.json
+cat > tiny_ds.json <<'JSON'
+{"out_dir": "out", "data": "data", "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "max_iters": 6,
+ "eval_interval": 3, "eval_iters": 2, "log_interval": 1, "seed": 11, "device": "cpu"}
+JSON
 "$ZGPT" train --config tiny_ds.json --deepspeed ds.json --set out_dir=sched > sched.log
 grep -q "note: the CPU backend trains in fp32" sched.log || fail "no fp32 note for fp16 on the CPU: $(head -3 sched.log)"
 want="0 0.001 0.002 0.0015 0.001 0.0005"
@@ -44,4 +47,12 @@ done
 grep -q "early stopping: val loss has not improved for 2 evaluations" early.log || fail "no early stop: $(tail -3 early.log)"
 [ "$(cat early/latest)" = iter_4 ] || fail "early stop should end at iter_4, latest is $(cat early/latest)"
 [ -f early/final/manifest.json ] || fail "no final checkpoint after early stopping"
+# the shipped configs validate: the GPT-2 XL fine-tune gets as far as looking for the weights, and the
+# small Shakespeare config starts training
+mkdir -p models
+ZGPT_MODELS=$PWD/models expect_fail "shipped gpt2-xl config" "gpt2-xl weights are not in" \
+    "$ZGPT" train --config "$ZGPT_SRC/configs/gpt2xl_finetune.json" --deepspeed "$ZGPT_SRC/configs/ds_config_zero2.json"
+"$ZGPT" train --config "$ZGPT_SRC/configs/shakespeare_small.json" --set data=data --set out_dir=small \
+    --set max_iters=1 --set eval_iters=1 > small.log || fail "shakespeare_small.json: $(cat small.log)"
+grep -q "n_layer 4, n_head 4, n_embd 128" small.log || fail "shakespeare_small.json shape: $(head -2 small.log)"
 echo "train_options: ok"

@@ -222,6 +222,12 @@ static void test_layernorm(void) {
             check_rel("  mean", dt, om, rm, N, 1e-5);
             check_rel("  rstd", dt, orr, rr, N, 1e-4);
             free(o); free(om); free(orr);
+            /* statistics not wanted */
+            poison(be, out, dt, nc);
+            be->ops->layernorm_forward(be, out, NULL, NULL, da, dw, dbias, N, C);
+            o = dl(be, out, dt, nc);
+            check_rel("  without mean/rstd", dt, o, ref, nc, tol_of(dt));
+            free(o);
             /* fused residual */
             poison(be, out, dt, nc);
             be->ops->residual_layernorm_forward(be, res, out, mean_d, rstd_d, da, db, dw, dbias, N, C);
@@ -351,6 +357,13 @@ static void test_matmul(void) {
                 float *odw2 = dl(be, ddw, dt, nw);
                 for (size_t k = 0; k < nw; k++) rdw[k] = 2 * rdw[k] - dw0[k];
                 check_rel("  dw twice, dinp=NULL", dt, odw2, rdw, nw, tol_of(dt));
+                if (ddb) { /* dw == NULL: only the bias gradient accumulates */
+                    be->ops->matmul_backward(be, NULL, NULL, ddb, ddout, dinp_, dw_, NULL, N, C, OC);
+                    float *odb2 = dl(be, ddb, dt, OC);
+                    for (int k = 0; k < OC; k++) rdb[k] = 2 * rdb[k] - db0[k];
+                    check_rel("  dbias twice, dw=NULL", dt, odb2, rdb, OC, tol_of(dt));
+                    free(odb2);
+                }
                 free(odw2); free(odi); free(odw); free(rdi); free(rdw); free(rdb); free(dout); free(gin); free(dw0); free(db0);
                 free(inp); free(w); free(bias); free(rpre); free(rout); free(o); free(prh);
                 void *ptrs[] = {dinp_, dw_, dbias_, out, pre, ddout, dgin, ddinp, ddw, ddb};
@@ -646,6 +659,10 @@ static void test_optimizer(void) {
         for (size_t i = 0; i < n; i++) rss += (double)g[i] * g[i];
         printf("  %-40s %s  %.9g vs %.9g\n", "sum_squares", dt_name(dt), ss, rss);
         ZT_NEAR(ss, rss, 0, 1e-5);
+        /* unaligned start (scalar path) */
+        size_t es = dt == ZG_F32 ? 4 : 2;
+        double ssu = be->ops->sum_squares(be, (char *)dg + es, be->grad_dtype, n - 1);
+        ZT_NEAR(ssu, rss - (double)g[0] * g[0], 0, 1e-5);
         be->ops->scale(be, dg, be->grad_dtype, n, 0.25f);
         float *gs = dl(be, dg, be->grad_dtype, n);
         double *rg = malloc(n * 8);
@@ -788,7 +805,9 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "matmul fwd lm_head (C->Vp)", f, 0, be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, N, C, Vp));
     int32_t *tg = tok;
     float *losses = be->ops->alloc(be, (size_t)N * 4, "losses");
-    BENCH(&ctx, "classifier (fwd+grad, in place)", 0, (double)N * Vp * es * 3,
+    BENCH(&ctx, "classifier (loss only, dloss=0)", 0, (double)N * Vp * es,
+          be->ops->classifier(be, losses, logits, tg, N, V, Vp, 0.f));
+    BENCH(&ctx, "classifier (fwd+grad, in place)", 0, (double)N * Vp * es * 2,
           be->ops->classifier(be, losses, logits, tg, N, V, Vp, 1.f / N));
     BENCH(&ctx, "matmul bwd lm_head (dinp, dwte)", 2 * f, 0,
           be->ops->matmul_backward(be, x2, dwte, NULL, logits, x, wte, NULL, N, C, Vp));

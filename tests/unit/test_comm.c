@@ -258,7 +258,7 @@ int main(int argc, char **argv) {
     lo.nproc = arg_int(argc, argv, "--nproc", 0);
     lo.grace_s = 2;
     int is_parent = 0;
-    int lrc = zg_launch_maybe(argc, argv, &lo, &is_parent);
+    int lrc = zg_launch_maybe(argc - 1, argv + 1, &lo, &is_parent); /* workers get our arguments */
     if (is_parent || lrc != 0) {
         if (lrc < 0) zg_error_print();
         return lrc < 0 ? 1 : lrc;

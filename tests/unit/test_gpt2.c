@@ -198,6 +198,20 @@ static void test_model_gradient(void) {
     BE->ops->download_f32(BE, g4, r.grads, ZG_F32, n);
     ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute_gelu changed the gradients");
     ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0));
+    /* the estimate matches what the CPU backend allocates (plus tokens, targets, losses) */
+    {
+        gpt2_model e;
+        size_t start = BE->bytes_in_use;
+        ZT_CHECK(gpt2_init(&e, &c, BE) == 0);
+        size_t before = BE->bytes_in_use;
+        ZT_CHECK(gpt2_activations_ensure(&e, 3, 7) == 0);
+        size_t used = BE->bytes_in_use - before, est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, 0);
+        ZT_CHECK_MSG(used >= est && used <= est + 3 * 21 * 4 + 3 * 256, "allocated %zu, estimated %zu", used, est);
+        ZT_CHECK(gpt2_kv_alloc(&e, 2, 8) == 0);
+        gpt2_free(&e);
+        ZT_CHECK_MSG(BE->bytes_in_use == start, "backend memory not returned: %zu bytes left",
+                     BE->bytes_in_use - start);
+    }
     gpt2_free(&r);
 
     /* bad tokens: NaN loss and a message naming the token */

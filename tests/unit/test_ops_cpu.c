@@ -183,6 +183,23 @@ static void test_matmul(void) {
     fd_check("matmul+gelu dbias", c.b1, db, c.H, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     fd_check("matmul(after gelu) dweight", c.w2, dw2b, (size_t)c.OC * c.H, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     fd_check("matmul(after gelu) dbias", c.b2, db2, c.OC, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
+    /* GELU over extreme and tiny inputs (the CPU's exp/tanh are its own polynomial), NaN stays NaN */
+    {
+        float xs[10] = {-100.0f, -20.0f, -3.0f, -1e-4f, 0.0f, 1e-6f, 0.5f, 4.0f, 100.0f, NAN}, ys[10];
+        BE->ops->gelu_forward(BE, ys, xs, 10);
+        for (int i = 0; i < 9; i++) ZT_NEAR(ys[i], gelu_ref(xs[i]), 1e-7, 2e-6);
+        ZT_CHECK(isnan(ys[9]));
+        /* its derivative through matmul_backward: N = 1, OC = 1, w = ones, dout = 1 -> dinp = gelu'(x) */
+        float ones[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, one = 1.0f, dw[10] = {0}, dx[10];
+        BE->ops->matmul_backward(BE, dx, dw, NULL, &one, ys, ones, xs, 1, 10, 1);
+        for (int i = 0; i < 9; i++) {
+            double x = xs[i], k = sqrt(2.0 / 3.14159265358979323846), u = k * (x + 0.044715 * x * x * x);
+            double th = tanh(u);
+            double want = 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * k * (1 + 3 * 0.044715 * x * x);
+            ZT_NEAR(dx[i], want, 1e-6, 2e-5);
+        }
+        ZT_CHECK(isnan(dx[9]));
+    }
     /* gelu_forward (recompute path) equals the fused one */
     float *g2 = malloc((size_t)c.N * c.H * 4);
     BE->ops->gelu_forward(BE, g2, c.pre, (size_t)c.N * c.H);
@@ -322,6 +339,11 @@ static void test_classifier(void) {
     for (int i = 0; i < c.N; i++)
         for (int j = c.V; j < c.Vp; j++) pad_zero &= grad[i * c.Vp + j] == 0.0f;
     ZT_CHECK_MSG(pad_zero, "padded logit columns got a gradient");
+    /* a NaN logit gives a NaN loss (how a diverged run is detected), large logits stay finite */
+    c.logits[1 * c.Vp + 2] = NAN;
+    c.logits[3 * c.Vp + 1] = 1e4f;
+    cls_loss(&c);
+    ZT_CHECK(isnan(c.losses[1]) && isfinite(c.losses[3]) && isfinite(c.losses[0]));
     free(grad), free(c.logits), free(c.work), free(c.losses);
 }
 
@@ -367,6 +389,9 @@ static void test_encoder_residual(void) {
 static void test_adamw(void) {
     size_t n = 10;
     float *p = rand_buf(n, 1.0f), *m = calloc(n, 4), *v = calloc(n, 4);
+    /* the same updates through the master-weight path: fp32 master + a separate parameter copy */
+    float *mp = malloc(n * 4), *master = malloc(n * 4), *m2 = calloc(n, 4), *v2 = calloc(n, 4);
+    memcpy(master, p, n * 4);
     double pr[10], mr[10] = {0}, vr[10] = {0};
     for (size_t i = 0; i < n; i++) pr[i] = p[i];
     zg_segment segs[2] = {{0, 6, 0.1f}, {6, 4, 0.0f}};
@@ -375,6 +400,8 @@ static void test_adamw(void) {
         float *g = rand_buf(n, 1.0f);
         zg_adamw_args a = {p, NULL, g, m, v, segs, 2, lr, b1, b2, eps, step, gs};
         BE->ops->adamw(BE, &a);
+        zg_adamw_args a2 = {mp, master, g, m2, v2, segs, 2, lr, b1, b2, eps, step, gs};
+        BE->ops->adamw(BE, &a2);
         for (size_t i = 0; i < n; i++) {
             double wd = i < 6 ? 0.1 : 0.0, gg = (double)g[i] * gs;
             pr[i] -= lr * wd * pr[i]; /* decoupled decay first, as torch.optim.AdamW */
@@ -385,6 +412,9 @@ static void test_adamw(void) {
         free(g);
     }
     for (size_t i = 0; i < n; i++) ZT_NEAR(p[i], pr[i], 1e-6, 1e-5);
+    for (size_t i = 0; i < n; i++) ZT_NEAR(mp[i], pr[i], 1e-6, 1e-5);
+    for (size_t i = 0; i < n; i++) ZT_CHECK(mp[i] == master[i]);
+    free(mp), free(master), free(m2), free(v2);
     /* sum_squares and scale */
     ZT_NEAR(BE->ops->sum_squares(BE, p, ZG_F32, n), dot(p, p, n), 1e-9, 1e-6);
     float keep = p[3];

@@ -5,6 +5,8 @@
 #include "core/error.h"
 #include "core/strutil.h"
 
+#include <cblas.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,7 +74,10 @@ float *cpu_scratch(zg_backend *be, size_t n) {
 
 static void cpu_destroy(zg_backend *be) {
     cpu_state *st = be->impl;
-    if (st) free(st->scratch);
+    if (st) {
+        free(st->scratch);
+        openblas_set_num_threads(st->blas_threads_saved);
+    }
     free(st);
     free(be);
 }
@@ -119,7 +124,12 @@ int zg_backend_cpu_create(zg_backend **out, const zg_backend_config *cfg) {
     be->ops = &cpu_ops;
     be->param_dtype = be->act_dtype = be->grad_dtype = ZG_F32;
     be->device = -1;
-    be->impl = zg_calloc(1, sizeof(cpu_state));
+    cpu_state *st = zg_calloc(1, sizeof(cpu_state));
+    /* The ops split every product over OpenMP threads themselves (ops_cpu.c): OpenBLAS must not
+     * start its own threads on top. Restored by destroy. */
+    st->blas_threads_saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    be->impl = st;
     *out = be;
     return 0;
 }

@@ -8,6 +8,7 @@ typedef struct {
     /* Scratch for attention backward (dP / dS, B*NH*T*T floats) and per-thread reductions. */
     float *scratch;
     size_t scratch_floats;
+    int blas_threads_saved; /* OpenBLAS thread count before the backend set it to 1 */
 } cpu_state;
 
 /* Returns scratch of at least n floats (grown as needed; contents undefined). */

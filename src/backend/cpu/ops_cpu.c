@@ -1,8 +1,8 @@
 /* GPT-2 ops on the CPU in fp32: OpenBLAS sgemm for every matrix product (linear layers and the
  * attention products), OpenMP loops for the element-wise and row-wise work.
  *
- * sgemm is only called from serial code: the pthread OpenBLAS threads each call itself, and calling
- * it from inside an OpenMP region would oversubscribe the cores. */
+ * Threads: one OpenMP pool does all the work. OpenBLAS is set to one thread while the backend
+ * exists, and every product is split into per-thread sgemm calls (mm_split; attention by (b,h)). */
 #include "backend/cpu/cpu_internal.h"
 
 #include "core/error.h"
@@ -12,6 +12,13 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The clamps in exp_fast are float compares; GCC only if-converts (and so vectorises) loops with
+ * them when compares may be assumed not to trap. zgpt never enables floating-point exceptions, so
+ * this changes no result. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 #define LN_EPS 1e-5f
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
@@ -142,74 +149,146 @@ void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, c
 
 /* ---- matrix products ---------------------------------------------------------------------------- */
 
+/* exp(x) without a libm call, so loops over it vectorise (libm's expf/tanhf are scalar calls and
+ * made GELU and the softmaxes a visible share of a CPU step). x = k ln2 + r with |r| <= ln2/2;
+ * exp(r) by a degree-6 polynomial (Cephes' expf coefficients), 2^k by building the exponent bits.
+ * Relative error about 2e-7 (1-2 ulp); NaN stays NaN; inputs are clamped to [-87.3, 88] (results
+ * from ~1e-38 to ~1.7e38). k comes from the "add 1.5*2^23" rounding trick, so no float->int
+ * conversion can overflow. */
+static inline float exp_fast(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.0f ? 88.0f : x; /* k <= 127: 2^k stays finite */
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
+    float t = x * 1.44269504088896341f + magic;
+    uint32_t tb;
+    memcpy(&tb, &t, 4);
+    float k = t - magic;
+    float r = x - k * 0.693359375f; /* ln2 split in two parts for an exact first product */
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t kb = (tb - 0x4B400000u + 127u) << 23; /* (k + 127) in the exponent field */
+    float scale;
+    memcpy(&scale, &kb, 4);
+    return p * scale;
+}
+
+/* GELU (tanh form) written with the logistic function: 0.5 x (1 + tanh(u)) = x * s, s = 1 / (1 + e),
+ * e = exp(-2u), u = sqrt(2/pi) (x + 0.044715 x^3). No 1 + tanh cancellation for negative x, and
+ * 1 - s = e * s keeps the gradient accurate where s is near 1. */
 static inline float gelu_tanh(float x) {
     float u = GELU_K * (x + 0.044715f * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
+    return x / (1.0f + exp_fast(-2.0f * u));
 }
 
+/* d gelu / dx = s + x * 2 s (1 - s) * du/dx */
 static inline float gelu_tanh_grad(float x) {
     float u = GELU_K * (x + 0.044715f * x * x * x);
-    float th = tanhf(u);
-    float sech2 = 1.0f - th * th;
-    return 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    float e = exp_fast(-2.0f * u);
+    float sg = 1.0f / (1.0f + e);
+    float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+    return sg + 2.0f * x * (e * sg) * sg * du;
 }
 
-void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void *inp, const void *w, const void *bias_,
-                        int N, int C, int OC) {
+/* Work split for the matrix products. OpenBLAS runs single-threaded (the backend sets it at creation)
+ * and each OpenMP thread multiplies its own block: rows of the output when there are enough, else
+ * columns. One thread pool for everything means no BLAS worker threads spinning against the
+ * OpenMP loops on few cores, and bias/GELU run on each block while it is still in cache. */
+typedef struct {
+    int by_rows;
+    int b0, b1; /* [b0, b1) rows or columns of the output */
+} mm_block;
+
+static mm_block mm_split(int rows, int cols) {
+    int nth = omp_get_num_threads(), id = omp_get_thread_num();
+    mm_block blk;
+    blk.by_rows = rows >= 16 * nth;
+    int n = blk.by_rows ? rows : cols;
+    blk.b0 = (int)((long)n * id / nth);
+    blk.b1 = (int)((long)n * (id + 1) / nth);
+    return blk;
+}
+
+void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void *inp_, const void *w_,
+                        const void *bias_, int N, int C, int OC) {
     (void)be;
     float *out = out_, *pre = pre_gelu_;
-    const float *bias = bias_;
+    const float *bias = bias_, *inp = inp_, *w = w_;
     float *dst = pre ? pre : out;
-    /* dst (N,OC) = inp (N,C) @ w (OC,C)^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, dst, OC);
-    if (bias == NULL && pre == NULL) return;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++) {
-        float *r = dst + (size_t)i * OC;
-        if (bias)
-            for (int o = 0; o < OC; o++) r[o] += bias[o];
-        if (pre) {
-            float *g = out + (size_t)i * OC;
-            for (int o = 0; o < OC; o++) g[o] = gelu_tanh(r[o]);
-        }
-    }
-}
-
-void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw, void *dbias_, const void *dout_, const void *inp,
-                         const void *w, const void *gelu_inp_, int N, int C, int OC) {
-    float *dinp = dinp_, *dbias = dbias_;
-    const float *dout = dout_, *gelu_inp = gelu_inp_;
-    if (dinp && w) {
-        /* dinp (N,C) = dout (N,OC) @ w (OC,C) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, w, C, 0.0f, dinp, C);
-        if (gelu_inp) {
-            size_t n = (size_t)N * C;
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < n; i++) dinp[i] *= gelu_tanh_grad(gelu_inp[i]);
-        }
-    }
-    /* dw (OC,C) += dout^T (OC,N) @ inp (N,C) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (dbias) {
-        /* Column sums of dout (N,OC): threads own column blocks, rows read in order. */
 #pragma omp parallel
-        {
-            int nth = omp_get_num_threads(), id = omp_get_thread_num();
-            int o0 = (int)((long)OC * id / nth), o1 = (int)((long)OC * (id + 1) / nth);
-            for (int i = 0; i < N; i++) {
-                const float *r = dout + (size_t)i * OC;
-                for (int o = o0; o < o1; o++) dbias[o] += r[o];
+    {
+        /* dst (N,OC) = inp (N,C) @ w (OC,C)^T, this thread's block */
+        mm_block k = mm_split(N, OC);
+        int r0 = k.by_rows ? k.b0 : 0, r1 = k.by_rows ? k.b1 : N;
+        int o0 = k.by_rows ? 0 : k.b0, o1 = k.by_rows ? OC : k.b1;
+        if (r1 > r0 && o1 > o0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, o1 - o0, C, 1.0f, inp + (size_t)r0 * C, C,
+                        w + (size_t)o0 * C, C, 0.0f, dst + (size_t)r0 * OC + o0, OC);
+            for (int i = r0; i < r1 && (bias || pre); i++) {
+                float *r = dst + (size_t)i * OC;
+                if (bias)
+#pragma omp simd
+                    for (int o = o0; o < o1; o++) r[o] += bias[o];
+                if (pre) {
+                    float *g = out + (size_t)i * OC;
+#pragma omp simd
+                    for (int o = o0; o < o1; o++) g[o] = gelu_tanh(r[o]);
+                }
             }
         }
     }
+}
+
+void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, const void *dout_, const void *inp_,
+                         const void *w_, const void *gelu_inp_, int N, int C, int OC) {
     (void)be;
+    float *dinp = dinp_, *dbias = dbias_, *dw = dw_;
+    const float *dout = dout_, *gelu_inp = gelu_inp_, *inp = inp_, *w = w_;
+#pragma omp parallel
+    {
+        if (dinp && w) {
+            /* dinp (N,C) = dout (N,OC) @ w (OC,C), then * gelu'(gelu_inp) on the same block */
+            mm_block k = mm_split(N, C);
+            int r0 = k.by_rows ? k.b0 : 0, r1 = k.by_rows ? k.b1 : N;
+            int c0 = k.by_rows ? 0 : k.b0, c1 = k.by_rows ? C : k.b1;
+            if (r1 > r0 && c1 > c0) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, c1 - c0, OC, 1.0f,
+                            dout + (size_t)r0 * OC, OC, w + c0, C, 0.0f, dinp + (size_t)r0 * C + c0, C);
+                for (int i = r0; i < r1 && gelu_inp; i++) {
+                    float *d = dinp + (size_t)i * C;
+                    const float *g = gelu_inp + (size_t)i * C;
+#pragma omp simd
+                    for (int c = c0; c < c1; c++) d[c] *= gelu_tanh_grad(g[c]);
+                }
+            }
+        }
+        /* dw (OC,C) += dout^T (OC,N) @ inp (N,C) and dbias (OC) += column sums of dout, over this
+         * thread's rows [o0, o1) of dw (columns of dout) */
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int o0 = (int)((long)OC * id / nth), o1 = (int)((long)OC * (id + 1) / nth);
+        if (o1 > o0) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
+                        dw + (size_t)o0 * C, C);
+            if (dbias)
+                for (int i = 0; i < N; i++) {
+                    const float *r = dout + (size_t)i * OC;
+#pragma omp simd
+                    for (int o = o0; o < o1; o++) dbias[o] += r[o];
+                }
+        }
+    }
 }
 
 void cpu_gelu_forward(zg_backend *be, void *out_, const void *inp_, size_t n) {
     (void)be;
     float *out = out_;
     const float *inp = inp_;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = gelu_tanh(inp[i]);
 }
 
@@ -228,57 +307,66 @@ size_t cpu_attention_stats_bytes(zg_backend *be, int B, int T, int NH) {
     return (size_t)B * NH * T * T * sizeof(float); /* probabilities P (B,NH,T,T) */
 }
 
-/* Causal attention does not need the part of S = Q K^T above the diagonal: rows [t0, t1) of S only
- * use keys 0..t1-1. The products run on row blocks of ATT_BLOCK queries against the keys they can
- * see, which skips ~(1 - (n+1)/(2n)) of the work for n blocks. */
+/* Attention is B*NH independent small problems ((T,hs) x (hs,T) products). Multi-threaded sgemm on
+ * each is mostly overhead, so the (b,h) pairs are spread over OpenMP threads and each thread runs
+ * single-threaded sgemm on its own pairs (OpenBLAS is set to one thread for the duration and
+ * restored after). Causal attention does not need the part of S = Q K^T above the diagonal: rows
+ * [t0, t1) only use keys 0..t1-1, so the products run on blocks of ATT_BLOCK queries against the
+ * keys they can see. */
 #define ATT_BLOCK 64
 
-void cpu_attention_forward(zg_backend *be, void *out_, void *stats, const void *qkv_, int B, int T, int C, int NH) {
-    (void)be;
-    float *out = out_, *P = stats;
-    const float *qkv = qkv_;
-    int hs = C / NH, C3 = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-    /* S (T,T) = scale * Q (T,hs) @ K (T,hs)^T per (b,h); Q and K are strided views of qkv rows. */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            float *S = P + ((size_t)b * NH + h) * T * T;
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3,
-                            q + C, C3, 0.0f, S + (size_t)t0 * T, T);
-            }
-        }
-    /* causal softmax, row t sees 0..t; the masked part is set to 0 so P @ V needs no mask */
-    long rows = (long)B * NH * T;
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < rows; r++) {
-        int t = (int)(r % T);
-        float *p = P + (size_t)r * T;
+static int blas_threads_single(void) {
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return saved;
+}
+
+/* One (b,h) forward: S = scale Q K^T (causal blocks), P = softmax(S) in place, O = P V. */
+static void attention_forward_head(float *P, float *o, const float *q, int T, int C, int hs, float scale) {
+    int C3 = 3 * C;
+    const float *k = q + C, *v = q + 2 * C;
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, scale, q + (size_t)t0 * C3, C3, k, C3,
+                    0.0f, P + (size_t)t0 * T, T);
+    }
+    /* causal softmax, row t sees 0..t; the masked part is set to 0 so P V needs no mask */
+    for (int t = 0; t < T; t++) {
+        float *p = P + (size_t)t * T;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int j = 0; j <= t; j++) mx = p[j] > mx ? p[j] : mx;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j <= t; j++) {
-            p[j] = expf(p[j] - mx);
+            p[j] = exp_fast(p[j] - mx);
             sum += p[j];
         }
         float inv = 1.0f / sum;
         for (int j = 0; j <= t; j++) p[j] *= inv;
         for (int j = t + 1; j < T; j++) p[j] = 0.0f;
     }
-    /* out (T,hs) = P (T,T) @ V (T,hs) per (b,h), into the head's columns of out (B,T,C) */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *v = qkv + (size_t)b * T * C3 + 2 * C + (size_t)h * hs;
-            const float *Pb = P + ((size_t)b * NH + h) * T * T;
-            float *o = out + (size_t)b * T * C + (size_t)h * hs;
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, Pb + (size_t)t0 * T, T,
-                            v, C3, 0.0f, o + (size_t)t0 * C, C);
-            }
-        }
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, 1.0f, P + (size_t)t0 * T, T, v, C3,
+                    0.0f, o + (size_t)t0 * C, C);
+    }
+}
+
+void cpu_attention_forward(zg_backend *be, void *out_, void *stats, const void *qkv_, int B, int T, int C, int NH) {
+    (void)be;
+    float *out = out_, *P = stats;
+    const float *qkv = qkv_;
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    int saved = blas_threads_single();
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        attention_forward_head(P + (size_t)bh * T * T, out + (size_t)b * T * C + (size_t)h * hs,
+                               qkv + (size_t)b * T * 3 * C + (size_t)h * hs, T, C, hs, scale);
+    }
+    openblas_set_num_threads(saved);
 }
 
 /* Zeroes the (T, hs) block of a strided (ld) matrix. */
@@ -286,58 +374,61 @@ static void zero_block(float *p, int T, int hs, int ld) {
     for (int t = 0; t < T; t++) memset(p + (size_t)t * ld, 0, (size_t)hs * sizeof(float));
 }
 
+/* One (b,h) backward. P (T,T) probabilities, dP (T,T) scratch, q/dq point at the head's q columns
+ * of qkv/dqkv rows (k at +C, v at +2C), dO at the head's columns of dout (B,T,C). */
+static void attention_backward_head(float *dq, float *dP, const float *P, const float *q, const float *dO, int T,
+                                    int C, int hs, float scale) {
+    int C3 = 3 * C;
+    const float *k = q + C, *v = q + 2 * C;
+    float *dk = dq + C, *dv = dq + 2 * C;
+    zero_block(dv, T, hs, C3);
+    zero_block(dk, T, hs, C3);
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        /* dP[t0:t1, 0:t1] = dO[t0:t1] V[0:t1]^T;  dV[0:t1] += P[t0:t1, 0:t1]^T dO[t0:t1] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, dO + (size_t)t0 * C, C, v, C3,
+                    0.0f, dP + (size_t)t0 * T, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, t1 - t0, 1.0f, P + (size_t)t0 * T, T,
+                    dO + (size_t)t0 * C, C, 1.0f, dv, C3);
+    }
+    /* softmax backward in place: dS = P (dP - sum_j P dP), zero above the diagonal */
+    for (int t = 0; t < T; t++) {
+        const float *p = P + (size_t)t * T;
+        float *d = dP + (size_t)t * T;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j <= t; j++) dot += p[j] * d[j];
+        for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - dot);
+        for (int j = t + 1; j < T; j++) d[j] = 0.0f;
+    }
+    for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
+        int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
+        const float *dS = dP + (size_t)t0 * T;
+        /* dQ[t0:t1] = scale dS[t0:t1, 0:t1] K[0:t1];  dK[0:t1] += scale dS[t0:t1, 0:t1]^T Q[t0:t1] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, scale, dS, T, k, C3, 0.0f,
+                    dq + (size_t)t0 * C3, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, t1 - t0, scale, dS, T, q + (size_t)t0 * C3, C3,
+                    1.0f, dk, C3);
+    }
+}
+
 void cpu_attention_backward(zg_backend *be, void *dqkv_, const void *dout_, const void *qkv_, const void *out,
                             const void *stats, int B, int T, int C, int NH) {
     (void)out;
     float *dqkv = dqkv_;
     const float *dout = dout_, *qkv = qkv_, *P = stats;
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     float *dP = cpu_scratch(be, (size_t)B * NH * T * T);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t bh = (size_t)b * NH + h;
-            const float *v = qkv + (size_t)b * T * C3 + 2 * C + (size_t)h * hs;
-            const float *dO = dout + (size_t)b * T * C + (size_t)h * hs;
-            float *dv = dqkv + (size_t)b * T * C3 + 2 * C + (size_t)h * hs;
-            zero_block(dv, T, hs, C3);
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                /* dP[t0:t1, 0:t1] = dO[t0:t1] @ V[0:t1]^T;  dV[0:t1] += P[t0:t1, 0:t1]^T @ dO[t0:t1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, dO + (size_t)t0 * C, C, v,
-                            C3, 0.0f, dP + bh * T * T + (size_t)t0 * T, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, t1 - t0, 1.0f, P + bh * T * T + (size_t)t0 * T,
-                            T, dO + (size_t)t0 * C, C, 1.0f, dv, C3);
-            }
-        }
-    /* softmax backward in place: dS = P * (dP - sum_j P dP), zero above the diagonal */
-    long rows = (long)B * NH * T;
+    int saved = blas_threads_single();
 #pragma omp parallel for schedule(static)
-    for (long r = 0; r < rows; r++) {
-        int t = (int)(r % T);
-        const float *p = P + (size_t)r * T;
-        float *d = dP + (size_t)r * T;
-        float dot = 0.0f;
-        for (int j = 0; j <= t; j++) dot += p[j] * d[j];
-        for (int j = 0; j <= t; j++) d[j] = p[j] * (d[j] - dot);
-        for (int j = t + 1; j < T; j++) d[j] = 0.0f;
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        size_t qoff = (size_t)b * T * 3 * C + (size_t)h * hs;
+        attention_backward_head(dqkv + qoff, dP + (size_t)bh * T * T, P + (size_t)bh * T * T, qkv + qoff,
+                                dout + (size_t)b * T * C + (size_t)h * hs, T, C, hs, scale);
     }
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t bh = (size_t)b * NH + h;
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            float *dq = dqkv + (size_t)b * T * C3 + (size_t)h * hs;
-            zero_block(dq + C, T, hs, C3);
-            for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
-                int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
-                const float *dS = dP + bh * T * T + (size_t)t0 * T;
-                /* dQ[t0:t1] = scale * dS[t0:t1, 0:t1] @ K[0:t1];  dK[0:t1] += scale * dS[t0:t1, 0:t1]^T @ Q[t0:t1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, hs, t1, scale, dS, T, q + C, C3, 0.0f,
-                            dq + (size_t)t0 * C3, C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, t1 - t0, scale, dS, T, q + (size_t)t0 * C3,
-                            C3, 1.0f, dq + C, C3);
-            }
-        }
+    openblas_set_num_threads(saved);
 }
 
 void cpu_attention_forward_cached(zg_backend *be, void *out_, const void *qkv_, void *kcache_, void *vcache_, int B,
@@ -380,7 +471,7 @@ void cpu_attention_forward_cached(zg_backend *be, void *out_, const void *qkv_, 
                     }
                     float sum = 0.0f;
                     for (int j = 0; j < n; j++) {
-                        sc[j] = expf(sc[j] - mx);
+                        sc[j] = exp_fast(sc[j] - mx);
                         sum += sc[j];
                     }
                     float *o = out + ((size_t)b * Tn + i) * C + (size_t)h * hs;
@@ -410,14 +501,18 @@ void cpu_classifier(zg_backend *be, float *losses, void *logits_, const int32_t 
             continue;
         }
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        /* double accumulation: V terms (50257) of size <= 1 */
         double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < V; j++) sum += (double)exp_fast(x[j] - mx);
         float lse = mx + (float)log(sum);
         if (losses) losses[i] = lse - x[tgt];
         if (dloss != 0.0f) {
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < V; j++) x[j] = expf(x[j] - mx) * inv * dloss;
+            float scale = (float)(dloss / sum);
+#pragma omp simd
+            for (int j = 0; j < V; j++) x[j] = exp_fast(x[j] - mx) * scale;
             x[tgt] -= dloss;
             for (int j = V; j < Vp; j++) x[j] = 0.0f;
         }

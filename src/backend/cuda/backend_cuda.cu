@@ -293,10 +293,8 @@ __global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, TA *
         float y = (zgc_to_f(x[base + c]) - mu) * rs * zgc_to_f(w[c]) + zgc_to_f(bias[c]);
         out[base + c] = zgc_from_f<TA>(y);
     }
-    if (lane == 0) {
-        mean[row] = mu;
-        rstd[row] = rs;
-    }
+    if (lane == 0 && mean != NULL) mean[row] = mu; /* statistics may be skipped (inference) */
+    if (lane == 0 && rstd != NULL) rstd[row] = rs;
 }
 
 static void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
@@ -421,6 +419,103 @@ __global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout
     }
 }
 
+/* Register-resident variant: NV = the most 16-byte vectors a lane owns in a row (ceil(C/VW/32)).
+ * The row's dout and inp vectors stay in registers between the two passes, and the lane's dw/db
+ * partial sums (its columns are the same for every row) stay in registers until the end, so
+ * device memory sees each input once and shared memory is touched once per block. */
+template <typename T, int NV>
+__global__ void __launch_bounds__(ZGC_LN_WARPS * 32)
+zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, const T *w, const float *mean,
+                             const float *rstd, int N, int C) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> V;
+    extern __shared__ float sh[]; /* (warps, 2C) */
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int nv = C / VW;
+    const V *wv = reinterpret_cast<const V *>(w);
+    float dwa[NV][VW], dba[NV][VW];
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+#pragma unroll
+        for (int e = 0; e < VW; e++) dwa[i][e] = dba[i][e] = 0.f;
+    for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
+        const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
+        const V *xv = reinterpret_cast<const V *>(inp + (size_t)row * C);
+        V *gv = reinterpret_cast<V *>(dinp + (size_t)row * C);
+        float mu = mean[row], rs = rstd[row];
+        V d[NV], x[NV];
+        float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = lane + 32 * i;
+            if (k < nv) {
+                d[i] = dv[k];
+                x[i] = xv[k];
+                V ww = wv[k];
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float dn = zgc_to_f(d[i].v[e]) * zgc_to_f(ww.v[e]);
+                    s1 += dn;
+                    s2 += dn * (zgc_to_f(x[i].v[e]) - mu) * rs;
+                }
+            }
+        }
+        s1 = zgc_warp_sum(s1) / C;
+        s2 = zgc_warp_sum(s2) / C;
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = lane + 32 * i;
+            if (k < nv) {
+                V ww = wv[k], gi = gv[k], go;
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float xh = (zgc_to_f(x[i].v[e]) - mu) * rs, dd = zgc_to_f(d[i].v[e]);
+                    dwa[i][e] += dd * xh;
+                    dba[i][e] += dd;
+                    go.v[e] = zgc_from_f<T>(zgc_to_f(gi.v[e]) + rs * (dd * zgc_to_f(ww.v[e]) - s1 - xh * s2));
+                }
+                gv[k] = go;
+            }
+        }
+    }
+    float *mine = sh + (size_t)wid * 2 * C;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv)
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                mine[k * VW + e] = dwa[i][e];
+                mine[C + k * VW + e] = dba[i][e];
+            }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        float sum = 0.f;
+        for (int k = 0; k < ZGC_LN_WARPS; k++) sum += sh[(size_t)k * 2 * C + c];
+        part[(size_t)blockIdx.x * 2 * C + c] = sum;
+    }
+}
+
+/* Launches one wave (the resident blocks), at most nblocks; returns the grid size used. */
+template <typename T, int NV>
+static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const void *dout, const void *inp,
+                                 const void *w, const float *mean, const float *rstd, int N, int C, int nblocks,
+                                 size_t smem) {
+    if (smem > 48 * 1024)
+        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, zgc_layernorm_bwd_reg_kernel<T, NV>,
+                                                                ZGC_LN_WARPS * 32, smem));
+    int grid = per_sm * zgc_get(be)->num_sms;
+    if (grid < 1) grid = 1;
+    if (grid > nblocks) grid = nblocks;
+    zgc_layernorm_bwd_reg_kernel<T, NV><<<grid, ZGC_LN_WARPS * 32, smem, zgc_get(be)->stream>>>(
+        (T *)dinp, part, (const T *)dout, (const T *)inp, (const T *)w, mean, rstd, N, C);
+    return grid;
+}
+
 /* dw (C) += sum over blocks of part[:, c]; db likewise (fixed order: deterministic). */
 template <typename TG>
 __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
@@ -443,9 +538,24 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
     if (nblocks < 1) nblocks = 1;
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)nblocks * 2 * C * 4, "layernorm-gradient partial sums");
     size_t smem = (size_t)ZGC_LN_WARPS * 2 * C * 4;
+    int used = nblocks; /* blocks that wrote partial sums */
     size_t vw = 16 / zgc_dtype_bytes(be->act_dtype);
     uintptr_t al = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)inp | (uintptr_t)w;
-    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0) {
+    int nvl = (int)((C / (int)vw + 31) / 32); /* vectors per lane */
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl <= 8) {
+        ZGC_DISPATCH(be->act_dtype, T, {
+            switch (nvl) {
+            case 1: used = zgc_ln_bwd_reg_launch<T, 1>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 2: used = zgc_ln_bwd_reg_launch<T, 2>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 3: used = zgc_ln_bwd_reg_launch<T, 3>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 4: used = zgc_ln_bwd_reg_launch<T, 4>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 5: used = zgc_ln_bwd_reg_launch<T, 5>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 6: used = zgc_ln_bwd_reg_launch<T, 6>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 7: used = zgc_ln_bwd_reg_launch<T, 7>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            default: used = zgc_ln_bwd_reg_launch<T, 8>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            }
+        });
+    } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0) {
         ZGC_DISPATCH(be->act_dtype, T, {
             if (smem > 48 * 1024)
                 ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_vec_kernel<T>,
@@ -464,7 +574,7 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
     }
     ZG_CUDA_LAUNCH_CHECK();
     ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 127) / 128, 128, 0, im->stream>>>(
-                                         (TG *)dw, (TG *)db, part, nblocks, C)));
+                                         (TG *)dw, (TG *)db, part, used, C)));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -583,14 +693,77 @@ __global__ void __launch_bounds__(1024) zgc_classifier_kernel(float *losses, T *
     }
 }
 
+/* Gradient variant that reads the logits once: the row (Vp * sizeof(T) bytes) is staged in shared
+ * memory while the online max/sum runs, and the gradient is written from there. Needs Vp a
+ * multiple of the vector width and an aligned buffer. */
+template <typename T>
+__global__ void __launch_bounds__(1024) zgc_classifier_smem_kernel(float *losses, T *logits, const int32_t *targets,
+                                                                   int V, int Vp, float dloss) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> VT;
+    extern __shared__ __align__(16) unsigned char zgc_cls_smem[];
+    VT *row_s = reinterpret_cast<VT *>(zgc_cls_smem);
+    __shared__ float sm[32], ss[32];
+    int row = blockIdx.x;
+    VT *xv = reinterpret_cast<VT *>(logits + (size_t)row * Vp);
+    int tgt = targets[row];
+    int nvp = Vp / VW;
+    float m = -INFINITY, s = 0.f;
+    for (int k = threadIdx.x; k < nvp; k += blockDim.x) {
+        VT v = xv[k];
+        row_s[k] = v;
+#pragma unroll
+        for (int e = 0; e < VW; e++)
+            if (k * VW + e < V) zgc_online_add(m, s, zgc_to_f(v.v[e]));
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        float mn = fmaxf(m, m2);
+        s = (mn == -INFINITY) ? 0.f : s * __expf(m - mn) + s2 * __expf(m2 - mn);
+        m = mn;
+    }
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = s;
+    }
+    __syncthreads(); /* also makes row_s visible to every thread */
+    float M = -INFINITY;
+    for (int k = 0; k < nw; k++) M = fmaxf(M, sm[k]);
+    float S = 0.f;
+    for (int k = 0; k < nw; k++) S += (sm[k] == -INFINITY) ? 0.f : ss[k] * __expf(sm[k] - M);
+    const T *rs = reinterpret_cast<const T *>(row_s);
+    if (threadIdx.x == 0 && losses != NULL) losses[row] = tgt >= 0 ? M + logf(S) - zgc_to_f(rs[tgt]) : 0.f;
+    float invS = 1.f / S;
+    for (int k = threadIdx.x; k < nvp; k += blockDim.x) {
+        VT v = row_s[k], o;
+#pragma unroll
+        for (int e = 0; e < VW; e++) {
+            int j = k * VW + e;
+            float g = 0.f;
+            if (tgt >= 0 && j < V) g = (__expf(zgc_to_f(v.v[e]) - M) * invS - (j == tgt ? 1.f : 0.f)) * dloss;
+            o.v[e] = zgc_from_f<T>(g);
+        }
+        xv[k] = o;
+    }
+}
+
 static void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
                            float dloss) {
     zgc_impl *im = zgc_get(be);
     if (N == 0) return;
     int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
     bool vec = Vp % vw == 0 && ((uintptr_t)logits % 16) == 0;
+    size_t row_bytes = (size_t)Vp * zgc_dtype_bytes(be->act_dtype);
+    bool staged = vec && dloss != 0.f && row_bytes <= 200 * 1024;
     ZGC_DISPATCH(be->act_dtype, T, {
-        if (vec) zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
+        if (staged) {
+            if (row_bytes > 48 * 1024)
+                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_classifier_smem_kernel<T>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row_bytes));
+            zgc_classifier_smem_kernel<T><<<N, 1024, row_bytes, im->stream>>>(losses, (T *)logits, targets, V, Vp,
+                                                                              dloss);
+        } else if (vec) zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
         else zgc_classifier_kernel<T, false><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
     });
     ZG_CUDA_LAUNCH_CHECK();
@@ -598,13 +771,39 @@ static void zgc_classifier(zg_backend *be, float *losses, void *logits, const in
 
 /* ---- norms, scale ----------------------------------------------------------------------------- */
 
-template <typename T>
+/* Per-block partial sums of squares (double). With VEC, 16-byte vectors (buffer aligned): each
+ * vector's squares are summed in fp32, then added to a double accumulator (one fp64 add per
+ * vector keeps the kernel bandwidth-bound). The tail (n mod vector width) is done by block 0.
+ * inf/nan propagate, which is how overflow is detected. */
+template <typename T, bool VEC>
 __global__ void zgc_sumsq_kernel(double *part, const T *x, size_t n) {
     __shared__ double sh[32];
     double d = 0.0;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        double v = (double)zgc_to_f(x[i]);
-        d += v * v;
+    size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    if (VEC) {
+        constexpr int VW = 16 / sizeof(T);
+        const zgc_vec<T> *xv = reinterpret_cast<const zgc_vec<T> *>(x);
+        size_t nv = n / VW;
+        for (size_t i = tid; i < nv; i += stride) {
+            zgc_vec<T> v = xv[i];
+            float f = 0.f;
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float a = zgc_to_f(v.v[e]);
+                f += a * a;
+            }
+            d += (double)f;
+        }
+        if (blockIdx.x == 0)
+            for (size_t i = nv * VW + threadIdx.x; i < n; i += blockDim.x) {
+                double a = (double)zgc_to_f(x[i]);
+                d += a * a;
+            }
+    } else {
+        for (size_t i = tid; i < n; i += stride) {
+            double a = (double)zgc_to_f(x[i]);
+            d += a * a;
+        }
     }
     for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
     if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = d;
@@ -620,7 +819,11 @@ static double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size
     zgc_impl *im = zgc_get(be);
     int nb = im->num_sms * 4;
     double *part = (double *)zgc_scratch(be, ZGC_SCR_PARTIALS, (size_t)nb * sizeof(double), "norm partial sums");
-    ZGC_DISPATCH(dt, T, (zgc_sumsq_kernel<T><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n)));
+    bool vec = ((uintptr_t)buf % 16) == 0;
+    ZGC_DISPATCH(dt, T, {
+        if (vec) zgc_sumsq_kernel<T, true><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
+        else zgc_sumsq_kernel<T, false><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
+    });
     ZG_CUDA_LAUNCH_CHECK();
     zgc_download(be, im->partials_host, part, (size_t)nb * sizeof(double));
     double s = 0.0;
@@ -748,37 +951,39 @@ static size_t zgc_attention_stats_bytes_op(zg_backend *be, int B, int T, int NH)
     return zgc_attention_stats_bytes(be, B, T, NH);
 }
 
-static const zg_backend_ops zgc_ops = {
-    "cuda",
-    zgc_destroy,
-    zgc_alloc,
-    zgc_dealloc,
-    zgc_upload,
-    zgc_download,
-    zgc_copy,
-    zgc_zero,
-    zgc_synchronize,
-    zgc_upload_f32,
-    zgc_download_f32,
-    zgc_cast,
-    zgc_encoder_forward,
-    zgc_encoder_backward,
-    zgc_layernorm_forward,
-    zgc_residual_layernorm_forward,
-    zgc_layernorm_backward,
-    zgc_matmul_forward,
-    zgc_matmul_backward,
-    zgc_gelu_forward,
-    zgc_residual_forward,
-    zgc_attention_stats_bytes_op,
-    zgc_attention_forward,
-    zgc_attention_backward,
-    zgc_attention_forward_cached,
-    zgc_classifier,
-    zgc_sum_squares,
-    zgc_scale,
-    zgc_adamw,
-};
+/* Filled by field name, so the table survives reordering or additions in backend.h. */
+static void zgc_ops_fill(zg_backend_ops *o) {
+    memset(o, 0, sizeof(*o));
+    o->name = "cuda";
+    o->destroy = zgc_destroy;
+    o->alloc = zgc_alloc;
+    o->dealloc = zgc_dealloc;
+    o->upload = zgc_upload;
+    o->download = zgc_download;
+    o->copy = zgc_copy;
+    o->zero = zgc_zero;
+    o->synchronize = zgc_synchronize;
+    o->upload_f32 = zgc_upload_f32;
+    o->download_f32 = zgc_download_f32;
+    o->cast = zgc_cast;
+    o->encoder_forward = zgc_encoder_forward;
+    o->encoder_backward = zgc_encoder_backward;
+    o->layernorm_forward = zgc_layernorm_forward;
+    o->residual_layernorm_forward = zgc_residual_layernorm_forward;
+    o->layernorm_backward = zgc_layernorm_backward;
+    o->matmul_forward = zgc_matmul_forward;
+    o->matmul_backward = zgc_matmul_backward;
+    o->gelu_forward = zgc_gelu_forward;
+    o->residual_forward = zgc_residual_forward;
+    o->attention_stats_bytes = zgc_attention_stats_bytes_op;
+    o->attention_forward = zgc_attention_forward;
+    o->attention_backward = zgc_attention_backward;
+    o->attention_forward_cached = zgc_attention_forward_cached;
+    o->classifier = zgc_classifier;
+    o->sum_squares = zgc_sum_squares;
+    o->scale = zgc_scale;
+    o->adamw = zgc_adamw;
+}
 
 extern "C" int zg_backend_cuda_device_count(void) {
     int n = 0;
@@ -791,7 +996,8 @@ extern "C" int zg_backend_cuda_device_count(void) {
 }
 
 extern "C" cudaStream_t zg_backend_cuda_stream(zg_backend *be) {
-    if (be == NULL || be->ops != &zgc_ops) ZG_FATAL("zg_backend_cuda_stream: not a CUDA backend");
+    if (be == NULL || be->ops == NULL || strcmp(be->ops->name, "cuda") != 0)
+        ZG_FATAL("zg_backend_cuda_stream: not a CUDA backend");
     return zgc_get(be)->stream;
 }
 
@@ -818,7 +1024,8 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
 
     zg_backend *be = (zg_backend *)zg_calloc(1, sizeof(zg_backend));
     zgc_impl *im = (zgc_impl *)zg_calloc(1, sizeof(zgc_impl));
-    be->ops = &zgc_ops;
+    zgc_ops_fill(&im->ops);
+    be->ops = &im->ops;
     be->param_dtype = be->act_dtype = be->grad_dtype = prec;
     be->device = dev;
     be->impl = im;

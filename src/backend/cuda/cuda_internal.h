@@ -69,6 +69,7 @@ typedef struct {
 } zgc_alloc_rec;
 
 typedef struct {
+    zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
     int num_sms;
     cudaStream_t stream;

@@ -177,6 +177,8 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
     }
     int al[4] = {zgc_align_of(inp), zgc_align_of(dout), zgc_align_of(dw), 256};
     zgc_plan *pb = NULL;
+    zgc_plan *p = NULL;
+    if (dw == NULL) goto bias_only; /* weight gradient not wanted (frozen weights) */
     if (dbias != NULL && im->bgrad_ok && be->grad_dtype == be->act_dtype)
         pb = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_BGRADB, al, 1);
     if (pb != NULL) {
@@ -188,8 +190,9 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
         ZG_CUDA_LAUNCH_CHECK();
         return;
     }
-    zgc_plan *p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, al, 0);
+    p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, al, 0);
     zgc_plan_run(be, p, inp, dout, dw, 1.f, NULL, NULL);
+bias_only:
     if (dbias != NULL) {
         int R = 64;
         if (R > (N + 7) / 8) R = (N + 7) / 8;
