@@ -20,6 +20,7 @@ typedef struct {
     int64_t batch, seq, steps, warmup;
     const char *device;
     int no_profile, json;
+    double peak_tflops;
 } bench_args;
 
 static const zg_option bench_opts[] = {
@@ -30,6 +31,9 @@ static const zg_option bench_opts[] = {
     ZG_OPT_INT(bench_args, steps, "steps", "N", "timed training steps", "3"),
     ZG_OPT_INT(bench_args, warmup, "warmup", "N", "untimed steps first", "1"),
     ZG_OPT_STR(bench_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
+    ZG_OPT_DBL(bench_args, peak_tflops, "peak-tflops", "X",
+               "the device's dense peak for MFU (e.g. 989 for an H100/H200 in bf16; 0 = measure on the CPU, n/a on CUDA)",
+               "0"),
     ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
     ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
     ZG_OPT_END,
@@ -40,7 +44,8 @@ static const zg_command_spec bench_spec = {
     "Measure training speed: tokens/s, ms/step, MFU, peak memory and the time split by op.", bench_opts, NULL,
     "A step is forward + backward + AdamW on random tokens. MFU counts 6N + 6*L*T*C FLOPs per token (N\n"
     "parameters, L layers, T sequence, C channels) over the peak: on the CPU the peak is measured with a\n"
-    "large sgemm on this machine (so MFU is 'share of BLAS speed'); on CUDA the card's dense peak."};
+    "large sgemm on this machine (so MFU is 'share of BLAS speed'); on CUDA give the card's dense peak\n"
+    "with --peak-tflops."};
 
 static double now_s(void) {
     struct timespec ts;
@@ -87,8 +92,8 @@ int zg_cmd_bench(int argc, char **argv) {
     bench_args a;
     int rc = zg_cli_parse(&bench_spec, argc, argv, &a, NULL);
     if (rc != 0) return rc < 0 ? 2 : 0;
-    if (a.batch < 1 || a.seq < 1 || a.steps < 1 || a.warmup < 0) {
-        zg_errorf("--batch, --seq and --steps must be >= 1 and --warmup >= 0");
+    if (a.batch < 1 || a.seq < 1 || a.steps < 1 || a.warmup < 0 || a.peak_tflops < 0) {
+        zg_errorf("--batch, --seq and --steps must be >= 1, --warmup and --peak-tflops >= 0");
         zg_error_print();
         return 2;
     }
@@ -137,7 +142,10 @@ int zg_cmd_bench(int argc, char **argv) {
     double achieved = flops_tok * tok_s;
     double peak = 0;
     const char *peak_what = "n/a";
-    if (strcmp(be->ops->name, "cpu") == 0) {
+    if (a.peak_tflops > 0) {
+        peak = a.peak_tflops * 1e12;
+        peak_what = "--peak-tflops";
+    } else if (strcmp(be->ops->name, "cpu") == 0) {
         peak = cpu_sgemm_peak();
         peak_what = "measured fp32 sgemm peak of this machine";
     }
@@ -150,7 +158,7 @@ int zg_cmd_bench(int argc, char **argv) {
     if (peak > 0)
         printf("MFU: %.1f%% of %.2f TFLOP/s (%s)\n", 100.0 * achieved / peak, peak / 1e12, peak_what);
     else
-        printf("MFU: n/a (no peak known for this device)\n");
+        printf("MFU: n/a (no peak known for this device; give --peak-tflops, e.g. 989 for an H100 in bf16)\n");
     printf("peak memory: backend %s, process RSS %s\n", zg_fmt_bytes((double)be->bytes_peak, b1, sizeof b1),
            zg_fmt_bytes(rss, b2, sizeof b2));
     printf("loss after %lld steps on random tokens: %.4f\n", (long long)(a.warmup + a.steps), loss);

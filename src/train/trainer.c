@@ -717,6 +717,10 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     }
     zg_ckpt_close(&ck);
     if (rc == 0 && tr.rank == 0) rc = open_metrics(&tr, resuming);
+    if (tr.rank != 0) { /* only rank 0 writes model.bin; the other ranks needed the host copy to load */
+        free(tr.host_params);
+        tr.host_params = NULL;
+    }
     if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("setup failed on another rank");
     if (rc == 0) {
         if (tr.rank == 0) {

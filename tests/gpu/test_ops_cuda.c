@@ -807,7 +807,7 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     float *losses = be->ops->alloc(be, (size_t)N * 4, "losses");
     BENCH(&ctx, "classifier (loss only, dloss=0)", 0, (double)N * Vp * es,
           be->ops->classifier(be, losses, logits, tg, N, V, Vp, 0.f));
-    BENCH(&ctx, "classifier (fwd+grad, in place)", 0, (double)N * Vp * es * 2,
+    BENCH(&ctx, "classifier (fwd+grad, in place)", 0, (double)N * Vp * es * 3,
           be->ops->classifier(be, losses, logits, tg, N, V, Vp, 1.f / N));
     BENCH(&ctx, "matmul bwd lm_head (dinp, dwte)", 2 * f, 0,
           be->ops->matmul_backward(be, x2, dwte, NULL, logits, x, wte, NULL, N, C, Vp));

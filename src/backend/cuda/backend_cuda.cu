@@ -693,77 +693,14 @@ __global__ void __launch_bounds__(1024) zgc_classifier_kernel(float *losses, T *
     }
 }
 
-/* Gradient variant that reads the logits once: the row (Vp * sizeof(T) bytes) is staged in shared
- * memory while the online max/sum runs, and the gradient is written from there. Needs Vp a
- * multiple of the vector width and an aligned buffer. */
-template <typename T>
-__global__ void __launch_bounds__(1024) zgc_classifier_smem_kernel(float *losses, T *logits, const int32_t *targets,
-                                                                   int V, int Vp, float dloss) {
-    constexpr int VW = 16 / sizeof(T);
-    typedef zgc_vec<T> VT;
-    extern __shared__ __align__(16) unsigned char zgc_cls_smem[];
-    VT *row_s = reinterpret_cast<VT *>(zgc_cls_smem);
-    __shared__ float sm[32], ss[32];
-    int row = blockIdx.x;
-    VT *xv = reinterpret_cast<VT *>(logits + (size_t)row * Vp);
-    int tgt = targets[row];
-    int nvp = Vp / VW;
-    float m = -INFINITY, s = 0.f;
-    for (int k = threadIdx.x; k < nvp; k += blockDim.x) {
-        VT v = xv[k];
-        row_s[k] = v;
-#pragma unroll
-        for (int e = 0; e < VW; e++)
-            if (k * VW + e < V) zgc_online_add(m, s, zgc_to_f(v.v[e]));
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        float mn = fmaxf(m, m2);
-        s = (mn == -INFINITY) ? 0.f : s * __expf(m - mn) + s2 * __expf(m2 - mn);
-        m = mn;
-    }
-    int wid = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    if (lane == 0) {
-        sm[wid] = m;
-        ss[wid] = s;
-    }
-    __syncthreads(); /* also makes row_s visible to every thread */
-    float M = -INFINITY;
-    for (int k = 0; k < nw; k++) M = fmaxf(M, sm[k]);
-    float S = 0.f;
-    for (int k = 0; k < nw; k++) S += (sm[k] == -INFINITY) ? 0.f : ss[k] * __expf(sm[k] - M);
-    const T *rs = reinterpret_cast<const T *>(row_s);
-    if (threadIdx.x == 0 && losses != NULL) losses[row] = tgt >= 0 ? M + logf(S) - zgc_to_f(rs[tgt]) : 0.f;
-    float invS = 1.f / S;
-    for (int k = threadIdx.x; k < nvp; k += blockDim.x) {
-        VT v = row_s[k], o;
-#pragma unroll
-        for (int e = 0; e < VW; e++) {
-            int j = k * VW + e;
-            float g = 0.f;
-            if (tgt >= 0 && j < V) g = (__expf(zgc_to_f(v.v[e]) - M) * invS - (j == tgt ? 1.f : 0.f)) * dloss;
-            o.v[e] = zgc_from_f<T>(g);
-        }
-        xv[k] = o;
-    }
-}
-
 static void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
                            float dloss) {
     zgc_impl *im = zgc_get(be);
     if (N == 0) return;
     int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
     bool vec = Vp % vw == 0 && ((uintptr_t)logits % 16) == 0;
-    size_t row_bytes = (size_t)Vp * zgc_dtype_bytes(be->act_dtype);
-    bool staged = vec && dloss != 0.f && row_bytes <= 200 * 1024;
     ZGC_DISPATCH(be->act_dtype, T, {
-        if (staged) {
-            if (row_bytes > 48 * 1024)
-                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_classifier_smem_kernel<T>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)row_bytes));
-            zgc_classifier_smem_kernel<T><<<N, 1024, row_bytes, im->stream>>>(losses, (T *)logits, targets, V, Vp,
-                                                                              dloss);
-        } else if (vec) zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
+        if (vec) zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
         else zgc_classifier_kernel<T, false><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
     });
     ZG_CUDA_LAUNCH_CHECK();
