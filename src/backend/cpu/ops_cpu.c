@@ -196,33 +196,23 @@ static inline float gelu_tanh_grad(float x) {
 }
 
 /* Work split for the matrix products. OpenBLAS runs single-threaded (the backend sets it at creation)
- * and OpenMP threads multiply blocks of the output: rows when there are enough, else columns. One
- * thread pool for everything means no BLAS worker threads spinning against the OpenMP loops on few
- * cores, and bias/GELU run on each block while it is still in cache. There are MM_BLOCKS_PER_THREAD
- * blocks per thread, handed out dynamically, so a core slowed by another process does not hold up
- * the whole product; each block's result does not depend on which thread computes it. */
-#define MM_BLOCKS_PER_THREAD 4
-
+ * and each OpenMP thread multiplies its own block of the output: rows when there are enough, else
+ * columns. One thread pool for everything means no BLAS worker threads spinning against the OpenMP
+ * loops on few cores, and bias/GELU run on each block while it is still in cache. */
 typedef struct {
-    int by_rows, nblk, n;
-} mm_plan;
+    int by_rows;
+    int b0, b1; /* [b0, b1) rows or columns of the output */
+} mm_block;
 
-static mm_plan mm_plan_make(int rows, int cols) {
-    mm_plan p;
-    p.nblk = MM_BLOCKS_PER_THREAD * omp_get_max_threads();
-    p.by_rows = rows >= 32 * p.nblk;
-    p.n = p.by_rows ? rows : cols;
-    if (p.nblk > p.n) p.nblk = p.n > 0 ? p.n : 1;
-    return p;
-}
-
-/* Block k of the plan as row range [r0,r1) x column range [c0,c1). */
-static void mm_block_range(const mm_plan *p, int k, int rows, int cols, int *r0, int *r1, int *c0, int *c1) {
-    int b0 = (int)((long)p->n * k / p->nblk), b1 = (int)((long)p->n * (k + 1) / p->nblk);
-    *r0 = p->by_rows ? b0 : 0;
-    *r1 = p->by_rows ? b1 : rows;
-    *c0 = p->by_rows ? 0 : b0;
-    *c1 = p->by_rows ? cols : b1;
+/* This thread's block of a (rows, cols) output; call inside a parallel region. */
+static mm_block mm_split(int rows, int cols) {
+    int nth = omp_get_num_threads(), id = omp_get_thread_num();
+    mm_block blk;
+    blk.by_rows = rows >= 16 * nth;
+    int n = blk.by_rows ? rows : cols;
+    blk.b0 = (int)((long)n * id / nth);
+    blk.b1 = (int)((long)n * (id + 1) / nth);
+    return blk;
 }
 
 void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void *inp_, const void *w_,
@@ -231,24 +221,25 @@ void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void 
     float *out = out_, *pre = pre_gelu_;
     const float *bias = bias_, *inp = inp_, *w = w_;
     float *dst = pre ? pre : out;
-    mm_plan plan = mm_plan_make(N, OC);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int k = 0; k < plan.nblk; k++) {
-        /* dst (N,OC) = inp (N,C) @ w (OC,C)^T, block k */
-        int r0, r1, o0, o1;
-        mm_block_range(&plan, k, N, OC, &r0, &r1, &o0, &o1);
-        if (r1 <= r0 || o1 <= o0) continue;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, o1 - o0, C, 1.0f, inp + (size_t)r0 * C, C,
-                    w + (size_t)o0 * C, C, 0.0f, dst + (size_t)r0 * OC + o0, OC);
-        for (int i = r0; i < r1 && (bias || pre); i++) {
-            float *r = dst + (size_t)i * OC;
-            if (bias)
+#pragma omp parallel
+    {
+        /* dst (N,OC) = inp (N,C) @ w (OC,C)^T, this thread's block */
+        mm_block k = mm_split(N, OC);
+        int r0 = k.by_rows ? k.b0 : 0, r1 = k.by_rows ? k.b1 : N;
+        int o0 = k.by_rows ? 0 : k.b0, o1 = k.by_rows ? OC : k.b1;
+        if (r1 > r0 && o1 > o0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, o1 - o0, C, 1.0f, inp + (size_t)r0 * C, C,
+                        w + (size_t)o0 * C, C, 0.0f, dst + (size_t)r0 * OC + o0, OC);
+            for (int i = r0; i < r1 && (bias || pre); i++) {
+                float *r = dst + (size_t)i * OC;
+                if (bias)
 #pragma omp simd
-                for (int o = o0; o < o1; o++) r[o] += bias[o];
-            if (pre) {
-                float *g = out + (size_t)i * OC;
+                    for (int o = o0; o < o1; o++) r[o] += bias[o];
+                if (pre) {
+                    float *g = out + (size_t)i * OC;
 #pragma omp simd
-                for (int o = o0; o < o1; o++) g[o] = gelu_tanh(r[o]);
+                    for (int o = o0; o < o1; o++) g[o] = gelu_tanh(r[o]);
+                }
             }
         }
     }
@@ -259,40 +250,38 @@ void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, c
     (void)be;
     float *dinp = dinp_, *dbias = dbias_, *dw = dw_;
     const float *dout = dout_, *gelu_inp = gelu_inp_, *inp = inp_, *w = w_;
-    int do_dinp = dinp != NULL && w != NULL;
-    mm_plan pin = mm_plan_make(N, C);
-    /* dw (OC,C) is always split by its rows (OC): dout's columns */
-    mm_plan pw = mm_plan_make(0, OC);
-    int nin = do_dinp ? pin.nblk : 0;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int k = 0; k < nin + pw.nblk; k++) {
-        if (k < nin) {
+#pragma omp parallel
+    {
+        if (dinp && w) {
             /* dinp (N,C) = dout (N,OC) @ w (OC,C), then * gelu'(gelu_inp) on the same block */
-            int r0, r1, c0, c1;
-            mm_block_range(&pin, k, N, C, &r0, &r1, &c0, &c1);
-            if (r1 <= r0 || c1 <= c0) continue;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, c1 - c0, OC, 1.0f, dout + (size_t)r0 * OC,
-                        OC, w + c0, C, 0.0f, dinp + (size_t)r0 * C + c0, C);
-            for (int i = r0; i < r1 && gelu_inp; i++) {
-                float *d = dinp + (size_t)i * C;
-                const float *g = gelu_inp + (size_t)i * C;
+            mm_block k = mm_split(N, C);
+            int r0 = k.by_rows ? k.b0 : 0, r1 = k.by_rows ? k.b1 : N;
+            int c0 = k.by_rows ? 0 : k.b0, c1 = k.by_rows ? C : k.b1;
+            if (r1 > r0 && c1 > c0) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, c1 - c0, OC, 1.0f,
+                            dout + (size_t)r0 * OC, OC, w + c0, C, 0.0f, dinp + (size_t)r0 * C + c0, C);
+                for (int i = r0; i < r1 && gelu_inp; i++) {
+                    float *d = dinp + (size_t)i * C;
+                    const float *g = gelu_inp + (size_t)i * C;
 #pragma omp simd
-                for (int c = c0; c < c1; c++) d[c] *= gelu_tanh_grad(g[c]);
+                    for (int c = c0; c < c1; c++) d[c] *= gelu_tanh_grad(g[c]);
+                }
             }
-            continue;
         }
-        /* dw rows [o0,o1) += dout[:, o0:o1]^T (.,N) @ inp (N,C); dbias[o0:o1] += column sums of dout */
-        int r0, r1, o0, o1;
-        mm_block_range(&pw, k - nin, 0, OC, &r0, &r1, &o0, &o1);
-        if (o1 <= o0) continue;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
-                    dw + (size_t)o0 * C, C);
-        if (dbias)
-            for (int i = 0; i < N; i++) {
-                const float *r = dout + (size_t)i * OC;
+        /* dw (OC,C) += dout^T (OC,N) @ inp (N,C) and dbias (OC) += column sums of dout, over this
+         * thread's rows [o0, o1) of dw (columns of dout) */
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int o0 = (int)((long)OC * id / nth), o1 = (int)((long)OC * (id + 1) / nth);
+        if (o1 > o0) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
+                        dw + (size_t)o0 * C, C);
+            if (dbias)
+                for (int i = 0; i < N; i++) {
+                    const float *r = dout + (size_t)i * OC;
 #pragma omp simd
-                for (int o = o0; o < o1; o++) dbias[o] += r[o];
-            }
+                    for (int o = o0; o < o1; o++) dbias[o] += r[o];
+                }
+        }
     }
 }
 
