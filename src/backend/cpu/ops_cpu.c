@@ -23,6 +23,14 @@
 #define LN_EPS 1e-5f
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
+/* Hot element-wise loops are built for AVX-512, AVX2 and baseline x86-64 and picked at load time
+ * (GCC function multi-versioning): the default build targets baseline x86-64 (SSE2). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CPU_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CPU_MULTIVERSION
+#endif
+
 /* ---- embeddings --------------------------------------------------------------------------------- */
 
 void cpu_encoder_forward(zg_backend *be, void *out_, const int32_t *tokens, const void *wte_, const void *wpe_,
@@ -66,6 +74,7 @@ void cpu_encoder_backward(zg_backend *be, void *dwte_, void *dwpe_, const void *
 
 /* ---- LayerNorm ---------------------------------------------------------------------------------- */
 
+CPU_MULTIVERSION
 static void layernorm_row(float *o, float *mean, float *rstd, const float *x, const float *w, const float *b, int C) {
     float m = 0.0f;
     for (int c = 0; c < C; c++) m += x[c];
@@ -195,6 +204,24 @@ static inline float gelu_tanh_grad(float x) {
     return sg + 2.0f * x * (e * sg) * sg * du;
 }
 
+/* out[i] = (bias ? r[i] += bias[i] : r[i]), then g[i] = gelu(r[i]) when g: one row block. */
+CPU_MULTIVERSION
+static void bias_gelu_span(float *r, float *g, const float *bias, int n) {
+    if (bias)
+#pragma omp simd
+        for (int i = 0; i < n; i++) r[i] += bias[i];
+    if (g)
+#pragma omp simd
+        for (int i = 0; i < n; i++) g[i] = gelu_tanh(r[i]);
+}
+
+/* d[i] *= gelu'(x[i]) */
+CPU_MULTIVERSION
+static void gelu_grad_span(float *d, const float *x, size_t n) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) d[i] *= gelu_tanh_grad(x[i]);
+}
+
 /* Work split for the matrix products. OpenBLAS runs single-threaded (the backend sets it at creation)
  * and each OpenMP thread multiplies its own block of the output: rows when there are enough, else
  * columns. One thread pool for everything means no BLAS worker threads spinning against the OpenMP
@@ -230,17 +257,9 @@ void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void 
         if (r1 > r0 && o1 > o0) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, o1 - o0, C, 1.0f, inp + (size_t)r0 * C, C,
                         w + (size_t)o0 * C, C, 0.0f, dst + (size_t)r0 * OC + o0, OC);
-            for (int i = r0; i < r1 && (bias || pre); i++) {
-                float *r = dst + (size_t)i * OC;
-                if (bias)
-#pragma omp simd
-                    for (int o = o0; o < o1; o++) r[o] += bias[o];
-                if (pre) {
-                    float *g = out + (size_t)i * OC;
-#pragma omp simd
-                    for (int o = o0; o < o1; o++) g[o] = gelu_tanh(r[o]);
-                }
-            }
+            for (int i = r0; i < r1 && (bias || pre); i++)
+                bias_gelu_span(dst + (size_t)i * OC + o0, pre ? out + (size_t)i * OC + o0 : NULL,
+                               bias ? bias + o0 : NULL, o1 - o0);
         }
     }
 }
@@ -260,12 +279,8 @@ void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, c
             if (r1 > r0 && c1 > c0) {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, c1 - c0, OC, 1.0f,
                             dout + (size_t)r0 * OC, OC, w + c0, C, 0.0f, dinp + (size_t)r0 * C + c0, C);
-                for (int i = r0; i < r1 && gelu_inp; i++) {
-                    float *d = dinp + (size_t)i * C;
-                    const float *g = gelu_inp + (size_t)i * C;
-#pragma omp simd
-                    for (int c = c0; c < c1; c++) d[c] *= gelu_tanh_grad(g[c]);
-                }
+                for (int i = r0; i < r1 && gelu_inp; i++)
+                    gelu_grad_span(dinp + (size_t)i * C + c0, gelu_inp + (size_t)i * C + c0, (size_t)(c1 - c0));
             }
         }
         /* dw (OC,C) += dout^T (OC,N) @ inp (N,C) and dbias (OC) += column sums of dout, over this
@@ -289,8 +304,14 @@ void cpu_gelu_forward(zg_backend *be, void *out_, const void *inp_, size_t n) {
     (void)be;
     float *out = out_;
     const float *inp = inp_;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = gelu_tanh(inp[i]);
+    /* chunks of 4096 so the multi-versioned span function is called rarely */
+    size_t nchunk = (n + 4095) / 4096;
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < nchunk; k++) {
+        size_t i0 = k * 4096, len = n - i0 < 4096 ? n - i0 : 4096;
+        memcpy(out + i0, inp + i0, len * sizeof(float));
+        bias_gelu_span(out + i0, out + i0, NULL, (int)len);
+    }
 }
 
 void cpu_residual_forward(zg_backend *be, void *out_, const void *a_, const void *b_, size_t n) {
@@ -323,6 +344,7 @@ static int blas_threads_single(void) {
 }
 
 /* One (b,h) forward: S = scale Q K^T (causal blocks), P = softmax(S) in place, O = P V. */
+CPU_MULTIVERSION
 static void attention_forward_head(float *P, float *o, const float *q, int T, int C, int hs, float scale) {
     int C3 = 3 * C;
     const float *k = q + C, *v = q + 2 * C;
@@ -377,6 +399,7 @@ static void zero_block(float *p, int T, int hs, int ld) {
 
 /* One (b,h) backward. P (T,T) probabilities, dP (T,T) scratch, q/dq point at the head's q columns
  * of qkv/dqkv rows (k at +C, v at +2C), dO at the head's columns of dout (B,T,C). */
+CPU_MULTIVERSION
 static void attention_backward_head(float *dq, float *dP, const float *P, const float *q, const float *dO, int T,
                                     int C, int hs, float scale) {
     int C3 = 3 * C;
@@ -488,6 +511,27 @@ void cpu_attention_forward_cached(zg_backend *be, void *out_, const void *qkv_, 
 
 /* ---- classifier --------------------------------------------------------------------------------- */
 
+/* One row of the classifier (exp loops over the whole vocabulary: the largest non-BLAS work). */
+CPU_MULTIVERSION
+static void classifier_row(float *x, float *loss, int tgt, int V, int Vp, float dloss) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    /* double accumulation: V terms (50257) of size <= 1 */
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < V; j++) sum += (double)exp_fast(x[j] - mx);
+    float lse = mx + (float)log(sum);
+    if (loss) *loss = lse - x[tgt];
+    if (dloss != 0.0f) {
+        float scale = (float)(dloss / sum);
+#pragma omp simd
+        for (int j = 0; j < V; j++) x[j] = exp_fast(x[j] - mx) * scale;
+        x[tgt] -= dloss;
+        for (int j = V; j < Vp; j++) x[j] = 0.0f;
+    }
+}
+
 void cpu_classifier(zg_backend *be, float *losses, void *logits_, const int32_t *targets, int N, int V, int Vp,
                     float dloss) {
     (void)be;
@@ -501,21 +545,6 @@ void cpu_classifier(zg_backend *be, float *losses, void *logits_, const int32_t 
             if (dloss != 0.0f) memset(x, 0, (size_t)Vp * sizeof(float));
             continue;
         }
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-        /* double accumulation: V terms (50257) of size <= 1 */
-        double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < V; j++) sum += (double)exp_fast(x[j] - mx);
-        float lse = mx + (float)log(sum);
-        if (losses) losses[i] = lse - x[tgt];
-        if (dloss != 0.0f) {
-            float scale = (float)(dloss / sum);
-#pragma omp simd
-            for (int j = 0; j < V; j++) x[j] = exp_fast(x[j] - mx) * scale;
-            x[tgt] -= dloss;
-            for (int j = V; j < Vp; j++) x[j] = 0.0f;
-        }
+        classifier_row(x, losses ? losses + i : NULL, tgt, V, Vp, dloss);
     }
 }
