@@ -7,13 +7,15 @@
 #include "train/model_source.h"
 #include "train/optimizer.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#ifdef ZGPT_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 typedef struct {
     const char *model;
@@ -53,28 +55,65 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Measured fp32 sgemm speed of this machine (FLOP/s) with the BLAS the CPU backend uses. */
-static double cpu_sgemm_peak(void) {
+/* Measured fp32 matrix-product speed of this machine (FLOP/s) through the CPU backend's own
+ * matmul op, so the threading is the one training uses (the backend pins BLAS to one thread and
+ * splits products over OpenMP itself). */
+static double cpu_matmul_peak(zg_backend *be) {
     const int n = 1024;
-    float *a = zg_malloc((size_t)n * n * sizeof(float)), *b = zg_malloc((size_t)n * n * sizeof(float)),
-          *c = zg_malloc((size_t)n * n * sizeof(float));
+    size_t bytes = (size_t)n * n * sizeof(float);
+    float *a = be->ops->alloc(be, bytes, "bench matmul A"), *b = be->ops->alloc(be, bytes, "bench matmul B"),
+          *c = be->ops->alloc(be, bytes, "bench matmul C");
+    if (!a || !b || !c) {
+        if (a) be->ops->dealloc(be, a);
+        if (b) be->ops->dealloc(be, b);
+        if (c) be->ops->dealloc(be, c);
+        return 0;
+    }
     for (size_t i = 0; i < (size_t)n * n; i++) {
         a[i] = (float)(i % 7) * 0.1f;
         b[i] = (float)(i % 5) * 0.1f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm up */
+    be->ops->matmul_forward(be, c, NULL, a, b, NULL, n, n, n); /* warm up */
     double best = 0;
     for (int r = 0; r < 3; r++) {
         double t0 = now_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now_s() - t0;
-        double f = 2.0 * n * n * (double)n / dt;
+        be->ops->matmul_forward(be, c, NULL, a, b, NULL, n, n, n);
+        be->ops->synchronize(be);
+        double f = 2.0 * n * n * (double)n / (now_s() - t0);
         if (f > best) best = f;
     }
-    free(a);
-    free(b);
-    free(c);
+    be->ops->dealloc(be, a);
+    be->ops->dealloc(be, b);
+    be->ops->dealloc(be, c);
     return best;
+}
+
+/* Dense bf16/fp16 tensor-core peak (TFLOP/s, datasheet, without sparsity) of known cards, by name;
+ * 0 when unknown. fp32 runs are measured against the same number (they use no tensor cores, so
+ * their MFU reads low on purpose). */
+static double cuda_peak_tflops(int device, char *name, size_t cap) {
+    name[0] = '\0';
+#ifdef ZGPT_WITH_CUDA
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device < 0 ? 0 : device) != cudaSuccess) return 0;
+    snprintf(name, cap, "%s", prop.name);
+    static const struct {
+        const char *match;
+        double tflops;
+    } cards[] = {{"H200", 989.0}, {"H100 PCIe", 756.0}, {"H100", 989.0}, {"H800", 989.0},
+                 {"A100", 312.0}, {"A800", 312.0}, {"L40S", 362.0}, {"A10", 125.0}};
+    for (size_t i = 0; i < sizeof cards / sizeof cards[0]; i++)
+        if (strstr(prop.name, cards[i].match)) return cards[i].tflops;
+#else
+    (void)device;
+    (void)cap;
+#endif
+    return 0;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
 }
 
 static int train_step(gpt2_model *m, zg_optimizer *o, const int32_t *in, const int32_t *tg, int B, int T, float *loss) {
@@ -131,10 +170,17 @@ int zg_cmd_bench(int argc, char **argv) {
     float loss = 0;
     for (int64_t i = 0; i < a.warmup && status == 0; i++)
         if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
-    double t0 = now_s();
-    for (int64_t i = 0; i < a.steps && status == 0; i++)
+    /* Each step ends with a device synchronize, so host clocks bracket exactly one step; the median
+     * step is reported (robust to a stray slow step). */
+    double *times = zg_malloc((size_t)a.steps * sizeof(double));
+    for (int64_t i = 0; i < a.steps && status == 0; i++) {
+        double t0 = now_s();
         if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
-    double dt = (now_s() - t0) / (double)a.steps;
+        times[i] = now_s() - t0;
+    }
+    qsort(times, (size_t)a.steps, sizeof(double), cmp_double);
+    double dt = a.steps % 2 ? times[a.steps / 2] : 0.5 * (times[a.steps / 2 - 1] + times[a.steps / 2]);
+    free(times);
     if (status != 0) goto done;
     double tok_s = (double)B * T / dt;
     double N = (double)gpt2_param_count_unpadded(&m.cfg);
@@ -142,18 +188,25 @@ int zg_cmd_bench(int argc, char **argv) {
     double achieved = flops_tok * tok_s;
     double peak = 0;
     const char *peak_what = "n/a";
+    char card[256], peak_text[320];
     if (a.peak_tflops > 0) {
         peak = a.peak_tflops * 1e12;
         peak_what = "--peak-tflops";
     } else if (strcmp(be->ops->name, "cpu") == 0) {
-        peak = cpu_sgemm_peak();
-        peak_what = "measured fp32 sgemm peak of this machine";
+        peak = cpu_matmul_peak(be);
+        peak_what = "measured fp32 matmul speed of this machine";
+    } else {
+        peak = cuda_peak_tflops(be->device, card, sizeof card) * 1e12;
+        if (peak > 0) {
+            snprintf(peak_text, sizeof peak_text, "dense bf16 peak of the %s", card);
+            peak_what = peak_text;
+        }
     }
     struct rusage ru;
     double rss = 0;
     if (getrusage(RUSAGE_SELF, &ru) == 0) rss = (double)ru.ru_maxrss * 1024.0;
     char b1[32], b2[32];
-    printf("tokens/s: %.0f\nms/step: %.1f\n", tok_s, dt * 1e3);
+    printf("tokens/s: %.0f\nms/step: %.1f (median of %lld steps)\n", tok_s, dt * 1e3, (long long)a.steps);
     printf("achieved: %.2f TFLOP/s (%.3g GFLOP per token)\n", achieved / 1e12, flops_tok / 1e9);
     if (peak > 0)
         printf("MFU: %.1f%% of %.2f TFLOP/s (%s)\n", 100.0 * achieved / peak, peak / 1e12, peak_what);

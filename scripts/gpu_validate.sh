@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# GPU validation for issue 5 (and a 2-GPU check for issue 6 when two GPUs are visible), in one run on
+# the GPU machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
+#   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
+#   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
+#   curve    200 iterations of a small model on Tiny Shakespeare: CUDA fp32 and bf16 vs the CPU fp32 curve
+#   resume   bitwise resume on the GPU (bf16): 2N straight == N + resume + N
+#   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
+#   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M and XL, B=16, T=1024
+#   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch
+# usage: scripts/gpu_validate.sh [phases...]   (default: all). Prints a summary table at the end.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOG_DIR=${LOG_DIR:-${OUT:-/tmp}/gpu-validate}
+mkdir -p "$LOG_DIR"
+PHASES=${*:-"build ops parity curve resume fp16 bench multi"}
+SUMMARY="$LOG_DIR/summary.txt"
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+ZGPT=$ROOT/build-gpu/zgpt
+W=$(mktemp -d /tmp/zgpt-val.XXXXXX)
+NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+note "card: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1), GPUs visible: $NGPU"
+
+if has build; then
+  t0=$(date +%s)
+  if bash scripts/device-build.sh build-gpu > "$LOG_DIR/build.log" 2>&1; then note "build: ok ($(( $(date +%s) - t0 )) s)"; else note "build: FAILED"; tail -30 "$LOG_DIR/build.log"; exit 1; fi
+fi
+source scripts/device-env.sh
+
+if has ops; then
+  if timeout 240 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
+  note "ops: $r ($(tail -1 "$LOG_DIR/ops.log"))"
+fi
+
+if has parity; then
+  if timeout 300 python3 tests/parity/hf_parity.py --dump build-gpu/parity_hf_dump --B 2 --T 64 \
+       --precisions fp32,bf16 --work "$W/parity" > "$LOG_DIR/parity.log" 2>&1; then r=ok; else r=FAILED; fi
+  rm -rf "$W/parity"
+  note "parity (GPT-2 XL shape vs transformers): $r"; grep -E "^(ok|FAIL) " "$LOG_DIR/parity.log" | tee -a "$SUMMARY" >/dev/null
+fi
+
+# A small from-scratch model on Tiny Shakespeare (prepared once).
+small_cfg() { # $1 out_dir, then extra --set pairs
+  local out=$1; shift
+  echo --config configs/shakespeare_small.json --set data="$W/data" --set out_dir="$out" --set max_iters=200 \
+       --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
+}
+if has curve || has resume || has fp16 || has multi; then
+  "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
+fi
+vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
+maxdiff() { paste <(echo "$1" | tr ' ' '\n') <(echo "$2" | tr ' ' '\n') | awk 'NF==2 {d=$1-$2; if (d<0) d=-d; if (d>m) m=d} END {printf "%.5f", m}'; }
+
+if has curve; then
+  timeout 120 "$ZGPT" train $(small_cfg "$W/cpu") --device cpu > "$LOG_DIR/curve_cpu.log" 2>&1
+  timeout 120 "$ZGPT" train $(small_cfg "$W/g32" --set dtype=fp32) --device cuda > "$LOG_DIR/curve_gpu_fp32.log" 2>&1
+  timeout 120 "$ZGPT" train $(small_cfg "$W/g16" --set dtype=bf16) --device cuda > "$LOG_DIR/curve_gpu_bf16.log" 2>&1
+  c=$(vals "$W/cpu"); g=$(vals "$W/g32"); b=$(vals "$W/g16")
+  note "curve val loss CPU fp32 : $c"
+  note "curve val loss CUDA fp32: $g (max |diff| vs CPU $(maxdiff "$c" "$g"))"
+  note "curve val loss CUDA bf16: $b (max |diff| vs CPU $(maxdiff "$c" "$b"))"
+  d32=$(maxdiff "$c" "$g"); d16=$(maxdiff "$c" "$b")
+  n=$(echo "$c" | wc -w)
+  if [ "$n" -ge 4 ] && awk -v a="$d32" -v b="$d16" 'BEGIN{exit !(a < 0.01 && b < 0.1)}'; then note "curve: ok"; else note "curve: FAILED"; fi
+fi
+
+if has resume; then
+  timeout 90 "$ZGPT" train $(small_cfg "$W/rs" --set max_iters=40 --set eval_interval=20) --device cuda > "$LOG_DIR/resume_straight.log" 2>&1
+  timeout 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=20 --set eval_interval=20) --device cuda > "$LOG_DIR/resume_a.log" 2>&1
+  timeout 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=40 --set eval_interval=20) --device cuda --resume > "$LOG_DIR/resume_b.log" 2>&1
+  l1=$(grep '"loss": [0-9]' "$W/rs/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+  l2=$(grep '"loss": [0-9]' "$W/rp/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+  if [ -n "$l1" ] && [ "$l1" = "$l2" ] && cmp -s "$W/rs/final/model.bin" "$W/rp/final/model.bin"; then
+    note "resume (CUDA bf16, 40 = 20 + resume + 20): ok, identical losses and byte-identical final weights"
+  else note "resume: FAILED"; diff <(echo "$l1") <(echo "$l2") | head -5 | tee -a "$SUMMARY"; fi
+fi
+
+if has fp16; then
+  timeout 90 "$ZGPT" train $(small_cfg "$W/f16" --set max_iters=60 --set fp16.enabled=true --set fp16.loss_scale=0 \
+      --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1) --device cuda > "$LOG_DIR/fp16.log" 2>&1
+  rc=$?
+  down=$(grep -c "loss scale .* -> " "$LOG_DIR/fp16.log")
+  last=$(grep -E '"val_loss"' "$W/f16/metrics.jsonl" | tail -1)
+  note "fp16 dynamic loss scale: exit $rc, $down overflow/lower events; last eval $last"
+  if [ "$rc" = 0 ] && [ "$down" -ge 1 ]; then note "fp16: ok"; else note "fp16: FAILED"; tail -5 "$LOG_DIR/fp16.log" | tee -a "$SUMMARY"; fi
+  grep -m3 "loss scale" "$LOG_DIR/fp16.log" | tee -a "$SUMMARY" >/dev/null
+fi
+
+if has bench; then
+  TB=.bench/torch_gpt2_baseline.py
+  timeout 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
+  note "zgpt 124M B=16: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)' "$LOG_DIR/bench_zgpt_124m.log" | tr '\n' ';')"
+  [ -f $TB ] && timeout 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
+  note "torch 124M B=16: $(tail -1 "$LOG_DIR/bench_torch_124m.log")"
+  timeout 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
+  note "zgpt XL B=16: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_xl.log" | tr '\n' ';')"
+  [ -f $TB ] && timeout 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
+  note "torch XL B=16: $(tail -1 "$LOG_DIR/bench_torch_xl.log")"
+fi
+
+if has multi && [ "$NGPU" -ge 2 ]; then
+  mcfg() { echo --config configs/shakespeare_small.json --set data="$W/data" --set out_dir="$1" --set max_iters=60 \
+      --set eval_interval=20 --set eval_iters=4 --set log_interval=10 --set lr_decay_iters=60 --set dtype=fp32 \
+      --set train_batch_size=16 --set batch_size=8 --set gradient_accumulation_steps=auto; }
+  timeout 90 "$ZGPT" train $(mcfg "$W/m1") --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
+  ref=$(vals "$W/m1")
+  note "multi: 1 GPU val losses: $ref"
+  for st in 0 1 2 3; do
+    timeout 90 "$ZGPT" train $(mcfg "$W/m2s$st") --set zero_optimization.stage=$st --gpus 2 > "$LOG_DIR/multi_2_s$st.log" 2>&1
+    rc=$?; v=$(vals "$W/m2s$st")
+    note "multi: 2 GPUs stage $st: exit $rc, val $v (max |diff| $(maxdiff "$ref" "$v"))"
+  done
+fi
+tar -C "$LOG_DIR" -czf "${OUT:-/tmp}/gpu-validate-logs.tgz" . 2>/dev/null
+rm -rf "$W"
+echo "==== summary ===="; cat "$SUMMARY"
