@@ -66,7 +66,8 @@ checks = ['wte', 'wpe', 'ln_f.weight', 'ln_f.bias',
           f'h.{L//2}.mlp.c_fc.weight', f'h.{L//2}.mlp.c_fc.bias', f'h.{L-1}.mlp.c_proj.weight', f'h.{L-1}.ln_2.bias']
 params = dict(model.named_parameters())
 def ref_grad(name):
-    g = params['transformer.' + name].grad.detach().float()
+    hf_name = 'transformer.' + (name + '.weight' if name in ('wte', 'wpe') else name)
+    g = params[hf_name].grad.detach().float()
     if name.endswith('.weight') and any(k in name for k in ('c_attn', 'c_proj', 'c_fc')):
         g = g.t()
     return g.contiguous().cpu().numpy()
