@@ -8,14 +8,18 @@
 #   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M and XL, B=16, T=1024
 #   benchxl  the same for GPT-2 XL (last: the slowest)
-#   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch
+#   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch, resume at the
+#            same and another GPU count, a killed worker
+#   xlstart  seconds from `zgpt train` (GPT-2 XL) to the first finished step
+#   guide    (2+ GPUs) the DeepSpeed guide's GPT-2 XL configuration (ZeRO-2, 1 x 32), bf16 and fp16
+#   zero2xl  (2+ GPUs) GPT-2 XL ZeRO-2 at micro-batch 16
 # usage: scripts/gpu_validate.sh [phases...]   (default: all). Prints a summary table at the end.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RESULTS=${OUT:-/tmp}
 LOG_DIR=$(mktemp -d /tmp/zgpt-val-logs.XXXXXX)
-PHASES=${*:-"build ops parity curve resume fp16 bench multi benchxl"}
+PHASES=${*:-"build ops parity curve resume fp16 bench multi xlstart guide zero2xl benchxl"}
 SUMMARY="$RESULTS/gpu-validate-summary.txt"
 : > "$SUMMARY"
 # Each note also re-packs the logs, so a run stopped at its time limit still returns them.
@@ -109,17 +113,70 @@ if has bench; then
 fi
 
 if has multi && [ "$NGPU" -ge 2 ]; then
-  mcfg() { echo --config configs/shakespeare_small.json --set data="$W/data" --set out_dir="$1" --set max_iters=60 \
-      --set eval_interval=20 --set eval_iters=4 --set log_interval=10 --set lr_decay_iters=60 --set dtype=fp32 \
+  # Same global batch (16 sequences) on 1 GPU (2 micro-steps of 8) and 2 GPUs (8 each), 100 iterations.
+  # "bf16 noise" is measured here: the largest gap between the 1-GPU bf16 and fp32 val curves.
+  mcfg() { echo --config configs/shakespeare_small.json --set data="$W/data" --set out_dir="$1" --set max_iters=100 \
+      --set eval_interval=25 --set eval_iters=8 --set log_interval=10 --set lr_decay_iters=100 \
       --set train_batch_size=16 --set batch_size=8 --set gradient_accumulation_steps=auto; }
-  timeout 90 "$ZGPT" train $(mcfg "$W/m1") --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
-  ref=$(vals "$W/m1")
-  note "multi: 1 GPU val losses: $ref"
+  timeout 90 "$ZGPT" train $(mcfg "$W/m1f") --set dtype=fp32 --gpus 1 > "$LOG_DIR/multi_1_fp32.log" 2>&1
+  timeout 90 "$ZGPT" train $(mcfg "$W/m1") --set dtype=bf16 --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
+  ref=$(vals "$W/m1"); noise=$(maxdiff "$ref" "$(vals "$W/m1f")")
+  tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
+  note "multi: 1 GPU bf16 val $ref; bf16 noise (vs fp32) $noise -> tolerance $tol"
+  mok=1
   for st in 0 1 2 3; do
-    timeout 90 "$ZGPT" train $(mcfg "$W/m2s$st") --set zero_optimization.stage=$st --gpus 2 > "$LOG_DIR/multi_2_s$st.log" 2>&1
-    rc=$?; v=$(vals "$W/m2s$st")
-    note "multi: 2 GPUs stage $st: exit $rc, val $v (max |diff| $(maxdiff "$ref" "$v"))"
+    timeout 90 "$ZGPT" train $(mcfg "$W/m2s$st") --set dtype=bf16 --set zero_optimization.stage=$st --gpus 2 > "$LOG_DIR/multi_2_s$st.log" 2>&1
+    rc=$?; v=$(vals "$W/m2s$st"); d=$(maxdiff "$ref" "$v")
+    note "multi: 2 GPUs stage $st: exit $rc, val $v (max |diff| $d), $(grep 'peak cuda memory' "$LOG_DIR/multi_2_s$st.log")"
+    { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
   done
+  # bitwise resume at the same GPU count (2 GPUs, stage 2): 100 straight == 50 + resume + 50
+  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
+  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --gpus 2 --resume > "$LOG_DIR/multi_r2.log" 2>&1
+  la=$(grep '"loss": [0-9]' "$W/m2s2/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+  lb=$(grep '"loss": [0-9]' "$W/m2r/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+  if [ -n "$la" ] && [ "$la" = "$lb" ] && cmp -s "$W/m2s2/final/model.bin" "$W/m2r/final/model.bin"; then
+    note "multi: resume on 2 GPUs (stage 2, 100 = 50 + resume + 50): ok, identical losses, byte-identical weights"
+  else note "multi: resume on 2 GPUs: FAILED"; mok=0; fi
+  # resume on another GPU count and stage: 50 iterations on 2 GPUs stage 2 (above), the rest on 1 GPU stage 1
+  cp -r "$W/m2r" "$W/m21" 2>/dev/null; rm -rf "$W/m21/final" "$W/m21/iter_100"; echo iter_50 > "$W/m21/latest"
+  timeout 90 "$ZGPT" train $(mcfg "$W/m21") --set dtype=bf16 --set zero_optimization.stage=1 --gpus 1 --resume > "$LOG_DIR/multi_r21.log" 2>&1
+  rc=$?; v=$(vals "$W/m21" | awk '{print $NF}'); d=$(maxdiff "$(echo $ref | awk '{print $NF}')" "$v")
+  note "multi: 2 GPUs (stage 2) -> resume on 1 GPU (stage 1): exit $rc, final val $v vs 1-GPU run (|diff| $d)"
+  { [ "$rc" = 0 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
+  # a dead worker ends the job promptly, naming the rank
+  ( timeout 100 "$ZGPT" train $(mcfg "$W/mk") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_kill.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_kill.log" ) &
+  sleep 12; victim=$(pgrep -f "out_dir=$W/mk" | tail -1); t0=$(date +%s); kill -9 "$victim" 2>/dev/null
+  wait; t1=$(date +%s)
+  kmsg=$(grep -E "rank [0-9]+" "$LOG_DIR/multi_kill.log" | tail -2 | tr '\n' ' ')
+  note "multi: kill -9 of one worker (pid $victim): job ended in $((t1 - t0)) s, $(tail -1 "$LOG_DIR/multi_kill.log"); message: $kmsg"
+  { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_kill.log"; } || mok=0
+  [ "$mok" = 1 ] && note "multi: ok" || note "multi: FAILED"
+fi
+
+# GPT-2 XL from scratch on Tiny Shakespeare with the DeepSpeed guide's settings.
+xlcfg() { echo --config configs/gpt2xl_finetune.json --deepspeed configs/ds_config_zero2.json --set init_from=scratch \
+    --set n_layer=48 --set n_head=25 --set n_embd=1600 --set data="$W/data" --set out_dir="$1" --set save_checkpoints=false \
+    --set eval_iters=1 --set eval_interval=1000 --set log_interval=1; }
+if has xlstart; then
+  t0=$(date +%s.%N)
+  timeout 120 "$ZGPT" train $(xlcfg "$W/xs") --set max_iters=1 --set fp16.enabled=false --set bf16.enabled=true \
+      --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --device cuda 2>&1 | \
+    while IFS= read -r line; do echo "$line"; case "$line" in "iter 0:"*) echo "FIRST_STEP_AT $(date +%s.%N)";; esac; done > "$LOG_DIR/xlstart.log"
+  t1=$(grep FIRST_STEP_AT "$LOG_DIR/xlstart.log" | awk '{print $2}')
+  note "xlstart: GPT-2 XL (B=16, T=1024, bf16, from scratch, eval of 1+1 batches at iter 0): first step finished $(awk -v a="$t0" -v b="${t1:-0}" 'BEGIN{printf "%.1f", b-a}') s after 'zgpt train' started"
+fi
+if has guide && [ "$NGPU" -ge 2 ]; then
+  for prec in bf16 fp16; do
+    if [ $prec = bf16 ]; then pp="--set fp16.enabled=false --set bf16.enabled=true"; else pp=""; fi
+    timeout 150 "$ZGPT" train $(xlcfg "$W/g_$prec") $pp --set max_iters=3 --gpus 2 > "$LOG_DIR/guide_$prec.log" 2>&1
+    note "guide (XL, 2 GPUs, ZeRO-2, micro-batch 1 x accumulation 32, $prec): exit $?; $(grep -E '^iter [12]:' "$LOG_DIR/guide_$prec.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/guide_$prec.log")"
+  done
+fi
+if has zero2xl && [ "$NGPU" -ge 2 ]; then
+  timeout 150 "$ZGPT" train $(xlcfg "$W/z2") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
+      --set train_micro_batch_size_per_gpu=16 --set max_iters=6 --gpus 2 > "$LOG_DIR/zero2xl.log" 2>&1
+  note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16): exit $?; $(grep -E '^iter [345]:' "$LOG_DIR/zero2xl.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/zero2xl.log")"
 fi
 if has benchxl; then
   TB=.bench/torch_gpt2_baseline.py

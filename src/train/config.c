@@ -43,6 +43,7 @@ static const key_spec k_keys[] = {
     {"eval_iters", K_INT, 1, BIG, NULL, 0},
     {"log_interval", K_INT, 1, BIG, NULL, 0},
     {"always_save_checkpoint", K_BOOL, 0, 0, NULL, 0},
+    {"save_checkpoints", K_BOOL, 0, 0, NULL, 0},
     {"early_stopping_patience", K_INT, 0, BIG, NULL, 0},
     {"keep_last_k", K_INT, 1, 1e6, NULL, 0},
     {"seed", K_INT, 0, BIG, NULL, 0},
@@ -540,6 +541,7 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     cfg->eval_iters = get_int(root, "eval_iters", 200);
     cfg->log_interval = get_int(root, "log_interval", 10);
     cfg->always_save_checkpoint = get_bool(root, "always_save_checkpoint", 1);
+    cfg->save_checkpoints = get_bool(root, "save_checkpoints", 1);
     cfg->early_stopping_patience = get_int(root, "early_stopping_patience", 0);
     cfg->keep_last_k = get_int(root, "keep_last_k", 2);
     cfg->seed = (uint64_t)get_int(root, "seed", 1337);

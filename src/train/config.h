@@ -47,6 +47,7 @@ typedef struct {
     char *out_dir;
     int64_t max_iters, eval_interval, eval_iters, log_interval;
     int always_save_checkpoint;
+    int save_checkpoints; /* 0: write no checkpoint at all (benchmarks, throwaway runs) */
     int64_t early_stopping_patience; /* 0 = off: evaluations without improvement before stopping */
     int64_t keep_last_k;             /* iter_N checkpoints kept (best and final are always kept) */
     uint64_t seed;
