@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RESULTS=${OUT:-/tmp}
 LOG_DIR=$(mktemp -d /tmp/zgpt-val-logs.XXXXXX)
-PHASES=${*:-"build ops parity curve resume fp16 bench multi xlstart guide zero2xl benchxl"}
+PHASES=${*:-"build ops parity curve resume fp16 bench multi xlstart guide zero2xl demo benchxl"}
 SUMMARY="$RESULTS/gpu-validate-summary.txt"
 : > "$SUMMARY"
 # Each note also re-packs the logs, so a run stopped at its time limit still returns them.
@@ -177,6 +177,10 @@ if has zero2xl && [ "$NGPU" -ge 2 ]; then
   timeout 150 "$ZGPT" train $(xlcfg "$W/z2") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
       --set train_micro_batch_size_per_gpu=16 --set max_iters=6 --gpus 2 > "$LOG_DIR/zero2xl.log" 2>&1
   note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16): exit $?; $(grep -E '^iter [345]:' "$LOG_DIR/zero2xl.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/zero2xl.log")"
+fi
+if has demo; then
+  ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
+  note "demo (scripts/demo.sh, the README's main job): exit $?; $(grep -E '^(demo: training on|val loss:)' "$LOG_DIR/demo.log" | tr '\n' ' ')"
 fi
 if has benchxl; then
   TB=.bench/torch_gpt2_baseline.py
