@@ -80,6 +80,15 @@ if has curve; then
   note "curve: fp32 iters 0-30 max |diff| $early; bf16 val max |diff| $d16, final $end16"
   if [ "$n" -ge 4 ] && awk -v e="$early" -v b="$d16" -v f="$end16" 'BEGIN{exit !(e < 0.002 && b < 0.1 && f < 0.05)}'; then
     note "curve: ok"; else note "curve: FAILED"; fi
+  # eval and sample on the GPU, from the bf16 run's checkpoint: the same loss as the CPU's eval of it,
+  # and samples reproducible for a seed.
+  ec=$("$ZGPT" eval --model "$W/g16" --data "$W/data/val_000000.bin" --full --json --device cpu 2>&1 | tail -1)
+  eg=$("$ZGPT" eval --model "$W/g16" --data "$W/data/val_000000.bin" --full --json --device cuda 2>&1 | tail -1)
+  s1=$("$ZGPT" sample --model "$W/g16" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
+  s2=$("$ZGPT" sample --model "$W/g16" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
+  echo "$s1" > "$LOG_DIR/sample_gpu.log"
+  note "eval --full: cpu $ec; cuda $eg"
+  if [ -n "$s1" ] && [ "$s1" = "$s2" ]; then note "sample on cuda: reproducible for a seed: ok"; else note "sample on cuda: FAILED"; fi
 fi
 
 if has resume; then
