@@ -133,11 +133,16 @@ if has multi && [ "$NGPU" -ge 2 ]; then
   tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
   note "multi: 1 GPU bf16 val $ref; bf16 noise (vs fp32) $noise -> tolerance $tol"
   mok=1
-  for st in 0 1 2 3; do
-    timeout 90 "$ZGPT" train $(mcfg "$W/m2s$st") --set dtype=bf16 --set zero_optimization.stage=$st --gpus 2 > "$LOG_DIR/multi_2_s$st.log" 2>&1
-    rc=$?; v=$(vals "$W/m2s$st"); d=$(maxdiff "$ref" "$v")
-    note "multi: 2 GPUs stage $st: exit $rc, val $v (max |diff| $d), $(grep 'peak cuda memory' "$LOG_DIR/multi_2_s$st.log")"
-    { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
+  counts="2"; [ "$NGPU" -ge 4 ] && counts="2 4"
+  for ng in $counts; do
+    for st in 0 1 2 3; do
+      # micro-batch 16/ng x ng GPUs = the same 16 sequences per step as 1 GPU x 8 x 2 micro-steps
+      timeout 90 "$ZGPT" train $(mcfg "$W/m${ng}s$st") --set batch_size=$((16 / ng)) --set dtype=bf16 \
+          --set zero_optimization.stage=$st --gpus $ng > "$LOG_DIR/multi_${ng}_s$st.log" 2>&1
+      rc=$?; v=$(vals "$W/m${ng}s$st"); d=$(maxdiff "$ref" "$v")
+      note "multi: $ng GPUs stage $st: exit $rc, val $v (max |diff| $d), $(grep 'peak cuda memory' "$LOG_DIR/multi_${ng}_s$st.log")"
+      { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
+    done
   done
   # bitwise resume at the same GPU count (2 GPUs, stage 2): 100 straight == 50 + resume + 50
   timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
@@ -178,18 +183,22 @@ fi
 if has guide && [ "$NGPU" -ge 2 ]; then
   for prec in bf16 fp16; do
     if [ $prec = bf16 ]; then pp="--set fp16.enabled=false --set bf16.enabled=true"; else pp=""; fi
-    timeout 150 "$ZGPT" train $(xlcfg "$W/g_$prec") $pp --set max_iters=3 --gpus 2 > "$LOG_DIR/guide_$prec.log" 2>&1
-    note "guide (XL, 2 GPUs, ZeRO-2, micro-batch 1 x accumulation 32, $prec): exit $?; $(grep -E '^iter [12]:' "$LOG_DIR/guide_$prec.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/guide_$prec.log")"
+    timeout 150 "$ZGPT" train $(xlcfg "$W/g_$prec") $pp --set max_iters=3 --gpus $NGPU > "$LOG_DIR/guide_$prec.log" 2>&1
+    note "guide (XL, $NGPU GPUs, ZeRO-2, micro-batch 1 x accumulation 32, $prec): exit $?; $(grep -E '^iter [12]:' "$LOG_DIR/guide_$prec.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/guide_$prec.log")"
   done
 fi
 if has zero2xl && [ "$NGPU" -ge 2 ]; then
   timeout 150 "$ZGPT" train $(xlcfg "$W/z2") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
-      --set train_micro_batch_size_per_gpu=16 --set max_iters=6 --gpus 2 > "$LOG_DIR/zero2xl.log" 2>&1
-  note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16): exit $?; $(grep -E '^iter [345]:' "$LOG_DIR/zero2xl.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/zero2xl.log")"
+      --set train_micro_batch_size_per_gpu=16 --set max_iters=6 --gpus $NGPU > "$LOG_DIR/zero2xl.log" 2>&1
+  note "zero2xl (XL, $NGPU GPUs, ZeRO-2, micro-batch 16, bf16): exit $?; $(grep -E '^iter [345]:' "$LOG_DIR/zero2xl.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/zero2xl.log")"
 fi
 if has demo; then
   ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
   note "demo (scripts/demo.sh, the README's main job): exit $?; $(grep -E '^(demo: training on|val loss:)' "$LOG_DIR/demo.log" | tr '\n' ' ')"
+fi
+if has zbench; then
+  timeout 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile > "$LOG_DIR/zbench.log" 2>&1
+  note "zgpt 124M B=16 (regression check): $(grep -E '^(tokens/s|ms/step|peak memory)' "$LOG_DIR/zbench.log" | tr '\n' ';')"
 fi
 if has benchxl; then
   TB=.bench/torch_gpt2_baseline.py
