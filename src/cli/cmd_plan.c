@@ -72,7 +72,8 @@ int zg_cmd_plan(int argc, char **argv) {
     if (prc != 0) return prc < 0 ? 2 : 0;
     int rc = 1;
     zg_train_config tc;
-    int have_cfg = 0;
+    int have_cfg = 0, have_table = 0;
+    gpt2_param_table table;
     if (pos.count > 1) {
         zg_errorf("plan takes one CONFIG, got %d", pos.count);
         zg_error_print();
@@ -114,10 +115,9 @@ int zg_cmd_plan(int argc, char **argv) {
         if (tc.vocab_size) g.vocab_size = tc.vocab_size;
     }
     if (gpt2_config_validate(&g) != 0) goto out;
-    gpt2_param_table table;
     if (gpt2_param_table_init(&table, &g) != 0) goto out;
+    have_table = 1;
     size_t n = table.num_params;
-    gpt2_param_table_free(&table);
 
     /* ZeRO settings, precision, batch */
     zg_zero_opts zo;
@@ -162,7 +162,7 @@ int zg_cmd_plan(int argc, char **argv) {
                paper_bytes(zo.stage, psi, N));
         for (int r = 0; r < N; r++) {
             zg_zero_memory m;
-            zg_zero_plan(n, N, r, &zo, dt, dt, device, act, &m);
+            zg_zero_plan_model(&table, N, r, &zo, dt, dt, device, act, &m);
             printf("%s{\"rank\":%d,\"params\":%zu,\"grads\":%zu,\"grad_shard\":%zu,\"optimizer\":%zu,\"comm\":%zu,"
                    "\"activations\":%zu,\"total\":%zu}",
                    r ? "," : "", r, m.params, m.grads, m.grad_shard, m.optimizer, m.comm, m.activations,
@@ -186,7 +186,7 @@ int zg_cmd_plan(int argc, char **argv) {
     int shown = 0;
     for (int r = 0; r < N; r++) {
         zg_zero_memory m;
-        zg_zero_plan(n, N, r, &zo, dt, dt, device, act, &m);
+        zg_zero_plan_model(&table, N, r, &zo, dt, dt, device, act, &m);
         if (r == 0) m0 = m;
         /* long lists: the first 8 and the last rank (shards differ only at the end) */
         if (N > 9 && r >= 8 && r != N - 1) {
@@ -199,25 +199,31 @@ int zg_cmd_plan(int argc, char **argv) {
                zg_fmt_bytes((double)m.activations, b6, sizeof b6),
                zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7));
     }
-    double ours = (double)(m0.params + m0.grad_shard + m0.optimizer);
-    if (zo.stage <= 1) ours += (double)m0.grads;
-    printf("\n  * grads: the model's full gradient buffer. At stages 0-1 it is the gradient state; at stages 2-3\n"
-           "    it is only a per-micro-step scratch (zeroed after every micro-step, the state is the shard).\n");
+    double ours = (double)(m0.params + m0.grads + m0.grad_shard + m0.optimizer);
+    if (zo.stage <= 1)
+        printf("\n  * grads: the model's full gradient buffer, accumulated over micro-steps.\n");
+    else
+        printf("\n  * grads: no full gradient buffer. Per-micro-step scratch only: the embeddings + ln_f gradients\n"
+               "    (%s, resident: wte's completes last) and %d of %d layer buffers (%s each; the layer in backward,\n"
+               "    < 1 reduce bucket pending and %s bucket(s) in flight). The gradient state is the shard.\n",
+               zg_fmt_bytes((double)((table.layer_begin[0] + n - table.layer_begin[g.n_layer]) * zg_dtype_size(dt)), b1,
+                            sizeof b1),
+               zg_zero_grad_pool_count(&table, &zo), g.n_layer,
+               zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
+               zo.overlap_comm ? "up to 2" : "no");
     if (zo.stage == 3)
-        printf("  stage 3 (first version): parameters are gathered into the model's full-size buffer, so 'params'\n"
-               "    stays full; the sharded state is the optimizer's fp32 master + m + v.\n");
+        printf("  params at stage 3: the rank's shard + the gathered embeddings + ln_f + 2 layer buffers (the current\n"
+               "    layer and the prefetched next); checkpoints and export gather a full copy for their duration.\n");
     printf("\n  ZeRO paper, model states per rank at stage %d: %s = %s (N = %d)\n", zo.stage, paper_formula(zo.stage),
            zg_fmt_bytes(paper_bytes(zo.stage, psi, N), b1, sizeof b1), N);
-    printf("  zgpt rank 0, the same states (params%s + optimizer%s): %s",
-           zo.stage >= 2 ? " + grad shard" : " + grads", dt == ZG_F32 ? ", fp32 so 8 bytes/param Adam" : "",
+    printf("  zgpt rank 0, the same states (params + grads%s + optimizer%s): %s\n",
+           zo.stage >= 2 ? " scratch + grad shard" : "", dt == ZG_F32 ? ", fp32 so 8 bytes/param Adam" : "",
            zg_fmt_bytes(ours, b2, sizeof b2));
-    if (zo.stage >= 2)
-        printf("; plus the %s gradient scratch", zg_fmt_bytes((double)m0.grads, b3, sizeof b3));
-    printf("\n");
     rc = 0;
 out:
     if (rc != 0) zg_error_print();
     if (have_cfg) zg_train_config_free(&tc);
+    if (have_table) gpt2_param_table_free(&table);
     zg_strlist_free(&pos);
     return rc;
 }

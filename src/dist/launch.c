@@ -117,6 +117,9 @@ typedef struct {
     int nranks;
     int tagged;       /* 1: output carries mpirun's "[job,rank]<stream>:" tags */
     line_ring *rings; /* per rank */
+    char **rank_part;         /* tagged: per rank and stream (2r + stream), the line being assembled */
+    size_t *rank_part_len;
+    int cont_rank[2], cont_stream[2]; /* tagged: whose fragment an overlong raw line broke off (-1 none) */
     line_ring launcher_lines; /* untagged lines of mpirun itself */
     int first_error_rank;     /* first rank that printed a fatal/error line */
     int reported_rank;        /* rank named by mpirun's own report */
@@ -177,24 +180,8 @@ static void parse_launcher_line(supervisor *s, const char *line) {
         s->abort_rank = r; /* a rank that gave up (e.g. on a timeout): weaker than a rank that died */
 }
 
-static void handle_line(supervisor *s, int kid, int stream, char *line) {
-    int rank = s->tagged ? -1 : kid;
-    const char *text = line;
-    if (s->tagged) {
-        int job, r, n = 0;
-        char which[8];
-        if (line[0] == '[' && sscanf(line, "[%d,%d]<%7[a-z]>:%n", &job, &r, which, &n) == 3 && n > 0) {
-            rank = r;
-            text = line + n;
-            stream = strcmp(which, "stdout") == 0 ? 0 : 1;
-        }
-    }
-    if (rank < 0 || rank >= s->nranks) { /* the launcher's own lines: keep for the report */
-        ring_push(&s->launcher_lines, line);
-        parse_launcher_line(s, line);
-        if (getenv("ZGPT_LAUNCH_VERBOSE")) fprintf(stderr, "%s\n", line);
-        return;
-    }
+/* One complete line of rank `rank` on `stream`: echoed, kept for the failure report. */
+static void emit_rank_line(supervisor *s, int rank, int stream, const char *text) {
     FILE *f = stream == 0 ? stdout : stderr;
     fprintf(f, "%s\n", text);
     fflush(f);
@@ -202,6 +189,112 @@ static void handle_line(supervisor *s, int kid, int stream, char *line) {
         ring_push(&s->rings[rank], text);
         if (s->first_error_rank < 0 && (strstr(text, "fatal") || strstr(text, "error"))) s->first_error_rank = rank;
     }
+}
+
+static void launcher_line(supervisor *s, const char *line) {
+    ring_push(&s->launcher_lines, line);
+    parse_launcher_line(s, line);
+    if (getenv("ZGPT_LAUNCH_VERBOSE")) fprintf(stderr, "%s\n", line);
+}
+
+/* mpirun's "[job,rank]<stdout|stderr>:" tag at p: its length, the rank and stream; 0 when none. */
+static int parse_tag(const char *p, int *rank, int *stream) {
+    int job, r, n = 0;
+    char which[8];
+    if (p[0] != '[' || sscanf(p, "[%d,%d]<%7[a-z]>:%n", &job, &r, which, &n) != 3 || n == 0) return 0;
+    if (strcmp(which, "stdout") == 0)
+        *stream = 0;
+    else if (strcmp(which, "stderr") == 0)
+        *stream = 1;
+    else
+        return 0;
+    *rank = r;
+    return n;
+}
+
+/* Appends a fragment of rank r's output; ends_line: the fragment ended with a newline. */
+static void rank_append(supervisor *s, int r, int stream, const char *text, size_t len, int ends_line) {
+    int k = 2 * r + stream;
+    if (!s->rank_part[k]) s->rank_part[k] = zg_malloc(LINE_CAP);
+    char *buf = s->rank_part[k];
+    size_t *n = &s->rank_part_len[k];
+    for (size_t i = 0; i < len; i++) {
+        if (*n == LINE_CAP - 1) { /* an overlong line: pass it on in pieces */
+            buf[*n] = '\0';
+            emit_rank_line(s, r, stream, buf);
+            *n = 0;
+        }
+        buf[(*n)++] = text[i];
+    }
+    if (ends_line) {
+        buf[*n] = '\0';
+        emit_rank_line(s, r, stream, buf);
+        *n = 0;
+    }
+}
+
+/* A line of mpirun's --tag-output stream. Open MPI tags every chunk it reads from a rank, so a rank's
+ * line written in several write() calls (stderr is unbuffered: "zgpt[rank 1]: error: " then the
+ * message) arrives as several tagged fragments, possibly with other ranks' fragments in between,
+ * e.g. "[1,0]<stderr>:zgpt[rank 0]: error: [1,1]<stderr>:...whole line of rank 1...". Each fragment
+ * goes to its rank's own line buffer; the newline belongs to the last fragment. */
+static void demux_tagged_line(supervisor *s, int pipe_stream, char *line, int complete) {
+    int r, st, n = parse_tag(line, &r, &st);
+    if (n == 0 || r < 0 || r >= s->nranks) {
+        if (s->cont_rank[pipe_stream] >= 0) { /* the rest of a fragment split at LINE_CAP */
+            r = s->cont_rank[pipe_stream];
+            st = s->cont_stream[pipe_stream];
+            n = 0;
+        } else { /* mpirun's own line */
+            launcher_line(s, line);
+            return;
+        }
+    }
+    s->cont_rank[pipe_stream] = -1;
+    char *p = line + n;
+    for (;;) {
+        /* the next tag of a rank in range, if any */
+        char *q = p, *next = NULL;
+        int r2 = -1, st2 = 0, n2 = 0;
+        while ((q = strchr(q, '[')) != NULL) {
+            if ((n2 = parse_tag(q, &r2, &st2)) > 0 && r2 >= 0 && r2 < s->nranks) {
+                next = q;
+                break;
+            }
+            q++;
+        }
+        if (!next) {
+            rank_append(s, r, st, p, strlen(p), complete);
+            if (!complete) {
+                s->cont_rank[pipe_stream] = r;
+                s->cont_stream[pipe_stream] = st;
+            }
+            return;
+        }
+        rank_append(s, r, st, p, (size_t)(next - p), 0);
+        r = r2;
+        st = st2;
+        p = next + n2;
+    }
+}
+
+/* Lines still being assembled when the output ends. */
+static void flush_rank_parts(supervisor *s) {
+    if (!s->rank_part) return;
+    for (int k = 0; k < 2 * s->nranks; k++)
+        if (s->rank_part_len[k]) rank_append(s, k / 2, k % 2, "", 0, 1);
+}
+
+static void handle_line(supervisor *s, int kid, int stream, char *line, int complete) {
+    if (s->tagged) {
+        demux_tagged_line(s, stream, line, complete);
+        return;
+    }
+    if (kid < 0 || kid >= s->nranks) {
+        launcher_line(s, line);
+        return;
+    }
+    emit_rank_line(s, kid, stream, line);
 }
 
 /* Reads what is available on one pipe and dispatches complete lines. Returns 0 at EOF. */
@@ -213,18 +306,19 @@ static int pump(supervisor *s, int kid, int stream) {
     if (n <= 0) {
         if (c->part_len[stream]) {
             c->part[stream][c->part_len[stream]] = '\0';
-            handle_line(s, kid, stream, c->part[stream]);
+            handle_line(s, kid, stream, c->part[stream], 1);
             c->part_len[stream] = 0;
         }
         close(c->fd[stream]);
         c->fd[stream] = -1;
+        if (c->fd[0] < 0 && c->fd[1] < 0) flush_rank_parts(s);
         return 0;
     }
     for (ssize_t i = 0; i < n; i++) {
         char ch = buf[i];
         if (ch == '\n' || c->part_len[stream] == LINE_CAP - 1) {
             c->part[stream][c->part_len[stream]] = '\0';
-            handle_line(s, kid, stream, c->part[stream]);
+            handle_line(s, kid, stream, c->part[stream], ch == '\n');
             c->part_len[stream] = 0;
             if (ch == '\n') continue;
         }
@@ -385,6 +479,7 @@ static int supervise(supervisor *s) {
         }
     }
     free(pfd);
+    flush_rank_parts(s); /* a rank that died mid-line */
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 
@@ -421,6 +516,11 @@ static void supervisor_init(supervisor *s, int n_kids, int nranks, int tagged, c
     s->nranks = nranks;
     s->tagged = tagged;
     s->rings = zg_calloc((size_t)nranks, sizeof *s->rings);
+    s->cont_rank[0] = s->cont_rank[1] = -1;
+    if (tagged) {
+        s->rank_part = zg_calloc((size_t)nranks * 2, sizeof *s->rank_part);
+        s->rank_part_len = zg_calloc((size_t)nranks * 2, sizeof *s->rank_part_len);
+    }
     int tail = o && o->tail_lines > 0 ? o->tail_lines : 8;
     for (int r = 0; r < nranks; r++) ring_init(&s->rings[r], tail);
     ring_init(&s->launcher_lines, 40);
@@ -438,6 +538,10 @@ static void supervisor_free(supervisor *s) {
             if (s->kids[i].fd[k] >= 0) close(s->kids[i].fd[k]);
     }
     for (int r = 0; r < s->nranks; r++) ring_free(&s->rings[r]);
+    if (s->rank_part)
+        for (int k = 0; k < 2 * s->nranks; k++) free(s->rank_part[k]);
+    free(s->rank_part);
+    free(s->rank_part_len);
     ring_free(&s->launcher_lines);
     free(s->rings);
     free(s->kids);

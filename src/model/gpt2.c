@@ -108,7 +108,30 @@ int gpt2_param_table_init(gpt2_param_table *t, const gpt2_config *cfg_in) {
     table_add(t, &off, "ln_f.weight", -1, C, 0, 0);
     table_add(t, &off, "ln_f.bias", -1, C, 0, 0);
     t->num_params = off;
+    t->n_layer = L;
     return 0;
+}
+
+int gpt2_group_count(const gpt2_param_table *t) { return t->n_layer + 2; }
+
+int gpt2_group_of_tensor(const gpt2_param_table *t, int tensor) {
+    const gpt2_tensor *x = &t->tensors[tensor];
+    if (x->layer >= 0) return x->layer + 1;
+    return x->offset < t->layer_begin[0] ? 0 : t->n_layer + 1;
+}
+
+void gpt2_group_range(const gpt2_param_table *t, int group, size_t *lo, size_t *hi) {
+    int L = t->n_layer;
+    if (group == 0) {
+        *lo = 0;
+        *hi = t->layer_begin[0];
+    } else if (group <= L) {
+        *lo = t->layer_begin[group - 1];
+        *hi = t->layer_begin[group];
+    } else {
+        *lo = t->layer_begin[L];
+        *hi = t->num_params;
+    }
 }
 
 void gpt2_param_table_free(gpt2_param_table *t) {
@@ -348,6 +371,8 @@ int gpt2_init(gpt2_model *m, const gpt2_config *cfg, zg_backend *be) {
         gpt2_param_table_free(&m->table);
         return -1;
     }
+    m->param_group = zg_calloc((size_t)gpt2_group_count(&m->table), sizeof(void *));
+    m->grad_group = zg_calloc((size_t)gpt2_group_count(&m->table), sizeof(void *));
     return 0;
 }
 
@@ -357,6 +382,8 @@ void gpt2_free(gpt2_model *m) {
     acts_release(m);
     if (m->params) m->be->ops->dealloc(m->be, m->params);
     if (m->grads) m->be->ops->dealloc(m->be, m->grads);
+    free(m->param_group);
+    free(m->grad_group);
     gpt2_param_table_free(&m->table);
     memset(m, 0, sizeof *m);
 }
@@ -442,19 +469,40 @@ typedef struct {
     void *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
 } layer_params;
 
-static layer_params layer_ptrs(const gpt2_model *m, void *buf, size_t esz, int l) {
-    const gpt2_tensor *t = &m->table.tensors[2 + 12 * l];
-    char *b = buf;
+/* Base of group g in buffer `which` (0 parameters, 1 gradients), as if the group started at
+ * element 0: the caller adds the tensor's offset. */
+static void *tensor_addr(const gpt2_model *m, int which, int index) {
+    const gpt2_param_table *t = &m->table;
+    int g = gpt2_group_of_tensor(t, index);
+    void *const *redirect = which ? m->grad_group : m->param_group;
+    size_t esz = zg_dtype_size(which ? m->be->grad_dtype : m->be->param_dtype);
+    size_t off = t->tensors[index].offset;
+    if (redirect && redirect[g]) {
+        size_t lo, hi;
+        gpt2_group_range(t, g, &lo, &hi);
+        return (char *)redirect[g] + (off - lo) * esz;
+    }
+    void *flat = which ? m->grads : m->params;
+    if (flat == NULL)
+        ZG_FATAL("gpt2: the %s of %s are not resident (%s)", which ? "gradients" : "parameters", t->tensors[index].name,
+                 which ? "call gpt2_grads_alloc, or install the engine that provides them"
+                       : "a ZeRO stage 3 layer used outside its before_layer/after_layer hooks");
+    return (char *)flat + off * esz;
+}
+
+void *gpt2_param_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 0, index); }
+void *gpt2_grad_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 1, index); }
+
+static layer_params layer_ptrs(const gpt2_model *m, int which, int l) {
+    int first = 2 + 12 * l;
     layer_params p;
     void **f[12] = {&p.ln1w, &p.ln1b,  &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
                     &p.ln2w, &p.ln2b, &p.fcw,  &p.fcb,  &p.fcprojw,  &p.fcprojb};
-    for (int i = 0; i < 12; i++) *f[i] = b + t[i].offset * esz;
+    for (int i = 0; i < 12; i++) *f[i] = tensor_addr(m, which, first + i);
     return p;
 }
 
-static void *tensor_ptr(const gpt2_model *m, void *buf, size_t esz, int index) {
-    return (char *)buf + m->table.tensors[index].offset * esz;
-}
+static void *tensor_ptr(const gpt2_model *m, int which, int index) { return tensor_addr(m, which, index); }
 
 static void hook_before(gpt2_model *m, int layer, int bwd) {
     if (m->hooks.before_layer) m->hooks.before_layer(m->hooks.ctx, layer, bwd);
@@ -521,7 +569,6 @@ float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *tar
     if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return NAN;
     act_index *ix = m->act_index;
     int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
-    size_t psz = zg_dtype_size(be->param_dtype);
     double t0 = prof_begin(m);
     op->upload(be, m->tokens, inputs_host, N * sizeof(int32_t));
     if (targets_host) op->upload(be, m->targets, targets_host, N * sizeof(int32_t));
@@ -529,23 +576,23 @@ float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *tar
 
     hook_before(m, -1, 0);
     t0 = prof_begin(m);
-    op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, m->params, psz, 0), tensor_ptr(m, m->params, psz, 1),
+    op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, 0), tensor_ptr(m, 0, 1),
                         B, T, C);
     prof_end(m, 0, GPT2_OP_ENCODER, t0);
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
-        layer_params p = layer_ptrs(m, m->params, psz, l);
+        layer_params p = layer_ptrs(m, 0, l);
         block_forward(m, &p, &ix->layers[l], ix->resid[l], ix->resid[l + 1], B, T);
         hook_after(m, l, 0);
     }
     int nt = m->table.n_tensors;
     t0 = prof_begin(m);
-    op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L], tensor_ptr(m, m->params, psz, nt - 2),
-                          tensor_ptr(m, m->params, psz, nt - 1), (int)N, C);
+    op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L], tensor_ptr(m, 0, nt - 2),
+                          tensor_ptr(m, 0, nt - 1), (int)N, C);
     prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
     /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
     t0 = prof_begin(m);
-    op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, m->params, psz, 0), NULL, (int)N, C, Vp);
+    op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, 0), NULL, (int)N, C, Vp);
     prof_end(m, 0, GPT2_OP_MATMUL, t0);
     hook_after(m, -1, 0);
     if (targets_host == NULL) return 0.0f;
@@ -572,15 +619,14 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
     if (!m->has_targets) ZG_FATAL("gpt2_backward called without a forward pass with targets");
-    if (m->grads == NULL) ZG_FATAL("gpt2_backward called before gpt2_grads_alloc");
+    /* Gradients: the flat buffer (gpt2_grads_alloc) or per-group buffers (grad_group, set before or by the
+     * before_layer hook, as ZeRO stages 2-3 do); a missing one is fatal where it is first used. */
     act_index *ix = m->act_index;
     int B = m->B, T = m->T, N = B * T;
     int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, V = m->cfg.vocab_size;
     int Vp = m->cfg.padded_vocab_size;
-    size_t psz = zg_dtype_size(be->param_dtype), gsz = zg_dtype_size(be->grad_dtype);
     size_t asz = zg_dtype_size(be->act_dtype);
     int nt = m->table.n_tensors;
-    void *P = m->params, *G = m->grads;
     /* d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
     float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
 
@@ -594,20 +640,20 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     m->has_targets = 0; /* the logits now hold gradients */
     /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
     t0 = prof_begin(m);
-    op->matmul_backward(be, ix->dsmall, tensor_ptr(m, G, gsz, 0), NULL, ix->logits, ix->lnf, tensor_ptr(m, P, psz, 0),
+    op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, 0), NULL, ix->logits, ix->lnf, tensor_ptr(m, 0, 0),
                         NULL, N, C, Vp);
     prof_end(m, 1, GPT2_OP_MATMUL, t0);
     t0 = prof_begin(m);
     op->zero(be, ix->dres, (size_t)N * C * asz);
-    op->layernorm_backward(be, ix->dres, tensor_ptr(m, G, gsz, nt - 2), tensor_ptr(m, G, gsz, nt - 1), ix->dsmall,
-                           ix->resid[L], tensor_ptr(m, P, psz, nt - 2), ix->lnf_mean, ix->lnf_rstd, N, C);
+    op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, nt - 2), tensor_ptr(m, 1, nt - 1), ix->dsmall,
+                           ix->resid[L], tensor_ptr(m, 0, nt - 2), ix->lnf_mean, ix->lnf_rstd, N, C);
     prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
     for (int l = L - 1; l >= 0; l--) {
         hook_before(m, l, 1);
-        layer_params p = layer_ptrs(m, P, psz, l);
-        layer_params g = layer_ptrs(m, G, gsz, l);
+        layer_params p = layer_ptrs(m, 0, l);
+        layer_params g = layer_ptrs(m, 1, l);
         layer_acts *a = &ix->layers[l];
         /* dres holds d out = d r2 (direct) = d fcproj */
         if (m->recompute_gelu) {
@@ -640,7 +686,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
     }
     t0 = prof_begin(m);
-    op->encoder_backward(be, tensor_ptr(m, G, gsz, 0), tensor_ptr(m, G, gsz, 1), ix->dres, m->tokens, B, T, C);
+    op->encoder_backward(be, tensor_ptr(m, 1, 0), tensor_ptr(m, 1, 1), ix->dres, m->tokens, B, T, C);
     prof_end(m, 1, GPT2_OP_ENCODER, t0);
     hook_after(m, -1, 1);
     hook_ready(m, 0, m->table.layer_begin[0]);
@@ -741,12 +787,12 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
     int32_t *tok = kv->tok;
     op->upload(be, tok, tokens_host, (size_t)N * sizeof(int32_t));
     /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
-    void *wpe = (char *)tensor_ptr(m, m->params, psz, 1) + (size_t)pos * C * psz;
+    void *wpe = (char *)tensor_ptr(m, 0, 1) + (size_t)pos * C * psz;
     hook_before(m, -1, 0);
-    op->encoder_forward(be, kv->x, tok, tensor_ptr(m, m->params, psz, 0), wpe, B, Tn, C);
+    op->encoder_forward(be, kv->x, tok, tensor_ptr(m, 0, 0), wpe, B, Tn, C);
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
-        layer_params p = layer_ptrs(m, m->params, psz, l);
+        layer_params p = layer_ptrs(m, 0, l);
         op->layernorm_forward(be, kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w, p.ln1b, N, C);
         op->matmul_forward(be, kv->qkv, NULL, kv->ln, p.qkvw, p.qkvb, N, C, 3 * C);
         op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C, NH);
@@ -763,9 +809,9 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
         op->copy(be, (char *)kv->last + (size_t)b * C * asz, (char *)kv->x + ((size_t)b * Tn + Tn - 1) * C * asz,
                  (size_t)C * asz);
     int nt = m->table.n_tensors;
-    op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, m->params, psz, nt - 2),
-                          tensor_ptr(m, m->params, psz, nt - 1), B, C);
-    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, m->params, psz, 0), NULL, B, C, Vp);
+    op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, 0, nt - 2),
+                          tensor_ptr(m, 0, nt - 1), B, C);
+    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, 0), NULL, B, C, Vp);
     hook_after(m, -1, 0);
     for (int b = 0; b < B; b++)
         op->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,

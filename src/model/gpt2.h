@@ -1,7 +1,8 @@
 /* GPT-2 (exactly Hugging Face's GPT2LMHeadModel) over the backend op table.
  *
  * Parameters live in ONE flat buffer (model->params) and gradients in another of the same layout
- * (model->grads). The parameter table (gpt2_param_table) is the single source of truth for names,
+ * (model->grads); a data-parallel engine may instead place each group (embeddings, one layer, ln_f)
+ * elsewhere through model->param_group / grad_group (see gpt2_group_count). The parameter table (gpt2_param_table) is the single source of truth for names,
  * shapes and offsets. Layout, in order (documented in docs/FORMATS.md):
  *   wte (Vp, C), wpe (block_size, C),
  *   for each layer l: ln_1.weight (C), ln_1.bias (C), attn.c_attn.weight (3C, C), attn.c_attn.bias (3C),
@@ -48,7 +49,19 @@ typedef struct {
     int n_tensors;
     size_t num_params;     /* total elements of the flat buffer */
     size_t *layer_begin;   /* n_layer + 1 offsets: layer l spans [layer_begin[l], layer_begin[l+1]) */
+    int n_layer;
 } gpt2_param_table;
+
+/* Parameter groups: the contiguous pieces a data-parallel engine moves as a whole.
+ *   group 0           embeddings (wte, wpe)  [0, layer_begin[0])
+ *   group 1 + l       layer l                [layer_begin[l], layer_begin[l+1])
+ *   group n_layer + 1 ln_f                   [layer_begin[n_layer], num_params)
+ * n_layer + 2 groups. The model addresses every tensor as (base of its group) + (offset - group start),
+ * so an engine can place each group's parameters or gradients in a buffer of its own (ZeRO stage 2's
+ * gradient buckets, stage 3's gathered layers) while the layout and the offsets stay the same. */
+int gpt2_group_count(const gpt2_param_table *t);
+int gpt2_group_of_tensor(const gpt2_param_table *t, int tensor);
+void gpt2_group_range(const gpt2_param_table *t, int group, size_t *lo, size_t *hi);
 
 int gpt2_param_table_init(gpt2_param_table *t, const gpt2_config *cfg);
 void gpt2_param_table_free(gpt2_param_table *t);
@@ -106,6 +119,12 @@ typedef struct {
     zg_backend *be;
     void *params; /* flat, be->param_dtype, table.num_params elements */
     void *grads;  /* flat, be->grad_dtype; NULL until gpt2_grads_alloc() */
+    /* Per-group redirection (gpt2_group_count() entries each, zeroed by gpt2_init): a non-NULL
+     * param_group[g] / grad_group[g] is where group g's first element lives (the rest follow in table
+     * order); NULL means inside params / grads. The model never frees them: whoever sets them (the
+     * ZeRO engine) owns that memory. Single-process training leaves them NULL. */
+    void **param_group;
+    void **grad_group;
     gpt2_hooks hooks;
     int recompute_gelu; /* 1: keep only the pre-GELU activation, recompute GELU in backward */
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
@@ -134,6 +153,10 @@ void gpt2_init_random(gpt2_model *m, uint64_t seed);
 /* Copies fp32 host parameters (table layout) into the model, and back. */
 void gpt2_params_upload(gpt2_model *m, const float *host);
 void gpt2_params_download(gpt2_model *m, float *host);
+/* Where tensor `index` of the table lives now (its group's redirection, else the flat buffer).
+ * Fatal when neither exists: the group is released (ZeRO stage 3) or gradients were not allocated. */
+void *gpt2_param_ptr(const gpt2_model *m, int index);
+void *gpt2_grad_ptr(const gpt2_model *m, int index);
 
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);

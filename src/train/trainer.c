@@ -2,6 +2,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
+#include "core/strutil.h"
 #include "core/fileio.h"
 #include "dist/comm.h"
 #include "dist/launch.h"
@@ -180,7 +181,8 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         gpt2_init_random(&tr->model, c->seed);
     }
     if (have_src) zg_model_source_close(&src);
-    if (rc == 0) rc = gpt2_grads_alloc(&tr->model);
+    /* Several ranks: the ZeRO engine allocates the gradients its stage needs (no full buffer at 2-3). */
+    if (rc == 0 && tr->world == 1) rc = gpt2_grads_alloc(&tr->model);
     return rc;
 }
 
@@ -416,6 +418,7 @@ static int estimate_loss(trainer *tr, zg_dataloader *dl, double *out) {
 /* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
  * shard into the same partial folder first. Success is agreed by all ranks. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
+    if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
     const char *out = tr->cfg->out_dir;
     char tag[64];
     snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
@@ -615,11 +618,19 @@ static int run_loop(trainer *tr, zg_precision prec) {
         if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
         if (rc != 0) return -1;
     }
+    /* Peak backend memory (device memory on CUDA), the largest over ranks: what must fit per GPU. */
+    double peak = (double)be->bytes_peak;
+    if (tr->comm) zg_comm_all_reduce_host_f64(tr->comm, &peak, 1, ZG_COMM_MAX);
+    if (tr->rank == 0) {
+        char pb[32];
+        printf("peak %s memory per rank: %s\n", be->ops->name, zg_fmt_bytes(peak, pb, sizeof pb));
+    }
     if (tr->rank == 0 && g_stop_signal)
         printf("stopped by signal; continue with the same command and --resume\n");
     else if (tr->rank == 0 && isfinite(tr->best_val))
-        printf("done: %lld iterations, best val loss %.4f at step %lld; checkpoints in %s\n", (long long)tr->iter,
-               tr->best_val, (long long)tr->best_iter, c->out_dir);
+        printf("done: %lld iterations, best val loss %.4f at step %lld; %s %s\n", (long long)tr->iter, tr->best_val,
+               (long long)tr->best_iter, c->save_checkpoints ? "checkpoints in" : "no checkpoints written (save_checkpoints false), metrics in",
+               c->out_dir);
     return 0;
 }
 
@@ -642,12 +653,9 @@ static int setup_optimizer(trainer *tr) {
     if (tr->comm) {
         zg_zero_opts zo;
         zg_zero_opts_from_config(&cfg->zero, &zo);
-        gpt2_zero_grad(&tr->model); /* the engine accumulates from zero */
-        if (zg_zero_init(&tr->zero, &zo, tr->comm, tr->be, &tr->model.table, tr->model.params, tr->model.grads, &oc) !=
-            0)
-            return -1;
+        /* the engine places the model's gradients (and, at stage 3, its parameters) and installs the hooks */
+        if (zg_zero_init_model(&tr->zero, &zo, tr->comm, tr->be, &tr->model, &oc) != 0) return -1;
         tr->zero_on = 1;
-        tr->model.hooks = zg_zero_hooks(&tr->zero);
         tr->opt = zg_zero_optimizer(&tr->zero);
         return 0;
     }

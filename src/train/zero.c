@@ -8,6 +8,7 @@
 #include "core/fileio.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,51 @@ static size_t esz(zg_dtype dt) { return zg_dtype_size(dt); }
 static char *at(void *base, size_t i, zg_dtype dt) { return (char *)base + i * esz(dt); }
 static int owner_of(const zg_zero *z, size_t i) { return (int)(i / z->shard); }
 
+/* Model mode: the group (gpt2_group_count numbering) holding element i. */
+static int group_of(const zg_zero *z, size_t i) {
+    const size_t *lb = z->table->layer_begin;
+    int L = z->n_layer;
+    if (i < lb[0]) return 0;
+    if (i >= lb[L]) return L + 1;
+    int a = 0, b = L - 1; /* layer l with lb[l] <= i < lb[l+1] */
+    while (a < b) {
+        int mid = (a + b + 1) / 2;
+        if (lb[mid] <= i) a = mid;
+        else b = mid - 1;
+    }
+    return a + 1;
+}
+
+static int grads_grouped(const zg_zero *z) { return z->model && z->o.stage >= 2; }
+static int params_grouped(const zg_zero *z) { return z->model && z->o.stage >= 3 && !z->param_full; }
+
+/* Address of gradient element i (its group's buffer in model mode at stages 2-3). */
+static char *grad_at(zg_zero *z, size_t i) {
+    if (!grads_grouped(z)) return at(z->grads, i, z->gdt);
+    int g = group_of(z, i);
+    if (!z->model->grad_group[g])
+        ZG_FATAL("rank %d: ZeRO: gradients of group %d used while it has no buffer", z->comm->rank, g);
+    size_t lo, hi;
+    gpt2_group_range(z->table, g, &lo, &hi);
+    return at(z->model->grad_group[g], i - lo, z->gdt);
+}
+
+/* Address of parameter element i (the gathered group buffer at stage 3 in model mode). */
+static char *param_at(zg_zero *z, size_t i) {
+    if (z->param_full) return at(z->param_full, i, z->pdt);
+    if (!params_grouped(z)) return at(z->params, i, z->pdt);
+    int g = group_of(z, i);
+    if (!z->model->param_group[g])
+        ZG_FATAL("rank %d: ZeRO: parameters of group %d used while not gathered", z->comm->rank, g);
+    size_t lo, hi;
+    gpt2_group_range(z->table, g, &lo, &hi);
+    return at(z->model->param_group[g], i - lo, z->pdt);
+}
+
+/* The rank's own parameters [begin, end): in the flat buffer, or the shard (stage 3, model mode). */
+static int stage3_model(const zg_zero *z) { return z->model && z->o.stage >= 3; }
+static void *own_params(zg_zero *z) { return stage3_model(z) ? z->param_shard : at(z->params, z->begin, z->pdt); }
+
 /* ---- pieces ------------------------------------------------------------------------------ */
 
 static void fifo_push(zg_zero_pending **head, zg_zero_pending *p) {
@@ -76,6 +122,11 @@ static void for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, piece
         size_t shard_end = (size_t)(r + 1) * z->shard;
         size_t e = hi < shard_end ? hi : shard_end;
         if (e - lo > chunk) e = lo + chunk;
+        if (z->model && z->o.stage >= 2) { /* one piece, one group buffer */
+            size_t glo, ghi;
+            gpt2_group_range(z->table, group_of(z, lo), &glo, &ghi);
+            if (e > ghi) e = ghi;
+        }
         fn(z, lo, e, r, arg);
         lo = e;
     }
@@ -85,7 +136,7 @@ static void for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, piece
 static void accumulate_into_shard(zg_zero *z, size_t lo, size_t hi, int first) {
     size_t cnt = hi - lo;
     void *dst = at(z->grad_shard, lo - z->begin, z->gdt);
-    void *src = at(z->grads, lo, z->gdt);
+    void *src = grad_at(z, lo);
     if (first) {
         z->be->ops->copy(z->be, dst, src, cnt * esz(z->gdt));
         return;
@@ -118,9 +169,26 @@ static void accumulate_into_shard(zg_zero *z, size_t lo, size_t hi, int first) {
     }
 }
 
+/* Model mode: a layer's gradient buffer goes back to the pool once all of it was reduced. */
+static void grad_group_maybe_release(zg_zero *z, int g) {
+    if (g < 1 || g > z->n_layer || z->group_pool[g] < 0 || z->group_inflight[g] > 0) return;
+    size_t lo, hi;
+    gpt2_group_range(z->table, g, &lo, &hi);
+    if (z->group_launched[g] != hi - lo) return;
+    z->grad_pool_free[z->grad_pool_n - z->grad_pool_used] = z->group_pool[g];
+    z->grad_pool_used--;
+    z->group_pool[g] = -1;
+    z->model->grad_group[g] = NULL;
+}
+
 static void complete_reduce(zg_zero *z, zg_zero_pending *p) {
     zg_comm_wait(z->comm, p->req);
     if (p->owner == z->comm->rank) accumulate_into_shard(z, p->lo, p->hi, z->micro == 0);
+    if (grads_grouped(z)) {
+        int g = group_of(z, p->lo);
+        z->group_inflight[g]--;
+        grad_group_maybe_release(z, g);
+    }
 }
 
 static void wait_oldest_bucket(zg_zero *z) {
@@ -147,7 +215,12 @@ static void launch_reduce_piece(zg_zero *z, size_t lo, size_t hi, int owner, voi
     p->lo = lo;
     p->hi = hi;
     p->owner = owner;
-    void *buf = at(z->grads, lo, z->gdt);
+    void *buf = grad_at(z, lo);
+    if (grads_grouped(z)) {
+        int g = group_of(z, lo);
+        z->group_inflight[g]++;
+        z->group_launched[g] += hi - lo;
+    }
     p->req = zg_comm_ireduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
     fifo_push(&z->inflight, p);
 }
@@ -228,7 +301,11 @@ static void launch_bcast_piece(zg_zero *z, size_t lo, size_t hi, int owner, void
     p->lo = lo;
     p->hi = hi;
     p->owner = owner;
-    p->req = zg_comm_ibroadcast(z->comm, at(z->params, lo, z->pdt), hi - lo, z->pdt, owner);
+    char *buf = param_at(z, lo);
+    /* model mode stage 3: the owner's values live in its shard; the broadcast goes out in place */
+    if (z->param_shard && owner == z->comm->rank)
+        z->be->ops->copy(z->be, buf, at(z->param_shard, lo - z->begin, z->pdt), (hi - lo) * esz(z->pdt));
+    p->req = zg_comm_ibroadcast(z->comm, buf, hi - lo, z->pdt, owner);
     fifo_push(list, p);
 }
 
@@ -256,8 +333,42 @@ static void release_range(zg_zero *z, size_t lo, size_t hi) {
     if (hi > a) z->be->ops->zero(z->be, at(z->params, a, z->pdt), (hi - a) * esz(z->pdt));
 }
 
+/* Model mode: gives slot s (= group s for layers; slot 0 = groups 0 and n_layer + 1) its buffer. */
+static void slot_place(zg_zero *z, int slot) {
+    if (!params_grouped(z)) return;
+    gpt2_model *m = z->model;
+    if (slot == 0) {
+        m->param_group[0] = z->param_resident;
+        m->param_group[z->n_layer + 1] = at(z->param_resident, z->table->layer_begin[0], z->pdt);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (z->param_pool_slot[i] < 0) {
+            z->param_pool_slot[i] = slot;
+            m->param_group[slot] = z->param_pool[i];
+            return;
+        }
+    }
+    ZG_FATAL("rank %d: ZeRO stage 3: layer %d gathered while layers %d and %d still are (at most two: the current "
+             "layer and the prefetched next)",
+             z->comm->rank, slot - 1, z->param_pool_slot[0] - 1, z->param_pool_slot[1] - 1);
+}
+
+static void slot_unplace(zg_zero *z, int slot) {
+    gpt2_model *m = z->model;
+    if (slot == 0) {
+        m->param_group[0] = NULL;
+        m->param_group[z->n_layer + 1] = NULL;
+        return;
+    }
+    for (int i = 0; i < 2; i++)
+        if (z->param_pool_slot[i] == slot) z->param_pool_slot[i] = -1;
+    m->param_group[slot] = NULL;
+}
+
 static void slot_start_gather(zg_zero *z, int slot) {
     if (slot < 0 || slot > z->n_layer || z->gathered[slot] != 0) return;
+    slot_place(z, slot);
     size_t lo[2], hi[2];
     int k = slot_ranges(z, slot, lo, hi);
     for (int i = 0; i < k; i++) gather_range(z, lo[i], hi[i], &z->gathering[slot]);
@@ -274,15 +385,51 @@ static void slot_finish_gather(zg_zero *z, int slot) {
 static void slot_release(zg_zero *z, int slot) {
     if (z->gathered[slot] == 0) return;
     wait_list(z, &z->gathering[slot]);
-    size_t lo[2], hi[2];
-    int k = slot_ranges(z, slot, lo, hi);
-    for (int i = 0; i < k; i++) release_range(z, lo[i], hi[i]);
+    if (stage3_model(z)) { /* model mode: the buffer goes back; nothing else is resident */
+        if (!z->param_full) slot_unplace(z, slot);
+    } else {
+        size_t lo[2], hi[2];
+        int k = slot_ranges(z, slot, lo, hi);
+        for (int i = 0; i < k; i++) release_range(z, lo[i], hi[i]);
+    }
     z->gathered[slot] = 0;
     z->n_releases++;
 }
 
+/* Model mode, stages 2-3, backward of group g is about to start: its gradient buffer (zeroed: the
+ * backward ops accumulate). Waits for buckets in flight when the pool is empty; the pool is sized so
+ * that this always frees one (zg_zero_grad_pool_count). */
+static void grads_acquire(zg_zero *z, int layer) {
+    gpt2_model *m = z->model;
+    if (layer < 0) { /* embeddings + ln_f: resident, accumulated over the whole backward */
+        z->be->ops->zero(z->be, z->grad_resident, z->resident * esz(z->gdt));
+        return;
+    }
+    int g = layer + 1;
+    if (g > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
+    if (z->group_pool[g] >= 0) ZG_FATAL("rank %d: ZeRO: layer %d's backward ran twice in one micro-step", z->comm->rank, layer);
+    while (z->grad_pool_used == z->grad_pool_n) {
+        if (!z->inflight)
+            ZG_FATAL("rank %d: ZeRO: all %d layer gradient buffers are in use with nothing in flight", z->comm->rank,
+                     z->grad_pool_n);
+        wait_oldest_bucket(z);
+    }
+    z->grad_pool_used++;
+    int idx = z->grad_pool_free[z->grad_pool_n - z->grad_pool_used];
+    if (z->grad_pool_used > z->grad_pool_peak) z->grad_pool_peak = z->grad_pool_used;
+    size_t lo, hi;
+    gpt2_group_range(z->table, g, &lo, &hi);
+    z->be->ops->zero(z->be, z->grad_pool[idx], (hi - lo) * esz(z->gdt));
+    z->group_pool[g] = idx;
+    m->grad_group[g] = z->grad_pool[idx];
+}
+
 void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
-    if (z->o.stage < 3) return;
+    if (grads_grouped(z) && is_backward) {
+        progress_reduces(z);
+        grads_acquire(z, layer);
+    }
+    if (z->o.stage < 3 || z->param_full) return;
     if (is_backward) progress_reduces(z);
     int slot = layer + 1;
     if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
@@ -298,7 +445,7 @@ void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
 
 void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward) {
     (void)is_backward;
-    if (z->o.stage < 3) return;
+    if (z->o.stage < 3 || z->param_full) return;
     int slot = layer + 1;
     if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: after_layer(%d) outside the model's %d layers", layer, z->n_layer);
     slot_release(z, slot);
@@ -306,12 +453,32 @@ void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward) {
 
 void zg_zero_gather_all(zg_zero *z) {
     if (z->o.stage < 3) return;
+    if (stage3_model(z)) {
+        /* model mode: a temporary full buffer (m->params) until zg_zero_release_all */
+        if (z->param_full) return;
+        for (int s = 0; s <= z->n_layer; s++) slot_release(z, s);
+        z->param_full = z->be->ops->alloc(z->be, z->n * esz(z->pdt), "ZeRO stage 3 full parameters (gather_all)");
+        if (!z->param_full) ZG_FATAL("rank %d: ZeRO: %s", z->comm->rank, zg_error_message());
+        zg_zero_pending *list = NULL;
+        gather_range(z, 0, z->n, &list);
+        wait_list(z, &list);
+        z->model->params = z->params = z->param_full;
+        for (int s = 0; s <= z->n_layer; s++) z->gathered[s] = 2;
+        return;
+    }
     for (int s = 0; s <= z->n_layer; s++) slot_start_gather(z, s);
     for (int s = 0; s <= z->n_layer; s++) slot_finish_gather(z, s);
 }
 
 void zg_zero_release_all(zg_zero *z) {
     if (z->o.stage < 3) return;
+    if (z->param_full) {
+        z->be->ops->dealloc(z->be, z->param_full);
+        z->param_full = NULL;
+        z->model->params = z->params = NULL;
+        for (int s = 0; s <= z->n_layer; s++) z->gathered[s] = 0;
+        return;
+    }
     for (int s = 0; s <= z->n_layer; s++) {
         if (z->gathered[s] == 0) { /* make sure nothing stale stays either */
             z->gathered[s] = 2;
@@ -331,6 +498,7 @@ gpt2_hooks zg_zero_hooks(zg_zero *z) {
     memset(&h, 0, sizeof h);
     h.ctx = z;
     if (z->o.stage >= 2) h.grads_ready = hook_grads_ready;
+    if (grads_grouped(z)) h.before_layer = hook_before; /* hands out each layer's gradient buffer */
     if (z->o.stage >= 3) {
         h.before_layer = hook_before;
         h.after_layer = hook_after;
@@ -347,8 +515,43 @@ static void allgather_params(zg_zero *z) {
     wait_list(z, &list);
 }
 
-int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
-                 void *params, void *grads, const zg_optimizer_config *ocfg) {
+static size_t layer_size_max(const gpt2_param_table *t, int L, size_t *min_out) {
+    size_t mx = 0, mn = (size_t)-1;
+    for (int l = 0; l < L; l++) {
+        size_t k = t->layer_begin[l + 1] - t->layer_begin[l];
+        if (k > mx) mx = k;
+        if (k < mn) mn = k;
+    }
+    if (min_out) *min_out = L > 0 ? mn : 0;
+    return mx;
+}
+
+static int table_layers(const gpt2_param_table *t) {
+    int maxl = -1;
+    for (int i = 0; i < t->n_tensors; i++)
+        if (t->tensors[i].layer > maxl) maxl = t->tensors[i].layer;
+    return maxl + 1;
+}
+
+int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o) {
+    int L = table_layers(t);
+    size_t mn, mx = layer_size_max(t, L, &mn);
+    if (L == 0 || mn == 0) return L;
+    size_t in_flight = o->overlap_comm ? MAX_BUCKETS_IN_FLIGHT : 0;
+    if (o->reduce_bucket_size > (SIZE_MAX - mx) / (in_flight + 1)) return L; /* buckets beyond any model */
+    /* the live range starts at the current layer's first element (a layer boundary) */
+    size_t span = mx + (in_flight + 1) * o->reduce_bucket_size - 1;
+    size_t k = (span + mn - 1) / mn;
+    return k < (size_t)L ? (int)k : L;
+}
+
+/* Elements of the embeddings + ln_f groups. */
+static size_t resident_elems(const gpt2_param_table *t, int L) {
+    return t->layer_begin[0] + (t->num_params - t->layer_begin[L]);
+}
+
+static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
+                     void *params, void *grads, const zg_optimizer_config *ocfg, gpt2_model *model) {
     memset(z, 0, sizeof *z);
     if (opts)
         z->o = *opts;
@@ -357,7 +560,7 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
     if (z->o.stage < 0 || z->o.stage > 3) return zg_errorf("zero_optimization.stage is %d; allowed: 0, 1, 2, 3", z->o.stage);
     if (z->o.reduce_bucket_size == 0) return zg_errorf("zero_optimization.reduce_bucket_size must be > 0");
     if (z->o.allgather_bucket_size == 0) return zg_errorf("zero_optimization.allgather_bucket_size must be > 0");
-    if (!grads) return zg_errorf("ZeRO: the model's gradient buffer is not allocated (gpt2_grads_alloc)");
+    if (!grads && !model) return zg_errorf("ZeRO: the model's gradient buffer is not allocated (gpt2_grads_alloc)");
     z->comm = comm;
     z->be = be;
     z->table = table;
@@ -366,6 +569,7 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
     z->grads = grads;
     z->pdt = be->param_dtype;
     z->gdt = be->grad_dtype;
+    z->model = model;
     int W = comm->size;
     z->shard = (z->n + (size_t)W - 1) / (size_t)W;
     if (z->shard == 0) z->shard = 1;
@@ -376,10 +580,10 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
         zg_zero_shard_range(z->n, W, comm->rank, &z->begin, &z->end);
     }
     /* layer_begin has n_layer + 1 entries (the last is where ln_f starts). */
-    int maxl = -1;
-    for (int i = 0; i < table->n_tensors; i++)
-        if (table->tensors[i].layer > maxl) maxl = table->tensors[i].layer;
-    z->n_layer = maxl + 1;
+    z->n_layer = table_layers(table);
+    z->n_groups = z->n_layer + 2;
+    z->layer_max = layer_size_max(table, z->n_layer, NULL);
+    z->resident = resident_elems(table, z->n_layer);
 
     /* Every rank starts from rank 0's parameters. */
     if (W > 1) {
@@ -387,17 +591,53 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
     }
     /* Allocations; their success is agreed, so one rank short of memory stops every rank at once
      * (instead of the others waiting in the next collective until the timeout). */
-    int ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, at(params, z->begin, z->pdt)) == 0;
-    z->opt_ready = ok;
-    if (ok && z->o.stage >= 2 && z->end > z->begin) {
-        z->grad_shard = be->ops->alloc(be, (z->end - z->begin) * esz(z->gdt), "ZeRO gradient shard");
+    size_t k = z->end - z->begin;
+    int ok = 1;
+    int group3 = model && z->o.stage >= 3, group2 = model && z->o.stage >= 2;
+    if (group3 && k) { /* the low-precision shard the optimizer updates, outside the full buffer */
+        z->param_shard = be->ops->alloc(be, k * esz(z->pdt), "ZeRO parameter shard");
+        ok = z->param_shard != NULL;
+        if (ok) be->ops->copy(be, z->param_shard, at(params, z->begin, z->pdt), k * esz(z->pdt));
+    }
+    if (ok) {
+        ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt,
+                               z->param_shard ? z->param_shard : at(params, z->begin, z->pdt)) == 0;
+        z->opt_ready = ok;
+    }
+    if (ok && z->o.stage >= 2 && k) {
+        z->grad_shard = be->ops->alloc(be, k * esz(z->gdt), "ZeRO gradient shard");
         ok = z->grad_shard != NULL;
-        if (ok) be->ops->zero(be, z->grad_shard, (z->end - z->begin) * esz(z->gdt));
+        if (ok) be->ops->zero(be, z->grad_shard, k * esz(z->gdt));
     }
     if (ok && z->o.stage >= 2 && be->device >= 0) {
         z->acc_tmp_elems = acc_tmp_elems(z->o.reduce_bucket_size, z->shard);
         z->acc_tmp = be->ops->alloc(be, z->acc_tmp_elems * esz(z->gdt), "ZeRO gradient accumulation staging");
         ok = z->acc_tmp != NULL;
+    }
+    if (ok && group2) {
+        z->grad_resident = be->ops->alloc(be, z->resident * esz(z->gdt), "ZeRO embeddings + ln_f gradients");
+        ok = z->grad_resident != NULL;
+        z->grad_pool_n = zg_zero_grad_pool_count(table, &z->o);
+        z->grad_pool = zg_calloc((size_t)z->grad_pool_n + 1, sizeof *z->grad_pool);
+        z->grad_pool_free = zg_calloc((size_t)z->grad_pool_n + 1, sizeof *z->grad_pool_free);
+        z->group_pool = zg_malloc((size_t)z->n_groups * sizeof *z->group_pool);
+        z->group_launched = zg_calloc((size_t)z->n_groups, sizeof *z->group_launched);
+        z->group_inflight = zg_calloc((size_t)z->n_groups, sizeof *z->group_inflight);
+        for (int g = 0; g < z->n_groups; g++) z->group_pool[g] = -1;
+        for (int i = 0; i < z->grad_pool_n && ok; i++) {
+            z->grad_pool[i] = be->ops->alloc(be, z->layer_max * esz(z->gdt), "ZeRO layer gradient buffer");
+            ok = z->grad_pool[i] != NULL;
+            z->grad_pool_free[i] = i;
+        }
+    }
+    z->param_pool_slot[0] = z->param_pool_slot[1] = -1;
+    if (ok && group3) {
+        z->param_resident = be->ops->alloc(be, z->resident * esz(z->pdt), "ZeRO gathered embeddings + ln_f");
+        ok = z->param_resident != NULL;
+        for (int i = 0; i < 2 && ok && z->n_layer > 0; i++) {
+            z->param_pool[i] = be->ops->alloc(be, z->layer_max * esz(z->pdt), "ZeRO gathered layer");
+            ok = z->param_pool[i] != NULL;
+        }
     }
     double fail_rank = ok ? -1.0 : (double)comm->rank;
     zg_comm_all_reduce_host_f64(comm, &fail_rank, 1, ZG_COMM_MAX);
@@ -407,6 +647,17 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
         zg_zero_free(z);
         return -1;
     }
+    if (group2) {
+        /* the full gradient buffer never coexists with the pool: the groups point into the engine's */
+        if (model->grads) be->ops->dealloc(be, model->grads);
+        model->grads = z->grads = NULL;
+        model->grad_group[0] = z->grad_resident;
+        model->grad_group[z->n_layer + 1] = at(z->grad_resident, table->layer_begin[0], z->gdt);
+    }
+    if (group3) { /* from here on only the shard and the gathered buffers hold parameters */
+        be->ops->dealloc(be, model->params);
+        model->params = z->params = NULL;
+    }
     if (z->o.stage >= 3) {
         z->gathered = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathered);
         z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
@@ -414,8 +665,27 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
         zg_zero_release_all(z);
         z->n_releases = 0;
     }
-    be->ops->zero(be, grads, z->n * esz(z->gdt));
+    if (z->grads) be->ops->zero(be, z->grads, z->n * esz(z->gdt));
     return 0;
+}
+
+int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
+                 void *params, void *grads, const zg_optimizer_config *ocfg) {
+    return zero_init(z, opts, comm, be, table, params, grads, ocfg, NULL);
+}
+
+int zg_zero_init_model(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, gpt2_model *m,
+                       const zg_optimizer_config *ocfg) {
+    int stage = opts ? opts->stage : 0;
+    /* stages 0-1 keep the flat gradient buffer as their gradient state */
+    if (stage < 2 && gpt2_grads_alloc(m) != 0) {
+        memset(z, 0, sizeof *z);
+        return zg_error_prefix("ZeRO: rank %d", comm->rank);
+    }
+    if (!m->param_group || !m->grad_group) return zg_errorf("ZeRO: the model was not created with gpt2_init");
+    int rc = zero_init(z, opts, comm, be, &m->table, m->params, m->grads, ocfg, m);
+    if (rc == 0) m->hooks = zg_zero_hooks(z);
+    return rc;
 }
 
 void zg_zero_free(zg_zero *z) {
@@ -424,8 +694,31 @@ void zg_zero_free(zg_zero *z) {
     if (z->gathering)
         for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
     if (z->opt_ready) zg_optimizer_free(&z->opt);
-    if (z->grad_shard) z->be->ops->dealloc(z->be, z->grad_shard);
-    if (z->acc_tmp) z->be->ops->dealloc(z->be, z->acc_tmp);
+    zg_backend *be = z->be;
+    if (z->grad_shard) be->ops->dealloc(be, z->grad_shard);
+    if (z->acc_tmp) be->ops->dealloc(be, z->acc_tmp);
+    if (z->param_full) be->ops->dealloc(be, z->param_full);
+    if (z->param_shard) be->ops->dealloc(be, z->param_shard);
+    if (z->param_resident) be->ops->dealloc(be, z->param_resident);
+    for (int i = 0; i < 2; i++)
+        if (z->param_pool[i]) be->ops->dealloc(be, z->param_pool[i]);
+    if (z->grad_resident) be->ops->dealloc(be, z->grad_resident);
+    for (int i = 0; i < z->grad_pool_n; i++)
+        if (z->grad_pool && z->grad_pool[i]) be->ops->dealloc(be, z->grad_pool[i]);
+    if (z->model) { /* the model must not keep pointers into freed buffers */
+        gpt2_model *m = z->model;
+        if (m->params == z->param_full) m->params = NULL;
+        for (int g = 0; g < z->n_groups; g++) {
+            if (m->param_group) m->param_group[g] = NULL;
+            if (m->grad_group) m->grad_group[g] = NULL;
+        }
+        memset(&m->hooks, 0, sizeof m->hooks);
+    }
+    free(z->grad_pool);
+    free(z->grad_pool_free);
+    free(z->group_pool);
+    free(z->group_launched);
+    free(z->group_inflight);
     free(z->gathered);
     free(z->gathering);
     memset(z, 0, sizeof *z);
@@ -444,7 +737,9 @@ static void launch_reduce_piece_list(zg_zero *z, size_t lo, size_t hi, int owner
 
 void zg_zero_micro_end(zg_zero *z) {
     if (z->o.stage >= 2) {
-        if (z->reported == 0) {
+        if (z->reported == 0 && z->model) {
+            ZG_FATAL("rank %d: ZeRO: backward reported no gradients: install zg_zero_hooks in the model", z->comm->rank);
+        } else if (z->reported == 0) {
             /* hooks not installed: report everything now, top down */
             zg_zero_on_grads_ready(z, 0, z->n);
         } else if (z->reported != z->n) {
@@ -453,7 +748,15 @@ void zg_zero_micro_end(zg_zero *z) {
         }
         flush_pending(z, 1);
         wait_all_reduces(z);
-        z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+        if (grads_grouped(z)) {
+            /* every layer buffer is back in the pool; the next backward starts afresh */
+            if (z->grad_pool_used != 0)
+                ZG_FATAL("rank %d: ZeRO: %d layer gradient buffers still in use after the micro-step", z->comm->rank,
+                         z->grad_pool_used);
+            memset(z->group_launched, 0, (size_t)z->n_groups * sizeof *z->group_launched);
+        } else {
+            z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+        }
         z->reported = 0;
     }
     z->micro++;
@@ -520,7 +823,7 @@ void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     if (!z->reduced) ZG_FATAL("rank %d: ZeRO: zg_zero_apply without zg_zero_grad_norm", z->comm->rank);
     size_t gcount;
     const void *g = shard_grads(z, &gcount);
-    zg_optimizer_step(&z->opt, at(z->params, z->begin, z->pdt), g, lr, grad_scale / (float)z->comm->size);
+    zg_optimizer_step(&z->opt, own_params(z), g, lr, grad_scale / (float)z->comm->size);
     if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
     end_step(z);
 }
@@ -541,7 +844,7 @@ void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zer
 }
 
 void zg_zero_after_load(zg_zero *z) {
-    if (z->end > z->begin) zg_optimizer_params_from_master(&z->opt, at(z->params, z->begin, z->pdt));
+    if (z->end > z->begin) zg_optimizer_params_from_master(&z->opt, own_params(z));
     if (z->o.stage == 0) {
         if (z->comm->size > 1) zg_comm_broadcast(z->comm, z->params, z->n, z->pdt, 0);
     } else if (z->o.stage <= 2) {
@@ -643,10 +946,32 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     m->activations = act_bytes;
 }
 
+void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg_zero_opts *o, zg_dtype pdt,
+                        zg_dtype gdt, int device, size_t act_bytes, zg_zero_memory *m) {
+    size_t n = t->num_params;
+    zg_zero_plan(n, world, rank, o, pdt, gdt, device, act_bytes, m);
+    int L = table_layers(t);
+    size_t lmax = layer_size_max(t, L, NULL), res = resident_elems(t, L);
+    if (o->stage >= 2) m->grads = (res + (size_t)zg_zero_grad_pool_count(t, o) * lmax) * zg_dtype_size(gdt);
+    if (o->stage >= 3) {
+        size_t b, e;
+        zg_zero_shard_range(n, world, rank, &b, &e);
+        m->params = (e - b + res + (L > 0 ? 2 * lmax : 0)) * zg_dtype_size(pdt);
+    }
+}
+
 void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     memset(m, 0, sizeof *m);
-    m->params = z->n * esz(z->pdt);
-    m->grads = z->n * esz(z->gdt);
+    /* what is allocated now (outside zg_zero_gather_all's temporary full copy) */
+    size_t pe = z->params && z->params != z->param_full ? z->n : 0;
+    if (z->param_shard) pe += z->end - z->begin;
+    if (z->param_resident) pe += z->resident;
+    for (int i = 0; i < 2; i++) pe += z->param_pool[i] ? z->layer_max : 0;
+    m->params = pe * esz(z->pdt);
+    size_t ge = z->grads ? z->n : 0;
+    if (z->grad_resident) ge += z->resident;
+    ge += (size_t)z->grad_pool_n * z->layer_max;
+    m->grads = ge * esz(z->gdt);
     m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
     m->optimizer = zg_optimizer_state_bytes(&z->opt);
     m->comm = (z->acc_tmp ? z->acc_tmp_elems * esz(z->gdt) : 0) + z->comm->scratch_peak;

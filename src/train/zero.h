@@ -20,13 +20,18 @@
  *           first), they are packed into buckets of reduce_bucket_size elements and reduced to their
  *           owners while backward goes on (overlap_comm: asynchronously, up to two buckets in flight);
  *           each owner accumulates its part into its own gradient shard (contiguous_gradients).
- *           At the end of every micro-step the model's full gradient buffer is zeroed: it is only a
- *           per-micro-step scratch, and between micro-steps a rank's gradient state is its shard.
+ *           Over a model (zg_zero_init_model) no full gradient buffer exists: each layer's gradients
+ *           live in a pool buffer from its backward until its reductions are done (the pool holds
+ *           the layer in backward, < 1 pending bucket and the buckets in flight:
+ *           zg_zero_grad_pool_count), the embeddings + ln_f in one resident buffer (wte's gradient
+ *           completes last). Over flat buffers (zg_zero_init) the full buffer is a per-micro-step
+ *           scratch, zeroed after every micro-step.
  *  stage 3: as stage 2, and parameters are sharded too: before_layer gathers a layer's parameters
  *           (waiting on the prefetch started at the previous layer) and starts the next layer's
- *           prefetch; after_layer releases them (zeroes the parts this rank does not own). First
- *           version: the gather lands in the model's own full-size parameter buffer, so the memory of
- *           the full buffer is still allocated (docs/DISTRIBUTED.md says what a real saving needs).
+ *           prefetch; after_layer releases them. Over a model the rank keeps only its parameter shard;
+ *           a layer is gathered into one of two layer buffers (current + prefetched next), the
+ *           embeddings + ln_f into a resident one (docs/DISTRIBUTED.md gives the formula). Over flat
+ *           buffers the gather lands in the full buffer and a release zeroes the non-owned parts.
  *
  * Gradient scaling: the model's backward is run exactly as in one process (loss_scale folds the fp16
  * loss scale and 1/grad_accum); the engine divides by the world size. Clipping uses the global norm
@@ -34,8 +39,7 @@
  * and the step is skipped everywhere.
  *
  * Use (every rank, same order):
- *   zg_zero_init(&z, &opts, comm, be, &model->table, model->params, model->grads);   // grads allocated
- *   model->hooks = zg_zero_hooks(&z);
+ *   zg_zero_init_model(&z, &opts, comm, be, &model, &ocfg);   // places grads/params, installs hooks
  *   per micro-step: gpt2_forward(...); gpt2_backward(...); zg_zero_micro_end(&z);
  *   at the boundary: zg_zero_step(&z, lr, inv_loss_scale, clip, &info);
  * The engine zeroes the model's gradients itself; do not call gpt2_zero_grad between steps.
@@ -64,8 +68,9 @@ typedef struct {
 /* Memory of one rank, in bytes, by category. Filled by zg_zero_plan() (prediction) and by
  * zg_zero_memory() (what the engine and the model actually hold). */
 typedef struct {
-    size_t params;      /* model parameter buffer (param dtype) */
-    size_t grads;       /* model gradient buffer (full; a per-micro-step scratch at stages 2-3) */
+    size_t params;      /* parameters (param dtype): full; model mode stage 3: shard + gathered buffers */
+    size_t grads;       /* gradient buffers: full at stages 0-1 (and flat mode); model mode stages 2-3:
+                           embeddings + ln_f + the layer pool (per-micro-step scratch, never full) */
     size_t grad_shard;  /* stage 2-3: the rank's accumulated gradient shard */
     size_t optimizer;   /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
     size_t comm;        /* engine staging buffers + communicator scratch (peak) */
@@ -108,6 +113,24 @@ typedef struct {
     zg_zero_pending **gathering; /* per slot: broadcasts in flight */
     long n_gathers, n_releases;  /* statistics (tests) */
     size_t max_bucket_seen;      /* largest bucket launched (tests) */
+    /* model mode (zg_zero_init_model): the engine places the model's groups (gpt2_group_count) */
+    gpt2_model *model;
+    int n_groups;                /* n_layer + 2 */
+    size_t layer_max, resident;  /* elements: largest layer; embeddings + ln_f */
+    /* stages 2-3: gradients without a full buffer */
+    void *grad_resident;         /* embeddings + ln_f gradients (wte's completes last) */
+    void **grad_pool;            /* grad_pool_n buffers of layer_max elements */
+    int grad_pool_n, grad_pool_used, grad_pool_peak;
+    int *grad_pool_free;         /* stack of free pool indices (grad_pool_n - grad_pool_used on it) */
+    int *group_pool;             /* per group: pool index holding its gradients, -1 */
+    size_t *group_launched;      /* per group: elements handed to reductions in this backward */
+    int *group_inflight;         /* per group: reductions in flight */
+    /* stage 3: parameters without a full buffer */
+    void *param_shard;           /* this rank's (end - begin) parameters (param dtype); the optimizer's */
+    void *param_resident;        /* gathered embeddings + ln_f (slot 0) */
+    void *param_pool[2];         /* gathered layers: the current one and the prefetched next */
+    int param_pool_slot[2];      /* slot using it, -1 free */
+    void *param_full;            /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */
@@ -122,6 +145,16 @@ void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o);
 int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
                  void *params, void *grads, const zg_optimizer_config *ocfg);
 void zg_zero_free(zg_zero *z);
+
+/* The engine over a GPT-2 model (what the trainer uses). Stages 0-1 as zg_zero_init over the flat
+ * buffers (it allocates m->grads when missing). Stage 2-3: the model's full gradient buffer must not
+ * exist (it is freed if it does): the engine hands each layer's gradients a buffer from a pool when its
+ * backward starts (before_layer) and takes it back once its reductions are done; the embeddings + ln_f
+ * gradients have one resident buffer. Stage 3 also keeps only the parameter shard: m->params is freed
+ * after the initial broadcast, and each layer is gathered into one of two layer buffers (current +
+ * prefetch) while its hooks run; the embeddings + ln_f into a resident one. Installs m->hooks. */
+int zg_zero_init_model(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, gpt2_model *m,
+                       const zg_optimizer_config *ocfg);
 
 /* Hooks to install in gpt2_model.hooks (ctx = z). */
 gpt2_hooks zg_zero_hooks(zg_zero *z);
@@ -149,7 +182,8 @@ void zg_zero_skip(zg_zero *z);
 void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zero_step_info *info);
 
 /* Stage 3: gathers every parameter into the model's buffer (for evaluation outside the hooks,
- * export, checkpoints) / releases them again. No-ops at stages 0-2. */
+ * export, checkpoints) / releases them again. No-ops at stages 0-2. In model mode the full buffer is
+ * allocated for the duration (m->params) and freed by zg_zero_release_all. */
 void zg_zero_gather_all(zg_zero *z);
 void zg_zero_release_all(zg_zero *z);
 
@@ -177,6 +211,14 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
 void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
                   size_t act_bytes, zg_zero_memory *m);
 size_t zg_zero_memory_total(const zg_zero_memory *m);
+/* The same for the engine in model mode (zg_zero_init_model): stage 2-3 grads = embeddings + ln_f +
+ * zg_zero_grad_pool_count() layer buffers; stage 3 params = shard + embeddings + ln_f + 2 layers. */
+void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg_zero_opts *o, zg_dtype pdt,
+                        zg_dtype gdt, int device, size_t act_bytes, zg_zero_memory *m);
+/* Layer gradient buffers stage 2-3 needs: the layer being computed, < reduce_bucket_size pending and
+ * up to 2 buckets in flight (overlap_comm) form one range from the layer's start, so
+ * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)). */
+int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o);
 
 /* The shard range of `rank` for n elements over `world` ranks. */
 void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end);

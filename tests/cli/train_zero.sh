@@ -35,4 +35,11 @@ close one/metrics.jsonl mix/metrics.jsonl 4
 "$ZGPT" train --config z.json --set out_dir=mix2 --set zero_optimization.stage=1 --nproc 2 --resume > mix4.log \
     || fail "1 -> 2 resume: $(tail -3 mix4.log)"
 close one/metrics.jsonl mix2/metrics.jsonl 4
+# stage 3 (sharded parameters) on 2 ranks -> stage 2 on 4 ranks
+"$ZGPT" train --config z.json --set out_dir=mix3 --set max_iters=2 --set zero_optimization.stage=3 --nproc 2 > mix5.log \
+    || fail "stage 3 on 2 ranks: $(tail -3 mix5.log)"
+ls mix3/iter_2/optim_*.bin | wc -l | grep -qx 2 || fail "stage 3 on 2 ranks should write 2 optimizer shards"
+"$ZGPT" train --config z.json --set out_dir=mix3 --set zero_optimization.stage=2 --nproc 4 --resume > mix6.log \
+    || fail "2 ranks stage 3 -> 4 ranks stage 2 resume: $(tail -3 mix6.log)"
+close one/metrics.jsonl mix3/metrics.jsonl 4
 echo "train_zero: ok"

@@ -3,8 +3,9 @@
  * Alone (ctest): world size 1. Under mpirun -np W (tests/cli/dist_zero.sh): every rank trains with
  * the engine over W ranks and, in the same process, a one-process reference with the same global
  * batch; per-step losses and final weights must agree within fp32 reduction-order noise. The flat
- * buffer (18,100 elements) is not a multiple of 3. Also checks that what a rank allocates is what
- * `zgpt plan` predicts. */
+ * buffer (18,100 elements) is not a multiple of 3. The engine runs over the model (zg_zero_init_model,
+ * as in the trainer): at stages 2-3 no full gradient buffer, at stage 3 no full parameter buffer. Also
+ * checks that what a rank allocates is what `zgpt plan` predicts (zg_zero_plan_model). */
 #include "backend/backend.h"
 #include "core/error.h"
 #include "dist/comm.h"
@@ -44,26 +45,36 @@ static void make_sample(uint64_t sample, int V, int32_t *in, int32_t *tg) {
     }
 }
 
+/* Memory a run saw (bytes, backend accounting): the peak over the whole run from before the model
+ * existed, the peak after the engine's init (training only), the model states held after init (no
+ * activations) and the plan's prediction for them. */
+typedef struct {
+    size_t peak_run, peak_train, state, plan_state, plan_params, plan_grads, full_params, full_grads, shard_opt;
+} mem_seen;
+
 /* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
  * parameters and the global mean loss of each step. load_dir: resume from that checkpoint first;
- * save_dir: save a sharded checkpoint "ck" there at the end. */
-static void train_ex(zg_comm *comm, int stage, int accum, size_t bucket, int steps, const char *load_dir,
-                     const char *save_dir, float *final_params, double *losses, int check_memory) {
-    gpt2_config cfg = tiny_config();
+ * save_dir: save a sharded checkpoint "ck" there at the end. cfgp: the model (NULL: tiny_config()).
+ * The engine runs in model mode (zg_zero_init_model), as in the trainer. */
+static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accum, size_t bucket, int overlap, int steps,
+                     const char *load_dir, const char *save_dir, float *final_params, double *losses, int check_memory,
+                     mem_seen *seen) {
+    gpt2_config cfg = cfgp ? *cfgp : tiny_config();
     int W = comm->size, R = comm->rank;
     gpt2_model m;
     memset(&m, 0, sizeof m);
     size_t mem0 = g_be->bytes_in_use;
+    g_be->bytes_peak = mem0; /* peaks of this run only */
     ZT_CHECK(gpt2_init(&m, &cfg, g_be) == 0);
-    ZT_CHECK(gpt2_grads_alloc(&m) == 0);
     size_t mem_model = g_be->bytes_in_use - mem0;
+    size_t n = m.table.num_params;
     gpt2_init_random(&m, 42 + (uint64_t)R); /* the engine must start everyone from rank 0's weights */
     zg_ckpt ck;
     memset(&ck, 0, sizeof ck);
     if (load_dir) {
         ZT_CHECK_MSG(zg_ckpt_open(&ck, load_dir) == 0, "open: %s", zg_error_message());
-        float *host = zg_malloc(m.table.num_params * 4);
-        ZT_CHECK(ck.num_params == m.table.num_params);
+        float *host = zg_malloc(n * 4);
+        ZT_CHECK(ck.num_params == n);
         ZT_CHECK(zg_ckpt_read_model(&ck, host) == 0);
         gpt2_params_upload(&m, host);
         free(host);
@@ -77,32 +88,43 @@ static void train_ex(zg_comm *comm, int stage, int accum, size_t bucket, int ste
     zo.stage = stage;
     zo.reduce_bucket_size = bucket;
     zo.allgather_bucket_size = bucket + 3;
+    zo.overlap_comm = overlap;
     /* eps 1e-5: Adam turns a gradient that is pure rounding noise (a unit GELU keeps near zero) into a
      * full-size step of random sign; a larger eps keeps such elements comparable across reduction
      * orders without hiding real differences (real gradients here are >= 1e-4). */
     zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-5f, 0.1f};
     zg_zero z;
-    size_t mem2 = g_be->bytes_in_use;
-    ZT_CHECK(zg_zero_init(&z, &zo, comm, g_be, &m.table, m.params, m.grads, &oc) == 0);
-    size_t mem_engine = g_be->bytes_in_use - mem2;
-    m.hooks = zg_zero_hooks(&z);
+    ZT_CHECK(zg_zero_init_model(&z, &zo, comm, g_be, &m, &oc) == 0);
+    /* what the rank holds for the model states now: parameters, gradients, shard, optimizer */
+    size_t state = g_be->bytes_in_use - mem0 - mem_acts;
+    size_t peak_init = g_be->bytes_peak;
+    g_be->bytes_peak = g_be->bytes_in_use;
     if (load_dir) {
         ZT_CHECK_MSG(zg_ckpt_read_optimizer(&ck, zg_zero_optimizer(&z)) == 0, "read optimizer: %s", zg_error_message());
         zg_zero_after_load(&z);
         zg_ckpt_close(&ck);
     }
+    if (stage >= 2) ZT_CHECK_MSG(m.grads == NULL, "stage %d: the model's full gradient buffer exists", stage);
+    if (stage >= 3) ZT_CHECK_MSG(m.params == NULL, "stage 3: the model's full parameter buffer exists");
 
+    zg_zero_memory plan;
+    size_t act = gpt2_activation_bytes(&cfg, ZG_F32, B, T, 0);
+    zg_zero_plan_model(&m.table, W, R, &zo, ZG_F32, ZG_F32, 0, act, &plan);
     if (check_memory) {
-        zg_zero_memory plan;
-        size_t act = gpt2_activation_bytes(&cfg, ZG_F32, B, T, 0);
-        zg_zero_plan(m.table.num_params, W, R, &zo, ZG_F32, ZG_F32, 0, act, &plan);
-        ZT_CHECK_MSG(mem_model == plan.params + plan.grads, "model buffers %zu, plan %zu", mem_model,
-                     plan.params + plan.grads);
-        ZT_CHECK_MSG(mem_engine == plan.grad_shard + plan.optimizer, "stage %d rank %d: engine %zu, plan %zu", stage,
-                     R, mem_engine, plan.grad_shard + plan.optimizer);
+        ZT_CHECK_MSG(mem_model == n * 4, "model buffers %zu, expected %zu", mem_model, n * 4);
+        ZT_CHECK_MSG(state == plan.params + plan.grads + plan.grad_shard + plan.optimizer,
+                     "stage %d rank %d: allocated %zu, plan %zu (params %zu grads %zu shard %zu optimizer %zu)", stage,
+                     R, state, plan.params + plan.grads + plan.grad_shard + plan.optimizer, plan.params, plan.grads,
+                     plan.grad_shard, plan.optimizer);
+        zg_zero_memory held;
+        zg_zero_memory_held(&z, &held);
+        ZT_CHECK_MSG(held.params == plan.params && held.grads == plan.grads && held.grad_shard == plan.grad_shard &&
+                         held.optimizer == plan.optimizer,
+                     "stage %d rank %d: held p%zu g%zu != plan p%zu g%zu", stage, R, held.params, held.grads,
+                     plan.params, plan.grads);
         ZT_CHECK_MSG(mem_acts >= plan.activations && mem_acts <= plan.activations + plan.activations / 10 + 4096,
                      "activations %zu, plan %zu", mem_acts, plan.activations);
-        if (stage >= 2) ZT_CHECK(plan.grad_shard < plan.grads || W == 1);
+        if (stage >= 2) ZT_CHECK(plan.grad_shard < n * 4 || W == 1);
     }
 
     int32_t in[B * T], tg[B * T];
@@ -116,12 +138,24 @@ static void train_ex(zg_comm *comm, int stage, int accum, size_t bucket, int ste
             loss += gpt2_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
             zg_zero_micro_end(&z);
+            if (stage >= 2) ZT_CHECK(m.grads == NULL && z.grad_pool_used == 0);
         }
         zg_comm_all_reduce_host_f64(comm, &loss, 1, ZG_COMM_SUM);
         losses[step] = loss / W;
         zg_zero_step_info info;
         zg_zero_step(&z, 1e-2f, 1.0f, 1.0f, &info);
         ZT_CHECK(!info.overflow && isfinite(info.grad_norm));
+    }
+    if (seen) {
+        seen->peak_run = (peak_init > g_be->bytes_peak ? peak_init : g_be->bytes_peak) - mem0 - mem_acts;
+        seen->peak_train = g_be->bytes_peak - mem0 - mem_acts;
+        seen->state = state;
+        seen->plan_state = plan.params + plan.grads + plan.grad_shard + plan.optimizer;
+        seen->plan_params = plan.params;
+        seen->plan_grads = plan.grads;
+        seen->full_params = n * 4;
+        seen->full_grads = n * 4;
+        seen->shard_opt = plan.grad_shard + plan.optimizer;
     }
     zg_zero_gather_all(&z);
     gpt2_params_download(&m, final_params);
@@ -132,7 +166,7 @@ static void train_ex(zg_comm *comm, int stage, int accum, size_t bucket, int ste
         int rc = zg_zero_ckpt_write_shards(&z, &w, save_dir, "ck");
         ZT_CHECK_MSG(rc == 0, "write shards: %s", zg_error_message());
         if (R == 0 && rc == 0) {
-            ZT_CHECK(zg_ckpt_write_model(&w, &cfg, final_params, m.table.num_params) == 0);
+            ZT_CHECK(zg_ckpt_write_model(&w, &cfg, final_params, n) == 0);
             ZT_CHECK(zg_ckpt_writer_commit(&w, 1) == 0);
         }
         zg_comm_barrier(comm); /* the checkpoint is complete for everyone */
@@ -144,7 +178,7 @@ static void train_ex(zg_comm *comm, int stage, int accum, size_t bucket, int ste
 
 static void train(zg_comm *comm, int stage, int accum, size_t bucket, float *final_params, double *losses,
                   int check_memory) {
-    train_ex(comm, stage, accum, bucket, STEPS, NULL, NULL, final_params, losses, check_memory);
+    train_ex(comm, NULL, stage, accum, bucket, 1, STEPS, NULL, NULL, final_params, losses, check_memory, NULL);
 }
 
 static size_t num_params(void) {
@@ -171,15 +205,15 @@ static void resume_across(int stage, int stage2, int on_world) {
     float *p = zg_malloc(n * 4), *pr = zg_malloc(n * 4);
     double l[STEPS], lr[STEPS];
     int W = g_comm->size;
-    train_ex(g_comm, stage, ACCUM, 997, 3, NULL, dir, p, l, 0);
+    train_ex(g_comm, NULL, stage, ACCUM, 997, 1, 3, NULL, dir, p, l, 0, NULL);
     zg_comm *single;
     zg_comm_config cc = {"single", 0, NULL, NULL};
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     if (on_world)
-        train_ex(g_comm, stage2, ACCUM, 997, 2, dir, NULL, p, l + 3, 0);
+        train_ex(g_comm, NULL, stage2, ACCUM, 997, 1, 2, dir, NULL, p, l + 3, 0, NULL);
     else
-        train_ex(single, stage2, ACCUM * W, 997, 2, dir, NULL, p, l + 3, 0);
-    train_ex(single, 0, ACCUM * W, 997, 5, NULL, NULL, pr, lr, 0);
+        train_ex(single, NULL, stage2, ACCUM * W, 997, 1, 2, dir, NULL, p, l + 3, 0, NULL);
+    train_ex(single, NULL, 0, ACCUM * W, 997, 1, 5, NULL, NULL, pr, lr, 0, NULL);
     zg_comm_destroy(single);
     double maxd = 0;
     for (size_t j = 0; j < n; j++) maxd = fmax(maxd, fabs((double)p[j] - pr[j]));
@@ -242,6 +276,53 @@ static void test_stages(void) {
     }
 }
 
+/* A deeper model (8 layers) where sharding shows: at stage 2 no rank ever holds a full gradient buffer
+ * (the peak over the whole run, init included, stays below params + full grads + shard + optimizer),
+ * at stage 3 the parameters held after init are below one full copy (W >= 2), training allocates
+ * nothing beyond what init allocated, and both still match the one-process run. */
+static void test_memory_bounds(void) {
+    gpt2_config c = tiny_config();
+    c.n_layer = 8;
+    c.n_embd = 8;
+    c.n_head = 2;
+    ZT_CHECK(gpt2_config_validate(&c) == 0);
+    gpt2_param_table t;
+    ZT_CHECK(gpt2_param_table_init(&t, &c) == 0);
+    size_t n = t.num_params;
+    gpt2_param_table_free(&t);
+    float *pd = zg_malloc(n * 4), *pr = zg_malloc(n * 4);
+    double ld[3], lr[3];
+    zg_comm *single;
+    zg_comm_config cc = {"single", 0, NULL, NULL};
+    ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
+    train_ex(single, &c, 0, ACCUM * g_comm->size, 300, 1, 3, NULL, NULL, pr, lr, 0, NULL);
+    zg_comm_destroy(single);
+    for (int run = 0; run < 3; run++) { /* stage 2, stage 3, stage 2 without overlap_comm */
+        int stage = run == 1 ? 3 : 2, overlap = run < 2;
+        mem_seen ms;
+        memset(&ms, 0, sizeof ms);
+        train_ex(g_comm, &c, stage, ACCUM, 300, overlap, 3, NULL, NULL, pd, ld, 1, &ms);
+        ZT_CHECK_MSG(ms.peak_train == ms.state, "stage %d: training allocated beyond init: peak %zu, after init %zu",
+                     stage, ms.peak_train, ms.state);
+        ZT_CHECK(ms.state == ms.plan_state);
+        ZT_CHECK_MSG(ms.plan_grads < ms.full_grads, "stage %d: gradient buffers %zu >= a full buffer %zu", stage,
+                     ms.plan_grads, ms.full_grads);
+        if (stage == 2)
+            ZT_CHECK_MSG(ms.peak_run < ms.full_params + ms.full_grads + ms.shard_opt,
+                         "stage 2: peak %zu >= params + full grads + shard + optimizer %zu", ms.peak_run,
+                         ms.full_params + ms.full_grads + ms.shard_opt);
+        if (stage == 3 && g_comm->size >= 2)
+            ZT_CHECK_MSG(ms.plan_params < ms.full_params, "stage 3: parameters held %zu >= a full copy %zu",
+                         ms.plan_params, ms.full_params);
+        double maxd = 0;
+        for (size_t j = 0; j < n; j++) maxd = fmax(maxd, fabs((double)pd[j] - pr[j]));
+        ZT_CHECK_MSG(maxd < 2e-5, "deep model, stage %d: max |weight diff| %.3g", stage, maxd);
+        for (int s = 0; s < 3; s++) ZT_NEAR(ld[s], lr[s], 1e-5, 1e-5);
+    }
+    free(pd);
+    free(pr);
+}
+
 int main(void) {
     zg_comm_config cc = {"auto", 0, NULL, NULL};
     if (zg_comm_create(&g_comm, &cc) != 0) {
@@ -256,6 +337,7 @@ int main(void) {
     if (g_comm->rank == 0) printf("test_zero_gpt2: world size %d (%s)\n", g_comm->size, g_comm->ops->name);
     zt_run("stages", test_stages);
     zt_run("universal_resume", test_universal_resume);
+    zt_run("memory_bounds", test_memory_bounds);
     int any = zg_comm_any(g_comm, zt.failures != 0);
     int rc = zt_finish();
     zg_backend_destroy(g_be);
