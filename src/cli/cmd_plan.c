@@ -130,6 +130,8 @@ int zg_cmd_plan(int argc, char **argv) {
         zg_errorf("--stage %d: allowed 0, 1, 2, 3", zo.stage);
         goto out;
     }
+    size_t requested_bucket = zo.reduce_bucket_size;
+    zg_zero_opts_fit_model(&zo, &table); /* what the trainer will use */
     int device = strcmp(a.device, "cuda") == 0;
     if (!device && strcmp(a.device, "cpu") != 0) {
         zg_errorf("--device '%s': expected cpu or cuda", a.device);
@@ -177,6 +179,9 @@ int zg_cmd_plan(int argc, char **argv) {
     printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s\n", N,
            N == 1 ? "" : "s", zo.stage, zg_dtype_name(dt), device ? "cuda" : "cpu",
            dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", GELU recomputed" : "");
+    if (requested_bucket != zo.reduce_bucket_size)
+        printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they complete\n",
+               requested_bucket, zo.reduce_bucket_size);
     printf("  buckets: reduce %zu, all-gather %zu elements; overlap_comm %s\n\n", zo.reduce_bucket_size,
            zo.allgather_bucket_size, zo.overlap_comm ? "on" : "off");
     printf("  %-5s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",

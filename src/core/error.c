@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { ZG_ERROR_CAP = 2048 };
 
@@ -46,29 +47,58 @@ void zg_error_clear(void) { tl_message[0] = '\0'; }
 void zg_log_set_rank(int rank) { process_rank = rank; }
 int zg_log_rank(void) { return process_rank; }
 
-static void print_prefix(FILE *f, const char *kind) {
-    if (process_rank >= 0)
-        fprintf(f, "zgpt[rank %d]: %s: ", process_rank, kind);
-    else
-        fprintf(f, "zgpt: %s: ", kind);
+/* Formats "zgpt[rank R]: kind: " into buf; returns its length. */
+static size_t format_prefix(char *buf, size_t cap, const char *kind) {
+    int n = process_rank >= 0 ? snprintf(buf, cap, "zgpt[rank %d]: %s: ", process_rank, kind)
+                              : snprintf(buf, cap, "zgpt: %s: ", kind);
+    return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
+}
+
+/* One write() per line: stderr is unbuffered, and several ranks (or mpirun's output tagging) must
+ * never see a line arrive in pieces that can interleave with another rank's. */
+static void write_line(char *buf, size_t len, size_t cap) {
+    if (len >= cap - 1) len = cap - 2;
+    buf[len++] = '\n';
+    fflush(stderr);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(STDERR_FILENO, buf + off, len - off);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+}
+
+/* Appends formatted text at buf[*n], keeping the result NUL-terminated inside cap. */
+static void append_v(char *buf, size_t *n, size_t cap, const char *fmt, va_list ap) {
+    if (*n >= cap - 1) return;
+    int m = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    if (m > 0) *n += (size_t)m < cap - *n ? (size_t)m : cap - *n - 1;
+}
+
+static void append(char *buf, size_t *n, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    append_v(buf, n, cap, fmt, ap);
+    va_end(ap);
 }
 
 void zg_error_print(void) {
-    print_prefix(stderr, "error");
-    fprintf(stderr, "%s\n", tl_message[0] ? tl_message : "unknown error");
-    fflush(stderr);
+    char line[ZG_ERROR_CAP + 64];
+    size_t n = format_prefix(line, sizeof line, "error");
+    append(line, &n, sizeof line, "%s", tl_message[0] ? tl_message : "unknown error");
+    write_line(line, n, sizeof line);
 }
 
-_Noreturn void zg_fatal_at(const char *file, int line, const char *fmt, ...) {
-    va_list ap;
+_Noreturn void zg_fatal_at(const char *file, int line_no, const char *fmt, ...) {
+    char line[ZG_ERROR_CAP + 512];
     fflush(stdout);
-    print_prefix(stderr, "fatal");
-    fprintf(stderr, "%s:%d: ", file, line);
+    size_t n = format_prefix(line, sizeof line, "fatal");
+    append(line, &n, sizeof line, "%s:%d: ", file, line_no);
+    va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    append_v(line, &n, sizeof line, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
+    write_line(line, n, sizeof line);
     exit(1);
 }
 

@@ -653,6 +653,7 @@ static int setup_optimizer(trainer *tr) {
     if (tr->comm) {
         zg_zero_opts zo;
         zg_zero_opts_from_config(&cfg->zero, &zo);
+        zg_zero_opts_fit_model(&zo, &tr->model.table);
         /* the engine places the model's gradients (and, at stage 3, its parameters) and installs the hooks */
         if (zg_zero_init_model(&tr->zero, &zo, tr->comm, tr->be, &tr->model, &oc) != 0) return -1;
         tr->zero_on = 1;

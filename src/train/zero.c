@@ -533,6 +533,15 @@ static int table_layers(const gpt2_param_table *t) {
     return maxl + 1;
 }
 
+void zg_zero_opts_fit_model(zg_zero_opts *o, const gpt2_param_table *t) {
+    if (o->stage < 2) return;
+    int L = table_layers(t);
+    if (L == 0) return;
+    size_t mx = layer_size_max(t, L, NULL);
+    size_t cap = mx > ZG_ZERO_MIN_LAYER_BUCKET ? mx : ZG_ZERO_MIN_LAYER_BUCKET;
+    if (o->reduce_bucket_size > cap) o->reduce_bucket_size = cap;
+}
+
 int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o) {
     int L = table_layers(t);
     size_t mn, mx = layer_size_max(t, L, &mn);

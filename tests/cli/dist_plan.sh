@@ -19,8 +19,10 @@ for r in p["ranks"]:
     assert r["optimizer"] == 12 * n // 4        # fp32 master + m + v of the shard
     assert r["params"] + r["grad_shard"] + r["optimizer"] == p["paper_model_state_bytes"]
     # no full gradient buffer: embeddings + ln_f + K layer buffers, K = min(48, ceil((layer + 3 bucket - 1) / layer));
-    # the default bucket (5e8 elements) needs all 48 layers, so it only adds up to 2n here (smaller buckets: below)
-    assert r["grads"] == 2 * (82128000 + 48 * 30740800) == 2 * n
+    # the default bucket (5e8 elements) is lowered to the largest layer (30740800; zg_zero_opts_fit_model),
+    # so K = 4: 4 of 48 layers instead of the whole gradient
+    assert r["grads"] == 2 * (82128000 + 4 * 30740800), r
+    assert r["grads"] < 2 * n // 6              # under a sixth of a full fp16 gradient buffer
     assert 0 < r["activations"] < 8 << 30
     assert r["total"] == sum(r[k] for k in ("params", "grads", "grad_shard", "optimizer", "comm", "activations"))
 PY
@@ -73,7 +75,9 @@ cat > "$tmp/cfg.json" <<'JSON'
 JSON
 "$ZGPT" plan "$tmp/cfg.json" --nproc 4 > "$tmp/out" || { cat "$tmp/out"; fail "plan CONFIG"; }
 grep -q "4 ranks, ZeRO stage 2, fp16" "$tmp/out" || { cat "$tmp/out"; fail "config not applied"; }
-grep -q "reduce 200000000" "$tmp/out" || fail "bucket size not applied"
+# the config's bucket is read, and (above the largest layer) lowered to it, saying so
+grep -q "reduce_bucket_size 200000000 lowered to 30740800" "$tmp/out" || { cat "$tmp/out"; fail "bucket size not applied"; }
+grep -q "reduce 30740800, all-gather 200000000" "$tmp/out" || fail "all-gather bucket size not applied"
 grep -q "2Psi + 14Psi/N" "$tmp/out" || fail "paper formula missing"
 echo "ok plan CONFIG --nproc 4"
 
