@@ -145,8 +145,9 @@ if has multi && [ "$NGPU" -ge 2 ]; then
     done
   done
   # bitwise resume at the same GPU count (2 GPUs, stage 2): 100 straight == 50 + resume + 50
-  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
-  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --gpus 2 --resume > "$LOG_DIR/multi_r2.log" 2>&1
+  # keep_last_k 10: the cross-count resume below starts from iter_50 of this run
+  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --set keep_last_k=10 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
+  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set keep_last_k=10 --gpus 2 --resume > "$LOG_DIR/multi_r2.log" 2>&1
   la=$(grep '"loss": [0-9]' "$W/m2s2/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   lb=$(grep '"loss": [0-9]' "$W/m2r/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   if [ -n "$la" ] && [ "$la" = "$lb" ] && cmp -s "$W/m2s2/final/model.bin" "$W/m2r/final/model.bin"; then
