@@ -89,16 +89,27 @@ void zg_error_print(void) {
     write_line(line, n, sizeof line);
 }
 
-_Noreturn void zg_fatal_at(const char *file, int line_no, const char *fmt, ...) {
+static void fatal_report_v(const char *file, int line_no, const char *fmt, va_list ap) {
     char line[ZG_ERROR_CAP + 512];
     fflush(stdout);
     size_t n = format_prefix(line, sizeof line, "fatal");
     append(line, &n, sizeof line, "%s:%d: ", file, line_no);
+    append_v(line, &n, sizeof line, fmt, ap);
+    write_line(line, n, sizeof line);
+}
+
+void zg_fatal_report(const char *file, int line_no, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    append_v(line, &n, sizeof line, fmt, ap);
+    fatal_report_v(file, line_no, fmt, ap);
     va_end(ap);
-    write_line(line, n, sizeof line);
+}
+
+_Noreturn void zg_fatal_at(const char *file, int line_no, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fatal_report_v(file, line_no, fmt, ap);
+    va_end(ap);
     exit(1);
 }
 

@@ -33,6 +33,9 @@ void zg_error_clear(void);
 void zg_log_set_rank(int rank);
 int zg_log_rank(void);
 
+/* Prints "zgpt[rank R]: fatal: file:line: what" as one line (one write) without exiting: for fatal
+ * paths that must tear something down first (MPI_Abort, ncclCommAbort). */
+void zg_fatal_report(const char *file, int line, const char *fmt, ...) ZG_PRINTF(3, 4);
 /* Prints "zgpt[rank R]: fatal: file:line: what" and exits with status 1. */
 _Noreturn void zg_fatal_at(const char *file, int line, const char *fmt, ...) ZG_PRINTF(3, 4);
 #define ZG_FATAL(...) zg_fatal_at(__FILE__, __LINE__, __VA_ARGS__)

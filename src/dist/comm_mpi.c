@@ -48,9 +48,7 @@ static _Noreturn void mpi_fatal_at(zg_comm *c, const char *file, int line, const
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "zgpt[rank %d]: fatal: %s:%d: rank %d: %s\n", c->rank, file, line, c->rank, msg);
-    fflush(stderr);
+    zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
     MPI_Abort(MPI_COMM_WORLD, 1);
     exit(1);
 }

@@ -70,9 +70,7 @@ static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "zgpt[rank %d]: fatal: %s:%d: rank %d: %s\n", c->rank, file, line, c->rank, msg);
-    fflush(stderr);
+    zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
     nccl_impl *m = c->impl;
     if (m && m->comm) ncclCommAbort(m->comm); /* frees the GPU from kernels waiting on peers */
     exit(1);
