@@ -83,7 +83,8 @@ typedef struct {
     double timeout_s;      /* <= 0: $ZGPT_COMM_TIMEOUT or 300 s */
     zg_backend *be;        /* single: copies go through be->ops->copy when non-NULL; nccl: the CUDA
                             * backend (device, compute stream) */
-    void *compute_stream;  /* nccl: the cudaStream_t compute work is enqueued on (NULL: legacy default) */
+    void *compute_stream;  /* nccl: the cudaStream_t compute work is enqueued on (NULL: the CUDA backend's
+                            * stream when be is one, else the legacy default stream) */
 } zg_comm_config;
 
 /* Creates the communicator. "auto": nccl when the process was started by zgpt's GPU launcher (or

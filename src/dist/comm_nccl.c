@@ -19,6 +19,7 @@
  */
 #include "dist/comm.h"
 
+#include "backend/cuda/backend_cuda.h"
 #include "core/error.h"
 #include "dist/launch.h"
 
@@ -362,6 +363,12 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
     c->device_buffers = 1;
     c->timeout_s = zg_comm_default_timeout(cfg ? cfg->timeout_s : 0);
     m->compute = cfg ? (cudaStream_t)cfg->compute_stream : NULL;
+    /* Without an explicit stream, order against the CUDA backend's own compute stream. That stream is
+     * non-blocking, so the legacy default stream would order NOTHING: collectives would read
+     * gradients before backward wrote them and compute would read parameters before their
+     * all-gather finished (seen as run-to-run differences on 2 and 4 GPUs). */
+    if (!m->compute && cfg && cfg->be && cfg->be->device >= 0 && strcmp(cfg->be->ops->name, "cuda") == 0)
+        m->compute = zg_backend_cuda_stream(cfg->be);
 
     /* The device: the backend's, else local rank modulo the visible devices. */
     int count = 0;
