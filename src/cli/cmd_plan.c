@@ -22,6 +22,7 @@ typedef struct {
     const char *device;
     const char *precision;
     int json;
+    const char *deepspeed;
 } plan_args;
 
 static const zg_option plan_options[] = {
@@ -32,12 +33,13 @@ static const zg_option plan_options[] = {
     ZG_OPT_STR(plan_args, device, "device", "DEV", "cpu or cuda (decides the precision the run would use)", "cuda"),
     ZG_OPT_STR(plan_args, precision, "precision", "P", "fp32, bf16 or fp16 (default: the config's, for the device)", NULL),
     ZG_OPT_FLAG(plan_args, json, "json", "print JSON"),
+    ZG_OPT_STR(plan_args, deepspeed, "deepspeed", "DS_CONFIG", "DeepSpeed config file used with CONFIG (as zgpt train --deepspeed)", NULL),
     ZG_OPT_END,
 };
 
 static const zg_command_spec plan_spec = {
     "plan",
-    "[CONFIG] [--nproc N] [--stage S] [--micro-batch B] [--model NAME] [--device cpu|cuda]",
+    "[CONFIG [--deepspeed DS_CONFIG]] [--nproc N] [--stage S] [--micro-batch B] [--model NAME] [--device cpu|cuda]",
     "print per-rank memory (params, grads, optimizer state, comm buffers, activations) for a config",
     plan_options,
     "CONFIG",
@@ -86,8 +88,14 @@ int zg_cmd_plan(int argc, char **argv) {
         zg_strlist_free(&pos);
         return 2;
     }
+    if (a.deepspeed && pos.count != 1) {
+        zg_errorf("--deepspeed '%s' needs a training CONFIG too (zgpt plan CONFIG --deepspeed DS_CONFIG)", a.deepspeed);
+        zg_error_print();
+        zg_strlist_free(&pos);
+        return 2;
+    }
     if (pos.count == 1) {
-        if (zg_train_config_load(&tc, pos.items[0], NULL, NULL, 0) != 0) goto out;
+        if (zg_train_config_load(&tc, pos.items[0], a.deepspeed, NULL, 0) != 0) goto out;
         have_cfg = 1;
         if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto out;
     }

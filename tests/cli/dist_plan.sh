@@ -78,6 +78,13 @@ grep -q "4 ranks, ZeRO stage 2, fp16" "$tmp/out" || { cat "$tmp/out"; fail "conf
 # the config's bucket is read, and (above the largest layer) lowered to it, saying so
 grep -q "reduce_bucket_size 200000000 lowered to 30740800" "$tmp/out" || { cat "$tmp/out"; fail "bucket size not applied"; }
 grep -q "reduce 30740800, all-gather 200000000" "$tmp/out" || fail "all-gather bucket size not applied"
+
+# the shipped guide configuration, DeepSpeed file unchanged: stage 2 and fp16 come from it
+"$ZGPT" plan "$ZGPT_SRC/configs/gpt2xl_finetune.json" --deepspeed "$ZGPT_SRC/configs/ds_config_zero2.json" --nproc 4 \
+    > "$tmp/guide" || { cat "$tmp/guide"; fail "plan --deepspeed"; }
+grep -q "4 ranks, ZeRO stage 2, fp16" "$tmp/guide" || { cat "$tmp/guide"; fail "--deepspeed not applied"; }
+"$ZGPT" plan --deepspeed "$ZGPT_SRC/configs/ds_config_zero2.json" > /dev/null 2> "$tmp/err" && fail "--deepspeed without CONFIG accepted"
+grep -q "needs a training CONFIG" "$tmp/err" || fail "--deepspeed without CONFIG: $(cat "$tmp/err")"
 grep -q "2Psi + 14Psi/N" "$tmp/out" || fail "paper formula missing"
 echo "ok plan CONFIG --nproc 4"
 
