@@ -107,6 +107,15 @@ static void mpi_destroy(zg_comm *c) {
     free(c);
 }
 
+/* 16-bit data is reduced through fp32 scratch: when the request completes, n fp32 values at src are
+ * converted back into dst (dtype dt). */
+static void req_convert_back(zg_comm_req *r, void *dst, const float *src, size_t n, zg_dtype dt) {
+    r->convert_dst = dst;
+    r->convert_src = src;
+    r->convert_n = n;
+    r->dt = dt;
+}
+
 static zg_comm_req *mpi_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt,
                                    zg_comm_op op) {
     zg_comm_req *r = req_new(c, op == ZG_COMM_MAX ? "all_reduce(max)" : "all_reduce(sum)");
@@ -117,10 +126,7 @@ static zg_comm_req *mpi_all_reduce(zg_comm *c, const void *send, void *recv, siz
         zg_comm_to_f32(r->tmp, send, dt, n);
         sbuf = r->tmp;
         rbuf = r->tmp;
-        r->convert_dst = recv;
-        r->convert_src = r->tmp;
-        r->convert_n = n;
-        r->dt = dt;
+        req_convert_back(r, recv, r->tmp, n, dt);
     }
     for (size_t off = 0; off < n; off += CHUNK) {
         int cnt = (int)(n - off < CHUNK ? n - off : CHUNK);
@@ -142,12 +148,7 @@ static zg_comm_req *mpi_reduce(zg_comm *c, const void *send, void *recv, size_t 
         zg_comm_to_f32(r->tmp, send, dt, n);
         sbuf = r->tmp;
         rbuf = r->tmp;
-        if (is_root) {
-            r->convert_dst = recv;
-            r->convert_src = r->tmp;
-            r->convert_n = n;
-            r->dt = dt;
-        }
+        if (is_root) req_convert_back(r, recv, r->tmp, n, dt);
     }
     for (size_t off = 0; off < n; off += CHUNK) {
         int cnt = (int)(n - off < CHUNK ? n - off : CHUNK);
@@ -171,10 +172,7 @@ static zg_comm_req *mpi_reduce_scatter(zg_comm *c, const void *send, void *recv,
         r->tmp_out = r->tmp + total;
         sbuf = r->tmp;
         rbuf = r->tmp_out;
-        r->convert_dst = recv;
-        r->convert_src = r->tmp_out;
-        r->convert_n = count;
-        r->dt = dt;
+        req_convert_back(r, recv, r->tmp_out, count, dt);
     }
     ZG_CHECK_MPI(c, r->op, MPI_Ireduce_scatter_block(sbuf, rbuf, (int)count, MPI_FLOAT, MPI_SUM, mcomm(c), req_slot(r)));
     return r;
