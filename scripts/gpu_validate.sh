@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
-# GPU validation for issue 5 (and a 2-GPU check for issue 6 when two GPUs are visible), in one run on
-# the GPU machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
+# GPU validation for issue 5, and issue 6's "fast and lean" targets (2+ GPUs), in one run on the GPU
+# machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
 #   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
 #   curve    200 iterations of a small model on Tiny Shakespeare: CUDA fp32 and bf16 vs the CPU fp32 curve
 #   resume   bitwise resume on the GPU (bf16): 2N straight == N + resume + N
 #   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
-#   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M and XL, B=16, T=1024
+#   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
 #   benchxl  the same for GPT-2 XL (last: the slowest)
+#   zbench   zgpt bench 124M alone (regression check; not in the default list)
 #   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch, resume at the
 #            same and another GPU count, a killed worker
 #   xlstart  seconds from `zgpt train` (GPT-2 XL) to the first finished step
-#   guide    (2+ GPUs) the DeepSpeed guide's GPT-2 XL configuration (ZeRO-2, 1 x 32), bf16 and fp16
-#   zero2xl  (2+ GPUs) GPT-2 XL ZeRO-2 at micro-batch 16
-# usage: scripts/gpu_validate.sh [phases...]   (default: all). Prints a summary table at the end.
+#   guide    (2+ GPUs) the DeepSpeed guide's GPT-2 XL configuration (ZeRO-2, 1 x 32), bf16 and fp16,
+#            against the PyTorch peer (FSDP SHARD_GRAD_OP, B=1, ga 32) on all visible GPUs
+#   dp2      (2+ GPUs) GPT-2 XL bf16, T=1024, micro-batch 16/GPU, no accumulation: zgpt 1 GPU, zgpt
+#            2 GPUs ZeRO-2, torch DDP and FSDP on 2 GPUs: speed ratio, scaling, memory (issue 6)
+#   zero2xl  (2+ GPUs) only dp2's zgpt 2-GPU ZeRO-2 run (kept as an alias; dp2 replaces it by default)
+#   demo     scripts/demo.sh, the README's main job
+# usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
+# Environment:
+#   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
+#                 ZG_DP2_SET="--set recompute_layernorm=true" (default: none)
+#   ZG_GUIDE_SET  extra zgpt train options for the guide runs (default: none)
+#   ZG_BENCH_SET  extra `zgpt bench` options for bench/benchxl/zbench (default: none). zgpt bench takes
+#                 no --set KEY=VALUE config keys (only its own options: --peak-tflops X, --json, ...);
+#                 whatever is given is passed through verbatim.
+# Approximate wall time on 2 x H200 (torch.compile of GPT-2 XL takes 1-2 min per torch run):
+#   dp2 ~6-8 min, guide ~5-6 min, benchxl ~3-4 min, bench ~2 min.
+# shellcheck disable=SC2046,SC2016 # $(small_cfg/mcfg/xlcfg ...) split into words on purpose; '$X' inside "${X:+...}" does expand
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 RESULTS=${OUT:-/tmp}
 LOG_DIR=$(mktemp -d /tmp/zgpt-val-logs.XXXXXX)
-PHASES=${*:-"build ops parity curve resume fp16 bench multi xlstart guide zero2xl demo benchxl"}
+PHASES=${*:-"build ops parity curve resume fp16 bench multi xlstart guide dp2 demo benchxl"}
 SUMMARY="$RESULTS/gpu-validate-summary.txt"
 : > "$SUMMARY"
 # Each note also re-packs the logs, so a run stopped at its time limit still returns them.
@@ -29,6 +44,46 @@ ZGPT=$ROOT/build-gpu/zgpt
 W=$(mktemp -d /tmp/zgpt-val.XXXXXX)
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 note "card: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1), GPUs visible: $NGPU"
+TB=.bench/torch_gpt2_baseline.py
+if command -v torchrun >/dev/null 2>&1; then TORCHRUN=(torchrun); else TORCHRUN=(python3 -m torch.distributed.run); fi
+read -r -a DP2_SET <<< "${ZG_DP2_SET:-}"
+read -r -a GUIDE_SET <<< "${ZG_GUIDE_SET:-}"
+read -r -a BENCH_SET <<< "${ZG_BENCH_SET:-}"
+
+# ---- parsing helpers (numbers as plain decimals; "" when absent) ----
+# median of the numbers on stdin, one a line
+median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit; if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.1f\n", m}'; }
+# zgpt train log -> "iter ms tok/s" for every logged, not skipped, iteration >= $2 (default 0)
+zg_iters() { sed -nE 's/^iter ([0-9]+): loss [^,]+, time ([0-9.]+) ms, .*tok\/s ([0-9.]+),.*/\1 \2 \3/p' "$1" | awk -v f="${2:-0}" '$1 >= f'; }
+zg_ms() { zg_iters "$1" "$2" | awk '{print $2}' | median; }   # median ms per iteration from iteration $2 on
+zg_tps() { zg_iters "$1" "$2" | awk '{print $3}' | median; }  # median tokens/s (all ranks) from iteration $2 on
+zg_n() { zg_iters "$1" "$2" | wc -l; }                        # how many iterations that median is over
+zg_skips() { grep -cE '^iter [0-9]+: ' "$1" | awk -v n="$(zg_iters "$1" 0 | wc -l)" '{print $1 - n}'; } # fp16 skipped steps
+# "12.34 GiB" (or B/KiB/MiB/TiB) on stdin -> GiB
+to_gib() { awk 'NF >= 2 {f = 1; if ($2 == "B") f = 1 / 2^30; else if ($2 == "KiB") f = 1 / 2^20; else if ($2 == "MiB") f = 1 / 1024;
+                 else if ($2 == "TiB") f = 1024; printf "%.2f\n", $1 * f}'; }
+zg_mem() { sed -nE 's/^peak [a-z]+ memory per rank: ([0-9.]+ [KMGT]?i?B)$/\1/p' "$1" | tail -1 | to_gib; }   # zgpt train, GiB per GPU
+zb_tps() { sed -nE 's/^tokens\/s: ([0-9.]+).*/\1/p' "$1" | tail -1; }                                        # zgpt bench
+zb_ms() { sed -nE 's/^ms\/step: ([0-9.]+).*/\1/p' "$1" | tail -1; }
+zb_mem() { sed -nE 's/^peak memory: backend ([0-9.]+ [KMGT]?i?B),.*/\1/p' "$1" | tail -1 | to_gib; }
+# the PyTorch peer's result line (its last print, rank 0 only): "torch L=... median step X ms  N tok/s  (M per GPU)
+#   model TFLOPS/GPU F  maxmem G GiB  loss L"; maxmem is torch.cuda.max_memory_allocated of rank 0 (per GPU)
+th_line() { grep -E '^torch L=' "$1" 2>/dev/null | tail -1; }
+th_ms() { th_line "$1" | sed -nE 's/.* median step ([0-9.]+) ms .*/\1/p'; }
+th_tps() { th_line "$1" | sed -nE 's/.* ([0-9]+) tok\/s .*/\1/p'; }
+th_mem() { th_line "$1" | sed -nE 's/.* maxmem ([0-9.]+) GiB.*/\1/p'; }
+th_show() { local l; l=$(th_line "$1"); [ -n "$l" ] && echo "$l" || echo "no result: $(tail -1 "$1" 2>/dev/null)"; }
+# a / b to 3 decimals, "n/a" when either is missing or b is 0
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.3f\n", a / b}'; }
+# PASS / FAIL for "$1 $2 $3" (op >=, <=, <, >); a missing number fails
+verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {if (v == "" || v == "n/a") {print "FAIL (no number)"; exit}
+  v += 0; t += 0; ok = (op == ">=") ? v >= t : (op == "<=") ? v <= t : (op == "<") ? v < t : (op == ">") ? v > t : 0
+  print (ok ? "PASS" : "FAIL")}'; }
+fmt0() { [ -n "$1" ] && printf "%.0f" "$1" || echo "n/a"; }
+na() { [ -n "$1" ] && echo "$1" || echo "n/a"; }
+# the PyTorch peer under torchrun: $1 log, $2 processes, then the peer's arguments
+torch_dp() { local log=$1 np=$2; shift 2
+  timeout -k 20 240 "${TORCHRUN[@]}" --standalone --nproc_per_node="$np" "$TB" "$@" > "$log" 2>&1; }
 
 if has build; then
   t0=$(date +%s)
@@ -54,7 +109,8 @@ small_cfg() { # $1 out_dir, then extra --set pairs
   echo --config configs/shakespeare_small.json --set data="$W/data" --set out_dir="$out" --set max_iters=200 \
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
-if has curve || has resume || has fp16 || has multi; then
+# (the GPT-2 XL phases train on it too)
+if has curve || has resume || has fp16 || has multi || has xlstart || has guide || has dp2 || has zero2xl; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -113,12 +169,21 @@ if has fp16; then
   grep -m3 "loss scale" "$LOG_DIR/fp16.log" | tee -a "$SUMMARY" >/dev/null
 fi
 
+# One GPU, zgpt bench vs the PyTorch peer: $1 label, $2 zgpt bench log, $3 torch log. zgpt's memory is its
+# backend's peak (device allocations), torch's its max_memory_allocated.
+bench_ratio() {
+  local zt tt zm tm rs mr
+  zt=$(zb_tps "$2"); tt=$(th_tps "$3"); zm=$(zb_mem "$2"); tm=$(th_mem "$3")
+  rs=$(ratio "$zt" "$tt"); mr=$(ratio "$zm" "$tm")
+  note "$1 ratio: zgpt/torch tokens/s $rs ($(fmt0 "$zt") / $(fmt0 "$tt")) $(verdict "$rs" ">=" 1) (>= 1);" \
+       "zgpt/torch peak memory $mr (${zm:-n/a} / ${tm:-n/a} GiB) $(verdict "$mr" "<=" 1) (<= 1)"
+}
 if has bench; then
-  TB=.bench/torch_gpt2_baseline.py
-  timeout 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
-  note "zgpt 124M B=16: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)' "$LOG_DIR/bench_zgpt_124m.log" | tr '\n' ';')"
-  [ -f $TB ] && timeout 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
-  note "torch 124M B=16: $(tail -1 "$LOG_DIR/bench_torch_124m.log")"
+  timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
+  note "zgpt 124M B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_124m.log" | tr '\n' ';')"
+  [ -f $TB ] && timeout -k 20 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
+  note "torch 124M B=16: $(th_show "$LOG_DIR/bench_torch_124m.log")"
+  bench_ratio "bench 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
 fi
 
 if has multi && [ "$NGPU" -ge 2 ]; then
@@ -181,32 +246,85 @@ if has xlstart; then
   t1=$(grep FIRST_STEP_AT "$LOG_DIR/xlstart.log" | awk '{print $2}')
   note "xlstart: GPT-2 XL (B=16, T=1024, bf16, from scratch, eval of 1+1 batches at iter 0): first step finished $(awk -v a="$t0" -v b="${t1:-0}" 'BEGIN{printf "%.1f", b-a}') s after 'zgpt train' started"
 fi
+# The DeepSpeed guide's GPT-2 XL configuration: ZeRO-2, micro-batch 1 x accumulation 32 on every GPU.
+# max_iters 4: the medians are over iterations 1-3 (iteration 0 warms up); a step is ~1.5-3 s.
 if has guide && [ "$NGPU" -ge 2 ]; then
+  GA=32   # configs/ds_config_zero2.json's gradient_accumulation_steps
   for prec in bf16 fp16; do
-    if [ $prec = bf16 ]; then pp="--set fp16.enabled=false --set bf16.enabled=true"; else pp=""; fi
-    timeout 150 "$ZGPT" train $(xlcfg "$W/g_$prec") $pp --set max_iters=3 --gpus $NGPU > "$LOG_DIR/guide_$prec.log" 2>&1
-    note "guide (XL, $NGPU GPUs, ZeRO-2, micro-batch 1 x accumulation 32, $prec): exit $?; $(grep -E '^iter [12]:' "$LOG_DIR/guide_$prec.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/guide_$prec.log")"
+    if [ $prec = bf16 ]; then pp=(--set fp16.enabled=false --set bf16.enabled=true); else pp=(); fi
+    timeout -k 20 200 "$ZGPT" train $(xlcfg "$W/g_$prec") "${pp[@]}" --set max_iters=4 "${GUIDE_SET[@]}" --gpus "$NGPU" > "$LOG_DIR/guide_$prec.log" 2>&1
+    rc=$?; gl=$LOG_DIR/guide_$prec.log
+    ms=$(zg_ms "$gl" 1); tps=$(zg_tps "$gl" 1)
+    [ $prec = bf16 ] && guide_bf16_tps=$tps && guide_bf16_mem=$(zg_mem "$gl")
+    note "guide (XL, $NGPU GPUs, ZeRO-2, micro-batch 1 x accumulation $GA, $prec${ZG_GUIDE_SET:+, ZG_GUIDE_SET='$ZG_GUIDE_SET'}): exit $rc;" \
+         "$(awk -v m="$ms" 'BEGIN {if (m == "") print "n/a"; else printf "%.1f", m}') ms/step," \
+         "$(awk -v m="$ms" -v g=$GA 'BEGIN {if (m == "") print "n/a"; else printf "%.2f", m / g}') ms/micro-step," \
+         "$(fmt0 "$tps") tok/s (median of $(zg_n "$gl" 1) iterations from 1; $(zg_skips "$gl") skipped), peak $(na "$(zg_mem "$gl")") GiB/GPU"
   done
+  if [ -f $TB ]; then
+    # The peer discards its first 5 steps (compile, warm-up) and takes the median of the rest: 8 steps -> 3.
+    torch_dp "$LOG_DIR/guide_torch_fsdp.log" "$NGPU" --layers 48 --heads 25 --embd 1600 --B 1 --ga $GA --dp fsdp --steps 8
+    rc=$?; tl=$LOG_DIR/guide_torch_fsdp.log
+    note "guide torch FSDP (SHARD_GRAD_OP, $NGPU GPUs, B=1 x ga $GA): exit $rc; $(fmt0 "$(th_tps "$tl")") tok/s," \
+         "$(na "$(th_ms "$tl")") ms/step, maxmem $(na "$(th_mem "$tl")") GiB/GPU; $(th_show "$tl")"
+    r=$(ratio "${guide_bf16_tps:-}" "$(th_tps "$tl")")
+    note "guide speed: zgpt bf16 / torch FSDP tokens/s = $r $(verdict "$r" ">=" 1) (>= 1);" \
+         "memory zgpt bf16 $(na "${guide_bf16_mem:-}") vs FSDP $(na "$(th_mem "$tl")") GiB/GPU (ratio $(ratio "${guide_bf16_mem:-}" "$(th_mem "$tl")"))"
+  else note "guide: $TB missing, no torch comparison"; fi
 fi
-if has zero2xl && [ "$NGPU" -ge 2 ]; then
-  timeout 150 "$ZGPT" train $(xlcfg "$W/z2") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
-      --set train_micro_batch_size_per_gpu=16 --set max_iters=6 --gpus $NGPU > "$LOG_DIR/zero2xl.log" 2>&1
-  note "zero2xl (XL, $NGPU GPUs, ZeRO-2, micro-batch 16, bf16): exit $?; $(grep -E '^iter [345]:' "$LOG_DIR/zero2xl.log" | tr '\n' ' '); $(grep 'peak cuda memory' "$LOG_DIR/zero2xl.log")"
+# Issue 6 "fast and lean", data parallel on 2 GPUs: GPT-2 XL, bf16, T=1024, micro-batch 16 per GPU, no accumulation.
+# zgpt on 1 GPU and on 2 GPUs (ZeRO-2, the config's stage), torch DDP and FSDP (SHARD_GRAD_OP) on 2 GPUs.
+# zgpt's medians are over iterations 2-5 (0-1 warm up); the peer's over its steps 5-7.
+dp2_zgpt() { # $1 run name (log $LOG_DIR/$1.log), $2 GPUs
+  timeout -k 20 240 "$ZGPT" train $(xlcfg "$W/$1") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
+      --set train_micro_batch_size_per_gpu=16 --set max_iters=6 "${DP2_SET[@]}" --gpus "$2" > "$LOG_DIR/$1.log" 2>&1
+}
+dp2_show() { # $1 log, $2 exit status
+  echo "exit $2; $(na "$(zg_ms "$1" 2)") ms/iter, $(fmt0 "$(zg_tps "$1" 2)") tok/s (median of $(zg_n "$1" 2) iterations from 2)," \
+       "peak $(na "$(zg_mem "$1")") GiB/GPU"
+}
+if { has dp2 || has zero2xl; } && [ "$NGPU" -lt 2 ]; then note "dp2/zero2xl: skipped ($NGPU GPU visible, 2 needed)"; fi
+if has dp2 && [ "$NGPU" -ge 2 ]; then
+  D=$LOG_DIR
+  note "dp2: GPT-2 XL, bf16, T=1024, micro-batch 16/GPU, no accumulation; ZG_DP2_SET='${ZG_DP2_SET:-}'"
+  dp2_zgpt dp2_zgpt1 1; rc=$?
+  note "dp2 zgpt 1 GPU: $(dp2_show "$D/dp2_zgpt1.log" $rc)"
+  dp2_zgpt dp2_zgpt2 2; rc=$?
+  note "dp2 zgpt 2 GPUs ZeRO-2: $(dp2_show "$D/dp2_zgpt2.log" $rc)"
+  for dp in ddp fsdp; do
+    if [ -f $TB ]; then torch_dp "$D/dp2_torch_$dp.log" 2 --layers 48 --heads 25 --embd 1600 --B 16 --dp $dp --steps 8; rc=$?; else rc=missing; fi
+    note "dp2 torch $dp 2 GPUs: exit $rc; $(fmt0 "$(th_tps "$D/dp2_torch_$dp.log")") tok/s, $(na "$(th_ms "$D/dp2_torch_$dp.log")") ms/step," \
+         "maxmem $(na "$(th_mem "$D/dp2_torch_$dp.log")") GiB/GPU; $(th_show "$D/dp2_torch_$dp.log")"
+  done
+  z1=$(zg_tps "$D/dp2_zgpt1.log" 2); z2=$(zg_tps "$D/dp2_zgpt2.log" 2); zm=$(zg_mem "$D/dp2_zgpt2.log")
+  td=$(th_tps "$D/dp2_torch_ddp.log"); tf=$(th_tps "$D/dp2_torch_fsdp.log"); fm=$(th_mem "$D/dp2_torch_fsdp.log")
+  best=$(awk -v a="$td" -v b="$tf" 'BEGIN {m = (a + 0 > b + 0) ? a : b; if (m + 0 > 0) print m}')
+  bestn=$(awk -v a="$td" -v b="$tf" 'BEGIN {print (a + 0 > b + 0) ? "DDP" : "FSDP"}')
+  sc=$(awk -v a="$z2" -v b="$z1" 'BEGIN {if (a == "" || b + 0 == 0) print "n/a"; else printf "%.1f\n", 100 * a / (2 * b)}')
+  rs=$(ratio "$z2" "$best"); mr=$(ratio "$zm" "$fm")
+  note "dp2 tokens/s: zgpt 1 GPU $(fmt0 "$z1"), zgpt 2 GPUs $(fmt0 "$z2"), torch DDP $(fmt0 "$td"), torch FSDP $(fmt0 "$tf")"
+  note "dp2 speed: zgpt 2 GPUs / max(DDP, FSDP) = $rs (vs $bestn) $(verdict "$rs" ">=" 1) (>= 1)"
+  note "dp2 scaling: zgpt 2 GPUs / (2 x zgpt 1 GPU) = $sc% $(verdict "$sc" ">=" 95) (>= 95%)"
+  note "dp2 memory: zgpt ${zm:-n/a} GiB/GPU vs FSDP ${fm:-n/a} GiB/GPU (ratio $mr; DDP $(na "$(th_mem "$D/dp2_torch_ddp.log")"), zgpt 1 GPU" \
+       "$(na "$(zg_mem "$D/dp2_zgpt1.log")")) $(verdict "$mr" "<" 1) (< FSDP)"
+elif has zero2xl && [ "$NGPU" -ge 2 ]; then
+  dp2_zgpt zero2xl 2; rc=$?
+  note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16${ZG_DP2_SET:+, ZG_DP2_SET='$ZG_DP2_SET'}): $(dp2_show "$LOG_DIR/zero2xl.log" $rc)"
 fi
 if has demo; then
   ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
   note "demo (scripts/demo.sh, the README's main job): exit $?; $(grep -E '^(demo: training on|val loss:)' "$LOG_DIR/demo.log" | tr '\n' ' ')"
 fi
 if has zbench; then
-  timeout 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile > "$LOG_DIR/zbench.log" 2>&1
+  timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile "${BENCH_SET[@]}" > "$LOG_DIR/zbench.log" 2>&1
   note "zgpt 124M B=16 (regression check): $(grep -E '^(tokens/s|ms/step|peak memory)' "$LOG_DIR/zbench.log" | tr '\n' ';')"
 fi
 if has benchxl; then
-  TB=.bench/torch_gpt2_baseline.py
-  timeout 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
-  note "zgpt XL B=16: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_xl.log" | tr '\n' ';')"
-  [ -f $TB ] && timeout 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
-  note "torch XL B=16: $(tail -1 "$LOG_DIR/bench_torch_xl.log")"
+  timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
+  note "zgpt XL B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_xl.log" | tr '\n' ';')"
+  [ -f $TB ] && timeout -k 20 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
+  note "torch XL B=16: $(th_show "$LOG_DIR/bench_torch_xl.log")"
+  bench_ratio "benchxl XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
 fi
 rm -rf "$W" "$LOG_DIR"
 echo "==== summary ===="; cat "$SUMMARY"

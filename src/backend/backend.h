@@ -81,19 +81,19 @@ typedef struct {
     /* dwte (Vp,C) += scatter(dout), dwpe (maxT,C) += sum over batch of dout */
     void (*encoder_backward)(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens,
                              int B, int T, int C);
-    /* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) fp32 */
+    /* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) fp32, may be NULL (not written: inference) */
     void (*layernorm_forward)(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                               const void *b, int N, int C);
-    /* residual (N,C) = a + b; out = layernorm(residual) (fused residual add + LayerNorm) */
-    void (*residual_layernorm_forward)(zg_backend *be, void *residual, void *out, float *mean, float *rstd,
-                                       const void *a, const void *b, const void *w, const void *bias, int N, int C);
     /* dinp (N,C) += ..., dw (C) += ..., db (C) += ... */
     void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
                                const void *w, const float *mean, const float *rstd, int N, int C);
-    /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL). If pre_gelu is non-NULL, the
-     * product+bias is stored in pre_gelu (N,OC) and out = gelu_tanh(pre_gelu). */
+    /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL) + residual (N,OC, act_dtype, may
+     * be NULL): the residual add of a transformer block fused into the product's epilogue. residual
+     * may be out itself (in place) but must not otherwise overlap it; the model passes a separate
+     * buffer. If pre_gelu is non-NULL, the product+bias is stored in pre_gelu (N,OC) and
+     * out = gelu_tanh(pre_gelu). pre_gelu and residual together are not supported (fatal). */
     void (*matmul_forward)(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
-                           const void *bias, int N, int C, int OC);
+                           const void *bias, const void *residual, int N, int C, int OC);
     /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp; dbias (OC) += sum(dout)
      * (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then multiplied by gelu'(gelu_inp)
      * (the input of this matmul was gelu(gelu_inp)). */
@@ -101,7 +101,8 @@ typedef struct {
                             const void *w, const void *gelu_inp, int N, int C, int OC);
     /* out = gelu_tanh(inp), n elements (used when activations are recomputed) */
     void (*gelu_forward)(zg_backend *be, void *out, const void *inp, size_t n);
-    /* out (N,C) = a + b */
+    /* out = a + b, n elements (gradient accumulation in ZeRO; the model fuses its residual adds
+     * into matmul_forward) */
     void (*residual_forward)(zg_backend *be, void *out, const void *a, const void *b, size_t n);
 
     /* Causal self-attention, scaled by 1/sqrt(hs). qkv (B,T,3C): row = [q (NH,hs) | k (NH,hs) | v (NH,hs)];

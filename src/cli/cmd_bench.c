@@ -21,6 +21,7 @@ typedef struct {
     const char *model;
     int64_t batch, seq, steps, warmup;
     const char *device;
+    const char *recompute;
     int no_profile, json;
     double peak_tflops;
 } bench_args;
@@ -36,6 +37,8 @@ static const zg_option bench_opts[] = {
     ZG_OPT_DBL(bench_args, peak_tflops, "peak-tflops", "X",
                "the device's dense peak for MFU (e.g. 989 for an H100/H200 in bf16; 0 = measure on the CPU, n/a on CUDA)",
                "0"),
+    ZG_OPT_STR(bench_args, recompute, "recompute", "none|gelu|layernorm|all",
+               "activations recomputed in backward (as the recompute / recompute_layernorm config keys)", "none"),
     ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
     ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
     ZG_OPT_END,
@@ -73,11 +76,11 @@ static double cpu_matmul_peak(zg_backend *be) {
         a[i] = (float)(i % 7) * 0.1f;
         b[i] = (float)(i % 5) * 0.1f;
     }
-    be->ops->matmul_forward(be, c, NULL, a, b, NULL, n, n, n); /* warm up */
+    be->ops->matmul_forward(be, c, NULL, a, b, NULL, NULL, n, n, n); /* warm up */
     double best = 0;
     for (int r = 0; r < 3; r++) {
         double t0 = now_s();
-        be->ops->matmul_forward(be, c, NULL, a, b, NULL, n, n, n);
+        be->ops->matmul_forward(be, c, NULL, a, b, NULL, NULL, n, n, n);
         be->ops->synchronize(be);
         double f = 2.0 * n * n * (double)n / (now_s() - t0);
         if (f > best) best = f;
@@ -119,7 +122,7 @@ static int cmp_double(const void *x, const void *y) {
 static int train_step(gpt2_model *m, zg_optimizer *o, const int32_t *in, const int32_t *tg, int B, int T, float *loss) {
     gpt2_zero_grad(m);
     zg_error_clear();
-    *loss = gpt2_forward(m, in, tg, B, T);
+    *loss = gpt2_forward_train(m, in, tg, B, T, 1.0f);
     if (isnan(*loss) && zg_error_message()[0]) return -1;
     gpt2_backward(m, 1.0f);
     zg_optimizer_step(o, m->params, m->grads, 1e-4f, 1.0f);
@@ -139,7 +142,17 @@ int zg_cmd_bench(int argc, char **argv) {
     zg_backend *be;
     gpt2_model m;
     char desc[600];
+    int recompute;
+    if (strcmp(a.recompute, "none") == 0) recompute = 0;
+    else if (strcmp(a.recompute, "gelu") == 0) recompute = GPT2_RECOMPUTE_GELU;
+    else if (strcmp(a.recompute, "layernorm") == 0) recompute = GPT2_RECOMPUTE_LAYERNORM;
+    else if (strcmp(a.recompute, "all") == 0) recompute = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
+    else {
+        zg_errorf("--recompute %s: use none, gelu, layernorm or all", a.recompute);
+        return zg_cli_fail();
+    }
     if (zg_model_instantiate(a.model, a.device, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
+    m.recompute = recompute;
     int B = (int)a.batch, T = (int)a.seq, status = 0;
     zg_optimizer opt;
     memset(&opt, 0, sizeof opt);
@@ -222,7 +235,7 @@ int zg_cmd_bench(int argc, char **argv) {
         double p0 = now_s();
         gpt2_zero_grad(&m);
         zg_error_clear();
-        gpt2_forward(&m, in, tg, B, T);
+        gpt2_forward_train(&m, in, tg, B, T, 1.0f);
         gpt2_backward(&m, 1.0f);
         double o0 = now_s();
         zg_optimizer_step(&opt, m.params, m.grads, 1e-4f, 1.0f);

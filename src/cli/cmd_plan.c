@@ -158,7 +158,9 @@ int zg_cmd_plan(int argc, char **argv) {
     }
     int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
     int T = g.block_size;
-    int recompute = have_cfg ? tc.recompute : 0;
+    int recompute = have_cfg ? (tc.recompute ? GPT2_RECOMPUTE_GELU : 0) |
+                                   (tc.recompute_layernorm ? GPT2_RECOMPUTE_LAYERNORM : 0)
+                             : 0;
     size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute);
     int N = (int)a.nproc;
     double psi = (double)n;
@@ -186,7 +188,9 @@ int zg_cmd_plan(int argc, char **argv) {
            g.n_layer, g.n_head, g.n_embd, n);
     printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s\n", N,
            N == 1 ? "" : "s", zo.stage, zg_dtype_name(dt), device ? "cuda" : "cpu",
-           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", GELU recomputed" : "");
+           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, (recompute & GPT2_RECOMPUTE_GELU) && (recompute & GPT2_RECOMPUTE_LAYERNORM) ? ", GELU + LayerNorm recomputed"
+           : (recompute & GPT2_RECOMPUTE_GELU) ? ", GELU recomputed"
+           : (recompute & GPT2_RECOMPUTE_LAYERNORM) ? ", LayerNorm recomputed" : "");
     if (requested_bucket != zo.reduce_bucket_size)
         printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they complete\n",
                requested_bucket, zo.reduce_bucket_size);

@@ -207,13 +207,12 @@ typedef struct {
     void *qkv;           /* (N,3C) */
     void *atty;          /* (N,C) attention output, input of c_proj */
     void *att_stats;     /* backend-defined */
-    void *attproj;       /* (N,C) */
-    void *r2;            /* (N,C) x + attproj */
+    void *r2;            /* (N,C) x + atty @ Wproj^T + b (residual add fused into the projection) */
     void *ln2;           /* (N,C) */
     float *ln2_mean, *ln2_rstd;
     void *fch;           /* (N,4C) pre-GELU */
-    void *fch_gelu;      /* (N,4C) GELU output (shared by all layers when recompute_gelu) */
-    void *fcproj;        /* (N,C) */
+    void *fch_gelu;      /* (N,4C) GELU output (one buffer shared by all layers with GPT2_RECOMPUTE_GELU) */
+    /* the layer output r2 + fch_gelu @ Wfcproj^T + b is resid[l+1] (fused residual add) */
 } layer_acts;
 
 typedef struct {
@@ -241,32 +240,33 @@ static void *bump_take(bump *b, size_t bytes) {
     return b->base ? b->base + at : NULL;
 }
 
+/* recompute: GPT2_RECOMPUTE_* flags. A recomputed tensor gets one buffer shared by every layer,
+ * filled in forward for the next op and again in backward just before its consumer. */
 static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
                           char *base, act_index *ix, size_t *grad_bytes) {
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
-    void *shared_gelu = recompute ? bump_take(&b, N * 4 * C * asz) : NULL;
+    void *shared_gelu = recompute & GPT2_RECOMPUTE_GELU ? bump_take(&b, N * 4 * C * asz) : NULL;
+    void *shared_ln = recompute & GPT2_RECOMPUTE_LAYERNORM ? bump_take(&b, N * C * asz) : NULL;
     for (int l = 0; l <= L; l++) {
         void *p = bump_take(&b, N * C * asz);
         if (ix) ix->resid[l] = p;
     }
     for (int l = 0; l < L; l++) {
         layer_acts a;
-        a.ln1 = bump_take(&b, N * C * asz);
+        a.ln1 = recompute & GPT2_RECOMPUTE_LAYERNORM ? shared_ln : bump_take(&b, N * C * asz);
         a.ln1_mean = bump_take(&b, N * 4);
         a.ln1_rstd = bump_take(&b, N * 4);
         a.qkv = bump_take(&b, N * 3 * C * asz);
         a.atty = bump_take(&b, N * C * asz);
         a.att_stats = bump_take(&b, stats_bytes);
-        a.attproj = bump_take(&b, N * C * asz);
         a.r2 = bump_take(&b, N * C * asz);
-        a.ln2 = bump_take(&b, N * C * asz);
+        a.ln2 = recompute & GPT2_RECOMPUTE_LAYERNORM ? shared_ln : bump_take(&b, N * C * asz);
         a.ln2_mean = bump_take(&b, N * 4);
         a.ln2_rstd = bump_take(&b, N * 4);
         a.fch = bump_take(&b, N * 4 * C * asz);
-        a.fch_gelu = recompute ? shared_gelu : bump_take(&b, N * 4 * C * asz);
-        a.fcproj = bump_take(&b, N * C * asz);
+        a.fch_gelu = recompute & GPT2_RECOMPUTE_GELU ? shared_gelu : bump_take(&b, N * 4 * C * asz);
         if (ix) ix->layers[l] = a;
     }
     void *lnf = bump_take(&b, N * C * asz);
@@ -287,14 +287,14 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     return total;
 }
 
-size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute_gelu) {
+size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute) {
     gpt2_config cfg = *cfg_in;
     if (gpt2_config_validate(&cfg) != 0) return 0;
     /* Attention state: the CPU (fp32) keeps probabilities (B,NH,T,T); CUDA keeps (B,NH,T) fp32
      * softmax statistics. fp32 is assumed to be the CPU here. */
     size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
     size_t gb;
-    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute_gelu, NULL, NULL, &gb);
+    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, NULL, NULL, &gb);
     return a + gb;
 }
 
@@ -334,7 +334,7 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     ix->layers = zg_calloc((size_t)m->cfg.n_layer, sizeof(layer_acts));
     m->act_index = ix;
     size_t gb;
-    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute_gelu, NULL, NULL, &gb);
+    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, NULL, NULL, &gb);
     size_t N = (size_t)B * T;
     m->acts = be->ops->alloc(be, ab, "activations");
     if (m->acts) m->grad_acts = be->ops->alloc(be, gb, "activation gradients");
@@ -346,7 +346,7 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
         return -1;
     }
     m->losses_host = zg_malloc(N * sizeof(float));
-    layout_acts(&m->cfg, asz, stats, B, T, m->recompute_gelu, m->acts, ix, &gb);
+    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->acts, ix, &gb);
     char *g = m->grad_acts;
     size_t C = (size_t)m->cfg.n_embd;
     size_t nc = (N * C * asz + 255) / 256 * 256;
@@ -538,32 +538,35 @@ static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, c
     op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
     prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
     t0 = prof_begin(m);
-    op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, N, C, 3 * C);
+    op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, NULL, N, C, 3 * C);
     prof_end(m, 0, GPT2_OP_MATMUL, t0);
     t0 = prof_begin(m);
     op->attention_forward(be, a->atty, a->att_stats, a->qkv, B, T, C, NH);
     prof_end(m, 0, GPT2_OP_ATTENTION, t0);
+    /* r2 (N,C) = x + atty @ Wproj^T + b: the residual add is the projection's epilogue */
     t0 = prof_begin(m);
-    op->matmul_forward(be, a->attproj, NULL, a->atty, p->attprojw, p->attprojb, N, C, C);
+    op->matmul_forward(be, a->r2, NULL, a->atty, p->attprojw, p->attprojb, x, N, C, C);
     prof_end(m, 0, GPT2_OP_MATMUL, t0);
     t0 = prof_begin(m);
-    op->residual_layernorm_forward(be, a->r2, a->ln2, a->ln2_mean, a->ln2_rstd, x, a->attproj, p->ln2w, p->ln2b, N, C);
+    op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->r2, p->ln2w, p->ln2b, N, C);
     prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
+    /* out (N,C) = r2 + gelu(ln2 @ Wfc^T + b) @ Wfcproj^T + b */
     t0 = prof_begin(m);
-    op->matmul_forward(be, a->fch_gelu, a->fch, a->ln2, p->fcw, p->fcb, N, C, 4 * C);
-    op->matmul_forward(be, a->fcproj, NULL, a->fch_gelu, p->fcprojw, p->fcprojb, N, 4 * C, C);
+    op->matmul_forward(be, a->fch_gelu, a->fch, a->ln2, p->fcw, p->fcb, NULL, N, C, 4 * C);
+    op->matmul_forward(be, out, NULL, a->fch_gelu, p->fcprojw, p->fcprojb, a->r2, N, 4 * C, C);
     prof_end(m, 0, GPT2_OP_MATMUL, t0);
-    t0 = prof_begin(m);
-    op->residual_forward(be, out, a->r2, a->fcproj, (size_t)N * C);
-    prof_end(m, 0, GPT2_OP_RESIDUAL, t0);
 }
 
-float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T) {
+/* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
+ * loss)/d logits over the logits, so gpt2_backward does not pass over them again. */
+static float forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                          int fuse_grad, float loss_scale) {
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
     size_t N = (size_t)B * T;
     m->has_targets = 0;
     m->n_valid_targets = 0;
+    m->logits_hold_grad = 0;
     if (gpt2_activations_ensure(m, B, T) != 0) return NAN;
     if (check_tokens(m, inputs_host, N, 0, "input token") != 0) return NAN;
     if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return NAN;
@@ -592,27 +595,41 @@ float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *tar
     prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
     /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
     t0 = prof_begin(m);
-    op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, 0), NULL, (int)N, C, Vp);
+    op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, 0), NULL, NULL, (int)N, C, Vp);
     prof_end(m, 0, GPT2_OP_MATMUL, t0);
     hook_after(m, -1, 0);
     if (targets_host == NULL) return 0.0f;
 
+    int valid = 0;
+    for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
+    /* d(loss_scale * mean)/d(loss_i) = loss_scale / n_valid */
+    float dloss = fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f;
     t0 = prof_begin(m);
-    op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, 0.0f);
+    op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, dloss);
     prof_end(m, 0, GPT2_OP_CLASSIFIER, t0);
+    if (dloss != 0.0f) {
+        m->logits_hold_grad = 1;
+        m->logits_grad_scale = loss_scale;
+    }
     t0 = prof_begin(m);
     op->download(be, m->losses_host, m->losses, N * sizeof(float));
     prof_end(m, 0, GPT2_OP_TRANSFER, t0);
     double sum = 0.0;
-    int valid = 0;
-    for (size_t i = 0; i < N; i++) {
-        if (targets_host[i] < 0) continue;
-        sum += m->losses_host[i];
-        valid++;
-    }
+    for (size_t i = 0; i < N; i++)
+        if (targets_host[i] >= 0) sum += m->losses_host[i];
     m->has_targets = 1;
     m->n_valid_targets = valid;
     return valid > 0 ? (float)(sum / valid) : 0.0f;
+}
+
+float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T) {
+    return forward_impl(m, inputs_host, targets_host, B, T, 0, 0.0f);
+}
+
+float gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                         float loss_scale) {
+    if (targets_host == NULL) ZG_FATAL("gpt2_forward_train needs targets");
+    return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale);
 }
 
 void gpt2_backward(gpt2_model *m, float loss_scale) {
@@ -632,12 +649,18 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
 
     hook_before(m, -1, 1);
     double t0 = prof_begin(m);
-    if (dloss != 0.0f)
+    if (m->logits_hold_grad) { /* gpt2_forward_train already wrote them */
+        if (m->logits_grad_scale != loss_scale)
+            ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
+                     (double)loss_scale, (double)m->logits_grad_scale);
+    } else if (dloss != 0.0f) {
         op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, dloss);
-    else
+    } else {
         op->zero(be, ix->logits, (size_t)N * Vp * asz);
+    }
     prof_end(m, 1, GPT2_OP_CLASSIFIER, t0);
     m->has_targets = 0; /* the logits now hold gradients */
+    m->logits_hold_grad = 0;
     /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
     t0 = prof_begin(m);
     op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, 0), NULL, ix->logits, ix->lnf, tensor_ptr(m, 0, 0),
@@ -655,26 +678,38 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         layer_params p = layer_ptrs(m, 0, l);
         layer_params g = layer_ptrs(m, 1, l);
         layer_acts *a = &ix->layers[l];
-        /* dres holds d out = d r2 (direct) = d fcproj */
-        if (m->recompute_gelu) {
+        /* dres holds d out = d r2 (direct) = d (fc projection) */
+        if (m->recompute & GPT2_RECOMPUTE_GELU) {
             t0 = prof_begin(m);
             op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C);
             prof_end(m, 1, GPT2_OP_GELU, t0);
         }
         t0 = prof_begin(m);
         op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
+        prof_end(m, 1, GPT2_OP_MATMUL, t0);
+        if (m->recompute & GPT2_RECOMPUTE_LAYERNORM) { /* ln2 = LN(r2) again: the same kernel, bitwise equal */
+            t0 = prof_begin(m);
+            op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C);
+            prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+        }
+        t0 = prof_begin(m);
         op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
         t0 = prof_begin(m);
         op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, a->r2, p.ln2w, a->ln2_mean, a->ln2_rstd, N, C);
         prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
-        /* dres = d r2 = d x (direct) = d attproj */
+        /* dres = d r2 = d x (direct) = d (attention projection) */
         t0 = prof_begin(m);
         op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
         t0 = prof_begin(m);
         op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
         prof_end(m, 1, GPT2_OP_ATTENTION, t0);
+        if (m->recompute & GPT2_RECOMPUTE_LAYERNORM) { /* ln1 = LN(x) again */
+            t0 = prof_begin(m);
+            op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C);
+            prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+        }
         t0 = prof_begin(m);
         op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
@@ -707,7 +742,7 @@ typedef struct {
     int B, maxT;
     void **kcache, **vcache; /* per layer (B,NH,maxT,hs) */
     /* work buffers for up to B*maxT rows */
-    void *x, *y, *ln, *qkv, *atty, *attproj, *fch, *fchg;
+    void *x, *y, *ln, *qkv, *atty, *fch, *fchg; /* y: the residual stream after attention */
     float *mean, *rstd;
     void *last;   /* (B,C) last-position rows of ln_f */
     void *logits; /* (B,Vp) */
@@ -722,8 +757,8 @@ void gpt2_kv_free(gpt2_model *m) {
         if (kv->kcache[l]) be->ops->dealloc(be, kv->kcache[l]);
         if (kv->vcache[l]) be->ops->dealloc(be, kv->vcache[l]);
     }
-    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->attproj, kv->fch, kv->fchg, kv->mean, kv->rstd,
-                    kv->last, kv->logits, kv->tok};
+    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->fch, kv->fchg, kv->mean, kv->rstd, kv->last,
+                    kv->logits, kv->tok};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->dealloc(be, bufs[i]);
     free(kv->kcache);
@@ -756,7 +791,7 @@ int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
         void **p;
         size_t bytes;
     } w[] = {{&kv->x, N * C * asz},        {&kv->y, N * C * asz},           {&kv->ln, N * C * asz},
-             {&kv->qkv, N * 3 * C * asz},  {&kv->atty, N * C * asz},        {&kv->attproj, N * C * asz},
+             {&kv->qkv, N * 3 * C * asz},  {&kv->atty, N * C * asz},
              {&kv->fch, N * 4 * C * asz},  {&kv->fchg, N * 4 * C * asz},    {(void **)&kv->mean, N * 4},
              {(void **)&kv->rstd, N * 4},  {&kv->last, (size_t)B * C * asz},
              {&kv->logits, (size_t)B * m->cfg.padded_vocab_size * asz},
@@ -794,14 +829,13 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
         hook_before(m, l, 0);
         layer_params p = layer_ptrs(m, 0, l);
         op->layernorm_forward(be, kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w, p.ln1b, N, C);
-        op->matmul_forward(be, kv->qkv, NULL, kv->ln, p.qkvw, p.qkvb, N, C, 3 * C);
+        op->matmul_forward(be, kv->qkv, NULL, kv->ln, p.qkvw, p.qkvb, NULL, N, C, 3 * C);
         op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C, NH);
-        op->matmul_forward(be, kv->attproj, NULL, kv->atty, p.attprojw, p.attprojb, N, C, C);
-        op->residual_layernorm_forward(be, kv->y, kv->ln, kv->mean, kv->rstd, kv->x, kv->attproj, p.ln2w, p.ln2b, N,
-                                       C);
-        op->matmul_forward(be, kv->fchg, kv->fch, kv->ln, p.fcw, p.fcb, N, C, 4 * C);
-        op->matmul_forward(be, kv->attproj, NULL, kv->fchg, p.fcprojw, p.fcprojb, N, 4 * C, C);
-        op->residual_forward(be, kv->x, kv->y, kv->attproj, (size_t)N * C);
+        /* y = x + atty @ Wproj^T + b; x = y + gelu(ln2(y) @ Wfc^T + b) @ Wfcproj^T + b (residual adds fused) */
+        op->matmul_forward(be, kv->y, NULL, kv->atty, p.attprojw, p.attprojb, kv->x, N, C, C);
+        op->layernorm_forward(be, kv->ln, kv->mean, kv->rstd, kv->y, p.ln2w, p.ln2b, N, C);
+        op->matmul_forward(be, kv->fchg, kv->fch, kv->ln, p.fcw, p.fcb, NULL, N, C, 4 * C);
+        op->matmul_forward(be, kv->x, NULL, kv->fchg, p.fcprojw, p.fcprojb, kv->y, N, 4 * C, C);
         hook_after(m, l, 0);
     }
     /* only the last new position of each sequence needs logits: gather those rows (B,C) */
@@ -811,7 +845,7 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
     int nt = m->table.n_tensors;
     op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, 0, nt - 2),
                           tensor_ptr(m, 0, nt - 1), B, C);
-    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, 0), NULL, B, C, Vp);
+    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, 0), NULL, NULL, B, C, Vp);
     hook_after(m, -1, 0);
     for (int b = 0; b < B; b++)
         op->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,

@@ -126,7 +126,7 @@ typedef struct {
     void **param_group;
     void **grad_group;
     gpt2_hooks hooks;
-    int recompute_gelu; /* 1: keep only the pre-GELU activation, recompute GELU in backward */
+    int recompute;      /* GPT2_RECOMPUTE_* flags: activations recomputed in backward instead of kept */
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
     int B, T;
     void *acts;          /* one allocation holding every activation tensor */
@@ -136,6 +136,8 @@ typedef struct {
     float *losses_host;  /* host copy */
     int has_targets;
     int n_valid_targets; /* targets >= 0 in the last forward */
+    int logits_hold_grad;    /* the last forward was gpt2_forward_train: logits hold d loss / d logits */
+    float logits_grad_scale; /* ... for this loss_scale */
     void *act_index;     /* private: offsets of each activation tensor */
     void *kv;            /* private: KV cache of gpt2_kv_alloc() */
     gpt2_profile *profile; /* optional per-op timing (NULL = off); owned by the caller */
@@ -158,16 +160,29 @@ void gpt2_params_download(gpt2_model *m, float *host);
 void *gpt2_param_ptr(const gpt2_model *m, int index);
 void *gpt2_grad_ptr(const gpt2_model *m, int index);
 
+/* Activation recomputation (gpt2_model.recompute), to trade a little time for memory. Gradients are
+ * bitwise the same either way (the same kernels recompute the same values).
+ *   GELU: keep only the pre-GELU (N,4C) per layer, recompute GELU before the MLP projection's
+ *         backward (saves (L-1) x N x 4C values, one elementwise pass per layer).
+ *   LAYERNORM: keep no LayerNorm outputs (N,C) (ln1, ln2) per layer, recompute them from the saved
+ *         input and statistics before the matmul backward that reads them (saves (L x 2 - 1) x N x C
+ *         values, two LayerNorm passes per layer). */
+enum { GPT2_RECOMPUTE_GELU = 1, GPT2_RECOMPUTE_LAYERNORM = 2 };
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
 /* Bytes of activations (+ activation gradients) the model needs for (B, T): for plan/bench. */
-size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute_gelu);
+size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute);
 
 /* Forward pass on host token arrays (B,T). With targets (NULL = none) it returns the mean loss over
  * targets >= 0 (and keeps per-token losses in losses_host); without, it returns 0 and leaves logits
  * for gpt2_logits(). Targets < 0 are ignored. A token id outside [0, vocab_size), T > block_size or
  * an activation allocation failure returns NAN with a zg_errorf() message (check isnan()). */
 float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T);
+/* Training forward: gpt2_forward with targets, and the fused classifier also overwrites the logits
+ * with d(loss_scale * mean loss)/d logits in the same pass (one pass over the (B*T, Vp) logits
+ * instead of two). The next call must be gpt2_backward with the same loss_scale. */
+float gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                         float loss_scale);
 /* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
  * model->grads and are the gradient of (loss_scale * mean loss of the last forward); fold the
  * gradient-accumulation factor (1/grad_accum) and any fp16 loss scale into loss_scale.

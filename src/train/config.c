@@ -55,6 +55,7 @@ static const key_spec k_keys[] = {
     {"dropout", K_FLOAT, 0, 0, NULL, 0},
     {"bias", K_BOOL, 0, 0, NULL, 0},
     {"recompute", K_BOOL, 0, 0, NULL, 0},
+    {"recompute_layernorm", K_BOOL, 0, 0, NULL, 0},
     {"batch_size", K_INT, 1, 1 << 20, NULL, 0},
     {"learning_rate", K_FLOAT, 0, 10, NULL, 0},
     {"weight_decay", K_FLOAT, 0, 10, NULL, 0},
@@ -510,6 +511,7 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     cfg->block_size = (int)get_int(root, "block_size", 0);
     cfg->vocab_size = (int)get_int(root, "vocab_size", 0);
     cfg->recompute = get_bool(root, "recompute", 0);
+    cfg->recompute_layernorm = get_bool(root, "recompute_layernorm", 0);
     if (get(root, "bias") && !get_bool(root, "bias", 1))
         return zg_errorf("%s: bias false is not supported: GPT-2 has biases (remove the key or set it to true)",
                          source);

@@ -37,6 +37,7 @@ typedef struct {
     char *init_from;   /* "scratch", "resume", "gpt2".."gpt2-xl", "hf:PATH", or a checkpoint folder */
     int n_layer, n_head, n_embd, block_size, vocab_size; /* 0 = not given (from init_from / defaults) */
     int recompute;     /* recompute GELU in backward */
+    int recompute_layernorm; /* recompute the LayerNorm outputs in backward */
 
     /* data */
     zg_data_source *data; /* n_data sources; paths owned here */

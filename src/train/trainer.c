@@ -163,7 +163,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         return -1;
     }
     tr->model_ready = 1;
-    tr->model.recompute_gelu = c->recompute;
+    tr->model.recompute = (c->recompute ? GPT2_RECOMPUTE_GELU : 0) | (c->recompute_layernorm ? GPT2_RECOMPUTE_LAYERNORM : 0);
     size_t np = tr->model.table.num_params;
     tr->host_params = malloc(np * sizeof(float));
     if (!tr->host_params) {
@@ -540,12 +540,13 @@ static int run_loop(trainer *tr, zg_precision prec) {
         for (int64_t k = 0; k < c->grad_accum; k++) {
             zg_dataloader_next(tr->train_dl, tr->inputs, tr->targets);
             zg_error_clear();
-            float loss = gpt2_forward(&tr->model, tr->inputs, tr->targets, tr->B, tr->T);
+            /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
+             * divides by the world size); the forward's classifier already writes it into the logits */
+            float bscale = (float)(scale / (double)c->grad_accum);
+            float loss = gpt2_forward_train(&tr->model, tr->inputs, tr->targets, tr->B, tr->T, bscale);
             if (isnan(loss) && zg_error_message()[0]) fwd_failed = 1;
             loss_sum += loss;
-            /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
-             * divides by the world size) */
-            gpt2_backward(&tr->model, (float)(scale / (double)c->grad_accum));
+            gpt2_backward(&tr->model, bscale);
             if (tr->zero_on) zg_zero_micro_end(&tr->zero);
         }
         if (fwd_failed && !tr->comm) return -1;

@@ -199,18 +199,22 @@ static void ln_ref(double *out, double *mean, double *rstd, const float *x, cons
 }
 
 static void test_layernorm(void) {
-    int shapes[][2] = {{67, 96}, {33, 1600}, {16, 768}, {9, 100}, {5, 37}}; /* 100, 37: scalar paths */
+    /* 16-bit: C % 8 == 0 and C <= 2048 take the register-resident (vectorized) kernels (768: 3
+     * vectors per lane, 1600: 7, 96: 1, lanes partly idle); 100, 37 (C % 8 != 0) and 2056 (9 vectors
+     * per lane) the fallbacks. fp32 (4 per vector): 96, 100, 768 vectorized; 1600, 2056, 37 fallback. */
+    int shapes[][2] = {{4096, 768}, {1000, 1600}, {67, 96}, {33, 1600}, {16, 768}, {9, 100}, {5, 37}, {7, 2056}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        for (int si = 0; si < 5; si++) {
+        for (int si = 0; si < nshapes; si++) {
             int N = shapes[si][0], C = shapes[si][1];
             size_t nc = (size_t)N * C;
-            float *a = malloc(nc * 4), *bb = malloc(nc * 4), *w = malloc(C * 4), *bias = malloc(C * 4);
-            void *da = dev_rand(be, dt, nc, 2.f, a), *db = dev_rand(be, dt, nc, 2.f, bb);
+            float *a = malloc(nc * 4), *w = malloc(C * 4), *bias = malloc(C * 4);
+            void *da = dev_rand(be, dt, nc, 2.f, a);
             void *dw = dev_rand(be, dt, C, 1.5f, w), *dbias = dev_rand(be, dt, C, 0.5f, bias);
             float *mean_d = be->ops->alloc(be, N * 4, "mean"), *rstd_d = be->ops->alloc(be, N * 4, "rstd");
-            void *out = dev_nan(be, dt, nc), *res = dev_nan(be, dt, nc);
+            void *out = dev_nan(be, dt, nc);
             double *ref = malloc(nc * 8), *rm = malloc(N * 8), *rr = malloc(N * 8);
             char name[96];
             /* plain */
@@ -228,22 +232,7 @@ static void test_layernorm(void) {
             o = dl(be, out, dt, nc);
             check_rel("  without mean/rstd", dt, o, ref, nc, tol_of(dt));
             free(o);
-            /* fused residual */
-            poison(be, out, dt, nc);
-            be->ops->residual_layernorm_forward(be, res, out, mean_d, rstd_d, da, db, dw, dbias, N, C);
-            float *resh = dl(be, res, dt, nc);
-            double *rres = malloc(nc * 8);
-            for (size_t i = 0; i < nc; i++) rres[i] = (double)a[i] + bb[i];
-            snprintf(name, sizeof name, "residual_layernorm residual N=%d C=%d", N, C);
-            check_rel(name, dt, resh, rres, nc, tol_of(dt));
-            /* the LayerNorm is of the rounded residual the device stored */
-            ln_ref(ref, rm, rr, resh, w, bias, N, C);
-            o = dl(be, out, dt, nc);
-            snprintf(name, sizeof name, "residual_layernorm out N=%d C=%d", N, C);
-            check_rel(name, dt, o, ref, nc, tol_of(dt));
-            free(o); free(resh); free(rres);
             /* backward from the reference statistics of x = a */
-            ln_ref(ref, rm, rr, a, w, bias, N, C);
             float *fm = malloc(N * 4), *fr = malloc(N * 4);
             for (int i = 0; i < N; i++) { fm[i] = (float)rm[i]; fr[i] = (float)rr[i]; }
             be->ops->upload(be, mean_d, fm, N * 4);
@@ -276,8 +265,8 @@ static void test_layernorm(void) {
             check_rel("  db", dt, odb, rdb, C, tol_of(dt));
             free(odi); free(odw); free(odb); free(rdi); free(rdw); free(rdb); free(fm); free(fr);
             free(dout); free(dinp0); free(dw0); free(db0);
-            free(a); free(bb); free(w); free(bias); free(ref); free(rm); free(rr);
-            void *ptrs[] = {da, db, dw, dbias, mean_d, rstd_d, out, res, ddout, ddinp, ddw, ddb};
+            free(a); free(w); free(bias); free(ref); free(rm); free(rr);
+            void *ptrs[] = {da, dw, dbias, mean_d, rstd_d, out, ddout, ddinp, ddw, ddb};
             for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
         }
     }
@@ -292,30 +281,52 @@ static void test_matmul(void) {
         zg_dtype dt = be->act_dtype;
         for (int si = 0; si < 3; si++) {
             int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
-            for (int variant = 0; variant < 3; variant++) { /* 0: bias, 1: no bias, 2: bias + gelu */
+            /* 0: bias, 1: no bias, 2: bias + gelu, 3: bias + residual, 4: residual (no bias),
+             * 5: bias + residual in place (residual == out). 3-5 are forward-only (their backward is
+             * that of 0 and 1). */
+            static const char *vname[6] = {"bias", "nobias", "gelu", "bias+residual", "residual", "bias+residual inplace"};
+            for (int variant = 0; variant < 6; variant++) {
                 size_t nin = (size_t)N * C, nw = (size_t)OC * C, nout = (size_t)N * OC;
+                int has_bias = variant != 1 && variant != 4, has_res = variant >= 3;
                 float *inp = malloc(nin * 4), *w = malloc(nw * 4), *bias = malloc(OC * 4);
+                float *resh = has_res ? malloc(nout * 4) : NULL;
                 float amp = 1.f / sqrtf((float)C);
                 void *dinp_ = dev_rand(be, dt, nin, 1.f, inp), *dw_ = dev_rand(be, dt, nw, 2 * amp, w);
-                void *dbias_ = variant == 1 ? NULL : dev_rand(be, dt, OC, 0.5f, bias);
-                void *out = dev_nan(be, dt, nout), *pre = variant == 2 ? dev_nan(be, dt, nout) : NULL;
-                be->ops->matmul_forward(be, out, pre, dinp_, dw_, dbias_, N, C, OC);
+                void *dbias_ = has_bias ? dev_rand(be, dt, OC, 0.5f, bias) : NULL;
+                void *dres = has_res ? dev_rand(be, dt, nout, 1.f, resh) : NULL;
+                void *out = variant == 5 ? dres : dev_nan(be, dt, nout), *pre = variant == 2 ? dev_nan(be, dt, nout) : NULL;
+                be->ops->matmul_forward(be, out, pre, dinp_, dw_, dbias_, dres, N, C, OC);
                 double *rpre = malloc(nout * 8), *rout = malloc(nout * 8);
                 for (int i = 0; i < N; i++)
                     for (int o = 0; o < OC; o++) {
-                        double s = variant == 1 ? 0 : bias[o];
+                        double s = has_bias ? bias[o] : 0;
                         for (int c = 0; c < C; c++) s += (double)inp[(size_t)i * C + c] * w[(size_t)o * C + c];
                         rpre[(size_t)i * OC + o] = s;
+                        if (has_res) s += resh[(size_t)i * OC + o];
                         rout[(size_t)i * OC + o] = variant == 2 ? gelu_d(s) : s;
                     }
                 char name[96];
-                snprintf(name, sizeof name, "matmul_forward %s N=%d C=%d OC=%d", variant == 0 ? "bias" : (variant == 1 ? "nobias" : "gelu"), N, C, OC);
+                snprintf(name, sizeof name, "matmul_forward %s N=%d C=%d OC=%d", vname[variant], N, C, OC);
                 float *o = dl(be, out, dt, nout);
                 check_rel(name, dt, o, rout, nout, tol_of(dt));
                 float *prh = NULL;
                 if (pre) {
                     prh = dl(be, pre, dt, nout);
                     check_rel("  pre_gelu", dt, prh, rpre, nout, tol_of(dt));
+                }
+                if (has_res) {
+                    if (variant != 5) { /* the residual input is left as it was */
+                        float *rh2 = dl(be, dres, dt, nout);
+                        ZT_CHECK_MSG(memcmp(rh2, resh, nout * 4) == 0, "matmul_forward modified its residual input");
+                        free(rh2);
+                        be->ops->dealloc(be, out);
+                    }
+                    be->ops->dealloc(be, dres);
+                    be->ops->dealloc(be, dinp_);
+                    be->ops->dealloc(be, dw_);
+                    if (dbias_) be->ops->dealloc(be, dbias_);
+                    free(inp); free(w); free(bias); free(resh); free(rpre); free(rout); free(o);
+                    continue;
                 }
                 /* backward: for the gelu variant the product's input gradient goes through gelu'(gelu_inp)
                  * where gelu_inp (N,C) is a separate random tensor */
@@ -484,10 +495,15 @@ static void test_attention(void) {
             float *o = dl(be, out, dt, no);
             snprintf(name, sizeof name, "attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
             check_rel(name, dt, o, rout, no, tol_of(dt));
+            /* backward: the fused kernel (default), then the two-kernel form (ZGPT_ATTN_BWD=split) */
+            for (int mode = 0; mode < 2; mode++) {
+            if (mode == 1) setenv("ZGPT_ATTN_BWD", "split", 1);
+            poison(be, dqkv, dt, nqkv);
             be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
+            unsetenv("ZGPT_ATTN_BWD");
             float *g = dl(be, dqkv, dt, nqkv);
             /* check q, k, v parts separately */
-            const char *part[3] = {"  dq", "  dk", "  dv"};
+            const char *part[2][3] = {{"  dq", "  dk", "  dv"}, {"  dq (split)", "  dk (split)", "  dv (split)"}};
             for (int p = 0; p < 3; p++) {
                 size_t n = (size_t)B * T * C;
                 float *go = malloc(n * 4);
@@ -497,14 +513,45 @@ static void test_attention(void) {
                         go[r * C + c] = g[r * 3 * C + p * C + c];
                         gr[r * C + c] = rd[r * 3 * C + p * C + c];
                     }
-                check_rel(part[p], dt, go, gr, n, dt == ZG_F32 ? 1e-4 : tol_of(dt));
+                check_rel(part[mode][p], dt, go, gr, n, dt == ZG_F32 ? 1e-4 : tol_of(dt));
                 free(go); free(gr);
             }
-            free(o); free(g); free(rout); free(rd); free(qkv); free(dout);
+            free(g);
+            }
+            free(o); free(rout); free(rd); free(qkv); free(dout);
             be->ops->dealloc(be, dqkv_in); be->ops->dealloc(be, ddout); be->ops->dealloc(be, out);
             be->ops->dealloc(be, stats); be->ops->dealloc(be, dqkv);
         }
     }
+}
+
+/* GPT-2 XL's training shape: many more blocks than fit on the GPU at once, which is where the fused
+ * backward's ordered dQ accumulation could deadlock or race. Two fused runs must be bitwise equal
+ * (deterministic), and agree with the two-kernel form (a different fp32 summation order). */
+static void test_attention_large(void) {
+    zg_backend *be = g_be[1]; /* bf16 */
+    zg_dtype dt = be->act_dtype;
+    int B = 16, T = 1024, C = 1600, NH = 25;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    void *qkv = dev_rand(be, dt, nqkv, 2.f, NULL);
+    void *dout = dev_rand(be, dt, no, 1.f, NULL);
+    void *out = dev_nan(be, dt, no);
+    void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
+    void *g1 = dev_nan(be, dt, nqkv), *g2 = dev_nan(be, dt, nqkv), *g3 = dev_nan(be, dt, nqkv);
+    be->ops->attention_forward(be, out, stats, qkv, B, T, C, NH);
+    be->ops->attention_backward(be, g1, dout, qkv, out, stats, B, T, C, NH);
+    be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
+    setenv("ZGPT_ATTN_BWD", "split", 1);
+    be->ops->attention_backward(be, g3, dout, qkv, out, stats, B, T, C, NH);
+    unsetenv("ZGPT_ATTN_BWD");
+    float *a = dl(be, g1, dt, nqkv), *b = dl(be, g2, dt, nqkv), *c = dl(be, g3, dt, nqkv);
+    ZT_CHECK_MSG(memcmp(a, b, nqkv * 4) == 0, "fused attention backward is not deterministic at B=%d T=%d C=%d", B, T, C);
+    double *ref = malloc(nqkv * 8);
+    for (size_t i = 0; i < nqkv; i++) ref[i] = c[i];
+    check_rel("attention_backward fused vs split, XL shape", dt, a, ref, nqkv, tol_of(dt));
+    free(a); free(b); free(c); free(ref);
+    void *ptrs[] = {qkv, dout, out, stats, g1, g2, g3};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
 static void test_attention_cached(void) {
@@ -771,24 +818,32 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "encoder_forward", 0, nc * es * 3, be->ops->encoder_forward(be, x, tok, wte, wpe, B, T, C));
     BENCH(&ctx, "encoder_backward", 0, nc * es * 3, be->ops->encoder_backward(be, dwte, dwpe, x, tok, B, T, C));
     BENCH(&ctx, "layernorm_forward", 0, nc * es * 2, be->ops->layernorm_forward(be, y, mean, rstd, x, bias, dbias, N, C));
-    BENCH(&ctx, "residual_layernorm_forward", 0, nc * es * 4,
-          be->ops->residual_layernorm_forward(be, dqkv, y, mean, rstd, x, x2, bias, dbias, N, C));
+    BENCH(&ctx, "layernorm_forward (no mean/rstd)", 0, nc * es * 2,
+          be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, dbias, N, C));
     BENCH(&ctx, "layernorm_backward", 0, nc * es * 4,
           be->ops->layernorm_backward(be, x2, dw, dbias, y, x, bias, mean, rstd, N, C));
     double f;
     f = 2.0 * N * C * 3 * C;
-    BENCH(&ctx, "matmul fwd qkv (C->3C, bias)", f, 0, be->ops->matmul_forward(be, qkv, NULL, x, w, bias, N, C, 3 * C));
+    BENCH(&ctx, "matmul fwd qkv (C->3C, bias)", f, 0, be->ops->matmul_forward(be, qkv, NULL, x, w, bias, NULL, N, C, 3 * C));
     BENCH(&ctx, "matmul bwd qkv (dinp, dw, dbias)", 2 * f, 0,
           be->ops->matmul_backward(be, x2, dw, dbias, qkv, x, w, NULL, N, C, 3 * C));
     f = 2.0 * N * C * C;
-    BENCH(&ctx, "matmul fwd attproj (C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, x, w, bias, N, C, C));
+    BENCH(&ctx, "matmul fwd attproj (C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, N, C, C));
+    BENCH(&ctx, "matmul fwd attproj + residual", f, 0, be->ops->matmul_forward(be, y, NULL, x, w, bias, x2, N, C, C));
     BENCH(&ctx, "matmul bwd attproj", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
     f = 2.0 * N * C * 4 * C;
-    BENCH(&ctx, "matmul fwd fc (C->4C, bias+gelu)", f, 0, be->ops->matmul_forward(be, h4, h4b, x, w, bias, N, C, 4 * C));
+    BENCH(&ctx, "matmul fwd fc (C->4C, bias+gelu)", f, 0, be->ops->matmul_forward(be, h4, h4b, x, w, bias, NULL, N, C, 4 * C));
+    BENCH(&ctx, "matmul fwd fc (bias only, no gelu)", f, 0, be->ops->matmul_forward(be, h4, NULL, x, w, bias, NULL, N, C, 4 * C));
     BENCH(&ctx, "matmul bwd fc", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
-    BENCH(&ctx, "matmul fwd fcproj (4C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, h4, w, bias, N, 4 * C, C));
+    BENCH(&ctx, "matmul bwd fc (no dbias)", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, NULL, h4, x, w, NULL, N, C, 4 * C));
+    BENCH(&ctx, "matmul bwd fc (dinp only)", f, 0, be->ops->matmul_backward(be, x2, NULL, NULL, h4, x, w, NULL, N, C, 4 * C));
+    BENCH(&ctx, "matmul fwd fcproj (4C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, h4, w, bias, NULL, N, 4 * C, C));
+    BENCH(&ctx, "matmul fwd fcproj + residual", f, 0,
+          be->ops->matmul_forward(be, y, NULL, h4, w, bias, x2, N, 4 * C, C));
     BENCH(&ctx, "matmul bwd fcproj (dgelu)", 2 * f, 0,
           be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
+    BENCH(&ctx, "matmul bwd fcproj (no dgelu)", 2 * f, 0,
+          be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, NULL, N, 4 * C, C));
     BENCH(&ctx, "gelu_forward (4C)", 0, nc * 4 * es * 2, be->ops->gelu_forward(be, h4b, h4, (size_t)N * 4 * C));
     BENCH(&ctx, "residual_forward", 0, nc * es * 3, be->ops->residual_forward(be, x2, x, y, (size_t)N * C));
     double af = 2.0 * B * NH * (double)T * T * (C / NH); /* causal: half of 4*B*NH*T*T*hs */
@@ -798,11 +853,15 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "attention_forward", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
     BENCH(&ctx, "attention_backward", 2.5 * af, 0,
           be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+    setenv("ZGPT_ATTN_BWD", "split", 1);
+    BENCH(&ctx, "attention_backward (split, 2 kernels)", 2.5 * af, 0,
+          be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+    unsetenv("ZGPT_ATTN_BWD");
     be->ops->dealloc(be, h4);
     be->ops->dealloc(be, h4b);
     void *logits = dev_big(be, ZG_BF16, (size_t)N * Vp, 2.f);
     f = 2.0 * N * C * Vp;
-    BENCH(&ctx, "matmul fwd lm_head (C->Vp)", f, 0, be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, N, C, Vp));
+    BENCH(&ctx, "matmul fwd lm_head (C->Vp)", f, 0, be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, N, C, Vp));
     int32_t *tg = tok;
     float *losses = be->ops->alloc(be, (size_t)N * 4, "losses");
     BENCH(&ctx, "classifier (loss only, dloss=0)", 0, (double)N * Vp * es,
@@ -867,6 +926,7 @@ int main(int argc, char **argv) {
         zt_run("matmul", test_matmul);
         zt_run("gelu_residual", test_gelu_residual);
         zt_run("attention", test_attention);
+        zt_run("attention_large", test_attention_large);
         zt_run("attention_cached", test_attention_cached);
         zt_run("classifier", test_classifier);
         zt_run("optimizer", test_optimizer);

@@ -188,16 +188,42 @@ static void test_model_gradient(void) {
     }
     ZT_CHECK_MSG(e4 < 1e-5 && e5 < 1e-5, "loss_scale / accumulation: errors %.3g %.3g", e4, e5);
 
+    /* gpt2_forward_train (the forward's classifier writes d loss / d logits) == forward + backward */
+    gpt2_zero_grad(&m);
+    float l_plain = gpt2_forward(&m, in, tg, B, T);
+    gpt2_backward(&m, 4.0f);
+    BE->ops->download_f32(BE, g4, m.grads, ZG_F32, n);
+    gpt2_zero_grad(&m);
+    float l_train = gpt2_forward_train(&m, in, tg, B, T, 4.0f);
+    gpt2_backward(&m, 4.0f);
+    BE->ops->download_f32(BE, g5, m.grads, ZG_F32, n);
+    ZT_CHECK_MSG(l_plain == l_train, "gpt2_forward_train loss %.9g vs gpt2_forward %.9g", l_train, l_plain);
+    ZT_CHECK_MSG(memcmp(g4, g5, n * 4) == 0, "gpt2_forward_train changed the gradients");
+
     /* GELU recompute gives the same gradients */
     gpt2_model r;
     ZT_CHECK(gpt2_init(&r, &c, BE) == 0 && gpt2_grads_alloc(&r) == 0);
-    r.recompute_gelu = 1;
+    r.recompute = GPT2_RECOMPUTE_GELU;
     gpt2_params_upload(&r, p);
     gpt2_forward(&r, in, tg, B, T);
     gpt2_backward(&r, 1.0f);
     BE->ops->download_f32(BE, g4, r.grads, ZG_F32, n);
     ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute_gelu changed the gradients");
     ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0));
+    /* LayerNorm recompute (alone, and with GELU) gives the same gradients, in less memory */
+    for (int flags = GPT2_RECOMPUTE_LAYERNORM; flags <= (GPT2_RECOMPUTE_LAYERNORM | GPT2_RECOMPUTE_GELU); flags++) {
+        gpt2_model q;
+        ZT_CHECK(gpt2_init(&q, &c, BE) == 0 && gpt2_grads_alloc(&q) == 0);
+        q.recompute = flags;
+        gpt2_params_upload(&q, p);
+        float lq = gpt2_forward_train(&q, in, tg, B, T, 1.0f);
+        gpt2_backward(&q, 1.0f);
+        BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
+        ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute flags %d changed the gradients", flags);
+        ZT_CHECK_MSG(isfinite(lq), "recompute flags %d: loss %g", flags, lq);
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags) < gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1));
+        gpt2_free(&q);
+    }
     /* the estimate matches what the CPU backend allocates (plus tokens, targets, losses) */
     {
         gpt2_model e;

@@ -87,8 +87,8 @@ static void layernorm_row(float *o, float *mean, float *rstd, const float *x, co
     v /= (float)C; /* biased variance, as torch.nn.LayerNorm */
     float s = 1.0f / sqrtf(v + LN_EPS);
     for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
-    *mean = m;
-    *rstd = s;
+    if (mean) *mean = m; /* statistics may be skipped (inference) */
+    if (rstd) *rstd = s;
 }
 
 void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
@@ -96,19 +96,8 @@ void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
     (void)be;
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++)
-        layernorm_row((float *)out + (size_t)i * C, mean + i, rstd + i, (const float *)inp + (size_t)i * C, w, b, C);
-}
-
-void cpu_residual_layernorm_forward(zg_backend *be, void *residual, void *out, float *mean, float *rstd,
-                                    const void *a, const void *b, const void *w, const void *bias, int N, int C) {
-    (void)be;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N; i++) {
-        float *r = (float *)residual + (size_t)i * C;
-        const float *x = (const float *)a + (size_t)i * C, *y = (const float *)b + (size_t)i * C;
-        for (int c = 0; c < C; c++) r[c] = x[c] + y[c];
-        layernorm_row((float *)out + (size_t)i * C, mean + i, rstd + i, r, w, bias, C);
-    }
+        layernorm_row((float *)out + (size_t)i * C, mean ? mean + i : NULL, rstd ? rstd + i : NULL,
+                      (const float *)inp + (size_t)i * C, w, b, C);
 }
 
 void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, const void *dout_, const void *inp_,
@@ -243,20 +232,27 @@ static mm_block mm_split(int rows, int cols) {
 }
 
 void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void *inp_, const void *w_,
-                        const void *bias_, int N, int C, int OC) {
+                        const void *bias_, const void *residual_, int N, int C, int OC) {
     (void)be;
     float *out = out_, *pre = pre_gelu_;
-    const float *bias = bias_, *inp = inp_, *w = w_;
+    const float *bias = bias_, *inp = inp_, *w = w_, *res = residual_;
+    if (res && pre)
+        ZG_FATAL("matmul_forward (cpu): residual and pre_gelu together are not supported (N=%d C=%d OC=%d)", N, C, OC);
     float *dst = pre ? pre : out;
 #pragma omp parallel
     {
-        /* dst (N,OC) = inp (N,C) @ w (OC,C)^T, this thread's block */
+        /* dst (N,OC) = inp (N,C) @ w (OC,C)^T [+ residual (N,OC)], this thread's block. The residual
+         * is copied into the block first and sgemm adds to it (beta = 1); in place (res == out) it
+         * is already there. */
         mm_block k = mm_split(N, OC);
         int r0 = k.by_rows ? k.b0 : 0, r1 = k.by_rows ? k.b1 : N;
         int o0 = k.by_rows ? 0 : k.b0, o1 = k.by_rows ? OC : k.b1;
         if (r1 > r0 && o1 > o0) {
+            if (res && res != out)
+                for (int i = r0; i < r1; i++)
+                    memcpy(out + (size_t)i * OC + o0, res + (size_t)i * OC + o0, (size_t)(o1 - o0) * sizeof(float));
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, o1 - o0, C, 1.0f, inp + (size_t)r0 * C, C,
-                        w + (size_t)o0 * C, C, 0.0f, dst + (size_t)r0 * OC + o0, OC);
+                        w + (size_t)o0 * C, C, res ? 1.0f : 0.0f, dst + (size_t)r0 * OC + o0, OC);
             for (int i = r0; i < r1 && (bias || pre); i++)
                 bias_gelu_span(dst + (size_t)i * OC + o0, pre ? out + (size_t)i * OC + o0 : NULL,
                                bias ? bias + o0 : NULL, o1 - o0);

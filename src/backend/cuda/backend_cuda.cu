@@ -265,21 +265,21 @@ __device__ __forceinline__ float zgc_warp_max(float v) {
     return v;
 }
 
-/* One warp per row. If a != NULL: x = a + b is written to residual first (fused residual add).
- * out (N,C) = (x - mean) * rstd * w + bias; mean, rstd (N) fp32. */
+/* 16-byte vector of T */
+template <typename T> struct alignas(16) zgc_vec {
+    T v[16 / sizeof(T)];
+};
+
+/* Scalar fallback (any C, any alignment, parameters in another dtype than activations): one warp
+ * per row, three passes over the row in device memory.
+ * out (N,C) = (x - mean) * rstd * w + bias; mean, rstd (N) fp32, may be NULL. */
 template <typename TA, typename TP>
-__global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, TA *residual, const TA *a,
-                                         const TA *b, const TA *inp, const TP *w, const TP *bias, int N, int C) {
+__global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, const TA *x, const TP *w,
+                                         const TP *bias, int N, int C) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= N) return;
     size_t base = (size_t)row * C;
-    const TA *x = inp;
-    if (a != NULL) {
-        for (int c = lane; c < C; c += 32) residual[base + c] = zgc_from_f<TA>(zgc_to_f(a[base + c]) + zgc_to_f(b[base + c]));
-        __syncwarp();
-        x = residual;
-    }
     float s = 0.f;
     for (int c = lane; c < C; c += 32) s += zgc_to_f(x[base + c]);
     float mu = zgc_warp_sum(s) / C;
@@ -297,24 +297,104 @@ __global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, TA *
     if (lane == 0 && rstd != NULL) rstd[row] = rs;
 }
 
+/* Register-resident forward: one warp per row, lane owns the 16-byte vectors lane, lane + 32, ...
+ * (NV = ceil(C/VW/32) of them at most, VW = 16/sizeof(T)). The row is read from device memory once
+ * into registers; the mean pass, the variance pass over (x - mean) (two-pass, as the scalar kernel)
+ * and the output all work from the registers, so the kernel moves 2*C*sizeof(T) bytes per row and
+ * runs at memory bandwidth. Needs C % VW == 0, 16-byte aligned out/x/w/bias, parameters in T.
+ * out (N,C), x (N,C), w (C), bias (C); mean, rstd (N) fp32, may be NULL.
+ * Registers (ptxas, sm_90): bf16 46 at C = 768 (NV 3), 80 at C = 1600 (NV 7; the compiler keeps the
+ * row converted to fp32), so 40 and 24 resident warps per SM: 60-77 KB of row loads can be in
+ * flight per SM, above what HBM latency x bandwidth needs. Forcing 4 blocks/SM (64 registers)
+ * spills for bf16 NV >= 6, so no min-blocks bound. 4 warps per block: a block retires when its
+ * slowest row is done, so small blocks waste fewer idle warp slots. */
+#define ZGC_LNF_WARPS 4
+template <typename T, int NV>
+__global__ void __launch_bounds__(ZGC_LNF_WARPS * 32)
+zgc_layernorm_fwd_reg_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
+                             const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
+                             int C) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> V;
+    int row = blockIdx.x * ZGC_LNF_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    int nv = C / VW;
+    const V *xv = reinterpret_cast<const V *>(x + (size_t)row * C);
+    V r[NV];
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) {
+            r[i] = xv[k];
+#pragma unroll
+            for (int e = 0; e < VW; e++) s += zgc_to_f(r[i].v[e]);
+        }
+    }
+    float mu = zgc_warp_sum(s) / C;
+    float v = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv)
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float d = zgc_to_f(r[i].v[e]) - mu;
+                v += d * d;
+            }
+    }
+    float rs = rsqrtf(zgc_warp_sum(v) / C + 1e-5f);
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(bias);
+    V *ov = reinterpret_cast<V *>(out + (size_t)row * C);
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) {
+            V ww = wv[k], bb = bv[k], o;
+#pragma unroll
+            for (int e = 0; e < VW; e++)
+                o.v[e] = zgc_from_f<T>((zgc_to_f(r[i].v[e]) - mu) * rs * zgc_to_f(ww.v[e]) + zgc_to_f(bb.v[e]));
+            ov[k] = o;
+        }
+    }
+    if (lane == 0 && mean != NULL) mean[row] = mu; /* statistics may be skipped (inference) */
+    if (lane == 0 && rstd != NULL) rstd[row] = rs;
+}
+
+template <typename T, int NV>
+static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                  const void *w, const void *b, int N, int C) {
+    unsigned blocks = (unsigned)((N + ZGC_LNF_WARPS - 1) / ZGC_LNF_WARPS);
+    zgc_layernorm_fwd_reg_kernel<T, NV><<<blocks, ZGC_LNF_WARPS * 32, 0, zgc_get(be)->stream>>>(
+        (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C);
+}
+
 static void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                                   const void *b, int N, int C) {
     zgc_impl *im = zgc_get(be);
-    unsigned blocks = (unsigned)((N + 7) / 8);
-    ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
-        (TA *)out, mean, rstd, (TA *)NULL, (const TA *)NULL, (const TA *)NULL, (const TA *)inp, (const TP *)w,
-        (const TP *)b, N, C))));
-    ZG_CUDA_LAUNCH_CHECK();
-}
-
-static void zgc_residual_layernorm_forward(zg_backend *be, void *residual, void *out, float *mean, float *rstd,
-                                           const void *a, const void *b, const void *w, const void *bias, int N,
-                                           int C) {
-    zgc_impl *im = zgc_get(be);
-    unsigned blocks = (unsigned)((N + 7) / 8);
-    ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
-        (TA *)out, mean, rstd, (TA *)residual, (const TA *)a, (const TA *)b, (const TA *)NULL, (const TP *)w,
-        (const TP *)bias, N, C))));
+    if (N <= 0) return;
+    int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
+    uintptr_t al = (uintptr_t)out | (uintptr_t)inp | (uintptr_t)w | (uintptr_t)b;
+    int nvl = (C / vw + 31) / 32; /* 16-byte vectors per lane */
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl >= 1 && nvl <= 8) {
+        ZGC_DISPATCH(be->act_dtype, T, {
+            switch (nvl) {
+            case 1: zgc_ln_fwd_reg_launch<T, 1>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 2: zgc_ln_fwd_reg_launch<T, 2>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 3: zgc_ln_fwd_reg_launch<T, 3>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 4: zgc_ln_fwd_reg_launch<T, 4>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 5: zgc_ln_fwd_reg_launch<T, 5>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 6: zgc_ln_fwd_reg_launch<T, 6>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 7: zgc_ln_fwd_reg_launch<T, 7>(be, out, mean, rstd, inp, w, b, N, C); break;
+            default: zgc_ln_fwd_reg_launch<T, 8>(be, out, mean, rstd, inp, w, b, N, C); break;
+            }
+        });
+    } else {
+        unsigned blocks = (unsigned)((N + 7) / 8);
+        ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
+            (TA *)out, mean, rstd, (const TA *)inp, (const TP *)w, (const TP *)b, N, C))));
+    }
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -360,11 +440,6 @@ __global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, 
         part[(size_t)blockIdx.x * 2 * C + c] = s;
     }
 }
-
-/* 16-byte vector of T */
-template <typename T> struct alignas(16) zgc_vec {
-    T v[16 / sizeof(T)];
-};
 
 /* The same as zgc_layernorm_bwd_kernel with 16-byte loads/stores (C a multiple of the vector
  * width, rows 16-byte aligned, parameters in the activation dtype). Lane owns vectors
@@ -906,7 +981,6 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->encoder_forward = zgc_encoder_forward;
     o->encoder_backward = zgc_encoder_backward;
     o->layernorm_forward = zgc_layernorm_forward;
-    o->residual_layernorm_forward = zgc_residual_layernorm_forward;
     o->layernorm_backward = zgc_layernorm_backward;
     o->matmul_forward = zgc_matmul_forward;
     o->matmul_backward = zgc_matmul_backward;

@@ -41,6 +41,7 @@ enum {
     ZGC_SCR_LN = 0,    /* layernorm backward partial sums (blocks, 2C) fp32 */
     ZGC_SCR_BIAS,      /* bias-gradient partial sums fp32 */
     ZGC_SCR_ATT_D,     /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
+    ZGC_SCR_ATT_DQ,    /* attention backward fp32 dQ accumulator (B*NH, T, hs) + tile counters */
     ZGC_SCR_SORT,      /* encoder backward: sorted tokens/indices + CUB temp storage */
     ZGC_SCR_SEGS,      /* AdamW segment table */
     ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
@@ -55,7 +56,8 @@ typedef struct {
     int kind;          /* matmul kind (matmul_cuda.cu) */
     int m, n, k;
     int epi;
-    int align[4];      /* alignment (bytes, capped) of A, B, C/D, bias/aux */
+    int has_c;         /* 1 when C is read (beta = 1: residual input, or dw accumulation) */
+    int align[5];      /* alignment (bytes, capped at 256) of A, B, C, D, bias/aux */
     zg_dtype dt;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
@@ -99,7 +101,7 @@ void zgc_free(zg_backend *be, void *p);
 
 /* matmul_cuda.cu */
 void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
-                        const void *bias, int N, int C, int OC);
+                        const void *bias, const void *residual, int N, int C, int OC);
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                          const void *w, const void *gelu_inp, int N, int C, int OC);
 void zgc_matmul_destroy(zg_backend *be);

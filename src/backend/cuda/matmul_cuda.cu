@@ -4,12 +4,15 @@
  * column-major terms:
  *   forward   out (N,OC) = inp (N,C) @ w (OC,C)^T      ->  out^T (OC x N) = op_T(w^T: C x OC) * inp^T (C x N)
  *             epilogue BIAS (bias per output row OC), GELU_AUX[_BIAS] writes pre_gelu as aux.
+ *             With a residual (N,OC): C = residual, D = out, beta = 1, so D = A*B + C + bias in
+ *             one pass (cuBLASLt allows C != D when both have the same type, shape and order; the
+ *             layouts here are the same descriptor). C == D (in place) is allowed too.
  *   backward  dinp (N,C) = dout (N,OC) @ w (OC,C)       ->  dinp^T (C x N) = w^T (C x OC) * dout^T (OC x N)
  *             epilogue DGELU multiplies by gelu'(gelu_inp) (aux, C x N).
  *             dw (OC,C) += dout^T @ inp                  ->  dw^T (C x OC) += inp^T (C x N) * op_T(dout^T: OC x N)
  *             epilogue BGRADB writes dbias (OC) = column sums of op(B) = sum over N of dout.
- * Plans (descriptors, layouts, the heuristic's algorithm) are cached by shape, epilogue and
- * pointer alignment. fp32 uses CUBLAS_COMPUTE_32F (true fp32, no TF32); bf16/fp16 accumulate in fp32. */
+ * Plans (descriptors, layouts, the heuristic's algorithm) are cached by shape, epilogue, whether
+ * C is read, and pointer alignment. fp32 uses CUBLAS_COMPUTE_32F (true fp32, no TF32); bf16/fp16 accumulate in fp32. */
 #include "backend/cuda/cuda_internal.h"
 
 #include <string.h>
@@ -27,16 +30,19 @@ static int zgc_align_of(const void *p) {
     return al;
 }
 
-/* Creates (or finds) the plan for (kind, m, n, k, epilogue, alignments). Returns NULL when the
- * heuristic finds no algorithm (only allowed for the optional BGRADB epilogue). */
-static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int epi, const int align[4],
+/* Creates (or finds) the plan for (kind, m, n, k, epilogue, has_c, alignments). align: A, B, C, D,
+ * bias/aux (for has_c == 0, C is D and is not read). The heuristic does not see beta, but the plans
+ * are still kept apart by has_c so that a C-specific choice (its alignment now, anything added later)
+ * can never be reused for the other case. Returns NULL when the heuristic finds no algorithm (only
+ * allowed for the optional BGRADB epilogue). */
+static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int epi, int has_c, const int align[5],
                               int optional) {
     zgc_impl *im = zgc_get(be);
     zg_dtype dt = be->act_dtype;
     for (int i = 0; i < ZGC_PLAN_CACHE; i++) {
         zgc_plan *p = &im->plans[i];
-        if (p->used && p->kind == kind && p->m == m && p->n == n && p->k == k && p->epi == epi && p->dt == dt &&
-            memcmp(p->align, align, sizeof(p->align)) == 0)
+        if (p->used && p->kind == kind && p->m == m && p->n == n && p->k == k && p->epi == epi && p->has_c == has_c &&
+            p->dt == dt && memcmp(p->align, align, sizeof(p->align)) == 0)
             return p->has_algo ? p : NULL;
     }
     zgc_plan *p = &im->plans[im->plan_next];
@@ -54,6 +60,7 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     p->n = n;
     p->k = k;
     p->epi = epi;
+    p->has_c = has_c;
     p->dt = dt;
     memcpy(p->align, align, sizeof(p->align));
 
@@ -90,12 +97,12 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                          &im->lt_ws_bytes, sizeof(im->lt_ws_bytes)));
-    uint32_t al[4];
-    for (int i = 0; i < 4; i++) al[i] = (uint32_t)align[i];
+    uint32_t al[5];
+    for (int i = 0; i < 5; i++) al[i] = (uint32_t)align[i];
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4));
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4));
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4));
-    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], 4));
+    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4));
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found);
@@ -113,8 +120,9 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     return p;
 }
 
-static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void *B, void *D, float beta,
-                         const void *bias, const void *aux) {
+/* D = A*B + beta*C (+ epilogue); C and D share the layout p->lc. */
+static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void *B, const void *C, void *D,
+                         float beta, const void *bias, const void *aux) {
     zgc_impl *im = zgc_get(be);
     if (bias != NULL)
         ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
@@ -122,19 +130,26 @@ static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void 
         ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
                                                        sizeof(aux)));
     float alpha = 1.f;
-    ZG_CUBLAS_CHECK(cublasLtMatmul(im->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc, &p->algo,
+    ZG_CUBLAS_CHECK(cublasLtMatmul(im->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, D, p->lc, &p->algo,
                                    im->lt_ws, im->lt_ws_bytes, im->stream));
 }
 
+/* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias + residual. residual (N,OC) may equal out (in place)
+ * but must not otherwise overlap it; residual with pre_gelu is refused (backend.h). */
 void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
-                        int N, int C, int OC) {
+                        const void *residual, int N, int C, int OC) {
+    if (residual != NULL && pre_gelu != NULL)
+        ZG_FATAL("matmul_forward (cuda): residual and pre_gelu together are not supported (N=%d C=%d OC=%d)", N, C,
+                 OC);
     int epi;
     if (pre_gelu != NULL) epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
     else epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    int al[4] = {zgc_align_of(w), zgc_align_of(inp), zgc_align_of(out),
+    int has_c = residual != NULL;
+    const void *cptr = has_c ? residual : out;
+    int al[5] = {zgc_align_of(w), zgc_align_of(inp), zgc_align_of(cptr), zgc_align_of(out),
                  zgc_align_of(bias) < zgc_align_of(pre_gelu) ? zgc_align_of(bias) : zgc_align_of(pre_gelu)};
-    zgc_plan *p = zgc_plan_get(be, ZGC_MM_FWD, OC, N, C, epi, al, 0);
-    zgc_plan_run(be, p, w, inp, out, 0.f, bias, pre_gelu);
+    zgc_plan *p = zgc_plan_get(be, ZGC_MM_FWD, OC, N, C, epi, has_c, al, 0);
+    zgc_plan_run(be, p, w, inp, cptr, out, has_c ? 1.f : 0.f, bias, pre_gelu);
 }
 
 /* dbias (OC) += sum of part (R, OC) over R (fixed order) */
@@ -171,27 +186,29 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
     zgc_impl *im = zgc_get(be);
     if (dinp != NULL) {
         int epi = gelu_inp ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DEFAULT;
-        int al[4] = {zgc_align_of(w), zgc_align_of(dout), zgc_align_of(dinp), zgc_align_of(gelu_inp)};
-        zgc_plan *p = zgc_plan_get(be, ZGC_MM_DINP, C, N, OC, epi, al, 0);
-        zgc_plan_run(be, p, w, dout, dinp, 0.f, NULL, gelu_inp);
+        int al[5] = {zgc_align_of(w), zgc_align_of(dout), zgc_align_of(dinp), zgc_align_of(dinp),
+                     zgc_align_of(gelu_inp)};
+        zgc_plan *p = zgc_plan_get(be, ZGC_MM_DINP, C, N, OC, epi, 0, al, 0);
+        zgc_plan_run(be, p, w, dout, dinp, dinp, 0.f, NULL, gelu_inp);
     }
-    int al[4] = {zgc_align_of(inp), zgc_align_of(dout), zgc_align_of(dw), 256};
+    /* dw accumulates: C = D = dw, beta = 1 */
+    int al[5] = {zgc_align_of(inp), zgc_align_of(dout), zgc_align_of(dw), zgc_align_of(dw), 256};
     zgc_plan *pb = NULL;
     zgc_plan *p = NULL;
     if (dw == NULL) goto bias_only; /* weight gradient not wanted (frozen weights) */
     if (dbias != NULL && im->bgrad_ok && be->grad_dtype == be->act_dtype)
-        pb = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_BGRADB, al, 1);
+        pb = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_BGRADB, 1, al, 1);
     if (pb != NULL) {
         /* fused: dw += inp^T dout, bias gradient (OC) into an fp32 scratch, then added to dbias */
         float *part = (float *)zgc_scratch(be, ZGC_SCR_BIAS, (size_t)OC * 4, "bias-gradient scratch");
-        zgc_plan_run(be, pb, inp, dout, dw, 1.f, part, NULL);
+        zgc_plan_run(be, pb, inp, dout, dw, dw, 1.f, part, NULL);
         ZGC_DISPATCH(be->grad_dtype, TG, (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>(
                                              (TG *)dbias, part, 1, OC)));
         ZG_CUDA_LAUNCH_CHECK();
         return;
     }
-    p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, al, 0);
-    zgc_plan_run(be, p, inp, dout, dw, 1.f, NULL, NULL);
+    p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, 1, al, 0);
+    zgc_plan_run(be, p, inp, dout, dw, dw, 1.f, NULL, NULL);
 bias_only:
     if (dbias != NULL) {
         int R = 64;
