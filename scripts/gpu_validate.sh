@@ -18,14 +18,15 @@
 #            2 GPUs ZeRO-2, torch DDP and FSDP on 2 GPUs: speed ratio, scaling, memory (issue 6)
 #   zero2xl  (2+ GPUs) only dp2's zgpt 2-GPU ZeRO-2 run (kept as an alias; dp2 replaces it by default)
 #   demo     scripts/demo.sh, the README's main job
+#   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
+#            (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
 #                 ZG_DP2_SET="--set recompute_layernorm=true" (default: none)
 #   ZG_GUIDE_SET  extra zgpt train options for the guide runs (default: none)
-#   ZG_BENCH_SET  extra `zgpt bench` options for bench/benchxl/zbench (default: none). zgpt bench takes
-#                 no --set KEY=VALUE config keys (only its own options: --peak-tflops X, --json, ...);
-#                 whatever is given is passed through verbatim.
+#   ZG_BENCH_SET  extra `zgpt bench` options for bench/benchxl/benchpar/zbench (default: none), e.g.
+#                 ZG_BENCH_SET="--recompute layernorm"; passed through verbatim.
 # Approximate wall time on 2 x H200 (torch.compile of GPT-2 XL takes 1-2 min per torch run):
 #   dp2 ~6-8 min, guide ~5-6 min, benchxl ~3-4 min, bench ~2 min.
 # shellcheck disable=SC2046,SC2016 # $(small_cfg/mcfg/xlcfg ...) split into words on purpose; '$X' inside "${X:+...}" does expand
@@ -325,6 +326,27 @@ if has benchxl; then
   [ -f $TB ] && timeout -k 20 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
   note "torch XL B=16: $(th_show "$LOG_DIR/bench_torch_xl.log")"
   bench_ratio "benchxl XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
+fi
+# benchpar (2+ GPUs): bench + benchxl with zgpt on GPU 0 while the PyTorch peer runs on GPU 1 at the
+# same time (two identical cards of one host), to fit both into one device call; bench/benchxl run
+# them one after the other on the same card.
+if has benchpar && [ "$NGPU" -ge 2 ]; then
+  note "benchpar: zgpt on GPU 0 ($(nvidia-smi -i 0 --query-gpu=name --format=csv,noheader)), PyTorch on GPU 1 ($(nvidia-smi -i 1 --query-gpu=name --format=csv,noheader)), concurrently"
+  ( if [ -f $TB ]; then
+      CUDA_VISIBLE_DEVICES=1 timeout -k 20 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
+      CUDA_VISIBLE_DEVICES=1 timeout -k 20 260 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
+    fi ) &
+  tpid=$!
+  CUDA_VISIBLE_DEVICES=0 timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
+  CUDA_VISIBLE_DEVICES=0 timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 8 --warmup 2 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
+  wait $tpid
+  note "zgpt 124M B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_124m.log" | tr '\n' ';')"
+  note "torch 124M B=16: $(th_show "$LOG_DIR/bench_torch_124m.log")"
+  bench_ratio "benchpar 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
+  note "zgpt XL B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_xl.log" | tr '\n' ';')"
+  note "torch XL B=16: $(th_show "$LOG_DIR/bench_torch_xl.log")"
+  bench_ratio "benchpar XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
+  cp "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_zgpt_xl.log" "$RESULTS/" 2>/dev/null
 fi
 rm -rf "$W" "$LOG_DIR"
 echo "==== summary ===="; cat "$SUMMARY"

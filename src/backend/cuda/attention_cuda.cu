@@ -8,18 +8,15 @@
  * Tensor-core path (bf16/fp16, hs = 64 or 128): mma.sync m16n8k16 with fp32 accumulation.
  *   forward:      block = 4 warps = 64 query rows of one (b,h); loop over 64-key tiles up to the
  *                 diagonal; S, online softmax and O stay in registers (P reused as the A operand).
- *   backward:     block = 64 keys of one (b,h); loop over query tiles from the diagonal on;
- *                 dV += P^T dO, dK += dS^T Q (each warp owns 16 keys), and each query tile's
- *                 dQ += dS K is added to an fp32 accumulator in a fixed order of key tiles
- *                 (per-tile counters), so the gradients stay deterministic without a second pass.
- *   ZGPT_ATTN_BWD=split: the dQ products in a second kernel instead (block = 64 queries, loop over
- *                 key tiles up to the diagonal), which recomputes S and dP.
+ *   backward dKV: block = 64 keys of one (b,h); loop over query tiles from the diagonal on;
+ *                 dV += P^T dO, dK += dS^T Q (each warp owns 16 keys).
+ *   backward dQ:  block = 64 queries; loop over key tiles up to the diagonal; dQ += dS K.
+ *   Two backward kernels instead of atomics keep the gradients deterministic.
  * Scalar path (fp32 or other head sizes): the same math, one warp per row (tests, fallback). */
 #include "backend/cuda/cuda_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define ZGC_LOG2E 1.4426950408889634f
 #define ZGC_ATT_BQ 64
@@ -356,68 +353,20 @@ __global__ void zgc_att_bwd_d_kernel(float *D, const T *dout, const T *out, int 
 
 /* ---- backward dK, dV (tensor cores) ----------------------------------------------------------- */
 
-/* out[HS/8][4] (16 x HS) = A (16 x 64 rows arow0.. of the row-major shared tile Asm) * Bsm (64 x HS, row-major) */
-template <int HS, int LD, int LDA, typename T>
-__device__ __forceinline__ void zgc_mma_sv(float out[HS / 8][4], const T *Asm, int arow0, const T *Bsm, int g, int t,
-                                           int lane) {
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-        uint32_t a[4];
-        zgc_load_a<LDA>(a, Asm, arow0, kk * 16, g, t);
-#pragma unroll
-        for (int dn = 0; dn < HS / 8; dn += 2) {
-            uint32_t b[4];
-            zgc_ldsm_bt_x4<LD>(b, Bsm, kk * 16, dn * 8, lane);
-            zgc_mma<T>::run(out[dn], a, b[0], b[1]);
-            zgc_mma<T>::run(out[dn + 1], a, b[2], b[3]);
-        }
-    }
-}
-
-/* Ordered dQ accumulation (FUSED): the dK/dV block of key tile kt also computes each query tile's
- * contribution dQ_qt += dS (64 x 64) K (64 x HS) and adds it to an fp32 accumulator in global
- * memory (dq_acc (B*NH, nq*64, HS)). To stay deterministic without atomics on the data, the
- * contributions to query tile qt are added in a fixed order, kt = qt, qt-1, ..., 0: a per-tile
- * counter (sem (B*NH, nq)) says how many have been added, and the block for kt waits until it
- * reads qt - kt. The block for kt reaches tile qt at its step qt - kt, one step after the block for
- * kt + 1 did, so in the steady state nobody waits (a wavefront). The first contributor (kt = qt,
- * the diagonal) stores instead of adding; the last (kt = 0) writes dQ * scale as T into dqkv.
- * Blocks take their (b, h, kt) from a ticket counter in launch order, kt descending within a head:
- * the blocks a block waits for always hold smaller tickets, so they are already running or done,
- * whatever order the hardware starts blocks in (no deadlock when not all blocks fit at once).
- * FUSED = false: this kernel writes dK, dV only and zgc_flash_bwd_dq_kernel computes dQ. */
-#define ZGC_DS_LD 72 /* dS tile [64 queries][64 keys + 8] */
-template <int HS>
-struct zgc_bwd_smem {
-    static constexpr size_t tiles = (size_t)6 * 64 * (HS + 8); /* K, V, 2 stages of (Q, dO); elements */
-};
-
-/* smem: K, V [64][HS+8]; two stages of (Q, dO [64][HS+8]); two stages of (lse, D [64]);
- * FUSED: dS [64][72]. */
-template <typename T, int HS, bool FUSED>
+/* smem: K, V [64][HS+8]; two stages of (Q, dO [64][HS+8]); two stages of (lse, D [64]). */
+template <typename T, int HS>
 __global__ void __launch_bounds__(ZGC_ATT_THREADS, HS <= 64 ? 3 : 1)
 zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
-                         int C, float scale_log2, float scale, float *dq_acc, int *sem, int *ticket) {
+                         int C, float scale_log2, float scale) {
     constexpr int LD = HS + 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Ks = reinterpret_cast<T *>(zgc_smem);
     T *Vs = Ks + TILE;
     T *QD = Vs + TILE; /* stage s: Q at QD + 2*s*TILE, dO at QD + (2*s+1)*TILE */
     float *LS = reinterpret_cast<float *>(QD + 4 * TILE); /* stage s: lse at LS + 128*s, D at LS + 128*s + 64 */
-    T *dSs = reinterpret_cast<T *>(LS + 4 * 64);          /* FUSED: dS [64][ZGC_DS_LD] */
     int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
-    int kt, bh;
-    if (FUSED) {
-        __shared__ int tk;
-        if (threadIdx.x == 0) tk = atomicAdd(ticket, 1);
-        __syncthreads();
-        bh = tk / nq;
-        kt = nq - 1 - tk % nq;
-    } else {
-        kt = blockIdx.y; /* small kt = most query tiles: heaviest first */
-        bh = blockIdx.x;
-    }
-    int b = bh / NH, h = bh % NH;
+    int kt = blockIdx.y; /* small kt = most query tiles: heaviest first */
+    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     size_t ld = (size_t)3 * C;
     const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
@@ -496,53 +445,6 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
                 st[j][e] = st[j][e] * (dpt[j][e] - D_s[qi]);
             }
         zgc_mma_pv<HS, LD, T>(dk, st, Qs, lane);
-        if (FUSED) {
-            /* dS^T (keys x queries, C fragments) -> dS [query][key] in shared memory */
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    dSs[(j * 8 + 2 * t + (e & 1)) * ZGC_DS_LD + warp * 16 + g + (e >> 1) * 8] = zgc_from_f<T>(st[j][e]);
-            __syncthreads();
-            /* this warp's 16 query rows: dq (16 x HS) = dS[rows, 0:64] K */
-            float dq[HS / 8][4];
-#pragma unroll
-            for (int j = 0; j < HS / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
-            zgc_mma_sv<HS, LD, ZGC_DS_LD, T>(dq, dSs, warp * 16, Ks, g, t, lane);
-            int step = qt - kt;
-            int *cnt = sem + (size_t)bh * nq + qt;
-            if (threadIdx.x == 0)
-                while (atomicAdd(cnt, 0) != step) __nanosleep(32);
-            __syncthreads();
-            __threadfence();
-            float *acc = dq_acc + ((size_t)bh * nq * 64 + (size_t)qt * 64) * HS;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                int ql = warp * 16 + g + r * 8; /* query row within the tile */
-                float *arow = acc + (size_t)ql * HS;
-#pragma unroll
-                for (int dn = 0; dn < HS / 8; dn++) {
-                    float2 v = make_float2(dq[dn][2 * r], dq[dn][2 * r + 1]);
-                    if (step > 0) {
-                        float2 o = __ldcg(reinterpret_cast<const float2 *>(&arow[dn * 8 + 2 * t]));
-                        v.x += o.x;
-                        v.y += o.y;
-                    }
-                    if (kt == 0) {
-                        int q = qt * ZGC_ATT_BQ + ql;
-                        if (q < T_len) {
-                            T *qrow = dqkv + ((size_t)b * T_len + q) * ld + (size_t)h * HS;
-                            *reinterpret_cast<uint32_t *>(&qrow[dn * 8 + 2 * t]) = zgc_mma<T>::pack(v.x * scale, v.y * scale);
-                        }
-                    } else {
-                        __stcg(reinterpret_cast<float2 *>(&arow[dn * 8 + 2 * t]), v);
-                    }
-                }
-            }
-            __threadfence();
-            __syncthreads();
-            if (threadIdx.x == 0) atomicAdd(cnt, 1);
-        }
         __syncthreads();
     }
 #pragma unroll
@@ -799,38 +701,16 @@ static void zgc_flash_fwd_launch(zg_backend *be, void *out, float *lse, const vo
         zgc_flash_fwd_launch_mt<T, HS, 1>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
 }
 
-/* Backward on tensor cores. Default: one fused kernel with ordered dQ accumulation (5 products per
- * tile pair). ZGPT_ATTN_BWD=split selects the two-kernel form (dK/dV, then dQ: 7 products per tile
- * pair, no fp32 dQ buffer), kept as the reference the fused form is measured against. */
 template <typename T, int HS>
 static void zgc_flash_bwd_launch(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const float *lse,
                                  const float *D, int B, int T_len, int C, int NH, float scale_log2, float scale) {
     zgc_impl *im = zgc_get(be);
-    int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
-    const char *mode = getenv("ZGPT_ATTN_BWD");
-    bool split = mode != NULL && strcmp(mode, "split") == 0;
-    size_t smem_kv = zgc_bwd_smem<HS>::tiles * sizeof(T) + 4 * 64 * sizeof(float);
-    if (!split) {
-        /* dq_acc (B*NH, nq*64, HS) fp32, then sem (B*NH*nq) and the ticket, zeroed per call */
-        size_t acc_bytes = (size_t)B * NH * nq * 64 * HS * sizeof(float);
-        size_t sem_bytes = ((size_t)B * NH * nq + 1) * sizeof(int);
-        char *buf = (char *)zgc_scratch(be, ZGC_SCR_ATT_DQ, acc_bytes + sem_bytes, "attention backward dQ accumulator");
-        int *sem = (int *)(buf + acc_bytes);
-        ZG_CUDA_CHECK(cudaMemsetAsync(sem, 0, sem_bytes, im->stream));
-        size_t smem = smem_kv + (size_t)64 * ZGC_DS_LD * sizeof(T);
-        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS, true>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        zgc_flash_bwd_dkv_kernel<T, HS, true><<<(unsigned)(B * NH * nq), ZGC_ATT_THREADS, smem, im->stream>>>(
-            (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale, (float *)buf, sem,
-            sem + (size_t)B * NH * nq);
-        ZG_CUDA_LAUNCH_CHECK();
-        return;
-    }
-    dim3 grid((unsigned)(B * NH), (unsigned)nq);
-    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS, false>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_kv));
-    zgc_flash_bwd_dkv_kernel<T, HS, false><<<grid, ZGC_ATT_THREADS, smem_kv, im->stream>>>(
-        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale, NULL, NULL, NULL);
+    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
+    size_t smem_kv = (size_t)6 * 64 * (HS + 8) * sizeof(T) + 4 * 64 * sizeof(float);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem_kv));
+    zgc_flash_bwd_dkv_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_kv, im->stream>>>(
+        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
     ZG_CUDA_LAUNCH_CHECK();
     size_t smem_q = (size_t)6 * 64 * (HS + 8) * sizeof(T);
     ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dq_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -495,24 +495,35 @@ __global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout
 }
 
 /* Register-resident variant: NV = the most 16-byte vectors a lane owns in a row (ceil(C/VW/32)).
- * The row's dout and inp vectors stay in registers between the two passes, and the lane's dw/db
- * partial sums (its columns are the same for every row) stay in registers until the end, so
- * device memory sees each input once and shared memory is touched once per block. */
-template <typename T, int NV>
-__global__ void __launch_bounds__(ZGC_LN_WARPS * 32)
+ * The row's dout and inp vectors stay in registers between the two passes, so device memory sees
+ * each input once. The lane's dw/db partial sums (its columns are the same for every row) stay in
+ * registers until the end (SACC = false), or, for wide rows where 2*NV*VW more registers would cut
+ * the resident warps (C = 1600: 255 registers, 8 warps per SM), in the warp's own shared-memory
+ * slots (SACC = true), laid out [e * nv + k] for vector k, element e so a warp's accesses are
+ * consecutive words (no bank conflicts). Each lane owns its slots: no atomics, deterministic. */
+template <typename T, int NV, bool SACC>
+__global__ void __launch_bounds__(ZGC_LN_WARPS * 32, 4)
 zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, const T *w, const float *mean,
                              const float *rstd, int N, int C) {
     constexpr int VW = 16 / sizeof(T);
+    constexpr int NA = SACC ? 1 : NV; /* register accumulators (unused with SACC) */
     typedef zgc_vec<T> V;
     extern __shared__ float sh[]; /* (warps, 2C) */
     int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
     int nv = C / VW;
     const V *wv = reinterpret_cast<const V *>(w);
-    float dwa[NV][VW], dba[NV][VW];
+    float *mine = sh + (size_t)wid * 2 * C;
+    float dwa[NA][VW], dba[NA][VW];
 #pragma unroll
-    for (int i = 0; i < NV; i++)
+    for (int i = 0; i < NA; i++)
 #pragma unroll
         for (int e = 0; e < VW; e++) dwa[i][e] = dba[i][e] = 0.f;
+    if (SACC)
+        for (int i = 0; i < NV; i++) {
+            int k = lane + 32 * i;
+            if (k < nv)
+                for (int e = 0; e < VW; e++) mine[e * nv + k] = mine[C + e * nv + k] = 0.f;
+        }
     for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
         const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
         const V *xv = reinterpret_cast<const V *>(inp + (size_t)row * C);
@@ -545,29 +556,37 @@ zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, 
 #pragma unroll
                 for (int e = 0; e < VW; e++) {
                     float xh = (zgc_to_f(x[i].v[e]) - mu) * rs, dd = zgc_to_f(d[i].v[e]);
-                    dwa[i][e] += dd * xh;
-                    dba[i][e] += dd;
+                    if (SACC) {
+                        mine[e * nv + k] += dd * xh;
+                        mine[C + e * nv + k] += dd;
+                    } else {
+                        dwa[i][e] += dd * xh;
+                        dba[i][e] += dd;
+                    }
                     go.v[e] = zgc_from_f<T>(zgc_to_f(gi.v[e]) + rs * (dd * zgc_to_f(ww.v[e]) - s1 - xh * s2));
                 }
                 gv[k] = go;
             }
         }
     }
-    float *mine = sh + (size_t)wid * 2 * C;
+    if (!SACC) {
 #pragma unroll
-    for (int i = 0; i < NV; i++) {
-        int k = lane + 32 * i;
-        if (k < nv)
+        for (int i = 0; i < NA; i++) {
+            int k = lane + 32 * i;
+            if (k < nv)
 #pragma unroll
-            for (int e = 0; e < VW; e++) {
-                mine[k * VW + e] = dwa[i][e];
-                mine[C + k * VW + e] = dba[i][e];
-            }
+                for (int e = 0; e < VW; e++) {
+                    mine[k * VW + e] = dwa[i][e];
+                    mine[C + k * VW + e] = dba[i][e];
+                }
+        }
     }
     __syncthreads();
     for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        int cc = c < C ? c : c - C;
+        int at = SACC ? (c - cc) + (cc % VW) * nv + cc / VW : c; /* where column c's partial lives */
         float sum = 0.f;
-        for (int k = 0; k < ZGC_LN_WARPS; k++) sum += sh[(size_t)k * 2 * C + c];
+        for (int k = 0; k < ZGC_LN_WARPS; k++) sum += sh[(size_t)k * 2 * C + at];
         part[(size_t)blockIdx.x * 2 * C + c] = sum;
     }
 }
@@ -577,32 +596,49 @@ template <typename T, int NV>
 static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const void *dout, const void *inp,
                                  const void *w, const float *mean, const float *rstd, int N, int C, int nblocks,
                                  size_t smem) {
+    constexpr bool SACC = NV >= 4; /* register accumulators would need 2*NV*VW >= 64 more registers */
     if (smem > 48 * 1024)
-        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV>,
+        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV, SACC>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
-    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, zgc_layernorm_bwd_reg_kernel<T, NV>,
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, zgc_layernorm_bwd_reg_kernel<T, NV, SACC>,
                                                                 ZGC_LN_WARPS * 32, smem));
     int grid = per_sm * zgc_get(be)->num_sms;
     if (grid < 1) grid = 1;
     if (grid > nblocks) grid = nblocks;
-    zgc_layernorm_bwd_reg_kernel<T, NV><<<grid, ZGC_LN_WARPS * 32, smem, zgc_get(be)->stream>>>(
+    zgc_layernorm_bwd_reg_kernel<T, NV, SACC><<<grid, ZGC_LN_WARPS * 32, smem, zgc_get(be)->stream>>>(
         (T *)dinp, part, (const T *)dout, (const T *)inp, (const T *)w, mean, rstd, N, C);
     return grid;
 }
 
-/* dw (C) += sum over blocks of part[:, c]; db likewise (fixed order: deterministic). */
+/* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 16): 32 columns, 16 threads
+ * splitting the nblocks partial rows (thread y takes rows y, y+16, ...), then summed in y order
+ * in shared memory: a fixed order, so deterministic. (One thread per column summing all nblocks
+ * rows serially left the kernel latency-bound: ~20-40 us of each ~165 us GPT-2 XL call.) */
+#define ZGC_LN_RED_Y 16
 template <typename TG>
 __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float sw = 0.f, sb = 0.f;
-    for (int k = 0; k < nblocks; k++) {
-        sw += part[(size_t)k * 2 * C + c];
-        sb += part[(size_t)k * 2 * C + C + c];
+    __shared__ float sw[ZGC_LN_RED_Y][33], sb[ZGC_LN_RED_Y][33];
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int c = blockIdx.x * 32 + tx;
+    float a = 0.f, b = 0.f;
+    if (c < C)
+        for (int k = ty; k < nblocks; k += ZGC_LN_RED_Y) {
+            a += part[(size_t)k * 2 * C + c];
+            b += part[(size_t)k * 2 * C + C + c];
+        }
+    sw[ty][tx] = a;
+    sb[ty][tx] = b;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        float sa = 0.f, sbb = 0.f;
+        for (int y = 0; y < ZGC_LN_RED_Y; y++) {
+            sa += sw[y][tx];
+            sbb += sb[y][tx];
+        }
+        dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sa);
+        db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sbb);
     }
-    dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sw);
-    db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sb);
 }
 
 static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
@@ -648,7 +684,7 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
         }));
     }
     ZG_CUDA_LAUNCH_CHECK();
-    ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 127) / 128, 128, 0, im->stream>>>(
+    ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>(
                                          (TG *)dw, (TG *)db, part, used, C)));
     ZG_CUDA_LAUNCH_CHECK();
 }

@@ -41,7 +41,6 @@ enum {
     ZGC_SCR_LN = 0,    /* layernorm backward partial sums (blocks, 2C) fp32 */
     ZGC_SCR_BIAS,      /* bias-gradient partial sums fp32 */
     ZGC_SCR_ATT_D,     /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
-    ZGC_SCR_ATT_DQ,    /* attention backward fp32 dQ accumulator (B*NH, T, hs) + tile counters */
     ZGC_SCR_SORT,      /* encoder backward: sorted tokens/indices + CUB temp storage */
     ZGC_SCR_SEGS,      /* AdamW segment table */
     ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
