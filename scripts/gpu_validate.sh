@@ -25,6 +25,7 @@
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
 #                 ZG_DP2_SET="--set recompute_layernorm=true" (default: none)
 #   ZG_GUIDE_SET  extra zgpt train options for the guide runs (default: none)
+#   ZG_GUIDE_PRECS precisions of the guide runs (default: "bf16 fp16"); ZG_GUIDE_TORCH=0 skips its peer
 #   ZG_BENCH_SET  extra `zgpt bench` options for bench/benchxl/benchpar/zbench (default: none), e.g.
 #                 ZG_BENCH_SET="--recompute layernorm"; passed through verbatim.
 # Approximate wall time on 2 x H200 (torch.compile of GPT-2 XL takes 1-2 min per torch run):
@@ -251,7 +252,7 @@ fi
 # max_iters 4: the medians are over iterations 1-3 (iteration 0 warms up); a step is ~1.5-3 s.
 if has guide && [ "$NGPU" -ge 2 ]; then
   GA=32   # configs/ds_config_zero2.json's gradient_accumulation_steps
-  for prec in bf16 fp16; do
+  for prec in ${ZG_GUIDE_PRECS:-bf16 fp16}; do
     if [ $prec = bf16 ]; then pp=(--set fp16.enabled=false --set bf16.enabled=true); else pp=(); fi
     timeout -k 20 200 "$ZGPT" train $(xlcfg "$W/g_$prec") "${pp[@]}" --set max_iters=4 "${GUIDE_SET[@]}" --gpus "$NGPU" > "$LOG_DIR/guide_$prec.log" 2>&1
     rc=$?; gl=$LOG_DIR/guide_$prec.log
@@ -262,7 +263,7 @@ if has guide && [ "$NGPU" -ge 2 ]; then
          "$(awk -v m="$ms" -v g=$GA 'BEGIN {if (m == "") print "n/a"; else printf "%.2f", m / g}') ms/micro-step," \
          "$(fmt0 "$tps") tok/s (median of $(zg_n "$gl" 1) iterations from 1; $(zg_skips "$gl") skipped), peak $(na "$(zg_mem "$gl")") GiB/GPU"
   done
-  if [ -f $TB ]; then
+  if [ -f $TB ] && [ "${ZG_GUIDE_TORCH:-1}" = 1 ]; then
     # The peer discards its first 5 steps (compile, warm-up) and takes the median of the rest: 8 steps -> 3.
     torch_dp "$LOG_DIR/guide_torch_fsdp.log" "$NGPU" --layers 48 --heads 25 --embd 1600 --B 1 --ga $GA --dp fsdp --steps 8
     rc=$?; tl=$LOG_DIR/guide_torch_fsdp.log
