@@ -274,6 +274,52 @@ static void test_layernorm(void) {
 
 /* ---- matmul ---------------------------------------------------------------------------------- */
 
+/* Residual add in the matmul epilogue, at shapes with a small output and a long reduction (where
+ * cuBLASLt likes split-K): the result must be the residual plus the product rounded ONCE. A split-K
+ * reduction done in the output type would add each partial product to the large residual in
+ * bf16/fp16 and lose the small contributions (the layer outputs vanish into the residual stream).
+ * Allowed: 1 ulp of the output type. */
+static void test_matmul_residual_rounding(void) {
+    int shapes[][3] = {{512, 512, 128}, {512, 128, 128}, {256, 2048, 64}};
+    for (int di = 1; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        int mant = dt == ZG_BF16 ? 7 : 10;
+        for (int si = 0; si < 3; si++) {
+            int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+            size_t nin = (size_t)N * C, nw = (size_t)OC * C, nout = (size_t)N * OC;
+            float *inp = malloc(nin * 4), *w = malloc(nw * 4), *bias = malloc(OC * 4), *res = malloc(nout * 4);
+            /* products ~0.3 (several ulps of the residual), each split-K partial a fraction of that */
+            void *din = dev_rand(be, dt, nin, 1.f, inp), *dwt = dev_rand(be, dt, nw, 0.9f / sqrtf((float)C), w);
+            void *db = dev_rand(be, dt, OC, 0.01f, bias);
+            for (size_t i = 0; i < nout; i++) res[i] = 8.f + 4.f * zt_rand_uniform(&g_rng); /* large: 8 +- 4 */
+            void *dres = be->ops->alloc(be, nout * 2, "residual");
+            be->ops->upload_f32(be, dres, dt, res, nout);
+            be->ops->download_f32(be, res, dres, dt, nout);
+            void *out = dev_nan(be, dt, nout);
+            be->ops->matmul_forward(be, out, NULL, din, dwt, db, dres, N, C, OC);
+            float *o = dl(be, out, dt, nout);
+            size_t bad = 0;
+            double worst = 0;
+            for (int i = 0; i < N; i++)
+                for (int k = 0; k < OC; k++) {
+                    double r = bias[k] + res[(size_t)i * OC + k];
+                    for (int c = 0; c < C; c++) r += (double)inp[(size_t)i * C + c] * w[(size_t)k * C + c];
+                    double ulp = ldexp(1.0, (int)floor(log2(fabs(r))) - mant);
+                    double e = fabs(o[(size_t)i * OC + k] - r) / ulp;
+                    if (!(e <= 1.0)) bad++;
+                    if (e > worst || e != e) worst = e;
+                }
+            printf("  matmul + residual rounding N=%d C=%d OC=%d %s: worst %.2f ulp\n", N, C, OC, dt_name(dt), worst);
+            ZT_CHECK_MSG(bad == 0, "matmul_forward + residual %s N=%d C=%d OC=%d: %zu of %zu outputs off by more than "
+                         "1 ulp (worst %.2f): the residual is not added once in fp32", dt_name(dt), N, C, OC, bad, nout, worst);
+            free(inp); free(w); free(bias); free(res); free(o);
+            void *ptrs[] = {din, dwt, db, dres, out};
+            for (size_t k = 0; k < 5; k++) be->ops->dealloc(be, ptrs[k]);
+        }
+    }
+}
+
 static void test_matmul(void) {
     int shapes[][3] = {{77, 64, 96}, {128, 768, 2304}, {130, 256, 1024}};
     for (int di = 0; di < 3; di++) {
@@ -910,6 +956,7 @@ int main(int argc, char **argv) {
         zt_run("encoder", test_encoder);
         zt_run("layernorm", test_layernorm);
         zt_run("matmul", test_matmul);
+        zt_run("matmul_residual_rounding", test_matmul_residual_rounding);
         zt_run("gelu_residual", test_gelu_residual);
         zt_run("attention", test_attention);
         zt_run("attention_large", test_attention_large);
