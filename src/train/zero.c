@@ -396,6 +396,27 @@ static void slot_release(zg_zero *z, int slot) {
     z->n_releases++;
 }
 
+/* Stage 2 in model mode with overlap_comm: the updated parameters are all-gathered per slot
+ * (embeddings + ln_f, then each layer, the order of the next forward) without waiting; the forward
+ * waits for a slot's gather just before that slot's first use (before_layer), so the gathers of the
+ * later layers run while the first layers compute. Everything else that reads parameters waits for
+ * all of them first (params_wait_all). */
+static int deferred_gather(const zg_zero *z) { return z->model && z->o.stage == 2 && z->o.overlap_comm && z->gathering; }
+
+static void params_wait_all(zg_zero *z) {
+    if (z->o.stage >= 3 || !z->gathering) return; /* stage 3 manages its slots itself */
+    for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
+}
+
+static void launch_param_gathers(zg_zero *z) {
+    for (int s = 0; s <= z->n_layer; s++) {
+        size_t lo[2], hi[2];
+        int k = slot_ranges(z, s, lo, hi);
+        for (int i = 0; i < k; i++)
+            if (hi[i] > lo[i]) gather_range(z, lo[i], hi[i], &z->gathering[s]);
+    }
+}
+
 /* Model mode, stages 2-3, backward of group g is about to start: its gradient buffer (zeroed: the
  * backward ops accumulate). Waits for buckets in flight when the pool is empty; the pool is sized so
  * that this always frees one (zg_zero_grad_pool_count). */
@@ -425,6 +446,8 @@ static void grads_acquire(zg_zero *z, int layer) {
 }
 
 void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
+    if (!is_backward && z->o.stage == 2 && z->gathering && layer >= -1 && layer < z->n_layer)
+        wait_list(z, &z->gathering[layer + 1]); /* this slot's deferred all-gather (zg_zero_apply) */
     if (grads_grouped(z) && is_backward) {
         progress_reduces(z);
         grads_acquire(z, layer);
@@ -452,6 +475,7 @@ void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward) {
 }
 
 void zg_zero_gather_all(zg_zero *z) {
+    params_wait_all(z);
     if (z->o.stage < 3) return;
     if (stage3_model(z)) {
         /* model mode: a temporary full buffer (m->params) until zg_zero_release_all */
@@ -667,6 +691,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         be->ops->dealloc(be, model->params);
         model->params = z->params = NULL;
     }
+    if (z->model && z->o.stage == 2 && z->o.overlap_comm) /* deferred parameter all-gathers, per slot */
+        z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
     if (z->o.stage >= 3) {
         z->gathered = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathered);
         z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
@@ -830,10 +856,14 @@ static void end_step(zg_zero *z) {
 
 void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     if (!z->reduced) ZG_FATAL("rank %d: ZeRO: zg_zero_apply without zg_zero_grad_norm", z->comm->rank);
+    params_wait_all(z); /* two steps without a forward between: the previous gathers first */
     size_t gcount;
     const void *g = shard_grads(z, &gcount);
     zg_optimizer_step(&z->opt, own_params(z), g, lr, grad_scale / (float)z->comm->size);
-    if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
+    if (deferred_gather(z))
+        launch_param_gathers(z); /* waited for by the next forward, slot by slot */
+    else if (z->o.stage == 1 || z->o.stage == 2)
+        allgather_params(z);
     end_step(z);
 }
 
@@ -853,6 +883,7 @@ void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zer
 }
 
 void zg_zero_after_load(zg_zero *z) {
+    params_wait_all(z);
     if (z->end > z->begin) zg_optimizer_params_from_master(&z->opt, own_params(z));
     if (z->o.stage == 0) {
         if (z->comm->size > 1) zg_comm_broadcast(z->comm, z->params, z->n, z->pdt, 0);
