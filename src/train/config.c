@@ -549,6 +549,7 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     cfg->seed = (uint64_t)get_int(root, "seed", 1337);
     cfg->device = zg_strdup(get_str(root, "device", "auto"));
     cfg->steps_per_print = (int)get_int(root, "steps_per_print", 10);
+    cfg->wall_clock_breakdown = get_bool(root, "wall_clock_breakdown", 0);
 
     /* batch: nanoGPT's batch_size is the micro-batch */
     double mb = -1;

@@ -73,6 +73,7 @@ typedef struct {
     zg_zero_config zero;
 
     int steps_per_print; /* tolerated DeepSpeed key, stored */
+    int wall_clock_breakdown; /* per-phase step times (each phase synchronised) on the log line */
 
     char *json_text; /* the merged, validated configuration (compact JSON) */
 } zg_train_config;

@@ -417,6 +417,20 @@ static int estimate_loss(trainer *tr, zg_dataloader *dl, double *out) {
 
 /* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
  * shard into the same partial folder first. Success is agreed by all ranks. */
+/* wall_clock_breakdown: phases of one optimizer step (summed over its micro-steps). */
+enum { WC_DATA, WC_FORWARD, WC_BACKWARD, WC_REDUCE, WC_OTHER, WC_NORM, WC_OPTIMIZER, WC_N };
+
+/* Adds the time since *last to phase `ph` and restarts the clock. The backend (and so the GPU) is
+ * synchronised first, so a phase gets the device time of the work it enqueued: this perturbs the
+ * overlap it measures (as DeepSpeed's breakdown does), so it is off by default. */
+static void wc_mark(trainer *tr, double *wc, int ph, double *last) {
+    if (!tr->cfg->wall_clock_breakdown) return;
+    tr->be->ops->synchronize(tr->be);
+    double now = now_ms();
+    wc[ph] += now - *last;
+    *last = now;
+}
+
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
     const char *out = tr->cfg->out_dir;
@@ -533,12 +547,15 @@ static int run_loop(trainer *tr, zg_precision prec) {
 
         /* one optimizer step */
         double t0 = now_ms();
+        /* wall_clock_breakdown: ms per phase of this step, each phase synchronised at its end */
+        double wc[WC_N] = {0}, wt = t0;
         double scale = zg_loss_scaler_scale(&tr->scaler);
         if (!tr->zero_on) gpt2_zero_grad(&tr->model); /* the ZeRO engine zeroes its own */
         double loss_sum = 0;
         int fwd_failed = 0;
         for (int64_t k = 0; k < c->grad_accum; k++) {
             zg_dataloader_next(tr->train_dl, tr->inputs, tr->targets);
+            wc_mark(tr, wc, WC_DATA, &wt);
             zg_error_clear();
             /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
              * divides by the world size); the forward's classifier already writes it into the logits */
@@ -546,8 +563,11 @@ static int run_loop(trainer *tr, zg_precision prec) {
             float loss = gpt2_forward_train(&tr->model, tr->inputs, tr->targets, tr->B, tr->T, bscale);
             if (isnan(loss) && zg_error_message()[0]) fwd_failed = 1;
             loss_sum += loss;
+            wc_mark(tr, wc, WC_FORWARD, &wt);
             gpt2_backward(&tr->model, bscale);
+            wc_mark(tr, wc, WC_BACKWARD, &wt);
             if (tr->zero_on) zg_zero_micro_end(&tr->zero);
+            wc_mark(tr, wc, WC_REDUCE, &wt);
         }
         if (fwd_failed && !tr->comm) return -1;
         double loss = loss_sum / (double)c->grad_accum;
@@ -561,6 +581,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
         tr->tokens_seen += (uint64_t)tokens_per_step;
         double norm, ss;
         int overflow;
+        wc_mark(tr, wc, WC_OTHER, &wt);
         if (tr->zero_on) {
             zg_zero_step_info info;
             zg_zero_grad_norm(&tr->zero, (float)(1.0 / scale), &info);
@@ -572,6 +593,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
             norm = sqrt(ss) / scale;
             overflow = !isfinite(ss) || !isfinite(loss);
         }
+        wc_mark(tr, wc, WC_NORM, &wt);
         double lr = zg_schedule_lr(&c->sched, tr->opt->step);
         if (tr->scaler.cfg.enabled) {
             char msg[512];
@@ -595,6 +617,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
         else
             zg_optimizer_step(tr->opt, tr->model.params, tr->model.grads, (float)lr, (float)(clip / scale));
         be->ops->synchronize(be);
+        wc_mark(tr, wc, WC_OPTIMIZER, &wt);
         double dt = now_ms() - t0;
         double tps = tokens_per_step / (dt / 1e3);
         metrics_line(tr, "{\"iter\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_sec\": %.1f, \"time_ms\": %.2f, "
@@ -603,6 +626,11 @@ static int run_loop(trainer *tr, zg_precision prec) {
         if (tr->rank == 0 && !tr->opts->quiet && tr->iter % c->log_interval == 0) {
             printf("iter %lld: loss %.4f, time %.0f ms, lr %.3e, tok/s %.0f, norm %.3f%s\n", (long long)tr->iter, loss,
                    dt, lr, tps, norm, clip < 1.0 ? " (clipped)" : "");
+            if (c->wall_clock_breakdown)
+                printf("iter %lld: time (ms, each phase synchronised) | data %.1f | forward %.1f | backward %.1f | "
+                       "reduce %.1f | other %.1f | norm %.1f | optimizer %.1f\n",
+                       (long long)tr->iter, wc[WC_DATA], wc[WC_FORWARD], wc[WC_BACKWARD], wc[WC_REDUCE], wc[WC_OTHER],
+                       wc[WC_NORM], wc[WC_OPTIMIZER]);
             fflush(stdout);
         }
         tr->iter++;

@@ -15,6 +15,14 @@ paste l41.txt l22.txt l14.txt | awk '{ for (i = 4; i <= 6; i += 2) { d = $2 - $i
     || fail "accumulation changes the losses (4x1 vs 2x2 vs 1x4)"
 [ "$(wc -l < l41.txt)" -eq 6 ] || fail "expected 6 iterations"
 
+# wall_clock_breakdown (DeepSpeed key): a per-phase time line after each logged iteration; the losses
+# are the same as without it
+"$ZGPT" train --config tiny.json --set out_dir=wc --set batch_size=4 --set gradient_accumulation_steps=1 \
+    --set wall_clock_breakdown=true > wc.log
+[ "$(grep -c '^iter [0-9]*: time (ms, each phase synchronised) | data .* | forward .* | backward .* | optimizer' wc.log)" -eq 6 ] \
+    || fail "wall_clock_breakdown: expected 6 breakdown lines: $(grep -m2 'time (ms' wc.log)"
+losses wc/metrics.jsonl | cmp -s - l41.txt || fail "wall_clock_breakdown changed the losses"
+
 # DeepSpeed WarmupDecayLR: lr(step) = max_lr * step / 2 for step < 2, then max_lr * (6 - step) / 4
 cat > ds.json <<'JSON'
 {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
