@@ -5,8 +5,6 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 
-#include "core/fileio.h"
-
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -909,21 +907,16 @@ int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir
     zg_comm *c = z->comm;
     int root = c->rank == 0;
     zg_comm_barrier(c); /* rank 0's partial folder exists from here on */
-    if (!root) {
-        /* Join the folder rank 0 created. The name must match checkpoint.c's stage_path(); a
-         * zg_ckpt_writer_join() there would remove this duplication. */
-        char name[256];
-        snprintf(name, sizeof name, ".partial.%s", tag);
-        memset(w, 0, sizeof *w);
-        w->out_dir = zg_strdup(out_dir);
-        w->tag = zg_strdup(tag);
-        w->stage_dir = zg_path_join(out_dir, name);
-        w->final_dir = zg_path_join(out_dir, tag);
-    }
     shard_record mine;
     memset(&mine, 0, sizeof mine);
     mine.ok = 1;
-    int writes = (z->o.stage == 0 ? root : 1) && z->end > z->begin;
+    /* the other ranks join the folder rank 0 created; a failure is reported like a failed write, so
+     * every rank still takes the all-gather below */
+    if (!root && zg_ckpt_writer_join(w, out_dir, tag) != 0) {
+        mine.ok = 0;
+        snprintf(mine.error, sizeof mine.error, "%s", zg_error_message());
+    }
+    int writes = mine.ok && (z->o.stage == 0 ? root : 1) && z->end > z->begin;
     if (writes) {
         int before = w->n_files;
         if (zg_ckpt_write_optimizer(w, &z->opt, z->n) == 0 && w->n_files == before + 1) {
@@ -950,14 +943,7 @@ int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir
             w->files[w->n_files++] = all[r].file;
         }
     }
-    if (!root) { /* release without touching the folder: rank 0 owns it */
-        free(w->out_dir);
-        free(w->tag);
-        free(w->stage_dir);
-        free(w->final_dir);
-        free(w->files);
-        memset(w, 0, sizeof *w);
-    }
+    if (!root) zg_ckpt_writer_release(w); /* without touching the folder: rank 0 owns it */
     free(all);
     return rc;
 }
