@@ -158,9 +158,7 @@ int zg_cmd_plan(int argc, char **argv) {
     }
     int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
     int T = g.block_size;
-    int recompute = have_cfg ? (tc.recompute ? GPT2_RECOMPUTE_GELU : 0) |
-                                   (tc.recompute_layernorm ? GPT2_RECOMPUTE_LAYERNORM : 0)
-                             : 0;
+    int recompute = have_cfg ? zg_train_config_recompute(&tc) : 0;
     size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute);
     int N = (int)a.nproc;
     double psi = (double)n;

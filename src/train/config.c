@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/strutil.h"
+#include "model/gpt2.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -820,4 +821,8 @@ const char *zg_precision_name(zg_precision p) {
     case ZG_PREC_FP16: return "fp16";
     }
     return "?";
+}
+
+int zg_train_config_recompute(const zg_train_config *cfg) {
+    return (cfg->recompute ? GPT2_RECOMPUTE_GELU : 0) | (cfg->recompute_layernorm ? GPT2_RECOMPUTE_LAYERNORM : 0);
 }

@@ -85,6 +85,10 @@ int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_
 int zg_train_config_parse(zg_train_config *cfg, const char *json_text, const char *name);
 void zg_train_config_free(zg_train_config *cfg);
 
+/* The model's activation-recompute flags (gpt2_model.recompute, GPT2_RECOMPUTE_*) the config asks for
+ * (`recompute` = GELU, `recompute_layernorm`). */
+int zg_train_config_recompute(const zg_train_config *cfg);
+
 /* Resolves train_batch_size = micro_batch * grad_accum * world_size (any two determine the third;
  * -1 with an error when inconsistent or not divisible). */
 int zg_train_config_resolve_batch(zg_train_config *cfg, int world_size);

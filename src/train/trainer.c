@@ -163,7 +163,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         return -1;
     }
     tr->model_ready = 1;
-    tr->model.recompute = (c->recompute ? GPT2_RECOMPUTE_GELU : 0) | (c->recompute_layernorm ? GPT2_RECOMPUTE_LAYERNORM : 0);
+    tr->model.recompute = zg_train_config_recompute(c);
     size_t np = tr->model.table.num_params;
     tr->host_params = malloc(np * sizeof(float));
     if (!tr->host_params) {
