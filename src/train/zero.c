@@ -399,10 +399,12 @@ static void slot_release(zg_zero *z, int slot) {
  * waits for a slot's gather just before that slot's first use (before_layer), so the gathers of the
  * later layers run while the first layers compute. Everything else that reads parameters waits for
  * all of them first (params_wait_all). */
-static int deferred_gather(const zg_zero *z) { return z->model && z->o.stage == 2 && z->o.overlap_comm && z->gathering; }
+/* (zero_init allocates the per-slot lists at stage 2 only for a model with overlap_comm; stage 3
+ * uses the same lists for its own layer gathers) */
+static int deferred_gather(const zg_zero *z) { return z->o.stage == 2 && z->gathering != NULL; }
 
 static void params_wait_all(zg_zero *z) {
-    if (z->o.stage >= 3 || !z->gathering) return; /* stage 3 manages its slots itself */
+    if (!deferred_gather(z)) return;
     for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
 }
 
@@ -444,7 +446,7 @@ static void grads_acquire(zg_zero *z, int layer) {
 }
 
 void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
-    if (!is_backward && z->o.stage == 2 && z->gathering && layer >= -1 && layer < z->n_layer)
+    if (!is_backward && deferred_gather(z) && layer >= -1 && layer < z->n_layer)
         wait_list(z, &z->gathering[layer + 1]); /* this slot's deferred all-gather (zg_zero_apply) */
     if (grads_grouped(z) && is_backward) {
         progress_reduces(z);
