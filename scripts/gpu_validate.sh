@@ -173,8 +173,14 @@ fi
 
 # One GPU, zgpt bench vs the PyTorch peer: $1 label, $2 zgpt bench log, $3 torch log. zgpt's memory is its
 # backend's peak (device allocations), torch's its max_memory_allocated.
-bench_ratio() {
+# zgpt_bench_note LABEL ZLOG: the zgpt bench figures, noted as soon as they exist (before the peer runs)
+zgpt_bench_note() {
+  note "zgpt $1${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$2" | tr '\n' ';')"
+}
+# bench_peer_report LABEL ZLOG TLOG: the PyTorch peer's result, then the zgpt/torch ratios with verdicts
+bench_peer_report() {
   local zt tt zm tm rs mr
+  note "torch ${1#* }: $(th_show "$3")"
   zt=$(zb_tps "$2"); tt=$(th_tps "$3"); zm=$(zb_mem "$2"); tm=$(th_mem "$3")
   rs=$(ratio "$zt" "$tt"); mr=$(ratio "$zm" "$tm")
   note "$1 ratio: zgpt/torch tokens/s $rs ($(fmt0 "$zt") / $(fmt0 "$tt")) $(verdict "$rs" ">=" 1) (>= 1);" \
@@ -182,10 +188,9 @@ bench_ratio() {
 }
 if has bench; then
   timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
-  note "zgpt 124M B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_124m.log" | tr '\n' ';')"
+  zgpt_bench_note "124M B=16" "$LOG_DIR/bench_zgpt_124m.log"
   [ -f $TB ] && timeout -k 20 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
-  note "torch 124M B=16: $(th_show "$LOG_DIR/bench_torch_124m.log")"
-  bench_ratio "bench 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
+  bench_peer_report "bench 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
 fi
 
 if has multi && [ "$NGPU" -ge 2 ]; then
@@ -323,10 +328,9 @@ if has zbench; then
 fi
 if has benchxl; then
   timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
-  note "zgpt XL B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_xl.log" | tr '\n' ';')"
+  zgpt_bench_note "XL B=16" "$LOG_DIR/bench_zgpt_xl.log"
   [ -f $TB ] && timeout -k 20 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
-  note "torch XL B=16: $(th_show "$LOG_DIR/bench_torch_xl.log")"
-  bench_ratio "benchxl XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
+  bench_peer_report "benchxl XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
 fi
 # benchpar (2+ GPUs): bench + benchxl with zgpt on GPU 0 while the PyTorch peer runs on GPU 1 at the
 # same time (two identical cards of one host), to fit both into one device call; bench/benchxl run
@@ -341,12 +345,10 @@ if has benchpar && [ "$NGPU" -ge 2 ]; then
   CUDA_VISIBLE_DEVICES=0 timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
   CUDA_VISIBLE_DEVICES=0 timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 8 --warmup 2 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
   wait $tpid
-  note "zgpt 124M B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_124m.log" | tr '\n' ';')"
-  note "torch 124M B=16: $(th_show "$LOG_DIR/bench_torch_124m.log")"
-  bench_ratio "benchpar 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
-  note "zgpt XL B=16${ZG_BENCH_SET:+ (ZG_BENCH_SET='$ZG_BENCH_SET')}: $(grep -E '^(tokens/s|ms/step|MFU|peak memory)|error' "$LOG_DIR/bench_zgpt_xl.log" | tr '\n' ';')"
-  note "torch XL B=16: $(th_show "$LOG_DIR/bench_torch_xl.log")"
-  bench_ratio "benchpar XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
+  zgpt_bench_note "124M B=16" "$LOG_DIR/bench_zgpt_124m.log"
+  bench_peer_report "benchpar 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
+  zgpt_bench_note "XL B=16" "$LOG_DIR/bench_zgpt_xl.log"
+  bench_peer_report "benchpar XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
   cp "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_zgpt_xl.log" "$RESULTS/" 2>/dev/null
 fi
 rm -rf "$W" "$LOG_DIR"
