@@ -6,6 +6,7 @@
 #include "dist/launch.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,4 +254,10 @@ void zg_comm_from_f32(void *dst, zg_dtype dt, const float *src, size_t n) {
         for (size_t i = 0; i < n; i++) d[i] = f32_to_f16(src[i]);
         break;
     }
+}
+
+void zg_comm_fatal_reportv(const zg_comm *c, const char *file, int line, const char *fmt, va_list ap) {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
 }

@@ -36,6 +36,7 @@
 
 #include "backend/backend.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef enum { ZG_COMM_SUM = 0, ZG_COMM_MAX = 1 } zg_comm_op;
@@ -145,5 +146,9 @@ void zg_comm_from_f32(void *dst, zg_dtype dt, const float *src, size_t n);
 
 /* Name of an op for messages ("all_reduce", ...). */
 const char *zg_comm_op_name(zg_comm_op op);
+
+/* For the communicator backends' fatal paths: prints the one fatal line "... file:line: rank R: <msg>"
+ * (zg_fatal_report); the backend then aborts its job its own way and exits. */
+void zg_comm_fatal_reportv(const zg_comm *c, const char *file, int line, const char *fmt, va_list ap);
 
 #endif

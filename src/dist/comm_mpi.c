@@ -43,12 +43,10 @@ struct zg_comm_req {
 /* Prints "zgpt[rank R]: fatal: file:line: rank R: ..." and aborts the whole MPI job. */
 static _Noreturn void mpi_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) ZG_PRINTF(4, 5);
 static _Noreturn void mpi_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    zg_comm_fatal_reportv(c, file, line, fmt, ap);
     va_end(ap);
-    zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
     MPI_Abort(MPI_COMM_WORLD, 1);
     exit(1);
 }

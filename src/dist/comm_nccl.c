@@ -66,12 +66,10 @@ static double now_s(void) {
 
 static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) ZG_PRINTF(4, 5);
 static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    zg_comm_fatal_reportv(c, file, line, fmt, ap);
     va_end(ap);
-    zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
     nccl_impl *m = c->impl;
     if (m && m->comm) ncclCommAbort(m->comm); /* frees the GPU from kernels waiting on peers */
     exit(1);
