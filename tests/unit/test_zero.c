@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "dist/comm.h"
 #include "model/gpt2.h"
+#include "testdist.h"
 #include "testutil.h"
 #include "train/zero.h"
 
@@ -367,25 +368,10 @@ static void test_plan_formula(void) {
 }
 
 int main(void) {
-    zg_comm_config cc = {"auto", 0, NULL, NULL};
-    if (zg_comm_create(&g_comm, &cc) != 0) {
-        zg_error_print();
-        return 1;
-    }
-    zg_backend_config bc = {"cpu", -1, ZG_F32};
-    if (zg_backend_create(&g_be, &bc) != 0) {
-        zg_error_print();
-        return 1;
-    }
-    if (g_comm->rank == 0) printf("test_zero: world size %d (%s)\n", g_comm->size, g_comm->ops->name);
+    if (zt_dist_begin("test_zero", &g_comm, &g_be) != 0) return 1;
     zt_run("stages_uneven", test_stages_uneven);
     zt_run("tiny_buffer", test_tiny_buffer);
     zt_run("overflow_agreed", test_overflow_agreed);
     zt_run("plan_formula", test_plan_formula);
-    /* every rank learns whether any rank failed */
-    int any = zg_comm_any(g_comm, zt.failures != 0);
-    int rc = zt_finish();
-    zg_backend_destroy(g_be);
-    zg_comm_destroy(g_comm);
-    return any ? 1 : rc;
+    return zt_dist_finish(g_comm, g_be);
 }
