@@ -364,12 +364,17 @@ static void slot_unplace(zg_zero *z, int slot) {
     m->param_group[slot] = NULL;
 }
 
-static void slot_start_gather(zg_zero *z, int slot) {
-    if (slot < 0 || slot > z->n_layer || z->gathered[slot] != 0) return;
-    slot_place(z, slot);
+/* Starts the all-gather of slot s's ranges into its pending list z->gathering[s]. */
+static void gather_slot(zg_zero *z, int slot) {
     size_t lo[2], hi[2];
     int k = slot_ranges(z, slot, lo, hi);
     for (int i = 0; i < k; i++) gather_range(z, lo[i], hi[i], &z->gathering[slot]);
+}
+
+static void slot_start_gather(zg_zero *z, int slot) {
+    if (slot < 0 || slot > z->n_layer || z->gathered[slot] != 0) return;
+    slot_place(z, slot);
+    gather_slot(z, slot);
     z->gathered[slot] = 1;
     z->n_gathers++;
 }
@@ -409,12 +414,7 @@ static void params_wait_all(zg_zero *z) {
 }
 
 static void launch_param_gathers(zg_zero *z) {
-    for (int s = 0; s <= z->n_layer; s++) {
-        size_t lo[2], hi[2];
-        int k = slot_ranges(z, s, lo, hi);
-        for (int i = 0; i < k; i++)
-            if (hi[i] > lo[i]) gather_range(z, lo[i], hi[i], &z->gathering[s]);
-    }
+    for (int s = 0; s <= z->n_layer; s++) gather_slot(z, s);
 }
 
 /* Model mode, stages 2-3, backward of group g is about to start: its gradient buffer (zeroed: the
