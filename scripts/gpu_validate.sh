@@ -16,6 +16,9 @@
 #            against the PyTorch peer (FSDP SHARD_GRAD_OP, B=1, ga 32) on all visible GPUs
 #   dp2      (2+ GPUs) GPT-2 XL bf16, T=1024, micro-batch 16/GPU, no accumulation: zgpt 1 GPU, zgpt
 #            2 GPUs ZeRO-2, torch DDP and FSDP on 2 GPUs: speed ratio, scaling, memory (issue 6)
+#   dp4      (4+ GPUs) the same on 4 GPUs (not in the default list)
+#   dpwc     (2+ GPUs) zgpt train's per-phase step times (wall_clock_breakdown) for dp2's configuration on
+#            1 and 2 GPUs (not in the default list)
 #   zero2xl  (2+ GPUs) only dp2's zgpt 2-GPU ZeRO-2 run (kept as an alias; dp2 replaces it by default)
 #   demo     scripts/demo.sh, the README's main job
 #   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
@@ -44,8 +47,12 @@ note() { echo "$*" | tee -a "$SUMMARY"; tar -C "$LOG_DIR" -czf "$RESULTS/gpu-val
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 ZGPT=$ROOT/build-gpu/zgpt
 W=$(mktemp -d /tmp/zgpt-val.XXXXXX)
-NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
-note "card: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1), GPUs visible: $NGPU"
+# The GPUs this run may use: CUDA_VISIBLE_DEVICES when set (two instances can share a host on
+# disjoint GPUs), else all of nvidia-smi's. GPUS[k] is the k-th one's index for CUDA_VISIBLE_DEVICES.
+if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then IFS=, read -r -a GPUS <<< "$CUDA_VISIBLE_DEVICES"
+else mapfile -t GPUS < <(seq 0 $(( $(nvidia-smi -L 2>/dev/null | wc -l) - 1 ))); fi
+NGPU=${#GPUS[@]}
+note "card: $(nvidia-smi -i "${GPUS[0]:-0}" --query-gpu=name,memory.total --format=csv,noheader | head -1), GPUs visible: $NGPU (${GPUS[*]})"
 TB=.bench/torch_gpt2_baseline.py
 if command -v torchrun >/dev/null 2>&1; then TORCHRUN=(torchrun); else TORCHRUN=(python3 -m torch.distributed.run); fi
 read -r -a DP2_SET <<< "${ZG_DP2_SET:-}"
@@ -290,33 +297,50 @@ dp2_show() { # $1 log, $2 exit status
   echo "exit $2; $(na "$(zg_ms "$1" 2)") ms/iter, $(fmt0 "$(zg_tps "$1" 2)") tok/s (median of $(zg_n "$1" 2) iterations from 2)," \
        "peak $(na "$(zg_mem "$1")") GiB/GPU"
 }
-if { has dp2 || has zero2xl; } && [ "$NGPU" -lt 2 ]; then note "dp2/zero2xl: skipped ($NGPU GPU visible, 2 needed)"; fi
-if has dp2 && [ "$NGPU" -ge 2 ]; then
-  D=$LOG_DIR
-  note "dp2: GPT-2 XL, bf16, T=1024, micro-batch 16/GPU, no accumulation; ZG_DP2_SET='${ZG_DP2_SET:-}'"
-  dp2_zgpt dp2_zgpt1 1; rc=$?
-  note "dp2 zgpt 1 GPU: $(dp2_show "$D/dp2_zgpt1.log" $rc)"
-  dp2_zgpt dp2_zgpt2 2; rc=$?
-  note "dp2 zgpt 2 GPUs ZeRO-2: $(dp2_show "$D/dp2_zgpt2.log" $rc)"
+# dp_run N: zgpt on 1 GPU and on N GPUs (ZeRO-2), torch DDP and FSDP on N GPUs, then the verdicts.
+dp_run() {
+  local n=$1 D=$LOG_DIR rc dp z1 zn zm td tf fm best bestn sc rs mr
+  note "dp$n: GPT-2 XL, bf16, T=1024, micro-batch 16/GPU, no accumulation, $n GPUs; ZG_DP2_SET='${ZG_DP2_SET:-}'"
+  dp2_zgpt "dp${n}_zgpt1" 1; rc=$?
+  note "dp$n zgpt 1 GPU: $(dp2_show "$D/dp${n}_zgpt1.log" $rc)"
+  dp2_zgpt "dp${n}_zgpt$n" "$n"; rc=$?
+  note "dp$n zgpt $n GPUs ZeRO-2: $(dp2_show "$D/dp${n}_zgpt$n.log" $rc)"
+  grep -m3 -E "^iter [2-4]: time \(ms" "$D/dp${n}_zgpt$n.log" | tee -a "$SUMMARY" >/dev/null
   for dp in ddp fsdp; do
-    if [ -f $TB ]; then torch_dp "$D/dp2_torch_$dp.log" 2 --layers 48 --heads 25 --embd 1600 --B 16 --dp $dp --steps 8; rc=$?; else rc=missing; fi
-    note "dp2 torch $dp 2 GPUs: exit $rc; $(fmt0 "$(th_tps "$D/dp2_torch_$dp.log")") tok/s, $(na "$(th_ms "$D/dp2_torch_$dp.log")") ms/step," \
-         "maxmem $(na "$(th_mem "$D/dp2_torch_$dp.log")") GiB/GPU; $(th_show "$D/dp2_torch_$dp.log")"
+    if [ -f $TB ]; then torch_dp "$D/dp${n}_torch_$dp.log" "$n" --layers 48 --heads 25 --embd 1600 --B 16 --dp $dp --steps 8; rc=$?; else rc=missing; fi
+    note "dp$n torch $dp $n GPUs: exit $rc; $(fmt0 "$(th_tps "$D/dp${n}_torch_$dp.log")") tok/s, $(na "$(th_ms "$D/dp${n}_torch_$dp.log")") ms/step," \
+         "maxmem $(na "$(th_mem "$D/dp${n}_torch_$dp.log")") GiB/GPU; $(th_show "$D/dp${n}_torch_$dp.log")"
   done
-  z1=$(zg_tps "$D/dp2_zgpt1.log" 2); z2=$(zg_tps "$D/dp2_zgpt2.log" 2); zm=$(zg_mem "$D/dp2_zgpt2.log")
-  td=$(th_tps "$D/dp2_torch_ddp.log"); tf=$(th_tps "$D/dp2_torch_fsdp.log"); fm=$(th_mem "$D/dp2_torch_fsdp.log")
+  z1=$(zg_tps "$D/dp${n}_zgpt1.log" 2); zn=$(zg_tps "$D/dp${n}_zgpt$n.log" 2); zm=$(zg_mem "$D/dp${n}_zgpt$n.log")
+  td=$(th_tps "$D/dp${n}_torch_ddp.log"); tf=$(th_tps "$D/dp${n}_torch_fsdp.log"); fm=$(th_mem "$D/dp${n}_torch_fsdp.log")
   best=$(awk -v a="$td" -v b="$tf" 'BEGIN {m = (a + 0 > b + 0) ? a : b; if (m + 0 > 0) print m}')
   bestn=$(awk -v a="$td" -v b="$tf" 'BEGIN {print (a + 0 > b + 0) ? "DDP" : "FSDP"}')
-  sc=$(awk -v a="$z2" -v b="$z1" 'BEGIN {if (a == "" || b + 0 == 0) print "n/a"; else printf "%.1f\n", 100 * a / (2 * b)}')
-  rs=$(ratio "$z2" "$best"); mr=$(ratio "$zm" "$fm")
-  note "dp2 tokens/s: zgpt 1 GPU $(fmt0 "$z1"), zgpt 2 GPUs $(fmt0 "$z2"), torch DDP $(fmt0 "$td"), torch FSDP $(fmt0 "$tf")"
-  note "dp2 speed: zgpt 2 GPUs / max(DDP, FSDP) = $rs (vs $bestn) $(verdict "$rs" ">=" 1) (>= 1)"
-  note "dp2 scaling: zgpt 2 GPUs / (2 x zgpt 1 GPU) = $sc% $(verdict "$sc" ">=" 95) (>= 95%)"
-  note "dp2 memory: zgpt ${zm:-n/a} GiB/GPU vs FSDP ${fm:-n/a} GiB/GPU (ratio $mr; DDP $(na "$(th_mem "$D/dp2_torch_ddp.log")"), zgpt 1 GPU" \
-       "$(na "$(zg_mem "$D/dp2_zgpt1.log")")) $(verdict "$mr" "<" 1) (< FSDP)"
-elif has zero2xl && [ "$NGPU" -ge 2 ]; then
+  sc=$(awk -v a="$zn" -v b="$z1" -v n="$n" 'BEGIN {if (a == "" || b + 0 == 0) print "n/a"; else printf "%.1f\n", 100 * a / (n * b)}')
+  rs=$(ratio "$zn" "$best"); mr=$(ratio "$zm" "$fm")
+  note "dp$n tokens/s: zgpt 1 GPU $(fmt0 "$z1"), zgpt $n GPUs $(fmt0 "$zn"), torch DDP $(fmt0 "$td"), torch FSDP $(fmt0 "$tf")"
+  note "dp$n speed: zgpt $n GPUs / max(DDP, FSDP) = $rs (vs $bestn) $(verdict "$rs" ">=" 1) (>= 1)"
+  note "dp$n scaling: zgpt $n GPUs / ($n x zgpt 1 GPU) = $sc% $(verdict "$sc" ">=" 95) (>= 95%)"
+  note "dp$n memory: zgpt ${zm:-n/a} GiB/GPU vs FSDP ${fm:-n/a} GiB/GPU (ratio $mr; DDP $(na "$(th_mem "$D/dp${n}_torch_ddp.log")"), zgpt 1 GPU" \
+       "$(na "$(zg_mem "$D/dp${n}_zgpt1.log")")) $(verdict "$mr" "<" 1) (< FSDP)"
+}
+for n in 2 4; do
+  if has "dp$n" && [ "$NGPU" -lt "$n" ]; then note "dp$n: skipped ($NGPU GPUs visible, $n needed)"; fi
+done
+if has zero2xl && [ "$NGPU" -lt 2 ]; then note "zero2xl: skipped ($NGPU GPU visible, 2 needed)"; fi
+if has dp2 && [ "$NGPU" -ge 2 ]; then dp_run 2; fi
+if has dp4 && [ "$NGPU" -ge 4 ]; then dp_run 4; fi
+if ! has dp2 && has zero2xl && [ "$NGPU" -ge 2 ]; then
   dp2_zgpt zero2xl 2; rc=$?
   note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16${ZG_DP2_SET:+, ZG_DP2_SET='$ZG_DP2_SET'}): $(dp2_show "$LOG_DIR/zero2xl.log" $rc)"
+fi
+# dpwc (2+ GPUs): where a zgpt train step's time goes (wall_clock_breakdown: every phase synchronised,
+# so these runs are slower than dp2's and are not timed runs), 1 GPU and 2 GPUs, the dp2 configuration.
+if has dpwc && [ "$NGPU" -ge 2 ]; then
+  for n in 1 2; do
+    timeout -k 20 200 "$ZGPT" train $(xlcfg "$W/wc$n") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
+        --set train_micro_batch_size_per_gpu=16 --set max_iters=5 --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus "$n" > "$LOG_DIR/dpwc_$n.log" 2>&1
+    note "dpwc $n GPU(s) (exit $?):"; grep -E "^iter [2-4]: " "$LOG_DIR/dpwc_$n.log" | tee -a "$SUMMARY" >/dev/null
+  done
 fi
 if has demo; then
   ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
@@ -336,14 +360,15 @@ fi
 # same time (two identical cards of one host), to fit both into one device call; bench/benchxl run
 # them one after the other on the same card.
 if has benchpar && [ "$NGPU" -ge 2 ]; then
-  note "benchpar: zgpt on GPU 0 ($(nvidia-smi -i 0 --query-gpu=name --format=csv,noheader)), PyTorch on GPU 1 ($(nvidia-smi -i 1 --query-gpu=name --format=csv,noheader)), concurrently"
+  g0=${GPUS[0]}; g1=${GPUS[1]}
+  note "benchpar: zgpt on GPU $g0 ($(nvidia-smi -i "$g0" --query-gpu=name --format=csv,noheader)), PyTorch on GPU $g1 ($(nvidia-smi -i "$g1" --query-gpu=name --format=csv,noheader)), concurrently"
   ( if [ -f $TB ]; then
-      CUDA_VISIBLE_DEVICES=1 timeout -k 20 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
-      CUDA_VISIBLE_DEVICES=1 timeout -k 20 260 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
+      CUDA_VISIBLE_DEVICES=$g1 timeout -k 20 200 python3 $TB --B 16 --steps 20 > "$LOG_DIR/bench_torch_124m.log" 2>&1
+      CUDA_VISIBLE_DEVICES=$g1 timeout -k 20 260 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
     fi ) &
   tpid=$!
-  CUDA_VISIBLE_DEVICES=0 timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
-  CUDA_VISIBLE_DEVICES=0 timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 8 --warmup 2 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$g0 timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_124m.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$g0 timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 8 --warmup 2 "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
   wait $tpid
   zgpt_bench_note "124M B=16" "$LOG_DIR/bench_zgpt_124m.log"
   bench_peer_report "benchpar 124M B=16" "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_torch_124m.log"
