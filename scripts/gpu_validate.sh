@@ -3,7 +3,8 @@
 # machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
 #   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
-#   curve    200 iterations of a small model on Tiny Shakespeare: CUDA fp32 and bf16 vs the CPU fp32 curve
+#   curve    200 iterations of a small model on Tiny Shakespeare: CUDA fp32 vs the CPU fp32 curve, and
+#            CUDA bf16 vs CUDA fp32 over 8 seeds (paired final val losses)
 #   resume   bitwise resume on the GPU (bf16): 2N straight == N + resume + N
 #   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
@@ -126,31 +127,69 @@ vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE
 maxdiff() { paste <(echo "$1" | tr ' ' '\n') <(echo "$2" | tr ' ' '\n') | awk 'NF==2 {d=$1-$2; if (d<0) d=-d; if (d>m) m=d} END {printf "%.5f", m}'; }
 
 if has curve; then
-  timeout 120 "$ZGPT" train $(small_cfg "$W/cpu" --set log_interval=1) --device cpu > "$LOG_DIR/curve_cpu.log" 2>&1
-  timeout 120 "$ZGPT" train $(small_cfg "$W/g32" --set dtype=fp32 --set log_interval=1) --device cuda > "$LOG_DIR/curve_gpu_fp32.log" 2>&1
-  timeout 120 "$ZGPT" train $(small_cfg "$W/g16" --set dtype=bf16 --set log_interval=1) --device cuda > "$LOG_DIR/curve_gpu_bf16.log" 2>&1
-  c=$(vals "$W/cpu"); g=$(vals "$W/g32"); b=$(vals "$W/g16")
+  # (1) The kernels: CPU fp32 and CUDA fp32 from the same seed take the same steps. Per-iteration train
+  #     losses agree within 2e-3 for iterations 0-30. (Later, training at peak lr amplifies any change
+  #     in summation order: the two drift apart by up to ~0.1 around step 50 and re-converge, so later
+  #     iterations compare statistically, below.)
+  # (2) bf16 against the CPU's fp32 "within bf16 noise": one 200-iteration run is chaotic at this lr
+  #     (a loss spike or not decides its last val loss to +-0.1; one seed of one build moved 0.13 from
+  #     a change that is more accurate per op), so K seeds run on the CPU (fp32), in CUDA fp32 and in
+  #     CUDA bf16 (the GPU runs spread over the visible GPUs, the CPU runs in parallel with them), and
+  #     the paired differences of the final val losses d_k = bf16_k - cpu_k decide: pass when
+  #     |mean d| <= max(0.05, 3 x its standard error). A systematic bf16 loss of 0.1 with the seed
+  #     spread seen here (sd ~0.1) fails at K = 8. CUDA fp32 - CPU is reported the same way.
+  #     ZG_CURVE_SEEDS (default 8) sets K; ZG_CURVE_ALT=BINARY also runs another build's bf16 seeds
+  #     (an A/B diagnosis: its paired difference against the CPU's).
+  K=${ZG_CURVE_SEEDS:-8}
+  jobs_for() { # $1 GPU slot: every NGPU-th (seed, kind) pair, one after the other on that GPU
+    local i=0 s kind
+    for s in $(seq 1337 $((1337 + K - 1))); do
+      for kind in fp32 bf16 ${ZG_CURVE_ALT:+alt}; do
+        if [ $((i % NGPU)) = "$1" ]; then
+          local bin=$ZGPT dt=$kind
+          [ "$kind" = alt ] && bin=$ZG_CURVE_ALT && dt=bf16
+          CUDA_VISIBLE_DEVICES=${GPUS[$1]} timeout 120 "$bin" train $(small_cfg "$W/c_${kind}_$s" --set dtype=$dt --set seed=$s \
+              --set log_interval=1) --device cuda > "$LOG_DIR/curve_${kind}_$s.log" 2>&1
+        fi
+        i=$((i + 1))
+      done
+    done
+  }
+  for g in $(seq 0 $((NGPU - 1))); do jobs_for "$g" & done
+  wait
+  cp "$LOG_DIR/curve_cpu_1337.log" "$LOG_DIR/curve_cpu.log"; cp "$LOG_DIR/curve_fp32_1337.log" "$LOG_DIR/curve_gpu_fp32.log"
+  cp "$LOG_DIR/curve_bf16_1337.log" "$LOG_DIR/curve_gpu_bf16.log"
+  c=$(vals "$W/c_cpu_1337"); g=$(vals "$W/c_fp32_1337"); b=$(vals "$W/c_bf16_1337")
   note "curve val loss CPU fp32 : $c"
   note "curve val loss CUDA fp32: $g (max |diff| vs CPU $(maxdiff "$c" "$g"))"
   note "curve val loss CUDA bf16: $b (max |diff| vs CPU $(maxdiff "$c" "$b"))"
-  # Criteria. Training at peak lr amplifies any change in summation order (CPU vs GPU fp32 agree to
-  # 4 decimals for the first 30 iterations, then drift apart by up to ~0.1 at step 50 and re-converge),
-  # so: (1) CUDA fp32 per-iteration train losses equal the CPU's within 2e-3 for iterations 0-30;
-  # (2) the bf16 val curve stays within 0.1 of the CPU fp32 curve at every evaluation and ends within 0.05.
   tl() { grep -E '^iter ([0-9]|[12][0-9]|30):' "$1" | sed -E 's/^iter ([0-9]+): loss ([0-9.]+).*/\2/'; }
   early=$(maxdiff "$(tl "$LOG_DIR/curve_cpu.log" | tr '\n' ' ')" "$(tl "$LOG_DIR/curve_gpu_fp32.log" | tr '\n' ' ')")
-  d16=$(maxdiff "$c" "$b")
-  end16=$(maxdiff "$(echo $c | awk '{print $NF}')" "$(echo $b | awk '{print $NF}')")
-  n=$(echo "$c" | wc -w)
-  note "curve: fp32 iters 0-30 max |diff| $early; bf16 val max |diff| $d16, final $end16"
-  if [ "$n" -ge 4 ] && awk -v e="$early" -v b="$d16" -v f="$end16" 'BEGIN{exit !(e < 0.002 && b < 0.1 && f < 0.05)}'; then
+  nearly=$(tl "$LOG_DIR/curve_cpu.log" | wc -l)
+  final() { local v; v=$(vals "$1" | awk '{print $NF}'); echo "${v:-NA}"; }  # NA: the run failed
+  table=""; for s in $(seq 1337 $((1337 + K - 1))); do
+    table+="$s $(final "$W/c_cpu_$s") $(final "$W/c_fp32_$s") $(final "$W/c_bf16_$s") ${ZG_CURVE_ALT:+$(final "$W/c_alt_$s")}"$'\n'; done
+  echo "$table" > "$LOG_DIR/curve_seeds.txt"
+  note "curve seeds (seed, final val CPU fp32, CUDA fp32, CUDA bf16${ZG_CURVE_ALT:+, alt bf16}): $(echo "$table" | awk 'NF' | tr '\n' ';')"
+  # paired statistics of column $1 minus column 2 (the CPU's fp32): n mean sd se
+  pstat() { echo "$table" | awk -v c="$1" 'NF >= c && $2 != "NA" && $c != "NA" {d = $c - $2; n++; s += d; q += d * d}
+    END {if (n < 2) {print 0, "", "", ""; exit} m = s / n; v = (q - n * m * m) / (n - 1); if (v < 0) v = 0; sd = sqrt(v); printf "%d %.4f %.4f %.4f\n", n, m, sd, sd / sqrt(n)}'; }
+  read -r n32 m32 sd32 se32 <<< "$(pstat 3)"
+  read -r n16 m16 sd16 se16 <<< "$(pstat 4)"
+  spread=$(echo "$table" | awk 'NF >= 2 && $2 != "NA" {n++; s += $2; q += $2 * $2} END {if (n > 1) printf "%.4f", sqrt((q - s * s / n) / (n - 1))}')
+  note "curve: fp32 iters 0-30 (CPU vs CUDA, seed 1337) max |diff| $early over $nearly iterations;" \
+       "final val minus the CPU's, paired over seeds: CUDA fp32 n $n32 mean $m32 sd $sd32 se $se32;" \
+       "CUDA bf16 n $n16 mean $m16 sd $sd16 se $se16 (CPU seed-to-seed sd $spread)"
+  if [ -n "${ZG_CURVE_ALT:-}" ]; then read -r na ma sda sea <<< "$(pstat 5)"; note "curve: alt bf16 - CPU over $na seeds: mean $ma, sd $sda, se $sea"; fi
+  if [ "$nearly" -ge 31 ] && [ "$n16" -ge 4 ] && awk -v e="$early" -v m="$m16" -v se="$se16" \
+       'BEGIN {if (m < 0) m = -m; t = 3 * se; if (t < 0.05) t = 0.05; exit !(e < 0.002 && m <= t)}'; then
     note "curve: ok"; else note "curve: FAILED"; fi
   # eval and sample on the GPU, from the bf16 run's checkpoint: the same loss as the CPU's eval of it,
   # and samples reproducible for a seed.
-  ec=$("$ZGPT" eval --model "$W/g16" --data "$W/data/val_000000.bin" --full --json --device cpu 2>&1 | tail -1)
-  eg=$("$ZGPT" eval --model "$W/g16" --data "$W/data/val_000000.bin" --full --json --device cuda 2>&1 | tail -1)
-  s1=$("$ZGPT" sample --model "$W/g16" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
-  s2=$("$ZGPT" sample --model "$W/g16" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
+  ec=$("$ZGPT" eval --model "$W/c_bf16_1337" --data "$W/data/val_000000.bin" --full --json --device cpu 2>&1 | tail -1)
+  eg=$("$ZGPT" eval --model "$W/c_bf16_1337" --data "$W/data/val_000000.bin" --full --json --device cuda 2>&1 | tail -1)
+  s1=$("$ZGPT" sample --model "$W/c_bf16_1337" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
+  s2=$("$ZGPT" sample --model "$W/c_bf16_1337" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
   echo "$s1" > "$LOG_DIR/sample_gpu.log"
   note "eval --full: cpu $ec; cuda $eg"
   if [ -n "$s1" ] && [ "$s1" = "$s2" ]; then note "sample on cuda: reproducible for a seed: ok"; else note "sample on cuda: FAILED"; fi
