@@ -141,6 +141,11 @@ if has curve; then
   #     ZG_CURVE_SEEDS (default 8) sets K; ZG_CURVE_ALT=BINARY also runs another build's bf16 seeds
   #     (an A/B diagnosis: its paired difference against the CPU's).
   K=${ZG_CURVE_SEEDS:-8}
+  cth=$(( $(nproc) / K )); [ "$cth" -lt 1 ] && cth=1; [ "$cth" -gt 8 ] && cth=8
+  for s in $(seq 1337 $((1337 + K - 1))); do
+    OMP_NUM_THREADS=$cth OPENBLAS_NUM_THREADS=1 timeout 400 "$ZGPT" train $(small_cfg "$W/c_cpu_$s" --set seed=$s --set log_interval=1) \
+        --device cpu > "$LOG_DIR/curve_cpu_$s.log" 2>&1 &
+  done
   jobs_for() { # $1 GPU slot: every NGPU-th (seed, kind) pair, one after the other on that GPU
     local i=0 s kind
     for s in $(seq 1337 $((1337 + K - 1))); do
