@@ -120,7 +120,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has curve || has resume || has fp16 || has multi || has xlstart || has guide || has dp2 || has zero2xl; then
+if has curve || has resume || has fp16 || has multi || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
