@@ -289,6 +289,14 @@ if has multi && [ "$NGPU" -ge 2 ]; then
   kmsg=$(grep -E "rank [0-9]+" "$LOG_DIR/multi_kill.log" | tail -2 | tr '\n' ' ')
   note "multi: kill -9 of one worker (pid $victim): job ended in $((t1 - t0)) s, $(tail -1 "$LOG_DIR/multi_kill.log"); message: $kmsg"
   { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_kill.log"; } || mok=0
+  # a worker that hangs (stopped, not dead): the other's NCCL wait times out (ZGPT_COMM_TIMEOUT) and
+  # the job ends naming the rank, instead of spinning forever
+  ( ZGPT_COMM_TIMEOUT=15 timeout 120 "$ZGPT" train $(mcfg "$W/mh") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_hang.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_hang.log" ) &
+  sleep 12; victim=$(pgrep -f "out_dir=$W/mh" | tail -1); t0=$(date +%s); kill -STOP "$victim" 2>/dev/null
+  wait; t1=$(date +%s)
+  hmsg=$(grep -E "timed out|rank [0-9]+" "$LOG_DIR/multi_hang.log" | tail -2 | tr '\n' ' ')
+  note "multi: SIGSTOP of one worker (pid $victim, ZGPT_COMM_TIMEOUT=15): job ended in $((t1 - t0)) s, $(tail -1 "$LOG_DIR/multi_hang.log"); message: $hmsg"
+  { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_hang.log" && grep -q "timed out" "$LOG_DIR/multi_hang.log"; } || mok=0
   [ "$mok" = 1 ] && note "multi: ok" || note "multi: FAILED"
 fi
 
