@@ -17,10 +17,7 @@ typedef struct {
 
 static const zg_option detokenize_options[] = {
     ZG_OPT_STR(detokenize_args, input, "input", "FILE", "token ids to decode (default: standard input)", NULL),
-    ZG_OPT_STR(detokenize_args, tokenizer, "tokenizer", "DIR",
-               "folder with encoder.json + vocab.bpe or vocab.json + merges.txt (default: the bundled GPT-2 "
-               "vocabulary)",
-               NULL),
+    ZG_OPT_STR(detokenize_args, tokenizer, "tokenizer", "DIR", ZG_CLI_TOKENIZER_HELP, NULL),
     ZG_OPT_END,
 };
 

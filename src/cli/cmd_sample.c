@@ -30,7 +30,7 @@ static const zg_option sample_opts[] = {
     ZG_OPT_DBL(sample_args, top_p, "top-p", "P", "nucleus: the most likely tokens up to probability P", "1.0"),
     ZG_OPT_INT(sample_args, seed, "seed", "N", "random seed (sample i uses seed + i)", "1337"),
     ZG_OPT_STR(sample_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
-    ZG_OPT_STR(sample_args, tokenizer, "tokenizer", "DIR", "tokenizer files (default: GPT-2's)", NULL),
+    ZG_OPT_STR(sample_args, tokenizer, "tokenizer", "DIR", ZG_CLI_TOKENIZER_HELP, NULL),
     ZG_OPT_END,
 };
 

@@ -21,10 +21,7 @@ typedef struct {
 
 static const zg_option tokenize_options[] = {
     ZG_OPT_STR(tokenize_args, input, "input", "FILE", "text to encode (default: standard input)", NULL),
-    ZG_OPT_STR(tokenize_args, tokenizer, "tokenizer", "DIR",
-               "folder with encoder.json + vocab.bpe or vocab.json + merges.txt (default: the bundled GPT-2 "
-               "vocabulary)",
-               NULL),
+    ZG_OPT_STR(tokenize_args, tokenizer, "tokenizer", "DIR", ZG_CLI_TOKENIZER_HELP, NULL),
     ZG_OPT_FLAG(tokenize_args, allow_special, "allow-special",
                 "encode the text <|endoftext|> as the special token 50256 (default: as ordinary text)"),
     ZG_OPT_FLAG(tokenize_args, stats, "stats",
