@@ -415,8 +415,6 @@ static int estimate_loss(trainer *tr, zg_dataloader *dl, double *out) {
     return 0;
 }
 
-/* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
- * shard into the same partial folder first. Success is agreed by all ranks. */
 /* wall_clock_breakdown: phases of one optimizer step (summed over its micro-steps). */
 enum { WC_DATA, WC_FORWARD, WC_BACKWARD, WC_REDUCE, WC_OTHER, WC_NORM, WC_OPTIMIZER, WC_N };
 
@@ -431,6 +429,8 @@ static void wc_mark(trainer *tr, double *wc, int ph, double *last) {
     *last = now;
 }
 
+/* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
+ * shard into the same partial folder first. Success is agreed by all ranks. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
     const char *out = tr->cfg->out_dir;

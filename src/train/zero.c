@@ -77,27 +77,27 @@ static int group_of(const zg_zero *z, size_t i) {
 static int grads_grouped(const zg_zero *z) { return z->model && z->o.stage >= 2; }
 static int params_grouped(const zg_zero *z) { return z->model && z->o.stage >= 3 && !z->param_full; }
 
+/* Address of element i of the model's per-group buffers (bufs: grad_group or param_group); `noun` and
+ * `missing` word the error when i's group has no buffer. */
+static char *group_elem_at(zg_zero *z, void **bufs, size_t i, zg_dtype dt, const char *noun, const char *missing) {
+    int g = group_of(z, i);
+    if (!bufs[g]) ZG_FATAL("rank %d: ZeRO: %s of group %d used while %s", z->comm->rank, noun, g, missing);
+    size_t lo, hi;
+    gpt2_group_range(z->table, g, &lo, &hi);
+    return at(bufs[g], i - lo, dt);
+}
+
 /* Address of gradient element i (its group's buffer in model mode at stages 2-3). */
 static char *grad_at(zg_zero *z, size_t i) {
     if (!grads_grouped(z)) return at(z->grads, i, z->gdt);
-    int g = group_of(z, i);
-    if (!z->model->grad_group[g])
-        ZG_FATAL("rank %d: ZeRO: gradients of group %d used while it has no buffer", z->comm->rank, g);
-    size_t lo, hi;
-    gpt2_group_range(z->table, g, &lo, &hi);
-    return at(z->model->grad_group[g], i - lo, z->gdt);
+    return group_elem_at(z, z->model->grad_group, i, z->gdt, "gradients", "it has no buffer");
 }
 
 /* Address of parameter element i (the gathered group buffer at stage 3 in model mode). */
 static char *param_at(zg_zero *z, size_t i) {
     if (z->param_full) return at(z->param_full, i, z->pdt);
     if (!params_grouped(z)) return at(z->params, i, z->pdt);
-    int g = group_of(z, i);
-    if (!z->model->param_group[g])
-        ZG_FATAL("rank %d: ZeRO: parameters of group %d used while not gathered", z->comm->rank, g);
-    size_t lo, hi;
-    gpt2_group_range(z->table, g, &lo, &hi);
-    return at(z->model->param_group[g], i - lo, z->pdt);
+    return group_elem_at(z, z->model->param_group, i, z->pdt, "parameters", "not gathered");
 }
 
 /* The rank's own parameters [begin, end): in the flat buffer, or the shard (stage 3, model mode). */
@@ -408,9 +408,14 @@ static void slot_release(zg_zero *z, int slot) {
  * uses the same lists for its own layer gathers) */
 static int deferred_gather(const zg_zero *z) { return z->o.stage == 2 && z->gathering != NULL; }
 
+/* Waits for every slot's gathers in flight (the per-slot lists, when there are any). */
+static void gathers_wait_all(zg_zero *z) {
+    if (z->gathering)
+        for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
+}
+
 static void params_wait_all(zg_zero *z) {
-    if (!deferred_gather(z)) return;
-    for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
+    if (deferred_gather(z)) gathers_wait_all(z);
 }
 
 static void launch_param_gathers(zg_zero *z) {
@@ -726,8 +731,7 @@ int zg_zero_init_model(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_b
 void zg_zero_free(zg_zero *z) {
     if (!z->be) return;
     wait_all_reduces(z);
-    if (z->gathering)
-        for (int s = 0; s <= z->n_layer; s++) wait_list(z, &z->gathering[s]);
+    gathers_wait_all(z);
     if (z->opt_ready) zg_optimizer_free(&z->opt);
     zg_backend *be = z->be;
     if (z->grad_shard) be->ops->dealloc(be, z->grad_shard);
