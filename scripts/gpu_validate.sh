@@ -343,11 +343,11 @@ fi
 # Issue 6 "fast and lean", data parallel on 2 GPUs: GPT-2 XL, bf16, T=1024, micro-batch 16 per GPU, no accumulation.
 # zgpt on 1 GPU and on 2 GPUs (ZeRO-2, the config's stage), torch DDP and FSDP (SHARD_GRAD_OP) on 2 GPUs.
 # zgpt's medians are over iterations 2-5 (0-1 warm up); the peer's over its steps 5-7.
-dp2_zgpt() { # $1 run name (log $LOG_DIR/$1.log), $2 GPUs
+dp_zgpt() { # $1 run name (log $LOG_DIR/$1.log), $2 GPUs
   timeout -k 20 240 "$ZGPT" train $(xlcfg "$W/$1") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
       --set train_micro_batch_size_per_gpu=16 --set max_iters=6 "${DP2_SET[@]}" --gpus "$2" > "$LOG_DIR/$1.log" 2>&1
 }
-dp2_show() { # $1 log, $2 exit status
+dp_show() { # $1 log, $2 exit status
   echo "exit $2; $(na "$(zg_ms "$1" 2)") ms/iter, $(fmt0 "$(zg_tps "$1" 2)") tok/s (median of $(zg_n "$1" 2) iterations from 2)," \
        "peak $(na "$(zg_mem "$1")") GiB/GPU"
 }
@@ -355,10 +355,10 @@ dp2_show() { # $1 log, $2 exit status
 dp_run() {
   local n=$1 D=$LOG_DIR rc dp z1 zn zm td tf fm best bestn sc rs mr
   note "dp$n: GPT-2 XL, bf16, T=1024, micro-batch 16/GPU, no accumulation, $n GPUs; ZG_DP2_SET='${ZG_DP2_SET:-}'"
-  dp2_zgpt "dp${n}_zgpt1" 1; rc=$?
-  note "dp$n zgpt 1 GPU: $(dp2_show "$D/dp${n}_zgpt1.log" $rc)"
-  dp2_zgpt "dp${n}_zgpt$n" "$n"; rc=$?
-  note "dp$n zgpt $n GPUs ZeRO-2: $(dp2_show "$D/dp${n}_zgpt$n.log" $rc)"
+  dp_zgpt "dp${n}_zgpt1" 1; rc=$?
+  note "dp$n zgpt 1 GPU: $(dp_show "$D/dp${n}_zgpt1.log" $rc)"
+  dp_zgpt "dp${n}_zgpt$n" "$n"; rc=$?
+  note "dp$n zgpt $n GPUs ZeRO-2: $(dp_show "$D/dp${n}_zgpt$n.log" $rc)"
   grep -m3 -E "^iter [2-4]: time \(ms" "$D/dp${n}_zgpt$n.log" | tee -a "$SUMMARY" >/dev/null
   for dp in ddp fsdp; do
     if [ -f $TB ]; then torch_dp "$D/dp${n}_torch_$dp.log" "$n" --layers 48 --heads 25 --embd 1600 --B 16 --dp $dp --steps 8; rc=$?; else rc=missing; fi
@@ -384,8 +384,8 @@ if has zero2xl && [ "$NGPU" -lt 2 ]; then note "zero2xl: skipped ($NGPU GPU visi
 if has dp2 && [ "$NGPU" -ge 2 ]; then dp_run 2; fi
 if has dp4 && [ "$NGPU" -ge 4 ]; then dp_run 4; fi
 if ! has dp2 && has zero2xl && [ "$NGPU" -ge 2 ]; then
-  dp2_zgpt zero2xl 2; rc=$?
-  note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16${ZG_DP2_SET:+, ZG_DP2_SET='$ZG_DP2_SET'}): $(dp2_show "$LOG_DIR/zero2xl.log" $rc)"
+  dp_zgpt zero2xl 2; rc=$?
+  note "zero2xl (XL, 2 GPUs, ZeRO-2, micro-batch 16, bf16${ZG_DP2_SET:+, ZG_DP2_SET='$ZG_DP2_SET'}): $(dp_show "$LOG_DIR/zero2xl.log" $rc)"
 fi
 # dpwc (2+ GPUs): where a zgpt train step's time goes (wall_clock_breakdown: every phase synchronised,
 # so these runs are slower than dp2's and are not timed runs), 1 GPU and 2 GPUs, the dp2 configuration.
