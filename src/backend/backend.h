@@ -56,6 +56,8 @@ typedef struct {
     float lr, beta1, beta2, eps;
     int step;             /* 1-based, for bias correction */
     float grad_scale;     /* multiply gradients by this first (1/loss_scale * clip coefficient) */
+    int seg_begin, seg_end; /* update only segments [seg_begin, seg_end) of segs (seg_end 0: all of them);
+                             * the table stays whole so that a device backend can keep its copy */
 } zg_adamw_args;
 
 typedef struct {
@@ -101,8 +103,8 @@ typedef struct {
                             const void *w, const void *gelu_inp, int N, int C, int OC);
     /* out = gelu_tanh(inp), n elements (used when activations are recomputed) */
     void (*gelu_forward)(zg_backend *be, void *out, const void *inp, size_t n);
-    /* out = a + b, n elements (gradient accumulation in ZeRO; the model fuses its residual adds
-     * into matmul_forward) */
+    /* out = a + b, n elements; out may be a or b (ZeRO accumulates a gradient shard in place; the
+     * model fuses its residual adds into matmul_forward) */
     void (*residual_forward)(zg_backend *be, void *out, const void *a, const void *b, size_t n);
 
     /* Causal self-attention, scaled by 1/sqrt(hs). qkv (B,T,3C): row = [q (NH,hs) | k (NH,hs) | v (NH,hs)];

@@ -37,7 +37,7 @@ static const zg_option bench_opts[] = {
     ZG_OPT_DBL(bench_args, peak_tflops, "peak-tflops", "X",
                "the device's dense peak for MFU (e.g. 989 for an H100/H200 in bf16; 0 = measure on the CPU, n/a on CUDA)",
                "0"),
-    ZG_OPT_STR(bench_args, recompute, "recompute", "none|gelu|layernorm|all",
+    ZG_OPT_STR(bench_args, recompute, "recompute", "none|gelu|layernorm|ln1|ln2|all",
                "activations recomputed in backward (as the recompute / recompute_layernorm config keys)", "none"),
     ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
     ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
@@ -146,9 +146,11 @@ int zg_cmd_bench(int argc, char **argv) {
     if (strcmp(a.recompute, "none") == 0) recompute = 0;
     else if (strcmp(a.recompute, "gelu") == 0) recompute = GPT2_RECOMPUTE_GELU;
     else if (strcmp(a.recompute, "layernorm") == 0) recompute = GPT2_RECOMPUTE_LAYERNORM;
+    else if (strcmp(a.recompute, "ln1") == 0) recompute = GPT2_RECOMPUTE_LN1;
+    else if (strcmp(a.recompute, "ln2") == 0) recompute = GPT2_RECOMPUTE_LN2;
     else if (strcmp(a.recompute, "all") == 0) recompute = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
     else {
-        zg_errorf("--recompute %s: use none, gelu, layernorm or all", a.recompute);
+        zg_errorf("--recompute %s: use none, gelu, layernorm (both LayerNorms), ln1, ln2 or all", a.recompute);
         return zg_cli_fail();
     }
     if (zg_model_instantiate(a.model, a.device, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();

@@ -159,6 +159,7 @@ int zg_cmd_plan(int argc, char **argv) {
     int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
     int T = g.block_size;
     int recompute = have_cfg ? zg_train_config_recompute(&tc) : 0;
+    char rdesc[32];
     size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute);
     int N = (int)a.nproc;
     double psi = (double)n;
@@ -184,11 +185,10 @@ int zg_cmd_plan(int argc, char **argv) {
     }
     printf("zgpt plan: %s (%d layers, %d heads, %d channels), %zu parameters (Psi, padded vocabulary)\n", name,
            g.n_layer, g.n_head, g.n_embd, n);
-    printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s\n", N,
+    printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s%s\n", N,
            N == 1 ? "" : "s", zo.stage, zg_dtype_name(dt), device ? "cuda" : "cpu",
-           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, (recompute & GPT2_RECOMPUTE_GELU) && (recompute & GPT2_RECOMPUTE_LAYERNORM) ? ", GELU + LayerNorm recomputed"
-           : (recompute & GPT2_RECOMPUTE_GELU) ? ", GELU recomputed"
-           : (recompute & GPT2_RECOMPUTE_LAYERNORM) ? ", LayerNorm recomputed" : "");
+           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", recomputed: " : "",
+           gpt2_recompute_describe(recompute, rdesc, sizeof rdesc));
     if (requested_bucket != zo.reduce_bucket_size)
         printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they complete\n",
                requested_bucket, zo.reduce_bucket_size);

@@ -86,6 +86,8 @@ typedef struct {
                             * backend (device, compute stream) */
     void *compute_stream;  /* nccl: the cudaStream_t compute work is enqueued on (NULL: the CUDA backend's
                             * stream when be is one, else the legacy default stream) */
+    int max_ctas;          /* nccl: most thread blocks (channels) a collective may use; 0: NCCL's choice.
+                            * $NCCL_MAX_CTAS, when set, wins. */
 } zg_comm_config;
 
 /* Creates the communicator. "auto": nccl when the process was started by zgpt's GPU launcher (or

@@ -248,21 +248,21 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     int L = cfg->n_layer;
     bump b = {0, base};
     void *shared_gelu = recompute & GPT2_RECOMPUTE_GELU ? bump_take(&b, N * 4 * C * asz) : NULL;
-    void *shared_ln = recompute & GPT2_RECOMPUTE_LAYERNORM ? bump_take(&b, N * C * asz) : NULL;
+    void *shared_ln = recompute & GPT2_RECOMPUTE_LAYERNORM ? bump_take(&b, N * C * asz) : NULL; /* ln1 and/or ln2 */
     for (int l = 0; l <= L; l++) {
         void *p = bump_take(&b, N * C * asz);
         if (ix) ix->resid[l] = p;
     }
     for (int l = 0; l < L; l++) {
         layer_acts a;
-        a.ln1 = recompute & GPT2_RECOMPUTE_LAYERNORM ? shared_ln : bump_take(&b, N * C * asz);
+        a.ln1 = recompute & GPT2_RECOMPUTE_LN1 ? shared_ln : bump_take(&b, N * C * asz);
         a.ln1_mean = bump_take(&b, N * 4);
         a.ln1_rstd = bump_take(&b, N * 4);
         a.qkv = bump_take(&b, N * 3 * C * asz);
         a.atty = bump_take(&b, N * C * asz);
         a.att_stats = bump_take(&b, stats_bytes);
         a.r2 = bump_take(&b, N * C * asz);
-        a.ln2 = recompute & GPT2_RECOMPUTE_LAYERNORM ? shared_ln : bump_take(&b, N * C * asz);
+        a.ln2 = recompute & GPT2_RECOMPUTE_LN2 ? shared_ln : bump_take(&b, N * C * asz);
         a.ln2_mean = bump_take(&b, N * 4);
         a.ln2_rstd = bump_take(&b, N * 4);
         a.fch = bump_take(&b, N * 4 * C * asz);
@@ -285,6 +285,15 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     bump_take(&g, N * 4 * C * asz);
     *grad_bytes = g.off;
     return total;
+}
+
+const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
+             (flags & GPT2_RECOMPUTE_GELU) && (flags & GPT2_RECOMPUTE_LAYERNORM) ? " + " : "",
+             flags & GPT2_RECOMPUTE_LN1 ? "ln1" : "",
+             (flags & GPT2_RECOMPUTE_LN1) && (flags & GPT2_RECOMPUTE_LN2) ? " + " : "",
+             flags & GPT2_RECOMPUTE_LN2 ? "ln2" : "");
+    return buf;
 }
 
 size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute) {
@@ -687,7 +696,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         t0 = prof_begin(m);
         op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
-        if (m->recompute & GPT2_RECOMPUTE_LAYERNORM) { /* ln2 = LN(r2) again: the same kernel, bitwise equal */
+        if (m->recompute & GPT2_RECOMPUTE_LN2) { /* ln2 = LN(r2) again: the same kernel, bitwise equal */
             t0 = prof_begin(m);
             op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C);
             prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
@@ -705,7 +714,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         t0 = prof_begin(m);
         op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
         prof_end(m, 1, GPT2_OP_ATTENTION, t0);
-        if (m->recompute & GPT2_RECOMPUTE_LAYERNORM) { /* ln1 = LN(x) again */
+        if (m->recompute & GPT2_RECOMPUTE_LN1) { /* ln1 = LN(x) again */
             t0 = prof_begin(m);
             op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C);
             prof_end(m, 1, GPT2_OP_LAYERNORM, t0);

@@ -164,10 +164,13 @@ void *gpt2_grad_ptr(const gpt2_model *m, int index);
  * bitwise the same either way (the same kernels recompute the same values).
  *   GELU: keep only the pre-GELU (N,4C) per layer, recompute GELU before the MLP projection's
  *         backward (saves (L-1) x N x 4C values, one elementwise pass per layer).
- *   LAYERNORM: keep no LayerNorm outputs (N,C) (ln1, ln2) per layer, recompute them from the saved
- *         input and statistics before the matmul backward that reads them (saves (L x 2 - 1) x N x C
- *         values, two LayerNorm passes per layer). */
-enum { GPT2_RECOMPUTE_GELU = 1, GPT2_RECOMPUTE_LAYERNORM = 2 };
+ *   LN1 / LN2: keep no output (N,C) of the layer's first / second LayerNorm, recompute it from the
+ *         saved input before the matmul backward that reads it (each saves (L-1) x N x C values for
+ *         one LayerNorm pass per layer; both together share one buffer: (2L-1) x N x C).
+ *   LAYERNORM = LN1 | LN2. */
+enum { GPT2_RECOMPUTE_GELU = 1, GPT2_RECOMPUTE_LN1 = 2, GPT2_RECOMPUTE_LN2 = 4, GPT2_RECOMPUTE_LAYERNORM = 6 };
+/* "GELU + ln1 + ln2" ("" for none) into buf, for reports. */
+const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
 /* Bytes of activations (+ activation gradients) the model needs for (B, T): for plan/bench. */

@@ -16,7 +16,7 @@
 typedef enum {
     K_INT,     /* integral number */
     K_FLOAT,   /* number */
-    K_BOOL,    /* true/false */
+    K_BOOL,    /* true/false (or, when `choices` is set, also one of those strings) */
     K_STRING,  /* any string */
     K_ENUM,    /* one of `choices` ("a|b|c") */
     K_DATA,    /* a path string, or a list of paths / {"path", "weight"} objects */
@@ -29,7 +29,7 @@ typedef struct {
     const char *path;
     key_type type;
     double min, max;     /* numbers: allowed closed range */
-    const char *choices; /* K_ENUM */
+    const char *choices; /* K_ENUM; K_BOOL: strings allowed besides true and false */
     int auto_ok;         /* the string "auto" (Hugging Face's DeepSpeed configs) means "derive it" */
 } key_spec;
 
@@ -56,7 +56,8 @@ static const key_spec k_keys[] = {
     {"dropout", K_FLOAT, 0, 0, NULL, 0},
     {"bias", K_BOOL, 0, 0, NULL, 0},
     {"recompute", K_BOOL, 0, 0, NULL, 0},
-    {"recompute_layernorm", K_BOOL, 0, 0, NULL, 0},
+    {"recompute_layernorm", K_BOOL, 0, 0, "ln1|ln2", 0},
+    {"comm_max_ctas", K_INT, -1, 64, NULL, 0},
     {"batch_size", K_INT, 1, 1 << 20, NULL, 0},
     {"learning_rate", K_FLOAT, 0, 10, NULL, 0},
     {"weight_decay", K_FLOAT, 0, 10, NULL, 0},
@@ -261,6 +262,11 @@ static int validate_value(const key_spec *k, const cJSON *v, const char *source)
     }
     case K_BOOL:
         if (cJSON_IsBool(v)) return 0;
+        if (k->choices && cJSON_IsString(v) && check_enum(k, v->valuestring)) return 0;
+        if (k->choices) {
+            snprintf(allowed, sizeof allowed, "true, false or one of %s", k->choices);
+            return type_error(source, k->path, v, allowed);
+        }
         return type_error(source, k->path, v, k->auto_ok ? "true, false or \"auto\"" : "true or false");
     case K_STRING:
         if (cJSON_IsString(v) && v->valuestring[0]) return 0;
@@ -422,6 +428,10 @@ static int apply_set(cJSON *root, const char *set) {
         }
         case K_BOOL: {
             int b;
+            if (k->choices && check_enum(k, val)) {
+                v = cJSON_CreateString(val);
+                break;
+            }
             if (zg_parse_bool(val, what, &b) != 0) return -1;
             v = cJSON_CreateBool(b);
             break;
@@ -512,7 +522,13 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     cfg->block_size = (int)get_int(root, "block_size", 0);
     cfg->vocab_size = (int)get_int(root, "vocab_size", 0);
     cfg->recompute = get_bool(root, "recompute", 0);
-    cfg->recompute_layernorm = get_bool(root, "recompute_layernorm", 0);
+    {
+        const cJSON *rl = get(root, "recompute_layernorm");
+        cfg->recompute_layernorm = !rl || cJSON_IsFalse(rl)                          ? 0
+                                   : cJSON_IsTrue(rl)                                 ? GPT2_RECOMPUTE_LAYERNORM
+                                   : strcmp(rl->valuestring, "ln1") == 0 ? GPT2_RECOMPUTE_LN1
+                                                                         : GPT2_RECOMPUTE_LN2;
+    }
     if (get(root, "bias") && !get_bool(root, "bias", 1))
         return zg_errorf("%s: bias false is not supported: GPT-2 has biases (remove the key or set it to true)",
                          source);
@@ -551,6 +567,7 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     cfg->device = zg_strdup(get_str(root, "device", "auto"));
     cfg->steps_per_print = (int)get_int(root, "steps_per_print", 10);
     cfg->wall_clock_breakdown = get_bool(root, "wall_clock_breakdown", 0);
+    cfg->comm_max_ctas = (int)get_int(root, "comm_max_ctas", -1);
 
     /* batch: nanoGPT's batch_size is the micro-batch */
     double mb = -1;
@@ -824,5 +841,11 @@ const char *zg_precision_name(zg_precision p) {
 }
 
 int zg_train_config_recompute(const zg_train_config *cfg) {
-    return (cfg->recompute ? GPT2_RECOMPUTE_GELU : 0) | (cfg->recompute_layernorm ? GPT2_RECOMPUTE_LAYERNORM : 0);
+    return (cfg->recompute ? GPT2_RECOMPUTE_GELU : 0) | cfg->recompute_layernorm;
+}
+
+int zg_train_config_comm_max_ctas(const zg_train_config *cfg) {
+    if (cfg->comm_max_ctas >= 0) return cfg->comm_max_ctas;
+    int64_t T = cfg->block_size > 0 ? cfg->block_size : 1024; /* GPT-2's context unless the config crops it */
+    return cfg->micro_batch * T >= ZG_COMM_LEAN_MIN_TOKENS ? ZG_COMM_LEAN_CTAS : 0;
 }

@@ -37,7 +37,8 @@ typedef struct {
     char *init_from;   /* "scratch", "resume", "gpt2".."gpt2-xl", "hf:PATH", or a checkpoint folder */
     int n_layer, n_head, n_embd, block_size, vocab_size; /* 0 = not given (from init_from / defaults) */
     int recompute;     /* recompute GELU in backward */
-    int recompute_layernorm; /* recompute the LayerNorm outputs in backward */
+    int recompute_layernorm; /* LayerNorm outputs recomputed in backward: GPT2_RECOMPUTE_LN1 / _LN2 flags
+                              * (true: both; "ln1" / "ln2": that one) */
 
     /* data */
     zg_data_source *data; /* n_data sources; paths owned here */
@@ -74,6 +75,8 @@ typedef struct {
 
     int steps_per_print; /* tolerated DeepSpeed key, stored */
     int wall_clock_breakdown; /* per-phase step times (each phase synchronised) on the log line */
+    int comm_max_ctas;        /* NCCL: most thread blocks per collective; 0 NCCL's choice, -1 auto
+                                 (zg_train_config_comm_max_ctas) */
 
     char *json_text; /* the merged, validated configuration (compact JSON) */
 } zg_train_config;
@@ -88,6 +91,17 @@ void zg_train_config_free(zg_train_config *cfg);
 /* The model's activation-recompute flags (gpt2_model.recompute, GPT2_RECOMPUTE_*) the config asks for
  * (`recompute` = GELU, `recompute_layernorm`). */
 int zg_train_config_recompute(const zg_train_config *cfg);
+/* The NCCL communicator's limit on thread blocks per collective for this config (0: NCCL's choice).
+ * comm_max_ctas -1 (auto): ZG_COMM_LEAN_CTAS when a micro-step has at least ZG_COMM_LEAN_MIN_TOKENS
+ * tokens per GPU, else NCCL's choice. Why: a collective overlapped with backward holds its thread
+ * blocks' SMs away from the compute kernels beside it; with many tokens per micro-step the gradient
+ * traffic (2 bytes per parameter) is small next to the compute (6 FLOPs per parameter and token), so
+ * a few blocks carry it in time and the compute keeps its SMs (GPT-2 XL, micro-batch 16, 2 GPUs:
+ * 344 -> 340 ms per step). With few tokens (micro-batch 1) the reductions are the bottleneck and
+ * need all the blocks NCCL picks. The ratio does not depend on the model's size. */
+#define ZG_COMM_LEAN_CTAS 4
+#define ZG_COMM_LEAN_MIN_TOKENS 8192
+int zg_train_config_comm_max_ctas(const zg_train_config *cfg);
 
 /* Resolves train_batch_size = micro_batch * grad_accum * world_size (any two determine the third;
  * -1 with an error when inconsistent or not divisible). */

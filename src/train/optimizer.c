@@ -69,11 +69,14 @@ size_t zg_optimizer_state_bytes(const zg_optimizer *o) {
     return zg_optimizer_count(o) * sizeof(float) * (o->master ? 3 : 2);
 }
 
-void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale) {
-    o->step++;
-    if (zg_optimizer_count(o) == 0) return; /* an empty shard still counts the step */
+/* AdamW over segments [s0, s1) with the current step number. */
+static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin, const void *grads_at_begin, float lr,
+                          float grad_scale) {
+    if (s1 <= s0) return;
     zg_adamw_args a;
     memset(&a, 0, sizeof a);
+    a.seg_begin = s0;
+    a.seg_end = s1;
     a.param = params_at_begin;
     a.master = o->master;
     a.grad = grads_at_begin;
@@ -88,6 +91,53 @@ void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads
     a.step = (int)o->step;
     a.grad_scale = grad_scale;
     o->be->ops->adamw(o->be, &a);
+}
+
+void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale) {
+    o->step++;
+    if (zg_optimizer_count(o) == 0) return; /* an empty shard still counts the step */
+    step_segments(o, 0, o->n_segs, params_at_begin, grads_at_begin, lr, grad_scale);
+}
+
+void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts) {
+    for (int c = 0; c < n_cuts; c++) {
+        if (cuts[c] <= o->begin || cuts[c] >= o->end) continue;
+        size_t at = cuts[c] - o->begin;
+        for (int s = 0; s < o->n_segs; s++) {
+            zg_segment *g = &o->segs[s];
+            if (at <= g->offset || at >= g->offset + g->count) continue;
+            o->segs = zg_realloc(o->segs, (size_t)(o->n_segs + 1) * sizeof *o->segs);
+            g = &o->segs[s];
+            memmove(g + 1, g, (size_t)(o->n_segs - s) * sizeof *g);
+            g[1].offset = at;
+            g[1].count = g->offset + g->count - at;
+            g->count = at - g->offset;
+            o->n_segs++;
+            break;
+        }
+    }
+}
+
+void zg_optimizer_step_begin(zg_optimizer *o) { o->step++; }
+
+/* The first segment starting at or after `at` (relative to begin); n_segs when none. */
+static int seg_at(const zg_optimizer *o, size_t at) {
+    int s = 0;
+    while (s < o->n_segs && o->segs[s].offset < at) s++;
+    return s;
+}
+
+void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_at_begin, const void *grads_at_begin,
+                            float lr, float grad_scale) {
+    if (lo >= hi) return;
+    if (lo < o->begin || hi > o->end)
+        ZG_FATAL("optimizer: part [%zu, %zu) outside the range [%zu, %zu)", lo, hi, o->begin, o->end);
+    int s0 = seg_at(o, lo - o->begin), s1 = seg_at(o, hi - o->begin);
+    int lo_ok = s0 < o->n_segs && o->segs[s0].offset == lo - o->begin;
+    int hi_ok = s1 < o->n_segs ? o->segs[s1].offset == hi - o->begin : hi == o->end;
+    if (!lo_ok || !hi_ok)
+        ZG_FATAL("optimizer: part [%zu, %zu) does not start and end at segment boundaries (zg_optimizer_split)", lo, hi);
+    step_segments(o, s0, s1, params_at_begin, grads_at_begin, lr, grad_scale);
 }
 
 void zg_optimizer_params_from_master(zg_optimizer *o, void *params_at_begin) {

@@ -47,6 +47,17 @@ size_t zg_optimizer_state_bytes(const zg_optimizer *o);
  * (1/loss_scale times the clipping coefficient). */
 void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale);
 
+/* The same step in parts, so that a part's updated parameters can be sent on while the next part is
+ * computed (ZeRO-2's all-gather after the step): zg_optimizer_split once (it cuts the weight-decay
+ * segments at the given offsets of the flat buffer; those outside the range are ignored), then per
+ * step zg_optimizer_step_begin and zg_optimizer_step_part for parts [lo, hi) (offsets of the flat
+ * buffer inside the range, each at a cut or an end of the range) that together cover the range
+ * once. Each element gets the same update as from zg_optimizer_step. */
+void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts);
+void zg_optimizer_step_begin(zg_optimizer *o);
+void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_at_begin, const void *grads_at_begin,
+                            float lr, float grad_scale);
+
 /* Re-derives the low-precision parameters of the range from the master copy (after loading the
  * master from a checkpoint). No-op when params are fp32. */
 void zg_optimizer_params_from_master(zg_optimizer *o, void *params_at_begin);

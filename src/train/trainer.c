@@ -669,6 +669,7 @@ static int setup_parallel(trainer *tr) {
     memset(&cc, 0, sizeof cc);
     cc.backend = "auto";
     cc.be = tr->be;
+    cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg);
     if (zg_comm_create(&tr->comm, &cc) != 0) return -1;
     if (tr->comm->size != tr->world)
         return zg_errorf("the communicator has %d ranks but the launcher said %d", tr->comm->size, tr->world);

@@ -17,17 +17,11 @@ struct zg_zero_pending {
     size_t lo, hi;
     int owner;       /* rank the piece belongs to */
     int bucket_last; /* last piece of its bucket (bucket counting for overlap) */
+    int into_shard;  /* reduced straight into this rank's gradient shard (its own piece, first micro-step) */
     zg_zero_pending *next;
 };
 
 enum { MAX_BUCKETS_IN_FLIGHT = 2 };
-/* Device staging for shard += piece is used in chunks of at most this many elements. */
-static const size_t ACC_TMP_MAX = (size_t)1 << 22;
-
-static size_t acc_tmp_elems(size_t bucket, size_t shard) {
-    size_t t = bucket < shard ? bucket : shard;
-    return t < ACC_TMP_MAX ? t : ACC_TMP_MAX;
-}
 
 void zg_zero_opts_default(zg_zero_opts *o) {
     o->stage = 0;
@@ -130,15 +124,11 @@ static void for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, piece
     }
 }
 
-/* shard[lo-begin ..] (+)= grads[lo..hi) */
-static void accumulate_into_shard(zg_zero *z, size_t lo, size_t hi, int first) {
+/* shard[lo-begin ..] += grads[lo..hi) (later micro-steps; the first one reduces into the shard). */
+static void accumulate_into_shard(zg_zero *z, size_t lo, size_t hi) {
     size_t cnt = hi - lo;
     void *dst = at(z->grad_shard, lo - z->begin, z->gdt);
     void *src = grad_at(z, lo);
-    if (first) {
-        z->be->ops->copy(z->be, dst, src, cnt * esz(z->gdt));
-        return;
-    }
     if (z->be->device < 0) { /* host memory */
         if (z->gdt == ZG_F32) {
             float *d = dst;
@@ -156,15 +146,11 @@ static void accumulate_into_shard(zg_zero *z, size_t lo, size_t hi, int first) {
         }
         return;
     }
-    /* Device: tmp = shard + piece (the elementwise add the backend offers), then shard = tmp. */
+    /* Device: shard = shard + piece in place (the backend's elementwise add allows out == a). */
     if (z->gdt != z->be->act_dtype)
         ZG_FATAL("ZeRO: accumulating %s gradients needs the backend's add in that dtype (activations are %s)",
                  zg_dtype_name(z->gdt), zg_dtype_name(z->be->act_dtype));
-    for (size_t i = 0; i < cnt; i += z->acc_tmp_elems) {
-        size_t k = cnt - i < z->acc_tmp_elems ? cnt - i : z->acc_tmp_elems;
-        z->be->ops->residual_forward(z->be, z->acc_tmp, at(dst, i, z->gdt), at(src, i, z->gdt), k);
-        z->be->ops->copy(z->be, at(dst, i, z->gdt), z->acc_tmp, k * esz(z->gdt));
-    }
+    z->be->ops->residual_forward(z->be, dst, dst, src, cnt);
 }
 
 /* Model mode: a layer's gradient buffer goes back to the pool once all of it was reduced. */
@@ -181,7 +167,7 @@ static void grad_group_maybe_release(zg_zero *z, int g) {
 
 static void complete_reduce(zg_zero *z, zg_zero_pending *p) {
     zg_comm_wait(z->comm, p->req);
-    if (p->owner == z->comm->rank) accumulate_into_shard(z, p->lo, p->hi, z->micro == 0);
+    if (p->owner == z->comm->rank && !p->into_shard) accumulate_into_shard(z, p->lo, p->hi);
     if (grads_grouped(z)) {
         int g = group_of(z, p->lo);
         z->group_inflight[g]--;
@@ -213,13 +199,19 @@ static void launch_reduce_piece(zg_zero *z, size_t lo, size_t hi, int owner, voi
     p->lo = lo;
     p->hi = hi;
     p->owner = owner;
-    void *buf = grad_at(z, lo);
+    void *buf = grad_at(z, lo), *recv = buf;
     if (grads_grouped(z)) {
         int g = group_of(z, lo);
         z->group_inflight[g]++;
         z->group_launched[g] += hi - lo;
     }
-    p->req = zg_comm_ireduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
+    /* The first micro-step's sum of this rank's own piece lands in its shard directly (no copy);
+     * later ones land in place and are added to the shard when complete. */
+    if (owner == z->comm->rank && z->micro == 0 && z->grad_shard) {
+        recv = at(z->grad_shard, lo - z->begin, z->gdt);
+        p->into_shard = 1;
+    }
+    p->req = zg_comm_ireduce(z->comm, buf, recv, hi - lo, z->gdt, ZG_COMM_SUM, owner);
     fifo_push(&z->inflight, p);
 }
 
@@ -418,8 +410,23 @@ static void params_wait_all(zg_zero *z) {
     if (deferred_gather(z)) gathers_wait_all(z);
 }
 
-static void launch_param_gathers(zg_zero *z) {
-    for (int s = 0; s <= z->n_layer; s++) gather_slot(z, s);
+/* Deferred gathers: AdamW slot by slot in the next forward's order, each slot's all-gather launched
+ * as soon as this rank's part of it is updated. The communication stream waits only for the updates
+ * issued before it, so the embeddings (slot 0, which the forward needs first) travel while the rest
+ * of the shard is still being updated instead of after all of it (the optimizer's segments are cut
+ * at the slot boundaries at init: zg_optimizer_split). */
+static void apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float scale) {
+    zg_optimizer_step_begin(&z->opt);
+    void *p = own_params(z);
+    for (int s = 0; s <= z->n_layer; s++) {
+        size_t lo[2], hi[2];
+        int k = slot_ranges(z, s, lo, hi);
+        for (int i = 0; i < k; i++) {
+            size_t a = lo[i] > z->begin ? lo[i] : z->begin, b = hi[i] < z->end ? hi[i] : z->end;
+            if (a < b) zg_optimizer_step_part(&z->opt, a, b, p, g, lr, scale);
+        }
+        gather_slot(z, s);
+    }
 }
 
 /* Model mode, stages 2-3, backward of group g is about to start: its gradient buffer (zeroed: the
@@ -647,11 +654,6 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         ok = z->grad_shard != NULL;
         if (ok) be->ops->zero(be, z->grad_shard, k * esz(z->gdt));
     }
-    if (ok && z->o.stage >= 2 && be->device >= 0) {
-        z->acc_tmp_elems = acc_tmp_elems(z->o.reduce_bucket_size, z->shard);
-        z->acc_tmp = be->ops->alloc(be, z->acc_tmp_elems * esz(z->gdt), "ZeRO gradient accumulation staging");
-        ok = z->acc_tmp != NULL;
-    }
     if (ok && group2) {
         z->grad_resident = be->ops->alloc(be, z->resident * esz(z->gdt), "ZeRO embeddings + ln_f gradients");
         ok = z->grad_resident != NULL;
@@ -696,8 +698,10 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         be->ops->dealloc(be, model->params);
         model->params = z->params = NULL;
     }
-    if (z->model && z->o.stage == 2 && z->o.overlap_comm) /* deferred parameter all-gathers, per slot */
+    if (z->model && z->o.stage == 2 && z->o.overlap_comm) { /* deferred parameter all-gathers, per slot */
         z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
+        zg_optimizer_split(&z->opt, table->layer_begin, z->n_layer + 1); /* AdamW slot by slot */
+    }
     if (z->o.stage >= 3) {
         z->gathered = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathered);
         z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
@@ -735,7 +739,6 @@ void zg_zero_free(zg_zero *z) {
     if (z->opt_ready) zg_optimizer_free(&z->opt);
     zg_backend *be = z->be;
     if (z->grad_shard) be->ops->dealloc(be, z->grad_shard);
-    if (z->acc_tmp) be->ops->dealloc(be, z->acc_tmp);
     if (z->param_full) be->ops->dealloc(be, z->param_full);
     if (z->param_shard) be->ops->dealloc(be, z->param_shard);
     if (z->param_resident) be->ops->dealloc(be, z->param_resident);
@@ -863,11 +866,13 @@ void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     params_wait_all(z); /* two steps without a forward between: the previous gathers first */
     size_t gcount;
     const void *g = shard_grads(z, &gcount);
-    zg_optimizer_step(&z->opt, own_params(z), g, lr, grad_scale / (float)z->comm->size);
-    if (deferred_gather(z))
-        launch_param_gathers(z); /* waited for by the next forward, slot by slot */
-    else if (z->o.stage == 1 || z->o.stage == 2)
-        allgather_params(z);
+    float scale = grad_scale / (float)z->comm->size;
+    if (deferred_gather(z)) { /* waited for by the next forward, slot by slot */
+        apply_and_launch_gathers(z, g, lr, scale);
+    } else {
+        zg_optimizer_step(&z->opt, own_params(z), g, lr, scale);
+        if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
+    }
     end_step(z);
 }
 
@@ -962,14 +967,10 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     size_t b = 0, e = n;
     if (o->stage > 0) zg_zero_shard_range(n, world, rank, &b, &e);
     size_t k = e - b;
-    size_t S = (n + (size_t)world - 1) / (size_t)world;
     m->params = n * zg_dtype_size(pdt);
     m->grads = n * zg_dtype_size(gdt);
     if (o->stage >= 2) m->grad_shard = k * zg_dtype_size(gdt);
     m->optimizer = k ? k * 4 * (pdt == ZG_F32 ? 2 : 3) : 0;
-    if (o->stage >= 2 && device) {
-        m->comm += acc_tmp_elems(o->reduce_bucket_size, S) * zg_dtype_size(gdt);
-    }
     /* The MPI backend reduces 16-bit data through fp32 scratch: up to the buckets in flight. */
     if (!device && gdt != ZG_F32 && world > 1) {
         size_t bucket = o->reduce_bucket_size < n ? o->reduce_bucket_size : n;
@@ -1006,7 +1007,7 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     m->grads = ge * esz(z->gdt);
     m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
     m->optimizer = zg_optimizer_state_bytes(&z->opt);
-    m->comm = (z->acc_tmp ? z->acc_tmp_elems * esz(z->gdt) : 0) + z->comm->scratch_peak;
+    m->comm = z->comm->scratch_peak;
 }
 
 size_t zg_zero_memory_total(const zg_zero_memory *m) {

@@ -100,8 +100,6 @@ typedef struct {
     zg_optimizer opt;     /* over [begin, end) (stage 0: [0, n)) */
     int opt_ready;
     void *grad_shard;     /* stage 2-3: (end-begin) elements of grad dtype */
-    void *acc_tmp;        /* stage 2-3 on a device backend: staging for shard += piece */
-    size_t acc_tmp_elems;
     int micro;            /* micro-steps since the last optimizer step */
     int reduced;          /* zg_zero_grad_norm done for this step */
     /* stage 2-3 bucketing */
@@ -209,7 +207,7 @@ int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir
 void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
 
 /* Predicted memory of rank `rank` of `world` for a buffer of n elements (plan). act_bytes goes to
- * activations. device: 1 for a device backend (adds the accumulate staging at stages 2-3). */
+ * activations. device: 1 for a device backend (no fp32 reduction scratch). */
 void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
                   size_t act_bytes, zg_zero_memory *m);
 size_t zg_zero_memory_total(const zg_zero_memory *m);

@@ -282,7 +282,7 @@ int main(int argc, char **argv) {
         sleep(60);
         return 0;
     }
-    zg_comm_config cc = {"auto", 0, NULL, NULL};
+    zg_comm_config cc = {.backend = "auto"};
     if (zg_comm_create(&C, &cc) != 0) {
         zg_error_print();
         return 1;

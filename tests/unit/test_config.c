@@ -1,6 +1,7 @@
 /* Training config: DeepSpeed + nanoGPT keys, merging, --set, validation messages, batch rules. */
 #include "core/error.h"
 #include "core/fileio.h"
+#include "model/gpt2.h"
 #include "train/config.h"
 #include "testutil.h"
 
@@ -126,6 +127,32 @@ static void test_set_and_aliases(void) {
         ZT_CHECK(zg_train_config_precision(&c, "cuda") == ZG_PREC_BF16);
         zg_train_config_free(&c);
     }
+    /* recompute_layernorm: true, false, "ln1" or "ln2"; comm_max_ctas auto by tokens per micro-step */
+    const char *rl_set[] = {"recompute_layernorm=ln2"};
+    rc = load(&c, "{\"recompute\": true, \"batch_size\": 8}", NULL, rl_set, 1);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_recompute(&c) == (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LN2));
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c) == ZG_COMM_LEAN_CTAS); /* 8 x 1024 tokens */
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"recompute_layernorm\": \"ln1\", \"batch_size\": 1}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_recompute(&c) == GPT2_RECOMPUTE_LN1);
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c) == 0); /* 1 x 1024 tokens: NCCL's choice */
+        zg_train_config_free(&c);
+    }
+    const char *rl_true[] = {"recompute_layernorm=true", "comm_max_ctas=16"};
+    rc = load(&c, "{}", NULL, rl_true, 2);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_recompute(&c) == GPT2_RECOMPUTE_LAYERNORM);
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c) == 16);
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{\"recompute_layernorm\": \"ln3\"}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("recompute_layernorm") && has("ln1|ln2"));
     const char *bad1[] = {"max_iters=abc"};
     ZT_CHECK(load(&c, "{}", NULL, bad1, 1) != 0);
     ZT_CHECK(has("max_iters") && has("abc"));

@@ -55,6 +55,48 @@ static void test_ranges_equal_full(void) {
     free(parts);
 }
 
+/* zg_optimizer_split + step_part over the layer boundaries (ZeRO-2's slot-by-slot update, in the
+ * order the forward needs them: embeddings and ln_f first) equals zg_optimizer_step bitwise, on a
+ * range that starts and ends inside tensors. */
+static void test_parts_equal_step(void) {
+    size_t n = g_tab.num_params, b = 333, e = n - 45; /* e: inside the last layer */
+    float *p0 = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
+    float *full = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
+    fill(p0, n, 3, 0.1f);
+    fill(g, n, 4, 1.0f);
+    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    memcpy(full, p0, n * sizeof(float));
+    memcpy(parts, p0, n * sizeof(float));
+    zg_optimizer o, q;
+    ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, b, e, &oc, ZG_F32, full + b) == 0);
+    ZT_CHECK(zg_optimizer_init(&q, g_be, &g_tab, b, e, &oc, ZG_F32, parts + b) == 0);
+    int L = g_cfg.n_layer;
+    zg_optimizer_split(&q, g_tab.layer_begin, L + 1);
+    for (int s = 0; s < 3; s++) {
+        zg_optimizer_step(&o, full + b, g + b, 1e-2f, 0.5f);
+        zg_optimizer_step_begin(&q);
+        /* ln_f, the embeddings, then the layers, each clipped to the range */
+        size_t lo[4 + 8], hi[4 + 8];
+        int k = 0;
+        lo[k] = g_tab.layer_begin[L], hi[k++] = n;
+        lo[k] = 0, hi[k++] = g_tab.layer_begin[0];
+        for (int l = 0; l < L; l++) lo[k] = g_tab.layer_begin[l], hi[k++] = g_tab.layer_begin[l + 1];
+        for (int i = 0; i < k; i++) {
+            size_t x = lo[i] > b ? lo[i] : b, y = hi[i] < e ? hi[i] : e;
+            if (x < y) zg_optimizer_step_part(&q, x, y, parts + b, g + b, 1e-2f, 0.5f);
+        }
+    }
+    ZT_CHECK(q.step == 3 && o.step == 3);
+    ZT_CHECK(memcmp(full, parts, n * sizeof(float)) == 0);
+    ZT_CHECK(memcmp(o.m, q.m, (e - b) * sizeof(float)) == 0 && memcmp(o.v, q.v, (e - b) * sizeof(float)) == 0);
+    zg_optimizer_free(&o);
+    zg_optimizer_free(&q);
+    free(p0);
+    free(g);
+    free(full);
+    free(parts);
+}
+
 static void test_decay_and_reference(void) {
     size_t n = g_tab.num_params;
     float *p = malloc(n * sizeof(float)), *p_ref = malloc(n * sizeof(float)), *g = calloc(n, sizeof(float));
@@ -111,6 +153,7 @@ int main(void) {
         return 1;
     }
     zt_run("ranges_equal_full", test_ranges_equal_full);
+    zt_run("parts_equal_step", test_parts_equal_step);
     zt_run("decay_and_reference", test_decay_and_reference);
     gpt2_param_table_free(&g_tab);
     zg_backend_destroy(g_be);

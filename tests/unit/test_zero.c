@@ -271,7 +271,7 @@ static void compare_with_reference(size_t emb, int L, size_t lsz, size_t tail, i
 
     /* one process, same global batch: grad_accum * W micro-steps */
     zg_comm *single;
-    zg_comm_config cc = {"single", 0, NULL, NULL};
+    zg_comm_config cc = {.backend = "single"};
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     run_cfg r1 = rc;
     r1.accum = accum * g_comm->size;

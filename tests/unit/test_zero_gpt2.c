@@ -208,7 +208,7 @@ static void resume_across(int stage, int stage2, int on_world) {
     int W = g_comm->size;
     train_ex(g_comm, NULL, stage, ACCUM, 997, 1, 3, NULL, dir, p, l, 0, NULL);
     zg_comm *single;
-    zg_comm_config cc = {"single", 0, NULL, NULL};
+    zg_comm_config cc = {.backend = "single"};
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     if (on_world)
         train_ex(g_comm, NULL, stage2, ACCUM, 997, 1, 2, dir, NULL, p, l + 3, 0, NULL);
@@ -247,7 +247,7 @@ static void compare(int stage, size_t bucket) {
     double ld[STEPS], lr[STEPS];
     train(g_comm, stage, ACCUM, bucket, pd, ld, 1);
     zg_comm *single;
-    zg_comm_config cc = {"single", 0, NULL, NULL};
+    zg_comm_config cc = {.backend = "single"};
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     train(single, 0, ACCUM * g_comm->size, bucket, pr, lr, 0);
     zg_comm_destroy(single);
@@ -294,7 +294,7 @@ static void test_memory_bounds(void) {
     float *pd = zg_malloc(n * 4), *pr = zg_malloc(n * 4);
     double ld[3], lr[3];
     zg_comm *single;
-    zg_comm_config cc = {"single", 0, NULL, NULL};
+    zg_comm_config cc = {.backend = "single"};
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     train_ex(single, &c, 0, ACCUM * g_comm->size, 300, 1, 3, NULL, NULL, pr, lr, 0, NULL);
     zg_comm_destroy(single);

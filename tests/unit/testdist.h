@@ -13,7 +13,7 @@
 
 /* 0, or 1 after printing the error (return it from main). */
 static inline int zt_dist_begin(const char *name, zg_comm **comm, zg_backend **be) {
-    zg_comm_config cc = {"auto", 0, NULL, NULL};
+    zg_comm_config cc = {.backend = "auto"};
     if (zg_comm_create(comm, &cc) != 0) {
         zg_error_print();
         return 1;

@@ -81,7 +81,8 @@ void cpu_adamw(zg_backend *be, const zg_adamw_args *a) {
     float bc1 = (float)(1.0 - pow((double)a->beta1, (double)a->step));
     float bc2 = (float)(1.0 - pow((double)a->beta2, (double)a->step));
     int fast = pdt == ZG_F32 && gdt == ZG_F32 && a->master == NULL;
-    for (int s = 0; s < a->n_segs; s++) {
+    int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
+    for (int s = a->seg_begin; s < s_end; s++) {
         const zg_segment *seg = &a->segs[s];
         float decay = a->lr * seg->weight_decay;
         size_t off = seg->offset;

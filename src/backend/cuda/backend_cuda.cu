@@ -910,14 +910,16 @@ template <typename TP, typename TG>
 __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_adamw_kernel(TP *param, float *master, const TG *grad, float *m,
                                                                       float *v, const zgc_seg_dev *segs, int n_segs,
                                                                       float lr, float b1, float b2, float eps,
-                                                                      float bc1, float bc2, float gscale) {
+                                                                      float bc1, float bc2, float gscale,
+                                                                      unsigned block_base) {
+    unsigned b = blockIdx.x + block_base; /* block_base: the first block of the segments updated */
     int lo = 0, hi = n_segs - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (segs[mid].first_block <= blockIdx.x) lo = mid; else hi = mid - 1;
+        if (segs[mid].first_block <= b) lo = mid; else hi = mid - 1;
     }
     zgc_seg_dev sg = segs[lo];
-    size_t start = (size_t)(blockIdx.x - sg.first_block) * ZGC_ADAM_CHUNK;
+    size_t start = (size_t)(b - sg.first_block) * ZGC_ADAM_CHUNK;
 #pragma unroll
     for (int k = 0; k < ZGC_ADAM_PER_THREAD; k++) {
         size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
@@ -965,11 +967,18 @@ static void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
     } else {
         free(tab);
     }
-    if (total == 0) return;
+    /* the blocks of segments [seg_begin, seg_end) */
+    int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
+    if (a->seg_begin < 0 || a->seg_begin > s_end || s_end > a->n_segs)
+        ZG_FATAL("adamw: segments [%d, %d) outside the table of %d", a->seg_begin, s_end, a->n_segs);
+    const zgc_seg_dev *tabh = (const zgc_seg_dev *)im->segs_host;
+    unsigned b0 = a->seg_begin < a->n_segs ? tabh[a->seg_begin].first_block : total;
+    unsigned b1 = s_end < a->n_segs ? tabh[s_end].first_block : total;
+    if (b1 <= b0) return;
     float bc1 = 1.f - powf(a->beta1, (float)a->step), bc2 = 1.f - powf(a->beta2, (float)a->step);
-    ZGC_DISPATCH(be->param_dtype, TP, ZGC_DISPATCH(be->grad_dtype, TG, (zgc_adamw_kernel<TP, TG><<<total, ZGC_ADAM_THREADS, 0, im->stream>>>(
+    ZGC_DISPATCH(be->param_dtype, TP, ZGC_DISPATCH(be->grad_dtype, TG, (zgc_adamw_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
         (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, a->lr,
-        a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale))));
+        a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale, b0))));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
