@@ -29,7 +29,7 @@
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
-#                 ZG_DP2_SET="--set recompute_layernorm=ln1" (default: none)
+#                 ZG_DP2_SET="--set recompute=true --set recompute_num_layers=13" (default: none)
 #   ZG_GUIDE_SET  extra zgpt train options for the guide runs (default: none)
 #   ZG_GUIDE_PRECS precisions of the guide runs (default: "bf16 fp16"); ZG_GUIDE_TORCH=0 skips its peer
 #   ZG_BENCH_SET  extra `zgpt bench` options for bench/benchxl/benchpar/zbench (default: none), e.g.

@@ -160,7 +160,8 @@ int zg_cmd_plan(int argc, char **argv) {
     int T = g.block_size;
     int recompute = have_cfg ? zg_train_config_recompute(&tc) : 0;
     char rdesc[32];
-    size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute);
+    int rc_layers = have_cfg ? tc.recompute_num_layers : 0;
+    size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute, rc_layers);
     int N = (int)a.nproc;
     double psi = (double)n;
 
@@ -189,6 +190,8 @@ int zg_cmd_plan(int argc, char **argv) {
            N == 1 ? "" : "s", zo.stage, zg_dtype_name(dt), device ? "cuda" : "cpu",
            dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", recomputed: " : "",
            gpt2_recompute_describe(recompute, rdesc, sizeof rdesc));
+    if (recompute && rc_layers > 0 && rc_layers < g.n_layer)
+        printf("  (recomputed in layers 0-%d of %d: recompute_num_layers %d)\n", rc_layers - 1, g.n_layer, rc_layers);
     if (requested_bucket != zo.reduce_bucket_size)
         printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they complete\n",
                requested_bucket, zo.reduce_bucket_size);

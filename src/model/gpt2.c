@@ -240,10 +240,16 @@ static void *bump_take(bump *b, size_t bytes) {
     return b->base ? b->base + at : NULL;
 }
 
-/* recompute: GPT2_RECOMPUTE_* flags. A recomputed tensor gets one buffer shared by every layer,
- * filled in forward for the next op and again in backward just before its consumer. */
+/* Does layer l recompute `what` (a GPT2_RECOMPUTE_* flag) under flags / layer count `layers`? */
+static int layer_recomputes(int flags, int layers, int l, int what) {
+    return (flags & what) && (layers <= 0 || l < layers);
+}
+
+/* recompute: GPT2_RECOMPUTE_* flags for layers [0, rc_layers) (<= 0: all). A recomputed tensor gets
+ * one buffer shared by those layers, filled in forward for the next op and again in backward just
+ * before its consumer. */
 static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
-                          char *base, act_index *ix, size_t *grad_bytes) {
+                          int rc_layers, char *base, act_index *ix, size_t *grad_bytes) {
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
@@ -255,18 +261,19 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     }
     for (int l = 0; l < L; l++) {
         layer_acts a;
-        a.ln1 = recompute & GPT2_RECOMPUTE_LN1 ? shared_ln : bump_take(&b, N * C * asz);
+        a.ln1 = layer_recomputes(recompute, rc_layers, l, GPT2_RECOMPUTE_LN1) ? shared_ln : bump_take(&b, N * C * asz);
         a.ln1_mean = bump_take(&b, N * 4);
         a.ln1_rstd = bump_take(&b, N * 4);
         a.qkv = bump_take(&b, N * 3 * C * asz);
         a.atty = bump_take(&b, N * C * asz);
         a.att_stats = bump_take(&b, stats_bytes);
         a.r2 = bump_take(&b, N * C * asz);
-        a.ln2 = recompute & GPT2_RECOMPUTE_LN2 ? shared_ln : bump_take(&b, N * C * asz);
+        a.ln2 = layer_recomputes(recompute, rc_layers, l, GPT2_RECOMPUTE_LN2) ? shared_ln : bump_take(&b, N * C * asz);
         a.ln2_mean = bump_take(&b, N * 4);
         a.ln2_rstd = bump_take(&b, N * 4);
         a.fch = bump_take(&b, N * 4 * C * asz);
-        a.fch_gelu = recompute & GPT2_RECOMPUTE_GELU ? shared_gelu : bump_take(&b, N * 4 * C * asz);
+        a.fch_gelu = layer_recomputes(recompute, rc_layers, l, GPT2_RECOMPUTE_GELU) ? shared_gelu
+                                                                                    : bump_take(&b, N * 4 * C * asz);
         if (ix) ix->layers[l] = a;
     }
     void *lnf = bump_take(&b, N * C * asz);
@@ -296,14 +303,15 @@ const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
     return buf;
 }
 
-size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute) {
+size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute,
+                             int recompute_layers) {
     gpt2_config cfg = *cfg_in;
     if (gpt2_config_validate(&cfg) != 0) return 0;
     /* Attention state: the CPU (fp32) keeps probabilities (B,NH,T,T); CUDA keeps (B,NH,T) fp32
      * softmax statistics. fp32 is assumed to be the CPU here. */
     size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
     size_t gb;
-    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, NULL, NULL, &gb);
+    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, recompute_layers, NULL, NULL, &gb);
     return a + gb;
 }
 
@@ -343,7 +351,7 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     ix->layers = zg_calloc((size_t)m->cfg.n_layer, sizeof(layer_acts));
     m->act_index = ix;
     size_t gb;
-    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, NULL, NULL, &gb);
+    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, NULL, NULL, &gb);
     size_t N = (size_t)B * T;
     m->acts = be->ops->alloc(be, ab, "activations");
     if (m->acts) m->grad_acts = be->ops->alloc(be, gb, "activation gradients");
@@ -355,7 +363,7 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
         return -1;
     }
     m->losses_host = zg_malloc(N * sizeof(float));
-    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->acts, ix, &gb);
+    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, m->acts, ix, &gb);
     char *g = m->grad_acts;
     size_t C = (size_t)m->cfg.n_embd;
     size_t nc = (N * C * asz + 255) / 256 * 256;
@@ -688,7 +696,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         layer_params g = layer_ptrs(m, 1, l);
         layer_acts *a = &ix->layers[l];
         /* dres holds d out = d r2 (direct) = d (fc projection) */
-        if (m->recompute & GPT2_RECOMPUTE_GELU) {
+        if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_GELU)) {
             t0 = prof_begin(m);
             op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C);
             prof_end(m, 1, GPT2_OP_GELU, t0);
@@ -696,7 +704,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         t0 = prof_begin(m);
         op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
-        if (m->recompute & GPT2_RECOMPUTE_LN2) { /* ln2 = LN(r2) again: the same kernel, bitwise equal */
+        if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_LN2)) { /* ln2 = LN(r2) again: bitwise equal */
             t0 = prof_begin(m);
             op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C);
             prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
@@ -714,7 +722,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         t0 = prof_begin(m);
         op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
         prof_end(m, 1, GPT2_OP_ATTENTION, t0);
-        if (m->recompute & GPT2_RECOMPUTE_LN1) { /* ln1 = LN(x) again */
+        if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_LN1)) { /* ln1 = LN(x) again */
             t0 = prof_begin(m);
             op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C);
             prof_end(m, 1, GPT2_OP_LAYERNORM, t0);

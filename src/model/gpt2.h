@@ -127,6 +127,7 @@ typedef struct {
     void **grad_group;
     gpt2_hooks hooks;
     int recompute;      /* GPT2_RECOMPUTE_* flags: activations recomputed in backward instead of kept */
+    int recompute_layers; /* the flags apply to layers [0, recompute_layers) only; <= 0: every layer */
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
     int B, T;
     void *acts;          /* one allocation holding every activation tensor */
@@ -169,12 +170,14 @@ void *gpt2_grad_ptr(const gpt2_model *m, int index);
  *         one LayerNorm pass per layer; both together share one buffer: (2L-1) x N x C).
  *   LAYERNORM = LN1 | LN2. */
 enum { GPT2_RECOMPUTE_GELU = 1, GPT2_RECOMPUTE_LN1 = 2, GPT2_RECOMPUTE_LN2 = 4, GPT2_RECOMPUTE_LAYERNORM = 6 };
-/* "GELU + ln1 + ln2" ("" for none) into buf, for reports. */
+/* "GELU + ln1 + ln2" ("" for none) into buf, for reports (the layer count is the caller's). */
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
-/* Bytes of activations (+ activation gradients) the model needs for (B, T): for plan/bench. */
-size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute);
+/* Bytes of activations (+ activation gradients) the model needs for (B, T) with these recompute flags
+ * and layer count (as gpt2_model.recompute / recompute_layers): for plan/bench. */
+size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
+                             int recompute_layers);
 
 /* Forward pass on host token arrays (B,T). With targets (NULL = none) it returns the mean loss over
  * targets >= 0 (and keeps per-token losses in losses_host); without, it returns 0 and leaves logits

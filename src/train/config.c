@@ -57,6 +57,7 @@ static const key_spec k_keys[] = {
     {"bias", K_BOOL, 0, 0, NULL, 0},
     {"recompute", K_BOOL, 0, 0, NULL, 0},
     {"recompute_layernorm", K_BOOL, 0, 0, "ln1|ln2", 0},
+    {"recompute_num_layers", K_INT, 0, 1 << 20, NULL, 0},
     {"comm_max_ctas", K_INT, -1, 64, NULL, 0},
     {"batch_size", K_INT, 1, 1 << 20, NULL, 0},
     {"learning_rate", K_FLOAT, 0, 10, NULL, 0},
@@ -522,6 +523,7 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     cfg->block_size = (int)get_int(root, "block_size", 0);
     cfg->vocab_size = (int)get_int(root, "vocab_size", 0);
     cfg->recompute = get_bool(root, "recompute", 0);
+    cfg->recompute_num_layers = (int)get_int(root, "recompute_num_layers", 0);
     {
         const cJSON *rl = get(root, "recompute_layernorm");
         cfg->recompute_layernorm = !rl || cJSON_IsFalse(rl)                          ? 0

@@ -39,6 +39,7 @@ typedef struct {
     int recompute;     /* recompute GELU in backward */
     int recompute_layernorm; /* LayerNorm outputs recomputed in backward: GPT2_RECOMPUTE_LN1 / _LN2 flags
                               * (true: both; "ln1" / "ln2": that one) */
+    int recompute_num_layers; /* both apply to the first N layers only (0: all) */
 
     /* data */
     zg_data_source *data; /* n_data sources; paths owned here */

@@ -164,6 +164,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     }
     tr->model_ready = 1;
     tr->model.recompute = zg_train_config_recompute(c);
+    tr->model.recompute_layers = c->recompute_num_layers;
     size_t np = tr->model.table.num_params;
     tr->host_params = malloc(np * sizeof(float));
     if (!tr->host_params) {

@@ -209,7 +209,7 @@ static void test_model_gradient(void) {
     gpt2_backward(&r, 1.0f);
     BE->ops->download_f32(BE, g4, r.grads, ZG_F32, n);
     ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute_gelu changed the gradients");
-    ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0));
+    ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0));
     /* LayerNorm recompute (ln1, ln2 or both; alone and with GELU) gives the same gradients, in less
      * memory; both LayerNorms in less than either alone */
     for (int flags = GPT2_RECOMPUTE_LN1; flags <= (GPT2_RECOMPUTE_LAYERNORM | GPT2_RECOMPUTE_GELU); flags++) {
@@ -222,10 +222,30 @@ static void test_model_gradient(void) {
         BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute flags %d changed the gradients", flags);
         ZT_CHECK_MSG(isfinite(lq), "recompute flags %d: loss %g", flags, lq);
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags) < gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1, 0));
         if ((flags & GPT2_RECOMPUTE_LAYERNORM) == GPT2_RECOMPUTE_LAYERNORM)
-            ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags) <
-                     gpt2_activation_bytes(&c, ZG_F32, B, T, flags & ~GPT2_RECOMPUTE_LN2));
+            ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) <
+                     gpt2_activation_bytes(&c, ZG_F32, B, T, flags & ~GPT2_RECOMPUTE_LN2, 0));
+        gpt2_free(&q);
+    }
+    /* recompute in the first layer only (recompute_num_layers 1): same gradients; memory between
+     * none and every layer */
+    {
+        int all = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
+        gpt2_model q;
+        ZT_CHECK(gpt2_init(&q, &c, BE) == 0 && gpt2_grads_alloc(&q) == 0);
+        q.recompute = all;
+        q.recompute_layers = 1;
+        gpt2_params_upload(&q, p);
+        gpt2_forward_train(&q, in, tg, B, T, 1.0f);
+        gpt2_backward(&q, 1.0f);
+        BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
+        ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute in layer 0 only changed the gradients");
+        size_t b_none = gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0), b_all = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 0);
+        size_t b_one = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 1);
+        ZT_CHECK_MSG(c.n_layer > 1 && b_all < b_one && b_one < b_none, "activation bytes none %zu, layer 0 %zu, all %zu",
+                     b_none, b_one, b_all);
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, all, c.n_layer) == b_all);
         gpt2_free(&q);
     }
     /* the estimate matches what the CPU backend allocates (plus tokens, targets, losses) */
@@ -235,7 +255,7 @@ static void test_model_gradient(void) {
         ZT_CHECK(gpt2_init(&e, &c, BE) == 0);
         size_t before = BE->bytes_in_use;
         ZT_CHECK(gpt2_activations_ensure(&e, 3, 7) == 0);
-        size_t used = BE->bytes_in_use - before, est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, 0);
+        size_t used = BE->bytes_in_use - before, est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, 0, 0);
         ZT_CHECK_MSG(used >= est && used <= est + 3 * 21 * 4 + 3 * 256, "allocated %zu, estimated %zu", used, est);
         ZT_CHECK(gpt2_kv_alloc(&e, 2, 8) == 0);
         gpt2_free(&e);
