@@ -13,6 +13,8 @@
 #   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch, resume at the
 #            same and another GPU count
 #   faults   (2+ GPUs) a killed worker (kill -9) and a hung one (SIGSTOP) end the job, naming the rank
+#   mpinccl  (2+ GPUs) `mpirun -np 2 zgpt train --device cuda`: the NCCL id over MPI (the path of mpirun
+#            and srun across machines), losses against the same run under `--gpus 2` (needs an MPI build)
 #   xlstart  seconds from `zgpt train` (GPT-2 XL) to the first finished step
 #   guide    (2+ GPUs) the DeepSpeed guide's GPT-2 XL configuration (ZeRO-2, 1 x 32), bf16 and fp16,
 #            against the PyTorch peer (FSDP SHARD_GRAD_OP, B=1, ga 32) on all visible GPUs
@@ -122,7 +124,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has curve || has resume || has fp16 || has multi || has faults || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab; then
+if has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -315,6 +317,26 @@ if has faults && [ "$NGPU" -ge 2 ]; then
   note "faults: SIGSTOP of one worker (pid $victim, ZGPT_COMM_TIMEOUT=15): job ended in $((t1 - t0)) s, $(tail -1 "$LOG_DIR/multi_hang.log"); message: $hmsg"
   { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_hang.log" && grep -q "timed out" "$LOG_DIR/multi_hang.log"; } || fok=0
   [ "$fok" = 1 ] && note "faults: ok" || note "faults: FAILED"
+fi
+
+# mpinccl (2+ GPUs): the bootstrap of mpirun/srun (rank 0 makes the NCCL id and broadcasts it over MPI)
+# on one machine: a 2-rank stage-2 bf16 run under mpirun must give the losses of the same run under
+# --gpus 2 bitwise (the same collectives in the same order; only the bootstrap differs).
+if has mpinccl && [ "$NGPU" -ge 2 ]; then
+  if ! "$ZGPT" --version | grep -qE '^  mpi '; then note "mpinccl: skipped (this build has no MPI: $("$ZGPT" --version | grep -A4 '^communicators' | tr '\n' ' '))"
+  elif ! command -v mpirun > /dev/null; then note "mpinccl: skipped (no mpirun)"
+  else
+    timeout 120 "$ZGPT" train $(mcfg "$W/mpg") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=40 --gpus 2 > "$LOG_DIR/mpinccl_gpus.log" 2>&1
+    timeout 150 mpirun --allow-run-as-root --oversubscribe -np 2 "$ZGPT" train $(mcfg "$W/mpm") --set dtype=bf16 \
+        --set zero_optimization.stage=2 --set max_iters=40 --device cuda > "$LOG_DIR/mpinccl_mpirun.log" 2>&1
+    rc=$?
+    la=$(grep '"loss": [0-9]' "$W/mpg/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    lb=$(grep '"loss": [0-9]' "$W/mpm/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    if [ "$rc" = 0 ] && [ -n "$la" ] && [ "$la" = "$lb" ] && grep -q "2 ranks (ZeRO stage 2)" "$LOG_DIR/mpinccl_mpirun.log" \
+       && grep -q "communicator nccl" "$LOG_DIR/mpinccl_mpirun.log"; then
+      note "mpinccl: ok (mpirun -np 2 --device cuda: NCCL over MPI bootstrap, losses bitwise those of --gpus 2)"
+    else note "mpinccl: FAILED (exit $rc; $(grep -m1 -E 'error|fatal' "$LOG_DIR/mpinccl_mpirun.log"))"; fi
+  fi
 fi
 
 # GPT-2 XL from scratch on Tiny Shakespeare with the DeepSpeed guide's settings.

@@ -770,9 +770,11 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf("training: %s backend, %s, micro-batch %lld x accumulation %lld", tr.be->ops->name,
                    zg_precision_name(prec), (long long)cfg->micro_batch, (long long)cfg->grad_accum);
             if (tr.world > 1) printf(" x %d ranks (ZeRO stage %d)", tr.world, tr.zero.o.stage);
-            printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations\n",
+            printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations",
                    (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,
                    (long long)cfg->max_iters);
+            if (tr.comm) printf("; communicator %s", tr.comm->ops->name);
+            printf("\n");
             if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
             fflush(stdout);
         }
