@@ -102,6 +102,7 @@ torch_dp() { local log=$1 np=$2; shift 2
 if has build; then
   t0=$(date +%s)
   if bash scripts/device-build.sh build-gpu > "$LOG_DIR/build.log" 2>&1; then note "build: ok ($(( $(date +%s) - t0 )) s)"; else note "build: FAILED"; tail -30 "$LOG_DIR/build.log"; exit 1; fi
+  note "build: $(source scripts/device-env.sh; "$ZGPT" --version 2>&1 | grep -E '^  (cuda|mpi|nccl) ' | sed -E 's/ +/ /g' | tr '\n' ';')"
 fi
 source scripts/device-env.sh
 
