@@ -846,8 +846,9 @@ int zg_train_config_recompute(const zg_train_config *cfg) {
     return (cfg->recompute ? GPT2_RECOMPUTE_GELU : 0) | cfg->recompute_layernorm;
 }
 
-int zg_train_config_comm_max_ctas(const zg_train_config *cfg) {
+int zg_train_config_comm_max_ctas(const zg_train_config *cfg, int one_machine) {
     if (cfg->comm_max_ctas >= 0) return cfg->comm_max_ctas;
+    if (!one_machine) return 0;
     int64_t T = cfg->block_size > 0 ? cfg->block_size : 1024; /* GPT-2's context unless the config crops it */
     return cfg->micro_batch * T >= ZG_COMM_LEAN_MIN_TOKENS ? ZG_COMM_LEAN_CTAS : 0;
 }

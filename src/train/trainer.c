@@ -670,7 +670,9 @@ static int setup_parallel(trainer *tr) {
     memset(&cc, 0, sizeof cc);
     cc.backend = "auto";
     cc.be = tr->be;
-    cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg);
+    zg_launch_env env;
+    zg_launch_env_detect(&env);
+    cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg, env.local_size == env.size);
     if (zg_comm_create(&tr->comm, &cc) != 0) return -1;
     if (tr->comm->size != tr->world)
         return zg_errorf("the communicator has %d ranks but the launcher said %d", tr->comm->size, tr->world);

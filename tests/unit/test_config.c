@@ -133,14 +133,15 @@ static void test_set_and_aliases(void) {
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(zg_train_config_recompute(&c) == (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LN2));
-        ZT_CHECK(zg_train_config_comm_max_ctas(&c) == ZG_COMM_LEAN_CTAS); /* 8 x 1024 tokens */
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c, 1) == ZG_COMM_LEAN_CTAS); /* 8 x 1024 tokens, one machine */
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c, 0) == 0);                 /* several machines: NCCL's */
         zg_train_config_free(&c);
     }
     rc = load(&c, "{\"recompute_layernorm\": \"ln1\", \"batch_size\": 1}", NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(zg_train_config_recompute(&c) == GPT2_RECOMPUTE_LN1);
-        ZT_CHECK(zg_train_config_comm_max_ctas(&c) == 0); /* 1 x 1024 tokens: NCCL's choice */
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c, 1) == 0); /* 1 x 1024 tokens: NCCL's choice */
         zg_train_config_free(&c);
     }
     const char *rl_true[] = {"recompute_layernorm=true", "comm_max_ctas=16"};
@@ -148,7 +149,7 @@ static void test_set_and_aliases(void) {
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(zg_train_config_recompute(&c) == GPT2_RECOMPUTE_LAYERNORM);
-        ZT_CHECK(zg_train_config_comm_max_ctas(&c) == 16);
+        ZT_CHECK(zg_train_config_comm_max_ctas(&c, 0) == 16); /* given: used everywhere */
         zg_train_config_free(&c);
     }
     ZT_CHECK(load(&c, "{\"recompute_layernorm\": \"ln3\"}", NULL, NULL, 0) != 0);
