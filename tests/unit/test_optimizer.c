@@ -19,15 +19,30 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
     for (size_t i = 0; i < n; i++) x[i] = zt_rand_uniform(&s) * scale;
 }
 
+/* Random gradients and two equal copies of random parameters, updated two ways and compared. */
+typedef struct {
+    float *g, *full, *parts;
+} twin_bufs;
+
+static twin_bufs twins_new(size_t n, uint64_t p_seed, uint64_t g_seed) {
+    twin_bufs t = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
+    fill(t.full, n, p_seed, 0.1f);
+    fill(t.g, n, g_seed, 1.0f);
+    memcpy(t.parts, t.full, n * sizeof(float));
+    return t;
+}
+
+static void twins_free(twin_bufs *t) {
+    free(t->g);
+    free(t->full);
+    free(t->parts);
+}
+
 static void test_ranges_equal_full(void) {
     size_t n = g_tab.num_params;
-    float *p0 = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
-    float *full = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
-    fill(p0, n, 1, 0.1f);
-    fill(g, n, 2, 1.0f);
+    twin_bufs t = twins_new(n, 1, 2);
+    float *g = t.g, *full = t.full, *parts = t.parts;
     zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
-    memcpy(full, p0, n * sizeof(float));
-    memcpy(parts, p0, n * sizeof(float));
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, full) == 0);
     for (int s = 0; s < 3; s++) zg_optimizer_step(&o, full, g, 1e-2f, 0.5f);
@@ -49,10 +64,7 @@ static void test_ranges_equal_full(void) {
     zg_optimizer_step(&e, parts + 5, g + 5, 1e-2f, 1.0f);
     zg_optimizer_free(&e);
     ZT_CHECK(zg_optimizer_init(&e, g_be, &g_tab, 0, n + 1, &oc, ZG_F32, parts) != 0);
-    free(p0);
-    free(g);
-    free(full);
-    free(parts);
+    twins_free(&t);
 }
 
 /* zg_optimizer_split + step_part over the layer boundaries (ZeRO-2's slot-by-slot update, in the
@@ -60,13 +72,9 @@ static void test_ranges_equal_full(void) {
  * range that starts and ends inside tensors. */
 static void test_parts_equal_step(void) {
     size_t n = g_tab.num_params, b = 333, e = n - 45; /* e: inside the last layer */
-    float *p0 = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
-    float *full = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
-    fill(p0, n, 3, 0.1f);
-    fill(g, n, 4, 1.0f);
+    twin_bufs t = twins_new(n, 3, 4);
+    float *g = t.g, *full = t.full, *parts = t.parts;
     zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
-    memcpy(full, p0, n * sizeof(float));
-    memcpy(parts, p0, n * sizeof(float));
     zg_optimizer o, q;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, b, e, &oc, ZG_F32, full + b) == 0);
     ZT_CHECK(zg_optimizer_init(&q, g_be, &g_tab, b, e, &oc, ZG_F32, parts + b) == 0);
@@ -91,10 +99,7 @@ static void test_parts_equal_step(void) {
     ZT_CHECK(memcmp(o.m, q.m, (e - b) * sizeof(float)) == 0 && memcmp(o.v, q.v, (e - b) * sizeof(float)) == 0);
     zg_optimizer_free(&o);
     zg_optimizer_free(&q);
-    free(p0);
-    free(g);
-    free(full);
-    free(parts);
+    twins_free(&t);
 }
 
 static void test_decay_and_reference(void) {
