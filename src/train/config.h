@@ -94,11 +94,11 @@ void zg_train_config_free(zg_train_config *cfg);
 int zg_train_config_recompute(const zg_train_config *cfg);
 /* The NCCL communicator's limit on thread blocks per collective for this config (0: NCCL's choice).
  * comm_max_ctas -1 (auto): ZG_COMM_LEAN_CTAS when every rank is on one machine (one_machine) and a
- * micro-step has at least ZG_COMM_LEAN_MIN_TOKENS tokens per GPU, else NCCL's choice. Why: a collective overlapped with backward holds its thread
- * blocks' SMs away from the compute kernels beside it; with many tokens per micro-step the gradient
- * traffic (2 bytes per parameter) is small next to the compute (6 FLOPs per parameter and token), so
- * a few blocks carry it in time and the compute keeps its SMs (GPT-2 XL, micro-batch 16, 2 GPUs:
- * 344 -> 340 ms per step). With few tokens (micro-batch 1) the reductions are the bottleneck and
+ * micro-step has at least ZG_COMM_LEAN_MIN_TOKENS tokens per GPU, else NCCL's choice. Why: a
+ * collective overlapped with backward holds its thread blocks' SMs away from the compute kernels
+ * beside it; with many tokens per micro-step the gradient traffic (2 bytes per parameter) is small
+ * next to the compute (6 FLOPs per parameter and token), so a few blocks carry it in time and the
+ * compute keeps its SMs (GPT-2 XL, micro-batch 16, 2 H200s: 349 -> 344 ms per step, medians of 13). With few tokens (micro-batch 1) the reductions are the bottleneck and
  * need all the blocks NCCL picks. The ratio does not depend on the model's size. Across machines
  * NCCL spreads its blocks over the network adapters, and a cap measured over NVLink could starve
  * them, so auto leaves those jobs to NCCL. */
