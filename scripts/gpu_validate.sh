@@ -113,7 +113,7 @@ fi
 
 if has parity; then
   if timeout 200 python3 tests/parity/hf_parity.py --dump build-gpu/parity_hf_dump --B 2 --T 64 \
-       --precisions fp32,bf16 --work "$W/parity" > "$LOG_DIR/parity.log" 2>&1; then r=ok; else r=FAILED; fi
+       --precisions fp32,bf16,fp32:lnout,bf16:lnout --work "$W/parity" > "$LOG_DIR/parity.log" 2>&1; then r=ok; else r=FAILED; fi
   rm -rf "$W/parity"
   note "parity (GPT-2 XL shape vs transformers): $r"; grep -E "^(ok|FAIL) " "$LOG_DIR/parity.log" | tee -a "$SUMMARY" >/dev/null
 fi

@@ -86,9 +86,14 @@ typedef struct {
     /* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) fp32, may be NULL (not written: inference) */
     void (*layernorm_forward)(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                               const void *b, int N, int C);
-    /* dinp (N,C) += ..., dw (C) += ..., db (C) += ... */
-    void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
-                               const void *w, const float *mean, const float *rstd, int N, int C);
+    /* dinp (N,C) += ..., dw (C) += ..., db (C) += ...  From the forward's input x (N,C) with mean and
+     * rstd; or, with x == NULL, from the forward's output y (N,C) with the bias b and rstd (mean unused,
+     * may be NULL): xhat = (y - b) / w, so the model need not keep the LayerNorm's input (Apex/Megatron's
+     * memory-efficient LayerNorm). A weight of exactly 0 gives its column xhat = 0 (the input is not
+     * recoverable there). */
+    void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
+                               const void *y, const void *w, const void *b, const float *mean, const float *rstd,
+                               int N, int C);
     /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL) + residual (N,OC, act_dtype, may
      * be NULL): the residual add of a transformer block fused into the product's epilogue. residual
      * may be out itself (in place) but must not otherwise overlap it; the model passes a separate

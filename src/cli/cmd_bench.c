@@ -22,7 +22,7 @@ typedef struct {
     int64_t batch, seq, steps, warmup;
     const char *device;
     const char *recompute;
-    int no_profile, json;
+    int no_profile, json, ln_from_output;
     double peak_tflops;
 } bench_args;
 
@@ -39,6 +39,8 @@ static const zg_option bench_opts[] = {
                "0"),
     ZG_OPT_STR(bench_args, recompute, "recompute", "none|gelu|layernorm|ln1|ln2|all",
                "activations recomputed in backward (as the recompute / recompute_layernorm config keys)", "none"),
+    ZG_OPT_FLAG(bench_args, ln_from_output, "memory-efficient-layernorm",
+                "LayerNorm backward from the output (as the memory_efficient_layernorm config key)"),
     ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
     ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
     ZG_OPT_END,
@@ -153,6 +155,12 @@ int zg_cmd_bench(int argc, char **argv) {
         zg_errorf("--recompute %s: use none, gelu, layernorm (both LayerNorms), ln1, ln2 or all", a.recompute);
         return zg_cli_fail();
     }
+    if (a.ln_from_output && (recompute & GPT2_RECOMPUTE_LAYERNORM)) {
+        zg_errorf("--memory-efficient-layernorm with --recompute %s: both save the LayerNorm activations; use one",
+                  a.recompute);
+        return zg_cli_fail();
+    }
+    if (a.ln_from_output) recompute |= GPT2_LN_FROM_OUTPUT;
     if (zg_model_instantiate(a.model, a.device, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
     m.recompute = recompute;
     int B = (int)a.batch, T = (int)a.seq, status = 0;

@@ -188,9 +188,9 @@ int zg_cmd_plan(int argc, char **argv) {
            g.n_layer, g.n_head, g.n_embd, n);
     printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s%s\n", N,
            N == 1 ? "" : "s", zo.stage, zg_dtype_name(dt), device ? "cuda" : "cpu",
-           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", recomputed: " : "",
+           dt != ZG_F32 ? " + fp32 master" : " (master = params)", B, T, recompute ? ", activations: " : "",
            gpt2_recompute_describe(recompute, rdesc, sizeof rdesc));
-    if (recompute && rc_layers > 0 && rc_layers < g.n_layer)
+    if ((recompute & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM)) && rc_layers > 0 && rc_layers < g.n_layer)
         printf("  (recomputed in layers 0-%d of %d: recompute_num_layers %d)\n", rc_layers - 1, g.n_layer, rc_layers);
     if (requested_bucket != zo.reduce_bucket_size)
         printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they complete\n",

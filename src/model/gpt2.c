@@ -240,23 +240,31 @@ static void *bump_take(bump *b, size_t bytes) {
     return b->base ? b->base + at : NULL;
 }
 
-/* Does layer l recompute `what` (a GPT2_RECOMPUTE_* flag) under flags / layer count `layers`? */
+/* Does layer l recompute `what` (a GPT2_RECOMPUTE_* flag) under flags / layer count `layers`? With
+ * GPT2_LN_FROM_OUTPUT the LayerNorm outputs are what is kept, so LN1/LN2 recompute does not apply. */
 static int layer_recomputes(int flags, int layers, int l, int what) {
+    if (flags & GPT2_LN_FROM_OUTPUT) flags &= ~GPT2_RECOMPUTE_LAYERNORM;
     return (flags & what) && (layers <= 0 || l < layers);
 }
 
 /* recompute: GPT2_RECOMPUTE_* flags for layers [0, rc_layers) (<= 0: all). A recomputed tensor gets
  * one buffer shared by those layers, filled in forward for the next op and again in backward just
- * before its consumer. */
+ * before its consumer. With GPT2_LN_FROM_OUTPUT no LayerNorm input is read in backward, so the
+ * residual stream lives in two buffers reused by every layer: resid[l] (the layer input and output,
+ * overwritten in place by the MLP projection) and r2 (after attention). */
 static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
                           int rc_layers, char *base, act_index *ix, size_t *grad_bytes) {
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
+    int from_out = (recompute & GPT2_LN_FROM_OUTPUT) != 0;
     void *shared_gelu = recompute & GPT2_RECOMPUTE_GELU ? bump_take(&b, N * 4 * C * asz) : NULL;
-    void *shared_ln = recompute & GPT2_RECOMPUTE_LAYERNORM ? bump_take(&b, N * C * asz) : NULL; /* ln1 and/or ln2 */
+    void *shared_ln = !from_out && (recompute & GPT2_RECOMPUTE_LAYERNORM) ? bump_take(&b, N * C * asz)
+                                                                          : NULL; /* ln1 and/or ln2 */
+    void *stream = from_out ? bump_take(&b, N * C * asz) : NULL;
+    void *shared_r2 = from_out ? bump_take(&b, N * C * asz) : NULL;
     for (int l = 0; l <= L; l++) {
-        void *p = bump_take(&b, N * C * asz);
+        void *p = from_out ? stream : bump_take(&b, N * C * asz);
         if (ix) ix->resid[l] = p;
     }
     for (int l = 0; l < L; l++) {
@@ -267,7 +275,7 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
         a.qkv = bump_take(&b, N * 3 * C * asz);
         a.atty = bump_take(&b, N * C * asz);
         a.att_stats = bump_take(&b, stats_bytes);
-        a.r2 = bump_take(&b, N * C * asz);
+        a.r2 = from_out ? shared_r2 : bump_take(&b, N * C * asz);
         a.ln2 = layer_recomputes(recompute, rc_layers, l, GPT2_RECOMPUTE_LN2) ? shared_ln : bump_take(&b, N * C * asz);
         a.ln2_mean = bump_take(&b, N * 4);
         a.ln2_rstd = bump_take(&b, N * 4);
@@ -295,11 +303,15 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
 }
 
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
+    int from_out = (flags & GPT2_LN_FROM_OUTPUT) != 0;
+    if (from_out) flags &= ~GPT2_RECOMPUTE_LAYERNORM; /* ignored with it (layer_recomputes) */
+    snprintf(buf, cap, "%s%s%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
              (flags & GPT2_RECOMPUTE_GELU) && (flags & GPT2_RECOMPUTE_LAYERNORM) ? " + " : "",
              flags & GPT2_RECOMPUTE_LN1 ? "ln1" : "",
              (flags & GPT2_RECOMPUTE_LN1) && (flags & GPT2_RECOMPUTE_LN2) ? " + " : "",
-             flags & GPT2_RECOMPUTE_LN2 ? "ln2" : "");
+             flags & GPT2_RECOMPUTE_LN2 ? "ln2" : "", flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM) ? " recomputed" : "",
+             from_out ? (flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM) ? ", LayerNorm backward from output" : "LayerNorm backward from output")
+                      : "");
     return buf;
 }
 
@@ -685,8 +697,11 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     prof_end(m, 1, GPT2_OP_MATMUL, t0);
     t0 = prof_begin(m);
     op->zero(be, ix->dres, (size_t)N * C * asz);
+    /* with GPT2_LN_FROM_OUTPUT every LayerNorm backward reads its output (x = NULL) */
+    int from_out = (m->recompute & GPT2_LN_FROM_OUTPUT) != 0;
     op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, nt - 2), tensor_ptr(m, 1, nt - 1), ix->dsmall,
-                           ix->resid[L], tensor_ptr(m, 0, nt - 2), ix->lnf_mean, ix->lnf_rstd, N, C);
+                           from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, nt - 2), tensor_ptr(m, 0, nt - 1),
+                           ix->lnf_mean, ix->lnf_rstd, N, C);
     prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
@@ -713,7 +728,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
         t0 = prof_begin(m);
-        op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, a->r2, p.ln2w, a->ln2_mean, a->ln2_rstd, N, C);
+        op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, from_out ? NULL : a->r2, a->ln2, p.ln2w,
+                               p.ln2b, a->ln2_mean, a->ln2_rstd, N, C);
         prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
         /* dres = d r2 = d x (direct) = d (attention projection) */
         t0 = prof_begin(m);
@@ -731,8 +747,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
         prof_end(m, 1, GPT2_OP_MATMUL, t0);
         t0 = prof_begin(m);
-        op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, ix->resid[l], p.ln1w, a->ln1_mean,
-                               a->ln1_rstd, N, C);
+        op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, from_out ? NULL : ix->resid[l], a->ln1,
+                               p.ln1w, p.ln1b, a->ln1_mean, a->ln1_rstd, N, C);
         prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
         hook_after(m, l, 1);
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);

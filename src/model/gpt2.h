@@ -126,7 +126,7 @@ typedef struct {
     void **param_group;
     void **grad_group;
     gpt2_hooks hooks;
-    int recompute;      /* GPT2_RECOMPUTE_* flags: activations recomputed in backward instead of kept */
+    int recompute;      /* GPT2_RECOMPUTE_* / GPT2_LN_FROM_OUTPUT flags: activations not kept */
     int recompute_layers; /* the flags apply to layers [0, recompute_layers) only; <= 0: every layer */
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
     int B, T;
@@ -168,9 +168,24 @@ void *gpt2_grad_ptr(const gpt2_model *m, int index);
  *   LN1 / LN2: keep no output (N,C) of the layer's first / second LayerNorm, recompute it from the
  *         saved input before the matmul backward that reads it (each saves (L-1) x N x C values for
  *         one LayerNorm pass per layer; both together share one buffer: (2L-1) x N x C).
- *   LAYERNORM = LN1 | LN2. */
-enum { GPT2_RECOMPUTE_GELU = 1, GPT2_RECOMPUTE_LN1 = 2, GPT2_RECOMPUTE_LN2 = 4, GPT2_RECOMPUTE_LAYERNORM = 6 };
-/* "GELU + ln1 + ln2" ("" for none) into buf, for reports (the layer count is the caller's). */
+ *   LAYERNORM = LN1 | LN2.
+ * Not a recompute, but in the same flags because it also trades for activation memory:
+ *   LN_FROM_OUTPUT: every LayerNorm's backward works from its output y and (b, w) (xhat = (y - b) / w,
+ *         as Apex/Megatron's memory-efficient LayerNorm) instead of from its input, so the residual
+ *         stream is not kept per layer: two (N,C) buffers instead of (2L+1) x N x C values, for no extra
+ *         pass. Gradients differ from the input form by the rounding of y (bf16/fp16: xhat to about
+ *         |y| 2^-9 / |w|), and a weight of exactly 0 loses its column's xhat. Applies to every layer
+ *         (recompute_layers does not restrict it); LN1 / LN2 recompute are ignored with it (the output
+ *         is what it keeps). */
+enum {
+    GPT2_RECOMPUTE_GELU = 1,
+    GPT2_RECOMPUTE_LN1 = 2,
+    GPT2_RECOMPUTE_LN2 = 4,
+    GPT2_RECOMPUTE_LAYERNORM = 6,
+    GPT2_LN_FROM_OUTPUT = 8
+};
+/* "GELU + ln1 + ln2 recomputed", "LayerNorm backward from output", ... ("" for none) into buf, for reports
+ * (the layer count is the caller's). */
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);

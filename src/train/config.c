@@ -58,6 +58,7 @@ static const key_spec k_keys[] = {
     {"recompute", K_BOOL, 0, 0, NULL, 0},
     {"recompute_layernorm", K_BOOL, 0, 0, "ln1|ln2", 0},
     {"recompute_num_layers", K_INT, 0, 1 << 20, NULL, 0},
+    {"memory_efficient_layernorm", K_BOOL, 0, 0, NULL, 0},
     {"comm_max_ctas", K_INT, -1, 64, NULL, 0},
     {"batch_size", K_INT, 1, 1 << 20, NULL, 0},
     {"learning_rate", K_FLOAT, 0, 10, NULL, 0},
@@ -531,6 +532,11 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
                                    : strcmp(rl->valuestring, "ln1") == 0 ? GPT2_RECOMPUTE_LN1
                                                                          : GPT2_RECOMPUTE_LN2;
     }
+    cfg->memory_efficient_layernorm = get_bool(root, "memory_efficient_layernorm", 0);
+    if (cfg->memory_efficient_layernorm && cfg->recompute_layernorm)
+        return zg_errorf("%s: memory_efficient_layernorm and recompute_layernorm both save the LayerNorm "
+                         "activations; set one of them (memory_efficient_layernorm costs no extra pass)",
+                         source);
     if (get(root, "bias") && !get_bool(root, "bias", 1))
         return zg_errorf("%s: bias false is not supported: GPT-2 has biases (remove the key or set it to true)",
                          source);
@@ -843,7 +849,8 @@ const char *zg_precision_name(zg_precision p) {
 }
 
 int zg_train_config_recompute(const zg_train_config *cfg) {
-    return (cfg->recompute ? GPT2_RECOMPUTE_GELU : 0) | cfg->recompute_layernorm;
+    return (cfg->recompute ? GPT2_RECOMPUTE_GELU : 0) | cfg->recompute_layernorm |
+           (cfg->memory_efficient_layernorm ? GPT2_LN_FROM_OUTPUT : 0);
 }
 
 int zg_train_config_comm_max_ctas(const zg_train_config *cfg, int one_machine) {

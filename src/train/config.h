@@ -40,6 +40,8 @@ typedef struct {
     int recompute_layernorm; /* LayerNorm outputs recomputed in backward: GPT2_RECOMPUTE_LN1 / _LN2 flags
                               * (true: both; "ln1" / "ln2": that one) */
     int recompute_num_layers; /* both apply to the first N layers only (0: all) */
+    int memory_efficient_layernorm; /* LayerNorm backward from the output (GPT2_LN_FROM_OUTPUT): the residual
+                                     * stream is not kept per layer; excludes recompute_layernorm */
 
     /* data */
     zg_data_source *data; /* n_data sources; paths owned here */
@@ -89,8 +91,8 @@ int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_
 int zg_train_config_parse(zg_train_config *cfg, const char *json_text, const char *name);
 void zg_train_config_free(zg_train_config *cfg);
 
-/* The model's activation-recompute flags (gpt2_model.recompute, GPT2_RECOMPUTE_*) the config asks for
- * (`recompute` = GELU, `recompute_layernorm`). */
+/* The model's activation flags (gpt2_model.recompute: GPT2_RECOMPUTE_*, GPT2_LN_FROM_OUTPUT) the config
+ * asks for (`recompute` = GELU, `recompute_layernorm`, `memory_efficient_layernorm`). */
 int zg_train_config_recompute(const zg_train_config *cfg);
 /* The NCCL communicator's limit on thread blocks per collective for this config (0: NCCL's choice).
  * comm_max_ctas -1 (auto): ZG_COMM_LEAN_CTAS when every rank is on one machine (one_machine) and a

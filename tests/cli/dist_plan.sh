@@ -28,6 +28,26 @@ for r in p["ranks"]:
 PY
 echo "ok GPT-2 XL, 4 ranks, stage 2: params + grad shard + optimizer == 2Psi + 14Psi/N"
 
+# memory_efficient_layernorm: the residual stream is not kept per layer (2 buffers instead of 2L + 1),
+# the same activations as recompute_layernorm; together they are refused.
+for k in memory_efficient_layernorm recompute_layernorm; do
+  echo "{\"init_from\": \"gpt2-xl\", \"train_micro_batch_size_per_gpu\": 1, \"fp16\": {\"enabled\": true}, \"$k\": true}" > "$tmp/$k.json"
+  "$ZGPT" plan "$tmp/$k.json" --nproc 4 --stage 2 --json > "$tmp/$k.out" || fail "plan $k"
+done
+"$ZGPT" plan "$tmp/memory_efficient_layernorm.json" --nproc 4 --stage 2 | grep -q "activations: LayerNorm backward from output" \
+  || fail "plan does not name memory_efficient_layernorm"
+python3 - "$tmp/p.json" "$tmp/memory_efficient_layernorm.out" "$tmp/recompute_layernorm.out" <<'PY' || fail "memory_efficient_layernorm plan"
+import json, sys
+base, me, rl = (json.load(open(f))["ranks"][0]["activations"] for f in sys.argv[1:])
+L, N, C = 48, 1024, 1600
+assert base - me == (2 * L - 1) * N * C * 2, (base, me)
+assert me == rl, (me, rl)
+PY
+echo '{"memory_efficient_layernorm": true, "recompute_layernorm": "ln1"}' > "$tmp/both.json"
+if "$ZGPT" plan "$tmp/both.json" --model gpt2-xl > "$tmp/both.out" 2>&1; then fail "both LayerNorm savings accepted"; fi
+grep -q "memory_efficient_layernorm" "$tmp/both.out" || fail "no message naming the key: $(cat "$tmp/both.out")"
+echo "ok memory_efficient_layernorm: (2L - 1) x N x C fewer activation values, as recompute_layernorm; not both"
+
 # Smaller buckets: stage 2 holds far less than a full gradient buffer; stage 3 holds far less than a
 # full parameter copy (shard + embeddings + ln_f + 2 gathered layers).
 cat > "$tmp/small.json" <<'JSON'

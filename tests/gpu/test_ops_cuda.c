@@ -198,10 +198,44 @@ static void ln_ref(double *out, double *mean, double *rstd, const float *x, cons
     }
 }
 
+/* LayerNorm backward reference in fp64: rdi = dinp0 + ..., rdw = dw0 + ..., rdb = db0 + ... (N,C), (C).
+ * Input form (from_y 0): xhat = (src - mean) * rstd with src = x. Output form (from_y 1): xhat =
+ * (src - b) / w with src = y, 0 where w == 0 (mean unused). */
+static void ln_bwd_ref(double *rdi, double *rdw, double *rdb, const float *dinp0, const float *dw0, const float *db0,
+                       const float *dout, const float *src, const float *w, const float *b, const float *mean,
+                       const float *rstd, int from_y, int N, int C) {
+    for (int c = 0; c < C; c++) { rdw[c] = dw0[c]; rdb[c] = db0[c]; }
+    for (int i = 0; i < N; i++) {
+        double s1 = 0, s2 = 0;
+        for (int c = 0; c < C; c++) {
+            size_t k = (size_t)i * C + c;
+            double xh = from_y ? (w[c] != 0.f ? ((double)src[k] - b[c]) / w[c] : 0.0) : (src[k] - (double)mean[i]) * rstd[i];
+            double dn = (double)dout[k] * w[c];
+            s1 += dn; s2 += dn * xh;
+        }
+        s1 /= C; s2 /= C;
+        for (int c = 0; c < C; c++) {
+            size_t k = (size_t)i * C + c;
+            double xh = from_y ? (w[c] != 0.f ? ((double)src[k] - b[c]) / w[c] : 0.0) : (src[k] - (double)mean[i]) * rstd[i];
+            double dn = (double)dout[k] * w[c];
+            rdi[k] = dinp0[k] + rstd[i] * (dn - s1 - xh * s2);
+            rdw[c] += dout[k] * xh;
+            rdb[c] += dout[k];
+        }
+    }
+}
+
+static size_t count_nonfinite(const float *v, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(v[i]);
+    return bad;
+}
+
 static void test_layernorm(void) {
     /* 16-bit: C % 8 == 0 and C <= 2048 take the register-resident (vectorized) kernels (768: 3
      * vectors per lane, 1600: 7, 96: 1, lanes partly idle); 100, 37 (C % 8 != 0) and 2056 (9 vectors
-     * per lane) the fallbacks. fp32 (4 per vector): 96, 100, 768 vectorized; 1600, 2056, 37 fallback. */
+     * per lane) the fallbacks. fp32 (4 per vector): 96, 100, 768 vectorized; 1600, 2056, 37 fallback.
+     * Each shape runs the backward in both forms (from x and mean/rstd; from y, b and rstd). */
     int shapes[][2] = {{4096, 768}, {1000, 1600}, {67, 96}, {33, 1600}, {16, 768}, {9, 100}, {5, 37}, {7, 2056}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
@@ -240,30 +274,73 @@ static void test_layernorm(void) {
             float *dout = malloc(nc * 4), *dinp0 = malloc(nc * 4), *dw0 = malloc(C * 4), *db0 = malloc(C * 4);
             void *ddout = dev_rand(be, dt, nc, 1.f, dout), *ddinp = dev_rand(be, dt, nc, 0.3f, dinp0);
             void *ddw = dev_rand(be, dt, C, 0.3f, dw0), *ddb = dev_rand(be, dt, C, 0.3f, db0);
-            be->ops->layernorm_backward(be, ddinp, ddw, ddb, ddout, da, dw, mean_d, rstd_d, N, C);
+            be->ops->layernorm_backward(be, ddinp, ddw, ddb, ddout, da, NULL, dw, NULL, mean_d, rstd_d, N, C);
             double *rdi = malloc(nc * 8), *rdw = malloc(C * 8), *rdb = malloc(C * 8);
-            for (int c = 0; c < C; c++) { rdw[c] = dw0[c]; rdb[c] = db0[c]; }
-            for (int i = 0; i < N; i++) {
-                double s1 = 0, s2 = 0;
-                for (int c = 0; c < C; c++) {
-                    double xh = (a[(size_t)i * C + c] - (double)fm[i]) * fr[i], dn = (double)dout[(size_t)i * C + c] * w[c];
-                    s1 += dn; s2 += dn * xh;
-                }
-                s1 /= C; s2 /= C;
-                for (int c = 0; c < C; c++) {
-                    size_t k = (size_t)i * C + c;
-                    double xh = (a[k] - (double)fm[i]) * fr[i], dn = (double)dout[k] * w[c];
-                    rdi[k] = dinp0[k] + fr[i] * (dn - s1 - xh * s2);
-                    rdw[c] += dout[k] * xh;
-                    rdb[c] += dout[k];
-                }
-            }
+            ln_bwd_ref(rdi, rdw, rdb, dinp0, dw0, db0, dout, a, w, NULL, fm, fr, 0, N, C);
             float *odi = dl(be, ddinp, dt, nc), *odw = dl(be, ddw, dt, C), *odb = dl(be, ddb, dt, C);
             snprintf(name, sizeof name, "layernorm_backward dinp N=%d C=%d", N, C);
             check_rel(name, dt, odi, rdi, nc, tol_of(dt));
             check_rel("  dw", dt, odw, rdw, C, tol_of(dt));
             check_rel("  db", dt, odb, rdb, C, tol_of(dt));
-            free(odi); free(odw); free(odb); free(rdi); free(rdw); free(rdb); free(fm); free(fr);
+            free(odi); free(odw); free(odb);
+            /* backward from the output (memory-efficient form): y = the forward's output as stored in
+             * dt, with weights |w| in [0.5, 1.5] of random sign (xhat = (y - b) / w: bounded away from
+             * 0 so y's rounding is not blown up), rstd the reference statistics (rstd_d still holds
+             * them: this forward writes none), mean not passed. Against the fp64 reference of the same
+             * formula on the downloaded y (the op's own error), and against the input-form reference
+             * (adds y's rounding: 5x the tolerance in bf16/fp16). */
+            float *wy = malloc(C * 4);
+            for (int c = 0; c < C; c++) {
+                float mag = 1.f + 0.5f * zt_rand_uniform(&g_rng);
+                wy[c] = zt_rand_uniform(&g_rng) < 0.f ? -mag : mag;
+            }
+            void *dwy = be->ops->alloc(be, C * (dt == ZG_F32 ? 4 : 2), "weights away from 0");
+            be->ops->upload_f32(be, dwy, dt, wy, C);
+            be->ops->download_f32(be, wy, dwy, dt, C);
+            void *yd = dev_nan(be, dt, nc);
+            be->ops->layernorm_forward(be, yd, NULL, NULL, da, dwy, dbias, N, C);
+            float *yh = dl(be, yd, dt, nc);
+            float *dinp1 = malloc(nc * 4), *dw1 = malloc(C * 4), *db1 = malloc(C * 4);
+            void *ddinp1 = dev_rand(be, dt, nc, 0.3f, dinp1);
+            void *ddw1 = dev_rand(be, dt, C, 0.3f, dw1), *ddb1 = dev_rand(be, dt, C, 0.3f, db1);
+            be->ops->layernorm_backward(be, ddinp1, ddw1, ddb1, ddout, NULL, yd, dwy, dbias, NULL, rstd_d, N, C);
+            ln_bwd_ref(rdi, rdw, rdb, dinp1, dw1, db1, dout, yh, wy, bias, NULL, fr, 1, N, C);
+            odi = dl(be, ddinp1, dt, nc); odw = dl(be, ddw1, dt, C); odb = dl(be, ddb1, dt, C);
+            snprintf(name, sizeof name, "layernorm_backward from y dinp N=%d C=%d", N, C);
+            check_rel(name, dt, odi, rdi, nc, tol_of(dt));
+            check_rel("  dw", dt, odw, rdw, C, tol_of(dt));
+            check_rel("  db", dt, odb, rdb, C, tol_of(dt));
+            double tol_x = dt == ZG_F32 ? tol_of(dt) : 5 * tol_of(dt);
+            ln_bwd_ref(rdi, rdw, rdb, dinp1, dw1, db1, dout, a, wy, NULL, fm, fr, 0, N, C);
+            check_rel("  dinp vs input form", dt, odi, rdi, nc, tol_x);
+            check_rel("  dw vs input form", dt, odw, rdw, C, tol_x);
+            check_rel("  db vs input form", dt, odb, rdb, C, tol_x);
+            free(odi); free(odw); free(odb);
+            /* a weight of exactly 0 (column C/2): y = b there, xhat taken as 0; everything finite and
+             * as the reference with that rule */
+            int cz = C / 2;
+            wy[cz] = 0.f;
+            be->ops->upload_f32(be, dwy, dt, wy, C);
+            poison(be, yd, dt, nc);
+            be->ops->layernorm_forward(be, yd, NULL, NULL, da, dwy, dbias, N, C);
+            free(yh);
+            yh = dl(be, yd, dt, nc);
+            be->ops->upload_f32(be, ddinp1, dt, dinp1, nc);
+            be->ops->upload_f32(be, ddw1, dt, dw1, C);
+            be->ops->upload_f32(be, ddb1, dt, db1, C);
+            be->ops->layernorm_backward(be, ddinp1, ddw1, ddb1, ddout, NULL, yd, dwy, dbias, NULL, rstd_d, N, C);
+            odi = dl(be, ddinp1, dt, nc); odw = dl(be, ddw1, dt, C); odb = dl(be, ddb1, dt, C);
+            size_t nonfin = count_nonfinite(odi, nc) + count_nonfinite(odw, C) + count_nonfinite(odb, C);
+            ZT_CHECK_MSG(nonfin == 0, "layernorm_backward from y, w[%d] = 0, %s N=%d C=%d: %zu non-finite outputs", cz,
+                         dt_name(dt), N, C, nonfin);
+            ln_bwd_ref(rdi, rdw, rdb, dinp1, dw1, db1, dout, yh, wy, bias, NULL, fr, 1, N, C);
+            check_rel("  w = 0 column: dinp", dt, odi, rdi, nc, tol_of(dt));
+            check_rel("  w = 0 column: dw", dt, odw, rdw, C, tol_of(dt));
+            check_rel("  w = 0 column: db", dt, odb, rdb, C, tol_of(dt));
+            free(odi); free(odw); free(odb); free(wy); free(yh); free(dinp1); free(dw1); free(db1);
+            void *ptrs1[] = {dwy, yd, ddinp1, ddw1, ddb1};
+            for (size_t k = 0; k < sizeof ptrs1 / sizeof ptrs1[0]; k++) be->ops->dealloc(be, ptrs1[k]);
+            free(rdi); free(rdw); free(rdb); free(fm); free(fr);
             free(dout); free(dinp0); free(dw0); free(db0);
             free(a); free(w); free(bias); free(ref); free(rm); free(rr);
             void *ptrs[] = {da, dw, dbias, mean_d, rstd_d, out, ddout, ddinp, ddw, ddb};
@@ -864,7 +941,12 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "layernorm_forward (no mean/rstd)", 0, nc * es * 2,
           be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, dbias, N, C));
     BENCH(&ctx, "layernorm_backward", 0, nc * es * 4,
-          be->ops->layernorm_backward(be, x2, dw, dbias, y, x, bias, mean, rstd, N, C));
+          be->ops->layernorm_backward(be, x2, dw, dbias, y, x, NULL, bias, NULL, mean, rstd, N, C));
+    /* the same bytes (dout, y, dinp read, dinp written); x stands in for y, the bias 16-byte aligned
+     * (C * 2 bytes past bias: a multiple of 16 for C % 8 == 0) */
+    BENCH(&ctx, "layernorm_backward (from output)", 0, nc * es * 4,
+          be->ops->layernorm_backward(be, x2, dw, dbias, y, NULL, x, bias, (const char *)bias + (size_t)C * es, NULL,
+                                      rstd, N, C));
     double f;
     f = 2.0 * N * C * 3 * C;
     BENCH(&ctx, "matmul fwd qkv (C->3C, bias)", f, 0, be->ops->matmul_forward(be, qkv, NULL, x, w, bias, NULL, N, C, 3 * C));

@@ -30,13 +30,22 @@ static int write_f32(const char *dir, const char *name, const float *data, size_
 
 int main(int argc, char **argv) {
     if (argc < 8) {
-        fprintf(stderr, "usage: hf_dump MODEL_DIR TOKENS_FILE OUT_DIR DEVICE PRECISION B T [PARAM_NAME...]\n");
+        fprintf(stderr, "usage: hf_dump MODEL_DIR TOKENS_FILE OUT_DIR DEVICE PRECISION[:lnout] B T [PARAM_NAME...]\n"
+                        "  PRECISION:lnout: LayerNorm backward from the output (memory_efficient_layernorm)\n");
         return 2;
     }
     const char *model_dir = argv[1], *tokens_path = argv[2], *out_dir = argv[3];
     int B = atoi(argv[6]), T = atoi(argv[7]);
     zg_backend_config bc = {.device = argv[4], .device_index = -1};
-    if (zg_dtype_parse(argv[5], &bc.precision) != 0) return zg_error_print(), 1;
+    char prec[32];
+    snprintf(prec, sizeof prec, "%s", argv[5]);
+    char *variant = strchr(prec, ':');
+    if (variant) *variant++ = '\0';
+    if (variant && strcmp(variant, "lnout") != 0) {
+        fprintf(stderr, "hf_dump: precision '%s': the only variant is ':lnout'\n", argv[5]);
+        return 2;
+    }
+    if (zg_dtype_parse(prec, &bc.precision) != 0) return zg_error_print(), 1;
 
     gpt2_config cfg;
     if (hf_config_load(model_dir, &cfg) != 0) return zg_error_print(), 1;
@@ -49,6 +58,7 @@ int main(int argc, char **argv) {
     if (zg_backend_create(&be, &bc) != 0) return zg_error_print(), 1;
     gpt2_model m;
     if (gpt2_init(&m, &cfg, be) != 0 || gpt2_grads_alloc(&m) != 0) return zg_error_print(), 1;
+    if (variant) m.recompute = GPT2_LN_FROM_OUTPUT;
     gpt2_params_upload(&m, host);
     gpt2_zero_grad(&m);
 

@@ -9,6 +9,8 @@ requested precision and compares by relative norm error ||zgpt - hf|| / ||hf||.
 
 usage: hf_parity.py --dump build-gpu/parity_hf_dump [--layers 48 --heads 25 --embd 1600]
                     [--B 2 --T 128] [--device cuda] [--precisions fp32,bf16] [--work DIR]
+A precision may end in ":lnout" (e.g. bf16:lnout): zgpt's LayerNorm backward from the LayerNorm output
+(memory_efficient_layernorm), the same tolerances.
 Exit status 0 only when every comparison is inside its tolerance."""
 import argparse, os, subprocess, sys, tempfile
 import numpy as np
@@ -89,14 +91,14 @@ tol = {'fp32': {'logits': 1e-4, 'loss': 1e-5, 'grad': 1e-3},
 ok = True
 print(f'model {L}x{a.heads}x{a.embd} ({sum(v.size for v in ref_grads.values())} grad elems checked), B={B} T={T}, HF loss {ref_loss:.6f}')
 for prec in a.precisions.split(','):
-    out = os.path.join(work, 'out_' + prec)
+    out = os.path.join(work, 'out_' + prec.replace(':', '_'))
     os.makedirs(out, exist_ok=True)
     r = subprocess.run([a.dump, model_dir, tok_path, out, a.device, prec, str(B), str(T)] + checks,
                        capture_output=True, text=True)
     sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)
     if r.returncode != 0:
         print(f'FAIL {prec}: hf_dump exited {r.returncode}'); ok = False; continue
-    t = tol[prec]
+    t = tol[prec.split(':')[0]]
     z_loss = float(open(os.path.join(out, 'loss.txt')).read())
     z_logits = np.fromfile(os.path.join(out, 'logits.f32'), dtype=np.float32).reshape(B, T, V)
     results = [('loss', abs(z_loss - ref_loss) / abs(ref_loss), t['loss']),
@@ -111,6 +113,6 @@ for prec in a.precisions.split(','):
     for what, err, lim in results:
         good = err <= lim
         ok &= good
-        print(f'{"ok  " if good else "FAIL"} {a.device} {prec:5s} {what:32s} rel err {err:.3e} (tol {lim:.0e})')
+        print(f'{"ok  " if good else "FAIL"} {a.device} {prec:11s} {what:32s} rel err {err:.3e} (tol {lim:.0e})')
 print('hf parity: ' + ('PASSED' if ok else 'FAILED'))
 sys.exit(0 if ok else 1)

@@ -154,6 +154,16 @@ static void test_set_and_aliases(void) {
     }
     ZT_CHECK(load(&c, "{\"recompute_layernorm\": \"ln3\"}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("recompute_layernorm") && has("ln1|ln2"));
+    /* memory_efficient_layernorm: the model's GPT2_LN_FROM_OUTPUT flag; not together with recompute_layernorm */
+    const char *me_set[] = {"memory_efficient_layernorm=true"};
+    rc = load(&c, "{\"recompute\": true}", NULL, me_set, 1);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_recompute(&c) == (GPT2_RECOMPUTE_GELU | GPT2_LN_FROM_OUTPUT));
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{\"recompute_layernorm\": \"ln1\"}", NULL, me_set, 1) != 0);
+    ZT_CHECK(has("memory_efficient_layernorm") && has("recompute_layernorm"));
     const char *bad1[] = {"max_iters=abc"};
     ZT_CHECK(load(&c, "{}", NULL, bad1, 1) != 0);
     ZT_CHECK(has("max_iters") && has("abc"));

@@ -248,6 +248,41 @@ static void test_model_gradient(void) {
         ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, all, c.n_layer) == b_all);
         gpt2_free(&q);
     }
+    /* LayerNorm backward from the output (alone and with GELU recompute): the same loss, the gradients
+     * up to fp32 rounding (xhat = (y - b) / w instead of (x - mean) * rstd), the memory of recomputing
+     * both LayerNorms with no extra pass; LN recompute flags are ignored with it */
+    for (int extra = 0; extra <= GPT2_RECOMPUTE_GELU; extra++) {
+        int flags = GPT2_LN_FROM_OUTPUT | extra;
+        gpt2_model q;
+        ZT_CHECK(gpt2_init(&q, &c, BE) == 0 && gpt2_grads_alloc(&q) == 0);
+        q.recompute = flags | (extra ? GPT2_RECOMPUTE_LN1 : 0);
+        gpt2_params_upload(&q, p);
+        float lq = gpt2_forward_train(&q, in, tg, B, T, 1.0f);
+        gpt2_backward(&q, 1.0f);
+        BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
+        double gmax = 0, err = 0;
+        for (size_t j = 0; j < n; j++) {
+            gmax = fmax(gmax, fabs(g[j]));
+            err = fmax(err, fabs(g4[j] - g[j]));
+        }
+        ZT_CHECK_MSG(gmax > 0 && err <= 1e-5 * gmax, "LN from output (flags %d): max gradient error %.3g of %.3g", flags,
+                     err, gmax);
+        ZT_CHECK_MSG(memcmp(g4, g, n * 4) != 0, "LN from output gave bitwise the input form's gradients: "
+                     "was the output form used?");
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) ==
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, extra | GPT2_RECOMPUTE_LAYERNORM, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, extra, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags | GPT2_RECOMPUTE_LAYERNORM, 0) ==
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0));
+        /* the forward is unchanged: the same loss as the reference model's */
+        gpt2_model ref;
+        ZT_CHECK(gpt2_init(&ref, &c, BE) == 0);
+        gpt2_params_upload(&ref, p);
+        float lr = gpt2_forward(&ref, in, tg, B, T);
+        ZT_CHECK_MSG(lr == lq, "LN from output changed the loss: %.9g vs %.9g", lq, lr);
+        gpt2_free(&ref);
+        gpt2_free(&q);
+    }
     /* the estimate matches what the CPU backend allocates (plus tokens, targets, losses) */
     {
         gpt2_model e;

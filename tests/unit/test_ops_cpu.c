@@ -70,6 +70,8 @@ static void test_layernorm(void) {
     size_t nc = (size_t)c.N * c.C;
     c.inp = rand_buf(nc, 2.0f);
     c.w = rand_buf(c.C, 1.0f);
+    /* |w| in [0.25, 1]: the output form below divides by w */
+    for (int k = 0; k < c.C; k++) c.w[k] = (c.w[k] >= 0 ? 0.25f : -0.25f) + 0.75f * c.w[k];
     c.b = rand_buf(c.C, 1.0f);
     c.out = rand_buf(nc, 1.0f);
     c.mean = rand_buf(c.N, 1.0f);
@@ -92,7 +94,7 @@ static void test_layernorm(void) {
     memcpy(dinp0, dinp, nc * 4);
     memcpy(dw0, dw, c.C * 4);
     memcpy(db0, db, c.C * 4);
-    BE->ops->layernorm_backward(BE, dinp, dw, db, c.R, c.inp, c.w, c.mean, c.rstd, c.N, c.C);
+    BE->ops->layernorm_backward(BE, dinp, dw, db, c.R, c.inp, NULL, c.w, c.b, c.mean, c.rstd, c.N, c.C);
     for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i];
     for (int i = 0; i < c.C; i++) {
         dw[i] -= dw0[i];
@@ -108,6 +110,33 @@ static void test_layernorm(void) {
     BE->ops->layernorm_forward(BE, o2, NULL, NULL, c.inp, c.w, c.b, c.N, c.C);
     ZT_CHECK_MSG(memcmp(o2, c.out, nc * 4) == 0, "layernorm_forward without mean/rstd differs");
     free(o2);
+
+    /* The output form (x NULL: xhat = (y - b) / w, mean unused) gives the input form's gradients up to
+     * the rounding of y; it also accumulates. */
+    float *ei = calloc(nc, 4), *ew = calloc(c.C, 4), *eb = calloc(c.C, 4);
+    float *fi = calloc(nc, 4), *fw = calloc(c.C, 4), *fb = calloc(c.C, 4);
+    BE->ops->layernorm_backward(BE, ei, ew, eb, c.R, c.inp, NULL, c.w, c.b, c.mean, c.rstd, c.N, c.C);
+    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C);
+    for (size_t i = 0; i < nc; i++) ZT_NEAR(fi[i], ei[i], 1e-5, 1e-4);
+    for (int k = 0; k < c.C; k++) {
+        ZT_NEAR(fw[k], ew[k], 1e-5, 1e-4);
+        ZT_NEAR(fb[k], eb[k], 1e-6, 1e-6);
+    }
+    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C);
+    for (int k = 0; k < c.C; k++) ZT_NEAR(fw[k], 2.0 * ew[k], 1e-5, 1e-4);
+    /* a weight of exactly 0: its column's input is lost (xhat taken as 0), but nothing is inf or NaN */
+    float keep = c.w[3];
+    c.w[3] = 0.0f;
+    ln_loss(&c);
+    memset(fi, 0, nc * 4), memset(fw, 0, c.C * 4), memset(fb, 0, c.C * 4);
+    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C);
+    int finite = 1;
+    for (size_t i = 0; i < nc; i++) finite &= isfinite(fi[i]) != 0;
+    for (int k = 0; k < c.C; k++) finite &= isfinite(fw[k]) && isfinite(fb[k]);
+    ZT_CHECK_MSG(finite, "layernorm_backward from the output with a zero weight gave inf/NaN");
+    ZT_CHECK_MSG(fw[3] == 0.0f, "zero-weight column: dw %g, expected 0 (xhat not recoverable)", (double)fw[3]);
+    c.w[3] = keep;
+    free(ei), free(ew), free(eb), free(fi), free(fw), free(fb);
     free(dinp), free(dw), free(db), free(dinp0), free(dw0), free(db0);
     free(c.inp), free(c.w), free(c.b), free(c.out), free(c.mean), free(c.rstd), free(c.R);
 }

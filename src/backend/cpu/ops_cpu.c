@@ -100,28 +100,36 @@ void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
                       (const float *)inp + (size_t)i * C, w, b, C);
 }
 
-void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, const void *dout_, const void *inp_,
-                            const void *w_, const float *mean, const float *rstd, int N, int C) {
+void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, const void *dout_, const void *x_,
+                            const void *y_, const void *w_, const void *b_, const float *mean, const float *rstd, int N,
+                            int C) {
     float *dinp = dinp_, *dw = dw_, *db = db_;
-    const float *dout = dout_, *inp = inp_, *w = w_;
+    const float *dout = dout_, *w = w_, *b = b_;
+    /* Input form: xhat = (x - mean) * rstd. Output form (x NULL): xhat = (y - b) / w, the reciprocal
+     * taken once per column (0 where w is 0: that column's input cannot be recovered). */
+    const float *src = x_ ? (const float *)x_ : (const float *)y_;
+    int from_y = x_ == NULL;
     int nth = omp_get_max_threads();
     /* Per-thread partial sums of dw and db (2C floats each), added up in thread order afterwards so
-     * the result does not depend on scheduling. */
-    float *part = cpu_scratch(be, (size_t)nth * 2 * C);
+     * the result does not depend on scheduling; with the output form, 1/w (C) after them. */
+    float *part = cpu_scratch(be, (size_t)nth * 2 * C + (from_y ? (size_t)C : 0));
     memset(part, 0, (size_t)nth * 2 * C * sizeof(float));
+    float *invw = part + (size_t)nth * 2 * C;
+    if (from_y)
+        for (int c = 0; c < C; c++) invw[c] = w[c] != 0.0f ? 1.0f / w[c] : 0.0f;
 #pragma omp parallel num_threads(nth)
     {
         int id = omp_get_thread_num();
         float *pdw = part + (size_t)id * 2 * C, *pdb = pdw + C;
 #pragma omp for schedule(static)
         for (int i = 0; i < N; i++) {
-            const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
+            const float *x = src + (size_t)i * C, *d = dout + (size_t)i * C;
             float *dx = dinp + (size_t)i * C;
-            float m = mean[i], s = rstd[i];
+            float m = from_y ? 0.0f : mean[i], s = rstd[i];
             /* dnorm = dout * w; dx = s * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) */
             float dmean = 0.0f, dnm = 0.0f;
             for (int c = 0; c < C; c++) {
-                float nrm = (x[c] - m) * s;
+                float nrm = from_y ? (x[c] - b[c]) * invw[c] : (x[c] - m) * s;
                 float dn = d[c] * w[c];
                 dmean += dn;
                 dnm += dn * nrm;
@@ -131,7 +139,7 @@ void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, c
             dmean /= (float)C;
             dnm /= (float)C;
             for (int c = 0; c < C; c++) {
-                float nrm = (x[c] - m) * s;
+                float nrm = from_y ? (x[c] - b[c]) * invw[c] : (x[c] - m) * s;
                 dx[c] += (d[c] * w[c] - dmean - nrm * dnm) * s;
             }
         }

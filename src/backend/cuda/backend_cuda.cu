@@ -402,11 +402,31 @@ static void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float 
  * gridDim.x*W; each warp accumulates its own dw/db partials in shared memory (lane owns columns
  * c = lane mod 32, so no atomics), then the block sums its warps in order and writes
  * part (gridDim.x, 2C): deterministic. dinp (N,C) += rstd * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)),
- * dnorm = dout * w. */
+ * dnorm = dout * w; dw (C) += sum over rows of dout * xhat, db (C) += sum over rows of dout.
+ *
+ * xhat (the normalized input) comes in one of two forms, chosen per call:
+ *  - input form: xhat = (x - mean) * rstd, from the forward's input x (N,C) and its statistics;
+ *  - output form (fromy, x == NULL): xhat = (y - b) * invw, invw = 1/w (0 where w == 0), from the
+ *    forward's output y (N,C) and the bias b (C); the row means are not used (Apex/Megatron's
+ *    memory-efficient LayerNorm: the model keeps y, which the next matmul needs anyway, and need not
+ *    keep x). dnorm * xhat = dout * (y - b) exactly (where w == 0, y == b when b is in y's dtype,
+ *    as the vector kernels require, so both are 0), so the row sums need no reciprocal; dw and dinp
+ *    do. Both forms move the same bytes per row (dout, x or y, dinp read, dinp written; w and b are
+ *    C-vectors that stay in L1/L2). */
 #define ZGC_LN_WARPS 4
+
+/* 1/w for the output form; 0 where w is exactly 0 (a denormal w counts as 0: this file builds with
+ * flush-to-zero): y = b there, the column's input cannot be recovered and its xhat is taken as 0
+ * (dw gets 0, dinp only the row terms). Approximate (MUFU.RCP, ~1 ulp of fp32): y is stored in
+ * bf16/fp16, whose rounding dominates. */
+__device__ __forceinline__ float zgc_ln_invw(float w) { return w != 0.f ? __fdividef(1.f, w) : 0.f; }
+
+/* Scalar fallback (any C, any alignment, parameters in another dtype than activations).
+ * src (N,C) is x (input form) or y (fromy); b (C) is read only when fromy; mean only when not. */
 template <typename TA, typename TP>
-__global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, const TA *inp, const TP *w,
-                                         const float *mean, const float *rstd, int N, int C) {
+__global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, const TA *src, const TP *w,
+                                         const TP *b, const float *mean, const float *rstd, bool fromy, int N,
+                                         int C) {
     extern __shared__ float sh[]; /* (warps, 2C): dw (C), db (C) per warp */
     for (int c = threadIdx.x; c < ZGC_LN_WARPS * 2 * C; c += blockDim.x) sh[c] = 0.f;
     __syncthreads();
@@ -414,20 +434,24 @@ __global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, 
     float *mine = sh + (size_t)wid * 2 * C;
     for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
         size_t base = (size_t)row * C;
-        float mu = mean[row], rs = rstd[row];
+        float mu = fromy ? 0.f : mean[row], rs = rstd[row];
         float s1 = 0.f, s2 = 0.f;
+        /* xhat here from invw in both passes (not dout * (y - b) for s2): with parameters in another
+         * dtype than y, y = b is not exact where w = 0, and that column's xhat must be 0 */
         for (int c = lane; c < C; c += 32) {
-            float xh = (zgc_to_f(inp[base + c]) - mu) * rs;
-            float dn = zgc_to_f(dout[base + c]) * zgc_to_f(w[c]);
+            float wc = zgc_to_f(w[c]), v = zgc_to_f(src[base + c]);
+            float xh = fromy ? (v - zgc_to_f(b[c])) * zgc_ln_invw(wc) : (v - mu) * rs;
+            float dn = zgc_to_f(dout[base + c]) * wc;
             s1 += dn;
             s2 += dn * xh;
         }
         s1 = zgc_warp_sum(s1) / C;
         s2 = zgc_warp_sum(s2) / C;
         for (int c = lane; c < C; c += 32) {
-            float xh = (zgc_to_f(inp[base + c]) - mu) * rs;
+            float wc = zgc_to_f(w[c]), v = zgc_to_f(src[base + c]);
+            float xh = fromy ? (v - zgc_to_f(b[c])) * zgc_ln_invw(wc) : (v - mu) * rs;
             float d = zgc_to_f(dout[base + c]);
-            float dn = d * zgc_to_f(w[c]);
+            float dn = d * wc;
             mine[c] += d * xh;
             mine[C + c] += d;
             dinp[base + c] = zgc_from_f<TA>(zgc_to_f(dinp[base + c]) + rs * (dn - s1 - xh * s2));
@@ -442,11 +466,13 @@ __global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, 
 }
 
 /* The same as zgc_layernorm_bwd_kernel with 16-byte loads/stores (C a multiple of the vector
- * width, rows 16-byte aligned, parameters in the activation dtype). Lane owns vectors
- * lane, lane + 32, ... of each row, so its dw/db slots in shared memory are private. */
+ * width, rows, w and b 16-byte aligned, parameters in the activation dtype). Lane owns vectors
+ * lane, lane + 32, ... of each row, so its dw/db slots in shared memory are private. fromy is
+ * warp-uniform: one branch per vector, not per element. */
 template <typename T>
-__global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout, const T *inp, const T *w,
-                                             const float *mean, const float *rstd, int N, int C) {
+__global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w,
+                                             const T *b, const float *mean, const float *rstd, bool fromy, int N,
+                                             int C) {
     constexpr int VW = 16 / sizeof(T);
     typedef zgc_vec<T> V;
     extern __shared__ float sh[];
@@ -455,30 +481,43 @@ __global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout
     int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
     float *mine = sh + (size_t)wid * 2 * C;
     int nv = C / VW;
-    const V *wv = reinterpret_cast<const V *>(w);
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(b);
     for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
         const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
-        const V *xv = reinterpret_cast<const V *>(inp + (size_t)row * C);
+        const V *xv = reinterpret_cast<const V *>(src + (size_t)row * C);
         V *gv = reinterpret_cast<V *>(dinp + (size_t)row * C);
-        float mu = mean[row], rs = rstd[row];
+        float mu = fromy ? 0.f : mean[row], rs = rstd[row];
         float s1 = 0.f, s2 = 0.f;
         for (int k = lane; k < nv; k += 32) {
             V d = dv[k], x = xv[k], ww = wv[k];
+            if (fromy) {
+                V bb = bv[k];
 #pragma unroll
-            for (int e = 0; e < VW; e++) {
-                float dn = zgc_to_f(d.v[e]) * zgc_to_f(ww.v[e]);
-                s1 += dn;
-                s2 += dn * (zgc_to_f(x.v[e]) - mu) * rs;
+                for (int e = 0; e < VW; e++) {
+                    float dd = zgc_to_f(d.v[e]);
+                    s1 += dd * zgc_to_f(ww.v[e]);
+                    s2 += dd * (zgc_to_f(x.v[e]) - zgc_to_f(bb.v[e])); /* = dnorm * xhat */
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float dn = zgc_to_f(d.v[e]) * zgc_to_f(ww.v[e]);
+                    s1 += dn;
+                    s2 += dn * (zgc_to_f(x.v[e]) - mu) * rs;
+                }
             }
         }
         s1 = zgc_warp_sum(s1) / C;
         s2 = zgc_warp_sum(s2) / C;
         for (int k = lane; k < nv; k += 32) {
             V d = dv[k], x = xv[k], ww = wv[k], gi = gv[k], go;
+            V bb = fromy ? bv[k] : ww; /* ww: a placeholder the input form does not read */
 #pragma unroll
             for (int e = 0; e < VW; e++) {
-                float xh = (zgc_to_f(x.v[e]) - mu) * rs, dd = zgc_to_f(d.v[e]);
-                float dn = dd * zgc_to_f(ww.v[e]);
+                float wf = zgc_to_f(ww.v[e]), dd = zgc_to_f(d.v[e]);
+                float xh = fromy ? (zgc_to_f(x.v[e]) - zgc_to_f(bb.v[e])) * zgc_ln_invw(wf)
+                                 : (zgc_to_f(x.v[e]) - mu) * rs;
+                float dn = dd * wf;
                 mine[k * VW + e] += dd * xh;
                 mine[C + k * VW + e] += dd;
                 go.v[e] = zgc_from_f<T>(zgc_to_f(gi.v[e]) + rs * (dn - s1 - xh * s2));
@@ -495,23 +534,37 @@ __global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout
 }
 
 /* Register-resident variant: NV = the most 16-byte vectors a lane owns in a row (ceil(C/VW/32)).
- * The row's dout and inp vectors stay in registers between the two passes, so device memory sees
- * each input once. The lane's dw/db partial sums (its columns are the same for every row) stay in
- * registers until the end (SACC = false), or, for wide rows where 2*NV*VW more registers would cut
- * the resident warps (C = 1600: 255 registers, 8 warps per SM), in the warp's own shared-memory
+ * The row's dout and x (or y) vectors stay in registers between the two passes, so device memory
+ * sees each input once. The lane's dw/db partial sums (its columns are the same for every row) stay
+ * in registers until the end (SACC = false), or, for wide rows where 2*NV*VW more registers would
+ * cut the resident warps (C = 1600: 255 registers, 8 warps per SM), in the warp's own shared-memory
  * slots (SACC = true), laid out [e * nv + k] for vector k, element e so a warp's accesses are
- * consecutive words (no bank conflicts). Each lane owns its slots: no atomics, deterministic. */
-template <typename T, int NV, bool SACC>
+ * consecutive words (no bank conflicts). Each lane owns its slots: no atomics, deterministic.
+ * FROMY (a template parameter, so the input form compiles to the same code as before the output
+ * form existed) selects the output form: src is y, b (C) is read (one more 16-byte L1 load per
+ * vector in each pass), mean is not, and the second pass takes one reciprocal per element (a
+ * predicated MUFU.RCP): w's vector is reloaded per row from L1 anyway, and keeping 1/w across rows
+ * would cost NV*VW more registers, or, as C floats of shared memory beside the partials, the 4th
+ * resident block at C = 1600 (4 x 57.6 KB > 228 KB).
+ * Registers (ptxas, sm_90, launch_bounds(128, 4) caps them at 128), input / output form:
+ * bf16 C = 1600 (NV 7, SACC) 128 / 128 with 40 / 46 bytes of spill stores and 76 / 88 of spill
+ * loads (16-bit halves of the row's vectors parked in L1 between the passes: the input form
+ * spilled the same before); bf16 C = 768 (NV 3, register accumulators) 128 / 128, no spills;
+ * fp16 NV 7 114 / 119, NV 3 125 / 126, no spills. bf16 converts to fp32 with integer shifts/masks
+ * that keep more live values than fp16's conversions. Timed (H200, bf16, B*T = 16384): C = 768
+ * 0.051 / 0.052 ms, C = 1600 0.115 / 0.125 ms (the output form's extra per-element instructions:
+ * b's conversion, the reciprocal and its zero test). */
+template <typename T, int NV, bool SACC, bool FROMY>
 __global__ void __launch_bounds__(ZGC_LN_WARPS * 32, 4)
-zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, const T *w, const float *mean,
-                             const float *rstd, int N, int C) {
+zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w, const T *b,
+                             const float *mean, const float *rstd, int N, int C) {
     constexpr int VW = 16 / sizeof(T);
     constexpr int NA = SACC ? 1 : NV; /* register accumulators (unused with SACC) */
     typedef zgc_vec<T> V;
     extern __shared__ float sh[]; /* (warps, 2C) */
     int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
     int nv = C / VW;
-    const V *wv = reinterpret_cast<const V *>(w);
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(b);
     float *mine = sh + (size_t)wid * 2 * C;
     float dwa[NA][VW], dba[NA][VW];
 #pragma unroll
@@ -526,10 +579,10 @@ zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, 
         }
     for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
         const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
-        const V *xv = reinterpret_cast<const V *>(inp + (size_t)row * C);
+        const V *xv = reinterpret_cast<const V *>(src + (size_t)row * C);
         V *gv = reinterpret_cast<V *>(dinp + (size_t)row * C);
-        float mu = mean[row], rs = rstd[row];
-        V d[NV], x[NV];
+        float mu = FROMY ? 0.f : mean[row], rs = rstd[row];
+        V d[NV], x[NV]; /* x: the row of x, or of y with FROMY */
         float s1 = 0.f, s2 = 0.f;
 #pragma unroll
         for (int i = 0; i < NV; i++) {
@@ -538,11 +591,21 @@ zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, 
                 d[i] = dv[k];
                 x[i] = xv[k];
                 V ww = wv[k];
+                if (FROMY) {
+                    V bb = bv[k];
 #pragma unroll
-                for (int e = 0; e < VW; e++) {
-                    float dn = zgc_to_f(d[i].v[e]) * zgc_to_f(ww.v[e]);
-                    s1 += dn;
-                    s2 += dn * (zgc_to_f(x[i].v[e]) - mu) * rs;
+                    for (int e = 0; e < VW; e++) {
+                        float dd = zgc_to_f(d[i].v[e]);
+                        s1 += dd * zgc_to_f(ww.v[e]);
+                        s2 += dd * (zgc_to_f(x[i].v[e]) - zgc_to_f(bb.v[e])); /* = dnorm * xhat */
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < VW; e++) {
+                        float dn = zgc_to_f(d[i].v[e]) * zgc_to_f(ww.v[e]);
+                        s1 += dn;
+                        s2 += dn * (zgc_to_f(x[i].v[e]) - mu) * rs;
+                    }
                 }
             }
         }
@@ -553,9 +616,12 @@ zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, 
             int k = lane + 32 * i;
             if (k < nv) {
                 V ww = wv[k], gi = gv[k], go;
+                V bb = FROMY ? bv[k] : ww; /* ww: a placeholder the input form does not read */
 #pragma unroll
                 for (int e = 0; e < VW; e++) {
-                    float xh = (zgc_to_f(x[i].v[e]) - mu) * rs, dd = zgc_to_f(d[i].v[e]);
+                    float xh = FROMY ? (zgc_to_f(x[i].v[e]) - zgc_to_f(bb.v[e])) * zgc_ln_invw(zgc_to_f(ww.v[e]))
+                                     : (zgc_to_f(x[i].v[e]) - mu) * rs;
+                    float dd = zgc_to_f(d[i].v[e]);
                     if (SACC) {
                         mine[e * nv + k] += dd * xh;
                         mine[C + e * nv + k] += dd;
@@ -592,23 +658,32 @@ zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *inp, 
 }
 
 /* Launches one wave (the resident blocks), at most nblocks; returns the grid size used. */
-template <typename T, int NV>
-static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const void *dout, const void *inp,
-                                 const void *w, const float *mean, const float *rstd, int N, int C, int nblocks,
-                                 size_t smem) {
+template <typename T, int NV, bool FROMY>
+static int zgc_ln_bwd_reg_launch_form(zg_backend *be, void *dinp, float *part, const void *dout, const void *src,
+                                      const void *w, const void *b, const float *mean, const float *rstd, int N,
+                                      int C, int nblocks, size_t smem) {
     constexpr bool SACC = NV >= 4; /* register accumulators would need 2*NV*VW >= 64 more registers */
     if (smem > 48 * 1024)
-        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV, SACC>,
+        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int per_sm = 0;
-    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, zgc_layernorm_bwd_reg_kernel<T, NV, SACC>,
-                                                                ZGC_LN_WARPS * 32, smem));
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY>, ZGC_LN_WARPS * 32, smem));
     int grid = per_sm * zgc_get(be)->num_sms;
     if (grid < 1) grid = 1;
     if (grid > nblocks) grid = nblocks;
-    zgc_layernorm_bwd_reg_kernel<T, NV, SACC><<<grid, ZGC_LN_WARPS * 32, smem, zgc_get(be)->stream>>>(
-        (T *)dinp, part, (const T *)dout, (const T *)inp, (const T *)w, mean, rstd, N, C);
+    zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY><<<grid, ZGC_LN_WARPS * 32, smem, zgc_get(be)->stream>>>(
+        (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C);
     return grid;
+}
+
+/* fromy (run time) -> FROMY (compile time) */
+template <typename T, int NV>
+static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const void *dout, const void *src,
+                                 const void *w, const void *b, const float *mean, const float *rstd, bool fromy,
+                                 int N, int C, int nblocks, size_t smem) {
+    if (fromy) return zgc_ln_bwd_reg_launch_form<T, NV, true>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
+    return zgc_ln_bwd_reg_launch_form<T, NV, false>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
 }
 
 /* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 16): 32 columns, 16 threads
@@ -641,9 +716,16 @@ __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *par
     }
 }
 
-static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
-                                   const void *w, const float *mean, const float *rstd, int N, int C) {
+/* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
+ * form, mean unused); see the comment above zgc_layernorm_bwd_kernel. */
+static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
+                                   const void *y, const void *w, const void *b, const float *mean, const float *rstd,
+                                   int N, int C) {
     zgc_impl *im = zgc_get(be);
+    bool fromy = x == NULL;
+    const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
+    if (fromy && (y == NULL || b == NULL)) ZG_FATAL("layernorm_backward: without x, y and b are required");
+    if (!fromy && mean == NULL) ZG_FATAL("layernorm_backward: with x, mean is required");
     int nblocks = im->num_sms * 4;
     if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
     if (nblocks < 1) nblocks = 1;
@@ -651,19 +733,20 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
     size_t smem = (size_t)ZGC_LN_WARPS * 2 * C * 4;
     int used = nblocks; /* blocks that wrote partial sums */
     size_t vw = 16 / zgc_dtype_bytes(be->act_dtype);
-    uintptr_t al = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)inp | (uintptr_t)w;
+    /* b is read as 16-byte vectors only in the output form (the input form may pass NULL or anything) */
+    uintptr_t al = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
     int nvl = (int)((C / (int)vw + 31) / 32); /* vectors per lane */
     if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl <= 8) {
         ZGC_DISPATCH(be->act_dtype, T, {
             switch (nvl) {
-            case 1: used = zgc_ln_bwd_reg_launch<T, 1>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            case 2: used = zgc_ln_bwd_reg_launch<T, 2>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            case 3: used = zgc_ln_bwd_reg_launch<T, 3>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            case 4: used = zgc_ln_bwd_reg_launch<T, 4>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            case 5: used = zgc_ln_bwd_reg_launch<T, 5>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            case 6: used = zgc_ln_bwd_reg_launch<T, 6>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            case 7: used = zgc_ln_bwd_reg_launch<T, 7>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
-            default: used = zgc_ln_bwd_reg_launch<T, 8>(be, dinp, part, dout, inp, w, mean, rstd, N, C, nblocks, smem); break;
+            case 1: used = zgc_ln_bwd_reg_launch<T, 1>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 2: used = zgc_ln_bwd_reg_launch<T, 2>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 3: used = zgc_ln_bwd_reg_launch<T, 3>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 4: used = zgc_ln_bwd_reg_launch<T, 4>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 5: used = zgc_ln_bwd_reg_launch<T, 5>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 6: used = zgc_ln_bwd_reg_launch<T, 6>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 7: used = zgc_ln_bwd_reg_launch<T, 7>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            default: used = zgc_ln_bwd_reg_launch<T, 8>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
             }
         });
     } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0) {
@@ -672,7 +755,7 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
                 ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_vec_kernel<T>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
             zgc_layernorm_bwd_vec_kernel<T><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
-                (T *)dinp, part, (const T *)dout, (const T *)inp, (const T *)w, mean, rstd, N, C);
+                (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, fromy, N, C);
         });
     } else {
         ZGC_DISPATCH(be->act_dtype, TA, ZGC_DISPATCH(be->param_dtype, TP, {
@@ -680,7 +763,8 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
                 ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_kernel<TA, TP>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
             zgc_layernorm_bwd_kernel<TA, TP><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
-                (TA *)dinp, part, (const TA *)dout, (const TA *)inp, (const TP *)w, mean, rstd, N, C);
+                (TA *)dinp, part, (const TA *)dout, (const TA *)src, (const TP *)w, (const TP *)b, mean, rstd, fromy,
+                N, C);
         }));
     }
     ZG_CUDA_LAUNCH_CHECK();
