@@ -140,15 +140,31 @@ static void test_casts(void) {
 
 /* ---- embeddings ----------------------------------------------------------------------------- */
 
+/* Token distributions for the embedding tests: the backward sums each token's rows in chunks of 32
+ * sorted rows (runs inside a chunk, crossing one boundary, spanning many chunks, whole chunks). */
+enum { TOK_FEW_IDS, TOK_SKEWED, TOK_ONE_ID, TOK_CASES };
+static int32_t *dev_tokens_case(zg_backend *be, int n, int kind, int32_t *host) {
+    if (kind == TOK_FEW_IDS) return dev_tokens(be, n, 20, host); /* few distinct ids: runs of ~5 */
+    for (int i = 0; i < n; i++) {
+        uint64_t r = zt_rand_u64(&g_rng);
+        /* skewed: 60% one id (a run over ~20 chunks), 5% another (~2 chunks), the rest spread like text */
+        host[i] = kind == TOK_ONE_ID ? 17 : r % 100 < 60 ? 7 : r % 100 < 65 ? 40 : (int32_t)((r >> 8) % 63);
+    }
+    int32_t *d = be->ops->alloc(be, (size_t)n * 4, "tokens");
+    be->ops->upload(be, d, host, (size_t)n * 4);
+    return d;
+}
+
 static void test_encoder(void) {
-    for (int di = 0; di < 3; di++) {
-        zg_backend *be = g_be[di];
+    for (int di = 0; di < 3 * TOK_CASES; di++) {
+        zg_backend *be = g_be[di % 3];
+        int kind = di / 3;
         zg_dtype dt = be->act_dtype;
-        int B = 3, T = 37, C = 96, Vp = 64, maxT = 50;
+        int B = kind == TOK_FEW_IDS ? 3 : 4, T = kind == TOK_FEW_IDS ? 37 : 257, C = 96, Vp = 64, maxT = 300;
         int N = B * T;
         int32_t *tok = malloc(N * 4);
         float *wte = malloc((size_t)Vp * C * 4), *wpe = malloc((size_t)maxT * C * 4);
-        int32_t *dtok = dev_tokens(be, N, 20, tok); /* few distinct ids: many repeats */
+        int32_t *dtok = dev_tokens_case(be, N, kind, tok);
         void *dwte_ = dev_rand(be, dt, (size_t)Vp * C, 1.f, wte), *dwpe_ = dev_rand(be, dt, (size_t)maxT * C, 1.f, wpe);
         void *out = dev_nan(be, dt, (size_t)N * C);
         be->ops->encoder_forward(be, out, dtok, dwte_, dwpe_, B, T, C);
@@ -172,8 +188,20 @@ static void test_encoder(void) {
                 rpe[(size_t)(i % T) * C + c] += dout[(size_t)i * C + c];
             }
         float *ote = dl(be, dgte, dt, (size_t)Vp * C), *ope = dl(be, dgpe, dt, (size_t)maxT * C);
-        check_rel("encoder_backward dwte", dt, ote, rte, (size_t)Vp * C, tol_of(dt));
+        static const char *kinds[TOK_CASES] = {"20 ids", "skewed: 60% one id", "one id"};
+        char name[96];
+        snprintf(name, sizeof name, "encoder_backward dwte (%s, N=%d)", kinds[kind], N);
+        check_rel(name, dt, ote, rte, (size_t)Vp * C, tol_of(dt));
         check_rel("encoder_backward dwpe", dt, ope, rpe, (size_t)maxT * C, tol_of(dt));
+        /* deterministic: the same inputs give bitwise the same dwte */
+        void *dgte2 = dev_rand(be, dt, (size_t)Vp * C, 0.5f, NULL);
+        be->ops->upload_f32(be, dgte2, dt, gte, (size_t)Vp * C);
+        be->ops->encoder_backward(be, dgte2, dgpe, ddout, dtok, B, T, C);
+        float *ote2 = dl(be, dgte2, dt, (size_t)Vp * C);
+        ZT_CHECK_MSG(memcmp(ote, ote2, (size_t)Vp * C * 4) == 0, "encoder_backward (%s, %s) not deterministic",
+                     kinds[kind], dt_name(dt));
+        free(ote2);
+        be->ops->dealloc(be, dgte2);
         free(tok); free(wte); free(wpe); free(o); free(ref); free(dout); free(gte); free(gpe); free(rte); free(rpe);
         free(ote); free(ope);
         be->ops->dealloc(be, dtok); be->ops->dealloc(be, dwte_); be->ops->dealloc(be, dwpe_); be->ops->dealloc(be, out);
@@ -937,6 +965,13 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     double nc = (double)N * C;
     BENCH(&ctx, "encoder_forward", 0, nc * es * 3, be->ops->encoder_forward(be, x, tok, wte, wpe, B, T, C));
     BENCH(&ctx, "encoder_backward", 0, nc * es * 3, be->ops->encoder_backward(be, dwte, dwpe, x, tok, B, T, C));
+    /* text-like: real text repeats a few ids a lot (Tiny Shakespeare: "\n" ~10%, "," ~5%) */
+    for (int i = 0; i < N; i++) tokh[i] = i % 10 == 0 ? 198 : i % 20 == 1 ? 11 : tokh[i];
+    int32_t *tok_text = be->ops->alloc(be, (size_t)N * 4, "tokens");
+    be->ops->upload(be, tok_text, tokh, (size_t)N * 4);
+    BENCH(&ctx, "encoder_backward (10% one id, 5% another)", 0, nc * es * 3,
+          be->ops->encoder_backward(be, dwte, dwpe, x, tok_text, B, T, C));
+    be->ops->dealloc(be, tok_text);
     BENCH(&ctx, "layernorm_forward", 0, nc * es * 2, be->ops->layernorm_forward(be, y, mean, rstd, x, bias, dbias, N, C));
     BENCH(&ctx, "layernorm_forward (no mean/rstd)", 0, nc * es * 2,
           be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, dbias, N, C));

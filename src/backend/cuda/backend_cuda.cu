@@ -206,21 +206,72 @@ __global__ void zgc_encoder_bwd_wpe_kernel(TG *dwpe, const TA *dout, int B, int 
     }
 }
 
-/* dwte[tok] += sum of dout rows with that token. sorted_tok/sorted_idx (N): tokens sorted stably,
- * so each run of equal tokens is summed in position order (deterministic). One block per run start,
- * threads over channels. */
+/* dwte[tok] += sum of the dout rows with that token, deterministic and without atomics.
+ * sorted_tok/sorted_idx (N): the tokens sorted stably with their positions, so each token's rows form
+ * one run. Real text is skewed (in Tiny Shakespeare "\n" and "," are each several % of the tokens: runs
+ * of ~1000 rows at N = 16384), so a run is not given to one block: the sorted array is cut into chunks
+ * of ZGC_ENC_CHUNK rows, one block per chunk, threads over channels. A piece of a run that lies wholly
+ * inside its chunk is added to dwte directly; the piece that continues from the previous chunk goes to
+ * part[chunk][0], the one that continues into the next chunk (and does not come from the previous
+ * one) to part[chunk][1] (part: (nchunks, 2, C) fp32). zgc_encoder_bwd_wte_join_kernel then adds each
+ * crossing run's pieces in chunk order. Every sum has a fixed order, and a dwte row is written by one
+ * block only. */
+#define ZGC_ENC_CHUNK 32
 template <typename TG, typename TA>
-__global__ void zgc_encoder_bwd_wte_kernel(TG *dwte, const TA *dout, const int32_t *sorted_tok,
-                                           const int32_t *sorted_idx, int N, int C) {
-    int i = blockIdx.x;
-    int tok = sorted_tok[i];
-    if (i > 0 && sorted_tok[i - 1] == tok) return;
-    int end = i + 1;
-    while (end < N && sorted_tok[end] == tok) end++;
+__global__ void zgc_encoder_bwd_wte_chunk_kernel(TG *dwte, float *part, const TA *dout, const int32_t *sorted_tok,
+                                                 const int32_t *sorted_idx, int N, int C) {
+    __shared__ int32_t tk[ZGC_ENC_CHUNK + 2], ix[ZGC_ENC_CHUNK]; /* tk[0], tk[n+1]: the neighbours' tokens */
+    int k = blockIdx.x, start = k * ZGC_ENC_CHUNK;
+    int n = N - start < ZGC_ENC_CHUNK ? N - start : ZGC_ENC_CHUNK;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        tk[j + 1] = sorted_tok[start + j];
+        ix[j] = sorted_idx[start + j];
+    }
+    if (threadIdx.x == 0) {
+        tk[0] = start > 0 ? sorted_tok[start - 1] : -1;
+        tk[n + 1] = start + n < N ? sorted_tok[start + n] : -1;
+    }
+    __syncthreads();
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float s = zgc_to_f(dwte[(size_t)tok * C + c]);
-        for (int j = i; j < end; j++) s += zgc_to_f(dout[(size_t)sorted_idx[j] * C + c]);
-        dwte[(size_t)tok * C + c] = zgc_from_f<TG>(s);
+        float v[ZGC_ENC_CHUNK]; /* all of the chunk's loads in flight before the first add */
+#pragma unroll
+        for (int j = 0; j < ZGC_ENC_CHUNK; j++) v[j] = j < n ? zgc_to_f(dout[(size_t)ix[j] * C + c]) : 0.f;
+        float s = 0.f;
+        int first = 1;
+#pragma unroll
+        for (int j = 0; j < ZGC_ENC_CHUNK; j++) {
+            if (j >= n) break;
+            s += v[j];
+            int tok = tk[j + 1];
+            if (tk[j + 2] == tok && j + 1 < n) continue; /* the piece goes on inside the chunk */
+            int left = first && tk[0] == tok, right = j + 1 == n && tk[n + 1] == tok;
+            if (left) part[((size_t)k * 2 + 0) * C + c] = s;
+            else if (right) part[((size_t)k * 2 + 1) * C + c] = s;
+            else dwte[(size_t)tok * C + c] = zgc_from_f<TG>(zgc_to_f(dwte[(size_t)tok * C + c]) + s);
+            s = 0.f;
+            first = 0;
+        }
+    }
+}
+
+/* One block per chunk k whose last piece starts a run that crosses into chunk k+1: sums that piece
+ * (part[k][1]) and the continuing pieces (part[j][0], j = k+1, ... while chunk j is all this token
+ * and the run goes on) in chunk order, then adds the total to dwte. */
+template <typename TG>
+__global__ void zgc_encoder_bwd_wte_join_kernel(TG *dwte, const float *part, const int32_t *sorted_tok, int N, int C) {
+    int k = blockIdx.x, start = k * ZGC_ENC_CHUNK, end = start + ZGC_ENC_CHUNK;
+    if (end >= N) return;
+    int tok = sorted_tok[end - 1];
+    if (sorted_tok[end] != tok) return;                                      /* no run crosses out of chunk k */
+    if (sorted_tok[start] == tok && start > 0 && sorted_tok[start - 1] == tok) return; /* it started earlier */
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float s = part[((size_t)k * 2 + 1) * C + c];
+        for (int j = k + 1;; j++) {
+            s += part[((size_t)j * 2 + 0) * C + c];
+            int js = j * ZGC_ENC_CHUNK, je = js + ZGC_ENC_CHUNK < N ? js + ZGC_ENC_CHUNK : N;
+            if (!(je < N && sorted_tok[je - 1] == tok && sorted_tok[je] == tok)) break;
+        }
+        dwte[(size_t)tok * C + c] = zgc_from_f<TG>(zgc_to_f(dwte[(size_t)tok * C + c]) + s);
     }
 }
 
@@ -237,19 +288,25 @@ static void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const v
     ZG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, tmp_bytes, (const int32_t *)NULL, (int32_t *)NULL,
                                                   (const int32_t *)NULL, (int32_t *)NULL, N, 0, 32, im->stream));
     size_t arr = ((size_t)N * 4 + 255) / 256 * 256;
-    char *scr = (char *)zgc_scratch(be, ZGC_SCR_SORT, 3 * arr + tmp_bytes, "embedding-gradient sort buffers");
+    int nch = (N + ZGC_ENC_CHUNK - 1) / ZGC_ENC_CHUNK;
+    size_t part_bytes = ((size_t)nch * 2 * C * 4 + 255) / 256 * 256;
+    /* iota | sorted tokens | sorted positions (N int32 each) | crossing-run pieces (nch, 2, C) | cub */
+    char *scr = (char *)zgc_scratch(be, ZGC_SCR_SORT, 3 * arr + part_bytes + tmp_bytes, "embedding-gradient sort buffers");
     int32_t *iota = (int32_t *)scr, *stok = (int32_t *)(scr + arr), *sidx = (int32_t *)(scr + 2 * arr);
+    float *part = (float *)(scr + 3 * arr);
     zgc_iota_kernel<<<(N + 255) / 256, 256, 0, im->stream>>>(iota, N);
     ZG_CUDA_LAUNCH_CHECK();
-    ZG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scr + 3 * arr, tmp_bytes, tokens, stok, iota, sidx, N, 0, 32,
-                                                  im->stream));
+    ZG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scr + 3 * arr + part_bytes, tmp_bytes, tokens, stok, iota, sidx, N,
+                                                  0, 32, im->stream));
     unsigned blocks = zgc_blocks((size_t)T * C, 256, (unsigned)im->num_sms * 16);
     int threads = C >= 256 ? 256 : ((C + 31) / 32) * 32;
     ZGC_DISPATCH(be->grad_dtype, TG, ZGC_DISPATCH(be->act_dtype, TA, {
         zgc_encoder_bwd_wpe_kernel<TG, TA><<<blocks, 256, 0, im->stream>>>((TG *)dwpe, (const TA *)dout, B, T, C);
         ZG_CUDA_LAUNCH_CHECK();
-        zgc_encoder_bwd_wte_kernel<TG, TA><<<N, threads, 0, im->stream>>>((TG *)dwte, (const TA *)dout, stok, sidx,
-                                                                          N, C);
+        zgc_encoder_bwd_wte_chunk_kernel<TG, TA><<<nch, threads, 0, im->stream>>>((TG *)dwte, part, (const TA *)dout,
+                                                                                stok, sidx, N, C);
+        ZG_CUDA_LAUNCH_CHECK();
+        zgc_encoder_bwd_wte_join_kernel<TG><<<nch, threads, 0, im->stream>>>((TG *)dwte, part, stok, N, C);
         ZG_CUDA_LAUNCH_CHECK();
     }));
 }
