@@ -25,6 +25,10 @@
 #            1 and 2 GPUs (not in the default list)
 #   zero2xl  (2+ GPUs) only dp2's zgpt 2-GPU ZeRO-2 run (kept as an alias; dp2 replaces it by default)
 #   ab       A/B variants of dp's zgpt run (ZG_AB, below; not in the default list)
+#   gap      (1 GPU) where `zgpt train` loses time against `zgpt bench` (GPT-2 XL, B=16, bf16, one GPU):
+#            bench on random tokens, train on Tiny Shakespeare, train on random-word text (a flat token
+#            distribution), train with wall_clock_breakdown; the GPU's SM clock, power and throttle
+#            reasons sampled every 0.5 s during each (not in the default list)
 #   demo     scripts/demo.sh, the README's main job
 #   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
 #            (not in the default list)
@@ -125,7 +129,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab; then
+if has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -454,6 +458,44 @@ if has ab; then
     grep -E "^iter [2-6]: time \(ms" "$LOG_DIR/ab_$ab_name.log" | tee -a "$SUMMARY" >/dev/null
     rm -rf "$W/ab_$ab_name"
   done
+fi
+# gap: one GPU, each run with a clock/power sampler beside it; the summary gives per run the median
+# ms/step and the median SM clock (MHz) and power (W), and the throttle reasons seen.
+if has gap; then
+  gap_run() { # $1 name, then the command
+    local name=$1; shift
+    local gi=${CUDA_VISIBLE_DEVICES:-0}
+    nvidia-smi -i "${gi%%,*}" --query-gpu=clocks.sm,power.draw,clocks_throttle_reasons.active \
+        --format=csv,noheader,nounits -lms 500 > "$LOG_DIR/gap_smi_$name.csv" 2>/dev/null &
+    local smi=$!
+    "$@" > "$LOG_DIR/gap_$name.log" 2>&1
+    local rc=$?
+    kill $smi 2>/dev/null; wait $smi 2>/dev/null
+    local clk pw thr
+    clk=$(awk -F', ' '$1 + 0 > 0 {print $1}' "$LOG_DIR/gap_smi_$name.csv" | sort -n | median)
+    pw=$(awk -F', ' '$1 + 0 > 0 {print $2}' "$LOG_DIR/gap_smi_$name.csv" | sort -n | median)
+    thr=$(awk -F', ' '$1 + 0 > 0 {print $3}' "$LOG_DIR/gap_smi_$name.csv" | sort | uniq -c | sort -rn | head -3 | tr -s ' ' | tr '\n' ';')
+    echo "exit $rc; SM clock median $(na "$clk") MHz, power median $(na "$pw") W, throttle reasons (count value): $thr"
+  }
+  python3 -c "
+import random
+random.seed(5)
+words = [''.join(random.choices('abcdefghijklmnopqrstuvwxyz', k=random.randint(2, 9))) for _ in range(30000)]
+print(' '.join(random.choice(words) for _ in range(600000)))" > "$W/random_words.txt"
+  "$ZGPT" prepare --input "$W/random_words.txt" --out "$W/rdata" > "$LOG_DIR/gap_prepare.log" 2>&1
+  g1=$(gap_run bench "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 8 --warmup 2 --no-profile "${BENCH_SET[@]}")
+  note "gap bench (random tokens): $(grep -E '^ms/step' "$LOG_DIR/gap_bench.log" | tr '\n' ' ') $g1"
+  for d in text rand; do
+    dset=(); [ $d = rand ] && dset=(--set data="$W/rdata")
+    g1=$(gap_run "train_$d" "$ZGPT" train $(xlcfg "$W/gap_$d") --set fp16.enabled=false --set bf16.enabled=true \
+        --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --set max_iters=12 "${DP2_SET[@]}" \
+        "${dset[@]}" --gpus 1)
+    note "gap train ($d): $(na "$(zg_ms "$LOG_DIR/gap_train_$d.log" 3)") ms/iter (median from iteration 3); $g1"
+  done
+  g1=$(gap_run wc "$ZGPT" train $(xlcfg "$W/gap_wc") --set fp16.enabled=false --set bf16.enabled=true \
+      --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --set max_iters=6 \
+      --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus 1)
+  note "gap train, each phase synchronised: $g1"; grep -E "^iter [2-5]: time" "$LOG_DIR/gap_wc.log" | tee -a "$SUMMARY" >/dev/null
 fi
 if has demo; then
   ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
