@@ -32,4 +32,15 @@ for np in 2 4; do
         echo "ok $np ranks, ZeRO stage $stage: same losses and weights as one process (${SECONDS} s)"
     done
 done
+# memory_efficient_layernorm (LayerNorm backward from the output): in fp32 the same curve and weights as
+# the default within the same tolerances, in one process and over 2 ranks at stage 2.
+"$ZGPT" train --config d.json --set out_dir=one_me --set memory_efficient_layernorm=true > one_me.log \
+    || fail "one process, memory_efficient_layernorm: $(tail -3 one_me.log)"
+losses_close one/metrics.jsonl one_me/metrics.jsonl 20 $LTOL
+weights_close model one/final/model.bin one_me/final/model.bin $WTOL
+timeout 300 "$ZGPT" train --config d.json --set out_dir=r2_me --set zero_optimization.stage=2 \
+    --set memory_efficient_layernorm=true --nproc 2 > r2_me.log 2> r2_me.err || fail "2 ranks, memory_efficient_layernorm: $(tail -5 r2_me.err r2_me.log)"
+losses_close one_me/metrics.jsonl r2_me/metrics.jsonl 20 $LTOL
+weights_close model one_me/final/model.bin r2_me/final/model.bin $WTOL
+echo "ok memory_efficient_layernorm: one process and 2 ranks (stage 2) follow the default run"
 echo "dist_equiv: ok"
