@@ -159,7 +159,7 @@ int zg_cmd_plan(int argc, char **argv) {
     int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
     int T = g.block_size;
     int recompute = have_cfg ? zg_train_config_recompute(&tc) : 0;
-    char rdesc[32];
+    char rdesc[96];
     int rc_layers = have_cfg ? tc.recompute_num_layers : 0;
     size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute, rc_layers);
     int N = (int)a.nproc;

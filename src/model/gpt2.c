@@ -305,13 +305,13 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
     int from_out = (flags & GPT2_LN_FROM_OUTPUT) != 0;
     if (from_out) flags &= ~GPT2_RECOMPUTE_LAYERNORM; /* ignored with it (layer_recomputes) */
-    snprintf(buf, cap, "%s%s%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
+    int any = (flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM)) != 0;
+    snprintf(buf, cap, "%s%s%s%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
              (flags & GPT2_RECOMPUTE_GELU) && (flags & GPT2_RECOMPUTE_LAYERNORM) ? " + " : "",
              flags & GPT2_RECOMPUTE_LN1 ? "ln1" : "",
              (flags & GPT2_RECOMPUTE_LN1) && (flags & GPT2_RECOMPUTE_LN2) ? " + " : "",
-             flags & GPT2_RECOMPUTE_LN2 ? "ln2" : "", flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM) ? " recomputed" : "",
-             from_out ? (flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM) ? ", LayerNorm backward from output" : "LayerNorm backward from output")
-                      : "");
+             flags & GPT2_RECOMPUTE_LN2 ? "ln2" : "", any ? " recomputed" : "", any && from_out ? ", " : "",
+             from_out ? "LayerNorm backward from output" : "");
     return buf;
 }
 
