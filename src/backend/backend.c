@@ -78,6 +78,11 @@ void zg_backend_destroy(zg_backend *be) {
 
 /* ---- scalar dtype conversions ---------------------------------------------------------------- */
 
+void zg_layernorm_backward_check(const void *x, const void *y, const void *b, const float *mean) {
+    if (x == NULL && (y == NULL || b == NULL)) ZG_FATAL("layernorm_backward: without x, y and b are required");
+    if (x != NULL && mean == NULL) ZG_FATAL("layernorm_backward: with x, mean is required");
+}
+
 static uint32_t f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);

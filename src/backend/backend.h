@@ -94,6 +94,7 @@ typedef struct {
     void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
                                const void *y, const void *w, const void *b, const float *mean, const float *rstd,
                                int N, int C);
+    /* (every backend's layernorm_backward first calls zg_layernorm_backward_check) */
     /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL) + residual (N,OC, act_dtype, may
      * be NULL): the residual add of a transformer block fused into the product's epilogue. residual
      * may be out itself (in place) but must not otherwise overlap it; the model passes a separate
@@ -162,6 +163,9 @@ typedef struct {
 /* Creates the backend named by cfg->device. -1 with an error when it is not compiled in, no GPU is
  * present for "cuda", or the precision is not supported by that backend. */
 int zg_backend_create(zg_backend **out, const zg_backend_config *cfg);
+/* layernorm_backward's arguments for the form it was given (fatal with a message otherwise): the
+ * input form (x) needs mean, the output form (x NULL) needs y and b. */
+void zg_layernorm_backward_check(const void *x, const void *y, const void *b, const float *mean);
 void zg_backend_destroy(zg_backend *be);
 /* 1 when the CUDA backend is compiled in and a GPU is visible. */
 int zg_backend_cuda_available(void);

@@ -240,11 +240,15 @@ static void *bump_take(bump *b, size_t bytes) {
     return b->base ? b->base + at : NULL;
 }
 
-/* Does layer l recompute `what` (a GPT2_RECOMPUTE_* flag) under flags / layer count `layers`? With
- * GPT2_LN_FROM_OUTPUT the LayerNorm outputs are what is kept, so LN1/LN2 recompute does not apply. */
+/* The flags that take effect: with GPT2_LN_FROM_OUTPUT the LayerNorm outputs are what is kept, so
+ * LN1/LN2 recompute does not apply. */
+static int effective_flags(int flags) {
+    return flags & GPT2_LN_FROM_OUTPUT ? flags & ~GPT2_RECOMPUTE_LAYERNORM : flags;
+}
+
+/* Does layer l recompute `what` (a GPT2_RECOMPUTE_* flag) under flags / layer count `layers`? */
 static int layer_recomputes(int flags, int layers, int l, int what) {
-    if (flags & GPT2_LN_FROM_OUTPUT) flags &= ~GPT2_RECOMPUTE_LAYERNORM;
-    return (flags & what) && (layers <= 0 || l < layers);
+    return (effective_flags(flags) & what) && (layers <= 0 || l < layers);
 }
 
 /* recompute: GPT2_RECOMPUTE_* flags for layers [0, rc_layers) (<= 0: all). A recomputed tensor gets
@@ -257,10 +261,10 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
+    recompute = effective_flags(recompute);
     int from_out = (recompute & GPT2_LN_FROM_OUTPUT) != 0;
     void *shared_gelu = recompute & GPT2_RECOMPUTE_GELU ? bump_take(&b, N * 4 * C * asz) : NULL;
-    void *shared_ln = !from_out && (recompute & GPT2_RECOMPUTE_LAYERNORM) ? bump_take(&b, N * C * asz)
-                                                                          : NULL; /* ln1 and/or ln2 */
+    void *shared_ln = recompute & GPT2_RECOMPUTE_LAYERNORM ? bump_take(&b, N * C * asz) : NULL; /* ln1 and/or ln2 */
     void *stream = from_out ? bump_take(&b, N * C * asz) : NULL;
     void *shared_r2 = from_out ? bump_take(&b, N * C * asz) : NULL;
     for (int l = 0; l <= L; l++) {
@@ -303,8 +307,8 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
 }
 
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
+    flags = effective_flags(flags);
     int from_out = (flags & GPT2_LN_FROM_OUTPUT) != 0;
-    if (from_out) flags &= ~GPT2_RECOMPUTE_LAYERNORM; /* ignored with it (layer_recomputes) */
     int any = (flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM)) != 0;
     snprintf(buf, cap, "%s%s%s%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
              (flags & GPT2_RECOMPUTE_GELU) && (flags & GPT2_RECOMPUTE_LAYERNORM) ? " + " : "",

@@ -100,8 +100,9 @@ int zg_train_config_recompute(const zg_train_config *cfg);
  * collective overlapped with backward holds its thread blocks' SMs away from the compute kernels
  * beside it; with many tokens per micro-step the gradient traffic (2 bytes per parameter) is small
  * next to the compute (6 FLOPs per parameter and token), so a few blocks carry it in time and the
- * compute keeps its SMs (GPT-2 XL, micro-batch 16, 2 H200s: 349 -> 344 ms per step, medians of 13). With few tokens (micro-batch 1) the reductions are the bottleneck and
- * need all the blocks NCCL picks. The ratio does not depend on the model's size. Across machines
+ * compute keeps its SMs (GPT-2 XL, micro-batch 16, 2 H200s: 349 -> 344 ms per step, medians of 13).
+ * With few tokens (micro-batch 1) the reductions are the bottleneck and need all the blocks NCCL
+ * picks. The ratio does not depend on the model's size. Across machines
  * NCCL spreads its blocks over the network adapters, and a cap measured over NVLink could starve
  * them, so auto leaves those jobs to NCCL. */
 #define ZG_COMM_LEAN_CTAS 4

@@ -51,6 +51,7 @@ typedef struct {
     zg_zero zero;
     int zero_on;
     int rank, world, local_rank;
+    int one_machine; /* every rank on this machine (the launcher's local size is the world size) */
     zg_launch_source launched_by;
     zg_loss_scaler scaler;
     zg_dataloader *train_dl, *train_eval_dl, *val_dl;
@@ -670,9 +671,7 @@ static int setup_parallel(trainer *tr) {
     memset(&cc, 0, sizeof cc);
     cc.backend = "auto";
     cc.be = tr->be;
-    zg_launch_env env;
-    zg_launch_env_detect(&env);
-    cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg, env.local_size == env.size);
+    cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg, tr->one_machine);
     if (zg_comm_create(&tr->comm, &cc) != 0) return -1;
     if (tr->comm->size != tr->world)
         return zg_errorf("the communicator has %d ranks but the launcher said %d", tr->comm->size, tr->world);
@@ -717,6 +716,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.rank = env.size > 1 ? env.rank : 0;
     tr.world = env.size > 1 ? env.size : 1;
     tr.local_rank = env.local_rank;
+    tr.one_machine = env.local_size == env.size;
     tr.launched_by = env.source;
     if (zg_train_config_resolve_batch(cfg, tr.world) != 0) return -1;
 

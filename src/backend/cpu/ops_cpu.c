@@ -109,8 +109,7 @@ void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, c
      * taken once per column (0 where w is 0: that column's input cannot be recovered). */
     const float *src = x_ ? (const float *)x_ : (const float *)y_;
     int from_y = x_ == NULL;
-    if (from_y && (y_ == NULL || b == NULL)) ZG_FATAL("layernorm_backward: without x, y and b are required");
-    if (!from_y && mean == NULL) ZG_FATAL("layernorm_backward: with x, mean is required");
+    zg_layernorm_backward_check(x_, y_, b_, mean);
     int nth = omp_get_max_threads();
     /* Per-thread partial sums of dw and db (2C floats each), added up in thread order afterwards so
      * the result does not depend on scheduling; with the output form, 1/w (C) after them. */

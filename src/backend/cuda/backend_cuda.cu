@@ -797,8 +797,7 @@ static void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *d
     zgc_impl *im = zgc_get(be);
     bool fromy = x == NULL;
     const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
-    if (fromy && (y == NULL || b == NULL)) ZG_FATAL("layernorm_backward: without x, y and b are required");
-    if (!fromy && mean == NULL) ZG_FATAL("layernorm_backward: with x, mean is required");
+    zg_layernorm_backward_check(x, y, b, mean);
     int nblocks = im->num_sms * 4;
     if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
     if (nblocks < 1) nblocks = 1;
