@@ -348,6 +348,9 @@ fi
 xlcfg() { echo --config configs/gpt2xl_finetune.json --deepspeed configs/ds_config_zero2.json --set init_from=scratch \
     --set n_layer=48 --set n_head=25 --set n_embd=1600 --set data="$W/data" --set out_dir="$1" --set save_checkpoints=false \
     --set eval_iters=1 --set eval_interval=1000 --set log_interval=1; }
+# dp's configuration (the issue's "fast and lean" runs): xlcfg in bf16, micro-batch 16 per GPU, no accumulation
+dpcfg() { echo $(xlcfg "$1") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
+    --set train_micro_batch_size_per_gpu=16; }
 if has xlstart; then
   t0=$(date +%s.%N)
   timeout 120 "$ZGPT" train $(xlcfg "$W/xs") --set max_iters=1 --set fp16.enabled=false --set bf16.enabled=true \
@@ -390,8 +393,7 @@ fi
 # run of session 2026-11-28); the peer's over its steps 5-11 (7 steps). Single steps vary by +-5 ms, so
 # medians of 4 steps (the earlier setting) could not resolve differences of 1%.
 dp_zgpt() { # $1 run name (log $LOG_DIR/$1.log), $2 GPUs
-  timeout -k 20 240 "$ZGPT" train $(xlcfg "$W/$1") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
-      --set train_micro_batch_size_per_gpu=16 --set max_iters=12 "${DP2_SET[@]}" --gpus "$2" > "$LOG_DIR/$1.log" 2>&1
+  timeout -k 20 240 "$ZGPT" train $(dpcfg "$W/$1") --set max_iters=12 "${DP2_SET[@]}" --gpus "$2" > "$LOG_DIR/$1.log" 2>&1
 }
 dp_show() { # $1 log, $2 exit status
   echo "exit $2; $(na "$(zg_ms "$1" 3)") ms/iter, $(fmt0 "$(zg_tps "$1" 3)") tok/s (median of $(zg_n "$1" 3) iterations from 3)," \
@@ -437,8 +439,8 @@ fi
 # so these runs are slower than dp2's and are not timed runs), 1 GPU and 2 GPUs, the dp2 configuration.
 if has dpwc && [ "$NGPU" -ge 2 ]; then
   for n in 1 2; do
-    timeout -k 20 200 "$ZGPT" train $(xlcfg "$W/wc$n") --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 \
-        --set train_micro_batch_size_per_gpu=16 --set max_iters=5 --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus "$n" > "$LOG_DIR/dpwc_$n.log" 2>&1
+    timeout -k 20 200 "$ZGPT" train $(dpcfg "$W/wc$n") --set max_iters=5 --set wall_clock_breakdown=true "${DP2_SET[@]}" \
+        --gpus "$n" > "$LOG_DIR/dpwc_$n.log" 2>&1
     note "dpwc $n GPU(s) (exit $?):"; grep -E "^iter [2-4]: " "$LOG_DIR/dpwc_$n.log" | tee -a "$SUMMARY" >/dev/null
   done
 fi
@@ -451,8 +453,7 @@ if has ab; then
     IFS='|' read -r ab_name ab_env ab_set <<< "$v"
     ab_name=$(echo "$ab_name" | tr -d ' '); ab_n=${ZG_AB_GPUS:-$NGPU}; [[ "$ab_name" == *@1 ]] && ab_n=1
     read -r -a ab_envs <<< "$ab_env"; read -r -a ab_sets <<< "$ab_set"
-    env "${ab_envs[@]}" timeout -k 20 200 "$ZGPT" train $(xlcfg "$W/ab_$ab_name") --set fp16.enabled=false --set bf16.enabled=true \
-        --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --set max_iters="${ZG_AB_ITERS:-12}" \
+    env "${ab_envs[@]}" timeout -k 20 200 "$ZGPT" train $(dpcfg "$W/ab_$ab_name") --set max_iters="${ZG_AB_ITERS:-12}" \
         "${ab_sets[@]}" --gpus "$ab_n" > "$LOG_DIR/ab_$ab_name.log" 2>&1
     note "ab $ab_name ($ab_n GPUs; env '$ab_env'; '$ab_set'): $(dp_show "$LOG_DIR/ab_$ab_name.log" $?)"
     grep -E "^iter [2-6]: time \(ms" "$LOG_DIR/ab_$ab_name.log" | tee -a "$SUMMARY" >/dev/null
@@ -472,9 +473,9 @@ if has gap; then
     local rc=$?
     kill $smi 2>/dev/null; wait $smi 2>/dev/null
     local clk pw thr
-    clk=$(awk -F', ' '$1 + 0 > 0 {print $1}' "$LOG_DIR/gap_smi_$name.csv" | sort -n | median)
-    pw=$(awk -F', ' '$1 + 0 > 0 {print $2}' "$LOG_DIR/gap_smi_$name.csv" | sort -n | median)
-    thr=$(awk -F', ' '$1 + 0 > 0 {print $3}' "$LOG_DIR/gap_smi_$name.csv" | sort | uniq -c | sort -rn | head -3 | tr -s ' ' | tr '\n' ';')
+    col() { awk -F', ' -v c="$1" '$1 + 0 > 0 {print $c}' "$LOG_DIR/gap_smi_$name.csv"; } # column $1 of the valid samples
+    clk=$(col 1 | median); pw=$(col 2 | median)
+    thr=$(col 3 | sort | uniq -c | sort -rn | head -3 | tr -s ' ' | tr '\n' ';')
     echo "exit $rc; SM clock median $(na "$clk") MHz, power median $(na "$pw") W, throttle reasons (count value): $thr"
   }
   python3 -c "
@@ -487,14 +488,10 @@ print(' '.join(random.choice(words) for _ in range(600000)))" > "$W/random_words
   note "gap bench (random tokens): $(grep -E '^ms/step' "$LOG_DIR/gap_bench.log" | tr '\n' ' ') $g1"
   for d in text rand; do
     dset=(); [ $d = rand ] && dset=(--set data="$W/rdata")
-    g1=$(gap_run "train_$d" "$ZGPT" train $(xlcfg "$W/gap_$d") --set fp16.enabled=false --set bf16.enabled=true \
-        --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --set max_iters=12 "${DP2_SET[@]}" \
-        "${dset[@]}" --gpus 1)
+    g1=$(gap_run "train_$d" "$ZGPT" train $(dpcfg "$W/gap_$d") --set max_iters=12 "${DP2_SET[@]}" "${dset[@]}" --gpus 1)
     note "gap train ($d): $(na "$(zg_ms "$LOG_DIR/gap_train_$d.log" 3)") ms/iter (median from iteration 3); $g1"
   done
-  g1=$(gap_run wc "$ZGPT" train $(xlcfg "$W/gap_wc") --set fp16.enabled=false --set bf16.enabled=true \
-      --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --set max_iters=6 \
-      --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus 1)
+  g1=$(gap_run wc "$ZGPT" train $(dpcfg "$W/gap_wc") --set max_iters=6 --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus 1)
   note "gap train, each phase synchronised: $g1"; grep -E "^iter [2-5]: time" "$LOG_DIR/gap_wc.log" | tee -a "$SUMMARY" >/dev/null
 fi
 if has demo; then

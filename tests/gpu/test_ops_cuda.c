@@ -90,11 +90,16 @@ static double gelu_grad_d(double x) {
     return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * k * (1 + 3 * 0.044715 * x * x);
 }
 
-static int32_t *dev_tokens(zg_backend *be, int n, int V, int32_t *host) {
-    for (int i = 0; i < n; i++) host[i] = (int32_t)(zt_rand_u64(&g_rng) % (uint64_t)V);
+/* n token ids from host memory into a new device array */
+static int32_t *dev_tokens_upload(zg_backend *be, const int32_t *host, int n) {
     int32_t *d = be->ops->alloc(be, (size_t)n * 4, "tokens");
     be->ops->upload(be, d, host, (size_t)n * 4);
     return d;
+}
+
+static int32_t *dev_tokens(zg_backend *be, int n, int V, int32_t *host) {
+    for (int i = 0; i < n; i++) host[i] = (int32_t)(zt_rand_u64(&g_rng) % (uint64_t)V);
+    return dev_tokens_upload(be, host, n);
 }
 
 /* ---- casts, upload/download ------------------------------------------------------------------ */
@@ -150,9 +155,7 @@ static int32_t *dev_tokens_case(zg_backend *be, int n, int kind, int32_t *host) 
         /* skewed: 60% one id (a run over ~20 chunks), 5% another (~2 chunks), the rest spread like text */
         host[i] = kind == TOK_ONE_ID ? 17 : r % 100 < 60 ? 7 : r % 100 < 65 ? 40 : (int32_t)((r >> 8) % 63);
     }
-    int32_t *d = be->ops->alloc(be, (size_t)n * 4, "tokens");
-    be->ops->upload(be, d, host, (size_t)n * 4);
-    return d;
+    return dev_tokens_upload(be, host, n);
 }
 
 static void test_encoder(void) {
@@ -226,6 +229,13 @@ static void ln_ref(double *out, double *mean, double *rstd, const float *x, cons
     }
 }
 
+/* xhat of element k = (i, c) in the input form (from_y 0) or the output form (0 where w == 0) */
+static double ln_ref_xhat(const float *src, const float *w, const float *b, const float *mean, const float *rstd,
+                          int from_y, int i, int c, size_t k) {
+    if (from_y) return w[c] != 0.f ? ((double)src[k] - b[c]) / w[c] : 0.0;
+    return (src[k] - (double)mean[i]) * rstd[i];
+}
+
 /* LayerNorm backward reference in fp64: rdi = dinp0 + ..., rdw = dw0 + ..., rdb = db0 + ... (N,C), (C).
  * Input form (from_y 0): xhat = (src - mean) * rstd with src = x. Output form (from_y 1): xhat =
  * (src - b) / w with src = y, 0 where w == 0 (mean unused). */
@@ -237,15 +247,13 @@ static void ln_bwd_ref(double *rdi, double *rdw, double *rdb, const float *dinp0
         double s1 = 0, s2 = 0;
         for (int c = 0; c < C; c++) {
             size_t k = (size_t)i * C + c;
-            double xh = from_y ? (w[c] != 0.f ? ((double)src[k] - b[c]) / w[c] : 0.0) : (src[k] - (double)mean[i]) * rstd[i];
-            double dn = (double)dout[k] * w[c];
+            double xh = ln_ref_xhat(src, w, b, mean, rstd, from_y, i, c, k), dn = (double)dout[k] * w[c];
             s1 += dn; s2 += dn * xh;
         }
         s1 /= C; s2 /= C;
         for (int c = 0; c < C; c++) {
             size_t k = (size_t)i * C + c;
-            double xh = from_y ? (w[c] != 0.f ? ((double)src[k] - b[c]) / w[c] : 0.0) : (src[k] - (double)mean[i]) * rstd[i];
-            double dn = (double)dout[k] * w[c];
+            double xh = ln_ref_xhat(src, w, b, mean, rstd, from_y, i, c, k), dn = (double)dout[k] * w[c];
             rdi[k] = dinp0[k] + rstd[i] * (dn - s1 - xh * s2);
             rdw[c] += dout[k] * xh;
             rdb[c] += dout[k];
@@ -967,8 +975,7 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "encoder_backward", 0, nc * es * 3, be->ops->encoder_backward(be, dwte, dwpe, x, tok, B, T, C));
     /* text-like: real text repeats a few ids a lot (Tiny Shakespeare: "\n" ~10%, "," ~5%) */
     for (int i = 0; i < N; i++) tokh[i] = i % 10 == 0 ? 198 : i % 20 == 1 ? 11 : tokh[i];
-    int32_t *tok_text = be->ops->alloc(be, (size_t)N * 4, "tokens");
-    be->ops->upload(be, tok_text, tokh, (size_t)N * 4);
+    int32_t *tok_text = dev_tokens_upload(be, tokh, N);
     BENCH(&ctx, "encoder_backward (10% one id, 5% another)", 0, nc * es * 3,
           be->ops->encoder_backward(be, dwte, dwpe, x, tok_text, B, T, C));
     be->ops->dealloc(be, tok_text);

@@ -274,13 +274,8 @@ static void test_model_gradient(void) {
         ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, extra, 0));
         ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags | GPT2_RECOMPUTE_LAYERNORM, 0) ==
                  gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0));
-        /* the forward is unchanged: the same loss as the reference model's */
-        gpt2_model ref;
-        ZT_CHECK(gpt2_init(&ref, &c, BE) == 0);
-        gpt2_params_upload(&ref, p);
-        float lr = gpt2_forward(&ref, in, tg, B, T);
-        ZT_CHECK_MSG(lr == lq, "LN from output changed the loss: %.9g vs %.9g", lq, lr);
-        gpt2_free(&ref);
+        /* the forward is unchanged: the same loss as the default model's (l_plain, same parameters) */
+        ZT_CHECK_MSG(l_plain == lq, "LN from output changed the loss: %.9g vs %.9g", lq, l_plain);
         gpt2_free(&q);
     }
     /* the estimate matches what the CPU backend allocates (plus tokens, targets, losses) */
