@@ -694,6 +694,17 @@ static void test_attention_large(void) {
     be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
     float *a = dl(be, g1, dt, nqkv), *b = dl(be, g2, dt, nqkv);
     ZT_CHECK_MSG(memcmp(a, b, nqkv * 4) == 0, "attention backward is not deterministic at B=%d T=%d C=%d", B, T, C);
+    /* every kernel variant (ZGPT_ATTN_BWD) computes the same products in the same order */
+    const char *vars[] = {"aa", "bb", "cc", "dd", "ad", "cb"};
+    for (int v = 0; v < 6; v++) {
+        setenv("ZGPT_ATTN_BWD", vars[v], 1);
+        poison(be, g2, dt, nqkv);
+        be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
+        float *c = dl(be, g2, dt, nqkv);
+        ZT_CHECK_MSG(memcmp(a, c, nqkv * 4) == 0, "attention backward variant %s differs from the default", vars[v]);
+        free(c);
+    }
+    unsetenv("ZGPT_ATTN_BWD");
     size_t bad = 0;
     for (size_t i = 0; i < nqkv; i++) bad += !isfinite(a[i]);
     ZT_CHECK_MSG(bad == 0, "attention backward at B=%d T=%d C=%d: %zu non-finite values", B, T, C, bad);
@@ -922,8 +933,35 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* ZG_BENCH_REPS=n (1..15) times each op n times after no warm-up: for profilers (ncu), which
+ * should see every kernel once */
 #define BENCH_REPS 15
+static int bench_reps(void) {
+    const char *r = getenv("ZG_BENCH_REPS");
+    int n = r ? atoi(r) : BENCH_REPS;
+    return n >= 1 && n <= BENCH_REPS ? n : BENCH_REPS;
+}
 #define BENCH(ctx, label, flops, bytes, ...)                                                       \
+    do {                                                                                           \
+        float ms_[BENCH_REPS];                                                                     \
+        int reps_ = bench_reps();                                                                  \
+        cudaStream_t st_ = zg_backend_cuda_stream((ctx)->be);                                      \
+        for (int w_ = 0; w_ < (reps_ == BENCH_REPS ? 2 : 0); w_++) { __VA_ARGS__; }                \
+        for (int r_ = 0; r_ < reps_; r_++) {                                                       \
+            cudaEventRecord((ctx)->e0, st_);                                                       \
+            __VA_ARGS__;                                                                           \
+            cudaEventRecord((ctx)->e1, st_);                                                       \
+            cudaEventSynchronize((ctx)->e1);                                                       \
+            cudaEventElapsedTime(&ms_[r_], (ctx)->e0, (ctx)->e1);                                  \
+        }                                                                                          \
+        qsort(ms_, reps_, sizeof(float), cmp_float);                                               \
+        float med_ = ms_[reps_ / 2];                                                               \
+        printf("| %-34s | %9.3f | %8.1f | %8.0f |\n", label, med_,                                \
+               (flops) > 0 ? (double)(flops) / (med_ * 1e-3) / 1e12 : 0.0,                          \
+               (bytes) > 0 ? (double)(bytes) / (med_ * 1e-3) / 1e9 : 0.0);                          \
+    } while (0)
+
+#define BENCH_QUIET(ctx, ...)                                                                      \
     do {                                                                                           \
         float ms_[BENCH_REPS];                                                                     \
         cudaStream_t st_ = zg_backend_cuda_stream((ctx)->be);                                      \
@@ -936,11 +974,56 @@ static int cmp_float(const void *a, const void *b) {
             cudaEventElapsedTime(&ms_[r_], (ctx)->e0, (ctx)->e1);                                  \
         }                                                                                          \
         qsort(ms_, BENCH_REPS, sizeof(float), cmp_float);                                          \
-        float med_ = ms_[BENCH_REPS / 2];                                                          \
-        printf("| %-34s | %9.3f | %8.1f | %8.0f |\n", label, med_,                                \
-               (flops) > 0 ? (double)(flops) / (med_ * 1e-3) / 1e12 : 0.0,                          \
-               (bytes) > 0 ? (double)(bytes) / (med_ * 1e-3) / 1e9 : 0.0);                          \
+        printf("| %.3f ", ms_[BENCH_REPS / 2]);                                                    \
+        fflush(stdout);                                                                            \
     } while (0)
+
+/* The matmuls of one layer with the heuristic's k-th candidate algorithm (ZGPT_MATMUL_ALGO=k, read
+ * when a plan is made, so each k gets a fresh backend): is the heuristic's first choice the fastest? */
+static void bench_matmul_algos(int B, int T, int C) {
+    int N = B * T;
+    printf("\n### matmul algorithm survey: N=%d C=%d (bf16), ms per call by the heuristic's k-th candidate\n\n", N, C);
+    printf("| k | qkv fwd | attproj fwd+res | fc fwd gelu | fcproj fwd+res | qkv bwd | attproj bwd | fc bwd | fcproj bwd dgelu |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    for (int k = 0; k < 8; k++) {
+        char ks[8];
+        snprintf(ks, sizeof ks, "%d", k);
+        setenv("ZGPT_MATMUL_ALGO", ks, 1);
+        zg_backend *be = NULL;
+        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+        if (zg_backend_cuda_create(&be, &cfg) != 0) {
+            zg_error_print();
+            break;
+        }
+        bench_ctx ctx = {be, NULL, NULL};
+        cudaEventCreate(&ctx.e0);
+        cudaEventCreate(&ctx.e1);
+        void *x = dev_big(be, ZG_BF16, (size_t)N * C, 1.f), *x2 = dev_big(be, ZG_BF16, (size_t)N * C, 1.f);
+        void *y = dev_big(be, ZG_BF16, (size_t)N * C, 1.f);
+        void *h4 = dev_big(be, ZG_BF16, (size_t)N * 4 * C, 1.f), *h4b = dev_big(be, ZG_BF16, (size_t)N * 4 * C, 1.f);
+        void *w = dev_big(be, ZG_BF16, (size_t)4 * C * C, 0.02f), *dw = dev_big(be, ZG_BF16, (size_t)4 * C * C, 0.02f);
+        void *bias = dev_big(be, ZG_BF16, (size_t)4 * C, 0.02f), *dbias = dev_big(be, ZG_BF16, (size_t)4 * C, 0.02f);
+        printf("| %d ", k);
+        fflush(stdout);
+#define SURVEY(...) do { BENCH_QUIET(&ctx, __VA_ARGS__); } while (0)
+        SURVEY(be->ops->matmul_forward(be, h4, NULL, x, w, bias, NULL, N, C, 3 * C));
+        SURVEY(be->ops->matmul_forward(be, y, NULL, x, w, bias, x2, N, C, C));
+        SURVEY(be->ops->matmul_forward(be, h4, h4b, x, w, bias, NULL, N, C, 4 * C));
+        SURVEY(be->ops->matmul_forward(be, y, NULL, h4, w, bias, x2, N, 4 * C, C));
+        SURVEY(be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 3 * C));
+        SURVEY(be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
+        SURVEY(be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
+        SURVEY(be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
+#undef SURVEY
+        printf("|\n");
+        void *ptrs[] = {x, x2, y, h4, h4b, w, dw, bias, dbias};
+        for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) be->ops->dealloc(be, ptrs[i]);
+        cudaEventDestroy(ctx.e0);
+        cudaEventDestroy(ctx.e1);
+        zg_backend_destroy(be);
+    }
+    unsetenv("ZGPT_MATMUL_ALGO");
+}
 
 static void bench_config(zg_backend *be, const char *name, int B, int T, int C, int NH, int L) {
     bench_ctx ctx = {be, NULL, NULL};
@@ -1020,6 +1103,14 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     BENCH(&ctx, "attention_forward", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
     BENCH(&ctx, "attention_backward", 2.5 * af, 0,
           be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+    if (bench_reps() == BENCH_REPS) /* the backward kernels' variants (ZGPT_ATTN_BWD, dK/dV then dQ) */
+        for (int v = 0; v < 16; v++) {
+            char var[3] = {(char)('a' + v / 4), (char)('a' + v % 4), 0}, lab2[64];
+            setenv("ZGPT_ATTN_BWD", var, 1);
+            snprintf(lab2, sizeof lab2, "attention_backward ZGPT_ATTN_BWD=%s", var);
+            BENCH(&ctx, lab2, 2.5 * af, 0, be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+        }
+    unsetenv("ZGPT_ATTN_BWD");
 
     be->ops->dealloc(be, h4);
     be->ops->dealloc(be, h4b);
@@ -1058,14 +1149,21 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     cudaEventDestroy(ctx.e1);
 }
 
+/* ZG_BENCH_ONLY=124m|xl16|xl8|survey runs only that part (default: all) */
+static int bench_part(const char *name) {
+    const char *o = getenv("ZG_BENCH_ONLY");
+    return o == NULL || o[0] == 0 || strcmp(o, name) == 0;
+}
+
 static void run_bench(void) {
     zg_backend *be = g_be[1];
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-    bench_config(be, "GPT-2 124M", 16, 1024, 768, 12, 12);
-    bench_config(be, "GPT-2 XL", 16, 1024, 1600, 25, 48);
-    bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
+    if (bench_part("124m")) bench_config(be, "GPT-2 124M", 16, 1024, 768, 12, 12);
+    if (bench_part("xl16")) bench_config(be, "GPT-2 XL", 16, 1024, 1600, 25, 48);
+    if (bench_part("xl8")) bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
+    if (bench_part("survey")) bench_matmul_algos(16, 1024, 1600);
 }
 
 int main(int argc, char **argv) {

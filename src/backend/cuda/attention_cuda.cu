@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ZGC_LOG2E 1.4426950408889634f
 #define ZGC_ATT_BQ 64
@@ -77,15 +78,16 @@ template <> struct zgc_mma<__half> {
     }
 };
 
-__device__ __forceinline__ uint32_t zgc_ld32(const void *p) { return *reinterpret_cast<const uint32_t *>(p); }
-
-/* A fragment (16 x k16) from a row-major shared tile: rows row0.., columns k0.. */
+/* A fragment (16 x k16) from a row-major shared tile: rows row0.., columns k0... One ldmatrix.x4
+ * (matrices: rows 0-7 / 8-15 at k0, then at k0+8, the mma A order) instead of four 32-bit loads:
+ * the same registers, a quarter of the shared-memory instructions. Rows are LD = HS+8 elements
+ * apart (16 bytes past a multiple of 128), so the 8 rows of each matrix hit distinct banks. */
 template <int LD, typename T>
-__device__ __forceinline__ void zgc_load_a(uint32_t a[4], const T *tile, int row0, int k0, int g, int t) {
-    a[0] = zgc_ld32(&tile[(row0 + g) * LD + k0 + 2 * t]);
-    a[1] = zgc_ld32(&tile[(row0 + g + 8) * LD + k0 + 2 * t]);
-    a[2] = zgc_ld32(&tile[(row0 + g) * LD + k0 + 2 * t + 8]);
-    a[3] = zgc_ld32(&tile[(row0 + g + 8) * LD + k0 + 2 * t + 8]);
+__device__ __forceinline__ void zgc_load_a(uint32_t a[4], const T *tile, int row0, int k0, int lane) {
+    uint32_t p = (uint32_t)__cvta_generic_to_shared(&tile[(row0 + (lane & 15)) * LD + k0 + (lane >> 4) * 8]);
+    ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(p)));
 }
 
 /* Asynchronous copy of rows [r0, r0+64) x hs of one head from global (row stride ld elements)
@@ -160,6 +162,23 @@ __device__ __forceinline__ void zgc_mma_pv(float out[HS / 8][4], const float p[8
     }
 }
 
+/* ---- block order ----------------------------------------------------------------------------- */
+
+/* Block -> (bh, tile rank) for a grid of (B*NH, tiles) blocks, launched in linear order (x fastest).
+ * Heads go in groups of ZGC_ATT_GROUP, all tiles of a group's heads together, heaviest tile rank
+ * first within the group: the blocks resident at once (~400) then read the Q/K/V/dO rows of a few
+ * dozen heads (~0.5 MB each in GPT-2 XL's backward), which stay in L2 for all of their tiles. With
+ * tiles outermost (the earlier order) they read ~400 heads', evicted before the next tile came. */
+#define ZGC_ATT_GROUP 16
+__device__ __forceinline__ void zgc_att_block(int &bh, int &rank) {
+    int nbh = (int)gridDim.x, ntiles = (int)gridDim.y;
+    int lin = (int)(blockIdx.y * gridDim.x + blockIdx.x);
+    int grp = lin / (ZGC_ATT_GROUP * ntiles), r = lin % (ZGC_ATT_GROUP * ntiles);
+    int gh = min(ZGC_ATT_GROUP, nbh - grp * ZGC_ATT_GROUP); /* heads in this (maybe last, smaller) group */
+    rank = r / gh;
+    bh = grp * ZGC_ATT_GROUP + r % gh;
+}
+
 /* ---- forward (tensor cores) -------------------------------------------------------------------- */
 
 /* MT m-tiles (16 rows each) per warp share every B fragment loaded from shared memory:
@@ -218,8 +237,10 @@ zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C,
     T *Qs = reinterpret_cast<T *>(zgc_smem);
     T *KV = Qs + MT * TILE; /* stage s: K at KV + 2*s*TILE, V at KV + (2*s+1)*TILE */
     int nq = (T_len + BQ - 1) / BQ;
-    int qt = nq - 1 - blockIdx.y; /* heaviest tiles first */
-    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    int bh, rank;
+    zgc_att_block(bh, rank);
+    int qt = nq - 1 - rank; /* heaviest tiles first */
+    int b = bh / NH, h = bh % NH;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     size_t ld = (size_t)3 * C;
     const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
@@ -260,7 +281,7 @@ zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C,
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int kk = 0; kk < HS / 16; kk++)
-                    zgc_load_a<LD>(qf[mt][kk], Qs, warp * 16 * MT + mt * 16, kk * 16, g, t);
+                    zgc_load_a<LD>(qf[mt][kk], Qs, warp * 16 * MT + mt * 16, kk * 16, lane);
         }
         /* warp-uniform: skip a key tile entirely above this warp's rows */
         if (kt * 64 <= wrow0 + 16 * MT - 1) {
@@ -274,24 +295,32 @@ zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C,
             bool diag = kt * 64 + 63 > wrow0; /* the tile may cross this warp's diagonal */
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
+                /* the row maximum of the raw scores (scale_log2 > 0 commutes with max); only a tile
+                 * that crosses the diagonal is masked (warp-uniform branch: the others skip the index
+                 * arithmetic), and the scale goes into the exponent's FFMA below */
                 float mx[2] = {-INFINITY, -INFINITY};
+                if (diag) {
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+                    for (int j = 0; j < 8; j++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        int col = kt * 64 + j * 8 + 2 * t + (e & 1);
-                        int row = row_a + mt * 16 + (e >> 1) * 8;
-                        float v = s[mt][j][e] * scale_log2;
-                        if (diag && col > row) v = -INFINITY;
-                        s[mt][j][e] = v;
-                        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-                    }
+                        for (int e = 0; e < 4; e++) {
+                            int col = kt * 64 + j * 8 + 2 * t + (e & 1);
+                            int row = row_a + mt * 16 + (e >> 1) * 8;
+                            if (col > row) s[mt][j][e] = -INFINITY;
+                            mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
+                        }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][j][e]);
+                }
                 float corr[2];
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
                     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
                     mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-                    float mn = fmaxf(m_r[mt][r], mx[r]);
+                    float mn = fmaxf(m_r[mt][r], mx[r] * scale_log2);
                     corr[r] = exp2f(m_r[mt][r] - mn);
                     m_r[mt][r] = mn;
                     l_r[mt][r] *= corr[r];
@@ -300,7 +329,7 @@ zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C,
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        float p = exp2f(s[mt][j][e] - m_r[mt][e >> 1]);
+                        float p = exp2f(fmaf(s[mt][j][e], scale_log2, -m_r[mt][e >> 1]));
                         s[mt][j][e] = p;
                         l_r[mt][e >> 1] += p;
                     }
@@ -337,7 +366,7 @@ zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C,
 
 /* ---- backward: D = rowsum(dout * out) ---------------------------------------------------------- */
 
-/* D (B,NH,T): one warp per (b, t, h). */
+/* D (B,NH,T): one warp per (b, t, h) (any head size, any alignment). */
 template <typename T>
 __global__ void zgc_att_bwd_d_kernel(float *D, const T *dout, const T *out, int B, int NH, int T_len, int C) {
     int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -351,11 +380,43 @@ __global__ void zgc_att_bwd_d_kernel(float *D, const T *dout, const T *out, int 
     if (lane == 0) D[((size_t)b * NH + h) * T_len + tt] = s;
 }
 
+/* The same with 16-byte loads: a row of hs elements is 2^lpr_log2 lanes of one 16-byte vector each
+ * (hs = 64 in bf16: 8 lanes, 4 rows per warp), reduced with shuffles inside the lane group. The
+ * one-warp-per-row kernel reads 2 bytes per lane per load (hs = 64: 4 loads of 64 bytes per row)
+ * and leaves most of each warp idle; this one moves the same 2 x (N, C) bytes in full sectors. */
+template <typename T>
+__global__ void zgc_att_bwd_d_vec_kernel(float *D, const T *dout, const T *out, int B, int NH, int T_len, int C,
+                                         int lpr_log2) {
+    constexpr int VW = 16 / sizeof(T);
+    size_t gid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t w = gid >> lpr_log2, rows = (size_t)B * T_len * NH;
+    int sub = (int)(gid & ((1u << lpr_log2) - 1));
+    float s = 0.f;
+    if (w < rows) { /* no early return: every lane takes part in the shuffles */
+        int h = (int)(w % NH);
+        size_t bt = w / NH;
+        size_t off = bt * C + (size_t)h * (C / NH) + (size_t)sub * VW;
+        uint4 a = *reinterpret_cast<const uint4 *>(dout + off), o = *reinterpret_cast<const uint4 *>(out + off);
+        const T *ae = reinterpret_cast<const T *>(&a), *oe = reinterpret_cast<const T *>(&o);
+#pragma unroll
+        for (int e = 0; e < VW; e++) s += zgc_to_f(ae[e]) * zgc_to_f(oe[e]);
+    }
+    for (int m = (1 << lpr_log2) >> 1; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+    if (w < rows && sub == 0) {
+        int h = (int)(w % NH);
+        size_t bt = w / NH;
+        D[((bt / T_len) * NH + h) * T_len + bt % T_len] = s;
+    }
+}
+
 /* ---- backward dK, dV (tensor cores) ----------------------------------------------------------- */
 
-/* smem: K, V [64][HS+8]; two stages of (Q, dO [64][HS+8]); two stages of (lse, D [64]). */
-template <typename T, int HS>
-__global__ void __launch_bounds__(ZGC_ATT_THREADS, HS <= 64 ? 3 : 1)
+/* smem: K, V [64][HS+8]; two stages of (Q, dO [64][HS+8]); two stages of (lse, D [64]).
+ * KEEP: the warp's K and V A fragments (16 keys x HS each, 2*HS/4 registers) are loaded once and
+ * kept across the query tiles instead of reloaded from shared memory for every tile. MINB: blocks
+ * per SM the registers are budgeted for (launch bounds): 3 caps them at 168, 2 at 255. */
+template <typename T, int HS, bool KEEP, int MINB>
+__global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
 zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
                          int C, float scale_log2, float scale) {
     constexpr int LD = HS + 8, TILE = 64 * LD;
@@ -365,8 +426,9 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
     T *QD = Vs + TILE; /* stage s: Q at QD + 2*s*TILE, dO at QD + (2*s+1)*TILE */
     float *LS = reinterpret_cast<float *>(QD + 4 * TILE); /* stage s: lse at LS + 128*s, D at LS + 128*s + 64 */
     int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
-    int kt = blockIdx.y; /* small kt = most query tiles: heaviest first */
-    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    int bh, kt; /* small kt = most query tiles: heaviest first */
+    zgc_att_block(bh, kt);
+    int b = bh / NH, h = bh % NH;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     size_t ld = (size_t)3 * C;
     const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
@@ -390,6 +452,7 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[j][e] = dv[j][e] = 0.f;
     int key_a = kt * ZGC_ATT_BK + warp * 16 + g; /* keys of this thread: key_a, key_a + 8 */
+    uint32_t kf[HS / 16][4], vf[HS / 16][4]; /* without KEEP: reloaded per tile, short-lived */
 
     for (int qt = kt; qt < nq; qt++) {
         int st_ = (qt - kt) & 1;
@@ -408,34 +471,43 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
         __syncthreads();
         const T *Qs = QD + 2 * st_ * TILE, *dOs = Qs + TILE;
         const float *lse_s = LS + 128 * st_, *D_s = lse_s + 64;
-        uint32_t af[HS / 16][4];
+        bool load_frags = !KEEP || qt == kt; /* K, V are in shared memory from the first wait on */
         /* S^T (16 keys x 64 queries) = K_w Q^T */
         float st[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+        if (load_frags)
 #pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], Ks, warp * 16, kk * 16, g, t);
-        zgc_mma_abt<HS, LD, T>(st, af, Qs, lane);
-        /* P^T = exp2(S^T * scale_log2 - lse[q]), causal: query >= key */
+            for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(kf[kk], Ks, warp * 16, kk * 16, lane);
+        zgc_mma_abt<HS, LD, T>(st, kf, Qs, lane);
+        /* P^T = exp2(S^T * scale_log2 - lse[q]), causal: query >= key, which only the diagonal tile
+         * (qt == kt, block-uniform) can violate: the other tiles skip the index arithmetic */
+        if (qt == kt) {
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int qi = j * 8 + 2 * t + (e & 1);
-                int key = key_a + (e >> 1) * 8;
-                int q = qt * ZGC_ATT_BQ + qi;
-                float p = exp2f(st[j][e] * scale_log2 - lse_s[qi]);
-                st[j][e] = (q >= key) ? p : 0.f;
-            }
+                for (int e = 0; e < 4; e++) {
+                    int qi = j * 8 + 2 * t + (e & 1);
+                    int key = key_a + (e >> 1) * 8;
+                    float p = exp2f(st[j][e] * scale_log2 - lse_s[qi]);
+                    st[j][e] = (qt * ZGC_ATT_BQ + qi >= key) ? p : 0.f;
+                }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) st[j][e] = exp2f(st[j][e] * scale_log2 - lse_s[j * 8 + 2 * t + (e & 1)]);
+        }
         /* dV += P^T dO */
         zgc_mma_pv<HS, LD, T>(dv, st, dOs, lane);
         /* dP^T (16 keys x 64 queries) = V_w dO^T */
         float dpt[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.f;
+        if (load_frags)
 #pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], Vs, warp * 16, kk * 16, g, t);
-        zgc_mma_abt<HS, LD, T>(dpt, af, dOs, lane);
+            for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(vf[kk], Vs, warp * 16, kk * 16, lane);
+        zgc_mma_abt<HS, LD, T>(dpt, vf, dOs, lane);
         /* dS^T = P^T (dP^T - D[q]); dK += dS^T Q */
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -464,9 +536,10 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
 
 /* ---- backward dQ (tensor cores) ------------------------------------------------------------------ */
 
-/* smem: Q, dO [64][HS+8]; two stages of (K, V [64][HS+8]). */
-template <typename T, int HS>
-__global__ void __launch_bounds__(ZGC_ATT_THREADS, HS <= 64 ? 3 : 1)
+/* smem: Q, dO [64][HS+8]; two stages of (K, V [64][HS+8]). KEEP, MINB: as for the dK/dV kernel,
+ * for the warp's Q and dO fragments. */
+template <typename T, int HS, bool KEEP, int MINB>
+__global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
 zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
                         int C, float scale_log2, float scale) {
     constexpr int LD = HS + 8, TILE = 64 * LD;
@@ -475,8 +548,10 @@ zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, 
     T *dOs = Qs + TILE;
     T *KV = dOs + TILE;
     int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
-    int qt = nq - 1 - blockIdx.y;
-    int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    int bh, rank;
+    zgc_att_block(bh, rank);
+    int qt = nq - 1 - rank;
+    int b = bh / NH, h = bh % NH;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     size_t ld = (size_t)3 * C;
     const T *qbase = qkv + (size_t)b * T_len * ld + (size_t)h * HS;
@@ -498,6 +573,7 @@ zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, 
     float dq[HS / 8][4];
 #pragma unroll
     for (int j = 0; j < HS / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
+    uint32_t qf[HS / 16][4], dof[HS / 16][4];
 
     for (int kt = 0; kt <= qt; kt++) {
         if (kt + 1 <= qt) {
@@ -509,29 +585,39 @@ zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, 
         zgc_cp_wait<1>();
         __syncthreads();
         const T *Ks = KV + 2 * (kt & 1) * TILE, *Vs = Ks + TILE;
-        uint32_t af[HS / 16][4];
+        bool load_frags = !KEEP || kt == 0;
         float s[8][4], dp[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
             dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.f;
         }
+        if (load_frags)
 #pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], Qs, warp * 16, kk * 16, g, t);
-        zgc_mma_abt<HS, LD, T>(s, af, Ks, lane);
+            for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(qf[kk], Qs, warp * 16, kk * 16, lane);
+        zgc_mma_abt<HS, LD, T>(s, qf, Ks, lane);
+        if (load_frags)
 #pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(af[kk], dOs, warp * 16, kk * 16, g, t);
-        zgc_mma_abt<HS, LD, T>(dp, af, Vs, lane);
+            for (int kk = 0; kk < HS / 16; kk++) zgc_load_a<LD>(dof[kk], dOs, warp * 16, kk * 16, lane);
+        zgc_mma_abt<HS, LD, T>(dp, dof, Vs, lane);
+        if (kt == qt) { /* the diagonal tile (block-uniform): the only one with keys after a query */
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = kt * ZGC_ATT_BK + j * 8 + 2 * t + (e & 1);
-                int row = row_a + (e >> 1) * 8;
-                float p = exp2f(s[j][e] * scale_log2 - lse_r[e >> 1]);
-                if (key > row) p = 0.f;
-                s[j][e] = p * (dp[j][e] - D_r[e >> 1]); /* dS */
-            }
+                for (int e = 0; e < 4; e++) {
+                    int key = kt * ZGC_ATT_BK + j * 8 + 2 * t + (e & 1);
+                    int row = row_a + (e >> 1) * 8;
+                    float p = exp2f(s[j][e] * scale_log2 - lse_r[e >> 1]);
+                    if (key > row) p = 0.f;
+                    s[j][e] = p * (dp[j][e] - D_r[e >> 1]); /* dS */
+                }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[j][e] = exp2f(s[j][e] * scale_log2 - lse_r[e >> 1]) * (dp[j][e] - D_r[e >> 1]);
+        }
         zgc_mma_pv<HS, LD, T>(dq, s, Ks, lane);
         __syncthreads();
     }
@@ -701,23 +787,63 @@ static void zgc_flash_fwd_launch(zg_backend *be, void *out, float *lse, const vo
         zgc_flash_fwd_launch_mt<T, HS, 1>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
 }
 
+template <typename T, int HS, bool KEEP, int MINB>
+static void zgc_flash_bwd_dkv_launch(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const float *lse,
+                                     const float *D, int B, int T_len, int C, int NH, float scale_log2, float scale) {
+    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
+    size_t smem = (size_t)6 * 64 * (HS + 8) * sizeof(T) + 4 * 64 * sizeof(float);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS, KEEP, MINB>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    zgc_flash_bwd_dkv_kernel<T, HS, KEEP, MINB><<<grid, ZGC_ATT_THREADS, smem, zgc_get(be)->stream>>>(
+        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T, int HS, bool KEEP, int MINB>
+static void zgc_flash_bwd_dq_launch(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const float *lse,
+                                    const float *D, int B, int T_len, int C, int NH, float scale_log2, float scale) {
+    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
+    size_t smem = (size_t)6 * 64 * (HS + 8) * sizeof(T);
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dq_kernel<T, HS, KEEP, MINB>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    zgc_flash_bwd_dq_kernel<T, HS, KEEP, MINB><<<grid, ZGC_ATT_THREADS, smem, zgc_get(be)->stream>>>(
+        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* The backward kernels' variant for hs = 64, one letter per kernel (dK/dV, then dQ), from the tuning
+ * knob ZGPT_ATTN_BWD (e.g. "bb"): 'a' = fragments reloaded per tile, 3 blocks per SM (the v0.5
+ * kernels), 'b' = fragments kept, 3 blocks per SM, 'c' = fragments kept, 2 blocks per SM. All give
+ * bitwise the same gradients (the same products in the same order); 'd' = fragments reloaded, 2 blocks
+ * per SM. hs = 128 reloads with 1 block per SM (its accumulators alone need most of the registers). */
+#define ZGC_ATT_BWD_DEFAULT "bb"
+static char zgc_att_bwd_variant(int which) {
+    const char *v = getenv("ZGPT_ATTN_BWD");
+    if (v == NULL || strlen(v) != 2) v = ZGC_ATT_BWD_DEFAULT;
+    char c = v[which];
+    return (c >= 'a' && c <= 'd') ? c : ZGC_ATT_BWD_DEFAULT[which];
+}
+
 template <typename T, int HS>
 static void zgc_flash_bwd_launch(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const float *lse,
                                  const float *D, int B, int T_len, int C, int NH, float scale_log2, float scale) {
-    zgc_impl *im = zgc_get(be);
-    dim3 grid((unsigned)(B * NH), (unsigned)((T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ));
-    size_t smem_kv = (size_t)6 * 64 * (HS + 8) * sizeof(T) + 4 * 64 * sizeof(float);
-    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dkv_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem_kv));
-    zgc_flash_bwd_dkv_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_kv, im->stream>>>(
-        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
-    ZG_CUDA_LAUNCH_CHECK();
-    size_t smem_q = (size_t)6 * 64 * (HS + 8) * sizeof(T);
-    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_bwd_dq_kernel<T, HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem_q));
-    zgc_flash_bwd_dq_kernel<T, HS><<<grid, ZGC_ATT_THREADS, smem_q, im->stream>>>(
-        (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, NH, T_len, C, scale_log2, scale);
-    ZG_CUDA_LAUNCH_CHECK();
+    if constexpr (HS > 64) {
+        zgc_flash_bwd_dkv_launch<T, HS, false, 1>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+        zgc_flash_bwd_dq_launch<T, HS, false, 1>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+    } else {
+    switch (zgc_att_bwd_variant(0)) {
+    case 'a': zgc_flash_bwd_dkv_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    case 'b': zgc_flash_bwd_dkv_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    case 'c': zgc_flash_bwd_dkv_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    default: zgc_flash_bwd_dkv_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    }
+    switch (zgc_att_bwd_variant(1)) {
+    case 'a': zgc_flash_bwd_dq_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    case 'b': zgc_flash_bwd_dq_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    case 'c': zgc_flash_bwd_dq_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    default: zgc_flash_bwd_dq_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
+    }
+    }
 }
 
 static void zgc_att_check_shape(int C, int NH) {
@@ -757,8 +883,19 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
     const float *lse = (const float *)stats;
     size_t rows = (size_t)B * NH * T_len;
     float *D = (float *)zgc_scratch(be, ZGC_SCR_ATT_D, rows * 4, "attention backward row sums");
-    ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_d_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, im->stream>>>(
-                                       D, (const T *)dout, (const T *)out, B, NH, T_len, C)));
+    size_t vw = 16 / zg_dtype_size(be->act_dtype);
+    int lpr_log2 = -1; /* lanes per row for the 16-byte kernel: hs / vw, a power of two <= 32 */
+    for (int l = 0; l <= 5; l++)
+        if ((size_t)hs == vw << l) lpr_log2 = l;
+    if (lpr_log2 >= 0 && C % (int)vw == 0 && (((uintptr_t)dout | (uintptr_t)out) % 16) == 0) {
+        size_t threads = rows << lpr_log2;
+        ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_d_vec_kernel<T><<<(unsigned)((threads + 255) / 256), 256, 0,
+                                                                       im->stream>>>(
+                                           D, (const T *)dout, (const T *)out, B, NH, T_len, C, lpr_log2)));
+    } else {
+        ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_d_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, im->stream>>>(
+                                           D, (const T *)dout, (const T *)out, B, NH, T_len, C)));
+    }
     ZG_CUDA_LAUNCH_CHECK();
     if (zgc_att_use_mma(be, hs, dqkv, dout, qkv)) {
         if (be->act_dtype == ZG_BF16) {

@@ -759,24 +759,31 @@ static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const 
     return zgc_ln_bwd_reg_launch_form<T, NV, false>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
 }
 
-/* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 16): 32 columns, 16 threads
- * splitting the nblocks partial rows (thread y takes rows y, y+16, ...), then summed in y order
- * in shared memory: a fixed order, so deterministic. (One thread per column summing all nblocks
- * rows serially left the kernel latency-bound: ~20-40 us of each ~165 us GPT-2 XL call.) */
-#define ZGC_LN_RED_Y 16
+/* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 32): 32 columns, 32 threads
+ * splitting the nblocks partial rows (thread y takes rows y, y+32, ...) into 4 running sums each
+ * (rows y + 32*(4i+j) go to sum j) so four loads per array are in flight instead of one, then
+ * summed in y order in shared memory: a fixed order, so deterministic. (One thread per column
+ * summing all nblocks rows serially left the kernel latency-bound: ~20-40 us of each ~165 us GPT-2
+ * XL call; 16 threads with one running sum still waited for ~33 loads in a row.) */
+#define ZGC_LN_RED_Y 32
 template <typename TG>
 __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
     __shared__ float sw[ZGC_LN_RED_Y][33], sb[ZGC_LN_RED_Y][33];
     int tx = threadIdx.x, ty = threadIdx.y;
     int c = blockIdx.x * 32 + tx;
-    float a = 0.f, b = 0.f;
+    float a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
     if (c < C)
-        for (int k = ty; k < nblocks; k += ZGC_LN_RED_Y) {
-            a += part[(size_t)k * 2 * C + c];
-            b += part[(size_t)k * 2 * C + C + c];
-        }
-    sw[ty][tx] = a;
-    sb[ty][tx] = b;
+        for (int k0 = ty; k0 < nblocks; k0 += 4 * ZGC_LN_RED_Y)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int k = k0 + j * ZGC_LN_RED_Y;
+                if (k < nblocks) {
+                    a[j] += part[(size_t)k * 2 * C + c];
+                    b[j] += part[(size_t)k * 2 * C + C + c];
+                }
+            }
+    sw[ty][tx] = (a[0] + a[1]) + (a[2] + a[3]);
+    sb[ty][tx] = (b[0] + b[1]) + (b[2] + b[3]);
     __syncthreads();
     if (ty == 0 && c < C) {
         float sa = 0.f, sbb = 0.f;

@@ -15,9 +15,11 @@
  * C is read, and pointer alignment. fp32 uses CUBLAS_COMPUTE_32F (true fp32, no TF32); bf16/fp16 accumulate in fp32. */
 #include "backend/cuda/cuda_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 enum { ZGC_MM_FWD = 0, ZGC_MM_DINP = 1, ZGC_MM_DW = 2 };
+#define ZGC_MM_MAX_CAND 16
 
 static cudaDataType_t zgc_cuda_dtype(zg_dtype dt) {
     return dt == ZG_F32 ? CUDA_R_32F : (dt == ZG_BF16 ? CUDA_R_16BF : CUDA_R_16F);
@@ -110,9 +112,15 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
                                                          sizeof(red)));
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found);
+    /* ZGPT_MATMUL_ALGO=k (a benchmarking knob, read when a plan is made): take the heuristic's
+     * (k+1)-th candidate instead of its first (the last one when it returns fewer) */
+    cublasLtMatmulHeuristicResult_t cand[ZGC_MM_MAX_CAND], res;
+    int want = 1, found = 0;
+    const char *ks = getenv("ZGPT_MATMUL_ALGO");
+    if (ks != NULL && atoi(ks) > 0) want = atoi(ks) + 1 < ZGC_MM_MAX_CAND ? atoi(ks) + 1 : ZGC_MM_MAX_CAND;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, want, cand,
+                                                       &found);
+    if (found > 0) res = cand[found < want ? found - 1 : want - 1];
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         if (!optional)
