@@ -941,10 +941,11 @@ static int bench_reps(void) {
     int n = r ? atoi(r) : BENCH_REPS;
     return n >= 1 && n <= BENCH_REPS ? n : BENCH_REPS;
 }
-#define BENCH(ctx, label, flops, bytes, ...)                                                       \
+/* med = median ms of reps timed runs of the statement(s) (after 2 warm-ups when reps is the full count) */
+#define BENCH_TIME(ctx, med, reps, ...)                                                            \
     do {                                                                                           \
         float ms_[BENCH_REPS];                                                                     \
-        int reps_ = bench_reps();                                                                  \
+        int reps_ = (reps);                                                                        \
         cudaStream_t st_ = zg_backend_cuda_stream((ctx)->be);                                      \
         for (int w_ = 0; w_ < (reps_ == BENCH_REPS ? 2 : 0); w_++) { __VA_ARGS__; }                \
         for (int r_ = 0; r_ < reps_; r_++) {                                                       \
@@ -955,26 +956,22 @@ static int bench_reps(void) {
             cudaEventElapsedTime(&ms_[r_], (ctx)->e0, (ctx)->e1);                                  \
         }                                                                                          \
         qsort(ms_, reps_, sizeof(float), cmp_float);                                               \
-        float med_ = ms_[reps_ / 2];                                                               \
+        (med) = ms_[reps_ / 2];                                                                    \
+    } while (0)
+#define BENCH(ctx, label, flops, bytes, ...)                                                       \
+    do {                                                                                           \
+        float med_;                                                                                \
+        BENCH_TIME(ctx, med_, bench_reps(), __VA_ARGS__);                                          \
         printf("| %-34s | %9.3f | %8.1f | %8.0f |\n", label, med_,                                \
                (flops) > 0 ? (double)(flops) / (med_ * 1e-3) / 1e12 : 0.0,                          \
                (bytes) > 0 ? (double)(bytes) / (med_ * 1e-3) / 1e9 : 0.0);                          \
     } while (0)
-
+/* the median alone, as a table cell */
 #define BENCH_QUIET(ctx, ...)                                                                      \
     do {                                                                                           \
-        float ms_[BENCH_REPS];                                                                     \
-        cudaStream_t st_ = zg_backend_cuda_stream((ctx)->be);                                      \
-        for (int w_ = 0; w_ < 2; w_++) { __VA_ARGS__; }                                            \
-        for (int r_ = 0; r_ < BENCH_REPS; r_++) {                                                  \
-            cudaEventRecord((ctx)->e0, st_);                                                       \
-            __VA_ARGS__;                                                                           \
-            cudaEventRecord((ctx)->e1, st_);                                                       \
-            cudaEventSynchronize((ctx)->e1);                                                       \
-            cudaEventElapsedTime(&ms_[r_], (ctx)->e0, (ctx)->e1);                                  \
-        }                                                                                          \
-        qsort(ms_, BENCH_REPS, sizeof(float), cmp_float);                                          \
-        printf("| %.3f ", ms_[BENCH_REPS / 2]);                                                    \
+        float med_;                                                                                \
+        BENCH_TIME(ctx, med_, BENCH_REPS, __VA_ARGS__);                                            \
+        printf("| %.3f ", med_);                                                                   \
         fflush(stdout);                                                                            \
     } while (0)
 
