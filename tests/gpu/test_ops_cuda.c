@@ -1002,16 +1002,14 @@ static void bench_matmul_algos(int B, int T, int C) {
         void *bias = dev_big(be, ZG_BF16, (size_t)4 * C, 0.02f), *dbias = dev_big(be, ZG_BF16, (size_t)4 * C, 0.02f);
         printf("| %d ", k);
         fflush(stdout);
-#define SURVEY(...) do { BENCH_QUIET(&ctx, __VA_ARGS__); } while (0)
-        SURVEY(be->ops->matmul_forward(be, h4, NULL, x, w, bias, NULL, N, C, 3 * C));
-        SURVEY(be->ops->matmul_forward(be, y, NULL, x, w, bias, x2, N, C, C));
-        SURVEY(be->ops->matmul_forward(be, h4, h4b, x, w, bias, NULL, N, C, 4 * C));
-        SURVEY(be->ops->matmul_forward(be, y, NULL, h4, w, bias, x2, N, 4 * C, C));
-        SURVEY(be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 3 * C));
-        SURVEY(be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
-        SURVEY(be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
-        SURVEY(be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
-#undef SURVEY
+        BENCH_QUIET(&ctx, be->ops->matmul_forward(be, h4, NULL, x, w, bias, NULL, N, C, 3 * C));
+        BENCH_QUIET(&ctx, be->ops->matmul_forward(be, y, NULL, x, w, bias, x2, N, C, C));
+        BENCH_QUIET(&ctx, be->ops->matmul_forward(be, h4, h4b, x, w, bias, NULL, N, C, 4 * C));
+        BENCH_QUIET(&ctx, be->ops->matmul_forward(be, y, NULL, h4, w, bias, x2, N, 4 * C, C));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 3 * C));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
         printf("|\n");
         void *ptrs[] = {x, x2, y, h4, h4b, w, dw, bias, dbias};
         for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) be->ops->dealloc(be, ptrs[i]);

@@ -391,10 +391,10 @@ __global__ void zgc_att_bwd_d_vec_kernel(float *D, const T *dout, const T *out, 
     size_t gid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t w = gid >> lpr_log2, rows = (size_t)B * T_len * NH;
     int sub = (int)(gid & ((1u << lpr_log2) - 1));
+    int h = (int)(w % NH);
+    size_t bt = w / NH;
     float s = 0.f;
     if (w < rows) { /* no early return: every lane takes part in the shuffles */
-        int h = (int)(w % NH);
-        size_t bt = w / NH;
         size_t off = bt * C + (size_t)h * (C / NH) + (size_t)sub * VW;
         uint4 a = *reinterpret_cast<const uint4 *>(dout + off), o = *reinterpret_cast<const uint4 *>(out + off);
         const T *ae = reinterpret_cast<const T *>(&a), *oe = reinterpret_cast<const T *>(&o);
@@ -402,11 +402,7 @@ __global__ void zgc_att_bwd_d_vec_kernel(float *D, const T *dout, const T *out, 
         for (int e = 0; e < VW; e++) s += zgc_to_f(ae[e]) * zgc_to_f(oe[e]);
     }
     for (int m = (1 << lpr_log2) >> 1; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
-    if (w < rows && sub == 0) {
-        int h = (int)(w % NH);
-        size_t bt = w / NH;
-        D[((bt / T_len) * NH + h) * T_len + bt % T_len] = s;
-    }
+    if (w < rows && sub == 0) D[((bt / T_len) * NH + h) * T_len + bt % T_len] = s;
 }
 
 /* ---- backward dK, dV (tensor cores) ----------------------------------------------------------- */
@@ -813,9 +809,9 @@ static void zgc_flash_bwd_dq_launch(zg_backend *be, void *dqkv, const void *dout
 
 /* The backward kernels' variant for hs = 64, one letter per kernel (dK/dV, then dQ), from the tuning
  * knob ZGPT_ATTN_BWD (e.g. "bb"): 'a' = fragments reloaded per tile, 3 blocks per SM (the v0.5
- * kernels), 'b' = fragments kept, 3 blocks per SM, 'c' = fragments kept, 2 blocks per SM. All give
- * bitwise the same gradients (the same products in the same order); 'd' = fragments reloaded, 2 blocks
- * per SM. hs = 128 reloads with 1 block per SM (its accumulators alone need most of the registers). */
+ * kernels), 'b' = fragments kept, 3 blocks per SM, 'c' = fragments kept, 2 blocks per SM, 'd' =
+ * fragments reloaded, 2 blocks per SM. All give bitwise the same gradients (the same products in the
+ * same order). hs = 128 reloads with 1 block per SM (its accumulators alone need most of the registers). */
 #define ZGC_ATT_BWD_DEFAULT "bb"
 static char zgc_att_bwd_variant(int which) {
     const char *v = getenv("ZGPT_ATTN_BWD");

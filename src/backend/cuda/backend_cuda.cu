@@ -370,6 +370,17 @@ __global__ void __launch_bounds__(ZGC_ENC_WARPS * 32, 2) zgc_encoder_bwd_wte_lon
     }
 }
 
+/* The two wte kernels: warps for the short runs, blocks for the long ones (disjoint runs). */
+template <typename TG, typename TA, bool V8>
+static void zgc_encoder_bwd_wte_launch(cudaStream_t st, TG *dwte, const TA *dout, const int32_t *stok,
+                                       const int32_t *sidx, int N, int C) {
+    zgc_encoder_bwd_wte_short_kernel<TG, TA, V8><<<(N + 7) / 8, 256, 0, st>>>(dwte, dout, stok, sidx, N, C);
+    ZG_CUDA_LAUNCH_CHECK();
+    zgc_encoder_bwd_wte_long_kernel<TG, TA, V8><<<(N + 31) / 32, ZGC_ENC_WARPS * 32, 0, st>>>(dwte, dout, stok, sidx,
+                                                                                             N, C);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
 __global__ void zgc_iota_kernel(int32_t *x, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = i;
@@ -396,20 +407,8 @@ static void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const v
     ZGC_DISPATCH(be->grad_dtype, TG, ZGC_DISPATCH(be->act_dtype, TA, {
         zgc_encoder_bwd_wpe_kernel<TG, TA><<<blocks, 256, 0, im->stream>>>((TG *)dwpe, (const TA *)dout, B, T, C);
         ZG_CUDA_LAUNCH_CHECK();
-        if (v8) {
-            zgc_encoder_bwd_wte_short_kernel<TG, TA, true><<<(N + 7) / 8, 256, 0, im->stream>>>(
-                (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
-            ZG_CUDA_LAUNCH_CHECK();
-            zgc_encoder_bwd_wte_long_kernel<TG, TA, true><<<(N + 31) / 32, ZGC_ENC_WARPS * 32, 0, im->stream>>>(
-                (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
-        } else {
-            zgc_encoder_bwd_wte_short_kernel<TG, TA, false><<<(N + 7) / 8, 256, 0, im->stream>>>(
-                (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
-            ZG_CUDA_LAUNCH_CHECK();
-            zgc_encoder_bwd_wte_long_kernel<TG, TA, false><<<(N + 31) / 32, ZGC_ENC_WARPS * 32, 0, im->stream>>>(
-                (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
-        }
-        ZG_CUDA_LAUNCH_CHECK();
+        if (v8) zgc_encoder_bwd_wte_launch<TG, TA, true>(im->stream, (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
+        else zgc_encoder_bwd_wte_launch<TG, TA, false>(im->stream, (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
     }));
 }
 

@@ -114,13 +114,13 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
                                                          sizeof(red)));
     /* ZGPT_MATMUL_ALGO=k (a benchmarking knob, read when a plan is made): take the heuristic's
      * (k+1)-th candidate instead of its first (the last one when it returns fewer) */
-    cublasLtMatmulHeuristicResult_t cand[ZGC_MM_MAX_CAND], res;
-    int want = 1, found = 0;
+    cublasLtMatmulHeuristicResult_t cand[ZGC_MM_MAX_CAND];
     const char *ks = getenv("ZGPT_MATMUL_ALGO");
-    if (ks != NULL && atoi(ks) > 0) want = atoi(ks) + 1 < ZGC_MM_MAX_CAND ? atoi(ks) + 1 : ZGC_MM_MAX_CAND;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, want, cand,
-                                                       &found);
-    if (found > 0) res = cand[found < want ? found - 1 : want - 1];
+    int pick = ks != NULL ? atoi(ks) : 0, found = 0;
+    if (pick < 0) pick = 0;
+    if (pick > ZGC_MM_MAX_CAND - 1) pick = ZGC_MM_MAX_CAND - 1;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, pick + 1,
+                                                       cand, &found);
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         if (!optional)
@@ -130,7 +130,7 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
         p->has_algo = 0;
         return NULL;
     }
-    p->algo = res.algo;
+    p->algo = cand[pick < found ? pick : found - 1].algo;
     p->has_algo = 1;
     return p;
 }
