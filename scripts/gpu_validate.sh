@@ -2,6 +2,8 @@
 # GPU validation for issue 5, and issue 6's "fast and lean" targets (2+ GPUs), in one run on the GPU
 # machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
 #   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
+#   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
+#            finish while its main thread is blocked in the driver (tests/gpu/test_comm_nccl_watchdog.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
 #   curve    200 iterations of a small model on Tiny Shakespeare: CUDA fp32 vs the CPU fp32 curve, and
 #            CUDA bf16 vs CUDA fp32 over 8 seeds (paired final val losses)
@@ -48,7 +50,7 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 RESULTS=${OUT:-/tmp}
 LOG_DIR=$(mktemp -d /tmp/zgpt-val-logs.XXXXXX)
-PHASES=${*:-"build ops parity curve resume fp16 bench multi faults xlstart guide dp2 demo benchxl"}
+PHASES=${*:-"build ops watchdog parity curve resume fp16 bench multi faults xlstart guide dp2 demo benchxl"}
 SUMMARY="$RESULTS/gpu-validate-summary.txt"
 : > "$SUMMARY"
 # Each note also re-packs the logs, so a run stopped at its time limit still returns them.
@@ -113,6 +115,11 @@ source scripts/device-env.sh
 if has ops; then
   if timeout 150 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
   note "ops: $r ($(tail -1 "$LOG_DIR/ops.log"))"
+fi
+
+if has watchdog; then
+  if timeout 200 build-gpu/gpu_test_comm_nccl_watchdog > "$LOG_DIR/watchdog.log" 2>&1; then r=ok; else r=FAILED; fi
+  note "watchdog: $r ($(tail -1 "$LOG_DIR/watchdog.log"))"; grep -E "^(ok|FAIL|  )" "$LOG_DIR/watchdog.log" | sed 's/^/watchdog: /' | tee -a "$SUMMARY" >/dev/null
 fi
 
 if has parity; then
@@ -254,24 +261,36 @@ if has bench; then
 fi
 
 # The multi and faults runs: the small model, global batch 16 sequences (2 micro-steps of 8 on 1 GPU,
-# 8 per GPU on 2), 100 iterations.
+# 8 per GPU on 2, 4 per GPU on 4), 100 iterations, peak learning rate 1e-3. At the config's 2e-3 the
+# run passes through loss spikes (clipped gradient norms of 4-9 around iteration 40-50) where any
+# rounding difference moves the curve by up to 0.15 (seen on 4 GPUs, session 2026-11-28), so a
+# comparison there says nothing about correctness.
 mcfg() { echo --config configs/shakespeare_small.json --set data="$W/data" --set out_dir="$1" --set max_iters=100 \
-    --set eval_interval=25 --set eval_iters=8 --set log_interval=10 --set lr_decay_iters=100 \
+    --set eval_interval=25 --set eval_iters=8 --set log_interval=10 --set lr_decay_iters=100 --set learning_rate=1e-3 \
     --set train_batch_size=16 --set batch_size=8 --set gradient_accumulation_steps=auto; }
+# eval_iters counts micro-batches: 64 / micro-batch evaluates the same 64 sequences at every GPU count
+mev() { echo --set batch_size="$1" --set eval_iters=$((64 / $1)); }
 if has multi && [ "$NGPU" -ge 2 ]; then
-  # Same global batch on 1 GPU and 2 GPUs; "bf16 noise" is measured here: the largest gap between the
-  # 1-GPU bf16 and fp32 val curves.
-  timeout 90 "$ZGPT" train $(mcfg "$W/m1f") --set dtype=fp32 --gpus 1 > "$LOG_DIR/multi_1_fp32.log" 2>&1
-  timeout 90 "$ZGPT" train $(mcfg "$W/m1") --set dtype=bf16 --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
-  ref=$(vals "$W/m1"); noise=$(maxdiff "$ref" "$(vals "$W/m1f")")
+  # Same global batch on 1 GPU and on 2 (and 4) GPUs. "bf16 noise" is measured on 1 GPU: the largest
+  # gap between the reference curve (bf16, 8 x 2 micro-steps) and runs that differ from it only in
+  # rounding: fp32, bf16 16 x 1, bf16 4 x 4 (the same 16 sequences per step, summed in another order).
+  timeout 90 "$ZGPT" train $(mcfg "$W/m1") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
+  ref=$(vals "$W/m1"); noise=0
+  for var in "f32 8 fp32" "b16 16 bf16" "b4 4 bf16"; do
+    set -- $var
+    timeout 90 "$ZGPT" train $(mcfg "$W/m1$1") $(mev "$2") --set dtype="$3" --gpus 1 > "$LOG_DIR/multi_1_$1.log" 2>&1
+    d=$(maxdiff "$ref" "$(vals "$W/m1$1")")
+    note "multi: 1 GPU $3 micro-batch $2: val $(vals "$W/m1$1") (max |diff| $d)"
+    noise=$(awk -v a="$noise" -v b="$d" 'BEGIN {print (b > a) ? b : a}')
+  done
   tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
-  note "multi: 1 GPU bf16 val $ref; bf16 noise (vs fp32) $noise -> tolerance $tol"
+  note "multi: 1 GPU bf16 val $ref; bf16 noise (largest gap of the rounding variants) $noise -> tolerance $tol"
   mok=1
   counts="2"; [ "$NGPU" -ge 4 ] && counts="2 4"
   for ng in $counts; do
     for st in 0 1 2 3; do
       # micro-batch 16/ng x ng GPUs = the same 16 sequences per step as 1 GPU x 8 x 2 micro-steps
-      timeout 90 "$ZGPT" train $(mcfg "$W/m${ng}s$st") --set batch_size=$((16 / ng)) --set dtype=bf16 \
+      timeout 90 "$ZGPT" train $(mcfg "$W/m${ng}s$st") $(mev $((16 / ng))) --set dtype=bf16 \
           --set zero_optimization.stage=$st --gpus $ng > "$LOG_DIR/multi_${ng}_s$st.log" 2>&1
       rc=$?; v=$(vals "$W/m${ng}s$st"); d=$(maxdiff "$ref" "$v")
       note "multi: $ng GPUs stage $st: exit $rc, val $v (max |diff| $d), $(grep 'peak cuda memory' "$LOG_DIR/multi_${ng}_s$st.log")"
@@ -315,12 +334,20 @@ if has faults && [ "$NGPU" -ge 2 ]; then
   { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_kill.log"; } || fok=0
   # a worker that hangs (stopped, not dead): the other's NCCL wait times out (ZGPT_COMM_TIMEOUT) and
   # the job ends naming the rank, instead of spinning forever
-  ( ZGPT_COMM_TIMEOUT=15 timeout 120 "$ZGPT" train $(mcfg "$W/mh") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_hang.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_hang.log" ) &
+  ( ZGPT_COMM_TIMEOUT=15 timeout 120 "$ZGPT" train $(mcfg "$W/mh") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_hang.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_hang.log" ) & jp=$!
   sleep 12; victim=$(rank_pid "out_dir=$W/mh" 1); t0=$(date +%s); kill -STOP "$victim" 2>/dev/null
-  wait; t1=$(date +%s)
-  hmsg=$(grep -E "timed out|rank [0-9]+" "$LOG_DIR/multi_hang.log" | tail -2 | tr '\n' ' ')
+  # still running 40 s later (the timeout is 15 s): where rank 0's threads are, for the log
+  ( sleep 40; r0=$(rank_pid "out_dir=$W/mh" 0)
+    if [ -n "$r0" ]; then
+      { echo "rank 0 (pid $r0) still running 40 s after the SIGSTOP; its threads:"
+        for t in /proc/"$r0"/task/*; do echo "$(cat "$t/comm") wchan=$(cat "$t/wchan"); $(head -4 "$t/stack" 2>/dev/null | tr '\n' ' ')"; done
+        command -v gdb > /dev/null && timeout 30 gdb -batch -p "$r0" -ex "thread apply all bt 12" 2>&1 | grep -E "^(Thread|#)"
+      } > "$LOG_DIR/multi_hang_stacks.log" 2>&1
+    fi ) & dp=$!
+  wait "$jp"; t1=$(date +%s); kill "$dp" 2>/dev/null; wait "$dp" 2>/dev/null
+  hmsg=$(grep -E "timed out|has not finished|rank [0-9]+" "$LOG_DIR/multi_hang.log" | tail -2 | tr '\n' ' ')
   note "faults: SIGSTOP of one worker (pid $victim, ZGPT_COMM_TIMEOUT=15): job ended in $((t1 - t0)) s, $(tail -1 "$LOG_DIR/multi_hang.log"); message: $hmsg"
-  { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_hang.log" && grep -q "timed out" "$LOG_DIR/multi_hang.log"; } || fok=0
+  { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_hang.log" && grep -qE "timed out|has not finished" "$LOG_DIR/multi_hang.log"; } || fok=0
   [ "$fok" = 1 ] && note "faults: ok" || note "faults: FAILED"
 fi
 

@@ -12,6 +12,19 @@
  * with "rank R: <op> timed out after S s" instead of a hang; the communicator is aborted
  * (ncclCommAbort) before exiting so no kernel stays spinning on the GPU.
  *
+ * Watchdog: those polls only run while this thread is in a communicator call. A thread blocked
+ * elsewhere behind a collective that never finishes (a stream synchronisation whose work waits on
+ * it, a cudaFree, which waits for the whole device, or a kernel launch waiting for room in a full
+ * launch queue) would never reach them: seen as a hang when a peer was stopped with SIGSTOP. So a
+ * watchdog thread checks every 0.2 s how far the communication stream has got, and a collective
+ * that has not finished timeout_s after it was issued ends the process from that thread
+ * (_exit(1), after the one-line report naming the rank). The driver tears down the context and its
+ * kernels; the launcher, mpirun or srun then stops the other ranks.
+ * The watchdog makes no CUDA or NCCL call: a first version queried events and hung with the rest
+ * (rank 0's main thread spun inside the driver, the watchdog waited on a lock the driver held). Each
+ * collective instead gets a sequence number; the communication stream writes the number of the
+ * last finished one into pinned host memory (cuStreamWriteValue32, a command of the stream's front
+ * end, no kernel), and the watchdog only reads that word and its own list of issue times.
  * Bootstrap: the ncclUniqueId comes from $ZGPT_NCCL_ID (zgpt's --gpus launcher makes one), or, when
  * started by mpirun/srun in an MPI build, rank 0 makes one and broadcasts it over MPI.
  * Reductions of bf16/fp16 are done by NCCL in the buffer's type (NCCL's kernels compute each
@@ -23,23 +36,39 @@
 #include "core/error.h"
 #include "dist/launch.h"
 
+#include <cuda.h> /* types of cuStreamWriteValue32, fetched through the runtime (no -lcuda) */
 #include <cuda_runtime.h>
 #include <nccl.h>
 #ifdef ZGPT_WITH_MPI
 #include <mpi.h>
 #endif
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-typedef struct {
+/* A collective's (or a group's) completion event, shared by the handles of a group (this thread only). */
+typedef struct shared_event {
     int refs;
     cudaEvent_t ev;
 } shared_event;
+
+/* The watchdog's view of one issued collective (issue order). */
+typedef struct wd_entry {
+    uint32_t seq;
+    double issued_s; /* now_s() when the call began */
+    const char *op;
+    struct wd_entry *next;
+} wd_entry;
+
+typedef CUresult (*write_value32_fn)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
 
 typedef struct {
     ncclComm_t comm;
@@ -51,6 +80,18 @@ typedef struct {
     int n_group, cap_group;
     void *d_scratch;          /* host-value collectives */
     size_t scratch_cap;
+    int mpi_inited;           /* MPI_Init was called here (the mpirun/srun bootstrap): finalize it */
+    /* watchdog (see the top of the file) */
+    write_value32_fn write_value32;
+    volatile uint32_t *sig_host; /* pinned, mapped: the sequence number of the last finished collective */
+    CUdeviceptr sig_dev;
+    uint32_t seq;                /* the last sequence number given out (this thread only) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t wd;
+    int wd_running, wd_stop;
+    wd_entry *wd_head, *wd_tail;
+    atomic_int fatal; /* set by the first thread that reports a fatal error */
 } nccl_impl;
 
 struct zg_comm_req {
@@ -66,13 +107,68 @@ static double now_s(void) {
 
 static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) ZG_PRINTF(4, 5);
 static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) {
+    nccl_impl *m = c->impl;
+    if (m && atomic_exchange(&m->fatal, 1)) { /* the watchdog is already ending the process */
+        for (;;) pause();
+    }
     va_list ap;
     va_start(ap, fmt);
     zg_comm_fatal_reportv(c, file, line, fmt, ap);
     va_end(ap);
-    nccl_impl *m = c->impl;
     if (m && m->comm) ncclCommAbort(m->comm); /* frees the GPU from kernels waiting on peers */
-    exit(1);
+#ifdef ZGPT_WITH_MPI
+    if (m && m->mpi_inited) MPI_Abort(MPI_COMM_WORLD, 1); /* mpirun/srun stop the other ranks */
+#endif
+    /* not exit(): the runtime's teardown would wait for streams stuck behind the collective */
+    fflush(NULL);
+    _exit(1);
+}
+
+/* ---- watchdog ---------------------------------------------------------------------------------- */
+
+static void wd_report(zg_comm *c, const char *file, int line, const char *fmt, ...) ZG_PRINTF(4, 5);
+static void wd_report(zg_comm *c, const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    zg_comm_fatal_reportv(c, file, line, fmt, ap);
+    va_end(ap);
+}
+
+static void *watchdog_main(void *arg) {
+    zg_comm *c = arg;
+    nccl_impl *m = c->impl;
+    double fatal_seen = -1; /* when the main thread was seen reporting a fatal error */
+    pthread_mutex_lock(&m->mu);
+    while (!m->wd_stop) {
+        if (atomic_load(&m->fatal)) { /* the main thread is ending the process: give it 30 s (abort, MPI_Abort) */
+            if (fatal_seen < 0) fatal_seen = now_s();
+            if (now_s() - fatal_seen > 30) _exit(1);
+        }
+        /* the stream writes the numbers in issue order: retire every entry up to the last written */
+        uint32_t done = __atomic_load_n(m->sig_host, __ATOMIC_ACQUIRE);
+        while (m->wd_head && (int32_t)(done - m->wd_head->seq) >= 0) {
+            wd_entry *e = m->wd_head;
+            m->wd_head = e->next;
+            if (!m->wd_head) m->wd_tail = NULL;
+            free(e);
+        }
+        if (m->wd_head && now_s() - m->wd_head->issued_s > c->timeout_s && !atomic_exchange(&m->fatal, 1)) {
+            wd_report(c, __FILE__, __LINE__, "%s has not finished %.0f s after it was issued (a rank died, "
+                                 "hangs, or called a different collective); ending this rank",
+                                 m->wd_head->op, c->timeout_s);
+            _exit(1); /* not exit(): the main thread may be inside CUDA or NCCL */
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
 }
 
 #define ZG_CHECK_CUDA(c, op, call)                                                                 \
@@ -103,21 +199,39 @@ static ncclDataType_t nccl_type(zg_dtype dt) {
 }
 static ncclRedOp_t nccl_op(zg_comm_op op) { return op == ZG_COMM_MAX ? ncclMax : ncclSum; }
 
-/* Before a collective: the communication stream waits for the compute work issued so far. */
+/* Before a collective: the communication stream waits for the compute work issued so far, and the
+ * watchdog learns when the call began (before NCCL is entered: a call that never returns is seen). */
 static zg_comm_req *begin_op(zg_comm *c, const char *op) {
     nccl_impl *m = c->impl;
     ZG_CHECK_CUDA(c, op, cudaEventRecord(m->ev_in, m->compute));
     ZG_CHECK_CUDA(c, op, cudaStreamWaitEvent(m->stream, m->ev_in, 0));
     zg_comm_req *r = zg_calloc(1, sizeof *r);
     r->op = op;
+    if (m->wd_running) {
+        wd_entry *e = zg_calloc(1, sizeof *e);
+        e->seq = ++m->seq;
+        e->issued_s = now_s();
+        e->op = op;
+        pthread_mutex_lock(&m->mu);
+        if (m->wd_tail) m->wd_tail->next = e; else m->wd_head = e;
+        m->wd_tail = e;
+        pthread_mutex_unlock(&m->mu);
+    }
     return r;
 }
 
-static shared_event *record_done(zg_comm *c, const char *op) {
+/* The completion event of what was just enqueued on the communication stream, shared by nrefs
+ * handles; the stream also writes the last sequence number given out, for the watchdog. */
+static shared_event *record_done(zg_comm *c, const char *op, int nrefs) {
     nccl_impl *m = c->impl;
+    if (m->wd_running) {
+        CUresult wr = m->write_value32((CUstream)m->stream, m->sig_dev, m->seq, CU_STREAM_WRITE_VALUE_DEFAULT);
+        if (wr != CUDA_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "%s: cuStreamWriteValue32 failed (CUresult %d)", op, (int)wr);
+    }
     shared_event *e = zg_calloc(1, sizeof *e);
     ZG_CHECK_CUDA(c, op, cudaEventCreateWithFlags(&e->ev, cudaEventDisableTiming));
     ZG_CHECK_CUDA(c, op, cudaEventRecord(e->ev, m->stream));
+    e->refs = nrefs;
     return e;
 }
 
@@ -131,8 +245,7 @@ static zg_comm_req *end_op(zg_comm *c, zg_comm_req *r) {
         }
         m->group_reqs[m->n_group++] = r;
     } else {
-        r->done = record_done(c, r->op);
-        r->done->refs = 1;
+        r->done = record_done(c, r->op, 1);
     }
     return r;
 }
@@ -151,8 +264,7 @@ static void nccl_group_end(zg_comm *c) {
     ZG_CHECK_NCCL(c, "group", ncclGroupEnd());
     m->in_group = 0;
     if (m->n_group == 0) return;
-    shared_event *e = record_done(c, "group");
-    e->refs = m->n_group;
+    shared_event *e = record_done(c, "group", m->n_group);
     for (int i = 0; i < m->n_group; i++) m->group_reqs[i]->done = e;
     m->n_group = 0;
 }
@@ -264,8 +376,7 @@ static void nccl_all_reduce_host_f64(zg_comm *c, double *vals, int n, zg_comm_op
     zg_comm_req *r = begin_op(c, name);
     ZG_CHECK_NCCL(c, name, ncclAllReduce(m->d_scratch, m->d_scratch, (size_t)n, ncclFloat64, nccl_op(op), m->comm, m->stream));
     ZG_CHECK_CUDA(c, name, cudaMemcpyAsync(vals, m->d_scratch, bytes, cudaMemcpyDeviceToHost, m->stream));
-    r->done = record_done(c, name);
-    r->done->refs = 1;
+    r->done = record_done(c, name, 1);
     nccl_wait(c, r);
 }
 
@@ -276,13 +387,26 @@ static void nccl_broadcast_host(zg_comm *c, void *buf, size_t bytes, int root) {
     zg_comm_req *r = begin_op(c, "broadcast_host");
     ZG_CHECK_NCCL(c, r->op, ncclBroadcast(m->d_scratch, m->d_scratch, bytes, ncclUint8, root, m->comm, m->stream));
     ZG_CHECK_CUDA(c, r->op, cudaMemcpyAsync(buf, m->d_scratch, bytes, cudaMemcpyDeviceToHost, m->stream));
-    r->done = record_done(c, r->op);
-    r->done->refs = 1;
+    r->done = record_done(c, r->op, 1);
     nccl_wait(c, r);
 }
 
 static void nccl_destroy(zg_comm *c) {
     nccl_impl *m = c->impl;
+    if (m->wd_running) {
+        pthread_mutex_lock(&m->mu);
+        m->wd_stop = 1;
+        pthread_cond_signal(&m->cv);
+        pthread_mutex_unlock(&m->mu);
+        pthread_join(m->wd, NULL);
+        m->wd_running = 0;
+    }
+    while (m->wd_head) {
+        wd_entry *e = m->wd_head;
+        m->wd_head = e->next;
+        free(e);
+    }
+    m->wd_tail = NULL;
     if (m->comm) {
         cudaStreamSynchronize(m->stream);
         ncclCommFinalize(m->comm);
@@ -296,8 +420,18 @@ static void nccl_destroy(zg_comm *c) {
             ncclCommAbort(m->comm);
     }
     if (m->d_scratch) cudaFree(m->d_scratch);
+    if (m->sig_host) {
+        cudaHostUnregister((void *)m->sig_host);
+        free((void *)m->sig_host);
+    }
     if (m->ev_in) cudaEventDestroy(m->ev_in);
     if (m->stream) cudaStreamDestroy(m->stream);
+#ifdef ZGPT_WITH_MPI
+    int fin = 0;
+    if (m->mpi_inited && MPI_Finalized(&fin) == MPI_SUCCESS && !fin) MPI_Finalize();
+#endif
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
     free(m->group_reqs);
     free(m);
     free(c);
@@ -391,7 +525,10 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
 #ifdef ZGPT_WITH_MPI
         int inited = 0;
         MPI_Initialized(&inited);
-        if (!inited) MPI_Init(NULL, NULL);
+        if (!inited) {
+            if (MPI_Init(NULL, NULL) != MPI_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Init failed");
+            m->mpi_inited = 1;
+        }
         if (env.rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) nccl_fatal_at(c, __FILE__, __LINE__, "ncclGetUniqueId failed");
         if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
             nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Bcast of the NCCL id failed");
@@ -404,6 +541,10 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
     } else {
         ncclGetUniqueId(&id);
     }
+
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->cv, NULL);
+    atomic_init(&m->fatal, 0);
 
     /* The communication stream gets the device's highest priority: when a collective's kernel is
      * ready, the block scheduler places its blocks before more blocks of the compute kernels queued
@@ -426,6 +567,27 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
     nccl_settle(c, "init", "ncclCommInitRankConfig", rc == ncclInProgress ? ncclInProgress : ncclSuccess, __FILE__,
                 __LINE__);
     ensure_scratch(c, 4096);
+
+    /* The watchdog's signal word (see the top of the file). */
+    void *fn = NULL;
+    enum cudaDriverEntryPointQueryResult qres = cudaDriverEntryPointSymbolNotFound;
+    ZG_CHECK_CUDA(c, "init", cudaGetDriverEntryPointByVersion("cuStreamWriteValue32", &fn, 12000, cudaEnableDefault, &qres));
+    if (qres != cudaDriverEntryPointSuccess || !fn)
+        nccl_fatal_at(c, __FILE__, __LINE__, "init: the CUDA driver has no cuStreamWriteValue32 (the collective watchdog "
+                      "needs it); update the NVIDIA driver");
+    m->write_value32 = (write_value32_fn)fn;
+    /* Plain memory registered with CUDA (not cudaHostAlloc): when the process exits without destroying
+     * the communicator, the runtime's teardown unregisters it but the watchdog can still read it. */
+    void *sig = NULL, *sig_dev = NULL;
+    if (posix_memalign(&sig, 4096, 4096) != 0) nccl_fatal_at(c, __FILE__, __LINE__, "init: out of memory");
+    memset(sig, 0, 4096);
+    ZG_CHECK_CUDA(c, "init", cudaHostRegister(sig, 4096, cudaHostRegisterMapped | cudaHostRegisterPortable));
+    m->sig_host = sig;
+    ZG_CHECK_CUDA(c, "init", cudaHostGetDevicePointer(&sig_dev, sig, 0));
+    m->sig_dev = (CUdeviceptr)(uintptr_t)sig_dev;
+    int prc = pthread_create(&m->wd, NULL, watchdog_main, c);
+    if (prc != 0) nccl_fatal_at(c, __FILE__, __LINE__, "init: pthread_create (collective watchdog) failed: %s", strerror(prc));
+    m->wd_running = 1;
     if (c->size > 1) zg_log_set_rank(c->rank);
     *out = c;
     return 0;
