@@ -341,7 +341,9 @@ if has faults && [ "$NGPU" -ge 2 ]; then
     if [ -n "$r0" ]; then
       { echo "rank 0 (pid $r0) still running 40 s after the SIGSTOP; its threads:"
         for t in /proc/"$r0"/task/*; do echo "$(cat "$t/comm") wchan=$(cat "$t/wchan"); $(head -4 "$t/stack" 2>/dev/null | tr '\n' ' ')"; done
-        command -v gdb > /dev/null && timeout 30 gdb -batch -p "$r0" -ex "thread apply all bt 12" 2>&1 | grep -E "^(Thread|#)"
+        # the device image has cuda-gdb but no gdb; either gives the host stacks
+        dbg=$(command -v gdb || command -v cuda-gdb || true)
+        [ -n "$dbg" ] && timeout 60 "$dbg" -batch -p "$r0" -ex "thread apply all bt 12" 2>&1 | grep -E "^(Thread|#)"
       } > "$LOG_DIR/multi_hang_stacks.log" 2>&1
     fi ) & dp=$!
   wait "$jp"; t1=$(date +%s); kill "$dp" 2>/dev/null; wait "$dp" 2>/dev/null

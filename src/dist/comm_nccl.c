@@ -20,11 +20,14 @@
  * that has not finished timeout_s after it was issued ends the process from that thread
  * (_exit(1), after the one-line report naming the rank). The driver tears down the context and its
  * kernels; the launcher, mpirun or srun then stops the other ranks.
- * The watchdog makes no CUDA or NCCL call: a first version queried events and hung with the rest
- * (rank 0's main thread spun inside the driver, the watchdog waited on a lock the driver held). Each
- * collective instead gets a sequence number; the communication stream writes the number of the
- * last finished one into pinned host memory (cuStreamWriteValue32, a command of the stream's front
- * end, no kernel), and the watchdog only reads that word and its own list of issue times.
+ * A first version did not fire when a peer was stopped on 4 GPUs (rank 0's main thread spun in
+ * user space, the watchdog thread sat in a futex). It queried CUDA events, so it could block behind
+ * a driver lock held by the main thread, and it learned of a collective only after NCCL returned
+ * from enqueuing it, so a main thread stuck inside that call left nothing to watch; which of the two
+ * happened was not pinned down. This version avoids both: a collective gets a sequence number and an
+ * issue time before NCCL is entered; the communication stream writes the number of the last one it
+ * finished into registered host memory (cuStreamWriteValue32, a command of the stream's front end,
+ * no kernel); the watchdog only reads that word and its own list, and makes no CUDA or NCCL call.
  * Bootstrap: the ncclUniqueId comes from $ZGPT_NCCL_ID (zgpt's --gpus launcher makes one), or, when
  * started by mpirun/srun in an MPI build, rank 0 makes one and broadcasts it over MPI.
  * Reductions of bf16/fp16 are done by NCCL in the buffer's type (NCCL's kernels compute each

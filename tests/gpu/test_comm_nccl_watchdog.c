@@ -1,13 +1,14 @@
 /* The NCCL communicator's collective watchdog, on one GPU (a one-rank communicator).
  *
  * A peer that stops (SIGSTOP) leaves this rank's collective unfinished while its main thread is
- * blocked somewhere no communicator poll runs: in a stream synchronisation, or inside a kernel launch
- * that waits for room in a full launch queue (the driver spins there holding its own locks; the
- * first watchdog, which queried CUDA events, hung behind them). Here the same state is made without
- * a peer: the compute stream waits on a host word that is never written (cuStreamWaitValue32), so a
- * collective ordered after it never finishes. Each stuck case runs in a child (this executable
- * started again with --stuck MODE), which must end within the timeout plus a margin, with exit
- * status 1 and the one-line "rank 0: ... has not finished" report, instead of hanging.
+ * blocked somewhere no communicator poll runs: in a stream synchronisation, or in launches that wait
+ * for room in a full launch queue. Here that state is made without a peer: the compute stream waits
+ * on a host word that is never written (cuStreamWaitValue32), so a collective ordered after it never
+ * finishes. Each stuck case runs in a child (this executable started again with --stuck MODE), which
+ * must end within the timeout plus a margin, with exit status 1 and the one-line
+ * "rank 0: ... has not finished" report, instead of hanging. (Without a watchdog both stuck children
+ * hang. The first watchdog, which queried CUDA events, passes here too, yet did not fire for a
+ * stopped peer on 4 GPUs: this test does not make every state of that hang; see comm_nccl.c.)
  *
  *   normal     2000 collectives with waits, then idle for longer than the timeout: the watchdog
  *              retires finished collectives and does not fire (the child would exit 1).
