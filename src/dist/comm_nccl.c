@@ -92,7 +92,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t wd;
-    int wd_running, wd_stop;
+    int wd_stop;              /* the watchdog runs from the end of create to destroy */
     wd_entry *wd_head, *wd_tail;
     atomic_int fatal; /* set by the first thread that reports a fatal error */
 } nccl_impl;
@@ -210,16 +210,14 @@ static zg_comm_req *begin_op(zg_comm *c, const char *op) {
     ZG_CHECK_CUDA(c, op, cudaStreamWaitEvent(m->stream, m->ev_in, 0));
     zg_comm_req *r = zg_calloc(1, sizeof *r);
     r->op = op;
-    if (m->wd_running) {
-        wd_entry *e = zg_calloc(1, sizeof *e);
-        e->seq = ++m->seq;
-        e->issued_s = now_s();
-        e->op = op;
-        pthread_mutex_lock(&m->mu);
-        if (m->wd_tail) m->wd_tail->next = e; else m->wd_head = e;
-        m->wd_tail = e;
-        pthread_mutex_unlock(&m->mu);
-    }
+    wd_entry *e = zg_calloc(1, sizeof *e);
+    e->seq = ++m->seq;
+    e->issued_s = now_s();
+    e->op = op;
+    pthread_mutex_lock(&m->mu);
+    if (m->wd_tail) m->wd_tail->next = e; else m->wd_head = e;
+    m->wd_tail = e;
+    pthread_mutex_unlock(&m->mu);
     return r;
 }
 
@@ -227,10 +225,8 @@ static zg_comm_req *begin_op(zg_comm *c, const char *op) {
  * handles; the stream also writes the last sequence number given out, for the watchdog. */
 static shared_event *record_done(zg_comm *c, const char *op, int nrefs) {
     nccl_impl *m = c->impl;
-    if (m->wd_running) {
-        CUresult wr = m->write_value32((CUstream)m->stream, m->sig_dev, m->seq, CU_STREAM_WRITE_VALUE_DEFAULT);
-        if (wr != CUDA_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "%s: cuStreamWriteValue32 failed (CUresult %d)", op, (int)wr);
-    }
+    CUresult wr = m->write_value32((CUstream)m->stream, m->sig_dev, m->seq, CU_STREAM_WRITE_VALUE_DEFAULT);
+    if (wr != CUDA_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "%s: cuStreamWriteValue32 failed (CUresult %d)", op, (int)wr);
     shared_event *e = zg_calloc(1, sizeof *e);
     ZG_CHECK_CUDA(c, op, cudaEventCreateWithFlags(&e->ev, cudaEventDisableTiming));
     ZG_CHECK_CUDA(c, op, cudaEventRecord(e->ev, m->stream));
@@ -396,14 +392,11 @@ static void nccl_broadcast_host(zg_comm *c, void *buf, size_t bytes, int root) {
 
 static void nccl_destroy(zg_comm *c) {
     nccl_impl *m = c->impl;
-    if (m->wd_running) {
-        pthread_mutex_lock(&m->mu);
-        m->wd_stop = 1;
-        pthread_cond_signal(&m->cv);
-        pthread_mutex_unlock(&m->mu);
-        pthread_join(m->wd, NULL);
-        m->wd_running = 0;
-    }
+    pthread_mutex_lock(&m->mu);
+    m->wd_stop = 1;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    pthread_join(m->wd, NULL);
     while (m->wd_head) {
         wd_entry *e = m->wd_head;
         m->wd_head = e->next;
@@ -590,7 +583,6 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
     m->sig_dev = (CUdeviceptr)(uintptr_t)sig_dev;
     int prc = pthread_create(&m->wd, NULL, watchdog_main, c);
     if (prc != 0) nccl_fatal_at(c, __FILE__, __LINE__, "init: pthread_create (collective watchdog) failed: %s", strerror(prc));
-    m->wd_running = 1;
     if (c->size > 1) zg_log_set_rank(c->rank);
     *out = c;
     return 0;
