@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -72,6 +73,48 @@ int zg_dir_make(const char *path) {
     free(p);
     if (!zg_dir_exists(path)) return zg_errorf("'%s' exists and is not a directory", path);
     return 0;
+}
+
+int zg_path_is_link(const char *path, char *target, size_t cap) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) return 0;
+    if (target && cap) {
+        ssize_t n = readlink(path, target, cap - 1);
+        target[n > 0 ? (size_t)n : 0] = '\0';
+    }
+    return 1;
+}
+
+int zg_dir_remove_flat(const char *path) {
+    /* O_NOFOLLOW: a link at `path` (even one swapped in after a check) is never opened as a folder */
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        if (errno != ELOOP && errno != ENOTDIR) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
+        /* a link or a file where a folder was expected: remove the entry itself */
+        if (unlink(path) != 0 && errno != ENOENT) return zg_errorf("cannot remove '%s': %s", path, strerror(errno));
+        return 0;
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        close(fd);
+        return zg_errorf("cannot open '%s': %s", path, strerror(e));
+    }
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        /* flags 0: unlinkat removes a link as a link; a sub-folder fails with EISDIR and stays */
+        if (unlinkat(dirfd(d), e->d_name, 0) != 0 && rc == 0) {
+            int err = errno;
+            rc = zg_errorf("cannot remove '%s/%s': %s", path, e->d_name,
+                           err == EISDIR ? "it is a folder (zgpt only removes files here)" : strerror(err));
+        }
+    }
+    closedir(d);
+    if (rc == 0 && rmdir(path) != 0 && errno != ENOENT) rc = zg_errorf("cannot remove '%s': %s", path, strerror(errno));
+    return rc;
 }
 
 int zg_dir_sync(const char *path) {

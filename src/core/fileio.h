@@ -13,6 +13,13 @@ int zg_file_exists(const char *path);
 int zg_dir_exists(const char *path);
 /* mkdir -p; 0 if it exists already. */
 int zg_dir_make(const char *path);
+/* Removes a flat folder (files only) WITHOUT following symbolic links: when `path` itself is a link,
+ * or a plain file, only that entry is removed, never what it points to; a link inside the folder is
+ * unlinked as a link. 0 when `path` does not exist. A sub-folder is an error (nothing is removed
+ * below it). This is the one way zgpt deletes a folder. */
+int zg_dir_remove_flat(const char *path);
+/* 1 when `path` is a symbolic link (not followed); its target into target[cap] when non-NULL. */
+int zg_path_is_link(const char *path, char *target, size_t cap);
 /* fsync a directory so a rename inside it is durable. */
 int zg_dir_sync(const char *path);
 /* Joins a and b with one '/', into a heap string. */

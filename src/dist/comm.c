@@ -59,15 +59,31 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
     } else {
         return zg_errorf("unknown communicator '%s' (expected auto, single, mpi or nccl)", name);
     }
-    if (rc == 0 && (*out)->size > 1) zg_log_set_rank((*out)->rank);
+    if (rc == 0 && (*out)->size > 1) {
+        zg_log_set_rank((*out)->rank);
+        if (zg_heartbeat_attach(&(*out)->hb, (*out)->rank) != 0) {
+            zg_comm_destroy(*out);
+            *out = NULL;
+            return -1;
+        }
+    }
     return rc;
 }
 
 void zg_comm_destroy(zg_comm *c) {
-    if (c) c->ops->destroy(c);
+    if (!c) return;
+    zg_heartbeat_free(&c->hb);
+    c->ops->destroy(c);
 }
 
 const char *zg_comm_op_name(zg_comm_op op) { return op == ZG_COMM_MAX ? "max" : "sum"; }
+
+/* Every collective passes here first: the count (statistics, tests) and the launcher's heartbeat,
+ * which names a rank that stopped arriving (src/dist/heartbeat.h). */
+static void collective_started(zg_comm *c) {
+    c->n_collectives++;
+    zg_heartbeat_beat(&c->hb, c->n_collectives);
+}
 
 static void check_root(zg_comm *c, int root, const char *what) {
     if (root < 0 || root >= c->size) ZG_FATAL("rank %d: %s: root %d outside [0, %d)", c->rank, what, root, c->size);
@@ -82,7 +98,7 @@ zg_comm_req *zg_comm_iall_reduce(zg_comm *c, const void *send, void *recv, size_
     size_t es = zg_dtype_size(dt);
     if (send != recv && ranges_overlap(send, n * es, recv, n * es))
         ZG_FATAL("rank %d: all_reduce: partially overlapping buffers", c->rank);
-    c->n_collectives++;
+    collective_started(c);
     return c->ops->all_reduce(c, send, recv, n, dt, op);
 }
 
@@ -92,7 +108,7 @@ zg_comm_req *zg_comm_ireduce(zg_comm *c, const void *send, void *recv, size_t n,
     size_t es = zg_dtype_size(dt);
     if (c->rank == root && send != recv && ranges_overlap(send, n * es, recv, n * es))
         ZG_FATAL("rank %d: reduce: partially overlapping buffers", c->rank);
-    c->n_collectives++;
+    collective_started(c);
     return c->ops->reduce(c, send, recv, n, dt, op, root);
 }
 
@@ -100,7 +116,7 @@ zg_comm_req *zg_comm_ireduce_scatter(zg_comm *c, const void *send, void *recv, s
     size_t es = zg_dtype_size(dt);
     if (ranges_overlap(send, count * es * (size_t)c->size, recv, count * es))
         ZG_FATAL("rank %d: reduce_scatter: send and recv overlap", c->rank);
-    c->n_collectives++;
+    collective_started(c);
     return c->ops->reduce_scatter(c, send, recv, count, dt);
 }
 
@@ -109,13 +125,13 @@ zg_comm_req *zg_comm_iall_gather(zg_comm *c, const void *send, void *recv, size_
     const char *mine = (const char *)recv + (size_t)c->rank * count * es;
     if ((const char *)send != mine && ranges_overlap(send, count * es, recv, count * es * (size_t)c->size))
         ZG_FATAL("rank %d: all_gather: send overlaps recv other than at this rank's slice", c->rank);
-    c->n_collectives++;
+    collective_started(c);
     return c->ops->all_gather(c, send, recv, count, dt);
 }
 
 zg_comm_req *zg_comm_ibroadcast(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root) {
     check_root(c, root, "broadcast");
-    c->n_collectives++;
+    collective_started(c);
     return c->ops->broadcast(c, buf, n, dt, root);
 }
 
@@ -141,7 +157,7 @@ void zg_comm_broadcast(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root) {
     zg_comm_wait(c, zg_comm_ibroadcast(c, buf, n, dt, root));
 }
 void zg_comm_barrier(zg_comm *c) {
-    c->n_collectives++;
+    collective_started(c);
     zg_comm_wait(c, c->ops->barrier(c));
 }
 void zg_comm_group_begin(zg_comm *c) {
@@ -152,12 +168,12 @@ void zg_comm_group_end(zg_comm *c) {
 }
 
 void zg_comm_all_reduce_host_f64(zg_comm *c, double *vals, int n, zg_comm_op op) {
-    c->n_collectives++;
+    collective_started(c);
     c->ops->all_reduce_host_f64(c, vals, n, op);
 }
 void zg_comm_broadcast_host(zg_comm *c, void *buf, size_t bytes, int root) {
     check_root(c, root, "broadcast_host");
-    c->n_collectives++;
+    collective_started(c);
     c->ops->broadcast_host(c, buf, bytes, root);
 }
 void zg_comm_all_gather_host(zg_comm *c, const void *mine, void *all, size_t bytes) {
@@ -257,7 +273,11 @@ void zg_comm_from_f32(void *dst, zg_dtype dt, const float *src, size_t n) {
 }
 
 void zg_comm_fatal_reportv(const zg_comm *c, const char *file, int line, const char *fmt, va_list ap) {
-    char msg[1024];
+    char msg[1024], who[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
+    /* under zgpt's launcher: which ranks this one was waiting for (marked for the launcher too) */
+    if (zg_heartbeat_blame((zg_heartbeat *)&c->hb, who, sizeof who) > 0)
+        zg_fatal_report(file, line, "rank %d: %s; %s", c->rank, msg, who);
+    else
+        zg_fatal_report(file, line, "rank %d: %s", c->rank, msg);
 }

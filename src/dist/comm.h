@@ -35,6 +35,7 @@
 #define ZG_DIST_COMM_H
 
 #include "backend/backend.h"
+#include "dist/heartbeat.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,7 +76,8 @@ struct zg_comm {
     int device_buffers;    /* 1: buffers are device memory (NCCL) */
     size_t scratch_bytes;  /* communicator-owned staging memory currently allocated */
     size_t scratch_peak;
-    long n_collectives;    /* collectives started (statistics, tests) */
+    long n_collectives;    /* collectives started (statistics, tests, the launcher's heartbeat) */
+    zg_heartbeat hb;       /* attached when started by zgpt's launcher (src/dist/heartbeat.h) */
     void *impl;
 };
 

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "core/strutil.h"
+#include "dist/heartbeat.h"
 #ifdef ZGPT_WITH_CUDA
 #include "backend/backend.h"
 #include "dist/comm.h"
@@ -126,6 +127,11 @@ typedef struct {
     char reported_why[128];   /* what mpirun said happened to it */
     int abort_rank;           /* first rank mpirun says called MPI_Abort */
     double grace_s;
+    zg_heartbeat hb;          /* the workers' progress slots (dist/heartbeat.h) */
+    /* taken when a rank first reports a collective timeout, while the culprit is still as it was */
+    int snap_rank;            /* the rank that timed out (-1: no snapshot) */
+    int64_t *snap_count;      /* per rank: collectives started */
+    char *snap_state;         /* per rank: process state letter ('T' stopped), '?' unknown */
 } supervisor;
 
 static volatile sig_atomic_t g_signal_count = 0;
@@ -181,6 +187,19 @@ static void parse_launcher_line(supervisor *s, const char *line) {
 }
 
 /* One complete line of rank `rank` on `stream`: echoed, kept for the failure report. */
+/* A rank gave up waiting in a collective: record how far every rank got, and whether its process is
+ * stopped, before the job is torn down. */
+static void snapshot_progress(supervisor *s, int rank) {
+    if (s->snap_rank >= 0 || !s->hb.map) return;
+    s->snap_rank = rank;
+    s->snap_count = zg_calloc((size_t)s->nranks, sizeof *s->snap_count);
+    s->snap_state = zg_calloc((size_t)s->nranks, 1);
+    for (int r = 0; r < s->nranks; r++) {
+        s->snap_count[r] = zg_heartbeat_count(&s->hb, r);
+        s->snap_state[r] = zg_heartbeat_state(&s->hb, r);
+    }
+}
+
 static void emit_rank_line(supervisor *s, int rank, int stream, const char *text) {
     FILE *f = stream == 0 ? stdout : stderr;
     fprintf(f, "%s\n", text);
@@ -188,6 +207,8 @@ static void emit_rank_line(supervisor *s, int rank, int stream, const char *text
     if (stream == 1) {
         ring_push(&s->rings[rank], text);
         if (s->first_error_rank < 0 && (strstr(text, "fatal") || strstr(text, "error"))) s->first_error_rank = rank;
+        /* the communicators' timeout messages (comm_mpi.c, comm_nccl.c) */
+        if (strstr(text, "timed out") || strstr(text, "has not finished")) snapshot_progress(s, rank);
     }
 }
 
@@ -408,6 +429,86 @@ static int spawn(child_proc *c, char *const argv[], char *const env_set[], int n
     return 0;
 }
 
+static int self_exe(char *buf, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    if (n <= 0) return zg_errorf("cannot find this program's path (/proc/self/exe): %s", zg_strerrno());
+    buf[n] = '\0';
+    return 0;
+}
+
+/* Every worker that failed was ended by a signal (not an error exit of its own). */
+static int ended_by_signal(const supervisor *s) {
+    if (s->tagged) return strncmp(s->reported_why, "killed by signal", 16) == 0 || WIFSIGNALED(s->kids[0].status);
+    for (int i = 0; i < s->n_kids; i++)
+        if (failed(s->kids[i].status) && !WIFSIGNALED(s->kids[i].status)) return 0;
+    return 1;
+}
+
+static int failed_any(const supervisor *s) {
+    for (int i = 0; i < s->n_kids; i++)
+        if (failed(s->kids[i].status)) return 1;
+    return 0;
+}
+
+/* After a failure: a worker that is still alive (a stopped rank that mpirun could not end, say) is
+ * killed, so no process outlives the job. Only processes running this executable are touched (a pid
+ * could have been reused). */
+static void kill_leftover_workers(supervisor *s) {
+    char exe[4096], other[4096], path[64];
+    if (!s->hb.map || self_exe(exe, sizeof exe) != 0) {
+        zg_error_clear();
+        return;
+    }
+    for (int r = 0; r < s->nranks; r++) {
+        pid_t pid = zg_heartbeat_pid(&s->hb, r);
+        if (pid <= 0 || kill(pid, 0) != 0) continue;
+        snprintf(path, sizeof path, "/proc/%ld/exe", (long)pid);
+        ssize_t n = readlink(path, other, sizeof other - 1);
+        if (n <= 0) continue;
+        other[n] = '\0';
+        if (strcmp(other, exe) == 0) kill(pid, SIGKILL);
+    }
+}
+
+/* A collective timed out: names the ranks that never reached it (their count of collectives started
+ * is behind the rank that timed out) or whose process is stopped. 0 when the snapshot names none. */
+static int report_stalled(supervisor *s) {
+    if (s->snap_rank < 0) return 0;
+    int to = s->snap_rank, first = -1, n = 0;
+    char ranks[256] = "";
+    /* the ranks a worker blamed itself (it saw them before the job was torn down); else, from the
+     * launcher's own snapshot: behind first, then stopped */
+    for (int pass = 0; pass < 3 && n == 0; pass++)
+        for (int r = 0; r < s->nranks; r++) {
+            char st;
+            int stalled = pass == 0 ? zg_heartbeat_stalled(&s->hb, r, &st)
+                        : pass == 1 ? s->snap_count[r] < s->snap_count[to]
+                                    : s->snap_state[r] == 'T' || s->snap_state[r] == 't';
+            if (r == to || !stalled) continue;
+            if (pass == 0) s->snap_state[r] = st;
+            size_t len = strlen(ranks);
+            snprintf(ranks + len, sizeof ranks - len, "%s%d", n ? ", " : "", r);
+            if (first < 0) first = r;
+            n++;
+        }
+    if (n == 0) return 0;
+    char state = s->snap_state[first];
+    fprintf(stderr,
+            "zgpt: error: rank%s %s of %d stopped making progress: %s at collective %lld when rank %d gave up waiting "
+            "for it (ZGPT_COMM_TIMEOUT)%s; the job was ended; rank %d's last lines:\n",
+            n > 1 ? "s" : "", ranks, s->nranks, n > 1 ? "they were" : "it was",
+            (long long)s->snap_count[first], to,
+            state == 'T' ? "; its process was stopped (SIGSTOP or job control)" :
+            state == 't' ? "; its process was stopped by a debugger" : "",
+            first);
+    if (s->rings[first].count == 0) fprintf(stderr, "    (no output)\n");
+    ring_print(&s->rings[first], stderr, "    ");
+    fprintf(stderr, "  rank %d, which timed out waiting:\n", to);
+    ring_print(&s->rings[to], stderr, "    ");
+    fflush(stderr);
+    return 1;
+}
+
 /* Runs the supervision loop until every child has exited; returns the command's exit status. */
 static int supervise(supervisor *s) {
     struct sigaction sa, old_int, old_term;
@@ -452,10 +553,14 @@ static int supervise(supervisor *s) {
                     break;
                 }
         if (g_signal_count > forwarded) {
-            /* Ctrl-C / SIGTERM: forward once (workers save and stop); again: kill. */
+            /* Ctrl-C / SIGTERM: ask once, and wait as long as the workers' save takes; again: kill. */
             if (g_signal_count == 1) {
-                signal_all(s, (int)g_last_signal);
-                if (stop_at < 0) stop_at = now_s() + 30.0 - s->grace_s;
+                fprintf(stderr, "zgpt: %s: the workers save a checkpoint at the next iteration boundary and stop "
+                                "(a second Ctrl-C kills them)\n", strsignal((int)g_last_signal));
+                /* mpirun answers SIGINT/SIGTERM by killing the ranks about a second later; SIGUSR1 it
+                 * forwards as it is, and the workers take it as a stop request */
+                if (s->tagged) kill(s->kids[0].pid, SIGUSR1);
+                else signal_all(s, (int)g_last_signal);
             } else {
                 signal_all(s, SIGKILL);
                 killed = 1;
@@ -483,11 +588,21 @@ static int supervise(supervisor *s) {
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
 
+    if (failed_any(s)) kill_leftover_workers(s);
     if (first_failed < 0 && g_signal_count == 0) return 0;
-    if (g_signal_count > 0) { /* the user stopped the job: workers ending on the signal is expected */
+    if (g_signal_count > 0 && first_failed < 0) { /* every worker saved and ended cleanly */
+        fprintf(stderr, "zgpt: stopped by %s; all %d workers ended cleanly\n", strsignal((int)g_last_signal),
+                s->nranks);
+        return 0;
+    }
+    if (g_signal_count > 0 && (killed || g_signal_count > 1 || ended_by_signal(s))) {
+        /* workers that do not save (or a second Ctrl-C): ending on the signal is what was asked */
         fprintf(stderr, "zgpt: stopped by %s; all %d workers ended\n", strsignal((int)g_last_signal), s->nranks);
         return 128 + (int)g_last_signal;
     }
+    /* a rank that died is the cause itself; a rank that timed out may have waited for a stopped one */
+    int died = s->tagged ? s->reported_rank >= 0 : WIFSIGNALED(s->kids[first_failed].status);
+    if (!died && report_stalled(s)) return 1;
     /* Which rank? Fork launcher: the child. mpirun: its report, else the first rank to complain. */
     /* A rank that died (exit status, signal) is the cause; one that aborted may only have noticed it. */
     int rank = first_failed;
@@ -527,7 +642,15 @@ static void supervisor_init(supervisor *s, int n_kids, int nranks, int tagged, c
     s->first_error_rank = -1;
     s->reported_rank = -1;
     s->abort_rank = -1;
+    s->snap_rank = -1;
     s->grace_s = o && o->grace_s > 0 ? o->grace_s : 5.0;
+}
+
+/* The workers' progress slots, and the variable that hands them over ("ZGPT_HEARTBEAT=<path>"). */
+static int supervisor_heartbeat(supervisor *s, char *env_buf, size_t cap) {
+    if (zg_heartbeat_create(&s->hb, s->nranks) != 0) return -1;
+    snprintf(env_buf, cap, "ZGPT_HEARTBEAT=%s", s->hb.path);
+    return 0;
 }
 
 static void supervisor_free(supervisor *s) {
@@ -545,13 +668,9 @@ static void supervisor_free(supervisor *s) {
     ring_free(&s->launcher_lines);
     free(s->rings);
     free(s->kids);
-}
-
-static int self_exe(char *buf, size_t cap) {
-    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
-    if (n <= 0) return zg_errorf("cannot find this program's path (/proc/self/exe): %s", zg_strerrno());
-    buf[n] = '\0';
-    return 0;
+    free(s->snap_count);
+    free(s->snap_state);
+    zg_heartbeat_free(&s->hb);
 }
 
 /* ---- CPU workers under mpirun ------------------------------------------------------------ */
@@ -592,8 +711,8 @@ static int launch_mpirun(int argc, char **argv, int nproc, const zg_launch_opts 
     for (int i = 0; i < argc; i++) av[k++] = argv[i];
     av[k] = NULL;
 
-    char omp[64];
-    char *env[3];
+    char omp[64], hb[600];
+    char *env[4];
     int n_env = 0;
     env[n_env++] = "ZGPT_LAUNCHER=mpi";
     if (!getenv("OMP_NUM_THREADS")) {
@@ -604,7 +723,12 @@ static int launch_mpirun(int argc, char **argv, int nproc, const zg_launch_opts 
     }
     supervisor s;
     supervisor_init(&s, 1, nproc, ompi, o);
-    int rc = spawn(&s.kids[0], av, env, n_env);
+    int rc = supervisor_heartbeat(&s, hb, sizeof hb);
+    if (rc == 0) {
+        env[n_env++] = hb;
+        rc = spawn(&s.kids[0], av, env, n_env);
+    }
+    if (rc != 0) s.n_kids = 0; /* none started */
     free(av);
     if (rc != 0) {
         supervisor_free(&s);
@@ -626,11 +750,14 @@ static int launch_fork(int argc, char **argv, int n, char **devices, const char 
     for (int i = 0; i < argc; i++) av[i + 1] = argv[i];
     supervisor s;
     supervisor_init(&s, n, n, 0, o);
-    int rc = 0;
+    char hb[600];
+    int rc = supervisor_heartbeat(&s, hb, sizeof hb);
+    if (rc != 0) s.n_kids = 0; /* none started */
     for (int r = 0; r < n && rc == 0; r++) {
         char e_rank[48], e_size[48], e_lrank[48], e_lsize[48], e_dev[600], e_id[300];
-        char *env[8];
+        char *env[9];
         int k = 0;
+        env[k++] = hb;
         snprintf(e_rank, sizeof e_rank, "ZGPT_RANK=%d", r);
         snprintf(e_size, sizeof e_size, "ZGPT_WORLD_SIZE=%d", n);
         snprintf(e_lrank, sizeof e_lrank, "ZGPT_LOCAL_RANK=%d", r);

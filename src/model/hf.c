@@ -135,8 +135,17 @@ static const safetensors_tensor *find_tensor(const safetensors_file *f, const ch
     return t ? t : safetensors_find(f, key);
 }
 
+/* The released GPT-2 checkpoints (gpt2, -medium, -large, -xl): without config.json, only a file whose
+ * shapes are one of these is read, since its head count is then known rather than guessed. */
+static const struct {
+    const char *name;
+    int n_layer, n_embd, n_head;
+} k_released[] = {{"gpt2", 12, 768, 12}, {"gpt2-medium", 24, 1024, 16}, {"gpt2-large", 36, 1280, 20},
+                  {"gpt2-xl", 48, 1600, 25}};
+
 /* Without config.json: vocab_size and n_embd from wte, n_positions from wpe, n_layer from the
- * highest h.N present, and n_head = n_embd / 64 (every released GPT-2 uses 64-wide heads). */
+ * highest h.N present; n_head only for the released GPT-2 shapes (anything else needs config.json:
+ * the weights do not say how C is split into heads). */
 static int config_from_shapes(const char *file, gpt2_config *cfg) {
     safetensors_file f;
     if (safetensors_open(&f, file) != 0) return -1;
@@ -159,12 +168,14 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
             if (sscanf(k, "h.%d.", &l) == 1 && l > maxl) maxl = l;
         }
         cfg->n_layer = maxl + 1;
-        if (cfg->n_embd % 64 != 0 || maxl < 0)
-            rc = zg_errorf("%s: no config.json beside the file and n_embd %d is not a multiple of 64 (or no layers "
-                           "found), so n_head cannot be inferred: put the model's config.json next to it",
-                           file, cfg->n_embd);
-        else
-            cfg->n_head = cfg->n_embd / 64;
+        for (size_t i = 0; i < sizeof k_released / sizeof k_released[0]; i++)
+            if (k_released[i].n_layer == cfg->n_layer && k_released[i].n_embd == cfg->n_embd)
+                cfg->n_head = k_released[i].n_head;
+        if (cfg->n_head == 0)
+            rc = zg_errorf("%s: no config.json beside the file, and its shape (%d layers of %d channels) is not one of "
+                           "the released GPT-2 models, so its number of heads is unknown: put the model's "
+                           "config.json next to it",
+                           file, cfg->n_layer, cfg->n_embd);
         if (rc == 0 && gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s", file);
     }
     safetensors_close(&f);

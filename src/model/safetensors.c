@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,28 @@ void safetensors_close(safetensors_file *f) {
     if (f->map.data) zg_mmap_close(&f->map);
     free(f->path);
     memset(f, 0, sizeof *f);
+}
+
+static int cmp_by_data(const void *a, const void *b) {
+    const safetensors_tensor *x = *(const safetensors_tensor *const *)a, *y = *(const safetensors_tensor *const *)b;
+    return (x->data > y->data) - (x->data < y->data);
+}
+
+/* Tensors never share bytes: overlapping data_offsets mean a corrupt (or crafted) header. */
+static int check_disjoint(const safetensors_file *f, const uint8_t *data, const char *path) {
+    if (f->n_tensors < 2) return 0;
+    const safetensors_tensor **by = zg_malloc((size_t)f->n_tensors * sizeof *by);
+    for (int i = 0; i < f->n_tensors; i++) by[i] = &f->tensors[i];
+    qsort(by, (size_t)f->n_tensors, sizeof *by, cmp_by_data);
+    int rc = 0;
+    for (int i = 1; i < f->n_tensors && rc == 0; i++)
+        if (by[i]->data < by[i - 1]->data + by[i - 1]->nbytes)
+            rc = zg_errorf("%s: tensors '%s' [%zu, %zu) and '%s' [%zu, %zu) overlap: the header is corrupt", path,
+                           by[i - 1]->name, (size_t)(by[i - 1]->data - data),
+                           (size_t)(by[i - 1]->data - data) + by[i - 1]->nbytes, by[i]->name,
+                           (size_t)(by[i]->data - data), (size_t)(by[i]->data - data) + by[i]->nbytes);
+    free(by);
+    return rc;
 }
 
 int safetensors_open(safetensors_file *f, const char *path) {
@@ -97,7 +120,7 @@ int safetensors_open(safetensors_file *f, const char *path) {
         t->numel = 1;
         int k = 0;
         for (cJSON *d = shape->child; d; d = d->next, k++) {
-            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15) {
+            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15 || d->valuedouble != floor(d->valuedouble)) {
                 zg_errorf("%s: tensor '%s' has an invalid shape entry", path, t->name);
                 goto fail;
             }
@@ -105,7 +128,7 @@ int safetensors_open(safetensors_file *f, const char *path) {
             t->numel *= (size_t)t->shape[k];
         }
         double b0 = cJSON_GetArrayItem(offs, 0)->valuedouble, b1 = cJSON_GetArrayItem(offs, 1)->valuedouble;
-        if (!(b0 >= 0 && b1 >= b0 && b1 <= (double)data_size)) {
+        if (!(b0 >= 0 && b1 >= b0 && b1 <= (double)data_size) || b0 != floor(b0) || b1 != floor(b1)) {
             zg_errorf("%s: tensor '%s' data [%.0f, %.0f) lies outside the %zu data bytes: the file is truncated or "
                       "corrupt",
                       path, t->name, b0, b1, data_size);
@@ -119,6 +142,7 @@ int safetensors_open(safetensors_file *f, const char *path) {
             goto fail;
         }
     }
+    if (check_disjoint(f, data, path) != 0) goto fail;
     cJSON_Delete(root);
     return 0;
 fail:

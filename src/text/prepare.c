@@ -1,6 +1,7 @@
 #define _FILE_OFFSET_BITS 64
 #include "text/prepare.h"
 
+#include "core/dirlock.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "text/shard.h"
@@ -574,6 +575,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     split_out *sp[2] = {&train, &val};
     pipeline p;
     memset(&p, 0, sizeof p);
+    zg_dir_lock lock = {-1};
     int rc = collect_inputs(cfg, &l);
     if (rc == 0 && !tok) {
         rc = zg_tokenizer_init(&own_tok, cfg->tokenizer_dir);
@@ -607,8 +609,9 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     int eot_docs = n_docs > 1;
     int32_t eot = zg_tokenizer_eot(tok);
 
-    /* Nothing above touched the output; from here on meta.json is absent until the run completes. */
-    if (zg_dir_make(cfg->out_dir) != 0) {
+    /* Nothing above touched the output; from here on meta.json is absent until the run completes.
+     * The folder's lock keeps a second prepare from mixing its shards in (one writer per folder). */
+    if (zg_dir_make(cfg->out_dir) != 0 || zg_dir_lock_acquire(&lock, cfg->out_dir, "prepare") != 0) {
         rc = -1;
         goto done;
     }
@@ -675,6 +678,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     stats->seconds = now_s() - t0;
 
 done:
+    zg_dir_lock_release(&lock);
     if (p.eng.encs) engine_free(&p.eng);
     free(p.buf);
     split_out_free(&train);

@@ -6,6 +6,7 @@
 #include "core/fileio.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -62,30 +63,14 @@ static uint64_t get_u64(const unsigned char *p) {
 
 /* ---- small filesystem helpers ------------------------------------------------------------------ */
 
-/* Removes a flat folder (checkpoint folders hold files only). */
-static int remove_flat_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT ? 0 : zg_errorf("cannot open '%s': %s", dir, strerror(errno));
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char *p = zg_path_join(dir, e->d_name);
-        if (unlink(p) != 0 && rc == 0) rc = zg_errorf("cannot remove '%s': %s", p, strerror(errno));
-        free(p);
-    }
-    closedir(d);
-    if (rmdir(dir) != 0 && rc == 0) rc = zg_errorf("cannot remove '%s': %s", dir, strerror(errno));
-    return rc;
-}
-
 /* Puts the finished folder `stage` at `final`, replacing an existing one in one atomic step. */
 static int swap_into_place(const char *stage, const char *final, const char *out_dir) {
-    if (zg_dir_exists(final)) {
+    struct stat st;
+    if (lstat(final, &st) == 0) { /* a link is exchanged as a link, then removed as one (never followed) */
         if (renameat2(AT_FDCWD, stage, AT_FDCWD, final, RENAME_EXCHANGE) == 0) {
             /* `stage` now holds the old checkpoint */
             if (zg_dir_sync(out_dir) != 0) return -1;
-            return remove_flat_dir(stage);
+            return zg_dir_remove_flat(stage);
         }
         if (errno != EINVAL && errno != ENOSYS)
             return zg_errorf("cannot replace '%s': %s", final, strerror(errno));
@@ -93,7 +78,7 @@ static int swap_into_place(const char *stage, const char *final, const char *out
         size_t n = strlen(final) + 16;
         char *old = zg_malloc(n);
         snprintf(old, n, "%s.old", final);
-        remove_flat_dir(old);
+        zg_dir_remove_flat(old);
         if (rename(final, old) != 0) {
             int e = errno;
             free(old);
@@ -107,7 +92,7 @@ static int swap_into_place(const char *stage, const char *final, const char *out
             return zg_errorf("cannot rename '%s' to '%s': %s", stage, final, strerror(e));
         }
         int rc = zg_dir_sync(out_dir);
-        if (rc == 0) rc = remove_flat_dir(old);
+        if (rc == 0) rc = zg_dir_remove_flat(old);
         free(old);
         return rc;
     }
@@ -124,6 +109,8 @@ static char *stage_path(const char *out_dir, const char *tag) {
     return p;
 }
 
+static int read_latest(const char *out_dir, char *tag, size_t cap);
+
 /* ---- writer ---------------------------------------------------------------------------------- */
 
 int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
@@ -133,11 +120,15 @@ int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag
     w->tag = zg_strdup(tag);
     w->stage_dir = stage_path(out_dir, tag);
     w->final_dir = zg_path_join(out_dir, tag);
-    if (remove_flat_dir(w->stage_dir) != 0 || zg_dir_make(w->stage_dir) != 0) {
-        zg_ckpt_writer_abort(w);
-        return -1;
+    if (zg_dir_remove_flat(w->stage_dir) != 0) goto fail; /* a crashed save's leftovers */
+    if (mkdir(w->stage_dir, 0755) != 0) { /* no inodes, read-only or immutable out_dir, ... */
+        zg_errorf("cannot create the checkpoint folder '%s': %s", w->stage_dir, strerror(errno));
+        goto fail;
     }
     return 0;
+fail:
+    zg_ckpt_writer_release(w); /* nothing of ours exists yet: nothing to remove */
+    return -1;
 }
 
 int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
@@ -315,7 +306,16 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
     free(m);
     if (rc == 0) rc = zg_dir_sync(w->stage_dir);
     if (rc == 0) rc = swap_into_place(w->stage_dir, w->final_dir, w->out_dir);
-    if (rc == 0 && set_latest) rc = zg_ckpt_set_latest(w->out_dir, w->tag);
+    if (rc == 0 && set_latest && zg_ckpt_set_latest(w->out_dir, w->tag) != 0) {
+        /* The folder is in place but `latest` still names the previous checkpoint: unpublished, it
+         * would only hold the disk space a retry needs. Remove it, unless `latest` names this tag
+         * already (a re-save of the same tag: then the new folder is the published one). */
+        char cur[256];
+        int published = read_latest(w->out_dir, cur, sizeof cur) == 0 && strcmp(cur, w->tag) == 0;
+        zg_error_prefix("checkpoint '%s' was written but 'latest' could not be updated", w->final_dir);
+        if (!published) zg_dir_remove_flat(w->final_dir);
+        rc = -1;
+    }
     if (rc != 0) {
         zg_ckpt_writer_abort(w);
         return -1;
@@ -327,7 +327,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
 }
 
 void zg_ckpt_writer_abort(zg_ckpt_writer *w) {
-    if (w->stage_dir) remove_flat_dir(w->stage_dir);
+    if (w->stage_dir) zg_dir_remove_flat(w->stage_dir);
     zg_ckpt_writer_release(w);
 }
 
@@ -347,7 +347,7 @@ int zg_ckpt_set_latest(const char *out_dir, const char *tag) {
 int zg_ckpt_link(const char *out_dir, const char *src_tag, const char *dst_tag) {
     char *src = zg_path_join(out_dir, src_tag), *dst = zg_path_join(out_dir, dst_tag);
     char *stage = stage_path(out_dir, dst_tag);
-    int rc = remove_flat_dir(stage);
+    int rc = zg_dir_remove_flat(stage);
     if (rc == 0) rc = zg_dir_make(stage);
     DIR *d = rc == 0 ? opendir(src) : NULL;
     if (rc == 0 && !d) rc = zg_errorf("cannot open checkpoint '%s': %s", src, strerror(errno));
@@ -364,11 +364,20 @@ int zg_ckpt_link(const char *out_dir, const char *src_tag, const char *dst_tag) 
     }
     if (rc == 0) rc = zg_dir_sync(stage);
     if (rc == 0) rc = swap_into_place(stage, dst, out_dir);
-    if (rc != 0) remove_flat_dir(stage);
+    if (rc != 0) zg_dir_remove_flat(stage);
     free(src);
     free(dst);
     free(stage);
     return rc;
+}
+
+/* A tag names a folder directly inside out_dir: letters, digits, '_', '-' and '.', not starting with
+ * '.' (so never ".", ".." nor a staging folder). */
+static int tag_valid(const char *t) {
+    if (!*t || *t == '.') return 0;
+    for (; *t; t++)
+        if (!(isalnum((unsigned char)*t) || *t == '_' || *t == '-' || *t == '.')) return 0;
+    return 1;
 }
 
 static int read_latest(const char *out_dir, char *tag, size_t cap) {
@@ -378,10 +387,14 @@ static int read_latest(const char *out_dir, char *tag, size_t cap) {
     int rc = zg_file_read_all(p, &text, &len);
     free(p);
     if (rc != 0) return -1;
-    while (len && (text[len - 1] == '\n' || text[len - 1] == ' ')) text[--len] = '\0';
-    if (len == 0 || len >= cap || strchr(text, '/')) {
+    /* a trailing newline, CRLF (edited on Windows) or spaces are not part of the tag */
+    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) text[--len] = '\0';
+    if (len == 0 || len >= cap || len != strlen(text) || !tag_valid(text)) {
+        rc = zg_errorf("'%s/latest' is corrupt (it holds %s%.40s%s; expected a checkpoint tag such as iter_100): "
+                       "write the tag of a complete checkpoint into it",
+                       out_dir, len ? "\"" : "nothing", text, len > 40 ? "...\"" : len ? "\"" : "");
         free(text);
-        return zg_errorf("'%s/latest' is corrupt (expected a checkpoint tag such as iter_100)", out_dir);
+        return rc;
     }
     memcpy(tag, text, len + 1);
     free(text);
@@ -406,6 +419,7 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
         if (strncmp(e->d_name, "iter_", 5) != 0) continue;
         long long v = strtoll(e->d_name + 5, &end, 10);
         if (*end || end == e->d_name + 5) continue;
+        if (e->d_type == DT_LNK) continue; /* a link is the user's, not a checkpoint of this run: left alone */
         iters = zg_realloc(iters, (n + 1) * sizeof *iters);
         iters[n++] = v;
     }
@@ -417,11 +431,105 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
         snprintf(tag, sizeof tag, "iter_%lld", (long long)iters[i]);
         if (strcmp(tag, latest) == 0) continue;
         char *p = zg_path_join(out_dir, tag);
-        if (remove_flat_dir(p) != 0) rc = -1;
+        if (zg_dir_remove_flat(p) != 0) rc = -1;
         free(p);
     }
     free(iters);
     return rc;
+}
+
+/* ---- out_dir hygiene --------------------------------------------------------------------------- */
+
+int zg_ckpt_latest_tag(const char *out_dir, char *tag, size_t cap) { return read_latest(out_dir, tag, cap); }
+
+/* Names zgpt writes or deletes directly inside out_dir. */
+static int managed_name(const char *n) {
+    static const char *const fixed[] = {"latest", "best", "final", "metrics.jsonl", ".lock"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (strcmp(n, fixed[i]) == 0) return 1;
+    return strncmp(n, "iter_", 5) == 0 || strncmp(n, ".partial.", 9) == 0;
+}
+
+int zg_ckpt_out_dir_check(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) return zg_errorf("cannot open out_dir '%s': %s", out_dir, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (!managed_name(e->d_name)) continue;
+        char *p = zg_path_join(out_dir, e->d_name), target[512];
+        if (zg_path_is_link(p, target, sizeof target))
+            rc = zg_errorf("'%s' is a symbolic link (to '%s'): zgpt writes and replaces '%s' itself and never works "
+                           "through a link; move the link away (its target stays untouched) or choose another out_dir",
+                           p, target, e->d_name);
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int is_number(const char *s) {
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+static void report_add(char *report, size_t cap, const char *name) {
+    size_t n = strlen(report);
+    if (n + 1 < cap) snprintf(report + n, cap - n, "%s%s", n ? ", " : "", name);
+}
+
+int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
+    report[0] = '\0';
+    char latest[256] = "";
+    long long latest_iter = -1;
+    if (read_latest(out_dir, latest, sizeof latest) != 0) zg_error_clear();
+    else if (strncmp(latest, "iter_", 5) == 0 && is_number(latest + 5)) latest_iter = strtoll(latest + 5, NULL, 10);
+    DIR *d = opendir(out_dir);
+    if (!d) return zg_errorf("cannot open out_dir '%s': %s", out_dir, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name, *dot;
+        int stale = strncmp(n, ".partial.", 9) == 0;
+        /* zg_atomic_file temporaries: <name>.tmp.<pid> */
+        if (!stale && (strncmp(n, "latest.tmp.", 11) == 0 || strncmp(n, "metrics.jsonl.tmp.", 18) == 0))
+            stale = is_number(strrchr(n, '.') + 1);
+        /* a checkpoint folder moved aside by the rename fallback of swap_into_place: <tag>.old */
+        if (!stale && (dot = strrchr(n, '.')) && strcmp(dot, ".old") == 0) {
+            char tag[256];
+            snprintf(tag, sizeof tag, "%.*s", (int)(dot - n), n);
+            stale = strcmp(tag, "best") == 0 || strcmp(tag, "final") == 0 ||
+                    (strncmp(tag, "iter_", 5) == 0 && is_number(tag + 5));
+        }
+        /* complete but never published: newer than the checkpoint `latest` names */
+        if (!stale && latest_iter >= 0 && strncmp(n, "iter_", 5) == 0 && is_number(n + 5) &&
+            strtoll(n + 5, NULL, 10) > latest_iter && e->d_type != DT_LNK)
+            stale = 1;
+        if (!stale) continue;
+        char *p = zg_path_join(out_dir, n);
+        if (zg_dir_remove_flat(p) != 0) rc = -1;
+        else report_add(report, cap, n);
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+int64_t zg_ckpt_folder_iter(const char *dir) {
+    char *p = zg_path_join(dir, "state.json"), *text = NULL;
+    int64_t it = -1;
+    if (zg_file_exists(p) && zg_file_read_all(p, &text, NULL) == 0) {
+        cJSON *j = cJSON_Parse(text);
+        const cJSON *v = j ? cJSON_GetObjectItemCaseSensitive(j, "iter") : NULL;
+        if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15) it = (int64_t)v->valuedouble;
+        cJSON_Delete(j);
+    }
+    zg_error_clear();
+    free(text);
+    free(p);
+    return it;
 }
 
 /* ---- reader ---------------------------------------------------------------------------------- */

@@ -69,6 +69,20 @@ int zg_ckpt_set_latest(const char *out_dir, const char *tag);
 /* Deletes iter_N folders except the newest keep_last_k and the one `latest` names. */
 int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k);
 
+/* Before a run writes into out_dir (and holds its lock): -1 with an error naming the entry when
+ * something zgpt writes or deletes there (latest, best, final, iter_N, metrics.jsonl, .partial.*) is a
+ * symbolic link: zgpt never writes or deletes through a link it did not create. */
+int zg_ckpt_out_dir_check(const char *out_dir);
+/* Removes what an interrupted run left in out_dir (only while holding its lock): staging folders
+ * (.partial.*), temporary files (latest.tmp.*, metrics.jsonl.tmp.*), folders moved aside (<tag>.old),
+ * and iter_N folders newer than the one `latest` names (complete but never published). Each removal
+ * is named in `report` (cap bytes, "" when nothing was removed). */
+int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap);
+/* The iteration a checkpoint folder's state.json records; -1 when it has none (or is not complete). */
+int64_t zg_ckpt_folder_iter(const char *dir);
+/* The tag `latest` names, into tag[cap]; -1 with an error when it is missing or corrupt. */
+int zg_ckpt_latest_tag(const char *out_dir, char *tag, size_t cap);
+
 typedef struct {
     char file[96];
     uint64_t begin, end, step;

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include "backend/backend.h"
+#include "core/dirlock.h"
 #include "core/error.h"
 #include "core/strutil.h"
 #include "core/fileio.h"
@@ -67,7 +68,12 @@ typedef struct {
     int64_t last_eval_iter;   /* -1: none yet */
     int64_t last_saved_iter;  /* -1: none in this run */
     uint64_t tokens_seen;
-    char last_good[512];      /* last checkpoint written ("" none) */
+    char last_good[512];      /* last checkpoint written or resumed from ("" none) */
+    int64_t last_good_iter;   /* the iteration last_good holds (-1 none) */
+    int64_t start_iter;       /* the iteration this run started (or resumed) at */
+    int metrics_failed;       /* a metrics.jsonl write failed: the run ends at the next boundary */
+    char metrics_error[512];
+    zg_dir_lock lock;         /* rank 0: out_dir's advisory lock */
 } trainer;
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -241,6 +247,9 @@ static char *state_json(const trainer *tr, zg_precision prec) {
     cJSON_AddNumberToObject(j, "optimizer_step", (double)tr->opt->step);
     cJSON_AddStringToObject(j, "precision", zg_precision_name(prec));
     cJSON_AddNumberToObject(j, "world_size", tr->world);
+    cJSON_AddNumberToObject(j, "train_batch_size", (double)tr->cfg->train_batch_size);
+    cJSON_AddNumberToObject(j, "micro_batch", (double)tr->cfg->micro_batch);
+    cJSON_AddNumberToObject(j, "grad_accum", (double)tr->cfg->grad_accum);
     cJSON_AddNumberToObject(j, "zero_stage", tr->zero_on ? tr->zero.o.stage : 0);
     cJSON *ls = cJSON_AddObjectToObject(j, "loss_scaler");
     cJSON_AddNumberToObject(ls, "scale", tr->scaler.scale);
@@ -268,6 +277,11 @@ static int json_num(const cJSON *o, const char *k, double *out) {
     *out = v->valuedouble;
     return 0;
 }
+/* A whole number in [lo, 2^53] (state.json counters: a hand-edited 1e300 must not reach a loop bound). */
+static int json_count(const cJSON *o, const char *k, double lo, double *out) {
+    if (json_num(o, k, out) != 0) return -1;
+    return *out >= lo && *out <= 9007199254740992.0 && *out == floor(*out) ? 0 : -1;
+}
 static int json_u64(const cJSON *o, const char *k, uint64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!cJSON_IsString(v)) return -1;
@@ -286,14 +300,16 @@ static int load_state(trainer *tr, const zg_ckpt *ck) {
     double iter, bi, ewi, lei, scale, hyst, sci, slo, sk, ostep;
     uint64_t seed, step, micro, toks;
     const cJSON *bv = j ? cJSON_GetObjectItemCaseSensitive(j, "best_val_loss") : NULL;
-    if (!j || !ls || !dl || json_num(j, "iter", &iter) || json_num(j, "best_iter", &bi) ||
-        json_num(j, "evals_without_improvement", &ewi) || json_num(j, "last_eval_iter", &lei) ||
-        json_num(j, "optimizer_step", &ostep) || json_u64(j, "tokens_seen", &toks) || json_num(ls, "scale", &scale) ||
-        json_num(ls, "cur_hysteresis", &hyst) || json_num(ls, "cur_iter", &sci) ||
-        json_num(ls, "last_overflow_iter", &slo) || json_num(ls, "skipped", &sk) || json_u64(dl, "seed", &seed) ||
-        json_u64(dl, "step", &step) || json_u64(dl, "micro", &micro) || !bv) {
+    if (!j || !ls || !dl || json_count(j, "iter", 0, &iter) || json_count(j, "best_iter", -1, &bi) ||
+        json_count(j, "evals_without_improvement", 0, &ewi) || json_count(j, "last_eval_iter", -1, &lei) ||
+        json_count(j, "optimizer_step", 0, &ostep) || json_u64(j, "tokens_seen", &toks) ||
+        json_num(ls, "scale", &scale) || !(scale > 0 && isfinite(scale)) || json_count(ls, "cur_hysteresis", 0, &hyst) ||
+        hyst > 1e9 || json_count(ls, "cur_iter", 0, &sci) || json_count(ls, "last_overflow_iter", -1, &slo) ||
+        json_count(ls, "skipped", 0, &sk) || json_u64(dl, "seed", &seed) || json_u64(dl, "step", &step) ||
+        json_u64(dl, "micro", &micro) || !bv || !(cJSON_IsNull(bv) || cJSON_IsNumber(bv))) {
         cJSON_Delete(j);
-        return zg_errorf("checkpoint '%s': state.json is corrupt or from another version", ck->dir);
+        return zg_errorf("checkpoint '%s': state.json is corrupt, out of range or from another version (use another "
+                         "checkpoint)", ck->dir);
     }
     tr->iter = (int64_t)iter;
     tr->best_val = cJSON_IsNumber(bv) ? bv->valuedouble : INFINITY;
@@ -313,6 +329,18 @@ static int load_state(trainer *tr, const zg_ckpt *ck) {
         printf("note: resuming the data order of seed %" PRIu64 " (the config now says %" PRIu64 ")\n", seed,
                tr->cfg->seed);
     zg_dataloader_set_state(tr->train_dl, &st);
+    /* DeepSpeed asserts train_batch_size = micro x accumulation x world; a config that derives it
+     * changes the global batch silently when resumed on another rank count: say so. */
+    double gb, ws, mb, ga;
+    const zg_train_config *c = tr->cfg;
+    if (tr->rank == 0 && json_count(j, "train_batch_size", 1, &gb) == 0 && json_count(j, "world_size", 1, &ws) == 0 &&
+        json_count(j, "micro_batch", 1, &mb) == 0 && json_count(j, "grad_accum", 1, &ga) == 0 &&
+        (int64_t)gb != c->train_batch_size)
+        printf("warning: the checkpoint was trained with a global batch of %lld sequences (micro-batch %lld x "
+               "accumulation %lld x %d ranks); this run uses %lld (%lld x %lld x %d ranks), which changes the "
+               "optimization; to keep it, set train_batch_size=%lld\n",
+               (long long)gb, (long long)mb, (long long)ga, (int)ws, (long long)c->train_batch_size,
+               (long long)c->micro_batch, (long long)c->grad_accum, tr->world, (long long)gb);
     cJSON_Delete(j);
     if ((int64_t)ostep != tr->opt->step)
         return zg_errorf("checkpoint '%s': state.json and the optimizer shards disagree on the step", ck->dir);
@@ -373,10 +401,15 @@ static void metrics_line(trainer *tr, const char *fmt, ...) {
     if (!tr->metrics) return; /* ranks other than 0 */
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(tr->metrics, fmt, ap);
+    int bad = vfprintf(tr->metrics, fmt, ap) < 0;
     va_end(ap);
-    fputc('\n', tr->metrics);
-    if (fflush(tr->metrics) != 0) fprintf(stderr, "zgpt: warning: cannot write metrics.jsonl: %s\n", zg_strerrno());
+    bad |= fputc('\n', tr->metrics) == EOF;
+    bad |= fflush(tr->metrics) != 0;
+    if (bad && !tr->metrics_failed) { /* reported at the next iteration boundary (a full disk, say) */
+        tr->metrics_failed = 1;
+        snprintf(tr->metrics_error, sizeof tr->metrics_error, "cannot write '%s/metrics.jsonl': %s", tr->cfg->out_dir,
+                 zg_strerrno());
+    }
 }
 
 /* ---- evaluation and checkpoints ------------------------------------------------------------- */
@@ -431,29 +464,41 @@ static void wc_mark(trainer *tr, double *wc, int ph, double *last) {
     *last = now;
 }
 
+/* Points out_dir/<link> ("best", "final") at the checkpoint `tag` (rank 0). A failure here is not a
+ * failed save: the checkpoint and `latest` are complete, and the link is repaired at the next start. */
+static int link_checkpoint(trainer *tr, const char *tag, const char *link) {
+    if (zg_ckpt_link(tr->cfg->out_dir, tag, link) == 0) return 0;
+    return zg_error_prefix("checkpoint %s/%s is complete and 'latest' names it, but pointing '%s' at it failed "
+                           "(the next start or --resume repairs '%s')",
+                           tr->cfg->out_dir, tag, link, link);
+}
+
 /* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
- * shard into the same partial folder first. Success is agreed by all ranks. */
+ * shard into the same partial folder first. Success is agreed by all ranks. Any failure leaves the
+ * previous checkpoint and `latest` as they were. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
     const char *out = tr->cfg->out_dir;
     char tag[64];
     snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
-    int root = tr->rank == 0, rc = 0;
+    int root = tr->rank == 0, rc = 0, begun = 0;
     zg_ckpt_writer w;
     memset(&w, 0, sizeof w);
     if (tr->zero_on) zg_zero_gather_all(&tr->zero); /* stage 3: the whole model on every rank */
     if (root) {
         gpt2_params_download(&tr->model, tr->host_params);
         rc = zg_ckpt_writer_begin(&w, out, tag);
+        begun = rc == 0;
     }
-    if (tr->comm && zg_comm_any(tr->comm, rc != 0)) {
-        if (rc == 0) rc = zg_errorf("rank 0 could not start checkpoint %s/%s", out, tag);
-        if (root) zg_ckpt_writer_abort(&w);
-    } else if (tr->zero_on) {
-        rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag); /* agreed; rank 0's folder removed on failure */
-    } else {
-        rc = zg_ckpt_write_optimizer(&w, tr->opt, tr->model.table.num_params);
-        if (rc != 0) zg_ckpt_writer_abort(&w);
+    if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not start checkpoint %s/%s", out, tag);
+    if (rc == 0) {
+        if (tr->zero_on) {
+            /* agreed across ranks; on failure rank 0's partial folder is already removed */
+            rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag);
+            if (rc != 0) begun = 0;
+        } else {
+            rc = zg_ckpt_write_optimizer(&w, tr->opt, tr->model.table.num_params);
+        }
     }
     if (tr->zero_on) zg_zero_release_all(&tr->zero);
     if (rc == 0 && root) {
@@ -461,36 +506,78 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params);
         if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
         free(state);
-        if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1);
-        else zg_ckpt_writer_abort(&w);
-        if (rc == 0 && improved) rc = zg_ckpt_link(out, tag, "best");
-        if (rc == 0) rc = zg_ckpt_retain(out, tr->cfg->keep_last_k);
+        if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1); /* removes its folder itself on failure */
+        begun = 0;
     }
+    if (begun) zg_ckpt_writer_abort(&w);
     if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0)
         rc = zg_errorf("saving checkpoint %s/%s failed on rank 0", out, tag);
     if (rc != 0) {
         if (tr->last_good[0])
             return zg_error_prefix("saving checkpoint %s/%s failed (the last good checkpoint %s is intact)", out, tag,
                                    tr->last_good);
-        return zg_error_prefix("saving checkpoint %s/%s failed", out, tag);
+        return zg_error_prefix("saving checkpoint %s/%s failed (no checkpoint of this run exists yet)", out, tag);
     }
+    /* published: from here on a failure is only about the links and old folders */
     snprintf(tr->last_good, sizeof tr->last_good, "%s/%s", out, tag);
+    tr->last_good_iter = tr->iter;
     tr->last_saved_iter = tr->iter;
     if (root && !tr->opts->quiet) printf("saved checkpoint %s/%s%s\n", out, tag, improved ? " (best so far)" : "");
+    if (root && improved && link_checkpoint(tr, tag, "best") != 0) {
+        fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
+        zg_error_clear();
+    }
+    if (root && zg_ckpt_retain(out, tr->cfg->keep_last_k) != 0) {
+        fprintf(stderr, "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries "
+                        "again\n", (long long)tr->cfg->keep_last_k, zg_error_message());
+        zg_error_clear();
+    }
     return 0;
+}
+
+/* At start (rank 0, holding the lock): `best` must hold the best evaluation's checkpoint. A crash
+ * between `latest` and the link (or a failed link) leaves it older; re-link it while that
+ * checkpoint still exists. */
+static void repair_best(trainer *tr) {
+    if (tr->best_iter < 0 || !tr->cfg->save_checkpoints) return;
+    char tag[64], *src, *best = zg_path_join(tr->cfg->out_dir, "best");
+    snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->best_iter);
+    src = zg_path_join(tr->cfg->out_dir, tag);
+    int64_t have = zg_ckpt_folder_iter(best), want = zg_ckpt_folder_iter(src);
+    if (want == tr->best_iter && have != tr->best_iter) {
+        if (link_checkpoint(tr, tag, "best") == 0)
+            printf("note: 'best' held iteration %lld; repaired to %s (the best val loss)\n", (long long)have, tag);
+        else {
+            fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
+            zg_error_clear();
+        }
+    }
+    free(src);
+    free(best);
 }
 
 /* ---- the loop ------------------------------------------------------------------------------- */
 
+static const char *stop_signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM";
+}
+
+/* The end of a fatal message: what is left to continue from. */
+typedef struct {
+    char text[600];
+} kept_msg;
+static kept_msg kept_checkpoint(const trainer *tr) {
+    kept_msg m;
+    if (tr->last_good[0]) snprintf(m.text, sizeof m.text, "the last good checkpoint %s is untouched", tr->last_good);
+    else snprintf(m.text, sizeof m.text, "no checkpoint was written");
+    return m;
+}
+
 static int diverged(trainer *tr, const char *what, double value) {
-    char where[600];
-    if (tr->last_good[0])
-        snprintf(where, sizeof where, "the last good checkpoint %s is untouched", tr->last_good);
-    else
-        snprintf(where, sizeof where, "no checkpoint was written");
+    kept_msg where = kept_checkpoint(tr);
     return zg_errorf("%s is %g at iter %lld: training diverged; lower the learning rate (peak %g), set "
                      "gradient_clipping, or train in bf16/fp32 instead of fp16; %s",
-                     what, value, (long long)tr->iter, tr->cfg->lr, where);
+                     what, value, (long long)tr->iter, tr->cfg->lr, where.text);
 }
 
 static int run_loop(trainer *tr, zg_precision prec) {
@@ -500,8 +587,11 @@ static int run_loop(trainer *tr, zg_precision prec) {
     int64_t nan_at = -1;
     const char *hook = getenv("ZGPT_TEST_NAN_AT_ITER");
     if (hook && *hook) nan_at = strtoll(hook, NULL, 10);
+    /* test hook: a stop request (as from SIGTERM) at the boundary before iteration N */
+    const char *stop_hook = getenv("ZGPT_TEST_STOP_AT_ITER");
+    int64_t stop_at = stop_hook && *stop_hook ? strtoll(stop_hook, NULL, 10) : -1;
     double tokens_per_step = (double)tr->B * tr->T * (double)c->grad_accum * tr->world;
-    int64_t start_iter = tr->iter;
+    int64_t start_iter = tr->start_iter = tr->iter;
 
     for (;;) {
         int at_end = tr->iter >= c->max_iters;
@@ -536,14 +626,25 @@ static int run_loop(trainer *tr, zg_precision prec) {
             }
         }
         if (at_end) break;
+        /* a metrics.jsonl write that failed (a full disk) ends the run here, before more is lost */
+        if (tr->metrics_failed) return zg_errorf("%s; %s", tr->metrics_error, kept_checkpoint(tr).text);
         /* every rank stops at the same boundary, whichever got the signal */
+        if (tr->iter == stop_at) g_stop_signal = SIGTERM;
         int stop = g_stop_signal != 0;
         if (tr->comm) stop = zg_comm_any(tr->comm, stop);
         if (stop && !g_stop_signal) g_stop_signal = SIGTERM;
         if (stop) {
-            if (tr->rank == 0)
-                printf("%s received: saving a checkpoint at iter %lld and stopping\n",
-                   g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (long long)tr->iter);
+            if (tr->rank == 0) {
+                const char *sig = stop_signal_name(g_stop_signal);
+                if (c->save_checkpoints && tr->iter > start_iter)
+                    printf("%s received: saving a checkpoint at iter %lld and stopping\n", sig, (long long)tr->iter);
+                else if (tr->last_good[0])
+                    printf("%s received: stopping at iter %lld (%s holds it)\n", sig, (long long)tr->iter, tr->last_good);
+                else
+                    printf("%s received: stopping at iter %lld; no iteration has run, so there is nothing to save\n",
+                           sig, (long long)tr->iter);
+                fflush(stdout);
+            }
             break;
         }
 
@@ -641,11 +742,18 @@ static int run_loop(trainer *tr, zg_precision prec) {
     if (tr->last_saved_iter != tr->iter && tr->iter > start_iter) {
         if (save_checkpoint(tr, prec, 0) != 0) return -1;
     }
-    if (tr->last_saved_iter == tr->iter) {
+    if (tr->metrics_failed) return zg_errorf("%s; %s", tr->metrics_error, kept_checkpoint(tr).text);
+    /* `final` names the checkpoint of the last iteration: the one just saved, or the resumed one when
+     * this run had nothing left to do (a crash after `latest` moved but before `final` did) */
+    if (!g_stop_signal && c->save_checkpoints && tr->last_good_iter == tr->iter) {
         char tag[64];
         snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
         int rc = 0;
-        if (!g_stop_signal && tr->rank == 0) rc = zg_ckpt_link(c->out_dir, tag, "final");
+        if (tr->rank == 0) {
+            char *fin = zg_path_join(c->out_dir, "final");
+            if (zg_ckpt_folder_iter(fin) != tr->iter || tr->last_saved_iter == tr->iter) rc = link_checkpoint(tr, tag, "final");
+            free(fin);
+        }
         if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
         if (rc != 0) return -1;
     }
@@ -656,8 +764,14 @@ static int run_loop(trainer *tr, zg_precision prec) {
         char pb[32];
         printf("peak %s memory per rank: %s\n", be->ops->name, zg_fmt_bytes(peak, pb, sizeof pb));
     }
-    if (tr->rank == 0 && g_stop_signal)
-        printf("stopped by signal; continue with the same command and --resume\n");
+    if (tr->rank == 0 && g_stop_signal) {
+        if (tr->last_good[0])
+            printf("stopped by %s; continue with the same command and --resume (from %s)\n",
+                   stop_signal_name(g_stop_signal), tr->last_good);
+        else
+            printf("stopped by %s; no checkpoint %s, so there is nothing to resume\n", stop_signal_name(g_stop_signal),
+                   c->save_checkpoints ? "was written" : "is written (save_checkpoints false)");
+    }
     else if (tr->rank == 0 && isfinite(tr->best_val))
         printf("done: %lld iterations, best val loss %.4f at step %lld; %s %s\n", (long long)tr->iter, tr->best_val,
                (long long)tr->best_iter, c->save_checkpoints ? "checkpoints in" : "no checkpoints written (save_checkpoints false), metrics in",
@@ -697,6 +811,31 @@ static int setup_optimizer(trainer *tr) {
                              tr->be->param_dtype, tr->model.params);
 }
 
+/* Rank 0, before anything is written into out_dir: creates it, takes its lock (one run per out_dir),
+ * refuses links where zgpt writes, and removes what an interrupted run left behind. */
+static int claim_out_dir(trainer *tr) {
+    const char *out = tr->cfg->out_dir;
+    if (zg_dir_make(out) != 0 || zg_dir_lock_acquire(&tr->lock, out, "train") != 0) return -1;
+    return zg_ckpt_out_dir_check(out);
+}
+
+/* Leftovers that cannot be removed do not stop the run (a save that needs the name fails cleanly). */
+static void tidy_out_dir(trainer *tr) {
+    char removed[1024];
+    if (zg_ckpt_out_dir_tidy(tr->cfg->out_dir, removed, sizeof removed) != 0) {
+        fprintf(stderr, "zgpt: warning: cannot remove what an interrupted run left in %s: %s\n", tr->cfg->out_dir,
+                zg_error_message());
+        zg_error_clear();
+    }
+    if (removed[0]) printf("note: removed what an interrupted run left in %s: %s\n", tr->cfg->out_dir, removed);
+}
+
+/* SIGINT, SIGTERM and SIGUSR1 (what mpirun forwards without killing the ranks) request a stop with a
+ * checkpoint at the next iteration boundary, from the start of the run: a signal during set-up stops
+ * the run before its first iteration instead of killing it. */
+enum { N_STOP_SIGNALS = 3 };
+static const int k_stop_signals[N_STOP_SIGNALS] = {SIGINT, SIGTERM, SIGUSR1};
+
 int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     trainer tr;
     memset(&tr, 0, sizeof tr);
@@ -706,10 +845,19 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.best_iter = -1;
     tr.last_eval_iter = -1;
     tr.last_saved_iter = -1;
+    tr.last_good_iter = -1;
+    tr.lock.fd = -1;
     zg_ckpt ck;
     memset(&ck, 0, sizeof ck);
     int resuming = 0, rc = 0;
     zg_precision prec = ZG_PREC_FP32;
+
+    struct sigaction sa, old_sa[N_STOP_SIGNALS];
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    g_stop_signal = 0;
+    for (int i = 0; i < N_STOP_SIGNALS; i++) ZG_CHECK_SYS(sigaction(k_stop_signals[i], &sa, &old_sa[i]));
 
     zg_launch_env env;
     zg_launch_env_detect(&env);
@@ -718,21 +866,20 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.local_rank = env.local_rank;
     tr.one_machine = env.local_size == env.size;
     tr.launched_by = env.source;
-    if (zg_train_config_resolve_batch(cfg, tr.world) != 0) return -1;
-
-    if (!resume_requested(&tr)) {
-        char *latest = zg_path_join(cfg->out_dir, "latest");
-        int exists = zg_file_exists(latest);
-        free(latest);
-        if (exists) {
-            return zg_errorf("out_dir '%s' already holds a run (it has a 'latest' checkpoint); continue it with "
-                             "--resume, or choose another out_dir",
-                             cfg->out_dir);
-        }
-    }
-    if (zg_dir_make(cfg->out_dir) != 0) return -1;
-    rc = make_backend(&tr, &prec);
+    rc = zg_train_config_resolve_batch(cfg, tr.world);
+    if (rc == 0) rc = make_backend(&tr, &prec);
     if (rc == 0 && tr.world > 1) rc = setup_parallel(&tr);
+    if (rc == 0 && tr.rank == 0) rc = claim_out_dir(&tr);
+    if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not claim out_dir");
+    if (rc == 0 && !resume_requested(&tr)) {
+        char *latest = zg_path_join(cfg->out_dir, "latest");
+        if (zg_file_exists(latest))
+            rc = zg_errorf("out_dir '%s' already holds a run (it has a 'latest' checkpoint); continue it with "
+                           "--resume, or choose another out_dir",
+                           cfg->out_dir);
+        free(latest);
+    }
+    if (rc == 0 && tr.rank == 0) tidy_out_dir(&tr);
     if (rc == 0) rc = setup_model(&tr, &ck, &resuming);
     if (rc == 0) {
         tr.B = (int)cfg->micro_batch;
@@ -755,7 +902,11 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         else if (rc == 0)
             zg_optimizer_params_from_master(tr.opt, tr.model.params);
         if (rc == 0) rc = load_state(&tr, &ck);
-        if (rc == 0) snprintf(tr.last_good, sizeof tr.last_good, "%s", ck.dir);
+        if (rc == 0) {
+            snprintf(tr.last_good, sizeof tr.last_good, "%s", ck.dir);
+            tr.last_good_iter = tr.iter;
+            if (tr.rank == 0) repair_best(&tr);
+        }
     }
     zg_ckpt_close(&ck);
     if (rc == 0 && tr.rank == 0) rc = open_metrics(&tr, resuming);
@@ -780,20 +931,13 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
             fflush(stdout);
         }
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        struct sigaction old_int, old_term;
-        g_stop_signal = 0;
-        ZG_CHECK_SYS(sigaction(SIGINT, &sa, &old_int));
-        ZG_CHECK_SYS(sigaction(SIGTERM, &sa, &old_term));
         rc = run_loop(&tr, prec);
-        ZG_CHECK_SYS(sigaction(SIGINT, &old_int, NULL));
-        ZG_CHECK_SYS(sigaction(SIGTERM, &old_term, NULL));
     }
 
-    if (tr.metrics) fclose(tr.metrics);
+    if (tr.metrics && fclose(tr.metrics) != 0 && rc == 0)
+        rc = zg_errorf("cannot write '%s/metrics.jsonl': %s", cfg->out_dir, zg_strerrno());
+    zg_dir_lock_release(&tr.lock);
+    for (int i = 0; i < N_STOP_SIGNALS; i++) ZG_CHECK_SYS(sigaction(k_stop_signals[i], &old_sa[i], NULL));
     if (tr.zero_on) zg_zero_free(&tr.zero);
     zg_optimizer_free(&tr.own_opt);
     zg_dataloader_free(tr.train_dl);

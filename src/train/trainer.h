@@ -10,7 +10,8 @@
  * Output: "step N: train loss X, val loss Y" per evaluation, "iter N: loss X, time Y ms, lr Z,
  * tok/s W" every log_interval, and out_dir/metrics.jsonl (one JSON object per line).
  *
- * Test hook (documented for tests only): ZGPT_TEST_NAN_AT_ITER=K makes the loss of iteration K NaN,
+ * Test hooks (documented for tests only): ZGPT_TEST_STOP_AT_ITER=K requests a stop (as SIGTERM does) at the
+ * boundary before iteration K; ZGPT_TEST_NAN_AT_ITER=K makes the loss of iteration K NaN,
  * to exercise the divergence stop. */
 #ifndef ZG_TRAIN_TRAINER_H
 #define ZG_TRAIN_TRAINER_H

@@ -18,16 +18,6 @@ source "$(dirname "$0")/dist_common.inc"
 . "$ZGPT_SRC/tests/mpi/mpirun.sh"
 ENDED_WITHIN=20   # seconds: the launcher's grace period is 5 s
 
-# wait_lines FILE N PID: until metrics FILE has N training lines (the job PID must still be running)
-wait_lines() {
-    local i
-    for i in $(seq 1 600); do
-        [ -f "$1" ] && [ "$(grep -c '"loss": [0-9]' "$1")" -ge "$2" ] && return 0
-        kill -0 "$3" 2>/dev/null || fail "the job ended early: $(tail -5 ${1%/*}.err ${1%/*}.log 2>/dev/null)"
-        sleep 0.1
-    done
-    fail "no $2 training lines in $1 after 60 s"
-}
 # wait_end PID: waits for the job, sets $st and $took; kills it (and fails) after 120 s
 wait_end() {
     local i start=$SECONDS

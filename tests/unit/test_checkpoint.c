@@ -172,6 +172,115 @@ static void test_retention(void) {
     free(v);
 }
 
+/* A file in a folder outside the checkpoints, which nothing may reach through a link. */
+static char *user_folder(const char *name) {
+    char *d = zg_path_join(g_dir, name), *f = zg_path_join(d, "keep.txt");
+    ZT_CHECK(zg_dir_make(d) == 0);
+    FILE *fp = fopen(f, "w");
+    ZT_CHECK(fp && fputs("keep", fp) >= 0 && fclose(fp) == 0);
+    free(f);
+    return d;
+}
+static int user_file_kept(const char *dir) {
+    char *f = zg_path_join(dir, "keep.txt");
+    int ok = zg_file_exists(f);
+    free(f);
+    return ok;
+}
+
+/* Issue 16: nothing is deleted through a symbolic link; each of these emptied the linked folder. */
+static void test_links_not_followed(void) {
+    size_t n = g_tab.num_params;
+    float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    char *saved = g_dir, *sub = zg_path_join(g_dir, "links");
+    g_dir = sub;
+    char *user = user_folder("user");
+    /* the removal primitive: a link is removed as a link */
+    char *l1 = zg_path_join(g_dir, "l1");
+    ZT_CHECK(symlink(user, l1) == 0);
+    ZT_CHECK(zg_path_is_link(l1, NULL, 0) && zg_dir_remove_flat(l1) == 0);
+    ZT_CHECK(!zg_path_is_link(l1, NULL, 0) && user_file_kept(user));
+    /* a link inside a folder is unlinked, not followed; a sub-folder stops the removal */
+    char *f2 = zg_path_join(g_dir, "f2"), *inner = zg_path_join(f2, "inner"), *sub2 = zg_path_join(f2, "d");
+    ZT_CHECK(zg_dir_make(f2) == 0 && symlink(user, inner) == 0);
+    ZT_CHECK(zg_dir_remove_flat(f2) == 0 && !zg_dir_exists(f2) && user_file_kept(user));
+    ZT_CHECK(zg_dir_make(sub2) == 0);
+    ZT_CHECK(zg_dir_remove_flat(f2) == -1 && strstr(zg_error_message(), "is a folder") && zg_dir_exists(sub2));
+    /* replacing `best` that is a link (the trainer refuses it at start; this is the second line) */
+    free(write_ckpt("iter_1", p, m, v, 10));
+    char *best = zg_path_join(g_dir, "best");
+    ZT_CHECK(symlink(user, best) == 0);
+    ZT_CHECK(zg_ckpt_out_dir_check(g_dir) == -1 && strstr(zg_error_message(), "symbolic link"));
+    ZT_CHECK(zg_ckpt_link(g_dir, "iter_1", "best") == 0);
+    ZT_CHECK(user_file_kept(user) && !zg_path_is_link(best, NULL, 0) && zg_dir_exists(best));
+    /* retention leaves a linked iter_N alone */
+    char *old = zg_path_join(g_dir, "iter_0");
+    ZT_CHECK(symlink(user, old) == 0);
+    free(write_ckpt("iter_2", p, m, v, 10));
+    ZT_CHECK(zg_ckpt_set_latest(g_dir, "iter_2") == 0 && zg_ckpt_retain(g_dir, 1) == 0);
+    ZT_CHECK(user_file_kept(user) && zg_path_is_link(old, NULL, 0));
+    /* a stale staging "folder" that is a link or a file: removed as an entry, the writer starts */
+    char *stage = zg_path_join(g_dir, ".partial.iter_3");
+    ZT_CHECK(symlink(user, stage) == 0);
+    zg_ckpt_writer w;
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "iter_3") == 0 && user_file_kept(user));
+    zg_ckpt_writer_abort(&w);
+    /* ... and one that cannot be removed: a clean error, the writer released (no use after free) */
+    char *blocker = zg_path_join(stage, "blocker");
+    ZT_CHECK(zg_dir_make(blocker) == 0);
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "iter_3") == -1 && w.stage_dir == NULL && w.files == NULL);
+    zg_ckpt_writer_abort(&w); /* safe on a released writer */
+    g_dir = saved;
+    free(stage), free(blocker), free(old), free(best), free(l1), free(f2), free(inner), free(sub2), free(user);
+    free(sub), free(p), free(m), free(v);
+}
+
+/* Issue 16: leftovers of interrupted saves, and `latest` files that cannot name a checkpoint. */
+static void test_tidy_and_latest(void) {
+    size_t n = g_tab.num_params;
+    float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
+    char *saved = g_dir, *sub = zg_path_join(g_dir, "tidy");
+    g_dir = sub;
+    free(write_ckpt("iter_5", p, m, v, 10));
+    free(write_ckpt("iter_9", p, m, v, 10)); /* complete, but `latest` never moved to it */
+    ZT_CHECK(zg_ckpt_set_latest(g_dir, "iter_5") == 0);
+    const char *junk[] = {".partial.best", "latest.tmp.77", "metrics.jsonl.tmp.78", "best.old"};
+    for (int i = 0; i < 4; i++) {
+        char *j = zg_path_join(g_dir, junk[i]);
+        FILE *f = fopen(j, "w");
+        ZT_CHECK(f && fclose(f) == 0);
+        free(j);
+    }
+    char *mine = zg_path_join(g_dir, "notes.old"), report[512];
+    FILE *f = fopen(mine, "w");
+    ZT_CHECK(f && fclose(f) == 0);
+    ZT_CHECK(zg_ckpt_out_dir_tidy(g_dir, report, sizeof report) == 0);
+    ZT_CHECK_MSG(strstr(report, "iter_9") && strstr(report, ".partial.best") && strstr(report, "latest.tmp.77") &&
+                     strstr(report, "metrics.jsonl.tmp.78") && strstr(report, "best.old"),
+                 "tidy report: %s", report);
+    ZT_CHECK(zg_file_exists(mine)); /* not a name zgpt writes */
+    char tag[64];
+    ZT_CHECK(zg_ckpt_latest_tag(g_dir, tag, sizeof tag) == 0 && strcmp(tag, "iter_5") == 0);
+    /* "." would name out_dir itself (and recurse); CRLF is accepted */
+    const char *bad[] = {".\n", "..\n", "../x\n", ".partial.iter_5\n", "\n"};
+    char *lp = zg_path_join(g_dir, "latest");
+    for (int i = 0; i < 5; i++) {
+        f = fopen(lp, "w");
+        ZT_CHECK(f && fputs(bad[i], f) >= 0 && fclose(f) == 0);
+        zg_ckpt c;
+        ZT_CHECK_MSG(zg_ckpt_open(&c, g_dir) == -1 && strstr(zg_error_message(), "is corrupt") &&
+                         strlen(zg_error_message()) < 400,
+                     "latest '%s': %s", bad[i], zg_error_message());
+    }
+    f = fopen(lp, "w");
+    ZT_CHECK(f && fputs("iter_5\r\n", f) >= 0 && fclose(f) == 0);
+    zg_ckpt c;
+    ZT_CHECK_MSG(zg_ckpt_open(&c, g_dir) == 0, "CRLF latest: %s", zg_error_message());
+    zg_ckpt_close(&c);
+    g_dir = saved;
+    free(lp), free(mine), free(sub), free(p), free(m), free(v);
+}
+
 int main(void) {
     zg_backend_config bc = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&g_be, &bc) != 0) return 1;
@@ -186,6 +295,8 @@ int main(void) {
     zt_run("roundtrip_ranges", test_roundtrip_ranges);
     zt_run("damage", test_damage);
     zt_run("retention", test_retention);
+    zt_run("links_not_followed", test_links_not_followed);
+    zt_run("tidy_and_latest", test_tidy_and_latest);
     zt_rmtree(g_dir);
     free(g_dir);
     gpt2_param_table_free(&g_tab);
