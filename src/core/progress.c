@@ -1,5 +1,6 @@
 #include "core/progress.h"
 
+#include "core/error.h"
 #include "core/strutil.h"
 
 #include <math.h>
@@ -40,6 +41,7 @@ void zg_progress_init(zg_progress *p, const char *label, uint64_t total, const c
     p->t0 = zg_progress_now();
     p->last = p->t0;
     p->tty = isatty(STDERR_FILENO);
+    p->silent = zg_log_rank() > 0;
     p->interval = p->tty ? TTY_REDRAW_S : PLAIN_INTERVAL_S;
     const char *env = getenv("ZGPT_PROGRESS_INTERVAL");
     if (!p->tty && env && *env) {
@@ -90,6 +92,7 @@ const char *zg_progress_format(const zg_progress *p, double now, char *buf, size
 
 void zg_progress_update(zg_progress *p, uint64_t done) {
     p->done = done;
+    if (p->silent) return;
     double now = zg_progress_now();
     if (now - p->last < p->interval) return;
     if (p->tty && now - p->t0 < TTY_FIRST_S) return;

@@ -1,4 +1,5 @@
-/* Progress of long operations on stderr: done / total, rate and ETA.
+/* Progress of long operations on stderr: done / total, rate and ETA. In a distributed job only rank 0
+ * prints (zg_log_rank).
  *
  * On a terminal it is one line rewritten in place (at most every 0.2 s, starting after 0.5 s so
  * short operations print nothing). When stderr is not a terminal (logs, CI) it prints a plain line
@@ -27,6 +28,7 @@ typedef struct {
     double interval;  /* seconds between lines */
     int tty;
     int printed;      /* a line was printed (the final line follows) */
+    int silent;       /* prints nothing: set by zg_progress_init on ranks other than 0 */
 } zg_progress;
 
 void zg_progress_init(zg_progress *p, const char *label, uint64_t total, const char *unit);
