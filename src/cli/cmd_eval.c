@@ -23,7 +23,7 @@ typedef struct {
 } eval_args;
 
 static const zg_option eval_opts[] = {
-    ZG_OPT_STR(eval_args, model, "model", "SRC", "checkpoint folder or out_dir, hf:PATH, or gpt2..gpt2-xl", NULL),
+    ZG_OPT_STR(eval_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
     ZG_OPT_STR(eval_args, data, "data", "FILE", "token shard (zgpt, nanoGPT .bin or llm.c), or a prepared folder (val split)",
                NULL),
     ZG_OPT_INT(eval_args, seq, "seq", "T", "sequence length (0 = the model's block_size)", "0"),

@@ -65,4 +65,18 @@ expect_fail "unknown monitor key" "unknown key 'csv_monitor.job'; did you mean '
 expect_fail "output_path is a file" "tensorboard.output_path.*afile" "$ZGPT" train --config tiny.json \
     --set tensorboard.enabled=true --set tensorboard.output_path=afile
 [ ! -e out/latest ] || fail "a failed setup left a checkpoint"
+# 6. progress of long work when stderr is a log (plain lines; ZGPT_PROGRESS_INTERVAL=0 prints each update)
+rm -rf out
+ZGPT_PROGRESS_INTERVAL=0 "$ZGPT" train --config tiny.json --set max_iters=3 > p.log 2> p.err
+grep -qE "^save out/iter_3/model.bin: .* \(100%\), .*/s, done in" p.err || fail "no checkpoint save progress: $(cat p.err)"
+ZGPT_PROGRESS_INTERVAL=0 "$ZGPT" eval --model out --data data/val_000000.bin --full > /dev/null 2> pe.err
+grep -qE "^load out/iter_3/model.bin: " pe.err || fail "no checkpoint load progress: $(cat pe.err)"
+grep -qE "^eval: [0-9]+ / [0-9]+ tokens \([0-9]+%\), [0-9.]+[MG]? tokens/s, ETA " pe.err || fail "no eval progress: $(cat pe.err)"
+ZGPT_PROGRESS_INTERVAL=0 "$ZGPT" export --model out --out hfout > /dev/null 2> px.err
+grep -qE "^write hfout/model.safetensors: .*done in" px.err || fail "no export progress: $(cat px.err)"
+ZGPT_PROGRESS_INTERVAL=0 "$ZGPT" prepare --input corpus.txt --out data2 > /dev/null 2> pp.err
+grep -qE "^prepare: .* / .*\(100%\).*done in" pp.err || fail "no prepare progress: $(cat pp.err)"
+# without the override nothing short is printed into a log
+"$ZGPT" eval --model out --data data/val_000000.bin --full > /dev/null 2> quiet.err
+[ ! -s quiet.err ] || fail "progress lines for a short eval: $(cat quiet.err)"
 echo "monitor_tb: ok"
