@@ -17,6 +17,7 @@ void zg_pb_buf_free(zg_pb_buf *b) {
 }
 
 static void put(zg_pb_buf *b, const void *p, size_t n) {
+    if (n == 0) return; /* an empty message has no buffer */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n) cap *= 2;
