@@ -83,9 +83,7 @@ def main():
                 return self.fail(404, "RevisionNotFound")
             if fname not in files:
                 return self.fail(404, "EntryNotFound")
-            data = files[fname]
-            if rev == "v1" or commit == commits["v1"]:
-                data = data  # the same content under another commit
+            data = files[fname]  # "v1" is another commit with the same content
             if fname.endswith(".safetensors"):
                 sha = hashlib.sha256(data).hexdigest()
                 pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n".encode()
