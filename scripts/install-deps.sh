@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libopenblas-dev libxxhash-dev
-      libopenmpi-dev openmpi-bin nodejs npm
+      libcurl4-openssl-dev libopenmpi-dev openmpi-bin nodejs npm
       xxhash)  # xxhsum: the tests edit checkpoints as a careful user would (manifest checksums)
 missing=()
 for p in "${pkgs[@]}"; do

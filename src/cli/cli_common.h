@@ -8,6 +8,11 @@
 #define ZG_CLI_TOKENIZER_HELP                                                                      \
     "folder with encoder.json + vocab.bpe or vocab.json + merges.txt (default: the bundled GPT-2 vocabulary)"
 
+/* The help of --model, one text for every command that takes a model. */
+#define ZG_CLI_MODEL_HELP                                                                          \
+    "checkpoint folder or out_dir, hf:PATH, gpt2..gpt2-xl, or a Hugging Face repo org/name (names and repos take "  \
+    "@REVISION; read from the Hugging Face cache, downloaded when missing)"
+
 /* Parses options; prints the error or help. Returns -1 (exit 2), 1 (help printed: exit 0), 0 (go on). */
 int zg_cli_parse(const zg_command_spec *spec, int argc, char **argv, void *args, zg_strlist *positional);
 /* Prints the pending zg_errorf message and returns 1 (the exit status for a failed command). */

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/strutil.h"
 #include "model/gpt2.h"
+#include "train/mfu.h"
 #include "train/model_source.h"
 #include "train/optimizer.h"
 
@@ -13,9 +14,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
-#ifdef ZGPT_WITH_CUDA
-#include <cuda_runtime_api.h>
-#endif
 
 typedef struct {
     const char *model;
@@ -91,29 +89,6 @@ static double cpu_matmul_peak(zg_backend *be) {
     be->ops->dealloc(be, b);
     be->ops->dealloc(be, c);
     return best;
-}
-
-/* Dense bf16/fp16 tensor-core peak (TFLOP/s, datasheet, without sparsity) of known cards, by name;
- * 0 when unknown. fp32 runs are measured against the same number (they use no tensor cores, so
- * their MFU reads low on purpose). */
-static double cuda_peak_tflops(int device, char *name, size_t cap) {
-    name[0] = '\0';
-#ifdef ZGPT_WITH_CUDA
-    struct cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, device < 0 ? 0 : device) != cudaSuccess) return 0;
-    snprintf(name, cap, "%s", prop.name);
-    static const struct {
-        const char *match;
-        double tflops;
-    } cards[] = {{"H200", 989.0}, {"H100 PCIe", 756.0}, {"H100", 989.0}, {"H800", 989.0},
-                 {"A100", 312.0}, {"A800", 312.0}, {"L40S", 362.0}, {"A10", 125.0}};
-    for (size_t i = 0; i < sizeof cards / sizeof cards[0]; i++)
-        if (strstr(prop.name, cards[i].match)) return cards[i].tflops;
-#else
-    (void)device;
-    (void)cap;
-#endif
-    return 0;
 }
 
 static int cmp_double(const void *x, const void *y) {
@@ -206,8 +181,7 @@ int zg_cmd_bench(int argc, char **argv) {
     free(times);
     if (status != 0) goto done;
     double tok_s = (double)B * T / dt;
-    double N = (double)gpt2_param_count_unpadded(&m.cfg);
-    double flops_tok = 6.0 * N + 6.0 * m.cfg.n_layer * (double)T * m.cfg.n_embd;
+    double flops_tok = zg_mfu_flops_per_token(&m.cfg, T);
     double achieved = flops_tok * tok_s;
     double peak = 0;
     const char *peak_what = "n/a";
@@ -219,7 +193,7 @@ int zg_cmd_bench(int argc, char **argv) {
         peak = cpu_matmul_peak(be);
         peak_what = "measured fp32 matmul speed of this machine";
     } else {
-        peak = cuda_peak_tflops(be->device, card, sizeof card) * 1e12;
+        peak = zg_mfu_cuda_peak(be->device, card, sizeof card);
         if (peak > 0) {
             snprintf(peak_text, sizeof peak_text, "dense bf16 peak of the %s", card);
             peak_what = peak_text;

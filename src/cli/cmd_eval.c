@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/progress.h"
 #include "model/gpt2.h"
 #include "text/dataloader.h"
 #include "text/shard.h"
@@ -22,7 +23,7 @@ typedef struct {
 } eval_args;
 
 static const zg_option eval_opts[] = {
-    ZG_OPT_STR(eval_args, model, "model", "SRC", "checkpoint folder or out_dir, hf:PATH, or gpt2..gpt2-xl", NULL),
+    ZG_OPT_STR(eval_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
     ZG_OPT_STR(eval_args, data, "data", "FILE", "token shard (zgpt, nanoGPT .bin or llm.c), or a prepared folder (val split)",
                NULL),
     ZG_OPT_INT(eval_args, seq, "seq", "T", "sequence length (0 = the model's block_size)", "0"),
@@ -65,6 +66,8 @@ static int eval_full(gpt2_model *m, const char *path, int B, int T, double *sum,
     int rc = 0;
     *sum = 0;
     *count = 0;
+    zg_progress prog;
+    zg_progress_init(&prog, "eval", windows * (uint64_t)T, "tokens");
     for (uint64_t k = 0; k < windows && rc == 0; k += (uint64_t)B) {
         for (int b = 0; b < B; b++) {
             if (k + (uint64_t)b < windows) {
@@ -81,7 +84,9 @@ static int eval_full(gpt2_model *m, const char *path, int B, int T, double *sum,
         if (isnan(loss) && zg_error_message()[0]) rc = -1;
         *sum += sum_losses(m, tg, (size_t)B * T);
         *count += (uint64_t)m->n_valid_targets;
+        zg_progress_update(&prog, *count);
     }
+    zg_progress_free(&prog);
     free(buf);
     free(in);
     free(tg);

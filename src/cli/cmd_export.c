@@ -16,7 +16,7 @@ typedef struct {
 } export_args;
 
 static const zg_option export_opts[] = {
-    ZG_OPT_STR(export_args, model, "model", "SRC", "checkpoint folder or out_dir, hf:PATH, or gpt2..gpt2-xl", NULL),
+    ZG_OPT_STR(export_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
     ZG_OPT_STR(export_args, out, "out", "DIR", "output folder (model.safetensors + config.json)", NULL),
     ZG_OPT_STR(export_args, dtype, "dtype", "fp32|fp16|bf16", "tensor dtype of model.safetensors", "fp32"),
     ZG_OPT_END,

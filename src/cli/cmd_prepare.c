@@ -112,7 +112,7 @@ int zg_cmd_prepare(int argc, char **argv) {
         .tokenizer_dir = a.tokenizer,
         .shard_tokens = (uint64_t)a.shard_tokens,
         .threads = (int)a.threads,
-        .progress = isatty(STDERR_FILENO),
+        .progress = 1, /* a line on a terminal, plain lines every few seconds in a log */
     };
     zg_prepare_stats st;
     rc = zg_prepare_run(&cfg, &st);

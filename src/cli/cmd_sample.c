@@ -21,7 +21,7 @@ typedef struct {
 } sample_args;
 
 static const zg_option sample_opts[] = {
-    ZG_OPT_STR(sample_args, model, "model", "SRC", "checkpoint folder or out_dir, hf:PATH, or gpt2..gpt2-xl", NULL),
+    ZG_OPT_STR(sample_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
     ZG_OPT_STR(sample_args, prompt, "prompt", "TEXT", "text to continue (default: start from <|endoftext|>)", NULL),
     ZG_OPT_INT(sample_args, num_samples, "num-samples", "N", "samples to generate (together, as one batch)", "1"),
     ZG_OPT_INT(sample_args, max_new_tokens, "max-new-tokens", "N", "tokens to generate per sample", "200"),

@@ -12,6 +12,7 @@ int zg_cmd_tokenize(int argc, char **argv);
 int zg_cmd_detokenize(int argc, char **argv);
 int zg_cmd_bench(int argc, char **argv);
 int zg_cmd_plan(int argc, char **argv);
+int zg_cmd_download(int argc, char **argv);
 
 /* Prints the version and every compiled-in backend and library (cmd_version.c). */
 void zg_print_version(void);

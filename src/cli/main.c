@@ -17,6 +17,7 @@ static const command_entry commands[] = {
     {"train", zg_cmd_train, "train or fine-tune a GPT-2 (DeepSpeed-style JSON config)"},
     {"eval", zg_cmd_eval, "mean next-token loss and perplexity of a model on a token file"},
     {"sample", zg_cmd_sample, "generate text from a model"},
+    {"download", zg_cmd_download, "fetch a GPT-2 from the Hugging Face Hub into its cache (resumable)"},
     {"export", zg_cmd_export, "write a model as a Hugging Face folder (safetensors + config.json)"},
     {"tokenize", zg_cmd_tokenize, "text -> GPT-2 token ids"},
     {"detokenize", zg_cmd_detokenize, "GPT-2 token ids -> text"},

@@ -2,6 +2,7 @@
 #include "model/safetensors.h"
 
 #include "core/error.h"
+#include "core/progress.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -224,6 +225,16 @@ int safetensors_write(const char *path, const safetensors_entry *entries, int n)
     free(json);
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(((uint64_t)padded >> (8 * i)) & 0xff);
+    uint64_t total = 8 + (uint64_t)padded;
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int k = 0; k < entries[i].ndim; k++) numel *= (size_t)entries[i].shape[k];
+        total += numel * zg_dtype_size(entries[i].dtype);
+    }
+    char label[600];
+    snprintf(label, sizeof label, "write %s", path);
+    zg_progress prog;
+    zg_progress_init(&prog, label, total, NULL);
     zg_atomic_file af;
     int rc = zg_atomic_open(&af, path);
     if (rc == 0) rc = zg_atomic_write(&af, len8, 8);
@@ -233,9 +244,11 @@ int safetensors_write(const char *path, const safetensors_entry *entries, int n)
         size_t numel = 1;
         for (int k = 0; k < e->ndim; k++) numel *= (size_t)e->shape[k];
         rc = zg_atomic_write(&af, e->data, numel * zg_dtype_size(e->dtype));
+        zg_progress_update(&prog, af.bytes);
     }
     free(hdr);
-    if (rc == 0) return zg_atomic_commit(&af, NULL);
-    zg_atomic_abort(&af);
-    return -1;
+    if (rc == 0) rc = zg_atomic_commit(&af, NULL);
+    else zg_atomic_abort(&af);
+    zg_progress_free(&prog);
+    return rc == 0 ? 0 : -1;
 }

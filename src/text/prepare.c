@@ -4,6 +4,7 @@
 #include "core/dirlock.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/progress.h"
 #include "text/shard.h"
 
 #include <cjson/cJSON.h>
@@ -382,8 +383,7 @@ typedef struct {
     size_t cap;      /* current batch capacity (grows only for text without any cut point) */
     size_t piece;    /* bytes per piece */
     uint64_t done, total_bytes;
-    double t0;
-    double last_progress;
+    zg_progress prog; /* when cfg->progress */
 } pipeline;
 
 static double now_s(void) {
@@ -394,15 +394,8 @@ static double now_s(void) {
 
 static void progress(pipeline *p, int final) {
     if (!p->cfg->progress) return;
-    double t = now_s();
-    if (!final && t - p->last_progress < 0.25) return;
-    p->last_progress = t;
-    double el = t - p->t0;
-    fprintf(stderr, "\rprepare: %.1f / %.1f MB (%.0f%%), %.1f MB/s   ", p->done / 1e6, p->total_bytes / 1e6,
-            p->total_bytes ? 100.0 * (double)p->done / (double)p->total_bytes : 100.0,
-            el > 0 ? p->done / 1e6 / el : 0.0);
-    if (final) fputc('\n', stderr);
-    fflush(stderr);
+    if (final) zg_progress_free(&p->prog);
+    else zg_progress_update(&p->prog, p->done);
 }
 
 static int emit_batch(pipeline *p, const char *text, size_t len, split_out *so) {
@@ -636,7 +629,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     p.cap = p.piece * (size_t)p.eng.threads * PIECES_PER_THREAD;
     p.buf = zg_malloc(p.cap);
     p.total_bytes = bytes;
-    p.t0 = t0;
+    if (cfg->progress) zg_progress_init(&p.prog, "prepare", bytes, NULL);
 
     /* Pass 2: documents in order; the one holding the split character is cut in two. */
     uint64_t seen = 0;
@@ -679,6 +672,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
 
 done:
     zg_dir_lock_release(&lock);
+    if (cfg->progress) zg_progress_free(&p.prog); /* ends a progress line left by a failure */
     if (p.eng.encs) engine_free(&p.eng);
     free(p.buf);
     split_out_free(&train);

@@ -30,7 +30,7 @@ typedef struct {
     const zg_tokenizer *tokenizer; /* optional: an already-loaded tokenizer (tokenizer_dir is then only recorded) */
     uint64_t shard_tokens;        /* tokens per shard file (> 0) */
     int threads;                  /* 0: all cores (OpenMP's default) */
-    int progress;                 /* 1: progress line on stderr */
+    int progress;                 /* 1: progress on stderr (core/progress.h) */
 } zg_prepare_config;
 
 typedef struct {

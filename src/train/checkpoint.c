@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/progress.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -40,6 +41,13 @@ static int ckpt_write(zg_atomic_file *af, const void *data, size_t n) {
     }
     g_test_bytes_written += n;
     return zg_atomic_write(af, data, n);
+}
+
+/* Progress of one checkpoint file ("save out/iter_100/model.bin"); rank 0 only prints. */
+static void progress_begin(zg_progress *p, const char *verb, const char *dir, const char *file, uint64_t bytes) {
+    char label[700];
+    snprintf(label, sizeof label, "%s %s/%s", verb, dir, file);
+    zg_progress_init(p, label, bytes, NULL);
 }
 
 /* ---- little-endian header fields ------------------------------------------------------------- */
@@ -199,22 +207,27 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     put_u64(h + 56, zg_checksum(params_host, num_params * sizeof(float)));
     zg_atomic_file af;
     if (open_in_stage(w, &af, "model.bin") != 0) return -1;
+    zg_progress prog;
+    progress_begin(&prog, "save", w->final_dir, "model.bin", num_params * sizeof(float));
     int ok = ckpt_write(&af, h, sizeof h) == 0;
     for (size_t i = 0; ok && i < num_params; i += CHUNK_ELEMS) {
         size_t n = num_params - i < CHUNK_ELEMS ? num_params - i : CHUNK_ELEMS;
         ok = ckpt_write(&af, params_host + i, n * sizeof(float)) == 0;
+        zg_progress_update(&prog, (i + n) * sizeof(float));
     }
+    zg_progress_free(&prog);
     return finish_file(w, &af, "model.bin", ok);
 }
 
 /* Streams one fp32 backend array into the file (and a running payload checksum). */
 static int write_backend_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_t n, float *stage,
-                             zg_hasher *hh) {
+                             zg_hasher *hh, zg_progress *prog) {
     for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
         size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
         be->ops->download(be, stage, src + i, k * sizeof(float));
         if (hh) zg_hasher_update(hh, stage, k * sizeof(float));
         if (ckpt_write(af, stage, k * sizeof(float)) != 0) return -1;
+        zg_progress_update(prog, prog->done + k * sizeof(float));
     }
     return 0;
 }
@@ -255,8 +268,11 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
         return -1;
     }
     int ok = ckpt_write(&af, h, sizeof h) == 0;
+    zg_progress prog;
+    progress_begin(&prog, "save", w->final_dir, name, (uint64_t)n * sizeof(float) * (o->master ? 3 : 2));
     for (int a = 0; ok && a < 3; a++)
-        if (arrays[a] && n) ok = write_backend_f32(&af, o->be, arrays[a], n, stage, NULL) == 0;
+        if (arrays[a] && n) ok = write_backend_f32(&af, o->be, arrays[a], n, stage, NULL, &prog) == 0;
+    zg_progress_free(&prog);
     free(stage);
     return finish_file(w, &af, name, ok);
 }
@@ -710,8 +726,16 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
         rc = zg_errorf("cannot open '%s': %s", p, strerror(errno));
     } else {
         unsigned char h[ZG_CKPT_HEADER_BYTES];
-        if (fread(h, 1, sizeof h, f) != sizeof h ||
-            fread(params_host, sizeof(float), c->num_params, f) != c->num_params)
+        zg_progress prog;
+        progress_begin(&prog, "load", c->dir, "model.bin", c->num_params * sizeof(float));
+        if (fread(h, 1, sizeof h, f) != sizeof h) rc = -1;
+        for (size_t i = 0; rc == 0 && i < c->num_params; i += CHUNK_ELEMS) {
+            size_t n = c->num_params - i < CHUNK_ELEMS ? c->num_params - i : CHUNK_ELEMS;
+            if (fread(params_host + i, sizeof(float), n, f) != n) rc = -1;
+            zg_progress_update(&prog, (i + n) * sizeof(float));
+        }
+        zg_progress_free(&prog);
+        if (rc != 0)
             rc = zg_errorf("cannot read '%s' (truncated?)", p);
         else if (zg_checksum(params_host, c->num_params * sizeof(float)) != get_u64(h + 56))
             rc = zg_errorf("'%s': parameter checksum mismatch (corrupt; use another checkpoint)", p);

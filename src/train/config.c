@@ -17,7 +17,8 @@ typedef enum {
     K_INT,     /* integral number */
     K_FLOAT,   /* number */
     K_BOOL,    /* true/false (or, when `choices` is set, also one of those strings) */
-    K_STRING,  /* any string */
+    K_STRING,  /* any non-empty string */
+    K_TEXT,    /* any string, also "" (DeepSpeed's monitor output_path: "" = the current folder) */
     K_ENUM,    /* one of `choices` ("a|b|c") */
     K_DATA,    /* a path string, or a list of paths / {"path", "weight"} objects */
     K_BETAS,   /* [beta1, beta2] */
@@ -73,11 +74,12 @@ static const key_spec k_keys[] = {
     {"sample_mode", K_ENUM, 0, 0, "random|epoch", 0},
     {"dtype", K_ENUM, 0, 0, "auto|fp32|float32|bf16|bfloat16|fp16|float16", 0},
     {"device", K_ENUM, 0, 0, "auto|cpu|cuda", 0},
-    /* nanoGPT keys accepted and ignored (no effect in zgpt) */
-    {"compile", K_BOOL, 0, 0, NULL, 0},
+    /* nanoGPT's wandb keys: TensorBoard logs that `wandb sync` uploads (src/monitor/monitor.h) */
     {"wandb_log", K_BOOL, 0, 0, NULL, 0},
     {"wandb_project", K_STRING, 0, 0, NULL, 0},
     {"wandb_run_name", K_STRING, 0, 0, NULL, 0},
+    /* nanoGPT keys accepted and ignored (no effect in zgpt) */
+    {"compile", K_BOOL, 0, 0, NULL, 0},
     {"backend", K_STRING, 0, 0, NULL, 0},
 
     /* DeepSpeed: batch */
@@ -169,9 +171,20 @@ static const key_spec k_keys[] = {
     {"zero_force_ds_cpu_optimizer", K_BOOL, 0, 0, NULL, 0},
     {"disable_allgather", K_BOOL, 0, 0, NULL, 0},
     {"flops_profiler", K_ANY, 0, 0, NULL, 0},
-    {"tensorboard", K_ANY, 0, 0, NULL, 0},
-    {"wandb", K_ANY, 0, 0, NULL, 0},
-    {"csv_monitor", K_ANY, 0, 0, NULL, 0},
+    /* DeepSpeed: monitors (src/monitor/monitor.h) */
+    {"tensorboard", K_SECTION, 0, 0, NULL, 0},
+    {"tensorboard.enabled", K_BOOL, 0, 0, NULL, 0},
+    {"tensorboard.output_path", K_TEXT, 0, 0, NULL, 0},
+    {"tensorboard.job_name", K_STRING, 0, 0, NULL, 0},
+    {"csv_monitor", K_SECTION, 0, 0, NULL, 0},
+    {"csv_monitor.enabled", K_BOOL, 0, 0, NULL, 0},
+    {"csv_monitor.output_path", K_TEXT, 0, 0, NULL, 0},
+    {"csv_monitor.job_name", K_STRING, 0, 0, NULL, 0},
+    {"wandb", K_SECTION, 0, 0, NULL, 0},
+    {"wandb.enabled", K_BOOL, 0, 0, NULL, 0},
+    {"wandb.project", K_STRING, 0, 0, NULL, 0},
+    {"wandb.team", K_STRING, 0, 0, NULL, 0},
+    {"wandb.group", K_STRING, 0, 0, NULL, 0},
     {"comet", K_ANY, 0, 0, NULL, 0},
     {"comms_logger", K_ANY, 0, 0, NULL, 0},
     {"activation_checkpointing", K_ANY, 0, 0, NULL, 0},
@@ -273,6 +286,9 @@ static int validate_value(const key_spec *k, const cJSON *v, const char *source)
     case K_STRING:
         if (cJSON_IsString(v) && v->valuestring[0]) return 0;
         return type_error(source, k->path, v, "a non-empty string");
+    case K_TEXT:
+        if (cJSON_IsString(v)) return 0;
+        return type_error(source, k->path, v, "a string");
     case K_ENUM:
         if (cJSON_IsString(v) && check_enum(k, v->valuestring)) return 0;
         snprintf(allowed, sizeof allowed, "one of %s", k->choices);
@@ -439,6 +455,7 @@ static int apply_set(cJSON *root, const char *set) {
             break;
         }
         case K_STRING:
+        case K_TEXT:
         case K_ENUM: v = cJSON_CreateString(val); break;
         case K_DATA:
             v = (val[0] == '[' || val[0] == '{') ? cJSON_Parse(val) : cJSON_CreateString(val);
@@ -717,6 +734,27 @@ static int extract(zg_train_config *cfg, const cJSON *root, const char *source) 
     z->stage3_param_persistence_threshold = get_int(root, "zero_optimization.stage3_param_persistence_threshold", -1);
     z->stage3_max_live_parameters = get_int(root, "zero_optimization.stage3_max_live_parameters", -1);
     z->stage3_max_reuse_distance = get_int(root, "zero_optimization.stage3_max_reuse_distance", -1);
+
+    /* monitors: DeepSpeed's defaults (output_path "" = the current folder, job_name DeepSpeedJobName) */
+    zg_monitor_config *mo = &cfg->monitor;
+    static const char *const sinks[2] = {"tensorboard", "csv_monitor"};
+    for (int i = 0; i < 2; i++) {
+        zg_monitor_sink_config *sc = i == 0 ? &mo->tensorboard : &mo->csv;
+        char key[64];
+        snprintf(key, sizeof key, "%s.enabled", sinks[i]);
+        sc->enabled = get_bool(root, key, 0);
+        snprintf(key, sizeof key, "%s.output_path", sinks[i]);
+        sc->output_path = zg_strdup(get_str(root, key, ""));
+        snprintf(key, sizeof key, "%s.job_name", sinks[i]);
+        sc->job_name = zg_strdup(get_str(root, key, ZG_MONITOR_DEFAULT_JOB));
+    }
+    mo->wandb = get_bool(root, "wandb.enabled", 0) || get_bool(root, "wandb_log", 0);
+    const char *proj = get_str(root, "wandb.project", get_str(root, "wandb_project", NULL));
+    const char *team = get_str(root, "wandb.team", NULL); /* wandb.group: `wandb sync` has no such option */
+    const char *run = get_str(root, "wandb_run_name", NULL);
+    mo->wandb_project = proj ? zg_strdup(proj) : NULL;
+    mo->wandb_team = team ? zg_strdup(team) : NULL;
+    mo->wandb_run_name = run ? zg_strdup(run) : NULL;
     return 0;
 }
 
@@ -727,6 +765,7 @@ void zg_train_config_free(zg_train_config *cfg) {
     free(cfg->out_dir);
     free(cfg->device);
     free(cfg->json_text);
+    zg_monitor_config_free(&cfg->monitor);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -14,6 +14,7 @@
 #ifndef ZG_TRAIN_CONFIG_H
 #define ZG_TRAIN_CONFIG_H
 
+#include "monitor/monitor.h"
 #include "text/dataloader.h"
 #include "train/loss_scaler.h"
 #include "train/schedule.h"
@@ -80,6 +81,8 @@ typedef struct {
     int wall_clock_breakdown; /* per-phase step times (each phase synchronised) on the log line */
     int comm_max_ctas;        /* NCCL: most thread blocks per collective; 0 NCCL's choice, -1 auto
                                  (zg_train_config_comm_max_ctas) */
+
+    zg_monitor_config monitor; /* tensorboard / csv_monitor / wandb sections (and nanoGPT's wandb_* keys) */
 
     char *json_text; /* the merged, validated configuration (compact JSON) */
 } zg_train_config;

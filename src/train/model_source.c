@@ -2,6 +2,8 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "hub/hub_cache.h"
+#include "hub/hub_download.h"
 #include "model/hf.h"
 
 #include <stdio.h>
@@ -18,11 +20,24 @@ char *zg_models_dir_for(const char *name) {
     return p;
 }
 
-static int is_named(const char *spec) {
-    static const char *names[] = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"};
-    for (size_t i = 0; i < 4; i++)
-        if (strcmp(spec, names[i]) == 0) return 1;
-    return 0;
+/* The named models and their Hugging Face repos: the current id, then the id older caches hold. */
+static const struct {
+    const char *name, *repo, *old_repo;
+} k_named[] = {{"gpt2", "openai-community/gpt2", "gpt2"},
+               {"gpt2-medium", "openai-community/gpt2-medium", "gpt2-medium"},
+               {"gpt2-large", "openai-community/gpt2-large", "gpt2-large"},
+               {"gpt2-xl", "openai-community/gpt2-xl", "gpt2-xl"}};
+#define N_NAMED (sizeof k_named / sizeof k_named[0])
+
+static int named_index(const char *spec) {
+    for (size_t i = 0; i < N_NAMED; i++)
+        if (strcmp(spec, k_named[i].name) == 0) return (int)i;
+    return -1;
+}
+
+const char *zg_model_hub_repo(const char *spec) {
+    int i = named_index(spec);
+    return i >= 0 ? k_named[i].repo : spec;
 }
 
 static int open_hf(zg_model_source *s, const char *path) {
@@ -32,36 +47,84 @@ static int open_hf(zg_model_source *s, const char *path) {
     return gpt2_config_validate(&s->cfg);
 }
 
+/* A named model's folder must hold that model. */
+static int check_named_shape(const zg_model_source *s, const char *name, const char *dir) {
+    gpt2_config want;
+    if (gpt2_config_by_name(name, &want) == 0 &&
+        (want.n_layer != s->cfg.n_layer || want.n_embd != s->cfg.n_embd || want.n_head != s->cfg.n_head))
+        return zg_errorf("'%s' does not hold %s (it has n_layer=%d n_head=%d n_embd=%d)", dir, name, s->cfg.n_layer,
+                         s->cfg.n_head, s->cfg.n_embd);
+    return 0;
+}
+
+/* A named model or a hub repo id (optionally @revision): the zgpt models folder (named, no revision),
+ * the Hugging Face cache (every repo id the model had), then a download unless HF_HUB_OFFLINE. */
+static int open_hub(zg_model_source *s, const char *spec, const char *repo, const char *revision, int need_weights) {
+    int ni = named_index(repo);
+    const char *rev = revision ? revision : "main";
+    char searched[4096] = "";
+    char *snap = NULL;
+    int rc = -1;
+    snprintf(s->name, sizeof s->name, "%s", spec);
+    if (ni >= 0 && !revision) {
+        char *dir = zg_models_dir_for(repo);
+        char *st = zg_path_join(dir, "model.safetensors");
+        if (zg_file_exists(st)) snap = zg_strdup(dir);
+        else snprintf(searched, sizeof searched, "%s", dir);
+        free(st);
+        free(dir);
+    }
+    const char *from;
+    char *cache = zg_hub_cache_dir(&from);
+    const char *ids[2] = {ni >= 0 ? k_named[ni].repo : repo, ni >= 0 ? k_named[ni].old_repo : NULL};
+    for (int i = 0; i < 2 && !snap && ids[i]; i++) zg_hub_cache_find(cache, ids[i], rev, &snap, searched, sizeof searched);
+    if (!snap && ni >= 0 && !need_weights) {
+        s->kind = ZG_SRC_NAMED_CONFIG;
+        rc = gpt2_config_by_name(repo, &s->cfg);
+    } else if (!snap && zg_hub_offline()) {
+        rc = zg_errorf("the %s weights are not in %s; HF_HUB_OFFLINE is set, so nothing was downloaded: run 'zgpt "
+                       "download %s%s%s' where the hub is reachable",
+                       spec, searched, repo, revision ? " --revision " : "", revision ? revision : "");
+    } else if (!snap) {
+        if (zg_hub_download(cache, ids[0], rev, &snap) != 0) {
+            char why[1024];
+            snprintf(why, sizeof why, "%s", zg_error_message());
+            rc = zg_errorf("the %s weights are not in %s, and the download failed: %s (run 'zgpt download %s%s%s' where "
+                           "the hub is reachable)",
+                           spec, searched, why, repo, revision ? " --revision " : "", revision ? revision : "");
+        }
+    }
+    if (snap) {
+        rc = open_hf(s, snap);
+        if (rc == 0 && ni >= 0) rc = check_named_shape(s, repo, snap);
+    }
+    free(snap);
+    free(cache);
+    return rc;
+}
+
+/* "org/name@rev" -> repo and revision (NULL when none). 0, or -1 when spec is not of that shape. */
+static int split_revision(const char *spec, char *repo, size_t cap, const char **revision) {
+    const char *at = strrchr(spec, '@');
+    *revision = NULL;
+    size_t n = at ? (size_t)(at - spec) : strlen(spec);
+    if (n >= cap || (at && !at[1])) return -1;
+    memcpy(repo, spec, n);
+    repo[n] = '\0';
+    if (at) *revision = at + 1;
+    return named_index(repo) >= 0 || zg_hub_is_repo_id(repo) ? 0 : -1;
+}
+
 int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights) {
     memset(s, 0, sizeof *s);
     int rc;
+    char repo[256];
+    const char *revision;
+    int hub = split_revision(spec, repo, sizeof repo, &revision) == 0;
     if (strncmp(spec, "hf:", 3) == 0) {
         rc = open_hf(s, spec + 3);
-    } else if (is_named(spec)) {
-        snprintf(s->name, sizeof s->name, "%s", spec);
-        char *dir = zg_models_dir_for(spec);
-        char *st = zg_path_join(dir, "model.safetensors");
-        if (zg_file_exists(st)) {
-            rc = open_hf(s, dir);
-            if (rc == 0) {
-                gpt2_config want;
-                if (gpt2_config_by_name(spec, &want) == 0 &&
-                    (want.n_layer != s->cfg.n_layer || want.n_embd != s->cfg.n_embd || want.n_head != s->cfg.n_head))
-                    rc = zg_errorf("'%s' does not hold %s (it has n_layer=%d n_head=%d n_embd=%d)", dir, spec,
-                                   s->cfg.n_layer, s->cfg.n_head, s->cfg.n_embd);
-            }
-        } else if (need_weights) {
-            rc = zg_errorf("the %s weights are not in %s; zgpt downloads nothing at run time: put the Hugging Face "
-                           "files model.safetensors and config.json there (e.g. 'huggingface-cli download "
-                           "openai-community/%s model.safetensors config.json --local-dir %s'), or set "
-                           "$ZGPT_MODELS to the folder that holds %s/",
-                           spec, dir, spec, dir, spec);
-        } else {
-            s->kind = ZG_SRC_NAMED_CONFIG;
-            rc = gpt2_config_by_name(spec, &s->cfg);
-        }
-        free(st);
-        free(dir);
+    } else if (hub && named_index(repo) >= 0) {
+        rc = open_hub(s, spec, repo, revision, need_weights);
     } else if (zg_ckpt_exists(spec)) {
         s->kind = ZG_SRC_CHECKPOINT;
         rc = zg_ckpt_open(&s->ckpt, spec);
@@ -76,13 +139,15 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
         free(st);
         if (hf)
             rc = open_hf(s, spec);
+        else if (hub && !zg_dir_exists(spec) && !zg_file_exists(spec))
+            rc = open_hub(s, spec, repo, revision, need_weights);
         else if (zg_dir_exists(spec))
             rc = zg_errorf("'%s' is neither a zgpt checkpoint (no manifest.json or latest) nor a Hugging Face folder "
                            "(no model.safetensors)",
                            spec);
         else
-            rc = zg_errorf("model '%s' not found: give a checkpoint folder, an out_dir, hf:PATH, or one of gpt2, "
-                           "gpt2-medium, gpt2-large, gpt2-xl",
+            rc = zg_errorf("model '%s' not found: give a checkpoint folder, an out_dir, hf:PATH, a Hugging Face repo "
+                           "id (org/name[@revision]), or one of gpt2, gpt2-medium, gpt2-large, gpt2-xl",
                            spec);
     }
     if (rc != 0) zg_model_source_close(s);

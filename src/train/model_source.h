@@ -1,7 +1,11 @@
 /* Where a model comes from, as users name it in init_from / --model:
- *   "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl": Hugging Face weights in the local models folder
- *       $ZGPT_MODELS/<name> or ~/.cache/zgpt/models/<name> (nothing is downloaded at run time; the
- *       error says how to put the files there),
+ *   "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", or a Hugging Face repo id "org/name", each
+ *       optionally "@revision": the zgpt models folder $ZGPT_MODELS/<name> or ~/.cache/zgpt/models/<name>
+ *       (named models without a revision), then the Hugging Face hub cache (src/hub/hub_cache.h; a
+ *       named model under openai-community/<name> and its older id <name>), read in place; when
+ *       missing, downloaded into that cache (src/hub/hub_download.h) unless HF_HUB_OFFLINE is set,
+ *       or need_weights is 0 for a named model (its config only). A path that exists wins over a
+ *       repo id of the same spelling,
  *   "hf:PATH": a Hugging Face folder (config.json + model.safetensors) or .safetensors file,
  *   a zgpt checkpoint folder, or a run's out_dir (its `latest` checkpoint),
  *   a plain folder holding model.safetensors (treated as hf:PATH). */
@@ -16,11 +20,14 @@ typedef enum { ZG_SRC_NAMED_CONFIG = 0, ZG_SRC_HF, ZG_SRC_CHECKPOINT } zg_source
 typedef struct {
     zg_source_kind kind;
     char *path;        /* HF path or checkpoint folder; NULL for a config-only named model */
-    char name[64];     /* named model, if any */
+    char name[256];    /* named model or repo id as given, if any */
     gpt2_config cfg;
     zg_ckpt ckpt;      /* open (verified) when kind == ZG_SRC_CHECKPOINT */
 } zg_model_source;
 
+/* The hub repo a named model is downloaded from ("gpt2" -> "openai-community/gpt2"); spec itself
+ * for anything else. */
+const char *zg_model_hub_repo(const char *spec);
 /* The folder a named model is looked up in (heap string). */
 char *zg_models_dir_for(const char *name);
 /* Resolves spec. need_weights = 0 lets a named model without local files resolve to its config only

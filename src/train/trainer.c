@@ -5,13 +5,16 @@
 #include "core/error.h"
 #include "core/strutil.h"
 #include "core/fileio.h"
+#include "core/progress.h"
 #include "dist/comm.h"
 #include "dist/launch.h"
+#include "monitor/monitor.h"
 #include "model/gpt2.h"
 #include "text/dataloader.h"
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/loss_scaler.h"
+#include "train/mfu.h"
 #include "train/model_source.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -59,6 +62,8 @@ typedef struct {
     int32_t *inputs, *targets;
     float *host_params;
     FILE *metrics;
+    zg_monitor monitor;       /* rank 0: TensorBoard / CSV (zg_monitor_active: any on) */
+    double peak_flops;        /* the device's dense peak for train/mfu (0: unknown, not logged) */
     int B, T;
     /* trainer state (saved in checkpoints) */
     int64_t iter;             /* next iteration to run */
@@ -580,6 +585,35 @@ static int diverged(trainer *tr, const char *what, double value) {
                      what, value, (long long)tr->iter, tr->cfg->lr, where.text);
 }
 
+/* One training iteration into metrics.jsonl (every iteration) and the monitors (every log_interval):
+ * the same values, as %.9g text and as TensorBoard's float32. */
+static void log_iteration(trainer *tr, double loss, double lr, double tps, double dt, double norm) {
+    if (!tr->metrics) return; /* ranks other than 0 */
+    const zg_train_config *c = tr->cfg;
+    double peak_mem = (double)tr->be->bytes_peak;
+    double mfu = tr->peak_flops > 0 ? zg_mfu_flops_per_token(&tr->model.cfg, tr->T) * tps / tr->peak_flops : -1;
+    double scale = zg_loss_scaler_scale(&tr->scaler);
+    char extra[160] = "";
+    size_t n = 0;
+    if (tr->scaler.cfg.enabled) n += (size_t)snprintf(extra + n, sizeof extra - n, ", \"loss_scale\": %.9g", scale);
+    if (mfu >= 0) n += (size_t)snprintf(extra + n, sizeof extra - n, ", \"mfu\": %.9g", mfu);
+    snprintf(extra + n, sizeof extra - n, ", \"peak_memory_bytes\": %.0f", peak_mem);
+    metrics_line(tr, "{\"iter\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_sec\": %.1f, \"time_ms\": %.2f, "
+                     "\"grad_norm\": %.6g%s}",
+                 (long long)tr->iter, loss, lr, tps, dt, norm, extra);
+    if (!zg_monitor_active(&tr->monitor) || tr->iter % c->log_interval != 0) return;
+    zg_monitor *m = &tr->monitor;
+    zg_monitor_scalar(m, ZG_TAG_TRAIN_LOSS, tr->iter, loss);
+    zg_monitor_scalar(m, ZG_TAG_LR, tr->iter, lr);
+    char norm6[32]; /* metrics.jsonl prints the norm to 6 digits: the monitors get that same number */
+    snprintf(norm6, sizeof norm6, "%.6g", norm);
+    zg_monitor_scalar(m, ZG_TAG_GRAD_NORM, tr->iter, strtod(norm6, NULL));
+    if (tr->scaler.cfg.enabled) zg_monitor_scalar(m, ZG_TAG_LOSS_SCALE, tr->iter, scale);
+    zg_monitor_scalar(m, ZG_TAG_TOKENS_PER_SEC, tr->iter, tps);
+    if (mfu >= 0) zg_monitor_scalar(m, ZG_TAG_MFU, tr->iter, mfu);
+    zg_monitor_scalar(m, ZG_TAG_PEAK_MEMORY, tr->iter, peak_mem);
+}
+
 static int run_loop(trainer *tr, zg_precision prec) {
     zg_train_config *c = tr->cfg;
     zg_backend *be = tr->be;
@@ -592,6 +626,8 @@ static int run_loop(trainer *tr, zg_precision prec) {
     int64_t stop_at = stop_hook && *stop_hook ? strtoll(stop_hook, NULL, 10) : -1;
     double tokens_per_step = (double)tr->B * tr->T * (double)c->grad_accum * tr->world;
     int64_t start_iter = tr->start_iter = tr->iter;
+    double step_ms_sum = 0;
+    int64_t steps_timed = 0;
 
     for (;;) {
         int at_end = tr->iter >= c->max_iters;
@@ -604,6 +640,9 @@ static int run_loop(trainer *tr, zg_precision prec) {
                 fflush(stdout);
             }
             metrics_line(tr, "{\"iter\": %lld, \"train_loss\": %.9g, \"val_loss\": %.9g}", (long long)tr->iter, tl, vl);
+            zg_monitor_scalar(&tr->monitor, ZG_TAG_EVAL_TRAIN_LOSS, tr->iter, tl);
+            zg_monitor_scalar(&tr->monitor, ZG_TAG_EVAL_VAL_LOSS, tr->iter, vl);
+            zg_monitor_flush(&tr->monitor); /* the files catch up at each evaluation, off the step's path */
             tr->last_eval_iter = tr->iter;
             if (!isfinite(vl)) return diverged(tr, "the val loss", vl);
             int improved = vl < tr->best_val;
@@ -705,8 +744,10 @@ static int run_loop(trainer *tr, zg_precision prec) {
             if (r == ZG_SCALER_SKIP) {
                 if (tr->zero_on) zg_zero_skip(&tr->zero);
                 if (tr->rank == 0) printf("iter %lld: %s\n", (long long)tr->iter, msg);
-                metrics_line(tr, "{\"iter\": %lld, \"loss\": null, \"skipped\": true, \"loss_scale\": %g}",
+                metrics_line(tr, "{\"iter\": %lld, \"loss\": null, \"skipped\": true, \"loss_scale\": %.9g}",
                              (long long)tr->iter, zg_loss_scaler_scale(&tr->scaler));
+                if (tr->iter % c->log_interval == 0)
+                    zg_monitor_scalar(&tr->monitor, ZG_TAG_LOSS_SCALE, tr->iter, zg_loss_scaler_scale(&tr->scaler));
                 tr->iter++;
                 continue;
             }
@@ -722,13 +763,18 @@ static int run_loop(trainer *tr, zg_precision prec) {
         be->ops->synchronize(be);
         wc_mark(tr, wc, WC_OPTIMIZER, &wt);
         double dt = now_ms() - t0;
-        double tps = tokens_per_step / (dt / 1e3);
-        metrics_line(tr, "{\"iter\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_sec\": %.1f, \"time_ms\": %.2f, "
-                         "\"grad_norm\": %.6g}",
-                     (long long)tr->iter, loss, lr, tps, dt, norm);
+        /* rounded as metrics.jsonl prints it, so every output holds the same numbers */
+        double tps = round(tokens_per_step / (dt / 1e3) * 10.0) / 10.0;
+        step_ms_sum += dt;
+        steps_timed++;
+        log_iteration(tr, loss, lr, tps, dt, norm);
         if (tr->rank == 0 && !tr->opts->quiet && tr->iter % c->log_interval == 0) {
-            printf("iter %lld: loss %.4f, time %.0f ms, lr %.3e, tok/s %.0f, norm %.3f%s\n", (long long)tr->iter, loss,
-                   dt, lr, tps, norm, clip < 1.0 ? " (clipped)" : "");
+            char eta[32];
+            /* the mean step time of this run so far times the steps left (evaluations not counted) */
+            zg_fmt_duration(step_ms_sum / (double)steps_timed / 1e3 * (double)(c->max_iters - tr->iter - 1), eta,
+                            sizeof eta);
+            printf("iter %lld: loss %.4f, time %.0f ms, lr %.3e, tok/s %.0f, norm %.3f%s, eta %s\n", (long long)tr->iter,
+                   loss, dt, lr, tps, norm, clip < 1.0 ? " (clipped)" : "", eta);
             if (c->wall_clock_breakdown)
                 printf("iter %lld: time (ms, each phase synchronised) | data %.1f | forward %.1f | backward %.1f | "
                        "reduce %.1f | other %.1f | norm %.1f | optimizer %.1f\n",
@@ -776,6 +822,42 @@ static int run_loop(trainer *tr, zg_precision prec) {
         printf("done: %lld iterations, best val loss %.4f at step %lld; %s %s\n", (long long)tr->iter, tr->best_val,
                (long long)tr->best_iter, c->save_checkpoints ? "checkpoints in" : "no checkpoints written (save_checkpoints false), metrics in",
                c->out_dir);
+    return 0;
+}
+
+/* Rank 0: TensorBoard / CSV output (wandb: TensorBoard and the line saying how to upload it), the
+ * config as text, and the peak that train/mfu is measured against. */
+static int setup_monitor(trainer *tr, int resuming) {
+    zg_train_config *c = tr->cfg;
+    char note[1024];
+    zg_monitor_config_apply_wandb(&c->monitor, c->out_dir, note, sizeof note);
+    if (note[0]) printf("%s\n", note);
+    if (zg_monitor_init(&tr->monitor, &c->monitor, resuming ? tr->iter : -1, tr->last_eval_iter) != 0) return -1;
+    if (!zg_monitor_active(&tr->monitor)) return 0;
+    char card[256] = "";
+    if (strcmp(tr->be->ops->name, "cuda") == 0) tr->peak_flops = zg_mfu_cuda_peak(tr->be->device, card, sizeof card);
+    if (tr->peak_flops <= 0)
+        printf("note: %s is not logged: zgpt knows no peak FLOP/s for the %s device%s%s (zgpt bench measures one)\n",
+               ZG_TAG_MFU, tr->be->ops->name, card[0] ? " " : "", card);
+    /* the config, pretty-printed and indented 4 spaces: a code block for the text plugin's Markdown */
+    cJSON *j = cJSON_Parse(c->json_text);
+    char *pretty = j ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    if (pretty) {
+        size_t lines = 1, n = strlen(pretty);
+        for (size_t i = 0; i < n; i++) lines += pretty[i] == '\n';
+        char *md = zg_malloc(n + 4 * lines + 1), *o = md;
+        for (const char *p = pretty; *p;) {
+            memcpy(o, "    ", 4);
+            o += 4;
+            while (*p && *p != '\n') *o++ = *p++;
+            if (*p) *o++ = *p++;
+        }
+        *o = '\0';
+        zg_monitor_text(&tr->monitor, ZG_TAG_CONFIG, tr->iter, md);
+        free(md);
+        free(pretty);
+    }
     return 0;
 }
 
@@ -910,6 +992,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     }
     zg_ckpt_close(&ck);
     if (rc == 0 && tr.rank == 0) rc = open_metrics(&tr, resuming);
+    if (rc == 0 && tr.rank == 0) rc = setup_monitor(&tr, resuming);
     if (tr.rank != 0) { /* only rank 0 writes model.bin; the other ranks needed the host copy to load */
         free(tr.host_params);
         tr.host_params = NULL;
@@ -936,6 +1019,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
 
     if (tr.metrics && fclose(tr.metrics) != 0 && rc == 0)
         rc = zg_errorf("cannot write '%s/metrics.jsonl': %s", cfg->out_dir, zg_strerrno());
+    zg_monitor_free(&tr.monitor);
     zg_dir_lock_release(&tr.lock);
     for (int i = 0; i < N_STOP_SIGNALS; i++) ZG_CHECK_SYS(sigaction(k_stop_signals[i], &old_sa[i], NULL));
     if (tr.zero_on) zg_zero_free(&tr.zero);

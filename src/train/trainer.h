@@ -8,7 +8,8 @@
  * always_save_checkpoint, on SIGINT/SIGTERM (at the next iteration boundary), and at the end.
  *
  * Output: "step N: train loss X, val loss Y" per evaluation, "iter N: loss X, time Y ms, lr Z,
- * tok/s W" every log_interval, and out_dir/metrics.jsonl (one JSON object per line).
+ * tok/s W, norm G, eta E" every log_interval, out_dir/metrics.jsonl (one JSON object per line), and
+ * on rank 0 the TensorBoard / CSV monitors of the config (src/monitor/monitor.h).
  *
  * Test hooks (documented for tests only): ZGPT_TEST_STOP_AT_ITER=K requests a stop (as SIGTERM does) at the
  * boundary before iteration K; ZGPT_TEST_NAN_AT_ITER=K makes the loss of iteration K NaN,

@@ -26,7 +26,8 @@ expect_fail "nothing to resume" "nothing to resume" "$ZGPT" train --config tiny.
 expect_fail "bad --nproc" "--nproc 0: must be >= 1" "$ZGPT" train --config tiny.json --nproc 0
 expect_fail "bad --gpus" "--gpus" "$ZGPT" train --config tiny.json --gpus 0
 mkdir -p models
-ZGPT_MODELS=$PWD/models expect_fail "named model without files" "gpt2 weights are not in .*models/gpt2.*model.safetensors" \
+ZGPT_MODELS=$PWD/models HF_HUB_OFFLINE=1 HF_HUB_CACHE=$PWD/hub expect_fail "named model without files" \
+    "gpt2 weights are not in .*models/gpt2; .*hub/models--openai-community--gpt2 \(main\); .*hub/models--gpt2 \(main\); HF_HUB_OFFLINE is set.*zgpt download gpt2" \
     "$ZGPT" train --config tiny.json --set init_from=gpt2 --set out_dir=o_named
 
 # a good run to damage

@@ -58,7 +58,7 @@ grep -q "early stopping: val loss has not improved for 2 evaluations" early.log 
 # the shipped configs validate: the GPT-2 XL fine-tune gets as far as looking for the weights, and the
 # small Shakespeare config starts training
 mkdir -p models
-ZGPT_MODELS=$PWD/models expect_fail "shipped gpt2-xl config" "gpt2-xl weights are not in" \
+ZGPT_MODELS=$PWD/models HF_HUB_OFFLINE=1 HF_HUB_CACHE=$PWD/hub expect_fail "shipped gpt2-xl config" "gpt2-xl weights are not in" \
     "$ZGPT" train --config "$ZGPT_SRC/configs/gpt2xl_finetune.json" --deepspeed "$ZGPT_SRC/configs/ds_config_zero2.json"
 "$ZGPT" train --config "$ZGPT_SRC/configs/shakespeare_small.json" --set data=data --set out_dir=small \
     --set max_iters=1 --set eval_iters=1 > small.log || fail "shakespeare_small.json: $(cat small.log)"

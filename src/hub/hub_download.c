@@ -1,0 +1,486 @@
+#include "hub/hub_download.h"
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "hub/hub_cache.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_ENDPOINT "https://huggingface.co"
+#define MAX_RELATIVE_REDIRECTS 5
+#define CONNECT_TIMEOUT_S 15L
+/* a transfer slower than 1 byte/s for this long is a dead connection */
+#define STALL_TIMEOUT_S 60L
+
+const char *zg_hub_endpoint(char *buf, unsigned long cap) {
+    const char *e = getenv("HF_ENDPOINT");
+    snprintf(buf, cap, "%s", e && *e ? e : DEFAULT_ENDPOINT);
+    size_t n = strlen(buf);
+    while (n > 0 && buf[n - 1] == '/') buf[--n] = '\0';
+    return buf;
+}
+
+/* $HF_TOKEN, else the token file huggingface-cli login writes. NULL when none (heap string). */
+static char *read_token(void) {
+    const char *t = getenv("HF_TOKEN");
+    if (t && *t) return zg_strdup(t);
+    char *path = NULL;
+    const char *p = getenv("HF_TOKEN_PATH");
+    if (p && *p) {
+        path = zg_strdup(p);
+    } else {
+        const char *home = getenv("HF_HOME");
+        if (home && *home) path = zg_path_join(home, "token");
+        else {
+            const char *h = getenv("HOME");
+            path = zg_path_join(h && *h ? h : ".", ".cache/huggingface/token");
+        }
+    }
+    char *text = NULL;
+    size_t len;
+    if (zg_file_read_all(path, &text, &len) != 0) {
+        zg_error_clear();
+        text = NULL;
+    } else {
+        while (len && isspace((unsigned char)text[len - 1])) text[--len] = '\0';
+        if (!len) {
+            free(text);
+            text = NULL;
+        }
+    }
+    free(path);
+    return text;
+}
+
+/* What one HEAD (or GET) response said. */
+typedef struct {
+    char commit[128], etag[160], location[2048], error_code[64];
+    long long size; /* -1 unknown */
+} head_info;
+
+static void strip_value(char *v) {
+    size_t n = strlen(v);
+    while (n && isspace((unsigned char)v[n - 1])) v[--n] = '\0';
+}
+
+static void copy_header(char *dst, size_t cap, const char *line, size_t hlen) {
+    const char *v = line + hlen;
+    while (*v == ' ' || *v == '\t') v++;
+    size_t n = strlen(v);
+    if (n >= cap) n = cap - 1;
+    memcpy(dst, v, n);
+    dst[n] = '\0';
+    strip_value(dst);
+}
+
+/* Records the headers of the last response only (a redirect starts a new set). */
+static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
+    head_info *h = ud;
+    size_t n = size * nitems;
+    char line[2200];
+    size_t m = n < sizeof line - 1 ? n : sizeof line - 1;
+    memcpy(line, buf, m);
+    line[m] = '\0';
+    if (strncmp(line, "HTTP/", 5) == 0) {
+        memset(h, 0, sizeof *h);
+        h->size = -1;
+        return n;
+    }
+    static const struct {
+        const char *name;
+        size_t off, cap;
+    } keys[] = {{"x-repo-commit:", offsetof(head_info, commit), sizeof(((head_info *)0)->commit)},
+                {"x-linked-etag:", offsetof(head_info, etag), sizeof(((head_info *)0)->etag)},
+                {"location:", offsetof(head_info, location), sizeof(((head_info *)0)->location)},
+                {"x-error-code:", offsetof(head_info, error_code), sizeof(((head_info *)0)->error_code)}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        size_t kl = strlen(keys[i].name);
+        if (strncasecmp(line, keys[i].name, kl) == 0) copy_header((char *)h + keys[i].off, keys[i].cap, line, kl);
+    }
+    /* ETag: only when no X-Linked-Etag came (LFS: the linked one is the content's sha256) */
+    if (strncasecmp(line, "etag:", 5) == 0 && !h->etag[0]) copy_header(h->etag, sizeof h->etag, line, 5);
+    if (strncasecmp(line, "x-linked-size:", 14) == 0) h->size = strtoll(line + 14, NULL, 10);
+    else if (strncasecmp(line, "content-length:", 15) == 0 && h->size < 0) h->size = strtoll(line + 15, NULL, 10);
+    return n;
+}
+
+/* ETag as a file name: without W/ and quotes. */
+static void normalize_etag(char *e) {
+    char *p = e;
+    if (strncmp(p, "W/", 2) == 0) p += 2;
+    if (*p == '"') p++;
+    size_t n = strlen(p);
+    if (n && p[n - 1] == '"') n--;
+    memmove(e, p, n);
+    e[n] = '\0';
+}
+
+static int is_sha256(const char *s) {
+    if (strlen(s) != 64) return 0;
+    for (; *s; s++)
+        if (!isxdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+typedef struct {
+    const char *endpoint, *repo, *revision, *token;
+    char url[4096];
+} request;
+
+static struct curl_slist *auth_headers(const request *r, const char *url) {
+    struct curl_slist *h = curl_slist_append(NULL, "User-Agent: zgpt/" ZGPT_VERSION);
+    /* the token goes to the hub only, never to the CDN it redirects to */
+    if (r->token && strncmp(url, r->endpoint, strlen(r->endpoint)) == 0) {
+        char line[2048];
+        snprintf(line, sizeof line, "Authorization: Bearer %s", r->token);
+        h = curl_slist_append(h, line);
+    }
+    return h;
+}
+
+/* The one-line error for an HTTP status. */
+static int http_error(const request *r, const char *file, long code, const head_info *h) {
+    if (code == 401 || code == 403)
+        return zg_errorf("%s/%s: HTTP %ld from %s: the repo is private or gated, or the token is wrong; %s", r->repo,
+                         file, code, r->endpoint,
+                         r->token ? "check that $HF_TOKEN has access (and that the repo's conditions are accepted "
+                                    "on its page)"
+                                  : "set $HF_TOKEN to a token with access (huggingface.co/settings/tokens)");
+    if (code == 404) {
+        if (strcmp(h->error_code, "RevisionNotFound") == 0)
+            return zg_errorf("%s: revision '%s' not found on %s (check --revision)", r->repo, r->revision, r->endpoint);
+        if (strcmp(h->error_code, "EntryNotFound") == 0)
+            return zg_errorf("%s: file '%s' not found at revision '%s' on %s (zgpt needs %s and %s)", r->repo, file,
+                             r->revision, r->endpoint, zg_hub_model_files[0], zg_hub_model_files[1]);
+        return zg_errorf("%s: repo not found on %s (check the name; a private repo needs $HF_TOKEN)", r->repo,
+                         r->endpoint);
+    }
+    return zg_errorf("%s/%s: HTTP %ld from %s", r->repo, file, code, r->endpoint);
+}
+
+static int curl_error(const request *r, CURLcode cc, const char *errbuf) {
+    return zg_errorf("cannot reach %s for %s: %s; check the network (or proxy), or use files already in the cache "
+                     "with HF_HUB_OFFLINE=1",
+                     r->endpoint, r->repo, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+}
+
+static CURL *new_handle(char *errbuf) {
+    CURL *c = curl_easy_init();
+    if (!c) return NULL;
+    errbuf[0] = '\0';
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    return c;
+}
+
+/* HEAD of one file: commit, etag, size and where to GET it (*get_url, heap). */
+static int head_file(request *r, const char *file, head_info *h, char **get_url) {
+    char url[4096], errbuf[CURL_ERROR_SIZE];
+    snprintf(url, sizeof url, "%s/%s/resolve/%s/%s", r->endpoint, r->repo, r->revision, file);
+    for (int hop = 0; hop <= MAX_RELATIVE_REDIRECTS; hop++) {
+        CURL *c = new_handle(errbuf);
+        if (!c) return zg_errorf("cannot start libcurl");
+        struct curl_slist *hd = auth_headers(r, url);
+        memset(h, 0, sizeof *h);
+        h->size = -1;
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+        CURLcode cc = curl_easy_perform(c);
+        long code = 0;
+        char *redirect = NULL;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &redirect);
+        char *next = redirect ? zg_strdup(redirect) : NULL;
+        curl_easy_cleanup(c);
+        curl_slist_free_all(hd);
+        if (cc != CURLE_OK) {
+            free(next);
+            return curl_error(r, cc, errbuf);
+        }
+        if (code >= 300 && code < 400 && next && h->location[0] == '/') { /* a renamed repo: same server */
+            snprintf(url, sizeof url, "%s", next);
+            free(next);
+            continue;
+        }
+        if (code >= 400 || (code >= 300 && !next)) {
+            free(next);
+            return http_error(r, file, code, h);
+        }
+        if (!h->commit[0] || !h->etag[0]) {
+            free(next);
+            return zg_errorf("%s/%s: %s answered without X-Repo-Commit or ETag (is $HF_ENDPOINT a Hugging Face hub?)",
+                             r->repo, file, r->endpoint);
+        }
+        normalize_etag(h->etag);
+        if (strchr(h->etag, '/') || strstr(h->etag, "..") || !h->etag[0] || strchr(h->commit, '/') ||
+            strstr(h->commit, "..")) {
+            free(next);
+            return zg_errorf("%s/%s: unusable ETag or commit from %s", r->repo, file, r->endpoint);
+        }
+        *get_url = code >= 300 ? next : zg_strdup(url);
+        if (code < 300) free(next);
+        return 0;
+    }
+    return zg_errorf("%s/%s: too many redirects from %s", r->repo, file, r->endpoint);
+}
+
+typedef struct {
+    FILE *f;
+    int write_errno;
+    long long offset;  /* bytes already in the .incomplete file when the GET started */
+    long long written; /* bytes of this GET written */
+    int checked;       /* the status was looked at (first body bytes) */
+    CURL *c;
+    zg_progress *prog;
+} get_state;
+
+static size_t on_body(char *buf, size_t size, size_t nmemb, void *ud) {
+    get_state *g = ud;
+    size_t n = size * nmemb;
+    if (!g->checked) {
+        long code = 0;
+        curl_easy_getinfo(g->c, CURLINFO_RESPONSE_CODE, &code);
+        g->checked = 1;
+        if (code == 200 && g->offset > 0) { /* the server ignored Range: start over */
+            if (fflush(g->f) != 0 || ftruncate(fileno(g->f), 0) != 0 || fseeko(g->f, 0, SEEK_SET) != 0) {
+                g->write_errno = errno;
+                return 0;
+            }
+            g->offset = 0;
+            zg_progress_set_base(g->prog, 0);
+        }
+        if (code >= 300) return n; /* an error page: not written, the status is reported */
+    }
+    long code = 0;
+    curl_easy_getinfo(g->c, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 300) return n;
+    if (fwrite(buf, 1, n, g->f) != n) {
+        g->write_errno = errno ? errno : EIO;
+        return 0;
+    }
+    g->written += (long long)n;
+    zg_progress_update(g->prog, (uint64_t)(g->offset + g->written));
+    return n;
+}
+
+/* GET into `part`, appending from its current size. */
+static int get_file(request *r, const char *file, const char *url, const char *part, long long size) {
+    struct stat st;
+    long long have = stat(part, &st) == 0 ? (long long)st.st_size : 0;
+    if (size >= 0 && have > size) { /* longer than the file: not a prefix of it */
+        if (unlink(part) != 0) return zg_errorf("cannot remove '%s': %s", part, zg_strerrno());
+        have = 0;
+    }
+    FILE *f = fopen(part, have ? "ab" : "wb");
+    if (!f) return zg_errorf("cannot write '%s': %s", part, zg_strerrno());
+    char label[300], errbuf[CURL_ERROR_SIZE];
+    snprintf(label, sizeof label, "download %s/%s", r->repo, file);
+    zg_progress prog;
+    zg_progress_init(&prog, label, size > 0 ? (uint64_t)size : 0, NULL);
+    zg_progress_set_base(&prog, (uint64_t)have);
+    if (have) fprintf(stderr, "%s: resuming at byte %lld\n", label, have);
+    CURL *c = new_handle(errbuf);
+    if (!c) {
+        fclose(f);
+        zg_progress_free(&prog);
+        return zg_errorf("cannot start libcurl");
+    }
+    get_state g = {f, 0, have, 0, 0, c, &prog};
+    struct curl_slist *hd = auth_headers(r, url);
+    char range[64];
+    snprintf(range, sizeof range, "%lld-", have);
+    head_info h;
+    memset(&h, 0, sizeof h);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    if (have) curl_easy_setopt(c, CURLOPT_RANGE, range);
+    CURLcode cc = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hd);
+    int rc = 0;
+    if (fflush(f) != 0 && !g.write_errno) g.write_errno = errno;
+    if (fclose(f) != 0 && !g.write_errno) g.write_errno = errno;
+    zg_progress_free(&prog);
+    if (g.write_errno) {
+        errno = g.write_errno;
+        rc = zg_errorf("writing '%s' failed: %s; free space (or fix the folder) and run again: the download resumes "
+                       "from what is there",
+                       part, zg_strerrno());
+    } else if (cc != CURLE_OK) {
+        rc = zg_errorf("%s/%s: the download stopped after %lld bytes (%s); run again: it resumes from '%s'", r->repo,
+                       file, g.offset + g.written, errbuf[0] ? errbuf : curl_easy_strerror(cc), part);
+    } else if (code == 416) { /* the range lies past the end: what is there is not a prefix */
+        unlink(part);
+        rc = zg_errorf("%s/%s: the partial download did not match the file (HTTP 416); it was removed, run again",
+                       r->repo, file);
+    } else if (code >= 300) {
+        rc = http_error(r, file, code, &h);
+    }
+    return rc;
+}
+
+/* Creates `link` -> `target` (relative), replacing what is there. */
+static int relink(const char *target, const char *link) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", link, (long)getpid());
+    unlink(tmp);
+    if (symlink(target, tmp) != 0) return zg_errorf("cannot create the link '%s': %s", tmp, zg_strerrno());
+    if (rename(tmp, link) != 0) {
+        unlink(tmp);
+        return zg_errorf("cannot create the link '%s': %s", link, zg_strerrno());
+    }
+    return 0;
+}
+
+/* One file: HEAD, GET into the blob (unless there), verify, publish, link. *commit receives the commit. */
+static int fetch_file(request *r, const char *repo_dir, const char *file, char *commit, size_t commit_cap) {
+    head_info h;
+    char *url = NULL;
+    if (head_file(r, file, &h, &url) != 0) return -1;
+    if (commit[0] && strcmp(commit, h.commit) != 0) {
+        free(url);
+        return zg_errorf("%s: the revision '%s' moved to another commit during the download (%s, then %s); run again",
+                         r->repo, r->revision, commit, h.commit);
+    }
+    snprintf(commit, commit_cap, "%s", h.commit);
+    char *blobs = zg_path_join(repo_dir, "blobs");
+    char *blob = zg_path_join(blobs, h.etag);
+    size_t bl = strlen(blob);
+    char *part = zg_malloc(bl + 12);
+    snprintf(part, bl + 12, "%s.incomplete", blob);
+    int rc = zg_dir_make(blobs);
+    if (rc == 0 && !zg_file_exists(blob)) {
+        rc = get_file(r, file, url, part, h.size);
+        struct stat st;
+        if (rc == 0 && h.size >= 0 && (stat(part, &st) != 0 || (long long)st.st_size != h.size))
+            rc = zg_errorf("%s/%s: got %lld bytes, the hub announced %lld; run again", r->repo, file,
+                           stat(part, &st) == 0 ? (long long)st.st_size : -1LL, h.size);
+        if (rc == 0 && is_sha256(h.etag)) { /* LFS: the ETag is the sha256 of the content */
+            char hex[65];
+            rc = zg_sha256_file(part, hex);
+            if (rc == 0 && strcasecmp(hex, h.etag) != 0) {
+                unlink(part); /* corrupt: resuming from it cannot help */
+                rc = zg_errorf("%s/%s: checksum mismatch: sha256 %s, the hub says %s; the download was discarded, run "
+                               "again",
+                               r->repo, file, hex, h.etag);
+            }
+        }
+        if (rc == 0 && rename(part, blob) != 0) rc = zg_errorf("cannot publish '%s': %s", blob, zg_strerrno());
+        if (rc == 0) rc = zg_dir_sync(blobs);
+    }
+    if (rc == 0) {
+        char *snaps = zg_path_join(repo_dir, "snapshots");
+        char *snap = zg_path_join(snaps, h.commit);
+        char *link = zg_path_join(snap, file);
+        char target[512];
+        snprintf(target, sizeof target, "../../blobs/%s", h.etag);
+        rc = zg_dir_make(snap);
+        if (rc == 0) rc = relink(target, link);
+        free(snaps);
+        free(snap);
+        free(link);
+    }
+    free(blobs);
+    free(blob);
+    free(part);
+    free(url);
+    return rc;
+}
+
+/* refs/<revision> = commit (atomically), unless the revision is the commit itself. */
+static int write_ref(const char *repo_dir, const char *revision, const char *commit) {
+    if (zg_hub_is_commit(revision)) return 0;
+    char *refs = zg_path_join(repo_dir, "refs");
+    char *ref = zg_path_join(refs, revision);
+    char *dir = zg_strdup(ref);
+    *strrchr(dir, '/') = '\0'; /* a revision like refs/pr/1 has folders */
+    zg_atomic_file af;
+    int rc = zg_dir_make(dir);
+    if (rc == 0) rc = zg_atomic_open(&af, ref);
+    if (rc == 0) rc = zg_atomic_write(&af, commit, strlen(commit));
+    if (rc == 0) rc = zg_atomic_commit(&af, NULL);
+    free(refs);
+    free(ref);
+    free(dir);
+    return rc;
+}
+
+/* An exclusive lock per repo (<cache>/.locks/models--org--name/zgpt.lock), held for the download. */
+static int lock_repo(const char *cache, const char *repo_id) {
+    char *locks = zg_path_join(cache, ".locks");
+    char *folder = zg_hub_repo_folder(locks, repo_id);
+    char *path = zg_path_join(folder, "zgpt.lock");
+    int fd = -1;
+    if (zg_dir_make(folder) == 0) {
+        fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+        if (fd < 0) zg_errorf("cannot open the lock '%s': %s", path, zg_strerrno());
+        else if (flock(fd, LOCK_EX) != 0) {
+            zg_errorf("cannot lock '%s': %s", path, zg_strerrno());
+            close(fd);
+            fd = -1;
+        }
+    }
+    free(locks);
+    free(folder);
+    free(path);
+    return fd;
+}
+
+int zg_hub_download(const char *cache, const char *repo_id, const char *revision, char **snapshot) {
+    *snapshot = NULL;
+    if (zg_hub_offline())
+        return zg_errorf("HF_HUB_OFFLINE is set: %s (%s) is not downloaded; unset it, or put the files in the cache",
+                         repo_id, revision);
+    if (!zg_hub_is_repo_id(repo_id) && strchr(repo_id, '/'))
+        return zg_errorf("'%s' is not a Hugging Face repo id (expected org/name)", repo_id);
+    char endpoint[1024];
+    request r;
+    memset(&r, 0, sizeof r);
+    r.endpoint = zg_hub_endpoint(endpoint, sizeof endpoint);
+    r.repo = repo_id;
+    r.revision = revision;
+    char *token = read_token();
+    r.token = token;
+    char *repo_dir = zg_hub_repo_folder(cache, repo_id);
+    int fd = lock_repo(cache, repo_id);
+    int rc = fd < 0 ? -1 : 0;
+    char commit[128] = "";
+    for (int i = 0; i < ZG_HUB_N_MODEL_FILES && rc == 0; i++)
+        rc = fetch_file(&r, repo_dir, zg_hub_model_files[i], commit, sizeof commit);
+    if (rc == 0) rc = write_ref(repo_dir, revision, commit);
+    if (rc == 0) {
+        char *snaps = zg_path_join(repo_dir, "snapshots");
+        *snapshot = zg_path_join(snaps, commit);
+        free(snaps);
+    }
+    if (fd >= 0) close(fd); /* releases the lock */
+    free(repo_dir);
+    free(token);
+    return rc;
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# zgpt download and --model org/name against a local server speaking the Hub's protocol
+# (tests/hub/fake_hub.py): a plain download into the standard cache layout, a connection cut half way
+# then a resume with Range, a corrupted body (refused, nothing published), 401 without the token and
+# success with it, 404 for the repo, the file and the revision, no network, a full disk,
+# HF_HUB_OFFLINE=1, then eval from the cache (loss equal to the hf: path's) and download on a miss.
+set -euo pipefail
+: "${ZGPT:?}" "${ZGPT_SRC:?}"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-hub.XXXXXX")
+HUB_PID=""
+stop_hub() { if [ -n "$HUB_PID" ]; then kill "$HUB_PID" 2>/dev/null || true; wait "$HUB_PID" 2>/dev/null || true; HUB_PID=""; fi; }
+trap 'stop_hub; rm -rf "$WORK"' EXIT
+cd "$WORK"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+FIX=$ZGPT_SRC/tests/fixtures/hf_tiny
+mkdir nofile && cp "$FIX/config.json" nofile/
+# start_hub MODE: the server on a free port of 127.0.0.1; HF_ENDPOINT points at it
+start_hub() {
+    stop_hub
+    rm -f port log.txt
+    timeout 120 python3 "$ZGPT_SRC/tests/hub/fake_hub.py" --mode "$1" --repo "org/tiny=$FIX" --repo "org/nofile=$WORK/nofile" \
+        --port-file port --log log.txt > /dev/null &
+    HUB_PID=$!
+    for _ in $(seq 100); do [ -s port ] && break; sleep 0.1; done
+    [ -s port ] || fail "the fake hub did not start"
+    export HF_ENDPOINT="http://127.0.0.1:$(cat port)"
+}
+expect_fail() {
+    local name=$1 pat=$2
+    shift 2
+    local rc=0
+    "$@" >out.txt 2>err.txt || rc=$?
+    [ "$rc" -ne 0 ] || fail "$name: expected a non-zero exit"
+    [ "$rc" -lt 128 ] || fail "$name: crashed with status $rc: $(cat err.txt)"
+    [ "$(grep -c 'zgpt: error' err.txt)" -eq 1 ] || fail "$name: expected one error line: $(cat err.txt)"
+    grep -qE -- "$pat" err.txt || fail "$name: error does not match '$pat': $(cat err.txt)"
+    echo "ok $name: $(grep 'zgpt: error' err.txt)"
+}
+SHA=$(sha256sum "$FIX/model.safetensors" | cut -d' ' -f1)
+repo=models--org--tiny
+# published CACHE: the blob, the relative symlinks of the snapshot refs/main names, the same bytes
+published() {
+    local c=$1/$repo commit
+    commit=$(cat "$c/refs/main") || fail "no refs/main in $1"
+    [ "$(readlink "$c/snapshots/$commit/model.safetensors")" = "../../blobs/$SHA" ] || fail "model link: $(ls -l "$c/snapshots/$commit")"
+    readlink "$c/snapshots/$commit/config.json" | grep -qE '^\.\./\.\./blobs/[0-9a-f]{40}$' || fail "config link"
+    cmp "$c/snapshots/$commit/model.safetensors" "$FIX/model.safetensors" || fail "model bytes differ"
+    cmp "$c/snapshots/$commit/config.json" "$FIX/config.json" || fail "config bytes differ"
+    [ -z "$(find "$c" -name '*.incomplete')" ] || fail "an .incomplete file was left"
+}
+not_published() {
+    [ ! -e "$1/$repo/blobs/$SHA" ] || fail "a blob was published: $(ls "$1/$repo/blobs")"
+    [ -z "$(find "$1" -name model.safetensors)" ] || fail "a snapshot links the model"
+}
+
+# 1. plain download, with progress lines (stderr is not a terminal here)
+start_hub normal
+HF_HUB_CACHE=$WORK/c1 ZGPT_PROGRESS_INTERVAL=0.001 "$ZGPT" download org/tiny > d1.out 2> d1.err
+published c1
+grep -qE "^download org/tiny/model.safetensors: .* / 526.57 KiB \([0-9]+%\), .*/s, ETA" d1.err || fail "no progress: $(cat d1.err)"
+grep -qE "^download org/tiny/model.safetensors: 526.57 KiB / 526.57 KiB \(100%\), .*done in" d1.err || fail "no final line"
+grep -q "auth=-" log.txt && ! grep -q "auth=Bearer" log.txt || fail "a token was sent without HF_TOKEN"
+# a second download finds the blobs: HEAD requests only
+: > log.txt
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" download org/tiny > /dev/null
+! grep -q "^GET" log.txt || fail "blobs already in the cache were fetched again: $(cat log.txt)"
+# --revision v1 (a tag) and a commit hash
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" download org/tiny --revision v1 > /dev/null
+[ -s c1/$repo/refs/v1 ] && [ "$(cat c1/$repo/refs/v1)" != "$(cat c1/$repo/refs/main)" ] || fail "refs/v1"
+
+# 2. the connection is cut half way: the error, an .incomplete file, nothing published; then a resume
+start_hub cut
+expect_fail "cut" "download stopped after [0-9]+ bytes.*resumes" env HF_HUB_CACHE=$WORK/c2 "$ZGPT" download org/tiny
+part=c2/$repo/blobs/$SHA.incomplete
+[ -s "$part" ] || fail "no .incomplete file after the cut"
+have=$(stat -c %s "$part")
+not_published c2
+HF_HUB_CACHE=$WORK/c2 "$ZGPT" download org/tiny > /dev/null 2> d2.err
+grep -q "GET /cdn/$SHA range=bytes=$have-" log.txt || fail "no Range request from byte $have: $(cat log.txt)"
+grep -q "resuming at byte $have" d2.err || fail "the resume is not reported: $(cat d2.err)"
+published c2
+
+# 3. a corrupted body: refused, nothing published, nothing left to resume from
+start_hub corrupt
+expect_fail "corrupt" "checksum mismatch" env HF_HUB_CACHE=$WORK/c3 "$ZGPT" download org/tiny
+not_published c3
+[ -z "$(find c3 -name '*.incomplete')" ] || fail "a corrupt partial file was kept"
+
+# 4. a gated repo: 401 without the token or with a wrong one, success with it (sent to the hub only)
+start_hub auth
+expect_fail "401 without token" "private or gated.*set \\\$HF_TOKEN" env -u HF_TOKEN HF_HUB_CACHE=$WORK/c4 HOME=$WORK "$ZGPT" download org/tiny
+expect_fail "401 wrong token" "private or gated.*check that \\\$HF_TOKEN" env HF_TOKEN=wrong HF_HUB_CACHE=$WORK/c4 "$ZGPT" download org/tiny
+: > log.txt
+HF_TOKEN=secret HF_HUB_CACHE=$WORK/c4 "$ZGPT" download org/tiny > /dev/null
+published c4
+grep -q "^HEAD /org/tiny/resolve/main/model.safetensors .*auth=Bearer secret" log.txt || fail "no token on the hub request"
+# the token file huggingface-cli login writes ($HF_HOME/token)
+mkdir -p hfhome && echo secret > hfhome/token
+env -u HF_TOKEN HF_HOME=$WORK/hfhome HF_HUB_CACHE=$WORK/c4b "$ZGPT" download org/tiny > /dev/null
+published c4b
+
+# 5. 404s: repo, file, revision; a name that is no repo id
+start_hub normal
+expect_fail "404 repo" "org/missing: repo not found" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/missing
+expect_fail "404 file" "org/nofile: file 'model.safetensors' not found at revision 'main'" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/nofile
+expect_fail "404 revision" "revision 'nope' not found" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/tiny --revision nope
+expect_fail "bad repo id" "not a Hugging Face repo id" "$ZGPT" download a/b/c
+[ ! -e c5/models--org--nofile/refs ] || fail "a failed download wrote a ref"
+
+# 6. a full disk (the partial file is /dev/full): one line, nothing published
+mkdir -p c6/$repo/blobs && ln -s /dev/full c6/$repo/blobs/$SHA.incomplete
+expect_fail "disk full" "No space left on device" env HF_HUB_CACHE=$WORK/c6 "$ZGPT" download org/tiny
+[ ! -e c6/$repo/blobs/$SHA ] || fail "a blob was published from a full disk"
+
+# 7. no network
+expect_fail "no network" "cannot reach http://127.0.0.1:1 " env HF_ENDPOINT=http://127.0.0.1:1 HF_HUB_CACHE=$WORK/c7 "$ZGPT" download org/tiny
+
+# 8. HF_HUB_OFFLINE=1: nothing is fetched; what the cache has is used
+: > log.txt
+expect_fail "offline, not cached" "HF_HUB_OFFLINE is set and org/tiny \(main\) is not in the cache" \
+    env HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c8 "$ZGPT" download org/tiny
+HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c1 "$ZGPT" download org/tiny | grep -q "is in the cache" || fail "offline, cached"
+expect_fail "offline eval" "not in .*models--org--tiny \(main\); HF_HUB_OFFLINE is set.*zgpt download org/tiny" \
+    env HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c8 "$ZGPT" eval --model org/tiny --data x.bin
+[ ! -s log.txt ] || fail "requests were made offline: $(cat log.txt)"
+
+# 9. eval from the cache equals the hf: path; download on a miss; an existing path wins over a repo id
+python3 -c "
+import random, struct
+random.seed(3)
+open('val.bin', 'wb').write(struct.pack('<2000H', *[random.randrange(500) for _ in range(2000)]))"
+"$ZGPT" eval --model "hf:$FIX" --data val.bin --full --json --device cpu > ref.json
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" eval --model org/tiny --data val.bin --full --json --device cpu > c1.json
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" eval --model org/tiny@v1 --data val.bin --full --json --device cpu > c1v.json
+cmp ref.json c1.json || fail "org/tiny from the cache: $(cat c1.json) vs hf: $(cat ref.json)"
+cmp ref.json c1v.json || fail "org/tiny@v1: $(cat c1v.json)"
+: > log.txt
+HF_HUB_CACHE=$WORK/c9 "$ZGPT" eval --model org/tiny --data val.bin --full --json --device cpu > c9.json 2> c9.err
+cmp ref.json c9.json || fail "download on a miss: $(cat c9.json) $(cat c9.err)"
+published c9
+grep -q "GET /cdn/" log.txt || fail "eval did not download"
+mkdir -p org && cp -r "$FIX" org/tiny
+: > log.txt
+HF_HUB_CACHE=$WORK/c10 "$ZGPT" eval --model org/tiny --data val.bin --full --json --device cpu > p.json
+[ ! -s log.txt ] && [ ! -e c10 ] || fail "the local folder org/tiny was not preferred"
+stop_hub
+echo "hub_download: ok"
