@@ -8,6 +8,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef ZGPT_WITH_CURL
+#include <curl/curl.h>
+#endif
 #ifdef ZGPT_WITH_MPI
 #include <mpi.h>
 #endif
@@ -53,6 +56,11 @@ void zg_print_version(void) {
 #endif
 #ifdef ZGPT_WITH_CUDA
     printf("  nccl     %d.%d.%d\n", NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+#endif
+#ifdef ZGPT_WITH_CURL
+    printf("downloads:\n  libcurl  %s\n", curl_version());
+#else
+    printf("downloads:\n  libcurl  not compiled in (zgpt download and downloads on a cache miss are off)\n");
 #endif
     char pcre[64] = "";
     pcre2_config(PCRE2_CONFIG_VERSION, pcre);

@@ -7,7 +7,9 @@
 #include "hub/hub_cache.h"
 
 #include <ctype.h>
+#ifdef ZGPT_WITH_CURL
 #include <curl/curl.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@ const char *zg_hub_endpoint(char *buf, unsigned long cap) {
     return buf;
 }
 
+#ifdef ZGPT_WITH_CURL
 /* $HF_TOKEN, else the token file huggingface-cli login writes. NULL when none (heap string). */
 static char *read_token(void) {
     const char *t = getenv("HF_TOKEN");
@@ -484,3 +487,14 @@ int zg_hub_download(const char *cache, const char *repo_id, const char *revision
     free(token);
     return rc;
 }
+#else
+/* Built without libcurl (it is optional, like MPI): the cache still works; downloading says so. */
+int zg_hub_download(const char *cache, const char *repo_id, const char *revision, char **snapshot) {
+    (void)cache;
+    *snapshot = NULL;
+    return zg_errorf("%s (%s) is not in the Hugging Face cache, and this zgpt was built without libcurl, so it "
+                     "cannot download it: install libcurl4-openssl-dev and rebuild, or put the files in the cache "
+                     "(HF_HUB_CACHE)",
+                     repo_id, revision ? revision : "main");
+}
+#endif
