@@ -9,16 +9,19 @@ all: build
 deps:
 	@scripts/install-deps.sh
 
-build: deps
+# build installs nothing (it needs the packages scripts/install-deps.sh installs); demo and test do.
+build:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
 # The main job on the embedded default corpus (Tiny Shakespeare): CPU without a GPU, all GPUs with.
-demo: build
+demo: deps
+	@$(MAKE) --no-print-directory build
 	@scripts/demo.sh $(BUILD)/zgpt
 
 # The whole test suite: unit + CLI tests, then the unit tests again under ASan + UBSan.
-test: build
+test: deps
+	@$(MAKE) --no-print-directory build
 	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -LE gpu
 	@$(MAKE) --no-print-directory test-asan
 

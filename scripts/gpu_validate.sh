@@ -32,6 +32,10 @@
 #            distribution), train with wall_clock_breakdown; the GPU's SM clock, power and throttle
 #            reasons sampled every 0.5 s during each (not in the default list)
 #   demo     scripts/demo.sh, the README's main job
+#   signal   SIGTERM to `zgpt train --gpus all` (the fork launcher, one worker per GPU) becomes a
+#            coordinated save and exit 0, and --resume continues (issue 16)
+#   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
+#            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
 #   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
 #            (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
@@ -136,7 +140,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -522,6 +526,23 @@ print(' '.join(random.choice(words) for _ in range(600000)))" > "$W/random_words
   done
   g1=$(gap_run wc "$ZGPT" train $(dpcfg "$W/gap_wc") --set max_iters=6 --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus 1)
   note "gap train, each phase synchronised: $g1"; grep -E "^iter [2-5]: time" "$LOG_DIR/gap_wc.log" | tee -a "$SUMMARY" >/dev/null
+fi
+if has signal; then
+  "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=100000 --set eval_interval=100000) --gpus all > "$LOG_DIR/signal.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do grep -q '"loss": [0-9]' "$W/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+  sleep 1; kill -TERM $pid; st=0; timeout 120 tail --pid=$pid -f /dev/null; wait $pid || st=$?
+  at=$(cat "$W/sig/latest" 2>/dev/null)
+  timeout 120 "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=$(( ${at#iter_} + 5 )) --set eval_interval=100000) --gpus all --resume \
+      > "$LOG_DIR/signal_resume.log" 2>&1; st2=$?
+  note "signal (SIGTERM to --gpus all): exit $st, saved ${at:-nothing}: $(grep -E 'received|ended cleanly' "$LOG_DIR/signal.log" | tr '\n' ' '); resume: exit $st2"
+fi
+if has tb; then
+  timeout 120 "$ZGPT" train $(small_cfg "$W/tbrun" --set max_iters=30 --set eval_interval=10 --set log_interval=2 \
+      --set fp16.enabled=true --set tensorboard.enabled=true --set tensorboard.output_path="$W/tb" --set tensorboard.job_name=gpu) \
+      --device cuda > "$LOG_DIR/tb_train.log" 2>&1
+  python3 tests/monitor/tb_check.py "$W/tb/gpu" "$W/tbrun/metrics.jsonl" 2 > "$LOG_DIR/tb_check.log" 2>&1
+  note "tb (EventAccumulator on a CUDA fp16 run): exit $?; $(tail -2 "$LOG_DIR/tb_check.log" | tr '\n' ' ')"
 fi
 if has demo; then
   ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1

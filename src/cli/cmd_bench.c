@@ -1,6 +1,7 @@
 /* zgpt bench: training-step speed of a GPT-2 (tokens/s, ms/step, MFU, peak memory, per-op split). */
 #include "cli/cli_common.h"
 #include "cli/commands.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/strutil.h"
 #include "model/gpt2.h"
@@ -52,12 +53,6 @@ static const zg_command_spec bench_spec = {
     "large sgemm on this machine (so MFU is 'share of BLAS speed'); on CUDA give the card's dense peak\n"
     "with --peak-tflops."};
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Measured fp32 matrix-product speed of this machine (FLOP/s) through the CPU backend's own
  * matmul op, so the threading is the one training uses (the backend pins BLAS to one thread and
  * splits products over OpenMP itself). */
@@ -79,10 +74,10 @@ static double cpu_matmul_peak(zg_backend *be) {
     be->ops->matmul_forward(be, c, NULL, a, b, NULL, NULL, n, n, n); /* warm up */
     double best = 0;
     for (int r = 0; r < 3; r++) {
-        double t0 = now_s();
+        double t0 = zg_now_s();
         be->ops->matmul_forward(be, c, NULL, a, b, NULL, NULL, n, n, n);
         be->ops->synchronize(be);
-        double f = 2.0 * n * n * (double)n / (now_s() - t0);
+        double f = 2.0 * n * n * (double)n / (zg_now_s() - t0);
         if (f > best) best = f;
     }
     be->ops->dealloc(be, a);
@@ -172,9 +167,9 @@ int zg_cmd_bench(int argc, char **argv) {
      * step is reported (robust to a stray slow step). */
     double *times = zg_malloc((size_t)a.steps * sizeof(double));
     for (int64_t i = 0; i < a.steps && status == 0; i++) {
-        double t0 = now_s();
+        double t0 = zg_now_s();
         if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
-        times[i] = now_s() - t0;
+        times[i] = zg_now_s() - t0;
     }
     qsort(times, (size_t)a.steps, sizeof(double), cmp_double);
     double dt = a.steps % 2 ? times[a.steps / 2] : 0.5 * (times[a.steps / 2 - 1] + times[a.steps / 2]);
@@ -216,15 +211,15 @@ int zg_cmd_bench(int argc, char **argv) {
         gpt2_profile prof;
         memset(&prof, 0, sizeof prof);
         m.profile = &prof;
-        double p0 = now_s();
+        double p0 = zg_now_s();
         gpt2_zero_grad(&m);
         zg_error_clear();
         gpt2_forward_train(&m, in, tg, B, T, 1.0f);
         gpt2_backward(&m, 1.0f);
-        double o0 = now_s();
+        double o0 = zg_now_s();
         zg_optimizer_step(&opt, m.params, m.grads, 1e-4f, 1.0f);
         be->ops->synchronize(be);
-        double opt_ms = (now_s() - o0) * 1e3, total_ms = (now_s() - p0) * 1e3;
+        double opt_ms = (zg_now_s() - o0) * 1e3, total_ms = (zg_now_s() - p0) * 1e3;
         m.profile = NULL;
         printf("time by op (one profiled step, %.1f ms; ops synchronised):\n", total_ms);
         printf("  %-12s %10s %10s %7s\n", "op", "fwd ms", "bwd ms", "share");

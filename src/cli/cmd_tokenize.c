@@ -2,6 +2,7 @@
  * newline at the end (the contract other tools and tests rely on). */
 #include "cli/cli_common.h"
 #include "cli/commands.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "text/tokenizer.h"
@@ -35,12 +36,6 @@ static const zg_command_spec tokenize_spec = {
     "encode text (any bytes) as GPT-2 token ids, exactly as tiktoken's \"gpt2\" encoding", tokenize_options, NULL,
     "Writes the ids to standard output as decimal integers separated by single spaces, with a newline at\n"
     "the end. 'zgpt detokenize' turns them back into the exact input bytes."};
-
-static double now_seconds(void) {
-    struct timespec ts;
-    ZG_CHECK_SYS(clock_gettime(CLOCK_MONOTONIC, &ts));
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Writes ids as "a b c\n" through a fixed buffer (the encoding is complete before anything is
  * written, so a bad input never leaves partial output). */
@@ -89,9 +84,9 @@ int zg_cmd_tokenize(int argc, char **argv) {
     }
     zg_encoder *enc = zg_encoder_new(tok);
     zg_tokens ids = {0};
-    double t0 = now_seconds();
+    double t0 = zg_now_s();
     int rc = zg_encoder_encode(enc, text, len, a.allow_special, &ids);
-    double secs = now_seconds() - t0;
+    double secs = zg_now_s() - t0;
     if (rc != 0) zg_error_prefix("%s", a.input ? a.input : "standard input");
     zg_encoder_free(enc);
     free(text);

@@ -16,7 +16,11 @@
 #endif
 #ifdef ZGPT_WITH_CUDA
 #include <cuda_runtime_api.h>
+#endif
+#ifdef ZGPT_WITH_CUDNN
 #include <cudnn_version.h>
+#endif
+#ifdef ZGPT_WITH_NCCL
 #include <nccl.h>
 #endif
 
@@ -40,9 +44,14 @@ void zg_print_version(void) {
 #ifdef ZGPT_WITH_CUDA
     int rt = 0;
     cudaRuntimeGetVersion(&rt);
-    printf("  cuda     runtime %d.%d (built with %d.%d), archs %s, cuDNN %d.%d.%d, NCCL %d.%d.%d\n", rt / 1000,
-           (rt % 1000) / 10, CUDART_VERSION / 1000, (CUDART_VERSION % 1000) / 10, ZGPT_CUDA_ARCHS, CUDNN_MAJOR,
-           CUDNN_MINOR, CUDNN_PATCHLEVEL, NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+    printf("  cuda     runtime %d.%d (built with %d.%d), archs %s", rt / 1000, (rt % 1000) / 10, CUDART_VERSION / 1000,
+           (CUDART_VERSION % 1000) / 10, ZGPT_CUDA_ARCHS);
+#ifdef ZGPT_WITH_CUDNN
+    printf(", cuDNN %d.%d.%d", CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL);
+#else
+    printf(", no cuDNN");
+#endif
+    printf("\n");
 #else
     printf("  cuda     not compiled in (build with nvcc available)\n");
 #endif
@@ -54,8 +63,10 @@ void zg_print_version(void) {
 #else
     printf("  mpi      not compiled in\n");
 #endif
-#ifdef ZGPT_WITH_CUDA
+#ifdef ZGPT_WITH_NCCL
     printf("  nccl     %d.%d.%d\n", NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+#elif defined(ZGPT_WITH_CUDA)
+    printf("  nccl     not compiled in (--gpus with several GPUs needs it: libnccl-dev)\n");
 #endif
 #ifdef ZGPT_WITH_CURL
     printf("downloads:\n  libcurl  %s\n", curl_version());

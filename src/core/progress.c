@@ -1,3 +1,4 @@
+#include "core/clock.h"
 #include "core/progress.h"
 
 #include "core/error.h"
@@ -14,12 +15,6 @@
 #define TTY_REDRAW_S 0.2
 #define TTY_FIRST_S 0.5
 #define PLAIN_INTERVAL_S 5.0
-
-double zg_progress_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 const char *zg_fmt_duration(double s, char *buf, size_t cap) {
     if (!isfinite(s) || s < 0) {
@@ -38,7 +33,7 @@ void zg_progress_init(zg_progress *p, const char *label, uint64_t total, const c
     snprintf(p->label, sizeof p->label, "%s", label);
     p->unit = unit;
     p->total = total;
-    p->t0 = zg_progress_now();
+    p->t0 = zg_now_s();
     p->last = p->t0;
     p->tty = isatty(STDERR_FILENO);
     p->silent = zg_log_rank() > 0;
@@ -93,7 +88,7 @@ const char *zg_progress_format(const zg_progress *p, double now, char *buf, size
 void zg_progress_update(zg_progress *p, uint64_t done) {
     p->done = done;
     if (p->silent) return;
-    double now = zg_progress_now();
+    double now = zg_now_s();
     if (now - p->last < p->interval) return;
     if (p->tty && now - p->t0 < TTY_FIRST_S) return;
     p->last = now;
@@ -108,7 +103,7 @@ void zg_progress_update(zg_progress *p, uint64_t done) {
 void zg_progress_free(zg_progress *p) {
     if (p->printed) {
         char line[512], el[32];
-        double now = zg_progress_now();
+        double now = zg_now_s();
         zg_progress_format(p, now, line, sizeof line);
         /* the final line: the amount, rate and time taken instead of an ETA */
         char *eta = strstr(line, ", ETA ");

@@ -45,7 +45,5 @@ void zg_progress_free(zg_progress *p);
 const char *zg_progress_format(const zg_progress *p, double now, char *buf, size_t cap);
 /* A duration as "45s", "12m05s", "3h04m". */
 const char *zg_fmt_duration(double seconds, char *buf, size_t cap);
-/* Monotonic seconds. */
-double zg_progress_now(void);
 
 #endif

@@ -51,10 +51,10 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
                          env.size, zg_launch_src_name(env.source));
 #endif
     } else if (strcmp(name, "nccl") == 0) {
-#ifdef ZGPT_WITH_CUDA
+#ifdef ZGPT_WITH_NCCL
         rc = zg_comm_nccl_create(out, &c);
 #else
-        return zg_errorf("the NCCL communicator needs a CUDA build of zgpt");
+        return zg_errorf("the NCCL communicator needs a CUDA build of zgpt with NCCL (libnccl-dev)");
 #endif
     } else {
         return zg_errorf("unknown communicator '%s' (expected auto, single, mpi or nccl)", name);

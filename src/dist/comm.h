@@ -5,7 +5,7 @@
  *    buffers when created with a backend).
  *  - mpi (src/dist/comm_mpi.c, ZGPT_WITH_MPI): host buffers, non-blocking MPI collectives polled
  *    with a deadline.
- *  - nccl (src/dist/comm_nccl.c, ZGPT_WITH_CUDA): device buffers, collectives on the communicator's
+ *  - nccl (src/dist/comm_nccl.c, ZGPT_WITH_NCCL: a CUDA build where NCCL was found): device buffers, collectives on the communicator's
  *    own CUDA stream, ordered after the compute stream's work by an event; completion polled together
  *    with ncclCommGetAsyncError.
  *
@@ -103,7 +103,7 @@ int zg_comm_single_create(zg_comm **out, const zg_comm_config *cfg);
 #ifdef ZGPT_WITH_MPI
 int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg);
 #endif
-#ifdef ZGPT_WITH_CUDA
+#ifdef ZGPT_WITH_NCCL
 int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg);
 /* A fresh ncclUniqueId as 256 hex characters + NUL (for the launcher's ZGPT_NCCL_ID). */
 int zg_comm_nccl_unique_id_hex(char out[257]);

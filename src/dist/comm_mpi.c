@@ -9,6 +9,7 @@
  */
 #include "dist/comm.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "dist/launch.h"
 
@@ -201,12 +202,6 @@ static zg_comm_req *mpi_barrier(zg_comm *c) {
     return r;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int mpi_test(zg_comm *c, zg_comm_req *r) {
     if (!r->complete) {
         int done = 0;
@@ -217,13 +212,13 @@ static int mpi_test(zg_comm *c, zg_comm_req *r) {
 }
 
 static void mpi_wait(zg_comm *c, zg_comm_req *r) {
-    double start = now_s();
+    double start = zg_now_s();
     long polls = 0;
     while (!r->complete) {
         int done = 0;
         ZG_CHECK_MPI(c, r->op, MPI_Testall(r->nreq, r->reqs, &done, MPI_STATUSES_IGNORE));
         if (done) break;
-        double el = now_s() - start;
+        double el = zg_now_s() - start;
         if (el > c->timeout_s)
             mpi_fatal_at(c, __FILE__, __LINE__, "%s timed out after %.0f s (a rank died, hangs, or called a "
                          "different collective)", r->op, c->timeout_s);

@@ -36,6 +36,7 @@
 #include "dist/comm.h"
 
 #include "backend/cuda/backend_cuda.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "dist/launch.h"
 
@@ -66,7 +67,7 @@ typedef struct shared_event {
 /* The watchdog's view of one issued collective (issue order). */
 typedef struct wd_entry {
     uint32_t seq;
-    double issued_s; /* now_s() when the call began */
+    double issued_s; /* zg_now_s() when the call began */
     const char *op;
     struct wd_entry *next;
 } wd_entry;
@@ -101,12 +102,6 @@ struct zg_comm_req {
     const char *op;
     shared_event *done; /* NULL until the group closes */
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) ZG_PRINTF(4, 5);
 static _Noreturn void nccl_fatal_at(zg_comm *c, const char *file, int line, const char *fmt, ...) {
@@ -144,8 +139,8 @@ static void *watchdog_main(void *arg) {
     pthread_mutex_lock(&m->mu);
     while (!m->wd_stop) {
         if (atomic_load(&m->fatal)) { /* the main thread is ending the process: give it 30 s (abort, MPI_Abort) */
-            if (fatal_seen < 0) fatal_seen = now_s();
-            if (now_s() - fatal_seen > 30) _exit(1);
+            if (fatal_seen < 0) fatal_seen = zg_now_s();
+            if (zg_now_s() - fatal_seen > 30) _exit(1);
         }
         /* the stream writes the numbers in issue order: retire every entry up to the last written */
         uint32_t done = __atomic_load_n(m->sig_host, __ATOMIC_ACQUIRE);
@@ -155,7 +150,7 @@ static void *watchdog_main(void *arg) {
             if (!m->wd_head) m->wd_tail = NULL;
             free(e);
         }
-        if (m->wd_head && now_s() - m->wd_head->issued_s > c->timeout_s && !atomic_exchange(&m->fatal, 1)) {
+        if (m->wd_head && zg_now_s() - m->wd_head->issued_s > c->timeout_s && !atomic_exchange(&m->fatal, 1)) {
             wd_report(c, __FILE__, __LINE__, "%s has not finished %.0f s after it was issued (a rank died, "
                                  "hangs, or called a different collective); ending this rank",
                                  m->wd_head->op, c->timeout_s);
@@ -184,9 +179,9 @@ static void *watchdog_main(void *arg) {
 /* Polls the communicator until a non-blocking call has finished, with the timeout. */
 static void nccl_settle(zg_comm *c, const char *op, const char *call, ncclResult_t rc, const char *file, int line) {
     nccl_impl *m = c->impl;
-    double start = now_s();
+    double start = zg_now_s();
     while (rc == ncclInProgress) {
-        if (now_s() - start > c->timeout_s)
+        if (zg_now_s() - start > c->timeout_s)
             nccl_fatal_at(c, file, line, "%s timed out after %.0f s (%s still in progress)", op, c->timeout_s, call);
         sched_yield();
         if (ncclCommGetAsyncError(m->comm, &rc) != ncclSuccess) break;
@@ -212,7 +207,7 @@ static zg_comm_req *begin_op(zg_comm *c, const char *op) {
     r->op = op;
     wd_entry *e = zg_calloc(1, sizeof *e);
     e->seq = ++m->seq;
-    e->issued_s = now_s();
+    e->issued_s = zg_now_s();
     e->op = op;
     pthread_mutex_lock(&m->mu);
     if (m->wd_tail) m->wd_tail->next = e; else m->wd_head = e;
@@ -316,7 +311,7 @@ static zg_comm_req *nccl_barrier(zg_comm *c) {
 static void nccl_wait(zg_comm *c, zg_comm_req *r) {
     nccl_impl *m = c->impl;
     if (!r->done) nccl_fatal_at(c, __FILE__, __LINE__, "%s: waited on inside its group (call group_end first)", r->op);
-    double start = now_s();
+    double start = zg_now_s();
     long polls = 0;
     for (;;) {
         cudaError_t q = cudaEventQuery(r->done->ev);
@@ -327,7 +322,7 @@ static void nccl_wait(zg_comm *c, zg_comm_req *r) {
         if (ncclCommGetAsyncError(m->comm, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress))
             nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s (%s)", r->op, ncclGetErrorString(ar),
                           ncclGetLastError(m->comm));
-        if (now_s() - start > c->timeout_s)
+        if (zg_now_s() - start > c->timeout_s)
             nccl_fatal_at(c, __FILE__, __LINE__, "%s timed out after %.0f s (a rank died, hangs, or called a "
                           "different collective)", r->op, c->timeout_s);
         if (++polls > 1000) {
@@ -407,8 +402,8 @@ static void nccl_destroy(zg_comm *c) {
         cudaStreamSynchronize(m->stream);
         ncclCommFinalize(m->comm);
         ncclResult_t st = ncclInProgress;
-        double start = now_s();
-        while (st == ncclInProgress && now_s() - start < c->timeout_s)
+        double start = zg_now_s();
+        while (st == ncclInProgress && zg_now_s() - start < c->timeout_s)
             if (ncclCommGetAsyncError(m->comm, &st) != ncclSuccess) break;
         if (st == ncclSuccess)
             ncclCommDestroy(m->comm);

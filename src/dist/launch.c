@@ -1,6 +1,7 @@
 /* The launcher: see launch.h. */
 #include "dist/launch.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/strutil.h"
 #include "dist/heartbeat.h"
@@ -160,12 +161,6 @@ static void ring_print(const line_ring *r, FILE *f, const char *indent) {
 static void ring_free(line_ring *r) {
     for (int i = 0; i < r->cap; i++) free(r->lines[i]);
     free(r->lines);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Parses mpirun's own failure report for the rank it names. */
@@ -569,9 +564,9 @@ static int supervise(supervisor *s) {
         }
         if (first_failed >= 0 && stop_at < 0 && !all_exited(s)) {
             signal_all(s, SIGTERM);
-            stop_at = now_s();
+            stop_at = zg_now_s();
         }
-        if (stop_at >= 0 && !killed && now_s() - stop_at > s->grace_s) {
+        if (stop_at >= 0 && !killed && zg_now_s() - stop_at > s->grace_s) {
             signal_all(s, SIGKILL);
             killed = 1;
         }
@@ -579,8 +574,8 @@ static int supervise(supervisor *s) {
             int open = 0;
             for (int i = 0; i < s->n_kids; i++) open |= s->kids[i].fd[0] >= 0 || s->kids[i].fd[1] >= 0;
             if (!open) break;
-            if (stop_at < 0) stop_at = now_s();
-            if (now_s() - stop_at > s->grace_s + 2) break; /* a grandchild holds the pipe: give up */
+            if (stop_at < 0) stop_at = zg_now_s();
+            if (zg_now_s() - stop_at > s->grace_s + 2) break; /* a grandchild holds the pipe: give up */
         }
     }
     free(pfd);
@@ -845,13 +840,27 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
         char **dev = NULL;
         int n = 0;
         if (gpu_devices(o.gpus, &dev, &n) != 0) return -1;
-        if (n == 1 && o.gpus != -1) {
+        int nccl = 0;
+#ifdef ZGPT_WITH_NCCL
+        nccl = 1;
+#endif
+        if (n == 1 && (o.gpus != -1 || !nccl)) {
             free(dev[0]);
             free(dev);
             return 0; /* one GPU: this process is the worker */
         }
         char id[257];
-        if (zg_comm_nccl_unique_id_hex(id) != 0) return -1;
+#ifdef ZGPT_WITH_NCCL
+        int idrc = zg_comm_nccl_unique_id_hex(id);
+#else
+        int idrc = zg_errorf("--gpus: %d GPUs need NCCL, and this zgpt was built without it: install NCCL "
+                             "(libnccl-dev) and rebuild", n);
+#endif
+        if (idrc != 0) {
+            for (int i = 0; i < n; i++) free(dev[i]);
+            free(dev);
+            return -1;
+        }
         *is_parent = 1;
         int rc = launch_fork(argc, argv, n, dev, id, &o);
         for (int i = 0; i < n; i++) free(dev[i]);

@@ -2,6 +2,7 @@
  * backward (layer by layer, with hooks), the KV-cache forward for sampling, per-op profiling. */
 #include "model/gpt2.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 
 #include <math.h>
@@ -179,22 +180,16 @@ const char *gpt2_op_name(gpt2_op op) {
     return (op >= 0 && op < GPT2_OP_COUNT) ? names[op] : "unknown";
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    ZG_CHECK_SYS(clock_gettime(CLOCK_MONOTONIC, &ts));
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 static double prof_begin(gpt2_model *m) {
     if (m->profile == NULL) return 0.0;
     m->be->ops->synchronize(m->be);
-    return now_ms();
+    return 1e3 * zg_now_s();
 }
 
 static void prof_end(gpt2_model *m, int pass, gpt2_op op, double t0) {
     if (m->profile == NULL) return;
     m->be->ops->synchronize(m->be);
-    m->profile->ms[pass][op] += now_ms() - t0;
+    m->profile->ms[pass][op] += 1e3 * zg_now_s() - t0;
     m->profile->calls[pass][op]++;
 }
 
@@ -227,8 +222,8 @@ typedef struct {
     void *dbig;          /* (N,4C): d fch, or d qkv (N,3C) */
 } act_index;
 
-/* Byte layout of the activations for (B, T); each tensor aligned to 256 bytes. With `base` NULL it
- * only measures. Returns total bytes of activations; *grad_bytes gets the backward scratch size. */
+/* A bump allocator over the activation block: each tensor aligned to 256 bytes; with base NULL it
+ * only measures. */
 typedef struct {
     size_t off;
     char *base;
@@ -251,7 +246,9 @@ static int layer_recomputes(int flags, int layers, int l, int what) {
     return (effective_flags(flags) & what) && (layers <= 0 || l < layers);
 }
 
-/* recompute: GPT2_RECOMPUTE_* flags for layers [0, rc_layers) (<= 0: all). A recomputed tensor gets
+/* Byte layout of the activations for (B, T); with `base` NULL it only measures. Returns the total
+ * bytes of activations; *grad_bytes gets the backward scratch size.
+ * recompute: GPT2_RECOMPUTE_* flags for layers [0, rc_layers) (<= 0: all). A recomputed tensor gets
  * one buffer shared by those layers, filled in forward for the next op and again in backward just
  * before its consumer. With GPT2_LN_FROM_OUTPUT no LayerNorm input is read in backward, so the
  * residual stream lives in two buffers reused by every layer: resid[l] (the layer input and output,
@@ -497,7 +494,7 @@ void gpt2_init_random(gpt2_model *m, uint64_t seed) {
 
 /* ---- forward / backward ------------------------------------------------------------------------- */
 
-/* Pointer to tensor `name` of layer l (-1: global) in a flat buffer of element size esz. */
+/* One layer's parameter (or gradient) tensors, resolved once per pass. */
 typedef struct {
     void *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
 } layer_params;

@@ -1,6 +1,7 @@
 #define _FILE_OFFSET_BITS 64
 #include "text/prepare.h"
 
+#include "core/clock.h"
 #include "core/dirlock.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -386,12 +387,6 @@ typedef struct {
     zg_progress prog; /* when cfg->progress */
 } pipeline;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void progress(pipeline *p, int final) {
     if (!p->cfg->progress) return;
     if (final) zg_progress_free(&p->prog);
@@ -552,7 +547,7 @@ static void remove_stale(const char *dir, split_out *sp[2], int include_shards) 
 
 int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     memset(stats, 0, sizeof *stats);
-    double t0 = now_s();
+    double t0 = zg_now_s();
     if (cfg->n_inputs < 1) return zg_errorf("no input given: pass --input with text files or folders");
     if (!cfg->out_dir || !*cfg->out_dir) return zg_errorf("no output folder given: pass --out DIR");
     if (!(cfg->val_fraction > 0 && cfg->val_fraction < 1))
@@ -668,7 +663,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     stats->vocab_size = vocab;
     stats->tokenizer_checksum = zg_tokenizer_checksum(tok);
     stats->threads = p.eng.threads;
-    stats->seconds = now_s() - t0;
+    stats->seconds = zg_now_s() - t0;
 
 done:
     zg_dir_lock_release(&lock);

@@ -211,8 +211,6 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
 void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
                   size_t act_bytes, zg_zero_memory *m);
 size_t zg_zero_memory_total(const zg_zero_memory *m);
-/* The same for the engine in model mode (zg_zero_init_model): stage 2-3 grads = embeddings + ln_f +
- * zg_zero_grad_pool_count() layer buffers; stage 3 params = shard + embeddings + ln_f + 2 layers. */
 /* Stages 2-3 over a model: reduce_bucket_size is an upper bound. Gradients are reduced as whole
  * layers complete, so a bucket larger than max(largest layer, ZG_ZERO_MIN_LAYER_BUCKET elements) only
  * makes layer buffers wait: it is lowered to that, which keeps the gradient memory to a few layers
@@ -221,6 +219,8 @@ size_t zg_zero_memory_total(const zg_zero_memory *m);
  * bandwidth. Called by the trainer and by `zgpt plan`, so both see the same buckets. */
 #define ZG_ZERO_MIN_LAYER_BUCKET ((size_t)1 << 24)
 void zg_zero_opts_fit_model(zg_zero_opts *o, const gpt2_param_table *t);
+/* zg_zero_plan for the engine in model mode (zg_zero_init_model): stage 2-3 grads = embeddings + ln_f +
+ * zg_zero_grad_pool_count() layer buffers; stage 3 params = shard + embeddings + ln_f + 2 layers. */
 void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg_zero_opts *o, zg_dtype pdt,
                         zg_dtype gdt, int device, size_t act_bytes, zg_zero_memory *m);
 /* Layer gradient buffers stage 2-3 needs: the layer being computed, < reduce_bucket_size pending and
