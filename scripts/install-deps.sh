@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# slurmctld slurmd slurm-client munge: the Slurm tests (tests/cli/slurm_*.sh) start a cluster of their own
+# from these; with systemd, installing them may start Debian's default services, which the tests do not use.
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libopenblas-dev libxxhash-dev
-      libopenmpi-dev openmpi-bin nodejs npm)
+      libopenmpi-dev openmpi-bin nodejs npm slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,10 +8,16 @@
 #    same as `--nproc 2`;
 #  - a rank killed with SIGKILL (as by the OOM killer; Slurm cannot cancel one task of a step) ends the
 #    job within seconds, FAILED, and the job log names the task, which is the rank;
-#  - srun without PMIx (--mpi=none): one line per rank saying to use srun --mpi=pmix.
+#  - srun without PMIx (--mpi=none): one line per rank saying to use srun --mpi=pmix;
+#  - docs/DISTRIBUTED.md shows scripts/train.sbatch as it is.
 # Skipped, with the reason, where the cluster cannot run (see slurm_common.inc).
 TEST_NAME=slurm_train
 source "$(dirname "$0")/slurm_common.inc"
+
+# docs/DISTRIBUTED.md shows the job script this test runs: the copy there must be the file
+awk '/^<!-- scripts\/train.sbatch -->$/ { on = 1; next } on && /^```bash$/ { body = 1; next }
+     body && /^```$/ { exit } body' "$ZGPT_SRC/docs/DISTRIBUTED.md" > doc_script.txt
+cmp -s doc_script.txt "$JOB_SCRIPT" || fail "docs/DISTRIBUTED.md's copy of scripts/train.sbatch differs from the file: $(diff doc_script.txt "$JOB_SCRIPT" | head -5)"
 
 SECONDS=0
 for n in 2 4; do
@@ -39,7 +45,7 @@ echo "ok salloc -N 2 -n 2 + srun -n 2 --mpi=pmix: the same losses and weights as
 SECONDS=0
 job=$(across_nodes submit -N 2 --ntasks-per-node=2 -o job4.out "$JOB_SCRIPT" d.json job4) || fail "sbatch train.sbatch"
 [ "$(finished $job 300)" = COMPLETED ] || fail "train.sbatch (2 x 2) ended $(job_field $job JobState): $(tail -8 job4.out)"
-grep -q "restart 0, 4 ranks on 2 nodes" job4.out || fail "train.sbatch: $(head -3 job4.out)"
+grep -qF "restart 0, 4 ranks on 2 node(s)" job4.out || fail "train.sbatch: $(head -3 job4.out)"
 grep -q "srun exited with status 0" job4.out || fail "train.sbatch: $(tail -5 job4.out)"
 same_run ref4 job4
 echo "ok sbatch -N 2 --ntasks-per-node=2 scripts/train.sbatch: the same losses and weights as --nproc 4 (${SECONDS} s)"
