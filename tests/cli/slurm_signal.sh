@@ -14,10 +14,11 @@ TEST_NAME=slurm_signal
 source "$(dirname "$0")/slurm_common.inc"
 LONG=(--set max_iters=100000 --set eval_interval=100000) # runs until stopped; no periodic checkpoint
 
-# stopped_at LOG: the iteration the run saved at when it got its signal
-stopped_at() {
-    sed -nE 's/^SIGTERM received: saving a checkpoint at iter ([0-9]+) and stopping$/\1/p' "$1" | tail -1
-}
+# saved_iters LOG: the iterations at which the runs in LOG saved on a signal ("SIGTERM received: saving a
+# checkpoint at iter N ..."), in order; resumed_iters LOG: those they resumed at; stopped_at: the last save
+saved_iters() { sed -nE 's/.*received: saving a checkpoint at iter ([0-9]+).*/\1/p' "$1"; }
+resumed_iters() { sed -nE 's/^resuming at iter ([0-9]+) from.*/\1/p' "$1"; }
+stopped_at() { saved_iters "$1" | tail -1; }
 # continues OUT K: OUT's K training losses equal those of an uninterrupted --nproc 2 run of K iterations
 continues() {
     timeout 300 "$ZGPT" train --config d.json --set out_dir=$1.ref --set max_iters=$2 --set eval_interval=100000 \
@@ -41,7 +42,7 @@ for how in steps batch; do
     [ "$(job_field $job ExitCode)" = 0:0 ] || fail "$out: exit code $(job_field $job ExitCode)"
     [ "$(job_field $job Restarts)" = 0 ] || fail "$out: the job was requeued"
     n=$(stopped_at $out.out)
-    [ -n "$n" ] || fail "$out: no 'SIGTERM received: saving a checkpoint' line: $(tail -8 $out.out)"
+    [ -n "$n" ] || fail "$out: no 'saving a checkpoint at iter' line: $(tail -8 $out.out)"
     [ "$(cat $out/latest)" = iter_$n ] || fail "$out: latest is $(cat $out/latest), the run stopped at $n"
     [ "$(contiguous $out/metrics.jsonl)" = $n ] || fail "$out: checkpoint at $n but other training lines"
     timeout 300 "$ZGPT" train --config d.json --set out_dir=$out --set max_iters=$((n + 2)) --set eval_interval=100000 \
@@ -56,7 +57,7 @@ SECONDS=0
 job=$(submit -N 1 -n 2 -o rq.out "$JOB_SCRIPT" d.json rq "${LONG[@]}") || fail "sbatch rq"
 wait_lines rq/metrics.jsonl 3 120
 scontrol requeue $job
-wait_grep rq.out "SIGTERM received: saving a checkpoint" 60
+wait_grep rq.out "received: saving a checkpoint at iter" 60
 n=$(stopped_at rq.out)
 wait_grep rq.out "resuming at iter $n from" 60
 grep -q -F "restart 1, 2 ranks on 1 node(s), resuming from rq/iter_$n" rq.out || fail "rq: $(grep 'zgpt job' rq.out)"
@@ -80,7 +81,7 @@ for attempt in 1 2 3; do
     [ "$r" -ge 1 ] || fail "tl: running again without a requeue"
     for i in $(seq 1 240); do [ "$(grep -c '^resuming at iter' tl.out)" -ge "$r" ] && break; sleep 0.25; done
     [ "$(grep -c '^resuming at iter' tl.out)" -ge "$r" ] || fail "tl: run $r did not resume: $(grep -v '^iter' tl.out | tail -5)"
-    m=$(sed -nE 's/^resuming at iter ([0-9]+) from.*/\1/p' tl.out | tail -1)
+    m=$(resumed_iters tl.out | tail -1)
     wait_lines tl/metrics.jsonl $((m + 2)) 120
     scancel --batch --signal=TERM $tl
     wait_state $tl 60 COMPLETED PENDING
@@ -88,8 +89,8 @@ for attempt in 1 2 3; do
 done
 [ "$(job_field $tl JobState)" = COMPLETED ] || fail "tl: not ended: $(grep -v '^iter' tl.out | tail -8)"
 # every run after the first resumed at the iteration the run before it saved at
-saved=$(sed -nE 's/^SIGTERM received: saving a checkpoint at iter ([0-9]+) .*/\1/p' tl.out)
-resumed=$(sed -nE 's/^resuming at iter ([0-9]+) from.*/\1/p' tl.out)
+saved=$(saved_iters tl.out)
+resumed=$(resumed_iters tl.out)
 runs=$(echo "$saved" | wc -l)
 [ "$runs" -ge 2 ] && [ "$(echo "$resumed" | wc -l)" = $((runs - 1)) ] || fail "tl: $(grep -v '^iter' tl.out)"
 [ "$(echo "$saved" | head -n $((runs - 1)))" = "$resumed" ] \
