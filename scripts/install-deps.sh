@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# slurmctld slurmd slurm-client munge: the Slurm tests (tests/cli/slurm_*.sh) start a cluster of their own
+# from these; with systemd, installing them may start Debian's default services, which the tests do not use.
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libopenblas-dev libxxhash-dev
-      libcurl4-openssl-dev libopenmpi-dev openmpi-bin nodejs npm
+      libcurl4-openssl-dev libopenmpi-dev openmpi-bin nodejs npm slurmctld slurmd slurm-client munge
       xxhash)  # xxhsum: the tests edit checkpoints as a careful user would (manifest checksums)
 missing=()
 for p in "${pkgs[@]}"; do

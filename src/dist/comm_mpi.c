@@ -282,6 +282,13 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
     c->rank = 0;
     int inited = 0;
     ZG_CHECK_MPI(c, "init", MPI_Initialized(&inited));
+    zg_launch_env env;
+    zg_launch_env_detect(&env);
+    if (!inited && zg_launch_check_mpi_bootstrap(&env) != 0) {
+        free(m);
+        free(c);
+        return -1;
+    }
     if (!inited) {
         int provided = 0;
         if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
@@ -294,6 +301,11 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
     ZG_CHECK_MPI(c, "init", MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     ZG_CHECK_MPI(c, "init", MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
     ZG_CHECK_MPI(c, "init", MPI_Comm_size(MPI_COMM_WORLD, &c->size));
+    /* An MPI that did not find the launcher's ranks starts each process alone (a singleton). */
+    if (env.source != ZG_LAUNCH_SRC_NONE && c->size != env.size)
+        mpi_fatal_at(c, __FILE__, __LINE__, "%s started %d ranks but MPI sees %d; this MPI does not match the "
+                     "launcher (under srun use --mpi=pmix with an MPI built with PMIx)",
+                     zg_launch_src_name(env.source), env.size, c->size);
     ZG_CHECK_MPI(c, "init", MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));
     ZG_CHECK_MPI(c, "init", MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN));
     MPI_Comm local;

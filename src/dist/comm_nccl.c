@@ -516,10 +516,20 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
 #ifdef ZGPT_WITH_MPI
         int inited = 0;
         MPI_Initialized(&inited);
+        if (!inited && zg_launch_check_mpi_bootstrap(&env) != 0) {
+            free(m);
+            free(c);
+            return -1;
+        }
         if (!inited) {
             if (MPI_Init(NULL, NULL) != MPI_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Init failed");
             m->mpi_inited = 1;
         }
+        int mpi_size = 0;
+        if (MPI_Comm_size(MPI_COMM_WORLD, &mpi_size) != MPI_SUCCESS || mpi_size != env.size)
+            nccl_fatal_at(c, __FILE__, __LINE__, "%s started %d ranks but MPI sees %d; this MPI does not match the "
+                          "launcher (under srun use --mpi=pmix with an MPI built with PMIx)",
+                          zg_launch_src_name(env.source), env.size, mpi_size);
         if (env.rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) nccl_fatal_at(c, __FILE__, __LINE__, "ncclGetUniqueId failed");
         if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
             nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Bcast of the NCCL id failed");

@@ -84,6 +84,16 @@ const char *zg_launch_src_name(zg_launch_source s) {
     return "?";
 }
 
+int zg_launch_check_mpi_bootstrap(const zg_launch_env *env) {
+    /* srun --mpi=pmi2 sets PMI_RANK/PMI_SIZE (detected as PMI), --mpi=pmix sets PMIX_RANK; an srun step
+     * with neither has no process-management interface at all. */
+    if (env->source != ZG_LAUNCH_SRC_SLURM || env->size <= 1 || getenv("PMIX_RANK") || getenv("PMI_FD")) return 0;
+    const char *type = getenv("SLURM_MPI_TYPE");
+    return zg_errorf("srun started rank %d of %d without PMIx (%s%s), so MPI cannot connect the ranks; run srun "
+                     "--mpi=pmix (or set MpiDefault=pmix in slurm.conf, or export SLURM_MPI_TYPE=pmix)",
+                     env->rank, env->size, type ? "SLURM_MPI_TYPE=" : "srun --mpi=none", type ? type : "");
+}
+
 int zg_launch_parse_gpus(const char *s, int *out) {
     if (strcmp(s, "all") == 0) {
         *out = -1;

@@ -41,6 +41,12 @@ typedef struct {
 void zg_launch_env_detect(zg_launch_env *env);
 const char *zg_launch_src_name(zg_launch_source s);
 
+/* Before MPI_Init: whether the launcher gave the ranks a way to find each other. An srun step started
+ * without PMIx (srun --mpi=none, Slurm's default MpiDefault) cannot be bootstrapped by Open MPI, which
+ * would print a page of advice and abort (and an MPI that falls back to singletons would train N
+ * unconnected copies). Returns 0, or -1 with a one-line error saying to use srun --mpi=pmix. */
+int zg_launch_check_mpi_bootstrap(const zg_launch_env *env);
+
 typedef struct {
     int nproc;          /* CPU workers (0 = not requested) */
     int gpus;           /* GPU workers (0 = not requested, -1 = all visible) */

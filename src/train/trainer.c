@@ -90,9 +90,15 @@ static int make_backend(trainer *tr, zg_precision *prec_out) {
     }
     zg_backend_config bc = {dev, -1, prec == ZG_PREC_BF16 ? ZG_BF16 : prec == ZG_PREC_FP16 ? ZG_F16 : ZG_F32};
     /* Several ranks on one machine share its GPUs by local rank, unless zgpt's launcher already gave
-     * each worker exactly one device (CUDA_VISIBLE_DEVICES narrowed). */
-    if (tr->world > 1 && strcmp(dev, "cuda") == 0 && tr->launched_by != ZG_LAUNCH_SRC_ZGPT_GPU)
+     * each worker exactly one device (CUDA_VISIBLE_DEVICES narrowed). Modulo the GPUs this rank sees:
+     * srun --gpus-per-task=1 (or --gpu-bind) shows each task only its own, as device 0. */
+    if (tr->world > 1 && strcmp(dev, "cuda") == 0 && tr->launched_by != ZG_LAUNCH_SRC_ZGPT_GPU) {
         bc.device_index = tr->local_rank;
+#ifdef ZGPT_WITH_CUDA
+        int visible = zg_backend_cuda_device_count();
+        if (visible > 0) bc.device_index = tr->local_rank % visible;
+#endif
+    }
     if (zg_backend_create(&tr->be, &bc) != 0) return -1;
     *prec_out = prec;
     return 0;

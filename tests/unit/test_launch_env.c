@@ -2,6 +2,7 @@
  * --nproc launchers, mpirun (Open MPI), mpiexec (PMI/PMIx), srun (Slurm), and none. The variables are
  * set in this process, as each launcher would set them for a worker, so srun and mpiexec are covered
  * without a cluster. */
+#include "core/error.h"
 #include "dist/launch.h"
 #include "testutil.h"
 
@@ -12,7 +13,7 @@ static const char *k_vars[] = {"ZGPT_RANK", "ZGPT_WORLD_SIZE", "ZGPT_LOCAL_RANK"
                                "ZGPT_LAUNCHER", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
                                "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMIX_RANK",
                                "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "SLURM_STEP_ID", "SLURM_PROCID",
-                               "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_LOCALID"};
+                               "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_MPI_TYPE", "PMI_FD"};
 
 /* Clears every launcher variable, then sets the NULL-terminated name/value pairs. */
 static void env_only(const char *const *pairs) {
@@ -97,6 +98,30 @@ static void test_precedence_and_bad_values(void) {
     ZT_CHECK(e.source == ZG_LAUNCH_SRC_NONE);
 }
 
+/* srun must give MPI a process-management interface: --mpi=pmix (PMIX_RANK) or pmi2 (PMI_RANK/PMI_SIZE,
+ * PMI_FD); a step without one (--mpi=none) is refused with advice before MPI_Init. */
+static void test_mpi_bootstrap(void) {
+    const char *none[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "1", "SLURM_STEP_NUM_TASKS", "2", NULL};
+    zg_launch_env e = detect(none);
+    ZT_CHECK(zg_launch_check_mpi_bootstrap(&e) != 0);
+    ZT_CHECK(strstr(zg_error_message(), "rank 1 of 2") && strstr(zg_error_message(), "srun --mpi=pmix"));
+    const char *pmix[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "1", "SLURM_STEP_NUM_TASKS", "2", "PMIX_RANK", "1",
+                          "SLURM_MPI_TYPE", "pmix", NULL};
+    e = detect(pmix);
+    ZT_CHECK(e.source == ZG_LAUNCH_SRC_SLURM && zg_launch_check_mpi_bootstrap(&e) == 0);
+    const char *pmi2[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "1", "SLURM_STEP_NUM_TASKS", "2", "PMI_RANK", "1",
+                          "PMI_SIZE", "2", "PMI_FD", "11", "SLURM_MPI_TYPE", "pmi2", NULL};
+    e = detect(pmi2);
+    ZT_CHECK(e.source == ZG_LAUNCH_SRC_PMI && zg_launch_check_mpi_bootstrap(&e) == 0);
+    /* one task needs no peers; mpirun and plain processes are not srun steps */
+    const char *one[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "0", "SLURM_STEP_NUM_TASKS", "1", NULL};
+    e = detect(one);
+    ZT_CHECK(zg_launch_check_mpi_bootstrap(&e) == 0);
+    const char *ompi[] = {"OMPI_COMM_WORLD_RANK", "0", "OMPI_COMM_WORLD_SIZE", "2", NULL};
+    e = detect(ompi);
+    ZT_CHECK(zg_launch_check_mpi_bootstrap(&e) == 0);
+}
+
 int main(void) {
     zt_run("none", test_none);
     zt_run("zgpt --gpus", test_zgpt_gpus);
@@ -105,6 +130,7 @@ int main(void) {
     zt_run("srun", test_srun);
     zt_run("sbatch script is not a worker", test_sbatch_script_is_not_a_worker);
     zt_run("precedence and bad values", test_precedence_and_bad_values);
+    zt_run("srun needs PMIx for MPI", test_mpi_bootstrap);
     const char *none[] = {NULL};
     env_only(none);
     return zt_finish();
