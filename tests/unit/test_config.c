@@ -92,7 +92,7 @@ static void test_errors(void) {
     ZT_CHECK(load(&c, "{\"fp16\": {\"enabled\": true}, \"bf16\": {\"enabled\": true}}", NULL, NULL, 0) != 0);
     ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"WarmupLR\", \"params\": {\"cos_min_ratio\": 0.1}}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("cos_min_ratio") && has("WarmupLR"));
-    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"OneCycle\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"LRRangeTest\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("WarmupCosineLR"));
     ZT_CHECK(load(&c, "{\"data\": \"d\",}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("invalid JSON") && has("line 1"));

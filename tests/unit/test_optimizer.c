@@ -42,7 +42,7 @@ static void test_ranges_equal_full(void) {
     size_t n = g_tab.num_params;
     twin_bufs t = twins_new(n, 1, 2);
     float *g = t.g, *full = t.full, *parts = t.parts;
-    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, full) == 0);
     for (int s = 0; s < 3; s++) zg_optimizer_step(&o, full, g, 1e-2f, 0.5f);
@@ -74,7 +74,7 @@ static void test_parts_equal_step(void) {
     size_t n = g_tab.num_params, b = 333, e = n - 45; /* e: inside the last layer */
     twin_bufs t = twins_new(n, 3, 4);
     float *g = t.g, *full = t.full, *parts = t.parts;
-    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     zg_optimizer o, q;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, b, e, &oc, ZG_F32, full + b) == 0);
     ZT_CHECK(zg_optimizer_init(&q, g_be, &g_tab, b, e, &oc, ZG_F32, parts + b) == 0);
@@ -116,7 +116,7 @@ static void test_decay_and_reference(void) {
     size_t gi = w->offset + 5;
     g[gi] = 0.3f;
     float lr = 1e-2f, wd = 0.1f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
-    zg_optimizer_config oc = {lr, b1, b2, eps, wd};
+    zg_optimizer_config oc = {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd};
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
     double m = 0, v = 0, x = p_ref[gi];
