@@ -659,7 +659,6 @@ static void fill_fields(zg_train_config *cfg, const cJSON *root, load_state *ls)
         }
         if (k->fk == FK_STR || k->fk == FK_ENUM)
             auto_note(ls, root, k->path, "%s (zgpt's default)", k->sdef ? k->sdef : "its default");
-        else
         else if (k->def < 0)
             auto_note(ls, root, k->path, "zgpt's default (its engine decides; docs/DISTRIBUTED.md)");
         else
