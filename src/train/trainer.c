@@ -682,6 +682,9 @@ static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
     zg_optimizer_config oc;
     zg_train_config_optimizer(cfg, &oc);
+    if (tr->comm && cfg->optim == ZG_OPTIMIZER_LAMB)
+        return zg_errorf("optimizer Lamb on %d processes is not supported yet (its trust ratio needs each tensor's "
+                         "norm across the ZeRO shards); train Lamb on one process, or use AdamW", tr->world);
     if (tr->comm) {
         zg_zero_opts zo;
         zg_zero_opts_from_config(&cfg->zero, &zo);
