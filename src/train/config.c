@@ -368,6 +368,18 @@ static int validate_value(const key_spec *k, const cJSON *v, const char *source)
     return 0;
 }
 
+/* Whether `path` is the params of an optimizer or scheduler type zgpt refuses (parent: its section). */
+static int params_of_unsupported(const cJSON *parent, const char *path) {
+    if (strcmp(path, "optimizer.params") != 0 && strcmp(path, "scheduler.params") != 0) return 0;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(parent, "type");
+    if (!cJSON_IsString(t)) return 0;
+    static const char *const supported[] = {"Adam", "AdamW", "Lamb", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR",
+                                            "OneCycle"};
+    for (size_t i = 0; i < sizeof supported / sizeof supported[0]; i++)
+        if (strcasecmp(t->valuestring, supported[i]) == 0) return 0;
+    return 1;
+}
+
 /* Walks an object: every key must be in the table (sections are walked recursively). Every problem
  * is collected. */
 static void validate_tree(const cJSON *obj, const char *prefix, const char *source, load_state *ls) {
@@ -397,7 +409,10 @@ static void validate_tree(const cJSON *obj, const char *prefix, const char *sour
             collect(ls);
             continue;
         }
-        if (k->type == K_SECTION || (k->type == K_COMPILE && cJSON_IsObject(it))) validate_tree(it, path, source, ls);
+        if (k->type == K_SECTION || (k->type == K_COMPILE && cJSON_IsObject(it))) {
+            if (params_of_unsupported(obj, path)) continue; /* the type is refused; its params are its own */
+            validate_tree(it, path, source, ls);
+        }
     }
 }
 
