@@ -1164,6 +1164,15 @@ __device__ __forceinline__ int zgc_seg_of(const zgc_seg_dev *segs, int n_segs, u
     return lo;
 }
 
+/* Adam's moments of element i, updated in place with gradient g (also returned). */
+__device__ __forceinline__ void zgc_adam_moments(float *m, float *v, size_t i, float g, float b1, float b2, float *mi,
+                                                 float *vi) {
+    *mi = b1 * m[i] + (1.f - b1) * g;
+    *vi = b2 * v[i] + (1.f - b2) * g * g;
+    m[i] = *mi;
+    v[i] = *vi;
+}
+
 /* Lamb's update direction u = m / denom + wd * p (backend.h). */
 __device__ __forceinline__ float zgc_lamb_dir(float m, float v, float p, float wd, float eps, int eps_inside) {
     return m / (eps_inside ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
@@ -1188,12 +1197,9 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_moments_kernel(cons
         size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
         if (j >= sg.count) break;
         size_t i = sg.offset + j;
-        float g = zgc_to_f(grad[i]) * gscale;
         float p = master ? master[i] : zgc_to_f(param[i]);
-        float mi = b1 * m[i] + (1.f - b1) * g;
-        float vi = b2 * v[i] + (1.f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
+        float mi, vi;
+        zgc_adam_moments(m, v, i, zgc_to_f(grad[i]) * gscale, b1, b2, &mi, &vi);
         float u = zgc_lamb_dir(mi, vi, p, sg.wd, eps, eps_inside);
         w2 += p * p;
         u2 += u * u;
@@ -1263,13 +1269,10 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_adamw_kernel(TP *param, 
         size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
         if (j >= sg.count) break;
         size_t i = sg.offset + j;
-        float g = zgc_to_f(grad[i]) * gscale;
         float p = master ? master[i] : zgc_to_f(param[i]);
         p -= lr * sg.wd * p;
-        float mi = b1 * m[i] + (1.f - b1) * g;
-        float vi = b2 * v[i] + (1.f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
+        float mi, vi;
+        zgc_adam_moments(m, v, i, zgc_to_f(grad[i]) * gscale, b1, b2, &mi, &vi);
         p -= lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
         if (master) master[i] = p;
         param[i] = zgc_from_f<TP>(p);
