@@ -743,7 +743,7 @@ static double alias_num(const cJSON *root, const char *alias, const char *canon,
     double v = c ? c->valuedouble : a ? a->valuedouble : (is_a || !ds) ? def_nano : def_ds;
     if (a)
         auto_note(ls, root, canon, "%g (from %s)", v, alias);
-    else
+    else if (v >= 0) /* (a negative default means "derived later", noted there) */
         auto_note(ls, root, canon, "%g (%s's default)", v, alias);
     return v;
 }
