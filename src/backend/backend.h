@@ -45,7 +45,11 @@ typedef struct {
     float weight_decay;
 } zg_segment;
 
-/* AdamW over several segments of flat buffers, in one call. */
+/* An Adam-family step (AdamW, or DeepSpeed's Lamb) over several segments of flat buffers, in one call.
+ * Lamb (DeepSpeed's FusedLamb): per segment (the optimizer gives one segment per tensor),
+ *   m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2,  u = m / (sqrt(v) + eps) + wd p   (sqrt(v + eps) with
+ *   eps_inside_sqrt),  c = clamp(||p|| / ||u||, min_coeff, max_coeff) (1 when either norm is 0),
+ *   p -= lr * sqrt(1 - b2^step) / (1 - b1^step) * c * u   (lr alone without bias correction). */
 typedef struct {
     void *param;          /* low-precision parameters (param_dtype); == master when params are fp32 */
     float *master;        /* fp32 master weights, or NULL when param is already fp32 */
@@ -58,6 +62,10 @@ typedef struct {
     float grad_scale;     /* multiply gradients by this first (1/loss_scale * clip coefficient) */
     int seg_begin, seg_end; /* update only segments [seg_begin, seg_end) of segs (seg_end 0: all of them);
                              * the table stays whole so that a device backend can keep its copy */
+    int no_bias_correction; /* DeepSpeed's bias_correction false: 1 - beta^step taken as 1 */
+    int lamb;               /* Lamb instead of AdamW (above) */
+    int eps_inside_sqrt;    /* Lamb */
+    float max_coeff, min_coeff; /* Lamb: the trust ratio's clamp */
 } zg_adamw_args;
 
 typedef struct {

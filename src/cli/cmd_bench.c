@@ -142,7 +142,7 @@ int zg_cmd_bench(int argc, char **argv) {
         status = zg_cli_fail();
         goto done;
     }
-    zg_optimizer_config oc = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     if (gpt2_grads_alloc(&m) != 0 ||
         zg_optimizer_init(&opt, be, &m.table, 0, m.table.num_params, &oc, be->param_dtype, m.params) != 0 ||
         gpt2_activations_ensure(&m, B, T) != 0) {

@@ -105,24 +105,16 @@ int zg_cmd_plan(int argc, char **argv) {
     memset(&g, 0, sizeof g);
     const char *name = a.model;
     if (!name && have_cfg && tc.init_from && strncmp(tc.init_from, "gpt2", 4) == 0) name = tc.init_from;
-    if (name) {
-        if (gpt2_config_by_name(name, &g) != 0) goto out;
-    } else {
-        g.n_layer = 12;
-        g.n_head = 12;
-        g.n_embd = 768;
-        g.block_size = 1024;
-        g.vocab_size = 50257;
-        name = "custom";
-    }
+    gpt2_config named;
+    if (name && gpt2_config_by_name(name, &named) != 0) goto out;
+    if (!name) name = "custom";
     if (have_cfg && !a.model) {
-        if (tc.n_layer) g.n_layer = tc.n_layer;
-        if (tc.n_head) g.n_head = tc.n_head;
-        if (tc.n_embd) g.n_embd = tc.n_embd;
-        if (tc.block_size) g.block_size = tc.block_size;
-        if (tc.vocab_size) g.vocab_size = tc.vocab_size;
+        if (zg_train_config_model_shape(&tc, strcmp(name, "custom") ? &named : NULL, &g) != 0) goto out;
+    } else if (strcmp(name, "custom") != 0) {
+        g = named;
+    } else if (gpt2_config_by_name("gpt2", &g) != 0) {
+        goto out;
     }
-    if (gpt2_config_validate(&g) != 0) goto out;
     if (gpt2_param_table_init(&table, &g) != 0) goto out;
     have_table = 1;
     size_t n = table.num_params;
@@ -184,6 +176,7 @@ int zg_cmd_plan(int argc, char **argv) {
         rc = 0;
         goto out;
     }
+    if (have_cfg) zg_train_config_print_notes(&tc, stdout); /* resolved "auto"s and keys without effect */
     printf("zgpt plan: %s (%d layers, %d heads, %d channels), %zu parameters (Psi, padded vocabulary)\n", name,
            g.n_layer, g.n_head, g.n_embd, n);
     printf("  %d rank%s, ZeRO stage %d, %s params/grads on %s, fp32 Adam%s, micro-batch %d x %d tokens%s%s\n", N,

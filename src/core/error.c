@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { ZG_ERROR_CAP = 2048 };
+enum { ZG_ERROR_CAP = 8192 }; /* a config load reports all its problems in one message */
 
 static _Thread_local char tl_message[ZG_ERROR_CAP];
 static _Thread_local char tl_errno_text[256];

@@ -2,27 +2,40 @@
  *
  * Sources, merged in this order:
  *   1. the config FILE (one JSON object: training keys, and optionally DeepSpeed keys),
- *   2. the DeepSpeed file (--deepspeed), used unchanged; a key present in both must have the same
- *      value (else an error naming the key and both values),
- *   3. --set key.path=value overrides (the value is parsed by the key's type; lists/objects as JSON).
- * Every key is checked against one table (config.c): an unknown key is an error naming it and the
- * closest valid key; a wrong type or range names the key, the value and what is allowed. Aliases
- * (nanoGPT's batch_size, learning_rate, grad_clip, weight_decay, beta1, beta2) must agree with their
- * DeepSpeed counterparts when both are given.
+ *   2. the DeepSpeed file (--deepspeed), used unchanged; a key present in both with different values is
+ *      an error unless one of them is "auto" (then the other value is used),
+ *   3. --set key.path=value overrides: they win over both files (no conflict is reported for a key
+ *      that --set gives); the value is parsed by the key's type; lists/objects as JSON.
+ * Every key is described by one table (config.c): its type and range, whether "auto" is allowed, the
+ * field of zg_train_config it fills and its default, and, for a key zgpt does not act on, the one
+ * line the run prints instead. DeepSpeed's other spellings (bfloat16, the names without stage3_,
+ * cpu_offload, ...) are read as their canonical keys. All problems of a load are reported together
+ * (one per line); an unknown key names the key DeepSpeed users usually mean (a table of known renames
+ * first, then the closest valid key).
+ *
+ * "auto" (the Hugging Face Trainer's convention) takes zgpt's resolved value: the nanoGPT key the
+ * Trainer argument corresponds to (learning_rate, batch_size, grad_clip, beta1/beta2, weight_decay,
+ * warmup_iters, lr_decay_iters / max_iters, dtype), or its default. Every resolved "auto" and every
+ * accepted key that does not act are listed in `notes` (printed by the training banner and plan).
  *
  * The merged JSON (after overrides) is kept as text so checkpoints can record the exact config. */
 #ifndef ZG_TRAIN_CONFIG_H
 #define ZG_TRAIN_CONFIG_H
 
+#include "model/gpt2.h"
 #include "monitor/monitor.h"
 #include "text/dataloader.h"
 #include "train/loss_scaler.h"
+#include "train/optimizer.h"
 #include "train/schedule.h"
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum { ZG_PREC_AUTO = 0, ZG_PREC_FP32, ZG_PREC_BF16, ZG_PREC_FP16 } zg_precision;
+
+typedef enum { ZG_OFFLOAD_NONE = 0, ZG_OFFLOAD_CPU, ZG_OFFLOAD_NVME } zg_offload_device;
 
 /* zero_optimization: accepted and stored here; acted on by the ZeRO engine. -1 = not given (auto). */
 typedef struct {
@@ -31,7 +44,13 @@ typedef struct {
     int64_t reduce_bucket_size, allgather_bucket_size;
     int64_t stage3_prefetch_bucket_size, stage3_param_persistence_threshold, stage3_max_live_parameters,
         stage3_max_reuse_distance;
+    /* ZeRO-Offload as asked for (zgpt has no offload engine yet: the state stays on the device) */
+    zg_offload_device offload_optimizer, offload_param;
 } zg_zero_config;
+
+
+
+
 
 typedef struct {
     /* model */
@@ -65,8 +84,12 @@ typedef struct {
     int world_size;
 
     /* optimizer */
+    zg_optimizer_kind optim; /* optimizer.type: Adam/AdamW (decoupled weight decay) or Lamb */
     int adam_w_mode; /* 1: AdamW (decoupled); "Adam" with weight_decay 0 is the same update */
+    int bias_correction;   /* optimizer.params.bias_correction (default true) */
+    int eps_inside_sqrt;   /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
     double lr, beta1, beta2, eps, weight_decay, grad_clip;
+    double max_coeff, min_coeff; /* Lamb's trust-ratio clamp */
 
     zg_schedule_config sched;
 
@@ -77,14 +100,16 @@ typedef struct {
 
     zg_zero_config zero;
 
+    zg_monitor_config monitor; /* tensorboard / csv_monitor / wandb sections (and nanoGPT's wandb_* keys) */
+
     int steps_per_print; /* tolerated DeepSpeed key, stored */
     int wall_clock_breakdown; /* per-phase step times (each phase synchronised) on the log line */
     int comm_max_ctas;        /* NCCL: most thread blocks per collective; 0 NCCL's choice, -1 auto
                                  (zg_train_config_comm_max_ctas) */
 
-    zg_monitor_config monitor; /* tensorboard / csv_monitor / wandb sections (and nanoGPT's wandb_* keys) */
-
     char *json_text; /* the merged, validated configuration (compact JSON) */
+    char **notes;    /* "auto: KEY = VALUE (from ...)" and "note: ..." lines, in table order */
+    int n_notes;
 } zg_train_config;
 
 /* Loads and validates. ds_path and sets may be NULL/0. Returns -1 with a one-line error. */
@@ -119,6 +144,17 @@ int zg_train_config_resolve_batch(zg_train_config *cfg, int world_size);
  * dtype; auto = bf16 on CUDA, fp32 on the CPU. */
 zg_precision zg_train_config_precision(const zg_train_config *cfg, const char *backend_name);
 const char *zg_precision_name(zg_precision p);
+
+/* Prints the notes (every resolved "auto" and every accepted key that does not act), one per line. */
+void zg_train_config_print_notes(const zg_train_config *cfg, FILE *f);
+
+/* The model shape the config asks for: `base` (a named or loaded model's shape; NULL: GPT-2 124M, the
+ * nanoGPT default) with the config's n_layer, n_head, n_embd, block_size, vocab_size over it. For the
+ * trainer (init_from scratch) and zgpt plan. -1 with an error when the result is not a valid shape. */
+int zg_train_config_model_shape(const zg_train_config *cfg, const gpt2_config *base, gpt2_config *out);
+
+/* The optimizer's settings for this config. */
+void zg_train_config_optimizer(const zg_train_config *cfg, zg_optimizer_config *out);
 
 /* The list of every valid key path (for suggestions and docs). */
 size_t zg_train_config_keys(const char *const **out);

@@ -33,6 +33,13 @@ int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *t
         o->n_segs++;
     }
     free(all);
+    if (cfg->kind == ZG_OPTIMIZER_LAMB) {
+        /* Lamb's trust ratio is per tensor: one segment per tensor */
+        size_t *cuts = zg_malloc((size_t)(table->n_tensors > 0 ? table->n_tensors : 1) * sizeof *cuts);
+        for (int i = 0; i < table->n_tensors; i++) cuts[i] = table->tensors[i].offset;
+        zg_optimizer_split(o, cuts, table->n_tensors);
+        free(cuts);
+    }
     if (n == 0) return 0;
 
     size_t bytes = n * sizeof(float);
@@ -90,6 +97,11 @@ static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin
     a.eps = o->cfg.eps;
     a.step = (int)o->step;
     a.grad_scale = grad_scale;
+    a.no_bias_correction = o->cfg.no_bias_correction;
+    a.lamb = o->cfg.kind == ZG_OPTIMIZER_LAMB;
+    a.eps_inside_sqrt = o->cfg.eps_inside_sqrt;
+    a.max_coeff = o->cfg.max_coeff;
+    a.min_coeff = o->cfg.min_coeff;
     o->be->ops->adamw(o->be, &a);
 }
 

@@ -15,8 +15,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Zero-initialised fields mean DeepSpeed's defaults: AdamW with bias correction. */
+typedef enum { ZG_OPTIMIZER_ADAMW = 0, ZG_OPTIMIZER_LAMB } zg_optimizer_kind;
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
+    zg_optimizer_kind kind;
+    int no_bias_correction; /* optimizer.params.bias_correction false */
+    int eps_inside_sqrt;    /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
+    float max_coeff, min_coeff; /* Lamb: the trust ratio ||w|| / ||update|| is clamped to these */
 } zg_optimizer_config;
 
 typedef struct {

@@ -151,12 +151,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         snprintf(what, sizeof what, "checkpoint '%s'", resume_ck->dir);
         if (check_shape(c, &mc, what) != 0) return -1;
     } else if (strcmp(c->init_from, "scratch") == 0) {
-        mc.n_layer = c->n_layer ? c->n_layer : 12;
-        mc.n_head = c->n_head ? c->n_head : 12;
-        mc.n_embd = c->n_embd ? c->n_embd : 768;
-        mc.block_size = c->block_size ? c->block_size : 1024;
-        mc.vocab_size = c->vocab_size ? c->vocab_size : ZG_GPT2_VOCAB_SIZE;
-        if (gpt2_config_validate(&mc) != 0) return zg_error_prefix("model config");
+        if (zg_train_config_model_shape(c, NULL, &mc) != 0) return -1;
     } else {
         if (zg_model_source_open(&src, c->init_from, 1) != 0) return zg_error_prefix("init_from '%s'", c->init_from);
         have_src = 1;
@@ -738,6 +733,11 @@ static int run_loop(trainer *tr, zg_precision prec) {
         }
         wc_mark(tr, wc, WC_NORM, &wt);
         double lr = zg_schedule_lr(&c->sched, tr->opt->step);
+        double b1, b2; /* OneCycle cycles beta1 (and sets beta2) per step, as DeepSpeed's scheduler does */
+        if (zg_schedule_betas(&c->sched, tr->opt->step, &b1, &b2)) {
+            tr->opt->cfg.beta1 = (float)b1;
+            tr->opt->cfg.beta2 = (float)b2;
+        }
         if (tr->scaler.cfg.enabled) {
             char msg[512];
             zg_scaler_result r = zg_loss_scaler_update(&tr->scaler, overflow, msg, sizeof msg);
@@ -877,8 +877,11 @@ static int setup_parallel(trainer *tr) {
 
 static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
-    zg_optimizer_config oc = {(float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->eps,
-                              (float)cfg->weight_decay};
+    zg_optimizer_config oc;
+    zg_train_config_optimizer(cfg, &oc);
+    if (tr->comm && cfg->optim == ZG_OPTIMIZER_LAMB)
+        return zg_errorf("optimizer Lamb on %d processes is not supported yet (its trust ratio needs each tensor's "
+                         "norm across the ZeRO shards); train Lamb on one process, or use AdamW", tr->world);
     if (tr->comm) {
         zg_zero_opts zo;
         zg_zero_opts_from_config(&cfg->zero, &zo);
@@ -1012,6 +1015,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
                    (long long)cfg->max_iters);
             if (tr.comm) printf("; communicator %s", tr.comm->ops->name);
             printf("\n");
+            zg_train_config_print_notes(cfg, stdout);
             if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
             fflush(stdout);
         }

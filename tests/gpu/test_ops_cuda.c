@@ -817,6 +817,87 @@ static void test_classifier(void) {
 
 /* ---- optimizer, norms ---------------------------------------------------------------------------- */
 
+/* Lamb (DeepSpeed's FusedLamb, backend.h) in every dtype against a double reference per segment:
+ * moments, ||p|| and ||u|| over the segment, the clamped trust ratio, the bias-corrected step; one
+ * segment all zero (ratio 1), one empty, the clamps binding on others; then without bias correction
+ * and with eps inside the square root. */
+static void test_lamb(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->param_dtype;
+        size_t n = 300001;
+        zg_segment segs[5] = {{0, 1000, 0.1f}, {1000, 0, 0.f}, {1000, 200000, 0.f}, {201000, 4000, 0.f},
+                              {205000, 95001, 0.05f}};
+        for (int variant = 0; variant < 2; variant++) {
+            float *p = malloc(n * 4), *g = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
+            void *dg = dev_rand(be, be->grad_dtype, n, 0.1f, g);
+            for (size_t i = 0; i < n; i++) p[i] = 0.5f * zt_rand_uniform(&g_rng);
+            for (size_t i = 201000; i < 205000; i++) p[i] = 0.f; /* ||p|| = 0: ratio 1 */
+            void *dp = be->ops->alloc(be, n * (dt == ZG_F32 ? 4 : 2), "lamb params");
+            be->ops->upload_f32(be, dp, dt, p, n);
+            float *dmaster = NULL;
+            if (dt != ZG_F32) {
+                dmaster = be->ops->alloc(be, n * 4, "master");
+                be->ops->upload(be, dmaster, p, n * 4);
+            } else {
+                be->ops->download_f32(be, p, dp, dt, n);
+            }
+            float *dm = dev_rand(be, ZG_F32, n, 0.01f, m), *dv = dev_rand(be, ZG_F32, n, 0.01f, v);
+            for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+            be->ops->upload(be, dv, v, n * 4);
+            zg_adamw_args a;
+            memset(&a, 0, sizeof a);
+            a.param = dp;
+            a.master = dmaster;
+            a.grad = dg;
+            a.m = dm;
+            a.v = dv;
+            a.segs = segs;
+            a.n_segs = 5;
+            a.lr = 2e-2f;
+            a.beta1 = 0.9f;
+            a.beta2 = 0.999f;
+            a.eps = 1e-6f;
+            a.step = 3;
+            a.grad_scale = 0.5f;
+            a.lamb = 1;
+            a.max_coeff = 0.6f; /* binds on the 0.5-amplitude segments with small updates */
+            a.min_coeff = 0.05f;
+            a.no_bias_correction = variant;
+            a.eps_inside_sqrt = variant;
+            be->ops->adamw(be, &a);
+            double *rp = malloc(n * 8), *rm = malloc(n * 8), *rv = malloc(n * 8);
+            double bc1 = variant ? 1 : 1 - pow(0.9, 3), bc2 = variant ? 1 : 1 - pow(0.999, 3);
+            double step = 2e-2 * sqrt(bc2) / bc1;
+            for (int s = 0; s < 5; s++) {
+                size_t lo = segs[s].offset, hi = lo + segs[s].count;
+                double wd = segs[s].weight_decay, w2 = 0, u2 = 0;
+                for (size_t i = lo; i < hi; i++) {
+                    double gg = g[i] * 0.5;
+                    rm[i] = 0.9 * m[i] + 0.1 * gg;
+                    rv[i] = 0.999 * v[i] + 0.001 * gg * gg;
+                    double u = rm[i] / (variant ? sqrt(rv[i] + 1e-6) : sqrt(rv[i]) + 1e-6) + wd * p[i];
+                    w2 += (double)p[i] * p[i];
+                    u2 += u * u;
+                }
+                double c = 1;
+                if (w2 > 0 && u2 > 0) c = fmin(fmax(sqrt(w2) / sqrt(u2), 0.05), 0.6);
+                for (size_t i = lo; i < hi; i++)
+                    rp[i] = p[i] - step * c * (rm[i] / (variant ? sqrt(rv[i] + 1e-6) : sqrt(rv[i]) + 1e-6) + wd * p[i]);
+            }
+            float *op = dl(be, dmaster ? (void *)dmaster : dp, ZG_F32, n);
+            float *om = dl(be, dm, ZG_F32, n), *ov = dl(be, dv, ZG_F32, n);
+            check_rel(variant ? "lamb params (no bias corr., eps in sqrt)" : "lamb params (fp32 master)", dt, op, rp,
+                      n, 1e-6);
+            check_rel("lamb m", dt, om, rm, n, 1e-6);
+            check_rel("lamb v", dt, ov, rv, n, 1e-6);
+            free(op); free(om); free(ov); free(rp); free(rm); free(rv); free(p); free(g); free(m); free(v);
+            be->ops->dealloc(be, dp); be->ops->dealloc(be, dg); be->ops->dealloc(be, dm); be->ops->dealloc(be, dv);
+            if (dmaster) be->ops->dealloc(be, dmaster);
+        }
+    }
+}
+
 static void test_optimizer(void) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
@@ -833,7 +914,7 @@ static void test_optimizer(void) {
             dmaster = be->ops->alloc(be, n * 4, "master");
             be->ops->upload(be, dmaster, p, n * 4);
         }
-        zg_adamw_args a = {dp, dmaster, dg, dm, dv, segs, 4, 1e-2f, 0.9f, 0.95f, 1e-8f, 3, 0.5f, 0, 0};
+        zg_adamw_args a = {dp, dmaster, dg, dm, dv, segs, 4, 1e-2f, 0.9f, 0.95f, 1e-8f, 3, 0.5f, 0, 0, 0, 0, 0, 0, 0};
         if (di == 0) {
             be->ops->adamw(be, &a);
         } else { /* in two parts (segments [0, 3) then [3, 4)), as ZeRO-2 updates slot by slot */
@@ -1129,7 +1210,7 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     be->ops->zero(be, mm, P * 4);
     be->ops->zero(be, vv, P * 4);
     zg_segment seg[2] = {{0, P / 2, 0.1f}, {P / 2, P - P / 2, 0.f}};
-    zg_adamw_args a = {pp, master, gg, mm, vv, seg, 2, 1e-4f, 0.9f, 0.95f, 1e-8f, 1, 1.f, 0, 0};
+    zg_adamw_args a = {pp, master, gg, mm, vv, seg, 2, 1e-4f, 0.9f, 0.95f, 1e-8f, 1, 1.f, 0, 0, 0, 0, 0, 0, 0};
     char lab[64];
     snprintf(lab, sizeof lab, "adamw (%.0fM params)", P / 1e6);
     BENCH(&ctx, lab, 0, (double)P * (2 + 2 + 12 + 12), be->ops->adamw(be, &a));
@@ -1188,6 +1269,7 @@ int main(int argc, char **argv) {
         zt_run("attention_cached", test_attention_cached);
         zt_run("classifier", test_classifier);
         zt_run("optimizer", test_optimizer);
+        zt_run("lamb", test_lamb);
     }
     for (int i = 0; i < 3; i++) zg_backend_destroy(g_be[i]);
     return zt_finish();

@@ -26,7 +26,7 @@ static void fill(float *x, size_t n, uint64_t seed) {
 
 /* An optimizer over [a, b) with recognisable m, v, and master. */
 static void make_opt(zg_optimizer *o, size_t a, size_t b, zg_dtype pdt, const float *m, const float *v) {
-    zg_optimizer_config oc = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     ZT_CHECK(zg_optimizer_init(o, g_be, &g_tab, a, b, &oc, ZG_F32, NULL) == 0);
     memcpy(o->m, m + a, (b - a) * sizeof(float));
     memcpy(o->v, v + a, (b - a) * sizeof(float));
@@ -66,7 +66,7 @@ static void test_roundtrip_ranges(void) {
     ZT_CHECK(zg_ckpt_read_model(&c, back) == 0 && memcmp(back, p, n * 4) == 0);
     /* a range crossing the shard boundary, as a rank of another world size would read it */
     zg_optimizer o;
-    zg_optimizer_config oc = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     size_t a = n / 5, b = n / 2 + 3;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, a, b, &oc, ZG_F32, NULL) == 0);
     ZT_CHECK(zg_ckpt_read_optimizer(&c, &o) == 0);

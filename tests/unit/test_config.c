@@ -31,6 +31,286 @@ static int load(zg_train_config *c, const char *main_json, const char *ds_json, 
 
 static int has(const char *s) { return strstr(zg_error_message(), s) != NULL; }
 
+/* Whether one of the config's notes contains s. */
+static int noted(const zg_train_config *c, const char *s) {
+    for (int i = 0; i < c->n_notes; i++)
+        if (strstr(c->notes[i], s)) return 1;
+    return 0;
+}
+
+/* The Hugging Face Trainer's style: everything the Trainer fills is "auto". */
+static const char *const k_hf_auto =
+    "{\"train_batch_size\": \"auto\", \"train_micro_batch_size_per_gpu\": \"auto\", "
+    "\"gradient_accumulation_steps\": \"auto\", \"gradient_clipping\": \"auto\","
+    "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": \"auto\", \"betas\": \"auto\", \"eps\": \"auto\","
+    " \"weight_decay\": \"auto\"}},"
+    "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_min_lr\": \"auto\", \"warmup_max_lr\": \"auto\","
+    " \"warmup_num_steps\": \"auto\", \"total_num_steps\": \"auto\"}},"
+    "\"fp16\": {\"enabled\": \"auto\"}, \"bf16\": {\"enabled\": \"auto\"},"
+    "\"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": \"auto\"}}";
+
+static void test_auto(void) {
+    zg_train_config c;
+    /* "auto" takes the nanoGPT keys (the Trainer's arguments) ... */
+    int rc = load(&c,
+                  "{\"learning_rate\": 0.002, \"batch_size\": 4, \"grad_clip\": 0.5, \"beta2\": 0.98, "
+                  "\"weight_decay\": 0.05, \"warmup_iters\": 7, \"lr_decay_iters\": 40, \"max_iters\": 50, "
+                  "\"dtype\": \"fp16\"}",
+                  k_hf_auto, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_NEAR(c.lr, 0.002, 0, 0);
+        ZT_CHECK(c.micro_batch == 4 && c.grad_accum == 1);
+        ZT_NEAR(c.grad_clip, 0.5, 0, 0);
+        ZT_NEAR(c.beta1, 0.9, 0, 0);
+        ZT_NEAR(c.beta2, 0.98, 0, 0);
+        ZT_NEAR(c.weight_decay, 0.05, 0, 0);
+        ZT_CHECK(c.sched.type == ZG_SCHED_WARMUP_DECAY_LR && c.sched.warmup_num_steps == 7 &&
+                 c.sched.total_num_steps == 40);
+        ZT_NEAR(c.sched.warmup_max_lr, 0.002, 0, 0);
+        ZT_CHECK(c.fp16_enabled && zg_train_config_precision(&c, "cuda") == ZG_PREC_FP16);
+        ZT_CHECK(c.zero.reduce_bucket_size == -1); /* the engine's default */
+        /* ... and every resolved "auto" is reported with its source */
+        ZT_CHECK(noted(&c, "auto: optimizer.params.lr = 0.002 (from learning_rate)"));
+        ZT_CHECK(noted(&c, "auto: scheduler.params.warmup_num_steps = 7 (from warmup_iters)"));
+        ZT_CHECK(noted(&c, "auto: scheduler.params.total_num_steps = 40 (from lr_decay_iters)"));
+        ZT_CHECK(noted(&c, "auto: gradient_clipping = 0.5 (from grad_clip)"));
+        ZT_CHECK(noted(&c, "auto: train_micro_batch_size_per_gpu = 4 (from batch_size)"));
+        ZT_CHECK(noted(&c, "auto: fp16.enabled = true (from dtype 'fp16')"));
+        zg_train_config_free(&c);
+    }
+    /* ... or their defaults: an all-"auto" optimizer keeps nanoGPT's beta2 0.95 (absent params take
+     * DeepSpeed's defaults, 0.999) */
+    rc = load(&c, "{\"max_iters\": 5000}", k_hf_auto, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_NEAR(c.beta2, 0.95, 0, 0);
+        ZT_NEAR(c.lr, 6e-4, 0, 0);
+        ZT_NEAR(c.weight_decay, 0.1, 0, 0);
+        ZT_CHECK(c.micro_batch == 12 && c.grad_accum == 1);
+        ZT_CHECK(c.sched.warmup_num_steps == 2000 && c.sched.total_num_steps == 5000);
+        ZT_CHECK(noted(&c, "warmup_iters' default"));
+        ZT_CHECK(noted(&c, "bf16.enabled = auto (dtype auto"));
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"optimizer\": {\"type\": \"AdamW\"}}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_NEAR(c.beta2, 0.999, 0, 0);
+        ZT_NEAR(c.lr, 1e-3, 0, 0);
+        ZT_NEAR(c.weight_decay, 0.0, 0, 0); /* FusedAdam's default */
+        zg_train_config_free(&c);
+    }
+    /* an auto total below the warmup never decays: said at start */
+    rc = load(&c, "{\"max_iters\": 20}", k_hf_auto, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(noted(&c, "never decays"));
+        zg_train_config_free(&c);
+    }
+}
+
+/* A key in both files: equal, or one of them "auto" (the other wins), or --set gives it. */
+static void test_conflicts_and_set(void) {
+    zg_train_config c;
+    ZT_CHECK(load(&c, "{\"gradient_accumulation_steps\": 1}", "{\"gradient_accumulation_steps\": 32}", NULL, 0) != 0);
+    ZT_CHECK(has("gradient_accumulation_steps") && has("is 1 in") && has("but 32 in") && has("--set"));
+    const char *set32[] = {"gradient_accumulation_steps=32"};
+    int rc = load(&c, "{\"gradient_accumulation_steps\": 1}", "{\"gradient_accumulation_steps\": 32}", set32, 1);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.grad_accum == 32);
+        zg_train_config_free(&c);
+    }
+    /* --set of a section wins over the files' keys inside it */
+    const char *set_opt[] = {"optimizer={\"type\": \"AdamW\", \"params\": {\"lr\": 0.01}}"};
+    rc = load(&c, "{\"optimizer\": {\"params\": {\"lr\": 0.1}}}", "{\"optimizer\": {\"params\": {\"lr\": 0.2}}}",
+              set_opt, 1);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_NEAR(c.lr, 0.01, 0, 0);
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"gradient_accumulation_steps\": 4}", "{\"gradient_accumulation_steps\": \"auto\"}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.grad_accum == 4);
+        ZT_CHECK(noted(&c, "'gradient_accumulation_steps' is \"auto\" in") && noted(&c, "using 4 from"));
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"gradient_clipping\": \"auto\"}", "{\"gradient_clipping\": 0.25}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_NEAR(c.grad_clip, 0.25, 0, 0);
+        zg_train_config_free(&c);
+    }
+}
+
+/* Every problem of a load at once; suggestions from DeepSpeed's renames before edit distance. */
+static void test_all_errors_and_suggestions(void) {
+    zg_train_config c;
+    ZT_CHECK(load(&c, "{\"max_iter\": 5, \"eval_iters\": 0, \"comm_overlap\": true}",
+                  "{\"max_grad_norm\": 1.0, \"zero_optimization\": {\"comm_overlap\": true}}", NULL, 0) != 0);
+    ZT_CHECK(has("5 problems"));
+    ZT_CHECK(has("'max_iter'; did you mean 'max_iters'"));
+    ZT_CHECK(has("eval_iters") && has(">= 1"));
+    ZT_CHECK(has("'comm_overlap'; did you mean 'zero_optimization.overlap_comm'"));
+    ZT_CHECK(has("'zero_optimization.comm_overlap'; did you mean 'zero_optimization.overlap_comm'"));
+    ZT_CHECK(has("'max_grad_norm'; did you mean 'gradient_clipping'"));
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"max_grad_norm\": 1.0}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("max_grad_norm") && has("gradient_clipping"));
+    /* a bad --set and a bad file key together */
+    const char *bad[] = {"max_iters=abc"};
+    ZT_CHECK(load(&c, "{\"lerning_rate\": 1}", NULL, bad, 1) != 0);
+    ZT_CHECK(has("2 problems") && has("abc") && has("'learning_rate'"));
+}
+
+static void test_names_and_spellings(void) {
+    zg_train_config c;
+    int rc = load(&c,
+                  "{\"optimizer\": {\"type\": \"ADAMW\", \"params\": {\"lr\": 0.001, \"bias_correction\": false}},"
+                  "\"scheduler\": {\"type\": \"warmuplr\", \"params\": {\"warmup_num_steps\": 10}},"
+                  "\"bfloat16\": {\"enabled\": true, \"immediate_grad_update\": true},"
+                  "\"zero_optimization\": {\"stage\": 3, \"max_live_parameters\": 1e9, \"max_reuse_distance\": 5,"
+                  " \"gather_16bit_weights_on_model_save\": true, \"prefetch_bucket_size\": 7},"
+                  "\"compile\": {\"disable\": false, \"backend\": \"inductor\"}}",
+                  NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.optim == ZG_OPTIMIZER_ADAMW && c.bias_correction == 0);
+        ZT_CHECK(c.sched.type == ZG_SCHED_WARMUP_LR);
+        ZT_CHECK(c.bf16_enabled);
+        ZT_CHECK(c.zero.stage3_max_live_parameters == 1000000000 && c.zero.stage3_max_reuse_distance == 5 &&
+                 c.zero.stage3_prefetch_bucket_size == 7);
+        ZT_CHECK(noted(&c, "'compile'") && noted(&c, "torch.compile"));
+        ZT_CHECK(noted(&c, "stage3_max_live_parameters' has no effect"));
+        zg_optimizer_config oc;
+        zg_train_config_optimizer(&c, &oc);
+        ZT_CHECK(oc.no_bias_correction == 1 && oc.kind == ZG_OPTIMIZER_ADAMW);
+        /* the stored JSON (canonical spellings) loads again */
+        zg_train_config d;
+        ZT_CHECK(zg_train_config_parse(&d, c.json_text, "stored") == 0);
+        zg_train_config_free(&d);
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"optimizer\": {\"type\": \"lamb\", \"params\": {\"lr\": 0.01, \"max_coeff\": 0.3, \"min_coeff\": 0.1}}}",
+              NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.optim == ZG_OPTIMIZER_LAMB);
+        ZT_NEAR(c.max_coeff, 0.3, 0, 0);
+        ZT_NEAR(c.min_coeff, 0.1, 0, 0);
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"Lamb\", \"params\": {\"adam_w_mode\": true}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("adam_w_mode is not a parameter of Lamb"));
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"OneBitAdam\", \"params\": {\"freeze_step\": 400}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("optimizer.type 'OneBitAdam' is not supported by zgpt"));
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"AdamX\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("AdamX") && has("did you mean"));
+    ZT_CHECK(load(&c, "{\"bf16\": {\"enabled\": true}, \"bfloat16\": {\"enabled\": false}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("'bfloat16' and 'bf16'"));
+    /* OneCycle, names in any case */
+    rc = load(&c, "{\"scheduler\": {\"type\": \"onecycle\", \"params\": {\"cycle_min_lr\": 1e-4, \"cycle_max_lr\": 1e-3,"
+                  " \"cycle_first_step_size\": 10}}}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.sched.type == ZG_SCHED_ONE_CYCLE && c.sched.cycle_first_step_size == 10 && c.sched.cycle_momentum);
+        ZT_CHECK(noted(&c, "cycles beta1"));
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"OneCycle\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("cycle_min_lr and cycle_max_lr"));
+}
+
+static void test_sections(void) {
+    zg_train_config c;
+    ZT_CHECK(load(&c, "{\"curriculum_learning\": {\"enabled\": true, \"curriculum_type\": \"seqlen\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("'curriculum_learning' is not supported by zgpt; remove it or set \"enabled\": false"));
+    ZT_CHECK(load(&c, "{\"sparse_attention\": {\"mode\": \"fixed\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("'sparse_attention' is not supported by zgpt"));
+    int rc = load(&c,
+                  "{\"curriculum_learning\": {\"enabled\": false, \"curriculum_type\": \"seqlen\"},"
+                  "\"data_efficiency\": {\"enabled\": false}, \"autotuning\": {\"fast\": true},"
+                  "\"monitor_config\": {\"enabled\": true}, \"comms_config\": {\"verbose\": false},"
+                  "\"flops_profiler\": {\"enabled\": true, \"profile_step\": 2},"
+                  "\"comms_logger\": {\"enabled\": false},"
+                  "\"tensorboard\": {\"enabled\": true, \"output_path\": \"tb\", \"job_name\": \"j\"},"
+                  "\"wandb\": {\"enabled\": false, \"project\": \"p\", \"team\": \"t\", \"group\": \"g\"},"
+                  "\"steps_per_print\": 2000, \"_comment\": \"hi\"}",
+                  NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(noted(&c, "'curriculum_learning' is disabled"));
+        ZT_CHECK(noted(&c, "'autotuning' is disabled")); /* DeepSpeed's default: off */
+        ZT_CHECK(noted(&c, "'monitor_config' is not a key DeepSpeed reads"));
+        ZT_CHECK(noted(&c, "'flops_profiler' is enabled, but"));
+        ZT_CHECK(!noted(&c, "'comms_logger'")); /* disabled: nothing to say */
+        ZT_CHECK(!noted(&c, "'tensorboard' is enabled, but")); /* the monitors act (src/monitor) */
+        ZT_CHECK(noted(&c, "'steps_per_print' has no effect"));
+        ZT_CHECK(noted(&c, "'_comment'"));
+        ZT_CHECK(c.monitor.tensorboard.enabled && strcmp(c.monitor.tensorboard.output_path, "tb") == 0 &&
+                 strcmp(c.monitor.tensorboard.job_name, "j") == 0);
+        ZT_CHECK(!c.monitor.wandb && strcmp(c.monitor.wandb_project, "p") == 0);
+        ZT_CHECK(noted(&c, "'wandb.group'")); /* `wandb sync` cannot set a group: said out loud */
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{\"tensorboard\": {\"enabled\": true, \"outputpath\": \"x\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("'tensorboard.output_path'"));
+    /* activation_checkpointing: zgpt's recompute settings */
+    rc = load(&c, "{\"activation_checkpointing\": {\"partition_activations\": false, \"number_checkpoints\": 3}}",
+              NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_recompute(&c) == (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM));
+        ZT_CHECK(c.recompute_num_layers == 3);
+        ZT_CHECK(noted(&c, "'activation_checkpointing': zgpt recomputes"));
+        zg_train_config_free(&c);
+    }
+}
+
+static void test_offload(void) {
+    zg_train_config c;
+    ZT_CHECK(load(&c, "{}", "{\"zero_optimization\": {\"stage\": 2, \"offload_optimizer\": {\"device\": \"nvmee\"}}}",
+                  NULL, 0) != 0);
+    ZT_CHECK(has("ds.json") && has("offload_optimizer.device") && has("nvmee") && has("did you mean \"nvme\""));
+    ZT_CHECK(load(&c, "{\"zero_optimization\": {\"offload_param\": {\"device\": \"cpu\", \"pin_mem\": true}}}", NULL,
+                  NULL, 0) != 0);
+    ZT_CHECK(has("offload_param.pin_memory"));
+    ZT_CHECK(load(&c, "{\"zero_optimization\": {\"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"/x\"}}}",
+                  NULL, NULL, 0) != 0);
+    ZT_CHECK(has("\"nvme\" is not supported by zgpt"));
+    int rc = load(&c,
+                  "{\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\", \"pin_memory\": true},"
+                  " \"offload_param\": {\"device\": \"none\"}}}",
+                  NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.zero.offload_optimizer == ZG_OFFLOAD_CPU && c.zero.offload_param == ZG_OFFLOAD_NONE);
+        ZT_CHECK(noted(&c, "keeps it on the device") && noted(&c, "plan counts it there"));
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"zero_optimization\": {\"stage\": 2, \"cpu_offload\": true}}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.zero.offload_optimizer == ZG_OFFLOAD_CPU && noted(&c, "offload_optimizer"));
+        zg_train_config_free(&c);
+    }
+}
+
+static void test_model_shape(void) {
+    zg_train_config c;
+    int rc = load(&c, "{\"n_layer\": 2, \"n_embd\": 64, \"n_head\": 4}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc != 0) return;
+    gpt2_config g, xl;
+    ZT_CHECK(zg_train_config_model_shape(&c, NULL, &g) == 0);
+    ZT_CHECK(g.n_layer == 2 && g.n_embd == 64 && g.n_head == 4 && g.block_size == 1024 && g.vocab_size == 50257);
+    ZT_CHECK(gpt2_config_by_name("gpt2-xl", &xl) == 0);
+    ZT_CHECK(zg_train_config_model_shape(&c, &xl, &g) == 0 && g.n_layer == 2 && g.n_embd == 64);
+    zg_train_config_free(&c);
+}
+
 static void test_deepspeed_file(void) {
     zg_train_config c;
     const char *ds = "{\"train_batch_size\": 32, \"train_micro_batch_size_per_gpu\": 1, \"gradient_clipping\": 1.0,"
@@ -92,7 +372,7 @@ static void test_errors(void) {
     ZT_CHECK(load(&c, "{\"fp16\": {\"enabled\": true}, \"bf16\": {\"enabled\": true}}", NULL, NULL, 0) != 0);
     ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"WarmupLR\", \"params\": {\"cos_min_ratio\": 0.1}}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("cos_min_ratio") && has("WarmupLR"));
-    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"OneCycle\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"LRRangeTest\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("WarmupCosineLR"));
     ZT_CHECK(load(&c, "{\"data\": \"d\",}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("invalid JSON") && has("line 1"));
@@ -188,6 +468,13 @@ int main(void) {
     zt_run("deepspeed_file", test_deepspeed_file);
     zt_run("errors", test_errors);
     zt_run("set_and_aliases", test_set_and_aliases);
+    zt_run("auto", test_auto);
+    zt_run("conflicts_and_set", test_conflicts_and_set);
+    zt_run("all_errors_and_suggestions", test_all_errors_and_suggestions);
+    zt_run("names_and_spellings", test_names_and_spellings);
+    zt_run("sections", test_sections);
+    zt_run("offload", test_offload);
+    zt_run("model_shape", test_model_shape);
     zt_rmtree(g_dir);
     free(g_dir);
     return zt_finish();

@@ -42,7 +42,7 @@ static void test_ranges_equal_full(void) {
     size_t n = g_tab.num_params;
     twin_bufs t = twins_new(n, 1, 2);
     float *g = t.g, *full = t.full, *parts = t.parts;
-    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, full) == 0);
     for (int s = 0; s < 3; s++) zg_optimizer_step(&o, full, g, 1e-2f, 0.5f);
@@ -74,7 +74,7 @@ static void test_parts_equal_step(void) {
     size_t n = g_tab.num_params, b = 333, e = n - 45; /* e: inside the last layer */
     twin_bufs t = twins_new(n, 3, 4);
     float *g = t.g, *full = t.full, *parts = t.parts;
-    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
     zg_optimizer o, q;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, b, e, &oc, ZG_F32, full + b) == 0);
     ZT_CHECK(zg_optimizer_init(&q, g_be, &g_tab, b, e, &oc, ZG_F32, parts + b) == 0);
@@ -116,7 +116,7 @@ static void test_decay_and_reference(void) {
     size_t gi = w->offset + 5;
     g[gi] = 0.3f;
     float lr = 1e-2f, wd = 0.1f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
-    zg_optimizer_config oc = {lr, b1, b2, eps, wd};
+    zg_optimizer_config oc = {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd};
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
     double m = 0, v = 0, x = p_ref[gi];
@@ -141,6 +141,103 @@ static void test_decay_and_reference(void) {
     free(g);
 }
 
+/* DeepSpeed's FusedLamb (csrc/lamb/fused_lamb_cuda_kernel.cu) written out in double per tensor, from
+ * the parameter table: moments, u = m / (sqrt(v) + eps) + wd p, the trust ratio ||p|| / ||u|| clamped
+ * to [min_coeff, max_coeff] (1 when a norm is 0), step lr sqrt(1 - b2^t) / (1 - b1^t) (lr alone
+ * without bias correction). */
+static void lamb_reference(double *p, double *m, double *v, const float *g, float gs, int step,
+                           const zg_optimizer_config *c) {
+    double b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    double step_size = c->no_bias_correction ? c->lr : c->lr * sqrt(1 - pow(b2, step)) / (1 - pow(b1, step));
+    for (int t = 0; t < g_tab.n_tensors; t++) {
+        const gpt2_tensor *x = &g_tab.tensors[t];
+        double wd = x->decay ? c->weight_decay : 0.0, w2 = 0, u2 = 0;
+        for (size_t i = x->offset; i < x->offset + x->numel; i++) {
+            double gg = (double)g[i] * gs;
+            m[i] = b1 * m[i] + (1 - b1) * gg;
+            v[i] = b2 * v[i] + (1 - b2) * gg * gg;
+            double u = m[i] / (sqrt(v[i]) + eps) + wd * p[i];
+            w2 += p[i] * p[i];
+            u2 += u * u;
+        }
+        double coeff = 1.0;
+        if (w2 > 0 && u2 > 0) coeff = fmin(fmax(sqrt(w2) / sqrt(u2), c->min_coeff), c->max_coeff);
+        for (size_t i = x->offset; i < x->offset + x->numel; i++)
+            p[i] -= step_size * coeff * (m[i] / (sqrt(v[i]) + eps) + (x->decay ? c->weight_decay : 0.0) * p[i]);
+    }
+}
+
+static void check_lamb(int bias_correction, float min_coeff, float max_coeff) {
+    size_t n = g_tab.num_params;
+    float *p = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
+    double *rp = malloc(n * sizeof(double)), *rm = calloc(n, sizeof(double)), *rv = calloc(n, sizeof(double));
+    fill(p, n, 11, 0.2f);
+    /* one tensor all zero: its trust ratio is 1 (||p|| = 0) */
+    const gpt2_tensor *zb = gpt2_param_table_find(&g_tab, "h.1.mlp.c_fc.bias");
+    ZT_CHECK(zb != NULL);
+    if (zb) memset(p + zb->offset, 0, zb->numel * sizeof(float));
+    for (size_t i = 0; i < n; i++) rp[i] = p[i];
+    zg_optimizer_config oc = {.lr = 5e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.01f,
+                              .kind = ZG_OPTIMIZER_LAMB, .no_bias_correction = !bias_correction,
+                              .max_coeff = max_coeff, .min_coeff = min_coeff};
+    zg_optimizer o;
+    ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
+    ZT_CHECK(o.n_segs == g_tab.n_tensors); /* one segment per tensor */
+    for (int s = 1; s <= 3; s++) {
+        fill(g, n, 100 + (uint64_t)s, 1.0f);
+        zg_optimizer_step(&o, p, g, oc.lr, 0.5f);
+        lamb_reference(rp, rm, rv, g, 0.5f, s, &oc);
+    }
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(p[i] - rp[i]) / (fabs(rp[i]) + 1e-3);
+        if (d > worst) worst = d;
+    }
+    ZT_CHECK_MSG(worst < 1e-4, "Lamb vs reference: worst relative difference %g", worst);
+    zg_optimizer_free(&o);
+    free(p);
+    free(g);
+    free(rp);
+    free(rm);
+    free(rv);
+}
+
+static void test_lamb(void) {
+    check_lamb(1, 0.01f, 10.0f); /* DeepSpeed's defaults: the ratios here (~0.1-0.3) are inside */
+    check_lamb(0, 0.01f, 10.0f);
+    check_lamb(1, 0.01f, 0.05f); /* the upper clamp binds */
+    check_lamb(1, 0.5f, 10.0f);  /* the lower clamp binds */
+}
+
+/* bias_correction false (DeepSpeed's FusedAdam): the moments are used as they are. */
+static void test_adam_no_bias_correction(void) {
+    size_t n = g_tab.num_params;
+    float *p = calloc(n, sizeof(float)), *g = calloc(n, sizeof(float));
+    const gpt2_tensor *w = gpt2_param_table_find(&g_tab, "h.0.mlp.c_proj.weight");
+    ZT_CHECK(w != NULL);
+    if (!w) return;
+    size_t gi = w->offset + 2;
+    p[gi] = 0.4f;
+    g[gi] = -0.2f;
+    float lr = 1e-2f, wd = 0.1f, b1 = 0.9f, b2 = 0.99f, eps = 1e-8f;
+    zg_optimizer_config oc = {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                              .no_bias_correction = 1};
+    zg_optimizer o;
+    ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
+    double m = 0, v = 0, x = 0.4;
+    for (int s = 1; s <= 3; s++) {
+        zg_optimizer_step(&o, p, g, lr, 1.0f);
+        x -= lr * wd * x;
+        m = b1 * m + (1 - b1) * -0.2;
+        v = b2 * v + (1 - b2) * 0.04;
+        x -= lr * m / (sqrt(v) + eps);
+    }
+    ZT_NEAR(p[gi], x, 1e-7, 1e-5);
+    zg_optimizer_free(&o);
+    free(p);
+    free(g);
+}
+
 int main(void) {
     zg_backend_config bc = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&g_be, &bc) != 0) {
@@ -160,6 +257,8 @@ int main(void) {
     zt_run("ranges_equal_full", test_ranges_equal_full);
     zt_run("parts_equal_step", test_parts_equal_step);
     zt_run("decay_and_reference", test_decay_and_reference);
+    zt_run("lamb", test_lamb);
+    zt_run("adam_no_bias_correction", test_adam_no_bias_correction);
     gpt2_param_table_free(&g_tab);
     zg_backend_destroy(g_be);
     return zt_finish();

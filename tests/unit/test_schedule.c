@@ -85,11 +85,56 @@ static void test_nanogpt(void) {
     ZT_NEAR(zg_schedule_lr(&s, 200), 1e-4, 0, 1e-12);
 }
 
+/* DeepSpeed's OneCycle (lr_schedules.py), values worked out by hand: a cycle of 10 + 10 steps between
+ * 1e-4 and 1e-3; the lr of step s is the formula at last_batch_iteration s (scale from s + 1). */
+static void test_one_cycle(void) {
+    zg_schedule_config s;
+    zg_schedule_config_defaults(&s);
+    s.type = ZG_SCHED_ONE_CYCLE;
+    s.cycle_min_lr = 1e-4;
+    s.cycle_max_lr = 1e-3;
+    s.cycle_first_step_size = 10; /* second: the same */
+    ZT_CHECK(zg_schedule_validate(&s) == 0);
+    double b1 = 0, b2 = 0;
+    ZT_NEAR(zg_schedule_lr(&s, 0), 1.9e-4, 0, 1e-12); /* x = 0.05, scale 0.1 */
+    ZT_CHECK(zg_schedule_betas(&s, 0, &b1, &b2) == 1);
+    ZT_NEAR(b1, 0.89, 0, 1e-12);
+    ZT_NEAR(b2, 0.99, 0, 0);
+    ZT_NEAR(zg_schedule_lr(&s, 9), 1e-3, 0, 1e-12); /* the top: beta1 at cycle_min_mom */
+    zg_schedule_betas(&s, 9, &b1, &b2);
+    ZT_NEAR(b1, 0.8, 0, 1e-12);
+    ZT_NEAR(zg_schedule_lr(&s, 14), 5.5e-4, 0, 1e-12); /* x = 0.75: (0.75 - 1) / (0.5 - 1) = 0.5 */
+    ZT_NEAR(zg_schedule_lr(&s, 19), 1e-4, 0, 1e-12);  /* x = 0 */
+    ZT_NEAR(zg_schedule_lr(&s, 25), 1e-4, 0, 1e-12);  /* after the cycle, no decay configured */
+    zg_schedule_betas(&s, 25, &b1, &b2);
+    ZT_NEAR(b1, 0.9, 0, 1e-12);
+    /* decay: 1 + 0.5 * (25 - 20 + 1) / 5 = 1.6 */
+    s.decay_lr_rate = 0.5;
+    s.decay_step_size = 5;
+    ZT_NEAR(zg_schedule_lr(&s, 25), 1e-4 / 1.6, 0, 1e-12);
+    /* an uneven cycle: 4 up, 12 down; step 7: x = 8/16 = 0.5 > 0.25: (0.5 - 1) / (0.25 - 1) = 2/3 */
+    s.cycle_first_step_size = 4;
+    s.cycle_second_step_size = 12;
+    ZT_NEAR(zg_schedule_lr(&s, 7), 1e-4 + 9e-4 * (2.0 / 3.0), 0, 1e-12);
+    /* stairs: 2 in each half of a 10 + 10 cycle; step 2: 3 * 2 / 10 = 0.6 -> 0; step 6: 1.4 -> 0.5 */
+    s.cycle_first_step_size = 10;
+    s.cycle_second_step_size = -1;
+    s.cycle_first_stair_count = 2;
+    ZT_NEAR(zg_schedule_lr(&s, 2), 1e-4, 0, 1e-12);
+    ZT_NEAR(zg_schedule_lr(&s, 6), 5.5e-4, 0, 1e-12);
+    /* without cycle_momentum the betas are the optimizer's */
+    s.cycle_momentum = 0;
+    ZT_CHECK(zg_schedule_betas(&s, 3, &b1, &b2) == 0);
+    s.cycle_first_step_size = 0;
+    ZT_CHECK(zg_schedule_validate(&s) != 0);
+}
+
 int main(void) {
     zt_run("constant", test_constant);
     zt_run("warmup_lr", test_warmup_lr);
     zt_run("warmup_decay", test_warmup_decay);
     zt_run("warmup_cosine", test_warmup_cosine);
     zt_run("nanogpt", test_nanogpt);
+    zt_run("one_cycle", test_one_cycle);
     return zt_finish();
 }

@@ -179,7 +179,7 @@ static void run_training(const fake_table *ft, zg_comm *comm, const run_cfg *rc,
         float u = zt_rand_uniform(&rng);
         params[j] = (u >= 0 ? 0.05f : -0.05f) + 0.5f * u;
     }
-    zg_optimizer_config oc = {rc->lr, 0.9f, 0.99f, 1e-8f, 0.1f};
+    zg_optimizer_config oc = {.lr = rc->lr, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f};
     zg_zero z;
     size_t before_engine = g_be->bytes_in_use;
     ZT_CHECK(zg_zero_init(&z, &rc->zo, comm, g_be, &ft->t, params, grads, &oc) == 0);
@@ -322,7 +322,7 @@ static void test_overflow_agreed(void) {
         float *params = g_be->ops->alloc(g_be, n * sizeof(float), "params");
         float *grads = g_be->ops->alloc(g_be, n * sizeof(float), "grads");
         for (size_t j = 0; j < n; j++) params[j] = 0.5f;
-        zg_optimizer_config oc = {0.1f, 0.9f, 0.99f, 1e-8f, 0.0f};
+        zg_optimizer_config oc = {.lr = 0.1f, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.0f};
         zg_zero_opts zo;
         zg_zero_opts_default(&zo);
         zo.stage = stage;

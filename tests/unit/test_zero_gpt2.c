@@ -93,7 +93,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     /* eps 1e-5: Adam turns a gradient that is pure rounding noise (a unit GELU keeps near zero) into a
      * full-size step of random sign; a larger eps keeps such elements comparable across reduction
      * orders without hiding real differences (real gradients here are >= 1e-4). */
-    zg_optimizer_config oc = {1e-2f, 0.9f, 0.95f, 1e-5f, 0.1f};
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-5f, .weight_decay = 0.1f};
     zg_zero z;
     ZT_CHECK(zg_zero_init_model(&z, &zo, comm, g_be, &m, &oc) == 0);
     /* what the rank holds for the model states now: parameters, gradients, shard, optimizer */

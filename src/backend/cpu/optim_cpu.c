@@ -75,13 +75,57 @@ void cpu_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s) {
     for (size_t i = 0; i < n; i++) store_elem(buf, dt, i, load_elem(buf, dt, i) * s);
 }
 
+/* Lamb on one segment (one tensor): moments and the two norms, then the trust-ratio step. */
+static void lamb_segment(zg_backend *be, const zg_adamw_args *a, const zg_segment *seg, float step_size) {
+    zg_dtype pdt = be->param_dtype, gdt = be->grad_dtype;
+    size_t off = seg->offset;
+    long cnt = (long)seg->count;
+    float wd = seg->weight_decay, eps = a->eps;
+    double w2 = 0.0, u2 = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : w2, u2)
+    for (long k = 0; k < cnt; k++) {
+        size_t i = off + (size_t)k;
+        float g = load_elem(a->grad, gdt, i) * a->grad_scale;
+        float p = a->master ? a->master[i] : load_elem(a->param, pdt, i);
+        float m = a->beta1 * a->m[i] + (1.0f - a->beta1) * g;
+        float v = a->beta2 * a->v[i] + (1.0f - a->beta2) * g * g;
+        a->m[i] = m;
+        a->v[i] = v;
+        float u = m / (a->eps_inside_sqrt ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
+        w2 += (double)p * p;
+        u2 += (double)u * u;
+    }
+    double wn = sqrt(w2), un = sqrt(u2), c = 1.0;
+    if (wn != 0.0 && un != 0.0) {
+        c = wn / un;
+        if (c > a->max_coeff) c = a->max_coeff;
+        if (c < a->min_coeff) c = a->min_coeff;
+    }
+    float scale = step_size * (float)c;
+#pragma omp parallel for schedule(static)
+    for (long k = 0; k < cnt; k++) {
+        size_t i = off + (size_t)k;
+        float p = a->master ? a->master[i] : load_elem(a->param, pdt, i);
+        float v = a->v[i];
+        float u = a->m[i] / (a->eps_inside_sqrt ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
+        p -= scale * u;
+        if (a->master) a->master[i] = p;
+        store_elem(a->param, pdt, i, p);
+    }
+}
+
 void cpu_adamw(zg_backend *be, const zg_adamw_args *a) {
     zg_dtype pdt = be->param_dtype, gdt = be->grad_dtype;
     /* bias corrections in double: 1 - beta^step underflows precision in fp32 for large steps */
-    float bc1 = (float)(1.0 - pow((double)a->beta1, (double)a->step));
-    float bc2 = (float)(1.0 - pow((double)a->beta2, (double)a->step));
+    float bc1 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta1, (double)a->step));
+    float bc2 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta2, (double)a->step));
     int fast = pdt == ZG_F32 && gdt == ZG_F32 && a->master == NULL;
     int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
+    if (a->lamb) {
+        float step_size = a->lr * sqrtf(bc2) / bc1;
+        for (int s = a->seg_begin; s < s_end; s++) lamb_segment(be, a, &a->segs[s], step_size);
+        return;
+    }
     for (int s = a->seg_begin; s < s_end; s++) {
         const zg_segment *seg = &a->segs[s];
         float decay = a->lr * seg->weight_decay;

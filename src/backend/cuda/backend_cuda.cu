@@ -1153,6 +1153,107 @@ typedef struct {
 #define ZGC_ADAM_PER_THREAD 8
 #define ZGC_ADAM_CHUNK (ZGC_ADAM_THREADS * ZGC_ADAM_PER_THREAD)
 
+/* The segment block b belongs to (binary search over first_block; of equal first_block values, the
+ * last, which is the non-empty one). */
+__device__ __forceinline__ int zgc_seg_of(const zgc_seg_dev *segs, int n_segs, unsigned b) {
+    int lo = 0, hi = n_segs - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (segs[mid].first_block <= b) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Adam's moments of element i, updated in place with gradient g (also returned). */
+__device__ __forceinline__ void zgc_adam_moments(float *m, float *v, size_t i, float g, float b1, float b2, float *mi,
+                                                 float *vi) {
+    *mi = b1 * m[i] + (1.f - b1) * g;
+    *vi = b2 * v[i] + (1.f - b2) * g * g;
+    m[i] = *mi;
+    v[i] = *vi;
+}
+
+/* Lamb's update direction u = m / denom + wd * p (backend.h). */
+__device__ __forceinline__ float zgc_lamb_dir(float m, float v, float p, float wd, float eps, int eps_inside) {
+    return m / (eps_inside ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
+}
+
+/* Lamb pass 1: the moments, and per segment the sums of p^2 and u^2 (norms[2s], norms[2s+1]; zeroed
+ * before the launch), block-reduced and added with one atomic per block. */
+template <typename TP, typename TG>
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_moments_kernel(const TP *param, const float *master,
+                                                                             const TG *grad, float *m, float *v,
+                                                                             const zgc_seg_dev *segs, int n_segs,
+                                                                             float b1, float b2, float eps,
+                                                                             int eps_inside, float gscale,
+                                                                             unsigned block_base, double *norms) {
+    unsigned b = blockIdx.x + block_base;
+    int s = zgc_seg_of(segs, n_segs, b);
+    zgc_seg_dev sg = segs[s];
+    size_t start = (size_t)(b - sg.first_block) * ZGC_ADAM_CHUNK;
+    float w2 = 0.f, u2 = 0.f;
+#pragma unroll
+    for (int k = 0; k < ZGC_ADAM_PER_THREAD; k++) {
+        size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
+        if (j >= sg.count) break;
+        size_t i = sg.offset + j;
+        float p = master ? master[i] : zgc_to_f(param[i]);
+        float mi, vi;
+        zgc_adam_moments(m, v, i, zgc_to_f(grad[i]) * gscale, b1, b2, &mi, &vi);
+        float u = zgc_lamb_dir(mi, vi, p, sg.wd, eps, eps_inside);
+        w2 += p * p;
+        u2 += u * u;
+    }
+    __shared__ float sw[ZGC_ADAM_THREADS / 32], su[ZGC_ADAM_THREADS / 32];
+    for (int o = 16; o > 0; o >>= 1) {
+        w2 += __shfl_down_sync(0xffffffffu, w2, o);
+        u2 += __shfl_down_sync(0xffffffffu, u2, o);
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        sw[warp] = w2;
+        su[warp] = u2;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double tw = 0.0, tu = 0.0;
+        for (int w = 0; w < ZGC_ADAM_THREADS / 32; w++) {
+            tw += sw[w];
+            tu += su[w];
+        }
+        atomicAdd(&norms[2 * s], tw);
+        atomicAdd(&norms[2 * s + 1], tu);
+    }
+}
+
+/* Lamb pass 2: p -= step_size * clamp(||p|| / ||u||) * u, with u recomputed from the stored moments. */
+template <typename TP>
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_apply_kernel(TP *param, float *master, const float *m,
+                                                                           const float *v, const zgc_seg_dev *segs,
+                                                                           int n_segs, float step_size, float eps,
+                                                                           int eps_inside, float max_coeff,
+                                                                           float min_coeff, unsigned block_base,
+                                                                           const double *norms) {
+    unsigned b = blockIdx.x + block_base;
+    int s = zgc_seg_of(segs, n_segs, b);
+    zgc_seg_dev sg = segs[s];
+    double wn = sqrt(norms[2 * s]), un = sqrt(norms[2 * s + 1]);
+    float c = 1.f;
+    if (wn != 0.0 && un != 0.0) c = fminf(fmaxf((float)(wn / un), min_coeff), max_coeff);
+    float scale = step_size * c;
+    size_t start = (size_t)(b - sg.first_block) * ZGC_ADAM_CHUNK;
+#pragma unroll
+    for (int k = 0; k < ZGC_ADAM_PER_THREAD; k++) {
+        size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
+        if (j >= sg.count) break;
+        size_t i = sg.offset + j;
+        float p = master ? master[i] : zgc_to_f(param[i]);
+        p -= scale * zgc_lamb_dir(m[i], v[i], p, sg.wd, eps, eps_inside);
+        if (master) master[i] = p;
+        param[i] = zgc_from_f<TP>(p);
+    }
+}
+
 /* Block b finds its segment by binary search over first_block, then updates one chunk of it. */
 template <typename TP, typename TG>
 __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_adamw_kernel(TP *param, float *master, const TG *grad, float *m,
@@ -1161,25 +1262,17 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_adamw_kernel(TP *param, 
                                                                       float bc1, float bc2, float gscale,
                                                                       unsigned block_base) {
     unsigned b = blockIdx.x + block_base; /* block_base: the first block of the segments updated */
-    int lo = 0, hi = n_segs - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (segs[mid].first_block <= b) lo = mid; else hi = mid - 1;
-    }
-    zgc_seg_dev sg = segs[lo];
+    zgc_seg_dev sg = segs[zgc_seg_of(segs, n_segs, b)];
     size_t start = (size_t)(b - sg.first_block) * ZGC_ADAM_CHUNK;
 #pragma unroll
     for (int k = 0; k < ZGC_ADAM_PER_THREAD; k++) {
         size_t j = start + (size_t)k * ZGC_ADAM_THREADS + threadIdx.x;
         if (j >= sg.count) break;
         size_t i = sg.offset + j;
-        float g = zgc_to_f(grad[i]) * gscale;
         float p = master ? master[i] : zgc_to_f(param[i]);
         p -= lr * sg.wd * p;
-        float mi = b1 * m[i] + (1.f - b1) * g;
-        float vi = b2 * v[i] + (1.f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
+        float mi, vi;
+        zgc_adam_moments(m, v, i, zgc_to_f(grad[i]) * gscale, b1, b2, &mi, &vi);
         p -= lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
         if (master) master[i] = p;
         param[i] = zgc_from_f<TP>(p);
@@ -1224,6 +1317,22 @@ static void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
     unsigned b1 = s_end < a->n_segs ? tabh[s_end].first_block : total;
     if (b1 <= b0) return;
     float bc1 = 1.f - powf(a->beta1, (float)a->step), bc2 = 1.f - powf(a->beta2, (float)a->step);
+    if (a->no_bias_correction) bc1 = bc2 = 1.f;
+    if (a->lamb) {
+        size_t nb = (size_t)a->n_segs * 2 * sizeof(double);
+        double *norms = (double *)zgc_scratch(be, ZGC_SCR_LAMB, nb, "Lamb norms");
+        ZG_CUDA_CHECK(cudaMemsetAsync(norms, 0, nb, im->stream));
+        ZGC_DISPATCH(be->param_dtype, TP, ZGC_DISPATCH(be->grad_dtype, TG, (zgc_lamb_moments_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+            (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs,
+            a->beta1, a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, b0, norms))));
+        ZG_CUDA_LAUNCH_CHECK();
+        float step_size = a->lr * sqrtf(bc2) / bc1;
+        ZGC_DISPATCH(be->param_dtype, TP, (zgc_lamb_apply_kernel<TP><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+            (TP *)a->param, a->master, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, step_size, a->eps,
+            a->eps_inside_sqrt, a->max_coeff, a->min_coeff, b0, norms)));
+        ZG_CUDA_LAUNCH_CHECK();
+        return;
+    }
     ZGC_DISPATCH(be->param_dtype, TP, ZGC_DISPATCH(be->grad_dtype, TG, (zgc_adamw_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
         (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, a->lr,
         a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale, b0))));

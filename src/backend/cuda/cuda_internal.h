@@ -45,6 +45,7 @@ enum {
     ZGC_SCR_SEGS,      /* AdamW segment table */
     ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
     ZGC_SCR_STAGING,   /* fp32 staging for upload_f32 / download_f32 */
+    ZGC_SCR_LAMB,      /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
     ZGC_SCR_COUNT
 };
 
