@@ -30,9 +30,11 @@ def main():
             continue
         m = json.loads(line)
         is_eval = "val_loss" in m
-        if not is_eval and (m["iter"] % log_interval or m.get("loss") is None):
+        if not is_eval and m["iter"] % log_interval:
             continue
-        for tag, key in (EVAL if is_eval else TRAIN).items():
+        # an fp16 step skipped on overflow logs only its (lowered) loss scale
+        tags = EVAL if is_eval else {"train/loss_scale": "loss_scale"} if m.get("loss") is None else TRAIN
+        for tag, key in tags.items():
             if key in m:
                 want.setdefault(tag, []).append((m["iter"], m[key]))
     acc = EventAccumulator(run_dir, size_guidance={TENSORS: 0})
