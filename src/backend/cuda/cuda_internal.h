@@ -98,6 +98,8 @@ void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what);
 /* Accounted device allocation; fatal with an out-of-memory message when it fails (internal use). */
 void *zgc_alloc_or_die(zg_backend *be, size_t bytes, const char *what);
 void zgc_free(zg_backend *be, void *p);
+/* Device -> host copy on the compute stream, waited for. */
+void zgc_download(zg_backend *be, void *dst_host, const void *src, size_t bytes);
 
 /* matmul_cuda.cu */
 void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
@@ -115,6 +117,19 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
                             const void *stats, int B, int T, int C, int NH);
 void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
                                   int Tn, int pos, int maxT, int C, int NH);
+
+/* encoder_cuda.cu */
+void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
+void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C);
+/* layernorm_cuda.cu */
+void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w, const void *b, int N, int C);
+void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x, const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N, int C);
+/* classifier_cuda.cu */
+void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp, float dloss);
+/* optimizer_cuda.cu */
+double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
+void zgc_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);
+void zgc_adamw(zg_backend *be, const zg_adamw_args *a);
 
 /* ---- device-side dtype helpers ---------------------------------------------------------------- */
 __device__ __forceinline__ float zgc_to_f(float x) { return x; }
@@ -135,6 +150,27 @@ template <> __device__ __forceinline__ __half zgc_from_f<__half>(float x) { retu
         default: zg_fatal_at(__FILE__, __LINE__, "unknown dtype %d", (int)(dt));                   \
         }                                                                                          \
     } while (0)
+
+__device__ __forceinline__ float zgc_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float zgc_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* 16-byte vector of T */
+template <typename T> struct alignas(16) zgc_vec {
+    T v[16 / sizeof(T)];
+};
+
+/* Kernels templated on two of the dtypes (parameters, activations, gradients): the backend keeps all
+ * three in one dtype (zg_backend_cuda_create), so only those three instantiations exist (no mixed ones
+ * that nothing runs). T1 and T2 name the same type. */
+#define ZGC_DISPATCH_ALL(dt, T1, T2, ...) ZGC_DISPATCH(dt, T1, { typedef T1 T2; __VA_ARGS__; })
+
+static inline size_t zgc_dtype_bytes(zg_dtype dt) { return dt == ZG_F32 ? 4 : 2; }
 
 static inline unsigned zgc_blocks(size_t n, unsigned threads, unsigned max_blocks) {
     size_t b = (n + threads - 1) / threads;

@@ -1,0 +1,517 @@
+/* CUDA LayerNorm: forward, and backward from the input or from the output (memory_efficient_layernorm). */
+#include "backend/cuda/cuda_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- LayerNorm -------------------------------------------------------------------------------- */
+
+/* Scalar fallback (any C, any alignment, parameters in another dtype than activations): one warp
+ * per row, three passes over the row in device memory.
+ * out (N,C) = (x - mean) * rstd * w + bias; mean, rstd (N) fp32, may be NULL. */
+template <typename TA, typename TP>
+__global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, const TA *x, const TP *w,
+                                         const TP *bias, int N, int C) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    size_t base = (size_t)row * C;
+    float s = 0.f;
+    for (int c = lane; c < C; c += 32) s += zgc_to_f(x[base + c]);
+    float mu = zgc_warp_sum(s) / C;
+    float v = 0.f;
+    for (int c = lane; c < C; c += 32) {
+        float d = zgc_to_f(x[base + c]) - mu;
+        v += d * d;
+    }
+    float rs = rsqrtf(zgc_warp_sum(v) / C + 1e-5f);
+    for (int c = lane; c < C; c += 32) {
+        float y = (zgc_to_f(x[base + c]) - mu) * rs * zgc_to_f(w[c]) + zgc_to_f(bias[c]);
+        out[base + c] = zgc_from_f<TA>(y);
+    }
+    if (lane == 0 && mean != NULL) mean[row] = mu; /* statistics may be skipped (inference) */
+    if (lane == 0 && rstd != NULL) rstd[row] = rs;
+}
+
+/* Register-resident forward: one warp per row, lane owns the 16-byte vectors lane, lane + 32, ...
+ * (NV = ceil(C/VW/32) of them at most, VW = 16/sizeof(T)). The row is read from device memory once
+ * into registers; the mean pass, the variance pass over (x - mean) (two-pass, as the scalar kernel)
+ * and the output all work from the registers, so the kernel moves 2*C*sizeof(T) bytes per row and
+ * runs at memory bandwidth. Needs C % VW == 0, 16-byte aligned out/x/w/bias, parameters in T.
+ * out (N,C), x (N,C), w (C), bias (C); mean, rstd (N) fp32, may be NULL.
+ * Registers (ptxas, sm_90): bf16 46 at C = 768 (NV 3), 80 at C = 1600 (NV 7; the compiler keeps the
+ * row converted to fp32), so 40 and 24 resident warps per SM: 60-77 KB of row loads can be in
+ * flight per SM, above what HBM latency x bandwidth needs. Forcing 4 blocks/SM (64 registers)
+ * spills for bf16 NV >= 6, so no min-blocks bound. 4 warps per block: a block retires when its
+ * slowest row is done, so small blocks waste fewer idle warp slots. */
+#define ZGC_LNF_WARPS 4
+template <typename T, int NV>
+__global__ void __launch_bounds__(ZGC_LNF_WARPS * 32)
+zgc_layernorm_fwd_reg_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
+                             const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
+                             int C) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> V;
+    int row = blockIdx.x * ZGC_LNF_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= N) return;
+    int nv = C / VW;
+    const V *xv = reinterpret_cast<const V *>(x + (size_t)row * C);
+    V r[NV];
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) {
+            r[i] = xv[k];
+#pragma unroll
+            for (int e = 0; e < VW; e++) s += zgc_to_f(r[i].v[e]);
+        }
+    }
+    float mu = zgc_warp_sum(s) / C;
+    float v = 0.f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv)
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float d = zgc_to_f(r[i].v[e]) - mu;
+                v += d * d;
+            }
+    }
+    float rs = rsqrtf(zgc_warp_sum(v) / C + 1e-5f);
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(bias);
+    V *ov = reinterpret_cast<V *>(out + (size_t)row * C);
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = lane + 32 * i;
+        if (k < nv) {
+            V ww = wv[k], bb = bv[k], o;
+#pragma unroll
+            for (int e = 0; e < VW; e++)
+                o.v[e] = zgc_from_f<T>((zgc_to_f(r[i].v[e]) - mu) * rs * zgc_to_f(ww.v[e]) + zgc_to_f(bb.v[e]));
+            ov[k] = o;
+        }
+    }
+    if (lane == 0 && mean != NULL) mean[row] = mu; /* statistics may be skipped (inference) */
+    if (lane == 0 && rstd != NULL) rstd[row] = rs;
+}
+
+template <typename T, int NV>
+static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                  const void *w, const void *b, int N, int C) {
+    unsigned blocks = (unsigned)((N + ZGC_LNF_WARPS - 1) / ZGC_LNF_WARPS);
+    zgc_layernorm_fwd_reg_kernel<T, NV><<<blocks, ZGC_LNF_WARPS * 32, 0, zgc_get(be)->stream>>>(
+        (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C);
+}
+
+void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                                  const void *b, int N, int C) {
+    zgc_impl *im = zgc_get(be);
+    if (N <= 0) return;
+    int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
+    uintptr_t al = (uintptr_t)out | (uintptr_t)inp | (uintptr_t)w | (uintptr_t)b;
+    int nvl = (C / vw + 31) / 32; /* 16-byte vectors per lane */
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl >= 1 && nvl <= 8) {
+        ZGC_DISPATCH(be->act_dtype, T, {
+            switch (nvl) {
+            case 1: zgc_ln_fwd_reg_launch<T, 1>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 2: zgc_ln_fwd_reg_launch<T, 2>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 3: zgc_ln_fwd_reg_launch<T, 3>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 4: zgc_ln_fwd_reg_launch<T, 4>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 5: zgc_ln_fwd_reg_launch<T, 5>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 6: zgc_ln_fwd_reg_launch<T, 6>(be, out, mean, rstd, inp, w, b, N, C); break;
+            case 7: zgc_ln_fwd_reg_launch<T, 7>(be, out, mean, rstd, inp, w, b, N, C); break;
+            default: zgc_ln_fwd_reg_launch<T, 8>(be, out, mean, rstd, inp, w, b, N, C); break;
+            }
+        });
+    } else {
+        unsigned blocks = (unsigned)((N + 7) / 8);
+        ZGC_DISPATCH_ALL(be->act_dtype, TA, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
+            (TA *)out, mean, rstd, (const TA *)inp, (const TP *)w, (const TP *)b, N, C)));
+    }
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* LayerNorm backward. Each block (ZGC_LN_WARPS warps) takes rows blockIdx.x*W + warp, stepping by
+ * gridDim.x*W; each warp accumulates its own dw/db partials in shared memory (lane owns columns
+ * c = lane mod 32, so no atomics), then the block sums its warps in order and writes
+ * part (gridDim.x, 2C): deterministic. dinp (N,C) += rstd * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)),
+ * dnorm = dout * w; dw (C) += sum over rows of dout * xhat, db (C) += sum over rows of dout.
+ *
+ * xhat (the normalized input) comes in one of two forms, chosen per call:
+ *  - input form: xhat = (x - mean) * rstd, from the forward's input x (N,C) and its statistics;
+ *  - output form (fromy, x == NULL): xhat = (y - b) * invw, invw = 1/w (0 where w == 0), from the
+ *    forward's output y (N,C) and the bias b (C); the row means are not used (Apex/Megatron's
+ *    memory-efficient LayerNorm: the model keeps y, which the next matmul needs anyway, and need not
+ *    keep x). dnorm * xhat = dout * (y - b) exactly (where w == 0, y == b when b is in y's dtype,
+ *    as the vector kernels require, so both are 0), so the row sums need no reciprocal; dw and dinp
+ *    do. Both forms move the same bytes per row (dout, x or y, dinp read, dinp written; w and b are
+ *    C-vectors that stay in L1/L2). */
+#define ZGC_LN_WARPS 4
+
+/* 1/w for the output form; 0 where w is exactly 0 (a denormal w counts as 0: this file builds with
+ * flush-to-zero): y = b there, the column's input cannot be recovered and its xhat is taken as 0
+ * (dw gets 0, dinp only the row terms). Approximate (MUFU.RCP, ~1 ulp of fp32): y is stored in
+ * bf16/fp16, whose rounding dominates. */
+__device__ __forceinline__ float zgc_ln_invw(float w) { return w != 0.f ? __fdividef(1.f, w) : 0.f; }
+
+/* Scalar fallback (any C, any alignment, parameters in another dtype than activations).
+ * src (N,C) is x (input form) or y (fromy); b (C) is read only when fromy; mean only when not. */
+template <typename TA, typename TP>
+__global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, const TA *src, const TP *w,
+                                         const TP *b, const float *mean, const float *rstd, bool fromy, int N,
+                                         int C) {
+    extern __shared__ float sh[]; /* (warps, 2C): dw (C), db (C) per warp */
+    for (int c = threadIdx.x; c < ZGC_LN_WARPS * 2 * C; c += blockDim.x) sh[c] = 0.f;
+    __syncthreads();
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *mine = sh + (size_t)wid * 2 * C;
+    for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
+        size_t base = (size_t)row * C;
+        float mu = fromy ? 0.f : mean[row], rs = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+        /* xhat here from invw in both passes (not dout * (y - b) for s2): with parameters in another
+         * dtype than y, y = b is not exact where w = 0, and that column's xhat must be 0 */
+        for (int c = lane; c < C; c += 32) {
+            float wc = zgc_to_f(w[c]), v = zgc_to_f(src[base + c]);
+            float xh = fromy ? (v - zgc_to_f(b[c])) * zgc_ln_invw(wc) : (v - mu) * rs;
+            float dn = zgc_to_f(dout[base + c]) * wc;
+            s1 += dn;
+            s2 += dn * xh;
+        }
+        s1 = zgc_warp_sum(s1) / C;
+        s2 = zgc_warp_sum(s2) / C;
+        for (int c = lane; c < C; c += 32) {
+            float wc = zgc_to_f(w[c]), v = zgc_to_f(src[base + c]);
+            float xh = fromy ? (v - zgc_to_f(b[c])) * zgc_ln_invw(wc) : (v - mu) * rs;
+            float d = zgc_to_f(dout[base + c]);
+            float dn = d * wc;
+            mine[c] += d * xh;
+            mine[C + c] += d;
+            dinp[base + c] = zgc_from_f<TA>(zgc_to_f(dinp[base + c]) + rs * (dn - s1 - xh * s2));
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < ZGC_LN_WARPS; k++) s += sh[(size_t)k * 2 * C + c];
+        part[(size_t)blockIdx.x * 2 * C + c] = s;
+    }
+}
+
+/* The same as zgc_layernorm_bwd_kernel with 16-byte loads/stores (C a multiple of the vector
+ * width, rows, w and b 16-byte aligned, parameters in the activation dtype). Lane owns vectors
+ * lane, lane + 32, ... of each row, so its dw/db slots in shared memory are private. fromy is
+ * warp-uniform: one branch per vector, not per element. */
+template <typename T>
+__global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w,
+                                             const T *b, const float *mean, const float *rstd, bool fromy, int N,
+                                             int C) {
+    constexpr int VW = 16 / sizeof(T);
+    typedef zgc_vec<T> V;
+    extern __shared__ float sh[];
+    for (int c = threadIdx.x; c < ZGC_LN_WARPS * 2 * C; c += blockDim.x) sh[c] = 0.f;
+    __syncthreads();
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *mine = sh + (size_t)wid * 2 * C;
+    int nv = C / VW;
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(b);
+    for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
+        const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
+        const V *xv = reinterpret_cast<const V *>(src + (size_t)row * C);
+        V *gv = reinterpret_cast<V *>(dinp + (size_t)row * C);
+        float mu = fromy ? 0.f : mean[row], rs = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+        for (int k = lane; k < nv; k += 32) {
+            V d = dv[k], x = xv[k], ww = wv[k];
+            if (fromy) {
+                V bb = bv[k];
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float dd = zgc_to_f(d.v[e]);
+                    s1 += dd * zgc_to_f(ww.v[e]);
+                    s2 += dd * (zgc_to_f(x.v[e]) - zgc_to_f(bb.v[e])); /* = dnorm * xhat */
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float dn = zgc_to_f(d.v[e]) * zgc_to_f(ww.v[e]);
+                    s1 += dn;
+                    s2 += dn * (zgc_to_f(x.v[e]) - mu) * rs;
+                }
+            }
+        }
+        s1 = zgc_warp_sum(s1) / C;
+        s2 = zgc_warp_sum(s2) / C;
+        for (int k = lane; k < nv; k += 32) {
+            V d = dv[k], x = xv[k], ww = wv[k], gi = gv[k], go;
+            V bb = fromy ? bv[k] : ww; /* ww: a placeholder the input form does not read */
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float wf = zgc_to_f(ww.v[e]), dd = zgc_to_f(d.v[e]);
+                float xh = fromy ? (zgc_to_f(x.v[e]) - zgc_to_f(bb.v[e])) * zgc_ln_invw(wf)
+                                 : (zgc_to_f(x.v[e]) - mu) * rs;
+                float dn = dd * wf;
+                mine[k * VW + e] += dd * xh;
+                mine[C + k * VW + e] += dd;
+                go.v[e] = zgc_from_f<T>(zgc_to_f(gi.v[e]) + rs * (dn - s1 - xh * s2));
+            }
+            gv[k] = go;
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < ZGC_LN_WARPS; k++) s += sh[(size_t)k * 2 * C + c];
+        part[(size_t)blockIdx.x * 2 * C + c] = s;
+    }
+}
+
+/* Register-resident variant: NV = the most 16-byte vectors a lane owns in a row (ceil(C/VW/32)).
+ * The row's dout and x (or y) vectors stay in registers between the two passes, so device memory
+ * sees each input once. The lane's dw/db partial sums (its columns are the same for every row) stay
+ * in registers until the end (SACC = false), or, for wide rows where 2*NV*VW more registers would
+ * cut the resident warps (C = 1600: 255 registers, 8 warps per SM), in the warp's own shared-memory
+ * slots (SACC = true), laid out [e * nv + k] for vector k, element e so a warp's accesses are
+ * consecutive words (no bank conflicts). Each lane owns its slots: no atomics, deterministic.
+ * FROMY (a template parameter, so the input form compiles to the same code as before the output
+ * form existed) selects the output form: src is y, b (C) is read (one more 16-byte L1 load per
+ * vector in each pass), mean is not, and the second pass takes one reciprocal per element (a
+ * predicated MUFU.RCP): w's vector is reloaded per row from L1 anyway, and keeping 1/w across rows
+ * would cost NV*VW more registers, or, as C floats of shared memory beside the partials, the 4th
+ * resident block at C = 1600 (4 x 57.6 KB > 228 KB).
+ * Registers (ptxas, sm_90, launch_bounds(128, 4) caps them at 128), input / output form:
+ * bf16 C = 1600 (NV 7, SACC) 128 / 128 with 40 / 46 bytes of spill stores and 76 / 88 of spill
+ * loads (16-bit halves of the row's vectors parked in L1 between the passes: the input form
+ * spilled the same before); bf16 C = 768 (NV 3, register accumulators) 128 / 128, no spills;
+ * fp16 NV 7 114 / 119, NV 3 125 / 126, no spills. bf16 converts to fp32 with integer shifts/masks
+ * that keep more live values than fp16's conversions. Timed (H200, bf16, B*T = 16384): C = 768
+ * 0.051 / 0.052 ms, C = 1600 0.115 / 0.125 ms (the output form's extra per-element instructions:
+ * b's conversion, the reciprocal and its zero test). */
+template <typename T, int NV, bool SACC, bool FROMY>
+__global__ void __launch_bounds__(ZGC_LN_WARPS * 32, 4)
+zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w, const T *b,
+                             const float *mean, const float *rstd, int N, int C) {
+    constexpr int VW = 16 / sizeof(T);
+    constexpr int NA = SACC ? 1 : NV; /* register accumulators (unused with SACC) */
+    typedef zgc_vec<T> V;
+    extern __shared__ float sh[]; /* (warps, 2C) */
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int nv = C / VW;
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(b);
+    float *mine = sh + (size_t)wid * 2 * C;
+    float dwa[NA][VW], dba[NA][VW];
+#pragma unroll
+    for (int i = 0; i < NA; i++)
+#pragma unroll
+        for (int e = 0; e < VW; e++) dwa[i][e] = dba[i][e] = 0.f;
+    if (SACC)
+        for (int i = 0; i < NV; i++) {
+            int k = lane + 32 * i;
+            if (k < nv)
+                for (int e = 0; e < VW; e++) mine[e * nv + k] = mine[C + e * nv + k] = 0.f;
+        }
+    for (int row = blockIdx.x * ZGC_LN_WARPS + wid; row < N; row += gridDim.x * ZGC_LN_WARPS) {
+        const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
+        const V *xv = reinterpret_cast<const V *>(src + (size_t)row * C);
+        V *gv = reinterpret_cast<V *>(dinp + (size_t)row * C);
+        float mu = FROMY ? 0.f : mean[row], rs = rstd[row];
+        V d[NV], x[NV]; /* x: the row of x, or of y with FROMY */
+        float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = lane + 32 * i;
+            if (k < nv) {
+                d[i] = dv[k];
+                x[i] = xv[k];
+                V ww = wv[k];
+                if (FROMY) {
+                    V bb = bv[k];
+#pragma unroll
+                    for (int e = 0; e < VW; e++) {
+                        float dd = zgc_to_f(d[i].v[e]);
+                        s1 += dd * zgc_to_f(ww.v[e]);
+                        s2 += dd * (zgc_to_f(x[i].v[e]) - zgc_to_f(bb.v[e])); /* = dnorm * xhat */
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < VW; e++) {
+                        float dn = zgc_to_f(d[i].v[e]) * zgc_to_f(ww.v[e]);
+                        s1 += dn;
+                        s2 += dn * (zgc_to_f(x[i].v[e]) - mu) * rs;
+                    }
+                }
+            }
+        }
+        s1 = zgc_warp_sum(s1) / C;
+        s2 = zgc_warp_sum(s2) / C;
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = lane + 32 * i;
+            if (k < nv) {
+                V ww = wv[k], gi = gv[k], go;
+                V bb = FROMY ? bv[k] : ww; /* ww: a placeholder the input form does not read */
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float xh = FROMY ? (zgc_to_f(x[i].v[e]) - zgc_to_f(bb.v[e])) * zgc_ln_invw(zgc_to_f(ww.v[e]))
+                                     : (zgc_to_f(x[i].v[e]) - mu) * rs;
+                    float dd = zgc_to_f(d[i].v[e]);
+                    if (SACC) {
+                        mine[e * nv + k] += dd * xh;
+                        mine[C + e * nv + k] += dd;
+                    } else {
+                        dwa[i][e] += dd * xh;
+                        dba[i][e] += dd;
+                    }
+                    go.v[e] = zgc_from_f<T>(zgc_to_f(gi.v[e]) + rs * (dd * zgc_to_f(ww.v[e]) - s1 - xh * s2));
+                }
+                gv[k] = go;
+            }
+        }
+    }
+    if (!SACC) {
+#pragma unroll
+        for (int i = 0; i < NA; i++) {
+            int k = lane + 32 * i;
+            if (k < nv)
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    mine[k * VW + e] = dwa[i][e];
+                    mine[C + k * VW + e] = dba[i][e];
+                }
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < 2 * C; c += blockDim.x) {
+        int cc = c < C ? c : c - C;
+        int at = SACC ? (c - cc) + (cc % VW) * nv + cc / VW : c; /* where column c's partial lives */
+        float sum = 0.f;
+        for (int k = 0; k < ZGC_LN_WARPS; k++) sum += sh[(size_t)k * 2 * C + at];
+        part[(size_t)blockIdx.x * 2 * C + c] = sum;
+    }
+}
+
+/* Launches one wave (the resident blocks), at most nblocks; returns the grid size used. */
+template <typename T, int NV, bool FROMY>
+static int zgc_ln_bwd_reg_launch_form(zg_backend *be, void *dinp, float *part, const void *dout, const void *src,
+                                      const void *w, const void *b, const float *mean, const float *rstd, int N,
+                                      int C, int nblocks, size_t smem) {
+    constexpr bool SACC = NV >= 4; /* register accumulators would need 2*NV*VW >= 64 more registers */
+    if (smem > 48 * 1024)
+        ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0;
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY>, ZGC_LN_WARPS * 32, smem));
+    int grid = per_sm * zgc_get(be)->num_sms;
+    if (grid < 1) grid = 1;
+    if (grid > nblocks) grid = nblocks;
+    zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY><<<grid, ZGC_LN_WARPS * 32, smem, zgc_get(be)->stream>>>(
+        (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C);
+    return grid;
+}
+
+/* fromy (run time) -> FROMY (compile time) */
+template <typename T, int NV>
+static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const void *dout, const void *src,
+                                 const void *w, const void *b, const float *mean, const float *rstd, bool fromy,
+                                 int N, int C, int nblocks, size_t smem) {
+    if (fromy) return zgc_ln_bwd_reg_launch_form<T, NV, true>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
+    return zgc_ln_bwd_reg_launch_form<T, NV, false>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
+}
+
+/* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 32): 32 columns, 32 threads
+ * splitting the nblocks partial rows (thread y takes rows y, y+32, ...) into 4 running sums each
+ * (rows y + 32*(4i+j) go to sum j) so four loads per array are in flight instead of one, then
+ * summed in y order in shared memory: a fixed order, so deterministic. (One thread per column
+ * summing all nblocks rows serially left the kernel latency-bound: ~20-40 us of each ~165 us GPT-2
+ * XL call; 16 threads with one running sum still waited for ~33 loads in a row.) */
+#define ZGC_LN_RED_Y 32
+template <typename TG>
+__global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
+    __shared__ float sw[ZGC_LN_RED_Y][33], sb[ZGC_LN_RED_Y][33];
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int c = blockIdx.x * 32 + tx;
+    float a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
+    if (c < C)
+        for (int k0 = ty; k0 < nblocks; k0 += 4 * ZGC_LN_RED_Y)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int k = k0 + j * ZGC_LN_RED_Y;
+                if (k < nblocks) {
+                    a[j] += part[(size_t)k * 2 * C + c];
+                    b[j] += part[(size_t)k * 2 * C + C + c];
+                }
+            }
+    sw[ty][tx] = (a[0] + a[1]) + (a[2] + a[3]);
+    sb[ty][tx] = (b[0] + b[1]) + (b[2] + b[3]);
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        float sa = 0.f, sbb = 0.f;
+        for (int y = 0; y < ZGC_LN_RED_Y; y++) {
+            sa += sw[y][tx];
+            sbb += sb[y][tx];
+        }
+        dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sa);
+        db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sbb);
+    }
+}
+
+/* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
+ * form, mean unused); see the comment above zgc_layernorm_bwd_kernel. */
+void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
+                                   const void *y, const void *w, const void *b, const float *mean, const float *rstd,
+                                   int N, int C) {
+    zgc_impl *im = zgc_get(be);
+    bool fromy = x == NULL;
+    const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
+    zg_layernorm_backward_check(x, y, b, mean);
+    int nblocks = im->num_sms * 4;
+    if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
+    if (nblocks < 1) nblocks = 1;
+    float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)nblocks * 2 * C * 4, "layernorm-gradient partial sums");
+    size_t smem = (size_t)ZGC_LN_WARPS * 2 * C * 4;
+    int used = nblocks; /* blocks that wrote partial sums */
+    size_t vw = 16 / zgc_dtype_bytes(be->act_dtype);
+    /* b is read as 16-byte vectors only in the output form (the input form may pass NULL or anything) */
+    uintptr_t al = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
+    int nvl = (int)((C / (int)vw + 31) / 32); /* vectors per lane */
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl <= 8) {
+        ZGC_DISPATCH(be->act_dtype, T, {
+            switch (nvl) {
+            case 1: used = zgc_ln_bwd_reg_launch<T, 1>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 2: used = zgc_ln_bwd_reg_launch<T, 2>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 3: used = zgc_ln_bwd_reg_launch<T, 3>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 4: used = zgc_ln_bwd_reg_launch<T, 4>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 5: used = zgc_ln_bwd_reg_launch<T, 5>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 6: used = zgc_ln_bwd_reg_launch<T, 6>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 7: used = zgc_ln_bwd_reg_launch<T, 7>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            default: used = zgc_ln_bwd_reg_launch<T, 8>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            }
+        });
+    } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0) {
+        ZGC_DISPATCH(be->act_dtype, T, {
+            if (smem > 48 * 1024)
+                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_vec_kernel<T>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            zgc_layernorm_bwd_vec_kernel<T><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
+                (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, fromy, N, C);
+        });
+    } else {
+        ZGC_DISPATCH_ALL(be->act_dtype, TA, TP, {
+            if (smem > 48 * 1024)
+                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_kernel<TA, TP>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            zgc_layernorm_bwd_kernel<TA, TP><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
+                (TA *)dinp, part, (const TA *)dout, (const TA *)src, (const TP *)w, (const TP *)b, mean, rstd, fromy,
+                N, C);
+        });
+    }
+    ZG_CUDA_LAUNCH_CHECK();
+    ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>(
+                                         (TG *)dw, (TG *)db, part, used, C)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
