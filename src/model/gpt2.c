@@ -85,7 +85,7 @@ int gpt2_param_table_init(gpt2_param_table *t, const gpt2_config *cfg_in) {
     memset(t, 0, sizeof *t);
     if (gpt2_config_validate(&cfg) != 0) return -1;
     int L = cfg.n_layer, C = cfg.n_embd;
-    t->tensors = zg_calloc((size_t)L * 12 + 4, sizeof(gpt2_tensor));
+    t->tensors = zg_calloc((size_t)L * GPT2_LAYER_TENSORS + 4, sizeof(gpt2_tensor));
     t->layer_begin = zg_calloc((size_t)L + 1, sizeof(size_t));
     size_t off = 0;
     table_add(t, &off, "wte", -1, cfg.padded_vocab_size, C, 1);
@@ -192,6 +192,15 @@ static void prof_end(gpt2_model *m, int pass, gpt2_op op, double t0) {
     m->profile->ms[pass][op] += 1e3 * zg_now_s() - t0;
     m->profile->calls[pass][op]++;
 }
+
+/* Runs the statements as op `op` of pass `pass` (0 forward, 1 backward) in the per-op profile; when
+ * profiling is off this is the statements alone (no synchronisation). */
+#define GPT2_PROFILED(m, pass, op, ...)                                                               \
+    do {                                                                                               \
+        double t0_ = prof_begin(m);                                                                    \
+        __VA_ARGS__;                                                                                   \
+        prof_end((m), (pass), (op), t0_);                                                              \
+    } while (0)
 
 /* ---- activations -------------------------------------------------------------------------------- */
 
@@ -524,11 +533,11 @@ void *gpt2_param_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 0, 
 void *gpt2_grad_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 1, index); }
 
 static layer_params layer_ptrs(const gpt2_model *m, int which, int l) {
-    int first = 2 + 12 * l;
+    int first = gpt2_tensor_of_layer(l);
     layer_params p;
-    void **f[12] = {&p.ln1w, &p.ln1b,  &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
+    void **f[GPT2_LAYER_TENSORS] = {&p.ln1w, &p.ln1b,  &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
                     &p.ln2w, &p.ln2b, &p.fcw,  &p.fcb,  &p.fcprojw,  &p.fcprojb};
-    for (int i = 0; i < 12; i++) *f[i] = tensor_addr(m, which, first + i);
+    for (int i = 0; i < GPT2_LAYER_TENSORS; i++) *f[i] = tensor_addr(m, which, first + i);
     return p;
 }
 
@@ -563,28 +572,27 @@ static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, c
     const zg_backend_ops *op = m->be->ops;
     zg_backend *be = m->be;
     int C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
-    double t0;
-    t0 = prof_begin(m);
-    op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
-    prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
-    t0 = prof_begin(m);
-    op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, NULL, N, C, 3 * C);
-    prof_end(m, 0, GPT2_OP_MATMUL, t0);
-    t0 = prof_begin(m);
-    op->attention_forward(be, a->atty, a->att_stats, a->qkv, B, T, C, NH);
-    prof_end(m, 0, GPT2_OP_ATTENTION, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
+        op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
+    });
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
+        op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, NULL, N, C, 3 * C);
+    });
+    GPT2_PROFILED(m, 0, GPT2_OP_ATTENTION, {
+        op->attention_forward(be, a->atty, a->att_stats, a->qkv, B, T, C, NH);
+    });
     /* r2 (N,C) = x + atty @ Wproj^T + b: the residual add is the projection's epilogue */
-    t0 = prof_begin(m);
-    op->matmul_forward(be, a->r2, NULL, a->atty, p->attprojw, p->attprojb, x, N, C, C);
-    prof_end(m, 0, GPT2_OP_MATMUL, t0);
-    t0 = prof_begin(m);
-    op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->r2, p->ln2w, p->ln2b, N, C);
-    prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
+        op->matmul_forward(be, a->r2, NULL, a->atty, p->attprojw, p->attprojb, x, N, C, C);
+    });
+    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
+        op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->r2, p->ln2w, p->ln2b, N, C);
+    });
     /* out (N,C) = r2 + gelu(ln2 @ Wfc^T + b) @ Wfcproj^T + b */
-    t0 = prof_begin(m);
-    op->matmul_forward(be, a->fch_gelu, a->fch, a->ln2, p->fcw, p->fcb, NULL, N, C, 4 * C);
-    op->matmul_forward(be, out, NULL, a->fch_gelu, p->fcprojw, p->fcprojb, a->r2, N, 4 * C, C);
-    prof_end(m, 0, GPT2_OP_MATMUL, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
+        op->matmul_forward(be, a->fch_gelu, a->fch, a->ln2, p->fcw, p->fcb, NULL, N, C, 4 * C);
+        op->matmul_forward(be, out, NULL, a->fch_gelu, p->fcprojw, p->fcprojb, a->r2, N, 4 * C, C);
+    });
 }
 
 /* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
@@ -602,31 +610,31 @@ static float forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32
     if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return NAN;
     act_index *ix = m->act_index;
     int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
-    double t0 = prof_begin(m);
-    op->upload(be, m->tokens, inputs_host, N * sizeof(int32_t));
-    if (targets_host) op->upload(be, m->targets, targets_host, N * sizeof(int32_t));
-    prof_end(m, 0, GPT2_OP_TRANSFER, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
+        op->upload(be, m->tokens, inputs_host, N * sizeof(int32_t));
+        if (targets_host) op->upload(be, m->targets, targets_host, N * sizeof(int32_t));
+    });
 
     hook_before(m, -1, 0);
-    t0 = prof_begin(m);
-    op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, 0), tensor_ptr(m, 0, 1),
-                        B, T, C);
-    prof_end(m, 0, GPT2_OP_ENCODER, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
+        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE),
+                            B, T, C);
+    });
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
         layer_params p = layer_ptrs(m, 0, l);
         block_forward(m, &p, &ix->layers[l], ix->resid[l], ix->resid[l + 1], B, T);
         hook_after(m, l, 0);
     }
-    int nt = m->table.n_tensors;
-    t0 = prof_begin(m);
-    op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L], tensor_ptr(m, 0, nt - 2),
-                          tensor_ptr(m, 0, nt - 1), (int)N, C);
-    prof_end(m, 0, GPT2_OP_LAYERNORM, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
+        op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L],
+                              tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
+                              tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), (int)N, C);
+    });
     /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
-    t0 = prof_begin(m);
-    op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, 0), NULL, NULL, (int)N, C, Vp);
-    prof_end(m, 0, GPT2_OP_MATMUL, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
+        op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
+    });
     hook_after(m, -1, 0);
     if (targets_host == NULL) return 0.0f;
 
@@ -634,16 +642,16 @@ static float forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32
     for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
     /* d(loss_scale * mean)/d(loss_i) = loss_scale / n_valid */
     float dloss = fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f;
-    t0 = prof_begin(m);
-    op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, dloss);
-    prof_end(m, 0, GPT2_OP_CLASSIFIER, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER, {
+        op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, dloss);
+    });
     if (dloss != 0.0f) {
         m->logits_hold_grad = 1;
         m->logits_grad_scale = loss_scale;
     }
-    t0 = prof_begin(m);
-    op->download(be, m->losses_host, m->losses, N * sizeof(float));
-    prof_end(m, 0, GPT2_OP_TRANSFER, t0);
+    GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
+        op->download(be, m->losses_host, m->losses, N * sizeof(float));
+    });
     double sum = 0.0;
     for (size_t i = 0; i < N; i++)
         if (targets_host[i] >= 0) sum += m->losses_host[i];
@@ -673,37 +681,37 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, V = m->cfg.vocab_size;
     int Vp = m->cfg.padded_vocab_size;
     size_t asz = zg_dtype_size(be->act_dtype);
-    int nt = m->table.n_tensors;
     /* d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
     float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
 
     hook_before(m, -1, 1);
-    double t0 = prof_begin(m);
-    if (m->logits_hold_grad) { /* gpt2_forward_train already wrote them */
-        if (m->logits_grad_scale != loss_scale)
-            ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
-                     (double)loss_scale, (double)m->logits_grad_scale);
-    } else if (dloss != 0.0f) {
-        op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, dloss);
-    } else {
-        op->zero(be, ix->logits, (size_t)N * Vp * asz);
-    }
-    prof_end(m, 1, GPT2_OP_CLASSIFIER, t0);
+    GPT2_PROFILED(m, 1, GPT2_OP_CLASSIFIER, {
+        if (m->logits_hold_grad) { /* gpt2_forward_train already wrote them */
+            if (m->logits_grad_scale != loss_scale)
+                ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
+                         (double)loss_scale, (double)m->logits_grad_scale);
+        } else if (dloss != 0.0f) {
+            op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, dloss);
+        } else {
+            op->zero(be, ix->logits, (size_t)N * Vp * asz);
+        }
+    });
     m->has_targets = 0; /* the logits now hold gradients */
     m->logits_hold_grad = 0;
     /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
-    t0 = prof_begin(m);
-    op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, 0), NULL, ix->logits, ix->lnf, tensor_ptr(m, 0, 0),
-                        NULL, N, C, Vp);
-    prof_end(m, 1, GPT2_OP_MATMUL, t0);
-    t0 = prof_begin(m);
-    op->zero(be, ix->dres, (size_t)N * C * asz);
+    GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
+        op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
+                            tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
+    });
     /* with GPT2_LN_FROM_OUTPUT every LayerNorm backward reads its output (x = NULL) */
     int from_out = (m->recompute & GPT2_LN_FROM_OUTPUT) != 0;
-    op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, nt - 2), tensor_ptr(m, 1, nt - 1), ix->dsmall,
-                           from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, nt - 2), tensor_ptr(m, 0, nt - 1),
-                           ix->lnf_mean, ix->lnf_rstd, N, C);
-    prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+    int lnf_w = gpt2_tensor_lnf_w(&m->table), lnf_b = gpt2_tensor_lnf_b(&m->table);
+    GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
+        op->zero(be, ix->dres, (size_t)N * C * asz);
+        op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), ix->dsmall,
+                               from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, lnf_w), tensor_ptr(m, 0, lnf_b),
+                               ix->lnf_mean, ix->lnf_rstd, N, C);
+    });
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
     for (int l = L - 1; l >= 0; l--) {
@@ -713,50 +721,50 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         layer_acts *a = &ix->layers[l];
         /* dres holds d out = d r2 (direct) = d (fc projection) */
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_GELU)) {
-            t0 = prof_begin(m);
-            op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C);
-            prof_end(m, 1, GPT2_OP_GELU, t0);
+            GPT2_PROFILED(m, 1, GPT2_OP_GELU, {
+                op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C);
+            });
         }
-        t0 = prof_begin(m);
-        op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
-        prof_end(m, 1, GPT2_OP_MATMUL, t0);
+        GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
+            op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
+        });
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_LN2)) { /* ln2 = LN(r2) again: bitwise equal */
-            t0 = prof_begin(m);
-            op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C);
-            prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+            GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
+                op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C);
+            });
         }
-        t0 = prof_begin(m);
-        op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
-        prof_end(m, 1, GPT2_OP_MATMUL, t0);
-        t0 = prof_begin(m);
-        op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, from_out ? NULL : a->r2, a->ln2, p.ln2w,
-                               p.ln2b, a->ln2_mean, a->ln2_rstd, N, C);
-        prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+        GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
+            op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
+        });
+        GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
+            op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, from_out ? NULL : a->r2, a->ln2, p.ln2w,
+                                   p.ln2b, a->ln2_mean, a->ln2_rstd, N, C);
+        });
         /* dres = d r2 = d x (direct) = d (attention projection) */
-        t0 = prof_begin(m);
-        op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C);
-        prof_end(m, 1, GPT2_OP_MATMUL, t0);
-        t0 = prof_begin(m);
-        op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
-        prof_end(m, 1, GPT2_OP_ATTENTION, t0);
+        GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
+            op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C);
+        });
+        GPT2_PROFILED(m, 1, GPT2_OP_ATTENTION, {
+            op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
+        });
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_LN1)) { /* ln1 = LN(x) again */
-            t0 = prof_begin(m);
-            op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C);
-            prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+            GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
+                op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C);
+            });
         }
-        t0 = prof_begin(m);
-        op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
-        prof_end(m, 1, GPT2_OP_MATMUL, t0);
-        t0 = prof_begin(m);
-        op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, from_out ? NULL : ix->resid[l], a->ln1,
-                               p.ln1w, p.ln1b, a->ln1_mean, a->ln1_rstd, N, C);
-        prof_end(m, 1, GPT2_OP_LAYERNORM, t0);
+        GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
+            op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
+        });
+        GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
+            op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, from_out ? NULL : ix->resid[l], a->ln1,
+                                   p.ln1w, p.ln1b, a->ln1_mean, a->ln1_rstd, N, C);
+        });
         hook_after(m, l, 1);
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
     }
-    t0 = prof_begin(m);
-    op->encoder_backward(be, tensor_ptr(m, 1, 0), tensor_ptr(m, 1, 1), ix->dres, m->tokens, B, T, C);
-    prof_end(m, 1, GPT2_OP_ENCODER, t0);
+    GPT2_PROFILED(m, 1, GPT2_OP_ENCODER, {
+        op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T, C);
+    });
     hook_after(m, -1, 1);
     hook_ready(m, 0, m->table.layer_begin[0]);
 }
@@ -856,9 +864,9 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
     int32_t *tok = kv->tok;
     op->upload(be, tok, tokens_host, (size_t)N * sizeof(int32_t));
     /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
-    void *wpe = (char *)tensor_ptr(m, 0, 1) + (size_t)pos * C * psz;
+    void *wpe = (char *)tensor_ptr(m, 0, GPT2_T_WPE) + (size_t)pos * C * psz;
     hook_before(m, -1, 0);
-    op->encoder_forward(be, kv->x, tok, tensor_ptr(m, 0, 0), wpe, B, Tn, C);
+    op->encoder_forward(be, kv->x, tok, tensor_ptr(m, 0, GPT2_T_WTE), wpe, B, Tn, C);
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
         layer_params p = layer_ptrs(m, 0, l);
@@ -876,10 +884,9 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
     for (int b = 0; b < B; b++)
         op->copy(be, (char *)kv->last + (size_t)b * C * asz, (char *)kv->x + ((size_t)b * Tn + Tn - 1) * C * asz,
                  (size_t)C * asz);
-    int nt = m->table.n_tensors;
-    op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, 0, nt - 2),
-                          tensor_ptr(m, 0, nt - 1), B, C);
-    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, 0), NULL, NULL, B, C, Vp);
+    op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
+                          tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), B, C);
+    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, B, C, Vp);
     hook_after(m, -1, 0);
     for (int b = 0; b < B; b++)
         op->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,

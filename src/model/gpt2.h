@@ -52,6 +52,14 @@ typedef struct {
     int n_layer;
 } gpt2_param_table;
 
+/* Tensor indices of the table: the two embeddings, GPT2_LAYER_TENSORS per layer in the order
+ * gpt2_param_table_init adds them (ln_1 w/b, c_attn w/b, attn c_proj w/b, ln_2 w/b, c_fc w/b,
+ * mlp c_proj w/b), then the final LayerNorm's weight and bias. */
+enum { GPT2_T_WTE = 0, GPT2_T_WPE = 1, GPT2_T_FIRST_LAYER = 2, GPT2_LAYER_TENSORS = 12 };
+static inline int gpt2_tensor_of_layer(int l) { return GPT2_T_FIRST_LAYER + GPT2_LAYER_TENSORS * l; }
+static inline int gpt2_tensor_lnf_w(const gpt2_param_table *t) { return t->n_tensors - 2; }
+static inline int gpt2_tensor_lnf_b(const gpt2_param_table *t) { return t->n_tensors - 1; }
+
 /* Parameter groups: the contiguous pieces a data-parallel engine moves as a whole.
  *   group 0           embeddings (wte, wpe)  [0, layer_begin[0])
  *   group 1 + l       layer l                [layer_begin[l], layer_begin[l+1])
