@@ -57,13 +57,13 @@ int main(int argc, char **argv) {
         tg[i] = (int32_t)((s >> 13) % (uint64_t)cfg.vocab_size);
     }
     /* warm-up (first touch of activations and BLAS buffers) */
-    gpt2_forward(&m, in, tg, B, T);
+    if (gpt2_forward(&m, in, tg, B, T, NULL) != 0) return zg_error_print(), 1;
     gpt2_backward(&m, 1.0f);
     double t0 = now_s(), fwd = 0;
     float loss = 0;
     for (int i = 0; i < steps; i++) {
         double a = now_s();
-        loss = gpt2_forward(&m, in, tg, B, T);
+        if (gpt2_forward(&m, in, tg, B, T, &loss) != 0) return zg_error_print(), 1;
         fwd += now_s() - a;
         gpt2_backward(&m, 1.0f);
     }
@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
     gpt2_profile prof;
     memset(&prof, 0, sizeof prof);
     m.profile = &prof;
-    gpt2_forward(&m, in, tg, B, T);
+    if (gpt2_forward(&m, in, tg, B, T, NULL) != 0) return zg_error_print(), 1;
     gpt2_backward(&m, 1.0f);
     m.profile = NULL;
     double total = 0;

@@ -93,9 +93,7 @@ static int cmp_double(const void *x, const void *y) {
 
 static int train_step(gpt2_model *m, zg_optimizer *o, const int32_t *in, const int32_t *tg, int B, int T, float *loss) {
     gpt2_zero_grad(m);
-    zg_error_clear();
-    *loss = gpt2_forward_train(m, in, tg, B, T, 1.0f);
-    if (isnan(*loss) && zg_error_message()[0]) return -1;
+    if (gpt2_forward_train(m, in, tg, B, T, 1.0f, loss) != 0) return -1;
     gpt2_backward(m, 1.0f);
     zg_optimizer_step(o, m->params, m->grads, 1e-4f, 1.0f);
     m->be->ops->synchronize(m->be);
@@ -213,8 +211,10 @@ int zg_cmd_bench(int argc, char **argv) {
         m.profile = &prof;
         double p0 = zg_now_s();
         gpt2_zero_grad(&m);
-        zg_error_clear();
-        gpt2_forward_train(&m, in, tg, B, T, 1.0f);
+        if (gpt2_forward_train(&m, in, tg, B, T, 1.0f, NULL) != 0) {
+            status = zg_cli_fail();
+            goto done;
+        }
         gpt2_backward(&m, 1.0f);
         double o0 = zg_now_s();
         zg_optimizer_step(&opt, m.params, m.grads, 1e-4f, 1.0f);

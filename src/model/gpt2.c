@@ -597,17 +597,18 @@ static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, c
 
 /* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
  * loss)/d logits over the logits, so gpt2_backward does not pass over them again. */
-static float forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
-                          int fuse_grad, float loss_scale) {
+static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                        int fuse_grad, float loss_scale, float *loss) {
+    if (loss) *loss = 0.0f;
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
     size_t N = (size_t)B * T;
     m->has_targets = 0;
     m->n_valid_targets = 0;
     m->logits_hold_grad = 0;
-    if (gpt2_activations_ensure(m, B, T) != 0) return NAN;
-    if (check_tokens(m, inputs_host, N, 0, "input token") != 0) return NAN;
-    if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return NAN;
+    if (gpt2_activations_ensure(m, B, T) != 0) return -1;
+    if (check_tokens(m, inputs_host, N, 0, "input token") != 0) return -1;
+    if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return -1;
     act_index *ix = m->act_index;
     int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
@@ -636,7 +637,7 @@ static float forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32
         op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
     });
     hook_after(m, -1, 0);
-    if (targets_host == NULL) return 0.0f;
+    if (targets_host == NULL) return 0;
 
     int valid = 0;
     for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
@@ -657,17 +658,18 @@ static float forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32
         if (targets_host[i] >= 0) sum += m->losses_host[i];
     m->has_targets = 1;
     m->n_valid_targets = valid;
-    return valid > 0 ? (float)(sum / valid) : 0.0f;
+    if (loss) *loss = valid > 0 ? (float)(sum / valid) : 0.0f;
+    return 0;
 }
 
-float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T) {
-    return forward_impl(m, inputs_host, targets_host, B, T, 0, 0.0f);
+int gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T, float *loss) {
+    return forward_impl(m, inputs_host, targets_host, B, T, 0, 0.0f, loss);
 }
 
-float gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
-                         float loss_scale) {
+int gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                       float loss_scale, float *loss) {
     if (targets_host == NULL) ZG_FATAL("gpt2_forward_train needs targets");
-    return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale);
+    return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, loss);
 }
 
 void gpt2_backward(gpt2_model *m, float loss_scale) {

@@ -202,16 +202,16 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T);
 size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers);
 
-/* Forward pass on host token arrays (B,T). With targets (NULL = none) it returns the mean loss over
- * targets >= 0 (and keeps per-token losses in losses_host); without, it returns 0 and leaves logits
- * for gpt2_logits(). Targets < 0 are ignored. A token id outside [0, vocab_size), T > block_size or
- * an activation allocation failure returns NAN with a zg_errorf() message (check isnan()). */
-float gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T);
+/* Forward pass on host token arrays (B,T). With targets (NULL = none) *loss (may be NULL) gets the
+ * mean loss over targets >= 0 (per-token losses stay in losses_host); without, *loss = 0 and the
+ * logits stay for gpt2_logits(). Targets < 0 are ignored. Returns 0, or -1 with a zg_errorf() message
+ * for a token id outside [0, vocab_size), T > block_size or an activation allocation failure. */
+int gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T, float *loss);
 /* Training forward: gpt2_forward with targets, and the fused classifier also overwrites the logits
  * with d(loss_scale * mean loss)/d logits in the same pass (one pass over the (B*T, Vp) logits
  * instead of two). The next call must be gpt2_backward with the same loss_scale. */
-float gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
-                         float loss_scale);
+int gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                       float loss_scale, float *loss);
 /* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
  * model->grads and are the gradient of (loss_scale * mean loss of the last forward); fold the
  * gradient-accumulation factor (1/grad_accum) and any fp16 loss scale into loss_scale.

@@ -433,9 +433,8 @@ static int estimate_loss(trainer *tr, zg_dataloader *dl, double *out) {
             zg_dataloader_next(dl, tr->inputs, tr->targets);
             if (i == mine) break;
         }
-        zg_error_clear();
-        float loss = gpt2_forward(&tr->model, tr->inputs, tr->targets, tr->B, tr->T);
-        if (isnan(loss) && zg_error_message()[0]) failed = 1;
+        float loss = 0.0f;
+        if (gpt2_forward(&tr->model, tr->inputs, tr->targets, tr->B, tr->T, &loss) != 0) failed = 1;
         if (mine < n) sum += loss;
         /* finish this round's remaining batches so every rank's stream stays aligned */
         for (int64_t i = mine + 1; i < (k + 1) * w && i < n; i++) zg_dataloader_next(dl, tr->inputs, tr->targets);
@@ -694,12 +693,11 @@ static int run_loop(trainer *tr, zg_precision prec) {
         for (int64_t k = 0; k < c->grad_accum; k++) {
             zg_dataloader_next(tr->train_dl, tr->inputs, tr->targets);
             wc_mark(tr, wc, WC_DATA, &wt);
-            zg_error_clear();
             /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
              * divides by the world size); the forward's classifier already writes it into the logits */
-            float bscale = (float)(scale / (double)c->grad_accum);
-            float loss = gpt2_forward_train(&tr->model, tr->inputs, tr->targets, tr->B, tr->T, bscale);
-            if (isnan(loss) && zg_error_message()[0]) fwd_failed = 1;
+            float bscale = (float)(scale / (double)c->grad_accum), loss = 0.0f;
+            if (gpt2_forward_train(&tr->model, tr->inputs, tr->targets, tr->B, tr->T, bscale, &loss) != 0)
+                fwd_failed = 1;
             loss_sum += loss;
             wc_mark(tr, wc, WC_FORWARD, &wt);
             gpt2_backward(&tr->model, bscale);

@@ -79,8 +79,8 @@ int main(int argc, char **argv) {
             targets[b * T + t] = rows[b * (T + 1) + t + 1];
         }
 
-    float loss = gpt2_forward(&m, inputs, NULL, B, T);
-    if (isnan(loss)) return zg_error_print(), 1;
+    float loss;
+    if (gpt2_forward(&m, inputs, NULL, B, T, &loss) != 0) return zg_error_print(), 1;
     /* Logits of every position (forward without targets keeps them). */
     size_t V = (size_t)cfg.vocab_size;
     float *logits = zg_malloc((size_t)B * T * V * sizeof(float));
@@ -91,8 +91,7 @@ int main(int argc, char **argv) {
     }
     if (write_f32(out_dir, "logits.f32", logits, (size_t)B * T * V) != 0) return zg_error_print(), 1;
 
-    loss = gpt2_forward(&m, inputs, targets, B, T);
-    if (isnan(loss)) return zg_error_print(), 1;
+    if (gpt2_forward(&m, inputs, targets, B, T, &loss) != 0) return zg_error_print(), 1;
     gpt2_backward(&m, 1.0f);
     be->ops->synchronize(be);
     char *loss_path = zg_path_join(out_dir, "loss.txt");

@@ -88,7 +88,7 @@ static void test_logits_and_loss(void) {
     ZT_CHECK_MSG(FX_OK, "fixture: %s", zg_error_message());
     if (!FX_OK) return;
     int B = FX.B, T = FX.T, V = FX.cfg.vocab_size;
-    float loss = gpt2_forward(&FX.m, FX.inputs, FX.targets, B, T);
+    float loss = zt_forward(&FX.m, FX.inputs, FX.targets, B, T);
     printf("  loss zgpt %.8f  HF %.8f\n", loss, FX.loss);
     ZT_NEAR(loss, FX.loss, 0.0, 1e-5);
     float *row = zg_malloc((size_t)B * V * sizeof(float));
@@ -111,7 +111,7 @@ static void test_logits_and_loss(void) {
 static void test_gradients(void) {
     if (!FX_OK) return;
     gpt2_zero_grad(&FX.m);
-    gpt2_forward(&FX.m, FX.inputs, FX.targets, FX.B, FX.T);
+    zt_forward(&FX.m, FX.inputs, FX.targets, FX.B, FX.T);
     gpt2_backward(&FX.m, 1.0f);
     size_t n = FX.m.table.num_params;
     float *g = zg_malloc(n * sizeof(float)), *ref = zg_malloc(n * sizeof(float));
@@ -154,7 +154,7 @@ static void test_adamw_losses(void) {
     double worst = 0.0;
     for (int step = 1; step <= 10; step++) {
         gpt2_zero_grad(m);
-        float loss = gpt2_forward(m, FX.inputs, FX.targets, FX.B, FX.T);
+        float loss = zt_forward(m, FX.inputs, FX.targets, FX.B, FX.T);
         gpt2_backward(m, 1.0f);
         zg_adamw_args a = {m->params, NULL, m->grads, mom, var, segs, ns, 1e-3f, 0.9f, 0.95f, 1e-8f, step, 1.0f, 0, 0, 0, 0, 0, 0, 0};
         FX.be->ops->adamw(FX.be, &a);
@@ -193,7 +193,7 @@ static void test_export_for_transformers(void) {
     char *d = zg_path_join(dir, "random_fp32");
     ZT_CHECK(hf_export(d, &c, p, ZG_F32) == 0);
     free(d);
-    gpt2_forward(&m, FX.inputs, NULL, FX.B, FX.T);
+    zt_forward(&m, FX.inputs, NULL, FX.B, FX.T);
     float *lg = zg_malloc((size_t)FX.B * FX.T * c.vocab_size * sizeof(float));
     float *row = zg_malloc((size_t)FX.B * c.vocab_size * sizeof(float));
     for (int t = 0; t < FX.T; t++) {

@@ -136,7 +136,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
                 /* the same global batch every step, so the loss must fall */
                 make_sample((uint64_t)((k * W + R) * B + b), cfg.vocab_size,
                             in + b * T, tg + b * T);
-            loss += gpt2_forward(&m, in, tg, B, T) / accum;
+            loss += zt_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
             zg_zero_micro_end(&z);
             if (stage >= 2) ZT_CHECK(m.grads == NULL && z.grad_pool_used == 0);

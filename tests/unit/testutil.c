@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "core/error.h"
+#include "model/gpt2.h"
+
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,4 +70,17 @@ void zt_rmtree(const char *path) {
 const char *zt_src_dir(void) {
     const char *s = getenv("ZGPT_SRC");
     return s && *s ? s : ".";
+}
+
+float zt_forward(gpt2_model *m, const int32_t *in, const int32_t *tg, int B, int T) {
+    float loss = NAN;
+    ZT_CHECK_MSG(gpt2_forward(m, in, tg, B, T, &loss) == 0, "gpt2_forward: %s", zg_error_message());
+    return loss;
+}
+
+float zt_forward_train(gpt2_model *m, const int32_t *in, const int32_t *tg, int B, int T, float loss_scale) {
+    float loss = NAN;
+    ZT_CHECK_MSG(gpt2_forward_train(m, in, tg, B, T, loss_scale, &loss) == 0, "gpt2_forward_train: %s",
+                 zg_error_message());
+    return loss;
 }

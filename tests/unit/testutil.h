@@ -3,6 +3,8 @@
 #ifndef ZG_TESTUTIL_H
 #define ZG_TESTUTIL_H
 
+#include "model/gpt2.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +48,9 @@ float zt_rand_uniform(uint64_t *state); /* [-1, 1) */
 /* A fresh temporary directory under $TMPDIR (removed by zt_rmtree). */
 char *zt_tmpdir(const char *tag);
 void zt_rmtree(const char *path);
+/* gpt2_forward / gpt2_forward_train that must succeed (a failed check otherwise): the mean loss. */
+float zt_forward(gpt2_model *m, const int32_t *in, const int32_t *tg, int B, int T);
+float zt_forward_train(gpt2_model *m, const int32_t *in, const int32_t *tg, int B, int T, float loss_scale);
 /* The repository root ($ZGPT_SRC, or the compiled-in source dir). */
 const char *zt_src_dir(void);
 
