@@ -15,7 +15,7 @@
 #include <string.h>
 
 typedef struct {
-    const char *model;
+    const char *model, *revision;
     const char *data;
     int64_t seq, batch, iters, seed;
     int full, json;
@@ -24,6 +24,7 @@ typedef struct {
 
 static const zg_option eval_opts[] = {
     ZG_OPT_STR(eval_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
+    ZG_OPT_STR(eval_args, revision, "revision", "REV", ZG_CLI_REVISION_HELP, NULL),
     ZG_OPT_STR(eval_args, data, "data", "FILE", "token shard (zgpt, nanoGPT .bin or llm.c), or a prepared folder (val split)",
                NULL),
     ZG_OPT_INT(eval_args, seq, "seq", "T", "sequence length (0 = the model's block_size)", "0"),
@@ -147,7 +148,9 @@ int zg_cmd_eval(int argc, char **argv) {
     zg_backend *be;
     gpt2_model m;
     char desc[600];
-    if (zg_model_instantiate(a.model, a.device, 1, 0, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
+    char spec[1024];
+    if (zg_cli_model_spec(a.model, a.revision, spec, sizeof spec) != 0) return zg_cli_fail();
+    if (zg_model_instantiate(spec, a.device, 1, 0, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
     int T = a.seq > 0 ? (int)a.seq : m.cfg.block_size;
     int status = 0;
     if (T > m.cfg.block_size) {

@@ -10,13 +10,14 @@
 #include <string.h>
 
 typedef struct {
-    const char *model;
+    const char *model, *revision;
     const char *out;
     const char *dtype;
 } export_args;
 
 static const zg_option export_opts[] = {
     ZG_OPT_STR(export_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
+    ZG_OPT_STR(export_args, revision, "revision", "REV", ZG_CLI_REVISION_HELP, NULL),
     ZG_OPT_STR(export_args, out, "out", "DIR", "output folder (model.safetensors + config.json)", NULL),
     ZG_OPT_STR(export_args, dtype, "dtype", "fp32|fp16|bf16", "tensor dtype of model.safetensors", "fp32"),
     ZG_OPT_END,
@@ -43,7 +44,9 @@ int zg_cmd_export(int argc, char **argv) {
         return 2;
     }
     zg_model_source src;
-    if (zg_model_source_open(&src, a.model, 1) != 0) return zg_cli_fail();
+    char spec[1024];
+    if (zg_cli_model_spec(a.model, a.revision, spec, sizeof spec) != 0) return zg_cli_fail();
+    if (zg_model_source_open(&src, spec, 1) != 0) return zg_cli_fail();
     gpt2_param_table t;
     int status = 0;
     if (gpt2_param_table_init(&t, &src.cfg) != 0) {

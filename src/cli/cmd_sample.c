@@ -12,7 +12,7 @@
 #include <string.h>
 
 typedef struct {
-    const char *model;
+    const char *model, *revision;
     const char *prompt;
     int64_t num_samples, max_new_tokens, top_k, seed;
     double temperature, top_p;
@@ -22,6 +22,7 @@ typedef struct {
 
 static const zg_option sample_opts[] = {
     ZG_OPT_STR(sample_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
+    ZG_OPT_STR(sample_args, revision, "revision", "REV", ZG_CLI_REVISION_HELP, NULL),
     ZG_OPT_STR(sample_args, prompt, "prompt", "TEXT", "text to continue (default: start from <|endoftext|>)", NULL),
     ZG_OPT_INT(sample_args, num_samples, "num-samples", "N", "samples to generate (together, as one batch)", "1"),
     ZG_OPT_INT(sample_args, max_new_tokens, "max-new-tokens", "N", "tokens to generate per sample", "200"),
@@ -137,7 +138,9 @@ int zg_cmd_sample(int argc, char **argv) {
     zg_backend *be;
     gpt2_model m;
     int status = 0;
-    if (zg_model_instantiate(a.model, a.device, 1, 0, &be, &m, NULL, 0) != 0) {
+    char spec[1024];
+    if (zg_cli_model_spec(a.model, a.revision, spec, sizeof spec) != 0 ||
+        zg_model_instantiate(spec, a.device, 1, 0, &be, &m, NULL, 0) != 0) {
         status = zg_cli_fail();
     } else {
         if (m.cfg.vocab_size != zg_tokenizer_vocab_size(tok)) {

@@ -137,6 +137,11 @@ HF_HUB_CACHE=$WORK/c1 "$ZGPT" eval --model org/tiny --data val.bin --full --json
 HF_HUB_CACHE=$WORK/c1 "$ZGPT" eval --model org/tiny@v1 --data val.bin --full --json --device cpu > c1v.json
 cmp ref.json c1.json || fail "org/tiny from the cache: $(cat c1.json) vs hf: $(cat ref.json)"
 cmp ref.json c1v.json || fail "org/tiny@v1: $(cat c1v.json)"
+# --revision on eval and export (sample: the same helper) is the same as @REV; both at once is refused
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" eval --model org/tiny --revision v1 --data val.bin --full --json --device cpu > c1r.json
+cmp ref.json c1r.json || fail "eval --revision v1: $(cat c1r.json)"
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" export --model org/tiny --revision v1 --out exp_v1 > /dev/null || fail "export --revision v1"
+expect_fail "revision twice" "already names a revision" env HF_HUB_CACHE=$WORK/c1 "$ZGPT" export --model org/tiny@v1 --revision v1 --out x
 : > log.txt
 HF_HUB_CACHE=$WORK/c9 "$ZGPT" eval --model org/tiny --data val.bin --full --json --device cpu > c9.json 2> c9.err
 cmp ref.json c9.json || fail "download on a miss: $(cat c9.json) $(cat c9.err)"
