@@ -11,5 +11,6 @@ cmake -S "$src" -B "$build" -DZGPT_CUDA=OFF -DZGPT_MPI=OFF -DCMAKE_BUILD_TYPE=Re
 cmake --build "$build" --target zgpt_lib -j"$(nproc)" >/dev/null
 cc -O3 -std=c11 -D_POSIX_C_SOURCE=200809L -fopenmp -Wall -Wextra -I"$src/src" \
    "$src/bench/cpu_model_bench.c" "$build/libzgpt_lib.a" \
-   $(pkg-config --cflags --libs openblas libcjson libxxhash libpcre2-8) -lm -lpthread -o "$build/cpu_model_bench"
+   $(pkg-config --cflags --libs openblas libcjson libxxhash libpcre2-8) $(pkg-config --libs libcurl 2>/dev/null || true) \
+   -lm -lpthread -o "$build/cpu_model_bench"
 exec "$build/cpu_model_bench" "$@"

@@ -1,0 +1,65 @@
+/* The CPU backend's AdamW over N fp32 parameters (the update ZeRO-Offload would run on the host, and
+ * the CPU backend's training step), against the host's memory bandwidth measured in the same process.
+ * usage: cpu_adamw_bench [N=1558611200 (GPT-2 XL)] [reps=7]. Threads: OMP_NUM_THREADS (default all).
+ * Prints the median seconds per update, parameters/s, the bytes it moves (p, m, v read and written,
+ * g read: 28 B per parameter) as GB/s, and that rate as a share of a copy's bandwidth. Built by
+ * bench/cpu_adamw_bench.sh. */
+#include "backend/backend.h"
+#include "core/clock.h"
+#include "core/error.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    size_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1558611200ull;
+    int reps = argc > 2 ? atoi(argv[2]) : 7;
+    if (n == 0 || reps < 1) return fprintf(stderr, "usage: cpu_adamw_bench [N >= 1] [reps >= 1]\n"), 2;
+    zg_backend *be;
+    zg_backend_config bc = {"cpu", -1, ZG_F32};
+    if (zg_backend_create(&be, &bc) != 0) return zg_error_print(), 1;
+    float *p = malloc(n * 4), *g = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
+    if (!p || !g || !m || !v) return fprintf(stderr, "out of memory for %zu parameters\n", n), 1;
+#pragma omp parallel for schedule(static) /* first touch by the threads that update them */
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (float)(i % 1000) * 1e-3f - 0.5f;
+        g[i] = (float)(i % 777) * 1e-4f - 0.03f;
+        m[i] = 0.0f;
+        v[i] = 0.0f;
+    }
+    zg_segment seg = {0, n, 0.1f};
+    zg_adamw_args a = {.param = p, .grad = g, .m = m, .v = v, .segs = &seg, .n_segs = 1, .lr = 1e-4f,
+                       .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .grad_scale = 1.0f};
+    double *t = malloc(sizeof(double) * (size_t)reps), *tc = malloc(sizeof(double) * (size_t)reps);
+    for (int r = 0; r <= reps; r++) { /* r = 0: warm-up */
+        a.step = r + 1;
+        double t0 = zg_now_s();
+        be->ops->adamw(be, &a);
+        if (r > 0) t[r - 1] = zg_now_s() - t0;
+    }
+    /* the ceiling: a parallel copy of the same bytes (read + write), as a STREAM copy measures it */
+    for (int r = 0; r <= reps; r++) {
+        double t0 = zg_now_s();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) m[i] = p[i];
+        if (r > 0) tc[r - 1] = zg_now_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_d);
+    qsort(tc, (size_t)reps, sizeof *tc, cmp_d);
+    double s = t[reps / 2], sc = tc[reps / 2];
+    double bytes = 28.0 * (double)n, copy_bw = 8.0 * (double)n / sc;
+    printf("cpu adamw: %zu parameters, %d threads: %.3f s per update (median of %d), %.3g parameters/s, %.1f GB/s "
+           "(28 B/parameter) = %.0f%% of the copy bandwidth %.1f GB/s\n",
+           n, omp_get_max_threads(), s, reps, (double)n / s, bytes / s / 1e9, 100.0 * (bytes / s) / copy_bw,
+           copy_bw / 1e9);
+    free(p), free(g), free(m), free(v), free(t), free(tc);
+    zg_backend_destroy(be);
+    return 0;
+}
