@@ -129,7 +129,7 @@ int zg_cmd_bench(int argc, char **argv) {
         return zg_cli_fail();
     }
     if (a.ln_from_output) recompute |= GPT2_LN_FROM_OUTPUT;
-    if (zg_model_instantiate(a.model, a.device, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
+    if (zg_model_instantiate(a.model, a.device, NULL, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
     m.recompute = recompute;
     int B = (int)a.batch, T = (int)a.seq, status = 0;
     zg_optimizer opt;

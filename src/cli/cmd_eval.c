@@ -20,6 +20,7 @@ typedef struct {
     int64_t seq, batch, iters, seed;
     int full, json;
     const char *device;
+    const char *dtype;
 } eval_args;
 
 static const zg_option eval_opts[] = {
@@ -34,6 +35,8 @@ static const zg_option eval_opts[] = {
     ZG_OPT_INT(eval_args, seed, "seed", "N", "without --full: seed of the random windows", "1337"),
     ZG_OPT_FLAG(eval_args, json, "json", "print {\"loss\", \"perplexity\", \"tokens\"} as JSON"),
     ZG_OPT_STR(eval_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
+    ZG_OPT_STR(eval_args, dtype, "dtype", "fp32|bf16|fp16|auto",
+               "precision of the forward passes (fp32: the loss the exported model gives in transformers)", "fp32"),
     ZG_OPT_END,
 };
 
@@ -150,7 +153,7 @@ int zg_cmd_eval(int argc, char **argv) {
     char desc[600];
     char spec[1024];
     if (zg_cli_model_spec(a.model, a.revision, spec, sizeof spec) != 0) return zg_cli_fail();
-    if (zg_model_instantiate(spec, a.device, 1, 0, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
+    if (zg_model_instantiate(spec, a.device, a.dtype, 1, 0, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
     int T = a.seq > 0 ? (int)a.seq : m.cfg.block_size;
     int status = 0;
     if (T > m.cfg.block_size) {
@@ -169,8 +172,9 @@ int zg_cmd_eval(int argc, char **argv) {
                 printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %llu}\n", loss, exp(loss),
                        (unsigned long long)count);
             else
-                printf("loss %.4f, perplexity %.3f over %llu tokens (%s, %s, T=%d)\n", loss, exp(loss),
-                       (unsigned long long)count, desc, a.full ? "all windows" : "random windows", T);
+                printf("loss %.4f, perplexity %.3f over %llu tokens (%s, %s, %s, T=%d)\n", loss, exp(loss),
+                       (unsigned long long)count, desc, zg_dtype_name(be->param_dtype),
+                       a.full ? "all windows" : "random windows", T);
         }
     }
     zg_model_release(be, &m);

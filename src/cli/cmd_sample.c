@@ -17,6 +17,7 @@ typedef struct {
     int64_t num_samples, max_new_tokens, top_k, seed;
     double temperature, top_p;
     const char *device;
+    const char *dtype;
     const char *tokenizer;
 } sample_args;
 
@@ -31,6 +32,8 @@ static const zg_option sample_opts[] = {
     ZG_OPT_DBL(sample_args, top_p, "top-p", "P", "nucleus: the most likely tokens up to probability P", "1.0"),
     ZG_OPT_INT(sample_args, seed, "seed", "N", "random seed (sample i uses seed + i)", "1337"),
     ZG_OPT_STR(sample_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
+    ZG_OPT_STR(sample_args, dtype, "dtype", "fp32|bf16|fp16|auto",
+               "precision of generation (auto: bf16 on CUDA, fp32 on the CPU)", "auto"),
     ZG_OPT_STR(sample_args, tokenizer, "tokenizer", "DIR", ZG_CLI_TOKENIZER_HELP, NULL),
     ZG_OPT_END,
 };
@@ -140,7 +143,7 @@ int zg_cmd_sample(int argc, char **argv) {
     int status = 0;
     char spec[1024];
     if (zg_cli_model_spec(a.model, a.revision, spec, sizeof spec) != 0 ||
-        zg_model_instantiate(spec, a.device, 1, 0, &be, &m, NULL, 0) != 0) {
+        zg_model_instantiate(spec, a.device, a.dtype, 1, 0, &be, &m, NULL, 0) != 0) {
         status = zg_cli_fail();
     } else {
         if (m.cfg.vocab_size != zg_tokenizer_vocab_size(tok)) {

@@ -187,16 +187,23 @@ void zg_model_source_describe(const zg_model_source *s, char *buf, size_t cap) {
     }
 }
 
-int zg_model_instantiate(const char *spec, const char *device, int need_weights, uint64_t seed, zg_backend **be,
-                         gpt2_model *m, char *desc, size_t desc_cap) {
+int zg_model_instantiate(const char *spec, const char *device, const char *dtype, int need_weights, uint64_t seed,
+                         zg_backend **be, gpt2_model *m, char *desc, size_t desc_cap) {
     *be = NULL;
     memset(m, 0, sizeof *m);
+    const char *dev = device ? device : "auto";
+    if (strcmp(dev, "auto") == 0) dev = zg_backend_cuda_available() ? "cuda" : "cpu";
+    int cuda = strcmp(dev, "cuda") == 0;
+    zg_dtype prec = cuda ? ZG_BF16 : ZG_F32;
+    if (dtype && strcmp(dtype, "auto") != 0 && zg_dtype_parse(dtype, &prec) != 0) return zg_error_prefix("--dtype");
+    if (!cuda && prec != ZG_F32) { /* said, not silently dropped */
+        fprintf(stderr, "note: the CPU backend computes in fp32; --dtype %s applies on CUDA\n", dtype);
+        prec = ZG_F32;
+    }
     zg_model_source src;
     if (zg_model_source_open(&src, spec, need_weights) != 0) return -1;
     if (desc) zg_model_source_describe(&src, desc, desc_cap);
-    const char *dev = device ? device : "auto";
-    if (strcmp(dev, "auto") == 0) dev = zg_backend_cuda_available() ? "cuda" : "cpu";
-    zg_backend_config bc = {dev, -1, strcmp(dev, "cuda") == 0 ? ZG_BF16 : ZG_F32};
+    zg_backend_config bc = {dev, -1, prec};
     int rc = zg_backend_create(be, &bc);
     if (rc == 0) rc = gpt2_init(m, &src.cfg, *be);
     if (rc == 0) {

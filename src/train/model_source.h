@@ -42,12 +42,13 @@ void zg_model_source_close(zg_model_source *s);
 /* A short description for logs ("checkpoint out/iter_100", "hf:/models/gpt2", "gpt2 (config only)"). */
 void zg_model_source_describe(const zg_model_source *s, char *buf, size_t cap);
 
-/* Opens spec, creates the backend for device ("cpu", "cuda", "auto"; NULL = auto) at its default
- * inference precision (fp32 on the CPU, bf16 on CUDA) and a model holding the source's weights (or
- * random weights from seed for a config-only named model when need_weights is 0). desc (may be NULL)
- * receives a description. On failure nothing is left allocated. */
-int zg_model_instantiate(const char *spec, const char *device, int need_weights, uint64_t seed, zg_backend **be,
-                         gpt2_model *m, char *desc, size_t desc_cap);
+/* Opens spec, creates the backend for device ("cpu", "cuda", "auto"; NULL = auto) at precision dtype
+ * ("fp32", "bf16", "fp16"; NULL or "auto" = bf16 on CUDA, fp32 on the CPU, which computes in fp32 only
+ * and says so when asked for another) and a model holding the source's fp32 weights (a checkpoint's:
+ * its fp32 master weights) or random weights from seed for a config-only named model when need_weights
+ * is 0. desc (may be NULL) receives a description. On failure nothing is left allocated. */
+int zg_model_instantiate(const char *spec, const char *device, const char *dtype, int need_weights, uint64_t seed,
+                         zg_backend **be, gpt2_model *m, char *desc, size_t desc_cap);
 /* Frees what zg_model_instantiate created. */
 void zg_model_release(zg_backend *be, gpt2_model *m);
 

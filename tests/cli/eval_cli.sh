@@ -44,4 +44,13 @@ for k in "tokens/s: [0-9]" "ms/step: [0-9]" "MFU: [0-9.]+% of" "peak memory: bac
 done
 grep -qE '^\{"tokens_per_sec": [0-9.]+, "ms_per_step": [0-9.]+' bench.txt || fail "bench JSON: $(tail -1 bench.txt)"
 expect_fail "bench seq too long" "--seq 64 exceeds" "$ZGPT" bench --model out --seq 64
+# one precision rule: eval computes in fp32 by default (the exported model's loss in transformers);
+# --dtype bf16 on the CPU is said, not silently dropped; a bad --dtype is refused
+"$ZGPT" eval --model out --data data --iters 1 --batch 2 > p32.txt 2> p32.err
+grep -q ", fp32, random windows" p32.txt || fail "eval's default precision: $(cat p32.txt)"
+[ ! -s p32.err ] || fail "eval fp32 printed a note: $(cat p32.err)"
+"$ZGPT" eval --model out --data data --iters 1 --batch 2 --dtype bf16 --device cpu > pb.txt 2> pb.err
+grep -q "note: the CPU backend computes in fp32; --dtype bf16 applies on CUDA" pb.err || fail "no CPU note: $(cat pb.err)"
+cmp <(sed 's/,.*//' p32.txt) <(sed 's/,.*//' pb.txt) || fail "the CPU's bf16 request changed the loss"
+expect_fail "bad --dtype" "--dtype: .*fp64" "$ZGPT" eval --model out --data data --dtype fp64
 echo "eval_cli: ok"
