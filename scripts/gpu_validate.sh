@@ -34,6 +34,10 @@
 #   demo     scripts/demo.sh, the README's main job
 #   signal   SIGTERM to `zgpt train --gpus all` (the fork launcher, one worker per GPU) becomes a
 #            coordinated save and exit 0, and --resume continues (issue 16)
+#   ckpt     issue 19: GPT-2 XL shape (scratch), the guide's settings on one GPU (fp16, ZeRO-2, 1 x 32),
+#            60 iterations saving every 20 (keep_last_k 1) against the same run without saves; dd's
+#            direct-write rate on the same disk; bytes per parameter; seconds from `zgpt train --resume`
+#            to its first iteration line (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
 #   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
@@ -140,7 +144,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has ckpt || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -526,6 +530,28 @@ print(' '.join(random.choice(words) for _ in range(600000)))" > "$W/random_words
   done
   g1=$(gap_run wc "$ZGPT" train $(dpcfg "$W/gap_wc") --set max_iters=6 --set wall_clock_breakdown=true "${DP2_SET[@]}" --gpus 1)
   note "gap train, each phase synchronised: $g1"; grep -E "^iter [2-5]: time" "$LOG_DIR/gap_wc.log" | tee -a "$SUMMARY" >/dev/null
+fi
+if has ckpt; then
+  # stamp: prefixes each line with seconds since the start of the command
+  stamp() { python3 -u -c 'import sys, time
+t0 = time.time()
+for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
+  since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
+  xl=(--config configs/gpt2xl_finetune.json --deepspeed configs/ds_config_zero2.json --set init_from=scratch
+      --set n_layer=48 --set n_head=25 --set n_embd=1600 --set data="$W/data" --set max_iters=60 --set eval_interval=20
+      --set eval_iters=1 --set always_save_checkpoint=true --set keep_last_k=1 --set log_interval=1)
+  dd if=/dev/zero of="$W/dd.bin" bs=64M count=192 oflag=direct 2> "$LOG_DIR/ckpt_dd.log"; rm -f "$W/dd.bin"
+  ddrate=$(grep -oE '[0-9.]+ [GM]B/s' "$LOG_DIR/ckpt_dd.log" | tail -1)
+  t0=$(date +%s.%N); timeout 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c0" --set save_checkpoints=false 2>&1 | stamp > "$LOG_DIR/ckpt_nosave.log"
+  t1=$(date +%s.%N); timeout 500 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" 2>&1 | stamp > "$LOG_DIR/ckpt_save.log"
+  t2=$(date +%s.%N)
+  bytes=$(du -sb "$W/c1/$(cat "$W/c1/latest" 2>/dev/null)" 2>/dev/null | cut -f1)
+  np=$(grep -oE '[0-9.]+M parameters' "$LOG_DIR/ckpt_save.log" | head -1)
+  note "ckpt: dd oflag=direct $ddrate; without saves $(since "$t1" "$t0") s, with 3 saves $(since "$t2" "$t1") s; checkpoint $bytes bytes for $np"
+  note "ckpt: iteration times around saves: $(grep -E '^[0-9.]+ iter (19|20|21|39|40|41|59):' "$LOG_DIR/ckpt_save.log" | sed -E 's/ lr .*//' | tr '\n' ';')"
+  note "ckpt: save lines: $(grep -iE 'checkpoint|snapshot|background' "$LOG_DIR/ckpt_save.log" | head -8 | tr '\n' ';')"
+  timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
+  note "ckpt: resume: first iteration line at $(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1) s after the start"
 fi
 if has signal; then
   "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=100000 --set eval_interval=100000) --gpus all > "$LOG_DIR/signal.log" 2>&1 &
