@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,7 +191,13 @@ static int finish_file(zg_ckpt_writer *w, zg_atomic_file *af, const char *name, 
     return 0;
 }
 
-int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params) {
+int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
+                        zg_dtype param_dtype) {
+    /* In mixed precision the parameters are exactly the shards' fp32 master rounded to param_dtype
+     * (the optimizer writes param = round(master) at every step, and resume rebuilds them the same
+     * way), so a second copy would only cost 4 bytes per parameter: the header carries the dtype and
+     * the checksum of the parameters as they are, and the reader rebuilds and checks them. */
+    int from_master = param_dtype != ZG_F32;
     unsigned char h[ZG_CKPT_HEADER_BYTES];
     memset(h, 0, sizeof h);
     memcpy(h, ZG_CKPT_MODEL_MAGIC, 8);
@@ -202,16 +209,18 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     put_u32(h + 28, (uint32_t)cfg->block_size);
     put_u32(h + 32, (uint32_t)cfg->vocab_size);
     put_u32(h + 36, (uint32_t)cfg->padded_vocab_size);
-    put_u32(h + 40, 0); /* payload dtype: 0 = fp32 */
+    put_u32(h + 40, from_master ? 1u : 0u); /* payload: 0 = fp32 parameters, 1 = none (the shards' master) */
+    put_u32(h + 44, from_master ? (uint32_t)param_dtype : 0u);
     put_u64(h + 48, num_params);
     put_u64(h + 56, zg_checksum(params_host, num_params * sizeof(float)));
     zg_atomic_file af;
     if (open_in_stage(w, &af, "model.bin") != 0) return -1;
+    uint64_t payload = from_master ? 0 : num_params;
     zg_progress prog;
-    progress_begin(&prog, "save", w->final_dir, "model.bin", num_params * sizeof(float));
+    progress_begin(&prog, "save", w->final_dir, "model.bin", payload * sizeof(float));
     int ok = ckpt_write(&af, h, sizeof h) == 0;
-    for (size_t i = 0; ok && i < num_params; i += CHUNK_ELEMS) {
-        size_t n = num_params - i < CHUNK_ELEMS ? num_params - i : CHUNK_ELEMS;
+    for (size_t i = 0; ok && i < payload; i += CHUNK_ELEMS) {
+        size_t n = payload - i < CHUNK_ELEMS ? payload - i : CHUNK_ELEMS;
         ok = ckpt_write(&af, params_host + i, n * sizeof(float)) == 0;
         zg_progress_update(&prog, (i + n) * sizeof(float));
     }
@@ -574,13 +583,20 @@ static int read_header(const char *path, unsigned char *h) {
     return 0;
 }
 
+/* Versions this zgpt reads (checked in every header and the manifest). */
+static int version_ok(uint32_t v) { return v >= ZG_CKPT_VERSION_MIN && v <= ZG_CKPT_VERSION; }
+
+static int version_error(const char *path, double v) {
+    return zg_errorf("'%s' has format version %g; this zgpt reads versions %u to %u (a newer zgpt wrote it)", path,
+                     v, ZG_CKPT_VERSION_MIN, ZG_CKPT_VERSION);
+}
+
 static int check_model_header(zg_ckpt *c, const char *path, uint64_t size) {
     unsigned char h[ZG_CKPT_HEADER_BYTES];
     if (read_header(path, h) != 0) return -1;
     if (memcmp(h, ZG_CKPT_MODEL_MAGIC, 8) != 0) return zg_errorf("'%s' is not a zgpt model file (bad magic)", path);
-    if (get_u32(h + 8) != ZG_CKPT_VERSION)
-        return zg_errorf("'%s' has format version %u; this zgpt reads version %u", path, get_u32(h + 8),
-                         ZG_CKPT_VERSION);
+    uint32_t version = get_u32(h + 8);
+    if (!version_ok(version)) return version_error(path, version);
     c->cfg.n_layer = (int)get_u32(h + 16);
     c->cfg.n_head = (int)get_u32(h + 20);
     c->cfg.n_embd = (int)get_u32(h + 24);
@@ -588,17 +604,23 @@ static int check_model_header(zg_ckpt *c, const char *path, uint64_t size) {
     c->cfg.vocab_size = (int)get_u32(h + 32);
     c->cfg.padded_vocab_size = (int)get_u32(h + 36);
     c->num_params = get_u64(h + 48);
-    if (get_u32(h + 40) != 0) return zg_errorf("'%s': unknown payload dtype %u", path, get_u32(h + 40));
-    if (size != ZG_CKPT_HEADER_BYTES + c->num_params * sizeof(float))
+    uint32_t payload = get_u32(h + 40), mdt = get_u32(h + 44);
+    /* version 1 always holds the fp32 payload; version 2 may hold none (payload 1: the master) */
+    if (payload > (version >= 2 ? 1u : 0u) || (payload == 1 && mdt != ZG_BF16 && mdt != ZG_F16))
+        return zg_errorf("'%s': unknown payload dtype %u (parameter dtype %u)", path, payload, mdt);
+    c->params_from_master = payload == 1;
+    c->master_dtype = c->params_from_master ? (zg_dtype)mdt : ZG_F32;
+    uint64_t expect = ZG_CKPT_HEADER_BYTES + (c->params_from_master ? 0 : c->num_params * sizeof(float));
+    if (size != expect)
         return zg_errorf("'%s' has %" PRIu64 " bytes but its header promises %" PRIu64 " parameters", path, size,
                          c->num_params);
     gpt2_config chk = c->cfg;
     if (gpt2_config_validate(&chk) != 0) return zg_error_prefix("'%s': invalid model shape", path);
     gpt2_param_table t;
     if (gpt2_param_table_init(&t, &chk) != 0) return -1;
-    size_t expect = t.num_params;
+    size_t params = t.num_params;
     gpt2_param_table_free(&t);
-    if (expect != c->num_params || chk.padded_vocab_size != c->cfg.padded_vocab_size)
+    if (params != c->num_params || chk.padded_vocab_size != c->cfg.padded_vocab_size)
         return zg_errorf("'%s': header shape does not match its parameter count", path);
     return 0;
 }
@@ -608,9 +630,7 @@ static int check_optim_header(zg_ckpt *c, const char *name, const char *path, ui
     if (read_header(path, h) != 0) return -1;
     if (memcmp(h, ZG_CKPT_OPTIM_MAGIC, 8) != 0)
         return zg_errorf("'%s' is not a zgpt optimizer shard (bad magic)", path);
-    if (get_u32(h + 8) != ZG_CKPT_VERSION)
-        return zg_errorf("'%s' has format version %u; this zgpt reads version %u", path, get_u32(h + 8),
-                         ZG_CKPT_VERSION);
+    if (!version_ok(get_u32(h + 8))) return version_error(path, get_u32(h + 8));
     zg_ckpt_shard s;
     memset(&s, 0, sizeof s);
     snprintf(s.file, sizeof s.file, "%s", name);
@@ -665,9 +685,8 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
     if (!j || !cJSON_IsArray(files) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "zgpt-checkpoint") != 0 ||
         !cJSON_IsNumber(ver))
         rc = zg_errorf("'%s' is corrupt (not a zgpt checkpoint manifest)", mpath);
-    else if ((unsigned)ver->valuedouble != ZG_CKPT_VERSION)
-        rc = zg_errorf("'%s': checkpoint version %g, this zgpt reads version %u", mpath, ver->valuedouble,
-                       ZG_CKPT_VERSION);
+    else if (ver->valuedouble != floor(ver->valuedouble) || !version_ok((uint32_t)ver->valuedouble))
+        rc = version_error(mpath, ver->valuedouble);
     int have_model = 0;
     const cJSON *f;
     if (rc == 0) {
@@ -708,6 +727,14 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
         }
     }
     if (rc == 0 && !have_model) rc = zg_errorf("checkpoint '%s' has no model.bin in its manifest", path);
+    if (rc == 0 && c->params_from_master) { /* the parameters live in the shards' master: all of them */
+        uint64_t covered = 0;
+        for (int i = 0; i < c->n_shards; i++) covered += c->shards[i].has_master ? c->shards[i].end - c->shards[i].begin : 0;
+        if (covered != c->num_params)
+            rc = zg_errorf("checkpoint '%s' is incomplete: its model.bin refers to the optimizer shards' master "
+                           "weights, which cover %" PRIu64 " of the %" PRIu64 " parameters",
+                           path, covered, c->num_params);
+    }
     for (int i = 0; rc == 0 && i < c->n_shards; i++)
         if (c->shards[i].end > c->num_params)
             rc = zg_errorf("optimizer shard '%s/%s' covers parameters beyond the model's %" PRIu64, path,
@@ -716,6 +743,27 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
     free(mpath);
     if (rc != 0) zg_ckpt_close(c);
     return rc;
+}
+
+static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
+                           zg_backend *be, float *dst, float *stage);
+
+/* Header-only model.bin: the parameters are the shards' master rounded to the training dtype, exactly
+ * as the optimizer produced them (round to nearest even, as on the device), then widened to fp32. */
+static int read_model_from_master(const zg_ckpt *c, float *params_host, uint64_t want_sum, const char *path) {
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < c->n_shards; i++)
+        rc = read_shard_part(c, &c->shards[i], 0, c->shards[i].begin, c->shards[i].end, NULL,
+                             params_host + c->shards[i].begin, NULL);
+    if (rc != 0) return -1;
+    for (uint64_t i = 0; i < c->num_params; i++)
+        params_host[i] = c->master_dtype == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(params_host[i]))
+                                                    : zg_f16_to_f32(zg_f32_to_f16(params_host[i]));
+    if (zg_checksum(params_host, c->num_params * sizeof(float)) != want_sum)
+        return zg_errorf("'%s': the parameters rebuilt from the optimizer shards' master weights do not match the "
+                         "checksum model.bin holds (corrupt; use another checkpoint)",
+                         path);
+    return 0;
 }
 
 int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
@@ -727,9 +775,10 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
     } else {
         unsigned char h[ZG_CKPT_HEADER_BYTES];
         zg_progress prog;
-        progress_begin(&prog, "load", c->dir, "model.bin", c->num_params * sizeof(float));
+        progress_begin(&prog, "load", c->dir, "model.bin", c->params_from_master ? 0 : c->num_params * sizeof(float));
         if (fread(h, 1, sizeof h, f) != sizeof h) rc = -1;
-        for (size_t i = 0; rc == 0 && i < c->num_params; i += CHUNK_ELEMS) {
+        size_t payload = c->params_from_master ? 0 : c->num_params;
+        for (size_t i = 0; rc == 0 && i < payload; i += CHUNK_ELEMS) {
             size_t n = c->num_params - i < CHUNK_ELEMS ? c->num_params - i : CHUNK_ELEMS;
             if (fread(params_host + i, sizeof(float), n, f) != n) rc = -1;
             zg_progress_update(&prog, (i + n) * sizeof(float));
@@ -737,6 +786,8 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
         zg_progress_free(&prog);
         if (rc != 0)
             rc = zg_errorf("cannot read '%s' (truncated?)", p);
+        else if (c->params_from_master)
+            rc = read_model_from_master(c, params_host, get_u64(h + 56), p);
         else if (zg_checksum(params_host, c->num_params * sizeof(float)) != get_u64(h + 56))
             rc = zg_errorf("'%s': parameter checksum mismatch (corrupt; use another checkpoint)", p);
         fclose(f);
@@ -745,7 +796,8 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
     return rc;
 }
 
-/* Reads elements [a, b) of array `which` (0 master, 1 m, 2 v) of a shard into backend memory dst. */
+/* Reads elements [a, b) of array `which` (0 master, 1 m, 2 v) of a shard into backend memory dst, or
+ * straight into host memory dst when be is NULL (stage unused then). */
 static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
                            zg_backend *be, float *dst, float *stage) {
     char *p = zg_path_join(c->dir, s->file);
@@ -763,11 +815,11 @@ static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, 
     if (fseeko(f, (off_t)off, SEEK_SET) != 0) rc = zg_errorf("cannot seek in '%s': %s", p, strerror(errno));
     for (uint64_t i = a; rc == 0 && i < b; i += CHUNK_ELEMS) {
         size_t k = (size_t)(b - i < CHUNK_ELEMS ? b - i : CHUNK_ELEMS);
-        if (fread(stage, sizeof(float), k, f) != k) {
+        if (fread(be ? stage : dst + (i - a), sizeof(float), k, f) != k) {
             rc = zg_errorf("cannot read '%s' (truncated?)", p);
             break;
         }
-        be->ops->upload(be, dst + (i - a), stage, k * sizeof(float));
+        if (be) be->ops->upload(be, dst + (i - a), stage, k * sizeof(float));
     }
     fclose(f);
     free(p);

@@ -1,7 +1,9 @@
 /* Checkpoints: one folder per tag under out_dir (iter_N, best, final) plus a `latest` pointer file.
  *
  * A checkpoint folder holds (docs/FORMATS.md, "Checkpoints"):
- *   model.bin                  versioned header + the flat parameter buffer in fp32 (table layout)
+ *   model.bin                  versioned header + the flat parameter buffer in fp32 (table layout);
+ *                              header only when the shards hold the fp32 master (mixed precision):
+ *                              the parameters are then the master rounded to the training dtype
  *   optim_<begin>_<end>.bin    one or more optimizer SHARDS, each covering [begin, end) of the flat
  *                              buffer: fp32 master (when training in bf16/fp16), Adam m, Adam v
  *   state.json                 trainer state (iteration, best val loss, loss scaler, data loader
@@ -29,7 +31,8 @@
 
 #define ZG_CKPT_MODEL_MAGIC "ZGPTCKPT"
 #define ZG_CKPT_OPTIM_MAGIC "ZGPTOPTS"
-#define ZG_CKPT_VERSION 1u
+#define ZG_CKPT_VERSION 2u     /* written; version 1 (model.bin always with its payload) still reads */
+#define ZG_CKPT_VERSION_MIN 1u
 #define ZG_CKPT_HEADER_BYTES 64u
 
 typedef struct {
@@ -51,8 +54,12 @@ int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag
  * with zg_ckpt_writer_release once its files are reported to the committing rank. */
 int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag);
 void zg_ckpt_writer_release(zg_ckpt_writer *w);
-/* model.bin from fp32 host parameters in the table layout. */
-int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params);
+/* model.bin from fp32 host parameters in the table layout. param_dtype is the dtype training holds the
+ * parameters in: fp32 writes them; bf16/fp16 (the optimizer shards hold the fp32 master and the
+ * parameters are the master rounded to that dtype) writes the header only, with the dtype and the
+ * checksum of params_host, which the reader checks the rebuilt parameters against. */
+int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
+                        zg_dtype param_dtype);
 /* optim_<begin>_<end>.bin from the optimizer's state (downloaded in chunks). */
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params);
 /* Any small file (state.json). */
@@ -97,6 +104,8 @@ typedef struct {
     int n_files;
     zg_ckpt_shard *shards;
     int n_shards;
+    int params_from_master;  /* model.bin is header only: parameters = round(master) in master_dtype */
+    zg_dtype master_dtype;
 } zg_ckpt;
 
 /* 1 when path looks like a checkpoint folder (has manifest.json) or an out_dir with `latest`. */
@@ -105,7 +114,8 @@ int zg_ckpt_exists(const char *path);
  * size and checksum, the headers. -1 with a one-line error naming the file otherwise. */
 int zg_ckpt_open(zg_ckpt *c, const char *path);
 void zg_ckpt_close(zg_ckpt *c);
-/* Parameters (fp32 host, c->num_params elements). */
+/* Parameters (fp32 host, c->num_params elements): model.bin's payload, or (header-only model.bin) the
+ * shards' fp32 master rounded to the training dtype, checked against the checksum model.bin holds. */
 int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
 /* Fills the optimizer's range [o->begin, o->end) from the overlapping shards (m, v, and the master
  * when both have one; a master-less checkpoint leaves o->master as initialised from the params).

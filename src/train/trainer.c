@@ -504,7 +504,8 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (tr->zero_on) zg_zero_release_all(&tr->zero);
     if (rc == 0 && root) {
         char *state = state_json(tr, prec);
-        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params);
+        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params,
+                                     tr->opt->param_dtype);
         if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
         free(state);
         if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1); /* removes its folder itself on failure */
