@@ -13,10 +13,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { CHUNK_ELEMS = 1 << 20 }; /* host staging for device <-> file copies: 4 MiB of fp32 */
@@ -24,31 +26,34 @@ enum { CHUNK_ELEMS = 1 << 20 }; /* host staging for device <-> file copies: 4 Mi
 /* ---- the full-disk test hook ---------------------------------------------------------------- */
 
 /* Bytes written by checkpoint writers in this process. Process-wide on purpose: the hook must let
- * the first checkpoints succeed and a later one fail midway, as a disk filling up would. */
-static uint64_t g_test_bytes_written;
+ * the first checkpoints succeed and a later one fail midway, as a disk filling up would. Atomic: the
+ * background writer thread (src/train/ckpt_background.c) writes too. */
+static _Atomic uint64_t g_test_bytes_written;
 
 static int ckpt_write(zg_atomic_file *af, const void *data, size_t n) {
-    static int have_limit = -1;
-    static uint64_t limit;
-    if (have_limit < 0) {
-        const char *e = getenv("ZGPT_TEST_FAIL_WRITE_AFTER");
-        have_limit = e && *e;
-        if (have_limit) limit = strtoull(e, NULL, 10);
-    }
-    if (have_limit && g_test_bytes_written + n > limit) {
+    const char *e = getenv("ZGPT_TEST_FAIL_WRITE_AFTER");
+    if (e && *e && atomic_fetch_add(&g_test_bytes_written, n) + n > strtoull(e, NULL, 10)) {
         af->failed = 1;
         return zg_errorf("cannot write '%s': No space left on device (simulated by ZGPT_TEST_FAIL_WRITE_AFTER)",
                          af->path);
     }
-    g_test_bytes_written += n;
+    /* test hook: a slow disk, so that a test can kill a run while a background save is writing */
+    const char *d = getenv("ZGPT_TEST_WRITER_DELAY_MS");
+    if (d && *d) {
+        long ms = strtol(d, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        if (ms > 0) nanosleep(&ts, NULL);
+    }
     return zg_atomic_write(af, data, n);
 }
 
 /* Progress of one checkpoint file ("save out/iter_100/model.bin"); rank 0 only prints. */
-static void progress_begin(zg_progress *p, const char *verb, const char *dir, const char *file, uint64_t bytes) {
+static void progress_begin(zg_progress *p, const char *verb, const char *dir, const char *file, uint64_t bytes,
+                           int quiet) {
     char label[700];
     snprintf(label, sizeof label, "%s %s/%s", verb, dir, file);
     zg_progress_init(p, label, bytes, NULL);
+    p->silent |= quiet; /* a background save must not draw over the training output */
 }
 
 /* ---- little-endian header fields ------------------------------------------------------------- */
@@ -217,7 +222,7 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     if (open_in_stage(w, &af, "model.bin") != 0) return -1;
     uint64_t payload = from_master ? 0 : num_params;
     zg_progress prog;
-    progress_begin(&prog, "save", w->final_dir, "model.bin", payload * sizeof(float));
+    progress_begin(&prog, "save", w->final_dir, "model.bin", payload * sizeof(float), w->quiet);
     int ok = ckpt_write(&af, h, sizeof h) == 0;
     for (size_t i = 0; ok && i < payload; i += CHUNK_ELEMS) {
         size_t n = payload - i < CHUNK_ELEMS ? payload - i : CHUNK_ELEMS;
@@ -228,35 +233,43 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     return finish_file(w, &af, "model.bin", ok);
 }
 
-/* Streams one fp32 backend array into the file (and a running payload checksum). */
-static int write_backend_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_t n, float *stage,
-                             zg_hasher *hh, zg_progress *prog) {
+/* Streams one fp32 array into the file: backend memory through `stage` (be non-NULL), or a host
+ * snapshot written straight from where it is (be NULL). */
+static int write_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_t n, float *stage, zg_progress *prog) {
     for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
         size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
-        be->ops->download(be, stage, src + i, k * sizeof(float));
-        if (hh) zg_hasher_update(hh, stage, k * sizeof(float));
-        if (ckpt_write(af, stage, k * sizeof(float)) != 0) return -1;
+        const float *chunk = src + i;
+        if (be) {
+            be->ops->download(be, stage, src + i, k * sizeof(float));
+            chunk = stage;
+        }
+        if (ckpt_write(af, chunk, k * sizeof(float)) != 0) return -1;
         zg_progress_update(prog, prog->done + k * sizeof(float));
     }
     return 0;
 }
 
-int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
+/* One shard from its arrays (master may be NULL) in backend memory (be) or host memory (be NULL). */
+static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t end, int64_t step,
+                       const float *const arrays[3], size_t num_params) {
     char name[96];
-    snprintf(name, sizeof name, "optim_%zu_%zu.bin", o->begin, o->end);
-    size_t n = o->end - o->begin;
-    float *stage = zg_malloc(CHUNK_ELEMS * sizeof(float));
+    snprintf(name, sizeof name, "optim_%zu_%zu.bin", begin, end);
+    size_t n = end - begin;
+    float *stage = be ? zg_malloc(CHUNK_ELEMS * sizeof(float)) : NULL;
     /* The header carries a checksum of the payload; compute it in a first pass over the state so the
      * header can be written first and the file stays streamable. */
     zg_hasher hh;
     zg_hasher_init(&hh);
-    const float *arrays[3] = {o->master, o->m, o->v};
     for (int a = 0; a < 3; a++) {
         if (!arrays[a] || n == 0) continue;
         for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
             size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
-            o->be->ops->download(o->be, stage, arrays[a] + i, k * sizeof(float));
-            zg_hasher_update(&hh, stage, k * sizeof(float));
+            const float *chunk = arrays[a] + i;
+            if (be) {
+                be->ops->download(be, stage, arrays[a] + i, k * sizeof(float));
+                chunk = stage;
+            }
+            zg_hasher_update(&hh, chunk, k * sizeof(float));
         }
     }
     uint64_t payload_sum = zg_hasher_final(&hh);
@@ -266,10 +279,10 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     put_u32(h + 8, ZG_CKPT_VERSION);
     put_u32(h + 12, ZG_CKPT_HEADER_BYTES);
     put_u64(h + 16, num_params);
-    put_u64(h + 24, o->begin);
-    put_u64(h + 32, o->end);
-    put_u32(h + 40, o->master ? 1u : 0u);
-    put_u64(h + 48, (uint64_t)o->step);
+    put_u64(h + 24, begin);
+    put_u64(h + 32, end);
+    put_u32(h + 40, arrays[0] ? 1u : 0u);
+    put_u64(h + 48, (uint64_t)step);
     put_u64(h + 56, payload_sum);
     zg_atomic_file af;
     if (open_in_stage(w, &af, name) != 0) {
@@ -278,12 +291,55 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     }
     int ok = ckpt_write(&af, h, sizeof h) == 0;
     zg_progress prog;
-    progress_begin(&prog, "save", w->final_dir, name, (uint64_t)n * sizeof(float) * (o->master ? 3 : 2));
+    progress_begin(&prog, "save", w->final_dir, name, (uint64_t)n * sizeof(float) * (arrays[0] ? 3 : 2), w->quiet);
     for (int a = 0; ok && a < 3; a++)
-        if (arrays[a] && n) ok = write_backend_f32(&af, o->be, arrays[a], n, stage, NULL, &prog) == 0;
+        if (arrays[a] && n) ok = write_f32(&af, be, arrays[a], n, stage, &prog) == 0;
     zg_progress_free(&prog);
     free(stage);
     return finish_file(w, &af, name, ok);
+}
+
+int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
+    const float *const arrays[3] = {o->master, o->m, o->v};
+    return write_shard(w, o->be, o->begin, o->end, o->step, arrays, num_params);
+}
+
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+    size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
+    if (want > s->cap) {
+        /* Plain host memory: the backend interface has no pinned allocation (downloads on CUDA then
+         * go through the driver's staging buffer; a pinned buffer would make them faster). */
+        free(s->buf);
+        s->buf = malloc(want * sizeof(float) + 1);
+        s->cap = s->buf ? want : 0;
+        if (!s->buf) return zg_errorf("out of host memory for a checkpoint snapshot of %.2f GiB",
+                                      (double)want * sizeof(float) / (1u << 30));
+    }
+    s->begin = o->begin;
+    s->end = o->end;
+    s->step = o->step;
+    s->has_master = o->master != NULL;
+    const float *src[3] = {o->master, o->m, o->v};
+    float *dst = s->buf;
+    for (int a = 0; a < 3; a++) {
+        if (!src[a]) continue;
+        if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
+        dst += n;
+    }
+    return 0;
+}
+
+void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s) {
+    free(s->buf);
+    memset(s, 0, sizeof *s);
+}
+
+int zg_ckpt_write_snapshot(zg_ckpt_writer *w, const zg_ckpt_snapshot *s, size_t num_params) {
+    size_t n = s->end - s->begin;
+    const float *base = s->buf;
+    const float *const arrays[3] = {s->has_master ? base : NULL, base + (s->has_master ? n : 0),
+                                    base + (s->has_master ? 2 * n : n)};
+    return write_shard(w, NULL, s->begin, s->end, s->step, arrays, num_params);
 }
 
 int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text) {
@@ -775,7 +831,7 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
     } else {
         unsigned char h[ZG_CKPT_HEADER_BYTES];
         zg_progress prog;
-        progress_begin(&prog, "load", c->dir, "model.bin", c->params_from_master ? 0 : c->num_params * sizeof(float));
+        progress_begin(&prog, "load", c->dir, "model.bin", c->params_from_master ? 0 : c->num_params * sizeof(float), 0);
         if (fread(h, 1, sizeof h, f) != sizeof h) rc = -1;
         size_t payload = c->params_from_master ? 0 : c->num_params;
         for (size_t i = 0; rc == 0 && i < payload; i += CHUNK_ELEMS) {

@@ -19,7 +19,8 @@
  *
  * Test hook (documented for tests only): ZGPT_TEST_FAIL_WRITE_AFTER=N makes checkpoint writes fail
  * with "No space left on device" once N bytes have been written in this process, to simulate a full
- * disk. */
+ * disk (counting what every thread writes); ZGPT_TEST_WRITER_DELAY_MS=D sleeps D ms before each write
+ * call, a slow disk, so that a test can kill a run in the middle of a background save. */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
 
@@ -44,7 +45,18 @@ typedef struct {
     char *out_dir, *tag, *stage_dir, *final_dir;
     zg_ckpt_file *files;
     int n_files;
+    int quiet; /* no progress lines (a background save) */
 } zg_ckpt_writer;
+
+/* A host copy of an optimizer range (fp32 master when present, m, v), taken at a save point so that
+ * training can go on while a writer thread writes it. The buffer is kept between saves. */
+typedef struct {
+    size_t begin, end;
+    int64_t step;
+    int has_master;
+    float *buf; /* [master,] m, v: (end-begin) each */
+    size_t cap; /* elements buf holds */
+} zg_ckpt_snapshot;
 
 /* Starts a checkpoint `tag` in out_dir (created if needed); a stale partial folder of the same tag
  * (from a crash) is removed. */
@@ -62,6 +74,12 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
                         zg_dtype param_dtype);
 /* optim_<begin>_<end>.bin from the optimizer's state (downloaded in chunks). */
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params);
+/* Copies the optimizer's state into s (growing its buffer when needed); -1 with an error when host
+ * memory cannot hold it (s is then empty, and the caller saves synchronously instead). */
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o);
+void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s);
+/* optim_<begin>_<end>.bin from a snapshot: the same file zg_ckpt_write_optimizer writes. */
+int zg_ckpt_write_snapshot(zg_ckpt_writer *w, const zg_ckpt_snapshot *s, size_t num_params);
 /* Any small file (state.json). */
 int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text);
 /* Writes the manifest, swaps the folder into place; set_latest: then points `latest` at it. */
