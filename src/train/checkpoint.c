@@ -53,7 +53,9 @@ static void progress_begin(zg_progress *p, const char *verb, const char *dir, co
     char label[700];
     snprintf(label, sizeof label, "%s %s/%s", verb, dir, file);
     zg_progress_init(p, label, bytes, NULL);
-    p->silent |= quiet; /* a background save must not draw over the training output */
+    /* a background save must not redraw a terminal line under the training output; plain lines into
+     * a log are fine (each is one write) */
+    p->silent |= quiet && p->tty;
 }
 
 /* ---- little-endian header fields ------------------------------------------------------------- */
@@ -304,12 +306,34 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     return write_shard(w, o->be, o->begin, o->end, o->step, arrays, num_params);
 }
 
+/* MemAvailable of /proc/meminfo in bytes; unlimited when it cannot be read (malloc decides then). */
+static uint64_t host_available_bytes(void) {
+    const char *e = getenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
+    if (e && *e) return strtoull(e, NULL, 10);
+    uint64_t kb = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
+    if (f) fclose(f);
+    return found ? kb * 1024 : UINT64_MAX;
+}
+
 int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
     if (want > s->cap) {
+        free(s->buf);
+        s->buf = NULL;
+        s->cap = 0;
+        /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
+         * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
+        uint64_t avail = host_available_bytes();
+        if ((uint64_t)want * sizeof(float) > avail)
+            return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
+                             (double)want * sizeof(float) / (1u << 30), (double)avail / (1u << 30));
         /* Plain host memory: the backend interface has no pinned allocation (downloads on CUDA then
          * go through the driver's staging buffer; a pinned buffer would make them faster). */
-        free(s->buf);
         s->buf = malloc(want * sizeof(float) + 1);
         s->cap = s->buf ? want : 0;
         if (!s->buf) return zg_errorf("out of host memory for a checkpoint snapshot of %.2f GiB",

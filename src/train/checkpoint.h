@@ -20,7 +20,8 @@
  * Test hook (documented for tests only): ZGPT_TEST_FAIL_WRITE_AFTER=N makes checkpoint writes fail
  * with "No space left on device" once N bytes have been written in this process, to simulate a full
  * disk (counting what every thread writes); ZGPT_TEST_WRITER_DELAY_MS=D sleeps D ms before each write
- * call, a slow disk, so that a test can kill a run in the middle of a background save. */
+ * call, a slow disk, so that a test can kill a run in the middle of a background save;
+ * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against. */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
 
@@ -45,7 +46,7 @@ typedef struct {
     char *out_dir, *tag, *stage_dir, *final_dir;
     zg_ckpt_file *files;
     int n_files;
-    int quiet; /* no progress lines (a background save) */
+    int quiet; /* a background save: no progress redrawn on a terminal (plain log lines stay) */
 } zg_ckpt_writer;
 
 /* A host copy of an optimizer range (fp32 master when present, m, v), taken at a save point so that

@@ -5,6 +5,7 @@
 #     went on) equals one that saved synchronously (background_checkpoint false), and resuming from a
 #     background-written checkpoint gives the same losses and bytes as the uninterrupted run; the same
 #     on 2 ranks at ZeRO stages 1, 2 and 3 (skipped without MPI).
+#     When host memory cannot hold the snapshot, one note, and the saves are synchronous.
 #  b. kill -9 at random moments during background saves (20 trials): `latest` always names a
 #     checkpoint that loads, no iter_N folder is ever published without its manifest, and the run
 #     resumes.
@@ -34,6 +35,12 @@ grep -q "resuming at iter 3" half2.log || fail "did not resume at 3: $(cat half2
 diff <(losses bg/metrics.jsonl) <(losses half/metrics.jsonl) || fail "resume from a background save: losses differ"
 same_ckpt bg/final half/final
 echo "ok 1 process: background == synchronous saves, resume from a background save is bitwise"
+# host memory too small for the snapshot: said once, then every save is synchronous
+ZGPT_TEST_HOST_AVAILABLE_BYTES=1000 "$ZGPT" train "${T[@]}" --set out_dir=small > small.log
+[ "$(grep -c 'host memory cannot hold a checkpoint snapshot of .*; checkpoints are saved synchronously' small.log)" -eq 1 ] ||
+    fail "no single note about the host memory: $(cat small.log)"
+same_ckpt sync/final small/final
+echo "ok host memory too small for the snapshot: $(grep 'host memory' small.log)"
 
 # ---- a. bitwise, 2 ranks at stages 1-3 ---------------------------------------------------------
 if "$ZGPT" train "${T[@]}" --set out_dir=probe --set max_iters=0 --nproc 2 > probe.log 2>&1; then
