@@ -84,7 +84,9 @@ for trial in $(seq 1 20); do
     resume=(); [ -f k/latest ] && resume=(--resume)
     ZGPT_TEST_WRITER_DELAY_MS=15 "$ZGPT" train "${K[@]}" "${resume[@]}" > k$trial.log 2>&1 &
     pid=$!
-    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.3 + (r % 600) / 1000 }')"
+    # training has started (a slow or loaded machine takes longer to get there), then a random moment
+    for i in $(seq 1 600); do grep -q '^iter ' k$trial.log && break; sleep 0.05; done
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.05 + (r % 600) / 1000 }')"
     ls -a k 2>/dev/null | grep -q '^\.partial\.' && killed_in_save=$((killed_in_save + 1))
     kill -9 $pid 2>/dev/null || fail "trial $trial: the run ended by itself: $(tail -3 k$trial.log)"
     wait $pid 2>/dev/null || true
