@@ -230,8 +230,10 @@ if has resume; then
   timeout 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=40 --set eval_interval=20) --device cuda --resume > "$LOG_DIR/resume_b.log" 2>&1
   l1=$(grep '"loss": [0-9]' "$W/rs/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   l2=$(grep '"loss": [0-9]' "$W/rp/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
-  if [ -n "$l1" ] && [ "$l1" = "$l2" ] && cmp -s "$W/rs/final/model.bin" "$W/rp/final/model.bin"; then
-    note "resume (CUDA bf16, 40 = 20 + resume + 20): ok, identical losses and byte-identical final weights"
+  # bf16: model.bin is header only (its checksum is that of the parameters); the weights are the shards' master
+  same=1; for f in "$W/rs/final"/*.bin; do cmp -s "$f" "$W/rp/final/$(basename "$f")" || same=0; done
+  if [ -n "$l1" ] && [ "$l1" = "$l2" ] && [ $same = 1 ] && "$ZGPT" eval --model "$W/rp" --data "$W/data" --iters 1 > "$LOG_DIR/resume_eval.log" 2>&1; then
+    note "resume (CUDA bf16, 40 = 20 + resume + 20): ok, identical losses, byte-identical final model.bin and optimizer shards ($(du -sb "$W/rp/final" | cut -f1) bytes for $(grep -m1 -oE '[0-9.]+M parameters' "$LOG_DIR/resume_a.log")); eval reads it"
   else note "resume: FAILED"; diff <(echo "$l1") <(echo "$l2") | head -5 | tee -a "$SUMMARY"; fi
 fi
 

@@ -58,6 +58,19 @@ static double paper_bytes(int stage, double psi, int n) {
     }
 }
 
+/* Host memory a rank's background checkpoint snapshot takes: the optimizer range it saves (at stage 0
+ * only rank 0 saves; every rank holds the same state). */
+static size_t snapshot_bytes(const zg_zero_opts *zo, int world, int rank, const zg_zero_memory *m) {
+    return world > 1 && zo->stage == 0 && rank > 0 ? 0 : m->optimizer;
+}
+
+/* A checkpoint on disk (docs/FORMATS.md): 12 bytes per parameter (fp32 master or parameters, m, v)
+ * plus the 64-byte headers of model.bin and the shards; state.json and the manifest not counted. */
+static double checkpoint_bytes(size_t n, const zg_zero_opts *zo, int world) {
+    int shards = world > 1 && zo->stage > 0 ? world : 1;
+    return 12.0 * (double)n + 64.0 * (1 + shards);
+}
+
 static const char *paper_formula(int stage) {
     switch (stage) {
     case 0: return "16Psi (2Psi params + 2Psi grads + 12Psi optimizer)";
@@ -168,11 +181,11 @@ int zg_cmd_plan(int argc, char **argv) {
             zg_zero_memory m;
             zg_zero_plan_model(&table, N, r, &zo, dt, dt, device, act, &m);
             printf("%s{\"rank\":%d,\"params\":%zu,\"grads\":%zu,\"grad_shard\":%zu,\"optimizer\":%zu,\"comm\":%zu,"
-                   "\"activations\":%zu,\"total\":%zu}",
+                   "\"activations\":%zu,\"total\":%zu,\"checkpoint_snapshot\":%zu}",
                    r ? "," : "", r, m.params, m.grads, m.grad_shard, m.optimizer, m.comm, m.activations,
-                   zg_zero_memory_total(&m));
+                   zg_zero_memory_total(&m), snapshot_bytes(&zo, N, r, &m));
         }
-        printf("]}\n");
+        printf("],\"checkpoint_bytes\":%.0f}\n", checkpoint_bytes(n, &zo, N));
         rc = 0;
         goto out;
     }
@@ -230,6 +243,15 @@ int zg_cmd_plan(int argc, char **argv) {
     printf("  zgpt rank 0, the same states (params + grads%s + optimizer%s): %s\n",
            zo.stage >= 2 ? " scratch + grad shard" : "", dt == ZG_F32 ? ", fp32 so 8 bytes/param Adam" : "",
            zg_fmt_bytes(ours, b2, sizeof b2));
+    /* background_checkpoint: each rank copies the optimizer range it saves into host memory at a save
+     * point (rank 0's fp32 parameters are in the host buffer it always holds) */
+    zg_zero_memory mlast;
+    zg_zero_plan_model(&table, N, N - 1, &zo, dt, dt, device, act, &mlast);
+    printf("  checkpoint: %s on disk (12 bytes per parameter)\n", zg_fmt_bytes(checkpoint_bytes(n, &zo, N), b3, sizeof b3));
+    printf("  background_checkpoint: a host snapshot of %s on rank 0",
+           zg_fmt_bytes((double)snapshot_bytes(&zo, N, 0, &m0), b4, sizeof b4));
+    if (N > 1) printf(", %s on rank %d", zg_fmt_bytes((double)snapshot_bytes(&zo, N, N - 1, &mlast), b5, sizeof b5), N - 1);
+    printf(" (host memory, reused between saves)\n");
     rc = 0;
 out:
     if (rc != 0) zg_error_print();

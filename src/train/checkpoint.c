@@ -12,10 +12,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { CHUNK_ELEMS = 1 << 20 }; /* host staging for device <-> file copies: 4 MiB of fp32 */
@@ -23,31 +26,36 @@ enum { CHUNK_ELEMS = 1 << 20 }; /* host staging for device <-> file copies: 4 Mi
 /* ---- the full-disk test hook ---------------------------------------------------------------- */
 
 /* Bytes written by checkpoint writers in this process. Process-wide on purpose: the hook must let
- * the first checkpoints succeed and a later one fail midway, as a disk filling up would. */
-static uint64_t g_test_bytes_written;
+ * the first checkpoints succeed and a later one fail midway, as a disk filling up would. Atomic: the
+ * background writer thread (src/train/ckpt_background.c) writes too. */
+static _Atomic uint64_t g_test_bytes_written;
 
 static int ckpt_write(zg_atomic_file *af, const void *data, size_t n) {
-    static int have_limit = -1;
-    static uint64_t limit;
-    if (have_limit < 0) {
-        const char *e = getenv("ZGPT_TEST_FAIL_WRITE_AFTER");
-        have_limit = e && *e;
-        if (have_limit) limit = strtoull(e, NULL, 10);
-    }
-    if (have_limit && g_test_bytes_written + n > limit) {
+    const char *e = getenv("ZGPT_TEST_FAIL_WRITE_AFTER");
+    if (e && *e && atomic_fetch_add(&g_test_bytes_written, n) + n > strtoull(e, NULL, 10)) {
         af->failed = 1;
         return zg_errorf("cannot write '%s': No space left on device (simulated by ZGPT_TEST_FAIL_WRITE_AFTER)",
                          af->path);
     }
-    g_test_bytes_written += n;
+    /* test hook: a slow disk, so that a test can kill a run while a background save is writing */
+    const char *d = getenv("ZGPT_TEST_WRITER_DELAY_MS");
+    if (d && *d) {
+        long ms = strtol(d, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        if (ms > 0) nanosleep(&ts, NULL);
+    }
     return zg_atomic_write(af, data, n);
 }
 
 /* Progress of one checkpoint file ("save out/iter_100/model.bin"); rank 0 only prints. */
-static void progress_begin(zg_progress *p, const char *verb, const char *dir, const char *file, uint64_t bytes) {
+static void progress_begin(zg_progress *p, const char *verb, const char *dir, const char *file, uint64_t bytes,
+                           int quiet) {
     char label[700];
     snprintf(label, sizeof label, "%s %s/%s", verb, dir, file);
     zg_progress_init(p, label, bytes, NULL);
+    /* a background save must not redraw a terminal line under the training output; plain lines into
+     * a log are fine (each is one write) */
+    p->silent |= quiet && p->tty;
 }
 
 /* ---- little-endian header fields ------------------------------------------------------------- */
@@ -190,7 +198,13 @@ static int finish_file(zg_ckpt_writer *w, zg_atomic_file *af, const char *name, 
     return 0;
 }
 
-int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params) {
+int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
+                        zg_dtype param_dtype) {
+    /* In mixed precision the parameters are exactly the shards' fp32 master rounded to param_dtype
+     * (the optimizer writes param = round(master) at every step, and resume rebuilds them the same
+     * way), so a second copy would only cost 4 bytes per parameter: the header carries the dtype and
+     * the checksum of the parameters as they are, and the reader rebuilds and checks them. */
+    int from_master = param_dtype != ZG_F32;
     unsigned char h[ZG_CKPT_HEADER_BYTES];
     memset(h, 0, sizeof h);
     memcpy(h, ZG_CKPT_MODEL_MAGIC, 8);
@@ -202,16 +216,18 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     put_u32(h + 28, (uint32_t)cfg->block_size);
     put_u32(h + 32, (uint32_t)cfg->vocab_size);
     put_u32(h + 36, (uint32_t)cfg->padded_vocab_size);
-    put_u32(h + 40, 0); /* payload dtype: 0 = fp32 */
+    put_u32(h + 40, from_master ? 1u : 0u); /* payload: 0 = fp32 parameters, 1 = none (the shards' master) */
+    put_u32(h + 44, from_master ? (uint32_t)param_dtype : 0u);
     put_u64(h + 48, num_params);
     put_u64(h + 56, zg_checksum(params_host, num_params * sizeof(float)));
     zg_atomic_file af;
     if (open_in_stage(w, &af, "model.bin") != 0) return -1;
+    uint64_t payload = from_master ? 0 : num_params;
     zg_progress prog;
-    progress_begin(&prog, "save", w->final_dir, "model.bin", num_params * sizeof(float));
+    progress_begin(&prog, "save", w->final_dir, "model.bin", payload * sizeof(float), w->quiet);
     int ok = ckpt_write(&af, h, sizeof h) == 0;
-    for (size_t i = 0; ok && i < num_params; i += CHUNK_ELEMS) {
-        size_t n = num_params - i < CHUNK_ELEMS ? num_params - i : CHUNK_ELEMS;
+    for (size_t i = 0; ok && i < payload; i += CHUNK_ELEMS) {
+        size_t n = payload - i < CHUNK_ELEMS ? payload - i : CHUNK_ELEMS;
         ok = ckpt_write(&af, params_host + i, n * sizeof(float)) == 0;
         zg_progress_update(&prog, (i + n) * sizeof(float));
     }
@@ -219,35 +235,43 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     return finish_file(w, &af, "model.bin", ok);
 }
 
-/* Streams one fp32 backend array into the file (and a running payload checksum). */
-static int write_backend_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_t n, float *stage,
-                             zg_hasher *hh, zg_progress *prog) {
+/* Streams one fp32 array into the file: backend memory through `stage` (be non-NULL), or a host
+ * snapshot written straight from where it is (be NULL). */
+static int write_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_t n, float *stage, zg_progress *prog) {
     for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
         size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
-        be->ops->download(be, stage, src + i, k * sizeof(float));
-        if (hh) zg_hasher_update(hh, stage, k * sizeof(float));
-        if (ckpt_write(af, stage, k * sizeof(float)) != 0) return -1;
+        const float *chunk = src + i;
+        if (be) {
+            be->ops->download(be, stage, src + i, k * sizeof(float));
+            chunk = stage;
+        }
+        if (ckpt_write(af, chunk, k * sizeof(float)) != 0) return -1;
         zg_progress_update(prog, prog->done + k * sizeof(float));
     }
     return 0;
 }
 
-int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
+/* One shard from its arrays (master may be NULL) in backend memory (be) or host memory (be NULL). */
+static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t end, int64_t step,
+                       const float *const arrays[3], size_t num_params) {
     char name[96];
-    snprintf(name, sizeof name, "optim_%zu_%zu.bin", o->begin, o->end);
-    size_t n = o->end - o->begin;
-    float *stage = zg_malloc(CHUNK_ELEMS * sizeof(float));
+    snprintf(name, sizeof name, "optim_%zu_%zu.bin", begin, end);
+    size_t n = end - begin;
+    float *stage = be ? zg_malloc(CHUNK_ELEMS * sizeof(float)) : NULL;
     /* The header carries a checksum of the payload; compute it in a first pass over the state so the
      * header can be written first and the file stays streamable. */
     zg_hasher hh;
     zg_hasher_init(&hh);
-    const float *arrays[3] = {o->master, o->m, o->v};
     for (int a = 0; a < 3; a++) {
         if (!arrays[a] || n == 0) continue;
         for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
             size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
-            o->be->ops->download(o->be, stage, arrays[a] + i, k * sizeof(float));
-            zg_hasher_update(&hh, stage, k * sizeof(float));
+            const float *chunk = arrays[a] + i;
+            if (be) {
+                be->ops->download(be, stage, arrays[a] + i, k * sizeof(float));
+                chunk = stage;
+            }
+            zg_hasher_update(&hh, chunk, k * sizeof(float));
         }
     }
     uint64_t payload_sum = zg_hasher_final(&hh);
@@ -257,10 +281,10 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     put_u32(h + 8, ZG_CKPT_VERSION);
     put_u32(h + 12, ZG_CKPT_HEADER_BYTES);
     put_u64(h + 16, num_params);
-    put_u64(h + 24, o->begin);
-    put_u64(h + 32, o->end);
-    put_u32(h + 40, o->master ? 1u : 0u);
-    put_u64(h + 48, (uint64_t)o->step);
+    put_u64(h + 24, begin);
+    put_u64(h + 32, end);
+    put_u32(h + 40, arrays[0] ? 1u : 0u);
+    put_u64(h + 48, (uint64_t)step);
     put_u64(h + 56, payload_sum);
     zg_atomic_file af;
     if (open_in_stage(w, &af, name) != 0) {
@@ -269,12 +293,77 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     }
     int ok = ckpt_write(&af, h, sizeof h) == 0;
     zg_progress prog;
-    progress_begin(&prog, "save", w->final_dir, name, (uint64_t)n * sizeof(float) * (o->master ? 3 : 2));
+    progress_begin(&prog, "save", w->final_dir, name, (uint64_t)n * sizeof(float) * (arrays[0] ? 3 : 2), w->quiet);
     for (int a = 0; ok && a < 3; a++)
-        if (arrays[a] && n) ok = write_backend_f32(&af, o->be, arrays[a], n, stage, NULL, &prog) == 0;
+        if (arrays[a] && n) ok = write_f32(&af, be, arrays[a], n, stage, &prog) == 0;
     zg_progress_free(&prog);
     free(stage);
     return finish_file(w, &af, name, ok);
+}
+
+int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
+    const float *const arrays[3] = {o->master, o->m, o->v};
+    return write_shard(w, o->be, o->begin, o->end, o->step, arrays, num_params);
+}
+
+/* MemAvailable of /proc/meminfo in bytes; unlimited when it cannot be read (malloc decides then). */
+static uint64_t host_available_bytes(void) {
+    const char *e = getenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
+    if (e && *e) return strtoull(e, NULL, 10);
+    uint64_t kb = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
+    if (f) fclose(f);
+    return found ? kb * 1024 : UINT64_MAX;
+}
+
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+    size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
+    if (want > s->cap) {
+        free(s->buf);
+        s->buf = NULL;
+        s->cap = 0;
+        /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
+         * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
+        uint64_t avail = host_available_bytes();
+        if ((uint64_t)want * sizeof(float) > avail)
+            return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
+                             (double)want * sizeof(float) / (1u << 30), (double)avail / (1u << 30));
+        /* Plain host memory: the backend interface has no pinned allocation (downloads on CUDA then
+         * go through the driver's staging buffer; a pinned buffer would make them faster). */
+        s->buf = malloc(want * sizeof(float) + 1);
+        s->cap = s->buf ? want : 0;
+        if (!s->buf) return zg_errorf("out of host memory for a checkpoint snapshot of %.2f GiB",
+                                      (double)want * sizeof(float) / (1u << 30));
+    }
+    s->begin = o->begin;
+    s->end = o->end;
+    s->step = o->step;
+    s->has_master = o->master != NULL;
+    const float *src[3] = {o->master, o->m, o->v};
+    float *dst = s->buf;
+    for (int a = 0; a < 3; a++) {
+        if (!src[a]) continue;
+        if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
+        dst += n;
+    }
+    return 0;
+}
+
+void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s) {
+    free(s->buf);
+    memset(s, 0, sizeof *s);
+}
+
+int zg_ckpt_write_snapshot(zg_ckpt_writer *w, const zg_ckpt_snapshot *s, size_t num_params) {
+    size_t n = s->end - s->begin;
+    const float *base = s->buf;
+    const float *const arrays[3] = {s->has_master ? base : NULL, base + (s->has_master ? n : 0),
+                                    base + (s->has_master ? 2 * n : n)};
+    return write_shard(w, NULL, s->begin, s->end, s->step, arrays, num_params);
 }
 
 int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text) {
@@ -574,13 +663,20 @@ static int read_header(const char *path, unsigned char *h) {
     return 0;
 }
 
+/* Versions this zgpt reads (checked in every header and the manifest). */
+static int version_ok(uint32_t v) { return v >= ZG_CKPT_VERSION_MIN && v <= ZG_CKPT_VERSION; }
+
+static int version_error(const char *path, double v) {
+    return zg_errorf("'%s' has format version %g; this zgpt reads versions %u to %u (a newer zgpt wrote it)", path,
+                     v, ZG_CKPT_VERSION_MIN, ZG_CKPT_VERSION);
+}
+
 static int check_model_header(zg_ckpt *c, const char *path, uint64_t size) {
     unsigned char h[ZG_CKPT_HEADER_BYTES];
     if (read_header(path, h) != 0) return -1;
     if (memcmp(h, ZG_CKPT_MODEL_MAGIC, 8) != 0) return zg_errorf("'%s' is not a zgpt model file (bad magic)", path);
-    if (get_u32(h + 8) != ZG_CKPT_VERSION)
-        return zg_errorf("'%s' has format version %u; this zgpt reads version %u", path, get_u32(h + 8),
-                         ZG_CKPT_VERSION);
+    uint32_t version = get_u32(h + 8);
+    if (!version_ok(version)) return version_error(path, version);
     c->cfg.n_layer = (int)get_u32(h + 16);
     c->cfg.n_head = (int)get_u32(h + 20);
     c->cfg.n_embd = (int)get_u32(h + 24);
@@ -588,17 +684,23 @@ static int check_model_header(zg_ckpt *c, const char *path, uint64_t size) {
     c->cfg.vocab_size = (int)get_u32(h + 32);
     c->cfg.padded_vocab_size = (int)get_u32(h + 36);
     c->num_params = get_u64(h + 48);
-    if (get_u32(h + 40) != 0) return zg_errorf("'%s': unknown payload dtype %u", path, get_u32(h + 40));
-    if (size != ZG_CKPT_HEADER_BYTES + c->num_params * sizeof(float))
+    uint32_t payload = get_u32(h + 40), mdt = get_u32(h + 44);
+    /* version 1 always holds the fp32 payload; version 2 may hold none (payload 1: the master) */
+    if (payload > (version >= 2 ? 1u : 0u) || (payload == 1 && mdt != ZG_BF16 && mdt != ZG_F16))
+        return zg_errorf("'%s': unknown payload dtype %u (parameter dtype %u)", path, payload, mdt);
+    c->params_from_master = payload == 1;
+    c->master_dtype = c->params_from_master ? (zg_dtype)mdt : ZG_F32;
+    uint64_t expect = ZG_CKPT_HEADER_BYTES + (c->params_from_master ? 0 : c->num_params * sizeof(float));
+    if (size != expect)
         return zg_errorf("'%s' has %" PRIu64 " bytes but its header promises %" PRIu64 " parameters", path, size,
                          c->num_params);
     gpt2_config chk = c->cfg;
     if (gpt2_config_validate(&chk) != 0) return zg_error_prefix("'%s': invalid model shape", path);
     gpt2_param_table t;
     if (gpt2_param_table_init(&t, &chk) != 0) return -1;
-    size_t expect = t.num_params;
+    size_t params = t.num_params;
     gpt2_param_table_free(&t);
-    if (expect != c->num_params || chk.padded_vocab_size != c->cfg.padded_vocab_size)
+    if (params != c->num_params || chk.padded_vocab_size != c->cfg.padded_vocab_size)
         return zg_errorf("'%s': header shape does not match its parameter count", path);
     return 0;
 }
@@ -608,9 +710,7 @@ static int check_optim_header(zg_ckpt *c, const char *name, const char *path, ui
     if (read_header(path, h) != 0) return -1;
     if (memcmp(h, ZG_CKPT_OPTIM_MAGIC, 8) != 0)
         return zg_errorf("'%s' is not a zgpt optimizer shard (bad magic)", path);
-    if (get_u32(h + 8) != ZG_CKPT_VERSION)
-        return zg_errorf("'%s' has format version %u; this zgpt reads version %u", path, get_u32(h + 8),
-                         ZG_CKPT_VERSION);
+    if (!version_ok(get_u32(h + 8))) return version_error(path, get_u32(h + 8));
     zg_ckpt_shard s;
     memset(&s, 0, sizeof s);
     snprintf(s.file, sizeof s.file, "%s", name);
@@ -665,9 +765,8 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
     if (!j || !cJSON_IsArray(files) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "zgpt-checkpoint") != 0 ||
         !cJSON_IsNumber(ver))
         rc = zg_errorf("'%s' is corrupt (not a zgpt checkpoint manifest)", mpath);
-    else if ((unsigned)ver->valuedouble != ZG_CKPT_VERSION)
-        rc = zg_errorf("'%s': checkpoint version %g, this zgpt reads version %u", mpath, ver->valuedouble,
-                       ZG_CKPT_VERSION);
+    else if (ver->valuedouble != floor(ver->valuedouble) || !version_ok((uint32_t)ver->valuedouble))
+        rc = version_error(mpath, ver->valuedouble);
     int have_model = 0;
     const cJSON *f;
     if (rc == 0) {
@@ -708,6 +807,14 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
         }
     }
     if (rc == 0 && !have_model) rc = zg_errorf("checkpoint '%s' has no model.bin in its manifest", path);
+    if (rc == 0 && c->params_from_master) { /* the parameters live in the shards' master: all of them */
+        uint64_t covered = 0;
+        for (int i = 0; i < c->n_shards; i++) covered += c->shards[i].has_master ? c->shards[i].end - c->shards[i].begin : 0;
+        if (covered != c->num_params)
+            rc = zg_errorf("checkpoint '%s' is incomplete: its model.bin refers to the optimizer shards' master "
+                           "weights, which cover %" PRIu64 " of the %" PRIu64 " parameters",
+                           path, covered, c->num_params);
+    }
     for (int i = 0; rc == 0 && i < c->n_shards; i++)
         if (c->shards[i].end > c->num_params)
             rc = zg_errorf("optimizer shard '%s/%s' covers parameters beyond the model's %" PRIu64, path,
@@ -716,6 +823,27 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
     free(mpath);
     if (rc != 0) zg_ckpt_close(c);
     return rc;
+}
+
+static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
+                           zg_backend *be, float *dst, float *stage);
+
+/* Header-only model.bin: the parameters are the shards' master rounded to the training dtype, exactly
+ * as the optimizer produced them (round to nearest even, as on the device), then widened to fp32. */
+static int read_model_from_master(const zg_ckpt *c, float *params_host, uint64_t want_sum, const char *path) {
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < c->n_shards; i++)
+        rc = read_shard_part(c, &c->shards[i], 0, c->shards[i].begin, c->shards[i].end, NULL,
+                             params_host + c->shards[i].begin, NULL);
+    if (rc != 0) return -1;
+    for (uint64_t i = 0; i < c->num_params; i++)
+        params_host[i] = c->master_dtype == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(params_host[i]))
+                                                    : zg_f16_to_f32(zg_f32_to_f16(params_host[i]));
+    if (zg_checksum(params_host, c->num_params * sizeof(float)) != want_sum)
+        return zg_errorf("'%s': the parameters rebuilt from the optimizer shards' master weights do not match the "
+                         "checksum model.bin holds (corrupt; use another checkpoint)",
+                         path);
+    return 0;
 }
 
 int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
@@ -727,9 +855,10 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
     } else {
         unsigned char h[ZG_CKPT_HEADER_BYTES];
         zg_progress prog;
-        progress_begin(&prog, "load", c->dir, "model.bin", c->num_params * sizeof(float));
+        progress_begin(&prog, "load", c->dir, "model.bin", c->params_from_master ? 0 : c->num_params * sizeof(float), 0);
         if (fread(h, 1, sizeof h, f) != sizeof h) rc = -1;
-        for (size_t i = 0; rc == 0 && i < c->num_params; i += CHUNK_ELEMS) {
+        size_t payload = c->params_from_master ? 0 : c->num_params;
+        for (size_t i = 0; rc == 0 && i < payload; i += CHUNK_ELEMS) {
             size_t n = c->num_params - i < CHUNK_ELEMS ? c->num_params - i : CHUNK_ELEMS;
             if (fread(params_host + i, sizeof(float), n, f) != n) rc = -1;
             zg_progress_update(&prog, (i + n) * sizeof(float));
@@ -737,6 +866,8 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
         zg_progress_free(&prog);
         if (rc != 0)
             rc = zg_errorf("cannot read '%s' (truncated?)", p);
+        else if (c->params_from_master)
+            rc = read_model_from_master(c, params_host, get_u64(h + 56), p);
         else if (zg_checksum(params_host, c->num_params * sizeof(float)) != get_u64(h + 56))
             rc = zg_errorf("'%s': parameter checksum mismatch (corrupt; use another checkpoint)", p);
         fclose(f);
@@ -745,7 +876,8 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
     return rc;
 }
 
-/* Reads elements [a, b) of array `which` (0 master, 1 m, 2 v) of a shard into backend memory dst. */
+/* Reads elements [a, b) of array `which` (0 master, 1 m, 2 v) of a shard into backend memory dst, or
+ * straight into host memory dst when be is NULL (stage unused then). */
 static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
                            zg_backend *be, float *dst, float *stage) {
     char *p = zg_path_join(c->dir, s->file);
@@ -763,11 +895,11 @@ static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, 
     if (fseeko(f, (off_t)off, SEEK_SET) != 0) rc = zg_errorf("cannot seek in '%s': %s", p, strerror(errno));
     for (uint64_t i = a; rc == 0 && i < b; i += CHUNK_ELEMS) {
         size_t k = (size_t)(b - i < CHUNK_ELEMS ? b - i : CHUNK_ELEMS);
-        if (fread(stage, sizeof(float), k, f) != k) {
+        if (fread(be ? stage : dst + (i - a), sizeof(float), k, f) != k) {
             rc = zg_errorf("cannot read '%s' (truncated?)", p);
             break;
         }
-        be->ops->upload(be, dst + (i - a), stage, k * sizeof(float));
+        if (be) be->ops->upload(be, dst + (i - a), stage, k * sizeof(float));
     }
     fclose(f);
     free(p);

@@ -1,7 +1,9 @@
 /* Checkpoints: one folder per tag under out_dir (iter_N, best, final) plus a `latest` pointer file.
  *
  * A checkpoint folder holds (docs/FORMATS.md, "Checkpoints"):
- *   model.bin                  versioned header + the flat parameter buffer in fp32 (table layout)
+ *   model.bin                  versioned header + the flat parameter buffer in fp32 (table layout);
+ *                              header only when the shards hold the fp32 master (mixed precision):
+ *                              the parameters are then the master rounded to the training dtype
  *   optim_<begin>_<end>.bin    one or more optimizer SHARDS, each covering [begin, end) of the flat
  *                              buffer: fp32 master (when training in bf16/fp16), Adam m, Adam v
  *   state.json                 trainer state (iteration, best val loss, loss scaler, data loader
@@ -17,7 +19,9 @@
  *
  * Test hook (documented for tests only): ZGPT_TEST_FAIL_WRITE_AFTER=N makes checkpoint writes fail
  * with "No space left on device" once N bytes have been written in this process, to simulate a full
- * disk. */
+ * disk (counting what every thread writes); ZGPT_TEST_WRITER_DELAY_MS=D sleeps D ms before each write
+ * call, a slow disk, so that a test can kill a run in the middle of a background save;
+ * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against. */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
 
@@ -29,7 +33,8 @@
 
 #define ZG_CKPT_MODEL_MAGIC "ZGPTCKPT"
 #define ZG_CKPT_OPTIM_MAGIC "ZGPTOPTS"
-#define ZG_CKPT_VERSION 1u
+#define ZG_CKPT_VERSION 2u     /* written; version 1 (model.bin always with its payload) still reads */
+#define ZG_CKPT_VERSION_MIN 1u
 #define ZG_CKPT_HEADER_BYTES 64u
 
 typedef struct {
@@ -41,7 +46,18 @@ typedef struct {
     char *out_dir, *tag, *stage_dir, *final_dir;
     zg_ckpt_file *files;
     int n_files;
+    int quiet; /* a background save: no progress redrawn on a terminal (plain log lines stay) */
 } zg_ckpt_writer;
+
+/* A host copy of an optimizer range (fp32 master when present, m, v), taken at a save point so that
+ * training can go on while a writer thread writes it. The buffer is kept between saves. */
+typedef struct {
+    size_t begin, end;
+    int64_t step;
+    int has_master;
+    float *buf; /* [master,] m, v: (end-begin) each */
+    size_t cap; /* elements buf holds */
+} zg_ckpt_snapshot;
 
 /* Starts a checkpoint `tag` in out_dir (created if needed); a stale partial folder of the same tag
  * (from a crash) is removed. */
@@ -51,10 +67,20 @@ int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag
  * with zg_ckpt_writer_release once its files are reported to the committing rank. */
 int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag);
 void zg_ckpt_writer_release(zg_ckpt_writer *w);
-/* model.bin from fp32 host parameters in the table layout. */
-int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params);
+/* model.bin from fp32 host parameters in the table layout. param_dtype is the dtype training holds the
+ * parameters in: fp32 writes them; bf16/fp16 (the optimizer shards hold the fp32 master and the
+ * parameters are the master rounded to that dtype) writes the header only, with the dtype and the
+ * checksum of params_host, which the reader checks the rebuilt parameters against. */
+int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
+                        zg_dtype param_dtype);
 /* optim_<begin>_<end>.bin from the optimizer's state (downloaded in chunks). */
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params);
+/* Copies the optimizer's state into s (growing its buffer when needed); -1 with an error when host
+ * memory cannot hold it (s is then empty, and the caller saves synchronously instead). */
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o);
+void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s);
+/* optim_<begin>_<end>.bin from a snapshot: the same file zg_ckpt_write_optimizer writes. */
+int zg_ckpt_write_snapshot(zg_ckpt_writer *w, const zg_ckpt_snapshot *s, size_t num_params);
 /* Any small file (state.json). */
 int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text);
 /* Writes the manifest, swaps the folder into place; set_latest: then points `latest` at it. */
@@ -97,6 +123,8 @@ typedef struct {
     int n_files;
     zg_ckpt_shard *shards;
     int n_shards;
+    int params_from_master;  /* model.bin is header only: parameters = round(master) in master_dtype */
+    zg_dtype master_dtype;
 } zg_ckpt;
 
 /* 1 when path looks like a checkpoint folder (has manifest.json) or an out_dir with `latest`. */
@@ -105,7 +133,8 @@ int zg_ckpt_exists(const char *path);
  * size and checksum, the headers. -1 with a one-line error naming the file otherwise. */
 int zg_ckpt_open(zg_ckpt *c, const char *path);
 void zg_ckpt_close(zg_ckpt *c);
-/* Parameters (fp32 host, c->num_params elements). */
+/* Parameters (fp32 host, c->num_params elements): model.bin's payload, or (header-only model.bin) the
+ * shards' fp32 master rounded to the training dtype, checked against the checksum model.bin holds. */
 int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
 /* Fills the optimizer's range [o->begin, o->end) from the overlapping shards (m, v, and the master
  * when both have one; a master-less checkpoint leaves o->master as initialised from the params).

@@ -73,6 +73,7 @@ typedef struct {
     int64_t max_iters, eval_interval, eval_iters, log_interval;
     int always_save_checkpoint;
     int save_checkpoints; /* 0: write no checkpoint at all (benchmarks, throwaway runs) */
+    int background_checkpoint; /* 1: a writer thread writes a host snapshot while training goes on */
     int64_t early_stopping_patience; /* 0 = off: evaluations without improvement before stopping */
     int64_t keep_last_k;             /* iter_N checkpoints kept (best and final are always kept) */
     uint64_t seed;

@@ -14,6 +14,7 @@
 #include "text/dataloader.h"
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_background.h"
 #include "train/loss_scaler.h"
 #include "train/mfu.h"
 #include "train/model_source.h"
@@ -74,6 +75,12 @@ typedef struct {
     int metrics_failed;       /* a metrics.jsonl write failed: the run ends at the next boundary */
     char metrics_error[512];
     zg_dir_lock lock;         /* rank 0: out_dir's advisory lock */
+    /* a background save in flight (the same on every rank): published at a later boundary */
+    zg_ckpt_bg bg;
+    int bg_pending;
+    int64_t bg_iter;
+    int bg_improved;
+    int bg_sync_noted;        /* "saving synchronously" was said once */
 } trainer;
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -473,11 +480,134 @@ static int link_checkpoint(trainer *tr, const char *tag, const char *link) {
                            tr->cfg->out_dir, tag, link, link);
 }
 
+static int save_failed(const trainer *tr, const char *tag) {
+    const char *out = tr->cfg->out_dir;
+    if (tr->last_good[0])
+        return zg_error_prefix("saving checkpoint %s/%s failed (the last good checkpoint %s is intact)", out, tag,
+                               tr->last_good);
+    return zg_error_prefix("saving checkpoint %s/%s failed (no checkpoint of this run exists yet)", out, tag);
+}
+
+/* The checkpoint of iteration `iter` is complete and `latest` names it: the trainer's record, `best`,
+ * retention. From here on a failure is only about the links and old folders. */
+static void save_published(trainer *tr, const char *tag, int64_t iter, int improved) {
+    const char *out = tr->cfg->out_dir;
+    int root = tr->rank == 0;
+    snprintf(tr->last_good, sizeof tr->last_good, "%s/%s", out, tag);
+    tr->last_good_iter = iter;
+    tr->last_saved_iter = iter;
+    if (root && !tr->opts->quiet) printf("saved checkpoint %s/%s%s\n", out, tag, improved ? " (best so far)" : "");
+    if (root && improved && link_checkpoint(tr, tag, "best") != 0) {
+        fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
+        zg_error_clear();
+    }
+    if (root && zg_ckpt_retain(out, tr->cfg->keep_last_k) != 0) {
+        fprintf(stderr, "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries "
+                        "again\n", (long long)tr->cfg->keep_last_k, zg_error_message());
+        zg_error_clear();
+    }
+}
+
+/* Publishes the background save in flight once this rank's writer is done (waiting for it): the file
+ * records are agreed across ranks, then rank 0 commits. Every rank calls it at the same point. */
+static int bg_finish(trainer *tr) {
+    zg_ckpt_bg *b = &tr->bg;
+    char tag[64];
+    snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->bg_iter);
+    tr->bg_pending = 0;
+    int rc = zg_ckpt_bg_wait(b), root = tr->rank == 0;
+    if (tr->zero_on) {
+        rc = zg_zero_ckpt_agree(&tr->zero, &b->w, rc == 0, rc == 0 ? "" : zg_error_message());
+    } else if (rc != 0) {
+        zg_ckpt_writer_abort(&b->w);
+    }
+    if (rc == 0 && root) rc = zg_ckpt_writer_commit(&b->w, 1); /* removes its folder itself on failure */
+    if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0)
+        rc = zg_errorf("publishing checkpoint %s/%s failed on rank 0", tr->cfg->out_dir, tag);
+    if (rc != 0) return save_failed(tr, tag);
+    save_published(tr, tag, tr->bg_iter, tr->bg_improved);
+    return 0;
+}
+
+/* At an iteration boundary: publishes the save in flight when every rank's writer is done. With
+ * several ranks one small agreement per boundary while a save is in flight. A failed write ends the
+ * run here. */
+static int bg_poll(trainer *tr) {
+    if (!tr->bg_pending) return 0;
+    int done = zg_ckpt_bg_done(&tr->bg);
+    if (tr->comm) done = !zg_comm_any(tr->comm, !done);
+    return done ? bg_finish(tr) : 0;
+}
+
+/* Waits for the save in flight and publishes it (every rank, at the same point). */
+static int bg_flush(trainer *tr) { return tr->bg_pending ? bg_finish(tr) : 0; }
+
+/* Before an error ends the run: the save in flight is published when it can be; a failure there is
+ * reported beside the error that ends the run. */
+static void bg_flush_before_error(trainer *tr) {
+    if (bg_flush(tr) == 0) return;
+    fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
+    zg_error_clear();
+}
+
+/* An error path that cannot agree with the other ranks: waits for this rank's writer and drops the
+ * unpublished save (rank 0 removes its staging folder). */
+static void bg_abandon(trainer *tr) {
+    if (!tr->bg_pending) return;
+    tr->bg_pending = 0;
+    if (zg_ckpt_bg_wait(&tr->bg) != 0) zg_error_clear();
+    if (tr->rank == 0) zg_ckpt_writer_abort(&tr->bg.w);
+    else zg_ckpt_writer_release(&tr->bg.w);
+}
+
+/* Background save, every rank, after rank 0 created the staging folder (agreed): each rank copies
+ * what it writes into host memory (its optimizer range; rank 0 also the parameters, already in
+ * tr->host_params, and state.json), then a writer thread writes it. 1 when the save is in flight, 0
+ * when host memory cannot hold the copy on some rank (said once; the caller saves synchronously), -1
+ * on an error (agreed). */
+static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const char *tag, int improved) {
+    zg_ckpt_bg *b = &tr->bg;
+    int root = tr->rank == 0;
+    int shard = tr->zero_on ? zg_zero_ckpt_writes_shard(&tr->zero) : 1;
+    int short_mem = shard && zg_ckpt_snapshot_take(&b->snap, tr->opt) != 0;
+    char why[512] = "";
+    if (short_mem) snprintf(why, sizeof why, "%s", zg_error_message());
+    zg_error_clear();
+    if (tr->comm) short_mem = zg_comm_any(tr->comm, short_mem);
+    if (short_mem) {
+        zg_ckpt_snapshot_free(&b->snap);
+        if (!tr->bg_sync_noted && (root || why[0]))
+            printf("note: %s; checkpoints are saved synchronously (training waits while they are written)\n",
+                   why[0] ? why : "another rank is out of host memory for its checkpoint snapshot");
+        tr->bg_sync_noted = 1;
+        return 0;
+    }
+    int ok = 1;
+    if (!root) ok = zg_ckpt_writer_join(w, tr->cfg->out_dir, tag) == 0; /* the folder exists: agreed above */
+    b->w = *w;
+    memset(w, 0, sizeof *w);
+    b->write_shard = shard;
+    b->num_params = tr->model.table.num_params;
+    b->params_host = root ? tr->host_params : NULL;
+    b->cfg = tr->model.cfg;
+    b->param_dtype = tr->opt->param_dtype;
+    b->state_text = root ? state_json(tr, prec) : NULL;
+    if (ok) ok = zg_ckpt_bg_start(b) == 0;
+    if (!ok) zg_ckpt_bg_fail(b); /* reported by bg_finish at the next boundary, like a failed write */
+    tr->bg_pending = 1;
+    tr->bg_iter = tr->iter;
+    tr->bg_improved = improved;
+    return 1;
+}
+
 /* Rank 0 writes model.bin, state.json and the manifest; with ZeRO every rank writes its optimizer
  * shard into the same partial folder first. Success is agreed by all ranks. Any failure leaves the
- * previous checkpoint and `latest` as they were. */
+ * previous checkpoint and `latest` as they were. With background_checkpoint the files are written by
+ * a thread from host copies and published at a later boundary (bg_poll); a save in flight is
+ * published first. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
+    if (bg_flush(tr) != 0) return -1;          /* at most one save in flight */
     const char *out = tr->cfg->out_dir;
     char tag[64];
     snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
@@ -491,6 +621,13 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         begun = rc == 0;
     }
     if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not start checkpoint %s/%s", out, tag);
+    if (rc == 0 && tr->cfg->background_checkpoint) {
+        int started = bg_start(tr, prec, &w, tag, improved);
+        if (started != 0) {
+            if (tr->zero_on) zg_zero_release_all(&tr->zero);
+            return 0;
+        }
+    }
     if (rc == 0) {
         if (tr->zero_on) {
             /* agreed across ranks; on failure rank 0's partial folder is already removed */
@@ -503,7 +640,8 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (tr->zero_on) zg_zero_release_all(&tr->zero);
     if (rc == 0 && root) {
         char *state = state_json(tr, prec);
-        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params);
+        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params,
+                                 tr->opt->param_dtype);
         if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
         free(state);
         if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1); /* removes its folder itself on failure */
@@ -512,26 +650,8 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (begun) zg_ckpt_writer_abort(&w);
     if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0)
         rc = zg_errorf("saving checkpoint %s/%s failed on rank 0", out, tag);
-    if (rc != 0) {
-        if (tr->last_good[0])
-            return zg_error_prefix("saving checkpoint %s/%s failed (the last good checkpoint %s is intact)", out, tag,
-                                   tr->last_good);
-        return zg_error_prefix("saving checkpoint %s/%s failed (no checkpoint of this run exists yet)", out, tag);
-    }
-    /* published: from here on a failure is only about the links and old folders */
-    snprintf(tr->last_good, sizeof tr->last_good, "%s/%s", out, tag);
-    tr->last_good_iter = tr->iter;
-    tr->last_saved_iter = tr->iter;
-    if (root && !tr->opts->quiet) printf("saved checkpoint %s/%s%s\n", out, tag, improved ? " (best so far)" : "");
-    if (root && improved && link_checkpoint(tr, tag, "best") != 0) {
-        fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
-        zg_error_clear();
-    }
-    if (root && zg_ckpt_retain(out, tr->cfg->keep_last_k) != 0) {
-        fprintf(stderr, "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries "
-                        "again\n", (long long)tr->cfg->keep_last_k, zg_error_message());
-        zg_error_clear();
-    }
+    if (rc != 0) return save_failed(tr, tag);
+    save_published(tr, tag, tr->iter, improved);
     return 0;
 }
 
@@ -574,6 +694,7 @@ static kept_msg kept_checkpoint(const trainer *tr) {
 }
 
 static int diverged(trainer *tr, const char *what, double value) {
+    bg_flush_before_error(tr); /* the save in flight holds the state before the divergence */
     kept_msg where = kept_checkpoint(tr);
     return zg_errorf("%s is %g at iter %lld: training diverged; lower the learning rate (peak %g), set "
                      "gradient_clipping, or train in bf16/fp32 instead of fp16; %s",
@@ -626,6 +747,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
 
     for (;;) {
         int at_end = tr->iter >= c->max_iters;
+        if (bg_poll(tr) != 0) return -1; /* a background save finished: publish it (or end on its error) */
         /* evaluation (skipped when the resumed checkpoint already evaluated this iteration) */
         if ((tr->iter % c->eval_interval == 0 || at_end) && tr->iter != tr->last_eval_iter) {
             double tl, vl;
@@ -739,7 +861,10 @@ static int run_loop(trainer *tr, zg_precision prec) {
         if (tr->scaler.cfg.enabled) {
             char msg[512];
             zg_scaler_result r = zg_loss_scaler_update(&tr->scaler, overflow, msg, sizeof msg);
-            if (r == ZG_SCALER_STOP) return zg_errorf("%s", msg);
+            if (r == ZG_SCALER_STOP) {
+                bg_flush_before_error(tr);
+                return zg_errorf("%s", msg);
+            }
             if (r == ZG_SCALER_SKIP) {
                 if (tr->zero_on) zg_zero_skip(&tr->zero);
                 if (tr->rank == 0) printf("iter %lld: %s\n", (long long)tr->iter, msg);
@@ -783,9 +908,11 @@ static int run_loop(trainer *tr, zg_precision prec) {
         }
         tr->iter++;
     }
-    /* the end (finished, early-stopped or interrupted): a checkpoint of the current state */
+    /* the end (finished, early-stopped or interrupted): the save in flight is published, then a
+     * checkpoint of the current state unless that was it */
+    if (bg_flush(tr) != 0) return -1;
     if (tr->last_saved_iter != tr->iter && tr->iter > start_iter) {
-        if (save_checkpoint(tr, prec, 0) != 0) return -1;
+        if (save_checkpoint(tr, prec, 0) != 0 || bg_flush(tr) != 0) return -1;
     }
     if (tr->metrics_failed) return zg_errorf("%s; %s", tr->metrics_error, kept_checkpoint(tr).text);
     /* `final` names the checkpoint of the last iteration: the one just saved, or the resumed one when
@@ -1019,6 +1146,8 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         }
         rc = run_loop(&tr, prec);
     }
+    bg_abandon(&tr); /* only an error left a save in flight: it is dropped, `latest` stays */
+    zg_ckpt_bg_free(&tr.bg);
 
     if (tr.metrics && fclose(tr.metrics) != 0 && rc == 0)
         rc = zg_errorf("cannot write '%s/metrics.jsonl': %s", cfg->out_dir, zg_strerrno());

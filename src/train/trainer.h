@@ -5,7 +5,9 @@
  * scheduled lr, one AdamW step. Evaluation every eval_interval steps (and at iteration 0 and the end)
  * estimates train and val loss over eval_iters batches each, from fixed evaluation batches, so the
  * training data stream is never disturbed by evaluation. Checkpoints when val improves or
- * always_save_checkpoint, on SIGINT/SIGTERM (at the next iteration boundary), and at the end.
+ * always_save_checkpoint, on SIGINT/SIGTERM (at the next iteration boundary), and at the end; with
+ * background_checkpoint a writer thread writes them while training goes on, and they are published
+ * at a later iteration boundary (one in flight at a time; docs/FORMATS.md, "Background saves").
  *
  * Output: "step N: train loss X, val loss Y" per evaluation, "iter N: loss X, time Y ms, lr Z,
  * tok/s W, norm G, eta E" every log_interval, out_dir/metrics.jsonl (one JSON object per line), and

@@ -914,29 +914,16 @@ typedef struct {
     char error[200];
 } shard_record;
 
-int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir, const char *tag) {
+int zg_zero_ckpt_agree(zg_zero *z, zg_ckpt_writer *w, int ok, const char *error) {
     zg_comm *c = z->comm;
     int root = c->rank == 0;
-    zg_comm_barrier(c); /* rank 0's partial folder exists from here on */
     shard_record mine;
     memset(&mine, 0, sizeof mine);
-    mine.ok = 1;
-    /* the other ranks join the folder rank 0 created; a failure is reported like a failed write, so
-     * every rank still takes the all-gather below */
-    if (!root && zg_ckpt_writer_join(w, out_dir, tag) != 0) {
-        mine.ok = 0;
-        snprintf(mine.error, sizeof mine.error, "%s", zg_error_message());
-    }
-    int writes = mine.ok && (z->o.stage == 0 ? root : 1) && z->end > z->begin;
-    if (writes) {
-        int before = w->n_files;
-        if (zg_ckpt_write_optimizer(w, &z->opt, z->n) == 0 && w->n_files == before + 1) {
-            mine.file = w->files[w->n_files - 1];
-            mine.wrote = 1;
-        } else {
-            mine.ok = 0;
-            snprintf(mine.error, sizeof mine.error, "%s", zg_error_message());
-        }
+    mine.ok = ok;
+    if (!ok) snprintf(mine.error, sizeof mine.error, "%s", error);
+    if (ok && !root && w->n_files > 0) { /* a rank other than 0 writes its shard only */
+        mine.file = w->files[w->n_files - 1];
+        mine.wrote = 1;
     }
     shard_record *all = zg_malloc(sizeof mine * (size_t)c->size);
     zg_comm_all_gather_host(c, &mine, all, sizeof mine);
@@ -945,7 +932,7 @@ int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir
         if (!all[r].ok) failed = r;
     int rc = 0;
     if (failed >= 0) {
-        rc = zg_errorf("rank %d could not write its optimizer shard: %s", failed, all[failed].error);
+        rc = zg_errorf("rank %d could not write its checkpoint files: %s", failed, all[failed].error);
         if (root) zg_ckpt_writer_abort(w);
     } else if (root) {
         for (int r = 1; r < c->size; r++) {
@@ -957,6 +944,24 @@ int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir
     if (!root) zg_ckpt_writer_release(w); /* without touching the folder: rank 0 owns it */
     free(all);
     return rc;
+}
+
+int zg_zero_ckpt_writes_shard(const zg_zero *z) {
+    return (z->o.stage == 0 ? z->comm->rank == 0 : 1) && z->end > z->begin;
+}
+
+int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir, const char *tag) {
+    zg_comm *c = z->comm;
+    int root = c->rank == 0, ok = 1;
+    zg_comm_barrier(c); /* rank 0's partial folder exists from here on */
+    /* the other ranks join the folder rank 0 created; a failure is reported like a failed write, so
+     * every rank still takes the all-gather of zg_zero_ckpt_agree */
+    if (!root && zg_ckpt_writer_join(w, out_dir, tag) != 0) ok = 0;
+    if (ok && zg_zero_ckpt_writes_shard(z)) {
+        int before = w->n_files;
+        ok = zg_ckpt_write_optimizer(w, &z->opt, z->n) == 0 && w->n_files == before + 1;
+    }
+    return zg_zero_ckpt_agree(z, w, ok, ok ? "" : zg_error_message());
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */

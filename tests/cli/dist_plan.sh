@@ -25,8 +25,10 @@ for r in p["ranks"]:
     assert r["grads"] < 2 * n // 6              # under a sixth of a full fp16 gradient buffer
     assert 0 < r["activations"] < 8 << 30
     assert r["total"] == sum(r[k] for k in ("params", "grads", "grad_shard", "optimizer", "comm", "activations"))
+    assert r["checkpoint_snapshot"] == 12 * n // 4  # background saves: a host copy of the shard's master + m + v
+assert p["checkpoint_bytes"] == 12 * n + 64 * 5  # 12 bytes per parameter: master + m + v; model.bin header only
 PY
-echo "ok GPT-2 XL, 4 ranks, stage 2: params + grad shard + optimizer == 2Psi + 14Psi/N"
+echo "ok GPT-2 XL, 4 ranks, stage 2: params + grad shard + optimizer == 2Psi + 14Psi/N; checkpoint 12 B/param"
 
 # memory_efficient_layernorm: the residual stream is not kept per layer (2 buffers instead of 2L + 1),
 # the same activations as recompute_layernorm; together they are refused.

@@ -47,16 +47,18 @@ echo "ok unremovable staging folder: $(grep error o2.err)"
 # ---- 3. one run per out_dir (and per prepare folder) --------------------------------------------
 mkdir -p o3
 printf 'zgpt train, pid 4242 on host elsewhere, since 2026-01-01 00:00:00\n' > o3/.lock
-# hold_lock FILE: a process (one, so that killing it releases the lock) holding FILE's flock
-hold_lock() { python3 -c 'import fcntl, sys, time; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(60)' "$1" & }
+# hold_lock FILE: a process (one, so that killing it releases the lock) holding FILE's flock;
+# wait_held FILE: until it holds it (python's start can take seconds on a loaded machine)
+hold_lock() { rm -f "$1.held"; python3 -c 'import fcntl, sys, time; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); open(sys.argv[1] + ".held", "w").close(); time.sleep(60)' "$1" & }
+wait_held() { for i in $(seq 1 200); do [ -e "$1.held" ] && { rm -f "$1.held"; return 0; }; sleep 0.1; done; fail "the lock holder did not start"; }
 hold_lock o3/.lock
 holder=$!
-sleep 0.3
+wait_held o3/.lock
 expect_fail "out_dir locked" "'o3' is in use by another zgpt run \(zgpt train, pid 4242 on host elsewhere" \
     "$ZGPT" train "${T[@]}" --set out_dir=o3
 hold_lock data/.lock
 holder2=$!
-sleep 0.3
+wait_held data/.lock
 expect_fail "prepare folder locked" "'data' is in use by another zgpt run" "$ZGPT" prepare --input corpus.txt --out data
 kill $holder $holder2; wait $holder $holder2 2>/dev/null || true
 # the holder is gone: its lock file stays, and the next run takes it over

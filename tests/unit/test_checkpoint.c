@@ -38,7 +38,7 @@ static char *write_ckpt(const char *tag, const float *params, const float *m, co
     size_t n = g_tab.num_params;
     zg_ckpt_writer w;
     ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, tag) == 0);
-    ZT_CHECK(zg_ckpt_write_model(&w, &g_cfg, params, n) == 0);
+    ZT_CHECK(zg_ckpt_write_model(&w, &g_cfg, params, n, ZG_F32) == 0);
     zg_optimizer a, b;
     make_opt(&a, 0, cut, ZG_F32, m, v);
     make_opt(&b, cut, n, ZG_F32, m, v);
@@ -100,6 +100,150 @@ static void test_roundtrip_ranges(void) {
     free(m);
     free(v);
     free(back);
+}
+
+/* Format v2, mixed precision: model.bin holds no parameters; they are the shards' fp32 master rounded
+ * to the training dtype, rebuilt bit for bit (and checked against model.bin's checksum). */
+static void check_header_only(zg_dtype pdt) {
+    size_t n = g_tab.num_params, cut = n / 3 + 1;
+    float *master = malloc(n * 4), *params = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4),
+          *back = malloc(n * 4);
+    fill(master, n, 11);
+    fill(m, n, 12);
+    fill(v, n, 13);
+    for (size_t i = 0; i < n; i++) { /* what the optimizer leaves in the parameters, widened */
+        master[i] *= 3.0f;
+        params[i] = pdt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(master[i])) : zg_f16_to_f32(zg_f32_to_f16(master[i]));
+    }
+    ZT_CHECK(memcmp(params, master, n * 4) != 0); /* rounding changed something: the test can tell */
+    zg_ckpt_writer w;
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "mixed") == 0);
+    ZT_CHECK(zg_ckpt_write_model(&w, &g_cfg, params, n, pdt) == 0);
+    zg_optimizer o[2];
+    zg_optimizer_config oc = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f};
+    size_t lo[2] = {0, cut}, hi[2] = {cut, n};
+    for (int k = 0; k < 2; k++) {
+        ZT_CHECK(zg_optimizer_init(&o[k], g_be, &g_tab, lo[k], hi[k], &oc, pdt, NULL) == 0);
+        ZT_CHECK(o[k].master != NULL);
+        memcpy(o[k].master, master + lo[k], (hi[k] - lo[k]) * 4);
+        memcpy(o[k].m, m + lo[k], (hi[k] - lo[k]) * 4);
+        memcpy(o[k].v, v + lo[k], (hi[k] - lo[k]) * 4);
+        ZT_CHECK(zg_ckpt_write_optimizer(&w, &o[k], n) == 0);
+    }
+    ZT_CHECK(zg_ckpt_write_text(&w, "state.json", "{\"iter\": 1}") == 0);
+    ZT_CHECK(zg_ckpt_writer_commit(&w, 0) == 0);
+    char *dir = zg_path_join(g_dir, "mixed"), *mb = zg_path_join(dir, "model.bin");
+    struct stat st;
+    ZT_CHECK(stat(mb, &st) == 0 && st.st_size == ZG_CKPT_HEADER_BYTES); /* 12 bytes per parameter in all */
+    zg_ckpt c;
+    int rc = zg_ckpt_open(&c, dir);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.params_from_master && c.master_dtype == pdt);
+        memset(back, 0, n * 4);
+        ZT_CHECK(zg_ckpt_read_model(&c, back) == 0);
+        ZT_CHECK(memcmp(back, params, n * 4) == 0);
+        zg_optimizer r;
+        ZT_CHECK(zg_optimizer_init(&r, g_be, &g_tab, 5, n - 5, &oc, pdt, NULL) == 0);
+        ZT_CHECK(zg_ckpt_read_optimizer(&c, &r) == 0);
+        ZT_CHECK(memcmp(r.master, master + 5, (n - 10) * 4) == 0);
+        zg_optimizer_free(&r);
+        zg_ckpt_close(&c);
+    }
+    /* a model.bin whose checksum is not that of round(master): refused when the weights are read */
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "mixed") == 0);
+    ZT_CHECK(zg_ckpt_write_model(&w, &g_cfg, master, n, pdt) == 0);
+    for (int k = 0; k < 2; k++) ZT_CHECK(zg_ckpt_write_optimizer(&w, &o[k], n) == 0);
+    ZT_CHECK(zg_ckpt_writer_commit(&w, 0) == 0);
+    ZT_CHECK(zg_ckpt_open(&c, dir) == 0);
+    ZT_CHECK(zg_ckpt_read_model(&c, back) != 0 && strstr(zg_error_message(), "rebuilt") != NULL);
+    zg_ckpt_close(&c);
+    /* a shard missing: the parameters cannot be rebuilt, refused at open */
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "mixed") == 0);
+    ZT_CHECK(zg_ckpt_write_model(&w, &g_cfg, params, n, pdt) == 0);
+    ZT_CHECK(zg_ckpt_write_optimizer(&w, &o[0], n) == 0);
+    ZT_CHECK(zg_ckpt_writer_commit(&w, 0) == 0);
+    ZT_CHECK(zg_ckpt_open(&c, dir) != 0 && strstr(zg_error_message(), "master weights") != NULL);
+    zg_error_clear();
+    for (int k = 0; k < 2; k++) zg_optimizer_free(&o[k]);
+    free(dir), free(mb), free(master), free(params), free(m), free(v), free(back);
+}
+
+static void test_header_only_model(void) {
+    check_header_only(ZG_BF16);
+    check_header_only(ZG_F16);
+}
+
+/* Rewrites the version fields of a checkpoint folder (headers and manifest) and its manifest's
+ * checksums, as an older or newer zgpt would have written it. */
+static void set_version(const char *dir, uint32_t version) {
+    const char *names[3] = {"model.bin", "optim_0_10.bin", NULL};
+    char path_list[3][600];
+    int nf = 0;
+    for (int i = 0; names[i]; i++) {
+        char *fp = zg_path_join(dir, names[i]);
+        FILE *f = fopen(fp, "r+b");
+        ZT_CHECK(f != NULL);
+        if (f) {
+            unsigned char b[4] = {(unsigned char)version, 0, 0, 0};
+            fseek(f, 8, SEEK_SET);
+            fwrite(b, 1, 4, f);
+            fclose(f);
+        }
+        snprintf(path_list[nf++], sizeof path_list[0], "%s", fp);
+        free(fp);
+    }
+    /* the manifest again, from the files as they are now */
+    char *mp = zg_path_join(dir, "manifest.json"), *text = NULL;
+    ZT_CHECK(zg_file_read_all(mp, &text, NULL) == 0);
+    char *out = malloc(strlen(text) + 64), *o = out;
+    const char *v = strstr(text, "\"version\"");
+    ZT_CHECK(v != NULL);
+    const char *num = strchr(v, ':') + 1, *after = num;
+    while (*after == ' ' || *after == '\t' || (*after >= '0' && *after <= '9')) after++;
+    o += sprintf(o, "%.*s %u%s", (int)(num - text), text, version, after);
+    /* replace each listed file's checksum */
+    for (int i = 0; i < nf; i++) {
+        uint64_t sum, size;
+        ZT_CHECK(zg_file_checksum(path_list[i], &sum, &size) == 0);
+        const char *base = strrchr(path_list[i], '/') + 1;
+        char *at = strstr(out, base);
+        ZT_CHECK(at != NULL);
+        char *x = at ? strstr(at, "\"xxh3\"") : NULL;
+        ZT_CHECK(x != NULL);
+        if (x) {
+            char *q = strchr(x + 6, '"');
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sum);
+            memcpy(q + 1, hex, 16);
+        }
+    }
+    FILE *f = fopen(mp, "wb");
+    fputs(out, f);
+    fclose(f);
+    free(out), free(text), free(mp);
+}
+
+/* A version-1 checkpoint (model.bin with its payload) still loads; a newer version is refused with a
+ * message naming it. */
+static void test_versions(void) {
+    size_t n = g_tab.num_params;
+    float *p = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4), *back = malloc(n * 4);
+    fill(p, n, 21), fill(m, n, 22), fill(v, n, 23);
+    char *dir = write_ckpt("v1", p, m, v, 10);
+    set_version(dir, 1);
+    zg_ckpt c;
+    int rc = zg_ckpt_open(&c, dir);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_ckpt_read_model(&c, back) == 0 && memcmp(back, p, n * 4) == 0);
+        zg_ckpt_close(&c);
+    }
+    set_version(dir, 3);
+    ZT_CHECK(zg_ckpt_open(&c, dir) != 0);
+    ZT_CHECK_MSG(strstr(zg_error_message(), "version 3") != NULL, "%s", zg_error_message());
+    zg_error_clear();
+    free(dir), free(p), free(m), free(v), free(back);
 }
 
 static void damage_and_check(const char *file, long offset, int truncate_to, const char *want) {
@@ -294,6 +438,8 @@ int main(void) {
     g_dir = zt_tmpdir("ckpt");
     zt_run("roundtrip_ranges", test_roundtrip_ranges);
     zt_run("damage", test_damage);
+    zt_run("header_only_model", test_header_only_model);
+    zt_run("versions", test_versions);
     zt_run("retention", test_retention);
     zt_run("links_not_followed", test_links_not_followed);
     zt_run("tidy_and_latest", test_tidy_and_latest);

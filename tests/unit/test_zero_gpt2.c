@@ -167,7 +167,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
         int rc = zg_zero_ckpt_write_shards(&z, &w, save_dir, "ck");
         ZT_CHECK_MSG(rc == 0, "write shards: %s", zg_error_message());
         if (R == 0 && rc == 0) {
-            ZT_CHECK(zg_ckpt_write_model(&w, &cfg, final_params, n) == 0);
+            ZT_CHECK(zg_ckpt_write_model(&w, &cfg, final_params, n, ZG_F32) == 0);
             ZT_CHECK(zg_ckpt_writer_commit(&w, 1) == 0);
         }
         zg_comm_barrier(comm); /* the checkpoint is complete for everyone */
