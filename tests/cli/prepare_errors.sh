@@ -64,7 +64,14 @@ if [ "$(id -u)" -eq 0 ]; then
     echo "skip unreadable-folder: running as root without setpriv"
   fi
 fi
-if [ "$(id -u)" -ne 0 ] || [ ${#run_as_user[@]} -gt 0 ]; then
+# 'nobody' must be able to reach the test folder (a /tmp that is not world-searchable is the machine's
+# setting, not zgpt's): said, and skipped, rather than failing
+if [ ${#run_as_user[@]} -gt 0 ] && ! "${run_as_user[@]}" test -x "$tmp/w"; then
+  echo "skip unreadable-folder: user nobody cannot reach $tmp ($(stat -c '%A' "$(dirname "$tmp")") on $(dirname "$tmp"))"
+  run_as_user=()
+  [ "$(id -u)" -eq 0 ] && skip_unreadable=1
+fi
+if [ -z "${skip_unreadable:-}" ] && { [ "$(id -u)" -ne 0 ] || [ ${#run_as_user[@]} -gt 0 ]; }; then
   expect_error unreadable-folder "$tmp/corpus/locked" "cannot read folder" -- \
     "${run_as_user[@]}" "$ZGPT" prepare --input "$tmp/corpus" --out "$tmp/w/o5"
   expect_no_output "$tmp/w/o5"
