@@ -826,15 +826,18 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
 }
 
 static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
-                           zg_backend *be, float *dst, float *stage);
+                           zg_backend *be, float *dst, float *stage, zg_progress *prog);
 
 /* Header-only model.bin: the parameters are the shards' master rounded to the training dtype, exactly
  * as the optimizer produced them (round to nearest even, as on the device), then widened to fp32. */
 static int read_model_from_master(const zg_ckpt *c, float *params_host, uint64_t want_sum, const char *path) {
     int rc = 0;
+    zg_progress prog;
+    progress_begin(&prog, "load", c->dir, "fp32 master weights", c->num_params * sizeof(float), 0);
     for (int i = 0; rc == 0 && i < c->n_shards; i++)
         rc = read_shard_part(c, &c->shards[i], 0, c->shards[i].begin, c->shards[i].end, NULL,
-                             params_host + c->shards[i].begin, NULL);
+                             params_host + c->shards[i].begin, NULL, &prog);
+    zg_progress_free(&prog);
     if (rc != 0) return -1;
     for (uint64_t i = 0; i < c->num_params; i++)
         params_host[i] = c->master_dtype == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(params_host[i]))
@@ -879,7 +882,7 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
 /* Reads elements [a, b) of array `which` (0 master, 1 m, 2 v) of a shard into backend memory dst, or
  * straight into host memory dst when be is NULL (stage unused then). */
 static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
-                           zg_backend *be, float *dst, float *stage) {
+                           zg_backend *be, float *dst, float *stage, zg_progress *prog) {
     char *p = zg_path_join(c->dir, s->file);
     FILE *f = fopen(p, "rb");
     if (!f) {
@@ -900,6 +903,7 @@ static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, 
             break;
         }
         if (be) be->ops->upload(be, dst + (i - a), stage, k * sizeof(float));
+        if (prog) zg_progress_update(prog, prog->done + k * sizeof(float));
     }
     fclose(f);
     free(p);
@@ -930,16 +934,22 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
                          c->dir, (unsigned long long)covered, n, o->begin, o->end);
     float *stage = zg_malloc(CHUNK_ELEMS * sizeof(float));
     int rc = 0;
+    /* rank 0 shows the read of its range (m, v, and the master when both have one) */
+    zg_progress prog;
+    char range[64];
+    snprintf(range, sizeof range, "optimizer state [%zu, %zu)", o->begin, o->end);
+    progress_begin(&prog, "load", c->dir, range, (uint64_t)n * sizeof(float) * (o->master && all_master ? 3u : 2u), 0);
     for (int i = 0; rc == 0 && i < c->n_shards; i++) {
         const zg_ckpt_shard *s = &c->shards[i];
         uint64_t a = s->begin > o->begin ? s->begin : o->begin, b = s->end < o->end ? s->end : o->end;
         if (a >= b) continue;
         float *off_m = o->m + (a - o->begin), *off_v = o->v + (a - o->begin);
-        rc = read_shard_part(c, s, 1, a, b, o->be, off_m, stage);
-        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, o->be, off_v, stage);
+        rc = read_shard_part(c, s, 1, a, b, o->be, off_m, stage, &prog);
+        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, o->be, off_v, stage, &prog);
         if (rc == 0 && o->master && all_master)
-            rc = read_shard_part(c, s, 0, a, b, o->be, o->master + (a - o->begin), stage);
+            rc = read_shard_part(c, s, 0, a, b, o->be, o->master + (a - o->begin), stage, &prog);
     }
+    zg_progress_free(&prog);
     free(stage);
     if (rc == 0) o->step = step;
     return rc;
