@@ -4,17 +4,10 @@
 # usage: bench/cpu_adamw_bench.sh [N=1558611200] [reps=7]
 # Builds zgpt_lib in $BUILD (default build-bench, CPU only) and links the bench to it.
 set -euo pipefail
-src="$(cd "$(dirname "$0")/.." && pwd)"
-build="${BUILD:-$src/build-bench}"
+source "$(dirname "$0")/bench_build.inc"
 n=${1:-1558611200}
 reps=${2:-7}
-cmake -S "$src" -B "$build" -DZGPT_CUDA=OFF -DZGPT_MPI=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target zgpt_lib -j"$(nproc)" >/dev/null
-# zgpt_lib links libcurl when it was found (downloads)
-cc -O3 -std=c11 -D_POSIX_C_SOURCE=200809L -fopenmp -Wall -Wextra -I"$src/src" \
-   "$src/bench/cpu_adamw_bench.c" "$build/libzgpt_lib.a" \
-   $(pkg-config --cflags --libs openblas libcjson libxxhash libpcre2-8) $(pkg-config --libs libcurl 2>/dev/null || true) \
-   -lm -lpthread -o "$build/cpu_adamw_bench"
+bench_build cpu_adamw_bench
 "$build/cpu_adamw_bench" "$n" "$reps"
 if python3 -c 'import torch' 2>/dev/null; then
 python3 - "$n" "$reps" <<'PY'

@@ -71,7 +71,6 @@ typedef struct {
     uint64_t tokens_seen;
     char last_good[512];      /* last checkpoint written or resumed from ("" none) */
     int64_t last_good_iter;   /* the iteration last_good holds (-1 none) */
-    int64_t start_iter;       /* the iteration this run started (or resumed) at */
     int metrics_failed;       /* a metrics.jsonl write failed: the run ends at the next boundary */
     char metrics_error[512];
     zg_dir_lock lock;         /* rank 0: out_dir's advisory lock */
@@ -741,7 +740,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
     const char *stop_hook = getenv("ZGPT_TEST_STOP_AT_ITER");
     int64_t stop_at = stop_hook && *stop_hook ? strtoll(stop_hook, NULL, 10) : -1;
     double tokens_per_step = (double)tr->B * tr->T * (double)c->grad_accum * tr->world;
-    int64_t start_iter = tr->start_iter = tr->iter;
+    int64_t start_iter = tr->iter;
     double step_ms_sum = 0;
     int64_t steps_timed = 0;
 
