@@ -72,6 +72,23 @@ int zg_backend_create(zg_backend **out, const zg_backend_config *cfg) {
     return zg_errorf("unknown device '%s': use cpu, cuda or auto", dev);
 }
 
+void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned) {
+    uint64_t hdr[2] = {(uint64_t)bytes, (uint64_t)(pinned != 0)};
+    memcpy(base, hdr, sizeof hdr);
+    be->host_bytes_in_use += bytes;
+    if (be->host_bytes_in_use > be->host_bytes_peak) be->host_bytes_peak = be->host_bytes_in_use;
+    return (char *)base + ZG_HOST_HEADER;
+}
+
+void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned) {
+    char *base = (char *)p - ZG_HOST_HEADER;
+    uint64_t hdr[2];
+    memcpy(hdr, base, sizeof hdr);
+    be->host_bytes_in_use -= (size_t)hdr[0];
+    *pinned = (int)hdr[1];
+    return base;
+}
+
 void zg_backend_destroy(zg_backend *be) {
     if (be != NULL && be->ops != NULL && be->ops->destroy != NULL) be->ops->destroy(be);
 }

@@ -37,6 +37,12 @@ uint16_t zg_f32_to_f16(float f);
 float zg_f16_to_f32(uint16_t h);
 
 typedef struct zg_backend zg_backend;
+/* A point in one of the backend's streams (event_* ops below). */
+typedef struct zg_event zg_event;
+/* The backend's streams: every op runs on the compute stream; copy_async runs on the copy stream, so
+ * that host transfers (checkpoint snapshots, ZeRO-Offload) overlap compute. */
+typedef enum { ZG_STREAM_COMPUTE = 0, ZG_STREAM_COPY = 1 } zg_stream;
+typedef enum { ZG_COPY_D2H = 0, ZG_COPY_H2D = 1 } zg_copy_dir;
 
 /* One contiguous range of a flat buffer and the weight decay applied to it. */
 typedef struct {
@@ -80,6 +86,26 @@ typedef struct {
     void (*copy)(zg_backend *be, void *dst, const void *src, size_t bytes);
     void (*zero)(zg_backend *be, void *p, size_t bytes);
     void (*synchronize)(zg_backend *be);
+    /* Host staging memory: `bytes` of host memory, page-locked when `pinned` and the backend can (CUDA;
+     * the CPU backend's is plain memory), its pages touched so that first use does not fault; NULL with
+     * an error naming `what`. 64-byte aligned. Counted in host_bytes_in_use / host_bytes_peak, apart from
+     * the backend memory above. host_free takes NULL. */
+    void *(*host_alloc)(zg_backend *be, size_t bytes, int pinned, const char *what);
+    void (*host_free)(zg_backend *be, void *p);
+    /* dst <- src (bytes) on the copy stream. ZG_COPY_D2H: dst is host memory (from host_alloc(pinned)
+     * for a copy that overlaps compute), src backend memory; ZG_COPY_H2D the reverse. Not ordered with
+     * the compute stream: record an event on one stream and make the other wait for it. */
+    void (*copy_async)(zg_backend *be, void *dst, const void *src, size_t bytes, zg_copy_dir dir);
+    /* Events. record: the point after the work queued so far on stream s. stream_wait: work queued on s
+     * from now on starts after ev's point. event_synchronize blocks the host until ev's point is reached;
+     * event_query returns 1 when it is, 0 when not yet. An event never recorded counts as reached. On the
+     * CPU every op has finished when it returns, so events are always reached. */
+    zg_event *(*event_create)(zg_backend *be);
+    void (*event_destroy)(zg_backend *be, zg_event *ev);
+    void (*event_record)(zg_backend *be, zg_event *ev, zg_stream s);
+    void (*stream_wait)(zg_backend *be, zg_stream s, zg_event *ev);
+    void (*event_synchronize)(zg_backend *be, zg_event *ev);
+    int (*event_query)(zg_backend *be, zg_event *ev);
     /* fp32 host <-> any dtype in backend memory, n elements */
     void (*upload_f32)(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n);
     void (*download_f32)(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n);
@@ -159,6 +185,8 @@ struct zg_backend {
     int device;          /* -1 for the CPU, else the CUDA device index */
     size_t bytes_in_use; /* backend memory currently allocated through ops->alloc */
     size_t bytes_peak;
+    size_t host_bytes_in_use; /* host_alloc memory currently held */
+    size_t host_bytes_peak;
     void *impl;          /* backend-private state */
 };
 
@@ -175,6 +203,11 @@ int zg_backend_create(zg_backend **out, const zg_backend_config *cfg);
  * input form (x) needs mean, the output form (x NULL) needs y and b. */
 void zg_layernorm_backward_check(const void *x, const void *y, const void *b, const float *mean);
 void zg_backend_destroy(zg_backend *be);
+/* Shared by the backends' host_alloc/host_free: each block starts with a 64-byte header holding its size
+ * and whether it is pinned; the caller's pointer follows it (64-byte aligned when the base is). */
+#define ZG_HOST_HEADER 64
+void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned);
+void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned);
 /* 1 when the CUDA backend is compiled in and a GPU is visible. */
 int zg_backend_cuda_available(void);
 

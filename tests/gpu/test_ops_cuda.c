@@ -1002,6 +1002,49 @@ static void test_memory(void) {
     be->ops->dealloc(be, r);
 }
 
+/* Host staging memory, the copy stream and events: a D2H copy ordered after a compute-stream op sees
+ * its result; an H2D copy that the compute stream waits for is seen by the next op; pinned and plain
+ * host blocks are counted and released. */
+static void test_host_copies(void) {
+    zg_backend *be = g_be[0];
+    const size_t n = (size_t)4 << 20; /* 16 MiB: long enough that an unordered copy would race */
+    size_t host0 = be->host_bytes_in_use;
+    float *hp = be->ops->host_alloc(be, n * 4, 1, "a pinned test block");
+    float *hq = be->ops->host_alloc(be, n * 4, 0, "a plain test block");
+    ZT_CHECK(hp != NULL && hq != NULL && ((uintptr_t)hp % 64) == 0);
+    ZT_CHECK(be->host_bytes_in_use == host0 + 2 * n * 4 && be->host_bytes_peak >= be->host_bytes_in_use);
+    for (size_t i = 0; i < n; i++) hq[i] = (float)(i % 1000);
+    float *d = be->ops->alloc(be, n * 4, "copy test");
+    be->ops->upload(be, d, hq, n * 4);
+    zg_event *computed = be->ops->event_create(be), *copied = be->ops->event_create(be);
+    be->ops->scale(be, d, ZG_F32, n, 2.0f); /* queued on the compute stream */
+    be->ops->event_record(be, computed, ZG_STREAM_COMPUTE);
+    be->ops->stream_wait(be, ZG_STREAM_COPY, computed);
+    be->ops->copy_async(be, hp, d, n * 4, ZG_COPY_D2H);
+    be->ops->event_record(be, copied, ZG_STREAM_COPY);
+    be->ops->event_synchronize(be, copied);
+    ZT_CHECK(be->ops->event_query(be, copied) == 1);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += hp[i] != 2.0f * (float)(i % 1000);
+    ZT_CHECK_MSG(bad == 0, "%zu of %zu elements of the D2H copy missed the scale before it", bad, n);
+    /* H2D on the copy stream, then the compute stream waits and scales it */
+    for (size_t i = 0; i < n; i++) hp[i] = 1.0f;
+    be->ops->copy_async(be, d, hp, n * 4, ZG_COPY_H2D);
+    be->ops->event_record(be, copied, ZG_STREAM_COPY);
+    be->ops->stream_wait(be, ZG_STREAM_COMPUTE, copied);
+    be->ops->scale(be, d, ZG_F32, n, 3.0f);
+    be->ops->download(be, hq, d, n * 4);
+    bad = 0;
+    for (size_t i = 0; i < n; i++) bad += hq[i] != 3.0f;
+    ZT_CHECK_MSG(bad == 0, "%zu of %zu elements: the compute stream did not wait for the H2D copy", bad, n);
+    be->ops->event_destroy(be, computed);
+    be->ops->event_destroy(be, copied);
+    be->ops->dealloc(be, d);
+    be->ops->host_free(be, hp);
+    be->ops->host_free(be, hq);
+    ZT_CHECK(be->host_bytes_in_use == host0);
+}
+
 /* ---- benchmark ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1259,6 +1302,7 @@ int main(int argc, char **argv) {
     } else {
         zt_run("casts", test_casts);
         zt_run("memory", test_memory);
+        zt_run("host_copies", test_host_copies);
         zt_run("encoder", test_encoder);
         zt_run("layernorm", test_layernorm);
         zt_run("matmul", test_matmul);

@@ -484,6 +484,33 @@ static void test_casts(void) {
     ZT_CHECK(isnan(zg_bf16_to_f32(zg_f32_to_bf16(NAN))));
 }
 
+/* Host staging memory, copy_async and events on the CPU: copies happen at once, events are always
+ * reached, host blocks are counted apart from backend memory. */
+static void test_host_copies(void) {
+    size_t host0 = BE->host_bytes_in_use, dev0 = BE->bytes_in_use;
+    float *h = BE->ops->host_alloc(BE, 1000 * sizeof(float), 1, "test block");
+    ZT_CHECK(h != NULL && ((uintptr_t)h % 64) == 0 && h[999] == 0.0f);
+    ZT_CHECK(BE->host_bytes_in_use == host0 + 4000 && BE->bytes_in_use == dev0 && BE->host_bytes_peak >= 4000);
+    float *d = BE->ops->alloc(BE, 1000 * sizeof(float), "device block");
+    for (int i = 0; i < 1000; i++) d[i] = (float)i;
+    zg_event *ev = BE->ops->event_create(BE);
+    ZT_CHECK(ev != NULL && BE->ops->event_query(BE, ev) == 1);
+    BE->ops->event_record(BE, ev, ZG_STREAM_COMPUTE);
+    BE->ops->stream_wait(BE, ZG_STREAM_COPY, ev);
+    BE->ops->copy_async(BE, h, d, 1000 * sizeof(float), ZG_COPY_D2H);
+    BE->ops->event_record(BE, ev, ZG_STREAM_COPY);
+    BE->ops->event_synchronize(BE, ev);
+    ZT_CHECK(BE->ops->event_query(BE, ev) == 1 && h[0] == 0.0f && h[999] == 999.0f);
+    h[5] = -1.0f;
+    BE->ops->copy_async(BE, d, h, 1000 * sizeof(float), ZG_COPY_H2D);
+    ZT_CHECK(d[5] == -1.0f);
+    BE->ops->event_destroy(BE, ev);
+    BE->ops->dealloc(BE, d);
+    BE->ops->host_free(BE, h);
+    BE->ops->host_free(BE, NULL);
+    ZT_CHECK(BE->host_bytes_in_use == host0);
+}
+
 static void test_refuses_low_precision(void) {
     zg_backend *be = NULL;
     zg_backend_config cfg = {"cpu", -1, ZG_BF16};
@@ -510,6 +537,7 @@ int main(void) {
     zt_run("encoder_residual", test_encoder_residual);
     zt_run("adamw", test_adamw);
     zt_run("casts", test_casts);
+    zt_run("host_copies", test_host_copies);
     zt_run("refuses_low_precision", test_refuses_low_precision);
     zg_backend_destroy(BE);
     return zt_finish();

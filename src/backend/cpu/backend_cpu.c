@@ -62,6 +62,64 @@ static void cpu_zero(zg_backend *be, void *p, size_t bytes) {
 
 static void cpu_synchronize(zg_backend *be) { (void)be; }
 
+/* Host staging memory is the same plain memory as the backend's (the CPU has nothing to pin for). */
+static void *cpu_host_alloc(zg_backend *be, size_t bytes, int pinned, const char *what) {
+    (void)pinned;
+    void *base = NULL;
+    if (posix_memalign(&base, 4096, bytes + ZG_HOST_HEADER) != 0 || base == NULL) {
+        char a[32];
+        zg_errorf("out of host memory allocating %s for %s", zg_fmt_bytes((double)bytes, a, sizeof a),
+                  what ? what : "a host buffer");
+        return NULL;
+    }
+    memset(base, 0, bytes + ZG_HOST_HEADER); /* touch every page now, not during the first copy */
+    return zg_host_block_wrap(be, base, bytes, 0);
+}
+
+static void cpu_host_free(zg_backend *be, void *p) {
+    if (p == NULL) return;
+    int pinned;
+    free(zg_host_block_unwrap(be, p, &pinned));
+}
+
+static void cpu_copy_async(zg_backend *be, void *dst, const void *src, size_t bytes, zg_copy_dir dir) {
+    (void)be;
+    (void)dir;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+/* Every CPU op has finished when it returns: an event is only a handle. */
+struct zg_event {
+    int recorded;
+};
+static zg_event *cpu_event_create(zg_backend *be) {
+    (void)be;
+    return zg_calloc(1, sizeof(zg_event));
+}
+static void cpu_event_destroy(zg_backend *be, zg_event *ev) {
+    (void)be;
+    free(ev);
+}
+static void cpu_event_record(zg_backend *be, zg_event *ev, zg_stream s) {
+    (void)be;
+    (void)s;
+    ev->recorded = 1;
+}
+static void cpu_stream_wait(zg_backend *be, zg_stream s, zg_event *ev) {
+    (void)be;
+    (void)s;
+    (void)ev;
+}
+static void cpu_event_synchronize(zg_backend *be, zg_event *ev) {
+    (void)be;
+    (void)ev;
+}
+static int cpu_event_query(zg_backend *be, zg_event *ev) {
+    (void)be;
+    (void)ev;
+    return 1;
+}
+
 float *cpu_scratch(zg_backend *be, size_t n) {
     cpu_state *st = be->impl;
     if (st->scratch_floats < n) {
@@ -92,6 +150,15 @@ static const zg_backend_ops cpu_ops = {
     .copy = cpu_copy,
     .zero = cpu_zero,
     .synchronize = cpu_synchronize,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
+    .copy_async = cpu_copy_async,
+    .event_create = cpu_event_create,
+    .event_destroy = cpu_event_destroy,
+    .event_record = cpu_event_record,
+    .stream_wait = cpu_stream_wait,
+    .event_synchronize = cpu_event_synchronize,
+    .event_query = cpu_event_query,
     .upload_f32 = cpu_upload_f32,
     .download_f32 = cpu_download_f32,
     .cast = cpu_cast,

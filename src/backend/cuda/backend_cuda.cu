@@ -3,6 +3,10 @@
  * matmul_cuda.cu, attention_cuda.cu, classifier_cuda.cu, optimizer_cuda.cu. */
 #include "backend/cuda/cuda_internal.h"
 
+extern "C" {
+#include "core/strutil.h"
+}
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,6 +118,94 @@ static void zgc_zero(zg_backend *be, void *p, size_t bytes) {
 
 static void zgc_synchronize(zg_backend *be) { ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->stream)); }
 
+/* ---- host staging memory, the copy stream and events ------------------------------------------ */
+
+/* Pinned memory comes from cudaHostAlloc (resident once allocated, so nothing to touch); plain memory
+ * is touched here so that its first copy does not fault page by page. */
+static void *zgc_host_alloc(zg_backend *be, size_t bytes, int pinned, const char *what) {
+    void *base = NULL;
+    char a[32], b[32];
+    if (pinned) {
+        cudaError_t e = cudaHostAlloc(&base, bytes + ZG_HOST_HEADER, cudaHostAllocPortable);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            zg_errorf("cannot pin %s of host memory for %s (%s; %s pinned already by zgpt): free host memory, or "
+                      "turn pinning off (pin_memory: false)",
+                      zg_fmt_bytes((double)bytes, a, sizeof a), what ? what : "a host buffer", cudaGetErrorString(e),
+                      zg_fmt_bytes((double)be->host_bytes_in_use, b, sizeof b));
+            return NULL;
+        }
+    } else {
+        if (posix_memalign(&base, 4096, bytes + ZG_HOST_HEADER) != 0 || base == NULL) {
+            zg_errorf("out of host memory allocating %s for %s", zg_fmt_bytes((double)bytes, a, sizeof a),
+                      what ? what : "a host buffer");
+            return NULL;
+        }
+        memset(base, 0, bytes + ZG_HOST_HEADER);
+    }
+    return zg_host_block_wrap(be, base, bytes, pinned);
+}
+
+static void zgc_host_free(zg_backend *be, void *p) {
+    if (p == NULL) return;
+    int pinned;
+    void *base = zg_host_block_unwrap(be, p, &pinned);
+    if (pinned) {
+        /* cudaFreeHost synchronizes the device; a copy in flight from this block has finished after it */
+        ZG_CUDA_CHECK(cudaFreeHost(base));
+    } else {
+        ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->copy_stream));
+        free(base);
+    }
+}
+
+static void zgc_copy_async(zg_backend *be, void *dst, const void *src, size_t bytes, zg_copy_dir dir) {
+    if (bytes == 0) return;
+    ZG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, dir == ZG_COPY_D2H ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
+                                  zgc_get(be)->copy_stream));
+}
+
+struct zg_event {
+    cudaEvent_t e;
+};
+
+static cudaStream_t zgc_stream_of(zg_backend *be, zg_stream s) {
+    return s == ZG_STREAM_COPY ? zgc_get(be)->copy_stream : zgc_get(be)->stream;
+}
+
+static zg_event *zgc_event_create(zg_backend *be) {
+    (void)be;
+    zg_event *ev = (zg_event *)zg_calloc(1, sizeof(zg_event));
+    ZG_CUDA_CHECK(cudaEventCreateWithFlags(&ev->e, cudaEventDisableTiming));
+    return ev;
+}
+static void zgc_event_destroy(zg_backend *be, zg_event *ev) {
+    (void)be;
+    if (ev == NULL) return;
+    ZG_CUDA_CHECK(cudaEventDestroy(ev->e));
+    free(ev);
+}
+static void zgc_event_record(zg_backend *be, zg_event *ev, zg_stream s) {
+    ZG_CUDA_CHECK(cudaEventRecord(ev->e, zgc_stream_of(be, s)));
+}
+static void zgc_stream_wait(zg_backend *be, zg_stream s, zg_event *ev) {
+    ZG_CUDA_CHECK(cudaStreamWaitEvent(zgc_stream_of(be, s), ev->e, 0));
+}
+static void zgc_event_synchronize(zg_backend *be, zg_event *ev) {
+    (void)be;
+    ZG_CUDA_CHECK(cudaEventSynchronize(ev->e));
+}
+static int zgc_event_query(zg_backend *be, zg_event *ev) {
+    (void)be;
+    cudaError_t e = cudaEventQuery(ev->e);
+    if (e == cudaErrorNotReady) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    ZG_CUDA_CHECK(e);
+    return 1;
+}
+
 /* ---- casts ------------------------------------------------------------------------------------ */
 
 template <typename TD, typename TS>
@@ -216,6 +308,10 @@ static void zgc_destroy(zg_backend *be) {
         while (im->n_allocs > 0) zgc_free(be, im->allocs[im->n_allocs - 1].ptr);
         ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
         ZG_CUDA_CHECK(cudaStreamDestroy(im->stream));
+        if (im->copy_stream) {
+            ZG_CUDA_CHECK(cudaStreamSynchronize(im->copy_stream));
+            ZG_CUDA_CHECK(cudaStreamDestroy(im->copy_stream));
+        }
         ZG_CUDA_CHECK(cudaFreeHost(im->partials_host));
         free(im->allocs);
         free(im->segs_host);
@@ -240,6 +336,15 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->copy = zgc_copy;
     o->zero = zgc_zero;
     o->synchronize = zgc_synchronize;
+    o->host_alloc = zgc_host_alloc;
+    o->host_free = zgc_host_free;
+    o->copy_async = zgc_copy_async;
+    o->event_create = zgc_event_create;
+    o->event_destroy = zgc_event_destroy;
+    o->event_record = zgc_event_record;
+    o->stream_wait = zgc_stream_wait;
+    o->event_synchronize = zgc_event_synchronize;
+    o->event_query = zgc_event_query;
     o->upload_f32 = zgc_upload_f32;
     o->download_f32 = zgc_download_f32;
     o->cast = zgc_cast;
@@ -309,6 +414,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     im->num_sms = prop.multiProcessorCount;
     im->bgrad_ok = 1;
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+    ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));
     ZG_CUBLAS_CHECK(cublasLtCreate(&im->lt));
     im->lt_ws_bytes = ZGC_LT_WORKSPACE;
     im->lt_ws = zgc_alloc(be, im->lt_ws_bytes, "cuBLASLt workspace");

@@ -75,6 +75,7 @@ typedef struct {
     int device;
     int num_sms;
     cudaStream_t stream;
+    cudaStream_t copy_stream; /* copy_async: host transfers beside the compute stream */
     cublasLtHandle_t lt;
     void *lt_ws;
     size_t lt_ws_bytes;
