@@ -853,6 +853,7 @@ void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *q
     int hs = C / NH;
     float scale_log2 = ZGC_LOG2E / sqrtf((float)hs);
     float *lse = (float *)stats;
+    if (zgc_attention_cudnn_forward(be, out, lse, qkv, B, T_len, C, NH)) return;
     if (zgc_att_use_mma(be, hs, out, qkv, qkv)) {
         if (be->act_dtype == ZG_BF16) {
             if (hs == 64) zgc_flash_fwd_launch<__nv_bfloat16, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
@@ -877,6 +878,7 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
     int hs = C / NH;
     float scale = 1.f / sqrtf((float)hs), scale_log2 = ZGC_LOG2E * scale;
     const float *lse = (const float *)stats;
+    if (zgc_attention_cudnn_backward(be, dqkv, dout, qkv, out, lse, B, T_len, C, NH)) return;
     size_t rows = (size_t)B * NH * T_len;
     float *D = (float *)zgc_scratch(be, ZGC_SCR_ATT_D, rows * 4, "attention backward row sums");
     size_t vw = 16 / zg_dtype_size(be->act_dtype);

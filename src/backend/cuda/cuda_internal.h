@@ -70,6 +70,9 @@ typedef struct {
     size_t bytes;
 } zgc_alloc_rec;
 
+/* attention_cudnn.cu's state (plans, cuDNN handle, workspace); NULL until attention first runs. */
+typedef struct zgc_cudnn_att zgc_cudnn_att;
+
 typedef struct {
     zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
@@ -90,6 +93,7 @@ typedef struct {
     size_t segs_host_bytes;
     double *partials_host;
     int bgrad_ok; /* 1 while the cuBLASLt BGRADB epilogue is usable */
+    zgc_cudnn_att *att_cudnn;
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
@@ -118,6 +122,14 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
                             const void *stats, int B, int T, int C, int NH);
 void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
                                   int Tn, int pos, int maxT, int C, int NH);
+
+/* attention_cudnn.cu: cuDNN's fused attention. Each returns 1 when cuDNN ran the op, 0 when the caller
+ * must run its own kernels (not built with cuDNN, ZGPT_ATTENTION=own, fp32, an unsupported shape, or a
+ * cuDNN failure, reported once). stats are zgpt's base-2 statistics either way. */
+int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C, int NH);
+int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                 const float *stats, int B, int T, int C, int NH);
+void zgc_attention_cudnn_destroy(zg_backend *be);
 
 /* encoder_cuda.cu */
 void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
