@@ -61,6 +61,11 @@ struct zgc_cudnn_att {
     int noted;
 };
 
+extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
+    (void)be;
+    return 0;
+}
+
 static int zgc_att_cudnn_wanted(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     zgc_att_path p = zgc_att_path_env();
@@ -141,6 +146,7 @@ struct zgc_cudnn_att {
     unsigned long clock;
     void *ws;
     size_t ws_bytes;
+    long calls; /* forward + backward calls cuDNN ran */
 };
 
 /* Checked cuDNN call inside a builder function: on failure, records file, line, the call and cuDNN's
@@ -660,6 +666,7 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
     }
     /* cuDNN's natural-log statistics -> zgpt's base-2 ones (the op contract) */
     zgc_sdpa_scale(be, stats, stats, (size_t)B * NH * T, ZGC_LOG2E_F);
+    st->calls++;
     return 1;
 }
 
@@ -694,7 +701,13 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
         p->ok = 0;
         return 0;
     }
+    st->calls++;
     return 1;
+}
+
+extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    return im->att_cudnn != NULL ? im->att_cudnn->calls : 0;
 }
 
 void zgc_attention_cudnn_destroy(zg_backend *be) {
