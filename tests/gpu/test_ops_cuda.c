@@ -268,11 +268,15 @@ static size_t count_nonfinite(const float *v, size_t n) {
     return bad;
 }
 
-static void test_layernorm(void) {
-    /* 16-bit: C % 8 == 0 and C <= 2048 take the register-resident (vectorized) kernels (768: 3
-     * vectors per lane, 1600: 7, 96: 1, lanes partly idle); 100, 37 (C % 8 != 0) and 2056 (9 vectors
-     * per lane) the fallbacks. fp32 (4 per vector): 96, 100, 768 vectorized; 1600, 2056, 37 fallback.
-     * Each shape runs the backward in both forms (from x and mean/rstd; from y, b and rstd). */
+/* variant: NULL = the default kernels (row groups: 16-bit C % 8 == 0 up to C = 4096, fp32 C % 4 == 0 up to
+ * 2048; 96 -> 1 warp per row, 768 -> 2, 1600 -> 4 (fp32: 8), 2056 -> 8 (fp32: the warp kernels)), "warp" =
+ * ZGPT_LN=warp, the warp-per-row kernels (16-bit C % 8 == 0 and C <= 2048: the register-resident ones, 768:
+ * 3 vectors per lane, 1600: 7, 96: 1; 2056 (9 vectors per lane) the vector fallback; fp32 96, 100, 768
+ * register, 1600, 2056 fallback). 100 and 37 (C % 8 != 0) take the scalar kernels either way. */
+static void test_layernorm_variant(const char *variant) {
+    if (variant != NULL) setenv("ZGPT_LN", variant, 1);
+    else unsetenv("ZGPT_LN");
+    /* Each shape runs the backward in both forms (from x and mean/rstd; from y, b and rstd). */
     int shapes[][2] = {{4096, 768}, {1000, 1600}, {67, 96}, {33, 1600}, {16, 768}, {9, 100}, {5, 37}, {7, 2056}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
@@ -292,7 +296,7 @@ static void test_layernorm(void) {
             be->ops->layernorm_forward(be, out, mean_d, rstd_d, da, dw, dbias, N, C);
             ln_ref(ref, rm, rr, a, w, bias, N, C);
             float *o = dl(be, out, dt, nc), *om = dl(be, mean_d, ZG_F32, N), *orr = dl(be, rstd_d, ZG_F32, N);
-            snprintf(name, sizeof name, "layernorm_forward N=%d C=%d", N, C);
+            snprintf(name, sizeof name, "layernorm_forward%s N=%d C=%d", variant ? " (ZGPT_LN=warp)" : "", N, C);
             check_rel(name, dt, o, ref, nc, tol_of(dt));
             check_rel("  mean", dt, om, rm, N, 1e-5);
             check_rel("  rstd", dt, orr, rr, N, 1e-4);
@@ -384,6 +388,46 @@ static void test_layernorm(void) {
             for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
         }
     }
+    unsetenv("ZGPT_LN");
+}
+
+/* GPT-2 XL's LayerNorm shape (N = 16384, C = 1600, bf16): the backward twice from the same state gives
+ * bitwise the same dinp, dw, db (bitwise resume), on both kernel families */
+static void test_layernorm_deterministic(const char *variant) {
+    zg_backend *be = g_be[1];
+    zg_dtype dt = be->act_dtype;
+    int N = 16384, C = 1600;
+    size_t nc = (size_t)N * C;
+    if (variant != NULL) setenv("ZGPT_LN", variant, 1);
+    else unsetenv("ZGPT_LN");
+    void *x = dev_rand(be, dt, nc, 2.f, NULL), *dout = dev_rand(be, dt, nc, 1.f, NULL), *y = dev_nan(be, dt, nc);
+    void *w = dev_rand(be, dt, C, 1.f, NULL), *b = dev_rand(be, dt, C, 0.2f, NULL);
+    float *mean = be->ops->alloc(be, N * 4, "mean"), *rstd = be->ops->alloc(be, N * 4, "rstd");
+    be->ops->layernorm_forward(be, y, mean, rstd, x, w, b, N, C);
+    float *res[2][3];
+    for (int r = 0; r < 2; r++) {
+        void *di = dev_rand(be, dt, nc, 0.f, NULL), *dw = dev_rand(be, dt, C, 0.f, NULL), *db = dev_rand(be, dt, C, 0.f, NULL);
+        be->ops->layernorm_backward(be, di, dw, db, dout, x, NULL, w, NULL, mean, rstd, N, C);
+        res[r][0] = dl(be, di, dt, nc), res[r][1] = dl(be, dw, dt, C), res[r][2] = dl(be, db, dt, C);
+        be->ops->dealloc(be, di); be->ops->dealloc(be, dw); be->ops->dealloc(be, db);
+    }
+    ZT_CHECK_MSG(memcmp(res[0][0], res[1][0], nc * 4) == 0 && memcmp(res[0][1], res[1][1], C * 4) == 0 &&
+                 memcmp(res[0][2], res[1][2], C * 4) == 0,
+                 "layernorm_backward%s at N=%d C=%d is not deterministic", variant ? " (ZGPT_LN=warp)" : "", N, C);
+    size_t bad = count_nonfinite(res[0][0], nc) + count_nonfinite(res[0][1], C) + count_nonfinite(res[0][2], C);
+    ZT_CHECK_MSG(bad == 0, "layernorm_backward at N=%d C=%d: %zu non-finite values", N, C, bad);
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 3; k++) free(res[r][k]);
+    void *ptrs[] = {x, dout, y, w, b, mean, rstd};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    unsetenv("ZGPT_LN");
+}
+
+static void test_layernorm(void) {
+    test_layernorm_variant(NULL);
+    test_layernorm_variant("warp");
+    test_layernorm_deterministic(NULL);
+    test_layernorm_deterministic("warp");
 }
 
 /* ---- matmul ---------------------------------------------------------------------------------- */
@@ -1390,19 +1434,27 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     /* LayerNorm bytes: forward reads x (and w, b), writes y, mean, rstd; backward (input form) reads dout,
      * x, w, mean, rstd and dinp, writes dinp (accumulated) and the per-block dw/db partials (small) */
     double fb = nc * es * 2 + (double)N * 8 + 2.0 * C * es, bwb = nc * es * 4 + (double)N * 8 + 3.0 * C * es;
-    float lf, lb, lby;
-    BENCH_TIME(&ctx, lf, bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
-    BENCH_TIME(&ctx, lb, bench_reps(), be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C));
-    BENCH_TIME(&ctx, lby, bench_reps(), be->ops->layernorm_backward(be, dx, dw, db, y, NULL, x, w, bb, NULL, rstd, N, C));
-    const char *ln_name[3] = {"layernorm_forward", "layernorm_backward", "layernorm_backward (from output)"};
-    float ln_ms[3] = {lf, lb, lby};
-    double ln_bytes[3] = {fb, bwb, bwb + 2.0 * C * es};
-    for (int i = 0; i < 3; i++) {
-        double gbs = ln_bytes[i] / (ln_ms[i] * 1e-3) / 1e9;
-        printf("| %s | %9.3f | | %8.0f |\n", ln_name[i], ln_ms[i], gbs);
-        printf("LN %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f pct_copy %.1f\n", i == 0 ? "fwd" : i == 1 ? "bwd" : "bwd_y",
-               ln_ms[i], ln_bytes[i] / 1e6, gbs, 100 * gbs / ZG_HBM_NOMINAL_GBS, 100 * gbs / copy_gbs);
+    /* the default (row-group) kernels, then the warp-per-row ones (ZGPT_LN=warp) for comparison */
+    for (int v = 0; v < 2; v++) {
+        if (v == 1) setenv("ZGPT_LN", "warp", 1);
+        float lf, lb, lby;
+        BENCH_TIME(&ctx, lf, bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
+        BENCH_TIME(&ctx, lb, bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C));
+        BENCH_TIME(&ctx, lby, bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, NULL, x, w, bb, NULL, rstd, N, C));
+        const char *ln_name[3] = {"layernorm_forward", "layernorm_backward", "layernorm_backward (from output)"};
+        const char *key[3] = {"fwd", "bwd", "bwd_y"};
+        float ln_ms[3] = {lf, lb, lby};
+        double ln_bytes[3] = {fb, bwb, bwb + 2.0 * C * es};
+        for (int i = 0; i < 3; i++) {
+            double gbs = ln_bytes[i] / (ln_ms[i] * 1e-3) / 1e9;
+            printf("| %s%s | %9.3f | | %8.0f |\n", ln_name[i], v ? " (ZGPT_LN=warp)" : "", ln_ms[i], gbs);
+            printf("LN%s %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f pct_copy %.1f\n", v ? "warp" : "", key[i],
+                   ln_ms[i], ln_bytes[i] / 1e6, gbs, 100 * gbs / ZG_HBM_NOMINAL_GBS, 100 * gbs / copy_gbs);
+        }
     }
+    unsetenv("ZGPT_LN");
     printf("COPY GBs %.0f pct_nominal %.1f\n", copy_gbs, 100 * copy_gbs / ZG_HBM_NOMINAL_GBS);
     void *ptrs[] = {qkv, dqkv, x, y, dx, w, bb, dw, db, mean, rstd, stats};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
