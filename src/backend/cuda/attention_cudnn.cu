@@ -28,7 +28,8 @@
  * Fail safe: any failing cuDNN call while building (unsupported graph, no engine, finalize error) or
  * executing prints one line (once per backend) naming the call and status, marks that shape as failed,
  * and the caller runs our kernels. ZGPT_ATTENTION=own skips cuDNN, =cudnn asks for it (a build without
- * cuDNN says once that it uses our kernels); unset = cuDNN when built with it and the plan builds. */
+ * cuDNN says once that it uses our kernels), =cudnn-fwd uses it for the forward only; unset (or auto) =
+ * cuDNN when built with it and the plan builds. */
 #include "backend/cuda/cuda_internal.h"
 
 #include <math.h>
@@ -38,13 +39,15 @@
 
 /* ZGPT_ATTENTION: which implementation the attention ops use (read at every call, so a benchmark can
  * switch between them in one process). */
-typedef enum { ZGC_ATT_AUTO = 0, ZGC_ATT_CUDNN = 1, ZGC_ATT_OWN = 2 } zgc_att_path;
+/* cudnn-fwd: cuDNN's forward with zgpt's backward (for when cuDNN's deterministic backward is the slower) */
+typedef enum { ZGC_ATT_AUTO = 0, ZGC_ATT_CUDNN = 1, ZGC_ATT_OWN = 2, ZGC_ATT_CUDNN_FWD = 3 } zgc_att_path;
 
 static zgc_att_path zgc_att_path_env(void) {
     const char *v = getenv("ZGPT_ATTENTION");
     if (v == NULL || *v == '\0' || strcmp(v, "auto") == 0) return ZGC_ATT_AUTO;
     if (strcmp(v, "cudnn") == 0) return ZGC_ATT_CUDNN;
     if (strcmp(v, "own") == 0) return ZGC_ATT_OWN;
+    if (strcmp(v, "cudnn-fwd") == 0) return ZGC_ATT_CUDNN_FWD;
     return (zgc_att_path)-1;
 }
 
@@ -69,14 +72,14 @@ extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
 static int zgc_att_cudnn_wanted(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     zgc_att_path p = zgc_att_path_env();
-    if (p == ZGC_ATT_CUDNN || p == (zgc_att_path)-1) {
+    if (p == ZGC_ATT_CUDNN || p == ZGC_ATT_CUDNN_FWD || p == (zgc_att_path)-1) {
         if (im->att_cudnn == NULL) im->att_cudnn = (zgc_cudnn_att *)zg_calloc(1, sizeof(zgc_cudnn_att));
         if (!im->att_cudnn->noted) {
             im->att_cudnn->noted = 1;
-            zgc_att_note(p == ZGC_ATT_CUDNN ? "ZGPT_ATTENTION=cudnn: this build has no cuDNN (CMake found none, or "
+            zgc_att_note(p != (zgc_att_path)-1 ? "ZGPT_ATTENTION=cudnn: this build has no cuDNN (CMake found none, or "
                                               "ZGPT_CUDNN=OFF); attention runs zgpt's own kernels"
-                                            : "ZGPT_ATTENTION: unknown value (use cudnn, own or auto); attention runs "
-                                              "zgpt's own kernels");
+                                            : "ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); "
+                                              "attention runs zgpt's own kernels");
         }
     }
     return 0;
@@ -107,7 +110,7 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 #define ZGC_LN2 0.69314718055994531f
 #define ZGC_LOG2E_F 1.4426950408889634f
 #define ZGC_SDPA_PLANS 16
-#define ZGC_SDPA_MAX_DESC 96
+#define ZGC_SDPA_MAX_DESC 192 /* backward graph 69, plan search up to 18 + 2 per engine config tried */
 #define ZGC_SDPA_MAX_OPS 32
 #define ZGC_SDPA_MAX_CFG 16
 
@@ -434,18 +437,13 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     return 0;
 }
 
-/* Operation graph -> heuristics (mode A) -> the first deterministic engine config whose plan
- * finalizes. */
-static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t *plan_out,
-                               int64_t *ws_out) {
-    cudnnBackendDescriptor_t graph, heur, cfgs[ZGC_SDPA_MAX_CFG];
-    cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+/* One heuristics query (mode) over a finalized operation graph: the first of its engine configs that is
+ * not NONDETERMINISTIC and whose plan finalizes. 0 with the plan, -1 with the reason in `last`. */
+static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph,
+                             cudnnBackendHeurMode_t mode, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out,
+                             char *last, size_t last_len) {
+    cudnnBackendDescriptor_t heur, cfgs[ZGC_SDPA_MAX_CFG];
     int64_t n_cfg = 0;
-    if (gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                               g->n_ops, g->ops));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(graph));
     if (gb_new(g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
@@ -456,21 +454,27 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDesc
     ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                ZGC_SDPA_MAX_CFG, &n_cfg, cfgs));
     if (n_cfg > ZGC_SDPA_MAX_CFG) n_cfg = ZGC_SDPA_MAX_CFG;
-    char last[240] = "no engine config from the heuristics";
+    snprintf(last, last_len, "heuristics mode %d: no engine config", (int)mode);
     for (int64_t i = 0; i < n_cfg; i++) {
         cudnnBackendDescriptor_t engine, plan;
         cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
         int64_t n_engine = 0, n_notes = 0, ws = 0;
         int nondet = 0;
         if (gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
-        ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                                   1, &n_engine, &engine));
-        ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                                   CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes));
+        cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE,
+                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_engine, &engine);
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                          CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
+        if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
+            snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode,
+                     (long long)i, cudnnGetErrorString(st));
+            continue;
+        }
         for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
             if (notes[k] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) nondet = 1;
         if (nondet) {
-            snprintf(last, sizeof(last), "engine config %lld is nondeterministic (skipped)", (long long)i);
+            snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
             continue;
         }
         if (gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
@@ -478,10 +482,10 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDesc
                                                    &handle));
         ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
-        cudnnStatus_t st = cudnnBackendFinalize(plan);
+        st = cudnnBackendFinalize(plan);
         if (st != CUDNN_STATUS_SUCCESS) {
-            snprintf(last, sizeof(last), "%s:%d: cudnnBackendFinalize(plan) failed for engine config %lld: %s",
-                     __FILE__, __LINE__, (long long)i, cudnnGetErrorString(st));
+            snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s",
+                     __FILE__, __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
             continue;
         }
         ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
@@ -490,7 +494,26 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDesc
         *ws_out = ws;
         return 0;
     }
-    snprintf(g->err, sizeof(g->err), "no usable cuDNN engine (%lld configs): %s", (long long)n_cfg, last);
+    return -1;
+}
+
+/* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan. */
+static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t *plan_out,
+                               int64_t *ws_out) {
+    cudnnBackendDescriptor_t graph;
+    if (gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               g->n_ops, g->ops));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(graph));
+    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    char last[2][200];
+    for (int m = 0; m < 2; m++) {
+        g->err[0] = '\0';
+        if (zgc_sdpa_plan_try(g, handle, graph, modes[m], plan_out, ws_out, last[m], sizeof(last[m])) == 0) return 0;
+        if (g->err[0] != '\0') snprintf(last[m], sizeof(last[m]), "%.199s", g->err); /* a checked call failed */
+    }
+    snprintf(g->err, sizeof(g->err), "no usable cuDNN engine: %.140s; %.140s", last[0], last[1]);
     return -1;
 }
 
@@ -576,14 +599,15 @@ static int zgc_sdpa_usable(zg_backend *be, int C, int NH, const void *a, const v
     return 1;
 }
 
-static int zgc_sdpa_wanted(zg_backend *be) {
+static int zgc_sdpa_wanted(zg_backend *be, int bwd) {
     zgc_att_path p = zgc_att_path_env();
-    if (p == ZGC_ATT_OWN) return 0;
+    if (p == ZGC_ATT_OWN || (p == ZGC_ATT_CUDNN_FWD && bwd)) return 0;
     if (p == (zgc_att_path)-1) {
         zgc_cudnn_att *st = zgc_att_state(be);
         if (!st->noted) {
             st->noted = 1;
-            zgc_att_note("ZGPT_ATTENTION: unknown value (use cudnn, own or auto); attention runs zgpt's own kernels");
+            zgc_att_note("ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); attention runs zgpt's "
+                         "own kernels");
         }
         return 0;
     }
@@ -642,7 +666,7 @@ static float zgc_sdpa_mask_value(void) { return cudnnGetVersion() >= 91000 ? -IN
 
 int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C,
                                 int NH) {
-    if (!zgc_sdpa_wanted(be) || !zgc_sdpa_usable(be, C, NH, out, qkv, qkv, stats)) return 0;
+    if (!zgc_sdpa_wanted(be, 0) || !zgc_sdpa_usable(be, C, NH, out, qkv, qkv, stats)) return 0;
     zgc_cudnn_att *st = zgc_att_state(be);
     if (st->handle_state != 1) return 0;
     int hs = C / NH;
@@ -672,7 +696,7 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
 
 int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                  const float *stats, int B, int T, int C, int NH) {
-    if (!zgc_sdpa_wanted(be) || !zgc_sdpa_usable(be, C, NH, dqkv, dout, qkv, out) || ((uintptr_t)stats & 15))
+    if (!zgc_sdpa_wanted(be, 1) || !zgc_sdpa_usable(be, C, NH, dqkv, dout, qkv, out) || ((uintptr_t)stats & 15))
         return 0;
     zgc_cudnn_att *st = zgc_att_state(be);
     if (st->handle_state != 1) return 0;
