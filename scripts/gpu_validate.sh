@@ -136,10 +136,11 @@ fi
 if has attn; then
   ZG_BENCH_ONLY=attn timeout 180 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/attn_bench.log" 2>&1
   timeout 180 python3 bench/torch_baseline/sdpa_bench.py xl16 > "$LOG_DIR/attn_torch.log" 2>&1
-  read -r _ _ _ of _ ob _ _ <<< "$(grep '^ATTN own ' "$LOG_DIR/attn_bench.log")"
-  read -r _ _ _ cf _ cb _ cran <<< "$(grep '^ATTN cudnn ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ of _ ob _ _ <<< "$(grep '^ATTN own fwd_ms ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ cf _ cb _ cran <<< "$(grep '^ATTN cudnn fwd_ms ' "$LOG_DIR/attn_bench.log")"
+  cws=$(sed -nE 's/^ATTN cudnn kept_MiB ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   read -r _ _ _ _ tf _ tb <<< "$(grep '^SDPA cudnn xl16 ' "$LOG_DIR/attn_torch.log")"
-  note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"));" \
+  note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"), workspace $(na "$cws") MiB);" \
        "torch SDPA cuDNN $(na "$tf")/$(na "$tb")$([ -z "$tf" ] && echo " (torch: $(tail -1 "$LOG_DIR/attn_torch.log"))")"
   for p in "zgpt kernels:$of:$ob" "zgpt cuDNN path:$cf:$cb"; do
     IFS=: read -r lab f b <<< "$p"

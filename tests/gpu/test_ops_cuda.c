@@ -1423,12 +1423,15 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     for (int p = 0; p < 2; p++) {
         attn_path(paths[p]);
         long k0 = zg_backend_cuda_cudnn_attention_calls(be);
+        size_t in_use0 = be->bytes_in_use;
         BENCH_TIME(&ctx, ms[p][0], bench_reps(), be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
         BENCH_TIME(&ctx, ms[p][1], bench_reps(), be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
         int ran = zg_backend_cuda_cudnn_attention_calls(be) > k0; /* cuDNN actually ran (else it fell back) */
         printf("| attention_forward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][0], af / (ms[p][0] * 1e-3) / 1e12);
         printf("| attention_backward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][1], 2.5 * af / (ms[p][1] * 1e-3) / 1e12);
         printf("ATTN %s fwd_ms %.4f bwd_ms %.4f cudnn_ran %d\n", paths[p], ms[p][0], ms[p][1], ran);
+        /* what the path keeps allocated (cuDNN: its workspace, grown to the backward plan's need) */
+        printf("ATTN %s kept_MiB %.1f\n", paths[p], ((double)be->bytes_in_use - (double)in_use0) / 1048576.0);
     }
     unsetenv("ZGPT_ATTENTION");
     /* LayerNorm bytes: forward reads x (and w, b), writes y, mean, rstd; backward (input form) reads dout,
