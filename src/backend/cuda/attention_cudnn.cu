@@ -26,8 +26,9 @@
  * workspace (the largest plan's, plus the backward's two row buffers) is kept and grown.
  *
  * Fail safe: any failing cuDNN call while building (unsupported graph, no engine, finalize error) or
- * executing prints one line (once per backend) naming the call and status, marks that shape as failed,
- * and the caller runs our kernels. ZGPT_ATTENTION=own skips cuDNN, =cudnn asks for it (a build without
+ * executing, or a workspace that cannot be allocated, prints one line naming the call and status, marks
+ * that shape (and direction) as failed, and the caller runs our kernels (so: one line per failing
+ * shape, once). ZGPT_ATTENTION=own skips cuDNN, =cudnn asks for it (a build without
  * cuDNN says once that it uses our kernels), =cudnn-fwd uses it for the forward only; unset (or auto) =
  * cuDNN when built with it and the plan builds. */
 #include "backend/cuda/cuda_internal.h"
@@ -144,7 +145,7 @@ typedef struct {
 struct zgc_cudnn_att {
     cudnnHandle_t handle;
     int handle_state; /* 0 not tried, 1 ready, -1 failed */
-    int noted;        /* the one fallback line was printed */
+    int noted;        /* the unknown-ZGPT_ATTENTION line was printed */
     zgc_sdpa_plan plans[ZGC_SDPA_PLANS];
     unsigned long clock;
     void *ws;
@@ -517,13 +518,15 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDesc
     return -1;
 }
 
-static void zgc_att_fallback_note(zgc_cudnn_att *st, const char *what, int B, int T, int NH, int hs,
-                                  const char *why) {
-    if (st->noted) return;
-    st->noted = 1;
+/* One line per failure; each failure is remembered (the handle, or the plan of that shape and direction),
+ * so a line appears once per shape at most, and training (one shape) prints one. */
+static void zgc_att_fallback_note(const char *what, int B, int T, int NH, int hs, const char *why) {
     char msg[640];
-    snprintf(msg, sizeof(msg), "cuDNN attention %s (B=%d T=%d NH=%d hs=%d) unavailable, zgpt's kernels run it: %s",
-             what, B, T, NH, hs, why);
+    if (B > 0)
+        snprintf(msg, sizeof(msg), "cuDNN attention %s (B=%d T=%d NH=%d hs=%d) unavailable, zgpt's kernels run it: %s",
+                 what, B, T, NH, hs, why);
+    else
+        snprintf(msg, sizeof(msg), "cuDNN attention %s failed, zgpt's kernels run attention: %s", what, why);
     zgc_att_note(msg);
 }
 
@@ -538,7 +541,7 @@ static zgc_cudnn_att *zgc_att_state(zg_backend *be) {
         if (s != CUDNN_STATUS_SUCCESS) {
             char why[200];
             snprintf(why, sizeof(why), "cudnnCreate/cudnnSetStream failed: %s", cudnnGetErrorString(s));
-            zgc_att_fallback_note(st, "setup", 0, 0, 0, 0, why);
+            zgc_att_fallback_note("setup", 0, 0, 0, 0, why);
         }
     }
     return st;
@@ -569,7 +572,7 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
     int rc = bwd ? zgc_sdpa_graph_bwd(slot->g, &shape) : zgc_sdpa_graph_fwd(slot->g, &shape);
     if (rc == 0) rc = zgc_sdpa_plan_build(slot->g, st->handle, &slot->plan, &slot->ws_bytes);
     if (rc != 0) {
-        zgc_att_fallback_note(st, bwd ? "backward" : "forward", B, T, NH, hs, slot->g->err);
+        zgc_att_fallback_note(bwd ? "backward" : "forward", B, T, NH, hs, slot->g->err);
         gb_free(slot->g);
         slot->g = NULL;
         return NULL; /* remembered as failed (ok = 0) */
@@ -674,7 +677,8 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
     if (p == NULL) return 0;
     void *ws = zgc_sdpa_workspace(be, st, zgc_align256((size_t)p->ws_bytes) + 256);
     if (ws == NULL) {
-        zgc_att_fallback_note(st, "forward", B, T, NH, hs, zg_error_message());
+        zgc_att_fallback_note("forward", B, T, NH, hs, zg_error_message());
+        p->ok = 0;
         return 0;
     }
     size_t es = zg_dtype_size(be->act_dtype);
@@ -684,7 +688,7 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
                     &scale, &neginf};
     char why[400];
     if (zgc_sdpa_execute(st, p, 7, uids, ptrs, ws, why, sizeof(why))) {
-        zgc_att_fallback_note(st, "forward", B, T, NH, hs, why);
+        zgc_att_fallback_note("forward", B, T, NH, hs, why);
         p->ok = 0;
         return 0;
     }
@@ -707,7 +711,8 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     size_t rowb = zgc_align256(rows * sizeof(float));
     char *ws = (char *)zgc_sdpa_workspace(be, st, wsb + 2 * rowb);
     if (ws == NULL) {
-        zgc_att_fallback_note(st, "backward", B, T, NH, hs, zg_error_message());
+        zgc_att_fallback_note("backward", B, T, NH, hs, zg_error_message());
+        p->ok = 0;
         return 0;
     }
     float *stats_nat = (float *)(ws + wsb), *dsum = (float *)(ws + wsb + rowb);
@@ -721,7 +726,7 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
                     dqkv, (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum, &scale, &neginf, &one};
     char why[400];
     if (zgc_sdpa_execute(st, p, 13, uids, ptrs, ws, why, sizeof(why))) {
-        zgc_att_fallback_note(st, "backward", B, T, NH, hs, why);
+        zgc_att_fallback_note("backward", B, T, NH, hs, why);
         p->ok = 0;
         return 0;
     }
