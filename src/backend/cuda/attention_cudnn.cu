@@ -303,6 +303,23 @@ static int gb_reshape(zgc_gb *g, cudnnBackendDescriptor_t x, cudnnBackendDescrip
     return gb_add_op(g, op);
 }
 
+/* y = mode(x [, b [, t]]) into a new virtual tensor of type ydt and the given shape; the math in ydt for
+ * the index and comparison modes (INT32, BOOLEAN), else in fp32. */
+static int gb_pw_new(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t ydt, const int64_t dims[4],
+                     const int64_t strides[4], cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+                     cudnnBackendDescriptor_t t, int64_t axis, cudnnBackendDescriptor_t *y) {
+    cudnnDataType_t prec = (ydt == CUDNN_DATA_INT32 || ydt == CUDNN_DATA_BOOLEAN) ? ydt : CUDNN_DATA_FLOAT;
+    if (gb_tensor(g, 0, ydt, dims, strides, 0, y)) return -1;
+    return gb_pointwise(g, mode, prec, x, b, t, *y, axis);
+}
+
+/* c = a @ b into a new virtual fp32 tensor of the given shape */
+static int gb_mm_new(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, const int64_t dims[4],
+                     const int64_t strides[4], cudnnBackendDescriptor_t *c) {
+    if (gb_tensor(g, 0, CUDNN_DATA_FLOAT, dims, strides, 0, c)) return -1;
+    return gb_matmul(g, a, b, *c);
+}
+
 /* Shapes shared by both graphs. */
 typedef struct {
     int64_t qkv_dims[4], q_strides[4];   /* Q, V, dQ, dV (and dK) views of (dq)qkv */
@@ -333,14 +350,11 @@ static void zgc_sdpa_shape_init(zgc_sdpa_shape *s, int B, int T, int NH, int hs,
 static int gb_causal_mask(zgc_gb *g, const zgc_sdpa_shape *s, cudnnBackendDescriptor_t x,
                           cudnnBackendDescriptor_t neginf, cudnnBackendDescriptor_t *masked) {
     cudnnBackendDescriptor_t row, col, keep;
-    if (gb_tensor(g, 0, CUDNN_DATA_INT32, s->s_dims, s->s_strides, 0, &row) ||
-        gb_pointwise(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, NULL, NULL, row, 2) ||
-        gb_tensor(g, 0, CUDNN_DATA_INT32, s->s_dims, s->s_strides, 0, &col) ||
-        gb_pointwise(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, NULL, NULL, col, 3) ||
-        gb_tensor(g, 0, CUDNN_DATA_BOOLEAN, s->s_dims, s->s_strides, 0, &keep) ||
-        gb_pointwise(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1) ||
-        gb_tensor(g, 0, CUDNN_DATA_FLOAT, s->s_dims, s->s_strides, 0, masked) ||
-        gb_pointwise(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neginf, keep, *masked, -1))
+    const int64_t *d = s->s_dims, *st = s->s_strides;
+    if (gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 2, &row) ||
+        gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 3, &col) ||
+        gb_pw_new(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, d, st, row, col, NULL, -1, &keep) ||
+        gb_pw_new(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, d, st, x, neginf, keep, -1, masked))
         return -1;
     return 0;
 }
@@ -349,30 +363,25 @@ static int zgc_sdpa_graph_fwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
     cudnnBackendDescriptor_t q, kt, v, o, stats, scale, neginf;
     cudnnBackendDescriptor_t sc, sc1, sm, mx, sub, e, z, lz, p;
+    const int64_t *sd = s->s_dims, *ss = s->s_strides, *rd = s->row_dims, *rs = s->row_strides;
     if (gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
         gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
         gb_tensor(g, ZGC_UID_V, s->io, s->qkv_dims, s->q_strides, 0, &v) ||
         gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
-        gb_tensor(g, ZGC_UID_STATS, f32, s->row_dims, s->row_strides, 0, &stats) ||
+        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
         gb_scalar(g, ZGC_UID_SCALE, &scale) || gb_scalar(g, ZGC_UID_NEGINF, &neginf))
         return -1;
-    if (gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &sc) || gb_matmul(g, q, kt, sc) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &sc1) ||
-        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, sc, scale, NULL, sc1, -1) ||
+    if (gb_mm_new(g, q, kt, sd, ss, &sc) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
         gb_causal_mask(g, s, sc1, neginf, &sm) ||
-        gb_tensor(g, 0, f32, s->row_dims, s->row_strides, 0, &mx) ||
-        gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &sub) ||
-        gb_pointwise(g, CUDNN_POINTWISE_SUB, f32, sm, mx, NULL, sub, -1) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &e) ||
-        gb_pointwise(g, CUDNN_POINTWISE_EXP, f32, sub, NULL, NULL, e, -1) ||
-        gb_tensor(g, 0, f32, s->row_dims, s->row_strides, 0, &z) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, z) ||
-        gb_tensor(g, 0, f32, s->row_dims, s->row_strides, 0, &lz) ||
-        gb_pointwise(g, CUDNN_POINTWISE_LOG, f32, z, NULL, NULL, lz, -1) ||
+        gb_tensor(g, 0, f32, rd, rs, 0, &mx) || gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
+        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sm, mx, NULL, -1, &sub) ||
+        gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sub, NULL, NULL, -1, &e) ||
+        gb_tensor(g, 0, f32, rd, rs, 0, &z) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, z) ||
+        gb_pw_new(g, CUDNN_POINTWISE_LOG, f32, rd, rs, z, NULL, NULL, -1, &lz) ||
         gb_pointwise(g, CUDNN_POINTWISE_ADD, f32, mx, lz, NULL, stats, -1) ||
         /* the probabilities enter the second product in the I/O type */
-        gb_tensor(g, 0, s->io, s->s_dims, s->s_strides, 0, &p) ||
-        gb_pointwise(g, CUDNN_POINTWISE_DIV, f32, e, z, NULL, p, -1) || gb_matmul(g, p, v, o))
+        gb_pw_new(g, CUDNN_POINTWISE_DIV, s->io, sd, ss, e, z, NULL, -1, &p) || gb_matmul(g, p, v, o))
         return -1;
     return 0;
 }
@@ -381,6 +390,7 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
     cudnnBackendDescriptor_t q, kt, vt, o, dout, stats, dq, dk, dv, scale, neginf, one, dsum;
     cudnnBackendDescriptor_t dod, dodr, sc, sc1, sc2, sm, p, pt, dp, u, w, ds, dst, kr;
+    const int64_t *sd = s->s_dims, *ss = s->s_strides, *rd = s->row_dims, *rs = s->row_strides;
     /* dO * O laid out like dO (b, s, h, d order) */
     int64_t t = s->qkv_dims[2], h = s->qkv_dims[1], d = s->qkv_dims[3];
     int64_t prod_strides[4] = {t * h * d, d, h * d, 1};
@@ -392,48 +402,38 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
         gb_tensor(g, ZGC_UID_V, s->io, s->kt_dims, s->kt_strides, 0, &vt) ||
         gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
         gb_tensor(g, ZGC_UID_DO, s->io, s->qkv_dims, s->o_strides, 0, &dout) ||
-        gb_tensor(g, ZGC_UID_STATS, f32, s->row_dims, s->row_strides, 0, &stats) ||
+        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
         gb_tensor(g, ZGC_UID_DQ, s->io, s->qkv_dims, s->q_strides, 0, &dq) ||
         gb_tensor(g, ZGC_UID_DK, s->io, s->qkv_dims, s->q_strides, 0, &dk) ||
         gb_tensor(g, ZGC_UID_DV, s->io, s->qkv_dims, s->q_strides, 0, &dv) ||
-        gb_tensor(g, ZGC_UID_DSUM, f32, s->row_dims, s->row_strides, 0, &dsum) ||
+        gb_tensor(g, ZGC_UID_DSUM, f32, rd, rs, 0, &dsum) ||
         gb_scalar(g, ZGC_UID_SCALE, &scale) || gb_scalar(g, ZGC_UID_NEGINF, &neginf) ||
         gb_scalar(g, ZGC_UID_ONE, &one))
         return -1;
     /* Dsum = rowsum(dO * O), written to memory (the workspace) */
-    if (gb_tensor(g, 0, f32, s->qkv_dims, prod_strides, 0, &dod) ||
-        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, dout, o, NULL, dod, -1) ||
-        gb_tensor(g, 0, f32, s->row_dims, s->row_strides, 0, &dodr) ||
-        gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, dod, dodr) ||
+    if (gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, s->qkv_dims, prod_strides, dout, o, NULL, -1, &dod) ||
+        gb_tensor(g, 0, f32, rd, rs, 0, &dodr) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, dod, dodr) ||
         gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, dodr, one, NULL, dsum, -1))
         return -1;
     /* P = exp(Q K^T * scale - stats), causal */
-    if (gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &sc) || gb_matmul(g, q, kt, sc) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &sc1) ||
-        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, sc, scale, NULL, sc1, -1) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &sc2) ||
-        gb_pointwise(g, CUDNN_POINTWISE_SUB, f32, sc1, stats, NULL, sc2, -1) ||
+    if (gb_mm_new(g, q, kt, sd, ss, &sc) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sc1, stats, NULL, -1, &sc2) ||
         gb_causal_mask(g, s, sc2, neginf, &sm) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &p) ||
-        gb_pointwise(g, CUDNN_POINTWISE_EXP, f32, sm, NULL, NULL, p, -1))
+        gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sm, NULL, NULL, -1, &p))
         return -1;
     /* dV = P^T dO */
-    if (gb_tensor(g, 0, s->io, s->s_dims, s->st_strides, 0, &pt) || gb_reshape(g, p, pt) ||
-        gb_matmul(g, pt, dout, dv))
+    if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &pt) || gb_reshape(g, p, pt) || gb_matmul(g, pt, dout, dv))
         return -1;
     /* dS = P * (dO V^T - Dsum) * scale */
-    if (gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &dp) || gb_matmul(g, dout, vt, dp) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &u) ||
-        gb_pointwise(g, CUDNN_POINTWISE_SUB, f32, dp, dsum, NULL, u, -1) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &w) ||
-        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, u, p, NULL, w, -1) ||
-        gb_tensor(g, 0, f32, s->s_dims, s->s_strides, 0, &ds) ||
-        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, w, scale, NULL, ds, -1))
+    if (gb_mm_new(g, dout, vt, sd, ss, &dp) ||
+        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, dp, dsum, NULL, -1, &u) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, u, p, NULL, -1, &w) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, w, scale, NULL, -1, &ds))
         return -1;
     /* dK = dS^T Q; dQ = dS K (straight into dQ: no fp32 accumulator, no atomics) */
-    if (gb_tensor(g, 0, s->io, s->s_dims, s->st_strides, 0, &dst) || gb_reshape(g, ds, dst) ||
-        gb_matmul(g, dst, q, dk) || gb_tensor(g, 0, f32, kr_dims, kr_strides, 0, &kr) || gb_reshape(g, kt, kr) ||
-        gb_matmul(g, ds, kr, dq))
+    if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &dst) || gb_reshape(g, ds, dst) || gb_matmul(g, dst, q, dk) ||
+        gb_tensor(g, 0, f32, kr_dims, kr_strides, 0, &kr) || gb_reshape(g, kt, kr) || gb_matmul(g, ds, kr, dq))
         return -1;
     return 0;
 }

@@ -127,6 +127,13 @@ static int zgc_lng_rgw_log2(int nv) {
     return -1;
 }
 
+/* the sum of a row group's per-warp values r[w0 .. w0 + nw) in warp order (deterministic) */
+__device__ __forceinline__ float zgc_lng_group_sum(const float *r, int w0, int nw) {
+    float s = 0.f;
+    for (int j = 0; j < nw; j++) s += r[w0 + j];
+    return s;
+}
+
 /* 1 unless ZGPT_LN=warp (the warp-per-row kernels, kept for A/B measurements) */
 static int zgc_lng_wanted(void) {
     const char *v = getenv("ZGPT_LN");
@@ -190,9 +197,7 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
         s = zgc_warp_sum(s);
         if (lane == 0) red[0][warp] = s;
         __syncthreads();
-        float mu = 0.f;
-        for (int j = 0; j < nw; j++) mu += red[0][w0 + j];
-        mu /= C;
+        float mu = zgc_lng_group_sum(red[0], w0, nw) / C;
         float v = 0.f;
         if (act)
 #pragma unroll
@@ -207,9 +212,7 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
         if (lane == 0) red[1][warp] = v;
         __syncthreads();
         /* red[0] is rewritten next iteration only after this barrier, which every reader of it passed */
-        float var = 0.f;
-        for (int j = 0; j < nw; j++) var += red[1][w0 + j];
-        float rs = rsqrtf(var / C + 1e-5f);
+        float rs = rsqrtf(zgc_lng_group_sum(red[1], w0, nw) / C + 1e-5f);
         if (act) {
             V *ov = reinterpret_cast<V *>(out + (size_t)row * C);
 #pragma unroll
@@ -627,10 +630,8 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
         if (lane == 0) red[par][0][warp] = s1, red[par][1][warp] = s2;
         __syncthreads();
         /* red[par] is rewritten two iterations on, after the next barrier, which every reader passed */
-        s1 = s2 = 0.f;
-        for (int j = 0; j < nw; j++) s1 += red[par][0][w0 + j], s2 += red[par][1][w0 + j];
-        s1 /= C;
-        s2 /= C;
+        s1 = zgc_lng_group_sum(red[par][0], w0, nw) / C;
+        s2 = zgc_lng_group_sum(red[par][1], w0, nw) / C;
         if (act) {
             V *go = reinterpret_cast<V *>(dinp + (size_t)row * C);
 #pragma unroll
