@@ -115,8 +115,9 @@ static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float 
  * same columns each time), so w and b stay in its registers across rows, and the dw/db partials of the
  * backward accumulate in registers (no per-element shared-memory read-modify-write, no spills). The
  * row sums cross the group's warps through shared memory (one block barrier per sum). All loads of a row
- * are issued together; the forward also loads the group's next row before reducing the current one, so a
- * stream of loads stays in flight. (The warp-per-row kernels above/below: ZGPT_LN=warp, for A/B.) */
+ * are issued together. The forward keeps the group's next two rows loading while it reduces the current
+ * one (55-61 registers without w and b, which it reads from L1 per row: 4 blocks, 8 row groups per SM
+ * at C = 1600, ~51 KB of loads in flight per SM). (The warp-per-row kernels: ZGPT_LN=warp, for A/B.) */
 #define ZGC_LNG_THREADS 256
 #define ZGC_LNG_NV 2
 
@@ -151,7 +152,7 @@ static int zgc_lng_grid(zg_backend *be, const void *kernel, size_t smem, int mos
 
 /* out (N,C) = (x - mean) * rstd * w + bias, the row-group form; mean, rstd may be NULL */
 template <typename T>
-__global__ void __launch_bounds__(ZGC_LNG_THREADS)
+__global__ void __launch_bounds__(ZGC_LNG_THREADS, 4)
 zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
                              const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
                              int C, int rgw_log2) {
@@ -163,29 +164,26 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = g << rgw_log2, nw = 1 << rgw_log2;
     int nv = C / VW;
     const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(bias);
-    V wr[NV], br[NV], cur[NV], nxt[NV];
-#pragma unroll
-    for (int i = 0; i < NV; i++) {
-        int k = t + rg * i;
-        if (k < nv) wr[i] = wv[k], br[i] = bv[k];
-    }
+    V cur[NV], nxt[NV], nxt2[NV]; /* this row, the group's next and the one after (two rows ahead) */
     int stride = gridDim.x * groups;
     int row = blockIdx.x * groups + g;
-    if (row < N) {
-        const V *xv = reinterpret_cast<const V *>(x + (size_t)row * C);
 #pragma unroll
-        for (int i = 0; i < NV; i++)
-            if (t + rg * i < nv) cur[i] = xv[t + rg * i];
-    }
+    for (int a = 0; a < 2; a++)
+        if (row + a * stride < N) {
+            const V *xv = reinterpret_cast<const V *>(x + (size_t)(row + a * stride) * C);
+#pragma unroll
+            for (int i = 0; i < NV; i++)
+                if (t + rg * i < nv) (a == 0 ? cur : nxt)[i] = xv[t + rg * i];
+        }
     /* the trip count is the block's (r0), so every thread reaches every barrier */
     for (int r0 = blockIdx.x * groups; r0 < N; r0 += stride) {
         row = r0 + g;
         bool act = row < N;
-        if (row + stride < N) {
-            const V *xv = reinterpret_cast<const V *>(x + (size_t)(row + stride) * C);
+        if (row + 2 * stride < N) {
+            const V *xv = reinterpret_cast<const V *>(x + (size_t)(row + 2 * stride) * C);
 #pragma unroll
             for (int i = 0; i < NV; i++)
-                if (t + rg * i < nv) nxt[i] = xv[t + rg * i];
+                if (t + rg * i < nv) nxt2[i] = xv[t + rg * i];
         }
         float s = 0.f;
         if (act)
@@ -219,11 +217,11 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
             for (int i = 0; i < NV; i++) {
                 int k = t + rg * i;
                 if (k < nv) {
-                    V o;
+                    V o, ww = wv[k], bb = bv[k]; /* L1 hits: w and b are the same every row */
 #pragma unroll
                     for (int e = 0; e < VW; e++)
-                        o.v[e] = zgc_from_f<T>((zgc_to_f(cur[i].v[e]) - mu) * rs * zgc_to_f(wr[i].v[e]) +
-                                               zgc_to_f(br[i].v[e]));
+                        o.v[e] = zgc_from_f<T>((zgc_to_f(cur[i].v[e]) - mu) * rs * zgc_to_f(ww.v[e]) +
+                                               zgc_to_f(bb.v[e]));
                     ov[k] = o;
                 }
             }
@@ -231,7 +229,7 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
             if (t == 0 && rstd != NULL) rstd[row] = rs;
         }
 #pragma unroll
-        for (int i = 0; i < NV; i++) cur[i] = nxt[i];
+        for (int i = 0; i < NV; i++) cur[i] = nxt[i], nxt[i] = nxt2[i];
     }
 }
 
