@@ -148,11 +148,13 @@ if has attn; then
     note "attn speed vs torch SDPA cuDNN ($lab): forward $rf $(verdict "$rf" ">=" 1) (>= 1), backward $rb $(verdict "$rb" ">=" 1) (>= 1)"
   done
   cp=$(sed -nE 's/^COPY GBs ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
-  # LN: the default (row-group) kernels, with the goal's verdict; LNwarp: the warp-per-row ones (ZGPT_LN=warp)
-  for k in LN LNwarp; do
+  # LN: the default (row-group) kernels, with the goal's verdict; LNgroup: ZGPT_LN=group (the backward without
+  # its asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
+  for k in LN LNgroup LNwarp; do
     for d in fwd bwd bwd_y; do
       read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d " "$LOG_DIR/attn_bench.log")"
-      note "attn layernorm $d${k#LN} (XL B=16): $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of 4.8 TB/s" \
+      v=${k#LN}
+      note "attn layernorm $d${v:+ (ZGPT_LN=$v)} (XL B=16): $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of 4.8 TB/s" \
            "$([ "$k" = LN ] && verdict "$pn" ">=" 80) $([ "$k" = LN ] && echo '(>= 80%)'), $(na "$pc")% of the copy's $(na "$cp") GB/s"
     done
   done

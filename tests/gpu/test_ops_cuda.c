@@ -269,7 +269,8 @@ static size_t count_nonfinite(const float *v, size_t n) {
 }
 
 /* variant: NULL = the default kernels (row groups: 16-bit C % 8 == 0 up to C = 4096, fp32 C % 4 == 0 up to
- * 2048; 96 -> 1 warp per row, 768 -> 2, 1600 -> 4 (fp32: 8), 2056 -> 8 (fp32: the warp kernels)), "warp" =
+ * 2048; 96 -> 1 warp per row, 768 -> 2, 1600 -> 4 (fp32: 8), 2056 -> 8 (fp32: the warp kernels); the
+ * backward with asynchronous next-row copies), "group" = the same without those copies, "warp" =
  * ZGPT_LN=warp, the warp-per-row kernels (16-bit C % 8 == 0 and C <= 2048: the register-resident ones, 768:
  * 3 vectors per lane, 1600: 7, 96: 1; 2056 (9 vectors per lane) the vector fallback; fp32 96, 100, 768
  * register, 1600, 2056 fallback). 100 and 37 (C % 8 != 0) take the scalar kernels either way. */
@@ -296,7 +297,8 @@ static void test_layernorm_variant(const char *variant) {
             be->ops->layernorm_forward(be, out, mean_d, rstd_d, da, dw, dbias, N, C);
             ln_ref(ref, rm, rr, a, w, bias, N, C);
             float *o = dl(be, out, dt, nc), *om = dl(be, mean_d, ZG_F32, N), *orr = dl(be, rstd_d, ZG_F32, N);
-            snprintf(name, sizeof name, "layernorm_forward%s N=%d C=%d", variant ? " (ZGPT_LN=warp)" : "", N, C);
+            snprintf(name, sizeof name, "layernorm_forward%s%s N=%d C=%d", variant ? " ZGPT_LN=" : "",
+                     variant ? variant : "", N, C);
             check_rel(name, dt, o, ref, nc, tol_of(dt));
             check_rel("  mean", dt, om, rm, N, 1e-5);
             check_rel("  rstd", dt, orr, rr, N, 1e-4);
@@ -413,7 +415,8 @@ static void test_layernorm_deterministic(const char *variant) {
     }
     ZT_CHECK_MSG(memcmp(res[0][0], res[1][0], nc * 4) == 0 && memcmp(res[0][1], res[1][1], C * 4) == 0 &&
                  memcmp(res[0][2], res[1][2], C * 4) == 0,
-                 "layernorm_backward%s at N=%d C=%d is not deterministic", variant ? " (ZGPT_LN=warp)" : "", N, C);
+                 "layernorm_backward%s%s at N=%d C=%d is not deterministic", variant ? " ZGPT_LN=" : "",
+                 variant ? variant : "", N, C);
     size_t bad = count_nonfinite(res[0][0], nc) + count_nonfinite(res[0][1], C) + count_nonfinite(res[0][2], C);
     ZT_CHECK_MSG(bad == 0, "layernorm_backward at N=%d C=%d: %zu non-finite values", N, C, bad);
     for (int r = 0; r < 2; r++)
@@ -425,6 +428,7 @@ static void test_layernorm_deterministic(const char *variant) {
 
 static void test_layernorm(void) {
     test_layernorm_variant(NULL);
+    test_layernorm_variant("group");
     test_layernorm_variant("warp");
     test_layernorm_deterministic(NULL);
     test_layernorm_deterministic("warp");
@@ -1437,9 +1441,11 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     /* LayerNorm bytes: forward reads x (and w, b), writes y, mean, rstd; backward (input form) reads dout,
      * x, w, mean, rstd and dinp, writes dinp (accumulated) and the per-block dw/db partials (small) */
     double fb = nc * es * 2 + (double)N * 8 + 2.0 * C * es, bwb = nc * es * 4 + (double)N * 8 + 3.0 * C * es;
-    /* the default (row-group) kernels, then the warp-per-row ones (ZGPT_LN=warp) for comparison */
-    for (int v = 0; v < 2; v++) {
-        if (v == 1) setenv("ZGPT_LN", "warp", 1);
+    /* the default (row-group) kernels, then for comparison ZGPT_LN=group (the backward without its
+     * asynchronous next-row copies) and =warp (the warp-per-row kernels) */
+    const char *lnv[3] = {NULL, "group", "warp"};
+    for (int v = 0; v < 3; v++) {
+        if (v > 0) setenv("ZGPT_LN", lnv[v], 1);
         float lf, lb, lby;
         BENCH_TIME(&ctx, lf, bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
         BENCH_TIME(&ctx, lb, bench_reps(),
@@ -1452,8 +1458,8 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         double ln_bytes[3] = {fb, bwb, bwb + 2.0 * C * es};
         for (int i = 0; i < 3; i++) {
             double gbs = ln_bytes[i] / (ln_ms[i] * 1e-3) / 1e9;
-            printf("| %s%s | %9.3f | | %8.0f |\n", ln_name[i], v ? " (ZGPT_LN=warp)" : "", ln_ms[i], gbs);
-            printf("LN%s %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f pct_copy %.1f\n", v ? "warp" : "", key[i],
+            printf("| %s%s%s | %9.3f | | %8.0f |\n", ln_name[i], v ? " ZGPT_LN=" : "", v ? lnv[v] : "", ln_ms[i], gbs);
+            printf("LN%s %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f pct_copy %.1f\n", v ? lnv[v] : "", key[i],
                    ln_ms[i], ln_bytes[i] / 1e6, gbs, 100 * gbs / ZG_HBM_NOMINAL_GBS, 100 * gbs / copy_gbs);
         }
     }

@@ -24,14 +24,9 @@
 #define ZGC_ATT_BK 64
 #define ZGC_ATT_THREADS 128
 
-/* The tensor-core kernels use sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async). When a
- * device pass targets an older architecture they compile to a trap, and
+/* The tensor-core kernels use sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async): ZGC_SM80_ONLY
+ * (cuda_internal.h) makes them traps in a device pass for an older architecture, and
  * zgc_attention_check_arch() refuses to create the backend (see CMake's CUDA_ARCHITECTURES). */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#define ZGC_SM80_ONLY(stmt) __trap()
-#else
-#define ZGC_SM80_ONLY(stmt) stmt
-#endif
 
 __global__ void zgc_arch_probe_kernel() {}
 
@@ -105,8 +100,6 @@ __device__ __forceinline__ void zgc_load_tile_async(T *sh, const T *g, size_t ld
         ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(sz)));
     }
 }
-__device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
-template <int N> __device__ __forceinline__ void zgc_cp_wait() { ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N))); }
 
 /* B fragments of two k16 chunks (kk, kk+1) x n8 tile where B(k, n) = tile[n][k] (k contiguous):
  * ldmatrix.x4 (no transpose), rows n0.., columns k0..k0+31. b[0],b[1]: chunk kk; b[2],b[3]: kk+1. */

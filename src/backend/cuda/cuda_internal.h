@@ -173,6 +173,22 @@ __device__ __forceinline__ float zgc_warp_max(float v) {
     return v;
 }
 
+/* sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async) compile to a trap in a device pass for an older
+ * architecture; zgc_attention_check_arch() refuses to create the backend from such a build. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define ZGC_SM80_ONLY(stmt) __trap()
+#else
+#define ZGC_SM80_ONLY(stmt) stmt
+#endif
+/* cp.async: 16 bytes global -> shared without passing through registers; commit closes a group, wait<N>
+ * returns when at most N of this thread's groups are still in flight (their data then visible to it). */
+__device__ __forceinline__ void zgc_cp_async16(void *smem, const void *gmem) {
+    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem)));
+}
+__device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
+template <int N> __device__ __forceinline__ void zgc_cp_wait() { ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N))); }
+
 /* 16-byte vector of T */
 template <typename T> struct alignas(16) zgc_vec {
     T v[16 / sizeof(T)];

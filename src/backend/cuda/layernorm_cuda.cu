@@ -135,10 +135,15 @@ __device__ __forceinline__ float zgc_lng_group_sum(const float *r, int w0, int n
     return s;
 }
 
-/* 1 unless ZGPT_LN=warp (the warp-per-row kernels, kept for A/B measurements) */
+/* ZGPT_LN (A/B measurements): unset = row groups with the backward's asynchronous next-row copies,
+ * "group" = row groups without them, "warp" = the warp-per-row kernels */
 static int zgc_lng_wanted(void) {
     const char *v = getenv("ZGPT_LN");
     return v == NULL || strcmp(v, "warp") != 0;
+}
+static bool zgc_lng_async(void) {
+    const char *v = getenv("ZGPT_LN");
+    return v == NULL || strcmp(v, "group") != 0;
 }
 
 /* the resident blocks of a kernel (one wave), at most `most`, at least 1 */
@@ -562,11 +567,34 @@ static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const 
     return zgc_ln_bwd_reg_launch_form<T, NV, false>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
 }
 
+/* The row's dout, src and dinp vectors this thread owns -> its slots of a staging area (3 arrays of C),
+ * asynchronously (cp.async: no registers held while in flight). Each thread later reads back only what it
+ * copied itself, so no barrier is needed, only zgc_cp_wait. */
+template <typename T>
+__device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const T *src, const T *dinp, int row,
+                                                  int C, int t, int rg, int nv) {
+    constexpr int VW = 16 / sizeof(T);
+    size_t base = (size_t)row * C;
+#pragma unroll
+    for (int i = 0; i < ZGC_LNG_NV; i++) {
+        int k = t + rg * i;
+        if (k < nv) {
+            zgc_cp_async16(stage + k * VW, dout + base + k * VW);
+            zgc_cp_async16(stage + C + k * VW, src + base + k * VW);
+            zgc_cp_async16(stage + 2 * C + k * VW, dinp + base + k * VW);
+        }
+    }
+}
+
 /* dinp (N,C) += ..., part (gridDim.x, 2C) = this block's dw | db partial sums: the row-group form (see
  * above the forward's). The thread's dw/db partials for its columns stay in registers over all its rows;
- * at the end the block's groups are added in group order (deterministic). dynamic shared memory:
- * groups x 2C floats (the groups' partials). FROMY: the output form (src = y, b read, mean not). */
-template <typename T, bool FROMY>
+ * at the end the block's groups are added in group order (deterministic). FROMY: the output form (src =
+ * y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared memory
+ * (cp.async, double-buffered) while the current one is processed, so loads stay in flight without
+ * holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
+ * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x 2C floats (the
+ * groups' partials). */
+template <typename T, bool FROMY, bool ASYNC>
 __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
 zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
                              const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
@@ -574,7 +602,7 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
                              int rgw_log2) {
     constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1;
     typedef zgc_vec<T> V;
-    extern __shared__ float sh[];
+    extern __shared__ __align__(16) float sh_lng[];
     __shared__ float red[2][2][ZGC_LNG_THREADS / 32]; /* [iteration parity][s1 | s2][warp] */
     int rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
     int g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);
@@ -593,16 +621,38 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
 #pragma unroll
         for (int e = 0; e < VW; e++) dwa[i][e] = dba[i][e] = 0.f;
     }
+    int stride = gridDim.x * groups, slot = 0;
+    T *stage = reinterpret_cast<T *>(sh_lng); /* this group's slots: stage + (g * 2 + slot) * 3C */
+    float *psh = sh_lng + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) / sizeof(float) : 0);
+    if (ASYNC) {
+        if (blockIdx.x * groups + g < N)
+            zgc_lng_stage_row(stage + (size_t)(g * 2) * 3 * C, dout, src, dinp, blockIdx.x * groups + g, C, t, rg, nv);
+        zgc_cp_commit();
+    }
     int par = 0;
-    for (int r0 = blockIdx.x * groups; r0 < N; r0 += gridDim.x * groups, par ^= 1) {
+    for (int r0 = blockIdx.x * groups; r0 < N; r0 += stride, par ^= 1) {
         int row = r0 + g;
         bool act = row < N;
         V d[NV], x[NV], gi[NV];
         float mu = 0.f, rs = 0.f, s1 = 0.f, s2 = 0.f;
+        if (ASYNC) {
+            /* the next row into the other slot, then wait for this row's copies (all but the newest group) */
+            if (row + stride < N)
+                zgc_lng_stage_row(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, dout, src, dinp, row + stride, C, t,
+                                  rg, nv);
+            zgc_cp_commit();
+            zgc_cp_wait<1>();
+        }
         if (act) {
-            const V *dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
-            const V *xv = reinterpret_cast<const V *>(src + (size_t)row * C);
-            const V *gv = reinterpret_cast<const V *>(dinp + (size_t)row * C);
+            const V *dv, *xv, *gv;
+            if (ASYNC) {
+                dv = reinterpret_cast<const V *>(stage + (size_t)(g * 2 + slot) * 3 * C);
+                xv = dv + nv, gv = dv + 2 * nv;
+            } else {
+                dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
+                xv = reinterpret_cast<const V *>(src + (size_t)row * C);
+                gv = reinterpret_cast<const V *>(dinp + (size_t)row * C);
+            }
             /* all three rows at once: dinp does not depend on the row sums */
 #pragma unroll
             for (int i = 0; i < NV; i++) {
@@ -650,7 +700,9 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
                 }
             }
         }
+        slot ^= 1;
     }
+    if (ASYNC) zgc_cp_wait<0>();
     /* the block's partials: groups 1.. through shared memory, added to group 0's in group order */
     float *pb = part + (size_t)blockIdx.x * 2 * C;
     if (g > 0)
@@ -660,8 +712,8 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
             if (k < nv)
 #pragma unroll
                 for (int e = 0; e < VW; e++) {
-                    sh[(size_t)g * 2 * C + k * VW + e] = dwa[i][e];
-                    sh[(size_t)g * 2 * C + C + k * VW + e] = dba[i][e];
+                    psh[(size_t)g * 2 * C + k * VW + e] = dwa[i][e];
+                    psh[(size_t)g * 2 * C + C + k * VW + e] = dba[i][e];
                 }
         }
     __syncthreads();
@@ -674,8 +726,8 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
                 for (int e = 0; e < VW; e++) {
                     float a = dwa[i][e], c = dba[i][e];
                     for (int gg = 1; gg < groups; gg++) {
-                        a += sh[(size_t)gg * 2 * C + k * VW + e];
-                        c += sh[(size_t)gg * 2 * C + C + k * VW + e];
+                        a += psh[(size_t)gg * 2 * C + k * VW + e];
+                        c += psh[(size_t)gg * 2 * C + C + k * VW + e];
                     }
                     pb[k * VW + e] = a;
                     pb[C + k * VW + e] = c;
@@ -685,16 +737,19 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
 
 /* Launches one wave of the row-group backward; returns the grid (the partial rows written), or 0 when
  * the partials' scratch cannot hold it (the caller then uses the warp kernels). */
-template <typename T, bool FROMY>
+template <typename T, bool FROMY, bool ASYNC>
 static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *dout, const void *src, const void *w,
                                       const void *b, const float *mean, const float *rstd, int N, int C,
                                       int rgw_log2, float **part_out) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
-    size_t smem = (size_t)groups * 2 * C * sizeof(float);
-    if (smem > 48 * 1024) return 0; /* not for the row widths this form takes (<= 32 KB) */
-    int grid = zgc_lng_grid(be, (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY>, smem, (N + groups - 1) / groups);
+    /* partials: at most 32 KB; staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3 arrays x 2 slots) */
+    size_t smem = (size_t)groups * 2 * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
+    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC>;
+    if (smem > 48 * 1024)
+        ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int grid = zgc_lng_grid(be, kernel, smem, (N + groups - 1) / groups);
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * 2 * C * 4, "layernorm-gradient partial sums");
-    zgc_layernorm_bwd_grp_kernel<T, FROMY><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
+    zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
         (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, rgw_log2);
     *part_out = part;
     return grid;
@@ -754,9 +809,14 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
             N > 0 && zgc_lng_wanted()) {
             float *part = NULL;
             int used = 0;
+            bool async = zgc_lng_async();
             ZGC_DISPATCH(be->act_dtype, T, {
-                used = fromy ? zgc_ln_bwd_grp_launch_form<T, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
-                             : zgc_ln_bwd_grp_launch_form<T, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+                if (async)
+                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
+                                 : zgc_ln_bwd_grp_launch_form<T, false, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+                else
+                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
+                                 : zgc_ln_bwd_grp_launch_form<T, false, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
             });
             if (used > 0) {
                 ZG_CUDA_LAUNCH_CHECK();
