@@ -181,13 +181,18 @@ __device__ __forceinline__ float zgc_warp_max(float v) {
 #define ZGC_SM80_ONLY(stmt) stmt
 #endif
 /* cp.async: 16 bytes global -> shared without passing through registers; commit closes a group, wait<N>
- * returns when at most N of this thread's groups are still in flight (their data then visible to it). */
+ * returns when at most N of this thread's groups are still in flight (their data then visible to it).
+ * The copy and the wait clobber "memory": the compiler must not move shared-memory reads of the
+ * destination above the wait, nor assume the destination unchanged across the copy (a thread may read
+ * back its own copies with no __syncthreads in between). */
 __device__ __forceinline__ void zgc_cp_async16(void *smem, const void *gmem) {
     uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
-    ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem)));
+    ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory"));
 }
 __device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
-template <int N> __device__ __forceinline__ void zgc_cp_wait() { ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N))); }
+template <int N> __device__ __forceinline__ void zgc_cp_wait() {
+    ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"));
+}
 
 /* 16-byte vector of T */
 template <typename T> struct alignas(16) zgc_vec {
