@@ -135,6 +135,22 @@ __device__ __forceinline__ float zgc_lng_group_sum(const float *r, int w0, int n
     return s;
 }
 
+/* this thread's part of a row moment over its vectors: sum of x (SQ false, mu 0) or of (x - mu)^2 */
+template <bool SQ, typename T>
+__device__ __forceinline__ float zgc_lng_moment(const zgc_vec<T> *r, float mu, int t, int rg, int nv) {
+    constexpr int VW = 16 / sizeof(T);
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < ZGC_LNG_NV; i++)
+        if (t + rg * i < nv)
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float d = zgc_to_f(r[i].v[e]) - mu;
+                s += SQ ? d * d : d;
+            }
+    return s;
+}
+
 /* ZGPT_LN (A/B measurements): unset = row groups with the backward's asynchronous next-row copies,
  * "group" = row groups without them, "warp" = the warp-per-row kernels */
 static int zgc_lng_wanted(void) {
@@ -190,27 +206,12 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
             for (int i = 0; i < NV; i++)
                 if (t + rg * i < nv) nxt2[i] = xv[t + rg * i];
         }
-        float s = 0.f;
-        if (act)
-#pragma unroll
-            for (int i = 0; i < NV; i++)
-                if (t + rg * i < nv)
-#pragma unroll
-                    for (int e = 0; e < VW; e++) s += zgc_to_f(cur[i].v[e]);
+        float s = act ? zgc_lng_moment<false>(cur, 0.f, t, rg, nv) : 0.f;
         s = zgc_warp_sum(s);
         if (lane == 0) red[0][warp] = s;
         __syncthreads();
         float mu = zgc_lng_group_sum(red[0], w0, nw) / C;
-        float v = 0.f;
-        if (act)
-#pragma unroll
-            for (int i = 0; i < NV; i++)
-                if (t + rg * i < nv)
-#pragma unroll
-                    for (int e = 0; e < VW; e++) {
-                        float d = zgc_to_f(cur[i].v[e]) - mu;
-                        v += d * d;
-                    }
+        float v = act ? zgc_lng_moment<true>(cur, mu, t, rg, nv) : 0.f;
         v = zgc_warp_sum(v);
         if (lane == 0) red[1][warp] = v;
         __syncthreads();
