@@ -2,6 +2,8 @@
 # GPU validation for issue 5, and issue 6's "fast and lean" targets (2+ GPUs), in one run on the GPU
 # machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
 #   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
+#   attn     issue 21: attention (zgpt's kernels, cuDNN's fused attention) vs torch SDPA's cuDNN backend and
+#            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list)
 #   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
 #            finish while its main thread is blocked in the driver (tests/gpu/test_comm_nccl_watchdog.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
@@ -125,8 +127,41 @@ fi
 source scripts/device-env.sh
 
 if has ops; then
-  if timeout 150 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
+  # (300 s: since issue 21 the attention checks run on both paths and LayerNorm on both kernel families)
+  if timeout 300 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
   note "ops: $r ($(tail -1 "$LOG_DIR/ops.log"))"
+fi
+
+# attn (issue 21): at GPT-2 XL's training shape (B=16, T=1024, C=1600, NH=25, bf16), the op bench's attention
+# forward/backward on zgpt's kernels and on cuDNN's fused attention (ZGPT_ATTENTION=own|cudnn), against
+# PyTorch's SDPA on its cuDNN backend (torch.nn.attention.sdpa_kernel(CUDNN_ATTENTION), same card, medians
+# after warm-up), goal >= 1.0x in both directions; LayerNorm forward/backward bandwidth, goal >= 80% of the
+# card's (4.8 TB/s nominal; the device-to-device copy's GB/s is the practical peak).
+if has attn; then
+  ZG_BENCH_ONLY=attn timeout 180 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/attn_bench.log" 2>&1
+  timeout 180 python3 bench/torch_baseline/sdpa_bench.py xl16 > "$LOG_DIR/attn_torch.log" 2>&1
+  read -r _ _ _ of _ ob _ _ <<< "$(grep '^ATTN own fwd_ms ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ cf _ cb _ cran <<< "$(grep '^ATTN cudnn fwd_ms ' "$LOG_DIR/attn_bench.log")"
+  cws=$(sed -nE 's/^ATTN cudnn kept_MiB ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
+  read -r _ _ _ _ tf _ tb <<< "$(grep '^SDPA cudnn xl16 ' "$LOG_DIR/attn_torch.log")"
+  note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"), workspace $(na "$cws") MiB);" \
+       "torch SDPA cuDNN $(na "$tf")/$(na "$tb")$([ -z "$tf" ] && echo " (torch: $(tail -1 "$LOG_DIR/attn_torch.log"))")"
+  for p in "zgpt kernels:$of:$ob" "zgpt cuDNN path:$cf:$cb"; do
+    IFS=: read -r lab f b <<< "$p"
+    rf=$(ratio "$tf" "$f"); rb=$(ratio "$tb" "$b")
+    note "attn speed vs torch SDPA cuDNN ($lab): forward $rf $(verdict "$rf" ">=" 1) (>= 1), backward $rb $(verdict "$rb" ">=" 1) (>= 1)"
+  done
+  cp=$(sed -nE 's/^COPY GBs ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
+  # LN: the default (row-group) kernels, with the goal's verdict; LNgroup: ZGPT_LN=group (the backward without
+  # its asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
+  for k in LN LNgroup LNwarp; do
+    for d in fwd bwd bwd_y; do
+      read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d " "$LOG_DIR/attn_bench.log")"
+      v=${k#LN}
+      note "attn layernorm $d${v:+ (ZGPT_LN=$v)} (XL B=16): $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of 4.8 TB/s" \
+           "$([ "$k" = LN ] && verdict "$pn" ">=" 80) $([ "$k" = LN ] && echo '(>= 80%)'), $(na "$pc")% of the copy's $(na "$cp") GB/s"
+    done
+  done
 fi
 
 if has watchdog; then

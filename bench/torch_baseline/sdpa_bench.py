@@ -1,6 +1,13 @@
 """PyTorch reference timings of causal attention (SDPA: flash / cuDNN backends) at the GPT-2 shapes
 that gpu_test_ops_cuda --bench times, for the attention rows of docs/CUDA.md. Run on the same card,
-in the same call. Prints median ms and TFLOP/s (causal FLOPs: fwd 2*B*NH*T^2*hs, bwd 2.5x)."""
+in the same call. Prints median ms and TFLOP/s (causal FLOPs: fwd 2*B*NH*T^2*hs, bwd 2.5x).
+
+`sdpa_bench.py xl16` (scripts/gpu_validate.sh phase attn): only GPT-2 XL's training shape (B=16, T=1024,
+NH=25, hs=64, bf16) on the cuDNN backend, q, k, v as strided views of one packed (B, T, 3, NH, hs) tensor
+(the layout zgpt's attention reads), and one line `SDPA cudnn xl16 fwd_ms F bwd_ms B` (medians after
+warm-up, CUDA events; the backward is fwd+bwd minus fwd)."""
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -19,6 +26,20 @@ def bench(fn, reps=15):
         ts.append(a.elapsed_time(b))
     ts.sort()
     return ts[len(ts) // 2]
+
+
+def xl16():
+    B, T, NH, hs = 16, 1024, 25, 64
+    qkv = torch.randn(B, T, 3, NH, hs, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (qkv[:, :, i].transpose(1, 2).detach().requires_grad_(True) for i in range(3))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        g = torch.randn_like(o)
+        tf = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        # autograd.grad: the gradients are returned, not accumulated into .grad (no extra adds timed)
+        tfb = bench(lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), g))
+    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
+    print(f"SDPA cudnn xl16 fwd_ms {tf:.4f} bwd_ms {tfb - tf:.4f}")
 
 
 def main():
@@ -41,4 +62,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["xl16"]:
+        xl16()
+    else:
+        main()

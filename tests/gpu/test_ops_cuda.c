@@ -4,7 +4,8 @@
  * values (read back with download_f32), so only the op's own error is measured.
  *
  *   gpu_test_ops_cuda            correctness (ctest -L gpu)
- *   gpu_test_ops_cuda --bench    per-op kernel times (CUDA events, median) for GPT-2 124M and XL shapes */
+ *   gpu_test_ops_cuda --bench    per-op kernel times (CUDA events, median) for GPT-2 124M and XL shapes
+ *                                (ZG_BENCH_ONLY=attn: attention on both paths, LayerNorm bandwidth) */
 #include "backend/backend.h"
 #include "backend/cuda/backend_cuda.h"
 #include "core/error.h"
@@ -267,11 +268,16 @@ static size_t count_nonfinite(const float *v, size_t n) {
     return bad;
 }
 
-static void test_layernorm(void) {
-    /* 16-bit: C % 8 == 0 and C <= 2048 take the register-resident (vectorized) kernels (768: 3
-     * vectors per lane, 1600: 7, 96: 1, lanes partly idle); 100, 37 (C % 8 != 0) and 2056 (9 vectors
-     * per lane) the fallbacks. fp32 (4 per vector): 96, 100, 768 vectorized; 1600, 2056, 37 fallback.
-     * Each shape runs the backward in both forms (from x and mean/rstd; from y, b and rstd). */
+/* variant: NULL = the default kernels (row groups: 16-bit C % 8 == 0 up to C = 4096, fp32 C % 4 == 0 up to
+ * 2048; 96 -> 1 warp per row, 768 -> 2, 1600 -> 4 (fp32: 8), 2056 -> 8 (fp32: the warp kernels); the
+ * backward with asynchronous next-row copies), "group" = the same without those copies, "warp" =
+ * ZGPT_LN=warp, the warp-per-row kernels (16-bit C % 8 == 0 and C <= 2048: the register-resident ones, 768:
+ * 3 vectors per lane, 1600: 7, 96: 1; 2056 (9 vectors per lane) the vector fallback; fp32 96, 100, 768
+ * register, 1600, 2056 fallback). 100 and 37 (C % 8 != 0) take the scalar kernels either way. */
+static void test_layernorm_variant(const char *variant) {
+    if (variant != NULL) setenv("ZGPT_LN", variant, 1);
+    else unsetenv("ZGPT_LN");
+    /* Each shape runs the backward in both forms (from x and mean/rstd; from y, b and rstd). */
     int shapes[][2] = {{4096, 768}, {1000, 1600}, {67, 96}, {33, 1600}, {16, 768}, {9, 100}, {5, 37}, {7, 2056}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
@@ -291,7 +297,8 @@ static void test_layernorm(void) {
             be->ops->layernorm_forward(be, out, mean_d, rstd_d, da, dw, dbias, N, C);
             ln_ref(ref, rm, rr, a, w, bias, N, C);
             float *o = dl(be, out, dt, nc), *om = dl(be, mean_d, ZG_F32, N), *orr = dl(be, rstd_d, ZG_F32, N);
-            snprintf(name, sizeof name, "layernorm_forward N=%d C=%d", N, C);
+            snprintf(name, sizeof name, "layernorm_forward%s%s N=%d C=%d", variant ? " ZGPT_LN=" : "",
+                     variant ? variant : "", N, C);
             check_rel(name, dt, o, ref, nc, tol_of(dt));
             check_rel("  mean", dt, om, rm, N, 1e-5);
             check_rel("  rstd", dt, orr, rr, N, 1e-4);
@@ -383,6 +390,48 @@ static void test_layernorm(void) {
             for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
         }
     }
+    unsetenv("ZGPT_LN");
+}
+
+/* GPT-2 XL's LayerNorm shape (N = 16384, C = 1600, bf16): the backward twice from the same state gives
+ * bitwise the same dinp, dw, db (bitwise resume), on both kernel families */
+static void test_layernorm_deterministic(const char *variant) {
+    zg_backend *be = g_be[1];
+    zg_dtype dt = be->act_dtype;
+    int N = 16384, C = 1600;
+    size_t nc = (size_t)N * C;
+    if (variant != NULL) setenv("ZGPT_LN", variant, 1);
+    else unsetenv("ZGPT_LN");
+    void *x = dev_rand(be, dt, nc, 2.f, NULL), *dout = dev_rand(be, dt, nc, 1.f, NULL), *y = dev_nan(be, dt, nc);
+    void *w = dev_rand(be, dt, C, 1.f, NULL), *b = dev_rand(be, dt, C, 0.2f, NULL);
+    float *mean = be->ops->alloc(be, N * 4, "mean"), *rstd = be->ops->alloc(be, N * 4, "rstd");
+    be->ops->layernorm_forward(be, y, mean, rstd, x, w, b, N, C);
+    float *res[2][3];
+    for (int r = 0; r < 2; r++) {
+        void *di = dev_rand(be, dt, nc, 0.f, NULL), *dw = dev_rand(be, dt, C, 0.f, NULL), *db = dev_rand(be, dt, C, 0.f, NULL);
+        be->ops->layernorm_backward(be, di, dw, db, dout, x, NULL, w, NULL, mean, rstd, N, C);
+        res[r][0] = dl(be, di, dt, nc), res[r][1] = dl(be, dw, dt, C), res[r][2] = dl(be, db, dt, C);
+        be->ops->dealloc(be, di); be->ops->dealloc(be, dw); be->ops->dealloc(be, db);
+    }
+    ZT_CHECK_MSG(memcmp(res[0][0], res[1][0], nc * 4) == 0 && memcmp(res[0][1], res[1][1], C * 4) == 0 &&
+                 memcmp(res[0][2], res[1][2], C * 4) == 0,
+                 "layernorm_backward%s%s at N=%d C=%d is not deterministic", variant ? " ZGPT_LN=" : "",
+                 variant ? variant : "", N, C);
+    size_t bad = count_nonfinite(res[0][0], nc) + count_nonfinite(res[0][1], C) + count_nonfinite(res[0][2], C);
+    ZT_CHECK_MSG(bad == 0, "layernorm_backward at N=%d C=%d: %zu non-finite values", N, C, bad);
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < 3; k++) free(res[r][k]);
+    void *ptrs[] = {x, dout, y, w, b, mean, rstd};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    unsetenv("ZGPT_LN");
+}
+
+static void test_layernorm(void) {
+    test_layernorm_variant(NULL);
+    test_layernorm_variant("group");
+    test_layernorm_variant("warp");
+    test_layernorm_deterministic(NULL);
+    test_layernorm_deterministic("warp");
 }
 
 /* ---- matmul ---------------------------------------------------------------------------------- */
@@ -622,9 +671,79 @@ static void attn_ref(double *out, double *dqkv, const float *qkv, const float *d
     free(dP);
 }
 
+/* ZGPT_ATTENTION for the next attention calls: "own" (zgpt's kernels) or "cudnn" */
+static void attn_path(const char *path) { setenv("ZGPT_ATTENTION", path, 1); }
+
+/* Whether cuDNN must have run `calls` attention calls in this dtype: built with cuDNN, bf16/fp16 (fp32
+ * stays on zgpt's kernels). Then a fallback (a plan that did not build) fails the test. */
+static void attn_check_cudnn_ran(zg_backend *be, long before, long calls, const char *what) {
+#ifdef ZGPT_WITH_CUDNN
+    if (be->act_dtype == ZG_F32) return;
+    long ran = zg_backend_cuda_cudnn_attention_calls(be) - before;
+    ZT_CHECK_MSG(ran == calls, "%s: cuDNN ran %ld of %ld attention calls (see the note above: its plan did not build "
+                 "or run, zgpt's kernels ran instead)", what, ran, calls);
+#else
+    (void)be, (void)before, (void)calls, (void)what;
+#endif
+}
+
+/* forward by fwd_path, backward by bwd_path, both against the fp64 reference (the saved statistics are
+ * the same format on either path, so the paths pair freely) */
+static void attn_check_paths(zg_backend *be, const char *fwd_path, const char *bwd_path, int B, int T, int C, int NH,
+                             void *dqkv_in, void *ddout, const double *rout, const double *rd) {
+    zg_dtype dt = be->act_dtype;
+    size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    void *out = dev_nan(be, dt, no);
+    void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
+    void *dqkv = dev_nan(be, dt, nqkv);
+    char name[128];
+    long c0 = zg_backend_cuda_cudnn_attention_calls(be);
+    attn_path(fwd_path);
+    if (strcmp(fwd_path, "own") == 0) {
+        /* the 16-rows-per-warp forward tiling (tuning knob) first, then the default */
+        setenv("ZGPT_ATTN_FWD_MT", "1", 1);
+        be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
+        unsetenv("ZGPT_ATTN_FWD_MT");
+        float *o1 = dl(be, out, dt, no);
+        snprintf(name, sizeof name, "attention_forward own (MT=1) B=%d T=%d", B, T);
+        check_rel(name, dt, o1, rout, no, tol_of(dt));
+        free(o1);
+        poison(be, out, dt, no);
+    }
+    be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
+    float *o = dl(be, out, dt, no);
+    snprintf(name, sizeof name, "attention_forward %s B=%d T=%d C=%d NH=%d", fwd_path, B, T, C, NH);
+    check_rel(name, dt, o, rout, no, tol_of(dt));
+    attn_path(bwd_path);
+    be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
+    long want = (strcmp(fwd_path, "cudnn") == 0) + (strcmp(bwd_path, "cudnn") == 0);
+    attn_check_cudnn_ran(be, c0, want, name);
+    float *g = dl(be, dqkv, dt, nqkv);
+    /* check q, k, v parts separately */
+    const char *part[3] = {"dq", "dk", "dv"};
+    for (int p = 0; p < 3; p++) {
+        size_t n = (size_t)B * T * C;
+        float *go = malloc(n * 4);
+        double *gr = malloc(n * 8);
+        for (size_t r = 0; r < (size_t)B * T; r++)
+            for (int c = 0; c < C; c++) {
+                go[r * C + c] = g[r * 3 * C + p * C + c];
+                gr[r * C + c] = rd[r * 3 * C + p * C + c];
+            }
+        snprintf(name, sizeof name, "  %s (backward %s after forward %s)", part[p], bwd_path, fwd_path);
+        check_rel(name, dt, go, gr, n, dt == ZG_F32 ? 1e-4 : tol_of(dt));
+        free(go); free(gr);
+    }
+    unsetenv("ZGPT_ATTENTION");
+    free(o); free(g);
+    be->ops->dealloc(be, out); be->ops->dealloc(be, stats); be->ops->dealloc(be, dqkv);
+}
+
 static void test_attention(void) {
     /* B, T, C, NH: odd T, hs 64 (incl. C=1600/NH=25), hs 128, hs 32 (scalar path), T=1024 */
     int shapes[][4] = {{2, 77, 192, 3}, {1, 130, 1600, 25}, {1, 200, 256, 2}, {2, 65, 96, 3}, {1, 1024, 128, 2}};
+    /* forward path, backward path: each alone, then mixed (cuDNN's and zgpt's statistics agree) */
+    const char *paths[][2] = {{"own", "own"}, {"cudnn", "cudnn"}, {"cudnn", "own"}, {"own", "cudnn"}};
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
@@ -635,50 +754,19 @@ static void test_attention(void) {
             float *qkv = malloc(nqkv * 4), *dout = malloc(no * 4);
             void *dqkv_in = dev_rand(be, dt, nqkv, 2.f, qkv);
             void *ddout = dev_rand(be, dt, no, 1.f, dout);
-            void *out = dev_nan(be, dt, no);
-            void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
-            void *dqkv = dev_nan(be, dt, nqkv);
             double *rout = malloc(no * 8), *rd = malloc(nqkv * 8);
             attn_ref(rout, rd, qkv, dout, B, T, C, NH);
-            char name[96];
-            /* the 16-rows-per-warp forward tiling (tuning knob) first, then the default */
-            setenv("ZGPT_ATTN_FWD_MT", "1", 1);
-            be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
-            unsetenv("ZGPT_ATTN_FWD_MT");
-            float *o1 = dl(be, out, dt, no);
-            snprintf(name, sizeof name, "attention_forward (MT=1) B=%d T=%d", B, T);
-            check_rel(name, dt, o1, rout, no, tol_of(dt));
-            free(o1);
-            poison(be, out, dt, no);
-            be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
-            float *o = dl(be, out, dt, no);
-            snprintf(name, sizeof name, "attention_forward B=%d T=%d C=%d NH=%d", B, T, C, NH);
-            check_rel(name, dt, o, rout, no, tol_of(dt));
-            be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
-            float *g = dl(be, dqkv, dt, nqkv);
-            /* check q, k, v parts separately */
-            const char *part[3] = {"  dq", "  dk", "  dv"};
-            for (int p = 0; p < 3; p++) {
-                size_t n = (size_t)B * T * C;
-                float *go = malloc(n * 4);
-                double *gr = malloc(n * 8);
-                for (size_t r = 0; r < (size_t)B * T; r++)
-                    for (int c = 0; c < C; c++) {
-                        go[r * C + c] = g[r * 3 * C + p * C + c];
-                        gr[r * C + c] = rd[r * 3 * C + p * C + c];
-                    }
-                check_rel(part[p], dt, go, gr, n, dt == ZG_F32 ? 1e-4 : tol_of(dt));
-                free(go); free(gr);
-            }
-            free(o); free(g); free(rout); free(rd); free(qkv); free(dout);
-            be->ops->dealloc(be, dqkv_in); be->ops->dealloc(be, ddout); be->ops->dealloc(be, out);
-            be->ops->dealloc(be, stats); be->ops->dealloc(be, dqkv);
+            for (int pi = 0; pi < (dt == ZG_F32 ? 2 : 4); pi++)
+                attn_check_paths(be, paths[pi][0], paths[pi][1], B, T, C, NH, dqkv_in, ddout, rout, rd);
+            free(rout); free(rd); free(qkv); free(dout);
+            be->ops->dealloc(be, dqkv_in); be->ops->dealloc(be, ddout);
         }
     }
 }
 
-/* GPT-2 XL's training shape (many more blocks than fit on the GPU at once): the backward is
- * deterministic (two runs bitwise equal, which bitwise resume relies on) and finite. */
+/* GPT-2 XL's training shape (many more blocks than fit on the GPU at once), on each path: the backward
+ * is deterministic (two runs bitwise equal, which bitwise resume relies on) and finite; cuDNN's output
+ * and gradients agree with zgpt's kernels' within bf16 rounding. */
 static void test_attention_large(void) {
     zg_backend *be = g_be[1]; /* bf16 */
     zg_dtype dt = be->act_dtype;
@@ -689,26 +777,54 @@ static void test_attention_large(void) {
     void *out = dev_nan(be, dt, no);
     void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
     void *g1 = dev_nan(be, dt, nqkv), *g2 = dev_nan(be, dt, nqkv);
-    be->ops->attention_forward(be, out, stats, qkv, B, T, C, NH);
-    be->ops->attention_backward(be, g1, dout, qkv, out, stats, B, T, C, NH);
-    be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
-    float *a = dl(be, g1, dt, nqkv), *b = dl(be, g2, dt, nqkv);
-    ZT_CHECK_MSG(memcmp(a, b, nqkv * 4) == 0, "attention backward is not deterministic at B=%d T=%d C=%d", B, T, C);
-    /* every kernel variant (ZGPT_ATTN_BWD) computes the same products in the same order */
-    const char *vars[] = {"aa", "bb", "cc", "dd", "ad", "cb"};
-    for (int v = 0; v < 6; v++) {
-        setenv("ZGPT_ATTN_BWD", vars[v], 1);
+    float *own_out = NULL, *own_g = NULL;
+    const char *paths[2] = {"own", "cudnn"};
+    for (int pi = 0; pi < 2; pi++) {
+        long c0 = zg_backend_cuda_cudnn_attention_calls(be);
+        attn_path(paths[pi]);
+        poison(be, out, dt, no);
+        poison(be, g1, dt, nqkv);
         poison(be, g2, dt, nqkv);
+        be->ops->attention_forward(be, out, stats, qkv, B, T, C, NH);
+        be->ops->attention_backward(be, g1, dout, qkv, out, stats, B, T, C, NH);
         be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
-        float *c = dl(be, g2, dt, nqkv);
-        ZT_CHECK_MSG(memcmp(a, c, nqkv * 4) == 0, "attention backward variant %s differs from the default", vars[v]);
-        free(c);
+        if (pi == 1) attn_check_cudnn_ran(be, c0, 3, "attention at GPT-2 XL's training shape");
+        float *o = dl(be, out, dt, no), *a = dl(be, g1, dt, nqkv), *b = dl(be, g2, dt, nqkv);
+        ZT_CHECK_MSG(memcmp(a, b, nqkv * 4) == 0, "attention backward (%s) is not deterministic at B=%d T=%d C=%d",
+                     paths[pi], B, T, C);
+        if (pi == 0) {
+            /* every kernel variant (ZGPT_ATTN_BWD) computes the same products in the same order */
+            const char *vars[] = {"aa", "bb", "cc", "dd", "ad", "cb"};
+            for (int v = 0; v < 6; v++) {
+                setenv("ZGPT_ATTN_BWD", vars[v], 1);
+                poison(be, g2, dt, nqkv);
+                be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
+                float *c = dl(be, g2, dt, nqkv);
+                ZT_CHECK_MSG(memcmp(a, c, nqkv * 4) == 0, "attention backward variant %s differs from the default",
+                             vars[v]);
+                free(c);
+            }
+            unsetenv("ZGPT_ATTN_BWD");
+        }
+        size_t bad = 0;
+        for (size_t i = 0; i < nqkv; i++) bad += !isfinite(a[i]);
+        for (size_t i = 0; i < no; i++) bad += !isfinite(o[i]);
+        ZT_CHECK_MSG(bad == 0, "attention (%s) at B=%d T=%d C=%d: %zu non-finite values", paths[pi], B, T, C, bad);
+        if (pi == 0) {
+            own_out = o, own_g = a;
+        } else {
+            double *ro = malloc(no * 8), *rg = malloc(nqkv * 8);
+            for (size_t i = 0; i < no; i++) ro[i] = own_out[i];
+            for (size_t i = 0; i < nqkv; i++) rg[i] = own_g[i];
+            /* two bf16 results of the same math: twice the one-sided tolerance */
+            check_rel("attention_forward XL B=16: cuDNN vs zgpt's kernels", dt, o, ro, no, 2 * tol_of(dt));
+            check_rel("attention_backward XL B=16: cuDNN vs zgpt's kernels", dt, a, rg, nqkv, 2 * tol_of(dt));
+            free(ro); free(rg); free(o); free(a);
+        }
+        free(b);
     }
-    unsetenv("ZGPT_ATTN_BWD");
-    size_t bad = 0;
-    for (size_t i = 0; i < nqkv; i++) bad += !isfinite(a[i]);
-    ZT_CHECK_MSG(bad == 0, "attention backward at B=%d T=%d C=%d: %zu non-finite values", B, T, C, bad);
-    free(a); free(b);
+    unsetenv("ZGPT_ATTENTION");
+    free(own_out); free(own_g);
     void *ptrs[] = {qkv, dout, out, stats, g1, g2};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
@@ -1219,9 +1335,15 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     setenv("ZGPT_ATTN_FWD_MT", "1", 1);
     BENCH(&ctx, "attention_forward (16 rows/warp)", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
     unsetenv("ZGPT_ATTN_FWD_MT");
+    attn_path("own");
     BENCH(&ctx, "attention_forward", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
     BENCH(&ctx, "attention_backward", 2.5 * af, 0,
           be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+    attn_path("cudnn");
+    BENCH(&ctx, "attention_forward (cuDNN)", af, 0, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
+    BENCH(&ctx, "attention_backward (cuDNN)", 2.5 * af, 0,
+          be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+    attn_path("own");
     if (bench_reps() == BENCH_REPS) /* the backward kernels' variants (ZGPT_ATTN_BWD, dK/dV then dQ) */
         for (int v = 0; v < 16; v++) {
             char var[3] = {(char)('a' + v / 4), (char)('a' + v % 4), 0}, lab2[64];
@@ -1230,6 +1352,7 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
             BENCH(&ctx, lab2, 2.5 * af, 0, be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
         }
     unsetenv("ZGPT_ATTN_BWD");
+    unsetenv("ZGPT_ATTENTION");
 
     be->ops->dealloc(be, h4);
     be->ops->dealloc(be, h4b);
@@ -1268,7 +1391,87 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     cudaEventDestroy(ctx.e1);
 }
 
-/* ZG_BENCH_ONLY=124m|xl16|xl8|survey runs only that part (default: all) */
+/* Issue 21's training-speed kernels at GPT-2 XL's training shape (B=16, T=1024, C=1600, NH=25, bf16):
+ * attention forward/backward on zgpt's kernels and on cuDNN's fused attention, LayerNorm forward/backward
+ * as a share of the card's memory bandwidth (nominal and a device-to-device copy's). Besides the table,
+ * one `key value ...` line per result for scripts/gpu_validate.sh (phase attn). */
+#define ZG_HBM_NOMINAL_GBS 4800.0 /* H200 datasheet: 4.8 TB/s */
+static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
+    bench_ctx ctx = {be, NULL, NULL};
+    cudaEventCreate(&ctx.e0);
+    cudaEventCreate(&ctx.e1);
+    int N = B * T;
+    double es = 2, nc = (double)N * C;
+    printf("\n### issue 21 kernels: B=%d T=%d C=%d NH=%d (bf16)\n\n", B, T, C, NH);
+    printf("| op | ms (median) | TFLOP/s | GB/s |\n|---|---|---|---|\n");
+    /* the practical peak: a device-to-device copy of 1 GiB (read + write) */
+    size_t cb = (size_t)1 << 30;
+    void *c0 = be->ops->alloc(be, cb, "copy source"), *c1 = be->ops->alloc(be, cb, "copy destination");
+    be->ops->zero(be, c0, cb);
+    float copy_ms;
+    BENCH_TIME(&ctx, copy_ms, bench_reps(), be->ops->copy(be, c1, c0, cb));
+    double copy_gbs = 2.0 * cb / (copy_ms * 1e-3) / 1e9;
+    printf("| device-to-device copy (1 GiB) | %9.3f | | %8.0f |\n", copy_ms, copy_gbs);
+    be->ops->dealloc(be, c0);
+    be->ops->dealloc(be, c1);
+    void *qkv = dev_rand(be, ZG_BF16, (size_t)N * 3 * C, 1.f, NULL), *dqkv = dev_rand(be, ZG_BF16, (size_t)N * 3 * C, 1.f, NULL);
+    void *x = dev_rand(be, ZG_BF16, (size_t)N * C, 1.f, NULL), *y = dev_rand(be, ZG_BF16, (size_t)N * C, 1.f, NULL);
+    void *dx = dev_rand(be, ZG_BF16, (size_t)N * C, 1.f, NULL);
+    void *w = dev_rand(be, ZG_BF16, (size_t)C, 1.f, NULL), *bb = dev_rand(be, ZG_BF16, (size_t)C, 0.1f, NULL);
+    void *dw = dev_rand(be, ZG_BF16, (size_t)C, 0.1f, NULL), *db = dev_rand(be, ZG_BF16, (size_t)C, 0.1f, NULL);
+    float *mean = be->ops->alloc(be, (size_t)N * 4, "mean"), *rstd = be->ops->alloc(be, (size_t)N * 4, "rstd");
+    void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "stats");
+    double af = 2.0 * B * NH * (double)T * T * (C / NH);
+    float ms[2][2];
+    const char *paths[2] = {"own", "cudnn"};
+    for (int p = 0; p < 2; p++) {
+        attn_path(paths[p]);
+        long k0 = zg_backend_cuda_cudnn_attention_calls(be);
+        size_t in_use0 = be->bytes_in_use;
+        BENCH_TIME(&ctx, ms[p][0], bench_reps(), be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
+        BENCH_TIME(&ctx, ms[p][1], bench_reps(), be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
+        int ran = zg_backend_cuda_cudnn_attention_calls(be) > k0; /* cuDNN actually ran (else it fell back) */
+        printf("| attention_forward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][0], af / (ms[p][0] * 1e-3) / 1e12);
+        printf("| attention_backward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][1], 2.5 * af / (ms[p][1] * 1e-3) / 1e12);
+        printf("ATTN %s fwd_ms %.4f bwd_ms %.4f cudnn_ran %d\n", paths[p], ms[p][0], ms[p][1], ran);
+        /* what the path keeps allocated (cuDNN: its workspace, grown to the backward plan's need) */
+        printf("ATTN %s kept_MiB %.1f\n", paths[p], ((double)be->bytes_in_use - (double)in_use0) / 1048576.0);
+    }
+    unsetenv("ZGPT_ATTENTION");
+    /* LayerNorm bytes: forward reads x (and w, b), writes y, mean, rstd; backward (input form) reads dout,
+     * x, w, mean, rstd and dinp, writes dinp (accumulated) and the per-block dw/db partials (small) */
+    double fb = nc * es * 2 + (double)N * 8 + 2.0 * C * es, bwb = nc * es * 4 + (double)N * 8 + 3.0 * C * es;
+    /* the default (row-group) kernels, then for comparison ZGPT_LN=group (the backward without its
+     * asynchronous next-row copies) and =warp (the warp-per-row kernels) */
+    const char *lnv[3] = {NULL, "group", "warp"};
+    for (int v = 0; v < 3; v++) {
+        if (v > 0) setenv("ZGPT_LN", lnv[v], 1);
+        float lf, lb, lby;
+        BENCH_TIME(&ctx, lf, bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
+        BENCH_TIME(&ctx, lb, bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C));
+        BENCH_TIME(&ctx, lby, bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, NULL, x, w, bb, NULL, rstd, N, C));
+        const char *ln_name[3] = {"layernorm_forward", "layernorm_backward", "layernorm_backward (from output)"};
+        const char *key[3] = {"fwd", "bwd", "bwd_y"};
+        float ln_ms[3] = {lf, lb, lby};
+        double ln_bytes[3] = {fb, bwb, bwb + 2.0 * C * es};
+        for (int i = 0; i < 3; i++) {
+            double gbs = ln_bytes[i] / (ln_ms[i] * 1e-3) / 1e9;
+            printf("| %s%s%s | %9.3f | | %8.0f |\n", ln_name[i], v ? " ZGPT_LN=" : "", v ? lnv[v] : "", ln_ms[i], gbs);
+            printf("LN%s %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f pct_copy %.1f\n", v ? lnv[v] : "", key[i],
+                   ln_ms[i], ln_bytes[i] / 1e6, gbs, 100 * gbs / ZG_HBM_NOMINAL_GBS, 100 * gbs / copy_gbs);
+        }
+    }
+    unsetenv("ZGPT_LN");
+    printf("COPY GBs %.0f pct_nominal %.1f\n", copy_gbs, 100 * copy_gbs / ZG_HBM_NOMINAL_GBS);
+    void *ptrs[] = {qkv, dqkv, x, y, dx, w, bb, dw, db, mean, rstd, stats};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    cudaEventDestroy(ctx.e0);
+    cudaEventDestroy(ctx.e1);
+}
+
+/* ZG_BENCH_ONLY=124m|xl16|xl8|survey|attn runs only that part (default: all) */
 static int bench_part(const char *name) {
     const char *o = getenv("ZG_BENCH_ONLY");
     return o == NULL || o[0] == 0 || strcmp(o, name) == 0;
@@ -1283,6 +1486,7 @@ static void run_bench(void) {
     if (bench_part("xl16")) bench_config(be, "GPT-2 XL", 16, 1024, 1600, 25, 48);
     if (bench_part("xl8")) bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
     if (bench_part("survey")) bench_matmul_algos(16, 1024, 1600);
+    if (bench_part("attn")) bench_attn_ln(be, 16, 1024, 1600, 25);
 }
 
 int main(int argc, char **argv) {

@@ -24,14 +24,9 @@
 #define ZGC_ATT_BK 64
 #define ZGC_ATT_THREADS 128
 
-/* The tensor-core kernels use sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async). When a
- * device pass targets an older architecture they compile to a trap, and
+/* The tensor-core kernels use sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async): ZGC_SM80_ONLY
+ * (cuda_internal.h) makes them traps in a device pass for an older architecture, and
  * zgc_attention_check_arch() refuses to create the backend (see CMake's CUDA_ARCHITECTURES). */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#define ZGC_SM80_ONLY(stmt) __trap()
-#else
-#define ZGC_SM80_ONLY(stmt) stmt
-#endif
 
 __global__ void zgc_arch_probe_kernel() {}
 
@@ -105,8 +100,6 @@ __device__ __forceinline__ void zgc_load_tile_async(T *sh, const T *g, size_t ld
         ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(sz)));
     }
 }
-__device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
-template <int N> __device__ __forceinline__ void zgc_cp_wait() { ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N))); }
 
 /* B fragments of two k16 chunks (kk, kk+1) x n8 tile where B(k, n) = tile[n][k] (k contiguous):
  * ldmatrix.x4 (no transpose), rows n0.., columns k0..k0+31. b[0],b[1]: chunk kk; b[2],b[3]: kk+1. */
@@ -853,6 +846,7 @@ void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *q
     int hs = C / NH;
     float scale_log2 = ZGC_LOG2E / sqrtf((float)hs);
     float *lse = (float *)stats;
+    if (zgc_attention_cudnn_forward(be, out, lse, qkv, B, T_len, C, NH)) return;
     if (zgc_att_use_mma(be, hs, out, qkv, qkv)) {
         if (be->act_dtype == ZG_BF16) {
             if (hs == 64) zgc_flash_fwd_launch<__nv_bfloat16, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
@@ -877,6 +871,7 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
     int hs = C / NH;
     float scale = 1.f / sqrtf((float)hs), scale_log2 = ZGC_LOG2E * scale;
     const float *lse = (const float *)stats;
+    if (zgc_attention_cudnn_backward(be, dqkv, dout, qkv, out, lse, B, T_len, C, NH)) return;
     size_t rows = (size_t)B * NH * T_len;
     float *D = (float *)zgc_scratch(be, ZGC_SCR_ATT_D, rows * 4, "attention backward row sums");
     size_t vw = 16 / zg_dtype_size(be->act_dtype);

@@ -302,6 +302,7 @@ static void zgc_destroy(zg_backend *be) {
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
         zgc_matmul_destroy(be);
+        zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
         zgc_free(be, im->lt_ws);
         /* buffers the caller did not free */

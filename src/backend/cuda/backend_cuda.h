@@ -13,6 +13,9 @@ extern "C" {
 
 /* The backend's one compute stream (every op is enqueued on it). be must be a CUDA backend. */
 cudaStream_t zg_backend_cuda_stream(zg_backend *be);
+/* How many attention forward + backward calls cuDNN's fused attention has run on this backend (0 when
+ * built without cuDNN): tests and benchmarks use it to tell which path ran (ZGPT_ATTENTION). */
+long zg_backend_cuda_cudnn_attention_calls(zg_backend *be);
 
 #ifdef __cplusplus
 }

@@ -70,6 +70,9 @@ typedef struct {
     size_t bytes;
 } zgc_alloc_rec;
 
+/* attention_cudnn.cu's state (plans, cuDNN handle, workspace); NULL until attention first runs. */
+typedef struct zgc_cudnn_att zgc_cudnn_att;
+
 typedef struct {
     zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
@@ -90,6 +93,7 @@ typedef struct {
     size_t segs_host_bytes;
     double *partials_host;
     int bgrad_ok; /* 1 while the cuBLASLt BGRADB epilogue is usable */
+    zgc_cudnn_att *att_cudnn;
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
@@ -118,6 +122,14 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
                             const void *stats, int B, int T, int C, int NH);
 void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
                                   int Tn, int pos, int maxT, int C, int NH);
+
+/* attention_cudnn.cu: cuDNN's fused attention. Each returns 1 when cuDNN ran the op, 0 when the caller
+ * must run its own kernels (not built with cuDNN, ZGPT_ATTENTION=own, fp32, an unsupported shape, or a
+ * cuDNN failure, reported once). stats are zgpt's base-2 statistics either way. */
+int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C, int NH);
+int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                 const float *stats, int B, int T, int C, int NH);
+void zgc_attention_cudnn_destroy(zg_backend *be);
 
 /* encoder_cuda.cu */
 void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
@@ -159,6 +171,27 @@ __device__ __forceinline__ float zgc_warp_sum(float v) {
 __device__ __forceinline__ float zgc_warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+/* sm_80+ instructions (mma.sync bf16, ldmatrix, cp.async) compile to a trap in a device pass for an older
+ * architecture; zgc_attention_check_arch() refuses to create the backend from such a build. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define ZGC_SM80_ONLY(stmt) __trap()
+#else
+#define ZGC_SM80_ONLY(stmt) stmt
+#endif
+/* cp.async: 16 bytes global -> shared without passing through registers; commit closes a group, wait<N>
+ * returns when at most N of this thread's groups are still in flight (their data then visible to it).
+ * The copy and the wait clobber "memory": the compiler must not move shared-memory reads of the
+ * destination above the wait, nor assume the destination unchanged across the copy (a thread may read
+ * back its own copies with no __syncthreads in between). */
+__device__ __forceinline__ void zgc_cp_async16(void *smem, const void *gmem) {
+    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory"));
+}
+__device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
+template <int N> __device__ __forceinline__ void zgc_cp_wait() {
+    ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"));
 }
 
 /* 16-byte vector of T */

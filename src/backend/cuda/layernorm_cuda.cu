@@ -2,6 +2,7 @@
 #include "backend/cuda/cuda_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -107,6 +108,146 @@ static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float 
         (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C);
 }
 
+/* ---- row-group kernels (the default where they apply) ------------------------------------------
+ * One row per group of RG = 32 << rgw_log2 threads (rgw_log2 0..3, chosen per call so RG * 2 vectors
+ * cover the row), 256-thread blocks of 256 / RG groups, a persistent grid (the resident blocks) that
+ * steps through the rows. A thread owns the 16-byte vectors t and t + RG of every row it visits (the
+ * same columns each time), so w and b stay in its registers across rows, and the dw/db partials of the
+ * backward accumulate in registers (no per-element shared-memory read-modify-write, no spills). The
+ * row sums cross the group's warps through shared memory (one block barrier per sum). All loads of a row
+ * are issued together. The forward keeps the group's next two rows loading while it reduces the current
+ * one (55-61 registers without w and b, which it reads from L1 per row: 4 blocks, 8 row groups per SM
+ * at C = 1600, ~51 KB of loads in flight per SM). (The warp-per-row kernels: ZGPT_LN=warp, for A/B.) */
+#define ZGC_LNG_THREADS 256
+#define ZGC_LNG_NV 2
+
+/* rgw_log2 for a row of nv vectors, or -1 when 256 threads x 2 vectors do not cover it */
+static int zgc_lng_rgw_log2(int nv) {
+    for (int l = 0; l <= 3; l++)
+        if ((32 << l) * ZGC_LNG_NV >= nv) return l;
+    return -1;
+}
+
+/* the sum of a row group's per-warp values r[w0 .. w0 + nw) in warp order (deterministic) */
+__device__ __forceinline__ float zgc_lng_group_sum(const float *r, int w0, int nw) {
+    float s = 0.f;
+    for (int j = 0; j < nw; j++) s += r[w0 + j];
+    return s;
+}
+
+/* this thread's part of a row moment over its vectors: sum of x (SQ false, mu 0) or of (x - mu)^2 */
+template <bool SQ, typename T>
+__device__ __forceinline__ float zgc_lng_moment(const zgc_vec<T> *r, float mu, int t, int rg, int nv) {
+    constexpr int VW = 16 / sizeof(T);
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < ZGC_LNG_NV; i++)
+        if (t + rg * i < nv)
+#pragma unroll
+            for (int e = 0; e < VW; e++) {
+                float d = zgc_to_f(r[i].v[e]) - mu;
+                s += SQ ? d * d : d;
+            }
+    return s;
+}
+
+/* ZGPT_LN (A/B measurements): unset = row groups with the backward's asynchronous next-row copies,
+ * "group" = row groups without them, "warp" = the warp-per-row kernels */
+static int zgc_lng_wanted(void) {
+    const char *v = getenv("ZGPT_LN");
+    return v == NULL || strcmp(v, "warp") != 0;
+}
+static bool zgc_lng_async(void) {
+    const char *v = getenv("ZGPT_LN");
+    return v == NULL || strcmp(v, "group") != 0;
+}
+
+/* the resident blocks of a kernel (one wave), at most `most`, at least 1 */
+static int zgc_lng_grid(zg_backend *be, const void *kernel, size_t smem, int most) {
+    int per_sm = 0;
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, ZGC_LNG_THREADS, smem));
+    int grid = per_sm * zgc_get(be)->num_sms;
+    if (grid > most) grid = most;
+    return grid < 1 ? 1 : grid;
+}
+
+/* out (N,C) = (x - mean) * rstd * w + bias, the row-group form; mean, rstd may be NULL */
+template <typename T>
+__global__ void __launch_bounds__(ZGC_LNG_THREADS, 4)
+zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
+                             const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
+                             int C, int rgw_log2) {
+    constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV;
+    typedef zgc_vec<T> V;
+    __shared__ float red[2][ZGC_LNG_THREADS / 32]; /* [mean | variance][warp] */
+    int rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
+    int g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = g << rgw_log2, nw = 1 << rgw_log2;
+    int nv = C / VW;
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(bias);
+    V cur[NV], nxt[NV], nxt2[NV]; /* this row, the group's next and the one after (two rows ahead) */
+    int stride = gridDim.x * groups;
+    int row = blockIdx.x * groups + g;
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+        if (row + a * stride < N) {
+            const V *xv = reinterpret_cast<const V *>(x + (size_t)(row + a * stride) * C);
+#pragma unroll
+            for (int i = 0; i < NV; i++)
+                if (t + rg * i < nv) (a == 0 ? cur : nxt)[i] = xv[t + rg * i];
+        }
+    /* the trip count is the block's (r0), so every thread reaches every barrier */
+    for (int r0 = blockIdx.x * groups; r0 < N; r0 += stride) {
+        row = r0 + g;
+        bool act = row < N;
+        if (row + 2 * stride < N) {
+            const V *xv = reinterpret_cast<const V *>(x + (size_t)(row + 2 * stride) * C);
+#pragma unroll
+            for (int i = 0; i < NV; i++)
+                if (t + rg * i < nv) nxt2[i] = xv[t + rg * i];
+        }
+        float s = act ? zgc_lng_moment<false>(cur, 0.f, t, rg, nv) : 0.f;
+        s = zgc_warp_sum(s);
+        if (lane == 0) red[0][warp] = s;
+        __syncthreads();
+        float mu = zgc_lng_group_sum(red[0], w0, nw) / C;
+        float v = act ? zgc_lng_moment<true>(cur, mu, t, rg, nv) : 0.f;
+        v = zgc_warp_sum(v);
+        if (lane == 0) red[1][warp] = v;
+        __syncthreads();
+        /* red[0] is rewritten next iteration only after this barrier, which every reader of it passed */
+        float rs = rsqrtf(zgc_lng_group_sum(red[1], w0, nw) / C + 1e-5f);
+        if (act) {
+            V *ov = reinterpret_cast<V *>(out + (size_t)row * C);
+#pragma unroll
+            for (int i = 0; i < NV; i++) {
+                int k = t + rg * i;
+                if (k < nv) {
+                    V o, ww = wv[k], bb = bv[k]; /* L1 hits: w and b are the same every row */
+#pragma unroll
+                    for (int e = 0; e < VW; e++)
+                        o.v[e] = zgc_from_f<T>((zgc_to_f(cur[i].v[e]) - mu) * rs * zgc_to_f(ww.v[e]) +
+                                               zgc_to_f(bb.v[e]));
+                    ov[k] = o;
+                }
+            }
+            if (t == 0 && mean != NULL) mean[row] = mu;
+            if (t == 0 && rstd != NULL) rstd[row] = rs;
+        }
+#pragma unroll
+        for (int i = 0; i < NV; i++) cur[i] = nxt[i], nxt[i] = nxt2[i];
+    }
+}
+
+template <typename T>
+static void zgc_ln_fwd_grp_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                  const void *w, const void *b, int N, int C, int rgw_log2) {
+    int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
+    int grid = zgc_lng_grid(be, (const void *)zgc_layernorm_fwd_grp_kernel<T>, 0, (N + groups - 1) / groups);
+    zgc_layernorm_fwd_grp_kernel<T><<<grid, ZGC_LNG_THREADS, 0, zgc_get(be)->stream>>>(
+        (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C, rgw_log2);
+}
+
 void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                                   const void *b, int N, int C) {
     zgc_impl *im = zgc_get(be);
@@ -114,7 +255,11 @@ void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
     int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
     uintptr_t al = (uintptr_t)out | (uintptr_t)inp | (uintptr_t)w | (uintptr_t)b;
     int nvl = (C / vw + 31) / 32; /* 16-byte vectors per lane */
-    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl >= 1 && nvl <= 8) {
+    int rgw = zgc_lng_rgw_log2(C / vw);
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && rgw >= 0 && C >= vw &&
+        zgc_lng_wanted()) {
+        ZGC_DISPATCH(be->act_dtype, T, zgc_ln_fwd_grp_launch<T>(be, out, mean, rstd, inp, w, b, N, C, rgw));
+    } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl >= 1 && nvl <= 8) {
         ZGC_DISPATCH(be->act_dtype, T, {
             switch (nvl) {
             case 1: zgc_ln_fwd_reg_launch<T, 1>(be, out, mean, rstd, inp, w, b, N, C); break;
@@ -423,6 +568,194 @@ static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const 
     return zgc_ln_bwd_reg_launch_form<T, NV, false>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
 }
 
+/* The row's dout, src and dinp vectors this thread owns -> its slots of a staging area (3 arrays of C),
+ * asynchronously (cp.async: no registers held while in flight). Each thread later reads back only what it
+ * copied itself, so no barrier is needed, only zgc_cp_wait. */
+template <typename T>
+__device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const T *src, const T *dinp, int row,
+                                                  int C, int t, int rg, int nv) {
+    constexpr int VW = 16 / sizeof(T);
+    size_t base = (size_t)row * C;
+#pragma unroll
+    for (int i = 0; i < ZGC_LNG_NV; i++) {
+        int k = t + rg * i;
+        if (k < nv) {
+            zgc_cp_async16(stage + k * VW, dout + base + k * VW);
+            zgc_cp_async16(stage + C + k * VW, src + base + k * VW);
+            zgc_cp_async16(stage + 2 * C + k * VW, dinp + base + k * VW);
+        }
+    }
+}
+
+/* dinp (N,C) += ..., part (gridDim.x, 2C) = this block's dw | db partial sums: the row-group form (see
+ * above the forward's). The thread's dw/db partials for its columns stay in registers over all its rows;
+ * at the end the block's groups are added in group order (deterministic). FROMY: the output form (src =
+ * y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared memory
+ * (cp.async, double-buffered) while the current one is processed, so loads stay in flight without
+ * holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
+ * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x 2C floats (the
+ * groups' partials). */
+template <typename T, bool FROMY, bool ASYNC>
+__global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
+zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
+                             const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
+                             const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C,
+                             int rgw_log2) {
+    constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1;
+    typedef zgc_vec<T> V;
+    extern __shared__ __align__(16) float sh_lng[];
+    __shared__ float red[2][2][ZGC_LNG_THREADS / 32]; /* [iteration parity][s1 | s2][warp] */
+    int rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
+    int g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = g << rgw_log2, nw = 1 << rgw_log2;
+    int nv = C / VW;
+    const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(b);
+    V wr[NV], br[NB];
+    float dwa[NV][VW], dba[NV][VW];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int k = t + rg * i;
+        if (k < nv) {
+            wr[i] = wv[k];
+            if (FROMY) br[i < NB ? i : 0] = bv[k];
+        }
+#pragma unroll
+        for (int e = 0; e < VW; e++) dwa[i][e] = dba[i][e] = 0.f;
+    }
+    int stride = gridDim.x * groups, slot = 0;
+    T *stage = reinterpret_cast<T *>(sh_lng); /* this group's slots: stage + (g * 2 + slot) * 3C */
+    float *psh = sh_lng + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) / sizeof(float) : 0);
+    if (ASYNC) {
+        if (blockIdx.x * groups + g < N)
+            zgc_lng_stage_row(stage + (size_t)(g * 2) * 3 * C, dout, src, dinp, blockIdx.x * groups + g, C, t, rg, nv);
+        zgc_cp_commit();
+    }
+    int par = 0;
+    for (int r0 = blockIdx.x * groups; r0 < N; r0 += stride, par ^= 1) {
+        int row = r0 + g;
+        bool act = row < N;
+        V d[NV], x[NV], gi[NV];
+        float mu = 0.f, rs = 0.f, s1 = 0.f, s2 = 0.f;
+        if (ASYNC) {
+            /* the next row into the other slot, then wait for this row's copies (all but the newest group) */
+            if (row + stride < N)
+                zgc_lng_stage_row(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, dout, src, dinp, row + stride, C, t,
+                                  rg, nv);
+            zgc_cp_commit();
+            zgc_cp_wait<1>();
+        }
+        if (act) {
+            const V *dv, *xv, *gv;
+            if (ASYNC) {
+                dv = reinterpret_cast<const V *>(stage + (size_t)(g * 2 + slot) * 3 * C);
+                xv = dv + nv, gv = dv + 2 * nv;
+            } else {
+                dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
+                xv = reinterpret_cast<const V *>(src + (size_t)row * C);
+                gv = reinterpret_cast<const V *>(dinp + (size_t)row * C);
+            }
+            /* all three rows at once: dinp does not depend on the row sums */
+#pragma unroll
+            for (int i = 0; i < NV; i++) {
+                int k = t + rg * i;
+                if (k < nv) d[i] = dv[k], x[i] = xv[k], gi[i] = gv[k];
+            }
+            if (!FROMY) mu = mean[row];
+            rs = rstd[row];
+#pragma unroll
+            for (int i = 0; i < NV; i++)
+                if (t + rg * i < nv)
+#pragma unroll
+                    for (int e = 0; e < VW; e++) {
+                        float dd = zgc_to_f(d[i].v[e]), dn = dd * zgc_to_f(wr[i].v[e]);
+                        s1 += dn;
+                        /* dnorm * xhat; the output form's = dout * (y - b) exactly (see above) */
+                        s2 += FROMY ? dd * (zgc_to_f(x[i].v[e]) - zgc_to_f(br[i < NB ? i : 0].v[e]))
+                                    : dn * (zgc_to_f(x[i].v[e]) - mu) * rs;
+                    }
+        }
+        s1 = zgc_warp_sum(s1);
+        s2 = zgc_warp_sum(s2);
+        if (lane == 0) red[par][0][warp] = s1, red[par][1][warp] = s2;
+        __syncthreads();
+        /* red[par] is rewritten two iterations on, after the next barrier, which every reader passed */
+        s1 = zgc_lng_group_sum(red[par][0], w0, nw) / C;
+        s2 = zgc_lng_group_sum(red[par][1], w0, nw) / C;
+        if (act) {
+            V *go = reinterpret_cast<V *>(dinp + (size_t)row * C);
+#pragma unroll
+            for (int i = 0; i < NV; i++) {
+                int k = t + rg * i;
+                if (k < nv) {
+                    V o;
+#pragma unroll
+                    for (int e = 0; e < VW; e++) {
+                        float wf = zgc_to_f(wr[i].v[e]), dd = zgc_to_f(d[i].v[e]);
+                        float xh = FROMY ? (zgc_to_f(x[i].v[e]) - zgc_to_f(br[i < NB ? i : 0].v[e])) * zgc_ln_invw(wf)
+                                         : (zgc_to_f(x[i].v[e]) - mu) * rs;
+                        dwa[i][e] += dd * xh;
+                        dba[i][e] += dd;
+                        o.v[e] = zgc_from_f<T>(zgc_to_f(gi[i].v[e]) + rs * (dd * wf - s1 - xh * s2));
+                    }
+                    go[k] = o;
+                }
+            }
+        }
+        slot ^= 1;
+    }
+    if (ASYNC) zgc_cp_wait<0>();
+    /* the block's partials: groups 1.. through shared memory, added to group 0's in group order */
+    float *pb = part + (size_t)blockIdx.x * 2 * C;
+    if (g > 0)
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = t + rg * i;
+            if (k < nv)
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    psh[(size_t)g * 2 * C + k * VW + e] = dwa[i][e];
+                    psh[(size_t)g * 2 * C + C + k * VW + e] = dba[i][e];
+                }
+        }
+    __syncthreads();
+    if (g == 0)
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = t + rg * i;
+            if (k < nv)
+#pragma unroll
+                for (int e = 0; e < VW; e++) {
+                    float a = dwa[i][e], c = dba[i][e];
+                    for (int gg = 1; gg < groups; gg++) {
+                        a += psh[(size_t)gg * 2 * C + k * VW + e];
+                        c += psh[(size_t)gg * 2 * C + C + k * VW + e];
+                    }
+                    pb[k * VW + e] = a;
+                    pb[C + k * VW + e] = c;
+                }
+        }
+}
+
+/* Launches one wave of the row-group backward; returns the grid (the partial rows written), or 0 when
+ * the partials' scratch cannot hold it (the caller then uses the warp kernels). */
+template <typename T, bool FROMY, bool ASYNC>
+static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *dout, const void *src, const void *w,
+                                      const void *b, const float *mean, const float *rstd, int N, int C,
+                                      int rgw_log2, float **part_out) {
+    int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
+    /* partials: at most 32 KB; staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3 arrays x 2 slots) */
+    size_t smem = (size_t)groups * 2 * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
+    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC>;
+    if (smem > 48 * 1024)
+        ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int grid = zgc_lng_grid(be, kernel, smem, (N + groups - 1) / groups);
+    float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * 2 * C * 4, "layernorm-gradient partial sums");
+    zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
+        (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, rgw_log2);
+    *part_out = part;
+    return grid;
+}
+
 /* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 32): 32 columns, 32 threads
  * splitting the nblocks partial rows (thread y takes rows y, y+32, ...) into 4 running sums each
  * (rows y + 32*(4i+j) go to sum j) so four loads per array are in flight instead of one, then
@@ -469,6 +802,32 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
     bool fromy = x == NULL;
     const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
     zg_layernorm_backward_check(x, y, b, mean);
+    {
+        size_t vwg = 16 / zgc_dtype_bytes(be->act_dtype);
+        uintptr_t alg = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
+        int rgw = zgc_lng_rgw_log2(C / (int)vwg);
+        if (be->param_dtype == be->act_dtype && C % (int)vwg == 0 && C >= (int)vwg && alg % 16 == 0 && rgw >= 0 &&
+            N > 0 && zgc_lng_wanted()) {
+            float *part = NULL;
+            int used = 0;
+            bool async = zgc_lng_async();
+            ZGC_DISPATCH(be->act_dtype, T, {
+                if (async)
+                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
+                                 : zgc_ln_bwd_grp_launch_form<T, false, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+                else
+                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
+                                 : zgc_ln_bwd_grp_launch_form<T, false, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+            });
+            if (used > 0) {
+                ZG_CUDA_LAUNCH_CHECK();
+                ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>(
+                                                     (TG *)dw, (TG *)db, part, used, C)));
+                ZG_CUDA_LAUNCH_CHECK();
+                return;
+            }
+        }
+    }
     int nblocks = im->num_sms * 4;
     if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
     if (nblocks < 1) nblocks = 1;

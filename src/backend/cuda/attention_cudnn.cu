@@ -1,0 +1,754 @@
+/* Causal self-attention through cuDNN's fused flash attention (SDPA), built with the cuDNN graph
+ * backend API (cudnnBackendCreateDescriptor / SetAttribute / Finalize; no cudnn-frontend).
+ *
+ * cuDNN 9 recognises the SDPA pattern in an operation graph of matmul, pointwise and reduction nodes
+ * and runs it as one fused kernel. The graphs below spell that pattern out (the same node sequence
+ * cudnn-frontend's "composite" SDPA emits, which is what the fused engines match):
+ *   forward:  S = Q K^T * scale; causal mask (row index >= column index, else -inf); M = rowmax(S);
+ *             E = exp(S - M); Z = rowsum(E); stats = M + log(Z); O = (E / Z) V
+ *   backward: Dsum = rowsum(dO * O); P = exp(Q K^T * scale - stats) (masked); dV = P^T dO;
+ *             dS = P * (dO V^T - Dsum) * scale; dK = dS^T Q; dQ = dS K
+ * The backward is the form without an fp32 dQ accumulator (dQ written by the matmul itself, the dP
+ * workspace form), which is cuDNN's deterministic backward on Hopper; engines whose numerical notes
+ * say NONDETERMINISTIC are skipped as well. Bitwise resume needs both.
+ *
+ * Views into the packed qkv (B,T,3,NH,hs), dims in (b, h, s, d) order, strides in elements:
+ *   Q = (B,NH,T,hs) strides (3CT, hs, 3C, 1) at qkv; K^T = (B,NH,hs,T) strides (3CT, hs, 1, 3C) at
+ *   qkv + C; V at qkv + 2C like Q; O, dO (B,NH,T,hs) strides (CT, hs, C, 1); dQ/dK/dV like Q, K, V in dqkv.
+ *
+ * Statistics. The op contract's stats are zgpt's (attention_cuda.cu): per-row log2-sum-exp of the
+ * scaled scores (B,NH,T) fp32. cuDNN's are natural-log; the forward converts its output in place
+ * (x log2 e) and the backward converts back into a workspace copy (x ln 2), 1.6 MB each way at GPT-2
+ * XL B=16 (a few microseconds). So either path's forward pairs with either path's backward, and a
+ * cuDNN failure in the backward can fall back to our kernels with the same saved state.
+ *
+ * Plans are built once per (B, T, NH, hs, dtype, direction) and cached with their descriptors; one
+ * workspace (the largest plan's, plus the backward's two row buffers) is kept and grown.
+ *
+ * Fail safe: any failing cuDNN call while building (unsupported graph, no engine, finalize error) or
+ * executing, or a workspace that cannot be allocated, prints one line naming the call and status, marks
+ * that shape (and direction) as failed, and the caller runs our kernels (so: one line per failing
+ * shape, once). ZGPT_ATTENTION=own skips cuDNN, =cudnn asks for it (a build without
+ * cuDNN says once that it uses our kernels), =cudnn-fwd uses it for the forward only; unset (or auto) =
+ * cuDNN when built with it and the plan builds. */
+#include "backend/cuda/cuda_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ZGPT_ATTENTION: which implementation the attention ops use (read at every call, so a benchmark can
+ * switch between them in one process). */
+/* cudnn-fwd: cuDNN's forward with zgpt's backward (for when cuDNN's deterministic backward is the slower) */
+typedef enum { ZGC_ATT_AUTO = 0, ZGC_ATT_CUDNN = 1, ZGC_ATT_OWN = 2, ZGC_ATT_CUDNN_FWD = 3 } zgc_att_path;
+
+static zgc_att_path zgc_att_path_env(void) {
+    const char *v = getenv("ZGPT_ATTENTION");
+    if (v == NULL || *v == '\0' || strcmp(v, "auto") == 0) return ZGC_ATT_AUTO;
+    if (strcmp(v, "cudnn") == 0) return ZGC_ATT_CUDNN;
+    if (strcmp(v, "own") == 0) return ZGC_ATT_OWN;
+    if (strcmp(v, "cudnn-fwd") == 0) return ZGC_ATT_CUDNN_FWD;
+    return (zgc_att_path)-1;
+}
+
+/* One line on stderr, with the rank when distributed. */
+static void zgc_att_note(const char *msg) {
+    int rank = zg_log_rank();
+    if (rank >= 0) fprintf(stderr, "zgpt[rank %d]: note: %s\n", rank, msg);
+    else fprintf(stderr, "zgpt: note: %s\n", msg);
+}
+
+#ifndef ZGPT_WITH_CUDNN
+
+struct zgc_cudnn_att {
+    int noted;
+};
+
+extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
+    (void)be;
+    return 0;
+}
+
+static int zgc_att_cudnn_wanted(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    zgc_att_path p = zgc_att_path_env();
+    if (p == ZGC_ATT_CUDNN || p == ZGC_ATT_CUDNN_FWD || p == (zgc_att_path)-1) {
+        if (im->att_cudnn == NULL) im->att_cudnn = (zgc_cudnn_att *)zg_calloc(1, sizeof(zgc_cudnn_att));
+        if (!im->att_cudnn->noted) {
+            im->att_cudnn->noted = 1;
+            zgc_att_note(p != (zgc_att_path)-1 ? "ZGPT_ATTENTION=cudnn: this build has no cuDNN (CMake found none, or "
+                                              "ZGPT_CUDNN=OFF); attention runs zgpt's own kernels"
+                                            : "ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); "
+                                              "attention runs zgpt's own kernels");
+        }
+    }
+    return 0;
+}
+
+int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C,
+                                int NH) {
+    (void)out, (void)stats, (void)qkv, (void)B, (void)T, (void)C, (void)NH;
+    return zgc_att_cudnn_wanted(be);
+}
+
+int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                 const float *stats, int B, int T, int C, int NH) {
+    (void)dqkv, (void)dout, (void)qkv, (void)out, (void)stats, (void)B, (void)T, (void)C, (void)NH;
+    return zgc_att_cudnn_wanted(be);
+}
+
+void zgc_attention_cudnn_destroy(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    free(im->att_cudnn);
+    im->att_cudnn = NULL;
+}
+
+#else /* ZGPT_WITH_CUDNN */
+
+#include <cudnn.h>
+
+#define ZGC_LN2 0.69314718055994531f
+#define ZGC_LOG2E_F 1.4426950408889634f
+#define ZGC_SDPA_PLANS 16
+#define ZGC_SDPA_MAX_DESC 192 /* backward graph 69, plan search up to 18 + 2 per engine config tried */
+#define ZGC_SDPA_MAX_OPS 32
+#define ZGC_SDPA_MAX_CFG 16
+
+/* Tensor unique ids (the variant pack names tensors by these). Virtual tensors count up from 100. */
+enum {
+    ZGC_UID_Q = 1, ZGC_UID_K, ZGC_UID_V, ZGC_UID_O, ZGC_UID_STATS, ZGC_UID_DO, ZGC_UID_DQ, ZGC_UID_DK, ZGC_UID_DV,
+    ZGC_UID_SCALE, ZGC_UID_NEGINF, ZGC_UID_ONE, ZGC_UID_DSUM, ZGC_UID_VIRTUAL = 100
+};
+
+/* The descriptors of one graph, kept alive with its plan (destroyed together). */
+typedef struct {
+    cudnnBackendDescriptor_t d[ZGC_SDPA_MAX_DESC];
+    int n;
+    cudnnBackendDescriptor_t ops[ZGC_SDPA_MAX_OPS];
+    int n_ops;
+    int64_t next_uid;
+    char err[320];
+} zgc_gb;
+
+typedef struct {
+    int used;
+    int B, T, NH, hs, bwd;
+    zg_dtype dt;
+    int ok; /* 1 plan built, 0 build failed (use our kernels for this shape) */
+    zgc_gb *g;
+    cudnnBackendDescriptor_t plan;
+    int64_t ws_bytes;
+    unsigned long stamp;
+} zgc_sdpa_plan;
+
+struct zgc_cudnn_att {
+    cudnnHandle_t handle;
+    int handle_state; /* 0 not tried, 1 ready, -1 failed */
+    int noted;        /* the unknown-ZGPT_ATTENTION line was printed */
+    zgc_sdpa_plan plans[ZGC_SDPA_PLANS];
+    unsigned long clock;
+    void *ws;
+    size_t ws_bytes;
+    long calls; /* forward + backward calls cuDNN ran */
+};
+
+/* Checked cuDNN call inside a builder function: on failure, records file, line, the call and cuDNN's
+ * status string in g->err and returns -1 (the caller falls back to our kernels). */
+#define ZG_CUDNN_CHECK(g, call)                                                                    \
+    do {                                                                                           \
+        cudnnStatus_t s_ = (call);                                                                 \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                          \
+            snprintf((g)->err, sizeof((g)->err), "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, \
+                     cudnnGetErrorString(s_));                                                     \
+            return -1;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+static int gb_new(zgc_gb *g, cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *out) {
+    if (g->n >= ZGC_SDPA_MAX_DESC) {
+        snprintf(g->err, sizeof(g->err), "%s:%d: more than %d descriptors in one graph", __FILE__, __LINE__,
+                 ZGC_SDPA_MAX_DESC);
+        return -1;
+    }
+    ZG_CUDNN_CHECK(g, cudnnBackendCreateDescriptor(type, out));
+    g->d[g->n++] = *out;
+    return 0;
+}
+
+static void gb_free(zgc_gb *g) {
+    if (g == NULL) return;
+    /* in reverse creation order: a descriptor is destroyed before those it refers to */
+    for (int i = g->n - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(g->d[i]);
+    free(g);
+}
+
+static int gb_add_op(zgc_gb *g, cudnnBackendDescriptor_t op) {
+    if (g->n_ops >= ZGC_SDPA_MAX_OPS) {
+        snprintf(g->err, sizeof(g->err), "%s:%d: more than %d operations in one graph", __FILE__, __LINE__,
+                 ZGC_SDPA_MAX_OPS);
+        return -1;
+    }
+    g->ops[g->n_ops++] = op;
+    return 0;
+}
+
+/* A 4-d tensor descriptor. uid 0 = a new virtual tensor (intermediate, never in memory). */
+static int gb_tensor(zgc_gb *g, int64_t uid, cudnnDataType_t dt, const int64_t dims[4], const int64_t strides[4],
+                     int by_value, cudnnBackendDescriptor_t *out) {
+    bool is_virtual = (uid == 0), is_by_value = (by_value != 0);
+    if (is_virtual) uid = g->next_uid++;
+    int64_t align = 16;
+    if (gb_new(g, CUDNN_BACKEND_TENSOR_DESCRIPTOR, out)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
+    if (is_by_value)
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1,
+                                                   &is_by_value));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(*out));
+    return 0;
+}
+
+/* A fp32 scalar passed by value (its host address goes into the variant pack). */
+static int gb_scalar(zgc_gb *g, int64_t uid, cudnnBackendDescriptor_t *out) {
+    static const int64_t one[4] = {1, 1, 1, 1};
+    return gb_tensor(g, uid, CUDNN_DATA_FLOAT, one, one, 1, out);
+}
+
+/* y = mode(x [, b [, t]]); axis >= 0 for GEN_INDEX. */
+static int gb_pointwise(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t prec, cudnnBackendDescriptor_t x,
+                        cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t, cudnnBackendDescriptor_t y,
+                        int64_t axis) {
+    cudnnBackendDescriptor_t pw, op;
+    float alpha = 1.f;
+    if (gb_new(g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
+    if (axis >= 0)
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(pw));
+    if (gb_new(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, &op)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               1, &x));
+    if (b != NULL)
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC,
+                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
+    if (t != NULL)
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC,
+                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               1, &y));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &alpha));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &alpha));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
+    return gb_add_op(g, op);
+}
+
+/* y = reduce(x) over the dimensions where y has extent 1 (fp32). */
+static int gb_reduction(zgc_gb *g, cudnnReduceTensorOp_t red, cudnnBackendDescriptor_t x,
+                        cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t rd, op;
+    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    if (gb_new(g, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &rd)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE,
+                                               1, &red));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(rd));
+    if (gb_new(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, &op)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               1, &rd));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               1, &x));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               1, &y));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
+    return gb_add_op(g, op);
+}
+
+/* c = a @ b (batched over the first two dimensions), fp32 accumulation. */
+static int gb_matmul(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c) {
+    cudnnBackendDescriptor_t md, op;
+    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    if (gb_new(g, CUDNN_BACKEND_MATMUL_DESCRIPTOR, &md)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(md, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(md));
+    if (gb_new(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, &op)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                               &a));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                               &b));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                               &c));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                               &md));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
+    return gb_add_op(g, op);
+}
+
+/* y = x viewed with y's dims and strides (a transpose, no data movement). */
+static int gb_reshape(zgc_gb *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    cudnnBackendDescriptor_t op;
+    if (gb_new(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, &op)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                               &x));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                               &y));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
+    return gb_add_op(g, op);
+}
+
+/* y = mode(x [, b [, t]]) into a new virtual tensor of type ydt and the given shape; the math in ydt for
+ * the index and comparison modes (INT32, BOOLEAN), else in fp32. */
+static int gb_pw_new(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t ydt, const int64_t dims[4],
+                     const int64_t strides[4], cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+                     cudnnBackendDescriptor_t t, int64_t axis, cudnnBackendDescriptor_t *y) {
+    cudnnDataType_t prec = (ydt == CUDNN_DATA_INT32 || ydt == CUDNN_DATA_BOOLEAN) ? ydt : CUDNN_DATA_FLOAT;
+    if (gb_tensor(g, 0, ydt, dims, strides, 0, y)) return -1;
+    return gb_pointwise(g, mode, prec, x, b, t, *y, axis);
+}
+
+/* c = a @ b into a new virtual fp32 tensor of the given shape */
+static int gb_mm_new(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, const int64_t dims[4],
+                     const int64_t strides[4], cudnnBackendDescriptor_t *c) {
+    if (gb_tensor(g, 0, CUDNN_DATA_FLOAT, dims, strides, 0, c)) return -1;
+    return gb_matmul(g, a, b, *c);
+}
+
+/* Shapes shared by both graphs. */
+typedef struct {
+    int64_t qkv_dims[4], q_strides[4];   /* Q, V, dQ, dV (and dK) views of (dq)qkv */
+    int64_t kt_dims[4], kt_strides[4];   /* K^T (and V^T) views */
+    int64_t o_strides[4];                /* O, dO (B,NH,T,hs) in (B,T,C) */
+    int64_t s_dims[4], s_strides[4];     /* (B,NH,T,T) scores, row-major */
+    int64_t st_strides[4];               /* the same, transposed view */
+    int64_t row_dims[4], row_strides[4]; /* (B,NH,T,1) per-row values */
+    cudnnDataType_t io;
+} zgc_sdpa_shape;
+
+static void zgc_sdpa_shape_init(zgc_sdpa_shape *s, int B, int T, int NH, int hs, zg_dtype dt) {
+    int64_t b = B, t = T, h = NH, d = hs, c = (int64_t)NH * hs;
+    int64_t qd[4] = {b, h, t, d}, qs[4] = {3 * c * t, d, 3 * c, 1};
+    int64_t kd[4] = {b, h, d, t}, ks[4] = {3 * c * t, d, 1, 3 * c};
+    int64_t os[4] = {c * t, d, c, 1};
+    int64_t sd[4] = {b, h, t, t}, ss[4] = {h * t * t, t * t, t, 1}, sts[4] = {h * t * t, t * t, 1, t};
+    int64_t rd[4] = {b, h, t, 1}, rs[4] = {h * t, t, 1, 1};
+    memcpy(s->qkv_dims, qd, sizeof(qd)), memcpy(s->q_strides, qs, sizeof(qs));
+    memcpy(s->kt_dims, kd, sizeof(kd)), memcpy(s->kt_strides, ks, sizeof(ks));
+    memcpy(s->o_strides, os, sizeof(os));
+    memcpy(s->s_dims, sd, sizeof(sd)), memcpy(s->s_strides, ss, sizeof(ss)), memcpy(s->st_strides, sts, sizeof(sts));
+    memcpy(s->row_dims, rd, sizeof(rd)), memcpy(s->row_strides, rs, sizeof(rs));
+    s->io = dt == ZG_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
+}
+
+/* masked = (row index >= column index) ? x : -inf, on a (B,NH,T,T) score tensor. */
+static int gb_causal_mask(zgc_gb *g, const zgc_sdpa_shape *s, cudnnBackendDescriptor_t x,
+                          cudnnBackendDescriptor_t neginf, cudnnBackendDescriptor_t *masked) {
+    cudnnBackendDescriptor_t row, col, keep;
+    const int64_t *d = s->s_dims, *st = s->s_strides;
+    if (gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 2, &row) ||
+        gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 3, &col) ||
+        gb_pw_new(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, d, st, row, col, NULL, -1, &keep) ||
+        gb_pw_new(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, d, st, x, neginf, keep, -1, masked))
+        return -1;
+    return 0;
+}
+
+static int zgc_sdpa_graph_fwd(zgc_gb *g, const zgc_sdpa_shape *s) {
+    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t q, kt, v, o, stats, scale, neginf;
+    cudnnBackendDescriptor_t sc, sc1, sm, mx, sub, e, z, lz, p;
+    const int64_t *sd = s->s_dims, *ss = s->s_strides, *rd = s->row_dims, *rs = s->row_strides;
+    if (gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
+        gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
+        gb_tensor(g, ZGC_UID_V, s->io, s->qkv_dims, s->q_strides, 0, &v) ||
+        gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
+        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
+        gb_scalar(g, ZGC_UID_SCALE, &scale) || gb_scalar(g, ZGC_UID_NEGINF, &neginf))
+        return -1;
+    if (gb_mm_new(g, q, kt, sd, ss, &sc) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+        gb_causal_mask(g, s, sc1, neginf, &sm) ||
+        gb_tensor(g, 0, f32, rd, rs, 0, &mx) || gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
+        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sm, mx, NULL, -1, &sub) ||
+        gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sub, NULL, NULL, -1, &e) ||
+        gb_tensor(g, 0, f32, rd, rs, 0, &z) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, z) ||
+        gb_pw_new(g, CUDNN_POINTWISE_LOG, f32, rd, rs, z, NULL, NULL, -1, &lz) ||
+        gb_pointwise(g, CUDNN_POINTWISE_ADD, f32, mx, lz, NULL, stats, -1) ||
+        /* the probabilities enter the second product in the I/O type */
+        gb_pw_new(g, CUDNN_POINTWISE_DIV, s->io, sd, ss, e, z, NULL, -1, &p) || gb_matmul(g, p, v, o))
+        return -1;
+    return 0;
+}
+
+static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
+    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t q, kt, vt, o, dout, stats, dq, dk, dv, scale, neginf, one, dsum;
+    cudnnBackendDescriptor_t dod, dodr, sc, sc1, sc2, sm, p, pt, dp, u, w, ds, dst, kr;
+    const int64_t *sd = s->s_dims, *ss = s->s_strides, *rd = s->row_dims, *rs = s->row_strides;
+    /* dO * O laid out like dO (b, s, h, d order) */
+    int64_t t = s->qkv_dims[2], h = s->qkv_dims[1], d = s->qkv_dims[3];
+    int64_t prod_strides[4] = {t * h * d, d, h * d, 1};
+    /* K viewed back as (B,NH,T,hs) for dQ = dS K */
+    int64_t kr_dims[4] = {s->kt_dims[0], s->kt_dims[1], s->kt_dims[3], s->kt_dims[2]};
+    int64_t kr_strides[4] = {s->kt_strides[0], s->kt_strides[1], s->kt_strides[3], s->kt_strides[2]};
+    if (gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
+        gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
+        gb_tensor(g, ZGC_UID_V, s->io, s->kt_dims, s->kt_strides, 0, &vt) ||
+        gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
+        gb_tensor(g, ZGC_UID_DO, s->io, s->qkv_dims, s->o_strides, 0, &dout) ||
+        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
+        gb_tensor(g, ZGC_UID_DQ, s->io, s->qkv_dims, s->q_strides, 0, &dq) ||
+        gb_tensor(g, ZGC_UID_DK, s->io, s->qkv_dims, s->q_strides, 0, &dk) ||
+        gb_tensor(g, ZGC_UID_DV, s->io, s->qkv_dims, s->q_strides, 0, &dv) ||
+        gb_tensor(g, ZGC_UID_DSUM, f32, rd, rs, 0, &dsum) ||
+        gb_scalar(g, ZGC_UID_SCALE, &scale) || gb_scalar(g, ZGC_UID_NEGINF, &neginf) ||
+        gb_scalar(g, ZGC_UID_ONE, &one))
+        return -1;
+    /* Dsum = rowsum(dO * O), written to memory (the workspace) */
+    if (gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, s->qkv_dims, prod_strides, dout, o, NULL, -1, &dod) ||
+        gb_tensor(g, 0, f32, rd, rs, 0, &dodr) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, dod, dodr) ||
+        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, dodr, one, NULL, dsum, -1))
+        return -1;
+    /* P = exp(Q K^T * scale - stats), causal */
+    if (gb_mm_new(g, q, kt, sd, ss, &sc) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sc1, stats, NULL, -1, &sc2) ||
+        gb_causal_mask(g, s, sc2, neginf, &sm) ||
+        gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sm, NULL, NULL, -1, &p))
+        return -1;
+    /* dV = P^T dO */
+    if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &pt) || gb_reshape(g, p, pt) || gb_matmul(g, pt, dout, dv))
+        return -1;
+    /* dS = P * (dO V^T - Dsum) * scale */
+    if (gb_mm_new(g, dout, vt, sd, ss, &dp) ||
+        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, dp, dsum, NULL, -1, &u) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, u, p, NULL, -1, &w) ||
+        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, w, scale, NULL, -1, &ds))
+        return -1;
+    /* dK = dS^T Q; dQ = dS K (straight into dQ: no fp32 accumulator, no atomics) */
+    if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &dst) || gb_reshape(g, ds, dst) || gb_matmul(g, dst, q, dk) ||
+        gb_tensor(g, 0, f32, kr_dims, kr_strides, 0, &kr) || gb_reshape(g, kt, kr) || gb_matmul(g, ds, kr, dq))
+        return -1;
+    return 0;
+}
+
+/* One heuristics query (mode) over a finalized operation graph: the first of its engine configs that is
+ * not NONDETERMINISTIC and whose plan finalizes. 0 with the plan, -1 with the reason in `last`. */
+static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph,
+                             cudnnBackendHeurMode_t mode, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out,
+                             char *last, size_t last_len) {
+    cudnnBackendDescriptor_t heur, cfgs[ZGC_SDPA_MAX_CFG];
+    int64_t n_cfg = 0;
+    if (gb_new(g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(heur));
+    for (int i = 0; i < ZGC_SDPA_MAX_CFG; i++)
+        if (gb_new(g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i])) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               ZGC_SDPA_MAX_CFG, &n_cfg, cfgs));
+    if (n_cfg > ZGC_SDPA_MAX_CFG) n_cfg = ZGC_SDPA_MAX_CFG;
+    snprintf(last, last_len, "heuristics mode %d: no engine config", (int)mode);
+    for (int64_t i = 0; i < n_cfg; i++) {
+        cudnnBackendDescriptor_t engine, plan;
+        cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+        int64_t n_engine = 0, n_notes = 0, ws = 0;
+        int nondet = 0;
+        if (gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
+        cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE,
+                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_engine, &engine);
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                          CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
+        if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
+            snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode,
+                     (long long)i, cudnnGetErrorString(st));
+            continue;
+        }
+        for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
+            if (notes[k] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) nondet = 1;
+        if (nondet) {
+            snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
+            continue;
+        }
+        if (gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
+                                                   &handle));
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
+        st = cudnnBackendFinalize(plan);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s",
+                     __FILE__, __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
+            continue;
+        }
+        ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                                                   &n_engine, &ws));
+        *plan_out = plan;
+        *ws_out = ws;
+        return 0;
+    }
+    return -1;
+}
+
+/* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan. */
+static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t *plan_out,
+                               int64_t *ws_out) {
+    cudnnBackendDescriptor_t graph;
+    if (gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                               g->n_ops, g->ops));
+    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(graph));
+    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    char last[2][200];
+    for (int m = 0; m < 2; m++) {
+        g->err[0] = '\0';
+        if (zgc_sdpa_plan_try(g, handle, graph, modes[m], plan_out, ws_out, last[m], sizeof(last[m])) == 0) return 0;
+        if (g->err[0] != '\0') snprintf(last[m], sizeof(last[m]), "%.199s", g->err); /* a checked call failed */
+    }
+    snprintf(g->err, sizeof(g->err), "no usable cuDNN engine: %.140s; %.140s", last[0], last[1]);
+    return -1;
+}
+
+/* One line per failure; each failure is remembered (the handle, or the plan of that shape and direction),
+ * so a line appears once per shape at most, and training (one shape) prints one. */
+static void zgc_att_fallback_note(const char *what, int B, int T, int NH, int hs, const char *why) {
+    char msg[640];
+    if (B > 0)
+        snprintf(msg, sizeof(msg), "cuDNN attention %s (B=%d T=%d NH=%d hs=%d) unavailable, zgpt's kernels run it: %s",
+                 what, B, T, NH, hs, why);
+    else
+        snprintf(msg, sizeof(msg), "cuDNN attention %s failed, zgpt's kernels run attention: %s", what, why);
+    zgc_att_note(msg);
+}
+
+static zgc_cudnn_att *zgc_att_state(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    if (im->att_cudnn == NULL) im->att_cudnn = (zgc_cudnn_att *)zg_calloc(1, sizeof(zgc_cudnn_att));
+    zgc_cudnn_att *st = im->att_cudnn;
+    if (st->handle_state == 0) {
+        cudnnStatus_t s = cudnnCreate(&st->handle);
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnnSetStream(st->handle, im->stream);
+        st->handle_state = s == CUDNN_STATUS_SUCCESS ? 1 : -1;
+        if (s != CUDNN_STATUS_SUCCESS) {
+            char why[200];
+            snprintf(why, sizeof(why), "cudnnCreate/cudnnSetStream failed: %s", cudnnGetErrorString(s));
+            zgc_att_fallback_note("setup", 0, 0, 0, 0, why);
+        }
+    }
+    return st;
+}
+
+/* The cached plan for this shape, built on first use; NULL when cuDNN cannot run it. */
+static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B, int T, int NH, int hs, int bwd) {
+    zg_dtype dt = be->act_dtype;
+    zgc_sdpa_plan *slot = NULL;
+    for (int i = 0; i < ZGC_SDPA_PLANS; i++) {
+        zgc_sdpa_plan *p = &st->plans[i];
+        if (p->used && p->B == B && p->T == T && p->NH == NH && p->hs == hs && p->bwd == bwd && p->dt == dt) {
+            p->stamp = ++st->clock;
+            return p->ok ? p : NULL;
+        }
+    }
+    for (int i = 0; i < ZGC_SDPA_PLANS; i++) /* a free slot, else the least recently used */
+        if (slot == NULL || !st->plans[i].used || (slot->used && st->plans[i].stamp < slot->stamp))
+            slot = &st->plans[i];
+    if (slot->used) gb_free(slot->g);
+    memset(slot, 0, sizeof(*slot));
+    slot->used = 1, slot->B = B, slot->T = T, slot->NH = NH, slot->hs = hs, slot->bwd = bwd, slot->dt = dt;
+    slot->stamp = ++st->clock;
+    slot->g = (zgc_gb *)zg_calloc(1, sizeof(zgc_gb));
+    slot->g->next_uid = ZGC_UID_VIRTUAL;
+    zgc_sdpa_shape shape;
+    zgc_sdpa_shape_init(&shape, B, T, NH, hs, dt);
+    int rc = bwd ? zgc_sdpa_graph_bwd(slot->g, &shape) : zgc_sdpa_graph_fwd(slot->g, &shape);
+    if (rc == 0) rc = zgc_sdpa_plan_build(slot->g, st->handle, &slot->plan, &slot->ws_bytes);
+    if (rc != 0) {
+        zgc_att_fallback_note(bwd ? "backward" : "forward", B, T, NH, hs, slot->g->err);
+        gb_free(slot->g);
+        slot->g = NULL;
+        return NULL; /* remembered as failed (ok = 0) */
+    }
+    slot->ok = 1;
+    return slot;
+}
+
+/* The workspace: the plan's bytes (256-aligned), then what the backward keeps beside it. */
+static void *zgc_sdpa_workspace(zg_backend *be, zgc_cudnn_att *st, size_t bytes) {
+    if (bytes <= st->ws_bytes && st->ws != NULL) return st->ws;
+    if (st->ws != NULL) be->ops->dealloc(be, st->ws);
+    st->ws = NULL, st->ws_bytes = 0;
+    void *p = be->ops->alloc(be, bytes, "cuDNN attention workspace");
+    if (p == NULL) return NULL;
+    st->ws = p, st->ws_bytes = bytes;
+    return p;
+}
+
+static int zgc_sdpa_usable(zg_backend *be, int C, int NH, const void *a, const void *b, const void *c,
+                           const void *d) {
+    if (be->act_dtype != ZG_BF16 && be->act_dtype != ZG_F16) return 0; /* fp32 stays on our kernels */
+    if (NH <= 0 || C % NH != 0) return 0;
+    int hs = C / NH;
+    if (hs % 8 != 0 || hs > 128) return 0;
+    if ((((uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d) & 15) != 0) return 0;
+    return 1;
+}
+
+static int zgc_sdpa_wanted(zg_backend *be, int bwd) {
+    zgc_att_path p = zgc_att_path_env();
+    if (p == ZGC_ATT_OWN || (p == ZGC_ATT_CUDNN_FWD && bwd)) return 0;
+    if (p == (zgc_att_path)-1) {
+        zgc_cudnn_att *st = zgc_att_state(be);
+        if (!st->noted) {
+            st->noted = 1;
+            zgc_att_note("ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); attention runs zgpt's "
+                         "own kernels");
+        }
+        return 0;
+    }
+    return 1;
+}
+
+__global__ void zgc_sdpa_scale_kernel(float *dst, const float *src, size_t n, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src[i] * s;
+}
+
+static void zgc_sdpa_scale(zg_backend *be, float *dst, const float *src, size_t n, float s) {
+    zgc_impl *im = zgc_get(be);
+    zgc_sdpa_scale_kernel<<<zgc_blocks(n, 256, 4 * (unsigned)im->num_sms), 256, 0, im->stream>>>(dst, src, n, s);
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+/* Runs a plan with uids[i] -> ptrs[i]; 0 on success, else a one-line reason in why. */
+static int zgc_sdpa_execute(zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t *uids, void **ptrs, void *ws,
+                            char *why, size_t why_len) {
+    zgc_gb g;
+    g.n = 0, g.n_ops = 0, g.err[0] = '\0';
+    cudnnBackendDescriptor_t pack;
+    int rc = -1;
+    if (gb_new(&g, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack)) goto cleanup;
+    {
+        cudnnStatus_t s = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+        if (s == CUDNN_STATUS_SUCCESS)
+            s = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+        if (s == CUDNN_STATUS_SUCCESS)
+            s = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+        if (s == CUDNN_STATUS_SUCCESS) s = cudnnBackendFinalize(pack);
+        if (s != CUDNN_STATUS_SUCCESS) {
+            snprintf(g.err, sizeof(g.err), "%s:%d: variant pack: %s", __FILE__, __LINE__, cudnnGetErrorString(s));
+            goto cleanup;
+        }
+        s = cudnnBackendExecute(st->handle, p->plan, pack);
+        if (s != CUDNN_STATUS_SUCCESS) {
+            snprintf(g.err, sizeof(g.err), "%s:%d: cudnnBackendExecute failed: %s", __FILE__, __LINE__,
+                     cudnnGetErrorString(s));
+            goto cleanup;
+        }
+    }
+    rc = 0;
+cleanup:
+    if (rc != 0) snprintf(why, why_len, "%s", g.err);
+    for (int i = g.n - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(g.d[i]);
+    return rc;
+}
+
+static size_t zgc_align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* The masked-out score: -inf from cuDNN 9.10 on, the lowest finite float before (what those versions'
+ * softmax handles). */
+static float zgc_sdpa_mask_value(void) { return cudnnGetVersion() >= 91000 ? -INFINITY : -3.402823466e38f; }
+
+int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C,
+                                int NH) {
+    if (!zgc_sdpa_wanted(be, 0) || !zgc_sdpa_usable(be, C, NH, out, qkv, qkv, stats)) return 0;
+    zgc_cudnn_att *st = zgc_att_state(be);
+    if (st->handle_state != 1) return 0;
+    int hs = C / NH;
+    zgc_sdpa_plan *p = zgc_sdpa_plan_get(be, st, B, T, NH, hs, 0);
+    if (p == NULL) return 0;
+    void *ws = zgc_sdpa_workspace(be, st, zgc_align256((size_t)p->ws_bytes) + 256);
+    if (ws == NULL) {
+        zgc_att_fallback_note("forward", B, T, NH, hs, zg_error_message());
+        p->ok = 0;
+        return 0;
+    }
+    size_t es = zg_dtype_size(be->act_dtype);
+    float scale = 1.f / sqrtf((float)hs), neginf = zgc_sdpa_mask_value();
+    int64_t uids[] = {ZGC_UID_Q, ZGC_UID_K, ZGC_UID_V, ZGC_UID_O, ZGC_UID_STATS, ZGC_UID_SCALE, ZGC_UID_NEGINF};
+    void *ptrs[] = {(void *)qkv, (char *)qkv + (size_t)C * es, (char *)qkv + 2 * (size_t)C * es, out, stats,
+                    &scale, &neginf};
+    char why[400];
+    if (zgc_sdpa_execute(st, p, 7, uids, ptrs, ws, why, sizeof(why))) {
+        zgc_att_fallback_note("forward", B, T, NH, hs, why);
+        p->ok = 0;
+        return 0;
+    }
+    /* cuDNN's natural-log statistics -> zgpt's base-2 ones (the op contract) */
+    zgc_sdpa_scale(be, stats, stats, (size_t)B * NH * T, ZGC_LOG2E_F);
+    st->calls++;
+    return 1;
+}
+
+int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                 const float *stats, int B, int T, int C, int NH) {
+    if (!zgc_sdpa_wanted(be, 1) || !zgc_sdpa_usable(be, C, NH, dqkv, dout, qkv, out) || ((uintptr_t)stats & 15))
+        return 0;
+    zgc_cudnn_att *st = zgc_att_state(be);
+    if (st->handle_state != 1) return 0;
+    int hs = C / NH;
+    zgc_sdpa_plan *p = zgc_sdpa_plan_get(be, st, B, T, NH, hs, 1);
+    if (p == NULL) return 0;
+    size_t rows = (size_t)B * NH * T, wsb = zgc_align256((size_t)p->ws_bytes);
+    size_t rowb = zgc_align256(rows * sizeof(float));
+    char *ws = (char *)zgc_sdpa_workspace(be, st, wsb + 2 * rowb);
+    if (ws == NULL) {
+        zgc_att_fallback_note("backward", B, T, NH, hs, zg_error_message());
+        p->ok = 0;
+        return 0;
+    }
+    float *stats_nat = (float *)(ws + wsb), *dsum = (float *)(ws + wsb + rowb);
+    /* zgpt's base-2 statistics -> the natural-log ones the graph subtracts */
+    zgc_sdpa_scale(be, stats_nat, stats, rows, ZGC_LN2);
+    size_t es = zg_dtype_size(be->act_dtype), cb = (size_t)C * es;
+    float scale = 1.f / sqrtf((float)hs), neginf = zgc_sdpa_mask_value(), one = 1.f;
+    int64_t uids[] = {ZGC_UID_Q,  ZGC_UID_K,  ZGC_UID_V,  ZGC_UID_O,     ZGC_UID_DO,     ZGC_UID_STATS, ZGC_UID_DQ,
+                      ZGC_UID_DK, ZGC_UID_DV, ZGC_UID_DSUM, ZGC_UID_SCALE, ZGC_UID_NEGINF, ZGC_UID_ONE};
+    void *ptrs[] = {(void *)qkv, (char *)qkv + cb, (char *)qkv + 2 * cb, (void *)out, (void *)dout, stats_nat,
+                    dqkv, (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum, &scale, &neginf, &one};
+    char why[400];
+    if (zgc_sdpa_execute(st, p, 13, uids, ptrs, ws, why, sizeof(why))) {
+        zgc_att_fallback_note("backward", B, T, NH, hs, why);
+        p->ok = 0;
+        return 0;
+    }
+    st->calls++;
+    return 1;
+}
+
+extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    return im->att_cudnn != NULL ? im->att_cudnn->calls : 0;
+}
+
+void zgc_attention_cudnn_destroy(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    zgc_cudnn_att *st = im->att_cudnn;
+    if (st == NULL) return;
+    for (int i = 0; i < ZGC_SDPA_PLANS; i++)
+        if (st->plans[i].used) gb_free(st->plans[i].g);
+    if (st->ws != NULL) be->ops->dealloc(be, st->ws);
+    if (st->handle_state == 1) cudnnDestroy(st->handle);
+    free(st);
+    im->att_cudnn = NULL;
+}
+
+#endif /* ZGPT_WITH_CUDNN */
