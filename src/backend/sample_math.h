@@ -78,24 +78,29 @@ ZG_SAMPLE_FN uint32_t zg_philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
     return (uint32_t)p;
 }
 
-/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"): 64 random bits for
- * (seed, counter). */
-ZG_SAMPLE_FN uint64_t zg_sample_random(uint64_t seed, uint32_t counter) {
-    uint32_t c0 = counter, c1 = ZG_SAMPLE_PHILOX_TAG, c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"): ctr <- the block
+ * function of (ctr, key). */
+ZG_SAMPLE_FN void zg_philox4x32(uint32_t ctr[4], const uint32_t key[2]) {
+    uint32_t k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; round++) {
         uint32_t hi0, hi1;
-        uint32_t lo0 = zg_philox_mulhilo(0xD2511F53u, c0, &hi0);
-        uint32_t lo1 = zg_philox_mulhilo(0xCD9E8D57u, c2, &hi1);
-        uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-        c0 = n0;
-        c1 = lo1;
-        c2 = n2;
-        c3 = lo0;
+        uint32_t lo0 = zg_philox_mulhilo(0xD2511F53u, ctr[0], &hi0);
+        uint32_t lo1 = zg_philox_mulhilo(0xCD9E8D57u, ctr[2], &hi1);
+        uint32_t n0 = hi1 ^ ctr[1] ^ k0, n2 = hi0 ^ ctr[3] ^ k1;
+        ctr[0] = n0;
+        ctr[1] = lo1;
+        ctr[2] = n2;
+        ctr[3] = lo0;
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
-    return ((uint64_t)c0 << 32) | c1;
+}
+
+/* 64 random bits for (seed, counter): the first two words of Philox at (counter, tag, 0, 0). */
+ZG_SAMPLE_FN uint64_t zg_sample_random(uint64_t seed, uint32_t counter) {
+    uint32_t c[4] = {counter, ZG_SAMPLE_PHILOX_TAG, 0, 0}, k[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    zg_philox4x32(c, k);
+    return ((uint64_t)c[0] << 32) | c[1];
 }
 
 /* (u * W) >> 64: a uniform integer in [0, W). */
