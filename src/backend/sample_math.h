@@ -32,6 +32,16 @@
 #define ZG_SAMPLE_WEIGHT_BITS 40
 #define ZG_SAMPLE_PHILOX_TAG 0x7a677074u /* "zgpt": the second counter word, apart from other uses */
 
+/* z = logit * scale, rounded once: on CUDA an intrinsic that --use_fast_math may not fuse with the
+ * subtraction that follows (z - max z) into an FMA, which would round differently from the CPU. */
+ZG_SAMPLE_FN float zg_sample_z(float logit, float scale) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(logit, scale);
+#else
+    return logit * scale;
+#endif
+}
+
 /* Order-preserving map of a float to uint32 (larger float, larger key); NaN maps to 0 (last). */
 ZG_SAMPLE_FN uint32_t zg_sample_key(float z) {
     uint32_t u;

@@ -1268,6 +1268,166 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     cudaEventDestroy(ctx.e1);
 }
 
+/* ---- generation: the sample op against the CPU's, decode attention, decode_advance under a graph ---- */
+
+/* The CUDA sample op gives the CPU op's token ids on the same logits (the device's rounded values), for
+ * greedy, top-k (with many ties: radix selection down to the id bits), top-p, both, and temperatures,
+ * over many counters. */
+static void test_sample(void) {
+    zg_backend *cpu;
+    zg_backend_config cc = {"cpu", -1, ZG_F32};
+    ZT_CHECK(zg_backend_cpu_create(&cpu, &cc) == 0);
+    enum { B = 9, V = 50257, Vp = 50304, COUNTERS = 40 };
+    /* inv_temperature, top_k, top_p, seed */
+    zg_sample_row rows[B] = {{0.0f, 0, 1.0f, 0, 11},        {1.0f, 1, 1.0f, 0, 12},
+                             {1.25f, 200, 1.0f, 0, 13},     {1.0f, 0, 0.9f, 0, 14},
+                             {0.77f, 50, 0.8f, 0, 15},      {1.0f, 0, 1.0f, 0, 16},
+                             {1.43f, V + 10, 1.0f, 0, 17},  {1.0f, 3, 0.01f, 0, 18},
+                             {1.0f, 1000, 0.95f, 0, 1ull << 40}};
+    float *lg = malloc((size_t)B * Vp * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < Vp; i++) {
+            float x = 4.0f * zt_rand_uniform(&g_rng);
+            if (b == 2 || b == 8) x = roundf(x * 4.0f) / 4.0f; /* 33 distinct values: ties everywhere */
+            if (b == 5) x = 0.5f;                             /* all equal */
+            lg[(size_t)b * Vp + i] = x;
+        }
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        void *dlg = be->ops->alloc(be, (size_t)B * Vp * (dt == ZG_F32 ? 4 : 2), "logits");
+        be->ops->upload_f32(be, dlg, dt, lg, (size_t)B * Vp);
+        float *hl = dl(be, dlg, dt, (size_t)B * Vp); /* what the device holds */
+        zg_sample_row *drows = be->ops->alloc(be, sizeof rows, "rows");
+        be->ops->upload(be, drows, rows, sizeof rows);
+        int32_t *dids = be->ops->alloc(be, B * sizeof(int32_t), "ids"), *dctr = be->ops->alloc(be, 4, "counter");
+        int mismatches = 0, distinct = 0;
+        for (int c = 0; c < COUNTERS; c++) {
+            int32_t gpu[B], ref[B], prev[B];
+            be->ops->upload(be, dctr, &c, 4);
+            be->ops->sample(be, dids, dlg, drows, dctr, B, V, Vp);
+            be->ops->download(be, gpu, dids, sizeof gpu);
+            cpu->ops->sample(cpu, ref, hl, rows, &c, B, V, Vp);
+            for (int b = 0; b < B; b++) {
+                if (gpu[b] != ref[b] && mismatches++ < 5)
+                    fprintf(stderr, "  sample %s row %d counter %d: cuda %d, cpu %d\n", dt_name(dt), b, c, gpu[b], ref[b]);
+                if (c > 0) distinct += gpu[b] != prev[b];
+                prev[b] = gpu[b];
+            }
+        }
+        ZT_CHECK_MSG(mismatches == 0, "sample %s: %d of %d token ids differ from the CPU op", dt_name(dt), mismatches,
+                     B * COUNTERS);
+        ZT_CHECK(distinct > COUNTERS); /* sampled rows do move with the counter */
+        free(hl);
+        be->ops->dealloc(be, dlg); be->ops->dealloc(be, drows); be->ops->dealloc(be, dids); be->ops->dealloc(be, dctr);
+    }
+    free(lg);
+    zg_backend_destroy(cpu);
+}
+
+/* encoder_forward_at and attention_decode at a position held in device memory, against the general
+ * ops (exact) and the fp64 reference. */
+static void test_decode_ops(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        int B = 3, C = 128, NH = 2, hs = C / NH, maxT = 40, Ttot = 23, P = 10, Vp = 64;
+        /* encoder: at position 7 == encoder_forward with wpe from row 7 */
+        void *wte = dev_rand(be, dt, (size_t)Vp * C, 1.0f, NULL), *wpe = dev_rand(be, dt, (size_t)maxT * C, 1.0f, NULL);
+        int32_t tok[3] = {5, 63, 0}, pos[2] = {7, 8};
+        int32_t *dtok = be->ops->alloc(be, sizeof tok, "tokens"), *dpos = be->ops->alloc(be, sizeof pos, "pos");
+        be->ops->upload(be, dtok, tok, sizeof tok);
+        be->ops->upload(be, dpos, pos, sizeof pos);
+        void *o1 = dev_nan(be, dt, (size_t)B * C), *o2 = dev_nan(be, dt, (size_t)B * C);
+        be->ops->encoder_forward_at(be, o1, dtok, wte, wpe, dpos, B, C);
+        be->ops->encoder_forward(be, o2, dtok, wte, (char *)wpe + (size_t)7 * C * (dt == ZG_F32 ? 4 : 2), B, 1, C);
+        float *h1 = dl(be, o1, dt, (size_t)B * C), *h2 = dl(be, o2, dt, (size_t)B * C);
+        ZT_CHECK_MSG(memcmp(h1, h2, (size_t)B * C * 4) == 0, "encoder_forward_at %s differs from encoder_forward", dt_name(dt));
+        free(h1); free(h2);
+        /* attention: prefill 0..P-1 with attention_forward_cached, then decode P..Ttot-1 */
+        size_t nqkv = (size_t)B * Ttot * 3 * C;
+        float *qkv = malloc(nqkv * 4);
+        for (size_t i = 0; i < nqkv; i++) qkv[i] = 2.f * zt_rand_uniform(&g_rng);
+        void *tmp = be->ops->alloc(be, nqkv * 4, "tmp");
+        be->ops->upload_f32(be, tmp, dt, qkv, nqkv);
+        be->ops->download_f32(be, qkv, tmp, dt, nqkv);
+        be->ops->dealloc(be, tmp);
+        double *ref = malloc((size_t)B * Ttot * C * 8);
+        attn_ref(ref, NULL, qkv, NULL, B, Ttot, C, NH);
+        void *kc = dev_nan(be, dt, (size_t)B * NH * maxT * hs), *vc = dev_nan(be, dt, (size_t)B * NH * maxT * hs);
+        for (int t0 = 0; t0 < Ttot;) {
+            int Tn = t0 == 0 ? P : 1;
+            size_t n3 = (size_t)B * Tn * 3 * C, n1 = (size_t)B * Tn * C;
+            float *part = malloc(n3 * 4);
+            for (int b = 0; b < B; b++)
+                memcpy(part + (size_t)b * Tn * 3 * C, qkv + ((size_t)b * Ttot + t0) * 3 * C, (size_t)Tn * 3 * C * 4);
+            void *dpart = be->ops->alloc(be, n3 * 4, "qkv chunk");
+            be->ops->upload_f32(be, dpart, dt, part, n3);
+            void *out = dev_nan(be, dt, n1);
+            if (t0 == 0) {
+                be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, 0, maxT, C, NH);
+            } else {
+                int p2[2] = {t0, t0 + 1};
+                be->ops->upload(be, dpos, p2, sizeof p2);
+                be->ops->attention_decode(be, out, dpart, kc, vc, dpos, B, maxT, C, NH);
+            }
+            float *o = dl(be, out, dt, n1);
+            double *r = malloc(n1 * 8);
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < Tn; t++)
+                    for (int c = 0; c < C; c++) r[((size_t)b * Tn + t) * C + c] = ref[((size_t)b * Ttot + t0 + t) * C + c];
+            char name[96];
+            snprintf(name, sizeof name, "attention_decode pos=%d", t0);
+            check_rel(name, dt, o, r, n1, tol_of(dt));
+            free(part); free(o); free(r);
+            be->ops->dealloc(be, dpart); be->ops->dealloc(be, out);
+            t0 += Tn;
+        }
+        free(qkv); free(ref);
+        void *ptrs[] = {wte, wpe, dtok, dpos, o1, o2, kc, vc};
+        for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    }
+}
+
+/* decode_advance recorded once as a graph and replayed: the position moves on the device, rows keep
+ * their prompt tokens until their prompt ends, then take the draws. */
+static void test_decode_graph(void) {
+    zg_backend *be = g_be[1];
+    enum { B = 3, maxT = 8 };
+    int32_t seq[B * maxT] = {0}, plen[B] = {1, 4, 2}, ids[B] = {101, 102, 103}, pos[2] = {0, 1};
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < plen[b]; t++) seq[b * maxT + t] = 10 * (b + 1) + t;
+    int32_t *dseq = be->ops->alloc(be, sizeof seq, "seq"), *dplen = be->ops->alloc(be, sizeof plen, "plen");
+    int32_t *dids = be->ops->alloc(be, sizeof ids, "ids"), *dpos = be->ops->alloc(be, sizeof pos, "pos");
+    int32_t *dtok = be->ops->alloc(be, sizeof ids, "tokens");
+    be->ops->upload(be, dseq, seq, sizeof seq);
+    be->ops->upload(be, dplen, plen, sizeof plen);
+    be->ops->upload(be, dids, ids, sizeof ids);
+    be->ops->upload(be, dpos, pos, sizeof pos);
+    ZT_CHECK(be->ops->graph_begin(be) == 0);
+    be->ops->decode_advance(be, dseq, dtok, dpos, dids, dplen, B, maxT);
+    zg_graph *g = be->ops->graph_end(be);
+    ZT_CHECK(g != NULL);
+    be->ops->download(be, pos, dpos, sizeof pos);
+    ZT_CHECK_MSG(pos[0] == 0, "recording ran the op (pos %d)", pos[0]);
+    for (int k = 0; k < 5 && g; k++) be->ops->graph_launch(be, g);
+    int32_t tok[B];
+    be->ops->download(be, seq, dseq, sizeof seq);
+    be->ops->download(be, pos, dpos, sizeof pos);
+    be->ops->download(be, tok, dtok, sizeof tok);
+    ZT_CHECK(pos[0] == 5 && pos[1] == 6);
+    for (int b = 0; b < B; b++) {
+        for (int t = 1; t <= 5; t++) {
+            int want = t < plen[b] ? 10 * (b + 1) + t : ids[b];
+            ZT_CHECK_MSG(seq[b * maxT + t] == want, "row %d position %d: %d, expected %d", b, t, seq[b * maxT + t], want);
+        }
+        ZT_CHECK(tok[b] == seq[b * maxT + 5]);
+    }
+    be->ops->graph_destroy(be, g);
+    void *ptrs[] = {dseq, dplen, dids, dpos, dtok};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+}
+
 /* ZG_BENCH_ONLY=124m|xl16|xl8|survey runs only that part (default: all) */
 static int bench_part(const char *name) {
     const char *o = getenv("ZG_BENCH_ONLY");
@@ -1314,6 +1474,9 @@ int main(int argc, char **argv) {
         zt_run("classifier", test_classifier);
         zt_run("optimizer", test_optimizer);
         zt_run("lamb", test_lamb);
+        zt_run("sample", test_sample);
+        zt_run("decode_ops", test_decode_ops);
+        zt_run("decode_graph", test_decode_graph);
     }
     for (int i = 0; i < 3; i++) zg_backend_destroy(g_be[i]);
     return zt_finish();

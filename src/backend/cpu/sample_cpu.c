@@ -30,15 +30,15 @@ static int32_t sample_row(const float *lg, int V, const zg_sample_row *r, uint32
     uint64_t best = 0;
     int best_id = 0;
     for (int i = 0; i < V; i++) {
-        uint64_t rank = zg_sample_rank(lg[i] * scale, i);
+        uint64_t rank = zg_sample_rank(zg_sample_z(lg[i], scale), i);
         if (rank > best) {
             best = rank;
             best_id = i;
         }
     }
     if (greedy) return best_id;
-    float zmax = lg[best_id] * scale;
-    for (int i = 0; i < V; i++) s->w[i] = zg_sample_weight(lg[i] * scale - zmax);
+    float zmax = zg_sample_z(lg[best_id], scale);
+    for (int i = 0; i < V; i++) s->w[i] = zg_sample_weight(zg_sample_z(lg[i], scale) - zmax);
     int cut = (r->top_k > 0 && r->top_k < V) || r->top_p < 1.0f;
     uint64_t W = 0;
     if (!cut) {
@@ -46,7 +46,7 @@ static int32_t sample_row(const float *lg, int V, const zg_sample_row *r, uint32
         for (int i = 0; i < V; i++) W += s->w[i];
     } else {
         for (int i = 0; i < V; i++) {
-            s->cand[i].rank = zg_sample_rank(lg[i] * scale, i);
+            s->cand[i].rank = zg_sample_rank(zg_sample_z(lg[i], scale), i);
             s->cand[i].id = i;
         }
         qsort(s->cand, (size_t)V, sizeof *s->cand, cand_desc);

@@ -119,6 +119,16 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
 void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
                                   int Tn, int pos, int maxT, int C, int NH);
 
+/* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
+void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                            const int32_t *pos, int B, int C);
+void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, const int32_t *pos,
+                          int B, int maxT, int C, int NH);
+void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
+                        const int32_t *plen, int B, int maxT);
+void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
+                int B, int V, int Vp);
+
 /* encoder_cuda.cu */
 void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
 void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C);
