@@ -126,6 +126,7 @@ static int print_samples(const zg_tokenizer *tok, const prompt_set *ps, int per_
                 end = t;
                 break;
             }
+        len = 0; /* decode appends */
         rc = zg_tokenizer_decode(tok, s + start, (size_t)(end - start), &buf, &len, &cap);
         if (rc == 0 && fwrite(buf, 1, len, stdout) != len) rc = zg_errorf("cannot write to stdout");
         printf("\n---------------\n");
