@@ -1428,7 +1428,53 @@ static void test_decode_graph(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-/* ZG_BENCH_ONLY=124m|xl16|xl8|survey runs only that part (default: all) */
+/* One token's decode-step ops at GPT-2 XL shapes (bf16): the products read the whole weight matrix for
+ * B rows (GB/s = weight bytes / time: the bandwidth bound of generation), decode attention over L
+ * cached positions, and the sample op over the 50257 logits of each row. */
+static void bench_decode(zg_backend *be, int B, int L) {
+    bench_ctx ctx = {be, NULL, NULL};
+    cudaEventCreate(&ctx.e0);
+    cudaEventCreate(&ctx.e1);
+    int C = 1600, NH = 25, hs = C / NH, V = 50257, Vp = 50304, maxT = 1024;
+    printf("\n### decode step ops, GPT-2 XL: B=%d, %d cached positions (bf16)\n\n", B, L);
+    printf("| op | ms (median) | TFLOP/s | GB/s |\n|---|---|---|---|\n");
+    void *x = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL), *y = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
+    void *pre = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
+    void *w = dev_rand(be, ZG_BF16, (size_t)4 * C * C, 0.02f, NULL), *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
+    void *wte = dev_big(be, ZG_BF16, (size_t)Vp * C, 0.02f);
+    void *logits = dev_rand(be, ZG_BF16, (size_t)B * Vp, 3.f, NULL);
+    void *kc = dev_big(be, ZG_BF16, (size_t)B * NH * maxT * hs, 1.f), *vc = dev_big(be, ZG_BF16, (size_t)B * NH * maxT * hs, 1.f);
+    void *qkv = dev_rand(be, ZG_BF16, (size_t)B * 3 * C, 1.f, NULL);
+    int32_t hpos[2] = {L - 1, L}, *pos = be->ops->alloc(be, sizeof hpos, "pos"), *ids = be->ops->alloc(be, B * 4, "ids");
+    be->ops->upload(be, pos, hpos, sizeof hpos);
+    zg_sample_row *rows = malloc((size_t)B * sizeof *rows), *drows = be->ops->alloc(be, (size_t)B * sizeof *rows, "rows");
+    double wb = 2.0 * C * C;
+    BENCH(&ctx, "layernorm fwd", 0, (double)B * C * 4, be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, bias, B, C));
+    BENCH(&ctx, "matmul qkv (weights read)", 2.0 * B * 3 * wb / 2, 3 * wb, be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
+    BENCH(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb, be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
+    BENCH(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb, be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
+    BENCH(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb, be->ops->matmul_forward(be, y, NULL, pre, w, bias, x, B, 4 * C, C));
+    BENCH(&ctx, "attention_decode", 0, 2.0 * B * NH * L * hs * 2, be->ops->attention_decode(be, y, qkv, kc, vc, pos, B, maxT, C, NH));
+    BENCH(&ctx, "lm head (wte read)", 2.0 * B * C * Vp, 2.0 * Vp * C, be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, B, C, Vp));
+    const struct { const char *name; float t; int k; float p; } cases[] = {
+        {"sample greedy", 0.0f, 0, 1.0f}, {"sample T=0.8 top-k 200", 0.8f, 200, 1.0f},
+        {"sample top-p 0.9", 1.0f, 0, 0.9f}, {"sample all (no cut)", 1.0f, 0, 1.0f}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int b = 0; b < B; b++) {
+            zg_sample_row r = {cases[c].t > 0 ? 1.0f / cases[c].t : 0.0f, cases[c].k, cases[c].p, 0, (uint64_t)b};
+            rows[b] = r;
+        }
+        be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
+        BENCH(&ctx, cases[c].name, 0, (double)B * Vp * 2, be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
+    }
+    void *ptrs[] = {x, y, pre, w, bias, wte, logits, kc, vc, qkv, pos, ids, drows};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    free(rows);
+    cudaEventDestroy(ctx.e0);
+    cudaEventDestroy(ctx.e1);
+}
+
+/* ZG_BENCH_ONLY=124m|xl16|xl8|survey|decode runs only that part (default: all) */
 static int bench_part(const char *name) {
     const char *o = getenv("ZG_BENCH_ONLY");
     return o == NULL || o[0] == 0 || strcmp(o, name) == 0;
@@ -1443,6 +1489,10 @@ static void run_bench(void) {
     if (bench_part("xl16")) bench_config(be, "GPT-2 XL", 16, 1024, 1600, 25, 48);
     if (bench_part("xl8")) bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
     if (bench_part("survey")) bench_matmul_algos(16, 1024, 1600);
+    if (bench_part("decode")) {
+        bench_decode(be, 1, 512);
+        bench_decode(be, 8, 512);
+    }
 }
 
 int main(int argc, char **argv) {
