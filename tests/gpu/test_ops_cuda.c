@@ -713,12 +713,15 @@ static void test_attention_large(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-static void test_attention_cached(void) {
+/* The KV cache over a sequence of 23 positions run as chunks 0..9, 10..20 (11), 21, 22 through
+ * attention_forward_cached; with decode, positions 10..22 go one at a time through attention_decode
+ * (the position in device memory) instead. */
+static void attention_cached_case(int decode) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
         int B = 2, C = 128, NH = 2, hs = C / NH, maxT = 40, Ttot = 23;
-        /* the full sequence; run it as chunks 0..9, 10..20 (11), 21, 22 through the cache */
+        int32_t *dpos = be->ops->alloc(be, 2 * sizeof(int32_t), "pos");
         size_t nqkv = (size_t)B * Ttot * 3 * C;
         float *qkv = malloc(nqkv * 4);
         for (size_t i = 0; i < nqkv; i++) qkv[i] = 2.f * zt_rand_uniform(&g_rng);
@@ -731,8 +734,11 @@ static void test_attention_cached(void) {
         attn_ref(ref, NULL, qkv, NULL, B, Ttot, C, NH);
         void *kc = dev_nan(be, dt, (size_t)B * NH * maxT * hs), *vc = dev_nan(be, dt, (size_t)B * NH * maxT * hs);
         int chunks[][2] = {{0, 10}, {10, 11}, {21, 1}, {22, 1}};
-        for (int k = 0; k < 4; k++) {
-            int pos = chunks[k][0], Tn = chunks[k][1];
+        int decode_chunks[14][2] = {{0, 10}};
+        for (int k = 1; k < 14; k++) decode_chunks[k][0] = 9 + k, decode_chunks[k][1] = 1;
+        int (*run)[2] = decode ? decode_chunks : chunks, nrun = decode ? 14 : 4;
+        for (int k = 0; k < nrun; k++) {
+            int pos = run[k][0], Tn = run[k][1];
             size_t n3 = (size_t)B * Tn * 3 * C, n1 = (size_t)B * Tn * C;
             float *part = malloc(n3 * 4);
             for (int b = 0; b < B; b++)
@@ -740,14 +746,21 @@ static void test_attention_cached(void) {
             void *dpart = be->ops->alloc(be, n3 * 4, "qkv chunk");
             be->ops->upload_f32(be, dpart, dt, part, n3);
             void *out = dev_nan(be, dt, n1);
-            be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);
+            if (decode && pos > 0) {
+                int p2[2] = {pos, pos + 1};
+                be->ops->upload(be, dpos, p2, sizeof p2);
+                be->ops->attention_decode(be, out, dpart, kc, vc, dpos, B, maxT, C, NH);
+            } else {
+                be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);
+            }
             float *o = dl(be, out, dt, n1);
             double *r = malloc(n1 * 8);
             for (int b = 0; b < B; b++)
                 for (int t = 0; t < Tn; t++)
                     for (int c = 0; c < C; c++) r[((size_t)b * Tn + t) * C + c] = ref[((size_t)b * Ttot + pos + t) * C + c];
             char name[96];
-            snprintf(name, sizeof name, "attention_forward_cached pos=%d Tn=%d", pos, Tn);
+            snprintf(name, sizeof name, "%s pos=%d Tn=%d", decode && pos > 0 ? "attention_decode" : "attention_forward_cached",
+                     pos, Tn);
             check_rel(name, dt, o, r, n1, tol_of(dt));
             free(part); free(o); free(r);
             be->ops->dealloc(be, dpart); be->ops->dealloc(be, out);
@@ -762,9 +775,11 @@ static void test_attention_cached(void) {
                         if (kh[(((size_t)b * NH + h) * maxT + t) * hs + d] != qkv[((size_t)b * Ttot + t) * 3 * C + C + h * hs + d]) bad++;
         ZT_CHECK_MSG(bad == 0, "kv cache %s: %zu wrong key entries", dt_name(dt), bad);
         free(kh); free(qkv); free(ref);
-        be->ops->dealloc(be, kc); be->ops->dealloc(be, vc);
+        be->ops->dealloc(be, kc); be->ops->dealloc(be, vc); be->ops->dealloc(be, dpos);
     }
 }
+
+static void test_attention_cached(void) { attention_cached_case(0); }
 
 /* ---- classifier ------------------------------------------------------------------------------- */
 
@@ -1325,13 +1340,13 @@ static void test_sample(void) {
     zg_backend_destroy(cpu);
 }
 
-/* encoder_forward_at and attention_decode at a position held in device memory, against the general
- * ops (exact) and the fp64 reference. */
+/* encoder_forward_at at a position held in device memory against encoder_forward (exact), and
+ * attention_decode through the KV-cache case against the fp64 reference. */
 static void test_decode_ops(void) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        int B = 3, C = 128, NH = 2, hs = C / NH, maxT = 40, Ttot = 23, P = 10, Vp = 64;
+        int B = 3, C = 128, maxT = 40, Vp = 64;
         /* encoder: at position 7 == encoder_forward with wpe from row 7 */
         void *wte = dev_rand(be, dt, (size_t)Vp * C, 1.0f, NULL), *wpe = dev_rand(be, dt, (size_t)maxT * C, 1.0f, NULL);
         int32_t tok[3] = {5, 63, 0}, pos[2] = {7, 8};
@@ -1344,49 +1359,10 @@ static void test_decode_ops(void) {
         float *h1 = dl(be, o1, dt, (size_t)B * C), *h2 = dl(be, o2, dt, (size_t)B * C);
         ZT_CHECK_MSG(memcmp(h1, h2, (size_t)B * C * 4) == 0, "encoder_forward_at %s differs from encoder_forward", dt_name(dt));
         free(h1); free(h2);
-        /* attention: prefill 0..P-1 with attention_forward_cached, then decode P..Ttot-1 */
-        size_t nqkv = (size_t)B * Ttot * 3 * C;
-        float *qkv = malloc(nqkv * 4);
-        for (size_t i = 0; i < nqkv; i++) qkv[i] = 2.f * zt_rand_uniform(&g_rng);
-        void *tmp = be->ops->alloc(be, nqkv * 4, "tmp");
-        be->ops->upload_f32(be, tmp, dt, qkv, nqkv);
-        be->ops->download_f32(be, qkv, tmp, dt, nqkv);
-        be->ops->dealloc(be, tmp);
-        double *ref = malloc((size_t)B * Ttot * C * 8);
-        attn_ref(ref, NULL, qkv, NULL, B, Ttot, C, NH);
-        void *kc = dev_nan(be, dt, (size_t)B * NH * maxT * hs), *vc = dev_nan(be, dt, (size_t)B * NH * maxT * hs);
-        for (int t0 = 0; t0 < Ttot;) {
-            int Tn = t0 == 0 ? P : 1;
-            size_t n3 = (size_t)B * Tn * 3 * C, n1 = (size_t)B * Tn * C;
-            float *part = malloc(n3 * 4);
-            for (int b = 0; b < B; b++)
-                memcpy(part + (size_t)b * Tn * 3 * C, qkv + ((size_t)b * Ttot + t0) * 3 * C, (size_t)Tn * 3 * C * 4);
-            void *dpart = be->ops->alloc(be, n3 * 4, "qkv chunk");
-            be->ops->upload_f32(be, dpart, dt, part, n3);
-            void *out = dev_nan(be, dt, n1);
-            if (t0 == 0) {
-                be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, 0, maxT, C, NH);
-            } else {
-                int p2[2] = {t0, t0 + 1};
-                be->ops->upload(be, dpos, p2, sizeof p2);
-                be->ops->attention_decode(be, out, dpart, kc, vc, dpos, B, maxT, C, NH);
-            }
-            float *o = dl(be, out, dt, n1);
-            double *r = malloc(n1 * 8);
-            for (int b = 0; b < B; b++)
-                for (int t = 0; t < Tn; t++)
-                    for (int c = 0; c < C; c++) r[((size_t)b * Tn + t) * C + c] = ref[((size_t)b * Ttot + t0 + t) * C + c];
-            char name[96];
-            snprintf(name, sizeof name, "attention_decode pos=%d", t0);
-            check_rel(name, dt, o, r, n1, tol_of(dt));
-            free(part); free(o); free(r);
-            be->ops->dealloc(be, dpart); be->ops->dealloc(be, out);
-            t0 += Tn;
-        }
-        free(qkv); free(ref);
-        void *ptrs[] = {wte, wpe, dtok, dpos, o1, o2, kc, vc};
+        void *ptrs[] = {wte, wpe, dtok, dpos, o1, o2};
         for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
     }
+    attention_cached_case(1);
 }
 
 /* decode_advance recorded once as a graph and replayed: the position moves on the device, rows keep

@@ -75,24 +75,15 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
         sc[j] = s;
         m = fmaxf(m, s);
     }
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    m = zgc_warp_max(m);
-    if (lane == 0) red[warp] = m;
-    __syncthreads();
-    m = -INFINITY;
-    for (int w = 0; w < ZGC_DEC_WARPS; w++) m = fmaxf(m, red[w]);
-    __syncthreads();
+    m = zgc_block_max(m, red, ZGC_DEC_WARPS);
     float sum = 0.0f;
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         float p = __expf(sc[j] - m);
         sc[j] = p;
         sum += p;
     }
-    sum = zgc_warp_sum(sum);
-    if (lane == 0) red[warp] = sum;
-    __syncthreads(); /* also publishes sc */
-    sum = 0.0f;
-    for (int w = 0; w < ZGC_DEC_WARPS; w++) sum += red[w];
+    sum = zgc_block_sum(sum, red, ZGC_DEC_WARPS); /* its barriers also publish sc */
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     /* out: warp w takes positions w, w + WARPS, ...; lane takes channels lane, lane + 32, ... */
     float acc[ZGC_DEC_MAX_HS / 32];
 #pragma unroll

@@ -17,36 +17,22 @@
 #define ZGC_SAMPLE_THREADS 512
 #define ZGC_SAMPLE_WARPS (ZGC_SAMPLE_THREADS / 32)
 
-__device__ __forceinline__ uint64_t zgc_warp_sum_u64(uint64_t v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+/* u64 sum or max over a warp, then over the block (every thread gets it); red holds one value per warp. */
+template <bool MAX> __device__ __forceinline__ uint64_t zgc_u64_join(uint64_t a, uint64_t b) {
+    return MAX ? (a > b ? a : b) : a + b;
+}
+
+template <bool MAX> __device__ __forceinline__ uint64_t zgc_warp_reduce_u64(uint64_t v) {
+    for (int o = 16; o > 0; o >>= 1) v = zgc_u64_join<MAX>(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-__device__ __forceinline__ uint64_t zgc_warp_max_u64(uint64_t v) {
-    for (int o = 16; o > 0; o >>= 1) {
-        uint64_t x = __shfl_xor_sync(0xffffffffu, v, o);
-        v = x > v ? x : v;
-    }
-    return v;
-}
-
-/* Block-wide sum / max of a u64 (every thread gets it); red holds ZGC_SAMPLE_WARPS values. */
-__device__ uint64_t zgc_block_sum_u64(uint64_t v, uint64_t *red) {
-    v = zgc_warp_sum_u64(v);
+template <bool MAX> __device__ uint64_t zgc_block_reduce_u64(uint64_t v, uint64_t *red) {
+    v = zgc_warp_reduce_u64<MAX>(v);
     if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
     __syncthreads();
     uint64_t s = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) s += red[w];
-    __syncthreads();
-    return s;
-}
-
-__device__ uint64_t zgc_block_max_u64(uint64_t v, uint64_t *red) {
-    v = zgc_warp_max_u64(v);
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    uint64_t s = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) s = red[w] > s ? red[w] : s;
+    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) s = zgc_u64_join<MAX>(s, red[w]);
     __syncthreads();
     return s;
 }
@@ -86,7 +72,7 @@ __device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, ui
         }
 #pragma unroll
         for (int d = 0; d < 16; d++) {
-            f[d] = zgc_warp_sum_u64(f[d]);
+            f[d] = zgc_warp_reduce_u64<false>(f[d]);
             for (int o = 16; o > 0; o >>= 1) c[d] += __shfl_xor_sync(0xffffffffu, c[d], o);
         }
         int warp = threadIdx.x / 32;
@@ -137,7 +123,7 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
         uint64_t rk = zg_sample_rank(v.z(i), i);
         best = rk > best ? rk : best;
     }
-    best = zgc_block_max_u64(best, red);
+    best = zgc_block_reduce_u64<true>(best, red);
     int best_id = (int)(0xffffffffu - (uint32_t)best);
     if (greedy) {
         if (threadIdx.x == 0) ids[b] = best_id;
@@ -151,7 +137,7 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
         float z = v.z(i);
         if (zg_sample_rank(z, i) >= keep_from) W += zg_sample_weight(z - v.zmax);
     }
-    W = zgc_block_sum_u64(W, red);
+    W = zgc_block_reduce_u64<false>(W, red);
     if (r.top_p < 1.0f && W > 0) {
         keep_from = zgc_sample_select<T, true>(v, V, keep_from, zg_sample_top_p_target(r.top_p, W), bins, cnts);
         W = 0;
@@ -159,7 +145,7 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
             float z = v.z(i);
             if (zg_sample_rank(z, i) >= keep_from) W += zg_sample_weight(z - v.zmax);
         }
-        W = zgc_block_sum_u64(W, red);
+        W = zgc_block_reduce_u64<false>(W, red);
     }
     if (W == 0) { /* every weight rounded to 0 (infinite or NaN logits): the first candidate */
         if (threadIdx.x == 0) ids[b] = best_id;
