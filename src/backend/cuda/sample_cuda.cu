@@ -63,16 +63,17 @@ __device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, ui
             bool in = rank >= keep_from && (shift + 4 == 64 || (rank >> (shift + 4)) == (prefix >> (shift + 4)));
             if (!in) continue;
             unsigned dig = (unsigned)(rank >> shift) & 15u;
-            uint64_t w = WEIGHTED ? zg_sample_weight(z - v.zmax) : 1;
+            if (WEIGHTED) { /* counting (top-k) needs no weights: half the bins */
+                uint64_t w = zg_sample_weight(z - v.zmax);
 #pragma unroll
-            for (int d = 0; d < 16; d++) {
-                f[d] += dig == (unsigned)d ? w : 0;
-                c[d] += dig == (unsigned)d ? 1u : 0u;
+                for (int d = 0; d < 16; d++) f[d] += dig == (unsigned)d ? w : 0;
             }
+#pragma unroll
+            for (int d = 0; d < 16; d++) c[d] += dig == (unsigned)d ? 1u : 0u;
         }
 #pragma unroll
         for (int d = 0; d < 16; d++) {
-            f[d] = zgc_warp_reduce_u64<false>(f[d]);
+            if (WEIGHTED) f[d] = zgc_warp_reduce_u64<false>(f[d]);
             for (int o = 16; o > 0; o >>= 1) c[d] += __shfl_xor_sync(0xffffffffu, c[d], o);
         }
         int warp = threadIdx.x / 32;
@@ -88,6 +89,7 @@ __device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, ui
             hist = 0;
             cnt = 0;
             for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) hist += bins[w][d], cnt += cnts[w][d];
+            if (!WEIGHTED) hist = cnt;
             dig = d;
             if (running + hist >= target) break;
             running += hist;
@@ -102,6 +104,37 @@ __device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, ui
     /* after an early end the prefix's low digits are 0: candidates below keep_from may share its high
      * digits, and they are not kept */
     return prefix > keep_from ? prefix : keep_from;
+}
+
+/* The kept weight W (every thread gets it): thread t sums the kept weights of ids [t*chunk, (t+1)*chunk)
+ * (*mine) and an exclusive scan over the threads gives where its chunk starts (*start), in id order. */
+template <typename T>
+__device__ uint64_t zgc_sample_kept(const zgc_sample_row_view<T> &v, int V, uint64_t keep_from, uint64_t *scan,
+                                    uint64_t *mine_out, uint64_t *start_out) {
+    int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
+    int lo = (int)threadIdx.x * chunk, hi = min(V, lo + chunk);
+    uint64_t mine = 0;
+    for (int i = lo; i < hi; i++) {
+        float z = v.z(i);
+        if (zg_sample_rank(z, i) >= keep_from) mine += zg_sample_weight(z - v.zmax);
+    }
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint64_t incl = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) scan[warp] = incl;
+    __syncthreads();
+    uint64_t start = incl - mine, total = 0;
+    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) {
+        if (w < warp) start += scan[w];
+        total += scan[w];
+    }
+    __syncthreads(); /* scan is reused */
+    *mine_out = mine;
+    *start_out = start;
+    return total;
 }
 
 template <typename T>
@@ -132,44 +165,19 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     v.zmax = v.z(best_id);
     uint64_t keep_from = 0;
     if (r.top_k > 0 && r.top_k < V) keep_from = zgc_sample_select<T, false>(v, V, 0, (uint64_t)r.top_k, bins, cnts);
-    uint64_t W = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float z = v.z(i);
-        if (zg_sample_rank(z, i) >= keep_from) W += zg_sample_weight(z - v.zmax);
-    }
-    W = zgc_block_reduce_u64<false>(W, red);
+    uint64_t mine, start;
+    uint64_t W = zgc_sample_kept(v, V, keep_from, scan, &mine, &start);
     if (r.top_p < 1.0f && W > 0) {
         keep_from = zgc_sample_select<T, true>(v, V, keep_from, zg_sample_top_p_target(r.top_p, W), bins, cnts);
-        W = 0;
-        for (int i = threadIdx.x; i < V; i += blockDim.x) {
-            float z = v.z(i);
-            if (zg_sample_rank(z, i) >= keep_from) W += zg_sample_weight(z - v.zmax);
-        }
-        W = zgc_block_reduce_u64<false>(W, red);
+        W = zgc_sample_kept(v, V, keep_from, scan, &mine, &start);
     }
     if (W == 0) { /* every weight rounded to 0 (infinite or NaN logits): the first candidate */
         if (threadIdx.x == 0) ids[b] = best_id;
         return;
     }
     uint64_t x = zg_sample_scale(zg_sample_random(r.seed, (uint32_t)*counter), W);
-    /* thread t owns ids [lo, hi): its kept weight, then an exclusive scan over threads in id order */
     int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
     int lo = (int)threadIdx.x * chunk, hi = min(V, lo + chunk);
-    uint64_t mine = 0;
-    for (int i = lo; i < hi; i++) {
-        float z = v.z(i);
-        if (zg_sample_rank(z, i) >= keep_from) mine += zg_sample_weight(z - v.zmax);
-    }
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    uint64_t incl = mine;
-    for (int o = 1; o < 32; o <<= 1) {
-        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) scan[warp] = incl;
-    __syncthreads();
-    uint64_t start = incl - mine;
-    for (int w = 0; w < warp; w++) start += scan[w];
     if (mine > 0 && start <= x && x < start + mine) {
         uint64_t cum = start;
         for (int i = lo; i < hi; i++) {
