@@ -137,13 +137,14 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
     while (t < Tend - 1) {
         if (graph) {
             op->graph_launch(be, graph);
-        } else if (a->record && r->steps == 1 && op->graph_begin && op->graph_begin(be) == 0) {
+        } else if (a->record && r->steps == 1 && op->graph_begin) {
             /* the first step ran directly (matmul plans and scratch exist now); record the second */
-            gen_step(m, &g, B, maxT);
-            graph = op->graph_end(be);
+            if (op->graph_begin(be) == 0) {
+                gen_step(m, &g, B, maxT);
+                graph = op->graph_end(be);
+            }
             if (graph == NULL) {
-                fprintf(stderr, "zgpt: recording the decode step failed (%s); every step is launched directly\n",
-                        zg_error_message());
+                fprintf(stderr, "zgpt: %s; every decode step is launched directly\n", zg_error_message());
                 zg_error_clear();
                 gen_step(m, &g, B, maxT);
             } else {

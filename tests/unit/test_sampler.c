@@ -224,6 +224,35 @@ static void test_generate_matches_forward(void) {
     gpt2_free(&m);
 }
 
+/* A backend that cannot record (graph_begin fails): generation says so and launches every step, with
+ * the same tokens. */
+static int refuse_graph(zg_backend *be) {
+    (void)be;
+    return zg_errorf("recording refused by the test");
+}
+
+static void test_generate_record_refused(void) {
+    gpt2_model m;
+    model_init(&m);
+    static const int32_t p0[] = {4, 2};
+    const int32_t *prompts[1] = {p0};
+    int plen[1] = {2};
+    zg_sample_row row = row_of(1.0, 0, 1.0, 9);
+    gpt2_gen_result plain, refused;
+    ZT_CHECK(gen(&m, 1, prompts, plen, 10, &row, &plain) == 0);
+    zg_backend_ops ops = *BE->ops;
+    const zg_backend_ops *saved = BE->ops;
+    ops.graph_begin = refuse_graph;
+    BE->ops = &ops;
+    ZT_CHECK(gen(&m, 1, prompts, plen, 10, &row, &refused) == 0);
+    BE->ops = saved;
+    ZT_CHECK(refused.recorded == 0 && refused.steps == plain.steps);
+    ZT_CHECK(memcmp(plain.seq, refused.seq, (size_t)12 * sizeof(int32_t)) == 0);
+    gpt2_gen_result_free(&plain);
+    gpt2_gen_result_free(&refused);
+    gpt2_free(&m);
+}
+
 int main(void) {
     zg_backend_config cfg = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&BE, &cfg) != 0) {
@@ -236,6 +265,7 @@ int main(void) {
     zt_run("seeded_rows", test_seeded_rows);
     zt_run("generate_ragged", test_generate_ragged);
     zt_run("generate_matches_forward", test_generate_matches_forward);
+    zt_run("generate_record_refused", test_generate_record_refused);
     zg_backend_destroy(BE);
     return zt_finish();
 }
