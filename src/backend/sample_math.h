@@ -82,6 +82,31 @@ ZG_SAMPLE_FN uint64_t zg_sample_top_p_target(float top_p, uint64_t W) {
     return target;
 }
 
+/* One pass of the radix selection both backends run to find a cut: "the fewest first (in the order)
+ * whose f reaches target" (f = 1 for top-k, the weight for top-p) is the set {rank >= x} for the largest
+ * x with sum{f : rank >= x} >= target, found 4 bits per pass from the top. f[d] and c[d] are the sums
+ * of f and the counts of the candidates that share *prefix's digits above shift and have digit d at
+ * shift (f unused when counting); *above is the f of the candidates above those. Picks the largest
+ * digit whose bins from the top reach the target and adds it to *prefix. Returns 1 when the set
+ * {rank >= *prefix} is already the answer's: one candidate left in the bin, or (counting) the whole
+ * bin exactly needed; after the last digit the prefix is the boundary's rank itself. */
+ZG_SAMPLE_FN int zg_sample_select_step(const uint64_t f[16], const uint32_t c[16], int weighted, uint64_t target,
+                                       int shift, uint64_t *above, uint64_t *prefix) {
+    uint64_t running = *above, hist = 0;
+    uint32_t cnt = 0;
+    int dig = 0;
+    for (int d = 15; d >= 0; d--) {
+        cnt = c[d];
+        hist = weighted ? f[d] : cnt;
+        dig = d;
+        if (running + hist >= target) break;
+        running += hist;
+    }
+    *above = running;
+    *prefix |= (uint64_t)dig << shift;
+    return cnt == 1 || (!weighted && running + hist == target) || shift == 0;
+}
+
 ZG_SAMPLE_FN uint32_t zg_philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
     uint64_t p = (uint64_t)a * b;
     *hi = (uint32_t)(p >> 32);

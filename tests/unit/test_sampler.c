@@ -55,6 +55,76 @@ static void test_arithmetic(void) {
     ZT_CHECK(zg_sample_scale(~0ull, 10) == 9 && zg_sample_scale(0, 10) == 0);
 }
 
+/* The definition done the plain way: sort the candidates by rank, cut, walk the kept ids in id order.
+ * The op (radix selection, as on CUDA) must give the same token. */
+typedef struct {
+    uint64_t rank;
+    int id;
+} ref_cand;
+
+static int ref_desc(const void *a, const void *b) {
+    uint64_t x = ((const ref_cand *)a)->rank, y = ((const ref_cand *)b)->rank;
+    return x > y ? -1 : x < y ? 1 : 0;
+}
+
+static int ref_sample(const float *lg, int V, const zg_sample_row *r, uint32_t counter) {
+    int greedy = r->inv_temperature == 0.0f || r->top_k == 1;
+    float scale = greedy ? 1.0f : r->inv_temperature;
+    ref_cand *c = zg_malloc((size_t)V * sizeof *c);
+    uint64_t *w = zg_malloc((size_t)V * sizeof *w);
+    unsigned char *kept = zg_calloc((size_t)V, 1);
+    for (int i = 0; i < V; i++) c[i].rank = zg_sample_rank(zg_sample_z(lg[i], scale), i), c[i].id = i;
+    qsort(c, (size_t)V, sizeof *c, ref_desc);
+    int out = c[0].id, n = (!greedy && r->top_k > 0 && r->top_k < V) ? r->top_k : V;
+    float zmax = zg_sample_z(lg[c[0].id], scale);
+    uint64_t W = 0;
+    for (int i = 0; i < V && !greedy; i++) w[i] = zg_sample_weight(zg_sample_z(lg[i], scale) - zmax);
+    for (int j = 0; j < n && !greedy; j++) W += w[c[j].id];
+    if (!greedy && r->top_p < 1.0f && W > 0) {
+        uint64_t target = zg_sample_top_p_target(r->top_p, W), cum = 0;
+        for (int j = 0; j < n; j++)
+            if ((cum += w[c[j].id]) >= target) {
+                n = j + 1;
+                break;
+            }
+        W = cum;
+    }
+    if (!greedy && W > 0) {
+        for (int j = 0; j < n; j++) kept[c[j].id] = 1;
+        uint64_t x = zg_sample_scale(zg_sample_random(r->seed, counter), W), cum = 0;
+        for (int i = 0; i < V; i++)
+            if (kept[i] && (cum += w[i]) > x) {
+                out = i;
+                break;
+            }
+    }
+    free(c), free(w), free(kept);
+    return out;
+}
+
+static void test_against_sort(void) {
+    enum { V = 3000 };
+    float *lg = zg_malloc(V * sizeof(float));
+    zg_sample_row rows[] = {row_of(0.8, 200, 1.0, 13), row_of(1.0, 0, 0.9, 14), row_of(1.3, 50, 0.8, 15),
+                            row_of(1.0, 0, 1.0, 16),   row_of(1.0, 3, 0.01, 18), row_of(1.0, 1000, 0.95, 19),
+                            row_of(1.0, 2999, 0.3, 20), row_of(0.5, 7, 1.0, 21), row_of(0.0, 0, 1.0, 22)};
+    uint64_t st = 77;
+    int bad = 0, n = 0;
+    for (int trial = 0; trial < 12; trial++) {
+        for (int i = 0; i < V; i++) {
+            float x = 4.0f * zt_rand_uniform(&st);
+            if (trial % 3 == 0) x = roundf(x * 4.0f) / 4.0f; /* ties: the cuts end in the id bits */
+            if (trial % 3 == 1) x = roundf(x);
+            if (trial == 11) x = 1.0f; /* all equal */
+            lg[i] = x;
+        }
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+            for (int c = 0; c < 15; c++, n++) bad += draw(lg, V, &rows[r], c) != ref_sample(lg, V, &rows[r], (uint32_t)c);
+    }
+    ZT_CHECK_MSG(bad == 0, "the sample op differs from sorting in %d of %d draws", bad, n);
+    free(lg);
+}
+
 static void test_greedy_and_cuts(void) {
     float logits[6] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f, 2.0f}; /* tie 1 and 5: the lower id wins */
     zg_sample_row g = row_of(0.0, 0, 1.0, 1), k1 = row_of(1.0, 1, 1.0, 7), k3 = row_of(1.0, 3, 1.0, 9),
@@ -261,6 +331,7 @@ int main(void) {
     }
     zt_run("arithmetic", test_arithmetic);
     zt_run("greedy_and_cuts", test_greedy_and_cuts);
+    zt_run("against_sort", test_against_sort);
     zt_run("frequencies", test_frequencies);
     zt_run("seeded_rows", test_seeded_rows);
     zt_run("generate_ragged", test_generate_ragged);

@@ -82,24 +82,16 @@ __device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, ui
             for (int d = 0; d < 16; d++) bins[warp][d] = f[d], cnts[warp][d] = c[d];
         __syncthreads();
         /* every thread picks the digit the same way (the same sums) */
-        uint64_t running = above, hist = 0;
-        uint32_t cnt = 0;
-        int dig = 0;
-        for (int d = 15; d >= 0; d--) {
-            hist = 0;
-            cnt = 0;
-            for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) hist += bins[w][d], cnt += cnts[w][d];
-            if (!WEIGHTED) hist = cnt;
-            dig = d;
-            if (running + hist >= target) break;
-            running += hist;
+        uint64_t fs[16];
+        uint32_t cs[16];
+#pragma unroll
+        for (int d = 0; d < 16; d++) {
+            fs[d] = 0;
+            cs[d] = 0;
+            for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) fs[d] += bins[w][d], cs[d] += cnts[w][d];
         }
         __syncthreads(); /* bins are rewritten by the next pass */
-        above = running;
-        prefix |= (uint64_t)dig << shift;
-        /* one candidate left in the bin, or (counting) the whole bin exactly needed: the set
-         * {rank >= prefix} is already the answer's */
-        if (cnt == 1 || (!WEIGHTED && above + hist == target)) break;
+        if (zg_sample_select_step(fs, cs, WEIGHTED, target, shift, &above, &prefix)) break;
     }
     /* after an early end the prefix's low digits are 0: candidates below keep_from may share its high
      * digits, and they are not kept */
