@@ -1,7 +1,7 @@
 /* The sample op on CUDA: one block per row, the logits read from the device (L2-resident: (B,Vp) in the
  * activation dtype), nothing copied to the host. The definition is backend/sample_math.h's, shared with
- * the CPU backend (which runs the same selection serially); the top-k and top-p boundaries are found by radix selection on the
- * 64-bit rank (key << 32 | ~id), four bits per pass from the top, without sorting:
+ * the CPU backend (which runs the same selection serially). The top-k and top-p boundaries are found by
+ * radix selection on the 64-bit rank (key << 32 | ~id), four bits per pass from the top, no sorting:
  *   - "the first n" of the order are the ranks >= some threshold; the threshold for "the fewest first
  *     whose f reaches target" (f = 1 for top-k, the integer weight for top-p) is the largest x with
  *     sum{f : rank >= x} >= target, found digit by digit: per pass, every thread adds f of the
