@@ -46,6 +46,10 @@
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
 #            <= 1e-5 relative); ragged prompts in one batch on CUDA against each prompt alone; ~1 min
+#   benchold the speed of this tree against the previous version's in the same call: `.old/` holds that
+#            version's source (gitignored; make it with `git archive REV | tar -x -C .old` and carry it);
+#            both are built, then zgpt bench 124M and XL (B=16) and a 124M `zgpt train` run alternately
+#            old/new twice, medians and new/old ratios (not in the default list)
 #   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
 #            (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
@@ -150,7 +154,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has ckpt || has evalhf || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -591,6 +595,27 @@ if has benchxl; then
   zgpt_bench_note "XL B=16" "$LOG_DIR/bench_zgpt_xl.log"
   [ -f $TB ] && timeout -k 20 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
   bench_peer_report "benchxl XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
+fi
+if has benchold && [ -d .old/src ]; then
+  ( cd .old && bash scripts/device-build.sh build-gpu ) > "$LOG_DIR/benchold_build.log" 2>&1 || note "benchold: the old tree did not build ($(tail -3 "$LOG_DIR/benchold_build.log" | tr '\n' ' '))"
+  OLDZ=$ROOT/.old/build-gpu/zgpt
+  note "benchold: old $("$OLDZ" --version 2>&1 | head -1), new $("$ZGPT" --version 2>&1 | head -1)"
+  for round in 1 2; do
+    for v in old new; do
+      z=$ZGPT; [ $v = old ] && z=$OLDZ
+      timeout -k 20 120 "$z" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile > "$LOG_DIR/bo_${v}_124m_$round.log" 2>&1
+      timeout -k 20 150 "$z" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile > "$LOG_DIR/bo_${v}_xl_$round.log" 2>&1
+      timeout -k 20 120 "$z" train $(small_cfg "$W/bo_$v$round" --set max_iters=40 --set eval_interval=1000 --set log_interval=1 --set save_checkpoints=false) --device cuda > "$LOG_DIR/bo_${v}_train_$round.log" 2>&1
+    done
+  done
+  for kind in 124m xl; do
+    o=$(for r in 1 2; do zb_tps "$LOG_DIR/bo_old_${kind}_$r.log"; done | median); n=$(for r in 1 2; do zb_tps "$LOG_DIR/bo_new_${kind}_$r.log"; done | median)
+    note "benchold bench $kind B=16 tokens/s: old $(na "$o"), new $(na "$n"), new/old $(ratio "$n" "$o")"
+  done
+  o=$(for r in 1 2; do zg_tps "$LOG_DIR/bo_old_train_$r.log" 5; done | median); n=$(for r in 1 2; do zg_tps "$LOG_DIR/bo_new_train_$r.log" 5; done | median)
+  note "benchold train small tokens/s (median from iter 5): old $(na "$o"), new $(na "$n"), new/old $(ratio "$n" "$o")"
+  ol=$(grep -E '^iter 39:' "$LOG_DIR/bo_old_train_1.log" | sed -E 's/, time.*//'); nl=$(grep -E '^iter 39:' "$LOG_DIR/bo_new_train_1.log" | sed -E 's/, time.*//')
+  if [ -n "$ol" ] && [ "$ol" = "$nl" ]; then note "benchold train: iter 39 loss identical ($nl)"; else note "benchold train: iter 39 old '$ol' new '$nl' (differ)"; fi
 fi
 # benchpar (2+ GPUs): bench + benchxl with zgpt on GPU 0 while the PyTorch peer runs on GPU 1 at the
 # same time (two identical cards of one host), to fit both into one device call; bench/benchxl run

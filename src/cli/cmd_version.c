@@ -2,6 +2,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <string.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <xxhash.h>
@@ -57,9 +58,15 @@ void zg_print_version(void) {
 #endif
     printf("communicators:\n  single\n");
 #ifdef ZGPT_WITH_MPI
-    int maj = 0, min = 0;
+    int maj = 0, min = 0, len = 0;
+    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
     MPI_Get_version(&maj, &min);
-    printf("  mpi      MPI %d.%d (%s)\n", maj, min, ZGPT_MPI_IMPL);
+    /* the library's own name and version ("Open MPI v4.1.4", "MPICH Version: 4.0"), up to its first
+     * comma or line end; both calls are allowed before MPI_Init */
+    if (MPI_Get_library_version(lib, &len) != MPI_SUCCESS) len = 0;
+    lib[len < (int)sizeof lib ? len : (int)sizeof lib - 1] = '\0';
+    lib[strcspn(lib, ",\n\t")] = '\0';
+    printf("  mpi      MPI %d.%d (%s)\n", maj, min, lib[0] ? lib : ZGPT_MPI_IMPL);
 #else
     printf("  mpi      not compiled in\n");
 #endif
