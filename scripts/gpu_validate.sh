@@ -42,10 +42,12 @@
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
-#            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); ~5 min
+#            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); ~3-5 min
+#            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
-#            <= 1e-5 relative); ragged prompts in one batch on CUDA against each prompt alone; ~1 min
+#            <= 1e-5 relative); ragged prompts in one batch on CUDA against each prompt alone; ~1 min (not in
+#            the default list)
 #   benchold the speed of this tree against the previous version's in the same call: `.old/` holds that
 #            version's source (gitignored; make it with `git archive REV | tar -x -C .old` and carry it);
 #            both are built, then zgpt bench 124M and XL (B=16) and a 124M `zgpt train` run alternately
