@@ -31,7 +31,7 @@ cfg = GPT2Config(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, n_positions=10
 with torch.device('cuda'):
     model = GPT2LMHeadModel(cfg)
 model.eval()
-model.save_pretrained(a.out, safe_serialization=True)
+model.save_pretrained(a.out, safe_serialization=True, max_shard_size='20GB')  # one file: zgpt reads model.safetensors
 print(f'saved {a.out}', flush=True)
 
 prompt = [int(x) for x in a.prompt_ids.split()]
