@@ -42,6 +42,14 @@
 #            to its first iteration line (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
+#   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
+#            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
+#            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); ~3-5 min
+#            (not in the default list)
+#   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
+#            master weights) against the exported model's loss in transformers on the same windows (PASS at
+#            <= 1e-5 relative); ragged prompts in one batch on CUDA against each prompt alone; ~1 min (not in
+#            the default list)
 #   benchold the speed of this tree against the previous version's in the same call: `.old/` holds that
 #            version's source (gitignored; make it with `git archive REV | tar -x -C .old` and carry it);
 #            both are built, then zgpt bench 124M and XL (B=16) and a 124M `zgpt train` run alternately
@@ -183,7 +191,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has ckpt || has benchold || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -256,8 +264,8 @@ if has curve; then
   # and samples reproducible for a seed.
   ec=$("$ZGPT" eval --model "$W/c_bf16_1337" --data "$W/data/val_000000.bin" --full --json --device cpu 2>&1 | tail -1)
   eg=$("$ZGPT" eval --model "$W/c_bf16_1337" --data "$W/data/val_000000.bin" --full --json --device cuda 2>&1 | tail -1)
-  s1=$("$ZGPT" sample --model "$W/c_bf16_1337" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
-  s2=$("$ZGPT" sample --model "$W/c_bf16_1337" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>&1)
+  s1=$("$ZGPT" sample --model "$W/c_bf16_1337" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>/dev/null)
+  s2=$("$ZGPT" sample --model "$W/c_bf16_1337" --prompt "ROMEO:" --max-new-tokens 40 --seed 7 --device cuda 2>/dev/null)
   echo "$s1" > "$LOG_DIR/sample_gpu.log"
   note "eval --full: cpu $ec; cuda $eg"
   if [ -n "$s1" ] && [ "$s1" = "$s2" ]; then note "sample on cuda: reproducible for a seed: ok"; else note "sample on cuda: FAILED"; fi
@@ -665,6 +673,63 @@ if has benchpar && [ "$NGPU" -ge 2 ]; then
   zgpt_bench_note "XL B=16" "$LOG_DIR/bench_zgpt_xl.log"
   bench_peer_report "benchpar XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
   cp "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_zgpt_xl.log" "$RESULTS/" 2>/dev/null
+fi
+# gen (issue 21): generation on the GPU against transformers' generate, the same random GPT-2 XL weights.
+if has gen; then
+  GEN_PROMPT="The meaning of life is"
+  gids=$(printf '%s' "$GEN_PROMPT" | "$ZGPT" tokenize)
+  timeout -k 20 240 python3 tests/parity/hf_generate.py --out "$W/genxl" --prompt-ids "$gids" --B 1,8 --new 512 \
+      --top-k 200 --dtypes fp32,bf16 > "$LOG_DIR/gen_hf.log" 2>&1
+  hf_tps() { sed -nE "s/^hf generate dtype=$1 B=$2 .* tokens_per_s=([0-9.]+)/\1/p" "$LOG_DIR/gen_hf.log" | tail -1; }
+  zs_tps() { sed -nE 's/^zgpt sample: .*: ([0-9.]+) tokens\/s$/\1/p' "$1" | tail -1; }
+  zs_load() { sed -nE 's/^zgpt sample: model loaded in ([0-9.]+) s.*/\1/p' "$1" | tail -1; }
+  for run in "1" "8" "1 --no-graph"; do
+    read -r B extra <<< "$run"; tag=b$B${extra:+_nograph}
+    timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" --max-new-tokens 512 \
+        --top-k 200 --device cuda --dtype bf16 $extra > "$LOG_DIR/gen_zgpt_$tag.out" 2> "$LOG_DIR/gen_zgpt_$tag.log"
+    note "gen zgpt B=$B${extra:+ (no graph)}: exit $?; $(grep -E '^zgpt sample: ' "$LOG_DIR/gen_zgpt_$tag.log" | tr '\n' ' ')"
+  done
+  z1=$(zs_tps "$LOG_DIR/gen_zgpt_b1.log"); z8=$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")
+  note "gen: zgpt bf16 tokens/s (load excluded: $(na "$(zs_load "$LOG_DIR/gen_zgpt_b1.log")") s) B=1 $(na "$z1") [$(verdict "$z1" ">=" 500) >= 500]," \
+       "B=8 $(na "$z8") [$(verdict "$z8" ">=" 2500) >= 2500]; B=1 without the graph $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b1_nograph.log")")"
+  for dt in fp32 bf16; do
+    h1=$(hf_tps $dt 1); h8=$(hf_tps $dt 8); r1=$(ratio "$z1" "$h1"); r8=$(ratio "$z8" "$h8")
+    note "gen: transformers generate $dt tokens/s B=1 $(na "$h1"), B=8 $(na "$h8"); zgpt/HF B=1 $r1 [$(verdict "$r1" ">=" 10) >= 10]," \
+         "B=8 $r8 [$(verdict "$r8" ">=" 10) >= 10]"
+  done
+  rm -rf "$W/genxl"
+fi
+# evalhf (issue 21): eval of an fp16-trained checkpoint = the exported model's loss in transformers.
+if has evalhf; then
+  timeout 120 "$ZGPT" train $(small_cfg "$W/ev16" --set max_iters=30 --set eval_interval=30 --set fp16.enabled=true) \
+      --device cuda > "$LOG_DIR/evalhf_train.log" 2>&1
+  head -c 60000 data/tinyshakespeare/input.txt | "$ZGPT" tokenize > "$W/ev_ids.txt"
+  python3 -c "import sys, numpy as np; np.array(open(sys.argv[1]).read().split(), dtype=np.uint16).tofile(sys.argv[2])" \
+      "$W/ev_ids.txt" "$W/val.bin"
+  "$ZGPT" eval --model "$W/ev16" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cuda > "$LOG_DIR/evalhf_zgpt.log" 2>&1
+  "$ZGPT" eval --model "$W/ev16" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cpu > "$LOG_DIR/evalhf_zgpt_cpu.log" 2>&1
+  "$ZGPT" export --model "$W/ev16" --out "$W/ev16hf" > "$LOG_DIR/evalhf_export.log" 2>&1
+  timeout 120 python3 tests/parity/hf_eval.py --model "$W/ev16hf" --tokens "$W/val.bin" --seq 64 > "$LOG_DIR/evalhf_hf.log" 2>&1
+  zl=$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_zgpt.log" | tail -1)
+  zc=$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_zgpt_cpu.log" | tail -1)
+  hl=$(sed -nE 's/^hf eval loss=([0-9.eE+-]+) .*/\1/p' "$LOG_DIR/evalhf_hf.log" | tail -1)
+  rel=$(awk -v a="$zl" -v b="$hl" 'BEGIN {if (a == "" || b == "") print "n/a"; else {d = (a - b) / b; if (d < 0) d = -d; printf "%.2e\n", d}}')
+  relc=$(awk -v a="$zc" -v b="$hl" 'BEGIN {if (a == "" || b == "") print "n/a"; else {d = (a - b) / b; if (d < 0) d = -d; printf "%.2e\n", d}}')
+  note "evalhf (fp16-trained checkpoint, 30 iterations): zgpt eval cuda fp32 $(na "$zl"), cpu $(na "$zc"); transformers fp32 of the export $(na "$hl");" \
+       "relative difference cuda $rel [$(verdict "$rel" "<=" 1e-5) <= 1e-5], cpu $relc [$(verdict "$relc" "<=" 1e-5) <= 1e-5]"
+  # ragged prompts on CUDA: each row of one batch against the prompt alone (seed + row); greedy and top-k
+  printf 'ROMEO:\nThe king is\n\nFirst Citizen:\nBefore we proceed any further, hear me speak.\n' > "$W/prompts.txt"
+  for mode in "--temperature 0" "--top-k 50"; do
+    "$ZGPT" sample --model "$W/ev16" --prompt-file "$W/prompts.txt" --max-new-tokens 24 --seed 11 --device cuda $mode > "$W/rag.txt" 2>/dev/null
+    same=0; n=0
+    while IFS= read -r line; do
+      "$ZGPT" sample --model "$W/ev16" ${line:+--prompt "$line"} --max-new-tokens 24 --seed $((11 + n)) --device cuda $mode > "$W/one.txt" 2>/dev/null
+      awk -v k=$n 'BEGIN {RS = "\n---------------\n"} NR == k + 1 {print}' "$W/rag.txt" > "$W/rag_$n.txt"
+      awk 'BEGIN {RS = "\n---------------\n"} NR == 1 {print}' "$W/one.txt" | cmp -s - "$W/rag_$n.txt" && same=$((same + 1))
+      n=$((n + 1))
+    done < "$W/prompts.txt"
+    note "evalhf: ragged batch on cuda ($mode): $same of $n rows equal the prompt sampled alone (rows may differ where cuBLAS rounds a batch of $n rows differently from one)"
+  done
 fi
 rm -rf "$W" "$LOG_DIR"
 echo "==== summary ===="; cat "$SUMMARY"

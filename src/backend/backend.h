@@ -74,6 +74,19 @@ typedef struct {
     float max_coeff, min_coeff; /* Lamb: the trust ratio's clamp */
 } zg_adamw_args;
 
+/* One row's settings for the sample op (backend memory, one per row; see backend/sample_math.h for the
+ * exact definition the backends share). */
+typedef struct {
+    float inv_temperature; /* 1 / temperature; 0 = greedy (the most likely token, ties by the lower id) */
+    int32_t top_k;         /* keep the k most likely (0 = all) */
+    float top_p;           /* then the fewest most likely whose probability reaches top_p, in (0, 1] */
+    uint32_t reserved;     /* 0 */
+    uint64_t seed;         /* the row's generator key */
+} zg_sample_row;
+
+/* A recorded sequence of ops on the compute stream (a CUDA graph), replayed with graph_launch. */
+typedef struct zg_graph zg_graph;
+
 typedef struct {
     const char *name; /* "cpu", "cuda" */
     void (*destroy)(zg_backend *be);
@@ -161,6 +174,36 @@ typedef struct {
      * out (B,Tn,C) attends causally over positions 0..pos+Tn-1 (new position i sees 0..pos+i). */
     void (*attention_forward_cached)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
                                      int B, int Tn, int pos, int maxT, int C, int NH);
+
+    /* Decoding one new position per row with the position in backend memory, so that a recorded
+     * decode step (graph_*) replays at the next position. pos is int32[2]: pos[0] the position of the
+     * rows' current tokens, pos[1] = pos[0] + 1 (the sample op's counter).
+     * encoder_forward_at: out (B,C) = wte[tokens[b]] + wpe[pos[0]]. */
+    void (*encoder_forward_at)(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                               const int32_t *pos, int B, int C);
+    /* attention_decode: attention_forward_cached with Tn = 1 at position pos[0]: the k, v of qkv (B,3C)
+     * go into the caches (B,NH,maxT,hs) at pos[0], out (B,C) attends over positions 0..pos[0]. */
+    void (*attention_decode)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
+                             const int32_t *pos, int B, int maxT, int C, int NH);
+    /* Next token of every row: ids (B) int32 drawn from logits (B,Vp) (act_dtype, first V columns)
+     * with rows[b]'s settings and generator counter *counter (backend memory). No logits leave the
+     * backend; the same (logits, rows, counter) give the same ids on every backend. */
+    void (*sample)(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows,
+                   const int32_t *counter, int B, int V, int Vp);
+    /* decode_advance: t = pos[0] + 1; for each row b, seq (B,maxT) keeps its prompt token at t when
+     * t < plen[b], else takes ids[b]; tokens[b] = seq[b][t]; then pos = {t, t + 1}. Rows of different
+     * prompt lengths thus run in one batch at one position (a row's prompt overrides its draws). */
+    void (*decode_advance)(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
+                           const int32_t *plen, int B, int maxT);
+    /* Recording: graph_begin starts recording the ops issued on the compute stream (they do not run);
+     * graph_end stops and returns the recording, or NULL with an error when it failed (the ops issued
+     * meanwhile did not run: issue them again directly). graph_launch runs a recording (asynchronous,
+     * as the ops); graph_destroy frees one (NULL is fine). All four NULL: the backend cannot record
+     * (the CPU runs every op as it is called). */
+    int (*graph_begin)(zg_backend *be);
+    zg_graph *(*graph_end)(zg_backend *be);
+    void (*graph_launch)(zg_backend *be, zg_graph *g);
+    void (*graph_destroy)(zg_backend *be, zg_graph *g);
 
     /* Fused classifier. logits (N,Vp) in act_dtype. Writes losses[i] = -log softmax(logits[i])[targets[i]]
      * (fp32, may be NULL) over the first V columns only; if dloss != 0, overwrites logits with

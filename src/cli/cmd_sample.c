@@ -3,7 +3,9 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/gpt2.h"
-#include "model/sampler.h"
+#include "model/generate.h"
+#include "core/clock.h"
+#include "core/fileio.h"
 #include "text/tokenizer.h"
 #include "train/model_source.h"
 
@@ -13,95 +15,156 @@
 
 typedef struct {
     const char *model, *revision;
-    const char *prompt;
+    const char *prompt, *prompt_file;
     int64_t num_samples, max_new_tokens, top_k, seed;
     double temperature, top_p;
     const char *device;
     const char *dtype;
     const char *tokenizer;
+    int no_graph;
 } sample_args;
 
 static const zg_option sample_opts[] = {
     ZG_OPT_STR(sample_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
     ZG_OPT_STR(sample_args, revision, "revision", "REV", ZG_CLI_REVISION_HELP, NULL),
     ZG_OPT_STR(sample_args, prompt, "prompt", "TEXT", "text to continue (default: start from <|endoftext|>)", NULL),
-    ZG_OPT_INT(sample_args, num_samples, "num-samples", "N", "samples to generate (together, as one batch)", "1"),
+    ZG_OPT_STR(sample_args, prompt_file, "prompt-file", "FILE",
+               "one prompt per line (an empty line: start from <|endoftext|>), all in one batch whatever their "
+               "lengths; each line gives --num-samples rows",
+               NULL),
+    ZG_OPT_INT(sample_args, num_samples, "num-samples", "N", "samples per prompt (together, as one batch)", "1"),
     ZG_OPT_INT(sample_args, max_new_tokens, "max-new-tokens", "N", "tokens to generate per sample", "200"),
     ZG_OPT_DBL(sample_args, temperature, "temperature", "X", "softmax temperature (0 = greedy)", "0.8"),
     ZG_OPT_INT(sample_args, top_k, "top-k", "K", "sample among the K most likely tokens (0 = all)", "200"),
     ZG_OPT_DBL(sample_args, top_p, "top-p", "P", "nucleus: the most likely tokens up to probability P", "1.0"),
-    ZG_OPT_INT(sample_args, seed, "seed", "N", "random seed (sample i uses seed + i)", "1337"),
+    ZG_OPT_INT(sample_args, seed, "seed", "N", "random seed (row i of the batch uses seed + i)", "1337"),
     ZG_OPT_STR(sample_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
     ZG_OPT_STR(sample_args, dtype, "dtype", "fp32|bf16|fp16|auto",
                "precision of generation (auto: bf16 on CUDA, fp32 on the CPU)", "auto"),
     ZG_OPT_STR(sample_args, tokenizer, "tokenizer", "DIR", ZG_CLI_TOKENIZER_HELP, NULL),
+    ZG_OPT_FLAG(sample_args, no_graph, "no-graph",
+                "launch every op of every decode step (default on CUDA: record the step once as a CUDA graph)"),
     ZG_OPT_END,
 };
 
 static const zg_command_spec sample_spec = {
-    "sample", "--model SRC [--prompt TEXT] [--num-samples N] [--max-new-tokens N] [options]",
-    "Generate text from a model (KV cache; the same seed gives the same text).", sample_opts, NULL,
-    "Samples are separated by a line of dashes, as nanoGPT's sample.py prints them."};
+    "sample", "--model SRC [--prompt TEXT | --prompt-file FILE] [--num-samples N] [--max-new-tokens N] [options]",
+    "Generate text from a model on its device (KV cache; sampling on the device; the same seed gives the same "
+    "text).",
+    sample_opts, NULL,
+    "Samples are separated by a line of dashes, as nanoGPT's sample.py prints them. Timings go to stderr: the "
+    "model's load apart from generation, and generated tokens per second."};
 
-static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a, const zg_tokens *prompt) {
-    int B = (int)a->num_samples, V = m->cfg.vocab_size;
-    int P = (int)prompt->len;
-    int maxT = P + (int)a->max_new_tokens;
-    if (maxT > m->cfg.block_size) {
-        return zg_errorf("the prompt (%d tokens) plus --max-new-tokens %lld exceeds the model's block_size %d; "
-                         "lower --max-new-tokens to %d or shorten the prompt",
-                         P, (long long)a->max_new_tokens, m->cfg.block_size, m->cfg.block_size - P);
+/* The batch's prompts as token ids: one per line of --prompt-file, else --prompt; an empty prompt is
+ * <|endoftext|> alone. */
+typedef struct {
+    zg_tokens *ids;
+    int *empty; /* 1: the prompt was empty (its starting <|endoftext|> is not printed) */
+    int n;
+} prompt_set;
+
+static void prompt_set_free(prompt_set *ps) {
+    for (int i = 0; i < ps->n; i++) zg_tokens_free(&ps->ids[i]);
+    free(ps->ids);
+    free(ps->empty);
+    memset(ps, 0, sizeof *ps);
+}
+
+static int prompt_add(prompt_set *ps, const zg_tokenizer *tok, zg_encoder *enc, const char *text, size_t len) {
+    ps->ids = zg_realloc(ps->ids, (size_t)(ps->n + 1) * sizeof *ps->ids);
+    ps->empty = zg_realloc(ps->empty, (size_t)(ps->n + 1) * sizeof *ps->empty);
+    zg_tokens *t = &ps->ids[ps->n];
+    memset(t, 0, sizeof *t);
+    ps->empty[ps->n] = len == 0;
+    ps->n++;
+    if (len == 0) {
+        zg_tokens_push(t, zg_tokenizer_eot(tok));
+        return 0;
     }
-    if (gpt2_kv_alloc(m, B, maxT) != 0) return -1;
-    zg_sampler *smp = zg_calloc((size_t)B, sizeof *smp);
+    return zg_encoder_encode(enc, text, len, 1, t);
+}
+
+static int prompt_set_load(prompt_set *ps, const zg_tokenizer *tok, const sample_args *a) {
+    memset(ps, 0, sizeof *ps);
+    zg_encoder *enc = zg_encoder_new(tok);
     int rc = 0;
-    for (int b = 0; b < B && rc == 0; b++)
-        rc = zg_sampler_init(&smp[b], (float)a->temperature, (int)a->top_k, (float)a->top_p, (uint64_t)a->seed + (uint64_t)b);
-    int32_t *seq = zg_malloc((size_t)B * maxT * sizeof(int32_t));
-    int32_t *step_in = zg_malloc((size_t)B * (size_t)(P > 1 ? P : 1) * sizeof(int32_t));
-    float *logits = zg_malloc((size_t)B * V * sizeof(float));
-    for (int b = 0; b < B; b++) memcpy(seq + (size_t)b * maxT, prompt->ids, (size_t)P * sizeof(int32_t));
-    if (rc == 0) {
-        for (int b = 0; b < B; b++) memcpy(step_in + (size_t)b * P, prompt->ids, (size_t)P * sizeof(int32_t));
-        rc = gpt2_forward_cached(m, step_in, B, P, 0, logits);
-    }
-    for (int t = P; t < maxT && rc == 0; t++) {
-        for (int b = 0; b < B; b++) {
-            int id = zg_sampler_sample(&smp[b], logits + (size_t)b * V, V);
-            seq[(size_t)b * maxT + t] = id;
-            step_in[b] = id;
+    if (a->prompt_file) {
+        char *data = NULL;
+        size_t len = 0;
+        if (zg_file_read_all(a->prompt_file, &data, &len) != 0) {
+            rc = zg_error_prefix("--prompt-file");
+        } else {
+            size_t i = 0;
+            while (i < len && rc == 0) {
+                size_t j = i;
+                while (j < len && data[j] != '\n') j++;
+                rc = prompt_add(ps, tok, enc, data + i, j - i);
+                i = j + 1;
+            }
+            if (rc == 0 && ps->n == 0)
+                rc = zg_errorf("--prompt-file %s: no lines; give one prompt per line", a->prompt_file);
         }
-        if (t + 1 < maxT) rc = gpt2_forward_cached(m, step_in, B, 1, t, logits);
+        free(data);
+    } else {
+        const char *p = a->prompt ? a->prompt : "";
+        rc = prompt_add(ps, tok, enc, p, strlen(p));
     }
+    zg_encoder_free(enc);
+    return rc;
+}
+
+static int print_samples(const zg_tokenizer *tok, const prompt_set *ps, int per_prompt, const int *plen,
+                         const gpt2_gen_result *g, int max_new) {
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    int eot = zg_tokenizer_eot(tok);
+    int eot = zg_tokenizer_eot(tok), rc = 0, B = ps->n * per_prompt;
     for (int b = 0; b < B && rc == 0; b++) {
-        len = 0;
-        const int32_t *s = seq + (size_t)b * maxT;
-        /* the starting <|endoftext|> of an empty prompt is not shown; generation ends at the next one */
-        int start = (P == 1 && s[0] == eot && (!a->prompt || !a->prompt[0])) ? 1 : 0;
-        int end = maxT;
-        for (int t = P; t < maxT; t++)
+        const int32_t *s = g->seq + (size_t)b * g->maxT;
+        int P = plen[b], start = ps->empty[b / per_prompt] ? 1 : 0, end = P + max_new;
+        for (int t = P; t < P + max_new; t++)
             if (s[t] == eot) {
                 end = t;
                 break;
             }
-        if (zg_tokenizer_decode(tok, s + start, (size_t)(end - start), &buf, &len, &cap) != 0) {
-            rc = -1;
-            break;
-        }
-        if (fwrite(buf, 1, len, stdout) != len) rc = zg_errorf("cannot write to stdout");
+        len = 0; /* decode appends */
+        rc = zg_tokenizer_decode(tok, s + start, (size_t)(end - start), &buf, &len, &cap);
+        if (rc == 0 && fwrite(buf, 1, len, stdout) != len) rc = zg_errorf("cannot write to stdout");
         printf("\n---------------\n");
     }
     fflush(stdout);
     free(buf);
-    for (int b = 0; b < B; b++) zg_sampler_free(&smp[b]);
-    free(smp);
-    free(seq);
-    free(step_in);
-    free(logits);
-    gpt2_kv_free(m);
+    return rc;
+}
+
+static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a, const prompt_set *ps) {
+    int per = (int)a->num_samples, B = ps->n * per, rc = 0;
+    if (B > 1024) return zg_errorf("%d prompts x --num-samples %d = %d rows; at most 1024 in one batch", ps->n, per, B);
+    const int32_t **prompts = zg_malloc((size_t)B * sizeof *prompts);
+    int *plen = zg_malloc((size_t)B * sizeof *plen);
+    zg_sample_row *rows = zg_malloc((size_t)B * sizeof *rows);
+    for (int b = 0; b < B && rc == 0; b++) {
+        prompts[b] = ps->ids[b / per].ids;
+        plen[b] = (int)ps->ids[b / per].len;
+        rc = gpt2_sample_row_init(&rows[b], a->temperature, (long long)a->top_k, a->top_p,
+                                  (uint64_t)a->seed + (uint64_t)b);
+    }
+    gpt2_gen_args ga = {B, prompts, plen, (int)a->max_new_tokens, rows, zg_tokenizer_eot(tok), !a->no_graph};
+    gpt2_gen_result g = {0};
+    if (rc == 0) rc = gpt2_generate(m, &ga, &g);
+    if (rc == 0) {
+        long long toks = (long long)(g.steps + 1) * B;
+        fprintf(stderr,
+                "zgpt sample: %d rows, %lld tokens in %.3f s (prompt %.3f s + %d decode steps %.3f s, %s): "
+                "%.1f tokens/s\n",
+                B, toks, g.prefill_s + g.decode_s, g.prefill_s, g.steps, g.decode_s,
+                g.recorded ? "one CUDA graph per step" : "direct launches",
+                (double)toks / (g.prefill_s + g.decode_s > 0 ? g.prefill_s + g.decode_s : 1e-9));
+        rc = print_samples(tok, ps, per, plen, &g, (int)a->max_new_tokens);
+    }
+    gpt2_gen_result_free(&g);
+    free(prompts);
+    free(plen);
+    free(rows);
     return rc;
 }
 
@@ -119,43 +182,48 @@ int zg_cmd_sample(int argc, char **argv) {
         zg_error_print();
         return 2;
     }
-    zg_sampler probe;
-    if (zg_sampler_init(&probe, (float)a.temperature, (int)a.top_k, (float)a.top_p, 0) != 0) {
+    if (a.prompt && a.prompt_file) {
+        zg_errorf("--prompt and --prompt-file together: give one of them");
+        zg_error_print();
+        return 2;
+    }
+    zg_sample_row probe;
+    if (gpt2_sample_row_init(&probe, a.temperature, (long long)a.top_k, a.top_p, 0) != 0) {
         zg_error_print();
         return 2;
     }
     zg_tokenizer *tok;
     if (zg_tokenizer_init(&tok, a.tokenizer) != 0) return zg_cli_fail();
-    zg_tokens prompt = {0};
-    if (a.prompt && a.prompt[0]) {
-        zg_encoder *enc = zg_encoder_new(tok);
-        rc = zg_encoder_encode(enc, a.prompt, strlen(a.prompt), 1, &prompt);
-        zg_encoder_free(enc);
-        if (rc != 0) {
-            zg_tokenizer_free(tok);
-            return zg_cli_fail();
-        }
-    } else {
-        zg_tokens_push(&prompt, zg_tokenizer_eot(tok));
+    prompt_set ps;
+    if (prompt_set_load(&ps, tok, &a) != 0) {
+        prompt_set_free(&ps);
+        zg_tokenizer_free(tok);
+        return zg_cli_fail();
     }
     zg_backend *be;
     gpt2_model m;
     int status = 0;
     char spec[1024];
+    double t0 = zg_now_s();
     if (zg_cli_model_spec(a.model, a.revision, spec, sizeof spec) != 0 ||
         zg_model_instantiate(spec, a.device, a.dtype, 1, 0, &be, &m, NULL, 0) != 0) {
         status = zg_cli_fail();
     } else {
+        be->ops->synchronize(be);
+        fprintf(stderr, "zgpt sample: model loaded in %.2f s (%s, %s)\n", zg_now_s() - t0, be->ops->name,
+                zg_dtype_name(be->act_dtype));
+        if (a.no_graph && be->ops->graph_begin == NULL)
+            fprintf(stderr, "note: --no-graph: the %s backend launches every op directly anyway\n", be->ops->name);
         if (m.cfg.vocab_size != zg_tokenizer_vocab_size(tok)) {
             zg_errorf("the model has a vocabulary of %d tokens but the tokenizer %d; give the matching --tokenizer",
                       m.cfg.vocab_size, zg_tokenizer_vocab_size(tok));
             status = zg_cli_fail();
-        } else if (generate(&m, tok, &a, &prompt) != 0) {
+        } else if (generate(&m, tok, &a, &ps) != 0) {
             status = zg_cli_fail();
         }
         zg_model_release(be, &m);
     }
-    zg_tokens_free(&prompt);
+    prompt_set_free(&ps);
     zg_tokenizer_free(tok);
     return status;
 }

@@ -787,8 +787,7 @@ typedef struct {
     void **kcache, **vcache; /* per layer (B,NH,maxT,hs) */
     /* work buffers for up to B*maxT rows */
     void *x, *y, *ln, *qkv, *atty, *fch, *fchg; /* y: the residual stream after attention */
-    float *mean, *rstd;
-    void *last;   /* (B,C) last-position rows of ln_f */
+    void *last;   /* (B,C) last-position rows of ln_f (prefill) */
     void *logits; /* (B,Vp) */
     int32_t *tok; /* (B,maxT) token ids of one call */
 } kv_state;
@@ -801,7 +800,7 @@ void gpt2_kv_free(gpt2_model *m) {
         if (kv->kcache[l]) be->ops->dealloc(be, kv->kcache[l]);
         if (kv->vcache[l]) be->ops->dealloc(be, kv->vcache[l]);
     }
-    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->fch, kv->fchg, kv->mean, kv->rstd, kv->last,
+    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->fch, kv->fchg, kv->last,
                     kv->logits, kv->tok};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->dealloc(be, bufs[i]);
@@ -836,8 +835,7 @@ int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
         size_t bytes;
     } w[] = {{&kv->x, N * C * asz},        {&kv->y, N * C * asz},           {&kv->ln, N * C * asz},
              {&kv->qkv, N * 3 * C * asz},  {&kv->atty, N * C * asz},
-             {&kv->fch, N * 4 * C * asz},  {&kv->fchg, N * 4 * C * asz},    {(void **)&kv->mean, N * 4},
-             {(void **)&kv->rstd, N * 4},  {&kv->last, (size_t)B * C * asz},
+             {&kv->fch, N * 4 * C * asz},  {&kv->fchg, N * 4 * C * asz},    {&kv->last, (size_t)B * C * asz},
              {&kv->logits, (size_t)B * m->cfg.padded_vocab_size * asz},
              {(void **)&kv->tok, N * sizeof(int32_t)}};
     for (size_t i = 0; i < sizeof w / sizeof w[0] && ok; i++) {
@@ -851,47 +849,91 @@ int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
     return 0;
 }
 
-int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn, int pos, float *logits_out) {
+/* The layers and LM head of a cached forward over kv->x (B*Tn rows, embedded already): positions
+ * pos..pos+Tn-1, or with pos_dev (Tn 1) the position in backend memory (a decode step). Logits of each
+ * row's last position go to kv->logits (B,Vp). */
+static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *pos_dev) {
     kv_state *kv = m->kv;
-    if (kv == NULL) return zg_errorf("gpt2_forward_cached: no KV cache (call gpt2_kv_alloc first)");
-    if (B != kv->B || Tn < 1 || pos < 0 || pos + Tn > kv->maxT)
-        return zg_errorf("KV cache holds %d sequences of %d positions; asked for %d sequences at positions %d..%d",
-                         kv->B, kv->maxT, B, pos, pos + Tn - 1);
-    if (check_tokens(m, tokens_host, (size_t)B * Tn, 0, "token") != 0) return -1;
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
-    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, N = B * Tn;
-    int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
-    size_t psz = zg_dtype_size(be->param_dtype), asz = zg_dtype_size(be->act_dtype);
-    int32_t *tok = kv->tok;
-    op->upload(be, tok, tokens_host, (size_t)N * sizeof(int32_t));
-    /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
-    void *wpe = (char *)tensor_ptr(m, 0, GPT2_T_WPE) + (size_t)pos * C * psz;
-    hook_before(m, -1, 0);
-    op->encoder_forward(be, kv->x, tok, tensor_ptr(m, 0, GPT2_T_WTE), wpe, B, Tn, C);
+    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, N = B * Tn, Vp = m->cfg.padded_vocab_size;
+    size_t asz = zg_dtype_size(be->act_dtype);
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
         layer_params p = layer_ptrs(m, 0, l);
-        op->layernorm_forward(be, kv->ln, kv->mean, kv->rstd, kv->x, p.ln1w, p.ln1b, N, C);
+        op->layernorm_forward(be, kv->ln, NULL, NULL, kv->x, p.ln1w, p.ln1b, N, C);
         op->matmul_forward(be, kv->qkv, NULL, kv->ln, p.qkvw, p.qkvb, NULL, N, C, 3 * C);
-        op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C, NH);
+        if (pos_dev)
+            op->attention_decode(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], pos_dev, B, kv->maxT, C, NH);
+        else
+            op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT,
+                                         C, NH);
         /* y = x + atty @ Wproj^T + b; x = y + gelu(ln2(y) @ Wfc^T + b) @ Wfcproj^T + b (residual adds fused) */
         op->matmul_forward(be, kv->y, NULL, kv->atty, p.attprojw, p.attprojb, kv->x, N, C, C);
-        op->layernorm_forward(be, kv->ln, kv->mean, kv->rstd, kv->y, p.ln2w, p.ln2b, N, C);
+        op->layernorm_forward(be, kv->ln, NULL, NULL, kv->y, p.ln2w, p.ln2b, N, C);
         op->matmul_forward(be, kv->fchg, kv->fch, kv->ln, p.fcw, p.fcb, NULL, N, C, 4 * C);
         op->matmul_forward(be, kv->x, NULL, kv->fchg, p.fcprojw, p.fcprojb, kv->y, N, 4 * C, C);
         hook_after(m, l, 0);
     }
     /* only the last new position of each sequence needs logits: gather those rows (B,C) */
-    for (int b = 0; b < B; b++)
-        op->copy(be, (char *)kv->last + (size_t)b * C * asz, (char *)kv->x + ((size_t)b * Tn + Tn - 1) * C * asz,
-                 (size_t)C * asz);
-    op->layernorm_forward(be, kv->y, kv->mean, kv->rstd, kv->last, tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
+    void *last = kv->x;
+    if (Tn > 1) {
+        for (int b = 0; b < B; b++)
+            op->copy(be, (char *)kv->last + (size_t)b * C * asz, (char *)kv->x + ((size_t)b * Tn + Tn - 1) * C * asz,
+                     (size_t)C * asz);
+        last = kv->last;
+    }
+    op->layernorm_forward(be, kv->y, NULL, NULL, last, tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
                           tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), B, C);
     op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, B, C, Vp);
     hook_after(m, -1, 0);
+}
+
+static int kv_check(const gpt2_model *m, int B, int Tn, int pos) {
+    const kv_state *kv = m->kv;
+    if (kv == NULL) return zg_errorf("gpt2_forward_cached: no KV cache (call gpt2_kv_alloc first)");
+    if (B != kv->B || Tn < 1 || pos < 0 || pos + Tn > kv->maxT)
+        return zg_errorf("KV cache holds %d sequences of %d positions; asked for %d sequences at positions %d..%d",
+                         kv->B, kv->maxT, B, pos, pos + Tn - 1);
+    return 0;
+}
+
+int gpt2_forward_cached_dev(gpt2_model *m, const int32_t *tokens, int B, int Tn, int pos) {
+    if (kv_check(m, B, Tn, pos) != 0) return -1;
+    kv_state *kv = m->kv;
+    zg_backend *be = m->be;
+    int C = m->cfg.n_embd;
+    size_t psz = zg_dtype_size(be->param_dtype);
+    /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
+    void *wpe = (char *)tensor_ptr(m, 0, GPT2_T_WPE) + (size_t)pos * C * psz;
+    hook_before(m, -1, 0);
+    be->ops->encoder_forward(be, kv->x, tokens, tensor_ptr(m, 0, GPT2_T_WTE), wpe, B, Tn, C);
+    cached_body(m, B, Tn, pos, NULL);
+    return 0;
+}
+
+void gpt2_decode_step(gpt2_model *m, const int32_t *tokens, const int32_t *pos) {
+    kv_state *kv = m->kv;
+    zg_backend *be = m->be;
+    hook_before(m, -1, 0);
+    be->ops->encoder_forward_at(be, kv->x, tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), pos,
+                                kv->B, m->cfg.n_embd);
+    cached_body(m, kv->B, 1, 0, pos);
+}
+
+void *gpt2_kv_logits(const gpt2_model *m) { return m->kv ? ((kv_state *)m->kv)->logits : NULL; }
+
+int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn, int pos, float *logits_out) {
+    if (kv_check(m, B, Tn, pos) != 0) return -1;
+    if (check_tokens(m, tokens_host, (size_t)B * Tn, 0, "token") != 0) return -1;
+    kv_state *kv = m->kv;
+    zg_backend *be = m->be;
+    int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    size_t asz = zg_dtype_size(be->act_dtype);
+    be->ops->upload(be, kv->tok, tokens_host, (size_t)B * Tn * sizeof(int32_t));
+    if (gpt2_forward_cached_dev(m, kv->tok, B, Tn, pos) != 0) return -1;
     for (int b = 0; b < B; b++)
-        op->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,
-                         (size_t)V);
+        be->ops->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz,
+                              be->act_dtype, (size_t)V);
     return 0;
 }

@@ -229,5 +229,13 @@ void gpt2_logits(gpt2_model *m, int t, float *out);
 int gpt2_kv_alloc(gpt2_model *m, int B, int maxT);
 void gpt2_kv_free(gpt2_model *m);
 int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn, int pos, float *logits_out);
+/* The same with the tokens (B,Tn) in backend memory (ids not checked: the caller's), the logits left in
+ * backend memory: gpt2_kv_logits (B,Vp) act_dtype. */
+int gpt2_forward_cached_dev(gpt2_model *m, const int32_t *tokens, int B, int Tn, int pos);
+/* One decode step at fixed shapes: the cache's B rows each take one token, tokens (B) and pos (int32[2],
+ * pos[0] the position; see the backend's decode ops) in backend memory, so that the step can be recorded
+ * once and replayed (src/model/generate.c). Logits (B,Vp) into gpt2_kv_logits. */
+void gpt2_decode_step(gpt2_model *m, const int32_t *tokens, const int32_t *pos);
+void *gpt2_kv_logits(const gpt2_model *m);
 
 #endif

@@ -23,6 +23,32 @@ cmp g1.txt g2.txt || fail "greedy depends on the seed"
 cmp g1.txt g3.txt || fail "top-k 1 differs from greedy"
 "${S[@]}" --top-p 0.9 --seed 4 > p.txt   # no prompt: starts from <|endoftext|>
 [ -s p.txt ] || fail "empty output without a prompt"
+# ragged prompts in one batch (--prompt-file: one a line, an empty line starts from <|endoftext|>):
+# row i equals its prompt sampled alone with seed + i, greedy and sampled
+printf 'KING:\nFirst Citizen:\n\nWe are accounted poor citizens, the patricians good.\n' > prompts.txt
+for mode in "--temperature 0" "--top-k 20 --top-p 0.9"; do
+  # shellcheck disable=SC2086 # $mode is several options
+  "${S[@]}" --prompt-file prompts.txt --seed 21 $mode > rag.txt 2> rag.err || fail "ragged batch: $(cat rag.err)"
+  [ "$(grep -c '^---------------$' rag.txt)" -eq 4 ] || fail "expected 4 samples from 4 prompts: $(cat rag.txt)"
+  grep -q "^zgpt sample: 4 rows, .* tokens/s$" rag.err || fail "no timing line: $(cat rag.err)"
+  grep -q "^zgpt sample: model loaded in [0-9.]* s (cpu, fp32)$" rag.err || fail "no load line: $(cat rag.err)"
+  n=0
+  while IFS= read -r line; do
+    # shellcheck disable=SC2086
+    "${S[@]}" ${line:+--prompt "$line"} --seed $((21 + n)) $mode > one.txt 2>/dev/null
+    awk -v k=$n 'BEGIN {RS = "\n---------------\n"} NR == k + 1 {print}' rag.txt > rag_row.txt
+    awk 'BEGIN {RS = "\n---------------\n"} NR == 1 {print}' one.txt | cmp -s - rag_row.txt ||
+      fail "row $n of the ragged batch ($mode) differs from its prompt alone: $(cat rag_row.txt) / $(cat one.txt)"
+    n=$((n + 1))
+  done < prompts.txt
+done
+# --num-samples with a prompt file: rows prompt-major, row i uses seed + i
+"${S[@]}" --prompt-file prompts.txt --num-samples 2 --seed 21 --temperature 0 > rag2.txt 2>/dev/null
+[ "$(grep -c '^---------------$' rag2.txt)" -eq 8 ] || fail "expected 8 samples from 4 prompts x 2"
+expect_fail "both prompts" "--prompt and --prompt-file together" "$ZGPT" sample --model out --prompt a --prompt-file prompts.txt
+expect_fail "missing prompt file" "--prompt-file" "$ZGPT" sample --model out --prompt-file nope.txt
+: > empty.txt
+expect_fail "empty prompt file" "no lines" "$ZGPT" sample --model out --prompt-file empty.txt
 expect_fail "bad top-p" "--top-p 1.5" "$ZGPT" sample --model out --top-p 1.5
 expect_fail "negative temperature" "--temperature" "$ZGPT" sample --model out --temperature -1
 expect_fail "too long" "exceeds the model's block_size 32" "$ZGPT" sample --model out --max-new-tokens 100

@@ -829,12 +829,15 @@ static void test_attention_large(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-static void test_attention_cached(void) {
+/* The KV cache over a sequence of 23 positions run as chunks 0..9, 10..20 (11), 21, 22 through
+ * attention_forward_cached; with decode, positions 10..22 go one at a time through attention_decode
+ * (the position in device memory) instead. */
+static void attention_cached_case(int decode) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
         int B = 2, C = 128, NH = 2, hs = C / NH, maxT = 40, Ttot = 23;
-        /* the full sequence; run it as chunks 0..9, 10..20 (11), 21, 22 through the cache */
+        int32_t *dpos = be->ops->alloc(be, 2 * sizeof(int32_t), "pos");
         size_t nqkv = (size_t)B * Ttot * 3 * C;
         float *qkv = malloc(nqkv * 4);
         for (size_t i = 0; i < nqkv; i++) qkv[i] = 2.f * zt_rand_uniform(&g_rng);
@@ -847,8 +850,11 @@ static void test_attention_cached(void) {
         attn_ref(ref, NULL, qkv, NULL, B, Ttot, C, NH);
         void *kc = dev_nan(be, dt, (size_t)B * NH * maxT * hs), *vc = dev_nan(be, dt, (size_t)B * NH * maxT * hs);
         int chunks[][2] = {{0, 10}, {10, 11}, {21, 1}, {22, 1}};
-        for (int k = 0; k < 4; k++) {
-            int pos = chunks[k][0], Tn = chunks[k][1];
+        int decode_chunks[14][2] = {{0, 10}};
+        for (int k = 1; k < 14; k++) decode_chunks[k][0] = 9 + k, decode_chunks[k][1] = 1;
+        int (*run)[2] = decode ? decode_chunks : chunks, nrun = decode ? 14 : 4;
+        for (int k = 0; k < nrun; k++) {
+            int pos = run[k][0], Tn = run[k][1];
             size_t n3 = (size_t)B * Tn * 3 * C, n1 = (size_t)B * Tn * C;
             float *part = malloc(n3 * 4);
             for (int b = 0; b < B; b++)
@@ -856,14 +862,21 @@ static void test_attention_cached(void) {
             void *dpart = be->ops->alloc(be, n3 * 4, "qkv chunk");
             be->ops->upload_f32(be, dpart, dt, part, n3);
             void *out = dev_nan(be, dt, n1);
-            be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);
+            if (decode && pos > 0) {
+                int p2[2] = {pos, pos + 1};
+                be->ops->upload(be, dpos, p2, sizeof p2);
+                be->ops->attention_decode(be, out, dpart, kc, vc, dpos, B, maxT, C, NH);
+            } else {
+                be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);
+            }
             float *o = dl(be, out, dt, n1);
             double *r = malloc(n1 * 8);
             for (int b = 0; b < B; b++)
                 for (int t = 0; t < Tn; t++)
                     for (int c = 0; c < C; c++) r[((size_t)b * Tn + t) * C + c] = ref[((size_t)b * Ttot + pos + t) * C + c];
             char name[96];
-            snprintf(name, sizeof name, "attention_forward_cached pos=%d Tn=%d", pos, Tn);
+            snprintf(name, sizeof name, "%s pos=%d Tn=%d", decode && pos > 0 ? "attention_decode" : "attention_forward_cached",
+                     pos, Tn);
             check_rel(name, dt, o, r, n1, tol_of(dt));
             free(part); free(o); free(r);
             be->ops->dealloc(be, dpart); be->ops->dealloc(be, out);
@@ -878,9 +891,11 @@ static void test_attention_cached(void) {
                         if (kh[(((size_t)b * NH + h) * maxT + t) * hs + d] != qkv[((size_t)b * Ttot + t) * 3 * C + C + h * hs + d]) bad++;
         ZT_CHECK_MSG(bad == 0, "kv cache %s: %zu wrong key entries", dt_name(dt), bad);
         free(kh); free(qkv); free(ref);
-        be->ops->dealloc(be, kc); be->ops->dealloc(be, vc);
+        be->ops->dealloc(be, kc); be->ops->dealloc(be, vc); be->ops->dealloc(be, dpos);
     }
 }
+
+static void test_attention_cached(void) { attention_cached_case(0); }
 
 /* ---- classifier ------------------------------------------------------------------------------- */
 
@@ -1471,7 +1486,174 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     cudaEventDestroy(ctx.e1);
 }
 
-/* ZG_BENCH_ONLY=124m|xl16|xl8|survey|attn runs only that part (default: all) */
+/* ---- generation: the sample op against the CPU's, decode attention, decode_advance under a graph ---- */
+
+/* The CUDA sample op gives the CPU op's token ids on the same logits (the device's rounded values), for
+ * greedy, top-k (with many ties: radix selection down to the id bits), top-p, both, and temperatures,
+ * over many counters. */
+static void test_sample(void) {
+    zg_backend *cpu;
+    zg_backend_config cc = {"cpu", -1, ZG_F32};
+    ZT_CHECK(zg_backend_cpu_create(&cpu, &cc) == 0);
+    enum { B = 9, V = 50257, Vp = 50304, COUNTERS = 40 };
+    /* inv_temperature, top_k, top_p, seed */
+    zg_sample_row rows[B] = {{0.0f, 0, 1.0f, 0, 11},        {1.0f, 1, 1.0f, 0, 12},
+                             {1.25f, 200, 1.0f, 0, 13},     {1.0f, 0, 0.9f, 0, 14},
+                             {0.77f, 50, 0.8f, 0, 15},      {1.0f, 0, 1.0f, 0, 16},
+                             {1.43f, V + 10, 1.0f, 0, 17},  {1.0f, 3, 0.01f, 0, 18},
+                             {1.0f, 1000, 0.95f, 0, 1ull << 40}};
+    float *lg = malloc((size_t)B * Vp * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < Vp; i++) {
+            float x = 4.0f * zt_rand_uniform(&g_rng);
+            if (b == 2 || b == 8) x = roundf(x * 4.0f) / 4.0f; /* 33 distinct values: ties everywhere */
+            if (b == 5) x = 0.5f;                             /* all equal */
+            lg[(size_t)b * Vp + i] = x;
+        }
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        void *dlg = be->ops->alloc(be, (size_t)B * Vp * (dt == ZG_F32 ? 4 : 2), "logits");
+        be->ops->upload_f32(be, dlg, dt, lg, (size_t)B * Vp);
+        float *hl = dl(be, dlg, dt, (size_t)B * Vp); /* what the device holds */
+        zg_sample_row *drows = be->ops->alloc(be, sizeof rows, "rows");
+        be->ops->upload(be, drows, rows, sizeof rows);
+        int32_t *dids = be->ops->alloc(be, B * sizeof(int32_t), "ids"), *dctr = be->ops->alloc(be, 4, "counter");
+        int mismatches = 0, distinct = 0;
+        for (int c = 0; c < COUNTERS; c++) {
+            int32_t gpu[B], ref[B], prev[B];
+            be->ops->upload(be, dctr, &c, 4);
+            be->ops->sample(be, dids, dlg, drows, dctr, B, V, Vp);
+            be->ops->download(be, gpu, dids, sizeof gpu);
+            cpu->ops->sample(cpu, ref, hl, rows, &c, B, V, Vp);
+            for (int b = 0; b < B; b++) {
+                if (gpu[b] != ref[b] && mismatches++ < 5)
+                    fprintf(stderr, "  sample %s row %d counter %d: cuda %d, cpu %d\n", dt_name(dt), b, c, gpu[b], ref[b]);
+                if (c > 0) distinct += gpu[b] != prev[b];
+                prev[b] = gpu[b];
+            }
+        }
+        ZT_CHECK_MSG(mismatches == 0, "sample %s: %d of %d token ids differ from the CPU op", dt_name(dt), mismatches,
+                     B * COUNTERS);
+        ZT_CHECK(distinct > COUNTERS); /* sampled rows do move with the counter */
+        free(hl);
+        be->ops->dealloc(be, dlg); be->ops->dealloc(be, drows); be->ops->dealloc(be, dids); be->ops->dealloc(be, dctr);
+    }
+    free(lg);
+    zg_backend_destroy(cpu);
+}
+
+/* encoder_forward_at at a position held in device memory against encoder_forward (exact), and
+ * attention_decode through the KV-cache case against the fp64 reference. */
+static void test_decode_ops(void) {
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        int B = 3, C = 128, maxT = 40, Vp = 64;
+        /* encoder: at position 7 == encoder_forward with wpe from row 7 */
+        void *wte = dev_rand(be, dt, (size_t)Vp * C, 1.0f, NULL), *wpe = dev_rand(be, dt, (size_t)maxT * C, 1.0f, NULL);
+        int32_t tok[3] = {5, 63, 0}, pos[2] = {7, 8};
+        int32_t *dtok = be->ops->alloc(be, sizeof tok, "tokens"), *dpos = be->ops->alloc(be, sizeof pos, "pos");
+        be->ops->upload(be, dtok, tok, sizeof tok);
+        be->ops->upload(be, dpos, pos, sizeof pos);
+        void *o1 = dev_nan(be, dt, (size_t)B * C), *o2 = dev_nan(be, dt, (size_t)B * C);
+        be->ops->encoder_forward_at(be, o1, dtok, wte, wpe, dpos, B, C);
+        be->ops->encoder_forward(be, o2, dtok, wte, (char *)wpe + (size_t)7 * C * (dt == ZG_F32 ? 4 : 2), B, 1, C);
+        float *h1 = dl(be, o1, dt, (size_t)B * C), *h2 = dl(be, o2, dt, (size_t)B * C);
+        ZT_CHECK_MSG(memcmp(h1, h2, (size_t)B * C * 4) == 0, "encoder_forward_at %s differs from encoder_forward", dt_name(dt));
+        free(h1); free(h2);
+        void *ptrs[] = {wte, wpe, dtok, dpos, o1, o2};
+        for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    }
+    attention_cached_case(1);
+}
+
+/* decode_advance recorded once as a graph and replayed: the position moves on the device, rows keep
+ * their prompt tokens until their prompt ends, then take the draws. */
+static void test_decode_graph(void) {
+    zg_backend *be = g_be[1];
+    enum { B = 3, maxT = 8 };
+    int32_t seq[B * maxT] = {0}, plen[B] = {1, 4, 2}, ids[B] = {101, 102, 103}, pos[2] = {0, 1};
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < plen[b]; t++) seq[b * maxT + t] = 10 * (b + 1) + t;
+    int32_t *dseq = be->ops->alloc(be, sizeof seq, "seq"), *dplen = be->ops->alloc(be, sizeof plen, "plen");
+    int32_t *dids = be->ops->alloc(be, sizeof ids, "ids"), *dpos = be->ops->alloc(be, sizeof pos, "pos");
+    int32_t *dtok = be->ops->alloc(be, sizeof ids, "tokens");
+    be->ops->upload(be, dseq, seq, sizeof seq);
+    be->ops->upload(be, dplen, plen, sizeof plen);
+    be->ops->upload(be, dids, ids, sizeof ids);
+    be->ops->upload(be, dpos, pos, sizeof pos);
+    ZT_CHECK(be->ops->graph_begin(be) == 0);
+    be->ops->decode_advance(be, dseq, dtok, dpos, dids, dplen, B, maxT);
+    zg_graph *g = be->ops->graph_end(be);
+    ZT_CHECK(g != NULL);
+    be->ops->download(be, pos, dpos, sizeof pos);
+    ZT_CHECK_MSG(pos[0] == 0, "recording ran the op (pos %d)", pos[0]);
+    for (int k = 0; k < 5 && g; k++) be->ops->graph_launch(be, g);
+    int32_t tok[B];
+    be->ops->download(be, seq, dseq, sizeof seq);
+    be->ops->download(be, pos, dpos, sizeof pos);
+    be->ops->download(be, tok, dtok, sizeof tok);
+    ZT_CHECK(pos[0] == 5 && pos[1] == 6);
+    for (int b = 0; b < B; b++) {
+        for (int t = 1; t <= 5; t++) {
+            int want = t < plen[b] ? 10 * (b + 1) + t : ids[b];
+            ZT_CHECK_MSG(seq[b * maxT + t] == want, "row %d position %d: %d, expected %d", b, t, seq[b * maxT + t], want);
+        }
+        ZT_CHECK(tok[b] == seq[b * maxT + 5]);
+    }
+    be->ops->graph_destroy(be, g);
+    void *ptrs[] = {dseq, dplen, dids, dpos, dtok};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+}
+
+/* One token's decode-step ops at GPT-2 XL shapes (bf16): the products read the whole weight matrix for
+ * B rows (GB/s = weight bytes / time: the bandwidth bound of generation), decode attention over L
+ * cached positions, and the sample op over the 50257 logits of each row. */
+static void bench_decode(zg_backend *be, int B, int L) {
+    bench_ctx ctx = {be, NULL, NULL};
+    cudaEventCreate(&ctx.e0);
+    cudaEventCreate(&ctx.e1);
+    int C = 1600, NH = 25, hs = C / NH, V = 50257, Vp = 50304, maxT = 1024;
+    printf("\n### decode step ops, GPT-2 XL: B=%d, %d cached positions (bf16)\n\n", B, L);
+    printf("| op | ms (median) | TFLOP/s | GB/s |\n|---|---|---|---|\n");
+    void *x = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL), *y = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
+    void *pre = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
+    void *w = dev_rand(be, ZG_BF16, (size_t)4 * C * C, 0.02f, NULL), *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
+    void *wte = dev_big(be, ZG_BF16, (size_t)Vp * C, 0.02f);
+    void *logits = dev_rand(be, ZG_BF16, (size_t)B * Vp, 3.f, NULL);
+    void *kc = dev_big(be, ZG_BF16, (size_t)B * NH * maxT * hs, 1.f), *vc = dev_big(be, ZG_BF16, (size_t)B * NH * maxT * hs, 1.f);
+    void *qkv = dev_rand(be, ZG_BF16, (size_t)B * 3 * C, 1.f, NULL);
+    int32_t hpos[2] = {L - 1, L}, *pos = be->ops->alloc(be, sizeof hpos, "pos"), *ids = be->ops->alloc(be, B * 4, "ids");
+    be->ops->upload(be, pos, hpos, sizeof hpos);
+    zg_sample_row *rows = malloc((size_t)B * sizeof *rows), *drows = be->ops->alloc(be, (size_t)B * sizeof *rows, "rows");
+    double wb = 2.0 * C * C;
+    BENCH(&ctx, "layernorm fwd", 0, (double)B * C * 4, be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, bias, B, C));
+    BENCH(&ctx, "matmul qkv (weights read)", 2.0 * B * 3 * wb / 2, 3 * wb, be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
+    BENCH(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb, be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
+    BENCH(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb, be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
+    BENCH(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb, be->ops->matmul_forward(be, y, NULL, pre, w, bias, x, B, 4 * C, C));
+    BENCH(&ctx, "attention_decode", 0, 2.0 * B * NH * L * hs * 2, be->ops->attention_decode(be, y, qkv, kc, vc, pos, B, maxT, C, NH));
+    BENCH(&ctx, "lm head (wte read)", 2.0 * B * C * Vp, 2.0 * Vp * C, be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, B, C, Vp));
+    const struct { const char *name; float t; int k; float p; } cases[] = {
+        {"sample greedy", 0.0f, 0, 1.0f}, {"sample T=0.8 top-k 200", 0.8f, 200, 1.0f},
+        {"sample top-p 0.9", 1.0f, 0, 0.9f}, {"sample all (no cut)", 1.0f, 0, 1.0f}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int b = 0; b < B; b++) {
+            zg_sample_row r = {cases[c].t > 0 ? 1.0f / cases[c].t : 0.0f, cases[c].k, cases[c].p, 0, (uint64_t)b};
+            rows[b] = r;
+        }
+        be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
+        BENCH(&ctx, cases[c].name, 0, (double)B * Vp * 2, be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
+    }
+    void *ptrs[] = {x, y, pre, w, bias, wte, logits, kc, vc, qkv, pos, ids, drows};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+    free(rows);
+    cudaEventDestroy(ctx.e0);
+    cudaEventDestroy(ctx.e1);
+}
+
+/* ZG_BENCH_ONLY=124m|xl16|xl8|survey|attn|decode runs only that part (default: all) */
 static int bench_part(const char *name) {
     const char *o = getenv("ZG_BENCH_ONLY");
     return o == NULL || o[0] == 0 || strcmp(o, name) == 0;
@@ -1487,6 +1669,10 @@ static void run_bench(void) {
     if (bench_part("xl8")) bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
     if (bench_part("survey")) bench_matmul_algos(16, 1024, 1600);
     if (bench_part("attn")) bench_attn_ln(be, 16, 1024, 1600, 25);
+    if (bench_part("decode")) {
+        bench_decode(be, 1, 512);
+        bench_decode(be, 8, 512);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -1518,6 +1704,9 @@ int main(int argc, char **argv) {
         zt_run("classifier", test_classifier);
         zt_run("optimizer", test_optimizer);
         zt_run("lamb", test_lamb);
+        zt_run("sample", test_sample);
+        zt_run("decode_ops", test_decode_ops);
+        zt_run("decode_graph", test_decode_graph);
     }
     for (int i = 0; i < 3; i++) zg_backend_destroy(g_be[i]);
     return zt_finish();

@@ -174,6 +174,11 @@ static const zg_backend_ops cpu_ops = {
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
     .attention_forward_cached = cpu_attention_forward_cached,
+    .encoder_forward_at = cpu_encoder_forward_at,
+    .attention_decode = cpu_attention_decode,
+    .sample = cpu_sample,
+    .decode_advance = cpu_decode_advance,
+    /* graph_*: NULL, the CPU runs every op as it is called */
     .classifier = cpu_classifier,
     .sum_squares = cpu_sum_squares,
     .scale = cpu_scale,

@@ -39,6 +39,16 @@ void cpu_attention_forward_cached(zg_backend *be, void *out, const void *qkv, vo
 void cpu_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
                     float dloss);
 
+/* decode-step ops (decode_cpu.c) and the sample op (sample_cpu.c) */
+void cpu_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                            const int32_t *pos, int B, int C);
+void cpu_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, const int32_t *pos,
+                          int B, int maxT, int C, int NH);
+void cpu_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
+                        const int32_t *plen, int B, int maxT);
+void cpu_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
+                int B, int V, int Vp);
+
 /* optimizer and buffer ops (optim_cpu.c) */
 double cpu_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
 void cpu_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);

@@ -294,6 +294,52 @@ static void zgc_residual_forward(zg_backend *be, void *out, const void *a, const
     ZG_CUDA_LAUNCH_CHECK();
 }
 
+/* ---- graphs: a decode step recorded once, replayed per token ----------------------------------- */
+
+struct zg_graph {
+    cudaGraphExec_t exec;
+};
+
+static int zgc_graph_begin(zg_backend *be) {
+    /* relaxed: the ops may look up cuBLASLt plans (host calls) while the stream records */
+    cudaError_t e = cudaStreamBeginCapture(zgc_get(be)->stream, cudaStreamCaptureModeRelaxed);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return zg_errorf("cannot record a CUDA graph: %s", cudaGetErrorString(e));
+    }
+    return 0;
+}
+
+static zg_graph *zgc_graph_end(zg_backend *be) {
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(zgc_get(be)->stream, &g);
+    if (e != cudaSuccess || g == NULL) {
+        (void)cudaGetLastError();
+        zg_errorf("recording the CUDA graph failed: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    cudaGraphExec_t exec;
+    e = cudaGraphInstantiate(&exec, g, 0);
+    ZG_CUDA_CHECK(cudaGraphDestroy(g));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        zg_errorf("instantiating the CUDA graph failed: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    zg_graph *r = (zg_graph *)zg_malloc(sizeof *r);
+    r->exec = exec;
+    return r;
+}
+
+static void zgc_graph_launch(zg_backend *be, zg_graph *g) { ZG_CUDA_CHECK(cudaGraphLaunch(g->exec, zgc_get(be)->stream)); }
+
+static void zgc_graph_destroy(zg_backend *be, zg_graph *g) {
+    (void)be;
+    if (g == NULL) return;
+    ZG_CUDA_CHECK(cudaGraphExecDestroy(g->exec));
+    free(g);
+}
+
 /* ---- create / destroy ------------------------------------------------------------------------- */
 
 static void zgc_destroy(zg_backend *be) {
@@ -362,6 +408,14 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->attention_backward = zgc_attention_backward;
     o->attention_forward_cached = zgc_attention_forward_cached;
     o->classifier = zgc_classifier;
+    o->encoder_forward_at = zgc_encoder_forward_at;
+    o->attention_decode = zgc_attention_decode;
+    o->sample = zgc_sample;
+    o->decode_advance = zgc_decode_advance;
+    o->graph_begin = zgc_graph_begin;
+    o->graph_end = zgc_graph_end;
+    o->graph_launch = zgc_graph_launch;
+    o->graph_destroy = zgc_graph_destroy;
     o->sum_squares = zgc_sum_squares;
     o->scale = zgc_scale;
     o->adamw = zgc_adamw;

@@ -130,6 +130,15 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
 int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                  const float *stats, int B, int T, int C, int NH);
 void zgc_attention_cudnn_destroy(zg_backend *be);
+/* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
+void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                            const int32_t *pos, int B, int C);
+void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, const int32_t *pos,
+                          int B, int maxT, int C, int NH);
+void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
+                        const int32_t *plen, int B, int maxT);
+void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
+                int B, int V, int Vp);
 
 /* encoder_cuda.cu */
 void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
@@ -192,6 +201,26 @@ __device__ __forceinline__ void zgc_cp_async16(void *smem, const void *gmem) {
 __device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
 template <int N> __device__ __forceinline__ void zgc_cp_wait() {
     ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"));
+}
+/* Block-wide max / sum of v over nwarps warps (every thread gets it); red holds nwarps floats and is
+ * free again on return. */
+__device__ __forceinline__ float zgc_block_max(float v, float *red, int nwarps) {
+    v = zgc_warp_max(v);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = -INFINITY;
+    for (int w = 0; w < nwarps; w++) v = fmaxf(v, red[w]);
+    __syncthreads();
+    return v;
+}
+__device__ __forceinline__ float zgc_block_sum(float v, float *red, int nwarps) {
+    v = zgc_warp_sum(v);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    v = 0.0f;
+    for (int w = 0; w < nwarps; w++) v += red[w];
+    __syncthreads();
+    return v;
 }
 
 /* 16-byte vector of T */

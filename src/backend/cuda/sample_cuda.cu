@@ -1,0 +1,195 @@
+/* The sample op on CUDA: one block per row, the logits read from the device (L2-resident: (B,Vp) in the
+ * activation dtype), nothing copied to the host. The definition is backend/sample_math.h's, shared with
+ * the CPU backend (which runs the same selection serially). The top-k and top-p boundaries are found by
+ * radix selection on the 64-bit rank (key << 32 | ~id), four bits per pass from the top, no sorting:
+ *   - "the first n" of the order are the ranks >= some threshold; the threshold for "the fewest first
+ *     whose f reaches target" (f = 1 for top-k, the integer weight for top-p) is the largest x with
+ *     sum{f : rank >= x} >= target, found digit by digit: per pass, every thread adds f of the
+ *     candidates still sharing the chosen high digits into 16 register bins, the block adds the bins
+ *     (integers: exact, in any order), and the digit is the largest whose bins from the top reach what
+ *     is still missing. A bin holding one candidate ends the search (its digits so far separate it).
+ *   - the draw: each thread sums the kept weights of a contiguous chunk of ids, a block scan gives each
+ *     chunk its start, and the thread whose chunk holds x walks it in id order: the CPU's walk.
+ * Integer sums make every step independent of the reduction order, so the token is the CPU's. */
+#include "backend/cuda/cuda_internal.h"
+#include "backend/sample_math.h"
+
+#define ZGC_SAMPLE_THREADS 512
+#define ZGC_SAMPLE_WARPS (ZGC_SAMPLE_THREADS / 32)
+
+/* u64 sum or max over a warp, then over the block (every thread gets it); red holds one value per warp. */
+template <bool MAX> __device__ __forceinline__ uint64_t zgc_u64_join(uint64_t a, uint64_t b) {
+    return MAX ? (a > b ? a : b) : a + b;
+}
+
+template <bool MAX> __device__ __forceinline__ uint64_t zgc_warp_reduce_u64(uint64_t v) {
+    for (int o = 16; o > 0; o >>= 1) v = zgc_u64_join<MAX>(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+template <bool MAX> __device__ uint64_t zgc_block_reduce_u64(uint64_t v, uint64_t *red) {
+    v = zgc_warp_reduce_u64<MAX>(v);
+    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
+    __syncthreads();
+    uint64_t s = 0;
+    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) s = zgc_u64_join<MAX>(s, red[w]);
+    __syncthreads();
+    return s;
+}
+
+/* The candidate i of a row: its rank and its weight. */
+template <typename T> struct zgc_sample_row_view {
+    const T *lg;
+    float scale, zmax;
+    __device__ __forceinline__ float z(int i) const { return zg_sample_z(zgc_to_f(lg[i]), scale); }
+};
+
+/* The largest x with sum{f_i : rank_i >= x, rank_i >= keep_from} >= target (f = 1, or the weight when
+ * WEIGHTED); see the file comment. */
+template <typename T, bool WEIGHTED>
+__device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, uint64_t keep_from, uint64_t target,
+                                      uint64_t (*bins)[16], uint32_t (*cnts)[16]) {
+    uint64_t prefix = 0, above = 0;
+    for (int level = 15; level >= 0; level--) {
+        int shift = level * 4;
+        uint64_t f[16];
+        uint32_t c[16];
+#pragma unroll
+        for (int d = 0; d < 16; d++) f[d] = 0, c[d] = 0;
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            float z = v.z(i);
+            uint64_t rank = zg_sample_rank(z, i);
+            /* the same high digits as the prefix chosen so far (shift + 4 == 64: every candidate) */
+            bool in = rank >= keep_from && (shift + 4 == 64 || (rank >> (shift + 4)) == (prefix >> (shift + 4)));
+            if (!in) continue;
+            unsigned dig = (unsigned)(rank >> shift) & 15u;
+            if (WEIGHTED) { /* counting (top-k) needs no weights: half the bins */
+                uint64_t w = zg_sample_weight(z - v.zmax);
+#pragma unroll
+                for (int d = 0; d < 16; d++) f[d] += dig == (unsigned)d ? w : 0;
+            }
+#pragma unroll
+            for (int d = 0; d < 16; d++) c[d] += dig == (unsigned)d ? 1u : 0u;
+        }
+#pragma unroll
+        for (int d = 0; d < 16; d++) {
+            if (WEIGHTED) f[d] = zgc_warp_reduce_u64<false>(f[d]);
+            for (int o = 16; o > 0; o >>= 1) c[d] += __shfl_xor_sync(0xffffffffu, c[d], o);
+        }
+        int warp = threadIdx.x / 32;
+        if (threadIdx.x % 32 == 0)
+#pragma unroll
+            for (int d = 0; d < 16; d++) bins[warp][d] = f[d], cnts[warp][d] = c[d];
+        __syncthreads();
+        /* every thread picks the digit the same way (the same sums) */
+        uint64_t fs[16];
+        uint32_t cs[16];
+#pragma unroll
+        for (int d = 0; d < 16; d++) {
+            fs[d] = 0;
+            cs[d] = 0;
+            for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) fs[d] += bins[w][d], cs[d] += cnts[w][d];
+        }
+        __syncthreads(); /* bins are rewritten by the next pass */
+        if (zg_sample_select_step(fs, cs, WEIGHTED, target, shift, &above, &prefix)) break;
+    }
+    /* after an early end the prefix's low digits are 0: candidates below keep_from may share its high
+     * digits, and they are not kept */
+    return prefix > keep_from ? prefix : keep_from;
+}
+
+/* The kept weight W (every thread gets it): thread t sums the kept weights of ids [t*chunk, (t+1)*chunk)
+ * (*mine) and an exclusive scan over the threads gives where its chunk starts (*start), in id order. */
+template <typename T>
+__device__ uint64_t zgc_sample_kept(const zgc_sample_row_view<T> &v, int V, uint64_t keep_from, uint64_t *scan,
+                                    uint64_t *mine_out, uint64_t *start_out) {
+    int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
+    int lo = (int)threadIdx.x * chunk, hi = min(V, lo + chunk);
+    uint64_t mine = 0;
+    for (int i = lo; i < hi; i++) {
+        float z = v.z(i);
+        if (zg_sample_rank(z, i) >= keep_from) mine += zg_sample_weight(z - v.zmax);
+    }
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint64_t incl = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) scan[warp] = incl;
+    __syncthreads();
+    uint64_t start = incl - mine, total = 0;
+    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) {
+        if (w < warp) start += scan[w];
+        total += scan[w];
+    }
+    __syncthreads(); /* scan is reused */
+    *mine_out = mine;
+    *start_out = start;
+    return total;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
+    zgc_sample_kernel(int32_t *ids, const T *logits, const zg_sample_row *rows, const int32_t *counter, int V, int Vp) {
+    __shared__ uint64_t red[ZGC_SAMPLE_WARPS];
+    __shared__ uint64_t bins[ZGC_SAMPLE_WARPS][16];
+    __shared__ uint32_t cnts[ZGC_SAMPLE_WARPS][16];
+    __shared__ uint64_t scan[ZGC_SAMPLE_WARPS];
+    int b = blockIdx.x;
+    zg_sample_row r = rows[b];
+    bool greedy = r.inv_temperature == 0.0f || r.top_k == 1;
+    zgc_sample_row_view<T> v;
+    v.lg = logits + (size_t)b * Vp;
+    v.scale = greedy ? 1.0f : r.inv_temperature;
+    v.zmax = 0.0f;
+    uint64_t best = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        uint64_t rk = zg_sample_rank(v.z(i), i);
+        best = rk > best ? rk : best;
+    }
+    best = zgc_block_reduce_u64<true>(best, red);
+    int best_id = (int)(0xffffffffu - (uint32_t)best);
+    if (greedy) {
+        if (threadIdx.x == 0) ids[b] = best_id;
+        return;
+    }
+    v.zmax = v.z(best_id);
+    uint64_t keep_from = 0;
+    if (r.top_k > 0 && r.top_k < V) keep_from = zgc_sample_select<T, false>(v, V, 0, (uint64_t)r.top_k, bins, cnts);
+    uint64_t mine, start;
+    uint64_t W = zgc_sample_kept(v, V, keep_from, scan, &mine, &start);
+    if (r.top_p < 1.0f && W > 0) {
+        keep_from = zgc_sample_select<T, true>(v, V, keep_from, zg_sample_top_p_target(r.top_p, W), bins, cnts);
+        W = zgc_sample_kept(v, V, keep_from, scan, &mine, &start);
+    }
+    if (W == 0) { /* every weight rounded to 0 (infinite or NaN logits): the first candidate */
+        if (threadIdx.x == 0) ids[b] = best_id;
+        return;
+    }
+    uint64_t x = zg_sample_scale(zg_sample_random(r.seed, (uint32_t)*counter), W);
+    int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
+    int lo = (int)threadIdx.x * chunk, hi = min(V, lo + chunk);
+    if (mine > 0 && start <= x && x < start + mine) {
+        uint64_t cum = start;
+        for (int i = lo; i < hi; i++) {
+            float z = v.z(i);
+            if (zg_sample_rank(z, i) < keep_from) continue;
+            cum += zg_sample_weight(z - v.zmax);
+            if (cum > x) {
+                ids[b] = i;
+                break;
+            }
+        }
+    }
+}
+
+void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
+                int B, int V, int Vp) {
+    zgc_impl *im = zgc_get(be);
+    if (B < 1) return;
+    ZGC_DISPATCH(be->act_dtype, T,
+                 (zgc_sample_kernel<T><<<(unsigned)B, ZGC_SAMPLE_THREADS, 0, im->stream>>>(
+                     ids, (const T *)logits, rows, counter, V, Vp)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
