@@ -74,6 +74,14 @@ typedef struct {
     float max_coeff, min_coeff; /* Lamb: the trust ratio's clamp */
 } zg_adamw_args;
 
+/* The CPU backend's AdamW / Lamb (src/backend/cpu/optim_cpu.c) over host memory, without a backend: the
+ * ZeRO-Offload step runs it on the rank's shard (params in param_dtype, grads in grad_dtype, master,
+ * m and v all in host memory). OpenMP over the segments' elements, AVX-512 / AVX2 picked at run time.
+ * AdamW uses the CUDA kernel's fp32 formula and order of operations. */
+void zg_host_adamw(const zg_adamw_args *a, zg_dtype param_dtype, zg_dtype grad_dtype);
+/* The CPU backend's dtype conversion over host memory (n elements; OpenMP). */
+void zg_host_cast(void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
+
 typedef struct {
     const char *name; /* "cpu", "cuda" */
     void (*destroy)(zg_backend *be);

@@ -303,7 +303,7 @@ static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t e
 
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
     const float *const arrays[3] = {o->master, o->m, o->v};
-    return write_shard(w, o->be, o->begin, o->end, o->step, arrays, num_params);
+    return write_shard(w, o->host ? NULL : o->be, o->begin, o->end, o->step, arrays, num_params);
 }
 
 /* MemAvailable of /proc/meminfo in bytes; unlimited when it cannot be read (malloc decides then). */
@@ -347,7 +347,8 @@ int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     float *dst = s->buf;
     for (int a = 0; a < 3; a++) {
         if (!src[a]) continue;
-        if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
+        if (n && o->host) memcpy(dst, src[a], n * sizeof(float));
+        else if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
         dst += n;
     }
     return 0;
@@ -944,10 +945,11 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
         uint64_t a = s->begin > o->begin ? s->begin : o->begin, b = s->end < o->end ? s->end : o->end;
         if (a >= b) continue;
         float *off_m = o->m + (a - o->begin), *off_v = o->v + (a - o->begin);
-        rc = read_shard_part(c, s, 1, a, b, o->be, off_m, stage, &prog);
-        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, o->be, off_v, stage, &prog);
+        zg_backend *be = o->host ? NULL : o->be; /* ZeRO-Offload: the state is host memory */
+        rc = read_shard_part(c, s, 1, a, b, be, off_m, stage, &prog);
+        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, be, off_v, stage, &prog);
         if (rc == 0 && o->master && all_master)
-            rc = read_shard_part(c, s, 0, a, b, o->be, o->master + (a - o->begin), stage, &prog);
+            rc = read_shard_part(c, s, 0, a, b, be, o->master + (a - o->begin), stage, &prog);
     }
     zg_progress_free(&prog);
     free(stage);
