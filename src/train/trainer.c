@@ -15,6 +15,7 @@
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/ckpt_background.h"
+#include "train/ckpt_shards.h"
 #include "train/loss_scaler.h"
 #include "train/mfu.h"
 #include "train/model_source.h"
