@@ -191,6 +191,7 @@ struct zg_backend {
     const zg_backend_ops *ops;
     zg_dtype param_dtype, act_dtype, grad_dtype;
     int device;          /* -1 for the CPU, else the CUDA device index */
+    size_t device_mem_total; /* the device's memory in bytes (0 for the CPU backend) */
     size_t bytes_in_use; /* backend memory currently allocated through ops->alloc */
     size_t bytes_peak;
     size_t host_bytes_in_use; /* host_alloc memory currently held */

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/meminfo.h"
 #include "core/progress.h"
 
 #include <cjson/cJSON.h>
@@ -306,20 +307,6 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     return write_shard(w, o->host ? NULL : o->be, o->begin, o->end, o->step, arrays, num_params);
 }
 
-/* MemAvailable of /proc/meminfo in bytes; unlimited when it cannot be read (malloc decides then). */
-static uint64_t host_available_bytes(void) {
-    const char *e = getenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
-    if (e && *e) return strtoull(e, NULL, 10);
-    uint64_t kb = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f))
-        found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
-    if (f) fclose(f);
-    return found ? kb * 1024 : UINT64_MAX;
-}
-
 int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
     if (want > s->cap) {
@@ -328,7 +315,7 @@ int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
         s->cap = 0;
         /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
          * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
-        uint64_t avail = host_available_bytes();
+        uint64_t avail = zg_host_mem_available();
         if ((uint64_t)want * sizeof(float) > avail)
             return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
                              (double)want * sizeof(float) / (1u << 30), (double)avail / (1u << 30));

@@ -53,6 +53,7 @@ typedef struct {
     int zero_on;
     int rank, world, local_rank;
     int one_machine; /* every rank on this machine (the launcher's local size is the world size) */
+    int local_ranks; /* ranks on this machine (host memory is shared between them) */
     zg_launch_source launched_by;
     zg_loss_scaler scaler;
     zg_dataloader *train_dl, *train_eval_dl, *val_dl;
@@ -197,8 +198,9 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         gpt2_init_random(&tr->model, c->seed);
     }
     if (have_src) zg_model_source_close(&src);
-    /* Several ranks: the ZeRO engine allocates the gradients its stage needs (no full buffer at 2-3). */
-    if (rc == 0 && tr->world == 1) rc = gpt2_grads_alloc(&tr->model);
+    /* With the ZeRO engine (several ranks, or offload): it allocates the gradients its stage needs (no
+     * full buffer at 2-3). */
+    if (rc == 0 && !tr->comm) rc = gpt2_grads_alloc(&tr->model);
     return rc;
 }
 
@@ -1004,6 +1006,9 @@ static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
     zg_optimizer_config oc;
     zg_train_config_optimizer(cfg, &oc);
+    if (cfg->zero.offload_optimizer == ZG_OFFLOAD_CPU && cfg->optim == ZG_OPTIMIZER_LAMB)
+        return zg_errorf("optimizer Lamb with zero_optimization.offload_optimizer \"cpu\" is not supported yet; use "
+                         "AdamW, or remove the offload");
     if (tr->comm && cfg->optim == ZG_OPTIMIZER_LAMB)
         return zg_errorf("optimizer Lamb on %d processes is not supported yet (its trust ratio needs each tensor's "
                          "norm across the ZeRO shards); train Lamb on one process, or use AdamW", tr->world);
@@ -1011,6 +1016,14 @@ static int setup_optimizer(trainer *tr) {
         zg_zero_opts zo;
         zg_zero_opts_from_config(&cfg->zero, &zo);
         zg_zero_opts_fit_model(&zo, &tr->model.table);
+        zo.grad_accum = (int)cfg->grad_accum;
+        if (zo.offload_optimizer) { /* refuse before the allocations, with the numbers */
+            size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, (int)cfg->micro_batch,
+                                               tr->model.cfg.block_size, tr->model.recompute, tr->model.recompute_layers);
+            if (zg_zero_check_memory(&tr->model.table, tr->world, tr->rank, tr->local_ranks, &zo, tr->be->param_dtype,
+                                     tr->be->grad_dtype, act, tr->be->device_mem_total) != 0)
+                return -1;
+        }
         /* the engine places the model's gradients (and, at stage 3, its parameters) and installs the hooks */
         if (zg_zero_init_model(&tr->zero, &zo, tr->comm, tr->be, &tr->model, &oc) != 0) return -1;
         tr->zero_on = 1;
@@ -1076,10 +1089,12 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.world = env.size > 1 ? env.size : 1;
     tr.local_rank = env.local_rank;
     tr.one_machine = env.local_size == env.size;
+    tr.local_ranks = env.size > 1 && env.local_size > 0 ? env.local_size : 1;
     tr.launched_by = env.source;
     rc = zg_train_config_resolve_batch(cfg, tr.world);
     if (rc == 0) rc = make_backend(&tr, &prec);
-    if (rc == 0 && tr.world > 1) rc = setup_parallel(&tr);
+    /* ZeRO-Offload runs in the ZeRO engine, on one process too (a communicator of one) */
+    if (rc == 0 && (tr.world > 1 || cfg->zero.offload_optimizer == ZG_OFFLOAD_CPU)) rc = setup_parallel(&tr);
     if (rc == 0 && tr.rank == 0) rc = claim_out_dir(&tr);
     if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not claim out_dir");
     if (rc == 0 && !resume_requested(&tr)) {
@@ -1135,6 +1150,13 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf("training: %s backend, %s, micro-batch %lld x accumulation %lld", tr.be->ops->name,
                    zg_precision_name(prec), (long long)cfg->micro_batch, (long long)cfg->grad_accum);
             if (tr.world > 1) printf(" x %d ranks (ZeRO stage %d)", tr.world, tr.zero.o.stage);
+            if (tr.zero_on && tr.zero.off) {
+                zg_zero_memory hm;
+                zg_zero_memory_held(&tr.zero, &hm);
+                printf(" (ZeRO-Offload at stage %d: optimizer state and AdamW on the CPU, %.2f GiB of %s host memory "
+                       "per rank)",
+                       tr.zero.o.stage, hm.host / 1073741824.0, tr.zero.o.offload_pin_memory ? "pinned" : "pageable");
+            }
             printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations",
                    (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,
                    (long long)cfg->max_iters);

@@ -1,6 +1,7 @@
 /* The ZeRO engine: sharding, init and the optimizer step (see zero.h for the design; the overlap
  * machinery is in zero_overlap.c, memory planning in zero_plan.c). */
 #include "train/zero_internal.h"
+#include "train/zero_offload.h"
 
 #include "core/error.h"
 #include "train/config.h"
@@ -16,6 +17,9 @@ void zg_zero_opts_default(zg_zero_opts *o) {
     o->allgather_bucket_size = 500000000;
     o->overlap_comm = 1;
     o->contiguous_gradients = 1;
+    o->offload_optimizer = 0;
+    o->offload_pin_memory = 0;
+    o->grad_accum = 0;
 }
 
 void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
@@ -25,6 +29,8 @@ void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
     if (c->allgather_bucket_size > 0) o->allgather_bucket_size = (size_t)c->allgather_bucket_size;
     if (c->overlap_comm >= 0) o->overlap_comm = c->overlap_comm;
     if (c->contiguous_gradients >= 0) o->contiguous_gradients = c->contiguous_gradients;
+    o->offload_optimizer = c->offload_optimizer == ZG_OFFLOAD_CPU;
+    o->offload_pin_memory = c->offload_pin_memory;
 }
 
 void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end) {
@@ -56,6 +62,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     if (z->o.reduce_bucket_size == 0) return zg_errorf("zero_optimization.reduce_bucket_size must be > 0");
     if (z->o.allgather_bucket_size == 0) return zg_errorf("zero_optimization.allgather_bucket_size must be > 0");
     if (!grads && !model) return zg_errorf("ZeRO: the model's gradient buffer is not allocated (gpt2_grads_alloc)");
+    if (z->o.offload_optimizer && z->o.stage == 0)
+        return zg_errorf("ZeRO-Offload (offload_optimizer \"cpu\") needs ZeRO stage 1, 2 or 3; the stage is 0");
     z->comm = comm;
     z->be = be;
     z->table = table;
@@ -95,10 +103,14 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         if (ok) be->ops->copy(be, z->param_shard, at(params, z->begin, z->pdt), k * esz(z->pdt));
     }
     if (ok) {
-        ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt,
-                               z->param_shard ? z->param_shard : at(params, z->begin, z->pdt)) == 0;
+        const void *own = z->param_shard ? z->param_shard : at(params, z->begin, z->pdt);
+        if (z->o.offload_optimizer) /* ZeRO-Offload: master, m, v in host memory */
+            ok = zg_optimizer_init_host(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own) == 0;
+        else
+            ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own) == 0;
         z->opt_ready = ok;
     }
+    if (ok && z->o.offload_optimizer) ok = zero_offload_init(z) == 0;
     if (ok && z->o.stage >= 2 && k) {
         z->grad_shard = be->ops->alloc(be, k * esz(z->gdt), "ZeRO gradient shard");
         ok = z->grad_shard != NULL;
@@ -148,7 +160,11 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         be->ops->dealloc(be, model->params);
         model->params = z->params = NULL;
     }
-    if (z->model && z->o.stage == 2 && z->o.overlap_comm) { /* deferred parameter all-gathers, per slot */
+    if (z->o.offload_optimizer) /* the host AdamW runs slot by slot, each slot uploaded when done */
+        zg_optimizer_split(&z->opt, table->layer_begin, z->n_layer + 1);
+    if (z->o.offload_optimizer && z->o.stage <= 2 && W > 1) /* each slot's all-gather follows its upload */
+        z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
+    else if (z->model && z->o.stage == 2 && z->o.overlap_comm) { /* deferred parameter all-gathers, per slot */
         z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
         zg_optimizer_split(&z->opt, table->layer_begin, z->n_layer + 1); /* AdamW slot by slot */
     }
@@ -186,6 +202,7 @@ void zg_zero_free(zg_zero *z) {
     if (!z->be) return;
     zero_wait_all_reduces(z);
     zero_gathers_wait_all(z);
+    zero_offload_free(z);
     if (z->opt_ready) zg_optimizer_free(&z->opt);
     zg_backend *be = z->be;
     if (z->grad_shard) be->ops->dealloc(be, z->grad_shard);
@@ -292,6 +309,8 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
         zero_wait_list(z, &list);
     }
     z->reduced = 1;
+    /* ZeRO-Offload: what backward did not send yet goes to the host while the norm is computed */
+    if (z->off) zero_offload_grads_finish(z);
     /* 2. global norm and overflow, agreed by all ranks */
     size_t gcount;
     const void *g = shard_grads(z, &gcount);
@@ -306,6 +325,7 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
 }
 
 static void end_step(zg_zero *z) {
+    if (z->off) zero_offload_end_step(z);
     if (z->o.stage <= 1) z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
     z->micro = 0;
     z->reduced = 0;
@@ -317,7 +337,9 @@ void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     size_t gcount;
     const void *g = shard_grads(z, &gcount);
     float scale = grad_scale / (float)z->comm->size;
-    if (zero_deferred_gather(z)) { /* waited for by the next forward, slot by slot */
+    if (z->off) { /* on the host; uploads (and gathers) waited for by the next forward, slot by slot */
+        zero_offload_apply(z, lr, scale);
+    } else if (zero_deferred_gather(z)) { /* waited for by the next forward, slot by slot */
         zero_apply_and_launch_gathers(z, g, lr, scale);
     } else {
         zg_optimizer_step(&z->opt, own_params(z), g, lr, scale);
@@ -343,7 +365,10 @@ void zg_zero_step(zg_zero *z, float lr, float inv_loss_scale, float clip, zg_zer
 
 void zg_zero_after_load(zg_zero *z) {
     zero_params_wait_all(z);
-    if (z->end > z->begin) zg_optimizer_params_from_master(&z->opt, own_params(z));
+    if (z->off)
+        zero_offload_after_load(z);
+    else if (z->end > z->begin)
+        zg_optimizer_params_from_master(&z->opt, own_params(z));
     if (z->o.stage == 0) {
         if (z->comm->size > 1) zg_comm_broadcast(z->comm, z->params, z->n, z->pdt, 0);
     } else if (z->o.stage <= 2) {

@@ -65,6 +65,11 @@ typedef struct {
     size_t allgather_bucket_size; /* elements per parameter all-gather piece (default 5e8) */
     int overlap_comm;             /* 1: stage 2/3 buckets reduce while backward continues */
     int contiguous_gradients;     /* accepted; stage 2/3 always accumulate into one contiguous shard */
+    int offload_optimizer;        /* 1: ZeRO-Offload (stages 1-3): the optimizer state on the host, AdamW on
+                                     the CPU (src/train/zero_offload.h) */
+    int offload_pin_memory;       /* offload: page-locked host staging buffers */
+    int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
+                                     gradients to the host during the last micro-step's backward */
 } zg_zero_opts;
 
 /* Memory of one rank, in bytes, by category. Filled by zg_zero_plan() (prediction) and by
@@ -77,6 +82,7 @@ typedef struct {
     size_t optimizer;   /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
     size_t comm;        /* engine staging buffers + communicator scratch (peak) */
     size_t activations; /* activation estimate (plan only; 0 from the engine) */
+    size_t host;        /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
 } zg_zero_memory;
 
 typedef struct {
@@ -86,6 +92,7 @@ typedef struct {
 } zg_zero_step_info;
 
 typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
+typedef struct zg_zero_offload zg_zero_offload; /* private: ZeRO-Offload state (zero_offload.c) */
 
 typedef struct {
     zg_zero_opts o;
@@ -131,6 +138,7 @@ typedef struct {
     void *param_pool[2];         /* gathered layers: the current one and the prefetched next */
     int param_pool_slot[2];      /* slot using it, -1 free */
     void *param_full;            /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
+    zg_zero_offload *off;        /* ZeRO-Offload (opts.offload_optimizer), else NULL */
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */
@@ -200,6 +208,7 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
  * activations. device: 1 for a device backend (no fp32 reduction scratch). */
 void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
                   size_t act_bytes, zg_zero_memory *m);
+/* Device (backend) memory of a rank: everything but m->host. */
 size_t zg_zero_memory_total(const zg_zero_memory *m);
 /* Stages 2-3 over a model: reduce_bucket_size is an upper bound. Gradients are reduced as whole
  * layers complete, so a bucket larger than max(largest layer, ZG_ZERO_MIN_LAYER_BUCKET elements) only
@@ -213,6 +222,12 @@ void zg_zero_opts_fit_model(zg_zero_opts *o, const gpt2_param_table *t);
  * zg_zero_grad_pool_count() layer buffers; stage 3 params = shard + embeddings + ln_f + 2 layers. */
 void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg_zero_opts *o, zg_dtype pdt,
                         zg_dtype gdt, int device, size_t act_bytes, zg_zero_memory *m);
+/* Before training: the plan of `rank` (zg_zero_plan_model with act_bytes of activations) against the
+ * device's memory (device_total bytes; 0: not checked) and, with ZeRO-Offload, its host memory times
+ * the local_ranks ranks of this machine against MemAvailable (zg_host_mem_available). -1 with an
+ * error giving the numbers when either would not suffice. */
+int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int local_ranks, const zg_zero_opts *o,
+                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total);
 /* Layer gradient buffers stage 2-3 needs: the layer being computed, < reduce_bucket_size pending and
  * up to 2 buckets in flight (overlap_comm) form one range from the layer's start, so
  * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)). */

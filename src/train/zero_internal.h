@@ -41,6 +41,11 @@ void zero_wait_all_reduces(zg_zero *z);
 void zero_wait_list(zg_zero *z, zg_zero_pending **list);
 /* Every owner broadcasts its pieces of [lo, hi) in allgather_bucket_size chunks (an all-gather). */
 void zero_gather_range(zg_zero *z, size_t lo, size_t hi, zg_zero_pending **list);
+/* The ranges of slot s (= layer + 1): layer l -> [lb[l], lb[l+1]); slot 0 -> embeddings + ln_f (two
+ * ranges). Returns the count. */
+int zero_slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]);
+/* Starts the all-gather of slot s's ranges into its pending list z->gathering[s]. */
+void zero_gather_slot(zg_zero *z, int slot);
 /* Stage 2 over a model with overlap_comm: the parameter all-gathers are deferred to the next forward. */
 int zero_deferred_gather(const zg_zero *z);
 void zero_gathers_wait_all(zg_zero *z);

@@ -2,6 +2,7 @@
  * runs, stage 3's layer gather slots and prefetch, the stage 2-3 layer gradient pool, and the hooks the
  * model calls. */
 #include "train/zero_internal.h"
+#include "train/zero_offload.h"
 
 #include "core/error.h"
 
@@ -119,6 +120,8 @@ static void grad_group_maybe_release(zg_zero *z, int g) {
 static void complete_reduce(zg_zero *z, zg_zero_pending *p) {
     zg_comm_wait(z->comm, p->req);
     if (p->owner == z->comm->rank && !p->into_shard) accumulate_into_shard(z, p->lo, p->hi);
+    /* ZeRO-Offload: the last micro-step's sum of this rank's piece is final: to the host, now */
+    if (z->off && p->owner == z->comm->rank && zero_offload_last_micro(z)) zero_offload_grads_piece(z, p->lo, p->hi);
     if (grads_grouped(z)) {
         int g = group_of(z, p->lo);
         z->group_inflight[g]--;
@@ -222,7 +225,7 @@ void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
 /* ---- stage 3: gathering layers ----------------------------------------------------------- */
 
 /* The ranges of slot s (= layer + 1): layer l -> [lb[l], lb[l+1]); slot 0 -> embeddings + ln_f. */
-static int slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]) {
+int zero_slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]) {
     const size_t *lb = z->table->layer_begin;
     if (slot == 0) {
         lo[0] = 0;
@@ -308,16 +311,17 @@ static void slot_unplace(zg_zero *z, int slot) {
 }
 
 /* Starts the all-gather of slot s's ranges into its pending list z->gathering[s]. */
-static void gather_slot(zg_zero *z, int slot) {
+void zero_gather_slot(zg_zero *z, int slot) {
     size_t lo[2], hi[2];
-    int k = slot_ranges(z, slot, lo, hi);
+    int k = zero_slot_ranges(z, slot, lo, hi);
     for (int i = 0; i < k; i++) zero_gather_range(z, lo[i], hi[i], &z->gathering[slot]);
 }
 
 static void slot_start_gather(zg_zero *z, int slot) {
     if (slot < 0 || slot > z->n_layer || z->gathered[slot] != 0) return;
     slot_place(z, slot);
-    gather_slot(z, slot);
+    zero_offload_wait_slot(z, slot); /* the shard's part of the slot came back from the host optimizer */
+    zero_gather_slot(z, slot);
     z->gathered[slot] = 1;
     z->n_gathers++;
 }
@@ -335,7 +339,7 @@ static void slot_release(zg_zero *z, int slot) {
         if (!z->param_full) slot_unplace(z, slot);
     } else {
         size_t lo[2], hi[2];
-        int k = slot_ranges(z, slot, lo, hi);
+        int k = zero_slot_ranges(z, slot, lo, hi);
         for (int i = 0; i < k; i++) release_range(z, lo[i], hi[i]);
     }
     z->gathered[slot] = 0;
@@ -347,9 +351,12 @@ static void slot_release(zg_zero *z, int slot) {
  * waits for a slot's gather just before that slot's first use (before_layer), so the gathers of the
  * later layers run while the first layers compute. Everything else that reads parameters waits for
  * all of them first (zero_params_wait_all). */
-/* (zero_init allocates the per-slot lists at stage 2 only for a model with overlap_comm; stage 3
- * uses the same lists for its own layer gathers) */
-int zero_deferred_gather(const zg_zero *z) { return z->o.stage == 2 && z->gathering != NULL; }
+/* (zero_init allocates the per-slot lists at stage 2 only for a model with overlap_comm, at stages 1-2
+ * with ZeRO-Offload (whose uploads come back slot by slot); stage 3 uses the same lists for its own
+ * layer gathers) */
+int zero_deferred_gather(const zg_zero *z) {
+    return (z->o.stage == 2 || (z->o.stage == 1 && z->off)) && z->gathering != NULL;
+}
 
 /* Waits for every slot's gathers in flight (the per-slot lists, when there are any). */
 void zero_gathers_wait_all(zg_zero *z) {
@@ -358,6 +365,7 @@ void zero_gathers_wait_all(zg_zero *z) {
 }
 
 void zero_params_wait_all(zg_zero *z) {
+    zero_offload_wait_all(z);
     if (zero_deferred_gather(z)) zero_gathers_wait_all(z);
 }
 
@@ -371,12 +379,12 @@ void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float sc
     void *p = own_params(z);
     for (int s = 0; s <= z->n_layer; s++) {
         size_t lo[2], hi[2];
-        int k = slot_ranges(z, s, lo, hi);
+        int k = zero_slot_ranges(z, s, lo, hi);
         for (int i = 0; i < k; i++) {
             size_t a = lo[i] > z->begin ? lo[i] : z->begin, b = hi[i] < z->end ? hi[i] : z->end;
             if (a < b) zg_optimizer_step_part(&z->opt, a, b, p, g, lr, scale);
         }
-        gather_slot(z, s);
+        zero_gather_slot(z, s);
     }
 }
 
@@ -409,6 +417,7 @@ static void grads_acquire(zg_zero *z, int layer) {
 }
 
 void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
+    if (!is_backward && z->off && z->o.stage <= 2) zero_offload_wait_slot(z, layer + 1); /* its upload */
     if (!is_backward && zero_deferred_gather(z) && layer >= -1 && layer < z->n_layer)
         zero_wait_list(z, &z->gathering[layer + 1]); /* this slot's deferred all-gather (zg_zero_apply) */
     if (grads_grouped(z) && is_backward) {
@@ -486,6 +495,7 @@ gpt2_hooks zg_zero_hooks(zg_zero *z) {
     h.ctx = z;
     if (z->o.stage >= 2) h.grads_ready = hook_grads_ready;
     if (grads_grouped(z)) h.before_layer = hook_before; /* hands out each layer's gradient buffer */
+    if (z->off) h.before_layer = hook_before; /* the forward waits for each slot's upload */
     if (z->o.stage >= 3) {
         h.before_layer = hook_before;
         h.after_layer = hook_after;

@@ -1,5 +1,9 @@
 /* ZeRO memory planning: what a rank holds (prediction for `zgpt plan`, and what the engine holds). */
 #include "train/zero_internal.h"
+#include "train/zero_offload.h"
+
+#include "core/error.h"
+#include "core/meminfo.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -60,6 +64,10 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     m->grads = n * zg_dtype_size(gdt);
     if (o->stage >= 2) m->grad_shard = k * zg_dtype_size(gdt);
     m->optimizer = k ? k * 4 * (pdt == ZG_F32 ? 2 : 3) : 0;
+    if (o->offload_optimizer && o->stage > 0) { /* ZeRO-Offload: the state and the staging on the host */
+        m->optimizer = 0;
+        m->host = zero_offload_plan_host_bytes(k, pdt, gdt);
+    }
     /* The MPI backend reduces 16-bit data through fp32 scratch: up to the buckets in flight. */
     if (!device && gdt != ZG_F32 && world > 1) {
         size_t bucket = o->reduce_bucket_size < n ? o->reduce_bucket_size : n;
@@ -95,10 +103,33 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     ge += (size_t)z->grad_pool_n * z->layer_max;
     m->grads = ge * esz(z->gdt);
     m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
-    m->optimizer = zg_optimizer_state_bytes(&z->opt);
+    m->optimizer = z->opt.host ? 0 : zg_optimizer_state_bytes(&z->opt);
+    m->host = zero_offload_host_bytes(z);
     m->comm = z->comm->scratch_peak;
 }
 
 size_t zg_zero_memory_total(const zg_zero_memory *m) {
     return m->params + m->grads + m->grad_shard + m->optimizer + m->comm + m->activations;
+}
+
+int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int local_ranks, const zg_zero_opts *o,
+                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total) {
+    zg_zero_memory m;
+    zg_zero_plan_model(t, world, rank, o, pdt, gdt, device_total > 0, act_bytes, &m);
+    const double GiB = 1073741824.0;
+    size_t gpu = zg_zero_memory_total(&m);
+    if (device_total > 0 && gpu > device_total)
+        return zg_errorf("rank %d needs %.2f GiB of GPU memory (params %.2f, grads %.2f, grad shard %.2f, optimizer "
+                         "%.2f, activations %.2f GiB) but the device has %.2f GiB; use a higher ZeRO stage, more GPUs, "
+                         "offload_optimizer \"cpu\", a smaller micro-batch or activation recompute",
+                         rank, gpu / GiB, m.params / GiB, (m.grads + 0.0) / GiB, m.grad_shard / GiB,
+                         m.optimizer / GiB, m.activations / GiB, device_total / GiB);
+    uint64_t avail = zg_host_mem_available();
+    double host = (double)m.host * (local_ranks > 0 ? local_ranks : 1);
+    if (m.host > 0 && host > (double)avail)
+        return zg_errorf("ZeRO-Offload needs %.2f GiB of host memory (%.2f GiB per rank x %d rank%s on this machine: "
+                         "fp32 master, Adam m and v, staging) but only %.2f GiB is available (MemAvailable); use more "
+                         "machines, or remove offload_optimizer",
+                         host / GiB, m.host / GiB, local_ranks, local_ranks == 1 ? "" : "s", (double)avail / GiB);
+    return 0;
 }
