@@ -59,9 +59,9 @@ static double paper_bytes(int stage, double psi, int n) {
 }
 
 /* Host memory a rank's background checkpoint snapshot takes: the optimizer range it saves (at stage 0
- * only rank 0 saves; every rank holds the same state). */
+ * only rank 0 saves; every rank holds the same state), wherever the state lives (ZeRO-Offload: host). */
 static size_t snapshot_bytes(const zg_zero_opts *zo, int world, int rank, const zg_zero_memory *m) {
-    return world > 1 && zo->stage == 0 && rank > 0 ? 0 : m->optimizer;
+    return world > 1 && zo->stage == 0 && rank > 0 ? 0 : m->optimizer_state;
 }
 
 /* A checkpoint on disk (docs/FORMATS.md): 12 bytes per parameter (fp32 master or parameters, m, v)
@@ -170,22 +170,27 @@ int zg_cmd_plan(int argc, char **argv) {
     int N = (int)a.nproc;
     double psi = (double)n;
 
-    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
+    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32];
     if (a.json) {
         printf("{\"model\":\"%s\",\"num_params\":%zu,\"nproc\":%d,\"stage\":%d,\"dtype\":\"%s\",\"micro_batch\":%d,"
                "\"seq\":%d,\"reduce_bucket_size\":%zu,\"allgather_bucket_size\":%zu,\"paper_model_state_bytes\":%.0f,"
                "\"ranks\":[",
                name, n, N, zo.stage, zg_dtype_name(dt), B, T, zo.reduce_bucket_size, zo.allgather_bucket_size,
                paper_bytes(zo.stage, psi, N));
+        size_t gpu_max = 0, host_max = 0; /* rank 0 holds the largest shard; the maxima say it for any layout */
         for (int r = 0; r < N; r++) {
             zg_zero_memory m;
             zg_zero_plan_model(&table, N, r, &zo, dt, dt, device, act, &m);
             printf("%s{\"rank\":%d,\"params\":%zu,\"grads\":%zu,\"grad_shard\":%zu,\"optimizer\":%zu,\"comm\":%zu,"
-                   "\"activations\":%zu,\"total\":%zu,\"checkpoint_snapshot\":%zu}",
+                   "\"activations\":%zu,\"total\":%zu,\"host\":%zu,\"checkpoint_snapshot\":%zu}",
                    r ? "," : "", r, m.params, m.grads, m.grad_shard, m.optimizer, m.comm, m.activations,
-                   zg_zero_memory_total(&m), snapshot_bytes(&zo, N, r, &m));
+                   zg_zero_memory_total(&m), m.host, snapshot_bytes(&zo, N, r, &m));
+            if (zg_zero_memory_total(&m) > gpu_max) gpu_max = zg_zero_memory_total(&m);
+            if (m.host > host_max) host_max = m.host;
         }
-        printf("],\"checkpoint_bytes\":%.0f}\n", checkpoint_bytes(n, &zo, N));
+        printf("],\"offload_optimizer\":\"%s\",\"gpu_bytes_per_rank\":%zu,\"host_bytes_per_rank\":%zu,"
+               "\"checkpoint_bytes\":%.0f}\n",
+               zo.offload_optimizer ? "cpu" : "none", gpu_max, host_max, checkpoint_bytes(n, &zo, N));
         rc = 0;
         goto out;
     }
@@ -203,8 +208,12 @@ int zg_cmd_plan(int argc, char **argv) {
                requested_bucket, zo.reduce_bucket_size);
     printf("  buckets: reduce %zu, all-gather %zu elements; overlap_comm %s\n\n", zo.reduce_bucket_size,
            zo.allgather_bucket_size, zo.overlap_comm ? "on" : "off");
-    printf("  %-5s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
-           "comm", "activations", "total");
+    if (zo.offload_optimizer)
+        printf("  ZeRO-Offload (offload_optimizer cpu%s): the optimizer state (fp32 %s, Adam m, v) and the gradient +\n"
+               "    parameter staging of each rank's shard live in host memory; AdamW runs on the CPU\n\n",
+               zo.offload_pin_memory ? ", pinned" : "", dt != ZG_F32 ? "master" : "parameters");
+    printf("  %-5s %11s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
+           "comm", "activations", "GPU total", "host");
     zg_zero_memory m0;
     memset(&m0, 0, sizeof m0);
     int shown = 0;
@@ -217,11 +226,11 @@ int zg_cmd_plan(int argc, char **argv) {
             if (!shown++) printf("  ...\n");
             continue;
         }
-        printf("  %-5d %11s %11s %11s %11s %11s %11s %11s\n", r, zg_fmt_bytes((double)m.params, b1, sizeof b1),
+        printf("  %-5d %11s %11s %11s %11s %11s %11s %11s %11s\n", r, zg_fmt_bytes((double)m.params, b1, sizeof b1),
                zg_fmt_bytes((double)m.grads, b2, sizeof b2), zg_fmt_bytes((double)m.grad_shard, b3, sizeof b3),
                zg_fmt_bytes((double)m.optimizer, b4, sizeof b4), zg_fmt_bytes((double)m.comm, b5, sizeof b5),
                zg_fmt_bytes((double)m.activations, b6, sizeof b6),
-               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7));
+               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7), zg_fmt_bytes((double)m.host, b8, sizeof b8));
     }
     double ours = (double)(m0.params + m0.grads + m0.grad_shard + m0.optimizer);
     if (zo.stage <= 1)

@@ -83,6 +83,7 @@ typedef struct {
     size_t comm;        /* engine staging buffers + communicator scratch (peak) */
     size_t activations; /* activation estimate (plan only; 0 from the engine) */
     size_t host;        /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
+    size_t optimizer_state; /* the optimizer state's bytes wherever it lives (a checkpoint snapshot's size) */
 } zg_zero_memory;
 
 typedef struct {

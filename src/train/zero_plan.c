@@ -64,6 +64,7 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     m->grads = n * zg_dtype_size(gdt);
     if (o->stage >= 2) m->grad_shard = k * zg_dtype_size(gdt);
     m->optimizer = k ? k * 4 * (pdt == ZG_F32 ? 2 : 3) : 0;
+    m->optimizer_state = m->optimizer;
     if (o->offload_optimizer && o->stage > 0) { /* ZeRO-Offload: the state and the staging on the host */
         m->optimizer = 0;
         m->host = zero_offload_plan_host_bytes(k, pdt, gdt);
@@ -103,7 +104,8 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     ge += (size_t)z->grad_pool_n * z->layer_max;
     m->grads = ge * esz(z->gdt);
     m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
-    m->optimizer = z->opt.host ? 0 : zg_optimizer_state_bytes(&z->opt);
+    m->optimizer_state = zg_optimizer_state_bytes(&z->opt);
+    m->optimizer = z->opt.host ? 0 : m->optimizer_state;
     m->host = zero_offload_host_bytes(z);
     m->comm = z->comm->scratch_peak;
 }
