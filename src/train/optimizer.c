@@ -57,21 +57,22 @@ static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_tabl
     }
     if (n == 0) return 0;
 
+    int rc = -1;
     size_t bytes = n * sizeof(float);
     o->m = state_alloc(o, bytes, host ? "Adam first moment (m), host" : "Adam first moment (m)");
-    if (!o->m) goto oom;
+    if (!o->m) goto cleanup;
     o->v = state_alloc(o, bytes, host ? "Adam second moment (v), host" : "Adam second moment (v)");
-    if (!o->v) goto oom;
+    if (!o->v) goto cleanup;
     if (param_dtype != ZG_F32) {
         o->master = state_alloc(o, bytes, host ? "fp32 master weights, host" : "fp32 master weights");
-        if (!o->master) goto oom;
+        if (!o->master) goto cleanup;
         if (params_at_begin && host) be->ops->download_f32(be, o->master, params_at_begin, param_dtype, n);
         else if (params_at_begin) be->ops->cast(be, o->master, ZG_F32, params_at_begin, param_dtype, n);
     }
-    return 0;
-oom:
-    zg_optimizer_free(o);
-    return -1;
+    rc = 0;
+cleanup:
+    if (rc != 0) zg_optimizer_free(o);
+    return rc;
 }
 
 int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,

@@ -67,6 +67,7 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
             return 0;
         }
     } else if (overflow) {
+        zg_zero_skip(z); /* nothing applied; the engine is ready for another step */
         r->status = ZG_STEP_DIVERGED;
         return 0;
     }

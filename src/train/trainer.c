@@ -142,27 +142,31 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     memset(&mc, 0, sizeof mc);
     zg_model_source src;
     memset(&src, 0, sizeof src);
-    int have_src = 0;
+    int have_src = 0, rc = -1;
     *resuming = 0;
     if (resume_requested(tr)) {
         char *latest = zg_path_join(c->out_dir, "latest");
         int exists = zg_file_exists(latest);
         free(latest);
         if (!exists) {
-            return zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume "
-                             "(init_from scratch or a model)",
-                             c->out_dir);
+            zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume (init_from "
+                      "scratch or a model)",
+                      c->out_dir);
+            goto cleanup;
         }
-        if (zg_ckpt_open(resume_ck, c->out_dir) != 0) return -1;
+        if (zg_ckpt_open(resume_ck, c->out_dir) != 0) goto cleanup;
         *resuming = 1;
         mc = resume_ck->cfg;
         char what[600];
         snprintf(what, sizeof what, "checkpoint '%s'", resume_ck->dir);
-        if (check_shape(c, &mc, what) != 0) return -1;
+        if (check_shape(c, &mc, what) != 0) goto cleanup;
     } else if (strcmp(c->init_from, "scratch") == 0) {
-        if (zg_train_config_model_shape(c, NULL, &mc) != 0) return -1;
+        if (zg_train_config_model_shape(c, NULL, &mc) != 0) goto cleanup;
     } else {
-        if (zg_model_source_open(&src, c->init_from, 1) != 0) return zg_error_prefix("init_from '%s'", c->init_from);
+        if (zg_model_source_open(&src, c->init_from, 1) != 0) {
+            zg_error_prefix("init_from '%s'", c->init_from);
+            goto cleanup;
+        }
         have_src = 1;
         mc = src.cfg;
         /* A Hugging Face model can be cropped to a shorter block_size (its first wpe rows), as nanoGPT
@@ -170,25 +174,18 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         if (src.kind == ZG_SRC_HF && c->block_size && c->block_size < mc.block_size) mc.block_size = c->block_size;
         char what[600];
         snprintf(what, sizeof what, "init_from '%s'", c->init_from);
-        if (check_shape(c, &mc, what) != 0) {
-            zg_model_source_close(&src);
-            return -1;
-        }
+        if (check_shape(c, &mc, what) != 0) goto cleanup;
     }
-    if (gpt2_config_validate(&mc) != 0 || gpt2_init(&tr->model, &mc, tr->be) != 0) {
-        if (have_src) zg_model_source_close(&src);
-        return -1;
-    }
+    if (gpt2_config_validate(&mc) != 0 || gpt2_init(&tr->model, &mc, tr->be) != 0) goto cleanup;
     tr->model_ready = 1;
     tr->model.recompute = zg_train_config_recompute(c);
     tr->model.recompute_layers = c->recompute_num_layers;
     size_t np = tr->model.table.num_params;
     tr->host_params = malloc(np * sizeof(float));
     if (!tr->host_params) {
-        if (have_src) zg_model_source_close(&src);
-        return zg_errorf("out of host memory for %zu parameters (%.1f GiB)", np, np * 4.0 / (1 << 30));
+        zg_errorf("out of host memory for %zu parameters (%.1f GiB)", np, np * 4.0 / (1 << 30));
+        goto cleanup;
     }
-    int rc = 0;
     if (*resuming) {
         rc = zg_ckpt_read_model(resume_ck, tr->host_params);
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
@@ -197,9 +194,11 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
     } else {
         gpt2_init_random(&tr->model, c->seed);
+        rc = 0;
     }
-    if (have_src) zg_model_source_close(&src);
     /* the ZeRO engine allocates the gradients its stage needs (no full buffer at stages 2-3) */
+cleanup:
+    if (have_src) zg_model_source_close(&src);
     return rc;
 }
 
@@ -361,16 +360,14 @@ static int load_state(trainer *tr, const zg_ckpt *ck) {
 /* On resume, drops lines a crashed run logged after the checkpoint, so the file reads as one run. */
 static int open_metrics(trainer *tr, int resuming) {
     char *path = zg_path_join(tr->cfg->out_dir, "metrics.jsonl");
+    int rc = -1;
     if (resuming && zg_file_exists(path)) {
         char *text;
         size_t len;
-        if (zg_file_read_all(path, &text, &len) != 0) {
-            free(path);
-            return -1;
-        }
+        if (zg_file_read_all(path, &text, &len) != 0) goto cleanup;
         zg_atomic_file af;
-        int rc = zg_atomic_open(&af, path);
-        for (char *line = text; rc == 0 && *line;) {
+        int wrc = zg_atomic_open(&af, path);
+        for (char *line = text; wrc == 0 && *line;) {
             char *nl = strchr(line, '\n');
             size_t n = nl ? (size_t)(nl - line + 1) : strlen(line);
             char save = line[n - (nl ? 1 : 0)];
@@ -384,25 +381,23 @@ static int open_metrics(trainer *tr, int resuming) {
                 keep = is_eval ? (int64_t)it <= tr->last_eval_iter : (int64_t)it < tr->iter;
             }
             cJSON_Delete(j);
-            if (keep) rc = zg_atomic_write(&af, line, n);
+            if (keep) wrc = zg_atomic_write(&af, line, n);
             line += n;
         }
         free(text);
-        if (rc == 0) rc = zg_atomic_commit(&af, NULL);
+        if (wrc == 0) wrc = zg_atomic_commit(&af, NULL);
         else zg_atomic_abort(&af);
-        if (rc != 0) {
-            free(path);
-            return -1;
-        }
+        if (wrc != 0) goto cleanup;
     }
     tr->metrics = fopen(path, resuming ? "a" : "w");
     if (!tr->metrics) {
         zg_errorf("cannot open '%s' for writing: %s", path, zg_strerrno());
-        free(path);
-        return -1;
+        goto cleanup;
     }
+    rc = 0;
+cleanup:
     free(path);
-    return 0;
+    return rc;
 }
 
 static void metrics_line(trainer *tr, const char *fmt, ...) ZG_PRINTF(2, 3);

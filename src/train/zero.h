@@ -45,6 +45,9 @@
  *   per micro-step: gpt2_forward(...); gpt2_backward(...); zg_zero_micro_end(&z);
  *   at the boundary: zg_zero_step(&z, lr, inv_loss_scale, clip, &info);
  * The engine zeroes the model's gradients itself; do not call gpt2_zero_grad between steps.
+ * zg_train_step (src/train/train_step.h) is that sequence; one process runs it at stage 0 over the
+ * single-process communicator, where it computes what one optimizer over [0, n) would: the gradients
+ * zeroed at init and after each step, the sum of squares over the whole buffer, one update of [0, n).
  */
 #ifndef ZG_TRAIN_ZERO_H
 #define ZG_TRAIN_ZERO_H
