@@ -138,6 +138,80 @@ adamw_f32_span(float *restrict p, float *restrict mm, float *restrict vv, const 
     }
 }
 
+/* Branch-free forms of zg_f32_to_f16 / zg_f16_to_f32 / zg_f32_to_bf16 (src/backend/backend.c) for the
+ * 16-bit chunks below: every case is computed and the right one selected, so the loops vectorise (the
+ * library functions branch per element, which made the mixed-precision update 4x slower than the fp32
+ * one). Same results bit for bit (tests/unit/test_ops_cpu.c checks every fp16 value and the rounding
+ * boundaries). */
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float f16_to_f32_sel(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    float sub = (float)(int32_t)mant / 16777216.0f; /* exp 0: mant * 2^-24 (signed: the conversion vectorises) */
+    uint32_t subu = f32_bits(sub) | sign;           /* -v for a set sign (v >= 0) */
+    uint32_t inf = sign | 0x7f800000u | (mant << 13);
+    uint32_t norm = sign | ((exp + 112u) << 23) | (mant << 13);
+    uint32_t is_sub = 0u - (uint32_t)(exp == 0), is_inf = 0u - (uint32_t)(exp == 31); /* all-ones masks */
+    return bits_f32((subu & is_sub) | (inf & is_inf) | (norm & ~(is_sub | is_inf)));
+}
+
+static inline uint16_t f32_to_f16_sel(float f) {
+    uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000u, absu = u & 0x7fffffffu;
+    uint32_t is_nan = 0u - (uint32_t)(absu > 0x7f800000u), is_sub = 0u - (uint32_t)(absu < 0x38800000u);
+    uint32_t is_inf = (0u - (uint32_t)(absu >= 0x477ff000u)) & ~is_nan; /* >= 65520 rounds to inf */
+    /* fp16 subnormal or zero: the significand m (hidden bit included) shifted right by s = 126 - e,
+     * nearest even by adding half - 1 + the kept lsb (s clamped to 31; float denormals give 0) */
+    uint32_t e = absu >> 23, m = (absu & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
+    uint32_t ec = e < 126u ? e : 126u, sh = 126u - ec;
+    sh = sh < 31u ? sh : 31u;
+    uint32_t q = (m + ((1u << sh) >> 1) - 1u + ((m >> sh) & 1u)) >> sh;
+    /* normal: the exponent rebiased by subtracting from the whole word, nearest even the same way
+     * (a carry into the exponent is the correct rounding up) */
+    uint32_t x = absu - (112u << 23);
+    uint32_t hn = (x + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    uint32_t h = (0x7e00u & is_nan) | (0x7c00u & is_inf) | (q & is_sub) | (hn & ~(is_nan | is_inf | is_sub));
+    return (uint16_t)(sign | h);
+}
+
+static inline uint16_t f32_to_bf16_sel(float f) {
+    uint32_t u = f32_bits(f);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    uint32_t is_nan = 0u - (uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+    return (uint16_t)((nan & is_nan) | (r & ~is_nan));
+}
+
+/* n 16-bit values (dt bf16 or fp16) to fp32 and back. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void widen16(float *restrict out,
+                                                                                const uint16_t *restrict in, long n,
+                                                                                int bf16) {
+    if (bf16)
+        for (long j = 0; j < n; j++) out[j] = bits_f32((uint32_t)in[j] << 16);
+    else
+        for (long j = 0; j < n; j++) out[j] = f16_to_f32_sel(in[j]);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void narrow16(uint16_t *restrict out,
+                                                                                 const float *restrict in, long n,
+                                                                                 int bf16) {
+    if (bf16)
+        for (long j = 0; j < n; j++) out[j] = f32_to_bf16_sel(in[j]);
+    else
+        for (long j = 0; j < n; j++) out[j] = f32_to_f16_sel(in[j]);
+}
+
+void zg_host_f16_to_f32(float *out, const uint16_t *in, size_t n) { widen16(out, in, (long)n, 0); }
+void zg_host_f32_to_f16(uint16_t *out, const float *in, size_t n) { narrow16(out, in, (long)n, 0); }
+
 /* One thread's part [i0, i1) of a segment: 16-bit gradients are widened and the updated master is
  * narrowed into the 16-bit parameters a chunk at a time (L1-sized, so each element is read from
  * memory once). */
@@ -150,13 +224,13 @@ static void adamw_part(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, size_
         long k = (long)(i1 - i < ADAMW_CHUNK ? i1 - i : ADAMW_CHUNK);
         const float *g = (const float *)a->grad + i;
         if (gdt != ZG_F32) {
-            for (long j = 0; j < k; j++) gbuf[j] = load_elem(a->grad, gdt, i + (size_t)j);
+            widen16(gbuf, (const uint16_t *)a->grad + i, k, gdt == ZG_BF16);
             g = gbuf;
         }
         adamw_f32_span(p32 + i, a->m + i, a->v + i, g, k, a->beta1, a->beta2, a->grad_scale, a->lr, a->eps, decay,
                        bc1, bc2);
-        if (a->master)
-            for (long j = 0; j < k; j++) store_elem(a->param, pdt, i + (size_t)j, p32[i + (size_t)j]);
+        if (a->master && pdt != ZG_F32) narrow16((uint16_t *)a->param + i, p32 + i, k, pdt == ZG_BF16);
+        else if (a->master) memcpy((float *)a->param + i, p32 + i, (size_t)k * sizeof(float));
     }
 }
 
