@@ -668,8 +668,8 @@ if has offload; then
   fi
   if [[ $parts == *" 4 "* ]]; then
     # (4) reach: GPT-2-shaped ladder (layers heads channels); zgpt plan picks the largest that fits the
-    # GPU (92% of it) and, with offload, the host (85% of MemAvailable); each trains 3 iterations (bf16,
-    # micro-batch 1 x 1024 tokens, no accumulation). Host memory bounds offload's reach: 16 B/parameter.
+    # GPU (92% of it) and the host (85% of MemAvailable: the offload's 16 B/parameter + the trainer's fp32
+    # copy, 4 B/parameter); each trains 3 iterations (bf16, micro-batch 1 x 1024 tokens, no accumulation).
     avail=$(awk '/MemAvailable/ {print $2 * 1024}' /proc/meminfo)
     gpu_total=$(nvidia-smi -i "${GPUS[0]:-0}" --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
     for mode in none off; do
@@ -681,7 +681,7 @@ if has offload; then
           'zero_optimization':{'stage':2,'offload_optimizer':{'device':'cpu' if '$mode'=='off' else 'none'}}}, sys.stdout)" > "$W/reach.json"
         "$ZGPT" plan "$W/reach.json" --json > "$W/reach_plan.json" 2>/dev/null || continue
         fits=$(python3 -c "import json; p=json.load(open('$W/reach_plan.json'))
-print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes_per_rank'] <= 0.85 * $avail))")
+print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes_per_rank'] + 4 * p['num_params'] <= 0.85 * $avail))")
         [ "$fits" = 1 ] && best="$shape $(python3 -c "import json; print(json.load(open('$W/reach_plan.json'))['num_params'])")"
       done
       if [ -z "$best" ]; then note "offload reach ($mode): nothing fits by the plan"; continue; fi
@@ -695,7 +695,7 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
       note "offload reach ($mode): L=$1 H=$2 C=$3, $4 parameters: exit $rc; $(fmt0 "$(zg_tps "$LOG_DIR/offload_reach_$mode.log" 1)") tok/s," \
            "peak $(na "$(zg_mem "$LOG_DIR/offload_reach_$mode.log")") GiB GPU; $(grep -m1 'zgpt: error' "$LOG_DIR/offload_reach_$mode.log")"
     done
-    note "offload reach: $(ratio "${reach_off:-}" "${reach_none:-}") x the parameters (goal >= 2; the host's $(awk -v a="$avail" 'BEGIN{printf "%.0f", a / 2^30}') GiB available bounds it at 16 B/parameter)"
+    note "offload reach: $(ratio "${reach_off:-}" "${reach_none:-}") x the parameters (goal >= 2; the host's $(awk -v a="$avail" 'BEGIN{printf "%.0f", a / 2^30}') GiB available bounds it at 20 B/parameter)"
   fi
 fi
 if has signal; then

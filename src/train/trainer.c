@@ -963,11 +963,13 @@ static int setup_optimizer(trainer *tr) {
         zo.stage = 0;
     }
     zg_zero_opts_fit_model(&zo, &tr->model.table);
-    if (zo.offload_optimizer) { /* refuse before the allocations, with the numbers */
+    if (zo.offload_optimizer) { /* refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
+                                 * the parameters on the host for model.bin: counted for every rank) */
         size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, (int)cfg->micro_batch,
                                            tr->model.cfg.block_size, tr->model.recompute, tr->model.recompute_layers);
         if (zg_zero_check_memory(&tr->model.table, tr->world, tr->rank, tr->local_ranks, &zo, tr->be->param_dtype,
-                                 tr->be->grad_dtype, act, tr->be->device_mem_total) != 0)
+                                 tr->be->grad_dtype, act, tr->be->device_mem_total,
+                                 tr->model.table.num_params * sizeof(float)) != 0)
             return -1;
     }
     /* the engine places the model's gradients (and, at stage 3, its parameters) and installs the hooks */

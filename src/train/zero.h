@@ -228,10 +228,11 @@ void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg
                         zg_dtype gdt, int device, size_t act_bytes, zg_zero_memory *m);
 /* Before training: the plan of `rank` (zg_zero_plan_model with act_bytes of activations) against the
  * device's memory (device_total bytes; 0: not checked) and, with ZeRO-Offload, its host memory times
- * the local_ranks ranks of this machine against MemAvailable (zg_host_mem_available). -1 with an
- * error giving the numbers when either would not suffice. */
+ * the local_ranks ranks of this machine, plus host_extra bytes the caller holds besides (the trainer's
+ * fp32 parameter copy), against MemAvailable (zg_host_mem_available). -1 with an error giving the
+ * numbers when either would not suffice. */
 int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int local_ranks, const zg_zero_opts *o,
-                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total);
+                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total, size_t host_extra);
 /* Layer gradient buffers stage 2-3 needs: the layer being computed, < reduce_bucket_size pending and
  * up to 2 buckets in flight (overlap_comm) form one range from the layer's start, so
  * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)). */

@@ -115,7 +115,7 @@ size_t zg_zero_memory_total(const zg_zero_memory *m) {
 }
 
 int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int local_ranks, const zg_zero_opts *o,
-                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total) {
+                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total, size_t host_extra) {
     zg_zero_memory m;
     zg_zero_plan_model(t, world, rank, o, pdt, gdt, device_total > 0, act_bytes, &m);
     const double GiB = 1073741824.0;
@@ -127,11 +127,12 @@ int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int loc
                          rank, gpu / GiB, m.params / GiB, (m.grads + 0.0) / GiB, m.grad_shard / GiB,
                          m.optimizer / GiB, m.activations / GiB, device_total / GiB);
     uint64_t avail = zg_host_mem_available();
-    double host = (double)m.host * (local_ranks > 0 ? local_ranks : 1);
+    double host = (double)m.host * (local_ranks > 0 ? local_ranks : 1) + (double)host_extra;
     if (m.host > 0 && host > (double)avail)
         return zg_errorf("ZeRO-Offload needs %.2f GiB of host memory (%.2f GiB per rank x %d rank%s on this machine: "
-                         "fp32 master, Adam m and v, staging) but only %.2f GiB is available (MemAvailable); use more "
-                         "machines, or remove offload_optimizer",
-                         host / GiB, m.host / GiB, local_ranks, local_ranks == 1 ? "" : "s", (double)avail / GiB);
+                         "fp32 master, Adam m and v, staging; + %.2f GiB of the trainer's fp32 parameters) but only "
+                         "%.2f GiB is available (MemAvailable); use more machines, or remove offload_optimizer",
+                         host / GiB, m.host / GiB, local_ranks, local_ranks == 1 ? "" : "s", host_extra / GiB,
+                         (double)avail / GiB);
     return 0;
 }

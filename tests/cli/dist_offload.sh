@@ -117,7 +117,7 @@ echo "ok plan: optimizer state on the host, gpu_bytes_per_rank / host_bytes_per_
 # refusals
 TRAIN=("$ZGPT" train --config d.json --set max_iters=1)
 ZGPT_TEST_HOST_AVAILABLE_BYTES=1000000 expect_fail host-memory \
-    "ZeRO-Offload needs 0.03 GiB of host memory \(0.03 GiB per rank x 1 rank on this machine.*but only 0.00 GiB is available \(MemAvailable\)" \
+    "ZeRO-Offload needs 0.03 GiB of host memory \(0.03 GiB per rank x 1 rank on this machine.*\+ 0.01 GiB of the trainer's fp32 parameters\) but only 0.00 GiB is available \(MemAvailable\)" \
     "${TRAIN[@]}" --set out_dir=x1 "${OFF[@]}"
 [ ! -e x1/latest ] || fail "a refused run left a checkpoint"
 expect_fail nvmee "zero_optimization.offload_optimizer.device.*nvmee" "${TRAIN[@]}" --set out_dir=x2 \
