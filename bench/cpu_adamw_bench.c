@@ -1,8 +1,11 @@
-/* The CPU backend's AdamW over N fp32 parameters (the update ZeRO-Offload would run on the host, and
- * the CPU backend's training step), against the host's memory bandwidth measured in the same process.
+/* The CPU AdamW (zg_host_adamw: the CPU backend's update and ZeRO-Offload's) over N parameters, against
+ * the host's memory bandwidth measured in the same process.
  * usage: cpu_adamw_bench [N=1558611200 (GPT-2 XL)] [reps=7]. Threads: OMP_NUM_THREADS (default all).
- * Prints the median seconds per update, parameters/s, the bytes it moves (p, m, v read and written,
- * g read: 28 B per parameter) as GB/s, and that rate as a share of a copy's bandwidth. Built by
+ * Two updates: fp32 parameters and gradients (the CPU backend's training step; p, m, v read and written,
+ * g read: 28 B per parameter), and ZeRO-Offload's mixed-precision one (fp32 master, m, v read and
+ * written, fp16 gradients read, fp16 parameters written: 28 B per parameter). Prints the median seconds
+ * per update, parameters/s, GB/s, and that rate as a share of a copy's and of a STREAM triad's
+ * bandwidth (a[i] = b[i] + s * c[i], 12 B per element as STREAM counts it). Built by
  * bench/cpu_adamw_bench.sh. */
 #include "backend/backend.h"
 #include "core/clock.h"
@@ -44,6 +47,32 @@ int main(int argc, char **argv) {
         be->ops->adamw(be, &a);
         if (r > 0) t[r - 1] = zg_now_s() - t0;
     }
+    /* ZeRO-Offload's update: fp32 master (p), m, v; fp16 gradients in, fp16 parameters out */
+    uint16_t *g16 = malloc(n * 2), *p16 = malloc(n * 2);
+    double *to = malloc(sizeof(double) * (size_t)reps), *tt = malloc(sizeof(double) * (size_t)reps);
+    if (!g16 || !p16 || !to || !tt) return fprintf(stderr, "out of memory for %zu parameters\n", n), 1;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        g16[i] = zg_f32_to_f16(g[i]);
+        p16[i] = 0;
+    }
+    zg_adamw_args ao = a;
+    ao.master = p;
+    ao.param = p16;
+    ao.grad = g16;
+    for (int r = 0; r <= reps; r++) {
+        ao.step = r + 1;
+        double t0 = zg_now_s();
+        zg_host_adamw(&ao, ZG_F16, ZG_F16);
+        if (r > 0) to[r - 1] = zg_now_s() - t0;
+    }
+    /* STREAM's triad over the same arrays */
+    for (int r = 0; r <= reps; r++) {
+        double t0 = zg_now_s();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) m[i] = p[i] + 3.0f * g[i];
+        if (r > 0) tt[r - 1] = zg_now_s() - t0;
+    }
     /* the ceiling: a parallel copy of the same bytes (read + write), as a STREAM copy measures it */
     for (int r = 0; r <= reps; r++) {
         double t0 = zg_now_s();
@@ -53,13 +82,20 @@ int main(int argc, char **argv) {
     }
     qsort(t, (size_t)reps, sizeof *t, cmp_d);
     qsort(tc, (size_t)reps, sizeof *tc, cmp_d);
-    double s = t[reps / 2], sc = tc[reps / 2];
-    double bytes = 28.0 * (double)n, copy_bw = 8.0 * (double)n / sc;
+    qsort(to, (size_t)reps, sizeof *to, cmp_d);
+    qsort(tt, (size_t)reps, sizeof *tt, cmp_d);
+    double s = t[reps / 2], sc = tc[reps / 2], so = to[reps / 2], st = tt[reps / 2];
+    double bytes = 28.0 * (double)n, copy_bw = 8.0 * (double)n / sc, triad_bw = 12.0 * (double)n / st;
+    printf("host memory bandwidth: copy %.1f GB/s, triad %.1f GB/s (%d threads, %zu floats)\n", copy_bw / 1e9,
+           triad_bw / 1e9, omp_get_max_threads(), n);
     printf("cpu adamw: %zu parameters, %d threads: %.3f s per update (median of %d), %.3g parameters/s, %.1f GB/s "
-           "(28 B/parameter) = %.0f%% of the copy bandwidth %.1f GB/s\n",
+           "(28 B/parameter) = %.0f%% of the copy bandwidth, %.0f%% of the triad's\n",
            n, omp_get_max_threads(), s, reps, (double)n / s, bytes / s / 1e9, 100.0 * (bytes / s) / copy_bw,
-           copy_bw / 1e9);
-    free(p), free(g), free(m), free(v), free(t), free(tc);
+           100.0 * (bytes / s) / triad_bw);
+    printf("offload adamw (fp32 master, fp16 grads -> fp16 params): %.3f s per update (median of %d), %.3g "
+           "parameters/s, %.1f GB/s (28 B/parameter) = %.0f%% of the triad's bandwidth\n",
+           so, reps, (double)n / so, bytes / so / 1e9, 100.0 * (bytes / so) / triad_bw);
+    free(p), free(g), free(m), free(v), free(t), free(tc), free(g16), free(p16), free(to), free(tt);
     zg_backend_destroy(be);
     return 0;
 }

@@ -11,6 +11,8 @@
 #            CUDA bf16 vs CUDA fp32 over 8 seeds (paired final val losses)
 #   resume   bitwise resume on the GPU (bf16): 2N straight == N + resume + N
 #   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
+#   stepab   (1 GPU) issue 17's one step path against the binary before it (ZG_STEP_BASE): bitwise the
+#            same bf16 and fp16 runs, bench ms/step in the same call (not in the default list)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
 #   benchxl  the same for GPT-2 XL (last: the slowest)
 #   zbench   zgpt bench 124M alone (regression check; not in the default list)
@@ -56,6 +58,15 @@
 #            old/new twice, medians and new/old ratios (not in the default list)
 #   benchpar (2+ GPUs) bench + benchxl with zgpt on GPU 0 and the PyTorch peer on GPU 1 concurrently
 #            (not in the default list)
+#   offload  (1 GPU; issue 18) ZeRO-Offload (offload_optimizer cpu): (1) a 100-iteration small-model bf16
+#            run at stages 1-3 with offload against the run without, within the bf16 noise measured as
+#            the multi phase does, and bitwise resume with offload; (2) the guide's job on one GPU (GPT-2
+#            XL scratch, ZeRO-2, 1 x 32, fp16) without offload, with it, and with it + recompute: peak GPU
+#            memory (goal <= 10 GiB) and tokens/s (goal >= 70% of without); (3) the host AdamW over 1.56B
+#            parameters (fp32, and the offload's fp16 mixed precision) against torch.optim.AdamW(fused=True)
+#            and the host's copy/triad bandwidth (bench/cpu_adamw_bench.sh); (4) reach: the largest
+#            GPT-2-shaped model zgpt plan says fits with and without offload, trained 3 iterations each.
+#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4"); about 8 minutes (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
@@ -191,7 +202,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has offload || has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has stepab || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -282,6 +293,46 @@ if has resume; then
   if [ -n "$l1" ] && [ "$l1" = "$l2" ] && [ $same = 1 ] && "$ZGPT" eval --model "$W/rp" --data "$W/data" --iters 1 > "$LOG_DIR/resume_eval.log" 2>&1; then
     note "resume (CUDA bf16, 40 = 20 + resume + 20): ok, identical losses, byte-identical final model.bin and optimizer shards ($(du -sb "$W/rp/final" | cut -f1) bytes for $(grep -m1 -oE '[0-9.]+M parameters' "$LOG_DIR/resume_a.log")); eval reads it"
   else note "resume: FAILED"; diff <(echo "$l1") <(echo "$l2") | head -5 | tee -a "$SUMMARY"; fi
+fi
+
+if has stepab; then
+  # Issue 17's one step path against the binary before it (ZG_STEP_BASE: a build-gpu/zgpt of main before
+  # the change): one GPU, the same small runs (bf16 40 iterations, fp16 with loss-scale skips 30
+  # iterations) give identical per-iteration loss, grad_norm and lr lines and byte-identical final
+  # checkpoints; then zgpt bench 124M alternately with both binaries in the same call (ms/step ratio).
+  if [ -z "${ZG_STEP_BASE:-}" ] || [ ! -x "$ZG_STEP_BASE" ]; then
+    note "stepab: SKIPPED (set ZG_STEP_BASE to the zgpt binary built before the change)"
+  else
+    step_lines() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/, "tokens_per_sec": [^,]+, "time_ms": [^,]+//; s/, "mfu": [^,}]+//'; }
+    ok=1
+    for kind in bf16 fp16; do
+      sets=(--set max_iters=40 --set eval_interval=20)
+      [ $kind = fp16 ] && sets=(--set max_iters=30 --set eval_interval=30 --set fp16.enabled=true --set fp16.loss_scale=0 \
+          --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1)
+      for who in base new; do
+        bin=$ZGPT; [ $who = base ] && bin=$ZG_STEP_BASE
+        timeout 120 "$bin" train $(small_cfg "$W/sab_${kind}_$who" "${sets[@]}") --device cuda > "$LOG_DIR/stepab_${kind}_$who.log" 2>&1
+      done
+      a=$(step_lines "$W/sab_${kind}_base"); b=$(step_lines "$W/sab_${kind}_new")
+      same=1; for f in "$W/sab_${kind}_base/final"/*.bin; do cmp -s "$f" "$W/sab_${kind}_new/final/$(basename "$f")" || same=0; done
+      if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ]; then
+        note "stepab $kind: ok, $(echo "$a" | wc -l) identical iteration lines (loss, lr, grad_norm), byte-identical final checkpoint"
+      else
+        ok=0; note "stepab $kind: FAILED"; diff <(echo "$a") <(echo "$b") | head -5 | tee -a "$SUMMARY"
+      fi
+    done
+    for r in 1 2; do
+      for who in base new; do
+        bin=$ZGPT; [ $who = base ] && bin=$ZG_STEP_BASE
+        timeout -k 20 120 "$bin" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile \
+            "${BENCH_SET[@]}" > "$LOG_DIR/stepab_bench_${who}_$r.log" 2>&1
+      done
+    done
+    msb=$(grep -h '^ms/step' "$LOG_DIR"/stepab_bench_base_*.log | awk '{s+=$2; n++} END {if (n) printf "%.1f", s/n}')
+    msn=$(grep -h '^ms/step' "$LOG_DIR"/stepab_bench_new_*.log | awk '{s+=$2; n++} END {if (n) printf "%.1f", s/n}')
+    note "stepab bench 124M B=16 (same call, 2 alternating runs each): before $msb ms/step, after $msn ms/step, ratio $(awk -v a="$msn" -v b="$msb" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
+    [ $ok = 1 ] && note "stepab: ok" || note "stepab: FAILED"
+  fi
 fi
 
 if has fp16; then
@@ -601,6 +652,98 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   note "ckpt: save lines: $(grep -iE 'checkpoint|snapshot|background' "$LOG_DIR/ckpt_save.log" | head -8 | tr '\n' ';')"
   timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
   note "ckpt: resume: first iteration line at $(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1) s after the start"
+fi
+# ZeRO-Offload on one GPU (issue 18). Each run has its own time limit; the parts are independent.
+if has offload; then
+  OFF=(--set zero_optimization.offload_optimizer.device=cpu --set zero_optimization.offload_optimizer.pin_memory=true)
+  parts=" ${ZG_OFFLOAD_PARTS:-1 2 3 4} "
+  if [[ $parts == *" 1 "* ]]; then
+    # (1) correctness: the same 16 sequences per step (8 x 2) on one GPU, bf16; the noise is the gap to a
+    # run that differs only in rounding (4 x 4 micro-steps), tolerance 2 x noise + 0.02 as in multi
+    timeout 90 "$ZGPT" train $(mcfg "$W/of_ref") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_ref.log" 2>&1
+    timeout 90 "$ZGPT" train $(mcfg "$W/of_var") $(mev 4) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_var.log" 2>&1
+    ref=$(vals "$W/of_ref"); noise=$(maxdiff "$ref" "$(vals "$W/of_var")")
+    tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
+    note "offload: 1 GPU bf16 without offload: val $ref; bf16 noise $noise -> tolerance $tol"
+    for st in 1 2 3; do
+      timeout 120 "$ZGPT" train $(mcfg "$W/of_s$st") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=$st "${OFF[@]}" \
+          --gpus 1 > "$LOG_DIR/offload_s$st.log" 2>&1
+      rc=$?; v=$(vals "$W/of_s$st"); d=$(maxdiff "$ref" "$v")
+      ok=$( { [ $rc = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && grep -q "ZeRO-Offload at stage $st" "$LOG_DIR/offload_s$st.log" \
+              && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } && echo PASS || echo FAIL)
+      note "offload: stage $st with offload_optimizer cpu: exit $rc, val $v (max |diff| $d vs tolerance $tol): $ok"
+    done
+    # bitwise resume with offload (stage 2): 100 straight (of_s2) == 50 + resume + 50
+    timeout 90 "$ZGPT" train $(mcfg "$W/of_r") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${OFF[@]}" \
+        --set max_iters=50 --gpus 1 > "$LOG_DIR/offload_r1.log" 2>&1
+    timeout 90 "$ZGPT" train $(mcfg "$W/of_r") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${OFF[@]}" \
+        --gpus 1 --resume > "$LOG_DIR/offload_r2.log" 2>&1
+    la=$(grep '"loss": [0-9]' "$W/of_s2/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    lb=$(grep '"loss": [0-9]' "$W/of_r/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    same=1; for f in "$W/of_s2/final"/*.bin; do cmp -s "$f" "$W/of_r/final/$(basename "$f")" || same=0; done
+    if [ -n "$la" ] && [ "$la" = "$lb" ] && [ $same = 1 ]; then
+      note "offload: resume with offload (stage 2, 100 = 50 + resume + 50): PASS, identical losses, byte-identical model.bin and shards"
+    else note "offload: resume with offload: FAIL"; diff <(echo "$la") <(echo "$lb") | head -4 | tee -a "$SUMMARY"; fi
+  fi
+  if [[ $parts == *" 2 "* ]]; then
+    # (2) the guide's job on one GPU: GPT-2 XL scratch, ZeRO-2, micro-batch 1 x 32, fp16 (loss scale from
+    # 2^10 so that nearly every step is a real one: skipped steps run no optimizer); median over the
+    # non-skipped iterations from 1
+    for v in none off offrc; do
+      sets=(); [ $v != none ] && sets=("${OFF[@]}")
+      [ $v = offrc ] && sets+=(--set recompute=true --set recompute_layernorm=true)
+      timeout -k 20 150 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 --set fp16.initial_scale_power=10 "${sets[@]}" \
+          --gpus 1 > "$LOG_DIR/offload_guide_$v.log" 2>&1
+      rc=$?; gl=$LOG_DIR/offload_guide_$v.log
+      eval "og_tps_$v=\$(zg_tps \"\$gl\" 1)"; eval "og_mem_$v=\$(zg_mem \"\$gl\")"
+      note "offload guide (XL, 1 GPU, ZeRO-2, 1 x 32, fp16, $v): exit $rc; $(na "$(zg_ms "$gl" 1)") ms/step," \
+           "$(fmt0 "$(zg_tps "$gl" 1)") tok/s (median of $(zg_n "$gl" 1) from 1; $(zg_skips "$gl") skipped)," \
+           "peak $(na "$(zg_mem "$gl")") GiB GPU; $(grep -oE 'host memory held per rank[^;]*' "$gl" | tail -1)"
+    done
+    r=$(ratio "${og_tps_off:-}" "${og_tps_none:-}")
+    note "offload guide: with offload $(na "${og_mem_off:-}") GiB (goal <= 10): $(verdict "${og_mem_off:-}" "<=" 10);" \
+         "with recompute $(na "${og_mem_offrc:-}") GiB; without $(na "${og_mem_none:-}") GiB;" \
+         "tokens/s with/without $r (goal >= 0.70): $(verdict "$r" ">=" 0.70); with recompute $(ratio "${og_tps_offrc:-}" "${og_tps_none:-}")"
+  fi
+  if [[ $parts == *" 3 "* ]]; then
+    # (3) the host AdamW over GPT-2 XL's 1.56B parameters, torch's fused CPU AdamW in the same call
+    BUILD="$W/bench-build" timeout 300 bash bench/cpu_adamw_bench.sh 1558611200 5 > "$LOG_DIR/offload_adamw.log" 2>&1
+    note "offload adamw: exit $?; $(grep -E '^(host memory|cpu adamw|offload adamw|torch)' "$LOG_DIR/offload_adamw.log" | tr '\n' ';')"
+    zs=$(sed -nE 's/^cpu adamw: .* ([0-9.]+) s per update.*/\1/p' "$LOG_DIR/offload_adamw.log")
+    ts=$(sed -nE 's/^torch AdamW.*: ([0-9.]+) s per update.*/\1/p' "$LOG_DIR/offload_adamw.log")
+    note "offload adamw: zgpt fp32 ${zs:-n/a} s vs torch fused ${ts:-n/a} s: speed ratio $(ratio "$ts" "$zs") (goal >= 1.0): $(verdict "$(ratio "$ts" "$zs")" ">=" 1.0)"
+  fi
+  if [[ $parts == *" 4 "* ]]; then
+    # (4) reach: GPT-2-shaped ladder (layers heads channels); zgpt plan picks the largest that fits the
+    # GPU (92% of it) and the host (85% of MemAvailable: the offload's 16 B/parameter + the trainer's fp32
+    # copy, 4 B/parameter); each trains 3 iterations (bf16, micro-batch 1 x 1024 tokens, no accumulation).
+    avail=$(awk '/MemAvailable/ {print $2 * 1024}' /proc/meminfo)
+    gpu_total=$(nvidia-smi -i "${GPUS[0]:-0}" --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    for mode in none off; do
+      best=""
+      for shape in "48 25 1600" "32 32 2560" "36 36 3072" "32 32 4096" "40 40 5120" "48 48 6144" "64 64 8192"; do
+        set -- $shape
+        python3 -c "import json,sys; json.dump({'n_layer':$1,'n_head':$2,'n_embd':$3,'block_size':1024,'init_from':'scratch',
+          'train_micro_batch_size_per_gpu':1,'gradient_accumulation_steps':1,'bf16':{'enabled':True},
+          'zero_optimization':{'stage':2,'offload_optimizer':{'device':'cpu' if '$mode'=='off' else 'none'}}}, sys.stdout)" > "$W/reach.json"
+        "$ZGPT" plan "$W/reach.json" --json > "$W/reach_plan.json" 2>/dev/null || continue
+        fits=$(python3 -c "import json; p=json.load(open('$W/reach_plan.json'))
+print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes_per_rank'] + 4 * p['num_params'] <= 0.85 * $avail))")
+        [ "$fits" = 1 ] && best="$shape $(python3 -c "import json; print(json.load(open('$W/reach_plan.json'))['num_params'])")"
+      done
+      if [ -z "$best" ]; then note "offload reach ($mode): nothing fits by the plan"; continue; fi
+      set -- $best
+      sets=(); [ $mode = off ] && sets=("${OFF[@]}")
+      timeout -k 20 170 "$ZGPT" train $(xlcfg "$W/reach_$mode") --set n_layer=$1 --set n_head=$2 --set n_embd=$3 \
+          --set fp16.enabled=false --set bf16.enabled=true --set gradient_accumulation_steps=1 --set max_iters=3 \
+          --set eval_interval=1000 "${sets[@]}" --gpus 1 > "$LOG_DIR/offload_reach_$mode.log" 2>&1
+      rc=$?
+      eval "reach_$mode=$4"
+      note "offload reach ($mode): L=$1 H=$2 C=$3, $4 parameters: exit $rc; $(fmt0 "$(zg_tps "$LOG_DIR/offload_reach_$mode.log" 1)") tok/s," \
+           "peak $(na "$(zg_mem "$LOG_DIR/offload_reach_$mode.log")") GiB GPU; $(grep -m1 'zgpt: error' "$LOG_DIR/offload_reach_$mode.log")"
+    done
+    note "offload reach: $(ratio "${reach_off:-}" "${reach_none:-}") x the parameters (goal >= 2; the host's $(awk -v a="$avail" 'BEGIN{printf "%.0f", a / 2^30}') GiB available bounds it at 20 B/parameter)"
+  fi
 fi
 if has signal; then
   "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=100000 --set eval_interval=100000) --gpus all > "$LOG_DIR/signal.log" 2>&1 &

@@ -87,6 +87,14 @@ typedef struct {
 /* A recorded sequence of ops on the compute stream (a CUDA graph), replayed with graph_launch. */
 typedef struct zg_graph zg_graph;
 
+/* The CPU backend's AdamW / Lamb (src/backend/cpu/optim_cpu.c) over host memory, without a backend: the
+ * ZeRO-Offload step runs it on the rank's shard (params in param_dtype, grads in grad_dtype, master,
+ * m and v all in host memory). OpenMP over the segments' elements, AVX-512 / AVX2 picked at run time.
+ * AdamW uses the CUDA kernel's fp32 formula and order of operations. */
+void zg_host_adamw(const zg_adamw_args *a, zg_dtype param_dtype, zg_dtype grad_dtype);
+/* The CPU backend's dtype conversion over host memory (n elements; OpenMP). */
+void zg_host_cast(void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
+
 typedef struct {
     const char *name; /* "cpu", "cuda" */
     void (*destroy)(zg_backend *be);
@@ -226,6 +234,7 @@ struct zg_backend {
     const zg_backend_ops *ops;
     zg_dtype param_dtype, act_dtype, grad_dtype;
     int device;          /* -1 for the CPU, else the CUDA device index */
+    size_t device_mem_total; /* the device's memory in bytes (0 for the CPU backend) */
     size_t bytes_in_use; /* backend memory currently allocated through ops->alloc */
     size_t bytes_peak;
     size_t host_bytes_in_use; /* host_alloc memory currently held */

@@ -59,9 +59,9 @@ static double paper_bytes(int stage, double psi, int n) {
 }
 
 /* Host memory a rank's background checkpoint snapshot takes: the optimizer range it saves (at stage 0
- * only rank 0 saves; every rank holds the same state). */
+ * only rank 0 saves; every rank holds the same state), wherever the state lives (ZeRO-Offload: host). */
 static size_t snapshot_bytes(const zg_zero_opts *zo, int world, int rank, const zg_zero_memory *m) {
-    return world > 1 && zo->stage == 0 && rank > 0 ? 0 : m->optimizer;
+    return world > 1 && zo->stage == 0 && rank > 0 ? 0 : m->optimizer_state;
 }
 
 /* A checkpoint on disk (docs/FORMATS.md): 12 bytes per parameter (fp32 master or parameters, m, v)
@@ -108,9 +108,9 @@ int zg_cmd_plan(int argc, char **argv) {
         return 2;
     }
     if (pos.count == 1) {
-        if (zg_train_config_load(&tc, pos.items[0], a.deepspeed, NULL, 0) != 0) goto out;
+        if (zg_train_config_load(&tc, pos.items[0], a.deepspeed, NULL, 0) != 0) goto cleanup;
         have_cfg = 1;
-        if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto out;
+        if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto cleanup;
     }
 
     /* model */
@@ -119,16 +119,16 @@ int zg_cmd_plan(int argc, char **argv) {
     const char *name = a.model;
     if (!name && have_cfg && tc.init_from && strncmp(tc.init_from, "gpt2", 4) == 0) name = tc.init_from;
     gpt2_config named;
-    if (name && gpt2_config_by_name(name, &named) != 0) goto out;
+    if (name && gpt2_config_by_name(name, &named) != 0) goto cleanup;
     if (!name) name = "custom";
     if (have_cfg && !a.model) {
-        if (zg_train_config_model_shape(&tc, strcmp(name, "custom") ? &named : NULL, &g) != 0) goto out;
+        if (zg_train_config_model_shape(&tc, strcmp(name, "custom") ? &named : NULL, &g) != 0) goto cleanup;
     } else if (strcmp(name, "custom") != 0) {
         g = named;
     } else if (gpt2_config_by_name("gpt2", &g) != 0) {
-        goto out;
+        goto cleanup;
     }
-    if (gpt2_param_table_init(&table, &g) != 0) goto out;
+    if (gpt2_param_table_init(&table, &g) != 0) goto cleanup;
     have_table = 1;
     size_t n = table.num_params;
 
@@ -141,25 +141,25 @@ int zg_cmd_plan(int argc, char **argv) {
     if (a.stage >= 0) zo.stage = (int)a.stage;
     if (zo.stage > 3) {
         zg_errorf("--stage %d: allowed 0, 1, 2, 3", zo.stage);
-        goto out;
+        goto cleanup;
     }
     size_t requested_bucket = zo.reduce_bucket_size;
     zg_zero_opts_fit_model(&zo, &table); /* what the trainer will use */
     int device = strcmp(a.device, "cuda") == 0;
     if (!device && strcmp(a.device, "cpu") != 0) {
         zg_errorf("--device '%s': expected cpu or cuda", a.device);
-        goto out;
+        goto cleanup;
     }
     zg_dtype dt = device ? ZG_BF16 : ZG_F32;
     if (a.precision) {
-        if (zg_dtype_parse(a.precision, &dt) != 0) goto out;
+        if (zg_dtype_parse(a.precision, &dt) != 0) goto cleanup;
     } else if (have_cfg) {
         zg_precision p = zg_train_config_precision(&tc, a.device);
         dt = p == ZG_PREC_FP16 ? ZG_F16 : p == ZG_PREC_BF16 ? ZG_BF16 : ZG_F32;
     }
     if (!device && dt != ZG_F32) {
         zg_errorf("the CPU backend trains in fp32; use --device cuda for %s", zg_dtype_name(dt));
-        goto out;
+        goto cleanup;
     }
     int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
     int T = g.block_size;
@@ -170,24 +170,29 @@ int zg_cmd_plan(int argc, char **argv) {
     int N = (int)a.nproc;
     double psi = (double)n;
 
-    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32];
+    char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32];
     if (a.json) {
         printf("{\"model\":\"%s\",\"num_params\":%zu,\"nproc\":%d,\"stage\":%d,\"dtype\":\"%s\",\"micro_batch\":%d,"
                "\"seq\":%d,\"reduce_bucket_size\":%zu,\"allgather_bucket_size\":%zu,\"paper_model_state_bytes\":%.0f,"
                "\"ranks\":[",
                name, n, N, zo.stage, zg_dtype_name(dt), B, T, zo.reduce_bucket_size, zo.allgather_bucket_size,
                paper_bytes(zo.stage, psi, N));
+        size_t gpu_max = 0, host_max = 0; /* rank 0 holds the largest shard; the maxima say it for any layout */
         for (int r = 0; r < N; r++) {
             zg_zero_memory m;
             zg_zero_plan_model(&table, N, r, &zo, dt, dt, device, act, &m);
             printf("%s{\"rank\":%d,\"params\":%zu,\"grads\":%zu,\"grad_shard\":%zu,\"optimizer\":%zu,\"comm\":%zu,"
-                   "\"activations\":%zu,\"total\":%zu,\"checkpoint_snapshot\":%zu}",
+                   "\"activations\":%zu,\"total\":%zu,\"host\":%zu,\"checkpoint_snapshot\":%zu}",
                    r ? "," : "", r, m.params, m.grads, m.grad_shard, m.optimizer, m.comm, m.activations,
-                   zg_zero_memory_total(&m), snapshot_bytes(&zo, N, r, &m));
+                   zg_zero_memory_total(&m), m.host, snapshot_bytes(&zo, N, r, &m));
+            if (zg_zero_memory_total(&m) > gpu_max) gpu_max = zg_zero_memory_total(&m);
+            if (m.host > host_max) host_max = m.host;
         }
-        printf("],\"checkpoint_bytes\":%.0f}\n", checkpoint_bytes(n, &zo, N));
+        printf("],\"offload_optimizer\":\"%s\",\"gpu_bytes_per_rank\":%zu,\"host_bytes_per_rank\":%zu,"
+               "\"checkpoint_bytes\":%.0f}\n",
+               zo.offload_optimizer ? "cpu" : "none", gpu_max, host_max, checkpoint_bytes(n, &zo, N));
         rc = 0;
-        goto out;
+        goto cleanup;
     }
     if (have_cfg) zg_train_config_print_notes(&tc, stdout); /* resolved "auto"s and keys without effect */
     printf("zgpt plan: %s (%d layers, %d heads, %d channels), %zu parameters (Psi, padded vocabulary)\n", name,
@@ -203,8 +208,12 @@ int zg_cmd_plan(int argc, char **argv) {
                requested_bucket, zo.reduce_bucket_size);
     printf("  buckets: reduce %zu, all-gather %zu elements; overlap_comm %s\n\n", zo.reduce_bucket_size,
            zo.allgather_bucket_size, zo.overlap_comm ? "on" : "off");
-    printf("  %-5s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
-           "comm", "activations", "total");
+    if (zo.offload_optimizer)
+        printf("  ZeRO-Offload (offload_optimizer cpu%s): the optimizer state (fp32 %s, Adam m, v) and the gradient +\n"
+               "    parameter staging of each rank's shard live in host memory; AdamW runs on the CPU\n\n",
+               zo.offload_pin_memory ? ", pinned" : "", dt != ZG_F32 ? "master" : "parameters");
+    printf("  %-5s %11s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
+           "comm", "activations", "GPU total", "host");
     zg_zero_memory m0;
     memset(&m0, 0, sizeof m0);
     int shown = 0;
@@ -217,11 +226,11 @@ int zg_cmd_plan(int argc, char **argv) {
             if (!shown++) printf("  ...\n");
             continue;
         }
-        printf("  %-5d %11s %11s %11s %11s %11s %11s %11s\n", r, zg_fmt_bytes((double)m.params, b1, sizeof b1),
+        printf("  %-5d %11s %11s %11s %11s %11s %11s %11s %11s\n", r, zg_fmt_bytes((double)m.params, b1, sizeof b1),
                zg_fmt_bytes((double)m.grads, b2, sizeof b2), zg_fmt_bytes((double)m.grad_shard, b3, sizeof b3),
                zg_fmt_bytes((double)m.optimizer, b4, sizeof b4), zg_fmt_bytes((double)m.comm, b5, sizeof b5),
                zg_fmt_bytes((double)m.activations, b6, sizeof b6),
-               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7));
+               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7), zg_fmt_bytes((double)m.host, b8, sizeof b8));
     }
     double ours = (double)(m0.params + m0.grads + m0.grad_shard + m0.optimizer);
     if (zo.stage <= 1)
@@ -253,7 +262,7 @@ int zg_cmd_plan(int argc, char **argv) {
     if (N > 1) printf(", %s on rank %d", zg_fmt_bytes((double)snapshot_bytes(&zo, N, N - 1, &mlast), b5, sizeof b5), N - 1);
     printf(" (host memory, reused between saves)\n");
     rc = 0;
-out:
+cleanup:
     if (rc != 0) zg_error_print();
     if (have_cfg) zg_train_config_free(&tc);
     if (have_table) gpt2_param_table_free(&table);

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/meminfo.h"
 #include "core/progress.h"
 
 #include <cjson/cJSON.h>
@@ -131,20 +132,21 @@ static int read_latest(const char *out_dir, char *tag, size_t cap);
 
 int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
     memset(w, 0, sizeof *w);
+    int rc = -1;
     if (zg_dir_make(out_dir) != 0) return -1;
     w->out_dir = zg_strdup(out_dir);
     w->tag = zg_strdup(tag);
     w->stage_dir = stage_path(out_dir, tag);
     w->final_dir = zg_path_join(out_dir, tag);
-    if (zg_dir_remove_flat(w->stage_dir) != 0) goto fail; /* a crashed save's leftovers */
+    if (zg_dir_remove_flat(w->stage_dir) != 0) goto cleanup; /* a crashed save's leftovers */
     if (mkdir(w->stage_dir, 0755) != 0) { /* no inodes, read-only or immutable out_dir, ... */
         zg_errorf("cannot create the checkpoint folder '%s': %s", w->stage_dir, strerror(errno));
-        goto fail;
+        goto cleanup;
     }
-    return 0;
-fail:
-    zg_ckpt_writer_release(w); /* nothing of ours exists yet: nothing to remove */
-    return -1;
+    rc = 0;
+cleanup:
+    if (rc != 0) zg_ckpt_writer_release(w); /* nothing of ours exists yet: nothing to remove */
+    return rc;
 }
 
 int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
@@ -303,21 +305,7 @@ static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t e
 
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
     const float *const arrays[3] = {o->master, o->m, o->v};
-    return write_shard(w, o->be, o->begin, o->end, o->step, arrays, num_params);
-}
-
-/* MemAvailable of /proc/meminfo in bytes; unlimited when it cannot be read (malloc decides then). */
-static uint64_t host_available_bytes(void) {
-    const char *e = getenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
-    if (e && *e) return strtoull(e, NULL, 10);
-    uint64_t kb = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    char line[256];
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f))
-        found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
-    if (f) fclose(f);
-    return found ? kb * 1024 : UINT64_MAX;
+    return write_shard(w, o->host ? NULL : o->be, o->begin, o->end, o->step, arrays, num_params);
 }
 
 int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
@@ -328,7 +316,7 @@ int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
         s->cap = 0;
         /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
          * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
-        uint64_t avail = host_available_bytes();
+        uint64_t avail = zg_host_mem_available();
         if ((uint64_t)want * sizeof(float) > avail)
             return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
                              (double)want * sizeof(float) / (1u << 30), (double)avail / (1u << 30));
@@ -347,7 +335,8 @@ int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     float *dst = s->buf;
     for (int a = 0; a < 3; a++) {
         if (!src[a]) continue;
-        if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
+        if (n && o->host) memcpy(dst, src[a], n * sizeof(float));
+        else if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
         dst += n;
     }
     return 0;
@@ -944,10 +933,11 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
         uint64_t a = s->begin > o->begin ? s->begin : o->begin, b = s->end < o->end ? s->end : o->end;
         if (a >= b) continue;
         float *off_m = o->m + (a - o->begin), *off_v = o->v + (a - o->begin);
-        rc = read_shard_part(c, s, 1, a, b, o->be, off_m, stage, &prog);
-        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, o->be, off_v, stage, &prog);
+        zg_backend *be = o->host ? NULL : o->be; /* ZeRO-Offload: the state is host memory */
+        rc = read_shard_part(c, s, 1, a, b, be, off_m, stage, &prog);
+        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, be, off_v, stage, &prog);
         if (rc == 0 && o->master && all_master)
-            rc = read_shard_part(c, s, 0, a, b, o->be, o->master + (a - o->begin), stage, &prog);
+            rc = read_shard_part(c, s, 0, a, b, be, o->master + (a - o->begin), stage, &prog);
     }
     zg_progress_free(&prog);
     free(stage);

@@ -940,7 +940,7 @@ static void derive_precision(zg_train_config *cfg, const cJSON *root, const char
     }
 }
 
-/* ZeRO-Offload as asked for (with DeepSpeed's legacy switches); zgpt has no offload engine yet. */
+/* ZeRO-Offload as asked for (with DeepSpeed's legacy switches). */
 static zg_offload_device offload_device(const cJSON *root, const char *section, const char *legacy) {
     char path[128];
     snprintf(path, sizeof path, "zero_optimization.%s.device", section);
@@ -954,18 +954,20 @@ static void derive_offload(zg_train_config *cfg, const cJSON *root, load_state *
     zg_zero_config *z = &cfg->zero;
     z->offload_optimizer = offload_device(root, "offload_optimizer", "cpu_offload");
     z->offload_param = offload_device(root, "offload_param", "cpu_offload_param");
+    z->offload_pin_memory = get_bool(root, "zero_optimization.offload_optimizer.pin_memory",
+                                     get_bool(root, "zero_optimization.cpu_offload_use_pin_memory", 0));
     if (z->offload_optimizer == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_optimizer \"device\": \"nvme\" is not supported by zgpt; remove it or "
-                "set \"device\": \"none\"");
+                "set \"device\": \"cpu\" or \"none\"");
     if (z->offload_param == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_param \"device\": \"nvme\" is not supported by zgpt; remove it or set "
                 "\"device\": \"none\"");
-    if (z->offload_optimizer == ZG_OFFLOAD_CPU)
-        note(ls, "note: 'zero_optimization.offload_optimizer' asks for the optimizer state on the CPU, but zgpt keeps "
-             "it on the device (ZeRO-Offload is not implemented); zgpt plan counts it there");
     if (z->offload_param == ZG_OFFLOAD_CPU)
-        note(ls, "note: 'zero_optimization.offload_param' asks for the parameters on the CPU, but zgpt keeps them on "
-             "the device (ZeRO-Offload is not implemented); zgpt plan counts them there");
+        problem(ls, "zero_optimization.offload_param \"device\": \"cpu\" is not supported yet by zgpt (parameters stay "
+                "on the device; offload_optimizer \"cpu\" is); remove it or set \"device\": \"none\"");
+    if (z->offload_optimizer == ZG_OFFLOAD_CPU && z->stage <= 0)
+        problem(ls, "zero_optimization.offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3 (zero_optimization.stage is 0); "
+                "set zero_optimization.stage, or remove the offload");
 }
 
 /* DeepSpeed's activation_checkpointing saves activation memory by recomputing; zgpt's way to the

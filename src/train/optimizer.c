@@ -5,9 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
-                      const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin) {
+/* Memory for one fp32 array of the state: backend memory, or host memory for a host optimizer. */
+static float *state_alloc(zg_optimizer *o, size_t bytes, const char *what) {
+    float *p = o->host ? o->be->ops->host_alloc(o->be, bytes, 0, what) : o->be->ops->alloc(o->be, bytes, what);
+    if (p && o->host) memset(p, 0, bytes);
+    else if (p) o->be->ops->zero(o->be, p, bytes);
+    return p;
+}
+
+static void state_free(zg_optimizer *o, float *p) {
+    if (!p) return;
+    if (o->host) o->be->ops->host_free(o->be, p);
+    else o->be->ops->dealloc(o->be, p);
+}
+
+static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
+                          const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin, int host) {
     memset(o, 0, sizeof *o);
+    o->host = host;
     if (begin > end || end > table->num_params)
         return zg_errorf("optimizer range [%zu, %zu) is outside the parameter buffer of %zu elements", begin, end,
                          table->num_params);
@@ -42,29 +57,39 @@ int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *t
     }
     if (n == 0) return 0;
 
+    int rc = -1;
     size_t bytes = n * sizeof(float);
-    o->m = be->ops->alloc(be, bytes, "Adam first moment (m)");
-    if (!o->m) goto oom;
-    o->v = be->ops->alloc(be, bytes, "Adam second moment (v)");
-    if (!o->v) goto oom;
-    be->ops->zero(be, o->m, bytes);
-    be->ops->zero(be, o->v, bytes);
+    o->m = state_alloc(o, bytes, host ? "Adam first moment (m), host" : "Adam first moment (m)");
+    if (!o->m) goto cleanup;
+    o->v = state_alloc(o, bytes, host ? "Adam second moment (v), host" : "Adam second moment (v)");
+    if (!o->v) goto cleanup;
     if (param_dtype != ZG_F32) {
-        o->master = be->ops->alloc(be, bytes, "fp32 master weights");
-        if (!o->master) goto oom;
-        if (params_at_begin) be->ops->cast(be, o->master, ZG_F32, params_at_begin, param_dtype, n);
+        o->master = state_alloc(o, bytes, host ? "fp32 master weights, host" : "fp32 master weights");
+        if (!o->master) goto cleanup;
+        if (params_at_begin && host) be->ops->download_f32(be, o->master, params_at_begin, param_dtype, n);
+        else if (params_at_begin) be->ops->cast(be, o->master, ZG_F32, params_at_begin, param_dtype, n);
     }
-    return 0;
-oom:
-    zg_optimizer_free(o);
-    return -1;
+    rc = 0;
+cleanup:
+    if (rc != 0) zg_optimizer_free(o);
+    return rc;
+}
+
+int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
+                      const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin) {
+    return optimizer_init(o, be, table, begin, end, cfg, param_dtype, params_at_begin, 0);
+}
+
+int zg_optimizer_init_host(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
+                           const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin) {
+    return optimizer_init(o, be, table, begin, end, cfg, param_dtype, params_at_begin, 1);
 }
 
 void zg_optimizer_free(zg_optimizer *o) {
     if (o->be) {
-        if (o->m) o->be->ops->dealloc(o->be, o->m);
-        if (o->v) o->be->ops->dealloc(o->be, o->v);
-        if (o->master) o->be->ops->dealloc(o->be, o->master);
+        state_free(o, o->m);
+        state_free(o, o->v);
+        state_free(o, o->master);
     }
     free(o->segs);
     memset(o, 0, sizeof *o);
@@ -102,7 +127,8 @@ static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin
     a.eps_inside_sqrt = o->cfg.eps_inside_sqrt;
     a.max_coeff = o->cfg.max_coeff;
     a.min_coeff = o->cfg.min_coeff;
-    o->be->ops->adamw(o->be, &a);
+    if (o->host) zg_host_adamw(&a, o->param_dtype, o->be->grad_dtype);
+    else o->be->ops->adamw(o->be, &a);
 }
 
 void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale) {
@@ -154,5 +180,9 @@ void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_
 
 void zg_optimizer_params_from_master(zg_optimizer *o, void *params_at_begin) {
     if (!o->master || zg_optimizer_count(o) == 0) return;
+    if (o->host) {
+        zg_host_cast(params_at_begin, o->param_dtype, o->master, ZG_F32, zg_optimizer_count(o));
+        return;
+    }
     o->be->ops->cast(o->be, params_at_begin, o->param_dtype, o->master, ZG_F32, zg_optimizer_count(o));
 }

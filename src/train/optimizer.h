@@ -3,7 +3,9 @@
  * With one process the range is the whole buffer; the ZeRO engine gives each rank its shard by
  * constructing the optimizer with a sub-range, so nothing here assumes the range is everything.
  * The state lives in backend memory: fp32 Adam moments m and v for the range, and an fp32 master
- * copy of the range's parameters when the parameters themselves are low precision (bf16/fp16).
+ * copy of the range's parameters when the parameters themselves are low precision (bf16/fp16). With
+ * zg_optimizer_init_host (ZeRO-Offload, src/train/zero_offload.h) it lives in host memory instead and
+ * the step runs on the CPU (zg_host_adamw) over host parameters and gradients.
  * Weight decay follows the parameter table's per-tensor decay flag: the table's segments are
  * clipped to the range and made relative to `begin`. */
 #ifndef ZG_TRAIN_OPTIMIZER_H
@@ -33,6 +35,7 @@ typedef struct {
     float *m, *v;         /* (end-begin) fp32 */
     zg_segment *segs;     /* relative to begin */
     int n_segs;
+    int host;             /* 1: master, m, v are host memory (host_alloc); the step runs on the CPU */
     int64_t step;         /* optimizer steps taken (bias correction uses step+1 for the next one) */
     zg_optimizer_config cfg;
 } zg_optimizer;
@@ -42,9 +45,15 @@ typedef struct {
  * be loaded from a checkpoint. -1 with an error when the range is invalid or memory is short. */
 int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
                       const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin);
+/* The same state in host memory (be->ops->host_alloc, not pinned: it is never transferred). The
+ * master is initialised from params_at_begin (backend memory) when given. zg_optimizer_step and
+ * _step_part then take HOST pointers for the parameters (param_dtype) and the gradients (the
+ * backend's grad dtype), and zg_optimizer_params_from_master writes host memory. */
+int zg_optimizer_init_host(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
+                           const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin);
 void zg_optimizer_free(zg_optimizer *o);
 size_t zg_optimizer_count(const zg_optimizer *o);
-/* Bytes of backend memory the state holds (for plans and reports). */
+/* Bytes the state holds (for plans and reports): backend memory, or host memory when o->host. */
 size_t zg_optimizer_state_bytes(const zg_optimizer *o);
 
 /* One AdamW step on the range. params_at_begin / grads_at_begin point at element `begin` of the

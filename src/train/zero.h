@@ -45,6 +45,9 @@
  *   per micro-step: gpt2_forward(...); gpt2_backward(...); zg_zero_micro_end(&z);
  *   at the boundary: zg_zero_step(&z, lr, inv_loss_scale, clip, &info);
  * The engine zeroes the model's gradients itself; do not call gpt2_zero_grad between steps.
+ * zg_train_step (src/train/train_step.h) is that sequence; one process runs it at stage 0 over the
+ * single-process communicator, where it computes what one optimizer over [0, n) would: the gradients
+ * zeroed at init and after each step, the sum of squares over the whole buffer, one update of [0, n).
  */
 #ifndef ZG_TRAIN_ZERO_H
 #define ZG_TRAIN_ZERO_H
@@ -52,7 +55,6 @@
 #include "backend/backend.h"
 #include "dist/comm.h"
 #include "model/gpt2.h"
-#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/optimizer.h"
 
@@ -65,6 +67,11 @@ typedef struct {
     size_t allgather_bucket_size; /* elements per parameter all-gather piece (default 5e8) */
     int overlap_comm;             /* 1: stage 2/3 buckets reduce while backward continues */
     int contiguous_gradients;     /* accepted; stage 2/3 always accumulate into one contiguous shard */
+    int offload_optimizer;        /* 1: ZeRO-Offload (stages 1-3): the optimizer state on the host, AdamW on
+                                     the CPU (src/train/zero_offload.h) */
+    int offload_pin_memory;       /* offload: page-locked host staging buffers */
+    int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
+                                     gradients to the host during the last micro-step's backward */
 } zg_zero_opts;
 
 /* Memory of one rank, in bytes, by category. Filled by zg_zero_plan() (prediction) and by
@@ -77,6 +84,8 @@ typedef struct {
     size_t optimizer;   /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
     size_t comm;        /* engine staging buffers + communicator scratch (peak) */
     size_t activations; /* activation estimate (plan only; 0 from the engine) */
+    size_t host;        /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
+    size_t optimizer_state; /* the optimizer state's bytes wherever it lives (a checkpoint snapshot's size) */
 } zg_zero_memory;
 
 typedef struct {
@@ -86,6 +95,7 @@ typedef struct {
 } zg_zero_step_info;
 
 typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
+typedef struct zg_zero_offload zg_zero_offload; /* private: ZeRO-Offload state (zero_offload.c) */
 
 typedef struct {
     zg_zero_opts o;
@@ -131,6 +141,7 @@ typedef struct {
     void *param_pool[2];         /* gathered layers: the current one and the prefetched next */
     int param_pool_slot[2];      /* slot using it, -1 free */
     void *param_full;            /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
+    zg_zero_offload *off;        /* ZeRO-Offload (opts.offload_optimizer), else NULL */
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */
@@ -193,23 +204,6 @@ void zg_zero_release_all(zg_zero *z);
 void zg_zero_after_load(zg_zero *z);
 zg_optimizer *zg_zero_optimizer(zg_zero *z);
 
-/* Sharded checkpoint save, every rank (src/train/checkpoint.h): rank 0 has called
- * zg_ckpt_writer_begin(w, out_dir, tag); the other ranks pass a writer that is only filled here. Each
- * rank writes its optimizer shard optim_<begin>_<end>.bin into the partial folder (at stage 0 only
- * rank 0, every rank holding the same state); the file records (name, size, checksum) are gathered so
- * that rank 0's writer lists every file for the manifest. Success is agreed: 0 on every rank when
- * every rank wrote its shard, else -1 on every rank (with the failing rank in the message) and rank 0's
- * partial folder removed. Afterwards rank 0 writes model.bin / state.json and commits (moving `latest`
- * only then); the other ranks' writers are released here. */
-int zg_zero_ckpt_write_shards(zg_zero *z, zg_ckpt_writer *w, const char *out_dir, const char *tag);
-/* 1 when this rank writes an optimizer shard in a sharded save (stage 0: rank 0 only). */
-int zg_zero_ckpt_writes_shard(const zg_zero *z);
-/* The collective end of a sharded save, every rank: ok says whether this rank wrote its files (error:
- * why not). Gathers the other ranks' shard records into rank 0's writer; 0 on every rank when every
- * rank succeeded, else -1 on every rank naming the failing rank, with rank 0's partial folder removed.
- * The other ranks' writers are released. (A background save calls this once its thread is done.) */
-int zg_zero_ckpt_agree(zg_zero *z, zg_ckpt_writer *w, int ok, const char *error);
-
 /* Memory actually held by this rank (model buffers, engine, communicator scratch peak). */
 void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
 
@@ -217,6 +211,7 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m);
  * activations. device: 1 for a device backend (no fp32 reduction scratch). */
 void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype pdt, zg_dtype gdt, int device,
                   size_t act_bytes, zg_zero_memory *m);
+/* Device (backend) memory of a rank: everything but m->host. */
 size_t zg_zero_memory_total(const zg_zero_memory *m);
 /* Stages 2-3 over a model: reduce_bucket_size is an upper bound. Gradients are reduced as whole
  * layers complete, so a bucket larger than max(largest layer, ZG_ZERO_MIN_LAYER_BUCKET elements) only
@@ -230,6 +225,13 @@ void zg_zero_opts_fit_model(zg_zero_opts *o, const gpt2_param_table *t);
  * zg_zero_grad_pool_count() layer buffers; stage 3 params = shard + embeddings + ln_f + 2 layers. */
 void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg_zero_opts *o, zg_dtype pdt,
                         zg_dtype gdt, int device, size_t act_bytes, zg_zero_memory *m);
+/* Before training: the plan of `rank` (zg_zero_plan_model with act_bytes of activations) against the
+ * device's memory (device_total bytes; 0: not checked) and, with ZeRO-Offload, its host memory times
+ * the local_ranks ranks of this machine, plus host_extra bytes the caller holds besides (the trainer's
+ * fp32 parameter copy), against MemAvailable (zg_host_mem_available). -1 with an error giving the
+ * numbers when either would not suffice. */
+int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int local_ranks, const zg_zero_opts *o,
+                         zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total, size_t host_extra);
 /* Layer gradient buffers stage 2-3 needs: the layer being computed, < reduce_bucket_size pending and
  * up to 2 buckets in flight (overlap_comm) form one range from the layer's start, so
  * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)). */

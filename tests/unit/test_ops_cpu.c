@@ -3,6 +3,7 @@
  * double). Also the accumulate/overwrite conventions of backend.h, AdamW against torch's formula,
  * the KV-cache attention against full attention, casts, and the fp32-only refusal. */
 #include "backend/backend.h"
+#include "backend/cpu/cpu_internal.h"
 #include "core/error.h"
 #include "testutil.h"
 
@@ -524,6 +525,51 @@ static void test_refuses_low_precision(void) {
     ZT_CHECK(zg_dtype_parse("fp8", &dt) == -1 && strstr(zg_error_message(), "fp8") != NULL);
 }
 
+/* The host AdamW's vectorised fp16 conversions against the library's scalar ones: every fp16 value
+ * widened, and narrowed: every fp16 value's exact float, the float midpoints between neighbours (ties
+ * to even) and one ulp either side, float denormals, overflow to inf, NaN, and a sweep of all floats in
+ * steps of 4093 ulps. */
+static void test_host_f16_conversions(void) {
+    enum { N = 65536 };
+    uint16_t *h = malloc(N * sizeof *h), *back = malloc(4 * N * sizeof *back);
+    float *f = malloc(N * sizeof *f), *probe = malloc(4 * N * sizeof *probe);
+    for (uint32_t i = 0; i < N; i++) h[i] = (uint16_t)i;
+    zg_host_f16_to_f32(f, h, N);
+    int widen_ok = 1;
+    for (uint32_t i = 0; i < N; i++) {
+        float r = zg_f16_to_f32((uint16_t)i);
+        widen_ok &= memcmp(&r, &f[i], 4) == 0;
+    }
+    ZT_CHECK(widen_ok);
+    for (uint32_t i = 0; i < N; i++) {
+        uint16_t nx = (uint16_t)(i + 1);
+        float mid = (float)(((double)zg_f16_to_f32((uint16_t)i) + (double)zg_f16_to_f32(nx)) / 2.0);
+        probe[4 * i] = zg_f16_to_f32((uint16_t)i);
+        probe[4 * i + 1] = mid;
+        probe[4 * i + 2] = nextafterf(mid, INFINITY);
+        probe[4 * i + 3] = nextafterf(mid, -INFINITY);
+    }
+    zg_host_f32_to_f16(back, probe, 4 * N);
+    int narrow_ok = 1;
+    for (uint32_t i = 0; i < 4 * N; i++) narrow_ok &= back[i] == zg_f32_to_f16(probe[i]);
+    ZT_CHECK(narrow_ok);
+    float special[8] = {1e-45f, -1e-40f, 65519.0f, 65520.0f, -1e30f, INFINITY, NAN, -0.0f};
+    uint16_t out[8];
+    zg_host_f32_to_f16(out, special, 8);
+    for (int i = 0; i < 8; i++) ZT_CHECK(out[i] == zg_f32_to_f16(special[i]));
+    int sweep_ok = 1;
+    for (uint64_t u = 0; u <= 0xffffffffu; u += 4093u * N) {
+        for (uint32_t k = 0; k < N; k++) {
+            uint32_t b = (uint32_t)(u + (uint64_t)k * 4093u);
+            memcpy(&probe[k], &b, 4);
+        }
+        zg_host_f32_to_f16(back, probe, N);
+        for (uint32_t k = 0; k < N; k++) sweep_ok &= back[k] == zg_f32_to_f16(probe[k]);
+    }
+    ZT_CHECK(sweep_ok);
+    free(h), free(back), free(f), free(probe);
+}
+
 int main(void) {
     zg_backend_config cfg = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&BE, &cfg) != 0) {
@@ -536,6 +582,7 @@ int main(void) {
     zt_run("classifier", test_classifier);
     zt_run("encoder_residual", test_encoder_residual);
     zt_run("adamw", test_adamw);
+    zt_run("host_f16_conversions", test_host_f16_conversions);
     zt_run("casts", test_casts);
     zt_run("host_copies", test_host_copies);
     zt_run("refuses_low_precision", test_refuses_low_precision);

@@ -238,6 +238,75 @@ static void test_adam_no_bias_correction(void) {
     free(g);
 }
 
+/* ZeRO-Offload's optimizer: the state in host memory, the same update as in backend memory (on the CPU
+ * backend both run zg_host_adamw, so the results are bitwise equal), counted as host memory. */
+static void test_host_state_equals_backend(void) {
+    size_t n = g_tab.num_params;
+    twin_bufs t = twins_new(n, 7, 8);
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
+    zg_optimizer o, h;
+    size_t host0 = g_be->host_bytes_in_use;
+    ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 5, n - 3, &oc, ZG_F32, t.full + 5) == 0);
+    ZT_CHECK(zg_optimizer_init_host(&h, g_be, &g_tab, 5, n - 3, &oc, ZG_F32, t.parts + 5) == 0);
+    ZT_CHECK(h.host && !o.host && !h.master);
+    ZT_CHECK(g_be->host_bytes_in_use >= host0 + zg_optimizer_state_bytes(&h));
+    for (int s = 0; s < 3; s++) {
+        zg_optimizer_step(&o, t.full + 5, t.g + 5, 1e-2f, 0.5f);
+        zg_optimizer_step(&h, t.parts + 5, t.g + 5, 1e-2f, 0.5f);
+    }
+    ZT_CHECK(memcmp(t.full, t.parts, n * sizeof(float)) == 0);
+    ZT_CHECK(memcmp(o.m, h.m, (n - 8) * sizeof(float)) == 0 && memcmp(o.v, h.v, (n - 8) * sizeof(float)) == 0);
+    zg_optimizer_free(&o);
+    zg_optimizer_free(&h);
+    ZT_CHECK(g_be->host_bytes_in_use == host0);
+    twins_free(&t);
+}
+
+/* zg_host_adamw on the offload's dtypes (fp32 master, 16-bit gradients and parameters) against the CUDA
+ * kernel's formula written out in fp32 (zgc_adamw_kernel): g = half(grad) * grad_scale; p -= lr wd p;
+ * m, v; p -= lr (m / bc1) / (sqrt(v / bc2) + eps); param = round(p). Bitwise: the same fp32 operations
+ * in the same order (C11: no FMA contraction), whatever SIMD clone runs. */
+static void check_host_adamw(zg_dtype dt) {
+    enum { N = 5000 }; /* more than two L1 chunks, not a multiple of one */
+    float *master = malloc(N * sizeof(float)), *ref = malloc(N * sizeof(float)), *m = calloc(N, sizeof(float)),
+          *v = calloc(N, sizeof(float)), *rm = calloc(N, sizeof(float)), *rv = calloc(N, sizeof(float)),
+          *gf = malloc(N * sizeof(float));
+    uint16_t *param = malloc(N * sizeof(uint16_t)), *grad = malloc(N * sizeof(uint16_t));
+    fill(master, N, 11, 0.5f);
+    fill(gf, N, 12, dt == ZG_F16 ? 2.0f : 1.0f);
+    memcpy(ref, master, N * sizeof(float));
+    for (int i = 0; i < N; i++) grad[i] = dt == ZG_BF16 ? zg_f32_to_bf16(gf[i]) : zg_f32_to_f16(gf[i]);
+    zg_segment segs[2] = {{0, 1234, 0.1f}, {1234, N - 1234, 0.0f}};
+    float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.25f;
+    for (int step = 1; step <= 3; step++) {
+        zg_adamw_args a = {.param = param, .master = master, .grad = grad, .m = m, .v = v, .segs = segs, .n_segs = 2,
+                           .lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .step = step, .grad_scale = gs};
+        zg_host_adamw(&a, dt, dt);
+        float bc1 = (float)(1.0 - pow(b1, step)), bc2 = (float)(1.0 - pow(b2, step));
+        for (int s = 0; s < 2; s++) {
+            float decay = lr * segs[s].weight_decay;
+            for (size_t i = segs[s].offset; i < segs[s].offset + segs[s].count; i++) {
+                float g = (dt == ZG_BF16 ? zg_bf16_to_f32(grad[i]) : zg_f16_to_f32(grad[i])) * gs;
+                float p = ref[i] - decay * ref[i];
+                rm[i] = b1 * rm[i] + (1.0f - b1) * g;
+                rv[i] = b2 * rv[i] + (1.0f - b2) * g * g;
+                ref[i] = p - lr * (rm[i] / bc1) / (sqrtf(rv[i] / bc2) + eps);
+            }
+        }
+    }
+    int same = memcmp(master, ref, N * sizeof(float)) == 0 && memcmp(m, rm, N * sizeof(float)) == 0 &&
+               memcmp(v, rv, N * sizeof(float)) == 0;
+    ZT_CHECK(same);
+    int rounded = 1;
+    for (int i = 0; i < N; i++)
+        rounded &= param[i] == (dt == ZG_BF16 ? zg_f32_to_bf16(master[i]) : zg_f32_to_f16(master[i]));
+    ZT_CHECK(rounded);
+    free(master), free(ref), free(m), free(v), free(rm), free(rv), free(gf), free(param), free(grad);
+}
+
+static void test_host_adamw_bf16(void) { check_host_adamw(ZG_BF16); }
+static void test_host_adamw_fp16(void) { check_host_adamw(ZG_F16); }
+
 int main(void) {
     zg_backend_config bc = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&g_be, &bc) != 0) {
@@ -259,6 +328,9 @@ int main(void) {
     zt_run("decay_and_reference", test_decay_and_reference);
     zt_run("lamb", test_lamb);
     zt_run("adam_no_bias_correction", test_adam_no_bias_correction);
+    zt_run("host_state_equals_backend", test_host_state_equals_backend);
+    zt_run("host_adamw_bf16", test_host_adamw_bf16);
+    zt_run("host_adamw_fp16", test_host_adamw_fp16);
     gpt2_param_table_free(&g_tab);
     zg_backend_destroy(g_be);
     return zt_finish();

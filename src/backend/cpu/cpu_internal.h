@@ -56,5 +56,9 @@ void cpu_adamw(zg_backend *be, const zg_adamw_args *a);
 void cpu_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
 void cpu_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n);
 void cpu_download_f32(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n);
+/* The vectorised fp16 conversions of the host AdamW (optim_cpu.c), exposed for their exhaustive test
+ * against zg_f16_to_f32 / zg_f32_to_f16. */
+void zg_host_f16_to_f32(float *out, const uint16_t *in, size_t n);
+void zg_host_f32_to_f16(uint16_t *out, const float *in, size_t n);
 
 #endif

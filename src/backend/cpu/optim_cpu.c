@@ -28,6 +28,10 @@ static inline void store_elem(void *p, zg_dtype dt, size_t i, float v) {
 
 void cpu_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n) {
     (void)be;
+    zg_host_cast(dst, dst_dt, src, src_dt, n);
+}
+
+void zg_host_cast(void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n) {
     if (dst_dt == src_dt) {
         memmove(dst, src, n * zg_dtype_size(dst_dt));
         return;
@@ -76,8 +80,7 @@ void cpu_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s) {
 }
 
 /* Lamb on one segment (one tensor): moments and the two norms, then the trust-ratio step. */
-static void lamb_segment(zg_backend *be, const zg_adamw_args *a, const zg_segment *seg, float step_size) {
-    zg_dtype pdt = be->param_dtype, gdt = be->grad_dtype;
+static void lamb_segment(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, const zg_segment *seg, float step_size) {
     size_t off = seg->offset;
     long cnt = (long)seg->count;
     float wd = seg->weight_decay, eps = a->eps;
@@ -114,13 +117,16 @@ static void lamb_segment(zg_backend *be, const zg_adamw_args *a, const zg_segmen
     }
 }
 
-/* fp32 parameters and gradients without a master copy (the CPU backend's training case): the update
- * of n elements, compiled for AVX-512, AVX2 and the baseline and picked at run time by the CPU
- * (target_clones). The file is built with -fno-math-errno so sqrtf vectorises (v * ib2 >= 0: errno is
- * never set); C11 mode does not contract into FMAs, so every clone rounds exactly as the scalar code. */
+/* The AdamW update of n fp32 elements (p: the master, or the parameters when they are fp32; g: the
+ * gradient already in fp32), in the CUDA kernel's order of operations (zgc_adamw_kernel):
+ *   g *= grad_scale;  p -= lr*wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g g;
+ *   p -= lr * (m / bc1) / (sqrt(v / bc2) + eps).
+ * Compiled for AVX-512, AVX2 and the baseline and picked at run time by the CPU (target_clones). The
+ * file is built with -fno-math-errno so sqrtf vectorises (v / bc2 >= 0: errno is never set); C11 mode
+ * does not contract into FMAs, so every clone rounds exactly as the scalar code. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 adamw_f32_span(float *restrict p, float *restrict mm, float *restrict vv, const float *restrict g, long n, float b1,
-               float b2, float gs, float lr, float eps, float decay, float ib1, float ib2) {
+               float b2, float gs, float lr, float eps, float decay, float bc1, float bc2) {
     for (long k = 0; k < n; k++) {
         float gg = g[k] * gs;
         float pk = p[k] - decay * p[k];
@@ -128,56 +134,129 @@ adamw_f32_span(float *restrict p, float *restrict mm, float *restrict vv, const 
         float v = b2 * vv[k] + (1.0f - b2) * gg * gg;
         mm[k] = m;
         vv[k] = v;
-        p[k] = pk - lr * (m * ib1) / (sqrtf(v * ib2) + eps);
+        p[k] = pk - lr * (m / bc1) / (sqrtf(v / bc2) + eps);
     }
 }
 
-/* A static split of [0, n) over the OpenMP threads (elementwise: the result does not depend on it). */
-static void adamw_f32_parallel(float *p, float *mm, float *vv, const float *g, long n, float b1, float b2, float gs,
-                               float lr, float eps, float decay, float ib1, float ib2) {
-#pragma omp parallel
-    {
-        long nt = omp_get_num_threads(), t = omp_get_thread_num();
-        long a = n * t / nt, b = n * (t + 1) / nt;
-        adamw_f32_span(p + a, mm + a, vv + a, g + a, b - a, b1, b2, gs, lr, eps, decay, ib1, ib2);
+/* Branch-free forms of zg_f32_to_f16 / zg_f16_to_f32 / zg_f32_to_bf16 (src/backend/backend.c) for the
+ * 16-bit chunks below: every case is computed and the right one selected, so the loops vectorise (the
+ * library functions branch per element, which made the mixed-precision update 4x slower than the fp32
+ * one). Same results bit for bit (tests/unit/test_ops_cpu.c checks every fp16 value and the rounding
+ * boundaries). */
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float f16_to_f32_sel(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+    float sub = (float)(int32_t)mant / 16777216.0f; /* exp 0: mant * 2^-24 (signed: the conversion vectorises) */
+    uint32_t subu = f32_bits(sub) | sign;           /* -v for a set sign (v >= 0) */
+    uint32_t inf = sign | 0x7f800000u | (mant << 13);
+    uint32_t norm = sign | ((exp + 112u) << 23) | (mant << 13);
+    uint32_t is_sub = 0u - (uint32_t)(exp == 0), is_inf = 0u - (uint32_t)(exp == 31); /* all-ones masks */
+    return bits_f32((subu & is_sub) | (inf & is_inf) | (norm & ~(is_sub | is_inf)));
+}
+
+static inline uint16_t f32_to_f16_sel(float f) {
+    uint32_t u = f32_bits(f), sign = (u >> 16) & 0x8000u, absu = u & 0x7fffffffu;
+    uint32_t is_nan = 0u - (uint32_t)(absu > 0x7f800000u), is_sub = 0u - (uint32_t)(absu < 0x38800000u);
+    uint32_t is_inf = (0u - (uint32_t)(absu >= 0x477ff000u)) & ~is_nan; /* >= 65520 rounds to inf */
+    /* fp16 subnormal or zero: the significand m (hidden bit included) shifted right by s = 126 - e,
+     * nearest even by adding half - 1 + the kept lsb (s clamped to 31; float denormals give 0) */
+    uint32_t e = absu >> 23, m = (absu & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
+    uint32_t ec = e < 126u ? e : 126u, sh = 126u - ec;
+    sh = sh < 31u ? sh : 31u;
+    uint32_t q = (m + ((1u << sh) >> 1) - 1u + ((m >> sh) & 1u)) >> sh;
+    /* normal: the exponent rebiased by subtracting from the whole word, nearest even the same way
+     * (a carry into the exponent is the correct rounding up) */
+    uint32_t x = absu - (112u << 23);
+    uint32_t hn = (x + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    uint32_t h = (0x7e00u & is_nan) | (0x7c00u & is_inf) | (q & is_sub) | (hn & ~(is_nan | is_inf | is_sub));
+    return (uint16_t)(sign | h);
+}
+
+static inline uint16_t f32_to_bf16_sel(float f) {
+    uint32_t u = f32_bits(f);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    uint32_t is_nan = 0u - (uint32_t)((u & 0x7fffffffu) > 0x7f800000u);
+    return (uint16_t)((nan & is_nan) | (r & ~is_nan));
+}
+
+/* n 16-bit values (dt bf16 or fp16) to fp32 and back. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void widen16(float *restrict out,
+                                                                                const uint16_t *restrict in, long n,
+                                                                                int bf16) {
+    if (bf16)
+        for (long j = 0; j < n; j++) out[j] = bits_f32((uint32_t)in[j] << 16);
+    else
+        for (long j = 0; j < n; j++) out[j] = f16_to_f32_sel(in[j]);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void narrow16(uint16_t *restrict out,
+                                                                                 const float *restrict in, long n,
+                                                                                 int bf16) {
+    if (bf16)
+        for (long j = 0; j < n; j++) out[j] = f32_to_bf16_sel(in[j]);
+    else
+        for (long j = 0; j < n; j++) out[j] = f32_to_f16_sel(in[j]);
+}
+
+void zg_host_f16_to_f32(float *out, const uint16_t *in, size_t n) { widen16(out, in, (long)n, 0); }
+void zg_host_f32_to_f16(uint16_t *out, const float *in, size_t n) { narrow16(out, in, (long)n, 0); }
+
+/* One thread's part [i0, i1) of a segment: 16-bit gradients are widened and the updated master is
+ * narrowed into the 16-bit parameters a chunk at a time (L1-sized, so each element is read from
+ * memory once). */
+enum { ADAMW_CHUNK = 2048 };
+static void adamw_part(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, size_t i0, size_t i1, float decay, float bc1,
+                       float bc2) {
+    float gbuf[ADAMW_CHUNK];
+    float *p32 = a->master ? a->master : (float *)a->param;
+    for (size_t i = i0; i < i1; i += ADAMW_CHUNK) {
+        long k = (long)(i1 - i < ADAMW_CHUNK ? i1 - i : ADAMW_CHUNK);
+        const float *g = (const float *)a->grad + i;
+        if (gdt != ZG_F32) {
+            widen16(gbuf, (const uint16_t *)a->grad + i, k, gdt == ZG_BF16);
+            g = gbuf;
+        }
+        adamw_f32_span(p32 + i, a->m + i, a->v + i, g, k, a->beta1, a->beta2, a->grad_scale, a->lr, a->eps, decay,
+                       bc1, bc2);
+        if (a->master && pdt != ZG_F32) narrow16((uint16_t *)a->param + i, p32 + i, k, pdt == ZG_BF16);
+        else if (a->master) memcpy((float *)a->param + i, p32 + i, (size_t)k * sizeof(float));
     }
 }
 
-void cpu_adamw(zg_backend *be, const zg_adamw_args *a) {
-    zg_dtype pdt = be->param_dtype, gdt = be->grad_dtype;
-    /* bias corrections in double: 1 - beta^step underflows precision in fp32 for large steps */
+void zg_host_adamw(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt) {
+    if (a->master == NULL && pdt != ZG_F32)
+        ZG_FATAL("adamw: master weights are required when parameters are %s", zg_dtype_name(pdt));
+    /* bias corrections in double, rounded once to fp32 (the GPU rounds powf's result: within an ulp) */
     float bc1 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta1, (double)a->step));
     float bc2 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta2, (double)a->step));
-    int fast = pdt == ZG_F32 && gdt == ZG_F32 && a->master == NULL;
     int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
     if (a->lamb) {
         float step_size = a->lr * sqrtf(bc2) / bc1;
-        for (int s = a->seg_begin; s < s_end; s++) lamb_segment(be, a, &a->segs[s], step_size);
+        for (int s = a->seg_begin; s < s_end; s++) lamb_segment(a, pdt, gdt, &a->segs[s], step_size);
         return;
     }
     for (int s = a->seg_begin; s < s_end; s++) {
         const zg_segment *seg = &a->segs[s];
         float decay = a->lr * seg->weight_decay;
-        size_t off = seg->offset;
-        long cnt = (long)seg->count;
-        if (fast) {
-            adamw_f32_parallel((float *)a->param + off, a->m + off, a->v + off, (const float *)a->grad + off, cnt,
-                               a->beta1, a->beta2, a->grad_scale, a->lr, a->eps, decay, 1.0f / bc1, 1.0f / bc2);
-            continue;
-        }
-#pragma omp parallel for schedule(static)
-        for (long k = 0; k < cnt; k++) {
-            size_t i = off + (size_t)k;
-            float g = load_elem(a->grad, gdt, i) * a->grad_scale;
-            float p = a->master ? a->master[i] : load_elem(a->param, pdt, i);
-            p -= decay * p;
-            float m = a->beta1 * a->m[i] + (1.0f - a->beta1) * g;
-            float v = a->beta2 * a->v[i] + (1.0f - a->beta2) * g * g;
-            a->m[i] = m;
-            a->v[i] = v;
-            p -= a->lr * (m / bc1) / (sqrtf(v / bc2) + a->eps);
-            if (a->master) a->master[i] = p;
-            store_elem(a->param, pdt, i, p);
+        size_t off = seg->offset, cnt = seg->count;
+        /* a static split over the threads (elementwise: the result does not depend on it) */
+#pragma omp parallel
+        {
+            size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+            adamw_part(a, pdt, gdt, off + cnt * t / nt, off + cnt * (t + 1) / nt, decay, bc1, bc2);
         }
     }
 }
+
+void cpu_adamw(zg_backend *be, const zg_adamw_args *a) { zg_host_adamw(a, be->param_dtype, be->grad_dtype); }

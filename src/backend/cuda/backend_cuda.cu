@@ -464,6 +464,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     be->ops = &im->ops;
     be->param_dtype = be->act_dtype = be->grad_dtype = prec;
     be->device = dev;
+    be->device_mem_total = prop.totalGlobalMem;
     be->impl = im;
     im->device = dev;
     im->num_sms = prop.multiProcessorCount;
