@@ -334,7 +334,7 @@ size_t zg_ckpt_snapshot_bytes(size_t n, int has_master) {
     return zg_ckpt_io_round_up(ZG_CKPT_HEADER_BYTES + n * sizeof(float) * (has_master ? 3 : 2)) + ZG_CKPT_IO_ALIGN;
 }
 
-int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o) {
+int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
     zg_backend *be = o->be;
     if (want > s->cap || (s->be && s->be != be)) {
@@ -357,6 +357,13 @@ int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o) {
         s->at_save = be->ops->event_create(be);
         s->copied = be->ops->event_create(be);
     }
+    return 0;
+}
+
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o) {
+    if (zg_ckpt_snapshot_reserve(s, o) != 0) return -1;
+    size_t n = o->end - o->begin;
+    zg_backend *be = o->be;
     s->begin = o->begin;
     s->end = o->end;
     s->step = o->step;
@@ -1048,7 +1055,12 @@ static int read_pipelined(const char *path, zg_backend *be, uint64_t lo, uint64_
     }
     zg_ckpt_io_read_job job[2];
     int k = 0;
-    if (rc == 0) zg_ckpt_io_read_start(&job[0], fd, path, stage[0], lo, piece);
+    if (rc == 0) {
+        /* the uploads land after what the compute stream has queued (the state's initialisation) */
+        be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
+        be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
+        zg_ckpt_io_read_start(&job[0], fd, path, stage[0], lo, piece);
+    }
     for (uint64_t p = lo; rc == 0 && p < hi; p += piece, k ^= 1) {
         size_t len = hi - p < piece ? (size_t)(hi - p) : piece;
         if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) break;

@@ -90,6 +90,9 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
  * update waits for the copy (zg_optimizer_hold), forward and backward overlap it. -1 with an error
  * when host memory cannot hold the snapshot (s is then empty, and the caller saves synchronously). */
 int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o);
+/* Allocates s's buffer for o's range now (at the start of training, so that the first save does not
+ * pin and touch gigabytes); -1 with the error of take when host memory cannot hold it. */
+int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o);
 /* Host memory a snapshot of n optimizer elements takes (has_master: 3 arrays, else 2). */
 size_t zg_ckpt_snapshot_bytes(size_t n, int has_master);
 /* 1 once the copies of the last take have landed (never blocks); wait blocks until they have. Call

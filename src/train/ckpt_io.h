@@ -12,7 +12,8 @@
  * "<path>.tmp.<pid>", is fsynced and renamed over <path>, then the folder is fsynced; a failure removes
  * the temporary and leaves <path> as it was.
  *
- * Test hooks (checkpoint.h): every write call passes zg_ckpt_io_test_hook first. */
+ * Test hooks (checkpoint.h): every write call passes zg_ckpt_io_test_hook first; ZGPT_TEST_NO_DIRECT_IO=1
+ * makes an O_DIRECT open fail with EINVAL, as on a file system that refuses it. */
 #ifndef ZG_TRAIN_CKPT_IO_H
 #define ZG_TRAIN_CKPT_IO_H
 

@@ -582,6 +582,16 @@ static int params_in_snapshot(const trainer *tr) {
            tr->opt->end == tr->model.table.num_params;
 }
 
+/* The snapshot's host buffer, allocated before the first iteration of a new run so that the first save
+ * does not pin and touch gigabytes while training waits (a resume leaves it to its first save, not to
+ * delay its first iteration). A failure is left to the first save (which says so once and saves
+ * synchronously). */
+static void bg_reserve(trainer *tr) {
+    if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return;
+    if (tr->zero_on && !zg_zero_ckpt_writes_shard(&tr->zero)) return;
+    if (zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0) zg_error_clear();
+}
+
 /* Background save, every rank, after rank 0 created the staging folder (agreed): each rank copies
  * what it writes into host memory (its optimizer range; rank 0 also the parameters, already in
  * tr->host_params, and state.json), then a writer thread writes it. 1 when the save is in flight, 0
@@ -1132,6 +1142,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         rc = setup_data(&tr);
     }
     if (rc == 0) rc = setup_optimizer(&tr);
+    if (rc == 0 && !resuming) bg_reserve(&tr); /* a resume reaches its first iteration first (the first save pins it) */
     if (rc == 0) {
         zg_loss_scaler_config lsc = cfg->scaler;
         lsc.enabled = prec == ZG_PREC_FP16;
