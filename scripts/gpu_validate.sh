@@ -9,6 +9,8 @@
 #            CUDA bf16 vs CUDA fp32 over 8 seeds (paired final val losses)
 #   resume   bitwise resume on the GPU (bf16): 2N straight == N + resume + N
 #   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
+#   stepab   (1 GPU) issue 17's one step path against the binary before it (ZG_STEP_BASE): bitwise the
+#            same bf16 and fp16 runs, bench ms/step in the same call (not in the default list)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
 #   benchxl  the same for GPT-2 XL (last: the slowest)
 #   zbench   zgpt bench 124M alone (regression check; not in the default list)
@@ -148,7 +150,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has ckpt || has signal || has tb || has curve || has resume || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has ckpt || has signal || has tb || has curve || has resume || has stepab || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -239,6 +241,46 @@ if has resume; then
   if [ -n "$l1" ] && [ "$l1" = "$l2" ] && [ $same = 1 ] && "$ZGPT" eval --model "$W/rp" --data "$W/data" --iters 1 > "$LOG_DIR/resume_eval.log" 2>&1; then
     note "resume (CUDA bf16, 40 = 20 + resume + 20): ok, identical losses, byte-identical final model.bin and optimizer shards ($(du -sb "$W/rp/final" | cut -f1) bytes for $(grep -m1 -oE '[0-9.]+M parameters' "$LOG_DIR/resume_a.log")); eval reads it"
   else note "resume: FAILED"; diff <(echo "$l1") <(echo "$l2") | head -5 | tee -a "$SUMMARY"; fi
+fi
+
+if has stepab; then
+  # Issue 17's one step path against the binary before it (ZG_STEP_BASE: a build-gpu/zgpt of main before
+  # the change): one GPU, the same small runs (bf16 40 iterations, fp16 with loss-scale skips 30
+  # iterations) give identical per-iteration loss, grad_norm and lr lines and byte-identical final
+  # checkpoints; then zgpt bench 124M alternately with both binaries in the same call (ms/step ratio).
+  if [ -z "${ZG_STEP_BASE:-}" ] || [ ! -x "$ZG_STEP_BASE" ]; then
+    note "stepab: SKIPPED (set ZG_STEP_BASE to the zgpt binary built before the change)"
+  else
+    step_lines() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/, "tokens_per_sec": [^,]+, "time_ms": [^,]+//; s/, "mfu": [^,}]+//'; }
+    ok=1
+    for kind in bf16 fp16; do
+      sets=(--set max_iters=40 --set eval_interval=20)
+      [ $kind = fp16 ] && sets=(--set max_iters=30 --set eval_interval=30 --set fp16.enabled=true --set fp16.loss_scale=0 \
+          --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1)
+      for who in base new; do
+        bin=$ZGPT; [ $who = base ] && bin=$ZG_STEP_BASE
+        timeout 120 "$bin" train $(small_cfg "$W/sab_${kind}_$who" "${sets[@]}") --device cuda > "$LOG_DIR/stepab_${kind}_$who.log" 2>&1
+      done
+      a=$(step_lines "$W/sab_${kind}_base"); b=$(step_lines "$W/sab_${kind}_new")
+      same=1; for f in "$W/sab_${kind}_base/final"/*.bin; do cmp -s "$f" "$W/sab_${kind}_new/final/$(basename "$f")" || same=0; done
+      if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ]; then
+        note "stepab $kind: ok, $(echo "$a" | wc -l) identical iteration lines (loss, lr, grad_norm), byte-identical final checkpoint"
+      else
+        ok=0; note "stepab $kind: FAILED"; diff <(echo "$a") <(echo "$b") | head -5 | tee -a "$SUMMARY"
+      fi
+    done
+    for r in 1 2; do
+      for who in base new; do
+        bin=$ZGPT; [ $who = base ] && bin=$ZG_STEP_BASE
+        timeout -k 20 120 "$bin" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile \
+            "${BENCH_SET[@]}" > "$LOG_DIR/stepab_bench_${who}_$r.log" 2>&1
+      done
+    done
+    msb=$(grep -h '^ms/step' "$LOG_DIR"/stepab_bench_base_*.log | awk '{s+=$2; n++} END {if (n) printf "%.1f", s/n}')
+    msn=$(grep -h '^ms/step' "$LOG_DIR"/stepab_bench_new_*.log | awk '{s+=$2; n++} END {if (n) printf "%.1f", s/n}')
+    note "stepab bench 124M B=16 (same call, 2 alternating runs each): before $msb ms/step, after $msn ms/step, ratio $(awk -v a="$msn" -v b="$msb" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
+    [ $ok = 1 ] && note "stepab: ok" || note "stepab: FAILED"
+  fi
 fi
 
 if has fp16; then

@@ -7,7 +7,11 @@
 #include "model/gpt2.h"
 #include "train/mfu.h"
 #include "train/model_source.h"
+#include "dist/comm.h"
+#include "train/loss_scaler.h"
 #include "train/optimizer.h"
+#include "train/train_step.h"
+#include "train/zero.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -61,18 +65,13 @@ static double cpu_matmul_peak(zg_backend *be) {
     size_t bytes = (size_t)n * n * sizeof(float);
     float *a = be->ops->alloc(be, bytes, "bench matmul A"), *b = be->ops->alloc(be, bytes, "bench matmul B"),
           *c = be->ops->alloc(be, bytes, "bench matmul C");
-    if (!a || !b || !c) {
-        if (a) be->ops->dealloc(be, a);
-        if (b) be->ops->dealloc(be, b);
-        if (c) be->ops->dealloc(be, c);
-        return 0;
-    }
+    double best = 0;
+    if (!a || !b || !c) goto cleanup;
     for (size_t i = 0; i < (size_t)n * n; i++) {
         a[i] = (float)(i % 7) * 0.1f;
         b[i] = (float)(i % 5) * 0.1f;
     }
     be->ops->matmul_forward(be, c, NULL, a, b, NULL, NULL, n, n, n); /* warm up */
-    double best = 0;
     for (int r = 0; r < 3; r++) {
         double t0 = zg_now_s();
         be->ops->matmul_forward(be, c, NULL, a, b, NULL, NULL, n, n, n);
@@ -80,9 +79,10 @@ static double cpu_matmul_peak(zg_backend *be) {
         double f = 2.0 * n * n * (double)n / (zg_now_s() - t0);
         if (f > best) best = f;
     }
-    be->ops->dealloc(be, a);
-    be->ops->dealloc(be, b);
-    be->ops->dealloc(be, c);
+cleanup:
+    if (a) be->ops->dealloc(be, a);
+    if (b) be->ops->dealloc(be, b);
+    if (c) be->ops->dealloc(be, c);
     return best;
 }
 
@@ -91,12 +91,21 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-static int train_step(gpt2_model *m, zg_optimizer *o, const int32_t *in, const int32_t *tg, int B, int T, float *loss) {
-    gpt2_zero_grad(m);
-    if (gpt2_forward_train(m, in, tg, B, T, 1.0f, loss) != 0) return -1;
-    gpt2_backward(m, 1.0f);
-    zg_optimizer_step(o, m->params, m->grads, 1e-4f, 1.0f);
-    m->be->ops->synchronize(m->be);
+/* Every step trains on the same random tokens (already in the step's input buffers). */
+static void same_batch(void *ctx, int32_t *inputs, int32_t *targets) {
+    (void)ctx;
+    (void)inputs;
+    (void)targets;
+}
+
+/* One step of zgpt train's step path (zg_train_step: the ZeRO engine at stage 0 over the single-process
+ * communicator). Each step ends with a device synchronize. */
+static int bench_step(const zg_train_step_cfg *s, float *loss, zg_train_step_result *r) {
+    if (zg_train_step(s, 1e-4, 0, r) != 0) return -1;
+    *loss = (float)r->loss;
+    if (r->status != ZG_STEP_APPLIED)
+        return zg_errorf("the loss or the gradient norm is not finite (loss %g, norm %g) on random tokens", r->loss,
+                         r->grad_norm);
     return 0;
 }
 
@@ -132,20 +141,23 @@ int zg_cmd_bench(int argc, char **argv) {
     if (zg_model_instantiate(a.model, a.device, NULL, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
     m.recompute = recompute;
     int B = (int)a.batch, T = (int)a.seq, status = 0;
-    zg_optimizer opt;
-    memset(&opt, 0, sizeof opt);
+    zg_comm *comm = NULL;
+    zg_zero zero;
+    memset(&zero, 0, sizeof zero);
     int32_t *in = NULL, *tg = NULL;
     if (T > m.cfg.block_size) {
         zg_errorf("--seq %d exceeds the model's block_size %d", T, m.cfg.block_size);
         status = zg_cli_fail();
-        goto done;
+        goto cleanup;
     }
     zg_optimizer_config oc = {.lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f};
-    if (gpt2_grads_alloc(&m) != 0 ||
-        zg_optimizer_init(&opt, be, &m.table, 0, m.table.num_params, &oc, be->param_dtype, m.params) != 0 ||
+    zg_comm_config cc = {.backend = "single", .be = be};
+    zg_zero_opts zo;
+    zg_zero_opts_default(&zo); /* stage 0: one process */
+    if (zg_comm_create(&comm, &cc) != 0 || zg_zero_init_model(&zero, &zo, comm, be, &m, &oc) != 0 ||
         gpt2_activations_ensure(&m, B, T) != 0) {
         status = zg_cli_fail();
-        goto done;
+        goto cleanup;
     }
     in = zg_malloc((size_t)B * T * sizeof(int32_t));
     tg = zg_malloc((size_t)B * T * sizeof(int32_t));
@@ -158,21 +170,36 @@ int zg_cmd_bench(int argc, char **argv) {
     printf("bench: %s, %s backend (%s), B=%d T=%d, %.2fM parameters\n", desc, be->ops->name,
            zg_dtype_name(be->param_dtype), B, T, (double)gpt2_param_count_unpadded(&m.cfg) / 1e6);
     fflush(stdout);
+    zg_loss_scaler scaler; /* inert: bench trains without loss scaling */
+    zg_loss_scaler_config lsc;
+    zg_loss_scaler_config_defaults(&lsc);
+    lsc.enabled = 0;
+    zg_loss_scaler_init(&scaler, &lsc);
+    zg_train_step_cfg step = {.model = &m,
+                              .zero = &zero,
+                              .B = B,
+                              .T = T,
+                              .grad_accum = 1,
+                              .inputs = in,
+                              .targets = tg,
+                              .next_batch = same_batch,
+                              .scaler = &scaler};
+    zg_train_step_result sr;
     float loss = 0;
     for (int64_t i = 0; i < a.warmup && status == 0; i++)
-        if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
+        if (bench_step(&step, &loss, &sr) != 0) status = zg_cli_fail();
     /* Each step ends with a device synchronize, so host clocks bracket exactly one step; the median
      * step is reported (robust to a stray slow step). */
     double *times = zg_malloc((size_t)a.steps * sizeof(double));
     for (int64_t i = 0; i < a.steps && status == 0; i++) {
         double t0 = zg_now_s();
-        if (train_step(&m, &opt, in, tg, B, T, &loss) != 0) status = zg_cli_fail();
+        if (bench_step(&step, &loss, &sr) != 0) status = zg_cli_fail();
         times[i] = zg_now_s() - t0;
     }
     qsort(times, (size_t)a.steps, sizeof(double), cmp_double);
     double dt = a.steps % 2 ? times[a.steps / 2] : 0.5 * (times[a.steps / 2 - 1] + times[a.steps / 2]);
     free(times);
-    if (status != 0) goto done;
+    if (status != 0) goto cleanup;
     double tok_s = (double)B * T / dt;
     double flops_tok = zg_mfu_flops_per_token(&m.cfg, T);
     double achieved = flops_tok * tok_s;
@@ -209,17 +236,13 @@ int zg_cmd_bench(int argc, char **argv) {
         gpt2_profile prof;
         memset(&prof, 0, sizeof prof);
         m.profile = &prof;
+        step.breakdown = 1; /* the step's own phases, synchronised: the norm and the optimizer */
         double p0 = zg_now_s();
-        gpt2_zero_grad(&m);
-        if (gpt2_forward_train(&m, in, tg, B, T, 1.0f, NULL) != 0) {
+        if (bench_step(&step, &loss, &sr) != 0) {
             status = zg_cli_fail();
-            goto done;
+            goto cleanup;
         }
-        gpt2_backward(&m, 1.0f);
-        double o0 = zg_now_s();
-        zg_optimizer_step(&opt, m.params, m.grads, 1e-4f, 1.0f);
-        be->ops->synchronize(be);
-        double opt_ms = (zg_now_s() - o0) * 1e3, total_ms = (zg_now_s() - p0) * 1e3;
+        double total_ms = (zg_now_s() - p0) * 1e3;
         m.profile = NULL;
         printf("time by op (one profiled step, %.1f ms; ops synchronised):\n", total_ms);
         printf("  %-12s %10s %10s %7s\n", "op", "fwd ms", "bwd ms", "share");
@@ -228,15 +251,18 @@ int zg_cmd_bench(int argc, char **argv) {
             if (prof.calls[0][op] == 0 && prof.calls[1][op] == 0) continue;
             printf("  %-12s %10.1f %10.1f %6.1f%%\n", gpt2_op_name((gpt2_op)op), f, bw, 100.0 * (f + bw) / total_ms);
         }
+        double norm_ms = sr.ms[ZG_STEP_NORM], opt_ms = sr.ms[ZG_STEP_OPTIMIZER];
+        printf("  %-12s %10s %10.1f %6.1f%%\n", "grad norm", "", norm_ms, 100.0 * norm_ms / total_ms);
         printf("  %-12s %10s %10.1f %6.1f%%\n", "adamw", "", opt_ms, 100.0 * opt_ms / total_ms);
     }
     if (a.json)
         printf("{\"tokens_per_sec\": %.1f, \"ms_per_step\": %.2f, \"mfu\": %.4f, \"peak_bytes\": %zu}\n", tok_s, dt * 1e3,
                peak > 0 ? achieved / peak : 0.0, be->bytes_peak);
-done:
+cleanup:
     free(in);
     free(tg);
-    zg_optimizer_free(&opt);
+    zg_zero_free(&zero);
+    if (comm) zg_comm_destroy(comm);
     zg_model_release(be, &m);
     return status;
 }

@@ -108,9 +108,9 @@ int zg_cmd_plan(int argc, char **argv) {
         return 2;
     }
     if (pos.count == 1) {
-        if (zg_train_config_load(&tc, pos.items[0], a.deepspeed, NULL, 0) != 0) goto out;
+        if (zg_train_config_load(&tc, pos.items[0], a.deepspeed, NULL, 0) != 0) goto cleanup;
         have_cfg = 1;
-        if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto out;
+        if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto cleanup;
     }
 
     /* model */
@@ -119,16 +119,16 @@ int zg_cmd_plan(int argc, char **argv) {
     const char *name = a.model;
     if (!name && have_cfg && tc.init_from && strncmp(tc.init_from, "gpt2", 4) == 0) name = tc.init_from;
     gpt2_config named;
-    if (name && gpt2_config_by_name(name, &named) != 0) goto out;
+    if (name && gpt2_config_by_name(name, &named) != 0) goto cleanup;
     if (!name) name = "custom";
     if (have_cfg && !a.model) {
-        if (zg_train_config_model_shape(&tc, strcmp(name, "custom") ? &named : NULL, &g) != 0) goto out;
+        if (zg_train_config_model_shape(&tc, strcmp(name, "custom") ? &named : NULL, &g) != 0) goto cleanup;
     } else if (strcmp(name, "custom") != 0) {
         g = named;
     } else if (gpt2_config_by_name("gpt2", &g) != 0) {
-        goto out;
+        goto cleanup;
     }
-    if (gpt2_param_table_init(&table, &g) != 0) goto out;
+    if (gpt2_param_table_init(&table, &g) != 0) goto cleanup;
     have_table = 1;
     size_t n = table.num_params;
 
@@ -141,25 +141,25 @@ int zg_cmd_plan(int argc, char **argv) {
     if (a.stage >= 0) zo.stage = (int)a.stage;
     if (zo.stage > 3) {
         zg_errorf("--stage %d: allowed 0, 1, 2, 3", zo.stage);
-        goto out;
+        goto cleanup;
     }
     size_t requested_bucket = zo.reduce_bucket_size;
     zg_zero_opts_fit_model(&zo, &table); /* what the trainer will use */
     int device = strcmp(a.device, "cuda") == 0;
     if (!device && strcmp(a.device, "cpu") != 0) {
         zg_errorf("--device '%s': expected cpu or cuda", a.device);
-        goto out;
+        goto cleanup;
     }
     zg_dtype dt = device ? ZG_BF16 : ZG_F32;
     if (a.precision) {
-        if (zg_dtype_parse(a.precision, &dt) != 0) goto out;
+        if (zg_dtype_parse(a.precision, &dt) != 0) goto cleanup;
     } else if (have_cfg) {
         zg_precision p = zg_train_config_precision(&tc, a.device);
         dt = p == ZG_PREC_FP16 ? ZG_F16 : p == ZG_PREC_BF16 ? ZG_BF16 : ZG_F32;
     }
     if (!device && dt != ZG_F32) {
         zg_errorf("the CPU backend trains in fp32; use --device cuda for %s", zg_dtype_name(dt));
-        goto out;
+        goto cleanup;
     }
     int B = a.micro_batch > 0 ? (int)a.micro_batch : have_cfg ? (int)tc.micro_batch : 1;
     int T = g.block_size;
@@ -187,7 +187,7 @@ int zg_cmd_plan(int argc, char **argv) {
         }
         printf("],\"checkpoint_bytes\":%.0f}\n", checkpoint_bytes(n, &zo, N));
         rc = 0;
-        goto out;
+        goto cleanup;
     }
     if (have_cfg) zg_train_config_print_notes(&tc, stdout); /* resolved "auto"s and keys without effect */
     printf("zgpt plan: %s (%d layers, %d heads, %d channels), %zu parameters (Psi, padded vocabulary)\n", name,
@@ -253,7 +253,7 @@ int zg_cmd_plan(int argc, char **argv) {
     if (N > 1) printf(", %s on rank %d", zg_fmt_bytes((double)snapshot_bytes(&zo, N, N - 1, &mlast), b5, sizeof b5), N - 1);
     printf(" (host memory, reused between saves)\n");
     rc = 0;
-out:
+cleanup:
     if (rc != 0) zg_error_print();
     if (have_cfg) zg_train_config_free(&tc);
     if (have_table) gpt2_param_table_free(&table);

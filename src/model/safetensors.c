@@ -70,9 +70,10 @@ int safetensors_open(safetensors_file *f, const char *path) {
     const uint8_t *p = f->map.data;
     size_t size = f->map.size;
     cJSON *root = NULL;
+    int rc = -1;
     if (size < 8) {
         zg_errorf("%s: not a safetensors file (%zu bytes, shorter than the 8-byte header length)", path, size);
-        goto fail;
+        goto cleanup;
     }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | p[i]; /* little-endian */
@@ -80,12 +81,12 @@ int safetensors_open(safetensors_file *f, const char *path) {
         zg_errorf("%s: safetensors header length %llu exceeds the file size %zu: the file is truncated or not a "
                   "safetensors file",
                   path, (unsigned long long)hlen, size);
-        goto fail;
+        goto cleanup;
     }
     root = cJSON_ParseWithLength((const char *)p + 8, (size_t)hlen);
     if (root == NULL || !cJSON_IsObject(root)) {
         zg_errorf("%s: the safetensors header is not a JSON object: the file is corrupt", path);
-        goto fail;
+        goto cleanup;
     }
     const uint8_t *data = p + 8 + hlen;
     size_t data_size = size - 8 - (size_t)hlen;
@@ -99,7 +100,7 @@ int safetensors_open(safetensors_file *f, const char *path) {
         if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2) {
             zg_errorf("%s: tensor '%s' has a malformed header entry (needs dtype, shape, data_offsets)", path,
                       e->string);
-            goto fail;
+            goto cleanup;
         }
         safetensors_tensor *t = &f->tensors[f->n_tensors];
         t->name = zg_strdup(e->string);
@@ -109,21 +110,21 @@ int safetensors_open(safetensors_file *f, const char *path) {
         int r = dtype_from_name(dt->valuestring, &t->dtype, &esz);
         if (r < 0) {
             zg_errorf("%s: tensor '%s' has unknown dtype '%s'", path, t->name, dt->valuestring);
-            goto fail;
+            goto cleanup;
         }
         t->supported = r == 1;
         t->ndim = cJSON_GetArraySize(shape);
         if (t->ndim > SAFETENSORS_MAX_DIMS) {
             zg_errorf("%s: tensor '%s' has %d dimensions (at most %d supported)", path, t->name, t->ndim,
                       SAFETENSORS_MAX_DIMS);
-            goto fail;
+            goto cleanup;
         }
         t->numel = 1;
         int k = 0;
         for (cJSON *d = shape->child; d; d = d->next, k++) {
             if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15 || d->valuedouble != floor(d->valuedouble)) {
                 zg_errorf("%s: tensor '%s' has an invalid shape entry", path, t->name);
-                goto fail;
+                goto cleanup;
             }
             t->shape[k] = (int64_t)d->valuedouble;
             t->numel *= (size_t)t->shape[k];
@@ -133,23 +134,22 @@ int safetensors_open(safetensors_file *f, const char *path) {
             zg_errorf("%s: tensor '%s' data [%.0f, %.0f) lies outside the %zu data bytes: the file is truncated or "
                       "corrupt",
                       path, t->name, b0, b1, data_size);
-            goto fail;
+            goto cleanup;
         }
         t->data = data + (size_t)b0;
         t->nbytes = (size_t)b1 - (size_t)b0;
         if (t->nbytes != t->numel * esz) {
             zg_errorf("%s: tensor '%s' holds %zu bytes but dtype %s x shape needs %zu", path, t->name, t->nbytes,
                       t->dtype_name, t->numel * esz);
-            goto fail;
+            goto cleanup;
         }
     }
-    if (check_disjoint(f, data, path) != 0) goto fail;
+    if (check_disjoint(f, data, path) != 0) goto cleanup;
+    rc = 0;
+cleanup:
     cJSON_Delete(root);
-    return 0;
-fail:
-    cJSON_Delete(root);
-    safetensors_close(f);
-    return -1;
+    if (rc != 0) safetensors_close(f);
+    return rc;
 }
 
 const safetensors_tensor *safetensors_find(const safetensors_file *f, const char *name) {

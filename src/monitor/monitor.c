@@ -91,18 +91,19 @@ int zg_monitor_init(zg_monitor *m, const zg_monitor_config *c, int64_t resume_it
     m->resuming = resume_iter >= 0;
     m->keep_train_below = resume_iter;
     m->keep_eval_through = last_eval_iter;
-    if (c->tensorboard.enabled && open_tb(m, &c->tensorboard) != 0) goto fail;
+    int rc = -1;
+    if (c->tensorboard.enabled && open_tb(m, &c->tensorboard) != 0) goto cleanup;
     if (c->csv.enabled) {
         m->csv_dir = zg_monitor_sink_dir(&c->csv);
         if (zg_dir_make(m->csv_dir) != 0) {
             zg_error_prefix("csv_monitor.output_path");
-            goto fail;
+            goto cleanup;
         }
     }
-    return 0;
-fail:
-    zg_monitor_free(m);
-    return -1;
+    rc = 0;
+cleanup:
+    if (rc != 0) zg_monitor_free(m);
+    return rc;
 }
 
 int zg_monitor_active(const zg_monitor *m) { return m->tb || m->csv_dir; }

@@ -126,7 +126,7 @@ static int source_open_meta(dl_source *s, const char *dir, const char *meta_path
     cJSON *shards = cJSON_GetObjectItemCaseSensitive(root, "shards");
     if (!cJSON_IsArray(shards)) {
         rc = zg_errorf("'%s' has no \"shards\" list; re-run 'zgpt prepare'", meta_path);
-        goto done;
+        goto cleanup;
     }
     cJSON *it;
     cJSON_ArrayForEach(it, shards) {
@@ -137,7 +137,7 @@ static int source_open_meta(dl_source *s, const char *dir, const char *meta_path
         if (!cJSON_IsString(file) || !cJSON_IsString(sp) || !cJSON_IsNumber(ntok) || !cJSON_IsString(sum) ||
             strchr(file->valuestring, '/')) {
             rc = zg_errorf("'%s': malformed entry in \"shards\"; re-run 'zgpt prepare'", meta_path);
-            goto done;
+            goto cleanup;
         }
         if (strcmp(sp->valuestring, split) != 0) continue;
         char *path = zg_path_join(dir, file->valuestring);
@@ -145,7 +145,7 @@ static int source_open_meta(dl_source *s, const char *dir, const char *meta_path
         if (zg_shard_open(&sh, path, vocab) != 0) {
             free(path);
             rc = -1;
-            goto done;
+            goto cleanup;
         }
         char hex[17];
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sh.checksum);
@@ -155,13 +155,13 @@ static int source_open_meta(dl_source *s, const char *dir, const char *meta_path
                            (unsigned long long)sh.n_tokens, hex, ntok->valuedouble, sum->valuestring);
             zg_shard_close(&sh);
             free(path);
-            goto done;
+            goto cleanup;
         }
         free(path);
         source_add_shard(s, &sh);
     }
     if (s->n_shards == 0) rc = zg_errorf("'%s' lists no %s shards; re-run 'zgpt prepare'", meta_path, split);
-done:
+cleanup:
     cJSON_Delete(root);
     return rc;
 }

@@ -569,7 +569,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
         rc = zg_tokenizer_init(&own_tok, cfg->tokenizer_dir);
         tok = own_tok;
     }
-    if (rc != 0) goto done;
+    if (rc != 0) goto cleanup;
 
     /* Pass 1: sizes and characters, to place the split. */
     buf = zg_malloc(IO_CHUNK);
@@ -579,18 +579,18 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
         chars += l.f[i].chars;
         bytes += l.f[i].bytes;
     }
-    if (rc != 0) goto done;
+    if (rc != 0) goto cleanup;
     if (bytes == 0) {
         rc = zg_errorf("empty input: %s%s hold%s no text; give files with text in them", l.f[0].path,
                        l.n > 1 ? " and the other inputs" : "", l.n > 1 ? "" : "s");
-        goto done;
+        goto cleanup;
     }
     uint64_t train_chars = (uint64_t)((double)chars * (1.0 - cfg->val_fraction));
     if (train_chars == 0 || train_chars >= chars) {
         rc = zg_errorf("the inputs have only %llu characters: --val-fraction %g leaves the %s split empty; give more "
                        "text or another --val-fraction", (unsigned long long)chars, cfg->val_fraction,
                        train_chars == 0 ? "train" : "val");
-        goto done;
+        goto cleanup;
     }
     int n_docs = 0;
     for (int i = 0; i < l.n; i++) n_docs += l.f[i].bytes > 0;
@@ -601,16 +601,16 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
      * The folder's lock keeps a second prepare from mixing its shards in (one writer per folder). */
     if (zg_dir_make(cfg->out_dir) != 0 || zg_dir_lock_acquire(&lock, cfg->out_dir, "prepare") != 0) {
         rc = -1;
-        goto done;
+        goto cleanup;
     }
     char *meta = zg_path_join(cfg->out_dir, "meta.json");
     if (unlink(meta) != 0 && errno != ENOENT) {
         rc = zg_errorf("cannot remove the old '%s': %s", meta, strerror(errno));
         free(meta);
-        goto done;
+        goto cleanup;
     }
     free(meta);
-    if ((rc = zg_dir_sync(cfg->out_dir)) != 0) goto done;
+    if ((rc = zg_dir_sync(cfg->out_dir)) != 0) goto cleanup;
     remove_stale(cfg->out_dir, sp, 0);
 
     int vocab = zg_tokenizer_vocab_size(tok);
@@ -648,7 +648,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     if (rc != 0) {
         split_out_discard(&train);
         split_out_discard(&val);
-        goto done;
+        goto cleanup;
     }
     remove_stale(cfg->out_dir, sp, 1);
     progress(&p, 1);
@@ -665,7 +665,7 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     stats->threads = p.eng.threads;
     stats->seconds = zg_now_s() - t0;
 
-done:
+cleanup:
     zg_dir_lock_release(&lock);
     if (cfg->progress) zg_progress_free(&p.prog); /* ends a progress line left by a failure */
     if (p.eng.encs) engine_free(&p.eng);

@@ -116,20 +116,21 @@ static int read_latest(const char *out_dir, char *tag, size_t cap);
 
 int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
     memset(w, 0, sizeof *w);
+    int rc = -1;
     if (zg_dir_make(out_dir) != 0) return -1;
     w->out_dir = zg_strdup(out_dir);
     w->tag = zg_strdup(tag);
     w->stage_dir = stage_path(out_dir, tag);
     w->final_dir = zg_path_join(out_dir, tag);
-    if (zg_dir_remove_flat(w->stage_dir) != 0) goto fail; /* a crashed save's leftovers */
+    if (zg_dir_remove_flat(w->stage_dir) != 0) goto cleanup; /* a crashed save's leftovers */
     if (mkdir(w->stage_dir, 0755) != 0) { /* no inodes, read-only or immutable out_dir, ... */
         zg_errorf("cannot create the checkpoint folder '%s': %s", w->stage_dir, strerror(errno));
-        goto fail;
+        goto cleanup;
     }
-    return 0;
-fail:
-    zg_ckpt_writer_release(w); /* nothing of ours exists yet: nothing to remove */
-    return -1;
+    rc = 0;
+cleanup:
+    if (rc != 0) zg_ckpt_writer_release(w); /* nothing of ours exists yet: nothing to remove */
+    return rc;
 }
 
 int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag) {

@@ -42,22 +42,23 @@ int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *t
     }
     if (n == 0) return 0;
 
+    int rc = -1;
     size_t bytes = n * sizeof(float);
     o->m = be->ops->alloc(be, bytes, "Adam first moment (m)");
-    if (!o->m) goto oom;
+    if (!o->m) goto cleanup;
     o->v = be->ops->alloc(be, bytes, "Adam second moment (v)");
-    if (!o->v) goto oom;
+    if (!o->v) goto cleanup;
     be->ops->zero(be, o->m, bytes);
     be->ops->zero(be, o->v, bytes);
     if (param_dtype != ZG_F32) {
         o->master = be->ops->alloc(be, bytes, "fp32 master weights");
-        if (!o->master) goto oom;
+        if (!o->master) goto cleanup;
         if (params_at_begin) be->ops->cast(be, o->master, ZG_F32, params_at_begin, param_dtype, n);
     }
-    return 0;
-oom:
-    zg_optimizer_free(o);
-    return -1;
+    rc = 0;
+cleanup:
+    if (rc != 0) zg_optimizer_free(o);
+    return rc;
 }
 
 void zg_optimizer_free(zg_optimizer *o) {

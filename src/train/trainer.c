@@ -15,11 +15,13 @@
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/ckpt_background.h"
+#include "train/ckpt_shards.h"
 #include "train/loss_scaler.h"
 #include "train/mfu.h"
 #include "train/model_source.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "train/train_step.h"
 #include "train/zero.h"
 
 #include <cjson/cJSON.h>
@@ -44,12 +46,12 @@ typedef struct {
     zg_backend *be;
     gpt2_model model;
     int model_ready;
-    zg_optimizer own_opt;     /* single process: AdamW over the whole buffer */
-    zg_optimizer *opt;        /* &own_opt, or the ZeRO engine's range */
-    /* data parallel (world > 1): the communicator and the ZeRO engine */
+    zg_optimizer *opt;        /* the ZeRO engine's optimizer (its range of the flat buffer) */
+    /* the communicator (single-process at world 1: its collectives do nothing) and the ZeRO engine
+     * (stage 0 at world 1), so one process takes the same step path as many */
     zg_comm *comm;
     zg_zero zero;
-    int zero_on;
+    int zero_ready;
     int rank, world, local_rank;
     int one_machine; /* every rank on this machine (the launcher's local size is the world size) */
     zg_launch_source launched_by;
@@ -139,7 +141,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     memset(&mc, 0, sizeof mc);
     zg_model_source src;
     memset(&src, 0, sizeof src);
-    int have_src = 0;
+    int have_src = 0, rc = -1;
     double t_open = 0;
     *resuming = 0;
     if (resume_requested(tr)) {
@@ -147,21 +149,25 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         int exists = zg_file_exists(latest);
         free(latest);
         if (!exists) {
-            return zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume "
-                             "(init_from scratch or a model)",
-                             c->out_dir);
+            zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume (init_from "
+                      "scratch or a model)",
+                      c->out_dir);
+            goto cleanup;
         }
         t_open = zg_now_s();
-        if (zg_ckpt_open_deferred(resume_ck, c->out_dir) != 0) return -1;
+        if (zg_ckpt_open_deferred(resume_ck, c->out_dir) != 0) goto cleanup;
         *resuming = 1;
         mc = resume_ck->cfg;
         char what[600];
         snprintf(what, sizeof what, "checkpoint '%s'", resume_ck->dir);
-        if (check_shape(c, &mc, what) != 0) return -1;
+        if (check_shape(c, &mc, what) != 0) goto cleanup;
     } else if (strcmp(c->init_from, "scratch") == 0) {
-        if (zg_train_config_model_shape(c, NULL, &mc) != 0) return -1;
+        if (zg_train_config_model_shape(c, NULL, &mc) != 0) goto cleanup;
     } else {
-        if (zg_model_source_open(&src, c->init_from, 1) != 0) return zg_error_prefix("init_from '%s'", c->init_from);
+        if (zg_model_source_open(&src, c->init_from, 1) != 0) {
+            zg_error_prefix("init_from '%s'", c->init_from);
+            goto cleanup;
+        }
         have_src = 1;
         mc = src.cfg;
         /* A Hugging Face model can be cropped to a shorter block_size (its first wpe rows), as nanoGPT
@@ -169,32 +175,25 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         if (src.kind == ZG_SRC_HF && c->block_size && c->block_size < mc.block_size) mc.block_size = c->block_size;
         char what[600];
         snprintf(what, sizeof what, "init_from '%s'", c->init_from);
-        if (check_shape(c, &mc, what) != 0) {
-            zg_model_source_close(&src);
-            return -1;
-        }
+        if (check_shape(c, &mc, what) != 0) goto cleanup;
     }
-    if (gpt2_config_validate(&mc) != 0 || gpt2_init(&tr->model, &mc, tr->be) != 0) {
-        if (have_src) zg_model_source_close(&src);
-        return -1;
-    }
+    if (gpt2_config_validate(&mc) != 0 || gpt2_init(&tr->model, &mc, tr->be) != 0) goto cleanup;
     tr->model_ready = 1;
     tr->model.recompute = zg_train_config_recompute(c);
     tr->model.recompute_layers = c->recompute_num_layers;
     size_t np = tr->model.table.num_params;
     tr->host_params = malloc(np * sizeof(float));
     if (!tr->host_params) {
-        if (have_src) zg_model_source_close(&src);
-        return zg_errorf("out of host memory for %zu parameters (%.1f GiB)", np, np * 4.0 / (1 << 30));
+        zg_errorf("out of host memory for %zu parameters (%.1f GiB)", np, np * 4.0 / (1 << 30));
+        goto cleanup;
     }
-    int rc = 0;
     if (*resuming) {
         /* One rank in mixed precision: the parameters are the master's rounding, which the optimizer
          * state read next rebuilds on the device (zg_optimizer_params_from_master); reading them here
          * too would read the master twice. */
         int from_state = tr->world == 1 && resume_ck->params_from_master && tr->be->param_dtype != ZG_F32;
         double t_model = zg_now_s();
-        if (!from_state) rc = zg_ckpt_read_model(resume_ck, tr->host_params);
+        rc = from_state ? 0 : zg_ckpt_read_model(resume_ck, tr->host_params);
         if (rc == 0 && !from_state) gpt2_params_upload(&tr->model, tr->host_params);
         if (rc == 0 && tr->rank == 0 && !tr->opts->quiet)
             printf("resume: checkpoint %s opened in %.2f s (manifest, headers; the optimizer shards are checksummed "
@@ -205,10 +204,11 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
     } else {
         gpt2_init_random(&tr->model, c->seed);
+        rc = 0;
     }
+    /* the ZeRO engine allocates the gradients its stage needs (no full buffer at stages 2-3) */
+cleanup:
     if (have_src) zg_model_source_close(&src);
-    /* Several ranks: the ZeRO engine allocates the gradients its stage needs (no full buffer at 2-3). */
-    if (rc == 0 && tr->world == 1) rc = gpt2_grads_alloc(&tr->model);
     return rc;
 }
 
@@ -268,7 +268,7 @@ static char *state_json(const trainer *tr, zg_precision prec) {
     cJSON_AddNumberToObject(j, "train_batch_size", (double)tr->cfg->train_batch_size);
     cJSON_AddNumberToObject(j, "micro_batch", (double)tr->cfg->micro_batch);
     cJSON_AddNumberToObject(j, "grad_accum", (double)tr->cfg->grad_accum);
-    cJSON_AddNumberToObject(j, "zero_stage", tr->zero_on ? tr->zero.o.stage : 0);
+    cJSON_AddNumberToObject(j, "zero_stage", tr->zero.o.stage);
     cJSON *ls = cJSON_AddObjectToObject(j, "loss_scaler");
     cJSON_AddNumberToObject(ls, "scale", tr->scaler.scale);
     cJSON_AddNumberToObject(ls, "cur_hysteresis", tr->scaler.cur_hysteresis);
@@ -370,16 +370,14 @@ static int load_state(trainer *tr, const zg_ckpt *ck) {
 /* On resume, drops lines a crashed run logged after the checkpoint, so the file reads as one run. */
 static int open_metrics(trainer *tr, int resuming) {
     char *path = zg_path_join(tr->cfg->out_dir, "metrics.jsonl");
+    int rc = -1;
     if (resuming && zg_file_exists(path)) {
         char *text;
         size_t len;
-        if (zg_file_read_all(path, &text, &len) != 0) {
-            free(path);
-            return -1;
-        }
+        if (zg_file_read_all(path, &text, &len) != 0) goto cleanup;
         zg_atomic_file af;
-        int rc = zg_atomic_open(&af, path);
-        for (char *line = text; rc == 0 && *line;) {
+        int wrc = zg_atomic_open(&af, path);
+        for (char *line = text; wrc == 0 && *line;) {
             char *nl = strchr(line, '\n');
             size_t n = nl ? (size_t)(nl - line + 1) : strlen(line);
             char save = line[n - (nl ? 1 : 0)];
@@ -393,25 +391,23 @@ static int open_metrics(trainer *tr, int resuming) {
                 keep = is_eval ? (int64_t)it <= tr->last_eval_iter : (int64_t)it < tr->iter;
             }
             cJSON_Delete(j);
-            if (keep) rc = zg_atomic_write(&af, line, n);
+            if (keep) wrc = zg_atomic_write(&af, line, n);
             line += n;
         }
         free(text);
-        if (rc == 0) rc = zg_atomic_commit(&af, NULL);
+        if (wrc == 0) wrc = zg_atomic_commit(&af, NULL);
         else zg_atomic_abort(&af);
-        if (rc != 0) {
-            free(path);
-            return -1;
-        }
+        if (wrc != 0) goto cleanup;
     }
     tr->metrics = fopen(path, resuming ? "a" : "w");
     if (!tr->metrics) {
         zg_errorf("cannot open '%s' for writing: %s", path, zg_strerrno());
-        free(path);
-        return -1;
+        goto cleanup;
     }
+    rc = 0;
+cleanup:
     free(path);
-    return 0;
+    return rc;
 }
 
 static void metrics_line(trainer *tr, const char *fmt, ...) ZG_PRINTF(2, 3);
@@ -456,29 +452,13 @@ static int estimate_loss(trainer *tr, zg_dataloader *dl, double *out) {
         /* finish this round's remaining batches so every rank's stream stays aligned */
         for (int64_t i = mine + 1; i < (k + 1) * w && i < n; i++) zg_dataloader_next(dl, tr->inputs, tr->targets);
     }
-    if (tr->comm) {
-        double v[2] = {sum, failed};
-        zg_comm_all_reduce_host_f64(tr->comm, v, 2, ZG_COMM_SUM);
-        sum = v[0];
-        if (v[1] > 0 && !failed) return zg_errorf("evaluation failed on another rank");
-    }
+    double v[2] = {sum, failed};
+    zg_comm_all_reduce_host_f64(tr->comm, v, 2, ZG_COMM_SUM);
+    sum = v[0];
+    if (v[1] > 0 && !failed) return zg_errorf("evaluation failed on another rank");
     if (failed) return -1;
     *out = sum / (double)n;
     return 0;
-}
-
-/* wall_clock_breakdown: phases of one optimizer step (summed over its micro-steps). */
-enum { WC_DATA, WC_FORWARD, WC_BACKWARD, WC_REDUCE, WC_OTHER, WC_NORM, WC_OPTIMIZER, WC_N };
-
-/* Adds the time since *last to phase `ph` and restarts the clock. The backend (and so the GPU) is
- * synchronised first, so a phase gets the device time of the work it enqueued: this perturbs the
- * overlap it measures (as DeepSpeed's breakdown does), so it is off by default. */
-static void wc_mark(trainer *tr, double *wc, int ph, double *last) {
-    if (!tr->cfg->wall_clock_breakdown) return;
-    tr->be->ops->synchronize(tr->be);
-    double now = 1e3 * zg_now_s();
-    wc[ph] += now - *last;
-    *last = now;
 }
 
 /* Points out_dir/<link> ("best", "final") at the checkpoint `tag` (rank 0). A failure here is not a
@@ -531,13 +511,9 @@ static int bg_finish(trainer *tr) {
         zg_ckpt_bg_rate(b, line, sizeof line);
         printf("checkpoint %s: %s\n", tag, line);
     }
-    if (tr->zero_on) {
-        rc = zg_zero_ckpt_agree(&tr->zero, &b->w, rc == 0, rc == 0 ? "" : zg_error_message());
-    } else if (rc != 0) {
-        zg_ckpt_writer_abort(&b->w);
-    }
+    rc = zg_zero_ckpt_agree(&tr->zero, &b->w, rc == 0, rc == 0 ? "" : zg_error_message());
     if (rc == 0 && root) rc = zg_ckpt_writer_commit(&b->w, 1); /* removes its folder itself on failure */
-    if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0)
+    if (zg_comm_any(tr->comm, rc != 0) && rc == 0)
         rc = zg_errorf("publishing checkpoint %s/%s failed on rank 0", tr->cfg->out_dir, tag);
     if (rc != 0) return save_failed(tr, tag);
     save_published(tr, tag, tr->bg_iter, tr->bg_improved);
@@ -550,7 +526,7 @@ static int bg_finish(trainer *tr) {
 static int bg_poll(trainer *tr) {
     if (!tr->bg_pending) return 0;
     int done = zg_ckpt_bg_done(&tr->bg);
-    if (tr->comm) done = !zg_comm_any(tr->comm, !done);
+    done = !zg_comm_any(tr->comm, !done);
     return done ? bg_finish(tr) : 0;
 }
 
@@ -588,7 +564,7 @@ static int params_in_snapshot(const trainer *tr) {
  * synchronously). */
 static void bg_reserve(trainer *tr) {
     if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return;
-    if (tr->zero_on && !zg_zero_ckpt_writes_shard(&tr->zero)) return;
+    if (!zg_zero_ckpt_writes_shard(&tr->zero)) return;
     if (zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0) zg_error_clear();
 }
 
@@ -600,12 +576,12 @@ static void bg_reserve(trainer *tr) {
 static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const char *tag, int improved) {
     zg_ckpt_bg *b = &tr->bg;
     int root = tr->rank == 0;
-    int shard = tr->zero_on ? zg_zero_ckpt_writes_shard(&tr->zero) : 1;
+    int shard = zg_zero_ckpt_writes_shard(&tr->zero);
     int short_mem = shard && zg_ckpt_snapshot_take(&b->snap, tr->opt) != 0;
     char why[512] = "";
     if (short_mem) snprintf(why, sizeof why, "%s", zg_error_message());
     zg_error_clear();
-    if (tr->comm) short_mem = zg_comm_any(tr->comm, short_mem);
+    short_mem = zg_comm_any(tr->comm, short_mem);
     if (short_mem) {
         zg_ckpt_snapshot_free(&b->snap);
         if (!tr->bg_sync_noted && (root || why[0]))
@@ -649,18 +625,18 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     int root = tr->rank == 0, rc = 0, begun = 0, have_params = 0;
     zg_ckpt_writer w;
     memset(&w, 0, sizeof w);
-    if (tr->zero_on) zg_zero_gather_all(&tr->zero); /* stage 3: the whole model on every rank */
+    zg_zero_gather_all(&tr->zero); /* stage 3: the whole model on every rank */
     if (root) {
         have_params = !params_in_snapshot(tr);
         if (have_params) gpt2_params_download(&tr->model, tr->host_params);
         rc = zg_ckpt_writer_begin(&w, out, tag);
         begun = rc == 0;
     }
-    if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not start checkpoint %s/%s", out, tag);
+    if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not start checkpoint %s/%s", out, tag);
     if (rc == 0 && tr->cfg->background_checkpoint) {
         int started = bg_start(tr, prec, &w, tag, improved);
         if (started != 0) {
-            if (tr->zero_on) zg_zero_release_all(&tr->zero);
+            zg_zero_release_all(&tr->zero);
             if (root && !tr->opts->quiet && started > 0) {
                 printf("checkpoint %s: training paused %.2f s for the snapshot", tag, zg_now_s() - t0 - waited);
                 if (waited >= 0.005) printf(" (and %.2f s before it for the previous save to finish)", waited);
@@ -671,15 +647,11 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     }
     if (rc == 0 && root && !have_params) gpt2_params_download(&tr->model, tr->host_params); /* saved synchronously */
     if (rc == 0) {
-        if (tr->zero_on) {
-            /* agreed across ranks; on failure rank 0's partial folder is already removed */
-            rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag);
-            if (rc != 0) begun = 0;
-        } else {
-            rc = zg_ckpt_write_optimizer(&w, tr->opt, tr->model.table.num_params);
-        }
+        /* agreed across ranks; on failure rank 0's partial folder is already removed */
+        rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag);
+        if (rc != 0) begun = 0;
     }
-    if (tr->zero_on) zg_zero_release_all(&tr->zero);
+    zg_zero_release_all(&tr->zero);
     if (rc == 0 && root) {
         char *state = state_json(tr, prec);
         rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params,
@@ -690,7 +662,7 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         begun = 0;
     }
     if (begun) zg_ckpt_writer_abort(&w);
-    if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0)
+    if (zg_comm_any(tr->comm, rc != 0) && rc == 0)
         rc = zg_errorf("saving checkpoint %s/%s failed on rank 0", out, tag);
     if (rc != 0) return save_failed(tr, tag);
     save_published(tr, tag, tr->iter, improved);
@@ -772,10 +744,27 @@ static void log_iteration(trainer *tr, double loss, double lr, double tps, doubl
     zg_monitor_scalar(m, ZG_TAG_PEAK_MEMORY, tr->iter, peak_mem);
 }
 
+/* The training micro-batches of zg_train_step. */
+static void next_train_batch(void *ctx, int32_t *inputs, int32_t *targets) {
+    trainer *tr = ctx;
+    zg_dataloader_next(tr->train_dl, inputs, targets);
+}
+
 static int run_loop(trainer *tr, zg_precision prec) {
     zg_train_config *c = tr->cfg;
     zg_backend *be = tr->be;
-    size_t np = tr->model.table.num_params;
+    zg_train_step_cfg step = {.model = &tr->model,
+                              .zero = &tr->zero,
+                              .B = tr->B,
+                              .T = tr->T,
+                              .grad_accum = c->grad_accum,
+                              .inputs = tr->inputs,
+                              .targets = tr->targets,
+                              .next_batch = next_train_batch,
+                              .batch_ctx = tr,
+                              .scaler = &tr->scaler,
+                              .grad_clip = c->grad_clip,
+                              .breakdown = c->wall_clock_breakdown};
     int64_t nan_at = -1;
     const char *hook = getenv("ZGPT_TEST_NAN_AT_ITER");
     if (hook && *hook) nan_at = strtoll(hook, NULL, 10);
@@ -829,7 +818,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
         /* every rank stops at the same boundary, whichever got the signal */
         if (tr->iter == stop_at) g_stop_signal = SIGTERM;
         int stop = g_stop_signal != 0;
-        if (tr->comm) stop = zg_comm_any(tr->comm, stop);
+        stop = zg_comm_any(tr->comm, stop);
         if (stop && !g_stop_signal) g_stop_signal = SIGTERM;
         if (stop) {
             if (tr->rank == 0) {
@@ -848,86 +837,33 @@ static int run_loop(trainer *tr, zg_precision prec) {
 
         /* one optimizer step */
         double t0 = 1e3 * zg_now_s();
-        /* wall_clock_breakdown: ms per phase of this step, each phase synchronised at its end */
-        double wc[WC_N] = {0}, wt = t0;
-        double scale = zg_loss_scaler_scale(&tr->scaler);
-        if (!tr->zero_on) gpt2_zero_grad(&tr->model); /* the ZeRO engine zeroes its own */
-        double loss_sum = 0;
-        int fwd_failed = 0;
-        for (int64_t k = 0; k < c->grad_accum; k++) {
-            zg_dataloader_next(tr->train_dl, tr->inputs, tr->targets);
-            wc_mark(tr, wc, WC_DATA, &wt);
-            /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
-             * divides by the world size); the forward's classifier already writes it into the logits */
-            float bscale = (float)(scale / (double)c->grad_accum), loss = 0.0f;
-            if (gpt2_forward_train(&tr->model, tr->inputs, tr->targets, tr->B, tr->T, bscale, &loss) != 0)
-                fwd_failed = 1;
-            loss_sum += loss;
-            wc_mark(tr, wc, WC_FORWARD, &wt);
-            gpt2_backward(&tr->model, bscale);
-            wc_mark(tr, wc, WC_BACKWARD, &wt);
-            if (tr->zero_on) zg_zero_micro_end(&tr->zero);
-            wc_mark(tr, wc, WC_REDUCE, &wt);
-        }
-        if (fwd_failed && !tr->comm) return -1;
-        double loss = loss_sum / (double)c->grad_accum;
-        if (tr->comm) { /* the loss of the global batch: mean over ranks */
-            double v[2] = {loss, fwd_failed};
-            zg_comm_all_reduce_host_f64(tr->comm, v, 2, ZG_COMM_SUM);
-            if (v[1] > 0) return fwd_failed ? -1 : zg_errorf("the forward pass failed on another rank");
-            loss = v[0] / (double)tr->world;
-        }
-        if (tr->iter == nan_at) loss = NAN;
-        tr->tokens_seen += (uint64_t)tokens_per_step;
-        double norm, ss;
-        int overflow;
-        wc_mark(tr, wc, WC_OTHER, &wt);
-        if (tr->zero_on) {
-            zg_zero_step_info info;
-            zg_zero_grad_norm(&tr->zero, (float)(1.0 / scale), &info);
-            norm = info.grad_norm;
-            ss = norm * norm;
-            overflow = info.overflow || !isfinite(loss);
-        } else {
-            ss = be->ops->sum_squares(be, tr->model.grads, be->grad_dtype, np);
-            norm = sqrt(ss) / scale;
-            overflow = !isfinite(ss) || !isfinite(loss);
-        }
-        wc_mark(tr, wc, WC_NORM, &wt);
         double lr = zg_schedule_lr(&c->sched, tr->opt->step);
         double b1, b2; /* OneCycle cycles beta1 (and sets beta2) per step, as DeepSpeed's scheduler does */
         if (zg_schedule_betas(&c->sched, tr->opt->step, &b1, &b2)) {
             tr->opt->cfg.beta1 = (float)b1;
             tr->opt->cfg.beta2 = (float)b2;
         }
-        if (tr->scaler.cfg.enabled) {
-            char msg[512];
-            zg_scaler_result r = zg_loss_scaler_update(&tr->scaler, overflow, msg, sizeof msg);
-            if (r == ZG_SCALER_STOP) {
-                bg_flush_before_error(tr);
-                return zg_errorf("%s", msg);
-            }
-            if (r == ZG_SCALER_SKIP) {
-                if (tr->zero_on) zg_zero_skip(&tr->zero);
-                if (tr->rank == 0) printf("iter %lld: %s\n", (long long)tr->iter, msg);
-                metrics_line(tr, "{\"iter\": %lld, \"loss\": null, \"skipped\": true, \"loss_scale\": %.9g}",
-                             (long long)tr->iter, zg_loss_scaler_scale(&tr->scaler));
-                if (tr->iter % c->log_interval == 0)
-                    zg_monitor_scalar(&tr->monitor, ZG_TAG_LOSS_SCALE, tr->iter, zg_loss_scaler_scale(&tr->scaler));
-                tr->iter++;
-                continue;
-            }
-        } else if (overflow) {
-            return diverged(tr, !isfinite(loss) ? "the loss" : "the gradient norm", !isfinite(loss) ? loss : ss);
+        zg_train_step_result r;
+        if (zg_train_step(&step, lr, tr->iter == nan_at, &r) != 0) return -1;
+        tr->tokens_seen += (uint64_t)tokens_per_step;
+        if (r.status == ZG_STEP_STOP) {
+            bg_flush_before_error(tr);
+            return zg_errorf("%s", r.message);
         }
-        double clip = 1.0;
-        if (c->grad_clip > 0 && norm > c->grad_clip) clip = c->grad_clip / (norm + 1e-6);
-        if (tr->zero_on)
-            zg_zero_apply(&tr->zero, (float)lr, (float)(clip / scale));
-        else
-            zg_optimizer_step(tr->opt, tr->model.params, tr->model.grads, (float)lr, (float)(clip / scale));
-        be->ops->synchronize(be);
-        wc_mark(tr, wc, WC_OPTIMIZER, &wt);
+        if (r.status == ZG_STEP_DIVERGED)
+            return diverged(tr, !isfinite(r.loss) ? "the loss" : "the gradient norm",
+                            !isfinite(r.loss) ? r.loss : r.grad_norm);
+        if (r.status == ZG_STEP_SKIPPED) {
+            if (tr->rank == 0) printf("iter %lld: %s\n", (long long)tr->iter, r.message);
+            metrics_line(tr, "{\"iter\": %lld, \"loss\": null, \"skipped\": true, \"loss_scale\": %.9g}",
+                         (long long)tr->iter, zg_loss_scaler_scale(&tr->scaler));
+            if (tr->iter % c->log_interval == 0)
+                zg_monitor_scalar(&tr->monitor, ZG_TAG_LOSS_SCALE, tr->iter, zg_loss_scaler_scale(&tr->scaler));
+            tr->iter++;
+            continue;
+        }
+        double loss = r.loss, norm = r.grad_norm, clip = r.clip;
+        const double *wc = r.ms;
         double dt = 1e3 * zg_now_s() - t0;
         /* rounded as metrics.jsonl prints it, so every output holds the same numbers */
         double tps = round(tokens_per_step / (dt / 1e3) * 10.0) / 10.0;
@@ -944,8 +880,8 @@ static int run_loop(trainer *tr, zg_precision prec) {
             if (c->wall_clock_breakdown)
                 printf("iter %lld: time (ms, each phase synchronised) | data %.1f | forward %.1f | backward %.1f | "
                        "reduce %.1f | other %.1f | norm %.1f | optimizer %.1f\n",
-                       (long long)tr->iter, wc[WC_DATA], wc[WC_FORWARD], wc[WC_BACKWARD], wc[WC_REDUCE], wc[WC_OTHER],
-                       wc[WC_NORM], wc[WC_OPTIMIZER]);
+                       (long long)tr->iter, wc[ZG_STEP_DATA], wc[ZG_STEP_FORWARD], wc[ZG_STEP_BACKWARD], wc[ZG_STEP_REDUCE],
+                       wc[ZG_STEP_OTHER], wc[ZG_STEP_NORM], wc[ZG_STEP_OPTIMIZER]);
             fflush(stdout);
         }
         tr->iter++;
@@ -968,12 +904,12 @@ static int run_loop(trainer *tr, zg_precision prec) {
             if (zg_ckpt_folder_iter(fin) != tr->iter || tr->last_saved_iter == tr->iter) rc = link_checkpoint(tr, tag, "final");
             free(fin);
         }
-        if (tr->comm && zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
+        if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
         if (rc != 0) return -1;
     }
     /* Peak backend memory (device memory on CUDA), the largest over ranks: what must fit per GPU. */
     double peak = (double)be->bytes_peak;
-    if (tr->comm) zg_comm_all_reduce_host_f64(tr->comm, &peak, 1, ZG_COMM_MAX);
+    zg_comm_all_reduce_host_f64(tr->comm, &peak, 1, ZG_COMM_MAX);
     if (tr->rank == 0) {
         char pb[32];
         printf("peak %s memory per rank: %s\n", be->ops->name, zg_fmt_bytes(peak, pb, sizeof pb));
@@ -1029,11 +965,11 @@ static int setup_monitor(trainer *tr, int resuming) {
     return 0;
 }
 
-/* World size > 1: the communicator (created after the backend, which NCCL needs) and the engine. */
+/* The communicator (created after the backend, which NCCL needs): the single-process one at world 1. */
 static int setup_parallel(trainer *tr) {
     zg_comm_config cc;
     memset(&cc, 0, sizeof cc);
-    cc.backend = "auto";
+    cc.backend = tr->world > 1 ? "auto" : "single";
     cc.be = tr->be;
     cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg, tr->one_machine);
     if (zg_comm_create(&tr->comm, &cc) != 0) return -1;
@@ -1042,26 +978,29 @@ static int setup_parallel(trainer *tr) {
     return 0;
 }
 
+/* The ZeRO engine over the model, with its optimizer; at world 1 stage 0 (nothing to partition). */
 static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
     zg_optimizer_config oc;
     zg_train_config_optimizer(cfg, &oc);
-    if (tr->comm && cfg->optim == ZG_OPTIMIZER_LAMB)
+    if (tr->world > 1 && cfg->optim == ZG_OPTIMIZER_LAMB)
         return zg_errorf("optimizer Lamb on %d processes is not supported yet (its trust ratio needs each tensor's "
                          "norm across the ZeRO shards); train Lamb on one process, or use AdamW", tr->world);
-    if (tr->comm) {
-        zg_zero_opts zo;
-        zg_zero_opts_from_config(&cfg->zero, &zo);
-        zg_zero_opts_fit_model(&zo, &tr->model.table);
-        /* the engine places the model's gradients (and, at stage 3, its parameters) and installs the hooks */
-        if (zg_zero_init_model(&tr->zero, &zo, tr->comm, tr->be, &tr->model, &oc) != 0) return -1;
-        tr->zero_on = 1;
-        tr->opt = zg_zero_optimizer(&tr->zero);
-        return 0;
+    zg_zero_opts zo;
+    zg_zero_opts_from_config(&cfg->zero, &zo);
+    if (tr->world == 1 && zo.stage > 0) {
+        if (tr->rank == 0)
+            printf("note: zero_optimization.stage %d partitions state across ranks; one process runs stage 0 "
+                   "(nothing to partition)\n",
+                   zo.stage);
+        zo.stage = 0;
     }
-    tr->opt = &tr->own_opt;
-    return zg_optimizer_init(&tr->own_opt, tr->be, &tr->model.table, 0, tr->model.table.num_params, &oc,
-                             tr->be->param_dtype, tr->model.params);
+    zg_zero_opts_fit_model(&zo, &tr->model.table);
+    /* the engine places the model's gradients (and, at stage 3, its parameters) and installs the hooks */
+    if (zg_zero_init_model(&tr->zero, &zo, tr->comm, tr->be, &tr->model, &oc) != 0) return -1;
+    tr->zero_ready = 1;
+    tr->opt = zg_zero_optimizer(&tr->zero);
+    return 0;
 }
 
 /* Rank 0, before anything is written into out_dir: creates it, takes its lock (one run per out_dir),
@@ -1121,7 +1060,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.launched_by = env.source;
     rc = zg_train_config_resolve_batch(cfg, tr.world);
     if (rc == 0) rc = make_backend(&tr, &prec);
-    if (rc == 0 && tr.world > 1) rc = setup_parallel(&tr);
+    if (rc == 0) rc = setup_parallel(&tr);
     if (rc == 0 && tr.rank == 0) rc = claim_out_dir(&tr);
     if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not claim out_dir");
     if (rc == 0 && !resume_requested(&tr)) {
@@ -1157,10 +1096,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s)\n", gb, dt,
                    dt > 0 ? gb / dt : 0.0);
         }
-        if (rc == 0 && tr.zero_on)
-            zg_zero_after_load(&tr.zero);
-        else if (rc == 0)
-            zg_optimizer_params_from_master(tr.opt, tr.model.params);
+        if (rc == 0) zg_zero_after_load(&tr.zero);
         if (rc == 0) rc = load_state(&tr, &ck);
         if (rc == 0) {
             snprintf(tr.last_good, sizeof tr.last_good, "%s", ck.dir);
@@ -1187,7 +1123,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations",
                    (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,
                    (long long)cfg->max_iters);
-            if (tr.comm) printf("; communicator %s", tr.comm->ops->name);
+            if (tr.world > 1) printf("; communicator %s", tr.comm->ops->name);
             printf("\n");
             zg_train_config_print_notes(cfg, stdout);
             if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
@@ -1203,8 +1139,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     zg_monitor_free(&tr.monitor);
     zg_dir_lock_release(&tr.lock);
     for (int i = 0; i < N_STOP_SIGNALS; i++) ZG_CHECK_SYS(sigaction(k_stop_signals[i], &old_sa[i], NULL));
-    if (tr.zero_on) zg_zero_free(&tr.zero);
-    zg_optimizer_free(&tr.own_opt);
+    if (tr.zero_ready) zg_zero_free(&tr.zero);
     zg_dataloader_free(tr.train_dl);
     zg_dataloader_free(tr.train_eval_dl);
     zg_dataloader_free(tr.val_dl);

@@ -1,8 +1,9 @@
-/* The training loop (one process; the ZeRO engine reuses the pieces with its own ranges).
+/* The training loop, for one process or many (the same path: one process runs the ZeRO engine at
+ * stage 0 over the single-process communicator).
  *
- * Per optimizer step: grad_accum micro-steps of forward + backward (gradient of the mean loss over
- * the global batch), the global gradient norm (also the fp16 overflow check), clipping, the
- * scheduled lr, one AdamW step. Evaluation every eval_interval steps (and at iteration 0 and the end)
+ * Per optimizer step (zg_train_step, src/train/train_step.h): grad_accum micro-steps of forward +
+ * backward (gradient of the mean loss over the global batch), the global gradient norm (also the fp16
+ * overflow check), clipping, the scheduled lr, one AdamW (or Lamb) step. Evaluation every eval_interval steps (and at iteration 0 and the end)
  * estimates train and val loss over eval_iters batches each, from fixed evaluation batches, so the
  * training data stream is never disturbed by evaluation. Checkpoints when val improves or
  * always_save_checkpoint, on SIGINT/SIGTERM (at the next iteration boundary), and at the end; with

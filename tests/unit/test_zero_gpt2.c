@@ -13,6 +13,7 @@
 #include "testdist.h"
 #include "testutil.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_shards.h"
 #include "train/zero.h"
 
 #include <math.h>

@@ -1,0 +1,80 @@
+/* One optimizer step over the ZeRO engine (see train_step.h). */
+#include "train/train_step.h"
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "dist/comm.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Adds the time since *last to phase `ph` and restarts the clock. The backend (and so the GPU) is
+ * synchronised first, so a phase gets the device time of the work it enqueued: this perturbs the
+ * overlap it measures (as DeepSpeed's breakdown does), so it is off by default. */
+static void phase_mark(const zg_train_step_cfg *s, zg_train_step_result *r, zg_step_phase ph, double *last) {
+    if (!s->breakdown) return;
+    zg_backend *be = s->model->be;
+    be->ops->synchronize(be);
+    double now = 1e3 * zg_now_s();
+    r->ms[ph] += now - *last;
+    *last = now;
+}
+
+int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_train_step_result *r) {
+    gpt2_model *m = s->model;
+    zg_zero *z = s->zero;
+    zg_comm *comm = z->comm;
+    memset(r, 0, sizeof *r);
+    r->clip = 1.0;
+    double t = 1e3 * zg_now_s();
+    double scale = zg_loss_scaler_scale(s->scaler);
+    double loss_sum = 0;
+    int fwd_failed = 0;
+    for (int64_t k = 0; k < s->grad_accum; k++) {
+        s->next_batch(s->batch_ctx, s->inputs, s->targets);
+        phase_mark(s, r, ZG_STEP_DATA, &t);
+        /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
+         * divides by the world size); the forward's classifier already writes it into the logits */
+        float bscale = (float)(scale / (double)s->grad_accum), loss = 0.0f;
+        if (gpt2_forward_train(m, s->inputs, s->targets, s->B, s->T, bscale, &loss) != 0) fwd_failed = 1;
+        loss_sum += loss;
+        phase_mark(s, r, ZG_STEP_FORWARD, &t);
+        gpt2_backward(m, bscale);
+        phase_mark(s, r, ZG_STEP_BACKWARD, &t);
+        zg_zero_micro_end(z);
+        phase_mark(s, r, ZG_STEP_REDUCE, &t);
+    }
+    /* the loss of the global batch: mean over ranks (the failure is agreed) */
+    double v[2] = {loss_sum / (double)s->grad_accum, fwd_failed};
+    zg_comm_all_reduce_host_f64(comm, v, 2, ZG_COMM_SUM);
+    if (v[1] > 0) return fwd_failed ? -1 : zg_errorf("the forward pass failed on another rank");
+    r->loss = poison_loss ? NAN : v[0] / (double)comm->size;
+    phase_mark(s, r, ZG_STEP_OTHER, &t);
+    zg_zero_step_info info;
+    zg_zero_grad_norm(z, (float)(1.0 / scale), &info);
+    r->grad_norm = info.grad_norm;
+    int overflow = info.overflow || !isfinite(r->loss);
+    phase_mark(s, r, ZG_STEP_NORM, &t);
+    if (s->scaler->cfg.enabled) {
+        zg_scaler_result d = zg_loss_scaler_update(s->scaler, overflow, r->message, sizeof r->message);
+        if (d == ZG_SCALER_STOP) {
+            r->status = ZG_STEP_STOP;
+            return 0;
+        }
+        if (d == ZG_SCALER_SKIP) {
+            zg_zero_skip(z);
+            r->status = ZG_STEP_SKIPPED;
+            return 0;
+        }
+    } else if (overflow) {
+        zg_zero_skip(z); /* nothing applied; the engine is ready for another step */
+        r->status = ZG_STEP_DIVERGED;
+        return 0;
+    }
+    if (s->grad_clip > 0 && r->grad_norm > s->grad_clip) r->clip = s->grad_clip / (r->grad_norm + 1e-6);
+    zg_zero_apply(z, (float)lr, (float)(r->clip / scale));
+    m->be->ops->synchronize(m->be);
+    phase_mark(s, r, ZG_STEP_OPTIMIZER, &t);
+    r->status = ZG_STEP_APPLIED;
+    return 0;
+}

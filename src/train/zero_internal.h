@@ -1,0 +1,56 @@
+/* Private to the ZeRO engine (zero.c: sharding and the step; zero_overlap.c: buckets, gather slots and
+ * the gradient pool; zero_plan.c: memory planning). Not for use outside src/train/zero*.c. */
+#ifndef ZG_TRAIN_ZERO_INTERNAL_H
+#define ZG_TRAIN_ZERO_INTERNAL_H
+
+#include "train/zero.h"
+
+#include <stddef.h>
+
+/* One collective in flight over [lo, hi) of a flat buffer. */
+struct zg_zero_pending {
+    zg_comm_req *req;
+    size_t lo, hi;
+    int owner;       /* rank the piece belongs to */
+    int bucket_last; /* last piece of its bucket (bucket counting for overlap) */
+    int into_shard;  /* reduced straight into this rank's gradient shard (its own piece, first micro-step) */
+    zg_zero_pending *next;
+};
+
+enum { MAX_BUCKETS_IN_FLIGHT = 2 };
+
+static inline size_t esz(zg_dtype dt) { return zg_dtype_size(dt); }
+static inline char *at(void *base, size_t i, zg_dtype dt) { return (char *)base + i * esz(dt); }
+
+static inline int grads_grouped(const zg_zero *z) { return z->model && z->o.stage >= 2; }
+
+/* The rank's own parameters [begin, end): in the flat buffer, or the shard (stage 3, model mode). */
+static inline int stage3_model(const zg_zero *z) { return z->model && z->o.stage >= 3; }
+static inline void *own_params(zg_zero *z) { return stage3_model(z) ? z->param_shard : at(z->params, z->begin, z->pdt); }
+
+/* ---- zero_overlap.c ---------------------------------------------------------------------- */
+
+void zero_fifo_push(zg_zero_pending **head, zg_zero_pending *p);
+/* Calls fn for each piece of [lo, hi) cut at shard boundaries and at `chunk` elements. */
+typedef void (*zero_piece_fn)(zg_zero *z, size_t lo, size_t hi, int owner, void *arg);
+void zero_for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, zero_piece_fn fn, void *arg);
+/* Launches full buckets of the pending range (with `all`, the remainder too). */
+void zero_flush_pending(zg_zero *z, int all);
+void zero_wait_all_reduces(zg_zero *z);
+/* Waits for (and frees) every collective of a list. */
+void zero_wait_list(zg_zero *z, zg_zero_pending **list);
+/* Every owner broadcasts its pieces of [lo, hi) in allgather_bucket_size chunks (an all-gather). */
+void zero_gather_range(zg_zero *z, size_t lo, size_t hi, zg_zero_pending **list);
+/* Stage 2 over a model with overlap_comm: the parameter all-gathers are deferred to the next forward. */
+int zero_deferred_gather(const zg_zero *z);
+void zero_gathers_wait_all(zg_zero *z);
+void zero_params_wait_all(zg_zero *z);
+void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float scale);
+
+/* ---- zero_plan.c ------------------------------------------------------------------------- */
+
+size_t zero_layer_size_max(const gpt2_param_table *t, int L, size_t *min_out);
+int zero_table_layers(const gpt2_param_table *t);
+size_t zero_resident_elems(const gpt2_param_table *t, int L);
+
+#endif
