@@ -15,6 +15,7 @@
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/ckpt_background.h"
+#include "train/ckpt_io.h"
 #include "train/ckpt_shards.h"
 #include "train/loss_scaler.h"
 #include "train/mfu.h"
@@ -558,14 +559,18 @@ static int params_in_snapshot(const trainer *tr) {
            tr->opt->end == tr->model.table.num_params;
 }
 
-/* The snapshot's host buffer, allocated before the first iteration of a new run so that the first save
- * does not pin and touch gigabytes while training waits (a resume leaves it to its first save, not to
- * delay its first iteration). A failure is left to the first save (which says so once and saves
+/* Before the first iteration: a bad ZGPT_CKPT_IO is refused now rather than at the first save; the
+ * snapshot's host buffer is allocated now in a new run, so that the first save does not pin and touch
+ * gigabytes while training waits (a resume leaves it to its first save, not to delay its first
+ * iteration). A failed allocation is left to the first save (which says so once and saves
  * synchronously). */
-static void bg_reserve(trainer *tr) {
-    if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return;
-    if (!zg_zero_ckpt_writes_shard(&tr->zero)) return;
-    if (zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0) zg_error_clear();
+static int bg_setup(trainer *tr, int resuming) {
+    if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return 0;
+    zg_ckpt_io_mode mode;
+    if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
+    if (!resuming && zg_zero_ckpt_writes_shard(&tr->zero) && zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0)
+        zg_error_clear();
+    return 0;
 }
 
 /* Background save, every rank, after rank 0 created the staging folder (agreed): each rank copies
@@ -1081,7 +1086,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         rc = setup_data(&tr);
     }
     if (rc == 0) rc = setup_optimizer(&tr);
-    if (rc == 0 && !resuming) bg_reserve(&tr); /* a resume reaches its first iteration first (the first save pins it) */
+    if (rc == 0) rc = bg_setup(&tr, resuming);
     if (rc == 0) {
         zg_loss_scaler_config lsc = cfg->scaler;
         lsc.enabled = prec == ZG_PREC_FP16;
@@ -1096,6 +1101,9 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s)\n", gb, dt,
                    dt > 0 ? gb / dt : 0.0);
         }
+        /* agreed before the engine's collectives: a rank's shard can fail its checksum here alone (the
+         * shards are checksummed as they are read) */
+        if (zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("reading the checkpoint failed on another rank");
         if (rc == 0) zg_zero_after_load(&tr.zero);
         if (rc == 0) rc = load_state(&tr, &ck);
         if (rc == 0) {

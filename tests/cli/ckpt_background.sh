@@ -43,6 +43,10 @@ ZGPT_CKPT_IO=buffered ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set
 grep -q "buffered I/O" bgbuf.log || fail "ZGPT_CKPT_IO=buffered not used: $(cat bgbuf.log)"
 same_ckpt sync/final bgbuf/final
 same_ckpt sync/iter_3 bgbuf/iter_3
+# a bad ZGPT_CKPT_IO: refused before the first iteration (not at the first save, losing the iterations)
+if ZGPT_CKPT_IO=fast "$ZGPT" train "${T[@]}" --set out_dir=badio > badio.log 2>&1; then fail "ZGPT_CKPT_IO=fast was accepted"; fi
+grep -q "ZGPT_CKPT_IO='fast' is not a checkpoint write mode; use direct or buffered" badio.log || fail "bad ZGPT_CKPT_IO: $(cat badio.log)"
+grep -q "^iter " badio.log && fail "bad ZGPT_CKPT_IO: trained before refusing it"
 echo "ok 1 process: background == synchronous saves (direct and buffered writes), resume from a background save is bitwise"
 echo "   $(grep -m1 'training paused' bg.log); $(grep -m1 'wrote' bg.log); $(grep -m1 'resume: optimizer' half2.log)"
 # host memory too small for the snapshot: said once, then every save is synchronous
