@@ -112,6 +112,26 @@ static char *stage_path(const char *out_dir, const char *tag) {
 
 static int read_latest(const char *out_dir, char *tag, size_t cap);
 
+/* Removes out_dir/<name> so that no crash midway leaves a <name> folder holding only some of its files:
+ * it is first renamed to the staging name .partial.<name> (which the next start removes), then emptied.
+ * A link or a plain file is removed as itself (never followed). */
+static int remove_tag_folder(const char *out_dir, const char *name) {
+    char *p = zg_path_join(out_dir, name), *stage = stage_path(out_dir, name);
+    struct stat st;
+    int rc = 0;
+    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+        rc = zg_dir_remove_flat(stage);
+        if (rc == 0 && rename(p, stage) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
+        if (rc == 0) rc = zg_dir_sync(out_dir);
+        if (rc == 0) rc = zg_dir_remove_flat(stage);
+    } else {
+        rc = zg_dir_remove_flat(p);
+    }
+    free(p);
+    free(stage);
+    return rc;
+}
+
 /* ---- writer ---------------------------------------------------------------------------------- */
 
 int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
@@ -499,7 +519,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
         char cur[256];
         int published = read_latest(w->out_dir, cur, sizeof cur) == 0 && strcmp(cur, w->tag) == 0;
         zg_error_prefix("checkpoint '%s' was written but 'latest' could not be updated", w->final_dir);
-        if (!published) zg_dir_remove_flat(w->final_dir);
+        if (!published) remove_tag_folder(w->out_dir, w->tag);
         rc = -1;
     }
     if (rc != 0) {
@@ -616,9 +636,7 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
         char tag[64];
         snprintf(tag, sizeof tag, "iter_%lld", (long long)iters[i]);
         if (strcmp(tag, latest) == 0) continue;
-        char *p = zg_path_join(out_dir, tag);
-        if (zg_dir_remove_flat(p) != 0) rc = -1;
-        free(p);
+        if (remove_tag_folder(out_dir, tag) != 0) rc = -1;
     }
     free(iters);
     return rc;
@@ -694,8 +712,14 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             strtoll(n + 5, NULL, 10) > latest_iter && e->d_type != DT_LNK)
             stale = 1;
         if (!stale) continue;
+        /* a staging folder goes as it is; a tag folder is moved to its staging name first */
         char *p = zg_path_join(out_dir, n);
-        if (zg_dir_remove_flat(p) != 0) rc = -1;
+        struct stat st;
+        if (lstat(p, &st) != 0) { /* moved and removed above while this listing went on */
+            free(p);
+            continue;
+        }
+        if ((strncmp(n, ".partial.", 9) == 0 ? zg_dir_remove_flat(p) : remove_tag_folder(out_dir, n)) != 0) rc = -1;
         else report_add(report, cap, n);
         free(p);
     }
