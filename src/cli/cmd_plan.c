@@ -253,14 +253,15 @@ int zg_cmd_plan(int argc, char **argv) {
            zo.stage >= 2 ? " scratch + grad shard" : "", dt == ZG_F32 ? ", fp32 so 8 bytes/param Adam" : "",
            zg_fmt_bytes(ours, b2, sizeof b2));
     /* background_checkpoint: each rank copies the optimizer range it saves into host memory at a save
-     * point (rank 0's fp32 parameters are in the host buffer it always holds) */
+     * point (src/train/checkpoint.h, zg_ckpt_snapshot; rank 0's fp32 parameters, when it needs them, are
+     * in the host buffer it always holds) */
     zg_zero_memory mlast;
     zg_zero_plan_model(&table, N, N - 1, &zo, dt, dt, device, act, &mlast);
     printf("  checkpoint: %s on disk (12 bytes per parameter)\n", zg_fmt_bytes(checkpoint_bytes(n, &zo, N), b3, sizeof b3));
     printf("  background_checkpoint: a host snapshot of %s on rank 0",
            zg_fmt_bytes((double)snapshot_bytes(&zo, N, 0, &m0), b4, sizeof b4));
     if (N > 1) printf(", %s on rank %d", zg_fmt_bytes((double)snapshot_bytes(&zo, N, N - 1, &mlast), b5, sizeof b5), N - 1);
-    printf(" (host memory, reused between saves)\n");
+    printf(" (pinned host memory on CUDA, allocated once and reused between saves)\n");
     rc = 0;
 cleanup:
     if (rc != 0) zg_error_print();

@@ -6,6 +6,7 @@
 #include "core/fileio.h"
 #include "core/meminfo.h"
 #include "core/progress.h"
+#include "train/ckpt_io.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -14,7 +15,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,26 +24,11 @@
 
 enum { CHUNK_ELEMS = 1 << 20 }; /* host staging for device <-> file copies: 4 MiB of fp32 */
 
-/* ---- the full-disk test hook ---------------------------------------------------------------- */
-
-/* Bytes written by checkpoint writers in this process. Process-wide on purpose: the hook must let
- * the first checkpoints succeed and a later one fail midway, as a disk filling up would. Atomic: the
- * background writer thread (src/train/ckpt_background.c) writes too. */
-static _Atomic uint64_t g_test_bytes_written;
-
+/* Every small-file write passes the test hooks of checkpoint.h first (ckpt_io.c counts them). */
 static int ckpt_write(zg_atomic_file *af, const void *data, size_t n) {
-    const char *e = getenv("ZGPT_TEST_FAIL_WRITE_AFTER");
-    if (e && *e && atomic_fetch_add(&g_test_bytes_written, n) + n > strtoull(e, NULL, 10)) {
+    if (zg_ckpt_io_test_hook(af->path, n) != 0) {
         af->failed = 1;
-        return zg_errorf("cannot write '%s': No space left on device (simulated by ZGPT_TEST_FAIL_WRITE_AFTER)",
-                         af->path);
-    }
-    /* test hook: a slow disk, so that a test can kill a run while a background save is writing */
-    const char *d = getenv("ZGPT_TEST_WRITER_DELAY_MS");
-    if (d && *d) {
-        long ms = strtol(d, NULL, 10);
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        if (ms > 0) nanosleep(&ts, NULL);
+        return -1;
     }
     return zg_atomic_write(af, data, n);
 }
@@ -128,6 +113,26 @@ static char *stage_path(const char *out_dir, const char *tag) {
 
 static int read_latest(const char *out_dir, char *tag, size_t cap);
 
+/* Removes out_dir/<name> so that no crash midway leaves a <name> folder holding only some of its files:
+ * it is first renamed to the staging name .partial.<name> (which the next start removes), then emptied.
+ * A link or a plain file is removed as itself (never followed). */
+static int remove_tag_folder(const char *out_dir, const char *name) {
+    char *p = zg_path_join(out_dir, name), *stage = stage_path(out_dir, name);
+    struct stat st;
+    int rc = 0;
+    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+        rc = zg_dir_remove_flat(stage);
+        if (rc == 0 && rename(p, stage) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
+        if (rc == 0) rc = zg_dir_sync(out_dir);
+        if (rc == 0) rc = zg_dir_remove_flat(stage);
+    } else {
+        rc = zg_dir_remove_flat(p);
+    }
+    free(p);
+    free(stage);
+    return rc;
+}
+
 /* ---- writer ---------------------------------------------------------------------------------- */
 
 int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag) {
@@ -200,12 +205,9 @@ static int finish_file(zg_ckpt_writer *w, zg_atomic_file *af, const char *name, 
     return 0;
 }
 
-int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
-                        zg_dtype param_dtype) {
-    /* In mixed precision the parameters are exactly the shards' fp32 master rounded to param_dtype
-     * (the optimizer writes param = round(master) at every step, and resume rebuilds them the same
-     * way), so a second copy would only cost 4 bytes per parameter: the header carries the dtype and
-     * the checksum of the parameters as they are, and the reader rebuilds and checks them. */
+/* model.bin: the header, then the fp32 parameters unless they are the shards' master (from_master). */
+static int write_model_file(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
+                            zg_dtype param_dtype, uint64_t params_checksum) {
     int from_master = param_dtype != ZG_F32;
     unsigned char h[ZG_CKPT_HEADER_BYTES];
     memset(h, 0, sizeof h);
@@ -221,7 +223,7 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     put_u32(h + 40, from_master ? 1u : 0u); /* payload: 0 = fp32 parameters, 1 = none (the shards' master) */
     put_u32(h + 44, from_master ? (uint32_t)param_dtype : 0u);
     put_u64(h + 48, num_params);
-    put_u64(h + 56, zg_checksum(params_host, num_params * sizeof(float)));
+    put_u64(h + 56, params_checksum);
     zg_atomic_file af;
     if (open_in_stage(w, &af, "model.bin") != 0) return -1;
     uint64_t payload = from_master ? 0 : num_params;
@@ -235,6 +237,29 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
     }
     zg_progress_free(&prog);
     return finish_file(w, &af, "model.bin", ok);
+}
+
+int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *params_host, size_t num_params,
+                        zg_dtype param_dtype) {
+    /* In mixed precision the parameters are exactly the shards' fp32 master rounded to param_dtype
+     * (the optimizer writes param = round(master) at every step, and resume rebuilds them the same
+     * way), so a second copy would only cost 4 bytes per parameter: the header carries the dtype and
+     * the checksum of the parameters as they are, and the reader rebuilds and checks them. */
+    return write_model_file(w, cfg, params_host, num_params, param_dtype,
+                            zg_checksum(params_host, num_params * sizeof(float)));
+}
+
+int zg_ckpt_write_model_header(zg_ckpt_writer *w, const gpt2_config *cfg, size_t num_params, zg_dtype param_dtype,
+                               uint64_t params_checksum) {
+    if (param_dtype == ZG_F32) return zg_errorf("internal: a header-only model.bin needs mixed precision");
+    return write_model_file(w, cfg, NULL, num_params, param_dtype, params_checksum);
+}
+
+/* fp32 values as the training dtype holds them: rounded to bf16/fp16 (nearest even) and widened. The
+ * reader (read_model_from_master) and the snapshot's checksum use this one definition. */
+static void round_to_dtype(float *x, size_t n, zg_dtype dt) {
+    for (size_t i = 0; i < n; i++)
+        x[i] = dt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(x[i])) : zg_f16_to_f32(zg_f32_to_f16(x[i]));
 }
 
 /* Streams one fp32 array into the file: backend memory through `stage` (be non-NULL), or a host
@@ -251,6 +276,21 @@ static int write_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_
         zg_progress_update(prog, prog->done + k * sizeof(float));
     }
     return 0;
+}
+
+/* The shard header (ZG_CKPT_HEADER_BYTES) of write_shard: the payload's checksum is its last field. */
+static void shard_header(unsigned char *h, size_t num_params, size_t begin, size_t end, int has_master, int64_t step,
+                         uint64_t payload_sum) {
+    memset(h, 0, ZG_CKPT_HEADER_BYTES);
+    memcpy(h, ZG_CKPT_OPTIM_MAGIC, 8);
+    put_u32(h + 8, ZG_CKPT_VERSION);
+    put_u32(h + 12, ZG_CKPT_HEADER_BYTES);
+    put_u64(h + 16, num_params);
+    put_u64(h + 24, begin);
+    put_u64(h + 32, end);
+    put_u32(h + 40, has_master ? 1u : 0u);
+    put_u64(h + 48, (uint64_t)step);
+    put_u64(h + 56, payload_sum);
 }
 
 /* One shard from its arrays (master may be NULL) in backend memory (be) or host memory (be NULL). */
@@ -276,18 +316,8 @@ static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t e
             zg_hasher_update(&hh, chunk, k * sizeof(float));
         }
     }
-    uint64_t payload_sum = zg_hasher_final(&hh);
     unsigned char h[ZG_CKPT_HEADER_BYTES];
-    memset(h, 0, sizeof h);
-    memcpy(h, ZG_CKPT_OPTIM_MAGIC, 8);
-    put_u32(h + 8, ZG_CKPT_VERSION);
-    put_u32(h + 12, ZG_CKPT_HEADER_BYTES);
-    put_u64(h + 16, num_params);
-    put_u64(h + 24, begin);
-    put_u64(h + 32, end);
-    put_u32(h + 40, arrays[0] ? 1u : 0u);
-    put_u64(h + 48, (uint64_t)step);
-    put_u64(h + 56, payload_sum);
+    shard_header(h, num_params, begin, end, arrays[0] != NULL, step, zg_hasher_final(&hh));
     zg_atomic_file af;
     if (open_in_stage(w, &af, name) != 0) {
         free(stage);
@@ -308,51 +338,125 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
     return write_shard(w, o->host ? NULL : o->be, o->begin, o->end, o->step, arrays, num_params);
 }
 
-int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+size_t zg_ckpt_snapshot_bytes(size_t n, int has_master) {
+    return zg_ckpt_io_round_up(ZG_CKPT_HEADER_BYTES + n * sizeof(float) * (has_master ? 3 : 2)) + ZG_CKPT_IO_ALIGN;
+}
+
+int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
-    if (want > s->cap) {
-        free(s->buf);
-        s->buf = NULL;
-        s->cap = 0;
+    zg_backend *be = o->be;
+    if (want > s->cap || (s->be && s->be != be)) {
+        zg_ckpt_snapshot_free(s);
         /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
          * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
+        size_t bytes = zg_ckpt_snapshot_bytes(n, o->master != NULL);
         uint64_t avail = zg_host_mem_available();
-        if ((uint64_t)want * sizeof(float) > avail)
+        if ((uint64_t)bytes > avail)
             return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
-                             (double)want * sizeof(float) / (1u << 30), (double)avail / (1u << 30));
-        /* Plain host memory: the backend interface has no pinned allocation (downloads on CUDA then
-         * go through the driver's staging buffer; a pinned buffer would make them faster). */
-        s->buf = malloc(want * sizeof(float) + 1);
-        s->cap = s->buf ? want : 0;
-        if (!s->buf) return zg_errorf("out of host memory for a checkpoint snapshot of %.2f GiB",
-                                      (double)want * sizeof(float) / (1u << 30));
-    }
-    s->begin = o->begin;
-    s->end = o->end;
-    s->step = o->step;
-    s->has_master = o->master != NULL;
-    const float *src[3] = {o->master, o->m, o->v};
-    float *dst = s->buf;
-    for (int a = 0; a < 3; a++) {
-        if (!src[a]) continue;
-        if (n && o->host) memcpy(dst, src[a], n * sizeof(float));
-        else if (n) o->be->ops->download(o->be, dst, src[a], n * sizeof(float));
-        dst += n;
+                             (double)bytes / (1u << 30), (double)avail / (1u << 30));
+        /* Pinned (CUDA) and touched once here, kept between saves: the copies run at the bus's rate
+         * without faulting pages in at every save. One alignment block more, for direct I/O. */
+        s->block = be->ops->host_alloc(be, bytes, 1, "the checkpoint snapshot");
+        if (!s->block) return -1;
+        s->be = be;
+        s->image = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)s->block);
+        s->buf = (float *)(s->image + ZG_CKPT_HEADER_BYTES);
+        s->cap = want;
+        s->at_save = be->ops->event_create(be);
+        s->copied = be->ops->event_create(be);
     }
     return 0;
 }
 
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o) {
+    if (zg_ckpt_snapshot_reserve(s, o) != 0) return -1;
+    size_t n = o->end - o->begin;
+    zg_backend *be = o->be;
+    s->begin = o->begin;
+    s->end = o->end;
+    s->step = o->step;
+    s->has_master = o->master != NULL;
+    /* the copies start after everything queued so far on the compute stream (the last update) */
+    be->ops->event_record(be, s->at_save, ZG_STREAM_COMPUTE);
+    be->ops->stream_wait(be, ZG_STREAM_COPY, s->at_save);
+    const float *src[3] = {o->master, o->m, o->v};
+    float *dst = s->buf;
+    for (int a = 0; a < 3; a++) {
+        if (!src[a]) continue;
+        /* ZeRO-Offload keeps the state in host memory: copied here, before the next host update (a
+         * stall of the state's bytes over the host's copy rate; the device path below does not stall) */
+        if (o->host)
+            memcpy(dst, src[a], n * sizeof(float));
+        else
+            be->ops->copy_async(be, dst, src[a], n * sizeof(float), ZG_COPY_D2H);
+        dst += n;
+    }
+    be->ops->event_record(be, s->copied, ZG_STREAM_COPY);
+    if (!o->host) zg_optimizer_hold(o);
+    return 0;
+}
+
+int zg_ckpt_snapshot_ready(const zg_ckpt_snapshot *s) {
+    return !s->copied || s->be->ops->event_query(s->be, s->copied);
+}
+
+void zg_ckpt_snapshot_wait(const zg_ckpt_snapshot *s) {
+    if (s->copied) s->be->ops->event_synchronize(s->be, s->copied);
+}
+
 void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s) {
-    free(s->buf);
+    if (s->be) {
+        zg_ckpt_snapshot_wait(s);
+        s->be->ops->event_destroy(s->be, s->at_save);
+        s->be->ops->event_destroy(s->be, s->copied);
+        s->be->ops->host_free(s->be, s->block);
+    }
     memset(s, 0, sizeof *s);
 }
 
-int zg_ckpt_write_snapshot(zg_ckpt_writer *w, const zg_ckpt_snapshot *s, size_t num_params) {
+int zg_ckpt_write_snapshot(zg_ckpt_writer *w, zg_ckpt_snapshot *s, size_t num_params) {
+    char name[96];
+    snprintf(name, sizeof name, "optim_%zu_%zu.bin", s->begin, s->end);
+    size_t n = s->end - s->begin, payload = n * sizeof(float) * (s->has_master ? 3 : 2);
+    size_t bytes = ZG_CKPT_HEADER_BYTES + payload;
+    zg_ckpt_io_mode mode;
+    if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
+    char *path = zg_path_join(w->stage_dir, name);
+    zg_ckpt_io_file f;
+    int rc = zg_ckpt_io_open(&f, path, s->image, bytes, mode);
+    free(path);
+    if (rc != 0) return -1;
+    /* The threads write everything after the first block while this one checksums the payload, fills
+     * the header (which holds that checksum) and checksums the whole file from memory; the first
+     * block goes last. The tail block's padding is zeroed (written, then truncated away). */
+    memset(s->image + bytes, 0, zg_ckpt_io_round_up(bytes) - bytes);
+    size_t head = bytes < ZG_CKPT_IO_ALIGN ? bytes : ZG_CKPT_IO_ALIGN;
+    s->direct = f.mode == ZG_CKPT_IO_DIRECT;
+    rc = zg_ckpt_io_start(&f, head);
+    uint64_t sum = 0;
+    if (rc == 0) {
+        shard_header(s->image, num_params, s->begin, s->end, s->has_master, s->step, zg_checksum(s->buf, payload));
+        sum = zg_checksum(s->image, bytes);
+        rc = zg_ckpt_io_write(&f, 0, head);
+    }
+    if (zg_ckpt_io_finish(&f, rc == 0) != 0) return -1;
+    add_file(w, name, bytes, sum);
+    return 0;
+}
+
+uint64_t zg_ckpt_snapshot_params_checksum(const zg_ckpt_snapshot *s, zg_dtype param_dtype) {
     size_t n = s->end - s->begin;
-    const float *base = s->buf;
-    const float *const arrays[3] = {s->has_master ? base : NULL, base + (s->has_master ? n : 0),
-                                    base + (s->has_master ? 2 * n : n)};
-    return write_shard(w, NULL, s->begin, s->end, s->step, arrays, num_params);
+    float *tmp = zg_malloc(CHUNK_ELEMS * sizeof(float));
+    zg_hasher h;
+    zg_hasher_init(&h);
+    for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
+        size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
+        memcpy(tmp, s->buf + i, k * sizeof(float));
+        round_to_dtype(tmp, k, param_dtype);
+        zg_hasher_update(&h, tmp, k * sizeof(float));
+    }
+    free(tmp);
+    return zg_hasher_final(&h);
 }
 
 int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text) {
@@ -407,7 +511,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
         char cur[256];
         int published = read_latest(w->out_dir, cur, sizeof cur) == 0 && strcmp(cur, w->tag) == 0;
         zg_error_prefix("checkpoint '%s' was written but 'latest' could not be updated", w->final_dir);
-        if (!published) zg_dir_remove_flat(w->final_dir);
+        if (!published) remove_tag_folder(w->out_dir, w->tag);
         rc = -1;
     }
     if (rc != 0) {
@@ -524,9 +628,7 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
         char tag[64];
         snprintf(tag, sizeof tag, "iter_%lld", (long long)iters[i]);
         if (strcmp(tag, latest) == 0) continue;
-        char *p = zg_path_join(out_dir, tag);
-        if (zg_dir_remove_flat(p) != 0) rc = -1;
-        free(p);
+        if (remove_tag_folder(out_dir, tag) != 0) rc = -1;
     }
     free(iters);
     return rc;
@@ -602,8 +704,14 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             strtoll(n + 5, NULL, 10) > latest_iter && e->d_type != DT_LNK)
             stale = 1;
         if (!stale) continue;
+        /* a staging folder goes as it is; a tag folder is moved to its staging name first */
         char *p = zg_path_join(out_dir, n);
-        if (zg_dir_remove_flat(p) != 0) rc = -1;
+        struct stat st;
+        if (lstat(p, &st) != 0) { /* moved and removed above while this listing went on */
+            free(p);
+            continue;
+        }
+        if ((strncmp(n, ".partial.", 9) == 0 ? zg_dir_remove_flat(p) : remove_tag_folder(out_dir, n)) != 0) rc = -1;
         else report_add(report, cap, n);
         free(p);
     }
@@ -718,7 +826,7 @@ static int check_optim_header(zg_ckpt *c, const char *name, const char *path, ui
     return 0;
 }
 
-int zg_ckpt_open(zg_ckpt *c, const char *path) {
+static int ckpt_open(zg_ckpt *c, const char *path, int defer) {
     memset(c, 0, sizeof *c);
     char *mpath = zg_path_join(path, "manifest.json");
     if (!zg_file_exists(mpath)) {
@@ -734,7 +842,7 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
         }
         if (read_latest(path, tag, sizeof tag) != 0) return -1;
         char *dir = zg_path_join(path, tag);
-        int rc = zg_ckpt_open(c, dir);
+        int rc = ckpt_open(c, dir, defer);
         free(dir);
         return rc;
     }
@@ -774,8 +882,18 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
             e.size = (uint64_t)size->valuedouble;
             e.xxh3 = strtoull(sum->valuestring, NULL, 16);
             char *fp = zg_path_join(path, e.name);
-            uint64_t got_sum = 0, got_size = 0;
-            if (zg_file_checksum(fp, &got_sum, &got_size) != 0) {
+            uint64_t got_sum = e.xxh3, got_size = 0;
+            /* deferred: a shard's checksum is checked by the read that covers it (one pass, not two) */
+            e.unverified = defer && strncmp(e.name, "optim_", 6) == 0;
+            int missing;
+            if (e.unverified) {
+                struct stat st;
+                missing = stat(fp, &st) != 0 || !S_ISREG(st.st_mode);
+                got_size = missing ? 0 : (uint64_t)st.st_size;
+            } else {
+                missing = zg_file_checksum(fp, &got_sum, &got_size) != 0;
+            }
+            if (missing) {
                 rc = zg_errorf("checkpoint '%s' is incomplete: '%s' is missing", path, e.name);
             } else if (got_size != e.size) {
                 rc = zg_errorf("checkpoint file '%s' has %" PRIu64 " bytes, the manifest says %" PRIu64
@@ -814,6 +932,35 @@ int zg_ckpt_open(zg_ckpt *c, const char *path) {
     return rc;
 }
 
+int zg_ckpt_open(zg_ckpt *c, const char *path) { return ckpt_open(c, path, 0); }
+int zg_ckpt_open_deferred(zg_ckpt *c, const char *path) { return ckpt_open(c, path, 1); }
+
+static zg_ckpt_file *find_file(const zg_ckpt *c, const char *name) {
+    for (int i = 0; i < c->n_files; i++)
+        if (strcmp(c->files[i].name, name) == 0) return &c->files[i];
+    return NULL;
+}
+
+/* got: the checksum of the whole file as just read; marks it verified. */
+static int check_sum(const zg_ckpt *c, zg_ckpt_file *f, uint64_t got) {
+    if (got != f->xxh3)
+        return zg_errorf("checkpoint file '%s/%s' fails its checksum (corrupt; use another checkpoint)", c->dir,
+                         f->name);
+    f->unverified = 0;
+    return 0;
+}
+
+/* A deferred file, before a read that does not cover it whole: checked now, by itself. */
+static int verify_file(const zg_ckpt *c, const char *name) {
+    zg_ckpt_file *f = find_file(c, name);
+    if (!f || !f->unverified) return 0;
+    char *p = zg_path_join(c->dir, name);
+    uint64_t sum = 0;
+    int rc = zg_file_checksum(p, &sum, NULL);
+    free(p);
+    return rc == 0 ? check_sum(c, f, sum) : -1;
+}
+
 static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
                            zg_backend *be, float *dst, float *stage, zg_progress *prog);
 
@@ -821,6 +968,7 @@ static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, 
  * as the optimizer produced them (round to nearest even, as on the device), then widened to fp32. */
 static int read_model_from_master(const zg_ckpt *c, float *params_host, uint64_t want_sum, const char *path) {
     int rc = 0;
+    for (int i = 0; rc == 0 && i < c->n_shards; i++) rc = verify_file(c, c->shards[i].file);
     zg_progress prog;
     progress_begin(&prog, "load", c->dir, "fp32 master weights", c->num_params * sizeof(float), 0);
     for (int i = 0; rc == 0 && i < c->n_shards; i++)
@@ -828,9 +976,7 @@ static int read_model_from_master(const zg_ckpt *c, float *params_host, uint64_t
                              params_host + c->shards[i].begin, NULL, &prog);
     zg_progress_free(&prog);
     if (rc != 0) return -1;
-    for (uint64_t i = 0; i < c->num_params; i++)
-        params_host[i] = c->master_dtype == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(params_host[i]))
-                                                    : zg_f16_to_f32(zg_f32_to_f16(params_host[i]));
+    round_to_dtype(params_host, c->num_params, c->master_dtype);
     if (zg_checksum(params_host, c->num_params * sizeof(float)) != want_sum)
         return zg_errorf("'%s': the parameters rebuilt from the optimizer shards' master weights do not match the "
                          "checksum model.bin holds (corrupt; use another checkpoint)",
@@ -899,6 +1045,71 @@ static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, 
     return rc;
 }
 
+/* File bytes [off, off + n) go to dst (backend memory, or host memory when the read says so). */
+typedef struct {
+    uint64_t off, n;
+    void *dst;
+} read_sink;
+
+/* Reads file bytes [lo, hi) and sends the parts the sinks name to backend memory: several threads read
+ * a piece into one of two host staging buffers while the previous piece uploads on the copy stream
+ * (and is hashed into h when non-NULL, in file order). Returns after the uploads have landed. */
+static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
+                          const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog) {
+    enum { PIECE = 64 << 20 };
+    size_t piece = hi - lo < PIECE ? (size_t)(hi - lo) : PIECE;
+    if (piece == 0) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
+    (void)posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_SEQUENTIAL); /* a hint: larger read-ahead */
+    unsigned char *stage[2] = {NULL, NULL};
+    zg_event *ev[2] = {NULL, NULL};
+    int rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        stage[k] = be->ops->host_alloc(be, piece, 1, "checkpoint read staging");
+        ev[k] = be->ops->event_create(be);
+        if (!stage[k]) rc = -1;
+    }
+    zg_ckpt_io_read_job job[2];
+    int k = 0;
+    if (rc == 0) {
+        /* the uploads land after what the compute stream has queued (the state's initialisation) */
+        be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
+        be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
+        zg_ckpt_io_read_start(&job[0], fd, path, stage[0], lo, piece);
+    }
+    for (uint64_t p = lo; rc == 0 && p < hi; p += piece, k ^= 1) {
+        size_t len = hi - p < piece ? (size_t)(hi - p) : piece;
+        if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) break;
+        uint64_t q = p + len;
+        if (q < hi) { /* the next piece into the other buffer, once its previous upload has landed */
+            be->ops->event_synchronize(be, ev[k ^ 1]);
+            zg_ckpt_io_read_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi - q < piece ? (size_t)(hi - q) : piece);
+        }
+        if (h) zg_hasher_update(h, stage[k], len);
+        for (int i = 0; i < n_sinks; i++) {
+            uint64_t a = sinks[i].off > p ? sinks[i].off : p, b = sinks[i].off + sinks[i].n < q ? sinks[i].off + sinks[i].n : q;
+            if (a >= b) continue;
+            if (dst_host) /* ZeRO-Offload: the state lives in host memory */
+                memcpy((unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p), (size_t)(b - a));
+            else
+                be->ops->copy_async(be, (unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p),
+                                    (size_t)(b - a), ZG_COPY_H2D);
+            if (prog) zg_progress_update(prog, prog->done + (b - a));
+        }
+        be->ops->event_record(be, ev[k], ZG_STREAM_COPY);
+    }
+    for (k = 0; k < 2; k++) {
+        if (ev[k]) {
+            be->ops->event_synchronize(be, ev[k]);
+            be->ops->event_destroy(be, ev[k]);
+        }
+        be->ops->host_free(be, stage[k]);
+    }
+    close(fd);
+    return rc;
+}
+
 int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
     if (c->n_shards == 0) return zg_errorf("checkpoint '%s' holds no optimizer state", c->dir);
     size_t n = o->end - o->begin;
@@ -921,26 +1132,47 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
     if (covered != n)
         return zg_errorf("checkpoint '%s': optimizer shards cover %llu of the %zu elements of range [%zu, %zu)",
                          c->dir, (unsigned long long)covered, n, o->begin, o->end);
-    float *stage = zg_malloc(CHUNK_ELEMS * sizeof(float));
     int rc = 0;
     /* rank 0 shows the read of its range (m, v, and the master when both have one) */
     zg_progress prog;
     char range[64];
     snprintf(range, sizeof range, "optimizer state [%zu, %zu)", o->begin, o->end);
-    progress_begin(&prog, "load", c->dir, range, (uint64_t)n * sizeof(float) * (o->master && all_master ? 3u : 2u), 0);
+    int want_master = o->master && all_master;
+    progress_begin(&prog, "load", c->dir, range, (uint64_t)n * sizeof(float) * (want_master ? 3u : 2u), 0);
     for (int i = 0; rc == 0 && i < c->n_shards; i++) {
         const zg_ckpt_shard *s = &c->shards[i];
         uint64_t a = s->begin > o->begin ? s->begin : o->begin, b = s->end < o->end ? s->end : o->end;
         if (a >= b) continue;
-        float *off_m = o->m + (a - o->begin), *off_v = o->v + (a - o->begin);
-        zg_backend *be = o->host ? NULL : o->be; /* ZeRO-Offload: the state is host memory */
-        rc = read_shard_part(c, s, 1, a, b, be, off_m, stage, &prog);
-        if (rc == 0) rc = read_shard_part(c, s, 2, a, b, be, off_v, stage, &prog);
-        if (rc == 0 && o->master && all_master)
-            rc = read_shard_part(c, s, 0, a, b, be, o->master + (a - o->begin), stage, &prog);
+        uint64_t sn = s->end - s->begin;
+        /* file offsets of the three arrays' elements [a, b) and where they go */
+        float *dst[3] = {want_master ? o->master + (a - o->begin) : NULL, o->m + (a - o->begin), o->v + (a - o->begin)};
+        read_sink sinks[3];
+        int k = 0;
+        for (int which = s->has_master ? 0 : 1; which < 3; which++) {
+            int slot = s->has_master ? which : which - 1;
+            if (!dst[which]) continue;
+            sinks[k].off = ZG_CKPT_HEADER_BYTES + ((uint64_t)slot * sn + (a - s->begin)) * sizeof(float);
+            sinks[k].n = (b - a) * sizeof(float);
+            sinks[k++].dst = dst[which];
+        }
+        zg_ckpt_file *f = find_file(c, s->file);
+        int whole = f && f->unverified && a == s->begin && b == s->end;
+        char *path = zg_path_join(c->dir, s->file);
+        if (whole) { /* the whole file in one pass, checksummed on the way */
+            zg_hasher h;
+            zg_hasher_init(&h);
+            rc = read_pipelined(path, o->be, o->host, 0, f->size, sinks, k, &h, &prog);
+            uint64_t got = zg_hasher_final(&h);
+            if (rc == 0) rc = check_sum(c, f, got);
+        } else {
+            rc = verify_file(c, s->file);
+            for (int q = 0; rc == 0 && q < k; q++)
+                rc = read_pipelined(path, o->be, o->host, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL,
+                                    &prog);
+        }
+        free(path);
     }
     zg_progress_free(&prog);
-    free(stage);
     if (rc == 0) o->step = step;
     return rc;
 }

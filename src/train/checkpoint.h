@@ -21,7 +21,8 @@
  * with "No space left on device" once N bytes have been written in this process, to simulate a full
  * disk (counting what every thread writes); ZGPT_TEST_WRITER_DELAY_MS=D sleeps D ms before each write
  * call, a slow disk, so that a test can kill a run in the middle of a background save;
- * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against. */
+ * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against.
+ * ZGPT_CKPT_IO=buffered turns direct I/O off for the shard files (src/train/ckpt_io.h). */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
 
@@ -40,6 +41,7 @@
 typedef struct {
     char name[96];
     uint64_t size, xxh3;
+    int unverified; /* reading: the checksum is checked when the file is read (zg_ckpt_open_deferred) */
 } zg_ckpt_file;
 
 typedef struct {
@@ -50,13 +52,21 @@ typedef struct {
 } zg_ckpt_writer;
 
 /* A host copy of an optimizer range (fp32 master when present, m, v), taken at a save point so that
- * training can go on while a writer thread writes it. The buffer is kept between saves. */
+ * training can go on while a writer thread writes it. The buffer is host_alloc'ed (pinned on CUDA),
+ * touched once and kept between saves; it holds the shard file's image (its 64-byte header, then the
+ * arrays), aligned for direct I/O (src/train/ckpt_io.h), so the file is written straight from it. */
 typedef struct {
     size_t begin, end;
     int64_t step;
     int has_master;
-    float *buf; /* [master,] m, v: (end-begin) each */
-    size_t cap; /* elements buf holds */
+    zg_backend *be;       /* whose host memory and events these are */
+    void *block;          /* host_alloc'ed; image lies inside it */
+    unsigned char *image; /* ZG_CKPT_IO_ALIGN-aligned: header, then [master,] m, v */
+    float *buf;           /* image + ZG_CKPT_HEADER_BYTES: [master,] m, v, (end-begin) each */
+    size_t cap;           /* elements buf holds */
+    zg_event *at_save;    /* the compute stream at the save point (the copies start after it) */
+    zg_event *copied;     /* reached once the copies have landed in buf */
+    int direct;           /* the last write went through direct I/O */
 } zg_ckpt_snapshot;
 
 /* Starts a checkpoint `tag` in out_dir (created if needed); a stale partial folder of the same tag
@@ -75,12 +85,30 @@ int zg_ckpt_write_model(zg_ckpt_writer *w, const gpt2_config *cfg, const float *
                         zg_dtype param_dtype);
 /* optim_<begin>_<end>.bin from the optimizer's state (downloaded in chunks). */
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params);
-/* Copies the optimizer's state into s (growing its buffer when needed); -1 with an error when host
- * memory cannot hold it (s is then empty, and the caller saves synchronously instead). */
-int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, const zg_optimizer *o);
+/* Queues the copy of the optimizer's state into s on the backend's copy stream after the work queued so
+ * far (allocating s's buffer at the first save) and returns without waiting: the optimizer's next
+ * update waits for the copy (zg_optimizer_hold), forward and backward overlap it. -1 with an error
+ * when host memory cannot hold the snapshot (s is then empty, and the caller saves synchronously). */
+int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o);
+/* Allocates s's buffer for o's range now (at the start of training, so that the first save does not
+ * pin and touch gigabytes); -1 with the error of take when host memory cannot hold it. */
+int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o);
+/* Host memory a snapshot of n optimizer elements takes (has_master: 3 arrays, else 2). */
+size_t zg_ckpt_snapshot_bytes(size_t n, int has_master);
+/* 1 once the copies of the last take have landed (never blocks); wait blocks until they have. Call
+ * them on the thread that drives the backend. */
+int zg_ckpt_snapshot_ready(const zg_ckpt_snapshot *s);
+void zg_ckpt_snapshot_wait(const zg_ckpt_snapshot *s);
 void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s);
-/* optim_<begin>_<end>.bin from a snapshot: the same file zg_ckpt_write_optimizer writes. */
-int zg_ckpt_write_snapshot(zg_ckpt_writer *w, const zg_ckpt_snapshot *s, size_t num_params);
+/* optim_<begin>_<end>.bin from a snapshot whose copies have landed: the same file
+ * zg_ckpt_write_optimizer writes, written from the image by several threads (ckpt_io). */
+int zg_ckpt_write_snapshot(zg_ckpt_writer *w, zg_ckpt_snapshot *s, size_t num_params);
+/* The checksum model.bin's header holds in mixed precision (the fp32 parameters, i.e. the master
+ * rounded to param_dtype and widened), computed from a snapshot that holds the whole master. */
+uint64_t zg_ckpt_snapshot_params_checksum(const zg_ckpt_snapshot *s, zg_dtype param_dtype);
+/* Header-only model.bin (mixed precision) with that checksum. */
+int zg_ckpt_write_model_header(zg_ckpt_writer *w, const gpt2_config *cfg, size_t num_params, zg_dtype param_dtype,
+                               uint64_t params_checksum);
 /* Any small file (state.json). */
 int zg_ckpt_write_text(zg_ckpt_writer *w, const char *name, const char *text);
 /* Writes the manifest, swaps the folder into place; set_latest: then points `latest` at it. */
@@ -132,13 +160,19 @@ int zg_ckpt_exists(const char *path);
 /* Opens a checkpoint folder, or the one out_dir/latest names; verifies the manifest: every file's
  * size and checksum, the headers. -1 with a one-line error naming the file otherwise. */
 int zg_ckpt_open(zg_ckpt *c, const char *path);
+/* The same, except that the optimizer shards' checksums are checked while zg_ckpt_read_optimizer reads
+ * them (one pass over the largest files instead of two: resume). Sizes and headers are checked here;
+ * a shard is verified before any read that does not cover it whole. */
+int zg_ckpt_open_deferred(zg_ckpt *c, const char *path);
 void zg_ckpt_close(zg_ckpt *c);
 /* Parameters (fp32 host, c->num_params elements): model.bin's payload, or (header-only model.bin) the
  * shards' fp32 master rounded to the training dtype, checked against the checksum model.bin holds. */
 int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
 /* Fills the optimizer's range [o->begin, o->end) from the overlapping shards (m, v, and the master
  * when both have one; a master-less checkpoint leaves o->master as initialised from the params).
- * Sets o->step. -1 when the shards do not cover the range. */
+ * Sets o->step. -1 when the shards do not cover the range. The reads are pipelined: several threads
+ * read a range into one of two host staging buffers while the other uploads on the copy stream; a
+ * shard read whole is checksummed on the way. */
 int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o);
 /* Whole small file as a NUL-terminated heap string. */
 int zg_ckpt_read_text(const zg_ckpt *c, const char *name, char **text);

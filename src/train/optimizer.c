@@ -87,6 +87,7 @@ int zg_optimizer_init_host(zg_optimizer *o, zg_backend *be, const gpt2_param_tab
 
 void zg_optimizer_free(zg_optimizer *o) {
     if (o->be) {
+        if (o->copied) o->be->ops->event_destroy(o->be, o->copied);
         state_free(o, o->m);
         state_free(o, o->v);
         state_free(o, o->master);
@@ -101,10 +102,25 @@ size_t zg_optimizer_state_bytes(const zg_optimizer *o) {
     return zg_optimizer_count(o) * sizeof(float) * (o->master ? 3 : 2);
 }
 
+void zg_optimizer_hold(zg_optimizer *o) {
+    if (!o->copied) o->copied = o->be->ops->event_create(o->be);
+    o->be->ops->event_record(o->be, o->copied, ZG_STREAM_COPY);
+    o->held = 1;
+}
+
+void zg_optimizer_wait_copies(zg_optimizer *o) {
+    if (o->held) o->be->ops->event_synchronize(o->be, o->copied);
+    o->held = 0;
+}
+
 /* AdamW over segments [s0, s1) with the current step number. */
 static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin, const void *grads_at_begin, float lr,
                           float grad_scale) {
     if (s1 <= s0) return;
+    if (o->held) { /* a snapshot's copies of the state: the update starts after they have landed */
+        o->be->ops->stream_wait(o->be, ZG_STREAM_COMPUTE, o->copied);
+        o->held = 0;
+    }
     zg_adamw_args a;
     memset(&a, 0, sizeof a);
     a.seg_begin = s0;

@@ -38,6 +38,8 @@ typedef struct {
     int host;             /* 1: master, m, v are host memory (host_alloc); the step runs on the CPU */
     int64_t step;         /* optimizer steps taken (bias correction uses step+1 for the next one) */
     zg_optimizer_config cfg;
+    zg_event *copied;     /* zg_optimizer_hold: the end of the copies of the state in flight */
+    int held;             /* the next update waits for `copied` */
 } zg_optimizer;
 
 /* Allocates state for [begin, end) (m = v = 0, step 0). params_at_begin (backend memory,
@@ -72,6 +74,14 @@ void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts);
 void zg_optimizer_step_begin(zg_optimizer *o);
 void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_at_begin, const void *grads_at_begin,
                             float lr, float grad_scale);
+
+/* A copy of the state (master, m, v) was queued on the copy stream (a checkpoint snapshot): the next
+ * update waits on the compute stream until it has landed, so the work queued before that update
+ * (the next forward and backward) overlaps the copy and the copy never sees a half-updated state.
+ * An update that runs elsewhere than the compute stream must call zg_optimizer_wait_copies first. */
+void zg_optimizer_hold(zg_optimizer *o);
+/* Blocks the host until the copies held for have landed. */
+void zg_optimizer_wait_copies(zg_optimizer *o);
 
 /* Re-derives the low-precision parameters of the range from the master copy (after loading the
  * master from a checkpoint). No-op when params are fp32. */

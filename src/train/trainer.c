@@ -15,6 +15,7 @@
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/ckpt_background.h"
+#include "train/ckpt_io.h"
 #include "train/ckpt_shards.h"
 #include "train/loss_scaler.h"
 #include "train/mfu.h"
@@ -143,6 +144,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     zg_model_source src;
     memset(&src, 0, sizeof src);
     int have_src = 0, rc = -1;
+    double t_open = 0;
     *resuming = 0;
     if (resume_requested(tr)) {
         char *latest = zg_path_join(c->out_dir, "latest");
@@ -154,7 +156,8 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
                       c->out_dir);
             goto cleanup;
         }
-        if (zg_ckpt_open(resume_ck, c->out_dir) != 0) goto cleanup;
+        t_open = zg_now_s();
+        if (zg_ckpt_open_deferred(resume_ck, c->out_dir) != 0) goto cleanup;
         *resuming = 1;
         mc = resume_ck->cfg;
         char what[600];
@@ -187,8 +190,17 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         goto cleanup;
     }
     if (*resuming) {
-        rc = zg_ckpt_read_model(resume_ck, tr->host_params);
-        if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
+        /* One rank in mixed precision: the parameters are the master's rounding, which the optimizer
+         * state read next rebuilds on the device (zg_optimizer_params_from_master); reading them here
+         * too would read the master twice. */
+        int from_state = tr->world == 1 && resume_ck->params_from_master && tr->be->param_dtype != ZG_F32;
+        double t_model = zg_now_s();
+        rc = from_state ? 0 : zg_ckpt_read_model(resume_ck, tr->host_params);
+        if (rc == 0 && !from_state) gpt2_params_upload(&tr->model, tr->host_params);
+        if (rc == 0 && tr->rank == 0 && !tr->opts->quiet)
+            printf("resume: checkpoint %s opened in %.2f s (manifest, headers; the optimizer shards are checksummed "
+                   "as they are read); parameters %s\n",
+                   resume_ck->dir, t_model - t_open, from_state ? "from the optimizer's master weights" : "read");
     } else if (have_src) {
         rc = zg_model_source_load(&src, &tr->model.cfg, tr->host_params, np);
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
@@ -496,6 +508,11 @@ static int bg_finish(trainer *tr) {
     snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->bg_iter);
     tr->bg_pending = 0;
     int rc = zg_ckpt_bg_wait(b), root = tr->rank == 0;
+    if (rc == 0 && root && !tr->opts->quiet) {
+        char line[160];
+        zg_ckpt_bg_rate(b, line, sizeof line);
+        printf("checkpoint %s: %s\n", tag, line);
+    }
     rc = zg_zero_ckpt_agree(&tr->zero, &b->w, rc == 0, rc == 0 ? "" : zg_error_message());
     if (rc == 0 && root) rc = zg_ckpt_writer_commit(&b->w, 1); /* removes its folder itself on failure */
     if (zg_comm_any(tr->comm, rc != 0) && rc == 0)
@@ -536,6 +553,27 @@ static void bg_abandon(trainer *tr) {
     else zg_ckpt_writer_release(&tr->bg.w);
 }
 
+/* Mixed precision with the whole master in this rank's optimizer: model.bin's checksum comes from the
+ * snapshot's master (the parameters are its rounding), so no download of the parameters. */
+static int params_in_snapshot(const trainer *tr) {
+    return tr->cfg->background_checkpoint && tr->opt->master && tr->opt->begin == 0 &&
+           tr->opt->end == tr->model.table.num_params;
+}
+
+/* Before the first iteration: a bad ZGPT_CKPT_IO is refused now rather than at the first save; the
+ * snapshot's host buffer is allocated now in a new run, so that the first save does not pin and touch
+ * gigabytes while training waits (a resume leaves it to its first save, not to delay its first
+ * iteration). A failed allocation is left to the first save (which says so once and saves
+ * synchronously). */
+static int bg_setup(trainer *tr, int resuming) {
+    if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return 0;
+    zg_ckpt_io_mode mode;
+    if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
+    if (!resuming && zg_zero_ckpt_writes_shard(&tr->zero) && zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0)
+        zg_error_clear();
+    return 0;
+}
+
 /* Background save, every rank, after rank 0 created the staging folder (agreed): each rank copies
  * what it writes into host memory (its optimizer range; rank 0 also the parameters, already in
  * tr->host_params, and state.json), then a writer thread writes it. 1 when the save is in flight, 0
@@ -564,7 +602,8 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
     memset(w, 0, sizeof *w);
     b->write_shard = shard;
     b->num_params = tr->model.table.num_params;
-    b->params_host = root ? tr->host_params : NULL;
+    b->model_from_snapshot = root && params_in_snapshot(tr);
+    b->params_host = root && !b->model_from_snapshot ? tr->host_params : NULL;
     b->cfg = tr->model.cfg;
     b->param_dtype = tr->opt->param_dtype;
     b->state_text = root ? state_json(tr, prec) : NULL;
@@ -583,16 +622,19 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
  * published first. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
+    double t0 = zg_now_s();
     if (bg_flush(tr) != 0) return -1;          /* at most one save in flight */
+    double waited = zg_now_s() - t0;
     const char *out = tr->cfg->out_dir;
     char tag[64];
     snprintf(tag, sizeof tag, "iter_%lld", (long long)tr->iter);
-    int root = tr->rank == 0, rc = 0, begun = 0;
+    int root = tr->rank == 0, rc = 0, begun = 0, have_params = 0;
     zg_ckpt_writer w;
     memset(&w, 0, sizeof w);
     zg_zero_gather_all(&tr->zero); /* stage 3: the whole model on every rank */
     if (root) {
-        gpt2_params_download(&tr->model, tr->host_params);
+        have_params = !params_in_snapshot(tr);
+        if (have_params) gpt2_params_download(&tr->model, tr->host_params);
         rc = zg_ckpt_writer_begin(&w, out, tag);
         begun = rc == 0;
     }
@@ -601,9 +643,15 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         int started = bg_start(tr, prec, &w, tag, improved);
         if (started != 0) {
             zg_zero_release_all(&tr->zero);
+            if (root && !tr->opts->quiet && started > 0) {
+                printf("checkpoint %s: training paused %.2f s for the snapshot", tag, zg_now_s() - t0 - waited);
+                if (waited >= 0.005) printf(" (and %.2f s before it for the previous save to finish)", waited);
+                printf("; written in the background\n");
+            }
             return 0;
         }
     }
+    if (rc == 0 && root && !have_params) gpt2_params_download(&tr->model, tr->host_params); /* saved synchronously */
     if (rc == 0) {
         /* agreed across ranks; on failure rank 0's partial folder is already removed */
         rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag);
@@ -1058,6 +1106,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         rc = setup_data(&tr);
     }
     if (rc == 0) rc = setup_optimizer(&tr);
+    if (rc == 0) rc = bg_setup(&tr, resuming);
     if (rc == 0) {
         zg_loss_scaler_config lsc = cfg->scaler;
         lsc.enabled = prec == ZG_PREC_FP16;
@@ -1065,7 +1114,16 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     }
     if (rc == 0 && resuming) {
         /* Each rank reads its own range from whichever shards cover it (any saved world size). */
+        double t_read = zg_now_s();
         rc = zg_ckpt_read_optimizer(&ck, tr.opt);
+        if (rc == 0 && tr.rank == 0 && !opts->quiet) {
+            double gb = zg_optimizer_state_bytes(tr.opt) / 1e9, dt = zg_now_s() - t_read;
+            printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s)\n", gb, dt,
+                   dt > 0 ? gb / dt : 0.0);
+        }
+        /* agreed before the engine's collectives: a rank's shard can fail its checksum here alone (the
+         * shards are checksummed as they are read) */
+        if (zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("reading the checkpoint failed on another rank");
         if (rc == 0) zg_zero_after_load(&tr.zero);
         if (rc == 0) rc = load_state(&tr, &ck);
         if (rc == 0) {

@@ -34,7 +34,21 @@ ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half --resume
 grep -q "resuming at iter 3" half2.log || fail "did not resume at 3: $(cat half2.log)"
 diff <(losses bg/metrics.jsonl) <(losses half/metrics.jsonl) || fail "resume from a background save: losses differ"
 same_ckpt bg/final half/final
-echo "ok 1 process: background == synchronous saves, resume from a background save is bitwise"
+grep -qE "^checkpoint iter_3: training paused [0-9.]+ s for the snapshot" bg.log || fail "no stall line: $(cat bg.log)"
+grep -qE "^checkpoint iter_3: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s, (direct|buffered) I/O\)" bg.log ||
+    fail "no writer line: $(cat bg.log)"
+grep -qE "^resume: optimizer state [0-9.]+ GB read, checksummed and uploaded in" half2.log || fail "no resume timing: $(cat half2.log)"
+# the buffered writer (ZGPT_CKPT_IO=buffered; also what a file system that refuses O_DIRECT gets): same bytes
+ZGPT_CKPT_IO=buffered ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=bgbuf > bgbuf.log
+grep -q "buffered I/O" bgbuf.log || fail "ZGPT_CKPT_IO=buffered not used: $(cat bgbuf.log)"
+same_ckpt sync/final bgbuf/final
+same_ckpt sync/iter_3 bgbuf/iter_3
+# a bad ZGPT_CKPT_IO: refused before the first iteration (not at the first save, losing the iterations)
+if ZGPT_CKPT_IO=fast "$ZGPT" train "${T[@]}" --set out_dir=badio > badio.log 2>&1; then fail "ZGPT_CKPT_IO=fast was accepted"; fi
+grep -q "ZGPT_CKPT_IO='fast' is not a checkpoint write mode; use direct or buffered" badio.log || fail "bad ZGPT_CKPT_IO: $(cat badio.log)"
+grep -q "^iter " badio.log && fail "bad ZGPT_CKPT_IO: trained before refusing it"
+echo "ok 1 process: background == synchronous saves (direct and buffered writes), resume from a background save is bitwise"
+echo "   $(grep -m1 'training paused' bg.log); $(grep -m1 'wrote' bg.log); $(grep -m1 'resume: optimizer' half2.log)"
 # host memory too small for the snapshot: said once, then every save is synchronous
 ZGPT_TEST_HOST_AVAILABLE_BYTES=1000 "$ZGPT" train "${T[@]}" --set out_dir=small > small.log
 [ "$(grep -c 'host memory cannot hold a checkpoint snapshot of .*; checkpoints are saved synchronously' small.log)" -eq 1 ] ||

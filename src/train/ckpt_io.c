@@ -1,0 +1,282 @@
+/* O_DIRECT */
+#define _GNU_SOURCE
+#include "train/ckpt_io.h"
+
+#include "core/error.h"
+#include "core/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The strategies: the single source of what each mode does. 64 MiB requests, 4 in flight, kept an
+ * NVMe disk at its direct-write rate in dd-like tests (larger requests do not go faster; one thread
+ * leaves the queue idle between requests). */
+typedef struct {
+    const char *name;
+    int open_flags;
+    size_t chunk;
+    int threads;
+} io_strategy;
+
+static const io_strategy STRATEGIES[] = {
+    [ZG_CKPT_IO_DIRECT] = {"direct", O_DIRECT, (size_t)64 << 20, 4},
+    [ZG_CKPT_IO_BUFFERED] = {"buffered", 0, (size_t)64 << 20, 4},
+};
+
+const char *zg_ckpt_io_mode_name(zg_ckpt_io_mode m) { return STRATEGIES[m].name; }
+
+int zg_ckpt_io_mode_from_env(zg_ckpt_io_mode *mode) {
+    const char *e = getenv("ZGPT_CKPT_IO");
+    *mode = ZG_CKPT_IO_DIRECT;
+    if (!e || !*e) return 0;
+    for (int m = 0; m < (int)(sizeof STRATEGIES / sizeof STRATEGIES[0]); m++)
+        if (strcmp(e, STRATEGIES[m].name) == 0) {
+            *mode = (zg_ckpt_io_mode)m;
+            return 0;
+        }
+    return zg_errorf("ZGPT_CKPT_IO='%s' is not a checkpoint write mode; use direct or buffered", e);
+}
+
+size_t zg_ckpt_io_round_up(size_t n) { return (n + ZG_CKPT_IO_ALIGN - 1) / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN; }
+
+/* ---- test hooks ------------------------------------------------------------------------------ */
+
+/* Bytes written by checkpoint writers in this process. Process-wide on purpose: the hook must let
+ * the first checkpoints succeed and a later one fail midway, as a disk filling up would. Atomic: the
+ * writer threads count too. */
+static _Atomic uint64_t g_test_bytes_written;
+
+int zg_ckpt_io_test_hook(const char *path, size_t n) {
+    const char *e = getenv("ZGPT_TEST_FAIL_WRITE_AFTER");
+    if (e && *e && atomic_fetch_add(&g_test_bytes_written, n) + n > strtoull(e, NULL, 10))
+        return zg_errorf("cannot write '%s': No space left on device (simulated by ZGPT_TEST_FAIL_WRITE_AFTER)", path);
+    /* a slow disk, so that a test can kill a run while a background save is writing */
+    const char *d = getenv("ZGPT_TEST_WRITER_DELAY_MS");
+    if (d && *d) {
+        long ms = strtol(d, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        if (ms > 0) nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* ---- writer ---------------------------------------------------------------------------------- */
+
+static void record_error(zg_ckpt_io_file *f, const char *msg) {
+    pthread_mutex_lock(&f->lock);
+    if (!atomic_load(&f->failed)) snprintf(f->error, sizeof f->error, "%s", msg);
+    atomic_store(&f->failed, 1);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* pwrite of [lo, hi) whole, on any thread; errors go into f->error (errors are per thread). */
+static int write_span(zg_ckpt_io_file *f, size_t lo, size_t hi) {
+    if (f->mode == ZG_CKPT_IO_DIRECT) hi = zg_ckpt_io_round_up(hi); /* the tail block whole; truncated later */
+    else if (hi > f->bytes) hi = f->bytes;
+    while (lo < hi) {
+        if (atomic_load(&f->failed)) return -1;
+        size_t n = hi - lo;
+        /* the hooks count the file's bytes, not the padding of a direct write's tail block */
+        if (zg_ckpt_io_test_hook(f->path, (hi < f->bytes ? hi : f->bytes) - (lo < f->bytes ? lo : f->bytes)) != 0) {
+            record_error(f, zg_error_message());
+            zg_error_clear();
+            return -1;
+        }
+        ssize_t w = pwrite(f->fd, f->image + lo, n, (off_t)lo);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "cannot write '%s': %s", f->path, w < 0 ? strerror(errno) : "no progress");
+            record_error(f, msg);
+            return -1;
+        }
+        lo += (size_t)w;
+    }
+    return 0;
+}
+
+static void *writer_main(void *arg) {
+    zg_ckpt_io_file *f = arg;
+    for (;;) {
+        size_t lo = atomic_fetch_add(&f->next, f->chunk);
+        if (lo >= f->to || write_span(f, lo, lo + f->chunk < f->to ? lo + f->chunk : f->to) != 0) break;
+    }
+    return NULL;
+}
+
+static int open_tmp(zg_ckpt_io_file *f, int flags) {
+    /* test hook: a file system that refuses O_DIRECT at open, as tmpfs did before Linux 6.6 */
+    const char *e = getenv("ZGPT_TEST_NO_DIRECT_IO");
+    if ((flags & O_DIRECT) && e && *e && strcmp(e, "0") != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    f->fd = open(f->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | flags, 0644);
+    return f->fd >= 0 ? 0 : -1;
+}
+
+int zg_ckpt_io_open(zg_ckpt_io_file *f, const char *path, const void *image, size_t bytes, zg_ckpt_io_mode mode) {
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    f->path = zg_strdup(path);
+    size_t n = strlen(path) + 32;
+    f->tmp_path = zg_malloc(n);
+    snprintf(f->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
+    f->image = image;
+    f->bytes = bytes;
+    pthread_mutex_init(&f->lock, NULL);
+    if ((uintptr_t)image % ZG_CKPT_IO_ALIGN != 0) mode = ZG_CKPT_IO_BUFFERED;
+    f->mode = mode;
+    int rc = open_tmp(f, STRATEGIES[mode].open_flags);
+    if (rc != 0 && mode == ZG_CKPT_IO_DIRECT && errno == EINVAL) { /* tmpfs and others refuse O_DIRECT */
+        f->mode = ZG_CKPT_IO_BUFFERED;
+        rc = open_tmp(f, 0);
+    }
+    if (rc == 0 && f->mode == ZG_CKPT_IO_DIRECT) {
+        /* Some file systems open with O_DIRECT and refuse the writes (EINVAL): probe with the first
+         * block (rewritten with the header last), and write buffered there. */
+        ssize_t w = pwrite(f->fd, image, ZG_CKPT_IO_ALIGN, 0);
+        if (w != (ssize_t)ZG_CKPT_IO_ALIGN && (w >= 0 || errno == EINVAL)) {
+            close(f->fd);
+            f->mode = ZG_CKPT_IO_BUFFERED;
+            rc = open_tmp(f, 0);
+        } else if (w < 0) {
+            rc = -1;
+        }
+    }
+    if (rc != 0) {
+        int e = errno;
+        if (f->fd >= 0) {
+            close(f->fd);
+            unlink(f->tmp_path);
+        }
+        f->fd = -1;
+        zg_ckpt_io_finish(f, 0);
+        return zg_errorf("cannot create '%s': %s", path, strerror(e));
+    }
+    f->chunk = STRATEGIES[f->mode].chunk;
+    f->n_threads = STRATEGIES[f->mode].threads;
+    return 0;
+}
+
+int zg_ckpt_io_start(zg_ckpt_io_file *f, size_t from) {
+    f->to = f->bytes;
+    atomic_store(&f->next, from);
+    for (int i = 0; i < f->n_threads; i++) {
+        int e = pthread_create(&f->threads[i], NULL, writer_main, f);
+        if (e != 0) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "cannot start a checkpoint writer thread for '%s': %s", f->path, strerror(e));
+            record_error(f, msg);
+            return zg_errorf("%s", msg);
+        }
+        f->started++;
+    }
+    return 0;
+}
+
+int zg_ckpt_io_write(zg_ckpt_io_file *f, size_t lo, size_t hi) {
+    if (lo >= hi) return 0;
+    if (write_span(f, lo, hi) != 0) return zg_errorf("%s", f->error);
+    return 0;
+}
+
+int zg_ckpt_io_finish(zg_ckpt_io_file *f, int ok) {
+    for (int i = 0; i < f->started; i++) pthread_join(f->threads[i], NULL);
+    f->started = 0;
+    int rc = 0;
+    if (f->fd >= 0) {
+        if (!ok || atomic_load(&f->failed)) rc = -1;
+        if (rc == 0 && ftruncate(f->fd, (off_t)f->bytes) != 0)
+            rc = zg_errorf("cannot write '%s': %s", f->path, strerror(errno));
+        if (rc == 0 && fsync(f->fd) != 0) rc = zg_errorf("cannot sync '%s': %s", f->path, strerror(errno));
+        if (close(f->fd) != 0 && rc == 0) rc = zg_errorf("cannot close '%s': %s", f->path, strerror(errno));
+        f->fd = -1;
+        if (rc == 0 && rename(f->tmp_path, f->path) != 0)
+            rc = zg_errorf("cannot rename '%s' to '%s': %s", f->tmp_path, f->path, strerror(errno));
+        if (rc != 0) {
+            if (atomic_load(&f->failed)) zg_errorf("%s", f->error);
+            unlink(f->tmp_path);
+        }
+        if (rc == 0) {
+            char *dir = zg_strdup(f->path), *slash = strrchr(dir, '/');
+            if (slash) {
+                if (slash == dir) slash[1] = '\0';
+                else *slash = '\0';
+            } else {
+                strcpy(dir, ".");
+            }
+            rc = zg_dir_sync(dir);
+            free(dir);
+        }
+    } else {
+        rc = -1;
+    }
+    pthread_mutex_destroy(&f->lock);
+    free(f->path);
+    free(f->tmp_path);
+    f->path = f->tmp_path = NULL;
+    return rc;
+}
+
+/* ---- reader ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    zg_ckpt_io_read_job *j;
+    int index;
+} read_part;
+
+static void *reader_main(void *arg) {
+    zg_ckpt_io_read_job *j = ((read_part *)arg)->j;
+    int i = ((read_part *)arg)->index;
+    free(arg);
+    size_t per = (j->n + (size_t)j->n_threads - 1) / (size_t)j->n_threads;
+    size_t lo = per * (size_t)i, hi = lo + per < j->n ? lo + per : j->n;
+    while (lo < hi) {
+        ssize_t r = pread(j->fd, j->dst + lo, hi - lo, (off_t)(j->off + lo));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (!atomic_exchange(&j->failed, 1))
+                snprintf(j->error, sizeof j->error, "cannot read '%s': %s", j->path,
+                         r < 0 ? strerror(errno) : "unexpected end of file (truncated?)");
+            break;
+        }
+        lo += (size_t)r;
+    }
+    return NULL;
+}
+
+void zg_ckpt_io_read_start(zg_ckpt_io_read_job *j, int fd, const char *path, void *dst, uint64_t off, size_t n) {
+    memset(j, 0, sizeof *j);
+    j->fd = fd;
+    j->path = path;
+    j->dst = dst;
+    j->off = off;
+    j->n = n;
+    /* a thread per 16 MiB, up to the writer's count: small reads stay on one thread */
+    int k = (int)(n >> 24) + 1;
+    j->n_threads = k < STRATEGIES[ZG_CKPT_IO_BUFFERED].threads ? k : STRATEGIES[ZG_CKPT_IO_BUFFERED].threads;
+    for (int i = 0; i < j->n_threads; i++) {
+        read_part *p = zg_malloc(sizeof *p);
+        p->j = j;
+        p->index = i;
+        if (pthread_create(&j->threads[i], NULL, reader_main, p) != 0) {
+            reader_main(p); /* no thread: this part on the caller's */
+            continue;
+        }
+        j->started |= 1 << i;
+    }
+}
+
+int zg_ckpt_io_read_wait(zg_ckpt_io_read_job *j) {
+    for (int i = 0; i < j->n_threads; i++)
+        if (j->started & (1 << i)) pthread_join(j->threads[i], NULL);
+    j->started = 0;
+    if (atomic_load(&j->failed)) return zg_errorf("%s", j->error);
+    return 0;
+}
