@@ -746,7 +746,7 @@ static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *do
     /* partials: at most 32 KB; staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3 arrays x 2 slots) */
     size_t smem = (size_t)groups * 2 * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
     const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC>;
-    if (smem > 48 * 1024)
+    if (smem + 1024 > 48 * 1024) /* with the kernel's static shared memory (red), past the default 48 KB */
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int grid = zgc_lng_grid(be, kernel, smem, (N + groups - 1) / groups);
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * 2 * C * 4, "layernorm-gradient partial sums");
