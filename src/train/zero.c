@@ -218,10 +218,7 @@ void zg_zero_free(zg_zero *z) {
 
 static void launch_reduce_piece_list(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
     zg_zero_pending **list = arg;
-    zg_zero_pending *p = zg_calloc(1, sizeof *p);
-    p->lo = lo;
-    p->hi = hi;
-    p->owner = owner;
+    zg_zero_pending *p = zero_pending_new(lo, hi, owner);
     void *buf = at(z->grads, lo, z->gdt);
     p->req = zg_comm_ireduce(z->comm, buf, buf, hi - lo, z->gdt, ZG_COMM_SUM, owner);
     zero_fifo_push(list, p);

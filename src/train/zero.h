@@ -55,7 +55,6 @@
 #include "backend/backend.h"
 #include "dist/comm.h"
 #include "model/gpt2.h"
-#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/optimizer.h"
 

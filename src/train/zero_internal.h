@@ -30,6 +30,8 @@ static inline void *own_params(zg_zero *z) { return stage3_model(z) ? z->param_s
 
 /* ---- zero_overlap.c ---------------------------------------------------------------------- */
 
+/* A collective over [lo, hi) for `owner` (its request is set by the caller). */
+zg_zero_pending *zero_pending_new(size_t lo, size_t hi, int owner);
 void zero_fifo_push(zg_zero_pending **head, zg_zero_pending *p);
 /* Calls fn for each piece of [lo, hi) cut at shard boundaries and at `chunk` elements. */
 typedef void (*zero_piece_fn)(zg_zero *z, size_t lo, size_t hi, int owner, void *arg);

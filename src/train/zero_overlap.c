@@ -52,6 +52,14 @@ static char *param_at(zg_zero *z, size_t i) {
 
 /* ---- pieces ------------------------------------------------------------------------------ */
 
+zg_zero_pending *zero_pending_new(size_t lo, size_t hi, int owner) {
+    zg_zero_pending *p = zg_calloc(1, sizeof *p);
+    p->lo = lo;
+    p->hi = hi;
+    p->owner = owner;
+    return p;
+}
+
 void zero_fifo_push(zg_zero_pending **head, zg_zero_pending *p) {
     p->next = NULL;
     while (*head) head = &(*head)->next;
@@ -146,10 +154,7 @@ void zero_wait_all_reduces(zg_zero *z) {
 
 static void launch_reduce_piece(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
     (void)arg;
-    zg_zero_pending *p = zg_calloc(1, sizeof *p);
-    p->lo = lo;
-    p->hi = hi;
-    p->owner = owner;
+    zg_zero_pending *p = zero_pending_new(lo, hi, owner);
     void *buf = grad_at(z, lo), *recv = buf;
     if (grads_grouped(z)) {
         int g = group_of(z, lo);
@@ -238,10 +243,7 @@ static int slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]) {
 
 static void launch_bcast_piece(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
     zg_zero_pending **list = arg;
-    zg_zero_pending *p = zg_calloc(1, sizeof *p);
-    p->lo = lo;
-    p->hi = hi;
-    p->owner = owner;
+    zg_zero_pending *p = zero_pending_new(lo, hi, owner);
     char *buf = param_at(z, lo);
     /* model mode stage 3: the owner's values live in its shard; the broadcast goes out in place */
     if (z->param_shard && owner == z->comm->rank)

@@ -120,3 +120,20 @@ EXPECTED
 diff expected.txt got.txt || fail "the world-1 training step differs from the values recorded before the step was unified (above: < expected, > now)"
 grep -qE '"zero_stage":[[:space:]]*0,' resume/final/state.json || fail "state.json should record zero_stage 0 at world 1"
 echo "ok: $(wc -l < got.txt) values bitwise as recorded"
+
+# One process runs stage 0 whatever the config asks for, and says so (the former path ignored the
+# stage); the numbers are those of stage 0.
+run --config tiny.json --set out_dir=stage2 --set zero_optimization.stage=2 --set max_iters=3
+grep -q "note: zero_optimization.stage 2 .*one process runs stage 0" run.log || fail "no stage-0 note: $(cat run.log)"
+diff <(grep '^accum [0-2] ' expected.txt | cut -d' ' -f2-) <(vals stage2 stage2 | grep '^stage2 [0-2] ' | cut -d' ' -f2-) ||
+    fail "stage 2 asked for on one process should train as stage 0"
+# Lamb works on one process (above) and is refused on several (its trust ratio needs whole tensors).
+rc=0
+"$ZGPT" train --config lamb.json --set out_dir=lamb2 --nproc 2 > lamb2.out 2> lamb2.err || rc=$?
+if grep -q "needs MPI" lamb2.err; then
+    echo "SKIP Lamb on 2 processes: this build has no MPI"
+else
+    [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] || fail "Lamb on 2 processes: expected a clean refusal, exit $rc"
+    grep -q "error: optimizer Lamb on 2 processes is not supported yet" lamb2.err || fail "Lamb on 2 processes: $(cat lamb2.err)"
+    [ ! -e lamb2/latest ] || fail "Lamb on 2 processes wrote a checkpoint"
+fi
