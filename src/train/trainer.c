@@ -157,7 +157,10 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
             goto cleanup;
         }
         t_open = zg_now_s();
-        if (zg_ckpt_open_deferred(resume_ck, c->out_dir) != 0) goto cleanup;
+        /* one process: the shard is checksummed while it is read (one pass); several check every file
+         * at open, so that every rank refuses a corrupt checkpoint with the same message */
+        if ((tr->world == 1 ? zg_ckpt_open_deferred(resume_ck, c->out_dir) : zg_ckpt_open(resume_ck, c->out_dir)) != 0)
+            goto cleanup;
         *resuming = 1;
         mc = resume_ck->cfg;
         char what[600];
@@ -198,9 +201,10 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         rc = from_state ? 0 : zg_ckpt_read_model(resume_ck, tr->host_params);
         if (rc == 0 && !from_state) gpt2_params_upload(&tr->model, tr->host_params);
         if (rc == 0 && tr->rank == 0 && !tr->opts->quiet)
-            printf("resume: checkpoint %s opened in %.2f s (manifest, headers; the optimizer shards are checksummed "
-                   "as they are read); parameters %s\n",
-                   resume_ck->dir, t_model - t_open, from_state ? "from the optimizer's master weights" : "read");
+            printf("resume: checkpoint %s opened in %.2f s (%s); parameters %s\n", resume_ck->dir, t_model - t_open,
+                   tr->world == 1 ? "manifest, headers; the optimizer shards are checksummed as they are read"
+                                  : "every file checksummed",
+                   from_state ? "from the optimizer's master weights" : "read");
     } else if (have_src) {
         rc = zg_model_source_load(&src, &tr->model.cfg, tr->host_params, np);
         if (rc == 0) gpt2_params_upload(&tr->model, tr->host_params);
