@@ -38,8 +38,17 @@ int main(int argc, char **argv) {
         v[i] = 0.0f;
     }
     zg_segment seg = {0, n, 0.1f};
-    zg_adamw_args a = {.param = p, .grad = g, .m = m, .v = v, .segs = &seg, .n_segs = 1, .lr = 1e-4f,
-                       .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .grad_scale = 1.0f};
+    zg_adamw_args a = {.param = p,
+                       .grad = g,
+                       .m = m,
+                       .v = v,
+                       .segs = &seg,
+                       .n_segs = 1,
+                       .lr = 1e-4f,
+                       .beta1 = 0.9f,
+                       .beta2 = 0.95f,
+                       .eps = 1e-8f,
+                       .grad_scale = 1.0f};
     double *t = malloc(sizeof(double) * (size_t)reps), *tc = malloc(sizeof(double) * (size_t)reps);
     for (int r = 0; r <= reps; r++) { /* r = 0: warm-up */
         a.step = r + 1;

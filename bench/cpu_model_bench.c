@@ -42,8 +42,8 @@ int main(int argc, char **argv) {
         cfg.vocab_size = 50257;
     }
     if ((custom ? gpt2_config_validate(&cfg) : gpt2_config_by_name(name, &cfg)) != 0 ||
-        zg_backend_create(&be, &bc) != 0 || gpt2_init(&m, &cfg, be) != 0 ||
-        gpt2_grads_alloc(&m) != 0 || gpt2_activations_ensure(&m, B, T) != 0) {
+        zg_backend_create(&be, &bc) != 0 || gpt2_init(&m, &cfg, be) != 0 || gpt2_grads_alloc(&m) != 0 ||
+        gpt2_activations_ensure(&m, B, T) != 0) {
         zg_error_print();
         return 1;
     }

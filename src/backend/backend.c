@@ -125,7 +125,7 @@ uint16_t zg_f32_to_f16(float f) {
     uint32_t u = f32_bits(f);
     uint32_t sign = (u >> 16) & 0x8000u;
     uint32_t absu = u & 0x7fffffffu;
-    if (absu > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (absu > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
     if (absu >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
     if (absu < 0x38800000u) {
         /* subnormal or zero in fp16: value = absu_float * 2^24 rounded to an integer */

@@ -57,20 +57,20 @@ typedef struct {
  *   eps_inside_sqrt),  c = clamp(||p|| / ||u||, min_coeff, max_coeff) (1 when either norm is 0),
  *   p -= lr * sqrt(1 - b2^step) / (1 - b1^step) * c * u   (lr alone without bias correction). */
 typedef struct {
-    void *param;          /* low-precision parameters (param_dtype); == master when params are fp32 */
-    float *master;        /* fp32 master weights, or NULL when param is already fp32 */
-    const void *grad;     /* gradients (grad_dtype) */
-    float *m, *v;         /* fp32 Adam moments */
+    void *param;      /* low-precision parameters (param_dtype); == master when params are fp32 */
+    float *master;    /* fp32 master weights, or NULL when param is already fp32 */
+    const void *grad; /* gradients (grad_dtype) */
+    float *m, *v;     /* fp32 Adam moments */
     const zg_segment *segs;
     int n_segs;
     float lr, beta1, beta2, eps;
-    int step;             /* 1-based, for bias correction */
-    float grad_scale;     /* multiply gradients by this first (1/loss_scale * clip coefficient) */
-    int seg_begin, seg_end; /* update only segments [seg_begin, seg_end) of segs (seg_end 0: all of them);
+    int step;                   /* 1-based, for bias correction */
+    float grad_scale;           /* multiply gradients by this first (1/loss_scale * clip coefficient) */
+    int seg_begin, seg_end;     /* update only segments [seg_begin, seg_end) of segs (seg_end 0: all of them);
                              * the table stays whole so that a device backend can keep its copy */
-    int no_bias_correction; /* DeepSpeed's bias_correction false: 1 - beta^step taken as 1 */
-    int lamb;               /* Lamb instead of AdamW (above) */
-    int eps_inside_sqrt;    /* Lamb */
+    int no_bias_correction;     /* DeepSpeed's bias_correction false: 1 - beta^step taken as 1 */
+    int lamb;                   /* Lamb instead of AdamW (above) */
+    int eps_inside_sqrt;        /* Lamb */
     float max_coeff, min_coeff; /* Lamb: the trust ratio's clamp */
 } zg_adamw_args;
 
@@ -133,11 +133,11 @@ typedef struct {
     void (*cast)(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
 
     /* out (B,T,C) = wte[tokens] + wpe[t] */
-    void (*encoder_forward)(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
-                            int B, int T, int C);
+    void (*encoder_forward)(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B,
+                            int T, int C);
     /* dwte (Vp,C) += scatter(dout), dwpe (maxT,C) += sum over batch of dout */
-    void (*encoder_backward)(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens,
-                             int B, int T, int C);
+    void (*encoder_backward)(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B,
+                             int T, int C);
     /* out (N,C) = (inp - mean) * rstd * w + b; mean, rstd (N) fp32, may be NULL (not written: inference) */
     void (*layernorm_forward)(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                               const void *b, int N, int C);
@@ -147,16 +147,16 @@ typedef struct {
      * memory-efficient LayerNorm). A weight of exactly 0 gives its column xhat = 0 (the input is not
      * recoverable there). */
     void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
-                               const void *y, const void *w, const void *b, const float *mean, const float *rstd,
-                               int N, int C);
+                               const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
+                               int C);
     /* (every backend's layernorm_backward first calls zg_layernorm_backward_check) */
     /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL) + residual (N,OC, act_dtype, may
      * be NULL): the residual add of a transformer block fused into the product's epilogue. residual
      * may be out itself (in place) but must not otherwise overlap it; the model passes a separate
      * buffer. If pre_gelu is non-NULL, the product+bias is stored in pre_gelu (N,OC) and
      * out = gelu_tanh(pre_gelu). pre_gelu and residual together are not supported (fatal). */
-    void (*matmul_forward)(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
-                           const void *bias, const void *residual, int N, int C, int OC);
+    void (*matmul_forward)(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
+                           const void *residual, int N, int C, int OC);
     /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp; dbias (OC) += sum(dout)
      * (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then multiplied by gelu'(gelu_inp)
      * (the input of this matmul was gelu(gelu_inp)). */
@@ -180,8 +180,8 @@ typedef struct {
     /* Incremental decoding with a KV cache (sampling). qkv (B,Tn,3C) holds the Tn new positions
      * pos..pos+Tn-1; their k, v are written into kcache/vcache (B,NH,maxT,hs) (act_dtype) and
      * out (B,Tn,C) attends causally over positions 0..pos+Tn-1 (new position i sees 0..pos+i). */
-    void (*attention_forward_cached)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
-                                     int B, int Tn, int pos, int maxT, int C, int NH);
+    void (*attention_forward_cached)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
+                                     int Tn, int pos, int maxT, int C, int NH);
 
     /* Decoding one new position per row with the position in backend memory, so that a recorded
      * decode step (graph_*) replays at the next position. pos is int32[2]: pos[0] the position of the
@@ -191,13 +191,13 @@ typedef struct {
                                const int32_t *pos, int B, int C);
     /* attention_decode: attention_forward_cached with Tn = 1 at position pos[0]: the k, v of qkv (B,3C)
      * go into the caches (B,NH,maxT,hs) at pos[0], out (B,C) attends over positions 0..pos[0]. */
-    void (*attention_decode)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
-                             const int32_t *pos, int B, int maxT, int C, int NH);
+    void (*attention_decode)(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, const int32_t *pos,
+                             int B, int maxT, int C, int NH);
     /* Next token of every row: ids (B) int32 drawn from logits (B,Vp) (act_dtype, first V columns)
      * with rows[b]'s settings and generator counter *counter (backend memory). No logits leave the
      * backend; the same (logits, rows, counter) give the same ids on every backend. */
-    void (*sample)(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows,
-                   const int32_t *counter, int B, int V, int Vp);
+    void (*sample)(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
+                   int B, int V, int Vp);
     /* decode_advance: t = pos[0] + 1; for each row b, seq (B,maxT) keeps its prompt token at t when
      * t < plen[b], else takes ids[b]; tokens[b] = seq[b][t]; then pos = {t, t + 1}. Rows of different
      * prompt lengths thus run in one batch at one position (a row's prompt overrides its draws). */
@@ -233,13 +233,13 @@ typedef struct {
 struct zg_backend {
     const zg_backend_ops *ops;
     zg_dtype param_dtype, act_dtype, grad_dtype;
-    int device;          /* -1 for the CPU, else the CUDA device index */
+    int device;              /* -1 for the CPU, else the CUDA device index */
     size_t device_mem_total; /* the device's memory in bytes (0 for the CPU backend) */
-    size_t bytes_in_use; /* backend memory currently allocated through ops->alloc */
+    size_t bytes_in_use;     /* backend memory currently allocated through ops->alloc */
     size_t bytes_peak;
     size_t host_bytes_in_use; /* host_alloc memory currently held */
     size_t host_bytes_peak;
-    void *impl;          /* backend-private state */
+    void *impl; /* backend-private state */
 };
 
 typedef struct {

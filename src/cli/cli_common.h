@@ -7,16 +7,16 @@
 #include <stddef.h>
 
 /* The help of --tokenizer, one text for every command that takes it. */
-#define ZG_CLI_TOKENIZER_HELP                                                                      \
+#define ZG_CLI_TOKENIZER_HELP                                                                                          \
     "folder with encoder.json + vocab.bpe or vocab.json + merges.txt (default: the bundled GPT-2 vocabulary)"
 
 /* The help of --model, one text for every command that takes a model. */
-#define ZG_CLI_MODEL_HELP                                                                          \
-    "checkpoint folder or out_dir, hf:PATH, gpt2..gpt2-xl, or a Hugging Face repo org/name (names and repos take "  \
+#define ZG_CLI_MODEL_HELP                                                                                              \
+    "checkpoint folder or out_dir, hf:PATH, gpt2..gpt2-xl, or a Hugging Face repo org/name (names and repos take "     \
     "@REVISION; read from the Hugging Face cache, downloaded when missing)"
 
 /* The help of --revision, beside --model. */
-#define ZG_CLI_REVISION_HELP                                                                       \
+#define ZG_CLI_REVISION_HELP                                                                                           \
     "with a hub name or repo id: the branch, tag or commit to read (the same as --model SRC@REV)"
 
 /* --model and --revision as the one spec the model resolver takes ("org/name@rev") into buf[cap];

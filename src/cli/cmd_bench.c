@@ -37,9 +37,10 @@ static const zg_option bench_opts[] = {
     ZG_OPT_INT(bench_args, steps, "steps", "N", "timed training steps", "3"),
     ZG_OPT_INT(bench_args, warmup, "warmup", "N", "untimed steps first", "1"),
     ZG_OPT_STR(bench_args, device, "device", "cpu|cuda|auto", "where to run", "auto"),
-    ZG_OPT_DBL(bench_args, peak_tflops, "peak-tflops", "X",
-               "the device's dense peak for MFU (e.g. 989 for an H100/H200 in bf16; 0 = measure on the CPU, n/a on CUDA)",
-               "0"),
+    ZG_OPT_DBL(
+        bench_args, peak_tflops, "peak-tflops", "X",
+        "the device's dense peak for MFU (e.g. 989 for an H100/H200 in bf16; 0 = measure on the CPU, n/a on CUDA)",
+        "0"),
     ZG_OPT_STR(bench_args, recompute, "recompute", "none|gelu|layernorm|ln1|ln2|all",
                "activations recomputed in backward (as the recompute / recompute_layernorm config keys)", "none"),
     ZG_OPT_FLAG(bench_args, ln_from_output, "memory-efficient-layernorm",
@@ -50,8 +51,11 @@ static const zg_option bench_opts[] = {
 };
 
 static const zg_command_spec bench_spec = {
-    "bench", "[--model gpt2] [--batch 4] [--seq 256] [--steps N] [--device cpu|cuda]",
-    "Measure training speed: tokens/s, ms/step, MFU, peak memory and the time split by op.", bench_opts, NULL,
+    "bench",
+    "[--model gpt2] [--batch 4] [--seq 256] [--steps N] [--device cpu|cuda]",
+    "Measure training speed: tokens/s, ms/step, MFU, peak memory and the time split by op.",
+    bench_opts,
+    NULL,
     "A step is forward + backward + AdamW on random tokens. MFU counts 6N + 6*L*T*C FLOPs per token (N\n"
     "parameters, L layers, T sequence, C channels) over the peak: on the CPU the peak is measured with a\n"
     "large sgemm on this machine (so MFU is 'share of BLAS speed'); on CUDA give the card's dense peak\n"
@@ -122,12 +126,18 @@ int zg_cmd_bench(int argc, char **argv) {
     gpt2_model m;
     char desc[600];
     int recompute;
-    if (strcmp(a.recompute, "none") == 0) recompute = 0;
-    else if (strcmp(a.recompute, "gelu") == 0) recompute = GPT2_RECOMPUTE_GELU;
-    else if (strcmp(a.recompute, "layernorm") == 0) recompute = GPT2_RECOMPUTE_LAYERNORM;
-    else if (strcmp(a.recompute, "ln1") == 0) recompute = GPT2_RECOMPUTE_LN1;
-    else if (strcmp(a.recompute, "ln2") == 0) recompute = GPT2_RECOMPUTE_LN2;
-    else if (strcmp(a.recompute, "all") == 0) recompute = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
+    if (strcmp(a.recompute, "none") == 0)
+        recompute = 0;
+    else if (strcmp(a.recompute, "gelu") == 0)
+        recompute = GPT2_RECOMPUTE_GELU;
+    else if (strcmp(a.recompute, "layernorm") == 0)
+        recompute = GPT2_RECOMPUTE_LAYERNORM;
+    else if (strcmp(a.recompute, "ln1") == 0)
+        recompute = GPT2_RECOMPUTE_LN1;
+    else if (strcmp(a.recompute, "ln2") == 0)
+        recompute = GPT2_RECOMPUTE_LN2;
+    else if (strcmp(a.recompute, "all") == 0)
+        recompute = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
     else {
         zg_errorf("--recompute %s: use none, gelu, layernorm (both LayerNorms), ln1, ln2 or all", a.recompute);
         return zg_cli_fail();
@@ -256,8 +266,8 @@ int zg_cmd_bench(int argc, char **argv) {
         printf("  %-12s %10s %10.1f %6.1f%%\n", "adamw", "", opt_ms, 100.0 * opt_ms / total_ms);
     }
     if (a.json)
-        printf("{\"tokens_per_sec\": %.1f, \"ms_per_step\": %.2f, \"mfu\": %.4f, \"peak_bytes\": %zu}\n", tok_s, dt * 1e3,
-               peak > 0 ? achieved / peak : 0.0, be->bytes_peak);
+        printf("{\"tokens_per_sec\": %.1f, \"ms_per_step\": %.2f, \"mfu\": %.4f, \"peak_bytes\": %zu}\n", tok_s,
+               dt * 1e3, peak > 0 ? achieved / peak : 0.0, be->bytes_peak);
 cleanup:
     free(in);
     free(tg);

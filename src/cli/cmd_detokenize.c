@@ -22,8 +22,11 @@ static const zg_option detokenize_options[] = {
 };
 
 static const zg_command_spec detokenize_spec = {
-    "detokenize", "[--input FILE] [--tokenizer DIR]", "decode GPT-2 token ids back into the exact bytes",
-    detokenize_options, NULL,
+    "detokenize",
+    "[--input FILE] [--tokenizer DIR]",
+    "decode GPT-2 token ids back into the exact bytes",
+    detokenize_options,
+    NULL,
     "Reads decimal token ids separated by spaces or newlines (the output of 'zgpt tokenize') and writes\n"
     "the bytes they stand for to standard output. Nothing is written if any id is invalid."};
 
@@ -45,8 +48,7 @@ static int parse_ids(const char *src, const char *text, size_t len, int vocab, z
         int bad_char = i < len && !(text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t');
         if (i == start || bad_char) {
             size_t e = start;
-            while (e < len && e - start < 24 && text[e] != ' ' && text[e] != '\n' && text[e] != '\r' &&
-                   text[e] != '\t')
+            while (e < len && e - start < 24 && text[e] != ' ' && text[e] != '\n' && text[e] != '\r' && text[e] != '\t')
                 e++;
             return zg_errorf("%s: '%.*s' at byte %zu is not a token id; expected decimal integers 0..%d separated "
                              "by spaces (the output of 'zgpt tokenize')",

@@ -25,8 +25,10 @@ static const zg_option download_opts[] = {
 };
 
 static const zg_command_spec download_spec = {
-    "download", "REPO_OR_NAME [--revision R] [--cache-dir DIR]",
-    "Download a GPT-2 (config.json + model.safetensors) from the Hugging Face Hub into its cache.", download_opts,
+    "download",
+    "REPO_OR_NAME [--revision R] [--cache-dir DIR]",
+    "Download a GPT-2 (config.json + model.safetensors) from the Hugging Face Hub into its cache.",
+    download_opts,
     "REPO_OR_NAME",
     "REPO_OR_NAME: gpt2, gpt2-medium, gpt2-large, gpt2-xl (from openai-community/), or any org/name repo.\n"
     "The cache has huggingface_hub's layout (blobs, snapshots, refs), so transformers finds the files too;\n"

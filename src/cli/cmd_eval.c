@@ -26,8 +26,8 @@ typedef struct {
 static const zg_option eval_opts[] = {
     ZG_OPT_STR(eval_args, model, "model", "SRC", ZG_CLI_MODEL_HELP, NULL),
     ZG_OPT_STR(eval_args, revision, "revision", "REV", ZG_CLI_REVISION_HELP, NULL),
-    ZG_OPT_STR(eval_args, data, "data", "FILE", "token shard (zgpt, nanoGPT .bin or llm.c), or a prepared folder (val split)",
-               NULL),
+    ZG_OPT_STR(eval_args, data, "data", "FILE",
+               "token shard (zgpt, nanoGPT .bin or llm.c), or a prepared folder (val split)", NULL),
     ZG_OPT_INT(eval_args, seq, "seq", "T", "sequence length (0 = the model's block_size)", "0"),
     ZG_OPT_INT(eval_args, batch, "batch", "B", "sequences per forward pass", "8"),
     ZG_OPT_FLAG(eval_args, full, "full", "every consecutive non-overlapping window of the file, from the start"),
@@ -41,8 +41,11 @@ static const zg_option eval_opts[] = {
 };
 
 static const zg_command_spec eval_spec = {
-    "eval", "--model SRC --data FILE [--seq T] [--batch B] [--full] [--json]",
-    "Mean next-token loss and perplexity of a model on a token file.", eval_opts, NULL,
+    "eval",
+    "--model SRC --data FILE [--seq T] [--batch B] [--full] [--json]",
+    "Mean next-token loss and perplexity of a model on a token file.",
+    eval_opts,
+    NULL,
     "--full: window k has inputs tokens[kT .. kT+T-1] and targets tokens[kT+1 .. kT+T] for every k with\n"
     "kT+T+1 <= n; the loss is the mean over all those targets. Without --full: --iters batches of random\n"
     "windows (seeded)."};

@@ -24,9 +24,12 @@ static const zg_option export_opts[] = {
 };
 
 static const zg_command_spec export_spec = {
-    "export", "--model SRC --out DIR [--dtype fp32|fp16|bf16]",
-    "Write a model as a Hugging Face GPT-2 folder that GPT2LMHeadModel.from_pretrained(DIR) loads.", export_opts,
-    NULL, "The LM head is tied to the token embedding; the vocabulary padding is dropped."};
+    "export",
+    "--model SRC --out DIR [--dtype fp32|fp16|bf16]",
+    "Write a model as a Hugging Face GPT-2 folder that GPT2LMHeadModel.from_pretrained(DIR) loads.",
+    export_opts,
+    NULL,
+    "The LM head is tied to the token embedding; the vocabulary padding is dropped."};
 
 int zg_cmd_export(int argc, char **argv) {
     export_args a;
@@ -57,7 +60,8 @@ int zg_cmd_export(int argc, char **argv) {
     if (!host) {
         zg_errorf("out of host memory for %zu parameters", t.num_params);
         status = zg_cli_fail();
-    } else if (zg_model_source_load(&src, &src.cfg, host, t.num_params) != 0 || hf_export(a.out, &src.cfg, host, dt) != 0) {
+    } else if (zg_model_source_load(&src, &src.cfg, host, t.num_params) != 0 ||
+               hf_export(a.out, &src.cfg, host, dt) != 0) {
         status = zg_cli_fail();
     } else {
         char desc[600];

@@ -16,7 +16,7 @@
 
 typedef struct {
     int64_t nproc;
-    int64_t stage;      /* -1: from the config */
+    int64_t stage;       /* -1: from the config */
     int64_t micro_batch; /* 0: from the config */
     const char *model;
     const char *device;
@@ -29,11 +29,14 @@ static const zg_option plan_options[] = {
     ZG_OPT_INT(plan_args, nproc, "nproc", "N", "number of ranks (processes / GPUs)", "1"),
     ZG_OPT_INT(plan_args, stage, "stage", "S", "ZeRO stage 0-3 (default: the config's zero_optimization.stage)", "-1"),
     ZG_OPT_INT(plan_args, micro_batch, "micro-batch", "B", "micro-batch per rank (default: the config's)", "0"),
-    ZG_OPT_STR(plan_args, model, "model", "NAME", "gpt2, gpt2-medium, gpt2-large, gpt2-xl (default: the config's model)", NULL),
+    ZG_OPT_STR(plan_args, model, "model", "NAME",
+               "gpt2, gpt2-medium, gpt2-large, gpt2-xl (default: the config's model)", NULL),
     ZG_OPT_STR(plan_args, device, "device", "DEV", "cpu or cuda (decides the precision the run would use)", "cuda"),
-    ZG_OPT_STR(plan_args, precision, "precision", "P", "fp32, bf16 or fp16 (default: the config's, for the device)", NULL),
+    ZG_OPT_STR(plan_args, precision, "precision", "P", "fp32, bf16 or fp16 (default: the config's, for the device)",
+               NULL),
     ZG_OPT_FLAG(plan_args, json, "json", "print JSON"),
-    ZG_OPT_STR(plan_args, deepspeed, "deepspeed", "DS_CONFIG", "DeepSpeed config file used with CONFIG (as zgpt train --deepspeed)", NULL),
+    ZG_OPT_STR(plan_args, deepspeed, "deepspeed", "DS_CONFIG",
+               "DeepSpeed config file used with CONFIG (as zgpt train --deepspeed)", NULL),
     ZG_OPT_END,
 };
 
@@ -204,7 +207,8 @@ int zg_cmd_plan(int argc, char **argv) {
     if ((recompute & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM)) && rc_layers > 0 && rc_layers < g.n_layer)
         printf("  (recomputed in layers 0-%d of %d: recompute_num_layers %d)\n", rc_layers - 1, g.n_layer, rc_layers);
     if (requested_bucket != zo.reduce_bucket_size)
-        printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they complete\n",
+        printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they "
+               "complete\n",
                requested_bucket, zo.reduce_bucket_size);
     printf("  buckets: reduce %zu, all-gather %zu elements; overlap_comm %s\n\n", zo.reduce_bucket_size,
            zo.allgather_bucket_size, zo.overlap_comm ? "on" : "off");
@@ -230,7 +234,8 @@ int zg_cmd_plan(int argc, char **argv) {
                zg_fmt_bytes((double)m.grads, b2, sizeof b2), zg_fmt_bytes((double)m.grad_shard, b3, sizeof b3),
                zg_fmt_bytes((double)m.optimizer, b4, sizeof b4), zg_fmt_bytes((double)m.comm, b5, sizeof b5),
                zg_fmt_bytes((double)m.activations, b6, sizeof b6),
-               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7), zg_fmt_bytes((double)m.host, b8, sizeof b8));
+               zg_fmt_bytes((double)zg_zero_memory_total(&m), b7, sizeof b7),
+               zg_fmt_bytes((double)m.host, b8, sizeof b8));
     }
     double ours = (double)(m0.params + m0.grads + m0.grad_shard + m0.optimizer);
     if (zo.stage <= 1)
@@ -257,10 +262,12 @@ int zg_cmd_plan(int argc, char **argv) {
      * in the host buffer it always holds) */
     zg_zero_memory mlast;
     zg_zero_plan_model(&table, N, N - 1, &zo, dt, dt, device, act, &mlast);
-    printf("  checkpoint: %s on disk (12 bytes per parameter)\n", zg_fmt_bytes(checkpoint_bytes(n, &zo, N), b3, sizeof b3));
+    printf("  checkpoint: %s on disk (12 bytes per parameter)\n",
+           zg_fmt_bytes(checkpoint_bytes(n, &zo, N), b3, sizeof b3));
     printf("  background_checkpoint: a host snapshot of %s on rank 0",
            zg_fmt_bytes((double)snapshot_bytes(&zo, N, 0, &m0), b4, sizeof b4));
-    if (N > 1) printf(", %s on rank %d", zg_fmt_bytes((double)snapshot_bytes(&zo, N, N - 1, &mlast), b5, sizeof b5), N - 1);
+    if (N > 1)
+        printf(", %s on rank %d", zg_fmt_bytes((double)snapshot_bytes(&zo, N, N - 1, &mlast), b5, sizeof b5), N - 1);
     printf(" (pinned host memory on CUDA, allocated once and reused between saves)\n");
     rc = 0;
 cleanup:

@@ -23,12 +23,15 @@ typedef struct {
 static const zg_option prepare_opts[] = {
     ZG_OPT_LIST(prepare_args, input, "input", "PATH", "text files or folders (every *.txt below a folder, sorted)"),
     ZG_OPT_STR(prepare_args, out, "out", "DIR", "output folder for train_*.bin, val_*.bin and meta.json", NULL),
-    ZG_OPT_DBL(prepare_args, val_fraction, "val-fraction", "X", "share of the text (from the end) kept for validation", "0.1"),
+    ZG_OPT_DBL(prepare_args, val_fraction, "val-fraction", "X", "share of the text (from the end) kept for validation",
+               "0.1"),
     ZG_OPT_STR(prepare_args, tokenizer, "tokenizer", "DIR", ZG_CLI_TOKENIZER_HELP, NULL),
     ZG_OPT_INT(prepare_args, shard_tokens, "shard-tokens", "N", "tokens per shard file", "100000000"),
     ZG_OPT_INT(prepare_args, threads, "threads", "N", "encoding threads (0 = all cores)", "0"),
-    ZG_OPT_STR(prepare_args, check, "check", "DIR", "verify a prepared folder (zgpt, nanoGPT or llm.c shards) instead of preparing", NULL),
-    ZG_OPT_INT(prepare_args, block_size, "block-size", "T", "with --check: the sequence length the splits must hold (T+1 tokens)", "1024"),
+    ZG_OPT_STR(prepare_args, check, "check", "DIR",
+               "verify a prepared folder (zgpt, nanoGPT or llm.c shards) instead of preparing", NULL),
+    ZG_OPT_INT(prepare_args, block_size, "block-size", "T",
+               "with --check: the sequence length the splits must hold (T+1 tokens)", "1024"),
     ZG_OPT_END,
 };
 

@@ -48,10 +48,12 @@ static const zg_option sample_opts[] = {
 };
 
 static const zg_command_spec sample_spec = {
-    "sample", "--model SRC [--prompt TEXT | --prompt-file FILE] [--num-samples N] [--max-new-tokens N] [options]",
+    "sample",
+    "--model SRC [--prompt TEXT | --prompt-file FILE] [--num-samples N] [--max-new-tokens N] [options]",
     "Generate text from a model on its device (KV cache; sampling on the device; the same seed gives the same "
     "text).",
-    sample_opts, NULL,
+    sample_opts,
+    NULL,
     "Samples are separated by a line of dashes, as nanoGPT's sample.py prints them. Timings go to stderr: the "
     "model's load apart from generation, and generated tokens per second."};
 

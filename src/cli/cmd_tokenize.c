@@ -32,8 +32,11 @@ static const zg_option tokenize_options[] = {
 };
 
 static const zg_command_spec tokenize_spec = {
-    "tokenize", "[--input FILE] [--tokenizer DIR] [--allow-special] [--stats]",
-    "encode text (any bytes) as GPT-2 token ids, exactly as tiktoken's \"gpt2\" encoding", tokenize_options, NULL,
+    "tokenize",
+    "[--input FILE] [--tokenizer DIR] [--allow-special] [--stats]",
+    "encode text (any bytes) as GPT-2 token ids, exactly as tiktoken's \"gpt2\" encoding",
+    tokenize_options,
+    NULL,
     "Writes the ids to standard output as decimal integers separated by single spaces, with a newline at\n"
     "the end. 'zgpt detokenize' turns them back into the exact input bytes."};
 
@@ -96,8 +99,9 @@ int zg_cmd_tokenize(int argc, char **argv) {
         return zg_cli_fail();
     }
     if (a.stats)
-        fprintf(stderr, "zgpt tokenize: %zu bytes -> %zu tokens in %.4f s: %.2f MB/s single-threaded, %.3f bytes/token\n",
-                len, ids.len, secs, secs > 0 ? (double)len / secs / 1e6 : 0.0,
+        fprintf(stderr,
+                "zgpt tokenize: %zu bytes -> %zu tokens in %.4f s: %.2f MB/s single-threaded, %.3f bytes/token\n", len,
+                ids.len, secs, secs > 0 ? (double)len / secs / 1e6 : 0.0,
                 ids.len ? (double)len / (double)ids.len : 0.0);
     int wrc = write_ids(&ids, stdout);
     zg_tokens_free(&ids);

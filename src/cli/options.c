@@ -114,7 +114,8 @@ int zg_options_parse(const zg_command_spec *spec, int argc, char **argv, void *a
                     strlist_push(l, argv[++i]);
                     took++;
                 }
-                if (!took) return zg_errorf("option --%s needs a value (%s)", o->name, o->metavar ? o->metavar : "VALUE");
+                if (!took)
+                    return zg_errorf("option --%s needs a value (%s)", o->name, o->metavar ? o->metavar : "VALUE");
                 continue;
             }
             const char *value = eq ? eq + 1 : NULL;

@@ -17,11 +17,11 @@
 
 typedef enum {
     ZG_OPTK_END = 0,
-    ZG_OPTK_FLAG,     /* int, set to 1 when present */
-    ZG_OPTK_STRING,   /* const char * */
-    ZG_OPTK_INT,      /* int64_t */
-    ZG_OPTK_DOUBLE,   /* double */
-    ZG_OPTK_LIST,     /* zg_strlist: the option may repeat, or take several values up to the next option */
+    ZG_OPTK_FLAG,   /* int, set to 1 when present */
+    ZG_OPTK_STRING, /* const char * */
+    ZG_OPTK_INT,    /* int64_t */
+    ZG_OPTK_DOUBLE, /* double */
+    ZG_OPTK_LIST,   /* zg_strlist: the option may repeat, or take several values up to the next option */
 } zg_option_kind;
 
 typedef struct {
@@ -31,28 +31,34 @@ typedef struct {
 
 typedef struct {
     zg_option_kind kind;
-    const char *name;     /* long name without "--" */
-    size_t offset;        /* where the value goes in the command's args struct */
-    const char *metavar;  /* e.g. "FILE"; NULL for flags */
+    const char *name;    /* long name without "--" */
+    size_t offset;       /* where the value goes in the command's args struct */
+    const char *metavar; /* e.g. "FILE"; NULL for flags */
     const char *help;
-    const char *def;      /* default as text (parsed like a command-line value); NULL = none */
+    const char *def; /* default as text (parsed like a command-line value); NULL = none */
 } zg_option;
 
-#define ZG_OPT_FLAG(S, field, name, help) {ZG_OPTK_FLAG, name, offsetof(S, field), NULL, help, NULL}
-#define ZG_OPT_STR(S, field, name, meta, help, def) {ZG_OPTK_STRING, name, offsetof(S, field), meta, help, def}
-#define ZG_OPT_INT(S, field, name, meta, help, def) {ZG_OPTK_INT, name, offsetof(S, field), meta, help, def}
-#define ZG_OPT_DBL(S, field, name, meta, help, def) {ZG_OPTK_DOUBLE, name, offsetof(S, field), meta, help, def}
-#define ZG_OPT_LIST(S, field, name, meta, help) {ZG_OPTK_LIST, name, offsetof(S, field), meta, help, NULL}
-#define ZG_OPT_END {ZG_OPTK_END, NULL, 0, NULL, NULL, NULL}
+#define ZG_OPT_FLAG(S, field, name, help)                                                                              \
+    { ZG_OPTK_FLAG, name, offsetof(S, field), NULL, help, NULL }
+#define ZG_OPT_STR(S, field, name, meta, help, def)                                                                    \
+    { ZG_OPTK_STRING, name, offsetof(S, field), meta, help, def }
+#define ZG_OPT_INT(S, field, name, meta, help, def)                                                                    \
+    { ZG_OPTK_INT, name, offsetof(S, field), meta, help, def }
+#define ZG_OPT_DBL(S, field, name, meta, help, def)                                                                    \
+    { ZG_OPTK_DOUBLE, name, offsetof(S, field), meta, help, def }
+#define ZG_OPT_LIST(S, field, name, meta, help)                                                                        \
+    { ZG_OPTK_LIST, name, offsetof(S, field), meta, help, NULL }
+#define ZG_OPT_END                                                                                                     \
+    { ZG_OPTK_END, NULL, 0, NULL, NULL, NULL }
 
 /* A command's description for parsing and help. */
 typedef struct {
-    const char *name;        /* "train" */
-    const char *usage;       /* "--config FILE [options]" */
-    const char *summary;     /* one line */
+    const char *name;    /* "train" */
+    const char *usage;   /* "--config FILE [options]" */
+    const char *summary; /* one line */
     const zg_option *options;
-    const char *positional;  /* metavar of positional arguments, NULL if none are accepted */
-    const char *epilog;      /* extra help text, may be NULL */
+    const char *positional; /* metavar of positional arguments, NULL if none are accepted */
+    const char *epilog;     /* extra help text, may be NULL */
 } zg_command_spec;
 
 /* Parses argv (argv[0] is the command name) into args. Positional arguments (if the spec accepts

@@ -44,14 +44,13 @@ _Noreturn void zg_fatal_at(const char *file, int line, const char *fmt, ...) ZG_
 void zg_error_print(void);
 
 /* libc calls that return -1 / non-zero and set errno. */
-#define ZG_CHECK_SYS(call)                                                                         \
-    do {                                                                                           \
-        if ((call) != 0) zg_fatal_at(__FILE__, __LINE__, "%s failed: %s", #call, zg_strerrno());   \
+#define ZG_CHECK_SYS(call)                                                                                             \
+    do {                                                                                                               \
+        if ((call) != 0) zg_fatal_at(__FILE__, __LINE__, "%s failed: %s", #call, zg_strerrno());                       \
     } while (0)
 
 /* Calls that return a pointer, NULL on failure. */
-#define ZG_CHECK_PTR(call)                                                                         \
-    zg_check_ptr_at((call), __FILE__, __LINE__, #call)
+#define ZG_CHECK_PTR(call) zg_check_ptr_at((call), __FILE__, __LINE__, #call)
 
 const char *zg_strerrno(void);
 void *zg_check_ptr_at(void *p, const char *file, int line, const char *call);

@@ -237,7 +237,10 @@ int zg_atomic_commit(zg_atomic_file *af, uint64_t *checksum_out) {
     char *dir = zg_strdup(af->path);
     char *slash = strrchr(dir, '/');
     if (slash) {
-        if (slash == dir) slash[1] = '\0'; else *slash = '\0';
+        if (slash == dir)
+            slash[1] = '\0';
+        else
+            *slash = '\0';
     } else {
         strcpy(dir, ".");
     }

@@ -11,8 +11,7 @@ uint64_t zg_host_mem_available(void) {
     FILE *f = fopen("/proc/meminfo", "r");
     char line[256];
     int found = 0;
-    while (f && !found && fgets(line, sizeof line, f))
-        found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
+    while (f && !found && fgets(line, sizeof line, f)) found = sscanf(line, "MemAvailable: %" SCNu64 " kB", &kb) == 1;
     if (f) fclose(f);
     return found ? kb * 1024 : UINT64_MAX;
 }

@@ -22,9 +22,12 @@ const char *zg_fmt_duration(double s, char *buf, size_t cap) {
         return buf;
     }
     long long t = (long long)(s + 0.5);
-    if (t < 60) snprintf(buf, cap, "%llds", t);
-    else if (t < 3600) snprintf(buf, cap, "%lldm%02llds", t / 60, t % 60);
-    else snprintf(buf, cap, "%lldh%02lldm", t / 3600, (t % 3600) / 60);
+    if (t < 60)
+        snprintf(buf, cap, "%llds", t);
+    else if (t < 3600)
+        snprintf(buf, cap, "%lldm%02llds", t / 60, t % 60);
+    else
+        snprintf(buf, cap, "%lldh%02lldm", t / 3600, (t % 3600) / 60);
     return buf;
 }
 
@@ -75,8 +78,10 @@ const char *zg_progress_format(const zg_progress *p, double now, char *buf, size
     if (p->total) {
         fmt_amount(p, (double)p->total, t, sizeof t);
         double left = p->total > p->done ? (double)(p->total - p->done) : 0;
-        if (rate > 0) zg_fmt_duration(left / rate, e, sizeof e);
-        else snprintf(e, sizeof e, "?");
+        if (rate > 0)
+            zg_fmt_duration(left / rate, e, sizeof e);
+        else
+            snprintf(e, sizeof e, "?");
         snprintf(buf, cap, "%s: %s / %s%s%s (%.0f%%), %s%s%s/s, ETA %s", p->label, d, t, u, un,
                  100.0 * (double)p->done / (double)p->total, r, u, un, e);
     } else {
@@ -94,8 +99,10 @@ void zg_progress_update(zg_progress *p, uint64_t done) {
     p->last = now;
     char line[512];
     zg_progress_format(p, now, line, sizeof line);
-    if (p->tty) fprintf(stderr, "\r%s\033[K", line); /* erase what a longer previous line left */
-    else fprintf(stderr, "%s\n", line);
+    if (p->tty)
+        fprintf(stderr, "\r%s\033[K", line); /* erase what a longer previous line left */
+    else
+        fprintf(stderr, "%s\n", line);
     fflush(stderr);
     p->printed = 1;
 }

@@ -23,12 +23,12 @@ typedef struct {
     const char *unit; /* NULL: bytes (printed as KiB/MiB/GiB); else the name of an item ("tokens") */
     uint64_t total;   /* 0: unknown (no percentage, no ETA) */
     uint64_t done;
-    uint64_t base;    /* done at the start (a resumed download): excluded from the rate */
-    double t0, last;  /* seconds (monotonic) */
-    double interval;  /* seconds between lines */
+    uint64_t base;   /* done at the start (a resumed download): excluded from the rate */
+    double t0, last; /* seconds (monotonic) */
+    double interval; /* seconds between lines */
     int tty;
-    int printed;      /* a line was printed (the final line follows) */
-    int silent;       /* prints nothing: set by zg_progress_init on ranks other than 0 */
+    int printed; /* a line was printed (the final line follows) */
+    int silent;  /* prints nothing: set by zg_progress_init on ranks other than 0 */
 } zg_progress;
 
 void zg_progress_init(zg_progress *p, const char *label, uint64_t total, const char *unit);

@@ -82,8 +82,14 @@ int zg_parse_bool(const char *s, const char *what, int *out) {
     const char *yes[] = {"true", "1", "yes", "on"};
     const char *no[] = {"false", "0", "no", "off"};
     for (int i = 0; i < 4; i++) {
-        if (strcasecmp(s, yes[i]) == 0) { *out = 1; return 0; }
-        if (strcasecmp(s, no[i]) == 0) { *out = 0; return 0; }
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
     }
     return zg_errorf("%s: expected true or false, got '%s'", what, s);
 }

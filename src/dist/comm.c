@@ -40,7 +40,8 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
     if (strcmp(name, "single") == 0) {
         if (env.size > 1)
             return zg_errorf("the launcher started %d ranks (%s) but the single-process communicator was "
-                             "requested", env.size, zg_launch_src_name(env.source));
+                             "requested",
+                             env.size, zg_launch_src_name(env.source));
         rc = zg_comm_single_create(out, &c);
     } else if (strcmp(name, "mpi") == 0) {
 #ifdef ZGPT_WITH_MPI
@@ -102,8 +103,7 @@ zg_comm_req *zg_comm_iall_reduce(zg_comm *c, const void *send, void *recv, size_
     return c->ops->all_reduce(c, send, recv, n, dt, op);
 }
 
-zg_comm_req *zg_comm_ireduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op,
-                             int root) {
+zg_comm_req *zg_comm_ireduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op, int root) {
     check_root(c, root, "reduce");
     size_t es = zg_dtype_size(dt);
     if (c->rank == root && send != recv && ranges_overlap(send, n * es, recv, n * es))

@@ -49,8 +49,7 @@ typedef struct {
     const char *name; /* "single", "mpi", "nccl" */
     void (*destroy)(zg_comm *c);
     zg_comm_req *(*all_reduce)(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op);
-    zg_comm_req *(*reduce)(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op,
-                           int root);
+    zg_comm_req *(*reduce)(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op, int root);
     zg_comm_req *(*reduce_scatter)(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt);
     zg_comm_req *(*all_gather)(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt);
     zg_comm_req *(*broadcast)(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root);
@@ -71,24 +70,24 @@ typedef struct {
 struct zg_comm {
     const zg_comm_ops *ops;
     int rank, size;
-    int local_rank;        /* rank within this machine (selects the GPU) */
-    double timeout_s;      /* per collective */
-    int device_buffers;    /* 1: buffers are device memory (NCCL) */
-    size_t scratch_bytes;  /* communicator-owned staging memory currently allocated */
+    int local_rank;       /* rank within this machine (selects the GPU) */
+    double timeout_s;     /* per collective */
+    int device_buffers;   /* 1: buffers are device memory (NCCL) */
+    size_t scratch_bytes; /* communicator-owned staging memory currently allocated */
     size_t scratch_peak;
-    long n_collectives;    /* collectives started (statistics, tests, the launcher's heartbeat) */
-    zg_heartbeat hb;       /* attached when started by zgpt's launcher (src/dist/heartbeat.h) */
+    long n_collectives; /* collectives started (statistics, tests, the launcher's heartbeat) */
+    zg_heartbeat hb;    /* attached when started by zgpt's launcher (src/dist/heartbeat.h) */
     void *impl;
 };
 
 typedef struct {
-    const char *backend;   /* "auto", "single", "mpi", "nccl" */
-    double timeout_s;      /* <= 0: $ZGPT_COMM_TIMEOUT or 300 s */
-    zg_backend *be;        /* single: copies go through be->ops->copy when non-NULL; nccl: the CUDA
+    const char *backend;  /* "auto", "single", "mpi", "nccl" */
+    double timeout_s;     /* <= 0: $ZGPT_COMM_TIMEOUT or 300 s */
+    zg_backend *be;       /* single: copies go through be->ops->copy when non-NULL; nccl: the CUDA
                             * backend (device, compute stream) */
-    void *compute_stream;  /* nccl: the cudaStream_t compute work is enqueued on (NULL: the CUDA backend's
+    void *compute_stream; /* nccl: the cudaStream_t compute work is enqueued on (NULL: the CUDA backend's
                             * stream when be is one, else the legacy default stream) */
-    int max_ctas;          /* nccl: most thread blocks (channels) a collective may use; 0: NCCL's choice.
+    int max_ctas;         /* nccl: most thread blocks (channels) a collective may use; 0: NCCL's choice.
                             * $NCCL_MAX_CTAS, when set, wins. */
 } zg_comm_config;
 
@@ -114,8 +113,7 @@ double zg_comm_default_timeout(double cfg_timeout);
 
 /* Asynchronous collectives (see the header comment for the buffer rules). */
 zg_comm_req *zg_comm_iall_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op);
-zg_comm_req *zg_comm_ireduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op,
-                             int root);
+zg_comm_req *zg_comm_ireduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op, int root);
 zg_comm_req *zg_comm_ireduce_scatter(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt);
 zg_comm_req *zg_comm_iall_gather(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt);
 zg_comm_req *zg_comm_ibroadcast(zg_comm *c, void *buf, size_t n, zg_dtype dt, int root);

@@ -31,14 +31,14 @@ struct zg_comm_req {
     const char *op;
     MPI_Request *reqs;
     int nreq, cap;
-    float *tmp;          /* fp32 scratch for 16-bit reductions */
+    float *tmp; /* fp32 scratch for 16-bit reductions */
     size_t tmp_bytes;
-    float *tmp_out;      /* reduce_scatter: fp32 result */
-    void *convert_dst;   /* where the fp32 result goes back as `dt` at completion (NULL: nowhere) */
+    float *tmp_out;    /* reduce_scatter: fp32 result */
+    void *convert_dst; /* where the fp32 result goes back as `dt` at completion (NULL: nowhere) */
     const float *convert_src;
     size_t convert_n;
     zg_dtype dt;
-    int complete;        /* MPI requests already finished (by a test) */
+    int complete; /* MPI requests already finished (by a test) */
 };
 
 /* Prints "zgpt[rank R]: fatal: file:line: rank R: ..." and aborts the whole MPI job. */
@@ -53,15 +53,15 @@ static _Noreturn void mpi_fatal_at(zg_comm *c, const char *file, int line, const
 }
 
 /* Checks an MPI return code, naming the call, the operation and the rank. */
-#define ZG_CHECK_MPI(c, op, call)                                                                  \
-    do {                                                                                           \
-        int _rc = (call);                                                                          \
-        if (_rc != MPI_SUCCESS) {                                                                  \
-            char _es[MPI_MAX_ERROR_STRING];                                                        \
-            int _len = 0;                                                                          \
-            MPI_Error_string(_rc, _es, &_len);                                                     \
-            mpi_fatal_at((c), __FILE__, __LINE__, "%s failed in %s: %s", (op), #call, _es);        \
-        }                                                                                          \
+#define ZG_CHECK_MPI(c, op, call)                                                                                      \
+    do {                                                                                                               \
+        int _rc = (call);                                                                                              \
+        if (_rc != MPI_SUCCESS) {                                                                                      \
+            char _es[MPI_MAX_ERROR_STRING];                                                                            \
+            int _len = 0;                                                                                              \
+            MPI_Error_string(_rc, _es, &_len);                                                                         \
+            mpi_fatal_at((c), __FILE__, __LINE__, "%s failed in %s: %s", (op), #call, _es);                            \
+        }                                                                                                              \
     } while (0)
 
 static MPI_Comm mcomm(zg_comm *c) { return ((mpi_impl *)c->impl)->comm; }
@@ -115,8 +115,7 @@ static void req_convert_back(zg_comm_req *r, void *dst, const float *src, size_t
     r->dt = dt;
 }
 
-static zg_comm_req *mpi_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt,
-                                   zg_comm_op op) {
+static zg_comm_req *mpi_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op) {
     zg_comm_req *r = req_new(c, op == ZG_COMM_MAX ? "all_reduce(max)" : "all_reduce(sum)");
     const void *sbuf = send;
     void *rbuf = recv;
@@ -161,7 +160,8 @@ static zg_comm_req *mpi_reduce(zg_comm *c, const void *send, void *recv, size_t 
 
 static zg_comm_req *mpi_reduce_scatter(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt) {
     zg_comm_req *r = req_new(c, "reduce_scatter");
-    if (count > INT32_MAX) mpi_fatal_at(c, __FILE__, __LINE__, "reduce_scatter: %zu elements per rank exceed MPI's int count", count);
+    if (count > INT32_MAX)
+        mpi_fatal_at(c, __FILE__, __LINE__, "reduce_scatter: %zu elements per rank exceed MPI's int count", count);
     const void *sbuf = send;
     void *rbuf = recv;
     if (dt != ZG_F32) {
@@ -173,16 +173,19 @@ static zg_comm_req *mpi_reduce_scatter(zg_comm *c, const void *send, void *recv,
         rbuf = r->tmp_out;
         req_convert_back(r, recv, r->tmp_out, count, dt);
     }
-    ZG_CHECK_MPI(c, r->op, MPI_Ireduce_scatter_block(sbuf, rbuf, (int)count, MPI_FLOAT, MPI_SUM, mcomm(c), req_slot(r)));
+    ZG_CHECK_MPI(c, r->op,
+                 MPI_Ireduce_scatter_block(sbuf, rbuf, (int)count, MPI_FLOAT, MPI_SUM, mcomm(c), req_slot(r)));
     return r;
 }
 
 static zg_comm_req *mpi_all_gather(zg_comm *c, const void *send, void *recv, size_t count, zg_dtype dt) {
     zg_comm_req *r = req_new(c, "all_gather");
-    if (count > INT32_MAX) mpi_fatal_at(c, __FILE__, __LINE__, "all_gather: %zu elements per rank exceed MPI's int count", count);
+    if (count > INT32_MAX)
+        mpi_fatal_at(c, __FILE__, __LINE__, "all_gather: %zu elements per rank exceed MPI's int count", count);
     const char *mine = (const char *)recv + (size_t)c->rank * count * zg_dtype_size(dt);
     const void *sb = (const char *)send == mine ? MPI_IN_PLACE : send;
-    ZG_CHECK_MPI(c, r->op, MPI_Iallgather(sb, (int)count, mpi_type(dt), recv, (int)count, mpi_type(dt), mcomm(c), req_slot(r)));
+    ZG_CHECK_MPI(c, r->op,
+                 MPI_Iallgather(sb, (int)count, mpi_type(dt), recv, (int)count, mpi_type(dt), mcomm(c), req_slot(r)));
     return r;
 }
 
@@ -220,8 +223,10 @@ static void mpi_wait(zg_comm *c, zg_comm_req *r) {
         if (done) break;
         double el = zg_now_s() - start;
         if (el > c->timeout_s)
-            mpi_fatal_at(c, __FILE__, __LINE__, "%s timed out after %.0f s (a rank died, hangs, or called a "
-                         "different collective)", r->op, c->timeout_s);
+            mpi_fatal_at(c, __FILE__, __LINE__,
+                         "%s timed out after %.0f s (a rank died, hangs, or called a "
+                         "different collective)",
+                         r->op, c->timeout_s);
         /* Spin briefly (short collectives), then back off so oversubscribed ranks can run. */
         polls++;
         if (polls < 64) {
@@ -303,7 +308,8 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
     ZG_CHECK_MPI(c, "init", MPI_Comm_size(MPI_COMM_WORLD, &c->size));
     /* An MPI that did not find the launcher's ranks starts each process alone (a singleton). */
     if (env.source != ZG_LAUNCH_SRC_NONE && c->size != env.size)
-        mpi_fatal_at(c, __FILE__, __LINE__, "%s started %d ranks but MPI sees %d; this MPI does not match the "
+        mpi_fatal_at(c, __FILE__, __LINE__,
+                     "%s started %d ranks but MPI sees %d; this MPI does not match the "
                      "launcher (under srun use --mpi=pmix with an MPI built with PMIx)",
                      zg_launch_src_name(env.source), env.size, c->size);
     ZG_CHECK_MPI(c, "init", MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));

@@ -82,18 +82,18 @@ typedef struct {
     int in_group;
     zg_comm_req **group_reqs; /* handles created inside the open group */
     int n_group, cap_group;
-    void *d_scratch;          /* host-value collectives */
+    void *d_scratch; /* host-value collectives */
     size_t scratch_cap;
-    int mpi_inited;           /* MPI_Init was called here (the mpirun/srun bootstrap): finalize it */
+    int mpi_inited; /* MPI_Init was called here (the mpirun/srun bootstrap): finalize it */
     /* watchdog (see the top of the file) */
     write_value32_fn write_value32;
     volatile uint32_t *sig_host; /* pinned, mapped: the sequence number of the last finished collective */
     CUdeviceptr sig_dev;
-    uint32_t seq;                /* the last sequence number given out (this thread only) */
+    uint32_t seq; /* the last sequence number given out (this thread only) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t wd;
-    int wd_stop;              /* the watchdog runs from the end of create to destroy */
+    int wd_stop; /* the watchdog runs from the end of create to destroy */
     wd_entry *wd_head, *wd_tail;
     atomic_int fatal; /* set by the first thread that reports a fatal error */
 } nccl_impl;
@@ -151,9 +151,10 @@ static void *watchdog_main(void *arg) {
             free(e);
         }
         if (m->wd_head && zg_now_s() - m->wd_head->issued_s > c->timeout_s && !atomic_exchange(&m->fatal, 1)) {
-            wd_report(c, __FILE__, __LINE__, "%s has not finished %.0f s after it was issued (a rank died, "
-                                 "hangs, or called a different collective); ending this rank",
-                                 m->wd_head->op, c->timeout_s);
+            wd_report(c, __FILE__, __LINE__,
+                      "%s has not finished %.0f s after it was issued (a rank died, "
+                      "hangs, or called a different collective); ending this rank",
+                      m->wd_head->op, c->timeout_s);
             _exit(1); /* not exit(): the main thread may be inside CUDA or NCCL */
         }
         struct timespec ts;
@@ -169,11 +170,11 @@ static void *watchdog_main(void *arg) {
     return NULL;
 }
 
-#define ZG_CHECK_CUDA(c, op, call)                                                                 \
-    do {                                                                                           \
-        cudaError_t _e = (call);                                                                   \
-        if (_e != cudaSuccess)                                                                     \
-            nccl_fatal_at((c), __FILE__, __LINE__, "%s: %s failed: %s", (op), #call, cudaGetErrorString(_e)); \
+#define ZG_CHECK_CUDA(c, op, call)                                                                                     \
+    do {                                                                                                               \
+        cudaError_t _e = (call);                                                                                       \
+        if (_e != cudaSuccess)                                                                                         \
+            nccl_fatal_at((c), __FILE__, __LINE__, "%s: %s failed: %s", (op), #call, cudaGetErrorString(_e));          \
     } while (0)
 
 /* Polls the communicator until a non-blocking call has finished, with the timeout. */
@@ -210,7 +211,10 @@ static zg_comm_req *begin_op(zg_comm *c, const char *op) {
     e->issued_s = zg_now_s();
     e->op = op;
     pthread_mutex_lock(&m->mu);
-    if (m->wd_tail) m->wd_tail->next = e; else m->wd_head = e;
+    if (m->wd_tail)
+        m->wd_tail->next = e;
+    else
+        m->wd_head = e;
     m->wd_tail = e;
     pthread_mutex_unlock(&m->mu);
     return r;
@@ -221,7 +225,8 @@ static zg_comm_req *begin_op(zg_comm *c, const char *op) {
 static shared_event *record_done(zg_comm *c, const char *op, int nrefs) {
     nccl_impl *m = c->impl;
     CUresult wr = m->write_value32((CUstream)m->stream, m->sig_dev, m->seq, CU_STREAM_WRITE_VALUE_DEFAULT);
-    if (wr != CUDA_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "%s: cuStreamWriteValue32 failed (CUresult %d)", op, (int)wr);
+    if (wr != CUDA_SUCCESS)
+        nccl_fatal_at(c, __FILE__, __LINE__, "%s: cuStreamWriteValue32 failed (CUresult %d)", op, (int)wr);
     shared_event *e = zg_calloc(1, sizeof *e);
     ZG_CHECK_CUDA(c, op, cudaEventCreateWithFlags(&e->ev, cudaEventDisableTiming));
     ZG_CHECK_CUDA(c, op, cudaEventRecord(e->ev, m->stream));
@@ -316,15 +321,16 @@ static void nccl_wait(zg_comm *c, zg_comm_req *r) {
     for (;;) {
         cudaError_t q = cudaEventQuery(r->done->ev);
         if (q == cudaSuccess) break;
-        if (q != cudaErrorNotReady)
-            nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s", r->op, cudaGetErrorString(q));
+        if (q != cudaErrorNotReady) nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s", r->op, cudaGetErrorString(q));
         ncclResult_t ar = ncclSuccess;
         if (ncclCommGetAsyncError(m->comm, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress))
             nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s (%s)", r->op, ncclGetErrorString(ar),
                           ncclGetLastError(m->comm));
         if (zg_now_s() - start > c->timeout_s)
-            nccl_fatal_at(c, __FILE__, __LINE__, "%s timed out after %.0f s (a rank died, hangs, or called a "
-                          "different collective)", r->op, c->timeout_s);
+            nccl_fatal_at(c, __FILE__, __LINE__,
+                          "%s timed out after %.0f s (a rank died, hangs, or called a "
+                          "different collective)",
+                          r->op, c->timeout_s);
         if (++polls > 1000) {
             struct timespec ts = {0, 50 * 1000};
             nanosleep(&ts, NULL);
@@ -346,7 +352,8 @@ static int nccl_test(zg_comm *c, zg_comm_req *r) {
     if (q != cudaErrorNotReady) nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s", r->op, cudaGetErrorString(q));
     ncclResult_t ar = ncclSuccess;
     if (ncclCommGetAsyncError(m->comm, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress))
-        nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s (%s)", r->op, ncclGetErrorString(ar), ncclGetLastError(m->comm));
+        nccl_fatal_at(c, __FILE__, __LINE__, "%s failed: %s (%s)", r->op, ncclGetErrorString(ar),
+                      ncclGetLastError(m->comm));
     return 0;
 }
 
@@ -368,7 +375,8 @@ static void nccl_all_reduce_host_f64(zg_comm *c, double *vals, int n, zg_comm_op
     const char *name = op == ZG_COMM_MAX ? "all_reduce_host(max)" : "all_reduce_host(sum)";
     ZG_CHECK_CUDA(c, name, cudaMemcpyAsync(m->d_scratch, vals, bytes, cudaMemcpyHostToDevice, m->stream));
     zg_comm_req *r = begin_op(c, name);
-    ZG_CHECK_NCCL(c, name, ncclAllReduce(m->d_scratch, m->d_scratch, (size_t)n, ncclFloat64, nccl_op(op), m->comm, m->stream));
+    ZG_CHECK_NCCL(c, name,
+                  ncclAllReduce(m->d_scratch, m->d_scratch, (size_t)n, ncclFloat64, nccl_op(op), m->comm, m->stream));
     ZG_CHECK_CUDA(c, name, cudaMemcpyAsync(vals, m->d_scratch, bytes, cudaMemcpyDeviceToHost, m->stream));
     r->done = record_done(c, name, 1);
     nccl_wait(c, r);
@@ -463,7 +471,8 @@ int zg_comm_nccl_unique_id_hex(char out[257]) {
 }
 
 static int unique_id_from_env(ncclUniqueId *id, const char *hex) {
-    if (strlen(hex) != 2 * NCCL_UNIQUE_ID_BYTES) return zg_errorf("ZGPT_NCCL_ID has %zu characters, expected %d", strlen(hex), 2 * NCCL_UNIQUE_ID_BYTES);
+    if (strlen(hex) != 2 * NCCL_UNIQUE_ID_BYTES)
+        return zg_errorf("ZGPT_NCCL_ID has %zu characters, expected %d", strlen(hex), 2 * NCCL_UNIQUE_ID_BYTES);
     for (int i = 0; i < NCCL_UNIQUE_ID_BYTES; i++) {
         int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) return zg_errorf("ZGPT_NCCL_ID is not hexadecimal");
@@ -527,17 +536,20 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
         }
         int mpi_size = 0;
         if (MPI_Comm_size(MPI_COMM_WORLD, &mpi_size) != MPI_SUCCESS || mpi_size != env.size)
-            nccl_fatal_at(c, __FILE__, __LINE__, "%s started %d ranks but MPI sees %d; this MPI does not match the "
+            nccl_fatal_at(c, __FILE__, __LINE__,
+                          "%s started %d ranks but MPI sees %d; this MPI does not match the "
                           "launcher (under srun use --mpi=pmix with an MPI built with PMIx)",
                           zg_launch_src_name(env.source), env.size, mpi_size);
-        if (env.rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) nccl_fatal_at(c, __FILE__, __LINE__, "ncclGetUniqueId failed");
+        if (env.rank == 0 && ncclGetUniqueId(&id) != ncclSuccess)
+            nccl_fatal_at(c, __FILE__, __LINE__, "ncclGetUniqueId failed");
         if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
             nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Bcast of the NCCL id failed");
 #else
         free(m);
         free(c);
         return zg_errorf("rank %d of %d (%s): no ZGPT_NCCL_ID and no MPI to share one; start with zgpt train --gpus N, "
-                         "or build with MPI for mpirun/srun", env.rank, env.size, zg_launch_src_name(env.source));
+                         "or build with MPI for mpirun/srun",
+                         env.rank, env.size, zg_launch_src_name(env.source));
 #endif
     } else {
         ncclGetUniqueId(&id);
@@ -572,9 +584,11 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
     /* The watchdog's signal word (see the top of the file). */
     void *fn = NULL;
     enum cudaDriverEntryPointQueryResult qres = cudaDriverEntryPointSymbolNotFound;
-    ZG_CHECK_CUDA(c, "init", cudaGetDriverEntryPointByVersion("cuStreamWriteValue32", &fn, 12000, cudaEnableDefault, &qres));
+    ZG_CHECK_CUDA(c, "init",
+                  cudaGetDriverEntryPointByVersion("cuStreamWriteValue32", &fn, 12000, cudaEnableDefault, &qres));
     if (qres != cudaDriverEntryPointSuccess || !fn)
-        nccl_fatal_at(c, __FILE__, __LINE__, "init: the CUDA driver has no cuStreamWriteValue32 (the collective watchdog "
+        nccl_fatal_at(c, __FILE__, __LINE__,
+                      "init: the CUDA driver has no cuStreamWriteValue32 (the collective watchdog "
                       "needs it); update the NVIDIA driver");
     m->write_value32 = (write_value32_fn)fn;
     /* Plain memory registered with CUDA (not cudaHostAlloc): when the process exits without destroying
@@ -587,7 +601,8 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
     ZG_CHECK_CUDA(c, "init", cudaHostGetDevicePointer(&sig_dev, sig, 0));
     m->sig_dev = (CUdeviceptr)(uintptr_t)sig_dev;
     int prc = pthread_create(&m->wd, NULL, watchdog_main, c);
-    if (prc != 0) nccl_fatal_at(c, __FILE__, __LINE__, "init: pthread_create (collective watchdog) failed: %s", strerror(prc));
+    if (prc != 0)
+        nccl_fatal_at(c, __FILE__, __LINE__, "init: pthread_create (collective watchdog) failed: %s", strerror(prc));
     if (c->size > 1) zg_log_set_rank(c->rank);
     *out = c;
     return 0;

@@ -24,8 +24,7 @@ static void single_copy(zg_comm *c, void *dst, const void *src, size_t bytes) {
 
 static void single_destroy(zg_comm *c) { free(c); }
 
-static zg_comm_req *single_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt,
-                                      zg_comm_op op) {
+static zg_comm_req *single_all_reduce(zg_comm *c, const void *send, void *recv, size_t n, zg_dtype dt, zg_comm_op op) {
     (void)op;
     single_copy(c, recv, send, n * zg_dtype_size(dt));
     return &single_done;

@@ -44,8 +44,10 @@ int zg_heartbeat_create(zg_heartbeat *h, int nranks) {
         rc = zg_errorf("cannot size '%s': %s", h->path, strerror(errno));
     } else {
         void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) rc = zg_errorf("cannot map '%s': %s", h->path, strerror(errno));
-        else h->map = m;
+        if (m == MAP_FAILED)
+            rc = zg_errorf("cannot map '%s': %s", h->path, strerror(errno));
+        else
+            h->map = m;
     }
     close(fd);
     if (rc != 0) {

@@ -24,10 +24,10 @@
 #include <sys/types.h>
 
 typedef struct {
-    void *map;   /* nranks * 64 bytes, shared */
+    void *map; /* nranks * 64 bytes, shared */
     int nranks;
-    int rank;    /* worker: its slot; launcher: -1 */
-    char *path;  /* launcher: the file it created (removed by zg_heartbeat_free) */
+    int rank;   /* worker: its slot; launcher: -1 */
+    char *path; /* launcher: the file it created (removed by zg_heartbeat_free) */
 } zg_heartbeat;
 
 /* Launcher: creates the shared file for nranks workers (in /dev/shm when present, else $TMPDIR or

@@ -117,8 +117,8 @@ typedef struct {
 
 typedef struct {
     pid_t pid;
-    int fd[2];        /* stdout, stderr pipes (-1 when closed) */
-    char *part[2];    /* partial line per stream */
+    int fd[2];     /* stdout, stderr pipes (-1 when closed) */
+    char *part[2]; /* partial line per stream */
     size_t part_len[2];
     int exited, status;
 } child_proc;
@@ -129,20 +129,20 @@ typedef struct {
     int nranks;
     int tagged;       /* 1: output carries mpirun's "[job,rank]<stream>:" tags */
     line_ring *rings; /* per rank */
-    char **rank_part;         /* tagged: per rank and stream (2r + stream), the line being assembled */
+    char **rank_part; /* tagged: per rank and stream (2r + stream), the line being assembled */
     size_t *rank_part_len;
     int cont_rank[2], cont_stream[2]; /* tagged: whose fragment an overlong raw line broke off (-1 none) */
-    line_ring launcher_lines; /* untagged lines of mpirun itself */
-    int first_error_rank;     /* first rank that printed a fatal/error line */
-    int reported_rank;        /* rank named by mpirun's own report */
-    char reported_why[128];   /* what mpirun said happened to it */
-    int abort_rank;           /* first rank mpirun says called MPI_Abort */
+    line_ring launcher_lines;         /* untagged lines of mpirun itself */
+    int first_error_rank;             /* first rank that printed a fatal/error line */
+    int reported_rank;                /* rank named by mpirun's own report */
+    char reported_why[128];           /* what mpirun said happened to it */
+    int abort_rank;                   /* first rank mpirun says called MPI_Abort */
     double grace_s;
-    zg_heartbeat hb;          /* the workers' progress slots (dist/heartbeat.h) */
+    zg_heartbeat hb; /* the workers' progress slots (dist/heartbeat.h) */
     /* taken when a rank first reports a collective timeout, while the culprit is still as it was */
-    int snap_rank;            /* the rank that timed out (-1: no snapshot) */
-    int64_t *snap_count;      /* per rank: collectives started */
-    char *snap_state;         /* per rank: process state letter ('T' stopped), '?' unknown */
+    int snap_rank;       /* the rank that timed out (-1: no snapshot) */
+    int64_t *snap_count; /* per rank: collectives started */
+    char *snap_state;    /* per rank: process state letter ('T' stopped), '?' unknown */
 } supervisor;
 
 static volatile sig_atomic_t g_signal_count = 0;
@@ -184,8 +184,7 @@ static void parse_launcher_line(supervisor *s, const char *line) {
         const char *q = strstr(p, "exited on signal ");
         if (q && sscanf(q, "exited on signal %d", &sig) == 1)
             snprintf(s->reported_why, sizeof s->reported_why, "killed by signal %d (%s)", sig, strsignal(sig));
-    }
-    else if ((p = strstr(line, "Process name: [[")) && sscanf(p, "Process name: [[%d,%d],%d]", &a, &b, &r) == 3)
+    } else if ((p = strstr(line, "Process name: [[")) && sscanf(p, "Process name: [[%d,%d],%d]", &a, &b, &r) == 3)
         s->reported_rank = r;
     else if ((p = strstr(line, "invoked on rank ")) && sscanf(p, "invoked on rank %d", &r) == 1 && s->abort_rank < 0)
         s->abort_rank = r; /* a rank that gave up (e.g. on a timeout): weaker than a rank that died */
@@ -486,9 +485,9 @@ static int report_stalled(supervisor *s) {
     for (int pass = 0; pass < 3 && n == 0; pass++)
         for (int r = 0; r < s->nranks; r++) {
             char st;
-            int stalled = pass == 0 ? zg_heartbeat_stalled(&s->hb, r, &st)
-                        : pass == 1 ? s->snap_count[r] < s->snap_count[to]
-                                    : s->snap_state[r] == 'T' || s->snap_state[r] == 't';
+            int stalled = pass == 0   ? zg_heartbeat_stalled(&s->hb, r, &st)
+                          : pass == 1 ? s->snap_count[r] < s->snap_count[to]
+                                      : s->snap_state[r] == 'T' || s->snap_state[r] == 't';
             if (r == to || !stalled) continue;
             if (pass == 0) s->snap_state[r] = st;
             size_t len = strlen(ranks);
@@ -501,10 +500,10 @@ static int report_stalled(supervisor *s) {
     fprintf(stderr,
             "zgpt: error: rank%s %s of %d stopped making progress: %s at collective %lld when rank %d gave up waiting "
             "for it (ZGPT_COMM_TIMEOUT)%s; the job was ended; rank %d's last lines:\n",
-            n > 1 ? "s" : "", ranks, s->nranks, n > 1 ? "they were" : "it was",
-            (long long)s->snap_count[first], to,
-            state == 'T' ? "; its process was stopped (SIGSTOP or job control)" :
-            state == 't' ? "; its process was stopped by a debugger" : "",
+            n > 1 ? "s" : "", ranks, s->nranks, n > 1 ? "they were" : "it was", (long long)s->snap_count[first], to,
+            state == 'T'   ? "; its process was stopped (SIGSTOP or job control)"
+            : state == 't' ? "; its process was stopped by a debugger"
+                           : "",
             first);
     if (s->rings[first].count == 0) fprintf(stderr, "    (no output)\n");
     ring_print(&s->rings[first], stderr, "    ");
@@ -560,12 +559,16 @@ static int supervise(supervisor *s) {
         if (g_signal_count > forwarded) {
             /* Ctrl-C / SIGTERM: ask once, and wait as long as the workers' save takes; again: kill. */
             if (g_signal_count == 1) {
-                fprintf(stderr, "zgpt: %s: the workers save a checkpoint at the next iteration boundary and stop "
-                                "(a second Ctrl-C kills them)\n", strsignal((int)g_last_signal));
+                fprintf(stderr,
+                        "zgpt: %s: the workers save a checkpoint at the next iteration boundary and stop "
+                        "(a second Ctrl-C kills them)\n",
+                        strsignal((int)g_last_signal));
                 /* mpirun answers SIGINT/SIGTERM by killing the ranks about a second later; SIGUSR1 it
                  * forwards as it is, and the workers take it as a stop request */
-                if (s->tagged) kill(s->kids[0].pid, SIGUSR1);
-                else signal_all(s, (int)g_last_signal);
+                if (s->tagged)
+                    kill(s->kids[0].pid, SIGUSR1);
+                else
+                    signal_all(s, (int)g_last_signal);
             } else {
                 signal_all(s, SIGKILL);
                 killed = 1;
@@ -841,7 +844,8 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
         /* Already a worker (ours, mpirun's or srun's): never launch again. */
         if (o.nproc > 1 && env.size != o.nproc)
             return zg_errorf("--nproc %d was given but %s started %d rank%s; drop --nproc when using an external "
-                             "launcher", o.nproc, zg_launch_src_name(env.source), env.size, env.size == 1 ? "" : "s");
+                             "launcher",
+                             o.nproc, zg_launch_src_name(env.source), env.size, env.size == 1 ? "" : "s");
         return 0;
     }
     if (o.gpus != 0 && o.nproc > 1) return zg_errorf("--nproc and --gpus cannot be combined");
@@ -864,7 +868,8 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
         int idrc = zg_comm_nccl_unique_id_hex(id);
 #else
         int idrc = zg_errorf("--gpus: %d GPUs need NCCL, and this zgpt was built without it: install NCCL "
-                             "(libnccl-dev) and rebuild", n);
+                             "(libnccl-dev) and rebuild",
+                             n);
 #endif
         if (idrc != 0) {
             for (int i = 0; i < n; i++) free(dev[i]);

@@ -45,7 +45,8 @@ static char *read_token(void) {
         path = zg_strdup(p);
     } else {
         const char *home = getenv("HF_HOME");
-        if (home && *home) path = zg_path_join(home, "token");
+        if (home && *home)
+            path = zg_path_join(home, "token");
         else {
             const char *h = getenv("HOME");
             path = zg_path_join(h && *h ? h : ".", ".cache/huggingface/token");
@@ -114,8 +115,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
     }
     /* ETag: only when no X-Linked-Etag came (LFS: the linked one is the content's sha256) */
     if (strncasecmp(line, "etag:", 5) == 0 && !h->etag[0]) copy_header(h->etag, sizeof h->etag, line, 5);
-    if (strncasecmp(line, "x-linked-size:", 14) == 0) h->size = strtoll(line + 14, NULL, 10);
-    else if (strncasecmp(line, "content-length:", 15) == 0 && h->size < 0) h->size = strtoll(line + 15, NULL, 10);
+    if (strncasecmp(line, "x-linked-size:", 14) == 0)
+        h->size = strtoll(line + 14, NULL, 10);
+    else if (strncasecmp(line, "content-length:", 15) == 0 && h->size < 0)
+        h->size = strtoll(line + 15, NULL, 10);
     return n;
 }
 
@@ -442,7 +445,8 @@ static int lock_repo(const char *cache, const char *repo_id) {
     int fd = -1;
     if (zg_dir_make(folder) == 0) {
         fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-        if (fd < 0) zg_errorf("cannot open the lock '%s': %s", path, zg_strerrno());
+        if (fd < 0)
+            zg_errorf("cannot open the lock '%s': %s", path, zg_strerrno());
         else if (flock(fd, LOCK_EX) != 0) {
             zg_errorf("cannot lock '%s': %s", path, zg_strerrno());
             close(fd);

@@ -47,8 +47,7 @@ typedef struct {
 /* The draw and the move to the next position, after logits are in gpt2_kv_logits. */
 static void gen_draw(gpt2_model *m, const gen_bufs *g, int B, int maxT) {
     zg_backend *be = m->be;
-    be->ops->sample(be, g->ids, gpt2_kv_logits(m), g->rows, g->pos + 1, B, m->cfg.vocab_size,
-                    m->cfg.padded_vocab_size);
+    be->ops->sample(be, g->ids, gpt2_kv_logits(m), g->rows, g->pos + 1, B, m->cfg.vocab_size, m->cfg.padded_vocab_size);
     be->ops->decode_advance(be, g->seq, g->tok, g->pos, g->ids, g->plen, B, maxT);
 }
 
@@ -98,13 +97,11 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
     struct {
         void **p;
         size_t bytes;
-    } want[] = {{(void **)&g.seq, (size_t)B * maxT * sizeof(int32_t)},
-                {(void **)&g.plen, (size_t)B * sizeof(int32_t)},
-                {(void **)&g.tok, (size_t)B * sizeof(int32_t)},
-                {(void **)&g.pos, 2 * sizeof(int32_t)},
-                {(void **)&g.ids, (size_t)B * sizeof(int32_t)},
-                {(void **)&g.pre, (size_t)B * P0 * sizeof(int32_t)},
-                {(void **)&g.rows, (size_t)B * sizeof(zg_sample_row)}};
+    } want[] = {
+        {(void **)&g.seq, (size_t)B * maxT * sizeof(int32_t)}, {(void **)&g.plen, (size_t)B * sizeof(int32_t)},
+        {(void **)&g.tok, (size_t)B * sizeof(int32_t)},        {(void **)&g.pos, 2 * sizeof(int32_t)},
+        {(void **)&g.ids, (size_t)B * sizeof(int32_t)},        {(void **)&g.pre, (size_t)B * P0 * sizeof(int32_t)},
+        {(void **)&g.rows, (size_t)B * sizeof(zg_sample_row)}};
     if (gpt2_kv_alloc(m, B, maxT) != 0) {
         rc = -1;
         goto cleanup;

@@ -24,7 +24,7 @@ typedef struct {
 } gpt2_gen_args;
 
 typedef struct {
-    int32_t *seq;     /* (B, maxT) host: row b's prompt, then its tokens up to prompt_len[b] + max_new_tokens
+    int32_t *seq; /* (B, maxT) host: row b's prompt, then its tokens up to prompt_len[b] + max_new_tokens
                        * (past a drawn stop token the row's contents are undefined) */
     int maxT;
     int steps;        /* decode steps run (after the prefill's first draw) */

@@ -47,12 +47,13 @@ int gpt2_config_by_name(const char *name, gpt2_config *cfg) {
 int gpt2_config_validate(gpt2_config *cfg) {
     if (cfg->n_layer < 1 || cfg->n_layer > 1000)
         return zg_errorf("n_layer = %d is out of range: use 1..1000", cfg->n_layer);
-    if (cfg->n_head < 1 || cfg->n_head > 1000) return zg_errorf("n_head = %d is out of range: use 1..1000", cfg->n_head);
+    if (cfg->n_head < 1 || cfg->n_head > 1000)
+        return zg_errorf("n_head = %d is out of range: use 1..1000", cfg->n_head);
     if (cfg->n_embd < 1 || cfg->n_embd > 100000)
         return zg_errorf("n_embd = %d is out of range: use 1..100000", cfg->n_embd);
     if (cfg->n_embd % cfg->n_head != 0)
-        return zg_errorf("n_embd = %d is not divisible by n_head = %d: choose n_embd a multiple of n_head",
-                         cfg->n_embd, cfg->n_head);
+        return zg_errorf("n_embd = %d is not divisible by n_head = %d: choose n_embd a multiple of n_head", cfg->n_embd,
+                         cfg->n_head);
     if (cfg->block_size < 1 || cfg->block_size > GPT2_MAX_DIM)
         return zg_errorf("block_size = %d is out of range: use 1..%d", cfg->block_size, GPT2_MAX_DIM);
     if (cfg->vocab_size < 1 || cfg->vocab_size > 10 * GPT2_MAX_DIM)
@@ -175,8 +176,8 @@ int gpt2_param_segments(const gpt2_param_table *t, float weight_decay, zg_segmen
 /* ---- profiling ---------------------------------------------------------------------------------- */
 
 const char *gpt2_op_name(gpt2_op op) {
-    static const char *names[GPT2_OP_COUNT] = {"encoder",  "layernorm", "matmul",     "attention",
-                                               "gelu",     "residual",  "classifier", "transfer"};
+    static const char *names[GPT2_OP_COUNT] = {"encoder", "layernorm", "matmul",     "attention",
+                                               "gelu",    "residual",  "classifier", "transfer"};
     return (op >= 0 && op < GPT2_OP_COUNT) ? names[op] : "unknown";
 }
 
@@ -195,40 +196,40 @@ static void prof_end(gpt2_model *m, int pass, gpt2_op op, double t0) {
 
 /* Runs the statements as op `op` of pass `pass` (0 forward, 1 backward) in the per-op profile; when
  * profiling is off this is the statements alone (no synchronisation). */
-#define GPT2_PROFILED(m, pass, op, ...)                                                               \
-    do {                                                                                               \
-        double t0_ = prof_begin(m);                                                                    \
-        __VA_ARGS__;                                                                                   \
-        prof_end((m), (pass), (op), t0_);                                                              \
+#define GPT2_PROFILED(m, pass, op, ...)                                                                                \
+    do {                                                                                                               \
+        double t0_ = prof_begin(m);                                                                                    \
+        __VA_ARGS__;                                                                                                   \
+        prof_end((m), (pass), (op), t0_);                                                                              \
     } while (0)
 
 /* ---- activations -------------------------------------------------------------------------------- */
 
 /* Saved activations of one layer (pointers into m->acts). x is the layer input (residual stream). */
 typedef struct {
-    void *ln1;           /* (N,C) */
+    void *ln1;                  /* (N,C) */
     float *ln1_mean, *ln1_rstd; /* (N) */
-    void *qkv;           /* (N,3C) */
-    void *atty;          /* (N,C) attention output, input of c_proj */
-    void *att_stats;     /* backend-defined */
-    void *r2;            /* (N,C) x + atty @ Wproj^T + b (residual add fused into the projection) */
-    void *ln2;           /* (N,C) */
+    void *qkv;                  /* (N,3C) */
+    void *atty;                 /* (N,C) attention output, input of c_proj */
+    void *att_stats;            /* backend-defined */
+    void *r2;                   /* (N,C) x + atty @ Wproj^T + b (residual add fused into the projection) */
+    void *ln2;                  /* (N,C) */
     float *ln2_mean, *ln2_rstd;
-    void *fch;           /* (N,4C) pre-GELU */
-    void *fch_gelu;      /* (N,4C) GELU output (one buffer shared by all layers with GPT2_RECOMPUTE_GELU) */
+    void *fch;      /* (N,4C) pre-GELU */
+    void *fch_gelu; /* (N,4C) GELU output (one buffer shared by all layers with GPT2_RECOMPUTE_GELU) */
     /* the layer output r2 + fch_gelu @ Wfcproj^T + b is resid[l+1] (fused residual add) */
 } layer_acts;
 
 typedef struct {
-    void **resid;        /* n_layer + 1 tensors (N,C): resid[0] = embeddings, resid[l+1] = layer l output */
+    void **resid; /* n_layer + 1 tensors (N,C): resid[0] = embeddings, resid[l+1] = layer l output */
     layer_acts *layers;
-    void *lnf;           /* (N,C) */
+    void *lnf; /* (N,C) */
     float *lnf_mean, *lnf_rstd;
-    void *logits;        /* (N,Vp) */
+    void *logits; /* (N,Vp) */
     /* backward scratch (in m->grad_acts) */
-    void *dres;          /* (N,C) gradient of the residual stream */
-    void *dsmall;        /* (N,C) */
-    void *dbig;          /* (N,4C): d fch, or d qkv (N,3C) */
+    void *dres;   /* (N,C) gradient of the residual stream */
+    void *dsmall; /* (N,C) */
+    void *dbig;   /* (N,4C): d fch, or d qkv (N,3C) */
 } act_index;
 
 /* A bump allocator over the activation block: each tensor aligned to 256 bytes; with base NULL it
@@ -535,8 +536,8 @@ void *gpt2_grad_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 1, i
 static layer_params layer_ptrs(const gpt2_model *m, int which, int l) {
     int first = gpt2_tensor_of_layer(l);
     layer_params p;
-    void **f[GPT2_LAYER_TENSORS] = {&p.ln1w, &p.ln1b,  &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
-                    &p.ln2w, &p.ln2b, &p.fcw,  &p.fcb,  &p.fcprojw,  &p.fcprojb};
+    void **f[GPT2_LAYER_TENSORS] = {&p.ln1w, &p.ln1b, &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
+                                    &p.ln2w, &p.ln2b, &p.fcw,  &p.fcb,  &p.fcprojw,  &p.fcprojb};
     for (int i = 0; i < GPT2_LAYER_TENSORS; i++) *f[i] = tensor_addr(m, which, first + i);
     return p;
 }
@@ -567,27 +568,20 @@ static int check_tokens(const gpt2_model *m, const int32_t *tok, size_t n, int a
 }
 
 /* One transformer block forward on N rows: x (N,C) -> out (N,C). */
-static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, const void *x, void *out, int B,
-                          int T) {
+static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, const void *x, void *out, int B, int T) {
     const zg_backend_ops *op = m->be->ops;
     zg_backend *be = m->be;
     int C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
-    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
-        op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C);
-    });
-    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
-        op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, NULL, N, C, 3 * C);
-    });
-    GPT2_PROFILED(m, 0, GPT2_OP_ATTENTION, {
-        op->attention_forward(be, a->atty, a->att_stats, a->qkv, B, T, C, NH);
-    });
+    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM,
+                  { op->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, p->ln1w, p->ln1b, N, C); });
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL,
+                  { op->matmul_forward(be, a->qkv, NULL, a->ln1, p->qkvw, p->qkvb, NULL, N, C, 3 * C); });
+    GPT2_PROFILED(m, 0, GPT2_OP_ATTENTION, { op->attention_forward(be, a->atty, a->att_stats, a->qkv, B, T, C, NH); });
     /* r2 (N,C) = x + atty @ Wproj^T + b: the residual add is the projection's epilogue */
-    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
-        op->matmul_forward(be, a->r2, NULL, a->atty, p->attprojw, p->attprojb, x, N, C, C);
-    });
-    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
-        op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->r2, p->ln2w, p->ln2b, N, C);
-    });
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL,
+                  { op->matmul_forward(be, a->r2, NULL, a->atty, p->attprojw, p->attprojb, x, N, C, C); });
+    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM,
+                  { op->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->r2, p->ln2w, p->ln2b, N, C); });
     /* out (N,C) = r2 + gelu(ln2 @ Wfc^T + b) @ Wfcproj^T + b */
     GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
         op->matmul_forward(be, a->fch_gelu, a->fch, a->ln2, p->fcw, p->fcb, NULL, N, C, 4 * C);
@@ -618,8 +612,8 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
 
     hook_before(m, -1, 0);
     GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
-        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE),
-                            B, T, C);
+        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), B,
+                            T, C);
     });
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
@@ -643,16 +637,13 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
     /* d(loss_scale * mean)/d(loss_i) = loss_scale / n_valid */
     float dloss = fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f;
-    GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER, {
-        op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, dloss);
-    });
+    GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER,
+                  { op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, dloss); });
     if (dloss != 0.0f) {
         m->logits_hold_grad = 1;
         m->logits_grad_scale = loss_scale;
     }
-    GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
-        op->download(be, m->losses_host, m->losses, N * sizeof(float));
-    });
+    GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, { op->download(be, m->losses_host, m->losses, N * sizeof(float)); });
     double sum = 0.0;
     for (size_t i = 0; i < N; i++)
         if (targets_host[i] >= 0) sum += m->losses_host[i];
@@ -711,8 +702,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
         op->zero(be, ix->dres, (size_t)N * C * asz);
         op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), ix->dsmall,
-                               from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, lnf_w), tensor_ptr(m, 0, lnf_b),
-                               ix->lnf_mean, ix->lnf_rstd, N, C);
+                               from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, lnf_w),
+                               tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
     });
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
@@ -723,17 +714,16 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         layer_acts *a = &ix->layers[l];
         /* dres holds d out = d r2 (direct) = d (fc projection) */
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_GELU)) {
-            GPT2_PROFILED(m, 1, GPT2_OP_GELU, {
-                op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C);
-            });
+            GPT2_PROFILED(m, 1, GPT2_OP_GELU, { op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C); });
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-            op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C);
+            op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C,
+                                C);
         });
-        if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_LN2)) { /* ln2 = LN(r2) again: bitwise equal */
-            GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
-                op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C);
-            });
+        if (layer_recomputes(m->recompute, m->recompute_layers, l,
+                             GPT2_RECOMPUTE_LN2)) { /* ln2 = LN(r2) again: bitwise equal */
+            GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM,
+                          { op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C); });
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
             op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
@@ -750,9 +740,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
             op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
         });
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_LN1)) { /* ln1 = LN(x) again */
-            GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
-                op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C);
-            });
+            GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM,
+                          { op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C); });
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
             op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
@@ -765,7 +754,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
     }
     GPT2_PROFILED(m, 1, GPT2_OP_ENCODER, {
-        op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T, C);
+        op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T,
+                             C);
     });
     hook_after(m, -1, 1);
     hook_ready(m, 0, m->table.layer_begin[0]);
@@ -787,9 +777,9 @@ typedef struct {
     void **kcache, **vcache; /* per layer (B,NH,maxT,hs) */
     /* work buffers for up to B*maxT rows */
     void *x, *y, *ln, *qkv, *atty, *fch, *fchg; /* y: the residual stream after attention */
-    void *last;   /* (B,C) last-position rows of ln_f (prefill) */
-    void *logits; /* (B,Vp) */
-    int32_t *tok; /* (B,maxT) token ids of one call */
+    void *last;                                 /* (B,C) last-position rows of ln_f (prefill) */
+    void *logits;                               /* (B,Vp) */
+    int32_t *tok;                               /* (B,maxT) token ids of one call */
 } kv_state;
 
 void gpt2_kv_free(gpt2_model *m) {
@@ -800,8 +790,7 @@ void gpt2_kv_free(gpt2_model *m) {
         if (kv->kcache[l]) be->ops->dealloc(be, kv->kcache[l]);
         if (kv->vcache[l]) be->ops->dealloc(be, kv->vcache[l]);
     }
-    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->fch, kv->fchg, kv->last,
-                    kv->logits, kv->tok};
+    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->fch, kv->fchg, kv->last, kv->logits, kv->tok};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->dealloc(be, bufs[i]);
     free(kv->kcache);
@@ -833,9 +822,14 @@ int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
     struct {
         void **p;
         size_t bytes;
-    } w[] = {{&kv->x, N * C * asz},        {&kv->y, N * C * asz},           {&kv->ln, N * C * asz},
-             {&kv->qkv, N * 3 * C * asz},  {&kv->atty, N * C * asz},
-             {&kv->fch, N * 4 * C * asz},  {&kv->fchg, N * 4 * C * asz},    {&kv->last, (size_t)B * C * asz},
+    } w[] = {{&kv->x, N * C * asz},
+             {&kv->y, N * C * asz},
+             {&kv->ln, N * C * asz},
+             {&kv->qkv, N * 3 * C * asz},
+             {&kv->atty, N * C * asz},
+             {&kv->fch, N * 4 * C * asz},
+             {&kv->fchg, N * 4 * C * asz},
+             {&kv->last, (size_t)B * C * asz},
              {&kv->logits, (size_t)B * m->cfg.padded_vocab_size * asz},
              {(void **)&kv->tok, N * sizeof(int32_t)}};
     for (size_t i = 0; i < sizeof w / sizeof w[0] && ok; i++) {
@@ -866,8 +860,8 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
         if (pos_dev)
             op->attention_decode(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], pos_dev, B, kv->maxT, C, NH);
         else
-            op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT,
-                                         C, NH);
+            op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C,
+                                         NH);
         /* y = x + atty @ Wproj^T + b; x = y + gelu(ln2(y) @ Wfc^T + b) @ Wfcproj^T + b (residual adds fused) */
         op->matmul_forward(be, kv->y, NULL, kv->atty, p.attprojw, p.attprojb, kv->x, N, C, C);
         op->layernorm_forward(be, kv->ln, NULL, NULL, kv->y, p.ln2w, p.ln2b, N, C);
@@ -933,7 +927,7 @@ int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn
     be->ops->upload(be, kv->tok, tokens_host, (size_t)B * Tn * sizeof(int32_t));
     if (gpt2_forward_cached_dev(m, kv->tok, B, Tn, pos) != 0) return -1;
     for (int b = 0; b < B; b++)
-        be->ops->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz,
-                              be->act_dtype, (size_t)V);
+        be->ops->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,
+                              (size_t)V);
     return 0;
 }

@@ -35,20 +35,20 @@ int gpt2_config_by_name(const char *name, gpt2_config *cfg);
 int gpt2_config_validate(gpt2_config *cfg);
 
 typedef struct {
-    char name[64];    /* "wte", "h.0.ln_1.weight", ... */
-    size_t offset;    /* elements from the start of the flat buffer */
+    char name[64]; /* "wte", "h.0.ln_1.weight", ... */
+    size_t offset; /* elements from the start of the flat buffer */
     size_t numel;
     int ndim;
     int shape[2];
-    int layer;        /* -1 for embeddings and ln_f */
-    int decay;        /* 1: weight decay applies (2-D matrices except wpe), 0: biases, LayerNorm, wpe */
+    int layer; /* -1 for embeddings and ln_f */
+    int decay; /* 1: weight decay applies (2-D matrices except wpe), 0: biases, LayerNorm, wpe */
 } gpt2_tensor;
 
 typedef struct {
     gpt2_tensor *tensors;
     int n_tensors;
-    size_t num_params;     /* total elements of the flat buffer */
-    size_t *layer_begin;   /* n_layer + 1 offsets: layer l spans [layer_begin[l], layer_begin[l+1]) */
+    size_t num_params;   /* total elements of the flat buffer */
+    size_t *layer_begin; /* n_layer + 1 offsets: layer l spans [layer_begin[l], layer_begin[l+1]) */
     int n_layer;
 } gpt2_param_table;
 
@@ -134,22 +134,22 @@ typedef struct {
     void **param_group;
     void **grad_group;
     gpt2_hooks hooks;
-    int recompute;      /* GPT2_RECOMPUTE_* / GPT2_LN_FROM_OUTPUT flags: activations not kept */
+    int recompute;        /* GPT2_RECOMPUTE_* / GPT2_LN_FROM_OUTPUT flags: activations not kept */
     int recompute_layers; /* the flags apply to layers [0, recompute_layers) only; <= 0: every layer */
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
     int B, T;
-    void *acts;          /* one allocation holding every activation tensor */
-    void *grad_acts;     /* activation gradients (backward scratch) */
+    void *acts;                /* one allocation holding every activation tensor */
+    void *grad_acts;           /* activation gradients (backward scratch) */
     int32_t *tokens, *targets; /* backend memory (B,T) */
-    float *losses;       /* backend memory (B,T) */
-    float *losses_host;  /* host copy */
+    float *losses;             /* backend memory (B,T) */
+    float *losses_host;        /* host copy */
     int has_targets;
-    int n_valid_targets; /* targets >= 0 in the last forward */
+    int n_valid_targets;     /* targets >= 0 in the last forward */
     int logits_hold_grad;    /* the last forward was gpt2_forward_train: logits hold d loss / d logits */
     float logits_grad_scale; /* ... for this loss_scale */
-    void *act_index;     /* private: offsets of each activation tensor */
-    void *kv;            /* private: KV cache of gpt2_kv_alloc() */
-    gpt2_profile *profile; /* optional per-op timing (NULL = off); owned by the caller */
+    void *act_index;         /* private: offsets of each activation tensor */
+    void *kv;                /* private: KV cache of gpt2_kv_alloc() */
+    gpt2_profile *profile;   /* optional per-op timing (NULL = off); owned by the caller */
 } gpt2_model;
 
 /* Allocates the parameter buffer on the backend (contents undefined until initialised/loaded). */

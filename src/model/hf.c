@@ -58,7 +58,8 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
         }
         return 0;
     }
-    if (!zg_file_exists(path)) return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder or a .safetensors file)", path);
+    if (!zg_file_exists(path))
+        return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder or a .safetensors file)", path);
     *st_path = zg_strdup(path);
     char *dir = zg_strdup(path);
     char *slash = strrchr(dir, '/');
@@ -113,8 +114,8 @@ static int config_from_json(const char *file, gpt2_config *cfg) {
         rc = zg_errorf("%s: layer_norm_epsilon %g is not supported: zgpt's GPT-2 uses 1e-5", file, eps->valuedouble);
     const cJSON *inner = cJSON_GetObjectItemCaseSensitive(root, "n_inner");
     if (rc == 0 && cJSON_IsNumber(inner) && (int)inner->valuedouble != 4 * cfg->n_embd)
-        rc = zg_errorf("%s: n_inner %d is not supported: zgpt's GPT-2 MLP is 4 x n_embd = %d (set n_inner null)",
-                       file, (int)inner->valuedouble, 4 * cfg->n_embd);
+        rc = zg_errorf("%s: n_inner %d is not supported: zgpt's GPT-2 MLP is 4 x n_embd = %d (set n_inner null)", file,
+                       (int)inner->valuedouble, 4 * cfg->n_embd);
     const cJSON *inv = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_by_inverse_layer_idx");
     if (rc == 0 && cJSON_IsTrue(inv))
         rc = zg_errorf("%s: scale_attn_by_inverse_layer_idx true is not supported (set it false)", file);
@@ -140,8 +141,8 @@ static const safetensors_tensor *find_tensor(const safetensors_file *f, const ch
 static const struct {
     const char *name;
     int n_layer, n_embd, n_head;
-} k_released[] = {{"gpt2", 12, 768, 12}, {"gpt2-medium", 24, 1024, 16}, {"gpt2-large", 36, 1280, 20},
-                  {"gpt2-xl", 48, 1600, 25}};
+} k_released[] = {
+    {"gpt2", 12, 768, 12}, {"gpt2-medium", 24, 1024, 16}, {"gpt2-large", 36, 1280, 20}, {"gpt2-xl", 48, 1600, 25}};
 
 /* Without config.json: vocab_size and n_embd from wte, n_positions from wpe, n_layer from the
  * highest h.N present; n_head only for the released GPT-2 shapes (anything else needs config.json:
@@ -194,7 +195,8 @@ int hf_config_load(const char *path, gpt2_config *cfg) {
 static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim) {
     size_t n = 0;
     n += (size_t)snprintf(buf + n, cap - n, "[");
-    for (int i = 0; i < ndim && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (n < cap) snprintf(buf + n, cap - n, "]");
 }
 

@@ -18,9 +18,9 @@ static int dtype_from_name(const char *s, zg_dtype *dt, size_t *esz) {
         const char *name;
         int dt; /* -1: readable size but not convertible */
         size_t esz;
-    } tab[] = {{"F32", ZG_F32, 4}, {"F16", ZG_F16, 2}, {"BF16", ZG_BF16, 2}, {"F64", -1, 8}, {"I64", -1, 8},
-               {"I32", -1, 4},     {"I16", -1, 2},     {"I8", -1, 1},      {"U8", -1, 1},   {"BOOL", -1, 1},
-               {"U16", -1, 2},     {"U32", -1, 4},     {"U64", -1, 8},     {"F8_E4M3", -1, 1}, {"F8_E5M2", -1, 1}};
+    } tab[] = {{"F32", ZG_F32, 4}, {"F16", ZG_F16, 2}, {"BF16", ZG_BF16, 2}, {"F64", -1, 8},     {"I64", -1, 8},
+               {"I32", -1, 4},     {"I16", -1, 2},     {"I8", -1, 1},        {"U8", -1, 1},      {"BOOL", -1, 1},
+               {"U16", -1, 2},     {"U32", -1, 4},     {"U64", -1, 8},       {"F8_E4M3", -1, 1}, {"F8_E5M2", -1, 1}};
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
         if (strcmp(s, tab[i].name) == 0) {
             *esz = tab[i].esz;
@@ -122,7 +122,8 @@ int safetensors_open(safetensors_file *f, const char *path) {
         t->numel = 1;
         int k = 0;
         for (cJSON *d = shape->child; d; d = d->next, k++) {
-            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15 || d->valuedouble != floor(d->valuedouble)) {
+            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15 ||
+                d->valuedouble != floor(d->valuedouble)) {
                 zg_errorf("%s: tensor '%s' has an invalid shape entry", path, t->name);
                 goto cleanup;
             }
@@ -247,8 +248,10 @@ int safetensors_write(const char *path, const safetensors_entry *entries, int n)
         zg_progress_update(&prog, af.bytes);
     }
     free(hdr);
-    if (rc == 0) rc = zg_atomic_commit(&af, NULL);
-    else zg_atomic_abort(&af);
+    if (rc == 0)
+        rc = zg_atomic_commit(&af, NULL);
+    else
+        zg_atomic_abort(&af);
     zg_progress_free(&prog);
     return rc == 0 ? 0 : -1;
 }

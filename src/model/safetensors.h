@@ -41,10 +41,10 @@ int safetensors_read_f32(const safetensors_file *f, const safetensors_tensor *t,
 
 typedef struct {
     const char *name;
-    zg_dtype dtype;       /* dtype of `data` as stored in the file */
+    zg_dtype dtype; /* dtype of `data` as stored in the file */
     int ndim;
     int64_t shape[SAFETENSORS_MAX_DIMS];
-    const void *data;     /* numel * zg_dtype_size(dtype) bytes */
+    const void *data; /* numel * zg_dtype_size(dtype) bytes */
 } safetensors_entry;
 
 /* Writes the entries, in the given order, with {"format": "pt"} metadata. */

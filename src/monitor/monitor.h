@@ -37,10 +37,10 @@ typedef struct {
 
 typedef struct {
     zg_monitor_sink_config tensorboard, csv;
-    int wandb;           /* wandb.enabled or nanoGPT's wandb_log */
-    char *wandb_project; /* wandb.project / wandb_project (NULL: none given) */
-    char *wandb_team;    /* wandb.team (NULL: none) */
-    char *wandb_run_name;/* nanoGPT's wandb_run_name (NULL: none) */
+    int wandb;            /* wandb.enabled or nanoGPT's wandb_log */
+    char *wandb_project;  /* wandb.project / wandb_project (NULL: none given) */
+    char *wandb_team;     /* wandb.team (NULL: none) */
+    char *wandb_run_name; /* nanoGPT's wandb_run_name (NULL: none) */
 } zg_monitor_config;
 
 void zg_monitor_config_free(zg_monitor_config *c);
@@ -57,9 +57,9 @@ typedef struct {
 } zg_monitor_csv;
 
 typedef struct {
-    FILE *tb;         /* the event file (NULL: TensorBoard off) */
+    FILE *tb; /* the event file (NULL: TensorBoard off) */
     char *tb_path;
-    char *csv_dir;    /* NULL: CSV off */
+    char *csv_dir; /* NULL: CSV off */
     zg_monitor_csv *csv;
     int n_csv;
     int resuming;

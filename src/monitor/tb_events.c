@@ -49,7 +49,9 @@ static void put_bytes(zg_pb_buf *b, unsigned field, const void *p, size_t n) {
 }
 
 /* A nested message: its encoding is built in `inner`, then copied with its length. */
-static void put_msg(zg_pb_buf *b, unsigned field, const zg_pb_buf *inner) { put_bytes(b, field, inner->data, inner->len); }
+static void put_msg(zg_pb_buf *b, unsigned field, const zg_pb_buf *inner) {
+    put_bytes(b, field, inner->data, inner->len);
+}
 
 static void put_fixed(zg_pb_buf *b, unsigned field, unsigned wt, uint64_t bits, int nbytes) {
     uint8_t t[8];

@@ -33,7 +33,7 @@ typedef struct {
     uint64_t *start_cum; /* random mode: cumulative count of valid window starts, n_shards + 1 */
     uint64_t *win_cum;   /* epoch mode: cumulative count of non-overlapping windows, n_shards + 1 */
     uint64_t n_tokens;
-    uint32_t quota;      /* slots per mixture block */
+    uint32_t quota; /* slots per mixture block */
     uint32_t quota_start;
 } dl_source;
 
@@ -120,8 +120,7 @@ static int source_open_meta(dl_source *s, const char *dir, const char *meta_path
     if (zg_file_read_all(meta_path, &text, &len) != 0) return -1;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
-    if (!root)
-        return zg_errorf("'%s' is not valid JSON; re-run 'zgpt prepare' to rewrite it", meta_path);
+    if (!root) return zg_errorf("'%s' is not valid JSON; re-run 'zgpt prepare' to rewrite it", meta_path);
     int rc = 0;
     cJSON *shards = cJSON_GetObjectItemCaseSensitive(root, "shards");
     if (!cJSON_IsArray(shards)) {
@@ -151,8 +150,8 @@ static int source_open_meta(dl_source *s, const char *dir, const char *meta_path
         snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sh.checksum);
         if ((double)sh.n_tokens != ntok->valuedouble || strcmp(hex, sum->valuestring) != 0) {
             rc = zg_errorf("'%s' does not match '%s' (%llu tokens, checksum %s; listed: %.0f, %s): the folder mixes "
-                           "two prepare runs; re-run 'zgpt prepare'", path, meta_path,
-                           (unsigned long long)sh.n_tokens, hex, ntok->valuedouble, sum->valuestring);
+                           "two prepare runs; re-run 'zgpt prepare'",
+                           path, meta_path, (unsigned long long)sh.n_tokens, hex, ntok->valuedouble, sum->valuestring);
             zg_shard_close(&sh);
             free(path);
             goto cleanup;
@@ -199,7 +198,8 @@ static int source_open_dir(dl_source *s, const char *dir, const char *split, int
             /* zgpt writes meta.json last: shards without it are the remains of an unfinished run. */
             zg_shard_close(&sh);
             rc = zg_errorf("'%s' has zgpt shards but no meta.json: the 'zgpt prepare' run that wrote them did not "
-                           "finish; re-run it", dir);
+                           "finish; re-run it",
+                           dir);
         } else {
             source_add_shard(s, &sh);
         }
@@ -209,7 +209,8 @@ static int source_open_dir(dl_source *s, const char *dir, const char *split, int
     free(names);
     if (rc == 0 && s->n_shards == 0)
         rc = zg_errorf("no %s shards in '%s' (expected %s_*.bin from 'zgpt prepare', nanoGPT's %s.bin or llm.c's "
-                       "*_%s_*.bin); run 'zgpt prepare --input TEXT --out %s'", split, dir, split, split, split, dir);
+                       "*_%s_*.bin); run 'zgpt prepare --input TEXT --out %s'",
+                       split, dir, split, split, split, dir);
     free(meta);
     return rc;
 }
@@ -224,8 +225,8 @@ static int source_open(dl_source *s, const char *path, const char *split, int T,
         rc = zg_shard_open(&sh, path, vocab);
         if (rc == 0) source_add_shard(s, &sh);
     } else {
-        rc = zg_errorf("data path '%s' does not exist; create it with 'zgpt prepare --input TEXT --out %s'", path,
-                       path);
+        rc =
+            zg_errorf("data path '%s' does not exist; create it with 'zgpt prepare --input TEXT --out %s'", path, path);
     }
     if (rc != 0) return -1;
     s->start_cum = zg_calloc((size_t)s->n_shards + 1, sizeof *s->start_cum);
@@ -243,10 +244,11 @@ static int source_open(dl_source *s, const char *path, const char *split, int T,
     if (s->win_cum[s->n_shards] == 0) {
         if (s->n_shards == 1)
             return zg_errorf("'%s' has %llu %s tokens, fewer than block size + 1 = %d needed for one sequence; use a "
-                             "smaller block size or more text", s->shards[0].path,
-                             (unsigned long long)s->shards[0].n_tokens, split, T + 1);
+                             "smaller block size or more text",
+                             s->shards[0].path, (unsigned long long)s->shards[0].n_tokens, split, T + 1);
         return zg_errorf("'%s': every %s shard is shorter than block size + 1 = %d tokens; use a smaller block size or "
-                         "a larger --shard-tokens", path, split, T + 1);
+                         "a larger --shard-tokens",
+                         path, split, T + 1);
     }
     return 0;
 }
@@ -295,7 +297,8 @@ static int assign_quotas(zg_dataloader *dl, const zg_data_source *srcs) {
 int zg_dataloader_init(zg_dataloader **out, const zg_dataloader_config *cfg) {
     *out = NULL;
     if (cfg->n_sources < 1 || !cfg->sources) return zg_errorf("data loader: no data source given");
-    if (cfg->B < 1 || cfg->T < 1) return zg_errorf("data loader: batch %d x block size %d must both be >= 1", cfg->B, cfg->T);
+    if (cfg->B < 1 || cfg->T < 1)
+        return zg_errorf("data loader: batch %d x block size %d must both be >= 1", cfg->B, cfg->T);
     if (cfg->world_size < 1 || cfg->rank < 0 || cfg->rank >= cfg->world_size)
         return zg_errorf("data loader: rank %d is outside world size %d", cfg->rank, cfg->world_size);
     if (cfg->vocab_size < 1) return zg_errorf("data loader: vocab_size %d must be >= 1", cfg->vocab_size);
@@ -342,14 +345,19 @@ void zg_dataloader_free(zg_dataloader *dl) {
     free(dl);
 }
 
-void zg_dataloader_set_grad_accum(zg_dataloader *dl, int grad_accum) { dl->grad_accum = grad_accum < 1 ? 1 : grad_accum; }
+void zg_dataloader_set_grad_accum(zg_dataloader *dl, int grad_accum) {
+    dl->grad_accum = grad_accum < 1 ? 1 : grad_accum;
+}
 
 /* Index of the shard holding position x of a cumulative table (cum[0] = 0, strictly inside). */
 static int find_shard(const uint64_t *cum, int n, uint64_t x) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (cum[mid] <= x) lo = mid; else hi = mid - 1;
+        if (cum[mid] <= x)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return lo;
 }

@@ -28,9 +28,9 @@ typedef struct {
 typedef struct {
     const zg_data_source *sources;
     int n_sources;
-    const char *split;  /* "train" or "val" */
-    int B, T;           /* micro-batch and sequence length */
-    int vocab_size;     /* token ids must be < vocab_size (checked when shards are opened) */
+    const char *split; /* "train" or "val" */
+    int B, T;          /* micro-batch and sequence length */
+    int vocab_size;    /* token ids must be < vocab_size (checked when shards are opened) */
     zg_sample_mode mode;
     uint64_t seed;
     int rank, world_size; /* data-parallel position */
@@ -39,8 +39,8 @@ typedef struct {
 /* The complete position of a loader, saved in checkpoints. */
 typedef struct {
     uint64_t seed;
-    uint64_t step;        /* optimizer steps (global batches) consumed */
-    uint64_t micro;       /* micro-steps consumed within the current step */
+    uint64_t step;  /* optimizer steps (global batches) consumed */
+    uint64_t micro; /* micro-steps consumed within the current step */
 } zg_dataloader_state;
 
 typedef struct zg_dataloader zg_dataloader;

@@ -22,9 +22,9 @@
 #include <unistd.h>
 
 #define IO_CHUNK (1u << 20)
-#define PIECE_MAX (1u << 20)  /* bytes per encoded piece (one task for one thread) */
+#define PIECE_MAX (1u << 20) /* bytes per encoded piece (one task for one thread) */
 #define PIECE_MIN (16u << 10)
-#define PIECES_PER_THREAD 4   /* pieces per thread in one batch: keeps all cores busy with dynamic scheduling */
+#define PIECES_PER_THREAD 4 /* pieces per thread in one batch: keeps all cores busy with dynamic scheduling */
 
 /* ---- cut points ----------------------------------------------------------------------------- */
 
@@ -94,8 +94,8 @@ typedef struct {
     const zg_tokenizer *tok;
     zg_encoder **encs;
     int threads;
-    zg_tokens *piece;   /* tokens of each piece of the current batch */
-    size_t *off;        /* piece i is text[off[i], off[i+1]) */
+    zg_tokens *piece; /* tokens of each piece of the current batch */
+    size_t *off;      /* piece i is text[off[i], off[i+1]) */
     int n_pieces, cap_pieces;
     char err[1024];
     int failed;
@@ -154,8 +154,8 @@ static int engine_encode(engine *e, const char *text, size_t len, size_t piece_b
     return 0;
 }
 
-int zg_prepare_encode_parallel(const zg_tokenizer *tok, const char *text, size_t len, size_t piece_bytes,
-                               int threads, zg_tokens *out) {
+int zg_prepare_encode_parallel(const zg_tokenizer *tok, const char *text, size_t len, size_t piece_bytes, int threads,
+                               zg_tokens *out) {
     engine e;
     engine_init(&e, tok, threads);
     int rc = engine_encode(&e, text, len, piece_bytes ? piece_bytes : PIECE_MAX);
@@ -207,7 +207,8 @@ static int walk_dir(const char *dir, char ***out, size_t *n) {
             rc = zg_errorf("cannot read '%s': %s", p, strerror(errno));
         } else if (S_ISDIR(st.st_mode)) {
             rc = walk_dir(p, out, n);
-        } else if (ends_with(ent->d_name, ".txt") && (S_ISREG(st.st_mode) || (S_ISLNK(st.st_mode) && zg_file_exists(p)))) {
+        } else if (ends_with(ent->d_name, ".txt") &&
+                   (S_ISREG(st.st_mode) || (S_ISLNK(st.st_mode) && zg_file_exists(p)))) {
             *out = zg_realloc(*out, (*n + 1) * sizeof **out);
             (*out)[(*n)++] = p;
             p = NULL;
@@ -364,7 +365,8 @@ static void split_out_discard(split_out *so) {
     }
     for (int i = 0; i < so->n_recs; i++) {
         char *p = zg_path_join(so->dir, so->recs[i].file);
-        if (unlink(p) != 0 && errno != ENOENT) fprintf(stderr, "zgpt: warning: cannot remove '%s': %s\n", p, strerror(errno));
+        if (unlink(p) != 0 && errno != ENOENT)
+            fprintf(stderr, "zgpt: warning: cannot remove '%s': %s\n", p, strerror(errno));
         free(p);
     }
 }
@@ -381,16 +383,18 @@ typedef struct {
     const zg_prepare_config *cfg;
     engine eng;
     char *buf;
-    size_t cap;      /* current batch capacity (grows only for text without any cut point) */
-    size_t piece;    /* bytes per piece */
+    size_t cap;   /* current batch capacity (grows only for text without any cut point) */
+    size_t piece; /* bytes per piece */
     uint64_t done, total_bytes;
     zg_progress prog; /* when cfg->progress */
 } pipeline;
 
 static void progress(pipeline *p, int final) {
     if (!p->cfg->progress) return;
-    if (final) zg_progress_free(&p->prog);
-    else zg_progress_update(&p->prog, p->done);
+    if (final)
+        zg_progress_free(&p->prog);
+    else
+        zg_progress_update(&p->prog, p->done);
 }
 
 static int emit_batch(pipeline *p, const char *text, size_t len, split_out *so) {
@@ -503,9 +507,12 @@ static int write_meta(const zg_prepare_config *cfg, const zg_tokenizer *tok, con
  * exactly what meta.json lists. Temporary files of crashed runs (their process is gone) go too. */
 static int is_our_shard_name(const char *name) {
     const char *p;
-    if (strncmp(name, "train_", 6) == 0) p = name + 6;
-    else if (strncmp(name, "val_", 4) == 0) p = name + 4;
-    else return 0;
+    if (strncmp(name, "train_", 6) == 0)
+        p = name + 6;
+    else if (strncmp(name, "val_", 4) == 0)
+        p = name + 4;
+    else
+        return 0;
     size_t digits = strspn(p, "0123456789");
     return digits >= 6 && strcmp(p + digits, ".bin") == 0;
 }
@@ -551,8 +558,9 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     if (cfg->n_inputs < 1) return zg_errorf("no input given: pass --input with text files or folders");
     if (!cfg->out_dir || !*cfg->out_dir) return zg_errorf("no output folder given: pass --out DIR");
     if (!(cfg->val_fraction > 0 && cfg->val_fraction < 1))
-        return zg_errorf("--val-fraction %g is outside (0, 1): give the share of the text kept for validation, e.g. 0.1",
-                         cfg->val_fraction);
+        return zg_errorf(
+            "--val-fraction %g is outside (0, 1): give the share of the text kept for validation, e.g. 0.1",
+            cfg->val_fraction);
     if (cfg->shard_tokens < 1) return zg_errorf("--shard-tokens must be >= 1, e.g. 100000000");
 
     src_list l = {0};
@@ -588,8 +596,8 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
     uint64_t train_chars = (uint64_t)((double)chars * (1.0 - cfg->val_fraction));
     if (train_chars == 0 || train_chars >= chars) {
         rc = zg_errorf("the inputs have only %llu characters: --val-fraction %g leaves the %s split empty; give more "
-                       "text or another --val-fraction", (unsigned long long)chars, cfg->val_fraction,
-                       train_chars == 0 ? "train" : "val");
+                       "text or another --val-fraction",
+                       (unsigned long long)chars, cfg->val_fraction, train_chars == 0 ? "train" : "val");
         goto cleanup;
     }
     int n_docs = 0;
@@ -632,9 +640,12 @@ int zg_prepare_run(const zg_prepare_config *cfg, zg_prepare_stats *stats) {
         const src_file *f = &l.f[i];
         if (f->bytes == 0) continue;
         uint64_t split_byte = 0; /* bytes [0, split_byte) of this file go to train */
-        if (seen + f->chars <= train_chars) split_byte = f->bytes;
-        else if (seen >= train_chars) split_byte = 0;
-        else rc = find_char_offset(f, train_chars - seen, buf, &split_byte);
+        if (seen + f->chars <= train_chars)
+            split_byte = f->bytes;
+        else if (seen >= train_chars)
+            split_byte = 0;
+        else
+            rc = find_char_offset(f, train_chars - seen, buf, &split_byte);
         if (rc != 0) break;
         seen += f->chars;
         if (split_byte > 0) rc = encode_segment(&p, f, 0, split_byte, &train);

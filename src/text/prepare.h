@@ -25,12 +25,12 @@ typedef struct {
     const char *const *inputs; /* files or folders */
     int n_inputs;
     const char *out_dir;
-    double val_fraction;          /* in (0, 1) */
-    const char *tokenizer_dir;    /* NULL: zgpt's default GPT-2 files */
+    double val_fraction;           /* in (0, 1) */
+    const char *tokenizer_dir;     /* NULL: zgpt's default GPT-2 files */
     const zg_tokenizer *tokenizer; /* optional: an already-loaded tokenizer (tokenizer_dir is then only recorded) */
-    uint64_t shard_tokens;        /* tokens per shard file (> 0) */
-    int threads;                  /* 0: all cores (OpenMP's default) */
-    int progress;                 /* 1: progress on stderr (core/progress.h) */
+    uint64_t shard_tokens;         /* tokens per shard file (> 0) */
+    int threads;                   /* 0: all cores (OpenMP's default) */
+    int progress;                  /* 1: progress on stderr (core/progress.h) */
 } zg_prepare_config;
 
 typedef struct {
@@ -54,7 +54,7 @@ size_t zg_prepare_next_cut(const char *text, size_t len, size_t from);
 
 /* Encodes text (encode_ordinary) in pieces of about piece_bytes cut with zg_prepare_next_cut, on
  * `threads` threads (0: all); appends to out. The result equals one serial zg_encoder_encode call. */
-int zg_prepare_encode_parallel(const zg_tokenizer *tok, const char *text, size_t len, size_t piece_bytes,
-                               int threads, zg_tokens *out);
+int zg_prepare_encode_parallel(const zg_tokenizer *tok, const char *text, size_t len, size_t piece_bytes, int threads,
+                               zg_tokens *out);
 
 #endif

@@ -17,8 +17,7 @@
  *  32  XXH3-64 of the tokens u64
  *  40  reserved (zero)       16 bytes
  *  56  XXH3-64 of bytes 0..55 u64  (catches a damaged header before its count is trusted) */
-enum { HDR_VERSION = 8, HDR_SIZE = 12, HDR_TOKBYTES = 16, HDR_VOCAB = 20, HDR_COUNT = 24, HDR_SUM = 32,
-       HDR_HSUM = 56 };
+enum { HDR_VERSION = 8, HDR_SIZE = 12, HDR_TOKBYTES = 16, HDR_VOCAB = 20, HDR_COUNT = 24, HDR_SUM = 32, HDR_HSUM = 56 };
 
 static void put_u32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
@@ -89,14 +88,16 @@ static int check_ids(const zg_shard *s, int vocab_size) {
 static int open_zgpt(zg_shard *s, const unsigned char *d, size_t size) {
     if (size < ZG_SHARD_HEADER_BYTES)
         return zg_errorf("'%s' is truncated: %zu bytes, shorter than the %u-byte zgpt shard header; re-run 'zgpt "
-                         "prepare'", s->path, size, ZG_SHARD_HEADER_BYTES);
+                         "prepare'",
+                         s->path, size, ZG_SHARD_HEADER_BYTES);
     if (get_u64(d + HDR_HSUM) != zg_checksum(d, HDR_HSUM))
         return zg_errorf("'%s': the zgpt shard header is damaged (header checksum mismatch); re-run 'zgpt prepare'",
                          s->path);
     uint32_t version = get_u32(d + HDR_VERSION);
     if (version != ZG_SHARD_VERSION)
         return zg_errorf("'%s': zgpt shard version %u is not supported (this zgpt reads version %u); re-run 'zgpt "
-                         "prepare' with this zgpt", s->path, version, ZG_SHARD_VERSION);
+                         "prepare' with this zgpt",
+                         s->path, version, ZG_SHARD_VERSION);
     uint32_t hdr = get_u32(d + HDR_SIZE), tb = get_u32(d + HDR_TOKBYTES);
     if (hdr != ZG_SHARD_HEADER_BYTES || (tb != 2 && tb != 4))
         return zg_errorf("'%s': invalid zgpt shard header (header size %u, token width %u); re-run 'zgpt prepare'",
@@ -108,13 +109,15 @@ static int open_zgpt(zg_shard *s, const unsigned char *d, size_t size) {
     uint64_t body = size - ZG_SHARD_HEADER_BYTES;
     if (s->n_tokens > body / tb || body != s->n_tokens * tb)
         return zg_errorf("'%s' is truncated or padded: the header says %llu tokens (%llu bytes) but the body has %llu "
-                         "bytes; re-run 'zgpt prepare'", s->path, (unsigned long long)s->n_tokens,
-                         (unsigned long long)(s->n_tokens * tb), (unsigned long long)body);
+                         "bytes; re-run 'zgpt prepare'",
+                         s->path, (unsigned long long)s->n_tokens, (unsigned long long)(s->n_tokens * tb),
+                         (unsigned long long)body);
     s->tokens = d + ZG_SHARD_HEADER_BYTES;
     uint64_t sum = zg_checksum(s->tokens, (size_t)body);
     if (sum != s->checksum)
         return zg_errorf("'%s': checksum mismatch (header %016llx, tokens %016llx): the file is corrupt; re-run 'zgpt "
-                         "prepare'", s->path, (unsigned long long)s->checksum, (unsigned long long)sum);
+                         "prepare'",
+                         s->path, (unsigned long long)s->checksum, (unsigned long long)sum);
     return 0;
 }
 
@@ -159,7 +162,8 @@ int zg_shard_open(zg_shard *s, const char *path, int vocab_size) {
         s->n_tokens = size / 2;
         s->tokens = d;
         rc = size % 2 ? zg_errorf("'%s' has an odd size (%zu bytes): a nanoGPT token file holds uint16 tokens; it is "
-                                  "truncated", path, size)
+                                  "truncated",
+                                  path, size)
                       : 0;
     } else {
         rc = zg_errorf("'%s' is not a token shard (bad magic): expected a zgpt shard (magic %s), an llm.c shard (magic "
@@ -214,8 +218,8 @@ int zg_shard_writer_write(zg_shard_writer *w, const int32_t *ids, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= w->vocab_size) {
             w->af.failed = 1;
-            return zg_errorf("token id %d is outside the vocabulary [0, %d) while writing '%s'", ids[i],
-                             w->vocab_size, w->af.path);
+            return zg_errorf("token id %d is outside the vocabulary [0, %d) while writing '%s'", ids[i], w->vocab_size,
+                             w->af.path);
         }
         uint32_t v = (uint32_t)ids[i];
         if (w->token_bytes == 2) {

@@ -47,7 +47,8 @@ void zg_tokens_free(zg_tokens *t) {
  * property. PCRE2's \s (even with PCRE2_UCP) differs from it (it adds U+180E), so the class is
  * spelled out: U+0009-000D, U+0020, U+0085, U+00A0, U+1680, U+2000-200A, U+2028, U+2029, U+202F,
  * U+205F, U+3000. \S becomes the negated class. */
-#define ZG_WS "\\x{09}-\\x{0D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define ZG_WS                                                                                                          \
+    "\\x{09}-\\x{0D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" ZG_WS "\\p{L}\\p{N}]+"
                                    "|[" ZG_WS "]+(?![^" ZG_WS "])|[" ZG_WS "]+";
 
@@ -235,14 +236,15 @@ static int load_vocab(zg_tokenizer *tok, load_ctx *lc) {
         }
         int32_t id = (int32_t)v;
         if (seen[id]) {
-            rc = zg_errorf("%s: id %d is used twice (again by token '%s'); each id must name one token",
-                           lc->vocab_path, id, short_key(it->string, kb, sizeof kb));
+            rc = zg_errorf("%s: id %d is used twice (again by token '%s'); each id must name one token", lc->vocab_path,
+                           id, short_key(it->string, kb, sizeof kb));
             break;
         }
         seen[id] = 1;
         size_t slen = strlen(it->string);
         if (slen > 0xFFFF) {
-            rc = zg_errorf("%s: token '%s' is longer than 64 KiB", lc->vocab_path, short_key(it->string, kb, sizeof kb));
+            rc =
+                zg_errorf("%s: token '%s' is longer than 64 KiB", lc->vocab_path, short_key(it->string, kb, sizeof kb));
             break;
         }
         if (used + slen > cap) {
@@ -265,7 +267,6 @@ static int load_vocab(zg_tokenizer *tok, load_ctx *lc) {
     return rc;
 }
 
-
 /* (Re)builds the bytes -> id table: every token (ordinary_only = 0, used while loading) or only the
  * tokens that ordinary text can produce (single bytes and merge results). */
 static int vocab_index(zg_tokenizer *tok, const char *vocab_path, int ordinary_only) {
@@ -282,7 +283,8 @@ static int vocab_index(zg_tokenizer *tok, const char *vocab_path, int ordinary_o
         if (ordinary_only && len > 1 && tok->rank[id] < 0) continue;
         int32_t other = vocab_find(tok, b, len);
         if (other >= 0)
-            return zg_errorf("%s: ids %d and %d are the same token; each token must appear once", vocab_path, other, id);
+            return zg_errorf("%s: ids %d and %d are the same token; each token must appear once", vocab_path, other,
+                             id);
         vocab_insert(tok, id);
     }
     return 0;
@@ -393,8 +395,8 @@ static int regex_compile(zg_tokenizer *tok) {
     PCRE2_SIZE off = 0;
     /* MATCH_INVALID_UTF: the subject may hold any bytes. Invalid UTF-8 sequences never match and
      * act as barriers; the encoder turns each run of them into its own piece (see encode_text). */
-    tok->re = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
-                            &err, &off, NULL);
+    tok->re = pcre2_compile((PCRE2_SPTR)gpt2_pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &err,
+                            &off, NULL);
     if (!tok->re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);

@@ -74,8 +74,7 @@ static int swap_into_place(const char *stage, const char *final, const char *out
             if (zg_dir_sync(out_dir) != 0) return -1;
             return zg_dir_remove_flat(stage);
         }
-        if (errno != EINVAL && errno != ENOSYS)
-            return zg_errorf("cannot replace '%s': %s", final, strerror(errno));
+        if (errno != EINVAL && errno != ENOSYS) return zg_errorf("cannot replace '%s': %s", final, strerror(errno));
         /* File systems without RENAME_EXCHANGE: move the old folder aside first. */
         size_t n = strlen(final) + 16;
         char *old = zg_malloc(n);
@@ -144,7 +143,7 @@ int zg_ckpt_writer_begin(zg_ckpt_writer *w, const char *out_dir, const char *tag
     w->stage_dir = stage_path(out_dir, tag);
     w->final_dir = zg_path_join(out_dir, tag);
     if (zg_dir_remove_flat(w->stage_dir) != 0) goto cleanup; /* a crashed save's leftovers */
-    if (mkdir(w->stage_dir, 0755) != 0) { /* no inodes, read-only or immutable out_dir, ... */
+    if (mkdir(w->stage_dir, 0755) != 0) {                    /* no inodes, read-only or immutable out_dir, ... */
         zg_errorf("cannot create the checkpoint folder '%s': %s", w->stage_dir, strerror(errno));
         goto cleanup;
     }
@@ -161,8 +160,8 @@ int zg_ckpt_writer_join(zg_ckpt_writer *w, const char *out_dir, const char *tag)
     w->stage_dir = stage_path(out_dir, tag);
     w->final_dir = zg_path_join(out_dir, tag);
     if (!zg_dir_exists(w->stage_dir)) {
-        int rc = zg_errorf("checkpoint folder '%s' does not exist (the committing rank did not create it)",
-                           w->stage_dir);
+        int rc =
+            zg_errorf("checkpoint folder '%s' does not exist (the committing rank did not create it)", w->stage_dir);
         zg_ckpt_writer_release(w);
         return rc;
     }
@@ -590,7 +589,10 @@ static int read_latest(const char *out_dir, char *tag, size_t cap) {
     if (len == 0 || len >= cap || len != strlen(text) || !tag_valid(text)) {
         rc = zg_errorf("'%s/latest' is corrupt (it holds %s%.40s%s; expected a checkpoint tag such as iter_100): "
                        "write the tag of a complete checkpoint into it",
-                       out_dir, len ? "\"" : "nothing", text, len > 40 ? "...\"" : len ? "\"" : "");
+                       out_dir, len ? "\"" : "nothing", text,
+                       len > 40 ? "...\""
+                       : len    ? "\""
+                                : "");
         free(text);
         return rc;
     }
@@ -680,8 +682,10 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
     report[0] = '\0';
     char latest[256] = "";
     long long latest_iter = -1;
-    if (read_latest(out_dir, latest, sizeof latest) != 0) zg_error_clear();
-    else if (strncmp(latest, "iter_", 5) == 0 && is_number(latest + 5)) latest_iter = strtoll(latest + 5, NULL, 10);
+    if (read_latest(out_dir, latest, sizeof latest) != 0)
+        zg_error_clear();
+    else if (strncmp(latest, "iter_", 5) == 0 && is_number(latest + 5))
+        latest_iter = strtoll(latest + 5, NULL, 10);
     DIR *d = opendir(out_dir);
     if (!d) return zg_errorf("cannot open out_dir '%s': %s", out_dir, strerror(errno));
     int rc = 0;
@@ -711,8 +715,10 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             free(p);
             continue;
         }
-        if ((strncmp(n, ".partial.", 9) == 0 ? zg_dir_remove_flat(p) : remove_tag_folder(out_dir, n)) != 0) rc = -1;
-        else report_add(report, cap, n);
+        if ((strncmp(n, ".partial.", 9) == 0 ? zg_dir_remove_flat(p) : remove_tag_folder(out_dir, n)) != 0)
+            rc = -1;
+        else
+            report_add(report, cap, n);
         free(p);
     }
     closedir(d);
@@ -764,8 +770,8 @@ static int read_header(const char *path, unsigned char *h) {
 static int version_ok(uint32_t v) { return v >= ZG_CKPT_VERSION_MIN && v <= ZG_CKPT_VERSION; }
 
 static int version_error(const char *path, double v) {
-    return zg_errorf("'%s' has format version %g; this zgpt reads versions %u to %u (a newer zgpt wrote it)", path,
-                     v, ZG_CKPT_VERSION_MIN, ZG_CKPT_VERSION);
+    return zg_errorf("'%s' has format version %g; this zgpt reads versions %u to %u (a newer zgpt wrote it)", path, v,
+                     ZG_CKPT_VERSION_MIN, ZG_CKPT_VERSION);
 }
 
 static int check_model_header(zg_ckpt *c, const char *path, uint64_t size) {
@@ -837,8 +843,8 @@ static int ckpt_open(zg_ckpt *c, const char *path, int defer) {
         free(lp);
         if (!has_latest) {
             if (!zg_dir_exists(path)) return zg_errorf("checkpoint '%s' does not exist", path);
-            return zg_errorf("'%s' is not a zgpt checkpoint (no manifest.json; an incomplete save, or the wrong folder)",
-                             path);
+            return zg_errorf(
+                "'%s' is not a zgpt checkpoint (no manifest.json; an incomplete save, or the wrong folder)", path);
         }
         if (read_latest(path, tag, sizeof tag) != 0) return -1;
         char *dir = zg_path_join(path, tag);
@@ -916,7 +922,8 @@ static int ckpt_open(zg_ckpt *c, const char *path, int defer) {
     if (rc == 0 && !have_model) rc = zg_errorf("checkpoint '%s' has no model.bin in its manifest", path);
     if (rc == 0 && c->params_from_master) { /* the parameters live in the shards' master: all of them */
         uint64_t covered = 0;
-        for (int i = 0; i < c->n_shards; i++) covered += c->shards[i].has_master ? c->shards[i].end - c->shards[i].begin : 0;
+        for (int i = 0; i < c->n_shards; i++)
+            covered += c->shards[i].has_master ? c->shards[i].end - c->shards[i].begin : 0;
         if (covered != c->num_params)
             rc = zg_errorf("checkpoint '%s' is incomplete: its model.bin refers to the optimizer shards' master "
                            "weights, which cover %" PRIu64 " of the %" PRIu64 " parameters",
@@ -961,8 +968,8 @@ static int verify_file(const zg_ckpt *c, const char *name) {
     return rc == 0 ? check_sum(c, f, sum) : -1;
 }
 
-static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
-                           zg_backend *be, float *dst, float *stage, zg_progress *prog);
+static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b, zg_backend *be,
+                           float *dst, float *stage, zg_progress *prog);
 
 /* Header-only model.bin: the parameters are the shards' master rounded to the training dtype, exactly
  * as the optimizer produced them (round to nearest even, as on the device), then widened to fp32. */
@@ -993,7 +1000,8 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
     } else {
         unsigned char h[ZG_CKPT_HEADER_BYTES];
         zg_progress prog;
-        progress_begin(&prog, "load", c->dir, "model.bin", c->params_from_master ? 0 : c->num_params * sizeof(float), 0);
+        progress_begin(&prog, "load", c->dir, "model.bin", c->params_from_master ? 0 : c->num_params * sizeof(float),
+                       0);
         if (fread(h, 1, sizeof h, f) != sizeof h) rc = -1;
         size_t payload = c->params_from_master ? 0 : c->num_params;
         for (size_t i = 0; rc == 0 && i < payload; i += CHUNK_ELEMS) {
@@ -1016,8 +1024,8 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host) {
 
 /* Reads elements [a, b) of array `which` (0 master, 1 m, 2 v) of a shard into backend memory dst, or
  * straight into host memory dst when be is NULL (stage unused then). */
-static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b,
-                           zg_backend *be, float *dst, float *stage, zg_progress *prog) {
+static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, uint64_t a, uint64_t b, zg_backend *be,
+                           float *dst, float *stage, zg_progress *prog) {
     char *p = zg_path_join(c->dir, s->file);
     FILE *f = fopen(p, "rb");
     if (!f) {
@@ -1088,7 +1096,8 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
         }
         if (h) zg_hasher_update(h, stage[k], len);
         for (int i = 0; i < n_sinks; i++) {
-            uint64_t a = sinks[i].off > p ? sinks[i].off : p, b = sinks[i].off + sinks[i].n < q ? sinks[i].off + sinks[i].n : q;
+            uint64_t a = sinks[i].off > p ? sinks[i].off : p,
+                     b = sinks[i].off + sinks[i].n < q ? sinks[i].off + sinks[i].n : q;
             if (a >= b) continue;
             if (dst_host) /* ZeRO-Offload: the state lives in host memory */
                 memcpy((unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p), (size_t)(b - a));
@@ -1130,8 +1139,8 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
         step = (int64_t)s->step;
     }
     if (covered != n)
-        return zg_errorf("checkpoint '%s': optimizer shards cover %llu of the %zu elements of range [%zu, %zu)",
-                         c->dir, (unsigned long long)covered, n, o->begin, o->end);
+        return zg_errorf("checkpoint '%s': optimizer shards cover %llu of the %zu elements of range [%zu, %zu)", c->dir,
+                         (unsigned long long)covered, n, o->begin, o->end);
     int rc = 0;
     /* rank 0 shows the read of its range (m, v, and the master when both have one) */
     zg_progress prog;

@@ -34,7 +34,7 @@
 
 #define ZG_CKPT_MODEL_MAGIC "ZGPTCKPT"
 #define ZG_CKPT_OPTIM_MAGIC "ZGPTOPTS"
-#define ZG_CKPT_VERSION 2u     /* written; version 1 (model.bin always with its payload) still reads */
+#define ZG_CKPT_VERSION 2u /* written; version 1 (model.bin always with its payload) still reads */
 #define ZG_CKPT_VERSION_MIN 1u
 #define ZG_CKPT_HEADER_BYTES 64u
 
@@ -151,7 +151,7 @@ typedef struct {
     int n_files;
     zg_ckpt_shard *shards;
     int n_shards;
-    int params_from_master;  /* model.bin is header only: parameters = round(master) in master_dtype */
+    int params_from_master; /* model.bin is header only: parameters = round(master) in master_dtype */
     zg_dtype master_dtype;
 } zg_ckpt;
 

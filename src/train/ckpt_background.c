@@ -56,8 +56,10 @@ static void *writer_main(void *arg) {
 static void gate_check(zg_ckpt_bg *b, int wait) {
     if (!b->running || b->gate_open) return;
     if (b->write_shard || b->model_from_snapshot) {
-        if (wait) zg_ckpt_snapshot_wait(&b->snap);
-        else if (!zg_ckpt_snapshot_ready(&b->snap)) return;
+        if (wait)
+            zg_ckpt_snapshot_wait(&b->snap);
+        else if (!zg_ckpt_snapshot_ready(&b->snap))
+            return;
     }
     gate_open(b);
 }

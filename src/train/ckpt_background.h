@@ -19,9 +19,9 @@
 #include <stdatomic.h>
 
 typedef struct {
-    zg_ckpt_writer w;          /* moved in by the caller; files are added by the thread */
-    zg_ckpt_snapshot snap;     /* kept between saves (the buffer is reused) */
-    int write_shard;           /* write optim_<begin>_<end>.bin from snap */
+    zg_ckpt_writer w;      /* moved in by the caller; files are added by the thread */
+    zg_ckpt_snapshot snap; /* kept between saves (the buffer is reused) */
+    int write_shard;       /* write optim_<begin>_<end>.bin from snap */
     size_t num_params;
     /* the committing rank: model.bin from params_host (NULL: none), or header-only from the snapshot's
      * master when model_from_snapshot (mixed precision, the snapshot holds every parameter); and
@@ -31,15 +31,15 @@ typedef struct {
     gpt2_config cfg;
     zg_dtype param_dtype;
     char *state_text;
-    uint64_t params_sum;       /* model_from_snapshot: computed by the thread */
+    uint64_t params_sum; /* model_from_snapshot: computed by the thread */
     /* the gate: the thread starts once the copies have landed */
     pthread_mutex_t gate_lock;
     pthread_cond_t gate_cond;
     int gate_open, gate_init;
-    double t_open, t_done;     /* when the gate opened and the thread finished (zg_now_s) */
+    double t_open, t_done; /* when the gate opened and the thread finished (zg_now_s) */
     /* results */
     pthread_t thread;
-    int running;               /* started and not yet joined */
+    int running; /* started and not yet joined */
     atomic_int done;
     int rc;
     char error[1024];

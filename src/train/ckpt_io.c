@@ -76,8 +76,10 @@ static void record_error(zg_ckpt_io_file *f, const char *msg) {
 
 /* pwrite of [lo, hi) whole, on any thread; errors go into f->error (errors are per thread). */
 static int write_span(zg_ckpt_io_file *f, size_t lo, size_t hi) {
-    if (f->mode == ZG_CKPT_IO_DIRECT) hi = zg_ckpt_io_round_up(hi); /* the tail block whole; truncated later */
-    else if (hi > f->bytes) hi = f->bytes;
+    if (f->mode == ZG_CKPT_IO_DIRECT)
+        hi = zg_ckpt_io_round_up(hi); /* the tail block whole; truncated later */
+    else if (hi > f->bytes)
+        hi = f->bytes;
     while (lo < hi) {
         if (atomic_load(&f->failed)) return -1;
         size_t n = hi - lo;
@@ -206,8 +208,10 @@ int zg_ckpt_io_finish(zg_ckpt_io_file *f, int ok) {
         if (rc == 0) {
             char *dir = zg_strdup(f->path), *slash = strrchr(dir, '/');
             if (slash) {
-                if (slash == dir) slash[1] = '\0';
-                else *slash = '\0';
+                if (slash == dir)
+                    slash[1] = '\0';
+                else
+                    *slash = '\0';
             } else {
                 strcpy(dir, ".");
             }

@@ -49,10 +49,10 @@ typedef struct {
     size_t chunk;
     int n_threads, started;
     pthread_t threads[ZG_CKPT_IO_MAX_THREADS];
-    size_t to;                /* the threads write [first, to) */
-    atomic_size_t next;       /* next chunk offset the threads take */
+    size_t to;          /* the threads write [first, to) */
+    atomic_size_t next; /* next chunk offset the threads take */
     atomic_int failed;
-    pthread_mutex_t lock;     /* error[] */
+    pthread_mutex_t lock; /* error[] */
     char error[1024];
 } zg_ckpt_io_file;
 

@@ -33,8 +33,10 @@ int zg_zero_ckpt_agree(zg_zero *z, zg_ckpt_writer *w, int ok, const char *error)
         if (!all[r].ok) failed = r;
     int rc = 0;
     if (failed >= 0) {
-        if (c->size > 1) rc = zg_errorf("rank %d could not write its checkpoint files: %s", failed, all[failed].error);
-        else rc = zg_errorf("%s", all[failed].error); /* one process: the write's own message */
+        if (c->size > 1)
+            rc = zg_errorf("rank %d could not write its checkpoint files: %s", failed, all[failed].error);
+        else
+            rc = zg_errorf("%s", all[failed].error); /* one process: the write's own message */
         if (root) zg_ckpt_writer_abort(w);
     } else if (root) {
         for (int r = 1; r < c->size; r++) {

@@ -54,8 +54,8 @@ typedef struct {
     const char *note;    /* a key zgpt accepts without acting on it: what zgpt does instead */
 } key_spec;
 
-#define OPTIMIZER_NAMES                                                                                        \
-    "Adam|AdamW|Lamb|OneBitAdam|ZeroOneAdam|OneBitLamb|Adagrad|Lion|MuAdam|MuAdamW|MuSGD|Muon|SGD|RMSprop|"      \
+#define OPTIMIZER_NAMES                                                                                                \
+    "Adam|AdamW|Lamb|OneBitAdam|ZeroOneAdam|OneBitLamb|Adagrad|Lion|MuAdam|MuAdamW|MuSGD|Muon|SGD|RMSprop|"            \
     "Adamax|NAdam|RAdam|Adadelta"
 #define SCHEDULER_NAMES "WarmupLR|WarmupDecayLR|WarmupCosineLR|OneCycle|LRRangeTest"
 
@@ -327,7 +327,8 @@ static int validate_value(const key_spec *k, const cJSON *v, const char *source)
             const cJSON *e;
             cJSON_ArrayForEach(e, v) {
                 if (cJSON_IsString(e) && e->valuestring[0]) continue;
-                if (!cJSON_IsObject(e)) return type_error(source, k->path, e, "a path or {\"path\": ..., \"weight\": ...}");
+                if (!cJSON_IsObject(e))
+                    return type_error(source, k->path, e, "a path or {\"path\": ..., \"weight\": ...}");
                 const cJSON *f;
                 cJSON_ArrayForEach(f, e) {
                     if (strcmp(f->string, "path") == 0) {
@@ -377,8 +378,8 @@ static int params_of_unsupported(const cJSON *parent, const char *path) {
     if (strcmp(path, "optimizer.params") != 0 && strcmp(path, "scheduler.params") != 0) return 0;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(parent, "type");
     if (!cJSON_IsString(t)) return 0;
-    static const char *const supported[] = {"Adam", "AdamW", "Lamb", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR",
-                                            "OneCycle"};
+    static const char *const supported[] = {"Adam",          "AdamW",          "Lamb",    "WarmupLR",
+                                            "WarmupDecayLR", "WarmupCosineLR", "OneCycle"};
     for (size_t i = 0; i < sizeof supported / sizeof supported[0]; i++)
         if (strcasecmp(t->valuestring, supported[i]) == 0) return 0;
     return 1;
@@ -738,8 +739,8 @@ static void check_sections(const cJSON *root, load_state *ls) {
 /* A nanoGPT key and its DeepSpeed counterpart: both may be given only with the same value. The
  * DeepSpeed key's "auto" takes the nanoGPT key's value or `def_nano` (the Trainer-argument
  * default); absent, it is def_ds (DeepSpeed's default) when `ds` (its section is DeepSpeed's). */
-static double alias_num(const cJSON *root, const char *alias, const char *canon, double def_nano, double def_ds,
-                        int ds, const char *source, load_state *ls) {
+static double alias_num(const cJSON *root, const char *alias, const char *canon, double def_nano, double def_ds, int ds,
+                        const char *source, load_state *ls) {
     const cJSON *a = get(root, alias), *c = get(root, canon);
     if (a && c && a->valuedouble != c->valuedouble)
         problem(ls, "%s: '%s' (%g) and '%s' (%g) set the same thing to different values; keep one", source, alias,
@@ -797,15 +798,20 @@ static void derive_optimizer(zg_train_config *cfg, const cJSON *root, const char
         }
     }
     if (!cfg->adam_w_mode)
-        problem(ls, "%s: optimizer.params.adam_w_mode false (L2-coupled Adam) is not supported; remove it to use AdamW "
-                "(decoupled weight decay)", source);
+        problem(ls,
+                "%s: optimizer.params.adam_w_mode false (L2-coupled Adam) is not supported; remove it to use AdamW "
+                "(decoupled weight decay)",
+                source);
     if (get_bool(root, "optimizer.params.amsgrad", 0))
         problem(ls, "%s: optimizer.params.amsgrad true is not supported; remove it", source);
     if (get_num(root, "optimizer.params.max_grad_norm", 0) > 0)
-        problem(ls, "%s: optimizer.params.max_grad_norm is not an optimizer parameter in DeepSpeed either; clip with "
-                "the top-level \"gradient_clipping\"", source);
+        problem(ls,
+                "%s: optimizer.params.max_grad_norm is not an optimizer parameter in DeepSpeed either; clip with "
+                "the top-level \"gradient_clipping\"",
+                source);
     if (cfg->optim == ZG_OPTIMIZER_LAMB && cfg->max_coeff < cfg->min_coeff)
-        problem(ls, "%s: optimizer.params.max_coeff (%g) is below min_coeff (%g)", source, cfg->max_coeff, cfg->min_coeff);
+        problem(ls, "%s: optimizer.params.max_coeff (%g) is below min_coeff (%g)", source, cfg->max_coeff,
+                cfg->min_coeff);
 
     /* "auto" takes the nanoGPT key (the Trainer argument) or nanoGPT's default; absent params in a
      * DeepSpeed section take DeepSpeed's defaults (FusedAdam/FusedLamb: lr 1e-3, betas (0.9, 0.999),
@@ -856,8 +862,11 @@ static void derive_schedule(zg_train_config *cfg, const cJSON *root, const char 
     int ti = -1;
     for (int i = 0; stype && i < 4; i++)
         if (strcasecmp(stype, names[i]) == 0) ti = i;
-    if (stype && ti < 0) problem(ls, "scheduler.type '%s' is not supported by zgpt; use WarmupLR, WarmupDecayLR, "
-                                     "WarmupCosineLR or OneCycle", stype);
+    if (stype && ti < 0)
+        problem(ls,
+                "scheduler.type '%s' is not supported by zgpt; use WarmupLR, WarmupDecayLR, "
+                "WarmupCosineLR or OneCycle",
+                stype);
     int uses_warmup_iters = 0, uses_decay_iters = 0;
     if (ti >= 0) {
         s->type = types[ti];
@@ -878,19 +887,26 @@ static void derive_schedule(zg_train_config *cfg, const cJSON *root, const char 
         s->warmup_linear = strcmp(get_str(root, "scheduler.params.warmup_type", "log"), "linear") == 0;
         const cJSON *ld = get(root, "lr_decay_iters");
         uses_decay_iters = given_auto(root, "scheduler.params.total_num_steps");
-        s->total_num_steps = get_int(root, "scheduler.params.total_num_steps", ld ? (int64_t)ld->valuedouble : cfg->max_iters);
+        s->total_num_steps =
+            get_int(root, "scheduler.params.total_num_steps", ld ? (int64_t)ld->valuedouble : cfg->max_iters);
         auto_note(ls, root, "scheduler.params.total_num_steps", "%lld (%s)", (long long)s->total_num_steps,
                   ld ? "from lr_decay_iters" : "from max_iters");
         if (s->type == ZG_SCHED_WARMUP_DECAY_LR && s->total_num_steps < s->warmup_num_steps)
-            note(ls, "note: WarmupDecayLR's total_num_steps (%lld) is below its warmup_num_steps (%lld): the lr never "
-                 "decays (DeepSpeed warns too)", (long long)s->total_num_steps, (long long)s->warmup_num_steps);
+            note(ls,
+                 "note: WarmupDecayLR's total_num_steps (%lld) is below its warmup_num_steps (%lld): the lr never "
+                 "decays (DeepSpeed warns too)",
+                 (long long)s->total_num_steps, (long long)s->warmup_num_steps);
         if (s->type == ZG_SCHED_ONE_CYCLE) {
             if (!get(root, "scheduler.params.cycle_min_lr") || !get(root, "scheduler.params.cycle_max_lr"))
-                problem(ls, "%s: OneCycle needs scheduler.params.cycle_min_lr and cycle_max_lr (DeepSpeed requires "
-                        "them too)", source);
+                problem(ls,
+                        "%s: OneCycle needs scheduler.params.cycle_min_lr and cycle_max_lr (DeepSpeed requires "
+                        "them too)",
+                        source);
             if (s->cycle_momentum)
-                note(ls, "note: OneCycle cycles beta1 between cycle_max_mom %g and cycle_min_mom %g and sets beta2 to "
-                     "0.99, as DeepSpeed does", s->cycle_max_mom, s->cycle_min_mom);
+                note(ls,
+                     "note: OneCycle cycles beta1 between cycle_max_mom %g and cycle_min_mom %g and sets beta2 to "
+                     "0.99, as DeepSpeed does",
+                     s->cycle_max_mom, s->cycle_min_mom);
         }
         if (s->warmup_max_lr < s->warmup_min_lr)
             problem(ls, "%s: scheduler.params.warmup_max_lr (%g) is below warmup_min_lr (%g)", source, s->warmup_max_lr,
@@ -906,8 +922,10 @@ static void derive_schedule(zg_train_config *cfg, const cJSON *root, const char 
         int used[3] = {uses_warmup_iters, uses_decay_iters, 0};
         for (size_t i = 0; i < 3; i++)
             if (get(root, nano_keys[i]) && !used[i])
-                problem(ls, "%s: '%s' only applies with \"decay_lr\": true (nanoGPT's cosine schedule) or to a "
-                        "scheduler value written \"auto\"; add decay_lr or remove it", source, nano_keys[i]);
+                problem(ls,
+                        "%s: '%s' only applies with \"decay_lr\": true (nanoGPT's cosine schedule) or to a "
+                        "scheduler value written \"auto\"; add decay_lr or remove it",
+                        source, nano_keys[i]);
     }
     if (zg_schedule_validate(s) != 0) {
         zg_error_prefix("%s", source);
@@ -958,16 +976,17 @@ static void derive_offload(zg_train_config *cfg, const cJSON *root, load_state *
                                      get_bool(root, "zero_optimization.cpu_offload_use_pin_memory", 0));
     if (z->offload_optimizer == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_optimizer \"device\": \"nvme\" is not supported by zgpt; remove it or "
-                "set \"device\": \"cpu\" or \"none\"");
+                    "set \"device\": \"cpu\" or \"none\"");
     if (z->offload_param == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_param \"device\": \"nvme\" is not supported by zgpt; remove it or set "
-                "\"device\": \"none\"");
+                    "\"device\": \"none\"");
     if (z->offload_param == ZG_OFFLOAD_CPU)
         problem(ls, "zero_optimization.offload_param \"device\": \"cpu\" is not supported yet by zgpt (parameters stay "
-                "on the device; offload_optimizer \"cpu\" is); remove it or set \"device\": \"none\"");
+                    "on the device; offload_optimizer \"cpu\" is); remove it or set \"device\": \"none\"");
     if (z->offload_optimizer == ZG_OFFLOAD_CPU && z->stage <= 0)
-        problem(ls, "zero_optimization.offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3 (zero_optimization.stage is 0); "
-                "set zero_optimization.stage, or remove the offload");
+        problem(ls, "zero_optimization.offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3 "
+                    "(zero_optimization.stage is 0); "
+                    "set zero_optimization.stage, or remove the offload");
 }
 
 /* DeepSpeed's activation_checkpointing saves activation memory by recomputing; zgpt's way to the
@@ -979,9 +998,12 @@ static void derive_checkpointing(zg_train_config *cfg, const cJSON *root, load_s
         cfg->recompute_layernorm = GPT2_RECOMPUTE_LAYERNORM;
     const cJSON *nc = get(root, "activation_checkpointing.number_checkpoints");
     if (nc && !get(root, "recompute_num_layers")) cfg->recompute_num_layers = (int)nc->valuedouble;
-    note(ls, "note: 'activation_checkpointing': zgpt recomputes GELU%s in backward (recompute%s%s) instead of "
-         "checkpointing whole layers%s", cfg->recompute_layernorm ? " and the LayerNorm outputs" : "",
-         cfg->recompute_layernorm ? ", recompute_layernorm" : "", nc ? ", recompute_num_layers from number_checkpoints" : "",
+    note(ls,
+         "note: 'activation_checkpointing': zgpt recomputes GELU%s in backward (recompute%s%s) instead of "
+         "checkpointing whole layers%s",
+         cfg->recompute_layernorm ? " and the LayerNorm outputs" : "",
+         cfg->recompute_layernorm ? ", recompute_layernorm" : "",
+         nc ? ", recompute_num_layers from number_checkpoints" : "",
          cfg->recompute_num_layers ? "" : "; in every layer");
 }
 
@@ -1012,12 +1034,14 @@ static void derive_monitor(zg_train_config *cfg, const cJSON *root) {
 static void derive(zg_train_config *cfg, const cJSON *root, const char *source, load_state *ls) {
     const cJSON *rl = get(root, "recompute_layernorm");
     cfg->recompute_layernorm = !rl || cJSON_IsFalse(rl)              ? 0
-                               : cJSON_IsTrue(rl)                     ? GPT2_RECOMPUTE_LAYERNORM
+                               : cJSON_IsTrue(rl)                    ? GPT2_RECOMPUTE_LAYERNORM
                                : strcmp(rl->valuestring, "ln1") == 0 ? GPT2_RECOMPUTE_LN1
                                                                      : GPT2_RECOMPUTE_LN2;
     if (cfg->memory_efficient_layernorm && cfg->recompute_layernorm)
-        problem(ls, "%s: memory_efficient_layernorm and recompute_layernorm both save the LayerNorm activations; set "
-                "one of them (memory_efficient_layernorm costs no extra pass)", source);
+        problem(ls,
+                "%s: memory_efficient_layernorm and recompute_layernorm both save the LayerNorm activations; set "
+                "one of them (memory_efficient_layernorm costs no extra pass)",
+                source);
     derive_checkpointing(cfg, root, ls);
     if (get(root, "bias") && !get_bool(root, "bias", 1))
         problem(ls, "%s: bias false is not supported: GPT-2 has biases (remove the key or set it to true)", source);
@@ -1049,7 +1073,7 @@ static void derive(zg_train_config *cfg, const cJSON *root, const char *source, 
     cfg->given_grad_accum = get_int(root, "gradient_accumulation_steps", -1);
     if (given_auto(root, "train_micro_batch_size_per_gpu") && cfg->given_micro_batch < 0)
         note(ls, "auto: train_micro_batch_size_per_gpu = derived from train_batch_size and gradient_accumulation_steps "
-             "(else 12, nanoGPT's batch_size)");
+                 "(else 12, nanoGPT's batch_size)");
     if (given_auto(root, "gradient_accumulation_steps"))
         note(ls, "auto: gradient_accumulation_steps = derived from train_batch_size (else 1)");
     if (given_auto(root, "train_batch_size"))

@@ -50,18 +50,14 @@ typedef struct {
     int offload_pin_memory; /* offload_optimizer.pin_memory (or the legacy cpu_offload_use_pin_memory) */
 } zg_zero_config;
 
-
-
-
-
 typedef struct {
     /* model */
-    char *init_from;   /* "scratch", "resume", "gpt2".."gpt2-xl", "hf:PATH", or a checkpoint folder */
+    char *init_from; /* "scratch", "resume", "gpt2".."gpt2-xl", "hf:PATH", or a checkpoint folder */
     int n_layer, n_head, n_embd, block_size, vocab_size; /* 0 = not given (from init_from / defaults) */
-    int recompute;     /* recompute GELU in backward */
-    int recompute_layernorm; /* LayerNorm outputs recomputed in backward: GPT2_RECOMPUTE_LN1 / _LN2 flags
+    int recompute;                                       /* recompute GELU in backward */
+    int recompute_layernorm;        /* LayerNorm outputs recomputed in backward: GPT2_RECOMPUTE_LN1 / _LN2 flags
                               * (true: both; "ln1" / "ln2": that one) */
-    int recompute_num_layers; /* both apply to the first N layers only (0: all) */
+    int recompute_num_layers;       /* both apply to the first N layers only (0: all) */
     int memory_efficient_layernorm; /* LayerNorm backward from the output (GPT2_LN_FROM_OUTPUT): the residual
                                      * stream is not kept per layer; excludes recompute_layernorm */
 
@@ -74,12 +70,12 @@ typedef struct {
     char *out_dir;
     int64_t max_iters, eval_interval, eval_iters, log_interval;
     int always_save_checkpoint;
-    int save_checkpoints; /* 0: write no checkpoint at all (benchmarks, throwaway runs) */
-    int background_checkpoint; /* 1: a writer thread writes a host snapshot while training goes on */
+    int save_checkpoints;            /* 0: write no checkpoint at all (benchmarks, throwaway runs) */
+    int background_checkpoint;       /* 1: a writer thread writes a host snapshot while training goes on */
     int64_t early_stopping_patience; /* 0 = off: evaluations without improvement before stopping */
     int64_t keep_last_k;             /* iter_N checkpoints kept (best and final are always kept) */
     uint64_t seed;
-    char *device;                    /* "cpu", "cuda", "auto" */
+    char *device; /* "cpu", "cuda", "auto" */
 
     /* batch as given (-1 = not given), and as resolved by zg_train_config_resolve_batch */
     int64_t given_train_batch_size, given_micro_batch, given_grad_accum;
@@ -88,16 +84,16 @@ typedef struct {
 
     /* optimizer */
     zg_optimizer_kind optim; /* optimizer.type: Adam/AdamW (decoupled weight decay) or Lamb */
-    int adam_w_mode; /* 1: AdamW (decoupled); "Adam" with weight_decay 0 is the same update */
-    int bias_correction;   /* optimizer.params.bias_correction (default true) */
-    int eps_inside_sqrt;   /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
+    int adam_w_mode;         /* 1: AdamW (decoupled); "Adam" with weight_decay 0 is the same update */
+    int bias_correction;     /* optimizer.params.bias_correction (default true) */
+    int eps_inside_sqrt;     /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
     double lr, beta1, beta2, eps, weight_decay, grad_clip;
     double max_coeff, min_coeff; /* Lamb's trust-ratio clamp */
 
     zg_schedule_config sched;
 
     /* precision */
-    zg_precision dtype;  /* nanoGPT's dtype key (auto/fp32/bf16/fp16) */
+    zg_precision dtype; /* nanoGPT's dtype key (auto/fp32/bf16/fp16) */
     int fp16_enabled, bf16_enabled;
     zg_loss_scaler_config scaler;
 
@@ -105,7 +101,7 @@ typedef struct {
 
     zg_monitor_config monitor; /* tensorboard / csv_monitor / wandb sections (and nanoGPT's wandb_* keys) */
 
-    int steps_per_print; /* tolerated DeepSpeed key, stored */
+    int steps_per_print;      /* tolerated DeepSpeed key, stored */
     int wall_clock_breakdown; /* per-phase step times (each phase synchronised) on the log line */
     int comm_max_ctas;        /* NCCL: most thread blocks per collective; 0 NCCL's choice, -1 auto
                                  (zg_train_config_comm_max_ctas) */

@@ -72,8 +72,9 @@ zg_scaler_result zg_loss_scaler_update(zg_loss_scaler *s, int overflow, char *ms
         } else {
             s->cur_hysteresis--;
             if (msg)
-                snprintf(msg, msg_cap, "fp16 gradient overflow: step skipped, loss scale kept at %g (hysteresis %d left)",
-                         s->scale, s->cur_hysteresis);
+                snprintf(msg, msg_cap,
+                         "fp16 gradient overflow: step skipped, loss scale kept at %g (hysteresis %d left)", s->scale,
+                         s->cur_hysteresis);
         }
         s->last_overflow_iter = s->cur_iter;
     } else if (dynamic) {

@@ -15,8 +15,8 @@
 #include <stdint.h>
 
 typedef struct {
-    int enabled;            /* fp16.enabled */
-    double loss_scale;      /* 0 = dynamic */
+    int enabled;       /* fp16.enabled */
+    double loss_scale; /* 0 = dynamic */
     int initial_scale_power;
     int64_t loss_scale_window;
     int hysteresis;

@@ -23,7 +23,7 @@ double zg_mfu_cuda_peak(int device, char *name, size_t cap) {
         const char *match;
         double tflops;
     } cards[] = {{"H200", 989.0}, {"H100 PCIe", 756.0}, {"H100", 989.0}, {"H800", 989.0},
-                 {"A100", 312.0}, {"A800", 312.0}, {"L40S", 362.0}, {"A10", 125.0}};
+                 {"A100", 312.0}, {"A800", 312.0},      {"L40S", 362.0}, {"A10", 125.0}};
     for (size_t i = 0; i < sizeof cards / sizeof cards[0]; i++)
         if (strstr(prop.name, cards[i].match)) return cards[i].tflops * 1e12;
 #else

@@ -69,15 +69,18 @@ static int open_hub(zg_model_source *s, const char *spec, const char *repo, cons
     if (ni >= 0 && !revision) {
         char *dir = zg_models_dir_for(repo);
         char *st = zg_path_join(dir, "model.safetensors");
-        if (zg_file_exists(st)) snap = zg_strdup(dir);
-        else snprintf(searched, sizeof searched, "%s", dir);
+        if (zg_file_exists(st))
+            snap = zg_strdup(dir);
+        else
+            snprintf(searched, sizeof searched, "%s", dir);
         free(st);
         free(dir);
     }
     const char *from;
     char *cache = zg_hub_cache_dir(&from);
     const char *ids[2] = {ni >= 0 ? k_named[ni].repo : repo, ni >= 0 ? k_named[ni].old_repo : NULL};
-    for (int i = 0; i < 2 && !snap && ids[i]; i++) zg_hub_cache_find(cache, ids[i], rev, &snap, searched, sizeof searched);
+    for (int i = 0; i < 2 && !snap && ids[i]; i++)
+        zg_hub_cache_find(cache, ids[i], rev, &snap, searched, sizeof searched);
     if (!snap && ni >= 0 && !need_weights) {
         s->kind = ZG_SRC_NAMED_CONFIG;
         rc = gpt2_config_by_name(repo, &s->cfg);
@@ -89,9 +92,10 @@ static int open_hub(zg_model_source *s, const char *spec, const char *repo, cons
         if (zg_hub_download(cache, ids[0], rev, &snap) != 0) {
             char why[1024];
             snprintf(why, sizeof why, "%s", zg_error_message());
-            rc = zg_errorf("the %s weights are not in %s, and the download failed: %s (run 'zgpt download %s%s%s' where "
-                           "the hub is reachable)",
-                           spec, searched, why, repo, revision ? " --revision " : "", revision ? revision : "");
+            rc =
+                zg_errorf("the %s weights are not in %s, and the download failed: %s (run 'zgpt download %s%s%s' where "
+                          "the hub is reachable)",
+                          spec, searched, why, repo, revision ? " --revision " : "", revision ? revision : "");
         }
     }
     if (snap) {
@@ -134,8 +138,8 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
         }
     } else {
         char *st = zg_path_join(spec, "model.safetensors");
-        int hf = zg_file_exists(st) || (strlen(spec) > 12 && strcmp(spec + strlen(spec) - 12, ".safetensors") == 0 &&
-                                        zg_file_exists(spec));
+        int hf = zg_file_exists(st) ||
+                 (strlen(spec) > 12 && strcmp(spec + strlen(spec) - 12, ".safetensors") == 0 && zg_file_exists(spec));
         free(st);
         if (hf)
             rc = open_hf(s, spec);
@@ -160,7 +164,8 @@ int zg_model_source_load(const zg_model_source *s, const gpt2_config *cfg, float
     if (cfg->n_layer != s->cfg.n_layer || cfg->n_head != s->cfg.n_head || cfg->n_embd != s->cfg.n_embd ||
         cfg->vocab_size != s->cfg.vocab_size || cfg->block_size > s->cfg.block_size ||
         (s->kind != ZG_SRC_HF && cfg->block_size != s->cfg.block_size))
-        return zg_errorf("internal: model shape requested from '%s' differs from the source", s->path ? s->path : s->name);
+        return zg_errorf("internal: model shape requested from '%s' differs from the source",
+                         s->path ? s->path : s->name);
     switch (s->kind) {
     case ZG_SRC_CHECKPOINT:
         if (s->ckpt.num_params != num_params)

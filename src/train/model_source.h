@@ -19,10 +19,10 @@ typedef enum { ZG_SRC_NAMED_CONFIG = 0, ZG_SRC_HF, ZG_SRC_CHECKPOINT } zg_source
 
 typedef struct {
     zg_source_kind kind;
-    char *path;        /* HF path or checkpoint folder; NULL for a config-only named model */
-    char name[256];    /* named model or repo id as given, if any */
+    char *path;     /* HF path or checkpoint folder; NULL for a config-only named model */
+    char name[256]; /* named model or repo id as given, if any */
     gpt2_config cfg;
-    zg_ckpt ckpt;      /* open (verified) when kind == ZG_SRC_CHECKPOINT */
+    zg_ckpt ckpt; /* open (verified) when kind == ZG_SRC_CHECKPOINT */
 } zg_model_source;
 
 /* The hub repo a named model is downloaded from ("gpt2" -> "openai-community/gpt2"); spec itself

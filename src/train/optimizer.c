@@ -8,15 +8,19 @@
 /* Memory for one fp32 array of the state: backend memory, or host memory for a host optimizer. */
 static float *state_alloc(zg_optimizer *o, size_t bytes, const char *what) {
     float *p = o->host ? o->be->ops->host_alloc(o->be, bytes, 0, what) : o->be->ops->alloc(o->be, bytes, what);
-    if (p && o->host) memset(p, 0, bytes);
-    else if (p) o->be->ops->zero(o->be, p, bytes);
+    if (p && o->host)
+        memset(p, 0, bytes);
+    else if (p)
+        o->be->ops->zero(o->be, p, bytes);
     return p;
 }
 
 static void state_free(zg_optimizer *o, float *p) {
     if (!p) return;
-    if (o->host) o->be->ops->host_free(o->be, p);
-    else o->be->ops->dealloc(o->be, p);
+    if (o->host)
+        o->be->ops->host_free(o->be, p);
+    else
+        o->be->ops->dealloc(o->be, p);
 }
 
 static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
@@ -66,8 +70,10 @@ static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_tabl
     if (param_dtype != ZG_F32) {
         o->master = state_alloc(o, bytes, host ? "fp32 master weights, host" : "fp32 master weights");
         if (!o->master) goto cleanup;
-        if (params_at_begin && host) be->ops->download_f32(be, o->master, params_at_begin, param_dtype, n);
-        else if (params_at_begin) be->ops->cast(be, o->master, ZG_F32, params_at_begin, param_dtype, n);
+        if (params_at_begin && host)
+            be->ops->download_f32(be, o->master, params_at_begin, param_dtype, n);
+        else if (params_at_begin)
+            be->ops->cast(be, o->master, ZG_F32, params_at_begin, param_dtype, n);
     }
     rc = 0;
 cleanup:
@@ -143,8 +149,10 @@ static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin
     a.eps_inside_sqrt = o->cfg.eps_inside_sqrt;
     a.max_coeff = o->cfg.max_coeff;
     a.min_coeff = o->cfg.min_coeff;
-    if (o->host) zg_host_adamw(&a, o->param_dtype, o->be->grad_dtype);
-    else o->be->ops->adamw(o->be, &a);
+    if (o->host)
+        zg_host_adamw(&a, o->param_dtype, o->be->grad_dtype);
+    else
+        o->be->ops->adamw(o->be, &a);
 }
 
 void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale) {
@@ -190,7 +198,8 @@ void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_
     int lo_ok = s0 < o->n_segs && o->segs[s0].offset == lo - o->begin;
     int hi_ok = s1 < o->n_segs ? o->segs[s1].offset == hi - o->begin : hi == o->end;
     if (!lo_ok || !hi_ok)
-        ZG_FATAL("optimizer: part [%zu, %zu) does not start and end at segment boundaries (zg_optimizer_split)", lo, hi);
+        ZG_FATAL("optimizer: part [%zu, %zu) does not start and end at segment boundaries (zg_optimizer_split)", lo,
+                 hi);
     step_segments(o, s0, s1, params_at_begin, grads_at_begin, lr, grad_scale);
 }
 

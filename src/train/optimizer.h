@@ -22,24 +22,24 @@ typedef enum { ZG_OPTIMIZER_ADAMW = 0, ZG_OPTIMIZER_LAMB } zg_optimizer_kind;
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
     zg_optimizer_kind kind;
-    int no_bias_correction; /* optimizer.params.bias_correction false */
-    int eps_inside_sqrt;    /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
+    int no_bias_correction;     /* optimizer.params.bias_correction false */
+    int eps_inside_sqrt;        /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
     float max_coeff, min_coeff; /* Lamb: the trust ratio ||w|| / ||update|| is clamped to these */
 } zg_optimizer_config;
 
 typedef struct {
     zg_backend *be;
-    size_t begin, end;    /* elements of the flat buffer this state covers */
+    size_t begin, end; /* elements of the flat buffer this state covers */
     zg_dtype param_dtype;
-    float *master;        /* (end-begin) fp32, or NULL when params are fp32 */
-    float *m, *v;         /* (end-begin) fp32 */
-    zg_segment *segs;     /* relative to begin */
+    float *master;    /* (end-begin) fp32, or NULL when params are fp32 */
+    float *m, *v;     /* (end-begin) fp32 */
+    zg_segment *segs; /* relative to begin */
     int n_segs;
-    int host;             /* 1: master, m, v are host memory (host_alloc); the step runs on the CPU */
-    int64_t step;         /* optimizer steps taken (bias correction uses step+1 for the next one) */
+    int host;     /* 1: master, m, v are host memory (host_alloc); the step runs on the CPU */
+    int64_t step; /* optimizer steps taken (bias correction uses step+1 for the next one) */
     zg_optimizer_config cfg;
-    zg_event *copied;     /* zg_optimizer_hold: the end of the copies of the state in flight */
-    int held;             /* the next update waits for `copied` */
+    zg_event *copied; /* zg_optimizer_hold: the end of the copies of the state in flight */
+    int held;         /* the next update waits for `copied` */
 } zg_optimizer;
 
 /* Allocates state for [begin, end) (m = v = 0, step 0). params_at_begin (backend memory,

@@ -34,11 +34,11 @@ typedef enum {
 
 typedef struct {
     zg_schedule_type type;
-    double base_lr;            /* the optimizer's lr (peak for WarmupCosineLR, nanoGPT and constant) */
+    double base_lr; /* the optimizer's lr (peak for WarmupCosineLR, nanoGPT and constant) */
     /* DeepSpeed params (-1 / NaN-free defaults filled by zg_schedule_config_defaults) */
     double warmup_min_lr, warmup_max_lr;
     int64_t warmup_num_steps;
-    int warmup_linear;         /* warmup_type: 0 "log" (DeepSpeed's default), 1 "linear" */
+    int warmup_linear; /* warmup_type: 0 "log" (DeepSpeed's default), 1 "linear" */
     int64_t total_num_steps;
     double warmup_min_ratio, cos_min_ratio;
     /* nanoGPT */
@@ -46,7 +46,7 @@ typedef struct {
     double min_lr;
     /* OneCycle (DeepSpeed's names) */
     double cycle_min_lr, cycle_max_lr, decay_lr_rate;
-    double cycle_first_step_size, cycle_second_step_size; /* second < 0: the same as first */
+    double cycle_first_step_size, cycle_second_step_size;      /* second < 0: the same as first */
     int64_t cycle_first_stair_count, cycle_second_stair_count; /* second < 0: the same as first */
     double decay_step_size;
     int cycle_momentum;

@@ -43,23 +43,23 @@ typedef void (*zg_step_batch_fn)(void *ctx, int32_t *inputs, int32_t *targets);
 
 typedef struct {
     gpt2_model *model;
-    zg_zero *zero;             /* the engine over the model (zg_zero_init_model); its comm gives the ranks */
+    zg_zero *zero; /* the engine over the model (zg_zero_init_model); its comm gives the ranks */
     int B, T;
     int64_t grad_accum;        /* micro-steps per step */
     int32_t *inputs, *targets; /* B x T each, filled by next_batch before each micro-step */
     zg_step_batch_fn next_batch;
     void *batch_ctx;
-    zg_loss_scaler *scaler;    /* fp16 loss scaling (inert when disabled) */
-    double grad_clip;          /* maximum global gradient norm; <= 0: no clipping */
-    int breakdown;             /* wall_clock_breakdown: synchronise and time each phase into ms[] */
+    zg_loss_scaler *scaler; /* fp16 loss scaling (inert when disabled) */
+    double grad_clip;       /* maximum global gradient norm; <= 0: no clipping */
+    int breakdown;          /* wall_clock_breakdown: synchronise and time each phase into ms[] */
 } zg_train_step_cfg;
 
 typedef struct {
     zg_step_status status;
-    double loss;              /* mean over the micro-steps and the ranks */
-    double grad_norm;         /* global norm of the averaged, unscaled gradient, before clipping */
-    double clip;              /* clipping coefficient applied (1: none) */
-    char message[512];        /* SKIPPED / STOP: the loss scaler's line */
+    double loss;               /* mean over the micro-steps and the ranks */
+    double grad_norm;          /* global norm of the averaged, unscaled gradient, before clipping */
+    double clip;               /* clipping coefficient applied (1: none) */
+    char message[512];         /* SKIPPED / STOP: the loss scaler's line */
     double ms[ZG_STEP_PHASES]; /* breakdown only: ms per phase, each synchronised at its end */
 } zg_train_step_result;
 

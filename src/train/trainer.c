@@ -47,7 +47,7 @@ typedef struct {
     zg_backend *be;
     gpt2_model model;
     int model_ready;
-    zg_optimizer *opt;        /* the ZeRO engine's optimizer (its range of the flat buffer) */
+    zg_optimizer *opt; /* the ZeRO engine's optimizer (its range of the flat buffer) */
     /* the communicator (single-process at world 1: its collectives do nothing) and the ZeRO engine
      * (stage 0 at world 1), so one process takes the same step path as many */
     zg_comm *comm;
@@ -62,28 +62,28 @@ typedef struct {
     int32_t *inputs, *targets;
     float *host_params;
     FILE *metrics;
-    zg_monitor monitor;       /* rank 0: TensorBoard / CSV (zg_monitor_active: any on) */
-    double peak_flops;        /* the device's dense peak for train/mfu (0: unknown, not logged) */
+    zg_monitor monitor; /* rank 0: TensorBoard / CSV (zg_monitor_active: any on) */
+    double peak_flops;  /* the device's dense peak for train/mfu (0: unknown, not logged) */
     int B, T;
     /* trainer state (saved in checkpoints) */
-    int64_t iter;             /* next iteration to run */
-    double best_val;          /* INFINITY until the first evaluation */
+    int64_t iter;    /* next iteration to run */
+    double best_val; /* INFINITY until the first evaluation */
     int64_t best_iter;
     int64_t evals_without_improvement;
-    int64_t last_eval_iter;   /* -1: none yet */
-    int64_t last_saved_iter;  /* -1: none in this run */
+    int64_t last_eval_iter;  /* -1: none yet */
+    int64_t last_saved_iter; /* -1: none in this run */
     uint64_t tokens_seen;
-    char last_good[512];      /* last checkpoint written or resumed from ("" none) */
-    int64_t last_good_iter;   /* the iteration last_good holds (-1 none) */
-    int metrics_failed;       /* a metrics.jsonl write failed: the run ends at the next boundary */
+    char last_good[512];    /* last checkpoint written or resumed from ("" none) */
+    int64_t last_good_iter; /* the iteration last_good holds (-1 none) */
+    int metrics_failed;     /* a metrics.jsonl write failed: the run ends at the next boundary */
     char metrics_error[512];
-    zg_dir_lock lock;         /* rank 0: out_dir's advisory lock */
+    zg_dir_lock lock; /* rank 0: out_dir's advisory lock */
     /* a background save in flight (the same on every rank): published at a later boundary */
     zg_ckpt_bg bg;
     int bg_pending;
     int64_t bg_iter;
     int bg_improved;
-    int bg_sync_noted;        /* "saving synchronously" was said once */
+    int bg_sync_noted; /* "saving synchronously" was said once */
 } trainer;
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -132,9 +132,7 @@ static int check_shape(const zg_train_config *c, const gpt2_config *m, const cha
     return 0;
 }
 
-static int resume_requested(const trainer *tr) {
-    return tr->opts->resume || strcmp(tr->cfg->init_from, "resume") == 0;
-}
+static int resume_requested(const trainer *tr) { return tr->opts->resume || strcmp(tr->cfg->init_from, "resume") == 0; }
 
 /* Model shape and initial weights (host fp32 in tr->host_params), and the checkpoint to resume. */
 static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
@@ -262,8 +260,10 @@ static char *state_json(const trainer *tr, zg_precision prec) {
     cJSON_AddStringToObject(j, "format", "zgpt-trainer-state");
     cJSON_AddNumberToObject(j, "version", 1);
     cJSON_AddNumberToObject(j, "iter", (double)tr->iter);
-    if (isfinite(tr->best_val)) cJSON_AddNumberToObject(j, "best_val_loss", tr->best_val);
-    else cJSON_AddNullToObject(j, "best_val_loss");
+    if (isfinite(tr->best_val))
+        cJSON_AddNumberToObject(j, "best_val_loss", tr->best_val);
+    else
+        cJSON_AddNullToObject(j, "best_val_loss");
     cJSON_AddNumberToObject(j, "best_iter", (double)tr->best_iter);
     cJSON_AddNumberToObject(j, "evals_without_improvement", (double)tr->evals_without_improvement);
     cJSON_AddNumberToObject(j, "last_eval_iter", (double)tr->last_eval_iter);
@@ -327,13 +327,15 @@ static int load_state(trainer *tr, const zg_ckpt *ck) {
     if (!j || !ls || !dl || json_count(j, "iter", 0, &iter) || json_count(j, "best_iter", -1, &bi) ||
         json_count(j, "evals_without_improvement", 0, &ewi) || json_count(j, "last_eval_iter", -1, &lei) ||
         json_count(j, "optimizer_step", 0, &ostep) || json_u64(j, "tokens_seen", &toks) ||
-        json_num(ls, "scale", &scale) || !(scale > 0 && isfinite(scale)) || json_count(ls, "cur_hysteresis", 0, &hyst) ||
-        hyst > 1e9 || json_count(ls, "cur_iter", 0, &sci) || json_count(ls, "last_overflow_iter", -1, &slo) ||
-        json_count(ls, "skipped", 0, &sk) || json_u64(dl, "seed", &seed) || json_u64(dl, "step", &step) ||
-        json_u64(dl, "micro", &micro) || !bv || !(cJSON_IsNull(bv) || cJSON_IsNumber(bv))) {
+        json_num(ls, "scale", &scale) || !(scale > 0 && isfinite(scale)) ||
+        json_count(ls, "cur_hysteresis", 0, &hyst) || hyst > 1e9 || json_count(ls, "cur_iter", 0, &sci) ||
+        json_count(ls, "last_overflow_iter", -1, &slo) || json_count(ls, "skipped", 0, &sk) ||
+        json_u64(dl, "seed", &seed) || json_u64(dl, "step", &step) || json_u64(dl, "micro", &micro) || !bv ||
+        !(cJSON_IsNull(bv) || cJSON_IsNumber(bv))) {
         cJSON_Delete(j);
         return zg_errorf("checkpoint '%s': state.json is corrupt, out of range or from another version (use another "
-                         "checkpoint)", ck->dir);
+                         "checkpoint)",
+                         ck->dir);
     }
     tr->iter = (int64_t)iter;
     tr->best_val = cJSON_IsNumber(bv) ? bv->valuedouble : INFINITY;
@@ -401,8 +403,10 @@ static int open_metrics(trainer *tr, int resuming) {
             line += n;
         }
         free(text);
-        if (wrc == 0) wrc = zg_atomic_commit(&af, NULL);
-        else zg_atomic_abort(&af);
+        if (wrc == 0)
+            wrc = zg_atomic_commit(&af, NULL);
+        else
+            zg_atomic_abort(&af);
         if (wrc != 0) goto cleanup;
     }
     tr->metrics = fopen(path, resuming ? "a" : "w");
@@ -498,8 +502,10 @@ static void save_published(trainer *tr, const char *tag, int64_t iter, int impro
         zg_error_clear();
     }
     if (root && zg_ckpt_retain(out, tr->cfg->keep_last_k) != 0) {
-        fprintf(stderr, "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries "
-                        "again\n", (long long)tr->cfg->keep_last_k, zg_error_message());
+        fprintf(stderr,
+                "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries "
+                "again\n",
+                (long long)tr->cfg->keep_last_k, zg_error_message());
         zg_error_clear();
     }
 }
@@ -553,8 +559,10 @@ static void bg_abandon(trainer *tr) {
     if (!tr->bg_pending) return;
     tr->bg_pending = 0;
     if (zg_ckpt_bg_wait(&tr->bg) != 0) zg_error_clear();
-    if (tr->rank == 0) zg_ckpt_writer_abort(&tr->bg.w);
-    else zg_ckpt_writer_release(&tr->bg.w);
+    if (tr->rank == 0)
+        zg_ckpt_writer_abort(&tr->bg.w);
+    else
+        zg_ckpt_writer_release(&tr->bg.w);
 }
 
 /* Mixed precision with the whole master in this rank's optimizer: model.bin's checksum comes from the
@@ -627,7 +635,7 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
     double t0 = zg_now_s();
-    if (bg_flush(tr) != 0) return -1;          /* at most one save in flight */
+    if (bg_flush(tr) != 0) return -1; /* at most one save in flight */
     double waited = zg_now_s() - t0;
     const char *out = tr->cfg->out_dir;
     char tag[64];
@@ -664,16 +672,14 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     zg_zero_release_all(&tr->zero);
     if (rc == 0 && root) {
         char *state = state_json(tr, prec);
-        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params,
-                                 tr->opt->param_dtype);
+        rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params, tr->opt->param_dtype);
         if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
         free(state);
         if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1); /* removes its folder itself on failure */
         begun = 0;
     }
     if (begun) zg_ckpt_writer_abort(&w);
-    if (zg_comm_any(tr->comm, rc != 0) && rc == 0)
-        rc = zg_errorf("saving checkpoint %s/%s failed on rank 0", out, tag);
+    if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("saving checkpoint %s/%s failed on rank 0", out, tag);
     if (rc != 0) return save_failed(tr, tag);
     save_published(tr, tag, tr->iter, improved);
     return 0;
@@ -712,8 +718,10 @@ typedef struct {
 } kept_msg;
 static kept_msg kept_checkpoint(const trainer *tr) {
     kept_msg m;
-    if (tr->last_good[0]) snprintf(m.text, sizeof m.text, "the last good checkpoint %s is untouched", tr->last_good);
-    else snprintf(m.text, sizeof m.text, "no checkpoint was written");
+    if (tr->last_good[0])
+        snprintf(m.text, sizeof m.text, "the last good checkpoint %s is untouched", tr->last_good);
+    else
+        snprintf(m.text, sizeof m.text, "no checkpoint was written");
     return m;
 }
 
@@ -738,8 +746,9 @@ static void log_iteration(trainer *tr, double loss, double lr, double tps, doubl
     if (tr->scaler.cfg.enabled) n += (size_t)snprintf(extra + n, sizeof extra - n, ", \"loss_scale\": %.9g", scale);
     if (mfu >= 0) n += (size_t)snprintf(extra + n, sizeof extra - n, ", \"mfu\": %.9g", mfu);
     snprintf(extra + n, sizeof extra - n, ", \"peak_memory_bytes\": %.0f", peak_mem);
-    metrics_line(tr, "{\"iter\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_sec\": %.1f, \"time_ms\": %.2f, "
-                     "\"grad_norm\": %.6g%s}",
+    metrics_line(tr,
+                 "{\"iter\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"tokens_per_sec\": %.1f, \"time_ms\": %.2f, "
+                 "\"grad_norm\": %.6g%s}",
                  (long long)tr->iter, loss, lr, tps, dt, norm, extra);
     if (!zg_monitor_active(&tr->monitor) || tr->iter % c->log_interval != 0) return;
     zg_monitor *m = &tr->monitor;
@@ -818,7 +827,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
                 !at_end) {
                 if (tr->rank == 0)
                     printf("early stopping: val loss has not improved for %lld evaluations (best %.4f at step %lld)\n",
-                       (long long)tr->evals_without_improvement, tr->best_val, (long long)tr->best_iter);
+                           (long long)tr->evals_without_improvement, tr->best_val, (long long)tr->best_iter);
                 break;
             }
         }
@@ -836,7 +845,8 @@ static int run_loop(trainer *tr, zg_precision prec) {
                 if (c->save_checkpoints && tr->iter > start_iter)
                     printf("%s received: saving a checkpoint at iter %lld and stopping\n", sig, (long long)tr->iter);
                 else if (tr->last_good[0])
-                    printf("%s received: stopping at iter %lld (%s holds it)\n", sig, (long long)tr->iter, tr->last_good);
+                    printf("%s received: stopping at iter %lld (%s holds it)\n", sig, (long long)tr->iter,
+                           tr->last_good);
                 else
                     printf("%s received: stopping at iter %lld; no iteration has run, so there is nothing to save\n",
                            sig, (long long)tr->iter);
@@ -885,13 +895,13 @@ static int run_loop(trainer *tr, zg_precision prec) {
             /* the mean step time of this run so far times the steps left (evaluations not counted) */
             zg_fmt_duration(step_ms_sum / (double)steps_timed / 1e3 * (double)(c->max_iters - tr->iter - 1), eta,
                             sizeof eta);
-            printf("iter %lld: loss %.4f, time %.0f ms, lr %.3e, tok/s %.0f, norm %.3f%s, eta %s\n", (long long)tr->iter,
-                   loss, dt, lr, tps, norm, clip < 1.0 ? " (clipped)" : "", eta);
+            printf("iter %lld: loss %.4f, time %.0f ms, lr %.3e, tok/s %.0f, norm %.3f%s, eta %s\n",
+                   (long long)tr->iter, loss, dt, lr, tps, norm, clip < 1.0 ? " (clipped)" : "", eta);
             if (c->wall_clock_breakdown)
                 printf("iter %lld: time (ms, each phase synchronised) | data %.1f | forward %.1f | backward %.1f | "
                        "reduce %.1f | other %.1f | norm %.1f | optimizer %.1f\n",
-                       (long long)tr->iter, wc[ZG_STEP_DATA], wc[ZG_STEP_FORWARD], wc[ZG_STEP_BACKWARD], wc[ZG_STEP_REDUCE],
-                       wc[ZG_STEP_OTHER], wc[ZG_STEP_NORM], wc[ZG_STEP_OPTIMIZER]);
+                       (long long)tr->iter, wc[ZG_STEP_DATA], wc[ZG_STEP_FORWARD], wc[ZG_STEP_BACKWARD],
+                       wc[ZG_STEP_REDUCE], wc[ZG_STEP_OTHER], wc[ZG_STEP_NORM], wc[ZG_STEP_OPTIMIZER]);
             fflush(stdout);
         }
         tr->iter++;
@@ -911,7 +921,8 @@ static int run_loop(trainer *tr, zg_precision prec) {
         int rc = 0;
         if (tr->rank == 0) {
             char *fin = zg_path_join(c->out_dir, "final");
-            if (zg_ckpt_folder_iter(fin) != tr->iter || tr->last_saved_iter == tr->iter) rc = link_checkpoint(tr, tag, "final");
+            if (zg_ckpt_folder_iter(fin) != tr->iter || tr->last_saved_iter == tr->iter)
+                rc = link_checkpoint(tr, tag, "final");
             free(fin);
         }
         if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
@@ -925,7 +936,8 @@ static int run_loop(trainer *tr, zg_precision prec) {
         printf("peak %s memory per rank: %s\n", be->ops->name, zg_fmt_bytes(peak, pb, sizeof pb));
         if (tr->zero.off) { /* ZeRO-Offload: rank 0's optimizer state and staging live in host memory */
             char hb[32];
-            printf("host memory held per rank (ZeRO-Offload): %s\n", zg_fmt_bytes((double)be->host_bytes_peak, hb, sizeof hb));
+            printf("host memory held per rank (ZeRO-Offload): %s\n",
+                   zg_fmt_bytes((double)be->host_bytes_peak, hb, sizeof hb));
         }
     }
     if (tr->rank == 0 && g_stop_signal) {
@@ -935,10 +947,10 @@ static int run_loop(trainer *tr, zg_precision prec) {
         else
             printf("stopped by %s; no checkpoint %s, so there is nothing to resume\n", stop_signal_name(g_stop_signal),
                    c->save_checkpoints ? "was written" : "is written (save_checkpoints false)");
-    }
-    else if (tr->rank == 0 && isfinite(tr->best_val))
+    } else if (tr->rank == 0 && isfinite(tr->best_val))
         printf("done: %lld iterations, best val loss %.4f at step %lld; %s %s\n", (long long)tr->iter, tr->best_val,
-               (long long)tr->best_iter, c->save_checkpoints ? "checkpoints in" : "no checkpoints written (save_checkpoints false), metrics in",
+               (long long)tr->best_iter,
+               c->save_checkpoints ? "checkpoints in" : "no checkpoints written (save_checkpoints false), metrics in",
                c->out_dir);
     return 0;
 }
@@ -1002,7 +1014,8 @@ static int setup_optimizer(trainer *tr) {
                          "AdamW, or remove the offload");
     if (tr->world > 1 && cfg->optim == ZG_OPTIMIZER_LAMB)
         return zg_errorf("optimizer Lamb on %d processes is not supported yet (its trust ratio needs each tensor's "
-                         "norm across the ZeRO shards); train Lamb on one process, or use AdamW", tr->world);
+                         "norm across the ZeRO shards); train Lamb on one process, or use AdamW",
+                         tr->world);
     zg_zero_opts zo;
     zg_zero_opts_from_config(&cfg->zero, &zo);
     zo.grad_accum = (int)cfg->grad_accum;

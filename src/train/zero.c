@@ -58,7 +58,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         z->o = *opts;
     else
         zg_zero_opts_default(&z->o);
-    if (z->o.stage < 0 || z->o.stage > 3) return zg_errorf("zero_optimization.stage is %d; allowed: 0, 1, 2, 3", z->o.stage);
+    if (z->o.stage < 0 || z->o.stage > 3)
+        return zg_errorf("zero_optimization.stage is %d; allowed: 0, 1, 2, 3", z->o.stage);
     if (z->o.reduce_bucket_size == 0) return zg_errorf("zero_optimization.reduce_bucket_size must be > 0");
     if (z->o.allgather_bucket_size == 0) return zg_errorf("zero_optimization.allgather_bucket_size must be > 0");
     if (!grads && !model) return zg_errorf("ZeRO: the model's gradient buffer is not allocated (gpt2_grads_alloc)");
@@ -89,9 +90,7 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     z->resident = zero_resident_elems(table, z->n_layer);
 
     /* Every rank starts from rank 0's parameters. */
-    if (W > 1) {
-        zg_comm_broadcast(comm, params, z->n, z->pdt, 0);
-    }
+    if (W > 1) { zg_comm_broadcast(comm, params, z->n, z->pdt, 0); }
     /* Allocations; their success is agreed, so one rank short of memory stops every rank at once
      * (instead of the others waiting in the next collective until the timeout). */
     size_t k = z->end - z->begin;
@@ -144,8 +143,10 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     double fail_rank = ok ? -1.0 : (double)comm->rank;
     zg_comm_all_reduce_host_f64(comm, &fail_rank, 1, ZG_COMM_MAX);
     if (fail_rank >= 0) {
-        if (ok) zg_errorf("ZeRO: rank %d could not allocate its optimizer/gradient shards", (int)fail_rank);
-        else zg_error_prefix("ZeRO: rank %d", comm->rank);
+        if (ok)
+            zg_errorf("ZeRO: rank %d could not allocate its optimizer/gradient shards", (int)fail_rank);
+        else
+            zg_error_prefix("ZeRO: rank %d", comm->rank);
         zg_zero_free(z);
         return -1;
     }
@@ -244,13 +245,14 @@ static void launch_reduce_piece_list(zg_zero *z, size_t lo, size_t hi, int owner
 void zg_zero_micro_end(zg_zero *z) {
     if (z->o.stage >= 2) {
         if (z->reported == 0 && z->model) {
-            ZG_FATAL("rank %d: ZeRO: backward reported no gradients: install zg_zero_hooks in the model", z->comm->rank);
+            ZG_FATAL("rank %d: ZeRO: backward reported no gradients: install zg_zero_hooks in the model",
+                     z->comm->rank);
         } else if (z->reported == 0) {
             /* hooks not installed: report everything now, top down */
             zg_zero_on_grads_ready(z, 0, z->n);
         } else if (z->reported != z->n) {
-            ZG_FATAL("rank %d: ZeRO: backward reported gradients for %zu of %zu elements", z->comm->rank,
-                     z->reported, z->n);
+            ZG_FATAL("rank %d: ZeRO: backward reported gradients for %zu of %zu elements", z->comm->rank, z->reported,
+                     z->n);
         }
         zero_flush_pending(z, 1);
         zero_wait_all_reduces(z);

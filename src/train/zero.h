@@ -77,21 +77,21 @@ typedef struct {
 /* Memory of one rank, in bytes, by category. Filled by zg_zero_plan() (prediction) and by
  * zg_zero_memory() (what the engine and the model actually hold). */
 typedef struct {
-    size_t params;      /* parameters (param dtype): full; model mode stage 3: shard + gathered buffers */
-    size_t grads;       /* gradient buffers: full at stages 0-1 (and flat mode); model mode stages 2-3:
+    size_t params;          /* parameters (param dtype): full; model mode stage 3: shard + gathered buffers */
+    size_t grads;           /* gradient buffers: full at stages 0-1 (and flat mode); model mode stages 2-3:
                            embeddings + ln_f + the layer pool (per-micro-step scratch, never full) */
-    size_t grad_shard;  /* stage 2-3: the rank's accumulated gradient shard */
-    size_t optimizer;   /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
-    size_t comm;        /* engine staging buffers + communicator scratch (peak) */
-    size_t activations; /* activation estimate (plan only; 0 from the engine) */
-    size_t host;        /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
+    size_t grad_shard;      /* stage 2-3: the rank's accumulated gradient shard */
+    size_t optimizer;       /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
+    size_t comm;            /* engine staging buffers + communicator scratch (peak) */
+    size_t activations;     /* activation estimate (plan only; 0 from the engine) */
+    size_t host;            /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
     size_t optimizer_state; /* the optimizer state's bytes wherever it lives (a checkpoint snapshot's size) */
 } zg_zero_memory;
 
 typedef struct {
-    double grad_norm;   /* global norm of the averaged gradient (before clipping, after unscaling) */
-    int overflow;       /* 1: non-finite gradient on some rank; step skipped on every rank */
-    float clip_coef;    /* applied clipping coefficient (1 = none) */
+    double grad_norm; /* global norm of the averaged gradient (before clipping, after unscaling) */
+    int overflow;     /* 1: non-finite gradient on some rank; step skipped on every rank */
+    float clip_coef;  /* applied clipping coefficient (1 = none) */
 } zg_zero_step_info;
 
 typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
@@ -107,41 +107,41 @@ typedef struct {
     size_t begin, end;    /* this rank's range */
     void *params, *grads; /* the model's buffers */
     zg_dtype pdt, gdt;
-    zg_optimizer opt;     /* over [begin, end) (stage 0: [0, n)) */
+    zg_optimizer opt; /* over [begin, end) (stage 0: [0, n)) */
     int opt_ready;
-    void *grad_shard;     /* stage 2-3: (end-begin) elements of grad dtype */
-    int micro;            /* micro-steps since the last optimizer step */
-    int reduced;          /* zg_zero_grad_norm done for this step */
+    void *grad_shard; /* stage 2-3: (end-begin) elements of grad dtype */
+    int micro;        /* micro-steps since the last optimizer step */
+    int reduced;      /* zg_zero_grad_norm done for this step */
     /* stage 2-3 bucketing */
-    size_t pend_lo, pend_hi; /* reported but not yet launched: [pend_lo, pend_hi) */
-    size_t reported;         /* elements reported in this backward */
+    size_t pend_lo, pend_hi;   /* reported but not yet launched: [pend_lo, pend_hi) */
+    size_t reported;           /* elements reported in this backward */
     zg_zero_pending *inflight; /* FIFO of reductions in flight */
     int n_inflight_buckets;
     /* stage 3 */
     int n_layer;
-    int *gathered;              /* per slot (layer + 1): 0 released, 1 gathering, 2 gathered */
+    int *gathered;               /* per slot (layer + 1): 0 released, 1 gathering, 2 gathered */
     zg_zero_pending **gathering; /* per slot: broadcasts in flight */
     long n_gathers, n_releases;  /* statistics (tests) */
     size_t max_bucket_seen;      /* largest bucket launched (tests) */
     /* model mode (zg_zero_init_model): the engine places the model's groups (gpt2_group_count) */
     gpt2_model *model;
-    int n_groups;                /* n_layer + 2 */
-    size_t layer_max, resident;  /* elements: largest layer; embeddings + ln_f */
+    int n_groups;               /* n_layer + 2 */
+    size_t layer_max, resident; /* elements: largest layer; embeddings + ln_f */
     /* stages 2-3: gradients without a full buffer */
-    void *grad_resident;         /* embeddings + ln_f gradients (wte's completes last) */
-    void **grad_pool;            /* grad_pool_n buffers of layer_max elements */
+    void *grad_resident; /* embeddings + ln_f gradients (wte's completes last) */
+    void **grad_pool;    /* grad_pool_n buffers of layer_max elements */
     int grad_pool_n, grad_pool_used, grad_pool_peak;
-    int *grad_pool_free;         /* stack of free pool indices (grad_pool_n - grad_pool_used on it) */
-    int *group_pool;             /* per group: pool index holding its gradients, -1 */
-    size_t *group_launched;      /* per group: elements handed to reductions in this backward */
-    int *group_inflight;         /* per group: reductions in flight */
+    int *grad_pool_free;    /* stack of free pool indices (grad_pool_n - grad_pool_used on it) */
+    int *group_pool;        /* per group: pool index holding its gradients, -1 */
+    size_t *group_launched; /* per group: elements handed to reductions in this backward */
+    int *group_inflight;    /* per group: reductions in flight */
     /* stage 3: parameters without a full buffer */
-    void *param_shard;           /* this rank's (end - begin) parameters (param dtype); the optimizer's */
-    void *param_resident;        /* gathered embeddings + ln_f (slot 0) */
-    void *param_pool[2];         /* gathered layers: the current one and the prefetched next */
-    int param_pool_slot[2];      /* slot using it, -1 free */
-    void *param_full;            /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
-    zg_zero_offload *off;        /* ZeRO-Offload (opts.offload_optimizer), else NULL */
+    void *param_shard;      /* this rank's (end - begin) parameters (param dtype); the optimizer's */
+    void *param_resident;   /* gathered embeddings + ln_f (slot 0) */
+    void *param_pool[2];    /* gathered layers: the current one and the prefetched next */
+    int param_pool_slot[2]; /* slot using it, -1 free */
+    void *param_full;       /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
+    zg_zero_offload *off;   /* ZeRO-Offload (opts.offload_optimizer), else NULL */
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */

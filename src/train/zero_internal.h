@@ -26,7 +26,9 @@ static inline int grads_grouped(const zg_zero *z) { return z->model && z->o.stag
 
 /* The rank's own parameters [begin, end): in the flat buffer, or the shard (stage 3, model mode). */
 static inline int stage3_model(const zg_zero *z) { return z->model && z->o.stage >= 3; }
-static inline void *own_params(zg_zero *z) { return stage3_model(z) ? z->param_shard : at(z->params, z->begin, z->pdt); }
+static inline void *own_params(zg_zero *z) {
+    return stage3_model(z) ? z->param_shard : at(z->params, z->begin, z->pdt);
+}
 
 /* ---- zero_overlap.c ---------------------------------------------------------------------- */
 

@@ -8,10 +8,10 @@
 #include <string.h>
 
 struct zg_zero_offload {
-    void *grads_host;   /* (end - begin) x grad dtype: the step's reduced gradient shard */
-    void *params_host;  /* (end - begin) x param dtype: updated parameters on their way up (fp32 params:
+    void *grads_host;     /* (end - begin) x grad dtype: the step's reduced gradient shard */
+    void *params_host;    /* (end - begin) x param dtype: updated parameters on their way up (fp32 params:
                          * the optimizer's parameters themselves) */
-    zg_event *reduced;  /* compute stream, behind a reduction of this rank's gradients */
+    zg_event *reduced;    /* compute stream, behind a reduction of this rank's gradients */
     zg_event *downloaded; /* copy stream, behind the last gradient download */
     zg_event **uploaded;  /* per slot: copy stream, behind its upload */
     int *upload_pending;  /* per slot: uploaded, the compute stream has not waited yet */
@@ -69,8 +69,8 @@ void zero_offload_grads_piece(zg_zero *z, size_t lo, size_t hi) {
     zg_zero_offload *o = z->off;
     zg_backend *be = z->be;
     if (lo < z->begin || hi > z->end || lo >= hi)
-        ZG_FATAL("rank %d: ZeRO-Offload: gradient piece [%zu, %zu) outside the shard [%zu, %zu)", z->comm->rank, lo,
-                 hi, z->begin, z->end);
+        ZG_FATAL("rank %d: ZeRO-Offload: gradient piece [%zu, %zu) outside the shard [%zu, %zu)", z->comm->rank, lo, hi,
+                 z->begin, z->end);
     /* behind the reduction (and the accumulation into the shard) on the compute stream */
     be->ops->event_record(be, o->reduced, ZG_STREAM_COMPUTE);
     be->ops->stream_wait(be, ZG_STREAM_COPY, o->reduced);

@@ -20,8 +20,10 @@ static int group_of(const zg_zero *z, size_t i) {
     int a = 0, b = L - 1; /* layer l with lb[l] <= i < lb[l+1] */
     while (a < b) {
         int mid = (a + b + 1) / 2;
-        if (lb[mid] <= i) a = mid;
-        else b = mid - 1;
+        if (lb[mid] <= i)
+            a = mid;
+        else
+            b = mid - 1;
     }
     return a + 1;
 }
@@ -215,7 +217,8 @@ static void progress_reduces(zg_zero *z) {
 void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
     if (z->o.stage < 2 || count == 0) return;
     progress_reduces(z);
-    if (offset + count > z->n) ZG_FATAL("ZeRO: grads_ready [%zu, %zu) beyond the buffer (%zu)", offset, offset + count, z->n);
+    if (offset + count > z->n)
+        ZG_FATAL("ZeRO: grads_ready [%zu, %zu) beyond the buffer (%zu)", offset, offset + count, z->n);
     z->reported += count;
     if (z->pend_hi > z->pend_lo && offset + count != z->pend_lo) zero_flush_pending(z, 1); /* not adjacent below */
     if (z->pend_hi == z->pend_lo) {
@@ -401,7 +404,8 @@ static void grads_acquire(zg_zero *z, int layer) {
     }
     int g = layer + 1;
     if (g > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
-    if (z->group_pool[g] >= 0) ZG_FATAL("rank %d: ZeRO: layer %d's backward ran twice in one micro-step", z->comm->rank, layer);
+    if (z->group_pool[g] >= 0)
+        ZG_FATAL("rank %d: ZeRO: layer %d's backward ran twice in one micro-step", z->comm->rank, layer);
     while (z->grad_pool_used == z->grad_pool_n) {
         if (!z->inflight)
             ZG_FATAL("rank %d: ZeRO: all %d layer gradient buffers are in use with nothing in flight", z->comm->rank,
@@ -429,7 +433,8 @@ void zg_zero_on_before_layer(zg_zero *z, int layer, int is_backward) {
     if (z->o.stage < 3 || z->param_full) return;
     if (is_backward) progress_reduces(z);
     int slot = layer + 1;
-    if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
+    if (slot < 0 || slot > z->n_layer)
+        ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
     slot_finish_gather(z, slot);
     /* prefetch the layer that comes next in this pass */
     int next;
@@ -444,7 +449,8 @@ void zg_zero_on_after_layer(zg_zero *z, int layer, int is_backward) {
     (void)is_backward;
     if (z->o.stage < 3 || z->param_full) return;
     int slot = layer + 1;
-    if (slot < 0 || slot > z->n_layer) ZG_FATAL("ZeRO: after_layer(%d) outside the model's %d layers", layer, z->n_layer);
+    if (slot < 0 || slot > z->n_layer)
+        ZG_FATAL("ZeRO: after_layer(%d) outside the model's %d layers", layer, z->n_layer);
     slot_release(z, slot);
 }
 
@@ -497,11 +503,10 @@ gpt2_hooks zg_zero_hooks(zg_zero *z) {
     h.ctx = z;
     if (z->o.stage >= 2) h.grads_ready = hook_grads_ready;
     if (grads_grouped(z)) h.before_layer = hook_before; /* hands out each layer's gradient buffer */
-    if (z->off) h.before_layer = hook_before; /* the forward waits for each slot's upload */
+    if (z->off) h.before_layer = hook_before;           /* the forward waits for each slot's upload */
     if (z->o.stage >= 3) {
         h.before_layer = hook_before;
         h.after_layer = hook_after;
     }
     return h;
 }
-

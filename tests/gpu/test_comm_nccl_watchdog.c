@@ -39,9 +39,9 @@ static int check_cuda(cudaError_t e, const char *call) {
     fprintf(stderr, "child: %s failed: %s\n", call, cudaGetErrorString(e));
     return 1;
 }
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        if (check_cuda((call), #call)) return 2;                                                   \
+#define CK(call)                                                                                                       \
+    do {                                                                                                               \
+        if (check_cuda((call), #call)) return 2;                                                                       \
     } while (0)
 
 /* The child: returns its exit status when it is not ended by the watchdog. */
@@ -162,9 +162,10 @@ static void test_exit_without_destroy(void) {
     char err[8192];
     double took = 0;
     int st = run_child(g_self, "exit", 120, err, sizeof err, &took);
-    ZT_CHECK_MSG(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 5,
-                 "exit without destroy: status %d (want exit 5; a signal means the watchdog faulted at exit); stderr: %s",
-                 st, err);
+    ZT_CHECK_MSG(
+        st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 5,
+        "exit without destroy: status %d (want exit 5; a signal means the watchdog faulted at exit); stderr: %s", st,
+        err);
 }
 
 static void stuck(const char *mode) {
@@ -174,12 +175,15 @@ static void stuck(const char *mode) {
     ZT_CHECK_MSG(st >= 0, "%s: still running after %.0f s (timeout %.0f s): the watchdog did not end it; stderr: %s",
                  mode, took, TIMEOUT_S, err);
     if (st < 0) return;
-    ZT_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: wait status %d, expected exit 1; stderr: %s", mode, st, err);
+    ZT_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: wait status %d, expected exit 1; stderr: %s", mode, st,
+                 err);
     /* the watchdog's report, or the main thread's own poll when NCCL answered "in progress" */
-    ZT_CHECK_MSG(strstr(err, "rank 0: all_reduce(sum) has not finished") || strstr(err, "rank 0: all_reduce(sum) timed out"),
+    ZT_CHECK_MSG(strstr(err, "rank 0: all_reduce(sum) has not finished") ||
+                     strstr(err, "rank 0: all_reduce(sum) timed out"),
                  "%s: no report naming the rank and the collective; stderr: %s", mode, err);
     ZT_CHECK_MSG(took >= TIMEOUT_S - 0.5, "%s: ended after %.1f s, before the %.0f s timeout", mode, took, TIMEOUT_S);
-    printf("  %s: ended after %.1f s (timeout %.0f s): %s", mode, took, TIMEOUT_S, strstr(err, "rank 0:") ? strstr(err, "rank 0:") : err);
+    printf("  %s: ended after %.1f s (timeout %.0f s): %s", mode, took, TIMEOUT_S,
+           strstr(err, "rank 0:") ? strstr(err, "rank 0:") : err);
 }
 static void test_stuck_sync(void) { stuck("sync"); }
 static void test_stuck_enqueue(void) { stuck("enqueue"); }

@@ -113,7 +113,8 @@ static void check_header_only(zg_dtype pdt) {
     fill(v, n, 13);
     for (size_t i = 0; i < n; i++) { /* what the optimizer leaves in the parameters, widened */
         master[i] *= 3.0f;
-        params[i] = pdt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(master[i])) : zg_f16_to_f32(zg_f32_to_f16(master[i]));
+        params[i] =
+            pdt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(master[i])) : zg_f16_to_f32(zg_f32_to_f16(master[i]));
     }
     ZT_CHECK(memcmp(params, master, n * 4) != 0); /* rounding changed something: the test can tell */
     zg_ckpt_writer w;
@@ -172,7 +173,8 @@ static void check_header_only(zg_dtype pdt) {
 static int same_file(const char *a_dir, const char *b_dir, const char *name) {
     char *a = zg_path_join(a_dir, name), *b = zg_path_join(b_dir, name), *x = NULL, *y = NULL;
     size_t nx = 0, ny = 0;
-    int ok = zg_file_read_all(a, &x, &nx) == 0 && zg_file_read_all(b, &y, &ny) == 0 && nx == ny && memcmp(x, y, nx) == 0;
+    int ok =
+        zg_file_read_all(a, &x, &nx) == 0 && zg_file_read_all(b, &y, &ny) == 0 && nx == ny && memcmp(x, y, nx) == 0;
     free(a), free(b), free(x), free(y);
     return ok;
 }
@@ -206,7 +208,7 @@ static void test_snapshot(void) {
     for (int k = 0; k < 2; k++) {
         setenv("ZGPT_CKPT_IO", modes[k], 1);
         ZT_CHECK(zg_ckpt_snapshot_take(&s, &o) == 0);
-        ZT_CHECK(o.held); /* the next update waits for the copies */
+        ZT_CHECK(o.held);                       /* the next update waits for the copies */
         if (k == 1) ZT_CHECK(s.block == block); /* reused between saves */
         block = s.block;
         ZT_CHECK((uintptr_t)s.image % 4096 == 0);
@@ -214,7 +216,8 @@ static void test_snapshot(void) {
         ZT_CHECK(zg_ckpt_snapshot_ready(&s));
         ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "snap") == 0);
         ZT_CHECK(zg_ckpt_write_snapshot(&w, &s, n) == 0);
-        ZT_CHECK(zg_ckpt_write_model_header(&w, &g_cfg, n, ZG_BF16, zg_ckpt_snapshot_params_checksum(&s, ZG_BF16)) == 0);
+        ZT_CHECK(zg_ckpt_write_model_header(&w, &g_cfg, n, ZG_BF16, zg_ckpt_snapshot_params_checksum(&s, ZG_BF16)) ==
+                 0);
         ZT_CHECK(zg_ckpt_writer_commit(&w, 0) == 0);
         ZT_CHECK_MSG(same_file(ref, snap, shard), "%s: shard differs from the synchronous writer's", modes[k]);
         ZT_CHECK_MSG(same_file(ref, snap, "model.bin"), "%s: model.bin differs", modes[k]);

@@ -54,7 +54,8 @@ static int no_temporaries(const char *dir) {
 }
 
 /* Writes img through the writer, the first block last after changing it (a header). */
-static int write_image(const char *path, unsigned char *img, size_t bytes, zg_ckpt_io_mode mode, zg_ckpt_io_mode *used) {
+static int write_image(const char *path, unsigned char *img, size_t bytes, zg_ckpt_io_mode mode,
+                       zg_ckpt_io_mode *used) {
     zg_ckpt_io_file f;
     if (zg_ckpt_io_open(&f, path, img, bytes, mode) != 0) return -1;
     *used = f.mode;

@@ -44,7 +44,7 @@ static void test_conversions(void) {
     zg_comm_from_f32(h, ZG_F16, x, 6);
     zg_comm_to_f32(y, h, ZG_F16, 6);
     ZT_CHECK(y[0] == 1.0f && y[1] == -2.5f && y[2] == 65504.0f && y[5] == 0.0f);
-    ZT_NEAR(y[3], 1e-7, 3e-8, 0);   /* fp16 subnormal */
+    ZT_NEAR(y[3], 1e-7, 3e-8, 0);     /* fp16 subnormal */
     ZT_NEAR(y[4], 3.140625, 0, 1e-6); /* nearest fp16 */
     float big = 1e6f;
     zg_comm_from_f32(h, ZG_F16, &big, 1);

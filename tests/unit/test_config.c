@@ -44,7 +44,8 @@ static const char *const k_hf_auto =
     "\"gradient_accumulation_steps\": \"auto\", \"gradient_clipping\": \"auto\","
     "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": \"auto\", \"betas\": \"auto\", \"eps\": \"auto\","
     " \"weight_decay\": \"auto\"}},"
-    "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_min_lr\": \"auto\", \"warmup_max_lr\": \"auto\","
+    "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_min_lr\": \"auto\", \"warmup_max_lr\": "
+    "\"auto\","
     " \"warmup_num_steps\": \"auto\", \"total_num_steps\": \"auto\"}},"
     "\"fp16\": {\"enabled\": \"auto\"}, \"bf16\": {\"enabled\": \"auto\"},"
     "\"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": \"auto\"}}";
@@ -157,7 +158,8 @@ static void test_all_errors_and_suggestions(void) {
     ZT_CHECK(has("'comm_overlap'; did you mean 'zero_optimization.overlap_comm'"));
     ZT_CHECK(has("'zero_optimization.comm_overlap'; did you mean 'zero_optimization.overlap_comm'"));
     ZT_CHECK(has("'max_grad_norm'; did you mean 'gradient_clipping'"));
-    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"max_grad_norm\": 1.0}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"max_grad_norm\": 1.0}}}", NULL, NULL, 0) !=
+             0);
     ZT_CHECK(has("max_grad_norm") && has("gradient_clipping"));
     /* a bad --set and a bad file key together */
     const char *bad[] = {"max_iters=abc"};
@@ -193,8 +195,9 @@ static void test_names_and_spellings(void) {
         zg_train_config_free(&d);
         zg_train_config_free(&c);
     }
-    rc = load(&c, "{\"optimizer\": {\"type\": \"lamb\", \"params\": {\"lr\": 0.01, \"max_coeff\": 0.3, \"min_coeff\": 0.1}}}",
-              NULL, NULL, 0);
+    rc = load(
+        &c, "{\"optimizer\": {\"type\": \"lamb\", \"params\": {\"lr\": 0.01, \"max_coeff\": 0.3, \"min_coeff\": 0.1}}}",
+        NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(c.optim == ZG_OPTIMIZER_LAMB);
@@ -202,17 +205,21 @@ static void test_names_and_spellings(void) {
         ZT_NEAR(c.min_coeff, 0.1, 0, 0);
         zg_train_config_free(&c);
     }
-    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"Lamb\", \"params\": {\"adam_w_mode\": true}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"Lamb\", \"params\": {\"adam_w_mode\": true}}}", NULL, NULL, 0) !=
+             0);
     ZT_CHECK(has("adam_w_mode is not a parameter of Lamb"));
-    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"OneBitAdam\", \"params\": {\"freeze_step\": 400}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"OneBitAdam\", \"params\": {\"freeze_step\": 400}}}", NULL, NULL,
+                  0) != 0);
     ZT_CHECK(has("optimizer.type 'OneBitAdam' is not supported by zgpt"));
     ZT_CHECK(load(&c, "{\"optimizer\": {\"type\": \"AdamX\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("AdamX") && has("did you mean"));
     ZT_CHECK(load(&c, "{\"bf16\": {\"enabled\": true}, \"bfloat16\": {\"enabled\": false}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("'bfloat16' and 'bf16'"));
     /* OneCycle, names in any case */
-    rc = load(&c, "{\"scheduler\": {\"type\": \"onecycle\", \"params\": {\"cycle_min_lr\": 1e-4, \"cycle_max_lr\": 1e-3,"
-                  " \"cycle_first_step_size\": 10}}}", NULL, NULL, 0);
+    rc = load(&c,
+              "{\"scheduler\": {\"type\": \"onecycle\", \"params\": {\"cycle_min_lr\": 1e-4, \"cycle_max_lr\": 1e-3,"
+              " \"cycle_first_step_size\": 10}}}",
+              NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(c.sched.type == ZG_SCHED_ONE_CYCLE && c.sched.cycle_first_step_size == 10 && c.sched.cycle_momentum);
@@ -225,7 +232,8 @@ static void test_names_and_spellings(void) {
 
 static void test_sections(void) {
     zg_train_config c;
-    ZT_CHECK(load(&c, "{\"curriculum_learning\": {\"enabled\": true, \"curriculum_type\": \"seqlen\"}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"curriculum_learning\": {\"enabled\": true, \"curriculum_type\": \"seqlen\"}}", NULL, NULL,
+                  0) != 0);
     ZT_CHECK(has("'curriculum_learning' is not supported by zgpt; remove it or set \"enabled\": false"));
     ZT_CHECK(load(&c, "{\"sparse_attention\": {\"mode\": \"fixed\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("'sparse_attention' is not supported by zgpt"));
@@ -245,7 +253,7 @@ static void test_sections(void) {
         ZT_CHECK(noted(&c, "'autotuning' is disabled")); /* DeepSpeed's default: off */
         ZT_CHECK(noted(&c, "'monitor_config' is not a key DeepSpeed reads"));
         ZT_CHECK(noted(&c, "'flops_profiler' is enabled, but"));
-        ZT_CHECK(!noted(&c, "'comms_logger'")); /* disabled: nothing to say */
+        ZT_CHECK(!noted(&c, "'comms_logger'"));                /* disabled: nothing to say */
         ZT_CHECK(!noted(&c, "'tensorboard' is enabled, but")); /* the monitors act (src/monitor) */
         ZT_CHECK(noted(&c, "'steps_per_print' has no effect"));
         ZT_CHECK(noted(&c, "'_comment'"));
@@ -258,8 +266,8 @@ static void test_sections(void) {
     ZT_CHECK(load(&c, "{\"tensorboard\": {\"enabled\": true, \"outputpath\": \"x\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("'tensorboard.output_path'"));
     /* activation_checkpointing: zgpt's recompute settings */
-    rc = load(&c, "{\"activation_checkpointing\": {\"partition_activations\": false, \"number_checkpoints\": 3}}",
-              NULL, NULL, 0);
+    rc = load(&c, "{\"activation_checkpointing\": {\"partition_activations\": false, \"number_checkpoints\": 3}}", NULL,
+              NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(zg_train_config_recompute(&c) == (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM));
@@ -280,10 +288,11 @@ static void test_offload(void) {
     ZT_CHECK(load(&c, "{\"zero_optimization\": {\"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"/x\"}}}",
                   NULL, NULL, 0) != 0);
     ZT_CHECK(has("\"nvme\" is not supported by zgpt"));
-    int rc = load(&c,
-                  "{\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\", \"pin_memory\": true},"
-                  " \"offload_param\": {\"device\": \"none\"}}}",
-                  NULL, NULL, 0);
+    int rc = load(
+        &c,
+        "{\"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": {\"device\": \"cpu\", \"pin_memory\": true},"
+        " \"offload_param\": {\"device\": \"none\"}}}",
+        NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(c.zero.offload_optimizer == ZG_OFFLOAD_CPU && c.zero.offload_param == ZG_OFFLOAD_NONE);
@@ -291,8 +300,9 @@ static void test_offload(void) {
         ZT_CHECK(!noted(&c, "offload_optimizer")); /* it acts: no "has no effect" note */
         zg_train_config_free(&c);
     }
-    rc = load(&c, "{\"zero_optimization\": {\"stage\": 2, \"cpu_offload\": true, \"cpu_offload_use_pin_memory\": true}}",
-              NULL, NULL, 0);
+    rc =
+        load(&c, "{\"zero_optimization\": {\"stage\": 2, \"cpu_offload\": true, \"cpu_offload_use_pin_memory\": true}}",
+             NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(c.zero.offload_optimizer == ZG_OFFLOAD_CPU && c.zero.offload_pin_memory == 1);
@@ -305,7 +315,8 @@ static void test_offload(void) {
     ZT_CHECK(load(&c, "{\"zero_optimization\": {\"offload_optimizer\": {\"device\": \"cpu\"}}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("needs ZeRO stage 1, 2 or 3"));
     /* the NVMe tuning keys say what zgpt does instead */
-    rc = load(&c, "{\"zero_optimization\": {\"stage\": 1, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.3}}}",
+    rc = load(&c,
+              "{\"zero_optimization\": {\"stage\": 1, \"offload_optimizer\": {\"device\": \"cpu\", \"ratio\": 0.3}}}",
               NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
@@ -329,17 +340,18 @@ static void test_model_shape(void) {
 
 static void test_deepspeed_file(void) {
     zg_train_config c;
-    const char *ds = "{\"train_batch_size\": 32, \"train_micro_batch_size_per_gpu\": 1, \"gradient_clipping\": 1.0,"
-                     "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 3e-5, \"betas\": [0.9, 0.95],"
-                     "\"eps\": 1e-8, \"weight_decay\": 0.1}},"
-                     "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_min_lr\": 0, \"warmup_max_lr\": 3e-5,"
-                     "\"warmup_num_steps\": 5, \"total_num_steps\": 20, \"warmup_type\": \"linear\"}},"
-                     "\"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 12, \"loss_scale_window\": 500,"
-                     "\"hysteresis\": 2, \"min_loss_scale\": 1},"
-                     "\"zero_optimization\": {\"stage\": 2, \"overlap_comm\": true, \"contiguous_gradients\": true,"
-                     "\"reduce_bucket_size\": 5e8, \"allgather_bucket_size\": 5e8, \"reduce_scatter\": true,"
-                     "\"allgather_partitions\": true},"
-                     "\"steps_per_print\": 5, \"wall_clock_breakdown\": false}";
+    const char *ds =
+        "{\"train_batch_size\": 32, \"train_micro_batch_size_per_gpu\": 1, \"gradient_clipping\": 1.0,"
+        "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 3e-5, \"betas\": [0.9, 0.95],"
+        "\"eps\": 1e-8, \"weight_decay\": 0.1}},"
+        "\"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_min_lr\": 0, \"warmup_max_lr\": 3e-5,"
+        "\"warmup_num_steps\": 5, \"total_num_steps\": 20, \"warmup_type\": \"linear\"}},"
+        "\"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 12, \"loss_scale_window\": 500,"
+        "\"hysteresis\": 2, \"min_loss_scale\": 1},"
+        "\"zero_optimization\": {\"stage\": 2, \"overlap_comm\": true, \"contiguous_gradients\": true,"
+        "\"reduce_bucket_size\": 5e8, \"allgather_bucket_size\": 5e8, \"reduce_scatter\": true,"
+        "\"allgather_partitions\": true},"
+        "\"steps_per_print\": 5, \"wall_clock_breakdown\": false}";
     int rc = load(&c, "{\"data\": \"d\", \"max_iters\": 20, \"init_from\": \"gpt2-xl\"}", ds, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc) return;
@@ -348,7 +360,8 @@ static void test_deepspeed_file(void) {
     ZT_NEAR(c.beta2, 0.95, 0, 1e-12);
     ZT_NEAR(c.grad_clip, 1.0, 0, 0);
     ZT_CHECK(c.sched.type == ZG_SCHED_WARMUP_DECAY_LR && c.sched.total_num_steps == 20 && c.sched.warmup_linear);
-    ZT_CHECK(c.fp16_enabled && c.scaler.enabled && c.scaler.initial_scale_power == 12 && c.scaler.loss_scale_window == 500);
+    ZT_CHECK(c.fp16_enabled && c.scaler.enabled && c.scaler.initial_scale_power == 12 &&
+             c.scaler.loss_scale_window == 500);
     ZT_CHECK(c.zero.stage == 2 && c.zero.overlap_comm == 1 && c.zero.reduce_bucket_size == 500000000);
     ZT_CHECK(zg_train_config_precision(&c, "cpu") == ZG_PREC_FP16);
     ZT_CHECK(strcmp(c.init_from, "gpt2-xl") == 0);
@@ -378,15 +391,18 @@ static void test_errors(void) {
     ZT_CHECK(load(&c, "{\"max_iters\": 2.5}", NULL, NULL, 0) != 0);
     ZT_CHECK(load(&c, "{\"sample_mode\": \"shuffle\"}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("random|epoch"));
-    ZT_CHECK(load(&c, "{\"train_batch_size\": 30, \"train_micro_batch_size_per_gpu\": 4, \"gradient_accumulation_steps\": 8}",
-                  NULL, NULL, 0) != 0);
+    ZT_CHECK(
+        load(&c,
+             "{\"train_batch_size\": 30, \"train_micro_batch_size_per_gpu\": 4, \"gradient_accumulation_steps\": 8}",
+             NULL, NULL, 0) != 0);
     ZT_CHECK(has("train_batch_size 30") && has("gradient_accumulation_steps 8"));
     ZT_CHECK(load(&c, "{\"train_batch_size\": 30, \"train_micro_batch_size_per_gpu\": 4}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("divisible"));
     ZT_CHECK(load(&c, "{\"batch_size\": 4, \"train_micro_batch_size_per_gpu\": 8}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("batch_size") && has("train_micro_batch_size_per_gpu"));
     ZT_CHECK(load(&c, "{\"fp16\": {\"enabled\": true}, \"bf16\": {\"enabled\": true}}", NULL, NULL, 0) != 0);
-    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"WarmupLR\", \"params\": {\"cos_min_ratio\": 0.1}}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"WarmupLR\", \"params\": {\"cos_min_ratio\": 0.1}}}", NULL, NULL,
+                  0) != 0);
     ZT_CHECK(has("cos_min_ratio") && has("WarmupLR"));
     ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"LRRangeTest\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("WarmupCosineLR"));
@@ -409,15 +425,16 @@ static void test_set_and_aliases(void) {
     zg_train_config c;
     const char *sets[] = {"max_iters=7", "optimizer.params.lr=0.002", "zero_optimization.stage=1",
                           "data=[{\"path\":\"x\",\"weight\":3},{\"path\":\"y\"}]", "always_save_checkpoint=false"};
-    int rc = load(&c, "{\"data\": \"d\", \"batch_size\": 4, \"gradient_accumulation_steps\": 2, \"learning_rate\": 0.002}",
-                  NULL, sets, 5);
+    int rc =
+        load(&c, "{\"data\": \"d\", \"batch_size\": 4, \"gradient_accumulation_steps\": 2, \"learning_rate\": 0.002}",
+             NULL, sets, 5);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(c.max_iters == 7 && c.zero.stage == 1 && c.always_save_checkpoint == 0);
         ZT_CHECK(c.micro_batch == 4 && c.grad_accum == 2 && c.train_batch_size == 8);
         ZT_CHECK(c.n_data == 2 && c.data[0].weight == 3 && strcmp(c.data[1].path, "y") == 0);
         ZT_NEAR(c.lr, 0.002, 0, 0);
-        ZT_NEAR(c.beta2, 0.95, 0, 0);      /* nanoGPT defaults without an optimizer section */
+        ZT_NEAR(c.beta2, 0.95, 0, 0); /* nanoGPT defaults without an optimizer section */
         ZT_NEAR(c.grad_clip, 1.0, 0, 0);
         ZT_CHECK(zg_train_config_precision(&c, "cpu") == ZG_PREC_FP32);
         ZT_CHECK(zg_train_config_precision(&c, "cuda") == ZG_PREC_BF16);
@@ -470,8 +487,9 @@ static void test_set_and_aliases(void) {
     ZT_CHECK(load(&c, "{}", NULL, bad3, 1) != 0);
     ZT_CHECK(has("eval_interval"));
     /* "auto" (Hugging Face style DeepSpeed files) means: derive it */
-    rc = load(&c, "{\"train_batch_size\": \"auto\", \"train_micro_batch_size_per_gpu\": 2, \"gradient_clipping\": \"auto\"}",
-              NULL, NULL, 0);
+    rc = load(
+        &c, "{\"train_batch_size\": \"auto\", \"train_micro_batch_size_per_gpu\": 2, \"gradient_clipping\": \"auto\"}",
+        NULL, NULL, 0);
     ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
     if (rc == 0) {
         ZT_CHECK(c.micro_batch == 2 && c.grad_accum == 1);

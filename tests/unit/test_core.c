@@ -41,7 +41,7 @@ static void test_dir_lock(void) {
     ZT_CHECK_MSG(strstr(zg_error_message(), "in use by another zgpt run") && strstr(zg_error_message(), want),
                  "lock message: %s", zg_error_message());
     zg_dir_lock_release(&a);
-    zg_dir_lock_release(&a); /* twice is harmless */
+    zg_dir_lock_release(&a);                                /* twice is harmless */
     ZT_CHECK(zg_dir_lock_acquire(&b, dir, "prepare") == 0); /* the file stays; the lock is free */
     zg_dir_lock_release(&b);
     zt_rmtree(dir);

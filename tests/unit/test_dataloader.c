@@ -266,8 +266,8 @@ static void write_llmc(const char *path, int first, int n) {
 static void test_foreign_folder(void) {
     char *dir = zg_path_join(root, "llmc");
     ZT_CHECK(zg_dir_make(dir) == 0);
-    const char *names[5] = {"tiny_train_000001.bin", "tiny_train_000000.bin", "tiny_val_000000.bin",
-                            "interval.bin", "tiny_train_000002.bin.tmp.1"};
+    const char *names[5] = {"tiny_train_000001.bin", "tiny_train_000000.bin", "tiny_val_000000.bin", "interval.bin",
+                            "tiny_train_000002.bin.tmp.1"};
     int first[5] = {1000, 0, 5000, 9000, 9000};
     for (int i = 0; i < 5; i++) {
         char *p = zg_path_join(dir, names[i]);

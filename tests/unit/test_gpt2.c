@@ -29,8 +29,7 @@ static float *random_params(const gpt2_param_table *t, uint64_t seed, float scal
     for (int i = 0; i < t->n_tensors; i++) {
         const gpt2_tensor *x = &t->tensors[i];
         int is_ln_w = strstr(x->name, "ln_") && strstr(x->name, ".weight");
-        for (size_t k = 0; k < x->numel; k++)
-            p[x->offset + k] = (is_ln_w ? 1.0f : 0.0f) + scale * zt_rand_uniform(&s);
+        for (size_t k = 0; k < x->numel; k++) p[x->offset + k] = (is_ln_w ? 1.0f : 0.0f) + scale * zt_rand_uniform(&s);
     }
     return p;
 }
@@ -222,7 +221,8 @@ static void test_model_gradient(void) {
         BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute flags %d changed the gradients", flags);
         ZT_CHECK_MSG(isfinite(lq), "recompute flags %d: loss %g", flags, lq);
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) <
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1, 0));
         if ((flags & GPT2_RECOMPUTE_LAYERNORM) == GPT2_RECOMPUTE_LAYERNORM)
             ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) <
                      gpt2_activation_bytes(&c, ZG_F32, B, T, flags & ~GPT2_RECOMPUTE_LN2, 0));
@@ -241,10 +241,11 @@ static void test_model_gradient(void) {
         gpt2_backward(&q, 1.0f);
         BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute in layer 0 only changed the gradients");
-        size_t b_none = gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0), b_all = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 0);
+        size_t b_none = gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0),
+               b_all = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 0);
         size_t b_one = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 1);
-        ZT_CHECK_MSG(c.n_layer > 1 && b_all < b_one && b_one < b_none, "activation bytes none %zu, layer 0 %zu, all %zu",
-                     b_none, b_one, b_all);
+        ZT_CHECK_MSG(c.n_layer > 1 && b_all < b_one && b_one < b_none,
+                     "activation bytes none %zu, layer 0 %zu, all %zu", b_none, b_one, b_all);
         ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, all, c.n_layer) == b_all);
         gpt2_free(&q);
     }
@@ -265,10 +266,10 @@ static void test_model_gradient(void) {
             gmax = fmax(gmax, fabs(g[j]));
             err = fmax(err, fabs(g4[j] - g[j]));
         }
-        ZT_CHECK_MSG(gmax > 0 && err <= 1e-5 * gmax, "LN from output (flags %d): max gradient error %.3g of %.3g", flags,
-                     err, gmax);
+        ZT_CHECK_MSG(gmax > 0 && err <= 1e-5 * gmax, "LN from output (flags %d): max gradient error %.3g of %.3g",
+                     flags, err, gmax);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) != 0, "LN from output gave bitwise the input form's gradients: "
-                     "was the output form used?");
+                                                "was the output form used?");
         ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) ==
                  gpt2_activation_bytes(&c, ZG_F32, B, T, extra | GPT2_RECOMPUTE_LAYERNORM, 0));
         ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, extra, 0));
@@ -583,7 +584,8 @@ static void test_export_import(void) {
     /* hand-made headers: overlapping data_offsets, and a fractional shape (both used to be accepted) */
     const char *crafted[2][2] = {
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", "overlap"},
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+         "overlap"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5,2],\"data_offsets\":[0,12]}}", "invalid shape"}};
     for (int k = 0; k < 2; k++) {
         const char *h = crafted[k][0];

@@ -132,8 +132,8 @@ static void test_gradients(void) {
         double rel = max_ref > 0 ? max_err / max_ref : max_err;
         worst = rel > worst ? rel : worst;
         ZT_CHECK_MSG(max_ref > 0.0, "%s: HF gradient is all zero (fixture not exercising it)", x->name);
-        ZT_CHECK_MSG(rel <= 1e-4, "gradient of %s differs from HF: max |error| %.3g, max |grad| %.3g", x->name,
-                     max_err, max_ref);
+        ZT_CHECK_MSG(rel <= 1e-4, "gradient of %s differs from HF: max |error| %.3g, max |grad| %.3g", x->name, max_err,
+                     max_ref);
     }
     printf("  gradients: worst max|error|/max|grad| over %d tensors %.3g\n", FX.m.table.n_tensors, worst);
     free(g);
@@ -156,7 +156,8 @@ static void test_adamw_losses(void) {
         gpt2_zero_grad(m);
         float loss = zt_forward(m, FX.inputs, FX.targets, FX.B, FX.T);
         gpt2_backward(m, 1.0f);
-        zg_adamw_args a = {m->params, NULL, m->grads, mom, var, segs, ns, 1e-3f, 0.9f, 0.95f, 1e-8f, step, 1.0f, 0, 0, 0, 0, 0, 0, 0};
+        zg_adamw_args a = {m->params, NULL, m->grads, mom, var, segs, ns, 1e-3f, 0.9f, 0.95f,
+                           1e-8f,     step, 1.0f,     0,   0,   0,    0,  0,     0,    0};
         FX.be->ops->adamw(FX.be, &a);
         double rel = fabs(loss - FX.adamw_losses[step - 1]) / FX.adamw_losses[step - 1];
         worst = rel > worst ? rel : worst;

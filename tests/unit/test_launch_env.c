@@ -9,11 +9,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *k_vars[] = {"ZGPT_RANK", "ZGPT_WORLD_SIZE", "ZGPT_LOCAL_RANK", "ZGPT_LOCAL_WORLD_SIZE",
-                               "ZGPT_LAUNCHER", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                               "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMIX_RANK",
-                               "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "SLURM_STEP_ID", "SLURM_PROCID",
-                               "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_MPI_TYPE", "PMI_FD"};
+static const char *k_vars[] = {"ZGPT_RANK",
+                               "ZGPT_WORLD_SIZE",
+                               "ZGPT_LOCAL_RANK",
+                               "ZGPT_LOCAL_WORLD_SIZE",
+                               "ZGPT_LAUNCHER",
+                               "OMPI_COMM_WORLD_RANK",
+                               "OMPI_COMM_WORLD_SIZE",
+                               "OMPI_COMM_WORLD_LOCAL_RANK",
+                               "OMPI_COMM_WORLD_LOCAL_SIZE",
+                               "PMI_RANK",
+                               "PMIX_RANK",
+                               "PMI_SIZE",
+                               "MPI_LOCALRANKID",
+                               "MPI_LOCALNRANKS",
+                               "SLURM_STEP_ID",
+                               "SLURM_PROCID",
+                               "SLURM_STEP_NUM_TASKS",
+                               "SLURM_NTASKS",
+                               "SLURM_LOCALID",
+                               "SLURM_MPI_TYPE",
+                               "PMI_FD"};
 
 /* Clears every launcher variable, then sets the NULL-terminated name/value pairs. */
 static void env_only(const char *const *pairs) {
@@ -44,8 +60,15 @@ static void test_zgpt_gpus(void) {
 }
 
 static void test_mpirun(void) {
-    const char *p[] = {"OMPI_COMM_WORLD_RANK", "5", "OMPI_COMM_WORLD_SIZE", "8", "OMPI_COMM_WORLD_LOCAL_RANK", "1",
-                       "OMPI_COMM_WORLD_LOCAL_SIZE", "4", NULL};
+    const char *p[] = {"OMPI_COMM_WORLD_RANK",
+                       "5",
+                       "OMPI_COMM_WORLD_SIZE",
+                       "8",
+                       "OMPI_COMM_WORLD_LOCAL_RANK",
+                       "1",
+                       "OMPI_COMM_WORLD_LOCAL_SIZE",
+                       "4",
+                       NULL};
     zg_launch_env e = detect(p);
     ZT_CHECK(e.source == ZG_LAUNCH_SRC_OMPI && e.rank == 5 && e.size == 8 && e.local_rank == 1 && e.local_size == 4);
     const char *q[] = {"OMPI_COMM_WORLD_RANK", "0", "OMPI_COMM_WORLD_SIZE", "2", "ZGPT_LAUNCHER", "mpi", NULL};
@@ -64,8 +87,17 @@ static void test_mpiexec(void) {
 
 static void test_srun(void) {
     /* a task of an srun step on its second node: global rank 5 of 8, second task on the node */
-    const char *p[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "5", "SLURM_STEP_NUM_TASKS", "8", "SLURM_NTASKS", "16",
-                       "SLURM_LOCALID", "1", NULL};
+    const char *p[] = {"SLURM_STEP_ID",
+                       "0",
+                       "SLURM_PROCID",
+                       "5",
+                       "SLURM_STEP_NUM_TASKS",
+                       "8",
+                       "SLURM_NTASKS",
+                       "16",
+                       "SLURM_LOCALID",
+                       "1",
+                       NULL};
     zg_launch_env e = detect(p);
     ZT_CHECK(e.source == ZG_LAUNCH_SRC_SLURM && e.rank == 5 && e.size == 8 && e.local_rank == 1);
     ZT_CHECK(strcmp(zg_launch_src_name(e.source), "srun") == 0);
@@ -85,8 +117,8 @@ static void test_sbatch_script_is_not_a_worker(void) {
 
 static void test_precedence_and_bad_values(void) {
     /* zgpt's own launcher inside an srun step (srun -n 1 zgpt train --gpus 4): its workers are zgpt's */
-    const char *p[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "0", "SLURM_NTASKS", "1", "ZGPT_RANK", "2",
-                       "ZGPT_WORLD_SIZE", "4", NULL};
+    const char *p[] = {
+        "SLURM_STEP_ID", "0", "SLURM_PROCID", "0", "SLURM_NTASKS", "1", "ZGPT_RANK", "2", "ZGPT_WORLD_SIZE", "4", NULL};
     zg_launch_env e = detect(p);
     ZT_CHECK(e.source == ZG_LAUNCH_SRC_ZGPT_GPU && e.rank == 2 && e.size == 4);
     /* values that are not plain non-negative integers are ignored, not half-parsed */
@@ -105,12 +137,13 @@ static void test_mpi_bootstrap(void) {
     zg_launch_env e = detect(none);
     ZT_CHECK(zg_launch_check_mpi_bootstrap(&e) != 0);
     ZT_CHECK(strstr(zg_error_message(), "rank 1 of 2") && strstr(zg_error_message(), "srun --mpi=pmix"));
-    const char *pmix[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "1", "SLURM_STEP_NUM_TASKS", "2", "PMIX_RANK", "1",
-                          "SLURM_MPI_TYPE", "pmix", NULL};
+    const char *pmix[] = {
+        "SLURM_STEP_ID", "0", "SLURM_PROCID", "1", "SLURM_STEP_NUM_TASKS", "2", "PMIX_RANK", "1", "SLURM_MPI_TYPE",
+        "pmix",          NULL};
     e = detect(pmix);
     ZT_CHECK(e.source == ZG_LAUNCH_SRC_SLURM && zg_launch_check_mpi_bootstrap(&e) == 0);
-    const char *pmi2[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "1", "SLURM_STEP_NUM_TASKS", "2", "PMI_RANK", "1",
-                          "PMI_SIZE", "2", "PMI_FD", "11", "SLURM_MPI_TYPE", "pmi2", NULL};
+    const char *pmi2[] = {"SLURM_STEP_ID", "0", "SLURM_PROCID", "1",  "SLURM_STEP_NUM_TASKS", "2",    "PMI_RANK", "1",
+                          "PMI_SIZE",      "2", "PMI_FD",       "11", "SLURM_MPI_TYPE",       "pmi2", NULL};
     e = detect(pmi2);
     ZT_CHECK(e.source == ZG_LAUNCH_SRC_PMI && zg_launch_check_mpi_bootstrap(&e) == 0);
     /* one task needs no peers; mpirun and plain processes are not srun steps */

@@ -41,13 +41,13 @@ static void test_event_bytes(void) {
     /* Event{wall_time=1.0, step=3, summary{value{tag="a", simple_value=2.0}}}, encoded by hand:
      * 09 <double 1.0> 10 03 2a 0a (Summary) 0a 08 (Value) 0a 01 'a' 15 <float 2.0> */
     zg_tb_event_scalar(&b, 1.0, 3, "a", 2.0f);
-    static const uint8_t want[] = {0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x10, 0x03, 0x2a, 0x0a, 0x0a, 0x08,
-                                   0x0a, 0x01, 'a', 0x15, 0, 0, 0, 0x40};
+    static const uint8_t want[] = {0x09, 0,    0,    0,    0,    0,   0,    0xf0, 0x3f, 0x10, 0x03, 0x2a,
+                                   0x0a, 0x0a, 0x08, 0x0a, 0x01, 'a', 0x15, 0,    0,    0,    0x40};
     ZT_CHECK_MSG(b.len == sizeof want && memcmp(b.data, want, sizeof want) == 0, "scalar event: %zu bytes", b.len);
     /* file_version at step 0: the step field is omitted (proto3 default) */
     zg_tb_event_file_version(&b, 1.0);
-    static const uint8_t fv[] = {0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0x1a, 13, 'b', 'r', 'a', 'i', 'n', '.',
-                                 'E', 'v', 'e', 'n', 't', ':', '2'};
+    static const uint8_t fv[] = {0x09, 0,   0,   0,   0,   0,   0,   0xf0, 0x3f, 0x1a, 13,  'b',
+                                 'r',  'a', 'i', 'n', '.', 'E', 'v', 'e',  'n',  't',  ':', '2'};
     ZT_CHECK(b.len == sizeof fv && memcmp(b.data, fv, sizeof fv) == 0);
     /* a multi-byte varint step (300 = ac 02) */
     zg_tb_event_scalar(&b, 1.0, 300, "a", 2.0f);

@@ -33,8 +33,8 @@ typedef double (*loss_fn)(void *ctx);
 
 /* Compares analytic gradient g of x (n elements) with central differences of f on up to 24
  * elements (all when n is small). */
-static void fd_check(const char *what, float *x, const float *g, size_t n, loss_fn f, void *ctx, float eps,
-                     double atol, double rtol) {
+static void fd_check(const char *what, float *x, const float *g, size_t n, loss_fn f, void *ctx, float eps, double atol,
+                     double rtol) {
     size_t stride = n <= 24 ? 1 : n / 24;
     double worst = 0.0;
     for (size_t i = 0; i < n; i += stride) {
@@ -162,7 +162,9 @@ static double mm_loss(void *p) {
     return dot(c->z, c->R, (size_t)c->N * c->OC);
 }
 
-static double gelu_ref(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x))); }
+static double gelu_ref(double x) {
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)));
+}
 
 static void test_matmul(void) {
     mm_ctx c = {6, 8, 12, 5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
@@ -288,7 +290,8 @@ static void attention_case(int B, int T, int C, int NH, int check_cache) {
                 for (int j = 0; j <= t; j++) sum += (s[j] = exp(s[j] - mx));
                 for (int d = 0; d < hs; d++) {
                     double o = 0;
-                    for (int j = 0; j <= t; j++) o += s[j] / sum * c.qkv[((size_t)b * c.T + j) * 3 * c.C + 2 * c.C + h * hs + d];
+                    for (int j = 0; j <= t; j++)
+                        o += s[j] / sum * c.qkv[((size_t)b * c.T + j) * 3 * c.C + 2 * c.C + h * hs + d];
                     ZT_NEAR(c.out[((size_t)b * c.T + t) * c.C + h * hs + d], o, 1e-5, 1e-5);
                 }
             }
@@ -296,8 +299,8 @@ static void attention_case(int B, int T, int C, int NH, int check_cache) {
     BE->ops->attention_backward(BE, dqkv, c.R, c.qkv, c.out, c.stats, c.B, c.T, c.C, c.NH);
     fd_check("attention dqkv", c.qkv, dqkv, nqkv, att_loss, &c, 1e-2f, 1e-3, 1e-2);
     /* a denser check of the last rows (keys/values of late positions only reach late queries) */
-    fd_check("attention dqkv (last row)", c.qkv + nqkv - 3 * c.C, dqkv + nqkv - 3 * c.C, 3 * c.C, att_loss, &c,
-             1e-2f, 1e-3, 1e-2);
+    fd_check("attention dqkv (last row)", c.qkv + nqkv - 3 * c.C, dqkv + nqkv - 3 * c.C, 3 * c.C, att_loss, &c, 1e-2f,
+             1e-3, 1e-2);
     /* an early row of batch 0: its keys/values are seen by the queries of every later block */
     size_t r10 = (size_t)(c.T > 10 ? 10 : 0) * 3 * c.C;
     fd_check("attention dqkv (row 10)", c.qkv + r10, dqkv + r10, 3 * c.C, att_loss, &c, 1e-2f, 1e-3, 1e-2);
@@ -475,7 +478,7 @@ static void test_casts(void) {
     BE->ops->cast(BE, h, ZG_F16, src, ZG_F32, 6);
     BE->ops->cast(BE, back, ZG_F32, h, ZG_F16, 6);
     ZT_CHECK(back[0] == 1.0f && back[1] == -2.5f && back[3] == 65504.0f && back[5] == 0.0f);
-    ZT_NEAR(back[2], 3.140625, 0, 1e-7);  /* nearest fp16 */
+    ZT_NEAR(back[2], 3.140625, 0, 1e-7);      /* nearest fp16 */
     ZT_NEAR(back[4], 1.1920929e-07, 0, 1e-6); /* fp16 subnormal 2^-23 */
     BE->ops->cast(BE, h, ZG_BF16, src, ZG_F32, 6);
     BE->ops->cast(BE, back, ZG_F32, h, ZG_BF16, 6);

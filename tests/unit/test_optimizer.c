@@ -177,9 +177,15 @@ static void check_lamb(int bias_correction, float min_coeff, float max_coeff) {
     ZT_CHECK(zb != NULL);
     if (zb) memset(p + zb->offset, 0, zb->numel * sizeof(float));
     for (size_t i = 0; i < n; i++) rp[i] = p[i];
-    zg_optimizer_config oc = {.lr = 5e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .weight_decay = 0.01f,
-                              .kind = ZG_OPTIMIZER_LAMB, .no_bias_correction = !bias_correction,
-                              .max_coeff = max_coeff, .min_coeff = min_coeff};
+    zg_optimizer_config oc = {.lr = 5e-2f,
+                              .beta1 = 0.9f,
+                              .beta2 = 0.999f,
+                              .eps = 1e-6f,
+                              .weight_decay = 0.01f,
+                              .kind = ZG_OPTIMIZER_LAMB,
+                              .no_bias_correction = !bias_correction,
+                              .max_coeff = max_coeff,
+                              .min_coeff = min_coeff};
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
     ZT_CHECK(o.n_segs == g_tab.n_tensors); /* one segment per tensor */
@@ -220,8 +226,8 @@ static void test_adam_no_bias_correction(void) {
     p[gi] = 0.4f;
     g[gi] = -0.2f;
     float lr = 1e-2f, wd = 0.1f, b1 = 0.9f, b2 = 0.99f, eps = 1e-8f;
-    zg_optimizer_config oc = {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
-                              .no_bias_correction = 1};
+    zg_optimizer_config oc = {
+        .lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd, .no_bias_correction = 1};
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
     double m = 0, v = 0, x = 0.4;
@@ -279,8 +285,19 @@ static void check_host_adamw(zg_dtype dt) {
     zg_segment segs[2] = {{0, 1234, 0.1f}, {1234, N - 1234, 0.0f}};
     float lr = 3e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.25f;
     for (int step = 1; step <= 3; step++) {
-        zg_adamw_args a = {.param = param, .master = master, .grad = grad, .m = m, .v = v, .segs = segs, .n_segs = 2,
-                           .lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .step = step, .grad_scale = gs};
+        zg_adamw_args a = {.param = param,
+                           .master = master,
+                           .grad = grad,
+                           .m = m,
+                           .v = v,
+                           .segs = segs,
+                           .n_segs = 2,
+                           .lr = lr,
+                           .beta1 = b1,
+                           .beta2 = b2,
+                           .eps = eps,
+                           .step = step,
+                           .grad_scale = gs};
         zg_host_adamw(&a, dt, dt);
         float bc1 = (float)(1.0 - pow(b1, step)), bc2 = (float)(1.0 - pow(b2, step));
         for (int s = 0; s < 2; s++) {

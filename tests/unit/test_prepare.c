@@ -21,13 +21,37 @@ static char *root;
  * (NBSP, U+3000) after newlines (which must not be cut), blank lines, and long lines. */
 static char *stress_text(size_t *len) {
     static const char *lines[] = {
-        "First Citizen:", "Before we proceed any further, hear me speak.", "", "  indented line",
-        "trailing spaces   ", "\ttab first", "'s contraction at the start", "'ll and 'VE and 'Re", "12345 digits",
-        "\xd9\xa3\xd9\xa4 arabic-indic digits", "!!! punctuation ???", "caf\xc3\xa9 na\xc3\xafve", "\xc2\xa0nbsp first",
-        "\xe3\x80\x80ideographic space", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", "CRLF line\r", "\r", "   ",
-        "x", "emoji \xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd and \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9",
-        "http://example.com/a?b=c", "int main(void) { return 0; }", "    4 spaces of code", "a\x0b" "b\x0c" "c", "ends in nbsp\xc2\xa0", "ends in U+3000\xe3\x80\x80",
-        "ends in NEL\xc2\x85", "\xe2\x80\xa8line separator", "bad utf-8 \xff\xfe end\xc3",
+        "First Citizen:",
+        "Before we proceed any further, hear me speak.",
+        "",
+        "  indented line",
+        "trailing spaces   ",
+        "\ttab first",
+        "'s contraction at the start",
+        "'ll and 'VE and 'Re",
+        "12345 digits",
+        "\xd9\xa3\xd9\xa4 arabic-indic digits",
+        "!!! punctuation ???",
+        "caf\xc3\xa9 na\xc3\xafve",
+        "\xc2\xa0nbsp first",
+        "\xe3\x80\x80ideographic space",
+        "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+        "CRLF line\r",
+        "\r",
+        "   ",
+        "x",
+        "emoji \xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd and \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9",
+        "http://example.com/a?b=c",
+        "int main(void) { return 0; }",
+        "    4 spaces of code",
+        "a\x0b"
+        "b\x0c"
+        "c",
+        "ends in nbsp\xc2\xa0",
+        "ends in U+3000\xe3\x80\x80",
+        "ends in NEL\xc2\x85",
+        "\xe2\x80\xa8line separator",
+        "bad utf-8 \xff\xfe end\xc3",
     };
     size_t n_lines = sizeof lines / sizeof lines[0];
     size_t cap = 1 << 20, n = 0;

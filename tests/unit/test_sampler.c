@@ -105,9 +105,9 @@ static int ref_sample(const float *lg, int V, const zg_sample_row *r, uint32_t c
 static void test_against_sort(void) {
     enum { V = 3000 };
     float *lg = zg_malloc(V * sizeof(float));
-    zg_sample_row rows[] = {row_of(0.8, 200, 1.0, 13), row_of(1.0, 0, 0.9, 14), row_of(1.3, 50, 0.8, 15),
-                            row_of(1.0, 0, 1.0, 16),   row_of(1.0, 3, 0.01, 18), row_of(1.0, 1000, 0.95, 19),
-                            row_of(1.0, 2999, 0.3, 20), row_of(0.5, 7, 1.0, 21), row_of(0.0, 0, 1.0, 22)};
+    zg_sample_row rows[] = {row_of(0.8, 200, 1.0, 13),  row_of(1.0, 0, 0.9, 14),  row_of(1.3, 50, 0.8, 15),
+                            row_of(1.0, 0, 1.0, 16),    row_of(1.0, 3, 0.01, 18), row_of(1.0, 1000, 0.95, 19),
+                            row_of(1.0, 2999, 0.3, 20), row_of(0.5, 7, 1.0, 21),  row_of(0.0, 0, 1.0, 22)};
     uint64_t st = 77;
     int bad = 0, n = 0;
     for (int trial = 0; trial < 12; trial++) {
@@ -119,7 +119,8 @@ static void test_against_sort(void) {
             lg[i] = x;
         }
         for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
-            for (int c = 0; c < 15; c++, n++) bad += draw(lg, V, &rows[r], c) != ref_sample(lg, V, &rows[r], (uint32_t)c);
+            for (int c = 0; c < 15; c++, n++)
+                bad += draw(lg, V, &rows[r], c) != ref_sample(lg, V, &rows[r], (uint32_t)c);
     }
     ZT_CHECK_MSG(bad == 0, "the sample op differs from sorting in %d of %d draws", bad, n);
     free(lg);

@@ -44,10 +44,10 @@ static void test_warmup_decay(void) {
     s.total_num_steps = 110;
     ZT_CHECK(zg_schedule_validate(&s) == 0);
     ZT_NEAR(zg_schedule_lr(&s, 5), 5e-4, 0, 1e-9);
-    ZT_NEAR(zg_schedule_lr(&s, 10), 1e-3, 0, 1e-9);   /* (110-10)/100 */
-    ZT_NEAR(zg_schedule_lr(&s, 60), 5e-4, 0, 1e-9);   /* (110-60)/100 */
+    ZT_NEAR(zg_schedule_lr(&s, 10), 1e-3, 0, 1e-9); /* (110-10)/100 */
+    ZT_NEAR(zg_schedule_lr(&s, 60), 5e-4, 0, 1e-9); /* (110-60)/100 */
     ZT_NEAR(zg_schedule_lr(&s, 110), 0.0, 1e-15, 0);
-    ZT_NEAR(zg_schedule_lr(&s, 500), 0.0, 1e-15, 0);  /* clamped at 0 */
+    ZT_NEAR(zg_schedule_lr(&s, 500), 0.0, 1e-15, 0); /* clamped at 0 */
     s.total_num_steps = -1;
     ZT_CHECK(zg_schedule_validate(&s) != 0);
 }
@@ -80,7 +80,7 @@ static void test_nanogpt(void) {
     s.min_lr = 1e-4;
     s.warmup_iters = 9;
     s.lr_decay_iters = 109;
-    ZT_NEAR(zg_schedule_lr(&s, 0), 1e-4, 0, 1e-9);   /* 1e-3 * 1/10 */
+    ZT_NEAR(zg_schedule_lr(&s, 0), 1e-4, 0, 1e-9); /* 1e-3 * 1/10 */
     ZT_NEAR(zg_schedule_lr(&s, 59), 1e-4 + 0.5 * 9e-4, 0, 1e-9);
     ZT_NEAR(zg_schedule_lr(&s, 200), 1e-4, 0, 1e-12);
 }
@@ -104,8 +104,8 @@ static void test_one_cycle(void) {
     zg_schedule_betas(&s, 9, &b1, &b2);
     ZT_NEAR(b1, 0.8, 0, 1e-12);
     ZT_NEAR(zg_schedule_lr(&s, 14), 5.5e-4, 0, 1e-12); /* x = 0.75: (0.75 - 1) / (0.5 - 1) = 0.5 */
-    ZT_NEAR(zg_schedule_lr(&s, 19), 1e-4, 0, 1e-12);  /* x = 0 */
-    ZT_NEAR(zg_schedule_lr(&s, 25), 1e-4, 0, 1e-12);  /* after the cycle, no decay configured */
+    ZT_NEAR(zg_schedule_lr(&s, 19), 1e-4, 0, 1e-12);   /* x = 0 */
+    ZT_NEAR(zg_schedule_lr(&s, 25), 1e-4, 0, 1e-12);   /* after the cycle, no decay configured */
     zg_schedule_betas(&s, 25, &b1, &b2);
     ZT_NEAR(b1, 0.9, 0, 1e-12);
     /* decay: 1 + 0.5 * (25 - 20 + 1) / 5 = 1.6 */

@@ -255,7 +255,7 @@ static void test_bpe_against_naive(void) {
     naive_init(&m);
     zg_encoder *enc = zg_encoder_new(tok);
     uint64_t seed = 42;
-    static const char *alphabets[] = {"abcdefghijklmnopqrstuvwxyz", "aeiou", "ab", "esrtn", "xqzj",
+    static const char *alphabets[] = {"abcdefghijklmnopqrstuvwxyz",      "aeiou", "ab", "esrtn", "xqzj",
                                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"};
     char *buf = malloc(5000);
     for (int trial = 0; trial < 400; trial++) {
@@ -303,13 +303,16 @@ static void test_bpe_against_naive(void) {
  * 0 if none starts there. */
 static size_t utf8_char_len(const unsigned char *p, size_t n) {
     if (p[0] < 0x80) return 1;
-    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF   ? 2
+                 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
+                 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4
+                                                : 0;
     if (len == 0 || len > n) return 0;
     for (size_t i = 1; i < len; i++)
         if ((p[i] & 0xC0) != 0x80) return 0;
-    if (p[0] == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+    if (p[0] == 0xE0 && p[1] < 0xA0) return 0;  /* overlong */
     if (p[0] == 0xED && p[1] >= 0xA0) return 0; /* surrogate */
-    if (p[0] == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+    if (p[0] == 0xF0 && p[1] < 0x90) return 0;  /* overlong */
     if (p[0] == 0xF4 && p[1] >= 0x90) return 0; /* above U+10FFFF */
     return len;
 }
@@ -358,9 +361,36 @@ static void test_roundtrip(void) {
     zg_tokens_free(&t);
     /* Random bytes, and random mixes of UTF-8 fragments, spaces and invalid bytes. */
     uint64_t seed = 7;
-    static const char *frags[] = {" ", "  ", "\t", "\n", "\r\n", "a", "Z", "é", "ß", "я", "中", "😀", "🏽", "\xe2\x80\x8d",
-                                  "'s", "'LL", "1", "٣", "!", "\xc2\xa0", "\xe3\x80\x80", "\xff", "\x80", "\xe2\x82",
-                                  "\xf0\x9f", "\xc0\xaf", "<|endoftext|>", "\xc2\x85", "\xef\xbb\xbf", "\0"};
+    static const char *frags[] = {" ",
+                                  "  ",
+                                  "\t",
+                                  "\n",
+                                  "\r\n",
+                                  "a",
+                                  "Z",
+                                  "é",
+                                  "ß",
+                                  "я",
+                                  "中",
+                                  "😀",
+                                  "🏽",
+                                  "\xe2\x80\x8d",
+                                  "'s",
+                                  "'LL",
+                                  "1",
+                                  "٣",
+                                  "!",
+                                  "\xc2\xa0",
+                                  "\xe3\x80\x80",
+                                  "\xff",
+                                  "\x80",
+                                  "\xe2\x82",
+                                  "\xf0\x9f",
+                                  "\xc0\xaf",
+                                  "<|endoftext|>",
+                                  "\xc2\x85",
+                                  "\xef\xbb\xbf",
+                                  "\0"};
     char *buf = malloc(4096);
     for (int trial = 0; trial < 500; trial++) {
         size_t len = 0, target = (size_t)(zt_rand_u64(&seed) % 300);

@@ -88,8 +88,8 @@ typedef struct {
     int L;
     float *params, *grads;
     gpt2_hooks h;
-    zg_zero *z;       /* for the stage-3 "released means zero" check */
-    int bad_access;   /* parameters read while not gathered */
+    zg_zero *z;     /* for the stage-3 "released means zero" check */
+    int bad_access; /* parameters read while not gathered */
 } synth;
 
 static float target(uint64_t sample, size_t j) { return 0.6f * sinf(0.37f * (float)j + 1.3f * (float)sample) + 0.1f; }
@@ -198,7 +198,8 @@ static void run_training(const fake_table *ft, zg_comm *comm, const run_cfg *rc,
             if (rc->zo.stage >= 2) { /* the full gradient buffer is only scratch between micro-steps */
                 int nonzero = 0;
                 for (size_t j = 0; j < n; j++) nonzero += grads[j] != 0.0f;
-                ZT_CHECK_MSG(nonzero == 0, "stage %d: %d gradient elements left in the full buffer", rc->zo.stage, nonzero);
+                ZT_CHECK_MSG(nonzero == 0, "stage %d: %d gradient elements left in the full buffer", rc->zo.stage,
+                             nonzero);
             }
             if (rc->zo.stage >= 3) { /* released parameters are really gone */
                 int leaked = 0;

@@ -58,9 +58,9 @@ typedef struct {
  * parameters and the global mean loss of each step. load_dir: resume from that checkpoint first;
  * save_dir: save a sharded checkpoint "ck" there at the end. cfgp: the model (NULL: tiny_config()).
  * The engine runs in model mode (zg_zero_init_model), as in the trainer. */
-static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accum, size_t bucket, int overlap, int steps,
-                     const char *load_dir, const char *save_dir, float *final_params, double *losses, int check_memory,
-                     mem_seen *seen) {
+static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accum, size_t bucket, int overlap,
+                     int steps, const char *load_dir, const char *save_dir, float *final_params, double *losses,
+                     int check_memory, mem_seen *seen) {
     gpt2_config cfg = cfgp ? *cfgp : tiny_config();
     int W = comm->size, R = comm->rank;
     gpt2_model m;
@@ -133,10 +133,8 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     for (int step = 0; step < steps; step++) {
         double loss = 0;
         for (int k = 0; k < accum; k++) {
-            for (int b = 0; b < B; b++)
-                /* the same global batch every step, so the loss must fall */
-                make_sample((uint64_t)((k * W + R) * B + b), cfg.vocab_size,
-                            in + b * T, tg + b * T);
+            for (int b = 0; b < B; b++) /* the same global batch every step, so the loss must fall */
+                make_sample((uint64_t)((k * W + R) * B + b), cfg.vocab_size, in + b * T, tg + b * T);
             loss += zt_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
             zg_zero_micro_end(&z);

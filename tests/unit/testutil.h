@@ -16,24 +16,23 @@ typedef struct {
 extern zt_state zt;
 
 void zt_fail_at(const char *file, int line, const char *fmt, ...);
-#define ZT_CHECK(cond)                                                                             \
-    do {                                                                                           \
-        zt.checks++;                                                                               \
-        if (!(cond)) zt_fail_at(__FILE__, __LINE__, "check failed: %s", #cond);                    \
+#define ZT_CHECK(cond)                                                                                                 \
+    do {                                                                                                               \
+        zt.checks++;                                                                                                   \
+        if (!(cond)) zt_fail_at(__FILE__, __LINE__, "check failed: %s", #cond);                                        \
     } while (0)
-#define ZT_CHECK_MSG(cond, ...)                                                                    \
-    do {                                                                                           \
-        zt.checks++;                                                                               \
-        if (!(cond)) zt_fail_at(__FILE__, __LINE__, __VA_ARGS__);                                  \
+#define ZT_CHECK_MSG(cond, ...)                                                                                        \
+    do {                                                                                                               \
+        zt.checks++;                                                                                                   \
+        if (!(cond)) zt_fail_at(__FILE__, __LINE__, __VA_ARGS__);                                                      \
     } while (0)
 /* |a - b| <= atol + rtol * |b| */
-#define ZT_NEAR(a, b, atol, rtol)                                                                  \
-    do {                                                                                           \
-        double _a = (a), _b = (b);                                                                 \
-        zt.checks++;                                                                               \
-        if (!(_a - _b <= (atol) + (rtol) * (_b < 0 ? -_b : _b) &&                                  \
-              _b - _a <= (atol) + (rtol) * (_b < 0 ? -_b : _b)))                                   \
-            zt_fail_at(__FILE__, __LINE__, "%s = %.9g, expected %s = %.9g", #a, _a, #b, _b);        \
+#define ZT_NEAR(a, b, atol, rtol)                                                                                      \
+    do {                                                                                                               \
+        double _a = (a), _b = (b);                                                                                     \
+        zt.checks++;                                                                                                   \
+        if (!(_a - _b <= (atol) + (rtol) * (_b < 0 ? -_b : _b) && _b - _a <= (atol) + (rtol) * (_b < 0 ? -_b : _b)))   \
+            zt_fail_at(__FILE__, __LINE__, "%s = %.9g, expected %s = %.9g", #a, _a, #b, _b);                           \
     } while (0)
 
 /* Runs a named test function and reports it. */

@@ -17,8 +17,8 @@ float *cpu_scratch(zg_backend *be, size_t n);
 /* model ops (ops_cpu.c) */
 void cpu_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B,
                          int T, int C);
-void cpu_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B,
-                          int T, int C);
+void cpu_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T,
+                          int C);
 void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                            const void *b, int N, int C);
 void cpu_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
@@ -34,8 +34,8 @@ size_t cpu_attention_stats_bytes(zg_backend *be, int B, int T, int NH);
 void cpu_attention_forward(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T, int C, int NH);
 void cpu_attention_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                             const void *stats, int B, int T, int C, int NH);
-void cpu_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
-                                  int Tn, int pos, int maxT, int C, int NH);
+void cpu_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B, int Tn,
+                                  int pos, int maxT, int C, int NH);
 void cpu_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
                     float dloss);
 

@@ -33,8 +33,8 @@
 
 /* ---- embeddings --------------------------------------------------------------------------------- */
 
-void cpu_encoder_forward(zg_backend *be, void *out_, const int32_t *tokens, const void *wte_, const void *wpe_,
-                         int B, int T, int C) {
+void cpu_encoder_forward(zg_backend *be, void *out_, const int32_t *tokens, const void *wte_, const void *wpe_, int B,
+                         int T, int C) {
     (void)be;
     float *out = out_;
     const float *wte = wte_, *wpe = wpe_;
@@ -164,7 +164,7 @@ void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, c
  * conversion can overflow. */
 static inline float exp_fast(float x) {
     x = x < -87.3f ? -87.3f : x;
-    x = x > 88.0f ? 88.0f : x; /* k <= 127: 2^k stays finite */
+    x = x > 88.0f ? 88.0f : x;       /* k <= 127: 2^k stays finite */
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
     float t = x * 1.44269504088896341f + magic;
     uint32_t tb;
@@ -405,8 +405,8 @@ static void zero_block(float *p, int T, int hs, int ld) {
 /* One (b,h) backward. P (T,T) probabilities, dP (T,T) scratch, q/dq point at the head's q columns
  * of qkv/dqkv rows (k at +C, v at +2C), dO at the head's columns of dout (B,T,C). */
 CPU_MULTIVERSION
-static void attention_backward_head(float *dq, float *dP, const float *P, const float *q, const float *dO, int T,
-                                    int C, int hs, float scale) {
+static void attention_backward_head(float *dq, float *dP, const float *P, const float *q, const float *dO, int T, int C,
+                                    int hs, float scale) {
     int C3 = 3 * C;
     const float *k = q + C, *v = q + 2 * C;
     float *dk = dq + C, *dv = dq + 2 * C;
@@ -415,8 +415,8 @@ static void attention_backward_head(float *dq, float *dP, const float *P, const 
     for (int t0 = 0; t0 < T; t0 += ATT_BLOCK) {
         int t1 = t0 + ATT_BLOCK < T ? t0 + ATT_BLOCK : T;
         /* dP[t0:t1, 0:t1] = dO[t0:t1] V[0:t1]^T;  dV[0:t1] += P[t0:t1, 0:t1]^T dO[t0:t1] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, dO + (size_t)t0 * C, C, v, C3,
-                    0.0f, dP + (size_t)t0 * T, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, hs, 1.0f, dO + (size_t)t0 * C, C, v, C3, 0.0f,
+                    dP + (size_t)t0 * T, T);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, t1, hs, t1 - t0, 1.0f, P + (size_t)t0 * T, T,
                     dO + (size_t)t0 * C, C, 1.0f, dv, C3);
     }

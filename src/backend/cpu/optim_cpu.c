@@ -124,9 +124,9 @@ static void lamb_segment(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, con
  * Compiled for AVX-512, AVX2 and the baseline and picked at run time by the CPU (target_clones). The
  * file is built with -fno-math-errno so sqrtf vectorises (v / bc2 >= 0: errno is never set); C11 mode
  * does not contract into FMAs, so every clone rounds exactly as the scalar code. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
-adamw_f32_span(float *restrict p, float *restrict mm, float *restrict vv, const float *restrict g, long n, float b1,
-               float b2, float gs, float lr, float eps, float decay, float bc1, float bc2) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void adamw_f32_span(
+    float *restrict p, float *restrict mm, float *restrict vv, const float *restrict g, long n, float b1, float b2,
+    float gs, float lr, float eps, float decay, float bc1, float bc2) {
     for (long k = 0; k < n; k++) {
         float gg = g[k] * gs;
         float pk = p[k] - decay * p[k];
@@ -192,8 +192,8 @@ static inline uint16_t f32_to_bf16_sel(float f) {
 
 /* n 16-bit values (dt bf16 or fp16) to fp32 and back. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void widen16(float *restrict out,
-                                                                                const uint16_t *restrict in, long n,
-                                                                                int bf16) {
+                                                                                 const uint16_t *restrict in, long n,
+                                                                                 int bf16) {
     if (bf16)
         for (long j = 0; j < n; j++) out[j] = bits_f32((uint32_t)in[j] << 16);
     else
@@ -201,8 +201,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) static void widen16
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void narrow16(uint16_t *restrict out,
-                                                                                 const float *restrict in, long n,
-                                                                                 int bf16) {
+                                                                                  const float *restrict in, long n,
+                                                                                  int bf16) {
     if (bf16)
         for (long j = 0; j < n; j++) out[j] = f32_to_bf16_sel(in[j]);
     else
@@ -227,10 +227,12 @@ static void adamw_part(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, size_
             widen16(gbuf, (const uint16_t *)a->grad + i, k, gdt == ZG_BF16);
             g = gbuf;
         }
-        adamw_f32_span(p32 + i, a->m + i, a->v + i, g, k, a->beta1, a->beta2, a->grad_scale, a->lr, a->eps, decay,
-                       bc1, bc2);
-        if (a->master && pdt != ZG_F32) narrow16((uint16_t *)a->param + i, p32 + i, k, pdt == ZG_BF16);
-        else if (a->master) memcpy((float *)a->param + i, p32 + i, (size_t)k * sizeof(float));
+        adamw_f32_span(p32 + i, a->m + i, a->v + i, g, k, a->beta1, a->beta2, a->grad_scale, a->lr, a->eps, decay, bc1,
+                       bc2);
+        if (a->master && pdt != ZG_F32)
+            narrow16((uint16_t *)a->param + i, p32 + i, k, pdt == ZG_BF16);
+        else if (a->master)
+            memcpy((float *)a->param + i, p32 + i, (size_t)k * sizeof(float));
     }
 }
 

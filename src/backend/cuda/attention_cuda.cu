@@ -50,10 +50,11 @@ size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH) {
 template <typename T> struct zgc_mma;
 template <> struct zgc_mma<__nv_bfloat16> {
     static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        ZGC_SM80_ONLY(asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
+        ZGC_SM80_ONLY(
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                         "{%0,%1,%2,%3};\n"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -62,10 +63,11 @@ template <> struct zgc_mma<__nv_bfloat16> {
 };
 template <> struct zgc_mma<__half> {
     static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        ZGC_SM80_ONLY(asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
+        ZGC_SM80_ONLY(
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                         "{%0,%1,%2,%3};\n"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __half2 v = __floats2half2_rn(lo, hi);
@@ -81,8 +83,8 @@ template <int LD, typename T>
 __device__ __forceinline__ void zgc_load_a(uint32_t a[4], const T *tile, int row0, int k0, int lane) {
     uint32_t p = (uint32_t)__cvta_generic_to_shared(&tile[(row0 + (lane & 15)) * LD + k0 + (lane >> 4) * 8]);
     ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                 : "r"(p)));
+                               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                               : "r"(p)));
 }
 
 /* Asynchronous copy of rows [r0, r0+64) x hs of one head from global (row stride ld elements)
@@ -107,8 +109,8 @@ template <int LD, typename T>
 __device__ __forceinline__ void zgc_ldsm_b_x4(uint32_t b[4], const T *tile, int n0, int k0, int lane) {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(&tile[(n0 + (lane & 7)) * LD + k0 + (lane >> 3) * 8]);
     ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(a)));
+                               : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                               : "r"(a)));
 }
 /* B fragments of one k16 chunk x two n8 tiles (n0, n0+8) where B(k, n) = tile[k][n] (n contiguous):
  * ldmatrix.x4.trans, rows k0..k0+15. b[0],b[1]: tile n0; b[2],b[3]: tile n0+8. */
@@ -116,8 +118,8 @@ template <int LD, typename T>
 __device__ __forceinline__ void zgc_ldsm_bt_x4(uint32_t b[4], const T *tile, int k0, int n0, int lane) {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(&tile[(k0 + (lane & 15)) * LD + n0 + (lane >> 4) * 8]);
     ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(a)));
+                               : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                               : "r"(a)));
 }
 
 /* acc[8][4] (16 rows x 64 cols) += A (16 x HS, rows arow0.. of tile Asm) * Bsm^T where Bsm is
@@ -224,7 +226,7 @@ __device__ __forceinline__ void zgc_mma_pv_mt(float (*out)[HS / 8][4], const flo
  * (cp.async) while tile kt is computed. */
 template <typename T, int HS, int MT>
 __global__ void __launch_bounds__(ZGC_ATT_THREADS)
-zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C, float scale_log2) {
+    zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C, float scale_log2) {
     constexpr int LD = HS + 8, TILE = 64 * LD, BQ = 64 * MT;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Qs = reinterpret_cast<T *>(zgc_smem);
@@ -257,8 +259,8 @@ zgc_flash_fwd_kernel(T *out, float *lse, const T *qkv, int NH, int T_len, int C,
         m_r[mt][0] = m_r[mt][1] = -INFINITY;
         l_r[mt][0] = l_r[mt][1] = 0.f;
     }
-    int wrow0 = q0 + warp * 16 * MT;       /* first row of this warp */
-    int row_a = wrow0 + g;                 /* rows of this thread: row_a + mt*16 + {0, 8} */
+    int wrow0 = q0 + warp * 16 * MT; /* first row of this warp */
+    int row_a = wrow0 + g;           /* rows of this thread: row_a + mt*16 + {0, 8} */
 
     for (int kt = 0; kt < nk; kt++) {
         if (kt + 1 < nk) {
@@ -406,13 +408,13 @@ __global__ void zgc_att_bwd_d_vec_kernel(float *D, const T *dout, const T *out, 
  * per SM the registers are budgeted for (launch bounds): 3 caps them at 168, 2 at 255. */
 template <typename T, int HS, bool KEEP, int MINB>
 __global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
-zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
-                         int C, float scale_log2, float scale) {
+    zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
+                             int C, float scale_log2, float scale) {
     constexpr int LD = HS + 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Ks = reinterpret_cast<T *>(zgc_smem);
     T *Vs = Ks + TILE;
-    T *QD = Vs + TILE; /* stage s: Q at QD + 2*s*TILE, dO at QD + (2*s+1)*TILE */
+    T *QD = Vs + TILE;                                    /* stage s: Q at QD + 2*s*TILE, dO at QD + (2*s+1)*TILE */
     float *LS = reinterpret_cast<float *>(QD + 4 * TILE); /* stage s: lse at LS + 128*s, D at LS + 128*s + 64 */
     int nq = (T_len + ZGC_ATT_BQ - 1) / ZGC_ATT_BQ;
     int bh, kt; /* small kt = most query tiles: heaviest first */
@@ -441,7 +443,7 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[j][e] = dv[j][e] = 0.f;
     int key_a = kt * ZGC_ATT_BK + warp * 16 + g; /* keys of this thread: key_a, key_a + 8 */
-    uint32_t kf[HS / 16][4], vf[HS / 16][4]; /* without KEEP: reloaded per tile, short-lived */
+    uint32_t kf[HS / 16][4], vf[HS / 16][4];     /* without KEEP: reloaded per tile, short-lived */
 
     for (int qt = kt; qt < nq; qt++) {
         int st_ = (qt - kt) & 1;
@@ -529,8 +531,8 @@ zgc_flash_bwd_dkv_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse,
  * for the warp's Q and dO fragments. */
 template <typename T, int HS, bool KEEP, int MINB>
 __global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
-zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
-                        int C, float scale_log2, float scale) {
+    zgc_flash_bwd_dq_kernel(T *dqkv, const T *qkv, const T *dout, const float *lse, const float *Dg, int NH, int T_len,
+                            int C, float scale_log2, float scale) {
     constexpr int LD = HS + 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char zgc_smem[];
     T *Qs = reinterpret_cast<T *>(zgc_smem);
@@ -757,11 +759,11 @@ static void zgc_flash_fwd_launch_mt(zg_backend *be, void *out, float *lse, const
                                     int NH, float scale_log2) {
     zgc_impl *im = zgc_get(be);
     size_t smem = (size_t)(MT + 4) * 64 * (HS + 8) * sizeof(T);
-    ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_flash_fwd_kernel<T, HS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem));
+    ZG_CUDA_CHECK(
+        cudaFuncSetAttribute(zgc_flash_fwd_kernel<T, HS, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((unsigned)(B * NH), (unsigned)((T_len + 64 * MT - 1) / (64 * MT)));
-    zgc_flash_fwd_kernel<T, HS, MT><<<grid, ZGC_ATT_THREADS, smem, im->stream>>>((T *)out, lse, (const T *)qkv, NH,
-                                                                                 T_len, C, scale_log2);
+    zgc_flash_fwd_kernel<T, HS, MT>
+        <<<grid, ZGC_ATT_THREADS, smem, im->stream>>>((T *)out, lse, (const T *)qkv, NH, T_len, C, scale_log2);
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -820,18 +822,34 @@ static void zgc_flash_bwd_launch(zg_backend *be, void *dqkv, const void *dout, c
         zgc_flash_bwd_dkv_launch<T, HS, false, 1>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
         zgc_flash_bwd_dq_launch<T, HS, false, 1>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
     } else {
-    switch (zgc_att_bwd_variant(0)) {
-    case 'a': zgc_flash_bwd_dkv_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    case 'b': zgc_flash_bwd_dkv_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    case 'c': zgc_flash_bwd_dkv_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    default: zgc_flash_bwd_dkv_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    }
-    switch (zgc_att_bwd_variant(1)) {
-    case 'a': zgc_flash_bwd_dq_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    case 'b': zgc_flash_bwd_dq_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    case 'c': zgc_flash_bwd_dq_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    default: zgc_flash_bwd_dq_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale); break;
-    }
+        switch (zgc_att_bwd_variant(0)) {
+        case 'a':
+            zgc_flash_bwd_dkv_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        case 'b':
+            zgc_flash_bwd_dkv_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        case 'c':
+            zgc_flash_bwd_dkv_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        default:
+            zgc_flash_bwd_dkv_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        }
+        switch (zgc_att_bwd_variant(1)) {
+        case 'a':
+            zgc_flash_bwd_dq_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        case 'b':
+            zgc_flash_bwd_dq_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        case 'c':
+            zgc_flash_bwd_dq_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        default:
+            zgc_flash_bwd_dq_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            break;
+        }
     }
 }
 
@@ -849,18 +867,23 @@ void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *q
     if (zgc_attention_cudnn_forward(be, out, lse, qkv, B, T_len, C, NH)) return;
     if (zgc_att_use_mma(be, hs, out, qkv, qkv)) {
         if (be->act_dtype == ZG_BF16) {
-            if (hs == 64) zgc_flash_fwd_launch<__nv_bfloat16, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
-            else zgc_flash_fwd_launch<__nv_bfloat16, 128>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+            if (hs == 64)
+                zgc_flash_fwd_launch<__nv_bfloat16, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+            else
+                zgc_flash_fwd_launch<__nv_bfloat16, 128>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
         } else {
-            if (hs == 64) zgc_flash_fwd_launch<__half, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
-            else zgc_flash_fwd_launch<__half, 128>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+            if (hs == 64)
+                zgc_flash_fwd_launch<__half, 64>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
+            else
+                zgc_flash_fwd_launch<__half, 128>(be, out, lse, qkv, B, T_len, C, NH, scale_log2);
         }
         return;
     }
     size_t rows = (size_t)B * NH * T_len;
     unsigned blocks = (unsigned)((rows + 7) / 8);
-    ZGC_DISPATCH(be->act_dtype, T, (zgc_att_fwd_scalar_kernel<T><<<blocks, 256, 0, im->stream>>>(
-                                       (T *)out, lse, (const T *)qkv, B, NH, T_len, C, scale_log2)));
+    ZGC_DISPATCH(be->act_dtype, T,
+                 (zgc_att_fwd_scalar_kernel<T>
+                  <<<blocks, 256, 0, im->stream>>>((T *)out, lse, (const T *)qkv, B, NH, T_len, C, scale_log2)));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -880,29 +903,37 @@ void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const 
         if ((size_t)hs == vw << l) lpr_log2 = l;
     if (lpr_log2 >= 0 && C % (int)vw == 0 && (((uintptr_t)dout | (uintptr_t)out) % 16) == 0) {
         size_t threads = rows << lpr_log2;
-        ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_d_vec_kernel<T><<<(unsigned)((threads + 255) / 256), 256, 0,
-                                                                       im->stream>>>(
-                                           D, (const T *)dout, (const T *)out, B, NH, T_len, C, lpr_log2)));
+        ZGC_DISPATCH(be->act_dtype, T,
+                     (zgc_att_bwd_d_vec_kernel<T><<<(unsigned)((threads + 255) / 256), 256, 0, im->stream>>>(
+                         D, (const T *)dout, (const T *)out, B, NH, T_len, C, lpr_log2)));
     } else {
-        ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_d_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, im->stream>>>(
-                                           D, (const T *)dout, (const T *)out, B, NH, T_len, C)));
+        ZGC_DISPATCH(be->act_dtype, T,
+                     (zgc_att_bwd_d_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, im->stream>>>(
+                         D, (const T *)dout, (const T *)out, B, NH, T_len, C)));
     }
     ZG_CUDA_LAUNCH_CHECK();
     if (zgc_att_use_mma(be, hs, dqkv, dout, qkv)) {
         if (be->act_dtype == ZG_BF16) {
-            if (hs == 64) zgc_flash_bwd_launch<__nv_bfloat16, 64>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            else zgc_flash_bwd_launch<__nv_bfloat16, 128>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            if (hs == 64)
+                zgc_flash_bwd_launch<__nv_bfloat16, 64>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2,
+                                                        scale);
+            else
+                zgc_flash_bwd_launch<__nv_bfloat16, 128>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2,
+                                                         scale);
         } else {
-            if (hs == 64) zgc_flash_bwd_launch<__half, 64>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            else zgc_flash_bwd_launch<__half, 128>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            if (hs == 64)
+                zgc_flash_bwd_launch<__half, 64>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+            else
+                zgc_flash_bwd_launch<__half, 128>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
         }
         return;
     }
     unsigned blocks = (unsigned)((rows + 7) / 8);
     for (int mode = 0; mode < 2; mode++) {
-        ZGC_DISPATCH(be->act_dtype, T, (zgc_att_bwd_scalar_kernel<T><<<blocks, 256, 0, im->stream>>>(
-                                           (T *)dqkv, (const T *)qkv, (const T *)dout, lse, D, B, NH, T_len, C,
-                                           scale_log2, scale, mode)));
+        ZGC_DISPATCH(be->act_dtype, T,
+                     (zgc_att_bwd_scalar_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)dqkv, (const T *)qkv,
+                                                                                   (const T *)dout, lse, D, B, NH,
+                                                                                   T_len, C, scale_log2, scale, mode)));
         ZG_CUDA_LAUNCH_CHECK();
     }
 }
@@ -927,8 +958,8 @@ __global__ void zgc_kv_append_kernel(T *kc, T *vc, const T *qkv, int B, int Tn, 
 
 /* One block per (b, h, new position i): scores over keys 0..pos+i in shared memory. */
 template <typename T>
-__global__ void zgc_att_cached_kernel(T *out, const T *qkv, const T *kc, const T *vc, int Tn, int pos, int maxT,
-                                      int C, int NH, float scale) {
+__global__ void zgc_att_cached_kernel(T *out, const T *qkv, const T *kc, const T *vc, int Tn, int pos, int maxT, int C,
+                                      int NH, float scale) {
     extern __shared__ float sc[]; /* (pos + Tn) scores, then reduction scratch */
     __shared__ float red[32];
     int i = blockIdx.x % Tn, bh = blockIdx.x / Tn, b = bh / NH, h = bh % NH;
@@ -969,8 +1000,8 @@ __global__ void zgc_att_cached_kernel(T *out, const T *qkv, const T *kc, const T
     }
 }
 
-void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
-                                  int Tn, int pos, int maxT, int C, int NH) {
+void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B, int Tn,
+                                  int pos, int maxT, int C, int NH) {
     zgc_impl *im = zgc_get(be);
     zgc_att_check_shape(C, NH);
     if (pos < 0 || pos + Tn > maxT) ZG_FATAL("attention_forward_cached: pos %d + Tn %d > maxT %d", pos, Tn, maxT);
@@ -979,14 +1010,15 @@ void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, vo
     unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
     size_t smem = (size_t)(pos + Tn) * sizeof(float);
     ZGC_DISPATCH(be->act_dtype, T, {
-        zgc_kv_append_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)kcache, (T *)vcache, (const T *)qkv, B, Tn, pos,
-                                                                maxT, C, NH);
+        zgc_kv_append_kernel<T>
+            <<<blocks, 256, 0, im->stream>>>((T *)kcache, (T *)vcache, (const T *)qkv, B, Tn, pos, maxT, C, NH);
         ZG_CUDA_LAUNCH_CHECK();
         if (smem > 48 * 1024)
-            ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_att_cached_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)smem));
+            ZG_CUDA_CHECK(
+                cudaFuncSetAttribute(zgc_att_cached_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         zgc_att_cached_kernel<T><<<(unsigned)(B * NH * Tn), 128, smem, im->stream>>>(
-            (T *)out, (const T *)qkv, (const T *)kcache, (const T *)vcache, Tn, pos, maxT, C, NH, 1.f / sqrtf((float)hs));
+            (T *)out, (const T *)qkv, (const T *)kcache, (const T *)vcache, Tn, pos, maxT, C, NH,
+            1.f / sqrtf((float)hs));
         ZG_CUDA_LAUNCH_CHECK();
     });
 }

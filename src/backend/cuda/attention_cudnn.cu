@@ -55,8 +55,10 @@ static zgc_att_path zgc_att_path_env(void) {
 /* One line on stderr, with the rank when distributed. */
 static void zgc_att_note(const char *msg) {
     int rank = zg_log_rank();
-    if (rank >= 0) fprintf(stderr, "zgpt[rank %d]: note: %s\n", rank, msg);
-    else fprintf(stderr, "zgpt: note: %s\n", msg);
+    if (rank >= 0)
+        fprintf(stderr, "zgpt[rank %d]: note: %s\n", rank, msg);
+    else
+        fprintf(stderr, "zgpt: note: %s\n", msg);
 }
 
 #ifndef ZGPT_WITH_CUDNN
@@ -78,16 +80,15 @@ static int zgc_att_cudnn_wanted(zg_backend *be) {
         if (!im->att_cudnn->noted) {
             im->att_cudnn->noted = 1;
             zgc_att_note(p != (zgc_att_path)-1 ? "ZGPT_ATTENTION=cudnn: this build has no cuDNN (CMake found none, or "
-                                              "ZGPT_CUDNN=OFF); attention runs zgpt's own kernels"
-                                            : "ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); "
-                                              "attention runs zgpt's own kernels");
+                                                 "ZGPT_CUDNN=OFF); attention runs zgpt's own kernels"
+                                               : "ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); "
+                                                 "attention runs zgpt's own kernels");
         }
     }
     return 0;
 }
 
-int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C,
-                                int NH) {
+int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C, int NH) {
     (void)out, (void)stats, (void)qkv, (void)B, (void)T, (void)C, (void)NH;
     return zgc_att_cudnn_wanted(be);
 }
@@ -117,8 +118,20 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 
 /* Tensor unique ids (the variant pack names tensors by these). Virtual tensors count up from 100. */
 enum {
-    ZGC_UID_Q = 1, ZGC_UID_K, ZGC_UID_V, ZGC_UID_O, ZGC_UID_STATS, ZGC_UID_DO, ZGC_UID_DQ, ZGC_UID_DK, ZGC_UID_DV,
-    ZGC_UID_SCALE, ZGC_UID_NEGINF, ZGC_UID_ONE, ZGC_UID_DSUM, ZGC_UID_VIRTUAL = 100
+    ZGC_UID_Q = 1,
+    ZGC_UID_K,
+    ZGC_UID_V,
+    ZGC_UID_O,
+    ZGC_UID_STATS,
+    ZGC_UID_DO,
+    ZGC_UID_DQ,
+    ZGC_UID_DK,
+    ZGC_UID_DV,
+    ZGC_UID_SCALE,
+    ZGC_UID_NEGINF,
+    ZGC_UID_ONE,
+    ZGC_UID_DSUM,
+    ZGC_UID_VIRTUAL = 100
 };
 
 /* The descriptors of one graph, kept alive with its plan (destroyed together). */
@@ -155,14 +168,14 @@ struct zgc_cudnn_att {
 
 /* Checked cuDNN call inside a builder function: on failure, records file, line, the call and cuDNN's
  * status string in g->err and returns -1 (the caller falls back to our kernels). */
-#define ZG_CUDNN_CHECK(g, call)                                                                    \
-    do {                                                                                           \
-        cudnnStatus_t s_ = (call);                                                                 \
-        if (s_ != CUDNN_STATUS_SUCCESS) {                                                          \
-            snprintf((g)->err, sizeof((g)->err), "%s:%d: %s failed: %s", __FILE__, __LINE__, #call, \
-                     cudnnGetErrorString(s_));                                                     \
-            return -1;                                                                             \
-        }                                                                                          \
+#define ZG_CUDNN_CHECK(g, call)                                                                                        \
+    do {                                                                                                               \
+        cudnnStatus_t s_ = (call);                                                                                     \
+        if (s_ != CUDNN_STATUS_SUCCESS) {                                                                              \
+            snprintf((g)->err, sizeof((g)->err), "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,                    \
+                     cudnnGetErrorString(s_));                                                                         \
+            return -1;                                                                                                 \
+        }                                                                                                              \
     } while (0)
 
 static int gb_new(zgc_gb *g, cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *out) {
@@ -207,8 +220,8 @@ static int gb_tensor(zgc_gb *g, int64_t uid, cudnnDataType_t dt, const int64_t d
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
     if (is_by_value)
-        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1,
-                                                   &is_by_value));
+        ZG_CUDNN_CHECK(
+            g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &is_by_value));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(*out));
     return 0;
 }
@@ -234,16 +247,16 @@ static int gb_pointwise(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t pr
     if (gb_new(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, &op)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                               1, &x));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
     if (b != NULL)
         ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC,
                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
     if (t != NULL)
         ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC,
                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                               1, &y));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &alpha));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &alpha));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
@@ -251,22 +264,21 @@ static int gb_pointwise(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t pr
 }
 
 /* y = reduce(x) over the dimensions where y has extent 1 (fp32). */
-static int gb_reduction(zgc_gb *g, cudnnReduceTensorOp_t red, cudnnBackendDescriptor_t x,
-                        cudnnBackendDescriptor_t y) {
+static int gb_reduction(zgc_gb *g, cudnnReduceTensorOp_t red, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
     cudnnBackendDescriptor_t rd, op;
     cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
     if (gb_new(g, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &rd)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE,
-                                               1, &red));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &red));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(rd));
     if (gb_new(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                               1, &rd));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                               1, &x));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                               1, &y));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
     return gb_add_op(g, op);
 }
@@ -279,14 +291,14 @@ static int gb_matmul(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescript
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(md, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(md));
     if (gb_new(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                               &a));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                               &b));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                               &c));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                               &md));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &md));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
     return gb_add_op(g, op);
 }
@@ -295,10 +307,10 @@ static int gb_matmul(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescript
 static int gb_reshape(zgc_gb *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
     cudnnBackendDescriptor_t op;
     if (gb_new(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                               &x));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                               &y));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
+    ZG_CUDNN_CHECK(
+        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
     return gb_add_op(g, op);
 }
@@ -368,13 +380,12 @@ static int zgc_sdpa_graph_fwd(zgc_gb *g, const zgc_sdpa_shape *s) {
         gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
         gb_tensor(g, ZGC_UID_V, s->io, s->qkv_dims, s->q_strides, 0, &v) ||
         gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
-        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
-        gb_scalar(g, ZGC_UID_SCALE, &scale) || gb_scalar(g, ZGC_UID_NEGINF, &neginf))
+        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) || gb_scalar(g, ZGC_UID_SCALE, &scale) ||
+        gb_scalar(g, ZGC_UID_NEGINF, &neginf))
         return -1;
-    if (gb_mm_new(g, q, kt, sd, ss, &sc) ||
-        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
-        gb_causal_mask(g, s, sc1, neginf, &sm) ||
-        gb_tensor(g, 0, f32, rd, rs, 0, &mx) || gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
+    if (gb_mm_new(g, q, kt, sd, ss, &sc) || gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+        gb_causal_mask(g, s, sc1, neginf, &sm) || gb_tensor(g, 0, f32, rd, rs, 0, &mx) ||
+        gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
         gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sm, mx, NULL, -1, &sub) ||
         gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sub, NULL, NULL, -1, &e) ||
         gb_tensor(g, 0, f32, rd, rs, 0, &z) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, z) ||
@@ -406,9 +417,8 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
         gb_tensor(g, ZGC_UID_DQ, s->io, s->qkv_dims, s->q_strides, 0, &dq) ||
         gb_tensor(g, ZGC_UID_DK, s->io, s->qkv_dims, s->q_strides, 0, &dk) ||
         gb_tensor(g, ZGC_UID_DV, s->io, s->qkv_dims, s->q_strides, 0, &dv) ||
-        gb_tensor(g, ZGC_UID_DSUM, f32, rd, rs, 0, &dsum) ||
-        gb_scalar(g, ZGC_UID_SCALE, &scale) || gb_scalar(g, ZGC_UID_NEGINF, &neginf) ||
-        gb_scalar(g, ZGC_UID_ONE, &one))
+        gb_tensor(g, ZGC_UID_DSUM, f32, rd, rs, 0, &dsum) || gb_scalar(g, ZGC_UID_SCALE, &scale) ||
+        gb_scalar(g, ZGC_UID_NEGINF, &neginf) || gb_scalar(g, ZGC_UID_ONE, &one))
         return -1;
     /* Dsum = rowsum(dO * O), written to memory (the workspace) */
     if (gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, s->qkv_dims, prod_strides, dout, o, NULL, -1, &dod) ||
@@ -416,8 +426,7 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
         gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, dodr, one, NULL, dsum, -1))
         return -1;
     /* P = exp(Q K^T * scale - stats), causal */
-    if (gb_mm_new(g, q, kt, sd, ss, &sc) ||
-        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+    if (gb_mm_new(g, q, kt, sd, ss, &sc) || gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
         gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sc1, stats, NULL, -1, &sc2) ||
         gb_causal_mask(g, s, sc2, neginf, &sm) ||
         gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sm, NULL, NULL, -1, &p))
@@ -426,8 +435,7 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &pt) || gb_reshape(g, p, pt) || gb_matmul(g, pt, dout, dv))
         return -1;
     /* dS = P * (dO V^T - Dsum) * scale */
-    if (gb_mm_new(g, dout, vt, sd, ss, &dp) ||
-        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, dp, dsum, NULL, -1, &u) ||
+    if (gb_mm_new(g, dout, vt, sd, ss, &dp) || gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, dp, dsum, NULL, -1, &u) ||
         gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, u, p, NULL, -1, &w) ||
         gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, w, scale, NULL, -1, &ds))
         return -1;
@@ -462,14 +470,14 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
         int64_t n_engine = 0, n_notes = 0, ws = 0;
         int nondet = 0;
         if (gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
-        cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE,
-                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_engine, &engine);
+        cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                                    1, &n_engine, &engine);
         if (st == CUDNN_STATUS_SUCCESS)
             st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
                                           CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
         if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
-            snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode,
-                     (long long)i, cudnnGetErrorString(st));
+            snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode, (long long)i,
+                     cudnnGetErrorString(st));
             continue;
         }
         for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
@@ -479,14 +487,14 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
             continue;
         }
         if (gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
-        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1,
-                                                   &handle));
+        ZG_CUDNN_CHECK(g,
+                       cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
         ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
                                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
         st = cudnnBackendFinalize(plan);
         if (st != CUDNN_STATUS_SUCCESS) {
-            snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s",
-                     __FILE__, __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
+            snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s", __FILE__,
+                     __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
             continue;
         }
         ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
@@ -499,8 +507,7 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
 }
 
 /* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan. */
-static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t *plan_out,
-                               int64_t *ws_out) {
+static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out) {
     cudnnBackendDescriptor_t graph;
     if (gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
@@ -592,8 +599,7 @@ static void *zgc_sdpa_workspace(zg_backend *be, zgc_cudnn_att *st, size_t bytes)
     return p;
 }
 
-static int zgc_sdpa_usable(zg_backend *be, int C, int NH, const void *a, const void *b, const void *c,
-                           const void *d) {
+static int zgc_sdpa_usable(zg_backend *be, int C, int NH, const void *a, const void *b, const void *c, const void *d) {
     if (be->act_dtype != ZG_BF16 && be->act_dtype != ZG_F16) return 0; /* fp32 stays on our kernels */
     if (NH <= 0 || C % NH != 0) return 0;
     int hs = C / NH;
@@ -629,8 +635,8 @@ static void zgc_sdpa_scale(zg_backend *be, float *dst, const float *src, size_t 
 }
 
 /* Runs a plan with uids[i] -> ptrs[i]; 0 on success, else a one-line reason in why. */
-static int zgc_sdpa_execute(zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t *uids, void **ptrs, void *ws,
-                            char *why, size_t why_len) {
+static int zgc_sdpa_execute(zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t *uids, void **ptrs, void *ws, char *why,
+                            size_t why_len) {
     zgc_gb g;
     g.n = 0, g.n_ops = 0, g.err[0] = '\0';
     cudnnBackendDescriptor_t pack;
@@ -667,8 +673,7 @@ static size_t zgc_align256(size_t n) { return (n + 255) & ~(size_t)255; }
  * softmax handles). */
 static float zgc_sdpa_mask_value(void) { return cudnnGetVersion() >= 91000 ? -INFINITY : -3.402823466e38f; }
 
-int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C,
-                                int NH) {
+int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C, int NH) {
     if (!zgc_sdpa_wanted(be, 0) || !zgc_sdpa_usable(be, C, NH, out, qkv, qkv, stats)) return 0;
     zgc_cudnn_att *st = zgc_att_state(be);
     if (st->handle_state != 1) return 0;
@@ -684,8 +689,8 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
     size_t es = zg_dtype_size(be->act_dtype);
     float scale = 1.f / sqrtf((float)hs), neginf = zgc_sdpa_mask_value();
     int64_t uids[] = {ZGC_UID_Q, ZGC_UID_K, ZGC_UID_V, ZGC_UID_O, ZGC_UID_STATS, ZGC_UID_SCALE, ZGC_UID_NEGINF};
-    void *ptrs[] = {(void *)qkv, (char *)qkv + (size_t)C * es, (char *)qkv + 2 * (size_t)C * es, out, stats,
-                    &scale, &neginf};
+    void *ptrs[] = {(void *)qkv, (char *)qkv + (size_t)C * es, (char *)qkv + 2 * (size_t)C * es, out, stats, &scale,
+                    &neginf};
     char why[400];
     if (zgc_sdpa_execute(st, p, 7, uids, ptrs, ws, why, sizeof(why))) {
         zgc_att_fallback_note("forward", B, T, NH, hs, why);
@@ -720,10 +725,11 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     zgc_sdpa_scale(be, stats_nat, stats, rows, ZGC_LN2);
     size_t es = zg_dtype_size(be->act_dtype), cb = (size_t)C * es;
     float scale = 1.f / sqrtf((float)hs), neginf = zgc_sdpa_mask_value(), one = 1.f;
-    int64_t uids[] = {ZGC_UID_Q,  ZGC_UID_K,  ZGC_UID_V,  ZGC_UID_O,     ZGC_UID_DO,     ZGC_UID_STATS, ZGC_UID_DQ,
+    int64_t uids[] = {ZGC_UID_Q,  ZGC_UID_K,  ZGC_UID_V,    ZGC_UID_O,     ZGC_UID_DO,     ZGC_UID_STATS, ZGC_UID_DQ,
                       ZGC_UID_DK, ZGC_UID_DV, ZGC_UID_DSUM, ZGC_UID_SCALE, ZGC_UID_NEGINF, ZGC_UID_ONE};
-    void *ptrs[] = {(void *)qkv, (char *)qkv + cb, (char *)qkv + 2 * cb, (void *)out, (void *)dout, stats_nat,
-                    dqkv, (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum, &scale, &neginf, &one};
+    void *ptrs[] = {(void *)qkv, (char *)qkv + cb,  (char *)qkv + 2 * cb,  (void *)out, (void *)dout, stats_nat,
+                    dqkv,        (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum,        &scale,       &neginf,
+                    &one};
     char why[400];
     if (zgc_sdpa_execute(st, p, 13, uids, ptrs, ws, why, sizeof(why))) {
         zgc_att_fallback_note("backward", B, T, NH, hs, why);

@@ -208,8 +208,7 @@ static int zgc_event_query(zg_backend *be, zg_event *ev) {
 
 /* ---- casts ------------------------------------------------------------------------------------ */
 
-template <typename TD, typename TS>
-__global__ void zgc_cast_kernel(TD *dst, const TS *src, size_t n) {
+template <typename TD, typename TS> __global__ void zgc_cast_kernel(TD *dst, const TS *src, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dst[i] = zgc_from_f<TD>(zgc_to_f(src[i]));
 }
@@ -223,8 +222,10 @@ static void zgc_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src
     }
     unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
     /* casts do convert between dtypes: every pair is instantiated */
-    ZGC_DISPATCH(dst_dt, TD, ZGC_DISPATCH(src_dt, TS, (zgc_cast_kernel<TD, TS><<<blocks, 256, 0, im->stream>>>(
-                                                          (TD *)dst, (const TS *)src, n))));
+    ZGC_DISPATCH(
+        dst_dt, TD,
+        ZGC_DISPATCH(src_dt, TS,
+                     (zgc_cast_kernel<TD, TS><<<blocks, 256, 0, im->stream>>>((TD *)dst, (const TS *)src, n))));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -267,8 +268,7 @@ __device__ __forceinline__ float zgc_gelu(float x) {
     return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
-template <typename T>
-__global__ void zgc_gelu_kernel(T *out, const T *inp, size_t n) {
+template <typename T> __global__ void zgc_gelu_kernel(T *out, const T *inp, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = zgc_from_f<T>(zgc_gelu(zgc_to_f(inp[i])));
 }
@@ -280,8 +280,7 @@ static void zgc_gelu_forward(zg_backend *be, void *out, const void *inp, size_t 
     ZG_CUDA_LAUNCH_CHECK();
 }
 
-template <typename T>
-__global__ void zgc_residual_kernel(T *out, const T *a, const T *b, size_t n) {
+template <typename T> __global__ void zgc_residual_kernel(T *out, const T *a, const T *b, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = zgc_from_f<T>(zgc_to_f(a[i]) + zgc_to_f(b[i]));
 }
@@ -289,8 +288,8 @@ __global__ void zgc_residual_kernel(T *out, const T *a, const T *b, size_t n) {
 static void zgc_residual_forward(zg_backend *be, void *out, const void *a, const void *b, size_t n) {
     zgc_impl *im = zgc_get(be);
     unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
-    ZGC_DISPATCH(be->act_dtype, T, (zgc_residual_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)out, (const T *)a,
-                                                                                            (const T *)b, n)));
+    ZGC_DISPATCH(be->act_dtype, T,
+                 (zgc_residual_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)out, (const T *)a, (const T *)b, n)));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -331,7 +330,9 @@ static zg_graph *zgc_graph_end(zg_backend *be) {
     return r;
 }
 
-static void zgc_graph_launch(zg_backend *be, zg_graph *g) { ZG_CUDA_CHECK(cudaGraphLaunch(g->exec, zgc_get(be)->stream)); }
+static void zgc_graph_launch(zg_backend *be, zg_graph *g) {
+    ZG_CUDA_CHECK(cudaGraphLaunch(g->exec, zgc_get(be)->stream));
+}
 
 static void zgc_graph_destroy(zg_backend *be, zg_graph *g) {
     (void)be;

@@ -22,8 +22,8 @@ __device__ __forceinline__ void zgc_online_add(float &m, float &s, float v) {
 }
 
 template <typename T, bool VEC>
-__global__ void __launch_bounds__(1024) zgc_classifier_kernel(float *losses, T *logits, const int32_t *targets, int V,
-                                                              int Vp, float dloss) {
+__global__ void __launch_bounds__(1024)
+    zgc_classifier_kernel(float *losses, T *logits, const int32_t *targets, int V, int Vp, float dloss) {
     constexpr int VW = 16 / sizeof(T);
     typedef zgc_vec<T> VT;
     __shared__ float sm[32], ss[32];
@@ -88,14 +88,16 @@ __global__ void __launch_bounds__(1024) zgc_classifier_kernel(float *losses, T *
 }
 
 void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
-                           float dloss) {
+                    float dloss) {
     zgc_impl *im = zgc_get(be);
     if (N == 0) return;
     int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
     bool vec = Vp % vw == 0 && ((uintptr_t)logits % 16) == 0;
     ZGC_DISPATCH(be->act_dtype, T, {
-        if (vec) zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
-        else zgc_classifier_kernel<T, false><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
+        if (vec)
+            zgc_classifier_kernel<T, true><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
+        else
+            zgc_classifier_kernel<T, false><<<N, 1024, 0, im->stream>>>(losses, (T *)logits, targets, V, Vp, dloss);
     });
     ZG_CUDA_LAUNCH_CHECK();
 }

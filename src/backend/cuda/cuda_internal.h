@@ -19,33 +19,33 @@ extern "C" {
 
 /* Every CUDA runtime / cuBLASLt call goes through these: file, line, the call and the rank
  * (zg_fatal_at prints the rank) and exit. */
-#define ZG_CUDA_CHECK(call)                                                                        \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess)                                                                     \
-            zg_fatal_at(__FILE__, __LINE__, "%s failed: %s (%s)", #call, cudaGetErrorName(e_),     \
-                        cudaGetErrorString(e_));                                                   \
+#define ZG_CUDA_CHECK(call)                                                                                            \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess)                                                                                         \
+            zg_fatal_at(__FILE__, __LINE__, "%s failed: %s (%s)", #call, cudaGetErrorName(e_),                         \
+                        cudaGetErrorString(e_));                                                                       \
     } while (0)
-#define ZG_CUBLAS_CHECK(call)                                                                      \
-    do {                                                                                           \
-        cublasStatus_t s_ = (call);                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            zg_fatal_at(__FILE__, __LINE__, "%s failed: cuBLAS status %d (%s)", #call, (int)s_,    \
-                        cublasGetStatusString(s_));                                                \
+#define ZG_CUBLAS_CHECK(call)                                                                                          \
+    do {                                                                                                               \
+        cublasStatus_t s_ = (call);                                                                                    \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                               \
+            zg_fatal_at(__FILE__, __LINE__, "%s failed: cuBLAS status %d (%s)", #call, (int)s_,                        \
+                        cublasGetStatusString(s_));                                                                    \
     } while (0)
 /* After every kernel launch. */
 #define ZG_CUDA_LAUNCH_CHECK() ZG_CUDA_CHECK(cudaGetLastError())
 
 /* Internal scratch buffers, grown on demand and counted in bytes_in_use. */
 enum {
-    ZGC_SCR_LN = 0,    /* layernorm backward partial sums (blocks, 2C) fp32 */
-    ZGC_SCR_BIAS,      /* bias-gradient partial sums fp32 */
-    ZGC_SCR_ATT_D,     /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
-    ZGC_SCR_SORT,      /* encoder backward: sorted tokens/indices + CUB temp storage */
-    ZGC_SCR_SEGS,      /* AdamW segment table */
-    ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
-    ZGC_SCR_STAGING,   /* fp32 staging for upload_f32 / download_f32 */
-    ZGC_SCR_LAMB,      /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_LN = 0,   /* layernorm backward partial sums (blocks, 2C) fp32 */
+    ZGC_SCR_BIAS,     /* bias-gradient partial sums fp32 */
+    ZGC_SCR_ATT_D,    /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
+    ZGC_SCR_SORT,     /* encoder backward: sorted tokens/indices + CUB temp storage */
+    ZGC_SCR_SEGS,     /* AdamW segment table */
+    ZGC_SCR_PARTIALS, /* sum_squares per-block partial sums (double) */
+    ZGC_SCR_STAGING,  /* fp32 staging for upload_f32 / download_f32 */
+    ZGC_SCR_LAMB,     /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
     ZGC_SCR_COUNT
 };
 
@@ -53,11 +53,11 @@ enum {
 
 typedef struct {
     int used;
-    int kind;          /* matmul kind (matmul_cuda.cu) */
+    int kind; /* matmul kind (matmul_cuda.cu) */
     int m, n, k;
     int epi;
-    int has_c;         /* 1 when C is read (beta = 1: residual input, or dw accumulation) */
-    int align[5];      /* alignment (bytes, capped at 256) of A, B, C, D, bias/aux */
+    int has_c;    /* 1 when C is read (beta = 1: residual input, or dw accumulation) */
+    int align[5]; /* alignment (bytes, capped at 256) of A, B, C, D, bias/aux */
     zg_dtype dt;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
@@ -107,8 +107,8 @@ void zgc_free(zg_backend *be, void *p);
 void zgc_download(zg_backend *be, void *dst_host, const void *src, size_t bytes);
 
 /* matmul_cuda.cu */
-void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w,
-                        const void *bias, const void *residual, int N, int C, int OC);
+void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
+                        const void *residual, int N, int C, int OC);
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                          const void *w, const void *gelu_inp, int N, int C, int OC);
 void zgc_matmul_destroy(zg_backend *be);
@@ -120,8 +120,8 @@ size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH);
 void zgc_attention_forward(zg_backend *be, void *out, void *stats, const void *qkv, int B, int T, int C, int NH);
 void zgc_attention_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                             const void *stats, int B, int T, int C, int NH);
-void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B,
-                                  int Tn, int pos, int maxT, int C, int NH);
+void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, int B, int Tn,
+                                  int pos, int maxT, int C, int NH);
 
 /* attention_cudnn.cu: cuDNN's fused attention. Each returns 1 when cuDNN ran the op, 0 when the caller
  * must run its own kernels (not built with cuDNN, ZGPT_ATTENTION=own, fp32, an unsupported shape, or a
@@ -141,13 +141,19 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
                 int B, int V, int Vp);
 
 /* encoder_cuda.cu */
-void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B, int T, int C);
-void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T, int C);
+void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B,
+                         int T, int C);
+void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T,
+                          int C);
 /* layernorm_cuda.cu */
-void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w, const void *b, int N, int C);
-void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x, const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N, int C);
+void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                           const void *b, int N, int C);
+void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
+                            const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
+                            int C);
 /* classifier_cuda.cu */
-void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp, float dloss);
+void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
+                    float dloss);
 /* optimizer_cuda.cu */
 double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
 void zgc_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);
@@ -159,18 +165,29 @@ __device__ __forceinline__ float zgc_to_f(__nv_bfloat16 x) { return __bfloat162f
 __device__ __forceinline__ float zgc_to_f(__half x) { return __half2float(x); }
 template <typename T> __device__ __forceinline__ T zgc_from_f(float x);
 template <> __device__ __forceinline__ float zgc_from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 zgc_from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 zgc_from_f<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
 template <> __device__ __forceinline__ __half zgc_from_f<__half>(float x) { return __float2half_rn(x); }
 
 /* Calls FN<T>(...) with T the C++ type of dtype dt. */
-#define ZGC_DISPATCH(dt, T, ...)                                                                   \
-    do {                                                                                           \
-        switch (dt) {                                                                              \
-        case ZG_F32: { typedef float T; __VA_ARGS__; } break;                                      \
-        case ZG_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break;                             \
-        case ZG_F16: { typedef __half T; __VA_ARGS__; } break;                                     \
-        default: zg_fatal_at(__FILE__, __LINE__, "unknown dtype %d", (int)(dt));                   \
-        }                                                                                          \
+#define ZGC_DISPATCH(dt, T, ...)                                                                                       \
+    do {                                                                                                               \
+        switch (dt) {                                                                                                  \
+        case ZG_F32: {                                                                                                 \
+            typedef float T;                                                                                           \
+            __VA_ARGS__;                                                                                               \
+        } break;                                                                                                       \
+        case ZG_BF16: {                                                                                                \
+            typedef __nv_bfloat16 T;                                                                                   \
+            __VA_ARGS__;                                                                                               \
+        } break;                                                                                                       \
+        case ZG_F16: {                                                                                                 \
+            typedef __half T;                                                                                          \
+            __VA_ARGS__;                                                                                               \
+        } break;                                                                                                       \
+        default: zg_fatal_at(__FILE__, __LINE__, "unknown dtype %d", (int)(dt));                                       \
+        }                                                                                                              \
     } while (0)
 
 __device__ __forceinline__ float zgc_warp_sum(float v) {
@@ -224,14 +241,16 @@ __device__ __forceinline__ float zgc_block_sum(float v, float *red, int nwarps) 
 }
 
 /* 16-byte vector of T */
-template <typename T> struct alignas(16) zgc_vec {
-    T v[16 / sizeof(T)];
-};
+template <typename T> struct alignas(16) zgc_vec { T v[16 / sizeof(T)]; };
 
 /* Kernels templated on two of the dtypes (parameters, activations, gradients): the backend keeps all
  * three in one dtype (zg_backend_cuda_create), so only those three instantiations exist (no mixed ones
  * that nothing runs). T1 and T2 name the same type. */
-#define ZGC_DISPATCH_ALL(dt, T1, T2, ...) ZGC_DISPATCH(dt, T1, { typedef T1 T2; __VA_ARGS__; })
+#define ZGC_DISPATCH_ALL(dt, T1, T2, ...)                                                                              \
+    ZGC_DISPATCH(dt, T1, {                                                                                             \
+        typedef T1 T2;                                                                                                 \
+        __VA_ARGS__;                                                                                                   \
+    })
 
 static inline size_t zgc_dtype_bytes(zg_dtype dt) { return dt == ZG_F32 ? 4 : 2; }
 

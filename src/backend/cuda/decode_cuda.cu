@@ -29,14 +29,13 @@ void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, co
     zgc_impl *im = zgc_get(be);
     unsigned blocks = zgc_blocks((size_t)B * C, 256, (unsigned)im->num_sms * 16);
     ZGC_DISPATCH(be->act_dtype, T,
-                 (zgc_encoder_at_kernel<T><<<blocks, 256, 0, im->stream>>>((T *)out, tokens, (const T *)wte,
-                                                                          (const T *)wpe, pos, B, C)));
+                 (zgc_encoder_at_kernel<T>
+                  <<<blocks, 256, 0, im->stream>>>((T *)out, tokens, (const T *)wte, (const T *)wpe, pos, B, C)));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
 /* One score: q (shared, fp32, scaled) . k row (hs), 16-byte loads when VEC. */
-template <typename T, bool VEC>
-__device__ __forceinline__ float zgc_dec_dot(const float *q, const T *k, int hs) {
+template <typename T, bool VEC> __device__ __forceinline__ float zgc_dec_dot(const float *q, const T *k, int hs) {
     float s = 0.0f;
     if (VEC) {
         constexpr int E = 16 / sizeof(T);
@@ -126,9 +125,8 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
         auto kern = vec ? zgc_att_decode_kernel<T, true> : zgc_att_decode_kernel<T, false>;
         if (smem > 48 * 1024)
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        kern<<<(unsigned)(B * NH), ZGC_DEC_THREADS, smem, im->stream>>>((T *)out, (const T *)qkv, (T *)kcache,
-                                                                        (T *)vcache, pos, maxT, C, NH,
-                                                                        1.0f / sqrtf((float)hs));
+        kern<<<(unsigned)(B * NH), ZGC_DEC_THREADS, smem, im->stream>>>(
+            (T *)out, (const T *)qkv, (T *)kcache, (T *)vcache, pos, maxT, C, NH, 1.0f / sqrtf((float)hs));
         ZG_CUDA_LAUNCH_CHECK();
     });
 }

@@ -22,13 +22,14 @@ __global__ void zgc_encoder_fwd_kernel(T *out, const int32_t *tokens, const T *w
     }
 }
 
-void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
-                                int B, int T, int C) {
+void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe, int B,
+                         int T, int C) {
     zgc_impl *im = zgc_get(be);
     size_t n = (size_t)B * T * C;
     unsigned blocks = zgc_blocks(n, 256, (unsigned)im->num_sms * 16);
-    ZGC_DISPATCH(be->act_dtype, TT, (zgc_encoder_fwd_kernel<TT><<<blocks, 256, 0, im->stream>>>(
-                                         (TT *)out, tokens, (const TT *)wte, (const TT *)wpe, B * T, T, C)));
+    ZGC_DISPATCH(be->act_dtype, TT,
+                 (zgc_encoder_fwd_kernel<TT>
+                  <<<blocks, 256, 0, im->stream>>>((TT *)out, tokens, (const TT *)wte, (const TT *)wpe, B * T, T, C)));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -66,7 +67,14 @@ template <typename T> __device__ __forceinline__ void zgc_ld8(float f[8], const 
 }
 template <> __device__ __forceinline__ void zgc_ld8<float>(float f[8], const float *p) {
     float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
-    f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w; f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+    f[0] = a.x;
+    f[1] = a.y;
+    f[2] = a.z;
+    f[3] = a.w;
+    f[4] = b.x;
+    f[5] = b.y;
+    f[6] = b.z;
+    f[7] = b.w;
 }
 template <typename T> __device__ __forceinline__ void zgc_st8(T *p, const float f[8]) {
     uint4 u;
@@ -80,14 +88,17 @@ template <> __device__ __forceinline__ void zgc_st8<float>(float *p, const float
     reinterpret_cast<float4 *>(p)[1] = make_float4(f[4], f[5], f[6], f[7]);
 }
 /* offset inside a 256-channel slot of the lane's element k */
-template <bool V8> __device__ __forceinline__ int zgc_enc_off(int lane, int k) { return V8 ? lane * 8 + k : k * 32 + lane; }
+template <bool V8> __device__ __forceinline__ int zgc_enc_off(int lane, int k) {
+    return V8 ? lane * 8 + k : k * 32 + lane;
+}
 
 /* f = row's channels of the lane's slot s in pass c0 (0 past C) */
 template <typename T, bool V8>
 __device__ __forceinline__ void zgc_enc_load(float f[8], const T *row, int c0, int s, int lane, int C) {
     int base = c0 + s * 256;
     if (V8) {
-        if (base + lane * 8 < C) zgc_ld8(f, row + base + lane * 8); /* C % 8 == 0 */
+        if (base + lane * 8 < C)
+            zgc_ld8(f, row + base + lane * 8); /* C % 8 == 0 */
         else
 #pragma unroll
             for (int k = 0; k < 8; k++) f[k] = 0.f;
@@ -102,8 +113,8 @@ __device__ __forceinline__ void zgc_enc_load(float f[8], const T *row, int c0, i
 
 /* acc += the dout rows at sorted positions [r0, r1), in order, at the lane's channels of pass c0 */
 template <typename TA, bool V8>
-__device__ __forceinline__ void zgc_enc_sum_rows(float (*acc)[8], const TA *dout, const int32_t *sidx, int r0,
-                                                 int r1, int c0, int lane, int C) {
+__device__ __forceinline__ void zgc_enc_sum_rows(float (*acc)[8], const TA *dout, const int32_t *sidx, int r0, int r1,
+                                                 int c0, int lane, int C) {
     for (int r = r0; r < r1; r++) {
         const TA *row = dout + (size_t)sidx[r] * C;
 #pragma unroll
@@ -118,9 +129,9 @@ __device__ __forceinline__ void zgc_enc_sum_rows(float (*acc)[8], const TA *dout
 
 /* Runs of at most 32 rows: warp w of block b takes sorted position 8b + w when a run starts there. */
 template <typename TG, typename TA, bool V8>
-__global__ void __launch_bounds__(256, 2) zgc_encoder_bwd_wte_short_kernel(TG *dwte, const TA *dout,
-                                                                           const int32_t *sorted_tok,
-                                                                           const int32_t *sorted_idx, int N, int C) {
+__global__ void __launch_bounds__(256, 2)
+    zgc_encoder_bwd_wte_short_kernel(TG *dwte, const TA *dout, const int32_t *sorted_tok, const int32_t *sorted_idx,
+                                     int N, int C) {
     int lane = threadIdx.x & 31, i = (int)(blockIdx.x * 8 + threadIdx.x / 32);
     if (i >= N) return; /* warp-uniform, as the next test */
     int tok = sorted_tok[i];
@@ -155,10 +166,9 @@ __global__ void __launch_bounds__(256, 2) zgc_encoder_bwd_wte_short_kernel(TG *d
  * such starts are at least 33 apart); warp w sums slice w of the run, then the block adds the slices
  * to dwte in warp order, 256 channels at a time. */
 template <typename TG, typename TA, bool V8>
-__global__ void __launch_bounds__(ZGC_ENC_WARPS * 32, 2) zgc_encoder_bwd_wte_long_kernel(TG *dwte, const TA *dout,
-                                                                                         const int32_t *sorted_tok,
-                                                                                         const int32_t *sorted_idx,
-                                                                                         int N, int C) {
+__global__ void __launch_bounds__(ZGC_ENC_WARPS * 32, 2)
+    zgc_encoder_bwd_wte_long_kernel(TG *dwte, const TA *dout, const int32_t *sorted_tok, const int32_t *sorted_idx,
+                                    int N, int C) {
     static_assert(ZGC_ENC_WARPS * 32 == 256, "one thread per channel of a 256-channel slot");
     __shared__ float sh[ZGC_ENC_WARPS][256];
     __shared__ int s_start;
@@ -177,8 +187,10 @@ __global__ void __launch_bounds__(ZGC_ENC_WARPS * 32, 2) zgc_encoder_bwd_wte_lon
     int lo = i + 33, hi = N; /* the run's end: the first position after it (tokens ascending) */
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
-        if (sorted_tok[mid] == tok) lo = mid + 1;
-        else hi = mid;
+        if (sorted_tok[mid] == tok)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     int end = lo, per = (end - i + ZGC_ENC_WARPS - 1) / ZGC_ENC_WARPS;
     int r0 = min(end, i + w * per), r1 = min(end, r0 + per);
@@ -213,8 +225,8 @@ static void zgc_encoder_bwd_wte_launch(cudaStream_t st, TG *dwte, const TA *dout
                                        const int32_t *sidx, int N, int C) {
     zgc_encoder_bwd_wte_short_kernel<TG, TA, V8><<<(N + 7) / 8, 256, 0, st>>>(dwte, dout, stok, sidx, N, C);
     ZG_CUDA_LAUNCH_CHECK();
-    zgc_encoder_bwd_wte_long_kernel<TG, TA, V8><<<(N + 31) / 32, ZGC_ENC_WARPS * 32, 0, st>>>(dwte, dout, stok, sidx,
-                                                                                             N, C);
+    zgc_encoder_bwd_wte_long_kernel<TG, TA, V8>
+        <<<(N + 31) / 32, ZGC_ENC_WARPS * 32, 0, st>>>(dwte, dout, stok, sidx, N, C);
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -223,8 +235,8 @@ __global__ void zgc_iota_kernel(int32_t *x, int n) {
     if (i < n) x[i] = i;
 }
 
-void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens,
-                                 int B, int T, int C) {
+void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T,
+                          int C) {
     zgc_impl *im = zgc_get(be);
     int N = B * T;
     size_t tmp_bytes = 0;
@@ -236,15 +248,17 @@ void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *do
     int32_t *iota = (int32_t *)scr, *stok = (int32_t *)(scr + arr), *sidx = (int32_t *)(scr + 2 * arr);
     zgc_iota_kernel<<<(N + 255) / 256, 256, 0, im->stream>>>(iota, N);
     ZG_CUDA_LAUNCH_CHECK();
-    ZG_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(scr + 3 * arr, tmp_bytes, tokens, stok, iota, sidx, N, 0, 32,
-                                                  im->stream));
+    ZG_CUDA_CHECK(
+        cub::DeviceRadixSort::SortPairs(scr + 3 * arr, tmp_bytes, tokens, stok, iota, sidx, N, 0, 32, im->stream));
     unsigned blocks = zgc_blocks((size_t)T * C, 256, (unsigned)im->num_sms * 16);
     /* 8-channel vectors: C a multiple of 8 and both rows' bases 16-byte aligned */
     bool v8 = C % 8 == 0 && (((uintptr_t)dout | (uintptr_t)dwte) % 16) == 0;
     ZGC_DISPATCH_ALL(be->grad_dtype, TG, TA, {
         zgc_encoder_bwd_wpe_kernel<TG, TA><<<blocks, 256, 0, im->stream>>>((TG *)dwpe, (const TA *)dout, B, T, C);
         ZG_CUDA_LAUNCH_CHECK();
-        if (v8) zgc_encoder_bwd_wte_launch<TG, TA, true>(im->stream, (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
-        else zgc_encoder_bwd_wte_launch<TG, TA, false>(im->stream, (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
+        if (v8)
+            zgc_encoder_bwd_wte_launch<TG, TA, true>(im->stream, (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
+        else
+            zgc_encoder_bwd_wte_launch<TG, TA, false>(im->stream, (TG *)dwte, (const TA *)dout, stok, sidx, N, C);
     });
 }

@@ -12,8 +12,8 @@
  * per row, three passes over the row in device memory.
  * out (N,C) = (x - mean) * rstd * w + bias; mean, rstd (N) fp32, may be NULL. */
 template <typename TA, typename TP>
-__global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, const TA *x, const TP *w,
-                                         const TP *bias, int N, int C) {
+__global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, const TA *x, const TP *w, const TP *bias,
+                                         int N, int C) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= N) return;
@@ -49,9 +49,9 @@ __global__ void zgc_layernorm_fwd_kernel(TA *out, float *mean, float *rstd, cons
 #define ZGC_LNF_WARPS 4
 template <typename T, int NV>
 __global__ void __launch_bounds__(ZGC_LNF_WARPS * 32)
-zgc_layernorm_fwd_reg_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
-                             const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
-                             int C) {
+    zgc_layernorm_fwd_reg_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
+                                 const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
+                                 int C) {
     constexpr int VW = 16 / sizeof(T);
     typedef zgc_vec<T> V;
     int row = blockIdx.x * ZGC_LNF_WARPS + threadIdx.x / 32;
@@ -101,8 +101,8 @@ zgc_layernorm_fwd_reg_kernel(T *__restrict__ out, float *__restrict__ mean, floa
 }
 
 template <typename T, int NV>
-static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
-                                  const void *w, const void *b, int N, int C) {
+static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                                  const void *b, int N, int C) {
     unsigned blocks = (unsigned)((N + ZGC_LNF_WARPS - 1) / ZGC_LNF_WARPS);
     zgc_layernorm_fwd_reg_kernel<T, NV><<<blocks, ZGC_LNF_WARPS * 32, 0, zgc_get(be)->stream>>>(
         (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C);
@@ -174,9 +174,9 @@ static int zgc_lng_grid(zg_backend *be, const void *kernel, size_t smem, int mos
 /* out (N,C) = (x - mean) * rstd * w + bias, the row-group form; mean, rstd may be NULL */
 template <typename T>
 __global__ void __launch_bounds__(ZGC_LNG_THREADS, 4)
-zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
-                             const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
-                             int C, int rgw_log2) {
+    zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
+                                 const T *__restrict__ x, const T *__restrict__ w, const T *__restrict__ bias, int N,
+                                 int C, int rgw_log2) {
     constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV;
     typedef zgc_vec<T> V;
     __shared__ float red[2][ZGC_LNG_THREADS / 32]; /* [mean | variance][warp] */
@@ -226,8 +226,8 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
                     V o, ww = wv[k], bb = bv[k]; /* L1 hits: w and b are the same every row */
 #pragma unroll
                     for (int e = 0; e < VW; e++)
-                        o.v[e] = zgc_from_f<T>((zgc_to_f(cur[i].v[e]) - mu) * rs * zgc_to_f(ww.v[e]) +
-                                               zgc_to_f(bb.v[e]));
+                        o.v[e] =
+                            zgc_from_f<T>((zgc_to_f(cur[i].v[e]) - mu) * rs * zgc_to_f(ww.v[e]) + zgc_to_f(bb.v[e]));
                     ov[k] = o;
                 }
             }
@@ -240,8 +240,8 @@ zgc_layernorm_fwd_grp_kernel(T *__restrict__ out, float *__restrict__ mean, floa
 }
 
 template <typename T>
-static void zgc_ln_fwd_grp_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
-                                  const void *w, const void *b, int N, int C, int rgw_log2) {
+static void zgc_ln_fwd_grp_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                                  const void *b, int N, int C, int rgw_log2) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
     int grid = zgc_lng_grid(be, (const void *)zgc_layernorm_fwd_grp_kernel<T>, 0, (N + groups - 1) / groups);
     zgc_layernorm_fwd_grp_kernel<T><<<grid, ZGC_LNG_THREADS, 0, zgc_get(be)->stream>>>(
@@ -249,15 +249,14 @@ static void zgc_ln_fwd_grp_launch(zg_backend *be, void *out, float *mean, float 
 }
 
 void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
-                                  const void *b, int N, int C) {
+                           const void *b, int N, int C) {
     zgc_impl *im = zgc_get(be);
     if (N <= 0) return;
     int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
     uintptr_t al = (uintptr_t)out | (uintptr_t)inp | (uintptr_t)w | (uintptr_t)b;
     int nvl = (C / vw + 31) / 32; /* 16-byte vectors per lane */
     int rgw = zgc_lng_rgw_log2(C / vw);
-    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && rgw >= 0 && C >= vw &&
-        zgc_lng_wanted()) {
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && rgw >= 0 && C >= vw && zgc_lng_wanted()) {
         ZGC_DISPATCH(be->act_dtype, T, zgc_ln_fwd_grp_launch<T>(be, out, mean, rstd, inp, w, b, N, C, rgw));
     } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl >= 1 && nvl <= 8) {
         ZGC_DISPATCH(be->act_dtype, T, {
@@ -274,8 +273,9 @@ void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
         });
     } else {
         unsigned blocks = (unsigned)((N + 7) / 8);
-        ZGC_DISPATCH_ALL(be->act_dtype, TA, TP, (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
-            (TA *)out, mean, rstd, (const TA *)inp, (const TP *)w, (const TP *)b, N, C)));
+        ZGC_DISPATCH_ALL(be->act_dtype, TA, TP,
+                         (zgc_layernorm_fwd_kernel<TA, TP><<<blocks, 256, 0, im->stream>>>(
+                             (TA *)out, mean, rstd, (const TA *)inp, (const TP *)w, (const TP *)b, N, C)));
     }
     ZG_CUDA_LAUNCH_CHECK();
 }
@@ -306,9 +306,8 @@ __device__ __forceinline__ float zgc_ln_invw(float w) { return w != 0.f ? __fdiv
 /* Scalar fallback (any C, any alignment, parameters in another dtype than activations).
  * src (N,C) is x (input form) or y (fromy); b (C) is read only when fromy; mean only when not. */
 template <typename TA, typename TP>
-__global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, const TA *src, const TP *w,
-                                         const TP *b, const float *mean, const float *rstd, bool fromy, int N,
-                                         int C) {
+__global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, const TA *src, const TP *w, const TP *b,
+                                         const float *mean, const float *rstd, bool fromy, int N, int C) {
     extern __shared__ float sh[]; /* (warps, 2C): dw (C), db (C) per warp */
     for (int c = threadIdx.x; c < ZGC_LN_WARPS * 2 * C; c += blockDim.x) sh[c] = 0.f;
     __syncthreads();
@@ -352,9 +351,8 @@ __global__ void zgc_layernorm_bwd_kernel(TA *dinp, float *part, const TA *dout, 
  * lane, lane + 32, ... of each row, so its dw/db slots in shared memory are private. fromy is
  * warp-uniform: one branch per vector, not per element. */
 template <typename T>
-__global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w,
-                                             const T *b, const float *mean, const float *rstd, bool fromy, int N,
-                                             int C) {
+__global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w, const T *b,
+                                             const float *mean, const float *rstd, bool fromy, int N, int C) {
     constexpr int VW = 16 / sizeof(T);
     typedef zgc_vec<T> V;
     extern __shared__ float sh[];
@@ -397,8 +395,8 @@ __global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout
 #pragma unroll
             for (int e = 0; e < VW; e++) {
                 float wf = zgc_to_f(ww.v[e]), dd = zgc_to_f(d.v[e]);
-                float xh = fromy ? (zgc_to_f(x.v[e]) - zgc_to_f(bb.v[e])) * zgc_ln_invw(wf)
-                                 : (zgc_to_f(x.v[e]) - mu) * rs;
+                float xh =
+                    fromy ? (zgc_to_f(x.v[e]) - zgc_to_f(bb.v[e])) * zgc_ln_invw(wf) : (zgc_to_f(x.v[e]) - mu) * rs;
                 float dn = dd * wf;
                 mine[k * VW + e] += dd * xh;
                 mine[C + k * VW + e] += dd;
@@ -438,8 +436,8 @@ __global__ void zgc_layernorm_bwd_vec_kernel(T *dinp, float *part, const T *dout
  * b's conversion, the reciprocal and its zero test). */
 template <typename T, int NV, bool SACC, bool FROMY>
 __global__ void __launch_bounds__(ZGC_LN_WARPS * 32, 4)
-zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w, const T *b,
-                             const float *mean, const float *rstd, int N, int C) {
+    zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *src, const T *w, const T *b,
+                                 const float *mean, const float *rstd, int N, int C) {
     constexpr int VW = 16 / sizeof(T);
     constexpr int NA = SACC ? 1 : NV; /* register accumulators (unused with SACC) */
     typedef zgc_vec<T> V;
@@ -542,8 +540,8 @@ zgc_layernorm_bwd_reg_kernel(T *dinp, float *part, const T *dout, const T *src, 
 /* Launches one wave (the resident blocks), at most nblocks; returns the grid size used. */
 template <typename T, int NV, bool FROMY>
 static int zgc_ln_bwd_reg_launch_form(zg_backend *be, void *dinp, float *part, const void *dout, const void *src,
-                                      const void *w, const void *b, const float *mean, const float *rstd, int N,
-                                      int C, int nblocks, size_t smem) {
+                                      const void *w, const void *b, const float *mean, const float *rstd, int N, int C,
+                                      int nblocks, size_t smem) {
     constexpr bool SACC = NV >= 4; /* register accumulators would need 2*NV*VW >= 64 more registers */
     if (smem > 48 * 1024)
         ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_reg_kernel<T, NV, SACC, FROMY>,
@@ -562,9 +560,11 @@ static int zgc_ln_bwd_reg_launch_form(zg_backend *be, void *dinp, float *part, c
 /* fromy (run time) -> FROMY (compile time) */
 template <typename T, int NV>
 static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const void *dout, const void *src,
-                                 const void *w, const void *b, const float *mean, const float *rstd, bool fromy,
-                                 int N, int C, int nblocks, size_t smem) {
-    if (fromy) return zgc_ln_bwd_reg_launch_form<T, NV, true>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
+                                 const void *w, const void *b, const float *mean, const float *rstd, bool fromy, int N,
+                                 int C, int nblocks, size_t smem) {
+    if (fromy)
+        return zgc_ln_bwd_reg_launch_form<T, NV, true>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks,
+                                                       smem);
     return zgc_ln_bwd_reg_launch_form<T, NV, false>(be, dinp, part, dout, src, w, b, mean, rstd, N, C, nblocks, smem);
 }
 
@@ -572,8 +572,8 @@ static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const 
  * asynchronously (cp.async: no registers held while in flight). Each thread later reads back only what it
  * copied itself, so no barrier is needed, only zgc_cp_wait. */
 template <typename T>
-__device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const T *src, const T *dinp, int row,
-                                                  int C, int t, int rg, int nv) {
+__device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const T *src, const T *dinp, int row, int C,
+                                                  int t, int rg, int nv) {
     constexpr int VW = 16 / sizeof(T);
     size_t base = (size_t)row * C;
 #pragma unroll
@@ -597,10 +597,10 @@ __device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const
  * groups' partials). */
 template <typename T, bool FROMY, bool ASYNC>
 __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
-zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
-                             const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
-                             const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C,
-                             int rgw_log2) {
+    zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
+                                 const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
+                                 const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C,
+                                 int rgw_log2) {
     constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1;
     typedef zgc_vec<T> V;
     extern __shared__ __align__(16) float sh_lng[];
@@ -639,8 +639,8 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
         if (ASYNC) {
             /* the next row into the other slot, then wait for this row's copies (all but the newest group) */
             if (row + stride < N)
-                zgc_lng_stage_row(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, dout, src, dinp, row + stride, C, t,
-                                  rg, nv);
+                zgc_lng_stage_row(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, dout, src, dinp, row + stride, C, t, rg,
+                                  nv);
             zgc_cp_commit();
             zgc_cp_wait<1>();
         }
@@ -740,8 +740,8 @@ zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, con
  * the partials' scratch cannot hold it (the caller then uses the warp kernels). */
 template <typename T, bool FROMY, bool ASYNC>
 static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *dout, const void *src, const void *w,
-                                      const void *b, const float *mean, const float *rstd, int N, int C,
-                                      int rgw_log2, float **part_out) {
+                                      const void *b, const float *mean, const float *rstd, int N, int C, int rgw_log2,
+                                      float **part_out) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
     /* partials: at most 32 KB; staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3 arrays x 2 slots) */
     size_t smem = (size_t)groups * 2 * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
@@ -796,8 +796,8 @@ __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *par
 /* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
  * form, mean unused); see the comment above zgc_layernorm_bwd_kernel. */
 void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
-                                   const void *y, const void *w, const void *b, const float *mean, const float *rstd,
-                                   int N, int C) {
+                            const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
+                            int C) {
     zgc_impl *im = zgc_get(be);
     bool fromy = x == NULL;
     const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
@@ -813,16 +813,22 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
             bool async = zgc_lng_async();
             ZGC_DISPATCH(be->act_dtype, T, {
                 if (async)
-                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
-                                 : zgc_ln_bwd_grp_launch_form<T, false, true>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, true>(be, dinp, dout, src, w, b, mean, rstd, N,
+                                                                             C, rgw, &part)
+                                 : zgc_ln_bwd_grp_launch_form<T, false, true>(be, dinp, dout, src, w, b, mean, rstd, N,
+                                                                              C, rgw, &part);
                 else
-                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part)
-                                 : zgc_ln_bwd_grp_launch_form<T, false, false>(be, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, false>(be, dinp, dout, src, w, b, mean, rstd, N,
+                                                                              C, rgw, &part)
+                                 : zgc_ln_bwd_grp_launch_form<T, false, false>(be, dinp, dout, src, w, b, mean, rstd, N,
+                                                                               C, rgw, &part);
             });
             if (used > 0) {
                 ZG_CUDA_LAUNCH_CHECK();
-                ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>(
-                                                     (TG *)dw, (TG *)db, part, used, C)));
+                ZGC_DISPATCH(
+                    be->grad_dtype, TG,
+                    (zgc_layernorm_bwd_reduce_kernel<TG>
+                     <<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>((TG *)dw, (TG *)db, part, used, C)));
                 ZG_CUDA_LAUNCH_CHECK();
                 return;
             }
@@ -841,14 +847,38 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
     if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl <= 8) {
         ZGC_DISPATCH(be->act_dtype, T, {
             switch (nvl) {
-            case 1: used = zgc_ln_bwd_reg_launch<T, 1>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            case 2: used = zgc_ln_bwd_reg_launch<T, 2>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            case 3: used = zgc_ln_bwd_reg_launch<T, 3>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            case 4: used = zgc_ln_bwd_reg_launch<T, 4>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            case 5: used = zgc_ln_bwd_reg_launch<T, 5>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            case 6: used = zgc_ln_bwd_reg_launch<T, 6>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            case 7: used = zgc_ln_bwd_reg_launch<T, 7>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
-            default: used = zgc_ln_bwd_reg_launch<T, 8>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks, smem); break;
+            case 1:
+                used = zgc_ln_bwd_reg_launch<T, 1>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            case 2:
+                used = zgc_ln_bwd_reg_launch<T, 2>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            case 3:
+                used = zgc_ln_bwd_reg_launch<T, 3>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            case 4:
+                used = zgc_ln_bwd_reg_launch<T, 4>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            case 5:
+                used = zgc_ln_bwd_reg_launch<T, 5>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            case 6:
+                used = zgc_ln_bwd_reg_launch<T, 6>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            case 7:
+                used = zgc_ln_bwd_reg_launch<T, 7>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
+            default:
+                used = zgc_ln_bwd_reg_launch<T, 8>(be, dinp, part, dout, src, w, b, mean, rstd, fromy, N, C, nblocks,
+                                                   smem);
+                break;
             }
         });
     } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0) {
@@ -865,12 +895,13 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
                 ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_layernorm_bwd_kernel<TA, TP>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
             zgc_layernorm_bwd_kernel<TA, TP><<<nblocks, ZGC_LN_WARPS * 32, smem, im->stream>>>(
-                (TA *)dinp, part, (const TA *)dout, (const TA *)src, (const TP *)w, (const TP *)b, mean, rstd, fromy,
-                N, C);
+                (TA *)dinp, part, (const TA *)dout, (const TA *)src, (const TP *)w, (const TP *)b, mean, rstd, fromy, N,
+                C);
         });
     }
     ZG_CUDA_LAUNCH_CHECK();
-    ZGC_DISPATCH(be->grad_dtype, TG, (zgc_layernorm_bwd_reduce_kernel<TG><<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>(
-                                         (TG *)dw, (TG *)db, part, used, C)));
+    ZGC_DISPATCH(be->grad_dtype, TG,
+                 (zgc_layernorm_bwd_reduce_kernel<TG>
+                  <<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>((TG *)dw, (TG *)db, part, used, C)));
     ZG_CUDA_LAUNCH_CHECK();
 }

@@ -72,12 +72,21 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     int arows, acols, brows, bcols;
     if (kind == ZGC_MM_FWD) { /* A = w (C x OC) transposed; B = inp (C x N) */
         ta = CUBLAS_OP_T;
-        arows = k; acols = m; brows = k; bcols = n;
+        arows = k;
+        acols = m;
+        brows = k;
+        bcols = n;
     } else if (kind == ZGC_MM_DINP) { /* A = w (C x OC); B = dout (OC x N) */
-        arows = m; acols = k; brows = k; bcols = n;
+        arows = m;
+        acols = k;
+        brows = k;
+        bcols = n;
     } else { /* ZGC_MM_DW: A = inp (C x N); B = dout (OC x N) transposed */
         tb = CUBLAS_OP_T;
-        arows = m; acols = k; brows = n; bcols = k;
+        arows = m;
+        acols = k;
+        brows = n;
+        bcols = k;
     }
     ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
@@ -85,7 +94,8 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e)));
     if (epi == CUBLASLT_EPILOGUE_BGRADB) {
         cudaDataType_t bdt = CUDA_R_32F; /* bias gradient into an fp32 scratch vector */
-        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt, sizeof(bdt)));
+        ZG_CUBLAS_CHECK(
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt, sizeof(bdt)));
     }
     if (epi == CUBLASLT_EPILOGUE_GELU_AUX || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU) {
         int64_t ld = m; /* aux has the layout of D */
@@ -110,8 +120,8 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
      * (beta = 1, C = the residual stream) or an accumulating weight gradient, every partial is then
      * rounded against the large running value and small contributions are lost. */
     uint32_t red = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red,
-                                                         sizeof(red)));
+    ZG_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &red, sizeof(red)));
     /* ZGPT_MATMUL_ALGO=k (a benchmarking knob, read when a plan is made): take the heuristic's
      * (k+1)-th candidate instead of its first (the last one when it returns fewer) */
     cublasLtMatmulHeuristicResult_t cand[ZGC_MM_MAX_CAND];
@@ -119,14 +129,14 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
     int pick = ks != NULL ? atoi(ks) : 0, found = 0;
     if (pick < 0) pick = 0;
     if (pick > ZGC_MM_MAX_CAND - 1) pick = ZGC_MM_MAX_CAND - 1;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, pick + 1,
-                                                       cand, &found);
+    cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(im->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, pick + 1, cand, &found);
     ZG_CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         if (!optional)
             ZG_FATAL("cuBLASLt found no algorithm for a %s matmul m=%d n=%d k=%d epilogue=%d (%s)",
-                     kind == ZGC_MM_FWD ? "forward" : (kind == ZGC_MM_DINP ? "input-gradient" : "weight-gradient"),
-                     m, n, k, epi, cublasGetStatusString(st));
+                     kind == ZGC_MM_FWD ? "forward" : (kind == ZGC_MM_DINP ? "input-gradient" : "weight-gradient"), m,
+                     n, k, epi, cublasGetStatusString(st));
         p->has_algo = 0;
         return NULL;
     }
@@ -136,14 +146,15 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
 }
 
 /* D = A*B + beta*C (+ epilogue); C and D share the layout p->lc. */
-static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void *B, const void *C, void *D,
-                         float beta, const void *bias, const void *aux) {
+static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void *B, const void *C, void *D, float beta,
+                         const void *bias, const void *aux) {
     zgc_impl *im = zgc_get(be);
     if (bias != NULL)
-        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+        ZG_CUBLAS_CHECK(
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     if (aux != NULL)
-        ZG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
-                                                       sizeof(aux)));
+        ZG_CUBLAS_CHECK(
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
     float alpha = 1.f;
     ZG_CUBLAS_CHECK(cublasLtMatmul(im->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, D, p->lc, &p->algo,
                                    im->lt_ws, im->lt_ws_bytes, im->stream));
@@ -154,11 +165,12 @@ static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void 
 void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                         const void *residual, int N, int C, int OC) {
     if (residual != NULL && pre_gelu != NULL)
-        ZG_FATAL("matmul_forward (cuda): residual and pre_gelu together are not supported (N=%d C=%d OC=%d)", N, C,
-                 OC);
+        ZG_FATAL("matmul_forward (cuda): residual and pre_gelu together are not supported (N=%d C=%d OC=%d)", N, C, OC);
     int epi;
-    if (pre_gelu != NULL) epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-    else epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    if (pre_gelu != NULL)
+        epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    else
+        epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     int has_c = residual != NULL;
     const void *cptr = has_c ? residual : out;
     int al[5] = {zgc_align_of(w), zgc_align_of(inp), zgc_align_of(cptr), zgc_align_of(out),
@@ -168,8 +180,7 @@ void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *i
 }
 
 /* dbias (OC) += sum of part (R, OC) over R (fixed order) */
-template <typename TG>
-__global__ void zgc_bias_add_kernel(TG *dbias, const float *part, int R, int OC) {
+template <typename TG> __global__ void zgc_bias_add_kernel(TG *dbias, const float *part, int R, int OC) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= OC) return;
     float s = 0.f;
@@ -178,8 +189,7 @@ __global__ void zgc_bias_add_kernel(TG *dbias, const float *part, int R, int OC)
 }
 
 /* part (gridDim.y, OC): column sums of dout (N,OC) over row slice blockIdx.y; block (32, 8). */
-template <typename TA>
-__global__ void zgc_bias_partial_kernel(float *part, const TA *dout, int N, int OC) {
+template <typename TA> __global__ void zgc_bias_partial_kernel(float *part, const TA *dout, int N, int OC) {
     __shared__ float sh[8][33];
     int c = blockIdx.x * 32 + threadIdx.x;
     int rows_per = (N + gridDim.y - 1) / gridDim.y;
@@ -217,8 +227,8 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
         /* fused: dw += inp^T dout, bias gradient (OC) into an fp32 scratch, then added to dbias */
         float *part = (float *)zgc_scratch(be, ZGC_SCR_BIAS, (size_t)OC * 4, "bias-gradient scratch");
         zgc_plan_run(be, pb, inp, dout, dw, dw, 1.f, part, NULL);
-        ZGC_DISPATCH(be->grad_dtype, TG, (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>(
-                                             (TG *)dbias, part, 1, OC)));
+        ZGC_DISPATCH(be->grad_dtype, TG,
+                     (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>((TG *)dbias, part, 1, OC)));
         ZG_CUDA_LAUNCH_CHECK();
         return;
     }
@@ -231,11 +241,11 @@ bias_only:
         if (R < 1) R = 1;
         float *part = (float *)zgc_scratch(be, ZGC_SCR_BIAS, (size_t)R * OC * 4, "bias-gradient scratch");
         dim3 grid((unsigned)((OC + 31) / 32), (unsigned)R), block(32, 8);
-        ZGC_DISPATCH(be->act_dtype, TA, (zgc_bias_partial_kernel<TA><<<grid, block, 0, im->stream>>>(part, (const TA *)dout,
-                                                                                                     N, OC)));
+        ZGC_DISPATCH(be->act_dtype, TA,
+                     (zgc_bias_partial_kernel<TA><<<grid, block, 0, im->stream>>>(part, (const TA *)dout, N, OC)));
         ZG_CUDA_LAUNCH_CHECK();
-        ZGC_DISPATCH(be->grad_dtype, TG, (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>(
-                                             (TG *)dbias, part, R, OC)));
+        ZGC_DISPATCH(be->grad_dtype, TG,
+                     (zgc_bias_add_kernel<TG><<<(OC + 255) / 256, 256, 0, im->stream>>>((TG *)dbias, part, R, OC)));
         ZG_CUDA_LAUNCH_CHECK();
     }
 }

@@ -12,8 +12,7 @@
  * vector's squares are summed in fp32, then added to a double accumulator (one fp64 add per
  * vector keeps the kernel bandwidth-bound). The tail (n mod vector width) is done by block 0.
  * inf/nan propagate, which is how overflow is detected. */
-template <typename T, bool VEC>
-__global__ void zgc_sumsq_kernel(double *part, const T *x, size_t n) {
+template <typename T, bool VEC> __global__ void zgc_sumsq_kernel(double *part, const T *x, size_t n) {
     __shared__ double sh[32];
     double d = 0.0;
     size_t tid = blockIdx.x * (size_t)blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
@@ -58,8 +57,10 @@ double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n) {
     double *part = (double *)zgc_scratch(be, ZGC_SCR_PARTIALS, (size_t)nb * sizeof(double), "norm partial sums");
     bool vec = ((uintptr_t)buf % 16) == 0;
     ZGC_DISPATCH(dt, T, {
-        if (vec) zgc_sumsq_kernel<T, true><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
-        else zgc_sumsq_kernel<T, false><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
+        if (vec)
+            zgc_sumsq_kernel<T, true><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
+        else
+            zgc_sumsq_kernel<T, false><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
     });
     ZG_CUDA_LAUNCH_CHECK();
     zgc_download(be, im->partials_host, part, (size_t)nb * sizeof(double));
@@ -68,8 +69,7 @@ double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n) {
     return s;
 }
 
-template <typename T>
-__global__ void zgc_scale_kernel(T *x, size_t n, float s) {
+template <typename T> __global__ void zgc_scale_kernel(T *x, size_t n, float s) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = zgc_from_f<T>(zgc_to_f(x[i]) * s);
 }
@@ -100,7 +100,10 @@ __device__ __forceinline__ int zgc_seg_of(const zgc_seg_dev *segs, int n_segs, u
     int lo = 0, hi = n_segs - 1;
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (segs[mid].first_block <= b) lo = mid; else hi = mid - 1;
+        if (segs[mid].first_block <= b)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return lo;
 }
@@ -122,12 +125,10 @@ __device__ __forceinline__ float zgc_lamb_dir(float m, float v, float p, float w
 /* Lamb pass 1: the moments, and per segment the sums of p^2 and u^2 (norms[2s], norms[2s+1]; zeroed
  * before the launch), block-reduced and added with one atomic per block. */
 template <typename TP, typename TG>
-__global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_moments_kernel(const TP *param, const float *master,
-                                                                             const TG *grad, float *m, float *v,
-                                                                             const zgc_seg_dev *segs, int n_segs,
-                                                                             float b1, float b2, float eps,
-                                                                             int eps_inside, float gscale,
-                                                                             unsigned block_base, double *norms) {
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS)
+    zgc_lamb_moments_kernel(const TP *param, const float *master, const TG *grad, float *m, float *v,
+                            const zgc_seg_dev *segs, int n_segs, float b1, float b2, float eps, int eps_inside,
+                            float gscale, unsigned block_base, double *norms) {
     unsigned b = blockIdx.x + block_base;
     int s = zgc_seg_of(segs, n_segs, b);
     zgc_seg_dev sg = segs[s];
@@ -169,12 +170,10 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_moments_kernel(cons
 
 /* Lamb pass 2: p -= step_size * clamp(||p|| / ||u||) * u, with u recomputed from the stored moments. */
 template <typename TP>
-__global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_apply_kernel(TP *param, float *master, const float *m,
-                                                                           const float *v, const zgc_seg_dev *segs,
-                                                                           int n_segs, float step_size, float eps,
-                                                                           int eps_inside, float max_coeff,
-                                                                           float min_coeff, unsigned block_base,
-                                                                           const double *norms) {
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS)
+    zgc_lamb_apply_kernel(TP *param, float *master, const float *m, const float *v, const zgc_seg_dev *segs, int n_segs,
+                          float step_size, float eps, int eps_inside, float max_coeff, float min_coeff,
+                          unsigned block_base, const double *norms) {
     unsigned b = blockIdx.x + block_base;
     int s = zgc_seg_of(segs, n_segs, b);
     zgc_seg_dev sg = segs[s];
@@ -197,11 +196,9 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_lamb_apply_kernel(TP *pa
 
 /* Block b finds its segment by binary search over first_block, then updates one chunk of it. */
 template <typename TP, typename TG>
-__global__ void __launch_bounds__(ZGC_ADAM_THREADS) zgc_adamw_kernel(TP *param, float *master, const TG *grad, float *m,
-                                                                      float *v, const zgc_seg_dev *segs, int n_segs,
-                                                                      float lr, float b1, float b2, float eps,
-                                                                      float bc1, float bc2, float gscale,
-                                                                      unsigned block_base) {
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS)
+    zgc_adamw_kernel(TP *param, float *master, const TG *grad, float *m, float *v, const zgc_seg_dev *segs, int n_segs,
+                     float lr, float b1, float b2, float eps, float bc1, float bc2, float gscale, unsigned block_base) {
     unsigned b = blockIdx.x + block_base; /* block_base: the first block of the segments updated */
     zgc_seg_dev sg = segs[zgc_seg_of(segs, n_segs, b)];
     size_t start = (size_t)(b - sg.first_block) * ZGC_ADAM_CHUNK;
@@ -224,7 +221,8 @@ void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
     zgc_impl *im = zgc_get(be);
     if (a->n_segs <= 0) return;
     if (a->master == NULL && be->param_dtype != ZG_F32)
-        ZG_FATAL("adamw: master weights are required when parameters are %s", be->param_dtype == ZG_BF16 ? "bf16" : "fp16");
+        ZG_FATAL("adamw: master weights are required when parameters are %s",
+                 be->param_dtype == ZG_BF16 ? "bf16" : "fp16");
     size_t bytes = (size_t)a->n_segs * sizeof(zgc_seg_dev);
     zgc_seg_dev *tab = (zgc_seg_dev *)zg_malloc(bytes);
     unsigned total = 0;
@@ -263,19 +261,23 @@ void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
         size_t nb = (size_t)a->n_segs * 2 * sizeof(double);
         double *norms = (double *)zgc_scratch(be, ZGC_SCR_LAMB, nb, "Lamb norms");
         ZG_CUDA_CHECK(cudaMemsetAsync(norms, 0, nb, im->stream));
-        ZGC_DISPATCH_ALL(be->param_dtype, TP, TG, (zgc_lamb_moments_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-            (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs,
-            a->beta1, a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, b0, norms)));
+        ZGC_DISPATCH_ALL(
+            be->param_dtype, TP, TG,
+            (zgc_lamb_moments_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+                (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs,
+                a->beta1, a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, b0, norms)));
         ZG_CUDA_LAUNCH_CHECK();
         float step_size = a->lr * sqrtf(bc2) / bc1;
-        ZGC_DISPATCH(be->param_dtype, TP, (zgc_lamb_apply_kernel<TP><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-            (TP *)a->param, a->master, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, step_size, a->eps,
-            a->eps_inside_sqrt, a->max_coeff, a->min_coeff, b0, norms)));
+        ZGC_DISPATCH(be->param_dtype, TP,
+                     (zgc_lamb_apply_kernel<TP><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+                         (TP *)a->param, a->master, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, step_size, a->eps,
+                         a->eps_inside_sqrt, a->max_coeff, a->min_coeff, b0, norms)));
         ZG_CUDA_LAUNCH_CHECK();
         return;
     }
-    ZGC_DISPATCH_ALL(be->param_dtype, TP, TG, (zgc_adamw_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-        (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, a->lr,
-        a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale, b0)));
+    ZGC_DISPATCH_ALL(be->param_dtype, TP, TG,
+                     (zgc_adamw_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+                         (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab,
+                         a->n_segs, a->lr, a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale, b0)));
     ZG_CUDA_LAUNCH_CHECK();
 }

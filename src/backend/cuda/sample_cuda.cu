@@ -189,7 +189,7 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
     zgc_impl *im = zgc_get(be);
     if (B < 1) return;
     ZGC_DISPATCH(be->act_dtype, T,
-                 (zgc_sample_kernel<T><<<(unsigned)B, ZGC_SAMPLE_THREADS, 0, im->stream>>>(
-                     ids, (const T *)logits, rows, counter, V, Vp)));
+                 (zgc_sample_kernel<T>
+                  <<<(unsigned)B, ZGC_SAMPLE_THREADS, 0, im->stream>>>(ids, (const T *)logits, rows, counter, V, Vp)));
     ZG_CUDA_LAUNCH_CHECK();
 }
