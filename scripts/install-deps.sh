@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # from these; with systemd, installing them may start Debian's default services, which the tests do not use.
 pkgs=(build-essential cmake pkg-config libpcre2-dev libcjson-dev libopenblas-dev libxxhash-dev
       libcurl4-openssl-dev libopenmpi-dev openmpi-bin nodejs npm slurmctld slurmd slurm-client munge
-      xxhash)  # xxhsum: the tests edit checkpoints as a careful user would (manifest checksums)
+      xxhash clang-format)  # clang-format: tests/style; xxhsum: the tests edit checkpoints as a careful user would (manifest checksums)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
