@@ -157,6 +157,13 @@ static int zgc_lng_wanted(void) {
     const char *v = getenv("ZGPT_LN");
     return v == NULL || strcmp(v, "warp") != 0;
 }
+/* The forward's row-group kernel only when asked for (ZGPT_LN=group): on the H200 at XL's shape the warp
+ * kernels' forward measured 0.0406-0.0412 ms against 0.0548-0.0572 ms (two calls, docs/PERFORMANCE.md
+ * v0.10), while the row-group backward beat the warp backward 0.085-0.088 ms to 0.120-0.122 ms. */
+static int zgc_lng_fwd_wanted(void) {
+    const char *v = getenv("ZGPT_LN");
+    return v != NULL && strcmp(v, "group") == 0;
+}
 static bool zgc_lng_async(void) {
     const char *v = getenv("ZGPT_LN");
     return v == NULL || strcmp(v, "group") != 0;
@@ -256,7 +263,8 @@ void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
     uintptr_t al = (uintptr_t)out | (uintptr_t)inp | (uintptr_t)w | (uintptr_t)b;
     int nvl = (C / vw + 31) / 32; /* 16-byte vectors per lane */
     int rgw = zgc_lng_rgw_log2(C / vw);
-    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && rgw >= 0 && C >= vw && zgc_lng_wanted()) {
+    if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && rgw >= 0 && C >= vw &&
+        zgc_lng_fwd_wanted()) {
         ZGC_DISPATCH(be->act_dtype, T, zgc_ln_fwd_grp_launch<T>(be, out, mean, rstd, inp, w, b, N, C, rgw));
     } else if (be->param_dtype == be->act_dtype && C % vw == 0 && al % 16 == 0 && nvl >= 1 && nvl <= 8) {
         ZGC_DISPATCH(be->act_dtype, T, {
