@@ -127,6 +127,21 @@ int zg_dir_sync(const char *path) {
     return 0;
 }
 
+int zg_dir_sync_parent(const char *path) {
+    char *dir = zg_strdup(path), *slash = strrchr(dir, '/');
+    if (slash) {
+        if (slash == dir)
+            slash[1] = '\0'; /* "/name": the root */
+        else
+            *slash = '\0';
+    } else {
+        strcpy(dir, ".");
+    }
+    int rc = zg_dir_sync(dir);
+    free(dir);
+    return rc;
+}
+
 char *zg_path_join(const char *a, const char *b) {
     size_t na = strlen(a), nb = strlen(b);
     while (na > 1 && a[na - 1] == '/') na--;
@@ -234,18 +249,7 @@ int zg_atomic_commit(zg_atomic_file *af, uint64_t *checksum_out) {
         return -1;
     }
     if (checksum_out) *checksum_out = XXH3_64bits_digest(af->hash_state);
-    char *dir = zg_strdup(af->path);
-    char *slash = strrchr(dir, '/');
-    if (slash) {
-        if (slash == dir)
-            slash[1] = '\0';
-        else
-            *slash = '\0';
-    } else {
-        strcpy(dir, ".");
-    }
-    rc = zg_dir_sync(dir);
-    free(dir);
+    rc = zg_dir_sync_parent(af->path);
     atomic_release(af);
     return rc;
 }

@@ -22,6 +22,8 @@ int zg_dir_remove_flat(const char *path);
 int zg_path_is_link(const char *path, char *target, size_t cap);
 /* fsync a directory so a rename inside it is durable. */
 int zg_dir_sync(const char *path);
+/* zg_dir_sync of the folder that holds `path` ("." for a bare name): after a rename into it. */
+int zg_dir_sync_parent(const char *path);
 /* Joins a and b with one '/', into a heap string. */
 char *zg_path_join(const char *a, const char *b);
 

@@ -205,19 +205,7 @@ int zg_ckpt_io_finish(zg_ckpt_io_file *f, int ok) {
             if (atomic_load(&f->failed)) zg_errorf("%s", f->error);
             unlink(f->tmp_path);
         }
-        if (rc == 0) {
-            char *dir = zg_strdup(f->path), *slash = strrchr(dir, '/');
-            if (slash) {
-                if (slash == dir)
-                    slash[1] = '\0';
-                else
-                    *slash = '\0';
-            } else {
-                strcpy(dir, ".");
-            }
-            rc = zg_dir_sync(dir);
-            free(dir);
-        }
+        if (rc == 0) rc = zg_dir_sync_parent(f->path);
     } else {
         rc = -1;
     }
