@@ -70,7 +70,8 @@
 #            parameters (fp32, and the offload's fp16 mixed precision) against torch.optim.AdamW(fused=True)
 #            and the host's copy/triad bandwidth (bench/cpu_adamw_bench.sh); (4) reach: the largest
 #            GPT-2-shaped model zgpt plan says fits with and without offload, trained 3 iterations each.
-#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4"); about 8 minutes (not in the default list)
+#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
+#            "none off offrc"), ZG_OFFLOAD_SET extra train options for them; about 8 minutes (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
@@ -86,6 +87,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 RESULTS=${OUT:-/tmp}
+mkdir -p "$RESULTS"
 LOG_DIR=$(mktemp -d /tmp/zgpt-val-logs.XXXXXX)
 PHASES=${*:-"build ops watchdog parity curve resume fp16 bench multi faults xlstart guide dp2 demo benchxl"}
 SUMMARY="$RESULTS/gpu-validate-summary.txt"
@@ -720,8 +722,9 @@ if has offload; then
     # (2) the guide's job on one GPU: GPT-2 XL scratch, ZeRO-2, micro-batch 1 x 32, fp16 (loss scale from
     # 2^10 so that nearly every step is a real one: skipped steps run no optimizer); median over the
     # non-skipped iterations from 1
-    for v in none off offrc; do
-      sets=(); [ $v != none ] && sets=("${OFF[@]}")
+    read -r -a OG_SET <<< "${ZG_OFFLOAD_SET:-}"
+    for v in ${ZG_OFFLOAD_VARIANTS:-none off offrc}; do
+      sets=("${OG_SET[@]}"); [ $v != none ] && sets+=("${OFF[@]}")
       [ $v = offrc ] && sets+=(--set recompute=true --set recompute_layernorm=true)
       timeout -k 20 150 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 --set fp16.initial_scale_power=10 "${sets[@]}" \
           --gpus 1 > "$LOG_DIR/offload_guide_$v.log" 2>&1
