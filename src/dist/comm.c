@@ -41,7 +41,6 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
     if (strcmp(name, "mpi") == 0 || strcmp(name, "nccl") == 0) {
         double bound = 0;
         if (zg_startup_timeout(zg_comm_default_timeout(c.timeout_s), &bound) != 0) return -1;
-        if (env.size > 1) zg_log_set_rank(env.rank);
         if (zg_startup_guard_arm(&guard, bound, env.rank, env.size, zg_launch_src_name(env.source), c.stop_flag) != 0)
             return -1;
         c.startup = &guard;

@@ -31,19 +31,22 @@ static const char *signal_name(int sig) {
     return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "a stop signal";
 }
 
-/* Runs with g->mu held; returns only while start-up may still finish. */
+/* Runs with g->mu held; returns only while start-up may still finish. The log rank ("zgpt[rank R]") is
+ * set only here, just before the process ends: the communicator sets it once the ranks are known. */
 static void guard_check(zg_startup_guard *g) {
     double now = zg_now_s();
     int sig = g->stop_flag ? (int)*g->stop_flag : 0;
     if (sig && g->stop_seen_s < 0) g->stop_seen_s = now;
-    if (sig && now - g->stop_seen_s > ZG_STARTUP_SIGNAL_GRACE_S) {
+    int stop = sig && now - g->stop_seen_s > ZG_STARTUP_SIGNAL_GRACE_S, late = now - g->start_s > g->bound_s;
+    if ((stop || late) && g->size > 1) zg_log_set_rank(g->rank);
+    if (stop) {
         zg_fatal_report(__FILE__, __LINE__,
                         "rank %d of %d (%s): %s during start-up, still waiting in %s %.0f s later; ending this "
                         "rank (nothing was written yet)",
                         g->rank, g->size, g->launcher, signal_name(sig), g->phase, ZG_STARTUP_SIGNAL_GRACE_S);
         _exit(128 + sig); /* not exit(): MPI's atexit teardown can block where start-up is stuck */
     }
-    if (now - g->start_s > g->bound_s) {
+    if (late) {
         zg_fatal_report(__FILE__, __LINE__,
                         "rank %d of %d (%s): start-up did not finish within %.0f s: still waiting in %s; check %s "
                         "(ZGPT_STARTUP_TIMEOUT sets this bound)",

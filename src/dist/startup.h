@@ -26,7 +26,7 @@
 #include <pthread.h>
 #include <signal.h>
 
-#define ZG_STARTUP_SIGNAL_GRACE_S 3.0
+#define ZG_STARTUP_SIGNAL_GRACE_S 10.0
 
 typedef struct {
     pthread_t thread;
