@@ -48,7 +48,7 @@ static void guard_check(zg_startup_guard *g) {
     }
     if (late) {
         zg_fatal_report(__FILE__, __LINE__,
-                        "rank %d of %d (%s): start-up did not finish within %.0f s: still waiting in %s; check %s "
+                        "rank %d of %d (%s): start-up did not finish within %g s: still waiting in %s; check %s "
                         "(ZGPT_STARTUP_TIMEOUT sets this bound)",
                         g->rank, g->size, g->launcher, g->bound_s, g->phase, g->hint);
         _exit(1);
