@@ -91,11 +91,12 @@ typedef struct {
                             * stream when be is one, else the legacy default stream) */
     int max_ctas;         /* nccl: most thread blocks (channels) a collective may use; 0: NCCL's choice.
                             * $NCCL_MAX_CTAS, when set, wins. */
-    volatile sig_atomic_t *stop_flag; /* the caller's stop-signal flag (NULL: none): a stop signal during
-                                       * start-up ends the process when start-up does not finish soon
-                                       * after it (dist/startup.h) */
-    zg_startup_guard *startup;        /* set by zg_comm_create for the backends: the start-up deadline, whose
-                                       * phase they name as they go (NULL: unguarded) */
+    /* The caller's stop-signal flag (NULL: none): a stop signal during start-up ends the process when
+     * start-up does not finish soon after it (dist/startup.h). */
+    volatile sig_atomic_t *stop_flag;
+    /* Set by zg_comm_create for the backends: the start-up deadline, whose step they name as they go
+     * (NULL: unguarded). */
+    zg_startup_guard *startup;
 } zg_comm_config;
 
 /* Creates the communicator. "auto": nccl when the process was started by zgpt's GPU launcher (or

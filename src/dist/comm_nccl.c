@@ -158,12 +158,7 @@ static void *watchdog_main(void *arg) {
             _exit(1); /* not exit(): the main thread may be inside CUDA or NCCL */
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        zg_realtime_after_ms(&ts, 200);
         pthread_cond_timedwait(&m->cv, &m->mu, &ts);
     }
     pthread_mutex_unlock(&m->mu);
@@ -532,7 +527,8 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
         }
         zg_startup_guard *guard = cfg ? cfg->startup : NULL;
         if (!inited) {
-            zg_startup_guard_phase(guard, "MPI_Init (the bootstrap that shares the NCCL id; it returns once every "
+            zg_startup_guard_phase(guard,
+                                   "MPI_Init (the bootstrap that shares the NCCL id; it returns once every "
                                    "rank has reached it)",
                                    "that every rank was started and is running (none stopped, crashed or still "
                                    "queued), that the launcher's process manager is alive (mpirun and its orted, "

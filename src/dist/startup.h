@@ -32,14 +32,14 @@ typedef struct {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int running; /* the thread was started (and must be joined) */
-    int done;    /* set by disarm */
+    int running;              /* the thread was started (and must be joined) */
+    int done;                 /* set by disarm */
     const char *phase, *hint; /* what start-up waits for now, what to check (string literals) */
     double start_s, bound_s;
-    double stop_seen_s;                /* when the stop flag was first seen set (< 0: not yet) */
-    volatile sig_atomic_t *stop_flag;  /* the caller's signal flag (NULL: none) */
-    int rank, size;                    /* from the launcher's environment */
-    const char *launcher;              /* zg_launch_src_name() */
+    double stop_seen_s;               /* when the stop flag was first seen set (< 0: not yet) */
+    volatile sig_atomic_t *stop_flag; /* the caller's signal flag (NULL: none) */
+    int rank, size;                   /* from the launcher's environment */
+    const char *launcher;             /* zg_launch_src_name() */
 } zg_startup_guard;
 
 /* The start-up bound in seconds for a collective timeout of comm_timeout_s; -1 with an error naming

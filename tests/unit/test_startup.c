@@ -68,7 +68,7 @@ static void disarmed_in_time(void) {
     sleep_ms(300);
     zg_startup_guard_disarm(&g);
     zg_startup_guard_disarm(&g); /* twice: a no-op */
-    sleep_ms(300);          /* the thread is gone: nothing fires */
+    sleep_ms(300);               /* the thread is gone: nothing fires */
 }
 
 static void never_finishes(void) {
