@@ -36,6 +36,15 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
         else
             name = "mpi";
     }
+    /* MPI_Init and the set-up collectives have no deadline of their own: a guard thread gives them one */
+    zg_startup_guard guard = {0};
+    if (strcmp(name, "mpi") == 0 || strcmp(name, "nccl") == 0) {
+        double bound = 0;
+        if (zg_startup_timeout(zg_comm_default_timeout(c.timeout_s), &bound) != 0) return -1;
+        if (zg_startup_guard_arm(&guard, bound, env.rank, env.size, zg_launch_src_name(env.source), c.stop_flag) != 0)
+            return -1;
+        c.startup = &guard;
+    }
     int rc;
     if (strcmp(name, "single") == 0) {
         if (env.size > 1)
@@ -47,6 +56,7 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
 #ifdef ZGPT_WITH_MPI
         rc = zg_comm_mpi_create(out, &c);
 #else
+        zg_startup_guard_disarm(&guard);
         return zg_errorf("started with %d ranks (%s) but this zgpt was built without MPI; rebuild with "
                          "Open MPI installed (libopenmpi-dev) or use --gpus on a CUDA build",
                          env.size, zg_launch_src_name(env.source));
@@ -55,11 +65,13 @@ int zg_comm_create(zg_comm **out, const zg_comm_config *cfg) {
 #ifdef ZGPT_WITH_NCCL
         rc = zg_comm_nccl_create(out, &c);
 #else
+        zg_startup_guard_disarm(&guard);
         return zg_errorf("the NCCL communicator needs a CUDA build of zgpt with NCCL (libnccl-dev)");
 #endif
     } else {
         return zg_errorf("unknown communicator '%s' (expected auto, single, mpi or nccl)", name);
     }
+    zg_startup_guard_disarm(&guard);
     if (rc == 0 && (*out)->size > 1) {
         zg_log_set_rank((*out)->rank);
         if (zg_heartbeat_attach(&(*out)->hb, (*out)->rank) != 0) {

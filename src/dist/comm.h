@@ -36,7 +36,9 @@
 
 #include "backend/backend.h"
 #include "dist/heartbeat.h"
+#include "dist/startup.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -89,12 +91,20 @@ typedef struct {
                             * stream when be is one, else the legacy default stream) */
     int max_ctas;         /* nccl: most thread blocks (channels) a collective may use; 0: NCCL's choice.
                             * $NCCL_MAX_CTAS, when set, wins. */
+    /* The caller's stop-signal flag (NULL: none): a stop signal during start-up ends the process when
+     * start-up does not finish soon after it (dist/startup.h). */
+    volatile sig_atomic_t *stop_flag;
+    /* Set by zg_comm_create for the backends: the start-up deadline, whose step they name as they go
+     * (NULL: unguarded). */
+    zg_startup_guard *startup;
 } zg_comm_config;
 
 /* Creates the communicator. "auto": nccl when the process was started by zgpt's GPU launcher (or
  * cfg->be is a CUDA backend and the world size is > 1), mpi when an MPI launcher started it with
  * more than one rank, single otherwise. Returns -1 with an error when the backend is not compiled in
- * (e.g. started by mpirun -np 4 but built without MPI) or initialisation fails. Sets the log rank. */
+ * (e.g. started by mpirun -np 4 but built without MPI) or initialisation fails. Sets the log rank.
+ * The mpi and nccl start-ups (MPI_Init, the NCCL id broadcast, the set-up collectives) run under a
+ * deadline (dist/startup.h): a start-up that never finishes ends the process naming the rank. */
 int zg_comm_create(zg_comm **out, const zg_comm_config *cfg);
 void zg_comm_destroy(zg_comm *c);
 

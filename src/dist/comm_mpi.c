@@ -294,7 +294,12 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
         free(c);
         return -1;
     }
+    zg_startup_guard *guard = cfg ? cfg->startup : NULL;
     if (!inited) {
+        zg_startup_guard_phase(guard, "MPI_Init_thread (it returns once every rank has reached it)",
+                               "that every rank was started and is running (none stopped, crashed or still "
+                               "queued), that the launcher's process manager is alive (mpirun and its orted, or "
+                               "srun --mpi=pmix and slurmstepd), and that the nodes reach each other");
         int provided = 0;
         if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
             free(m);
@@ -312,6 +317,9 @@ int zg_comm_mpi_create(zg_comm **out, const zg_comm_config *cfg) {
                      "%s started %d ranks but MPI sees %d; this MPI does not match the "
                      "launcher (under srun use --mpi=pmix with an MPI built with PMIx)",
                      zg_launch_src_name(env.source), env.size, c->size);
+    zg_startup_guard_phase(guard, "MPI_Comm_dup, the first collective of the communicator's set-up",
+                           "that every rank got past MPI_Init (their logs), and the network between the nodes "
+                           "(Open MPI: OMPI_MCA_btl_tcp_if_include)");
     ZG_CHECK_MPI(c, "init", MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));
     ZG_CHECK_MPI(c, "init", MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN));
     MPI_Comm local;

@@ -158,12 +158,7 @@ static void *watchdog_main(void *arg) {
             _exit(1); /* not exit(): the main thread may be inside CUDA or NCCL */
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        zg_realtime_after_ms(&ts, 200);
         pthread_cond_timedwait(&m->cv, &m->mu, &ts);
     }
     pthread_mutex_unlock(&m->mu);
@@ -530,7 +525,14 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
             free(c);
             return -1;
         }
+        zg_startup_guard *guard = cfg ? cfg->startup : NULL;
         if (!inited) {
+            zg_startup_guard_phase(guard,
+                                   "MPI_Init (the bootstrap that shares the NCCL id; it returns once every "
+                                   "rank has reached it)",
+                                   "that every rank was started and is running (none stopped, crashed or still "
+                                   "queued), that the launcher's process manager is alive (mpirun and its orted, "
+                                   "or srun --mpi=pmix and slurmstepd), and that the nodes reach each other");
             if (MPI_Init(NULL, NULL) != MPI_SUCCESS) nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Init failed");
             m->mpi_inited = 1;
         }
@@ -542,6 +544,9 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
                           zg_launch_src_name(env.source), env.size, mpi_size);
         if (env.rank == 0 && ncclGetUniqueId(&id) != ncclSuccess)
             nccl_fatal_at(c, __FILE__, __LINE__, "ncclGetUniqueId failed");
+        zg_startup_guard_phase(guard, "the NCCL id broadcast from rank 0 (MPI_Bcast)",
+                               "that rank 0 is running and got past MPI_Init (its log), and the network between "
+                               "the nodes");
         if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
             nccl_fatal_at(c, __FILE__, __LINE__, "MPI_Bcast of the NCCL id failed");
 #else
@@ -574,6 +579,9 @@ int zg_comm_nccl_create(zg_comm **out, const zg_comm_config *cfg) {
      * against 340 with 4 blocks.) */
     const char *env_ctas = getenv("NCCL_MAX_CTAS");
     if (cfg && cfg->max_ctas > 0 && !(env_ctas && *env_ctas)) config.maxCTAs = cfg->max_ctas;
+    zg_startup_guard_phase(cfg ? cfg->startup : NULL, "ncclCommInitRankConfig (NCCL's bootstrap of every rank)",
+                           "that every rank is running and reached start-up, and the network between the nodes "
+                           "(NCCL_SOCKET_IFNAME; NCCL_DEBUG=INFO shows what NCCL waits for)");
     ncclResult_t rc = ncclCommInitRankConfig(&m->comm, c->size, id, c->rank, &config);
     if (rc != ncclSuccess && rc != ncclInProgress)
         nccl_fatal_at(c, __FILE__, __LINE__, "ncclCommInitRankConfig failed: %s", ncclGetErrorString(rc));

@@ -998,6 +998,7 @@ static int setup_parallel(trainer *tr) {
     cc.backend = tr->world > 1 ? "auto" : "single";
     cc.be = tr->be;
     cc.max_ctas = zg_train_config_comm_max_ctas(tr->cfg, tr->one_machine);
+    cc.stop_flag = &g_stop_signal; /* a stop signal while MPI starts up is not left for an iteration boundary */
     if (zg_comm_create(&tr->comm, &cc) != 0) return -1;
     if (tr->comm->size != tr->world)
         return zg_errorf("the communicator has %d ranks but the launcher said %d", tr->comm->size, tr->world);

@@ -8,6 +8,7 @@
 #    same as `--nproc 2`;
 #  - a rank killed with SIGKILL (as by the OOM killer; Slurm cannot cancel one task of a step) ends the
 #    job within seconds, FAILED, and the job log names the task, which is the rank;
+#  - a task stopped before MPI_Init: rank 0 ends at ZGPT_STARTUP_TIMEOUT naming itself, nothing left;
 #  - srun without PMIx (--mpi=none): one line per rank saying to use srun --mpi=pmix;
 #  - docs/DISTRIBUTED.md shows scripts/train.sbatch as it is.
 # Skipped, with the reason, where the cluster cannot run (see slurm_common.inc).
@@ -94,6 +95,21 @@ took=$((SECONDS - t0))
 grep -q "task 1: Killed" kill.out || fail "the job log does not name task 1: $(tail -8 kill.out)"
 grep -q "srun exited with status 0" kill.out && fail "srun reported success after a rank was killed"
 echo "ok kill -9 of rank 1: job FAILED $took s later, the log says '$(grep -m1 'task 1: Killed' kill.out)'"
+
+# a task that never reaches MPI_Init (stopped in the shell that would exec zgpt): rank 0 ends at the
+# start-up deadline naming itself, the step fails, nothing is left (before: rank 0 waited in MPI_Init
+# for good and ignored SIGTERM)
+SECONDS=0
+rc=0
+ZGPT_STARTUP_TIMEOUT=5 timeout 120 salloc -Q -N 1 -n 2 srun --mpi=pmix sh -c \
+    'if [ "$SLURM_PROCID" = 1 ]; then kill -STOP $$; fi; exec "$0" "$@"' \
+    "$ZGPT" train --config d.json --set out_dir=stall > stall.log 2>&1 || rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "srun, task 1 stopped before MPI_Init: exit status $rc: $(cat stall.log)"
+[ $SECONDS -le 60 ] || fail "srun, task 1 stopped before MPI_Init: took $SECONDS s with ZGPT_STARTUP_TIMEOUT=5"
+grep -q "rank 0 of 2 (srun): start-up did not finish within 5 s: still waiting in MPI_Init_thread" stall.log \
+    || fail "srun, task 1 stopped before MPI_Init: no line naming rank 0: $(cat stall.log)"
+[ -z "$(slurm_strays)" ] || fail "srun, task 1 stopped before MPI_Init: left $(slurm_strays | tr '\n' ' ')"
+echo "ok srun, task 1 stopped before MPI_Init: ended in $SECONDS s, '$(grep -o 'rank 0 of 2 (srun).*MPI_Init_thread' stall.log)'"
 
 # srun without PMIx: a clear error from every rank, not Open MPI's page of advice
 rc=0
