@@ -48,6 +48,7 @@ typedef struct {
     zg_ckpt_io_mode mode; /* in use: buffered after a fallback */
     size_t chunk;
     int n_threads, started;
+    int preallocate; /* allocate the file's blocks before the threads start (the strategy's) */
     pthread_t threads[ZG_CKPT_IO_MAX_THREADS];
     size_t to;          /* the threads write [first, to) */
     atomic_size_t next; /* next chunk offset the threads take */
