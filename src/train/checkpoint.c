@@ -1299,8 +1299,8 @@ static void *moments_main(void *arg) {
     int rc = 0;
     for (int i = 0; i < mo->n_jobs; i++) {
         struct zg_ckpt_moments_job *j = &mo->jobs[i];
-        if (rc == 0) rc = read_pipelined(j->path, NULL, 1, j->lo, j->hi, j->sinks, j->n_sinks, j->hashed ? &j->h : NULL,
-                                         NULL);
+        if (rc == 0)
+            rc = read_pipelined(j->path, NULL, 1, j->lo, j->hi, j->sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL);
         if (j->hashed) {
             uint64_t got = zg_hasher_final(&j->h);
             j->hashed = 0;

@@ -672,7 +672,7 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
  * published first. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
-    if (moments_wait(tr) != 0) return -1; /* a save before the first update (a skipped step) */
+    if (moments_wait(tr) != 0) return -1;     /* a save before the first update (a skipped step) */
     double t0 = zg_now_s();
     if (bg_flush(tr) != 0) return -1; /* at most one save in flight */
     double waited = zg_now_s() - t0;
@@ -703,6 +703,7 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         }
     }
     if (rc == 0 && root && !have_params) gpt2_params_download(&tr->model, tr->host_params); /* saved synchronously */
+    double t_write = zg_now_s();
     if (rc == 0) {
         /* agreed across ranks; on failure rank 0's partial folder is already removed */
         rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag);
@@ -714,6 +715,13 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params, tr->opt->param_dtype);
         if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
         free(state);
+        if (rc == 0 && !tr->opts->quiet) { /* every file of the checkpoint (all ranks' shards), written in parallel */
+            uint64_t bytes = 0;
+            for (int i = 0; i < w.n_files; i++) bytes += w.files[i].size;
+            double s = zg_now_s() - t_write;
+            printf("checkpoint %s: saved synchronously: wrote %.2f GB in %.2f s (%.2f GB/s)\n", tag, bytes / 1e9, s,
+                   s > 0 ? bytes / 1e9 / s : 0.0);
+        }
         if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1); /* removes its folder itself on failure */
         begun = 0;
     }
@@ -1184,8 +1192,8 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             if (mo->sync_reason)
                 printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s; the Adam "
                        "moments were read now: %s)\n",
-                       zg_optimizer_state_bytes(tr.opt) / 1e9, dt, dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0,
-                       mo->sync_reason);
+                       zg_optimizer_state_bytes(tr.opt) / 1e9, dt,
+                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->sync_reason);
             else if (tr.opt->master)
                 printf("resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s); the Adam "
                        "moments (%.2f GB) are read in the background until the first update\n",
@@ -1240,7 +1248,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         rc = run_loop(&tr, prec);
     }
     zg_ckpt_moments_free(&tr.moments); /* an error before the first update: the reading thread is joined */
-    bg_abandon(&tr); /* only an error left a save in flight: it is dropped, `latest` stays */
+    bg_abandon(&tr);                   /* only an error left a save in flight: it is dropped, `latest` stays */
     zg_ckpt_bg_free(&tr.bg);
 
     if (tr.metrics && fclose(tr.metrics) != 0 && rc == 0)
