@@ -45,7 +45,9 @@
 #            same disk in the same call (goal >= 80%), bytes per parameter, seconds from `zgpt train
 #            --resume` to its first iteration line (goal <= 8 s) with the resume's own timing lines; then
 #            the guide's schedule (a save every 5 iterations, 30 iterations): wall clock against bytes
-#            written / dd's rate (disk-bound, not trainer-bound). ~6-7 minutes (not in the default list)
+#            written / dd's rate (disk-bound, not trainer-bound); the start-up cost of the snapshot's
+#            pinned memory; tests/bench/ckpt_write.c on the same disk (threads, preallocation); a
+#            synchronous save's GB/s. ~8-9 minutes (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
@@ -670,11 +672,23 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   pct=$(awk -v w="$best" -v d="$ddgbs" 'BEGIN { if (d > 0) printf "%.0f", 100 * w / d; else print 0 }')
   note "ckpt: writer: $(echo "$wrates" | tr '\n' ';') best $best GB/s = $pct% of dd direct ($(awk -v p="$pct" 'BEGIN { print (p >= 80) ? "PASS" : "FAIL" }') >= 80%)"
   note "ckpt: save lines: $(grep -iE 'checkpoint|snapshot|background' "$LOG_DIR/ckpt_save.log" | head -10 | tr '\n' ';')"
+  # (c2) the start-up cost of a save-enabled run: the snapshot's pinned host memory, reserved at the start
+  note "ckpt: start-up: $(grep -oE 'checkpoint snapshot: .*' "$LOG_DIR/ckpt_save.log" | head -1); first iteration line without saves at $(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_nosave.log" | cut -d' ' -f1) s, with saves at $(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s"
+  # (c3) the writer alone on this disk (tests/bench/ckpt_write.c, 4 GiB): the save path, the synchronous
+  # save's windows, the bare writer without checksums; threads and preallocation varied
+  for v in "" "BENCH_PREALLOCATE=0" "BENCH_THREADS=1" "BENCH_THREADS=8"; do
+    env $v timeout 120 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
+    note "ckpt: bench ${v:-default (4 threads, preallocated)}: $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench.log" | sed -E 's/ = ([0-9.]+ GB\/s).*/ \1/; s/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
+  done
+  rm -rf "$W/bench"
   # (e) resume: the first iteration line's time after the start, and where the time went
   # (the shards were written with O_DIRECT: they are read from the disk, not from the page cache)
   timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
   note "ckpt: resume: first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
+  # (e2) a synchronous save (background_checkpoint false): the same writer threads from two windows
+  timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
+  note "ckpt: synchronous save: $(grep -oE 'checkpoint iter_[0-9]+: saved synchronously: .*' "$LOG_DIR/ckpt_sync.log" | head -1) (dd direct $ddrate)"
   # (f) the guide's schedule: a save every 5 iterations (~5 s apart), bound by the disk
   rm -rf "$W/c0" "$W/c1"
   t3=$(date +%s.%N); timeout 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c5" --set max_iters=30 --set eval_interval=5 2>&1 | stamp > "$LOG_DIR/ckpt_every5.log"

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "train/checkpoint.h"
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/meminfo.h"
@@ -261,22 +262,6 @@ static void round_to_dtype(float *x, size_t n, zg_dtype dt) {
         x[i] = dt == ZG_BF16 ? zg_bf16_to_f32(zg_f32_to_bf16(x[i])) : zg_f16_to_f32(zg_f32_to_f16(x[i]));
 }
 
-/* Streams one fp32 array into the file: backend memory through `stage` (be non-NULL), or a host
- * snapshot written straight from where it is (be NULL). */
-static int write_f32(zg_atomic_file *af, zg_backend *be, const float *src, size_t n, float *stage, zg_progress *prog) {
-    for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
-        size_t k = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
-        const float *chunk = src + i;
-        if (be) {
-            be->ops->download(be, stage, src + i, k * sizeof(float));
-            chunk = stage;
-        }
-        if (ckpt_write(af, chunk, k * sizeof(float)) != 0) return -1;
-        zg_progress_update(prog, prog->done + k * sizeof(float));
-    }
-    return 0;
-}
-
 /* The shard header (ZG_CKPT_HEADER_BYTES) of write_shard: the payload's checksum is its last field. */
 static void shard_header(unsigned char *h, size_t num_params, size_t begin, size_t end, int has_master, int64_t step,
                          uint64_t payload_sum) {
@@ -292,15 +277,43 @@ static void shard_header(unsigned char *h, size_t num_params, size_t begin, size
     put_u64(h + 56, payload_sum);
 }
 
-/* One shard from its arrays (master may be NULL) in backend memory (be) or host memory (be NULL). */
+/* File bytes [lo, hi) of a shard (the header h, then the arrays of n elements each) into dst: downloaded
+ * from backend memory (be) or copied from host memory (be NULL). */
+static void shard_bytes(unsigned char *dst, size_t lo, size_t hi, const unsigned char *h, zg_backend *be,
+                        const float *const arrays[3], size_t n) {
+    size_t pos = 0; /* file offset of the current part */
+    for (int part = -1; part < 3 && lo < hi; part++) {
+        const unsigned char *src = part < 0 ? h : (const unsigned char *)arrays[part];
+        size_t len = part < 0 ? ZG_CKPT_HEADER_BYTES : (arrays[part] ? n * sizeof(float) : 0);
+        if (lo < pos + len) {
+            size_t a = lo - pos, b = (hi < pos + len ? hi : pos + len) - pos;
+            if (be && part >= 0)
+                be->ops->download(be, dst, src + a, b - a);
+            else
+                memcpy(dst, src + a, b - a);
+            dst += b - a;
+            lo = pos + b;
+        }
+        pos += len;
+    }
+}
+
+/* One shard from its arrays (master may be NULL) in backend memory (be) or host memory (be NULL): the
+ * synchronous save. The same file zg_ckpt_write_snapshot writes, through the same writer threads
+ * (direct I/O), from two windows of host memory instead of a whole image: one window is filled
+ * (downloaded) and hashed while the threads write the other. */
 static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t end, int64_t step,
                        const float *const arrays[3], size_t num_params) {
+    enum { WINDOW = 256 << 20 }; /* 4 writer requests of 64 MiB */
     char name[96];
     snprintf(name, sizeof name, "optim_%zu_%zu.bin", begin, end);
     size_t n = end - begin;
+    size_t bytes = ZG_CKPT_HEADER_BYTES + n * sizeof(float) * (arrays[0] ? 3 : 2);
+    zg_ckpt_io_mode mode;
+    if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
+    /* The header carries a checksum of the payload: a first pass over the state computes it, so the
+     * file is written in order in the second. */
     float *stage = be ? zg_malloc(CHUNK_ELEMS * sizeof(float)) : NULL;
-    /* The header carries a checksum of the payload; compute it in a first pass over the state so the
-     * header can be written first and the file stays streamable. */
     zg_hasher hh;
     zg_hasher_init(&hh);
     for (int a = 0; a < 3; a++) {
@@ -315,21 +328,54 @@ static int write_shard(zg_ckpt_writer *w, zg_backend *be, size_t begin, size_t e
             zg_hasher_update(&hh, chunk, k * sizeof(float));
         }
     }
+    free(stage);
     unsigned char h[ZG_CKPT_HEADER_BYTES];
     shard_header(h, num_params, begin, end, arrays[0] != NULL, step, zg_hasher_final(&hh));
-    zg_atomic_file af;
-    if (open_in_stage(w, &af, name) != 0) {
-        free(stage);
+    size_t win = bytes < WINDOW ? zg_ckpt_io_round_up(bytes) : WINDOW;
+    unsigned char *buf[2] = {NULL, NULL};
+    int rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++)
+        if (posix_memalign((void **)&buf[k], ZG_CKPT_IO_ALIGN, win) != 0) {
+            buf[k] = NULL;
+            rc = zg_errorf("out of host memory for the checkpoint write windows (2 x %zu bytes)", win);
+        }
+    if (rc != 0) {
+        free(buf[0]);
         return -1;
     }
-    int ok = ckpt_write(&af, h, sizeof h) == 0;
+    char *path = zg_path_join(w->stage_dir, name);
+    zg_ckpt_io_file f;
+    shard_bytes(buf[0], 0, ZG_CKPT_HEADER_BYTES, h, be, arrays, n); /* the open probes with the first block */
+    rc = zg_ckpt_io_open(&f, path, buf[0], bytes, mode);
+    free(path);
+    if (rc != 0) {
+        free(buf[0]);
+        free(buf[1]);
+        return -1;
+    }
     zg_progress prog;
-    progress_begin(&prog, "save", w->final_dir, name, (uint64_t)n * sizeof(float) * (arrays[0] ? 3 : 2), w->quiet);
-    for (int a = 0; ok && a < 3; a++)
-        if (arrays[a] && n) ok = write_f32(&af, be, arrays[a], n, stage, &prog) == 0;
+    progress_begin(&prog, "save", w->final_dir, name, bytes, w->quiet);
+    zg_hasher fh;
+    zg_hasher_init(&fh);
+    for (size_t lo = 0, k = 0; rc == 0 && lo < bytes; lo += win, k ^= 1) {
+        size_t hi = bytes - lo < win ? bytes : lo + win;
+        shard_bytes(buf[k], lo, hi, h, be, arrays, n);
+        memset(buf[k] + (hi - lo), 0, zg_ckpt_io_round_up(hi - lo) - (hi - lo)); /* a direct write's tail block */
+        zg_hasher_update(&fh, buf[k], hi - lo);
+        /* waits for the other window's writes, then writes this one */
+        rc = zg_ckpt_io_start_window(&f, buf[k], lo, lo, hi);
+        zg_progress_update(&prog, lo);
+    }
+    if (rc == 0) rc = zg_ckpt_io_join(&f);
+    zg_progress_update(&prog, rc == 0 ? bytes : prog.done);
     zg_progress_free(&prog);
-    free(stage);
-    return finish_file(w, &af, name, ok);
+    uint64_t sum = zg_hasher_final(&fh);
+    if (zg_ckpt_io_finish(&f, rc == 0) != 0) rc = -1;
+    free(buf[0]);
+    free(buf[1]);
+    if (rc != 0) return -1;
+    add_file(w, name, bytes, sum);
+    return 0;
 }
 
 int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num_params) {
@@ -1061,12 +1107,15 @@ typedef struct {
 
 /* Reads file bytes [lo, hi) and sends the parts the sinks name to backend memory: several threads read
  * a piece into one of two host staging buffers while the previous piece uploads on the copy stream
- * (and is hashed into h when non-NULL, in file order). Returns after the uploads have landed. */
+ * (and is hashed into h when non-NULL, in file order). Returns after the uploads have landed. be NULL:
+ * the sinks are host memory and nothing calls a backend (a thread other than the one that drives it
+ * may read so: the deferred read of Adam's moments). */
 static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
                           const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog) {
     enum { PIECE = 64 << 20 };
     size_t piece = hi - lo < PIECE ? (size_t)(hi - lo) : PIECE;
     if (piece == 0) return 0;
+    if (!be) dst_host = 1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
     (void)posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_SEQUENTIAL); /* a hint: larger read-ahead */
@@ -1074,6 +1123,11 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     zg_event *ev[2] = {NULL, NULL};
     int rc = 0;
     for (int k = 0; k < 2 && rc == 0; k++) {
+        if (!be) {
+            stage[k] = malloc(piece);
+            if (!stage[k]) rc = zg_errorf("out of host memory for a checkpoint read buffer of %zu bytes", piece);
+            continue;
+        }
         stage[k] = be->ops->host_alloc(be, piece, 1, "checkpoint read staging");
         ev[k] = be->ops->event_create(be);
         if (!stage[k]) rc = -1;
@@ -1081,9 +1135,10 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     zg_ckpt_io_read_job job[2];
     int k = 0;
     if (rc == 0) {
-        /* the uploads land after what the compute stream has queued (the state's initialisation) */
-        be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
-        be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
+        if (be) { /* the uploads land after what the compute stream has queued (the state's initialisation) */
+            be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
+            be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
+        }
         zg_ckpt_io_read_start(&job[0], fd, path, stage[0], lo, piece);
     }
     for (uint64_t p = lo; rc == 0 && p < hi; p += piece, k ^= 1) {
@@ -1091,7 +1146,7 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
         if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) break;
         uint64_t q = p + len;
         if (q < hi) { /* the next piece into the other buffer, once its previous upload has landed */
-            be->ops->event_synchronize(be, ev[k ^ 1]);
+            if (be) be->ops->event_synchronize(be, ev[k ^ 1]);
             zg_ckpt_io_read_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi - q < piece ? (size_t)(hi - q) : piece);
         }
         if (h) zg_hasher_update(h, stage[k], len);
@@ -1106,9 +1161,13 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
                                     (size_t)(b - a), ZG_COPY_H2D);
             if (prog) zg_progress_update(prog, prog->done + (b - a));
         }
-        be->ops->event_record(be, ev[k], ZG_STREAM_COPY);
+        if (be) be->ops->event_record(be, ev[k], ZG_STREAM_COPY);
     }
     for (k = 0; k < 2; k++) {
+        if (!be) {
+            free(stage[k]);
+            continue;
+        }
         if (ev[k]) {
             be->ops->event_synchronize(be, ev[k]);
             be->ops->event_destroy(be, ev[k]);
@@ -1119,7 +1178,38 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     return rc;
 }
 
-int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
+/* One file range of the deferred read of Adam's moments: read by the thread into host memory. */
+struct zg_ckpt_moments_job {
+    char *path;
+    uint64_t lo, hi;
+    read_sink sinks[2];
+    int n_sinks;
+    int hashed; /* h holds the file's bytes before lo: the read ends the file's checksum */
+    zg_hasher h;
+    uint64_t want;
+};
+
+static void moments_add_job(zg_ckpt_moments *mo, const char *path, uint64_t lo, uint64_t hi, const read_sink *sinks,
+                            int n_sinks, zg_hasher *h, uint64_t want) {
+    mo->jobs = zg_realloc(mo->jobs, (size_t)(mo->n_jobs + 1) * sizeof *mo->jobs);
+    struct zg_ckpt_moments_job *j = &mo->jobs[mo->n_jobs++];
+    memset(j, 0, sizeof *j);
+    j->path = zg_strdup(path);
+    j->lo = lo;
+    j->hi = hi;
+    for (int i = 0; i < n_sinks; i++) j->sinks[i] = sinks[i];
+    j->n_sinks = n_sinks;
+    if (h) {
+        j->hashed = 1;
+        j->h = *h; /* moved: the thread finishes it */
+        j->want = want;
+    }
+}
+
+/* Reads the optimizer's range. mo NULL: everything now. Otherwise the master (and a shard's header)
+ * now, and Adam's m and v ranges become jobs of mo, read later by its thread into host memory (the
+ * whole-file checksum goes on from where the master's read left it). */
+static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo, float *m_dst, float *v_dst) {
     if (c->n_shards == 0) return zg_errorf("checkpoint '%s' holds no optimizer state", c->dir);
     size_t n = o->end - o->begin;
     /* Coverage: every element of the range must be in some shard (shards do not overlap). */
@@ -1145,29 +1235,43 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
     /* rank 0 shows the read of its range (m, v, and the master when both have one) */
     zg_progress prog;
     char range[64];
-    snprintf(range, sizeof range, "optimizer state [%zu, %zu)", o->begin, o->end);
+    snprintf(range, sizeof range, "%s [%zu, %zu)", mo ? "optimizer master weights" : "optimizer state", o->begin,
+             o->end);
     int want_master = o->master && all_master;
-    progress_begin(&prog, "load", c->dir, range, (uint64_t)n * sizeof(float) * (want_master ? 3u : 2u), 0);
+    uint64_t now_arrays = mo ? (want_master ? 1u : 0u) : (want_master ? 3u : 2u);
+    progress_begin(&prog, "load", c->dir, range, (uint64_t)n * sizeof(float) * now_arrays, 0);
     for (int i = 0; rc == 0 && i < c->n_shards; i++) {
         const zg_ckpt_shard *s = &c->shards[i];
         uint64_t a = s->begin > o->begin ? s->begin : o->begin, b = s->end < o->end ? s->end : o->end;
         if (a >= b) continue;
         uint64_t sn = s->end - s->begin;
         /* file offsets of the three arrays' elements [a, b) and where they go */
-        float *dst[3] = {want_master ? o->master + (a - o->begin) : NULL, o->m + (a - o->begin), o->v + (a - o->begin)};
+        float *dst[3] = {want_master ? o->master + (a - o->begin) : NULL, m_dst + (a - o->begin),
+                         v_dst + (a - o->begin)};
         read_sink sinks[3];
-        int k = 0;
+        int k = 0, k_now = 0; /* sinks[0, k_now) are read now (the master), the rest later when mo */
         for (int which = s->has_master ? 0 : 1; which < 3; which++) {
             int slot = s->has_master ? which : which - 1;
             if (!dst[which]) continue;
             sinks[k].off = ZG_CKPT_HEADER_BYTES + ((uint64_t)slot * sn + (a - s->begin)) * sizeof(float);
             sinks[k].n = (b - a) * sizeof(float);
             sinks[k++].dst = dst[which];
+            if (which == 0 || !mo) k_now = k;
         }
         zg_ckpt_file *f = find_file(c, s->file);
         int whole = f && f->unverified && a == s->begin && b == s->end;
         char *path = zg_path_join(c->dir, s->file);
-        if (whole) { /* the whole file in one pass, checksummed on the way */
+        /* the moments start here in the file: after the master, or after the header */
+        uint64_t split = ZG_CKPT_HEADER_BYTES + (s->has_master ? sn * sizeof(float) : 0);
+        if (whole && mo) { /* the master's part now, hashed; the thread hashes on from there */
+            zg_hasher h;
+            zg_hasher_init(&h);
+            rc = read_pipelined(path, o->be, o->host, 0, split, sinks, k_now, &h, &prog);
+            if (rc == 0)
+                moments_add_job(mo, path, split, f->size, sinks + k_now, k - k_now, &h, f->xxh3);
+            else
+                (void)zg_hasher_final(&h);
+        } else if (whole) { /* the whole file in one pass, checksummed on the way */
             zg_hasher h;
             zg_hasher_init(&h);
             rc = read_pipelined(path, o->be, o->host, 0, f->size, sinks, k, &h, &prog);
@@ -1175,15 +1279,106 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) {
             if (rc == 0) rc = check_sum(c, f, got);
         } else {
             rc = verify_file(c, s->file);
-            for (int q = 0; rc == 0 && q < k; q++)
+            for (int q = 0; rc == 0 && q < k_now; q++)
                 rc = read_pipelined(path, o->be, o->host, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL,
                                     &prog);
+            for (int q = k_now; rc == 0 && q < k; q++)
+                moments_add_job(mo, path, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL, 0);
         }
         free(path);
     }
     zg_progress_free(&prog);
     if (rc == 0) o->step = step;
     return rc;
+}
+
+int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) { return read_optimizer(c, o, NULL, o->m, o->v); }
+
+static void *moments_main(void *arg) {
+    zg_ckpt_moments *mo = arg;
+    int rc = 0;
+    for (int i = 0; i < mo->n_jobs; i++) {
+        struct zg_ckpt_moments_job *j = &mo->jobs[i];
+        if (rc == 0)
+            rc = read_pipelined(j->path, NULL, 1, j->lo, j->hi, j->sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL);
+        if (j->hashed) {
+            uint64_t got = zg_hasher_final(&j->h);
+            j->hashed = 0;
+            if (rc == 0 && got != j->want)
+                rc = zg_errorf("checkpoint file '%s' fails its checksum (corrupt; use another checkpoint)", j->path);
+        }
+    }
+    mo->rc = rc;
+    if (rc != 0) snprintf(mo->error, sizeof mo->error, "%s", zg_error_message()); /* errors are per thread */
+    mo->t_done = zg_now_s();
+    return NULL;
+}
+
+int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo) {
+    memset(mo, 0, sizeof *mo);
+    mo->o = o;
+    size_t n = o->end - o->begin;
+    mo->bytes = (uint64_t)n * 2 * sizeof(float);
+    float *m_dst = o->m, *v_dst = o->v;
+    if (!o->host && n > 0) { /* device state: the moments land in host memory first, uploaded by wait */
+        uint64_t avail = zg_host_mem_available();
+        mo->host = mo->bytes <= avail ? malloc(mo->bytes) : NULL;
+        if (!mo->host) { /* all now, as before */
+            mo->sync_reason = "host memory cannot hold them";
+            int rc = zg_ckpt_read_optimizer(c, o);
+            mo->t_params = mo->t_done = zg_now_s();
+            return rc;
+        }
+        m_dst = mo->host;
+        v_dst = mo->host + n;
+    }
+    int rc = read_optimizer(c, o, mo, m_dst, v_dst);
+    mo->t_params = zg_now_s();
+    if (rc == 0 && mo->n_jobs > 0) {
+        int e = pthread_create(&mo->thread, NULL, moments_main, mo);
+        if (e == 0)
+            mo->running = 1;
+        else
+            moments_main(mo); /* no thread: read them now */
+    } else {
+        mo->t_done = mo->t_params;
+    }
+    if (rc != 0) zg_ckpt_moments_free(mo);
+    return rc;
+}
+
+int zg_ckpt_moments_wait(zg_ckpt_moments *mo) {
+    if (mo->running) {
+        int e = pthread_join(mo->thread, NULL);
+        if (e != 0) ZG_FATAL("joining the checkpoint reader thread failed: %s", strerror(e));
+        mo->running = 0;
+    }
+    if (mo->rc != 0) return zg_errorf("%s", mo->error);
+    if (mo->host) { /* ordered on the compute stream: before the update that reads them */
+        zg_optimizer *o = mo->o;
+        size_t n = o->end - o->begin;
+        o->be->ops->upload(o->be, o->m, mo->host, n * sizeof(float));
+        o->be->ops->upload(o->be, o->v, mo->host + n, n * sizeof(float));
+        free(mo->host);
+        mo->host = NULL;
+    }
+    return 0;
+}
+
+void zg_ckpt_moments_free(zg_ckpt_moments *mo) {
+    if (mo->running) {
+        pthread_join(mo->thread, NULL);
+        mo->running = 0;
+    }
+    for (int i = 0; i < mo->n_jobs; i++) {
+        if (mo->jobs[i].hashed) (void)zg_hasher_final(&mo->jobs[i].h);
+        free(mo->jobs[i].path);
+    }
+    free(mo->jobs);
+    free(mo->host);
+    mo->jobs = NULL;
+    mo->host = NULL;
+    mo->n_jobs = 0;
 }
 
 int zg_ckpt_read_text(const zg_ckpt *c, const char *name, char **text) {

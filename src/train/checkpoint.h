@@ -29,6 +29,7 @@
 #include "model/gpt2.h"
 #include "train/optimizer.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -174,6 +175,32 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
  * read a range into one of two host staging buffers while the other uploads on the copy stream; a
  * shard read whole is checksummed on the way. */
 int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o);
+/* Resume without waiting for all of the optimizer state: what the forward needs (the fp32 master when
+ * o has one, and the step) is read now, as zg_ckpt_read_optimizer reads it; Adam's m and v (two thirds
+ * of a mixed-precision checkpoint) are read by a thread into host memory (o->host: into o->m, o->v
+ * directly), checksummed on the way, while training runs its first forward and backward passes.
+ * zg_ckpt_moments_wait, on the thread that drives the backend and before the first update, waits for
+ * the thread and uploads them; -1 with the error (a shard that fails its checksum, a read error): the
+ * state is then not to be used. Where host memory cannot hold them, everything is read now
+ * (sync_reason says why). The thread reads files only (no backend call); c may be closed meanwhile. */
+struct zg_ckpt_moments_job;
+typedef struct {
+    zg_optimizer *o;
+    float *host; /* device state: m then v, uploaded by wait; NULL when o->host */
+    struct zg_ckpt_moments_job *jobs;
+    int n_jobs;
+    pthread_t thread;
+    int running;
+    int rc;
+    char error[1024];
+    const char *sync_reason; /* non-NULL: everything was read at once (why) */
+    double t_params, t_done; /* when the master was in place, when the moments were read (zg_now_s) */
+    uint64_t bytes;          /* the moments' bytes */
+} zg_ckpt_moments;
+int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo);
+int zg_ckpt_moments_wait(zg_ckpt_moments *mo);
+/* Joins the thread if it runs (an error path) and frees what mo holds; safe after wait and twice. */
+void zg_ckpt_moments_free(zg_ckpt_moments *mo);
 /* Whole small file as a NUL-terminated heap string. */
 int zg_ckpt_read_text(const zg_ckpt *c, const char *name, char **text);
 

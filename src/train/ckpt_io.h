@@ -48,8 +48,10 @@ typedef struct {
     zg_ckpt_io_mode mode; /* in use: buffered after a fallback */
     size_t chunk;
     int n_threads, started;
+    int preallocate; /* allocate the file's blocks before the threads start (the strategy's) */
     pthread_t threads[ZG_CKPT_IO_MAX_THREADS];
     size_t to;          /* the threads write [first, to) */
+    size_t image_off;   /* image holds the file's bytes from this offset (a window: zg_ckpt_io_start_window) */
     atomic_size_t next; /* next chunk offset the threads take */
     atomic_int failed;
     pthread_mutex_t lock; /* error[] */
@@ -62,6 +64,14 @@ int zg_ckpt_io_open(zg_ckpt_io_file *f, const char *path, const void *image, siz
 /* Starts the writer threads on [from, bytes) (from a multiple of ZG_CKPT_IO_ALIGN): the caller may
  * still change image[0..from) and write it with zg_ckpt_io_write (a header that depends on the rest). */
 int zg_ckpt_io_start(zg_ckpt_io_file *f, size_t from);
+/* A file written from windows instead of a whole image (a synchronous save holds a few hundred MiB,
+ * not the file): the threads write file bytes [from, to) from `image`, which holds the file's bytes
+ * from image_off (from, image_off multiples of ZG_CKPT_IO_ALIGN; image aligned and readable up to the
+ * rounded-up end). zg_ckpt_io_join waits for them, so the caller can refill the window; 0 / -1 with
+ * the write's error (zg_ckpt_io_finish then removes the temporary). The open's image needs only its
+ * first block (the probe). */
+int zg_ckpt_io_start_window(zg_ckpt_io_file *f, const void *image, size_t image_off, size_t from, size_t to);
+int zg_ckpt_io_join(zg_ckpt_io_file *f);
 /* Writes [lo, hi) of the image on the calling thread (lo aligned; hi rounded up in direct mode). */
 int zg_ckpt_io_write(zg_ckpt_io_file *f, size_t lo, size_t hi);
 /* Waits for the threads; ok and no failure: truncates to `bytes`, fsyncs, renames over the path and

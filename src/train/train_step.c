@@ -72,6 +72,7 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
         return 0;
     }
     if (s->grad_clip > 0 && r->grad_norm > s->grad_clip) r->clip = s->grad_clip / (r->grad_norm + 1e-6);
+    if (s->before_update && s->before_update(s->update_ctx) != 0) return -1;
     zg_zero_apply(z, (float)lr, (float)(r->clip / scale));
     m->be->ops->synchronize(m->be);
     phase_mark(s, r, ZG_STEP_OPTIMIZER, &t);

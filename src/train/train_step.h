@@ -4,7 +4,7 @@
  *   -> the loss: mean over micro-steps, then over ranks
  *   -> zg_zero_grad_norm: the reduction at the boundary, the global norm, the agreed overflow
  *   -> the fp16 loss scaler's decision (skip / stop), or a non-finite loss or norm (diverged)
- *   -> clipping -> zg_zero_apply (AdamW or Lamb over the rank's range, then the parameter gathers)
+ *   -> clipping -> before_update (when set) -> zg_zero_apply (AdamW or Lamb over the rank's range, then the parameter gathers)
  *
  * One process runs the ZeRO engine at stage 0 over the single-process communicator (whose
  * collectives do nothing), which computes exactly what a plain optimizer over the whole buffer does:
@@ -52,6 +52,11 @@ typedef struct {
     zg_loss_scaler *scaler; /* fp16 loss scaling (inert when disabled) */
     double grad_clip;       /* maximum global gradient norm; <= 0: no clipping */
     int breakdown;          /* wall_clock_breakdown: synchronise and time each phase into ms[] */
+    /* called (when set) on every rank right before the update is applied, after the gradients are
+     * reduced: a resume's deferred optimizer state is waited for there. Non-zero: the step returns -1
+     * with its error and nothing is applied (the callback agrees the outcome across ranks). */
+    int (*before_update)(void *ctx);
+    void *update_ctx;
 } zg_train_step_cfg;
 
 typedef struct {
@@ -64,7 +69,8 @@ typedef struct {
 } zg_train_step_result;
 
 /* One step at learning rate lr. poison_loss (a test hook, ZGPT_TEST_NAN_AT_ITER) takes the loss as
- * NaN. 0 with r->status set; -1 with an error when the forward pass failed on this or another rank
+ * NaN. 0 with r->status set; -1 with an error when before_update failed, or the forward pass failed on
+ * this or another rank
  * (agreed, so every rank returns -1). */
 int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_train_step_result *r);
 

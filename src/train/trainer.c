@@ -84,6 +84,10 @@ typedef struct {
     int64_t bg_iter;
     int bg_improved;
     int bg_sync_noted; /* "saving synchronously" was said once */
+    /* a resume's Adam moments, read in the background until the first update (or save) needs them */
+    zg_ckpt_moments moments;
+    int moments_pending;
+    double t_start; /* zg_now_s() when the run started: the resume's timing lines count from it */
 } trainer;
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -565,6 +569,29 @@ static void bg_abandon(trainer *tr) {
         zg_ckpt_writer_release(&tr->bg.w);
 }
 
+/* A resume's Adam moments, every rank at the same point (the first update, or a save before it): waits
+ * for the reading thread and uploads them; a failure on any rank (a shard that fails its checksum) ends
+ * the run before anything uses them. */
+static int moments_wait(trainer *tr) {
+    if (!tr->moments_pending) return 0;
+    tr->moments_pending = 0;
+    double t0 = zg_now_s();
+    int rc = zg_ckpt_moments_wait(&tr->moments);
+    double waited = zg_now_s() - t0;
+    if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("reading the checkpoint failed on another rank");
+    if (rc == 0 && tr->rank == 0 && !tr->opts->quiet) {
+        const zg_ckpt_moments *mo = &tr->moments;
+        double read = mo->t_done - mo->t_params, gb = mo->bytes / 1e9;
+        printf("resume: parameters ready in %.2f s; optimizer state ready in %.2f s (Adam moments %.2f GB read and "
+               "checksummed in the background at %.2f GB/s; the first update waited %.2f s for them)\n",
+               mo->t_params - tr->t_start, mo->t_done - tr->t_start, gb, read > 0 ? gb / read : 0.0, waited);
+    }
+    zg_ckpt_moments_free(&tr->moments);
+    return rc;
+}
+
+static int moments_before_update(void *ctx) { return moments_wait(ctx); }
+
 /* Mixed precision with the whole master in this rank's optimizer: model.bin's checksum comes from the
  * snapshot's master (the parameters are its rounding), so no download of the parameters. */
 static int params_in_snapshot(const trainer *tr) {
@@ -581,8 +608,19 @@ static int bg_setup(trainer *tr, int resuming) {
     if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return 0;
     zg_ckpt_io_mode mode;
     if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
-    if (!resuming && zg_zero_ckpt_writes_shard(&tr->zero) && zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0)
+    if (resuming || !zg_zero_ckpt_writes_shard(&tr->zero)) return 0;
+    double t0 = zg_now_s();
+    if (zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0) {
         zg_error_clear();
+        return 0;
+    }
+    /* the start-up cost a save-enabled run has and a save-disabled one has not (pinning is the slow part
+     * on CUDA: the pages are allocated, zeroed and locked) */
+    if (tr->rank == 0 && !tr->opts->quiet)
+        printf("checkpoint snapshot: %.2f GiB of %s host memory reserved in %.2f s at the start (so that no save "
+               "waits for it)\n",
+               (double)zg_ckpt_snapshot_bytes(tr->opt->end - tr->opt->begin, tr->opt->master != NULL) / (1u << 30),
+               strcmp(tr->be->ops->name, "cuda") == 0 ? "pinned" : "plain", zg_now_s() - t0);
     return 0;
 }
 
@@ -634,6 +672,7 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
  * published first. */
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
+    if (moments_wait(tr) != 0) return -1;     /* a save before the first update (a skipped step) */
     double t0 = zg_now_s();
     if (bg_flush(tr) != 0) return -1; /* at most one save in flight */
     double waited = zg_now_s() - t0;
@@ -664,6 +703,7 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         }
     }
     if (rc == 0 && root && !have_params) gpt2_params_download(&tr->model, tr->host_params); /* saved synchronously */
+    double t_write = zg_now_s();
     if (rc == 0) {
         /* agreed across ranks; on failure rank 0's partial folder is already removed */
         rc = zg_zero_ckpt_write_shards(&tr->zero, &w, out, tag);
@@ -675,6 +715,13 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
         rc = zg_ckpt_write_model(&w, &tr->model.cfg, tr->host_params, tr->model.table.num_params, tr->opt->param_dtype);
         if (rc == 0) rc = zg_ckpt_write_text(&w, "state.json", state);
         free(state);
+        if (rc == 0 && !tr->opts->quiet) { /* every file of the checkpoint (all ranks' shards), written in parallel */
+            uint64_t bytes = 0;
+            for (int i = 0; i < w.n_files; i++) bytes += w.files[i].size;
+            double s = zg_now_s() - t_write;
+            printf("checkpoint %s: saved synchronously: wrote %.2f GB in %.2f s (%.2f GB/s)\n", tag, bytes / 1e9, s,
+                   s > 0 ? bytes / 1e9 / s : 0.0);
+        }
         if (rc == 0) rc = zg_ckpt_writer_commit(&w, 1); /* removes its folder itself on failure */
         begun = 0;
     }
@@ -783,7 +830,9 @@ static int run_loop(trainer *tr, zg_precision prec) {
                               .batch_ctx = tr,
                               .scaler = &tr->scaler,
                               .grad_clip = c->grad_clip,
-                              .breakdown = c->wall_clock_breakdown};
+                              .breakdown = c->wall_clock_breakdown,
+                              .before_update = moments_before_update,
+                              .update_ctx = tr};
     int64_t nan_at = -1;
     const char *hook = getenv("ZGPT_TEST_NAN_AT_ITER");
     if (hook && *hook) nan_at = strtoll(hook, NULL, 10);
@@ -1081,6 +1130,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.last_saved_iter = -1;
     tr.last_good_iter = -1;
     tr.lock.fd = -1;
+    tr.t_start = zg_now_s();
     zg_ckpt ck;
     memset(&ck, 0, sizeof ck);
     int resuming = 0, rc = 0;
@@ -1132,12 +1182,26 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     }
     if (rc == 0 && resuming) {
         /* Each rank reads its own range from whichever shards cover it (any saved world size). */
+        /* What the forward needs now (the master: the parameters are its rounding); Adam's moments in
+         * the background until the first update (moments_wait). */
         double t_read = zg_now_s();
-        rc = zg_ckpt_read_optimizer(&ck, tr.opt);
+        rc = zg_ckpt_read_optimizer_deferred(&ck, tr.opt, &tr.moments);
+        tr.moments_pending = rc == 0;
         if (rc == 0 && tr.rank == 0 && !opts->quiet) {
-            double gb = zg_optimizer_state_bytes(tr.opt) / 1e9, dt = zg_now_s() - t_read;
-            printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s)\n", gb, dt,
-                   dt > 0 ? gb / dt : 0.0);
+            const zg_ckpt_moments *mo = &tr.moments;
+            double gb = (zg_optimizer_state_bytes(tr.opt) - mo->bytes) / 1e9, dt = mo->t_params - t_read;
+            if (mo->sync_reason)
+                printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s; the Adam "
+                       "moments were read now: %s)\n",
+                       zg_optimizer_state_bytes(tr.opt) / 1e9, dt,
+                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->sync_reason);
+            else if (tr.opt->master)
+                printf("resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s); the Adam "
+                       "moments (%.2f GB) are read in the background until the first update\n",
+                       gb, dt, dt > 0 ? gb / dt : 0.0, mo->bytes / 1e9);
+            else
+                printf("resume: the Adam moments (%.2f GB) are read in the background until the first update\n",
+                       mo->bytes / 1e9);
         }
         /* agreed before the engine's collectives: a rank's shard can fail its checksum here alone (the
          * shards are checksummed as they are read) */
@@ -1184,7 +1248,8 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         }
         rc = run_loop(&tr, prec);
     }
-    bg_abandon(&tr); /* only an error left a save in flight: it is dropped, `latest` stays */
+    zg_ckpt_moments_free(&tr.moments); /* an error before the first update: the reading thread is joined */
+    bg_abandon(&tr);                   /* only an error left a save in flight: it is dropped, `latest` stays */
     zg_ckpt_bg_free(&tr.bg);
 
     if (tr.metrics && fclose(tr.metrics) != 0 && rc == 0)

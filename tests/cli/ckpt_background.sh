@@ -5,7 +5,9 @@
 #     went on) equals one that saved synchronously (background_checkpoint false), and resuming from a
 #     background-written checkpoint gives the same losses and bytes as the uninterrupted run; the same
 #     on 2 ranks at ZeRO stages 1, 2 and 3 (skipped without MPI).
-#     When host memory cannot hold the snapshot, one note, and the saves are synchronous.
+#     When host memory cannot hold the snapshot, one note, and the saves are synchronous. A resume
+#     reads Adam's moments in the background; a corrupted one ends the run at the first update with
+#     the file named, nothing applied.
 #  b. kill -9 at random moments during background saves (20 trials): `latest` always names a
 #     checkpoint that loads, no iter_N folder is ever published without its manifest, and the run
 #     resumes.
@@ -37,7 +39,10 @@ same_ckpt bg/final half/final
 grep -qE "^checkpoint iter_3: training paused [0-9.]+ s for the snapshot" bg.log || fail "no stall line: $(cat bg.log)"
 grep -qE "^checkpoint iter_3: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s, (direct|buffered) I/O\)" bg.log ||
     fail "no writer line: $(cat bg.log)"
-grep -qE "^resume: optimizer state [0-9.]+ GB read, checksummed and uploaded in" half2.log || fail "no resume timing: $(cat half2.log)"
+grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background until the first update" half2.log ||
+    fail "no deferred read of the moments: $(cat half2.log)"
+grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background at [0-9.]+ GB/s; the first update waited [0-9.]+ s for them\)" half2.log ||
+    fail "no resume timing: $(cat half2.log)"
 # the buffered writer (ZGPT_CKPT_IO=buffered; also what a file system that refuses O_DIRECT gets): same bytes
 ZGPT_CKPT_IO=buffered ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=bgbuf > bgbuf.log
 grep -q "buffered I/O" bgbuf.log || fail "ZGPT_CKPT_IO=buffered not used: $(cat bgbuf.log)"
@@ -48,7 +53,22 @@ if ZGPT_CKPT_IO=fast "$ZGPT" train "${T[@]}" --set out_dir=badio > badio.log 2>&
 grep -q "ZGPT_CKPT_IO='fast' is not a checkpoint write mode; use direct or buffered" badio.log || fail "bad ZGPT_CKPT_IO: $(cat badio.log)"
 grep -q "^iter " badio.log && fail "bad ZGPT_CKPT_IO: trained before refusing it"
 echo "ok 1 process: background == synchronous saves (direct and buffered writes), resume from a background save is bitwise"
-echo "   $(grep -m1 'training paused' bg.log); $(grep -m1 'wrote' bg.log); $(grep -m1 'resume: optimizer' half2.log)"
+echo "   $(grep -m1 'training paused' bg.log); $(grep -m1 'wrote' bg.log); $(grep -m1 'resume: parameters' half2.log)"
+# a corrupted Adam moment (v, the end of the shard) is found by the background read of a resume: the
+# run ends at its first update with the message naming the file, nothing applied, nothing saved
+"$ZGPT" train "${T[@]}" --set out_dir=cor --set max_iters=3 > cor1.log
+f=$(ls cor/iter_3/optim_*.bin)
+size=$(stat -c %s "$f")
+printf '\x5a' | dd of="$f" bs=1 seek=$((size - 100)) conv=notrunc status=none
+cp cor/metrics.jsonl cor_metrics.before
+if "$ZGPT" train "${T[@]}" --set out_dir=cor --resume > cor2.log 2>&1; then fail "resumed from a corrupted v: $(cat cor2.log)"; fi
+grep -q "^resume: the Adam moments" cor2.log || fail "the moments were not read in the background: $(cat cor2.log)"
+grep -q "error: checkpoint file '$f' fails its checksum (corrupt; use another checkpoint)" cor2.log ||
+    fail "no message naming the corrupted shard: $(cat cor2.log)"
+grep -q "^iter " cor2.log && fail "an iteration was applied with a corrupted optimizer state: $(cat cor2.log)"
+cmp -s cor/metrics.jsonl cor_metrics.before || fail "metrics.jsonl gained lines: $(diff cor_metrics.before cor/metrics.jsonl)"
+[ "$(cat cor/latest)" = iter_3 ] && [ ! -e cor/iter_4 ] || fail "a checkpoint was saved: $(ls cor)"
+echo "ok a corrupted Adam moment ends the resume at the first update: $(grep -m1 'fails its checksum' cor2.log)"
 # host memory too small for the snapshot: said once, then every save is synchronous
 ZGPT_TEST_HOST_AVAILABLE_BYTES=1000 "$ZGPT" train "${T[@]}" --set out_dir=small > small.log
 [ "$(grep -c 'host memory cannot hold a checkpoint snapshot of .*; checkpoints are saved synchronously' small.log)" -eq 1 ] ||

@@ -182,7 +182,8 @@ static int same_file(const char *a_dir, const char *b_dir, const char *name) {
 /* Background saves: the snapshot (an image in host memory, copied on the copy stream, the optimizer
  * held until then) written by the parallel writer in both I/O modes gives the same bytes as the
  * synchronous writer, with model.bin's checksum taken from the snapshot's master; the buffer is
- * reused; a deferred open checks a shard while reading it, whole or in part. */
+ * reused; a deferred open checks a shard while reading it, whole or in part; the resume's deferred
+ * read of the moments gets the same state, and refuses a corrupt one without touching m, v. */
 static void test_snapshot(void) {
     size_t n = g_tab.num_params;
     zg_optimizer_config oc = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f};
@@ -238,6 +239,18 @@ static void test_snapshot(void) {
     ZT_CHECK(zg_ckpt_read_optimizer(&c, &r) == 0 && r.step == 9);
     ZT_CHECK(zg_ckpt_read_model(&c, back) == 0 && memcmp(back, params, n * 4) == 0);
     zg_ckpt_close(&c);
+    /* the resume's read: the master now, the moments by a thread until wait (c closed meanwhile) */
+    zg_optimizer d;
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    zg_ckpt_moments mo;
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0 && d.step == 9 && !mo.sync_reason);
+    zg_ckpt_close(&c);
+    ZT_CHECK(memcmp(d.master, r.master, n * 4) == 0);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
+    ZT_CHECK(memcmp(d.m, r.m, n * 4) == 0 && memcmp(d.v, r.v, n * 4) == 0);
+    zg_ckpt_moments_free(&mo);
+    zg_optimizer_free(&d);
     /* one flipped byte of v: the deferred open passes (sizes, headers), the reads refuse it */
     char *sp = zg_path_join(snap, shard);
     FILE *f = fopen(sp, "r+b");
@@ -246,6 +259,18 @@ static void test_snapshot(void) {
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
     ZT_CHECK(zg_ckpt_read_optimizer(&c, &r) != 0 && strstr(zg_error_message(), "fails its checksum"));
     zg_error_clear();
+    zg_ckpt_close(&c);
+    /* deferred: the master is read, the wait refuses the moments and leaves the state's m, v as they were */
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    zg_ckpt_close(&c);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) != 0 && strstr(zg_error_message(), "fails its checksum"));
+    zg_error_clear();
+    zg_ckpt_moments_free(&mo);
+    for (size_t i = 0; i < n; i++) ZT_CHECK(d.m[i] == 0.0f && d.v[i] == 0.0f);
+    zg_optimizer_free(&d);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
     zg_optimizer part; /* a part of the shard: checked by itself first */
     ZT_CHECK(zg_optimizer_init(&part, g_be, &g_tab, 3, n - 3, &oc, ZG_BF16, NULL) == 0);
     ZT_CHECK(zg_ckpt_read_optimizer(&c, &part) != 0 && strstr(zg_error_message(), "fails its checksum"));
@@ -257,6 +282,43 @@ static void test_snapshot(void) {
     zg_optimizer_free(&r);
     zg_optimizer_free(&o);
     free(sp), free(ref), free(snap), free(params), free(back);
+}
+
+/* A synchronous save larger than its write windows (256 MiB: two windows and a tail) writes the same
+ * bytes as the snapshot's whole-image writer. */
+static void test_sync_windows(void) {
+    size_t n = (size_t)22 << 20; /* 3 arrays: 264 MiB + the header */
+    zg_ckpt_snapshot s;
+    memset(&s, 0, sizeof s);
+    ZT_CHECK(posix_memalign(&s.block, 4096, zg_ckpt_snapshot_bytes(n, 1)) == 0);
+    s.image = s.block;
+    s.buf = (float *)(s.image + ZG_CKPT_HEADER_BYTES);
+    s.begin = 0;
+    s.end = n;
+    s.has_master = 1;
+    s.step = 4;
+    fill(s.buf, 3 * n, 31);
+    zg_optimizer o; /* the same state as an offloaded optimizer (host memory) */
+    memset(&o, 0, sizeof o);
+    o.host = 1;
+    o.end = n;
+    o.master = s.buf;
+    o.m = s.buf + n;
+    o.v = s.buf + 2 * n;
+    o.step = 4;
+    zg_ckpt_writer w;
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "win_sync") == 0);
+    ZT_CHECK_MSG(zg_ckpt_write_optimizer(&w, &o, n) == 0, "%s", zg_error_message());
+    ZT_CHECK(zg_ckpt_writer_commit(&w, 0) == 0);
+    ZT_CHECK(zg_ckpt_writer_begin(&w, g_dir, "win_snap") == 0);
+    ZT_CHECK(zg_ckpt_write_snapshot(&w, &s, n) == 0);
+    ZT_CHECK(zg_ckpt_writer_commit(&w, 0) == 0);
+    char *a = zg_path_join(g_dir, "win_sync"), *b = zg_path_join(g_dir, "win_snap"), shard[64];
+    snprintf(shard, sizeof shard, "optim_0_%zu.bin", n);
+    ZT_CHECK_MSG(same_file(a, b, shard), "a synchronous save in windows differs from the snapshot's file");
+    ZT_CHECK(zg_dir_remove_flat(a) == 0 && zg_dir_remove_flat(b) == 0);
+    free(a), free(b);
+    free(s.block);
 }
 
 static void test_header_only_model(void) {
@@ -530,6 +592,7 @@ int main(void) {
     zt_run("damage", test_damage);
     zt_run("header_only_model", test_header_only_model);
     zt_run("snapshot", test_snapshot);
+    zt_run("sync windows", test_sync_windows);
     zt_run("versions", test_versions);
     zt_run("retention", test_retention);
     zt_run("links_not_followed", test_links_not_followed);
