@@ -104,7 +104,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     if (ok) {
         const void *own = z->param_shard ? z->param_shard : at(params, z->begin, z->pdt);
         if (z->o.offload_optimizer) /* ZeRO-Offload: master, m, v in host memory */
-            ok = zg_optimizer_init_host(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own) == 0;
+            ok = zg_optimizer_init_host(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own,
+                                        z->o.offload_pin_memory) == 0;
         else
             ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own) == 0;
         z->opt_ready = ok;

@@ -69,7 +69,7 @@ typedef struct {
     int contiguous_gradients;     /* accepted; stage 2/3 always accumulate into one contiguous shard */
     int offload_optimizer;        /* 1: ZeRO-Offload (stages 1-3): the optimizer state on the host, AdamW on
                                      the CPU (src/train/zero_offload.h) */
-    int offload_pin_memory;       /* offload: page-locked host staging buffers */
+    int offload_pin_memory;       /* offload: page-locked optimizer state (staging is always pinned) */
     int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
                                      gradients to the host during the last micro-step's backward */
 } zg_zero_opts;

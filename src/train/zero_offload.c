@@ -25,10 +25,12 @@ int zero_offload_init(zg_zero *z) {
     zg_zero_offload *o = zg_calloc(1, sizeof *o);
     z->off = o;
     size_t k = shard_count(z);
-    int pin = z->o.offload_pin_memory;
-    o->grads_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->gdt), pin, "ZeRO-Offload gradient shard (host)");
+    /* The staging buffers are always page-locked: they are what crosses PCIe, and a copy from pageable
+     * memory is staged by the driver synchronously, which would serialise the overlap. pin_memory is
+     * about the optimizer state (zg_optimizer_init_host). */
+    o->grads_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->gdt), 1, "ZeRO-Offload gradient shard (host)");
     if (!o->grads_host) return -1;
-    o->params_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->pdt), pin, "ZeRO-Offload parameter shard (host)");
+    o->params_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->pdt), 1, "ZeRO-Offload parameter shard (host)");
     if (!o->params_host) return -1;
     if (k && !z->opt.master) /* fp32: the host copy is what the optimizer updates */
         be->ops->download(be, o->params_host, own_params(z), k * esz(z->pdt));

@@ -5,7 +5,7 @@
  * Where things live (per rank, shard [begin, end) of the flat buffer):
  *  - host: the fp32 master (or, with fp32 parameters, the parameters themselves), Adam m and v
  *    (zg_optimizer_init_host), a staging buffer of the shard's gradients (grad dtype) and one of its
- *    updated parameters (param dtype), both page-locked with pin_memory;
+ *    updated parameters (param dtype), both always page-locked (pin_memory pins the optimizer state);
  *  - device: the parameters (stage 1-2: all of them; stage 3: the shard + gathered layers) and the
  *    gradients exactly as without offload. Gradients accumulate across micro-steps ON THE DEVICE, in
  *    grad dtype (stage 1: the full buffer; stage 2-3: the gradient shard), as the no-offload path does:
