@@ -19,6 +19,8 @@ void zg_zero_opts_default(zg_zero_opts *o) {
     o->contiguous_gradients = 1;
     o->offload_optimizer = 0;
     o->offload_pin_memory = 0;
+    o->offload_dpu = 0;
+    o->offload_dpu_warmup = 0;
     o->grad_accum = 0;
 }
 
@@ -31,6 +33,8 @@ void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
     if (c->contiguous_gradients >= 0) o->contiguous_gradients = c->contiguous_gradients;
     o->offload_optimizer = c->offload_optimizer == ZG_OFFLOAD_CPU;
     o->offload_pin_memory = c->offload_pin_memory;
+    o->offload_dpu = c->offload_dpu;
+    o->offload_dpu_warmup = c->offload_dpu_warmup;
 }
 
 void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end) {
@@ -377,6 +381,10 @@ void zg_zero_after_load(zg_zero *z) {
         for (int s = 0; s <= z->n_layer; s++) z->gathered[s] = 2;
         zg_zero_release_all(z);
     }
+}
+
+void zg_zero_flush(zg_zero *z) {
+    if (z->off) zero_offload_flush(z);
 }
 
 zg_optimizer *zg_zero_optimizer(zg_zero *z) { return &z->opt; }

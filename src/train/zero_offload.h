@@ -52,8 +52,24 @@ void zero_offload_grads_finish(zg_zero *z);
 /* The step on the host and the uploads (plus, at stages 1-2 with several ranks, the per-slot
  * all-gathers). grad_scale as zg_optimizer_step. */
 void zero_offload_apply(zg_zero *z, float lr, float grad_scale);
-/* A skipped step (overflow): the gradients sent are dropped. */
+/* The end of a step: after a skipped one (overflow) the gradients sent are dropped (and a delayed
+ * update of the step before goes up now). */
 void zero_offload_end_step(zg_zero *z);
+/* Delayed parameter update: waits for the host step in flight and uploads its parameters (with the
+ * stage 1-2 gathers), so the device holds the current weights. Every rank calls it at the same points
+ * (before an evaluation, a checkpoint, the end). A no-op without the delay. */
+void zero_offload_flush(zg_zero *z);
+/* 1 while a delayed update is in flight or not uploaded yet. */
+int zero_offload_dpu_pending(const zg_zero *z);
+/* Where the offload's time of the last step went (wall_clock_breakdown), milliseconds on this rank's
+ * main thread unless said otherwise. */
+typedef struct {
+    double host_ms;          /* the host AdamW (with the delay: the previous step's, on its thread) */
+    double download_wait_ms; /* waiting for the gradient download to land */
+    double upload_wait_ms;   /* waiting for earlier uploads to finish reading a staging buffer */
+    double join_wait_ms;     /* with the delay: waiting for the host step's thread */
+} zero_offload_times;
+zero_offload_times zero_offload_step_times(const zg_zero *z);
 /* The compute stream waits for slot s's upload (the forward before slot s; a stage-3 gather). */
 void zero_offload_wait_slot(zg_zero *z, int slot);
 void zero_offload_wait_all(zg_zero *z);
@@ -65,5 +81,8 @@ size_t zero_offload_host_bytes(const zg_zero *z);
 /* Predicted host bytes for a shard of k elements (plan): fp32 master (param dtype not fp32) or the fp32
  * parameters, m, v, and the two staging buffers. */
 size_t zero_offload_plan_host_bytes(size_t k, zg_dtype pdt, zg_dtype gdt);
+/* What the delayed parameter update adds: a second upload buffer of the parameters (fp32 parameters:
+ * two, the optimizer's own copy being no upload buffer). */
+size_t zero_offload_plan_dpu_bytes(size_t k, zg_dtype pdt);
 
 #endif

@@ -39,7 +39,7 @@ for stage in 1 2 3; do
     run n$stage --set out_dir=n$stage --set zero_optimization.stage=$stage --nproc 2
     run o$stage --set out_dir=o$stage --set zero_optimization.stage=$stage --nproc 2 "${OFF[@]}" \
         --set zero_optimization.offload_optimizer.pin_memory=true
-    grep -q "ZeRO-Offload at stage $stage: optimizer state and AdamW on the CPU, .* of pinned host memory" o$stage.log \
+    grep -q "ZeRO-Offload at stage $stage: optimizer state and AdamW on the CPU, .* of host memory per rank, the state pinned" o$stage.log \
         || fail "stage $stage: the banner does not name the offload: $(head -3 o$stage.log)"
     grep -q "ZeRO-Offload" n$stage.log && fail "stage $stage without offload names it: $(head -3 n$stage.log)"
     same_run n$stage o$stage
