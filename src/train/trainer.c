@@ -906,6 +906,13 @@ static int run_loop(trainer *tr, zg_precision prec) {
                        "reduce %.1f | other %.1f | norm %.1f | optimizer %.1f\n",
                        (long long)tr->iter, wc[ZG_STEP_DATA], wc[ZG_STEP_FORWARD], wc[ZG_STEP_BACKWARD],
                        wc[ZG_STEP_REDUCE], wc[ZG_STEP_OTHER], wc[ZG_STEP_NORM], wc[ZG_STEP_OPTIMIZER]);
+            if (c->wall_clock_breakdown && tr->zero.off)
+                printf(
+                    "iter %lld: ZeRO-Offload (ms) | host AdamW %.1f%s | gradient download wait %.1f | upload wait %.1f "
+                    "| host step wait %.1f\n",
+                    (long long)tr->iter, r.offload.host_ms,
+                    tr->zero.o.offload_dpu ? " (the previous step's, on its thread)" : "", r.offload.download_wait_ms,
+                    r.offload.upload_wait_ms, r.offload.join_wait_ms);
             fflush(stdout);
         }
         tr->iter++;

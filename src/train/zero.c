@@ -383,6 +383,8 @@ void zg_zero_after_load(zg_zero *z) {
     }
 }
 
+zg_zero_offload_times zg_zero_offload_step_times(const zg_zero *z) { return zero_offload_step_times(z); }
+
 void zg_zero_flush(zg_zero *z) {
     if (z->off) zero_offload_flush(z);
 }

@@ -34,7 +34,7 @@ struct zg_zero_offload {
     zg_event *up_done[2]; /* copy stream, behind the last upload from up[i] */
     zg_event *plain_done; /* copy stream, behind the last upload without the delay (warm-up, load) */
     double thread_ms;     /* the host step's own time (its thread writes it) */
-    zero_offload_times times;
+    zg_zero_offload_times times;
 };
 
 static size_t shard_count(const zg_zero *z) { return z->end - z->begin; }
@@ -222,8 +222,8 @@ void zero_offload_flush(zg_zero *z) {
     zero_offload_wait_all(z);
 }
 
-zero_offload_times zero_offload_step_times(const zg_zero *z) {
-    zero_offload_times t = {0};
+zg_zero_offload_times zero_offload_step_times(const zg_zero *z) {
+    zg_zero_offload_times t = {0};
     if (z->off) t = z->off->times;
     return t;
 }

@@ -61,15 +61,8 @@ void zero_offload_end_step(zg_zero *z);
 void zero_offload_flush(zg_zero *z);
 /* 1 while a delayed update is in flight or not uploaded yet. */
 int zero_offload_dpu_pending(const zg_zero *z);
-/* Where the offload's time of the last step went (wall_clock_breakdown), milliseconds on this rank's
- * main thread unless said otherwise. */
-typedef struct {
-    double host_ms;          /* the host AdamW (with the delay: the previous step's, on its thread) */
-    double download_wait_ms; /* waiting for the gradient download to land */
-    double upload_wait_ms;   /* waiting for earlier uploads to finish reading a staging buffer */
-    double join_wait_ms;     /* with the delay: waiting for the host step's thread */
-} zero_offload_times;
-zero_offload_times zero_offload_step_times(const zg_zero *z);
+/* Where the offload's time of the last step went (zg_zero_offload_times in zero.h). */
+zg_zero_offload_times zero_offload_step_times(const zg_zero *z);
 /* The compute stream waits for slot s's upload (the forward before slot s; a stage-3 gather). */
 void zero_offload_wait_slot(zg_zero *z, int slot);
 void zero_offload_wait_all(zg_zero *z);
