@@ -27,6 +27,12 @@
  *  3. the next forward waits for slot s's upload only just before slot s (before_layer: the compute
  *     stream waits for the slot's event), so the last uploads overlap the first layers; at stage 3 the
  *     gather of a layer waits for its upload the same way.
+ * Delayed parameter update (zg_zero_opts.offload_dpu, after offload_dpu_warmup steps): step 2 runs
+ * the AdamW on a pthread over the whole shard (into one of two upload buffers, alternating) while the
+ * main thread goes on with the next step; that step's first gradient download joins the thread (the
+ * gradient staging is rewritten), and its zg_zero_apply uploads the finished parameters slot by slot
+ * as step 2 does before starting the next thread. zero_offload_flush (evaluations, checkpoints, the
+ * end) joins and uploads so the device weights are current. docs/DISTRIBUTED.md says what it changes.
  * Checkpoints are unchanged: the optimizer shard files hold the same master/m/v, read and written
  * from host memory. */
 #ifndef ZG_TRAIN_ZERO_OFFLOAD_H
