@@ -20,14 +20,6 @@ run() { # run NAME ARGS...: zgpt train with a deadline; fails the test on error
     timeout 300 "$ZGPT" train --config d.json --set max_iters=4 --set eval_interval=2 "$@" > $name.log 2> $name.err \
         || fail "$name: $(tail -5 $name.err $name.log)"
 }
-same_run() { # same_run A B: identical losses, model.bin and optimizer shards
-    losses_same $1/metrics.jsonl $2/metrics.jsonl
-    cmp $1/final/model.bin $2/final/model.bin || fail "$1 vs $2: final weights differ"
-    local f
-    for f in $1/final/optim_*.bin; do
-        cmp "$f" $2/final/$(basename "$f") || fail "$1 vs $2: optimizer shard $(basename "$f") differs"
-    done
-}
 # first_diff A B: the first iteration whose training loss differs (none: "none")
 first_diff() {
     paste <(metric "$1" loss) <(metric "$2" loss) | awk '$1 != $3 { print "bad"; exit } $2 != $4 { print $1; f = 1; exit }
