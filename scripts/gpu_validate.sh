@@ -66,14 +66,17 @@
 #            (not in the default list)
 #   offload  (1 GPU; issue 18) ZeRO-Offload (offload_optimizer cpu): (1) a 100-iteration small-model bf16
 #            run at stages 1-3 with offload against the run without, within the bf16 noise measured as
-#            the multi phase does, and bitwise resume with offload; (2) the guide's job on one GPU (GPT-2
-#            XL scratch, ZeRO-2, 1 x 32, fp16) without offload, with it, and with it + recompute: peak GPU
+#            the multi phase does, and bitwise resume with offload (and with its delayed parameter
+#            update); (2) the guide's job on one GPU (GPT-2 XL scratch, ZeRO-2, 1 x 32, fp16) without
+#            offload, with it, with its delayed parameter update (dpu), and with it + recompute: peak GPU
 #            memory (goal <= 10 GiB) and tokens/s (goal >= 70% of without); (3) the host AdamW over 1.56B
 #            parameters (fp32, and the offload's fp16 mixed precision) against torch.optim.AdamW(fused=True)
 #            and the host's copy/triad bandwidth (bench/cpu_adamw_bench.sh); (4) reach: the largest
 #            GPT-2-shaped model zgpt plan says fits with and without offload, trained 3 iterations each.
 #            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
-#            "none off offrc"), ZG_OFFLOAD_SET extra train options for them; about 8 minutes (not in the default list)
+#            "none off dpu offrc"; dpu: delayed_param_update, reported on its own line; a name ending in "bd",
+#            e.g. offbd / dpubd, adds wall_clock_breakdown and notes the last step's offload times),
+#            ZG_OFFLOAD_SET extra train options for them; about 9 minutes (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
@@ -731,15 +734,34 @@ if has offload; then
     if [ -n "$la" ] && [ "$la" = "$lb" ] && [ $same = 1 ]; then
       note "offload: resume with offload (stage 2, 100 = 50 + resume + 50): PASS, identical losses, byte-identical model.bin and shards"
     else note "offload: resume with offload: FAIL"; diff <(echo "$la") <(echo "$lb") | head -4 | tee -a "$SUMMARY"; fi
+    # the delayed parameter update (stage 2): its curve against the reference (information: the gradients
+    # are one update late, so it need not stay within the rounding tolerance), and bitwise resume
+    # (100 straight == 50 + resume + 50: the straight run flushes at its evaluation at 50)
+    DPU=("${OFF[@]}" --set zero_optimization.offload_optimizer.delayed_param_update=true)
+    for r in of_d:100: of_dr:50: of_dr:100:--resume; do
+      IFS=: read -r dn di dres <<< "$r"
+      timeout 120 "$ZGPT" train $(mcfg "$W/$dn") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${DPU[@]}" \
+          --set max_iters=$di $dres --gpus 1 >> "$LOG_DIR/offload_dpu_$dn.log" 2>&1
+    done
+    v=$(vals "$W/of_d"); d=$(maxdiff "$ref" "$v")
+    la=$(grep '"loss": [0-9]' "$W/of_d/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    lb=$(grep '"loss": [0-9]' "$W/of_dr/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    same=1; for f in "$W/of_d/final"/*.bin; do cmp -s "$f" "$W/of_dr/final/$(basename "$f")" || same=0; done
+    ok=$( { [ -n "$la" ] && [ "$la" = "$lb" ] && [ $same = 1 ] && [ "$(echo "$v" | wc -w)" -ge 4 ]; } && echo PASS || echo FAIL)
+    note "offload: delayed parameter update (stage 2): val $v (max |diff| $d vs the rounding tolerance $tol, information);" \
+         "resume 100 = 50 + resume + 50 bitwise (losses, model.bin, shards): $ok"
   fi
   if [[ $parts == *" 2 "* ]]; then
     # (2) the guide's job on one GPU: GPT-2 XL scratch, ZeRO-2, micro-batch 1 x 32, fp16 (loss scale from
     # 2^10 so that nearly every step is a real one: skipped steps run no optimizer); median over the
     # non-skipped iterations from 1
     read -r -a OG_SET <<< "${ZG_OFFLOAD_SET:-}"
-    for v in ${ZG_OFFLOAD_VARIANTS:-none off offrc}; do
+    for v in ${ZG_OFFLOAD_VARIANTS:-none off dpu offrc}; do
       sets=("${OG_SET[@]}"); [ $v != none ] && sets+=("${OFF[@]}")
       [ $v = offrc ] && sets+=(--set recompute=true --set recompute_layernorm=true)
+      [[ $v == dpu* ]] && sets+=(--set zero_optimization.offload_optimizer.delayed_param_update=true)
+      # a variant ending in "bd" (offbd, dpubd) adds wall_clock_breakdown: where the offload's time goes
+      [[ $v == *bd ]] && sets+=(--set wall_clock_breakdown=true)
       timeout -k 20 150 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 --set fp16.initial_scale_power=10 "${sets[@]}" \
           --gpus 1 > "$LOG_DIR/offload_guide_$v.log" 2>&1
       rc=$?; gl=$LOG_DIR/offload_guide_$v.log
@@ -747,11 +769,16 @@ if has offload; then
       note "offload guide (XL, 1 GPU, ZeRO-2, 1 x 32, fp16, $v): exit $rc; $(na "$(zg_ms "$gl" 1)") ms/step," \
            "$(fmt0 "$(zg_tps "$gl" 1)") tok/s (median of $(zg_n "$gl" 1) from 1; $(zg_skips "$gl") skipped)," \
            "peak $(na "$(zg_mem "$gl")") GiB GPU; $(grep -oE 'host memory held per rank[^;]*' "$gl" | tail -1)"
+      [[ $v == *bd ]] && note "offload guide ($v) breakdown, last step: $(grep -E 'time \(ms, each phase|ZeRO-Offload \(ms\)' "$gl" | tail -2 | sed 's/^iter [0-9]*: //' | tr '\n' ';')"
     done
     r=$(ratio "${og_tps_off:-}" "${og_tps_none:-}")
     note "offload guide: with offload $(na "${og_mem_off:-}") GiB (goal <= 10): $(verdict "${og_mem_off:-}" "<=" 10);" \
          "with recompute $(na "${og_mem_offrc:-}") GiB; without $(na "${og_mem_none:-}") GiB;" \
          "tokens/s with/without $r (goal >= 0.70): $(verdict "$r" ">=" 0.70); with recompute $(ratio "${og_tps_offrc:-}" "${og_tps_none:-}")"
+    rd=$(ratio "${og_tps_dpu:-}" "${og_tps_none:-}")
+    note "offload guide, delayed parameter update (reported separately; gradients one update late):" \
+         "$(na "${og_mem_dpu:-}") GiB (goal <= 10): $(verdict "${og_mem_dpu:-}" "<=" 10); tokens/s with/without $rd" \
+         "(goal >= 0.70): $(verdict "$rd" ">=" 0.70)"
   fi
   if [[ $parts == *" 3 "* ]]; then
     # (3) the host AdamW over GPT-2 XL's 1.56B parameters, torch's fused CPU AdamW in the same call

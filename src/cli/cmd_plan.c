@@ -214,8 +214,13 @@ int zg_cmd_plan(int argc, char **argv) {
            zo.allgather_bucket_size, zo.overlap_comm ? "on" : "off");
     if (zo.offload_optimizer)
         printf("  ZeRO-Offload (offload_optimizer cpu%s): the optimizer state (fp32 %s, Adam m, v) and the gradient +\n"
-               "    parameter staging of each rank's shard live in host memory; AdamW runs on the CPU\n\n",
-               zo.offload_pin_memory ? ", pinned" : "", dt != ZG_F32 ? "master" : "parameters");
+               "    parameter staging of each rank's shard live in host memory; AdamW runs on the CPU%s\n\n",
+               zo.offload_pin_memory ? ", pinned" : "", dt != ZG_F32 ? "master" : "parameters",
+               zo.offload_dpu
+                   ? ",\n    delayed parameter update: step t's host AdamW overlaps step t+1 (whose gradients "
+                     "come from\n    the weights one update older), + one parameter shard of host memory "
+                     "per rank"
+                   : "");
     printf("  %-5s %11s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
            "comm", "activations", "GPU total", "host");
     zg_zero_memory m0;

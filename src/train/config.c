@@ -974,6 +974,11 @@ static void derive_offload(zg_train_config *cfg, const cJSON *root, load_state *
     z->offload_param = offload_device(root, "offload_param", "cpu_offload_param");
     z->offload_pin_memory = get_bool(root, "zero_optimization.offload_optimizer.pin_memory",
                                      get_bool(root, "zero_optimization.cpu_offload_use_pin_memory", 0));
+    z->offload_dpu = get_bool(root, "zero_optimization.offload_optimizer.delayed_param_update", 0);
+    z->offload_dpu_warmup = get_int(root, "zero_optimization.offload_optimizer.delayed_param_update_warmup", 0);
+    if (z->offload_dpu && z->offload_optimizer != ZG_OFFLOAD_CPU)
+        problem(ls, "zero_optimization.offload_optimizer.delayed_param_update needs offload_optimizer \"device\": "
+                    "\"cpu\"; set it, or remove delayed_param_update");
     if (z->offload_optimizer == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_optimizer \"device\": \"nvme\" is not supported by zgpt; remove it or "
                     "set \"device\": \"cpu\" or \"none\"");

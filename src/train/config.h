@@ -47,7 +47,9 @@ typedef struct {
     /* ZeRO-Offload (src/train/zero_offload.h): offload_optimizer cpu keeps the rank's optimizer state on
      * the host and runs AdamW there; nvme and offload_param are refused at load */
     zg_offload_device offload_optimizer, offload_param;
-    int offload_pin_memory; /* offload_optimizer.pin_memory (or the legacy cpu_offload_use_pin_memory) */
+    int offload_pin_memory;     /* offload_optimizer.pin_memory (or the legacy cpu_offload_use_pin_memory) */
+    int offload_dpu;            /* offload_optimizer.delayed_param_update: the host step overlaps the next one */
+    int64_t offload_dpu_warmup; /* offload_optimizer.delayed_param_update_warmup: steps before the delay starts */
 } zg_zero_config;
 
 typedef struct {

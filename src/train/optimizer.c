@@ -7,7 +7,7 @@
 
 /* Memory for one fp32 array of the state: backend memory, or host memory for a host optimizer. */
 static float *state_alloc(zg_optimizer *o, size_t bytes, const char *what) {
-    float *p = o->host ? o->be->ops->host_alloc(o->be, bytes, 0, what) : o->be->ops->alloc(o->be, bytes, what);
+    float *p = o->host ? o->be->ops->host_alloc(o->be, bytes, o->pin, what) : o->be->ops->alloc(o->be, bytes, what);
     if (p && o->host)
         memset(p, 0, bytes);
     else if (p)
@@ -24,7 +24,8 @@ static void state_free(zg_optimizer *o, float *p) {
 }
 
 static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
-                          const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin, int host) {
+                          const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin, int host,
+                          int pin) {
     memset(o, 0, sizeof *o);
     o->host = host;
     if (begin > end || end > table->num_params)
@@ -34,6 +35,7 @@ static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_tabl
     o->begin = begin;
     o->end = end;
     o->param_dtype = param_dtype;
+    o->pin = host && pin;
     o->cfg = *cfg;
     size_t n = end - begin;
 
@@ -83,12 +85,12 @@ cleanup:
 
 int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
                       const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin) {
-    return optimizer_init(o, be, table, begin, end, cfg, param_dtype, params_at_begin, 0);
+    return optimizer_init(o, be, table, begin, end, cfg, param_dtype, params_at_begin, 0, 0);
 }
 
 int zg_optimizer_init_host(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
-                           const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin) {
-    return optimizer_init(o, be, table, begin, end, cfg, param_dtype, params_at_begin, 1);
+                           const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin, int pin) {
+    return optimizer_init(o, be, table, begin, end, cfg, param_dtype, params_at_begin, 1, pin);
 }
 
 void zg_optimizer_free(zg_optimizer *o) {

@@ -36,6 +36,7 @@ typedef struct {
     zg_segment *segs; /* relative to begin */
     int n_segs;
     int host;     /* 1: master, m, v are host memory (host_alloc); the step runs on the CPU */
+    int pin;      /* host state page-locked (offload_optimizer.pin_memory) */
     int64_t step; /* optimizer steps taken (bias correction uses step+1 for the next one) */
     zg_optimizer_config cfg;
     zg_event *copied; /* zg_optimizer_hold: the end of the copies of the state in flight */
@@ -47,12 +48,13 @@ typedef struct {
  * be loaded from a checkpoint. -1 with an error when the range is invalid or memory is short. */
 int zg_optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
                       const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin);
-/* The same state in host memory (be->ops->host_alloc, not pinned: it is never transferred). The
+/* The same state in host memory (be->ops->host_alloc; page-locked when pin, DeepSpeed's pin_memory:
+ * it is never transferred, so pinning only keeps it resident). The
  * master is initialised from params_at_begin (backend memory) when given. zg_optimizer_step and
  * _step_part then take HOST pointers for the parameters (param_dtype) and the gradients (the
  * backend's grad dtype), and zg_optimizer_params_from_master writes host memory. */
 int zg_optimizer_init_host(zg_optimizer *o, zg_backend *be, const gpt2_param_table *table, size_t begin, size_t end,
-                           const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin);
+                           const zg_optimizer_config *cfg, zg_dtype param_dtype, const void *params_at_begin, int pin);
 void zg_optimizer_free(zg_optimizer *o);
 size_t zg_optimizer_count(const zg_optimizer *o);
 /* Bytes the state holds (for plans and reports): backend memory, or host memory when o->host. */

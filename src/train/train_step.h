@@ -61,11 +61,12 @@ typedef struct {
 
 typedef struct {
     zg_step_status status;
-    double loss;               /* mean over the micro-steps and the ranks */
-    double grad_norm;          /* global norm of the averaged, unscaled gradient, before clipping */
-    double clip;               /* clipping coefficient applied (1: none) */
-    char message[512];         /* SKIPPED / STOP: the loss scaler's line */
-    double ms[ZG_STEP_PHASES]; /* breakdown only: ms per phase, each synchronised at its end */
+    double loss;                   /* mean over the micro-steps and the ranks */
+    double grad_norm;              /* global norm of the averaged, unscaled gradient, before clipping */
+    double clip;                   /* clipping coefficient applied (1: none) */
+    char message[512];             /* SKIPPED / STOP: the loss scaler's line */
+    double ms[ZG_STEP_PHASES];     /* breakdown only: ms per phase, each synchronised at its end */
+    zg_zero_offload_times offload; /* breakdown with ZeRO-Offload: inside the norm and optimizer phases */
 } zg_train_step_result;
 
 /* One step at learning rate lr. poison_loss (a test hook, ZGPT_TEST_NAN_AT_ITER) takes the loss as

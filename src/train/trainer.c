@@ -673,6 +673,9 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
 static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     if (!tr->cfg->save_checkpoints) return 0; /* every rank takes this same early return */
     if (moments_wait(tr) != 0) return -1;     /* a save before the first update (a skipped step) */
+    /* a delayed parameter update in flight lands first (a consistent checkpoint; the run that goes on
+     * without saving flushes at the same evaluation, so a resume is bitwise) */
+    zg_zero_flush(&tr->zero);
     double t0 = zg_now_s();
     if (bg_flush(tr) != 0) return -1; /* at most one save in flight */
     double waited = zg_now_s() - t0;
@@ -850,6 +853,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
         /* evaluation (skipped when the resumed checkpoint already evaluated this iteration) */
         if ((tr->iter % c->eval_interval == 0 || at_end) && tr->iter != tr->last_eval_iter) {
             double tl, vl;
+            zg_zero_flush(&tr->zero); /* a delayed parameter update in flight lands first */
             if (estimate_loss(tr, tr->train_eval_dl, &tl) != 0 || estimate_loss(tr, tr->val_dl, &vl) != 0) return -1;
             if (tr->rank == 0) {
                 printf("step %lld: train loss %.4f, val loss %.4f\n", (long long)tr->iter, tl, vl);
@@ -951,12 +955,20 @@ static int run_loop(trainer *tr, zg_precision prec) {
                        "reduce %.1f | other %.1f | norm %.1f | optimizer %.1f\n",
                        (long long)tr->iter, wc[ZG_STEP_DATA], wc[ZG_STEP_FORWARD], wc[ZG_STEP_BACKWARD],
                        wc[ZG_STEP_REDUCE], wc[ZG_STEP_OTHER], wc[ZG_STEP_NORM], wc[ZG_STEP_OPTIMIZER]);
+            if (c->wall_clock_breakdown && tr->zero.off)
+                printf(
+                    "iter %lld: ZeRO-Offload (ms) | host AdamW %.1f%s | gradient download wait %.1f | upload wait %.1f "
+                    "| host step wait %.1f\n",
+                    (long long)tr->iter, r.offload.host_ms,
+                    tr->zero.o.offload_dpu ? " (the previous step's, on its thread)" : "", r.offload.download_wait_ms,
+                    r.offload.upload_wait_ms, r.offload.join_wait_ms);
             fflush(stdout);
         }
         tr->iter++;
     }
-    /* the end (finished, early-stopped or interrupted): the save in flight is published, then a
-     * checkpoint of the current state unless that was it */
+    /* the end (finished, early-stopped or interrupted): the weights made current (a delayed update),
+     * the save in flight is published, then a checkpoint of the current state unless that was it */
+    zg_zero_flush(&tr->zero);
     if (bg_flush(tr) != 0) return -1;
     if (tr->last_saved_iter != tr->iter && tr->iter > start_iter) {
         if (save_checkpoint(tr, prec, 0) != 0 || bg_flush(tr) != 0) return -1;
@@ -1233,9 +1245,14 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             if (tr.zero.off) {
                 zg_zero_memory hm;
                 zg_zero_memory_held(&tr.zero, &hm);
-                printf(" (ZeRO-Offload at stage %d: optimizer state and AdamW on the CPU, %.2f GiB of %s host memory "
-                       "per rank)",
+                printf(" (ZeRO-Offload at stage %d: optimizer state and AdamW on the CPU, %.2f GiB of host memory "
+                       "per rank, the state %s",
                        tr.zero.o.stage, hm.host / 1073741824.0, tr.zero.o.offload_pin_memory ? "pinned" : "pageable");
+                if (tr.zero.o.offload_dpu)
+                    printf("; delayed parameter update after %lld steps: the host step of step t runs during step "
+                           "t+1, whose gradients come from the weights before step t's update",
+                           (long long)tr.zero.o.offload_dpu_warmup);
+                printf(")");
             }
             printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations",
                    (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,

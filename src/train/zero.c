@@ -19,6 +19,8 @@ void zg_zero_opts_default(zg_zero_opts *o) {
     o->contiguous_gradients = 1;
     o->offload_optimizer = 0;
     o->offload_pin_memory = 0;
+    o->offload_dpu = 0;
+    o->offload_dpu_warmup = 0;
     o->grad_accum = 0;
 }
 
@@ -31,6 +33,8 @@ void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
     if (c->contiguous_gradients >= 0) o->contiguous_gradients = c->contiguous_gradients;
     o->offload_optimizer = c->offload_optimizer == ZG_OFFLOAD_CPU;
     o->offload_pin_memory = c->offload_pin_memory;
+    o->offload_dpu = c->offload_dpu;
+    o->offload_dpu_warmup = c->offload_dpu_warmup;
 }
 
 void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end) {
@@ -104,7 +108,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     if (ok) {
         const void *own = z->param_shard ? z->param_shard : at(params, z->begin, z->pdt);
         if (z->o.offload_optimizer) /* ZeRO-Offload: master, m, v in host memory */
-            ok = zg_optimizer_init_host(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own) == 0;
+            ok = zg_optimizer_init_host(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own,
+                                        z->o.offload_pin_memory) == 0;
         else
             ok = zg_optimizer_init(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own) == 0;
         z->opt_ready = ok;
@@ -376,6 +381,12 @@ void zg_zero_after_load(zg_zero *z) {
         for (int s = 0; s <= z->n_layer; s++) z->gathered[s] = 2;
         zg_zero_release_all(z);
     }
+}
+
+zg_zero_offload_times zg_zero_offload_step_times(const zg_zero *z) { return zero_offload_step_times(z); }
+
+void zg_zero_flush(zg_zero *z) {
+    if (z->off) zero_offload_flush(z);
 }
 
 zg_optimizer *zg_zero_optimizer(zg_zero *z) { return &z->opt; }

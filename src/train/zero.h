@@ -69,7 +69,9 @@ typedef struct {
     int contiguous_gradients;     /* accepted; stage 2/3 always accumulate into one contiguous shard */
     int offload_optimizer;        /* 1: ZeRO-Offload (stages 1-3): the optimizer state on the host, AdamW on
                                      the CPU (src/train/zero_offload.h) */
-    int offload_pin_memory;       /* offload: page-locked host staging buffers */
+    int offload_pin_memory;       /* offload: page-locked optimizer state (staging is always pinned) */
+    int offload_dpu;              /* offload: delayed parameter update (the host step of step t runs during t+1) */
+    int64_t offload_dpu_warmup;   /* offload_dpu: optimizer steps taken without the delay first */
     int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
                                      gradients to the host during the last micro-step's backward */
 } zg_zero_opts;
@@ -202,6 +204,19 @@ void zg_zero_release_all(zg_zero *z);
  * zg_zero_optimizer()): rebuilds the low-precision params of the shard from the master, makes every
  * rank's copy consistent (all-gather from the owners) and, at stage 3, releases non-owned parts. */
 void zg_zero_after_load(zg_zero *z);
+/* Where ZeRO-Offload's time of the last step went (wall_clock_breakdown), milliseconds on this rank's
+ * main thread unless said otherwise; all 0 without offload. */
+typedef struct {
+    double host_ms;          /* the host AdamW (with the delay: the previous step's, on its thread) */
+    double download_wait_ms; /* waiting for the gradient download to land */
+    double upload_wait_ms;   /* waiting for uploads (a staging buffer rewritten; breakdown: their tail) */
+    double join_wait_ms;     /* with the delay: waiting for the host step's thread */
+} zg_zero_offload_times;
+zg_zero_offload_times zg_zero_offload_step_times(const zg_zero *z);
+/* ZeRO-Offload's delayed parameter update: makes the device weights current (the host step in flight
+ * waited for and uploaded). Every rank, at the same points: before an evaluation, a checkpoint, the
+ * end. Nothing to do otherwise. */
+void zg_zero_flush(zg_zero *z);
 zg_optimizer *zg_zero_optimizer(zg_zero *z);
 
 /* Memory actually held by this rank (model buffers, engine, communicator scratch peak). */

@@ -5,7 +5,7 @@
  * Where things live (per rank, shard [begin, end) of the flat buffer):
  *  - host: the fp32 master (or, with fp32 parameters, the parameters themselves), Adam m and v
  *    (zg_optimizer_init_host), a staging buffer of the shard's gradients (grad dtype) and one of its
- *    updated parameters (param dtype), both page-locked with pin_memory;
+ *    updated parameters (param dtype), both always page-locked (pin_memory pins the optimizer state);
  *  - device: the parameters (stage 1-2: all of them; stage 3: the shard + gathered layers) and the
  *    gradients exactly as without offload. Gradients accumulate across micro-steps ON THE DEVICE, in
  *    grad dtype (stage 1: the full buffer; stage 2-3: the gradient shard), as the no-offload path does:
@@ -27,6 +27,12 @@
  *  3. the next forward waits for slot s's upload only just before slot s (before_layer: the compute
  *     stream waits for the slot's event), so the last uploads overlap the first layers; at stage 3 the
  *     gather of a layer waits for its upload the same way.
+ * Delayed parameter update (zg_zero_opts.offload_dpu, after offload_dpu_warmup steps): step 2 runs
+ * the AdamW on a pthread over the whole shard (into one of two upload buffers, alternating) while the
+ * main thread goes on with the next step; that step's first gradient download joins the thread (the
+ * gradient staging is rewritten), and its zg_zero_apply uploads the finished parameters slot by slot
+ * as step 2 does before starting the next thread. zero_offload_flush (evaluations, checkpoints, the
+ * end) joins and uploads so the device weights are current. docs/DISTRIBUTED.md says what it changes.
  * Checkpoints are unchanged: the optimizer shard files hold the same master/m/v, read and written
  * from host memory. */
 #ifndef ZG_TRAIN_ZERO_OFFLOAD_H
@@ -52,8 +58,17 @@ void zero_offload_grads_finish(zg_zero *z);
 /* The step on the host and the uploads (plus, at stages 1-2 with several ranks, the per-slot
  * all-gathers). grad_scale as zg_optimizer_step. */
 void zero_offload_apply(zg_zero *z, float lr, float grad_scale);
-/* A skipped step (overflow): the gradients sent are dropped. */
+/* The end of a step: after a skipped one (overflow) the gradients sent are dropped (and a delayed
+ * update of the step before goes up now). */
 void zero_offload_end_step(zg_zero *z);
+/* Delayed parameter update: waits for the host step in flight and uploads its parameters (with the
+ * stage 1-2 gathers), so the device holds the current weights. Every rank calls it at the same points
+ * (before an evaluation, a checkpoint, the end). A no-op without the delay. */
+void zero_offload_flush(zg_zero *z);
+/* 1 while a delayed update is in flight or not uploaded yet. */
+int zero_offload_dpu_pending(const zg_zero *z);
+/* Where the offload's time of the last step went (zg_zero_offload_times in zero.h). */
+zg_zero_offload_times zero_offload_step_times(const zg_zero *z);
 /* The compute stream waits for slot s's upload (the forward before slot s; a stage-3 gather). */
 void zero_offload_wait_slot(zg_zero *z, int slot);
 void zero_offload_wait_all(zg_zero *z);
@@ -65,5 +80,8 @@ size_t zero_offload_host_bytes(const zg_zero *z);
 /* Predicted host bytes for a shard of k elements (plan): fp32 master (param dtype not fp32) or the fp32
  * parameters, m, v, and the two staging buffers. */
 size_t zero_offload_plan_host_bytes(size_t k, zg_dtype pdt, zg_dtype gdt);
+/* What the delayed parameter update adds: a second upload buffer of the parameters (fp32 parameters:
+ * two, the optimizer's own copy being no upload buffer). */
+size_t zero_offload_plan_dpu_bytes(size_t k, zg_dtype pdt);
 
 #endif

@@ -68,6 +68,7 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     if (o->offload_optimizer && o->stage > 0) { /* ZeRO-Offload: the state and the staging on the host */
         m->optimizer = 0;
         m->host = zero_offload_plan_host_bytes(k, pdt, gdt);
+        if (o->offload_dpu) m->host += zero_offload_plan_dpu_bytes(k, pdt);
     }
     /* The MPI backend reduces 16-bit data through fp32 scratch: up to the buckets in flight. */
     if (!device && gdt != ZG_F32 && world > 1) {

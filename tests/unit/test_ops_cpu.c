@@ -528,22 +528,28 @@ static void test_refuses_low_precision(void) {
     ZT_CHECK(zg_dtype_parse("fp8", &dt) == -1 && strstr(zg_error_message(), "fp8") != NULL);
 }
 
-/* The host AdamW's vectorised fp16 conversions against the library's scalar ones: every fp16 value
- * widened, and narrowed: every fp16 value's exact float, the float midpoints between neighbours (ties
- * to even) and one ulp either side, float denormals, overflow to inf, NaN, and a sweep of all floats in
- * steps of 4093 ulps. */
-static void test_host_f16_conversions(void) {
+/* The host AdamW's 16-bit conversions on one instruction set against the library's scalar ones:
+ * every fp16 value widened (NaNs with their payload and signalling bit); narrowed: every fp16 value's
+ * exact float, the float midpoints between neighbours (ties to even) and one ulp either side, float
+ * denormals, overflow to inf, NaNs of every kind (the canonical sign | 0x7e00), and a sweep of all
+ * floats in steps of 4093 ulps; bf16 the same sweep plus its own ties. Lengths that are not a multiple
+ * of the vector width exercise the scalar tails. */
+static int host_conv_isa_ok(zg_host_isa isa) {
     enum { N = 65536 };
     uint16_t *h = malloc(N * sizeof *h), *back = malloc(4 * N * sizeof *back);
     float *f = malloc(N * sizeof *f), *probe = malloc(4 * N * sizeof *probe);
+    int ok = 1;
     for (uint32_t i = 0; i < N; i++) h[i] = (uint16_t)i;
-    zg_host_f16_to_f32(f, h, N);
-    int widen_ok = 1;
-    for (uint32_t i = 0; i < N; i++) {
+    zg_host_widen16(isa, f, h, N - 3, 0);
+    for (uint32_t i = 0; i < N - 3; i++) {
         float r = zg_f16_to_f32((uint16_t)i);
-        widen_ok &= memcmp(&r, &f[i], 4) == 0;
+        ok &= memcmp(&r, &f[i], 4) == 0;
     }
-    ZT_CHECK(widen_ok);
+    zg_host_widen16(isa, f, h, N, 1);
+    for (uint32_t i = 0; i < N; i++) {
+        float r = zg_bf16_to_f32((uint16_t)i);
+        ok &= memcmp(&r, &f[i], 4) == 0;
+    }
     for (uint32_t i = 0; i < N; i++) {
         uint16_t nx = (uint16_t)(i + 1);
         float mid = (float)(((double)zg_f16_to_f32((uint16_t)i) + (double)zg_f16_to_f32(nx)) / 2.0);
@@ -552,25 +558,51 @@ static void test_host_f16_conversions(void) {
         probe[4 * i + 2] = nextafterf(mid, INFINITY);
         probe[4 * i + 3] = nextafterf(mid, -INFINITY);
     }
-    zg_host_f32_to_f16(back, probe, 4 * N);
-    int narrow_ok = 1;
-    for (uint32_t i = 0; i < 4 * N; i++) narrow_ok &= back[i] == zg_f32_to_f16(probe[i]);
-    ZT_CHECK(narrow_ok);
-    float special[8] = {1e-45f, -1e-40f, 65519.0f, 65520.0f, -1e30f, INFINITY, NAN, -0.0f};
-    uint16_t out[8];
-    zg_host_f32_to_f16(out, special, 8);
-    for (int i = 0; i < 8; i++) ZT_CHECK(out[i] == zg_f32_to_f16(special[i]));
-    int sweep_ok = 1;
+    zg_host_narrow16(isa, back, probe, 4 * N - 5, 0);
+    for (uint32_t i = 0; i < 4 * N - 5; i++) ok &= back[i] == zg_f32_to_f16(probe[i]);
+    /* bf16 ties: the midpoints between neighbouring bf16 values, and one ulp either side */
+    for (uint32_t i = 0; i < N; i++) {
+        uint32_t lo = i << 16, b[3] = {lo | 0x8000u, lo | 0x8001u, lo | 0x7fffu};
+        for (int k = 0; k < 3; k++) memcpy(&probe[3 * i + (uint32_t)k], &b[k], 4);
+    }
+    zg_host_narrow16(isa, back, probe, 3 * N, 1);
+    for (uint32_t i = 0; i < 3 * N; i++) ok &= back[i] == zg_f32_to_bf16(probe[i]);
+    uint32_t nans[6] = {0x7f800001u, 0xff800001u, 0x7fc00000u, 0xffffffffu, 0x7fbfffffu, 0x7fe01234u};
+    float special[24] = {1e-45f, -1e-40f, 65519.0f, 65520.0f, -1e30f, INFINITY, NAN, -0.0f, -INFINITY, 5.96e-8f};
+    for (int i = 0; i < 6; i++) memcpy(&special[10 + i], &nans[i], 4);
+    for (int i = 16; i < 24; i++) special[i] = special[i - 16] * -0.5f;
+    for (int bf = 0; bf <= 1; bf++) {
+        uint16_t out[24];
+        zg_host_narrow16(isa, out, special, 24, bf);
+        for (int i = 0; i < 24; i++) ok &= out[i] == (bf ? zg_f32_to_bf16(special[i]) : zg_f32_to_f16(special[i]));
+    }
     for (uint64_t u = 0; u <= 0xffffffffu; u += 4093u * N) {
         for (uint32_t k = 0; k < N; k++) {
             uint32_t b = (uint32_t)(u + (uint64_t)k * 4093u);
             memcpy(&probe[k], &b, 4);
         }
-        zg_host_f32_to_f16(back, probe, N);
-        for (uint32_t k = 0; k < N; k++) sweep_ok &= back[k] == zg_f32_to_f16(probe[k]);
+        zg_host_narrow16(isa, back, probe, N, 0);
+        for (uint32_t k = 0; k < N; k++) ok &= back[k] == zg_f32_to_f16(probe[k]);
+        zg_host_narrow16(isa, back, probe, N, 1);
+        for (uint32_t k = 0; k < N; k++) ok &= back[k] == zg_f32_to_bf16(probe[k]);
     }
-    ZT_CHECK(sweep_ok);
     free(h), free(back), free(f), free(probe);
+    return ok;
+}
+
+static void test_host_f16_conversions(void) {
+    static const char *names[ZG_HOST_ISA_COUNT] = {"baseline", "avx2+f16c", "avx512f"};
+    int tested = 0;
+    for (int isa = 0; isa < ZG_HOST_ISA_COUNT; isa++) {
+        if (!zg_host_isa_supported((zg_host_isa)isa)) continue;
+        int ok = host_conv_isa_ok((zg_host_isa)isa);
+        if (!ok) fprintf(stderr, "  16-bit conversions differ from the scalar ones on %s\n", names[isa]);
+        ZT_CHECK(ok);
+        tested++;
+    }
+    ZT_CHECK(tested >= 1 && zg_host_isa_supported(ZG_HOST_ISA_BASE));
+    fprintf(stderr, "  16-bit conversions checked on %d instruction set(s); the AdamW uses %s\n", tested,
+            names[zg_host_isa_best()]);
 }
 
 int main(void) {

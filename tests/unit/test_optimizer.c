@@ -253,8 +253,8 @@ static void test_host_state_equals_backend(void) {
     zg_optimizer o, h;
     size_t host0 = g_be->host_bytes_in_use;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 5, n - 3, &oc, ZG_F32, t.full + 5) == 0);
-    ZT_CHECK(zg_optimizer_init_host(&h, g_be, &g_tab, 5, n - 3, &oc, ZG_F32, t.parts + 5) == 0);
-    ZT_CHECK(h.host && !o.host && !h.master);
+    ZT_CHECK(zg_optimizer_init_host(&h, g_be, &g_tab, 5, n - 3, &oc, ZG_F32, t.parts + 5, 1) == 0);
+    ZT_CHECK(h.host && h.pin && !o.host && !o.pin && !h.master);
     ZT_CHECK(g_be->host_bytes_in_use >= host0 + zg_optimizer_state_bytes(&h));
     for (int s = 0; s < 3; s++) {
         zg_optimizer_step(&o, t.full + 5, t.g + 5, 1e-2f, 0.5f);

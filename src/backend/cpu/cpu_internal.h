@@ -56,9 +56,14 @@ void cpu_adamw(zg_backend *be, const zg_adamw_args *a);
 void cpu_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
 void cpu_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n);
 void cpu_download_f32(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n);
-/* The vectorised fp16 conversions of the host AdamW (optim_cpu.c), exposed for their exhaustive test
- * against zg_f16_to_f32 / zg_f32_to_f16. */
-void zg_host_f16_to_f32(float *out, const uint16_t *in, size_t n);
-void zg_host_f32_to_f16(uint16_t *out, const float *in, size_t n);
+/* The host AdamW's 16-bit conversions (optim_cpu.c) per instruction set, exposed for their exhaustive
+ * test against zg_f16_to_f32 / zg_f32_to_f16 / zg_f32_to_bf16 on every set the machine has. The AdamW
+ * uses zg_host_isa_best(). */
+typedef enum { ZG_HOST_ISA_BASE, ZG_HOST_ISA_AVX2, ZG_HOST_ISA_AVX512, ZG_HOST_ISA_COUNT } zg_host_isa;
+int zg_host_isa_supported(zg_host_isa isa);
+zg_host_isa zg_host_isa_best(void);
+/* n fp16 (bf16: 1) values to fp32, and back with round-to-nearest-even. */
+void zg_host_widen16(zg_host_isa isa, float *out, const uint16_t *in, size_t n, int bf16);
+void zg_host_narrow16(zg_host_isa isa, uint16_t *out, const float *in, size_t n, int bf16);
 
 #endif

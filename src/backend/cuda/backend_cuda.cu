@@ -130,7 +130,7 @@ static void *zgc_host_alloc(zg_backend *be, size_t bytes, int pinned, const char
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             zg_errorf("cannot pin %s of host memory for %s (%s; %s pinned already by zgpt): free host memory, or "
-                      "turn pinning off (pin_memory: false)",
+                      "turn off the optimizer state's pinning (offload_optimizer.pin_memory: false)",
                       zg_fmt_bytes((double)bytes, a, sizeof a), what ? what : "a host buffer", cudaGetErrorString(e),
                       zg_fmt_bytes((double)be->host_bytes_in_use, b, sizeof b));
             return NULL;
