@@ -146,6 +146,7 @@ int zg_cmd_plan(int argc, char **argv) {
         zg_errorf("--stage %d: allowed 0, 1, 2, 3", zo.stage);
         goto cleanup;
     }
+    if (zo.stage != 3) zo.offload_param = 0; /* --stage: parameters are offloaded at stage 3 only */
     size_t requested_bucket = zo.reduce_bucket_size;
     zg_zero_opts_fit_model(&zo, &table); /* what the trainer will use */
     int device = strcmp(a.device, "cuda") == 0;
@@ -191,9 +192,10 @@ int zg_cmd_plan(int argc, char **argv) {
             if (zg_zero_memory_total(&m) > gpu_max) gpu_max = zg_zero_memory_total(&m);
             if (m.host > host_max) host_max = m.host;
         }
-        printf("],\"offload_optimizer\":\"%s\",\"gpu_bytes_per_rank\":%zu,\"host_bytes_per_rank\":%zu,"
-               "\"checkpoint_bytes\":%.0f}\n",
-               zo.offload_optimizer ? "cpu" : "none", gpu_max, host_max, checkpoint_bytes(n, &zo, N));
+        printf("],\"offload_optimizer\":\"%s\",\"offload_param\":\"%s\",\"gpu_bytes_per_rank\":%zu,"
+               "\"host_bytes_per_rank\":%zu,\"checkpoint_bytes\":%.0f}\n",
+               zo.offload_optimizer ? "cpu" : "none", zo.offload_param ? "cpu" : "none", gpu_max, host_max,
+               checkpoint_bytes(n, &zo, N));
         rc = 0;
         goto cleanup;
     }
@@ -216,6 +218,11 @@ int zg_cmd_plan(int argc, char **argv) {
         printf("  ZeRO-Offload (offload_optimizer cpu%s): the optimizer state (fp32 %s, Adam m, v) and the gradient +\n"
                "    parameter staging of each rank's shard live in host memory; AdamW runs on the CPU\n\n",
                zo.offload_pin_memory ? ", pinned" : "", dt != ZG_F32 ? "master" : "parameters");
+    if (zo.offload_param)
+        printf("  offload_param cpu%s: each rank's %s parameter shard lives in host memory%s; each layer is uploaded\n"
+               "    into its gather slot just before use (the next one prefetched)\n\n",
+               zo.offload_param_pin_memory ? " (pinned)" : "", zg_dtype_name(dt),
+               zo.offload_optimizer ? " (the host AdamW updates it in place)" : "");
     printf("  %-5s %11s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
            "comm", "activations", "GPU total", "host");
     zg_zero_memory m0;

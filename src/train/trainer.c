@@ -1019,8 +1019,9 @@ static int setup_optimizer(trainer *tr) {
     zg_zero_opts zo;
     zg_zero_opts_from_config(&cfg->zero, &zo);
     zo.grad_accum = (int)cfg->grad_accum;
-    /* ZeRO-Offload keeps the configured stage on one process too: its state moves to the host */
-    if (tr->world == 1 && zo.stage > 0 && !zo.offload_optimizer) {
+    /* ZeRO-Offload keeps the configured stage on one process too: its state (offload_param: the
+     * parameters) moves to the host */
+    if (tr->world == 1 && zo.stage > 0 && !zo.offload_optimizer && !zo.offload_param) {
         if (tr->rank == 0)
             printf("note: zero_optimization.stage %d partitions state across ranks; one process runs stage 0 "
                    "(nothing to partition)\n",
@@ -1028,7 +1029,8 @@ static int setup_optimizer(trainer *tr) {
         zo.stage = 0;
     }
     zg_zero_opts_fit_model(&zo, &tr->model.table);
-    if (zo.offload_optimizer) { /* refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
+    if (zo.offload_optimizer ||
+        zo.offload_param) { /* refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
                                  * the parameters on the host for model.bin: counted for every rank) */
         size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, (int)cfg->micro_batch,
                                            tr->model.cfg.block_size, tr->model.recompute, tr->model.recompute_layers);
@@ -1165,12 +1167,15 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf("training: %s backend, %s, micro-batch %lld x accumulation %lld", tr.be->ops->name,
                    zg_precision_name(prec), (long long)cfg->micro_batch, (long long)cfg->grad_accum);
             if (tr.world > 1) printf(" x %d ranks (ZeRO stage %d)", tr.world, tr.zero.o.stage);
-            if (tr.zero.off) {
+            if (tr.zero.off || tr.zero.poff) {
                 zg_zero_memory hm;
                 zg_zero_memory_held(&tr.zero, &hm);
-                printf(" (ZeRO-Offload at stage %d: optimizer state and AdamW on the CPU, %.2f GiB of %s host memory "
-                       "per rank)",
-                       tr.zero.o.stage, hm.host / 1073741824.0, tr.zero.o.offload_pin_memory ? "pinned" : "pageable");
+                int pin = tr.zero.off ? tr.zero.o.offload_pin_memory : tr.zero.o.offload_param_pin_memory;
+                printf(" (ZeRO-Offload at stage %d: %s%s%s, %.2f GiB of %s host memory per rank)", tr.zero.o.stage,
+                       tr.zero.off ? "optimizer state and AdamW on the CPU" : "",
+                       tr.zero.off && tr.zero.poff ? "; " : "",
+                       tr.zero.poff ? "parameters in host memory, each layer uploaded before use (offload_param)" : "",
+                       hm.host / 1073741824.0, pin ? "pinned" : "pageable");
             }
             printf(" = %lld sequences of %d tokens per step, lr %s %g, %lld iterations",
                    (long long)cfg->train_batch_size, tr.T, zg_schedule_type_name(cfg->sched.type), cfg->lr,

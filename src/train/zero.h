@@ -70,6 +70,9 @@ typedef struct {
     int offload_optimizer;        /* 1: ZeRO-Offload (stages 1-3): the optimizer state on the host, AdamW on
                                      the CPU (src/train/zero_offload.h) */
     int offload_pin_memory;       /* offload: page-locked host staging buffers */
+    int offload_param;            /* 1: stage 3 over a model: the rank's parameter shard in host memory, each
+                                     layer's part uploaded just before use (src/train/zero_offload_param.c) */
+    int offload_param_pin_memory; /* offload_param: the host parameter shard page-locked */
     int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
                                      gradients to the host during the last micro-step's backward */
 } zg_zero_opts;
@@ -84,7 +87,8 @@ typedef struct {
     size_t optimizer;       /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
     size_t comm;            /* engine staging buffers + communicator scratch (peak) */
     size_t activations;     /* activation estimate (plan only; 0 from the engine) */
-    size_t host;            /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
+    size_t host;            /* host memory (ZeRO-Offload: optimizer state + staging buffers; offload_param: the
+                               parameter shard); not in the total */
     size_t optimizer_state; /* the optimizer state's bytes wherever it lives (a checkpoint snapshot's size) */
 } zg_zero_memory;
 
@@ -94,8 +98,9 @@ typedef struct {
     float clip_coef;  /* applied clipping coefficient (1 = none) */
 } zg_zero_step_info;
 
-typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
-typedef struct zg_zero_offload zg_zero_offload; /* private: ZeRO-Offload state (zero_offload.c) */
+typedef struct zg_zero_pending zg_zero_pending;             /* private: a collective in flight */
+typedef struct zg_zero_offload zg_zero_offload;             /* private: ZeRO-Offload state (zero_offload.c) */
+typedef struct zg_zero_param_offload zg_zero_param_offload; /* private: offload_param (zero_offload_param.c) */
 
 typedef struct {
     zg_zero_opts o;
@@ -136,12 +141,13 @@ typedef struct {
     size_t *group_launched; /* per group: elements handed to reductions in this backward */
     int *group_inflight;    /* per group: reductions in flight */
     /* stage 3: parameters without a full buffer */
-    void *param_shard;      /* this rank's (end - begin) parameters (param dtype); the optimizer's */
-    void *param_resident;   /* gathered embeddings + ln_f (slot 0) */
-    void *param_pool[2];    /* gathered layers: the current one and the prefetched next */
-    int param_pool_slot[2]; /* slot using it, -1 free */
-    void *param_full;       /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
-    zg_zero_offload *off;   /* ZeRO-Offload (opts.offload_optimizer), else NULL */
+    void *param_shard;           /* this rank's (end - begin) parameters (param dtype); the optimizer's */
+    void *param_resident;        /* gathered embeddings + ln_f (slot 0) */
+    void *param_pool[2];         /* gathered layers: the current one and the prefetched next */
+    int param_pool_slot[2];      /* slot using it, -1 free */
+    void *param_full;            /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
+    zg_zero_offload *off;        /* ZeRO-Offload (opts.offload_optimizer), else NULL */
+    zg_zero_param_offload *poff; /* offload_param: param_shard is host memory (opts.offload_param), else NULL */
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */

@@ -28,9 +28,13 @@ int zero_offload_init(zg_zero *z) {
     int pin = z->o.offload_pin_memory;
     o->grads_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->gdt), pin, "ZeRO-Offload gradient shard (host)");
     if (!o->grads_host) return -1;
-    o->params_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->pdt), pin, "ZeRO-Offload parameter shard (host)");
-    if (!o->params_host) return -1;
-    if (k && !z->opt.master) /* fp32: the host copy is what the optimizer updates */
+    if (z->poff) { /* offload_param: the host parameter shard is where the updates go; nothing to upload */
+        o->params_host = z->param_shard;
+    } else {
+        o->params_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->pdt), pin, "ZeRO-Offload parameter shard (host)");
+        if (!o->params_host) return -1;
+    }
+    if (k && !z->opt.master && !z->poff) /* fp32: the host copy is what the optimizer updates */
         be->ops->download(be, o->params_host, own_params(z), k * esz(z->pdt));
     o->reduced = be->ops->event_create(be);
     o->downloaded = be->ops->event_create(be);
@@ -51,7 +55,7 @@ void zero_offload_free(zg_zero *z) {
     if (o->reduced) be->ops->event_destroy(be, o->reduced);
     if (o->downloaded) be->ops->event_destroy(be, o->downloaded);
     be->ops->host_free(be, o->grads_host);
-    be->ops->host_free(be, o->params_host);
+    if (!z->poff) be->ops->host_free(be, o->params_host);
     free(o->uploaded);
     free(o->upload_pending);
     free(o);
@@ -118,6 +122,7 @@ static void upload_slot(zg_zero *z, int s, float lr, float scale, int update) {
         size_t a = lo[i] > z->begin ? lo[i] : z->begin, b = hi[i] < z->end ? hi[i] : z->end;
         if (a >= b) continue;
         if (update) zg_optimizer_step_part(&z->opt, a, b, o->params_host, o->grads_host, lr, scale);
+        if (z->poff) continue; /* offload_param: updated in place in the host shard */
         be->ops->copy_async(be, dev + (a - z->begin) * esz(z->pdt), at(o->params_host, a - z->begin, z->pdt),
                             (b - a) * esz(z->pdt), ZG_COPY_H2D);
         any = 1;
@@ -152,7 +157,8 @@ void zero_offload_after_load(zg_zero *z) {
     zg_backend *be = z->be;
     size_t k = shard_count(z);
     if (!k) return;
-    if (!z->opt.master) { /* fp32: the loaded device parameters are the optimizer's */
+    if (!z->opt.master) {    /* fp32: the loaded device parameters are the optimizer's */
+        if (z->poff) return; /* offload_param: the host shard holds them already */
         be->ops->download(be, o->params_host, own_params(z), k * esz(z->pdt));
         return;
     }

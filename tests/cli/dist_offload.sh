@@ -14,8 +14,8 @@
 #    micro-step's gradients into the full buffer in backward, stage 2 adds each micro-step's layer
 #    gradients into the shard afterwards, another fp32 summation order);
 #  - plan --json: gpu_bytes_per_rank / host_bytes_per_rank against the formulas;
-#  - refusals: host memory short (ZGPT_TEST_HOST_AVAILABLE_BYTES), "nvmee", nvme, offload_param cpu,
-#    offload at stage 0, Lamb with offload.
+#  - refusals: host memory short (ZGPT_TEST_HOST_AVAILABLE_BYTES), "nvmee", nvme,
+#    offload at stage 0 (offload_param: dist_offload_param.sh), Lamb with offload.
 TEST_NAME=dist_offload
 source "$(dirname "$0")/dist_common.inc"
 LTOL=1e-4 WTOL=2e-4
@@ -124,8 +124,6 @@ expect_fail nvmee "zero_optimization.offload_optimizer.device.*nvmee" "${TRAIN[@
     --set zero_optimization.offload_optimizer.device=nvmee
 expect_fail nvme "offload_optimizer \"device\": \"nvme\" is not supported by zgpt" "${TRAIN[@]}" --set out_dir=x3 \
     --set zero_optimization.offload_optimizer.device=nvme
-expect_fail offload-param "offload_param \"device\": \"cpu\" is not supported yet by zgpt" "${TRAIN[@]}" \
-    --set out_dir=x4 --set zero_optimization.stage=3 --set zero_optimization.offload_param.device=cpu
 expect_fail stage0 "offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3" "${TRAIN[@]}" --set out_dir=x5 \
     --set zero_optimization.stage=0 "${OFF[@]}"
 expect_fail lamb "optimizer Lamb with zero_optimization.offload_optimizer \"cpu\" is not supported yet" "${TRAIN[@]}" \
