@@ -1029,9 +1029,9 @@ static int setup_optimizer(trainer *tr) {
         zo.stage = 0;
     }
     zg_zero_opts_fit_model(&zo, &tr->model.table);
-    if (zo.offload_optimizer ||
-        zo.offload_param) { /* refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
-                                 * the parameters on the host for model.bin: counted for every rank) */
+    /* ZeRO-Offload (either part): refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
+     * the parameters on the host for model.bin: counted for every rank) */
+    if (zo.offload_optimizer || zo.offload_param) {
         size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, (int)cfg->micro_batch,
                                            tr->model.cfg.block_size, tr->model.recompute, tr->model.recompute_layers);
         if (zg_zero_check_memory(&tr->model.table, tr->world, tr->rank, tr->local_ranks, &zo, tr->be->param_dtype,

@@ -98,9 +98,10 @@ typedef struct {
     float clip_coef;  /* applied clipping coefficient (1 = none) */
 } zg_zero_step_info;
 
-typedef struct zg_zero_pending zg_zero_pending;             /* private: a collective in flight */
-typedef struct zg_zero_offload zg_zero_offload;             /* private: ZeRO-Offload state (zero_offload.c) */
-typedef struct zg_zero_param_offload zg_zero_param_offload; /* private: offload_param (zero_offload_param.c) */
+typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
+typedef struct zg_zero_offload zg_zero_offload; /* private: ZeRO-Offload state (zero_offload.c) */
+/* private: offload_param state (zero_offload_param.c) */
+typedef struct zg_zero_param_offload zg_zero_param_offload;
 
 typedef struct {
     zg_zero_opts o;
@@ -141,13 +142,14 @@ typedef struct {
     size_t *group_launched; /* per group: elements handed to reductions in this backward */
     int *group_inflight;    /* per group: reductions in flight */
     /* stage 3: parameters without a full buffer */
-    void *param_shard;           /* this rank's (end - begin) parameters (param dtype); the optimizer's */
-    void *param_resident;        /* gathered embeddings + ln_f (slot 0) */
-    void *param_pool[2];         /* gathered layers: the current one and the prefetched next */
-    int param_pool_slot[2];      /* slot using it, -1 free */
-    void *param_full;            /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
-    zg_zero_offload *off;        /* ZeRO-Offload (opts.offload_optimizer), else NULL */
-    zg_zero_param_offload *poff; /* offload_param: param_shard is host memory (opts.offload_param), else NULL */
+    void *param_shard;      /* this rank's (end - begin) parameters (param dtype); the optimizer's */
+    void *param_resident;   /* gathered embeddings + ln_f (slot 0) */
+    void *param_pool[2];    /* gathered layers: the current one and the prefetched next */
+    int param_pool_slot[2]; /* slot using it, -1 free */
+    void *param_full;       /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
+    zg_zero_offload *off;   /* ZeRO-Offload (opts.offload_optimizer), else NULL */
+    /* offload_param (opts.offload_param): param_shard is host memory; else NULL */
+    zg_zero_param_offload *poff;
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */

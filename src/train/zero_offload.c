@@ -157,8 +157,8 @@ void zero_offload_after_load(zg_zero *z) {
     zg_backend *be = z->be;
     size_t k = shard_count(z);
     if (!k) return;
-    if (!z->opt.master) {    /* fp32: the loaded device parameters are the optimizer's */
-        if (z->poff) return; /* offload_param: the host shard holds them already */
+    if (!z->opt.master && z->poff) return; /* fp32 with offload_param: the host shard is the optimizer's */
+    if (!z->opt.master) {                  /* fp32: the loaded device parameters are the optimizer's */
         be->ops->download(be, o->params_host, own_params(z), k * esz(z->pdt));
         return;
     }

@@ -125,11 +125,13 @@ int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int loc
     const double GiB = 1073741824.0;
     size_t gpu = zg_zero_memory_total(&m);
     if (device_total > 0 && gpu > device_total)
-        return zg_errorf("rank %d needs %.2f GiB of GPU memory (params %.2f, grads %.2f, grad shard %.2f, optimizer "
-                         "%.2f, activations %.2f GiB) but the device has %.2f GiB; use a higher ZeRO stage, more GPUs, "
-                         "offload_optimizer \"cpu\", a smaller micro-batch or activation recompute",
-                         rank, gpu / GiB, m.params / GiB, (m.grads + 0.0) / GiB, m.grad_shard / GiB, m.optimizer / GiB,
-                         m.activations / GiB, device_total / GiB);
+        return zg_errorf(
+            "rank %d needs %.2f GiB of GPU memory (params %.2f, grads %.2f, grad shard %.2f, optimizer "
+            "%.2f, activations %.2f GiB) but the device has %.2f GiB; use a higher ZeRO stage, more GPUs, "
+            "offload_optimizer \"cpu\", offload_param \"cpu\" (stage 3), a smaller micro-batch or activation "
+            "recompute",
+            rank, gpu / GiB, m.params / GiB, (m.grads + 0.0) / GiB, m.grad_shard / GiB, m.optimizer / GiB,
+            m.activations / GiB, device_total / GiB);
     uint64_t avail = zg_host_mem_available();
     double host = (double)m.host * (local_ranks > 0 ? local_ranks : 1) + (double)host_extra;
     int popt = o->offload_optimizer, ppar = o->offload_param && o->stage >= 3;
