@@ -219,8 +219,8 @@ int zg_cmd_plan(int argc, char **argv) {
                "    parameter staging of each rank's shard live in host memory; AdamW runs on the CPU\n\n",
                zo.offload_pin_memory ? ", pinned" : "", dt != ZG_F32 ? "master" : "parameters");
     if (zo.offload_param)
-        printf("  offload_param cpu%s: each rank's %s parameter shard lives in host memory%s; each layer is uploaded\n"
-               "    into its gather slot just before use (the next one prefetched)\n\n",
+        printf("  offload_param cpu%s: each rank's %s parameter shard lives in host memory%s;\n"
+               "    each layer is uploaded into its gather slot just before use (the next one prefetched)\n\n",
                zo.offload_param_pin_memory ? " (pinned)" : "", zg_dtype_name(dt),
                zo.offload_optimizer ? " (the host AdamW updates it in place)" : "");
     printf("  %-5s %11s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
@@ -257,8 +257,10 @@ int zg_cmd_plan(int argc, char **argv) {
                zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
                zo.overlap_comm ? "up to 2" : "no");
     if (zo.stage == 3)
-        printf("  params at stage 3: the rank's shard + the gathered embeddings + ln_f + 2 layer buffers (the current\n"
-               "    layer and the prefetched next); checkpoints and export gather a full copy for their duration.\n");
+        printf(
+            "  params at stage 3: the rank's shard%s + the gathered embeddings + ln_f + 2 layer buffers (the current\n"
+            "    layer and the prefetched next); checkpoints and export gather a full copy for their duration.\n",
+            zo.offload_param ? " (in host memory: offload_param)" : "");
     printf("\n  ZeRO paper, model states per rank at stage %d: %s = %s (N = %d)\n", zo.stage, paper_formula(zo.stage),
            zg_fmt_bytes(paper_bytes(zo.stage, psi, N), b1, sizeof b1), N);
     printf("  zgpt rank 0, the same states (params + grads%s + optimizer%s): %s\n",
