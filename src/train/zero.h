@@ -34,6 +34,8 @@
  *           a layer is gathered into one of two layer buffers (current + prefetched next), the
  *           embeddings + ln_f into a resident one (docs/DISTRIBUTED.md gives the formula). Over flat
  *           buffers the gather lands in the full buffer and a release zeroes the non-owned parts.
+ *           offload_param (model mode only): the shard is host memory and each slot's part is
+ *           uploaded into its buffer before the gather (src/train/zero_offload_param.c).
  *
  * Gradient scaling: the model's backward is run exactly as in one process (loss_scale folds the fp16
  * loss scale and 1/grad_accum); the engine divides by the world size. Clipping uses the global norm
