@@ -693,13 +693,18 @@ fi
 if has offload; then
   OFF=(--set zero_optimization.offload_optimizer.device=cpu --set zero_optimization.offload_optimizer.pin_memory=true)
   parts=" ${ZG_OFFLOAD_PARTS:-1 2 3 4 5} "
-  if [[ $parts == *" 1 "* ]]; then
-    # (1) correctness: the same 16 sequences per step (8 x 2) on one GPU, bf16; the noise is the gap to a
-    # run that differs only in rounding (4 x 4 micro-steps), tolerance 2 x noise + 0.02 as in multi
+  # the 1-GPU bf16 reference (8 x 2 micro-steps) and its noise: the gap to a run that differs only in
+  # rounding (4 x 4); sets ref, noise and tol (2 x noise + 0.02, as in multi)
+  offload_ref_noise() {
     timeout 90 "$ZGPT" train $(mcfg "$W/of_ref") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_ref.log" 2>&1
     timeout 90 "$ZGPT" train $(mcfg "$W/of_var") $(mev 4) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_var.log" 2>&1
     ref=$(vals "$W/of_ref"); noise=$(maxdiff "$ref" "$(vals "$W/of_var")")
     tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
+  }
+  if [[ $parts == *" 1 "* ]]; then
+    # (1) correctness: the same 16 sequences per step (8 x 2) on one GPU, bf16; the noise is the gap to a
+    # run that differs only in rounding (4 x 4 micro-steps), tolerance 2 x noise + 0.02 as in multi
+    offload_ref_noise
     note "offload: 1 GPU bf16 without offload: val $ref; bf16 noise $noise -> tolerance $tol"
     for st in 1 2 3; do
       timeout 120 "$ZGPT" train $(mcfg "$W/of_s$st") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=$st "${OFF[@]}" \
@@ -787,12 +792,7 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
     # (the same bytes reach the same kernels): bitwise against part 1's stage-3 run; alone (the GPU
     # optimizer stepping through the slot buffers) within the bf16 noise of the run without offload.
     OPA=(--set zero_optimization.offload_param.device=cpu --set zero_optimization.offload_param.pin_memory=true)
-    if [ -z "${tol:-}" ]; then
-      timeout 90 "$ZGPT" train $(mcfg "$W/of_ref") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_ref.log" 2>&1
-      timeout 90 "$ZGPT" train $(mcfg "$W/of_var") $(mev 4) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_var.log" 2>&1
-      ref=$(vals "$W/of_ref"); noise=$(maxdiff "$ref" "$(vals "$W/of_var")")
-      tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
-    fi
+    [ -n "${tol:-}" ] || offload_ref_noise
     [ -d "$W/of_s3/final" ] || timeout 120 "$ZGPT" train $(mcfg "$W/of_s3") $(mev 8) --set dtype=bf16 \
         --set zero_optimization.stage=3 "${OFF[@]}" --gpus 1 > "$LOG_DIR/offload_s3.log" 2>&1
     timeout 150 "$ZGPT" train $(mcfg "$W/op_both") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OFF[@]}" \

@@ -934,7 +934,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
     if (tr->rank == 0) {
         char pb[32];
         printf("peak %s memory per rank: %s\n", be->ops->name, zg_fmt_bytes(peak, pb, sizeof pb));
-        if (tr->zero.off) { /* ZeRO-Offload: rank 0's optimizer state and staging live in host memory */
+        if (tr->zero.off || tr->zero.poff) { /* ZeRO-Offload: rank 0's optimizer state / parameter shard */
             char hb[32];
             printf("host memory held per rank (ZeRO-Offload): %s\n",
                    zg_fmt_bytes((double)be->host_bytes_peak, hb, sizeof hb));

@@ -27,7 +27,6 @@ struct zg_zero_param_offload {
     zg_event *freed; /* compute stream, behind the use of a slot buffer that is being refilled */
     zg_event **up;   /* per slot: copy stream, behind its upload */
     int *up_pending; /* per slot: uploaded, the compute stream has not waited yet */
-    long n_uploads;  /* statistics */
 };
 
 typedef struct {
@@ -89,7 +88,6 @@ void zero_param_offload_upload_slot(zg_zero *z, int slot) {
     if (!any) return;
     be->ops->event_record(be, p->up[slot], ZG_STREAM_COPY);
     p->up_pending[slot] = 1;
-    p->n_uploads++;
     if (z->comm->size > 1) zero_param_offload_wait_slot(z, slot); /* the all-gather sends it next */
 }
 

@@ -15,32 +15,19 @@ source "$(dirname "$0")/dist_common.inc"
 S3=(--set zero_optimization.stage=3)
 OP=(--set zero_optimization.offload_param.device=cpu --set zero_optimization.offload_param.pin_memory=true)
 OO=(--set zero_optimization.offload_optimizer.device=cpu)
-run() { # run NAME ARGS...: zgpt train with a deadline; fails the test on error
-    local name=$1; shift
-    timeout 300 "$ZGPT" train --config d.json --set max_iters=4 --set eval_interval=2 "$@" > $name.log 2> $name.err \
-        || fail "$name: $(tail -5 $name.err $name.log)"
-}
-same_run() { # same_run A B: identical losses, model.bin and optimizer shards
-    losses_same $1/metrics.jsonl $2/metrics.jsonl
-    cmp $1/final/model.bin $2/final/model.bin || fail "$1 vs $2: final weights differ"
-    local f
-    for f in $1/final/optim_*.bin; do
-        cmp "$f" $2/final/$(basename "$f") || fail "$1 vs $2: optimizer shard $(basename "$f") differs"
-    done
-}
 
 SECONDS=0
 for np in 1 2; do
-    run n$np --set out_dir=n$np "${S3[@]}" --nproc $np "${OO[@]}"
-    run p$np --set out_dir=p$np "${S3[@]}" --nproc $np "${OP[@]}" "${OO[@]}"
+    run4 n$np --set out_dir=n$np "${S3[@]}" --nproc $np "${OO[@]}"
+    run4 p$np --set out_dir=p$np "${S3[@]}" --nproc $np "${OP[@]}" "${OO[@]}"
     grep -q "ZeRO-Offload at stage 3: optimizer state and AdamW on the CPU; parameters in host memory, each layer uploaded before use (offload_param)" \
         p$np.log || fail "$np ranks: the banner does not name offload_param: $(head -3 p$np.log)"
     same_run n$np p$np
     echo "ok $np rank(s), stage 3: offload_param + offload_optimizer == offload_optimizer alone, bitwise"
     [ $np -eq 1 ] && continue # one process without offload_optimizer runs stage 0: compared below at 2 ranks
 done
-run g2 --set out_dir=g2 "${S3[@]}" --nproc 2
-run q2 --set out_dir=q2 "${S3[@]}" --nproc 2 "${OP[@]}"
+run4 g2 --set out_dir=g2 "${S3[@]}" --nproc 2
+run4 q2 --set out_dir=q2 "${S3[@]}" --nproc 2 "${OP[@]}"
 grep -q "ZeRO-Offload at stage 3: parameters in host memory, each layer uploaded before use (offload_param), .* of pinned host memory" \
     q2.log || fail "the banner does not name offload_param: $(head -3 q2.log)"
 grep -q "ZeRO-Offload" g2.log && fail "stage 3 without offload names it: $(head -3 g2.log)"
@@ -48,24 +35,24 @@ same_run g2 q2
 echo "ok 2 ranks, stage 3: offload_param with the GPU optimizer == no offload, bitwise (${SECONDS} s)"
 # one process: stage 3 over a communicator of one, the GPU optimizer through the slots
 SECONDS=0
-run q1 --set out_dir=q1 "${S3[@]}" "${OP[@]}"
+run4 q1 --set out_dir=q1 "${S3[@]}" "${OP[@]}"
 grep -q "ZeRO-Offload at stage 3: parameters in host memory" q1.log || fail "one process: $(head -3 q1.log)"
 same_run p1 q1
 echo "ok 1 rank: offload_param alone == offload_param + offload_optimizer, bitwise (${SECONDS} s)"
 
 # resume across offload_param on/off, and 2 ranks -> 1 rank
 SECONDS=0
-run ra --set out_dir=r1 "${S3[@]}" --set max_iters=2 --nproc 2 "${OP[@]}"
+run4 ra --set out_dir=r1 "${S3[@]}" --set max_iters=2 --nproc 2 "${OP[@]}"
 cp -r r1 r4
-run rb --set out_dir=r1 "${S3[@]}" --set max_iters=3 --nproc 2 --resume
-run rc --set out_dir=r1 "${S3[@]}" --nproc 2 --resume "${OP[@]}"
+run4 rb --set out_dir=r1 "${S3[@]}" --set max_iters=3 --nproc 2 --resume
+run4 rc --set out_dir=r1 "${S3[@]}" --nproc 2 --resume "${OP[@]}"
 grep -q "resuming at iter 3" rc.log || fail "offload_param did not resume at 3: $(cat rc.log)"
 same_run g2 r1
 echo "ok resume offload_param -> none -> offload_param: bitwise the straight run (${SECONDS} s)"
 SECONDS=0
 cp -r r4 r5
-run rd --set out_dir=r4 "${S3[@]}" --resume "${OP[@]}" "${OO[@]}"
-run re --set out_dir=r5 "${S3[@]}" --resume "${OO[@]}"
+run4 rd --set out_dir=r4 "${S3[@]}" --resume "${OP[@]}" "${OO[@]}"
+run4 re --set out_dir=r5 "${S3[@]}" --resume "${OO[@]}"
 grep -q "resuming at iter 2" rd.log || fail "1 rank did not resume at 2: $(cat rd.log)"
 losses_same r4/metrics.jsonl r5/metrics.jsonl
 cmp r4/final/model.bin r5/final/model.bin || fail "2 -> 1 rank: offload_param changed the weights"
