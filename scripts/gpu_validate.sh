@@ -72,11 +72,14 @@
 #            memory (goal <= 10 GiB) and tokens/s (goal >= 70% of without); (3) the host AdamW over 1.56B
 #            parameters (fp32, and the offload's fp16 mixed precision) against torch.optim.AdamW(fused=True)
 #            and the host's copy/triad bandwidth (bench/cpu_adamw_bench.sh); (4) reach: the largest
-#            GPT-2-shaped model zgpt plan says fits with and without offload, trained 3 iterations each.
-#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
+#            GPT-2-shaped model zgpt plan says fits with and without offload, trained 3 iterations each;
+#            (5) offload_param cpu at stage 3: small bf16 run with both offloads bitwise the stage-3 run with
+#            offload_optimizer alone, offload_param alone within bf16 noise; the guide's XL job at stage 3
+#            with both offloads: peak GPU GiB and tokens/s against stage 2 without offload.
+#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4 5"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
 #            "none off dpu offrc"; dpu: delayed_param_update, reported on its own line; a name ending in "bd",
 #            e.g. offbd / dpubd, adds wall_clock_breakdown and notes the last step's offload times),
-#            ZG_OFFLOAD_SET extra train options for them; about 9 minutes (not in the default list)
+#            ZG_OFFLOAD_SET extra train options for them; about 12 minutes (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
 #   ZG_DP2_SET    extra zgpt train options for both dp2 zgpt runs (and zero2xl), e.g.
@@ -706,14 +709,19 @@ fi
 # ZeRO-Offload on one GPU (issue 18). Each run has its own time limit; the parts are independent.
 if has offload; then
   OFF=(--set zero_optimization.offload_optimizer.device=cpu --set zero_optimization.offload_optimizer.pin_memory=true)
-  parts=" ${ZG_OFFLOAD_PARTS:-1 2 3 4} "
-  if [[ $parts == *" 1 "* ]]; then
-    # (1) correctness: the same 16 sequences per step (8 x 2) on one GPU, bf16; the noise is the gap to a
-    # run that differs only in rounding (4 x 4 micro-steps), tolerance 2 x noise + 0.02 as in multi
+  parts=" ${ZG_OFFLOAD_PARTS:-1 2 3 4 5} "
+  # the 1-GPU bf16 reference (8 x 2 micro-steps) and its noise: the gap to a run that differs only in
+  # rounding (4 x 4); sets ref, noise and tol (2 x noise + 0.02, as in multi)
+  offload_ref_noise() {
     timeout 90 "$ZGPT" train $(mcfg "$W/of_ref") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_ref.log" 2>&1
     timeout 90 "$ZGPT" train $(mcfg "$W/of_var") $(mev 4) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_var.log" 2>&1
     ref=$(vals "$W/of_ref"); noise=$(maxdiff "$ref" "$(vals "$W/of_var")")
     tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
+  }
+  if [[ $parts == *" 1 "* ]]; then
+    # (1) correctness: the same 16 sequences per step (8 x 2) on one GPU, bf16; the noise is the gap to a
+    # run that differs only in rounding (4 x 4 micro-steps), tolerance 2 x noise + 0.02 as in multi
+    offload_ref_noise
     note "offload: 1 GPU bf16 without offload: val $ref; bf16 noise $noise -> tolerance $tol"
     for st in 1 2 3; do
       timeout 120 "$ZGPT" train $(mcfg "$W/of_s$st") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=$st "${OFF[@]}" \
@@ -818,6 +826,48 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
            "peak $(na "$(zg_mem "$LOG_DIR/offload_reach_$mode.log")") GiB GPU; $(grep -m1 'zgpt: error' "$LOG_DIR/offload_reach_$mode.log")"
     done
     note "offload reach: $(ratio "${reach_off:-}" "${reach_none:-}") x the parameters (goal >= 2; the host's $(awk -v a="$avail" 'BEGIN{printf "%.0f", a / 2^30}') GiB available bounds it at 20 B/parameter)"
+  fi
+  if [[ $parts == *" 5 "* ]]; then
+    # (5) offload_param cpu at stage 3 (the parameter shard in host memory, each layer uploaded before use).
+    # Correctness: with offload_optimizer too it is the stage-3 offload_optimizer run moved, not changed
+    # (the same bytes reach the same kernels): bitwise against part 1's stage-3 run; alone (the GPU
+    # optimizer stepping through the slot buffers) within the bf16 noise of the run without offload.
+    OPA=(--set zero_optimization.offload_param.device=cpu --set zero_optimization.offload_param.pin_memory=true)
+    [ -n "${tol:-}" ] || offload_ref_noise
+    [ -d "$W/of_s3/final" ] || timeout 120 "$ZGPT" train $(mcfg "$W/of_s3") $(mev 8) --set dtype=bf16 \
+        --set zero_optimization.stage=3 "${OFF[@]}" --gpus 1 > "$LOG_DIR/offload_s3.log" 2>&1
+    timeout 150 "$ZGPT" train $(mcfg "$W/op_both") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OFF[@]}" \
+        "${OPA[@]}" --gpus 1 > "$LOG_DIR/offload_param_both.log" 2>&1
+    rc=$?
+    la=$(grep '"loss": [0-9]' "$W/of_s3/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    lb=$(grep '"loss": [0-9]' "$W/op_both/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
+    ok=$( { [ $rc = 0 ] && [ -n "$la" ] && [ "$la" = "$lb" ] && cmp -s "$W/of_s3/final/model.bin" "$W/op_both/final/model.bin" \
+            && grep -q "parameters in host memory, each layer uploaded before use" "$LOG_DIR/offload_param_both.log"; } && echo PASS || echo FAIL)
+    note "offload_param: stage 3 + offload_optimizer, 1 GPU bf16, 100 iterations vs the same without offload_param: exit $rc; identical losses and model.bin: $ok"
+    timeout 150 "$ZGPT" train $(mcfg "$W/op_gpu") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OPA[@]}" \
+        --gpus 1 > "$LOG_DIR/offload_param_gpuopt.log" 2>&1
+    rc=$?; v=$(vals "$W/op_gpu"); d=$(maxdiff "$ref" "$v")
+    ok=$( { [ $rc = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } && echo PASS || echo FAIL)
+    note "offload_param alone (GPU AdamW through the slot buffers), stage 3: exit $rc, val $v (max |diff| $d vs tolerance $tol): $ok"
+    # the guide's XL job (1 x 32, fp16) at stage 3 with both offloads against stage 2 without offload
+    # (part 2's run when it ran): peak GPU memory (goal: below stage 2 with offload_optimizer alone, the
+    # parameters' 3 GiB less) and tokens/s
+    read -r -a OG_SET <<< "${ZG_OFFLOAD_SET:-}"
+    for v in none s3both; do
+      [ $v = none ] && [ -n "${og_tps_none:-}" ] && continue
+      sets=("${OG_SET[@]}"); [ $v = s3both ] && sets+=(--set zero_optimization.stage=3 "${OFF[@]}" "${OPA[@]}")
+      timeout -k 20 200 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 --set fp16.initial_scale_power=10 "${sets[@]}" \
+          --gpus 1 > "$LOG_DIR/offload_guide_$v.log" 2>&1
+      rc=$?; gl=$LOG_DIR/offload_guide_$v.log
+      eval "og_tps_$v=\$(zg_tps \"\$gl\" 1)"; eval "og_mem_$v=\$(zg_mem \"\$gl\")"
+      note "offload_param guide (XL, 1 GPU, 1 x 32, fp16, $v): exit $rc; $(na "$(zg_ms "$gl" 1)") ms/step," \
+           "$(fmt0 "$(zg_tps "$gl" 1)") tok/s (median of $(zg_n "$gl" 1) from 1; $(zg_skips "$gl") skipped)," \
+           "peak $(na "$(zg_mem "$gl")") GiB GPU"
+    done
+    note "offload_param guide: stage 3 + both offloads peak $(na "${og_mem_s3both:-}") GiB vs stage 2 without offload" \
+         "$(na "${og_mem_none:-}") GiB, stage 2 + offload_optimizer $(na "${og_mem_off:-}") GiB (part 2);" \
+         "below stage 2 without offload: $(verdict "$(ratio "${og_mem_s3both:-}" "${og_mem_none:-}")" "<" 1.0);" \
+         "tokens/s stage3+both / stage 2 none $(ratio "${og_tps_s3both:-}" "${og_tps_none:-}")"
   fi
 fi
 if has signal; then

@@ -146,6 +146,7 @@ int zg_cmd_plan(int argc, char **argv) {
         zg_errorf("--stage %d: allowed 0, 1, 2, 3", zo.stage);
         goto cleanup;
     }
+    if (zo.stage != 3) zo.offload_param = 0; /* --stage: parameters are offloaded at stage 3 only */
     size_t requested_bucket = zo.reduce_bucket_size;
     zg_zero_opts_fit_model(&zo, &table); /* what the trainer will use */
     int device = strcmp(a.device, "cuda") == 0;
@@ -191,9 +192,10 @@ int zg_cmd_plan(int argc, char **argv) {
             if (zg_zero_memory_total(&m) > gpu_max) gpu_max = zg_zero_memory_total(&m);
             if (m.host > host_max) host_max = m.host;
         }
-        printf("],\"offload_optimizer\":\"%s\",\"gpu_bytes_per_rank\":%zu,\"host_bytes_per_rank\":%zu,"
-               "\"checkpoint_bytes\":%.0f}\n",
-               zo.offload_optimizer ? "cpu" : "none", gpu_max, host_max, checkpoint_bytes(n, &zo, N));
+        printf("],\"offload_optimizer\":\"%s\",\"offload_param\":\"%s\",\"gpu_bytes_per_rank\":%zu,"
+               "\"host_bytes_per_rank\":%zu,\"checkpoint_bytes\":%.0f}\n",
+               zo.offload_optimizer ? "cpu" : "none", zo.offload_param ? "cpu" : "none", gpu_max, host_max,
+               checkpoint_bytes(n, &zo, N));
         rc = 0;
         goto cleanup;
     }
@@ -221,6 +223,11 @@ int zg_cmd_plan(int argc, char **argv) {
                      "come from\n    the weights one update older), + one parameter shard of host memory "
                      "per rank"
                    : "");
+    if (zo.offload_param)
+        printf("  offload_param cpu%s: each rank's %s parameter shard lives in host memory%s;\n"
+               "    each layer is uploaded into its gather slot just before use (the next one prefetched)\n\n",
+               zo.offload_param_pin_memory ? " (pinned)" : "", zg_dtype_name(dt),
+               zo.offload_optimizer ? " (the host AdamW updates it in place)" : "");
     printf("  %-5s %11s %11s %11s %11s %11s %11s %11s %11s\n", "rank", "params", "grads*", "grad shard", "optimizer",
            "comm", "activations", "GPU total", "host");
     zg_zero_memory m0;
@@ -255,8 +262,10 @@ int zg_cmd_plan(int argc, char **argv) {
                zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
                zo.overlap_comm ? "up to 2" : "no");
     if (zo.stage == 3)
-        printf("  params at stage 3: the rank's shard + the gathered embeddings + ln_f + 2 layer buffers (the current\n"
-               "    layer and the prefetched next); checkpoints and export gather a full copy for their duration.\n");
+        printf(
+            "  params at stage 3: the rank's shard%s + the gathered embeddings + ln_f + 2 layer buffers (the current\n"
+            "    layer and the prefetched next); checkpoints and export gather a full copy for their duration.\n",
+            zo.offload_param ? " (in host memory: offload_param)" : "");
     printf("\n  ZeRO paper, model states per rank at stage %d: %s = %s (N = %d)\n", zo.stage, paper_formula(zo.stage),
            zg_fmt_bytes(paper_bytes(zo.stage, psi, N), b1, sizeof b1), N);
     printf("  zgpt rank 0, the same states (params + grads%s + optimizer%s): %s\n",

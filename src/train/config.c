@@ -972,6 +972,8 @@ static void derive_offload(zg_train_config *cfg, const cJSON *root, load_state *
     zg_zero_config *z = &cfg->zero;
     z->offload_optimizer = offload_device(root, "offload_optimizer", "cpu_offload");
     z->offload_param = offload_device(root, "offload_param", "cpu_offload_param");
+    z->offload_param_pin_memory = get_bool(root, "zero_optimization.offload_param.pin_memory",
+                                           get_bool(root, "zero_optimization.cpu_offload_use_pin_memory", 0));
     z->offload_pin_memory = get_bool(root, "zero_optimization.offload_optimizer.pin_memory",
                                      get_bool(root, "zero_optimization.cpu_offload_use_pin_memory", 0));
     z->offload_dpu = get_bool(root, "zero_optimization.offload_optimizer.delayed_param_update", 0);
@@ -979,15 +981,21 @@ static void derive_offload(zg_train_config *cfg, const cJSON *root, load_state *
     if (z->offload_dpu && z->offload_optimizer != ZG_OFFLOAD_CPU)
         problem(ls, "zero_optimization.offload_optimizer.delayed_param_update needs offload_optimizer \"device\": "
                     "\"cpu\"; set it, or remove delayed_param_update");
+    if (z->offload_dpu && z->offload_param == ZG_OFFLOAD_CPU)
+        problem(ls, "zero_optimization.offload_optimizer.delayed_param_update is not supported together with "
+                    "offload_param (the delayed host step would rewrite the host parameters while the next step "
+                    "uploads them); remove one of the two");
     if (z->offload_optimizer == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_optimizer \"device\": \"nvme\" is not supported by zgpt; remove it or "
                     "set \"device\": \"cpu\" or \"none\"");
     if (z->offload_param == ZG_OFFLOAD_NVME)
         problem(ls, "zero_optimization.offload_param \"device\": \"nvme\" is not supported by zgpt; remove it or set "
                     "\"device\": \"none\"");
-    if (z->offload_param == ZG_OFFLOAD_CPU)
-        problem(ls, "zero_optimization.offload_param \"device\": \"cpu\" is not supported yet by zgpt (parameters stay "
-                    "on the device; offload_optimizer \"cpu\" is); remove it or set \"device\": \"none\"");
+    if (z->offload_param == ZG_OFFLOAD_CPU && z->stage != 3)
+        problem(ls,
+                "zero_optimization.offload_param \"device\": \"cpu\" needs ZeRO stage 3 (zero_optimization.stage is "
+                "%d; only stage 3 partitions the parameters); set zero_optimization.stage to 3, or remove the offload",
+                z->stage < 0 ? 0 : z->stage);
     if (z->offload_optimizer == ZG_OFFLOAD_CPU && z->stage <= 0)
         problem(ls, "zero_optimization.offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3 "
                     "(zero_optimization.stage is 0); "

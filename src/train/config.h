@@ -45,11 +45,13 @@ typedef struct {
     int64_t stage3_prefetch_bucket_size, stage3_param_persistence_threshold, stage3_max_live_parameters,
         stage3_max_reuse_distance;
     /* ZeRO-Offload (src/train/zero_offload.h): offload_optimizer cpu keeps the rank's optimizer state on
-     * the host and runs AdamW there; nvme and offload_param are refused at load */
+     * the host and runs AdamW there; offload_param cpu (stage 3 only) keeps its parameter shard there
+     * (src/train/zero_offload_param.c); nvme is refused at load */
     zg_offload_device offload_optimizer, offload_param;
     int offload_pin_memory;     /* offload_optimizer.pin_memory (or the legacy cpu_offload_use_pin_memory) */
     int offload_dpu;            /* offload_optimizer.delayed_param_update: the host step overlaps the next one */
     int64_t offload_dpu_warmup; /* offload_optimizer.delayed_param_update_warmup: steps before the delay starts */
+    int offload_param_pin_memory; /* offload_param.pin_memory (or the legacy cpu_offload_use_pin_memory) */
 } zg_zero_config;
 
 typedef struct {

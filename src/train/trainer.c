@@ -995,7 +995,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
     if (tr->rank == 0) {
         char pb[32];
         printf("peak %s memory per rank: %s\n", be->ops->name, zg_fmt_bytes(peak, pb, sizeof pb));
-        if (tr->zero.off) { /* ZeRO-Offload: rank 0's optimizer state and staging live in host memory */
+        if (tr->zero.off || tr->zero.poff) { /* ZeRO-Offload: rank 0's optimizer state / parameter shard */
             char hb[32];
             printf("host memory held per rank (ZeRO-Offload): %s\n",
                    zg_fmt_bytes((double)be->host_bytes_peak, hb, sizeof hb));
@@ -1081,8 +1081,9 @@ static int setup_optimizer(trainer *tr) {
     zg_zero_opts zo;
     zg_zero_opts_from_config(&cfg->zero, &zo);
     zo.grad_accum = (int)cfg->grad_accum;
-    /* ZeRO-Offload keeps the configured stage on one process too: its state moves to the host */
-    if (tr->world == 1 && zo.stage > 0 && !zo.offload_optimizer) {
+    /* ZeRO-Offload keeps the configured stage on one process too: its state (offload_param: the
+     * parameters) moves to the host */
+    if (tr->world == 1 && zo.stage > 0 && !zo.offload_optimizer && !zo.offload_param) {
         if (tr->rank == 0)
             printf("note: zero_optimization.stage %d partitions state across ranks; one process runs stage 0 "
                    "(nothing to partition)\n",
@@ -1090,8 +1091,9 @@ static int setup_optimizer(trainer *tr) {
         zo.stage = 0;
     }
     zg_zero_opts_fit_model(&zo, &tr->model.table);
-    if (zo.offload_optimizer) { /* refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
-                                 * the parameters on the host for model.bin: counted for every rank) */
+    /* ZeRO-Offload (either part): refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
+     * the parameters on the host for model.bin: counted for every rank) */
+    if (zo.offload_optimizer || zo.offload_param) {
         size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, (int)cfg->micro_batch,
                                            tr->model.cfg.block_size, tr->model.recompute, tr->model.recompute_layers);
         if (zg_zero_check_memory(&tr->model.table, tr->world, tr->rank, tr->local_ranks, &zo, tr->be->param_dtype,
@@ -1242,13 +1244,16 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             printf("training: %s backend, %s, micro-batch %lld x accumulation %lld", tr.be->ops->name,
                    zg_precision_name(prec), (long long)cfg->micro_batch, (long long)cfg->grad_accum);
             if (tr.world > 1) printf(" x %d ranks (ZeRO stage %d)", tr.world, tr.zero.o.stage);
-            if (tr.zero.off) {
+            if (tr.zero.off || tr.zero.poff) {
                 zg_zero_memory hm;
                 zg_zero_memory_held(&tr.zero, &hm);
-                printf(" (ZeRO-Offload at stage %d: optimizer state and AdamW on the CPU, %.2f GiB of host memory "
-                       "per rank, the state %s",
-                       tr.zero.o.stage, hm.host / 1073741824.0, tr.zero.o.offload_pin_memory ? "pinned" : "pageable");
-                if (tr.zero.o.offload_dpu)
+                int pin = tr.zero.off ? tr.zero.o.offload_pin_memory : tr.zero.o.offload_param_pin_memory;
+                printf(" (ZeRO-Offload at stage %d: %s%s%s, %.2f GiB of host memory per rank, the state %s", tr.zero.o.stage,
+                       tr.zero.off ? "optimizer state and AdamW on the CPU" : "",
+                       tr.zero.off && tr.zero.poff ? "; " : "",
+                       tr.zero.poff ? "parameters in host memory, each layer uploaded before use (offload_param)" : "",
+                       hm.host / 1073741824.0, pin ? "pinned" : "pageable");
+                if (tr.zero.off && tr.zero.o.offload_dpu)
                     printf("; delayed parameter update after %lld steps: the host step of step t runs during step "
                            "t+1, whose gradients come from the weights before step t's update",
                            (long long)tr.zero.o.offload_dpu_warmup);

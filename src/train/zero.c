@@ -21,6 +21,8 @@ void zg_zero_opts_default(zg_zero_opts *o) {
     o->offload_pin_memory = 0;
     o->offload_dpu = 0;
     o->offload_dpu_warmup = 0;
+    o->offload_param = 0;
+    o->offload_param_pin_memory = 0;
     o->grad_accum = 0;
 }
 
@@ -35,6 +37,8 @@ void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
     o->offload_pin_memory = c->offload_pin_memory;
     o->offload_dpu = c->offload_dpu;
     o->offload_dpu_warmup = c->offload_dpu_warmup;
+    o->offload_param = c->offload_param == ZG_OFFLOAD_CPU;
+    o->offload_param_pin_memory = c->offload_param_pin_memory;
 }
 
 void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end) {
@@ -69,6 +73,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     if (!grads && !model) return zg_errorf("ZeRO: the model's gradient buffer is not allocated (gpt2_grads_alloc)");
     if (z->o.offload_optimizer && z->o.stage == 0)
         return zg_errorf("ZeRO-Offload (offload_optimizer \"cpu\") needs ZeRO stage 1, 2 or 3; the stage is 0");
+    if (z->o.offload_param && (z->o.stage != 3 || !model))
+        return zg_errorf("offload_param \"cpu\" needs ZeRO stage 3 over a model (the stage is %d)", z->o.stage);
     z->comm = comm;
     z->be = be;
     z->table = table;
@@ -100,13 +106,16 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     size_t k = z->end - z->begin;
     int ok = 1;
     int group3 = model && z->o.stage >= 3, group2 = model && z->o.stage >= 2;
-    if (group3 && k) { /* the low-precision shard the optimizer updates, outside the full buffer */
+    if (group3 && z->o.offload_param) { /* the shard in host memory */
+        ok = zero_param_offload_init(z, at(params, z->begin, z->pdt)) == 0;
+    } else if (group3 && k) { /* the low-precision shard the optimizer updates, outside the full buffer */
         z->param_shard = be->ops->alloc(be, k * esz(z->pdt), "ZeRO parameter shard");
         ok = z->param_shard != NULL;
         if (ok) be->ops->copy(be, z->param_shard, at(params, z->begin, z->pdt), k * esz(z->pdt));
     }
     if (ok) {
-        const void *own = z->param_shard ? z->param_shard : at(params, z->begin, z->pdt);
+        /* backend memory (offload_param: the full buffer still holds the shard's values) */
+        const void *own = z->param_shard && !z->poff ? z->param_shard : at(params, z->begin, z->pdt);
         if (z->o.offload_optimizer) /* ZeRO-Offload: master, m, v in host memory */
             ok = zg_optimizer_init_host(&z->opt, be, table, z->begin, z->end, ocfg, z->pdt, own,
                                         z->o.offload_pin_memory) == 0;
@@ -166,8 +175,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         be->ops->dealloc(be, model->params);
         model->params = z->params = NULL;
     }
-    if (z->o.offload_optimizer) /* the host AdamW runs slot by slot, each slot uploaded when done */
-        zg_optimizer_split(&z->opt, table->layer_begin, z->n_layer + 1);
+    /* the host AdamW runs slot by slot, each slot uploaded when done; offload_param's GPU step likewise */
+    if (z->o.offload_optimizer || z->poff) zg_optimizer_split(&z->opt, table->layer_begin, z->n_layer + 1);
     if (z->o.offload_optimizer && z->o.stage <= 2 && W > 1) /* each slot's all-gather follows its upload */
         z->gathering = zg_calloc((size_t)z->n_layer + 1, sizeof *z->gathering);
     else if (z->model && z->o.stage == 2 && z->o.overlap_comm) { /* deferred parameter all-gathers, per slot */
@@ -213,7 +222,10 @@ void zg_zero_free(zg_zero *z) {
     zg_backend *be = z->be;
     if (z->grad_shard) be->ops->dealloc(be, z->grad_shard);
     if (z->param_full) be->ops->dealloc(be, z->param_full);
-    if (z->param_shard) be->ops->dealloc(be, z->param_shard);
+    if (z->poff)
+        zero_param_offload_free(z);
+    else if (z->param_shard)
+        be->ops->dealloc(be, z->param_shard);
     if (z->param_resident) be->ops->dealloc(be, z->param_resident);
     for (int i = 0; i < 2; i++)
         if (z->param_pool[i]) be->ops->dealloc(be, z->param_pool[i]);
@@ -341,8 +353,11 @@ void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     size_t gcount;
     const void *g = shard_grads(z, &gcount);
     float scale = grad_scale / (float)z->comm->size;
-    if (z->off) { /* on the host; uploads (and gathers) waited for by the next forward, slot by slot */
+    zero_param_offload_quiesce(z); /* offload_param: no upload still reads the host shard */
+    if (z->off) {                  /* on the host; uploads (and gathers) waited for by the next forward, slot by slot */
         zero_offload_apply(z, lr, scale);
+    } else if (z->poff) {
+        zero_param_offload_gpu_step(z, g, lr, scale);
     } else if (zero_deferred_gather(z)) { /* waited for by the next forward, slot by slot */
         zero_apply_and_launch_gathers(z, g, lr, scale);
     } else {
@@ -371,6 +386,8 @@ void zg_zero_after_load(zg_zero *z) {
     zero_params_wait_all(z);
     if (z->off)
         zero_offload_after_load(z);
+    else if (z->poff)
+        zero_param_offload_after_load(z);
     else if (z->end > z->begin)
         zg_optimizer_params_from_master(&z->opt, own_params(z));
     if (z->o.stage == 0) {

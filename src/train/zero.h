@@ -34,6 +34,8 @@
  *           a layer is gathered into one of two layer buffers (current + prefetched next), the
  *           embeddings + ln_f into a resident one (docs/DISTRIBUTED.md gives the formula). Over flat
  *           buffers the gather lands in the full buffer and a release zeroes the non-owned parts.
+ *           offload_param (model mode only): the shard is host memory and each slot's part is
+ *           uploaded into its buffer before the gather (src/train/zero_offload_param.c).
  *
  * Gradient scaling: the model's backward is run exactly as in one process (loss_scale folds the fp16
  * loss scale and 1/grad_accum); the engine divides by the world size. Clipping uses the global norm
@@ -72,6 +74,9 @@ typedef struct {
     int offload_pin_memory;       /* offload: page-locked optimizer state (staging is always pinned) */
     int offload_dpu;              /* offload: delayed parameter update (the host step of step t runs during t+1) */
     int64_t offload_dpu_warmup;   /* offload_dpu: optimizer steps taken without the delay first */
+    int offload_param;            /* 1: stage 3 over a model: the rank's parameter shard in host memory, each
+                                     layer's part uploaded just before use (src/train/zero_offload_param.c) */
+    int offload_param_pin_memory; /* offload_param: the host parameter shard page-locked */
     int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
                                      gradients to the host during the last micro-step's backward */
 } zg_zero_opts;
@@ -86,7 +91,8 @@ typedef struct {
     size_t optimizer;       /* fp32 master (low-precision params only) + Adam m, v for the rank's range */
     size_t comm;            /* engine staging buffers + communicator scratch (peak) */
     size_t activations;     /* activation estimate (plan only; 0 from the engine) */
-    size_t host;            /* host memory (ZeRO-Offload: optimizer state + staging buffers); not in the total */
+    size_t host;            /* host memory (ZeRO-Offload: optimizer state + staging buffers; offload_param: the
+                               parameter shard); not in the total */
     size_t optimizer_state; /* the optimizer state's bytes wherever it lives (a checkpoint snapshot's size) */
 } zg_zero_memory;
 
@@ -98,6 +104,8 @@ typedef struct {
 
 typedef struct zg_zero_pending zg_zero_pending; /* private: a collective in flight */
 typedef struct zg_zero_offload zg_zero_offload; /* private: ZeRO-Offload state (zero_offload.c) */
+/* private: offload_param state (zero_offload_param.c) */
+typedef struct zg_zero_param_offload zg_zero_param_offload;
 
 typedef struct {
     zg_zero_opts o;
@@ -144,6 +152,8 @@ typedef struct {
     int param_pool_slot[2]; /* slot using it, -1 free */
     void *param_full;       /* zg_zero_gather_all: a temporary full copy (checkpoints, export) */
     zg_zero_offload *off;   /* ZeRO-Offload (opts.offload_optimizer), else NULL */
+    /* offload_param (opts.offload_param): param_shard is host memory; else NULL */
+    zg_zero_param_offload *poff;
 } zg_zero;
 
 /* Defaults as DeepSpeed: stage 0, buckets 5e8, overlap on, contiguous gradients on. */

@@ -56,6 +56,31 @@ void zero_gathers_wait_all(zg_zero *z);
 void zero_params_wait_all(zg_zero *z);
 void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float scale);
 
+/* Address of parameter element i where the model reads it now (the gathered slot buffer at stage 3). */
+char *zero_param_at(zg_zero *z, size_t i);
+
+/* ---- zero_offload_param.c: offload_param (the stage-3 parameter shard in host memory) ------- */
+
+/* The host shard (pinned with offload_param_pin_memory), filled from the device parameters
+ * [begin, end) at dev_src, and the per-slot upload events. -1 with an error (host memory). */
+int zero_param_offload_init(zg_zero *z, const void *dev_src);
+void zero_param_offload_free(zg_zero *z);
+/* Slot s's buffer was placed: uploads this rank's part of it from the host shard on the copy stream
+ * (behind the compute stream's use of the buffer by the slot that held it before). With several ranks
+ * the compute stream (where the all-gather is ordered) waits for the upload at once; with one, only when
+ * the slot is needed (zero_param_offload_wait_slot), so the prefetch overlaps the current layer. */
+void zero_param_offload_upload_slot(zg_zero *z, int slot);
+void zero_param_offload_wait_slot(zg_zero *z, int slot);
+/* Blocks the host until every upload read the host shard (before the shard is rewritten). */
+void zero_param_offload_quiesce(zg_zero *z);
+/* The GPU optimizer (no offload_optimizer) over the host shard: the update goes through a device
+ * scratch of the shard for the step's duration, and back. */
+void zero_param_offload_gpu_step(zg_zero *z, const void *g, float lr, float scale);
+/* After a checkpoint load with the GPU optimizer: the host shard from the loaded master. */
+void zero_param_offload_after_load(zg_zero *z);
+/* Host bytes of the shard (k elements of param dtype). */
+size_t zero_param_offload_host_bytes(const zg_zero *z);
+
 /* ---- zero_plan.c ------------------------------------------------------------------------- */
 
 size_t zero_layer_size_max(const gpt2_param_table *t, int L, size_t *min_out);

@@ -121,9 +121,13 @@ int zero_offload_init(zg_zero *z) {
      * about the optimizer state (zg_optimizer_init_host). */
     o->grads_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->gdt), 1, "ZeRO-Offload gradient shard (host)");
     if (!o->grads_host) return -1;
-    o->params_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->pdt), 1, "ZeRO-Offload parameter shard (host)");
-    if (!o->params_host) return -1;
-    if (k && !z->opt.master) /* fp32: the host copy is what the optimizer updates */
+    if (z->poff) { /* offload_param: the host parameter shard is where the updates go; nothing to upload */
+        o->params_host = z->param_shard;
+    } else {
+        o->params_host = be->ops->host_alloc(be, (k ? k : 1) * esz(z->pdt), 1, "ZeRO-Offload parameter shard (host)");
+        if (!o->params_host) return -1;
+    }
+    if (k && !z->opt.master && !z->poff) /* fp32: the host copy is what the optimizer updates */
         be->ops->download(be, o->params_host, own_params(z), k * esz(z->pdt));
     if (z->o.offload_dpu) {
         int fp32 = !z->opt.master;
@@ -163,7 +167,7 @@ void zero_offload_free(zg_zero *z) {
     if (o->reduced) be->ops->event_destroy(be, o->reduced);
     if (o->downloaded) be->ops->event_destroy(be, o->downloaded);
     be->ops->host_free(be, o->grads_host);
-    be->ops->host_free(be, o->params_host);
+    if (!z->poff) be->ops->host_free(be, o->params_host);
     free(o->uploaded);
     free(o->upload_pending);
     free(o);
@@ -262,6 +266,7 @@ static void upload_slot(zg_zero *z, int s, void *src, float lr, float scale, int
             zg_optimizer_step_part(&z->opt, a, b, o->params_host, o->grads_host, lr, scale);
             o->times.host_ms += 1e3 * (zg_now_s() - t1);
         }
+        if (z->poff) continue; /* offload_param: updated in place in the host shard */
         be->ops->copy_async(be, dev + (a - z->begin) * esz(z->pdt), at(src, a - z->begin, z->pdt),
                             (b - a) * esz(z->pdt), ZG_COPY_H2D);
         any = 1;
@@ -311,7 +316,8 @@ void zero_offload_after_load(zg_zero *z) {
     dpu_join(z); /* a delayed update in flight is superseded by the loaded state */
     o->ready = 0;
     if (!k) return;
-    if (!z->opt.master) { /* fp32: the loaded device parameters are the optimizer's */
+    if (!z->opt.master && z->poff) return; /* fp32 with offload_param: the host shard is the optimizer's */
+    if (!z->opt.master) {                  /* fp32: the loaded device parameters are the optimizer's */
         be->ops->download(be, o->params_host, own_params(z), k * esz(z->pdt));
         return;
     }

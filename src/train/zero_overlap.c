@@ -47,7 +47,7 @@ static char *grad_at(zg_zero *z, size_t i) {
 }
 
 /* Address of parameter element i (the gathered group buffer at stage 3 in model mode). */
-static char *param_at(zg_zero *z, size_t i) {
+char *zero_param_at(zg_zero *z, size_t i) {
     if (z->param_full) return at(z->param_full, i, z->pdt);
     if (!params_grouped(z)) return at(z->params, i, z->pdt);
     return group_elem_at(z, z->model->param_group, i, z->pdt, "parameters", "not gathered");
@@ -250,10 +250,14 @@ int zero_slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]) {
 static void launch_bcast_piece(zg_zero *z, size_t lo, size_t hi, int owner, void *arg) {
     zg_zero_pending **list = arg;
     zg_zero_pending *p = zero_pending_new(lo, hi, owner);
-    char *buf = param_at(z, lo);
-    /* model mode stage 3: the owner's values live in its shard; the broadcast goes out in place */
-    if (z->param_shard && owner == z->comm->rank)
-        z->be->ops->copy(z->be, buf, at(z->param_shard, lo - z->begin, z->pdt), (hi - lo) * esz(z->pdt));
+    char *buf = zero_param_at(z, lo);
+    /* model mode stage 3: the owner's values live in its shard; the broadcast goes out in place
+     * (offload_param: a slot's part was uploaded when the slot was placed; a full gather uploads here) */
+    const void *own = z->param_shard && owner == z->comm->rank ? at(z->param_shard, lo - z->begin, z->pdt) : NULL;
+    if (own && !z->poff)
+        z->be->ops->copy(z->be, buf, own, (hi - lo) * esz(z->pdt));
+    else if (own && z->param_full)
+        z->be->ops->upload(z->be, buf, own, (hi - lo) * esz(z->pdt));
     p->req = zg_comm_ibroadcast(z->comm, buf, hi - lo, z->pdt, owner);
     zero_fifo_push(list, p);
 }
@@ -326,6 +330,7 @@ static void slot_start_gather(zg_zero *z, int slot) {
     if (slot < 0 || slot > z->n_layer || z->gathered[slot] != 0) return;
     slot_place(z, slot);
     zero_offload_wait_slot(z, slot); /* the shard's part of the slot came back from the host optimizer */
+    if (z->poff) zero_param_offload_upload_slot(z, slot); /* offload_param: this rank's part from the host */
     zero_gather_slot(z, slot);
     z->gathered[slot] = 1;
     z->n_gathers++;
@@ -334,6 +339,7 @@ static void slot_start_gather(zg_zero *z, int slot) {
 static void slot_finish_gather(zg_zero *z, int slot) {
     slot_start_gather(z, slot);
     zero_wait_list(z, &z->gathering[slot]);
+    zero_param_offload_wait_slot(z, slot); /* one rank: the prefetched upload, only now */
     z->gathered[slot] = 2;
 }
 

@@ -88,7 +88,11 @@ void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg
     if (o->stage >= 3) {
         size_t b, e;
         zg_zero_shard_range(n, world, rank, &b, &e);
-        m->params = (e - b + res + (L > 0 ? 2 * lmax : 0)) * zg_dtype_size(pdt);
+        size_t k = e - b, shard_dev = o->offload_param ? 0 : k;
+        m->params = (shard_dev + res + (L > 0 ? 2 * lmax : 0)) * zg_dtype_size(pdt);
+        /* offload_param: the shard on the host; with offload_optimizer it is the parameter staging
+         * zero_offload_plan_host_bytes already counts (the host AdamW updates it in place) */
+        if (o->offload_param && !o->offload_optimizer) m->host += k * zg_dtype_size(pdt);
     }
 }
 
@@ -96,7 +100,7 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     memset(m, 0, sizeof *m);
     /* what is allocated now (outside zg_zero_gather_all's temporary full copy) */
     size_t pe = z->params && z->params != z->param_full ? z->n : 0;
-    if (z->param_shard) pe += z->end - z->begin;
+    if (z->param_shard && !z->poff) pe += z->end - z->begin;
     if (z->param_resident) pe += z->resident;
     for (int i = 0; i < 2; i++) pe += z->param_pool[i] ? z->layer_max : 0;
     m->params = pe * esz(z->pdt);
@@ -107,7 +111,7 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
     m->optimizer_state = zg_optimizer_state_bytes(&z->opt);
     m->optimizer = z->opt.host ? 0 : m->optimizer_state;
-    m->host = zero_offload_host_bytes(z);
+    m->host = zero_offload_host_bytes(z) + (z->off ? 0 : zero_param_offload_host_bytes(z));
     m->comm = z->comm->scratch_peak;
 }
 
@@ -122,18 +126,25 @@ int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int loc
     const double GiB = 1073741824.0;
     size_t gpu = zg_zero_memory_total(&m);
     if (device_total > 0 && gpu > device_total)
-        return zg_errorf("rank %d needs %.2f GiB of GPU memory (params %.2f, grads %.2f, grad shard %.2f, optimizer "
-                         "%.2f, activations %.2f GiB) but the device has %.2f GiB; use a higher ZeRO stage, more GPUs, "
-                         "offload_optimizer \"cpu\", a smaller micro-batch or activation recompute",
-                         rank, gpu / GiB, m.params / GiB, (m.grads + 0.0) / GiB, m.grad_shard / GiB, m.optimizer / GiB,
-                         m.activations / GiB, device_total / GiB);
+        return zg_errorf(
+            "rank %d needs %.2f GiB of GPU memory (params %.2f, grads %.2f, grad shard %.2f, optimizer "
+            "%.2f, activations %.2f GiB) but the device has %.2f GiB; use a higher ZeRO stage, more GPUs, "
+            "offload_optimizer \"cpu\", offload_param \"cpu\" (stage 3), a smaller micro-batch or activation "
+            "recompute",
+            rank, gpu / GiB, m.params / GiB, (m.grads + 0.0) / GiB, m.grad_shard / GiB, m.optimizer / GiB,
+            m.activations / GiB, device_total / GiB);
     uint64_t avail = zg_host_mem_available();
     double host = (double)m.host * (local_ranks > 0 ? local_ranks : 1) + (double)host_extra;
+    int popt = o->offload_optimizer, ppar = o->offload_param && o->stage >= 3;
     if (m.host > 0 && host > (double)avail)
         return zg_errorf("ZeRO-Offload needs %.2f GiB of host memory (%.2f GiB per rank x %d rank%s on this machine: "
-                         "fp32 master, Adam m and v, staging; + %.2f GiB of the trainer's fp32 parameters) but only "
-                         "%.2f GiB is available (MemAvailable); use more machines, or remove offload_optimizer",
-                         host / GiB, m.host / GiB, local_ranks, local_ranks == 1 ? "" : "s", host_extra / GiB,
-                         (double)avail / GiB);
+                         "%s%s%s; + %.2f GiB of the trainer's fp32 parameters) but only %.2f GiB is available "
+                         "(MemAvailable); use more machines, or remove %s",
+                         host / GiB, m.host / GiB, local_ranks, local_ranks == 1 ? "" : "s",
+                         popt ? "fp32 master, Adam m and v, staging" : "", popt && ppar ? ", " : "",
+                         ppar ? "the parameter shard" : "", host_extra / GiB, (double)avail / GiB,
+                         popt && ppar ? "offload_optimizer or offload_param"
+                         : popt       ? "offload_optimizer"
+                                      : "offload_param");
     return 0;
 }

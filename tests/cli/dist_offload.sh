@@ -14,22 +14,17 @@
 #    micro-step's gradients into the full buffer in backward, stage 2 adds each micro-step's layer
 #    gradients into the shard afterwards, another fp32 summation order);
 #  - plan --json: gpu_bytes_per_rank / host_bytes_per_rank against the formulas;
-#  - refusals: host memory short (ZGPT_TEST_HOST_AVAILABLE_BYTES), "nvmee", nvme, offload_param cpu,
-#    offload at stage 0, Lamb with offload.
+#  - refusals: host memory short (ZGPT_TEST_HOST_AVAILABLE_BYTES), "nvmee", nvme,
+#    offload at stage 0 (offload_param: dist_offload_param.sh), Lamb with offload.
 TEST_NAME=dist_offload
 source "$(dirname "$0")/dist_common.inc"
 LTOL=1e-4 WTOL=2e-4
 OFF=(--set zero_optimization.offload_optimizer.device=cpu)
-run() { # run NAME ARGS...: zgpt train with a deadline; fails the test on error
-    local name=$1; shift
-    timeout 300 "$ZGPT" train --config d.json --set max_iters=4 --set eval_interval=2 "$@" > $name.log 2> $name.err \
-        || fail "$name: $(tail -5 $name.err $name.log)"
-}
 
 SECONDS=0
 for stage in 1 2 3; do
-    run n$stage --set out_dir=n$stage --set zero_optimization.stage=$stage --nproc 2
-    run o$stage --set out_dir=o$stage --set zero_optimization.stage=$stage --nproc 2 "${OFF[@]}" \
+    run4 n$stage --set out_dir=n$stage --set zero_optimization.stage=$stage --nproc 2
+    run4 o$stage --set out_dir=o$stage --set zero_optimization.stage=$stage --nproc 2 "${OFF[@]}" \
         --set zero_optimization.offload_optimizer.pin_memory=true
     grep -q "ZeRO-Offload at stage $stage: optimizer state and AdamW on the CPU, .* of host memory per rank, the state pinned" o$stage.log \
         || fail "stage $stage: the banner does not name the offload: $(head -3 o$stage.log)"
@@ -37,25 +32,25 @@ for stage in 1 2 3; do
     same_run n$stage o$stage
     echo "ok stage $stage, 2 ranks: offload_optimizer cpu == no offload, bitwise (losses, weights, shards)"
 done
-run legacy --set out_dir=legacy --set zero_optimization.stage=2 --nproc 2 --set zero_optimization.cpu_offload=true
+run4 legacy --set out_dir=legacy --set zero_optimization.stage=2 --nproc 2 --set zero_optimization.cpu_offload=true
 grep -q "ZeRO-Offload at stage 2" legacy.log || fail "cpu_offload: true did not offload: $(head -3 legacy.log)"
 same_run n2 legacy
 echo "ok legacy cpu_offload: true == offload_optimizer cpu (${SECONDS} s)"
 
 # resume (stage 2, 2 ranks): split at iteration 2 in every combination
 SECONDS=0
-run ra --set out_dir=r1 --set max_iters=2 --nproc 2 "${OFF[@]}"
+run4 ra --set out_dir=r1 --set max_iters=2 --nproc 2 "${OFF[@]}"
 cp -r r1 r3 # the same checkpoint, resumed on 4 ranks below
-run rb --set out_dir=r1 --nproc 2 --resume "${OFF[@]}"
+run4 rb --set out_dir=r1 --nproc 2 --resume "${OFF[@]}"
 grep -q "resuming at iter 2" rb.log || fail "offload did not resume at 2: $(cat rb.log)"
 same_run o2 r1
-run rc --set out_dir=r2 --set max_iters=2 --nproc 2
-run rd --set out_dir=r2 --set max_iters=3 --nproc 2 --resume "${OFF[@]}"
-run re --set out_dir=r2 --nproc 2 --resume
+run4 rc --set out_dir=r2 --set max_iters=2 --nproc 2
+run4 rd --set out_dir=r2 --set max_iters=3 --nproc 2 --resume "${OFF[@]}"
+run4 re --set out_dir=r2 --nproc 2 --resume
 same_run o2 r2
 echo "ok resume offload -> offload and none -> offload -> none: bitwise the straight run (${SECONDS} s)"
 SECONDS=0
-run rg --set out_dir=r3 --nproc 4 --set zero_optimization.stage=3 --resume "${OFF[@]}"
+run4 rg --set out_dir=r3 --nproc 4 --set zero_optimization.stage=3 --resume "${OFF[@]}"
 grep -q "4 ranks (ZeRO stage 3) (ZeRO-Offload" rg.log || fail "4 ranks stage 3 with offload: $(head -3 rg.log)"
 losses_close o2/metrics.jsonl r3/metrics.jsonl 4 $LTOL
 weights_close model o2/final/model.bin r3/final/model.bin $WTOL
@@ -64,8 +59,8 @@ echo "ok 2 ranks offload -> 4 ranks stage 3 offload continues the run (${SECONDS
 
 # one process
 SECONDS=0
-run p0 --set out_dir=p0
-run p1 --set out_dir=p1 "${OFF[@]}"
+run4 p0 --set out_dir=p0
+run4 p1 --set out_dir=p1 "${OFF[@]}"
 grep -q "ZeRO-Offload at stage 2" p1.log || fail "one process did not offload at stage 2: $(head -3 p1.log)"
 losses_close p0/metrics.jsonl p1/metrics.jsonl 4 $LTOL
 weights_close model p0/final/model.bin p1/final/model.bin $WTOL
@@ -116,8 +111,6 @@ expect_fail nvmee "zero_optimization.offload_optimizer.device.*nvmee" "${TRAIN[@
     --set zero_optimization.offload_optimizer.device=nvmee
 expect_fail nvme "offload_optimizer \"device\": \"nvme\" is not supported by zgpt" "${TRAIN[@]}" --set out_dir=x3 \
     --set zero_optimization.offload_optimizer.device=nvme
-expect_fail offload-param "offload_param \"device\": \"cpu\" is not supported yet by zgpt" "${TRAIN[@]}" \
-    --set out_dir=x4 --set zero_optimization.stage=3 --set zero_optimization.offload_param.device=cpu
 expect_fail stage0 "offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3" "${TRAIN[@]}" --set out_dir=x5 \
     --set zero_optimization.stage=0 "${OFF[@]}"
 expect_fail lamb "optimizer Lamb with zero_optimization.offload_optimizer \"cpu\" is not supported yet" "${TRAIN[@]}" \

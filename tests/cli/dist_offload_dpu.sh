@@ -15,11 +15,6 @@ TEST_NAME=dist_offload_dpu
 source "$(dirname "$0")/dist_common.inc"
 OFF=(--set zero_optimization.offload_optimizer.device=cpu)
 DPU=("${OFF[@]}" --set zero_optimization.offload_optimizer.delayed_param_update=true)
-run() { # run NAME ARGS...: zgpt train with a deadline; fails the test on error
-    local name=$1; shift
-    timeout 300 "$ZGPT" train --config d.json --set max_iters=4 --set eval_interval=2 "$@" > $name.log 2> $name.err \
-        || fail "$name: $(tail -5 $name.err $name.log)"
-}
 # first_diff A B: the first iteration whose training loss differs (none: "none")
 first_diff() {
     paste <(metric "$1" loss) <(metric "$2" loss) | awk '$1 != $3 { print "bad"; exit } $2 != $4 { print $1; f = 1; exit }
@@ -28,8 +23,8 @@ first_diff() {
 
 SECONDS=0
 # a flush every step == no delay
-run n --set out_dir=n --set eval_interval=1 --nproc 2 "${OFF[@]}"
-run f --set out_dir=f --set eval_interval=1 --nproc 2 "${DPU[@]}"
+run4 n --set out_dir=n --set eval_interval=1 --nproc 2 "${OFF[@]}"
+run4 f --set out_dir=f --set eval_interval=1 --nproc 2 "${DPU[@]}"
 grep -q "delayed parameter update after 0 steps" f.log || fail "the banner does not name the delay: $(head -3 f.log)"
 grep -q "delayed parameter update" n.log && fail "the run without the delay names it: $(head -3 n.log)"
 same_run n f
@@ -37,11 +32,11 @@ echo "ok 2 ranks, stage 2: the delay flushed every step == no delay, bitwise (${
 
 # the delay acts, and trains
 SECONDS=0
-run u --set out_dir=u --set max_iters=10 --set eval_interval=100 --nproc 2 "${OFF[@]}"
-run d --set out_dir=d --set max_iters=10 --set eval_interval=100 --nproc 2 "${DPU[@]}"
+run4 u --set out_dir=u --set max_iters=10 --set eval_interval=100 --nproc 2 "${OFF[@]}"
+run4 d --set out_dir=d --set max_iters=10 --set eval_interval=100 --nproc 2 "${DPU[@]}"
 [ "$(first_diff u/metrics.jsonl d/metrics.jsonl)" = 1 ] \
     || fail "the delayed run should first differ at iteration 1, got $(first_diff u/metrics.jsonl d/metrics.jsonl): $(paste <(metric u/metrics.jsonl loss) <(metric d/metrics.jsonl loss))"
-run w --set out_dir=w --set max_iters=10 --set eval_interval=100 --nproc 2 "${DPU[@]}" \
+run4 w --set out_dir=w --set max_iters=10 --set eval_interval=100 --nproc 2 "${DPU[@]}" \
     --set zero_optimization.offload_optimizer.delayed_param_update_warmup=2
 [ "$(first_diff u/metrics.jsonl w/metrics.jsonl)" = 3 ] \
     || fail "with a warm-up of 2 steps the first difference should be at iteration 3, got $(first_diff u/metrics.jsonl w/metrics.jsonl)"
@@ -57,9 +52,9 @@ SECONDS=0
 for np in 1 2; do
     for stage in 1 2 3; do
         t=s${np}_$stage
-        run $t --set out_dir=$t --nproc $np --set zero_optimization.stage=$stage "${DPU[@]}"
-        run ${t}a --set out_dir=${t}r --set max_iters=2 --nproc $np --set zero_optimization.stage=$stage "${DPU[@]}"
-        run ${t}b --set out_dir=${t}r --nproc $np --set zero_optimization.stage=$stage --resume "${DPU[@]}"
+        run4 $t --set out_dir=$t --nproc $np --set zero_optimization.stage=$stage "${DPU[@]}"
+        run4 ${t}a --set out_dir=${t}r --set max_iters=2 --nproc $np --set zero_optimization.stage=$stage "${DPU[@]}"
+        run4 ${t}b --set out_dir=${t}r --nproc $np --set zero_optimization.stage=$stage --resume "${DPU[@]}"
         grep -q "resuming at iter 2" ${t}b.log || fail "$t did not resume at 2: $(cat ${t}b.log)"
         same_run $t ${t}r
     done

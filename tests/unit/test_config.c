@@ -308,10 +308,21 @@ static void test_offload(void) {
         ZT_CHECK(c.zero.offload_optimizer == ZG_OFFLOAD_CPU && c.zero.offload_pin_memory == 1);
         zg_train_config_free(&c);
     }
-    /* offload_param cpu is refused (not implemented yet); so is offload at stage 0 */
-    ZT_CHECK(load(&c, "{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\"}}}", NULL, NULL,
+    /* offload_param cpu acts at stage 3 (its own pin_memory) and is refused below it; so is offload at
+     * stage 0 */
+    rc = load(&c,
+              "{\"zero_optimization\": {\"stage\": 3, \"offload_param\": {\"device\": \"cpu\", \"pin_memory\": true}}}",
+              NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.zero.offload_param == ZG_OFFLOAD_CPU && c.zero.offload_param_pin_memory == 1);
+        ZT_CHECK(c.zero.offload_optimizer == ZG_OFFLOAD_NONE && c.zero.offload_pin_memory == 0);
+        ZT_CHECK(!noted(&c, "offload_param"));
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{\"zero_optimization\": {\"stage\": 2, \"offload_param\": {\"device\": \"cpu\"}}}", NULL, NULL,
                   0) != 0);
-    ZT_CHECK(has("offload_param \"device\": \"cpu\" is not supported yet by zgpt"));
+    ZT_CHECK(has("offload_param \"device\": \"cpu\" needs ZeRO stage 3 (zero_optimization.stage is 2"));
     ZT_CHECK(load(&c, "{\"zero_optimization\": {\"offload_optimizer\": {\"device\": \"cpu\"}}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("needs ZeRO stage 1, 2 or 3"));
     /* the NVMe tuning keys say what zgpt does instead */

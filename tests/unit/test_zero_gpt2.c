@@ -52,20 +52,25 @@ static void make_sample(uint64_t sample, int V, int32_t *in, int32_t *tg) {
  * activations) and the plan's prediction for them. */
 typedef struct {
     size_t peak_run, peak_train, state, plan_state, plan_params, plan_grads, full_params, full_grads, shard_opt;
+    size_t host_state;  /* host_alloc bytes held after init (offload_param: the parameter shard) */
+    size_t shard_bytes; /* this rank's shard of the parameters (fp32) */
 } mem_seen;
+
+/* train_ex flags */
+enum { RUN_OVERLAP = 1, RUN_OFFLOAD_PARAM = 2 };
 
 /* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
  * parameters and the global mean loss of each step. load_dir: resume from that checkpoint first;
  * save_dir: save a sharded checkpoint "ck" there at the end. cfgp: the model (NULL: tiny_config()).
  * The engine runs in model mode (zg_zero_init_model), as in the trainer. */
-static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accum, size_t bucket, int overlap,
-                     int steps, const char *load_dir, const char *save_dir, float *final_params, double *losses,
-                     int check_memory, mem_seen *seen) {
+static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accum, size_t bucket, int flags, int steps,
+                     const char *load_dir, const char *save_dir, float *final_params, double *losses, int check_memory,
+                     mem_seen *seen) {
     gpt2_config cfg = cfgp ? *cfgp : tiny_config();
     int W = comm->size, R = comm->rank;
     gpt2_model m;
     memset(&m, 0, sizeof m);
-    size_t mem0 = g_be->bytes_in_use;
+    size_t mem0 = g_be->bytes_in_use, host0 = g_be->host_bytes_in_use;
     g_be->bytes_peak = mem0; /* peaks of this run only */
     ZT_CHECK(gpt2_init(&m, &cfg, g_be) == 0);
     size_t mem_model = g_be->bytes_in_use - mem0;
@@ -90,7 +95,8 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     zo.stage = stage;
     zo.reduce_bucket_size = bucket;
     zo.allgather_bucket_size = bucket + 3;
-    zo.overlap_comm = overlap;
+    zo.overlap_comm = (flags & RUN_OVERLAP) != 0;
+    zo.offload_param = (flags & RUN_OFFLOAD_PARAM) != 0;
     /* eps 1e-5: Adam turns a gradient that is pure rounding noise (a unit GELU keeps near zero) into a
      * full-size step of random sign; a larger eps keeps such elements comparable across reduction
      * orders without hiding real differences (real gradients here are >= 1e-4). */
@@ -99,6 +105,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     ZT_CHECK(zg_zero_init_model(&z, &zo, comm, g_be, &m, &oc) == 0);
     /* what the rank holds for the model states now: parameters, gradients, shard, optimizer */
     size_t state = g_be->bytes_in_use - mem0 - mem_acts;
+    size_t host_state = g_be->host_bytes_in_use - host0;
     size_t peak_init = g_be->bytes_peak;
     g_be->bytes_peak = g_be->bytes_in_use;
     if (load_dir) {
@@ -156,6 +163,8 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
         seen->full_params = n * 4;
         seen->full_grads = n * 4;
         seen->shard_opt = plan.grad_shard + plan.optimizer;
+        seen->host_state = host_state;
+        seen->shard_bytes = (z.end - z.begin) * 4;
     }
     zg_zero_gather_all(&z);
     gpt2_params_download(&m, final_params);
@@ -297,11 +306,31 @@ static void test_memory_bounds(void) {
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     train_ex(single, &c, 0, ACCUM * g_comm->size, 300, 1, 3, NULL, NULL, pr, lr, 0, NULL);
     zg_comm_destroy(single);
-    for (int run = 0; run < 3; run++) { /* stage 2, stage 3, stage 2 without overlap_comm */
-        int stage = run == 1 ? 3 : 2, overlap = run < 2;
+    size_t stage3_state = 0;
+    /* stage 2, stage 3, stage 2 without overlap_comm, stage 3 with offload_param */
+    for (int run = 0; run < 4; run++) {
+        int stage = run == 1 || run == 3 ? 3 : 2,
+            flags = (run != 2 ? RUN_OVERLAP : 0) | (run == 3 ? RUN_OFFLOAD_PARAM : 0);
         mem_seen ms;
         memset(&ms, 0, sizeof ms);
-        train_ex(g_comm, &c, stage, ACCUM, 300, overlap, 3, NULL, NULL, pd, ld, 1, &ms);
+        train_ex(g_comm, &c, stage, ACCUM, 300, flags, 3, NULL, NULL, pd, ld, 1, &ms);
+        if (run == 1) {
+            stage3_state = ms.state;
+            ZT_CHECK_MSG(ms.host_state == 0, "stage 3: %zu bytes of host memory", ms.host_state);
+        }
+        /* offload_param: the device holds the stage-3 states less the parameter shard (measured by the
+         * backend's accounting, not the plan), the host holds the shard; nothing is allocated on the
+         * device during training (the GPU optimizer steps through the gather buffers), so the device
+         * never holds the full parameter set, on any rank count */
+        if (run == 3) {
+            ZT_CHECK_MSG(ms.state + ms.shard_bytes == stage3_state,
+                         "offload_param: device holds %zu, stage 3 without it %zu, shard %zu", ms.state, stage3_state,
+                         ms.shard_bytes);
+            ZT_CHECK_MSG(ms.host_state == ms.shard_bytes, "offload_param: host holds %zu, shard %zu", ms.host_state,
+                         ms.shard_bytes);
+            ZT_CHECK_MSG(ms.plan_params < ms.full_params, "offload_param: parameters held %zu >= a full copy %zu",
+                         ms.plan_params, ms.full_params);
+        }
         ZT_CHECK_MSG(ms.peak_train == ms.state, "stage %d: training allocated beyond init: peak %zu, after init %zu",
                      stage, ms.peak_train, ms.state);
         ZT_CHECK(ms.state == ms.plan_state);
