@@ -28,7 +28,7 @@ for np in 1 2; do
 done
 run4 g2 --set out_dir=g2 "${S3[@]}" --nproc 2
 run4 q2 --set out_dir=q2 "${S3[@]}" --nproc 2 "${OP[@]}"
-grep -q "ZeRO-Offload at stage 3: parameters in host memory, each layer uploaded before use (offload_param), .* of pinned host memory" \
+grep -q "ZeRO-Offload at stage 3: parameters in host memory, each layer uploaded before use (offload_param), .* of host memory per rank, the state pinned" \
     q2.log || fail "the banner does not name offload_param: $(head -3 q2.log)"
 grep -q "ZeRO-Offload" g2.log && fail "stage 3 without offload names it: $(head -3 g2.log)"
 same_run g2 q2
