@@ -263,11 +263,6 @@ static void zgc_download_f32(zg_backend *be, float *dst_host, const void *src, z
 
 /* ---- GELU, residual --------------------------------------------------------------------------- */
 
-__device__ __forceinline__ float zgc_gelu(float x) {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
 template <typename T> __global__ void zgc_gelu_kernel(T *out, const T *inp, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = zgc_from_f<T>(zgc_gelu(zgc_to_f(inp[i])));

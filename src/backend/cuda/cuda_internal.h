@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* core/error.h is C11 (_Noreturn); spell it the C++ way while it is included. */
 #define _Noreturn [[noreturn]]
@@ -46,6 +48,7 @@ enum {
     ZGC_SCR_PARTIALS, /* sum_squares per-block partial sums (double) */
     ZGC_SCR_STAGING,  /* fp32 staging for upload_f32 / download_f32 */
     ZGC_SCR_LAMB,     /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_DECODE,   /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
     ZGC_SCR_COUNT
 };
 
@@ -112,6 +115,19 @@ void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *i
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                          const void *w, const void *gelu_inp, int N, int C, int OC);
 void zgc_matmul_destroy(zg_backend *be);
+/* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
+ * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or ZGPT_DECODE=old). */
+#define ZGC_GEMV_MAX_N 8
+int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
+                     const void *residual, int N, int C, int OC);
+
+/* ZGPT_DECODE=old (A/B measurements in one call): the decode path's earlier kernels (cuBLASLt for the
+ * few-row products, one block per head for decode attention, the sampler reading the logits from
+ * global memory on every pass); unset or anything else: the current ones. */
+static inline bool zgc_decode_new(void) {
+    const char *v = getenv("ZGPT_DECODE");
+    return v == NULL || strcmp(v, "old") != 0;
+}
 
 /* attention_cuda.cu */
 /* -1 with an error when the kernels were not compiled for sm_80+ */
@@ -190,6 +206,11 @@ template <> __device__ __forceinline__ __half zgc_from_f<__half>(float x) { retu
         }                                                                                                              \
     } while (0)
 
+/* GELU, tanh form (GPT-2's) */
+__device__ __forceinline__ float zgc_gelu(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
 __device__ __forceinline__ float zgc_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
