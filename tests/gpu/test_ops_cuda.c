@@ -1897,6 +1897,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
         op->matmul_forward(be, logits, NULL, ln, wte, NULL, NULL, B, C, Vp);                                           \
         op->sample(be, ids, logits, drows, pos + 1, B, V, Vp);                                                         \
     } while (0)
+    float step_ms[2] = {0, 0};
     for (int v = 0; v < 2; v++) {
         char lab[96];
         dec_label(lab, sizeof lab, "decode step graph, 48 layers + head + top-k", v);
@@ -1908,6 +1909,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
         if (g) {
             float med;
             BENCH_TIME(ctx, med, bench_reps(), op->graph_launch(be, g));
+            step_ms[v] = med;
             printf("| %-34s | %9.3f | %8.0f tok/s | %8.0f |\n", lab, med, B / (med * 1e-3),
                    (double)(NL * lw + (size_t)Vp * C) * 2 / (med * 1e-3) / 1e9);
             op->graph_destroy(be, g);
@@ -1915,6 +1917,11 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
     }
 #undef DEC_STEP
     unsetenv("ZGPT_DECODE");
+    /* for scripts/gpu_validate.sh's decode phase */
+    for (int v = 0; v < 2; v++)
+        printf("\nDECSTEP B=%d %s ms %.4f tok_s %.1f", B, dec_variant[v], step_ms[v],
+               step_ms[v] > 0 ? B / (step_ms[v] * 1e-3) : 0.0);
+    printf("\n");
     void *ptrs[] = {wts, kc, vc, x, ln, qkv, att, h, pre, gain, bias};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }

@@ -13,7 +13,7 @@
 #define ZGC_GEMV_THREADS 256
 #define ZGC_GEMV_WARPS (ZGC_GEMV_THREADS / 32)
 /* vectors a lane loads before it uses them (memory-level parallelism) */
-#define ZGC_GEMV_UNROLL 4
+#define ZGC_GEMV_UNROLL 8
 
 template <typename T>
 __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
