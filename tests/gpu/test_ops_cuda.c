@@ -1703,6 +1703,70 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     cudaEventDestroy(ctx.e1);
 }
 
+/* layernorm_matmul_forward (the decode step's LayerNorm fused into the few-row product) against the fp64
+ * LayerNorm then product, and against the two ops run apart (layernorm_forward, matmul_forward); with GELU
+ * and without; C = 1600 at 8 rows in fp32 exceeds the fused form's shared memory (the two ops run). */
+static void test_layernorm_matmul(void) {
+    int shapes[][3] = {{1, 1600, 333}, {8, 256, 1000}, {8, 1600, 64}, {20, 128, 96}};
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            for (int gelu = 0; gelu < 2; gelu++) {
+                int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+                size_t nin = (size_t)N * C, nout = (size_t)N * OC;
+                float *x = malloc(nin * 4), *g = malloc(C * 4), *bb = malloc(C * 4), *w = malloc((size_t)OC * C * 4),
+                      *bias = malloc(OC * 4);
+                void *dx = dev_rand(be, dt, nin, 2.f, x), *dg = dev_rand(be, dt, C, 1.f, g),
+                     *db = dev_rand(be, dt, C, 0.5f, bb);
+                void *dw = dev_rand(be, dt, (size_t)OC * C, 2.f / sqrtf((float)C), w),
+                     *dbias = dev_rand(be, dt, OC, 0.5f, bias);
+                for (int c = 0; c < C; c++) g[c] += 1.0f; /* gains around 1 */
+                be->ops->upload_f32(be, dg, dt, g, C);
+                be->ops->download_f32(be, g, dg, dt, C);
+                void *out = dev_nan(be, dt, nout), *pre = gelu ? dev_nan(be, dt, nout) : NULL,
+                     *ln = dev_nan(be, dt, nin);
+                void *out2 = dev_nan(be, dt, nout), *pre2 = gelu ? dev_nan(be, dt, nout) : NULL;
+                be->ops->layernorm_matmul_forward(be, out, pre, ln, dx, dg, db, dw, dbias, N, C, OC);
+                be->ops->layernorm_forward(be, ln, NULL, NULL, dx, dg, db, N, C);
+                be->ops->matmul_forward(be, out2, pre2, ln, dw, dbias, NULL, N, C, OC);
+                double *xh = malloc(nin * 8), *mean = malloc(N * 8), *rstd = malloc(N * 8), *ref = malloc(nout * 8);
+                ln_ref(xh, mean, rstd, x, g, bb, N, C);
+                for (int i = 0; i < N; i++)
+                    for (int o = 0; o < OC; o++) {
+                        double s = bias[o];
+                        for (int c = 0; c < C; c++) s += xh[(size_t)i * C + c] * w[(size_t)o * C + c];
+                        ref[(size_t)i * OC + o] = gelu ? gelu_d(s) : s;
+                    }
+                float *h1 = dl(be, out, dt, nout), *h2 = dl(be, out2, dt, nout);
+                char name[96];
+                snprintf(name, sizeof name, "layernorm_matmul_forward%s N=%d C=%d OC=%d", gelu ? " gelu" : "", N, C,
+                         OC);
+                check_rel(name, dt, h1, ref, nout, tol_of(dt));
+                double *r2 = malloc(nout * 8);
+                for (size_t i = 0; i < nout; i++) r2[i] = h2[i];
+                check_rel("  against the two ops", dt, h1, r2, nout, tol_of(dt));
+                printf("    bitwise the two ops' result: %s\n", memcmp(h1, h2, nout * 4) == 0 ? "yes" : "no");
+                free(r2);
+                free(h1);
+                free(h2);
+                free(x);
+                free(g);
+                free(bb);
+                free(w);
+                free(bias);
+                free(xh);
+                free(mean);
+                free(rstd);
+                free(ref);
+                void *ptrs[] = {dx, dg, db, dw, dbias, out, pre, ln, out2, pre2};
+                for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++)
+                    if (ptrs[k]) be->ops->dealloc(be, ptrs[k]);
+            }
+        }
+    }
+}
+
 /* ---- generation: the sample op against the CPU's, decode attention, decode_advance under a graph ---- */
 
 /* The CUDA sample op gives the CPU op's token ids on the same logits (the device's rounded values), for
@@ -1884,13 +1948,11 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
             void *wqkv = wl, *wproj = wl + (size_t)3 * C * C * 2, *wfc = wl + (size_t)4 * C * C * 2,                   \
                  *wfp = wl + (size_t)8 * C * C * 2;                                                                    \
-            op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                            \
-            op->matmul_forward(be, qkv, NULL, ln, wqkv, bias, NULL, B, C, 3 * C);                                      \
+            op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wqkv, bias, B, C, 3 * C);                   \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  pos, B, maxT, C, NH);                                                                 \
             op->matmul_forward(be, x, NULL, att, wproj, bias, x, B, C, C);                                             \
-            op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                            \
-            op->matmul_forward(be, h, pre, ln, wfc, bias, NULL, B, C, 4 * C);                                          \
+            op->layernorm_matmul_forward(be, h, pre, ln, x, gain, bias, wfc, bias, B, C, 4 * C);                       \
             op->matmul_forward(be, x, NULL, h, wfp, bias, x, B, 4 * C, C);                                             \
         }                                                                                                              \
         op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \
@@ -1959,6 +2021,10 @@ static void bench_decode(zg_backend *be, int B, int L) {
               be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
     BENCH_DEC(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb,
               be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
+    BENCH_DEC(&ctx, "layernorm + matmul qkv", 2.0 * B * 3 * wb / 2, 3 * wb,
+              be->ops->layernorm_matmul_forward(be, y, NULL, pre, x, bias, bias, w, bias, B, C, 3 * C));
+    BENCH_DEC(&ctx, "layernorm + matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
+              be->ops->layernorm_matmul_forward(be, y, pre, qkv, x, bias, bias, w, bias, B, C, 4 * C));
     BENCH_DEC(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
               be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
     BENCH_DEC(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb,
@@ -2042,6 +2108,7 @@ int main(int argc, char **argv) {
         zt_run("encoder", test_encoder);
         zt_run("layernorm", test_layernorm);
         zt_run("matmul", test_matmul);
+        zt_run("layernorm_matmul", test_layernorm_matmul);
         zt_run("matmul_residual_rounding", test_matmul_residual_rounding);
         zt_run("gelu_residual", test_gelu_residual);
         zt_run("attention", test_attention);

@@ -396,6 +396,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->layernorm_forward = zgc_layernorm_forward;
     o->layernorm_backward = zgc_layernorm_backward;
     o->matmul_forward = zgc_matmul_forward;
+    o->layernorm_matmul_forward = zgc_layernorm_matmul_forward;
     o->matmul_backward = zgc_matmul_backward;
     o->gelu_forward = zgc_gelu_forward;
     o->residual_forward = zgc_residual_forward;

@@ -120,6 +120,10 @@ void zgc_matmul_destroy(zg_backend *be);
 #define ZGC_GEMV_MAX_N 8
 int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                      const void *residual, int N, int C, int OC);
+/* layernorm_matmul_forward: fused for a few rows (the LayerNorm of each block's rows into shared memory,
+ * then the product as above), else the two ops */
+void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
+                                  const void *lnb, const void *w, const void *bias, int N, int C, int OC);
 
 /* ZGPT_DECODE=old (A/B measurements in one call): the decode path's earlier kernels (cuBLASLt for the
  * few-row products, one block per head for decode attention, the sampler reading the logits from
