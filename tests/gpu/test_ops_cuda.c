@@ -1747,18 +1747,8 @@ static void test_layernorm_matmul(void) {
                 for (size_t i = 0; i < nout; i++) r2[i] = h2[i];
                 check_rel("  against the two ops", dt, h1, r2, nout, tol_of(dt));
                 printf("    bitwise the two ops' result: %s\n", memcmp(h1, h2, nout * 4) == 0 ? "yes" : "no");
-                free(r2);
-                free(h1);
-                free(h2);
-                free(x);
-                free(g);
-                free(bb);
-                free(w);
-                free(bias);
-                free(xh);
-                free(mean);
-                free(rstd);
-                free(ref);
+                void *host[] = {r2, h1, h2, x, g, bb, w, bias, xh, mean, rstd, ref};
+                for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
                 void *ptrs[] = {dx, dg, db, dw, dbias, out, pre, ln, out2, pre2};
                 for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++)
                     if (ptrs[k]) be->ops->dealloc(be, ptrs[k]);
