@@ -55,7 +55,8 @@
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the sampler reading global memory each pass) and =new (gemv_cuda.cu,
 #            split decode attention, z staged in shared memory), and the whole XL step as a CUDA graph at B=1
-#            and B=8 (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); ~1 min
+#            and B=8 with old, new, gemv / split (one new family alone) and auto (unset: the per-shape
+#            selection generation runs; the verdict) (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); ~1 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
@@ -859,7 +860,7 @@ fi
 # gen (issue 21): generation on the GPU against transformers' generate, the same random GPT-2 XL weights.
 # decode (issue 21): per op, old against new kernels in the same call; the step graph's tokens/s
 if has decode; then
-  ZG_BENCH_ONLY=decode timeout 240 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/decode_bench.log" 2>&1
+  ZG_BENCH_ONLY=decode timeout 300 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/decode_bench.log" 2>&1
   # table rows "| op (old) | ms | ..." under "### decode step ops, GPT-2 XL: B=n": one note per op, old -> new
   awk -F'|' '/^### decode step ops/ {match($0, /B=[0-9]+/); b = substr($0, RSTART, RLENGTH)}
     /\((old|new)\) *\|/ {lab = $2; gsub(/^ +| +$/, "", lab); v = lab; sub(/.*\(/, "", v); sub(/\).*/, "", v)
@@ -868,10 +869,15 @@ if has decode; then
     "$LOG_DIR/decode_bench.log" > "$LOG_DIR/decode_notes.txt"
   while IFS= read -r line; do note "$line"; done < "$LOG_DIR/decode_notes.txt"
   for b in 1 8; do
-    read -r _ _ _ _ oms _ otok <<< "$(grep "^DECSTEP B=$b old " "$LOG_DIR/decode_bench.log")"
-    read -r _ _ _ _ nms _ ntok <<< "$(grep "^DECSTEP B=$b new " "$LOG_DIR/decode_bench.log")"
+    # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
+    line=""
+    for v in old new gemv split; do
+      read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
+      line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
+    done
+    read -r _ _ _ _ ams _ atok <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
     goal=$([ "$b" = 1 ] && echo 500 || echo 2500)
-    note "decode step graph B=$b (XL, 48 layers + head + top-k 200): old $(na "$oms") ms $(fmt0 "$otok") tok/s, new $(na "$nms") ms $(fmt0 "$ntok") tok/s $(verdict "$ntok" ">=" "$goal") (>= $goal, graph alone)"
+    note "decode step graph B=$b (XL, 48 layers + head + top-k 200): ${line}auto $(na "$ams") ms $(fmt0 "$atok") tok/s $(verdict "$atok" ">=" "$goal") (>= $goal, graph alone)"
   done
   [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"
 fi

@@ -1817,7 +1817,7 @@ static void test_sample(void) {
         be->ops->dealloc(be, dids);
         be->ops->dealloc(be, dctr);
     }
-    unsetenv("ZGPT_DECODE");
+    setenv("ZGPT_DECODE", "new", 1); /* the tests' setting (main) */
     free(lg);
     zg_backend_destroy(cpu);
 }
@@ -1847,14 +1847,18 @@ static void test_decode_ops(void) {
         for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
     }
     /* 23 positions: one chunk of the split kernel; 200 (cache 300): four chunks, then a partial one;
-     * both ZGPT_DECODE variants */
-    for (int v = 0; v < 2; v++) {
-        setenv("ZGPT_DECODE", v ? "old" : "new", 1);
-        printf("  ZGPT_DECODE=%s\n", v ? "old" : "new");
+     * under ZGPT_DECODE=new, old and auto (unset: the selection generation runs) */
+    static const char *const vars[3] = {"new", "old", NULL};
+    for (int v = 0; v < 3; v++) {
+        if (vars[v])
+            setenv("ZGPT_DECODE", vars[v], 1);
+        else
+            unsetenv("ZGPT_DECODE");
+        printf("  ZGPT_DECODE=%s\n", vars[v] ? vars[v] : "(unset)");
         attention_cached_case(1, 23, 40);
         attention_cached_case(1, 200, 300);
     }
-    unsetenv("ZGPT_DECODE");
+    setenv("ZGPT_DECODE", "new", 1);
 }
 
 /* decode_advance recorded once as a graph and replayed: the position moves on the device, rows keep
@@ -1897,8 +1901,11 @@ static void test_decode_graph(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-/* ZGPT_DECODE=old|new: the decode path's earlier kernels or the current ones (the bench runs both). */
-static const char *const dec_variant[2] = {"old", "new"};
+/* ZGPT_DECODE=old|new: the decode path's earlier kernels or the new ones (every op runs both); the step
+ * graph also runs auto (the per-shape selection generation uses) and gemv / split (one new kernel family
+ * alone: which one a difference comes from). */
+enum { DEC_VARIANTS = 5 };
+static const char *const dec_variant[DEC_VARIANTS] = {"old", "new", "auto", "gemv", "split"};
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     setenv("ZGPT_DECODE", dec_variant[v], 1);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v]);
@@ -1949,8 +1956,8 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
         op->matmul_forward(be, logits, NULL, ln, wte, NULL, NULL, B, C, Vp);                                           \
         op->sample(be, ids, logits, drows, pos + 1, B, V, Vp);                                                         \
     } while (0)
-    float step_ms[2] = {0, 0};
-    for (int v = 0; v < 2; v++) {
+    float step_ms[DEC_VARIANTS] = {0};
+    for (int v = 0; v < DEC_VARIANTS; v++) {
         char lab[96];
         dec_label(lab, sizeof lab, "decode step graph, 48 layers + head + top-k", v);
         DEC_STEP(); /* plans and scratch made outside the recording, as generation does */
@@ -1970,7 +1977,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
 #undef DEC_STEP
     unsetenv("ZGPT_DECODE");
     /* for scripts/gpu_validate.sh's decode phase */
-    for (int v = 0; v < 2; v++)
+    for (int v = 0; v < DEC_VARIANTS; v++)
         printf("\nDECSTEP B=%d %s ms %.4f tok_s %.1f", B, dec_variant[v], step_ms[v],
                step_ms[v] > 0 ? B / (step_ms[v] * 1e-3) : 0.0);
     printf("\n");
@@ -2092,6 +2099,9 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
         run_bench();
     } else {
+        /* the new decode kernels at every shape they take (unset, generation's default, picks per shape:
+         * the few-row product only at 1 row), so N = 2..8 keep exercising gemv_cuda.cu */
+        setenv("ZGPT_DECODE", "new", 1);
         zt_run("casts", test_casts);
         zt_run("memory", test_memory);
         zt_run("host_copies", test_host_copies);

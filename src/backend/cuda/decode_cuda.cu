@@ -13,7 +13,8 @@
  *     common max and adds them in chunk order.
  * The grid covers maxT (a replayed graph keeps its grid); chunks past pos[0] leave at once. The chunks
  * are fixed by position and every sum runs in a fixed order: the same inputs give the same bits.
- * ZGPT_DECODE=old runs the earlier one-block-per-(row, head) kernel (all positions, one block). */
+ * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks already fill
+ * the SMs, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). */
 #include "backend/cuda/cuda_internal.h"
 
 #define ZGC_DEC_THREADS 256
@@ -232,7 +233,7 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
                  ZGC_DEC_MAX_HS);
     /* 16-byte key loads need rows that are whole 16-byte vectors (the caches are 256-byte aligned) */
     bool vec = (hs * zgc_dtype_bytes(be->act_dtype)) % 16 == 0;
-    if (zgc_decode_new()) {
+    if (zgc_decode_split(B * NH, im->num_sms)) {
         zgc_attention_decode_split(be, out, qkv, kcache, vcache, pos, B, maxT, C, NH, vec);
         return;
     }

@@ -130,7 +130,7 @@ static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; 
 static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC) {
     size_t es = zgc_dtype_bytes(be->act_dtype);
     return N >= 1 && N <= ZGC_GEMV_MAX_N && OC >= 1 && ((size_t)C * es) % 16 == 0 && zgc_gemv_aligned(inp) &&
-           zgc_gemv_aligned(w) && zgc_decode_new();
+           zgc_gemv_aligned(w) && zgc_decode_gemv(N);
 }
 
 static void zgc_gemv_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,

@@ -200,14 +200,15 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
     zgc_impl *im = zgc_get(be);
     if (B < 1) return;
     /* the row's z in shared memory when they fit beside the kernel's own (V = 50257: 196 KiB of the
-     * H100/H200's 227 KiB); otherwise (or ZGPT_DECODE=old) every pass reads the logits */
+     * H100/H200's 227 KiB), only with ZGPT_DECODE=new (it timed slower alone on the H200); otherwise
+     * every pass reads the logits */
     int optin = 0;
     ZG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
     size_t smem = (size_t)V * sizeof(float);
     ZGC_DISPATCH(be->act_dtype, T, {
         cudaFuncAttributes fa;
         ZG_CUDA_CHECK(cudaFuncGetAttributes(&fa, zgc_sample_kernel<T, true>));
-        if (zgc_decode_new() && smem + fa.sharedSizeBytes <= (size_t)optin) {
+        if (zgc_decode_staged_sample() && smem + fa.sharedSizeBytes <= (size_t)optin) {
             ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_sample_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                (int)smem));
             zgc_sample_kernel<T, true>
