@@ -54,6 +54,12 @@
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); ~3-5 min
 #            (not in the default list)
+#   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
+#            products, one block per head, the sampler reading global memory each pass) and =new (gemv_cuda.cu,
+#            split decode attention, z staged in shared memory), and the whole XL step as a CUDA graph at B=1
+#            and B=8 with old, new, gemv / split (one new family alone) and auto (unset: the per-shape
+#            selection generation runs; the verdict) (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); ~1 min
+#            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
 #            <= 1e-5 relative); ragged prompts in one batch on CUDA against each prompt alone; ~1 min (not in
@@ -946,6 +952,30 @@ if has benchpar && [ "$NGPU" -ge 2 ]; then
   cp "$LOG_DIR/bench_zgpt_124m.log" "$LOG_DIR/bench_zgpt_xl.log" "$RESULTS/" 2>/dev/null
 fi
 # gen (issue 21): generation on the GPU against transformers' generate, the same random GPT-2 XL weights.
+# decode (issue 21): per op, old against new kernels in the same call; the step graph's tokens/s
+if has decode; then
+  ZG_BENCH_ONLY=decode timeout 300 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/decode_bench.log" 2>&1
+  # table rows "| op (old) | ms | ..." under "### decode step ops, GPT-2 XL: B=n": one note per op, old -> new
+  awk -F'|' '/^### decode step ops/ {match($0, /B=[0-9]+/); b = substr($0, RSTART, RLENGTH)}
+    /\((old|new)\) *\|/ {lab = $2; gsub(/^ +| +$/, "", lab); v = lab; sub(/.*\(/, "", v); sub(/\).*/, "", v)
+      sub(/ \((old|new)\)$/, "", lab); ms = $3 + 0
+      if (v == "old") old[b, lab] = ms; else printf "decode %s %s: old %.4f ms, new %.4f ms (%.2fx)\n", b, lab, old[b, lab], ms, (ms > 0 ? old[b, lab] / ms : 0)}' \
+    "$LOG_DIR/decode_bench.log" > "$LOG_DIR/decode_notes.txt"
+  while IFS= read -r line; do note "$line"; done < "$LOG_DIR/decode_notes.txt"
+  for b in 1 8; do
+    # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
+    line=""
+    for v in old new gemv split; do
+      read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
+      line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
+    done
+    read -r _ _ _ _ ams _ atok <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
+    goal=$([ "$b" = 1 ] && echo 500 || echo 2500)
+    note "decode step graph B=$b (XL, 48 layers + head + top-k 200): ${line}auto $(na "$ams") ms $(fmt0 "$atok") tok/s $(verdict "$atok" ">=" "$goal") (>= $goal, graph alone)"
+  done
+  [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"
+fi
+
 if has gen; then
   GEN_PROMPT="The meaning of life is"
   gids=$(printf '%s' "$GEN_PROMPT" | "$ZGPT" tokenize)

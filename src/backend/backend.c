@@ -100,6 +100,12 @@ void zg_layernorm_backward_check(const void *x, const void *y, const void *b, co
     if (x != NULL && mean == NULL) ZG_FATAL("layernorm_backward: with x, mean is required");
 }
 
+void zg_layernorm_matmul_compose(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
+                                 const void *lnb, const void *w, const void *bias, int N, int C, int OC) {
+    be->ops->layernorm_forward(be, ln, NULL, NULL, inp, lnw, lnb, N, C);
+    be->ops->matmul_forward(be, out, pre_gelu, ln, w, bias, NULL, N, C, OC);
+}
+
 static uint32_t f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);

@@ -157,6 +157,13 @@ typedef struct {
      * out = gelu_tanh(pre_gelu). pre_gelu and residual together are not supported (fatal). */
     void (*matmul_forward)(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                            const void *residual, int N, int C, int OC);
+    /* out (N,OC) = layernorm(inp; lnw, lnb) @ w (OC,C)^T + bias, pre_gelu as matmul_forward's: the
+     * same as layernorm_forward into ln (N,C) then matmul_forward from ln (what zg_layernorm_matmul_compose
+     * does), so that a backend may fuse the two for a few rows (a decode step). ln's contents are undefined
+     * afterwards (a fused form does not write it). */
+    void (*layernorm_matmul_forward)(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp,
+                                     const void *lnw, const void *lnb, const void *w, const void *bias, int N, int C,
+                                     int OC);
     /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp; dbias (OC) += sum(dout)
      * (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then multiplied by gelu'(gelu_inp)
      * (the input of this matmul was gelu(gelu_inp)). */
@@ -254,6 +261,9 @@ int zg_backend_create(zg_backend **out, const zg_backend_config *cfg);
 /* layernorm_backward's arguments for the form it was given (fatal with a message otherwise): the
  * input form (x) needs mean, the output form (x NULL) needs y and b. */
 void zg_layernorm_backward_check(const void *x, const void *y, const void *b, const float *mean);
+/* layernorm_matmul_forward as its two ops (the CPU's, and CUDA's beyond its fused form). */
+void zg_layernorm_matmul_compose(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
+                                 const void *lnb, const void *w, const void *bias, int N, int C, int OC);
 void zg_backend_destroy(zg_backend *be);
 /* Shared by the backends' host_alloc/host_free: each block starts with a 64-byte header holding its size
  * and whether it is pinned; the caller's pointer follows it (64-byte aligned when the base is). */

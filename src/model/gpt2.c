@@ -855,8 +855,8 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
         layer_params p = layer_ptrs(m, 0, l);
-        op->layernorm_forward(be, kv->ln, NULL, NULL, kv->x, p.ln1w, p.ln1b, N, C);
-        op->matmul_forward(be, kv->qkv, NULL, kv->ln, p.qkvw, p.qkvb, NULL, N, C, 3 * C);
+        /* LayerNorm and product as one op: a backend fuses them for a decode step's few rows */
+        op->layernorm_matmul_forward(be, kv->qkv, NULL, kv->ln, kv->x, p.ln1w, p.ln1b, p.qkvw, p.qkvb, N, C, 3 * C);
         if (pos_dev)
             op->attention_decode(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], pos_dev, B, kv->maxT, C, NH);
         else
@@ -864,8 +864,7 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
                                          NH);
         /* y = x + atty @ Wproj^T + b; x = y + gelu(ln2(y) @ Wfc^T + b) @ Wfcproj^T + b (residual adds fused) */
         op->matmul_forward(be, kv->y, NULL, kv->atty, p.attprojw, p.attprojb, kv->x, N, C, C);
-        op->layernorm_forward(be, kv->ln, NULL, NULL, kv->y, p.ln2w, p.ln2b, N, C);
-        op->matmul_forward(be, kv->fchg, kv->fch, kv->ln, p.fcw, p.fcb, NULL, N, C, 4 * C);
+        op->layernorm_matmul_forward(be, kv->fchg, kv->fch, kv->ln, kv->y, p.ln2w, p.ln2b, p.fcw, p.fcb, N, C, 4 * C);
         op->matmul_forward(be, kv->x, NULL, kv->fchg, p.fcprojw, p.fcprojb, kv->y, N, 4 * C, C);
         hook_after(m, l, 0);
     }

@@ -71,7 +71,8 @@ static float *dl(zg_backend *be, const void *d, zg_dtype dt, size_t n) {
     return h;
 }
 
-static void check_rel(const char *what, zg_dtype dt, const float *out, const double *ref, size_t n, double tol) {
+static void check_rel_print(int print, const char *what, zg_dtype dt, const float *out, const double *ref, size_t n,
+                            double tol) {
     double num = 0, den = 0;
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
@@ -82,8 +83,16 @@ static void check_rel(const char *what, zg_dtype dt, const float *out, const dou
     }
     double rel = sqrt(num / (den > 0 ? den : 1e-300));
     int ok = bad == 0 && rel <= tol;
-    printf("  %-40s %s  rel err %.3e (tol %.1e)%s\n", what, dt_name(dt), rel, tol, bad ? "  NON-FINITE" : "");
+    if (print || !ok)
+        printf("  %-40s %s  rel err %.3e (tol %.1e)%s\n", what, dt_name(dt), rel, tol, bad ? "  NON-FINITE" : "");
     ZT_CHECK_MSG(ok, "%s %s: relative error %.3e > %.1e or %zu non-finite of %zu", what, dt_name(dt), rel, tol, bad, n);
+}
+static void check_rel(const char *what, zg_dtype dt, const float *out, const double *ref, size_t n, double tol) {
+    check_rel_print(1, what, dt, out, ref, n, tol);
+}
+/* the same check, printing only a failure */
+static void check_rel_quiet(const char *what, zg_dtype dt, const float *out, const double *ref, size_t n, double tol) {
+    check_rel_print(0, what, dt, out, ref, n, tol);
 }
 
 static double gelu_d(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
@@ -509,12 +518,14 @@ static void test_layernorm(void) {
  * bf16/fp16 and lose the small contributions (the layer outputs vanish into the residual stream).
  * Allowed: 1 ulp of the output type. */
 static void test_matmul_residual_rounding(void) {
-    int shapes[][3] = {{512, 512, 128}, {512, 128, 128}, {256, 2048, 64}};
+    /* the last two: few rows (the decode products' kernel, gemv_cuda.cu) */
+    int shapes[][3] = {{512, 512, 128}, {512, 128, 128}, {256, 2048, 64}, {8, 2048, 64}, {1, 6400, 160}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 1; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
         int mant = dt == ZG_BF16 ? 7 : 10;
-        for (int si = 0; si < 3; si++) {
+        for (int si = 0; si < nshapes; si++) {
             int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
             size_t nin = (size_t)N * C, nw = (size_t)OC * C, nout = (size_t)N * OC;
             float *inp = malloc(nin * 4), *w = malloc(nw * 4), *bias = malloc(OC * 4), *res = malloc(nout * 4);
@@ -555,12 +566,16 @@ static void test_matmul_residual_rounding(void) {
     }
 }
 
+#define ZGC_TEST_FEW_ROWS 8
 static void test_matmul(void) {
-    int shapes[][3] = {{77, 64, 96}, {128, 768, 2304}, {130, 256, 1024}};
+    /* N <= 8 runs the few-row kernel (gemv_cuda.cu): 1 and 8 rows, an output count that is not a
+     * multiple of its 8 columns per block, C = 100 (rows not whole 16-byte vectors in bf16/fp16: cuBLASLt) */
+    int shapes[][3] = {{77, 64, 96}, {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203}, {8, 256, 1000}, {3, 100, 64}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        for (int si = 0; si < 3; si++) {
+        for (int si = 0; si < nshapes; si++) {
             int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
             /* 0: bias, 1: no bias, 2: bias + gelu, 3: bias + residual, 4: residual (no bias),
              * 5: bias + residual in place (residual == out). 3-5 are forward-only (their backward is
@@ -597,14 +612,17 @@ static void test_matmul(void) {
                     prh = dl(be, pre, dt, nout);
                     check_rel("  pre_gelu", dt, prh, rpre, nout, tol_of(dt));
                 }
-                if (has_res) {
-                    if (variant != 5) { /* the residual input is left as it was */
+                /* forward only: the residual variants, and few rows (the decode products: no backward) */
+                if (has_res || N <= ZGC_TEST_FEW_ROWS) {
+                    if (has_res && variant != 5) { /* the residual input is left as it was */
                         float *rh2 = dl(be, dres, dt, nout);
                         ZT_CHECK_MSG(memcmp(rh2, resh, nout * 4) == 0, "matmul_forward modified its residual input");
                         free(rh2);
-                        be->ops->dealloc(be, out);
                     }
-                    be->ops->dealloc(be, dres);
+                    if (variant != 5) be->ops->dealloc(be, out);
+                    if (pre) be->ops->dealloc(be, pre);
+                    free(prh);
+                    if (has_res) be->ops->dealloc(be, dres);
                     be->ops->dealloc(be, dinp_);
                     be->ops->dealloc(be, dw_);
                     if (dbias_) be->ops->dealloc(be, dbias_);
@@ -951,14 +969,15 @@ static void test_attention_large(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-/* The KV cache over a sequence of 23 positions run as chunks 0..9, 10..20 (11), 21, 22 through
- * attention_forward_cached; with decode, positions 10..22 go one at a time through attention_decode
- * (the position in device memory) instead. */
-static void attention_cached_case(int decode) {
+/* The KV cache over a sequence of Ttot positions (23 without decode) run as chunks 0..9, 10..20 (11),
+ * 21, 22 through attention_forward_cached; with decode, positions 10..Ttot-1 go one at a time through
+ * attention_decode (the position in device memory) instead, and the last one runs twice (the same
+ * bits: the split over positions and its combine have a fixed order). */
+static void attention_cached_case(int decode, int Ttot, int maxT) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        int B = 2, C = 128, NH = 2, hs = C / NH, maxT = 40, Ttot = 23;
+        int B = 2, C = 128, NH = 2, hs = C / NH;
         int32_t *dpos = be->ops->alloc(be, 2 * sizeof(int32_t), "pos");
         size_t nqkv = (size_t)B * Ttot * 3 * C;
         float *qkv = malloc(nqkv * 4);
@@ -972,9 +991,10 @@ static void attention_cached_case(int decode) {
         attn_ref(ref, NULL, qkv, NULL, B, Ttot, C, NH);
         void *kc = dev_nan(be, dt, (size_t)B * NH * maxT * hs), *vc = dev_nan(be, dt, (size_t)B * NH * maxT * hs);
         int chunks[][2] = {{0, 10}, {10, 11}, {21, 1}, {22, 1}};
-        int decode_chunks[14][2] = {{0, 10}};
-        for (int k = 1; k < 14; k++) decode_chunks[k][0] = 9 + k, decode_chunks[k][1] = 1;
-        int(*run)[2] = decode ? decode_chunks : chunks, nrun = decode ? 14 : 4;
+        int ndec = Ttot - 9, (*decode_chunks)[2] = malloc((size_t)ndec * sizeof *decode_chunks);
+        decode_chunks[0][0] = 0, decode_chunks[0][1] = 10;
+        for (int k = 1; k < ndec; k++) decode_chunks[k][0] = 9 + k, decode_chunks[k][1] = 1;
+        int(*run)[2] = decode ? decode_chunks : chunks, nrun = decode ? ndec : 4;
         for (int k = 0; k < nrun; k++) {
             int pos = run[k][0], Tn = run[k][1];
             size_t n3 = (size_t)B * Tn * 3 * C, n1 = (size_t)B * Tn * C;
@@ -988,6 +1008,16 @@ static void attention_cached_case(int decode) {
                 int p2[2] = {pos, pos + 1};
                 be->ops->upload(be, dpos, p2, sizeof p2);
                 be->ops->attention_decode(be, out, dpart, kc, vc, dpos, B, maxT, C, NH);
+                if (k == nrun - 1) {
+                    void *again = dev_nan(be, dt, n1);
+                    be->ops->attention_decode(be, again, dpart, kc, vc, dpos, B, maxT, C, NH);
+                    float *o1 = dl(be, out, dt, n1), *o2 = dl(be, again, dt, n1);
+                    ZT_CHECK_MSG(memcmp(o1, o2, n1 * 4) == 0, "attention_decode %s at pos %d: two runs differ",
+                                 dt_name(dt), pos);
+                    free(o1);
+                    free(o2);
+                    be->ops->dealloc(be, again);
+                }
             } else {
                 be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);
             }
@@ -1000,7 +1030,10 @@ static void attention_cached_case(int decode) {
             char name[96];
             snprintf(name, sizeof name, "%s pos=%d Tn=%d",
                      decode && pos > 0 ? "attention_decode" : "attention_forward_cached", pos, Tn);
-            check_rel(name, dt, o, r, n1, tol_of(dt));
+            if (!decode || pos == 0 || k >= nrun - 3 || k % 64 == 0) /* the long run: a few lines */
+                check_rel(name, dt, o, r, n1, tol_of(dt));
+            else
+                check_rel_quiet(name, dt, o, r, n1, tol_of(dt));
             free(part);
             free(o);
             free(r);
@@ -1024,10 +1057,11 @@ static void attention_cached_case(int decode) {
         be->ops->dealloc(be, kc);
         be->ops->dealloc(be, vc);
         be->ops->dealloc(be, dpos);
+        free(decode_chunks);
     }
 }
 
-static void test_attention_cached(void) { attention_cached_case(0); }
+static void test_attention_cached(void) { attention_cached_case(0, 23, 40); }
 
 /* ---- classifier ------------------------------------------------------------------------------- */
 
@@ -1669,6 +1703,60 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     cudaEventDestroy(ctx.e1);
 }
 
+/* layernorm_matmul_forward (the decode step's LayerNorm fused into the few-row product) against the fp64
+ * LayerNorm then product, and against the two ops run apart (layernorm_forward, matmul_forward); with GELU
+ * and without; C = 1600 at 8 rows in fp32 exceeds the fused form's shared memory (the two ops run). */
+static void test_layernorm_matmul(void) {
+    int shapes[][3] = {{1, 1600, 333}, {8, 256, 1000}, {8, 1600, 64}, {20, 128, 96}};
+    for (int di = 0; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            for (int gelu = 0; gelu < 2; gelu++) {
+                int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+                size_t nin = (size_t)N * C, nout = (size_t)N * OC;
+                float *x = malloc(nin * 4), *g = malloc(C * 4), *bb = malloc(C * 4), *w = malloc((size_t)OC * C * 4),
+                      *bias = malloc(OC * 4);
+                void *dx = dev_rand(be, dt, nin, 2.f, x), *dg = dev_rand(be, dt, C, 1.f, g),
+                     *db = dev_rand(be, dt, C, 0.5f, bb);
+                void *dw = dev_rand(be, dt, (size_t)OC * C, 2.f / sqrtf((float)C), w),
+                     *dbias = dev_rand(be, dt, OC, 0.5f, bias);
+                for (int c = 0; c < C; c++) g[c] += 1.0f; /* gains around 1 */
+                be->ops->upload_f32(be, dg, dt, g, C);
+                be->ops->download_f32(be, g, dg, dt, C);
+                void *out = dev_nan(be, dt, nout), *pre = gelu ? dev_nan(be, dt, nout) : NULL,
+                     *ln = dev_nan(be, dt, nin);
+                void *out2 = dev_nan(be, dt, nout), *pre2 = gelu ? dev_nan(be, dt, nout) : NULL;
+                be->ops->layernorm_matmul_forward(be, out, pre, ln, dx, dg, db, dw, dbias, N, C, OC);
+                be->ops->layernorm_forward(be, ln, NULL, NULL, dx, dg, db, N, C);
+                be->ops->matmul_forward(be, out2, pre2, ln, dw, dbias, NULL, N, C, OC);
+                double *xh = malloc(nin * 8), *mean = malloc(N * 8), *rstd = malloc(N * 8), *ref = malloc(nout * 8);
+                ln_ref(xh, mean, rstd, x, g, bb, N, C);
+                for (int i = 0; i < N; i++)
+                    for (int o = 0; o < OC; o++) {
+                        double s = bias[o];
+                        for (int c = 0; c < C; c++) s += xh[(size_t)i * C + c] * w[(size_t)o * C + c];
+                        ref[(size_t)i * OC + o] = gelu ? gelu_d(s) : s;
+                    }
+                float *h1 = dl(be, out, dt, nout), *h2 = dl(be, out2, dt, nout);
+                char name[96];
+                snprintf(name, sizeof name, "layernorm_matmul_forward%s N=%d C=%d OC=%d", gelu ? " gelu" : "", N, C,
+                         OC);
+                check_rel(name, dt, h1, ref, nout, tol_of(dt));
+                double *r2 = malloc(nout * 8);
+                for (size_t i = 0; i < nout; i++) r2[i] = h2[i];
+                check_rel("  against the two ops", dt, h1, r2, nout, tol_of(dt));
+                printf("    bitwise the two ops' result: %s\n", memcmp(h1, h2, nout * 4) == 0 ? "yes" : "no");
+                void *host[] = {r2, h1, h2, x, g, bb, w, bias, xh, mean, rstd, ref};
+                for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
+                void *ptrs[] = {dx, dg, db, dw, dbias, out, pre, ln, out2, pre2};
+                for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++)
+                    if (ptrs[k]) be->ops->dealloc(be, ptrs[k]);
+            }
+        }
+    }
+}
+
 /* ---- generation: the sample op against the CPU's, decode attention, decode_advance under a graph ---- */
 
 /* The CUDA sample op gives the CPU op's token ids on the same logits (the device's rounded values), for
@@ -1692,7 +1780,11 @@ static void test_sample(void) {
             if (b == 5) x = 0.5f;                              /* all equal */
             lg[(size_t)b * Vp + i] = x;
         }
-    for (int di = 0; di < 3; di++) {
+    /* the kernel with the row's z staged in shared memory (new), and the one reading the logits on
+     * every pass (old): both the CPU's ids */
+    for (int vi = 0; vi < 6; vi++) {
+        int di = vi % 3;
+        setenv("ZGPT_DECODE", vi < 3 ? "new" : "old", 1);
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
         void *dlg = be->ops->alloc(be, (size_t)B * Vp * (dt == ZG_F32 ? 4 : 2), "logits");
@@ -1716,8 +1808,8 @@ static void test_sample(void) {
                 prev[b] = gpu[b];
             }
         }
-        ZT_CHECK_MSG(mismatches == 0, "sample %s: %d of %d token ids differ from the CPU op", dt_name(dt), mismatches,
-                     B * COUNTERS);
+        ZT_CHECK_MSG(mismatches == 0, "sample %s ZGPT_DECODE=%s: %d of %d token ids differ from the CPU op",
+                     dt_name(dt), getenv("ZGPT_DECODE"), mismatches, B * COUNTERS);
         ZT_CHECK(distinct > COUNTERS); /* sampled rows do move with the counter */
         free(hl);
         be->ops->dealloc(be, dlg);
@@ -1725,6 +1817,7 @@ static void test_sample(void) {
         be->ops->dealloc(be, dids);
         be->ops->dealloc(be, dctr);
     }
+    setenv("ZGPT_DECODE", "new", 1); /* the tests' setting (main) */
     free(lg);
     zg_backend_destroy(cpu);
 }
@@ -1753,7 +1846,19 @@ static void test_decode_ops(void) {
         void *ptrs[] = {wte, wpe, dtok, dpos, o1, o2};
         for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
     }
-    attention_cached_case(1);
+    /* 23 positions: one chunk of the split kernel; 200 (cache 300): four chunks, then a partial one;
+     * under ZGPT_DECODE=new, old and auto (unset: the selection generation runs) */
+    static const char *const vars[3] = {"new", "old", NULL};
+    for (int v = 0; v < 3; v++) {
+        if (vars[v])
+            setenv("ZGPT_DECODE", vars[v], 1);
+        else
+            unsetenv("ZGPT_DECODE");
+        printf("  ZGPT_DECODE=%s\n", vars[v] ? vars[v] : "(unset)");
+        attention_cached_case(1, 23, 40);
+        attention_cached_case(1, 200, 300);
+    }
+    setenv("ZGPT_DECODE", "new", 1);
 }
 
 /* decode_advance recorded once as a graph and replayed: the position moves on the device, rows keep
@@ -1796,9 +1901,94 @@ static void test_decode_graph(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
+/* ZGPT_DECODE=old|new: the decode path's earlier kernels or the new ones (every op runs both); the step
+ * graph also runs auto (the per-shape selection generation uses) and gemv / split (one new kernel family
+ * alone: which one a difference comes from). */
+enum { DEC_VARIANTS = 5 };
+static const char *const dec_variant[DEC_VARIANTS] = {"old", "new", "auto", "gemv", "split"};
+static const char *dec_label(char *buf, size_t n, const char *op, int v) {
+    setenv("ZGPT_DECODE", dec_variant[v], 1);
+    snprintf(buf, n, "%s (%s)", op, dec_variant[v]);
+    return buf;
+}
+/* one row per variant, old then new */
+#define BENCH_DEC(ctx, op, flops, bytes, ...)                                                                          \
+    do {                                                                                                               \
+        char lab_[64];                                                                                                 \
+        for (int v_ = 0; v_ < 2; v_++) BENCH(ctx, dec_label(lab_, sizeof lab_, op, v_), flops, bytes, __VA_ARGS__);    \
+        unsetenv("ZGPT_DECODE");                                                                                       \
+    } while (0)
+
+/* The decode step of GPT-2 XL as generation records it (a graph of 48 layers' LayerNorms, products,
+ * decode attention and residual adds, the final LayerNorm, the LM head and a top-k 200 draw), each
+ * layer with its own weights and KV cache (so nothing is served from L2 that generation would read
+ * from DRAM). ms per replay, and the tokens/s that gives, per ZGPT_DECODE variant. */
+static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, const zg_sample_row *drows, int32_t *ids,
+                              int32_t *pos) {
+    zg_backend *be = ctx->be;
+    enum { NL = 48 };
+    int C = 1600, NH = 25, hs = C / NH, V = 50257, Vp = 50304, maxT = 1024;
+    size_t lw = (size_t)12 * C * C, kvn = (size_t)B * NH * maxT * hs;
+    void *wts = dev_big(be, ZG_BF16, NL * lw, 0.02f), *kc = dev_big(be, ZG_BF16, NL * kvn, 1.f),
+         *vc = dev_big(be, ZG_BF16, NL * kvn, 1.f);
+    void *x = dev_rand(be, ZG_BF16, (size_t)B * C, 1.f, NULL), *ln = dev_rand(be, ZG_BF16, (size_t)B * C, 1.f, NULL);
+    void *qkv = dev_rand(be, ZG_BF16, (size_t)B * 3 * C, 1.f, NULL),
+         *att = dev_rand(be, ZG_BF16, (size_t)B * C, 1.f, NULL);
+    void *h = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL),
+         *pre = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
+    void *gain = dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
+         *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
+    const zg_backend_ops *op = be->ops;
+#define DEC_STEP()                                                                                                     \
+    do {                                                                                                               \
+        for (int l = 0; l < NL; l++) {                                                                                 \
+            char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
+            void *wqkv = wl, *wproj = wl + (size_t)3 * C * C * 2, *wfc = wl + (size_t)4 * C * C * 2,                   \
+                 *wfp = wl + (size_t)8 * C * C * 2;                                                                    \
+            op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wqkv, bias, B, C, 3 * C);                   \
+            op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
+                                 pos, B, maxT, C, NH);                                                                 \
+            op->matmul_forward(be, x, NULL, att, wproj, bias, x, B, C, C);                                             \
+            op->layernorm_matmul_forward(be, h, pre, ln, x, gain, bias, wfc, bias, B, C, 4 * C);                       \
+            op->matmul_forward(be, x, NULL, h, wfp, bias, x, B, 4 * C, C);                                             \
+        }                                                                                                              \
+        op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \
+        op->matmul_forward(be, logits, NULL, ln, wte, NULL, NULL, B, C, Vp);                                           \
+        op->sample(be, ids, logits, drows, pos + 1, B, V, Vp);                                                         \
+    } while (0)
+    float step_ms[DEC_VARIANTS] = {0};
+    for (int v = 0; v < DEC_VARIANTS; v++) {
+        char lab[96];
+        dec_label(lab, sizeof lab, "decode step graph, 48 layers + head + top-k", v);
+        DEC_STEP(); /* plans and scratch made outside the recording, as generation does */
+        ZT_CHECK(op->graph_begin(be) == 0);
+        DEC_STEP();
+        zg_graph *g = op->graph_end(be);
+        ZT_CHECK(g != NULL);
+        if (g) {
+            float med;
+            BENCH_TIME(ctx, med, bench_reps(), op->graph_launch(be, g));
+            step_ms[v] = med;
+            printf("| %-34s | %9.3f | %8.0f tok/s | %8.0f |\n", lab, med, B / (med * 1e-3),
+                   (double)(NL * lw + (size_t)Vp * C) * 2 / (med * 1e-3) / 1e9);
+            op->graph_destroy(be, g);
+        }
+    }
+#undef DEC_STEP
+    unsetenv("ZGPT_DECODE");
+    /* for scripts/gpu_validate.sh's decode phase */
+    for (int v = 0; v < DEC_VARIANTS; v++)
+        printf("\nDECSTEP B=%d %s ms %.4f tok_s %.1f", B, dec_variant[v], step_ms[v],
+               step_ms[v] > 0 ? B / (step_ms[v] * 1e-3) : 0.0);
+    printf("\n");
+    void *ptrs[] = {wts, kc, vc, x, ln, qkv, att, h, pre, gain, bias};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+}
+
 /* One token's decode-step ops at GPT-2 XL shapes (bf16): the products read the whole weight matrix for
  * B rows (GB/s = weight bytes / time: the bandwidth bound of generation), decode attention over L
- * cached positions, and the sample op over the 50257 logits of each row. */
+ * cached positions, and the sample op over the 50257 logits of each row; each op with ZGPT_DECODE=old
+ * and =new (the earlier and the current kernels), then the whole step as a graph. */
 static void bench_decode(zg_backend *be, int B, int L) {
     bench_ctx ctx = {be, NULL, NULL};
     cudaEventCreate(&ctx.e0);
@@ -1824,18 +2014,22 @@ static void bench_decode(zg_backend *be, int B, int L) {
     double wb = 2.0 * C * C;
     BENCH(&ctx, "layernorm fwd", 0, (double)B * C * 4,
           be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, bias, B, C));
-    BENCH(&ctx, "matmul qkv (weights read)", 2.0 * B * 3 * wb / 2, 3 * wb,
-          be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
-    BENCH(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb,
-          be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
-    BENCH(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
-          be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
-    BENCH(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb,
-          be->ops->matmul_forward(be, y, NULL, pre, w, bias, x, B, 4 * C, C));
-    BENCH(&ctx, "attention_decode", 0, 2.0 * B * NH * L * hs * 2,
-          be->ops->attention_decode(be, y, qkv, kc, vc, pos, B, maxT, C, NH));
-    BENCH(&ctx, "lm head (wte read)", 2.0 * B * C * Vp, 2.0 * Vp * C,
-          be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, B, C, Vp));
+    BENCH_DEC(&ctx, "matmul qkv (weights read)", 2.0 * B * 3 * wb / 2, 3 * wb,
+              be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
+    BENCH_DEC(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb,
+              be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
+    BENCH_DEC(&ctx, "layernorm + matmul qkv", 2.0 * B * 3 * wb / 2, 3 * wb,
+              be->ops->layernorm_matmul_forward(be, y, NULL, pre, x, bias, bias, w, bias, B, C, 3 * C));
+    BENCH_DEC(&ctx, "layernorm + matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
+              be->ops->layernorm_matmul_forward(be, y, pre, qkv, x, bias, bias, w, bias, B, C, 4 * C));
+    BENCH_DEC(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
+              be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
+    BENCH_DEC(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb,
+              be->ops->matmul_forward(be, y, NULL, pre, w, bias, x, B, 4 * C, C));
+    BENCH_DEC(&ctx, "attention_decode", 0, 2.0 * B * NH * L * hs * 2,
+              be->ops->attention_decode(be, y, qkv, kc, vc, pos, B, maxT, C, NH));
+    BENCH_DEC(&ctx, "lm head (wte read)", 2.0 * B * C * Vp, 2.0 * Vp * C,
+              be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, B, C, Vp));
     const struct {
         const char *name;
         float t;
@@ -1851,8 +2045,16 @@ static void bench_decode(zg_backend *be, int B, int L) {
             rows[b] = r;
         }
         be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
-        BENCH(&ctx, cases[c].name, 0, (double)B * Vp * 2, be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
+        BENCH_DEC(&ctx, cases[c].name, 0, (double)B * Vp * 2,
+                  be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
     }
+    /* the step's draw: T=0.8, top-k 200 */
+    for (int b = 0; b < B; b++) {
+        zg_sample_row r = {1.0f / 0.8f, 200, 1.0f, 0, (uint64_t)b};
+        rows[b] = r;
+    }
+    be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
+    bench_decode_step(&ctx, B, wte, logits, drows, ids, pos);
     void *ptrs[] = {x, y, pre, w, bias, wte, logits, kc, vc, qkv, pos, ids, drows};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
     free(rows);
@@ -1897,12 +2099,16 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
         run_bench();
     } else {
+        /* the new decode kernels at every shape they take (unset, generation's default, picks per shape:
+         * the few-row product only at 1 row), so N = 2..8 keep exercising gemv_cuda.cu */
+        setenv("ZGPT_DECODE", "new", 1);
         zt_run("casts", test_casts);
         zt_run("memory", test_memory);
         zt_run("host_copies", test_host_copies);
         zt_run("encoder", test_encoder);
         zt_run("layernorm", test_layernorm);
         zt_run("matmul", test_matmul);
+        zt_run("layernorm_matmul", test_layernorm_matmul);
         zt_run("matmul_residual_rounding", test_matmul_residual_rounding);
         zt_run("gelu_residual", test_gelu_residual);
         zt_run("attention", test_attention);

@@ -167,6 +167,7 @@ static const zg_backend_ops cpu_ops = {
     .layernorm_forward = cpu_layernorm_forward,
     .layernorm_backward = cpu_layernorm_backward,
     .matmul_forward = cpu_matmul_forward,
+    .layernorm_matmul_forward = zg_layernorm_matmul_compose,
     .matmul_backward = cpu_matmul_backward,
     .gelu_forward = cpu_gelu_forward,
     .residual_forward = cpu_residual_forward,

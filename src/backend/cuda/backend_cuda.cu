@@ -263,11 +263,6 @@ static void zgc_download_f32(zg_backend *be, float *dst_host, const void *src, z
 
 /* ---- GELU, residual --------------------------------------------------------------------------- */
 
-__device__ __forceinline__ float zgc_gelu(float x) {
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
 template <typename T> __global__ void zgc_gelu_kernel(T *out, const T *inp, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = zgc_from_f<T>(zgc_gelu(zgc_to_f(inp[i])));
@@ -401,6 +396,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->layernorm_forward = zgc_layernorm_forward;
     o->layernorm_backward = zgc_layernorm_backward;
     o->matmul_forward = zgc_matmul_forward;
+    o->layernorm_matmul_forward = zgc_layernorm_matmul_forward;
     o->matmul_backward = zgc_matmul_backward;
     o->gelu_forward = zgc_gelu_forward;
     o->residual_forward = zgc_residual_forward;

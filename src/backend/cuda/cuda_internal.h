@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* core/error.h is C11 (_Noreturn); spell it the C++ way while it is included. */
 #define _Noreturn [[noreturn]]
@@ -46,6 +48,7 @@ enum {
     ZGC_SCR_PARTIALS, /* sum_squares per-block partial sums (double) */
     ZGC_SCR_STAGING,  /* fp32 staging for upload_f32 / download_f32 */
     ZGC_SCR_LAMB,     /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_DECODE,   /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
     ZGC_SCR_COUNT
 };
 
@@ -112,6 +115,51 @@ void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *i
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                          const void *w, const void *gelu_inp, int N, int C, int OC);
 void zgc_matmul_destroy(zg_backend *be);
+/* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
+ * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_decode_gemv says no). */
+#define ZGC_GEMV_MAX_N 8
+int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
+                     const void *residual, int N, int C, int OC);
+/* layernorm_matmul_forward: fused for a few rows (the LayerNorm of each block's rows into shared memory,
+ * then the product as above), else the two ops */
+void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
+                                  const void *lnb, const void *w, const void *bias, int N, int C, int OC);
+
+/* ZGPT_DECODE picks the decode path's kernels (A/B measurements in one call):
+ *   unset (auto): per shape, from the H200's whole-step graphs (decode_device_run1.log): the few-row
+ *     product and split attention at B=1 (step 3.33 -> 2.62 ms), cuBLASLt and one block per (row, head)
+ *     at B=8 (3.46 ms, against 6.74 ms with the new kernels); the sampler reading the logits on every
+ *     pass (staging z in shared memory timed slower alone: top-k 0.227 against 0.206 ms);
+ *   old: the earlier kernels everywhere (cuBLASLt, one block per (row, head), the unstaged sampler);
+ *   new: the new kernels at every shape they take (the op tests run this);
+ *   gemv / split: only the few-row product / only split attention new (which one a regression is in).
+ * Anything else: auto. */
+enum { ZGC_DEC_AUTO = 0, ZGC_DEC_OLD, ZGC_DEC_NEW, ZGC_DEC_GEMV, ZGC_DEC_SPLIT };
+static inline int zgc_decode_mode(void) {
+    const char *v = getenv("ZGPT_DECODE");
+    if (v == NULL) return ZGC_DEC_AUTO;
+    if (strcmp(v, "old") == 0) return ZGC_DEC_OLD;
+    if (strcmp(v, "new") == 0) return ZGC_DEC_NEW;
+    if (strcmp(v, "gemv") == 0) return ZGC_DEC_GEMV;
+    if (strcmp(v, "split") == 0) return ZGC_DEC_SPLIT;
+    return ZGC_DEC_AUTO;
+}
+/* auto runs the few-row product up to this many rows (measured faster in the step graph at 1 row,
+ * slower at 8: each weight vector costs N x-vector loads and 8N conversions + FMAs per lane, so more
+ * rows make the kernel issue-bound while cuBLASLt's cost barely moves with N) */
+#define ZGC_GEMV_AUTO_MAX_N 1
+static inline bool zgc_decode_gemv(int N) {
+    int m = zgc_decode_mode();
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= ZGC_GEMV_AUTO_MAX_N);
+}
+/* Split attention when one block per (row, head) would leave SMs idle (B = 1 in GPT-2 XL: 25 blocks on
+ * 132 SMs); at B = 8 (200 blocks) the one-block kernel already fills the GPU. */
+static inline bool zgc_decode_split(int rowheads, int num_sms) {
+    int m = zgc_decode_mode();
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_SPLIT || (m == ZGC_DEC_AUTO && rowheads < num_sms);
+}
+/* the sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
+static inline bool zgc_decode_staged_sample(void) { return zgc_decode_mode() == ZGC_DEC_NEW; }
 
 /* attention_cuda.cu */
 /* -1 with an error when the kernels were not compiled for sm_80+ */
@@ -190,6 +238,11 @@ template <> __device__ __forceinline__ __half zgc_from_f<__half>(float x) { retu
         }                                                                                                              \
     } while (0)
 
+/* GELU, tanh form (GPT-2's) */
+__device__ __forceinline__ float zgc_gelu(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
 __device__ __forceinline__ float zgc_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -1,16 +1,29 @@
 /* The decode-step ops on CUDA: one new position per row, the position read from device memory (pos[0]),
  * so that a step recorded as a CUDA graph replays at the next position. Decode attention reads the
- * whole KV cache of a (row, head) once per step; one block per (row, head):
- *   - the new k, v go into the cache at pos[0] (the block's own rows: visible to it after a barrier);
+ * whole KV cache of a (row, head) once per step. It is split over the cached positions (as in
+ * flash-decoding): one block per (row, head, chunk of ZGC_DEC_CHUNK positions), then a combine:
+ *   - the new k, v go into the cache at pos[0] by the block whose chunk holds pos[0] (the only block
+ *     that reads them: visible to it after a barrier);
  *   - scores: one thread per cached position, the key row read with 16-byte loads (hs 64 in bf16: one
  *     128-byte line per thread), q from shared memory;
- *   - softmax in shared memory; out = p V: each warp sums a strided set of positions, lanes across the
- *     head's channels (coalesced rows of V), the warps' partial sums added in shared memory. */
+ *   - the chunk's max m, sum l of e^(s - m) and unnormalised sum of e^(s - m) v go to a scratch
+ *     buffer (p V: each warp sums a strided set of positions, lanes across the head's channels,
+ *     coalesced rows of V, the warps' sums added in shared memory);
+ *   - the combine (one block per (row, head), a thread per channel) rescales the chunks to their
+ *     common max and adds them in chunk order.
+ * The grid covers maxT (a replayed graph keeps its grid); chunks past pos[0] leave at once. The chunks
+ * are fixed by position and every sum runs in a fixed order: the same inputs give the same bits.
+ * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks already fill
+ * the SMs, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). */
 #include "backend/cuda/cuda_internal.h"
 
 #define ZGC_DEC_THREADS 256
 #define ZGC_DEC_WARPS (ZGC_DEC_THREADS / 32)
 #define ZGC_DEC_MAX_HS 256
+/* positions per block of the split kernel (its scores live in shared memory) */
+#define ZGC_DEC_CHUNK 64
+#define ZGC_DEC_SPLIT_THREADS 128
+#define ZGC_DEC_SPLIT_WARPS (ZGC_DEC_SPLIT_THREADS / 32)
 
 /* out (B,C) = wte[tokens[b]] + wpe[pos[0]] */
 template <typename T>
@@ -50,6 +63,40 @@ template <typename T, bool VEC> __device__ __forceinline__ float zgc_dec_dot(con
     return s;
 }
 
+/* p V over positions [j0, j1) of one (row, head): warp w takes positions j0 + w, j0 + w + WARPS, ...,
+ * lane takes channels lane, lane + 32, ...; the warps' sums meet in part (fixed order) and
+ * store(d, total) runs once per channel d. sc[j - j0] holds the weights; part is WARPS x
+ * ZGC_DEC_MAX_HS floats. Ends with the barrier that frees part. */
+template <typename T, int WARPS, typename Store>
+__device__ void zgc_dec_pv(const float *sc, const T *vb, int j0, int j1, int hs, float (*part)[ZGC_DEC_MAX_HS],
+                           Store store) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float acc[ZGC_DEC_MAX_HS / 32];
+#pragma unroll
+    for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) acc[k] = 0.0f;
+    for (int j = j0 + warp; j < j1; j += WARPS) {
+        float p = sc[j - j0];
+        const T *vr = vb + (size_t)j * hs;
+#pragma unroll
+        for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
+            int d = lane + 32 * k;
+            if (d < hs) acc[k] += p * zgc_to_f(vr[d]);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
+        int d = lane + 32 * k;
+        if (d < hs) part[warp][d] = acc[k];
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+        float s = 0.0f;
+        for (int w = 0; w < WARPS; w++) s += part[w][d];
+        store(d, s);
+    }
+    __syncthreads();
+}
+
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(ZGC_DEC_THREADS)
     zgc_att_decode_kernel(T *out, const T *qkv, T *kc, T *vc, const int32_t *pos, int maxT, int C, int NH,
@@ -82,33 +129,99 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
         sum += p;
     }
     sum = zgc_block_sum(sum, red, ZGC_DEC_WARPS); /* its barriers also publish sc */
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    /* out: warp w takes positions w, w + WARPS, ...; lane takes channels lane, lane + 32, ... */
-    float acc[ZGC_DEC_MAX_HS / 32];
-#pragma unroll
-    for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) acc[k] = 0.0f;
-    for (int j = warp; j < L; j += ZGC_DEC_WARPS) {
-        float p = sc[j];
-        const T *vr = vb + (size_t)j * hs;
-#pragma unroll
-        for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
-            int d = lane + 32 * k;
-            if (d < hs) acc[k] += p * zgc_to_f(vr[d]);
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
-        int d = lane + 32 * k;
-        if (d < hs) part[warp][d] = acc[k];
-    }
-    __syncthreads();
     float inv = 1.0f / sum;
     T *o = out + (size_t)b * C + (size_t)h * hs;
+    zgc_dec_pv<T, ZGC_DEC_WARPS>(sc, vb, 0, L, hs, part, [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
+}
+
+/* One chunk of one (row, head): block (bh, s) over positions [s*CHUNK, min(L, (s+1)*CHUNK)). Writes
+ * ml[bh][s] = (m, l) and acc[bh][s][0..hs) (fp32 scratch). */
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
+    zgc_att_decode_split_kernel(float *accs, float *ml, const T *qkv, T *kc, T *vc, const int32_t *pos, int maxT, int C,
+                                int NH, float scale) {
+    __shared__ float sc[ZGC_DEC_CHUNK];
+    __shared__ float qs[ZGC_DEC_MAX_HS];
+    __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
+    __shared__ float red[ZGC_DEC_SPLIT_WARPS];
+    int bh = blockIdx.x, s = blockIdx.y, S = gridDim.y, b = bh / NH, h = bh % NH, hs = C / NH;
+    int t = pos[0], L = t + 1;
+    int j0 = s * ZGC_DEC_CHUNK, j1 = min(L, j0 + ZGC_DEC_CHUNK);
+    if (j0 >= L) return; /* past the position: the combine does not read this chunk */
+    const T *row = qkv + (size_t)b * 3 * C;
+    T *kb = kc + (size_t)bh * maxT * hs, *vb = vc + (size_t)bh * maxT * hs;
+    bool mine = t < j1; /* this chunk holds the new position */
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
-        float s = 0.0f;
-        for (int w = 0; w < ZGC_DEC_WARPS; w++) s += part[w][d];
-        o[d] = zgc_from_f<T>(s * inv);
+        if (mine) {
+            kb[(size_t)t * hs + d] = row[C + h * hs + d];
+            vb[(size_t)t * hs + d] = row[2 * C + h * hs + d];
+        }
+        qs[d] = zgc_to_f(row[h * hs + d]) * scale;
     }
+    __syncthreads();
+    float m = -INFINITY;
+    for (int j = j0 + (int)threadIdx.x; j < j1; j += blockDim.x) {
+        float sj = zgc_dec_dot<T, VEC>(qs, kb + (size_t)j * hs, hs);
+        sc[j - j0] = sj;
+        m = fmaxf(m, sj);
+    }
+    m = zgc_block_max(m, red, ZGC_DEC_SPLIT_WARPS);
+    float l = 0.0f;
+    for (int j = j0 + (int)threadIdx.x; j < j1; j += blockDim.x) {
+        float p = __expf(sc[j - j0] - m);
+        sc[j - j0] = p;
+        l += p;
+    }
+    l = zgc_block_sum(l, red, ZGC_DEC_SPLIT_WARPS); /* its barriers also publish sc */
+    size_t at = (size_t)bh * S + s;
+    float *acc = accs + at * hs;
+    zgc_dec_pv<T, ZGC_DEC_SPLIT_WARPS>(sc, vb, j0, j1, hs, part, [&](int d, float v) { acc[d] = v; });
+    if (threadIdx.x == 0) {
+        ml[2 * at] = m;
+        ml[2 * at + 1] = l;
+    }
+}
+
+/* out (b, h) = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the chunks s up to pos[0], in order;
+ * one block per (row, head), thread d for channel d. */
+template <typename T>
+__global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const float *ml, const int32_t *pos, int S,
+                                              int C, int NH) {
+    int bh = blockIdx.x, b = bh / NH, h = bh % NH, hs = C / NH, d = threadIdx.x;
+    int n = pos[0] / ZGC_DEC_CHUNK + 1; /* chunks holding positions 0..pos[0] */
+    const float *mlb = ml + (size_t)bh * S * 2;
+    float M = -INFINITY;
+    for (int s = 0; s < n; s++) M = fmaxf(M, mlb[2 * s]);
+    if (d >= hs) return;
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < n; s++) {
+        float f = __expf(mlb[2 * s] - M);
+        den += f * mlb[2 * s + 1];
+        num += f * accs[((size_t)bh * S + s) * hs + d];
+    }
+    out[(size_t)b * C + (size_t)h * hs + d] = zgc_from_f<T>(num / den);
+}
+
+static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
+                                       const int32_t *pos, int B, int maxT, int C, int NH, bool vec) {
+    zgc_impl *im = zgc_get(be);
+    int hs = C / NH, S = (maxT + ZGC_DEC_CHUNK - 1) / ZGC_DEC_CHUNK;
+    size_t parts = (size_t)B * NH * S;
+    /* the first step runs before a graph is recorded, so the buffer exists (and keeps its size) by then */
+    float *accs = (float *)zgc_scratch(be, ZGC_SCR_DECODE, parts * (hs + 2) * sizeof(float), "decode attention");
+    float *ml = accs + parts * hs;
+    dim3 grid((unsigned)(B * NH), (unsigned)S);
+    unsigned cthreads = (unsigned)((hs + 31) / 32 * 32);
+    float scale = 1.0f / sqrtf((float)hs);
+    ZGC_DISPATCH(be->act_dtype, T, {
+        auto kern = vec ? zgc_att_decode_split_kernel<T, true> : zgc_att_decode_split_kernel<T, false>;
+        kern<<<grid, ZGC_DEC_SPLIT_THREADS, 0, im->stream>>>(accs, ml, (const T *)qkv, (T *)kcache, (T *)vcache, pos,
+                                                             maxT, C, NH, scale);
+        ZG_CUDA_LAUNCH_CHECK();
+        zgc_att_decode_combine_kernel<T>
+            <<<(unsigned)(B * NH), cthreads, 0, im->stream>>>((T *)out, accs, ml, pos, S, C, NH);
+        ZG_CUDA_LAUNCH_CHECK();
+    });
 }
 
 void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache, const int32_t *pos,
@@ -118,9 +231,13 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
     if (C % NH != 0 || hs > ZGC_DEC_MAX_HS)
         ZG_FATAL("attention_decode: head size %d (C %d, NH %d): must divide C and be at most %d", hs, C, NH,
                  ZGC_DEC_MAX_HS);
-    size_t smem = (size_t)maxT * sizeof(float);
     /* 16-byte key loads need rows that are whole 16-byte vectors (the caches are 256-byte aligned) */
     bool vec = (hs * zgc_dtype_bytes(be->act_dtype)) % 16 == 0;
+    if (zgc_decode_split(B * NH, im->num_sms)) {
+        zgc_attention_decode_split(be, out, qkv, kcache, vcache, pos, B, maxT, C, NH, vec);
+        return;
+    }
+    size_t smem = (size_t)maxT * sizeof(float);
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = vec ? zgc_att_decode_kernel<T, true> : zgc_att_decode_kernel<T, false>;
         if (smem > 48 * 1024)

@@ -166,6 +166,7 @@ void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *i
                         const void *residual, int N, int C, int OC) {
     if (residual != NULL && pre_gelu != NULL)
         ZG_FATAL("matmul_forward (cuda): residual and pre_gelu together are not supported (N=%d C=%d OC=%d)", N, C, OC);
+    if (zgc_gemv_forward(be, out, pre_gelu, inp, w, bias, residual, N, C, OC)) return; /* a few rows: decode */
     int epi;
     if (pre_gelu != NULL)
         epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;

@@ -37,18 +37,20 @@ template <bool MAX> __device__ uint64_t zgc_block_reduce_u64(uint64_t v, uint64_
     return s;
 }
 
-/* The candidate i of a row: its rank and its weight. */
-template <typename T> struct zgc_sample_row_view {
+/* The candidate i of a row: its z (then its rank and its weight). STAGED: the row's z were computed
+ * once into shared memory (zs), the same bits as computing them on every pass from the logits. */
+template <typename T, bool STAGED = false> struct zgc_sample_row_view {
     const T *lg;
+    const float *zs;
     float scale, zmax;
-    __device__ __forceinline__ float z(int i) const { return zg_sample_z(zgc_to_f(lg[i]), scale); }
+    __device__ __forceinline__ float z(int i) const { return STAGED ? zs[i] : zg_sample_z(zgc_to_f(lg[i]), scale); }
 };
 
 /* The largest x with sum{f_i : rank_i >= x, rank_i >= keep_from} >= target (f = 1, or the weight when
  * WEIGHTED); see the file comment. */
-template <typename T, bool WEIGHTED>
-__device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, uint64_t keep_from, uint64_t target,
-                                      uint64_t (*bins)[16], uint32_t (*cnts)[16]) {
+template <typename View, bool WEIGHTED>
+__device__ uint64_t zgc_sample_select(const View &v, int V, uint64_t keep_from, uint64_t target, uint64_t (*bins)[16],
+                                      uint32_t (*cnts)[16]) {
     uint64_t prefix = 0, above = 0;
     for (int level = 15; level >= 0; level--) {
         int shift = level * 4;
@@ -100,9 +102,9 @@ __device__ uint64_t zgc_sample_select(const zgc_sample_row_view<T> &v, int V, ui
 
 /* The kept weight W (every thread gets it): thread t sums the kept weights of ids [t*chunk, (t+1)*chunk)
  * (*mine) and an exclusive scan over the threads gives where its chunk starts (*start), in id order. */
-template <typename T>
-__device__ uint64_t zgc_sample_kept(const zgc_sample_row_view<T> &v, int V, uint64_t keep_from, uint64_t *scan,
-                                    uint64_t *mine_out, uint64_t *start_out) {
+template <typename View>
+__device__ uint64_t zgc_sample_kept(const View &v, int V, uint64_t keep_from, uint64_t *scan, uint64_t *mine_out,
+                                    uint64_t *start_out) {
     int chunk = (V + (int)blockDim.x - 1) / (int)blockDim.x;
     int lo = (int)threadIdx.x * chunk, hi = min(V, lo + chunk);
     uint64_t mine = 0;
@@ -129,9 +131,10 @@ __device__ uint64_t zgc_sample_kept(const zgc_sample_row_view<T> &v, int V, uint
     return total;
 }
 
-template <typename T>
+template <typename T, bool STAGED>
 __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     zgc_sample_kernel(int32_t *ids, const T *logits, const zg_sample_row *rows, const int32_t *counter, int V, int Vp) {
+    extern __shared__ float zs[]; /* STAGED: the row's V values of z */
     __shared__ uint64_t red[ZGC_SAMPLE_WARPS];
     __shared__ uint64_t bins[ZGC_SAMPLE_WARPS][16];
     __shared__ uint32_t cnts[ZGC_SAMPLE_WARPS][16];
@@ -139,10 +142,16 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     int b = blockIdx.x;
     zg_sample_row r = rows[b];
     bool greedy = r.inv_temperature == 0.0f || r.top_k == 1;
-    zgc_sample_row_view<T> v;
+    zgc_sample_row_view<T, STAGED> v;
     v.lg = logits + (size_t)b * Vp;
+    v.zs = zs;
     v.scale = greedy ? 1.0f : r.inv_temperature;
     v.zmax = 0.0f;
+    if (STAGED) { /* each later pass reads shared memory instead of waiting on global loads */
+#pragma unroll 8
+        for (int i = threadIdx.x; i < V; i += blockDim.x) zs[i] = zg_sample_z(zgc_to_f(v.lg[i]), v.scale);
+        __syncthreads();
+    }
     uint64_t best = 0;
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         uint64_t rk = zg_sample_rank(v.z(i), i);
@@ -156,11 +165,13 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     }
     v.zmax = v.z(best_id);
     uint64_t keep_from = 0;
-    if (r.top_k > 0 && r.top_k < V) keep_from = zgc_sample_select<T, false>(v, V, 0, (uint64_t)r.top_k, bins, cnts);
+    if (r.top_k > 0 && r.top_k < V)
+        keep_from = zgc_sample_select<decltype(v), false>(v, V, 0, (uint64_t)r.top_k, bins, cnts);
     uint64_t mine, start;
     uint64_t W = zgc_sample_kept(v, V, keep_from, scan, &mine, &start);
     if (r.top_p < 1.0f && W > 0) {
-        keep_from = zgc_sample_select<T, true>(v, V, keep_from, zg_sample_top_p_target(r.top_p, W), bins, cnts);
+        keep_from =
+            zgc_sample_select<decltype(v), true>(v, V, keep_from, zg_sample_top_p_target(r.top_p, W), bins, cnts);
         W = zgc_sample_kept(v, V, keep_from, scan, &mine, &start);
     }
     if (W == 0) { /* every weight rounded to 0 (infinite or NaN logits): the first candidate */
@@ -188,8 +199,24 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
                 int B, int V, int Vp) {
     zgc_impl *im = zgc_get(be);
     if (B < 1) return;
-    ZGC_DISPATCH(be->act_dtype, T,
-                 (zgc_sample_kernel<T>
-                  <<<(unsigned)B, ZGC_SAMPLE_THREADS, 0, im->stream>>>(ids, (const T *)logits, rows, counter, V, Vp)));
+    /* the row's z in shared memory when they fit beside the kernel's own (V = 50257: 196 KiB of the
+     * H100/H200's 227 KiB), only with ZGPT_DECODE=new (it timed slower alone on the H200); otherwise
+     * every pass reads the logits */
+    int optin = 0;
+    ZG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
+    size_t smem = (size_t)V * sizeof(float);
+    ZGC_DISPATCH(be->act_dtype, T, {
+        cudaFuncAttributes fa;
+        ZG_CUDA_CHECK(cudaFuncGetAttributes(&fa, zgc_sample_kernel<T, true>));
+        if (zgc_decode_staged_sample() && smem + fa.sharedSizeBytes <= (size_t)optin) {
+            ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_sample_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)smem));
+            zgc_sample_kernel<T, true>
+                <<<(unsigned)B, ZGC_SAMPLE_THREADS, smem, im->stream>>>(ids, (const T *)logits, rows, counter, V, Vp);
+        } else {
+            zgc_sample_kernel<T, false>
+                <<<(unsigned)B, ZGC_SAMPLE_THREADS, 0, im->stream>>>(ids, (const T *)logits, rows, counter, V, Vp);
+        }
+    });
     ZG_CUDA_LAUNCH_CHECK();
 }

@@ -1,0 +1,169 @@
+/* matmul_forward for a few rows (N <= ZGC_GEMV_MAX_N: one decode step's batch): out (N,OC) =
+ * inp (N,C) @ w (OC,C)^T + bias + residual, or pre_gelu = that and out = gelu(pre_gelu).
+ * With so few rows the product is a read of the weights; cuBLASLt's tiles leave most SMs idle at
+ * these shapes (about 1 TB/s on the H200 at GPT-2 XL's). Here one warp owns one output column o:
+ * its lanes stream w's row o with 16-byte loads (consecutive lanes, consecutive vectors: whole 512-byte
+ * lines per warp load), each weight vector is used against all N input rows (read through L1, where the
+ * few rows stay), and the lanes' fp32 partial sums meet in a fixed shuffle tree. Grid: OC / 8 blocks
+ * of 8 warps (200 blocks at OC = 1600, 6288 for the LM head): every SM busy, no split of C, so no
+ * second pass and nothing atomic: the same inputs give the same bits. The epilogue adds the bias and
+ * the residual in fp32 and rounds once (as cuBLASLt's does with beta = 1). */
+#include "backend/cuda/cuda_internal.h"
+
+#define ZGC_GEMV_THREADS 256
+#define ZGC_GEMV_WARPS (ZGC_GEMV_THREADS / 32)
+/* vectors a lane loads before it uses them (memory-level parallelism) */
+#define ZGC_GEMV_UNROLL 8
+
+/* The LayerNorm of row n (C values) into xs (shared, act dtype), by one warp: the warp kernel's arithmetic
+ * (layernorm_cuda.cu: the same per-lane vectors and order of sums, the same expression), so xs holds the
+ * values layernorm_forward would have stored. */
+template <typename T> __device__ void zgc_gemv_ln_row(zgc_vec<T> *xs, const T *x, const T *lnw, const T *lnb, int C) {
+    constexpr int E = 16 / sizeof(T);
+    int lane = threadIdx.x % 32, nv = C / E;
+    const zgc_vec<T> *xv = reinterpret_cast<const zgc_vec<T> *>(x);
+    const zgc_vec<T> *wv = reinterpret_cast<const zgc_vec<T> *>(lnw), *bv = reinterpret_cast<const zgc_vec<T> *>(lnb);
+    float s = 0.f;
+    for (int k = lane; k < nv; k += 32) {
+        zgc_vec<T> r = xv[k];
+#pragma unroll
+        for (int e = 0; e < E; e++) s += zgc_to_f(r.v[e]);
+    }
+    float mu = zgc_warp_sum(s) / C;
+    float v = 0.f;
+    for (int k = lane; k < nv; k += 32) {
+        zgc_vec<T> r = xv[k];
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            float d = zgc_to_f(r.v[e]) - mu;
+            v += d * d;
+        }
+    }
+    float rs = rsqrtf(zgc_warp_sum(v) / C + 1e-5f);
+    for (int k = lane; k < nv; k += 32) {
+        zgc_vec<T> r = xv[k], ww = wv[k], bb = bv[k], o;
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            o.v[e] = zgc_from_f<T>((zgc_to_f(r.v[e]) - mu) * rs * zgc_to_f(ww.v[e]) + zgc_to_f(bb.v[e]));
+        xs[k] = o;
+    }
+}
+
+/* LN: the input rows are first normalised into shared memory (warp n: row n), while the first weight
+ * vectors are already loading; then every warp reads its rows from there. */
+template <typename T, bool LN>
+__global__ void __launch_bounds__(ZGC_GEMV_THREADS)
+    zgc_gemv_kernel(T *out, T *pre_gelu, const T *inp, const T *lnw, const T *lnb, const T *w, const T *bias,
+                    const T *residual, int N, int C, int OC) {
+    constexpr int E = 16 / sizeof(T);
+    extern __shared__ int4 xs_raw[]; /* LN: N rows of C / E vectors */
+    zgc_vec<T> *xs = reinterpret_cast<zgc_vec<T> *>(xs_raw);
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    int o = blockIdx.x * ZGC_GEMV_WARPS + warp;
+    int nv = C / E;
+    bool active = o < OC;
+    const int4 *wr = reinterpret_cast<const int4 *>(w + (size_t)(active ? o : 0) * C);
+    int4 raw[ZGC_GEMV_UNROLL] = {};
+    /* the first vectors of the row: weights are read once per step, so streamed past L1 */
+#pragma unroll
+    for (int u = 0; u < ZGC_GEMV_UNROLL; u++) {
+        int j = lane + 32 * u;
+        if (active && j < nv) raw[u] = __ldcs(wr + j);
+    }
+    const zgc_vec<T> *x = reinterpret_cast<const zgc_vec<T> *>(inp);
+    if (LN) {
+        if (warp < N) zgc_gemv_ln_row<T>(xs + (size_t)warp * nv, inp + (size_t)warp * C, lnw, lnb, C);
+        __syncthreads();
+        x = xs;
+    }
+    if (!active) return; /* no barriers below: a whole warp leaves */
+    float acc[ZGC_GEMV_MAX_N];
+#pragma unroll
+    for (int n = 0; n < ZGC_GEMV_MAX_N; n++) acc[n] = 0.0f;
+    for (int j0 = lane; j0 < nv; j0 += 32 * ZGC_GEMV_UNROLL) {
+        if (j0 != lane) /* the first batch is in raw already */
+#pragma unroll
+            for (int u = 0; u < ZGC_GEMV_UNROLL; u++) {
+                int j = j0 + 32 * u;
+                if (j < nv) raw[u] = __ldcs(wr + j);
+            }
+#pragma unroll
+        for (int u = 0; u < ZGC_GEMV_UNROLL; u++) {
+            int j = j0 + 32 * u;
+            if (j >= nv) break;
+            zgc_vec<T> wv;
+            memcpy(&wv, &raw[u], sizeof wv);
+            float wf[E];
+#pragma unroll
+            for (int e = 0; e < E; e++) wf[e] = zgc_to_f(wv.v[e]);
+#pragma unroll
+            for (int n = 0; n < ZGC_GEMV_MAX_N; n++) {
+                if (n >= N) break;
+                zgc_vec<T> xv = x[(size_t)n * nv + j];
+#pragma unroll
+                for (int e = 0; e < E; e++) acc[n] = fmaf(wf[e], zgc_to_f(xv.v[e]), acc[n]);
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < ZGC_GEMV_MAX_N; n++) acc[n] = zgc_warp_sum(acc[n]); /* every lane: the same sums */
+    if (lane != 0) return;
+    float b = bias ? zgc_to_f(bias[o]) : 0.0f;
+#pragma unroll
+    for (int n = 0; n < ZGC_GEMV_MAX_N; n++) {
+        if (n >= N) break;
+        size_t i = (size_t)n * OC + o;
+        float s = acc[n] + b;
+        if (pre_gelu) {
+            pre_gelu[i] = zgc_from_f<T>(s);
+            out[i] = zgc_from_f<T>(zgc_gelu(s));
+        } else {
+            if (residual) s += zgc_to_f(residual[i]); /* residual may be out: read before the write */
+            out[i] = zgc_from_f<T>(s);
+        }
+    }
+}
+
+static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* The shapes the kernel takes (else 0: the caller runs cuBLASLt / the two ops). */
+static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC) {
+    size_t es = zgc_dtype_bytes(be->act_dtype);
+    return N >= 1 && N <= ZGC_GEMV_MAX_N && OC >= 1 && ((size_t)C * es) % 16 == 0 && zgc_gemv_aligned(inp) &&
+           zgc_gemv_aligned(w) && zgc_decode_gemv(N);
+}
+
+static void zgc_gemv_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,
+                            const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
+                            int OC) {
+    zgc_impl *im = zgc_get(be);
+    unsigned blocks = (unsigned)((OC + ZGC_GEMV_WARPS - 1) / ZGC_GEMV_WARPS);
+    size_t smem = lnw ? (size_t)N * C * zgc_dtype_bytes(be->act_dtype) : 0;
+    ZGC_DISPATCH(be->act_dtype, T, {
+        auto kern = lnw ? zgc_gemv_kernel<T, true> : zgc_gemv_kernel<T, false>;
+        kern<<<blocks, ZGC_GEMV_THREADS, smem, im->stream>>>((T *)out, (T *)pre_gelu, (const T *)inp, (const T *)lnw,
+                                                             (const T *)lnb, (const T *)w, (const T *)bias,
+                                                             (const T *)residual, N, C, OC);
+    });
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
+                     const void *residual, int N, int C, int OC) {
+    if (!zgc_gemv_fits(be, inp, w, N, C, OC)) return 0;
+    zgc_gemv_launch(be, out, pre_gelu, inp, NULL, NULL, w, bias, residual, N, C, OC);
+    return 1;
+}
+
+/* The normalised rows fit the default 48 KiB of shared memory (C = 1600: 8 rows in bf16 take 25.6 KB) and
+ * the LayerNorm parameters are whole 16-byte vectors (in the parameter dtype, which is the activations'). */
+void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
+                                  const void *lnb, const void *w, const void *bias, int N, int C, int OC) {
+    size_t smem = (size_t)N * C * zgc_dtype_bytes(be->act_dtype);
+    if (zgc_gemv_fits(be, inp, w, N, C, OC) && be->param_dtype == be->act_dtype && smem <= 48 * 1024 &&
+        zgc_gemv_aligned(lnw) && zgc_gemv_aligned(lnb)) {
+        zgc_gemv_launch(be, out, pre_gelu, inp, lnw, lnb, w, bias, NULL, N, C, OC);
+        return;
+    }
+    zg_layernorm_matmul_compose(be, out, pre_gelu, ln, inp, lnw, lnb, w, bias, N, C, OC);
+}
