@@ -780,10 +780,10 @@ if has offload; then
       # a variant ending in "bd" (offbd, dpubd) adds wall_clock_breakdown: where the offload's time goes
       [[ $v == *bd ]] && sets+=(--set wall_clock_breakdown=true)
       timeout -k 20 150 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 --set fp16.initial_scale_power=10 "${sets[@]}" \
-          --gpus 1 > "$LOG_DIR/offload_guide_$v.log" 2>&1
+          --gpus "${ZG_OFFLOAD_GPUS:-1}" > "$LOG_DIR/offload_guide_$v.log" 2>&1
       rc=$?; gl=$LOG_DIR/offload_guide_$v.log
       eval "og_tps_$v=\$(zg_tps \"\$gl\" 1)"; eval "og_mem_$v=\$(zg_mem \"\$gl\")"
-      note "offload guide (XL, 1 GPU, ZeRO-2, 1 x 32, fp16, $v): exit $rc; $(na "$(zg_ms "$gl" 1)") ms/step," \
+      note "offload guide (XL, ${ZG_OFFLOAD_GPUS:-1} GPU(s), ZeRO-2, 1 x 32, fp16, $v): exit $rc; $(na "$(zg_ms "$gl" 1)") ms/step," \
            "$(fmt0 "$(zg_tps "$gl" 1)") tok/s (median of $(zg_n "$gl" 1) from 1; $(zg_skips "$gl") skipped)," \
            "peak $(na "$(zg_mem "$gl")") GiB GPU; $(grep -oE 'host memory held per rank[^;]*' "$gl" | tail -1)"
       [[ $v == *bd ]] && note "offload guide ($v) breakdown, last step: $(grep -E 'time \(ms, each phase|ZeRO-Offload \(ms\)' "$gl" | tail -2 | sed 's/^iter [0-9]*: //' | tr '\n' ';')"
