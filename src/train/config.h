@@ -48,9 +48,9 @@ typedef struct {
      * the host and runs AdamW there; offload_param cpu (stage 3 only) keeps its parameter shard there
      * (src/train/zero_offload_param.c); nvme is refused at load */
     zg_offload_device offload_optimizer, offload_param;
-    int offload_pin_memory;     /* offload_optimizer.pin_memory (or the legacy cpu_offload_use_pin_memory) */
-    int offload_dpu;            /* offload_optimizer.delayed_param_update: the host step overlaps the next one */
-    int64_t offload_dpu_warmup; /* offload_optimizer.delayed_param_update_warmup: steps before the delay starts */
+    int offload_pin_memory;       /* offload_optimizer.pin_memory (or the legacy cpu_offload_use_pin_memory) */
+    int offload_dpu;              /* offload_optimizer.delayed_param_update: the host step overlaps the next one */
+    int64_t offload_dpu_warmup;   /* offload_optimizer.delayed_param_update_warmup: steps before the delay starts */
     int offload_param_pin_memory; /* offload_param.pin_memory (or the legacy cpu_offload_use_pin_memory) */
 } zg_zero_config;
 

@@ -1248,8 +1248,8 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
                 zg_zero_memory hm;
                 zg_zero_memory_held(&tr.zero, &hm);
                 int pin = tr.zero.off ? tr.zero.o.offload_pin_memory : tr.zero.o.offload_param_pin_memory;
-                printf(" (ZeRO-Offload at stage %d: %s%s%s, %.2f GiB of host memory per rank, the state %s", tr.zero.o.stage,
-                       tr.zero.off ? "optimizer state and AdamW on the CPU" : "",
+                printf(" (ZeRO-Offload at stage %d: %s%s%s, %.2f GiB of host memory per rank, the state %s",
+                       tr.zero.o.stage, tr.zero.off ? "optimizer state and AdamW on the CPU" : "",
                        tr.zero.off && tr.zero.poff ? "; " : "",
                        tr.zero.poff ? "parameters in host memory, each layer uploaded before use (offload_param)" : "",
                        hm.host / 1073741824.0, pin ? "pinned" : "pageable");
