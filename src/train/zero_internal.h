@@ -48,6 +48,19 @@ void zero_gather_range(zg_zero *z, size_t lo, size_t hi, zg_zero_pending **list)
 /* The ranges of slot s (= layer + 1): layer l -> [lb[l], lb[l+1]); slot 0 -> embeddings + ln_f (two
  * ranges). Returns the count. */
 int zero_slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]);
+/* Per-slot upload fences (ZeRO-Offload's parameter uploads, offload_param's): an event on the copy
+ * stream behind each slot's last upload, and whether the compute stream still has to wait for it. */
+typedef struct {
+    zg_event **ev;
+    int *pending;
+    int n;
+} zero_slot_fences;
+void zero_fences_init(zero_slot_fences *f, zg_backend *be, int n_slots);
+void zero_fences_free(zero_slot_fences *f, zg_backend *be);
+/* Records slot s's fence behind the copy stream's work so far; the compute stream owes it a wait. */
+void zero_fences_signal(zero_slot_fences *f, zg_backend *be, int slot);
+/* The compute stream waits for slot s's last upload (once; nothing when none is owed). */
+void zero_fences_wait(zero_slot_fences *f, zg_backend *be, int slot);
 /* Starts the all-gather of slot s's ranges into its pending list z->gathering[s]. */
 void zero_gather_slot(zg_zero *z, int slot);
 /* Stage 2 over a model with overlap_comm: the parameter all-gathers are deferred to the next forward. */

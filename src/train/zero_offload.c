@@ -11,14 +11,13 @@
 #include <string.h>
 
 struct zg_zero_offload {
-    void *grads_host;     /* (end - begin) x grad dtype: the step's reduced gradient shard */
-    void *params_host;    /* (end - begin) x param dtype: updated parameters on their way up (fp32 params:
+    void *grads_host;          /* (end - begin) x grad dtype: the step's reduced gradient shard */
+    void *params_host;         /* (end - begin) x param dtype: updated parameters on their way up (fp32 params:
                          * the optimizer's parameters themselves) */
-    zg_event *reduced;    /* compute stream, behind a reduction of this rank's gradients */
-    zg_event *downloaded; /* copy stream, behind the last gradient download */
-    zg_event **uploaded;  /* per slot: copy stream, behind its upload */
-    int *upload_pending;  /* per slot: uploaded, the compute stream has not waited yet */
-    size_t sent;          /* gradient elements sent to the host in this step */
+    zg_event *reduced;         /* compute stream, behind a reduction of this rank's gradients */
+    zg_event *downloaded;      /* copy stream, behind the last gradient download */
+    zero_slot_fences uploaded; /* per slot: behind its parameters' upload */
+    size_t sent;               /* gradient elements sent to the host in this step */
     /* delayed parameter update (z->o.offload_dpu; see zero_offload.h) */
     int dpu_on;  /* the delay is active (past the warm-up) */
     int applied; /* zero_offload_apply ran in this step (end_step: else it was skipped) */
@@ -144,9 +143,7 @@ int zero_offload_init(zg_zero *z) {
     }
     o->reduced = be->ops->event_create(be);
     o->downloaded = be->ops->event_create(be);
-    o->uploaded = zg_calloc((size_t)z->n_layer + 1, sizeof *o->uploaded);
-    o->upload_pending = zg_calloc((size_t)z->n_layer + 1, sizeof *o->upload_pending);
-    for (int s = 0; s <= z->n_layer; s++) o->uploaded[s] = be->ops->event_create(be);
+    zero_fences_init(&o->uploaded, be, z->n_layer + 1);
     return 0;
 }
 
@@ -161,15 +158,11 @@ void zero_offload_free(zg_zero *z) {
     if (o->plain_done) be->ops->event_destroy(be, o->plain_done);
     if (o->up[0] && o->up[0] != o->params_host) be->ops->host_free(be, o->up[0]);
     if (o->up[1]) be->ops->host_free(be, o->up[1]);
-    if (o->uploaded)
-        for (int s = 0; s <= z->n_layer; s++)
-            if (o->uploaded[s]) be->ops->event_destroy(be, o->uploaded[s]);
+    zero_fences_free(&o->uploaded, be);
     if (o->reduced) be->ops->event_destroy(be, o->reduced);
     if (o->downloaded) be->ops->event_destroy(be, o->downloaded);
     be->ops->host_free(be, o->grads_host);
     if (!z->poff) be->ops->host_free(be, o->params_host);
-    free(o->uploaded);
-    free(o->upload_pending);
     free(o);
     z->off = NULL;
 }
@@ -236,9 +229,7 @@ int zero_offload_dpu_pending(const zg_zero *z) { return z->off && (z->off->runni
 
 void zero_offload_wait_slot(zg_zero *z, int slot) {
     zg_zero_offload *o = z->off;
-    if (!o || slot < 0 || slot > z->n_layer || !o->upload_pending[slot]) return;
-    z->be->ops->stream_wait(z->be, ZG_STREAM_COMPUTE, o->uploaded[slot]);
-    o->upload_pending[slot] = 0;
+    if (o) zero_fences_wait(&o->uploaded, z->be, slot);
 }
 
 void zero_offload_wait_all(zg_zero *z) {
@@ -253,7 +244,7 @@ static void upload_slot(zg_zero *z, int s, void *src, float lr, float scale, int
     zg_backend *be = z->be;
     /* the staging buffer of this slot is rewritten: its previous upload must have read it */
     double t0 = zg_now_s();
-    be->ops->event_synchronize(be, o->uploaded[s]);
+    be->ops->event_synchronize(be, o->uploaded.ev[s]);
     o->times.upload_wait_ms += 1e3 * (zg_now_s() - t0);
     size_t lo[2], hi[2];
     int n = zero_slot_ranges(z, s, lo, hi), any = 0;
@@ -271,10 +262,7 @@ static void upload_slot(zg_zero *z, int s, void *src, float lr, float scale, int
                             (b - a) * esz(z->pdt), ZG_COPY_H2D);
         any = 1;
     }
-    if (any) {
-        be->ops->event_record(be, o->uploaded[s], ZG_STREAM_COPY);
-        o->upload_pending[s] = 1;
-    }
+    if (any) zero_fences_signal(&o->uploaded, be, s);
 }
 
 void zero_offload_apply(zg_zero *z, float lr, float grad_scale) {

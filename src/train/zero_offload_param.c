@@ -24,9 +24,8 @@
 #include <string.h>
 
 struct zg_zero_param_offload {
-    zg_event *freed; /* compute stream, behind the use of a slot buffer that is being refilled */
-    zg_event **up;   /* per slot: copy stream, behind its upload */
-    int *up_pending; /* per slot: uploaded, the compute stream has not waited yet */
+    zg_event *freed;     /* compute stream, behind the use of a slot buffer that is being refilled */
+    zero_slot_fences up; /* per slot: behind its upload */
 };
 
 typedef struct {
@@ -46,9 +45,7 @@ int zero_param_offload_init(zg_zero *z, const void *dev_src) {
     if (!z->param_shard) return -1;
     if (k) be->ops->download(be, z->param_shard, dev_src, k * esz(z->pdt));
     p->freed = be->ops->event_create(be);
-    p->up = zg_calloc((size_t)z->n_layer + 1, sizeof *p->up);
-    p->up_pending = zg_calloc((size_t)z->n_layer + 1, sizeof *p->up_pending);
-    for (int s = 0; s <= z->n_layer; s++) p->up[s] = be->ops->event_create(be);
+    zero_fences_init(&p->up, be, z->n_layer + 1);
     return 0;
 }
 
@@ -57,14 +54,10 @@ void zero_param_offload_free(zg_zero *z) {
     if (!p) return;
     zg_backend *be = z->be;
     be->ops->synchronize(be); /* no copy in flight reads the host shard any more */
-    if (p->up)
-        for (int s = 0; s <= z->n_layer; s++)
-            if (p->up[s]) be->ops->event_destroy(be, p->up[s]);
+    zero_fences_free(&p->up, be);
     if (p->freed) be->ops->event_destroy(be, p->freed);
     if (z->param_shard) be->ops->host_free(be, z->param_shard);
     z->param_shard = NULL;
-    free(p->up);
-    free(p->up_pending);
     free(p);
     z->poff = NULL;
 }
@@ -86,16 +79,13 @@ void zero_param_offload_upload_slot(zg_zero *z, int slot) {
         any = 1;
     }
     if (!any) return;
-    be->ops->event_record(be, p->up[slot], ZG_STREAM_COPY);
-    p->up_pending[slot] = 1;
+    zero_fences_signal(&p->up, be, slot);
     if (z->comm->size > 1) zero_param_offload_wait_slot(z, slot); /* the all-gather sends it next */
 }
 
 void zero_param_offload_wait_slot(zg_zero *z, int slot) {
     zg_zero_param_offload *p = z->poff;
-    if (!p || slot < 0 || slot > z->n_layer || !p->up_pending[slot]) return;
-    z->be->ops->stream_wait(z->be, ZG_STREAM_COMPUTE, p->up[slot]);
-    p->up_pending[slot] = 0;
+    if (p) zero_fences_wait(&p->up, z->be, slot);
 }
 
 void zero_param_offload_quiesce(zg_zero *z) {

@@ -233,6 +233,33 @@ void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
 /* ---- stage 3: gathering layers ----------------------------------------------------------- */
 
 /* The ranges of slot s (= layer + 1): layer l -> [lb[l], lb[l+1]); slot 0 -> embeddings + ln_f. */
+void zero_fences_init(zero_slot_fences *f, zg_backend *be, int n_slots) {
+    f->n = n_slots;
+    f->ev = zg_calloc((size_t)n_slots, sizeof *f->ev);
+    f->pending = zg_calloc((size_t)n_slots, sizeof *f->pending);
+    for (int s = 0; s < n_slots; s++) f->ev[s] = be->ops->event_create(be);
+}
+
+void zero_fences_free(zero_slot_fences *f, zg_backend *be) {
+    if (f->ev)
+        for (int s = 0; s < f->n; s++)
+            if (f->ev[s]) be->ops->event_destroy(be, f->ev[s]);
+    free(f->ev);
+    free(f->pending);
+    memset(f, 0, sizeof *f);
+}
+
+void zero_fences_signal(zero_slot_fences *f, zg_backend *be, int slot) {
+    be->ops->event_record(be, f->ev[slot], ZG_STREAM_COPY);
+    f->pending[slot] = 1;
+}
+
+void zero_fences_wait(zero_slot_fences *f, zg_backend *be, int slot) {
+    if (slot < 0 || slot >= f->n || !f->pending[slot]) return;
+    be->ops->stream_wait(be, ZG_STREAM_COMPUTE, f->ev[slot]);
+    f->pending[slot] = 0;
+}
+
 int zero_slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]) {
     const size_t *lb = z->table->layer_begin;
     if (slot == 0) {
