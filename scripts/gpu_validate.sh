@@ -774,7 +774,7 @@ if has offload; then
     # non-skipped iterations from 1
     read -r -a OG_SET <<< "${ZG_OFFLOAD_SET:-}"
     for v in ${ZG_OFFLOAD_VARIANTS:-none off dpu offrc}; do
-      sets=("${OG_SET[@]}"); [ $v != none ] && sets+=("${OFF[@]}")
+      sets=("${OG_SET[@]}"); [[ $v != none* ]] && sets+=("${OFF[@]}")
       [ $v = offrc ] && sets+=(--set recompute=true --set recompute_layernorm=true)
       [[ $v == dpu* ]] && sets+=(--set zero_optimization.offload_optimizer.delayed_param_update=true)
       # a variant ending in "bd" (offbd, dpubd) adds wall_clock_breakdown: where the offload's time goes
