@@ -36,6 +36,8 @@
  *           buffers the gather lands in the full buffer and a release zeroes the non-owned parts.
  *           offload_param (model mode only): the shard is host memory and each slot's part is
  *           uploaded into its buffer before the gather (src/train/zero_offload_param.c).
+ *  one rank with ZeRO-Offload (zg_zero_grads_direct), any stage: the gradients accumulate in the
+ *           model's full buffer exactly as at stage 0 (nothing to reduce); parameters as the stage says.
  *
  * Gradient scaling: the model's backward is run exactly as in one process (loss_scale folds the fp16
  * loss scale and 1/grad_accum); the engine divides by the world size. Clipping uses the global norm
@@ -223,7 +225,8 @@ void zg_zero_after_load(zg_zero *z);
  * main thread unless said otherwise; all 0 without offload. */
 typedef struct {
     double host_ms;          /* the host AdamW (with the delay: the previous step's, on its thread) */
-    double download_wait_ms; /* waiting for the gradient download to land */
+    double download_wait_ms; /* waiting for the gradient downloads to land (per slot, before its update; with
+                                the delay: the previous step's thread, before its update) */
     double upload_wait_ms;   /* waiting for uploads (a staging buffer rewritten; breakdown: their tail) */
     double join_wait_ms;     /* with the delay: waiting for the host step's thread */
 } zg_zero_offload_times;

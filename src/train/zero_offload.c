@@ -30,11 +30,12 @@ struct zg_zero_offload {
     pthread_t thread;
     zg_optimizer snap; /* the optimizer as of the step's start (cfg, step): the main thread moves on */
     float lr, scale;
-    void *up[2];          /* updated parameters (param dtype) by alternate steps; up[0] is params_host
-                           * unless the parameters are fp32 (then params_host is the optimizer's) */
-    zg_event *up_done[2]; /* copy stream, behind the last upload from up[i] */
-    zg_event *plain_done; /* copy stream, behind the last upload without the delay (warm-up, load) */
-    double thread_ms;     /* the host step's own time (its thread writes it) */
+    void *up[2];           /* updated parameters (param dtype) by alternate steps; up[0] is params_host
+                            * unless the parameters are fp32 (then params_host is the optimizer's) */
+    zg_event *up_done[2];  /* copy stream, behind the last upload from up[i] */
+    zg_event *plain_done;  /* copy stream, behind the last upload without the delay (warm-up, load) */
+    double thread_ms;      /* the host step's own time (its thread writes it) */
+    double thread_wait_ms; /* of which it waited for the step's gradient downloads */
     zg_zero_offload_times times;
 };
 
@@ -45,11 +46,15 @@ static size_t shard_count(const zg_zero *z) { return z->end - z->begin; }
 /* The host AdamW of the step in o->snap over the whole shard, on its own thread with one core fewer
  * than the machine (the main thread keeps launching GPU work). The updated parameters land in
  * up[written]; with fp32 parameters the optimizer updates params_host in place and the result is
- * copied there. Touches no backend state (its events and streams belong to the main thread). */
+ * copied there. Of the backend it only waits for the `downloaded` event (the step's gradients on the
+ * host; the main thread goes on meanwhile), which the main thread records again only after joining
+ * this thread (the next step's first download). */
 static void *dpu_main(void *arg) {
     zg_zero *z = arg;
     zg_zero_offload *o = z->off;
     double t0 = zg_now_s();
+    z->be->ops->event_synchronize(z->be, o->downloaded);
+    o->thread_wait_ms = 1e3 * (zg_now_s() - t0);
     omp_set_num_threads(o->threads);
     size_t k = shard_count(z);
     void *dst = o->up[o->written];
@@ -69,7 +74,8 @@ static void dpu_join(zg_zero *z) {
     if (e != 0) ZG_FATAL("rank %d: ZeRO-Offload: joining the host update's thread failed (error %d)", z->comm->rank, e);
     o->running = 0;
     o->ready = 1;
-    o->times.host_ms += o->thread_ms;
+    o->times.host_ms += o->thread_ms - o->thread_wait_ms;
+    o->times.download_wait_ms += o->thread_wait_ms;
     o->times.join_wait_ms += 1e3 * (zg_now_s() - t0);
 }
 
@@ -298,7 +304,7 @@ void zero_offload_apply(zg_zero *z, float lr, float grad_scale) {
     o->applied = 1;
     /* the delay starts once warmup_steps optimizer steps have been taken without it */
     if (z->o.offload_dpu && z->opt.step >= z->o.offload_dpu_warmup) o->dpu_on = 1;
-    if (o->dpu_on || z->o.offload_v12) { /* every download first: the host step's thread reads them all */
+    if (z->o.offload_v12) { /* every download first (the delayed update's thread waits for them itself) */
         double t0 = zg_now_s();
         be->ops->event_synchronize(be, o->downloaded);
         o->times.download_wait_ms += 1e3 * (zg_now_s() - t0);

@@ -54,18 +54,18 @@ typedef struct {
     size_t peak_run, peak_train, state, plan_state, plan_params, plan_grads, full_params, full_grads, shard_opt;
     size_t plan_grad_state; /* the plan's gradient buffers + gradient shard */
     int direct;             /* offload on one rank: the gradients in the full buffer (zg_zero_grads_direct) */
-    size_t host_state;  /* host_alloc bytes held after init (offload_param: the parameter shard) */
-    size_t shard_bytes; /* this rank's shard of the parameters (fp32) */
+    size_t host_state;      /* host_alloc bytes held after init (offload_param: the parameter shard) */
+    size_t shard_bytes;     /* this rank's shard of the parameters (fp32) */
 } mem_seen;
 
 /* train_ex flags */
 enum {
     RUN_OVERLAP = 1,
     RUN_OFFLOAD_PARAM = 2,
-    RUN_OFFLOAD = 4,       /* offload_optimizer cpu (the host AdamW) */
-    RUN_SKIP_CLIP = 8,     /* step 1 dropped (as on an fp16 overflow), the others clipped to norm 0.05 */
+    RUN_OFFLOAD = 4,        /* offload_optimizer cpu (the host AdamW) */
+    RUN_SKIP_CLIP = 8,      /* step 1 dropped (as on an fp16 overflow), the others clipped to norm 0.05 */
     RUN_ACCUM_UNKNOWN = 16, /* offload: gradient_accumulation_steps not told (every gradient sent after backward) */
-    RUN_V12 = 32,          /* offload: v0.12's step path (zg_zero_opts.offload_v12) */
+    RUN_V12 = 32,           /* offload: v0.12's step path (zg_zero_opts.offload_v12) */
 };
 
 /* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
