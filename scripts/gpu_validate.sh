@@ -799,8 +799,8 @@ if has offload; then
          "tokens/s with/without $r (goal >= 0.70): $(verdict "$r" ">=" 0.70); with recompute $(ratio "${og_tps_offrc:-}" "${og_tps_none:-}")"
     for v in ${ZG_OFFLOAD_VARIANTS:-}; do # this tree's offload step against v0.12's, same call
       [[ $v == *v12* ]] || continue
-      nv=${v/v12/}; eval "a=\${og_tps_$nv:-}; b=\${og_tps_$v:-}"
-      note "offload guide: $nv (this tree) vs $v (ZGPT_OFFLOAD_STEP=v12, v0.12's step): tokens/s ratio $(ratio "$a" "$b")" \
+      nv=${v/v12/}; eval "ogv_a=\${og_tps_$nv:-}; ogv_b=\${og_tps_$v:-}"
+      note "offload guide: $nv (this tree) vs $v (ZGPT_OFFLOAD_STEP=v12, v0.12's step): tokens/s ratio $(ratio "$ogv_a" "$ogv_b")" \
            "(expected > 1: the v0.13 prediction in docs/PERFORMANCE.md)"
     done
     rd=$(ratio "${og_tps_dpu:-}" "${og_tps_none:-}")
