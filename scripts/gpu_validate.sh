@@ -84,7 +84,10 @@
 #            with both offloads: peak GPU GiB and tokens/s against stage 2 without offload.
 #            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4 5"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
 #            "none off dpu offrc"; dpu: delayed_param_update, reported on its own line; a name ending in "bd",
-#            e.g. offbd / dpubd, adds wall_clock_breakdown and notes the last step's offload times),
+#            e.g. offbd / dpubd, adds wall_clock_breakdown and notes the last step's offload times; a name
+#            containing "v12", e.g. offv12 / offv12bd, runs the offload with ZGPT_OFFLOAD_STEP=v12, v0.12's
+#            step path (one GPU: gradients through the layer pool and the shard every micro-step, the host
+#            AdamW after every download), and notes this tree's offload against it in the same call),
 #            ZG_OFFLOAD_SET extra train options for them; about 12 minutes (not in the default list)
 # usage: scripts/gpu_validate.sh [phases...]   (default: all but zbench/zero2xl). Prints a summary at the end.
 # Environment:
@@ -779,8 +782,10 @@ if has offload; then
       [[ $v == dpu* ]] && sets+=(--set zero_optimization.offload_optimizer.delayed_param_update=true)
       # a variant ending in "bd" (offbd, dpubd) adds wall_clock_breakdown: where the offload's time goes
       [[ $v == *bd ]] && sets+=(--set wall_clock_breakdown=true)
-      timeout -k 20 150 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 --set fp16.initial_scale_power=10 "${sets[@]}" \
-          --gpus "${ZG_OFFLOAD_GPUS:-1}" > "$LOG_DIR/offload_guide_$v.log" 2>&1
+      # a variant containing "v12" (offv12, offv12bd): v0.12's offload step path, for the same-call comparison
+      envs=(); [[ $v == *v12* ]] && envs=(ZGPT_OFFLOAD_STEP=v12)
+      env ${envs[@]+"${envs[@]}"} timeout -k 20 150 "$ZGPT" train $(xlcfg "$W/og_$v") --set max_iters=7 \
+          --set fp16.initial_scale_power=10 "${sets[@]}" --gpus "${ZG_OFFLOAD_GPUS:-1}" > "$LOG_DIR/offload_guide_$v.log" 2>&1
       rc=$?; gl=$LOG_DIR/offload_guide_$v.log
       eval "og_tps_$v=\$(zg_tps \"\$gl\" 1)"; eval "og_mem_$v=\$(zg_mem \"\$gl\")"
       note "offload guide (XL, ${ZG_OFFLOAD_GPUS:-1} GPU(s), ZeRO-2, 1 x 32, fp16, $v): exit $rc; $(na "$(zg_ms "$gl" 1)") ms/step," \
@@ -792,6 +797,12 @@ if has offload; then
     note "offload guide: with offload $(na "${og_mem_off:-}") GiB (goal <= 10): $(verdict "${og_mem_off:-}" "<=" 10);" \
          "with recompute $(na "${og_mem_offrc:-}") GiB; without $(na "${og_mem_none:-}") GiB;" \
          "tokens/s with/without $r (goal >= 0.70): $(verdict "$r" ">=" 0.70); with recompute $(ratio "${og_tps_offrc:-}" "${og_tps_none:-}")"
+    for v in ${ZG_OFFLOAD_VARIANTS:-}; do # this tree's offload step against v0.12's, same call
+      [[ $v == *v12* ]] || continue
+      nv=${v/v12/}; eval "ogv_a=\${og_tps_$nv:-}; ogv_b=\${og_tps_$v:-}"
+      note "offload guide: $nv (this tree) vs $v (ZGPT_OFFLOAD_STEP=v12, v0.12's step): tokens/s ratio $(ratio "$ogv_a" "$ogv_b")" \
+           "(expected > 1: the v0.13 prediction in docs/PERFORMANCE.md)"
+    done
     rd=$(ratio "${og_tps_dpu:-}" "${og_tps_none:-}")
     note "offload guide, delayed parameter update (reported separately; gradients one update late):" \
          "$(na "${og_mem_dpu:-}") GiB (goal <= 10): $(verdict "${og_mem_dpu:-}" "<=" 10); tokens/s with/without $rd" \

@@ -252,6 +252,9 @@ int zg_cmd_plan(int argc, char **argv) {
     double ours = (double)(m0.params + m0.grads + m0.grad_shard + m0.optimizer);
     if (zo.stage <= 1)
         printf("\n  * grads: the model's full gradient buffer, accumulated over micro-steps.\n");
+    else if (zg_zero_grads_direct(&zo, N))
+        printf("\n  * grads: the model's full gradient buffer, accumulated over micro-steps (offload on one rank:\n"
+               "    nothing to reduce, so no layer buffers and no shard; the last backward sends it to the host).\n");
     else
         printf("\n  * grads: no full gradient buffer. Per-micro-step scratch only: the embeddings + ln_f gradients\n"
                "    (%s, resident: wte's completes last) and %d of %d layer buffers (%s each; the layer in backward,\n"

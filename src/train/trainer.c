@@ -1081,6 +1081,14 @@ static int setup_optimizer(trainer *tr) {
     zg_zero_opts zo;
     zg_zero_opts_from_config(&cfg->zero, &zo);
     zo.grad_accum = (int)cfg->grad_accum;
+    /* same-call comparisons on the GPU (scripts/gpu_validate.sh offload): v0.12's offload step path */
+    const char *ostep = getenv("ZGPT_OFFLOAD_STEP");
+    if (ostep && *ostep && strcmp(ostep, "v12") != 0)
+        return zg_errorf("ZGPT_OFFLOAD_STEP is \"%s\"; allowed: v12 (or unset)", ostep);
+    zo.offload_v12 = ostep && (zo.offload_optimizer || zo.offload_param) && strcmp(ostep, "v12") == 0;
+    if (zo.offload_v12 && tr->rank == 0)
+        printf("note: ZGPT_OFFLOAD_STEP=v12: ZeRO-Offload takes v0.12's step path (one process: gradients through "
+               "the layer pool and the shard every micro-step; the host AdamW after every download)\n");
     /* ZeRO-Offload keeps the configured stage on one process too: its state (offload_param: the
      * parameters) moves to the host */
     if (tr->world == 1 && zo.stage > 0 && !zo.offload_optimizer && !zo.offload_param) {

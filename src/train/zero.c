@@ -24,6 +24,11 @@ void zg_zero_opts_default(zg_zero_opts *o) {
     o->offload_param = 0;
     o->offload_param_pin_memory = 0;
     o->grad_accum = 0;
+    o->offload_v12 = 0;
+}
+
+int zg_zero_grads_direct(const zg_zero_opts *o, int world) {
+    return world == 1 && o->stage >= 1 && (o->offload_optimizer || o->offload_param) && !o->offload_v12;
 }
 
 void zg_zero_opts_from_config(const zg_zero_config *c, zg_zero_opts *o) {
@@ -85,6 +90,7 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     z->gdt = be->grad_dtype;
     z->model = model;
     int W = comm->size;
+    z->direct = zg_zero_grads_direct(&z->o, W);
     z->shard = (z->n + (size_t)W - 1) / (size_t)W;
     if (z->shard == 0) z->shard = 1;
     if (z->o.stage == 0) {
@@ -105,7 +111,7 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
      * (instead of the others waiting in the next collective until the timeout). */
     size_t k = z->end - z->begin;
     int ok = 1;
-    int group3 = model && z->o.stage >= 3, group2 = model && z->o.stage >= 2;
+    int group3 = model && z->o.stage >= 3, group2 = grads_grouped(z);
     if (group3 && z->o.offload_param) { /* the shard in host memory */
         ok = zero_param_offload_init(z, at(params, z->begin, z->pdt)) == 0;
     } else if (group3 && k) { /* the low-precision shard the optimizer updates, outside the full buffer */
@@ -124,7 +130,7 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         z->opt_ready = ok;
     }
     if (ok && z->o.offload_optimizer) ok = zero_offload_init(z) == 0;
-    if (ok && z->o.stage >= 2 && k) {
+    if (ok && grads_in_shard(z) && k) {
         z->grad_shard = be->ops->alloc(be, k * esz(z->gdt), "ZeRO gradient shard");
         ok = z->grad_shard != NULL;
         if (ok) be->ops->zero(be, z->grad_shard, k * esz(z->gdt));
@@ -202,8 +208,8 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
 int zg_zero_init_model(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, gpt2_model *m,
                        const zg_optimizer_config *ocfg) {
     int stage = opts ? opts->stage : 0;
-    /* stages 0-1 keep the flat gradient buffer as their gradient state */
-    if (stage < 2 && gpt2_grads_alloc(m) != 0) {
+    /* stages 0-1 keep the flat gradient buffer as their gradient state; so does offload on one rank */
+    if ((stage < 2 || (opts && zg_zero_grads_direct(opts, comm->size))) && gpt2_grads_alloc(m) != 0) {
         memset(z, 0, sizeof *z);
         return zg_error_prefix("ZeRO: rank %d", comm->rank);
     }
@@ -260,7 +266,7 @@ static void launch_reduce_piece_list(zg_zero *z, size_t lo, size_t hi, int owner
 }
 
 void zg_zero_micro_end(zg_zero *z) {
-    if (z->o.stage >= 2) {
+    if (z->o.stage >= 2 && !z->direct) { /* direct: the backward accumulated in place, nothing to reduce */
         if (z->reported == 0 && z->model) {
             ZG_FATAL("rank %d: ZeRO: backward reported no gradients: install zg_zero_hooks in the model",
                      z->comm->rank);
@@ -294,7 +300,7 @@ static const void *shard_grads(const zg_zero *z, size_t *count) {
         return z->grads;
     }
     *count = z->end - z->begin;
-    return z->o.stage == 1 ? (const void *)at(z->grads, z->begin, z->gdt) : z->grad_shard;
+    return grads_in_shard(z) ? z->grad_shard : (const void *)at(z->grads, z->begin, z->gdt);
 }
 
 void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info) {
@@ -316,7 +322,7 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
         zg_comm_group_end(c);
         for (size_t i = 0; i < nchunks; i++) zg_comm_wait(c, reqs[i]);
         free(reqs);
-    } else if (z->o.stage == 1) {
+    } else if (z->o.stage == 1 && !z->direct) {
         /* the reduce-scatter of the accumulated gradients: every piece to its owner */
         zg_zero_pending *list = NULL;
         zg_comm_group_begin(c);
@@ -342,7 +348,7 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
 
 static void end_step(zg_zero *z) {
     if (z->off) zero_offload_end_step(z);
-    if (z->o.stage <= 1) z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+    if (!grads_in_shard(z)) z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
     z->micro = 0;
     z->reduced = 0;
 }

@@ -36,6 +36,8 @@
  *           buffers the gather lands in the full buffer and a release zeroes the non-owned parts.
  *           offload_param (model mode only): the shard is host memory and each slot's part is
  *           uploaded into its buffer before the gather (src/train/zero_offload_param.c).
+ *  one rank with ZeRO-Offload (zg_zero_grads_direct), any stage: the gradients accumulate in the
+ *           model's full buffer exactly as at stage 0 (nothing to reduce); parameters as the stage says.
  *
  * Gradient scaling: the model's backward is run exactly as in one process (loss_scale folds the fp16
  * loss scale and 1/grad_accum); the engine divides by the world size. Clipping uses the global norm
@@ -79,6 +81,9 @@ typedef struct {
     int offload_param_pin_memory; /* offload_param: the host parameter shard page-locked */
     int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
                                      gradients to the host during the last micro-step's backward */
+    int offload_v12;              /* offload: v0.12's step path, for same-call comparisons (ZGPT_OFFLOAD_STEP=v12):
+                                     at world size 1 the gradients still go through the stage's layer pool and
+                                     shard every micro-step, and the host AdamW waits for every download */
 } zg_zero_opts;
 
 /* Memory of one rank, in bytes, by category. Filled by zg_zero_plan() (prediction) and by
@@ -120,6 +125,8 @@ typedef struct {
     zg_optimizer opt; /* over [begin, end) (stage 0: [0, n)) */
     int opt_ready;
     void *grad_shard; /* stage 2-3: (end-begin) elements of grad dtype */
+    int direct;       /* ZeRO-Offload at world size 1 (zg_zero_grads_direct): the gradients accumulate in the
+                         model's full buffer as at stage 0; no pool, no shard, no reduction */
     int micro;        /* micro-steps since the last optimizer step */
     int reduced;      /* zg_zero_grad_norm done for this step */
     /* stage 2-3 bucketing */
@@ -218,7 +225,8 @@ void zg_zero_after_load(zg_zero *z);
  * main thread unless said otherwise; all 0 without offload. */
 typedef struct {
     double host_ms;          /* the host AdamW (with the delay: the previous step's, on its thread) */
-    double download_wait_ms; /* waiting for the gradient download to land */
+    double download_wait_ms; /* waiting for the gradient downloads to land (per slot, before its update; with
+                                the delay: the previous step's thread, before its update) */
     double upload_wait_ms;   /* waiting for uploads (a staging buffer rewritten; breakdown: their tail) */
     double join_wait_ms;     /* with the delay: waiting for the host step's thread */
 } zg_zero_offload_times;
@@ -261,6 +269,14 @@ int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int loc
  * up to 2 buckets in flight (overlap_comm) form one range from the layer's start, so
  * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)). */
 int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o);
+
+/* 1 when the engine's gradients accumulate in the model's full buffer whatever the stage (z->direct):
+ * ZeRO-Offload (offload_optimizer or offload_param) on one rank (without it one process runs stage 0). The reduction of a world of one is the identity, so the
+ * stage-2/3 path (a layer buffer zeroed per micro-step, added into the shard after its "reduction")
+ * would only add two passes over every gradient per micro-step; the backward accumulates in place
+ * (beta = 1), exactly as stage 0 without offload does, and the last micro-step's pieces go to the host
+ * as the backward reports them. The plan and the engine decide it with this one function. */
+int zg_zero_grads_direct(const zg_zero_opts *o, int world);
 
 /* The shard range of `rank` for n elements over `world` ranks. */
 void zg_zero_shard_range(size_t n, int world, int rank, size_t *begin, size_t *end);

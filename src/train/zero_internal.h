@@ -22,7 +22,9 @@ enum { MAX_BUCKETS_IN_FLIGHT = 2 };
 static inline size_t esz(zg_dtype dt) { return zg_dtype_size(dt); }
 static inline char *at(void *base, size_t i, zg_dtype dt) { return (char *)base + i * esz(dt); }
 
-static inline int grads_grouped(const zg_zero *z) { return z->model && z->o.stage >= 2; }
+static inline int grads_grouped(const zg_zero *z) { return z->model && z->o.stage >= 2 && !z->direct; }
+/* The rank's accumulated gradients live in z->grad_shard (stages 2-3), else in the full buffer z->grads. */
+static inline int grads_in_shard(const zg_zero *z) { return z->o.stage >= 2 && !z->direct; }
 
 /* The rank's own parameters [begin, end): in the flat buffer, or the shard (stage 3, model mode). */
 static inline int stage3_model(const zg_zero *z) { return z->model && z->o.stage >= 3; }
@@ -35,6 +37,10 @@ static inline void *own_params(zg_zero *z) {
 /* A collective over [lo, hi) for `owner` (its request is set by the caller). */
 zg_zero_pending *zero_pending_new(size_t lo, size_t hi, int owner);
 void zero_fifo_push(zg_zero_pending **head, zg_zero_pending *p);
+/* Model mode: the group (gpt2_group_count numbering) holding element i; the slot of group g (= g for
+ * layers, 0 for the embeddings and ln_f). */
+int zero_group_of(const zg_zero *z, size_t i);
+static inline int zero_slot_of_group(const zg_zero *z, int g) { return g > z->n_layer ? 0 : g; }
 /* Calls fn for each piece of [lo, hi) cut at shard boundaries and at `chunk` elements. */
 typedef void (*zero_piece_fn)(zg_zero *z, size_t lo, size_t hi, int owner, void *arg);
 void zero_for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, zero_piece_fn fn, void *arg);
@@ -48,8 +54,8 @@ void zero_gather_range(zg_zero *z, size_t lo, size_t hi, zg_zero_pending **list)
 /* The ranges of slot s (= layer + 1): layer l -> [lb[l], lb[l+1]); slot 0 -> embeddings + ln_f (two
  * ranges). Returns the count. */
 int zero_slot_ranges(const zg_zero *z, int slot, size_t lo[2], size_t hi[2]);
-/* Per-slot upload fences (ZeRO-Offload's parameter uploads, offload_param's): an event on the copy
- * stream behind each slot's last upload, and whether the compute stream still has to wait for it. */
+/* Per-slot copy fences (ZeRO-Offload's parameter uploads and gradient downloads, offload_param's
+ * uploads): an event on the copy stream behind each slot's last copy, and whether a wait is still owed. */
 typedef struct {
     zg_event **ev;
     int *pending;
@@ -61,6 +67,8 @@ void zero_fences_free(zero_slot_fences *f, zg_backend *be);
 void zero_fences_signal(zero_slot_fences *f, zg_backend *be, int slot);
 /* The compute stream waits for slot s's last upload (once; nothing when none is owed). */
 void zero_fences_wait(zero_slot_fences *f, zg_backend *be, int slot);
+/* The host waits for slot s's last signal (once; nothing when none is owed). */
+void zero_fences_sync(zero_slot_fences *f, zg_backend *be, int slot);
 /* Starts the all-gather of slot s's ranges into its pending list z->gathering[s]. */
 void zero_gather_slot(zg_zero *z, int slot);
 /* Stage 2 over a model with overlap_comm: the parameter all-gathers are deferred to the next forward. */

@@ -16,6 +16,8 @@ struct zg_zero_offload {
                          * the optimizer's parameters themselves) */
     zg_event *reduced;         /* compute stream, behind a reduction of this rank's gradients */
     zg_event *downloaded;      /* copy stream, behind the last gradient download */
+    zero_slot_fences down;     /* per slot: behind the last download of its gradients (the host AdamW of a
+                                  slot starts once its own gradients are on the host) */
     zero_slot_fences uploaded; /* per slot: behind its parameters' upload */
     size_t sent;               /* gradient elements sent to the host in this step */
     /* delayed parameter update (z->o.offload_dpu; see zero_offload.h) */
@@ -28,11 +30,12 @@ struct zg_zero_offload {
     pthread_t thread;
     zg_optimizer snap; /* the optimizer as of the step's start (cfg, step): the main thread moves on */
     float lr, scale;
-    void *up[2];          /* updated parameters (param dtype) by alternate steps; up[0] is params_host
-                           * unless the parameters are fp32 (then params_host is the optimizer's) */
-    zg_event *up_done[2]; /* copy stream, behind the last upload from up[i] */
-    zg_event *plain_done; /* copy stream, behind the last upload without the delay (warm-up, load) */
-    double thread_ms;     /* the host step's own time (its thread writes it) */
+    void *up[2];           /* updated parameters (param dtype) by alternate steps; up[0] is params_host
+                            * unless the parameters are fp32 (then params_host is the optimizer's) */
+    zg_event *up_done[2];  /* copy stream, behind the last upload from up[i] */
+    zg_event *plain_done;  /* copy stream, behind the last upload without the delay (warm-up, load) */
+    double thread_ms;      /* the host step's own time (its thread writes it) */
+    double thread_wait_ms; /* of which it waited for the step's gradient downloads */
     zg_zero_offload_times times;
 };
 
@@ -43,11 +46,15 @@ static size_t shard_count(const zg_zero *z) { return z->end - z->begin; }
 /* The host AdamW of the step in o->snap over the whole shard, on its own thread with one core fewer
  * than the machine (the main thread keeps launching GPU work). The updated parameters land in
  * up[written]; with fp32 parameters the optimizer updates params_host in place and the result is
- * copied there. Touches no backend state (its events and streams belong to the main thread). */
+ * copied there. Of the backend it only waits for the `downloaded` event (the step's gradients on the
+ * host; the main thread goes on meanwhile), which the main thread records again only after joining
+ * this thread (the next step's first download). */
 static void *dpu_main(void *arg) {
     zg_zero *z = arg;
     zg_zero_offload *o = z->off;
     double t0 = zg_now_s();
+    z->be->ops->event_synchronize(z->be, o->downloaded);
+    o->thread_wait_ms = 1e3 * (zg_now_s() - t0);
     omp_set_num_threads(o->threads);
     size_t k = shard_count(z);
     void *dst = o->up[o->written];
@@ -67,7 +74,8 @@ static void dpu_join(zg_zero *z) {
     if (e != 0) ZG_FATAL("rank %d: ZeRO-Offload: joining the host update's thread failed (error %d)", z->comm->rank, e);
     o->running = 0;
     o->ready = 1;
-    o->times.host_ms += o->thread_ms;
+    o->times.host_ms += o->thread_ms - o->thread_wait_ms;
+    o->times.download_wait_ms += o->thread_wait_ms;
     o->times.join_wait_ms += 1e3 * (zg_now_s() - t0);
 }
 
@@ -144,6 +152,7 @@ int zero_offload_init(zg_zero *z) {
     o->reduced = be->ops->event_create(be);
     o->downloaded = be->ops->event_create(be);
     zero_fences_init(&o->uploaded, be, z->n_layer + 1);
+    zero_fences_init(&o->down, be, z->n_layer + 1);
     return 0;
 }
 
@@ -159,6 +168,7 @@ void zero_offload_free(zg_zero *z) {
     if (o->up[0] && o->up[0] != o->params_host) be->ops->host_free(be, o->up[0]);
     if (o->up[1]) be->ops->host_free(be, o->up[1]);
     zero_fences_free(&o->uploaded, be);
+    zero_fences_free(&o->down, be);
     if (o->reduced) be->ops->event_destroy(be, o->reduced);
     if (o->downloaded) be->ops->event_destroy(be, o->downloaded);
     be->ops->host_free(be, o->grads_host);
@@ -171,7 +181,7 @@ int zero_offload_last_micro(const zg_zero *z) { return z->o.grad_accum > 0 && z-
 
 /* Device address of this rank's accumulated gradient element i (in its shard). */
 static const char *shard_grad_at(zg_zero *z, size_t i) {
-    return z->o.stage >= 2 ? at(z->grad_shard, i - z->begin, z->gdt) : at(z->grads, i, z->gdt);
+    return grads_in_shard(z) ? at(z->grad_shard, i - z->begin, z->gdt) : at(z->grads, i, z->gdt);
 }
 
 void zero_offload_grads_piece(zg_zero *z, size_t lo, size_t hi) {
@@ -190,8 +200,16 @@ void zero_offload_grads_piece(zg_zero *z, size_t lo, size_t hi) {
     be->ops->copy_async(be, at(o->grads_host, lo - z->begin, z->gdt), shard_grad_at(z, lo), (hi - lo) * esz(z->gdt),
                         ZG_COPY_D2H);
     be->ops->event_record(be, o->downloaded, ZG_STREAM_COPY);
+    int g_last = zero_group_of(z, hi - 1);
+    for (int g = zero_group_of(z, lo); g <= g_last; g++) zero_fences_signal(&o->down, be, zero_slot_of_group(z, g));
     o->sent += hi - lo;
 }
+
+/* The host AdamW's slot order: the order the gradients reach the host (the backward's: ln_f and the last
+ * layer first, the embeddings, whose gradient completes last, at the end), so each slot's update starts
+ * as soon as its own gradients landed and the downloads' tail hides behind the updates of the slots
+ * before. v12: the next forward's order (slot 0 first), after every download. */
+static int apply_slot(const zg_zero *z, int i) { return z->o.offload_v12 ? i : z->n_layer - i; }
 
 void zero_offload_grads_finish(zg_zero *z) {
     zg_zero_offload *o = z->off;
@@ -201,7 +219,15 @@ void zero_offload_grads_finish(zg_zero *z) {
         ZG_FATAL("rank %d: ZeRO-Offload: %zu of the shard's %zu gradients were sent to the host during backward "
                  "(gradient_accumulation_steps %d, micro-steps %d)",
                  z->comm->rank, o->sent, k, z->o.grad_accum, z->micro);
-    if (k) zero_offload_grads_piece(z, z->begin, z->end);
+    /* slot by slot in the host AdamW's order, so that its first slots start before the last ones landed */
+    for (int i = 0; i <= z->n_layer; i++) {
+        size_t lo[2], hi[2];
+        int n = zero_slot_ranges(z, apply_slot(z, i), lo, hi);
+        for (int j = 0; j < n; j++) {
+            size_t a = lo[j] > z->begin ? lo[j] : z->begin, b = hi[j] < z->end ? hi[j] : z->end;
+            if (a < b) zero_offload_grads_piece(z, a, b);
+        }
+    }
 }
 
 void zero_offload_end_step(zg_zero *z) {
@@ -209,6 +235,10 @@ void zero_offload_end_step(zg_zero *z) {
     /* a skipped step (overflow) with a delayed update: the previous step's parameters go up now, at
      * the boundary where zero_offload_apply would have sent them */
     if (!o->applied) dpu_upload_ready(z);
+    /* a skipped step's downloads may still read the device gradients the engine zeroes (or the next
+     * micro-step overwrites) next: the compute stream waits for them */
+    z->be->ops->stream_wait(z->be, ZG_STREAM_COMPUTE, o->downloaded);
+    for (int s = 0; s <= z->n_layer; s++) o->down.pending[s] = 0;
     o->applied = 0;
     o->sent = 0;
 }
@@ -271,12 +301,14 @@ void zero_offload_apply(zg_zero *z, float lr, float grad_scale) {
     if (o->sent != shard_count(z))
         ZG_FATAL("rank %d: ZeRO-Offload: step with %zu of %zu gradients on the host", z->comm->rank, o->sent,
                  shard_count(z));
-    double t0 = zg_now_s();
-    be->ops->event_synchronize(be, o->downloaded);
-    o->times.download_wait_ms += 1e3 * (zg_now_s() - t0);
     o->applied = 1;
     /* the delay starts once warmup_steps optimizer steps have been taken without it */
     if (z->o.offload_dpu && z->opt.step >= z->o.offload_dpu_warmup) o->dpu_on = 1;
+    if (z->o.offload_v12) { /* every download first (the delayed update's thread waits for them itself) */
+        double t0 = zg_now_s();
+        be->ops->event_synchronize(be, o->downloaded);
+        o->times.download_wait_ms += 1e3 * (zg_now_s() - t0);
+    }
     if (o->dpu_on) { /* the previous step's parameters go up; this step's update runs beside the next */
         dpu_upload_ready(z);
         zg_optimizer_step_begin(&z->opt);
@@ -286,7 +318,11 @@ void zero_offload_apply(zg_zero *z, float lr, float grad_scale) {
     }
     zg_optimizer_step_begin(&z->opt);
     int gather = z->o.stage <= 2 && z->comm->size > 1;
-    for (int s = 0; s <= z->n_layer; s++) {
+    for (int i = 0; i <= z->n_layer; i++) {
+        int s = apply_slot(z, i);
+        double t0 = zg_now_s();
+        zero_fences_sync(&o->down, be, s); /* this slot's gradients are on the host */
+        o->times.download_wait_ms += 1e3 * (zg_now_s() - t0);
         upload_slot(z, s, o->params_host, lr, grad_scale, 1);
         if (gather) { /* the slot's all-gather starts behind its upload; the forward waits for the gather */
             zero_offload_wait_slot(z, s);

@@ -8,28 +8,33 @@
  *    updated parameters (param dtype), both always page-locked (pin_memory pins the optimizer state);
  *  - device: the parameters (stage 1-2: all of them; stage 3: the shard + gathered layers) and the
  *    gradients exactly as without offload. Gradients accumulate across micro-steps ON THE DEVICE, in
- *    grad dtype (stage 1: the full buffer; stage 2-3: the gradient shard), as the no-offload path does:
- *    one transfer per step instead of one per micro-step keeps the PCIe traffic at 2 bytes per
- *    parameter per step whatever the accumulation, and the host's copy needs no fp32 adds.
+ *    grad dtype (stage 1: the full buffer; stage 2-3: the gradient shard; one rank at any stage: the
+ *    full buffer, in place, as stage 0 does: zg_zero_grads_direct), as the no-offload path does: one
+ *    transfer per step instead of one per micro-step keeps the PCIe traffic at 2 bytes per parameter
+ *    per step whatever the accumulation, and the host's copy needs no fp32 adds.
  *
  * Data flow of a step:
- *  1. gradients leave the GPU during the last micro-step's backward (stages 2-3): each reduction of a
- *     piece of this rank's shard, once complete (and accumulated into the shard), is followed by an
- *     event on the compute stream; the copy stream waits for it and copies the piece to the host
- *     (copy_async D2H) while backward goes on. Stage 1 reduces after backward (the reduce-scatter at
- *     the boundary): its shard leaves right after that reduction, overlapping the norm.
- *  2. zg_zero_apply: the host waits for the last download, then runs AdamW (zg_host_adamw: the CPU
- *     backend's OpenMP/SIMD kernel, the GPU's fp32 formula) slot by slot in the next forward's order
- *     (embeddings + ln_f, layer 0, 1, ...); each slot's updated parameters are cast to the param dtype
+ *  1. gradients leave the GPU during the last micro-step's backward (stages 2-3; one rank: any stage):
+ *     each reduction of a piece of this rank's shard (one rank: each range the backward reports), once
+ *     complete (and accumulated into the shard), is followed by an event on the compute stream; the
+ *     copy stream waits for it and copies the piece to the host (copy_async D2H) while backward goes
+ *     on, then signals the download fence of each slot the piece covers. Stage 1 on several ranks
+ *     reduces after backward (the reduce-scatter at the boundary): its shard leaves right after that
+ *     reduction, slot by slot in the order of step 2.
+ *  2. zg_zero_apply (the norm, overflow and clipping coefficient are known: they read the device
+ *     gradients): AdamW (zg_host_adamw: the CPU backend's OpenMP/SIMD kernel, the GPU's fp32 formula)
+ *     slot by slot in the order the gradients arrive (layer L-1, ..., layer 0, then embeddings + ln_f,
+ *     whose wte gradient completes last), each slot after its own download fence, so the downloads'
+ *     tail overlaps the first slots' updates; each slot's updated parameters are cast to the param dtype
  *     into the staging buffer and uploaded (copy_async H2D) as soon as the slot is done, so the uploads
  *     overlap the update of the later slots. With several ranks at stages 1-2 the slot's all-gather
  *     follows its upload (the compute stream waits for the upload event, the gather for the stream).
  *  3. the next forward waits for slot s's upload only just before slot s (before_layer: the compute
- *     stream waits for the slot's event), so the last uploads overlap the first layers; at stage 3 the
- *     gather of a layer waits for its upload the same way.
+ *     stream waits for the slot's event); at stage 3 the gather of a layer waits for its upload the same
+ *     way.
  * Delayed parameter update (zg_zero_opts.offload_dpu, after offload_dpu_warmup steps): step 2 runs
  * the AdamW on a pthread over the whole shard (into one of two upload buffers, alternating) while the
- * main thread goes on with the next step; that step's first gradient download joins the thread (the
+ * main thread goes on with the next step (the thread starts after every download); that step's first gradient download joins the thread (the
  * gradient staging is rewritten), and its zg_zero_apply uploads the finished parameters slot by slot
  * as step 2 does before starting the next thread. zero_offload_flush (evaluations, checkpoints, the
  * end) joins and uploads so the device weights are current. docs/DISTRIBUTED.md says what it changes.

@@ -11,8 +11,8 @@
 
 static int owner_of(const zg_zero *z, size_t i) { return (int)(i / z->shard); }
 
-/* Model mode: the group (gpt2_group_count numbering) holding element i. */
-static int group_of(const zg_zero *z, size_t i) {
+/* The group (gpt2_group_count numbering) holding element i. */
+int zero_group_of(const zg_zero *z, size_t i) {
     const size_t *lb = z->table->layer_begin;
     int L = z->n_layer;
     if (i < lb[0]) return 0;
@@ -33,7 +33,7 @@ static int params_grouped(const zg_zero *z) { return z->model && z->o.stage >= 3
 /* Address of element i of the model's per-group buffers (bufs: grad_group or param_group); `noun` and
  * `missing` word the error when i's group has no buffer. */
 static char *group_elem_at(zg_zero *z, void **bufs, size_t i, zg_dtype dt, const char *noun, const char *missing) {
-    int g = group_of(z, i);
+    int g = zero_group_of(z, i);
     if (!bufs[g]) ZG_FATAL("rank %d: ZeRO: %s of group %d used while %s", z->comm->rank, noun, g, missing);
     size_t lo, hi;
     gpt2_group_range(z->table, g, &lo, &hi);
@@ -78,7 +78,7 @@ void zero_for_each_piece(zg_zero *z, size_t lo, size_t hi, size_t chunk, zero_pi
         if (e - lo > chunk) e = lo + chunk;
         if (z->model && z->o.stage >= 2) { /* one piece, one group buffer */
             size_t glo, ghi;
-            gpt2_group_range(z->table, group_of(z, lo), &glo, &ghi);
+            gpt2_group_range(z->table, zero_group_of(z, lo), &glo, &ghi);
             if (e > ghi) e = ghi;
         }
         fn(z, lo, e, r, arg);
@@ -133,7 +133,7 @@ static void complete_reduce(zg_zero *z, zg_zero_pending *p) {
     /* ZeRO-Offload: the last micro-step's sum of this rank's piece is final: to the host, now */
     if (z->off && p->owner == z->comm->rank && zero_offload_last_micro(z)) zero_offload_grads_piece(z, p->lo, p->hi);
     if (grads_grouped(z)) {
-        int g = group_of(z, p->lo);
+        int g = zero_group_of(z, p->lo);
         z->group_inflight[g]--;
         grad_group_maybe_release(z, g);
     }
@@ -162,7 +162,7 @@ static void launch_reduce_piece(zg_zero *z, size_t lo, size_t hi, int owner, voi
     zg_zero_pending *p = zero_pending_new(lo, hi, owner);
     void *buf = grad_at(z, lo), *recv = buf;
     if (grads_grouped(z)) {
-        int g = group_of(z, lo);
+        int g = zero_group_of(z, lo);
         z->group_inflight[g]++;
         z->group_launched[g] += hi - lo;
     }
@@ -215,10 +215,14 @@ static void progress_reduces(zg_zero *z) {
 }
 
 void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
-    if (z->o.stage < 2 || count == 0) return;
-    progress_reduces(z);
+    if ((z->o.stage < 2 && !z->direct) || count == 0) return;
     if (offset + count > z->n)
         ZG_FATAL("ZeRO: grads_ready [%zu, %zu) beyond the buffer (%zu)", offset, offset + count, z->n);
+    if (z->direct) { /* one rank: the range is final once the last micro-step's backward wrote it */
+        if (z->off && zero_offload_last_micro(z)) zero_offload_grads_piece(z, offset, offset + count);
+        return;
+    }
+    progress_reduces(z);
     z->reported += count;
     if (z->pend_hi > z->pend_lo && offset + count != z->pend_lo) zero_flush_pending(z, 1); /* not adjacent below */
     if (z->pend_hi == z->pend_lo) {
@@ -257,6 +261,12 @@ void zero_fences_signal(zero_slot_fences *f, zg_backend *be, int slot) {
 void zero_fences_wait(zero_slot_fences *f, zg_backend *be, int slot) {
     if (slot < 0 || slot >= f->n || !f->pending[slot]) return;
     be->ops->stream_wait(be, ZG_STREAM_COMPUTE, f->ev[slot]);
+    f->pending[slot] = 0;
+}
+
+void zero_fences_sync(zero_slot_fences *f, zg_backend *be, int slot) {
+    if (slot < 0 || slot >= f->n || !f->pending[slot]) return;
+    be->ops->event_synchronize(be, f->ev[slot]);
     f->pending[slot] = 0;
 }
 
@@ -534,7 +544,7 @@ gpt2_hooks zg_zero_hooks(zg_zero *z) {
     gpt2_hooks h;
     memset(&h, 0, sizeof h);
     h.ctx = z;
-    if (z->o.stage >= 2) h.grads_ready = hook_grads_ready;
+    if (z->o.stage >= 2 || z->direct) h.grads_ready = hook_grads_ready;
     if (grads_grouped(z)) h.before_layer = hook_before; /* hands out each layer's gradient buffer */
     if (z->off) h.before_layer = hook_before;           /* the forward waits for each slot's upload */
     if (z->o.stage >= 3) {

@@ -62,7 +62,8 @@ void zg_zero_plan(size_t n, int world, int rank, const zg_zero_opts *o, zg_dtype
     size_t k = e - b;
     m->params = n * zg_dtype_size(pdt);
     m->grads = n * zg_dtype_size(gdt);
-    if (o->stage >= 2) m->grad_shard = k * zg_dtype_size(gdt);
+    int shard = o->stage >= 2 && !zg_zero_grads_direct(o, world); /* offload on one rank: the full buffer */
+    if (shard) m->grad_shard = k * zg_dtype_size(gdt);
     m->optimizer = k ? k * 4 * (pdt == ZG_F32 ? 2 : 3) : 0;
     m->optimizer_state = m->optimizer;
     if (o->offload_optimizer && o->stage > 0) { /* ZeRO-Offload: the state and the staging on the host */
@@ -84,7 +85,8 @@ void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg
     zg_zero_plan(n, world, rank, o, pdt, gdt, device, act_bytes, m);
     int L = zero_table_layers(t);
     size_t lmax = zero_layer_size_max(t, L, NULL), res = zero_resident_elems(t, L);
-    if (o->stage >= 2) m->grads = (res + (size_t)zg_zero_grad_pool_count(t, o) * lmax) * zg_dtype_size(gdt);
+    if (o->stage >= 2 && !zg_zero_grads_direct(o, world))
+        m->grads = (res + (size_t)zg_zero_grad_pool_count(t, o) * lmax) * zg_dtype_size(gdt);
     if (o->stage >= 3) {
         size_t b, e;
         zg_zero_shard_range(n, world, rank, &b, &e);

@@ -10,9 +10,11 @@
 #    the same master/m/v); 2 ranks with offload -> 4 ranks stage 3 with offload within fp32
 #    reduction-order tolerance of the straight run;
 #  - one process with offload (the engine at the configured stage over a communicator of one) against
-#    one process without (stage 0): the same model within fp32 tolerance (not bitwise: stage 0 sums a
-#    micro-step's gradients into the full buffer in backward, stage 2 adds each micro-step's layer
-#    gradients into the shard afterwards, another fp32 summation order);
+#    one process without (stage 0): BITWISE at stages 1-3, with gradient accumulation (4 micro-steps)
+#    and with clipping on every step (on one rank the offload accumulates the gradients in the full
+#    buffer as stage 0 does: zg_zero_grads_direct); ZGPT_OFFLOAD_STEP=v12 (v0.12's path: the layer pool
+#    and the shard every micro-step, another fp32 summation order) within fp32 tolerance, and a bad
+#    value of it refused;
 #  - plan --json: gpu_bytes_per_rank / host_bytes_per_rank against the formulas;
 #  - refusals: host memory short (ZGPT_TEST_HOST_AVAILABLE_BYTES), "nvmee", nvme,
 #    offload at stage 0 (offload_param: dist_offload_param.sh), Lamb with offload.
@@ -57,14 +59,27 @@ weights_close model o2/final/model.bin r3/final/model.bin $WTOL
 [ "$(ls r3/final/optim_*.bin | wc -l)" -eq 4 ] || fail "4 ranks should write 4 shards: $(ls r3/final)"
 echo "ok 2 ranks offload -> 4 ranks stage 3 offload continues the run (${SECONDS} s)"
 
-# one process
+# one process (4 micro-steps per step): the same arithmetic as stage 0, so bitwise
 SECONDS=0
 run4 p0 --set out_dir=p0
-run4 p1 --set out_dir=p1 "${OFF[@]}"
-grep -q "ZeRO-Offload at stage 2" p1.log || fail "one process did not offload at stage 2: $(head -3 p1.log)"
-losses_close p0/metrics.jsonl p1/metrics.jsonl 4 $LTOL
-weights_close model p0/final/model.bin p1/final/model.bin $WTOL
-echo "ok one process with offload (stage 2 over one rank) follows the run without (${SECONDS} s)"
+for stage in 1 2 3; do
+    run4 p$stage --set out_dir=p$stage --set zero_optimization.stage=$stage "${OFF[@]}"
+    grep -q "ZeRO-Offload at stage $stage" p$stage.log || fail "one process did not offload at stage $stage: $(head -3 p$stage.log)"
+    same_run p0 p$stage
+done
+echo "ok one process with offload (stages 1-3 over one rank) == the run without, bitwise (${SECONDS} s)"
+SECONDS=0
+run4 c0 --set out_dir=c0 --set gradient_clipping=0.05
+run4 c2 --set out_dir=c2 --set gradient_clipping=0.05 "${OFF[@]}"
+[ "$(grep -c '(clipped)' c2.log)" -eq 4 ] || fail "gradient_clipping 0.05 should clip every step: $(grep '^iter' c2.log)"
+same_run c0 c2
+ZGPT_OFFLOAD_STEP=v12 run4 v12 --set out_dir=v12 "${OFF[@]}"
+grep -q "ZGPT_OFFLOAD_STEP=v12: ZeRO-Offload takes v0.12's step path" v12.log || fail "v12: no note: $(head -3 v12.log)"
+losses_close p0/metrics.jsonl v12/metrics.jsonl 4 $LTOL
+weights_close model p0/final/model.bin v12/final/model.bin $WTOL
+ZGPT_OFFLOAD_STEP=v13 expect_fail v13 'ZGPT_OFFLOAD_STEP is "v13"; allowed: v12' "$ZGPT" train --config d.json \
+    --set max_iters=1 --set out_dir=x7 "${OFF[@]}"
+echo "ok one process: clipping on every step bitwise; v0.12's path within fp32 tolerance (${SECONDS} s)"
 
 # plan --json: the GPU/host split of a rank's memory
 python3 - <<'PY' > dp.json

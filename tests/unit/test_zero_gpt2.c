@@ -52,12 +52,21 @@ static void make_sample(uint64_t sample, int V, int32_t *in, int32_t *tg) {
  * activations) and the plan's prediction for them. */
 typedef struct {
     size_t peak_run, peak_train, state, plan_state, plan_params, plan_grads, full_params, full_grads, shard_opt;
-    size_t host_state;  /* host_alloc bytes held after init (offload_param: the parameter shard) */
-    size_t shard_bytes; /* this rank's shard of the parameters (fp32) */
+    size_t plan_grad_state; /* the plan's gradient buffers + gradient shard */
+    int direct;             /* offload on one rank: the gradients in the full buffer (zg_zero_grads_direct) */
+    size_t host_state;      /* host_alloc bytes held after init (offload_param: the parameter shard) */
+    size_t shard_bytes;     /* this rank's shard of the parameters (fp32) */
 } mem_seen;
 
 /* train_ex flags */
-enum { RUN_OVERLAP = 1, RUN_OFFLOAD_PARAM = 2 };
+enum {
+    RUN_OVERLAP = 1,
+    RUN_OFFLOAD_PARAM = 2,
+    RUN_OFFLOAD = 4,        /* offload_optimizer cpu (the host AdamW) */
+    RUN_SKIP_CLIP = 8,      /* step 1 dropped (as on an fp16 overflow), the others clipped to norm 0.05 */
+    RUN_ACCUM_UNKNOWN = 16, /* offload: gradient_accumulation_steps not told (every gradient sent after backward) */
+    RUN_V12 = 32,           /* offload: v0.12's step path (zg_zero_opts.offload_v12) */
+};
 
 /* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
  * parameters and the global mean loss of each step. load_dir: resume from that checkpoint first;
@@ -97,6 +106,9 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     zo.allgather_bucket_size = bucket + 3;
     zo.overlap_comm = (flags & RUN_OVERLAP) != 0;
     zo.offload_param = (flags & RUN_OFFLOAD_PARAM) != 0;
+    zo.offload_optimizer = (flags & RUN_OFFLOAD) != 0;
+    zo.offload_v12 = (flags & RUN_V12) != 0;
+    zo.grad_accum = flags & RUN_ACCUM_UNKNOWN ? 0 : accum;
     /* eps 1e-5: Adam turns a gradient that is pure rounding noise (a unit GELU keeps near zero) into a
      * full-size step of random sign; a larger eps keeps such elements comparable across reduction
      * orders without hiding real differences (real gradients here are >= 1e-4). */
@@ -113,7 +125,10 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
         zg_zero_after_load(&z);
         zg_ckpt_close(&ck);
     }
-    if (stage >= 2) ZT_CHECK_MSG(m.grads == NULL, "stage %d: the model's full gradient buffer exists", stage);
+    /* (offload on one rank accumulates in the full buffer, as stage 0 does: zg_zero_grads_direct) */
+    if (stage >= 2 && !zg_zero_grads_direct(&zo, W))
+        ZT_CHECK_MSG(m.grads == NULL, "stage %d: the model's full gradient buffer exists", stage);
+    if (zg_zero_grads_direct(&zo, W)) ZT_CHECK_MSG(m.grads != NULL, "offload, 1 rank: no full gradient buffer");
     if (stage >= 3) ZT_CHECK_MSG(m.params == NULL, "stage 3: the model's full parameter buffer exists");
 
     zg_zero_memory plan;
@@ -145,12 +160,21 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
             loss += zt_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
             zg_zero_micro_end(&z);
-            if (stage >= 2) ZT_CHECK(m.grads == NULL && z.grad_pool_used == 0);
+            if (stage >= 2) ZT_CHECK((m.grads == NULL || z.direct) && z.grad_pool_used == 0);
         }
         zg_comm_all_reduce_host_f64(comm, &loss, 1, ZG_COMM_SUM);
         losses[step] = loss / W;
         zg_zero_step_info info;
-        zg_zero_step(&z, 1e-2f, 1.0f, 1.0f, &info);
+        if (flags & RUN_SKIP_CLIP) { /* the trainer's sequence on an fp16 overflow, then clipping */
+            zg_zero_grad_norm(&z, 1.0f, &info);
+            ZT_CHECK(!info.overflow && isfinite(info.grad_norm) && info.grad_norm > 0.05);
+            if (step == 1)
+                zg_zero_skip(&z);
+            else
+                zg_zero_apply(&z, 1e-2f, (float)(0.05 / (info.grad_norm + 1e-6)));
+        } else {
+            zg_zero_step(&z, 1e-2f, 1.0f, 1.0f, &info);
+        }
         ZT_CHECK(!info.overflow && isfinite(info.grad_norm));
     }
     if (seen) {
@@ -160,6 +184,8 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
         seen->plan_state = plan.params + plan.grads + plan.grad_shard + plan.optimizer;
         seen->plan_params = plan.params;
         seen->plan_grads = plan.grads;
+        seen->plan_grad_state = plan.grads + plan.grad_shard;
+        seen->direct = zg_zero_grads_direct(&zo, W);
         seen->full_params = n * 4;
         seen->full_grads = n * 4;
         seen->shard_opt = plan.grad_shard + plan.optimizer;
@@ -306,7 +332,7 @@ static void test_memory_bounds(void) {
     ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
     train_ex(single, &c, 0, ACCUM * g_comm->size, 300, 1, 3, NULL, NULL, pr, lr, 0, NULL);
     zg_comm_destroy(single);
-    size_t stage3_state = 0;
+    size_t stage3_state = 0, stage3_grads = 0;
     /* stage 2, stage 3, stage 2 without overlap_comm, stage 3 with offload_param */
     for (int run = 0; run < 4; run++) {
         int stage = run == 1 || run == 3 ? 3 : 2,
@@ -316,14 +342,16 @@ static void test_memory_bounds(void) {
         train_ex(g_comm, &c, stage, ACCUM, 300, flags, 3, NULL, NULL, pd, ld, 1, &ms);
         if (run == 1) {
             stage3_state = ms.state;
+            stage3_grads = ms.plan_grad_state;
             ZT_CHECK_MSG(ms.host_state == 0, "stage 3: %zu bytes of host memory", ms.host_state);
         }
         /* offload_param: the device holds the stage-3 states less the parameter shard (measured by the
          * backend's accounting, not the plan), the host holds the shard; nothing is allocated on the
          * device during training (the GPU optimizer steps through the gather buffers), so the device
-         * never holds the full parameter set, on any rank count */
+         * never holds the full parameter set, on any rank count. The gradients aside: on one rank the
+         * offload accumulates them in one full buffer (no pool, no shard) */
         if (run == 3) {
-            ZT_CHECK_MSG(ms.state + ms.shard_bytes == stage3_state,
+            ZT_CHECK_MSG(ms.state - ms.plan_grad_state + ms.shard_bytes == stage3_state - stage3_grads,
                          "offload_param: device holds %zu, stage 3 without it %zu, shard %zu", ms.state, stage3_state,
                          ms.shard_bytes);
             ZT_CHECK_MSG(ms.host_state == ms.shard_bytes, "offload_param: host holds %zu, shard %zu", ms.host_state,
@@ -334,8 +362,13 @@ static void test_memory_bounds(void) {
         ZT_CHECK_MSG(ms.peak_train == ms.state, "stage %d: training allocated beyond init: peak %zu, after init %zu",
                      stage, ms.peak_train, ms.state);
         ZT_CHECK(ms.state == ms.plan_state);
-        ZT_CHECK_MSG(ms.plan_grads < ms.full_grads, "stage %d: gradient buffers %zu >= a full buffer %zu", stage,
-                     ms.plan_grads, ms.full_grads);
+        if (ms.direct) /* one full buffer, less than stage 3's shard + pool */
+            ZT_CHECK_MSG(ms.plan_grad_state == ms.full_grads && ms.plan_grad_state < stage3_grads,
+                         "offload, 1 rank: gradients %zu, a full buffer %zu, stage 3 %zu", ms.plan_grad_state,
+                         ms.full_grads, stage3_grads);
+        else
+            ZT_CHECK_MSG(ms.plan_grads < ms.full_grads, "stage %d: gradient buffers %zu >= a full buffer %zu", stage,
+                         ms.plan_grads, ms.full_grads);
         if (stage == 2)
             ZT_CHECK_MSG(ms.peak_run < ms.full_params + ms.full_grads + ms.shard_opt,
                          "stage 2: peak %zu >= params + full grads + shard + optimizer %zu", ms.peak_run,
@@ -352,10 +385,50 @@ static void test_memory_bounds(void) {
     free(pr);
 }
 
+/* ZeRO-Offload on one rank accumulates the gradients as stage 0 does (zg_zero_grads_direct): at stages
+ * 1-3, with gradient accumulation, a dropped step (the fp16 overflow sequence) and clipping on every
+ * other step, with the accumulation count told or not (gradients sent during the last backward, or all
+ * after it), the losses and weights are BITWISE those of stage 0 without offload (the CPU backend's
+ * AdamW and the host AdamW are one function; the host updates the slots in download order, which an
+ * elementwise update does not see). v0.12's path (the layer pool + shard every micro-step) differs in
+ * fp32 summation order only. Over a communicator of one, whatever the world size of the test. */
+static void test_offload_one_rank(void) {
+    size_t n = num_params();
+    enum { STEPS_O = 4, ACC = 3 };
+    float *ref = zg_malloc(n * 4), *p = zg_malloc(n * 4);
+    double lref[STEPS_O], l[STEPS_O];
+    zg_comm *single;
+    zg_comm_config cc = {.backend = "single"};
+    ZT_CHECK(zg_comm_single_create(&single, &cc) == 0);
+    train_ex(single, NULL, 0, ACC, 997, RUN_OVERLAP | RUN_SKIP_CLIP, STEPS_O, NULL, NULL, ref, lref, 0, NULL);
+    const struct {
+        int stage, flags;
+    } cases[] = {{1, 0}, {2, 0}, {3, 0}, {2, RUN_ACCUM_UNKNOWN}, {3, RUN_OFFLOAD_PARAM}, {2, RUN_V12}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int st = cases[c].stage, fl = cases[c].flags;
+        train_ex(single, NULL, st, ACC, 997, RUN_OVERLAP | RUN_SKIP_CLIP | RUN_OFFLOAD | fl, STEPS_O, NULL, NULL, p, l,
+                 1, NULL);
+        if (fl & RUN_V12) { /* another fp32 summation order */
+            double maxd = 0;
+            for (size_t j = 0; j < n; j++) maxd = fmax(maxd, fabs((double)p[j] - ref[j]));
+            ZT_CHECK_MSG(maxd < 2e-5, "offload v12, stage %d: max |weight diff| %.3g", st, maxd);
+            for (int s = 0; s < STEPS_O; s++) ZT_NEAR(l[s], lref[s], 1e-5, 1e-5);
+            continue;
+        }
+        ZT_CHECK_MSG(memcmp(p, ref, n * 4) == 0, "offload, 1 rank, stage %d (flags %d): weights differ from stage 0",
+                     st, fl);
+        ZT_CHECK_MSG(memcmp(l, lref, sizeof l) == 0, "offload, 1 rank, stage %d (flags %d): losses differ", st, fl);
+    }
+    zg_comm_destroy(single);
+    free(ref);
+    free(p);
+}
+
 int main(void) {
     if (zt_dist_begin("test_zero_gpt2", &g_comm, &g_be) != 0) return 1;
     zt_run("stages", test_stages);
     zt_run("universal_resume", test_universal_resume);
     zt_run("memory_bounds", test_memory_bounds);
+    zt_run("offload_one_rank", test_offload_one_rank);
     return zt_dist_finish(g_comm, g_be);
 }

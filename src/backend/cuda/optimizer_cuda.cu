@@ -54,7 +54,17 @@ template <typename T, bool VEC> __global__ void zgc_sumsq_kernel(double *part, c
 double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n) {
     zgc_impl *im = zgc_get(be);
     int nb = im->num_sms * 4;
-    double *part = (double *)zgc_scratch(be, ZGC_SCR_PARTIALS, (size_t)nb * sizeof(double), "norm partial sums");
+    /* The kernel writes its partial sums straight into the pinned host buffer (device-accessible through
+     * unified addressing) instead of a device scratch copied down afterwards: a device-to-host copy
+     * queues on the copy engine behind the copies already there, and ZeRO-Offload's gradient downloads
+     * (gigabytes at PCIe speed, on the copy stream) made every norm wait for all of them. */
+    double *part = NULL;
+    if (cudaHostGetDevicePointer((void **)&part, im->partials_host, 0) != cudaSuccess) {
+        (void)cudaGetLastError(); /* not mappable here: through the device scratch */
+        part = NULL;
+    }
+    bool mapped = part != NULL;
+    if (!mapped) part = (double *)zgc_scratch(be, ZGC_SCR_PARTIALS, (size_t)nb * sizeof(double), "norm partial sums");
     bool vec = ((uintptr_t)buf % 16) == 0;
     ZGC_DISPATCH(dt, T, {
         if (vec)
@@ -63,7 +73,10 @@ double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n) {
             zgc_sumsq_kernel<T, false><<<nb, 256, 0, im->stream>>>(part, (const T *)buf, n);
     });
     ZG_CUDA_LAUNCH_CHECK();
-    zgc_download(be, im->partials_host, part, (size_t)nb * sizeof(double));
+    if (mapped)
+        ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    else
+        zgc_download(be, im->partials_host, part, (size_t)nb * sizeof(double));
     double s = 0.0;
     for (int k = 0; k < nb; k++) s += im->partials_host[k];
     return s;
