@@ -387,28 +387,101 @@ size_t zg_ckpt_snapshot_bytes(size_t n, int has_master) {
     return zg_ckpt_io_round_up(ZG_CKPT_HEADER_BYTES + n * sizeof(float) * (has_master ? 3 : 2)) + ZG_CKPT_IO_ALIGN;
 }
 
+/* The allocation itself, on any thread: NULL with an error when host memory cannot hold it. */
+static void *snapshot_alloc(zg_backend *be, size_t bytes) {
+    /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process later.
+     * Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
+    uint64_t avail = zg_host_mem_available();
+    if ((uint64_t)bytes > avail) {
+        zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
+                  (double)bytes / (1u << 30), (double)avail / (1u << 30));
+        return NULL;
+    }
+    /* Pinned (CUDA) and touched once here, kept between saves: the copies run at the bus's rate without
+     * faulting pages in at every save. One alignment block more, for direct I/O. */
+    return be->ops->host_alloc(be, bytes, 1, "the checkpoint snapshot");
+}
+
+/* Takes a block allocated for `cap` elements into s (on the thread that drives the backend). */
+static void snapshot_adopt(zg_ckpt_snapshot *s, zg_backend *be, void *block, size_t cap) {
+    s->block = block;
+    s->be = be;
+    s->image = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)s->block);
+    s->buf = (float *)(s->image + ZG_CKPT_HEADER_BYTES);
+    s->cap = cap;
+    s->at_save = be->ops->event_create(be);
+    s->copied = be->ops->event_create(be);
+}
+
+static void *reserver_main(void *arg) {
+    zg_ckpt_snapshot *s = arg;
+    double t0 = zg_now_s();
+    /* test hook: a slow reservation, so that a test's first save comes before it is done */
+    const char *delay = getenv("ZGPT_TEST_RESERVE_DELAY_MS");
+    if (delay && *delay) {
+        long ms = strtol(delay, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    s->pending_block = snapshot_alloc(s->be, s->reserve_bytes);
+    s->reserve_rc = s->pending_block ? 0 : -1;
+    if (!s->pending_block) snprintf(s->reserve_error, sizeof s->reserve_error, "%s", zg_error_message());
+    s->reserve_s = zg_now_s() - t0;
+    atomic_store_explicit(&s->reserve_done, 1, memory_order_release);
+    return NULL;
+}
+
+int zg_ckpt_snapshot_reserve_start(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+    size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
+    if (s->reserving || (want <= s->cap && s->be == o->be)) return 0;
+    zg_ckpt_snapshot_free(s);
+    s->be = o->be; /* whose host_alloc the thread calls; the events come at the join */
+    s->reserve_bytes = zg_ckpt_snapshot_bytes(n, o->master != NULL);
+    s->reserve_cap = want;
+    atomic_store(&s->reserve_done, 0);
+    int e = pthread_create(&s->reserver, NULL, reserver_main, s);
+    if (e != 0) {
+        memset(s, 0, sizeof *s);
+        return zg_errorf("cannot start the thread that reserves the checkpoint snapshot: %s", strerror(e));
+    }
+    s->reserving = 1;
+    return 0;
+}
+
+int zg_ckpt_snapshot_reserving(const zg_ckpt_snapshot *s) { return s->reserving; }
+
+int zg_ckpt_snapshot_reserve_finished(zg_ckpt_snapshot *s) {
+    return s->reserving && atomic_load_explicit(&s->reserve_done, memory_order_acquire);
+}
+
+int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took) {
+    if (took) *took = 0;
+    if (!s->reserving) return 0;
+    int e = pthread_join(s->reserver, NULL); /* fails only for a thread that is not ours to join */
+    if (e != 0) ZG_FATAL("joining the checkpoint snapshot's reservation thread failed: %s", strerror(e));
+    zg_backend *be = s->be;
+    void *block = s->pending_block;
+    size_t cap = s->reserve_cap;
+    int rc = s->reserve_rc;
+    char why[sizeof s->reserve_error];
+    snprintf(why, sizeof why, "%s", s->reserve_error);
+    if (took) *took = s->reserve_s;
+    memset(s, 0, sizeof *s);
+    if (rc != 0) return zg_errorf("%s", why);
+    snapshot_adopt(s, be, block, cap);
+    return 0;
+}
+
 int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+    if (zg_ckpt_snapshot_reserve_join(s, NULL) != 0) return -1;
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
     zg_backend *be = o->be;
     if (want > s->cap || (s->be && s->be != be)) {
         zg_ckpt_snapshot_free(s);
-        /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
-         * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
-        size_t bytes = zg_ckpt_snapshot_bytes(n, o->master != NULL);
-        uint64_t avail = zg_host_mem_available();
-        if ((uint64_t)bytes > avail)
-            return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
-                             (double)bytes / (1u << 30), (double)avail / (1u << 30));
-        /* Pinned (CUDA) and touched once here, kept between saves: the copies run at the bus's rate
-         * without faulting pages in at every save. One alignment block more, for direct I/O. */
-        s->block = be->ops->host_alloc(be, bytes, 1, "the checkpoint snapshot");
-        if (!s->block) return -1;
-        s->be = be;
-        s->image = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)s->block);
-        s->buf = (float *)(s->image + ZG_CKPT_HEADER_BYTES);
-        s->cap = want;
-        s->at_save = be->ops->event_create(be);
-        s->copied = be->ops->event_create(be);
+        void *block = snapshot_alloc(be, zg_ckpt_snapshot_bytes(n, o->master != NULL));
+        if (!block) return -1;
+        snapshot_adopt(s, be, block, want);
     }
     return 0;
 }
@@ -450,6 +523,7 @@ void zg_ckpt_snapshot_wait(const zg_ckpt_snapshot *s) {
 }
 
 void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s) {
+    if (zg_ckpt_snapshot_reserve_join(s, NULL) != 0) zg_error_clear(); /* a failed reservation holds nothing */
     if (s->be) {
         zg_ckpt_snapshot_wait(s);
         s->be->ops->event_destroy(s->be, s->at_save);
