@@ -1179,32 +1179,55 @@ typedef struct {
     void *dst;
 } read_sink;
 
+/* The length of the piece at file offset p of a read that ends at ahi. */
+static size_t piece_len(uint64_t p, uint64_t ahi, size_t piece) { return ahi - p < piece ? (size_t)(ahi - p) : piece; }
+
+/* Starts reading the piece at p into buf: the bytes that must exist end at hi (a direct read's aligned
+ * tail may pass the end of the file); the kernel is told of the piece after it (buffered read-ahead). */
+static void piece_start(zg_ckpt_io_read_job *j, int fd, const char *path, unsigned char *buf, uint64_t p, uint64_t hi,
+                        uint64_t ahi, size_t piece, zg_ckpt_read_mode mode) {
+    size_t len = piece_len(p, ahi, piece);
+    uint64_t need_end = hi < p + len ? hi : p + len;
+    size_t next = p + len < ahi ? piece_len(p + len, ahi, piece) : 0;
+    zg_ckpt_io_read_start(j, fd, path, buf, p, len, (size_t)(need_end - p), mode, next);
+}
+
 /* Reads file bytes [lo, hi) and sends the parts the sinks name to backend memory: several threads read
  * a piece into one of two host staging buffers while the previous piece uploads on the copy stream
  * (and is hashed into h when non-NULL, in file order). Returns after the uploads have landed. be NULL:
  * the sinks are host memory and nothing calls a backend (a thread other than the one that drives it
- * may read so: the deferred read of Adam's moments). */
+ * may read so: the deferred read of Adam's moments). The read strategy is ZGPT_CKPT_READ's
+ * (src/train/ckpt_io.h: buffered by default; direct reads whole aligned blocks around [lo, hi)). */
 static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
                           const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog) {
-    enum { PIECE = 64 << 20 };
-    size_t piece = hi - lo < PIECE ? (size_t)(hi - lo) : PIECE;
-    if (piece == 0) return 0;
+    if (hi <= lo) return 0;
     if (!be) dst_host = 1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
-    (void)posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_SEQUENTIAL); /* a hint: larger read-ahead */
+    zg_ckpt_read_mode mode;
+    uint64_t size;
+    if (zg_ckpt_read_mode_from_env(&mode) != 0) return -1;
+    int fd = zg_ckpt_read_open(path, &mode, &size);
+    if (fd < 0) return -1;
+    int direct = mode == ZG_CKPT_READ_DIRECT;
+    /* the file range read: whole aligned blocks for direct reads (the buffers aligned too) */
+    uint64_t alo = direct ? lo / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN : lo;
+    uint64_t ahi = direct ? zg_ckpt_io_round_up((size_t)hi) : hi;
+    size_t piece = ahi - alo < zg_ckpt_read_piece(mode) ? (size_t)(ahi - alo) : zg_ckpt_read_piece(mode);
+    size_t slack = direct ? ZG_CKPT_IO_ALIGN : 0;
+    void *block[2] = {NULL, NULL};
     unsigned char *stage[2] = {NULL, NULL};
     zg_event *ev[2] = {NULL, NULL};
     int rc = 0;
     for (int k = 0; k < 2 && rc == 0; k++) {
         if (!be) {
-            stage[k] = malloc(piece);
-            if (!stage[k]) rc = zg_errorf("out of host memory for a checkpoint read buffer of %zu bytes", piece);
-            continue;
+            block[k] = malloc(piece + slack);
+            if (!block[k]) rc = zg_errorf("out of host memory for a checkpoint read buffer of %zu bytes", piece);
+        } else {
+            block[k] = be->ops->host_alloc(be, piece + slack, 1, "checkpoint read staging");
+            ev[k] = be->ops->event_create(be);
+            if (!block[k]) rc = -1;
         }
-        stage[k] = be->ops->host_alloc(be, piece, 1, "checkpoint read staging");
-        ev[k] = be->ops->event_create(be);
-        if (!stage[k]) rc = -1;
+        if (block[k]) stage[k] = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)block[k]);
+        if (block[k] && !direct) stage[k] = block[k];
     }
     zg_ckpt_io_read_job job[2];
     int k = 0;
@@ -1213,20 +1236,20 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
             be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
             be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
         }
-        zg_ckpt_io_read_start(&job[0], fd, path, stage[0], lo, piece);
+        piece_start(&job[0], fd, path, stage[0], alo, hi, ahi, piece, mode);
     }
-    for (uint64_t p = lo; rc == 0 && p < hi; p += piece, k ^= 1) {
-        size_t len = hi - p < piece ? (size_t)(hi - p) : piece;
+    for (uint64_t p = alo; rc == 0 && p < ahi; p += piece, k ^= 1) {
+        uint64_t q = p + piece_len(p, ahi, piece);
         if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) break;
-        uint64_t q = p + len;
-        if (q < hi) { /* the next piece into the other buffer, once its previous upload has landed */
+        if (q < ahi) { /* the next piece into the other buffer, once its previous upload has landed */
             if (be) be->ops->event_synchronize(be, ev[k ^ 1]);
-            zg_ckpt_io_read_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi - q < piece ? (size_t)(hi - q) : piece);
+            piece_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi, ahi, piece, mode);
         }
-        if (h) zg_hasher_update(h, stage[k], len);
+        uint64_t ulo = p > lo ? p : lo, uhi = q < hi ? q : hi; /* the piece's bytes inside [lo, hi) */
+        if (h && ulo < uhi) zg_hasher_update(h, stage[k] + (ulo - p), (size_t)(uhi - ulo));
         for (int i = 0; i < n_sinks; i++) {
-            uint64_t a = sinks[i].off > p ? sinks[i].off : p,
-                     b = sinks[i].off + sinks[i].n < q ? sinks[i].off + sinks[i].n : q;
+            uint64_t a = sinks[i].off > ulo ? sinks[i].off : ulo,
+                     b = sinks[i].off + sinks[i].n < uhi ? sinks[i].off + sinks[i].n : uhi;
             if (a >= b) continue;
             if (dst_host) /* ZeRO-Offload: the state lives in host memory */
                 memcpy((unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p), (size_t)(b - a));
@@ -1239,14 +1262,14 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     }
     for (k = 0; k < 2; k++) {
         if (!be) {
-            free(stage[k]);
+            free(block[k]);
             continue;
         }
         if (ev[k]) {
             be->ops->event_synchronize(be, ev[k]);
             be->ops->event_destroy(be, ev[k]);
         }
-        be->ops->host_free(be, stage[k]);
+        be->ops->host_free(be, block[k]);
     }
     close(fd);
     return rc;
@@ -1391,6 +1414,9 @@ static void *moments_main(void *arg) {
 int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo) {
     memset(mo, 0, sizeof *mo);
     mo->o = o;
+    zg_ckpt_read_mode mode;
+    if (zg_ckpt_read_mode_from_env(&mode) != 0) return -1; /* a bad value: refused before anything is read */
+    mo->read_mode = zg_ckpt_read_mode_name(mode);
     size_t n = o->end - o->begin;
     mo->bytes = (uint64_t)n * 2 * sizeof(float);
     float *m_dst = o->m, *v_dst = o->v;

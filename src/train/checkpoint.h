@@ -222,6 +222,7 @@ typedef struct {
     const char *sync_reason; /* non-NULL: everything was read at once (why) */
     double t_params, t_done; /* when the master was in place, when the moments were read (zg_now_s) */
     uint64_t bytes;          /* the moments' bytes */
+    const char *read_mode;   /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
 } zg_ckpt_moments;
 int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo);
 int zg_ckpt_moments_wait(zg_ckpt_moments *mo);

@@ -584,8 +584,9 @@ static int moments_wait(trainer *tr) {
         const zg_ckpt_moments *mo = &tr->moments;
         double read = mo->t_done - mo->t_params, gb = mo->bytes / 1e9;
         printf("resume: parameters ready in %.2f s; optimizer state ready in %.2f s (Adam moments %.2f GB read and "
-               "checksummed in the background at %.2f GB/s; the first update waited %.2f s for them)\n",
-               mo->t_params - tr->t_start, mo->t_done - tr->t_start, gb, read > 0 ? gb / read : 0.0, waited);
+               "checksummed in the background at %.2f GB/s, %s reads; the first update waited %.2f s for them)\n",
+               mo->t_params - tr->t_start, mo->t_done - tr->t_start, gb, read > 0 ? gb / read : 0.0, mo->read_mode,
+               waited);
     }
     zg_ckpt_moments_free(&tr->moments);
     return rc;
@@ -1232,17 +1233,18 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             const zg_ckpt_moments *mo = &tr.moments;
             double gb = (zg_optimizer_state_bytes(tr.opt) - mo->bytes) / 1e9, dt = mo->t_params - t_read;
             if (mo->sync_reason)
-                printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s; the Adam "
-                       "moments were read now: %s)\n",
+                printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s, %s reads; "
+                       "the Adam moments were read now: %s)\n",
                        zg_optimizer_state_bytes(tr.opt) / 1e9, dt,
-                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->sync_reason);
+                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->read_mode, mo->sync_reason);
             else if (tr.opt->master)
-                printf("resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s); the Adam "
-                       "moments (%.2f GB) are read in the background until the first update\n",
-                       gb, dt, dt > 0 ? gb / dt : 0.0, mo->bytes / 1e9);
+                printf("resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s, %s reads); the "
+                       "Adam moments (%.2f GB) are read in the background until the first update\n",
+                       gb, dt, dt > 0 ? gb / dt : 0.0, mo->read_mode, mo->bytes / 1e9);
             else
-                printf("resume: the Adam moments (%.2f GB) are read in the background until the first update\n",
-                       mo->bytes / 1e9);
+                printf("resume: the Adam moments (%.2f GB) are read in the background until the first update (%s "
+                       "reads)\n",
+                       mo->bytes / 1e9, mo->read_mode);
         }
         /* agreed before the engine's collectives: a rank's shard can fail its checksum here alone (the
          * shards are checksummed as they are read) */
