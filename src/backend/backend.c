@@ -80,8 +80,7 @@ void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned) {
     size_t now = __atomic_add_fetch(&be->host_bytes_in_use, bytes, __ATOMIC_RELAXED);
     size_t peak = __atomic_load_n(&be->host_bytes_peak, __ATOMIC_RELAXED);
     while (now > peak &&
-           !__atomic_compare_exchange_n(&be->host_bytes_peak, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
+           !__atomic_compare_exchange_n(&be->host_bytes_peak, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
     return (char *)base + ZG_HOST_HEADER;
 }
 

@@ -421,8 +421,7 @@ static void *reserver_main(void *arg) {
     if (delay && *delay) {
         long ms = strtol(delay, NULL, 10);
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+        while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     }
     s->pending_block = snapshot_alloc(s->be, s->reserve_bytes);
     s->reserve_rc = s->pending_block ? 0 : -1;

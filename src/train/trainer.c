@@ -87,7 +87,7 @@ typedef struct {
     /* a resume's Adam moments, read in the background until the first update (or save) needs them */
     zg_ckpt_moments moments;
     int moments_pending;
-    double t_start; /* zg_now_s() when the run started: the resume's timing lines count from it */
+    double t_start;   /* zg_now_s() when the run started: the resume's timing lines count from it */
     double t_reserve; /* zg_now_s() when the snapshot's reservation started (bg_setup) */
 } trainer;
 
@@ -1238,9 +1238,10 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
                        zg_optimizer_state_bytes(tr.opt) / 1e9, dt,
                        dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->read_mode, mo->sync_reason);
             else if (tr.opt->master)
-                printf("resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s, %s reads); the "
-                       "Adam moments (%.2f GB) are read in the background until the first update\n",
-                       gb, dt, dt > 0 ? gb / dt : 0.0, mo->read_mode, mo->bytes / 1e9);
+                printf(
+                    "resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s, %s reads); the "
+                    "Adam moments (%.2f GB) are read in the background until the first update\n",
+                    gb, dt, dt > 0 ? gb / dt : 0.0, mo->read_mode, mo->bytes / 1e9);
             else
                 printf("resume: the Adam moments (%.2f GB) are read in the background until the first update (%s "
                        "reads)\n",

@@ -132,7 +132,8 @@ static void *zgc_host_map_register(zg_backend *be, size_t total) {
     void *base = zg_host_pages_map(total);
     if (base == NULL) {
         if (!zgc_get(be)->host_register_noted)
-            fprintf(stderr, "zgpt: note: %s; pinned host memory comes from cudaHostAlloc instead (slower to allocate)\n",
+            fprintf(stderr,
+                    "zgpt: note: %s; pinned host memory comes from cudaHostAlloc instead (slower to allocate)\n",
                     zg_error_message());
         zg_error_clear();
         zgc_get(be)->host_register_noted = 1;
