@@ -5,6 +5,7 @@
 
 extern "C" {
 #include "backend/host_pages.h"
+#include "core/meminfo.h"
 #include "core/strutil.h"
 }
 
@@ -163,7 +164,9 @@ static void *zgc_host_alloc(zg_backend *be, size_t bytes, int pinned, const char
     char a[32], b[32];
     if (pinned) {
         ZG_CUDA_CHECK(cudaSetDevice(be->device));
-        if (bytes + ZG_HOST_HEADER >= ZG_HOST_PAGES_MIN) {
+        /* the mapping only where the kernel has the memory: touching an overcommitted mapping would get
+         * the process killed, where cudaHostAlloc fails with the message below */
+        if (bytes + ZG_HOST_HEADER >= ZG_HOST_PAGES_MIN && zg_host_mem_available() >= bytes + ZG_HOST_HEADER) {
             base = zgc_host_map_register(be, bytes + ZG_HOST_HEADER);
             if (base) return zg_host_block_wrap(be, base, bytes, ZGC_HOST_REGISTERED);
         }
