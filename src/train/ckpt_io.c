@@ -33,16 +33,24 @@ static const io_strategy STRATEGIES[] = {
 
 const char *zg_ckpt_io_mode_name(zg_ckpt_io_mode m) { return STRATEGIES[m].name; }
 
+/* The index of the strategy that environment variable `var` names in a strategy table (whose entries
+ * start with their name; `stride` bytes apart), or `dflt` when it is unset; -1 with an error naming the
+ * value otherwise. */
+static int mode_from_env(const char *var, const void *table, size_t stride, int n, int dflt, const char *what,
+                         const char *choices) {
+    const char *e = getenv(var);
+    if (!e || !*e) return dflt;
+    for (int m = 0; m < n; m++)
+        if (strcmp(e, *(const char *const *)((const char *)table + (size_t)m * stride)) == 0) return m;
+    return zg_errorf("%s='%s' is not a checkpoint %s mode; use %s", var, e, what, choices);
+}
+
 int zg_ckpt_io_mode_from_env(zg_ckpt_io_mode *mode) {
-    const char *e = getenv("ZGPT_CKPT_IO");
-    *mode = ZG_CKPT_IO_DIRECT;
-    if (!e || !*e) return 0;
-    for (int m = 0; m < (int)(sizeof STRATEGIES / sizeof STRATEGIES[0]); m++)
-        if (strcmp(e, STRATEGIES[m].name) == 0) {
-            *mode = (zg_ckpt_io_mode)m;
-            return 0;
-        }
-    return zg_errorf("ZGPT_CKPT_IO='%s' is not a checkpoint write mode; use direct or buffered", e);
+    int m =
+        mode_from_env("ZGPT_CKPT_IO", STRATEGIES, sizeof STRATEGIES[0], (int)(sizeof STRATEGIES / sizeof STRATEGIES[0]),
+                      ZG_CKPT_IO_DIRECT, "write", "direct or buffered");
+    *mode = m < 0 ? ZG_CKPT_IO_DIRECT : (zg_ckpt_io_mode)m;
+    return m < 0 ? -1 : 0;
 }
 
 size_t zg_ckpt_io_round_up(size_t n) { return (n + ZG_CKPT_IO_ALIGN - 1) / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN; }
@@ -267,15 +275,11 @@ const char *zg_ckpt_read_mode_name(zg_ckpt_read_mode m) { return READ_STRATEGIES
 size_t zg_ckpt_read_piece(zg_ckpt_read_mode m) { return READ_STRATEGIES[m].piece; }
 
 int zg_ckpt_read_mode_from_env(zg_ckpt_read_mode *mode) {
-    const char *e = getenv("ZGPT_CKPT_READ");
-    *mode = ZG_CKPT_READ_BUFFERED;
-    if (!e || !*e) return 0;
-    for (int m = 0; m < (int)(sizeof READ_STRATEGIES / sizeof READ_STRATEGIES[0]); m++)
-        if (strcmp(e, READ_STRATEGIES[m].name) == 0) {
-            *mode = (zg_ckpt_read_mode)m;
-            return 0;
-        }
-    return zg_errorf("ZGPT_CKPT_READ='%s' is not a checkpoint read mode; use buffered or direct", e);
+    int m = mode_from_env("ZGPT_CKPT_READ", READ_STRATEGIES, sizeof READ_STRATEGIES[0],
+                          (int)(sizeof READ_STRATEGIES / sizeof READ_STRATEGIES[0]), ZG_CKPT_READ_BUFFERED, "read",
+                          "buffered or direct");
+    *mode = m < 0 ? ZG_CKPT_READ_BUFFERED : (zg_ckpt_read_mode)m;
+    return m < 0 ? -1 : 0;
 }
 
 int zg_ckpt_read_open(const char *path, zg_ckpt_read_mode *mode, uint64_t *size) {
