@@ -43,11 +43,15 @@
 #            training stall of each save (the trainer's "training paused" lines; goal <= 1 s), wall clock
 #            with/without saves (goal <= 1.15x), the writer's GB/s against dd's direct-write rate on the
 #            same disk in the same call (goal >= 80%), bytes per parameter, seconds from `zgpt train
-#            --resume` to its first iteration line (goal <= 8 s) with the resume's own timing lines; then
-#            the guide's schedule (a save every 5 iterations, 30 iterations): wall clock against bytes
-#            written / dd's rate (disk-bound, not trainer-bound); the start-up cost of the snapshot's
-#            pinned memory; tests/bench/ckpt_write.c on the same disk (threads, preallocation); a
-#            synchronous save's GB/s. ~8-9 minutes (not in the default list)
+#            --resume` to its first iteration line (goal <= 8 s) with the resume's own timing lines, once
+#            with buffered reads (the default) and once with ZGPT_CKPT_READ=direct, the checkpoint's pages
+#            dropped from the page cache before each; then the guide's schedule (a save every 5
+#            iterations, 30 iterations): wall clock against bytes written / dd's rate (disk-bound, not
+#            trainer-bound); the snapshot's pinned memory, reserved on a thread from the start, and the
+#            first iteration with and without saves; tests/bench/ckpt_write.c on the same disk (4 GiB:
+#            save path, windows, bare writer, read-back in both read modes; 18.7 GB: the save path on a
+#            file a real save's size); a synchronous save's GB/s. ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0
+#            (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
@@ -687,26 +691,49 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   pct=$(awk -v w="$best" -v d="$ddgbs" 'BEGIN { if (d > 0) printf "%.0f", 100 * w / d; else print 0 }')
   note "ckpt: writer: $(echo "$wrates" | tr '\n' ';') best $best GB/s = $pct% of dd direct ($(awk -v p="$pct" 'BEGIN { print (p >= 80) ? "PASS" : "FAIL" }') >= 80%)"
   note "ckpt: save lines: $(grep -iE 'checkpoint|snapshot|background' "$LOG_DIR/ckpt_save.log" | head -10 | tr '\n' ';')"
-  # (c2) the start-up cost of a save-enabled run: the snapshot's pinned host memory, reserved at the start
-  note "ckpt: start-up: $(grep -oE 'checkpoint snapshot: .*' "$LOG_DIR/ckpt_save.log" | head -1); first iteration line without saves at $(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_nosave.log" | cut -d' ' -f1) s, with saves at $(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s"
-  # (c3) the writer alone on this disk (tests/bench/ckpt_write.c, 4 GiB): the save path, the synchronous
-  # save's windows, the bare writer without checksums; threads and preallocation varied
-  for v in "" "BENCH_PREALLOCATE=0" "BENCH_THREADS=1" "BENCH_THREADS=8"; do
-    env $v timeout 120 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
-    note "ckpt: bench ${v:-default (4 threads, preallocated)}: $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench.log" | sed -E 's/ = ([0-9.]+ GB\/s).*/ \1/; s/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
-  done
+  # (c2) the start-up cost of a save-enabled run: the snapshot's pinned host memory, reserved on a thread
+  # from the start (the line says how long it took there and whether anything waited for it), and the
+  # first iteration: when its line came and its own time, without and with saves
+  it0() { grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$1" | sed -E 's/^([0-9.]+) iter ([0-9]+):.* time ([0-9.]+ ms).*/line at \1 s, its time \3/'; }
+  note "ckpt: start-up: $(grep -oE 'checkpoint snapshot: .*' "$LOG_DIR/ckpt_save.log" | head -1); first iteration without saves: $(it0 "$LOG_DIR/ckpt_nosave.log"); with saves: $(it0 "$LOG_DIR/ckpt_save.log")"
+  # (c3) the writer alone on this disk (tests/bench/ckpt_write.c): 4 GiB through the save path, the
+  # synchronous save's windows and the bare writer, then that file read back with each read strategy
+  # (page cache dropped first); (c4) below: the save path on a file as large as a real save (17.4 GiB =
+  # 18.7 GB: a short file can ride the disk's write cache, a save's 18.7 GB sustained ran at 0.95 GB/s)
+  timeout 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
+  note "ckpt: bench 4 GiB: $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench.log" | sed -E 's/ = ([0-9.]+ GB\/s).*/ \1/; s/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
   rm -rf "$W/bench"
-  # (e) resume: the first iteration line's time after the start, and where the time went
-  # (the shards were written with O_DIRECT: they are read from the disk, not from the page cache)
+  # evict DIR: the checkpoint's files leave the page cache (fsync, then POSIX_FADV_DONTNEED through dd's
+  # nocache flag), so that a resume reads the disk; prints what the page cache still holds of them
+  evict() {
+    local f
+    while IFS= read -r f; do sync "$f"; dd if="$f" iflag=nocache count=0 status=none; done < <(find "$1" -type f)
+    if command -v fincore > /dev/null; then
+      find "$1" -type f -name '*.bin' -print0 | xargs -0 fincore -b -n -o RES | awk '{ s += $1 } END { printf "%.2f GB cached", s / 1e9 }'
+    else
+      printf "fincore absent: cached bytes unknown"
+    fi
+  }
+  # (e) resume: the first iteration line's time after the start, and where the time went, with the
+  # default read strategy (buffered) from a cold page cache
+  cached=$(evict "$W/c1")
   timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
-  note "ckpt: resume: first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
-  # (e2) a synchronous save (background_checkpoint false): the same writer threads from two windows
-  timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
+  note "ckpt: resume (buffered reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
+  # (e2) the same resume with direct reads (ZGPT_CKPT_READ=direct), from a cold page cache again, and a
+  # synchronous save at its end (background_checkpoint false): the same writer threads from two windows
+  cached=$(evict "$W/c1")
+  ZGPT_CKPT_READ=direct timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
+  first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_sync.log" | cut -d' ' -f1)
+  note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start; $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_sync.log" | tr '\n' ';')"
   note "ckpt: synchronous save: $(grep -oE 'checkpoint iter_[0-9]+: saved synchronously: .*' "$LOG_DIR/ckpt_sync.log" | head -1) (dd direct $ddrate)"
   # (f) the guide's schedule: a save every 5 iterations (~5 s apart), bound by the disk (ZG_CKPT_EVERY5=0
   # skips it: ~3.5 minutes)
   rm -rf "$W/c0" "$W/c1"
+  # (c4) the save path on a file a real save's size (after the checkpoints are gone: the disk holds 64 GiB)
+  BENCH_PATHS=save timeout 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 17.4 1 > "$LOG_DIR/ckpt_bench_big.log" 2>&1
+  note "ckpt: bench 18.7 GB (a real save's size): $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench_big.log" | sed -E 's/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
+  rm -rf "$W/bench"
   if [ "${ZG_CKPT_EVERY5:-1}" != 0 ]; then
   t3=$(date +%s.%N); timeout 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c5" --set max_iters=30 --set eval_interval=5 2>&1 | stamp > "$LOG_DIR/ckpt_every5.log"
   t4=$(date +%s.%N)

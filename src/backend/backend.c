@@ -72,11 +72,15 @@ int zg_backend_create(zg_backend **out, const zg_backend_config *cfg) {
     return zg_errorf("unknown device '%s': use cpu, cuda or auto", dev);
 }
 
+/* Atomic: the checkpoint snapshot is reserved on a thread of its own while the trainer allocates its
+ * other host buffers (src/train/checkpoint.c). */
 void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned) {
-    uint64_t hdr[2] = {(uint64_t)bytes, (uint64_t)(pinned != 0)};
+    uint64_t hdr[2] = {(uint64_t)bytes, (uint64_t)pinned};
     memcpy(base, hdr, sizeof hdr);
-    be->host_bytes_in_use += bytes;
-    if (be->host_bytes_in_use > be->host_bytes_peak) be->host_bytes_peak = be->host_bytes_in_use;
+    size_t now = __atomic_add_fetch(&be->host_bytes_in_use, bytes, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&be->host_bytes_peak, __ATOMIC_RELAXED);
+    while (now > peak &&
+           !__atomic_compare_exchange_n(&be->host_bytes_peak, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
     return (char *)base + ZG_HOST_HEADER;
 }
 
@@ -84,7 +88,7 @@ void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned) {
     char *base = (char *)p - ZG_HOST_HEADER;
     uint64_t hdr[2];
     memcpy(hdr, base, sizeof hdr);
-    be->host_bytes_in_use -= (size_t)hdr[0];
+    __atomic_sub_fetch(&be->host_bytes_in_use, (size_t)hdr[0], __ATOMIC_RELAXED);
     *pinned = (int)hdr[1];
     return base;
 }

@@ -110,7 +110,8 @@ typedef struct {
     /* Host staging memory: `bytes` of host memory, page-locked when `pinned` and the backend can (CUDA;
      * the CPU backend's is plain memory), its pages touched so that first use does not fault; NULL with
      * an error naming `what`. 64-byte aligned. Counted in host_bytes_in_use / host_bytes_peak, apart from
-     * the backend memory above. host_free takes NULL. */
+     * the backend memory above. host_free takes NULL. host_alloc may run on a thread other than the
+     * one that drives the backend (the checkpoint snapshot's reservation); host_free runs on that one. */
     void *(*host_alloc)(zg_backend *be, size_t bytes, int pinned, const char *what);
     void (*host_free)(zg_backend *be, void *p);
     /* dst <- src (bytes) on the copy stream. ZG_COPY_D2H: dst is host memory (from host_alloc(pinned)
@@ -266,7 +267,9 @@ void zg_layernorm_matmul_compose(zg_backend *be, void *out, void *pre_gelu, void
                                  const void *lnb, const void *w, const void *bias, int N, int C, int OC);
 void zg_backend_destroy(zg_backend *be);
 /* Shared by the backends' host_alloc/host_free: each block starts with a 64-byte header holding its size
- * and whether it is pinned; the caller's pointer follows it (64-byte aligned when the base is). */
+ * and how it was allocated (`pinned`: 0 plain memory, else the backend's own kind of pinned block, e.g.
+ * CUDA's cudaHostAlloc or a registered mapping); the caller's pointer follows it (64-byte aligned when
+ * the base is). The counts in be->host_bytes_* are updated atomically: any thread may allocate. */
 #define ZG_HOST_HEADER 64
 void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned);
 void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned);

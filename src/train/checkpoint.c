@@ -387,28 +387,100 @@ size_t zg_ckpt_snapshot_bytes(size_t n, int has_master) {
     return zg_ckpt_io_round_up(ZG_CKPT_HEADER_BYTES + n * sizeof(float) * (has_master ? 3 : 2)) + ZG_CKPT_IO_ALIGN;
 }
 
+/* The allocation itself, on any thread: NULL with an error when host memory cannot hold it. */
+static void *snapshot_alloc(zg_backend *be, size_t bytes) {
+    /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process later.
+     * Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
+    uint64_t avail = zg_host_mem_available();
+    if ((uint64_t)bytes > avail) {
+        zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
+                  (double)bytes / (1u << 30), (double)avail / (1u << 30));
+        return NULL;
+    }
+    /* Pinned (CUDA) and touched once here, kept between saves: the copies run at the bus's rate without
+     * faulting pages in at every save. One alignment block more, for direct I/O. */
+    return be->ops->host_alloc(be, bytes, 1, "the checkpoint snapshot");
+}
+
+/* Takes a block allocated for `cap` elements into s (on the thread that drives the backend). */
+static void snapshot_adopt(zg_ckpt_snapshot *s, zg_backend *be, void *block, size_t cap) {
+    s->block = block;
+    s->be = be;
+    s->image = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)s->block);
+    s->buf = (float *)(s->image + ZG_CKPT_HEADER_BYTES);
+    s->cap = cap;
+    s->at_save = be->ops->event_create(be);
+    s->copied = be->ops->event_create(be);
+}
+
+static void *reserver_main(void *arg) {
+    zg_ckpt_snapshot *s = arg;
+    double t0 = zg_now_s();
+    /* test hook: a slow reservation, so that a test's first save comes before it is done */
+    const char *delay = getenv("ZGPT_TEST_RESERVE_DELAY_MS");
+    if (delay && *delay) {
+        long ms = strtol(delay, NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+    }
+    s->pending_block = snapshot_alloc(s->be, s->reserve_bytes);
+    s->reserve_rc = s->pending_block ? 0 : -1;
+    if (!s->pending_block) snprintf(s->reserve_error, sizeof s->reserve_error, "%s", zg_error_message());
+    s->reserve_s = zg_now_s() - t0;
+    atomic_store_explicit(&s->reserve_done, 1, memory_order_release);
+    return NULL;
+}
+
+int zg_ckpt_snapshot_reserve_start(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+    size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
+    if (s->reserving || (want <= s->cap && s->be == o->be)) return 0;
+    zg_ckpt_snapshot_free(s);
+    s->be = o->be; /* whose host_alloc the thread calls; the events come at the join */
+    s->reserve_bytes = zg_ckpt_snapshot_bytes(n, o->master != NULL);
+    s->reserve_cap = want;
+    atomic_store(&s->reserve_done, 0);
+    int e = pthread_create(&s->reserver, NULL, reserver_main, s);
+    if (e != 0) {
+        memset(s, 0, sizeof *s);
+        return zg_errorf("cannot start the thread that reserves the checkpoint snapshot: %s", strerror(e));
+    }
+    s->reserving = 1;
+    return 0;
+}
+
+int zg_ckpt_snapshot_reserving(const zg_ckpt_snapshot *s) { return s->reserving; }
+
+int zg_ckpt_snapshot_reserve_finished(zg_ckpt_snapshot *s) {
+    return s->reserving && atomic_load_explicit(&s->reserve_done, memory_order_acquire);
+}
+
+int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took) {
+    if (took) *took = 0;
+    if (!s->reserving) return 0;
+    int e = pthread_join(s->reserver, NULL); /* fails only for a thread that is not ours to join */
+    if (e != 0) ZG_FATAL("joining the checkpoint snapshot's reservation thread failed: %s", strerror(e));
+    zg_backend *be = s->be;
+    void *block = s->pending_block;
+    size_t cap = s->reserve_cap;
+    int rc = s->reserve_rc;
+    char why[sizeof s->reserve_error];
+    snprintf(why, sizeof why, "%s", s->reserve_error);
+    if (took) *took = s->reserve_s;
+    memset(s, 0, sizeof *s);
+    if (rc != 0) return zg_errorf("%s", why);
+    snapshot_adopt(s, be, block, cap);
+    return 0;
+}
+
 int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o) {
+    if (zg_ckpt_snapshot_reserve_join(s, NULL) != 0) return -1;
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
     zg_backend *be = o->be;
     if (want > s->cap || (s->be && s->be != be)) {
         zg_ckpt_snapshot_free(s);
-        /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process
-         * later. Ask first (ZGPT_TEST_HOST_AVAILABLE_BYTES stands in for the kernel's figure in tests). */
-        size_t bytes = zg_ckpt_snapshot_bytes(n, o->master != NULL);
-        uint64_t avail = zg_host_mem_available();
-        if ((uint64_t)bytes > avail)
-            return zg_errorf("host memory cannot hold a checkpoint snapshot of %.2f GiB (%.2f GiB available)",
-                             (double)bytes / (1u << 30), (double)avail / (1u << 30));
-        /* Pinned (CUDA) and touched once here, kept between saves: the copies run at the bus's rate
-         * without faulting pages in at every save. One alignment block more, for direct I/O. */
-        s->block = be->ops->host_alloc(be, bytes, 1, "the checkpoint snapshot");
-        if (!s->block) return -1;
-        s->be = be;
-        s->image = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)s->block);
-        s->buf = (float *)(s->image + ZG_CKPT_HEADER_BYTES);
-        s->cap = want;
-        s->at_save = be->ops->event_create(be);
-        s->copied = be->ops->event_create(be);
+        void *block = snapshot_alloc(be, zg_ckpt_snapshot_bytes(n, o->master != NULL));
+        if (!block) return -1;
+        snapshot_adopt(s, be, block, want);
     }
     return 0;
 }
@@ -450,6 +522,7 @@ void zg_ckpt_snapshot_wait(const zg_ckpt_snapshot *s) {
 }
 
 void zg_ckpt_snapshot_free(zg_ckpt_snapshot *s) {
+    if (zg_ckpt_snapshot_reserve_join(s, NULL) != 0) zg_error_clear(); /* a failed reservation holds nothing */
     if (s->be) {
         zg_ckpt_snapshot_wait(s);
         s->be->ops->event_destroy(s->be, s->at_save);
@@ -1105,32 +1178,55 @@ typedef struct {
     void *dst;
 } read_sink;
 
+/* The length of the piece at file offset p of a read that ends at ahi. */
+static size_t piece_len(uint64_t p, uint64_t ahi, size_t piece) { return ahi - p < piece ? (size_t)(ahi - p) : piece; }
+
+/* Starts reading the piece at p into buf: the bytes that must exist end at hi (a direct read's aligned
+ * tail may pass the end of the file); the kernel is told of the piece after it (buffered read-ahead). */
+static void piece_start(zg_ckpt_io_read_job *j, int fd, const char *path, unsigned char *buf, uint64_t p, uint64_t hi,
+                        uint64_t ahi, size_t piece, zg_ckpt_read_mode mode) {
+    size_t len = piece_len(p, ahi, piece);
+    uint64_t need_end = hi < p + len ? hi : p + len;
+    size_t next = p + len < ahi ? piece_len(p + len, ahi, piece) : 0;
+    zg_ckpt_io_read_start(j, fd, path, buf, p, len, (size_t)(need_end - p), mode, next);
+}
+
 /* Reads file bytes [lo, hi) and sends the parts the sinks name to backend memory: several threads read
  * a piece into one of two host staging buffers while the previous piece uploads on the copy stream
  * (and is hashed into h when non-NULL, in file order). Returns after the uploads have landed. be NULL:
  * the sinks are host memory and nothing calls a backend (a thread other than the one that drives it
- * may read so: the deferred read of Adam's moments). */
+ * may read so: the deferred read of Adam's moments). The read strategy is ZGPT_CKPT_READ's
+ * (src/train/ckpt_io.h: buffered by default; direct reads whole aligned blocks around [lo, hi)). */
 static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
                           const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog) {
-    enum { PIECE = 64 << 20 };
-    size_t piece = hi - lo < PIECE ? (size_t)(hi - lo) : PIECE;
-    if (piece == 0) return 0;
+    if (hi <= lo) return 0;
     if (!be) dst_host = 1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
-    (void)posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_SEQUENTIAL); /* a hint: larger read-ahead */
+    zg_ckpt_read_mode mode;
+    uint64_t size;
+    if (zg_ckpt_read_mode_from_env(&mode) != 0) return -1;
+    int fd = zg_ckpt_read_open(path, &mode, &size);
+    if (fd < 0) return -1;
+    int direct = mode == ZG_CKPT_READ_DIRECT;
+    /* the file range read: whole aligned blocks for direct reads (the buffers aligned too) */
+    uint64_t alo = direct ? lo / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN : lo;
+    uint64_t ahi = direct ? zg_ckpt_io_round_up((size_t)hi) : hi;
+    size_t piece = ahi - alo < zg_ckpt_read_piece(mode) ? (size_t)(ahi - alo) : zg_ckpt_read_piece(mode);
+    size_t slack = direct ? ZG_CKPT_IO_ALIGN : 0;
+    void *block[2] = {NULL, NULL};
     unsigned char *stage[2] = {NULL, NULL};
     zg_event *ev[2] = {NULL, NULL};
     int rc = 0;
     for (int k = 0; k < 2 && rc == 0; k++) {
         if (!be) {
-            stage[k] = malloc(piece);
-            if (!stage[k]) rc = zg_errorf("out of host memory for a checkpoint read buffer of %zu bytes", piece);
-            continue;
+            block[k] = malloc(piece + slack);
+            if (!block[k]) rc = zg_errorf("out of host memory for a checkpoint read buffer of %zu bytes", piece);
+        } else {
+            block[k] = be->ops->host_alloc(be, piece + slack, 1, "checkpoint read staging");
+            ev[k] = be->ops->event_create(be);
+            if (!block[k]) rc = -1;
         }
-        stage[k] = be->ops->host_alloc(be, piece, 1, "checkpoint read staging");
-        ev[k] = be->ops->event_create(be);
-        if (!stage[k]) rc = -1;
+        if (block[k]) stage[k] = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)block[k]);
+        if (block[k] && !direct) stage[k] = block[k];
     }
     zg_ckpt_io_read_job job[2];
     int k = 0;
@@ -1139,20 +1235,20 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
             be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
             be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
         }
-        zg_ckpt_io_read_start(&job[0], fd, path, stage[0], lo, piece);
+        piece_start(&job[0], fd, path, stage[0], alo, hi, ahi, piece, mode);
     }
-    for (uint64_t p = lo; rc == 0 && p < hi; p += piece, k ^= 1) {
-        size_t len = hi - p < piece ? (size_t)(hi - p) : piece;
+    for (uint64_t p = alo; rc == 0 && p < ahi; p += piece, k ^= 1) {
+        uint64_t q = p + piece_len(p, ahi, piece);
         if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) break;
-        uint64_t q = p + len;
-        if (q < hi) { /* the next piece into the other buffer, once its previous upload has landed */
+        if (q < ahi) { /* the next piece into the other buffer, once its previous upload has landed */
             if (be) be->ops->event_synchronize(be, ev[k ^ 1]);
-            zg_ckpt_io_read_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi - q < piece ? (size_t)(hi - q) : piece);
+            piece_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi, ahi, piece, mode);
         }
-        if (h) zg_hasher_update(h, stage[k], len);
+        uint64_t ulo = p > lo ? p : lo, uhi = q < hi ? q : hi; /* the piece's bytes inside [lo, hi) */
+        if (h && ulo < uhi) zg_hasher_update(h, stage[k] + (ulo - p), (size_t)(uhi - ulo));
         for (int i = 0; i < n_sinks; i++) {
-            uint64_t a = sinks[i].off > p ? sinks[i].off : p,
-                     b = sinks[i].off + sinks[i].n < q ? sinks[i].off + sinks[i].n : q;
+            uint64_t a = sinks[i].off > ulo ? sinks[i].off : ulo,
+                     b = sinks[i].off + sinks[i].n < uhi ? sinks[i].off + sinks[i].n : uhi;
             if (a >= b) continue;
             if (dst_host) /* ZeRO-Offload: the state lives in host memory */
                 memcpy((unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p), (size_t)(b - a));
@@ -1165,14 +1261,14 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     }
     for (k = 0; k < 2; k++) {
         if (!be) {
-            free(stage[k]);
+            free(block[k]);
             continue;
         }
         if (ev[k]) {
             be->ops->event_synchronize(be, ev[k]);
             be->ops->event_destroy(be, ev[k]);
         }
-        be->ops->host_free(be, stage[k]);
+        be->ops->host_free(be, block[k]);
     }
     close(fd);
     return rc;
@@ -1317,6 +1413,9 @@ static void *moments_main(void *arg) {
 int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo) {
     memset(mo, 0, sizeof *mo);
     mo->o = o;
+    zg_ckpt_read_mode mode;
+    if (zg_ckpt_read_mode_from_env(&mode) != 0) return -1; /* a bad value: refused before anything is read */
+    mo->read_mode = zg_ckpt_read_mode_name(mode);
     size_t n = o->end - o->begin;
     mo->bytes = (uint64_t)n * 2 * sizeof(float);
     float *m_dst = o->m, *v_dst = o->v;

@@ -21,7 +21,9 @@
  * with "No space left on device" once N bytes have been written in this process, to simulate a full
  * disk (counting what every thread writes); ZGPT_TEST_WRITER_DELAY_MS=D sleeps D ms before each write
  * call, a slow disk, so that a test can kill a run in the middle of a background save;
- * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against.
+ * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against;
+ * ZGPT_TEST_RESERVE_DELAY_MS=D makes the snapshot's reservation thread sleep D ms first, so that a save
+ * comes before the reservation is done.
  * ZGPT_CKPT_IO=buffered turns direct I/O off for the shard files (src/train/ckpt_io.h). */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
@@ -30,6 +32,7 @@
 #include "train/optimizer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +71,16 @@ typedef struct {
     zg_event *at_save;    /* the compute stream at the save point (the copies start after it) */
     zg_event *copied;     /* reached once the copies have landed in buf */
     int direct;           /* the last write went through direct I/O */
+    /* a reservation on a thread of its own (zg_ckpt_snapshot_reserve_start): the thread fills
+     * pending_block / reserve_rc / reserve_error / reserve_s and sets reserve_done; the joiner takes them */
+    pthread_t reserver;
+    int reserving;           /* started and not yet joined */
+    atomic_int reserve_done; /* the thread has finished */
+    size_t reserve_bytes, reserve_cap;
+    void *pending_block;
+    int reserve_rc;
+    double reserve_s; /* how long the reservation took on its thread */
+    char reserve_error[512];
 } zg_ckpt_snapshot;
 
 /* Starts a checkpoint `tag` in out_dir (created if needed); a stale partial folder of the same tag
@@ -91,9 +104,22 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
  * update waits for the copy (zg_optimizer_hold), forward and backward overlap it. -1 with an error
  * when host memory cannot hold the snapshot (s is then empty, and the caller saves synchronously). */
 int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o);
-/* Allocates s's buffer for o's range now (at the start of training, so that the first save does not
- * pin and touch gigabytes); -1 with the error of take when host memory cannot hold it. */
+/* Allocates s's buffer for o's range now (joining a reservation in flight first); -1 with the error of
+ * take when host memory cannot hold it. */
 int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o);
+/* The same allocation on a thread of its own, started now (at the start of training, so that neither
+ * the first iteration nor the first save waits for gigabytes to be pinned and touched); returns at
+ * once. 0 when the thread started or s already holds o's range; -1 with an error when no thread could
+ * be started (s is untouched). The thread only allocates host memory (backend.h: host_alloc may run
+ * on any thread); the events are created when it is joined, on the caller's thread. */
+int zg_ckpt_snapshot_reserve_start(zg_ckpt_snapshot *s, const zg_optimizer *o);
+/* 1 while a reservation is in flight (started, not joined); done: 1 once its thread has finished
+ * (never blocks). */
+int zg_ckpt_snapshot_reserving(const zg_ckpt_snapshot *s);
+int zg_ckpt_snapshot_reserve_finished(zg_ckpt_snapshot *s);
+/* Joins the reservation in flight (blocking until it is done): 0 and s holds the buffer, or -1 with its
+ * error (host memory cannot hold the snapshot; s is empty). *took: the seconds the thread spent. */
+int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took);
 /* Host memory a snapshot of n optimizer elements takes (has_master: 3 arrays, else 2). */
 size_t zg_ckpt_snapshot_bytes(size_t n, int has_master);
 /* 1 once the copies of the last take have landed (never blocks); wait blocks until they have. Call
@@ -196,6 +222,7 @@ typedef struct {
     const char *sync_reason; /* non-NULL: everything was read at once (why) */
     double t_params, t_done; /* when the master was in place, when the moments were read (zg_now_s) */
     uint64_t bytes;          /* the moments' bytes */
+    const char *read_mode;   /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
 } zg_ckpt_moments;
 int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo);
 int zg_ckpt_moments_wait(zg_ckpt_moments *mo);

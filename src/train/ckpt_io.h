@@ -78,21 +78,43 @@ int zg_ckpt_io_write(zg_ckpt_io_file *f, size_t lo, size_t hi);
  * fsyncs its folder. Otherwise (or on any error) the temporary is removed. 0 / -1 with the error. */
 int zg_ckpt_io_finish(zg_ckpt_io_file *f, int ok);
 
+/* Reading (a resume). Two strategies, a table in ckpt_io.c: "buffered" (the default: pread through the
+ * page cache with POSIX_FADV_SEQUENTIAL, the next piece announced with POSIX_FADV_WILLNEED so that the
+ * kernel's read-ahead keeps the disk busy between pieces) and "direct" (O_DIRECT, more threads on
+ * smaller ranges). Why buffered: on the H200 host's disk a buffered 64 MiB-request read ran at 1.6 GB/s,
+ * direct reads at 0.95-1.10 GB/s (1 to 8 streams; docs/PERFORMANCE.md v0.13). ZGPT_CKPT_READ=direct picks
+ * the other, for a comparison in the same call; a file system that refuses O_DIRECT reads buffered. */
+typedef enum { ZG_CKPT_READ_BUFFERED = 0, ZG_CKPT_READ_DIRECT = 1 } zg_ckpt_read_mode;
+
+/* The mode ZGPT_CKPT_READ asks for: "buffered" (default) or "direct"; an unknown value is an error. */
+int zg_ckpt_read_mode_from_env(zg_ckpt_read_mode *mode);
+const char *zg_ckpt_read_mode_name(zg_ckpt_read_mode m);
+/* The strategy's piece: the bytes one read job covers (a multiple of ZG_CKPT_IO_ALIGN). */
+size_t zg_ckpt_read_piece(zg_ckpt_read_mode m);
+/* Opens `path` for reading in *mode (falling back to buffered, and *mode with it, when O_DIRECT is
+ * refused); the file's size in *size. -1 with an error naming the path. */
+int zg_ckpt_read_open(const char *path, zg_ckpt_read_mode *mode, uint64_t *size);
+
 /* Several threads read a file range into host memory: start returns at once, wait joins (0, or -1
- * with an error naming the file). dst needs no alignment (the reads are buffered). */
+ * with an error naming the file). Buffered: dst needs no alignment. Direct: dst, off and n aligned to
+ * ZG_CKPT_IO_ALIGN; only the first `need` bytes must exist (the aligned tail may pass the file's end).
+ * Buffered reads pass `need` = n. prefetch_n > 0: the range [off + n, off + n + prefetch_n) is announced
+ * to the kernel (buffered), to be read ahead while the caller works on this one. */
 typedef struct {
     int fd;
     const char *path;
     unsigned char *dst;
     uint64_t off;
-    size_t n;
+    size_t n, need;
+    zg_ckpt_read_mode mode;
     int n_threads;
     pthread_t threads[ZG_CKPT_IO_MAX_THREADS];
     int started;
     atomic_int failed;
     char error[1024];
 } zg_ckpt_io_read_job;
-void zg_ckpt_io_read_start(zg_ckpt_io_read_job *j, int fd, const char *path, void *dst, uint64_t off, size_t n);
+void zg_ckpt_io_read_start(zg_ckpt_io_read_job *j, int fd, const char *path, void *dst, uint64_t off, size_t n,
+                           size_t need, zg_ckpt_read_mode mode, size_t prefetch_n);
 int zg_ckpt_io_read_wait(zg_ckpt_io_read_job *j);
 
 #endif

@@ -87,7 +87,8 @@ typedef struct {
     /* a resume's Adam moments, read in the background until the first update (or save) needs them */
     zg_ckpt_moments moments;
     int moments_pending;
-    double t_start; /* zg_now_s() when the run started: the resume's timing lines count from it */
+    double t_start;   /* zg_now_s() when the run started: the resume's timing lines count from it */
+    double t_reserve; /* zg_now_s() when the snapshot's reservation started (bg_setup) */
 } trainer;
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -583,8 +584,9 @@ static int moments_wait(trainer *tr) {
         const zg_ckpt_moments *mo = &tr->moments;
         double read = mo->t_done - mo->t_params, gb = mo->bytes / 1e9;
         printf("resume: parameters ready in %.2f s; optimizer state ready in %.2f s (Adam moments %.2f GB read and "
-               "checksummed in the background at %.2f GB/s; the first update waited %.2f s for them)\n",
-               mo->t_params - tr->t_start, mo->t_done - tr->t_start, gb, read > 0 ? gb / read : 0.0, waited);
+               "checksummed in the background at %.2f GB/s, %s reads; the first update waited %.2f s for them)\n",
+               mo->t_params - tr->t_start, mo->t_done - tr->t_start, gb, read > 0 ? gb / read : 0.0, mo->read_mode,
+               waited);
     }
     zg_ckpt_moments_free(&tr->moments);
     return rc;
@@ -599,29 +601,53 @@ static int params_in_snapshot(const trainer *tr) {
            tr->opt->end == tr->model.table.num_params;
 }
 
-/* Before the first iteration: a bad ZGPT_CKPT_IO is refused now rather than at the first save; the
- * snapshot's host buffer is allocated now in a new run, so that the first save does not pin and touch
- * gigabytes while training waits (a resume leaves it to its first save, not to delay its first
- * iteration). A failed allocation is left to the first save (which says so once and saves
- * synchronously). */
-static int bg_setup(trainer *tr, int resuming) {
+/* Before the first iteration: a bad ZGPT_CKPT_IO is refused now rather than at the first save, and the
+ * snapshot's host buffer starts being reserved on a thread of its own (new and resumed runs alike), so
+ * that neither the first iteration nor the first save waits while gigabytes are pinned and touched
+ * (9.7 s for GPT-2 XL with cudaHostAlloc: docs/PERFORMANCE.md). snapshot_reserved reports it. */
+static int bg_setup(trainer *tr) {
     if (!tr->cfg->save_checkpoints || !tr->cfg->background_checkpoint) return 0;
     zg_ckpt_io_mode mode;
     if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
-    if (resuming || !zg_zero_ckpt_writes_shard(&tr->zero)) return 0;
-    double t0 = zg_now_s();
-    if (zg_ckpt_snapshot_reserve(&tr->bg.snap, tr->opt) != 0) {
-        zg_error_clear();
+    if (!zg_zero_ckpt_writes_shard(&tr->zero)) return 0;
+    if (zg_ckpt_snapshot_reserve_start(&tr->bg.snap, tr->opt) != 0) {
+        zg_error_clear(); /* no thread: the first save reserves it (and says so when it cannot) */
         return 0;
     }
-    /* the start-up cost a save-enabled run has and a save-disabled one has not (pinning is the slow part
-     * on CUDA: the pages are allocated, zeroed and locked) */
-    if (tr->rank == 0 && !tr->opts->quiet)
-        printf("checkpoint snapshot: %.2f GiB of %s host memory reserved in %.2f s at the start (so that no save "
-               "waits for it)\n",
-               (double)zg_ckpt_snapshot_bytes(tr->opt->end - tr->opt->begin, tr->opt->master != NULL) / (1u << 30),
-               strcmp(tr->be->ops->name, "cuda") == 0 ? "pinned" : "plain", zg_now_s() - t0);
+    tr->t_reserve = zg_now_s();
     return 0;
+}
+
+/* Joins the snapshot's reservation (at an iteration boundary once it is done, or at the first save,
+ * waiting for it) and reports it once: its time on its thread, and how long training waited. A
+ * reservation that failed (host memory cannot hold the snapshot) is said once here; the saves are
+ * then synchronous (bg_start tries again at each save, as without the thread). */
+static void snapshot_reserved(trainer *tr, int at_save) {
+    zg_ckpt_snapshot *s = &tr->bg.snap;
+    if (!zg_ckpt_snapshot_reserving(s)) return;
+    double t0 = zg_now_s(), took = 0;
+    size_t bytes = s->reserve_bytes;
+    int rc = zg_ckpt_snapshot_reserve_join(s, &took);
+    double waited = zg_now_s() - t0;
+    if (tr->rank != 0 || tr->opts->quiet) {
+        zg_error_clear();
+        return;
+    }
+    if (rc == 0) {
+        printf("checkpoint snapshot: %.2f GiB of %s host memory reserved in %.2f s in the background (started %.2f s "
+               "after the start; ",
+               (double)bytes / (1u << 30), strcmp(tr->be->ops->name, "cuda") == 0 ? "pinned" : "plain", took,
+               tr->t_reserve - tr->t_start);
+        if (at_save)
+            printf("the first save waited %.2f s for it)\n", waited);
+        else
+            printf("nothing waited for it)\n");
+    } else if (!tr->bg_sync_noted) {
+        printf("note: %s; checkpoints are saved synchronously (training waits while they are written)\n",
+               zg_error_message());
+        tr->bg_sync_noted = 1;
+    }
+    zg_error_clear();
 }
 
 /* Background save, every rank, after rank 0 created the staging folder (agreed): each rank copies
@@ -633,6 +659,7 @@ static int bg_start(trainer *tr, zg_precision prec, zg_ckpt_writer *w, const cha
     zg_ckpt_bg *b = &tr->bg;
     int root = tr->rank == 0;
     int shard = zg_zero_ckpt_writes_shard(&tr->zero);
+    if (shard) snapshot_reserved(tr, 1); /* the first save waits for the reservation if it is not done */
     int short_mem = shard && zg_ckpt_snapshot_take(&b->snap, tr->opt) != 0;
     char why[512] = "";
     if (short_mem) snprintf(why, sizeof why, "%s", zg_error_message());
@@ -850,6 +877,7 @@ static int run_loop(trainer *tr, zg_precision prec) {
     for (;;) {
         int at_end = tr->iter >= c->max_iters;
         if (bg_poll(tr) != 0) return -1; /* a background save finished: publish it (or end on its error) */
+        if (zg_ckpt_snapshot_reserve_finished(&tr->bg.snap)) snapshot_reserved(tr, 0);
         /* evaluation (skipped when the resumed checkpoint already evaluated this iteration) */
         if ((tr->iter % c->eval_interval == 0 || at_end) && tr->iter != tr->last_eval_iter) {
             double tl, vl;
@@ -1196,7 +1224,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         rc = setup_data(&tr);
     }
     if (rc == 0) rc = setup_optimizer(&tr);
-    if (rc == 0) rc = bg_setup(&tr, resuming);
+    if (rc == 0) rc = bg_setup(&tr);
     if (rc == 0) {
         zg_loss_scaler_config lsc = cfg->scaler;
         lsc.enabled = prec == ZG_PREC_FP16;
@@ -1213,17 +1241,19 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
             const zg_ckpt_moments *mo = &tr.moments;
             double gb = (zg_optimizer_state_bytes(tr.opt) - mo->bytes) / 1e9, dt = mo->t_params - t_read;
             if (mo->sync_reason)
-                printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s; the Adam "
-                       "moments were read now: %s)\n",
+                printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s, %s reads; "
+                       "the Adam moments were read now: %s)\n",
                        zg_optimizer_state_bytes(tr.opt) / 1e9, dt,
-                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->sync_reason);
+                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->read_mode, mo->sync_reason);
             else if (tr.opt->master)
-                printf("resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s); the Adam "
-                       "moments (%.2f GB) are read in the background until the first update\n",
-                       gb, dt, dt > 0 ? gb / dt : 0.0, mo->bytes / 1e9);
+                printf(
+                    "resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s, %s reads); the "
+                    "Adam moments (%.2f GB) are read in the background until the first update\n",
+                    gb, dt, dt > 0 ? gb / dt : 0.0, mo->read_mode, mo->bytes / 1e9);
             else
-                printf("resume: the Adam moments (%.2f GB) are read in the background until the first update\n",
-                       mo->bytes / 1e9);
+                printf("resume: the Adam moments (%.2f GB) are read in the background until the first update (%s "
+                       "reads)\n",
+                       mo->bytes / 1e9, mo->read_mode);
         }
         /* agreed before the engine's collectives: a rank's shard can fail its checksum here alone (the
          * shards are checksummed as they are read) */

@@ -5,7 +5,9 @@
 #     went on) equals one that saved synchronously (background_checkpoint false), and resuming from a
 #     background-written checkpoint gives the same losses and bytes as the uninterrupted run; the same
 #     on 2 ranks at ZeRO stages 1, 2 and 3 (skipped without MPI).
-#     When host memory cannot hold the snapshot, one note, and the saves are synchronous. A resume
+#     When host memory cannot hold the snapshot, one note, and the saves are synchronous. The snapshot's
+#     memory is reserved on a thread from the start (new and resumed runs): a save at iteration 1
+#     before it is done waits for it, and a reservation that fails there says so once. A resume
 #     reads Adam's moments in the background; a corrupted one ends the run at the first update with
 #     the file named, nothing applied.
 #  b. kill -9 at random moments during background saves (20 trials): `latest` always names a
@@ -41,8 +43,19 @@ grep -qE "^checkpoint iter_3: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s, (dir
     fail "no writer line: $(cat bg.log)"
 grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background until the first update" half2.log ||
     fail "no deferred read of the moments: $(cat half2.log)"
-grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background at [0-9.]+ GB/s; the first update waited [0-9.]+ s for them\)" half2.log ||
+grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background at [0-9.]+ GB/s, buffered reads; the first update waited [0-9.]+ s for them\)" half2.log ||
     fail "no resume timing: $(cat half2.log)"
+# direct reads (ZGPT_CKPT_READ=direct: O_DIRECT, aligned blocks around each range): the same resume, bitwise
+"$ZGPT" train "${T[@]}" --set out_dir=hdir --set max_iters=3 > hdir1.log
+ZGPT_CKPT_READ=direct "$ZGPT" train "${T[@]}" --set out_dir=hdir --resume > hdir2.log
+grep -q "resuming at iter 3" hdir2.log || fail "direct reads: did not resume at 3: $(cat hdir2.log)"
+grep -q "GB/s, direct reads; the first update waited" hdir2.log || fail "ZGPT_CKPT_READ=direct not used: $(cat hdir2.log)"
+diff <(losses bg/metrics.jsonl) <(losses hdir/metrics.jsonl) || fail "resume with direct reads: losses differ"
+same_ckpt bg/final hdir/final
+# a bad ZGPT_CKPT_READ: refused, naming the value, before anything is read or trained
+if ZGPT_CKPT_READ=mmap "$ZGPT" train "${T[@]}" --set out_dir=hdir --resume > badrd.log 2>&1; then fail "ZGPT_CKPT_READ=mmap was accepted"; fi
+grep -q "ZGPT_CKPT_READ='mmap' is not a checkpoint read mode; use buffered or direct" badrd.log || fail "bad ZGPT_CKPT_READ: $(cat badrd.log)"
+grep -q "^iter " badrd.log && fail "bad ZGPT_CKPT_READ: trained before refusing it"
 # the buffered writer (ZGPT_CKPT_IO=buffered; also what a file system that refuses O_DIRECT gets): same bytes
 ZGPT_CKPT_IO=buffered ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=bgbuf > bgbuf.log
 grep -q "buffered I/O" bgbuf.log || fail "ZGPT_CKPT_IO=buffered not used: $(cat bgbuf.log)"
@@ -75,6 +88,31 @@ ZGPT_TEST_HOST_AVAILABLE_BYTES=1000 "$ZGPT" train "${T[@]}" --set out_dir=small 
     fail "no single note about the host memory: $(cat small.log)"
 same_ckpt sync/final small/final
 echo "ok host memory too small for the snapshot: $(grep 'host memory' small.log)"
+# the snapshot's host memory is reserved on a thread from the start: reported once, nothing waited
+grep -qE "^checkpoint snapshot: [0-9.]+ GiB of plain host memory reserved in [0-9.]+ s in the background \(started [0-9.]+ s after the start; (nothing waited for it|the first save waited [0-9.]+ s for it)\)$" bg.log ||
+    fail "no snapshot reservation line: $(cat bg.log)"
+# ... a resumed run too (it used to reserve at its first save)
+grep -q "^checkpoint snapshot: " half2.log || fail "a resumed run did not reserve the snapshot at the start: $(cat half2.log)"
+# a save at iteration 1 while the reservation is still running: it waits for it (and says how long),
+# and every save is the same as a synchronous run's
+E1=(--set eval_interval=1 --set always_save_checkpoint=true --set max_iters=3 --set keep_last_k=5)
+"$ZGPT" train "${T[@]}" "${E1[@]}" --set out_dir=e1sync --set background_checkpoint=false > e1sync.log
+ZGPT_TEST_RESERVE_DELAY_MS=1500 "$ZGPT" train "${T[@]}" "${E1[@]}" --set out_dir=e1 > e1.log
+grep -qE "^checkpoint snapshot: .* reserved in [0-9.]+ s in the background \(started [0-9.]+ s after the start; the first save waited [0-9.]+ s for it\)$" e1.log ||
+    fail "the first save did not wait for the reservation in flight: $(cat e1.log)"
+awk '/^checkpoint snapshot:/ { r = NR } /^checkpoint iter_1: training paused/ { p = NR } END { exit !(r && p > r) }' e1.log ||
+    fail "the reservation was not joined before the first save: $(cat e1.log)"
+grep -q "^saved checkpoint e1/iter_1" e1.log || fail "the save at iteration 1 was not published: $(cat e1.log)"
+same_ckpt e1sync/iter_1 e1/iter_1
+same_ckpt e1sync/final e1/final
+# a reservation that fails on its thread (host memory too small, found after the delay): one note, and the
+# saves are synchronous
+ZGPT_TEST_RESERVE_DELAY_MS=300 ZGPT_TEST_HOST_AVAILABLE_BYTES=1000 "$ZGPT" train "${T[@]}" "${E1[@]}" --set out_dir=e1f > e1f.log
+[ "$(grep -c 'host memory cannot hold a checkpoint snapshot of .*; checkpoints are saved synchronously' e1f.log)" -eq 1 ] ||
+    fail "a failed reservation: no single note: $(cat e1f.log)"
+[ "$(grep -c 'saved synchronously' e1f.log)" -ge 3 ] || fail "a failed reservation: saves not synchronous: $(cat e1f.log)"
+same_ckpt e1sync/final e1f/final
+echo "ok the snapshot is reserved in the background: $(grep -m1 '^checkpoint snapshot' e1.log)"
 
 # ---- a. bitwise, 2 ranks at stages 1-3 ---------------------------------------------------------
 if "$ZGPT" train "${T[@]}" --set out_dir=probe --set max_iters=0 --nproc 2 > probe.log 2>&1; then

@@ -1339,14 +1339,17 @@ static void test_memory(void) {
 
 /* Host staging memory, the copy stream and events: a D2H copy ordered after a compute-stream op sees
  * its result; an H2D copy that the compute stream waits for is seen by the next op; pinned and plain
- * host blocks are counted and released. */
-static void test_host_copies(void) {
+ * host blocks are counted and released. n floats: 16 MiB (cudaHostAlloc) and 80 MiB (from 64 MiB up a
+ * registered huge-page mapping, backend/host_pages.h): both page-locked for the driver. */
+static void host_copies(size_t n) {
     zg_backend *be = g_be[0];
-    const size_t n = (size_t)4 << 20; /* 16 MiB: long enough that an unordered copy would race */
     size_t host0 = be->host_bytes_in_use;
     float *hp = be->ops->host_alloc(be, n * 4, 1, "a pinned test block");
     float *hq = be->ops->host_alloc(be, n * 4, 0, "a plain test block");
     ZT_CHECK(hp != NULL && hq != NULL && ((uintptr_t)hp % 64) == 0);
+    struct cudaPointerAttributes attr;
+    ZT_CHECK(cudaPointerGetAttributes(&attr, hp) == cudaSuccess && attr.type == cudaMemoryTypeHost);
+    ZT_CHECK(cudaPointerGetAttributes(&attr, hp + n - 1) == cudaSuccess && attr.type == cudaMemoryTypeHost);
     ZT_CHECK(be->host_bytes_in_use == host0 + 2 * n * 4 && be->host_bytes_peak >= be->host_bytes_in_use);
     for (size_t i = 0; i < n; i++) hq[i] = (float)(i % 1000);
     float *d = be->ops->alloc(be, n * 4, "copy test");
@@ -1378,6 +1381,11 @@ static void test_host_copies(void) {
     be->ops->host_free(be, hp);
     be->ops->host_free(be, hq);
     ZT_CHECK(be->host_bytes_in_use == host0);
+}
+
+static void test_host_copies(void) {
+    host_copies((size_t)4 << 20);  /* 16 MiB: long enough that an unordered copy would race */
+    host_copies((size_t)20 << 20); /* 80 MiB */
 }
 
 /* ---- benchmark ---------------------------------------------------------------------------------- */

@@ -4,10 +4,12 @@
  * the KV-cache attention against full attention, casts, and the fp32-only refusal. */
 #include "backend/backend.h"
 #include "backend/cpu/cpu_internal.h"
+#include "backend/host_pages.h"
 #include "core/error.h"
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,6 +517,44 @@ static void test_host_copies(void) {
     ZT_CHECK(BE->host_bytes_in_use == host0);
 }
 
+/* The huge-page mapping behind CUDA's large pinned blocks (backend/host_pages.h): 2 MiB aligned, its
+ * length rounded up, resident and zeroed, writable to the end. */
+static void test_host_pages(void) {
+    size_t bytes = ZG_HOST_PAGES_MIN + 1;
+    ZT_CHECK(zg_host_pages_len(bytes) == ZG_HOST_PAGES_MIN + ZG_HOST_PAGES_ALIGN);
+    ZT_CHECK(zg_host_pages_len(ZG_HOST_PAGES_ALIGN) == ZG_HOST_PAGES_ALIGN);
+    unsigned char *p = zg_host_pages_map(bytes);
+    ZT_CHECK(p != NULL && ((uintptr_t)p % ZG_HOST_PAGES_ALIGN) == 0);
+    if (!p) return;
+    size_t len = zg_host_pages_len(bytes);
+    int zero = 1;
+    for (size_t i = 0; i < len; i += 4093) zero &= p[i] == 0;
+    ZT_CHECK(zero && p[len - 1] == 0);
+    memset(p + len - 4096, 0xab, 4096);
+    ZT_CHECK(p[len - 1] == 0xab);
+    zg_host_pages_unmap(p, bytes);
+}
+
+/* host_alloc on several threads at once (the checkpoint snapshot is reserved on a thread of its own
+ * while the trainer allocates): the counts stay exact. Real blocks, then the accounting alone in a
+ * tight loop (where lost updates of a plain += show within a few thousand rounds). */
+static void *host_alloc_churn(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 200; i++) BE->ops->host_free(BE, BE->ops->host_alloc(BE, 4096 + (size_t)i, 1, "churn"));
+    _Alignas(64) unsigned char block[ZG_HOST_HEADER + 64];
+    int pinned;
+    for (int i = 0; i < 3000000; i++) zg_host_block_unwrap(BE, zg_host_block_wrap(BE, block, 64, 0), &pinned);
+    return NULL;
+}
+
+static void test_host_alloc_threads(void) {
+    size_t host0 = BE->host_bytes_in_use;
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) ZT_CHECK(pthread_create(&t[i], NULL, host_alloc_churn, NULL) == 0);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+    ZT_CHECK(BE->host_bytes_in_use == host0 && BE->host_bytes_peak >= host0 + 64);
+}
+
 static void test_refuses_low_precision(void) {
     zg_backend *be = NULL;
     zg_backend_config cfg = {"cpu", -1, ZG_BF16};
@@ -611,6 +651,8 @@ int main(void) {
         zg_error_print();
         return 1;
     }
+    zt_run("host_pages", test_host_pages);
+    zt_run("host_alloc_threads", test_host_alloc_threads);
     zt_run("layernorm", test_layernorm);
     zt_run("matmul", test_matmul);
     zt_run("attention", test_attention);

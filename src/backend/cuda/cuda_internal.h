@@ -97,6 +97,7 @@ typedef struct {
     double *partials_host;
     int bgrad_ok; /* 1 while the cuBLASLt BGRADB epilogue is usable */
     zgc_cudnn_att *att_cudnn;
+    int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
