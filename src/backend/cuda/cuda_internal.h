@@ -80,6 +80,7 @@ typedef struct {
     zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
     int num_sms;
+    int cc_major; /* compute capability major (PDL and thread-block clusters: 9+) */
     cudaStream_t stream;
     cudaStream_t copy_stream; /* copy_async: host transfers beside the compute stream */
     cublasLtHandle_t lt;
@@ -158,8 +159,75 @@ static inline bool zgc_decode_split(int rowheads, int num_sms) {
     int m = zgc_decode_mode();
     return m == ZGC_DEC_NEW || m == ZGC_DEC_SPLIT || (m == ZGC_DEC_AUTO && rowheads < num_sms);
 }
-/* the sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
+/* the one-block sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
 static inline bool zgc_decode_staged_sample(void) { return zgc_decode_mode() == ZGC_DEC_NEW; }
+/* ZGPT_SAMPLE picks the sampler (sample_cuda.cu): "block" the one-block-per-row kernel, "cluster" the
+ * multi-block one (a thread-block cluster per row, sm_90+); unset: the cluster kernel where it runs,
+ * except under ZGPT_DECODE=old (the earlier kernels everywhere). Both give the same ids (the definition
+ * in sample_math.h). Anything else: unset. */
+static inline bool zgc_sample_cluster_wanted(void) {
+    const char *v = getenv("ZGPT_SAMPLE");
+    if (v != NULL && strcmp(v, "block") == 0) return false;
+    if (v != NULL && strcmp(v, "cluster") == 0) return true;
+    return zgc_decode_mode() != ZGC_DEC_OLD;
+}
+
+/* Programmatic dependent launch (PDL, sm_90+) for the decode step's own kernels: a kernel launched with
+ * zgc_launch may start while the kernel before it in the stream is finishing. Each such kernel calls
+ * zgc_pdl_wait() before it reads anything an earlier kernel wrote or writes anything an earlier kernel
+ * reads (it returns once the previous grid has completed and its writes are visible; at once when the
+ * kernel was launched without the attribute), and zgc_pdl_trigger() after that wait, so that at most
+ * the running kernel and the next one are resident (the next may then start its own independent loads:
+ * a product's weights). Every block of such a kernel waits, even one with no work (a grid must not
+ * complete before its predecessor has). ZGPT_PDL=0 launches them as ordinary kernels (A/B runs; read per
+ * launch). */
+static inline bool zgc_pdl_on(const zgc_impl *im) {
+    const char *v = getenv("ZGPT_PDL");
+    return im->cc_major >= 9 && !(v != NULL && strcmp(v, "0") == 0);
+}
+__device__ __forceinline__ void zgc_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void zgc_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+/* L2 prefetch of the 128-byte line holding p (no register written, nothing waited for). */
+__device__ __forceinline__ void zgc_prefetch_l2(const void *p) {
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+/* kern<<<grid, block, smem, the compute stream>>>(args...), with the PDL attribute when zgc_pdl_on and,
+ * when cluster > 0, thread-block clusters of `cluster` blocks along x. */
+template <typename... P, typename... A>
+static void zgc_launch(zg_backend *be, void (*kern)(P...), dim3 grid, dim3 block, size_t smem, unsigned cluster,
+                       A... args) {
+    zgc_impl *im = zgc_get(be);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = im->stream;
+    cudaLaunchAttribute attr[2];
+    unsigned n = 0;
+    if (zgc_pdl_on(im)) {
+        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
+    if (cluster > 0) {
+        attr[n].id = cudaLaunchAttributeClusterDimension;
+        attr[n].val.clusterDim.x = cluster;
+        attr[n].val.clusterDim.y = 1;
+        attr[n].val.clusterDim.z = 1;
+        n++;
+    }
+    cfg.attrs = attr;
+    cfg.numAttrs = n;
+    ZG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, ((P)args)...));
+}
 
 /* attention_cuda.cu */
 /* -1 with an error when the kernels were not compiled for sm_80+ */

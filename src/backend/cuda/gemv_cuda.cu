@@ -7,7 +7,9 @@
  * few rows stay), and the lanes' fp32 partial sums meet in a fixed shuffle tree. Grid: OC / 8 blocks
  * of 8 warps (200 blocks at OC = 1600, 6288 for the LM head): every SM busy, no split of C, so no
  * second pass and nothing atomic: the same inputs give the same bits. The epilogue adds the bias and
- * the residual in fp32 and rounds once (as cuBLASLt's does with beta = 1). */
+ * the residual in fp32 and rounds once (as cuBLASLt's does with beta = 1). Launched with PDL (zgc_launch):
+ * the first weight vectors load, and the rest of the warp's row is prefetched to L2, before the wait for
+ * the previous kernel's output. */
 #include "backend/cuda/cuda_internal.h"
 
 #define ZGC_GEMV_THREADS 256
@@ -70,6 +72,13 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
         int j = lane + 32 * u;
         if (active && j < nv) raw[u] = __ldcs(wr + j);
     }
+    /* the rest of the row into L2 (the first batch covers 32 * UNROLL vectors): weights are no earlier
+     * kernel's output, so this and the loads above run before the wait, while the previous kernel ends */
+    if (active)
+        for (size_t off = (size_t)(32 * ZGC_GEMV_UNROLL + 8 * lane) * 16; off < (size_t)nv * 16; off += 32 * 128)
+            zgc_prefetch_l2(reinterpret_cast<const char *>(wr) + off);
+    zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
+    zgc_pdl_trigger();
     const zgc_vec<T> *x = reinterpret_cast<const zgc_vec<T> *>(inp);
     if (LN) {
         if (warp < N) zgc_gemv_ln_row<T>(xs + (size_t)warp * nv, inp + (size_t)warp * C, lnw, lnb, C);
@@ -136,14 +145,12 @@ static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, 
 static void zgc_gemv_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,
                             const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
                             int OC) {
-    zgc_impl *im = zgc_get(be);
     unsigned blocks = (unsigned)((OC + ZGC_GEMV_WARPS - 1) / ZGC_GEMV_WARPS);
     size_t smem = lnw ? (size_t)N * C * zgc_dtype_bytes(be->act_dtype) : 0;
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = lnw ? zgc_gemv_kernel<T, true> : zgc_gemv_kernel<T, false>;
-        kern<<<blocks, ZGC_GEMV_THREADS, smem, im->stream>>>((T *)out, (T *)pre_gelu, (const T *)inp, (const T *)lnw,
-                                                             (const T *)lnb, (const T *)w, (const T *)bias,
-                                                             (const T *)residual, N, C, OC);
+        zgc_launch(be, kern, dim3(blocks), dim3(ZGC_GEMV_THREADS), smem, 0, (T *)out, (T *)pre_gelu, (const T *)inp,
+                   (const T *)lnw, (const T *)lnb, (const T *)w, (const T *)bias, (const T *)residual, N, C, OC);
     });
     ZG_CUDA_LAUNCH_CHECK();
 }
