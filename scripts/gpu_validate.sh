@@ -60,7 +60,8 @@
 #            =new (gemv_cuda.cu, split decode attention, the multi-block sampler, PDL), and the whole XL step as
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
-#            one-block sampler (block) and with neither (v012) (tokens/s of the graph alone; the goals 500 and
+#            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8) (tokens/s of the graph alone; the goals 500 and
 #            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms); ~1 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
@@ -967,9 +968,10 @@ if has decode; then
   while IFS= read -r line; do note "$line"; done < "$LOG_DIR/decode_notes.txt"
   for b in 1 8; do
     # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
-    # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto)
+    # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto);
+    # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8)
     line=""
-    for v in old new gemv split nopdl block v012; do
+    for v in old new gemv split nopdl block v012 gemv8; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"

@@ -568,9 +568,12 @@ static void test_matmul_residual_rounding(void) {
 
 #define ZGC_TEST_FEW_ROWS 8
 static void test_matmul(void) {
-    /* N <= 8 runs the few-row kernel (gemv_cuda.cu): 1 and 8 rows, an output count that is not a
-     * multiple of its 8 columns per block, C = 100 (rows not whole 16-byte vectors in bf16/fp16: cuBLASLt) */
-    int shapes[][3] = {{77, 64, 96}, {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203}, {8, 256, 1000}, {3, 100, 64}};
+    /* N <= 8 runs the few-row kernels (gemv_cuda.cu): 1 row (warp per column), 8 and 5 rows (the
+     * tensor-core form in bf16/fp16), output counts that are not multiples of 8 or 16 columns per block,
+     * C = 264 (33 vectors: a last chunk of one vector), C = 100 (rows not whole 16-byte vectors in
+     * bf16/fp16: cuBLASLt) */
+    int shapes[][3] = {{77, 64, 96},    {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203},
+                       {8, 256, 1000}, {5, 264, 40},     {3, 100, 64}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
@@ -1703,6 +1706,50 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     cudaEventDestroy(ctx.e1);
 }
 
+/* The two few-row kernels (the tensor-core form and the warp per column, ZGPT_GEMV=simt) at 2..8 rows
+ * against the fp64 product, with bias + residual and with GELU, each within the dtype's tolerance (the
+ * fused LayerNorm forms: layernorm_matmul and layernorm_matmul_simt). */
+static void test_gemv_forms(void) {
+    int shapes[][3] = {{2, 1600, 48}, {7, 512, 333}, {8, 6400, 40}};
+    for (int di = 1; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int form = 0; form < 2; form++) {
+                setenv("ZGPT_GEMV", form ? "simt" : "mma", 1);
+                int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+                size_t nin = (size_t)N * C, nout = (size_t)N * OC;
+                float *x = malloc(nin * 4), *w = malloc((size_t)OC * C * 4), *bias = malloc(OC * 4),
+                      *res = malloc(nout * 4);
+                void *dx = dev_rand(be, dt, nin, 2.f, x), *dw = dev_rand(be, dt, (size_t)OC * C, 0.05f, w),
+                     *dbias = dev_rand(be, dt, OC, 0.5f, bias), *dres = dev_rand(be, dt, nout, 1.f, res);
+                void *out = dev_nan(be, dt, nout), *pre = dev_nan(be, dt, nout), *out2 = dev_nan(be, dt, nout);
+                be->ops->matmul_forward(be, out, NULL, dx, dw, dbias, dres, N, C, OC);
+                be->ops->matmul_forward(be, out2, pre, dx, dw, dbias, NULL, N, C, OC);
+                double *ref = malloc(nout * 8), *refg = malloc(nout * 8);
+                for (int i = 0; i < N; i++)
+                    for (int o = 0; o < OC; o++) {
+                        double a = bias[o];
+                        for (int c = 0; c < C; c++) a += (double)x[(size_t)i * C + c] * w[(size_t)o * C + c];
+                        ref[(size_t)i * OC + o] = a + res[(size_t)i * OC + o];
+                        refg[(size_t)i * OC + o] = gelu_d(a);
+                    }
+                float *h = dl(be, out, dt, nout), *hg = dl(be, out2, dt, nout);
+                char name[96];
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d bias+residual", form ? "simt" : "mma", N, C,
+                         OC);
+                check_rel(name, dt, h, ref, nout, tol_of(dt));
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d gelu", form ? "simt" : "mma", N, C, OC);
+                check_rel(name, dt, hg, refg, nout, tol_of(dt));
+                void *host[] = {x, w, bias, res, ref, refg, h, hg};
+                for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
+                void *ptrs[] = {dx, dw, dbias, dres, out, pre, out2};
+                for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+            }
+    }
+    unsetenv("ZGPT_GEMV");
+}
+
 /* layernorm_matmul_forward (the decode step's LayerNorm fused into the few-row product) against the fp64
  * LayerNorm then product, and against the two ops run apart (layernorm_forward, matmul_forward); with GELU
  * and without; C = 1600 at 8 rows in fp32 exceeds the fused form's shared memory (the two ops run). */
@@ -1755,6 +1802,13 @@ static void test_layernorm_matmul(void) {
             }
         }
     }
+}
+
+/* layernorm_matmul with the warp-per-column few-row kernel at every row count (ZGPT_GEMV=simt) */
+static void test_layernorm_matmul_simt(void) {
+    setenv("ZGPT_GEMV", "simt", 1);
+    test_layernorm_matmul();
+    unsetenv("ZGPT_GEMV");
 }
 
 /* ---- generation: the sample op against the CPU's, decode attention, decode_advance under a graph ---- */
@@ -2096,14 +2150,15 @@ static void test_decode_graph(void) {
  * graph also runs auto (the per-shape selection generation uses) and gemv / split (one new kernel family
  * alone: which one a difference comes from), and auto without PDL (nopdl), with the one-block sampler
  * (block), and with neither (v012: what generation ran before PDL and the multi-block sampler). "old" runs
- * without PDL and with the one-block sampler: the kernels as v0.11 launched them. */
-enum { DEC_VARIANTS = 8 };
+ * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
+ * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). */
+enum { DEC_VARIANTS = 9 };
 static const struct {
-    const char *name, *decode, *pdl, *sample; /* NULL: unset */
-} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block"},     {"new", "new", NULL, NULL},
-                               {"auto", NULL, NULL, NULL},        {"gemv", "gemv", NULL, NULL},
-                               {"split", "split", NULL, NULL},    {"nopdl", NULL, "0", NULL},
-                               {"block", NULL, NULL, "block"},    {"v012", NULL, "0", "block"}};
+    const char *name, *decode, *pdl, *sample, *gemv_max_n; /* NULL: unset */
+} dec_variant[DEC_VARIANTS] = {
+    {"old", "old", "0", "block", NULL},   {"new", "new", NULL, NULL, NULL},   {"auto", NULL, NULL, NULL, NULL},
+    {"gemv", "gemv", NULL, NULL, NULL},   {"split", "split", NULL, NULL, NULL}, {"nopdl", NULL, "0", NULL, NULL},
+    {"block", NULL, NULL, "block", NULL}, {"v012", NULL, "0", "block", NULL}, {"gemv8", NULL, NULL, NULL, "8"}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -2114,10 +2169,12 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_DECODE", dec_variant[v].decode);
     dec_env("ZGPT_PDL", dec_variant[v].pdl);
     dec_env("ZGPT_SAMPLE", dec_variant[v].sample);
+    dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
 }
 static void dec_unset(void) {
+    unsetenv("ZGPT_GEMV_MAX_N");
     unsetenv("ZGPT_DECODE");
     unsetenv("ZGPT_PDL");
     unsetenv("ZGPT_SAMPLE");
@@ -2320,6 +2377,8 @@ int main(int argc, char **argv) {
         zt_run("layernorm", test_layernorm);
         zt_run("matmul", test_matmul);
         zt_run("layernorm_matmul", test_layernorm_matmul);
+        zt_run("layernorm_matmul_simt", test_layernorm_matmul_simt);
+        zt_run("gemv_forms", test_gemv_forms);
         zt_run("matmul_residual_rounding", test_matmul_residual_rounding);
         zt_run("gelu_residual", test_gelu_residual);
         zt_run("attention", test_attention);

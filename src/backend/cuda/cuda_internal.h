@@ -151,7 +151,15 @@ static inline int zgc_decode_mode(void) {
 #define ZGC_GEMV_AUTO_MAX_N 1
 static inline bool zgc_decode_gemv(int N) {
     int m = zgc_decode_mode();
-    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= ZGC_GEMV_AUTO_MAX_N);
+    const char *v = getenv("ZGPT_GEMV_MAX_N"); /* auto's limit, for A/B runs of the tensor-core form at B > 1 */
+    int auto_max = v != NULL ? atoi(v) : ZGC_GEMV_AUTO_MAX_N;
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= auto_max);
+}
+/* Which few-row kernel (gemv_cuda.cu): the tensor-core form from 2 rows (16-bit types), the warp per
+ * column at 1 row; ZGPT_GEMV=simt keeps the warp per column at every row count (A/B runs). */
+static inline bool zgc_gemv_mma(int N) {
+    const char *v = getenv("ZGPT_GEMV");
+    return N >= 2 && !(v != NULL && strcmp(v, "simt") == 0);
 }
 /* Split attention when one block per (row, head) would leave SMs idle (B = 1 in GPT-2 XL: 25 blocks on
  * 132 SMs); at B = 8 (200 blocks) the one-block kernel already fills the GPU. */
@@ -340,6 +348,36 @@ __device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp
 template <int N> __device__ __forceinline__ void zgc_cp_wait() {
     ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"));
 }
+/* mma.sync m16n8k16 with fp32 accumulation (the attention kernels, the few-row product): c += a b;
+ * pack rounds two floats into one register of the 16-bit type. */
+template <typename T> struct zgc_mma;
+template <> struct zgc_mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        ZGC_SM80_ONLY(
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                         "{%0,%1,%2,%3};\n"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+template <> struct zgc_mma<__half> {
+    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        ZGC_SM80_ONLY(
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                         "{%0,%1,%2,%3};\n"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+
 /* Block-wide max / sum of v over nwarps warps (every thread gets it); red holds nwarps floats and is
  * free again on return. */
 __device__ __forceinline__ float zgc_block_max(float v, float *red, int nwarps) {
