@@ -53,7 +53,8 @@
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
-#            again with ZGPT_PDL=0 and with ZGPT_SAMPLE=block: the same text as the defaults'; ~4-6 min
+#            again with ZGPT_PDL=0 and with ZGPT_SAMPLE=block: the same text as the defaults'; B=8 with
+#            ZGPT_GEMV_MAX_N=8 (the tensor-core few-row products): tokens/s; ~4-6 min
 #            (not in the default list)
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
@@ -1019,6 +1020,11 @@ if has gen; then
       note "gen zgpt B=$B $venv: exit $rc; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b$B.log")") with the defaults; text identical to the defaults' (same seed): $same"
     done
   done
+  # B=8 with the few-row tensor-core products (auto's limit raised to 8 rows): tokens/s only (another order
+  # of sums than cuBLASLt's, so the text may differ)
+  ZGPT_GEMV_MAX_N=8 timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples 8 \
+      --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b8_gemv8.out" 2> "$LOG_DIR/gen_zgpt_b8_gemv8.log"
+  note "gen zgpt B=8 ZGPT_GEMV_MAX_N=8 (tensor-core few-row products): exit $?; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8_gemv8.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")") with the defaults"
   z1=$(zs_tps "$LOG_DIR/gen_zgpt_b1.log"); z8=$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")
   note "gen: zgpt bf16 tokens/s (load excluded: $(na "$(zs_load "$LOG_DIR/gen_zgpt_b1.log")") s) B=1 $(na "$z1") [$(verdict "$z1" ">=" 500) >= 500]," \
        "B=8 $(na "$z8") [$(verdict "$z8" ">=" 2500) >= 2500]; B=1 without the graph $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b1_nograph.log")")"

@@ -32,7 +32,7 @@ template <bool MAX> __device__ uint64_t zgc_block_reduce_u64(uint64_t v, uint64_
     if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
     __syncthreads();
     uint64_t s = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) s = zgc_u64_join<MAX>(s, red[w]);
+    for (int w = 0; w < (int)blockDim.x / 32; w++) s = zgc_u64_join<MAX>(s, red[w]);
     __syncthreads();
     return s;
 }
@@ -307,7 +307,7 @@ __device__ uint64_t zgc_cluster_select(zgc_cg::cluster_group &cl, zgc_sample_xch
         if (threadIdx.x < 16) {
             uint64_t fs = 0;
             uint32_t cs = 0;
-            for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) fs += bins[w][threadIdx.x], cs += cnts[w][threadIdx.x];
+            for (int w = 0; w < (int)blockDim.x / 32; w++) fs += bins[w][threadIdx.x], cs += cnts[w][threadIdx.x];
             x->f[p][threadIdx.x] = fs;
             x->c[p][threadIdx.x] = cs;
         }
@@ -354,7 +354,7 @@ __device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg 
     if (lane == 31) scan[warp] = incl;
     __syncthreads();
     uint64_t start = incl - mine, total = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) {
+    for (int w = 0; w < (int)blockDim.x / 32; w++) {
         if (w < warp) start += scan[w];
         total += scan[w];
     }
@@ -366,8 +366,11 @@ __device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg 
     return W;
 }
 
+/* 256 threads: two blocks fit an SM (105 registers a thread), so that a GPC of 8 free SMs can take a
+ * cluster of 16 and B = 8 rows' clusters run at once */
+#define ZGC_SAMPLE_CLUSTER_THREADS 256
 template <typename T>
-__global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
+__global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS)
     zgc_sample_cluster_kernel(int32_t *ids, const T *logits, const zg_sample_row *rows, const int32_t *counter, int V,
                               int Vp, int slice) {
     extern __shared__ uint64_t stage[]; /* slice weights, then slice z */
@@ -459,7 +462,7 @@ template <typename T> static unsigned zgc_sample_cluster_blocks(zg_backend *be, 
         }
         cudaLaunchConfig_t cfg = {};
         cfg.gridDim = dim3(nb, (unsigned)B);
-        cfg.blockDim = dim3(ZGC_SAMPLE_THREADS);
+        cfg.blockDim = dim3(ZGC_SAMPLE_CLUSTER_THREADS);
         cfg.dynamicSmemBytes = smem;
         cudaLaunchAttribute at;
         at.id = cudaLaunchAttributeClusterDimension;
@@ -490,7 +493,7 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
         unsigned nb = zgc_sample_cluster_blocks<T>(be, B, V, &csmem);
         if (nb > 0) {
             int slice = (V + (int)nb - 1) / (int)nb;
-            zgc_launch(be, zgc_sample_cluster_kernel<T>, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_THREADS), csmem, nb,
+            zgc_launch(be, zgc_sample_cluster_kernel<T>, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem, nb,
                        ids, (const T *)logits, rows, counter, V, Vp, slice);
         } else {
             /* the one-block kernel; the row's z in shared memory when they fit beside the kernel's own
