@@ -366,11 +366,11 @@ __device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg 
     return W;
 }
 
-/* 256 threads: two blocks fit an SM (105 registers a thread), so that a GPC of 8 free SMs can take a
+/* 256 threads, at most 128 registers each: two blocks fit an SM, so that a GPC of 8 free SMs can take a
  * cluster of 16 and B = 8 rows' clusters run at once */
 #define ZGC_SAMPLE_CLUSTER_THREADS 256
 template <typename T>
-__global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS)
+__global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
     zgc_sample_cluster_kernel(int32_t *ids, const T *logits, const zg_sample_row *rows, const int32_t *counter, int V,
                               int Vp, int slice) {
     extern __shared__ uint64_t stage[]; /* slice weights, then slice z */
