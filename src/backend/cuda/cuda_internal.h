@@ -81,6 +81,9 @@ typedef struct {
     int device;
     int num_sms;
     int cc_major; /* compute capability major (PDL and thread-block clusters: 9+) */
+    /* the cluster sampler's blocks per row for a vocabulary of sample_v ids (0: none fits), chosen on the
+     * first call (a generation's first draw runs before any capture) */
+    int sample_v, sample_nb;
     cudaStream_t stream;
     cudaStream_t copy_stream; /* copy_async: host transfers beside the compute stream */
     cublasLtHandle_t lt;

@@ -449,7 +449,14 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
 template <typename T> static unsigned zgc_sample_cluster_blocks(zg_backend *be, int B, int V, size_t *smem_out) {
     zgc_impl *im = zgc_get(be);
     if (im->cc_major < 9 || !zgc_sample_cluster_wanted()) return 0;
+    if (im->sample_v == V) { /* the kernel's attributes were set then */
+        if (im->sample_nb == 0) return 0;
+        *smem_out = (size_t)((V + im->sample_nb - 1) / im->sample_nb) * (sizeof(uint64_t) + sizeof(float));
+        return (unsigned)im->sample_nb;
+    }
     static const unsigned sizes[2] = {16, 8};
+    im->sample_v = V;
+    im->sample_nb = 0;
     for (int k = 0; k < 2; k++) {
         unsigned nb = sizes[k];
         int slice = (V + (int)nb - 1) / (int)nb;
@@ -477,6 +484,7 @@ template <typename T> static unsigned zgc_sample_cluster_blocks(zg_backend *be, 
             continue;
         }
         if (clusters >= 1) {
+            im->sample_nb = (int)nb;
             *smem_out = smem;
             return nb;
         }
