@@ -51,6 +51,19 @@ template <typename T> __device__ void zgc_gemv_ln_row(zgc_vec<T> *xs, const T *x
     }
 }
 
+/* out[i] (and pre_gelu[i]) from the fp32 sum s of output i (bias added): GELU, or + the residual (which
+ * may be out: read before the write); rounded once. */
+template <typename T>
+__device__ __forceinline__ void zgc_gemv_store(T *out, T *pre_gelu, const T *residual, size_t i, float s) {
+    if (pre_gelu) {
+        pre_gelu[i] = zgc_from_f<T>(s);
+        out[i] = zgc_from_f<T>(zgc_gelu(s));
+    } else {
+        if (residual) s += zgc_to_f(residual[i]);
+        out[i] = zgc_from_f<T>(s);
+    }
+}
+
 /* LN: the input rows are first normalised into shared memory (warp n: row n), while the first weight
  * vectors are already loading; then every warp reads its rows from there. */
 template <typename T, bool LN>
@@ -121,15 +134,7 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
 #pragma unroll
     for (int n = 0; n < ZGC_GEMV_MAX_N; n++) {
         if (n >= N) break;
-        size_t i = (size_t)n * OC + o;
-        float s = acc[n] + b;
-        if (pre_gelu) {
-            pre_gelu[i] = zgc_from_f<T>(s);
-            out[i] = zgc_from_f<T>(zgc_gelu(s));
-        } else {
-            if (residual) s += zgc_to_f(residual[i]); /* residual may be out: read before the write */
-            out[i] = zgc_from_f<T>(s);
-        }
+        zgc_gemv_store(out, pre_gelu, residual, (size_t)n * OC + o, acc[n] + b);
     }
 }
 
@@ -210,15 +215,7 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
     int src = (ol % 8) * 4 + n / 2, k = (ol >= 8 ? 2 : 0) + n % 2;
     float s = 0.0f;
     for (int wi = 0; wi < ZGC_GEMV_WARPS; wi++) s += red[wi][src][k];
-    s += bias ? zgc_to_f(bias[o]) : 0.0f;
-    size_t i = (size_t)n * OC + o;
-    if (pre_gelu) {
-        pre_gelu[i] = zgc_from_f<T>(s);
-        out[i] = zgc_from_f<T>(zgc_gelu(s));
-    } else {
-        if (residual) s += zgc_to_f(residual[i]); /* residual may be out: read before the write */
-        out[i] = zgc_from_f<T>(s);
-    }
+    zgc_gemv_store(out, pre_gelu, residual, (size_t)n * OC + o, s + (bias ? zgc_to_f(bias[o]) : 0.0f));
 }
 /* fp32 has no such mma: the warp-per-column kernel */
 template <> __global__ void zgc_gemv_mma_kernel<float, true>(float *, float *, const float *, const float *,

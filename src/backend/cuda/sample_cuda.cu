@@ -37,6 +37,28 @@ template <bool MAX> __device__ uint64_t zgc_block_reduce_u64(uint64_t v, uint64_
     return s;
 }
 
+/* Exclusive scan of mine over the block's threads in thread order: *start = the sum of lower threads'
+ * values; returns the block's total (every thread). scan holds one value per warp and is free again on
+ * return. */
+__device__ uint64_t zgc_block_exscan_u64(uint64_t mine, uint64_t *scan, uint64_t *start_out) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint64_t incl = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) scan[warp] = incl;
+    __syncthreads();
+    uint64_t start = incl - mine, total = 0;
+    for (int w = 0; w < (int)blockDim.x / 32; w++) {
+        if (w < warp) start += scan[w];
+        total += scan[w];
+    }
+    __syncthreads(); /* scan is reused */
+    *start_out = start;
+    return total;
+}
+
 /* The candidate i of a row: its z (then its rank and its weight). STAGED: the row's z were computed
  * once into shared memory (zs), the same bits as computing them on every pass from the logits. */
 template <typename T, bool STAGED = false> struct zgc_sample_row_view {
@@ -112,23 +134,8 @@ __device__ uint64_t zgc_sample_kept(const View &v, int V, uint64_t keep_from, ui
         float z = v.z(i);
         if (zg_sample_rank(z, i) >= keep_from) mine += zg_sample_weight(z - v.zmax);
     }
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    uint64_t incl = mine;
-    for (int o = 1; o < 32; o <<= 1) {
-        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) scan[warp] = incl;
-    __syncthreads();
-    uint64_t start = incl - mine, total = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) {
-        if (w < warp) start += scan[w];
-        total += scan[w];
-    }
-    __syncthreads(); /* scan is reused */
     *mine_out = mine;
-    *start_out = start;
-    return total;
+    return zgc_block_exscan_u64(mine, scan, start_out);
 }
 
 template <typename T, bool STAGED>
@@ -345,21 +352,8 @@ __device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg 
     uint64_t mine = 0;
     for (int i = lo; i < hi; i++)
         if (zg_sample_rank(sl.zs[i], sl.lo + i) >= keep_from) mine += sl.ws[i];
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    uint64_t incl = mine;
-    for (int o = 1; o < 32; o <<= 1) {
-        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) scan[warp] = incl;
-    __syncthreads();
-    uint64_t start = incl - mine, total = 0;
-    for (int w = 0; w < (int)blockDim.x / 32; w++) {
-        if (w < warp) start += scan[w];
-        total += scan[w];
-    }
-    __syncthreads(); /* scan is reused */
-    uint64_t below;
+    uint64_t start, below;
+    uint64_t total = zgc_block_exscan_u64(mine, scan, &start);
     uint64_t W = zgc_cluster_join<false>(cl, x, slot, total, &below);
     *mine_out = mine;
     *start_out = below + start;
