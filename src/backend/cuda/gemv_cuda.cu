@@ -174,6 +174,16 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
         ra[u] = oa < OC && j < nv ? __ldcs(wa + j) : zero;
         rb[u] = ob < OC && j < nv ? __ldcs(wb + j) : zero;
     }
+    /* the rest of the block's 16 rows into L2 (16 threads a row, one 128-byte line each per step) */
+    {
+        int pr = o0 + (int)threadIdx.x % ZGC_GEMV_MMA_COLS;
+        const char *row = reinterpret_cast<const char *>(w + (size_t)(pr < OC ? pr : 0) * C);
+        size_t first = (size_t)ZGC_GEMV_WARPS * ZGC_GEMV_MMA_UNROLL * 64; /* bytes the first batch covers */
+        if (pr < OC)
+            for (size_t off = first + (threadIdx.x / ZGC_GEMV_MMA_COLS) * 128; off < (size_t)nv * 16;
+                 off += (ZGC_GEMV_THREADS / ZGC_GEMV_MMA_COLS) * 128)
+                zgc_prefetch_l2(row + off);
+    }
     zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
     zgc_pdl_trigger();
     const int4 *x = reinterpret_cast<const int4 *>(inp);
