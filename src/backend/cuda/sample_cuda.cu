@@ -275,7 +275,7 @@ __device__ uint64_t zgc_cluster_select(zgc_cg::cluster_group &cl, zgc_sample_xch
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     for (int level = 15; level >= 0; level--) {
         int shift = level * 4;
-        if (shift < 32 && ((uint32_t)(V - 1) >> shift) == 0) { /* digit 15 for every id: nothing to count */
+        if (zg_sample_digit_fixed(V, shift)) { /* digit 15 for every id: nothing to count */
             prefix |= (uint64_t)15 << shift;
             continue;
         }
