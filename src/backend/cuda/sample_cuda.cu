@@ -241,16 +241,14 @@ __device__ uint64_t zgc_cluster_join(zgc_cg::cluster_group &cl, zgc_sample_xchg 
     slot++;
     if (threadIdx.x == 0) x->v[p] = v;
     cl.sync();
-    if (threadIdx.x == 0) {
-        uint64_t t = 0, bf = 0;
-        unsigned me = cl.block_rank();
-        for (unsigned k = 0; k < cl.num_blocks(); k++) {
-            uint64_t o = cl.map_shared_rank(x, k)->v[p];
-            if (k < me) bf = zgc_u64_join<MAX>(bf, o);
-            t = zgc_u64_join<MAX>(t, o);
+    if (threadIdx.x < 32) { /* lane k reads block k's value (the remote loads in parallel), then a warp join */
+        unsigned k = threadIdx.x, me = cl.block_rank();
+        uint64_t o = k < cl.num_blocks() ? cl.map_shared_rank(x, k)->v[p] : 0; /* 0: neutral for both */
+        uint64_t t = zgc_warp_reduce_u64<MAX>(o), bf = zgc_warp_reduce_u64<MAX>(k < me ? o : 0);
+        if (k == 0) {
+            x->tot_v = t;
+            x->tot_before = bf;
         }
-        x->tot_v = t;
-        x->tot_before = bf;
     }
     __syncthreads();
     uint64_t t = x->tot_v;
@@ -319,16 +317,22 @@ __device__ uint64_t zgc_cluster_select(zgc_cg::cluster_group &cl, zgc_sample_xch
             x->c[p][threadIdx.x] = cs;
         }
         cl.sync(); /* the blocks' sums are out (and bins may be rewritten) */
-        if (threadIdx.x < 16) {
-            uint64_t fs = 0;
-            uint32_t cs = 0;
-            for (unsigned k = 0; k < cl.num_blocks(); k++) {
-                const zgc_sample_xchg *o = cl.map_shared_rank(x, k);
-                fs += o->f[p][threadIdx.x];
-                cs += o->c[p][threadIdx.x];
+        /* thread t = d * NB + k reads block k's bin d (16 * NB <= 256 loads in parallel); the NB threads of
+         * a bin are consecutive lanes of one warp (NB a power of two <= 16) and add theirs by shuffles */
+        unsigned nb = cl.num_blocks();
+        if (threadIdx.x < 16 * nb) {
+            unsigned d = threadIdx.x / nb, k = threadIdx.x % nb;
+            const zgc_sample_xchg *o = cl.map_shared_rank(x, k);
+            uint64_t fs = o->f[p][d];
+            uint32_t cs = o->c[p][d];
+            for (unsigned off = nb / 2; off > 0; off >>= 1) {
+                fs += __shfl_xor_sync(0xffffffffu, fs, off);
+                cs += __shfl_xor_sync(0xffffffffu, cs, off);
             }
-            x->tot_f[threadIdx.x] = fs;
-            x->tot_c[threadIdx.x] = cs;
+            if (k == 0) {
+                x->tot_f[d] = fs;
+                x->tot_c[d] = cs;
+            }
         }
         __syncthreads();
         uint64_t fs[16];
