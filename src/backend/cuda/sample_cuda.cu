@@ -210,7 +210,8 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
  * split over the NB blocks of a cluster (block k: ids [k*slice, (k+1)*slice)), so that every pass runs
  * on NB SMs instead of one. Each block stages its slice's z and integer weights in shared memory once;
  * a pass's per-block sums (16 digit bins, a maximum, a kept weight) are exchanged through distributed
- * shared memory after one cluster barrier (integers: the same totals in any order, so the same cut
+ * shared memory after one cluster barrier (a thread per block and bin reads them in parallel, shuffles add
+ * them; integers: the same totals in any order, so the same cut
  * and the same token as the one-block kernel and the CPU). Exchange buffers alternate between two
  * slots, so one barrier per exchange suffices: a block writes slot p & 1 again only after the next
  * barrier, which every block reaches after it has read exchange p. A cluster barrier ends the kernel
