@@ -1836,8 +1836,8 @@ static void test_sample(void) {
         }
     /* the multi-block kernel (a cluster per row, ZGPT_SAMPLE=cluster; sm_90+, else the one-block kernel
      * runs), the one-block kernel with the row's z staged in shared memory (ZGPT_DECODE=new) and the one
-     * reading the logits on every pass (old): all the CPU's ids, for the 9 rows at once (B=9) and for each
-     * row alone (B=1), with and without PDL */
+     * reading the logits on every pass (old): all the CPU's ids, for the 9 rows at once (B=9), the first 8
+     * (B=8) and each row alone (B=1), with and without PDL */
     static const struct {
         const char *sample, *decode, *pdl;
     } var[] = {{"cluster", "new", NULL}, {"cluster", "new", "0"}, {"block", "new", NULL}, {"block", "old", NULL}};
@@ -1860,18 +1860,21 @@ static void test_sample(void) {
         int32_t *dids = be->ops->alloc(be, B * sizeof(int32_t), "ids"), *dctr = be->ops->alloc(be, 4, "counter");
         int mismatches = 0, distinct = 0;
         for (int c = 0; c < COUNTERS; c++) {
-            int32_t gpu[B], one[B], ref[B], prev[B];
+            int32_t gpu[B], one[B], eight[B], ref[B], prev[B];
             be->ops->upload(be, dctr, &c, 4);
             be->ops->sample(be, dids, dlg, drows, dctr, B, V, Vp);
             be->ops->download(be, gpu, dids, sizeof gpu);
             for (int b = 0; b < B; b++) /* each row alone: B = 1 */
                 be->ops->sample(be, dids + b, (char *)dlg + (size_t)b * Vp * es, drows + b, dctr, 1, V, Vp);
             be->ops->download(be, one, dids, sizeof one);
+            be->ops->sample(be, dids, dlg, drows, dctr, 8, V, Vp); /* the first 8 rows: B = 8 */
+            be->ops->download(be, eight, dids, 8 * sizeof(int32_t));
+            eight[B - 1] = one[B - 1];
             cpu->ops->sample(cpu, ref, hl, rows, &c, B, V, Vp);
             for (int b = 0; b < B; b++) {
-                if ((gpu[b] != ref[b] || one[b] != ref[b]) && mismatches++ < 5)
-                    fprintf(stderr, "  sample %s row %d counter %d: cuda %d (alone %d), cpu %d\n", dt_name(dt), b, c,
-                            gpu[b], one[b], ref[b]);
+                if ((gpu[b] != ref[b] || one[b] != ref[b] || eight[b] != ref[b]) && mismatches++ < 5)
+                    fprintf(stderr, "  sample %s row %d counter %d: cuda B=9 %d, B=1 %d, B=8 %d; cpu %d\n",
+                            dt_name(dt), b, c, gpu[b], one[b], eight[b], ref[b]);
                 if (c > 0) distinct += gpu[b] != prev[b];
                 prev[b] = gpu[b];
             }
