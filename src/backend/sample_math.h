@@ -112,9 +112,7 @@ ZG_SAMPLE_FN int zg_sample_select_step(const uint64_t f[16], const uint32_t c[16
  * holds every candidate still in the running, whose sums already reached the target) without changing
  * *above or ending the search (a one-candidate bin or an exact count would have ended it a pass
  * earlier), so a selection may set the digit and skip the pass. */
-ZG_SAMPLE_FN int zg_sample_digit_fixed(int V, int shift) {
-    return shift < 32 && ((uint32_t)(V - 1) >> shift) == 0;
-}
+ZG_SAMPLE_FN int zg_sample_digit_fixed(int V, int shift) { return shift < 32 && ((uint32_t)(V - 1) >> shift) == 0; }
 
 ZG_SAMPLE_FN uint32_t zg_philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
     uint64_t p = (uint64_t)a * b;

@@ -572,7 +572,7 @@ static void test_matmul(void) {
      * tensor-core form in bf16/fp16), output counts that are not multiples of 8 or 16 columns per block,
      * C = 264 (33 vectors: a last chunk of one vector), C = 100 (rows not whole 16-byte vectors in
      * bf16/fp16: cuBLASLt) */
-    int shapes[][3] = {{77, 64, 96},    {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203},
+    int shapes[][3] = {{77, 64, 96},   {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203},
                        {8, 256, 1000}, {5, 264, 40},     {3, 100, 64}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
@@ -1873,8 +1873,8 @@ static void test_sample(void) {
             cpu->ops->sample(cpu, ref, hl, rows, &c, B, V, Vp);
             for (int b = 0; b < B; b++) {
                 if ((gpu[b] != ref[b] || one[b] != ref[b] || eight[b] != ref[b]) && mismatches++ < 5)
-                    fprintf(stderr, "  sample %s row %d counter %d: cuda B=9 %d, B=1 %d, B=8 %d; cpu %d\n",
-                            dt_name(dt), b, c, gpu[b], one[b], eight[b], ref[b]);
+                    fprintf(stderr, "  sample %s row %d counter %d: cuda B=9 %d, B=1 %d, B=8 %d; cpu %d\n", dt_name(dt),
+                            b, c, gpu[b], one[b], eight[b], ref[b]);
                 if (c > 0) distinct += gpu[b] != prev[b];
                 prev[b] = gpu[b];
             }
@@ -1955,7 +1955,8 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     void *wts = dev_rand(be, ZG_BF16, NL * lw, 0.03f, NULL), *wte = dev_rand(be, ZG_BF16, (size_t)Vp * C, 0.05f, NULL);
     void *wpe = dev_rand(be, ZG_BF16, (size_t)maxT * C, 0.3f, NULL);
     void *kc = dev_rand(be, ZG_BF16, NL * kvn, 1.f, NULL), *vc = dev_rand(be, ZG_BF16, NL * kvn, 1.f, NULL);
-    void *gain = dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL), *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.1f, NULL);
+    void *gain = dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
+         *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.1f, NULL);
     g_rng = keep;
     void *x = dev_nan(be, ZG_BF16, (size_t)B * C), *y = dev_nan(be, ZG_BF16, (size_t)B * C),
          *ln = dev_nan(be, ZG_BF16, (size_t)B * C), *qkv = dev_nan(be, ZG_BF16, (size_t)B * 3 * C),
@@ -2014,7 +2015,8 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     if (g) op->graph_destroy(be, g);
     op->download(be, seq_out, dseq, (size_t)B * maxT * 4);
     be->ops->download_f32(be, x_out, x, ZG_BF16, (size_t)B * C);
-    void *ptrs[] = {wts, wte, wpe, kc, vc, gain, bias, x, y, ln, qkv, att, h, pre, logits, dseq, dplen, dtok, dpos, dids, drows};
+    void *ptrs[] = {wts, wte, wpe, kc,     vc,   gain,  bias, x,    y,    ln,   qkv,
+                    att, h,   pre, logits, dseq, dplen, dtok, dpos, dids, drows};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) op->dealloc(be, ptrs[k]);
     free(seq);
 }
@@ -2159,9 +2161,9 @@ enum { DEC_VARIANTS = 9 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n; /* NULL: unset */
 } dec_variant[DEC_VARIANTS] = {
-    {"old", "old", "0", "block", NULL},   {"new", "new", NULL, NULL, NULL},   {"auto", NULL, NULL, NULL, NULL},
+    {"old", "old", "0", "block", NULL},   {"new", "new", NULL, NULL, NULL},     {"auto", NULL, NULL, NULL, NULL},
     {"gemv", "gemv", NULL, NULL, NULL},   {"split", "split", NULL, NULL, NULL}, {"nopdl", NULL, "0", NULL, NULL},
-    {"block", NULL, NULL, "block", NULL}, {"v012", NULL, "0", "block", NULL}, {"gemv8", NULL, NULL, NULL, "8"}};
+    {"block", NULL, NULL, "block", NULL}, {"v012", NULL, "0", "block", NULL},   {"gemv8", NULL, NULL, NULL, "8"}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);

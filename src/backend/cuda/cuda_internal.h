@@ -207,9 +207,7 @@ __device__ __forceinline__ void zgc_pdl_trigger() {
 #endif
 }
 /* L2 prefetch of the 128-byte line holding p (no register written, nothing waited for). */
-__device__ __forceinline__ void zgc_prefetch_l2(const void *p) {
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
-}
+__device__ __forceinline__ void zgc_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
 /* kern<<<grid, block, smem, the compute stream>>>(args...), with the PDL attribute when zgc_pdl_on and,
  * when cluster > 0, thread-block clusters of `cluster` blocks along x. */
 template <typename... P, typename... A>

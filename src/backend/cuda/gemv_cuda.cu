@@ -228,12 +228,12 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
     zgc_gemv_store(out, pre_gelu, residual, (size_t)n * OC + o, s + (bias ? zgc_to_f(bias[o]) : 0.0f));
 }
 /* fp32 has no such mma: the warp-per-column kernel */
-template <> __global__ void zgc_gemv_mma_kernel<float, true>(float *, float *, const float *, const float *,
-                                                            const float *, const float *, const float *,
-                                                            const float *, int, int, int) {}
-template <> __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float *, const float *,
-                                                             const float *, const float *, const float *,
-                                                             const float *, int, int, int) {}
+template <>
+__global__ void zgc_gemv_mma_kernel<float, true>(float *, float *, const float *, const float *, const float *,
+                                                 const float *, const float *, const float *, int, int, int) {}
+template <>
+__global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float *, const float *, const float *,
+                                                  const float *, const float *, const float *, int, int, int) {}
 
 static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 

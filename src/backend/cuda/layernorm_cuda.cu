@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 4)
     constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV;
     typedef zgc_vec<T> V;
     __shared__ float red[2][ZGC_LNG_THREADS / 32]; /* [mean | variance][warp] */
-    zgc_pdl_wait(); /* launched with PDL (zgc_launch): x is the previous kernel's */
+    zgc_pdl_wait();                                /* launched with PDL (zgc_launch): x is the previous kernel's */
     zgc_pdl_trigger();
     int rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
     int g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);

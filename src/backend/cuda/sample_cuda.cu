@@ -204,7 +204,6 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     }
 }
 
-
 /* ---- the multi-block sampler: a thread-block cluster per row (sm_90+) -----------------------------
  * The same definition and the same radix selection as the kernel above, with the row's candidates
  * split over the NB blocks of a cluster (block k: ids [k*slice, (k+1)*slice)), so that every pass runs
@@ -350,8 +349,8 @@ __device__ uint64_t zgc_cluster_select(zgc_cg::cluster_group &cl, zgc_sample_xch
  * its contiguous chunk of the block's ids (*mine), *start is where that chunk begins in the row's id
  * order (the blocks below, then the threads below). */
 __device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg *x, int &slot,
-                                     const zgc_sample_slice &sl, uint64_t keep_from, uint64_t *scan,
-                                     uint64_t *mine_out, uint64_t *start_out) {
+                                     const zgc_sample_slice &sl, uint64_t keep_from, uint64_t *scan, uint64_t *mine_out,
+                                     uint64_t *start_out) {
     int chunk = (sl.n + (int)blockDim.x - 1) / (int)blockDim.x;
     int lo = (int)threadIdx.x * chunk, hi = min(sl.n, lo + chunk);
     uint64_t mine = 0;
@@ -500,8 +499,8 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
         unsigned nb = zgc_sample_cluster_blocks<T>(be, B, V, &csmem);
         if (nb > 0) {
             int slice = (V + (int)nb - 1) / (int)nb;
-            zgc_launch(be, zgc_sample_cluster_kernel<T>, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem, nb,
-                       ids, (const T *)logits, rows, counter, V, Vp, slice);
+            zgc_launch(be, zgc_sample_cluster_kernel<T>, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem,
+                       nb, ids, (const T *)logits, rows, counter, V, Vp, slice);
         } else {
             /* the one-block kernel; the row's z in shared memory when they fit beside the kernel's own
              * (V = 50257: 196 KiB of the H100/H200's 227 KiB), only with ZGPT_DECODE=new (it timed slower
