@@ -148,10 +148,12 @@ static inline int zgc_decode_mode(void) {
     if (strcmp(v, "split") == 0) return ZGC_DEC_SPLIT;
     return ZGC_DEC_AUTO;
 }
-/* auto runs the few-row product up to this many rows (measured faster in the step graph at 1 row,
- * slower at 8: each weight vector costs N x-vector loads and 8N conversions + FMAs per lane, so more
- * rows make the kernel issue-bound while cuBLASLt's cost barely moves with N) */
-#define ZGC_GEMV_AUTO_MAX_N 1
+/* auto runs the few-row product up to this many rows: none. v0.12 measured it faster than cuBLASLt in
+ * the step graph at 1 row (2.797 vs 3.308 ms), but with PDL (v0.13, same H200 call) the step with the
+ * few-row products is 2.802 ms at B=1 against 2.658 ms with cuBLASLt's products (split attention, the
+ * cluster sampler and PDL for the rest), and 3.70 vs 3.28 ms at B=8 (tensor-core form). ZGPT_GEMV_MAX_N
+ * or ZGPT_DECODE=new|gemv still select it for A/B runs. */
+#define ZGC_GEMV_AUTO_MAX_N 0
 static inline bool zgc_decode_gemv(int N) {
     int m = zgc_decode_mode();
     const char *v = getenv("ZGPT_GEMV_MAX_N"); /* auto's limit, for A/B runs of the tensor-core form at B > 1 */
