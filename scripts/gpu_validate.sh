@@ -56,13 +56,18 @@
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
-#            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); ~3-5 min
+#            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
+#            again with ZGPT_PDL=0 and with ZGPT_SAMPLE=block: the same text as the defaults'; B=8 with
+#            ZGPT_GEMV_MAX_N=8 (the tensor-core few-row products): tokens/s; ~4-6 min
 #            (not in the default list)
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
-#            products, one block per head, the sampler reading global memory each pass) and =new (gemv_cuda.cu,
-#            split decode attention, z staged in shared memory), and the whole XL step as a CUDA graph at B=1
-#            and B=8 with old, new, gemv / split (one new family alone) and auto (unset: the per-shape
-#            selection generation runs; the verdict) (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); ~1 min
+#            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
+#            =new (gemv_cuda.cu, split decode attention, the multi-block sampler, PDL), and the whole XL step as
+#            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
+#            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
+#            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8) (tokens/s of the graph alone; the goals 500 and
+#            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms); ~1 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
@@ -1002,14 +1007,27 @@ if has decode; then
   while IFS= read -r line; do note "$line"; done < "$LOG_DIR/decode_notes.txt"
   for b in 1 8; do
     # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
+    # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto);
+    # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8)
     line=""
-    for v in old new gemv split; do
+    for v in old new gemv split nopdl block v012 gemv8; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
+      eval "dms_$v=\$ms"
     done
     read -r _ _ _ _ ams _ atok <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
     goal=$([ "$b" = 1 ] && echo 500 || echo 2500)
     note "decode step graph B=$b (XL, 48 layers + head + top-k 200): ${line}auto $(na "$ams") ms $(fmt0 "$atok") tok/s $(verdict "$atok" ">=" "$goal") (>= $goal, graph alone)"
+    note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
+         "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
+         "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
+  done
+  # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms)
+  for b in 1 8; do
+    for c in "T=0.8 top-k 200" "top-p 0.9"; do
+      ms=$(sed -nE "s/^decode B=$b sample $c: old [0-9.]+ ms, new ([0-9.]+) ms.*/\1/p" "$LOG_DIR/decode_notes.txt" | tail -1)
+      note "decode sampler B=$b $c: multi-block $(na "$ms") ms [$(verdict "$ms" "<=" 0.05) <= 0.05]"
+    done
   done
   [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"
 fi
@@ -1028,6 +1046,23 @@ if has gen; then
         --top-k 200 --device cuda --dtype bf16 $extra > "$LOG_DIR/gen_zgpt_$tag.out" 2> "$LOG_DIR/gen_zgpt_$tag.log"
     note "gen zgpt B=$B${extra:+ (no graph)}: exit $?; $(grep -E '^zgpt sample: ' "$LOG_DIR/gen_zgpt_$tag.log" | tr '\n' ' ')"
   done
+  # the same seed without PDL and with the one-block sampler: the same texts (PDL changes no bit; both
+  # samplers draw by the same definition), and the tokens/s each gives
+  for B in 1 8; do
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block"; do
+      read -r vn venv <<< "$var"
+      env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \
+          --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b${B}_$vn.out" 2> "$LOG_DIR/gen_zgpt_b${B}_$vn.log"
+      rc=$?
+      same=$(cmp -s "$LOG_DIR/gen_zgpt_b$B.out" "$LOG_DIR/gen_zgpt_b${B}_$vn.out" && [ -s "$LOG_DIR/gen_zgpt_b$B.out" ] && echo PASS || echo FAIL)
+      note "gen zgpt B=$B $venv: exit $rc; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b$B.log")") with the defaults; text identical to the defaults' (same seed): $same"
+    done
+  done
+  # B=8 with the few-row tensor-core products (auto's limit raised to 8 rows): tokens/s only (another order
+  # of sums than cuBLASLt's, so the text may differ)
+  ZGPT_GEMV_MAX_N=8 timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples 8 \
+      --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b8_gemv8.out" 2> "$LOG_DIR/gen_zgpt_b8_gemv8.log"
+  note "gen zgpt B=8 ZGPT_GEMV_MAX_N=8 (tensor-core few-row products): exit $?; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8_gemv8.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")") with the defaults"
   z1=$(zs_tps "$LOG_DIR/gen_zgpt_b1.log"); z8=$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")
   note "gen: zgpt bf16 tokens/s (load excluded: $(na "$(zs_load "$LOG_DIR/gen_zgpt_b1.log")") s) B=1 $(na "$z1") [$(verdict "$z1" ">=" 500) >= 500]," \
        "B=8 $(na "$z8") [$(verdict "$z8" ">=" 2500) >= 2500]; B=1 without the graph $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b1_nograph.log")")"

@@ -107,6 +107,13 @@ ZG_SAMPLE_FN int zg_sample_select_step(const uint64_t f[16], const uint32_t c[16
     return cnt == 1 || (!weighted && running + hist == target) || shift == 0;
 }
 
+/* 1 when the rank's digit at shift is 15 for every id in [0, V): the bits of ~id above V - 1's highest
+ * bit (for GPT-2's 50257 ids, shifts 16-28). zg_sample_select_step would pick digit 15 there (its bin
+ * holds every candidate still in the running, whose sums already reached the target) without changing
+ * *above or ending the search (a one-candidate bin or an exact count would have ended it a pass
+ * earlier), so a selection may set the digit and skip the pass. */
+ZG_SAMPLE_FN int zg_sample_digit_fixed(int V, int shift) { return shift < 32 && ((uint32_t)(V - 1) >> shift) == 0; }
+
 ZG_SAMPLE_FN uint32_t zg_philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
     uint64_t p = (uint64_t)a * b;
     *hi = (uint32_t)(p >> 32);

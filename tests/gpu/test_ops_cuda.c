@@ -568,9 +568,12 @@ static void test_matmul_residual_rounding(void) {
 
 #define ZGC_TEST_FEW_ROWS 8
 static void test_matmul(void) {
-    /* N <= 8 runs the few-row kernel (gemv_cuda.cu): 1 and 8 rows, an output count that is not a
-     * multiple of its 8 columns per block, C = 100 (rows not whole 16-byte vectors in bf16/fp16: cuBLASLt) */
-    int shapes[][3] = {{77, 64, 96}, {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203}, {8, 256, 1000}, {3, 100, 64}};
+    /* N <= 8 runs the few-row kernels (gemv_cuda.cu): 1 row (warp per column), 8 and 5 rows (the
+     * tensor-core form in bf16/fp16), output counts that are not multiples of 8 or 16 columns per block,
+     * C = 264 (33 vectors: a last chunk of one vector), C = 100 (rows not whole 16-byte vectors in
+     * bf16/fp16: cuBLASLt) */
+    int shapes[][3] = {{77, 64, 96},   {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203},
+                       {8, 256, 1000}, {5, 264, 40},     {3, 100, 64}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
         zg_backend *be = g_be[di];
@@ -1711,6 +1714,50 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     cudaEventDestroy(ctx.e1);
 }
 
+/* The two few-row kernels (the tensor-core form and the warp per column, ZGPT_GEMV=simt) at 2..8 rows
+ * against the fp64 product, with bias + residual and with GELU, each within the dtype's tolerance (the
+ * fused LayerNorm forms: layernorm_matmul and layernorm_matmul_simt). */
+static void test_gemv_forms(void) {
+    int shapes[][3] = {{2, 1600, 48}, {7, 512, 333}, {8, 6400, 40}};
+    for (int di = 1; di < 3; di++) {
+        zg_backend *be = g_be[di];
+        zg_dtype dt = be->act_dtype;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int form = 0; form < 2; form++) {
+                setenv("ZGPT_GEMV", form ? "simt" : "mma", 1);
+                int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+                size_t nin = (size_t)N * C, nout = (size_t)N * OC;
+                float *x = malloc(nin * 4), *w = malloc((size_t)OC * C * 4), *bias = malloc(OC * 4),
+                      *res = malloc(nout * 4);
+                void *dx = dev_rand(be, dt, nin, 2.f, x), *dw = dev_rand(be, dt, (size_t)OC * C, 0.05f, w),
+                     *dbias = dev_rand(be, dt, OC, 0.5f, bias), *dres = dev_rand(be, dt, nout, 1.f, res);
+                void *out = dev_nan(be, dt, nout), *pre = dev_nan(be, dt, nout), *out2 = dev_nan(be, dt, nout);
+                be->ops->matmul_forward(be, out, NULL, dx, dw, dbias, dres, N, C, OC);
+                be->ops->matmul_forward(be, out2, pre, dx, dw, dbias, NULL, N, C, OC);
+                double *ref = malloc(nout * 8), *refg = malloc(nout * 8);
+                for (int i = 0; i < N; i++)
+                    for (int o = 0; o < OC; o++) {
+                        double a = bias[o];
+                        for (int c = 0; c < C; c++) a += (double)x[(size_t)i * C + c] * w[(size_t)o * C + c];
+                        ref[(size_t)i * OC + o] = a + res[(size_t)i * OC + o];
+                        refg[(size_t)i * OC + o] = gelu_d(a);
+                    }
+                float *h = dl(be, out, dt, nout), *hg = dl(be, out2, dt, nout);
+                char name[96];
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d bias+residual", form ? "simt" : "mma", N, C,
+                         OC);
+                check_rel(name, dt, h, ref, nout, tol_of(dt));
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d gelu", form ? "simt" : "mma", N, C, OC);
+                check_rel(name, dt, hg, refg, nout, tol_of(dt));
+                void *host[] = {x, w, bias, res, ref, refg, h, hg};
+                for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
+                void *ptrs[] = {dx, dw, dbias, dres, out, pre, out2};
+                for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+            }
+    }
+    unsetenv("ZGPT_GEMV");
+}
+
 /* layernorm_matmul_forward (the decode step's LayerNorm fused into the few-row product) against the fp64
  * LayerNorm then product, and against the two ops run apart (layernorm_forward, matmul_forward); with GELU
  * and without; C = 1600 at 8 rows in fp32 exceeds the fused form's shared memory (the two ops run). */
@@ -1765,6 +1812,13 @@ static void test_layernorm_matmul(void) {
     }
 }
 
+/* layernorm_matmul with the warp-per-column few-row kernel at every row count (ZGPT_GEMV=simt) */
+static void test_layernorm_matmul_simt(void) {
+    setenv("ZGPT_GEMV", "simt", 1);
+    test_layernorm_matmul();
+    unsetenv("ZGPT_GEMV");
+}
+
 /* ---- generation: the sample op against the CPU's, decode attention, decode_advance under a graph ---- */
 
 /* The CUDA sample op gives the CPU op's token ids on the same logits (the device's rounded values), for
@@ -1788,14 +1842,25 @@ static void test_sample(void) {
             if (b == 5) x = 0.5f;                              /* all equal */
             lg[(size_t)b * Vp + i] = x;
         }
-    /* the kernel with the row's z staged in shared memory (new), and the one reading the logits on
-     * every pass (old): both the CPU's ids */
-    for (int vi = 0; vi < 6; vi++) {
-        int di = vi % 3;
-        setenv("ZGPT_DECODE", vi < 3 ? "new" : "old", 1);
+    /* the multi-block kernel (a cluster per row, ZGPT_SAMPLE=cluster; sm_90+, else the one-block kernel
+     * runs), the one-block kernel with the row's z staged in shared memory (ZGPT_DECODE=new) and the one
+     * reading the logits on every pass (old): all the CPU's ids, for the 9 rows at once (B=9), the first 8
+     * (B=8) and each row alone (B=1), with and without PDL */
+    static const struct {
+        const char *sample, *decode, *pdl;
+    } var[] = {{"cluster", "new", NULL}, {"cluster", "new", "0"}, {"block", "new", NULL}, {"block", "old", NULL}};
+    for (int vi = 0; vi < (int)(sizeof var / sizeof var[0]) * 3; vi++) {
+        int di = vi % 3, k = vi / 3;
+        setenv("ZGPT_SAMPLE", var[k].sample, 1);
+        setenv("ZGPT_DECODE", var[k].decode, 1);
+        if (var[k].pdl)
+            setenv("ZGPT_PDL", var[k].pdl, 1);
+        else
+            unsetenv("ZGPT_PDL");
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        void *dlg = be->ops->alloc(be, (size_t)B * Vp * (dt == ZG_F32 ? 4 : 2), "logits");
+        size_t es = dt == ZG_F32 ? 4 : 2;
+        void *dlg = be->ops->alloc(be, (size_t)B * Vp * es, "logits");
         be->ops->upload_f32(be, dlg, dt, lg, (size_t)B * Vp);
         float *hl = dl(be, dlg, dt, (size_t)B * Vp); /* what the device holds */
         zg_sample_row *drows = be->ops->alloc(be, sizeof rows, "rows");
@@ -1803,21 +1868,29 @@ static void test_sample(void) {
         int32_t *dids = be->ops->alloc(be, B * sizeof(int32_t), "ids"), *dctr = be->ops->alloc(be, 4, "counter");
         int mismatches = 0, distinct = 0;
         for (int c = 0; c < COUNTERS; c++) {
-            int32_t gpu[B], ref[B], prev[B];
+            int32_t gpu[B], one[B], eight[B], ref[B], prev[B];
             be->ops->upload(be, dctr, &c, 4);
             be->ops->sample(be, dids, dlg, drows, dctr, B, V, Vp);
             be->ops->download(be, gpu, dids, sizeof gpu);
+            for (int b = 0; b < B; b++) /* each row alone: B = 1 */
+                be->ops->sample(be, dids + b, (char *)dlg + (size_t)b * Vp * es, drows + b, dctr, 1, V, Vp);
+            be->ops->download(be, one, dids, sizeof one);
+            be->ops->sample(be, dids, dlg, drows, dctr, 8, V, Vp); /* the first 8 rows: B = 8 */
+            be->ops->download(be, eight, dids, 8 * sizeof(int32_t));
+            eight[B - 1] = one[B - 1];
             cpu->ops->sample(cpu, ref, hl, rows, &c, B, V, Vp);
             for (int b = 0; b < B; b++) {
-                if (gpu[b] != ref[b] && mismatches++ < 5)
-                    fprintf(stderr, "  sample %s row %d counter %d: cuda %d, cpu %d\n", dt_name(dt), b, c, gpu[b],
-                            ref[b]);
+                if ((gpu[b] != ref[b] || one[b] != ref[b] || eight[b] != ref[b]) && mismatches++ < 5)
+                    fprintf(stderr, "  sample %s row %d counter %d: cuda B=9 %d, B=1 %d, B=8 %d; cpu %d\n", dt_name(dt),
+                            b, c, gpu[b], one[b], eight[b], ref[b]);
                 if (c > 0) distinct += gpu[b] != prev[b];
                 prev[b] = gpu[b];
             }
         }
-        ZT_CHECK_MSG(mismatches == 0, "sample %s ZGPT_DECODE=%s: %d of %d token ids differ from the CPU op",
-                     dt_name(dt), getenv("ZGPT_DECODE"), mismatches, B * COUNTERS);
+        ZT_CHECK_MSG(mismatches == 0,
+                     "sample %s ZGPT_SAMPLE=%s ZGPT_DECODE=%s ZGPT_PDL=%s: %d of %d token ids differ from the CPU op",
+                     dt_name(dt), var[k].sample, var[k].decode, var[k].pdl ? var[k].pdl : "(unset)", mismatches,
+                     B * COUNTERS);
         ZT_CHECK(distinct > COUNTERS); /* sampled rows do move with the counter */
         free(hl);
         be->ops->dealloc(be, dlg);
@@ -1825,9 +1898,186 @@ static void test_sample(void) {
         be->ops->dealloc(be, dids);
         be->ops->dealloc(be, dctr);
     }
+    unsetenv("ZGPT_SAMPLE");
+    unsetenv("ZGPT_PDL");
     setenv("ZGPT_DECODE", "new", 1); /* the tests' setting (main) */
     free(lg);
     zg_backend_destroy(cpu);
+}
+
+/* Vocabularies smaller than the multi-block sampler's blocks per row (blocks with no ids, one id each)
+ * and a few hundred: the CUDA op's ids are the CPU's, both samplers. */
+static void test_sample_small(void) {
+    zg_backend *cpu;
+    zg_backend_config cc = {"cpu", -1, ZG_F32};
+    ZT_CHECK(zg_backend_cpu_create(&cpu, &cc) == 0);
+    enum { B = 4, COUNTERS = 25 };
+    zg_sample_row rows[B] = {
+        {0.0f, 0, 1.0f, 0, 3}, {1.0f, 3, 1.0f, 0, 4}, {0.8f, 0, 0.7f, 0, 5}, {1.3f, 0, 1.0f, 0, 6}};
+    static const int Vs[][2] = {{1, 8}, {7, 8}, {13, 16}, {300, 304}};
+    static const char *const samplers[2] = {"cluster", "block"};
+    zg_backend *be = g_be[1];
+    for (size_t vi = 0; vi < sizeof Vs / sizeof Vs[0]; vi++)
+        for (int si = 0; si < 2; si++) {
+            setenv("ZGPT_SAMPLE", samplers[si], 1);
+            int V = Vs[vi][0], Vp = Vs[vi][1], mismatches = 0;
+            float *lg = malloc((size_t)B * Vp * sizeof(float));
+            for (int i = 0; i < B * Vp; i++) lg[i] = roundf(8.0f * zt_rand_uniform(&g_rng)) / 4.0f;
+            void *dlg = be->ops->alloc(be, (size_t)B * Vp * 2, "logits");
+            be->ops->upload_f32(be, dlg, ZG_BF16, lg, (size_t)B * Vp);
+            float *hl = dl(be, dlg, ZG_BF16, (size_t)B * Vp);
+            zg_sample_row *drows = be->ops->alloc(be, sizeof rows, "rows");
+            be->ops->upload(be, drows, rows, sizeof rows);
+            int32_t *dids = be->ops->alloc(be, sizeof(int32_t) * B, "ids"), *dctr = be->ops->alloc(be, 4, "counter");
+            for (int c = 0; c < COUNTERS; c++) {
+                int32_t gpu[B], ref[B];
+                be->ops->upload(be, dctr, &c, 4);
+                be->ops->sample(be, dids, dlg, drows, dctr, B, V, Vp);
+                be->ops->download(be, gpu, dids, sizeof gpu);
+                cpu->ops->sample(cpu, ref, hl, rows, &c, B, V, Vp);
+                for (int b = 0; b < B; b++) mismatches += gpu[b] != ref[b] || gpu[b] < 0 || gpu[b] >= V;
+            }
+            ZT_CHECK_MSG(mismatches == 0, "sample V=%d ZGPT_SAMPLE=%s: %d of %d ids differ from the CPU op", V,
+                         samplers[si], mismatches, B * COUNTERS);
+            free(lg);
+            free(hl);
+            void *ptrs[] = {dlg, drows, dids, dctr};
+            for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+        }
+    unsetenv("ZGPT_SAMPLE");
+    zg_backend_destroy(cpu);
+}
+
+/* A decode step of a small GPT-2-shaped model (4 layers, C 768, the GPT-2 vocabulary), as generation
+ * records it: encoder at the device position, per layer the fused LayerNorm + qkv product, decode
+ * attention, projection + residual, LayerNorm + fc + GELU, fc projection + residual, then ln_f, the LM
+ * head, a top-k 50 draw and decode_advance; `steps` replays of one recorded graph (or direct launches)
+ * from position 0. Returns the (B,maxT) tokens and the last hidden state (B,C) (bf16 bits as floats). */
+static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t *seq_out, float *x_out) {
+    enum { NL = 4, C = 768, NH = 12, V = 50257, Vp = 50304, maxT = 48 };
+    const zg_backend_ops *op = be->ops;
+    uint64_t rng = 0x1234abcdULL; /* the same weights for every run */
+    uint64_t keep = g_rng;
+    g_rng = rng;
+    size_t lw = (size_t)12 * C * C, kvn = (size_t)B * maxT * C;
+    void *wts = dev_rand(be, ZG_BF16, NL * lw, 0.03f, NULL), *wte = dev_rand(be, ZG_BF16, (size_t)Vp * C, 0.05f, NULL);
+    void *wpe = dev_rand(be, ZG_BF16, (size_t)maxT * C, 0.3f, NULL);
+    void *kc = dev_rand(be, ZG_BF16, NL * kvn, 1.f, NULL), *vc = dev_rand(be, ZG_BF16, NL * kvn, 1.f, NULL);
+    void *gain = dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
+         *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.1f, NULL);
+    g_rng = keep;
+    void *x = dev_nan(be, ZG_BF16, (size_t)B * C), *y = dev_nan(be, ZG_BF16, (size_t)B * C),
+         *ln = dev_nan(be, ZG_BF16, (size_t)B * C), *qkv = dev_nan(be, ZG_BF16, (size_t)B * 3 * C),
+         *att = dev_nan(be, ZG_BF16, (size_t)B * C), *h = dev_nan(be, ZG_BF16, (size_t)B * 4 * C),
+         *pre = dev_nan(be, ZG_BF16, (size_t)B * 4 * C), *logits = dev_nan(be, ZG_BF16, (size_t)B * Vp);
+    int32_t *seq = calloc((size_t)B * maxT, sizeof(int32_t)), plen[8], pos[2] = {0, 1};
+    zg_sample_row rows[8];
+    for (int b = 0; b < B; b++) {
+        seq[(size_t)b * maxT] = 464 + 97 * b;
+        plen[b] = 1 + (b % 3); /* rows 1, 2: prompt tokens kept (0 here) at positions 1, 2 */
+        zg_sample_row r = {1.0f / 0.9f, 50, 1.0f, 0, (uint64_t)(77 + b)};
+        rows[b] = r;
+    }
+    int32_t *dseq = op->alloc(be, (size_t)B * maxT * 4, "seq"), *dplen = op->alloc(be, (size_t)B * 4, "plen"),
+            *dtok = op->alloc(be, (size_t)B * 4, "tok"), *dpos = op->alloc(be, 8, "pos"),
+            *dids = op->alloc(be, (size_t)B * 4, "ids");
+    zg_sample_row *drows = op->alloc(be, (size_t)B * sizeof *rows, "rows");
+    op->upload(be, dseq, seq, (size_t)B * maxT * 4);
+    op->upload(be, dplen, plen, (size_t)B * 4);
+    op->upload(be, dpos, pos, sizeof pos);
+    op->upload(be, drows, rows, (size_t)B * sizeof *rows);
+    for (int b = 0; b < B; b++) op->upload(be, dtok + b, &seq[(size_t)b * maxT], 4);
+#define PDL_STEP()                                                                                                     \
+    do {                                                                                                               \
+        op->encoder_forward_at(be, x, dtok, wte, wpe, dpos, B, C);                                                     \
+        for (int l = 0; l < NL; l++) {                                                                                 \
+            char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
+            op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wl, bias, B, C, 3 * C);                     \
+            op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
+                                 dpos, B, maxT, C, NH);                                                                \
+            op->matmul_forward(be, y, NULL, att, wl + (size_t)3 * C * C * 2, bias, x, B, C, C);                        \
+            op->layernorm_matmul_forward(be, h, pre, ln, y, gain, bias, wl + (size_t)4 * C * C * 2, bias, B, C,        \
+                                         4 * C);                                                                       \
+            op->matmul_forward(be, x, NULL, h, wl + (size_t)8 * C * C * 2, bias, y, B, 4 * C, C);                      \
+        }                                                                                                              \
+        op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \
+        op->matmul_forward(be, logits, NULL, ln, wte, NULL, NULL, B, C, Vp);                                           \
+        op->sample(be, dids, logits, drows, dpos + 1, B, V, Vp);                                                       \
+        op->decode_advance(be, dseq, dtok, dpos, dids, dplen, B, maxT);                                                \
+    } while (0)
+    PDL_STEP(); /* plans and scratch made outside any recording, as generation does */
+    zg_graph *g = NULL;
+    if (graph) {
+        ZT_CHECK(op->graph_begin(be) == 0);
+        PDL_STEP();
+        g = op->graph_end(be);
+        ZT_CHECK(g != NULL);
+    }
+    for (int k = 1; k < steps; k++) {
+        if (g)
+            op->graph_launch(be, g);
+        else
+            PDL_STEP();
+    }
+#undef PDL_STEP
+    if (g) op->graph_destroy(be, g);
+    op->download(be, seq_out, dseq, (size_t)B * maxT * 4);
+    be->ops->download_f32(be, x_out, x, ZG_BF16, (size_t)B * C);
+    void *ptrs[] = {wts, wte, wpe, kc,     vc,   gain,  bias, x,    y,    ln,   qkv,
+                    att, h,   pre, logits, dseq, dplen, dtok, dpos, dids, drows};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) op->dealloc(be, ptrs[k]);
+    free(seq);
+}
+
+/* PDL (the decode step's kernels starting while the previous one ends) changes no bit: the tokens of 40
+ * steps and the last hidden state with ZGPT_PDL=0 and unset, through a recorded graph and through direct
+ * launches, at B=1 and B=8, with the kernels generation picks (ZGPT_DECODE unset) and with the new
+ * kernels everywhere (ZGPT_DECODE=new: the few-row product at 8 rows); the multi-block sampler and the
+ * one-block one give the same tokens too. */
+static void test_decode_pdl(void) {
+    zg_backend *be = g_be[1];
+    enum { STEPS = 40, maxT = 48, C = 768 };
+    static const int Bs[2] = {1, 8};
+    static const char *const decs[2] = {NULL, "new"};
+    for (int bi = 0; bi < 2; bi++)
+        for (int di = 0; di < 2; di++) {
+            int B = Bs[bi];
+            if (decs[di])
+                setenv("ZGPT_DECODE", decs[di], 1);
+            else
+                unsetenv("ZGPT_DECODE");
+            /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph */
+            int32_t *seq[5];
+            float *x[5];
+            for (int r = 0; r < 5; r++) {
+                seq[r] = malloc((size_t)B * maxT * 4);
+                x[r] = malloc((size_t)B * C * 4);
+                setenv("ZGPT_PDL", r == 1 || r == 3 ? "0" : "1", 1);
+                setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
+                pdl_decode_run(be, B, r != 2 && r != 3, STEPS, seq[r], x[r]);
+            }
+            static const char *const names[5] = {"PDL graph", "no PDL graph", "PDL direct", "no PDL direct",
+                                                 "one-block sampler graph"};
+            int moved = 0;
+            for (int b = 0; b < B; b++)
+                for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];
+            ZT_CHECK_MSG(moved > 0, "B=%d: the draws never change (the test would not see a difference)", B);
+            for (int r = 1; r < 5; r++) {
+                ZT_CHECK_MSG(memcmp(seq[0], seq[r], (size_t)B * maxT * 4) == 0,
+                             "decode B=%d ZGPT_DECODE=%s: tokens of '%s' differ from '%s'", B,
+                             decs[di] ? decs[di] : "(unset)", names[r], names[0]);
+                ZT_CHECK_MSG(memcmp(x[0], x[r], (size_t)B * C * 4) == 0,
+                             "decode B=%d ZGPT_DECODE=%s: hidden state of '%s' differs from '%s'", B,
+                             decs[di] ? decs[di] : "(unset)", names[r], names[0]);
+            }
+            printf("  B=%d ZGPT_DECODE=%s: %d steps, tokens and hidden state bitwise across PDL on/off, graph/direct, "
+                   "both samplers\n",
+                   B, decs[di] ? decs[di] : "(unset)", STEPS);
+            for (int r = 0; r < 5; r++) free(seq[r]), free(x[r]);
+        }
+    unsetenv("ZGPT_PDL");
+    unsetenv("ZGPT_SAMPLE");
+    setenv("ZGPT_DECODE", "new", 1);
 }
 
 /* encoder_forward_at at a position held in device memory against encoder_forward (exact), and
@@ -1911,20 +2161,46 @@ static void test_decode_graph(void) {
 
 /* ZGPT_DECODE=old|new: the decode path's earlier kernels or the new ones (every op runs both); the step
  * graph also runs auto (the per-shape selection generation uses) and gemv / split (one new kernel family
- * alone: which one a difference comes from). */
-enum { DEC_VARIANTS = 5 };
-static const char *const dec_variant[DEC_VARIANTS] = {"old", "new", "auto", "gemv", "split"};
+ * alone: which one a difference comes from), and auto without PDL (nopdl), with the one-block sampler
+ * (block), and with neither (v012: what generation ran before PDL and the multi-block sampler). "old" runs
+ * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
+ * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). */
+enum { DEC_VARIANTS = 9 };
+static const struct {
+    const char *name, *decode, *pdl, *sample, *gemv_max_n; /* NULL: unset */
+} dec_variant[DEC_VARIANTS] = {
+    {"old", "old", "0", "block", NULL},   {"new", "new", NULL, NULL, NULL},     {"auto", NULL, NULL, NULL, NULL},
+    {"gemv", "gemv", NULL, NULL, NULL},   {"split", "split", NULL, NULL, NULL}, {"nopdl", NULL, "0", NULL, NULL},
+    {"block", NULL, NULL, "block", NULL}, {"v012", NULL, "0", "block", NULL},   {"gemv8", NULL, NULL, NULL, "8"}};
+static void dec_env(const char *name, const char *value) {
+    if (value)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+}
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {
-    setenv("ZGPT_DECODE", dec_variant[v], 1);
-    snprintf(buf, n, "%s (%s)", op, dec_variant[v]);
+    dec_env("ZGPT_DECODE", dec_variant[v].decode);
+    dec_env("ZGPT_PDL", dec_variant[v].pdl);
+    dec_env("ZGPT_SAMPLE", dec_variant[v].sample);
+    dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
+    snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
+}
+static void dec_unset(void) {
+    unsetenv("ZGPT_GEMV_MAX_N");
+    unsetenv("ZGPT_DECODE");
+    unsetenv("ZGPT_PDL");
+    unsetenv("ZGPT_SAMPLE");
 }
 /* one row per variant, old then new */
 #define BENCH_DEC(ctx, op, flops, bytes, ...)                                                                          \
     do {                                                                                                               \
         char lab_[64];                                                                                                 \
-        for (int v_ = 0; v_ < 2; v_++) BENCH(ctx, dec_label(lab_, sizeof lab_, op, v_), flops, bytes, __VA_ARGS__);    \
-        unsetenv("ZGPT_DECODE");                                                                                       \
+        for (int v_ = 0; v_ < 2; v_++) { /* the variant's environment before the timing (BENCH reads its label after) */ \
+            dec_label(lab_, sizeof lab_, op, v_);                                                                      \
+            BENCH(ctx, lab_, flops, bytes, __VA_ARGS__);                                                               \
+        }                                                                                                              \
+        dec_unset();                                                                                                   \
     } while (0)
 
 /* The decode step of GPT-2 XL as generation records it (a graph of 48 layers' LayerNorms, products,
@@ -1983,10 +2259,10 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
         }
     }
 #undef DEC_STEP
-    unsetenv("ZGPT_DECODE");
+    dec_unset();
     /* for scripts/gpu_validate.sh's decode phase */
     for (int v = 0; v < DEC_VARIANTS; v++)
-        printf("\nDECSTEP B=%d %s ms %.4f tok_s %.1f", B, dec_variant[v], step_ms[v],
+        printf("\nDECSTEP B=%d %s ms %.4f tok_s %.1f", B, dec_variant[v].name, step_ms[v],
                step_ms[v] > 0 ? B / (step_ms[v] * 1e-3) : 0.0);
     printf("\n");
     void *ptrs[] = {wts, kc, vc, x, ln, qkv, att, h, pre, gain, bias};
@@ -2117,6 +2393,8 @@ int main(int argc, char **argv) {
         zt_run("layernorm", test_layernorm);
         zt_run("matmul", test_matmul);
         zt_run("layernorm_matmul", test_layernorm_matmul);
+        zt_run("layernorm_matmul_simt", test_layernorm_matmul_simt);
+        zt_run("gemv_forms", test_gemv_forms);
         zt_run("matmul_residual_rounding", test_matmul_residual_rounding);
         zt_run("gelu_residual", test_gelu_residual);
         zt_run("attention", test_attention);
@@ -2126,6 +2404,8 @@ int main(int argc, char **argv) {
         zt_run("optimizer", test_optimizer);
         zt_run("lamb", test_lamb);
         zt_run("sample", test_sample);
+        zt_run("sample_small", test_sample_small);
+        zt_run("decode_pdl", test_decode_pdl);
         zt_run("decode_ops", test_decode_ops);
         zt_run("decode_graph", test_decode_graph);
     }

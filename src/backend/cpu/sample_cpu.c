@@ -22,6 +22,10 @@ static uint64_t select_cut(const sample_scratch *s, int V, uint64_t keep_from, u
         if (s->rank[i] >= keep_from) s->idx[n++] = i;
     uint64_t prefix = 0, above = 0;
     for (int shift = 60; shift >= 0; shift -= 4) {
+        if (zg_sample_digit_fixed(V, shift)) { /* every candidate has digit 15 here */
+            prefix |= (uint64_t)15 << shift;
+            continue;
+        }
         uint64_t f[16] = {0};
         uint32_t c[16] = {0};
         for (int j = 0; j < n; j++) {

@@ -45,35 +45,7 @@ size_t zgc_attention_stats_bytes(zg_backend *be, int B, int T, int NH) {
     return (size_t)B * NH * T * sizeof(float);
 }
 
-/* ---- mma helpers ------------------------------------------------------------------------------ */
-
-template <typename T> struct zgc_mma;
-template <> struct zgc_mma<__nv_bfloat16> {
-    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        ZGC_SM80_ONLY(
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                         "{%0,%1,%2,%3};\n"
-                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&v);
-    }
-};
-template <> struct zgc_mma<__half> {
-    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        ZGC_SM80_ONLY(
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                         "{%0,%1,%2,%3};\n"
-                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 v = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&v);
-    }
-};
+/* ---- mma helpers (zgc_mma: cuda_internal.h) ---------------------------------------------------- */
 
 /* A fragment (16 x k16) from a row-major shared tile: rows row0.., columns k0... One ldmatrix.x4
  * (matrices: rows 0-7 / 8-15 at k0, then at k0+8, the mma A order) instead of four 32-bit loads:

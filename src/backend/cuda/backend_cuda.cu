@@ -515,6 +515,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     be->impl = im;
     im->device = dev;
     im->num_sms = prop.multiProcessorCount;
+    im->cc_major = prop.major;
     im->bgrad_ok = 1;
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));

@@ -80,6 +80,10 @@ typedef struct {
     zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
     int num_sms;
+    int cc_major; /* compute capability major (PDL and thread-block clusters: 9+) */
+    /* the cluster sampler's blocks per row for a vocabulary of sample_v ids (0: none fits), chosen on the
+     * first call (a generation's first draw runs before any capture) */
+    int sample_v, sample_nb;
     cudaStream_t stream;
     cudaStream_t copy_stream; /* copy_async: host transfers beside the compute stream */
     cublasLtHandle_t lt;
@@ -145,13 +149,23 @@ static inline int zgc_decode_mode(void) {
     if (strcmp(v, "split") == 0) return ZGC_DEC_SPLIT;
     return ZGC_DEC_AUTO;
 }
-/* auto runs the few-row product up to this many rows (measured faster in the step graph at 1 row,
- * slower at 8: each weight vector costs N x-vector loads and 8N conversions + FMAs per lane, so more
- * rows make the kernel issue-bound while cuBLASLt's cost barely moves with N) */
-#define ZGC_GEMV_AUTO_MAX_N 1
+/* auto runs the few-row product up to this many rows: none. v0.12 measured it faster than cuBLASLt in
+ * the step graph at 1 row (2.797 vs 3.308 ms), but with PDL (v0.13, same H200 call) the step with the
+ * few-row products is 2.802 ms at B=1 against 2.658 ms with cuBLASLt's products (split attention, the
+ * cluster sampler and PDL for the rest), and 3.70 vs 3.28 ms at B=8 (tensor-core form). ZGPT_GEMV_MAX_N
+ * or ZGPT_DECODE=new|gemv still select it for A/B runs. */
+#define ZGC_GEMV_AUTO_MAX_N 0
 static inline bool zgc_decode_gemv(int N) {
     int m = zgc_decode_mode();
-    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= ZGC_GEMV_AUTO_MAX_N);
+    const char *v = getenv("ZGPT_GEMV_MAX_N"); /* auto's limit, for A/B runs of the tensor-core form at B > 1 */
+    int auto_max = v != NULL ? atoi(v) : ZGC_GEMV_AUTO_MAX_N;
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= auto_max);
+}
+/* Which few-row kernel (gemv_cuda.cu): the tensor-core form from 2 rows (16-bit types), the warp per
+ * column at 1 row; ZGPT_GEMV=simt keeps the warp per column at every row count (A/B runs). */
+static inline bool zgc_gemv_mma(int N) {
+    const char *v = getenv("ZGPT_GEMV");
+    return N >= 2 && !(v != NULL && strcmp(v, "simt") == 0);
 }
 /* Split attention when one block per (row, head) would leave SMs idle (B = 1 in GPT-2 XL: 25 blocks on
  * 132 SMs); at B = 8 (200 blocks) the one-block kernel already fills the GPU. */
@@ -159,8 +173,73 @@ static inline bool zgc_decode_split(int rowheads, int num_sms) {
     int m = zgc_decode_mode();
     return m == ZGC_DEC_NEW || m == ZGC_DEC_SPLIT || (m == ZGC_DEC_AUTO && rowheads < num_sms);
 }
-/* the sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
+/* the one-block sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
 static inline bool zgc_decode_staged_sample(void) { return zgc_decode_mode() == ZGC_DEC_NEW; }
+/* ZGPT_SAMPLE picks the sampler (sample_cuda.cu): "block" the one-block-per-row kernel, "cluster" the
+ * multi-block one (a thread-block cluster per row, sm_90+); unset: the cluster kernel where it runs,
+ * except under ZGPT_DECODE=old (the earlier kernels everywhere). Both give the same ids (the definition
+ * in sample_math.h). Anything else: unset. */
+static inline bool zgc_sample_cluster_wanted(void) {
+    const char *v = getenv("ZGPT_SAMPLE");
+    if (v != NULL && strcmp(v, "block") == 0) return false;
+    if (v != NULL && strcmp(v, "cluster") == 0) return true;
+    return zgc_decode_mode() != ZGC_DEC_OLD;
+}
+
+/* Programmatic dependent launch (PDL, sm_90+) for the decode step's own kernels: a kernel launched with
+ * zgc_launch may start while the kernel before it in the stream is finishing. Each such kernel calls
+ * zgc_pdl_wait() before it reads anything an earlier kernel wrote or writes anything an earlier kernel
+ * reads (it returns once the previous grid has completed and its writes are visible; at once when the
+ * kernel was launched without the attribute), and zgc_pdl_trigger() after that wait, so that at most
+ * the running kernel and the next one are resident (the next may then start its own independent loads:
+ * a product's weights). Every block of such a kernel waits, even one with no work (a grid must not
+ * complete before its predecessor has). ZGPT_PDL=0 launches them as ordinary kernels (A/B runs; read per
+ * launch). */
+static inline bool zgc_pdl_on(const zgc_impl *im) {
+    const char *v = getenv("ZGPT_PDL");
+    return im->cc_major >= 9 && !(v != NULL && strcmp(v, "0") == 0);
+}
+__device__ __forceinline__ void zgc_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void zgc_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+/* L2 prefetch of the 128-byte line holding p (no register written, nothing waited for). */
+__device__ __forceinline__ void zgc_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+/* kern<<<grid, block, smem, the compute stream>>>(args...), with the PDL attribute when zgc_pdl_on and,
+ * when cluster > 0, thread-block clusters of `cluster` blocks along x. */
+template <typename... P, typename... A>
+static void zgc_launch(zg_backend *be, void (*kern)(P...), dim3 grid, dim3 block, size_t smem, unsigned cluster,
+                       A... args) {
+    zgc_impl *im = zgc_get(be);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = im->stream;
+    cudaLaunchAttribute attr[2];
+    unsigned n = 0;
+    if (zgc_pdl_on(im)) {
+        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
+    if (cluster > 0) {
+        attr[n].id = cudaLaunchAttributeClusterDimension;
+        attr[n].val.clusterDim.x = cluster;
+        attr[n].val.clusterDim.y = 1;
+        attr[n].val.clusterDim.z = 1;
+        n++;
+    }
+    cfg.attrs = attr;
+    cfg.numAttrs = n;
+    ZG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, ((P)args)...));
+}
 
 /* attention_cuda.cu */
 /* -1 with an error when the kernels were not compiled for sm_80+ */
@@ -273,6 +352,36 @@ __device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp
 template <int N> __device__ __forceinline__ void zgc_cp_wait() {
     ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"));
 }
+/* mma.sync m16n8k16 with fp32 accumulation (the attention kernels, the few-row product): c += a b;
+ * pack rounds two floats into one register of the 16-bit type. */
+template <typename T> struct zgc_mma;
+template <> struct zgc_mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        ZGC_SM80_ONLY(
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                         "{%0,%1,%2,%3};\n"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+template <> struct zgc_mma<__half> {
+    static __device__ __forceinline__ void run(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        ZGC_SM80_ONLY(
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                         "{%0,%1,%2,%3};\n"
+                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+};
+
 /* Block-wide max / sum of v over nwarps warps (every thread gets it); red holds nwarps floats and is
  * free again on return. */
 __device__ __forceinline__ float zgc_block_max(float v, float *red, int nwarps) {

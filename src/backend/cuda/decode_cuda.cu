@@ -14,7 +14,8 @@
  * The grid covers maxT (a replayed graph keeps its grid); chunks past pos[0] leave at once. The chunks
  * are fixed by position and every sum runs in a fixed order: the same inputs give the same bits.
  * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks already fill
- * the SMs, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). */
+ * the SMs, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). Every kernel here is launched
+ * with PDL (zgc_launch) and waits for the previous kernel before it reads anything. */
 #include "backend/cuda/cuda_internal.h"
 
 #define ZGC_DEC_THREADS 256
@@ -29,6 +30,8 @@
 template <typename T>
 __global__ void zgc_encoder_at_kernel(T *out, const int32_t *tokens, const T *wte, const T *wpe, const int32_t *pos,
                                       int B, int C) {
+    zgc_pdl_wait(); /* tokens and pos come from the previous step's decode_advance */
+    zgc_pdl_trigger();
     size_t n = (size_t)B * C;
     const T *pe = wpe + (size_t)pos[0] * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -42,8 +45,8 @@ void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, co
     zgc_impl *im = zgc_get(be);
     unsigned blocks = zgc_blocks((size_t)B * C, 256, (unsigned)im->num_sms * 16);
     ZGC_DISPATCH(be->act_dtype, T,
-                 (zgc_encoder_at_kernel<T>
-                  <<<blocks, 256, 0, im->stream>>>((T *)out, tokens, (const T *)wte, (const T *)wpe, pos, B, C)));
+                 zgc_launch(be, zgc_encoder_at_kernel<T>, dim3(blocks), dim3(256), 0, 0, (T *)out, tokens,
+                            (const T *)wte, (const T *)wpe, pos, B, C));
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -105,6 +108,8 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_WARPS][ZGC_DEC_MAX_HS];
     __shared__ float red[ZGC_DEC_WARPS];
+    zgc_pdl_wait(); /* qkv is the previous kernel's */
+    zgc_pdl_trigger();
     int bh = blockIdx.x, b = bh / NH, h = bh % NH, hs = C / NH;
     int t = pos[0], L = t + 1;
     const T *row = qkv + (size_t)b * 3 * C;
@@ -144,6 +149,8 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
     __shared__ float red[ZGC_DEC_SPLIT_WARPS];
+    zgc_pdl_wait(); /* every block, even one past the position: see zgc_pdl_on */
+    zgc_pdl_trigger();
     int bh = blockIdx.x, s = blockIdx.y, S = gridDim.y, b = bh / NH, h = bh % NH, hs = C / NH;
     int t = pos[0], L = t + 1;
     int j0 = s * ZGC_DEC_CHUNK, j1 = min(L, j0 + ZGC_DEC_CHUNK);
@@ -187,6 +194,8 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
 template <typename T>
 __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const float *ml, const int32_t *pos, int S,
                                               int C, int NH) {
+    zgc_pdl_wait();
+    zgc_pdl_trigger();
     int bh = blockIdx.x, b = bh / NH, h = bh % NH, hs = C / NH, d = threadIdx.x;
     int n = pos[0] / ZGC_DEC_CHUNK + 1; /* chunks holding positions 0..pos[0] */
     const float *mlb = ml + (size_t)bh * S * 2;
@@ -204,7 +213,6 @@ __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const f
 
 static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
                                        const int32_t *pos, int B, int maxT, int C, int NH, bool vec) {
-    zgc_impl *im = zgc_get(be);
     int hs = C / NH, S = (maxT + ZGC_DEC_CHUNK - 1) / ZGC_DEC_CHUNK;
     size_t parts = (size_t)B * NH * S;
     /* the first step runs before a graph is recorded, so the buffer exists (and keeps its size) by then */
@@ -215,11 +223,11 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
     float scale = 1.0f / sqrtf((float)hs);
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = vec ? zgc_att_decode_split_kernel<T, true> : zgc_att_decode_split_kernel<T, false>;
-        kern<<<grid, ZGC_DEC_SPLIT_THREADS, 0, im->stream>>>(accs, ml, (const T *)qkv, (T *)kcache, (T *)vcache, pos,
-                                                             maxT, C, NH, scale);
+        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), 0, 0, accs, ml, (const T *)qkv, (T *)kcache,
+                   (T *)vcache, pos, maxT, C, NH, scale);
         ZG_CUDA_LAUNCH_CHECK();
-        zgc_att_decode_combine_kernel<T>
-            <<<(unsigned)(B * NH), cthreads, 0, im->stream>>>((T *)out, accs, ml, pos, S, C, NH);
+        zgc_launch(be, zgc_att_decode_combine_kernel<T>, dim3((unsigned)(B * NH)), dim3(cthreads), 0, 0, (T *)out,
+                   (const float *)accs, (const float *)ml, pos, S, C, NH);
         ZG_CUDA_LAUNCH_CHECK();
     });
 }
@@ -242,8 +250,8 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
         auto kern = vec ? zgc_att_decode_kernel<T, true> : zgc_att_decode_kernel<T, false>;
         if (smem > 48 * 1024)
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        kern<<<(unsigned)(B * NH), ZGC_DEC_THREADS, smem, im->stream>>>(
-            (T *)out, (const T *)qkv, (T *)kcache, (T *)vcache, pos, maxT, C, NH, 1.0f / sqrtf((float)hs));
+        zgc_launch(be, kern, dim3((unsigned)(B * NH)), dim3(ZGC_DEC_THREADS), smem, 0, (T *)out, (const T *)qkv,
+                   (T *)kcache, (T *)vcache, pos, maxT, C, NH, 1.0f / sqrtf((float)hs));
         ZG_CUDA_LAUNCH_CHECK();
     });
 }
@@ -251,6 +259,8 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
 /* One block: every thread reads pos[0] before thread 0 moves it on. */
 __global__ void zgc_decode_advance_kernel(int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
                                           const int32_t *plen, int B, int maxT) {
+    zgc_pdl_wait(); /* ids are the sampler's */
+    zgc_pdl_trigger();
     int t = pos[0] + 1;
     for (int b = threadIdx.x; b < B; b += blockDim.x) {
         int32_t *cell = seq + (size_t)b * maxT + t;
@@ -267,8 +277,7 @@ __global__ void zgc_decode_advance_kernel(int32_t *seq, int32_t *tokens, int32_t
 
 void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
                         const int32_t *plen, int B, int maxT) {
-    zgc_impl *im = zgc_get(be);
     unsigned threads = B < 1024 ? (unsigned)((B + 31) / 32 * 32) : 1024u;
-    zgc_decode_advance_kernel<<<1, threads, 0, im->stream>>>(seq, tokens, pos, ids, plen, B, maxT);
+    zgc_launch(be, zgc_decode_advance_kernel, dim3(1), dim3(threads), 0, 0, seq, tokens, pos, ids, plen, B, maxT);
     ZG_CUDA_LAUNCH_CHECK();
 }

@@ -7,7 +7,9 @@
  * few rows stay), and the lanes' fp32 partial sums meet in a fixed shuffle tree. Grid: OC / 8 blocks
  * of 8 warps (200 blocks at OC = 1600, 6288 for the LM head): every SM busy, no split of C, so no
  * second pass and nothing atomic: the same inputs give the same bits. The epilogue adds the bias and
- * the residual in fp32 and rounds once (as cuBLASLt's does with beta = 1). */
+ * the residual in fp32 and rounds once (as cuBLASLt's does with beta = 1). Launched with PDL (zgc_launch):
+ * the first weight vectors load, and the rest of the warp's row is prefetched to L2, before the wait for
+ * the previous kernel's output. */
 #include "backend/cuda/cuda_internal.h"
 
 #define ZGC_GEMV_THREADS 256
@@ -49,6 +51,19 @@ template <typename T> __device__ void zgc_gemv_ln_row(zgc_vec<T> *xs, const T *x
     }
 }
 
+/* out[i] (and pre_gelu[i]) from the fp32 sum s of output i (bias added): GELU, or + the residual (which
+ * may be out: read before the write); rounded once. */
+template <typename T>
+__device__ __forceinline__ void zgc_gemv_store(T *out, T *pre_gelu, const T *residual, size_t i, float s) {
+    if (pre_gelu) {
+        pre_gelu[i] = zgc_from_f<T>(s);
+        out[i] = zgc_from_f<T>(zgc_gelu(s));
+    } else {
+        if (residual) s += zgc_to_f(residual[i]);
+        out[i] = zgc_from_f<T>(s);
+    }
+}
+
 /* LN: the input rows are first normalised into shared memory (warp n: row n), while the first weight
  * vectors are already loading; then every warp reads its rows from there. */
 template <typename T, bool LN>
@@ -70,6 +85,13 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
         int j = lane + 32 * u;
         if (active && j < nv) raw[u] = __ldcs(wr + j);
     }
+    /* the rest of the row into L2 (the first batch covers 32 * UNROLL vectors): weights are no earlier
+     * kernel's output, so this and the loads above run before the wait, while the previous kernel ends */
+    if (active)
+        for (size_t off = (size_t)(32 * ZGC_GEMV_UNROLL + 8 * lane) * 16; off < (size_t)nv * 16; off += 32 * 128)
+            zgc_prefetch_l2(reinterpret_cast<const char *>(wr) + off);
+    zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
+    zgc_pdl_trigger();
     const zgc_vec<T> *x = reinterpret_cast<const zgc_vec<T> *>(inp);
     if (LN) {
         if (warp < N) zgc_gemv_ln_row<T>(xs + (size_t)warp * nv, inp + (size_t)warp * C, lnw, lnb, C);
@@ -112,17 +134,106 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS)
 #pragma unroll
     for (int n = 0; n < ZGC_GEMV_MAX_N; n++) {
         if (n >= N) break;
-        size_t i = (size_t)n * OC + o;
-        float s = acc[n] + b;
-        if (pre_gelu) {
-            pre_gelu[i] = zgc_from_f<T>(s);
-            out[i] = zgc_from_f<T>(zgc_gelu(s));
-        } else {
-            if (residual) s += zgc_to_f(residual[i]); /* residual may be out: read before the write */
-            out[i] = zgc_from_f<T>(s);
-        }
+        zgc_gemv_store(out, pre_gelu, residual, (size_t)n * OC + o, acc[n] + b);
     }
 }
+
+/* ---- the tensor-core form (16-bit types, 2..8 rows) ---------------------------------------------
+ * The warp-per-column kernel above costs, per 16-byte weight vector and lane, N input-vector loads and
+ * 8N conversions and FMAs: at 8 rows it is issue-bound (the H200's B=8 step took 7.1 ms with it against
+ * cuBLASLt's 3.5). Here mma.sync m16n8k16 does the multiply-adds: its n = 8 is the batch. A block of 8
+ * warps owns 16 output columns; the input dimension is cut into chunks of 32 (warp w takes chunks w,
+ * w + 8, ...). In a chunk, lane l = 4r + q loads one 16-byte vector (8 consecutive k from 32c + 8q) of
+ * weight rows r and r + 8 and of input row r, and the two mma of the chunk take k's 4 words in order:
+ * the first mma's k slots (2q, 2q+1, 2q+8, 2q+9) hold k = 32c + 8q + (0, 1, 2, 3), the second's + (4..7).
+ * The same lane holds the same k for the weight (A) and the input (B) fragment, and a k slot is the same
+ * k in every lane of its column group q, so each mma is an exact 16-deep dot product. No data is
+ * shuffled: the loads are the warp-per-column kernel's 16-byte vectors. The 8 warps' fragments meet in
+ * shared memory and are added in warp order; bias, GELU, residual as above. Fixed chunks, fixed order: the
+ * same inputs give the same bits (not the same bits as the kernel above: another order of sums). */
+#define ZGC_GEMV_MMA_COLS 16
+#define ZGC_GEMV_MMA_UNROLL 4
+template <typename T, bool LN>
+__global__ void __launch_bounds__(ZGC_GEMV_THREADS)
+    zgc_gemv_mma_kernel(T *out, T *pre_gelu, const T *inp, const T *lnw, const T *lnb, const T *w, const T *bias,
+                        const T *residual, int N, int C, int OC) {
+    constexpr int E = 16 / sizeof(T);
+    extern __shared__ int4 xs_raw[]; /* LN: N rows of C / E vectors */
+    __shared__ float red[ZGC_GEMV_WARPS][32][4];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
+    int o0 = blockIdx.x * ZGC_GEMV_MMA_COLS, nv = C / E, nch = (nv + 3) / 4;
+    int oa = o0 + r, ob = o0 + r + 8;
+    const int4 *wa = reinterpret_cast<const int4 *>(w + (size_t)(oa < OC ? oa : 0) * C);
+    const int4 *wb = reinterpret_cast<const int4 *>(w + (size_t)(ob < OC ? ob : 0) * C);
+    int4 ra[ZGC_GEMV_MMA_UNROLL], rb[ZGC_GEMV_MMA_UNROLL];
+    const int4 zero = make_int4(0, 0, 0, 0);
+    /* the first chunks' weights before the wait: no earlier kernel writes them */
+#pragma unroll
+    for (int u = 0; u < ZGC_GEMV_MMA_UNROLL; u++) {
+        int j = 4 * (warp + ZGC_GEMV_WARPS * u) + q;
+        ra[u] = oa < OC && j < nv ? __ldcs(wa + j) : zero;
+        rb[u] = ob < OC && j < nv ? __ldcs(wb + j) : zero;
+    }
+    /* the rest of the block's 16 rows into L2 (16 threads a row, one 128-byte line each per step) */
+    {
+        int pr = o0 + (int)threadIdx.x % ZGC_GEMV_MMA_COLS;
+        const char *row = reinterpret_cast<const char *>(w + (size_t)(pr < OC ? pr : 0) * C);
+        size_t first = (size_t)ZGC_GEMV_WARPS * ZGC_GEMV_MMA_UNROLL * 64; /* bytes the first batch covers */
+        if (pr < OC)
+            for (size_t off = first + (threadIdx.x / ZGC_GEMV_MMA_COLS) * 128; off < (size_t)nv * 16;
+                 off += (ZGC_GEMV_THREADS / ZGC_GEMV_MMA_COLS) * 128)
+                zgc_prefetch_l2(row + off);
+    }
+    zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
+    zgc_pdl_trigger();
+    const int4 *x = reinterpret_cast<const int4 *>(inp);
+    if (LN) {
+        zgc_vec<T> *xs = reinterpret_cast<zgc_vec<T> *>(xs_raw);
+        if (warp < N) zgc_gemv_ln_row<T>(xs + (size_t)warp * nv, inp + (size_t)warp * C, lnw, lnb, C);
+        __syncthreads();
+        x = xs_raw;
+    }
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int c0 = warp; c0 < nch; c0 += ZGC_GEMV_WARPS * ZGC_GEMV_MMA_UNROLL) {
+        if (c0 != warp) /* the first batch is in ra, rb already */
+#pragma unroll
+            for (int u = 0; u < ZGC_GEMV_MMA_UNROLL; u++) {
+                int j = 4 * (c0 + ZGC_GEMV_WARPS * u) + q;
+                ra[u] = oa < OC && j < nv ? __ldcs(wa + j) : zero;
+                rb[u] = ob < OC && j < nv ? __ldcs(wb + j) : zero;
+            }
+#pragma unroll
+        for (int u = 0; u < ZGC_GEMV_MMA_UNROLL; u++) {
+            int c = c0 + ZGC_GEMV_WARPS * u;
+            if (c >= nch) break;
+            int j = 4 * c + q;
+            int4 xv = r < N && j < nv ? x[(size_t)r * nv + j] : zero;
+            uint32_t a1[4] = {(uint32_t)ra[u].x, (uint32_t)rb[u].x, (uint32_t)ra[u].y, (uint32_t)rb[u].y};
+            uint32_t a2[4] = {(uint32_t)ra[u].z, (uint32_t)rb[u].z, (uint32_t)ra[u].w, (uint32_t)rb[u].w};
+            zgc_mma<T>::run(d, a1, (uint32_t)xv.x, (uint32_t)xv.y);
+            zgc_mma<T>::run(d, a2, (uint32_t)xv.z, (uint32_t)xv.w);
+        }
+    }
+    /* d: (column o0 + r, rows 2q, 2q + 1) and (column o0 + r + 8, the same rows) */
+#pragma unroll
+    for (int k = 0; k < 4; k++) red[warp][lane][k] = d[k];
+    __syncthreads();
+    int t = threadIdx.x;
+    if (t >= ZGC_GEMV_MMA_COLS * 8) return; /* no barriers below */
+    int ol = t / 8, n = t % 8, o = o0 + ol;
+    if (o >= OC || n >= N) return;
+    int src = (ol % 8) * 4 + n / 2, k = (ol >= 8 ? 2 : 0) + n % 2;
+    float s = 0.0f;
+    for (int wi = 0; wi < ZGC_GEMV_WARPS; wi++) s += red[wi][src][k];
+    zgc_gemv_store(out, pre_gelu, residual, (size_t)n * OC + o, s + (bias ? zgc_to_f(bias[o]) : 0.0f));
+}
+/* fp32 has no such mma: the warp-per-column kernel */
+template <>
+__global__ void zgc_gemv_mma_kernel<float, true>(float *, float *, const float *, const float *, const float *,
+                                                 const float *, const float *, const float *, int, int, int) {}
+template <>
+__global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float *, const float *, const float *,
+                                                  const float *, const float *, const float *, int, int, int) {}
 
 static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
@@ -136,14 +247,15 @@ static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, 
 static void zgc_gemv_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,
                             const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
                             int OC) {
-    zgc_impl *im = zgc_get(be);
     unsigned blocks = (unsigned)((OC + ZGC_GEMV_WARPS - 1) / ZGC_GEMV_WARPS);
     size_t smem = lnw ? (size_t)N * C * zgc_dtype_bytes(be->act_dtype) : 0;
+    bool mma = be->act_dtype != ZG_F32 && zgc_gemv_mma(N);
+    if (mma) blocks = (unsigned)((OC + ZGC_GEMV_MMA_COLS - 1) / ZGC_GEMV_MMA_COLS);
     ZGC_DISPATCH(be->act_dtype, T, {
-        auto kern = lnw ? zgc_gemv_kernel<T, true> : zgc_gemv_kernel<T, false>;
-        kern<<<blocks, ZGC_GEMV_THREADS, smem, im->stream>>>((T *)out, (T *)pre_gelu, (const T *)inp, (const T *)lnw,
-                                                             (const T *)lnb, (const T *)w, (const T *)bias,
-                                                             (const T *)residual, N, C, OC);
+        auto kern = mma ? (lnw ? zgc_gemv_mma_kernel<T, true> : zgc_gemv_mma_kernel<T, false>)
+                        : (lnw ? zgc_gemv_kernel<T, true> : zgc_gemv_kernel<T, false>);
+        zgc_launch(be, kern, dim3(blocks), dim3(ZGC_GEMV_THREADS), smem, 0, (T *)out, (T *)pre_gelu, (const T *)inp,
+                   (const T *)lnw, (const T *)lnb, (const T *)w, (const T *)bias, (const T *)residual, N, C, OC);
     });
     ZG_CUDA_LAUNCH_CHECK();
 }
@@ -155,12 +267,13 @@ int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp,
     return 1;
 }
 
-/* The normalised rows fit the default 48 KiB of shared memory (C = 1600: 8 rows in bf16 take 25.6 KB) and
+/* The normalised rows fit the default 48 KiB of shared memory beside the tensor-core form's 4 KiB of
+ * fragments (C = 1600: 8 rows in bf16 take 25.6 KB) and
  * the LayerNorm parameters are whole 16-byte vectors (in the parameter dtype, which is the activations'). */
 void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
                                   const void *lnb, const void *w, const void *bias, int N, int C, int OC) {
     size_t smem = (size_t)N * C * zgc_dtype_bytes(be->act_dtype);
-    if (zgc_gemv_fits(be, inp, w, N, C, OC) && be->param_dtype == be->act_dtype && smem <= 48 * 1024 &&
+    if (zgc_gemv_fits(be, inp, w, N, C, OC) && be->param_dtype == be->act_dtype && smem + 4096 <= 48 * 1024 &&
         zgc_gemv_aligned(lnw) && zgc_gemv_aligned(lnb)) {
         zgc_gemv_launch(be, out, pre_gelu, inp, lnw, lnb, w, bias, NULL, N, C, OC);
         return;

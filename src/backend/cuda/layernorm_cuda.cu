@@ -54,6 +54,8 @@ __global__ void __launch_bounds__(ZGC_LNF_WARPS * 32)
                                  int C) {
     constexpr int VW = 16 / sizeof(T);
     typedef zgc_vec<T> V;
+    zgc_pdl_wait(); /* launched with PDL (zgc_launch): x is the previous kernel's */
+    zgc_pdl_trigger();
     int row = blockIdx.x * ZGC_LNF_WARPS + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= N) return;
@@ -104,8 +106,8 @@ template <typename T, int NV>
 static void zgc_ln_fwd_reg_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                                   const void *b, int N, int C) {
     unsigned blocks = (unsigned)((N + ZGC_LNF_WARPS - 1) / ZGC_LNF_WARPS);
-    zgc_layernorm_fwd_reg_kernel<T, NV><<<blocks, ZGC_LNF_WARPS * 32, 0, zgc_get(be)->stream>>>(
-        (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C);
+    zgc_launch(be, zgc_layernorm_fwd_reg_kernel<T, NV>, dim3(blocks), dim3(ZGC_LNF_WARPS * 32), 0, 0, (T *)out, mean,
+               rstd, (const T *)inp, (const T *)w, (const T *)b, N, C);
 }
 
 /* ---- row-group kernels (the default where they apply) ------------------------------------------
@@ -187,6 +189,8 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 4)
     constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV;
     typedef zgc_vec<T> V;
     __shared__ float red[2][ZGC_LNG_THREADS / 32]; /* [mean | variance][warp] */
+    zgc_pdl_wait();                                /* launched with PDL (zgc_launch): x is the previous kernel's */
+    zgc_pdl_trigger();
     int rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
     int g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = g << rgw_log2, nw = 1 << rgw_log2;
@@ -251,8 +255,8 @@ static void zgc_ln_fwd_grp_launch(zg_backend *be, void *out, float *mean, float 
                                   const void *b, int N, int C, int rgw_log2) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
     int grid = zgc_lng_grid(be, (const void *)zgc_layernorm_fwd_grp_kernel<T>, 0, (N + groups - 1) / groups);
-    zgc_layernorm_fwd_grp_kernel<T><<<grid, ZGC_LNG_THREADS, 0, zgc_get(be)->stream>>>(
-        (T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C, rgw_log2);
+    zgc_launch(be, zgc_layernorm_fwd_grp_kernel<T>, dim3((unsigned)grid), dim3(ZGC_LNG_THREADS), 0, 0, (T *)out, mean,
+               rstd, (const T *)inp, (const T *)w, (const T *)b, N, C, rgw_log2);
 }
 
 void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,

@@ -32,9 +32,31 @@ template <bool MAX> __device__ uint64_t zgc_block_reduce_u64(uint64_t v, uint64_
     if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
     __syncthreads();
     uint64_t s = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) s = zgc_u64_join<MAX>(s, red[w]);
+    for (int w = 0; w < (int)blockDim.x / 32; w++) s = zgc_u64_join<MAX>(s, red[w]);
     __syncthreads();
     return s;
+}
+
+/* Exclusive scan of mine over the block's threads in thread order: *start = the sum of lower threads'
+ * values; returns the block's total (every thread). scan holds one value per warp and is free again on
+ * return. */
+__device__ uint64_t zgc_block_exscan_u64(uint64_t mine, uint64_t *scan, uint64_t *start_out) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    uint64_t incl = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    if (lane == 31) scan[warp] = incl;
+    __syncthreads();
+    uint64_t start = incl - mine, total = 0;
+    for (int w = 0; w < (int)blockDim.x / 32; w++) {
+        if (w < warp) start += scan[w];
+        total += scan[w];
+    }
+    __syncthreads(); /* scan is reused */
+    *start_out = start;
+    return total;
 }
 
 /* The candidate i of a row: its z (then its rank and its weight). STAGED: the row's z were computed
@@ -112,23 +134,8 @@ __device__ uint64_t zgc_sample_kept(const View &v, int V, uint64_t keep_from, ui
         float z = v.z(i);
         if (zg_sample_rank(z, i) >= keep_from) mine += zg_sample_weight(z - v.zmax);
     }
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    uint64_t incl = mine;
-    for (int o = 1; o < 32; o <<= 1) {
-        uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-    }
-    if (lane == 31) scan[warp] = incl;
-    __syncthreads();
-    uint64_t start = incl - mine, total = 0;
-    for (int w = 0; w < ZGC_SAMPLE_WARPS; w++) {
-        if (w < warp) start += scan[w];
-        total += scan[w];
-    }
-    __syncthreads(); /* scan is reused */
     *mine_out = mine;
-    *start_out = start;
-    return total;
+    return zgc_block_exscan_u64(mine, scan, start_out);
 }
 
 template <typename T, bool STAGED>
@@ -139,6 +146,8 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     __shared__ uint64_t bins[ZGC_SAMPLE_WARPS][16];
     __shared__ uint32_t cnts[ZGC_SAMPLE_WARPS][16];
     __shared__ uint64_t scan[ZGC_SAMPLE_WARPS];
+    zgc_pdl_wait(); /* the logits are the LM head's */
+    zgc_pdl_trigger();
     int b = blockIdx.x;
     zg_sample_row r = rows[b];
     bool greedy = r.inv_temperature == 0.0f || r.top_k == 1;
@@ -195,27 +204,321 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_THREADS)
     }
 }
 
+/* ---- the multi-block sampler: a thread-block cluster per row (sm_90+) -----------------------------
+ * The same definition and the same radix selection as the kernel above, with the row's candidates
+ * split over the NB blocks of a cluster (block k: ids [k*slice, (k+1)*slice)), so that every pass runs
+ * on NB SMs instead of one. Each block stages its slice's z and integer weights in shared memory once;
+ * a pass's per-block sums (16 digit bins, a maximum, a kept weight) are exchanged through distributed
+ * shared memory after one cluster barrier (a thread per block and bin reads them in parallel, shuffles add
+ * them; integers: the same totals in any order, so the same cut
+ * and the same token as the one-block kernel and the CPU). Exchange buffers alternate between two
+ * slots, so one barrier per exchange suffices: a block writes slot p & 1 again only after the next
+ * barrier, which every block reaches after it has read exchange p. A cluster barrier ends the kernel
+ * (no block leaves while another may still read its shared memory). Passes whose digit is the same for
+ * every id (bits of ~id above the highest bit of V - 1) are skipped: zg_sample_select_step would pick
+ * digit 15 there without changing anything else (its bin holds every candidate still in the running). */
+#include <cooperative_groups.h>
+
+namespace zgc_cg = cooperative_groups;
+
+/* The block's part of an exchange (two slots), and the cluster's totals (read after a block barrier). */
+struct zgc_sample_xchg {
+    uint64_t f[2][16];
+    uint32_t c[2][16];
+    uint64_t v[2];
+    uint64_t tot_f[16];
+    uint32_t tot_c[16];
+    uint64_t tot_v, tot_before;
+};
+
+/* v (the block's value, the same in every thread) joined over the cluster's blocks in rank order: every
+ * thread gets the total; with a sum, *before gets the sum over the blocks of lower rank. slot: this
+ * thread's copy of the exchange counter (every thread of the cluster runs the same exchanges). */
+template <bool MAX>
+__device__ uint64_t zgc_cluster_join(zgc_cg::cluster_group &cl, zgc_sample_xchg *x, int &slot, uint64_t v,
+                                     uint64_t *before) {
+    int p = slot & 1;
+    slot++;
+    if (threadIdx.x == 0) x->v[p] = v;
+    cl.sync();
+    if (threadIdx.x < 32) { /* lane k reads block k's value (the remote loads in parallel), then a warp join */
+        unsigned k = threadIdx.x, me = cl.block_rank();
+        uint64_t o = k < cl.num_blocks() ? cl.map_shared_rank(x, k)->v[p] : 0; /* 0: neutral for both */
+        uint64_t t = zgc_warp_reduce_u64<MAX>(o), bf = zgc_warp_reduce_u64<MAX>(k < me ? o : 0);
+        if (k == 0) {
+            x->tot_v = t;
+            x->tot_before = bf;
+        }
+    }
+    __syncthreads();
+    uint64_t t = x->tot_v;
+    if (before) *before = x->tot_before;
+    __syncthreads(); /* tot_v is rewritten by the next exchange's thread 0 */
+    return t;
+}
+
+/* The cluster's slice of a row: z (and the integer weights once the maximum is known) in shared memory. */
+struct zgc_sample_slice {
+    const float *zs;
+    const uint64_t *ws;
+    int lo, n; /* ids lo .. lo + n - 1 */
+};
+
+/* zgc_sample_select over the cluster's candidates (see the file comment and the kernel above). */
+template <bool WEIGHTED>
+__device__ uint64_t zgc_cluster_select(zgc_cg::cluster_group &cl, zgc_sample_xchg *x, int &slot,
+                                       const zgc_sample_slice &sl, int V, uint64_t keep_from, uint64_t target,
+                                       uint64_t (*bins)[16], uint32_t (*cnts)[16]) {
+    uint64_t prefix = 0, above = 0;
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int level = 15; level >= 0; level--) {
+        int shift = level * 4;
+        if (zg_sample_digit_fixed(V, shift)) { /* digit 15 for every id: nothing to count */
+            prefix |= (uint64_t)15 << shift;
+            continue;
+        }
+        uint64_t f[16];
+        uint32_t c[16];
+#pragma unroll
+        for (int d = 0; d < 16; d++) f[d] = 0, c[d] = 0;
+        bool any = false;
+        for (int i = threadIdx.x; i < sl.n; i += blockDim.x) {
+            uint64_t rank = zg_sample_rank(sl.zs[i], sl.lo + i);
+            bool in = rank >= keep_from && (shift + 4 == 64 || (rank >> (shift + 4)) == (prefix >> (shift + 4)));
+            if (!in) continue;
+            any = true;
+            unsigned dig = (unsigned)(rank >> shift) & 15u;
+            if (WEIGHTED) {
+                uint64_t w = sl.ws[i];
+#pragma unroll
+                for (int d = 0; d < 16; d++) f[d] += dig == (unsigned)d ? w : 0;
+            }
+#pragma unroll
+            for (int d = 0; d < 16; d++) c[d] += dig == (unsigned)d ? 1u : 0u;
+        }
+        if (__any_sync(0xffffffffu, any)) { /* late passes: most warps hold no candidate */
+#pragma unroll
+            for (int d = 0; d < 16; d++) {
+                if (WEIGHTED) f[d] = zgc_warp_reduce_u64<false>(f[d]);
+                for (int o = 16; o > 0; o >>= 1) c[d] += __shfl_xor_sync(0xffffffffu, c[d], o);
+            }
+        }
+        if (lane == 0)
+#pragma unroll
+            for (int d = 0; d < 16; d++) bins[warp][d] = f[d], cnts[warp][d] = c[d];
+        __syncthreads();
+        int p = slot & 1;
+        slot++;
+        if (threadIdx.x < 16) {
+            uint64_t fs = 0;
+            uint32_t cs = 0;
+            for (int w = 0; w < (int)blockDim.x / 32; w++) fs += bins[w][threadIdx.x], cs += cnts[w][threadIdx.x];
+            x->f[p][threadIdx.x] = fs;
+            x->c[p][threadIdx.x] = cs;
+        }
+        cl.sync(); /* the blocks' sums are out (and bins may be rewritten) */
+        /* thread t = d * NB + k reads block k's bin d (16 * NB <= 256 loads in parallel); the NB threads of
+         * a bin are consecutive lanes of one warp (NB a power of two <= 16) and add theirs by shuffles */
+        unsigned nb = cl.num_blocks();
+        if (threadIdx.x < 16 * nb) {
+            unsigned d = threadIdx.x / nb, k = threadIdx.x % nb;
+            const zgc_sample_xchg *o = cl.map_shared_rank(x, k);
+            uint64_t fs = o->f[p][d];
+            uint32_t cs = o->c[p][d];
+            for (unsigned off = nb / 2; off > 0; off >>= 1) {
+                fs += __shfl_xor_sync(0xffffffffu, fs, off);
+                cs += __shfl_xor_sync(0xffffffffu, cs, off);
+            }
+            if (k == 0) {
+                x->tot_f[d] = fs;
+                x->tot_c[d] = cs;
+            }
+        }
+        __syncthreads();
+        uint64_t fs[16];
+        uint32_t cs[16];
+#pragma unroll
+        for (int d = 0; d < 16; d++) fs[d] = x->tot_f[d], cs[d] = x->tot_c[d];
+        /* tot_* are rewritten after the next pass's cluster barrier, which every thread reaches after this */
+        if (zg_sample_select_step(fs, cs, WEIGHTED, target, shift, &above, &prefix)) break;
+    }
+    return prefix > keep_from ? prefix : keep_from;
+}
+
+/* The kept weight W over the cluster (every thread gets it): thread t of a block sums the kept weights of
+ * its contiguous chunk of the block's ids (*mine), *start is where that chunk begins in the row's id
+ * order (the blocks below, then the threads below). */
+__device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg *x, int &slot,
+                                     const zgc_sample_slice &sl, uint64_t keep_from, uint64_t *scan, uint64_t *mine_out,
+                                     uint64_t *start_out) {
+    int chunk = (sl.n + (int)blockDim.x - 1) / (int)blockDim.x;
+    int lo = (int)threadIdx.x * chunk, hi = min(sl.n, lo + chunk);
+    uint64_t mine = 0;
+    for (int i = lo; i < hi; i++)
+        if (zg_sample_rank(sl.zs[i], sl.lo + i) >= keep_from) mine += sl.ws[i];
+    uint64_t start, below;
+    uint64_t total = zgc_block_exscan_u64(mine, scan, &start);
+    uint64_t W = zgc_cluster_join<false>(cl, x, slot, total, &below);
+    *mine_out = mine;
+    *start_out = below + start;
+    return W;
+}
+
+/* 256 threads, at most 128 registers each: two blocks fit an SM, so that a GPC of 8 free SMs can take a
+ * cluster of 16 and B = 8 rows' clusters run at once */
+#define ZGC_SAMPLE_CLUSTER_THREADS 256
+template <typename T>
+__global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
+    zgc_sample_cluster_kernel(int32_t *ids, const T *logits, const zg_sample_row *rows, const int32_t *counter, int V,
+                              int Vp, int slice) {
+    extern __shared__ uint64_t stage[]; /* slice weights, then slice z */
+    __shared__ uint64_t red[ZGC_SAMPLE_WARPS];
+    __shared__ uint64_t bins[ZGC_SAMPLE_WARPS][16];
+    __shared__ uint32_t cnts[ZGC_SAMPLE_WARPS][16];
+    __shared__ uint64_t scan[ZGC_SAMPLE_WARPS];
+    __shared__ zgc_sample_xchg x;
+    zgc_cg::cluster_group cl = zgc_cg::this_cluster();
+    int slot = 0;
+    zgc_pdl_wait(); /* the logits are the LM head's */
+    zgc_pdl_trigger();
+    int b = blockIdx.y;
+    zg_sample_row r = rows[b];
+    bool greedy = r.inv_temperature == 0.0f || r.top_k == 1;
+    float scale = greedy ? 1.0f : r.inv_temperature;
+    const T *lg = logits + (size_t)b * Vp;
+    uint64_t *ws = stage;
+    float *zs = reinterpret_cast<float *>(stage + slice);
+    zgc_sample_slice sl;
+    sl.lo = (int)cl.block_rank() * slice;
+    sl.n = max(0, min(V - sl.lo, slice));
+    sl.zs = zs;
+    sl.ws = ws;
+    uint64_t best = 0;
+    for (int i = threadIdx.x; i < sl.n; i += blockDim.x) {
+        float z = zg_sample_z(zgc_to_f(lg[sl.lo + i]), scale);
+        zs[i] = z;
+        uint64_t rk = zg_sample_rank(z, sl.lo + i);
+        best = rk > best ? rk : best;
+    }
+    best = zgc_block_reduce_u64<true>(best, red); /* its barriers also publish zs */
+    best = zgc_cluster_join<true>(cl, &x, slot, best, NULL);
+    int best_id = (int)(0xffffffffu - (uint32_t)best);
+    int32_t out = best_id;
+    if (!greedy) {
+        float zmax = zg_sample_z(zgc_to_f(lg[best_id]), scale); /* the bits staged by its block */
+        for (int i = threadIdx.x; i < sl.n; i += blockDim.x) ws[i] = zg_sample_weight(zs[i] - zmax);
+        __syncthreads();
+        uint64_t keep_from = 0;
+        if (r.top_k > 0 && r.top_k < V)
+            keep_from = zgc_cluster_select<false>(cl, &x, slot, sl, V, 0, (uint64_t)r.top_k, bins, cnts);
+        uint64_t mine, start;
+        uint64_t W = zgc_cluster_kept(cl, &x, slot, sl, keep_from, scan, &mine, &start);
+        if (r.top_p < 1.0f && W > 0) {
+            keep_from = zgc_cluster_select<true>(cl, &x, slot, sl, V, keep_from, zg_sample_top_p_target(r.top_p, W),
+                                                 bins, cnts);
+            W = zgc_cluster_kept(cl, &x, slot, sl, keep_from, scan, &mine, &start);
+        }
+        out = -1; /* written below by the one thread whose chunk holds the draw */
+        if (W > 0) {
+            uint64_t xr = zg_sample_scale(zg_sample_random(r.seed, (uint32_t)*counter), W);
+            int chunk = (sl.n + (int)blockDim.x - 1) / (int)blockDim.x;
+            int lo = (int)threadIdx.x * chunk, hi = min(sl.n, lo + chunk);
+            if (mine > 0 && start <= xr && xr < start + mine) {
+                uint64_t cum = start;
+                for (int i = lo; i < hi; i++) {
+                    if (zg_sample_rank(zs[i], sl.lo + i) < keep_from) continue;
+                    cum += ws[i];
+                    if (cum > xr) {
+                        ids[b] = sl.lo + i;
+                        break;
+                    }
+                }
+            }
+        } else {
+            out = best_id; /* every weight rounded to 0 (infinite or NaN logits): the first candidate */
+        }
+    }
+    if (out >= 0 && cl.block_rank() == 0 && threadIdx.x == 0) ids[b] = out;
+    cl.sync(); /* no block leaves while another may still read its shared memory */
+}
+
+/* Blocks per row for the cluster kernel at this V (16 where the GPU schedules such clusters, else 8), or
+ * 0: the one-block kernel runs (before sm_90, or not wanted). Sets the kernel's attributes. */
+template <typename T> static unsigned zgc_sample_cluster_blocks(zg_backend *be, int B, int V, size_t *smem_out) {
+    zgc_impl *im = zgc_get(be);
+    if (im->cc_major < 9 || !zgc_sample_cluster_wanted()) return 0;
+    if (im->sample_v == V) { /* the kernel's attributes were set then */
+        if (im->sample_nb == 0) return 0;
+        *smem_out = (size_t)((V + im->sample_nb - 1) / im->sample_nb) * (sizeof(uint64_t) + sizeof(float));
+        return (unsigned)im->sample_nb;
+    }
+    static const unsigned sizes[2] = {16, 8};
+    im->sample_v = V;
+    im->sample_nb = 0;
+    for (int k = 0; k < 2; k++) {
+        unsigned nb = sizes[k];
+        int slice = (V + (int)nb - 1) / (int)nb;
+        size_t smem = (size_t)slice * (sizeof(uint64_t) + sizeof(float));
+        auto kern = zgc_sample_cluster_kernel<T>;
+        if (cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess ||
+            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3(nb, (unsigned)B);
+        cfg.blockDim = dim3(ZGC_SAMPLE_CLUSTER_THREADS);
+        cfg.dynamicSmemBytes = smem;
+        cudaLaunchAttribute at;
+        at.id = cudaLaunchAttributeClusterDimension;
+        at.val.clusterDim.x = nb;
+        at.val.clusterDim.y = 1;
+        at.val.clusterDim.z = 1;
+        cfg.attrs = &at;
+        cfg.numAttrs = 1;
+        int clusters = 0;
+        if (cudaOccupancyMaxActiveClusters(&clusters, kern, &cfg) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        if (clusters >= 1) {
+            im->sample_nb = (int)nb;
+            *smem_out = smem;
+            return nb;
+        }
+    }
+    return 0;
+}
+
 void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
                 int B, int V, int Vp) {
     zgc_impl *im = zgc_get(be);
     if (B < 1) return;
-    /* the row's z in shared memory when they fit beside the kernel's own (V = 50257: 196 KiB of the
-     * H100/H200's 227 KiB), only with ZGPT_DECODE=new (it timed slower alone on the H200); otherwise
-     * every pass reads the logits */
-    int optin = 0;
-    ZG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
-    size_t smem = (size_t)V * sizeof(float);
     ZGC_DISPATCH(be->act_dtype, T, {
-        cudaFuncAttributes fa;
-        ZG_CUDA_CHECK(cudaFuncGetAttributes(&fa, zgc_sample_kernel<T, true>));
-        if (zgc_decode_staged_sample() && smem + fa.sharedSizeBytes <= (size_t)optin) {
-            ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_sample_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)smem));
-            zgc_sample_kernel<T, true>
-                <<<(unsigned)B, ZGC_SAMPLE_THREADS, smem, im->stream>>>(ids, (const T *)logits, rows, counter, V, Vp);
+        size_t csmem = 0;
+        unsigned nb = zgc_sample_cluster_blocks<T>(be, B, V, &csmem);
+        if (nb > 0) {
+            int slice = (V + (int)nb - 1) / (int)nb;
+            zgc_launch(be, zgc_sample_cluster_kernel<T>, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem,
+                       nb, ids, (const T *)logits, rows, counter, V, Vp, slice);
         } else {
-            zgc_sample_kernel<T, false>
-                <<<(unsigned)B, ZGC_SAMPLE_THREADS, 0, im->stream>>>(ids, (const T *)logits, rows, counter, V, Vp);
+            /* the one-block kernel; the row's z in shared memory when they fit beside the kernel's own
+             * (V = 50257: 196 KiB of the H100/H200's 227 KiB), only with ZGPT_DECODE=new (it timed slower
+             * alone on the H200); otherwise every pass reads the logits */
+            int optin = 0;
+            ZG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
+            size_t smem = (size_t)V * sizeof(float);
+            cudaFuncAttributes fa;
+            ZG_CUDA_CHECK(cudaFuncGetAttributes(&fa, zgc_sample_kernel<T, true>));
+            if (zgc_decode_staged_sample() && smem + fa.sharedSizeBytes <= (size_t)optin) {
+                ZG_CUDA_CHECK(cudaFuncSetAttribute(zgc_sample_kernel<T, true>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+                zgc_launch(be, zgc_sample_kernel<T, true>, dim3((unsigned)B), dim3(ZGC_SAMPLE_THREADS), smem, 0, ids,
+                           (const T *)logits, rows, counter, V, Vp);
+            } else {
+                zgc_launch(be, zgc_sample_kernel<T, false>, dim3((unsigned)B), dim3(ZGC_SAMPLE_THREADS), 0, 0, ids,
+                           (const T *)logits, rows, counter, V, Vp);
+            }
         }
     });
     ZG_CUDA_LAUNCH_CHECK();
