@@ -6,15 +6,28 @@
  * written, fp16 gradients read, fp16 parameters written: 28 B per parameter). Prints the median seconds
  * per update, parameters/s, GB/s, and that rate as a share of a copy's and of a STREAM triad's
  * bandwidth (a[i] = b[i] + s * c[i], 12 B per element as STREAM counts it). Built by
- * bench/cpu_adamw_bench.sh. */
+ * bench/cpu_adamw_bench.sh. The arrays are what ZeRO-Offload's host buffers are on CUDA (backend_cuda.cu's
+ * host_alloc from 64 MiB): huge-page mappings (src/backend/host_pages.c), touched by all threads;
+ * ZG_BENCH_MALLOC=1 takes malloc's 4 KiB pages instead (the v0.12 bench), for the comparison. */
 #include "backend/backend.h"
 #include "core/clock.h"
+#include "backend/host_pages.h"
 #include "core/error.h"
 
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* n bytes of the kind the header comment says; NULL when refused */
+static void *bench_alloc(size_t bytes, int use_malloc) { return use_malloc ? malloc(bytes) : zg_host_pages_map(bytes); }
+static void bench_free(void *p, size_t bytes, int use_malloc) {
+    if (!p) return;
+    if (use_malloc)
+        free(p);
+    else
+        zg_host_pages_unmap(p, bytes);
+}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -28,7 +41,11 @@ int main(int argc, char **argv) {
     zg_backend *be;
     zg_backend_config bc = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&be, &bc) != 0) return zg_error_print(), 1;
-    float *p = malloc(n * 4), *g = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
+    const char *mv = getenv("ZG_BENCH_MALLOC");
+    int um = mv != NULL && strcmp(mv, "1") == 0;
+    printf("arrays: %s\n", um ? "malloc (4 KiB pages)" : "huge-page mappings (host_pages, as ZeRO-Offload's host buffers)");
+    float *p = bench_alloc(n * 4, um), *g = bench_alloc(n * 4, um), *m = bench_alloc(n * 4, um),
+          *v = bench_alloc(n * 4, um);
     if (!p || !g || !m || !v) return fprintf(stderr, "out of memory for %zu parameters\n", n), 1;
 #pragma omp parallel for schedule(static) /* first touch by the threads that update them */
     for (size_t i = 0; i < n; i++) {
@@ -57,7 +74,7 @@ int main(int argc, char **argv) {
         if (r > 0) t[r - 1] = zg_now_s() - t0;
     }
     /* ZeRO-Offload's update: fp32 master (p), m, v; fp16 gradients in, fp16 parameters out */
-    uint16_t *g16 = malloc(n * 2), *p16 = malloc(n * 2);
+    uint16_t *g16 = bench_alloc(n * 2, um), *p16 = bench_alloc(n * 2, um);
     double *to = malloc(sizeof(double) * (size_t)reps), *tt = malloc(sizeof(double) * (size_t)reps);
     if (!g16 || !p16 || !to || !tt) return fprintf(stderr, "out of memory for %zu parameters\n", n), 1;
 #pragma omp parallel for schedule(static)
@@ -104,7 +121,9 @@ int main(int argc, char **argv) {
     printf("offload adamw (fp32 master, fp16 grads -> fp16 params): %.3f s per update (median of %d), %.3g "
            "parameters/s, %.1f GB/s (28 B/parameter) = %.0f%% of the triad's bandwidth\n",
            so, reps, (double)n / so, bytes / so / 1e9, 100.0 * (bytes / so) / triad_bw);
-    free(p), free(g), free(m), free(v), free(t), free(tc), free(g16), free(p16), free(to), free(tt);
+    bench_free(p, n * 4, um), bench_free(g, n * 4, um), bench_free(m, n * 4, um), bench_free(v, n * 4, um);
+    bench_free(g16, n * 2, um), bench_free(p16, n * 2, um);
+    free(t), free(tc), free(to), free(tt);
     zg_backend_destroy(be);
     return 0;
 }
