@@ -44,7 +44,7 @@
 #            with/without saves (goal <= 1.15x), the writer's GB/s against dd's direct-write rate on the
 #            same disk in the same call (goal >= 80%), bytes per parameter, seconds from `zgpt train
 #            --resume` to its first iteration line (goal <= 8 s) with the resume's own timing lines, once
-#            with buffered reads (the default) and once with ZGPT_CKPT_READ=direct, the checkpoint's pages
+#            with direct reads (the default) and once with ZGPT_CKPT_READ=buffered, the checkpoint's pages
 #            dropped from the page cache before each; then the guide's schedule (a save every 5
 #            iterations, 30 iterations): wall clock against bytes written / dd's rate (disk-bound, not
 #            trainer-bound); the snapshot's pinned memory, reserved on a thread from the start, and the
@@ -720,17 +720,17 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
     fi
   }
   # (e) resume: the first iteration line's time after the start, and where the time went, with the
-  # default read strategy (buffered) from a cold page cache
+  # default read strategy (direct) from a cold page cache
   cached=$(evict "$W/c1")
-  timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
+  ZGPT_CKPT_READ=direct timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
-  note "ckpt: resume (buffered reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
-  # (e2) the same resume with direct reads (ZGPT_CKPT_READ=direct), from a cold page cache again, and a
+  note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
+  # (e2) the same resume with buffered reads (ZGPT_CKPT_READ=buffered), from a cold page cache again, and a
   # synchronous save at its end (background_checkpoint false): the same writer threads from two windows
   cached=$(evict "$W/c1")
-  ZGPT_CKPT_READ=direct timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
+  ZGPT_CKPT_READ=buffered timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_sync.log" | cut -d' ' -f1)
-  note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start; $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_sync.log" | tr '\n' ';')"
+  note "ckpt: resume (buffered reads, $cached before): first iteration line at ${first:-n/a} s after the start; $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_sync.log" | tr '\n' ';')"
   note "ckpt: synchronous save: $(grep -oE 'checkpoint iter_[0-9]+: saved synchronously: .*' "$LOG_DIR/ckpt_sync.log" | head -1) (dd direct $ddrate)"
   # (f) the guide's schedule: a save every 5 iterations (~5 s apart), bound by the disk (ZG_CKPT_EVERY5=0
   # skips it: ~3.5 minutes)

@@ -78,15 +78,17 @@ int zg_ckpt_io_write(zg_ckpt_io_file *f, size_t lo, size_t hi);
  * fsyncs its folder. Otherwise (or on any error) the temporary is removed. 0 / -1 with the error. */
 int zg_ckpt_io_finish(zg_ckpt_io_file *f, int ok);
 
-/* Reading (a resume). Two strategies, a table in ckpt_io.c: "buffered" (the default: pread through the
- * page cache with POSIX_FADV_SEQUENTIAL, the next piece announced with POSIX_FADV_WILLNEED so that the
- * kernel's read-ahead keeps the disk busy between pieces) and "direct" (O_DIRECT, more threads on
- * smaller ranges). Why buffered: on the H200 host's disk a buffered 64 MiB-request read ran at 1.6 GB/s,
- * direct reads at 0.95-1.10 GB/s (1 to 8 streams; docs/PERFORMANCE.md v0.13). ZGPT_CKPT_READ=direct picks
- * the other, for a comparison in the same call; a file system that refuses O_DIRECT reads buffered. */
+/* Reading (a resume). Two strategies, a table in ckpt_io.c: "direct" (the default: O_DIRECT, 8 threads on
+ * 16 MiB ranges) and "buffered" (pread through the page cache with POSIX_FADV_SEQUENTIAL, the next piece
+ * announced with POSIX_FADV_WILLNEED so that the kernel's read-ahead keeps the disk busy between pieces).
+ * Why direct: resuming GPT-2 XL on the H200 host from a cold page cache, the master weights came in at
+ * 2.74 GB/s direct against 1.84 GB/s buffered, first iteration at 10.1 s against 12.3 s (same call;
+ * docs/PERFORMANCE.md v0.13; dd had favoured buffered reads on another call, and on this development
+ * machine's disk direct reads ran at 1.05-1.33 GB/s against 0.31-0.80). ZGPT_CKPT_READ=buffered picks the
+ * other, for a comparison in the same call; a file system that refuses O_DIRECT reads buffered. */
 typedef enum { ZG_CKPT_READ_BUFFERED = 0, ZG_CKPT_READ_DIRECT = 1 } zg_ckpt_read_mode;
 
-/* The mode ZGPT_CKPT_READ asks for: "buffered" (default) or "direct"; an unknown value is an error. */
+/* The mode ZGPT_CKPT_READ asks for: "direct" (default) or "buffered"; an unknown value is an error. */
 int zg_ckpt_read_mode_from_env(zg_ckpt_read_mode *mode);
 const char *zg_ckpt_read_mode_name(zg_ckpt_read_mode m);
 /* The strategy's piece: the bytes one read job covers (a multiple of ZG_CKPT_IO_ALIGN). */

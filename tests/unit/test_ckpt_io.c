@@ -180,14 +180,14 @@ static void test_read(void) {
     zg_error_clear();
     close(fd);
     free(blk);
-    /* the modes from ZGPT_CKPT_READ: buffered by default; a bad value names it */
-    setenv("ZGPT_CKPT_READ", "direct", 1);
-    ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) == 0 && mode == ZG_CKPT_READ_DIRECT);
+    /* the modes from ZGPT_CKPT_READ: direct by default; a bad value names it */
+    setenv("ZGPT_CKPT_READ", "buffered", 1);
+    ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) == 0 && mode == ZG_CKPT_READ_BUFFERED);
     setenv("ZGPT_CKPT_READ", "mmap", 1);
     ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) != 0 && strstr(zg_error_message(), "ZGPT_CKPT_READ='mmap'"));
     zg_error_clear();
     unsetenv("ZGPT_CKPT_READ");
-    ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) == 0 && mode == ZG_CKPT_READ_BUFFERED);
+    ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) == 0 && mode == ZG_CKPT_READ_DIRECT);
     free(back);
     free(path);
     free(img);
