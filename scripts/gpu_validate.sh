@@ -50,7 +50,8 @@
 #            trainer-bound); the snapshot's pinned memory, reserved on a thread from the start, and the
 #            first iteration with and without saves; tests/bench/ckpt_write.c on the same disk (4 GiB:
 #            save path, windows, bare writer, read-back in both read modes; 18.7 GB: the save path on a
-#            file a real save's size); a synchronous save's GB/s. ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0
+#            file a real save's size); a synchronous save's GB/s. ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0,
+#            ~2.5 with ZG_CKPT_QUICK=1 (the runs with and without saves and their notes only)
 #            (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
@@ -701,6 +702,8 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # first iteration: when its line came and its own time, without and with saves
   it0() { grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$1" | sed -E 's/^([0-9.]+) iter ([0-9]+):.* time ([0-9.]+ ms).*/line at \1 s, its time \3/'; }
   note "ckpt: start-up: $(grep -oE 'checkpoint snapshot: .*' "$LOG_DIR/ckpt_save.log" | head -1); first iteration without saves: $(it0 "$LOG_DIR/ckpt_nosave.log"); with saves: $(it0 "$LOG_DIR/ckpt_save.log")"
+  # ZG_CKPT_QUICK=1 stops here (the runs with and without saves only: ~2.5 minutes)
+  if [ "${ZG_CKPT_QUICK:-0}" = 1 ]; then rm -rf "$W/c0" "$W/c1"; else
   # (c3) the writer alone on this disk (tests/bench/ckpt_write.c): 4 GiB through the save path, the
   # synchronous save's windows and the bare writer, then that file read back with each read strategy
   # (page cache dropped first); (c4) below: the save path on a file as large as a real save (17.4 GiB =
@@ -748,6 +751,7 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   train5=$(awk -v w="$wall0" 'BEGIN { printf "%.1f", w * 30 / 60 }')
   note "ckpt: every 5 iterations (30 iterations, $nsaves saves): wall $wall5 s; bytes written / dd rate = $disk5 s; the same iterations without saves ~$train5 s (half the 60-iteration run); disk-bound when wall ~ max(disk, training) + startup; stalls (snapshot + waiting for the save in flight): $(grep -oE 'training paused [0-9.]+ s for the snapshot( \(and [0-9.]+ s)?' "$LOG_DIR/ckpt_every5.log" | sed -E 's/training paused ([0-9.]+) s for the snapshot/\1/; s/ \(and ([0-9.]+) s/ + \1/' | tr '\n' ';')"
   rm -rf "$W/c5"
+  fi
   fi
 fi
 # ZeRO-Offload on one GPU (issue 18). Each run has its own time limit; the parts are independent.

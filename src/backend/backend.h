@@ -94,6 +94,10 @@ typedef struct zg_graph zg_graph;
 void zg_host_adamw(const zg_adamw_args *a, zg_dtype param_dtype, zg_dtype grad_dtype);
 /* The CPU backend's dtype conversion over host memory (n elements; OpenMP). */
 void zg_host_cast(void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
+/* x[i] rounded to bf16 (bf16 != 0) or fp16 and back, in place, on the calling thread, with the host
+ * AdamW's SIMD conversions (bit-identical to zg_f32_to_bf16 / zg_f32_to_f16 and back, picked by the CPU):
+ * the parameters that fp32 master weights determine, for their checksums. */
+void zg_host_round16(float *x, size_t n, int bf16);
 
 typedef struct {
     const char *name; /* "cpu", "cuda" */

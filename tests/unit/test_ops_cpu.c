@@ -645,6 +645,31 @@ static void test_host_f16_conversions(void) {
             names[zg_host_isa_best()]);
 }
 
+/* zg_host_round16 (the checkpoint's rebuild of 16-bit parameters from fp32 master weights) against the
+ * scalar round trip, over values of every magnitude (fp16 subnormals, overflow to infinity, ties) and a
+ * length that is not a multiple of the conversions' chunk */
+static void test_host_round16(void) {
+    enum { N = 5000 };
+    float *x = malloc(N * sizeof *x), *want = malloc(N * sizeof *want);
+    for (int bf = 0; bf < 2; bf++) {
+        uint32_t r = 12345;
+        for (int i = 0; i < N; i++) {
+            r = r * 1664525u + 1013904223u;
+            float m = (float)(r >> 8) / (float)(1u << 24) - 0.5f;
+            x[i] = ldexpf(m, (int)(r % 48) - 30); /* 2^-31 .. 2^17: below fp16's subnormals to beyond its max */
+            if (i % 97 == 0) x[i] = 1.0f + ldexpf(1.0f, -11) * (float)(i % 3); /* fp16 ties and neighbours */
+            want[i] = bf ? zg_bf16_to_f32(zg_f32_to_bf16(x[i])) : zg_f16_to_f32(zg_f32_to_f16(x[i]));
+        }
+        zg_host_round16(x, N, bf);
+        int bad = 0;
+        for (int i = 0; i < N; i++) bad += memcmp(&x[i], &want[i], sizeof(float)) != 0;
+        ZT_CHECK_MSG(bad == 0, "zg_host_round16 (%s): %d of %d values differ from the scalar round trip",
+                     bf ? "bf16" : "fp16", bad, N);
+    }
+    free(x);
+    free(want);
+}
+
 int main(void) {
     zg_backend_config cfg = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&BE, &cfg) != 0) {
@@ -660,6 +685,7 @@ int main(void) {
     zt_run("encoder_residual", test_encoder_residual);
     zt_run("adamw", test_adamw);
     zt_run("host_f16_conversions", test_host_f16_conversions);
+    zt_run("host_round16", test_host_round16);
     zt_run("casts", test_casts);
     zt_run("host_copies", test_host_copies);
     zt_run("refuses_low_precision", test_refuses_low_precision);

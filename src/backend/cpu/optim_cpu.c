@@ -407,4 +407,14 @@ void zg_host_adamw(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt) {
     }
 }
 
+void zg_host_round16(float *x, size_t n, int bf16) {
+    const conv_fns *cv = &CONV_FNS[zg_host_isa_best()];
+    uint16_t half[ADAMW_CHUNK];
+    for (size_t i = 0; i < n; i += ADAMW_CHUNK) {
+        long k = (long)(n - i < ADAMW_CHUNK ? n - i : ADAMW_CHUNK);
+        cv->narrow(half, x + i, k, bf16);
+        cv->widen(x + i, half, k, bf16);
+    }
+}
+
 void cpu_adamw(zg_backend *be, const zg_adamw_args *a) { zg_host_adamw(a, be->param_dtype, be->grad_dtype); }
