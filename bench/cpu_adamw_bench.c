@@ -43,7 +43,8 @@ int main(int argc, char **argv) {
     if (zg_backend_create(&be, &bc) != 0) return zg_error_print(), 1;
     const char *mv = getenv("ZG_BENCH_MALLOC");
     int um = mv != NULL && strcmp(mv, "1") == 0;
-    printf("arrays: %s\n", um ? "malloc (4 KiB pages)" : "huge-page mappings (host_pages, as ZeRO-Offload's host buffers)");
+    printf("arrays: %s\n",
+           um ? "malloc (4 KiB pages)" : "huge-page mappings (host_pages, as ZeRO-Offload's host buffers)");
     float *p = bench_alloc(n * 4, um), *g = bench_alloc(n * 4, um), *m = bench_alloc(n * 4, um),
           *v = bench_alloc(n * 4, um);
     if (!p || !g || !m || !v) return fprintf(stderr, "out of memory for %zu parameters\n", n), 1;

@@ -764,6 +764,38 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
     return rc;
 }
 
+static void *retainer_main(void *arg) {
+    zg_ckpt_retainer *r = arg;
+    r->rc = zg_ckpt_retain(r->out_dir, r->keep_last_k);
+    if (r->rc != 0) snprintf(r->error, sizeof r->error, "%s", zg_error_message()); /* errors are per thread */
+    return NULL;
+}
+
+int zg_ckpt_retainer_wait(zg_ckpt_retainer *r) {
+    if (!r->running) return 0;
+    int e = pthread_join(r->thread, NULL);
+    if (e != 0) ZG_FATAL("joining the checkpoint retention thread failed: %s", strerror(e));
+    r->running = 0;
+    return r->rc == 0 ? 0 : zg_errorf("%s", r->error);
+}
+
+int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t keep_last_k) {
+    char prev[512] = ""; /* the previous deletion's failure, reported after this one starts */
+    if (zg_ckpt_retainer_wait(r) != 0) {
+        snprintf(prev, sizeof prev, "%s", zg_error_message());
+        zg_error_clear();
+    }
+    snprintf(r->out_dir, sizeof r->out_dir, "%s", out_dir);
+    r->keep_last_k = keep_last_k;
+    r->rc = 0;
+    r->error[0] = '\0';
+    if (pthread_create(&r->thread, NULL, retainer_main, r) == 0)
+        r->running = 1;
+    else if (zg_ckpt_retain(out_dir, keep_last_k) != 0)
+        return -1;
+    return prev[0] ? zg_errorf("%s", prev) : 0;
+}
+
 /* ---- out_dir hygiene --------------------------------------------------------------------------- */
 
 int zg_ckpt_latest_tag(const char *out_dir, char *tag, size_t cap) { return read_latest(out_dir, tag, cap); }

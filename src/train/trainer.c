@@ -87,8 +87,9 @@ typedef struct {
     /* a resume's Adam moments, read in the background until the first update (or save) needs them */
     zg_ckpt_moments moments;
     int moments_pending;
-    double t_start;   /* zg_now_s() when the run started: the resume's timing lines count from it */
-    double t_reserve; /* zg_now_s() when the snapshot's reservation started (bg_setup) */
+    zg_ckpt_retainer retainer; /* rank 0: old checkpoints deleted beside training (keep_last_k) */
+    double t_start;            /* zg_now_s() when the run started: the resume's timing lines count from it */
+    double t_reserve;          /* zg_now_s() when the snapshot's reservation started (bg_setup) */
 } trainer;
 
 /* ---- setup ----------------------------------------------------------------------------------- */
@@ -493,6 +494,14 @@ static int save_failed(const trainer *tr, const char *tag) {
     return zg_error_prefix("saving checkpoint %s/%s failed (no checkpoint of this run exists yet)", out, tag);
 }
 
+/* A failed deletion of old checkpoints (keep_last_k) is a warning: the checkpoints are complete. */
+static void retention_warn(const trainer *tr) {
+    fprintf(stderr,
+            "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries again\n",
+            (long long)tr->cfg->keep_last_k, zg_error_message());
+    zg_error_clear();
+}
+
 /* The checkpoint of iteration `iter` is complete and `latest` names it: the trainer's record, `best`,
  * retention. From here on a failure is only about the links and old folders. */
 static void save_published(trainer *tr, const char *tag, int64_t iter, int improved) {
@@ -506,13 +515,7 @@ static void save_published(trainer *tr, const char *tag, int64_t iter, int impro
         fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
         zg_error_clear();
     }
-    if (root && zg_ckpt_retain(out, tr->cfg->keep_last_k) != 0) {
-        fprintf(stderr,
-                "zgpt: warning: removing old checkpoints (keep_last_k %lld) failed: %s; the next save tries "
-                "again\n",
-                (long long)tr->cfg->keep_last_k, zg_error_message());
-        zg_error_clear();
-    }
+    if (root && zg_ckpt_retainer_start(&tr->retainer, out, tr->cfg->keep_last_k) != 0) retention_warn(tr);
 }
 
 /* Publishes the background save in flight once this rank's writer is done (waiting for it): the file
@@ -705,6 +708,8 @@ static int save_checkpoint(trainer *tr, zg_precision prec, int improved) {
     zg_zero_flush(&tr->zero);
     double t0 = zg_now_s();
     if (bg_flush(tr) != 0) return -1; /* at most one save in flight */
+    /* the old checkpoints' deletion finishes before this save takes the disk space they free */
+    if (tr->rank == 0 && zg_ckpt_retainer_wait(&tr->retainer) != 0) retention_warn(tr);
     double waited = zg_now_s() - t0;
     const char *out = tr->cfg->out_dir;
     char tag[64];
@@ -1311,6 +1316,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     zg_ckpt_moments_free(&tr.moments); /* an error before the first update: the reading thread is joined */
     bg_abandon(&tr);                   /* only an error left a save in flight: it is dropped, `latest` stays */
     zg_ckpt_bg_free(&tr.bg);
+    if (zg_ckpt_retainer_wait(&tr.retainer) != 0) retention_warn(&tr); /* before out_dir's lock goes */
 
     if (tr.metrics && fclose(tr.metrics) != 0 && rc == 0)
         rc = zg_errorf("cannot write '%s/metrics.jsonl': %s", cfg->out_dir, zg_strerrno());

@@ -2196,7 +2196,8 @@ static void dec_unset(void) {
 #define BENCH_DEC(ctx, op, flops, bytes, ...)                                                                          \
     do {                                                                                                               \
         char lab_[64];                                                                                                 \
-        for (int v_ = 0; v_ < 2; v_++) { /* the variant's environment before the timing (BENCH reads its label after) */ \
+        for (int v_ = 0; v_ < 2;                                                                                       \
+             v_++) { /* the variant's environment before the timing (BENCH reads its label after) */                   \
             dec_label(lab_, sizeof lab_, op, v_);                                                                      \
             BENCH(ctx, lab_, flops, bytes, __VA_ARGS__);                                                               \
         }                                                                                                              \

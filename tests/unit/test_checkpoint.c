@@ -461,6 +461,37 @@ static void test_retention(void) {
     ZT_CHECK(zg_ckpt_open(&c, best) == 0); /* survives the removal of the folder it was linked from */
     zg_ckpt_close(&c);
     free(best);
+    /* the trainer's form: on a thread, one at a time; a second start waits for the first */
+    zg_ckpt_retainer r;
+    memset(&r, 0, sizeof r);
+    for (int i = 6; i <= 7; i++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "iter_%d", i * 10);
+        free(write_ckpt(tag, p, m, v, 10));
+        ZT_CHECK(zg_ckpt_set_latest(g_dir, tag) == 0);
+        ZT_CHECK(zg_ckpt_retainer_start(&r, g_dir, 1) == 0);
+    }
+    ZT_CHECK(zg_ckpt_retainer_wait(&r) == 0 && !r.running);
+    ZT_CHECK(zg_ckpt_retainer_wait(&r) == 0); /* nothing in flight */
+    const char *gone2[] = {"iter_40", "iter_50", "iter_60"};
+    for (int i = 0; i < 3; i++) {
+        char *a = zg_path_join(g_dir, gone2[i]);
+        ZT_CHECK_MSG(!zg_dir_exists(a), "%s kept by the retention thread", gone2[i]);
+        free(a);
+    }
+    char *last = zg_path_join(g_dir, "iter_70");
+    ZT_CHECK(zg_dir_exists(last));
+    free(last);
+    /* a failure on the thread comes back from the wait (and from the next start) with its message */
+    char *missing = zg_path_join(g_dir, "no_such_dir");
+    ZT_CHECK(zg_ckpt_retainer_start(&r, missing, 1) == 0);
+    ZT_CHECK(zg_ckpt_retainer_wait(&r) == -1 && strstr(zg_error_message(), "no_such_dir"));
+    zg_error_clear();
+    ZT_CHECK(zg_ckpt_retainer_start(&r, missing, 1) == 0);
+    ZT_CHECK(zg_ckpt_retainer_start(&r, g_dir, 1) == -1 && strstr(zg_error_message(), "no_such_dir"));
+    zg_error_clear();
+    ZT_CHECK(zg_ckpt_retainer_wait(&r) == 0);
+    free(missing);
     g_dir = saved;
     free(sub);
     free(p);
