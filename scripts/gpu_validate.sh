@@ -690,6 +690,14 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
       sed -E 's/checkpoint (iter_[0-9]+): training paused ([0-9.]+) s for the snapshot/\1 \2/; s/ \(and ([0-9.]+) s/ +\1 waiting/')
   maxstall=$(echo "$stalls" | awk 'BEGIN { m = -1 } NF >= 2 { s = $2 + ($3 ~ /^\+/ ? substr($3, 2) : 0); if (s > m) m = s } END { print m }')
   note "ckpt: stall per save: $(echo "$stalls" | tr '\n' ';') max ${maxstall} s ($(awk -v m="$maxstall" 'BEGIN { print (m >= 0 && m <= 1) ? "PASS" : "FAIL" }') <= 1 s)"
+  # (a2) pauses the stall lines do not count: time between consecutive iteration lines beyond the
+  # iteration's own time (evaluations, saves' publication, deleting old checkpoints), with and without saves,
+  # from iteration 10 (the first ones are the start's: warm-up, fp16 skips)
+  maxpause() { awk '/^[0-9.]+ iter [0-9]+:.* time [0-9.]+ ms/ { t = $1; it = $3; sub(/:$/, "", it); match($0, /time [0-9.]+ ms/)
+      ms = substr($0, RSTART + 5, RLENGTH - 8); if (p != "" && it >= 10) { g = t - p - ms / 1000; if (g > m) { m = g; at = it } } p = t }
+      END { printf "%.2f %s", m, at }' "$1"; }
+  read -r p1 a1 <<< "$(maxpause "$LOG_DIR/ckpt_save.log")"; read -r p0 a0 <<< "$(maxpause "$LOG_DIR/ckpt_nosave.log")"
+  note "ckpt: longest pause between iteration lines: with saves $p1 s (before iter $a1), without $p0 s (before iter $a0): the saves add $(awk -v a="$p1" -v b="$p0" 'BEGIN { printf "%.2f", a - b }') s ($(awk -v a="$p1" -v b="$p0" 'BEGIN { print (a - b <= 1) ? "PASS" : "FAIL" }') <= 1 s)"
   note "ckpt: iteration times around saves: $(grep -E '^[0-9.]+ iter (19|20|21|22|39|40|41|42|59):' "$LOG_DIR/ckpt_save.log" | sed -E 's/ lr .*//' | tr '\n' ';')"
   # (c) the writer: GB/s from the copies landing to the last file written, against dd in this call
   wrates=$(grep -oE 'checkpoint iter_[0-9]+: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s[^)]*\)' "$LOG_DIR/ckpt_save.log")
