@@ -694,7 +694,7 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # iteration's own time (evaluations, saves' publication, deleting old checkpoints), with and without saves,
   # from iteration 10 (the first ones are the start's: warm-up, fp16 skips)
   maxpause() { awk '/^[0-9.]+ iter [0-9]+:.* time [0-9.]+ ms/ { t = $1; it = $3; sub(/:$/, "", it); match($0, /time [0-9.]+ ms/)
-      ms = substr($0, RSTART + 5, RLENGTH - 8); if (p != "" && it >= 10) { g = t - p - ms / 1000; if (g > m) { m = g; at = it } } p = t }
+      ms = substr($0, RSTART + 5, RLENGTH - 8); if (p != "" && it + 0 >= 10) { g = t - p - ms / 1000; if (g > m) { m = g; at = it } } p = t }
       END { printf "%.2f %s", m, at }' "$1"; }
   read -r p1 a1 <<< "$(maxpause "$LOG_DIR/ckpt_save.log")"; read -r p0 a0 <<< "$(maxpause "$LOG_DIR/ckpt_nosave.log")"
   note "ckpt: longest pause between iteration lines: with saves $p1 s (before iter $a1), without $p0 s (before iter $a0): the saves add $(awk -v a="$p1" -v b="$p0" 'BEGIN { printf "%.2f", a - b }') s ($(awk -v a="$p1" -v b="$p0" 'BEGIN { print (a - b <= 1) ? "PASS" : "FAIL" }') <= 1 s)"
