@@ -235,10 +235,10 @@ void zero_offload_end_step(zg_zero *z) {
     /* a skipped step (overflow) with a delayed update: the previous step's parameters go up now, at
      * the boundary where zero_offload_apply would have sent them */
     if (!o->applied) dpu_upload_ready(z);
-    /* a skipped step's downloads may still read the device gradients the engine zeroes (or the next
-     * micro-step overwrites) next: the compute stream waits for them */
-    z->be->ops->stream_wait(z->be, ZG_STREAM_COMPUTE, o->downloaded);
-    for (int s = 0; s <= z->n_layer; s++) o->down.pending[s] = 0;
+    /* a skipped step's downloads (or a delayed update's, which its thread waits for) may still read the
+     * device gradients the engine zeroes (or the next micro-step overwrites) next: the compute stream
+     * waits for every slot's download still owed a wait */
+    for (int s = 0; s <= z->n_layer; s++) zero_fences_wait(&o->down, z->be, s);
     o->applied = 0;
     o->sent = 0;
 }
