@@ -12,6 +12,7 @@
 #    (Lamb on several ranks WITHOUT offload is refused: the GPU's one-call Lamb cannot add the cut
 #    tensors' sums across ranks.) tests/unit/test_optimizer.c (lamb_host_shards) shows the cross-rank
 #    sums matter: without them a cut tensor's update differs visibly;
+#  - the delayed update unflushed on 2 ranks: the same first loss, then the delay's own curve;
 #  - resume with offload at 2 ranks and at 1 (from a run without offload): bitwise the straight run;
 #  - max_coeff / min_coeff act (a tighter clamp changes the run); the banner names Lamb; plan's host
 #    bytes are AdamW's (Lamb keeps the same m, v, master: no other host buffer but a few KB of sums).
@@ -47,6 +48,13 @@ same_run o2 o3
 run4 df --set out_dir=df --set eval_interval=1 --nproc 2 "${LAMB[@]}" "${OFF[@]}" \
     --set zero_optimization.offload_optimizer.delayed_param_update=true
 same_run o2 df
+# the delay unflushed (the host Lamb on its thread beside the next step, the cut tensors' sums on the
+# main thread): iteration 0 as without, iteration 1 on the older weights, every loss finite
+run4 du --set out_dir=du --set eval_interval=100 --nproc 2 "${LAMB[@]}" "${OFF[@]}" \
+    --set zero_optimization.offload_optimizer.delayed_param_update=true
+paste <(metric o2/metrics.jsonl loss) <(metric du/metrics.jsonl loss) | awk 'NR == 1 && $2 != $4 { exit 1 }
+    NR == 2 && $2 == $4 { exit 1 } $4 != $4 + 0 || $4 > 20 { exit 1 } END { exit NR != 4 }' \
+    || fail "the unflushed delay: $(paste <(metric o2/metrics.jsonl loss) <(metric du/metrics.jsonl loss))"
 run4 q3 --set out_dir=q3 --set zero_optimization.stage=3 --nproc 4 "${LAMB[@]}" "${OFF[@]}"
 losses_close p0/metrics.jsonl q3/metrics.jsonl 4 $LTOL
 weights_close model p0/final/model.bin q3/final/model.bin $WTOL
