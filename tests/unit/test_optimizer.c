@@ -168,6 +168,20 @@ static void lamb_reference(double *p, double *m, double *v, const float *g, floa
     }
 }
 
+/* The Lamb settings of the tests below (lr large enough that the trust ratio matters). */
+static zg_optimizer_config lamb_config(int bias_correction, float min_coeff, float max_coeff) {
+    zg_optimizer_config oc = {.lr = 5e-2f,
+                              .beta1 = 0.9f,
+                              .beta2 = 0.999f,
+                              .eps = 1e-6f,
+                              .weight_decay = 0.01f,
+                              .kind = ZG_OPTIMIZER_LAMB,
+                              .no_bias_correction = !bias_correction,
+                              .max_coeff = max_coeff,
+                              .min_coeff = min_coeff};
+    return oc;
+}
+
 static void check_lamb(int bias_correction, float min_coeff, float max_coeff) {
     size_t n = g_tab.num_params;
     float *p = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
@@ -178,15 +192,7 @@ static void check_lamb(int bias_correction, float min_coeff, float max_coeff) {
     ZT_CHECK(zb != NULL);
     if (zb) memset(p + zb->offset, 0, zb->numel * sizeof(float));
     for (size_t i = 0; i < n; i++) rp[i] = p[i];
-    zg_optimizer_config oc = {.lr = 5e-2f,
-                              .beta1 = 0.9f,
-                              .beta2 = 0.999f,
-                              .eps = 1e-6f,
-                              .weight_decay = 0.01f,
-                              .kind = ZG_OPTIMIZER_LAMB,
-                              .no_bias_correction = !bias_correction,
-                              .max_coeff = max_coeff,
-                              .min_coeff = min_coeff};
+    zg_optimizer_config oc = lamb_config(bias_correction, min_coeff, max_coeff);
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
     ZT_CHECK(o.n_segs == g_tab.n_tensors); /* one segment per tensor */
@@ -367,14 +373,7 @@ static void test_lamb_host_shards(void) {
     memcpy(full, p0, n * sizeof(float));
     memcpy(sh, p0, n * sizeof(float));
     memcpy(loc, p0, n * sizeof(float));
-    zg_optimizer_config oc = {.lr = 5e-2f,
-                              .beta1 = 0.9f,
-                              .beta2 = 0.999f,
-                              .eps = 1e-6f,
-                              .weight_decay = 0.01f,
-                              .kind = ZG_OPTIMIZER_LAMB,
-                              .max_coeff = 10.0f,
-                              .min_coeff = 0.0f};
+    zg_optimizer_config oc = lamb_config(1, 0.0f, 10.0f);
     zg_optimizer f;
     ZT_CHECK(zg_optimizer_init_host(&f, g_be, &g_tab, 0, n, &oc, ZG_F32, full, 0) == 0);
     ZT_CHECK(!zg_optimizer_lamb_cuts(&f));
