@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU backend's AdamW against the host's memory bandwidth (bench/cpu_adamw_bench.c), and, when
+# The CPU backend's AdamW (and ZeRO-Offload's host Lamb) against the host's memory bandwidth
+# (bench/cpu_adamw_bench.c), and, when
 # PyTorch is installed, torch.optim.AdamW(fused=True) on the same number of fp32 CPU parameters.
 # usage: bench/cpu_adamw_bench.sh [N=1558611200] [reps=7]
 # Builds zgpt_lib in $BUILD (default build-bench, CPU only) and links the bench to it.

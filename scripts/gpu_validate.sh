@@ -91,8 +91,10 @@
 #            GPT-2-shaped model zgpt plan says fits with and without offload, trained 3 iterations each;
 #            (5) offload_param cpu at stage 3: small bf16 run with both offloads bitwise the stage-3 run with
 #            offload_optimizer alone, offload_param alone within bf16 noise; the guide's XL job at stage 3
-#            with both offloads: peak GPU GiB and tokens/s against stage 2 without offload.
-#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4 5"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
+#            with both offloads: peak GPU GiB and tokens/s against stage 2 without offload; (6) Lamb:
+#            stage 2 with offload (the host Lamb) against the GPU Lamb without, within their bf16 noise;
+#            part (3) prints the host Lamb's time over 1.56B parameters too.
+#            ZG_OFFLOAD_PARTS selects parts (default "1 2 3 4 5 6"); ZG_OFFLOAD_VARIANTS part (2)'s runs (default
 #            "none off dpu offrc"; dpu: delayed_param_update, reported on its own line; a name ending in "bd",
 #            e.g. offbd / dpubd, adds wall_clock_breakdown and notes the last step's offload times; a name
 #            containing "v12", e.g. offv12 / offv12bd, runs the offload with ZGPT_OFFLOAD_STEP=v12, v0.12's
@@ -765,7 +767,7 @@ fi
 # ZeRO-Offload on one GPU (issue 18). Each run has its own time limit; the parts are independent.
 if has offload; then
   OFF=(--set zero_optimization.offload_optimizer.device=cpu --set zero_optimization.offload_optimizer.pin_memory=true)
-  parts=" ${ZG_OFFLOAD_PARTS:-1 2 3 4 5} "
+  parts=" ${ZG_OFFLOAD_PARTS:-1 2 3 4 5 6} "
   # the 1-GPU bf16 reference (8 x 2 micro-steps) and its noise: the gap to a run that differs only in
   # rounding (4 x 4); sets ref, noise and tol (2 x noise + 0.02, as in multi)
   offload_ref_noise() {
@@ -855,7 +857,7 @@ if has offload; then
   if [[ $parts == *" 3 "* ]]; then
     # (3) the host AdamW over GPT-2 XL's 1.56B parameters, torch's fused CPU AdamW in the same call
     BUILD="$W/bench-build" timeout 300 bash bench/cpu_adamw_bench.sh 1558611200 5 > "$LOG_DIR/offload_adamw.log" 2>&1
-    note "offload adamw: exit $?; $(grep -E '^(host memory|cpu adamw|offload adamw|torch)' "$LOG_DIR/offload_adamw.log" | tr '\n' ';')"
+    note "offload adamw: exit $?; $(grep -E '^(host memory|cpu adamw|offload adamw|offload lamb|torch)' "$LOG_DIR/offload_adamw.log" | tr '\n' ';')"
     zs=$(sed -nE 's/^cpu adamw: .* ([0-9.]+) s per update.*/\1/p' "$LOG_DIR/offload_adamw.log")
     ts=$(sed -nE 's/^torch AdamW.*: ([0-9.]+) s per update.*/\1/p' "$LOG_DIR/offload_adamw.log")
     note "offload adamw: zgpt fp32 ${zs:-n/a} s vs torch fused ${ts:-n/a} s: speed ratio $(ratio "$ts" "$zs") (goal >= 1.0): $(verdict "$(ratio "$ts" "$zs")" ">=" 1.0)"
@@ -932,6 +934,21 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
          "$(na "${og_mem_none:-}") GiB, stage 2 + offload_optimizer $(na "${og_mem_off:-}") GiB (part 2);" \
          "below stage 2 without offload: $(verdict "$(ratio "${og_mem_s3both:-}" "${og_mem_none:-}")" "<" 1.0);" \
          "tokens/s stage3+both / stage 2 none $(ratio "${og_tps_s3both:-}" "${og_tps_none:-}")"
+  fi
+  if [[ $parts == *" 6 "* ]]; then
+    # (6) Lamb with offload: the host Lamb (same fp32 formula as the GPU's) against the GPU Lamb without
+    # offload, 1 GPU bf16, within the Lamb runs' own rounding noise (8 x 2 against 4 x 4 micro-steps)
+    LAMB=(--set optimizer.type=Lamb --set optimizer.params.min_coeff=0.0001)
+    timeout 90 "$ZGPT" train $(mcfg "$W/of_lref") $(mev 8) --set dtype=bf16 "${LAMB[@]}" --gpus 1 > "$LOG_DIR/offload_lref.log" 2>&1
+    timeout 90 "$ZGPT" train $(mcfg "$W/of_lvar") $(mev 4) --set dtype=bf16 "${LAMB[@]}" --gpus 1 > "$LOG_DIR/offload_lvar.log" 2>&1
+    lref=$(vals "$W/of_lref"); lnoise=$(maxdiff "$lref" "$(vals "$W/of_lvar")")
+    ltol=$(awk -v n="$lnoise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
+    timeout 120 "$ZGPT" train $(mcfg "$W/of_l2") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${LAMB[@]}" \
+        "${OFF[@]}" --gpus 1 > "$LOG_DIR/offload_l2.log" 2>&1
+    rc=$?; v=$(vals "$W/of_l2"); d=$(maxdiff "$lref" "$v")
+    ok=$( { [ $rc = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && grep -q "optimizer state and Lamb on the CPU" "$LOG_DIR/offload_l2.log" \
+            && awk -v d="$d" -v t="$ltol" 'BEGIN{exit !(d <= t)}'; } && echo PASS || echo FAIL)
+    note "offload: Lamb, stage 2 with offload_optimizer cpu vs the GPU Lamb without: exit $rc, val $v vs $lref (max |diff| $d vs tolerance $ltol, noise $lnoise): $ok"
   fi
 fi
 if has signal; then

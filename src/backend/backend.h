@@ -72,6 +72,10 @@ typedef struct {
     int lamb;                   /* Lamb instead of AdamW (above) */
     int eps_inside_sqrt;        /* Lamb */
     float max_coeff, min_coeff; /* Lamb: the trust ratio's clamp */
+    /* Lamb on the host (zg_host_adamw) only, else NULL: 2 per segment of segs, the sums of p^2 and u^2 of
+     * the segment's whole tensor when its first pass already ran (zg_host_lamb_sums over a ZeRO shard's
+     * cut tensors, the sums then added across ranks): the step applies them; negative: not given */
+    const double *lamb_sums;
 } zg_adamw_args;
 
 /* One row's settings for the sample op (backend memory, one per row; see backend/sample_math.h for the
@@ -92,6 +96,10 @@ typedef struct zg_graph zg_graph;
  * m and v all in host memory). OpenMP over the segments' elements, AVX-512 / AVX2 picked at run time.
  * AdamW uses the CUDA kernel's fp32 formula and order of operations. */
 void zg_host_adamw(const zg_adamw_args *a, zg_dtype param_dtype, zg_dtype grad_dtype);
+/* Lamb's first pass alone on the host over segments [seg_begin, seg_end) of a: the moments updated and, per
+ * segment, the sums of p^2 and u^2 into sums[2 i], sums[2 i + 1] (i from 0). A later zg_host_adamw given
+ * the tensors' total sums in lamb_sums applies the second pass to those segments. */
+void zg_host_lamb_sums(const zg_adamw_args *a, zg_dtype param_dtype, zg_dtype grad_dtype, double *sums);
 /* The CPU backend's dtype conversion over host memory (n elements; OpenMP). */
 void zg_host_cast(void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
 /* x[i] rounded to bf16 (bf16 != 0) or fp16 and back, in place, on the calling thread, with the host

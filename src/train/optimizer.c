@@ -54,12 +54,26 @@ static int optimizer_init(zg_optimizer *o, zg_backend *be, const gpt2_param_tabl
         o->n_segs++;
     }
     free(all);
+    o->n_tensors = table->n_tensors;
+    o->cut_tensor[0] = o->cut_tensor[1] = -1;
     if (cfg->kind == ZG_OPTIMIZER_LAMB) {
         /* Lamb's trust ratio is per tensor: one segment per tensor */
         size_t *cuts = zg_malloc((size_t)(table->n_tensors > 0 ? table->n_tensors : 1) * sizeof *cuts);
         for (int i = 0; i < table->n_tensors; i++) cuts[i] = table->tensors[i].offset;
         zg_optimizer_split(o, cuts, table->n_tensors);
         free(cuts);
+        /* the tensors the range starts or ends inside of (their other parts are other ranks') */
+        for (int i = 0; i < table->n_tensors && begin < end; i++) {
+            size_t a = table->tensors[i].offset, b = a + table->tensors[i].numel;
+            int first = a < begin && begin < b, last = a < end && end < b;
+            for (int e = 0; e < 2; e++)
+                if (e == 0 ? first : last) {
+                    o->cut_tensor[e] = i;
+                    o->cut_lo[e] = a > begin ? a : begin;
+                    o->cut_hi[e] = b < end ? b : end;
+                }
+        }
+        if (o->cut_tensor[1] == o->cut_tensor[0]) o->cut_tensor[1] = -1; /* the range inside one tensor */
     }
     if (n == 0) return 0;
 
@@ -101,6 +115,7 @@ void zg_optimizer_free(zg_optimizer *o) {
         state_free(o, o->master);
     }
     free(o->segs);
+    free(o->lamb_sums);
     memset(o, 0, sizeof *o);
 }
 
@@ -121,14 +136,9 @@ void zg_optimizer_wait_copies(zg_optimizer *o) {
     o->held = 0;
 }
 
-/* AdamW over segments [s0, s1) with the current step number. */
-static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin, const void *grads_at_begin, float lr,
-                          float grad_scale) {
-    if (s1 <= s0) return;
-    if (o->held) { /* a snapshot's copies of the state: the update starts after they have landed */
-        o->be->ops->stream_wait(o->be, ZG_STREAM_COMPUTE, o->copied);
-        o->held = 0;
-    }
+/* The backend's arguments for segments [s0, s1) with the current step number. */
+static void step_args(const zg_optimizer *o, zg_adamw_args *ap, int s0, int s1, void *params_at_begin,
+                      const void *grads_at_begin, float lr, float grad_scale) {
     zg_adamw_args a;
     memset(&a, 0, sizeof a);
     a.seg_begin = s0;
@@ -151,14 +161,34 @@ static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin
     a.eps_inside_sqrt = o->cfg.eps_inside_sqrt;
     a.max_coeff = o->cfg.max_coeff;
     a.min_coeff = o->cfg.min_coeff;
+    a.lamb_sums = o->lamb_sums;
+    *ap = a;
+}
+
+/* AdamW (or Lamb) over segments [s0, s1) with the current step number. */
+static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin, const void *grads_at_begin, float lr,
+                          float grad_scale) {
+    if (s1 <= s0) return;
+    if (o->held) { /* a snapshot's copies of the state: the update starts after they have landed */
+        o->be->ops->stream_wait(o->be, ZG_STREAM_COMPUTE, o->copied);
+        o->held = 0;
+    }
+    zg_adamw_args a;
+    step_args(o, &a, s0, s1, params_at_begin, grads_at_begin, lr, grad_scale);
     if (o->host)
         zg_host_adamw(&a, o->param_dtype, o->be->grad_dtype);
     else
         o->be->ops->adamw(o->be, &a);
 }
 
+/* A new step: no Lamb totals given yet. */
+static void lamb_sums_clear(zg_optimizer *o) {
+    for (int i = 0; o->lamb_sums && i < 2 * o->lamb_n; i++) o->lamb_sums[i] = -1.0;
+}
+
 void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale) {
     o->step++;
+    lamb_sums_clear(o);
     if (zg_optimizer_count(o) == 0) return; /* an empty shard still counts the step */
     step_segments(o, 0, o->n_segs, params_at_begin, grads_at_begin, lr, grad_scale);
 }
@@ -182,7 +212,10 @@ void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts) {
     }
 }
 
-void zg_optimizer_step_begin(zg_optimizer *o) { o->step++; }
+void zg_optimizer_step_begin(zg_optimizer *o) {
+    o->step++;
+    lamb_sums_clear(o);
+}
 
 /* The first segment starting at or after `at` (relative to begin); n_segs when none. */
 static int seg_at(const zg_optimizer *o, size_t at) {
@@ -212,4 +245,43 @@ void zg_optimizer_params_from_master(zg_optimizer *o, void *params_at_begin) {
         return;
     }
     o->be->ops->cast(o->be, params_at_begin, o->param_dtype, o->master, ZG_F32, zg_optimizer_count(o));
+}
+
+int zg_optimizer_lamb_cuts(const zg_optimizer *o) { return o->cut_tensor[0] >= 0 || o->cut_tensor[1] >= 0; }
+
+void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float grad_scale,
+                               double *sums) {
+    if (!zg_optimizer_lamb_cuts(o)) return;
+    if (!o->host) ZG_FATAL("optimizer: Lamb's partial sums need the state in host memory");
+    if (o->lamb_n != o->n_segs) { /* segments are fixed after the split; sized at the first step */
+        free(o->lamb_sums);
+        o->lamb_sums = zg_malloc((size_t)(2 * o->n_segs) * sizeof *o->lamb_sums);
+        o->lamb_n = o->n_segs;
+        lamb_sums_clear(o);
+    }
+    zg_optimizer_wait_copies(o); /* the first pass writes m and v on this thread */
+    for (int e = 0; e < 2; e++) {
+        if (o->cut_tensor[e] < 0) continue;
+        int s0 = seg_at(o, o->cut_lo[e] - o->begin), s1 = seg_at(o, o->cut_hi[e] - o->begin);
+        double *part = zg_malloc((size_t)(2 * (s1 - s0)) * sizeof *part);
+        zg_adamw_args a;
+        step_args(o, &a, s0, s1, params_at_begin, grads_at_begin, 0.0f, grad_scale);
+        zg_host_lamb_sums(&a, o->param_dtype, o->be->grad_dtype, part);
+        for (int s = 0; s < s1 - s0; s++) { /* in segment order: the same additions on every call */
+            sums[2 * o->cut_tensor[e]] += part[2 * s];
+            sums[2 * o->cut_tensor[e] + 1] += part[2 * s + 1];
+        }
+        free(part);
+    }
+}
+
+void zg_optimizer_lamb_totals(zg_optimizer *o, const double *sums) {
+    for (int e = 0; e < 2; e++) {
+        if (o->cut_tensor[e] < 0 || !o->lamb_sums) continue;
+        int s0 = seg_at(o, o->cut_lo[e] - o->begin), s1 = seg_at(o, o->cut_hi[e] - o->begin);
+        for (int s = s0; s < s1; s++) {
+            o->lamb_sums[2 * s] = sums[2 * o->cut_tensor[e]];
+            o->lamb_sums[2 * s + 1] = sums[2 * o->cut_tensor[e] + 1];
+        }
+    }
 }

@@ -41,6 +41,14 @@ typedef struct {
     zg_optimizer_config cfg;
     zg_event *copied; /* zg_optimizer_hold: the end of the copies of the state in flight */
     int held;         /* the next update waits for `copied` */
+    /* Lamb over a range that cuts tensors (a ZeRO shard; zg_optimizer_lamb_partial): the table's tensor
+     * count, the cut tensors at the range's start and end (-1: none), their ranges in the flat buffer, and
+     * per segment the totals of the current step (negative: none; host state only) */
+    int n_tensors;
+    int cut_tensor[2];
+    size_t cut_lo[2], cut_hi[2];
+    double *lamb_sums;
+    int lamb_n; /* segments lamb_sums has room for */
 } zg_optimizer;
 
 /* Allocates state for [begin, end) (m = v = 0, step 0). params_at_begin (backend memory,
@@ -76,6 +84,18 @@ void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts);
 void zg_optimizer_step_begin(zg_optimizer *o);
 void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_at_begin, const void *grads_at_begin,
                             float lr, float grad_scale);
+
+/* Lamb on host state over a range whose first or last tensor continues on other ranks (a ZeRO shard
+ * cut inside a tensor): the trust ratio needs the whole tensor's ||p|| and ||u||. After
+ * zg_optimizer_step_begin, zg_optimizer_lamb_partial runs Lamb's first pass (the moments) over the cut
+ * tensors' parts and ADDS their sums of p^2 and u^2 into sums[2 t], sums[2 t + 1] (t: the tensor's index
+ * in the table; sums holds 2 n_tensors); the caller adds sums across the ranks (every rank, the same
+ * length) and gives the totals to zg_optimizer_lamb_totals; the step's parts then apply them. Returns
+ * whether the range cuts a tensor. */
+int zg_optimizer_lamb_cuts(const zg_optimizer *o);
+void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float grad_scale,
+                               double *sums);
+void zg_optimizer_lamb_totals(zg_optimizer *o, const double *sums);
 
 /* A copy of the state (master, m, v) was queued on the copy stream (a checkpoint snapshot): the next
  * update waits on the compute stream until it has landed, so the work queued before that update

@@ -1104,12 +1104,12 @@ static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
     zg_optimizer_config oc;
     zg_train_config_optimizer(cfg, &oc);
-    if (cfg->zero.offload_optimizer == ZG_OFFLOAD_CPU && cfg->optim == ZG_OPTIMIZER_LAMB)
-        return zg_errorf("optimizer Lamb with zero_optimization.offload_optimizer \"cpu\" is not supported yet; use "
-                         "AdamW, or remove the offload");
-    if (tr->world > 1 && cfg->optim == ZG_OPTIMIZER_LAMB)
-        return zg_errorf("optimizer Lamb on %d processes is not supported yet (its trust ratio needs each tensor's "
-                         "norm across the ZeRO shards); train Lamb on one process, or use AdamW",
+    /* ZeRO-Offload's host Lamb adds the cut tensors' sums of squares across the ranks (zero_offload.c);
+     * the GPU optimizer's one-call Lamb cannot */
+    if (tr->world > 1 && cfg->optim == ZG_OPTIMIZER_LAMB && cfg->zero.offload_optimizer != ZG_OFFLOAD_CPU)
+        return zg_errorf("optimizer Lamb on %d processes needs zero_optimization.offload_optimizer \"cpu\" (its trust "
+                         "ratio needs each tensor's norm across the ZeRO shards, which the host Lamb adds up); set "
+                         "it, train Lamb on one process, or use AdamW",
                          tr->world);
     zg_zero_opts zo;
     zg_zero_opts_from_config(&cfg->zero, &zo);
@@ -1292,7 +1292,10 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
                 zg_zero_memory_held(&tr.zero, &hm);
                 int pin = tr.zero.off ? tr.zero.o.offload_pin_memory : tr.zero.o.offload_param_pin_memory;
                 printf(" (ZeRO-Offload at stage %d: %s%s%s, %.2f GiB of host memory per rank, the state %s",
-                       tr.zero.o.stage, tr.zero.off ? "optimizer state and AdamW on the CPU" : "",
+                       tr.zero.o.stage,
+                       tr.zero.off ? (cfg->optim == ZG_OPTIMIZER_LAMB ? "optimizer state and Lamb on the CPU"
+                                                                      : "optimizer state and AdamW on the CPU")
+                                   : "",
                        tr.zero.off && tr.zero.poff ? "; " : "",
                        tr.zero.poff ? "parameters in host memory, each layer uploaded before use (offload_param)" : "",
                        hm.host / 1073741824.0, pin ? "pinned" : "pageable");

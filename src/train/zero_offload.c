@@ -1,4 +1,4 @@
-/* ZeRO-Offload: the optimizer state on the host and AdamW on the CPU (see zero_offload.h). */
+/* ZeRO-Offload: the optimizer state on the host and AdamW (or Lamb) on the CPU (see zero_offload.h). */
 #include "train/zero_offload.h"
 
 #include "core/clock.h"
@@ -295,6 +295,32 @@ static void upload_slot(zg_zero *z, int s, void *src, float lr, float scale, int
     if (any) zero_fences_signal(&o->uploaded, be, s);
 }
 
+/* Lamb on several ranks: the tensors this rank's shard cuts (shared with its neighbours) need their
+ * whole ||p|| and ||u||. Their parts' first pass runs here, once their slots' gradients are on the host,
+ * and every rank adds its partial sums of squares into one vector indexed by tensor (the same length
+ * everywhere, zero elsewhere), summed across the ranks on the host; the step's parts then apply the
+ * totals. On the main thread, so a delayed update's thread needs no collective. */
+static void lamb_cut_sums(zg_zero *z, float grad_scale) {
+    zg_zero_offload *o = z->off;
+    zg_optimizer *opt = &z->opt;
+    if (opt->cfg.kind != ZG_OPTIMIZER_LAMB || z->comm->size == 1) return;
+    double t0 = zg_now_s();
+    for (int e = 0; e < 2; e++)
+        if (opt->cut_tensor[e] >= 0) {
+            zero_fences_sync(&o->down, z->be, zero_slot_of_group(z, zero_group_of(z, opt->cut_lo[e])));
+            zero_fences_sync(&o->down, z->be, zero_slot_of_group(z, zero_group_of(z, opt->cut_hi[e] - 1)));
+        }
+    o->times.download_wait_ms += 1e3 * (zg_now_s() - t0);
+    t0 = zg_now_s();
+    int n = 2 * opt->n_tensors;
+    double *sums = zg_calloc((size_t)n, sizeof *sums);
+    zg_optimizer_lamb_partial(opt, o->params_host, o->grads_host, grad_scale, sums);
+    zg_comm_all_reduce_host_f64(z->comm, sums, n, ZG_COMM_SUM);
+    zg_optimizer_lamb_totals(opt, sums);
+    free(sums);
+    o->times.host_ms += 1e3 * (zg_now_s() - t0);
+}
+
 void zero_offload_apply(zg_zero *z, float lr, float grad_scale) {
     zg_zero_offload *o = z->off;
     zg_backend *be = z->be;
@@ -312,11 +338,13 @@ void zero_offload_apply(zg_zero *z, float lr, float grad_scale) {
     if (o->dpu_on) { /* the previous step's parameters go up; this step's update runs beside the next */
         dpu_upload_ready(z);
         zg_optimizer_step_begin(&z->opt);
+        lamb_cut_sums(z, grad_scale);
         dpu_start(z, lr, grad_scale);
         o->sent = 0;
         return;
     }
     zg_optimizer_step_begin(&z->opt);
+    lamb_cut_sums(z, grad_scale);
     int gather = z->o.stage <= 2 && z->comm->size > 1;
     for (int i = 0; i <= z->n_layer; i++) {
         int s = apply_slot(z, i);

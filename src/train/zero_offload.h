@@ -29,6 +29,11 @@
  *     into the staging buffer and uploaded (copy_async H2D) as soon as the slot is done, so the uploads
  *     overlap the update of the later slots. With several ranks at stages 1-2 the slot's all-gather
  *     follows its upload (the compute stream waits for the upload event, the gather for the stream).
+ *     Lamb (DeepSpeed's FusedLamb; zg_host_adamw's two passes per tensor) runs the same way: every tensor
+ *     of a slot lies in that slot. On several ranks the tensors a shard boundary cuts need their whole
+ *     ||p|| and ||u||: before the slots, their parts' first pass (moments and sums of squares) runs once
+ *     their slots' gradients are on the host, the sums are added across the ranks on the host
+ *     (all_reduce_host_f64 over one vector indexed by tensor), and the slots' updates apply the totals.
  *  3. the next forward waits for slot s's upload only just before slot s (before_layer: the compute
  *     stream waits for the slot's event); at stage 3 the gather of a layer waits for its upload the same
  *     way.

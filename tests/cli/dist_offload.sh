@@ -17,7 +17,7 @@
 #    value of it refused;
 #  - plan --json: gpu_bytes_per_rank / host_bytes_per_rank against the formulas;
 #  - refusals: host memory short (ZGPT_TEST_HOST_AVAILABLE_BYTES), "nvmee", nvme,
-#    offload at stage 0 (offload_param: dist_offload_param.sh), Lamb with offload.
+#    offload at stage 0 (offload_param: dist_offload_param.sh). (Lamb with offload: dist_offload_lamb.sh.)
 TEST_NAME=dist_offload
 source "$(dirname "$0")/dist_common.inc"
 LTOL=1e-4 WTOL=2e-4
@@ -128,6 +128,4 @@ expect_fail nvme "offload_optimizer \"device\": \"nvme\" is not supported by zgp
     --set zero_optimization.offload_optimizer.device=nvme
 expect_fail stage0 "offload_optimizer \"device\": \"cpu\" needs ZeRO stage 1, 2 or 3" "${TRAIN[@]}" --set out_dir=x5 \
     --set zero_optimization.stage=0 "${OFF[@]}"
-expect_fail lamb "optimizer Lamb with zero_optimization.offload_optimizer \"cpu\" is not supported yet" "${TRAIN[@]}" \
-    --set out_dir=x6 --set optimizer.type=Lamb "${OFF[@]}"
 echo "PASS dist_offload"

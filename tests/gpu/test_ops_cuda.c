@@ -1238,7 +1238,8 @@ static void test_optimizer(void) {
             dmaster = be->ops->alloc(be, n * 4, "master");
             be->ops->upload(be, dmaster, p, n * 4);
         }
-        zg_adamw_args a = {dp, dmaster, dg, dm, dv, segs, 4, 1e-2f, 0.9f, 0.95f, 1e-8f, 3, 0.5f, 0, 0, 0, 0, 0, 0, 0};
+        zg_adamw_args a = {dp, dmaster, dg, dm, dv, segs, 4, 1e-2f, 0.9f, 0.95f, 1e-8f,
+                           3,  0.5f,    0,  0,  0,  0,    0, 0,     0,    NULL};
         if (di == 0) {
             be->ops->adamw(be, &a);
         } else { /* in two parts (segments [0, 3) then [3, 4)), as ZeRO-2 updates slot by slot */
@@ -1616,7 +1617,7 @@ static void bench_config(zg_backend *be, const char *name, int B, int T, int C, 
     be->ops->zero(be, mm, P * 4);
     be->ops->zero(be, vv, P * 4);
     zg_segment seg[2] = {{0, P / 2, 0.1f}, {P / 2, P - P / 2, 0.f}};
-    zg_adamw_args a = {pp, master, gg, mm, vv, seg, 2, 1e-4f, 0.9f, 0.95f, 1e-8f, 1, 1.f, 0, 0, 0, 0, 0, 0, 0};
+    zg_adamw_args a = {pp, master, gg, mm, vv, seg, 2, 1e-4f, 0.9f, 0.95f, 1e-8f, 1, 1.f, 0, 0, 0, 0, 0, 0, 0, NULL};
     char lab[64];
     snprintf(lab, sizeof lab, "adamw (%.0fM params)", P / 1e6);
     BENCH(&ctx, lab, 0, (double)P * (2 + 2 + 12 + 12), be->ops->adamw(be, &a));

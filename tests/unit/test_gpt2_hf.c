@@ -156,8 +156,8 @@ static void test_adamw_losses(void) {
         gpt2_zero_grad(m);
         float loss = zt_forward(m, FX.inputs, FX.targets, FX.B, FX.T);
         gpt2_backward(m, 1.0f);
-        zg_adamw_args a = {m->params, NULL, m->grads, mom, var, segs, ns, 1e-3f, 0.9f, 0.95f,
-                           1e-8f,     step, 1.0f,     0,   0,   0,    0,  0,     0,    0};
+        zg_adamw_args a = {m->params, NULL, m->grads, mom, var, segs, ns, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                           step,      1.0f, 0,        0,   0,   0,    0,  0,     0,    NULL};
         FX.be->ops->adamw(FX.be, &a);
         double rel = fabs(loss - FX.adamw_losses[step - 1]) / FX.adamw_losses[step - 1];
         worst = rel > worst ? rel : worst;

@@ -446,9 +446,9 @@ static void test_adamw(void) {
     float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, gs = 0.5f;
     for (int step = 1; step <= 3; step++) {
         float *g = rand_buf(n, 1.0f);
-        zg_adamw_args a = {p, NULL, g, m, v, segs, 2, lr, b1, b2, eps, step, gs, 0, 0, 0, 0, 0, 0, 0};
+        zg_adamw_args a = {p, NULL, g, m, v, segs, 2, lr, b1, b2, eps, step, gs, 0, 0, 0, 0, 0, 0, 0, NULL};
         BE->ops->adamw(BE, &a);
-        zg_adamw_args a2 = {mp, master, g, m2, v2, segs, 2, lr, b1, b2, eps, step, gs, 0, 0, 0, 0, 0, 0, 0};
+        zg_adamw_args a2 = {mp, master, g, m2, v2, segs, 2, lr, b1, b2, eps, step, gs, 0, 0, 0, 0, 0, 0, 0, NULL};
         BE->ops->adamw(BE, &a2);
         for (size_t i = 0; i < n; i++) {
             double wd = i < 6 ? 0.1 : 0.0, gg = (double)g[i] * gs;

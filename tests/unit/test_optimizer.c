@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,6 +168,20 @@ static void lamb_reference(double *p, double *m, double *v, const float *g, floa
     }
 }
 
+/* The Lamb settings of the tests below (lr large enough that the trust ratio matters). */
+static zg_optimizer_config lamb_config(int bias_correction, float min_coeff, float max_coeff) {
+    zg_optimizer_config oc = {.lr = 5e-2f,
+                              .beta1 = 0.9f,
+                              .beta2 = 0.999f,
+                              .eps = 1e-6f,
+                              .weight_decay = 0.01f,
+                              .kind = ZG_OPTIMIZER_LAMB,
+                              .no_bias_correction = !bias_correction,
+                              .max_coeff = max_coeff,
+                              .min_coeff = min_coeff};
+    return oc;
+}
+
 static void check_lamb(int bias_correction, float min_coeff, float max_coeff) {
     size_t n = g_tab.num_params;
     float *p = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
@@ -177,15 +192,7 @@ static void check_lamb(int bias_correction, float min_coeff, float max_coeff) {
     ZT_CHECK(zb != NULL);
     if (zb) memset(p + zb->offset, 0, zb->numel * sizeof(float));
     for (size_t i = 0; i < n; i++) rp[i] = p[i];
-    zg_optimizer_config oc = {.lr = 5e-2f,
-                              .beta1 = 0.9f,
-                              .beta2 = 0.999f,
-                              .eps = 1e-6f,
-                              .weight_decay = 0.01f,
-                              .kind = ZG_OPTIMIZER_LAMB,
-                              .no_bias_correction = !bias_correction,
-                              .max_coeff = max_coeff,
-                              .min_coeff = min_coeff};
+    zg_optimizer_config oc = lamb_config(bias_correction, min_coeff, max_coeff);
     zg_optimizer o;
     ZT_CHECK(zg_optimizer_init(&o, g_be, &g_tab, 0, n, &oc, ZG_F32, p) == 0);
     ZT_CHECK(o.n_segs == g_tab.n_tensors); /* one segment per tensor */
@@ -324,6 +331,116 @@ static void check_host_adamw(zg_dtype dt) {
 static void test_host_adamw_bf16(void) { check_host_adamw(ZG_BF16); }
 static void test_host_adamw_fp16(void) { check_host_adamw(ZG_F16); }
 
+/* Lamb over ZeRO shards of host state (ZeRO-Offload on several ranks): shards cut inside tensors, one
+ * of them inside a single tensor. The cut tensors' partial sums added across the "ranks"
+ * (zg_optimizer_lamb_partial / _lamb_totals) give the whole-range update within fp32 summation order
+ * (the sums add in another order); without the totals each shard's trust ratio would be its part's,
+ * which the gradients below (10x larger on wte's first half) make visibly different. */
+static void run_lamb_shards(int exchange, float *p, const float *g, int steps, const zg_optimizer_config *oc) {
+    size_t n = g_tab.num_params;
+    const gpt2_tensor *wte = gpt2_param_table_find(&g_tab, "wte"),
+                      *fc = gpt2_param_table_find(&g_tab, "h.0.mlp.c_fc.weight");
+    size_t cut[5] = {0, wte->offset + wte->numel / 2, wte->offset + wte->numel * 3 / 4, fc->offset + fc->numel / 3, n};
+    zg_optimizer o[4];
+    for (int r = 0; r < 4; r++)
+        ZT_CHECK(zg_optimizer_init_host(&o[r], g_be, &g_tab, cut[r], cut[r + 1], oc, ZG_F32, p + cut[r], 0) == 0);
+    ZT_CHECK(zg_optimizer_lamb_cuts(&o[0]) && zg_optimizer_lamb_cuts(&o[1]) && zg_optimizer_lamb_cuts(&o[3]));
+    ZT_CHECK(o[1].cut_tensor[0] == 0 && o[1].cut_tensor[1] == -1); /* inside wte: one cut tensor */
+    double *sums = malloc(2 * (size_t)g_tab.n_tensors * sizeof *sums);
+    for (int s = 1; s <= steps; s++) {
+        memset(sums, 0, 2 * (size_t)g_tab.n_tensors * sizeof *sums);
+        for (int r = 0; r < 4; r++) {
+            zg_optimizer_step_begin(&o[r]);
+            if (exchange) zg_optimizer_lamb_partial(&o[r], p + cut[r], g + cut[r], 0.5f, sums);
+        }
+        for (int r = 0; r < 4; r++) {
+            if (exchange) zg_optimizer_lamb_totals(&o[r], sums);
+            zg_optimizer_step_part(&o[r], cut[r], cut[r + 1], p + cut[r], g + cut[r], oc->lr, 0.5f);
+        }
+    }
+    for (int r = 0; r < 4; r++) zg_optimizer_free(&o[r]);
+    free(sums);
+}
+
+static void test_lamb_host_shards(void) {
+    size_t n = g_tab.num_params;
+    const gpt2_tensor *wte = gpt2_param_table_find(&g_tab, "wte");
+    float *p0 = malloc(n * sizeof(float)), *full = malloc(n * sizeof(float)), *sh = malloc(n * sizeof(float)),
+          *loc = malloc(n * sizeof(float)), *g = malloc(n * sizeof(float));
+    fill(p0, n, 21, 0.2f);
+    fill(g, n, 22, 1.0f);
+    for (size_t i = wte->offset; i < wte->offset + wte->numel / 2; i++) g[i] *= 10.0f;
+    memcpy(full, p0, n * sizeof(float));
+    memcpy(sh, p0, n * sizeof(float));
+    memcpy(loc, p0, n * sizeof(float));
+    zg_optimizer_config oc = lamb_config(1, 0.0f, 10.0f);
+    zg_optimizer f;
+    ZT_CHECK(zg_optimizer_init_host(&f, g_be, &g_tab, 0, n, &oc, ZG_F32, full, 0) == 0);
+    ZT_CHECK(!zg_optimizer_lamb_cuts(&f));
+    for (int s = 0; s < 3; s++) zg_optimizer_step(&f, full, g, oc.lr, 0.5f);
+    zg_optimizer_free(&f);
+    run_lamb_shards(1, sh, g, 3, &oc);
+    run_lamb_shards(0, loc, g, 3, &oc);
+    double worst = 0, worst_loc = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(sh[i] - full[i]) / (fabs(full[i]) + 1e-3), dl = fabs(loc[i] - full[i]) / (fabs(full[i]) + 1e-3);
+        worst = d > worst ? d : worst;
+        worst_loc = dl > worst_loc ? dl : worst_loc;
+    }
+    ZT_CHECK_MSG(worst < 1e-6, "Lamb over shards with the cut tensors' sums added vs one range: %g", worst);
+    ZT_CHECK_MSG(worst_loc > 1e-3, "the shards' own sums should differ visibly (else this test cannot fail): %g",
+                 worst_loc);
+    free(p0), free(full), free(sh), free(loc), free(g);
+}
+
+/* The host Lamb's sums of squares are per block in fixed lanes, then the blocks in order: the result does
+ * not depend on the thread count (ZeRO-Offload's delayed update runs with one core fewer), bitwise; bf16
+ * parameters are the master rounded, and bf16 gradients act as their fp32 values. */
+static void test_lamb_host_threads(void) {
+    enum { N = 3 * 2048 + 777 };
+    zg_segment segs[2] = {{0, 5000, 0.1f}, {5000, N - 5000, 0.0f}};
+    float *p[3], *m[3], *v[3], *gf = malloc(N * sizeof(float));
+    uint16_t *g16 = malloc(N * sizeof(uint16_t)), *p16 = malloc(N * sizeof(uint16_t));
+    fill(gf, N, 31, 1.0f);
+    for (int i = 0; i < N; i++) {
+        g16[i] = zg_f32_to_bf16(gf[i]);
+        gf[i] = zg_bf16_to_f32(g16[i]);
+    }
+    int threads[3] = {1, 3, 2}, max = omp_get_max_threads();
+    for (int k = 0; k < 3; k++) {
+        p[k] = malloc(N * sizeof(float)), m[k] = calloc(N, sizeof(float)), v[k] = calloc(N, sizeof(float));
+        fill(p[k], N, 32, 0.3f);
+        omp_set_num_threads(threads[k]);
+        for (int step = 1; step <= 2; step++) {
+            zg_adamw_args a = {.param = k == 2 ? (void *)p16 : (void *)p[k],
+                               .master = k == 2 ? p[k] : NULL,
+                               .grad = k == 2 ? (const void *)g16 : (const void *)gf,
+                               .m = m[k],
+                               .v = v[k],
+                               .segs = segs,
+                               .n_segs = 2,
+                               .lr = 1e-2f,
+                               .beta1 = 0.9f,
+                               .beta2 = 0.999f,
+                               .eps = 1e-6f,
+                               .step = step,
+                               .grad_scale = 0.5f,
+                               .lamb = 1,
+                               .max_coeff = 10.0f,
+                               .min_coeff = 0.0f};
+            zg_host_adamw(&a, k == 2 ? ZG_BF16 : ZG_F32, k == 2 ? ZG_BF16 : ZG_F32);
+        }
+    }
+    omp_set_num_threads(max);
+    ZT_CHECK(memcmp(p[0], p[1], N * sizeof(float)) == 0 && memcmp(v[0], v[1], N * sizeof(float)) == 0);
+    ZT_CHECK(memcmp(p[0], p[2], N * sizeof(float)) == 0 && memcmp(m[0], m[2], N * sizeof(float)) == 0);
+    int rounded = 1;
+    for (int i = 0; i < N; i++) rounded &= p16[i] == zg_f32_to_bf16(p[2][i]);
+    ZT_CHECK(rounded);
+    for (int k = 0; k < 3; k++) free(p[k]), free(m[k]), free(v[k]);
+    free(gf), free(g16), free(p16);
+}
+
 int main(void) {
     zg_backend_config bc = {"cpu", -1, ZG_F32};
     if (zg_backend_create(&g_be, &bc) != 0) {
@@ -348,6 +465,8 @@ int main(void) {
     zt_run("host_state_equals_backend", test_host_state_equals_backend);
     zt_run("host_adamw_bf16", test_host_adamw_bf16);
     zt_run("host_adamw_fp16", test_host_adamw_fp16);
+    zt_run("lamb_host_shards", test_lamb_host_shards);
+    zt_run("lamb_host_threads", test_lamb_host_threads);
     gpt2_param_table_free(&g_tab);
     zg_backend_destroy(g_be);
     return zt_finish();

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline float load_elem(const void *p, zg_dtype dt, size_t i) {
@@ -77,44 +78,6 @@ void cpu_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s) {
     }
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) store_elem(buf, dt, i, load_elem(buf, dt, i) * s);
-}
-
-/* Lamb on one segment (one tensor): moments and the two norms, then the trust-ratio step. */
-static void lamb_segment(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, const zg_segment *seg, float step_size) {
-    size_t off = seg->offset;
-    long cnt = (long)seg->count;
-    float wd = seg->weight_decay, eps = a->eps;
-    double w2 = 0.0, u2 = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : w2, u2)
-    for (long k = 0; k < cnt; k++) {
-        size_t i = off + (size_t)k;
-        float g = load_elem(a->grad, gdt, i) * a->grad_scale;
-        float p = a->master ? a->master[i] : load_elem(a->param, pdt, i);
-        float m = a->beta1 * a->m[i] + (1.0f - a->beta1) * g;
-        float v = a->beta2 * a->v[i] + (1.0f - a->beta2) * g * g;
-        a->m[i] = m;
-        a->v[i] = v;
-        float u = m / (a->eps_inside_sqrt ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
-        w2 += (double)p * p;
-        u2 += (double)u * u;
-    }
-    double wn = sqrt(w2), un = sqrt(u2), c = 1.0;
-    if (wn != 0.0 && un != 0.0) {
-        c = wn / un;
-        if (c > a->max_coeff) c = a->max_coeff;
-        if (c < a->min_coeff) c = a->min_coeff;
-    }
-    float scale = step_size * (float)c;
-#pragma omp parallel for schedule(static)
-    for (long k = 0; k < cnt; k++) {
-        size_t i = off + (size_t)k;
-        float p = a->master ? a->master[i] : load_elem(a->param, pdt, i);
-        float v = a->v[i];
-        float u = a->m[i] / (a->eps_inside_sqrt ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
-        p -= scale * u;
-        if (a->master) a->master[i] = p;
-        store_elem(a->param, pdt, i, p);
-    }
 }
 
 /* The AdamW update of n fp32 elements (p: the master, or the parameters when they are fp32; g: the
@@ -379,6 +342,165 @@ static void adamw_part(const zg_adamw_args *a, const conv_fns *cv, zg_dtype pdt,
     }
 }
 
+/* ---- Lamb ---------------------------------------------------------------------------------------
+ * Two passes per segment (one tensor), as the CUDA kernels: (1) the moments and the sums of p^2 and u^2,
+ * (2) p -= step_size * clamp(||p|| / ||u||) * u with u recomputed from the stored moments. The sums are
+ * taken per block of LAMB_BLOCK elements (each block in fixed lanes, then the lanes in order) and the
+ * blocks added in order, so they do not depend on the thread count: the CPU backend's Lamb, ZeRO-Offload's
+ * (every thread) and its delayed update's thread (one core fewer) give the same bits. */
+enum { LAMB_BLOCK = ADAMW_CHUNK, LAMB_LANES = 8 };
+
+/* Lamb's update direction u = m / denom + wd * p (backend.h). */
+static inline float lamb_dir(float m, float v, float p, float wd, float eps, int eps_inside) {
+    return m / (eps_inside ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
+}
+
+/* Pass 1 over n fp32 elements (p: the master or the fp32 parameters; g: the fp32 gradient): the moments,
+ * and the sums of p^2 and u^2 in LAMB_LANES lanes (element k in lane k % LAMB_LANES), then the lanes in
+ * order. No contraction into FMAs in C11 mode: every clone rounds as the scalar code. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void lamb_moments_span(
+    const float *restrict p, float *restrict mm, float *restrict vv, const float *restrict g, long n, float b1,
+    float b2, float gs, float eps, int eps_inside, float wd, double sums[2]) {
+    double w2[LAMB_LANES] = {0}, u2[LAMB_LANES] = {0};
+    long k = 0;
+    for (; k + LAMB_LANES <= n; k += LAMB_LANES)
+        for (int l = 0; l < LAMB_LANES; l++) {
+            float gg = g[k + l] * gs;
+            float m = b1 * mm[k + l] + (1.0f - b1) * gg;
+            float v = b2 * vv[k + l] + (1.0f - b2) * gg * gg;
+            mm[k + l] = m;
+            vv[k + l] = v;
+            float u = lamb_dir(m, v, p[k + l], wd, eps, eps_inside);
+            w2[l] += (double)p[k + l] * p[k + l];
+            u2[l] += (double)u * u;
+        }
+    for (int l = 0; k < n; k++, l++) {
+        float gg = g[k] * gs;
+        float m = b1 * mm[k] + (1.0f - b1) * gg;
+        float v = b2 * vv[k] + (1.0f - b2) * gg * gg;
+        mm[k] = m;
+        vv[k] = v;
+        float u = lamb_dir(m, v, p[k], wd, eps, eps_inside);
+        w2[l] += (double)p[k] * p[k];
+        u2[l] += (double)u * u;
+    }
+    double sw = 0.0, su = 0.0;
+    for (int l = 0; l < LAMB_LANES; l++) {
+        sw += w2[l];
+        su += u2[l];
+    }
+    sums[0] = sw;
+    sums[1] = su;
+}
+
+/* Pass 2 over n fp32 elements: p -= scale * u. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void lamb_apply_span(
+    float *restrict p, const float *restrict mm, const float *restrict vv, long n, float eps, int eps_inside, float wd,
+    float scale) {
+    for (long k = 0; k < n; k++) p[k] -= scale * lamb_dir(mm[k], vv[k], p[k], wd, eps, eps_inside);
+}
+
+/* Pass 1 on block [i, i + k) of the range (16-bit gradients widened first). */
+static void lamb_moments_block(const zg_adamw_args *a, const conv_fns *cv, zg_dtype gdt, size_t i, long k, float wd,
+                               double sums[2]) {
+    float gbuf[LAMB_BLOCK];
+    const float *g = (const float *)a->grad + i;
+    if (gdt != ZG_F32) {
+        cv->widen(gbuf, (const uint16_t *)a->grad + i, k, gdt == ZG_BF16);
+        g = gbuf;
+    }
+    const float *p32 = a->master ? a->master : (const float *)a->param;
+    lamb_moments_span(p32 + i, a->m + i, a->v + i, g, k, a->beta1, a->beta2, a->grad_scale, a->eps, a->eps_inside_sqrt,
+                      wd, sums);
+}
+
+/* Pass 2 on block [i, i + k), the updated master narrowed into 16-bit parameters. */
+static void lamb_apply_block(const zg_adamw_args *a, const conv_fns *cv, zg_dtype pdt, size_t i, long k, float wd,
+                             float scale) {
+    float *p32 = a->master ? a->master : (float *)a->param;
+    lamb_apply_span(p32 + i, a->m + i, a->v + i, k, a->eps, a->eps_inside_sqrt, wd, scale);
+    if (a->master && pdt != ZG_F32)
+        cv->narrow((uint16_t *)a->param + i, p32 + i, k, pdt == ZG_BF16);
+    else if (a->master)
+        memcpy((float *)a->param + i, p32 + i, (size_t)k * sizeof(float));
+}
+
+/* The clamped trust ratio from the sums of squares (1 when either norm is 0). */
+static double lamb_coeff(const zg_adamw_args *a, double w2, double u2) {
+    double wn = sqrt(w2), un = sqrt(u2), c = 1.0;
+    if (wn != 0.0 && un != 0.0) {
+        c = wn / un;
+        if (c > a->max_coeff) c = a->max_coeff;
+        if (c < a->min_coeff) c = a->min_coeff;
+    }
+    return c;
+}
+
+static size_t lamb_blocks(const zg_segment *seg) { return (seg->count + LAMB_BLOCK - 1) / LAMB_BLOCK; }
+
+/* Lamb over segments [s0, s1): pass 1 into out (2 per segment: the sums) when out is given, else both
+ * passes (segments whose a->lamb_sums are given skip pass 1). One parallel region; the blocks of each
+ * segment are shared statically among the threads. */
+static void host_lamb(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, int s0, int s1, double *out) {
+    const conv_fns *cv = &CONV_FNS[zg_host_isa_best()];
+    float bc1 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta1, (double)a->step));
+    float bc2 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta2, (double)a->step));
+    float step_size = a->lr * sqrtf(bc2) / bc1;
+    size_t nb_max = 1;
+    for (int s = s0; s < s1; s++)
+        if (lamb_blocks(&a->segs[s]) > nb_max) nb_max = lamb_blocks(&a->segs[s]);
+    double *bs = zg_malloc(2 * nb_max * sizeof *bs), w2 = 0.0, u2 = 0.0;
+    float scale = 0.0f;
+#pragma omp parallel
+    for (int s = s0; s < s1; s++) {
+        const zg_segment *seg = &a->segs[s];
+        long nb = (long)lamb_blocks(seg);
+        float wd = seg->weight_decay;
+        int pre = !out && a->lamb_sums && !(a->lamb_sums[2 * s] < 0.0); /* its pass 1 ran (zg_host_lamb_sums) */
+        if (!pre) {
+#pragma omp for schedule(static)
+            for (long b = 0; b < nb; b++) {
+                size_t i = seg->offset + (size_t)b * LAMB_BLOCK;
+                long k = (long)(seg->offset + seg->count - i < LAMB_BLOCK ? seg->offset + seg->count - i : LAMB_BLOCK);
+                lamb_moments_block(a, cv, gdt, i, k, wd, bs + 2 * b);
+            }
+        }
+#pragma omp single
+        {
+            if (pre) {
+                w2 = a->lamb_sums[2 * s];
+                u2 = a->lamb_sums[2 * s + 1];
+            } else {
+                w2 = u2 = 0.0;
+                for (long b = 0; b < nb; b++) {
+                    w2 += bs[2 * b];
+                    u2 += bs[2 * b + 1];
+                }
+            }
+            if (out) {
+                out[2 * (s - s0)] = w2;
+                out[2 * (s - s0) + 1] = u2;
+            }
+            scale = step_size * (float)lamb_coeff(a, w2, u2);
+        } /* the barrier: every thread sees scale, and bs is free for the next segment (the apply loop ends in
+           * one too: scale is rewritten by the next segment) */
+        if (!out) {
+#pragma omp for schedule(static)
+            for (long b = 0; b < nb; b++) {
+                size_t i = seg->offset + (size_t)b * LAMB_BLOCK;
+                long k = (long)(seg->offset + seg->count - i < LAMB_BLOCK ? seg->offset + seg->count - i : LAMB_BLOCK);
+                lamb_apply_block(a, cv, pdt, i, k, wd, scale);
+            }
+        }
+    }
+    free(bs);
+}
+
+void zg_host_lamb_sums(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt, double *sums) {
+    int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
+    host_lamb(a, pdt, gdt, a->seg_begin, s_end, sums);
+}
+
 void zg_host_adamw(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt) {
     if (a->master == NULL && pdt != ZG_F32)
         ZG_FATAL("adamw: master weights are required when parameters are %s", zg_dtype_name(pdt));
@@ -387,8 +509,7 @@ void zg_host_adamw(const zg_adamw_args *a, zg_dtype pdt, zg_dtype gdt) {
     float bc2 = a->no_bias_correction ? 1.0f : (float)(1.0 - pow((double)a->beta2, (double)a->step));
     int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
     if (a->lamb) {
-        float step_size = a->lr * sqrtf(bc2) / bc1;
-        for (int s = a->seg_begin; s < s_end; s++) lamb_segment(a, pdt, gdt, &a->segs[s], step_size);
+        host_lamb(a, pdt, gdt, a->seg_begin, s_end, NULL);
         return;
     }
     const conv_fns *cv = &CONV_FNS[zg_host_isa_best()];
