@@ -1034,11 +1034,14 @@ if has decode; then
          "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
   done
-  # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms)
+  # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
+  # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)
   for b in 1 8; do
-    for c in "T=0.8 top-k 200" "top-p 0.9"; do
+    for c in "T=0.8 top-k 200" "top-p 0.9" "T=0.7 top-k 200 top-p 0.95"; do
       ms=$(sed -nE "s/^decode B=$b sample $c: old [0-9.]+ ms, new ([0-9.]+) ms.*/\1/p" "$LOG_DIR/decode_notes.txt" | tail -1)
-      note "decode sampler B=$b $c: multi-block $(na "$ms") ms [$(verdict "$ms" "<=" 0.05) <= 0.05]"
+      v13=$(awk -F'|' -v b="B=$b" -v lab="sample $c (v13)" '/^### decode step ops/ {ok = index($0, b ",") > 0}
+        ok {l = $2; gsub(/^ +| +$/, "", l); if (l == lab) print $3 + 0}' "$LOG_DIR/decode_bench.log" | tail -1)
+      note "decode sampler B=$b $c: multi-block $(na "$ms") ms [$(verdict "$ms" "<=" 0.05) <= 0.05]${v13:+ (the v0.13 radix top-p: $v13 ms)}"
     done
   done
   [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"

@@ -125,9 +125,7 @@ ZG_SAMPLE_FN int zg_sample_digit_fixed(int V, int shift) { return shift < 32 && 
 
 /* The largest d of a candidate with a positive weight. w > 0 needs z - max z > -30 (zg_sample_weight),
  * so z > max z - 32, which lies above the float below t = round(max z - 32): key(z) >= key(t). */
-ZG_SAMPLE_FN uint32_t zg_sample_nucleus_span(float zmax) {
-    return zg_sample_key(zmax) - zg_sample_key(zmax - 32.0f);
-}
+ZG_SAMPLE_FN uint32_t zg_sample_nucleus_span(float zmax) { return zg_sample_key(zmax) - zg_sample_key(zmax - 32.0f); }
 
 /* The bin width's shift for a range of span + 1 values of d: (span >> shift) < ZG_SAMPLE_NUCLEUS_BINS. */
 ZG_SAMPLE_FN int zg_sample_nucleus_shift(uint32_t span) {

@@ -218,12 +218,12 @@ static void test_nucleus_bins(void) {
     for (int trial = 0; trial < 8; trial++) {
         for (int i = 0; i < V; i++) {
             float x = 4.0f * zt_rand_uniform(&st);
-            if (trial == 1) x = roundf(x * 4.0f) / 4.0f; /* 33 values: ties at every cut */
-            if (trial == 2) x = round_bf16(3.0f * x);   /* the bench's logits */
+            if (trial == 1) x = roundf(x * 4.0f) / 4.0f;                      /* 33 values: ties at every cut */
+            if (trial == 2) x = round_bf16(3.0f * x);                         /* the bench's logits */
             if (trial == 3) x = round_bf16(-60.0f + 3.0f * x + 2.0f * x * x); /* GPT-2-like: negative, skewed */
-            if (trial == 4) x = 1.0f;                  /* all equal */
-            if (trial == 5) x = i % 7 == 0 ? 20.0f : x; /* a few far ahead, tied */
-            if (trial == 6) x = 1e-3f * x;              /* across zero */
+            if (trial == 4) x = 1.0f;                                         /* all equal */
+            if (trial == 5) x = i % 7 == 0 ? 20.0f : x;                       /* a few far ahead, tied */
+            if (trial == 6) x = 1e-3f * x;                                    /* across zero */
             if (trial == 7) x = round_bf16(2e4f + 1e3f * x);
             lg[i] = x;
         }
@@ -243,8 +243,8 @@ static void test_nucleus_bins(void) {
     /* the bound on d at its edge: every float z with z - max z > -32 (exact in double here) lies within it */
     uint64_t st2 = 5;
     for (int k = 0; k < 20000; k++) {
-        float zmax = 100.0f * zt_rand_uniform(&st2), t = zmax - 32.0f, zs[3] = {nextafterf(t, -INFINITY), t,
-                                                                                 nextafterf(t, INFINITY)};
+        float zmax = 100.0f * zt_rand_uniform(&st2), t = zmax - 32.0f,
+              zs[3] = {nextafterf(t, -INFINITY), t, nextafterf(t, INFINITY)};
         for (int j = 0; j < 3; j++)
             if ((double)zs[j] - (double)zmax > -32.0)
                 ZT_CHECK(zg_sample_key(zmax) - zg_sample_key(zs[j]) <= zg_sample_nucleus_span(zmax));
