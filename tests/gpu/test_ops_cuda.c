@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static uint64_t g_rng = 0x5eed1234abcdULL;
 static zg_backend *g_be[3]; /* fp32, bf16, fp16 */
@@ -1827,9 +1829,9 @@ static void test_layernorm_matmul_simt(void) {
  * kernel runs), with and without PDL, the cluster kernel with v0.13's radix top-p (cluster-v13), the
  * one-block kernel with the row's z staged in shared memory (ZGPT_DECODE=new) and the one reading the
  * logits on every pass (old). */
-enum { SAMPLE_B = 9, SAMPLE_V = 50257, SAMPLE_VP = 50304, SAMPLE_COUNTERS = 40 };
-static void sample_check(const char *what, const zg_sample_row *rows, const float *lg) {
-    enum { B = SAMPLE_B, V = SAMPLE_V, Vp = SAMPLE_VP, COUNTERS = SAMPLE_COUNTERS };
+enum { SAMPLE_B = 9, SAMPLE_V = 50257, SAMPLE_VP = 50304 };
+static void sample_check(const char *what, const zg_sample_row *rows, const float *lg, int counters) {
+    enum { B = SAMPLE_B, V = SAMPLE_V, Vp = SAMPLE_VP };
     zg_backend *cpu;
     zg_backend_config cc = {"cpu", -1, ZG_F32};
     ZT_CHECK(zg_backend_cpu_create(&cpu, &cc) == 0);
@@ -1858,7 +1860,7 @@ static void sample_check(const char *what, const zg_sample_row *rows, const floa
         be->ops->upload(be, drows, rows, B * sizeof *rows);
         int32_t *dids = be->ops->alloc(be, B * sizeof(int32_t), "ids"), *dctr = be->ops->alloc(be, 4, "counter");
         int mismatches = 0, distinct = 0;
-        for (int c = 0; c < COUNTERS; c++) {
+        for (int c = 0; c < counters; c++) {
             int32_t gpu[B], one[B], eight[B], ref[B], prev[B];
             be->ops->upload(be, dctr, &c, 4);
             be->ops->sample(be, dids, dlg, drows, dctr, B, V, Vp);
@@ -1881,8 +1883,8 @@ static void sample_check(const char *what, const zg_sample_row *rows, const floa
         ZT_CHECK_MSG(mismatches == 0,
                      "%s %s ZGPT_SAMPLE=%s ZGPT_DECODE=%s ZGPT_PDL=%s: %d of %d token ids differ from the CPU op", what,
                      dt_name(dt), var[k].sample, var[k].decode, var[k].pdl ? var[k].pdl : "(unset)", mismatches,
-                     B * COUNTERS);
-        ZT_CHECK(distinct > COUNTERS); /* sampled rows do move with the counter */
+                     B * counters);
+        ZT_CHECK(distinct > counters); /* sampled rows do move with the counter */
         free(hl);
         be->ops->dealloc(be, dlg);
         be->ops->dealloc(be, drows);
@@ -1911,14 +1913,14 @@ static void test_sample(void) {
             if (b == 5) x = 0.5f;                              /* all equal */
             lg[(size_t)b * Vp + i] = x;
         }
-    sample_check("sample", rows, lg);
+    sample_check("sample", rows, lg, 40);
     free(lg);
 }
 
 /* top-p (the cluster kernel's binned rounds: their bins, the span of d, the crossing d's ties in id
  * order) at p 0.1, 0.5, 0.9, 0.95 and 1.0, alone and under top-k, at T 0.7 and 1.0, over logits like
  * the bench's (uniform, rounded to the activation dtype: ties at every value), GPT-2's (negative, skewed),
- * coarse ties, all equal, and a few tied leaders; three draws of the rows' logit kinds. */
+ * coarse ties, all equal, and a few tied leaders; three draws of the rows' logit kinds, 16 counters each. */
 static void test_sample_top_p(void) {
     enum { B = SAMPLE_B, Vp = SAMPLE_VP };
     zg_sample_row rows[B] = {{1.0f, 0, 0.1f, 0, 21},         {1.0f / 0.7f, 0, 0.5f, 0, 22}, {1.0f, 0, 0.9f, 0, 23},
@@ -1938,9 +1940,48 @@ static void test_sample_top_p(void) {
                 lg[(size_t)b * Vp + i] = x;
             }
         }
-        sample_check("sample top-p", rows, lg);
+        sample_check("sample top-p", rows, lg, 16);
     }
     free(lg);
+}
+
+/* ZGPT_SAMPLE naming no sampler: the sample op stops the process with one line naming the value (exit
+ * 1) instead of running some sampler. In a child forked before this process touches CUDA (a child must
+ * not use a context its parent made), which makes its own backend. */
+static void test_sample_bad_env(void) {
+    int fds[2];
+    ZT_CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    ZT_CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        setenv("ZGPT_SAMPLE", "clutser", 1);
+        zg_backend *be = NULL;
+        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+        if (zg_backend_cuda_create(&be, &cfg) != 0) _exit(3);
+        zg_sample_row row = {1.0f, 0, 0.9f, 0, 1};
+        void *lg = be->ops->alloc(be, 64 * 2, "logits");
+        zg_sample_row *drow = be->ops->alloc(be, sizeof row, "rows");
+        int32_t *ids = be->ops->alloc(be, 8, "ids"), *ctr = be->ops->alloc(be, 8, "counter");
+        be->ops->upload(be, drow, &row, sizeof row);
+        be->ops->sample(be, ids, lg, drow, ctr, 1, 50, 64);
+        _exit(0); /* ran a sampler: the parent's checks fail */
+    }
+    close(fds[1]);
+    char buf[4096];
+    size_t n = 0;
+    ssize_t got;
+    while (n < sizeof buf - 1 && (got = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)got;
+    buf[n] = 0;
+    close(fds[0]);
+    int st = 0;
+    ZT_CHECK(waitpid(pid, &st, 0) == pid);
+    ZT_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 1, "ZGPT_SAMPLE=clutser: status %d, stderr: %s", st, buf);
+    const char *line = strstr(buf, "ZGPT_SAMPLE=clutser");
+    ZT_CHECK_MSG(line != NULL && strstr(line, "block, cluster or cluster-v13") != NULL &&
+                     strchr(line, '\n') == strrchr(buf, '\n'),
+                 "ZGPT_SAMPLE=clutser: not refused in one line naming it: %s", buf);
 }
 
 /* Vocabularies smaller than the multi-block sampler's blocks per row (blocks with no ids, one id each)
@@ -2417,6 +2458,8 @@ static void run_bench(void) {
 }
 
 int main(int argc, char **argv) {
+    int bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
+    if (!bench) zt_run("sample_bad_env", test_sample_bad_env); /* first: before this process touches CUDA */
     if (zg_backend_cuda_device_count() <= 0) {
         fprintf(stderr, "no CUDA device visible: this test needs a GPU\n");
         return 1;
@@ -2428,7 +2471,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+    if (bench) {
         run_bench();
     } else {
         /* the new decode kernels at every shape they take (unset, generation's default, picks per shape:
