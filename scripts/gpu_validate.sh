@@ -68,7 +68,8 @@
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
 #            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
 #            (gemv8: gemv_cuda.cu's tensor-core form at B=8) (tokens/s of the graph alone; the goals 500 and
-#            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms); ~1 min
+#            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
+#            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); ~1 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
@@ -1051,11 +1052,14 @@ if has decode; then
          "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
   done
-  # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms)
+  # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
+  # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)
   for b in 1 8; do
-    for c in "T=0.8 top-k 200" "top-p 0.9"; do
+    for c in "T=0.8 top-k 200" "top-p 0.9" "T=0.7 top-k 200 top-p 0.95"; do
       ms=$(sed -nE "s/^decode B=$b sample $c: old [0-9.]+ ms, new ([0-9.]+) ms.*/\1/p" "$LOG_DIR/decode_notes.txt" | tail -1)
-      note "decode sampler B=$b $c: multi-block $(na "$ms") ms [$(verdict "$ms" "<=" 0.05) <= 0.05]"
+      v13=$(awk -F'|' -v b="B=$b" -v lab="sample $c (v13)" '/^### decode step ops/ {ok = index($0, b ",") > 0}
+        ok {l = $2; gsub(/^ +| +$/, "", l); if (l == lab) print $3 + 0}' "$LOG_DIR/decode_bench.log" | tail -1)
+      note "decode sampler B=$b $c: multi-block $(na "$ms") ms [$(verdict "$ms" "<=" 0.05) <= 0.05]${v13:+ (the v0.13 radix top-p: $v13 ms)}"
     done
   done
   [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"

@@ -114,6 +114,33 @@ ZG_SAMPLE_FN int zg_sample_select_step(const uint64_t f[16], const uint32_t c[16
  * earlier), so a selection may set the digit and skip the pass. */
 ZG_SAMPLE_FN int zg_sample_digit_fixed(int V, int shift) { return shift < 32 && ((uint32_t)(V - 1) >> shift) == 0; }
 
+/* The nucleus in binned rounds (the cluster kernel's top-p, sample_cuda.cu): a candidate's place is
+ * d = key(max z) - key(z) (0 for the most likely; ties share d; larger d later in the order). Each round
+ * splits the range of d still open into ZG_SAMPLE_NUCLEUS_BINS bins of 2^shift values each, adds the
+ * weights per bin, and keeps the bin where the running weight (in order) reaches the target; it ends
+ * at a bin whose candidates all share one d. The fewest first then are the candidates before that d
+ * and the first few of its ties in id order (zg_sample_nucleus_take). Zero weights are left out: they
+ * never end a cut or a draw. */
+#define ZG_SAMPLE_NUCLEUS_BINS 256
+
+/* The largest d of a candidate with a positive weight. w > 0 needs z - max z > -30 (zg_sample_weight),
+ * so z > max z - 32, which lies above the float below t = round(max z - 32): key(z) >= key(t). */
+ZG_SAMPLE_FN uint32_t zg_sample_nucleus_span(float zmax) { return zg_sample_key(zmax) - zg_sample_key(zmax - 32.0f); }
+
+/* The bin width's shift for a range of span + 1 values of d: (span >> shift) < ZG_SAMPLE_NUCLEUS_BINS. */
+ZG_SAMPLE_FN int zg_sample_nucleus_shift(uint32_t span) {
+    int s = 0;
+    while ((span >> s) >= ZG_SAMPLE_NUCLEUS_BINS) s++;
+    return s;
+}
+
+/* How many of the crossing d's tied candidates (count of them, group_mass their weights, all equal)
+ * the nucleus keeps, in id order: the fewest whose weight reaches need (1 <= need <= group_mass). */
+ZG_SAMPLE_FN uint64_t zg_sample_nucleus_take(uint64_t need, uint64_t group_mass, uint64_t count) {
+    uint64_t w = group_mass / count;
+    return (need + w - 1) / w;
+}
+
 ZG_SAMPLE_FN uint32_t zg_philox_mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
     uint64_t p = (uint64_t)a * b;
     *hi = (uint32_t)(p >> 32);

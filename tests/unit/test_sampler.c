@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,6 +124,131 @@ static void test_against_sort(void) {
                 bad += draw(lg, V, &rows[r], c) != ref_sample(lg, V, &rows[r], (uint32_t)c);
     }
     ZT_CHECK_MSG(bad == 0, "the sample op differs from sorting in %d of %d draws", bad, n);
+    free(lg);
+}
+
+/* The CUDA cluster kernel's top-p (sample_cuda.cu, zgc_cluster_nucleus) done serially with the same
+ * helpers (sample_math.h): binned rounds over d = key(max z) - key(z), the tie rule at the crossing d,
+ * the draw walking the kept ids with a tie count. It must give the sort's token; a wrong bound on d,
+ * bin choice or tie count differs. */
+static int nucleus_sample(const float *lg, int V, const zg_sample_row *r, uint32_t counter) {
+    ref_cand *c = zg_malloc((size_t)V * sizeof *c);
+    uint64_t *w = zg_malloc((size_t)V * sizeof *w);
+    float *z = zg_malloc((size_t)V * sizeof *z);
+    for (int i = 0; i < V; i++) {
+        z[i] = zg_sample_z(lg[i], r->inv_temperature);
+        c[i].rank = zg_sample_rank(z[i], i), c[i].id = i;
+    }
+    qsort(c, (size_t)V, sizeof *c, ref_desc);
+    uint64_t keep_from = r->top_k > 0 && r->top_k < V ? c[r->top_k - 1].rank : 0;
+    float zmax = z[c[0].id];
+    uint32_t kmax = zg_sample_key(zmax), lo = 0, hi = zg_sample_nucleus_span(zmax), dstar = 0;
+    for (int i = 0; i < V; i++) w[i] = zg_sample_weight(z[i] - zmax);
+    uint64_t above = 0, target = 0, group = 0;
+    int out = -1;
+    for (int round = 0; out < 0; round++) {
+        int s = zg_sample_nucleus_shift(hi - lo);
+        uint64_t mass[ZG_SAMPLE_NUCLEUS_BINS] = {0}, total = 0, run = 0;
+        uint32_t mn[ZG_SAMPLE_NUCLEUS_BINS], mx[ZG_SAMPLE_NUCLEUS_BINS] = {0};
+        memset(mn, 0xff, sizeof mn);
+        for (int i = 0; i < V; i++) {
+            uint32_t d = kmax - zg_sample_key(z[i]);
+            if (w[i] == 0 || zg_sample_rank(z[i], i) < keep_from) continue;
+            if (round == 0) ZT_CHECK_MSG(d <= hi, "d %u of a positive weight past the bound %u", d, hi);
+            if (d < lo || d > hi) continue;
+            int b = (int)((d - lo) >> s);
+            mass[b] += w[i], mn[b] = d < mn[b] ? d : mn[b], mx[b] = d > mx[b] ? d : mx[b];
+            total += w[i];
+        }
+        if (round == 0) {
+            if (total == 0) out = c[0].id;
+            target = zg_sample_top_p_target(r->top_p, total);
+        }
+        if (out >= 0) break;
+        ZT_CHECK(round < 4);
+        uint64_t need = target - above;
+        int b = 0;
+        while (run + mass[b] < need) run += mass[b++];
+        above += run;
+        if (mn[b] == mx[b]) {
+            dstar = mn[b], group = mass[b];
+            break;
+        }
+        lo += (uint32_t)b << s;
+        uint64_t top = (uint64_t)lo + (1ull << s) - 1;
+        hi = top < hi ? (uint32_t)top : hi;
+    }
+    if (out < 0) {
+        uint32_t K = kmax - dstar;
+        uint64_t ties = 0, before = 0;
+        for (int i = 0; i < V; i++) {
+            if (zg_sample_rank(z[i], i) < keep_from) continue;
+            if (zg_sample_key(z[i]) > K) before += w[i];
+            ties += zg_sample_key(z[i]) == K;
+        }
+        ZT_CHECK(before == above && ties > 0 && group % ties == 0);
+        uint64_t take = zg_sample_nucleus_take(target - above, group, ties), W = above + take * (group / ties);
+        uint64_t x = zg_sample_scale(zg_sample_random(r->seed, counter), W), cum = 0, tie = 0;
+        for (int i = 0; i < V && out < 0; i++) {
+            uint32_t key = zg_sample_key(z[i]);
+            if (zg_sample_rank(z[i], i) < keep_from || key < K || (key == K && tie++ >= take)) continue;
+            if ((cum += w[i]) > x) out = i;
+        }
+    }
+    free(c), free(w), free(z);
+    return out;
+}
+
+/* bf16's rounding of a float (the device's logits in the activation dtype): ties and a 7-bit mantissa */
+static float round_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static void test_nucleus_bins(void) {
+    enum { V = 4000 };
+    float *lg = zg_malloc(V * sizeof(float));
+    static const double ps[] = {0.1, 0.5, 0.9, 0.95, 0.999}, ts[] = {0.7, 1.0};
+    static const int ks[] = {0, 50, 1000};
+    uint64_t st = 91;
+    int bad = 0, n = 0;
+    for (int trial = 0; trial < 8; trial++) {
+        for (int i = 0; i < V; i++) {
+            float x = 4.0f * zt_rand_uniform(&st);
+            if (trial == 1) x = roundf(x * 4.0f) / 4.0f;                      /* 33 values: ties at every cut */
+            if (trial == 2) x = round_bf16(3.0f * x);                         /* the bench's logits */
+            if (trial == 3) x = round_bf16(-60.0f + 3.0f * x + 2.0f * x * x); /* GPT-2-like: negative, skewed */
+            if (trial == 4) x = 1.0f;                                         /* all equal */
+            if (trial == 5) x = i % 7 == 0 ? 20.0f : x;                       /* a few far ahead, tied */
+            if (trial == 6) x = 1e-3f * x;                                    /* across zero */
+            if (trial == 7) x = round_bf16(2e4f + 1e3f * x);
+            lg[i] = x;
+        }
+        for (size_t pi = 0; pi < sizeof ps / sizeof ps[0]; pi++)
+            for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++)
+                for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                    zg_sample_row r = row_of(ts[ti], ks[ki], ps[pi], 100 + (uint64_t)trial);
+                    for (int c = 0; c < 4; c++, n++) {
+                        int got = nucleus_sample(lg, V, &r, (uint32_t)c), want = ref_sample(lg, V, &r, (uint32_t)c);
+                        if (got != want && bad++ < 5)
+                            fprintf(stderr, "  nucleus trial %d p %g T %g k %d counter %d: bins %d, sort %d\n", trial,
+                                    ps[pi], ts[ti], ks[ki], c, got, want);
+                    }
+                }
+    }
+    ZT_CHECK_MSG(bad == 0, "the binned nucleus differs from sorting in %d of %d draws", bad, n);
+    /* the bound on d at its edge: every float z with z - max z > -32 (exact in double here) lies within it */
+    uint64_t st2 = 5;
+    for (int k = 0; k < 20000; k++) {
+        float zmax = 100.0f * zt_rand_uniform(&st2), t = zmax - 32.0f,
+              zs[3] = {nextafterf(t, -INFINITY), t, nextafterf(t, INFINITY)};
+        for (int j = 0; j < 3; j++)
+            if ((double)zs[j] - (double)zmax > -32.0)
+                ZT_CHECK(zg_sample_key(zmax) - zg_sample_key(zs[j]) <= zg_sample_nucleus_span(zmax));
+    }
     free(lg);
 }
 
@@ -333,6 +459,7 @@ int main(void) {
     zt_run("arithmetic", test_arithmetic);
     zt_run("greedy_and_cuts", test_greedy_and_cuts);
     zt_run("against_sort", test_against_sort);
+    zt_run("nucleus_bins", test_nucleus_bins);
     zt_run("frequencies", test_frequencies);
     zt_run("seeded_rows", test_seeded_rows);
     zt_run("generate_ragged", test_generate_ragged);

@@ -175,16 +175,6 @@ static inline bool zgc_decode_split(int rowheads, int num_sms) {
 }
 /* the one-block sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
 static inline bool zgc_decode_staged_sample(void) { return zgc_decode_mode() == ZGC_DEC_NEW; }
-/* ZGPT_SAMPLE picks the sampler (sample_cuda.cu): "block" the one-block-per-row kernel, "cluster" the
- * multi-block one (a thread-block cluster per row, sm_90+); unset: the cluster kernel where it runs,
- * except under ZGPT_DECODE=old (the earlier kernels everywhere). Both give the same ids (the definition
- * in sample_math.h). Anything else: unset. */
-static inline bool zgc_sample_cluster_wanted(void) {
-    const char *v = getenv("ZGPT_SAMPLE");
-    if (v != NULL && strcmp(v, "block") == 0) return false;
-    if (v != NULL && strcmp(v, "cluster") == 0) return true;
-    return zgc_decode_mode() != ZGC_DEC_OLD;
-}
 
 /* Programmatic dependent launch (PDL, sm_90+) for the decode step's own kernels: a kernel launched with
  * zgc_launch may start while the kernel before it in the stream is finishing. Each such kernel calls

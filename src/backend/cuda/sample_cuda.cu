@@ -364,10 +364,169 @@ __device__ uint64_t zgc_cluster_kept(zgc_cg::cluster_group &cl, zgc_sample_xchg 
     return W;
 }
 
+/* ---- top-p in binned rounds (the cluster kernel's default; ZGPT_SAMPLE=cluster-v13: the radix selection
+ * above, 4 bits and one cluster barrier per pass, up to 12 passes for a cut that ends among tied ids) ----
+ * sample_math.h's "nucleus in binned rounds": a candidate's place is d = key(max z) - key(z). Per round
+ * each block adds its candidates' weights into ZG_SAMPLE_NUCLEUS_BINS bins of the open range of d (with
+ * the least and largest d per bin) by shared-memory atomics, one cluster barrier publishes them, thread
+ * t adds bin t over the blocks (one 16-byte DSMEM load per block), a block scan finds the bin where the
+ * running weight reaches the target (the first round's total is the kept weight W: no pass of its own).
+ * A bin whose candidates share one d ends it (at most 4 rounds over the 32-bit d; bf16 logits usually
+ * need 1-2, their keys' low 16 bits being equal). The crossing d's ties all weigh the same, so the
+ * nucleus keeps its `take` first in id order; one more exchange of each block's weight before that d
+ * and its tie count places every thread's chunk in id order for the draw, as zgc_cluster_kept does. */
+struct __align__(16) zgc_nucleus_bin {
+    unsigned long long mass;
+    unsigned int dmin, dmax;
+};
+struct zgc_nucleus_xchg {
+    zgc_nucleus_bin bin[2][ZG_SAMPLE_NUCLEUS_BINS]; /* two slots, alternating with the other exchanges */
+    unsigned long long pick_before, pick_mass;      /* the round's crossing bin, for the whole block */
+    unsigned int pick_dmin, pick_dmax, pick_bin;
+};
+
+/* The draw under top-p (and top-k: keep_from) over the cluster: returns -1 when a thread wrote the token
+ * to *id_out, or best_id when every weight is 0 (the CPU's fallback). Every thread of the cluster calls
+ * it and takes the same branches (the same totals). */
+__device__ int32_t zgc_cluster_nucleus(zgc_cg::cluster_group &cl, zgc_sample_xchg *x, zgc_nucleus_xchg *nx, int &slot,
+                                       const zgc_sample_slice &sl, uint64_t keep_from, float zmax, float top_p,
+                                       uint64_t random, uint64_t *scan, uint64_t *red, int32_t *id_out,
+                                       int32_t best_id) {
+    const unsigned t = threadIdx.x, nb = cl.num_blocks();
+    const uint32_t kmax = zg_sample_key(zmax);
+    uint32_t lo = 0, hi = zg_sample_nucleus_span(zmax), dstar = 0;
+    uint64_t above = 0, target = 0, group = 0;
+    for (int round = 0;; round++) {
+        int p = slot & 1, s = zg_sample_nucleus_shift(hi - lo);
+        slot++;
+        zgc_nucleus_bin *h = nx->bin[p];
+        h[t].mass = 0;
+        h[t].dmin = 0xffffffffu;
+        h[t].dmax = 0;
+        __syncthreads();
+        for (int i = t; i < sl.n; i += blockDim.x) {
+            uint64_t w = sl.ws[i];
+            float z = sl.zs[i];
+            uint32_t d = kmax - zg_sample_key(z);
+            if (w == 0 || d < lo || d > hi || (keep_from != 0 && zg_sample_rank(z, sl.lo + i) < keep_from)) continue;
+            zgc_nucleus_bin *bn = &h[(d - lo) >> s];
+            atomicAdd(&bn->mass, (unsigned long long)w);
+            atomicMin(&bn->dmin, d);
+            atomicMax(&bn->dmax, d);
+        }
+        cl.sync(); /* every block's bins are out */
+        uint64_t m = 0;
+        uint32_t mn = 0xffffffffu, mx = 0;
+#pragma unroll
+        for (unsigned k = 0; k < 16; k++) /* the loads issue together */
+            if (k < nb) {
+                uint4 q = *reinterpret_cast<const uint4 *>(&cl.map_shared_rank(nx, k)->bin[p][t]);
+                m += ((uint64_t)q.y << 32) | q.x;
+                mn = min(mn, q.z);
+                mx = max(mx, q.w);
+            }
+        uint64_t before, total = zgc_block_exscan_u64(m, scan, &before);
+        if (round == 0) {
+            if (total == 0) return best_id; /* every weight rounded to 0 (infinite or NaN logits) */
+            target = zg_sample_top_p_target(top_p, total);
+        }
+        uint64_t need = target - above; /* >= 1, and the open range holds at least that much */
+        if (m > 0 && before < need && before + m >= need) {
+            nx->pick_bin = t;
+            nx->pick_before = before;
+            nx->pick_mass = m;
+            nx->pick_dmin = mn;
+            nx->pick_dmax = mx;
+        }
+        __syncthreads();
+        /* pick_* are rewritten only after the next round's scan, whose barriers every thread passes after this */
+        uint32_t c = nx->pick_bin, pmn = nx->pick_dmin, pmx = nx->pick_dmax;
+        above += nx->pick_before;
+        if (pmn == pmx) {
+            dstar = pmn;
+            group = nx->pick_mass;
+            break;
+        }
+        lo += c << s;
+        uint64_t top = (uint64_t)lo + (1ull << s) - 1;
+        hi = top < hi ? (uint32_t)top : hi;
+    }
+    /* the kept candidates: key above K, and the first `take` of K's ties in id order. Thread t's chunk of
+     * its block's ids: the weight above K and the count of ties */
+    const uint32_t K = kmax - dstar;
+    int chunk = (sl.n + (int)blockDim.x - 1) / (int)blockDim.x;
+    int a = (int)t * chunk, e = min(sl.n, a + chunk);
+    uint64_t heavier = 0, ties = 0;
+    for (int i = a; i < e; i++) {
+        float z = sl.zs[i];
+        if (keep_from != 0 && zg_sample_rank(z, sl.lo + i) < keep_from) continue;
+        uint32_t key = zg_sample_key(z);
+        if (key > K) heavier += sl.ws[i];
+        ties += key == K;
+    }
+    uint64_t tie_start, block_ties = zgc_block_exscan_u64(ties, scan, &tie_start);
+    uint64_t block_heavier = zgc_block_reduce_u64<false>(heavier, red);
+    int p = slot & 1;
+    slot++;
+    if (t == 0) {
+        x->f[p][0] = block_heavier;
+        x->f[p][1] = block_ties;
+    }
+    cl.sync();
+    if (t < 32) { /* lane k: block k's kept weight; the blocks below this one, the total, the tie rule */
+        unsigned k = t, me = cl.block_rank();
+        uint64_t bh = 0, bt = 0;
+        if (k < nb) {
+            const zgc_sample_xchg *o = cl.map_shared_rank(x, k);
+            bh = o->f[p][0];
+            bt = o->f[p][1];
+        }
+        uint64_t incl = bt;
+        for (int o = 1; o < 32; o <<= 1) {
+            uint64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+            if ((int)k >= o) incl += y;
+        }
+        uint64_t all_ties = __shfl_sync(0xffffffffu, incl, 31), tie_before = incl - bt;
+        uint64_t take = zg_sample_nucleus_take(target - above, group, all_ties), w = group / all_ties;
+        uint64_t kept = bh + w * (take > tie_before ? min(take - tie_before, bt) : 0);
+        uint64_t W = zgc_warp_reduce_u64<false>(kept), below = zgc_warp_reduce_u64<false>(k < me ? kept : 0);
+        uint64_t my_ties_before = __shfl_sync(0xffffffffu, tie_before, me);
+        if (k == 0) {
+            x->tot_f[0] = below;
+            x->tot_f[1] = W;
+            x->tot_f[2] = my_ties_before;
+            x->tot_f[3] = w;
+            x->tot_f[4] = take;
+        }
+    }
+    __syncthreads();
+    uint64_t below = x->tot_f[0], W = x->tot_f[1], tie0 = x->tot_f[2] + tie_start, w = x->tot_f[3], take = x->tot_f[4];
+    uint64_t mine = heavier + w * (take > tie0 ? min(take - tie0, ties) : 0), start;
+    zgc_block_exscan_u64(mine, scan, &start);
+    start += below;
+    uint64_t xr = zg_sample_scale(random, W);
+    if (mine > 0 && start <= xr && xr < start + mine) { /* this chunk holds the draw: the CPU's walk */
+        uint64_t cum = start, tie = tie0;
+        for (int i = a; i < e; i++) {
+            float z = sl.zs[i];
+            if (keep_from != 0 && zg_sample_rank(z, sl.lo + i) < keep_from) continue;
+            uint32_t key = zg_sample_key(z);
+            if (key < K || (key == K && tie++ >= take)) continue;
+            cum += sl.ws[i];
+            if (cum > xr) {
+                *id_out = sl.lo + i;
+                break;
+            }
+        }
+    }
+    return -1;
+}
+
 /* 256 threads, at most 128 registers each: two blocks fit an SM, so that a GPC of 8 free SMs can take a
  * cluster of 16 and B = 8 rows' clusters run at once */
 #define ZGC_SAMPLE_CLUSTER_THREADS 256
-template <typename T>
+static_assert(ZGC_SAMPLE_CLUSTER_THREADS == ZG_SAMPLE_NUCLEUS_BINS, "the nucleus rounds take a bin per thread");
+template <typename T, bool NUCLEUS>
 __global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
     zgc_sample_cluster_kernel(int32_t *ids, const T *logits, const zg_sample_row *rows, const int32_t *counter, int V,
                               int Vp, int slice) {
@@ -377,6 +536,7 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
     __shared__ uint32_t cnts[ZGC_SAMPLE_WARPS][16];
     __shared__ uint64_t scan[ZGC_SAMPLE_WARPS];
     __shared__ zgc_sample_xchg x;
+    __shared__ zgc_nucleus_xchg nx; /* the binned top-p rounds (NUCLEUS) */
     zgc_cg::cluster_group cl = zgc_cg::this_cluster();
     int slot = 0;
     zgc_pdl_wait(); /* the logits are the LM head's */
@@ -411,42 +571,65 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
         uint64_t keep_from = 0;
         if (r.top_k > 0 && r.top_k < V)
             keep_from = zgc_cluster_select<false>(cl, &x, slot, sl, V, 0, (uint64_t)r.top_k, bins, cnts);
-        uint64_t mine, start;
-        uint64_t W = zgc_cluster_kept(cl, &x, slot, sl, keep_from, scan, &mine, &start);
-        if (r.top_p < 1.0f && W > 0) {
-            keep_from = zgc_cluster_select<true>(cl, &x, slot, sl, V, keep_from, zg_sample_top_p_target(r.top_p, W),
-                                                 bins, cnts);
-            W = zgc_cluster_kept(cl, &x, slot, sl, keep_from, scan, &mine, &start);
-        }
-        out = -1; /* written below by the one thread whose chunk holds the draw */
-        if (W > 0) {
-            uint64_t xr = zg_sample_scale(zg_sample_random(r.seed, (uint32_t)*counter), W);
-            int chunk = (sl.n + (int)blockDim.x - 1) / (int)blockDim.x;
-            int lo = (int)threadIdx.x * chunk, hi = min(sl.n, lo + chunk);
-            if (mine > 0 && start <= xr && xr < start + mine) {
-                uint64_t cum = start;
-                for (int i = lo; i < hi; i++) {
-                    if (zg_sample_rank(zs[i], sl.lo + i) < keep_from) continue;
-                    cum += ws[i];
-                    if (cum > xr) {
-                        ids[b] = sl.lo + i;
-                        break;
+        if (NUCLEUS && r.top_p < 1.0f) { /* drawn (-1), or best_id when every weight is 0 */
+            out = zgc_cluster_nucleus(cl, &x, &nx, slot, sl, keep_from, zmax, r.top_p,
+                                      zg_sample_random(r.seed, (uint32_t)*counter), scan, red, ids + b, best_id);
+        } else {
+            uint64_t mine, start;
+            uint64_t W = zgc_cluster_kept(cl, &x, slot, sl, keep_from, scan, &mine, &start);
+            if (r.top_p < 1.0f && W > 0) {
+                keep_from = zgc_cluster_select<true>(cl, &x, slot, sl, V, keep_from, zg_sample_top_p_target(r.top_p, W),
+                                                     bins, cnts);
+                W = zgc_cluster_kept(cl, &x, slot, sl, keep_from, scan, &mine, &start);
+            }
+            if (W > 0) {  /* else every weight rounded to 0 (infinite or NaN logits): the first candidate */
+                out = -1; /* written below by the one thread whose chunk holds the draw */
+                uint64_t xr = zg_sample_scale(zg_sample_random(r.seed, (uint32_t)*counter), W);
+                int chunk = (sl.n + (int)blockDim.x - 1) / (int)blockDim.x;
+                int lo = (int)threadIdx.x * chunk, hi = min(sl.n, lo + chunk);
+                if (mine > 0 && start <= xr && xr < start + mine) {
+                    uint64_t cum = start;
+                    for (int i = lo; i < hi; i++) {
+                        if (zg_sample_rank(zs[i], sl.lo + i) < keep_from) continue;
+                        cum += ws[i];
+                        if (cum > xr) {
+                            ids[b] = sl.lo + i;
+                            break;
+                        }
                     }
                 }
             }
-        } else {
-            out = best_id; /* every weight rounded to 0 (infinite or NaN logits): the first candidate */
         }
     }
     if (out >= 0 && cl.block_rank() == 0 && threadIdx.x == 0) ids[b] = out;
     cl.sync(); /* no block leaves while another may still read its shared memory */
 }
 
+/* ZGPT_SAMPLE picks the sampler (read per launch: A/B runs in one process): "block" the one-block kernel,
+ * "cluster" the cluster kernel with top-p in binned rounds, "cluster-v13" the cluster kernel with v0.13's
+ * radix top-p; unset: the cluster kernel where it runs, except under ZGPT_DECODE=old (the earlier kernels
+ * everywhere). All give the same ids (sample_math.h's definition). Anything else stops zgpt with one line. */
+enum { ZGC_SAMPLE_AUTO = 0, ZGC_SAMPLE_BLOCK, ZGC_SAMPLE_CLUSTER, ZGC_SAMPLE_CLUSTER_V13 };
+static int zgc_sample_mode(void) {
+    static const struct {
+        const char *name;
+        int mode;
+    } modes[] = {{"block", ZGC_SAMPLE_BLOCK}, {"cluster", ZGC_SAMPLE_CLUSTER}, {"cluster-v13", ZGC_SAMPLE_CLUSTER_V13}};
+    const char *v = getenv("ZGPT_SAMPLE");
+    if (v == NULL || v[0] == 0) return ZGC_SAMPLE_AUTO;
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (strcmp(v, modes[i].name) == 0) return modes[i].mode;
+    ZG_FATAL("ZGPT_SAMPLE=%s: not a sampler; use block, cluster or cluster-v13 (or unset it)", v);
+}
+
 /* Blocks per row for the cluster kernel at this V (16 where the GPU schedules such clusters, else 8), or
- * 0: the one-block kernel runs (before sm_90, or not wanted). Sets the kernel's attributes. */
-template <typename T> static unsigned zgc_sample_cluster_blocks(zg_backend *be, int B, int V, size_t *smem_out) {
+ * 0: the one-block kernel runs (before sm_90, or not wanted). Sets the kernels' attributes. */
+template <typename T>
+static unsigned zgc_sample_cluster_blocks(zg_backend *be, int mode, int B, int V, size_t *smem_out) {
     zgc_impl *im = zgc_get(be);
-    if (im->cc_major < 9 || !zgc_sample_cluster_wanted()) return 0;
+    bool wanted = mode == ZGC_SAMPLE_CLUSTER || mode == ZGC_SAMPLE_CLUSTER_V13 ||
+                  (mode == ZGC_SAMPLE_AUTO && zgc_decode_mode() != ZGC_DEC_OLD);
+    if (im->cc_major < 9 || !wanted) return 0;
     if (im->sample_v == V) { /* the kernel's attributes were set then */
         if (im->sample_nb == 0) return 0;
         *smem_out = (size_t)((V + im->sample_nb - 1) / im->sample_nb) * (sizeof(uint64_t) + sizeof(float));
@@ -459,9 +642,16 @@ template <typename T> static unsigned zgc_sample_cluster_blocks(zg_backend *be, 
         unsigned nb = sizes[k];
         int slice = (V + (int)nb - 1) / (int)nb;
         size_t smem = (size_t)slice * (sizeof(uint64_t) + sizeof(float));
-        auto kern = zgc_sample_cluster_kernel<T>;
-        if (cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess ||
-            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+        /* both top-p forms: the same shared memory (the occupancy below holds for both) */
+        decltype(&zgc_sample_cluster_kernel<T, true>) kerns[2] = {zgc_sample_cluster_kernel<T, true>,
+                                                                  zgc_sample_cluster_kernel<T, false>};
+        auto kern = kerns[0];
+        bool set = true;
+        for (int f = 0; f < 2; f++)
+            set = set &&
+                  cudaFuncSetAttribute(kerns[f], cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+                  cudaFuncSetAttribute(kerns[f], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess;
+        if (!set) {
             (void)cudaGetLastError();
             continue;
         }
@@ -496,11 +686,14 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
     if (B < 1) return;
     ZGC_DISPATCH(be->act_dtype, T, {
         size_t csmem = 0;
-        unsigned nb = zgc_sample_cluster_blocks<T>(be, B, V, &csmem);
+        int mode = zgc_sample_mode();
+        unsigned nb = zgc_sample_cluster_blocks<T>(be, mode, B, V, &csmem);
         if (nb > 0) {
             int slice = (V + (int)nb - 1) / (int)nb;
-            zgc_launch(be, zgc_sample_cluster_kernel<T>, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem,
-                       nb, ids, (const T *)logits, rows, counter, V, Vp, slice);
+            auto kern = mode == ZGC_SAMPLE_CLUSTER_V13 ? zgc_sample_cluster_kernel<T, false>
+                                                       : zgc_sample_cluster_kernel<T, true>;
+            zgc_launch(be, kern, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem, nb, ids,
+                       (const T *)logits, rows, counter, V, Vp, slice);
         } else {
             /* the one-block kernel; the row's z in shared memory when they fit beside the kernel's own
              * (V = 50257: 196 KiB of the H100/H200's 227 KiB), only with ZGPT_DECODE=new (it timed slower
