@@ -162,12 +162,12 @@ static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a
         char st[96] = "; steady state n/a (no step after the start)";
         if (steady > 0)
             snprintf(st, sizeof st, "; steady state %.3f ms/step = %.1f tokens/s", ms, B / (ms > 0 ? ms * 1e-3 : 1e-9));
+        double all = g.setup_s + g.prefill_s + g.decode_s;
         fprintf(stderr,
-                "zgpt sample: %d rows, %lld tokens in %.3f s (prompt %.3f s + %d decode steps %.3f s, %s): "
-                "%.1f tokens/s%s\n",
-                B, toks, g.prefill_s + g.decode_s, g.prefill_s, g.steps, g.decode_s,
-                g.recorded ? "one CUDA graph per step" : "direct launches",
-                (double)toks / (g.prefill_s + g.decode_s > 0 ? g.prefill_s + g.decode_s : 1e-9), st);
+                "zgpt sample: %d rows, %lld tokens in %.3f s (KV cache %.3f s + prompt %.3f s + %d decode steps %.3f "
+                "s, %s): %.1f tokens/s%s\n",
+                B, toks, all, g.setup_s, g.prefill_s, g.steps, g.decode_s,
+                g.recorded ? "one CUDA graph per step" : "direct launches", (double)toks / (all > 0 ? all : 1e-9), st);
         char how[160] = "launched directly";
         if (g.record_s > 0)
             snprintf(how, sizeof how,
@@ -175,9 +175,10 @@ static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a
                      "for the device",
                      g.first_s, g.record_s);
         fprintf(stderr,
-                "zgpt sample: time split: prompt %.4f s; start %.4f s for %d steps (%s); steady state %.4f s for %d "
+                "zgpt sample: time split: KV cache %.4f s; prompt %.4f s; start %.4f s for %d steps (%s); steady state "
+                "%.4f s for %d "
                 "steps\n",
-                g.prefill_s, g.start_s, g.start_steps, how, g.steady_s, steady > 0 ? steady : 0);
+                g.setup_s, g.prefill_s, g.start_s, g.start_steps, how, g.steady_s, steady > 0 ? steady : 0);
         rc = print_samples(tok, ps, per, plen, &g, (int)a->max_new_tokens);
     }
     gpt2_gen_result_free(&g);

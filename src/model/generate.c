@@ -102,6 +102,7 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
         {(void **)&g.tok, (size_t)B * sizeof(int32_t)},        {(void **)&g.pos, 2 * sizeof(int32_t)},
         {(void **)&g.ids, (size_t)B * sizeof(int32_t)},        {(void **)&g.pre, (size_t)B * P0 * sizeof(int32_t)},
         {(void **)&g.rows, (size_t)B * sizeof(zg_sample_row)}};
+    double tk = zg_now_s(); /* the KV cache and buffers count: they are the generation's own */
     if (gpt2_kv_alloc(m, B, maxT) != 0) {
         rc = -1;
         goto cleanup;
@@ -179,6 +180,7 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
     }
     r->steady_s = r->steps > r->start_steps ? t2 - ts : 0.0;
     r->prefill_s = t1 - t0;
+    r->setup_s = t0 - tk;
     r->recorded = graph != NULL;
     r->maxT = maxT;
     r->seq = host;

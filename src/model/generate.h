@@ -29,6 +29,7 @@ typedef struct {
     int maxT;
     int steps;        /* decode steps run (after the prefill's first draw) */
     int recorded;     /* 1: the steps replayed one recording */
+    double setup_s;   /* the KV cache's and the buffers' allocation */
     double prefill_s; /* the prompt prefix's forward and the first draw */
     double decode_s;  /* the decode steps, until the tokens are back on the host: start_s + steady_s */
     /* decode_s split: the start (the first step, launched directly so that matmul plans and scratch

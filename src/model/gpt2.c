@@ -774,7 +774,8 @@ void gpt2_logits(gpt2_model *m, int t, float *out) {
 
 typedef struct {
     int B, maxT;
-    void **kcache, **vcache; /* per layer (B,NH,maxT,hs) */
+    void *cache;             /* every layer's K and V in one allocation (one call, not 2 per layer) */
+    void **kcache, **vcache; /* per layer (B,NH,maxT,hs): slices of cache */
     /* work buffers for up to B*maxT rows */
     void *x, *y, *ln, *qkv, *atty, *fch, *fchg; /* y: the residual stream after attention */
     void *last;                                 /* (B,C) last-position rows of ln_f (prefill) */
@@ -786,11 +787,8 @@ void gpt2_kv_free(gpt2_model *m) {
     kv_state *kv = m->kv;
     if (kv == NULL) return;
     zg_backend *be = m->be;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        if (kv->kcache[l]) be->ops->dealloc(be, kv->kcache[l]);
-        if (kv->vcache[l]) be->ops->dealloc(be, kv->vcache[l]);
-    }
-    void *bufs[] = {kv->x, kv->y, kv->ln, kv->qkv, kv->atty, kv->fch, kv->fchg, kv->last, kv->logits, kv->tok};
+    void *bufs[] = {kv->cache, kv->x,    kv->y,    kv->ln,     kv->qkv, kv->atty,
+                    kv->fch,   kv->fchg, kv->last, kv->logits, kv->tok};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->ops->dealloc(be, bufs[i]);
     free(kv->kcache);
@@ -813,11 +811,13 @@ int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
     kv->maxT = maxT;
     kv->kcache = zg_calloc((size_t)m->cfg.n_layer, sizeof(void *));
     kv->vcache = zg_calloc((size_t)m->cfg.n_layer, sizeof(void *));
-    int ok = 1;
+    /* each layer's K and V slice starts 256-byte aligned (the backends' vector loads) */
+    size_t slice = (N * C * asz + 255) / 256 * 256;
+    kv->cache = be->ops->alloc(be, 2 * (size_t)m->cfg.n_layer * slice, "KV cache");
+    int ok = kv->cache != NULL;
     for (int l = 0; l < m->cfg.n_layer && ok; l++) {
-        kv->kcache[l] = be->ops->alloc(be, N * C * asz, "KV cache");
-        kv->vcache[l] = kv->kcache[l] ? be->ops->alloc(be, N * C * asz, "KV cache") : NULL;
-        ok = kv->vcache[l] != NULL;
+        kv->kcache[l] = (char *)kv->cache + 2 * (size_t)l * slice;
+        kv->vcache[l] = (char *)kv->cache + (2 * (size_t)l + 1) * slice;
     }
     struct {
         void **p;

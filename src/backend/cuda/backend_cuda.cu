@@ -91,8 +91,10 @@ void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what) {
 
 static void zgc_dealloc(zg_backend *be, void *p) {
     if (p == NULL) return;
-    /* the buffer may still be in use by queued work */
+    /* the buffer may still be in use by queued work (the prefetch stream's too: a decode step's
+     * prefetches read weights, and nothing else waits for them outside a recording) */
     ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->stream));
+    ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->pf_stream));
     zgc_free(be, p);
 }
 
@@ -399,6 +401,7 @@ static void zgc_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        if (im->pf_stream) ZG_CUDA_CHECK(cudaStreamSynchronize(im->pf_stream));
         zgc_matmul_destroy(be);
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
@@ -408,7 +411,6 @@ static void zgc_destroy(zg_backend *be) {
         ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
         ZG_CUDA_CHECK(cudaStreamDestroy(im->stream));
         if (im->pf_stream) {
-            ZG_CUDA_CHECK(cudaStreamSynchronize(im->pf_stream));
             ZG_CUDA_CHECK(cudaStreamDestroy(im->pf_stream));
             ZG_CUDA_CHECK(cudaEventDestroy(im->pf_fork));
             ZG_CUDA_CHECK(cudaEventDestroy(im->pf_join));
