@@ -58,8 +58,10 @@
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
-#            again with ZGPT_PDL=0 and with ZGPT_SAMPLE=block: the same text as the defaults'; B=8 with
-#            ZGPT_GEMV_MAX_N=8 (the tensor-core few-row products): tokens/s; ~4-6 min
+#            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block and with ZGPT_DECODE_PREFETCH=1 and =2 (the L2
+#            prefetch branch): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=8 (the tensor-core
+#            few-row products): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
+#            steady-state ms/step beside the headline tokens/s; ~5-7 min
 #            (not in the default list)
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
@@ -67,7 +69,9 @@
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
 #            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
-#            (gemv8: gemv_cuda.cu's tensor-core form at B=8) (tokens/s of the graph alone; the goals 500 and
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), and with the L2 prefetch of the next product's
+#            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not)
+#            (tokens/s of the graph alone; the goals 500 and
 #            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms); ~1 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the

@@ -55,7 +55,9 @@ static const zg_command_spec sample_spec = {
     sample_opts,
     NULL,
     "Samples are separated by a line of dashes, as nanoGPT's sample.py prints them. Timings go to stderr: the "
-    "model's load apart from generation, and generated tokens per second."};
+    "model's load apart from generation; generated tokens per second over all the time after the load and, "
+    "beside it, the steady state's ms per step; then that time split (KV cache, prompt, the first steps with "
+    "the step's recording, the steady state)."};
 
 /* The batch's prompts as token ids: one per line of --prompt-file, else --prompt; an empty prompt is
  * <|endoftext|> alone. */
