@@ -867,8 +867,8 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
     for (int l = 0; l < L; l++) {
         hook_before(m, l, 0);
         layer_params p = layer_ptrs(m, 0, l);
-        /* issued before product k: product k+1's weights (layer l's qkv: during the step's encoder or the
-         * previous layer's fc) */
+        /* issued before product k: product k+1's weights, streamed while product k runs (layer l's qkv:
+         * while the encoder or the previous layer's fc projection runs) */
         if (pf) decode_prefetch(m, p.attprojw, c, c);
         /* LayerNorm and product as one op: a backend fuses them for a decode step's few rows */
         op->layernorm_matmul_forward(be, kv->qkv, NULL, kv->ln, kv->x, p.ln1w, p.ln1b, p.qkvw, p.qkvb, N, C, 3 * C);
