@@ -58,8 +58,10 @@
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
-#            again with ZGPT_PDL=0 and with ZGPT_SAMPLE=block: the same text as the defaults'; B=8 with
-#            ZGPT_GEMV_MAX_N=8 (the tensor-core few-row products): tokens/s; ~4-6 min
+#            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block and with ZGPT_DECODE_PREFETCH=1 and =2 (the L2
+#            prefetch branch): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=8 (the tensor-core
+#            few-row products): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
+#            steady-state ms/step beside the headline tokens/s; ~5-7 min
 #            (not in the default list)
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
@@ -67,9 +69,11 @@
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
 #            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
-#            (gemv8: gemv_cuda.cu's tensor-core form at B=8) (tokens/s of the graph alone; the goals 500 and
-#            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
-#            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); ~1 min
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), and with the L2 prefetch of the next product's
+#            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not)
+#            (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); the
+#            sampler's verdict (<= 0.05 ms), top-p also with v0.13's radix top-p on the cluster kernel
+#            (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); ~1 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
@@ -1038,9 +1042,10 @@ if has decode; then
   for b in 1 8; do
     # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
     # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto);
-    # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8)
+    # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
+    # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"
@@ -1051,6 +1056,13 @@ if has decode; then
     note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
+    # the L2 prefetch of the next product's weights (issue 21, v0.14): a gain is a lower ms than auto's
+    for v in pf pflast; do
+      eval "pms=\${dms_$v:-}"
+      note "decode step graph B=$b: L2 prefetch $v $(na "$pms") ms against auto $(na "$ams") ms: saves" \
+           "$(awk -v a="$ams" -v b="$pms" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
+           "(auto/$v $(ratio "$ams" "$pms")) [$(awk -v a="$ams" -v b="$pms" 'BEGIN {if (a == "" || b == "") print "n/a"; else print (b < a ? "faster" : "not faster")}')]"
+    done
   done
   # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
   # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)
@@ -1071,7 +1083,10 @@ if has gen; then
   timeout -k 20 240 python3 tests/parity/hf_generate.py --out "$W/genxl" --prompt-ids "$gids" --B 1,8 --new 512 \
       --top-k 200 --dtypes fp32,bf16 > "$LOG_DIR/gen_hf.log" 2>&1
   hf_tps() { sed -nE "s/^hf generate dtype=$1 B=$2 .* tokens_per_s=([0-9.]+)/\1/p" "$LOG_DIR/gen_hf.log" | tail -1; }
-  zs_tps() { sed -nE 's/^zgpt sample: .*: ([0-9.]+) tokens\/s$/\1/p' "$1" | tail -1; }
+  # the headline (all the time after the load) and the steady state beside it (v0.14)
+  zs_tps() { sed -nE 's/^zgpt sample: [0-9]+ rows, .*: ([0-9.]+) tokens\/s(;.*)?$/\1/p' "$1" | tail -1; }
+  zs_steady() { sed -nE 's/^zgpt sample: [0-9]+ rows, .*; steady state ([0-9.]+) ms\/step = ([0-9.]+) tokens\/s$/\1 ms\/step = \2 tok\/s/p' "$1" | tail -1; }
+  zs_split() { sed -nE 's/^zgpt sample: time split: (.*)$/\1/p' "$1" | tail -1; }
   zs_load() { sed -nE 's/^zgpt sample: model loaded in ([0-9.]+) s.*/\1/p' "$1" | tail -1; }
   for run in "1" "8" "1 --no-graph"; do
     read -r B extra <<< "$run"; tag=b$B${extra:+_nograph}
@@ -1079,16 +1094,24 @@ if has gen; then
         --top-k 200 --device cuda --dtype bf16 $extra > "$LOG_DIR/gen_zgpt_$tag.out" 2> "$LOG_DIR/gen_zgpt_$tag.log"
     note "gen zgpt B=$B${extra:+ (no graph)}: exit $?; $(grep -E '^zgpt sample: ' "$LOG_DIR/gen_zgpt_$tag.log" | tr '\n' ' ')"
   done
+  # where the time after the load goes (v0.14): the prompt, the start (the direct first step, the
+  # recording and instantiation of the second, waiting for both), and the steady state per step
+  for tag in b1 b8; do
+    note "gen zgpt ${tag/b/B=} time split: $(na "$(zs_split "$LOG_DIR/gen_zgpt_$tag.log")"); steady state $(na "$(zs_steady "$LOG_DIR/gen_zgpt_$tag.log")")" \
+         "against the headline $(na "$(zs_tps "$LOG_DIR/gen_zgpt_$tag.log")") tok/s"
+  done
   # the same seed without PDL and with the one-block sampler: the same texts (PDL changes no bit; both
-  # samplers draw by the same definition), and the tokens/s each gives
+  # samplers draw by the same definition), with the L2 prefetch (it only moves weights into L2): the same
+  # texts too; and the tokens/s each gives
   for B in 1 8; do
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block"; do
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "pf ZGPT_DECODE_PREFETCH=1" "pflast ZGPT_DECODE_PREFETCH=2"; do
       read -r vn venv <<< "$var"
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \
           --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b${B}_$vn.out" 2> "$LOG_DIR/gen_zgpt_b${B}_$vn.log"
       rc=$?
       same=$(cmp -s "$LOG_DIR/gen_zgpt_b$B.out" "$LOG_DIR/gen_zgpt_b${B}_$vn.out" && [ -s "$LOG_DIR/gen_zgpt_b$B.out" ] && echo PASS || echo FAIL)
-      note "gen zgpt B=$B $venv: exit $rc; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b$B.log")") with the defaults; text identical to the defaults' (same seed): $same"
+      note "gen zgpt B=$B $venv: exit $rc; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b$B.log")") with the defaults" \
+           "(steady state $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") against $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b$B.log")")); text identical to the defaults' (same seed): $same"
     done
   done
   # B=8 with the few-row tensor-core products (auto's limit raised to 8 rows): tokens/s only (another order

@@ -55,7 +55,9 @@ static const zg_command_spec sample_spec = {
     sample_opts,
     NULL,
     "Samples are separated by a line of dashes, as nanoGPT's sample.py prints them. Timings go to stderr: the "
-    "model's load apart from generation, and generated tokens per second."};
+    "model's load apart from generation; generated tokens per second over all the time after the load and, "
+    "beside it, the steady state's ms per step; then that time split (KV cache, prompt, the first steps with "
+    "the step's recording, the steady state)."};
 
 /* The batch's prompts as token ids: one per line of --prompt-file, else --prompt; an empty prompt is
  * <|endoftext|> alone. */
@@ -154,13 +156,31 @@ static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a
     gpt2_gen_result g = {0};
     if (rc == 0) rc = gpt2_generate(m, &ga, &g);
     if (rc == 0) {
+        /* the headline: every token over all the time after the load; beside it the steady state (the
+         * steps after the start), and the start's one-time costs on a line of their own */
         long long toks = (long long)(g.steps + 1) * B;
+        int steady = g.steps - g.start_steps;
+        double ms = steady > 0 ? g.steady_s * 1e3 / steady : 0.0;
+        char st[96] = "; steady state n/a (no step after the start)";
+        if (steady > 0)
+            snprintf(st, sizeof st, "; steady state %.3f ms/step = %.1f tokens/s", ms, B / (ms > 0 ? ms * 1e-3 : 1e-9));
+        double all = g.setup_s + g.prefill_s + g.decode_s;
         fprintf(stderr,
-                "zgpt sample: %d rows, %lld tokens in %.3f s (prompt %.3f s + %d decode steps %.3f s, %s): "
-                "%.1f tokens/s\n",
-                B, toks, g.prefill_s + g.decode_s, g.prefill_s, g.steps, g.decode_s,
-                g.recorded ? "one CUDA graph per step" : "direct launches",
-                (double)toks / (g.prefill_s + g.decode_s > 0 ? g.prefill_s + g.decode_s : 1e-9));
+                "zgpt sample: %d rows, %lld tokens in %.3f s (KV cache %.3f s + prompt %.3f s + %d decode steps %.3f "
+                "s, %s): %.1f tokens/s%s\n",
+                B, toks, all, g.setup_s, g.prefill_s, g.steps, g.decode_s,
+                g.recorded ? "one CUDA graph per step" : "direct launches", (double)toks / (all > 0 ? all : 1e-9), st);
+        char how[160] = "launched directly";
+        if (g.record_s > 0)
+            snprintf(how, sizeof how,
+                     "the first launched directly %.4f s, the second recorded + instantiated %.4f s, then waiting "
+                     "for the device",
+                     g.first_s, g.record_s);
+        fprintf(stderr,
+                "zgpt sample: time split: KV cache %.4f s; prompt %.4f s; start %.4f s for %d steps (%s); steady state "
+                "%.4f s for %d "
+                "steps\n",
+                g.setup_s, g.prefill_s, g.start_s, g.start_steps, how, g.steady_s, steady > 0 ? steady : 0);
         rc = print_samples(tok, ps, per, plen, &g, (int)a->max_new_tokens);
     }
     gpt2_gen_result_free(&g);

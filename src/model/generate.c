@@ -102,6 +102,7 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
         {(void **)&g.tok, (size_t)B * sizeof(int32_t)},        {(void **)&g.pos, 2 * sizeof(int32_t)},
         {(void **)&g.ids, (size_t)B * sizeof(int32_t)},        {(void **)&g.pre, (size_t)B * P0 * sizeof(int32_t)},
         {(void **)&g.rows, (size_t)B * sizeof(zg_sample_row)}};
+    double tk = zg_now_s(); /* the KV cache and buffers count: they are the generation's own */
     if (gpt2_kv_alloc(m, B, maxT) != 0) {
         rc = -1;
         goto cleanup;
@@ -131,15 +132,22 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
     op->synchronize(be);
     double t1 = zg_now_s();
     int t = P0; /* the position of the rows' current tokens */
+    /* the start ends after the recorded step (or the direct first one): one wait for the device there
+     * splits the one-time costs from the steady state's ms per step */
+    int recording = a->record && op->graph_begin != NULL;
+    double ts = t1;
+    r->start_steps = recording ? 2 : 1;
     while (t < Tend - 1) {
+        double th = zg_now_s();
         if (graph) {
             op->graph_launch(be, graph);
-        } else if (a->record && r->steps == 1 && op->graph_begin) {
+        } else if (recording && r->steps == 1) {
             /* the first step ran directly (matmul plans and scratch exist now); record the second */
             if (op->graph_begin(be) == 0) {
                 gen_step(m, &g, B, maxT);
                 graph = op->graph_end(be);
             }
+            r->record_s = zg_now_s() - th;
             if (graph == NULL) {
                 fprintf(stderr, "zgpt: %s; every decode step is launched directly\n", zg_error_message());
                 zg_error_clear();
@@ -149,17 +157,30 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
             }
         } else {
             gen_step(m, &g, B, maxT);
+            if (r->steps == 0) r->first_s = zg_now_s() - th;
         }
         t++;
         r->steps++;
+        if (r->steps == r->start_steps) {
+            op->synchronize(be);
+            ts = zg_now_s();
+            r->start_s = ts - t1;
+        }
         if (a->stop_token >= 0 && r->steps % GEN_STOP_CHECK_STEPS == 0 && t < Tend - 1) {
             op->download(be, host, g.seq, (size_t)B * maxT * sizeof(int32_t));
             if (gen_all_stopped(a, host, maxT, t)) break;
         }
     }
     op->download(be, host, g.seq, (size_t)B * maxT * sizeof(int32_t));
-    r->decode_s = zg_now_s() - t1;
+    double t2 = zg_now_s();
+    r->decode_s = t2 - t1;
+    if (r->steps < r->start_steps) { /* ended inside the start */
+        r->start_s = r->decode_s;
+        r->start_steps = r->steps;
+    }
+    r->steady_s = r->steps > r->start_steps ? t2 - ts : 0.0;
     r->prefill_s = t1 - t0;
+    r->setup_s = t0 - tk;
     r->recorded = graph != NULL;
     r->maxT = maxT;
     r->seq = host;

@@ -29,8 +29,17 @@ typedef struct {
     int maxT;
     int steps;        /* decode steps run (after the prefill's first draw) */
     int recorded;     /* 1: the steps replayed one recording */
+    double setup_s;   /* the KV cache's and the buffers' allocation */
     double prefill_s; /* the prompt prefix's forward and the first draw */
-    double decode_s;  /* the decode steps, until the tokens are back on the host */
+    double decode_s;  /* the decode steps, until the tokens are back on the host: start_s + steady_s */
+    /* decode_s split: the start (the first step, launched directly so that matmul plans and scratch
+     * exist before a recording, then the recording of the second and its first replay, until the device
+     * has run both) and the steady state (every later step, until the tokens are back on the host) */
+    double first_s;  /* host time launching the first step directly */
+    double record_s; /* host time recording the second step and instantiating the recording (0: none) */
+    double start_s;  /* the start's steps, waited for */
+    int start_steps; /* 2 with a recording (direct + recorded), else 1 */
+    double steady_s; /* the remaining steps_ - start_steps steps */
 } gpt2_gen_result;
 
 /* 0, or -1 with an error (a prompt too long for block_size, memory). */

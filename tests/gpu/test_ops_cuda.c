@@ -2067,17 +2067,23 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     op->upload(be, dpos, pos, sizeof pos);
     op->upload(be, drows, rows, (size_t)B * sizeof *rows);
     for (int b = 0; b < B; b++) op->upload(be, dtok + b, &seq[(size_t)b * maxT], 4);
+        /* the prefetches as gpt2.c issues them: before each product, the next product's weights */
 #define PDL_STEP()                                                                                                     \
     do {                                                                                                               \
+        op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
         op->encoder_forward_at(be, x, dtok, wte, wpe, dpos, B, C);                                                     \
         for (int l = 0; l < NL; l++) {                                                                                 \
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
+            op->prefetch(be, wl + (size_t)3 * C * C * 2, (size_t)C * C * 2);                                           \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wl, bias, B, C, 3 * C);                     \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  dpos, B, maxT, C, NH);                                                                \
+            op->prefetch(be, wl + (size_t)4 * C * C * 2, (size_t)4 * C * C * 2);                                       \
             op->matmul_forward(be, y, NULL, att, wl + (size_t)3 * C * C * 2, bias, x, B, C, C);                        \
+            op->prefetch(be, wl + (size_t)8 * C * C * 2, (size_t)4 * C * C * 2);                                       \
             op->layernorm_matmul_forward(be, h, pre, ln, y, gain, bias, wl + (size_t)4 * C * C * 2, bias, B, C,        \
                                          4 * C);                                                                       \
+            if (l + 1 < NL) op->prefetch(be, wl + lw * 2, (size_t)3 * C * C * 2);                                      \
             op->matmul_forward(be, x, NULL, h, wl + (size_t)8 * C * C * 2, bias, y, B, 4 * C, C);                      \
         }                                                                                                              \
         op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \
@@ -2126,23 +2132,33 @@ static void test_decode_pdl(void) {
                 setenv("ZGPT_DECODE", decs[di], 1);
             else
                 unsetenv("ZGPT_DECODE");
-            /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph */
-            int32_t *seq[5];
-            float *x[5];
-            for (int r = 0; r < 5; r++) {
+            /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
+             * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct */
+            enum { RUNS = 8 };
+            int32_t *seq[RUNS];
+            float *x[RUNS];
+            for (int r = 0; r < RUNS; r++) {
                 seq[r] = malloc((size_t)B * maxT * 4);
                 x[r] = malloc((size_t)B * C * 4);
                 setenv("ZGPT_PDL", r == 1 || r == 3 ? "0" : "1", 1);
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
-                pdl_decode_run(be, B, r != 2 && r != 3, STEPS, seq[r], x[r]);
+                setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
+                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7, STEPS, seq[r], x[r]);
             }
-            static const char *const names[5] = {"PDL graph", "no PDL graph", "PDL direct", "no PDL direct",
-                                                 "one-block sampler graph"};
+            unsetenv("ZGPT_DECODE_PREFETCH");
+            static const char *const names[RUNS] = {"PDL graph",
+                                                    "no PDL graph",
+                                                    "PDL direct",
+                                                    "no PDL direct",
+                                                    "one-block sampler graph",
+                                                    "prefetch graph",
+                                                    "prefetch evict_last graph",
+                                                    "prefetch direct"};
             int moved = 0;
             for (int b = 0; b < B; b++)
                 for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];
             ZT_CHECK_MSG(moved > 0, "B=%d: the draws never change (the test would not see a difference)", B);
-            for (int r = 1; r < 5; r++) {
+            for (int r = 1; r < RUNS; r++) {
                 ZT_CHECK_MSG(memcmp(seq[0], seq[r], (size_t)B * maxT * 4) == 0,
                              "decode B=%d ZGPT_DECODE=%s: tokens of '%s' differ from '%s'", B,
                              decs[di] ? decs[di] : "(unset)", names[r], names[0]);
@@ -2151,9 +2167,9 @@ static void test_decode_pdl(void) {
                              decs[di] ? decs[di] : "(unset)", names[r], names[0]);
             }
             printf("  B=%d ZGPT_DECODE=%s: %d steps, tokens and hidden state bitwise across PDL on/off, graph/direct, "
-                   "both samplers\n",
+                   "both samplers, L2 prefetch off/1/2\n",
                    B, decs[di] ? decs[di] : "(unset)", STEPS);
-            for (int r = 0; r < 5; r++) free(seq[r]), free(x[r]);
+            for (int r = 0; r < RUNS; r++) free(seq[r]), free(x[r]);
         }
     unsetenv("ZGPT_PDL");
     unsetenv("ZGPT_SAMPLE");
@@ -2239,19 +2255,36 @@ static void test_decode_graph(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
+/* A bad ZGPT_DECODE_PREFETCH is refused when the backend is made, in one line naming the value. */
+static void test_decode_prefetch_env(void) {
+    setenv("ZGPT_DECODE_PREFETCH", "yes", 1);
+    zg_backend *be = NULL;
+    zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+    int rc = zg_backend_cuda_create(&be, &cfg);
+    unsetenv("ZGPT_DECODE_PREFETCH");
+    ZT_CHECK_MSG(rc != 0 && be == NULL, "ZGPT_DECODE_PREFETCH=yes was accepted");
+    if (be) zg_backend_destroy(be);
+    const char *msg = zg_error_message();
+    ZT_CHECK_MSG(strstr(msg, "ZGPT_DECODE_PREFETCH=yes") != NULL && strchr(msg, '\n') == NULL,
+                 "the refusal does not name the value in one line: %s", msg);
+    zg_error_clear();
+}
+
 /* ZGPT_DECODE=old|new: the decode path's earlier kernels or the new ones (every op runs both); the step
  * graph also runs auto (the per-shape selection generation uses) and gemv / split (one new kernel family
  * alone: which one a difference comes from), and auto without PDL (nopdl), with the one-block sampler
  * (block), and with neither (v012: what generation ran before PDL and the multi-block sampler). "old" runs
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). */
-enum { DEC_VARIANTS = 9 };
+enum { DEC_VARIANTS = 11 };
 static const struct {
-    const char *name, *decode, *pdl, *sample, *gemv_max_n; /* NULL: unset */
-} dec_variant[DEC_VARIANTS] = {
-    {"old", "old", "0", "block", NULL},   {"new", "new", NULL, NULL, NULL},     {"auto", NULL, NULL, NULL, NULL},
-    {"gemv", "gemv", NULL, NULL, NULL},   {"split", "split", NULL, NULL, NULL}, {"nopdl", NULL, "0", NULL, NULL},
-    {"block", NULL, NULL, "block", NULL}, {"v012", NULL, "0", "block", NULL},   {"gemv8", NULL, NULL, NULL, "8"}};
+    const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch; /* NULL: unset */
+} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL},   {"new", "new", NULL, NULL, NULL, NULL},
+                               {"auto", NULL, NULL, NULL, NULL, NULL},     {"gemv", "gemv", NULL, NULL, NULL, NULL},
+                               {"split", "split", NULL, NULL, NULL, NULL}, {"nopdl", NULL, "0", NULL, NULL, NULL},
+                               {"block", NULL, NULL, "block", NULL, NULL}, {"v012", NULL, "0", "block", NULL, NULL},
+                               {"gemv8", NULL, NULL, NULL, "8", NULL},     {"pf", NULL, NULL, NULL, NULL, "1"},
+                               {"pflast", NULL, NULL, NULL, NULL, "2"}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -2263,10 +2296,12 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_PDL", dec_variant[v].pdl);
     dec_env("ZGPT_SAMPLE", dec_variant[v].sample);
     dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
+    dec_env("ZGPT_DECODE_PREFETCH", dec_variant[v].prefetch);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
 }
 static void dec_unset(void) {
+    unsetenv("ZGPT_DECODE_PREFETCH");
     unsetenv("ZGPT_GEMV_MAX_N");
     unsetenv("ZGPT_DECODE");
     unsetenv("ZGPT_PDL");
@@ -2304,17 +2339,23 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
     void *gain = dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
          *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
     const zg_backend_ops *op = be->ops;
+    /* with the prefetches as gpt2.c issues them (each acts only under ZGPT_DECODE_PREFETCH=1|2: pf, pflast) */
 #define DEC_STEP()                                                                                                     \
     do {                                                                                                               \
+        op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
         for (int l = 0; l < NL; l++) {                                                                                 \
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
             void *wqkv = wl, *wproj = wl + (size_t)3 * C * C * 2, *wfc = wl + (size_t)4 * C * C * 2,                   \
                  *wfp = wl + (size_t)8 * C * C * 2;                                                                    \
+            op->prefetch(be, wproj, (size_t)C *C * 2);                                                                 \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wqkv, bias, B, C, 3 * C);                   \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  pos, B, maxT, C, NH);                                                                 \
+            op->prefetch(be, wfc, (size_t)4 * C * C * 2);                                                              \
             op->matmul_forward(be, x, NULL, att, wproj, bias, x, B, C, C);                                             \
+            op->prefetch(be, wfp, (size_t)4 * C * C * 2);                                                              \
             op->layernorm_matmul_forward(be, h, pre, ln, x, gain, bias, wfc, bias, B, C, 4 * C);                       \
+            if (l + 1 < NL) op->prefetch(be, wl + lw * 2, (size_t)3 * C * C * 2);                                      \
             op->matmul_forward(be, x, NULL, h, wfp, bias, x, B, 4 * C, C);                                             \
         }                                                                                                              \
         op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \
@@ -2501,6 +2542,7 @@ int main(int argc, char **argv) {
         zt_run("decode_pdl", test_decode_pdl);
         zt_run("decode_ops", test_decode_ops);
         zt_run("decode_graph", test_decode_graph);
+        zt_run("decode_prefetch_env", test_decode_prefetch_env);
     }
     for (int i = 0; i < 3; i++) zg_backend_destroy(g_be[i]);
     return zt_finish();

@@ -91,8 +91,10 @@ void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what) {
 
 static void zgc_dealloc(zg_backend *be, void *p) {
     if (p == NULL) return;
-    /* the buffer may still be in use by queued work */
+    /* the buffer may still be in use by queued work (the prefetch stream's too: a decode step's
+     * prefetches read weights, and nothing else waits for them outside a recording) */
     ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->stream));
+    ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->pf_stream));
     zgc_free(be, p);
 }
 
@@ -346,17 +348,23 @@ struct zg_graph {
 
 static int zgc_graph_begin(zg_backend *be) {
     /* relaxed: the ops may look up cuBLASLt plans (host calls) while the stream records */
-    cudaError_t e = cudaStreamBeginCapture(zgc_get(be)->stream, cudaStreamCaptureModeRelaxed);
+    zgc_impl *im = zgc_get(be);
+    cudaError_t e = cudaStreamBeginCapture(im->stream, cudaStreamCaptureModeRelaxed);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return zg_errorf("cannot record a CUDA graph: %s", cudaGetErrorString(e));
     }
+    im->capturing = 1;
+    im->pf_captured = 0;
     return 0;
 }
 
 static zg_graph *zgc_graph_end(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
     cudaGraph_t g = NULL;
-    cudaError_t e = cudaStreamEndCapture(zgc_get(be)->stream, &g);
+    zgc_prefetch_join(be); /* the prefetch branch (ZGPT_DECODE_PREFETCH) ends in the recording's last node */
+    im->capturing = 0;
+    cudaError_t e = cudaStreamEndCapture(im->stream, &g);
     if (e != cudaSuccess || g == NULL) {
         (void)cudaGetLastError();
         zg_errorf("recording the CUDA graph failed: %s", cudaGetErrorString(e));
@@ -393,6 +401,7 @@ static void zgc_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        if (im->pf_stream) ZG_CUDA_CHECK(cudaStreamSynchronize(im->pf_stream));
         zgc_matmul_destroy(be);
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
@@ -401,6 +410,11 @@ static void zgc_destroy(zg_backend *be) {
         while (im->n_allocs > 0) zgc_free(be, im->allocs[im->n_allocs - 1].ptr);
         ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
         ZG_CUDA_CHECK(cudaStreamDestroy(im->stream));
+        if (im->pf_stream) {
+            ZG_CUDA_CHECK(cudaStreamDestroy(im->pf_stream));
+            ZG_CUDA_CHECK(cudaEventDestroy(im->pf_fork));
+            ZG_CUDA_CHECK(cudaEventDestroy(im->pf_join));
+        }
         if (im->copy_stream) {
             ZG_CUDA_CHECK(cudaStreamSynchronize(im->copy_stream));
             ZG_CUDA_CHECK(cudaStreamDestroy(im->copy_stream));
@@ -463,6 +477,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->graph_end = zgc_graph_end;
     o->graph_launch = zgc_graph_launch;
     o->graph_destroy = zgc_graph_destroy;
+    o->prefetch = zgc_prefetch;
     o->sum_squares = zgc_sum_squares;
     o->scale = zgc_scale;
     o->adamw = zgc_adamw;
@@ -504,6 +519,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          prop.name, prop.major, prop.minor);
 
     if (zgc_attention_check_arch() != 0) return -1;
+    if (zgc_decode_prefetch() < 0)
+        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
+                         "or 2 (the same, marked evict_last); unset it for the default (0)",
+                         getenv("ZGPT_DECODE_PREFETCH"));
 
     zg_backend *be = (zg_backend *)zg_calloc(1, sizeof(zg_backend));
     zgc_impl *im = (zgc_impl *)zg_calloc(1, sizeof(zgc_impl));
@@ -519,6 +538,9 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     im->bgrad_ok = 1;
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));
+    ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->pf_stream, cudaStreamNonBlocking));
+    ZG_CUDA_CHECK(cudaEventCreateWithFlags(&im->pf_fork, cudaEventDisableTiming));
+    ZG_CUDA_CHECK(cudaEventCreateWithFlags(&im->pf_join, cudaEventDisableTiming));
     ZG_CUBLAS_CHECK(cublasLtCreate(&im->lt));
     im->lt_ws_bytes = ZGC_LT_WORKSPACE;
     im->lt_ws = zgc_alloc(be, im->lt_ws_bytes, "cuBLASLt workspace");

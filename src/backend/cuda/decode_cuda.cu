@@ -281,3 +281,72 @@ void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *
     zgc_launch(be, zgc_decode_advance_kernel, dim3(1), dim3(threads), 0, 0, seq, tokens, pos, ids, plen, B, maxT);
     ZG_CUDA_LAUNCH_CHECK();
 }
+
+/* ---- L2 prefetch of the next product's weights (ZGPT_DECODE_PREFETCH) ---------------------------
+ * A decode step's product reads its weights once, for a few microseconds: too short for DRAM to reach
+ * its rate, and between products the LayerNorm and attention kernels leave DRAM idle. The model issues
+ * prefetch(w_{k+1}) just before product k (gpt2.c): on the prefetch stream, after everything issued
+ * before product k has completed, one small kernel asks L2 for w_{k+1} while product k runs, so that
+ * product k+1 reads L2. At most two products' weights are wanted at once (GPT-2 XL: fc + fc proj 41 MB
+ * of the H200's 50 MB). Only weights (read-only during the step) are prefetched: no result can change.
+ * Each thread of the kernel takes one ZGC_PF_CHUNK: on sm_90 one bulk prefetch (the SM's TMA unit
+ * issues the line requests; nothing is waited for), before sm_90 one prefetch per 128-byte line. Few
+ * threads per block, so that the requests are spread over many SMs' TMA units (fc: 160 blocks). */
+#define ZGC_PF_CHUNK (16u * 1024u)
+#define ZGC_PF_THREADS 8
+
+template <bool LAST> __global__ void zgc_prefetch_kernel(const char *p, size_t bytes) {
+    size_t off = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * ZGC_PF_CHUNK;
+    if (off >= bytes) return;
+    unsigned n = bytes - off < ZGC_PF_CHUNK ? (unsigned)(bytes - off) : ZGC_PF_CHUNK; /* a multiple of 16 */
+    const char *a = p + off;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (LAST) {
+        uint64_t pol;
+        asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(pol));
+        asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(a), "r"(n), "l"(pol)
+                     : "memory");
+    } else {
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(a), "r"(n) : "memory");
+    }
+#else
+    for (unsigned i = 0; i < n; i += 128) {
+        if (LAST)
+            asm volatile("prefetch.global.L2::evict_last [%0];\n" ::"l"(a + i));
+        else
+            zgc_prefetch_l2(a + i);
+    }
+#endif
+}
+
+void zgc_prefetch(zg_backend *be, const void *p, size_t bytes) {
+    int mode = zgc_decode_prefetch();
+    if (mode <= 0) return; /* off (a bad value was refused when the backend was made) */
+    zgc_impl *im = zgc_get(be);
+    /* whole 16-byte units inside [p, p + bytes): the bulk form's alignment; a few edge bytes are left */
+    uintptr_t lo = ((uintptr_t)p + 15) & ~(uintptr_t)15, hi = ((uintptr_t)p + bytes) & ~(uintptr_t)15;
+    if (hi <= lo) return;
+    size_t n = (size_t)(hi - lo);
+    unsigned blocks =
+        (unsigned)((n + (size_t)ZGC_PF_CHUNK * ZGC_PF_THREADS - 1) / ((size_t)ZGC_PF_CHUNK * ZGC_PF_THREADS));
+    /* fork: the prefetch starts once the compute stream's work so far is done (during a recording: an
+     * edge from the nodes recorded so far, and the prefetch stream joins the capture) */
+    ZG_CUDA_CHECK(cudaEventRecord(im->pf_fork, im->stream));
+    ZG_CUDA_CHECK(cudaStreamWaitEvent(im->pf_stream, im->pf_fork, 0));
+    auto kern = mode == 2 ? zgc_prefetch_kernel<true> : zgc_prefetch_kernel<false>;
+    kern<<<blocks, ZGC_PF_THREADS, 0, im->pf_stream>>>((const char *)lo, n);
+    ZG_CUDA_LAUNCH_CHECK();
+    if (im->capturing) im->pf_captured = 1;
+}
+
+void zgc_prefetch_join(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    if (!im->pf_captured) return;
+    im->pf_captured = 0;
+    /* a capture must end with every stream it forked joined back into the one it began on; when the
+     * capture already failed these fail too, and cudaStreamEndCapture reports it (graph_end's caller
+     * then launches the step directly) */
+    cudaError_t e = cudaEventRecord(im->pf_join, im->pf_stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(im->stream, im->pf_join, 0);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+}
