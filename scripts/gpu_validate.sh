@@ -67,8 +67,11 @@
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
 #            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
-#            (gemv8: gemv_cuda.cu's tensor-core form at B=8) (tokens/s of the graph alone; the goals 500 and
-#            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms); ~1 min
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), and with every few-row product in one kernel
+#            (ZGPT_GEMV=v1 / v2; v2g1: one block per SM; v2nopf: no L2 prefetch before the PDL wait)
+#            (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); the
+#            sampler's verdict (<= 0.05 ms); each XL product alone and 48 x 4 chained in a graph with
+#            cuBLASLt / v1 / v2 (GB/s of weights; v2's verdicts: chain and step faster than cuBLASLt's); ~1.5 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
@@ -1022,7 +1025,7 @@ if has decode; then
     # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto);
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8; do
+    for v in old new gemv split nopdl block v012 gemv8 v1 v2 v2g1 v2nopf; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"
@@ -1033,6 +1036,29 @@ if has decode; then
     note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
+  done
+  # issue 21, v0.14: the few-row products (ZGPT_GEMV): each XL product alone (a cold layer's weights each
+  # run) and 48 x 4 of them chained in a graph, cuBLASLt / v1 / v2 (v2g1: one block per SM, v2nopf: no
+  # L2 prefetch before the PDL wait); v2's verdict: faster than cuBLASLt chained, and its step graph
+  for b in 1 8; do
+    for shp in qkv proj fc fcproj; do
+      line=""
+      for k in cublaslt v1 v2 v2g1 v2nopf; do
+        read -r _ _ _ _ _ ms _ gbs <<< "$(grep "^GEMV B=$b $shp $k " "$LOG_DIR/decode_bench.log")"
+        line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
+      done
+      note "decode gemv B=$b $shp alone: ${line%, }"
+    done
+    line=""
+    for k in cublaslt v1 v2 v2g1 v2nopf; do
+      read -r _ _ _ _ ms _ gbs <<< "$(grep "^GEMVCHAIN B=$b $k " "$LOG_DIR/decode_bench.log")"
+      line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
+      eval "gch_$k=\$ms"
+    done
+    note "decode gemv B=$b chain (48 x 4 products, graph): ${line%, }; v2/cublaslt $(ratio "${gch_v2:-}" "${gch_cublaslt:-}") $(verdict "$(ratio "${gch_v2:-}" "${gch_cublaslt:-}")" "<" 1) (< 1)"
+    read -r _ _ _ _ v2ms _ _ <<< "$(grep "^DECSTEP B=$b v2 " "$LOG_DIR/decode_bench.log")"
+    read -r _ _ _ _ ams _ _ <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
+    note "decode step graph B=$b with ZGPT_GEMV=v2: $(na "$v2ms") ms against auto (cuBLASLt products) $(na "$ams") ms: v2/auto $(ratio "$v2ms" "$ams") $(verdict "$(ratio "$v2ms" "$ams")" "<" 1) (< 1: flip auto)"
   done
   # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms)
   for b in 1 8; do
