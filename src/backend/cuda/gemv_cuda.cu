@@ -297,11 +297,12 @@ template <typename T, bool LN>
 __global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
     zgc_gemv2_kernel(T *out, T *pre_gelu, const T *inp, const T *lnw, const T *lnb, const T *w, const T *bias,
                      const T *residual, int N, int C, int OC, int pf_bytes) {
-    constexpr int E = 16 / sizeof(T), U = ZGC_GEMV2_UNROLL, W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
-    extern __shared__ int4 xs_raw[]; /* N rows of C / E vectors, row stride zgc_gemv2_xstride */
+    constexpr int U = ZGC_GEMV2_UNROLL, W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
+    /* N input rows (row stride zgc_gemv2_xstride vectors), then (LN) the gains and the biases */
+    extern __shared__ int4 xs_raw[];
     __shared__ float red[2][W][32][2];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
-    int nv = C / E, nch = (nv + 3) / 4, xstride = zgc_gemv2_xstride(nv);
+    int nv = (int)(C * sizeof(T) / 16), nch = (nv + 3) / 4, xstride = zgc_gemv2_xstride(nv);
     int groups = (OC + G - 1) / G;
     int nb = ((nch + W - 1) / W + U - 1) / U; /* batches per group (the same for every warp) */
     int ng = (int)blockIdx.x < groups ? (groups - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
@@ -318,9 +319,20 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
             buf[u] = o < OC && j < nv ? __ldcs(wr + j) : zero;
         }
     };
-    int4 cur[U], nxt[U];
-    if (items > 0) load(cur, 0);
-    /* the block's first groups into L2 (one contiguous range per group), 16 KB per lane of warp 0 */
+    /* two batches in flight before the wait: no earlier kernel writes the weights (nor the LayerNorm's
+     * parameters, staged now too) */
+    int4 bufa[U], bufb[U];
+    if (items > 0) load(bufa, 0);
+    if (items > 1) load(bufb, 1);
+    int4 *lnws = xs_raw + (size_t)N * xstride, *lnbs = lnws + nv;
+    if (LN) {
+        for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+            zgc_cp_async16(lnws + i, reinterpret_cast<const int4 *>(lnw) + i);
+            zgc_cp_async16(lnbs + i, reinterpret_cast<const int4 *>(lnb) + i);
+        }
+        zgc_cp_commit();
+    }
+    /* the block's first groups into L2 (a group's rows are one contiguous range), 16 KB per lane of warp 0 */
     if (warp == 0 && pf_bytes > 0) {
         const size_t rowb = (size_t)C * sizeof(T);
         size_t done = 0;
@@ -335,22 +347,34 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
     }
     zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
     zgc_pdl_trigger();
-    if (LN) {
-        if (warp < N)
-            zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(xs_raw) + (size_t)warp * xstride, inp + (size_t)warp * C,
-                               lnw, lnb, C);
-    } else {
-        const int4 *xg = reinterpret_cast<const int4 *>(inp);
-        for (int i = threadIdx.x; i < N * nv; i += blockDim.x) {
-            int n = i / nv;
-            xs_raw[(size_t)n * xstride + (i - n * nv)] = xg[i];
-        }
+    /* the input rows into shared memory, every copy in flight at once */
+    const int4 *xg = reinterpret_cast<const int4 *>(inp);
+    for (int i = threadIdx.x; i < N * nv; i += blockDim.x) {
+        int n = i / nv;
+        zgc_cp_async16(xs_raw + (size_t)n * xstride + (i - n * nv), xg + i);
     }
+    zgc_cp_commit();
+    zgc_cp_wait<0>();
     __syncthreads();
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int it = 0; it < items; it++) {
-        if (it + 1 < items) load(nxt, it + 1); /* in flight while this batch is used */
-        int b = it % nb;
+    if (LN) { /* warp n normalises row n in place (each vector read, then written, by one lane) */
+        if (warp < N) {
+            int4 *row = xs_raw + (size_t)warp * xstride;
+            zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(row), reinterpret_cast<const T *>(row),
+                               reinterpret_cast<const T *>(lnws), reinterpret_cast<const T *>(lnbs), C);
+        }
+        __syncthreads();
+    }
+    /* the output this thread stores at each group's end: (input row t / 8, column t % 8) */
+    int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, eb = 0.0f, er = 0.0f;
+    /* item it from buf; then buf refills with item it + 2 (two buffers by name, no copies: a register
+     * copy would wait for the loads in flight) */
+    auto step = [&](int4(&buf)[U], int it) {
+        int gi = it / nb, b = it % nb, g = (int)blockIdx.x + gi * (int)gridDim.x, o = g * G + oc;
+        if (b == 0 && on < N && o < OC) { /* the epilogue's operands, loading beside the group */
+            eb = bias ? zgc_to_f(bias[o]) : 0.0f;
+            er = residual ? zgc_to_f(residual[(size_t)on * OC + o]) : 0.0f;
+        }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int c = warp + W * (b * U + u); /* the same for the whole warp */
@@ -360,27 +384,36 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
                 /* a: input rows (m; rows 8-15 and >= N zero), b: the group's 8 weight rows (n) */
                 uint32_t a1[4] = {(uint32_t)xv.x, 0u, (uint32_t)xv.y, 0u};
                 uint32_t a2[4] = {(uint32_t)xv.z, 0u, (uint32_t)xv.w, 0u};
-                zgc_mma<T>::run(d, a1, (uint32_t)cur[u].x, (uint32_t)cur[u].y);
-                zgc_mma<T>::run(d, a2, (uint32_t)cur[u].z, (uint32_t)cur[u].w);
+                zgc_mma<T>::run(d, a1, (uint32_t)buf[u].x, (uint32_t)buf[u].y);
+                zgc_mma<T>::run(d, a2, (uint32_t)buf[u].z, (uint32_t)buf[u].w);
             }
         }
+        if (it + 2 < items) load(buf, it + 2);
         if (b == nb - 1) { /* the group is done: d[0], d[1] = (input row r, columns 2q, 2q + 1) */
-            int gi = it / nb, p = gi & 1, g = (int)blockIdx.x + gi * (int)gridDim.x;
+            int p = gi & 1;
             red[p][warp][lane][0] = d[0];
             red[p][warp][lane][1] = d[1];
             d[0] = d[1] = d[2] = d[3] = 0.0f;
             __syncthreads(); /* red[p] is read below and written again two groups later, after the next one */
-            int t = threadIdx.x, n = t / G, col = t % G, o = g * G + col;
-            if (n < N && o < OC) {
-                int src = n * 4 + col / 2, k = col % 2;
+            if (on < N && o < OC) {
+                int src = on * 4 + oc / 2, k = oc % 2;
                 float s = 0.0f;
 #pragma unroll
                 for (int wi = 0; wi < W; wi++) s += red[p][wi][src][k];
-                zgc_gemv_store(out, pre_gelu, residual, (size_t)n * OC + o, s + (bias ? zgc_to_f(bias[o]) : 0.0f));
+                s += eb;
+                size_t i = (size_t)on * OC + o;
+                if (pre_gelu) {
+                    pre_gelu[i] = zgc_from_f<T>(s);
+                    out[i] = zgc_from_f<T>(zgc_gelu(s));
+                } else {
+                    out[i] = zgc_from_f<T>(s + er);
+                }
             }
         }
-#pragma unroll
-        for (int u = 0; u < U; u++) cur[u] = nxt[u];
+    };
+    for (int it = 0; it < items; it += 2) {
+        step(bufa, it);
+        if (it + 1 < items) step(bufb, it + 1);
     }
 }
 /* fp32 has no such mma: v1's warp per column runs instead */
@@ -393,9 +426,10 @@ __global__ void zgc_gemv2_kernel<float, false>(float *, float *, const float *, 
 
 static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* v2's dynamic shared memory: the N input rows */
-static size_t zgc_gemv2_smem(int N, int C, size_t es) {
-    return (size_t)N * (size_t)zgc_gemv2_xstride((int)((size_t)C * es / 16)) * 16;
+/* v2's dynamic shared memory: the N input rows, and with the LayerNorm its gains and biases */
+static size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
+    int nv = (int)((size_t)C * es / 16);
+    return ((size_t)N * (size_t)zgc_gemv2_xstride(nv) + (ln ? 2 * (size_t)nv : 0)) * 16;
 }
 
 /* The kernel for this product (ZGC_GEMV_*; ZGC_GEMV_CUBLASLT: the caller runs cuBLASLt / the two ops).
@@ -410,7 +444,7 @@ static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, 
                                        zgc_gemv_aligned(inp) && zgc_gemv_aligned(w)))
         return ZGC_GEMV_CUBLASLT;
     if (be->act_dtype == ZG_F32) return ZGC_GEMV_V1_SIMT;
-    if (kind == ZGC_GEMV_V2 && zgc_gemv2_smem(N, C, es) > ZGC_GEMV2_MAX_SMEM) return ZGC_GEMV_V1;
+    if (kind == ZGC_GEMV_V2 && zgc_gemv2_smem(N, C, es, true) > ZGC_GEMV2_MAX_SMEM) return ZGC_GEMV_V1;
     return kind;
 }
 
@@ -433,7 +467,7 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
     int bps = zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 3, ZGC_GEMV2_BLOCKS_PER_SM);
     unsigned cap = (unsigned)(bps * (im->num_sms > 0 ? im->num_sms : 1));
     unsigned blocks = groups < cap ? groups : cap;
-    size_t smem = zgc_gemv2_smem(N, C, zgc_dtype_bytes(be->act_dtype));
+    size_t smem = zgc_gemv2_smem(N, C, zgc_dtype_bytes(be->act_dtype), lnw != NULL);
     int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 1) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = lnw ? zgc_gemv2_kernel<T, true> : zgc_gemv2_kernel<T, false>;
