@@ -281,8 +281,9 @@ __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float 
 /* input rows in shared memory: a row stride of 16-byte vectors that is 4 mod 8 (64 bytes mod 128), so
  * the two rows a quarter-warp's 16-byte loads touch fall in different banks */
 static __host__ __device__ inline int zgc_gemv2_xstride(int nv) { return nv + ((12 - nv % 8) % 8); }
-/* the largest shared-memory stage of the input rows (an H200 SM has 228 KB; two blocks per SM) */
-#define ZGC_GEMV2_MAX_SMEM (100 * 1024)
+/* the largest dynamic shared memory (input rows, LayerNorm parameters): two blocks with their 4 KB of
+ * fragments and 1 KB reserved each still fit an H100/H200 SM's 228 KB (8 rows of C = 6400: 100.5 KB) */
+#define ZGC_GEMV2_MAX_SMEM (108 * 1024)
 
 /* L2 prefetch of bytes (a multiple of 16) from p (16-byte aligned), by the calling thread */
 __device__ __forceinline__ void zgc_gemv2_prefetch(const char *p, unsigned bytes) {
@@ -433,8 +434,8 @@ static size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
 }
 
 /* The kernel for this product (ZGC_GEMV_*; ZGC_GEMV_CUBLASLT: the caller runs cuBLASLt / the two ops).
- * fp32 has no tensor-core form: v1's warp per column; v2 where its input stage fits. */
-static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC) {
+ * fp32 has no tensor-core form: v1's warp per column; v2 where its input stage (and, ln, the LayerNorm parameters) fits; else v1. */
+static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln) {
     size_t es = zgc_dtype_bytes(be->act_dtype);
     int kind = zgc_gemv_pick(N);
     if (kind < 0)
@@ -444,7 +445,7 @@ static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, 
                                        zgc_gemv_aligned(inp) && zgc_gemv_aligned(w)))
         return ZGC_GEMV_CUBLASLT;
     if (be->act_dtype == ZG_F32) return ZGC_GEMV_V1_SIMT;
-    if (kind == ZGC_GEMV_V2 && zgc_gemv2_smem(N, C, es, true) > ZGC_GEMV2_MAX_SMEM) return ZGC_GEMV_V1;
+    if (kind == ZGC_GEMV_V2 && zgc_gemv2_smem(N, C, es, ln) > ZGC_GEMV2_MAX_SMEM) return ZGC_GEMV_V1;
     return kind;
 }
 
@@ -501,7 +502,7 @@ static void zgc_gemv_launch(zg_backend *be, int kind, void *out, void *pre_gelu,
 
 int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                      const void *residual, int N, int C, int OC) {
-    int kind = zgc_gemv_fits(be, inp, w, N, C, OC);
+    int kind = zgc_gemv_fits(be, inp, w, N, C, OC, false);
     if (kind == ZGC_GEMV_CUBLASLT) return 0;
     zgc_gemv_launch(be, kind, out, pre_gelu, inp, NULL, NULL, w, bias, residual, N, C, OC);
     return 1;
@@ -513,7 +514,7 @@ int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp,
 void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
                                   const void *lnb, const void *w, const void *bias, int N, int C, int OC) {
     size_t smem = (size_t)N * C * zgc_dtype_bytes(be->act_dtype);
-    int kind = zgc_gemv_fits(be, inp, w, N, C, OC);
+    int kind = zgc_gemv_fits(be, inp, w, N, C, OC, true);
     if (kind != ZGC_GEMV_CUBLASLT && be->param_dtype == be->act_dtype &&
         (kind == ZGC_GEMV_V2 || smem + 4096 <= 48 * 1024) && zgc_gemv_aligned(lnw) && zgc_gemv_aligned(lnb)) {
         zgc_gemv_launch(be, kind, out, pre_gelu, inp, lnw, lnb, w, bias, NULL, N, C, OC);
