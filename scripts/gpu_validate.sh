@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU validation for issue 5, and issue 6's "fast and lean" targets (2+ GPUs), in one run on the GPU
 # machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
-#   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
+#   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c); a bad ZGPT_GEMV refused
 #   attn     issue 21: attention (zgpt's kernels, cuDNN's fused attention) vs torch SDPA's cuDNN backend and
 #            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list)
 #   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
@@ -185,6 +185,11 @@ if has ops; then
   # (300 s: since issue 21 the attention checks run on both paths and LayerNorm on both kernel families)
   if timeout 300 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
   note "ops: $r ($(tail -1 "$LOG_DIR/ops.log"))"
+  # a bad ZGPT_GEMV is refused with one line naming it (at the first product: the decode bench's first matmul)
+  ZGPT_GEMV=bogus ZG_BENCH_ONLY=decode timeout 60 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/ops_gemv_bad.log" 2>&1
+  rc=$?
+  n=$(grep -c 'ZGPT_GEMV=bogus' "$LOG_DIR/ops_gemv_bad.log")
+  note "ops: ZGPT_GEMV=bogus exit $rc, $n line(s) naming it $([ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$n" -ge 1 ] && echo PASS || echo FAIL)"
 fi
 
 # attn (issue 21): at GPT-2 XL's training shape (B=16, T=1024, C=1600, NH=25, bf16), the op bench's attention
