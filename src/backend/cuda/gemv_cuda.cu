@@ -260,17 +260,18 @@ __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float 
  * columns each); in a group warp w takes the 32-k chunks w, w + 8, ... as v1's tensor-core form does
  * (lane 4r + q loads 8 consecutive k from 32c + 8q of weight row 8g + r and of input row r; the two mma
  * take the words in order as k slots (2q, 2q+1, 2q+8, 2q+9), the same k for both fragments). Each lane
- * has two buffers of ZGC_GEMV2_UNROLL chunks: the next batch (the next group's, across groups) loads
- * while the current one is used, so a warp keeps 2-4 KB in flight from its first instruction to its
- * last. The grid is at most ZGC_GEMV2_BLOCKS_PER_SM blocks per SM (one wave, no cold second wave; half
- * an SM's registers per block, so the next product's blocks fit beside the running ones and PDL can
- * start their loads early). Before the PDL wait each block loads its first batch and prefetches the
- * first ZGC_GEMV2_PREFETCH_BYTES of its groups to L2 (a group's 8 rows are one contiguous range:
- * cp.async.bulk.prefetch on sm_90); after it the N input rows are staged in shared memory once per
- * block (LayerNorm: warp n normalises row n with the warp LayerNorm kernel's arithmetic, so the values
- * are layernorm_forward's). A group's 8 warp fragments are added in warp order in shared memory, then
- * bias, GELU or residual, one thread per output: fixed order, independent of the grid (the same bits on
- * any GPU), not v1's bits (another order of sums). */
+ * has two named buffers of ZGC_GEMV2_UNROLL chunks, each refilled with the batch after next (the next
+ * group's, across groups) right after its use, so a warp keeps 2-4 KB in flight from its first
+ * instruction to its last. The grid is at most ZGC_GEMV2_BLOCKS_PER_SM blocks per SM (one wave, no cold
+ * second wave; a third of an SM's registers per block, so a block of the next product fits beside two
+ * running ones and PDL can start its loads early). Before the PDL wait each block loads its first two
+ * batches, copies the LayerNorm's parameters to shared memory (cp.async) and prefetches the first
+ * ZGC_GEMV2_PREFETCH_BYTES of its groups to L2 (a group's 8 rows are one contiguous range:
+ * cp.async.bulk.prefetch on sm_90); after it the N input rows are staged in shared memory once per block
+ * (cp.async, all in flight; LayerNorm: warp n then normalises row n there with the warp LayerNorm kernel's
+ * arithmetic, so the values are layernorm_forward's). A group's 8 warp fragments are added in warp order
+ * in shared memory, then bias, GELU or residual (loaded when the group starts), one thread per output:
+ * a fixed order whatever the grid, so the same bits on every run, not v1's bits (another order of sums). */
 #define ZGC_GEMV2_COLS 8          /* output columns of a group: the mma's n */
 #define ZGC_GEMV2_UNROLL 4        /* chunks per buffer and lane (two buffers) */
 #define ZGC_GEMV2_BLOCKS_PER_SM 2 /* the grid's cap per SM (ZGPT_GEMV_GRID=1..3 for A/B runs) */
