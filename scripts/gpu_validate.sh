@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU validation for issue 5, and issue 6's "fast and lean" targets (2+ GPUs), in one run on the GPU
 # machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
-#   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c)
+#   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c); a bad ZGPT_GEMV refused
 #   attn     issue 21: attention (zgpt's kernels, cuDNN's fused attention) vs torch SDPA's cuDNN backend and
 #            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list)
 #   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
@@ -69,11 +69,14 @@
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
 #            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
-#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), and with the L2 prefetch of the next product's
-#            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not)
-#            (tokens/s of the graph alone; the goals 500 and 2,500 apply to gen's end-to-end runs); the
-#            sampler's verdict (<= 0.05 ms), top-p also with v0.13's radix top-p on the cluster kernel
-#            (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); ~1 min
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), with the L2 prefetch of the next product's
+#            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not),
+#            and with every few-row product in one kernel (ZGPT_GEMV=v1 / v2; v2g1: one block per SM;
+#            v2nopf: no L2 prefetch before the PDL wait) (tokens/s of the graph alone; the goals 500 and
+#            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
+#            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); each XL
+#            product alone and 48 x 4 chained in a graph with cuBLASLt / v1 / v2 (GB/s of weights; v2's
+#            verdicts: chain and step faster than cuBLASLt's); ~1.5 min
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
@@ -189,6 +192,11 @@ if has ops; then
   # (300 s: since issue 21 the attention checks run on both paths and LayerNorm on both kernel families)
   if timeout 300 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
   note "ops: $r ($(tail -1 "$LOG_DIR/ops.log"))"
+  # a bad ZGPT_GEMV is refused with one line naming it (at the first product: the decode bench's first matmul)
+  ZGPT_GEMV=bogus ZG_BENCH_ONLY=decode timeout 60 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/ops_gemv_bad.log" 2>&1
+  rc=$?
+  n=$(grep -c 'ZGPT_GEMV=bogus' "$LOG_DIR/ops_gemv_bad.log")
+  note "ops: ZGPT_GEMV=bogus exit $rc, $n line(s) naming it $([ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$n" -ge 1 ] && echo PASS || echo FAIL)"
 fi
 
 # attn (issue 21): at GPT-2 XL's training shape (B=16, T=1024, C=1600, NH=25, bf16), the op bench's attention
@@ -1045,7 +1053,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"
@@ -1063,6 +1071,29 @@ if has decode; then
            "$(awk -v a="$ams" -v b="$pms" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
            "(auto/$v $(ratio "$ams" "$pms")) [$(awk -v a="$ams" -v b="$pms" 'BEGIN {if (a == "" || b == "") print "n/a"; else print (b < a ? "faster" : "not faster")}')]"
     done
+  done
+  # issue 21, v0.14: the few-row products (ZGPT_GEMV): each XL product alone (a cold layer's weights each
+  # run) and 48 x 4 of them chained in a graph, cuBLASLt / v1 / v2 (v2g1: one block per SM, v2nopf: no
+  # L2 prefetch before the PDL wait); v2's verdict: faster than cuBLASLt chained, and its step graph
+  for b in 1 8; do
+    for shp in qkv proj fc fcproj; do
+      line=""
+      for k in cublaslt v1 v2 v2g1 v2nopf; do
+        read -r _ _ _ _ _ ms _ gbs <<< "$(grep "^GEMV B=$b $shp $k " "$LOG_DIR/decode_bench.log")"
+        line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
+      done
+      note "decode gemv B=$b $shp alone: ${line%, }"
+    done
+    line=""
+    for k in cublaslt v1 v2 v2g1 v2nopf; do
+      read -r _ _ _ _ ms _ gbs <<< "$(grep "^GEMVCHAIN B=$b $k " "$LOG_DIR/decode_bench.log")"
+      line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
+      eval "gch_$k=\$ms"
+    done
+    note "decode gemv B=$b chain (48 x 4 products, graph): ${line%, }; v2/cublaslt $(ratio "${gch_v2:-}" "${gch_cublaslt:-}") $(verdict "$(ratio "${gch_v2:-}" "${gch_cublaslt:-}")" "<" 1) (< 1)"
+    read -r _ _ _ _ v2ms _ _ <<< "$(grep "^DECSTEP B=$b v2 " "$LOG_DIR/decode_bench.log")"
+    read -r _ _ _ _ ams _ _ <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
+    note "decode step graph B=$b with ZGPT_GEMV=v2: $(na "$v2ms") ms against auto (cuBLASLt products) $(na "$ams") ms: v2/auto $(ratio "$v2ms" "$ams") $(verdict "$(ratio "$v2ms" "$ams")" "<" 1) (< 1: flip auto)"
   done
   # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
   # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)

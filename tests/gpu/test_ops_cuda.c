@@ -1717,46 +1717,77 @@ static void bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     cudaEventDestroy(ctx.e1);
 }
 
-/* The two few-row kernels (the tensor-core form and the warp per column, ZGPT_GEMV=simt) at 2..8 rows
- * against the fp64 product, with bias + residual and with GELU, each within the dtype's tolerance (the
- * fused LayerNorm forms: layernorm_matmul and layernorm_matmul_simt). */
+/* The few-row kernels (ZGPT_GEMV=v1: the tensor-core form from 2 rows, the warp per column at 1; simt:
+ * the warp per column at every row count; v2; cublaslt) at 1..8 rows against the fp64 product, with bias
+ * + residual and with GELU (pre-GELU too), each within the dtype's tolerance: GPT-2 XL's four products at
+ * 1, 2, 3 and 8 rows, and odd shapes (output counts that are not multiples of 8 or 16, rows of 1 and 33
+ * 16-byte vectors, a column count below one group). v2's bits do not depend on its grid or prefetch
+ * (ZGPT_GEMV_GRID=1, ZGPT_GEMV_PREFETCH=0) and are the same on a second run. The fused LayerNorm forms:
+ * layernorm_matmul, layernorm_matmul_simt, layernorm_matmul_v2. */
 static void test_gemv_forms(void) {
-    int shapes[][3] = {{2, 1600, 48}, {7, 512, 333}, {8, 6400, 40}};
+    static const int shapes[][3] = {{1, 1600, 4800}, {8, 1600, 4800}, {1, 1600, 1600}, {3, 1600, 1600}, {2, 1600, 6400},
+                                    {8, 1600, 6400}, {1, 6400, 1600}, {8, 6400, 1600}, {2, 1600, 48},   {7, 512, 333},
+                                    {8, 6400, 40},   {3, 264, 21},    {1, 8, 5},       {5, 1608, 77},   {4, 2056, 130}};
+    static const char *const forms[4] = {"v1", "simt", "v2", "cublaslt"};
     for (int di = 1; di < 3; di++) {
         zg_backend *be = g_be[di];
         zg_dtype dt = be->act_dtype;
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            for (int form = 0; form < 2; form++) {
-                setenv("ZGPT_GEMV", form ? "simt" : "mma", 1);
-                int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
-                size_t nin = (size_t)N * C, nout = (size_t)N * OC;
-                float *x = malloc(nin * 4), *w = malloc((size_t)OC * C * 4), *bias = malloc(OC * 4),
-                      *res = malloc(nout * 4);
-                void *dx = dev_rand(be, dt, nin, 2.f, x), *dw = dev_rand(be, dt, (size_t)OC * C, 0.05f, w),
-                     *dbias = dev_rand(be, dt, OC, 0.5f, bias), *dres = dev_rand(be, dt, nout, 1.f, res);
-                void *out = dev_nan(be, dt, nout), *pre = dev_nan(be, dt, nout), *out2 = dev_nan(be, dt, nout);
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+            size_t nin = (size_t)N * C, nout = (size_t)N * OC;
+            float *x = malloc(nin * 4), *w = malloc((size_t)OC * C * 4), *bias = malloc(OC * 4),
+                  *res = malloc(nout * 4);
+            void *dx = dev_rand(be, dt, nin, 2.f, x), *dw = dev_rand(be, dt, (size_t)OC * C, 1.f / sqrtf((float)C), w),
+                 *dbias = dev_rand(be, dt, OC, 0.5f, bias), *dres = dev_rand(be, dt, nout, 1.f, res);
+            double *ref = malloc(nout * 8), *refp = malloc(nout * 8), *refg = malloc(nout * 8);
+            for (int i = 0; i < N; i++)
+                for (int o = 0; o < OC; o++) {
+                    double a = bias[o];
+                    for (int c = 0; c < C; c++) a += (double)x[(size_t)i * C + c] * w[(size_t)o * C + c];
+                    ref[(size_t)i * OC + o] = a + res[(size_t)i * OC + o];
+                    refp[(size_t)i * OC + o] = a;
+                    refg[(size_t)i * OC + o] = gelu_d(a);
+                }
+            void *out = dev_nan(be, dt, nout), *pre = dev_nan(be, dt, nout), *out2 = dev_nan(be, dt, nout);
+            for (int form = 0; form < 4; form++) {
+                setenv("ZGPT_GEMV", forms[form], 1);
+                poison(be, out, dt, nout);
+                poison(be, pre, dt, nout);
+                poison(be, out2, dt, nout);
                 be->ops->matmul_forward(be, out, NULL, dx, dw, dbias, dres, N, C, OC);
                 be->ops->matmul_forward(be, out2, pre, dx, dw, dbias, NULL, N, C, OC);
-                double *ref = malloc(nout * 8), *refg = malloc(nout * 8);
-                for (int i = 0; i < N; i++)
-                    for (int o = 0; o < OC; o++) {
-                        double a = bias[o];
-                        for (int c = 0; c < C; c++) a += (double)x[(size_t)i * C + c] * w[(size_t)o * C + c];
-                        ref[(size_t)i * OC + o] = a + res[(size_t)i * OC + o];
-                        refg[(size_t)i * OC + o] = gelu_d(a);
-                    }
-                float *h = dl(be, out, dt, nout), *hg = dl(be, out2, dt, nout);
+                float *h = dl(be, out, dt, nout), *hg = dl(be, out2, dt, nout), *hp = dl(be, pre, dt, nout);
                 char name[96];
-                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d bias+residual", form ? "simt" : "mma", N, C,
-                         OC);
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d bias+residual", forms[form], N, C, OC);
                 check_rel(name, dt, h, ref, nout, tol_of(dt));
-                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d gelu", form ? "simt" : "mma", N, C, OC);
-                check_rel(name, dt, hg, refg, nout, tol_of(dt));
-                void *host[] = {x, w, bias, res, ref, refg, h, hg};
-                for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
-                void *ptrs[] = {dx, dw, dbias, dres, out, pre, out2};
-                for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d gelu", forms[form], N, C, OC);
+                check_rel_quiet(name, dt, hg, refg, nout, tol_of(dt));
+                snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d pre-gelu", forms[form], N, C, OC);
+                check_rel_quiet(name, dt, hp, refp, nout, tol_of(dt));
+                if (form == 2) { /* v2: the same bits again, with one block per SM, without the prefetch */
+                    static const char *const knob[3][2] = {
+                        {NULL, NULL}, {"ZGPT_GEMV_GRID", "1"}, {"ZGPT_GEMV_PREFETCH", "0"}};
+                    for (int k = 0; k < 3; k++) {
+                        if (knob[k][0]) setenv(knob[k][0], knob[k][1], 1);
+                        poison(be, out2, dt, nout);
+                        be->ops->matmul_forward(be, out2, NULL, dx, dw, dbias, dres, N, C, OC);
+                        float *h2 = dl(be, out2, dt, nout);
+                        ZT_CHECK_MSG(memcmp(h, h2, nout * 4) == 0, "few-row v2 %s N=%d C=%d OC=%d: %s%s%s changes bits",
+                                     dt_name(dt), N, C, OC, knob[k][0] ? knob[k][0] : "a second run",
+                                     knob[k][0] ? "=" : "", knob[k][0] ? knob[k][1] : "");
+                        free(h2);
+                        if (knob[k][0]) unsetenv(knob[k][0]);
+                    }
+                }
+                free(h);
+                free(hg);
+                free(hp);
             }
+            void *host[] = {x, w, bias, res, ref, refp, refg};
+            for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
+            void *ptrs[] = {dx, dw, dbias, dres, out, pre, out2};
+            for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+        }
     }
     unsetenv("ZGPT_GEMV");
 }
@@ -1819,6 +1850,20 @@ static void test_layernorm_matmul(void) {
 static void test_layernorm_matmul_simt(void) {
     setenv("ZGPT_GEMV", "simt", 1);
     test_layernorm_matmul();
+    unsetenv("ZGPT_GEMV");
+}
+
+/* layernorm_matmul, matmul (every epilogue, the residual in place) and the residual's single rounding
+ * with v2 for every few-row product (ZGPT_GEMV=v2; fp32 runs v1's warp per column) */
+static void test_layernorm_matmul_v2(void) {
+    setenv("ZGPT_GEMV", "v2", 1);
+    test_layernorm_matmul();
+    unsetenv("ZGPT_GEMV");
+}
+static void test_matmul_v2(void) {
+    setenv("ZGPT_GEMV", "v2", 1);
+    test_matmul();
+    test_matmul_residual_rounding();
     unsetenv("ZGPT_GEMV");
 }
 
@@ -2118,20 +2163,25 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
 /* PDL (the decode step's kernels starting while the previous one ends) changes no bit: the tokens of 40
  * steps and the last hidden state with ZGPT_PDL=0 and unset, through a recorded graph and through direct
  * launches, at B=1 and B=8, with the kernels generation picks (ZGPT_DECODE unset) and with the new
- * kernels everywhere (ZGPT_DECODE=new: the few-row product at 8 rows); the multi-block sampler and the
+ * kernels everywhere (ZGPT_DECODE=new: the few-row product at 8 rows) and with v2's few-row products
+ * (ZGPT_GEMV=v2: weights loaded and prefetched before the PDL wait); the multi-block sampler and the
  * one-block one give the same tokens too. */
 static void test_decode_pdl(void) {
     zg_backend *be = g_be[1];
     enum { STEPS = 40, maxT = 48, C = 768 };
     static const int Bs[2] = {1, 8};
-    static const char *const decs[2] = {NULL, "new"};
+    static const char *const decs[3] = {NULL, "new", NULL}, *const gemvs[3] = {NULL, NULL, "v2"};
     for (int bi = 0; bi < 2; bi++)
-        for (int di = 0; di < 2; di++) {
+        for (int di = 0; di < 3; di++) {
             int B = Bs[bi];
             if (decs[di])
                 setenv("ZGPT_DECODE", decs[di], 1);
             else
                 unsetenv("ZGPT_DECODE");
+            if (gemvs[di])
+                setenv("ZGPT_GEMV", gemvs[di], 1);
+            else
+                unsetenv("ZGPT_GEMV");
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
              * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct */
             enum { RUNS = 8 };
@@ -2160,19 +2210,20 @@ static void test_decode_pdl(void) {
             ZT_CHECK_MSG(moved > 0, "B=%d: the draws never change (the test would not see a difference)", B);
             for (int r = 1; r < RUNS; r++) {
                 ZT_CHECK_MSG(memcmp(seq[0], seq[r], (size_t)B * maxT * 4) == 0,
-                             "decode B=%d ZGPT_DECODE=%s: tokens of '%s' differ from '%s'", B,
-                             decs[di] ? decs[di] : "(unset)", names[r], names[0]);
+                             "decode B=%d ZGPT_DECODE=%s ZGPT_GEMV=%s: tokens of '%s' differ from '%s'", B,
+                             decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", names[r], names[0]);
                 ZT_CHECK_MSG(memcmp(x[0], x[r], (size_t)B * C * 4) == 0,
-                             "decode B=%d ZGPT_DECODE=%s: hidden state of '%s' differs from '%s'", B,
-                             decs[di] ? decs[di] : "(unset)", names[r], names[0]);
+                             "decode B=%d ZGPT_DECODE=%s ZGPT_GEMV=%s: hidden state of '%s' differs from '%s'", B,
+                             decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", names[r], names[0]);
             }
-            printf("  B=%d ZGPT_DECODE=%s: %d steps, tokens and hidden state bitwise across PDL on/off, graph/direct, "
-                   "both samplers, L2 prefetch off/1/2\n",
-                   B, decs[di] ? decs[di] : "(unset)", STEPS);
+            printf("  B=%d ZGPT_DECODE=%s ZGPT_GEMV=%s: %d steps, tokens and hidden state bitwise across PDL on/off, "
+                   "graph/direct, both samplers, L2 prefetch off/1/2\n",
+                   B, decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", STEPS);
             for (int r = 0; r < RUNS; r++) free(seq[r]), free(x[r]);
         }
     unsetenv("ZGPT_PDL");
     unsetenv("ZGPT_SAMPLE");
+    unsetenv("ZGPT_GEMV");
     setenv("ZGPT_DECODE", "new", 1);
 }
 
@@ -2275,21 +2326,41 @@ static void test_decode_prefetch_env(void) {
  * alone: which one a difference comes from), and auto without PDL (nopdl), with the one-block sampler
  * (block), and with neither (v012: what generation ran before PDL and the multi-block sampler). "old" runs
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
- * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). */
-enum { DEC_VARIANTS = 11 };
+ * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
+ * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
+ * without the L2 prefetch before the PDL wait. */
+/* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
+enum { GEMV_KINDS = 5 };
+static const struct {
+    const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
+} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL},
+                           {"v1", "v1", NULL, NULL},
+                           {"v2", "v2", NULL, NULL},
+                           {"v2g1", "v2", "1", NULL},
+                           {"v2nopf", "v2", NULL, "0"}};
+enum { DEC_VARIANTS = 15 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch; /* NULL: unset */
-} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL},   {"new", "new", NULL, NULL, NULL, NULL},
-                               {"auto", NULL, NULL, NULL, NULL, NULL},     {"gemv", "gemv", NULL, NULL, NULL, NULL},
-                               {"split", "split", NULL, NULL, NULL, NULL}, {"nopdl", NULL, "0", NULL, NULL, NULL},
-                               {"block", NULL, NULL, "block", NULL, NULL}, {"v012", NULL, "0", "block", NULL, NULL},
-                               {"gemv8", NULL, NULL, NULL, "8", NULL},     {"pf", NULL, NULL, NULL, NULL, "1"},
-                               {"pflast", NULL, NULL, NULL, NULL, "2"}};
+    int gemv;                                                         /* gemv_kind index; -1: ZGPT_GEMV unset */
+} dec_variant[DEC_VARIANTS] = {
+    {"old", "old", "0", "block", NULL, NULL, -1},   {"new", "new", NULL, NULL, NULL, NULL, -1},
+    {"auto", NULL, NULL, NULL, NULL, NULL, -1},     {"gemv", "gemv", NULL, NULL, NULL, NULL, -1},
+    {"split", "split", NULL, NULL, NULL, NULL, -1}, {"nopdl", NULL, "0", NULL, NULL, NULL, -1},
+    {"block", NULL, NULL, "block", NULL, NULL, -1}, {"v012", NULL, "0", "block", NULL, NULL, -1},
+    {"gemv8", NULL, NULL, NULL, "8", NULL, -1},     {"pf", NULL, NULL, NULL, NULL, "1", -1},
+    {"pflast", NULL, NULL, NULL, NULL, "2", -1},    {"v1", NULL, NULL, NULL, NULL, NULL, 1},
+    {"v2", NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, 3},
+    {"v2nopf", NULL, NULL, NULL, NULL, NULL, 4}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
     else
         unsetenv(name);
+}
+static void gemv_env(int k) {
+    dec_env("ZGPT_GEMV", k >= 0 ? gemv_kind[k].gemv : NULL);
+    dec_env("ZGPT_GEMV_GRID", k >= 0 ? gemv_kind[k].grid : NULL);
+    dec_env("ZGPT_GEMV_PREFETCH", k >= 0 ? gemv_kind[k].prefetch : NULL);
 }
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_DECODE", dec_variant[v].decode);
@@ -2297,6 +2368,7 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_SAMPLE", dec_variant[v].sample);
     dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
     dec_env("ZGPT_DECODE_PREFETCH", dec_variant[v].prefetch);
+    gemv_env(dec_variant[v].gemv);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
 }
@@ -2306,6 +2378,7 @@ static void dec_unset(void) {
     unsetenv("ZGPT_DECODE");
     unsetenv("ZGPT_PDL");
     unsetenv("ZGPT_SAMPLE");
+    gemv_env(-1);
 }
 /* one row per variant, old then new */
 #define BENCH_DEC(ctx, op, flops, bytes, ...)                                                                          \
@@ -2391,6 +2464,79 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
+/* The four products of a GPT-2 XL layer at B rows (bf16) with each ZGPT_GEMV kernel: alone (each timed
+ * run reads the next of 48 layers' weights, 2.95 GB in all, so nothing comes from L2 that a decode step
+ * reads from DRAM) and chained (a graph of the 48 layers' four products, the LayerNorms fused in front of
+ * qkv and fc as the step runs them, no attention: what the step's products cost back to back). GB/s =
+ * weight bytes / time. Table rows, and GEMV / GEMVCHAIN lines for scripts/gpu_validate.sh's decode phase. */
+static void bench_gemv(bench_ctx *ctx, int B) {
+    zg_backend *be = ctx->be;
+    const zg_backend_ops *op = be->ops;
+    enum { NL = 48, C = 1600 };
+    size_t lw = (size_t)12 * C * C;
+    void *wts = dev_big(be, ZG_BF16, NL * lw, 0.02f);
+    void *x = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL),
+         *y = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL),
+         *pre = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL),
+         *res = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL),
+         *ln = dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
+    void *gain = dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
+         *bias = dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
+    static const struct {
+        const char *key, *name;
+        int cin, cout, off, gelu, residual; /* sizes in units of C; off: the weight's offset in C * C */
+    } sh[4] = {{"qkv", "qkv", 1, 3, 0, 0, 0},
+               {"proj", "attn proj + residual", 1, 1, 3, 0, 1},
+               {"fc", "fc + GELU", 1, 4, 4, 1, 0},
+               {"fcproj", "fc proj + residual", 4, 1, 8, 0, 1}};
+    printf("\n| few-row product, B=%d, XL | ms (median) | | GB/s |\n|---|---|---|---|\n", B);
+    int layer = 0;
+    for (int si = 0; si < 4; si++)
+        for (int k = 0; k < GEMV_KINDS; k++) {
+            gemv_env(k);
+            int Ci = sh[si].cin * C, OC = sh[si].cout * C;
+            float med;
+            BENCH_TIME(ctx, med, bench_reps(), {
+                const char *wl = (const char *)wts + (size_t)(layer++ % NL) * lw * 2 + (size_t)sh[si].off * C * C * 2;
+                op->matmul_forward(be, y, sh[si].gelu ? pre : NULL, x, wl, bias, sh[si].residual ? res : NULL, B, Ci,
+                                   OC);
+            });
+            double gbs = 2.0 * Ci * OC / (med * 1e-3) / 1e9;
+            printf("| %s alone (%s) | %9.4f | | %8.0f |\n", sh[si].name, gemv_kind[k].name, med, gbs);
+            printf("GEMV B=%d %s %s ms %.4f GBs %.0f\n", B, sh[si].key, gemv_kind[k].name, med, gbs);
+        }
+#define GEMV_CHAIN()                                                                                                   \
+    do {                                                                                                               \
+        for (int l = 0; l < NL; l++) {                                                                                 \
+            char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
+            op->layernorm_matmul_forward(be, y, NULL, ln, x, gain, bias, wl, bias, B, C, 3 * C);                       \
+            op->matmul_forward(be, x, NULL, res, wl + (size_t)3 * C * C * 2, bias, x, B, C, C);                        \
+            op->layernorm_matmul_forward(be, y, pre, ln, x, gain, bias, wl + (size_t)4 * C * C * 2, bias, B, C,        \
+                                         4 * C);                                                                       \
+            op->matmul_forward(be, x, NULL, y, wl + (size_t)8 * C * C * 2, bias, x, B, 4 * C, C);                      \
+        }                                                                                                              \
+    } while (0)
+    for (int k = 0; k < GEMV_KINDS; k++) {
+        gemv_env(k);
+        GEMV_CHAIN(); /* plans made outside the recording */
+        ZT_CHECK(op->graph_begin(be) == 0);
+        GEMV_CHAIN();
+        zg_graph *g = op->graph_end(be);
+        ZT_CHECK(g != NULL);
+        if (g == NULL) continue;
+        float med;
+        BENCH_TIME(ctx, med, bench_reps(), op->graph_launch(be, g));
+        double gbs = (double)NL * lw * 2 / (med * 1e-3) / 1e9;
+        printf("| 48 x 4 products chained, graph (%s) | %9.4f | | %8.0f |\n", gemv_kind[k].name, med, gbs);
+        printf("GEMVCHAIN B=%d %s ms %.4f GBs %.0f\n", B, gemv_kind[k].name, med, gbs);
+        op->graph_destroy(be, g);
+    }
+#undef GEMV_CHAIN
+    gemv_env(-1);
+    void *ptrs[] = {wts, x, y, pre, res, ln, gain, bias};
+    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) op->dealloc(be, ptrs[k]);
+}
+
 /* One token's decode-step ops at GPT-2 XL shapes (bf16): the products read the whole weight matrix for
  * B rows (GB/s = weight bytes / time: the bandwidth bound of generation), decode attention over L
  * cached positions, and the sample op over the 50257 logits of each row; each op with ZGPT_DECODE=old
@@ -2469,6 +2615,7 @@ static void bench_decode(zg_backend *be, int B, int L) {
         rows[b] = r;
     }
     be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
+    bench_gemv(&ctx, B);
     bench_decode_step(&ctx, B, wte, logits, drows, ids, pos);
     void *ptrs[] = {x, y, pre, w, bias, wte, logits, kc, vc, qkv, pos, ids, drows};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
@@ -2527,6 +2674,8 @@ int main(int argc, char **argv) {
         zt_run("matmul", test_matmul);
         zt_run("layernorm_matmul", test_layernorm_matmul);
         zt_run("layernorm_matmul_simt", test_layernorm_matmul_simt);
+        zt_run("layernorm_matmul_v2", test_layernorm_matmul_v2);
+        zt_run("matmul_v2", test_matmul_v2);
         zt_run("gemv_forms", test_gemv_forms);
         zt_run("matmul_residual_rounding", test_matmul_residual_rounding);
         zt_run("gelu_residual", test_gelu_residual);

@@ -127,7 +127,7 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
                          const void *w, const void *gelu_inp, int N, int C, int OC);
 void zgc_matmul_destroy(zg_backend *be);
 /* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
- * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_decode_gemv says no). */
+ * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_gemv_pick says so). */
 #define ZGC_GEMV_MAX_N 8
 int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                      const void *residual, int N, int C, int OC);
@@ -159,7 +159,8 @@ static inline int zgc_decode_mode(void) {
  * the step graph at 1 row (2.797 vs 3.308 ms), but with PDL (v0.13, same H200 call) the step with the
  * few-row products is 2.802 ms at B=1 against 2.658 ms with cuBLASLt's products (split attention, the
  * cluster sampler and PDL for the rest), and 3.70 vs 3.28 ms at B=8 (tensor-core form). ZGPT_GEMV_MAX_N
- * or ZGPT_DECODE=new|gemv still select it for A/B runs. */
+ * or ZGPT_DECODE=new|gemv still select it for A/B runs, with ZGC_GEMV_AUTO_FORM's kernels (v1 until v2
+ * is measured: v0.14). */
 #define ZGC_GEMV_AUTO_MAX_N 0
 static inline bool zgc_decode_gemv(int N) {
     int m = zgc_decode_mode();
@@ -167,11 +168,26 @@ static inline bool zgc_decode_gemv(int N) {
     int auto_max = v != NULL ? atoi(v) : ZGC_GEMV_AUTO_MAX_N;
     return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= auto_max);
 }
-/* Which few-row kernel (gemv_cuda.cu): the tensor-core form from 2 rows (16-bit types), the warp per
- * column at 1 row; ZGPT_GEMV=simt keeps the warp per column at every row count (A/B runs). */
-static inline bool zgc_gemv_mma(int N) {
+/* Which kernel runs a product of N <= ZGC_GEMV_MAX_N rows (gemv_cuda.cu):
+ *   CUBLASLT  cuBLASLt (matmul_cuda.cu);
+ *   V1        v0.11-v0.13's few-row kernels: a warp per output column at 1 row, the tensor-core form
+ *             (16 columns per block, K split over its 8 warps) from 2 rows (16-bit types);
+ *   V1_SIMT   v1's warp per column at every row count;
+ *   V2        one tensor-core kernel for 1..8 rows (8 columns per mma, a grid of at most 2 blocks per
+ *             SM looping over column groups, the input staged in shared memory once per block, weights
+ *             loaded and prefetched to L2 before the PDL wait; fp32 runs V1_SIMT).
+ * ZGPT_GEMV=cublaslt|v1|simt|v2 picks one for every such product (over ZGPT_DECODE); unset: cuBLASLt,
+ * or ZGC_GEMV_AUTO_FORM where zgc_decode_gemv says so. Any other value: -1 (the caller refuses it). */
+enum { ZGC_GEMV_CUBLASLT = 0, ZGC_GEMV_V1, ZGC_GEMV_V1_SIMT, ZGC_GEMV_V2 };
+#define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V1
+static inline int zgc_gemv_pick(int N) {
     const char *v = getenv("ZGPT_GEMV");
-    return N >= 2 && !(v != NULL && strcmp(v, "simt") == 0);
+    if (v == NULL || *v == '\0') return zgc_decode_gemv(N) ? ZGC_GEMV_AUTO_FORM : ZGC_GEMV_CUBLASLT;
+    if (strcmp(v, "cublaslt") == 0) return ZGC_GEMV_CUBLASLT;
+    if (strcmp(v, "v1") == 0) return ZGC_GEMV_V1;
+    if (strcmp(v, "simt") == 0) return ZGC_GEMV_V1_SIMT;
+    if (strcmp(v, "v2") == 0) return ZGC_GEMV_V2;
+    return -1;
 }
 /* Split attention when one block per (row, head) would leave SMs idle (B = 1 in GPT-2 XL: 25 blocks on
  * 132 SMs); at B = 8 (200 blocks) the one-block kernel already fills the GPU. */

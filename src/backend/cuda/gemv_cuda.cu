@@ -1,15 +1,20 @@
 /* matmul_forward for a few rows (N <= ZGC_GEMV_MAX_N: one decode step's batch): out (N,OC) =
  * inp (N,C) @ w (OC,C)^T + bias + residual, or pre_gelu = that and out = gelu(pre_gelu).
  * With so few rows the product is a read of the weights; cuBLASLt's tiles leave most SMs idle at
- * these shapes (about 1 TB/s on the H200 at GPT-2 XL's). Here one warp owns one output column o:
- * its lanes stream w's row o with 16-byte loads (consecutive lanes, consecutive vectors: whole 512-byte
- * lines per warp load), each weight vector is used against all N input rows (read through L1, where the
- * few rows stay), and the lanes' fp32 partial sums meet in a fixed shuffle tree. Grid: OC / 8 blocks
- * of 8 warps (200 blocks at OC = 1600, 6288 for the LM head): every SM busy, no split of C, so no
- * second pass and nothing atomic: the same inputs give the same bits. The epilogue adds the bias and
- * the residual in fp32 and rounds once (as cuBLASLt's does with beta = 1). Launched with PDL (zgc_launch):
- * the first weight vectors load, and the rest of the warp's row is prefetched to L2, before the wait for
- * the previous kernel's output. */
+ * these shapes (about 1 TB/s on the H200 at GPT-2 XL's). Two generations of kernels (zgc_gemv_pick in
+ * cuda_internal.h chooses; ZGPT_GEMV=cublaslt|v1|simt|v2 for A/B runs):
+ *   v1 (v0.11-v0.13): one warp per output column at 1 row, the tensor-core form below from 2 rows;
+ *   v2 (v0.14): one tensor-core kernel for 1..8 rows, sized for the whole GPU and for PDL (below).
+ * All of them add the bias and the residual in fp32 and round once (as cuBLASLt's epilogue does with
+ * beta = 1), reduce in a fixed order (the same inputs give the same bits), and are launched with PDL
+ * (zgc_launch): weights are no earlier kernel's output, so their first loads (and L2 prefetches) are
+ * issued before the wait for the previous kernel; only the input rows, the residual and the outputs
+ * wait.
+ *
+ * v1's warp per column: its lanes stream w's row o with 16-byte loads (consecutive lanes, consecutive
+ * vectors: whole 512-byte lines per warp load), each weight vector is used against all N input rows
+ * (read through L1, where the few rows stay), and the lanes' fp32 partial sums meet in a fixed shuffle
+ * tree. Grid: OC / 8 blocks of 8 warps (200 blocks at OC = 1600, 6288 for the LM head), no split of C. */
 #include "backend/cuda/cuda_internal.h"
 
 #define ZGC_GEMV_THREADS 256
@@ -235,21 +240,257 @@ template <>
 __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float *, const float *, const float *,
                                                   const float *, const float *, const float *, int, int, int) {}
 
-static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+/* ---- v2: one tensor-core kernel for 1..8 rows (16-bit types) -------------------------------------
+ * Counting v1 against the H200 (132 SMs, ~4.8 TB/s: ~36 bytes/ns per SM; ~1 us of DRAM latency under
+ * load, so ~4 MB in flight across the GPU, ~30 KB per SM, keep it busy):
+ *  - occupancy and PDL: v1's blocks (256 threads, ~80 registers) fill an SM at 3 blocks, and its grids
+ *    are 1.1-6 waves (qkv 600 blocks, fc 800). A kernel launched early by PDL can only become resident
+ *    beside the running one where registers are free, so with full SMs PDL hides the launch but not the
+ *    first loads; and each later wave starts with a cold DRAM round trip (and, fused, a LayerNorm);
+ *  - the fused LayerNorm: one warp per row normalises the rows while the other 7 wait at a barrier, in
+ *    every block: 600-800 times per product instead of once per SM;
+ *  - at 8 rows the warp per column spends 8N conversions + FMAs and N input loads per 16-byte weight
+ *    vector (issue-bound: the B=8 step took 7.1 ms); v1's tensor-core form fixes the issue count but
+ *    its grids are OC / 16 blocks: 100 blocks for the projections (OC = 1600) on 132 SMs, each warp
+ *    with 8 KB of a 205 KB block tile in flight, loads and uses not overlapped.
+ * v2: mma.sync m16n8k16 with the batch as m (rows >= N are zero) and 8 output columns as n, so the
+ * instructions per weight byte do not depend on N (per 512-byte chunk of 8 columns x 32 k and warp:
+ * one 16-byte load per lane, one shared-memory load of the input, two mma): one kernel for 1..8 rows,
+ * nothing to specialise. A block of 8 warps owns column groups g = blockIdx.x, + gridDim.x, ... (8
+ * columns each); in a group warp w takes the 32-k chunks w, w + 8, ... as v1's tensor-core form does
+ * (lane 4r + q loads 8 consecutive k from 32c + 8q of weight row 8g + r and of input row r; the two mma
+ * take the words in order as k slots (2q, 2q+1, 2q+8, 2q+9), the same k for both fragments). Each lane
+ * has two named buffers of ZGC_GEMV2_UNROLL chunks, each refilled with the batch after next (the next
+ * group's, across groups) right after its use, so a warp keeps 2-4 KB in flight from its first
+ * instruction to its last. The grid is at most ZGC_GEMV2_BLOCKS_PER_SM blocks per SM (one wave, no cold
+ * second wave; a third of an SM's registers per block, so a block of the next product fits beside two
+ * running ones and PDL can start its loads early). Before the PDL wait each block loads its first two
+ * batches, copies the LayerNorm's parameters to shared memory (cp.async) and prefetches the first
+ * ZGC_GEMV2_PREFETCH_BYTES of its groups to L2 (a group's 8 rows are one contiguous range:
+ * cp.async.bulk.prefetch on sm_90); after it the N input rows are staged in shared memory once per block
+ * (cp.async, all in flight; LayerNorm: warp n then normalises row n there with the warp LayerNorm kernel's
+ * arithmetic, so the values are layernorm_forward's). A group's 8 warp fragments are added in warp order
+ * in shared memory, then bias, GELU or residual (loaded when the group starts), one thread per output:
+ * a fixed order whatever the grid, so the same bits on every run, not v1's bits (another order of sums). */
+#define ZGC_GEMV2_COLS 8          /* output columns of a group: the mma's n */
+#define ZGC_GEMV2_UNROLL 4        /* chunks per buffer and lane (two buffers) */
+#define ZGC_GEMV2_BLOCKS_PER_SM 2 /* the grid's cap per SM (ZGPT_GEMV_GRID=1..3 for A/B runs) */
+/* registers for 3 blocks per SM (<= 85 a thread): two of this product's blocks leave room for one of
+ * the next product's, which PDL starts early */
+#define ZGC_GEMV2_MIN_BLOCKS 3
+#define ZGC_GEMV2_PREFETCH_BYTES (64 * 1024)
+/* input rows in shared memory: a row stride of 16-byte vectors that is 4 mod 8 (64 bytes mod 128), so
+ * the two rows a quarter-warp's 16-byte loads touch fall in different banks */
+static __host__ __device__ inline int zgc_gemv2_xstride(int nv) { return nv + ((12 - nv % 8) % 8); }
+/* the largest dynamic shared memory (input rows, LayerNorm parameters): two blocks with their 4 KB of
+ * fragments and 1 KB reserved each still fit an H100/H200 SM's 228 KB (8 rows of C = 6400: 100.5 KB) */
+#define ZGC_GEMV2_MAX_SMEM (108 * 1024)
 
-/* The shapes the kernel takes (else 0: the caller runs cuBLASLt / the two ops). */
-static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC) {
-    size_t es = zgc_dtype_bytes(be->act_dtype);
-    return N >= 1 && N <= ZGC_GEMV_MAX_N && OC >= 1 && ((size_t)C * es) % 16 == 0 && zgc_gemv_aligned(inp) &&
-           zgc_gemv_aligned(w) && zgc_decode_gemv(N);
+/* L2 prefetch of bytes (a multiple of 16) from p (16-byte aligned), by the calling thread */
+__device__ __forceinline__ void zgc_gemv2_prefetch(const char *p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#else
+    for (unsigned off = 0; off < bytes; off += 128) zgc_prefetch_l2(p + off);
+#endif
 }
 
-static void zgc_gemv_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,
+template <typename T, bool LN>
+__global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
+    zgc_gemv2_kernel(T *out, T *pre_gelu, const T *inp, const T *lnw, const T *lnb, const T *w, const T *bias,
+                     const T *residual, int N, int C, int OC, int pf_bytes) {
+    constexpr int U = ZGC_GEMV2_UNROLL, W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
+    /* N input rows (row stride zgc_gemv2_xstride vectors), then (LN) the gains and the biases */
+    extern __shared__ int4 xs_raw[];
+    __shared__ float red[2][W][32][2];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
+    int nv = (int)(C * sizeof(T) / 16), nch = (nv + 3) / 4, xstride = zgc_gemv2_xstride(nv);
+    int groups = (OC + G - 1) / G;
+    int nb = ((nch + W - 1) / W + U - 1) / U; /* batches per group (the same for every warp) */
+    int ng = (int)blockIdx.x < groups ? (groups - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
+    int items = ng * nb;
+    const int4 zero = make_int4(0, 0, 0, 0);
+    const int4 *wv = reinterpret_cast<const int4 *>(w);
+    /* item it: group blockIdx.x + (it / nb) * gridDim.x, this warp's chunks of batch it % nb */
+    auto load = [&](int4(&buf)[U], int it) {
+        int o = ((int)blockIdx.x + (it / nb) * (int)gridDim.x) * G + r, b = it % nb;
+        const int4 *wr = wv + (size_t)(o < OC ? o : 0) * nv;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int j = 4 * (warp + W * (b * U + u)) + q;
+            buf[u] = o < OC && j < nv ? __ldcs(wr + j) : zero;
+        }
+    };
+    /* two batches in flight before the wait: no earlier kernel writes the weights (nor the LayerNorm's
+     * parameters, staged now too) */
+    int4 bufa[U], bufb[U];
+    if (items > 0) load(bufa, 0);
+    if (items > 1) load(bufb, 1);
+    int4 *lnws = xs_raw + (size_t)N * xstride, *lnbs = lnws + nv;
+    if (LN) {
+        for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+            zgc_cp_async16(lnws + i, reinterpret_cast<const int4 *>(lnw) + i);
+            zgc_cp_async16(lnbs + i, reinterpret_cast<const int4 *>(lnb) + i);
+        }
+        zgc_cp_commit();
+    }
+    /* the block's first groups into L2 (a group's rows are one contiguous range), 16 KB per lane of warp 0 */
+    if (warp == 0 && pf_bytes > 0) {
+        const size_t rowb = (size_t)C * sizeof(T);
+        size_t done = 0;
+        for (int gi = 0; gi < ng && done < (size_t)pf_bytes; gi++) {
+            int g = (int)blockIdx.x + gi * (int)gridDim.x, rows = min(G, OC - g * G);
+            size_t bytes = (size_t)rows * rowb;
+            const char *base = reinterpret_cast<const char *>(w) + (size_t)g * G * rowb;
+            for (size_t off = (size_t)lane * 16384; off < bytes; off += 32 * 16384)
+                zgc_gemv2_prefetch(base + off, (unsigned)min((size_t)16384, bytes - off));
+            done += bytes;
+        }
+    }
+    zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
+    zgc_pdl_trigger();
+    /* the input rows into shared memory, every copy in flight at once */
+    const int4 *xg = reinterpret_cast<const int4 *>(inp);
+    for (int i = threadIdx.x; i < N * nv; i += blockDim.x) {
+        int n = i / nv;
+        zgc_cp_async16(xs_raw + (size_t)n * xstride + (i - n * nv), xg + i);
+    }
+    zgc_cp_commit();
+    zgc_cp_wait<0>();
+    __syncthreads();
+    if (LN) { /* warp n normalises row n in place (each vector read, then written, by one lane) */
+        if (warp < N) {
+            int4 *row = xs_raw + (size_t)warp * xstride;
+            zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(row), reinterpret_cast<const T *>(row),
+                               reinterpret_cast<const T *>(lnws), reinterpret_cast<const T *>(lnbs), C);
+        }
+        __syncthreads();
+    }
+    /* the output this thread stores at each group's end: (input row t / 8, column t % 8) */
+    int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, eb = 0.0f, er = 0.0f;
+    /* item it from buf; then buf refills with item it + 2 (two buffers by name, no copies: a register
+     * copy would wait for the loads in flight) */
+    auto step = [&](int4(&buf)[U], int it) {
+        int gi = it / nb, b = it % nb, g = (int)blockIdx.x + gi * (int)gridDim.x, o = g * G + oc;
+        if (b == 0 && on < N && o < OC) { /* the epilogue's operands, loading beside the group */
+            eb = bias ? zgc_to_f(bias[o]) : 0.0f;
+            er = residual ? zgc_to_f(residual[(size_t)on * OC + o]) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int c = warp + W * (b * U + u); /* the same for the whole warp */
+            if (c < nch) {
+                int j = 4 * c + q;
+                int4 xv = r < N && j < nv ? xs_raw[(size_t)r * xstride + j] : zero;
+                /* a: input rows (m; rows 8-15 and >= N zero), b: the group's 8 weight rows (n) */
+                uint32_t a1[4] = {(uint32_t)xv.x, 0u, (uint32_t)xv.y, 0u};
+                uint32_t a2[4] = {(uint32_t)xv.z, 0u, (uint32_t)xv.w, 0u};
+                zgc_mma<T>::run(d, a1, (uint32_t)buf[u].x, (uint32_t)buf[u].y);
+                zgc_mma<T>::run(d, a2, (uint32_t)buf[u].z, (uint32_t)buf[u].w);
+            }
+        }
+        if (it + 2 < items) load(buf, it + 2);
+        if (b == nb - 1) { /* the group is done: d[0], d[1] = (input row r, columns 2q, 2q + 1) */
+            int p = gi & 1;
+            red[p][warp][lane][0] = d[0];
+            red[p][warp][lane][1] = d[1];
+            d[0] = d[1] = d[2] = d[3] = 0.0f;
+            __syncthreads(); /* red[p] is read below and written again two groups later, after the next one */
+            if (on < N && o < OC) {
+                int src = on * 4 + oc / 2, k = oc % 2;
+                float s = 0.0f;
+#pragma unroll
+                for (int wi = 0; wi < W; wi++) s += red[p][wi][src][k];
+                s += eb;
+                size_t i = (size_t)on * OC + o;
+                if (pre_gelu) {
+                    pre_gelu[i] = zgc_from_f<T>(s);
+                    out[i] = zgc_from_f<T>(zgc_gelu(s));
+                } else {
+                    out[i] = zgc_from_f<T>(s + er);
+                }
+            }
+        }
+    };
+    for (int it = 0; it < items; it += 2) {
+        step(bufa, it);
+        if (it + 1 < items) step(bufb, it + 1);
+    }
+}
+/* fp32 has no such mma: v1's warp per column runs instead */
+template <>
+__global__ void zgc_gemv2_kernel<float, true>(float *, float *, const float *, const float *, const float *,
+                                              const float *, const float *, const float *, int, int, int, int) {}
+template <>
+__global__ void zgc_gemv2_kernel<float, false>(float *, float *, const float *, const float *, const float *,
+                                               const float *, const float *, const float *, int, int, int, int) {}
+
+static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* v2's dynamic shared memory: the N input rows, and with the LayerNorm its gains and biases */
+static size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
+    int nv = (int)((size_t)C * es / 16);
+    return ((size_t)N * (size_t)zgc_gemv2_xstride(nv) + (ln ? 2 * (size_t)nv : 0)) * 16;
+}
+
+/* The kernel for this product (ZGC_GEMV_*; ZGC_GEMV_CUBLASLT: the caller runs cuBLASLt / the two ops).
+ * fp32 has no tensor-core form: v1's warp per column; v2 where its input stage (and, ln, the LayerNorm parameters) fits; else v1. */
+static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln) {
+    size_t es = zgc_dtype_bytes(be->act_dtype);
+    int kind = zgc_gemv_pick(N);
+    if (kind < 0)
+        ZG_FATAL("ZGPT_GEMV=%s: not a product kernel (cublaslt, v1, simt or v2; unset: the per-shape choice)",
+                 getenv("ZGPT_GEMV"));
+    if (kind == ZGC_GEMV_CUBLASLT || !(N >= 1 && N <= ZGC_GEMV_MAX_N && OC >= 1 && ((size_t)C * es) % 16 == 0 &&
+                                       zgc_gemv_aligned(inp) && zgc_gemv_aligned(w)))
+        return ZGC_GEMV_CUBLASLT;
+    if (be->act_dtype == ZG_F32) return ZGC_GEMV_V1_SIMT;
+    if (kind == ZGC_GEMV_V2 && zgc_gemv2_smem(N, C, es, ln) > ZGC_GEMV2_MAX_SMEM) return ZGC_GEMV_V1;
+    return kind;
+}
+
+/* v2's A/B knobs, read per launch (neither changes a bit of the result): ZGPT_GEMV_GRID=1..3 blocks per
+ * SM in the grid (default ZGC_GEMV2_BLOCKS_PER_SM), ZGPT_GEMV_PREFETCH=0|1 (the L2 prefetch before the
+ * wait; default 1). A digit outside lo..hi, or anything else, is refused. */
+static int zgc_gemv2_knob(const char *name, int lo, int hi, int dflt) {
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') return dflt;
+    if (v[1] != '\0' || v[0] < '0' + lo || v[0] > '0' + hi)
+        ZG_FATAL("%s=%s: expected one digit from %d to %d (unset: %d)", name, v, lo, hi, dflt);
+    return v[0] - '0';
+}
+
+static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,
+                             const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
+                             int OC) {
+    zgc_impl *im = zgc_get(be);
+    unsigned groups = (unsigned)((OC + ZGC_GEMV2_COLS - 1) / ZGC_GEMV2_COLS);
+    int bps = zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 3, ZGC_GEMV2_BLOCKS_PER_SM);
+    unsigned cap = (unsigned)(bps * (im->num_sms > 0 ? im->num_sms : 1));
+    unsigned blocks = groups < cap ? groups : cap;
+    size_t smem = zgc_gemv2_smem(N, C, zgc_dtype_bytes(be->act_dtype), lnw != NULL);
+    int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 1) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
+    ZGC_DISPATCH(be->act_dtype, T, {
+        auto kern = lnw ? zgc_gemv2_kernel<T, true> : zgc_gemv2_kernel<T, false>;
+        if (smem > 48 * 1024 - sizeof(float) * 2 * ZGC_GEMV_WARPS * 32 * 2) /* past the default: opt in */
+            ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        zgc_launch(be, kern, dim3(blocks), dim3(ZGC_GEMV_THREADS), smem, 0, (T *)out, (T *)pre_gelu, (const T *)inp,
+                   (const T *)lnw, (const T *)lnb, (const T *)w, (const T *)bias, (const T *)residual, N, C, OC, pf);
+    });
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+static void zgc_gemv_launch(zg_backend *be, int kind, void *out, void *pre_gelu, const void *inp, const void *lnw,
                             const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
                             int OC) {
+    if (kind == ZGC_GEMV_V2) {
+        zgc_gemv2_launch(be, out, pre_gelu, inp, lnw, lnb, w, bias, residual, N, C, OC);
+        return;
+    }
     unsigned blocks = (unsigned)((OC + ZGC_GEMV_WARPS - 1) / ZGC_GEMV_WARPS);
     size_t smem = lnw ? (size_t)N * C * zgc_dtype_bytes(be->act_dtype) : 0;
-    bool mma = be->act_dtype != ZG_F32 && zgc_gemv_mma(N);
+    bool mma = kind == ZGC_GEMV_V1 && N >= 2; /* fp32: zgc_gemv_fits says V1_SIMT */
     if (mma) blocks = (unsigned)((OC + ZGC_GEMV_MMA_COLS - 1) / ZGC_GEMV_MMA_COLS);
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = mma ? (lnw ? zgc_gemv_mma_kernel<T, true> : zgc_gemv_mma_kernel<T, false>)
@@ -262,20 +503,22 @@ static void zgc_gemv_launch(zg_backend *be, void *out, void *pre_gelu, const voi
 
 int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                      const void *residual, int N, int C, int OC) {
-    if (!zgc_gemv_fits(be, inp, w, N, C, OC)) return 0;
-    zgc_gemv_launch(be, out, pre_gelu, inp, NULL, NULL, w, bias, residual, N, C, OC);
+    int kind = zgc_gemv_fits(be, inp, w, N, C, OC, false);
+    if (kind == ZGC_GEMV_CUBLASLT) return 0;
+    zgc_gemv_launch(be, kind, out, pre_gelu, inp, NULL, NULL, w, bias, residual, N, C, OC);
     return 1;
 }
 
-/* The normalised rows fit the default 48 KiB of shared memory beside the tensor-core form's 4 KiB of
- * fragments (C = 1600: 8 rows in bf16 take 25.6 KB) and
- * the LayerNorm parameters are whole 16-byte vectors (in the parameter dtype, which is the activations'). */
+/* v1: the normalised rows fit the default 48 KiB of shared memory beside the tensor-core form's 4 KiB
+ * of fragments (C = 1600: 8 rows in bf16 take 25.6 KB); v2: zgc_gemv_fits checked its stage. The
+ * LayerNorm parameters are whole 16-byte vectors (in the parameter dtype, which is the activations'). */
 void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
                                   const void *lnb, const void *w, const void *bias, int N, int C, int OC) {
     size_t smem = (size_t)N * C * zgc_dtype_bytes(be->act_dtype);
-    if (zgc_gemv_fits(be, inp, w, N, C, OC) && be->param_dtype == be->act_dtype && smem + 4096 <= 48 * 1024 &&
-        zgc_gemv_aligned(lnw) && zgc_gemv_aligned(lnb)) {
-        zgc_gemv_launch(be, out, pre_gelu, inp, lnw, lnb, w, bias, NULL, N, C, OC);
+    int kind = zgc_gemv_fits(be, inp, w, N, C, OC, true);
+    if (kind != ZGC_GEMV_CUBLASLT && be->param_dtype == be->act_dtype &&
+        (kind == ZGC_GEMV_V2 || smem + 4096 <= 48 * 1024) && zgc_gemv_aligned(lnw) && zgc_gemv_aligned(lnb)) {
+        zgc_gemv_launch(be, kind, out, pre_gelu, inp, lnw, lnb, w, bias, NULL, N, C, OC);
         return;
     }
     zg_layernorm_matmul_compose(be, out, pre_gelu, ln, inp, lnw, lnb, w, bias, N, C, OC);
