@@ -431,14 +431,18 @@ __device__ int32_t zgc_cluster_nucleus(zgc_cg::cluster_group &cl, zgc_sample_xch
             target = zg_sample_top_p_target(top_p, total);
         }
         uint64_t need = target - above; /* >= 1, and the open range holds at least that much */
-        if (m > 0 && before < need && before + m >= need) {
+        bool hit = m > 0 && before < need && before + m >= need;
+        if (hit) {
             nx->pick_bin = t;
             nx->pick_before = before;
             nx->pick_mass = m;
             nx->pick_dmin = mn;
             nx->pick_dmax = mx;
         }
-        __syncthreads();
+        /* A bin always crosses (integer sums, the same in every block) and 4 rounds end a 32-bit span; were
+         * either ever false, the loop would spin on cluster barriers forever and hang the GPU: a launch
+         * error instead. The condition is the same in every block. */
+        if (!__syncthreads_or(hit) || round >= 4) __trap();
         /* pick_* are rewritten only after the next round's scan, whose barriers every thread passes after this */
         uint32_t c = nx->pick_bin, pmn = nx->pick_dmin, pmx = nx->pick_dmax;
         above += nx->pick_before;
@@ -607,8 +611,8 @@ __global__ void __launch_bounds__(ZGC_SAMPLE_CLUSTER_THREADS, 2)
 
 /* ZGPT_SAMPLE picks the sampler (read per launch: A/B runs in one process): "block" the one-block kernel,
  * "cluster" the cluster kernel with top-p in binned rounds, "cluster-v13" the cluster kernel with v0.13's
- * radix top-p; unset: the cluster kernel where it runs, except under ZGPT_DECODE=old (the earlier kernels
- * everywhere). All give the same ids (sample_math.h's definition). Anything else stops zgpt with one line. */
+ * radix top-p; unset: the cluster kernel with v0.13's top-p where it runs (the binned rounds are opt-in until
+ * measured on a GPU), except under ZGPT_DECODE=old (the earlier kernels everywhere). All give the same ids (sample_math.h's definition). Anything else stops zgpt with one line. */
 enum { ZGC_SAMPLE_AUTO = 0, ZGC_SAMPLE_BLOCK, ZGC_SAMPLE_CLUSTER, ZGC_SAMPLE_CLUSTER_V13 };
 static int zgc_sample_mode(void) {
     static const struct {
@@ -690,8 +694,10 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
         unsigned nb = zgc_sample_cluster_blocks<T>(be, mode, B, V, &csmem);
         if (nb > 0) {
             int slice = (V + (int)nb - 1) / (int)nb;
-            auto kern = mode == ZGC_SAMPLE_CLUSTER_V13 ? zgc_sample_cluster_kernel<T, false>
-                                                       : zgc_sample_cluster_kernel<T, true>;
+            /* the binned top-p only when asked for (ZGPT_SAMPLE=cluster) until it has run on a GPU: unset
+             * keeps v0.13's measured radix top-p (docs/CUDA.md) */
+            auto kern = mode == ZGC_SAMPLE_CLUSTER ? zgc_sample_cluster_kernel<T, true>
+                                                   : zgc_sample_cluster_kernel<T, false>;
             zgc_launch(be, kern, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem, nb, ids,
                        (const T *)logits, rows, counter, V, Vp, slice);
         } else {
