@@ -120,6 +120,10 @@ int zg_ckpt_snapshot_reserve_finished(zg_ckpt_snapshot *s);
 /* Joins the reservation in flight (blocking until it is done): 0 and s holds the buffer, or -1 with its
  * error (host memory cannot hold the snapshot; s is empty). *took: the seconds the thread spent. */
 int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took);
+/* The snapshot's host buffer, idle until the first save, lent to a resume's read of Adam's moments
+ * (zg_ckpt_moments_start): its aligned start and the bytes readable from it in *bytes; NULL when s holds
+ * no buffer (not reserved, or still reserving: join it first). */
+void *zg_ckpt_snapshot_lend(const zg_ckpt_snapshot *s, size_t *bytes);
 /* Host memory a snapshot of n optimizer elements takes (has_master: 3 arrays, else 2). */
 size_t zg_ckpt_snapshot_bytes(size_t n, int has_master);
 /* 1 once the copies of the last take have landed (never blocks); wait blocks until they have. Call
@@ -220,30 +224,46 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
  * read a range into one of two host staging buffers while the other uploads on the copy stream; a
  * shard read whole is checksummed on the way. */
 int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o);
-/* Resume without waiting for all of the optimizer state: what the forward needs (the fp32 master when
- * o has one, and the step) is read now, as zg_ckpt_read_optimizer reads it; Adam's m and v (two thirds
- * of a mixed-precision checkpoint) are read by a thread into host memory (o->host: into o->m, o->v
- * directly), checksummed on the way, while training runs its first forward and backward passes.
- * zg_ckpt_moments_wait, on the thread that drives the backend and before the first update, waits for
- * the thread and uploads them; -1 with the error (a shard that fails its checksum, a read error): the
- * state is then not to be used. Where host memory cannot hold them, everything is read now
- * (sync_reason says why). The thread reads files only (no backend call); c may be closed meanwhile. */
+/* Resume without waiting for all of the optimizer state: zg_ckpt_read_optimizer_deferred reads what the
+ * forward needs now (the fp32 master when o has one, and the step), as zg_ckpt_read_optimizer reads it;
+ * zg_ckpt_moments_start then starts a thread that reads Adam's m and v (two thirds of a mixed-precision
+ * checkpoint) into host memory, checksummed on the way, while training runs its first forward and
+ * backward passes. Device state: the thread reads into `lend` (host memory lent until wait, aligned to
+ * ZG_CKPT_IO_ALIGN: the checkpoint snapshot's pinned buffer, which is idle until the first save) when
+ * its lend_bytes hold them, else into pinned memory it allocates itself (host_alloc; freed by wait);
+ * when one rank's shard is exactly its range, the file's bytes land in place (laid out as the file,
+ * O_DIRECT straight into the buffer: no copy). ZeRO-Offload (o->host): straight into o->m, o->v.
+ * zg_ckpt_moments_wait, on the thread that drives the backend and before the first update, joins the
+ * thread and, once the checksums held, uploads the moments from the pinned buffer (the host waits for
+ * the copies: upload_s); -1 with the error (a shard that fails its checksum, a read error): m and v are
+ * then untouched and the state is not to be used. Where host memory cannot hold them, start reads them
+ * at once through the staging buffers (sync_reason says why). The thread reads files only (its one
+ * backend call is host_alloc, which may run on any thread); c may be closed once deferred returns. */
 struct zg_ckpt_moments_job;
 typedef struct {
     zg_optimizer *o;
-    float *host; /* device state: m then v, uploaded by wait; NULL when o->host */
     struct zg_ckpt_moments_job *jobs;
     int n_jobs;
     pthread_t thread;
-    int running;
+    int running, started;
     int rc;
     char error[1024];
-    const char *sync_reason; /* non-NULL: everything was read at once (why) */
-    double t_params, t_done; /* when the master was in place, when the moments were read (zg_now_s) */
-    uint64_t bytes;          /* the moments' bytes */
-    const char *read_mode;   /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
+    unsigned char *image;                      /* the host buffer the moments are read into (lent, or in own_block) */
+    void *own_block;                           /* host_alloc'ed by the thread when nothing was lent (alloc_bytes) */
+    size_t alloc_bytes;                        /* the thread's allocation; 0 when lent */
+    size_t m_off, v_off;                       /* where m and v lie in image */
+    int in_place;                              /* image is laid out as the shard file (read straight into it) */
+    const char *where;                         /* the host memory they were read into, in words */
+    const char *sync_reason;                   /* non-NULL: everything was read at once (why) */
+    double t_params, t_start, t_done, t_ready; /* master in place, thread started, moments read, uploaded */
+    double master_upload_wait;                 /* the master's read waited this long for its uploads */
+    double upload_s;                           /* wait: the moments' upload from host memory */
+    uint64_t bytes;                            /* the moments' bytes */
+    const char *read_mode;                     /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
 } zg_ckpt_moments;
 int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo);
+/* lend: NULL (or too small) for the thread's own allocation. Returns 0 (a failure surfaces at wait). */
+int zg_ckpt_moments_start(zg_ckpt_moments *mo, void *lend, size_t lend_bytes);
 int zg_ckpt_moments_wait(zg_ckpt_moments *mo);
 /* Joins the thread if it runs (an error path) and frees what mo holds; safe after wait and twice. */
 void zg_ckpt_moments_free(zg_ckpt_moments *mo);
