@@ -113,23 +113,112 @@ static char *stage_path(const char *out_dir, const char *tag) {
 
 static int read_latest(const char *out_dir, char *tag, size_t cap);
 
+/* The hidden name a tag folder takes while it is deleted: .trash.<name> (docs/FORMATS.md). No tag starts
+ * with '.', so `latest`, the tag listings and loads never see it; the next start removes one that a
+ * crash left (zg_ckpt_out_dir_tidy). */
+static char *trash_path(const char *out_dir, const char *name) {
+    size_t n = strlen(name) + 16;
+    char *t = zg_malloc(n);
+    snprintf(t, n, ".trash.%s", name);
+    char *p = zg_path_join(out_dir, t);
+    free(t);
+    return p;
+}
+
+/* The files of one folder, unlinked by several threads: the file system frees a file's blocks inside
+ * its unlink (seconds for a checkpoint shard of gigabytes), and a sharded checkpoint has a file per
+ * rank, so the files go side by side. */
+enum { UNLINK_THREADS = 8 };
+typedef struct {
+    int dfd;
+    const char *path;
+    char **names;
+    int n;
+    atomic_int next, failed;
+    char error[600];
+} unlink_job;
+
+static void *unlinker_main(void *arg) {
+    unlink_job *j = arg;
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
+        /* flags 0: a link goes as a link; a sub-folder fails with EISDIR and stays */
+        if (unlinkat(j->dfd, j->names[i], 0) == 0 || errno == ENOENT) continue;
+        int err = errno;
+        if (!atomic_exchange(&j->failed, 1))
+            snprintf(j->error, sizeof j->error, "cannot remove '%s/%s': %s", j->path, j->names[i],
+                     err == EISDIR ? "it is a folder (zgpt only removes files here)" : strerror(err));
+    }
+    return NULL;
+}
+
+/* zg_dir_remove_flat's contract (a link or a file at `path` goes as itself, never followed; files only
+ * inside), with the files unlinked in parallel. *bytes (when non-NULL) gains the sizes removed. */
+static int dir_remove_parallel(const char *path, uint64_t *bytes) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;
+        if (errno != ELOOP && errno != ENOTDIR) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
+        if (unlink(path) != 0 && errno != ENOENT) return zg_errorf("cannot remove '%s': %s", path, strerror(errno));
+        return 0;
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        close(fd);
+        return zg_errorf("cannot open '%s': %s", path, strerror(e));
+    }
+    unlink_job j;
+    memset(&j, 0, sizeof j);
+    j.dfd = dirfd(d);
+    j.path = path;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        struct stat st;
+        if (bytes && fstatat(j.dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            *bytes += (uint64_t)st.st_size;
+        j.names = zg_realloc(j.names, (size_t)(j.n + 1) * sizeof *j.names);
+        j.names[j.n++] = zg_strdup(e->d_name);
+    }
+    pthread_t th[UNLINK_THREADS];
+    int started = 0;
+    for (; started < UNLINK_THREADS - 1 && started + 1 < j.n; started++)
+        if (pthread_create(&th[started], NULL, unlinker_main, &j) != 0) break;
+    unlinker_main(&j); /* this thread takes its share too (and all of it when no thread started) */
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    closedir(d);
+    for (int i = 0; i < j.n; i++) free(j.names[i]);
+    free(j.names);
+    if (atomic_load(&j.failed)) return zg_errorf("%s", j.error);
+    if (rmdir(path) != 0 && errno != ENOENT) return zg_errorf("cannot remove '%s': %s", path, strerror(errno));
+    return 0;
+}
+
 /* Removes out_dir/<name> so that no crash midway leaves a <name> folder holding only some of its files:
- * it is first renamed to the staging name .partial.<name> (which the next start removes), then emptied.
- * A link or a plain file is removed as itself (never followed). */
-static int remove_tag_folder(const char *out_dir, const char *name) {
-    char *p = zg_path_join(out_dir, name), *stage = stage_path(out_dir, name);
+ * it is first renamed to its trash name .trash.<name> (one rename, the folder synced: the tag is gone
+ * at once), then its files are unlinked in parallel. A link or a plain file is removed as itself
+ * (never followed). *bytes (when non-NULL): the bytes removed. Test hook: ZGPT_TEST_DELETE_DELAY_MS=D
+ * sleeps D ms between the rename and the unlinks, so that a test can kill a run in the middle. */
+static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *bytes) {
+    char *p = zg_path_join(out_dir, name), *trash = trash_path(out_dir, name);
     struct stat st;
     int rc = 0;
     if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-        rc = zg_dir_remove_flat(stage);
-        if (rc == 0 && rename(p, stage) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
+        rc = dir_remove_parallel(trash, NULL); /* a leftover of the same name (an earlier crash) */
+        if (rc == 0 && rename(p, trash) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
         if (rc == 0) rc = zg_dir_sync(out_dir);
-        if (rc == 0) rc = zg_dir_remove_flat(stage);
+        const char *delay = getenv("ZGPT_TEST_DELETE_DELAY_MS");
+        if (rc == 0 && delay && *delay) {
+            long ms = strtol(delay, NULL, 10);
+            struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+            while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+        }
+        if (rc == 0) rc = dir_remove_parallel(trash, bytes);
     } else {
         rc = zg_dir_remove_flat(p);
     }
     free(p);
-    free(stage);
+    free(trash);
     return rc;
 }
 
@@ -643,7 +732,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
         char cur[256];
         int published = read_latest(w->out_dir, cur, sizeof cur) == 0 && strcmp(cur, w->tag) == 0;
         zg_error_prefix("checkpoint '%s' was written but 'latest' could not be updated", w->final_dir);
-        if (!published) remove_tag_folder(w->out_dir, w->tag);
+        if (!published) remove_tag_folder(w->out_dir, w->tag, NULL);
         rc = -1;
     }
     if (rc != 0) {
@@ -739,7 +828,7 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
+int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how) {
     char latest[256] = "";
     if (read_latest(out_dir, latest, sizeof latest) != 0) zg_error_clear();
     DIR *d = opendir(out_dir);
@@ -763,15 +852,26 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
         char tag[64];
         snprintf(tag, sizeof tag, "iter_%lld", (long long)iters[i]);
         if (strcmp(tag, latest) == 0) continue;
-        if (remove_tag_folder(out_dir, tag) != 0) rc = -1;
+        uint64_t bytes = 0;
+        double t0 = zg_now_s();
+        if (remove_tag_folder(out_dir, tag, &bytes) != 0) {
+            rc = -1;
+        } else if (log) { /* one line, one call: whole even beside the training thread's lines */
+            fprintf(log, "checkpoint: removed %s (%.2f GB) in %.2f s, %s\n", tag, bytes / 1e9, zg_now_s() - t0, how);
+            fflush(log);
+        }
     }
     free(iters);
     return rc;
 }
 
+int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
+    return zg_ckpt_retain_log(out_dir, keep_last_k, NULL, NULL);
+}
+
 static void *retainer_main(void *arg) {
     zg_ckpt_retainer *r = arg;
-    r->rc = zg_ckpt_retain(r->out_dir, r->keep_last_k);
+    r->rc = zg_ckpt_retain_log(r->out_dir, r->keep_last_k, r->log, "on a thread");
     if (r->rc != 0) snprintf(r->error, sizeof r->error, "%s", zg_error_message()); /* errors are per thread */
     return NULL;
 }
@@ -796,7 +896,7 @@ int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t kee
     r->error[0] = '\0';
     if (pthread_create(&r->thread, NULL, retainer_main, r) == 0)
         r->running = 1;
-    else if (zg_ckpt_retain(out_dir, keep_last_k) != 0)
+    else if (zg_ckpt_retain_log(out_dir, keep_last_k, r->log, "on the training thread (no thread could start)") != 0)
         return -1;
     return prev[0] ? zg_errorf("%s", prev) : 0;
 }
@@ -810,7 +910,7 @@ static int managed_name(const char *n) {
     static const char *const fixed[] = {"latest", "best", "final", "metrics.jsonl", ".lock"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(n, fixed[i]) == 0) return 1;
-    return strncmp(n, "iter_", 5) == 0 || strncmp(n, ".partial.", 9) == 0;
+    return strncmp(n, "iter_", 5) == 0 || strncmp(n, ".partial.", 9) == 0 || strncmp(n, ".trash.", 7) == 0;
 }
 
 int zg_ckpt_out_dir_check(const char *out_dir) {
@@ -857,7 +957,8 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const char *n = e->d_name, *dot;
-        int stale = strncmp(n, ".partial.", 9) == 0;
+        /* staging folders, and folders a deletion had moved aside when the run stopped (.trash.<tag>) */
+        int flat = strncmp(n, ".partial.", 9) == 0 || strncmp(n, ".trash.", 7) == 0, stale = flat;
         /* zg_atomic_file temporaries: <name>.tmp.<pid> */
         if (!stale && (strncmp(n, "latest.tmp.", 11) == 0 || strncmp(n, "metrics.jsonl.tmp.", 18) == 0))
             stale = is_number(strrchr(n, '.') + 1);
@@ -880,7 +981,7 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             free(p);
             continue;
         }
-        if ((strncmp(n, ".partial.", 9) == 0 ? zg_dir_remove_flat(p) : remove_tag_folder(out_dir, n)) != 0)
+        if ((flat ? dir_remove_parallel(p, NULL) : remove_tag_folder(out_dir, n, NULL)) != 0)
             rc = -1;
         else
             report_add(report, cap, n);

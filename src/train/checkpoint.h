@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define ZG_CKPT_MODEL_MAGIC "ZGPTCKPT"
 #define ZG_CKPT_OPTIM_MAGIC "ZGPTOPTS"
@@ -151,19 +152,25 @@ void zg_ckpt_writer_abort(zg_ckpt_writer *w);
 int zg_ckpt_link(const char *out_dir, const char *src_tag, const char *dst_tag);
 /* Atomically points out_dir/latest at tag. */
 int zg_ckpt_set_latest(const char *out_dir, const char *tag);
-/* Deletes iter_N folders except the newest keep_last_k and the one `latest` names. */
+/* Deletes iter_N folders except the newest keep_last_k and the one `latest` names. Each goes to its
+ * trash name .trash.<tag> first (one rename: the tag is gone at once), then its files are unlinked by
+ * several threads. */
 int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k);
+/* The same, with one line per folder removed on `log` (when non-NULL): "checkpoint: removed iter_20
+ * (18.69 GB) in 0.40 s, <how>". */
+int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how);
 
 /* zg_ckpt_retain on a thread of its own, so that training goes on while old checkpoints are deleted:
  * unlinking GPT-2 XL's 18.7 GB checkpoint held the training thread ~6 s on the H200 host's disk (v0.13).
  * Each folder is still moved aside (one rename, the folder synced) before its files go, so a crash at
- * any moment leaves either the whole checkpoint or a .partial.<tag> folder the next start removes.
+ * any moment leaves either the whole checkpoint or a .trash.<tag> folder the next start removes.
  * One at a time: start waits for the previous one. */
 typedef struct {
     pthread_t thread;
     int running;
     char out_dir[512];
     int64_t keep_last_k;
+    FILE *log; /* each deletion's line (zg_ckpt_retain_log); NULL: quiet */
     int rc;
     char error[512];
 } zg_ckpt_retainer;

@@ -515,6 +515,7 @@ static void save_published(trainer *tr, const char *tag, int64_t iter, int impro
         fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
         zg_error_clear();
     }
+    tr->retainer.log = tr->opts->quiet ? NULL : stdout; /* a line per folder removed, from its thread */
     if (root && zg_ckpt_retainer_start(&tr->retainer, out, tr->cfg->keep_last_k) != 0) retention_warn(tr);
 }
 
@@ -1020,10 +1021,12 @@ static int run_loop(trainer *tr, zg_precision prec) {
     /* the end (finished, early-stopped or interrupted): the weights made current (a delayed update),
      * the save in flight is published, then a checkpoint of the current state unless that was it */
     zg_zero_flush(&tr->zero);
+    double t_end = zg_now_s();
     if (bg_flush(tr) != 0) return -1;
     if (tr->last_saved_iter != tr->iter && tr->iter > start_iter) {
         if (save_checkpoint(tr, prec, 0) != 0 || bg_flush(tr) != 0) return -1;
     }
+    double end_save = zg_now_s() - t_end;
     if (tr->metrics_failed) return zg_errorf("%s; %s", tr->metrics_error, kept_checkpoint(tr).text);
     /* `final` names the checkpoint of the last iteration: the one just saved, or the resumed one when
      * this run had nothing left to do (a crash after `latest` moved but before `final` did) */
@@ -1039,6 +1042,14 @@ static int run_loop(trainer *tr, zg_precision prec) {
         }
         if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
         if (rc != 0) return -1;
+    }
+    /* keep_last_k holds when the process exits: the deletion the last publication started is waited
+     * for here; the two waits of the end are said apart (the disk's writes, the file system's unlinks) */
+    if (c->save_checkpoints) {
+        double t_ret = zg_now_s();
+        if (tr->rank == 0 && zg_ckpt_retainer_wait(&tr->retainer) != 0) retention_warn(tr);
+        if (tr->rank == 0 && !tr->opts->quiet)
+            printf("end: waited %.2f s for the last save, %.2f s for retention\n", end_save, zg_now_s() - t_ret);
     }
     /* Peak backend memory (device memory on CUDA), the largest over ranks: what must fit per GPU. */
     double peak = (double)be->bytes_peak;
