@@ -1591,6 +1591,22 @@ static size_t moments_layout(zg_ckpt_moments *mo) {
     return 2 * nb;
 }
 
+/* One job of the moments (after rc, the jobs before it: a failure skips the read): its range into the
+ * sinks (be NULL: host memory; image: in place), the file's checksum finished and checked. */
+static int moments_read_job(struct zg_ckpt_moments_job *j, int rc, const read_sink *sinks, zg_backend *be,
+                            unsigned char *image, double *upload_wait) {
+    if (rc == 0)
+        rc = read_pipelined(j->path, be, be == NULL, j->lo, j->hi, sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL,
+                            image, upload_wait);
+    if (j->hashed) {
+        uint64_t got = zg_hasher_final(&j->h);
+        j->hashed = 0;
+        if (rc == 0 && got != j->want)
+            rc = zg_errorf("checkpoint file '%s' fails its checksum (corrupt; use another checkpoint)", j->path);
+    }
+    return rc;
+}
+
 /* The thread: the host buffer (its own, when none was lent: host_alloc may run on any thread), then
  * each job read into it and checksummed. No other backend call. */
 static void *moments_main(void *arg) {
@@ -1614,15 +1630,7 @@ static void *moments_main(void *arg) {
                 sinks[k].dst = mo->image + (sinks[k].which == 1 ? mo->m_off : mo->v_off) + at;
             }
         }
-        if (rc == 0)
-            rc = read_pipelined(j->path, NULL, 1, j->lo, j->hi, sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL,
-                                mo->in_place ? mo->image : NULL, NULL);
-        if (j->hashed) {
-            uint64_t got = zg_hasher_final(&j->h);
-            j->hashed = 0;
-            if (rc == 0 && got != j->want)
-                rc = zg_errorf("checkpoint file '%s' fails its checksum (corrupt; use another checkpoint)", j->path);
-        }
+        rc = moments_read_job(j, rc, sinks, NULL, mo->in_place ? mo->image : NULL, NULL);
     }
     mo->rc = rc;
     if (rc != 0) snprintf(mo->error, sizeof mo->error, "%s", zg_error_message()); /* errors are per thread */
@@ -1660,19 +1668,8 @@ int zg_ckpt_moments_start(zg_ckpt_moments *mo, void *lend, size_t lend_bytes) {
         } else { /* no room for a host copy: read now, uploaded through the staging buffers as the master was */
             mo->sync_reason = "host memory cannot hold them";
             int rc = 0;
-            for (int i = 0; i < mo->n_jobs; i++) {
-                struct zg_ckpt_moments_job *j = &mo->jobs[i];
-                if (rc == 0)
-                    rc = read_pipelined(j->path, o->be, 0, j->lo, j->hi, j->sinks, j->n_sinks, j->hashed ? &j->h : NULL,
-                                        NULL, NULL, &mo->upload_s);
-                if (j->hashed) {
-                    uint64_t got = zg_hasher_final(&j->h);
-                    j->hashed = 0;
-                    if (rc == 0 && got != j->want)
-                        rc = zg_errorf("checkpoint file '%s' fails its checksum (corrupt; use another checkpoint)",
-                                       j->path);
-                }
-            }
+            for (int i = 0; i < mo->n_jobs; i++)
+                rc = moments_read_job(&mo->jobs[i], rc, mo->jobs[i].sinks, o->be, NULL, &mo->upload_s);
             mo->rc = rc;
             if (rc != 0) snprintf(mo->error, sizeof mo->error, "%s", zg_error_message());
             zg_error_clear();
