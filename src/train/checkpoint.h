@@ -181,13 +181,14 @@ int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t kee
 int zg_ckpt_retainer_wait(zg_ckpt_retainer *r);
 
 /* Before a run writes into out_dir (and holds its lock): -1 with an error naming the entry when
- * something zgpt writes or deletes there (latest, best, final, iter_N, metrics.jsonl, .partial.*) is a
- * symbolic link: zgpt never writes or deletes through a link it did not create. */
+ * something zgpt writes or deletes there (latest, best, final, iter_N, metrics.jsonl, .partial.*,
+ * .trash.*) is a symbolic link: zgpt never writes or deletes through a link it did not create. */
 int zg_ckpt_out_dir_check(const char *out_dir);
 /* Removes what an interrupted run left in out_dir (only while holding its lock): staging folders
- * (.partial.*), temporary files (latest.tmp.*, metrics.jsonl.tmp.*), folders moved aside (<tag>.old),
- * and iter_N folders newer than the one `latest` names (complete but never published). Each removal
- * is named in `report` (cap bytes, "" when nothing was removed). */
+ * (.partial.*), folders a deletion had moved aside (.trash.*), temporary files (latest.tmp.*,
+ * metrics.jsonl.tmp.*), folders moved aside (<tag>.old), and iter_N folders newer than the one
+ * `latest` names (complete but never published). Each removal is named in `report` (cap bytes, ""
+ * when nothing was removed). */
 int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap);
 /* The iteration a checkpoint folder's state.json records; -1 when it has none (or is not complete). */
 int64_t zg_ckpt_folder_iter(const char *dir);
