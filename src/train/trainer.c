@@ -640,8 +640,9 @@ static int bg_setup(trainer *tr) {
 
 /* Joins the snapshot's reservation (at an iteration boundary once it is done, or at the first save or a
  * resume's read of the moments (at_save 2), waiting for it) and reports it once: its time on its
- * thread, and how long training waited. A reservation that failed (host memory cannot hold the snapshot) is said once here; the saves are
- * then synchronous (bg_start tries again at each save, as without the thread). */
+ * thread, and how long training waited. A reservation that failed (host memory cannot hold the
+ * snapshot) is said once here; the saves are then synchronous (bg_start tries again at each save, as
+ * without the thread). */
 static void snapshot_reserved(trainer *tr, int at_save) {
     zg_ckpt_snapshot *s = &tr->bg.snap;
     if (!zg_ckpt_snapshot_reserving(s)) return;
