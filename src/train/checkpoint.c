@@ -102,97 +102,26 @@ static int swap_into_place(const char *stage, const char *final, const char *out
     return zg_dir_sync(out_dir);
 }
 
-static char *stage_path(const char *out_dir, const char *tag) {
-    size_t n = strlen(tag) + 16;
+/* out_dir/<prefix><tag>: the hidden names of a tag's folder while it is written (.partial.) or deleted
+ * (.trash.); no tag starts with '.'. */
+static char *hidden_path(const char *out_dir, const char *prefix, const char *tag) {
+    size_t n = strlen(prefix) + strlen(tag) + 1;
     char *name = zg_malloc(n);
-    snprintf(name, n, ".partial.%s", tag);
+    snprintf(name, n, "%s%s", prefix, tag);
     char *p = zg_path_join(out_dir, name);
     free(name);
     return p;
 }
+static char *stage_path(const char *out_dir, const char *tag) { return hidden_path(out_dir, ".partial.", tag); }
 
 static int read_latest(const char *out_dir, char *tag, size_t cap);
 
-/* The hidden name a tag folder takes while it is deleted: .trash.<name> (docs/FORMATS.md). No tag starts
- * with '.', so `latest`, the tag listings and loads never see it; the next start removes one that a
- * crash left (zg_ckpt_out_dir_tidy). */
-static char *trash_path(const char *out_dir, const char *name) {
-    size_t n = strlen(name) + 16;
-    char *t = zg_malloc(n);
-    snprintf(t, n, ".trash.%s", name);
-    char *p = zg_path_join(out_dir, t);
-    free(t);
-    return p;
-}
-
-/* The files of one folder, unlinked by several threads: the file system frees a file's blocks inside
- * its unlink (seconds for a checkpoint shard of gigabytes), and a sharded checkpoint has a file per
- * rank, so the files go side by side. */
-enum { UNLINK_THREADS = 8 };
-typedef struct {
-    int dfd;
-    const char *path;
-    char **names;
-    int n;
-    atomic_int next, failed;
-    char error[600];
-} unlink_job;
-
-static void *unlinker_main(void *arg) {
-    unlink_job *j = arg;
-    for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
-        /* flags 0: a link goes as a link; a sub-folder fails with EISDIR and stays */
-        if (unlinkat(j->dfd, j->names[i], 0) == 0 || errno == ENOENT) continue;
-        int err = errno;
-        if (!atomic_exchange(&j->failed, 1))
-            snprintf(j->error, sizeof j->error, "cannot remove '%s/%s': %s", j->path, j->names[i],
-                     err == EISDIR ? "it is a folder (zgpt only removes files here)" : strerror(err));
-    }
-    return NULL;
-}
-
-/* zg_dir_remove_flat's contract (a link or a file at `path` goes as itself, never followed; files only
- * inside), with the files unlinked in parallel. *bytes (when non-NULL) gains the sizes removed. */
-static int dir_remove_parallel(const char *path, uint64_t *bytes) {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) return 0;
-        if (errno != ELOOP && errno != ENOTDIR) return zg_errorf("cannot open '%s': %s", path, strerror(errno));
-        if (unlink(path) != 0 && errno != ENOENT) return zg_errorf("cannot remove '%s': %s", path, strerror(errno));
-        return 0;
-    }
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int e = errno;
-        close(fd);
-        return zg_errorf("cannot open '%s': %s", path, strerror(e));
-    }
-    unlink_job j;
-    memset(&j, 0, sizeof j);
-    j.dfd = dirfd(d);
-    j.path = path;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        struct stat st;
-        if (bytes && fstatat(j.dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-            *bytes += (uint64_t)st.st_size;
-        j.names = zg_realloc(j.names, (size_t)(j.n + 1) * sizeof *j.names);
-        j.names[j.n++] = zg_strdup(e->d_name);
-    }
-    pthread_t th[UNLINK_THREADS];
-    int started = 0;
-    for (; started < UNLINK_THREADS - 1 && started + 1 < j.n; started++)
-        if (pthread_create(&th[started], NULL, unlinker_main, &j) != 0) break;
-    unlinker_main(&j); /* this thread takes its share too (and all of it when no thread started) */
-    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    closedir(d);
-    for (int i = 0; i < j.n; i++) free(j.names[i]);
-    free(j.names);
-    if (atomic_load(&j.failed)) return zg_errorf("%s", j.error);
-    if (rmdir(path) != 0 && errno != ENOENT) return zg_errorf("cannot remove '%s': %s", path, strerror(errno));
-    return 0;
-}
+/* The hidden name a tag folder takes while it is deleted: .trash.<name> (docs/FORMATS.md). `latest`,
+ * the tag listings and loads never see it; the next start removes one that a crash left
+ * (zg_ckpt_out_dir_tidy). Its files go on several threads: the file system frees a file's blocks inside
+ * its unlink (seconds for a shard of gigabytes), and a sharded checkpoint has a file per rank. */
+enum { ZG_CKPT_UNLINK_THREADS = 8 };
+static char *trash_path(const char *out_dir, const char *tag) { return hidden_path(out_dir, ".trash.", tag); }
 
 /* Removes out_dir/<name> so that no crash midway leaves a <name> folder holding only some of its files:
  * it is first renamed to its trash name .trash.<name> (one rename, the folder synced: the tag is gone
@@ -204,7 +133,7 @@ static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *by
     struct stat st;
     int rc = 0;
     if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-        rc = dir_remove_parallel(trash, NULL); /* a leftover of the same name (an earlier crash) */
+        rc = zg_dir_remove_flat(trash); /* a leftover of the same name (an earlier crash) */
         if (rc == 0 && rename(p, trash) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
         if (rc == 0) rc = zg_dir_sync(out_dir);
         const char *delay = getenv("ZGPT_TEST_DELETE_DELAY_MS");
@@ -213,7 +142,7 @@ static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *by
             struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
             while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
         }
-        if (rc == 0) rc = dir_remove_parallel(trash, bytes);
+        if (rc == 0) rc = zg_dir_remove_files(trash, ZG_CKPT_UNLINK_THREADS, bytes);
     } else {
         rc = zg_dir_remove_flat(p);
     }
@@ -981,7 +910,7 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             free(p);
             continue;
         }
-        if ((flat ? dir_remove_parallel(p, NULL) : remove_tag_folder(out_dir, n, NULL)) != 0)
+        if ((flat ? zg_dir_remove_files(p, ZG_CKPT_UNLINK_THREADS, NULL) : remove_tag_folder(out_dir, n, NULL)) != 0)
             rc = -1;
         else
             report_add(report, cap, n);
