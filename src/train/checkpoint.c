@@ -1278,9 +1278,9 @@ enum { RING_DEPTH = 3 };
  * pieces into host staging buffers while the pieces before upload on the copy stream (and are hashed
  * into h when non-NULL, in file order). Returns after the uploads have landed. be NULL: the sinks are
  * host memory and nothing calls a backend (a thread other than the one that drives it may read so: the
- * deferred read of Adam's moments). image non-NULL: host memory that holds the file's byte X at
- * image + X (ZG_CKPT_IO_ALIGN-aligned, readable up to the rounded-up end of [lo, hi)): the pieces are
- * read straight into it, no staging, no copies (the sinks are unused). *upload_wait (when non-NULL)
+ * deferred read of Adam's moments). image non-NULL: host memory for the file's bytes from lo0 = lo
+ * rounded down to ZG_CKPT_IO_ALIGN, byte X at image + (X - lo0) (aligned, readable up to the rounded-up
+ * end of [lo, hi)): the pieces are read straight into it, no staging, no copies (the sinks unused). *upload_wait (when non-NULL)
  * gains the seconds spent waiting for uploads to land before a buffer was refilled. The read strategy
  * is ZGPT_CKPT_READ's (src/train/ckpt_io.h; direct reads whole aligned blocks around [lo, hi)). */
 static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
@@ -1315,7 +1315,8 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
         if (block[k]) stage[k] = direct ? (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)block[k]) : block[k];
     }
     /* the buffer piece i is read into: its place in the image, or staging buffer i % RING_DEPTH */
-#define PIECE_BUF(i, p) (image ? image + (p) : stage[(i) % RING_DEPTH])
+    uint64_t lo0 = lo / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN;
+#define PIECE_BUF(i, p) (image ? image + ((p)-lo0) : stage[(i) % RING_DEPTH])
     zg_ckpt_io_read_job job[RING_DEPTH];
     uint64_t next = alo;              /* the next piece to start reading */
     size_t started = 0;               /* pieces started so far */
@@ -1499,9 +1500,9 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
 
 int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) { return read_optimizer(c, o, NULL, NULL); }
 
-/* Where the thread puts the moments of device state: the file image in place when the checkpoint holds
- * exactly this range in one shard (its bytes read straight into host memory laid out as the file: no
- * copy at all), else m then v (copied out of the staging buffers). Sets mo->m_off, mo->v_off (bytes
+/* Where the thread puts the moments of device state: in place when the checkpoint holds exactly this
+ * range in one shard (the file's bytes from the moments' first block on, read straight into host memory
+ * laid out as the file: no copy at all), else m then v (copied out of the staging buffers). Sets mo->m_off, mo->v_off (bytes
  * from the host buffer's start) and returns the bytes the buffer needs. */
 static size_t moments_layout(zg_ckpt_moments *mo) {
     size_t n = mo->o->end - mo->o->begin, nb = n * sizeof(float);
@@ -1510,10 +1511,11 @@ static size_t moments_layout(zg_ckpt_moments *mo) {
                    j->sinks[1].which == 2 && j->sinks[0].dst == (void *)mo->o->m &&
                    j->sinks[1].dst == (void *)mo->o->v && j->sinks[0].n == nb && j->sinks[1].n == nb &&
                    j->lo == j->sinks[0].off && j->sinks[1].off == j->sinks[0].off + nb && j->hi == j->sinks[1].off + nb;
-    if (mo->in_place) {
-        mo->m_off = (size_t)j->sinks[0].off;
+    if (mo->in_place) { /* the buffer holds the file from the moments' first block on */
+        uint64_t lo0 = j->lo / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN;
+        mo->m_off = (size_t)(j->sinks[0].off - lo0);
         mo->v_off = mo->m_off + nb;
-        return zg_ckpt_io_round_up((size_t)j->hi);
+        return zg_ckpt_io_round_up((size_t)j->hi) - (size_t)lo0;
     }
     mo->m_off = 0;
     mo->v_off = nb;
