@@ -23,7 +23,9 @@
  * call, a slow disk, so that a test can kill a run in the middle of a background save;
  * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against;
  * ZGPT_TEST_RESERVE_DELAY_MS=D makes the snapshot's reservation thread sleep D ms first, so that a save
- * comes before the reservation is done.
+ * comes before the reservation is done; ZGPT_TEST_DELETE_DELAY_MS=D makes a deletion (retention) sleep
+ * D ms after its folder was renamed to .trash.<tag> and before its files go, so that a test can kill a
+ * run in the middle of a deletion.
  * ZGPT_CKPT_IO=buffered turns direct I/O off for the shard files (src/train/ckpt_io.h). */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
