@@ -50,8 +50,10 @@
 #            trainer-bound); the snapshot's pinned memory, reserved on a thread from the start, and the
 #            first iteration with and without saves; tests/bench/ckpt_write.c on the same disk (4 GiB:
 #            save path, windows, bare writer, read-back in both read modes; 18.7 GB: the save path on a
-#            file a real save's size); a synchronous save's GB/s. ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0,
-#            ~2.5 with ZG_CKPT_QUICK=1 (the runs with and without saves and their notes only)
+#            file a real save's size); a synchronous save's GB/s; the end of each run's two waits (the
+#            last save, the deletion of the checkpoint before it) and each deletion's size and time.
+#            ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0, ~3.5 with ZG_CKPT_QUICK=1 (the runs with and without
+#            saves, their notes, and the resume with direct reads)
 #            (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
@@ -725,15 +727,12 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # first iteration: when its line came and its own time, without and with saves
   it0() { grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$1" | sed -E 's/^([0-9.]+) iter ([0-9]+):.* time ([0-9.]+ ms).*/line at \1 s, its time \3/'; }
   note "ckpt: start-up: $(grep -oE 'checkpoint snapshot: .*' "$LOG_DIR/ckpt_save.log" | head -1); first iteration without saves: $(it0 "$LOG_DIR/ckpt_nosave.log"); with saves: $(it0 "$LOG_DIR/ckpt_save.log")"
-  # ZG_CKPT_QUICK=1 stops here (the runs with and without saves only: ~2.5 minutes)
-  if [ "${ZG_CKPT_QUICK:-0}" = 1 ]; then rm -rf "$W/c0" "$W/c1"; else
-  # (c3) the writer alone on this disk (tests/bench/ckpt_write.c): 4 GiB through the save path, the
-  # synchronous save's windows and the bare writer, then that file read back with each read strategy
-  # (page cache dropped first); (c4) below: the save path on a file as large as a real save (17.4 GiB =
-  # 18.7 GB: a short file can ride the disk's write cache, a save's 18.7 GB sustained ran at 0.95 GB/s)
-  timeout 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
-  note "ckpt: bench 4 GiB: $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench.log" | sed -E 's/ = ([0-9.]+ GB\/s).*/ \1/; s/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
-  rm -rf "$W/bench"
+  # (c2b) what the end of the run waited for (the last save's writes; the deletion of the checkpoint
+  # before it, keep_last_k 1), and each deletion on the retention thread (rename to .trash.<tag>, then
+  # the files unlinked by several threads)
+  endline() { grep -oE 'end: waited [0-9.]+ s for the last save, [0-9.]+ s for retention' "$1" | head -1; }
+  dels() { grep -oE 'checkpoint: removed iter_[0-9]+ \([0-9.]+ GB\) in [0-9.]+ s, [a-z ]+' "$1" | tr '\n' ';'; }
+  note "ckpt: end of the run with saves: $(na "$(endline "$LOG_DIR/ckpt_save.log")") (the run's last line at $(tail -1 "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s, its last iteration line at $(grep -m1 -E '^[0-9.]+ iter 59:' "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s); deletions: $(na "$(dels "$LOG_DIR/ckpt_save.log")")"
   # evict DIR: the checkpoint's files leave the page cache (fsync, then POSIX_FADV_DONTNEED through dd's
   # nocache flag), so that a resume reads the disk; prints what the page cache still holds of them
   evict() {
@@ -746,11 +745,23 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
     fi
   }
   # (e) resume: the first iteration line's time after the start, and where the time went, with the
-  # default read strategy (direct) from a cold page cache
+  # default read strategy (direct) from a cold page cache: the master read and uploaded through pinned
+  # staging, the Adam moments read by a thread into the snapshot's pinned buffer (in place) and uploaded
+  # from it at the first update; the resume lines give bytes, GB/s, upload waits and the ready time
   cached=$(evict "$W/c1")
   ZGPT_CKPT_READ=direct timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
-  note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
+  note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
+  note "ckpt: end of the resumed run: $(na "$(endline "$LOG_DIR/ckpt_resume.log")"); deletions: $(na "$(dels "$LOG_DIR/ckpt_resume.log")")"
+  # ZG_CKPT_QUICK=1 stops here (the runs with and without saves and the direct resume: ~3.5 minutes)
+  if [ "${ZG_CKPT_QUICK:-0}" = 1 ]; then rm -rf "$W/c0" "$W/c1"; else
+  # (c3) the writer alone on this disk (tests/bench/ckpt_write.c): 4 GiB through the save path, the
+  # synchronous save's windows and the bare writer, then that file read back with each read strategy
+  # (page cache dropped first); (c4) below: the save path on a file as large as a real save (17.4 GiB =
+  # 18.7 GB: a short file can ride the disk's write cache, a save's 18.7 GB sustained ran at 0.95 GB/s)
+  timeout 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
+  note "ckpt: bench 4 GiB: $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench.log" | sed -E 's/ = ([0-9.]+ GB\/s).*/ \1/; s/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
+  rm -rf "$W/bench"
   # (e2) the same resume with buffered reads (ZGPT_CKPT_READ=buffered), from a cold page cache again, and a
   # synchronous save at its end (background_checkpoint false): the same writer threads from two windows
   cached=$(evict "$W/c1")
@@ -772,7 +783,9 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   wall5=$(since "$t4" "$t3")
   disk5=$(awk -v n="$nsaves" -v b="${bytes:-0}" -v d="$ddgbs" 'BEGIN { if (d > 0) printf "%.1f", n * b / 1e9 / d; else print "n/a" }')
   train5=$(awk -v w="$wall0" 'BEGIN { printf "%.1f", w * 30 / 60 }')
-  note "ckpt: every 5 iterations (30 iterations, $nsaves saves): wall $wall5 s; bytes written / dd rate = $disk5 s; the same iterations without saves ~$train5 s (half the 60-iteration run); disk-bound when wall ~ max(disk, training) + startup; stalls (snapshot + waiting for the save in flight): $(grep -oE 'training paused [0-9.]+ s for the snapshot( \(and [0-9.]+ s)?' "$LOG_DIR/ckpt_every5.log" | sed -E 's/training paused ([0-9.]+) s for the snapshot/\1/; s/ \(and ([0-9.]+) s/ + \1/' | tr '\n' ';')"
+  r5=$(awk -v w="$wall5" -v d="$disk5" 'BEGIN { if (d > 0) printf "%.2f", w / d; else print "n/a" }')
+  note "ckpt: every 5 iterations (30 iterations, $nsaves saves): wall $wall5 s; bytes written / dd rate = $disk5 s; wall / (bytes / dd rate) = ${r5}x; the same iterations without saves ~$train5 s (half the 60-iteration run); disk-bound when wall ~ max(disk, training) + startup; stalls (snapshot + waiting for the save in flight): $(grep -oE 'training paused [0-9.]+ s for the snapshot( \(and [0-9.]+ s)?' "$LOG_DIR/ckpt_every5.log" | sed -E 's/training paused ([0-9.]+) s for the snapshot/\1/; s/ \(and ([0-9.]+) s/ + \1/' | tr '\n' ';')"
+  note "ckpt: every 5 iterations, end of the run: $(na "$(endline "$LOG_DIR/ckpt_every5.log")"); deletions: $(na "$(dels "$LOG_DIR/ckpt_every5.log")")"
   rm -rf "$W/c5"
   fi
   fi

@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -85,7 +88,30 @@ int zg_path_is_link(const char *path, char *target, size_t cap) {
     return 1;
 }
 
-int zg_dir_remove_flat(const char *path) {
+/* The entries of one folder, unlinked by the threads of one removal. */
+typedef struct {
+    int dfd;
+    const char *path;
+    char **names;
+    int n;
+    atomic_int next, failed;
+    char error[600];
+} unlink_job;
+
+static void *unlinker_main(void *arg) {
+    unlink_job *j = arg;
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
+        /* flags 0: unlinkat removes a link as a link; a sub-folder fails with EISDIR and stays */
+        if (unlinkat(j->dfd, j->names[i], 0) == 0 || errno == ENOENT) continue;
+        int err = errno;
+        if (!atomic_exchange(&j->failed, 1))
+            snprintf(j->error, sizeof j->error, "cannot remove '%s/%s': %s", j->path, j->names[i],
+                     err == EISDIR ? "it is a folder (zgpt only removes files here)" : strerror(err));
+    }
+    return NULL;
+}
+
+int zg_dir_remove_files(const char *path, int threads, uint64_t *bytes) {
     /* O_NOFOLLOW: a link at `path` (even one swapped in after a check) is never opened as a folder */
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -101,21 +127,36 @@ int zg_dir_remove_flat(const char *path) {
         close(fd);
         return zg_errorf("cannot open '%s': %s", path, strerror(e));
     }
-    int rc = 0;
+    unlink_job j;
+    memset(&j, 0, sizeof j);
+    j.dfd = dirfd(d);
+    j.path = path;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        /* flags 0: unlinkat removes a link as a link; a sub-folder fails with EISDIR and stays */
-        if (unlinkat(dirfd(d), e->d_name, 0) != 0 && rc == 0) {
-            int err = errno;
-            rc = zg_errorf("cannot remove '%s/%s': %s", path, e->d_name,
-                           err == EISDIR ? "it is a folder (zgpt only removes files here)" : strerror(err));
-        }
+        struct stat st;
+        if (bytes && fstatat(j.dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            *bytes += (uint64_t)st.st_size;
+        j.names = zg_realloc(j.names, (size_t)(j.n + 1) * sizeof *j.names);
+        j.names[j.n++] = zg_strdup(e->d_name);
     }
+    enum { MAX_THREADS = 16 };
+    pthread_t th[MAX_THREADS];
+    int started = 0;
+    while (started + 1 < threads && started + 1 < MAX_THREADS && started + 1 < j.n &&
+           pthread_create(&th[started], NULL, unlinker_main, &j) == 0)
+        started++;
+    unlinker_main(&j); /* this thread takes its share too (all of it when no thread started) */
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
     closedir(d);
-    if (rc == 0 && rmdir(path) != 0 && errno != ENOENT) rc = zg_errorf("cannot remove '%s': %s", path, strerror(errno));
-    return rc;
+    for (int i = 0; i < j.n; i++) free(j.names[i]);
+    free(j.names);
+    if (atomic_load(&j.failed)) return zg_errorf("%s", j.error);
+    if (rmdir(path) != 0 && errno != ENOENT) return zg_errorf("cannot remove '%s': %s", path, strerror(errno));
+    return 0;
 }
+
+int zg_dir_remove_flat(const char *path) { return zg_dir_remove_files(path, 1, NULL); }
 
 int zg_dir_sync(const char *path) {
     int fd = open(path, O_RDONLY | O_DIRECTORY);

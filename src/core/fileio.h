@@ -18,6 +18,10 @@ int zg_dir_make(const char *path);
  * unlinked as a link. 0 when `path` does not exist. A sub-folder is an error (nothing is removed
  * below it). This is the one way zgpt deletes a folder. */
 int zg_dir_remove_flat(const char *path);
+/* The same, with the files unlinked by `threads` threads (the caller's among them), and the sizes of
+ * the plain files removed added to *bytes (when non-NULL): a file system frees a file's blocks inside
+ * its unlink, so the files of a folder of large ones go side by side. */
+int zg_dir_remove_files(const char *path, int threads, uint64_t *bytes);
 /* 1 when `path` is a symbolic link (not followed); its target into target[cap] when non-NULL. */
 int zg_path_is_link(const char *path, char *target, size_t cap);
 /* fsync a directory so a rename inside it is durable. */

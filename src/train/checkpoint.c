@@ -102,34 +102,52 @@ static int swap_into_place(const char *stage, const char *final, const char *out
     return zg_dir_sync(out_dir);
 }
 
-static char *stage_path(const char *out_dir, const char *tag) {
-    size_t n = strlen(tag) + 16;
+/* out_dir/<prefix><tag>: the hidden names of a tag's folder while it is written (.partial.) or deleted
+ * (.trash.); no tag starts with '.'. */
+static char *hidden_path(const char *out_dir, const char *prefix, const char *tag) {
+    size_t n = strlen(prefix) + strlen(tag) + 1;
     char *name = zg_malloc(n);
-    snprintf(name, n, ".partial.%s", tag);
+    snprintf(name, n, "%s%s", prefix, tag);
     char *p = zg_path_join(out_dir, name);
     free(name);
     return p;
 }
+static char *stage_path(const char *out_dir, const char *tag) { return hidden_path(out_dir, ".partial.", tag); }
 
 static int read_latest(const char *out_dir, char *tag, size_t cap);
 
+/* The hidden name a tag folder takes while it is deleted: .trash.<name> (docs/FORMATS.md). `latest`,
+ * the tag listings and loads never see it; the next start removes one that a crash left
+ * (zg_ckpt_out_dir_tidy). Its files go on several threads: the file system frees a file's blocks inside
+ * its unlink (seconds for a shard of gigabytes), and a sharded checkpoint has a file per rank. */
+enum { ZG_CKPT_UNLINK_THREADS = 8 };
+static char *trash_path(const char *out_dir, const char *tag) { return hidden_path(out_dir, ".trash.", tag); }
+
 /* Removes out_dir/<name> so that no crash midway leaves a <name> folder holding only some of its files:
- * it is first renamed to the staging name .partial.<name> (which the next start removes), then emptied.
- * A link or a plain file is removed as itself (never followed). */
-static int remove_tag_folder(const char *out_dir, const char *name) {
-    char *p = zg_path_join(out_dir, name), *stage = stage_path(out_dir, name);
+ * it is first renamed to its trash name .trash.<name> (one rename, the folder synced: the tag is gone
+ * at once), then its files are unlinked in parallel. A link or a plain file is removed as itself
+ * (never followed). *bytes (when non-NULL): the bytes removed. Test hook: ZGPT_TEST_DELETE_DELAY_MS=D
+ * sleeps D ms between the rename and the unlinks, so that a test can kill a run in the middle. */
+static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *bytes) {
+    char *p = zg_path_join(out_dir, name), *trash = trash_path(out_dir, name);
     struct stat st;
     int rc = 0;
     if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-        rc = zg_dir_remove_flat(stage);
-        if (rc == 0 && rename(p, stage) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
+        rc = zg_dir_remove_flat(trash); /* a leftover of the same name (an earlier crash) */
+        if (rc == 0 && rename(p, trash) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
         if (rc == 0) rc = zg_dir_sync(out_dir);
-        if (rc == 0) rc = zg_dir_remove_flat(stage);
+        const char *delay = getenv("ZGPT_TEST_DELETE_DELAY_MS");
+        if (rc == 0 && delay && *delay) {
+            long ms = strtol(delay, NULL, 10);
+            struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+            while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+        }
+        if (rc == 0) rc = zg_dir_remove_files(trash, ZG_CKPT_UNLINK_THREADS, bytes);
     } else {
         rc = zg_dir_remove_flat(p);
     }
     free(p);
-    free(stage);
+    free(trash);
     return rc;
 }
 
@@ -522,6 +540,11 @@ int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o) {
     return 0;
 }
 
+void *zg_ckpt_snapshot_lend(const zg_ckpt_snapshot *s, size_t *bytes) {
+    *bytes = s->block && !s->reserving ? zg_ckpt_io_round_up(ZG_CKPT_HEADER_BYTES + s->cap * sizeof(float)) : 0;
+    return *bytes ? s->image : NULL;
+}
+
 int zg_ckpt_snapshot_ready(const zg_ckpt_snapshot *s) {
     return !s->copied || s->be->ops->event_query(s->be, s->copied);
 }
@@ -638,7 +661,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
         char cur[256];
         int published = read_latest(w->out_dir, cur, sizeof cur) == 0 && strcmp(cur, w->tag) == 0;
         zg_error_prefix("checkpoint '%s' was written but 'latest' could not be updated", w->final_dir);
-        if (!published) remove_tag_folder(w->out_dir, w->tag);
+        if (!published) remove_tag_folder(w->out_dir, w->tag, NULL);
         rc = -1;
     }
     if (rc != 0) {
@@ -734,7 +757,7 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
+int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how) {
     char latest[256] = "";
     if (read_latest(out_dir, latest, sizeof latest) != 0) zg_error_clear();
     DIR *d = opendir(out_dir);
@@ -758,15 +781,26 @@ int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
         char tag[64];
         snprintf(tag, sizeof tag, "iter_%lld", (long long)iters[i]);
         if (strcmp(tag, latest) == 0) continue;
-        if (remove_tag_folder(out_dir, tag) != 0) rc = -1;
+        uint64_t bytes = 0;
+        double t0 = zg_now_s();
+        if (remove_tag_folder(out_dir, tag, &bytes) != 0) {
+            rc = -1;
+        } else if (log) { /* one line, one call: whole even beside the training thread's lines */
+            fprintf(log, "checkpoint: removed %s (%.2f GB) in %.2f s, %s\n", tag, bytes / 1e9, zg_now_s() - t0, how);
+            fflush(log);
+        }
     }
     free(iters);
     return rc;
 }
 
+int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
+    return zg_ckpt_retain_log(out_dir, keep_last_k, NULL, NULL);
+}
+
 static void *retainer_main(void *arg) {
     zg_ckpt_retainer *r = arg;
-    r->rc = zg_ckpt_retain(r->out_dir, r->keep_last_k);
+    r->rc = zg_ckpt_retain_log(r->out_dir, r->keep_last_k, r->log, "on a thread");
     if (r->rc != 0) snprintf(r->error, sizeof r->error, "%s", zg_error_message()); /* errors are per thread */
     return NULL;
 }
@@ -791,7 +825,7 @@ int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t kee
     r->error[0] = '\0';
     if (pthread_create(&r->thread, NULL, retainer_main, r) == 0)
         r->running = 1;
-    else if (zg_ckpt_retain(out_dir, keep_last_k) != 0)
+    else if (zg_ckpt_retain_log(out_dir, keep_last_k, r->log, "on the training thread (no thread could start)") != 0)
         return -1;
     return prev[0] ? zg_errorf("%s", prev) : 0;
 }
@@ -805,7 +839,7 @@ static int managed_name(const char *n) {
     static const char *const fixed[] = {"latest", "best", "final", "metrics.jsonl", ".lock"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         if (strcmp(n, fixed[i]) == 0) return 1;
-    return strncmp(n, "iter_", 5) == 0 || strncmp(n, ".partial.", 9) == 0;
+    return strncmp(n, "iter_", 5) == 0 || strncmp(n, ".partial.", 9) == 0 || strncmp(n, ".trash.", 7) == 0;
 }
 
 int zg_ckpt_out_dir_check(const char *out_dir) {
@@ -852,7 +886,8 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         const char *n = e->d_name, *dot;
-        int stale = strncmp(n, ".partial.", 9) == 0;
+        /* staging folders, and folders a deletion had moved aside when the run stopped (.trash.<tag>) */
+        int flat = strncmp(n, ".partial.", 9) == 0 || strncmp(n, ".trash.", 7) == 0, stale = flat;
         /* zg_atomic_file temporaries: <name>.tmp.<pid> */
         if (!stale && (strncmp(n, "latest.tmp.", 11) == 0 || strncmp(n, "metrics.jsonl.tmp.", 18) == 0))
             stale = is_number(strrchr(n, '.') + 1);
@@ -875,7 +910,7 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             free(p);
             continue;
         }
-        if ((strncmp(n, ".partial.", 9) == 0 ? zg_dir_remove_flat(p) : remove_tag_folder(out_dir, n)) != 0)
+        if ((flat ? zg_dir_remove_files(p, ZG_CKPT_UNLINK_THREADS, NULL) : remove_tag_folder(out_dir, n, NULL)) != 0)
             rc = -1;
         else
             report_add(report, cap, n);
@@ -1217,6 +1252,7 @@ static int read_shard_part(const zg_ckpt *c, const zg_ckpt_shard *s, int which, 
 typedef struct {
     uint64_t off, n;
     void *dst;
+    int which; /* the array: 0 master, 1 m, 2 v */
 } read_sink;
 
 /* The length of the piece at file offset p of a read that ends at ahi. */
@@ -1232,16 +1268,26 @@ static void piece_start(zg_ckpt_io_read_job *j, int fd, const char *path, unsign
     zg_ckpt_io_read_start(j, fd, path, buf, p, len, (size_t)(need_end - p), mode, next);
 }
 
+/* Staging buffers of a pipelined read: RING_DEPTH pieces, RING_DEPTH - 1 of them read at once (by
+ * several threads each) while the oldest is hashed and uploaded: a piece's read starts as soon as a
+ * buffer is free, not when the one before has been joined (one piece's slowest thread no longer idles
+ * the others). */
+enum { RING_DEPTH = 3 };
+
 /* Reads file bytes [lo, hi) and sends the parts the sinks name to backend memory: several threads read
- * a piece into one of two host staging buffers while the previous piece uploads on the copy stream
- * (and is hashed into h when non-NULL, in file order). Returns after the uploads have landed. be NULL:
- * the sinks are host memory and nothing calls a backend (a thread other than the one that drives it
- * may read so: the deferred read of Adam's moments). The read strategy is ZGPT_CKPT_READ's
- * (src/train/ckpt_io.h: buffered by default; direct reads whole aligned blocks around [lo, hi)). */
+ * pieces into host staging buffers while the pieces before upload on the copy stream (and are hashed
+ * into h when non-NULL, in file order). Returns after the uploads have landed. be NULL: the sinks are
+ * host memory and nothing calls a backend (a thread other than the one that drives it may read so: the
+ * deferred read of Adam's moments). image non-NULL: host memory for the file's bytes from lo0 = lo
+ * rounded down to ZG_CKPT_IO_ALIGN, byte X at image + (X - lo0) (aligned, readable up to the rounded-up
+ * end of [lo, hi)): the pieces are read straight into it, no staging, no copies (the sinks unused). *upload_wait (when non-NULL)
+ * gains the seconds spent waiting for uploads to land before a buffer was refilled. The read strategy
+ * is ZGPT_CKPT_READ's (src/train/ckpt_io.h; direct reads whole aligned blocks around [lo, hi)). */
 static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
-                          const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog) {
+                          const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog, unsigned char *image,
+                          double *upload_wait) {
     if (hi <= lo) return 0;
-    if (!be) dst_host = 1;
+    if (!be || image) dst_host = 1;
     zg_ckpt_read_mode mode;
     uint64_t size;
     if (zg_ckpt_read_mode_from_env(&mode) != 0) return -1;
@@ -1253,12 +1299,12 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     uint64_t ahi = direct ? zg_ckpt_io_round_up((size_t)hi) : hi;
     size_t piece = ahi - alo < zg_ckpt_read_piece(mode) ? (size_t)(ahi - alo) : zg_ckpt_read_piece(mode);
     size_t slack = direct ? ZG_CKPT_IO_ALIGN : 0;
-    void *block[2] = {NULL, NULL};
-    unsigned char *stage[2] = {NULL, NULL};
-    zg_event *ev[2] = {NULL, NULL};
+    void *block[RING_DEPTH] = {NULL};
+    unsigned char *stage[RING_DEPTH] = {NULL};
+    zg_event *ev[RING_DEPTH] = {NULL};
     int rc = 0;
-    for (int k = 0; k < 2 && rc == 0; k++) {
-        if (!be) {
+    for (int k = 0; k < RING_DEPTH && rc == 0 && !image; k++) {
+        if (dst_host) {
             block[k] = malloc(piece + slack);
             if (!block[k]) rc = zg_errorf("out of host memory for a checkpoint read buffer of %zu bytes", piece);
         } else {
@@ -1266,47 +1312,68 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
             ev[k] = be->ops->event_create(be);
             if (!block[k]) rc = -1;
         }
-        if (block[k]) stage[k] = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)block[k]);
-        if (block[k] && !direct) stage[k] = block[k];
+        if (block[k]) stage[k] = direct ? (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)block[k]) : block[k];
     }
-    zg_ckpt_io_read_job job[2];
-    int k = 0;
-    if (rc == 0) {
-        if (be) { /* the uploads land after what the compute stream has queued (the state's initialisation) */
-            be->ops->event_record(be, ev[1], ZG_STREAM_COMPUTE);
-            be->ops->stream_wait(be, ZG_STREAM_COPY, ev[1]);
+    /* the buffer piece i is read into: its place in the image, or staging buffer i % RING_DEPTH */
+    uint64_t lo0 = lo / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN;
+#define PIECE_BUF(i, p) (image ? image + ((p)-lo0) : stage[(i) % RING_DEPTH])
+    zg_ckpt_io_read_job job[RING_DEPTH];
+    uint64_t next = alo;              /* the next piece to start reading */
+    size_t started = 0;               /* pieces started so far */
+    if (rc == 0 && be && !dst_host) { /* the uploads land after what the compute stream has queued (the state's
+                                       * initialisation) */
+        be->ops->event_record(be, ev[0], ZG_STREAM_COMPUTE);
+        be->ops->stream_wait(be, ZG_STREAM_COPY, ev[0]);
+    }
+    size_t i = 0;
+    for (uint64_t p = alo; rc == 0 && p < ahi; p += piece, i++) {
+        /* keep RING_DEPTH - 1 pieces in flight: a buffer is refilled once its previous upload has landed */
+        while (rc == 0 && next < ahi && started < i + RING_DEPTH - 1) {
+            int b = (int)(started % RING_DEPTH);
+            if (ev[b]) {
+                double t0 = zg_now_s();
+                be->ops->event_synchronize(be, ev[b]);
+                if (upload_wait) *upload_wait += zg_now_s() - t0;
+            }
+            piece_start(&job[b], fd, path, PIECE_BUF(started, next), next, hi, ahi, piece, mode);
+            next += piece_len(next, ahi, piece);
+            started++;
         }
-        piece_start(&job[0], fd, path, stage[0], alo, hi, ahi, piece, mode);
-    }
-    for (uint64_t p = alo; rc == 0 && p < ahi; p += piece, k ^= 1) {
+        int k = (int)(i % RING_DEPTH);
         uint64_t q = p + piece_len(p, ahi, piece);
-        if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) break;
-        if (q < ahi) { /* the next piece into the other buffer, once its previous upload has landed */
-            if (be) be->ops->event_synchronize(be, ev[k ^ 1]);
-            piece_start(&job[k ^ 1], fd, path, stage[k ^ 1], q, hi, ahi, piece, mode);
+        if ((rc = zg_ckpt_io_read_wait(&job[k])) != 0) {
+            started = i + 1; /* this one is joined: the others below */
+            break;
         }
+        unsigned char *buf = PIECE_BUF(i, p);
         uint64_t ulo = p > lo ? p : lo, uhi = q < hi ? q : hi; /* the piece's bytes inside [lo, hi) */
-        if (h && ulo < uhi) zg_hasher_update(h, stage[k] + (ulo - p), (size_t)(uhi - ulo));
-        for (int i = 0; i < n_sinks; i++) {
-            uint64_t a = sinks[i].off > ulo ? sinks[i].off : ulo,
-                     b = sinks[i].off + sinks[i].n < uhi ? sinks[i].off + sinks[i].n : uhi;
+        if (h && ulo < uhi) zg_hasher_update(h, buf + (ulo - p), (size_t)(uhi - ulo));
+        for (int s = 0; s < n_sinks && !image; s++) {
+            uint64_t a = sinks[s].off > ulo ? sinks[s].off : ulo,
+                     b = sinks[s].off + sinks[s].n < uhi ? sinks[s].off + sinks[s].n : uhi;
             if (a >= b) continue;
-            if (dst_host) /* ZeRO-Offload: the state lives in host memory */
-                memcpy((unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p), (size_t)(b - a));
+            if (dst_host) /* ZeRO-Offload (the state lives in host memory), or the moments' host copy */
+                memcpy((unsigned char *)sinks[s].dst + (a - sinks[s].off), buf + (a - p), (size_t)(b - a));
             else
-                be->ops->copy_async(be, (unsigned char *)sinks[i].dst + (a - sinks[i].off), stage[k] + (a - p),
+                be->ops->copy_async(be, (unsigned char *)sinks[s].dst + (a - sinks[s].off), buf + (a - p),
                                     (size_t)(b - a), ZG_COPY_H2D);
             if (prog) zg_progress_update(prog, prog->done + (b - a));
         }
-        if (be) be->ops->event_record(be, ev[k], ZG_STREAM_COPY);
+        if (ev[k]) be->ops->event_record(be, ev[k], ZG_STREAM_COPY);
     }
-    for (k = 0; k < 2; k++) {
-        if (!be) {
+#undef PIECE_BUF
+    /* an error: the reads still in flight are joined before their buffers go */
+    for (size_t j = i + 1; j < started; j++)
+        if (zg_ckpt_io_read_wait(&job[j % RING_DEPTH]) != 0) zg_error_clear();
+    for (int k = 0; k < RING_DEPTH; k++) {
+        if (dst_host) {
             free(block[k]);
             continue;
         }
         if (ev[k]) {
+            double t0 = zg_now_s();
             be->ops->event_synchronize(be, ev[k]);
+            if (upload_wait) *upload_wait += zg_now_s() - t0;
             be->ops->event_destroy(be, ev[k]);
         }
         be->ops->host_free(be, block[k]);
@@ -1346,7 +1413,8 @@ static void moments_add_job(zg_ckpt_moments *mo, const char *path, uint64_t lo, 
 /* Reads the optimizer's range. mo NULL: everything now. Otherwise the master (and a shard's header)
  * now, and Adam's m and v ranges become jobs of mo, read later by its thread into host memory (the
  * whole-file checksum goes on from where the master's read left it). */
-static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo, float *m_dst, float *v_dst) {
+static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo, double *upload_wait) {
+    float *m_dst = o->m, *v_dst = o->v;
     if (c->n_shards == 0) return zg_errorf("checkpoint '%s' holds no optimizer state", c->dir);
     size_t n = o->end - o->begin;
     /* Coverage: every element of the range must be in some shard (shards do not overlap). */
@@ -1392,6 +1460,7 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
             if (!dst[which]) continue;
             sinks[k].off = ZG_CKPT_HEADER_BYTES + ((uint64_t)slot * sn + (a - s->begin)) * sizeof(float);
             sinks[k].n = (b - a) * sizeof(float);
+            sinks[k].which = which;
             sinks[k++].dst = dst[which];
             if (which == 0 || !mo) k_now = k;
         }
@@ -1403,7 +1472,7 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
         if (whole && mo) { /* the master's part now, hashed; the thread hashes on from there */
             zg_hasher h;
             zg_hasher_init(&h);
-            rc = read_pipelined(path, o->be, o->host, 0, split, sinks, k_now, &h, &prog);
+            rc = read_pipelined(path, o->be, o->host, 0, split, sinks, k_now, &h, &prog, NULL, upload_wait);
             if (rc == 0)
                 moments_add_job(mo, path, split, f->size, sinks + k_now, k - k_now, &h, f->xxh3);
             else
@@ -1411,14 +1480,14 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
         } else if (whole) { /* the whole file in one pass, checksummed on the way */
             zg_hasher h;
             zg_hasher_init(&h);
-            rc = read_pipelined(path, o->be, o->host, 0, f->size, sinks, k, &h, &prog);
+            rc = read_pipelined(path, o->be, o->host, 0, f->size, sinks, k, &h, &prog, NULL, upload_wait);
             uint64_t got = zg_hasher_final(&h);
             if (rc == 0) rc = check_sum(c, f, got);
         } else {
             rc = verify_file(c, s->file);
             for (int q = 0; rc == 0 && q < k_now; q++)
                 rc = read_pipelined(path, o->be, o->host, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL,
-                                    &prog);
+                                    &prog, NULL, upload_wait);
             for (int q = k_now; rc == 0 && q < k; q++)
                 moments_add_job(mo, path, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL, 0);
         }
@@ -1429,21 +1498,70 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
     return rc;
 }
 
-int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) { return read_optimizer(c, o, NULL, o->m, o->v); }
+int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o) { return read_optimizer(c, o, NULL, NULL); }
 
+/* Where the thread puts the moments of device state: in place when the checkpoint holds exactly this
+ * range in one shard (the file's bytes from the moments' first block on, read straight into host memory
+ * laid out as the file: no copy at all), else m then v (copied out of the staging buffers). Sets mo->m_off, mo->v_off (bytes
+ * from the host buffer's start) and returns the bytes the buffer needs. */
+static size_t moments_layout(zg_ckpt_moments *mo) {
+    size_t n = mo->o->end - mo->o->begin, nb = n * sizeof(float);
+    const struct zg_ckpt_moments_job *j = &mo->jobs[0];
+    mo->in_place = mo->n_jobs == 1 && j->hashed && j->n_sinks == 2 && j->sinks[0].which == 1 &&
+                   j->sinks[1].which == 2 && j->sinks[0].dst == (void *)mo->o->m &&
+                   j->sinks[1].dst == (void *)mo->o->v && j->sinks[0].n == nb && j->sinks[1].n == nb &&
+                   j->lo == j->sinks[0].off && j->sinks[1].off == j->sinks[0].off + nb && j->hi == j->sinks[1].off + nb;
+    if (mo->in_place) { /* the buffer holds the file from the moments' first block on */
+        uint64_t lo0 = j->lo / ZG_CKPT_IO_ALIGN * ZG_CKPT_IO_ALIGN;
+        mo->m_off = (size_t)(j->sinks[0].off - lo0);
+        mo->v_off = mo->m_off + nb;
+        return zg_ckpt_io_round_up((size_t)j->hi) - (size_t)lo0;
+    }
+    mo->m_off = 0;
+    mo->v_off = nb;
+    return 2 * nb;
+}
+
+/* One job of the moments (after rc, the jobs before it: a failure skips the read): its range into the
+ * sinks (be NULL: host memory; image: in place), the file's checksum finished and checked. */
+static int moments_read_job(struct zg_ckpt_moments_job *j, int rc, const read_sink *sinks, zg_backend *be,
+                            unsigned char *image, double *upload_wait) {
+    if (rc == 0)
+        rc = read_pipelined(j->path, be, be == NULL, j->lo, j->hi, sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL,
+                            image, upload_wait);
+    if (j->hashed) {
+        uint64_t got = zg_hasher_final(&j->h);
+        j->hashed = 0;
+        if (rc == 0 && got != j->want)
+            rc = zg_errorf("checkpoint file '%s' fails its checksum (corrupt; use another checkpoint)", j->path);
+    }
+    return rc;
+}
+
+/* The thread: the host buffer (its own, when none was lent: host_alloc may run on any thread), then
+ * each job read into it and checksummed. No other backend call. */
 static void *moments_main(void *arg) {
     zg_ckpt_moments *mo = arg;
     int rc = 0;
+    if (mo->alloc_bytes) {
+        mo->own_block = mo->o->be->ops->host_alloc(mo->o->be, mo->alloc_bytes, 1, "the resume's Adam moments");
+        if (!mo->own_block)
+            rc = -1;
+        else
+            mo->image = (unsigned char *)zg_ckpt_io_round_up((size_t)(uintptr_t)mo->own_block);
+    }
     for (int i = 0; i < mo->n_jobs; i++) {
         struct zg_ckpt_moments_job *j = &mo->jobs[i];
-        if (rc == 0)
-            rc = read_pipelined(j->path, NULL, 1, j->lo, j->hi, j->sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL);
-        if (j->hashed) {
-            uint64_t got = zg_hasher_final(&j->h);
-            j->hashed = 0;
-            if (rc == 0 && got != j->want)
-                rc = zg_errorf("checkpoint file '%s' fails its checksum (corrupt; use another checkpoint)", j->path);
+        read_sink sinks[2];
+        for (int k = 0; k < j->n_sinks; k++) { /* device state: into the host buffer, uploaded by wait */
+            sinks[k] = j->sinks[k];
+            if (!mo->o->host && mo->image) {
+                const float *dev = sinks[k].which == 1 ? mo->o->m : mo->o->v;
+                size_t at = (size_t)((const float *)j->sinks[k].dst - dev) * sizeof(float);
+                sinks[k].dst = mo->image + (sinks[k].which == 1 ? mo->m_off : mo->v_off) + at;
+            }
         }
+        rc = moments_read_job(j, rc, sinks, NULL, mo->in_place ? mo->image : NULL, NULL);
     }
     mo->rc = rc;
     if (rc != 0) snprintf(mo->error, sizeof mo->error, "%s", zg_error_message()); /* errors are per thread */
@@ -1459,48 +1577,75 @@ int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_m
     mo->read_mode = zg_ckpt_read_mode_name(mode);
     size_t n = o->end - o->begin;
     mo->bytes = (uint64_t)n * 2 * sizeof(float);
-    float *m_dst = o->m, *v_dst = o->v;
-    if (!o->host && n > 0) { /* device state: the moments land in host memory first, uploaded by wait */
-        uint64_t avail = zg_host_mem_available();
-        mo->host = mo->bytes <= avail ? malloc(mo->bytes) : NULL;
-        if (!mo->host) { /* all now, as before */
-            mo->sync_reason = "host memory cannot hold them";
-            int rc = zg_ckpt_read_optimizer(c, o);
-            mo->t_params = mo->t_done = zg_now_s();
-            return rc;
-        }
-        m_dst = mo->host;
-        v_dst = mo->host + n;
-    }
-    int rc = read_optimizer(c, o, mo, m_dst, v_dst);
-    mo->t_params = zg_now_s();
-    if (rc == 0 && mo->n_jobs > 0) {
-        int e = pthread_create(&mo->thread, NULL, moments_main, mo);
-        if (e == 0)
-            mo->running = 1;
-        else
-            moments_main(mo); /* no thread: read them now */
-    } else {
-        mo->t_done = mo->t_params;
-    }
+    int rc = read_optimizer(c, o, mo, &mo->master_upload_wait);
+    mo->t_params = mo->t_done = zg_now_s();
     if (rc != 0) zg_ckpt_moments_free(mo);
     return rc;
 }
 
+int zg_ckpt_moments_start(zg_ckpt_moments *mo, void *lend, size_t lend_bytes) {
+    if (mo->n_jobs == 0 || mo->started) return 0;
+    mo->started = 1;
+    mo->t_start = zg_now_s();
+    zg_optimizer *o = mo->o;
+    if (!o->host) {
+        size_t need = moments_layout(mo);
+        if (lend && (uintptr_t)lend % ZG_CKPT_IO_ALIGN == 0 && lend_bytes >= need) {
+            mo->image = lend;
+            mo->where = "the checkpoint snapshot's host memory";
+        } else if ((uint64_t)need + ZG_CKPT_IO_ALIGN <= zg_host_mem_available()) {
+            mo->alloc_bytes = need + ZG_CKPT_IO_ALIGN; /* allocated by the thread */
+            mo->where = "host memory of their own";
+        } else { /* no room for a host copy: read now, uploaded through the staging buffers as the master was */
+            mo->sync_reason = "host memory cannot hold them";
+            int rc = 0;
+            for (int i = 0; i < mo->n_jobs; i++)
+                rc = moments_read_job(&mo->jobs[i], rc, mo->jobs[i].sinks, o->be, NULL, &mo->upload_s);
+            mo->rc = rc;
+            if (rc != 0) snprintf(mo->error, sizeof mo->error, "%s", zg_error_message());
+            zg_error_clear();
+            mo->t_done = zg_now_s();
+            return 0;
+        }
+    } else {
+        mo->where = "the host optimizer state (ZeRO-Offload)";
+    }
+    int e = pthread_create(&mo->thread, NULL, moments_main, mo);
+    if (e == 0)
+        mo->running = 1;
+    else
+        moments_main(mo); /* no thread: read them now */
+    return 0;
+}
+
 int zg_ckpt_moments_wait(zg_ckpt_moments *mo) {
+    if (zg_ckpt_moments_start(mo, NULL, 0) != 0) return -1; /* never started: read now */
     if (mo->running) {
         int e = pthread_join(mo->thread, NULL);
         if (e != 0) ZG_FATAL("joining the checkpoint reader thread failed: %s", strerror(e));
         mo->running = 0;
     }
     if (mo->rc != 0) return zg_errorf("%s", mo->error);
-    if (mo->host) { /* ordered on the compute stream: before the update that reads them */
-        zg_optimizer *o = mo->o;
-        size_t n = o->end - o->begin;
-        o->be->ops->upload(o->be, o->m, mo->host, n * sizeof(float));
-        o->be->ops->upload(o->be, o->v, mo->host + n, n * sizeof(float));
-        free(mo->host);
-        mo->host = NULL;
+    zg_optimizer *o = mo->o;
+    if (mo->image && !o->host) {
+        /* Verified: uploaded from host memory that is pinned (the snapshot's, or the thread's host_alloc)
+         * on the copy stream; the host waits for it here, so the update queued next reads them. */
+        zg_backend *be = o->be;
+        size_t nb = (o->end - o->begin) * sizeof(float);
+        double t0 = zg_now_s();
+        zg_event *ev = be->ops->event_create(be);
+        be->ops->copy_async(be, o->m, mo->image + mo->m_off, nb, ZG_COPY_H2D);
+        be->ops->copy_async(be, o->v, mo->image + mo->v_off, nb, ZG_COPY_H2D);
+        be->ops->event_record(be, ev, ZG_STREAM_COPY);
+        be->ops->event_synchronize(be, ev);
+        be->ops->event_destroy(be, ev);
+        mo->upload_s = zg_now_s() - t0;
+        mo->image = NULL; /* a lent buffer is the lender's again */
+    }
+    mo->t_ready = zg_now_s();
+    if (mo->own_block) {
+        o->be->ops->host_free(o->be, mo->own_block);
+        mo->own_block = NULL;
     }
     return 0;
 }
@@ -1515,9 +1660,10 @@ void zg_ckpt_moments_free(zg_ckpt_moments *mo) {
         free(mo->jobs[i].path);
     }
     free(mo->jobs);
-    free(mo->host);
+    if (mo->own_block) mo->o->be->ops->host_free(mo->o->be, mo->own_block);
+    mo->own_block = NULL;
+    mo->image = NULL;
     mo->jobs = NULL;
-    mo->host = NULL;
     mo->n_jobs = 0;
 }
 

@@ -23,7 +23,9 @@
  * call, a slow disk, so that a test can kill a run in the middle of a background save;
  * ZGPT_TEST_HOST_AVAILABLE_BYTES=N replaces MemAvailable, which a host snapshot is checked against;
  * ZGPT_TEST_RESERVE_DELAY_MS=D makes the snapshot's reservation thread sleep D ms first, so that a save
- * comes before the reservation is done.
+ * comes before the reservation is done; ZGPT_TEST_DELETE_DELAY_MS=D makes a deletion (retention) sleep
+ * D ms after its folder was renamed to .trash.<tag> and before its files go, so that a test can kill a
+ * run in the middle of a deletion.
  * ZGPT_CKPT_IO=buffered turns direct I/O off for the shard files (src/train/ckpt_io.h). */
 #ifndef ZG_TRAIN_CHECKPOINT_H
 #define ZG_TRAIN_CHECKPOINT_H
@@ -35,6 +37,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define ZG_CKPT_MODEL_MAGIC "ZGPTCKPT"
 #define ZG_CKPT_OPTIM_MAGIC "ZGPTOPTS"
@@ -120,6 +123,10 @@ int zg_ckpt_snapshot_reserve_finished(zg_ckpt_snapshot *s);
 /* Joins the reservation in flight (blocking until it is done): 0 and s holds the buffer, or -1 with its
  * error (host memory cannot hold the snapshot; s is empty). *took: the seconds the thread spent. */
 int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took);
+/* The snapshot's host buffer, idle until the first save, lent to a resume's read of Adam's moments
+ * (zg_ckpt_moments_start): its aligned start and the bytes readable from it in *bytes; NULL when s holds
+ * no buffer (not reserved, or still reserving: join it first). */
+void *zg_ckpt_snapshot_lend(const zg_ckpt_snapshot *s, size_t *bytes);
 /* Host memory a snapshot of n optimizer elements takes (has_master: 3 arrays, else 2). */
 size_t zg_ckpt_snapshot_bytes(size_t n, int has_master);
 /* 1 once the copies of the last take have landed (never blocks); wait blocks until they have. Call
@@ -147,19 +154,25 @@ void zg_ckpt_writer_abort(zg_ckpt_writer *w);
 int zg_ckpt_link(const char *out_dir, const char *src_tag, const char *dst_tag);
 /* Atomically points out_dir/latest at tag. */
 int zg_ckpt_set_latest(const char *out_dir, const char *tag);
-/* Deletes iter_N folders except the newest keep_last_k and the one `latest` names. */
+/* Deletes iter_N folders except the newest keep_last_k and the one `latest` names. Each goes to its
+ * trash name .trash.<tag> first (one rename: the tag is gone at once), then its files are unlinked by
+ * several threads. */
 int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k);
+/* The same, with one line per folder removed on `log` (when non-NULL): "checkpoint: removed iter_20
+ * (18.69 GB) in 0.40 s, <how>". */
+int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how);
 
 /* zg_ckpt_retain on a thread of its own, so that training goes on while old checkpoints are deleted:
  * unlinking GPT-2 XL's 18.7 GB checkpoint held the training thread ~6 s on the H200 host's disk (v0.13).
  * Each folder is still moved aside (one rename, the folder synced) before its files go, so a crash at
- * any moment leaves either the whole checkpoint or a .partial.<tag> folder the next start removes.
+ * any moment leaves either the whole checkpoint or a .trash.<tag> folder the next start removes.
  * One at a time: start waits for the previous one. */
 typedef struct {
     pthread_t thread;
     int running;
     char out_dir[512];
     int64_t keep_last_k;
+    FILE *log; /* each deletion's line (zg_ckpt_retain_log); NULL: quiet */
     int rc;
     char error[512];
 } zg_ckpt_retainer;
@@ -170,13 +183,14 @@ int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t kee
 int zg_ckpt_retainer_wait(zg_ckpt_retainer *r);
 
 /* Before a run writes into out_dir (and holds its lock): -1 with an error naming the entry when
- * something zgpt writes or deletes there (latest, best, final, iter_N, metrics.jsonl, .partial.*) is a
- * symbolic link: zgpt never writes or deletes through a link it did not create. */
+ * something zgpt writes or deletes there (latest, best, final, iter_N, metrics.jsonl, .partial.*,
+ * .trash.*) is a symbolic link: zgpt never writes or deletes through a link it did not create. */
 int zg_ckpt_out_dir_check(const char *out_dir);
 /* Removes what an interrupted run left in out_dir (only while holding its lock): staging folders
- * (.partial.*), temporary files (latest.tmp.*, metrics.jsonl.tmp.*), folders moved aside (<tag>.old),
- * and iter_N folders newer than the one `latest` names (complete but never published). Each removal
- * is named in `report` (cap bytes, "" when nothing was removed). */
+ * (.partial.*), folders a deletion had moved aside (.trash.*), temporary files (latest.tmp.*,
+ * metrics.jsonl.tmp.*), folders moved aside (<tag>.old), and iter_N folders newer than the one
+ * `latest` names (complete but never published). Each removal is named in `report` (cap bytes, ""
+ * when nothing was removed). */
 int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap);
 /* The iteration a checkpoint folder's state.json records; -1 when it has none (or is not complete). */
 int64_t zg_ckpt_folder_iter(const char *dir);
@@ -220,30 +234,46 @@ int zg_ckpt_read_model(const zg_ckpt *c, float *params_host);
  * read a range into one of two host staging buffers while the other uploads on the copy stream; a
  * shard read whole is checksummed on the way. */
 int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o);
-/* Resume without waiting for all of the optimizer state: what the forward needs (the fp32 master when
- * o has one, and the step) is read now, as zg_ckpt_read_optimizer reads it; Adam's m and v (two thirds
- * of a mixed-precision checkpoint) are read by a thread into host memory (o->host: into o->m, o->v
- * directly), checksummed on the way, while training runs its first forward and backward passes.
- * zg_ckpt_moments_wait, on the thread that drives the backend and before the first update, waits for
- * the thread and uploads them; -1 with the error (a shard that fails its checksum, a read error): the
- * state is then not to be used. Where host memory cannot hold them, everything is read now
- * (sync_reason says why). The thread reads files only (no backend call); c may be closed meanwhile. */
+/* Resume without waiting for all of the optimizer state: zg_ckpt_read_optimizer_deferred reads what the
+ * forward needs now (the fp32 master when o has one, and the step), as zg_ckpt_read_optimizer reads it;
+ * zg_ckpt_moments_start then starts a thread that reads Adam's m and v (two thirds of a mixed-precision
+ * checkpoint) into host memory, checksummed on the way, while training runs its first forward and
+ * backward passes. Device state: the thread reads into `lend` (host memory lent until wait, aligned to
+ * ZG_CKPT_IO_ALIGN: the checkpoint snapshot's pinned buffer, which is idle until the first save) when
+ * its lend_bytes hold them, else into pinned memory it allocates itself (host_alloc; freed by wait);
+ * when one rank's shard is exactly its range, the file's bytes land in place (laid out as the file,
+ * O_DIRECT straight into the buffer: no copy). ZeRO-Offload (o->host): straight into o->m, o->v.
+ * zg_ckpt_moments_wait, on the thread that drives the backend and before the first update, joins the
+ * thread and, once the checksums held, uploads the moments from the pinned buffer (the host waits for
+ * the copies: upload_s); -1 with the error (a shard that fails its checksum, a read error): m and v are
+ * then untouched and the state is not to be used. Where host memory cannot hold them, start reads them
+ * at once through the staging buffers (sync_reason says why). The thread reads files only (its one
+ * backend call is host_alloc, which may run on any thread); c may be closed once deferred returns. */
 struct zg_ckpt_moments_job;
 typedef struct {
     zg_optimizer *o;
-    float *host; /* device state: m then v, uploaded by wait; NULL when o->host */
     struct zg_ckpt_moments_job *jobs;
     int n_jobs;
     pthread_t thread;
-    int running;
+    int running, started;
     int rc;
     char error[1024];
-    const char *sync_reason; /* non-NULL: everything was read at once (why) */
-    double t_params, t_done; /* when the master was in place, when the moments were read (zg_now_s) */
-    uint64_t bytes;          /* the moments' bytes */
-    const char *read_mode;   /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
+    unsigned char *image;                      /* the host buffer the moments are read into (lent, or in own_block) */
+    void *own_block;                           /* host_alloc'ed by the thread when nothing was lent (alloc_bytes) */
+    size_t alloc_bytes;                        /* the thread's allocation; 0 when lent */
+    size_t m_off, v_off;                       /* where m and v lie in image */
+    int in_place;                              /* image is laid out as the shard file (read straight into it) */
+    const char *where;                         /* the host memory they were read into, in words */
+    const char *sync_reason;                   /* non-NULL: everything was read at once (why) */
+    double t_params, t_start, t_done, t_ready; /* master in place, thread started, moments read, uploaded */
+    double master_upload_wait;                 /* the master's read waited this long for its uploads */
+    double upload_s;                           /* wait: the moments' upload from host memory */
+    uint64_t bytes;                            /* the moments' bytes */
+    const char *read_mode;                     /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
 } zg_ckpt_moments;
 int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo);
+/* lend: NULL (or too small) for the thread's own allocation. Returns 0 (a failure surfaces at wait). */
+int zg_ckpt_moments_start(zg_ckpt_moments *mo, void *lend, size_t lend_bytes);
 int zg_ckpt_moments_wait(zg_ckpt_moments *mo);
 /* Joins the thread if it runs (an error path) and frees what mo holds; safe after wait and twice. */
 void zg_ckpt_moments_free(zg_ckpt_moments *mo);

@@ -515,6 +515,7 @@ static void save_published(trainer *tr, const char *tag, int64_t iter, int impro
         fprintf(stderr, "zgpt: warning: %s\n", zg_error_message());
         zg_error_clear();
     }
+    tr->retainer.log = tr->opts->quiet ? NULL : stdout; /* a line per folder removed, from its thread */
     if (root && zg_ckpt_retainer_start(&tr->retainer, out, tr->cfg->keep_last_k) != 0) retention_warn(tr);
 }
 
@@ -573,6 +574,20 @@ static void bg_abandon(trainer *tr) {
         zg_ckpt_writer_release(&tr->bg.w);
 }
 
+static void snapshot_reserved(trainer *tr, int at_save);
+
+/* A resume's Adam moments start being read on a thread once the master is in place: into the checkpoint
+ * snapshot's pinned buffer (reserved from the start of the run and idle until the first save, which
+ * waits for the moments first), joined here when its reservation is still in flight, so that no second
+ * buffer of gigabytes is pinned, and the upload at the first update runs from pinned memory. */
+static void moments_start(trainer *tr) {
+    zg_ckpt_snapshot *s = &tr->bg.snap;
+    if (zg_ckpt_snapshot_reserving(s)) snapshot_reserved(tr, 2);
+    size_t bytes = 0;
+    void *lend = s->be == tr->opt->be ? zg_ckpt_snapshot_lend(s, &bytes) : NULL;
+    (void)zg_ckpt_moments_start(&tr->moments, lend, bytes);
+}
+
 /* A resume's Adam moments, every rank at the same point (the first update, or a save before it): waits
  * for the reading thread and uploads them; a failure on any rank (a shard that fails its checksum) ends
  * the run before anything uses them. */
@@ -583,12 +598,14 @@ static int moments_wait(trainer *tr) {
     int rc = zg_ckpt_moments_wait(&tr->moments);
     double waited = zg_now_s() - t0;
     if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("reading the checkpoint failed on another rank");
-    if (rc == 0 && tr->rank == 0 && !tr->opts->quiet) {
+    if (rc == 0 && tr->rank == 0 && !tr->opts->quiet && !tr->moments.sync_reason) {
         const zg_ckpt_moments *mo = &tr->moments;
-        double read = mo->t_done - mo->t_params, gb = mo->bytes / 1e9;
+        double read = mo->t_done - mo->t_start, gb = mo->bytes / 1e9;
         printf("resume: parameters ready in %.2f s; optimizer state ready in %.2f s (Adam moments %.2f GB read and "
-               "checksummed in the background at %.2f GB/s, %s reads; the first update waited %.2f s for them)\n",
-               mo->t_params - tr->t_start, mo->t_done - tr->t_start, gb, read > 0 ? gb / read : 0.0, mo->read_mode,
+               "checksummed in the background in %.2f s at %.2f GB/s, %s reads, into %s%s; uploaded in %.2f s; the "
+               "first update waited %.2f s for them)\n",
+               mo->t_params - tr->t_start, mo->t_ready - tr->t_start, gb, read, read > 0 ? gb / read : 0.0,
+               mo->read_mode, mo->where ? mo->where : "host memory", mo->in_place ? ", in place" : "", mo->upload_s,
                waited);
     }
     zg_ckpt_moments_free(&tr->moments);
@@ -621,10 +638,11 @@ static int bg_setup(trainer *tr) {
     return 0;
 }
 
-/* Joins the snapshot's reservation (at an iteration boundary once it is done, or at the first save,
- * waiting for it) and reports it once: its time on its thread, and how long training waited. A
- * reservation that failed (host memory cannot hold the snapshot) is said once here; the saves are
- * then synchronous (bg_start tries again at each save, as without the thread). */
+/* Joins the snapshot's reservation (at an iteration boundary once it is done, or at the first save or a
+ * resume's read of the moments (at_save 2), waiting for it) and reports it once: its time on its
+ * thread, and how long training waited. A reservation that failed (host memory cannot hold the
+ * snapshot) is said once here; the saves are then synchronous (bg_start tries again at each save, as
+ * without the thread). */
 static void snapshot_reserved(trainer *tr, int at_save) {
     zg_ckpt_snapshot *s = &tr->bg.snap;
     if (!zg_ckpt_snapshot_reserving(s)) return;
@@ -641,7 +659,9 @@ static void snapshot_reserved(trainer *tr, int at_save) {
                "after the start; ",
                (double)bytes / (1u << 30), strcmp(tr->be->ops->name, "cuda") == 0 ? "pinned" : "plain", took,
                tr->t_reserve - tr->t_start);
-        if (at_save)
+        if (at_save == 2)
+            printf("the resume waited %.2f s for it, to read the Adam moments into it)\n", waited);
+        else if (at_save)
             printf("the first save waited %.2f s for it)\n", waited);
         else
             printf("nothing waited for it)\n");
@@ -1002,10 +1022,12 @@ static int run_loop(trainer *tr, zg_precision prec) {
     /* the end (finished, early-stopped or interrupted): the weights made current (a delayed update),
      * the save in flight is published, then a checkpoint of the current state unless that was it */
     zg_zero_flush(&tr->zero);
+    double t_end = zg_now_s();
     if (bg_flush(tr) != 0) return -1;
     if (tr->last_saved_iter != tr->iter && tr->iter > start_iter) {
         if (save_checkpoint(tr, prec, 0) != 0 || bg_flush(tr) != 0) return -1;
     }
+    double end_save = zg_now_s() - t_end;
     if (tr->metrics_failed) return zg_errorf("%s; %s", tr->metrics_error, kept_checkpoint(tr).text);
     /* `final` names the checkpoint of the last iteration: the one just saved, or the resumed one when
      * this run had nothing left to do (a crash after `latest` moved but before `final` did) */
@@ -1021,6 +1043,14 @@ static int run_loop(trainer *tr, zg_precision prec) {
         }
         if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not link 'final'");
         if (rc != 0) return -1;
+    }
+    /* keep_last_k holds when the process exits: the deletion the last publication started is waited
+     * for here; the two waits of the end are said apart (the disk's writes, the file system's unlinks) */
+    if (c->save_checkpoints) {
+        double t_ret = zg_now_s();
+        if (tr->rank == 0 && zg_ckpt_retainer_wait(&tr->retainer) != 0) retention_warn(tr);
+        if (tr->rank == 0 && !tr->opts->quiet)
+            printf("end: waited %.2f s for the last save, %.2f s for retention\n", end_save, zg_now_s() - t_ret);
     }
     /* Peak backend memory (device memory on CUDA), the largest over ranks: what must fit per GPU. */
     double peak = (double)be->bytes_peak;
@@ -1242,23 +1272,27 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         double t_read = zg_now_s();
         rc = zg_ckpt_read_optimizer_deferred(&ck, tr.opt, &tr.moments);
         tr.moments_pending = rc == 0;
+        if (rc == 0) moments_start(&tr);
         if (rc == 0 && tr.rank == 0 && !opts->quiet) {
             const zg_ckpt_moments *mo = &tr.moments;
             double gb = (zg_optimizer_state_bytes(tr.opt) - mo->bytes) / 1e9, dt = mo->t_params - t_read;
             if (mo->sync_reason)
                 printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s, %s reads; "
-                       "the Adam moments were read now: %s)\n",
-                       zg_optimizer_state_bytes(tr.opt) / 1e9, dt,
-                       dt > 0 ? zg_optimizer_state_bytes(tr.opt) / 1e9 / dt : 0.0, mo->read_mode, mo->sync_reason);
+                       "upload wait %.2f s; the Adam moments were read now: %s)\n",
+                       zg_optimizer_state_bytes(tr.opt) / 1e9, mo->t_done - t_read,
+                       mo->t_done > t_read ? zg_optimizer_state_bytes(tr.opt) / 1e9 / (mo->t_done - t_read) : 0.0,
+                       mo->read_mode, mo->master_upload_wait + mo->upload_s, mo->sync_reason);
             else if (tr.opt->master)
                 printf(
-                    "resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s, %s reads); the "
-                    "Adam moments (%.2f GB) are read in the background until the first update\n",
-                    gb, dt, dt > 0 ? gb / dt : 0.0, mo->read_mode, mo->bytes / 1e9);
+                    "resume: optimizer master weights %.2f GB read and uploaded in %.2f s (%.2f GB/s, %s reads; upload "
+                    "wait %.2f s); the Adam moments (%.2f GB) are read in the background into %s until the first "
+                    "update\n",
+                    gb, dt, dt > 0 ? gb / dt : 0.0, mo->read_mode, mo->master_upload_wait, mo->bytes / 1e9,
+                    mo->where ? mo->where : "host memory");
             else
-                printf("resume: the Adam moments (%.2f GB) are read in the background until the first update (%s "
-                       "reads)\n",
-                       mo->bytes / 1e9, mo->read_mode);
+                printf("resume: the Adam moments (%.2f GB) are read in the background into %s until the first update "
+                       "(%s reads)\n",
+                       mo->bytes / 1e9, mo->where ? mo->where : "host memory", mo->read_mode);
         }
         /* agreed before the engine's collectives: a rank's shard can fail its checksum here alone (the
          * shards are checksummed as they are read) */

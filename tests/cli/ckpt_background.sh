@@ -13,6 +13,9 @@
 #  b. kill -9 at random moments during background saves (20 trials): `latest` always names a
 #     checkpoint that loads, no iter_N folder is ever published without its manifest, and the run
 #     resumes.
+#  b2. kill -9 while the retention thread deletes an old checkpoint (moved to .trash.<tag>, not yet
+#     emptied): `latest` loads, the trash folder is no tag, and the next run removes it with a note; a
+#     run prints a line per deletion and the end's two waits (the last save, retention).
 #  c. a full disk during a background write: exit 1 with a clear message naming the checkpoint, the
 #     last good checkpoint and `latest` intact, no staging folder left.
 TEST_NAME=ckpt_background
@@ -41,16 +44,19 @@ same_ckpt bg/final half/final
 grep -qE "^checkpoint iter_3: training paused [0-9.]+ s for the snapshot" bg.log || fail "no stall line: $(cat bg.log)"
 grep -qE "^checkpoint iter_3: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s, (direct|buffered) I/O\)" bg.log ||
     fail "no writer line: $(cat bg.log)"
-grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background until the first update" half2.log ||
-    fail "no deferred read of the moments: $(cat half2.log)"
-grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background at [0-9.]+ GB/s, (direct|buffered) reads; the first update waited [0-9.]+ s for them\)" half2.log ||
-    fail "no resume timing: $(cat half2.log)"
+grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update" half2.log ||
+    fail "no deferred read of the moments into the snapshot's buffer: $(cat half2.log)"
+# one rank's shard is its range: the file lands in place in the lent buffer, uploaded from there after the checksum
+grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half2.log ||
+    fail "no in-place read of the moments: $(cat half2.log)"
+grep -qE "the resume waited [0-9.]+ s for it, to read the Adam moments into it" half2.log ||
+    fail "the snapshot's reservation was not joined for the resume: $(cat half2.log)"
 # buffered reads (ZGPT_CKPT_READ=buffered: through the page cache; the default is direct): the same
 # resume, bitwise
 "$ZGPT" train "${T[@]}" --set out_dir=hdir --set max_iters=3 > hdir1.log
 ZGPT_CKPT_READ=buffered "$ZGPT" train "${T[@]}" --set out_dir=hdir --resume > hdir2.log
 grep -q "resuming at iter 3" hdir2.log || fail "buffered reads: did not resume at 3: $(cat hdir2.log)"
-grep -q "GB/s, buffered reads; the first update waited" hdir2.log || fail "ZGPT_CKPT_READ=buffered not used: $(cat hdir2.log)"
+grep -q "GB/s, buffered reads, into " hdir2.log || fail "ZGPT_CKPT_READ=buffered not used: $(cat hdir2.log)"
 diff <(losses bg/metrics.jsonl) <(losses hdir/metrics.jsonl) || fail "resume with buffered reads: losses differ"
 same_ckpt bg/final hdir/final
 # a bad ZGPT_CKPT_READ: refused, naming the value, before anything is read or trained
@@ -168,6 +174,35 @@ done
 [ -f k/latest ] || fail "20 trials and no checkpoint published"
 [ $killed_in_save -ge 5 ] || fail "only $killed_in_save of 20 kills hit a save in progress: the test does not test"
 echo "ok 20 kills -9 ($killed_in_save during a background write): latest ($(cat k/latest)) loads, nothing half-published"
+
+# ---- b2. kill -9 during the deletion of an old checkpoint ---------------------------------------
+# keep_last_k 1: publishing iter_2 deletes iter_1 on the retention thread, which (a test hook) pauses
+# after moving it to .trash.iter_1 and before unlinking its files; the kill lands there. The trash folder
+# is no tag (`latest` and the listings ignore it), `latest` loads, and the next run removes it, saying so.
+D=(--config tiny.json --set out_dir=del --set eval_interval=1 --set eval_iters=1 --set always_save_checkpoint=true
+   --set keep_last_k=1)
+ZGPT_TEST_DELETE_DELAY_MS=60000 "$ZGPT" train "${D[@]}" --set max_iters=100000 > del1.log 2>&1 &
+pid=$!
+for i in $(seq 1 600); do ls -a del 2>/dev/null | grep -q '^\.trash\.iter_' && break; sleep 0.05; done
+trash=$(ls -a del | grep '^\.trash\.iter_' | head -1)
+kill -9 $pid 2>/dev/null || fail "deletion: the run ended by itself: $(tail -3 del1.log)"
+wait $pid 2>/dev/null || true
+[ -n "$trash" ] || fail "deletion: no .trash.iter_N folder appeared: $(ls -a del)"
+[ -d "del/$trash" ] || fail "deletion: $trash is gone before the kill's effect: $(ls -a del)"
+ls del/$trash | grep -q . || fail "deletion: $trash was emptied before the unlinks (the hook): $(ls -a del/$trash)"
+[ ! -e "del/${trash#.trash.}" ] || fail "deletion: ${trash#.trash.} is still published beside its trash"
+case "$(cat del/latest)" in .*) fail "deletion: latest names a hidden folder: $(cat del/latest)" ;; esac
+"$ZGPT" eval --model del --data data --iters 1 > deleval.log 2>&1 || fail "deletion: latest ($(cat del/latest)) does not load: $(cat deleval.log)"
+it=$(cat del/latest); it=${it#iter_}
+"$ZGPT" train "${D[@]}" --set max_iters=$((it + 2)) --resume > del2.log 2>&1 || fail "deletion: resume failed: $(cat del2.log)"
+grep -q "^note: removed what an interrupted run left in del: .*$trash" del2.log || fail "deletion: no note on $trash: $(cat del2.log)"
+[ ! -e "del/$trash" ] || fail "deletion: $trash left after the next run: $(ls -a del)"
+grep -qE "^checkpoint: removed iter_[0-9]+ \([0-9.]+ GB\) in [0-9.]+ s, on a thread$" del2.log ||
+    fail "deletion: no line for a deletion: $(cat del2.log)"
+grep -qE "^end: waited [0-9.]+ s for the last save, [0-9.]+ s for retention$" del2.log ||
+    fail "deletion: no end-of-run waits line: $(cat del2.log)"
+[ "$(ls -d del/iter_* | wc -l)" -eq 1 ] || fail "deletion: keep_last_k 1 not held at the end: $(ls del)"
+echo "ok kill -9 during a deletion: $trash ignored, latest ($it) loads, the next run removed it"
 
 # ---- c. a full disk during a background write --------------------------------------------------
 "$ZGPT" train "${T[@]}" --set out_dir=f0 --set max_iters=3 > /dev/null

@@ -8,6 +8,7 @@
 #include "train/optimizer.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,8 +250,66 @@ static void test_snapshot(void) {
     ZT_CHECK(memcmp(d.master, r.master, n * 4) == 0);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
     ZT_CHECK(memcmp(d.m, r.m, n * 4) == 0 && memcmp(d.v, r.v, n * 4) == 0);
+    ZT_CHECK(mo.alloc_bytes > 0 && !mo.own_block); /* nothing lent: the thread's own buffer, freed by wait */
     zg_ckpt_moments_free(&mo);
     zg_optimizer_free(&d);
+    ZT_CHECK(g_be->host_bytes_in_use == 0);
+    /* lent host memory (the snapshot's buffer, as the trainer lends it): the shard is exactly the range,
+     * so the file lands in place, and the moments are uploaded from there after the checksum, bitwise */
+    zg_ckpt_snapshot ls;
+    memset(&ls, 0, sizeof ls);
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_snapshot_reserve(&ls, &d) == 0);
+    size_t lend_bytes = 0;
+    unsigned char *lend = zg_ckpt_snapshot_lend(&ls, &lend_bytes);
+    ZT_CHECK(lend && (uintptr_t)lend % 4096 == 0 && lend_bytes >= 64 + 3 * n * 4);
+    memset(lend, 0x7f, lend_bytes);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    zg_ckpt_close(&c);
+    ZT_CHECK(zg_ckpt_moments_start(&mo, lend, lend_bytes) == 0);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
+    ZT_CHECK(mo.in_place && mo.alloc_bytes == 0 && mo.upload_s >= 0 && mo.t_ready >= mo.t_done);
+    ZT_CHECK(memcmp(d.master, r.master, n * 4) == 0);
+    ZT_CHECK(memcmp(d.m, r.m, n * 4) == 0 && memcmp(d.v, r.v, n * 4) == 0);
+    ZT_CHECK(memcmp(lend + mo.m_off, r.m, n * 4) == 0); /* read straight into the lent buffer */
+    zg_ckpt_moments_free(&mo);
+    zg_optimizer_free(&d);
+    /* a range that is part of the shard: not in place; m, v copied out of the staging into the lent buffer */
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 5, n - 7, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    zg_ckpt_close(&c);
+    ZT_CHECK(zg_ckpt_moments_start(&mo, lend, lend_bytes) == 0);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
+    ZT_CHECK(!mo.in_place && mo.alloc_bytes == 0);
+    ZT_CHECK(memcmp(d.m, r.m + 5, (n - 12) * 4) == 0 && memcmp(d.v, r.v + 5, (n - 12) * 4) == 0);
+    ZT_CHECK(memcmp(d.master, r.master + 5, (n - 12) * 4) == 0);
+    zg_ckpt_moments_free(&mo);
+    zg_optimizer_free(&d);
+    /* a lent buffer too small: the thread's own */
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    zg_ckpt_close(&c);
+    ZT_CHECK(zg_ckpt_moments_start(&mo, lend, 4096) == 0);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0 && mo.alloc_bytes > 0 && mo.in_place);
+    ZT_CHECK(memcmp(d.m, r.m, n * 4) == 0 && memcmp(d.v, r.v, n * 4) == 0);
+    zg_ckpt_moments_free(&mo);
+    zg_optimizer_free(&d);
+    /* no room for a host copy (and nothing lent): read at start, through the staging buffers, bitwise */
+    setenv("ZGPT_TEST_HOST_AVAILABLE_BYTES", "4096", 1);
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    zg_ckpt_close(&c);
+    ZT_CHECK(zg_ckpt_moments_start(&mo, NULL, 0) == 0 && mo.sync_reason && !mo.running);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
+    ZT_CHECK(memcmp(d.m, r.m, n * 4) == 0 && memcmp(d.v, r.v, n * 4) == 0);
+    zg_ckpt_moments_free(&mo);
+    zg_optimizer_free(&d);
+    unsetenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
+    zg_ckpt_snapshot_free(&ls);
     /* one flipped byte of v: the deferred open passes (sizes, headers), the reads refuse it */
     char *sp = zg_path_join(snap, shard);
     FILE *f = fopen(sp, "r+b");
@@ -492,6 +551,53 @@ static void test_retention(void) {
     zg_error_clear();
     ZT_CHECK(zg_ckpt_retainer_wait(&r) == 0);
     free(missing);
+    /* a deletion: the folder goes to its trash name (a leftover of that name from a crash is replaced),
+     * its files are unlinked by several threads, and one line says what went, how big, how long */
+    free(write_ckpt("iter_80", p, m, v, 10));
+    free(write_ckpt("iter_90", p, m, v, 10));
+    char *d80 = zg_path_join(g_dir, "iter_80"), *t80 = zg_path_join(g_dir, ".trash.iter_80");
+    uint64_t want = 0;
+    for (int i = 0; i < 24; i++) { /* many files, as a checkpoint of many ranks has */
+        char name[32];
+        snprintf(name, sizeof name, "optim_extra_%d.bin", i);
+        char *f = zg_path_join(d80, name);
+        FILE *fp = fopen(f, "wb");
+        ZT_CHECK(fp && fwrite(p, 4, 1000 + (size_t)i, fp) == 1000 + (size_t)i && fclose(fp) == 0);
+        free(f);
+    }
+    DIR *dd = opendir(d80);
+    struct dirent *de;
+    while (dd && (de = readdir(dd)) != NULL) {
+        struct stat st;
+        char *f = zg_path_join(d80, de->d_name);
+        if (de->d_name[0] != '.' && stat(f, &st) == 0) want += (uint64_t)st.st_size;
+        free(f);
+    }
+    if (dd) closedir(dd);
+    ZT_CHECK(zg_dir_make(t80) == 0); /* left by an earlier crash */
+    char *t80f = zg_path_join(t80, "model.bin");
+    FILE *fp = fopen(t80f, "wb");
+    ZT_CHECK(fp && fputs("old", fp) >= 0 && fclose(fp) == 0);
+    free(t80f);
+    ZT_CHECK(zg_ckpt_set_latest(g_dir, "iter_90") == 0);
+    FILE *log = tmpfile();
+    ZT_CHECK(log && zg_ckpt_retain_log(g_dir, 1, log, "here") == 0);
+    char text[1024] = "";
+    if (log) {
+        rewind(log);
+        size_t got = fread(text, 1, sizeof text - 1, log);
+        text[got] = '\0';
+        fclose(log);
+    }
+    /* iter_70 (kept by the run above) and iter_80 go; 0.00 GB at this size */
+    ZT_CHECK_MSG(strstr(text, "checkpoint: removed iter_70 (0.00 GB) in ") &&
+                     strstr(text, "checkpoint: removed iter_80 (0.00 GB) in ") && strstr(text, " s, here\n") &&
+                     want > 24 * 4000,
+                 "deletion lines: %s", text);
+    ZT_CHECK(!zg_dir_exists(d80) && !zg_dir_exists(t80));
+    char *d90 = zg_path_join(g_dir, "iter_90");
+    ZT_CHECK(zg_dir_exists(d90));
+    free(d90), free(d80), free(t80);
     g_dir = saved;
     free(sub);
     free(p);
@@ -571,27 +677,35 @@ static void test_tidy_and_latest(void) {
     free(write_ckpt("iter_5", p, m, v, 10));
     free(write_ckpt("iter_9", p, m, v, 10)); /* complete, but `latest` never moved to it */
     ZT_CHECK(zg_ckpt_set_latest(g_dir, "iter_5") == 0);
-    const char *junk[] = {".partial.best", "latest.tmp.77", "metrics.jsonl.tmp.78", "best.old"};
+    const char *junk[] = {".partial.best", "latest.tmp.77", "metrics.jsonl.tmp.78", "best.old", ".trash.iter_2"};
     for (int i = 0; i < 4; i++) {
         char *j = zg_path_join(g_dir, junk[i]);
         FILE *f = fopen(j, "w");
         ZT_CHECK(f && fclose(f) == 0);
         free(j);
     }
+    /* a checkpoint a deletion had moved aside when the run was killed: removed, named in the report */
+    char *trash = zg_path_join(g_dir, junk[4]), *tf = zg_path_join(trash, "optim_0_8.bin");
+    ZT_CHECK(zg_dir_make(trash) == 0);
+    FILE *tfp = fopen(tf, "w");
+    ZT_CHECK(tfp && fputs("x", tfp) >= 0 && fclose(tfp) == 0);
     char *mine = zg_path_join(g_dir, "notes.old"), report[512];
     FILE *f = fopen(mine, "w");
     ZT_CHECK(f && fclose(f) == 0);
     ZT_CHECK(zg_ckpt_out_dir_tidy(g_dir, report, sizeof report) == 0);
     ZT_CHECK_MSG(strstr(report, "iter_9") && strstr(report, ".partial.best") && strstr(report, "latest.tmp.77") &&
-                     strstr(report, "metrics.jsonl.tmp.78") && strstr(report, "best.old"),
+                     strstr(report, "metrics.jsonl.tmp.78") && strstr(report, "best.old") &&
+                     strstr(report, ".trash.iter_2"),
                  "tidy report: %s", report);
+    ZT_CHECK(!zg_dir_exists(trash));
+    free(trash), free(tf);
     ZT_CHECK(zg_file_exists(mine)); /* not a name zgpt writes */
     char tag[64];
     ZT_CHECK(zg_ckpt_latest_tag(g_dir, tag, sizeof tag) == 0 && strcmp(tag, "iter_5") == 0);
     /* "." would name out_dir itself (and recurse); CRLF is accepted */
-    const char *bad[] = {".\n", "..\n", "../x\n", ".partial.iter_5\n", "\n"};
+    const char *bad[] = {".\n", "..\n", "../x\n", ".partial.iter_5\n", "\n", ".trash.iter_5\n"};
     char *lp = zg_path_join(g_dir, "latest");
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         f = fopen(lp, "w");
         ZT_CHECK(f && fputs(bad[i], f) >= 0 && fclose(f) == 0);
         zg_ckpt c;
