@@ -185,17 +185,17 @@ torch_dp() { local log=$1 np=$2; shift 2
 
 if has build; then
   t0=$(date +%s)
-  if bash scripts/device-build.sh build-gpu > "$LOG_DIR/build.log" 2>&1; then note "build: ok ($(( $(date +%s) - t0 )) s)"; else note "build: FAILED"; tail -30 "$LOG_DIR/build.log"; exit 1; fi
+  if timeout -k 30 900 bash scripts/device-build.sh build-gpu > "$LOG_DIR/build.log" 2>&1; then note "build: ok ($(( $(date +%s) - t0 )) s)"; else note "build: FAILED"; tail -30 "$LOG_DIR/build.log"; exit 1; fi
   note "build: $(source scripts/device-env.sh; "$ZGPT" --version 2>&1 | grep -E '^  (cuda|mpi|nccl) ' | sed -E 's/ +/ /g' | tr '\n' ';')"
 fi
 source scripts/device-env.sh
 
 if has ops; then
   # (300 s: since issue 21 the attention checks run on both paths and LayerNorm on both kernel families)
-  if timeout 300 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
+  if timeout -k 20 300 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/ops.log" 2>&1; then r=ok; else r=FAILED; fi
   note "ops: $r ($(tail -1 "$LOG_DIR/ops.log"))"
   # a bad ZGPT_GEMV is refused with one line naming it (at the first product: the decode bench's first matmul)
-  ZGPT_GEMV=bogus ZG_BENCH_ONLY=decode timeout 60 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/ops_gemv_bad.log" 2>&1
+  ZGPT_GEMV=bogus ZG_BENCH_ONLY=decode timeout -k 20 60 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/ops_gemv_bad.log" 2>&1
   rc=$?
   n=$(grep -c 'ZGPT_GEMV=bogus' "$LOG_DIR/ops_gemv_bad.log")
   note "ops: ZGPT_GEMV=bogus exit $rc, $n line(s) naming it $([ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$n" -ge 1 ] && echo PASS || echo FAIL)"
@@ -207,8 +207,8 @@ fi
 # after warm-up), goal >= 1.0x in both directions; LayerNorm forward/backward bandwidth, goal >= 80% of the
 # card's (4.8 TB/s nominal; the device-to-device copy's GB/s is the practical peak).
 if has attn; then
-  ZG_BENCH_ONLY=attn timeout 180 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/attn_bench.log" 2>&1
-  timeout 180 python3 bench/torch_baseline/sdpa_bench.py xl16 > "$LOG_DIR/attn_torch.log" 2>&1
+  ZG_BENCH_ONLY=attn timeout -k 20 180 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/attn_bench.log" 2>&1
+  timeout -k 20 180 python3 bench/torch_baseline/sdpa_bench.py xl16 > "$LOG_DIR/attn_torch.log" 2>&1
   read -r _ _ _ of _ ob _ _ <<< "$(grep '^ATTN own fwd_ms ' "$LOG_DIR/attn_bench.log")"
   read -r _ _ _ cf _ cb _ cran <<< "$(grep '^ATTN cudnn fwd_ms ' "$LOG_DIR/attn_bench.log")"
   cws=$(sed -nE 's/^ATTN cudnn kept_MiB ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
@@ -234,12 +234,12 @@ if has attn; then
 fi
 
 if has watchdog; then
-  if timeout 200 build-gpu/gpu_test_comm_nccl_watchdog > "$LOG_DIR/watchdog.log" 2>&1; then r=ok; else r=FAILED; fi
+  if timeout -k 20 200 build-gpu/gpu_test_comm_nccl_watchdog > "$LOG_DIR/watchdog.log" 2>&1; then r=ok; else r=FAILED; fi
   note "watchdog: $r ($(tail -1 "$LOG_DIR/watchdog.log"))"; grep -E "^(ok|FAIL|  )" "$LOG_DIR/watchdog.log" | sed 's/^/watchdog: /' | tee -a "$SUMMARY" >/dev/null
 fi
 
 if has parity; then
-  if timeout 200 python3 tests/parity/hf_parity.py --dump build-gpu/parity_hf_dump --B 2 --T 64 \
+  if timeout -k 20 200 python3 tests/parity/hf_parity.py --dump build-gpu/parity_hf_dump --B 2 --T 64 \
        --precisions fp32,bf16,fp32:lnout,bf16:lnout --work "$W/parity" > "$LOG_DIR/parity.log" 2>&1; then r=ok; else r=FAILED; fi
   rm -rf "$W/parity"
   note "parity (GPT-2 XL shape vs transformers): $r"; grep -E "^(ok|FAIL) " "$LOG_DIR/parity.log" | tee -a "$SUMMARY" >/dev/null
@@ -275,7 +275,7 @@ if has curve; then
   K=${ZG_CURVE_SEEDS:-8}
   cth=$(( $(nproc) / K )); [ "$cth" -lt 1 ] && cth=1; [ "$cth" -gt 8 ] && cth=8
   for s in $(seq 1337 $((1337 + K - 1))); do
-    OMP_NUM_THREADS=$cth OPENBLAS_NUM_THREADS=1 timeout 400 "$ZGPT" train $(small_cfg "$W/c_cpu_$s" --set seed=$s --set log_interval=1) \
+    OMP_NUM_THREADS=$cth OPENBLAS_NUM_THREADS=1 timeout -k 20 400 "$ZGPT" train $(small_cfg "$W/c_cpu_$s" --set seed=$s --set log_interval=1) \
         --device cpu > "$LOG_DIR/curve_cpu_$s.log" 2>&1 &
   done
   jobs_for() { # $1 GPU slot: every NGPU-th (seed, kind) pair, one after the other on that GPU
@@ -285,7 +285,7 @@ if has curve; then
         if [ $((i % NGPU)) = "$1" ]; then
           local bin=$ZGPT dt=$kind
           [ "$kind" = alt ] && bin=$ZG_CURVE_ALT && dt=bf16
-          CUDA_VISIBLE_DEVICES=${GPUS[$1]} timeout 120 "$bin" train $(small_cfg "$W/c_${kind}_$s" --set dtype=$dt --set seed=$s \
+          CUDA_VISIBLE_DEVICES=${GPUS[$1]} timeout -k 20 120 "$bin" train $(small_cfg "$W/c_${kind}_$s" --set dtype=$dt --set seed=$s \
               --set log_interval=1) --device cuda > "$LOG_DIR/curve_${kind}_$s.log" 2>&1
         fi
         i=$((i + 1))
@@ -333,9 +333,9 @@ if has curve; then
 fi
 
 if has resume; then
-  timeout 90 "$ZGPT" train $(small_cfg "$W/rs" --set max_iters=40 --set eval_interval=20) --device cuda > "$LOG_DIR/resume_straight.log" 2>&1
-  timeout 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=20 --set eval_interval=20) --device cuda > "$LOG_DIR/resume_a.log" 2>&1
-  timeout 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=40 --set eval_interval=20) --device cuda --resume > "$LOG_DIR/resume_b.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/rs" --set max_iters=40 --set eval_interval=20) --device cuda > "$LOG_DIR/resume_straight.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=20 --set eval_interval=20) --device cuda > "$LOG_DIR/resume_a.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/rp" --set max_iters=40 --set eval_interval=20) --device cuda --resume > "$LOG_DIR/resume_b.log" 2>&1
   l1=$(grep '"loss": [0-9]' "$W/rs/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   l2=$(grep '"loss": [0-9]' "$W/rp/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   # bf16: model.bin is header only (its checksum is that of the parameters); the weights are the shards' master
@@ -361,7 +361,7 @@ if has stepab; then
           --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1)
       for who in base new; do
         bin=$ZGPT; [ $who = base ] && bin=$ZG_STEP_BASE
-        timeout 120 "$bin" train $(small_cfg "$W/sab_${kind}_$who" "${sets[@]}") --device cuda > "$LOG_DIR/stepab_${kind}_$who.log" 2>&1
+        timeout -k 20 120 "$bin" train $(small_cfg "$W/sab_${kind}_$who" "${sets[@]}") --device cuda > "$LOG_DIR/stepab_${kind}_$who.log" 2>&1
       done
       a=$(step_lines "$W/sab_${kind}_base"); b=$(step_lines "$W/sab_${kind}_new")
       same=1; for f in "$W/sab_${kind}_base/final"/*.bin; do cmp -s "$f" "$W/sab_${kind}_new/final/$(basename "$f")" || same=0; done
@@ -386,7 +386,7 @@ if has stepab; then
 fi
 
 if has fp16; then
-  timeout 90 "$ZGPT" train $(small_cfg "$W/f16" --set max_iters=60 --set fp16.enabled=true --set fp16.loss_scale=0 \
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/f16" --set max_iters=60 --set fp16.enabled=true --set fp16.loss_scale=0 \
       --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1) --device cuda > "$LOG_DIR/fp16.log" 2>&1
   rc=$?
   down=$(grep -c "loss scale .* -> " "$LOG_DIR/fp16.log")
@@ -432,11 +432,11 @@ if has multi && [ "$NGPU" -ge 2 ]; then
   # Same global batch on 1 GPU and on 2 (and 4) GPUs. "bf16 noise" is measured on 1 GPU: the largest
   # gap between the reference curve (bf16, 8 x 2 micro-steps) and runs that differ from it only in
   # rounding: fp32, bf16 16 x 1, bf16 4 x 4 (the same 16 sequences per step, summed in another order).
-  timeout 90 "$ZGPT" train $(mcfg "$W/m1") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m1") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/multi_1.log" 2>&1
   ref=$(vals "$W/m1"); noise=0
   for var in "f32 8 fp32" "b16 16 bf16" "b4 4 bf16"; do
     set -- $var
-    timeout 90 "$ZGPT" train $(mcfg "$W/m1$1") $(mev "$2") --set dtype="$3" --gpus 1 > "$LOG_DIR/multi_1_$1.log" 2>&1
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m1$1") $(mev "$2") --set dtype="$3" --gpus 1 > "$LOG_DIR/multi_1_$1.log" 2>&1
     d=$(maxdiff "$ref" "$(vals "$W/m1$1")")
     note "multi: 1 GPU $3 micro-batch $2: val $(vals "$W/m1$1") (max |diff| $d)"
     noise=$(awk -v a="$noise" -v b="$d" 'BEGIN {print (b > a) ? b : a}')
@@ -448,7 +448,7 @@ if has multi && [ "$NGPU" -ge 2 ]; then
   for ng in $counts; do
     for st in 0 1 2 3; do
       # micro-batch 16/ng x ng GPUs = the same 16 sequences per step as 1 GPU x 8 x 2 micro-steps
-      timeout 90 "$ZGPT" train $(mcfg "$W/m${ng}s$st") $(mev $((16 / ng))) --set dtype=bf16 \
+      timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m${ng}s$st") $(mev $((16 / ng))) --set dtype=bf16 \
           --set zero_optimization.stage=$st --gpus $ng > "$LOG_DIR/multi_${ng}_s$st.log" 2>&1
       rc=$?; v=$(vals "$W/m${ng}s$st"); d=$(maxdiff "$ref" "$v")
       note "multi: $ng GPUs stage $st: exit $rc, val $v (max |diff| $d), $(grep 'peak cuda memory' "$LOG_DIR/multi_${ng}_s$st.log")"
@@ -457,8 +457,8 @@ if has multi && [ "$NGPU" -ge 2 ]; then
   done
   # bitwise resume at the same GPU count (2 GPUs, stage 2): 100 straight == 50 + resume + 50
   # keep_last_k 10: the cross-count resume below starts from iter_50 of this run
-  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --set keep_last_k=10 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
-  timeout 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set keep_last_k=10 --gpus 2 --resume > "$LOG_DIR/multi_r2.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --set keep_last_k=10 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set keep_last_k=10 --gpus 2 --resume > "$LOG_DIR/multi_r2.log" 2>&1
   la=$(grep '"loss": [0-9]' "$W/m2s2/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   lb=$(grep '"loss": [0-9]' "$W/m2r/metrics.jsonl" | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
   if [ -n "$la" ] && [ "$la" = "$lb" ] && cmp -s "$W/m2s2/final/model.bin" "$W/m2r/final/model.bin"; then
@@ -466,7 +466,7 @@ if has multi && [ "$NGPU" -ge 2 ]; then
   else note "multi: resume on 2 GPUs: FAILED"; mok=0; fi
   # resume on another GPU count and stage: 50 iterations on 2 GPUs stage 2 (above), the rest on 1 GPU stage 1
   cp -r "$W/m2r" "$W/m21" 2>/dev/null; rm -rf "$W/m21/final" "$W/m21/iter_100"; echo iter_50 > "$W/m21/latest"
-  timeout 90 "$ZGPT" train $(mcfg "$W/m21") --set dtype=bf16 --set zero_optimization.stage=1 --gpus 1 --resume > "$LOG_DIR/multi_r21.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m21") --set dtype=bf16 --set zero_optimization.stage=1 --gpus 1 --resume > "$LOG_DIR/multi_r21.log" 2>&1
   rc=$?; v=$(vals "$W/m21" | awk '{print $NF}'); d=$(maxdiff "$(echo $ref | awk '{print $NF}')" "$v")
   note "multi: 2 GPUs (stage 2) -> resume on 1 GPU (stage 1): exit $rc, final val $v vs 1-GPU run (|diff| $d)"
   { [ "$rc" = 0 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
@@ -484,7 +484,7 @@ rank_pid() { # $1 a string of the job's command line, $2 rank -> that worker's p
 if has faults && [ "$NGPU" -ge 2 ]; then
   fok=1
   # a dead worker ends the job promptly, naming the rank
-  ( timeout 100 "$ZGPT" train $(mcfg "$W/mk") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_kill.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_kill.log" ) &
+  ( timeout -k 20 100 "$ZGPT" train $(mcfg "$W/mk") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_kill.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_kill.log" ) &
   sleep 12; victim=$(rank_pid "out_dir=$W/mk" 1); t0=$(date +%s); kill -9 "$victim" 2>/dev/null
   wait; t1=$(date +%s)
   kmsg=$(grep -E "rank [0-9]+" "$LOG_DIR/multi_kill.log" | tail -2 | tr '\n' ' ')
@@ -492,7 +492,7 @@ if has faults && [ "$NGPU" -ge 2 ]; then
   { [ $((t1 - t0)) -le 60 ] && grep -qE "exit [1-9]" "$LOG_DIR/multi_kill.log"; } || fok=0
   # a worker that hangs (stopped, not dead): the other's NCCL wait times out (ZGPT_COMM_TIMEOUT) and
   # the job ends naming the rank, instead of spinning forever
-  ( ZGPT_COMM_TIMEOUT=15 timeout 120 "$ZGPT" train $(mcfg "$W/mh") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_hang.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_hang.log" ) & jp=$!
+  ( ZGPT_COMM_TIMEOUT=15 timeout -k 20 120 "$ZGPT" train $(mcfg "$W/mh") --set max_iters=100000 --set save_checkpoints=false --gpus 2 > "$LOG_DIR/multi_hang.log" 2>&1; echo "exit $?" >> "$LOG_DIR/multi_hang.log" ) & jp=$!
   sleep 12; victim=$(rank_pid "out_dir=$W/mh" 1); t0=$(date +%s); kill -STOP "$victim" 2>/dev/null
   # still running 40 s later (the timeout is 15 s): where rank 0's threads are, for the log
   ( sleep 40; r0=$(rank_pid "out_dir=$W/mh" 0)
@@ -501,7 +501,7 @@ if has faults && [ "$NGPU" -ge 2 ]; then
         for t in /proc/"$r0"/task/*; do echo "$(cat "$t/comm") wchan=$(cat "$t/wchan"); $(head -4 "$t/stack" 2>/dev/null | tr '\n' ' ')"; done
         # the device image has cuda-gdb but no gdb; either gives the host stacks
         dbg=$(command -v gdb || command -v cuda-gdb || true)
-        [ -n "$dbg" ] && timeout 60 "$dbg" -batch -p "$r0" -ex "thread apply all bt 12" 2>&1 | grep -E "^(Thread|#)"
+        [ -n "$dbg" ] && timeout -k 20 60 "$dbg" -batch -p "$r0" -ex "thread apply all bt 12" 2>&1 | grep -E "^(Thread|#)"
       } > "$LOG_DIR/multi_hang_stacks.log" 2>&1
     fi ) & dp=$!
   wait "$jp"; t1=$(date +%s); kill "$dp" 2>/dev/null; wait "$dp" 2>/dev/null
@@ -518,8 +518,8 @@ if has mpinccl && [ "$NGPU" -ge 2 ]; then
   if ! "$ZGPT" --version | grep -qE '^  mpi '; then note "mpinccl: skipped (this build has no MPI: $("$ZGPT" --version | grep -A4 '^communicators' | tr '\n' ' '))"
   elif ! command -v mpirun > /dev/null; then note "mpinccl: skipped (no mpirun)"
   else
-    timeout 120 "$ZGPT" train $(mcfg "$W/mpg") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=40 --gpus 2 > "$LOG_DIR/mpinccl_gpus.log" 2>&1
-    timeout 150 mpirun --allow-run-as-root --oversubscribe -np 2 "$ZGPT" train $(mcfg "$W/mpm") --set dtype=bf16 \
+    timeout -k 20 120 "$ZGPT" train $(mcfg "$W/mpg") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=40 --gpus 2 > "$LOG_DIR/mpinccl_gpus.log" 2>&1
+    timeout -k 20 150 mpirun --allow-run-as-root --oversubscribe -np 2 "$ZGPT" train $(mcfg "$W/mpm") --set dtype=bf16 \
         --set zero_optimization.stage=2 --set max_iters=40 --device cuda > "$LOG_DIR/mpinccl_mpirun.log" 2>&1
     rc=$?
     la=$(grep '"loss": [0-9]' "$W/mpg/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
@@ -540,7 +540,7 @@ dpcfg() { echo $(xlcfg "$1") --set fp16.enabled=false --set bf16.enabled=true --
     --set train_micro_batch_size_per_gpu=16; }
 if has xlstart; then
   t0=$(date +%s.%N)
-  timeout 120 "$ZGPT" train $(xlcfg "$W/xs") --set max_iters=1 --set fp16.enabled=false --set bf16.enabled=true \
+  timeout -k 20 120 "$ZGPT" train $(xlcfg "$W/xs") --set max_iters=1 --set fp16.enabled=false --set bf16.enabled=true \
       --set gradient_accumulation_steps=1 --set train_micro_batch_size_per_gpu=16 --device cuda 2>&1 | \
     while IFS= read -r line; do echo "$line"; case "$line" in "iter 0:"*) echo "FIRST_STEP_AT $(date +%s.%N)";; esac; done > "$LOG_DIR/xlstart.log"
   t1=$(grep FIRST_STEP_AT "$LOG_DIR/xlstart.log" | awk '{print $2}')
@@ -693,8 +693,8 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   dd if=/dev/zero of="$W/dd.bin" bs=64M count=192 oflag=direct 2> "$LOG_DIR/ckpt_dd.log"; rm -f "$W/dd.bin"
   ddrate=$(grep -oE '[0-9.]+ [GM]B/s' "$LOG_DIR/ckpt_dd.log" | tail -1)
   ddgbs=$(echo "$ddrate" | awk '{ print ($2 == "MB/s") ? $1 / 1000 : $1 }')
-  t0=$(date +%s.%N); timeout 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c0" --set save_checkpoints=false 2>&1 | stamp > "$LOG_DIR/ckpt_nosave.log"
-  t1=$(date +%s.%N); timeout 500 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" 2>&1 | stamp > "$LOG_DIR/ckpt_save.log"
+  t0=$(date +%s.%N); timeout -k 20 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c0" --set save_checkpoints=false 2>&1 | stamp > "$LOG_DIR/ckpt_nosave.log"
+  t1=$(date +%s.%N); timeout -k 20 500 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" 2>&1 | stamp > "$LOG_DIR/ckpt_save.log"
   t2=$(date +%s.%N)
   bytes=$(du -sb "$W/c1/$(cat "$W/c1/latest" 2>/dev/null)" 2>/dev/null | cut -f1)
   np=$(grep -oE '[0-9.]+M parameters' "$LOG_DIR/ckpt_save.log" | head -1)
@@ -749,7 +749,7 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # staging, the Adam moments read by a thread into the snapshot's pinned buffer (in place) and uploaded
   # from it at the first update; the resume lines give bytes, GB/s, upload waits and the ready time
   cached=$(evict "$W/c1")
-  ZGPT_CKPT_READ=direct timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
+  ZGPT_CKPT_READ=direct timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=62 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
   note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
   note "ckpt: end of the resumed run: $(na "$(endline "$LOG_DIR/ckpt_resume.log")"); deletions: $(na "$(dels "$LOG_DIR/ckpt_resume.log")")"
@@ -759,13 +759,13 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # synchronous save's windows and the bare writer, then that file read back with each read strategy
   # (page cache dropped first); (c4) below: the save path on a file as large as a real save (17.4 GiB =
   # 18.7 GB: a short file can ride the disk's write cache, a save's 18.7 GB sustained ran at 0.95 GB/s)
-  timeout 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
+  timeout -k 20 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 4 1 > "$LOG_DIR/ckpt_bench.log" 2>&1
   note "ckpt: bench 4 GiB: $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench.log" | sed -E 's/ = ([0-9.]+ GB\/s).*/ \1/; s/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
   rm -rf "$W/bench"
   # (e2) the same resume with buffered reads (ZGPT_CKPT_READ=buffered), from a cold page cache again, and a
   # synchronous save at its end (background_checkpoint false): the same writer threads from two windows
   cached=$(evict "$W/c1")
-  ZGPT_CKPT_READ=buffered timeout 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
+  ZGPT_CKPT_READ=buffered timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_sync.log" | cut -d' ' -f1)
   note "ckpt: resume (buffered reads, $cached before): first iteration line at ${first:-n/a} s after the start; $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_sync.log" | tr '\n' ';')"
   note "ckpt: synchronous save: $(grep -oE 'checkpoint iter_[0-9]+: saved synchronously: .*' "$LOG_DIR/ckpt_sync.log" | head -1) (dd direct $ddrate)"
@@ -773,11 +773,11 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # skips it: ~3.5 minutes)
   rm -rf "$W/c0" "$W/c1"
   # (c4) the save path on a file a real save's size (after the checkpoints are gone: the disk holds 64 GiB)
-  BENCH_PATHS=save timeout 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 17.4 1 > "$LOG_DIR/ckpt_bench_big.log" 2>&1
+  BENCH_PATHS=save timeout -k 20 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 17.4 1 > "$LOG_DIR/ckpt_bench_big.log" 2>&1
   note "ckpt: bench 18.7 GB (a real save's size): $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench_big.log" | sed -E 's/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
   rm -rf "$W/bench"
   if [ "${ZG_CKPT_EVERY5:-1}" != 0 ]; then
-  t3=$(date +%s.%N); timeout 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c5" --set max_iters=30 --set eval_interval=5 2>&1 | stamp > "$LOG_DIR/ckpt_every5.log"
+  t3=$(date +%s.%N); timeout -k 20 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c5" --set max_iters=30 --set eval_interval=5 2>&1 | stamp > "$LOG_DIR/ckpt_every5.log"
   t4=$(date +%s.%N)
   nsaves=$(grep -c '^[0-9.]* saved checkpoint' "$LOG_DIR/ckpt_every5.log")
   wall5=$(since "$t4" "$t3")
@@ -797,8 +797,8 @@ if has offload; then
   # the 1-GPU bf16 reference (8 x 2 micro-steps) and its noise: the gap to a run that differs only in
   # rounding (4 x 4); sets ref, noise and tol (2 x noise + 0.02, as in multi)
   offload_ref_noise() {
-    timeout 90 "$ZGPT" train $(mcfg "$W/of_ref") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_ref.log" 2>&1
-    timeout 90 "$ZGPT" train $(mcfg "$W/of_var") $(mev 4) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_var.log" 2>&1
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/of_ref") $(mev 8) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_ref.log" 2>&1
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/of_var") $(mev 4) --set dtype=bf16 --gpus 1 > "$LOG_DIR/offload_var.log" 2>&1
     ref=$(vals "$W/of_ref"); noise=$(maxdiff "$ref" "$(vals "$W/of_var")")
     tol=$(awk -v n="$noise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
   }
@@ -808,7 +808,7 @@ if has offload; then
     offload_ref_noise
     note "offload: 1 GPU bf16 without offload: val $ref; bf16 noise $noise -> tolerance $tol"
     for st in 1 2 3; do
-      timeout 120 "$ZGPT" train $(mcfg "$W/of_s$st") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=$st "${OFF[@]}" \
+      timeout -k 20 120 "$ZGPT" train $(mcfg "$W/of_s$st") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=$st "${OFF[@]}" \
           --gpus 1 > "$LOG_DIR/offload_s$st.log" 2>&1
       rc=$?; v=$(vals "$W/of_s$st"); d=$(maxdiff "$ref" "$v")
       ok=$( { [ $rc = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && grep -q "ZeRO-Offload at stage $st" "$LOG_DIR/offload_s$st.log" \
@@ -816,9 +816,9 @@ if has offload; then
       note "offload: stage $st with offload_optimizer cpu: exit $rc, val $v (max |diff| $d vs tolerance $tol): $ok"
     done
     # bitwise resume with offload (stage 2): 100 straight (of_s2) == 50 + resume + 50
-    timeout 90 "$ZGPT" train $(mcfg "$W/of_r") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${OFF[@]}" \
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/of_r") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${OFF[@]}" \
         --set max_iters=50 --gpus 1 > "$LOG_DIR/offload_r1.log" 2>&1
-    timeout 90 "$ZGPT" train $(mcfg "$W/of_r") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${OFF[@]}" \
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/of_r") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${OFF[@]}" \
         --gpus 1 --resume > "$LOG_DIR/offload_r2.log" 2>&1
     la=$(grep '"loss": [0-9]' "$W/of_s2/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
     lb=$(grep '"loss": [0-9]' "$W/of_r/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
@@ -832,7 +832,7 @@ if has offload; then
     DPU=("${OFF[@]}" --set zero_optimization.offload_optimizer.delayed_param_update=true)
     for r in of_d:100: of_dr:50: of_dr:100:--resume; do
       IFS=: read -r dn di dres <<< "$r"
-      timeout 120 "$ZGPT" train $(mcfg "$W/$dn") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${DPU[@]}" \
+      timeout -k 20 120 "$ZGPT" train $(mcfg "$W/$dn") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${DPU[@]}" \
           --set max_iters=$di $dres --gpus 1 >> "$LOG_DIR/offload_dpu_$dn.log" 2>&1
     done
     v=$(vals "$W/of_d"); d=$(maxdiff "$ref" "$v")
@@ -882,7 +882,7 @@ if has offload; then
   fi
   if [[ $parts == *" 3 "* ]]; then
     # (3) the host AdamW over GPT-2 XL's 1.56B parameters, torch's fused CPU AdamW in the same call
-    BUILD="$W/bench-build" timeout 300 bash bench/cpu_adamw_bench.sh 1558611200 5 > "$LOG_DIR/offload_adamw.log" 2>&1
+    BUILD="$W/bench-build" timeout -k 20 300 bash bench/cpu_adamw_bench.sh 1558611200 5 > "$LOG_DIR/offload_adamw.log" 2>&1
     note "offload adamw: exit $?; $(grep -E '^(host memory|cpu adamw|offload adamw|offload lamb|torch)' "$LOG_DIR/offload_adamw.log" | tr '\n' ';')"
     zs=$(sed -nE 's/^cpu adamw: .* ([0-9.]+) s per update.*/\1/p' "$LOG_DIR/offload_adamw.log")
     ts=$(sed -nE 's/^torch AdamW.*: ([0-9.]+) s per update.*/\1/p' "$LOG_DIR/offload_adamw.log")
@@ -926,9 +926,9 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
     # optimizer stepping through the slot buffers) within the bf16 noise of the run without offload.
     OPA=(--set zero_optimization.offload_param.device=cpu --set zero_optimization.offload_param.pin_memory=true)
     [ -n "${tol:-}" ] || offload_ref_noise
-    [ -d "$W/of_s3/final" ] || timeout 120 "$ZGPT" train $(mcfg "$W/of_s3") $(mev 8) --set dtype=bf16 \
+    [ -d "$W/of_s3/final" ] || timeout -k 20 120 "$ZGPT" train $(mcfg "$W/of_s3") $(mev 8) --set dtype=bf16 \
         --set zero_optimization.stage=3 "${OFF[@]}" --gpus 1 > "$LOG_DIR/offload_s3.log" 2>&1
-    timeout 150 "$ZGPT" train $(mcfg "$W/op_both") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OFF[@]}" \
+    timeout -k 20 150 "$ZGPT" train $(mcfg "$W/op_both") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OFF[@]}" \
         "${OPA[@]}" --gpus 1 > "$LOG_DIR/offload_param_both.log" 2>&1
     rc=$?
     la=$(grep '"loss": [0-9]' "$W/of_s3/metrics.jsonl" 2>/dev/null | sed -E 's/.*"iter": ([0-9]+), "loss": ([^,]+),.*/\1 \2/')
@@ -936,7 +936,7 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
     ok=$( { [ $rc = 0 ] && [ -n "$la" ] && [ "$la" = "$lb" ] && cmp -s "$W/of_s3/final/model.bin" "$W/op_both/final/model.bin" \
             && grep -q "parameters in host memory, each layer uploaded before use" "$LOG_DIR/offload_param_both.log"; } && echo PASS || echo FAIL)
     note "offload_param: stage 3 + offload_optimizer, 1 GPU bf16, 100 iterations vs the same without offload_param: exit $rc; identical losses and model.bin: $ok"
-    timeout 150 "$ZGPT" train $(mcfg "$W/op_gpu") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OPA[@]}" \
+    timeout -k 20 150 "$ZGPT" train $(mcfg "$W/op_gpu") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=3 "${OPA[@]}" \
         --gpus 1 > "$LOG_DIR/offload_param_gpuopt.log" 2>&1
     rc=$?; v=$(vals "$W/op_gpu"); d=$(maxdiff "$ref" "$v")
     ok=$( { [ $rc = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } && echo PASS || echo FAIL)
@@ -965,11 +965,11 @@ print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes
     # (6) Lamb with offload: the host Lamb (same fp32 formula as the GPU's) against the GPU Lamb without
     # offload, 1 GPU bf16, within the Lamb runs' own rounding noise (8 x 2 against 4 x 4 micro-steps)
     LAMB=(--set optimizer.type=Lamb --set optimizer.params.min_coeff=0.0001)
-    timeout 90 "$ZGPT" train $(mcfg "$W/of_lref") $(mev 8) --set dtype=bf16 "${LAMB[@]}" --gpus 1 > "$LOG_DIR/offload_lref.log" 2>&1
-    timeout 90 "$ZGPT" train $(mcfg "$W/of_lvar") $(mev 4) --set dtype=bf16 "${LAMB[@]}" --gpus 1 > "$LOG_DIR/offload_lvar.log" 2>&1
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/of_lref") $(mev 8) --set dtype=bf16 "${LAMB[@]}" --gpus 1 > "$LOG_DIR/offload_lref.log" 2>&1
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/of_lvar") $(mev 4) --set dtype=bf16 "${LAMB[@]}" --gpus 1 > "$LOG_DIR/offload_lvar.log" 2>&1
     lref=$(vals "$W/of_lref"); lnoise=$(maxdiff "$lref" "$(vals "$W/of_lvar")")
     ltol=$(awk -v n="$lnoise" 'BEGIN{printf "%.4f", 2*n + 0.02}')
-    timeout 120 "$ZGPT" train $(mcfg "$W/of_l2") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${LAMB[@]}" \
+    timeout -k 20 120 "$ZGPT" train $(mcfg "$W/of_l2") $(mev 8) --set dtype=bf16 --set zero_optimization.stage=2 "${LAMB[@]}" \
         "${OFF[@]}" --gpus 1 > "$LOG_DIR/offload_l2.log" 2>&1
     rc=$?; v=$(vals "$W/of_l2"); d=$(maxdiff "$lref" "$v")
     ok=$( { [ $rc = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && grep -q "optimizer state and Lamb on the CPU" "$LOG_DIR/offload_l2.log" \
@@ -981,21 +981,21 @@ if has signal; then
   "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=100000 --set eval_interval=100000) --gpus all > "$LOG_DIR/signal.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do grep -q '"loss": [0-9]' "$W/sig/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
-  sleep 1; kill -TERM $pid; st=0; timeout 120 tail --pid=$pid -f /dev/null; wait $pid || st=$?
+  sleep 1; kill -TERM $pid; st=0; timeout -k 20 120 tail --pid=$pid -f /dev/null; wait $pid || st=$?
   at=$(cat "$W/sig/latest" 2>/dev/null)
-  timeout 120 "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=$(( ${at#iter_} + 5 )) --set eval_interval=100000) --gpus all --resume \
+  timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/sig" --set max_iters=$(( ${at#iter_} + 5 )) --set eval_interval=100000) --gpus all --resume \
       > "$LOG_DIR/signal_resume.log" 2>&1; st2=$?
   note "signal (SIGTERM to --gpus all): exit $st, saved ${at:-nothing}: $(grep -E 'received|ended cleanly' "$LOG_DIR/signal.log" | tr '\n' ' '); resume: exit $st2"
 fi
 if has tb; then
-  timeout 120 "$ZGPT" train $(small_cfg "$W/tbrun" --set max_iters=30 --set eval_interval=10 --set log_interval=2 \
+  timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/tbrun" --set max_iters=30 --set eval_interval=10 --set log_interval=2 \
       --set fp16.enabled=true --set tensorboard.enabled=true --set tensorboard.output_path="$W/tb" --set tensorboard.job_name=gpu) \
       --device cuda > "$LOG_DIR/tb_train.log" 2>&1
   python3 tests/monitor/tb_check.py "$W/tb/gpu" "$W/tbrun/metrics.jsonl" 2 > "$LOG_DIR/tb_check.log" 2>&1
   note "tb (EventAccumulator on a CUDA fp16 run): exit $?; $(tail -2 "$LOG_DIR/tb_check.log" | tr '\n' ' ')"
 fi
 if has demo; then
-  ZGPT_DEMO_OUT="$W/demo" timeout 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
+  ZGPT_DEMO_OUT="$W/demo" timeout -k 20 200 bash scripts/demo.sh "$ZGPT" > "$LOG_DIR/demo.log" 2>&1
   note "demo (scripts/demo.sh, the README's main job): exit $?; $(grep -E '^(demo: training on|val loss:)' "$LOG_DIR/demo.log" | tr '\n' ' ')"
 fi
 if has zbench; then
@@ -1052,7 +1052,7 @@ fi
 # gen (issue 21): generation on the GPU against transformers' generate, the same random GPT-2 XL weights.
 # decode (issue 21): per op, old against new kernels in the same call; the step graph's tokens/s
 if has decode; then
-  ZG_BENCH_ONLY=decode timeout 300 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/decode_bench.log" 2>&1
+  ZG_BENCH_ONLY=decode timeout -k 20 300 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/decode_bench.log" 2>&1
   # table rows "| op (old) | ms | ..." under "### decode step ops, GPT-2 XL: B=n": one note per op, old -> new
   awk -F'|' '/^### decode step ops/ {match($0, /B=[0-9]+/); b = substr($0, RSTART, RLENGTH)}
     /\((old|new)\) *\|/ {lab = $2; gsub(/^ +| +$/, "", lab); v = lab; sub(/.*\(/, "", v); sub(/\).*/, "", v)
@@ -1175,7 +1175,7 @@ if has gen; then
 fi
 # evalhf (issue 21): eval of an fp16-trained checkpoint = the exported model's loss in transformers.
 if has evalhf; then
-  timeout 120 "$ZGPT" train $(small_cfg "$W/ev16" --set max_iters=30 --set eval_interval=30 --set fp16.enabled=true) \
+  timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/ev16" --set max_iters=30 --set eval_interval=30 --set fp16.enabled=true) \
       --device cuda > "$LOG_DIR/evalhf_train.log" 2>&1
   head -c 60000 data/tinyshakespeare/input.txt | "$ZGPT" tokenize > "$W/ev_ids.txt"
   python3 -c "import sys, numpy as np; np.array(open(sys.argv[1]).read().split(), dtype=np.uint16).tofile(sys.argv[2])" \
@@ -1183,7 +1183,7 @@ if has evalhf; then
   "$ZGPT" eval --model "$W/ev16" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cuda > "$LOG_DIR/evalhf_zgpt.log" 2>&1
   "$ZGPT" eval --model "$W/ev16" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cpu > "$LOG_DIR/evalhf_zgpt_cpu.log" 2>&1
   "$ZGPT" export --model "$W/ev16" --out "$W/ev16hf" > "$LOG_DIR/evalhf_export.log" 2>&1
-  timeout 120 python3 tests/parity/hf_eval.py --model "$W/ev16hf" --tokens "$W/val.bin" --seq 64 > "$LOG_DIR/evalhf_hf.log" 2>&1
+  timeout -k 20 120 python3 tests/parity/hf_eval.py --model "$W/ev16hf" --tokens "$W/val.bin" --seq 64 > "$LOG_DIR/evalhf_hf.log" 2>&1
   zl=$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_zgpt.log" | tail -1)
   zc=$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_zgpt_cpu.log" | tail -1)
   hl=$(sed -nE 's/^hf eval loss=([0-9.eE+-]+) .*/\1/p' "$LOG_DIR/evalhf_hf.log" | tail -1)

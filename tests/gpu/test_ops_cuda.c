@@ -2321,7 +2321,8 @@ static void test_decode_prefetch_env(void) {
     zg_error_clear();
 }
 
-/* ZGPT_DECODE=old|new: the decode path's earlier kernels or the new ones (every op runs both); the step
+/* ZGPT_DECODE=old|new: the decode path's earlier kernels or the new ones (every op runs both; new with the
+ * binned top-p, ZGPT_SAMPLE=cluster, which is opt-in until measured; the (v13) rows keep v0.13's); the step
  * graph also runs auto (the per-shape selection generation uses) and gemv / split (one new kernel family
  * alone: which one a difference comes from), and auto without PDL (nopdl), with the one-block sampler
  * (block), and with neither (v012: what generation ran before PDL and the multi-block sampler). "old" runs
@@ -2343,7 +2344,7 @@ static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch; /* NULL: unset */
     int gemv;                                                         /* gemv_kind index; -1: ZGPT_GEMV unset */
 } dec_variant[DEC_VARIANTS] = {
-    {"old", "old", "0", "block", NULL, NULL, -1},   {"new", "new", NULL, NULL, NULL, NULL, -1},
+    {"old", "old", "0", "block", NULL, NULL, -1},   {"new", "new", NULL, "cluster", NULL, NULL, -1},
     {"auto", NULL, NULL, NULL, NULL, NULL, -1},     {"gemv", "gemv", NULL, NULL, NULL, NULL, -1},
     {"split", "split", NULL, NULL, NULL, NULL, -1}, {"nopdl", NULL, "0", NULL, NULL, NULL, -1},
     {"block", NULL, NULL, "block", NULL, NULL, -1}, {"v012", NULL, "0", "block", NULL, NULL, -1},
@@ -2357,8 +2358,11 @@ static void dec_env(const char *name, const char *value) {
     else
         unsetenv(name);
 }
+/* the ZGPT_GEMV this process started with: gemv_env(-1) restores it, so that gpu_validate's check of a bad
+ * value (ZGPT_GEMV=bogus on the bench) reaches the first product instead of being unset before it */
+static const char *g_gemv0;
 static void gemv_env(int k) {
-    dec_env("ZGPT_GEMV", k >= 0 ? gemv_kind[k].gemv : NULL);
+    dec_env("ZGPT_GEMV", k >= 0 ? gemv_kind[k].gemv : g_gemv0);
     dec_env("ZGPT_GEMV_GRID", k >= 0 ? gemv_kind[k].grid : NULL);
     dec_env("ZGPT_GEMV_PREFETCH", k >= 0 ? gemv_kind[k].prefetch : NULL);
 }
@@ -2648,6 +2652,7 @@ static void run_bench(void) {
 
 int main(int argc, char **argv) {
     int bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
+    g_gemv0 = getenv("ZGPT_GEMV") ? strdup(getenv("ZGPT_GEMV")) : NULL;
     if (!bench) zt_run("sample_bad_env", test_sample_bad_env); /* first: before this process touches CUDA */
     if (zg_backend_cuda_device_count() <= 0) {
         fprintf(stderr, "no CUDA device visible: this test needs a GPU\n");

@@ -331,12 +331,20 @@ void zgc_prefetch(zg_backend *be, const void *p, size_t bytes) {
         (unsigned)((n + (size_t)ZGC_PF_CHUNK * ZGC_PF_THREADS - 1) / ((size_t)ZGC_PF_CHUNK * ZGC_PF_THREADS));
     /* fork: the prefetch starts once the compute stream's work so far is done (during a recording: an
      * edge from the nodes recorded so far, and the prefetch stream joins the capture) */
-    ZG_CUDA_CHECK(cudaEventRecord(im->pf_fork, im->stream));
-    ZG_CUDA_CHECK(cudaStreamWaitEvent(im->pf_stream, im->pf_fork, 0));
-    auto kern = mode == 2 ? zgc_prefetch_kernel<true> : zgc_prefetch_kernel<false>;
-    kern<<<blocks, ZGC_PF_THREADS, 0, im->pf_stream>>>((const char *)lo, n);
-    ZG_CUDA_LAUNCH_CHECK();
-    if (im->capturing) im->pf_captured = 1;
+    cudaError_t e = cudaEventRecord(im->pf_fork, im->stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(im->pf_stream, im->pf_fork, 0);
+    if (e == cudaSuccess && im->capturing) im->pf_captured = 1; /* joined into the capture: graph_end joins it back */
+    if (e == cudaSuccess) {
+        auto kern = mode == 2 ? zgc_prefetch_kernel<true> : zgc_prefetch_kernel<false>;
+        kern<<<blocks, ZGC_PF_THREADS, 0, im->pf_stream>>>((const char *)lo, n);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) {
+        /* during a recording that already failed: cudaStreamEndCapture reports it and generation falls back
+         * to direct launches; outside one it is a real error */
+        if (!im->capturing) ZG_CUDA_CHECK(e);
+        (void)cudaGetLastError();
+    }
 }
 
 void zgc_prefetch_join(zg_backend *be) {

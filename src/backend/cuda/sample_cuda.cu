@@ -696,8 +696,8 @@ void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
             int slice = (V + (int)nb - 1) / (int)nb;
             /* the binned top-p only when asked for (ZGPT_SAMPLE=cluster) until it has run on a GPU: unset
              * keeps v0.13's measured radix top-p (docs/CUDA.md) */
-            auto kern = mode == ZGC_SAMPLE_CLUSTER ? zgc_sample_cluster_kernel<T, true>
-                                                   : zgc_sample_cluster_kernel<T, false>;
+            auto kern =
+                mode == ZGC_SAMPLE_CLUSTER ? zgc_sample_cluster_kernel<T, true> : zgc_sample_cluster_kernel<T, false>;
             zgc_launch(be, kern, dim3(nb, (unsigned)B), dim3(ZGC_SAMPLE_CLUSTER_THREADS), csmem, nb, ids,
                        (const T *)logits, rows, counter, V, Vp, slice);
         } else {
