@@ -696,6 +696,10 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   t0=$(date +%s.%N); timeout -k 20 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c0" --set save_checkpoints=false 2>&1 | stamp > "$LOG_DIR/ckpt_nosave.log"
   t1=$(date +%s.%N); timeout -k 20 500 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" 2>&1 | stamp > "$LOG_DIR/ckpt_save.log"
   t2=$(date +%s.%N)
+  # the end hands the unlinks of the checkpoint the last save replaced to a process of its own (rm -rf):
+  # how long after the run's exit it finished (the next runs here start after it, on a quiet disk)
+  for i in $(seq 1 600); do ls -a "$W/c1" | grep -q '^\.trash\.' || break; sleep 0.05; done
+  trash_after=$(since "$(date +%s.%N)" "$t2")
   bytes=$(du -sb "$W/c1/$(cat "$W/c1/latest" 2>/dev/null)" 2>/dev/null | cut -f1)
   np=$(grep -oE '[0-9.]+M parameters' "$LOG_DIR/ckpt_save.log" | head -1)
   bpp=$(awk -v b="${bytes:-0}" -v p="${np%M parameters}" 'BEGIN { if (p > 0) printf "%.2f", b / (p * 1e6); else print "n/a" }')
@@ -731,8 +735,8 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # before it, keep_last_k 1), and each deletion on the retention thread (rename to .trash.<tag>, then
   # the files unlinked by several threads)
   endline() { grep -oE 'end: waited [0-9.]+ s for the last save, [0-9.]+ s for retention' "$1" | head -1; }
-  dels() { grep -oE 'checkpoint: removed iter_[0-9]+ \([0-9.]+ GB\) in [0-9.]+ s, [a-z ]+' "$1" | tr '\n' ';'; }
-  note "ckpt: end of the run with saves: $(na "$(endline "$LOG_DIR/ckpt_save.log")") (the run's last line at $(tail -1 "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s, its last iteration line at $(grep -m1 -E '^[0-9.]+ iter 59:' "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s); deletions: $(na "$(dels "$LOG_DIR/ckpt_save.log")")"
+  dels() { grep -oE 'checkpoint: (removed iter_[0-9]+ \([0-9.]+ GB\) in [0-9.]+ s, [a-z ]+|removing iter_[0-9]+ \([0-9.]+ GB\) goes on in process [0-9]+ after this run)' "$1" | tr '\n' ';'; }
+  note "ckpt: end of the run with saves: $(na "$(endline "$LOG_DIR/ckpt_save.log")") (the run's last line at $(tail -1 "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s, its last iteration line at $(grep -m1 -E '^[0-9.]+ iter 59:' "$LOG_DIR/ckpt_save.log" | cut -d' ' -f1) s); deletions: $(na "$(dels "$LOG_DIR/ckpt_save.log")"); the handed-on removal done ${trash_after} s after the run's exit"
   # evict DIR: the checkpoint's files leave the page cache (fsync, then POSIX_FADV_DONTNEED through dd's
   # nocache flag), so that a resume reads the disk; prints what the page cache still holds of them
   evict() {

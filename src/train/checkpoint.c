@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,7 +129,7 @@ static char *trash_path(const char *out_dir, const char *tag) { return hidden_pa
  * at once), then its files are unlinked in parallel. A link or a plain file is removed as itself
  * (never followed). *bytes (when non-NULL): the bytes removed. Test hook: ZGPT_TEST_DELETE_DELAY_MS=D
  * sleeps D ms between the rename and the unlinks, so that a test can kill a run in the middle. */
-static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *bytes) {
+static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *bytes, zg_ckpt_retainer *r) {
     char *p = zg_path_join(out_dir, name), *trash = trash_path(out_dir, name);
     struct stat st;
     int rc = 0;
@@ -136,6 +137,24 @@ static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *by
         rc = zg_dir_remove_flat(trash); /* a leftover of the same name (an earlier crash) */
         if (rc == 0 && rename(p, trash) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
         if (rc == 0) rc = zg_dir_sync(out_dir);
+        if (rc == 0 && r && atomic_load(&r->hand_off)) { /* the end of a run: the wait hands the files on */
+            uint64_t b = 0;
+            DIR *d = opendir(trash);
+            struct dirent *e;
+            while (d && (e = readdir(d)) != NULL) {
+                struct stat fs;
+                if (fstatat(dirfd(d), e->d_name, &fs, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fs.st_mode))
+                    b += (uint64_t)fs.st_size;
+            }
+            if (d) closedir(d);
+            r->handed = zg_realloc(r->handed, (size_t)(r->n_handed + 1) * sizeof *r->handed);
+            r->handed_bytes = zg_realloc(r->handed_bytes, (size_t)(r->n_handed + 1) * sizeof *r->handed_bytes);
+            r->handed[r->n_handed] = trash;
+            r->handed_bytes[r->n_handed++] = b;
+            trash = NULL;
+            if (bytes) *bytes = 0;
+            goto cleanup;
+        }
         const char *delay = getenv("ZGPT_TEST_DELETE_DELAY_MS");
         if (rc == 0 && delay && *delay) {
             long ms = strtol(delay, NULL, 10);
@@ -146,6 +165,7 @@ static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *by
     } else {
         rc = zg_dir_remove_flat(p);
     }
+cleanup:
     free(p);
     free(trash);
     return rc;
@@ -661,7 +681,7 @@ int zg_ckpt_writer_commit(zg_ckpt_writer *w, int set_latest) {
         char cur[256];
         int published = read_latest(w->out_dir, cur, sizeof cur) == 0 && strcmp(cur, w->tag) == 0;
         zg_error_prefix("checkpoint '%s' was written but 'latest' could not be updated", w->final_dir);
-        if (!published) remove_tag_folder(w->out_dir, w->tag, NULL);
+        if (!published) remove_tag_folder(w->out_dir, w->tag, NULL, NULL);
         rc = -1;
     }
     if (rc != 0) {
@@ -757,7 +777,7 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how) {
+static int retain_run(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how, zg_ckpt_retainer *r) {
     char latest[256] = "";
     if (read_latest(out_dir, latest, sizeof latest) != 0) zg_error_clear();
     DIR *d = opendir(out_dir);
@@ -783,9 +803,11 @@ int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, cons
         if (strcmp(tag, latest) == 0) continue;
         uint64_t bytes = 0;
         double t0 = zg_now_s();
-        if (remove_tag_folder(out_dir, tag, &bytes) != 0) {
+        int handed = r ? r->n_handed : 0;
+        if (remove_tag_folder(out_dir, tag, &bytes, r) != 0) {
             rc = -1;
-        } else if (log) { /* one line, one call: whole even beside the training thread's lines */
+        } else if (log && (!r || r->n_handed == handed)) {
+            /* handed on: the wait says it */ /* one line, one call: whole even beside the training thread's lines */
             fprintf(log, "checkpoint: removed %s (%.2f GB) in %.2f s, %s\n", tag, bytes / 1e9, zg_now_s() - t0, how);
             fflush(log);
         }
@@ -794,23 +816,86 @@ int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, cons
     return rc;
 }
 
+int zg_ckpt_retain_log(const char *out_dir, int64_t keep_last_k, FILE *log, const char *how) {
+    return retain_run(out_dir, keep_last_k, log, how, NULL);
+}
+
 int zg_ckpt_retain(const char *out_dir, int64_t keep_last_k) {
     return zg_ckpt_retain_log(out_dir, keep_last_k, NULL, NULL);
 }
 
 static void *retainer_main(void *arg) {
     zg_ckpt_retainer *r = arg;
-    r->rc = zg_ckpt_retain_log(r->out_dir, r->keep_last_k, r->log, "on a thread");
+    r->rc = retain_run(r->out_dir, r->keep_last_k, r->log, "on a thread", r);
     if (r->rc != 0) snprintf(r->error, sizeof r->error, "%s", zg_error_message()); /* errors are per thread */
     return NULL;
 }
 
+/* The folders moved aside under hand_off go to `rm -rf` in a session of its own (it outlives this run;
+ * nothing waits for it); when it cannot start, they are removed here. */
+static int retainer_hand_on(zg_ckpt_retainer *r) {
+    int rc = 0;
+    if (r->n_handed == 0) return 0;
+    char **argv = zg_malloc((size_t)(r->n_handed + 4) * sizeof *argv);
+    argv[0] = "rm";
+    argv[1] = "-rf";
+    argv[2] = "--";
+    for (int i = 0; i < r->n_handed; i++) argv[3 + i] = r->handed[i];
+    argv[3 + r->n_handed] = NULL;
+    pid_t pid = -1;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_t fa;
+    int ok = posix_spawnattr_init(&at) == 0;
+    ok = ok && posix_spawn_file_actions_init(&fa) == 0;
+    ok = ok && posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID) == 0;
+    for (int f = 0; ok && f < 3; f++)
+        ok = posix_spawn_file_actions_addopen(&fa, f, "/dev/null", f == 0 ? O_RDONLY : O_WRONLY, 0) == 0;
+    extern char **environ;
+    ok = ok && posix_spawnp(&pid, "rm", &fa, &at, argv, environ) == 0;
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    free(argv);
+    for (int i = 0; i < r->n_handed; i++) {
+        const char *base = strrchr(r->handed[i], '/') ? strrchr(r->handed[i], '/') + 1 : r->handed[i];
+        const char *tag = strncmp(base, ".trash.", 7) == 0 ? base + 7 : base;
+        if (ok) {
+            if (r->log)
+                fprintf(r->log,
+                        "checkpoint: removing %s (%.2f GB) goes on in process %d after this run (moved aside as %s: no "
+                        "checkpoint any more; a later run removes whatever is left of it)\n",
+                        tag, r->handed_bytes[i] / 1e9, (int)pid, base);
+        } else {
+            uint64_t bytes = 0;
+            double t0 = zg_now_s();
+            if (zg_dir_remove_files(r->handed[i], ZG_CKPT_UNLINK_THREADS, &bytes) != 0)
+                rc = -1;
+            else if (r->log)
+                fprintf(r->log, "checkpoint: removed %s (%.2f GB) in %.2f s, here (no process could start for it)\n",
+                        tag, bytes / 1e9, zg_now_s() - t0);
+        }
+        free(r->handed[i]);
+    }
+    if (r->log) fflush(r->log);
+    free(r->handed);
+    free(r->handed_bytes);
+    r->handed = NULL;
+    r->handed_bytes = NULL;
+    r->n_handed = 0;
+    return rc;
+}
+
+void zg_ckpt_retainer_hand_off(zg_ckpt_retainer *r) { atomic_store(&r->hand_off, 1); }
+
 int zg_ckpt_retainer_wait(zg_ckpt_retainer *r) {
-    if (!r->running) return 0;
-    int e = pthread_join(r->thread, NULL);
-    if (e != 0) ZG_FATAL("joining the checkpoint retention thread failed: %s", strerror(e));
-    r->running = 0;
-    return r->rc == 0 ? 0 : zg_errorf("%s", r->error);
+    int joined = r->running;
+    if (r->running) {
+        int e = pthread_join(r->thread, NULL);
+        if (e != 0) ZG_FATAL("joining the checkpoint retention thread failed: %s", strerror(e));
+        r->running = 0;
+    }
+    int moved = retainer_hand_on(r); /* after the join: the thread no longer touches the list */
+    if (joined && r->rc != 0) return zg_errorf("%s", r->error);
+    return moved;
 }
 
 int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t keep_last_k) {
@@ -825,7 +910,7 @@ int zg_ckpt_retainer_start(zg_ckpt_retainer *r, const char *out_dir, int64_t kee
     r->error[0] = '\0';
     if (pthread_create(&r->thread, NULL, retainer_main, r) == 0)
         r->running = 1;
-    else if (zg_ckpt_retain_log(out_dir, keep_last_k, r->log, "on the training thread (no thread could start)") != 0)
+    else if (retain_run(out_dir, keep_last_k, r->log, "on the training thread (no thread could start)", r) != 0)
         return -1;
     return prev[0] ? zg_errorf("%s", prev) : 0;
 }
@@ -910,7 +995,8 @@ int zg_ckpt_out_dir_tidy(const char *out_dir, char *report, size_t cap) {
             free(p);
             continue;
         }
-        if ((flat ? zg_dir_remove_files(p, ZG_CKPT_UNLINK_THREADS, NULL) : remove_tag_folder(out_dir, n, NULL)) != 0)
+        if ((flat ? zg_dir_remove_files(p, ZG_CKPT_UNLINK_THREADS, NULL) : remove_tag_folder(out_dir, n, NULL, NULL)) !=
+            0)
             rc = -1;
         else
             report_add(report, cap, n);

@@ -1023,6 +1023,9 @@ static int run_loop(trainer *tr, zg_precision prec) {
      * the save in flight is published, then a checkpoint of the current state unless that was it */
     zg_zero_flush(&tr->zero);
     double t_end = zg_now_s();
+    /* from here deletions only move folders aside; their files go to a process of their own when the
+     * end waits for retention below, so the run does not wait for the unlinks (docs/TRAINING.md) */
+    if (tr->rank == 0) zg_ckpt_retainer_hand_off(&tr->retainer);
     if (bg_flush(tr) != 0) return -1;
     if (tr->last_saved_iter != tr->iter && tr->iter > start_iter) {
         if (save_checkpoint(tr, prec, 0) != 0 || bg_flush(tr) != 0) return -1;
@@ -1045,7 +1048,8 @@ static int run_loop(trainer *tr, zg_precision prec) {
         if (rc != 0) return -1;
     }
     /* keep_last_k holds when the process exits: the deletion the last publication started is waited
-     * for here; the two waits of the end are said apart (the disk's writes, the file system's unlinks) */
+     * for here as far as moving the old folders aside (their unlinks go on in a process of their own);
+     * the two waits of the end are said apart (the disk's writes, retention) */
     if (c->save_checkpoints) {
         double t_ret = zg_now_s();
         if (tr->rank == 0 && zg_ckpt_retainer_wait(&tr->retainer) != 0) retention_warn(tr);

@@ -1,6 +1,7 @@
 /* Checkpoint format: sharded optimizer state read back over any range, manifest verification
  * (checksum, truncation), atomic replacement, `latest`, retention, hard-linked tags. */
 #include "backend/backend.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "model/gpt2.h"
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static zg_backend *g_be;
@@ -598,6 +600,42 @@ static void test_retention(void) {
     char *d90 = zg_path_join(g_dir, "iter_90");
     ZT_CHECK(zg_dir_exists(d90));
     free(d90), free(d80), free(t80);
+    /* the end of a run (hand_off): the folder is moved aside at once and its files go to a process of their
+     * own: the wait does not sit out the unlinks (the test hook's 3 s delay is theirs), the folder is no
+     * tag any more, the line names the process, and the folder is gone soon after */
+    free(write_ckpt("iter_100", p, m, v, 10));
+    ZT_CHECK(zg_ckpt_set_latest(g_dir, "iter_100") == 0);
+    zg_ckpt_retainer h;
+    memset(&h, 0, sizeof h);
+    FILE *hlog = tmpfile();
+    h.log = hlog;
+    setenv("ZGPT_TEST_DELETE_DELAY_MS", "3000", 1);
+    zg_ckpt_retainer_hand_off(&h);
+    double t0 = zg_now_s();
+    ZT_CHECK(zg_ckpt_retainer_start(&h, g_dir, 1) == 0 && zg_ckpt_retainer_wait(&h) == 0);
+    double waited = zg_now_s() - t0;
+    unsetenv("ZGPT_TEST_DELETE_DELAY_MS");
+    char *d90b = zg_path_join(g_dir, "iter_90"), *t90 = zg_path_join(g_dir, ".trash.iter_90");
+    ZT_CHECK_MSG(waited < 2.0 && !zg_dir_exists(d90b), "hand_off: waited %.2f s; iter_90 %s", waited,
+                 zg_dir_exists(d90b) ? "still a tag" : "moved");
+    char htext[1024] = "";
+    if (hlog) {
+        rewind(hlog);
+        size_t got = fread(htext, 1, sizeof htext - 1, hlog);
+        htext[got] = '\0';
+        fclose(hlog);
+    }
+    ZT_CHECK_MSG(strstr(htext, "checkpoint: removing iter_90 (0.00 GB) goes on in process ") &&
+                     strstr(htext, "moved aside as .trash.iter_90"),
+                 "hand-off line: %s", htext);
+    for (int i = 0; i < 200 && zg_dir_exists(t90); i++) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ZT_CHECK_MSG(!zg_dir_exists(t90), ".trash.iter_90 still there 10 s after the hand-off");
+    char *d100 = zg_path_join(g_dir, "iter_100");
+    ZT_CHECK(zg_dir_exists(d100));
+    free(d100), free(d90b), free(t90);
     g_dir = saved;
     free(sub);
     free(p);
