@@ -495,6 +495,16 @@ static void test_damage(void) {
     damage_and_check("manifest.json", 3, 5, "corrupt");
 }
 
+/* What a deletion log (a tmpfile) holds, then closes it; empty when it could not be made. */
+static void log_text(FILE *log, char *text, size_t cap) {
+    text[0] = '\0';
+    if (!log) return;
+    rewind(log);
+    size_t got = fread(text, 1, cap - 1, log);
+    text[got] = '\0';
+    fclose(log);
+}
+
 static void test_retention(void) {
     size_t n = g_tab.num_params;
     float *p = calloc(n, 4), *m = calloc(n, 4), *v = calloc(n, 4);
@@ -584,13 +594,8 @@ static void test_retention(void) {
     ZT_CHECK(zg_ckpt_set_latest(g_dir, "iter_90") == 0);
     FILE *log = tmpfile();
     ZT_CHECK(log && zg_ckpt_retain_log(g_dir, 1, log, "here") == 0);
-    char text[1024] = "";
-    if (log) {
-        rewind(log);
-        size_t got = fread(text, 1, sizeof text - 1, log);
-        text[got] = '\0';
-        fclose(log);
-    }
+    char text[1024];
+    log_text(log, text, sizeof text);
     /* iter_70 (kept by the run above) and iter_80 go; 0.00 GB at this size */
     ZT_CHECK_MSG(strstr(text, "checkpoint: removed iter_70 (0.00 GB) in ") &&
                      strstr(text, "checkpoint: removed iter_80 (0.00 GB) in ") && strstr(text, " s, here\n") &&
@@ -618,13 +623,8 @@ static void test_retention(void) {
     char *d90b = zg_path_join(g_dir, "iter_90"), *t90 = zg_path_join(g_dir, ".trash.iter_90");
     ZT_CHECK_MSG(waited < 2.0 && !zg_dir_exists(d90b), "hand_off: waited %.2f s; iter_90 %s", waited,
                  zg_dir_exists(d90b) ? "still a tag" : "moved");
-    char htext[1024] = "";
-    if (hlog) {
-        rewind(hlog);
-        size_t got = fread(htext, 1, sizeof htext - 1, hlog);
-        htext[got] = '\0';
-        fclose(hlog);
-    }
+    char htext[1024];
+    log_text(hlog, htext, sizeof htext);
     ZT_CHECK_MSG(strstr(htext, "checkpoint: removing iter_90 (0.00 GB) goes on in process ") &&
                      strstr(htext, "moved aside as .trash.iter_90"),
                  "hand-off line: %s", htext);
