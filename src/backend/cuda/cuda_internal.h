@@ -165,7 +165,15 @@ static inline int zgc_decode_mode(void) {
 static inline bool zgc_decode_gemv(int N) {
     int m = zgc_decode_mode();
     const char *v = getenv("ZGPT_GEMV_MAX_N"); /* auto's limit, for A/B runs of the tensor-core form at B > 1 */
-    int auto_max = v != NULL ? atoi(v) : ZGC_GEMV_AUTO_MAX_N;
+    int auto_max = ZGC_GEMV_AUTO_MAX_N;
+    if (v != NULL && *v != '\0') {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*end != '\0' || n < 0 || n > ZGC_GEMV_MAX_N)
+            ZG_FATAL("ZGPT_GEMV_MAX_N=%s: expected a row count from 0 to %d (unset: %d)", v, ZGC_GEMV_MAX_N,
+                     ZGC_GEMV_AUTO_MAX_N);
+        auto_max = (int)n;
+    }
     return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= auto_max);
 }
 /* Which kernel runs a product of N <= ZGC_GEMV_MAX_N rows (gemv_cuda.cu):
