@@ -156,6 +156,19 @@ int zg_dir_remove_files(const char *path, int threads, uint64_t *bytes) {
     return 0;
 }
 
+uint64_t zg_dir_file_bytes(const char *path) {
+    uint64_t bytes = 0;
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            bytes += (uint64_t)st.st_size;
+    }
+    if (d) closedir(d);
+    return bytes;
+}
+
 int zg_dir_remove_flat(const char *path) { return zg_dir_remove_files(path, 1, NULL); }
 
 int zg_dir_sync(const char *path) {

@@ -22,6 +22,8 @@ int zg_dir_remove_flat(const char *path);
  * the plain files removed added to *bytes (when non-NULL): a file system frees a file's blocks inside
  * its unlink, so the files of a folder of large ones go side by side. */
 int zg_dir_remove_files(const char *path, int threads, uint64_t *bytes);
+/* The bytes of the regular files directly in folder `path` (links not followed; 0 when it cannot be read). */
+uint64_t zg_dir_file_bytes(const char *path);
 /* 1 when `path` is a symbolic link (not followed); its target into target[cap] when non-NULL. */
 int zg_path_is_link(const char *path, char *target, size_t cap);
 /* fsync a directory so a rename inside it is durable. */

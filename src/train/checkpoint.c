@@ -138,19 +138,8 @@ static int remove_tag_folder(const char *out_dir, const char *name, uint64_t *by
         if (rc == 0 && rename(p, trash) != 0) rc = zg_errorf("cannot move '%s' aside: %s", p, strerror(errno));
         if (rc == 0) rc = zg_dir_sync(out_dir);
         if (rc == 0 && r && atomic_load(&r->hand_off)) { /* the end of a run: the wait hands the files on */
-            uint64_t b = 0;
-            DIR *d = opendir(trash);
-            struct dirent *e;
-            while (d && (e = readdir(d)) != NULL) {
-                struct stat fs;
-                if (fstatat(dirfd(d), e->d_name, &fs, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(fs.st_mode))
-                    b += (uint64_t)fs.st_size;
-            }
-            if (d) closedir(d);
             r->handed = zg_realloc(r->handed, (size_t)(r->n_handed + 1) * sizeof *r->handed);
-            r->handed_bytes = zg_realloc(r->handed_bytes, (size_t)(r->n_handed + 1) * sizeof *r->handed_bytes);
-            r->handed[r->n_handed] = trash;
-            r->handed_bytes[r->n_handed++] = b;
+            r->handed[r->n_handed++] = trash;
             trash = NULL;
             if (bytes) *bytes = 0;
             goto cleanup;
@@ -806,8 +795,8 @@ static int retain_run(const char *out_dir, int64_t keep_last_k, FILE *log, const
         int handed = r ? r->n_handed : 0;
         if (remove_tag_folder(out_dir, tag, &bytes, r) != 0) {
             rc = -1;
-        } else if (log && (!r || r->n_handed == handed)) {
-            /* handed on: the wait says it */ /* one line, one call: whole even beside the training thread's lines */
+        } else if (log && (!r || r->n_handed == handed)) { /* handed on: the wait says it */
+            /* one line, one call: whole even beside the training thread's lines */
             fprintf(log, "checkpoint: removed %s (%.2f GB) in %.2f s, %s\n", tag, bytes / 1e9, zg_now_s() - t0, how);
             fflush(log);
         }
@@ -836,6 +825,8 @@ static void *retainer_main(void *arg) {
 static int retainer_hand_on(zg_ckpt_retainer *r) {
     int rc = 0;
     if (r->n_handed == 0) return 0;
+    uint64_t *bytes = zg_malloc((size_t)r->n_handed * sizeof *bytes); /* for the lines: before rm starts */
+    for (int i = 0; i < r->n_handed; i++) bytes[i] = zg_dir_file_bytes(r->handed[i]);
     char **argv = zg_malloc((size_t)(r->n_handed + 4) * sizeof *argv);
     argv[0] = "rm";
     argv[1] = "-rf";
@@ -856,14 +847,14 @@ static int retainer_hand_on(zg_ckpt_retainer *r) {
     posix_spawnattr_destroy(&at);
     free(argv);
     for (int i = 0; i < r->n_handed; i++) {
-        const char *base = strrchr(r->handed[i], '/') ? strrchr(r->handed[i], '/') + 1 : r->handed[i];
+        const char *slash = strrchr(r->handed[i], '/'), *base = slash ? slash + 1 : r->handed[i];
         const char *tag = strncmp(base, ".trash.", 7) == 0 ? base + 7 : base;
         if (ok) {
             if (r->log)
                 fprintf(r->log,
                         "checkpoint: removing %s (%.2f GB) goes on in process %d after this run (moved aside as %s: no "
                         "checkpoint any more; a later run removes whatever is left of it)\n",
-                        tag, r->handed_bytes[i] / 1e9, (int)pid, base);
+                        tag, bytes[i] / 1e9, (int)pid, base);
         } else {
             uint64_t bytes = 0;
             double t0 = zg_now_s();
@@ -876,10 +867,9 @@ static int retainer_hand_on(zg_ckpt_retainer *r) {
         free(r->handed[i]);
     }
     if (r->log) fflush(r->log);
+    free(bytes);
     free(r->handed);
-    free(r->handed_bytes);
     r->handed = NULL;
-    r->handed_bytes = NULL;
     r->n_handed = 0;
     return rc;
 }

@@ -180,8 +180,7 @@ typedef struct {
      * the run does not wait for the unlinks (~4 s for GPT-2 XL's 18.7 GB on the H200 host's disk) */
     atomic_int hand_off;
     int n_handed;
-    char **handed;          /* (n_handed) the .trash.<tag> folders moved aside under hand_off */
-    uint64_t *handed_bytes; /* (n_handed) their sizes, for the line */
+    char **handed; /* (n_handed) the .trash.<tag> folders moved aside under hand_off */
 } zg_ckpt_retainer;
 /* Starts deleting (after waiting for the previous deletion; its failure is returned then, as
  * zg_ckpt_retainer_wait's). Runs it on this thread when no thread can be started. */
