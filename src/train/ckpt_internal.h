@@ -1,0 +1,45 @@
+/* What the checkpoint modules share (checkpoint.c: the writer and the snapshot; ckpt_retain.c: folders
+ * in out_dir; ckpt_read.c: the reader). Not for use outside src/train/checkpoint*.c, ckpt_*.c. */
+#ifndef ZG_TRAIN_CKPT_INTERNAL_H
+#define ZG_TRAIN_CKPT_INTERNAL_H
+
+#include "core/progress.h"
+#include "train/checkpoint.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { ZG_CKPT_CHUNK_ELEMS = 1 << 20 }; /* host staging for device <-> file copies: 4 MiB of fp32 */
+
+/* ---- little-endian header fields ------------------------------------------------------------- */
+
+static inline void zg_ckpt_put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void zg_ckpt_put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t zg_ckpt_get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static inline uint64_t zg_ckpt_get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Progress of one checkpoint file ("save out/iter_100/model.bin"); rank 0 only prints. */
+void zg_ckpt_progress_begin(zg_progress *p, const char *verb, const char *dir, const char *file, uint64_t bytes,
+                            int quiet);
+/* fp32 values as the training dtype holds them: rounded to bf16/fp16 (nearest even) and widened. */
+void zg_ckpt_round_to_dtype(float *x, size_t n, zg_dtype dt, int parallel);
+/* Puts the finished folder `stage` at `final`, replacing an existing one in one atomic step. */
+int zg_ckpt_swap_into_place(const char *stage, const char *final, const char *out_dir);
+/* out_dir/.partial.<tag>: a tag's folder while it is written. */
+char *zg_ckpt_stage_path(const char *out_dir, const char *tag);
+/* Removes out_dir/<name> through its trash name (ckpt_retain.c says how); *bytes: the bytes removed. */
+int zg_ckpt_remove_tag_folder(const char *out_dir, const char *name, uint64_t *bytes, zg_ckpt_retainer *r);
+
+#endif
