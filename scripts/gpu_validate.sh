@@ -44,7 +44,8 @@
 #            with/without saves (goal <= 1.15x), the writer's GB/s against dd's direct-write rate on the
 #            same disk in the same call (goal >= 80%), bytes per parameter, seconds from `zgpt train
 #            --resume` to its first iteration line (goal <= 8 s) with the resume's own timing lines, once
-#            with direct reads (the default) and once with ZGPT_CKPT_READ=buffered, the checkpoint's pages
+#            with direct reads and the shard read from the start (the defaults), once without that read
+#            (ZGPT_CKPT_PREFETCH=0) and once with ZGPT_CKPT_READ=buffered, the checkpoint's pages
 #            dropped from the page cache before each; then the guide's schedule (a save every 5
 #            iterations, 30 iterations): wall clock against bytes written / dd's rate (disk-bound, not
 #            trainer-bound); the snapshot's pinned memory, reserved on a thread from the start, and the
@@ -52,8 +53,8 @@
 #            save path, windows, bare writer, read-back in both read modes; 18.7 GB: the save path on a
 #            file a real save's size); a synchronous save's GB/s; the end of each run's two waits (the
 #            last save, the deletion of the checkpoint before it) and each deletion's size and time.
-#            ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0, ~3.5 with ZG_CKPT_QUICK=1 (the runs with and without
-#            saves, their notes, and the resume with direct reads)
+#            ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0, ~4 with ZG_CKPT_QUICK=1 (the runs with and without
+#            saves, their notes, and the two resumes with direct reads)
 #            (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
@@ -757,6 +758,12 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
   note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
   note "ckpt: end of the resumed run: $(na "$(endline "$LOG_DIR/ckpt_resume.log")"); deletions: $(na "$(dels "$LOG_DIR/ckpt_resume.log")")"
+  # (e0) the same resume without the shard's read from the start (ZGPT_CKPT_PREFETCH=0: v0.14's path, the
+  # reads after the start-up), from a cold page cache again: the prefetch's gain in the same call
+  cached=$(evict "$W/c1")
+  ZGPT_CKPT_PREFETCH=0 ZGPT_CKPT_READ=direct timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=64 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume0.log"
+  first0=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume0.log" | cut -d' ' -f1)
+  note "ckpt: resume without the read from the start (ZGPT_CKPT_PREFETCH=0, direct reads, $cached before): first iteration line at ${first0:-n/a} s against ${first:-n/a} s with it; $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume0.log" | tr '\n' ';')"
   # ZG_CKPT_QUICK=1 stops here (the runs with and without saves and the direct resume: ~3.5 minutes)
   if [ "${ZG_CKPT_QUICK:-0}" = 1 ]; then rm -rf "$W/c0" "$W/c1"; else
   # (c3) the writer alone on this disk (tests/bench/ckpt_write.c): 4 GiB through the save path, the
@@ -769,7 +776,7 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   # (e2) the same resume with buffered reads (ZGPT_CKPT_READ=buffered), from a cold page cache again, and a
   # synchronous save at its end (background_checkpoint false): the same writer threads from two windows
   cached=$(evict "$W/c1")
-  ZGPT_CKPT_READ=buffered timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
+  ZGPT_CKPT_READ=buffered timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=66 --set background_checkpoint=false --resume 2>&1 | stamp > "$LOG_DIR/ckpt_sync.log"
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_sync.log" | cut -d' ' -f1)
   note "ckpt: resume (buffered reads, $cached before): first iteration line at ${first:-n/a} s after the start; $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_sync.log" | tr '\n' ';')"
   note "ckpt: synchronous save: $(grep -oE 'checkpoint iter_[0-9]+: saved synchronously: .*' "$LOG_DIR/ckpt_sync.log" | head -1) (dd direct $ddrate)"

@@ -126,6 +126,13 @@ typedef struct {
      * one that drives the backend (the checkpoint snapshot's reservation); host_free runs on that one. */
     void *(*host_alloc)(zg_backend *be, size_t bytes, int pinned, const char *what);
     void (*host_free)(zg_backend *be, void *p);
+    /* Takes a block that zg_host_pages_map(bytes + ZG_HOST_HEADER) returned (filled, or being filled by
+     * another thread: the pages are resident) as host staging memory of `bytes`: page-locked where
+     * host_alloc(pinned) would be (CUDA registers it; a failed registration leaves it pageable, said once),
+     * counted, and released by host_free. Returns the caller's pointer, base + ZG_HOST_HEADER (the block
+     * header goes in the first ZG_HOST_HEADER bytes, which must not be in use). Why: a resume reads its
+     * checkpoint into such a block before the backend exists (src/train/ckpt_prefetch.c). Any thread. */
+    void *(*host_adopt)(zg_backend *be, void *base, size_t bytes, const char *what);
     /* dst <- src (bytes) on the copy stream. ZG_COPY_D2H: dst is host memory (from host_alloc(pinned)
      * for a copy that overlaps compute), src backend memory; ZG_COPY_H2D the reverse. Not ordered with
      * the compute stream: record an event on one stream and make the other wait for it. */

@@ -394,6 +394,13 @@ int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took) {
     return 0;
 }
 
+int zg_ckpt_snapshot_take_block(zg_ckpt_snapshot *s, const zg_optimizer *o, void *block, size_t bytes) {
+    size_t n = o->end - o->begin;
+    if (s->reserving || s->block || bytes != zg_ckpt_snapshot_bytes(n, o->master != NULL)) return -1;
+    snapshot_adopt(s, o->be, block, n * (o->master ? 3 : 2));
+    return 0;
+}
+
 int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     if (zg_ckpt_snapshot_reserve_join(s, NULL) != 0) return -1;
     size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);

@@ -107,6 +107,11 @@ int zg_ckpt_write_optimizer(zg_ckpt_writer *w, const zg_optimizer *o, size_t num
  * update waits for the copy (zg_optimizer_hold), forward and backward overlap it. -1 with an error
  * when host memory cannot hold the snapshot (s is then empty, and the caller saves synchronously). */
 int zg_ckpt_snapshot_take(zg_ckpt_snapshot *s, zg_optimizer *o);
+/* Takes `block` (host memory of the optimizer's backend, `bytes` = zg_ckpt_snapshot_bytes of o's range;
+ * freed by zg_ckpt_snapshot_free with host_free) as the snapshot's, instead of reserving one: a resume's
+ * prefetched shard (src/train/ckpt_prefetch.h), which is laid out as the snapshot. -1 (nothing taken) when
+ * s already holds or reserves one, or the size differs. */
+int zg_ckpt_snapshot_take_block(zg_ckpt_snapshot *s, const zg_optimizer *o, void *block, size_t bytes);
 /* Allocates s's buffer for o's range now (joining a reservation in flight first); -1 with the error of
  * take when host memory cannot hold it. */
 int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o);
@@ -262,8 +267,12 @@ int zg_ckpt_read_optimizer(const zg_ckpt *c, zg_optimizer *o);
  * at once through the staging buffers (sync_reason says why). The thread reads files only (its one
  * backend call is host_alloc, which may run on any thread); c may be closed once deferred returns. */
 struct zg_ckpt_moments_job;
+typedef struct zg_ckpt_prefetch zg_ckpt_prefetch; /* src/train/ckpt_prefetch.h */
 typedef struct {
     zg_optimizer *o;
+    zg_ckpt_prefetch *prefetch; /* set before the deferred read: a read of the shard from the start of the run,
+                                   used when it holds this range's shard whole (from_prefetch) */
+    int from_prefetch;          /* the master came from the prefetch; the moments wait for its thread */
     struct zg_ckpt_moments_job *jobs;
     int n_jobs;
     pthread_t thread;
@@ -283,7 +292,9 @@ typedef struct {
     uint64_t bytes;                            /* the moments' bytes */
     const char *read_mode;                     /* ZGPT_CKPT_READ's strategy name (src/train/ckpt_io.h) */
 } zg_ckpt_moments;
-int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo);
+/* pf (NULL: none): a read of the shard started with the run (src/train/ckpt_prefetch.h); used when it holds
+ * this range's shard whole: the master is uploaded from it, the moments wait for it. */
+int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo, zg_ckpt_prefetch *pf);
 /* lend: NULL (or too small) for the thread's own allocation. Returns 0 (a failure surfaces at wait). */
 int zg_ckpt_moments_start(zg_ckpt_moments *mo, void *lend, size_t lend_bytes);
 int zg_ckpt_moments_wait(zg_ckpt_moments *mo);

@@ -3,9 +3,12 @@
 #ifndef ZG_TRAIN_CKPT_INTERNAL_H
 #define ZG_TRAIN_CKPT_INTERNAL_H
 
+#include "core/fileio.h"
 #include "core/progress.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_io.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,5 +44,11 @@ int zg_ckpt_swap_into_place(const char *stage, const char *final, const char *ou
 char *zg_ckpt_stage_path(const char *out_dir, const char *tag);
 /* Removes out_dir/<name> through its trash name (ckpt_retain.c says how); *bytes: the bytes removed. */
 int zg_ckpt_remove_tag_folder(const char *out_dir, const char *name, uint64_t *bytes, zg_ckpt_retainer *r);
+
+/* Reads file bytes [0, size) of `path` straight into image (byte X at image + X; aligned to
+ * ZG_CKPT_IO_ALIGN and writable up to zg_ckpt_io_round_up(size)) by several threads, pieces in flight
+ * while the ones before are hashed into h (non-NULL) in file order; the strategy is ZGPT_CKPT_READ's.
+ * Touches no backend: any thread. */
+int zg_ckpt_read_image(const char *path, uint64_t size, unsigned char *image, zg_hasher *h, zg_ckpt_read_watch *watch);
 
 #endif

@@ -88,6 +88,13 @@ int zg_ckpt_io_finish(zg_ckpt_io_file *f, int ok);
  * other, for a comparison in the same call; a file system that refuses O_DIRECT reads buffered. */
 typedef enum { ZG_CKPT_READ_BUFFERED = 0, ZG_CKPT_READ_DIRECT = 1 } zg_ckpt_read_mode;
 
+/* A read's progress as another thread sees it: file bytes [0, done) are in place (and hashed); stop set
+ * ends the read at its next piece ("... was stopped"). */
+typedef struct {
+    _Atomic uint64_t done;
+    _Atomic int stop;
+} zg_ckpt_read_watch;
+
 /* The mode ZGPT_CKPT_READ asks for: "direct" (default) or "buffered"; an unknown value is an error. */
 int zg_ckpt_read_mode_from_env(zg_ckpt_read_mode *mode);
 const char *zg_ckpt_read_mode_name(zg_ckpt_read_mode m);

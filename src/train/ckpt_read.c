@@ -12,6 +12,7 @@
 #include "core/meminfo.h"
 #include "core/progress.h"
 #include "train/ckpt_io.h"
+#include "train/ckpt_prefetch.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -369,11 +370,12 @@ enum { RING_DEPTH = 3 };
  * deferred read of Adam's moments). image non-NULL: host memory for the file's bytes from lo0 = lo
  * rounded down to ZG_CKPT_IO_ALIGN, byte X at image + (X - lo0) (aligned, readable up to the rounded-up
  * end of [lo, hi)): the pieces are read straight into it, no staging, no copies (the sinks unused). *upload_wait (when non-NULL)
- * gains the seconds spent waiting for uploads to land before a buffer was refilled. The read strategy
+ * gains the seconds spent waiting for uploads to land before a buffer was refilled. watch (when non-NULL):
+ * another thread sees the bytes in place (and hashed) grow, piece by piece, and can stop the read. The read strategy
  * is ZGPT_CKPT_READ's (src/train/ckpt_io.h; direct reads whole aligned blocks around [lo, hi)). */
 static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64_t lo, uint64_t hi,
                           const read_sink *sinks, int n_sinks, zg_hasher *h, zg_progress *prog, unsigned char *image,
-                          double *upload_wait) {
+                          double *upload_wait, zg_ckpt_read_watch *watch) {
     if (hi <= lo) return 0;
     if (!be || image) dst_host = 1;
     zg_ckpt_read_mode mode;
@@ -414,9 +416,14 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
         be->ops->stream_wait(be, ZG_STREAM_COPY, ev[0]);
     }
     size_t i = 0;
+    int stopped = 0;
     for (uint64_t p = alo; rc == 0 && p < ahi; p += piece, i++) {
         /* keep RING_DEPTH - 1 pieces in flight: a buffer is refilled once its previous upload has landed */
         while (rc == 0 && next < ahi && started < i + RING_DEPTH - 1) {
+            if (watch && atomic_load(&watch->stop)) {
+                stopped = 1;
+                break;
+            }
             int b = (int)(started % RING_DEPTH);
             if (ev[b]) {
                 double t0 = zg_now_s();
@@ -426,6 +433,13 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
             piece_start(&job[b], fd, path, PIECE_BUF(started, next), next, hi, ahi, piece, mode);
             next += piece_len(next, ahi, piece);
             started++;
+        }
+        if (stopped) { /* the pieces in flight from piece i on are joined before their buffers go */
+            for (size_t j = i; j < started; j++)
+                if (zg_ckpt_io_read_wait(&job[j % RING_DEPTH]) != 0) zg_error_clear();
+            started = i;
+            rc = zg_errorf("the read of '%s' was stopped", path);
+            break;
         }
         int k = (int)(i % RING_DEPTH);
         uint64_t q = p + piece_len(p, ahi, piece);
@@ -448,6 +462,7 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
             if (prog) zg_progress_update(prog, prog->done + (b - a));
         }
         if (ev[k]) be->ops->event_record(be, ev[k], ZG_STREAM_COPY);
+        if (watch) atomic_store(&watch->done, uhi);
     }
 #undef PIECE_BUF
     /* an error: the reads still in flight are joined before their buffers go */
@@ -468,6 +483,10 @@ static int read_pipelined(const char *path, zg_backend *be, int dst_host, uint64
     }
     close(fd);
     return rc;
+}
+
+int zg_ckpt_read_image(const char *path, uint64_t size, unsigned char *image, zg_hasher *h, zg_ckpt_read_watch *watch) {
+    return read_pipelined(path, NULL, 1, 0, size, NULL, 0, h, NULL, image, NULL, watch);
 }
 
 /* One file range of the deferred read of Adam's moments: read by the thread into host memory. */
@@ -496,6 +515,38 @@ static void moments_add_job(zg_ckpt_moments *mo, const char *path, uint64_t lo, 
         j->h = *h; /* moved: the thread finishes it */
         j->want = want;
     }
+}
+
+/* The shard is being read whole from the start of the run (ckpt_prefetch.h): the master's sinks
+ * (sinks[0, k_now)) are uploaded from its block once their bytes are in place; the moments' (the rest)
+ * are left in the block, where zg_ckpt_moments_wait uploads them after the read's checksum held. */
+static int take_prefetched(zg_ckpt_moments *mo, zg_backend *be, const read_sink *sinks, int k, int k_now,
+                           zg_progress *prog) {
+    zg_ckpt_prefetch *p = mo->prefetch;
+    uint64_t upto = 0;
+    for (int q = 0; q < k_now; q++)
+        if (sinks[q].off + sinks[q].n > upto) upto = sinks[q].off + sinks[q].n;
+    if (zg_ckpt_prefetch_wait_bytes(p, upto, prog) != 0) return -1;
+    double t0 = zg_now_s();
+    zg_event *ev = be->ops->event_create(be);
+    /* after what the compute stream has queued (the state's initialisation), as read_pipelined's */
+    be->ops->event_record(be, ev, ZG_STREAM_COMPUTE);
+    be->ops->stream_wait(be, ZG_STREAM_COPY, ev);
+    for (int q = 0; q < k_now; q++)
+        be->ops->copy_async(be, sinks[q].dst, p->image + sinks[q].off, (size_t)sinks[q].n, ZG_COPY_H2D);
+    be->ops->event_record(be, ev, ZG_STREAM_COPY);
+    be->ops->event_synchronize(be, ev);
+    be->ops->event_destroy(be, ev);
+    mo->master_upload_wait += zg_now_s() - t0;
+    for (int q = k_now; q < k; q++) {
+        if (sinks[q].which == 1) mo->m_off = (size_t)sinks[q].off;
+        if (sinks[q].which == 2) mo->v_off = (size_t)sinks[q].off;
+    }
+    mo->image = p->image;
+    mo->in_place = 1;
+    mo->from_prefetch = 1;
+    mo->where = "host memory read from the start of the run";
+    return 0;
 }
 
 /* Reads the optimizer's range. mo NULL: everything now. Otherwise the master (and a shard's header)
@@ -552,6 +603,11 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
             sinks[k++].dst = dst[which];
             if (which == 0 || !mo) k_now = k;
         }
+        if (mo && mo->prefetch && !o->host && a == s->begin && b == s->end &&
+            zg_ckpt_prefetch_holds(mo->prefetch, c, s)) {
+            rc = take_prefetched(mo, o->be, sinks, k, k_now, &prog);
+            continue;
+        }
         zg_ckpt_file *f = find_file(c, s->file);
         int whole = f && f->unverified && a == s->begin && b == s->end;
         char *path = zg_path_join(c->dir, s->file);
@@ -560,7 +616,7 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
         if (whole && mo) { /* the master's part now, hashed; the thread hashes on from there */
             zg_hasher h;
             zg_hasher_init(&h);
-            rc = read_pipelined(path, o->be, o->host, 0, split, sinks, k_now, &h, &prog, NULL, upload_wait);
+            rc = read_pipelined(path, o->be, o->host, 0, split, sinks, k_now, &h, &prog, NULL, upload_wait, NULL);
             if (rc == 0)
                 moments_add_job(mo, path, split, f->size, sinks + k_now, k - k_now, &h, f->xxh3);
             else
@@ -568,14 +624,14 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
         } else if (whole) { /* the whole file in one pass, checksummed on the way */
             zg_hasher h;
             zg_hasher_init(&h);
-            rc = read_pipelined(path, o->be, o->host, 0, f->size, sinks, k, &h, &prog, NULL, upload_wait);
+            rc = read_pipelined(path, o->be, o->host, 0, f->size, sinks, k, &h, &prog, NULL, upload_wait, NULL);
             uint64_t got = zg_hasher_final(&h);
             if (rc == 0) rc = check_sum(c, f, got);
         } else {
             rc = verify_file(c, s->file);
             for (int q = 0; rc == 0 && q < k_now; q++)
                 rc = read_pipelined(path, o->be, o->host, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL,
-                                    &prog, NULL, upload_wait);
+                                    &prog, NULL, upload_wait, NULL);
             for (int q = k_now; rc == 0 && q < k; q++)
                 moments_add_job(mo, path, sinks[q].off, sinks[q].off + sinks[q].n, &sinks[q], 1, NULL, 0);
         }
@@ -616,7 +672,7 @@ static int moments_read_job(struct zg_ckpt_moments_job *j, int rc, const read_si
                             unsigned char *image, double *upload_wait) {
     if (rc == 0)
         rc = read_pipelined(j->path, be, be == NULL, j->lo, j->hi, sinks, j->n_sinks, j->hashed ? &j->h : NULL, NULL,
-                            image, upload_wait);
+                            image, upload_wait, NULL);
     if (j->hashed) {
         uint64_t got = zg_hasher_final(&j->h);
         j->hashed = 0;
@@ -657,9 +713,10 @@ static void *moments_main(void *arg) {
     return NULL;
 }
 
-int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo) {
+int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo, zg_ckpt_prefetch *pf) {
     memset(mo, 0, sizeof *mo);
     mo->o = o;
+    mo->prefetch = pf && zg_ckpt_prefetch_active(pf) ? pf : NULL;
     zg_ckpt_read_mode mode;
     if (zg_ckpt_read_mode_from_env(&mode) != 0) return -1; /* a bad value: refused before anything is read */
     mo->read_mode = zg_ckpt_read_mode_name(mode);
@@ -672,6 +729,11 @@ int zg_ckpt_read_optimizer_deferred(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_m
 }
 
 int zg_ckpt_moments_start(zg_ckpt_moments *mo, void *lend, size_t lend_bytes) {
+    if (mo->from_prefetch && !mo->started) { /* its thread has been reading them since the start */
+        mo->started = 1;
+        mo->t_start = mo->prefetch->t_start;
+        return 0;
+    }
     if (mo->n_jobs == 0 || mo->started) return 0;
     mo->started = 1;
     mo->t_start = zg_now_s();
@@ -713,7 +775,18 @@ int zg_ckpt_moments_wait(zg_ckpt_moments *mo) {
         if (e != 0) ZG_FATAL("joining the checkpoint reader thread failed: %s", strerror(e));
         mo->running = 0;
     }
-    if (mo->rc != 0) return zg_errorf("%s", mo->error);
+    if (mo->from_prefetch && mo->image) { /* the whole shard read and checksummed, or its error */
+        if (zg_ckpt_prefetch_join(mo->prefetch) != 0) {
+            mo->rc = -1;
+            snprintf(mo->error, sizeof mo->error, "%s", zg_error_message());
+        }
+        mo->t_start = mo->prefetch->t_start;
+        mo->t_done = mo->prefetch->t_done;
+    }
+    if (mo->rc != 0) {
+        mo->image = NULL;
+        return zg_errorf("%s", mo->error);
+    }
     zg_optimizer *o = mo->o;
     if (mo->image && !o->host) {
         /* Verified: uploaded from host memory that is pinned (the snapshot's, or the thread's host_alloc)

@@ -16,6 +16,7 @@
 #include "train/checkpoint.h"
 #include "train/ckpt_background.h"
 #include "train/ckpt_io.h"
+#include "train/ckpt_prefetch.h"
 #include "train/ckpt_shards.h"
 #include "train/loss_scaler.h"
 #include "train/mfu.h"
@@ -87,6 +88,8 @@ typedef struct {
     /* a resume's Adam moments, read in the background until the first update (or save) needs them */
     zg_ckpt_moments moments;
     int moments_pending;
+    zg_ckpt_prefetch prefetch; /* one process's resume: the shard read from the start (ckpt_prefetch.h) */
+    double open_s;             /* seconds the resumed checkpoint's opening took (manifest, headers or checksums) */
     zg_ckpt_retainer retainer; /* rank 0: old checkpoints deleted beside training (keep_last_k) */
     double t_start;            /* zg_now_s() when the run started: the resume's timing lines count from it */
     double t_reserve;          /* zg_now_s() when the snapshot's reservation started (bg_setup) */
@@ -140,6 +143,25 @@ static int check_shape(const zg_train_config *c, const gpt2_config *m, const cha
 
 static int resume_requested(const trainer *tr) { return tr->opts->resume || strcmp(tr->cfg->init_from, "resume") == 0; }
 
+/* One process resuming: the checkpoint is opened before the backend exists and its optimizer shard
+ * starts being read on a thread at once (ckpt_prefetch.h: the start-up then hides under the read).
+ * Several ranks open it in setup_model, once their communicator exists, so that a failure is agreed.
+ * ZeRO-Offload keeps the state in host memory of its own: read there as before. */
+static int open_resume_early(trainer *tr, zg_ckpt *ck) {
+    if (tr->world != 1 || !resume_requested(tr)) return 0;
+    char *latest = zg_path_join(tr->cfg->out_dir, "latest");
+    int exists = zg_file_exists(latest);
+    free(latest);
+    if (!exists) return 0; /* setup_model says so */
+    double t0 = zg_now_s();
+    if (zg_ckpt_open_deferred(ck, tr->cfg->out_dir) != 0) return -1;
+    tr->open_s = zg_now_s() - t0;
+    const char *why = NULL;
+    if (tr->cfg->zero.offload_optimizer == ZG_OFFLOAD_NONE && tr->cfg->zero.offload_param == ZG_OFFLOAD_NONE)
+        (void)zg_ckpt_prefetch_start(&tr->prefetch, ck, &why);
+    return 0;
+}
+
 /* Model shape and initial weights (host fp32 in tr->host_params), and the checkpoint to resume. */
 static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     zg_train_config *c = tr->cfg;
@@ -148,7 +170,6 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     zg_model_source src;
     memset(&src, 0, sizeof src);
     int have_src = 0, rc = -1;
-    double t_open = 0;
     *resuming = 0;
     if (resume_requested(tr)) {
         char *latest = zg_path_join(c->out_dir, "latest");
@@ -160,11 +181,16 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
                       c->out_dir);
             goto cleanup;
         }
-        t_open = zg_now_s();
         /* one process: the shard is checksummed while it is read (one pass); several check every file
-         * at open, so that every rank refuses a corrupt checkpoint with the same message */
-        if ((tr->world == 1 ? zg_ckpt_open_deferred(resume_ck, c->out_dir) : zg_ckpt_open(resume_ck, c->out_dir)) != 0)
-            goto cleanup;
+         * at open, so that every rank refuses a corrupt checkpoint with the same message. One process
+         * opened it already, before the backend (open_resume_early). */
+        if (!resume_ck->dir) {
+            double t0 = zg_now_s();
+            if ((tr->world == 1 ? zg_ckpt_open_deferred(resume_ck, c->out_dir) : zg_ckpt_open(resume_ck, c->out_dir)) !=
+                0)
+                goto cleanup;
+            tr->open_s = zg_now_s() - t0;
+        }
         *resuming = 1;
         mc = resume_ck->cfg;
         char what[600];
@@ -201,11 +227,10 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
          * state read next rebuilds on the device (zg_optimizer_params_from_master); reading them here
          * too would read the master twice. */
         int from_state = tr->world == 1 && resume_ck->params_from_master && tr->be->param_dtype != ZG_F32;
-        double t_model = zg_now_s();
         rc = from_state ? 0 : zg_ckpt_read_model(resume_ck, tr->host_params);
         if (rc == 0 && !from_state) gpt2_params_upload(&tr->model, tr->host_params);
         if (rc == 0 && tr->rank == 0 && !tr->opts->quiet)
-            printf("resume: checkpoint %s opened in %.2f s (%s); parameters %s\n", resume_ck->dir, t_model - t_open,
+            printf("resume: checkpoint %s opened in %.2f s (%s); parameters %s\n", resume_ck->dir, tr->open_s,
                    tr->world == 1 ? "manifest, headers; the optimizer shards are checksummed as they are read"
                                   : "every file checksummed",
                    from_state ? "from the optimizer's master weights" : "read");
@@ -597,8 +622,18 @@ static int moments_wait(trainer *tr) {
     double t0 = zg_now_s();
     int rc = zg_ckpt_moments_wait(&tr->moments);
     double waited = zg_now_s() - t0;
+    double shard_gb = tr->prefetch.size / 1e9, shard_t0 = tr->prefetch.t_start - tr->t_start;
+    zg_ckpt_prefetch_free(&tr->prefetch); /* read and joined: its block is the snapshot's, or freed now */
     if (zg_comm_any(tr->comm, rc != 0) && rc == 0) rc = zg_errorf("reading the checkpoint failed on another rank");
-    if (rc == 0 && tr->rank == 0 && !tr->opts->quiet && !tr->moments.sync_reason) {
+    if (rc == 0 && tr->rank == 0 && !tr->opts->quiet && tr->moments.from_prefetch) {
+        const zg_ckpt_moments *mo = &tr->moments;
+        double read = mo->t_done - mo->t_start;
+        printf("resume: parameters ready in %.2f s; optimizer state ready in %.2f s (the shard's %.2f GB read from "
+               "%.2f s after the start and checksummed in %.2f s at %.2f GB/s, %s reads, into %s, in place; the Adam "
+               "moments uploaded in %.2f s; the first update waited %.2f s for them)\n",
+               mo->t_params - tr->t_start, mo->t_ready - tr->t_start, shard_gb, shard_t0, read,
+               read > 0 ? shard_gb / read : 0.0, mo->read_mode, mo->where, mo->upload_s, waited);
+    } else if (rc == 0 && tr->rank == 0 && !tr->opts->quiet && !tr->moments.sync_reason) {
         const zg_ckpt_moments *mo = &tr->moments;
         double read = mo->t_done - mo->t_start, gb = mo->bytes / 1e9;
         printf("resume: parameters ready in %.2f s; optimizer state ready in %.2f s (Adam moments %.2f GB read and "
@@ -630,6 +665,19 @@ static int bg_setup(trainer *tr) {
     zg_ckpt_io_mode mode;
     if (zg_ckpt_io_mode_from_env(&mode) != 0) return -1;
     if (!zg_zero_ckpt_writes_shard(&tr->zero)) return 0;
+    /* a resume's shard read from the start is laid out as the snapshot: it becomes the snapshot's host
+     * memory (no second block of the state's size), usable once the moments are uploaded from it */
+    size_t pf_bytes = 0;
+    void *pf_block = zg_ckpt_prefetch_give(&tr->prefetch, &pf_bytes);
+    if (pf_block && tr->prefetch.be == tr->opt->be &&
+        zg_ckpt_snapshot_take_block(&tr->bg.snap, tr->opt, pf_block, pf_bytes) == 0) {
+        if (tr->rank == 0 && !tr->opts->quiet)
+            printf("checkpoint snapshot: %.2f GiB of %s host memory: the resume's read of the checkpoint, taken over "
+                   "once the optimizer state is uploaded from it (nothing reserved)\n",
+                   (double)pf_bytes / (1u << 30), strcmp(tr->be->ops->name, "cuda") == 0 ? "pinned" : "plain");
+        return 0;
+    }
+    if (pf_block) tr->prefetch.given = 0; /* not taken: still the prefetch's to free */
     if (zg_ckpt_snapshot_reserve_start(&tr->bg.snap, tr->opt) != 0) {
         zg_error_clear(); /* no thread: the first save reserves it (and says so when it cannot) */
         return 0;
@@ -1241,7 +1289,10 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     tr.local_ranks = env.size > 1 && env.local_size > 0 ? env.local_size : 1;
     tr.launched_by = env.source;
     rc = zg_train_config_resolve_batch(cfg, tr.world);
+    if (rc == 0) rc = open_resume_early(&tr, &ck);
     if (rc == 0) rc = make_backend(&tr, &prec);
+    /* the read goes on; from here its host memory is the backend's (pinned on CUDA) */
+    if (rc == 0 && zg_ckpt_prefetch_adopt(&tr.prefetch, tr.be) != 0) zg_error_clear();
     if (rc == 0) rc = setup_parallel(&tr);
     if (rc == 0 && tr.rank == 0) rc = claim_out_dir(&tr);
     if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not claim out_dir");
@@ -1274,13 +1325,29 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         /* What the forward needs now (the master: the parameters are its rounding); Adam's moments in
          * the background until the first update (moments_wait). */
         double t_read = zg_now_s();
-        rc = zg_ckpt_read_optimizer_deferred(&ck, tr.opt, &tr.moments);
+        rc = zg_ckpt_read_optimizer_deferred(&ck, tr.opt, &tr.moments, &tr.prefetch);
         tr.moments_pending = rc == 0;
+        if (!tr.moments.from_prefetch)
+            zg_ckpt_prefetch_free(&tr.prefetch); /* not this range's: stopped */
+        else
+            tr.moments.where = tr.prefetch.given ? "the checkpoint snapshot's host memory" : "host memory of its own";
         if (rc == 0) moments_start(&tr);
         if (rc == 0 && tr.rank == 0 && !opts->quiet) {
             const zg_ckpt_moments *mo = &tr.moments;
             double gb = (zg_optimizer_state_bytes(tr.opt) - mo->bytes) / 1e9, dt = mo->t_params - t_read;
-            if (mo->sync_reason)
+            double pf_t0 = tr.prefetch.t_start - tr.t_start;
+            if (mo->from_prefetch && tr.opt->master)
+                printf("resume: the optimizer shard (%.2f GB) is read from %.2f s after the start, before the backend "
+                       "existed (%s reads, into %s); the master weights (%.2f GB) were in place %.2f s after the start "
+                       "and uploaded in %.2f s; the Adam moments (%.2f GB) follow until the first update\n",
+                       tr.prefetch.size / 1e9, pf_t0, mo->read_mode, mo->where, gb, mo->t_params - tr.t_start,
+                       mo->master_upload_wait, mo->bytes / 1e9);
+            else if (mo->from_prefetch)
+                printf(
+                    "resume: the Adam moments (%.2f GB) are read in the background into %s until the first update "
+                    "(%s reads; the optimizer shard is read from %.2f s after the start, before the backend existed)\n",
+                    mo->bytes / 1e9, mo->where, mo->read_mode, pf_t0);
+            else if (mo->sync_reason)
                 printf("resume: optimizer state %.2f GB read, checksummed and uploaded in %.2f s (%.2f GB/s, %s reads; "
                        "upload wait %.2f s; the Adam moments were read now: %s)\n",
                        zg_optimizer_state_bytes(tr.opt) / 1e9, mo->t_done - t_read,
@@ -1354,8 +1421,9 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
         }
         rc = run_loop(&tr, prec);
     }
-    zg_ckpt_moments_free(&tr.moments); /* an error before the first update: the reading thread is joined */
-    bg_abandon(&tr);                   /* only an error left a save in flight: it is dropped, `latest` stays */
+    zg_ckpt_moments_free(&tr.moments);   /* an error before the first update: the reading thread is joined */
+    zg_ckpt_prefetch_free(&tr.prefetch); /* its read stopped and joined before the snapshot may free its block */
+    bg_abandon(&tr);                     /* only an error left a save in flight: it is dropped, `latest` stays */
     zg_ckpt_bg_free(&tr.bg);
     if (zg_ckpt_retainer_wait(&tr.retainer) != 0) retention_warn(&tr); /* before out_dir's lock goes */
 

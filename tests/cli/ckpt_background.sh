@@ -44,13 +44,28 @@ same_ckpt bg/final half/final
 grep -qE "^checkpoint iter_3: training paused [0-9.]+ s for the snapshot" bg.log || fail "no stall line: $(cat bg.log)"
 grep -qE "^checkpoint iter_3: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s, (direct|buffered) I/O\)" bg.log ||
     fail "no writer line: $(cat bg.log)"
-grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update" half2.log ||
-    fail "no deferred read of the moments into the snapshot's buffer: $(cat half2.log)"
-# one rank's shard is its range: the file lands in place in the lent buffer, uploaded from there after the checksum
-grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half2.log ||
-    fail "no in-place read of the moments: $(cat half2.log)"
-grep -qE "the resume waited [0-9.]+ s for it, to read the Adam moments into it" half2.log ||
-    fail "the snapshot's reservation was not joined for the resume: $(cat half2.log)"
+# one process: the shard is read from the start of the run, before the backend exists, into host
+# memory laid out as the snapshot, which then becomes the snapshot's (nothing else reserved)
+grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update \((direct|buffered) reads; the optimizer shard is read from [0-9.]+ s after the start, before the backend existed\)" half2.log ||
+    fail "no read of the shard from the start of the run: $(cat half2.log)"
+grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(the shard's [0-9.]+ GB read from [0-9.]+ s after the start and checksummed in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; the Adam moments uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half2.log ||
+    fail "no timing of the shard read from the start: $(cat half2.log)"
+grep -qE "^checkpoint snapshot: [0-9.]+ GiB of plain host memory: the resume's read of the checkpoint, taken over once the optimizer state is uploaded from it \(nothing reserved\)$" half2.log ||
+    fail "the snapshot did not take the resume's read: $(cat half2.log)"
+grep -q "reserved in" half2.log && fail "a second snapshot buffer was reserved: $(cat half2.log)"
+# without it (ZGPT_CKPT_PREFETCH=0): the moments are read after the start-up into the snapshot's reserved
+# buffer; one rank's shard is its range, so the file lands in place there, uploaded after the checksum
+ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half0 --set max_iters=3 > half01.log
+ZGPT_CKPT_PREFETCH=0 ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half0 --resume > half0.log
+grep -q "resuming at iter 3" half0.log || fail "ZGPT_CKPT_PREFETCH=0: did not resume at 3: $(cat half0.log)"
+grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update \((direct|buffered) reads\)$" half0.log ||
+    fail "no deferred read of the moments into the snapshot's buffer: $(cat half0.log)"
+grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half0.log ||
+    fail "no in-place read of the moments: $(cat half0.log)"
+grep -qE "the resume waited [0-9.]+ s for it, to read the Adam moments into it" half0.log ||
+    fail "the snapshot's reservation was not joined for the resume: $(cat half0.log)"
+diff <(losses bg/metrics.jsonl) <(losses half0/metrics.jsonl) || fail "resume without the prefetch: losses differ"
+same_ckpt bg/final half0/final
 # buffered reads (ZGPT_CKPT_READ=buffered: through the page cache; the default is direct): the same
 # resume, bitwise
 "$ZGPT" train "${T[@]}" --set out_dir=hdir --set max_iters=3 > hdir1.log

@@ -6,6 +6,7 @@
 #include "core/fileio.h"
 #include "model/gpt2.h"
 #include "train/checkpoint.h"
+#include "train/ckpt_prefetch.h"
 #include "train/optimizer.h"
 #include "testutil.h"
 
@@ -247,7 +248,7 @@ static void test_snapshot(void) {
     ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
     zg_ckpt_moments mo;
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
-    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0 && d.step == 9 && !mo.sync_reason);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, NULL) == 0 && d.step == 9 && !mo.sync_reason);
     zg_ckpt_close(&c);
     ZT_CHECK(memcmp(d.master, r.master, n * 4) == 0);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
@@ -267,7 +268,7 @@ static void test_snapshot(void) {
     ZT_CHECK(lend && (uintptr_t)lend % 4096 == 0 && lend_bytes >= 64 + 3 * n * 4);
     memset(lend, 0x7f, lend_bytes);
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
-    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, NULL) == 0);
     zg_ckpt_close(&c);
     ZT_CHECK(zg_ckpt_moments_start(&mo, lend, lend_bytes) == 0);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
@@ -280,7 +281,7 @@ static void test_snapshot(void) {
     /* a range that is part of the shard: not in place; m, v copied out of the staging into the lent buffer */
     ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 5, n - 7, &oc, ZG_BF16, NULL) == 0);
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
-    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, NULL) == 0);
     zg_ckpt_close(&c);
     ZT_CHECK(zg_ckpt_moments_start(&mo, lend, lend_bytes) == 0);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
@@ -292,7 +293,7 @@ static void test_snapshot(void) {
     /* a lent buffer too small: the thread's own */
     ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
-    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, NULL) == 0);
     zg_ckpt_close(&c);
     ZT_CHECK(zg_ckpt_moments_start(&mo, lend, 4096) == 0);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0 && mo.alloc_bytes > 0 && mo.in_place);
@@ -303,7 +304,7 @@ static void test_snapshot(void) {
     setenv("ZGPT_TEST_HOST_AVAILABLE_BYTES", "4096", 1);
     ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
-    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, NULL) == 0);
     zg_ckpt_close(&c);
     ZT_CHECK(zg_ckpt_moments_start(&mo, NULL, 0) == 0 && mo.sync_reason && !mo.running);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
@@ -312,6 +313,59 @@ static void test_snapshot(void) {
     zg_optimizer_free(&d);
     unsetenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
     zg_ckpt_snapshot_free(&ls);
+    /* the shard read from the start of a run (ckpt_prefetch.h): begun before the optimizer exists, into a
+     * block laid out as the snapshot, which the snapshot then takes; the master from it once in place,
+     * the moments after the whole file's checksum: bitwise the plain read */
+    zg_ckpt_prefetch pf;
+    const char *why = NULL;
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_prefetch_start(&pf, &c, &why) == 1 && !why);
+    ZT_CHECK(zg_ckpt_prefetch_adopt(&pf, g_be) == 0 && pf.block);
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    zg_ckpt_snapshot ps;
+    memset(&ps, 0, sizeof ps);
+    size_t pf_bytes = 0;
+    void *pf_block = zg_ckpt_prefetch_give(&pf, &pf_bytes);
+    ZT_CHECK(pf_block && zg_ckpt_snapshot_take_block(&ps, &d, pf_block, pf_bytes) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, &pf) == 0 && mo.from_prefetch && d.step == 9);
+    zg_ckpt_close(&c);
+    ZT_CHECK(memcmp(d.master, r.master, n * 4) == 0);
+    ZT_CHECK(zg_ckpt_moments_start(&mo, NULL, 0) == 0 && !mo.running);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0 && mo.in_place);
+    ZT_CHECK(memcmp(d.m, r.m, n * 4) == 0 && memcmp(d.v, r.v, n * 4) == 0);
+    zg_ckpt_moments_free(&mo);
+    zg_ckpt_prefetch_free(&pf);
+    /* the snapshot holds the file as read: master, m, v after the header */
+    ZT_CHECK(ps.block == pf_block && memcmp(ps.buf, r.master, n * 4) == 0 && memcmp(ps.buf + 2 * n, r.v, n * 4) == 0);
+    zg_ckpt_snapshot_free(&ps);
+    zg_optimizer_free(&d);
+    ZT_CHECK(g_be->host_bytes_in_use == 0);
+    /* a range that is part of the shard: the prefetch holds no shard of it whole; the read goes as before */
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_prefetch_start(&pf, &c, &why) == 1);
+    ZT_CHECK(zg_ckpt_prefetch_adopt(&pf, g_be) == 0);
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 5, n - 7, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, &pf) == 0 && !mo.from_prefetch);
+    zg_ckpt_close(&c);
+    zg_ckpt_prefetch_free(&pf); /* stopped (or done) and freed while the moments' own read goes on */
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) == 0);
+    ZT_CHECK(memcmp(d.m, r.m + 5, (n - 12) * 4) == 0 && memcmp(d.master, r.master + 5, (n - 12) * 4) == 0);
+    zg_ckpt_moments_free(&mo);
+    zg_optimizer_free(&d);
+    ZT_CHECK(g_be->host_bytes_in_use == 0);
+    /* not started: turned off, or no host memory for it (why says so); freed at once, mid-read */
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    setenv("ZGPT_CKPT_PREFETCH", "0", 1);
+    ZT_CHECK(zg_ckpt_prefetch_start(&pf, &c, &why) == 0 && why && strstr(why, "ZGPT_CKPT_PREFETCH"));
+    zg_ckpt_prefetch_free(&pf);
+    unsetenv("ZGPT_CKPT_PREFETCH");
+    setenv("ZGPT_TEST_HOST_AVAILABLE_BYTES", "4096", 1);
+    ZT_CHECK(zg_ckpt_prefetch_start(&pf, &c, &why) == 0 && why && strstr(why, "host memory"));
+    unsetenv("ZGPT_TEST_HOST_AVAILABLE_BYTES");
+    ZT_CHECK(zg_ckpt_prefetch_start(&pf, &c, &why) == 1);
+    zg_ckpt_prefetch_free(&pf); /* never adopted: the mapping itself is unmapped */
+    ZT_CHECK(!zg_ckpt_prefetch_active(&pf));
+    zg_ckpt_close(&c);
     /* one flipped byte of v: the deferred open passes (sizes, headers), the reads refuse it */
     char *sp = zg_path_join(snap, shard);
     FILE *f = fopen(sp, "r+b");
@@ -324,13 +378,27 @@ static void test_snapshot(void) {
     /* deferred: the master is read, the wait refuses the moments and leaves the state's m, v as they were */
     ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
-    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, NULL) == 0);
     zg_ckpt_close(&c);
     ZT_CHECK(zg_ckpt_moments_wait(&mo) != 0 && strstr(zg_error_message(), "fails its checksum"));
     zg_error_clear();
     zg_ckpt_moments_free(&mo);
     for (size_t i = 0; i < n; i++) ZT_CHECK(d.m[i] == 0.0f && d.v[i] == 0.0f);
     zg_optimizer_free(&d);
+    /* the same through a prefetch: the master is used, the moments' wait refuses the file, m and v untouched */
+    ZT_CHECK(zg_optimizer_init(&d, g_be, &g_tab, 0, n, &oc, ZG_BF16, NULL) == 0);
+    ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
+    ZT_CHECK(zg_ckpt_prefetch_start(&pf, &c, &why) == 1 && zg_ckpt_prefetch_adopt(&pf, g_be) == 0);
+    ZT_CHECK(zg_ckpt_read_optimizer_deferred(&c, &d, &mo, &pf) == 0 && mo.from_prefetch);
+    zg_ckpt_close(&c);
+    ZT_CHECK(zg_ckpt_moments_wait(&mo) != 0 && strstr(zg_error_message(), "fails its checksum") &&
+             strstr(zg_error_message(), shard));
+    zg_error_clear();
+    zg_ckpt_moments_free(&mo);
+    zg_ckpt_prefetch_free(&pf);
+    for (size_t i = 0; i < n; i++) ZT_CHECK(d.m[i] == 0.0f && d.v[i] == 0.0f);
+    zg_optimizer_free(&d);
+    ZT_CHECK(g_be->host_bytes_in_use == 0);
     ZT_CHECK(zg_ckpt_open_deferred(&c, snap) == 0);
     zg_optimizer part; /* a part of the shard: checked by itself first */
     ZT_CHECK(zg_optimizer_init(&part, g_be, &g_tab, 3, n - 3, &oc, ZG_BF16, NULL) == 0);

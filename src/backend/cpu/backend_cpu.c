@@ -1,6 +1,7 @@
 /* The CPU backend: host memory, fp32 only, OpenMP loops and OpenBLAS sgemm (ops in ops_cpu.c and
  * optim_cpu.c). */
 #include "backend/cpu/cpu_internal.h"
+#include "backend/host_pages.h"
 
 #include "core/error.h"
 #include "core/strutil.h"
@@ -62,6 +63,9 @@ static void cpu_zero(zg_backend *be, void *p, size_t bytes) {
 
 static void cpu_synchronize(zg_backend *be) { (void)be; }
 
+/* How a host block was allocated (the block header's `pinned` field, backend.h). */
+enum { CPU_HOST_MALLOC = 0, CPU_HOST_MAPPED = 1 };
+
 /* Host staging memory is the same plain memory as the backend's (the CPU has nothing to pin for). */
 static void *cpu_host_alloc(zg_backend *be, size_t bytes, int pinned, const char *what) {
     (void)pinned;
@@ -73,13 +77,24 @@ static void *cpu_host_alloc(zg_backend *be, size_t bytes, int pinned, const char
         return NULL;
     }
     memset(base, 0, bytes + ZG_HOST_HEADER); /* touch every page now, not during the first copy */
-    return zg_host_block_wrap(be, base, bytes, 0);
+    return zg_host_block_wrap(be, base, bytes, CPU_HOST_MALLOC);
 }
 
 static void cpu_host_free(zg_backend *be, void *p) {
     if (p == NULL) return;
-    int pinned;
-    free(zg_host_block_unwrap(be, p, &pinned));
+    int kind;
+    size_t bytes = *(const uint64_t *)((const char *)p - ZG_HOST_HEADER); /* the header's size (backend.c) */
+    void *base = zg_host_block_unwrap(be, p, &kind);
+    if (kind == CPU_HOST_MAPPED)
+        zg_host_pages_unmap(base, bytes + ZG_HOST_HEADER);
+    else
+        free(base);
+}
+
+/* A mapped block is already the plain, resident memory the CPU's staging is. */
+static void *cpu_host_adopt(zg_backend *be, void *base, size_t bytes, const char *what) {
+    (void)what;
+    return zg_host_block_wrap(be, base, bytes, CPU_HOST_MAPPED);
 }
 
 static void cpu_copy_async(zg_backend *be, void *dst, const void *src, size_t bytes, zg_copy_dir dir) {
@@ -152,6 +167,7 @@ static const zg_backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .host_alloc = cpu_host_alloc,
     .host_free = cpu_host_free,
+    .host_adopt = cpu_host_adopt,
     .copy_async = cpu_copy_async,
     .event_create = cpu_event_create,
     .event_destroy = cpu_event_destroy,

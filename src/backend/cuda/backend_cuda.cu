@@ -125,12 +125,25 @@ static void zgc_synchronize(zg_backend *be) { ZG_CUDA_CHECK(cudaStreamSynchroniz
 /* ---- host staging memory, the copy stream and events ------------------------------------------ */
 
 /* How a host block was allocated (the header's `pinned`, backend.h). */
-enum { ZGC_HOST_PLAIN = 0, ZGC_HOST_CUDA_ALLOC = 1, ZGC_HOST_REGISTERED = 2 };
+enum { ZGC_HOST_PLAIN = 0, ZGC_HOST_CUDA_ALLOC = 1, ZGC_HOST_REGISTERED = 2, ZGC_HOST_MAPPED = 3 };
 
 /* A large pinned block: a huge-page mapping touched by every core, then registered with the driver
  * (host_pages.h says why: ~10x faster than cudaHostAlloc for gigabytes, the same copy rate). Portable,
  * as cudaHostAllocPortable was: pinned for every device. NULL when either step fails (the caller falls
  * back to cudaHostAlloc, and says so once). */
+/* Registers a mapping of `total` bytes (zg_host_pages_map) with the driver; 0 on success, else -1 with
+ * the note below said once (`instead` says what happens then). */
+static int zgc_host_register(zg_backend *be, void *base, size_t total, const char *instead) {
+    cudaError_t e = cudaHostRegister(base, zg_host_pages_len(total), cudaHostRegisterPortable);
+    if (e == cudaSuccess) return 0;
+    (void)cudaGetLastError(); /* not sticky: clear it */
+    if (!zgc_get(be)->host_register_noted)
+        fprintf(stderr, "zgpt: note: cudaHostRegister of a huge-page mapping failed (%s); %s\n", cudaGetErrorString(e),
+                instead);
+    zgc_get(be)->host_register_noted = 1;
+    return -1;
+}
+
 static void *zgc_host_map_register(zg_backend *be, size_t total) {
     void *base = zg_host_pages_map(total);
     if (base == NULL) {
@@ -142,19 +155,23 @@ static void *zgc_host_map_register(zg_backend *be, size_t total) {
         zgc_get(be)->host_register_noted = 1;
         return NULL;
     }
-    cudaError_t e = cudaHostRegister(base, zg_host_pages_len(total), cudaHostRegisterPortable);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError(); /* not sticky: clear it */
-        if (!zgc_get(be)->host_register_noted)
-            fprintf(stderr,
-                    "zgpt: note: cudaHostRegister of a huge-page mapping failed (%s); pinned host memory comes from "
-                    "cudaHostAlloc instead (slower to allocate)\n",
-                    cudaGetErrorString(e));
-        zgc_get(be)->host_register_noted = 1;
+    if (zgc_host_register(be, base, total,
+                          "pinned host memory comes from cudaHostAlloc instead (slower to allocate)") != 0) {
         zg_host_pages_unmap(base, total);
         return NULL;
     }
     return base;
+}
+
+/* A mapping filled before the backend existed (a resume's checkpoint read): registered in place, so that
+ * its uploads run at the bus's rate; left pageable (slower copies, still correct) when that fails. The
+ * pages may be under a direct read at the same time: both only pin them. */
+static void *zgc_host_adopt(zg_backend *be, void *base, size_t bytes, const char *what) {
+    (void)what;
+    ZG_CUDA_CHECK(cudaSetDevice(be->device));
+    int registered =
+        zgc_host_register(be, base, bytes + ZG_HOST_HEADER, "copies from that host memory run pageable (slower)") == 0;
+    return zg_host_block_wrap(be, base, bytes, registered ? ZGC_HOST_REGISTERED : ZGC_HOST_MAPPED);
 }
 
 /* Pinned memory: blocks of ZG_HOST_PAGES_MIN and up are a registered huge-page mapping, smaller ones (and
@@ -204,6 +221,9 @@ static void zgc_host_free(zg_backend *be, void *p) {
         /* the same guarantee as cudaFreeHost's: no copy from or to the block is in flight once it unmaps */
         ZG_CUDA_CHECK(cudaDeviceSynchronize());
         ZG_CUDA_CHECK(cudaHostUnregister(base));
+        zg_host_pages_unmap(base, bytes + ZG_HOST_HEADER);
+    } else if (kind == ZGC_HOST_MAPPED) {
+        ZG_CUDA_CHECK(cudaDeviceSynchronize()); /* pageable copies from it may still be queued */
         zg_host_pages_unmap(base, bytes + ZG_HOST_HEADER);
     } else {
         ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->copy_stream));
@@ -445,6 +465,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->synchronize = zgc_synchronize;
     o->host_alloc = zgc_host_alloc;
     o->host_free = zgc_host_free;
+    o->host_adopt = zgc_host_adopt;
     o->copy_async = zgc_copy_async;
     o->event_create = zgc_event_create;
     o->event_destroy = zgc_event_destroy;
