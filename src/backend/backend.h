@@ -133,6 +133,13 @@ typedef struct {
      * header goes in the first ZG_HOST_HEADER bytes, which must not be in use). Why: a resume reads its
      * checkpoint into such a block before the backend exists (src/train/ckpt_prefetch.c). Any thread. */
     void *(*host_adopt)(zg_backend *be, void *base, size_t bytes, const char *what);
+    /* Lends backend memory that the caller leaves alone until it ends the loan (scratch_lend(be, NULL,
+     * 0)): ops queued on the compute stream meanwhile may use it as their workspace instead of holding
+     * one of their own. Why: cuDNN's deterministic attention backward needs B*NH*T^2 elements of
+     * workspace (803 MiB at GPT-2 XL B=16), and the model's logits buffer (B*T*Vp, twice that there)
+     * is dead from the LM head's backward to the next forward, so the model lends it for the layers'
+     * backward (gpt2_backward) and the step's peak does not grow. NULL: the backend needs none (CPU). */
+    void (*scratch_lend)(zg_backend *be, void *p, size_t bytes);
     /* dst <- src (bytes) on the copy stream. ZG_COPY_D2H: dst is host memory (from host_alloc(pinned)
      * for a copy that overlaps compute), src backend memory; ZG_COPY_H2D the reverse. Not ordered with
      * the compute stream: record an event on one stream and make the other wait for it. */

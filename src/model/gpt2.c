@@ -696,6 +696,9 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
                             tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
     });
+    /* the logits (N,Vp) are dead until the next forward writes them: lent to the layers' backward as
+     * the ops' workspace (the attention backward's; backend.h, scratch_lend), ordered on the stream */
+    if (op->scratch_lend) op->scratch_lend(be, ix->logits, (size_t)N * Vp * asz);
     /* with GPT2_LN_FROM_OUTPUT every LayerNorm backward reads its output (x = NULL) */
     int from_out = (m->recompute & GPT2_LN_FROM_OUTPUT) != 0;
     int lnf_w = gpt2_tensor_lnf_w(&m->table), lnf_b = gpt2_tensor_lnf_b(&m->table);
@@ -753,6 +756,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         hook_after(m, l, 1);
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
     }
+    if (op->scratch_lend) op->scratch_lend(be, NULL, 0);
     GPT2_PROFILED(m, 1, GPT2_OP_ENCODER, {
         op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T,
                              C);

@@ -72,6 +72,11 @@ extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
     return 0;
 }
 
+extern "C" long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be) {
+    (void)be;
+    return 0;
+}
+
 static int zgc_att_cudnn_wanted(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     zgc_att_path p = zgc_att_path_env();
@@ -163,7 +168,9 @@ struct zgc_cudnn_att {
     unsigned long clock;
     void *ws;
     size_t ws_bytes;
-    long calls; /* forward + backward calls cuDNN ran */
+    long calls;      /* forward + backward calls cuDNN ran */
+    long lent_calls; /* backward calls that ran in the caller's lent memory (ops->scratch_lend) */
+    int loan_off;    /* ZGPT_ATT_LOAN=0: the lent memory is not used (a same-call comparison) */
 };
 
 /* Checked cuDNN call inside a builder function: on failure, records file, line, the call and cuDNN's
@@ -545,6 +552,8 @@ static zgc_cudnn_att *zgc_att_state(zg_backend *be) {
         cudnnStatus_t s = cudnnCreate(&st->handle);
         if (s == CUDNN_STATUS_SUCCESS) s = cudnnSetStream(st->handle, im->stream);
         st->handle_state = s == CUDNN_STATUS_SUCCESS ? 1 : -1;
+        const char *loan = getenv("ZGPT_ATT_LOAN");
+        st->loan_off = loan != NULL && strcmp(loan, "0") == 0;
         if (s != CUDNN_STATUS_SUCCESS) {
             char why[200];
             snprintf(why, sizeof(why), "cudnnCreate/cudnnSetStream failed: %s", cudnnGetErrorString(s));
@@ -586,6 +595,15 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
     }
     slot->ok = 1;
     return slot;
+}
+
+/* The backward's workspace in the caller's lent memory (the model's dead logits: backend.h,
+ * scratch_lend) when it holds `bytes` on a 256-byte boundary; NULL otherwise (the own workspace then). */
+static void *zgc_sdpa_lent(zg_backend *be, zgc_cudnn_att *st, size_t bytes) {
+    zgc_impl *im = zgc_get(be);
+    if (st->loan_off || im->loan == NULL || im->loan_bytes < bytes || ((uintptr_t)im->loan & 255) != 0) return NULL;
+    st->lent_calls++;
+    return im->loan;
 }
 
 /* The workspace: the plan's bytes (256-aligned), then what the backward keeps beside it. */
@@ -714,7 +732,8 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     if (p == NULL) return 0;
     size_t rows = (size_t)B * NH * T, wsb = zgc_align256((size_t)p->ws_bytes);
     size_t rowb = zgc_align256(rows * sizeof(float));
-    char *ws = (char *)zgc_sdpa_workspace(be, st, wsb + 2 * rowb);
+    char *ws = (char *)zgc_sdpa_lent(be, st, wsb + 2 * rowb);
+    if (ws == NULL) ws = (char *)zgc_sdpa_workspace(be, st, wsb + 2 * rowb);
     if (ws == NULL) {
         zgc_att_fallback_note("backward", B, T, NH, hs, zg_error_message());
         p->ok = 0;
@@ -743,6 +762,11 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
 extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     return im->att_cudnn != NULL ? im->att_cudnn->calls : 0;
+}
+
+extern "C" long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    return im->att_cudnn != NULL ? im->att_cudnn->lent_calls : 0;
 }
 
 void zgc_attention_cudnn_destroy(zg_backend *be) {

@@ -231,6 +231,12 @@ static void zgc_host_free(zg_backend *be, void *p) {
     }
 }
 
+static void zgc_scratch_lend(zg_backend *be, void *p, size_t bytes) {
+    zgc_impl *im = zgc_get(be);
+    im->loan = bytes ? p : NULL;
+    im->loan_bytes = p ? bytes : 0;
+}
+
 static void zgc_copy_async(zg_backend *be, void *dst, const void *src, size_t bytes, zg_copy_dir dir) {
     if (bytes == 0) return;
     ZG_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, dir == ZG_COPY_D2H ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
@@ -466,6 +472,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->host_alloc = zgc_host_alloc;
     o->host_free = zgc_host_free;
     o->host_adopt = zgc_host_adopt;
+    o->scratch_lend = zgc_scratch_lend;
     o->copy_async = zgc_copy_async;
     o->event_create = zgc_event_create;
     o->event_destroy = zgc_event_destroy;

@@ -16,6 +16,8 @@ cudaStream_t zg_backend_cuda_stream(zg_backend *be);
 /* How many attention forward + backward calls cuDNN's fused attention has run on this backend (0 when
  * built without cuDNN): tests and benchmarks use it to tell which path ran (ZGPT_ATTENTION). */
 long zg_backend_cuda_cudnn_attention_calls(zg_backend *be);
+/* Of those, the backward calls whose workspace was the caller's lent memory (ops->scratch_lend). */
+long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be);
 
 #ifdef __cplusplus
 }

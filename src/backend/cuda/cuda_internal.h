@@ -101,6 +101,10 @@ typedef struct {
     double *partials_host;
     int bgrad_ok; /* 1 while the cuBLASLt BGRADB epilogue is usable */
     zgc_cudnn_att *att_cudnn;
+    /* memory the caller lends (ops->scratch_lend), NULL when none: the attention backward's cuDNN
+     * workspace while it is lent */
+    void *loan;
+    size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
     /* the decode step's L2 prefetch (decode_cuda.cu): its stream, the fork (compute -> prefetch) and join
      * (prefetch -> compute) events; capturing: between graph_begin and graph_end; pf_captured: a prefetch
