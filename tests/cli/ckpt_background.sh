@@ -36,44 +36,43 @@ awk '/^iter 3:/ { it = NR } /^saved checkpoint bg\/iter_3/ { s = NR } END { exit
 diff <(losses sync/metrics.jsonl) <(losses bg/metrics.jsonl) || fail "background saves changed the losses"
 same_ckpt sync/final bg/final
 same_ckpt sync/iter_3 bg/iter_3
-ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half --set max_iters=3 > half1.log
-ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half --resume > half2.log
-grep -q "resuming at iter 3" half2.log || fail "did not resume at 3: $(cat half2.log)"
-diff <(losses bg/metrics.jsonl) <(losses half/metrics.jsonl) || fail "resume from a background save: losses differ"
-same_ckpt bg/final half/final
+# half_resume OUT [VAR=VALUE ...]: 3 iterations saved in the background, then --resume to the end (with
+# the variables set): the same losses and final bytes as the uninterrupted run; the resume's log OUT.log
+half_resume() {
+    local out=$1
+    shift
+    ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir="$out" --set max_iters=3 > "$out.1.log"
+    env "$@" ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir="$out" --resume > "$out.log"
+    grep -q "resuming at iter 3" "$out.log" || fail "$out: did not resume at 3: $(cat "$out.log")"
+    diff <(losses bg/metrics.jsonl) <(losses "$out/metrics.jsonl") || fail "$out: resume from a background save: losses differ"
+    same_ckpt bg/final "$out/final"
+}
+half_resume half
 grep -qE "^checkpoint iter_3: training paused [0-9.]+ s for the snapshot" bg.log || fail "no stall line: $(cat bg.log)"
 grep -qE "^checkpoint iter_3: wrote [0-9.]+ GB in [0-9.]+ s \([0-9.]+ GB/s, (direct|buffered) I/O\)" bg.log ||
     fail "no writer line: $(cat bg.log)"
 # one process: the shard is read from the start of the run, before the backend exists, into host
 # memory laid out as the snapshot, which then becomes the snapshot's (nothing else reserved)
-grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update \((direct|buffered) reads; the optimizer shard is read from [0-9.]+ s after the start, before the backend existed\)" half2.log ||
-    fail "no read of the shard from the start of the run: $(cat half2.log)"
-grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(the shard's [0-9.]+ GB read from [0-9.]+ s after the start and checksummed in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; the Adam moments uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half2.log ||
-    fail "no timing of the shard read from the start: $(cat half2.log)"
-grep -qE "^checkpoint snapshot: [0-9.]+ GiB of plain host memory: the resume's read of the checkpoint, taken over once the optimizer state is uploaded from it \(nothing reserved\)$" half2.log ||
-    fail "the snapshot did not take the resume's read: $(cat half2.log)"
-grep -q "reserved in" half2.log && fail "a second snapshot buffer was reserved: $(cat half2.log)"
+grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update \((direct|buffered) reads; the optimizer shard is read from [0-9.]+ s after the start, before the backend existed\)" half.log ||
+    fail "no read of the shard from the start of the run: $(cat half.log)"
+grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(the shard's [0-9.]+ GB read from [0-9.]+ s after the start and checksummed in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; the Adam moments uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half.log ||
+    fail "no timing of the shard read from the start: $(cat half.log)"
+grep -qE "^checkpoint snapshot: [0-9.]+ GiB of plain host memory: the resume's read of the checkpoint, taken over once the optimizer state is uploaded from it \(nothing reserved\)$" half.log ||
+    fail "the snapshot did not take the resume's read: $(cat half.log)"
+grep -q "reserved in" half.log && fail "a second snapshot buffer was reserved: $(cat half.log)"
 # without it (ZGPT_CKPT_PREFETCH=0): the moments are read after the start-up into the snapshot's reserved
 # buffer; one rank's shard is its range, so the file lands in place there, uploaded after the checksum
-ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half0 --set max_iters=3 > half01.log
-ZGPT_CKPT_PREFETCH=0 ZGPT_TEST_WRITER_DELAY_MS=40 "$ZGPT" train "${T[@]}" --set out_dir=half0 --resume > half0.log
-grep -q "resuming at iter 3" half0.log || fail "ZGPT_CKPT_PREFETCH=0: did not resume at 3: $(cat half0.log)"
+half_resume half0 ZGPT_CKPT_PREFETCH=0
 grep -qE "^resume: the Adam moments \([0-9.]+ GB\) are read in the background into the checkpoint snapshot's host memory until the first update \((direct|buffered) reads\)$" half0.log ||
     fail "no deferred read of the moments into the snapshot's buffer: $(cat half0.log)"
 grep -qE "^resume: parameters ready in [0-9.]+ s; optimizer state ready in [0-9.]+ s \(Adam moments [0-9.]+ GB read and checksummed in the background in [0-9.]+ s at [0-9.]+ GB/s, (direct|buffered) reads, into the checkpoint snapshot's host memory, in place; uploaded in [0-9.]+ s; the first update waited [0-9.]+ s for them\)" half0.log ||
     fail "no in-place read of the moments: $(cat half0.log)"
 grep -qE "the resume waited [0-9.]+ s for it, to read the Adam moments into it" half0.log ||
     fail "the snapshot's reservation was not joined for the resume: $(cat half0.log)"
-diff <(losses bg/metrics.jsonl) <(losses half0/metrics.jsonl) || fail "resume without the prefetch: losses differ"
-same_ckpt bg/final half0/final
 # buffered reads (ZGPT_CKPT_READ=buffered: through the page cache; the default is direct): the same
 # resume, bitwise
-"$ZGPT" train "${T[@]}" --set out_dir=hdir --set max_iters=3 > hdir1.log
-ZGPT_CKPT_READ=buffered "$ZGPT" train "${T[@]}" --set out_dir=hdir --resume > hdir2.log
-grep -q "resuming at iter 3" hdir2.log || fail "buffered reads: did not resume at 3: $(cat hdir2.log)"
-grep -q "GB/s, buffered reads, into " hdir2.log || fail "ZGPT_CKPT_READ=buffered not used: $(cat hdir2.log)"
-diff <(losses bg/metrics.jsonl) <(losses hdir/metrics.jsonl) || fail "resume with buffered reads: losses differ"
-same_ckpt bg/final hdir/final
+half_resume hdir ZGPT_CKPT_READ=buffered
+grep -q "GB/s, buffered reads, into " hdir.log || fail "ZGPT_CKPT_READ=buffered not used: $(cat hdir.log)"
 # a bad ZGPT_CKPT_READ: refused, naming the value, before anything is read or trained
 if ZGPT_CKPT_READ=mmap "$ZGPT" train "${T[@]}" --set out_dir=hdir --resume > badrd.log 2>&1; then fail "ZGPT_CKPT_READ=mmap was accepted"; fi
 grep -q "ZGPT_CKPT_READ='mmap' is not a checkpoint read mode; use buffered or direct" badrd.log || fail "bad ZGPT_CKPT_READ: $(cat badrd.log)"
@@ -88,7 +87,7 @@ if ZGPT_CKPT_IO=fast "$ZGPT" train "${T[@]}" --set out_dir=badio > badio.log 2>&
 grep -q "ZGPT_CKPT_IO='fast' is not a checkpoint write mode; use direct or buffered" badio.log || fail "bad ZGPT_CKPT_IO: $(cat badio.log)"
 grep -q "^iter " badio.log && fail "bad ZGPT_CKPT_IO: trained before refusing it"
 echo "ok 1 process: background == synchronous saves (direct and buffered writes), resume from a background save is bitwise"
-echo "   $(grep -m1 'training paused' bg.log); $(grep -m1 'wrote' bg.log); $(grep -m1 'resume: parameters' half2.log)"
+echo "   $(grep -m1 'training paused' bg.log); $(grep -m1 'wrote' bg.log); $(grep -m1 'resume: parameters' half.log)"
 # a corrupted Adam moment (v, the end of the shard) is found by the background read of a resume: the
 # run ends at its first update with the message naming the file, nothing applied, nothing saved
 "$ZGPT" train "${T[@]}" --set out_dir=cor --set max_iters=3 > cor1.log
@@ -114,7 +113,7 @@ echo "ok host memory too small for the snapshot: $(grep 'host memory' small.log)
 grep -qE "^checkpoint snapshot: [0-9.]+ GiB of plain host memory reserved in [0-9.]+ s in the background \(started [0-9.]+ s after the start; (nothing waited for it|the first save waited [0-9.]+ s for it)\)$" bg.log ||
     fail "no snapshot reservation line: $(cat bg.log)"
 # ... a resumed run too (it used to reserve at its first save)
-grep -q "^checkpoint snapshot: " half2.log || fail "a resumed run did not reserve the snapshot at the start: $(cat half2.log)"
+grep -q "^checkpoint snapshot: " half.log || fail "a resumed run did not reserve the snapshot at the start: $(cat half.log)"
 # a save at iteration 1 while the reservation is still running: it waits for it (and says how long),
 # and every save is the same as a synchronous run's
 E1=(--set eval_interval=1 --set always_save_checkpoint=true --set max_iters=3 --set keep_last_k=5)
