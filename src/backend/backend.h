@@ -72,9 +72,10 @@ typedef struct {
     int lamb;                   /* Lamb instead of AdamW (above) */
     int eps_inside_sqrt;        /* Lamb */
     float max_coeff, min_coeff; /* Lamb: the trust ratio's clamp */
-    /* Lamb on the host (zg_host_adamw) only, else NULL: 2 per segment of segs, the sums of p^2 and u^2 of
-     * the segment's whole tensor when its first pass already ran (zg_host_lamb_sums over a ZeRO shard's
-     * cut tensors, the sums then added across ranks): the step applies them; negative: not given */
+    /* Lamb, else NULL: 2 per segment of segs (host memory, on every backend), the sums of p^2 and u^2 of
+     * the segment's whole tensor when its first pass already ran (lamb_sums / zg_host_lamb_sums over a
+     * ZeRO shard's cut tensors, the sums then added across ranks): the step applies them and only the
+     * second pass runs there; negative: not given */
     const double *lamb_sums;
 } zg_adamw_args;
 
@@ -268,6 +269,11 @@ typedef struct {
      *   p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps)
      * on master (fp32) when it is non-NULL, then param = cast(master); else on param (fp32). */
     void (*adamw)(zg_backend *be, const zg_adamw_args *args);
+    /* Lamb's first pass alone over segments [seg_begin, seg_end) of args (the moments updated), and per
+     * segment the sums of p^2 and u^2 into the host array sums[2 i], sums[2 i + 1] (i from 0), there when
+     * it returns: a ZeRO shard's cut tensors, whose sums are added across the ranks before adamw applies
+     * them (args->lamb_sums). As zg_host_lamb_sums over backend memory. */
+    void (*lamb_sums)(zg_backend *be, const zg_adamw_args *args, double *sums);
 } zg_backend_ops;
 
 struct zg_backend {

@@ -165,14 +165,20 @@ static void step_args(const zg_optimizer *o, zg_adamw_args *ap, int s0, int s1, 
     *ap = a;
 }
 
+/* A snapshot's copies of the state in flight: the update (device state: on the compute stream) starts
+ * after they have landed. */
+static void copies_landed(zg_optimizer *o) {
+    if (o->held) {
+        o->be->ops->stream_wait(o->be, ZG_STREAM_COMPUTE, o->copied);
+        o->held = 0;
+    }
+}
+
 /* AdamW (or Lamb) over segments [s0, s1) with the current step number. */
 static void step_segments(zg_optimizer *o, int s0, int s1, void *params_at_begin, const void *grads_at_begin, float lr,
                           float grad_scale) {
     if (s1 <= s0) return;
-    if (o->held) { /* a snapshot's copies of the state: the update starts after they have landed */
-        o->be->ops->stream_wait(o->be, ZG_STREAM_COMPUTE, o->copied);
-        o->held = 0;
-    }
+    copies_landed(o);
     zg_adamw_args a;
     step_args(o, &a, s0, s1, params_at_begin, grads_at_begin, lr, grad_scale);
     if (o->host)
@@ -217,6 +223,12 @@ void zg_optimizer_step_begin(zg_optimizer *o) {
     lamb_sums_clear(o);
 }
 
+void zg_optimizer_step_all(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr,
+                           float grad_scale) {
+    if (zg_optimizer_count(o) == 0) return;
+    step_segments(o, 0, o->n_segs, params_at_begin, grads_at_begin, lr, grad_scale);
+}
+
 /* The first segment starting at or after `at` (relative to begin); n_segs when none. */
 static int seg_at(const zg_optimizer *o, size_t at) {
     int s = 0;
@@ -252,21 +264,26 @@ int zg_optimizer_lamb_cuts(const zg_optimizer *o) { return o->cut_tensor[0] >= 0
 void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float grad_scale,
                                double *sums) {
     if (!zg_optimizer_lamb_cuts(o)) return;
-    if (!o->host) ZG_FATAL("optimizer: Lamb's partial sums need the state in host memory");
     if (o->lamb_n != o->n_segs) { /* segments are fixed after the split; sized at the first step */
         free(o->lamb_sums);
         o->lamb_sums = zg_malloc((size_t)(2 * o->n_segs) * sizeof *o->lamb_sums);
         o->lamb_n = o->n_segs;
         lamb_sums_clear(o);
     }
-    zg_optimizer_wait_copies(o); /* the first pass writes m and v on this thread */
+    if (o->host)
+        zg_optimizer_wait_copies(o); /* the first pass writes m and v on this thread */
+    else
+        copies_landed(o); /* on the compute stream */
     for (int e = 0; e < 2; e++) {
         if (o->cut_tensor[e] < 0) continue;
         int s0 = seg_at(o, o->cut_lo[e] - o->begin), s1 = seg_at(o, o->cut_hi[e] - o->begin);
         double *part = zg_malloc((size_t)(2 * (s1 - s0)) * sizeof *part);
         zg_adamw_args a;
         step_args(o, &a, s0, s1, params_at_begin, grads_at_begin, 0.0f, grad_scale);
-        zg_host_lamb_sums(&a, o->param_dtype, o->be->grad_dtype, part);
+        if (o->host)
+            zg_host_lamb_sums(&a, o->param_dtype, o->be->grad_dtype, part);
+        else
+            o->be->ops->lamb_sums(o->be, &a, part);
         for (int s = 0; s < s1 - s0; s++) { /* in segment order: the same additions on every call */
             sums[2 * o->cut_tensor[e]] += part[2 * s];
             sums[2 * o->cut_tensor[e] + 1] += part[2 * s + 1];

@@ -82,11 +82,14 @@ void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads
  * once. Each element gets the same update as from zg_optimizer_step. */
 void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts);
 void zg_optimizer_step_begin(zg_optimizer *o);
+/* After zg_optimizer_step_begin: the whole range in one part (zg_optimizer_step without the new step). */
+void zg_optimizer_step_all(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr,
+                           float grad_scale);
 void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_at_begin, const void *grads_at_begin,
                             float lr, float grad_scale);
 
-/* Lamb on host state over a range whose first or last tensor continues on other ranks (a ZeRO shard
- * cut inside a tensor): the trust ratio needs the whole tensor's ||p|| and ||u||. After
+/* Lamb over a range whose first or last tensor continues on other ranks (a ZeRO shard cut inside a
+ * tensor; host or device state): the trust ratio needs the whole tensor's ||p|| and ||u||. After
  * zg_optimizer_step_begin, zg_optimizer_lamb_partial runs Lamb's first pass (the moments) over the cut
  * tensors' parts and ADDS their sums of p^2 and u^2 into sums[2 t], sums[2 t + 1] (t: the tensor's index
  * in the table; sums holds 2 n_tensors); the caller adds sums across the ranks (every rank, the same

@@ -353,6 +353,17 @@ static void end_step(zg_zero *z) {
     z->reduced = 0;
 }
 
+void zero_lamb_cut_totals(zg_zero *z, void *p, const void *g, float scale) {
+    zg_optimizer *opt = &z->opt;
+    if (opt->cfg.kind != ZG_OPTIMIZER_LAMB || z->comm->size == 1 || z->o.stage == 0) return; /* stage 0: whole */
+    int n = 2 * opt->n_tensors;
+    double *sums = zg_calloc((size_t)n, sizeof *sums);
+    zg_optimizer_lamb_partial(opt, p, g, scale, sums);
+    zg_comm_all_reduce_host_f64(z->comm, sums, n, ZG_COMM_SUM);
+    zg_optimizer_lamb_totals(opt, sums);
+    free(sums);
+}
+
 void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     if (!z->reduced) ZG_FATAL("rank %d: ZeRO: zg_zero_apply without zg_zero_grad_norm", z->comm->rank);
     zero_params_wait_all(z); /* two steps without a forward between: the previous gathers first */
@@ -367,7 +378,9 @@ void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {
     } else if (zero_deferred_gather(z)) { /* waited for by the next forward, slot by slot */
         zero_apply_and_launch_gathers(z, g, lr, scale);
     } else {
-        zg_optimizer_step(&z->opt, own_params(z), g, lr, scale);
+        zg_optimizer_step_begin(&z->opt);
+        zero_lamb_cut_totals(z, own_params(z), g, scale);
+        zg_optimizer_step_all(&z->opt, own_params(z), g, lr, scale);
         if (z->o.stage == 1 || z->o.stage == 2) allgather_params(z);
     }
     end_step(z);

@@ -76,6 +76,13 @@ int zero_deferred_gather(const zg_zero *z);
 void zero_gathers_wait_all(zg_zero *z);
 void zero_params_wait_all(zg_zero *z);
 void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float scale);
+/* Lamb on several ranks, after zg_optimizer_step_begin and before the step's parts (every rank): the
+ * tensors this rank's shard cuts (shared with its neighbours) need their whole ||p|| and ||u||; their
+ * parts' first pass runs now, the partial sums of squares (one vector indexed by tensor, the same length
+ * everywhere) are added across the ranks on the host, and the step applies the totals. p, g: the shard's
+ * parameters (may be NULL when the optimizer holds a master: the first pass reads it) and gradients,
+ * where the optimizer's state lives (device, or host with ZeRO-Offload). */
+void zero_lamb_cut_totals(zg_zero *z, void *p, const void *g, float scale);
 
 /* Address of parameter element i where the model reads it now (the gathered slot buffer at stage 3). */
 char *zero_param_at(zg_zero *z, size_t i);

@@ -312,12 +312,7 @@ static void lamb_cut_sums(zg_zero *z, float grad_scale) {
         }
     o->times.download_wait_ms += 1e3 * (zg_now_s() - t0);
     t0 = zg_now_s();
-    int n = 2 * opt->n_tensors;
-    double *sums = zg_calloc((size_t)n, sizeof *sums);
-    zg_optimizer_lamb_partial(opt, o->params_host, o->grads_host, grad_scale, sums);
-    zg_comm_all_reduce_host_f64(z->comm, sums, n, ZG_COMM_SUM);
-    zg_optimizer_lamb_totals(opt, sums);
-    free(sums);
+    zero_lamb_cut_totals(z, o->params_host, o->grads_host, grad_scale);
     o->times.host_ms += 1e3 * (zg_now_s() - t0);
 }
 

@@ -142,6 +142,9 @@ void zero_param_offload_gpu_step(zg_zero *z, const void *g, float lr, float scal
     zero_step_args s = {g, lr, scale};
     zero_param_offload_quiesce(z);
     zg_optimizer_step_begin(&z->opt);
+    /* Lamb's first pass reads the master (the trainer refuses Lamb on several ranks with offload_param
+     * and no master: the parameters it would read are in host memory) */
+    zero_lamb_cut_totals(z, NULL, g, scale);
     for_each_slot_part(z, step_part, &s);
 }
 

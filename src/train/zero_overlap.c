@@ -425,6 +425,7 @@ void zero_params_wait_all(zg_zero *z) {
 void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float scale) {
     zg_optimizer_step_begin(&z->opt);
     void *p = own_params(z);
+    zero_lamb_cut_totals(z, p, g, scale);
     for (int s = 0; s <= z->n_layer; s++) {
         size_t lo[2], hi[2];
         int k = zero_slot_ranges(z, s, lo, hi);

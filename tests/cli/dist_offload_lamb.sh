@@ -9,9 +9,13 @@
 #    two ranks' partial sums of squares); stages 2 and 3 bitwise alike (both reduce each micro-step's
 #    gradients, a + b on 2 ranks; stage 1 reduces the accumulated ones); 4 ranks at stage 3 (two
 #    shards lie inside wte) within tolerance of one process.
-#    (Lamb on several ranks WITHOUT offload is refused: the GPU's one-call Lamb cannot add the cut
-#    tensors' sums across ranks.) tests/unit/test_optimizer.c (lamb_host_shards) shows the cross-rank
-#    sums matter: without them a cut tensor's update differs visibly;
+#    tests/unit/test_optimizer.c (lamb_host_shards) shows the cross-rank sums matter: without them a
+#    cut tensor's update differs visibly;
+#  - Lamb on several ranks WITHOUT offload (the optimizer state where the parameters are: the backend's
+#    Lamb, whose first pass over the cut tensors runs apart and whose totals it is given): stages 1-3 on 2
+#    ranks and stage 3 on 4 BITWISE the same runs with offload (the CPU backend's Lamb is the host Lamb,
+#    and the cut tensors' sums are added the same way); offload_param alone in fp32 is refused (the
+#    first pass would read parameters that live in host memory);
 #  - the delayed update unflushed on 2 ranks: the same first loss, then the delay's own curve;
 #  - resume with offload at 2 ranks and at 1 (from a run without offload): bitwise the straight run;
 #  - max_coeff / min_coeff act (a tighter clamp changes the run); the banner names Lamb; plan's host
@@ -95,6 +99,15 @@ for k in ("gpu_bytes_per_rank", "host_bytes_per_rank"):
 PY
 echo "ok plan: Lamb with offload needs AdamW's host and GPU bytes"
 
-expect_fail lamb-no-offload "optimizer Lamb on 2 processes needs zero_optimization.offload_optimizer \"cpu\"" \
-    "$ZGPT" train --config d.json --set max_iters=1 --set out_dir=x1 --nproc 2 "${LAMB[@]}"
+SECONDS=0
+for stage in 1 2 3; do
+    run4 n$stage --set out_dir=n$stage --set zero_optimization.stage=$stage --nproc 2 "${LAMB[@]}"
+    same_run o$stage n$stage
+done
+run4 n4 --set out_dir=n4 --set zero_optimization.stage=3 --nproc 4 "${LAMB[@]}"
+same_run q3 n4
+echo "ok Lamb without offload: 2 ranks stages 1-3 and 4 ranks stage 3 bitwise the runs with offload (${SECONDS} s)"
+expect_fail lamb-offload-param "optimizer Lamb on 2 processes with zero_optimization.offload_param \"cpu\" in fp32 needs offload_optimizer \"cpu\" too" \
+    "$ZGPT" train --config d.json --set max_iters=1 --set out_dir=x1 --nproc 2 --set zero_optimization.stage=3 \
+    --set zero_optimization.offload_param.device=cpu "${LAMB[@]}"
 echo "PASS dist_offload_lamb"

@@ -131,14 +131,13 @@ run --config tiny.json --set out_dir=stage2 --set zero_optimization.stage=2 --se
 grep -q "note: zero_optimization.stage 2 .*one process runs stage 0" run.log || fail "no stage-0 note: $(cat run.log)"
 diff <(grep '^accum [0-2] ' expected.txt | cut -d' ' -f2-) <(vals stage2 stage2 | grep '^stage2 [0-2] ' | cut -d' ' -f2-) ||
     fail "stage 2 asked for on one process should train as stage 0"
-# Lamb works on one process (above) and is refused on several without ZeRO-Offload (its trust ratio needs
-# whole tensors; the host Lamb adds the cut tensors' sums across ranks: tests/cli/dist_offload_lamb.sh).
+# Lamb works on one process (above) and on several (its trust ratio needs whole tensors: the cut
+# tensors' sums are added across the ranks; tests/cli/dist_offload_lamb.sh compares the runs).
 rc=0
 "$ZGPT" train --config lamb.json --set out_dir=lamb2 --nproc 2 > lamb2.out 2> lamb2.err || rc=$?
 if grep -q "needs MPI" lamb2.err; then
     echo "SKIP Lamb on 2 processes: this build has no MPI"
 else
-    [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] || fail "Lamb on 2 processes: expected a clean refusal, exit $rc"
-    grep -q "error: optimizer Lamb on 2 processes needs zero_optimization.offload_optimizer \"cpu\"" lamb2.err || fail "Lamb on 2 processes: $(cat lamb2.err)"
-    [ ! -e lamb2/latest ] || fail "Lamb on 2 processes wrote a checkpoint"
+    [ "$rc" -eq 0 ] || fail "Lamb on 2 processes: exit $rc: $(cat lamb2.err)"
+    [ -e lamb2/latest ] || fail "Lamb on 2 processes wrote no checkpoint"
 fi

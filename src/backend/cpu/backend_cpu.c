@@ -200,6 +200,7 @@ static const zg_backend_ops cpu_ops = {
     .sum_squares = cpu_sum_squares,
     .scale = cpu_scale,
     .adamw = cpu_adamw,
+    .lamb_sums = cpu_lamb_sums,
 };
 
 int zg_backend_cpu_create(zg_backend **out, const zg_backend_config *cfg) {

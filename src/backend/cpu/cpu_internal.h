@@ -53,6 +53,7 @@ void cpu_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sampl
 double cpu_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
 void cpu_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);
 void cpu_adamw(zg_backend *be, const zg_adamw_args *a);
+void cpu_lamb_sums(zg_backend *be, const zg_adamw_args *a, double *sums);
 void cpu_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src, zg_dtype src_dt, size_t n);
 void cpu_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n);
 void cpu_download_f32(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n);

@@ -539,3 +539,7 @@ void zg_host_round16(float *x, size_t n, int bf16) {
 }
 
 void cpu_adamw(zg_backend *be, const zg_adamw_args *a) { zg_host_adamw(a, be->param_dtype, be->grad_dtype); }
+
+void cpu_lamb_sums(zg_backend *be, const zg_adamw_args *a, double *sums) {
+    zg_host_lamb_sums(a, be->param_dtype, be->grad_dtype, sums);
+}

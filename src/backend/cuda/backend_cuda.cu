@@ -509,6 +509,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->sum_squares = zgc_sum_squares;
     o->scale = zgc_scale;
     o->adamw = zgc_adamw;
+    o->lamb_sums = zgc_lamb_sums;
 }
 
 extern "C" int zg_backend_cuda_device_count(void) {

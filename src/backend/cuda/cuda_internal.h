@@ -325,6 +325,7 @@ void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *
 double zgc_sum_squares(zg_backend *be, const void *buf, zg_dtype dt, size_t n);
 void zgc_scale(zg_backend *be, void *buf, zg_dtype dt, size_t n, float s);
 void zgc_adamw(zg_backend *be, const zg_adamw_args *a);
+void zgc_lamb_sums(zg_backend *be, const zg_adamw_args *a, double *sums);
 
 /* ---- device-side dtype helpers ---------------------------------------------------------------- */
 __device__ __forceinline__ float zgc_to_f(float x) { return x; }

@@ -230,9 +230,18 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS)
     }
 }
 
-void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
+/* The blocks of one optimizer call: the segment table on the device (uploaded when it changed), and the
+ * blocks [*b0, *b1) of segments [seg_begin, seg_end). 0 when there is nothing to do. */
+typedef struct {
+    const zgc_seg_dev *dtab; /* device copy of the table */
+    const zgc_seg_dev *htab; /* host copy (first_block per segment) */
+    unsigned total, b0, b1;  /* all blocks; those of [seg_begin, s_end) */
+    int s_end;
+} zgc_adam_launch;
+
+static int zgc_adam_prepare(zg_backend *be, const zg_adamw_args *a, zgc_adam_launch *L) {
     zgc_impl *im = zgc_get(be);
-    if (a->n_segs <= 0) return;
+    if (a->n_segs <= 0) return 0;
     if (a->master == NULL && be->param_dtype != ZG_F32)
         ZG_FATAL("adamw: master weights are required when parameters are %s",
                  be->param_dtype == ZG_BF16 ? "bf16" : "fp16");
@@ -264,33 +273,88 @@ void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
     int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
     if (a->seg_begin < 0 || a->seg_begin > s_end || s_end > a->n_segs)
         ZG_FATAL("adamw: segments [%d, %d) outside the table of %d", a->seg_begin, s_end, a->n_segs);
-    const zgc_seg_dev *tabh = (const zgc_seg_dev *)im->segs_host;
-    unsigned b0 = a->seg_begin < a->n_segs ? tabh[a->seg_begin].first_block : total;
-    unsigned b1 = s_end < a->n_segs ? tabh[s_end].first_block : total;
-    if (b1 <= b0) return;
+    L->dtab = (const zgc_seg_dev *)dtab;
+    L->htab = (const zgc_seg_dev *)im->segs_host;
+    L->total = total;
+    L->s_end = s_end;
+    L->b0 = a->seg_begin < a->n_segs ? L->htab[a->seg_begin].first_block : total;
+    L->b1 = s_end < a->n_segs ? L->htab[s_end].first_block : total;
+    return L->b1 > L->b0;
+}
+
+/* First block of segment s (the total past the last). */
+static unsigned zgc_seg_block(const zgc_adam_launch *L, int n_segs, int s) {
+    return s < n_segs ? L->htab[s].first_block : L->total;
+}
+
+/* Lamb's first pass over blocks [c0, c1): the moments, and the segments' sums into norms (zeroed). */
+static void zgc_lamb_moments(zg_backend *be, const zg_adamw_args *a, const zgc_adam_launch *L, unsigned c0, unsigned c1,
+                             double *norms) {
+    zgc_impl *im = zgc_get(be);
+    ZGC_DISPATCH_ALL(be->param_dtype, TP, TG,
+                     (zgc_lamb_moments_kernel<TP, TG><<<c1 - c0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+                         (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, L->dtab, a->n_segs, a->beta1,
+                         a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, c0, norms)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
+static double *zgc_lamb_norms(zg_backend *be, int n_segs) {
+    zgc_impl *im = zgc_get(be);
+    size_t nb = (size_t)n_segs * 2 * sizeof(double);
+    double *norms = (double *)zgc_scratch(be, ZGC_SCR_LAMB, nb, "Lamb norms");
+    ZG_CUDA_CHECK(cudaMemsetAsync(norms, 0, nb, im->stream));
+    return norms;
+}
+
+void zgc_lamb_sums(zg_backend *be, const zg_adamw_args *a, double *sums) {
+    zgc_impl *im = zgc_get(be);
+    zgc_adam_launch L;
+    int s_end = a->seg_end > 0 ? a->seg_end : a->n_segs;
+    if (s_end > a->seg_begin) memset(sums, 0, (size_t)(s_end - a->seg_begin) * 2 * sizeof(double));
+    if (!zgc_adam_prepare(be, a, &L)) return;
+    double *norms = zgc_lamb_norms(be, a->n_segs);
+    zgc_lamb_moments(be, a, &L, L.b0, L.b1, norms);
+    ZG_CUDA_CHECK(cudaMemcpyAsync(sums, norms + 2 * a->seg_begin, (size_t)(L.s_end - a->seg_begin) * 2 * sizeof(double),
+                                  cudaMemcpyDeviceToHost, im->stream));
+    ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+}
+
+void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
+    zgc_impl *im = zgc_get(be);
+    zgc_adam_launch L;
+    if (!zgc_adam_prepare(be, a, &L)) return;
+    unsigned b0 = L.b0, b1 = L.b1;
     float bc1 = 1.f - powf(a->beta1, (float)a->step), bc2 = 1.f - powf(a->beta2, (float)a->step);
     if (a->no_bias_correction) bc1 = bc2 = 1.f;
     if (a->lamb) {
-        size_t nb = (size_t)a->n_segs * 2 * sizeof(double);
-        double *norms = (double *)zgc_scratch(be, ZGC_SCR_LAMB, nb, "Lamb norms");
-        ZG_CUDA_CHECK(cudaMemsetAsync(norms, 0, nb, im->stream));
-        ZGC_DISPATCH_ALL(
-            be->param_dtype, TP, TG,
-            (zgc_lamb_moments_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-                (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs,
-                a->beta1, a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, b0, norms)));
-        ZG_CUDA_LAUNCH_CHECK();
+        double *norms = zgc_lamb_norms(be, a->n_segs);
         float step_size = a->lr * sqrtf(bc2) / bc1;
-        ZGC_DISPATCH(be->param_dtype, TP,
-                     (zgc_lamb_apply_kernel<TP><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-                         (TP *)a->param, a->master, a->m, a->v, (const zgc_seg_dev *)dtab, a->n_segs, step_size, a->eps,
-                         a->eps_inside_sqrt, a->max_coeff, a->min_coeff, b0, norms)));
-        ZG_CUDA_LAUNCH_CHECK();
+        /* runs of segments alike: those whose first pass already ran (a ZeRO shard's cut tensors, their
+         * sums given in a->lamb_sums, added across the ranks) take the totals and only the second pass */
+        for (int s = a->seg_begin; s < L.s_end;) {
+            int given = a->lamb_sums != NULL && !(a->lamb_sums[2 * s] < 0.0), e = s + 1;
+            while (e < L.s_end && (a->lamb_sums != NULL && !(a->lamb_sums[2 * e] < 0.0)) == given) e++;
+            unsigned c0 = zgc_seg_block(&L, a->n_segs, s), c1 = zgc_seg_block(&L, a->n_segs, e);
+            if (c1 > c0) {
+                if (given) /* pageable: staged before the call returns, ordered on the stream */
+                    ZG_CUDA_CHECK(cudaMemcpyAsync(norms + 2 * s, a->lamb_sums + 2 * s,
+                                                  (size_t)(e - s) * 2 * sizeof(double), cudaMemcpyHostToDevice,
+                                                  im->stream));
+                else
+                    zgc_lamb_moments(be, a, &L, c0, c1, norms);
+                ZGC_DISPATCH(be->param_dtype, TP,
+                             (zgc_lamb_apply_kernel<TP><<<c1 - c0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+                                 (TP *)a->param, a->master, a->m, a->v, L.dtab, a->n_segs, step_size, a->eps,
+                                 a->eps_inside_sqrt, a->max_coeff, a->min_coeff, c0, norms)));
+                ZG_CUDA_LAUNCH_CHECK();
+            }
+            s = e;
+        }
         return;
     }
     ZGC_DISPATCH_ALL(be->param_dtype, TP, TG,
                      (zgc_adamw_kernel<TP, TG><<<b1 - b0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-                         (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, (const zgc_seg_dev *)dtab,
-                         a->n_segs, a->lr, a->beta1, a->beta2, a->eps, bc1, bc2, a->grad_scale, b0)));
+                         (TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, L.dtab, a->n_segs, a->lr, a->beta1,
+                         a->beta2, a->eps, bc1, bc2, a->grad_scale, b0)));
     ZG_CUDA_LAUNCH_CHECK();
 }
