@@ -1,4 +1,4 @@
-/* gpu_test_ops_cuda, layerNorm forward/backward, its variants and their determinism. */
+/* gpu_test_ops_cuda, LayerNorm forward/backward, its variants and their determinism. */
 #include "ops_cuda.h"
 
 #include <math.h>
