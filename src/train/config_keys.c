@@ -1,0 +1,164 @@
+/* The key table (config_keys.inc, included here only), looking keys up in a tree, the suggestion for
+ * an unknown key, and DeepSpeed's other spellings of a key. */
+#include "train/config_internal.h"
+
+#include "core/error.h"
+#include "core/strutil.h"
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define OPTIMIZER_NAMES                                                                                                \
+    "Adam|AdamW|Lamb|OneBitAdam|ZeroOneAdam|OneBitLamb|Adagrad|Lion|MuAdam|MuAdamW|MuSGD|Muon|SGD|RMSprop|"            \
+    "Adamax|NAdam|RAdam|Adadelta"
+#define SCHEDULER_NAMES "WarmupLR|WarmupDecayLR|WarmupCosineLR|OneCycle|LRRangeTest"
+
+#include "train/config_keys.inc"
+
+const key_spec *config_key_table(size_t *n) {
+    *n = N_KEYS;
+    return k_keys;
+}
+
+static const char *k_key_paths[N_KEYS];
+
+size_t zg_train_config_keys(const char *const **out) {
+    for (size_t i = 0; i < N_KEYS; i++) k_key_paths[i] = k_keys[i].path;
+    *out = k_key_paths;
+    return N_KEYS;
+}
+
+const key_spec *config_find_key(const char *path) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(k_keys[i].path, path) == 0) return &k_keys[i];
+    return NULL;
+}
+
+/* ---- looking keys up ------------------------------------------------------------------------ */
+
+int config_is_auto(const cJSON *v) { return cJSON_IsString(v) && strcmp(v->valuestring, "auto") == 0; }
+
+/* The value at a dotted path, "auto" included (NULL when absent). */
+const cJSON *config_raw(const cJSON *root, const char *path) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", path);
+    const cJSON *obj = root;
+    char *p = buf;
+    for (char *dot; (dot = strchr(p, '.')) != NULL; p = dot + 1) {
+        *dot = '\0';
+        obj = cJSON_GetObjectItemCaseSensitive(obj, p);
+        if (!obj || !cJSON_IsObject(obj)) return NULL;
+    }
+    return cJSON_GetObjectItemCaseSensitive(obj, p);
+}
+
+/* The value at a path; "auto" counts as not given (derive() resolves it). */
+const cJSON *config_get(const cJSON *root, const char *path) {
+    const cJSON *v = config_raw(root, path);
+    return v && config_is_auto(v) ? NULL : v;
+}
+int config_given_auto(const cJSON *root, const char *path) { return config_is_auto(config_raw(root, path)); }
+
+int64_t config_get_int(const cJSON *root, const char *path, int64_t def) {
+    const cJSON *v = config_get(root, path);
+    return v ? (int64_t)v->valuedouble : def;
+}
+double config_get_num(const cJSON *root, const char *path, double def) {
+    const cJSON *v = config_get(root, path);
+    return v ? v->valuedouble : def;
+}
+int config_get_bool(const cJSON *root, const char *path, int def) {
+    const cJSON *v = config_get(root, path);
+    return v ? cJSON_IsTrue(v) : def;
+}
+const char *config_get_str(const cJSON *root, const char *path, const char *def) {
+    const cJSON *v = config_get(root, path);
+    return v ? v->valuestring : def;
+}
+
+/* A known rename first (comm_overlap -> zero_optimization.overlap_comm), then the closest key of
+ * the same section, then the closest key anywhere. */
+int config_unknown_key(const char *path, const char *source) {
+    for (size_t i = 0; i < sizeof k_renames / sizeof k_renames[0]; i++)
+        if (strcmp(k_renames[i].wrong, path) == 0)
+            return zg_errorf("%s: unknown key '%s'; did you mean '%s'?", source, path, k_renames[i].right);
+    const char *cands[N_KEYS];
+    size_t n = 0;
+    const char *dot = strrchr(path, '.');
+    size_t plen = dot ? (size_t)(dot - path + 1) : 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const char *p = k_keys[i].path;
+        /* same parent, and no deeper */
+        if (strncmp(p, path, plen) == 0 && !strchr(p + plen, '.')) cands[n++] = p;
+    }
+    const char *best = zg_str_closest(path, cands, n);
+    if (!best) {
+        for (size_t i = 0; i < N_KEYS; i++) cands[i] = k_keys[i].path;
+        best = zg_str_closest(path, cands, N_KEYS);
+    }
+    if (best) return zg_errorf("%s: unknown key '%s'; did you mean '%s'?", source, path, best);
+    return zg_errorf("%s: unknown key '%s' (see docs/TRAINING.md for the keys zgpt accepts)", source, path);
+}
+
+/* The index of s among k->choices ("a|b|c"), or -1. */
+int config_enum_index(const key_spec *k, const char *s) {
+    size_t n = strlen(s);
+    int i = 0;
+    for (const char *c = k->choices; c && *c; i++) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (len == n && ((k->flags & KF_NOCASE) ? strncasecmp(c, s, n) : strncmp(c, s, n)) == 0) return i;
+        c = bar ? bar + 1 : c + len;
+    }
+    return -1;
+}
+
+/* ---- DeepSpeed's other spellings ------------------------------------------------------------ */
+
+/* The parent object of a dotted path and the last component (NULL when the parent is absent). */
+static cJSON *parent_of(cJSON *root, const char *path, const char **last) {
+    const char *dot = strrchr(path, '.');
+    *last = dot ? dot + 1 : path;
+    if (!dot) return root;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%.*s", (int)(dot - path), path);
+    cJSON *p = (cJSON *)config_raw(root, buf);
+    return p && cJSON_IsObject(p) ? p : NULL;
+}
+
+/* Renames each alias to its canonical key (as DeepSpeed reads both); both given must agree. */
+void config_canonicalize(cJSON *root, const char *source, load_state *ls) {
+    for (size_t i = 0; i < sizeof k_spellings / sizeof k_spellings[0]; i++) {
+        const char *alias_last, *canon_last;
+        cJSON *parent = parent_of(root, k_spellings[i].alias, &alias_last);
+        if (!parent) continue;
+        parent_of(root, k_spellings[i].canonical, &canon_last);
+        cJSON *a = cJSON_GetObjectItemCaseSensitive(parent, alias_last);
+        if (!a) continue;
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(parent, canon_last);
+        if (c) {
+            if (!cJSON_Compare(a, c, 1))
+                config_problem(ls, "%s: '%s' and '%s' are the same DeepSpeed key with different values; keep one",
+                               source, k_spellings[i].alias, k_spellings[i].canonical);
+            cJSON_DeleteItemFromObjectCaseSensitive(parent, alias_last);
+            continue;
+        }
+        cJSON_DetachItemViaPointer(parent, a);
+        cJSON_AddItemToObject(parent, canon_last, a);
+    }
+}
+
+/* A --set path in canonical spelling (bfloat16.enabled -> bf16.enabled). */
+void config_canonical_path(const char *path, char *out, size_t cap) {
+    for (size_t i = 0; i < sizeof k_spellings / sizeof k_spellings[0]; i++) {
+        size_t n = strlen(k_spellings[i].alias);
+        if (strncmp(path, k_spellings[i].alias, n) == 0 && (path[n] == '\0' || path[n] == '.')) {
+            snprintf(out, cap, "%s%s", k_spellings[i].canonical, path + n);
+            return;
+        }
+    }
+    snprintf(out, cap, "%s", path);
+}
