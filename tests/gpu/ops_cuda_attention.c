@@ -199,6 +199,29 @@ void oc_test_attention_large(void) {
         float *o = oc_dl(be, out, dt, no), *a = oc_dl(be, g1, dt, nqkv), *b = oc_dl(be, g2, dt, nqkv);
         ZT_CHECK_MSG(memcmp(a, b, nqkv * 4) == 0, "attention backward (%s) is not deterministic at B=%d T=%d C=%d",
                      paths[pi], B, T, C);
+#ifdef ZGPT_WITH_CUDNN
+        if (pi == 1) {
+            /* the workspace in lent memory (ops->scratch_lend: the model lends its dead logits, B*T*Vp):
+             * the same bits; a loan too small for it is not used */
+            size_t lend_bytes = (size_t)B * T * 50304 * zg_dtype_size(dt), small = (size_t)1 << 20;
+            void *lend = oc_dev_nan(be, dt, lend_bytes / zg_dtype_size(dt));
+            for (int k = 0; k < 2; k++) {
+                long l0 = zg_backend_cuda_cudnn_attention_lent_calls(be);
+                oc_poison(be, g2, dt, nqkv);
+                be->ops->scratch_lend(be, lend, k == 0 ? lend_bytes : small);
+                be->ops->attention_backward(be, g2, dout, qkv, out, stats, B, T, C, NH);
+                be->ops->scratch_lend(be, NULL, 0);
+                float *c = oc_dl(be, g2, dt, nqkv);
+                ZT_CHECK_MSG(memcmp(a, c, nqkv * 4) == 0, "attention backward in lent memory (%zu bytes) differs",
+                             k == 0 ? lend_bytes : small);
+                ZT_CHECK_MSG(zg_backend_cuda_cudnn_attention_lent_calls(be) - l0 == (k == 0 ? 1 : 0),
+                             "the lent memory (%zu bytes) was %s", k == 0 ? lend_bytes : small,
+                             k == 0 ? "not used" : "used though too small");
+                free(c);
+            }
+            be->ops->dealloc(be, lend);
+        }
+#endif
         if (pi == 0) {
             /* every kernel variant (ZGPT_ATTN_BWD) computes the same products in the same order */
             const char *vars[] = {"aa", "bb", "cc", "dd", "ad", "cb"};

@@ -11,7 +11,9 @@
 /* Lamb (DeepSpeed's FusedLamb, backend.h) in every dtype against a double reference per segment:
  * moments, ||p|| and ||u|| over the segment, the clamped trust ratio, the bias-corrected step; one
  * segment all zero (ratio 1), one empty, the clamps binding on others; then without bias correction
- * and with eps inside the square root. */
+ * and with eps inside the square root; then in two calls as a ZeRO shard's cut tensors take it
+ * (ops->lamb_sums over segments 2-3, their sums given back to adamw, which must not update their moments
+ * again): the same reference, and the sums against it. */
 void oc_test_lamb(void) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = oc_be[di];
@@ -19,7 +21,8 @@ void oc_test_lamb(void) {
         size_t n = 300001;
         zg_segment segs[5] = {
             {0, 1000, 0.1f}, {1000, 0, 0.f}, {1000, 200000, 0.f}, {201000, 4000, 0.f}, {205000, 95001, 0.05f}};
-        for (int variant = 0; variant < 2; variant++) {
+        for (int variant = 0; variant < 3; variant++) {
+            int alt = variant == 1; /* no bias correction, eps inside the square root */
             float *p = malloc(n * 4), *g = malloc(n * 4), *m = malloc(n * 4), *v = malloc(n * 4);
             void *dg = oc_dev_rand(be, be->grad_dtype, n, 0.1f, g);
             for (size_t i = 0; i < n; i++) p[i] = 0.5f * zt_rand_uniform(&oc_rng);
@@ -54,11 +57,21 @@ void oc_test_lamb(void) {
             a.lamb = 1;
             a.max_coeff = 0.6f; /* binds on the 0.5-amplitude segments with small updates */
             a.min_coeff = 0.05f;
-            a.no_bias_correction = variant;
-            a.eps_inside_sqrt = variant;
+            a.no_bias_correction = alt;
+            a.eps_inside_sqrt = alt;
+            double sums[4], given[10];
+            if (variant == 2) { /* segments 2-3's first pass apart, their sums given to the update */
+                a.seg_begin = 2;
+                a.seg_end = 4;
+                be->ops->lamb_sums(be, &a, sums);
+                for (int k = 0; k < 10; k++) given[k] = -1.0;
+                memcpy(given + 4, sums, sizeof sums);
+                a.seg_begin = a.seg_end = 0;
+                a.lamb_sums = given;
+            }
             be->ops->adamw(be, &a);
             double *rp = malloc(n * 8), *rm = malloc(n * 8), *rv = malloc(n * 8);
-            double bc1 = variant ? 1 : 1 - pow(0.9, 3), bc2 = variant ? 1 : 1 - pow(0.999, 3);
+            double bc1 = alt ? 1 : 1 - pow(0.9, 3), bc2 = alt ? 1 : 1 - pow(0.999, 3);
             double step = 2e-2 * sqrt(bc2) / bc1;
             for (int s = 0; s < 5; s++) {
                 size_t lo = segs[s].offset, hi = lo + segs[s].count;
@@ -67,19 +80,25 @@ void oc_test_lamb(void) {
                     double gg = g[i] * 0.5;
                     rm[i] = 0.9 * m[i] + 0.1 * gg;
                     rv[i] = 0.999 * v[i] + 0.001 * gg * gg;
-                    double u = rm[i] / (variant ? sqrt(rv[i] + 1e-6) : sqrt(rv[i]) + 1e-6) + wd * p[i];
+                    double u = rm[i] / (alt ? sqrt(rv[i] + 1e-6) : sqrt(rv[i]) + 1e-6) + wd * p[i];
                     w2 += (double)p[i] * p[i];
                     u2 += u * u;
+                }
+                if (variant == 2 && (s == 2 || s == 3)) {
+                    double gw = sums[2 * (s - 2)], gu = sums[2 * (s - 2) + 1];
+                    ZT_CHECK_MSG(fabs(gw - w2) <= 1e-5 * w2 + 1e-30 && fabs(gu - u2) <= 1e-5 * u2 + 1e-30,
+                                 "%s lamb_sums segment %d: %g %g against %g %g", zg_dtype_name(dt), s, gw, gu, w2, u2);
                 }
                 double c = 1;
                 if (w2 > 0 && u2 > 0) c = fmin(fmax(sqrt(w2) / sqrt(u2), 0.05), 0.6);
                 for (size_t i = lo; i < hi; i++)
-                    rp[i] = p[i] - step * c * (rm[i] / (variant ? sqrt(rv[i] + 1e-6) : sqrt(rv[i]) + 1e-6) + wd * p[i]);
+                    rp[i] = p[i] - step * c * (rm[i] / (alt ? sqrt(rv[i] + 1e-6) : sqrt(rv[i]) + 1e-6) + wd * p[i]);
             }
             float *op = oc_dl(be, dmaster ? (void *)dmaster : dp, ZG_F32, n);
             float *om = oc_dl(be, dm, ZG_F32, n), *ov = oc_dl(be, dv, ZG_F32, n);
-            oc_check_rel(variant ? "lamb params (no bias corr., eps in sqrt)" : "lamb params (fp32 master)", dt, op, rp,
-                         n, 1e-6);
+            const char *what[3] = {"lamb params (fp32 master)", "lamb params (no bias corr., eps in sqrt)",
+                                   "lamb params (segments 2-3 given their sums)"};
+            oc_check_rel(what[variant], dt, op, rp, n, 1e-6);
             oc_check_rel("lamb m", dt, om, rm, n, 1e-6);
             oc_check_rel("lamb v", dt, ov, rv, n, 1e-6);
             free(op);
