@@ -25,9 +25,12 @@
  *           the layer in backward, < 1 pending bucket and the buckets in flight:
  *           zg_zero_grad_pool_count), the embeddings + ln_f in one resident buffer (wte's gradient
  *           completes last). Over flat buffers (zg_zero_init) the full buffer is a per-micro-step
- *           scratch, zeroed after every micro-step. With overlap_comm over a model, the updated
- *           parameters are all-gathered per layer without waiting; the next forward waits for each
- *           layer's gather just before the layer (before_layer), so the gathers overlap it.
+ *           scratch, zeroed after every micro-step. Over a model with gradient accumulation, the
+ *           embeddings + ln_f and layers 0..N-1 may accumulate locally over a step's micro-steps and be
+ *           reduced on its last only (grad_accum_local_layers: zg_zero_grad_schedule_of below).
+ *           With overlap_comm over a model, the updated parameters are all-gathered per layer without
+ *           waiting; the next forward waits for each layer's gather just before the layer
+ *           (before_layer), so the gathers overlap it.
  *  stage 3: as stage 2, and parameters are sharded too: before_layer gathers a layer's parameters
  *           (waiting on the prefetch started at the previous layer) and starts the next layer's
  *           prefetch; after_layer releases them. Over a model the rank keeps only its parameter shard;
