@@ -17,7 +17,8 @@
 #   benchxl  the same for GPT-2 XL (last: the slowest)
 #   zbench   zgpt bench 124M alone (regression check; not in the default list)
 #   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch, resume at the
-#            same and another GPU count
+#            same and another GPU count; 2 GPUs with 4 micro-steps and grad_accum_local_layers 0, -1, 4
+#            (stage 2) and 4 (stage 3)
 #   faults   (2+ GPUs) a killed worker (kill -9) and a hung one (SIGSTOP) end the job, naming the rank
 #   mpinccl  (2+ GPUs) `mpirun -np 2 zgpt train --device cuda`: the NCCL id over MPI (the path of mpirun
 #            and srun across machines), losses against the same run under `--gpus 2` (needs an MPI build)
@@ -461,6 +462,17 @@ if has multi && [ "$NGPU" -ge 2 ]; then
       note "multi: $ng GPUs stage $st: exit $rc, val $v (max |diff| $d), $(grep 'peak cuda memory' "$LOG_DIR/multi_${ng}_s$st.log")"
       { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
     done
+  done
+  # issue 22: gradients held back to the last micro-step (grad_accum_local_layers; the runs above have no
+  # accumulation on 2+ GPUs): 2 GPUs x micro-batch 2 x 4 micro-steps, the same 16 sequences per step
+  for var in "2 0" "2 -1" "2 4" "3 4"; do
+    set -- $var
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m2gl$1_$2") $(mev 2) --set dtype=bf16 --set zero_optimization.stage=$1 \
+        --set grad_accum_local_layers=$2 --gpus 2 > "$LOG_DIR/multi_2_gl$1_$2.log" 2>&1
+    rc=$?; v=$(vals "$W/m2gl$1_$2"); d=$(maxdiff "$ref" "$v")
+    note "multi: 2 GPUs stage $1, 2 x 4 micro-steps, grad_accum_local_layers $2: exit $rc, val $v (max |diff| $d);" \
+         "$(grep '^gradients:' "$LOG_DIR/multi_2_gl$1_$2.log" | cut -c1-120)"
+    { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
   done
   # bitwise resume at the same GPU count (2 GPUs, stage 2): 100 straight == 50 + resume + 50
   # keep_last_k 10: the cross-count resume below starts from iter_50 of this run
