@@ -295,10 +295,10 @@ int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o, in
  *    gets a persistent buffer of one layer (N layers more memory per rank; the layer pool then covers
  *    only the other n_layer - N layers).
  * The last micro-step reduces everything (as today; its reductions of the held-back parts WRITE the owner's
- * shard part, which no earlier micro-step touched). Applied with world > 1, stage >= 2, grad_accum > 1 and
- * no ZeRO-Offload (offload_optimizer / offload_param): elsewhere every part already accumulates locally
- * (stages 0-1, one rank), every micro-step is the last (accumulation 1), or the offload sends each piece to
- * the host as the last micro-step's reductions complete (kept as it is). o->grad_accum must be set. */
+ * shard part, which no earlier micro-step touched). Applied with world > 1, stage >= 2 and grad_accum > 1
+ * (with ZeRO-Offload too: it sends each piece to the host as the last micro-step's reduction of it
+ * completes, held back or not); elsewhere every part already accumulates locally (stages 0-1, one rank)
+ * or every micro-step is the last (accumulation 1). o->grad_accum must be set. */
 typedef struct {
     int embeddings;          /* 1: the embeddings + ln_f accumulate locally */
     int layers;              /* layers 0 .. layers-1 accumulate locally (persistent buffers) */

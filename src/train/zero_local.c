@@ -31,10 +31,9 @@ void zg_zero_grad_schedule_of(const gpt2_param_table *t, const zg_zero_opts *o, 
         why = "ZeRO stages 0-1 already accumulate every gradient locally and reduce once per step; nothing to do";
     else if (A == 1)
         why = "gradient accumulation is 1, so every micro-step is a step's last; nothing to do";
-    else if (o->offload_optimizer || o->offload_param)
-        why = "not applied with ZeRO-Offload (offload_optimizer / offload_param): its gradients go to the host piece "
-              "by piece as the last micro-step's reductions complete, a path kept as it is; every micro-step "
-              "reduces everything";
+    /* ZeRO-Offload (several ranks) needs nothing else: it sends each of the rank's pieces to the host as
+     * the last micro-step's reduction of it completes, and every piece, held back or not, is reduced
+     * into the shard exactly once on that micro-step */
     if (why && v != -1) s->not_applied = why;
     int active = !why && v != 0;
     s->embeddings = active;

@@ -76,7 +76,7 @@ static int run_local_layers(int flags) { return flags >> 8 ? (flags >> 8) - 2 : 
  * table here, not from the engine's schedule. */
 static size_t expected_reduced(const gpt2_param_table *t, int L, int v, int k, int accum) {
     size_t n = t->num_params;
-    if (v == 0 || k == accum - 1 || accum == 1) return n;
+    if (v == 0 || accum <= 1 || k == accum - 1) return n;
     int layers = v > 0 ? v : 0;
     size_t local = t->layer_begin[0] + (n - t->layer_begin[L]) + (t->layer_begin[layers] - t->layer_begin[0]);
     return n - local;
@@ -176,10 +176,10 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
             loss += zt_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
             zg_zero_micro_end(&z);
-            /* what this micro-step reduced: the held-back parts only on a step's last (offload: all) */
+            /* what this micro-step reduced: the held-back parts only on a step's last */
             if (stage >= 2 && W > 1) {
-                int v = flags & (RUN_OFFLOAD | RUN_OFFLOAD_PARAM) ? 0 : run_local_layers(flags);
-                size_t want = expected_reduced(&m.table, cfg.n_layer, v, k, accum);
+                int v = run_local_layers(flags);
+                size_t want = expected_reduced(&m.table, cfg.n_layer, v, k, zo.grad_accum);
                 ZT_CHECK_MSG(z.n_reduced_elems - before == want,
                              "stage %d, local layers %d, micro-step %d of %d: reduced %zu elements, expected %zu",
                              stage, v, k, accum, z.n_reduced_elems - before, want);
@@ -449,7 +449,8 @@ static void test_offload_one_rank(void) {
 }
 
 /* grad_accum_local_layers (zero.h, zg_zero_grad_schedule_of): 4 micro-steps per step, stages 2 and 3,
- * overlap_comm on (small buckets) and off (one bucket larger than the model), a dropped step and clipping
+ * overlap_comm on (small buckets) and off (one bucket larger than the model), ZeRO-Offload at stage 2 and
+ * offload_param at stage 3, a dropped step and clipping
  * (RUN_SKIP_CLIP, the trainer's fp16-overflow sequence): -1 (the embeddings + ln_f held back to the last
  * micro-step), 1 and n_layer (layers too) against 0 (every micro-step reduces everything). The sums are
  * the same but not in the same order (held back: each rank adds its micro-steps, then the ranks are
@@ -463,10 +464,11 @@ static void test_local_layers(void) {
     const int L = tiny_config().n_layer;
     float *ref = zg_malloc(n * 4), *p = zg_malloc(n * 4);
     double lref[STEPS_L], l[STEPS_L];
-    for (int run = 0; run < 4; run++) {
-        int stage = run < 2 ? 2 : 3, ov = run % 2 == 0;
+    /* runs 4, 5: ZeRO-Offload (the host AdamW, stage 2) and offload_param (stage 3) */
+    for (int run = 0; run < 6; run++) {
+        int stage = run == 4 || run < 2 ? 2 : 3, ov = run % 2 == 0 || run >= 4;
         size_t bucket = ov ? 997 : 1u << 20;
-        int base = (ov ? RUN_OVERLAP : 0) | RUN_SKIP_CLIP;
+        int base = (ov ? RUN_OVERLAP : 0) | RUN_SKIP_CLIP | (run == 4 ? RUN_OFFLOAD : run == 5 ? RUN_OFFLOAD_PARAM : 0);
         mem_seen m0, ms;
         memset(&m0, 0, sizeof m0);
         train_ex(g_comm, NULL, stage, ACC, bucket, base | RUN_LOCAL(0), STEPS_L, NULL, NULL, ref, lref, 1, &m0);
@@ -495,8 +497,8 @@ static void test_local_layers(void) {
     free(p);
 }
 
-/* What grad_accum_local_layers does where: held back only with several ranks, stage >= 2, accumulation > 1
- * and no offload; a value set elsewhere says why it has nothing to do (never a silent no-op); bad values
+/* What grad_accum_local_layers does where: held back only with several ranks, stage >= 2 and accumulation
+ * > 1 (ZeRO-Offload included); a value set elsewhere says why it has nothing to do (never a silent no-op); bad values
  * are refused naming the key. */
 static void test_local_schedule(void) {
     gpt2_config cfg = tiny_config();
@@ -524,7 +526,7 @@ static void test_local_schedule(void) {
     /* nothing to do: says why when set, silent at the default */
     const struct {
         int stage, world, accum, offload;
-    } idle[] = {{1, 2, 4, 0}, {2, 1, 4, 0}, {2, 2, 1, 0}, {2, 2, 4, 1}, {3, 2, 4, 2}};
+    } idle[] = {{1, 2, 4, 0}, {2, 1, 4, 1}, {3, 1, 4, 2}, {2, 2, 1, 0}};
     for (size_t i = 0; i < sizeof idle / sizeof idle[0]; i++) {
         o.stage = idle[i].stage;
         o.grad_accum = idle[i].accum;
@@ -537,6 +539,12 @@ static void test_local_schedule(void) {
         zg_zero_grad_schedule_of(&t, &o, idle[i].world, &s);
         ZT_CHECK(!s.not_applied && !s.embeddings);
     }
+    o.offload_optimizer = 1; /* ZeRO-Offload on several ranks: held back as without */
+    o.stage = 2;
+    o.grad_accum = 4;
+    o.grad_accum_local_layers = 2;
+    zg_zero_grad_schedule_of(&t, &o, 2, &s);
+    ZT_CHECK(s.embeddings && s.layers == 2 && !s.not_applied);
     const int bad[] = {-2, cfg.n_layer + 1};
     for (int i = 0; i < 2; i++) {
         o.grad_accum_local_layers = bad[i];
