@@ -295,16 +295,16 @@ int zg_cmd_plan(int argc, char **argv) {
         printf("\n  * grads: the model's full gradient buffer, accumulated over micro-steps (offload on one rank:\n"
                "    nothing to reduce, so no layer buffers and no shard; the last backward sends it to the host).\n");
     else
-        printf("\n  * grads: no full gradient buffer. Per-micro-step scratch only: the embeddings + ln_f gradients\n"
-               "    (%s, resident: wte's completes last) and %d of %d pool layer buffers (%s each; the layer in "
-               "backward,\n"
-               "    < 1 reduce bucket pending and %s bucket(s) in flight)%s. The gradient state is the shard.\n",
-               zg_fmt_bytes((double)((table.layer_begin[0] + n - table.layer_begin[g.n_layer]) * zg_dtype_size(dt)), b1,
-                            sizeof b1),
-               zg_zero_grad_pool_count(&table, &zo, N), g.n_layer,
-               zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
-               zo.overlap_comm ? "up to 2" : "no",
-               gs.layers > 0 ? ", + the persistent buffers of the layers held back (below)" : "");
+        printf(
+            "\n  * grads: no full gradient buffer. Per-micro-step scratch only: the embeddings + ln_f gradients\n"
+            "    (%s, resident: wte's completes last) and %d of %d pool layer buffers (%s each; the layer in\n"
+            "    backward, < 1 reduce bucket pending and %s bucket(s) in flight)%s. The gradient state is the shard.\n",
+            zg_fmt_bytes((double)((table.layer_begin[0] + n - table.layer_begin[g.n_layer]) * zg_dtype_size(dt)), b1,
+                         sizeof b1),
+            zg_zero_grad_pool_count(&table, &zo, N), g.n_layer,
+            zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
+            zo.overlap_comm ? "up to 2" : "no",
+            gs.layers > 0 ? ",\n    + the persistent buffers of the layers held back (below)" : "");
     print_grad_schedule(&zo, &gs, N, g.n_layer, eb);
     if (zo.stage == 3)
         printf(
