@@ -84,9 +84,10 @@ static const char *paper_formula(int stage) {
 }
 
 /* Which gradients each micro-step reduces (grad_accum_local_layers; zg_zero_grad_schedule_of). */
-static void print_grad_schedule(const zg_zero_opts *zo, const zg_zero_grad_schedule *s, int N, int L, size_t eb) {
+static void print_grad_schedule(const zg_zero_opts *zo, const zg_zero_grad_schedule *s, int N, int L, size_t eb,
+                                int given) {
     char b1[32], b2[32], b3[32], b4[32], b5[32];
-    if (s->not_applied) printf("  grad_accum_local_layers %d: %s\n", zo->grad_accum_local_layers, s->not_applied);
+    if (s->idle && given) printf("  grad_accum_local_layers %d: %s\n", zo->grad_accum_local_layers, s->idle);
     if (N == 1 || zo->stage < 2) return;
     if (!s->embeddings) {
         printf("  gradient reductions (grad_accum_local_layers %d): every micro-step reduces all %zu elements (%s); "
@@ -305,7 +306,7 @@ int zg_cmd_plan(int argc, char **argv) {
             zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
             zo.overlap_comm ? "up to 2" : "no",
             gs.layers > 0 ? ",\n    + the persistent buffers of the layers held back (below)" : "");
-    print_grad_schedule(&zo, &gs, N, g.n_layer, eb);
+    print_grad_schedule(&zo, &gs, N, g.n_layer, eb, have_cfg && tc.grad_accum_local_layers_given);
     if (zo.stage == 3)
         printf(
             "  params at stage 3: the rank's shard%s + the gathered embeddings + ln_f + 2 layer buffers (the current\n"

@@ -1056,6 +1056,7 @@ static void derive(zg_train_config *cfg, const cJSON *root, const char *source, 
                 "one of them (memory_efficient_layernorm costs no extra pass)",
                 source);
     derive_checkpointing(cfg, root, ls);
+    cfg->grad_accum_local_layers_given = get(root, "grad_accum_local_layers") != NULL;
     if (get(root, "bias") && !get_bool(root, "bias", 1))
         problem(ls, "%s: bias false is not supported: GPT-2 has biases (remove the key or set it to true)", source);
 

@@ -1190,8 +1190,8 @@ static int setup_optimizer(trainer *tr) {
     if (zg_zero_local_check(&zo, tr->model.cfg.n_layer) != 0) return -1;
     zg_zero_grad_schedule gs; /* never a silent no-op: a value set where it has nothing to do says so */
     zg_zero_grad_schedule_of(&tr->model.table, &zo, tr->world, &gs);
-    if (gs.not_applied && tr->rank == 0)
-        printf("note: grad_accum_local_layers %d: %s\n", zo.grad_accum_local_layers, gs.not_applied);
+    if (gs.idle && cfg->grad_accum_local_layers_given && tr->rank == 0)
+        printf("note: grad_accum_local_layers %d: %s\n", zo.grad_accum_local_layers, gs.idle);
     /* ZeRO-Offload (either part): refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
      * the parameters on the host for model.bin: counted for every rank) */
     if (zo.offload_optimizer || zo.offload_param) {

@@ -300,14 +300,14 @@ int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o, in
  * completes, held back or not); elsewhere every part already accumulates locally (stages 0-1, one rank)
  * or every micro-step is the last (accumulation 1). o->grad_accum must be set. */
 typedef struct {
-    int embeddings;          /* 1: the embeddings + ln_f accumulate locally */
-    int layers;              /* layers 0 .. layers-1 accumulate locally (persistent buffers) */
-    size_t local_elems;      /* elements accumulated locally: embeddings + ln_f + those layers */
-    size_t reduced_micro;    /* elements reduced by each micro-step but the last */
-    size_t reduced_last;     /* elements reduced by the last micro-step / at the boundary (stages 0-1) */
-    size_t reduced_step;     /* per optimizer step: (grad_accum - 1) * reduced_micro + reduced_last */
-    size_t layer_elems;      /* elements of the persistent layer buffers (layers 0 .. layers-1) */
-    const char *not_applied; /* grad_accum_local_layers set (not -1) with nothing to do here: why; else NULL */
+    int embeddings;       /* 1: the embeddings + ln_f accumulate locally */
+    int layers;           /* layers 0 .. layers-1 accumulate locally (persistent buffers) */
+    size_t local_elems;   /* elements accumulated locally: embeddings + ln_f + those layers */
+    size_t reduced_micro; /* elements reduced by each micro-step but the last */
+    size_t reduced_last;  /* elements reduced by the last micro-step / at the boundary (stages 0-1) */
+    size_t reduced_step;  /* per optimizer step: (grad_accum - 1) * reduced_micro + reduced_last */
+    size_t layer_elems;   /* elements of the persistent layer buffers (layers 0 .. layers-1) */
+    const char *idle;     /* the key has nothing to do here: why (one line); NULL where it applies */
 } zg_zero_grad_schedule;
 void zg_zero_grad_schedule_of(const gpt2_param_table *t, const zg_zero_opts *o, int world, zg_zero_grad_schedule *s);
 /* -1 with a one-line error naming the key when grad_accum_local_layers is outside -1 .. n_layer. */

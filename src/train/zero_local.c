@@ -34,7 +34,7 @@ void zg_zero_grad_schedule_of(const gpt2_param_table *t, const zg_zero_opts *o, 
     /* ZeRO-Offload (several ranks) needs nothing else: it sends each of the rank's pieces to the host as
      * the last micro-step's reduction of it completes, and every piece, held back or not, is reduced
      * into the shard exactly once on that micro-step */
-    if (why && v != -1) s->not_applied = why;
+    s->idle = why;
     int active = !why && v != 0;
     s->embeddings = active;
     s->layers = active && v > 0 ? (v < L ? v : L) : 0;

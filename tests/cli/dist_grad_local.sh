@@ -2,8 +2,8 @@
 # grad_accum_local_layers (issue 22) through `zgpt train` and `zgpt plan` on 2 MPI ranks, accumulation 4
 # (micro-batch 2 x 4 x 2 ranks = 16 sequences per step), the 3-layer model of dist_common.inc:
 #  - bad values (-2, n_layer + 1, a string) stop zgpt with one error line naming the key;
-#  - where the key has nothing to do (stage 1, one process, accumulation 1) a set value prints one note
-#    saying why; the default says nothing there; with ZeRO-Offload on 2 ranks it applies;
+#  - where the key has nothing to do (stage 1, one process, accumulation 1) a given value (-1 too) prints
+#    one note saying why; without the key nothing is said; with ZeRO-Offload on 2 ranks it applies;
 #  - stage 2: -1 (auto) and 3 (= n_layer) follow 0 (every micro-step reduces everything) within
 #    fp32 reduction-order tolerance (the sums over micro-steps and over ranks happen in another order), and
 #    the banner says what each micro-step reduces;
@@ -48,8 +48,10 @@ grep -q "gradients: the embeddings + ln_f and layers 0-2 accumulate locally" off
 [ "$(note_of off3)" = 0 ] || fail "offload: a note: $(cat off3.log)"
 run idle_def "${G[@]}" --set max_iters=0 --nproc 2 --set zero_optimization.stage=1
 [ "$(note_of idle_def)" = 0 ] || fail "the default printed a note: $(cat idle_def.log)"
+run idle_auto "${G[@]}" --set max_iters=0 --nproc 2 --set zero_optimization.stage=1 --set grad_accum_local_layers=-1
+grep -q "note: grad_accum_local_layers -1: ZeRO stages 0-1" idle_auto.log || fail "-1 given at stage 1: no note: $(cat idle_auto.log)"
 for n in idle_s1 idle_one idle_a1; do [ "$(note_of $n)" = 1 ] || fail "$n: expected one note: $(cat $n.log)"; done
-echo "ok a value with nothing to do says why, once; the default says nothing"
+echo "ok a value given where it has nothing to do says why, once (-1 too); the default says nothing"
 
 # 3. stage 2: -1 and n_layer against 0, with the banner's account of the reductions (stage 3's gradient
 # path is stage 2's; tests/unit/test_zero_gpt2.c compares both stages, with and without overlap_comm)

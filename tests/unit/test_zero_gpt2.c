@@ -517,8 +517,8 @@ static void test_local_layers(void) {
 }
 
 /* What grad_accum_local_layers does where: held back only with several ranks, stage >= 2 and accumulation
- * > 1 (ZeRO-Offload included); a value set elsewhere says why it has nothing to do (never a silent no-op); bad values
- * are refused naming the key. */
+ * > 1 (ZeRO-Offload included); elsewhere the schedule says why it has nothing to do (the trainer prints it
+ * when the key was given: never a silent no-op); bad values are refused naming the key. */
 static void test_local_schedule(void) {
     gpt2_config cfg = tiny_config();
     gpt2_param_table t;
@@ -531,7 +531,7 @@ static void test_local_schedule(void) {
     o.grad_accum = 4;
     zg_zero_grad_schedule s;
     zg_zero_grad_schedule_of(&t, &o, 2, &s); /* auto */
-    ZT_CHECK(s.embeddings && s.layers == 0 && s.local_elems == res && !s.not_applied);
+    ZT_CHECK(s.embeddings && s.layers == 0 && s.local_elems == res && !s.idle);
     ZT_CHECK(s.reduced_micro == n - res && s.reduced_last == n && s.reduced_step == 3 * (n - res) + n);
     o.grad_accum_local_layers = 2;
     zg_zero_grad_schedule_of(&t, &o, 4, &s);
@@ -539,7 +539,7 @@ static void test_local_schedule(void) {
     int pool2 = zg_zero_grad_pool_count(&t, &o, 4);
     o.grad_accum_local_layers = 0;
     zg_zero_grad_schedule_of(&t, &o, 2, &s);
-    ZT_CHECK(!s.embeddings && s.reduced_micro == n && s.reduced_step == 4 * n && !s.not_applied);
+    ZT_CHECK(!s.embeddings && s.reduced_micro == n && s.reduced_step == 4 * n && !s.idle);
     o.grad_accum_local_layers = cfg.n_layer; /* every layer local: the pool has none left to hold */
     ZT_CHECK(zg_zero_grad_pool_count(&t, &o, 2) == 0 && pool2 <= cfg.n_layer - 2);
     /* nothing to do: says why when set, silent at the default */
@@ -553,17 +553,17 @@ static void test_local_schedule(void) {
         o.offload_param = idle[i].offload == 2;
         o.grad_accum_local_layers = 1;
         zg_zero_grad_schedule_of(&t, &o, idle[i].world, &s);
-        ZT_CHECK_MSG(s.not_applied && !s.embeddings && s.layers == 0 && s.layer_elems == 0, "case %zu", i);
-        o.grad_accum_local_layers = -1;
+        ZT_CHECK_MSG(s.idle && !s.embeddings && s.layers == 0 && s.layer_elems == 0, "case %zu", i);
+        o.grad_accum_local_layers = -1; /* auto too: the trainer says why when the key was given */
         zg_zero_grad_schedule_of(&t, &o, idle[i].world, &s);
-        ZT_CHECK(!s.not_applied && !s.embeddings);
+        ZT_CHECK(s.idle && !s.embeddings);
     }
     o.offload_optimizer = 1; /* ZeRO-Offload on several ranks: held back as without */
     o.stage = 2;
     o.grad_accum = 4;
     o.grad_accum_local_layers = 2;
     zg_zero_grad_schedule_of(&t, &o, 2, &s);
-    ZT_CHECK(s.embeddings && s.layers == 2 && !s.not_applied);
+    ZT_CHECK(s.embeddings && s.layers == 2 && !s.idle);
     const int bad[] = {-2, cfg.n_layer + 1};
     for (int i = 0; i < 2; i++) {
         o.grad_accum_local_layers = bad[i];
