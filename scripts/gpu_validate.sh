@@ -20,13 +20,21 @@
 #            (not in the default list)
 #   zbench   zgpt bench 124M alone (regression check; not in the default list)
 #   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch, resume at the
-#            same and another GPU count
+#            same and another GPU count; 2 GPUs with 4 micro-steps and grad_accum_local_layers 0, -1, 4
+#            (stage 2) and 4 (stage 3)
 #   faults   (2+ GPUs) a killed worker (kill -9) and a hung one (SIGSTOP) end the job, naming the rank
 #   mpinccl  (2+ GPUs) `mpirun -np 2 zgpt train --device cuda`: the NCCL id over MPI (the path of mpirun
 #            and srun across machines), losses against the same run under `--gpus 2` (needs an MPI build)
 #   xlstart  seconds from `zgpt train` (GPT-2 XL) to the first finished step
 #   guide    (2+ GPUs) the DeepSpeed guide's GPT-2 XL configuration (ZeRO-2, 1 x 32), bf16 and fp16,
 #            against the PyTorch peer (FSDP SHARD_GRAD_OP, B=1, ga 32) on all visible GPUs
+#   guidelocal (2+ GPUs; issue 22) the guide's bf16 job on 2 GPUs and, with 4+, on 4 GPUs, once per value of
+#            grad_accum_local_layers (2 GPUs: ZG_GL2, default "0 -1 17 19"; 4 GPUs: ZG_GL4, default
+#            "0 -1 1 2"; 19 and 2 are the largest N whose `zgpt plan` total stays <= 17 / <= 11 GiB): ms/step,
+#            ms/micro-step, tokens/s, peak GiB/GPU and the banner's bytes reduced per micro-step, each against
+#            the FSDP reference (ZG_FSDP_MS2 / ZG_FSDP_MS4 ms/step, default 2223 / 3626) and issue 22's
+#            goals (>= 2x at <= 17 GiB on 2 GPUs, >= 2.5x at <= 11 GiB on 4); ~1 min per run (not in the
+#            default list)
 #   dp2      (2+ GPUs) GPT-2 XL bf16, T=1024, micro-batch 16/GPU, no accumulation: zgpt 1 GPU, zgpt
 #            2 GPUs ZeRO-2, torch DDP and FSDP on 2 GPUs: speed ratio, scaling, memory (issue 6)
 #   dp4      (4+ GPUs) the same on 4 GPUs (not in the default list)
@@ -256,7 +264,7 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has offload || has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has stepab || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+if has offload || has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has stepab || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has guidelocal || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
@@ -459,6 +467,17 @@ if has multi && [ "$NGPU" -ge 2 ]; then
       { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
     done
   done
+  # issue 22: gradients held back to the last micro-step (grad_accum_local_layers; the runs above have no
+  # accumulation on 2+ GPUs): 2 GPUs x micro-batch 2 x 4 micro-steps, the same 16 sequences per step
+  for var in "2 0" "2 -1" "2 4" "3 4"; do
+    set -- $var
+    timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m2gl$1_$2") $(mev 2) --set dtype=bf16 --set zero_optimization.stage=$1 \
+        --set grad_accum_local_layers=$2 --gpus 2 > "$LOG_DIR/multi_2_gl$1_$2.log" 2>&1
+    rc=$?; v=$(vals "$W/m2gl$1_$2"); d=$(maxdiff "$ref" "$v")
+    note "multi: 2 GPUs stage $1, 2 x 4 micro-steps, grad_accum_local_layers $2: exit $rc, val $v (max |diff| $d);" \
+         "$(grep '^gradients:' "$LOG_DIR/multi_2_gl$1_$2.log" | cut -c1-120)"
+    { [ "$rc" = 0 ] && [ "$(echo "$v" | wc -w)" -ge 4 ] && awk -v d="$d" -v t="$tol" 'BEGIN{exit !(d <= t)}'; } || mok=0
+  done
   # bitwise resume at the same GPU count (2 GPUs, stage 2): 100 straight == 50 + resume + 50
   # keep_last_k 10: the cross-count resume below starts from iter_50 of this run
   timeout -k 20 90 "$ZGPT" train $(mcfg "$W/m2r") --set dtype=bf16 --set zero_optimization.stage=2 --set max_iters=50 --set keep_last_k=10 --gpus 2 > "$LOG_DIR/multi_r1.log" 2>&1
@@ -585,6 +604,31 @@ if has guide && [ "$NGPU" -ge 2 ]; then
     note "guide speed: zgpt bf16 / torch FSDP tokens/s = $r $(verdict "$r" ">=" 1) (>= 1);" \
          "memory zgpt bf16 $(na "${guide_bf16_mem:-}") vs FSDP $(na "$(th_mem "$tl")") GiB/GPU (ratio $(ratio "${guide_bf16_mem:-}" "$(th_mem "$tl")"))"
   else note "guide: $TB missing, no torch comparison"; fi
+fi
+# Issue 22: the guide's job (bf16) with each grad_accum_local_layers value: how much of the per-micro-step
+# gradient reduction holding parts back until the last micro-step saves, and what it costs in memory.
+# max_iters 5: the median is over iterations 1-4 (iteration 0 warms up).
+if has guidelocal && [ "$NGPU" -ge 2 ]; then
+  GA=32
+  for np in 2 4; do
+    [ "$NGPU" -ge $np ] || { note "guidelocal: $np GPUs: only $NGPU visible, skipped"; continue; }
+    if [ $np = 2 ]; then vs=${ZG_GL2:-0 -1 17 19} fsdp=${ZG_FSDP_MS2:-2223} lim=17 goal=2; else vs=${ZG_GL4:-0 -1 1 2} fsdp=${ZG_FSDP_MS4:-3626} lim=11 goal=2.5; fi
+    for v in $vs; do
+      gl=$LOG_DIR/guidelocal_${np}_$v.log
+      timeout -k 20 240 "$ZGPT" train $(xlcfg "$W/gl_${np}_$v") --set fp16.enabled=false --set bf16.enabled=true \
+          --set max_iters=5 --set grad_accum_local_layers=$v "${GUIDE_SET[@]}" --gpus $np > "$gl" 2>&1
+      rc=$?
+      ms=$(zg_ms "$gl" 1); tps=$(zg_tps "$gl" 1); mem=$(zg_mem "$gl")
+      r=$(awk -v m="$ms" -v f="$fsdp" 'BEGIN {if (m == "" || m + 0 == 0) print "n/a"; else printf "%.3f", f / m}')
+      red=$(sed -nE 's/^gradients: .*: ([0-9.]+ MB reduced per micro-step|[0-9.]+ MB per micro-step).*/\1/p; s/^gradients: every micro-step reduces all of them: ([0-9.]+ MB per micro-step).*/\1/p' "$gl" | head -1)
+      note "guidelocal (XL, $np GPUs, ZeRO-2, 1 x $GA, bf16, grad_accum_local_layers $v${ZG_GUIDE_SET:+, ZG_GUIDE_SET='$ZG_GUIDE_SET'}): exit $rc;" \
+           "$(awk -v m="$ms" 'BEGIN {if (m == "") print "n/a"; else printf "%.1f", m}') ms/step," \
+           "$(awk -v m="$ms" -v g=$GA 'BEGIN {if (m == "") print "n/a"; else printf "%.2f", m / g}') ms/micro-step," \
+           "$(fmt0 "$tps") tok/s (median of $(zg_n "$gl" 1) iterations from 1), peak $(na "$mem") GiB/GPU" \
+           "$(verdict "$mem" "<=" $lim) (<= $lim); $(na "$red") reduced; FSDP $fsdp ms/step / zgpt = $r" \
+           "$(verdict "$r" ">=" $goal) (>= $goal)"
+    done
+  done
 fi
 # Issue 6 "fast and lean", data parallel on 2 GPUs: GPT-2 XL, bf16, T=1024, micro-batch 16 per GPU, no accumulation.
 # zgpt on 1 GPU and on 2 GPUs (ZeRO-2, the config's stage), torch DDP and FSDP (SHARD_GRAD_OP) on 2 GPUs.

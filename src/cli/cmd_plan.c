@@ -83,6 +83,34 @@ static const char *paper_formula(int stage) {
     }
 }
 
+/* Which gradients each micro-step reduces (grad_accum_local_layers; zg_zero_grad_schedule_of). */
+static void print_grad_schedule(const zg_zero_opts *zo, const zg_zero_grad_schedule *s, int N, int L, size_t eb,
+                                int given) {
+    char b1[32], b2[32], b3[32], b4[32], b5[32];
+    if (s->idle && given) printf("  grad_accum_local_layers %d: %s\n", zo->grad_accum_local_layers, s->idle);
+    if (N == 1 || zo->stage < 2) return;
+    if (!s->embeddings) {
+        printf("  gradient reductions (grad_accum_local_layers %d): every micro-step reduces all %zu elements (%s); "
+               "%s per step of %d micro-steps\n",
+               zo->grad_accum_local_layers, s->reduced_last,
+               zg_fmt_bytes((double)(s->reduced_last * eb), b1, sizeof b1),
+               zg_fmt_bytes((double)(s->reduced_step * eb), b2, sizeof b2), zo->grad_accum);
+        return;
+    }
+    char layers[64] = "";
+    if (s->layers > 0) snprintf(layers, sizeof layers, " and layers 0-%d of %d", s->layers - 1, L);
+    printf("  gradient reductions (grad_accum_local_layers %d%s): the embeddings + ln_f%s accumulate locally over\n"
+           "    the %d micro-steps and are reduced on the last only: %zu elements (%s) reduced per micro-step, all\n"
+           "    %zu (%s) on the last; %s per step (every micro-step reducing everything: %s);\n"
+           "    persistent layer buffers %s per rank (in grads*)\n",
+           zo->grad_accum_local_layers, zo->grad_accum_local_layers == -1 ? ", auto" : "", layers, zo->grad_accum,
+           s->reduced_micro, zg_fmt_bytes((double)(s->reduced_micro * eb), b1, sizeof b1), s->reduced_last,
+           zg_fmt_bytes((double)(s->reduced_last * eb), b2, sizeof b2),
+           zg_fmt_bytes((double)(s->reduced_step * eb), b3, sizeof b3),
+           zg_fmt_bytes((double)(s->reduced_last * eb) * zo->grad_accum, b4, sizeof b4),
+           zg_fmt_bytes((double)(s->layer_elems * eb), b5, sizeof b5));
+}
+
 int zg_cmd_plan(int argc, char **argv) {
     plan_args a;
     zg_strlist pos = {0};
@@ -147,6 +175,9 @@ int zg_cmd_plan(int argc, char **argv) {
         goto cleanup;
     }
     if (zo.stage != 3) zo.offload_param = 0; /* --stage: parameters are offloaded at stage 3 only */
+    zo.grad_accum = have_cfg ? (int)tc.grad_accum : 1;
+    zo.grad_accum_local_layers = have_cfg ? tc.grad_accum_local_layers : -1;
+    if (zg_zero_local_check(&zo, g.n_layer) != 0) goto cleanup;
     size_t requested_bucket = zo.reduce_bucket_size;
     zg_zero_opts_fit_model(&zo, &table); /* what the trainer will use */
     int device = strcmp(a.device, "cuda") == 0;
@@ -175,6 +206,9 @@ int zg_cmd_plan(int argc, char **argv) {
     double psi = (double)n;
 
     char b1[32], b2[32], b3[32], b4[32], b5[32], b6[32], b7[32], b8[32];
+    zg_zero_grad_schedule gs;
+    zg_zero_grad_schedule_of(&table, &zo, N, &gs);
+    size_t eb = zg_dtype_size(dt);
     if (a.json) {
         printf("{\"model\":\"%s\",\"num_params\":%zu,\"nproc\":%d,\"stage\":%d,\"dtype\":\"%s\",\"micro_batch\":%d,"
                "\"seq\":%d,\"reduce_bucket_size\":%zu,\"allgather_bucket_size\":%zu,\"paper_model_state_bytes\":%.0f,"
@@ -193,9 +227,15 @@ int zg_cmd_plan(int argc, char **argv) {
             if (m.host > host_max) host_max = m.host;
         }
         printf("],\"offload_optimizer\":\"%s\",\"offload_param\":\"%s\",\"gpu_bytes_per_rank\":%zu,"
-               "\"host_bytes_per_rank\":%zu,\"checkpoint_bytes\":%.0f}\n",
+               "\"host_bytes_per_rank\":%zu,\"checkpoint_bytes\":%.0f,",
                zo.offload_optimizer ? "cpu" : "none", zo.offload_param ? "cpu" : "none", gpu_max, host_max,
                checkpoint_bytes(n, &zo, N));
+        printf("\"grad_accum\":%d,\"grad_accum_local_layers\":%d,\"local_embeddings\":%s,\"local_layers\":%d,"
+               "\"local_layer_bytes\":%zu,\"reduced_elems_per_micro_step\":%zu,\"reduced_elems_last_micro_step\":%zu,"
+               "\"reduced_elems_per_step\":%zu,\"reduced_bytes_per_micro_step\":%zu,\"reduced_bytes_per_step\":%zu}\n",
+               zo.grad_accum, zo.grad_accum_local_layers, gs.embeddings ? "true" : "false", gs.layers,
+               gs.layer_elems * eb, gs.reduced_micro, gs.reduced_last, gs.reduced_step, gs.reduced_micro * eb,
+               gs.reduced_step * eb);
         rc = 0;
         goto cleanup;
     }
@@ -256,14 +296,17 @@ int zg_cmd_plan(int argc, char **argv) {
         printf("\n  * grads: the model's full gradient buffer, accumulated over micro-steps (offload on one rank:\n"
                "    nothing to reduce, so no layer buffers and no shard; the last backward sends it to the host).\n");
     else
-        printf("\n  * grads: no full gradient buffer. Per-micro-step scratch only: the embeddings + ln_f gradients\n"
-               "    (%s, resident: wte's completes last) and %d of %d layer buffers (%s each; the layer in backward,\n"
-               "    < 1 reduce bucket pending and %s bucket(s) in flight). The gradient state is the shard.\n",
-               zg_fmt_bytes((double)((table.layer_begin[0] + n - table.layer_begin[g.n_layer]) * zg_dtype_size(dt)), b1,
-                            sizeof b1),
-               zg_zero_grad_pool_count(&table, &zo), g.n_layer,
-               zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
-               zo.overlap_comm ? "up to 2" : "no");
+        printf(
+            "\n  * grads: no full gradient buffer. Per-micro-step scratch only: the embeddings + ln_f gradients\n"
+            "    (%s, resident: wte's completes last) and %d of %d pool layer buffers (%s each; the layer in\n"
+            "    backward, < 1 reduce bucket pending and %s bucket(s) in flight)%s. The gradient state is the shard.\n",
+            zg_fmt_bytes((double)((table.layer_begin[0] + n - table.layer_begin[g.n_layer]) * zg_dtype_size(dt)), b1,
+                         sizeof b1),
+            zg_zero_grad_pool_count(&table, &zo, N), g.n_layer,
+            zg_fmt_bytes((double)((table.layer_begin[1] - table.layer_begin[0]) * zg_dtype_size(dt)), b2, sizeof b2),
+            zo.overlap_comm ? "up to 2" : "no",
+            gs.layers > 0 ? ",\n    + the persistent buffers of the layers held back (below)" : "");
+    print_grad_schedule(&zo, &gs, N, g.n_layer, eb, have_cfg && tc.grad_accum_local_layers_given);
     if (zo.stage == 3)
         printf(
             "  params at stage 3: the rank's shard%s + the gathered embeddings + ln_f + 2 layer buffers (the current\n"

@@ -105,10 +105,14 @@ typedef struct {
 
     zg_monitor_config monitor; /* tensorboard / csv_monitor / wandb sections (and nanoGPT's wandb_* keys) */
 
-    int steps_per_print;      /* tolerated DeepSpeed key, stored */
-    int wall_clock_breakdown; /* per-phase step times (each phase synchronised) on the log line */
-    int comm_max_ctas;        /* NCCL: most thread blocks per collective; 0 NCCL's choice, -1 auto
+    int steps_per_print;               /* tolerated DeepSpeed key, stored */
+    int wall_clock_breakdown;          /* per-phase step times (each phase synchronised) on the log line */
+    int comm_max_ctas;                 /* NCCL: most thread blocks per collective; 0 NCCL's choice, -1 auto
                                  (zg_train_config_comm_max_ctas) */
+    int grad_accum_local_layers;       /* ZeRO stages 2-3: -1 auto (embeddings + ln_f gradients accumulated locally,
+                                    reduced on the last micro-step), 0 every micro-step reduces everything, N:
+                                    layers 0..N-1 too (zg_zero_opts.grad_accum_local_layers) */
+    int grad_accum_local_layers_given; /* 1: the config or --set gave it (a note where it has nothing to do) */
 
     char *json_text; /* the merged, validated configuration (compact JSON) */
     char **notes;    /* "auto: KEY = VALUE (from ...)" and "note: ..." lines, in table order */

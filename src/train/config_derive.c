@@ -390,6 +390,7 @@ void config_derive(zg_train_config *cfg, const cJSON *root, const char *source, 
             "one of them (memory_efficient_layernorm costs no extra pass)",
             source);
     derive_checkpointing(cfg, root, ls);
+    cfg->grad_accum_local_layers_given = config_get(root, "grad_accum_local_layers") != NULL;
     if (config_get(root, "bias") && !config_get_bool(root, "bias", 1))
         config_problem(ls, "%s: bias false is not supported: GPT-2 has biases (remove the key or set it to true)",
                        source);

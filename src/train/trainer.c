@@ -611,6 +611,26 @@ static int setup_parallel(trainer *tr) {
     return 0;
 }
 
+/* The banner's line on what the gradient reductions of a step carry (stages 2-3, several ranks). */
+static void print_grad_schedule(const trainer *tr) {
+    zg_zero_grad_schedule s;
+    zg_zero_grad_schedule_of(&tr->model.table, &tr->zero.o, tr->world, &s);
+    if (tr->world == 1 || tr->zero.o.stage < 2) return;
+    double eb = (double)zg_dtype_size(tr->be->grad_dtype), MB = 1e6;
+    char layers[64] = "";
+    if (s.layers > 0) snprintf(layers, sizeof layers, " and layers 0-%d", s.layers - 1);
+    if (s.embeddings)
+        printf("gradients: the embeddings + ln_f%s accumulate locally over the %d micro-steps and are reduced on the "
+               "last (grad_accum_local_layers %d): %.1f MB reduced per micro-step, %.1f MB on the last, %.1f MB per "
+               "step (%.1f MB reducing everything every micro-step); persistent layer buffers %.1f MB per rank\n",
+               layers, tr->zero.o.grad_accum, tr->zero.o.grad_accum_local_layers, (double)s.reduced_micro * eb / MB,
+               (double)s.reduced_last * eb / MB, (double)s.reduced_step * eb / MB,
+               (double)s.reduced_last * (double)tr->zero.o.grad_accum * eb / MB, (double)s.layer_elems * eb / MB);
+    else
+        printf("gradients: every micro-step reduces all of them: %.1f MB per micro-step, %.1f MB per step\n",
+               (double)s.reduced_last * eb / MB, (double)s.reduced_step * eb / MB);
+}
+
 /* The ZeRO engine over the model, with its optimizer; at world 1 stage 0 (nothing to partition). */
 static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
@@ -646,6 +666,12 @@ static int setup_optimizer(trainer *tr) {
         zo.stage = 0;
     }
     zg_zero_opts_fit_model(&zo, &tr->model.table);
+    zo.grad_accum_local_layers = cfg->grad_accum_local_layers;
+    if (zg_zero_local_check(&zo, tr->model.cfg.n_layer) != 0) return -1;
+    zg_zero_grad_schedule gs; /* never a silent no-op: a value set where it has nothing to do says so */
+    zg_zero_grad_schedule_of(&tr->model.table, &zo, tr->world, &gs);
+    if (gs.idle && cfg->grad_accum_local_layers_given && tr->rank == 0)
+        printf("note: grad_accum_local_layers %d: %s\n", zo.grad_accum_local_layers, gs.idle);
     /* ZeRO-Offload (either part): refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
      * the parameters on the host for model.bin: counted for every rank) */
     if (zo.offload_optimizer || zo.offload_param) {
@@ -847,6 +873,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
                    (long long)cfg->max_iters);
             if (tr.world > 1) printf("; communicator %s", tr.comm->ops->name);
             printf("\n");
+            print_grad_schedule(&tr);
             zg_train_config_print_notes(cfg, stdout);
             if (resuming) printf("resuming at iter %lld from %s\n", (long long)tr.iter, tr.last_good);
             fflush(stdout);

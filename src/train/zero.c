@@ -24,6 +24,7 @@ void zg_zero_opts_default(zg_zero_opts *o) {
     o->offload_param = 0;
     o->offload_param_pin_memory = 0;
     o->grad_accum = 0;
+    o->grad_accum_local_layers = -1;
     o->offload_v12 = 0;
 }
 
@@ -138,7 +139,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     if (ok && group2) {
         z->grad_resident = be->ops->alloc(be, z->resident * esz(z->gdt), "ZeRO embeddings + ln_f gradients");
         ok = z->grad_resident != NULL;
-        z->grad_pool_n = zg_zero_grad_pool_count(table, &z->o);
+        if (ok) ok = zero_local_init(z) == 0; /* before the pool: its layers need no pool buffer */
+        z->grad_pool_n = zg_zero_grad_pool_count(table, &z->o, W);
         z->grad_pool = zg_calloc((size_t)z->grad_pool_n + 1, sizeof *z->grad_pool);
         z->grad_pool_free = zg_calloc((size_t)z->grad_pool_n + 1, sizeof *z->grad_pool_free);
         z->group_pool = zg_malloc((size_t)z->n_groups * sizeof *z->group_pool);
@@ -208,6 +210,8 @@ int zg_zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend
 int zg_zero_init_model(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, gpt2_model *m,
                        const zg_optimizer_config *ocfg) {
     int stage = opts ? opts->stage : 0;
+    memset(z, 0, sizeof *z);
+    if (opts && zg_zero_local_check(opts, m->cfg.n_layer) != 0) return -1; /* before anything is allocated */
     /* stages 0-1 keep the flat gradient buffer as their gradient state; so does offload on one rank */
     if ((stage < 2 || (opts && zg_zero_grads_direct(opts, comm->size))) && gpt2_grads_alloc(m) != 0) {
         memset(z, 0, sizeof *z);
@@ -236,6 +240,7 @@ void zg_zero_free(zg_zero *z) {
     for (int i = 0; i < 2; i++)
         if (z->param_pool[i]) be->ops->dealloc(be, z->param_pool[i]);
     if (z->grad_resident) be->ops->dealloc(be, z->grad_resident);
+    zero_local_free(z);
     for (int i = 0; i < z->grad_pool_n; i++)
         if (z->grad_pool && z->grad_pool[i]) be->ops->dealloc(be, z->grad_pool[i]);
     if (z->model) { /* the model must not keep pointers into freed buffers */
@@ -308,6 +313,7 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
     int W = c->size;
     if (z->micro == 0) ZG_FATAL("rank %d: ZeRO: optimizer step without a micro-step", c->rank);
     if (z->reduced) ZG_FATAL("rank %d: ZeRO: gradients reduced twice for one step", c->rank);
+    zero_local_check_step(z);
     /* 1. complete the reduction of the accumulated gradients */
     if (z->o.stage == 0) {
         /* all chunks in flight together (one NCCL group), then waited on */

@@ -25,9 +25,12 @@
  *           the layer in backward, < 1 pending bucket and the buckets in flight:
  *           zg_zero_grad_pool_count), the embeddings + ln_f in one resident buffer (wte's gradient
  *           completes last). Over flat buffers (zg_zero_init) the full buffer is a per-micro-step
- *           scratch, zeroed after every micro-step. With overlap_comm over a model, the updated
- *           parameters are all-gathered per layer without waiting; the next forward waits for each
- *           layer's gather just before the layer (before_layer), so the gathers overlap it.
+ *           scratch, zeroed after every micro-step. Over a model with gradient accumulation, the
+ *           embeddings + ln_f and layers 0..N-1 may accumulate locally over a step's micro-steps and be
+ *           reduced on its last only (grad_accum_local_layers: zg_zero_grad_schedule_of below).
+ *           With overlap_comm over a model, the updated parameters are all-gathered per layer without
+ *           waiting; the next forward waits for each layer's gather just before the layer
+ *           (before_layer), so the gathers overlap it.
  *  stage 3: as stage 2, and parameters are sharded too: before_layer gathers a layer's parameters
  *           (waiting on the prefetch started at the previous layer) and starts the next layer's
  *           prefetch; after_layer releases them. Over a model the rank keeps only its parameter shard;
@@ -81,6 +84,10 @@ typedef struct {
     int offload_param_pin_memory; /* offload_param: the host parameter shard page-locked */
     int grad_accum;               /* micro-steps per optimizer step (0: unknown); offload uses it to send the
                                      gradients to the host during the last micro-step's backward */
+    int grad_accum_local_layers;  /* stages 2-3: which gradients accumulate locally over the micro-steps of a step
+                                     and are reduced only on the last (zg_zero_grad_schedule_of): -1 auto (the
+                                     embeddings + ln_f), 0 none (every micro-step reduces everything), N the
+                                     embeddings + ln_f and layers 0..N-1 (persistent buffers) */
     int offload_v12;              /* offload: v0.12's step path, for same-call comparisons (ZGPT_OFFLOAD_STEP=v12):
                                      at world size 1 the gradients still go through the stage's layer pool and
                                      shard every micro-step, and the host AdamW waits for every download */
@@ -152,6 +159,12 @@ typedef struct {
     int *group_pool;        /* per group: pool index holding its gradients, -1 */
     size_t *group_launched; /* per group: elements handed to reductions in this backward */
     int *group_inflight;    /* per group: reductions in flight */
+    /* grad_accum_local_layers (zero_local.c): parts accumulated locally over the micro-steps of a step,
+     * reduced on the last one only */
+    int local_emb;          /* the embeddings + ln_f (grad_resident) */
+    int local_layers;       /* layers 0 .. local_layers-1, each in its grad_local buffer */
+    void **grad_local;      /* local_layers persistent buffers of each layer's size */
+    size_t n_reduced_elems; /* gradient elements handed to reductions so far (tests) */
     /* stage 3: parameters without a full buffer */
     void *param_shard;      /* this rank's (end - begin) parameters (param dtype); the optimizer's */
     void *param_resident;   /* gathered embeddings + ln_f (slot 0) */
@@ -267,8 +280,38 @@ int zg_zero_check_memory(const gpt2_param_table *t, int world, int rank, int loc
                          zg_dtype pdt, zg_dtype gdt, size_t act_bytes, size_t device_total, size_t host_extra);
 /* Layer gradient buffers stage 2-3 needs: the layer being computed, < reduce_bucket_size pending and
  * up to 2 buckets in flight (overlap_comm) form one range from the layer's start, so
- * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)). */
-int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o);
+ * min(n_layer, ceil((layer + (in_flight + 1) * reduce_bucket_size - 1) / layer)); layers accumulated
+ * locally (zg_zero_grad_schedule_of) have buffers of their own, so n_layer less those bounds it. */
+int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o, int world);
+
+/* Gradient accumulation at stages 2-3 over a model (grad_accum_local_layers): which parts of the gradient
+ * accumulate locally over the grad_accum micro-steps of a step and are reduced to their owners only on the
+ * last micro-step, and what that leaves per micro-step. Stage 2 reduces every layer as its backward
+ * completes, on every micro-step (DeepSpeed's schedule); the parts held back instead:
+ *  - the embeddings + ln_f (auto, -1, and any N >= 1): their gradients already live in one resident buffer
+ *    (wte's completes only at the very end of backward), so accumulating there costs no memory, and their
+ *    reduction, which no compute is left to hide, happens once per step instead of once per micro-step;
+ *  - layers 0..N-1 (N >= 1): the last ones backward reaches, whose reductions are exposed at its end; each
+ *    gets a persistent buffer of one layer (N layers more memory per rank; the layer pool then covers
+ *    only the other n_layer - N layers).
+ * The last micro-step reduces everything (as today; its reductions of the held-back parts WRITE the owner's
+ * shard part, which no earlier micro-step touched). Applied with world > 1, stage >= 2 and grad_accum > 1
+ * (with ZeRO-Offload too: it sends each piece to the host as the last micro-step's reduction of it
+ * completes, held back or not); elsewhere every part already accumulates locally (stages 0-1, one rank)
+ * or every micro-step is the last (accumulation 1). o->grad_accum must be set. */
+typedef struct {
+    int embeddings;       /* 1: the embeddings + ln_f accumulate locally */
+    int layers;           /* layers 0 .. layers-1 accumulate locally (persistent buffers) */
+    size_t local_elems;   /* elements accumulated locally: embeddings + ln_f + those layers */
+    size_t reduced_micro; /* elements reduced by each micro-step but the last */
+    size_t reduced_last;  /* elements reduced by the last micro-step / at the boundary (stages 0-1) */
+    size_t reduced_step;  /* per optimizer step: (grad_accum - 1) * reduced_micro + reduced_last */
+    size_t layer_elems;   /* elements of the persistent layer buffers (layers 0 .. layers-1) */
+    const char *idle;     /* the key has nothing to do here: why (one line); NULL where it applies */
+} zg_zero_grad_schedule;
+void zg_zero_grad_schedule_of(const gpt2_param_table *t, const zg_zero_opts *o, int world, zg_zero_grad_schedule *s);
+/* -1 with a one-line error naming the key when grad_accum_local_layers is outside -1 .. n_layer. */
+int zg_zero_local_check(const zg_zero_opts *o, int n_layer);
 
 /* 1 when the engine's gradients accumulate in the model's full buffer whatever the stage (z->direct):
  * ZeRO-Offload (offload_optimizer or offload_param) on one rank (without it one process runs stage 0). The reduction of a world of one is the identity, so the

@@ -109,6 +109,26 @@ void zero_param_offload_after_load(zg_zero *z);
 /* Host bytes of the shard (k elements of param dtype). */
 size_t zero_param_offload_host_bytes(const zg_zero *z);
 
+/* ---- zero_local.c: gradients accumulated locally over a step's micro-steps ------------------ */
+
+/* Model mode, stages 2-3: the schedule (zg_zero_grad_schedule_of) into z->local_emb / local_layers and the
+ * persistent layer buffers. -1 when one could not be allocated (the error is set). */
+int zero_local_init(zg_zero *z);
+void zero_local_free(zg_zero *z);
+/* Elements of the persistent layer buffers. */
+size_t zero_local_layer_elems(const zg_zero *z);
+/* 1 when group g's gradients accumulate locally (reduced on the last micro-step only). */
+int zero_group_local(const zg_zero *z, int g);
+/* Backward of `layer` (-1: the embeddings + ln_f) starts: 1 when its gradients accumulate locally (its
+ * buffer placed, zeroed on a step's first micro-step only), 0 when the caller places them. */
+int zero_local_acquire(zg_zero *z, int layer);
+/* A range backward reported: queue() gets what this micro-step reduces (all on a step's last micro-step;
+ * before it, everything outside the locally accumulated groups). */
+typedef void (*zero_range_fn)(zg_zero *z, size_t offset, size_t count);
+void zero_local_report(zg_zero *z, size_t offset, size_t count, zero_range_fn queue);
+/* Before the step's norm: the micro-steps run must be grad_accum when parts were held back. */
+void zero_local_check_step(const zg_zero *z);
+
 /* ---- zero_plan.c ------------------------------------------------------------------------- */
 
 size_t zero_layer_size_max(const gpt2_param_table *t, int L, size_t *min_out);

@@ -161,14 +161,19 @@ static void launch_reduce_piece(zg_zero *z, size_t lo, size_t hi, int owner, voi
     (void)arg;
     zg_zero_pending *p = zero_pending_new(lo, hi, owner);
     void *buf = grad_at(z, lo), *recv = buf;
+    int local = 0;
     if (grads_grouped(z)) {
         int g = zero_group_of(z, lo);
         z->group_inflight[g]++;
         z->group_launched[g] += hi - lo;
+        local = zero_group_local(z, g);
     }
+    z->n_reduced_elems += hi - lo;
     /* The first micro-step's sum of this rank's own piece lands in its shard directly (no copy);
-     * later ones land in place and are added to the shard when complete. */
-    if (owner == z->comm->rank && z->micro == 0 && z->grad_shard) {
+     * later ones land in place and are added to the shard when complete. A locally accumulated group
+     * (zero_local.c) is reduced once per step, on the last micro-step, where its shard part still holds
+     * the previous step's values: its sum also lands in the shard directly, overwriting them. */
+    if (owner == z->comm->rank && (z->micro == 0 || local) && z->grad_shard) {
         recv = at(z->grad_shard, lo - z->begin, z->gdt);
         p->into_shard = 1;
     }
@@ -214,6 +219,18 @@ static void progress_reduces(zg_zero *z) {
     }
 }
 
+/* [offset, offset + count) joins the pending range (which grows downwards, the order backward reports). */
+static void pend_add(zg_zero *z, size_t offset, size_t count) {
+    if (z->pend_hi > z->pend_lo && offset + count != z->pend_lo) zero_flush_pending(z, 1); /* not adjacent below */
+    if (z->pend_hi == z->pend_lo) {
+        z->pend_lo = offset;
+        z->pend_hi = offset + count;
+    } else {
+        z->pend_lo = offset;
+    }
+    zero_flush_pending(z, 0);
+}
+
 void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
     if ((z->o.stage < 2 && !z->direct) || count == 0) return;
     if (offset + count > z->n)
@@ -224,14 +241,7 @@ void zg_zero_on_grads_ready(zg_zero *z, size_t offset, size_t count) {
     }
     progress_reduces(z);
     z->reported += count;
-    if (z->pend_hi > z->pend_lo && offset + count != z->pend_lo) zero_flush_pending(z, 1); /* not adjacent below */
-    if (z->pend_hi == z->pend_lo) {
-        z->pend_lo = offset;
-        z->pend_hi = offset + count;
-    } else {
-        z->pend_lo = offset;
-    }
-    zero_flush_pending(z, 0);
+    zero_local_report(z, offset, count, pend_add); /* before a step's last micro-step, without local groups */
 }
 
 /* ---- stage 3: gathering layers ----------------------------------------------------------- */
@@ -442,7 +452,8 @@ void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float sc
  * that this always frees one (zg_zero_grad_pool_count). */
 static void grads_acquire(zg_zero *z, int layer) {
     gpt2_model *m = z->model;
-    if (layer < 0) { /* embeddings + ln_f: resident, accumulated over the whole backward */
+    if (zero_local_acquire(z, layer)) return; /* accumulated over the step's micro-steps: zero_local.c */
+    if (layer < 0) {                          /* embeddings + ln_f: resident, accumulated over the whole backward */
         z->be->ops->zero(z->be, z->grad_resident, z->resident * esz(z->gdt));
         return;
     }

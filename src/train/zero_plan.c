@@ -35,9 +35,12 @@ void zg_zero_opts_fit_model(zg_zero_opts *o, const gpt2_param_table *t) {
     if (o->reduce_bucket_size > cap) o->reduce_bucket_size = cap;
 }
 
-int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o) {
+int zg_zero_grad_pool_count(const gpt2_param_table *t, const zg_zero_opts *o, int world) {
     int L = zero_table_layers(t);
     size_t mn, mx = zero_layer_size_max(t, L, &mn);
+    zg_zero_grad_schedule s;
+    zg_zero_grad_schedule_of(t, o, world, &s);
+    L -= s.layers; /* the layers with buffers of their own never take one from the pool */
     if (L == 0 || mn == 0) return L;
     size_t in_flight = o->overlap_comm ? MAX_BUCKETS_IN_FLIGHT : 0;
     if (o->reduce_bucket_size > (SIZE_MAX - mx) / (in_flight + 1)) return L; /* buckets beyond any model */
@@ -85,8 +88,11 @@ void zg_zero_plan_model(const gpt2_param_table *t, int world, int rank, const zg
     zg_zero_plan(n, world, rank, o, pdt, gdt, device, act_bytes, m);
     int L = zero_table_layers(t);
     size_t lmax = zero_layer_size_max(t, L, NULL), res = zero_resident_elems(t, L);
-    if (o->stage >= 2 && !zg_zero_grads_direct(o, world))
-        m->grads = (res + (size_t)zg_zero_grad_pool_count(t, o) * lmax) * zg_dtype_size(gdt);
+    if (o->stage >= 2 && !zg_zero_grads_direct(o, world)) {
+        zg_zero_grad_schedule s; /* + the persistent buffers of the layers accumulated locally */
+        zg_zero_grad_schedule_of(t, o, world, &s);
+        m->grads = (res + (size_t)zg_zero_grad_pool_count(t, o, world) * lmax + s.layer_elems) * zg_dtype_size(gdt);
+    }
     if (o->stage >= 3) {
         size_t b, e;
         zg_zero_shard_range(n, world, rank, &b, &e);
@@ -108,7 +114,7 @@ void zg_zero_memory_held(const zg_zero *z, zg_zero_memory *m) {
     m->params = pe * esz(z->pdt);
     size_t ge = z->grads ? z->n : 0;
     if (z->grad_resident) ge += z->resident;
-    ge += (size_t)z->grad_pool_n * z->layer_max;
+    ge += (size_t)z->grad_pool_n * z->layer_max + zero_local_layer_elems(z);
     m->grads = ge * esz(z->gdt);
     m->grad_shard = z->grad_shard ? (z->end - z->begin) * esz(z->gdt) : 0;
     m->optimizer_state = zg_optimizer_state_bytes(&z->opt);

@@ -478,6 +478,17 @@ static void test_set_and_aliases(void) {
     }
     ZT_CHECK(load(&c, "{\"recompute_layernorm\": \"ln3\"}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("recompute_layernorm") && has("ln1|ln2"));
+    /* grad_accum_local_layers: -1 (auto) unless given; an integer from -1 (the model's n_layer is checked
+     * where the model is known: zg_zero_local_check) */
+    rc = load(&c, "{}", NULL, NULL, 0);
+    ZT_CHECK(rc == 0 && c.grad_accum_local_layers == -1);
+    if (rc == 0) zg_train_config_free(&c);
+    const char *gl_set[] = {"grad_accum_local_layers=19"};
+    rc = load(&c, "{}", NULL, gl_set, 1);
+    ZT_CHECK(rc == 0 && c.grad_accum_local_layers == 19);
+    if (rc == 0) zg_train_config_free(&c);
+    ZT_CHECK(load(&c, "{\"grad_accum_local_layers\": -2}", NULL, NULL, 0) != 0 && has("grad_accum_local_layers"));
+    ZT_CHECK(load(&c, "{\"grad_accum_local_layers\": \"all\"}", NULL, NULL, 0) != 0 && has("grad_accum_local_layers"));
     /* memory_efficient_layernorm: the model's GPT2_LN_FROM_OUTPUT flag; not together with recompute_layernorm */
     const char *me_set[] = {"memory_efficient_layernorm=true"};
     rc = load(&c, "{\"recompute\": true}", NULL, me_set, 1);

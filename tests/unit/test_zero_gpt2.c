@@ -66,7 +66,23 @@ enum {
     RUN_SKIP_CLIP = 8,      /* step 1 dropped (as on an fp16 overflow), the others clipped to norm 0.05 */
     RUN_ACCUM_UNKNOWN = 16, /* offload: gradient_accumulation_steps not told (every gradient sent after backward) */
     RUN_V12 = 32,           /* offload: v0.12's step path (zg_zero_opts.offload_v12) */
+    RUN_NAN_EMB = 64,       /* step 1: a NaN in the embeddings' gradient on the last rank after the first
+                               micro-step's backward: that step overflows and is skipped on every rank */
 };
+/* grad_accum_local_layers v in the flags' upper bits (none: the default, -1) */
+#define RUN_LOCAL(v) (((v) + 2) << 8)
+static int run_local_layers(int flags) { return flags >> 8 ? (flags >> 8) - 2 : -1; }
+
+/* Gradient elements a stage 2-3 rank of W > 1 must reduce on micro-step k of `accum`: the embeddings + ln_f
+ * and layers 0..N-1 of local layers v (-1: none; 0: nothing held back) only on the last. Counted from the
+ * table here, not from the engine's schedule. */
+static size_t expected_reduced(const gpt2_param_table *t, int L, int v, int k, int accum) {
+    size_t n = t->num_params;
+    if (v == 0 || accum <= 1 || k == accum - 1) return n;
+    int layers = v > 0 ? v : 0;
+    size_t local = t->layer_begin[0] + (n - t->layer_begin[L]) + (t->layer_begin[layers] - t->layer_begin[0]);
+    return n - local;
+}
 
 /* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
  * parameters and the global mean loss of each step. load_dir: resume from that checkpoint first;
@@ -109,6 +125,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     zo.offload_optimizer = (flags & RUN_OFFLOAD) != 0;
     zo.offload_v12 = (flags & RUN_V12) != 0;
     zo.grad_accum = flags & RUN_ACCUM_UNKNOWN ? 0 : accum;
+    zo.grad_accum_local_layers = run_local_layers(flags);
     /* eps 1e-5: Adam turns a gradient that is pure rounding noise (a unit GELU keeps near zero) into a
      * full-size step of random sign; a larger eps keeps such elements comparable across reduction
      * orders without hiding real differences (real gradients here are >= 1e-4). */
@@ -157,9 +174,20 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
         for (int k = 0; k < accum; k++) {
             for (int b = 0; b < B; b++) /* the same global batch every step, so the loss must fall */
                 make_sample((uint64_t)((k * W + R) * B + b), cfg.vocab_size, in + b * T, tg + b * T);
+            size_t before = z.n_reduced_elems; /* reductions start during backward */
             loss += zt_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
+            if ((flags & RUN_NAN_EMB) && step == 1 && k == 0 && R == W - 1) /* CPU: host memory */
+                ((float *)m.grad_group[0])[0] = NAN; /* wte[0]: the last piece launched (buckets go top down) */
             zg_zero_micro_end(&z);
+            /* what this micro-step reduced: the held-back parts only on a step's last */
+            if (stage >= 2 && W > 1) {
+                int v = run_local_layers(flags);
+                size_t want = expected_reduced(&m.table, cfg.n_layer, v, k, zo.grad_accum);
+                ZT_CHECK_MSG(z.n_reduced_elems - before == want,
+                             "stage %d, local layers %d, micro-step %d of %d: reduced %zu elements, expected %zu",
+                             stage, v, k, accum, z.n_reduced_elems - before, want);
+            }
             if (stage >= 2) ZT_CHECK((m.grads == NULL || z.direct) && z.grad_pool_used == 0);
         }
         zg_comm_all_reduce_host_f64(comm, &loss, 1, ZG_COMM_SUM);
@@ -174,6 +202,10 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
                 zg_zero_apply(&z, 1e-2f, (float)(0.05 / (info.grad_norm + 1e-6)));
         } else {
             zg_zero_step(&z, 1e-2f, 1.0f, 1.0f, &info);
+        }
+        if ((flags & RUN_NAN_EMB) && step == 1) {
+            ZT_CHECK_MSG(info.overflow, "rank %d: the NaN in the embeddings' gradient was not seen", R);
+            continue;
         }
         ZT_CHECK(!info.overflow && isfinite(info.grad_norm));
     }
@@ -424,11 +456,130 @@ static void test_offload_one_rank(void) {
     free(p);
 }
 
+/* grad_accum_local_layers (zero.h, zg_zero_grad_schedule_of): 4 micro-steps per step, stages 2 and 3,
+ * overlap_comm on (small buckets) and off (one bucket larger than the model), ZeRO-Offload at stage 2 and
+ * offload_param at stage 3, a dropped step and clipping
+ * (RUN_SKIP_CLIP, the trainer's fp16-overflow sequence): -1 (the embeddings + ln_f held back to the last
+ * micro-step), 1 and n_layer (layers too) against 0 (every micro-step reduces everything). The sums are
+ * the same but not in the same order (held back: each rank adds its micro-steps, then the ranks are
+ * added; 0: the ranks per micro-step, then the micro-steps), so they agree within fp32 round-off (the
+ * tolerances of the other multi-rank comparisons here), not bitwise; on one rank nothing is held back and
+ * the runs are bitwise equal. Every run also checks what each micro-step reduces (train_ex) and that what
+ * every rank allocates, the persistent layer buffers included, is the plan's (check_memory). */
+static void test_local_layers(void) {
+    size_t n = num_params();
+    enum { STEPS_L = 4, ACC = 4 };
+    const int L = tiny_config().n_layer;
+    float *ref = zg_malloc(n * 4), *p = zg_malloc(n * 4);
+    double lref[STEPS_L], l[STEPS_L];
+    /* runs 4, 5: ZeRO-Offload (the host AdamW, stage 2) and offload_param (stage 3) */
+    for (int run = 0; run < 6; run++) {
+        int stage = run == 4 || run < 2 ? 2 : 3, ov = run % 2 == 0 || run >= 4;
+        size_t bucket = ov ? 997 : 1u << 20;
+        int base = (ov ? RUN_OVERLAP : 0) | RUN_SKIP_CLIP | (run == 4 ? RUN_OFFLOAD : run == 5 ? RUN_OFFLOAD_PARAM : 0);
+        mem_seen m0, ms;
+        memset(&m0, 0, sizeof m0);
+        train_ex(g_comm, NULL, stage, ACC, bucket, base | RUN_LOCAL(0), STEPS_L, NULL, NULL, ref, lref, 1, &m0);
+        const int vals[] = {-1, 1, L};
+        for (int i = 0; i < 3; i++) {
+            int v = vals[i];
+            memset(&ms, 0, sizeof ms);
+            train_ex(g_comm, NULL, stage, ACC, bucket, base | RUN_LOCAL(v), STEPS_L, NULL, NULL, p, l, 1, &ms);
+            if (g_comm->size == 1) {
+                ZT_CHECK_MSG(memcmp(p, ref, n * 4) == 0 && memcmp(l, lref, sizeof l) == 0,
+                             "1 rank, stage %d, local layers %d: differs from 0", stage, v);
+                continue;
+            }
+            double maxd = 0;
+            for (size_t j = 0; j < n; j++) maxd = fmax(maxd, fabs((double)p[j] - ref[j]));
+            ZT_CHECK_MSG(maxd < 2e-5, "W=%d stage %d overlap %d local layers %d: max |weight diff| %.3g vs 0",
+                         g_comm->size, stage, ov, v, maxd);
+            for (int s = 0; s < STEPS_L; s++) ZT_NEAR(l[s], lref[s], 1e-5, 1e-5);
+            /* the layer buffers are there (beyond the pool's), held from init on, nothing allocated later */
+            if (v > 0) ZT_CHECK_MSG(ms.plan_grads > m0.plan_grads - m0.plan_grads / 2, "grads %zu", ms.plan_grads);
+            ZT_CHECK(ms.peak_train == ms.state);
+        }
+        ZT_CHECK(lref[STEPS_L - 1] < lref[0]); /* it learns */
+    }
+    /* a NaN in a held-back part (the embeddings) on one rank survives to the last micro-step's reduction:
+     * the step overflows and is skipped on every rank (as with 0, where it is reduced at once), and the
+     * next step starts from zeroed buffers (finite again) */
+    for (int stage = 2; stage <= 3; stage++) {
+        int base = RUN_OVERLAP | RUN_NAN_EMB;
+        train_ex(g_comm, NULL, stage, ACC, 997, base | RUN_LOCAL(0), STEPS_L, NULL, NULL, ref, lref, 0, NULL);
+        train_ex(g_comm, NULL, stage, ACC, 997, base | RUN_LOCAL(L), STEPS_L, NULL, NULL, p, l, 0, NULL);
+        double maxd = 0;
+        for (size_t j = 0; j < n; j++) maxd = fmax(maxd, fabs((double)p[j] - ref[j]));
+        ZT_CHECK_MSG(maxd < 2e-5, "NaN skip, stage %d: max |weight diff| %.3g", stage, maxd);
+    }
+    free(ref);
+    free(p);
+}
+
+/* What grad_accum_local_layers does where: held back only with several ranks, stage >= 2 and accumulation
+ * > 1 (ZeRO-Offload included); elsewhere the schedule says why it has nothing to do (the trainer prints it
+ * when the key was given: never a silent no-op); bad values are refused naming the key. */
+static void test_local_schedule(void) {
+    gpt2_config cfg = tiny_config();
+    gpt2_param_table t;
+    ZT_CHECK(gpt2_param_table_init(&t, &cfg) == 0);
+    size_t n = t.num_params, res = t.layer_begin[0] + n - t.layer_begin[cfg.n_layer];
+    size_t layer = t.layer_begin[1] - t.layer_begin[0];
+    zg_zero_opts o;
+    zg_zero_opts_default(&o);
+    o.stage = 2;
+    o.grad_accum = 4;
+    zg_zero_grad_schedule s;
+    zg_zero_grad_schedule_of(&t, &o, 2, &s); /* auto */
+    ZT_CHECK(s.embeddings && s.layers == 0 && s.local_elems == res && !s.idle);
+    ZT_CHECK(s.reduced_micro == n - res && s.reduced_last == n && s.reduced_step == 3 * (n - res) + n);
+    o.grad_accum_local_layers = 2;
+    zg_zero_grad_schedule_of(&t, &o, 4, &s);
+    ZT_CHECK(s.layers == 2 && s.layer_elems == 2 * layer && s.reduced_micro == n - res - 2 * layer);
+    int pool2 = zg_zero_grad_pool_count(&t, &o, 4);
+    o.grad_accum_local_layers = 0;
+    zg_zero_grad_schedule_of(&t, &o, 2, &s);
+    ZT_CHECK(!s.embeddings && s.reduced_micro == n && s.reduced_step == 4 * n && !s.idle);
+    o.grad_accum_local_layers = cfg.n_layer; /* every layer local: the pool has none left to hold */
+    ZT_CHECK(zg_zero_grad_pool_count(&t, &o, 2) == 0 && pool2 <= cfg.n_layer - 2);
+    /* nothing to do: says why when set, silent at the default */
+    const struct {
+        int stage, world, accum, offload;
+    } idle[] = {{1, 2, 4, 0}, {2, 1, 4, 1}, {3, 1, 4, 2}, {2, 2, 1, 0}};
+    for (size_t i = 0; i < sizeof idle / sizeof idle[0]; i++) {
+        o.stage = idle[i].stage;
+        o.grad_accum = idle[i].accum;
+        o.offload_optimizer = idle[i].offload == 1;
+        o.offload_param = idle[i].offload == 2;
+        o.grad_accum_local_layers = 1;
+        zg_zero_grad_schedule_of(&t, &o, idle[i].world, &s);
+        ZT_CHECK_MSG(s.idle && !s.embeddings && s.layers == 0 && s.layer_elems == 0, "case %zu", i);
+        o.grad_accum_local_layers = -1; /* auto too: the trainer says why when the key was given */
+        zg_zero_grad_schedule_of(&t, &o, idle[i].world, &s);
+        ZT_CHECK(s.idle && !s.embeddings);
+    }
+    o.offload_optimizer = 1; /* ZeRO-Offload on several ranks: held back as without */
+    o.stage = 2;
+    o.grad_accum = 4;
+    o.grad_accum_local_layers = 2;
+    zg_zero_grad_schedule_of(&t, &o, 2, &s);
+    ZT_CHECK(s.embeddings && s.layers == 2 && !s.idle);
+    const int bad[] = {-2, cfg.n_layer + 1};
+    for (int i = 0; i < 2; i++) {
+        o.grad_accum_local_layers = bad[i];
+        ZT_CHECK(zg_zero_local_check(&o, cfg.n_layer) != 0 && strstr(zg_error_message(), "grad_accum_local_layers"));
+        zg_error_clear();
+    }
+    gpt2_param_table_free(&t);
+}
+
 int main(void) {
     if (zt_dist_begin("test_zero_gpt2", &g_comm, &g_be) != 0) return 1;
     zt_run("stages", test_stages);
     zt_run("universal_resume", test_universal_resume);
     zt_run("memory_bounds", test_memory_bounds);
     zt_run("offload_one_rank", test_offload_one_rank);
+    zt_run("local_schedule", test_local_schedule);
+    zt_run("local_layers", test_local_layers);
     return zt_dist_finish(g_comm, g_be);
 }
