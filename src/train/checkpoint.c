@@ -309,6 +309,9 @@ size_t zg_ckpt_snapshot_bytes(size_t n, int has_master) {
     return zg_ckpt_io_round_up(ZG_CKPT_HEADER_BYTES + n * sizeof(float) * (has_master ? 3 : 2)) + ZG_CKPT_IO_ALIGN;
 }
 
+/* Elements the snapshot of o's range holds: the master (when o has one), m and v. */
+static size_t snapshot_elems(const zg_optimizer *o) { return (o->end - o->begin) * (o->master ? 3 : 2); }
+
 /* The allocation itself, on any thread: NULL with an error when host memory cannot hold it. */
 static void *snapshot_alloc(zg_backend *be, size_t bytes) {
     /* Linux overcommits: malloc of more than is free succeeds and the kernel kills the process later.
@@ -354,7 +357,7 @@ static void *reserver_main(void *arg) {
 }
 
 int zg_ckpt_snapshot_reserve_start(zg_ckpt_snapshot *s, const zg_optimizer *o) {
-    size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
+    size_t n = o->end - o->begin, want = snapshot_elems(o);
     if (s->reserving || (want <= s->cap && s->be == o->be)) return 0;
     zg_ckpt_snapshot_free(s);
     s->be = o->be; /* whose host_alloc the thread calls; the events come at the join */
@@ -397,13 +400,13 @@ int zg_ckpt_snapshot_reserve_join(zg_ckpt_snapshot *s, double *took) {
 int zg_ckpt_snapshot_take_block(zg_ckpt_snapshot *s, const zg_optimizer *o, void *block, size_t bytes) {
     size_t n = o->end - o->begin;
     if (s->reserving || s->block || bytes != zg_ckpt_snapshot_bytes(n, o->master != NULL)) return -1;
-    snapshot_adopt(s, o->be, block, n * (o->master ? 3 : 2));
+    snapshot_adopt(s, o->be, block, snapshot_elems(o));
     return 0;
 }
 
 int zg_ckpt_snapshot_reserve(zg_ckpt_snapshot *s, const zg_optimizer *o) {
     if (zg_ckpt_snapshot_reserve_join(s, NULL) != 0) return -1;
-    size_t n = o->end - o->begin, want = n * (o->master ? 3 : 2);
+    size_t n = o->end - o->begin, want = snapshot_elems(o);
     zg_backend *be = o->be;
     if (want > s->cap || (s->be && s->be != be)) {
         zg_ckpt_snapshot_free(s);

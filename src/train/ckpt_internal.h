@@ -38,6 +38,8 @@ void zg_ckpt_progress_begin(zg_progress *p, const char *verb, const char *dir, c
                             int quiet);
 /* fp32 values as the training dtype holds them: rounded to bf16/fp16 (nearest even) and widened. */
 void zg_ckpt_round_to_dtype(float *x, size_t n, zg_dtype dt, int parallel);
+/* The manifest entry of file `name` of c; NULL when the manifest does not list it. */
+zg_ckpt_file *zg_ckpt_find_file(const zg_ckpt *c, const char *name);
 /* Puts the finished folder `stage` at `final`, replacing an existing one in one atomic step. */
 int zg_ckpt_swap_into_place(const char *stage, const char *final, const char *out_dir);
 /* out_dir/.partial.<tag>: a tag's folder while it is written. */

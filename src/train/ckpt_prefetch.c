@@ -56,9 +56,7 @@ int zg_ckpt_prefetch_start(zg_ckpt_prefetch *p, const zg_ckpt *c, const char **w
         *why = "the checkpoint's optimizer state is not one shard of the whole model";
         return 0;
     }
-    const zg_ckpt_file *f = NULL;
-    for (int i = 0; i < c->n_files; i++)
-        if (strcmp(c->files[i].name, s->file) == 0) f = &c->files[i];
+    const zg_ckpt_file *f = zg_ckpt_find_file(c, s->file);
     if (!f || !f->unverified) {
         *why = "the shard was checksummed when the checkpoint was opened";
         return 0;

@@ -226,7 +226,7 @@ static int ckpt_open(zg_ckpt *c, const char *path, int defer) {
 int zg_ckpt_open(zg_ckpt *c, const char *path) { return ckpt_open(c, path, 0); }
 int zg_ckpt_open_deferred(zg_ckpt *c, const char *path) { return ckpt_open(c, path, 1); }
 
-static zg_ckpt_file *find_file(const zg_ckpt *c, const char *name) {
+zg_ckpt_file *zg_ckpt_find_file(const zg_ckpt *c, const char *name) {
     for (int i = 0; i < c->n_files; i++)
         if (strcmp(c->files[i].name, name) == 0) return &c->files[i];
     return NULL;
@@ -243,7 +243,7 @@ static int check_sum(const zg_ckpt *c, zg_ckpt_file *f, uint64_t got) {
 
 /* A deferred file, before a read that does not cover it whole: checked now, by itself. */
 static int verify_file(const zg_ckpt *c, const char *name) {
-    zg_ckpt_file *f = find_file(c, name);
+    zg_ckpt_file *f = zg_ckpt_find_file(c, name);
     if (!f || !f->unverified) return 0;
     char *p = zg_path_join(c->dir, name);
     uint64_t sum = 0;
@@ -608,7 +608,7 @@ static int read_optimizer(const zg_ckpt *c, zg_optimizer *o, zg_ckpt_moments *mo
             rc = take_prefetched(mo, o->be, sinks, k, k_now, &prog);
             continue;
         }
-        zg_ckpt_file *f = find_file(c, s->file);
+        zg_ckpt_file *f = zg_ckpt_find_file(c, s->file);
         int whole = f && f->unverified && a == s->begin && b == s->end;
         char *path = zg_path_join(c->dir, s->file);
         /* the moments start here in the file: after the master, or after the header */
