@@ -13,7 +13,7 @@
  * segment all zero (ratio 1), one empty, the clamps binding on others; then without bias correction
  * and with eps inside the square root; then in two calls as a ZeRO shard's cut tensors take it
  * (ops->lamb_sums over segments 2-3, their sums given back to adamw, which must not update their moments
- * again): the same reference, and the sums against it. */
+ * again): the same reference, and the sums against it, bitwise the same when computed twice. */
 void oc_test_lamb(void) {
     for (int di = 0; di < 3; di++) {
         zg_backend *be = oc_be[di];
@@ -64,6 +64,13 @@ void oc_test_lamb(void) {
                 a.seg_begin = 2;
                 a.seg_end = 4;
                 be->ops->lamb_sums(be, &a, sums);
+                /* the sums are added in block order (no atomics): the same inputs give the same bits */
+                double again[4];
+                be->ops->upload(be, dm, m, n * 4);
+                be->ops->upload(be, dv, v, n * 4);
+                be->ops->lamb_sums(be, &a, again);
+                ZT_CHECK_MSG(memcmp(again, sums, sizeof sums) == 0, "%s lamb_sums not reproducible: %.17g %.17g",
+                             zg_dtype_name(dt), sums[0], again[0]);
                 for (int k = 0; k < 10; k++) given[k] = -1.0;
                 memcpy(given + 4, sums, sizeof sums);
                 a.seg_begin = a.seg_end = 0;

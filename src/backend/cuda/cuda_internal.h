@@ -40,15 +40,16 @@ extern "C" {
 
 /* Internal scratch buffers, grown on demand and counted in bytes_in_use. */
 enum {
-    ZGC_SCR_LN = 0,   /* layernorm backward partial sums (blocks, 2C) fp32 */
-    ZGC_SCR_BIAS,     /* bias-gradient partial sums fp32 */
-    ZGC_SCR_ATT_D,    /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
-    ZGC_SCR_SORT,     /* encoder backward: sorted tokens/indices + CUB temp storage */
-    ZGC_SCR_SEGS,     /* AdamW segment table */
-    ZGC_SCR_PARTIALS, /* sum_squares per-block partial sums (double) */
-    ZGC_SCR_STAGING,  /* fp32 staging for upload_f32 / download_f32 */
-    ZGC_SCR_LAMB,     /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
-    ZGC_SCR_DECODE,   /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
+    ZGC_SCR_LN = 0,    /* layernorm backward partial sums (blocks, 2C) fp32 */
+    ZGC_SCR_BIAS,      /* bias-gradient partial sums fp32 */
+    ZGC_SCR_ATT_D,     /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
+    ZGC_SCR_SORT,      /* encoder backward: sorted tokens/indices + CUB temp storage */
+    ZGC_SCR_SEGS,      /* AdamW segment table */
+    ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
+    ZGC_SCR_STAGING,   /* fp32 staging for upload_f32 / download_f32 */
+    ZGC_SCR_LAMB,      /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_LAMB_PART, /* Lamb: per optimizer block the partial ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_DECODE,    /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
     ZGC_SCR_COUNT
 };
 

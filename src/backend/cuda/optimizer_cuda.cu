@@ -135,13 +135,14 @@ __device__ __forceinline__ float zgc_lamb_dir(float m, float v, float p, float w
     return m / (eps_inside ? sqrtf(v + eps) : sqrtf(v) + eps) + wd * p;
 }
 
-/* Lamb pass 1: the moments, and per segment the sums of p^2 and u^2 (norms[2s], norms[2s+1]; zeroed
- * before the launch), block-reduced and added with one atomic per block. */
+/* Lamb pass 1: the moments, and per block the partial sums of p^2 and u^2 (part[2b], part[2b+1], b the
+ * block's index over all segments). No atomics: the per-segment totals are added in block order by
+ * zgc_lamb_reduce_kernel, so the trust ratio, and with it a resumed run, is bitwise reproducible. */
 template <typename TP, typename TG>
 __global__ void __launch_bounds__(ZGC_ADAM_THREADS)
     zgc_lamb_moments_kernel(const TP *param, const float *master, const TG *grad, float *m, float *v,
                             const zgc_seg_dev *segs, int n_segs, float b1, float b2, float eps, int eps_inside,
-                            float gscale, unsigned block_base, double *norms) {
+                            float gscale, unsigned block_base, double *part) {
     unsigned b = blockIdx.x + block_base;
     int s = zgc_seg_of(segs, n_segs, b);
     zgc_seg_dev sg = segs[s];
@@ -176,8 +177,37 @@ __global__ void __launch_bounds__(ZGC_ADAM_THREADS)
             tw += sw[w];
             tu += su[w];
         }
-        atomicAdd(&norms[2 * s], tw);
-        atomicAdd(&norms[2 * s + 1], tu);
+        part[2 * (size_t)b] = tw;
+        part[2 * (size_t)b + 1] = tu;
+    }
+}
+
+/* Per segment s in [seg_base, seg_base + gridDim.x): norms[2s], norms[2s+1] = the sums of its blocks'
+ * partials, each thread over a fixed stride of blocks, then a fixed tree: the same order every call. */
+__global__ void __launch_bounds__(ZGC_ADAM_THREADS)
+    zgc_lamb_reduce_kernel(const double *part, const zgc_seg_dev *segs, int n_segs, unsigned total, int seg_base,
+                           double *norms) {
+    int s = seg_base + (int)blockIdx.x;
+    unsigned b0 = segs[s].first_block, b1 = s + 1 < n_segs ? segs[s + 1].first_block : total;
+    double tw = 0.0, tu = 0.0;
+    for (unsigned b = b0 + threadIdx.x; b < b1; b += ZGC_ADAM_THREADS) {
+        tw += part[2 * (size_t)b];
+        tu += part[2 * (size_t)b + 1];
+    }
+    __shared__ double sw[ZGC_ADAM_THREADS], su[ZGC_ADAM_THREADS];
+    sw[threadIdx.x] = tw;
+    su[threadIdx.x] = tu;
+    __syncthreads();
+    for (int h = ZGC_ADAM_THREADS / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) {
+            sw[threadIdx.x] += sw[threadIdx.x + h];
+            su[threadIdx.x] += su[threadIdx.x + h];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        norms[2 * s] = sw[0];
+        norms[2 * s + 1] = su[0];
     }
 }
 
@@ -287,14 +317,24 @@ static unsigned zgc_seg_block(const zgc_adam_launch *L, int n_segs, int s) {
     return s < n_segs ? L->htab[s].first_block : L->total;
 }
 
-/* Lamb's first pass over blocks [c0, c1): the moments, and the segments' sums into norms (zeroed). */
-static void zgc_lamb_moments(zg_backend *be, const zg_adamw_args *a, const zgc_adam_launch *L, unsigned c0, unsigned c1,
+/* Lamb's first pass over segments [s0, s1) (blocks [c0, c1)): the moments, and the segments' sums of
+ * squares into norms[2s], norms[2s+1] (per-block partials, then added in block order). */
+static void zgc_lamb_moments(zg_backend *be, const zg_adamw_args *a, const zgc_adam_launch *L, int s0, int s1,
                              double *norms) {
     zgc_impl *im = zgc_get(be);
-    ZGC_DISPATCH_ALL(be->param_dtype, TP, TG,
-                     (zgc_lamb_moments_kernel<TP, TG><<<c1 - c0, ZGC_ADAM_THREADS, 0, im->stream>>>(
-                         (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, L->dtab, a->n_segs, a->beta1,
-                         a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, c0, norms)));
+    unsigned c0 = zgc_seg_block(L, a->n_segs, s0), c1 = zgc_seg_block(L, a->n_segs, s1);
+    if (s1 <= s0) return;
+    double *part = (double *)zgc_scratch(be, ZGC_SCR_LAMB_PART, (size_t)(L->total ? L->total : 1) * 2 * sizeof(double),
+                                         "Lamb block partial sums");
+    if (c1 > c0) {
+        ZGC_DISPATCH_ALL(be->param_dtype, TP, TG,
+                         (zgc_lamb_moments_kernel<TP, TG><<<c1 - c0, ZGC_ADAM_THREADS, 0, im->stream>>>(
+                             (const TP *)a->param, a->master, (const TG *)a->grad, a->m, a->v, L->dtab, a->n_segs,
+                             a->beta1, a->beta2, a->eps, a->eps_inside_sqrt, a->grad_scale, c0, part)));
+        ZG_CUDA_LAUNCH_CHECK();
+    }
+    zgc_lamb_reduce_kernel<<<(unsigned)(s1 - s0), ZGC_ADAM_THREADS, 0, im->stream>>>(part, L->dtab, a->n_segs, L->total,
+                                                                                     s0, norms);
     ZG_CUDA_LAUNCH_CHECK();
 }
 
@@ -313,7 +353,7 @@ void zgc_lamb_sums(zg_backend *be, const zg_adamw_args *a, double *sums) {
     if (s_end > a->seg_begin) memset(sums, 0, (size_t)(s_end - a->seg_begin) * 2 * sizeof(double));
     if (!zgc_adam_prepare(be, a, &L)) return;
     double *norms = zgc_lamb_norms(be, a->n_segs);
-    zgc_lamb_moments(be, a, &L, L.b0, L.b1, norms);
+    zgc_lamb_moments(be, a, &L, a->seg_begin, L.s_end, norms);
     ZG_CUDA_CHECK(cudaMemcpyAsync(sums, norms + 2 * a->seg_begin, (size_t)(L.s_end - a->seg_begin) * 2 * sizeof(double),
                                   cudaMemcpyDeviceToHost, im->stream));
     ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
@@ -341,7 +381,7 @@ void zgc_adamw(zg_backend *be, const zg_adamw_args *a) {
                                                   (size_t)(e - s) * 2 * sizeof(double), cudaMemcpyHostToDevice,
                                                   im->stream));
                 else
-                    zgc_lamb_moments(be, a, &L, c0, c1, norms);
+                    zgc_lamb_moments(be, a, &L, s, e, norms);
                 ZGC_DISPATCH(be->param_dtype, TP,
                              (zgc_lamb_apply_kernel<TP><<<c1 - c0, ZGC_ADAM_THREADS, 0, im->stream>>>(
                                  (TP *)a->param, a->master, a->m, a->v, L.dtab, a->n_segs, step_size, a->eps,
