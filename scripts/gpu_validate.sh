@@ -65,7 +65,8 @@
 #            file a real save's size); a synchronous save's GB/s; the end of each run's two waits (the
 #            last save, the deletion of the checkpoint before it) and each deletion's size and time.
 #            ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0, ~4 with ZG_CKPT_QUICK=1 (the runs with and without
-#            saves, their notes, and the two resumes with direct reads)
+#            saves, their notes, and the two resumes with direct reads), ~6 with ZG_CKPT_BENCH=0 (no writer
+#            bench files, no buffered resume)
 #            (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
 #            its event files and finds metrics.jsonl's values (tests/monitor/tb_check.py; issue 20)
@@ -821,6 +822,8 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   note "ckpt: resume without the read from the start (ZGPT_CKPT_PREFETCH=0, direct reads, $cached before): first iteration line at ${first0:-n/a} s against ${first:-n/a} s with it; $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume0.log" | tr '\n' ';')"
   # ZG_CKPT_QUICK=1 stops here (the runs with and without saves and the direct resume: ~3.5 minutes)
   if [ "${ZG_CKPT_QUICK:-0}" = 1 ]; then rm -rf "$W/c0" "$W/c1"; else
+  # ZG_CKPT_BENCH=0 skips (c3), (e2) and (c4): the writer's bench files and the buffered resume
+  if [ "${ZG_CKPT_BENCH:-1}" != 0 ]; then
   # (c3) the writer alone on this disk (tests/bench/ckpt_write.c): 4 GiB through the save path, the
   # synchronous save's windows and the bare writer, then that file read back with each read strategy
   # (page cache dropped first); (c4) below: the save path on a file as large as a real save (17.4 GiB =
@@ -842,6 +845,7 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   BENCH_PATHS=save timeout -k 20 150 "$ROOT/build-gpu/bench_ckpt_write" "$W" 17.4 1 > "$LOG_DIR/ckpt_bench_big.log" 2>&1
   note "ckpt: bench 18.7 GB (a real save's size): $(grep -E 'GB/s' "$LOG_DIR/ckpt_bench_big.log" | sed -E 's/ in [0-9.]+ s//' | tr '\n' ';') vs dd $ddrate"
   rm -rf "$W/bench"
+  else rm -rf "$W/c0" "$W/c1"; fi
   if [ "${ZG_CKPT_EVERY5:-1}" != 0 ]; then
   t3=$(date +%s.%N); timeout -k 20 400 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c5" --set max_iters=30 --set eval_interval=5 2>&1 | stamp > "$LOG_DIR/ckpt_every5.log"
   t4=$(date +%s.%N)
