@@ -244,6 +244,11 @@ if has attn; then
            "$([ "$k" = LN ] && verdict "$pn" ">=" 80) $([ "$k" = LN ] && echo '(>= 80%)'), $(na "$pc")% of the copy's $(na "$cp") GB/s"
     done
   done
+  # the ceiling at LayerNorm's size: a device-to-device copy of the forward's and the backward's bytes
+  for d in fwd bwd; do
+    read -r _ _ _ ms _ mb _ gbs _ pn <<< "$(grep "^COPYLN $d " "$LOG_DIR/attn_bench.log")"
+    note "attn device copy of LayerNorm $d's bytes: $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of 4.8 TB/s"
+  done
 fi
 
 if has watchdog; then

@@ -275,6 +275,23 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     }
     unsetenv("ZGPT_LN");
     printf("COPY GBs %.0f pct_nominal %.1f\n", copy_gbs, 100 * copy_gbs / ZG_HBM_NOMINAL_GBS);
+    /* the ceiling at LayerNorm's own size: a device-to-device copy moving the forward's bytes (x read, y
+     * written: N*C*2 each) and the backward's (twice that), timed the same way; a 1 GiB copy hides the
+     * launch and the ramp at both ends that a ~0.1 GB op pays */
+    for (int i = 0; i < 2; i++) {
+        size_t sb = (size_t)nc * (size_t)es * (size_t)(i + 1);
+        void *s0 = be->ops->alloc(be, sb, "copy source"), *s1 = be->ops->alloc(be, sb, "copy destination");
+        be->ops->zero(be, s0, sb);
+        float sms;
+        BENCH_TIME(&ctx, sms, oc_bench_reps(), be->ops->copy(be, s1, s0, sb));
+        double sgbs = 2.0 * sb / (sms * 1e-3) / 1e9;
+        printf("| device-to-device copy (%.1f MB, LayerNorm %s's bytes) | %9.4f | | %8.0f |\n", 2.0 * sb / 1e6,
+               i ? "backward" : "forward", sms, sgbs);
+        printf("COPYLN %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f\n", i ? "bwd" : "fwd", sms, 2.0 * sb / 1e6, sgbs,
+               100 * sgbs / ZG_HBM_NOMINAL_GBS);
+        be->ops->dealloc(be, s0);
+        be->ops->dealloc(be, s1);
+    }
     void *ptrs[] = {qkv, dqkv, x, y, dx, w, bb, dw, db, mean, rstd, stats};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
     cudaEventDestroy(ctx.e0);
