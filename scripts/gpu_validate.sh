@@ -270,7 +270,8 @@ small_cfg() { # $1 out_dir, then extra --set pairs
        --set eval_interval=50 --set eval_iters=10 --set log_interval=10 --set lr_decay_iters=200 "$@"
 }
 # (the GPT-2 XL phases train on it too)
-if has offload || has ckpt || has evalhf || has benchold || has signal || has tb || has curve || has resume || has stepab || has fp16 || has multi || has faults || has mpinccl || has xlstart || has guide || has guidelocal || has dp2 || has dp4 || has dpwc || has zero2xl || has ab || has gap; then
+# prepared for every call (about a second): a list of the phases that need it missed attloan's training runs
+if [ -x "$ZGPT" ]; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }

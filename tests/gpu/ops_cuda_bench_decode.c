@@ -15,15 +15,15 @@
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
  * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
- * without the L2 prefetch before the PDL wait. */
+ * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
 enum { GEMV_KINDS = 5 };
 static const struct {
     const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
 } gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL},
                            {"v1", "v1", NULL, NULL},
-                           {"v2", "v2", NULL, NULL},
-                           {"v2g1", "v2", "1", NULL},
+                           {"v2", "v2", NULL, "1"},
+                           {"v2g1", "v2", "1", "1"},
                            {"v2nopf", "v2", NULL, "0"}};
 enum { DEC_VARIANTS = 15 };
 static const struct {

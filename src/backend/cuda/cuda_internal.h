@@ -160,13 +160,13 @@ static inline int zgc_decode_mode(void) {
     if (strcmp(v, "split") == 0) return ZGC_DEC_SPLIT;
     return ZGC_DEC_AUTO;
 }
-/* auto runs the few-row product up to this many rows: none. v0.12 measured it faster than cuBLASLt in
- * the step graph at 1 row (2.797 vs 3.308 ms), but with PDL (v0.13, same H200 call) the step with the
- * few-row products is 2.802 ms at B=1 against 2.658 ms with cuBLASLt's products (split attention, the
- * cluster sampler and PDL for the rest), and 3.70 vs 3.28 ms at B=8 (tensor-core form). ZGPT_GEMV_MAX_N
- * or ZGPT_DECODE=new|gemv still select it for A/B runs, with ZGC_GEMV_AUTO_FORM's kernels (v1 until v2
- * is measured: v0.14). */
-#define ZGC_GEMV_AUTO_MAX_N 0
+/* auto runs the few-row product up to this many rows: 1, in v2's kernel (ZGC_GEMV_AUTO_FORM) without its L2
+ * prefetch. Measured (v0.15, one H200, the XL decode step graph with split attention, the cluster sampler
+ * and PDL): at B=1 2.393 ms with v2 without the prefetch, 2.432 ms with it, 2.664 ms with cuBLASLt's
+ * products, 2.810 ms with v1; at B=8 v2 took 4.154 ms against cuBLASLt's 3.267 ms, so from 2 rows
+ * cuBLASLt stays. (v0.13: v1 at 1 row lost to cuBLASLt once PDL was on, 2.802 vs 2.658 ms.)
+ * ZGPT_GEMV_MAX_N or ZGPT_DECODE=new|gemv select it at more rows for A/B runs. */
+#define ZGC_GEMV_AUTO_MAX_N 1
 static inline bool zgc_decode_gemv(int N) {
     int m = zgc_decode_mode();
     const char *v = getenv("ZGPT_GEMV_MAX_N"); /* auto's limit, for A/B runs of the tensor-core form at B > 1 */
@@ -190,9 +190,9 @@ static inline bool zgc_decode_gemv(int N) {
  *             SM looping over column groups, the input staged in shared memory once per block, weights
  *             loaded and prefetched to L2 before the PDL wait; fp32 runs V1_SIMT).
  * ZGPT_GEMV=cublaslt|v1|simt|v2 picks one for every such product (over ZGPT_DECODE); unset: cuBLASLt,
- * or ZGC_GEMV_AUTO_FORM where zgc_decode_gemv says so. Any other value: -1 (the caller refuses it). */
+ * or ZGC_GEMV_AUTO_FORM (v2) where zgc_decode_gemv says so (1 row). Any other value: -1 (the caller refuses it). */
 enum { ZGC_GEMV_CUBLASLT = 0, ZGC_GEMV_V1, ZGC_GEMV_V1_SIMT, ZGC_GEMV_V2 };
-#define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V1
+#define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V2
 static inline int zgc_gemv_pick(int N) {
     const char *v = getenv("ZGPT_GEMV");
     if (v == NULL || *v == '\0') return zgc_decode_gemv(N) ? ZGC_GEMV_AUTO_FORM : ZGC_GEMV_CUBLASLT;
