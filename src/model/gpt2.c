@@ -11,6 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+/* gpt2_forward_train_deferred's ring of per-token losses: at most this many forwards, in at most this many
+ * bytes (at least one forward): 64 micro-steps of B*T = 1024, 16 of B*T = 16384 */
+#define GPT2_LOSS_RING_SLOTS 64
+#define GPT2_LOSS_RING_BYTES ((size_t)1 << 20)
+
 #define GPT2_MAX_DIM 1000000
 
 /* ---- configs ------------------------------------------------------------------------------------ */
@@ -326,6 +331,13 @@ const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
     return buf;
 }
 
+/* The slots of the deferred losses' ring for B*T = n tokens (GPT2_LOSS_RING_*). */
+static size_t loss_ring_slots(size_t n) {
+    size_t slots = GPT2_LOSS_RING_BYTES / (n * sizeof(float));
+    if (slots > GPT2_LOSS_RING_SLOTS) slots = GPT2_LOSS_RING_SLOTS;
+    return slots < 1 ? 1 : slots;
+}
+
 size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers) {
     gpt2_config cfg = *cfg_in;
@@ -335,7 +347,8 @@ size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int 
     size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
     size_t gb;
     size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, recompute_layers, NULL, NULL, &gb);
-    return a + gb;
+    /* + the deferred losses' ring beyond its first slot (<= 1 MiB) */
+    return a + gb + (loss_ring_slots((size_t)B * T) - 1) * (size_t)B * T * sizeof(float);
 }
 
 static void acts_release(gpt2_model *m) {
@@ -346,6 +359,11 @@ static void acts_release(gpt2_model *m) {
     if (m->targets) be->ops->dealloc(be, m->targets);
     if (m->losses) be->ops->dealloc(be, m->losses);
     free(m->losses_host);
+    free(m->loss_targets);
+    free(m->loss_valid);
+    m->loss_targets = NULL;
+    m->loss_valid = NULL;
+    m->loss_slots = m->loss_pending = 0;
     act_index *ix = m->act_index;
     if (ix) {
         free(ix->resid);
@@ -380,12 +398,18 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     if (m->acts) m->grad_acts = be->ops->alloc(be, gb, "activation gradients");
     if (m->grad_acts) m->tokens = be->ops->alloc(be, N * sizeof(int32_t), "tokens");
     if (m->tokens) m->targets = be->ops->alloc(be, N * sizeof(int32_t), "targets");
-    if (m->targets) m->losses = be->ops->alloc(be, N * sizeof(float), "losses");
+    /* the deferred forwards' ring: up to GPT2_LOSS_RING_SLOTS forwards in GPT2_LOSS_RING_BYTES */
+    size_t slots = loss_ring_slots(N);
+    if (m->targets) m->losses = be->ops->alloc(be, slots * N * sizeof(float), "losses");
     if (m->losses == NULL) {
         acts_release(m);
         return -1;
     }
-    m->losses_host = zg_malloc(N * sizeof(float));
+    m->loss_slots = (int)slots;
+    m->loss_pending = 0;
+    m->losses_host = zg_malloc(slots * N * sizeof(float));
+    m->loss_targets = zg_malloc(slots * N * sizeof(int32_t));
+    m->loss_valid = zg_calloc(slots, sizeof(int));
     layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, m->acts, ix, &gb);
     char *g = m->grad_acts;
     size_t C = (size_t)m->cfg.n_embd;
@@ -591,9 +615,44 @@ static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, c
 
 /* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
  * loss)/d logits over the logits, so gpt2_backward does not pass over them again. */
+/* Reads the pending deferred forwards' losses (one download of their slots) into loss_sum / loss_count:
+ * per forward the sum over its targets >= 0 in index order, divided by their count, rounded to float. */
+static void losses_flush(gpt2_model *m) {
+    if (m->loss_pending == 0) return;
+    size_t N = (size_t)m->B * m->T;
+    zg_backend *be = m->be;
+    GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER,
+                  { be->ops->download(be, m->losses_host, m->losses, (size_t)m->loss_pending * N * sizeof(float)); });
+    for (int k = 0; k < m->loss_pending; k++) {
+        const float *l = m->losses_host + (size_t)k * N;
+        const int32_t *tg = m->loss_targets + (size_t)k * N;
+        double sum = 0.0;
+        for (size_t i = 0; i < N; i++)
+            if (tg[i] >= 0) sum += l[i];
+        float mean = m->loss_valid[k] > 0 ? (float)(sum / m->loss_valid[k]) : 0.0f;
+        m->loss_sum += mean;
+        m->loss_count++;
+    }
+    m->loss_pending = 0;
+}
+
+double gpt2_train_losses_take(gpt2_model *m, int *count) {
+    losses_flush(m);
+    double s = m->loss_sum;
+    if (count) *count = m->loss_count;
+    m->loss_sum = 0.0;
+    m->loss_count = 0;
+    return s;
+}
+
+/* defer (fuse_grad only): the classifier writes this forward's losses into the ring's next slot and
+ * nothing is read (losses_flush reads them). */
 static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
-                        int fuse_grad, float loss_scale, float *loss) {
+                        int fuse_grad, float loss_scale, float *loss, int defer) {
     if (loss) *loss = 0.0f;
+    /* a forward of another shape reallocates the ring, and a plain forward reads slot 0: the pending
+     * deferred losses are read first */
+    if (m->loss_pending > 0 && (!defer || m->B != B || m->T != T || m->loss_pending == m->loss_slots)) losses_flush(m);
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
     size_t N = (size_t)B * T;
@@ -637,11 +696,19 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
     /* d(loss_scale * mean)/d(loss_i) = loss_scale / n_valid */
     float dloss = fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f;
+    float *slot = defer ? m->losses + (size_t)m->loss_pending * N : m->losses;
     GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER,
-                  { op->classifier(be, m->losses, ix->logits, m->targets, (int)N, V, Vp, dloss); });
+                  { op->classifier(be, slot, ix->logits, m->targets, (int)N, V, Vp, dloss); });
     if (dloss != 0.0f) {
         m->logits_hold_grad = 1;
         m->logits_grad_scale = loss_scale;
+    }
+    if (defer) {
+        memcpy(m->loss_targets + (size_t)m->loss_pending * N, targets_host, N * sizeof(int32_t));
+        m->loss_valid[m->loss_pending++] = valid;
+        m->has_targets = 1;
+        m->n_valid_targets = valid;
+        return 0;
     }
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, { op->download(be, m->losses_host, m->losses, N * sizeof(float)); });
     double sum = 0.0;
@@ -654,13 +721,19 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
 }
 
 int gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T, float *loss) {
-    return forward_impl(m, inputs_host, targets_host, B, T, 0, 0.0f, loss);
+    return forward_impl(m, inputs_host, targets_host, B, T, 0, 0.0f, loss, 0);
 }
 
 int gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
                        float loss_scale, float *loss) {
     if (targets_host == NULL) ZG_FATAL("gpt2_forward_train needs targets");
-    return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, loss);
+    return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, loss, 0);
+}
+
+int gpt2_forward_train_deferred(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                                float loss_scale) {
+    if (targets_host == NULL) ZG_FATAL("gpt2_forward_train_deferred needs targets");
+    return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, NULL, 1);
 }
 
 void gpt2_backward(gpt2_model *m, float loss_scale) {

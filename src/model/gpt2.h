@@ -141,8 +141,15 @@ typedef struct {
     void *acts;                /* one allocation holding every activation tensor */
     void *grad_acts;           /* activation gradients (backward scratch) */
     int32_t *tokens, *targets; /* backend memory (B,T) */
-    float *losses;             /* backend memory (B,T) */
-    float *losses_host;        /* host copy */
+    float *losses;             /* backend memory (loss_slots, B, T): slot 0 for gpt2_forward, a ring for
+                                  gpt2_forward_train_deferred */
+    float *losses_host;        /* host copy (loss_slots, B, T) */
+    int loss_slots;            /* slots of B*T losses (GPT2_LOSS_RING_BYTES, at least 1) */
+    int loss_pending;          /* deferred forwards whose losses are not yet read */
+    int32_t *loss_targets;     /* host (loss_slots, B, T): the pending forwards' targets (which count) */
+    int *loss_valid;           /* (loss_slots): their targets >= 0 */
+    double loss_sum;           /* the means of the deferred forwards read so far, each rounded to float */
+    int loss_count;            /* ... how many */
     int has_targets;
     int n_valid_targets;     /* targets >= 0 in the last forward */
     int logits_hold_grad;    /* the last forward was gpt2_forward_train: logits hold d loss / d logits */
@@ -197,8 +204,9 @@ enum {
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
-/* Bytes of activations (+ activation gradients) the model needs for (B, T) with these recompute flags
- * and layer count (as gpt2_model.recompute / recompute_layers): for plan/bench. */
+/* Bytes of activations (+ activation gradients, + the deferred losses' ring beyond one slot) the model
+ * needs for (B, T) with these recompute flags and layer count (as gpt2_model.recompute /
+ * recompute_layers): for plan/bench. */
 size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers);
 
@@ -212,6 +220,15 @@ int gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targe
  * instead of two). The next call must be gpt2_backward with the same loss_scale. */
 int gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
                        float loss_scale, float *loss);
+/* gpt2_forward_train without reading the loss: the per-token losses stay on the device (a ring of
+ * loss_slots forwards, read when it is full or by gpt2_train_losses_take), so the host does not wait for
+ * the forward, and no small device-to-host copy queues behind a large one (a checkpoint snapshot's) on
+ * the copy engine. The sums are the same as gpt2_forward_train's, in the same order. */
+int gpt2_forward_train_deferred(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
+                                float loss_scale);
+/* Reads the deferred forwards' losses (waiting for them) and returns the sum of their mean losses (each
+ * rounded to float, as gpt2_forward_train's *loss) since the last call; *count (may be NULL) gets how many. */
+double gpt2_train_losses_take(gpt2_model *m, int *count);
 /* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
  * model->grads and are the gradient of (loss_scale * mean loss of the last forward); fold the
  * gradient-accumulation factor (1/grad_accum) and any fp16 loss scale into loss_scale.

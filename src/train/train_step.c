@@ -30,14 +30,17 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
     double scale = zg_loss_scaler_scale(s->scaler);
     double loss_sum = 0;
     int fwd_failed = 0;
+    (void)gpt2_train_losses_take(m, NULL); /* nothing left from a step that ended early */
     for (int64_t k = 0; k < s->grad_accum; k++) {
         s->next_batch(s->batch_ctx, s->inputs, s->targets);
         phase_mark(s, r, ZG_STEP_DATA, &t);
         /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
          * divides by the world size); the forward's classifier already writes it into the logits */
-        float bscale = (float)(scale / (double)s->grad_accum), loss = 0.0f;
-        if (gpt2_forward_train(m, s->inputs, s->targets, s->B, s->T, bscale, &loss) != 0) fwd_failed = 1;
-        loss_sum += loss;
+        float bscale = (float)(scale / (double)s->grad_accum);
+        /* the losses stay on the device until the last micro-step's forward (one wait per step, not one per
+         * micro-step; a checkpoint snapshot's device-to-host copy no longer delays the next micro-step) */
+        if (gpt2_forward_train_deferred(m, s->inputs, s->targets, s->B, s->T, bscale) != 0) fwd_failed = 1;
+        if (k == s->grad_accum - 1) loss_sum = gpt2_train_losses_take(m, NULL);
         phase_mark(s, r, ZG_STEP_FORWARD, &t);
         gpt2_backward(m, bscale);
         phase_mark(s, r, ZG_STEP_BACKWARD, &t);

@@ -1,6 +1,7 @@
 /* One optimizer step, the one step path of `zgpt train` and `zgpt bench` (every rank, same calls):
  *
- *   grad_accum micro-steps: next batch -> gpt2_forward_train -> gpt2_backward -> zg_zero_micro_end
+ *   grad_accum micro-steps: next batch -> gpt2_forward_train_deferred -> gpt2_backward -> zg_zero_micro_end
+ *   (the micro-steps' losses read once, after the last forward: gpt2_train_losses_take)
  *   -> the loss: mean over micro-steps, then over ranks
  *   -> zg_zero_grad_norm: the reduction at the boundary, the global norm, the agreed overflow
  *   -> the fp16 loss scaler's decision (skip / stop), or a non-finite loss or norm (diverged)

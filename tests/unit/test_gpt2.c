@@ -199,6 +199,35 @@ static void test_model_gradient(void) {
     ZT_CHECK_MSG(l_plain == l_train, "gpt2_forward_train loss %.9g vs gpt2_forward %.9g", l_train, l_plain);
     ZT_CHECK_MSG(memcmp(g4, g5, n * 4) == 0, "gpt2_forward_train changed the gradients");
 
+    /* gpt2_forward_train_deferred: the losses read later (a ring of m.loss_slots forwards, read when full)
+     * sum to what gpt2_forward_train's losses do, bitwise, over more forwards than the ring holds, with
+     * different ignored targets per forward; a plain forward between reads the pending ones first */
+    {
+        int K = m.loss_slots + 6;
+        ZT_CHECK_MSG(m.loss_slots >= 2, "the ring has %d slots", m.loss_slots);
+        double want = 0, got;
+        int32_t tk[10];
+        for (int k = 0; k < K; k++) {
+            memcpy(tk, tg, sizeof tk);
+            tk[k % 10] = -1;
+            want += zt_forward_train(&m, in, tk, B, T, 1.0f);
+        }
+        for (int k = 0; k < K; k++) {
+            memcpy(tk, tg, sizeof tk);
+            tk[k % 10] = -1;
+            ZT_CHECK(gpt2_forward_train_deferred(&m, in, tk, B, T, 1.0f) == 0);
+        }
+        int cnt = 0;
+        got = gpt2_train_losses_take(&m, &cnt);
+        ZT_CHECK_MSG(cnt == K && got == want, "deferred losses: %d forwards sum %.17g, gpt2_forward_train %.17g", cnt,
+                     got, want);
+        ZT_CHECK(gpt2_forward_train_deferred(&m, in, tg, B, T, 1.0f) == 0);
+        float lp = zt_forward(&m, in, tg, B, T); /* reads the pending one first (slot 0 is the plain forward's) */
+        got = gpt2_train_losses_take(&m, &cnt);
+        ZT_CHECK_MSG(cnt == 1 && got == (double)lp, "deferred then plain: %d, %.9g vs %.9g", cnt, got, (double)lp);
+        ZT_CHECK(gpt2_train_losses_take(&m, &cnt) == 0.0 && cnt == 0);
+    }
+
     /* GELU recompute gives the same gradients */
     gpt2_model r;
     ZT_CHECK(gpt2_init(&r, &c, BE) == 0 && gpt2_grads_alloc(&r) == 0);
