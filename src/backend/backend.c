@@ -84,12 +84,13 @@ void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned) {
     return (char *)base + ZG_HOST_HEADER;
 }
 
-void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned) {
+void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned, size_t *bytes) {
     char *base = (char *)p - ZG_HOST_HEADER;
     uint64_t hdr[2];
     memcpy(hdr, base, sizeof hdr);
     __atomic_sub_fetch(&be->host_bytes_in_use, (size_t)hdr[0], __ATOMIC_RELAXED);
     *pinned = (int)hdr[1];
+    if (bytes) *bytes = (size_t)hdr[0];
     return base;
 }
 

@@ -310,7 +310,8 @@ void zg_backend_destroy(zg_backend *be);
  * the base is). The counts in be->host_bytes_* are updated atomically: any thread may allocate. */
 #define ZG_HOST_HEADER 64
 void *zg_host_block_wrap(zg_backend *be, void *base, size_t bytes, int pinned);
-void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned);
+/* The block's base; *pinned its kind, *bytes (may be NULL) the size given to wrap. */
+void *zg_host_block_unwrap(zg_backend *be, void *p, int *pinned, size_t *bytes);
 /* 1 when the CUDA backend is compiled in and a GPU is visible. */
 int zg_backend_cuda_available(void);
 

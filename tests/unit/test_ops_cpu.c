@@ -543,7 +543,7 @@ static void *host_alloc_churn(void *arg) {
     for (int i = 0; i < 200; i++) BE->ops->host_free(BE, BE->ops->host_alloc(BE, 4096 + (size_t)i, 1, "churn"));
     _Alignas(64) unsigned char block[ZG_HOST_HEADER + 64];
     int pinned;
-    for (int i = 0; i < 3000000; i++) zg_host_block_unwrap(BE, zg_host_block_wrap(BE, block, 64, 0), &pinned);
+    for (int i = 0; i < 3000000; i++) zg_host_block_unwrap(BE, zg_host_block_wrap(BE, block, 64, 0), &pinned, NULL);
     return NULL;
 }
 

@@ -83,8 +83,8 @@ static void *cpu_host_alloc(zg_backend *be, size_t bytes, int pinned, const char
 static void cpu_host_free(zg_backend *be, void *p) {
     if (p == NULL) return;
     int kind;
-    size_t bytes = *(const uint64_t *)((const char *)p - ZG_HOST_HEADER); /* the header's size (backend.c) */
-    void *base = zg_host_block_unwrap(be, p, &kind);
+    size_t bytes;
+    void *base = zg_host_block_unwrap(be, p, &kind, &bytes);
     if (kind == CPU_HOST_MAPPED)
         zg_host_pages_unmap(base, bytes + ZG_HOST_HEADER);
     else

@@ -127,10 +127,6 @@ static void zgc_synchronize(zg_backend *be) { ZG_CUDA_CHECK(cudaStreamSynchroniz
 /* How a host block was allocated (the header's `pinned`, backend.h). */
 enum { ZGC_HOST_PLAIN = 0, ZGC_HOST_CUDA_ALLOC = 1, ZGC_HOST_REGISTERED = 2, ZGC_HOST_MAPPED = 3 };
 
-/* A large pinned block: a huge-page mapping touched by every core, then registered with the driver
- * (host_pages.h says why: ~10x faster than cudaHostAlloc for gigabytes, the same copy rate). Portable,
- * as cudaHostAllocPortable was: pinned for every device. NULL when either step fails (the caller falls
- * back to cudaHostAlloc, and says so once). */
 /* Registers a mapping of `total` bytes (zg_host_pages_map) with the driver; 0 on success, else -1 with
  * the note below said once (`instead` says what happens then). */
 static int zgc_host_register(zg_backend *be, void *base, size_t total, const char *instead) {
@@ -144,6 +140,10 @@ static int zgc_host_register(zg_backend *be, void *base, size_t total, const cha
     return -1;
 }
 
+/* A large pinned block: a huge-page mapping touched by every core, then registered with the driver
+ * (host_pages.h says why: ~10x faster than cudaHostAlloc for gigabytes, the same copy rate). Portable,
+ * as cudaHostAllocPortable was: pinned for every device. NULL when either step fails (the caller falls
+ * back to cudaHostAlloc, and says so once). */
 static void *zgc_host_map_register(zg_backend *be, size_t total) {
     void *base = zg_host_pages_map(total);
     if (base == NULL) {
@@ -212,8 +212,8 @@ static void *zgc_host_alloc(zg_backend *be, size_t bytes, int pinned, const char
 static void zgc_host_free(zg_backend *be, void *p) {
     if (p == NULL) return;
     int kind;
-    size_t bytes = *(const uint64_t *)((const char *)p - ZG_HOST_HEADER); /* the header's size (backend.c) */
-    void *base = zg_host_block_unwrap(be, p, &kind);
+    size_t bytes;
+    void *base = zg_host_block_unwrap(be, p, &kind, &bytes);
     if (kind == ZGC_HOST_CUDA_ALLOC) {
         /* cudaFreeHost synchronizes the device; a copy in flight from this block has finished after it */
         ZG_CUDA_CHECK(cudaFreeHost(base));

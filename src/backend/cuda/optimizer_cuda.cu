@@ -338,12 +338,10 @@ static void zgc_lamb_moments(zg_backend *be, const zg_adamw_args *a, const zgc_a
     ZG_CUDA_LAUNCH_CHECK();
 }
 
+/* Per segment ||p||^2 and ||u||^2 (2 doubles): not zeroed, each segment's are written (the reduction, or
+ * the given sums' copy) before anything reads them. */
 static double *zgc_lamb_norms(zg_backend *be, int n_segs) {
-    zgc_impl *im = zgc_get(be);
-    size_t nb = (size_t)n_segs * 2 * sizeof(double);
-    double *norms = (double *)zgc_scratch(be, ZGC_SCR_LAMB, nb, "Lamb norms");
-    ZG_CUDA_CHECK(cudaMemsetAsync(norms, 0, nb, im->stream));
-    return norms;
+    return (double *)zgc_scratch(be, ZGC_SCR_LAMB, (size_t)n_segs * 2 * sizeof(double), "Lamb norms");
 }
 
 void zgc_lamb_sums(zg_backend *be, const zg_adamw_args *a, double *sums) {
