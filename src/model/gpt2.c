@@ -613,8 +613,15 @@ static void block_forward(gpt2_model *m, const layer_params *p, layer_acts *a, c
     });
 }
 
-/* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
- * loss)/d logits over the logits, so gpt2_backward does not pass over them again. */
+/* The mean of one forward's per-token losses l (N) over its targets >= 0 (valid of them), summed in index
+ * order in double, rounded to float: gpt2_forward's *loss and each deferred forward's. */
+static float mean_loss(const float *l, const int32_t *targets, size_t N, int valid) {
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++)
+        if (targets[i] >= 0) sum += l[i];
+    return valid > 0 ? (float)(sum / valid) : 0.0f;
+}
+
 /* Reads the pending deferred forwards' losses (one download of their slots) into loss_sum / loss_count:
  * per forward the sum over its targets >= 0 in index order, divided by their count, rounded to float. */
 static void losses_flush(gpt2_model *m) {
@@ -624,13 +631,7 @@ static void losses_flush(gpt2_model *m) {
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER,
                   { be->ops->download(be, m->losses_host, m->losses, (size_t)m->loss_pending * N * sizeof(float)); });
     for (int k = 0; k < m->loss_pending; k++) {
-        const float *l = m->losses_host + (size_t)k * N;
-        const int32_t *tg = m->loss_targets + (size_t)k * N;
-        double sum = 0.0;
-        for (size_t i = 0; i < N; i++)
-            if (tg[i] >= 0) sum += l[i];
-        float mean = m->loss_valid[k] > 0 ? (float)(sum / m->loss_valid[k]) : 0.0f;
-        m->loss_sum += mean;
+        m->loss_sum += mean_loss(m->losses_host + (size_t)k * N, m->loss_targets + (size_t)k * N, N, m->loss_valid[k]);
         m->loss_count++;
     }
     m->loss_pending = 0;
@@ -645,8 +646,10 @@ double gpt2_train_losses_take(gpt2_model *m, int *count) {
     return s;
 }
 
-/* defer (fuse_grad only): the classifier writes this forward's losses into the ring's next slot and
- * nothing is read (losses_flush reads them). */
+/* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
+ * loss)/d logits over the logits, so gpt2_backward does not pass over them again. defer (fuse_grad
+ * only): the classifier writes this forward's losses into the ring's next slot and nothing is read
+ * (losses_flush reads them). */
 static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
                         int fuse_grad, float loss_scale, float *loss, int defer) {
     if (loss) *loss = 0.0f;
@@ -711,12 +714,9 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
         return 0;
     }
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, { op->download(be, m->losses_host, m->losses, N * sizeof(float)); });
-    double sum = 0.0;
-    for (size_t i = 0; i < N; i++)
-        if (targets_host[i] >= 0) sum += m->losses_host[i];
     m->has_targets = 1;
     m->n_valid_targets = valid;
-    if (loss) *loss = valid > 0 ? (float)(sum / valid) : 0.0f;
+    if (loss) *loss = mean_loss(m->losses_host, targets_host, N, valid);
     return 0;
 }
 

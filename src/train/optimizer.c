@@ -193,10 +193,8 @@ static void lamb_sums_clear(zg_optimizer *o) {
 }
 
 void zg_optimizer_step(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float lr, float grad_scale) {
-    o->step++;
-    lamb_sums_clear(o);
-    if (zg_optimizer_count(o) == 0) return; /* an empty shard still counts the step */
-    step_segments(o, 0, o->n_segs, params_at_begin, grads_at_begin, lr, grad_scale);
+    zg_optimizer_step_begin(o); /* an empty shard still counts the step */
+    zg_optimizer_step_all(o, params_at_begin, grads_at_begin, lr, grad_scale);
 }
 
 void zg_optimizer_split(zg_optimizer *o, const size_t *cuts, int n_cuts) {
