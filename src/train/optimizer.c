@@ -259,9 +259,16 @@ void zg_optimizer_params_from_master(zg_optimizer *o, void *params_at_begin) {
 
 int zg_optimizer_lamb_cuts(const zg_optimizer *o) { return o->cut_tensor[0] >= 0 || o->cut_tensor[1] >= 0; }
 
-void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float grad_scale,
-                               double *sums) {
-    if (!zg_optimizer_lamb_cuts(o)) return;
+int zg_optimizer_lamb_cut(const zg_optimizer *o, int e, size_t *lo, size_t *hi) {
+    if (o->cut_tensor[e] < 0) return 0;
+    *lo = o->cut_lo[e];
+    *hi = o->cut_hi[e];
+    return 1;
+}
+
+void zg_optimizer_lamb_partial_cut(zg_optimizer *o, int e, void *params_at_begin, const void *grads_at_begin,
+                                   float grad_scale, double *sums) {
+    if (o->cut_tensor[e] < 0) return;
     if (o->lamb_n != o->n_segs) { /* segments are fixed after the split; sized at the first step */
         free(o->lamb_sums);
         o->lamb_sums = zg_malloc((size_t)(2 * o->n_segs) * sizeof *o->lamb_sums);
@@ -272,22 +279,24 @@ void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const voi
         zg_optimizer_wait_copies(o); /* the first pass writes m and v on this thread */
     else
         copies_landed(o); /* on the compute stream */
-    for (int e = 0; e < 2; e++) {
-        if (o->cut_tensor[e] < 0) continue;
-        int s0 = seg_at(o, o->cut_lo[e] - o->begin), s1 = seg_at(o, o->cut_hi[e] - o->begin);
-        double *part = zg_malloc((size_t)(2 * (s1 - s0)) * sizeof *part);
-        zg_adamw_args a;
-        step_args(o, &a, s0, s1, params_at_begin, grads_at_begin, 0.0f, grad_scale);
-        if (o->host)
-            zg_host_lamb_sums(&a, o->param_dtype, o->be->grad_dtype, part);
-        else
-            o->be->ops->lamb_sums(o->be, &a, part);
-        for (int s = 0; s < s1 - s0; s++) { /* in segment order: the same additions on every call */
-            sums[2 * o->cut_tensor[e]] += part[2 * s];
-            sums[2 * o->cut_tensor[e] + 1] += part[2 * s + 1];
-        }
-        free(part);
+    int s0 = seg_at(o, o->cut_lo[e] - o->begin), s1 = seg_at(o, o->cut_hi[e] - o->begin);
+    double *part = zg_malloc((size_t)(2 * (s1 - s0)) * sizeof *part);
+    zg_adamw_args a;
+    step_args(o, &a, s0, s1, params_at_begin, grads_at_begin, 0.0f, grad_scale);
+    if (o->host)
+        zg_host_lamb_sums(&a, o->param_dtype, o->be->grad_dtype, part);
+    else
+        o->be->ops->lamb_sums(o->be, &a, part);
+    for (int s = 0; s < s1 - s0; s++) { /* in segment order: the same additions on every call */
+        sums[2 * o->cut_tensor[e]] += part[2 * s];
+        sums[2 * o->cut_tensor[e] + 1] += part[2 * s + 1];
     }
+    free(part);
+}
+
+void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float grad_scale,
+                               double *sums) {
+    for (int e = 0; e < 2; e++) zg_optimizer_lamb_partial_cut(o, e, params_at_begin, grads_at_begin, grad_scale, sums);
 }
 
 void zg_optimizer_lamb_totals(zg_optimizer *o, const double *sums) {

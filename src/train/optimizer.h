@@ -94,10 +94,15 @@ void zg_optimizer_step_part(zg_optimizer *o, size_t lo, size_t hi, void *params_
  * tensors' parts and ADDS their sums of p^2 and u^2 into sums[2 t], sums[2 t + 1] (t: the tensor's index
  * in the table; sums holds 2 n_tensors); the caller adds sums across the ranks (every rank, the same
  * length) and gives the totals to zg_optimizer_lamb_totals; the step's parts then apply them. Returns
- * whether the range cuts a tensor. */
+ * whether the range cuts a tensor. zg_optimizer_lamb_partial_cut does the same for one cut (e = 0: the
+ * range's start, 1: its end), whose range in the flat buffer zg_optimizer_lamb_cut gives (0: no such
+ * cut): for a caller whose parameters reach the backend one part at a time (offload_param in fp32). */
 int zg_optimizer_lamb_cuts(const zg_optimizer *o);
 void zg_optimizer_lamb_partial(zg_optimizer *o, void *params_at_begin, const void *grads_at_begin, float grad_scale,
                                double *sums);
+int zg_optimizer_lamb_cut(const zg_optimizer *o, int e, size_t *lo, size_t *hi);
+void zg_optimizer_lamb_partial_cut(zg_optimizer *o, int e, void *params_at_begin, const void *grads_at_begin,
+                                   float grad_scale, double *sums);
 void zg_optimizer_lamb_totals(zg_optimizer *o, const double *sums);
 
 /* A copy of the state (master, m, v) was queued on the copy stream (a checkpoint snapshot): the next

@@ -636,15 +636,6 @@ static int setup_optimizer(trainer *tr) {
     zg_train_config *cfg = tr->cfg;
     zg_optimizer_config oc;
     zg_train_config_optimizer(cfg, &oc);
-    /* Lamb on several ranks adds the cut tensors' sums of squares across them (zero_lamb_cut_totals); its
-     * first pass reads the master, or the parameters where the state lives: with offload_param alone and
-     * fp32 parameters those are only in host memory, beside device state */
-    if (tr->world > 1 && cfg->optim == ZG_OPTIMIZER_LAMB && cfg->zero.offload_param == ZG_OFFLOAD_CPU &&
-        cfg->zero.offload_optimizer != ZG_OFFLOAD_CPU && tr->be->param_dtype == ZG_F32)
-        return zg_errorf("optimizer Lamb on %d processes with zero_optimization.offload_param \"cpu\" in fp32 needs "
-                         "offload_optimizer \"cpu\" too (or bf16/fp16 training, whose fp32 master Lamb reads on the "
-                         "device); set it, or use AdamW",
-                         tr->world);
     zg_zero_opts zo;
     zg_zero_opts_from_config(&cfg->zero, &zo);
     zo.grad_accum = (int)cfg->grad_accum;

@@ -359,15 +359,23 @@ static void end_step(zg_zero *z) {
     z->reduced = 0;
 }
 
-void zero_lamb_cut_totals(zg_zero *z, void *p, const void *g, float scale) {
+void zero_lamb_cut_totals_staged(zg_zero *z, void *p, zero_lamb_stage_fn stage, const void *g, float scale) {
     zg_optimizer *opt = &z->opt;
     if (opt->cfg.kind != ZG_OPTIMIZER_LAMB || z->comm->size == 1 || z->o.stage == 0) return; /* stage 0: whole */
     int n = 2 * opt->n_tensors;
     double *sums = zg_calloc((size_t)n, sizeof *sums);
-    zg_optimizer_lamb_partial(opt, p, g, scale, sums);
+    for (int e = 0; e < 2; e++) {
+        size_t lo, hi;
+        if (!zg_optimizer_lamb_cut(opt, e, &lo, &hi)) continue;
+        zg_optimizer_lamb_partial_cut(opt, e, stage ? stage(z, lo, hi) : p, g, scale, sums);
+    }
     zg_comm_all_reduce_host_f64(z->comm, sums, n, ZG_COMM_SUM);
     zg_optimizer_lamb_totals(opt, sums);
     free(sums);
+}
+
+void zero_lamb_cut_totals(zg_zero *z, void *p, const void *g, float scale) {
+    zero_lamb_cut_totals_staged(z, p, NULL, g, scale);
 }
 
 void zg_zero_apply(zg_zero *z, float lr, float grad_scale) {

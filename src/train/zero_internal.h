@@ -83,6 +83,11 @@ void zero_apply_and_launch_gathers(zg_zero *z, const void *g, float lr, float sc
  * parameters (may be NULL when the optimizer holds a master: the first pass reads it) and gradients,
  * where the optimizer's state lives (device, or host with ZeRO-Offload). */
 void zero_lamb_cut_totals(zg_zero *z, void *p, const void *g, float scale);
+/* The same where the parameters reach the backend a part at a time: stage(z, lo, hi) puts the cut
+ * [lo, hi) of the shard in backend memory and returns the base the optimizer addresses it from (the
+ * shard's start); p is used where stage is NULL. */
+typedef void *(*zero_lamb_stage_fn)(zg_zero *z, size_t lo, size_t hi);
+void zero_lamb_cut_totals_staged(zg_zero *z, void *p, zero_lamb_stage_fn stage, const void *g, float scale);
 
 /* Address of parameter element i where the model reads it now (the gathered slot buffer at stage 3). */
 char *zero_param_at(zg_zero *z, size_t i);

@@ -138,13 +138,33 @@ static void step_part(zg_zero *z, void *scratch, size_t a, size_t b, void *arg) 
     be->ops->download(be, host, scratch, bytes); /* behind the update on the compute stream */
 }
 
+/* Lamb on several ranks in fp32 (no master: the parameters are the host shard): a cut tensor's part goes
+ * up into the gather buffer of its slot (a tensor lies inside one slot, whose buffer holds it whole) for
+ * the first pass, like step_part's. Both cuts may use the same buffer: each pass reads it before the next
+ * upload, in stream order. */
+static void *stage_lamb_cut(zg_zero *z, size_t lo, size_t hi) {
+    for (int s = 0; s <= z->n_layer; s++) {
+        size_t rlo[2], rhi[2];
+        int n = zero_slot_ranges(z, s, rlo, rhi);
+        for (int i = 0; i < n; i++) {
+            if (lo < rlo[i] || hi > rhi[i]) continue;
+            zg_backend *be = z->be;
+            void *scratch = s == 0 ? z->param_resident : z->param_pool[0];
+            be->ops->upload(be, scratch, at(z->param_shard, lo - z->begin, z->pdt), (hi - lo) * esz(z->pdt));
+            return (void *)((uintptr_t)scratch - (uintptr_t)((lo - z->begin) * esz(z->pdt)));
+        }
+    }
+    ZG_FATAL("rank %d: ZeRO offload_param: Lamb's cut [%zu, %zu) lies in no slot", z->comm->rank, lo, hi);
+    return NULL;
+}
+
 void zero_param_offload_gpu_step(zg_zero *z, const void *g, float lr, float scale) {
     zero_step_args s = {g, lr, scale};
     zero_param_offload_quiesce(z);
     zg_optimizer_step_begin(&z->opt);
-    /* Lamb's first pass reads the master (the trainer refuses Lamb on several ranks with offload_param
-     * and no master: the parameters it would read are in host memory) */
-    zero_lamb_cut_totals(z, NULL, g, scale);
+    /* Lamb's first pass over the cut tensors reads the master, or without one (fp32) the host shard's
+     * parts through the gather buffers */
+    zero_lamb_cut_totals_staged(z, NULL, z->opt.master ? NULL : stage_lamb_cut, g, scale);
     for_each_slot_part(z, step_part, &s);
 }
 
