@@ -12,9 +12,10 @@
  * layer. Everything else is stage 3 unchanged: the arithmetic is the same, only the bytes' home moves.
  *
  * Updates: with offload_optimizer the host AdamW writes the host shard itself (zero_offload.c aliases
- * its parameter staging to it). With the GPU optimizer, each step uploads the shard into a device scratch
- * allocated for the step, updates it there and downloads it (the optimizer state, 12-16 bytes per
- * shard parameter, is on the device anyway; the scratch adds 2-4 while no layer is gathered). */
+ * its parameter staging to it). With the GPU optimizer, each step uploads the shard slot by slot into the
+ * gather buffers (free between backward and the next forward: no extra device memory), updates each part
+ * there and downloads it (the optimizer state, 12-16 bytes per shard parameter, is on the device
+ * anyway). */
 #include "train/zero_internal.h"
 
 #include "core/error.h"
