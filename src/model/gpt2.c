@@ -1,6 +1,8 @@
 /* GPT-2 over the backend op table: configs, the parameter table, initialisation, forward,
- * backward (layer by layer, with hooks), the KV-cache forward for sampling, per-op profiling. */
+ * backward (layer by layer, with hooks), per-op profiling. The KV-cache forward for sampling is in
+ * gpt2_cached.c. */
 #include "model/gpt2.h"
+#include "model/gpt2_internal.h"
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -528,11 +530,6 @@ void gpt2_init_random(gpt2_model *m, uint64_t seed) {
 
 /* ---- forward / backward ------------------------------------------------------------------------- */
 
-/* One layer's parameter (or gradient) tensors, resolved once per pass. */
-typedef struct {
-    void *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcprojw, *fcprojb;
-} layer_params;
-
 /* Base of group g in buffer `which` (0 parameters, 1 gradients), as if the group started at
  * element 0: the caller adds the tensor's offset. */
 static void *tensor_addr(const gpt2_model *m, int which, int index) {
@@ -557,7 +554,7 @@ static void *tensor_addr(const gpt2_model *m, int which, int index) {
 void *gpt2_param_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 0, index); }
 void *gpt2_grad_ptr(const gpt2_model *m, int index) { return tensor_addr(m, 1, index); }
 
-static layer_params layer_ptrs(const gpt2_model *m, int which, int l) {
+layer_params gpt2_layer_ptrs(const gpt2_model *m, int which, int l) {
     int first = gpt2_tensor_of_layer(l);
     layer_params p;
     void **f[GPT2_LAYER_TENSORS] = {&p.ln1w, &p.ln1b, &p.qkvw, &p.qkvb, &p.attprojw, &p.attprojb,
@@ -566,13 +563,13 @@ static layer_params layer_ptrs(const gpt2_model *m, int which, int l) {
     return p;
 }
 
-static void *tensor_ptr(const gpt2_model *m, int which, int index) { return tensor_addr(m, which, index); }
+void *gpt2_tensor_ptr(const gpt2_model *m, int which, int index) { return tensor_addr(m, which, index); }
 
-static void hook_before(gpt2_model *m, int layer, int bwd) {
+void gpt2_hook_before(gpt2_model *m, int layer, int bwd) {
     if (m->hooks.before_layer) m->hooks.before_layer(m->hooks.ctx, layer, bwd);
 }
 
-static void hook_after(gpt2_model *m, int layer, int bwd) {
+void gpt2_hook_after(gpt2_model *m, int layer, int bwd) {
     if (m->hooks.after_layer) m->hooks.after_layer(m->hooks.ctx, layer, bwd);
 }
 
@@ -580,7 +577,7 @@ static void hook_ready(gpt2_model *m, size_t off, size_t count) {
     if (m->hooks.grads_ready) m->hooks.grads_ready(m->hooks.ctx, off, count);
 }
 
-static int check_tokens(const gpt2_model *m, const int32_t *tok, size_t n, int allow_ignore, const char *what) {
+int gpt2_check_tokens(const gpt2_model *m, const int32_t *tok, size_t n, int allow_ignore, const char *what) {
     for (size_t i = 0; i < n; i++) {
         int v = tok[i];
         if (v >= m->cfg.vocab_size || v < (allow_ignore ? -1 : 0))
@@ -663,8 +660,8 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     m->n_valid_targets = 0;
     m->logits_hold_grad = 0;
     if (gpt2_activations_ensure(m, B, T) != 0) return -1;
-    if (check_tokens(m, inputs_host, N, 0, "input token") != 0) return -1;
-    if (targets_host && check_tokens(m, targets_host, N, 1, "target token") != 0) return -1;
+    if (gpt2_check_tokens(m, inputs_host, N, 0, "input token") != 0) return -1;
+    if (targets_host && gpt2_check_tokens(m, targets_host, N, 1, "target token") != 0) return -1;
     act_index *ix = m->act_index;
     int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
@@ -672,27 +669,27 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
         if (targets_host) op->upload(be, m->targets, targets_host, N * sizeof(int32_t));
     });
 
-    hook_before(m, -1, 0);
+    gpt2_hook_before(m, -1, 0);
     GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
-        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), B,
-                            T, C);
+        op->encoder_forward(be, ix->resid[0], m->tokens, gpt2_tensor_ptr(m, 0, GPT2_T_WTE),
+                            gpt2_tensor_ptr(m, 0, GPT2_T_WPE), B, T, C);
     });
     for (int l = 0; l < L; l++) {
-        hook_before(m, l, 0);
-        layer_params p = layer_ptrs(m, 0, l);
+        gpt2_hook_before(m, l, 0);
+        layer_params p = gpt2_layer_ptrs(m, 0, l);
         block_forward(m, &p, &ix->layers[l], ix->resid[l], ix->resid[l + 1], B, T);
-        hook_after(m, l, 0);
+        gpt2_hook_after(m, l, 0);
     }
     GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
         op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L],
-                              tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
-                              tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), (int)N, C);
+                              gpt2_tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
+                              gpt2_tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), (int)N, C);
     });
     /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
     GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
-        op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
+        op->matmul_forward(be, ix->logits, NULL, ix->lnf, gpt2_tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
     });
-    hook_after(m, -1, 0);
+    gpt2_hook_after(m, -1, 0);
     if (targets_host == NULL) return 0;
 
     int valid = 0;
@@ -750,7 +747,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     /* d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
     float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
 
-    hook_before(m, -1, 1);
+    gpt2_hook_before(m, -1, 1);
     GPT2_PROFILED(m, 1, GPT2_OP_CLASSIFIER, {
         if (m->logits_hold_grad) { /* gpt2_forward_train already wrote them */
             if (m->logits_grad_scale != loss_scale)
@@ -766,8 +763,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     m->logits_hold_grad = 0;
     /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
     GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-        op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
-                            tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
+        op->matmul_backward(be, ix->dsmall, gpt2_tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
+                            gpt2_tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
     });
     /* the logits (N,Vp) are dead until the next forward writes them: lent to the layers' backward as
      * the ops' workspace (the attention backward's; backend.h, scratch_lend), ordered on the stream */
@@ -777,16 +774,16 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     int lnf_w = gpt2_tensor_lnf_w(&m->table), lnf_b = gpt2_tensor_lnf_b(&m->table);
     GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
         op->zero(be, ix->dres, (size_t)N * C * asz);
-        op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), ix->dsmall,
-                               from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, lnf_w),
-                               tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
+        op->layernorm_backward(be, ix->dres, gpt2_tensor_ptr(m, 1, lnf_w), gpt2_tensor_ptr(m, 1, lnf_b), ix->dsmall,
+                               from_out ? NULL : ix->resid[L], ix->lnf, gpt2_tensor_ptr(m, 0, lnf_w),
+                               gpt2_tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
     });
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
     for (int l = L - 1; l >= 0; l--) {
-        hook_before(m, l, 1);
-        layer_params p = layer_ptrs(m, 0, l);
-        layer_params g = layer_ptrs(m, 1, l);
+        gpt2_hook_before(m, l, 1);
+        layer_params p = gpt2_layer_ptrs(m, 0, l);
+        layer_params g = gpt2_layer_ptrs(m, 1, l);
         layer_acts *a = &ix->layers[l];
         /* dres holds d out = d r2 (direct) = d (fc projection) */
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_GELU)) {
@@ -826,15 +823,15 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
             op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, from_out ? NULL : ix->resid[l], a->ln1,
                                    p.ln1w, p.ln1b, a->ln1_mean, a->ln1_rstd, N, C);
         });
-        hook_after(m, l, 1);
+        gpt2_hook_after(m, l, 1);
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
     }
     if (op->scratch_lend) op->scratch_lend(be, NULL, 0);
     GPT2_PROFILED(m, 1, GPT2_OP_ENCODER, {
-        op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T,
-                             C);
+        op->encoder_backward(be, gpt2_tensor_ptr(m, 1, GPT2_T_WTE), gpt2_tensor_ptr(m, 1, GPT2_T_WPE), ix->dres,
+                             m->tokens, B, T, C);
     });
-    hook_after(m, -1, 1);
+    gpt2_hook_after(m, -1, 1);
     hook_ready(m, 0, m->table.layer_begin[0]);
 }
 
@@ -845,187 +842,4 @@ void gpt2_logits(gpt2_model *m, int t, float *out) {
     for (int b = 0; b < m->B; b++)
         m->be->ops->download_f32(m->be, out + (size_t)b * V, (char *)ix->logits + ((size_t)b * m->T + t) * Vp * asz,
                                  m->be->act_dtype, (size_t)V);
-}
-
-/* ---- KV-cache forward --------------------------------------------------------------------------- */
-
-typedef struct {
-    int B, maxT;
-    void *cache;             /* every layer's K and V in one allocation (one call, not 2 per layer) */
-    void **kcache, **vcache; /* per layer (B,NH,maxT,hs): slices of cache */
-    /* work buffers for up to B*maxT rows */
-    void *x, *y, *ln, *qkv, *atty, *fch, *fchg; /* y: the residual stream after attention */
-    void *last;                                 /* (B,C) last-position rows of ln_f (prefill) */
-    void *logits;                               /* (B,Vp) */
-    int32_t *tok;                               /* (B,maxT) token ids of one call */
-} kv_state;
-
-void gpt2_kv_free(gpt2_model *m) {
-    kv_state *kv = m->kv;
-    if (kv == NULL) return;
-    zg_backend *be = m->be;
-    void *bufs[] = {kv->cache, kv->x,    kv->y,    kv->ln,     kv->qkv, kv->atty,
-                    kv->fch,   kv->fchg, kv->last, kv->logits, kv->tok};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) be->ops->dealloc(be, bufs[i]);
-    free(kv->kcache);
-    free(kv->vcache);
-    free(kv);
-    m->kv = NULL;
-}
-
-int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
-    if (B < 1 || maxT < 1 || maxT > m->cfg.block_size)
-        return zg_errorf("KV cache for %d sequences of %d positions: need at least 1 and at most block_size %d "
-                         "positions",
-                         B, maxT, m->cfg.block_size);
-    gpt2_kv_free(m);
-    zg_backend *be = m->be;
-    size_t asz = zg_dtype_size(be->act_dtype), C = (size_t)m->cfg.n_embd, N = (size_t)B * maxT;
-    kv_state *kv = zg_calloc(1, sizeof *kv);
-    m->kv = kv;
-    kv->B = B;
-    kv->maxT = maxT;
-    kv->kcache = zg_calloc((size_t)m->cfg.n_layer, sizeof(void *));
-    kv->vcache = zg_calloc((size_t)m->cfg.n_layer, sizeof(void *));
-    /* each layer's K and V slice starts 256-byte aligned (the backends' vector loads) */
-    size_t slice = (N * C * asz + 255) / 256 * 256;
-    kv->cache = be->ops->alloc(be, 2 * (size_t)m->cfg.n_layer * slice, "KV cache");
-    int ok = kv->cache != NULL;
-    for (int l = 0; l < m->cfg.n_layer && ok; l++) {
-        kv->kcache[l] = (char *)kv->cache + 2 * (size_t)l * slice;
-        kv->vcache[l] = (char *)kv->cache + (2 * (size_t)l + 1) * slice;
-    }
-    struct {
-        void **p;
-        size_t bytes;
-    } w[] = {{&kv->x, N * C * asz},
-             {&kv->y, N * C * asz},
-             {&kv->ln, N * C * asz},
-             {&kv->qkv, N * 3 * C * asz},
-             {&kv->atty, N * C * asz},
-             {&kv->fch, N * 4 * C * asz},
-             {&kv->fchg, N * 4 * C * asz},
-             {&kv->last, (size_t)B * C * asz},
-             {&kv->logits, (size_t)B * m->cfg.padded_vocab_size * asz},
-             {(void **)&kv->tok, N * sizeof(int32_t)}};
-    for (size_t i = 0; i < sizeof w / sizeof w[0] && ok; i++) {
-        *w[i].p = be->ops->alloc(be, w[i].bytes, "sampling buffers");
-        ok = *w[i].p != NULL;
-    }
-    if (!ok) {
-        gpt2_kv_free(m);
-        return -1;
-    }
-    return 0;
-}
-
-/* A decode step prefetches each product's weights during the product before (the backend's prefetch
- * op): only when the backend has the op and the weights stay resident (no ZeRO-3 gather hooks, which
- * bring a layer in only at its own turn). */
-static int decode_prefetch_on(const gpt2_model *m) {
-    return m->be->ops->prefetch != NULL && m->hooks.before_layer == NULL;
-}
-/* w: (rows, cols) of param_dtype */
-static void decode_prefetch(gpt2_model *m, const void *w, size_t rows, size_t cols) {
-    m->be->ops->prefetch(m->be, w, rows * cols * zg_dtype_size(m->be->param_dtype));
-}
-
-/* The layers and LM head of a cached forward over kv->x (B*Tn rows, embedded already): positions
- * pos..pos+Tn-1, or with pos_dev (Tn 1) the position in backend memory (a decode step). Logits of each
- * row's last position go to kv->logits (B,Vp). */
-static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *pos_dev) {
-    kv_state *kv = m->kv;
-    zg_backend *be = m->be;
-    const zg_backend_ops *op = be->ops;
-    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, N = B * Tn, Vp = m->cfg.padded_vocab_size;
-    size_t asz = zg_dtype_size(be->act_dtype), c = (size_t)C;
-    int pf = pos_dev != NULL && decode_prefetch_on(m); /* a decode step */
-    for (int l = 0; l < L; l++) {
-        hook_before(m, l, 0);
-        layer_params p = layer_ptrs(m, 0, l);
-        /* issued before product k: product k+1's weights, streamed while product k runs (layer l's qkv:
-         * while the encoder or the previous layer's fc projection runs) */
-        if (pf) decode_prefetch(m, p.attprojw, c, c);
-        /* LayerNorm and product as one op: a backend fuses them for a decode step's few rows */
-        op->layernorm_matmul_forward(be, kv->qkv, NULL, kv->ln, kv->x, p.ln1w, p.ln1b, p.qkvw, p.qkvb, N, C, 3 * C);
-        if (pos_dev)
-            op->attention_decode(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], pos_dev, B, kv->maxT, C, NH);
-        else
-            op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C,
-                                         NH);
-        /* y = x + atty @ Wproj^T + b; x = y + gelu(ln2(y) @ Wfc^T + b) @ Wfcproj^T + b (residual adds fused) */
-        if (pf) decode_prefetch(m, p.fcw, 4 * c, c);
-        op->matmul_forward(be, kv->y, NULL, kv->atty, p.attprojw, p.attprojb, kv->x, N, C, C);
-        if (pf) decode_prefetch(m, p.fcprojw, c, 4 * c);
-        op->layernorm_matmul_forward(be, kv->fchg, kv->fch, kv->ln, kv->y, p.ln2w, p.ln2b, p.fcw, p.fcb, N, C, 4 * C);
-        /* the next layer's qkv (the LM head's 160 MB of wte would not fit in L2: not prefetched) */
-        if (pf && l + 1 < L) decode_prefetch(m, layer_ptrs(m, 0, l + 1).qkvw, 3 * c, c);
-        op->matmul_forward(be, kv->x, NULL, kv->fchg, p.fcprojw, p.fcprojb, kv->y, N, 4 * C, C);
-        hook_after(m, l, 0);
-    }
-    /* only the last new position of each sequence needs logits: gather those rows (B,C) */
-    void *last = kv->x;
-    if (Tn > 1) {
-        for (int b = 0; b < B; b++)
-            op->copy(be, (char *)kv->last + (size_t)b * C * asz, (char *)kv->x + ((size_t)b * Tn + Tn - 1) * C * asz,
-                     (size_t)C * asz);
-        last = kv->last;
-    }
-    op->layernorm_forward(be, kv->y, NULL, NULL, last, tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
-                          tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), B, C);
-    op->matmul_forward(be, kv->logits, NULL, kv->y, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, B, C, Vp);
-    hook_after(m, -1, 0);
-}
-
-static int kv_check(const gpt2_model *m, int B, int Tn, int pos) {
-    const kv_state *kv = m->kv;
-    if (kv == NULL) return zg_errorf("gpt2_forward_cached: no KV cache (call gpt2_kv_alloc first)");
-    if (B != kv->B || Tn < 1 || pos < 0 || pos + Tn > kv->maxT)
-        return zg_errorf("KV cache holds %d sequences of %d positions; asked for %d sequences at positions %d..%d",
-                         kv->B, kv->maxT, B, pos, pos + Tn - 1);
-    return 0;
-}
-
-int gpt2_forward_cached_dev(gpt2_model *m, const int32_t *tokens, int B, int Tn, int pos) {
-    if (kv_check(m, B, Tn, pos) != 0) return -1;
-    kv_state *kv = m->kv;
-    zg_backend *be = m->be;
-    int C = m->cfg.n_embd;
-    size_t psz = zg_dtype_size(be->param_dtype);
-    /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
-    void *wpe = (char *)tensor_ptr(m, 0, GPT2_T_WPE) + (size_t)pos * C * psz;
-    hook_before(m, -1, 0);
-    be->ops->encoder_forward(be, kv->x, tokens, tensor_ptr(m, 0, GPT2_T_WTE), wpe, B, Tn, C);
-    cached_body(m, B, Tn, pos, NULL);
-    return 0;
-}
-
-void gpt2_decode_step(gpt2_model *m, const int32_t *tokens, const int32_t *pos) {
-    kv_state *kv = m->kv;
-    zg_backend *be = m->be;
-    hook_before(m, -1, 0);
-    /* layer 0's qkv weights while the encoder runs (the step's first product) */
-    if (decode_prefetch_on(m))
-        decode_prefetch(m, layer_ptrs(m, 0, 0).qkvw, 3 * (size_t)m->cfg.n_embd, (size_t)m->cfg.n_embd);
-    be->ops->encoder_forward_at(be, kv->x, tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), pos,
-                                kv->B, m->cfg.n_embd);
-    cached_body(m, kv->B, 1, 0, pos);
-}
-
-void *gpt2_kv_logits(const gpt2_model *m) { return m->kv ? ((kv_state *)m->kv)->logits : NULL; }
-
-int gpt2_forward_cached(gpt2_model *m, const int32_t *tokens_host, int B, int Tn, int pos, float *logits_out) {
-    if (kv_check(m, B, Tn, pos) != 0) return -1;
-    if (check_tokens(m, tokens_host, (size_t)B * Tn, 0, "token") != 0) return -1;
-    kv_state *kv = m->kv;
-    zg_backend *be = m->be;
-    int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
-    size_t asz = zg_dtype_size(be->act_dtype);
-    be->ops->upload(be, kv->tok, tokens_host, (size_t)B * Tn * sizeof(int32_t));
-    if (gpt2_forward_cached_dev(m, kv->tok, B, Tn, pos) != 0) return -1;
-    for (int b = 0; b < B; b++)
-        be->ops->download_f32(be, logits_out + (size_t)b * V, (char *)kv->logits + (size_t)b * Vp * asz, be->act_dtype,
-                              (size_t)V);
-    return 0;
 }
