@@ -73,8 +73,8 @@
 #   gen      issue 21: `zgpt sample` of a random GPT-2 XL (bf16, 512 new tokens from a short prompt, top-k 200)
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
-#            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block and with ZGPT_DECODE_PREFETCH=1 and =2 (the L2
-#            prefetch branch): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=8 (the tensor-core
+#            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block and with ZGPT_DECODE_COMBINE=kernel (v0.15's
+#            attention combine): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=8 (the tensor-core
 #            few-row products): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
 #            steady-state ms/step beside the headline tokens/s; ~5-7 min
 #            (not in the default list)
@@ -1156,7 +1156,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"
@@ -1167,6 +1167,11 @@ if has decode; then
     note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
+    # issue 21, v0.16: split attention's combine in its last chunk block (auto) against a kernel of its own
+    # (comb2, v0.15's form): a gain is a lower ms for auto (split attention runs at B=1; B=8 takes the
+    # one-block kernel, so the two should be equal there)
+    note "decode step graph B=$b: attention combine fused (auto) $(na "$ams") ms against a kernel of its own (comb2)" \
+         "$(na "${dms_comb2:-}") ms: saves $(awk -v a="${dms_comb2:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
     # the L2 prefetch of the next product's weights (issue 21, v0.14): a gain is a lower ms than auto's
     for v in pf pflast; do
       eval "pms=\${dms_$v:-}"
@@ -1235,10 +1240,11 @@ if has gen; then
          "against the headline $(na "$(zs_tps "$LOG_DIR/gen_zgpt_$tag.log")") tok/s"
   done
   # the same seed without PDL and with the one-block sampler: the same texts (PDL changes no bit; both
-  # samplers draw by the same definition), with the L2 prefetch (it only moves weights into L2): the same
-  # texts too; and the tokens/s each gives
+  # samplers draw by the same definition), with split attention's combine as a kernel of its own (v0.15's
+  # form: the same arithmetic): the same texts too; and the tokens/s each gives (the L2 prefetch, slower in
+  # v0.14 and v0.15, is left to the decode phase's step graph and the op tests)
   for B in 1 8; do
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "pf ZGPT_DECODE_PREFETCH=1" "pflast ZGPT_DECODE_PREFETCH=2"; do
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel"; do
       read -r vn venv <<< "$var"
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \
           --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b${B}_$vn.out" 2> "$LOG_DIR/gen_zgpt_b${B}_$vn.log"

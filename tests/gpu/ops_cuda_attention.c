@@ -303,14 +303,23 @@ void oc_attention_cached_case(int decode, int Ttot, int maxT) {
                 be->ops->upload(be, dpos, p2, sizeof p2);
                 be->ops->attention_decode(be, out, dpart, kc, vc, dpos, B, maxT, C, NH);
                 if (k == nrun - 1) {
-                    void *again = oc_dev_nan(be, dt, n1);
-                    be->ops->attention_decode(be, again, dpart, kc, vc, dpos, B, maxT, C, NH);
-                    float *o1 = oc_dl(be, out, dt, n1), *o2 = oc_dl(be, again, dt, n1);
-                    ZT_CHECK_MSG(memcmp(o1, o2, n1 * 4) == 0, "attention_decode %s at pos %d: two runs differ",
-                                 oc_dt_name(dt), pos);
+                    /* the same bits again, with the split kernel's combine as a kernel of its own, and fused
+                     * once more (its counters back at 0 after every launch) */
+                    static const char *const comb[2] = {"kernel", "fused"};
+                    float *o1 = oc_dl(be, out, dt, n1);
+                    for (int c = 0; c < 2; c++) {
+                        setenv("ZGPT_DECODE_COMBINE", comb[c], 1);
+                        void *again = oc_dev_nan(be, dt, n1);
+                        be->ops->attention_decode(be, again, dpart, kc, vc, dpos, B, maxT, C, NH);
+                        float *o2 = oc_dl(be, again, dt, n1);
+                        ZT_CHECK_MSG(memcmp(o1, o2, n1 * 4) == 0,
+                                     "attention_decode %s at pos %d: a run with ZGPT_DECODE_COMBINE=%s differs",
+                                     oc_dt_name(dt), pos, comb[c]);
+                        free(o2);
+                        be->ops->dealloc(be, again);
+                    }
+                    unsetenv("ZGPT_DECODE_COMBINE");
                     free(o1);
-                    free(o2);
-                    be->ops->dealloc(be, again);
                 }
             } else {
                 be->ops->attention_forward_cached(be, out, dpart, kc, vc, B, Tn, pos, maxT, C, NH);

@@ -15,7 +15,9 @@
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
  * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
- * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15). */
+ * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15).
+ * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
+ * form; v012 runs it too). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
 enum { GEMV_KINDS = 5 };
 static const struct {
@@ -25,19 +27,19 @@ static const struct {
                            {"v2", "v2", NULL, "1"},
                            {"v2g1", "v2", "1", "1"},
                            {"v2nopf", "v2", NULL, "0"}};
-enum { DEC_VARIANTS = 15 };
+enum { DEC_VARIANTS = 16 };
 static const struct {
-    const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch; /* NULL: unset */
-    int gemv;                                                         /* gemv_kind index; -1: ZGPT_GEMV unset */
+    const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
+    int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
 } dec_variant[DEC_VARIANTS] = {
-    {"old", "old", "0", "block", NULL, NULL, -1},   {"new", "new", NULL, "cluster", NULL, NULL, -1},
-    {"auto", NULL, NULL, NULL, NULL, NULL, -1},     {"gemv", "gemv", NULL, NULL, NULL, NULL, -1},
-    {"split", "split", NULL, NULL, NULL, NULL, -1}, {"nopdl", NULL, "0", NULL, NULL, NULL, -1},
-    {"block", NULL, NULL, "block", NULL, NULL, -1}, {"v012", NULL, "0", "block", NULL, NULL, -1},
-    {"gemv8", NULL, NULL, NULL, "8", NULL, -1},     {"pf", NULL, NULL, NULL, NULL, "1", -1},
-    {"pflast", NULL, NULL, NULL, NULL, "2", -1},    {"v1", NULL, NULL, NULL, NULL, NULL, 1},
-    {"v2", NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, 3},
-    {"v2nopf", NULL, NULL, NULL, NULL, NULL, 4}};
+    {"old", "old", "0", "block", NULL, NULL, NULL, -1},   {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
+    {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},     {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
+    {"split", "split", NULL, NULL, NULL, NULL, NULL, -1}, {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
+    {"block", NULL, NULL, "block", NULL, NULL, NULL, -1}, {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
+    {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},     {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
+    {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},    {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
+    {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
+    {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},    {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -58,12 +60,14 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_SAMPLE", dec_variant[v].sample);
     dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
     dec_env("ZGPT_DECODE_PREFETCH", dec_variant[v].prefetch);
+    dec_env("ZGPT_DECODE_COMBINE", dec_variant[v].combine);
     gemv_env(dec_variant[v].gemv);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
 }
 static void dec_unset(void) {
     unsetenv("ZGPT_DECODE_PREFETCH");
+    unsetenv("ZGPT_DECODE_COMBINE");
     unsetenv("ZGPT_GEMV_MAX_N");
     unsetenv("ZGPT_DECODE");
     unsetenv("ZGPT_PDL");

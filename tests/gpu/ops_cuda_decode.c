@@ -100,7 +100,8 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
  * launches, at B=1 and B=8, with the kernels generation picks (ZGPT_DECODE unset) and with the new
  * kernels everywhere (ZGPT_DECODE=new: the few-row product at 8 rows) and with v2's few-row products
  * (ZGPT_GEMV=v2: weights loaded and prefetched before the PDL wait); the multi-block sampler and the
- * one-block one give the same tokens too. */
+ * one-block one give the same tokens too, as does the split attention's combine in a kernel of its own
+ * (the counters of the fused combine reused by every replay). */
 void oc_test_decode_pdl(void) {
     zg_backend *be = oc_be[1];
     enum { STEPS = 40, maxT = 48, C = 768 };
@@ -118,8 +119,9 @@ void oc_test_decode_pdl(void) {
             else
                 unsetenv("ZGPT_GEMV");
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
-             * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct */
-            enum { RUNS = 8 };
+             * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct, and the split
+             * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph */
+            enum { RUNS = 9 };
             int32_t *seq[RUNS];
             float *x[RUNS];
             for (int r = 0; r < RUNS; r++) {
@@ -128,9 +130,11 @@ void oc_test_decode_pdl(void) {
                 setenv("ZGPT_PDL", r == 1 || r == 3 ? "0" : "1", 1);
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
                 setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
+                setenv("ZGPT_DECODE_COMBINE", r == 8 ? "kernel" : "fused", 1);
                 pdl_decode_run(be, B, r != 2 && r != 3 && r != 7, STEPS, seq[r], x[r]);
             }
             unsetenv("ZGPT_DECODE_PREFETCH");
+            unsetenv("ZGPT_DECODE_COMBINE");
             static const char *const names[RUNS] = {"PDL graph",
                                                     "no PDL graph",
                                                     "PDL direct",
@@ -138,7 +142,8 @@ void oc_test_decode_pdl(void) {
                                                     "one-block sampler graph",
                                                     "prefetch graph",
                                                     "prefetch evict_last graph",
-                                                    "prefetch direct"};
+                                                    "prefetch direct",
+                                                    "combine kernel graph"};
             int moved = 0;
             for (int b = 0; b < B; b++)
                 for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];
@@ -152,7 +157,7 @@ void oc_test_decode_pdl(void) {
                              decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", names[r], names[0]);
             }
             printf("  B=%d ZGPT_DECODE=%s ZGPT_GEMV=%s: %d steps, tokens and hidden state bitwise across PDL on/off, "
-                   "graph/direct, both samplers, L2 prefetch off/1/2\n",
+                   "graph/direct, both samplers, L2 prefetch off/1/2, attention combine fused/kernel\n",
                    B, decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", STEPS);
             for (int r = 0; r < RUNS; r++) free(seq[r]), free(x[r]);
         }
@@ -242,17 +247,23 @@ void oc_test_decode_graph(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-/* A bad ZGPT_DECODE_PREFETCH is refused when the backend is made, in one line naming the value. */
+/* A bad ZGPT_DECODE_PREFETCH or ZGPT_DECODE_COMBINE is refused when the backend is made, in one line naming
+ * the value. */
 void oc_test_decode_prefetch_env(void) {
-    setenv("ZGPT_DECODE_PREFETCH", "yes", 1);
-    zg_backend *be = NULL;
-    zg_backend_config cfg = {"cuda", -1, ZG_BF16};
-    int rc = zg_backend_cuda_create(&be, &cfg);
-    unsetenv("ZGPT_DECODE_PREFETCH");
-    ZT_CHECK_MSG(rc != 0 && be == NULL, "ZGPT_DECODE_PREFETCH=yes was accepted");
-    if (be) zg_backend_destroy(be);
-    const char *msg = zg_error_message();
-    ZT_CHECK_MSG(strstr(msg, "ZGPT_DECODE_PREFETCH=yes") != NULL && strchr(msg, '\n') == NULL,
-                 "the refusal does not name the value in one line: %s", msg);
-    zg_error_clear();
+    static const char *const vars[2] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE"};
+    for (int i = 0; i < 2; i++) {
+        setenv(vars[i], "yes", 1);
+        zg_backend *be = NULL;
+        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+        int rc = zg_backend_cuda_create(&be, &cfg);
+        unsetenv(vars[i]);
+        ZT_CHECK_MSG(rc != 0 && be == NULL, "%s=yes was accepted", vars[i]);
+        if (be) zg_backend_destroy(be);
+        char want[64];
+        snprintf(want, sizeof want, "%s=yes", vars[i]);
+        const char *msg = zg_error_message();
+        ZT_CHECK_MSG(strstr(msg, want) != NULL && strchr(msg, '\n') == NULL,
+                     "the refusal does not name the value in one line: %s", msg);
+        zg_error_clear();
+    }
 }

@@ -552,6 +552,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
                          "or 2 (the same, marked evict_last); unset it for the default (0)",
                          getenv("ZGPT_DECODE_PREFETCH"));
+    if (zgc_decode_combine() < 0)
+        return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
+                         "block) or kernel (a kernel of its own); unset it for the default (fused)",
+                         getenv("ZGPT_DECODE_COMBINE"));
 
     zg_backend *be = (zg_backend *)zg_calloc(1, sizeof(zg_backend));
     zgc_impl *im = (zgc_impl *)zg_calloc(1, sizeof(zgc_impl));

@@ -40,16 +40,17 @@ extern "C" {
 
 /* Internal scratch buffers, grown on demand and counted in bytes_in_use. */
 enum {
-    ZGC_SCR_LN = 0,    /* layernorm backward partial sums (blocks, 2C) fp32 */
-    ZGC_SCR_BIAS,      /* bias-gradient partial sums fp32 */
-    ZGC_SCR_ATT_D,     /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
-    ZGC_SCR_SORT,      /* encoder backward: sorted tokens/indices + CUB temp storage */
-    ZGC_SCR_SEGS,      /* AdamW segment table */
-    ZGC_SCR_PARTIALS,  /* sum_squares per-block partial sums (double) */
-    ZGC_SCR_STAGING,   /* fp32 staging for upload_f32 / download_f32 */
-    ZGC_SCR_LAMB,      /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
-    ZGC_SCR_LAMB_PART, /* Lamb: per optimizer block the partial ||p||^2 and ||u||^2 (double) */
-    ZGC_SCR_DECODE,    /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
+    ZGC_SCR_LN = 0,       /* layernorm backward partial sums (blocks, 2C) fp32 */
+    ZGC_SCR_BIAS,         /* bias-gradient partial sums fp32 */
+    ZGC_SCR_ATT_D,        /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
+    ZGC_SCR_SORT,         /* encoder backward: sorted tokens/indices + CUB temp storage */
+    ZGC_SCR_SEGS,         /* AdamW segment table */
+    ZGC_SCR_PARTIALS,     /* sum_squares per-block partial sums (double) */
+    ZGC_SCR_STAGING,      /* fp32 staging for upload_f32 / download_f32 */
+    ZGC_SCR_LAMB,         /* Lamb: per segment ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_LAMB_PART,    /* Lamb: per optimizer block the partial ||p||^2 and ||u||^2 (double) */
+    ZGC_SCR_DECODE,       /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
+    ZGC_SCR_DECODE_COUNT, /* decode attention: per (row, head) chunk blocks done (B,NH) u32, 0 between launches */
     ZGC_SCR_COUNT
 };
 
@@ -211,6 +212,15 @@ static inline bool zgc_decode_split(int rowheads, int num_sms) {
 /* the one-block sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
 static inline bool zgc_decode_staged_sample(void) { return zgc_decode_mode() == ZGC_DEC_NEW; }
 
+/* ZGPT_DECODE_COMBINE: where split decode attention combines its chunks (decode_cuda.cu): unset or
+ * "fused": 1, in the last chunk block of each (row, head); "kernel": 0, a kernel of its own after the
+ * chunks (v0.15's form, for A/B runs: the same bits). -1 for anything else: zg_backend_cuda_create
+ * refuses it. Read per call (A/B runs in one process). */
+static inline int zgc_decode_combine(void) {
+    const char *v = getenv("ZGPT_DECODE_COMBINE");
+    if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
+    return strcmp(v, "kernel") == 0 ? 0 : -1;
+}
 /* ZGPT_DECODE_PREFETCH: the decode step's products' weights brought into L2 one product ahead, on a
  * branch of their own (zgc_prefetch, decode_cuda.cu): unset or 0: off (until measured); 1: on; 2: on,
  * the lines marked evict_last (kept over other lines while L2 fills). -1 for anything else:

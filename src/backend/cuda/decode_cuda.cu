@@ -9,8 +9,11 @@
  *   - the chunk's max m, sum l of e^(s - m) and unnormalised sum of e^(s - m) v go to a scratch
  *     buffer (p V: each warp sums a strided set of positions, lanes across the head's channels,
  *     coalesced rows of V, the warps' sums added in shared memory);
- *   - the combine (one block per (row, head), a thread per channel) rescales the chunks to their
- *     common max and adds them in chunk order.
+ *   - the combine rescales the chunks to their common max and adds them in chunk order, a thread per
+ *     channel. It runs in the last of a (row, head)'s chunk blocks to finish (a counter per (row, head),
+ *     back to 0 once that block has seen it): one kernel per layer instead of two, where each kernel
+ *     boundary of the step's chain costs a few microseconds on data this small. ZGPT_DECODE_COMBINE=kernel
+ *     runs it as a kernel of its own after the chunks (the A/B; the same arithmetic, the same bits).
  * The grid covers maxT (a replayed graph keeps its grid); chunks past pos[0] leave at once. The chunks
  * are fixed by position and every sum runs in a fixed order: the same inputs give the same bits.
  * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks already fill
@@ -139,12 +142,33 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
     zgc_dec_pv<T, ZGC_DEC_WARPS>(sc, vb, 0, L, hs, part, [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
 }
 
+/* out (b, h) = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the chunks s up to position t, in
+ * order; thread d for channels d, d + blockDim.x, ... The partials are other blocks' stores: read
+ * through L2 (ld.cg), never a line this SM's L1 may hold from before. */
+template <typename T>
+__device__ __forceinline__ void zgc_dec_combine(T *out, const float *accs, const float *ml, int t, int S, int bh, int b,
+                                                int h, int C, int hs) {
+    int n = t / ZGC_DEC_CHUNK + 1; /* chunks holding positions 0..t */
+    const float *mlb = ml + (size_t)bh * S * 2;
+    float M = -INFINITY;
+    for (int s = 0; s < n; s++) M = fmaxf(M, __ldcg(mlb + 2 * s));
+    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < n; s++) {
+            float f = __expf(__ldcg(mlb + 2 * s) - M);
+            den += f * __ldcg(mlb + 2 * s + 1);
+            num += f * __ldcg(accs + ((size_t)bh * S + s) * hs + d);
+        }
+        out[(size_t)b * C + (size_t)h * hs + d] = zgc_from_f<T>(num / den);
+    }
+}
+
 /* One chunk of one (row, head): block (bh, s) over positions [s*CHUNK, min(L, (s+1)*CHUNK)). Writes
  * ml[bh][s] = (m, l) and acc[bh][s][0..hs) (fp32 scratch). */
-template <typename T, bool VEC>
+template <typename T, bool VEC, bool FUSED>
 __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
-    zgc_att_decode_split_kernel(float *accs, float *ml, const T *qkv, T *kc, T *vc, const int32_t *pos, int maxT, int C,
-                                int NH, float scale) {
+    zgc_att_decode_split_kernel(T *out, float *accs, float *ml, unsigned *counts, const T *qkv, T *kc, T *vc,
+                                const int32_t *pos, int maxT, int C, int NH, float scale) {
     __shared__ float sc[ZGC_DEC_CHUNK];
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
@@ -187,48 +211,64 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
         ml[2 * at] = m;
         ml[2 * at + 1] = l;
     }
+    if (!FUSED) return;
+    /* The last of the n chunk blocks of (b, h) to arrive combines (the threadfence-reduction pattern): each
+     * thread's partial stores are made visible device-wide before thread 0 counts this block in. */
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned n = (unsigned)(t / ZGC_DEC_CHUNK + 1);
+        last = atomicAdd(&counts[bh], 1u) == n - 1;
+        if (last) counts[bh] = 0; /* every chunk block has counted: the next step starts from 0 */
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    zgc_dec_combine<T>(out, accs, ml, t, S, bh, b, h, C, hs);
 }
 
-/* out (b, h) = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the chunks s up to pos[0], in order;
- * one block per (row, head), thread d for channel d. */
+/* The combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel): one block per (row, head). */
 template <typename T>
 __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const float *ml, const int32_t *pos, int S,
                                               int C, int NH) {
     zgc_pdl_wait();
     zgc_pdl_trigger();
-    int bh = blockIdx.x, b = bh / NH, h = bh % NH, hs = C / NH, d = threadIdx.x;
-    int n = pos[0] / ZGC_DEC_CHUNK + 1; /* chunks holding positions 0..pos[0] */
-    const float *mlb = ml + (size_t)bh * S * 2;
-    float M = -INFINITY;
-    for (int s = 0; s < n; s++) M = fmaxf(M, mlb[2 * s]);
-    if (d >= hs) return;
-    float num = 0.0f, den = 0.0f;
-    for (int s = 0; s < n; s++) {
-        float f = __expf(mlb[2 * s] - M);
-        den += f * mlb[2 * s + 1];
-        num += f * accs[((size_t)bh * S + s) * hs + d];
-    }
-    out[(size_t)b * C + (size_t)h * hs + d] = zgc_from_f<T>(num / den);
+    int bh = blockIdx.x;
+    zgc_dec_combine<T>(out, accs, ml, pos[0], S, bh, bh / NH, bh % NH, C, C / NH);
 }
 
 static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
                                        const int32_t *pos, int B, int maxT, int C, int NH, bool vec) {
+    zgc_impl *im = zgc_get(be);
     int hs = C / NH, S = (maxT + ZGC_DEC_CHUNK - 1) / ZGC_DEC_CHUNK;
     size_t parts = (size_t)B * NH * S;
-    /* the first step runs before a graph is recorded, so the buffer exists (and keeps its size) by then */
+    /* the first step runs before a graph is recorded, so the buffers exist (and keep their sizes) by then */
     float *accs = (float *)zgc_scratch(be, ZGC_SCR_DECODE, parts * (hs + 2) * sizeof(float), "decode attention");
     float *ml = accs + parts * hs;
+    /* the counters start at 0 (a new buffer is cleared) and every launch leaves them at 0 */
+    size_t cbytes = (size_t)B * NH * sizeof(unsigned);
+    bool fresh = im->scratch[ZGC_SCR_DECODE_COUNT] == NULL || im->scratch_bytes[ZGC_SCR_DECODE_COUNT] < cbytes;
+    unsigned *counts = (unsigned *)zgc_scratch(be, ZGC_SCR_DECODE_COUNT, cbytes, "decode attention counters");
+    if (fresh) ZG_CUDA_CHECK(cudaMemsetAsync(counts, 0, im->scratch_bytes[ZGC_SCR_DECODE_COUNT], im->stream));
+    int comb = zgc_decode_combine(); /* refused when the backend was made; set since: an A/B run's mistake */
+    if (comb < 0) ZG_FATAL("ZGPT_DECODE_COMBINE=%s: expected fused or kernel", getenv("ZGPT_DECODE_COMBINE"));
+    bool fused = comb == 1;
     dim3 grid((unsigned)(B * NH), (unsigned)S);
     unsigned cthreads = (unsigned)((hs + 31) / 32 * 32);
     float scale = 1.0f / sqrtf((float)hs);
     ZGC_DISPATCH(be->act_dtype, T, {
-        auto kern = vec ? zgc_att_decode_split_kernel<T, true> : zgc_att_decode_split_kernel<T, false>;
-        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), 0, 0, accs, ml, (const T *)qkv, (T *)kcache,
-                   (T *)vcache, pos, maxT, C, NH, scale);
+        auto kern =
+            fused ? (vec ? zgc_att_decode_split_kernel<T, true, true> : zgc_att_decode_split_kernel<T, false, true>)
+                  : (vec ? zgc_att_decode_split_kernel<T, true, false> : zgc_att_decode_split_kernel<T, false, false>);
+        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), 0, 0, (T *)out, accs, ml, counts, (const T *)qkv,
+                   (T *)kcache, (T *)vcache, pos, maxT, C, NH, scale);
         ZG_CUDA_LAUNCH_CHECK();
-        zgc_launch(be, zgc_att_decode_combine_kernel<T>, dim3((unsigned)(B * NH)), dim3(cthreads), 0, 0, (T *)out,
-                   (const float *)accs, (const float *)ml, pos, S, C, NH);
-        ZG_CUDA_LAUNCH_CHECK();
+        if (!fused) {
+            zgc_launch(be, zgc_att_decode_combine_kernel<T>, dim3((unsigned)(B * NH)), dim3(cthreads), 0, 0, (T *)out,
+                       (const float *)accs, (const float *)ml, pos, S, C, NH);
+            ZG_CUDA_LAUNCH_CHECK();
+        }
     });
 }
 
