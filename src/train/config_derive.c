@@ -300,6 +300,11 @@ static void derive_offload(zg_train_config *cfg, const cJSON *root, load_state *
     zg_zero_config *z = &cfg->zero;
     z->offload_optimizer = offload_device(root, "offload_optimizer", "cpu_offload");
     z->offload_param = offload_device(root, "offload_param", "cpu_offload_param");
+    static const char *const dev_names[] = {"none", "cpu", "nvme"};
+    auto_note(ls, root, "zero_optimization.offload_optimizer.device", "%s (%s)", dev_names[z->offload_optimizer],
+              z->offload_optimizer ? "from cpu_offload" : "zgpt's default: no offload");
+    auto_note(ls, root, "zero_optimization.offload_param.device", "%s (%s)", dev_names[z->offload_param],
+              z->offload_param ? "from cpu_offload_param" : "zgpt's default: no offload");
     z->offload_param_pin_memory =
         config_get_bool(root, "zero_optimization.offload_param.pin_memory",
                         config_get_bool(root, "zero_optimization.cpu_offload_use_pin_memory", 0));

@@ -32,6 +32,7 @@ enum {
     KF_NOCASE = 2,  /* K_ENUM compared without case (DeepSpeed lowercases optimizer names) */
     KF_SWITCH = 4,  /* section with "enabled": the note is printed only when enabled */
     KF_IGNORED = 8, /* top-level key DeepSpeed never reads: accepted with a note */
+    KF_SIZE = 16,   /* a DeepSpeed parallelism size zgpt does not implement: above 1 is refused */
 };
 
 typedef enum { FK_NONE, FK_I32, FK_I64, FK_U64, FK_DBL, FK_STR, FK_ENUM } field_kind;
@@ -40,7 +41,9 @@ typedef struct {
     const char *path;
     key_type type;
     double min, max;     /* numbers: allowed closed range */
-    const char *choices; /* K_ENUM; K_BOOL: strings allowed besides true and false */
+    const char *choices; /* K_ENUM; K_BOOL: strings allowed besides true and false; K_FEATURE: how DeepSpeed
+                          * turns it off ("enabled", the size key that turns it on above 1, or "" for
+                          * sections that only removing turns off) */
     unsigned flags;      /* KF_* */
     field_kind fk;       /* how the value is stored at `off` (FK_NONE: derive() reads it) */
     size_t off;          /* offsetof(zg_train_config, field) */

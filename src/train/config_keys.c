@@ -129,8 +129,26 @@ static cJSON *parent_of(cJSON *root, const char *path, const char **last) {
     return p && cJSON_IsObject(p) ? p : NULL;
 }
 
+/* DeepSpeed's deprecated "zero_optimization": true / false (read_zero_config_deprecated in
+ * deepspeed/runtime/zero/config.py): {"stage": 1} with the top-level "allgather_size" as its
+ * allgather_bucket_size, or {"stage": 0}. */
+static void zero_optimization_bool(cJSON *root, load_state *ls) {
+    cJSON *zo = cJSON_GetObjectItemCaseSensitive(root, "zero_optimization");
+    if (!cJSON_IsBool(zo)) return;
+    int on = cJSON_IsTrue(zo);
+    cJSON *sec = cJSON_CreateObject();
+    ZG_CHECK_PTR(sec);
+    cJSON_AddNumberToObject(sec, "stage", on);
+    cJSON *ag = on ? cJSON_DetachItemFromObjectCaseSensitive(root, "allgather_size") : NULL;
+    if (ag) cJSON_AddItemToObject(sec, "allgather_bucket_size", ag);
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "zero_optimization", sec);
+    config_note(ls, "note: \"zero_optimization\": %s is DeepSpeed's deprecated form of {\"stage\": %d}; read as that%s",
+                on ? "true" : "false", on, ag ? " (allgather_size is its allgather_bucket_size)" : "");
+}
+
 /* Renames each alias to its canonical key (as DeepSpeed reads both); both given must agree. */
 void config_canonicalize(cJSON *root, const char *source, load_state *ls) {
+    zero_optimization_bool(root, ls);
     for (size_t i = 0; i < sizeof k_spellings / sizeof k_spellings[0]; i++) {
         const char *alias_last, *canon_last;
         cJSON *parent = parent_of(root, k_spellings[i].alias, &alias_last);

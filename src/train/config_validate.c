@@ -212,6 +212,24 @@ static int section_enabled(const cJSON *v, int default_on) {
     return en ? cJSON_IsTrue(en) : default_on;
 }
 
+/* A feature section zgpt refuses when it acts: "enabled" (or DeepSpeed's default); for sections without
+ * "enabled" in DeepSpeed, their size key above 1, or (key "") their presence. */
+static void check_feature(const key_spec *k, const cJSON *v, load_state *ls) {
+    const char *key = k->choices;
+    int sized = strcmp(key, "enabled") != 0 && key[0];
+    const cJSON *size = sized ? cJSON_GetObjectItemCaseSensitive(v, key) : NULL;
+    int on = sized ? cJSON_IsNumber(size) && size->valuedouble > 1 : (int)k->def;
+    if (!section_enabled(v, on))
+        config_note(ls, "note: '%s' is disabled; accepted (zgpt does not implement it)", k->path);
+    else if (cJSON_IsNumber(size))
+        config_problem(ls, "'%s' is not supported by zgpt (%s %g); remove it or set %s to 1", k->path, key,
+                       size->valuedouble, key);
+    else if (!key[0])
+        config_problem(ls, "'%s' is not supported by zgpt; remove it (DeepSpeed turns it on by its presence)", k->path);
+    else
+        config_problem(ls, "'%s' is not supported by zgpt; remove it or set \"enabled\": false", k->path);
+}
+
 /* The no-op lines, the refused features and the disabled ones, in table order. */
 void config_check_sections(const cJSON *root, load_state *ls) {
     const cJSON *top;
@@ -226,10 +244,15 @@ void config_check_sections(const cJSON *root, load_state *ls) {
         const cJSON *v = config_raw(root, k->path);
         if (!v) continue;
         if (k->type == K_FEATURE) {
-            if (section_enabled(v, (int)k->def))
-                config_problem(ls, "'%s' is not supported by zgpt; remove it or set \"enabled\": false", k->path);
-            else
-                config_note(ls, "note: '%s' is disabled; accepted (zgpt does not implement it)", k->path);
+            check_feature(k, v, ls);
+            continue;
+        }
+        if (k->flags & KF_SIZE) {
+            if (v->valuedouble > 1)
+                config_problem(ls,
+                               "'%s' %g is not supported by zgpt (it trains data-parallel only); remove it or "
+                               "set it to 1",
+                               k->path, v->valuedouble);
             continue;
         }
         if (k->flags & KF_IGNORED) {

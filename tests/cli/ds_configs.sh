@@ -6,7 +6,7 @@
 TEST_NAME=ds_configs
 source "$(dirname "$0")/train_common.inc"
 FIX="$ZGPT_SRC/tests/fixtures/ds_configs"
-export OMP_NUM_THREADS=1 # a model this small runs fastest on one thread (45 runs in a few seconds each)
+export OMP_NUM_THREADS=1 # a model this small runs fastest on one thread (87 runs, about a second each)
 cat > small.json <<'JSON'
 {"data": "data", "init_from": "scratch", "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16,
  "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "log_interval": 1, "save_checkpoints": false,
@@ -35,5 +35,5 @@ done < "$FIX/expected.tsv"
 for f in "$FIX"/*.json; do
     grep -q "^$(basename "$f")	" "$FIX/expected.tsv" || fail "$(basename "$f") has no row in expected.tsv"
 done
-[ "$n" -ge 30 ] || fail "only $n configs"
+[ "$n" -ge 80 ] || fail "only $n configs"
 echo "ds_configs: $n real DeepSpeed configs: $trained train, $refused refused with one line"

@@ -519,6 +519,59 @@ static void test_set_and_aliases(void) {
     }
 }
 
+/* Forms real DeepSpeed configs use: the deprecated boolean zero_optimization, Accelerate's "auto" for the
+ * stage, the offload devices and the 16-bit save, and sections without "enabled" (tensor_parallel,
+ * zenflow, sequence_parallel_size, compile.passes). */
+static void test_deepspeed_forms(void) {
+    zg_train_config c;
+    int rc = load(&c, "{}", "{\"zero_optimization\": true, \"allgather_size\": 300000000}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.zero.stage == 1 && c.zero.allgather_bucket_size == 300000000);
+        ZT_CHECK(noted(&c, "deprecated form of {\"stage\": 1}"));
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{\"zero_optimization\": false}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.zero.stage == 0);
+        zg_train_config_free(&c);
+    }
+    /* allgather_size is read only with the boolean form (DeepSpeed ignores it otherwise) */
+    ZT_CHECK(load(&c, "{\"zero_optimization\": {\"stage\": 1}, \"allgather_size\": 5}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("'allgather_size'; did you mean 'zero_optimization.allgather_bucket_size'"));
+    rc = load(&c, "{}",
+              "{\"zero_optimization\": {\"stage\": \"auto\", \"stage3_gather_16bit_weights_on_model_save\": \"auto\","
+              " \"offload_optimizer\": {\"device\": \"auto\"}, \"offload_param\": {\"device\": \"auto\"}}}",
+              NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.zero.stage == 0 && c.zero.offload_optimizer == ZG_OFFLOAD_NONE &&
+                 c.zero.offload_param == ZG_OFFLOAD_NONE);
+        ZT_CHECK(noted(&c, "auto: zero_optimization.stage = 0"));
+        ZT_CHECK(noted(&c, "auto: zero_optimization.offload_optimizer.device = none"));
+        ZT_CHECK(noted(&c, "'zero_optimization.stage3_gather_16bit_weights_on_model_save' has no effect"));
+        zg_train_config_free(&c);
+    }
+    /* tensor_parallel acts when autotp_size is above 1 (it has no "enabled" in DeepSpeed) */
+    ZT_CHECK(load(&c, "{\"tensor_parallel\": {\"autotp_size\": 4}}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("'tensor_parallel' is not supported by zgpt (autotp_size 4); remove it or set autotp_size to 1"));
+    rc = load(&c, "{\"tensor_parallel\": {\"autotp_size\": 1}, \"sequence_parallel_size\": 1}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(noted(&c, "'tensor_parallel' is disabled"));
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c,
+                  "{\"zero_optimization\": {\"stage\": 2, \"zenflow\": {\"topk_ratio\": 0.1}},"
+                  " \"sequence_parallel_size\": 2, \"compile\": {\"deepcompile\": true, \"passes\": [\"autosp\"]}}",
+                  NULL, NULL, 0) != 0);
+    ZT_CHECK(has("2 problems"));
+    ZT_CHECK(has("'zero_optimization.zenflow' is not supported by zgpt; remove it (DeepSpeed turns it on by its "
+                 "presence)"));
+    ZT_CHECK(has("'sequence_parallel_size' 2 is not supported by zgpt"));
+}
+
 int main(void) {
     g_dir = zt_tmpdir("config");
     zt_run("deepspeed_file", test_deepspeed_file);
@@ -530,6 +583,7 @@ int main(void) {
     zt_run("names_and_spellings", test_names_and_spellings);
     zt_run("sections", test_sections);
     zt_run("offload", test_offload);
+    zt_run("deepspeed_forms", test_deepspeed_forms);
     zt_run("model_shape", test_model_shape);
     zt_rmtree(g_dir);
     free(g_dir);
