@@ -64,8 +64,9 @@
 #            save path, windows, bare writer, read-back in both read modes; 18.7 GB: the save path on a
 #            file a real save's size); a synchronous save's GB/s; the end of each run's two waits (the
 #            last save, the deletion of the checkpoint before it) and each deletion's size and time.
-#            ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0, ~4 with ZG_CKPT_QUICK=1 (the runs with and without
-#            saves, their notes, and the two resumes with direct reads), ~6 with ZG_CKPT_BENCH=0 (no writer
+#            ~8-9 minutes, ~5 with ZG_CKPT_EVERY5=0, ~4.5 with ZG_CKPT_QUICK=1 (the runs with and without
+#            saves, their notes, the two resumes with direct reads, and dd's direct reads of the shard with
+#            1, 8 and 32 streams: the disk's read ceiling), ~6 with ZG_CKPT_BENCH=0 (no writer
 #            bench files, no buffered resume)
 #            (not in the default list)
 #   tb       a CUDA fp16 run with DeepSpeed's tensorboard section: TensorBoard's own EventAccumulator reads
@@ -826,6 +827,26 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   ZGPT_CKPT_PREFETCH=0 ZGPT_CKPT_READ=direct timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=64 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume0.log"
   first0=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume0.log" | cut -d' ' -f1)
   note "ckpt: resume without the read from the start (ZGPT_CKPT_PREFETCH=0, direct reads, $cached before): first iteration line at ${first0:-n/a} s against ${first:-n/a} s with it; $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume0.log" | tr '\n' ';')"
+  # (e1) the disk's own direct-read rate on the checkpoint's largest file (the optimizer shard), from a cold
+  # page cache, with 1, 8 (the resume reader's threads) and 32 concurrent streams over disjoint slices:
+  # whether the resume's read rate above is the disk's ceiling or the reader's (issue 19: <= 8 s needs
+  # >= 2.34 GB/s for the XL shard); ~35 s
+  shard=$(find "$W/c1" -type f -name '*.bin' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
+  if [ -n "$shard" ]; then
+    sbytes=$(stat -c %s "$shard"); chunks=$(( sbytes / (64 << 20) )); rr=""
+    for n in 1 8 32; do
+      evict "$W/c1" > /dev/null
+      t0=$(date +%s.%N); pids=()
+      for k in $(seq 0 $(( n - 1 ))); do
+        lo=$(( chunks * k / n )); hi=$(( chunks * (k + 1) / n ))
+        dd if="$shard" of=/dev/null bs=64M iflag=direct skip=$lo count=$(( hi - lo )) status=none &
+        pids+=($!)
+      done
+      wait "${pids[@]}"
+      rr="$rr$n stream(s) $(awk -v b="$sbytes" -v c="$chunks" -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.2f GB/s", c * 67108864 / (t1 - t0) / 1e9 }'), "
+    done
+    note "ckpt: direct reads of the shard ($(awk -v b="$sbytes" 'BEGIN { printf "%.2f GB", b / 1e9 }'), cold page cache, dd bs=64M): ${rr}against the resume's read above"
+  fi
   # ZG_CKPT_QUICK=1 stops here (the runs with and without saves and the direct resume: ~3.5 minutes)
   if [ "${ZG_CKPT_QUICK:-0}" = 1 ]; then rm -rf "$W/c0" "$W/c1"; else
   # ZG_CKPT_BENCH=0 skips (c3), (e2) and (c4): the writer's bench files and the buffered resume
