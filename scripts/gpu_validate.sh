@@ -993,7 +993,10 @@ if has offload; then
     gpu_total=$(nvidia-smi -i "${GPUS[0]:-0}" --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
     for mode in none off; do
       best=""
-      for shape in "48 25 1600" "32 32 2560" "36 36 3072" "32 32 4096" "40 40 5120" "48 48 6144" "64 64 8192"; do
+      # 1.56B, 2.65B, 4.23B, 6.35B, 6.65B, 7.45B, 8.26B, 12.8B, 21.9B, 52B parameters: steps of ~10% around
+      # where one H200 or H100 and a 128 GiB host run out (5-8B), so the ratio is not the ladder's rounding
+      for shape in "48 25 1600" "32 32 2560" "36 36 3072" "40 28 3584" "32 32 4096" "36 32 4096" "40 32 4096" \
+                   "40 40 5120" "48 48 6144" "64 64 8192"; do
         set -- $shape
         python3 -c "import json,sys; json.dump({'n_layer':$1,'n_head':$2,'n_embd':$3,'block_size':1024,'init_from':'scratch',
           'train_micro_batch_size_per_gpu':1,'gradient_accumulation_steps':1,'bf16':{'enabled':True},
