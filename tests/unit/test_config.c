@@ -570,6 +570,20 @@ static void test_deepspeed_forms(void) {
     ZT_CHECK(has("'zero_optimization.zenflow' is not supported by zgpt; remove it (DeepSpeed turns it on by its "
                  "presence)"));
     ZT_CHECK(has("'sequence_parallel_size' 2 is not supported by zgpt"));
+    /* the keys that allow a client optimizer say that zgpt has none, when they ask for something */
+    rc = load(&c, "{}", "{\"zero_allow_untested_optimizer\": true, \"zero_force_ds_cpu_optimizer\": false}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(noted(&c, "'zero_allow_untested_optimizer' has no effect: there is no client optimizer"));
+        ZT_CHECK(noted(&c, "'zero_force_ds_cpu_optimizer' has no effect: with offload the CPU step"));
+        zg_train_config_free(&c);
+    }
+    rc = load(&c, "{}", "{\"zero_allow_untested_optimizer\": false, \"zero_force_ds_cpu_optimizer\": true}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(!noted(&c, "zero_allow_untested_optimizer") && !noted(&c, "zero_force_ds_cpu_optimizer"));
+        zg_train_config_free(&c);
+    }
 }
 
 int main(void) {
