@@ -563,7 +563,7 @@ layer_params gpt2_layer_ptrs(const gpt2_model *m, int which, int l) {
     return p;
 }
 
-void *gpt2_tensor_ptr(const gpt2_model *m, int which, int index) { return tensor_addr(m, which, index); }
+static void *tensor_ptr(const gpt2_model *m, int which, int index) { return tensor_addr(m, which, index); }
 
 void gpt2_hook_before(gpt2_model *m, int layer, int bwd) {
     if (m->hooks.before_layer) m->hooks.before_layer(m->hooks.ctx, layer, bwd);
@@ -671,8 +671,8 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
 
     gpt2_hook_before(m, -1, 0);
     GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
-        op->encoder_forward(be, ix->resid[0], m->tokens, gpt2_tensor_ptr(m, 0, GPT2_T_WTE),
-                            gpt2_tensor_ptr(m, 0, GPT2_T_WPE), B, T, C);
+        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), B,
+                            T, C);
     });
     for (int l = 0; l < L; l++) {
         gpt2_hook_before(m, l, 0);
@@ -682,12 +682,12 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     }
     GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
         op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L],
-                              gpt2_tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
-                              gpt2_tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), (int)N, C);
+                              tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
+                              tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), (int)N, C);
     });
     /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
     GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
-        op->matmul_forward(be, ix->logits, NULL, ix->lnf, gpt2_tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
+        op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
     });
     gpt2_hook_after(m, -1, 0);
     if (targets_host == NULL) return 0;
@@ -763,8 +763,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     m->logits_hold_grad = 0;
     /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
     GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-        op->matmul_backward(be, ix->dsmall, gpt2_tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
-                            gpt2_tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
+        op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
+                            tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
     });
     /* the logits (N,Vp) are dead until the next forward writes them: lent to the layers' backward as
      * the ops' workspace (the attention backward's; backend.h, scratch_lend), ordered on the stream */
@@ -774,9 +774,9 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     int lnf_w = gpt2_tensor_lnf_w(&m->table), lnf_b = gpt2_tensor_lnf_b(&m->table);
     GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
         op->zero(be, ix->dres, (size_t)N * C * asz);
-        op->layernorm_backward(be, ix->dres, gpt2_tensor_ptr(m, 1, lnf_w), gpt2_tensor_ptr(m, 1, lnf_b), ix->dsmall,
-                               from_out ? NULL : ix->resid[L], ix->lnf, gpt2_tensor_ptr(m, 0, lnf_w),
-                               gpt2_tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
+        op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), ix->dsmall,
+                               from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, lnf_w),
+                               tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
     });
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
@@ -828,8 +828,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     }
     if (op->scratch_lend) op->scratch_lend(be, NULL, 0);
     GPT2_PROFILED(m, 1, GPT2_OP_ENCODER, {
-        op->encoder_backward(be, gpt2_tensor_ptr(m, 1, GPT2_T_WTE), gpt2_tensor_ptr(m, 1, GPT2_T_WPE), ix->dres,
-                             m->tokens, B, T, C);
+        op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T,
+                             C);
     });
     gpt2_hook_after(m, -1, 1);
     hook_ready(m, 0, m->table.layer_begin[0]);

@@ -134,9 +134,9 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
                      (size_t)C * asz);
         last = kv->last;
     }
-    op->layernorm_forward(be, kv->y, NULL, NULL, last, gpt2_tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
-                          gpt2_tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), B, C);
-    op->matmul_forward(be, kv->logits, NULL, kv->y, gpt2_tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, B, C, Vp);
+    op->layernorm_forward(be, kv->y, NULL, NULL, last, gpt2_param_ptr(m, gpt2_tensor_lnf_w(&m->table)),
+                          gpt2_param_ptr(m, gpt2_tensor_lnf_b(&m->table)), B, C);
+    op->matmul_forward(be, kv->logits, NULL, kv->y, gpt2_param_ptr(m, GPT2_T_WTE), NULL, NULL, B, C, Vp);
     gpt2_hook_after(m, -1, 0);
 }
 
@@ -156,9 +156,9 @@ int gpt2_forward_cached_dev(gpt2_model *m, const int32_t *tokens, int B, int Tn,
     int C = m->cfg.n_embd;
     size_t psz = zg_dtype_size(be->param_dtype);
     /* encoder with positions pos..pos+Tn-1: the wpe rows start at pos */
-    void *wpe = (char *)gpt2_tensor_ptr(m, 0, GPT2_T_WPE) + (size_t)pos * C * psz;
+    void *wpe = (char *)gpt2_param_ptr(m, GPT2_T_WPE) + (size_t)pos * C * psz;
     gpt2_hook_before(m, -1, 0);
-    be->ops->encoder_forward(be, kv->x, tokens, gpt2_tensor_ptr(m, 0, GPT2_T_WTE), wpe, B, Tn, C);
+    be->ops->encoder_forward(be, kv->x, tokens, gpt2_param_ptr(m, GPT2_T_WTE), wpe, B, Tn, C);
     cached_body(m, B, Tn, pos, NULL);
     return 0;
 }
@@ -170,8 +170,8 @@ void gpt2_decode_step(gpt2_model *m, const int32_t *tokens, const int32_t *pos) 
     /* layer 0's qkv weights while the encoder runs (the step's first product) */
     if (decode_prefetch_on(m))
         decode_prefetch(m, gpt2_layer_ptrs(m, 0, 0).qkvw, 3 * (size_t)m->cfg.n_embd, (size_t)m->cfg.n_embd);
-    be->ops->encoder_forward_at(be, kv->x, tokens, gpt2_tensor_ptr(m, 0, GPT2_T_WTE), gpt2_tensor_ptr(m, 0, GPT2_T_WPE),
-                                pos, kv->B, m->cfg.n_embd);
+    be->ops->encoder_forward_at(be, kv->x, tokens, gpt2_param_ptr(m, GPT2_T_WTE), gpt2_param_ptr(m, GPT2_T_WPE), pos,
+                                kv->B, m->cfg.n_embd);
     cached_body(m, kv->B, 1, 0, pos);
 }
 

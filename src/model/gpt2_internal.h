@@ -1,5 +1,5 @@
-/* What gpt2.c shares with gpt2_cached.c (the KV-cache forward): a layer's parameter addresses, the
- * tensors' addresses under ZeRO's redirects, the layer hooks and the token check. Not part of the API. */
+/* What gpt2.c shares with gpt2_cached.c (the KV-cache forward): a layer's parameter addresses (under
+ * ZeRO's redirects; single tensors: gpt2_param_ptr), the layer hooks and the token check. Not part of the API. */
 #ifndef ZGPT_MODEL_GPT2_INTERNAL_H
 #define ZGPT_MODEL_GPT2_INTERNAL_H
 
@@ -12,7 +12,6 @@ typedef struct {
 
 /* layer l's twelve tensors: which 0 parameters, 1 gradients */
 layer_params gpt2_layer_ptrs(const gpt2_model *m, int which, int l);
-void *gpt2_tensor_ptr(const gpt2_model *m, int which, int index);
 /* the model's hooks around layer `layer` (-1: the embeddings / the head), bwd 1 in the backward */
 void gpt2_hook_before(gpt2_model *m, int layer, int bwd);
 void gpt2_hook_after(gpt2_model *m, int layer, int bwd);
