@@ -75,7 +75,8 @@ void zgc_free(zg_backend *be, void *p) {
     ZG_FATAL("cuda dealloc of a pointer this backend did not allocate (%p)", p);
 }
 
-void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what) {
+/* zero: a new buffer is cleared (on the compute stream, before any use of it) */
+static void *zgc_scratch_get(zg_backend *be, int slot, size_t bytes, const char *what, bool zero) {
     zgc_impl *im = zgc_get(be);
     if (im->scratch_bytes[slot] >= bytes && im->scratch[slot] != NULL) return im->scratch[slot];
     if (im->scratch[slot] != NULL) {
@@ -86,7 +87,16 @@ void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what) {
     size_t want = bytes + bytes / 4 + 256;
     im->scratch[slot] = zgc_alloc_or_die(be, want, what);
     im->scratch_bytes[slot] = want;
+    if (zero) ZG_CUDA_CHECK(cudaMemsetAsync(im->scratch[slot], 0, want, im->stream));
     return im->scratch[slot];
+}
+
+void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what) {
+    return zgc_scratch_get(be, slot, bytes, what, false);
+}
+
+void *zgc_scratch_zeroed(zg_backend *be, int slot, size_t bytes, const char *what) {
+    return zgc_scratch_get(be, slot, bytes, what, true);
 }
 
 static void zgc_dealloc(zg_backend *be, void *p) {

@@ -120,6 +120,9 @@ static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
 
 /* Device scratch buffer `slot` of at least `bytes` (grown, contents lost when it grows). */
 void *zgc_scratch(zg_backend *be, int slot, size_t bytes, const char *what);
+/* zgc_scratch whose buffer is all zeros when it is (re)allocated; what the caller writes stays (the decode
+ * attention's counters, which every launch leaves at 0) */
+void *zgc_scratch_zeroed(zg_backend *be, int slot, size_t bytes, const char *what);
 /* Accounted device allocation; fatal with an out-of-memory message when it fails (internal use). */
 void *zgc_alloc_or_die(zg_backend *be, size_t bytes, const char *what);
 void zgc_free(zg_backend *be, void *p);

@@ -240,17 +240,14 @@ __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const f
 
 static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
                                        const int32_t *pos, int B, int maxT, int C, int NH, bool vec) {
-    zgc_impl *im = zgc_get(be);
     int hs = C / NH, S = (maxT + ZGC_DEC_CHUNK - 1) / ZGC_DEC_CHUNK;
     size_t parts = (size_t)B * NH * S;
     /* the first step runs before a graph is recorded, so the buffers exist (and keep their sizes) by then */
     float *accs = (float *)zgc_scratch(be, ZGC_SCR_DECODE, parts * (hs + 2) * sizeof(float), "decode attention");
     float *ml = accs + parts * hs;
     /* the counters start at 0 (a new buffer is cleared) and every launch leaves them at 0 */
-    size_t cbytes = (size_t)B * NH * sizeof(unsigned);
-    bool fresh = im->scratch[ZGC_SCR_DECODE_COUNT] == NULL || im->scratch_bytes[ZGC_SCR_DECODE_COUNT] < cbytes;
-    unsigned *counts = (unsigned *)zgc_scratch(be, ZGC_SCR_DECODE_COUNT, cbytes, "decode attention counters");
-    if (fresh) ZG_CUDA_CHECK(cudaMemsetAsync(counts, 0, im->scratch_bytes[ZGC_SCR_DECODE_COUNT], im->stream));
+    unsigned *counts = (unsigned *)zgc_scratch_zeroed(be, ZGC_SCR_DECODE_COUNT, (size_t)B * NH * sizeof(unsigned),
+                                                      "decode attention counters");
     int comb = zgc_decode_combine(); /* refused when the backend was made; set since: an A/B run's mistake */
     if (comb < 0) ZG_FATAL("ZGPT_DECODE_COMBINE=%s: expected fused or kernel", getenv("ZGPT_DECODE_COMBINE"));
     bool fused = comb == 1;
