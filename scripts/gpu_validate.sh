@@ -821,12 +821,22 @@ for l in sys.stdin: print(f"{time.time() - t0:.2f} {l}", end="", flush=True)'; }
   first=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume.log" | cut -d' ' -f1)
   note "ckpt: resume (direct reads, $cached before): first iteration line at ${first:-n/a} s after the start ($(awk -v f="${first:-999}" 'BEGIN { print (f <= 8) ? "PASS" : "FAIL" }') <= 8 s); $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume.log" | tr '\n' ';')"
   note "ckpt: end of the resumed run: $(na "$(endline "$LOG_DIR/ckpt_resume.log")"); deletions: $(na "$(dels "$LOG_DIR/ckpt_resume.log")")"
+  # (e0t) the same resume with twice the reads in flight (ZGPT_CKPT_READ_THREADS=16: 16 threads on 8 MiB
+  # each of a 128 MiB piece, two pieces at once: 32 reads), from a cold page cache again: whether more
+  # concurrency raises the read rate on this disk (dd's 32 streams below say what the disk gives)
+  cached=$(evict "$W/c1")
+  ZGPT_CKPT_READ_THREADS=16 ZGPT_CKPT_READ=direct timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=63 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume16.log"
+  first16=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume16.log" | cut -d' ' -f1)
+  note "ckpt: resume with 32 reads in flight (ZGPT_CKPT_READ_THREADS=16, $cached before): first iteration line at ${first16:-n/a} s against ${first:-n/a} s with the default 16; $(grep -E '^[0-9.]+ resume:' "$LOG_DIR/ckpt_resume16.log" | tr '\n' ';')"
   # (e0) the same resume without the shard's read from the start (ZGPT_CKPT_PREFETCH=0: v0.14's path, the
-  # reads after the start-up), from a cold page cache again: the prefetch's gain in the same call
+  # reads after the start-up), from a cold page cache again: the prefetch's gain in the same call (not with
+  # ZG_CKPT_QUICK=1)
+  if [ "${ZG_CKPT_QUICK:-0}" != 1 ]; then
   cached=$(evict "$W/c1")
   ZGPT_CKPT_PREFETCH=0 ZGPT_CKPT_READ=direct timeout -k 20 300 "$ZGPT" train "${xl[@]}" --set out_dir="$W/c1" --set max_iters=64 --resume 2>&1 | stamp > "$LOG_DIR/ckpt_resume0.log"
   first0=$(grep -m1 -E '^[0-9.]+ iter [0-9]+:' "$LOG_DIR/ckpt_resume0.log" | cut -d' ' -f1)
   note "ckpt: resume without the read from the start (ZGPT_CKPT_PREFETCH=0, direct reads, $cached before): first iteration line at ${first0:-n/a} s against ${first:-n/a} s with it; $(grep -E '^[0-9.]+ (resume:|checkpoint snapshot:)' "$LOG_DIR/ckpt_resume0.log" | tr '\n' ';')"
+  fi
   # (e1) the disk's own direct-read rate on the checkpoint's largest file (the optimizer shard), from a cold
   # page cache, with 1, 8 (the resume reader's threads) and 32 concurrent streams over disjoint slices:
   # whether the resume's read rate above is the disk's ceiling or the reader's (issue 19: <= 8 s needs

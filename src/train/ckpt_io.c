@@ -274,11 +274,24 @@ static const read_strategy READ_STRATEGIES[] = {
 const char *zg_ckpt_read_mode_name(zg_ckpt_read_mode m) { return READ_STRATEGIES[m].name; }
 size_t zg_ckpt_read_piece(zg_ckpt_read_mode m) { return READ_STRATEGIES[m].piece; }
 
+/* ZGPT_CKPT_READ_THREADS: the threads on one piece (1..ZG_CKPT_READ_MAX_THREADS), 0 when unset, -1 when
+ * it is not such a number */
+static int read_threads_from_env(void) {
+    const char *e = getenv("ZGPT_CKPT_READ_THREADS");
+    if (!e || !*e) return 0;
+    char *end;
+    long v = strtol(e, &end, 10);
+    return *end || v < 1 || v > ZG_CKPT_READ_MAX_THREADS ? -1 : (int)v;
+}
+
 int zg_ckpt_read_mode_from_env(zg_ckpt_read_mode *mode) {
     int m = mode_from_env("ZGPT_CKPT_READ", READ_STRATEGIES, sizeof READ_STRATEGIES[0],
                           (int)(sizeof READ_STRATEGIES / sizeof READ_STRATEGIES[0]), ZG_CKPT_READ_DIRECT, "read",
                           "buffered or direct");
     *mode = m < 0 ? ZG_CKPT_READ_DIRECT : (zg_ckpt_read_mode)m;
+    if (m >= 0 && read_threads_from_env() < 0)
+        return zg_errorf("ZGPT_CKPT_READ_THREADS='%s' is not a thread count; use 1 to %d (unset: %d)",
+                         getenv("ZGPT_CKPT_READ_THREADS"), ZG_CKPT_READ_MAX_THREADS, READ_STRATEGIES[*mode].threads);
     return m < 0 ? -1 : 0;
 }
 
@@ -342,9 +355,16 @@ void zg_ckpt_io_read_start(zg_ckpt_io_read_job *j, int fd, const char *path, voi
     /* the next piece, read ahead by the kernel while this one is worked on (buffered) */
     if (prefetch_n && mode == ZG_CKPT_READ_BUFFERED)
         (void)posix_fadvise(fd, (off_t)(off + n), (off_t)prefetch_n, POSIX_FADV_WILLNEED);
-    /* a thread per 16 MiB, up to the strategy's count: small reads stay on one thread */
-    int k = (int)(n >> 24) + 1;
-    j->n_threads = k < READ_STRATEGIES[mode].threads ? k : READ_STRATEGIES[mode].threads;
+    /* a thread per 16 MiB, up to the strategy's count (or ZGPT_CKPT_READ_THREADS's, a thread per piece /
+     * that many bytes): small reads stay on one thread */
+    int t = read_threads_from_env(), k;
+    if (t > 0)
+        k = (int)(n / (READ_STRATEGIES[mode].piece / (size_t)t)) + 1;
+    else {
+        t = READ_STRATEGIES[mode].threads;
+        k = (int)(n >> 24) + 1;
+    }
+    j->n_threads = k < t ? k : t;
     for (int i = 0; i < j->n_threads; i++) {
         read_part *p = zg_malloc(sizeof *p);
         p->j = j;

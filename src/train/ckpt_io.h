@@ -24,6 +24,8 @@
 
 #define ZG_CKPT_IO_ALIGN ((size_t)4096)
 #define ZG_CKPT_IO_MAX_THREADS 8
+/* a read job's threads at most (ZGPT_CKPT_READ_THREADS) */
+#define ZG_CKPT_READ_MAX_THREADS 16
 
 typedef enum { ZG_CKPT_IO_DIRECT = 0, ZG_CKPT_IO_BUFFERED = 1 } zg_ckpt_io_mode;
 
@@ -95,7 +97,9 @@ typedef struct {
     _Atomic int stop;
 } zg_ckpt_read_watch;
 
-/* The mode ZGPT_CKPT_READ asks for: "direct" (default) or "buffered"; an unknown value is an error. */
+/* The mode ZGPT_CKPT_READ asks for: "direct" (default) or "buffered"; an unknown value is an error, as is
+ * a ZGPT_CKPT_READ_THREADS outside 1..ZG_CKPT_READ_MAX_THREADS (the threads on one piece, for A/B runs of
+ * the number of reads in flight: the strategy's count when unset). */
 int zg_ckpt_read_mode_from_env(zg_ckpt_read_mode *mode);
 const char *zg_ckpt_read_mode_name(zg_ckpt_read_mode m);
 /* The strategy's piece: the bytes one read job covers (a multiple of ZG_CKPT_IO_ALIGN). */
@@ -117,7 +121,7 @@ typedef struct {
     size_t n, need;
     zg_ckpt_read_mode mode;
     int n_threads;
-    pthread_t threads[ZG_CKPT_IO_MAX_THREADS];
+    pthread_t threads[ZG_CKPT_READ_MAX_THREADS];
     int started;
     atomic_int failed;
     char error[1024];

@@ -174,6 +174,14 @@ static void test_read(void) {
     zg_ckpt_io_read_start(&j, fd, path, blk, 8192, READ_BYTES - 8192, odd - 8192, mode, 0);
     ZT_CHECK(zg_ckpt_io_read_wait(&j) == 0);
     ZT_CHECK(memcmp(blk, img + 8192, odd - 8192) == 0);
+    /* ZGPT_CKPT_READ_THREADS=16: a thread per 8 MiB of a direct 128 MiB piece (20 MiB: 3), the same bytes */
+    setenv("ZGPT_CKPT_READ_THREADS", "16", 1);
+    memset(blk, 0, READ_BYTES);
+    zg_ckpt_io_read_start(&j, fd, path, blk, 0, READ_BYTES, odd, mode, 0);
+    if (mode == ZG_CKPT_READ_DIRECT) ZT_CHECK(j.n_threads == 3);
+    ZT_CHECK(zg_ckpt_io_read_wait(&j) == 0);
+    ZT_CHECK(memcmp(blk, img, odd) == 0);
+    unsetenv("ZGPT_CKPT_READ_THREADS");
     /* needing more than the file holds: truncated */
     zg_ckpt_io_read_start(&j, fd, path, blk, 0, READ_BYTES, READ_BYTES, mode, 0);
     ZT_CHECK(zg_ckpt_io_read_wait(&j) != 0 && strstr(zg_error_message(), "read.bin"));
@@ -188,6 +196,16 @@ static void test_read(void) {
     zg_error_clear();
     unsetenv("ZGPT_CKPT_READ");
     ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) == 0 && mode == ZG_CKPT_READ_DIRECT);
+    /* ZGPT_CKPT_READ_THREADS outside 1..16 (or not a number) is refused, naming it */
+    const char *bad[] = {"0", "17", "8x", "-2"};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        setenv("ZGPT_CKPT_READ_THREADS", bad[b], 1);
+        ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) != 0 && strstr(zg_error_message(), "ZGPT_CKPT_READ_THREADS="));
+        zg_error_clear();
+    }
+    setenv("ZGPT_CKPT_READ_THREADS", "12", 1);
+    ZT_CHECK(zg_ckpt_read_mode_from_env(&mode) == 0);
+    unsetenv("ZGPT_CKPT_READ_THREADS");
     free(back);
     free(path);
     free(img);
