@@ -3,6 +3,7 @@
 #include "train/config_internal.h"
 
 #include "core/error.h"
+#include "core/hjson.h"
 #include "core/fileio.h"
 #include "core/strutil.h"
 
@@ -20,16 +21,13 @@ cJSON *config_parse_json_file(const char *path, const char *what) {
         zg_error_prefix("%s", what);
         return NULL;
     }
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithOpts(text, &end, 1);
+    /* Hjson, as DeepSpeed reads its config (comments, optional quotes and commas): strict JSON reads the same */
+    cJSON *j = zg_hjson_parse(text, len, NULL);
+    free(text);
     if (!j) {
-        size_t off = end ? (size_t)(end - text) : 0, line = 1;
-        for (size_t i = 0; i < off && i < len; i++) line += text[i] == '\n';
-        zg_errorf("%s '%s': invalid JSON at line %zu (check commas, quotes and brackets there)", what, path, line);
-        free(text);
+        zg_error_prefix("%s '%s': invalid JSON", what, path);
         return NULL;
     }
-    free(text);
     if (!cJSON_IsObject(j)) {
         cJSON_Delete(j);
         zg_errorf("%s '%s': expected one JSON object {...} at top level", what, path);

@@ -417,8 +417,8 @@ static void test_errors(void) {
     ZT_CHECK(has("cos_min_ratio") && has("WarmupLR"));
     ZT_CHECK(load(&c, "{\"scheduler\": {\"type\": \"LRRangeTest\"}}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("WarmupCosineLR"));
-    ZT_CHECK(load(&c, "{\"data\": \"d\",}", NULL, NULL, 0) != 0);
-    ZT_CHECK(has("invalid JSON") && has("line 1"));
+    ZT_CHECK(load(&c, "{\"data\": \"d\"", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("invalid JSON") && has("line 1") && has("a.json") && has("not closed"));
     ZT_CHECK(load(&c, "{\"dropout\": 0.1}", NULL, NULL, 0) != 0);
     ZT_CHECK(load(&c, "{\"data\": [{\"path\": \"a\", \"wieght\": 2}]}", NULL, NULL, 0) != 0);
     ZT_CHECK(has("wieght") && has("weight"));
@@ -586,6 +586,34 @@ static void test_deepspeed_forms(void) {
     }
 }
 
+/* DeepSpeed reads its config as Hjson: the same config with comments, unquoted keys and strings, missing and
+ * trailing commas and no top-level braces gives the same merged configuration as its strict JSON form */
+static void test_hjson_files(void) {
+    const char *json = "{\"train_micro_batch_size_per_gpu\": 2, \"gradient_accumulation_steps\": 4,"
+                       " \"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 12},"
+                       " \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 3e-4, \"betas\": [0.9, 0.95]}},"
+                       " \"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": 5e8,"
+                       " \"offload_optimizer\": {\"device\": \"cpu\", \"pin_memory\": true}}}";
+    const char *hjson = "// ds_config_zero2.json, as DeepSpeed's hjson reads it\n"
+                        "train_micro_batch_size_per_gpu: 2  # per GPU\n"
+                        "gradient_accumulation_steps: 4,\n"
+                        "fp16: {\n  enabled: true\n  loss_scale: 0, /* dynamic */\n  initial_scale_power: 12,\n},\n"
+                        "optimizer: {\n  type: AdamW\n  params: {lr: 3e-4, betas: [0.9, 0.95,]}\n}\n"
+                        "zero_optimization: {\n  stage: 2\n  reduce_bucket_size: 5e8\n"
+                        "  offload_optimizer: {device: 'cpu', pin_memory: true}\n}\n";
+    zg_train_config a, b;
+    ZT_CHECK_MSG(load(&a, "{}", json, NULL, 0) == 0, "%s", zg_error_message());
+    ZT_CHECK_MSG(load(&b, "{}", hjson, NULL, 0) == 0, "%s", zg_error_message());
+    ZT_CHECK_MSG(strcmp(a.json_text, b.json_text) == 0, "json: %s\nhjson: %s", a.json_text, b.json_text);
+    ZT_CHECK(b.zero.stage == 2 && b.fp16_enabled && b.lr == 3e-4 && b.beta2 == 0.95);
+    zg_train_config_free(&a);
+    zg_train_config_free(&b);
+    /* a syntax error names the file and the line */
+    ZT_CHECK(load(&a, "{}", "{\n  fp16: {\n    enabled: true\n  \n", NULL, 0) != 0);
+    ZT_CHECK(has("ds.json") && has("line 5") && has("'{' from line 2 is not closed"));
+    zg_error_clear();
+}
+
 int main(void) {
     g_dir = zt_tmpdir("config");
     zt_run("deepspeed_file", test_deepspeed_file);
@@ -598,6 +626,7 @@ int main(void) {
     zt_run("sections", test_sections);
     zt_run("offload", test_offload);
     zt_run("deepspeed_forms", test_deepspeed_forms);
+    zt_run("hjson_files", test_hjson_files);
     zt_run("model_shape", test_model_shape);
     zt_rmtree(g_dir);
     free(g_dir);
