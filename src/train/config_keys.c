@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -146,7 +147,43 @@ static void zero_optimization_bool(cJSON *root, load_state *ls) {
                 on ? "true" : "false", on, ag ? " (allgather_size is its allgather_bucket_size)" : "");
 }
 
-/* Renames each alias to its canonical key (as DeepSpeed reads both); both given must agree. */
+/* The boolean a string or number stands for in pydantic's lax mode, which DeepSpeed's config models use
+ * ("true"/"false", "yes"/"no", "on"/"off", "t"/"f", "y"/"n", "1"/"0" in any case; the numbers 1 and 0):
+ * 1 / 0, or -1 when it is none of those. */
+static int lax_bool(const cJSON *v) {
+    if (cJSON_IsNumber(v)) return v->valuedouble == 1.0 ? 1 : v->valuedouble == 0.0 ? 0 : -1;
+    if (!cJSON_IsString(v)) return -1;
+    static const char *const yes[] = {"true", "yes", "on", "t", "y", "1"}, *const no[] = {"false", "no", "off",
+                                                                                          "f",     "n",  "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(v->valuestring, yes[i]) == 0) return 1;
+        if (strcasecmp(v->valuestring, no[i]) == 0) return 0;
+    }
+    return -1;
+}
+
+/* A boolean written as a string or 0/1 (`"enabled": "true"`) becomes that boolean, with a note: DeepSpeed
+ * reads it so (its pydantic config models coerce them), and zgpt would otherwise refuse a config that
+ * trains under DeepSpeed. The key's own strings (K_BOOL choices, "auto") stay strings. */
+static void coerce_bool(cJSON *root, const char *path, const key_spec *k, const char *source, load_state *ls) {
+    const char *last;
+    cJSON *parent = parent_of(root, path, &last);
+    cJSON *v = parent ? cJSON_GetObjectItemCaseSensitive(parent, last) : NULL;
+    if (!v || cJSON_IsBool(v)) return;
+    if (cJSON_IsString(v) && ((k && (k->flags & KF_AUTO) && config_is_auto(v)) ||
+                              (k && k->choices && config_enum_index(k, v->valuestring) >= 0)))
+        return;
+    int b = lax_bool(v);
+    if (b < 0) return; /* the validator names it */
+    char *t = config_value_text(v);
+    config_note(ls, "note: %s: '%s' is %s, read as %s (as DeepSpeed's config models read it); write %s", source, path,
+                t, b ? "true" : "false", b ? "true" : "false");
+    free(t);
+    cJSON_ReplaceItemInObjectCaseSensitive(parent, last, b ? cJSON_CreateTrue() : cJSON_CreateFalse());
+}
+
+/* Renames each alias to its canonical key (as DeepSpeed reads both); both given must agree. Then booleans
+ * given as strings or 0/1 become booleans (coerce_bool). */
 void config_canonicalize(cJSON *root, const char *source, load_state *ls) {
     zero_optimization_bool(root, ls);
     for (size_t i = 0; i < sizeof k_spellings / sizeof k_spellings[0]; i++) {
@@ -166,6 +203,15 @@ void config_canonicalize(cJSON *root, const char *source, load_state *ls) {
         }
         cJSON_DetachItemViaPointer(parent, a);
         cJSON_AddItemToObject(parent, canon_last, a);
+    }
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (k_keys[i].type == K_BOOL) {
+            coerce_bool(root, k_keys[i].path, &k_keys[i], source, ls);
+        } else if (k_keys[i].type == K_FEATURE) { /* a feature section's "enabled" */
+            char path[256];
+            snprintf(path, sizeof path, "%s.enabled", k_keys[i].path);
+            coerce_bool(root, path, NULL, source, ls);
+        }
     }
 }
 

@@ -608,6 +608,23 @@ static void test_hjson_files(void) {
     ZT_CHECK(b.zero.stage == 2 && b.fp16_enabled && b.lr == 3e-4 && b.beta2 == 0.95);
     zg_train_config_free(&a);
     zg_train_config_free(&b);
+    /* booleans as strings or 0/1 (DeepSpeed's pydantic models coerce them): read as booleans, with a note;
+     * "auto" and other strings stay what they were */
+    ZT_CHECK_MSG(load(&a, "{}",
+                      "{\"fp16\": {\"enabled\": \"True\"}, \"wall_clock_breakdown\": 0,"
+                      " \"zero_optimization\": {\"stage\": 2, \"overlap_comm\": \"false\", \"contiguous_gradients\": "
+                      "\"auto\"}, \"flops_profiler\": {\"enabled\": \"no\"}}",
+                      NULL, 0) == 0,
+                 "%s", zg_error_message());
+    ZT_CHECK(a.fp16_enabled == 1 && a.wall_clock_breakdown == 0 && a.zero.overlap_comm == 0);
+    ZT_CHECK(noted(&a, "'fp16.enabled' is \"True\", read as true") &&
+             noted(&a, "'zero_optimization.overlap_comm' is \"false\", read as false") &&
+             noted(&a, "'wall_clock_breakdown' is 0, read as false") &&
+             noted(&a, "'flops_profiler.enabled' is \"no\""));
+    zg_train_config_free(&a);
+    ZT_CHECK(load(&a, "{}", "{\"fp16\": {\"enabled\": \"maybe\"}}", NULL, 0) != 0);
+    ZT_CHECK(has("fp16.enabled") && has("maybe") && has("allowed: true, false"));
+    zg_error_clear();
     /* a syntax error names the file and the line */
     ZT_CHECK(load(&a, "{}", "{\n  fp16: {\n    enabled: true\n  \n", NULL, 0) != 0);
     ZT_CHECK(has("ds.json") && has("line 5") && has("'{' from line 2 is not closed"));
