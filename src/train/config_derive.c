@@ -261,24 +261,87 @@ static void derive_schedule(zg_train_config *cfg, const cJSON *root, const char 
     }
 }
 
+/* DeepSpeed's data_types.param_dtype (NULL when absent) and the precision it names in *p (ZG_PREC_AUTO: int8,
+ * which zgpt does not train in). */
+static const char *param_dtype(const cJSON *root, zg_precision *p) {
+    static const zg_precision by_dtype[] = {ZG_PREC_FP16, ZG_PREC_FP16, ZG_PREC_FP16, ZG_PREC_FP16, ZG_PREC_FP32,
+                                            ZG_PREC_FP32, ZG_PREC_FP32, ZG_PREC_FP32, ZG_PREC_BF16, ZG_PREC_BF16,
+                                            ZG_PREC_BF16, ZG_PREC_AUTO, ZG_PREC_AUTO}; /* DTYPE_NAMES' order */
+    const char *pd = config_get_str(root, "data_types.param_dtype", NULL);
+    *p = pd ? by_dtype[config_enum_index(config_find_key("data_types.param_dtype"), pd)] : ZG_PREC_AUTO;
+    return pd;
+}
+
+/* data_types.param_dtype is the dtype DeepSpeed casts the parameters to, and it asserts that this is the
+ * precision's (fp16 / bf16 when enabled, else fp32). Where zgpt's precision is still open (dtype auto, no
+ * fp16/bf16 enabled) it fixes it: with fp16/bf16.enabled "auto" (the Trainer's flag decides it, and DeepSpeed
+ * needs them to agree), or to fp32, DeepSpeed's model dtype without either. The precision it fixes, or
+ * ZG_PREC_AUTO (none, or refused). */
+static zg_precision param_dtype_fixes(const zg_train_config *cfg, const cJSON *root, const char *source,
+                                      load_state *ls) {
+    zg_precision want;
+    const char *pd = param_dtype(root, &want);
+    if (!pd) return ZG_PREC_AUTO;
+    if (want == ZG_PREC_AUTO) {
+        config_problem(ls,
+                       "%s: data_types.param_dtype '%s' is not supported by zgpt (it trains in fp32, bf16 or fp16); "
+                       "remove it",
+                       source, pd);
+        return ZG_PREC_AUTO;
+    }
+    if (cfg->dtype != ZG_PREC_AUTO || config_get_bool(root, "fp16.enabled", 0) ||
+        config_get_bool(root, "bf16.enabled", 0))
+        return ZG_PREC_AUTO; /* fixed otherwise: derive_precision checks that they agree */
+    int flag_auto = config_given_auto(root, "fp16.enabled") || config_given_auto(root, "bf16.enabled");
+    if (!flag_auto && want != ZG_PREC_FP32) {
+        config_problem(ls,
+                       "%s: data_types.param_dtype '%s' needs %s.enabled true (without it DeepSpeed's model is fp32 "
+                       "and DeepSpeed refuses the key too); enable it or remove param_dtype",
+                       source, pd, want == ZG_PREC_FP16 ? "fp16" : "bf16");
+        return ZG_PREC_AUTO;
+    }
+    config_note(ls,
+                "note: data_types.param_dtype '%s' sets the precision to %s (dtype auto would pick bf16 on CUDA, "
+                "fp32 on the CPU)",
+                pd, zg_precision_name(want));
+    return want;
+}
+
 static void derive_precision(zg_train_config *cfg, const cJSON *root, const char *source, load_state *ls) {
     static const zg_precision by_name[] = {ZG_PREC_AUTO, ZG_PREC_FP32, ZG_PREC_FP32, ZG_PREC_BF16,
                                            ZG_PREC_BF16, ZG_PREC_FP16, ZG_PREC_FP16};
     const char *dt = config_get_str(root, "dtype", "auto");
     cfg->dtype = by_name[config_enum_index(config_find_key("dtype"), dt)];
+    char from[96];
+    snprintf(from, sizeof from, "dtype '%s'", dt);
+    zg_precision fixed = param_dtype_fixes(cfg, root, source, ls);
+    if (fixed != ZG_PREC_AUTO) {
+        cfg->dtype = fixed;
+        snprintf(from, sizeof from, "data_types.param_dtype '%s'", config_get_str(root, "data_types.param_dtype", ""));
+    }
     cfg->fp16_enabled = config_get_bool(root, "fp16.enabled", cfg->dtype == ZG_PREC_FP16);
     cfg->bf16_enabled = config_get_bool(root, "bf16.enabled", 0);
-    auto_note(ls, root, "fp16.enabled", "%s (from dtype '%s')", cfg->fp16_enabled ? "true" : "false", dt);
+    auto_note(ls, root, "fp16.enabled", "%s (from %s)", cfg->fp16_enabled ? "true" : "false", from);
     if (cfg->dtype == ZG_PREC_AUTO)
         auto_note(ls, root, "bf16.enabled", "auto (dtype auto: bf16 on CUDA, fp32 on the CPU)");
     else
-        auto_note(ls, root, "bf16.enabled", "%s (from dtype '%s')", cfg->dtype == ZG_PREC_BF16 ? "true" : "false", dt);
+        auto_note(ls, root, "bf16.enabled", "%s (from %s)", cfg->dtype == ZG_PREC_BF16 ? "true" : "false", from);
+    zg_precision have = cfg->fp16_enabled ? ZG_PREC_FP16 : cfg->bf16_enabled ? ZG_PREC_BF16 : cfg->dtype, want;
+    const char *pd = param_dtype(root, &want);
     if (cfg->fp16_enabled && cfg->bf16_enabled)
         config_problem(ls, "%s: fp16.enabled and bf16.enabled are both true; enable one", source);
     else if ((cfg->fp16_enabled && cfg->dtype != ZG_PREC_AUTO && cfg->dtype != ZG_PREC_FP16) ||
              (cfg->bf16_enabled && cfg->dtype != ZG_PREC_AUTO && cfg->dtype != ZG_PREC_BF16))
         config_problem(ls, "%s: dtype '%s' contradicts %s.enabled true; make them agree or remove dtype", source, dt,
                        cfg->fp16_enabled ? "fp16" : "bf16");
+    else if (pd && want != ZG_PREC_AUTO && have != ZG_PREC_AUTO && want != have)
+        config_problem(ls,
+                       "%s: data_types.param_dtype '%s' contradicts the precision %s (from %s); make them agree or "
+                       "remove param_dtype (DeepSpeed refuses it too)",
+                       source, pd, zg_precision_name(have),
+                       cfg->fp16_enabled   ? "fp16.enabled"
+                       : cfg->bf16_enabled ? "bf16.enabled"
+                                           : "dtype");
     cfg->scaler.enabled = cfg->fp16_enabled;
     if (zg_loss_scaler_config_validate(&cfg->scaler) != 0) {
         zg_error_prefix("%s", source);

@@ -28,11 +28,13 @@ typedef enum {
 } key_type;
 
 enum {
-    KF_AUTO = 1,    /* the string "auto" (Hugging Face's convention) means "zgpt's resolved value" */
-    KF_NOCASE = 2,  /* K_ENUM compared without case (DeepSpeed lowercases optimizer names) */
-    KF_SWITCH = 4,  /* section with "enabled": the note is printed only when enabled */
-    KF_IGNORED = 8, /* top-level key DeepSpeed never reads: accepted with a note */
-    KF_SIZE = 16,   /* a DeepSpeed parallelism size zgpt does not implement: above 1 is refused */
+    KF_AUTO = 1,          /* the string "auto" (Hugging Face's convention) means "zgpt's resolved value" */
+    KF_NOCASE = 2,        /* K_ENUM compared without case (DeepSpeed lowercases optimizer names) */
+    KF_SWITCH = 4,        /* section with "enabled": the note is printed only when enabled */
+    KF_IGNORED = 8,       /* top-level key DeepSpeed never reads: accepted with a note */
+    KF_SIZE = 16,         /* a DeepSpeed parallelism size zgpt does not implement: above 1 is refused */
+    KF_ONLY_DEFAULT = 32, /* DeepSpeed's default (`def`) is what zgpt does: accepted with the note, another value
+                           * refused */
 };
 
 typedef enum { FK_NONE, FK_I32, FK_I64, FK_U64, FK_DBL, FK_STR, FK_ENUM } field_kind;

@@ -16,6 +16,9 @@
     "Adam|AdamW|Lamb|OneBitAdam|ZeroOneAdam|OneBitLamb|Adagrad|Lion|MuAdam|MuAdamW|MuSGD|Muon|SGD|RMSprop|"            \
     "Adamax|NAdam|RAdam|Adadelta"
 #define SCHEDULER_NAMES "WarmupLR|WarmupDecayLR|WarmupCosineLR|OneCycle|LRRangeTest"
+/* DeepSpeed's DtypeEnum names (deepspeed/runtime/config.py), in the order derive_precision's by_dtype reads them */
+#define DTYPE_NAMES                                                                                                    \
+    "fp16|float16|half|torch.float16|fp32|float32|float|torch.float32|bf16|bfloat16|torch.bfloat16|int8|torch.int8"
 
 #include "train/config_keys.inc"
 

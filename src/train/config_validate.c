@@ -199,11 +199,39 @@ void config_validate_tree(const cJSON *obj, const char *prefix, const char *sour
     }
 }
 
-/* Whether a note-only key's value asks for something (differs from DeepSpeed's default). */
+/* Whether a note-only key's value asks for something (differs from DeepSpeed's default; null is DeepSpeed's
+ * None, the default of its optional keys; an enum's default is the index `def`). */
 static int asks_for_something(const key_spec *k, const cJSON *v) {
+    if (cJSON_IsNull(v)) return 0;
     if (cJSON_IsBool(v)) return cJSON_IsTrue(v) != (k->def != 0);
     if (cJSON_IsNumber(v)) return v->valuedouble != k->def;
+    if (k->type == K_ENUM && cJSON_IsString(v)) return config_enum_index(k, v->valuestring) != (int)k->def;
     return 1;
+}
+
+/* DeepSpeed's default of a KF_ONLY_DEFAULT key as the messages write it (true, "mean"). */
+static void default_text(const key_spec *k, char *buf, size_t cap) {
+    if (k->type != K_ENUM) {
+        snprintf(buf, cap, "%s", k->def != 0 ? "true" : "false");
+        return;
+    }
+    const char *c = k->choices;
+    for (int i = 0; i < (int)k->def && strchr(c, '|'); i++) c = strchr(c, '|') + 1;
+    const char *bar = strchr(c, '|');
+    snprintf(buf, cap, "\"%.*s\"", (int)(bar ? (size_t)(bar - c) : strlen(c)), c);
+}
+
+/* A key whose DeepSpeed default is what zgpt does: the default is accepted with the note, another value
+ * is refused in one line naming the key, the value and the default to set. */
+static void check_only_default(const key_spec *k, const cJSON *v, load_state *ls) {
+    char *t = config_value_text(v), def[64];
+    default_text(k, def, sizeof def);
+    if (asks_for_something(k, v))
+        config_problem(ls, "'%s' %s is not supported by zgpt (%s); remove it or set it to %s", k->path, t, k->note,
+                       def);
+    else
+        config_note(ls, "note: '%s' %s is accepted: %s", k->path, t, k->note);
+    free(t);
 }
 
 /* The enabled state of a DeepSpeed section ("enabled", else DeepSpeed's default for it). */
@@ -253,6 +281,10 @@ void config_check_sections(const cJSON *root, load_state *ls) {
                                "'%s' %g is not supported by zgpt (it trains data-parallel only); remove it or "
                                "set it to 1",
                                k->path, v->valuedouble);
+            continue;
+        }
+        if (k->flags & KF_ONLY_DEFAULT) {
+            check_only_default(k, v, ls);
             continue;
         }
         if (k->flags & KF_IGNORED) {

@@ -586,6 +586,132 @@ static void test_deepspeed_forms(void) {
     }
 }
 
+/* The newer DeepSpeed keys (runtime/constants.py, zero/config.py, data_types, checkpoint, expert_parallel):
+ * each says what zgpt does instead, or is refused in one line when it would change training. */
+static void test_newer_deepspeed_keys(void) {
+    zg_train_config c;
+    /* harmless ones: accepted, each with its note when it asks for something */
+    int rc = load(
+        &c, "{}",
+        "{\"graph_harvesting\": true, \"log_level\": \"INFO\", \"vocabulary_size\": 50257,"
+        " \"data_parallel_size\": 2, \"use_data_before_expert_parallelism\": true,"
+        " \"datastates_ckpt\": {\"host_cache_size\": 16},"
+        " \"optimizer\": {\"type\": \"AdamW\", \"legacy_fusion\": true},"
+        " \"data_types\": {\"buffer_dtype\": \"fp32\"},"
+        " \"zero_optimization\": {\"stage\": 3, \"zero_quantized_gradients\": true,"
+        " \"zeropp_loco_param\": {\"err_beta\": 0.8, \"reset_T\": 1024}, \"log_trace_cache_warnings\": true,"
+        " \"enable_sanity_checks\": true, \"save_muon_momentum_buffer_in_memory\": true,"
+        " \"leaf_module\": {\"classes\": [\"MixtralSparseMoeBlock\"], \"name_suffixes\": \"experts\"}},"
+        " \"checkpoint\": {\"tag_validation\": \"fail\", \"load_universal\": true,"
+        " \"parallel_write\": {\"pipeline_stage\": true}, \"writer\": {\"type\": \"FAST\", \"decoupled\": true}},"
+        " \"aio\": {\"block_size\": 8388608, \"use_gds\": false}, \"timers\": {\"throughput\": {\"enabled\": false}},"
+        " \"expert_parallel\": {\"enabled\": false, \"autoep_size\": 2},"
+        " \"gradient_allreduce_op\": \"MEAN\", \"managed_gradient_accumulation\": true}",
+        NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        static const char *const keys[] = {"graph_harvesting",
+                                           "log_level",
+                                           "vocabulary_size",
+                                           "data_parallel_size",
+                                           "use_data_before_expert_parallelism",
+                                           "datastates_ckpt",
+                                           "optimizer.legacy_fusion",
+                                           "data_types.buffer_dtype",
+                                           "zero_optimization.zeropp_loco_param",
+                                           "zero_optimization.log_trace_cache_warnings",
+                                           "zero_optimization.enable_sanity_checks",
+                                           "zero_optimization.save_muon_momentum_buffer_in_memory",
+                                           "zero_optimization.leaf_module",
+                                           "checkpoint",
+                                           "aio",
+                                           "timers"};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+            char want[128];
+            snprintf(want, sizeof want, "'%s' has no effect: ", keys[i]);
+            ZT_CHECK_MSG(noted(&c, want), "no note for %s", keys[i]);
+        }
+        ZT_CHECK(noted(&c, "'expert_parallel' is disabled"));
+        ZT_CHECK(noted(&c, "'gradient_allreduce_op' \"MEAN\" is accepted: zgpt averages the gradients"));
+        ZT_CHECK(noted(&c, "'managed_gradient_accumulation' true is accepted: zgpt runs its own training loop"));
+        ZT_CHECK(!noted(&c, "checkpoint.")); /* the section's one line stands for its keys */
+        zg_train_config_free(&c);
+    }
+    /* at DeepSpeed's defaults (null: its None) they ask for nothing and say nothing */
+    rc = load(&c, "{}",
+              "{\"graph_harvesting\": false, \"datastates_ckpt\": false, \"vocabulary_size\": 0,"
+              " \"zero_optimization\": {\"zeropp_loco_param\": null, \"enable_sanity_checks\": false}}",
+              NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(!noted(&c, "graph_harvesting") && !noted(&c, "datastates_ckpt") && !noted(&c, "vocabulary_size") &&
+                 !noted(&c, "zeropp_loco_param") && !noted(&c, "enable_sanity_checks"));
+        zg_train_config_free(&c);
+    }
+    /* the ones that would change training: refused at another value than DeepSpeed's default, one line each */
+    ZT_CHECK(load(&c, "{}",
+                  "{\"gradient_allreduce_op\": \"sum\", \"managed_gradient_accumulation\": false,"
+                  " \"expert_parallel\": {\"enabled\": true, \"autoep_size\": 2}}",
+                  NULL, 0) != 0);
+    ZT_CHECK(has("3 problems"));
+    ZT_CHECK(has("'gradient_allreduce_op' \"sum\" is not supported by zgpt (zgpt averages the gradients over the "
+                 "ranks") &&
+             has("remove it or set it to \"mean\""));
+    ZT_CHECK(has("'managed_gradient_accumulation' false is not supported by zgpt") &&
+             has("remove it or set it to true"));
+    ZT_CHECK(has("'expert_parallel' is not supported by zgpt; remove it or set \"enabled\": false"));
+    ZT_CHECK(load(&c, "{}", "{\"gradient_allreduce_op\": \"avg\"}", NULL, 0) != 0);
+    ZT_CHECK(has("gradient_allreduce_op") && has("mean|sum"));
+    ZT_CHECK(load(&c, "{}", "{\"log_level\": \"verbose\"}", NULL, 0) != 0);
+    ZT_CHECK(has("log_level") && has("debug|info|warning|error|critical"));
+    /* the sections zgpt now validates name a misspelt key */
+    ZT_CHECK(load(&c, "{}", "{\"checkpoint\": {\"tag_validaton\": \"Warn\"}}", NULL, 0) != 0);
+    ZT_CHECK(has("'checkpoint.tag_validaton'; did you mean 'checkpoint.tag_validation'"));
+    ZT_CHECK(load(&c, "{}", "{\"zero_optimization\": {\"leaf_module\": {\"class\": [\"X\"]}}}", NULL, 0) != 0);
+    ZT_CHECK(has("'zero_optimization.leaf_module.class'; did you mean 'zero_optimization.leaf_module.classes'"));
+    ZT_CHECK(load(&c, "{}", "{\"checkpoint\": {\"writer\": {\"type\": \"slow\"}}}", NULL, 0) != 0);
+    ZT_CHECK(has("checkpoint.writer.type") && has("mock|python|fast"));
+    /* data_types.param_dtype: the precision's dtype (DeepSpeed asserts it) ... */
+    rc = load(&c, "{}", "{\"bf16\": {\"enabled\": true}, \"data_types\": {\"param_dtype\": \"bfloat16\"}}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_precision(&c, "cuda") == ZG_PREC_BF16);
+        zg_train_config_free(&c);
+    }
+    ZT_CHECK(load(&c, "{}", "{\"bf16\": {\"enabled\": true}, \"data_types\": {\"param_dtype\": \"fp16\"}}", NULL, 0) !=
+             0);
+    ZT_CHECK(has("data_types.param_dtype 'fp16' contradicts the precision bf16 (from bf16.enabled)"));
+    ZT_CHECK(load(&c, "{\"dtype\": \"fp32\"}", "{\"data_types\": {\"param_dtype\": \"bf16\"}}", NULL, 0) != 0);
+    ZT_CHECK(has("data_types.param_dtype 'bf16' contradicts the precision fp32 (from dtype)"));
+    /* ... fixing it where zgpt's dtype auto would pick it: fp32 is DeepSpeed's model without fp16/bf16 ... */
+    rc = load(&c, "{}", "{\"data_types\": {\"param_dtype\": \"fp32\"}}", NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(zg_train_config_precision(&c, "cuda") == ZG_PREC_FP32);
+        ZT_CHECK(noted(&c, "data_types.param_dtype 'fp32' sets the precision to fp32"));
+        zg_train_config_free(&c);
+    }
+    /* ... and with the Trainer's "auto" flags, the dtype the Trainer was given */
+    rc = load(&c, "{}",
+              "{\"fp16\": {\"enabled\": \"auto\"}, \"bf16\": {\"enabled\": \"auto\"},"
+              " \"data_types\": {\"param_dtype\": \"torch.float16\"}}",
+              NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.fp16_enabled && zg_train_config_precision(&c, "cuda") == ZG_PREC_FP16);
+        ZT_CHECK(noted(&c, "auto: fp16.enabled = true (from data_types.param_dtype 'torch.float16')"));
+        zg_train_config_free(&c);
+    }
+    /* bf16 without bf16.enabled is refused by DeepSpeed too (its model is then fp32); int8 is not trained in */
+    ZT_CHECK(load(&c, "{}", "{\"data_types\": {\"param_dtype\": \"bf16\"}}", NULL, 0) != 0);
+    ZT_CHECK(has("data_types.param_dtype 'bf16' needs bf16.enabled true"));
+    ZT_CHECK(load(&c, "{}", "{\"data_types\": {\"param_dtype\": \"int8\"}}", NULL, 0) != 0);
+    ZT_CHECK(has("data_types.param_dtype 'int8' is not supported by zgpt"));
+    ZT_CHECK(load(&c, "{}", "{\"data_types\": {\"param_dtype\": \"bf32\"}}", NULL, 0) != 0);
+    ZT_CHECK(has("data_types.param_dtype") && has("did you mean"));
+    zg_error_clear();
+}
+
 /* DeepSpeed reads its config as Hjson: the same config with comments, unquoted keys and strings, missing and
  * trailing commas and no top-level braces gives the same merged configuration as its strict JSON form */
 static void test_hjson_files(void) {
@@ -643,6 +769,7 @@ int main(void) {
     zt_run("sections", test_sections);
     zt_run("offload", test_offload);
     zt_run("deepspeed_forms", test_deepspeed_forms);
+    zt_run("newer_deepspeed_keys", test_newer_deepspeed_keys);
     zt_run("hjson_files", test_hjson_files);
     zt_run("model_shape", test_model_shape);
     zt_rmtree(g_dir);
