@@ -1003,15 +1003,21 @@ if has offload; then
     gpu_total=$(nvidia-smi -i "${GPUS[0]:-0}" --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
     for mode in none off; do
       best=""
-      # 1.56B, 2.65B, 4.23B, 6.35B, 6.65B, 7.45B, 8.26B, 12.8B, 21.9B, 52B parameters: steps of ~10% around
-      # where one H200 or H100 and a 128 GiB host run out (5-8B), so the ratio is not the ladder's rounding
-      for shape in "48 25 1600" "32 32 2560" "36 36 3072" "40 28 3584" "32 32 4096" "36 32 4096" "40 32 4096" \
+      # 1.56B, 2.65B, 4.24B, 5.12B, 5.14B, 6.35B, 6.65B, 7.46B, 8.27B, 12.8B, 21.9B, 52B parameters: steps of ~10%
+      # around where one H200 or H100 and a 128 GiB host run out (4-8B), so the ratio is not the ladder's rounding
+      # (every shape's n_embd a multiple of n_head: an invalid one is skipped by the plan, which left a gap from
+      # 2.65B to 6.35B in v0.17's run)
+      for shape in "48 25 1600" "32 32 2560" "36 24 3072" "32 28 3584" "44 24 3072" "40 28 3584" "32 32 4096" \
+                   "36 32 4096" "40 32 4096" \
                    "40 40 5120" "48 48 6144" "64 64 8192"; do
         set -- $shape
         python3 -c "import json,sys; json.dump({'n_layer':$1,'n_head':$2,'n_embd':$3,'block_size':1024,'init_from':'scratch',
           'train_micro_batch_size_per_gpu':1,'gradient_accumulation_steps':1,'bf16':{'enabled':True},
           'zero_optimization':{'stage':2,'offload_optimizer':{'device':'cpu' if '$mode'=='off' else 'none'}}}, sys.stdout)" > "$W/reach.json"
-        "$ZGPT" plan "$W/reach.json" --json > "$W/reach_plan.json" 2>/dev/null || continue
+        if ! "$ZGPT" plan "$W/reach.json" --json > "$W/reach_plan.json" 2> "$W/reach_plan.err"; then
+          note "offload reach ($mode): the ladder's L=$1 H=$2 C=$3 is refused by zgpt plan: $(head -1 "$W/reach_plan.err")"
+          continue
+        fi
         fits=$(python3 -c "import json; p=json.load(open('$W/reach_plan.json'))
 print(int(p['gpu_bytes_per_rank'] <= 0.92 * $gpu_total * 2**20 and p['host_bytes_per_rank'] + 4 * p['num_params'] <= 0.85 * $avail))")
         [ "$fits" = 1 ] && best="$shape $(python3 -c "import json; print(json.load(open('$W/reach_plan.json'))['num_params'])")"
