@@ -58,8 +58,8 @@ grep -qF "wandb sync --sync-tensorboard --project p2 --entity t2 tbw/DeepSpeedJo
 # 5. bad values: one line naming the key
 rm -rf out
 touch afile
-expect_fail "enabled not a bool" "tensorboard.enabled' has value \"yes\"" "$ZGPT" train --config tiny.json \
-    --deepspeed <(echo '{"tensorboard": {"enabled": "yes"}}')
+expect_fail "enabled not a bool" "tensorboard.enabled' has value \"maybe\"" "$ZGPT" train --config tiny.json \
+    --deepspeed <(echo '{"tensorboard": {"enabled": "maybe"}}')
 expect_fail "unknown monitor key" "unknown key 'csv_monitor.job'; did you mean 'csv_monitor.job_name'" \
     "$ZGPT" train --config tiny.json --set csv_monitor.job=x
 expect_fail "output_path is a file" "tensorboard.output_path.*afile" "$ZGPT" train --config tiny.json \
