@@ -41,9 +41,21 @@ static void hj_next(hj_parser *p) {
     }
 }
 
+/* buf empty (and allocated: an empty string is still a string) */
 static void hj_buf_reset(hj_parser *p) {
+    if (!p->buf) {
+        p->bcap = 256;
+        p->buf = zg_malloc(p->bcap);
+    }
     p->blen = 0;
-    if (p->buf) p->buf[0] = '\0';
+    p->buf[0] = '\0';
+}
+
+/* buf's length without its trailing spaces and tabs (a quoteless value's end) */
+static size_t hj_buf_trimmed(const hj_parser *p) {
+    size_t n = p->blen;
+    while (n > 0 && (p->buf[n - 1] == ' ' || p->buf[n - 1] == '\t')) n--;
+    return n;
 }
 
 static void hj_buf_put(hj_parser *p, char c) {
@@ -123,8 +135,6 @@ static int hj_quoted(hj_parser *p) {
     size_t from = p->line;
     hj_next(p);
     hj_buf_reset(p);
-    hj_buf_put(p, 'x'); /* buf non-NULL even for "" */
-    hj_buf_reset(p);
     for (;;) {
         int c = hj_peek(p, 0);
         if (c < 0 || c == '\n' || c == '\r')
@@ -182,8 +192,6 @@ static int hj_multiline(hj_parser *p) {
     hj_next(p);
     hj_next(p);
     hj_next(p);
-    hj_buf_reset(p);
-    hj_buf_put(p, 'x');
     hj_buf_reset(p);
     int c;
     while ((c = hj_peek(p, 0)) >= 0 && c <= ' ' && c != '\n') hj_next(p);
@@ -244,8 +252,7 @@ static int hj_is_number(const char *s) {
 
 /* true / false / null / a number when buf (trailing whitespace trimmed) reads as one; NULL otherwise */
 static cJSON *hj_literal(hj_parser *p) {
-    size_t n = p->blen;
-    while (n > 0 && (p->buf[n - 1] == ' ' || p->buf[n - 1] == '\t')) n--;
+    size_t n = hj_buf_trimmed(p);
     char save = p->buf[n];
     p->buf[n] = '\0';
     cJSON *v = NULL;
@@ -279,9 +286,7 @@ static cJSON *hj_quoteless(hj_parser *p) {
             cJSON *v = hj_literal(p);
             if (v) return v;
             if (eol) {
-                size_t n = p->blen;
-                while (n > 0 && (p->buf[n - 1] == ' ' || p->buf[n - 1] == '\t')) n--;
-                p->buf[n] = '\0';
+                p->buf[hj_buf_trimmed(p)] = '\0';
                 return cJSON_CreateString(p->buf);
             }
         }
@@ -308,9 +313,7 @@ static int hj_key(hj_parser *p) {
             }
             return 0;
         }
-        if (c < 0)
-            return hj_fail(p, "the file ends in key '%s' (a key is followed by ':' and a value)",
-                           p->blen ? p->buf : "");
+        if (c < 0) return hj_fail(p, "the file ends in key '%s' (a key is followed by ':' and a value)", p->buf);
         if (c <= ' ') {
             if (space_at == (size_t)-1) space_at = p->blen;
         } else if (hj_is_punct(c)) {

@@ -91,6 +91,8 @@ const key_spec *config_key_table(size_t *n);
 const key_spec *config_find_key(const char *path);
 /* The index of s among k->choices ("a|b|c"), or -1. */
 int config_enum_index(const key_spec *k, const char *s);
+/* choice i of k->choices into buf: 0, or -1 past the last */
+int config_enum_name(const key_spec *k, int i, char *buf, size_t cap);
 /* -1 with "unknown key", naming a known rename or the closest key. */
 int config_unknown_key(const char *path, const char *source);
 int config_is_auto(const cJSON *v);

@@ -120,6 +120,19 @@ int config_enum_index(const key_spec *k, const char *s) {
     return -1;
 }
 
+/* Choice i of k->choices into buf (0), or -1 when there are fewer choices. */
+int config_enum_name(const key_spec *k, int i, char *buf, size_t cap) {
+    const char *c = k->choices;
+    for (; c && *c && i > 0; i--) {
+        const char *bar = strchr(c, '|');
+        c = bar ? bar + 1 : c + strlen(c);
+    }
+    if (!c || !*c) return -1;
+    const char *bar = strchr(c, '|');
+    snprintf(buf, cap, "%.*s", (int)(bar ? (size_t)(bar - c) : strlen(c)), c);
+    return 0;
+}
+
 /* ---- DeepSpeed's other spellings ------------------------------------------------------------ */
 
 /* The parent object of a dotted path and the last component (NULL when the parent is absent). */

@@ -33,14 +33,7 @@ static const char *enum_suggestion(const key_spec *k, const char *s, char *buf, 
     const char *cands[64];
     char names[64][48];
     size_t n = 0;
-    for (const char *c = k->choices; c && *c && n < 64;) {
-        const char *bar = strchr(c, '|');
-        size_t len = bar ? (size_t)(bar - c) : strlen(c);
-        snprintf(names[n], sizeof names[n], "%.*s", (int)len, c);
-        cands[n] = names[n];
-        n++;
-        c = bar ? bar + 1 : c + len;
-    }
+    for (; n < 64 && config_enum_name(k, (int)n, names[n], sizeof names[n]) == 0; n++) cands[n] = names[n];
     const char *best = zg_str_closest(s, cands, n);
     if (!best) return NULL;
     snprintf(buf, cap, "%s", best);
@@ -215,10 +208,9 @@ static void default_text(const key_spec *k, char *buf, size_t cap) {
         snprintf(buf, cap, "%s", k->def != 0 ? "true" : "false");
         return;
     }
-    const char *c = k->choices;
-    for (int i = 0; i < (int)k->def && strchr(c, '|'); i++) c = strchr(c, '|') + 1;
-    const char *bar = strchr(c, '|');
-    snprintf(buf, cap, "\"%.*s\"", (int)(bar ? (size_t)(bar - c) : strlen(c)), c);
+    char name[48] = "";
+    config_enum_name(k, (int)k->def, name, sizeof name);
+    snprintf(buf, cap, "\"%s\"", name);
 }
 
 /* A key whose DeepSpeed default is what zgpt does: the default is accepted with the note, another value
