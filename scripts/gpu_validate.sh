@@ -88,7 +88,8 @@
 #            (gemv8: gemv_cuda.cu's tensor-core form at B=8), with the L2 prefetch of the next product's
 #            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not),
 #            and with every few-row product in one kernel (ZGPT_GEMV=v1 / v2; v2g1: one block per SM;
-#            v2nopf: no L2 prefetch before the PDL wait) (tokens/s of the graph alone; the goals 500 and
+#            v2nopf: no L2 prefetch before the PDL wait; v3: the weights staged in shared memory before the
+#            PDL wait, auto at B=1 since v0.18) (tokens/s of the graph alone; the goals 500 and
 #            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
 #            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); each XL
 #            product alone and 48 x 4 chained in a graph with cuBLASLt / v1 / v2 (GB/s of weights; v2's
@@ -229,6 +230,10 @@ if has attn; then
   read -r _ _ _ _ tf _ tb <<< "$(grep '^SDPA cudnn xl16 ' "$LOG_DIR/attn_torch.log")"
   note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"), workspace $(na "$cws") MiB);" \
        "torch SDPA cuDNN $(na "$tf")/$(na "$tb")$([ -z "$tf" ] && echo " (torch: $(tail -1 "$LOG_DIR/attn_torch.log"))")"
+  # zgpt's backward is deterministic (bitwise resume): torch's with use_deterministic_algorithms(True) too
+  read -r _ _ _ _ tdf _ tdb <<< "$(grep '^SDPA cudnn-det xl16 fwd_ms' "$LOG_DIR/attn_torch.log")"
+  note "attn torch SDPA cuDNN with use_deterministic_algorithms(True): $(na "$tdf")/$(na "$tdb") ms fwd/bwd$([ -z "$tdf" ] && echo " ($(grep '^SDPA cudnn-det' "$LOG_DIR/attn_torch.log" | head -1))");" \
+       "zgpt cuDNN path backward against it $(ratio "$tdb" "$cb")"
   for p in "zgpt kernels:$of:$ob" "zgpt cuDNN path:$cf:$cb"; do
     IFS=: read -r lab f b <<< "$p"
     rf=$(ratio "$tf" "$f"); rb=$(ratio "$tb" "$b")
@@ -1196,7 +1201,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf v3 comb2; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"
@@ -1226,14 +1231,14 @@ if has decode; then
   for b in 1 8; do
     for shp in qkv proj fc fcproj; do
       line=""
-      for k in cublaslt v1 v2 v2g1 v2nopf; do
+      for k in cublaslt v1 v2 v2g1 v2nopf v3; do
         read -r _ _ _ _ _ ms _ gbs <<< "$(grep "^GEMV B=$b $shp $k " "$LOG_DIR/decode_bench.log")"
         line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       done
       note "decode gemv B=$b $shp alone: ${line%, }"
     done
     line=""
-    for k in cublaslt v1 v2 v2g1 v2nopf; do
+    for k in cublaslt v1 v2 v2g1 v2nopf v3; do
       read -r _ _ _ _ ms _ gbs <<< "$(grep "^GEMVCHAIN B=$b $k " "$LOG_DIR/decode_bench.log")"
       line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       eval "gch_$k=\$ms"
@@ -1241,7 +1246,11 @@ if has decode; then
     note "decode gemv B=$b chain (48 x 4 products, graph): ${line%, }; v2/cublaslt $(ratio "${gch_v2:-}" "${gch_cublaslt:-}") $(verdict "$(ratio "${gch_v2:-}" "${gch_cublaslt:-}")" "<" 1) (< 1)"
     read -r _ _ _ _ v2ms _ _ <<< "$(grep "^DECSTEP B=$b v2 " "$LOG_DIR/decode_bench.log")"
     read -r _ _ _ _ ams _ _ <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
-    note "decode step graph B=$b with ZGPT_GEMV=v2: $(na "$v2ms") ms against auto (cuBLASLt products) $(na "$ams") ms: v2/auto $(ratio "$v2ms" "$ams") $(verdict "$(ratio "$v2ms" "$ams")" "<" 1) (< 1: flip auto)"
+    note "decode step graph B=$b with ZGPT_GEMV=v2: $(na "$v2ms") ms against auto $(na "$ams") ms: v2/auto $(ratio "$v2ms" "$ams")"
+    # issue 21, v0.18: v3 (the weights staged in shared memory before the PDL wait; auto at B=1) against v2
+    # without its prefetch (auto at B=1 until v0.17): chained and in the step graph, lower is better
+    note "decode gemv B=$b chain: v3 $(na "${gch_v3:-}") ms against v2nopf $(na "${gch_v2nopf:-}") ms: v3/v2nopf $(ratio "${gch_v3:-}" "${gch_v2nopf:-}") $(verdict "$(ratio "${gch_v3:-}" "${gch_v2nopf:-}")" "<" 1) (< 1);" \
+         "step graph v3 $(na "${dms_v3:-}") ms against v2nopf $(na "${dms_v2nopf:-}") ms: $(ratio "${dms_v3:-}" "${dms_v2nopf:-}") $(verdict "$(ratio "${dms_v3:-}" "${dms_v2nopf:-}")" "<" 1) (< 1)"
   done
   # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
   # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)
@@ -1284,7 +1293,7 @@ if has gen; then
   # form: the same arithmetic): the same texts too; and the tokens/s each gives (the L2 prefetch, slower in
   # v0.14 and v0.15, is left to the decode phase's step graph and the op tests)
   for B in 1 8; do
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel"; do
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "v2 ZGPT_GEMV=v2"; do
       read -r vn venv <<< "$var"
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \
           --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b${B}_$vn.out" 2> "$LOG_DIR/gen_zgpt_b${B}_$vn.log"

@@ -5,7 +5,8 @@ in the same call. Prints median ms and TFLOP/s (causal FLOPs: fwd 2*B*NH*T^2*hs,
 `sdpa_bench.py xl16` (scripts/gpu_validate.sh phase attn): only GPT-2 XL's training shape (B=16, T=1024,
 NH=25, hs=64, bf16) on the cuDNN backend, q, k, v as strided views of one packed (B, T, 3, NH, hs) tensor
 (the layout zgpt's attention reads), and one line `SDPA cudnn xl16 fwd_ms F bwd_ms B` (medians after
-warm-up, CUDA events; the backward is fwd+bwd minus fwd)."""
+warm-up, CUDA events; the backward is fwd+bwd minus fwd); then `SDPA cudnn-det xl16 ...` with
+torch.use_deterministic_algorithms(True), or the reason torch refused it."""
 import sys
 
 import torch
@@ -40,6 +41,19 @@ def xl16():
         tfb = bench(lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), g))
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
     print(f"SDPA cudnn xl16 fwd_ms {tf:.4f} bwd_ms {tfb - tf:.4f}")
+    # zgpt's backward must be deterministic (bitwise resume); is torch's? The same timing with
+    # torch.use_deterministic_algorithms(True): either the same kernels (torch's default is deterministic),
+    # slower ones (it was not), or a refusal (torch has no deterministic cuDNN attention backward)
+    try:
+        torch.use_deterministic_algorithms(True)
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            tfd = bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+            tfbd = bench(lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), g))
+        print(f"SDPA cudnn-det xl16 fwd_ms {tfd:.4f} bwd_ms {tfbd - tfd:.4f}")
+    except Exception as e:  # no deterministic implementation
+        print(f"SDPA cudnn-det xl16 refused: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def main():

@@ -15,19 +15,18 @@
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
  * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
- * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15).
+ * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 was v2nopf in v0.15-v0.17),
+ * v3: the weights staged in shared memory before the PDL wait (auto at B=1 since v0.18).
  * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
  * form; v012 runs it too). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 5 };
+enum { GEMV_KINDS = 6 };
 static const struct {
     const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL},
-                           {"v1", "v1", NULL, NULL},
-                           {"v2", "v2", NULL, "1"},
-                           {"v2g1", "v2", "1", "1"},
-                           {"v2nopf", "v2", NULL, "0"}};
-enum { DEC_VARIANTS = 16 };
+} gemv_kind[GEMV_KINDS] = {
+    {"cublaslt", "cublaslt", NULL, NULL}, {"v1", "v1", NULL, NULL}, {"v2", "v2", NULL, "1"}, {"v2g1", "v2", "1", "1"},
+    {"v2nopf", "v2", NULL, "0"},          {"v3", "v3", NULL, NULL}};
+enum { DEC_VARIANTS = 17 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -39,7 +38,8 @@ static const struct {
     {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},     {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
     {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},    {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
     {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
-    {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},    {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1}};
+    {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},    {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
+    {"v3", NULL, NULL, NULL, NULL, NULL, NULL, 5}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
