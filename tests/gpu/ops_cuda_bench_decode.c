@@ -16,17 +16,23 @@
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
  * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
  * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 was v2nopf in v0.15-v0.17),
- * v3: the weights staged in shared memory before the PDL wait (auto at B=1 since v0.18).
+ * v3: the weights staged in shared memory before the PDL wait (auto at B=1 since v0.18); v3k160 / v3k220:
+ * v3 with 160 / 220 KiB a block (ZGPT_GEMV3_KB: one block per SM, a deeper ring, no early start).
  * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
  * form; v012 runs it too). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 6 };
+enum { GEMV_KINDS = 8 };
 static const struct {
-    const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {
-    {"cublaslt", "cublaslt", NULL, NULL}, {"v1", "v1", NULL, NULL}, {"v2", "v2", NULL, "1"}, {"v2g1", "v2", "1", "1"},
-    {"v2nopf", "v2", NULL, "0"},          {"v3", "v3", NULL, NULL}};
-enum { DEC_VARIANTS = 17 };
+    const char *name, *gemv, *grid, *prefetch, *kb; /* NULL: unset */
+} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL},
+                           {"v1", "v1", NULL, NULL, NULL},
+                           {"v2", "v2", NULL, "1", NULL},
+                           {"v2g1", "v2", "1", "1", NULL},
+                           {"v2nopf", "v2", NULL, "0", NULL},
+                           {"v3", "v3", NULL, NULL, NULL},
+                           {"v3k160", "v3", NULL, NULL, "160"},
+                           {"v3k220", "v3", NULL, NULL, "220"}};
+enum { DEC_VARIANTS = 19 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -39,7 +45,8 @@ static const struct {
     {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},    {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
     {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
     {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},    {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
-    {"v3", NULL, NULL, NULL, NULL, NULL, NULL, 5}};
+    {"v3", NULL, NULL, NULL, NULL, NULL, NULL, 5},        {"v3k160", NULL, NULL, NULL, NULL, NULL, NULL, 6},
+    {"v3k220", NULL, NULL, NULL, NULL, NULL, NULL, 7}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -53,6 +60,7 @@ static void gemv_env(int k) {
     dec_env("ZGPT_GEMV", k >= 0 ? gemv_kind[k].gemv : oc_gemv0);
     dec_env("ZGPT_GEMV_GRID", k >= 0 ? gemv_kind[k].grid : NULL);
     dec_env("ZGPT_GEMV_PREFETCH", k >= 0 ? gemv_kind[k].prefetch : NULL);
+    dec_env("ZGPT_GEMV3_KB", k >= 0 ? gemv_kind[k].kb : NULL);
 }
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_DECODE", dec_variant[v].decode);

@@ -460,20 +460,31 @@ static size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
 #define ZGC_GEMV3_SLAB 1024                           /* input positions per slot row (16-bit: 2 KB) */
 #define ZGC_GEMV3_ROW_BYTES (ZGC_GEMV3_SLAB * 2 + 64) /* a slot row: 2 KB + 64 bytes (banks) */
 #define ZGC_GEMV3_SLOT_BYTES (ZGC_GEMV2_COLS * ZGC_GEMV3_ROW_BYTES)
-#define ZGC_GEMV3_MAX_STAGES 6
+#define ZGC_GEMV3_MAX_STAGES 13
 #define ZGC_GEMV3_MIN_STAGES 3
-/* a block's shared memory (dynamic + static): two blocks and their 1 KB reserves within an H100/H200
- * SM's 228 KB, so the next product's block is resident beside the running one */
-#define ZGC_GEMV3_SMEM (100 * 1024)
+/* a block's shared memory (dynamic + static), KiB: two blocks and their 1 KB reserves within an H100/H200
+ * SM's 228 KB, so the next product's block is resident beside the running one. ZGPT_GEMV3_KB=48..227
+ * for A/B runs (above 113: one block per SM, a deeper ring, no early start beside the running product) */
+#define ZGC_GEMV3_KB 100
 #define ZGC_GEMV3_STATIC (ZGC_GEMV_WARPS * 32 * 2 * sizeof(float))
 
 /* v3's dynamic shared memory without the ring: the N input rows, and with the LayerNorm its parameters */
 static size_t zgc_gemv3_extra(int N, int C, size_t es, bool ln) { return zgc_gemv2_smem(N, C, es, ln); }
 /* ring slots that fit beside the extra (0: v3 does not fit this product) */
+static size_t zgc_gemv3_budget(void) {
+    const char *v = getenv("ZGPT_GEMV3_KB");
+    if (v == NULL || *v == '\0') return (size_t)ZGC_GEMV3_KB * 1024;
+    char *end;
+    long kb = strtol(v, &end, 10);
+    if (*end != '\0' || kb < 48 || kb > 227)
+        ZG_FATAL("ZGPT_GEMV3_KB=%s: expected a block's shared memory in KiB from 48 to 227 (unset: %d)", v,
+                 ZGC_GEMV3_KB);
+    return (size_t)kb * 1024;
+}
 static int zgc_gemv3_stages(int N, int C, size_t es, bool ln) {
-    size_t extra = zgc_gemv3_extra(N, C, es, ln) + ZGC_GEMV3_STATIC;
-    if (extra >= ZGC_GEMV3_SMEM) return 0;
-    size_t ns = (ZGC_GEMV3_SMEM - extra) / ZGC_GEMV3_SLOT_BYTES;
+    size_t extra = zgc_gemv3_extra(N, C, es, ln) + ZGC_GEMV3_STATIC, budget = zgc_gemv3_budget();
+    if (extra >= budget) return 0;
+    size_t ns = (budget - extra) / ZGC_GEMV3_SLOT_BYTES;
     if (ns > ZGC_GEMV3_MAX_STAGES) ns = ZGC_GEMV3_MAX_STAGES;
     return ns < ZGC_GEMV3_MIN_STAGES ? 0 : (int)ns;
 }
@@ -487,6 +498,13 @@ __device__ __forceinline__ void zgc_gemv3_wait(int n) {
     case 4: zgc_cp_wait<4>(); break;
     case 5: zgc_cp_wait<5>(); break;
     case 6: zgc_cp_wait<6>(); break;
+    case 7: zgc_cp_wait<7>(); break;
+    case 8: zgc_cp_wait<8>(); break;
+    case 9: zgc_cp_wait<9>(); break;
+    case 10: zgc_cp_wait<10>(); break;
+    case 11: zgc_cp_wait<11>(); break;
+    case 12: zgc_cp_wait<12>(); break;
+    case 13: zgc_cp_wait<13>(); break;
     default: zgc_cp_wait<0>(); break; /* stricter is always correct */
     }
 }
@@ -515,10 +533,11 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, 2)
         int g = it / ns, s = it - g * ns, rows = min(G, r1 - r0 - g * G), v0 = s * SV, sv = min(SV, nv - v0);
         const int4 *src = reinterpret_cast<const int4 *>(w) + (size_t)(r0 + g * G) * nv + v0;
         char *dst = ring + (size_t)slot * ZGC_GEMV3_SLOT_BYTES;
-        for (int i = threadIdx.x; i < rows * sv; i += blockDim.x) {
-            int rr = i / sv, j = i - rr * sv;
-            zgc_cp_async16(dst + (size_t)rr * ZGC_GEMV3_ROW_BYTES + (size_t)j * 16, src + (size_t)rr * nv + j);
-        }
+        /* thread t: vector t % SV of rows t / SV, + 256 / SV, ... (SV a power of two: no division) */
+        int j = (int)threadIdx.x % SV;
+        if (j < sv)
+            for (int rr = (int)threadIdx.x / SV; rr < rows; rr += ZGC_GEMV_THREADS / SV)
+                zgc_cp_async16(dst + (size_t)rr * ZGC_GEMV3_ROW_BYTES + (size_t)j * 16, src + (size_t)rr * nv + j);
     };
     /* before the wait: the LayerNorm's parameters (the oldest group), then the whole ring. Nothing earlier
      * in the stream writes either; the groups complete in order, so wait<k> below counts slots only */
@@ -531,7 +550,7 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, 2)
     }
     for (int i = 0; i < NS; i++) {
         if (i < items) fill(i, i);
-        zgc_cp_commit(); /* empty past the last item: the count of groups stays NS + refills */
+        zgc_cp_commit(); /* empty past the last item: group i is item i */
     }
     zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
     zgc_pdl_trigger();
@@ -569,13 +588,15 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, 2)
     int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G; /* the output this thread stores per group */
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, eb = 0.0f, er = 0.0f;
     for (int it = 0; it < items; it++) {
-        /* item it has landed once all but NS - 2 groups have: before this wait the groups are (the
-         * parameters,) the NS fills, one per earlier iteration; item it < NS is fill it, item it >= NS came
-         * with iteration it - NS + 1's, the (NS + it - NS + 1 + 1)th group of NS + it */
-        zgc_gemv3_wait(NS - 2);
+        /* item it has landed once all but NS - 2 groups have (NS - 1 at it = 0): before this wait the groups
+         * are (the parameters,) the NS fills and one refill per iteration from 1 to it - 1, and item k is
+         * the k-th of the ring's groups (item k >= NS comes with iteration k - NS + 1's refill) */
+        zgc_gemv3_wait(it == 0 ? NS - 1 : NS - 2);
         __syncthreads();
-        if (it >= 1 && it - 1 + NS < items) fill(it - 1 + NS, (it - 1) % NS); /* every thread is past it - 1 */
-        zgc_cp_commit();
+        if (it >= 1) { /* every thread is past item it - 1: its slot takes item it - 1 + NS */
+            if (it - 1 + NS < items) fill(it - 1 + NS, (it - 1) % NS);
+            zgc_cp_commit(); /* (empty past the last item) */
+        }
         int g = it / ns, s = it - g * ns, o = r0 + g * G + oc;
         if (s == 0 && on < N && o < r1) { /* the epilogue's operands, loading beside the group */
             eb = bias ? zgc_to_f(bias[o]) : 0.0f;
@@ -689,6 +710,9 @@ static void zgc_gemv3_launch(zg_backend *be, void *out, void *pre_gelu, const vo
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = lnw ? zgc_gemv3_kernel<T, true> : zgc_gemv3_kernel<T, false>;
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        /* the whole of the SM's 228 KB as shared memory: two of these blocks (consecutive products) fit */
+        ZG_CUDA_CHECK(
+            cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
         zgc_launch(be, kern, dim3(blocks), dim3(ZGC_GEMV_THREADS), smem, 0, (T *)out, (T *)pre_gelu, (const T *)inp,
                    (const T *)lnw, (const T *)lnb, (const T *)w, (const T *)bias, (const T *)residual, N, C, OC, ns);
     });
