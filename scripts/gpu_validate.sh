@@ -1201,7 +1201,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf v3 v3k160 v3k220 comb2; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf v3 v3k160 v3k220 v3g2k72 v3g2k100 v3g3k72 comb2; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms"
@@ -1231,14 +1231,14 @@ if has decode; then
   for b in 1 8; do
     for shp in qkv proj fc fcproj; do
       line=""
-      for k in cublaslt v1 v2 v2g1 v2nopf v3 v3k160 v3k220; do
+      for k in cublaslt v1 v2 v2g1 v2nopf v3 v3k160 v3k220 v3g2k72 v3g2k100 v3g3k72; do
         read -r _ _ _ _ _ ms _ gbs <<< "$(grep "^GEMV B=$b $shp $k " "$LOG_DIR/decode_bench.log")"
         line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       done
       note "decode gemv B=$b $shp alone: ${line%, }"
     done
     line=""
-    for k in cublaslt v1 v2 v2g1 v2nopf v3 v3k160 v3k220; do
+    for k in cublaslt v1 v2 v2g1 v2nopf v3 v3k160 v3k220 v3g2k72 v3g2k100 v3g3k72; do
       read -r _ _ _ _ ms _ gbs <<< "$(grep "^GEMVCHAIN B=$b $k " "$LOG_DIR/decode_bench.log")"
       line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       eval "gch_$k=\$ms"

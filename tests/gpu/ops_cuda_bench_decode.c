@@ -21,7 +21,7 @@
  * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
  * form; v012 runs it too). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 8 };
+enum { GEMV_KINDS = 11 };
 static const struct {
     const char *name, *gemv, *grid, *prefetch, *kb; /* NULL: unset */
 } gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL},
@@ -31,8 +31,11 @@ static const struct {
                            {"v2nopf", "v2", NULL, "0", NULL},
                            {"v3", "v3", NULL, NULL, NULL},
                            {"v3k160", "v3", NULL, NULL, "160"},
-                           {"v3k220", "v3", NULL, NULL, "220"}};
-enum { DEC_VARIANTS = 19 };
+                           {"v3k220", "v3", NULL, NULL, "220"},
+                           {"v3g2k72", "v3", "2", NULL, "72"},
+                           {"v3g2k100", "v3", "2", NULL, "100"},
+                           {"v3g3k72", "v3", "3", NULL, "72"}};
+enum { DEC_VARIANTS = 22 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -46,7 +49,8 @@ static const struct {
     {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
     {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},    {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
     {"v3", NULL, NULL, NULL, NULL, NULL, NULL, 5},        {"v3k160", NULL, NULL, NULL, NULL, NULL, NULL, 6},
-    {"v3k220", NULL, NULL, NULL, NULL, NULL, NULL, 7}};
+    {"v3k220", NULL, NULL, NULL, NULL, NULL, NULL, 7},    {"v3g2k72", NULL, NULL, NULL, NULL, NULL, NULL, 8},
+    {"v3g2k100", NULL, NULL, NULL, NULL, NULL, NULL, 9},  {"v3g3k72", NULL, NULL, NULL, NULL, NULL, NULL, 10}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);

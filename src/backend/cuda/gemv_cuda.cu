@@ -705,7 +705,9 @@ static void zgc_gemv3_launch(zg_backend *be, void *out, void *pre_gelu, const vo
     size_t es = zgc_dtype_bytes(be->act_dtype);
     int ns = zgc_gemv3_stages(N, C, es, lnw != NULL); /* >= ZGC_GEMV3_MIN_STAGES: zgc_gemv_fits checked */
     unsigned sms = (unsigned)(im->num_sms > 0 ? im->num_sms : 1);
-    unsigned blocks = (unsigned)OC < sms ? (unsigned)OC : sms; /* every block owns at least one row */
+    /* ZGPT_GEMV_GRID=1..3 blocks per SM (default 1), for A/B runs as with v2 */
+    unsigned per = (unsigned)zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 3, 1);
+    unsigned blocks = (unsigned)OC < per * sms ? (unsigned)OC : per * sms; /* every block owns at least one row */
     size_t smem = (size_t)ns * ZGC_GEMV3_SLOT_BYTES + zgc_gemv3_extra(N, C, es, lnw != NULL);
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = lnw ? zgc_gemv3_kernel<T, true> : zgc_gemv3_kernel<T, false>;
