@@ -106,9 +106,6 @@ void oc_test_layernorm_matmul_v2(void);
 void oc_test_matmul(void);
 void oc_test_matmul_residual_rounding(void);
 void oc_test_matmul_v2(void);
-void oc_test_layernorm_matmul_v3(void);
-void oc_test_matmul_v3(void);
-void oc_test_layernorm_matmul_v3v2(void);
 
 /* ---- ops_cuda_attention.c */
 void oc_attention_cached_case(int decode, int Ttot, int maxT);

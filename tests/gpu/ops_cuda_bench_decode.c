@@ -15,42 +15,33 @@
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
  * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
- * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 was v2nopf in v0.15-v0.17),
- * v3: the weights staged in shared memory before the PDL wait (auto at B=1 since v0.18); v3k160 / v3k220:
- * v3 with 160 / 220 KiB a block (ZGPT_GEMV3_KB: one block per SM, a deeper ring, no early start).
+ * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15).
  * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
- * form; v012 runs it too). */
+ * form; v012 runs it too). oneblk: auto with decode attention one block per (row, head) at every B
+ * (ZGPT_DECODE=oneblock: auto's rule at B=8 before v0.18). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 11 };
+enum { GEMV_KINDS = 5 };
 static const struct {
-    const char *name, *gemv, *grid, *prefetch, *kb; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL},
-                           {"v1", "v1", NULL, NULL, NULL},
-                           {"v2", "v2", NULL, "1", NULL},
-                           {"v2g1", "v2", "1", "1", NULL},
-                           {"v2nopf", "v2", NULL, "0", NULL},
-                           {"v3", "v3", NULL, NULL, NULL},
-                           {"v3k160", "v3", NULL, NULL, "160"},
-                           {"v3k220", "v3", NULL, NULL, "220"},
-                           {"v3g2k72", "v3", "2", NULL, "72"},
-                           {"v3g2k100", "v3", "2", NULL, "100"},
-                           {"v3g3k72", "v3", "3", NULL, "72"}};
-enum { DEC_VARIANTS = 22 };
+    const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
+} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL},
+                           {"v1", "v1", NULL, NULL},
+                           {"v2", "v2", NULL, "1"},
+                           {"v2g1", "v2", "1", "1"},
+                           {"v2nopf", "v2", NULL, "0"}};
+enum { DEC_VARIANTS = 17 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
 } dec_variant[DEC_VARIANTS] = {
-    {"old", "old", "0", "block", NULL, NULL, NULL, -1},   {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
-    {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},     {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
-    {"split", "split", NULL, NULL, NULL, NULL, NULL, -1}, {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
-    {"block", NULL, NULL, "block", NULL, NULL, NULL, -1}, {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
-    {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},     {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
-    {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},    {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
-    {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},        {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
-    {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},    {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
-    {"v3", NULL, NULL, NULL, NULL, NULL, NULL, 5},        {"v3k160", NULL, NULL, NULL, NULL, NULL, NULL, 6},
-    {"v3k220", NULL, NULL, NULL, NULL, NULL, NULL, 7},    {"v3g2k72", NULL, NULL, NULL, NULL, NULL, NULL, 8},
-    {"v3g2k100", NULL, NULL, NULL, NULL, NULL, NULL, 9},  {"v3g3k72", NULL, NULL, NULL, NULL, NULL, NULL, 10}};
+    {"old", "old", "0", "block", NULL, NULL, NULL, -1},      {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
+    {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},        {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
+    {"split", "split", NULL, NULL, NULL, NULL, NULL, -1},    {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
+    {"block", NULL, NULL, "block", NULL, NULL, NULL, -1},    {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
+    {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},        {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
+    {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},       {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
+    {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},           {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
+    {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},       {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
+    {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, -1}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -64,7 +55,6 @@ static void gemv_env(int k) {
     dec_env("ZGPT_GEMV", k >= 0 ? gemv_kind[k].gemv : oc_gemv0);
     dec_env("ZGPT_GEMV_GRID", k >= 0 ? gemv_kind[k].grid : NULL);
     dec_env("ZGPT_GEMV_PREFETCH", k >= 0 ? gemv_kind[k].prefetch : NULL);
-    dec_env("ZGPT_GEMV3_KB", k >= 0 ? gemv_kind[k].kb : NULL);
 }
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_DECODE", dec_variant[v].decode);

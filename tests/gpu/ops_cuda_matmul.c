@@ -236,18 +236,17 @@ void oc_test_gelu_residual(void) {
 }
 
 /* The few-row kernels (ZGPT_GEMV=v1: the tensor-core form from 2 rows, the warp per column at 1; simt:
- * the warp per column at every row count; v2; v3; cublaslt) at 1..8 rows against the fp64 product, with bias
+ * the warp per column at every row count; v2; cublaslt) at 1..8 rows against the fp64 product, with bias
  * + residual and with GELU (pre-GELU too), each within the dtype's tolerance: GPT-2 XL's four products at
  * 1, 2, 3 and 8 rows, and odd shapes (output counts that are not multiples of 8 or 16, rows of 1 and 33
  * 16-byte vectors, a column count below one group). v2's bits do not depend on its grid or prefetch
- * (ZGPT_GEMV_GRID=1, ZGPT_GEMV_PREFETCH=0) and are the same on a second run; v3's are v2's (bias + residual
- * and GELU) and the same on a second run. The fused LayerNorm forms: layernorm_matmul, layernorm_matmul_simt,
- * layernorm_matmul_v2, layernorm_matmul_v3 (with v3 bitwise v2's: layernorm_matmul_v3v2). */
+ * (ZGPT_GEMV_GRID=1, ZGPT_GEMV_PREFETCH=0) and are the same on a second run. The fused LayerNorm forms:
+ * layernorm_matmul, layernorm_matmul_simt, layernorm_matmul_v2. */
 void oc_test_gemv_forms(void) {
     static const int shapes[][3] = {{1, 1600, 4800}, {8, 1600, 4800}, {1, 1600, 1600}, {3, 1600, 1600}, {2, 1600, 6400},
                                     {8, 1600, 6400}, {1, 6400, 1600}, {8, 6400, 1600}, {2, 1600, 48},   {7, 512, 333},
                                     {8, 6400, 40},   {3, 264, 21},    {1, 8, 5},       {5, 1608, 77},   {4, 2056, 130}};
-    static const char *const forms[5] = {"v1", "simt", "v2", "v3", "cublaslt"};
+    static const char *const forms[4] = {"v1", "simt", "v2", "cublaslt"};
     for (int di = 1; di < 3; di++) {
         zg_backend *be = oc_be[di];
         zg_dtype dt = be->act_dtype;
@@ -269,8 +268,7 @@ void oc_test_gemv_forms(void) {
                     refg[(size_t)i * OC + o] = oc_gelu_d(a);
                 }
             void *out = oc_dev_nan(be, dt, nout), *pre = oc_dev_nan(be, dt, nout), *out2 = oc_dev_nan(be, dt, nout);
-            float *hv2 = NULL, *hv2g = NULL; /* v2's results: v3 must give their bits */
-            for (int form = 0; form < 5; form++) {
+            for (int form = 0; form < 4; form++) {
                 setenv("ZGPT_GEMV", forms[form], 1);
                 oc_poison(be, out, dt, nout);
                 oc_poison(be, pre, dt, nout);
@@ -300,27 +298,10 @@ void oc_test_gemv_forms(void) {
                         if (knob[k][0]) unsetenv(knob[k][0]);
                     }
                 }
-                if (form == 3 && hv2) { /* v3: v2's arithmetic in v2's order, the same bits; again on a second run */
-                    ZT_CHECK_MSG(memcmp(h, hv2, nout * 4) == 0 && memcmp(hg, hv2g, nout * 4) == 0,
-                                 "few-row v3 %s N=%d C=%d OC=%d: not v2's bits", oc_dt_name(dt), N, C, OC);
-                    oc_poison(be, out2, dt, nout);
-                    be->ops->matmul_forward(be, out2, NULL, dx, dw, dbias, dres, N, C, OC);
-                    float *h2 = oc_dl(be, out2, dt, nout);
-                    ZT_CHECK_MSG(memcmp(h, h2, nout * 4) == 0,
-                                 "few-row v3 %s N=%d C=%d OC=%d: a second run changes bits", oc_dt_name(dt), N, C, OC);
-                    free(h2);
-                }
-                if (form == 2) {
-                    hv2 = h;
-                    hv2g = hg;
-                } else {
-                    free(h);
-                    free(hg);
-                }
+                free(h);
+                free(hg);
                 free(hp);
             }
-            free(hv2);
-            free(hv2g);
             void *host[] = {x, w, bias, res, ref, refp, refg};
             for (size_t k = 0; k < sizeof host / sizeof host[0]; k++) free(host[k]);
             void *ptrs[] = {dx, dw, dbias, dres, out, pre, out2};
@@ -403,61 +384,4 @@ void oc_test_matmul_v2(void) {
     oc_test_matmul();
     oc_test_matmul_residual_rounding();
     unsetenv("ZGPT_GEMV");
-}
-/* the same with v3 (fp32 runs v1's warp per column; where v3's ring does not fit, v2) */
-void oc_test_layernorm_matmul_v3(void) {
-    setenv("ZGPT_GEMV", "v3", 1);
-    oc_test_layernorm_matmul();
-    unsetenv("ZGPT_GEMV");
-}
-void oc_test_matmul_v3(void) {
-    setenv("ZGPT_GEMV", "v3", 1);
-    oc_test_matmul();
-    oc_test_matmul_residual_rounding();
-    unsetenv("ZGPT_GEMV");
-}
-/* layernorm_matmul_forward with v3 gives v2's bits (the LayerNorm in shared memory by the same warp
- * arithmetic, the products in the same order), with and without GELU, at the decode step's shapes and odd
- * ones (a short last group, a partial last slab, a row count below the SMs) */
-void oc_test_layernorm_matmul_v3v2(void) {
-    static const int shapes[][3] = {{1, 1600, 4800}, {1, 1600, 6400}, {4, 1600, 4800}, {8, 1600, 6400},
-                                    {1, 1608, 77},   {3, 2056, 130},  {1, 64, 5},      {2, 3072, 1000}};
-    for (int di = 1; di < 3; di++) {
-        zg_backend *be = oc_be[di];
-        zg_dtype dt = be->act_dtype;
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-            int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
-            size_t nin = (size_t)N * C, nout = (size_t)N * OC;
-            void *dx = oc_dev_rand(be, dt, nin, 2.f, NULL), *dg = oc_dev_rand(be, dt, C, 1.f, NULL),
-                 *db = oc_dev_rand(be, dt, C, 0.5f, NULL);
-            void *dw = oc_dev_rand(be, dt, (size_t)OC * C, 2.f / sqrtf((float)C), NULL),
-                 *dbias = oc_dev_rand(be, dt, OC, 0.5f, NULL);
-            void *out = oc_dev_nan(be, dt, nout), *pre = oc_dev_nan(be, dt, nout), *ln = oc_dev_nan(be, dt, nin);
-            for (int gelu = 0; gelu < 2; gelu++) {
-                float *h[2], *hp[2];
-                static const char *const forms[2] = {"v2", "v3"};
-                for (int f = 0; f < 2; f++) {
-                    setenv("ZGPT_GEMV", forms[f], 1);
-                    oc_poison(be, out, dt, nout);
-                    oc_poison(be, pre, dt, nout);
-                    be->ops->layernorm_matmul_forward(be, out, gelu ? pre : NULL, ln, dx, dg, db, dw, dbias, N, C, OC);
-                    h[f] = oc_dl(be, out, dt, nout);
-                    hp[f] = gelu ? oc_dl(be, pre, dt, nout) : NULL;
-                }
-                unsetenv("ZGPT_GEMV");
-                int same = memcmp(h[0], h[1], nout * 4) == 0 && (!gelu || memcmp(hp[0], hp[1], nout * 4) == 0);
-                ZT_CHECK_MSG(same, "layernorm_matmul v3 %s N=%d C=%d OC=%d%s: not v2's bits", oc_dt_name(dt), N, C, OC,
-                             gelu ? " gelu" : "");
-                if (same)
-                    printf("  layernorm_matmul v3 = v2 bitwise: %s N=%d C=%d OC=%d%s\n", oc_dt_name(dt), N, C, OC,
-                           gelu ? " gelu" : "");
-                for (int f = 0; f < 2; f++) {
-                    free(h[f]);
-                    free(hp[f]);
-                }
-            }
-            void *ptrs[] = {dx, dg, db, dw, dbias, out, pre, ln};
-            for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
-        }
-    }
 }

@@ -182,9 +182,6 @@ int main(int argc, char **argv) {
         zt_run("layernorm_matmul_simt", oc_test_layernorm_matmul_simt);
         zt_run("layernorm_matmul_v2", oc_test_layernorm_matmul_v2);
         zt_run("matmul_v2", oc_test_matmul_v2);
-        zt_run("layernorm_matmul_v3", oc_test_layernorm_matmul_v3);
-        zt_run("matmul_v3", oc_test_matmul_v3);
-        zt_run("layernorm_matmul_v3v2", oc_test_layernorm_matmul_v3v2);
         zt_run("gemv_forms", oc_test_gemv_forms);
         zt_run("matmul_residual_rounding", oc_test_matmul_residual_rounding);
         zt_run("gelu_residual", oc_test_gelu_residual);

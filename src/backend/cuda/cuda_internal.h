@@ -152,9 +152,10 @@ void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, voi
  *     pass (staging z in shared memory timed slower alone: top-k 0.227 against 0.206 ms);
  *   old: the earlier kernels everywhere (cuBLASLt, one block per (row, head), the unstaged sampler);
  *   new: the new kernels at every shape they take (the op tests run this);
- *   gemv / split: only the few-row product / only split attention new (which one a regression is in).
+ *   gemv / split: only the few-row product / only split attention new (which one a regression is in);
+ *   oneblock: auto, but decode attention always one block per (row, head) (auto's rule before v0.18 at B=8).
  * Anything else: auto. */
-enum { ZGC_DEC_AUTO = 0, ZGC_DEC_OLD, ZGC_DEC_NEW, ZGC_DEC_GEMV, ZGC_DEC_SPLIT };
+enum { ZGC_DEC_AUTO = 0, ZGC_DEC_OLD, ZGC_DEC_NEW, ZGC_DEC_GEMV, ZGC_DEC_SPLIT, ZGC_DEC_ONEBLOCK };
 static inline int zgc_decode_mode(void) {
     const char *v = getenv("ZGPT_DECODE");
     if (v == NULL) return ZGC_DEC_AUTO;
@@ -162,10 +163,11 @@ static inline int zgc_decode_mode(void) {
     if (strcmp(v, "new") == 0) return ZGC_DEC_NEW;
     if (strcmp(v, "gemv") == 0) return ZGC_DEC_GEMV;
     if (strcmp(v, "split") == 0) return ZGC_DEC_SPLIT;
+    if (strcmp(v, "oneblock") == 0) return ZGC_DEC_ONEBLOCK;
     return ZGC_DEC_AUTO;
 }
-/* auto runs the few-row product up to this many rows: 1, in v3's kernel (ZGC_GEMV_AUTO_FORM; v0.18, not yet
- * measured in the step: v2's arithmetic with the weights staged before the PDL wait). Measured (v0.15, one H200, the XL decode step graph with split attention, the cluster sampler
+/* auto runs the few-row product up to this many rows: 1, in v2's kernel (ZGC_GEMV_AUTO_FORM) without its L2
+ * prefetch. Measured (v0.15, one H200, the XL decode step graph with split attention, the cluster sampler
  * and PDL): at B=1 2.393 ms with v2 without the prefetch, 2.432 ms with it, 2.664 ms with cuBLASLt's
  * products, 2.810 ms with v1; at B=8 v2 took 4.154 ms against cuBLASLt's 3.267 ms, so from 2 rows
  * cuBLASLt stays. (v0.13: v1 at 1 row lost to cuBLASLt once PDL was on, 2.802 vs 2.658 ms.)
@@ -183,7 +185,7 @@ static inline bool zgc_decode_gemv(int N) {
                      ZGC_GEMV_AUTO_MAX_N);
         auto_max = (int)n;
     }
-    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || (m == ZGC_DEC_AUTO && N <= auto_max);
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || ((m == ZGC_DEC_AUTO || m == ZGC_DEC_ONEBLOCK) && N <= auto_max);
 }
 /* Which kernel runs a product of N <= ZGC_GEMV_MAX_N rows (gemv_cuda.cu):
  *   CUBLASLT  cuBLASLt (matmul_cuda.cu);
@@ -192,14 +194,11 @@ static inline bool zgc_decode_gemv(int N) {
  *   V1_SIMT   v1's warp per column at every row count;
  *   V2        one tensor-core kernel for 1..8 rows (8 columns per mma, a grid of at most 2 blocks per
  *             SM looping over column groups, the input staged in shared memory once per block, weights
- *             loaded and prefetched to L2 before the PDL wait; fp32 runs V1_SIMT);
- *   V3        v2's arithmetic (the same bits) over weights staged in a shared-memory ring, one block per
- *             SM owning a contiguous range of output rows, the whole ring filled before the PDL wait
- *             (V2 where the ring does not fit beside the input rows).
- * ZGPT_GEMV=cublaslt|v1|simt|v2|v3 picks one for every such product (over ZGPT_DECODE); unset: cuBLASLt,
- * or ZGC_GEMV_AUTO_FORM (v3) where zgc_decode_gemv says so (1 row). Any other value: -1 (the caller refuses it). */
-enum { ZGC_GEMV_CUBLASLT = 0, ZGC_GEMV_V1, ZGC_GEMV_V1_SIMT, ZGC_GEMV_V2, ZGC_GEMV_V3 };
-#define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V3
+ *             loaded and prefetched to L2 before the PDL wait; fp32 runs V1_SIMT).
+ * ZGPT_GEMV=cublaslt|v1|simt|v2 picks one for every such product (over ZGPT_DECODE); unset: cuBLASLt,
+ * or ZGC_GEMV_AUTO_FORM (v2) where zgc_decode_gemv says so (1 row). Any other value: -1 (the caller refuses it). */
+enum { ZGC_GEMV_CUBLASLT = 0, ZGC_GEMV_V1, ZGC_GEMV_V1_SIMT, ZGC_GEMV_V2 };
+#define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V2
 static inline int zgc_gemv_pick(int N) {
     const char *v = getenv("ZGPT_GEMV");
     if (v == NULL || *v == '\0') return zgc_decode_gemv(N) ? ZGC_GEMV_AUTO_FORM : ZGC_GEMV_CUBLASLT;
@@ -207,14 +206,16 @@ static inline int zgc_gemv_pick(int N) {
     if (strcmp(v, "v1") == 0) return ZGC_GEMV_V1;
     if (strcmp(v, "simt") == 0) return ZGC_GEMV_V1_SIMT;
     if (strcmp(v, "v2") == 0) return ZGC_GEMV_V2;
-    if (strcmp(v, "v3") == 0) return ZGC_GEMV_V3;
     return -1;
 }
-/* Split attention when one block per (row, head) would leave SMs idle (B = 1 in GPT-2 XL: 25 blocks on
- * 132 SMs); at B = 8 (200 blocks) the one-block kernel already fills the GPU. */
+/* Split attention when one block per (row, head) leaves SMs idle or runs a single wave: up to
+ * ZGC_DEC_SPLIT_WAVES blocks per SM. Measured: B = 1 in GPT-2 XL (25 blocks on 132 SMs) since v0.11; at B = 8
+ * (200 blocks, 512 cached positions) the step graph took 3.443 ms split against 3.579 ms with one block per
+ * (row, head) on an H100 (v0.18), so auto splits there too. */
+#define ZGC_DEC_SPLIT_WAVES 2
 static inline bool zgc_decode_split(int rowheads, int num_sms) {
     int m = zgc_decode_mode();
-    return m == ZGC_DEC_NEW || m == ZGC_DEC_SPLIT || (m == ZGC_DEC_AUTO && rowheads < num_sms);
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_SPLIT || (m == ZGC_DEC_AUTO && rowheads < ZGC_DEC_SPLIT_WAVES * num_sms);
 }
 /* the one-block sampler's z staged in shared memory: only when asked for (ZGPT_DECODE=new) */
 static inline bool zgc_decode_staged_sample(void) { return zgc_decode_mode() == ZGC_DEC_NEW; }

@@ -16,8 +16,8 @@
  *     runs it as a kernel of its own after the chunks (the A/B; the same arithmetic, the same bits).
  * The grid covers maxT (a replayed graph keeps its grid); chunks past pos[0] leave at once. The chunks
  * are fixed by position and every sum runs in a fixed order: the same inputs give the same bits.
- * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks already fill
- * the SMs, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). Every kernel here is launched
+ * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks fill the SMs
+ * twice over, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). Every kernel here is launched
  * with PDL (zgc_launch) and waits for the previous kernel before it reads anything. */
 #include "backend/cuda/cuda_internal.h"
 

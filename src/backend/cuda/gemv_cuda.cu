@@ -1,11 +1,10 @@
 /* matmul_forward for a few rows (N <= ZGC_GEMV_MAX_N: one decode step's batch): out (N,OC) =
  * inp (N,C) @ w (OC,C)^T + bias + residual, or pre_gelu = that and out = gelu(pre_gelu).
  * With so few rows the product is a read of the weights; cuBLASLt's tiles leave most SMs idle at
- * these shapes (about 1 TB/s on the H200 at GPT-2 XL's). Three generations of kernels (zgc_gemv_pick in
- * cuda_internal.h chooses; ZGPT_GEMV=cublaslt|v1|simt|v2|v3 for A/B runs):
+ * these shapes (about 1 TB/s on the H200 at GPT-2 XL's). Two generations of kernels (zgc_gemv_pick in
+ * cuda_internal.h chooses; ZGPT_GEMV=cublaslt|v1|simt|v2 for A/B runs):
  *   v1 (v0.11-v0.13): one warp per output column at 1 row, the tensor-core form below from 2 rows;
- *   v2 (v0.14): one tensor-core kernel for 1..8 rows, sized for the whole GPU and for PDL (below);
- *   v3 (v0.18): v2's arithmetic over a shared-memory ring of weights filled before the PDL wait (below).
+ *   v2 (v0.14): one tensor-core kernel for 1..8 rows, sized for the whole GPU and for PDL (below).
  * All of them add the bias and the residual in fp32 and round once (as cuBLASLt's epilogue does with
  * beta = 1), reduce in a fixed order (the same inputs give the same bits), and are launched with PDL
  * (zgc_launch): weights are no earlier kernel's output, so their first loads (and L2 prefetches) are
@@ -427,228 +426,13 @@ template <>
 __global__ void zgc_gemv2_kernel<float, false>(float *, float *, const float *, const float *, const float *,
                                                const float *, const float *, const float *, int, int, int, int) {}
 
+static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
 /* v2's dynamic shared memory: the N input rows, and with the LayerNorm its gains and biases */
 static size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
     int nv = (int)((size_t)C * es / 16);
     return ((size_t)N * (size_t)zgc_gemv2_xstride(nv) + (ln ? 2 * (size_t)nv : 0)) * 16;
 }
-
-/* ---- v3: v2's arithmetic over weights staged in shared memory, deep before the PDL wait -------------
- * Where v2 left the decode step (v0.15-v0.16): the 48 x 4 products chained in a graph read 2.95 GB in
- * 1.62 ms on the H200 (1.8 TB/s, 38% of HBM) and 1.77 ms on the H100, against ~0.8 ms at a copy's rate.
- * Counting the gap: ~3-4 us per product beyond its bytes. A product cannot start its arithmetic before the
- * one before it has completed (its input row), and v2 has only its first two batches in flight when it
- * waits: 32 KB in registers per block, one of its two blocks per SM resident early (the SM's registers),
- * so DRAM idles from the previous product's tail to this one's first uses (staging the input, the
- * LayerNorm), every product.
- * v3 stages the weights in shared memory with cp.async: a ring of ZGC_GEMV3_MAX_STAGES slots of 16.5 KB
- * per block, one block per SM (grid = SMs), at most ZGC_GEMV3_SMEM bytes a block so that the next
- * product's block fits beside a running one (two per SM). Before the PDL wait a block fills its whole
- * ring (~84 KB: ~11 MB across an H200, most of a 15-20 MB product), so the next product's weights stream
- * while this one finishes; after the wait it computes from shared memory while the ring refills.
- * Block b owns the output rows [b*OC/G, (b+1)*OC/G) (G blocks), one contiguous weight range (bytes within
- * one row of each other across blocks: v2's 8-column groups left 24% of the work on the busiest block at
- * qkv and fc). Its rows are taken in groups of 8 from its first (the last group may be short), each group
- * in slabs of ZGC_GEMV3_SLAB input positions; an item = (group, slab) = one ring slot (8 rows x 2 KB, the
- * row stride padded by 64 bytes so a quarter-warp's two rows fall in different banks).
- * The arithmetic is v2's, in v2's order: warp w takes the 32-position chunks c = w (mod 8) of each row in
- * increasing order (a slab holds 32 chunks, so the chunk's warp does not change across slabs), lane 4r+q
- * the 16-byte vector 4c+q of weight row r and of input row r, two mma per chunk accumulating in d across
- * the group's slabs, then the 8 warps' fragments added in warp order, + bias, then GELU or + residual:
- * the same bits as v2 for every shape and grid (the op tests check it). One __syncthreads per item: after
- * it, the slot of the item before is refilled (every thread is past its use) with the item NS slots on. */
-#define ZGC_GEMV3_SLAB 1024                           /* input positions per slot row (16-bit: 2 KB) */
-#define ZGC_GEMV3_ROW_BYTES (ZGC_GEMV3_SLAB * 2 + 64) /* a slot row: 2 KB + 64 bytes (banks) */
-#define ZGC_GEMV3_SLOT_BYTES (ZGC_GEMV2_COLS * ZGC_GEMV3_ROW_BYTES)
-#define ZGC_GEMV3_MAX_STAGES 13
-#define ZGC_GEMV3_MIN_STAGES 3
-/* a block's shared memory (dynamic + static), KiB: two blocks and their 1 KB reserves within an H100/H200
- * SM's 228 KB, so the next product's block is resident beside the running one. ZGPT_GEMV3_KB=48..227
- * for A/B runs (above 113: one block per SM, a deeper ring, no early start beside the running product) */
-#define ZGC_GEMV3_KB 100
-#define ZGC_GEMV3_STATIC (ZGC_GEMV_WARPS * 32 * 2 * sizeof(float))
-
-/* v3's dynamic shared memory without the ring: the N input rows, and with the LayerNorm its parameters */
-static size_t zgc_gemv3_extra(int N, int C, size_t es, bool ln) { return zgc_gemv2_smem(N, C, es, ln); }
-/* ring slots that fit beside the extra (0: v3 does not fit this product) */
-static size_t zgc_gemv3_budget(void) {
-    const char *v = getenv("ZGPT_GEMV3_KB");
-    if (v == NULL || *v == '\0') return (size_t)ZGC_GEMV3_KB * 1024;
-    char *end;
-    long kb = strtol(v, &end, 10);
-    if (*end != '\0' || kb < 48 || kb > 227)
-        ZG_FATAL("ZGPT_GEMV3_KB=%s: expected a block's shared memory in KiB from 48 to 227 (unset: %d)", v,
-                 ZGC_GEMV3_KB);
-    return (size_t)kb * 1024;
-}
-static int zgc_gemv3_stages(int N, int C, size_t es, bool ln) {
-    size_t extra = zgc_gemv3_extra(N, C, es, ln) + ZGC_GEMV3_STATIC, budget = zgc_gemv3_budget();
-    if (extra >= budget) return 0;
-    size_t ns = (budget - extra) / ZGC_GEMV3_SLOT_BYTES;
-    if (ns > ZGC_GEMV3_MAX_STAGES) ns = ZGC_GEMV3_MAX_STAGES;
-    return ns < ZGC_GEMV3_MIN_STAGES ? 0 : (int)ns;
-}
-
-/* cp.async.wait_group with a count known at run time (the ring's depth): at most n groups in flight */
-__device__ __forceinline__ void zgc_gemv3_wait(int n) {
-    switch (n) {
-    case 1: zgc_cp_wait<1>(); break;
-    case 2: zgc_cp_wait<2>(); break;
-    case 3: zgc_cp_wait<3>(); break;
-    case 4: zgc_cp_wait<4>(); break;
-    case 5: zgc_cp_wait<5>(); break;
-    case 6: zgc_cp_wait<6>(); break;
-    case 7: zgc_cp_wait<7>(); break;
-    case 8: zgc_cp_wait<8>(); break;
-    case 9: zgc_cp_wait<9>(); break;
-    case 10: zgc_cp_wait<10>(); break;
-    case 11: zgc_cp_wait<11>(); break;
-    case 12: zgc_cp_wait<12>(); break;
-    case 13: zgc_cp_wait<13>(); break;
-    default: zgc_cp_wait<0>(); break; /* stricter is always correct */
-    }
-}
-
-template <typename T, bool LN>
-__global__ void __launch_bounds__(ZGC_GEMV_THREADS, 2)
-    zgc_gemv3_kernel(T *out, T *pre_gelu, const T *inp, const T *lnw, const T *lnb, const T *w, const T *bias,
-                     const T *residual, int N, int C, int OC, int NS) {
-    constexpr int W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS, SV = ZGC_GEMV3_SLAB * 2 / 16; /* vectors per slab row */
-    /* NS ring slots, then the N input rows (row stride zgc_gemv2_xstride vectors), then (LN) gains, biases */
-    extern __shared__ int4 smem3[];
-    __shared__ float red[W][32][2];
-    char *ring = reinterpret_cast<char *>(smem3);
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
-    int nv = (int)(C * sizeof(T) / 16), xstride = zgc_gemv2_xstride(nv);
-    int4 *xs = reinterpret_cast<int4 *>(ring + (size_t)NS * ZGC_GEMV3_SLOT_BYTES);
-    int4 *lnws = xs + (size_t)N * xstride, *lnbs = lnws + nv;
-    /* this block's rows; every block has at least one (G <= OC) */
-    int r0 = (int)((long long)blockIdx.x * OC / gridDim.x), r1 = (int)((long long)(blockIdx.x + 1) * OC / gridDim.x);
-    int ns = (nv + SV - 1) / SV;              /* slabs per row */
-    int items = ((r1 - r0 + G - 1) / G) * ns; /* (group, slab) pairs */
-    const int4 zero = make_int4(0, 0, 0, 0);
-    /* item it's 8 rows x one slab into slot `slot` (rows past r1 and vectors past the row left alone:
-     * their lanes read zeros, below) */
-    auto fill = [&](int it, int slot) {
-        int g = it / ns, s = it - g * ns, rows = min(G, r1 - r0 - g * G), v0 = s * SV, sv = min(SV, nv - v0);
-        const int4 *src = reinterpret_cast<const int4 *>(w) + (size_t)(r0 + g * G) * nv + v0;
-        char *dst = ring + (size_t)slot * ZGC_GEMV3_SLOT_BYTES;
-        /* thread t: vector t % SV of rows t / SV, + 256 / SV, ... (SV a power of two: no division) */
-        int j = (int)threadIdx.x % SV;
-        if (j < sv)
-            for (int rr = (int)threadIdx.x / SV; rr < rows; rr += ZGC_GEMV_THREADS / SV)
-                zgc_cp_async16(dst + (size_t)rr * ZGC_GEMV3_ROW_BYTES + (size_t)j * 16, src + (size_t)rr * nv + j);
-    };
-    /* before the wait: the LayerNorm's parameters (the oldest group), then the whole ring. Nothing earlier
-     * in the stream writes either; the groups complete in order, so wait<k> below counts slots only */
-    if (LN) {
-        for (int i = threadIdx.x; i < nv; i += blockDim.x) {
-            zgc_cp_async16(lnws + i, reinterpret_cast<const int4 *>(lnw) + i);
-            zgc_cp_async16(lnbs + i, reinterpret_cast<const int4 *>(lnb) + i);
-        }
-        zgc_cp_commit();
-    }
-    for (int i = 0; i < NS; i++) {
-        if (i < items) fill(i, i);
-        zgc_cp_commit(); /* empty past the last item: group i is item i */
-    }
-    zgc_pdl_wait(); /* inp, residual and out belong to the kernels before */
-    zgc_pdl_trigger();
-    /* the N input rows (a few KB, in L2): plain loads, all issued before the stores */
-    {
-        const int4 *xg = reinterpret_cast<const int4 *>(inp);
-        int total = N * nv;
-        for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
-            int4 v[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                int i = i0 + u * (int)blockDim.x;
-                v[u] = i < total ? xg[i] : zero;
-            }
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                int i = i0 + u * (int)blockDim.x;
-                if (i < total) {
-                    int n = i / nv;
-                    xs[(size_t)n * xstride + (i - n * nv)] = v[u];
-                }
-            }
-        }
-    }
-    if (LN) zgc_gemv3_wait(NS); /* all but the NS newest (the ring): the parameters */
-    __syncthreads();
-    if (LN) { /* warp n normalises row n in place, as v2 does */
-        if (warp < N) {
-            int4 *row = xs + (size_t)warp * xstride;
-            zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(row), reinterpret_cast<const T *>(row),
-                               reinterpret_cast<const T *>(lnws), reinterpret_cast<const T *>(lnbs), C);
-        }
-        __syncthreads();
-    }
-    int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G; /* the output this thread stores per group */
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, eb = 0.0f, er = 0.0f;
-    for (int it = 0; it < items; it++) {
-        /* item it has landed once all but NS - 2 groups have (NS - 1 at it = 0): before this wait the groups
-         * are (the parameters,) the NS fills and one refill per iteration from 1 to it - 1, and item k is
-         * the k-th of the ring's groups (item k >= NS comes with iteration k - NS + 1's refill) */
-        zgc_gemv3_wait(it == 0 ? NS - 1 : NS - 2);
-        __syncthreads();
-        if (it >= 1) { /* every thread is past item it - 1: its slot takes item it - 1 + NS */
-            if (it - 1 + NS < items) fill(it - 1 + NS, (it - 1) % NS);
-            zgc_cp_commit(); /* (empty past the last item) */
-        }
-        int g = it / ns, s = it - g * ns, o = r0 + g * G + oc;
-        if (s == 0 && on < N && o < r1) { /* the epilogue's operands, loading beside the group */
-            eb = bias ? zgc_to_f(bias[o]) : 0.0f;
-            er = residual ? zgc_to_f(residual[(size_t)on * OC + o]) : 0.0f;
-        }
-        const char *slot = ring + (size_t)(it % NS) * ZGC_GEMV3_SLOT_BYTES + (size_t)r * ZGC_GEMV3_ROW_BYTES;
-        int v0 = s * SV, sv = min(SV, nv - v0), rowok = r0 + g * G + r < r1;
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int jl = 4 * (warp + W * u) + q; /* vector in the slab; chunk warp + W u of 32 */
-            if (4 * (warp + W * u) < sv) {   /* the chunk holds data (the whole warp agrees) */
-                bool in = jl < sv;
-                int4 wv = in && rowok ? *reinterpret_cast<const int4 *>(slot + (size_t)jl * 16) : zero;
-                int4 xv = r < N && in ? xs[(size_t)r * xstride + v0 + jl] : zero;
-                uint32_t a1[4] = {(uint32_t)xv.x, 0u, (uint32_t)xv.y, 0u};
-                uint32_t a2[4] = {(uint32_t)xv.z, 0u, (uint32_t)xv.w, 0u};
-                zgc_mma<T>::run(d, a1, (uint32_t)wv.x, (uint32_t)wv.y);
-                zgc_mma<T>::run(d, a2, (uint32_t)wv.z, (uint32_t)wv.w);
-            }
-        }
-        if (s == ns - 1) { /* the group is done: d[0], d[1] = (input row r, columns 2q, 2q + 1) */
-            red[warp][lane][0] = d[0];
-            red[warp][lane][1] = d[1];
-            d[0] = d[1] = d[2] = d[3] = 0.0f;
-            __syncthreads(); /* red is written again at the next group's end, after the next item's barrier */
-            if (on < N && o < r1) {
-                int src = on * 4 + oc / 2, k = oc % 2;
-                float sum = 0.0f;
-#pragma unroll
-                for (int wi = 0; wi < W; wi++) sum += red[wi][src][k];
-                sum += eb;
-                size_t i = (size_t)on * OC + o;
-                if (pre_gelu) {
-                    pre_gelu[i] = zgc_from_f<T>(sum);
-                    out[i] = zgc_from_f<T>(zgc_gelu(sum));
-                } else {
-                    out[i] = zgc_from_f<T>(sum + er);
-                }
-            }
-        }
-    }
-    zgc_cp_wait<0>(); /* nothing of this block's may still be landing when it exits */
-}
-/* fp32 has no such mma: v1's warp per column runs instead */
-template <>
-__global__ void zgc_gemv3_kernel<float, true>(float *, float *, const float *, const float *, const float *,
-                                              const float *, const float *, const float *, int, int, int, int) {}
-template <>
-__global__ void zgc_gemv3_kernel<float, false>(float *, float *, const float *, const float *, const float *,
-                                               const float *, const float *, const float *, int, int, int, int) {}
-
-static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 /* The kernel for this product (ZGC_GEMV_*; ZGC_GEMV_CUBLASLT: the caller runs cuBLASLt / the two ops).
  * fp32 has no tensor-core form: v1's warp per column; v2 where its input stage (and, ln, the LayerNorm parameters) fits; else v1. */
@@ -656,13 +440,12 @@ static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, 
     size_t es = zgc_dtype_bytes(be->act_dtype);
     int kind = zgc_gemv_pick(N);
     if (kind < 0)
-        ZG_FATAL("ZGPT_GEMV=%s: not a product kernel (cublaslt, v1, simt, v2 or v3; unset: the per-shape choice)",
+        ZG_FATAL("ZGPT_GEMV=%s: not a product kernel (cublaslt, v1, simt or v2; unset: the per-shape choice)",
                  getenv("ZGPT_GEMV"));
     if (kind == ZGC_GEMV_CUBLASLT || !(N >= 1 && N <= ZGC_GEMV_MAX_N && OC >= 1 && ((size_t)C * es) % 16 == 0 &&
                                        zgc_gemv_aligned(inp) && zgc_gemv_aligned(w)))
         return ZGC_GEMV_CUBLASLT;
     if (be->act_dtype == ZG_F32) return ZGC_GEMV_V1_SIMT;
-    if (kind == ZGC_GEMV_V3 && zgc_gemv3_stages(N, C, es, ln) == 0) kind = ZGC_GEMV_V2; /* the ring does not fit */
     if (kind == ZGC_GEMV_V2 && zgc_gemv2_smem(N, C, es, ln) > ZGC_GEMV2_MAX_SMEM) return ZGC_GEMV_V1;
     return kind;
 }
@@ -698,36 +481,9 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
     ZG_CUDA_LAUNCH_CHECK();
 }
 
-static void zgc_gemv3_launch(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *lnw,
-                             const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
-                             int OC) {
-    zgc_impl *im = zgc_get(be);
-    size_t es = zgc_dtype_bytes(be->act_dtype);
-    int ns = zgc_gemv3_stages(N, C, es, lnw != NULL); /* >= ZGC_GEMV3_MIN_STAGES: zgc_gemv_fits checked */
-    unsigned sms = (unsigned)(im->num_sms > 0 ? im->num_sms : 1);
-    /* ZGPT_GEMV_GRID=1..3 blocks per SM (default 1), for A/B runs as with v2 */
-    unsigned per = (unsigned)zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 3, 1);
-    unsigned blocks = (unsigned)OC < per * sms ? (unsigned)OC : per * sms; /* every block owns at least one row */
-    size_t smem = (size_t)ns * ZGC_GEMV3_SLOT_BYTES + zgc_gemv3_extra(N, C, es, lnw != NULL);
-    ZGC_DISPATCH(be->act_dtype, T, {
-        auto kern = lnw ? zgc_gemv3_kernel<T, true> : zgc_gemv3_kernel<T, false>;
-        ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        /* the whole of the SM's 228 KB as shared memory: two of these blocks (consecutive products) fit */
-        ZG_CUDA_CHECK(
-            cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
-        zgc_launch(be, kern, dim3(blocks), dim3(ZGC_GEMV_THREADS), smem, 0, (T *)out, (T *)pre_gelu, (const T *)inp,
-                   (const T *)lnw, (const T *)lnb, (const T *)w, (const T *)bias, (const T *)residual, N, C, OC, ns);
-    });
-    ZG_CUDA_LAUNCH_CHECK();
-}
-
 static void zgc_gemv_launch(zg_backend *be, int kind, void *out, void *pre_gelu, const void *inp, const void *lnw,
                             const void *lnb, const void *w, const void *bias, const void *residual, int N, int C,
                             int OC) {
-    if (kind == ZGC_GEMV_V3) {
-        zgc_gemv3_launch(be, out, pre_gelu, inp, lnw, lnb, w, bias, residual, N, C, OC);
-        return;
-    }
     if (kind == ZGC_GEMV_V2) {
         zgc_gemv2_launch(be, out, pre_gelu, inp, lnw, lnb, w, bias, residual, N, C, OC);
         return;
@@ -761,8 +517,7 @@ void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, voi
     size_t smem = (size_t)N * C * zgc_dtype_bytes(be->act_dtype);
     int kind = zgc_gemv_fits(be, inp, w, N, C, OC, true);
     if (kind != ZGC_GEMV_CUBLASLT && be->param_dtype == be->act_dtype &&
-        (kind == ZGC_GEMV_V2 || kind == ZGC_GEMV_V3 || smem + 4096 <= 48 * 1024) && zgc_gemv_aligned(lnw) &&
-        zgc_gemv_aligned(lnb)) {
+        (kind == ZGC_GEMV_V2 || smem + 4096 <= 48 * 1024) && zgc_gemv_aligned(lnw) && zgc_gemv_aligned(lnb)) {
         zgc_gemv_launch(be, kind, out, pre_gelu, inp, lnw, lnb, w, bias, NULL, N, C, OC);
         return;
     }
