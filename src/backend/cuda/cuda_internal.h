@@ -171,9 +171,13 @@ static inline int zgc_decode_mode(void) {
  * and PDL): at B=1 2.393 ms with v2 without the prefetch, 2.432 ms with it, 2.664 ms with cuBLASLt's
  * products, 2.810 ms with v1; at B=8 v2 took 4.154 ms against cuBLASLt's 3.267 ms, so from 2 rows
  * cuBLASLt stays. (v0.13: v1 at 1 row lost to cuBLASLt once PDL was on, 2.802 vs 2.658 ms.)
- * ZGPT_GEMV_MAX_N or ZGPT_DECODE=new|gemv select it at more rows for A/B runs. */
+ * ZGPT_GEMV_MAX_N or ZGPT_DECODE=new|gemv select it at more rows for A/B runs.
+ * Auto also leaves to cuBLASLt a product of more than ZGC_GEMV_AUTO_MAX_RATIO x C outputs: the LM head (wte,
+ * 161 MB at GPT-2 XL) took 0.123 ms in v2 against cuBLASLt's 0.069 ms at 1 row (v0.18, H100; the layers'
+ * products, at most 4C outputs, are v2's). */
 #define ZGC_GEMV_AUTO_MAX_N 1
-static inline bool zgc_decode_gemv(int N) {
+#define ZGC_GEMV_AUTO_MAX_RATIO 4
+static inline bool zgc_decode_gemv(int N, int C, int OC) {
     int m = zgc_decode_mode();
     const char *v = getenv("ZGPT_GEMV_MAX_N"); /* auto's limit, for A/B runs of the tensor-core form at B > 1 */
     int auto_max = ZGC_GEMV_AUTO_MAX_N;
@@ -185,7 +189,9 @@ static inline bool zgc_decode_gemv(int N) {
                      ZGC_GEMV_AUTO_MAX_N);
         auto_max = (int)n;
     }
-    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV || ((m == ZGC_DEC_AUTO || m == ZGC_DEC_ONEBLOCK) && N <= auto_max);
+    return m == ZGC_DEC_NEW || m == ZGC_DEC_GEMV ||
+           ((m == ZGC_DEC_AUTO || m == ZGC_DEC_ONEBLOCK) && N <= auto_max &&
+            (long long)OC <= (long long)ZGC_GEMV_AUTO_MAX_RATIO * C);
 }
 /* Which kernel runs a product of N <= ZGC_GEMV_MAX_N rows (gemv_cuda.cu):
  *   CUBLASLT  cuBLASLt (matmul_cuda.cu);
@@ -196,12 +202,12 @@ static inline bool zgc_decode_gemv(int N) {
  *             SM looping over column groups, the input staged in shared memory once per block, weights
  *             loaded and prefetched to L2 before the PDL wait; fp32 runs V1_SIMT).
  * ZGPT_GEMV=cublaslt|v1|simt|v2 picks one for every such product (over ZGPT_DECODE); unset: cuBLASLt,
- * or ZGC_GEMV_AUTO_FORM (v2) where zgc_decode_gemv says so (1 row). Any other value: -1 (the caller refuses it). */
+ * or ZGC_GEMV_AUTO_FORM (v2) where zgc_decode_gemv says so (1 row, at most 4C outputs). Any other value: -1 (the caller refuses it). */
 enum { ZGC_GEMV_CUBLASLT = 0, ZGC_GEMV_V1, ZGC_GEMV_V1_SIMT, ZGC_GEMV_V2 };
 #define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V2
-static inline int zgc_gemv_pick(int N) {
+static inline int zgc_gemv_pick(int N, int C, int OC) {
     const char *v = getenv("ZGPT_GEMV");
-    if (v == NULL || *v == '\0') return zgc_decode_gemv(N) ? ZGC_GEMV_AUTO_FORM : ZGC_GEMV_CUBLASLT;
+    if (v == NULL || *v == '\0') return zgc_decode_gemv(N, C, OC) ? ZGC_GEMV_AUTO_FORM : ZGC_GEMV_CUBLASLT;
     if (strcmp(v, "cublaslt") == 0) return ZGC_GEMV_CUBLASLT;
     if (strcmp(v, "v1") == 0) return ZGC_GEMV_V1;
     if (strcmp(v, "simt") == 0) return ZGC_GEMV_V1_SIMT;

@@ -71,10 +71,11 @@ template <typename T, bool VEC> __device__ __forceinline__ float zgc_dec_dot(con
 
 /* p V over positions [j0, j1) of one (row, head): warp w takes positions j0 + w, j0 + w + WARPS, ...,
  * lane takes channels lane, lane + 32, ...; the warps' sums meet in part (fixed order) and
- * store(d, total) runs once per channel d. sc[j - j0] holds the weights; part is WARPS x
+ * store(d, total) runs once per channel d. sc[j - j0] holds the weights; V row j is at vb + (j - j0) * vs
+ * (the cache: vb at row j0, vs = hs; or the chunk's rows staged in shared memory); part is WARPS x
  * ZGC_DEC_MAX_HS floats. Ends with the barrier that frees part. */
 template <typename T, int WARPS, typename Store>
-__device__ void zgc_dec_pv(const float *sc, const T *vb, int j0, int j1, int hs, float (*part)[ZGC_DEC_MAX_HS],
+__device__ void zgc_dec_pv(const float *sc, const T *vb, int vs, int j0, int j1, int hs, float (*part)[ZGC_DEC_MAX_HS],
                            Store store) {
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     float acc[ZGC_DEC_MAX_HS / 32];
@@ -82,7 +83,7 @@ __device__ void zgc_dec_pv(const float *sc, const T *vb, int j0, int j1, int hs,
     for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) acc[k] = 0.0f;
     for (int j = j0 + warp; j < j1; j += WARPS) {
         float p = sc[j - j0];
-        const T *vr = vb + (size_t)j * hs;
+        const T *vr = vb + (size_t)(j - j0) * vs;
 #pragma unroll
         for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
             int d = lane + 32 * k;
@@ -139,7 +140,7 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
     sum = zgc_block_sum(sum, red, ZGC_DEC_WARPS); /* its barriers also publish sc */
     float inv = 1.0f / sum;
     T *o = out + (size_t)b * C + (size_t)h * hs;
-    zgc_dec_pv<T, ZGC_DEC_WARPS>(sc, vb, 0, L, hs, part, [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
+    zgc_dec_pv<T, ZGC_DEC_WARPS>(sc, vb, hs, 0, L, hs, part, [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
 }
 
 /* out (b, h) = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the chunks s up to position t, in
@@ -164,7 +165,13 @@ __device__ __forceinline__ void zgc_dec_combine(T *out, const float *accs, const
 }
 
 /* One chunk of one (row, head): block (bh, s) over positions [s*CHUNK, min(L, (s+1)*CHUNK)). Writes
- * ml[bh][s] = (m, l) and acc[bh][s][0..hs) (fp32 scratch). */
+ * ml[bh][s] = (m, l) and acc[bh][s][0..hs) (fp32 scratch).
+ * VEC (rows of whole 16-byte vectors): the chunk's cached K and V rows (positions before pos[0], written by
+ * earlier steps, long complete) are copied into shared memory before the PDL wait (cp.async; row stride
+ * hs + 16 bytes, so the 8 rows a quarter-warp's 16-byte score loads touch fall in different banks); after it
+ * only q and the new position's k, v (the qkv product's) are read: the two DRAM round trips over the cache
+ * leave the step's critical path (v0.18). pos[0] is read before the wait too (the previous step's
+ * decode_advance wrote it, kernels ago). The same values in the same order: the same bits. */
 template <typename T, bool VEC, bool FUSED>
 __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     zgc_att_decode_split_kernel(T *out, float *accs, float *ml, unsigned *counts, const T *qkv, T *kc, T *vc,
@@ -173,26 +180,48 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
     __shared__ float red[ZGC_DEC_SPLIT_WARPS];
-    zgc_pdl_wait(); /* every block, even one past the position: see zgc_pdl_on */
-    zgc_pdl_trigger();
+    extern __shared__ int4 kvs[]; /* VEC: K rows, then V rows, ZGC_DEC_CHUNK each, stride rs elements */
     int bh = blockIdx.x, s = blockIdx.y, S = gridDim.y, b = bh / NH, h = bh % NH, hs = C / NH;
     int t = pos[0], L = t + 1;
     int j0 = s * ZGC_DEC_CHUNK, j1 = min(L, j0 + ZGC_DEC_CHUNK);
+    T *kb = kc + (size_t)bh * maxT * hs, *vb = vc + (size_t)bh * maxT * hs;
+    constexpr int E = 16 / sizeof(T);
+    int rs = hs + E; /* elements per staged row */
+    T *ks = reinterpret_cast<T *>(kvs), *vsm = ks + (size_t)ZGC_DEC_CHUNK * rs;
+    if (VEC && j0 < L) { /* rows j0 .. min(j1, t) - 1 come from the cache */
+        int nr = min(j1, t) - j0, vpr = hs / E;
+        for (int i = threadIdx.x; i < nr * vpr; i += blockDim.x) {
+            int r = i / vpr, v = i - r * vpr;
+            zgc_cp_async16(ks + (size_t)r * rs + v * E, kb + (size_t)(j0 + r) * hs + v * E);
+            zgc_cp_async16(vsm + (size_t)r * rs + v * E, vb + (size_t)(j0 + r) * hs + v * E);
+        }
+        zgc_cp_commit();
+    }
+    zgc_pdl_wait(); /* every block, even one past the position: see zgc_pdl_on */
+    zgc_pdl_trigger();
     if (j0 >= L) return; /* past the position: the combine does not read this chunk */
     const T *row = qkv + (size_t)b * 3 * C;
-    T *kb = kc + (size_t)bh * maxT * hs, *vb = vc + (size_t)bh * maxT * hs;
     bool mine = t < j1; /* this chunk holds the new position */
     for (int d = threadIdx.x; d < hs; d += blockDim.x) {
         if (mine) {
-            kb[(size_t)t * hs + d] = row[C + h * hs + d];
-            vb[(size_t)t * hs + d] = row[2 * C + h * hs + d];
+            T kn = row[C + h * hs + d], vn = row[2 * C + h * hs + d];
+            kb[(size_t)t * hs + d] = kn;
+            vb[(size_t)t * hs + d] = vn;
+            if (VEC) {
+                ks[(size_t)(t - j0) * rs + d] = kn;
+                vsm[(size_t)(t - j0) * rs + d] = vn;
+            }
         }
         qs[d] = zgc_to_f(row[h * hs + d]) * scale;
     }
+    if (VEC) zgc_cp_wait<0>();
     __syncthreads();
+    /* K and V rows of the chunk: staged (row j at (j - j0) * rs) or the cache itself */
+    const T *kr0 = VEC ? ks : kb + (size_t)j0 * hs, *vr0 = VEC ? vsm : vb + (size_t)j0 * hs;
+    int krs = VEC ? rs : hs;
     float m = -INFINITY;
     for (int j = j0 + (int)threadIdx.x; j < j1; j += blockDim.x) {
-        float sj = zgc_dec_dot<T, VEC>(qs, kb + (size_t)j * hs, hs);
+        float sj = zgc_dec_dot<T, VEC>(qs, kr0 + (size_t)(j - j0) * krs, hs);
         sc[j - j0] = sj;
         m = fmaxf(m, sj);
     }
@@ -206,7 +235,7 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     l = zgc_block_sum(l, red, ZGC_DEC_SPLIT_WARPS); /* its barriers also publish sc */
     size_t at = (size_t)bh * S + s;
     float *acc = accs + at * hs;
-    zgc_dec_pv<T, ZGC_DEC_SPLIT_WARPS>(sc, vb, j0, j1, hs, part, [&](int d, float v) { acc[d] = v; });
+    zgc_dec_pv<T, ZGC_DEC_SPLIT_WARPS>(sc, vr0, krs, j0, j1, hs, part, [&](int d, float v) { acc[d] = v; });
     if (threadIdx.x == 0) {
         ml[2 * at] = m;
         ml[2 * at + 1] = l;
@@ -258,7 +287,11 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
         auto kern =
             fused ? (vec ? zgc_att_decode_split_kernel<T, true, true> : zgc_att_decode_split_kernel<T, false, true>)
                   : (vec ? zgc_att_decode_split_kernel<T, true, false> : zgc_att_decode_split_kernel<T, false, false>);
-        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), 0, 0, (T *)out, accs, ml, counts, (const T *)qkv,
+        /* vec: the chunk's K and V rows staged (row stride hs + 16 bytes) */
+        size_t smem = vec ? 2 * (size_t)ZGC_DEC_CHUNK * ((size_t)hs * sizeof(T) + 16) : 0;
+        if (smem > 48 * 1024 - 2048) /* past the default beside the static arrays: opt in */
+            ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, (T *)out, accs, ml, counts, (const T *)qkv,
                    (T *)kcache, (T *)vcache, pos, maxT, C, NH, scale);
         ZG_CUDA_LAUNCH_CHECK();
         if (!fused) {

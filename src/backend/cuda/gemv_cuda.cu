@@ -438,7 +438,7 @@ static size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
  * fp32 has no tensor-core form: v1's warp per column; v2 where its input stage (and, ln, the LayerNorm parameters) fits; else v1. */
 static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln) {
     size_t es = zgc_dtype_bytes(be->act_dtype);
-    int kind = zgc_gemv_pick(N);
+    int kind = zgc_gemv_pick(N, C, OC);
     if (kind < 0)
         ZG_FATAL("ZGPT_GEMV=%s: not a product kernel (cublaslt, v1, simt or v2; unset: the per-shape choice)",
                  getenv("ZGPT_GEMV"));
