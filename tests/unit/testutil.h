@@ -37,7 +37,7 @@ void zt_fail_at(const char *file, int line, const char *fmt, ...);
 
 /* Runs a named test function and reports it. */
 void zt_run(const char *name, void (*fn)(void));
-/* (zt_run: ZT_ONLY=name,name,... in the environment runs only those tests.)
+/* (zt_run: ZT_ONLY=name,name,... in the environment runs only those tests.) */
 /* Prints the summary; returns the process exit status. */
 int zt_finish(void);
 
