@@ -166,8 +166,10 @@ static inline int zgc_decode_mode(void) {
     if (strcmp(v, "oneblock") == 0) return ZGC_DEC_ONEBLOCK;
     return ZGC_DEC_AUTO;
 }
-/* auto runs the few-row product up to this many rows: 1, in v2's kernel (ZGC_GEMV_AUTO_FORM) without its L2
- * prefetch. Measured (v0.15, one H200, the XL decode step graph with split attention, the cluster sampler
+/* auto runs the few-row product up to this many rows: 8 (every row count it takes), in v2's kernel
+ * (ZGC_GEMV_AUTO_FORM) without its L2 prefetch. v0.19 (H100, the XL step graph at B=8 once decode attention
+ * read its cache before the PDL wait): 3.013 ms with v2's products up to 8 rows against 3.230 ms with
+ * cuBLASLt's. Before that: 1 row. Measured (v0.15, one H200, the XL decode step graph with split attention, the cluster sampler
  * and PDL): at B=1 2.393 ms with v2 without the prefetch, 2.432 ms with it, 2.664 ms with cuBLASLt's
  * products, 2.810 ms with v1; at B=8 v2 took 4.154 ms against cuBLASLt's 3.267 ms, so from 2 rows
  * cuBLASLt stays. (v0.13: v1 at 1 row lost to cuBLASLt once PDL was on, 2.802 vs 2.658 ms.)
@@ -175,7 +177,7 @@ static inline int zgc_decode_mode(void) {
  * Auto also leaves to cuBLASLt a product of more than ZGC_GEMV_AUTO_MAX_RATIO x C outputs: the LM head (wte,
  * 161 MB at GPT-2 XL) took 0.123 ms in v2 against cuBLASLt's 0.069 ms at 1 row (v0.18, H100; the layers'
  * products, at most 4C outputs, are v2's). */
-#define ZGC_GEMV_AUTO_MAX_N 1
+#define ZGC_GEMV_AUTO_MAX_N 8
 #define ZGC_GEMV_AUTO_MAX_RATIO 4
 static inline bool zgc_decode_gemv(int N, int C, int OC) {
     int m = zgc_decode_mode();
@@ -202,7 +204,7 @@ static inline bool zgc_decode_gemv(int N, int C, int OC) {
  *             SM looping over column groups, the input staged in shared memory once per block, weights
  *             loaded and prefetched to L2 before the PDL wait; fp32 runs V1_SIMT).
  * ZGPT_GEMV=cublaslt|v1|simt|v2 picks one for every such product (over ZGPT_DECODE); unset: cuBLASLt,
- * or ZGC_GEMV_AUTO_FORM (v2) where zgc_decode_gemv says so (1 row, at most 4C outputs). Any other value: -1 (the caller refuses it). */
+ * or ZGC_GEMV_AUTO_FORM (v2) where zgc_decode_gemv says so (up to 8 rows, at most 4C outputs). Any other value: -1 (the caller refuses it). */
 enum { ZGC_GEMV_CUBLASLT = 0, ZGC_GEMV_V1, ZGC_GEMV_V1_SIMT, ZGC_GEMV_V2 };
 #define ZGC_GEMV_AUTO_FORM ZGC_GEMV_V2
 static inline int zgc_gemv_pick(int N, int C, int OC) {
