@@ -75,8 +75,8 @@
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
 #            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block and with ZGPT_DECODE_COMBINE=kernel (v0.15's
-#            attention combine): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=8 (the tensor-core
-#            few-row products): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
+#            attention combine): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=1 (cuBLASLt's
+#            products, v0.18's auto): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
 #            steady-state ms/step beside the headline tokens/s; ~5-7 min
 #            (not in the default list)
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
@@ -1304,11 +1304,11 @@ if has gen; then
            "(steady state $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") against $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b$B.log")")); text identical to the defaults' (same seed): $same"
     done
   done
-  # B=8 with the few-row tensor-core products (auto's limit raised to 8 rows): tokens/s only (another order
-  # of sums than cuBLASLt's, so the text may differ)
-  ZGPT_GEMV_MAX_N=8 timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples 8 \
-      --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b8_gemv8.out" 2> "$LOG_DIR/gen_zgpt_b8_gemv8.log"
-  note "gen zgpt B=8 ZGPT_GEMV_MAX_N=8 (tensor-core few-row products): exit $?; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8_gemv8.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")") with the defaults"
+  # B=8 with cuBLASLt's products (auto's limit back at 1 row, its rule before v0.19): tokens/s only (another
+  # order of sums than the few-row kernel's, so the text may differ)
+  ZGPT_GEMV_MAX_N=1 timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples 8 \
+      --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b8_gemv1.out" 2> "$LOG_DIR/gen_zgpt_b8_gemv1.log"
+  note "gen zgpt B=8 ZGPT_GEMV_MAX_N=1 (cuBLASLt products, v0.18's auto): exit $?; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8_gemv1.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")") with the defaults"
   z1=$(zs_tps "$LOG_DIR/gen_zgpt_b1.log"); z8=$(zs_tps "$LOG_DIR/gen_zgpt_b8.log")
   note "gen: zgpt bf16 tokens/s (load excluded: $(na "$(zs_load "$LOG_DIR/gen_zgpt_b1.log")") s) B=1 $(na "$z1") [$(verdict "$z1" ">=" 500) >= 500]," \
        "B=8 $(na "$z8") [$(verdict "$z8" ">=" 2500) >= 2500]; B=1 without the graph $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b1_nograph.log")")"
