@@ -139,7 +139,8 @@ typedef struct {
      * one of their own. Why: cuDNN's deterministic attention backward needs B*NH*T^2 elements of
      * workspace (803 MiB at GPT-2 XL B=16), and the model's logits buffer (B*T*Vp, twice that there)
      * is dead from the LM head's backward to the next forward, so the model lends it for the layers'
-     * backward (gpt2_backward) and the step's peak does not grow. NULL: the backend needs none (CPU). */
+     * backward (gpt2_backward; all but its end, which holds the backward's activation gradients, 6*B*T*C
+     * elements) and the step's peak does not grow. NULL: the backend needs none (CPU). */
     void (*scratch_lend)(zg_backend *be, void *p, size_t bytes);
     /* dst <- src (bytes) on the copy stream. ZG_COPY_D2H: dst is host memory (from host_alloc(pinned)
      * for a copy that overlaps compute), src backend memory; ZG_COPY_H2D the reverse. Not ordered with
@@ -192,9 +193,10 @@ typedef struct {
     void (*layernorm_matmul_forward)(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp,
                                      const void *lnw, const void *lnb, const void *w, const void *bias, int N, int C,
                                      int OC);
-    /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp; dbias (OC) += sum(dout)
-     * (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then multiplied by gelu'(gelu_inp)
-     * (the input of this matmul was gelu(gelu_inp)). */
+    /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp (may be NULL: skip, and inp
+     * is not read); dbias (OC) += sum(dout) (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then
+     * multiplied by gelu'(gelu_inp) (the input of this matmul was gelu(gelu_inp)). Each product is the
+     * same whether the other is asked for in the same call or not (the LM head asks for them in two). */
     void (*matmul_backward)(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                             const void *w, const void *gelu_inp, int N, int C, int OC);
     /* out = gelu_tanh(inp), n elements (used when activations are recomputed) */

@@ -233,10 +233,11 @@ typedef struct {
     void *lnf; /* (N,C) */
     float *lnf_mean, *lnf_rstd;
     void *logits; /* (N,Vp) */
-    /* backward scratch (in m->grad_acts) */
-    void *dres;   /* (N,C) gradient of the residual stream */
-    void *dsmall; /* (N,C) */
-    void *dbig;   /* (N,4C): d fch, or d qkv (N,3C) */
+    /* the backward's activation gradients, at the end of the logits' region (layout_acts) */
+    void *dres;        /* (N,C) gradient of the residual stream */
+    void *dsmall;      /* (N,C) */
+    void *dbig;        /* (N,4C): d fch, or d qkv (N,3C) */
+    size_t lend_bytes; /* the region's front, before dres: lent to the ops in the layers' backward */
 } act_index;
 
 /* A bump allocator over the activation block: each tensor aligned to 256 bytes; with base NULL it
@@ -264,14 +265,20 @@ static int layer_recomputes(int flags, int layers, int l, int what) {
 }
 
 /* Byte layout of the activations for (B, T); with `base` NULL it only measures. Returns the total
- * bytes of activations; *grad_bytes gets the backward scratch size.
+ * bytes (the backward's activation gradients included).
  * recompute: GPT2_RECOMPUTE_* flags for layers [0, rc_layers) (<= 0: all). A recomputed tensor gets
  * one buffer shared by those layers, filled in forward for the next op and again in backward just
  * before its consumer. With GPT2_LN_FROM_OUTPUT no LayerNorm input is read in backward, so the
  * residual stream lives in two buffers reused by every layer: resid[l] (the layer input and output,
- * overwritten in place by the MLP projection) and r2 (after attention). */
+ * overwritten in place by the MLP projection) and r2 (after attention).
+ * The logits (N,Vp) are dead from the LM head's backward to the next forward, and the backward's
+ * activation gradients are dead outside the backward, so they share one region: the gradients dres (N,C),
+ * dsmall (N,C) and dbig (N,4C) at its end (after the LM head's backward has read the logits: gpt2_backward),
+ * and its front, lend_bytes, lent to the ops as their workspace meanwhile (scratch_lend: cuDNN's attention
+ * backward, which starts at the loan's first byte). The region is the larger of the two, so with a small
+ * vocabulary (6C > Vp) it holds the gradients and lends nothing. */
 static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
-                          int rc_layers, char *base, act_index *ix, size_t *grad_bytes) {
+                          int rc_layers, char *base, act_index *ix) {
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
@@ -304,20 +311,29 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     }
     void *lnf = bump_take(&b, N * C * asz);
     float *lnf_mean = bump_take(&b, N * 4), *lnf_rstd = bump_take(&b, N * 4);
-    void *logits = bump_take(&b, N * Vp * asz);
+    /* the logits' region: offsets of the gradients from its end (g), its size the larger of the two */
+    bump g = {0, NULL};
+    size_t dres_at = g.off;
+    bump_take(&g, N * C * asz);
+    size_t dsmall_at = g.off;
+    bump_take(&g, N * C * asz);
+    size_t dbig_at = g.off;
+    bump_take(&g, N * 4 * C * asz);
+    bump l = {0, NULL};
+    bump_take(&l, N * Vp * asz);
+    size_t region = l.off > g.off ? l.off : g.off, lend = region - g.off;
+    char *logits = bump_take(&b, region);
     if (ix) {
         ix->lnf = lnf;
         ix->lnf_mean = lnf_mean;
         ix->lnf_rstd = lnf_rstd;
         ix->logits = logits;
+        ix->dres = logits + lend + dres_at;
+        ix->dsmall = logits + lend + dsmall_at;
+        ix->dbig = logits + lend + dbig_at;
+        ix->lend_bytes = lend;
     }
-    size_t total = b.off;
-    bump g = {0, NULL};
-    bump_take(&g, N * C * asz);
-    bump_take(&g, N * C * asz);
-    bump_take(&g, N * 4 * C * asz);
-    *grad_bytes = g.off;
-    return total;
+    return b.off;
 }
 
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
@@ -347,16 +363,14 @@ size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int 
     /* Attention state: the CPU (fp32) keeps probabilities (B,NH,T,T); CUDA keeps (B,NH,T) fp32
      * softmax statistics. fp32 is assumed to be the CPU here. */
     size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
-    size_t gb;
-    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, recompute_layers, NULL, NULL, &gb);
+    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, recompute_layers, NULL, NULL);
     /* + the deferred losses' ring beyond its first slot (<= 1 MiB) */
-    return a + gb + (loss_ring_slots((size_t)B * T) - 1) * (size_t)B * T * sizeof(float);
+    return a + (loss_ring_slots((size_t)B * T) - 1) * (size_t)B * T * sizeof(float);
 }
 
 static void acts_release(gpt2_model *m) {
     zg_backend *be = m->be;
     if (m->acts) be->ops->dealloc(be, m->acts);
-    if (m->grad_acts) be->ops->dealloc(be, m->grad_acts);
     if (m->tokens) be->ops->dealloc(be, m->tokens);
     if (m->targets) be->ops->dealloc(be, m->targets);
     if (m->losses) be->ops->dealloc(be, m->losses);
@@ -372,7 +386,7 @@ static void acts_release(gpt2_model *m) {
         free(ix->layers);
         free(ix);
     }
-    m->acts = m->grad_acts = NULL;
+    m->acts = NULL;
     m->tokens = m->targets = NULL;
     m->losses = m->losses_host = NULL;
     m->act_index = NULL;
@@ -393,12 +407,10 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     ix->resid = zg_calloc((size_t)m->cfg.n_layer + 1, sizeof(void *));
     ix->layers = zg_calloc((size_t)m->cfg.n_layer, sizeof(layer_acts));
     m->act_index = ix;
-    size_t gb;
-    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, NULL, NULL, &gb);
+    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, NULL, NULL);
     size_t N = (size_t)B * T;
     m->acts = be->ops->alloc(be, ab, "activations");
-    if (m->acts) m->grad_acts = be->ops->alloc(be, gb, "activation gradients");
-    if (m->grad_acts) m->tokens = be->ops->alloc(be, N * sizeof(int32_t), "tokens");
+    if (m->acts) m->tokens = be->ops->alloc(be, N * sizeof(int32_t), "tokens");
     if (m->tokens) m->targets = be->ops->alloc(be, N * sizeof(int32_t), "targets");
     /* the deferred forwards' ring: up to GPT2_LOSS_RING_SLOTS forwards in GPT2_LOSS_RING_BYTES */
     size_t slots = loss_ring_slots(N);
@@ -412,13 +424,7 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     m->losses_host = zg_malloc(slots * N * sizeof(float));
     m->loss_targets = zg_malloc(slots * N * sizeof(int32_t));
     m->loss_valid = zg_calloc(slots, sizeof(int));
-    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, m->acts, ix, &gb);
-    char *g = m->grad_acts;
-    size_t C = (size_t)m->cfg.n_embd;
-    size_t nc = (N * C * asz + 255) / 256 * 256;
-    ix->dres = g;
-    ix->dsmall = g + nc;
-    ix->dbig = g + 2 * nc;
+    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, m->acts, ix);
     m->B = B;
     m->T = T;
     return 0;
@@ -761,21 +767,27 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     });
     m->has_targets = 0; /* the logits now hold gradients */
     m->logits_hold_grad = 0;
-    /* LM head: dlnf (N,C) = dlogits @ wte; dwte += dlogits^T @ lnf */
-    GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-        op->matmul_backward(be, ix->dsmall, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf,
-                            tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
-    });
-    /* the logits (N,Vp) are dead until the next forward writes them: lent to the layers' backward as
-     * the ops' workspace (the attention backward's; backend.h, scratch_lend), ordered on the stream */
-    if (op->scratch_lend) op->scratch_lend(be, ix->logits, (size_t)N * Vp * asz);
     /* with GPT2_LN_FROM_OUTPUT every LayerNorm backward reads its output (x = NULL) */
     int from_out = (m->recompute & GPT2_LN_FROM_OUTPUT) != 0;
+    /* LM head: dwte += dlogits^T @ lnf, then dlnf (N,C) = dlogits @ wte (the two products of one
+     * matmul_backward, in two calls) into a buffer dead from here to the next forward, since the logits'
+     * region holds the gradients only once this has read the logits: lnf itself (the input form's
+     * LayerNorm backward reads resid[L], not lnf), or with GPT2_LN_FROM_OUTPUT resid[L] (that form reads
+     * lnf, and no backward reads the residual stream) */
+    void *dlnf = from_out ? ix->resid[L] : ix->lnf;
+    GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
+        op->matmul_backward(be, NULL, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf, NULL, NULL, N, C, Vp);
+        op->matmul_backward(be, dlnf, NULL, NULL, ix->logits, NULL, tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
+    });
+    /* the logits (N,Vp) are dead until the next forward writes them: the region's end holds dres, dsmall
+     * and dbig from here on, and its front is lent to the layers' backward as the ops' workspace (the
+     * attention backward's; backend.h, scratch_lend), ordered on the stream (layout_acts) */
+    if (op->scratch_lend && ix->lend_bytes > 0) op->scratch_lend(be, ix->logits, ix->lend_bytes);
     int lnf_w = gpt2_tensor_lnf_w(&m->table), lnf_b = gpt2_tensor_lnf_b(&m->table);
     GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
         op->zero(be, ix->dres, (size_t)N * C * asz);
-        op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), ix->dsmall,
-                               from_out ? NULL : ix->resid[L], ix->lnf, tensor_ptr(m, 0, lnf_w),
+        op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), dlnf,
+                               from_out ? NULL : ix->resid[L], from_out ? ix->lnf : NULL, tensor_ptr(m, 0, lnf_w),
                                tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
     });
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
@@ -826,7 +838,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         gpt2_hook_after(m, l, 1);
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);
     }
-    if (op->scratch_lend) op->scratch_lend(be, NULL, 0);
+    if (op->scratch_lend && ix->lend_bytes > 0) op->scratch_lend(be, NULL, 0);
     GPT2_PROFILED(m, 1, GPT2_OP_ENCODER, {
         op->encoder_backward(be, tensor_ptr(m, 1, GPT2_T_WTE), tensor_ptr(m, 1, GPT2_T_WPE), ix->dres, m->tokens, B, T,
                              C);

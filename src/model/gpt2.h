@@ -138,8 +138,8 @@ typedef struct {
     int recompute_layers; /* the flags apply to layers [0, recompute_layers) only; <= 0: every layer */
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
     int B, T;
-    void *acts;                /* one allocation holding every activation tensor */
-    void *grad_acts;           /* activation gradients (backward scratch) */
+    void *acts;                /* one allocation holding every activation tensor; the backward's activation
+                                  gradients share the logits' memory (dead then) */
     int32_t *tokens, *targets; /* backend memory (B,T) */
     float *losses;             /* backend memory (loss_slots, B, T): slot 0 for gpt2_forward, a ring for
                                   gpt2_forward_train_deferred */
@@ -204,9 +204,9 @@ enum {
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
-/* Bytes of activations (+ activation gradients, + the deferred losses' ring beyond one slot) the model
- * needs for (B, T) with these recompute flags and layer count (as gpt2_model.recompute /
- * recompute_layers): for plan/bench. */
+/* Bytes of activations (the activation gradients share the logits' memory; + the deferred losses' ring
+ * beyond one slot) the model needs for (B, T) with these recompute flags and layer count (as
+ * gpt2_model.recompute / recompute_layers): for plan/bench. */
 size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers);
 
@@ -232,7 +232,8 @@ double gpt2_train_losses_take(gpt2_model *m, int *count);
 /* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
  * model->grads and are the gradient of (loss_scale * mean loss of the last forward); fold the
  * gradient-accumulation factor (1/grad_accum) and any fp16 loss scale into loss_scale.
- * The logits of the last forward are overwritten (they hold d loss / d logits afterwards). */
+ * The logits of the last forward are overwritten (by d loss / d logits, then by the backward's activation
+ * gradients and the ops' workspace, which use their memory). */
 void gpt2_backward(gpt2_model *m, float loss_scale);
 /* Logits (fp32, host) of position t of every sequence of the last forward: out (B, vocab_size).
  * Valid until the next forward or backward. */

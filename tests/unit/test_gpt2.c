@@ -1,5 +1,6 @@
 /* GPT-2 model: configs and parameter table, initialisation statistics, a whole-model gradient
- * check, hooks, GELU recompute, the KV-cache forward, HF export/import round trips and bad files. */
+ * check, the logits' memory shared by the backward, hooks, GELU recompute, the KV-cache forward, HF
+ * export/import round trips and bad files. */
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -331,6 +332,142 @@ static void test_model_gradient(void) {
     ZT_CHECK(gpt2_forward(&m, in, tg, B, c.block_size + 1, &l) == -1);
     free(g4), free(g5), free(g), free(p);
     gpt2_free(&m);
+}
+
+/* ---- the logits' region shared by the backward ---------------------------------------------------- */
+
+/* The CPU backend with a scratch_lend, whose ops scribble over the lent memory before they run (fp32 NaN),
+ * as a backend that uses it as a workspace may (CUDA's attention backward): nothing the backward reads may
+ * live there. ops are BE's otherwise, over BE's state. */
+static struct {
+    zg_backend be;
+    zg_backend_ops ops;
+    void *loan;
+    size_t loan_bytes;
+    long lends; /* loans of at least one byte */
+} SCRIBBLE;
+
+static void scribble_loan(void) {
+    if (SCRIBBLE.loan) memset(SCRIBBLE.loan, 0xff, SCRIBBLE.loan_bytes);
+}
+
+static void scribble_lend(zg_backend *be, void *p, size_t bytes) {
+    (void)be;
+    SCRIBBLE.loan = bytes ? p : NULL;
+    SCRIBBLE.loan_bytes = bytes;
+    SCRIBBLE.lends += bytes > 0;
+}
+
+static void scribble_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                       const void *w, const void *b, int N, int C) {
+    scribble_loan();
+    BE->ops->layernorm_forward(be, out, mean, rstd, inp, w, b, N, C);
+}
+
+static void scribble_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
+                                        const void *y, const void *w, const void *b, const float *mean,
+                                        const float *rstd, int N, int C) {
+    scribble_loan();
+    BE->ops->layernorm_backward(be, dinp, dw, db, dout, x, y, w, b, mean, rstd, N, C);
+}
+
+static void scribble_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout,
+                                     const void *inp, const void *w, const void *gelu_inp, int N, int C, int OC) {
+    scribble_loan();
+    BE->ops->matmul_backward(be, dinp, dw, dbias, dout, inp, w, gelu_inp, N, C, OC);
+}
+
+static void scribble_gelu_forward(zg_backend *be, void *out, const void *inp, size_t n) {
+    scribble_loan();
+    BE->ops->gelu_forward(be, out, inp, n);
+}
+
+static void scribble_attention_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                        const void *stats, int B, int T, int C, int NH) {
+    scribble_loan();
+    BE->ops->attention_backward(be, dqkv, dout, qkv, out, stats, B, T, C, NH);
+}
+
+/* Two training micro-steps (the second forward rewrites the logits the first backward used) of a model on
+ * backend `be` with these recompute flags; the gradients into g (num_params floats), the losses' sum back. */
+static float shared_steps(zg_backend *be, const gpt2_config *c, const float *p, int flags, int layers, float *g) {
+    gpt2_model m;
+    ZT_CHECK(gpt2_init(&m, c, be) == 0 && gpt2_grads_alloc(&m) == 0);
+    m.recompute = flags;
+    m.recompute_layers = layers;
+    gpt2_params_upload(&m, p);
+    int B = 2, T = 5;
+    int32_t in[2][10] = {{1, 5, 9, 5, 39, 0, 22, 22, 13, 7}, {3, 3, 8, 31, 2, 17, 0, 9, 9, 25}};
+    int32_t tg[2][10] = {{5, 9, 5, 39, 2, 22, -1, 13, 7, 30}, {3, 8, 31, 2, 17, 0, 9, 9, 25, 4}};
+    float loss = 0.0f;
+    for (int k = 0; k < 2; k++) {
+        loss += zt_forward_train(&m, in[k], tg[k], B, T, 0.5f);
+        gpt2_backward(&m, 0.5f);
+    }
+    be->ops->download_f32(be, g, m.grads, ZG_F32, m.table.num_params);
+    gpt2_free(&m);
+    return loss;
+}
+
+/* The backward's activation gradients live at the end of the logits' region and its front is lent to the
+ * ops: with every lent byte overwritten before every op of the backward, the gradients are bitwise those
+ * of the plain CPU backend (which lends nothing), for every recompute setting, with the gradients inside
+ * the logits (6C < Vp: something is lent) and larger than them (6C > Vp: the region grows, nothing lent);
+ * and the allocation is what gpt2_activation_bytes says. */
+static void test_logits_shared(void) {
+    SCRIBBLE.be = *BE;
+    SCRIBBLE.ops = *BE->ops;
+    SCRIBBLE.ops.scratch_lend = scribble_lend;
+    SCRIBBLE.ops.layernorm_forward = scribble_layernorm_forward;
+    SCRIBBLE.ops.layernorm_backward = scribble_layernorm_backward;
+    SCRIBBLE.ops.matmul_backward = scribble_matmul_backward;
+    SCRIBBLE.ops.gelu_forward = scribble_gelu_forward;
+    SCRIBBLE.ops.attention_backward = scribble_attention_backward;
+    SCRIBBLE.be.ops = &SCRIBBLE.ops;
+    SCRIBBLE.be.bytes_in_use = SCRIBBLE.be.bytes_peak = 0;
+    const int all = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
+    const int flags[][2] = {{0, 0},
+                            {GPT2_RECOMPUTE_GELU, 0},
+                            {GPT2_RECOMPUTE_LAYERNORM, 0},
+                            {all, 0},
+                            {all, 1},
+                            {GPT2_LN_FROM_OUTPUT, 0},
+                            {GPT2_LN_FROM_OUTPUT | GPT2_RECOMPUTE_GELU, 0}};
+    for (int wide = 0; wide <= 1; wide++) {
+        gpt2_config c = tiny_config(); /* C = 16, Vp = 128 */
+        if (wide) c.n_embd = 32;       /* 6C = 192 > Vp */
+        gpt2_config_validate(&c);
+        gpt2_param_table t;
+        ZT_CHECK(gpt2_param_table_init(&t, &c) == 0);
+        size_t n = t.num_params;
+        float *p = random_params(&t, 11, 0.3f), *want = zg_malloc(n * 4), *got = zg_malloc(n * 4);
+        long lends = SCRIBBLE.lends;
+        for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+            float lw = shared_steps(BE, &c, p, flags[i][0], flags[i][1], want);
+            float lg = shared_steps(&SCRIBBLE.be, &c, p, flags[i][0], flags[i][1], got);
+            ZT_CHECK_MSG(lw == lg && memcmp(want, got, n * 4) == 0,
+                         "C %d, flags %d (layers %d): the lent memory changed the losses (%.9g vs %.9g) or gradients",
+                         c.n_embd, flags[i][0], flags[i][1], (double)lg, (double)lw);
+            /* the allocation: gpt2_activation_bytes + tokens, targets and the losses' first slot (N each) */
+            gpt2_model e;
+            ZT_CHECK(gpt2_init(&e, &c, BE) == 0);
+            e.recompute = flags[i][0];
+            e.recompute_layers = flags[i][1];
+            size_t before = BE->bytes_in_use;
+            ZT_CHECK(gpt2_activations_ensure(&e, 3, 7) == 0);
+            size_t used = BE->bytes_in_use - before,
+                   est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, flags[i][0], flags[i][1]);
+            ZT_CHECK_MSG(used == est + 3 * 21 * 4, "C %d, flags %d: allocated %zu, estimated %zu + %d", c.n_embd,
+                         flags[i][0], used, est, 3 * 21 * 4);
+            gpt2_free(&e);
+        }
+        ZT_CHECK_MSG(wide ? SCRIBBLE.lends == lends : SCRIBBLE.lends > lends, "C %d: %ld loans", c.n_embd,
+                     SCRIBBLE.lends - lends);
+        ZT_CHECK(SCRIBBLE.loan == NULL); /* every loan ended */
+        free(p), free(want), free(got);
+        gpt2_param_table_free(&t);
+    }
+    ZT_CHECK_MSG(SCRIBBLE.be.bytes_in_use == 0, "%zu bytes left", SCRIBBLE.be.bytes_in_use);
 }
 
 /* ---- hooks -------------------------------------------------------------------------------------- */
@@ -668,6 +805,7 @@ int main(void) {
     zt_run("param_table", test_param_table);
     zt_run("init_statistics", test_init_statistics);
     zt_run("model_gradient", test_model_gradient);
+    zt_run("logits_shared", test_logits_shared);
     zt_run("hooks", test_hooks);
     zt_run("group_redirect", test_group_redirect);
     zt_run("kv_cache", test_kv_cache);

@@ -293,8 +293,9 @@ void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, c
         int nth = omp_get_num_threads(), id = omp_get_thread_num();
         int o0 = (int)((long)OC * id / nth), o1 = (int)((long)OC * (id + 1) / nth);
         if (o1 > o0) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
-                        dw + (size_t)o0 * C, C);
+            if (dw)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
+                            dw + (size_t)o0 * C, C);
             if (dbias)
                 for (int i = 0; i < N; i++) {
                     const float *r = dout + (size_t)i * OC;

@@ -317,7 +317,28 @@ static void zgc_cast(zg_backend *be, void *dst, zg_dtype dst_dt, const void *src
     ZG_CUDA_LAUNCH_CHECK();
 }
 
+/* upload_f32 / download_f32 convert through an fp32 staging buffer of at most ZGC_STAGING_ELEMS (64 MiB),
+ * chunk by chunk. One of at most ZGC_STAGING_KEEP elements (a sampler's rows of logits, call after call)
+ * stays in its scratch slot; a larger one (the parameters at initialisation, the master weights, a
+ * checkpoint's model.bin) is freed when the call returns (both calls wait for their copies), so that the
+ * training step's peak does not keep the 80 MiB (with the scratch's margin) that only they use. */
 #define ZGC_STAGING_ELEMS ((size_t)16 << 20)
+#define ZGC_STAGING_KEEP ((size_t)1 << 20)
+
+/* The staging buffer for a conversion of n elements. */
+static float *zgc_staging_get(zg_backend *be, size_t n) {
+    size_t elems = n < ZGC_STAGING_ELEMS ? n : ZGC_STAGING_ELEMS;
+    return (float *)zgc_scratch(be, ZGC_SCR_STAGING, elems * 4, "fp32 upload staging buffer");
+}
+
+/* After a conversion of n elements, once its copies are done: a staging buffer past ZGC_STAGING_KEEP goes back. */
+static void zgc_staging_put(zg_backend *be, size_t n) {
+    zgc_impl *im = zgc_get(be);
+    if (n <= ZGC_STAGING_KEEP) return;
+    zgc_free(be, im->scratch[ZGC_SCR_STAGING]);
+    im->scratch[ZGC_SCR_STAGING] = NULL;
+    im->scratch_bytes[ZGC_SCR_STAGING] = 0;
+}
 
 static void zgc_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n) {
     if (dt == ZG_F32) {
@@ -325,7 +346,7 @@ static void zgc_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *
         return;
     }
     zgc_impl *im = zgc_get(be);
-    float *stage = (float *)zgc_scratch(be, ZGC_SCR_STAGING, ZGC_STAGING_ELEMS * 4, "fp32 upload staging buffer");
+    float *stage = zgc_staging_get(be, n);
     for (size_t off = 0; off < n; off += ZGC_STAGING_ELEMS) {
         size_t cnt = n - off < ZGC_STAGING_ELEMS ? n - off : ZGC_STAGING_ELEMS;
         /* the previous chunk's cast must be done before the staging buffer is overwritten */
@@ -334,6 +355,7 @@ static void zgc_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *
         zgc_cast(be, (char *)dst + off * 2, dt, stage, ZG_F32, cnt);
     }
     ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    zgc_staging_put(be, n);
 }
 
 static void zgc_download_f32(zg_backend *be, float *dst_host, const void *src, zg_dtype dt, size_t n) {
@@ -341,12 +363,13 @@ static void zgc_download_f32(zg_backend *be, float *dst_host, const void *src, z
         zgc_download(be, dst_host, src, n * 4);
         return;
     }
-    float *stage = (float *)zgc_scratch(be, ZGC_SCR_STAGING, ZGC_STAGING_ELEMS * 4, "fp32 upload staging buffer");
+    float *stage = zgc_staging_get(be, n);
     for (size_t off = 0; off < n; off += ZGC_STAGING_ELEMS) {
         size_t cnt = n - off < ZGC_STAGING_ELEMS ? n - off : ZGC_STAGING_ELEMS;
         zgc_cast(be, stage, ZG_F32, (const char *)src + off * 2, dt, cnt);
-        zgc_download(be, dst_host + off, stage, cnt * 4);
+        zgc_download(be, dst_host + off, stage, cnt * 4); /* waited for */
     }
+    zgc_staging_put(be, n);
 }
 
 /* ---- GELU, residual --------------------------------------------------------------------------- */
