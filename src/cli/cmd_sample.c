@@ -177,10 +177,10 @@ static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a
                      "for the device",
                      g.first_s, g.record_s);
         fprintf(stderr,
-                "zgpt sample: time split: KV cache %.4f s; prompt %.4f s; start %.4f s for %d steps (%s); steady state "
-                "%.4f s for %d "
-                "steps\n",
-                g.setup_s, g.prefill_s, g.start_s, g.start_steps, how, g.steady_s, steady > 0 ? steady : 0);
+                "zgpt sample: time split: KV cache %.4f s; prompt %.4f s (forward %.4f s, first draw %.4f s); start "
+                "%.4f s for %d steps (%s); steady state %.4f s for %d steps\n",
+                g.setup_s, g.prefill_s, g.forward_s, g.draw_s, g.start_s, g.start_steps, how, g.steady_s,
+                steady > 0 ? steady : 0);
         rc = print_samples(tok, ps, per, plen, &g, (int)a->max_new_tokens);
     }
     gpt2_gen_result_free(&g);

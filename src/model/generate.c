@@ -128,9 +128,13 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
         rc = -1;
         goto cleanup;
     }
+    op->synchronize(be); /* splits the prompt's time: its forward, then the first draw */
+    double tf = zg_now_s();
     gen_draw(m, &g, B, maxT); /* the token at P0 */
     op->synchronize(be);
     double t1 = zg_now_s();
+    r->forward_s = tf - t0;
+    r->draw_s = t1 - tf;
     int t = P0; /* the position of the rows' current tokens */
     /* the start ends after the recorded step (or the direct first one): one wait for the device there
      * splits the one-time costs from the steady state's ms per step */

@@ -30,7 +30,9 @@ typedef struct {
     int steps;        /* decode steps run (after the prefill's first draw) */
     int recorded;     /* 1: the steps replayed one recording */
     double setup_s;   /* the KV cache's and the buffers' allocation */
-    double prefill_s; /* the prompt prefix's forward and the first draw */
+    double prefill_s; /* the prompt prefix's forward and the first draw: forward_s + draw_s */
+    double forward_s; /* the prompt prefix's forward, waited for (first launches and plans included) */
+    double draw_s;    /* the first draw, waited for */
     double decode_s;  /* the decode steps, until the tokens are back on the host: start_s + steady_s */
     /* decode_s split: the start (the first step, launched directly so that matmul plans and scratch
      * exist before a recording, then the recording of the second and its first replay, until the device
