@@ -18,30 +18,38 @@
  * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15).
  * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
  * form; v012 runs it too). oneblk: auto with decode attention one block per (row, head) at every B
- * (ZGPT_DECODE=oneblock: auto's rule at B=8 before v0.18). */
+ * (ZGPT_DECODE=oneblock: auto's rule at B=8 before v0.18). v2g3: v2nopf with 3 blocks per SM (ZGPT_GEMV_GRID=3:
+ * fc's 800 column groups 3 to a block instead of 8 blocks doing a fourth; no room left for the next
+ * product's early blocks). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 5 };
+enum { GEMV_KINDS = 6 };
 static const struct {
     const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL},
-                           {"v1", "v1", NULL, NULL},
-                           {"v2", "v2", NULL, "1"},
-                           {"v2g1", "v2", "1", "1"},
-                           {"v2nopf", "v2", NULL, "0"}};
-enum { DEC_VARIANTS = 17 };
+} gemv_kind[GEMV_KINDS] = {
+    {"cublaslt", "cublaslt", NULL, NULL}, {"v1", "v1", NULL, NULL}, {"v2", "v2", NULL, "1"}, {"v2g1", "v2", "1", "1"},
+    {"v2nopf", "v2", NULL, "0"},          {"v2g3", "v2", "3", "0"}};
+enum { DEC_VARIANTS = 18 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
-} dec_variant[DEC_VARIANTS] = {
-    {"old", "old", "0", "block", NULL, NULL, NULL, -1},      {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
-    {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},        {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
-    {"split", "split", NULL, NULL, NULL, NULL, NULL, -1},    {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
-    {"block", NULL, NULL, "block", NULL, NULL, NULL, -1},    {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
-    {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},        {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
-    {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},       {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
-    {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},           {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
-    {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},       {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
-    {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, -1}};
+} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL, NULL, -1},
+                               {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
+                               {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},
+                               {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"split", "split", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
+                               {"block", NULL, NULL, "block", NULL, NULL, NULL, -1},
+                               {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
+                               {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},
+                               {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
+                               {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},
+                               {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
+                               {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},
+                               {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
+                               {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},
+                               {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
+                               {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, 5}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
