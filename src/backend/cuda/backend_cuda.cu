@@ -75,15 +75,21 @@ void zgc_free(zg_backend *be, void *p) {
     ZG_FATAL("cuda dealloc of a pointer this backend did not allocate (%p)", p);
 }
 
+/* The scratch slot's buffer back to the device, once queued work is done with it (none: nothing). */
+static void zgc_scratch_drop(zg_backend *be, int slot) {
+    zgc_impl *im = zgc_get(be);
+    if (im->scratch[slot] == NULL) return;
+    ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    zgc_free(be, im->scratch[slot]);
+    im->scratch[slot] = NULL;
+    im->scratch_bytes[slot] = 0;
+}
+
 /* zero: a new buffer is cleared (on the compute stream, before any use of it) */
 static void *zgc_scratch_get(zg_backend *be, int slot, size_t bytes, const char *what, bool zero) {
     zgc_impl *im = zgc_get(be);
     if (im->scratch_bytes[slot] >= bytes && im->scratch[slot] != NULL) return im->scratch[slot];
-    if (im->scratch[slot] != NULL) {
-        ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
-        zgc_free(be, im->scratch[slot]);
-        im->scratch[slot] = NULL;
-    }
+    zgc_scratch_drop(be, slot);
     size_t want = bytes + bytes / 4 + 256;
     im->scratch[slot] = zgc_alloc_or_die(be, want, what);
     im->scratch_bytes[slot] = want;
@@ -333,11 +339,7 @@ static float *zgc_staging_get(zg_backend *be, size_t n) {
 
 /* After a conversion of n elements, once its copies are done: a staging buffer past ZGC_STAGING_KEEP goes back. */
 static void zgc_staging_put(zg_backend *be, size_t n) {
-    zgc_impl *im = zgc_get(be);
-    if (n <= ZGC_STAGING_KEEP) return;
-    zgc_free(be, im->scratch[ZGC_SCR_STAGING]);
-    im->scratch[ZGC_SCR_STAGING] = NULL;
-    im->scratch_bytes[ZGC_SCR_STAGING] = 0;
+    if (n > ZGC_STAGING_KEEP) zgc_scratch_drop(be, ZGC_SCR_STAGING);
 }
 
 static void zgc_upload_f32(zg_backend *be, void *dst, zg_dtype dt, const float *src_host, size_t n) {
