@@ -287,9 +287,12 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
         auto kern =
             fused ? (vec ? zgc_att_decode_split_kernel<T, true, true> : zgc_att_decode_split_kernel<T, false, true>)
                   : (vec ? zgc_att_decode_split_kernel<T, true, false> : zgc_att_decode_split_kernel<T, false, false>);
-        /* vec: the chunk's K and V rows staged (row stride hs + 16 bytes) */
+        /* vec: the chunk's K and V rows staged (row stride hs + 16 bytes); past 48 KB with the kernel's static
+         * arrays (sc, qs, part, red, last) the dynamic part needs the opt-in (hs above 162 in 16-bit types) */
         size_t smem = vec ? 2 * (size_t)ZGC_DEC_CHUNK * ((size_t)hs * sizeof(T) + 16) : 0;
-        if (smem > 48 * 1024 - 2048) /* past the default beside the static arrays: opt in */
+        size_t stat =
+            sizeof(float) * (ZGC_DEC_CHUNK + ZGC_DEC_MAX_HS * (1 + ZGC_DEC_SPLIT_WARPS) + ZGC_DEC_SPLIT_WARPS) + 16;
+        if (smem + stat > 48 * 1024)
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, (T *)out, accs, ml, counts, (const T *)qkv,
                    (T *)kcache, (T *)vcache, pos, maxT, C, NH, scale);
