@@ -88,7 +88,8 @@
 #            (gemv8: gemv_cuda.cu's tensor-core form at B=8), with the L2 prefetch of the next product's
 #            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not),
 #            and with every few-row product in one kernel (ZGPT_GEMV=v1 / v2; v2g1: one block per SM;
-#            v2nopf: no L2 prefetch before the PDL wait; v2g3: v2nopf at 3 blocks per SM; oneblk: decode attention one block per (row, head)
+#            v2nopf: no L2 prefetch before the PDL wait, 2 blocks per SM (v0.19's auto); v2g3: 3 blocks per SM (auto since v0.20);
+#            v2g3r: 3 per SM with registers for 4; v2g4: 4 per SM; oneblk: decode attention one block per (row, head)
 #            at every B, auto's rule at B=8 before v0.18) (tokens/s of the graph alone; the goals 500 and
 #            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
 #            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); each XL
@@ -1201,10 +1202,10 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
-      eval "dms_$v=\$ms"
+      eval "dms_$v=\$ms; dms${b}_$v=\$ms"
     done
     read -r _ _ _ _ ams _ atok <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
     goal=$([ "$b" = 1 ] && echo 500 || echo 2500)
@@ -1234,14 +1235,14 @@ if has decode; then
   for b in 1 8; do
     for shp in qkv proj fc fcproj; do
       line=""
-      for k in cublaslt v1 v2 v2g1 v2nopf v2g3; do
+      for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4; do
         read -r _ _ _ _ _ ms _ gbs <<< "$(grep "^GEMV B=$b $shp $k " "$LOG_DIR/decode_bench.log")"
         line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       done
       note "decode gemv B=$b $shp alone: ${line%, }"
     done
     line=""
-    for k in cublaslt v1 v2 v2g1 v2nopf v2g3; do
+    for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4; do
       read -r _ _ _ _ ms _ gbs <<< "$(grep "^GEMVCHAIN B=$b $k " "$LOG_DIR/decode_bench.log")"
       line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       eval "gch_$k=\$ms"
@@ -1250,9 +1251,16 @@ if has decode; then
     read -r _ _ _ _ v2ms _ _ <<< "$(grep "^DECSTEP B=$b v2 " "$LOG_DIR/decode_bench.log")"
     read -r _ _ _ _ ams _ _ <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
     note "decode step graph B=$b with ZGPT_GEMV=v2: $(na "$v2ms") ms against auto $(na "$ams") ms: v2/auto $(ratio "$v2ms" "$ams")"
-    # v0.19's next lever: 3 blocks per SM (fc's groups evenly, no early start) against auto's 2 (v2nopf)
+    # v0.20: 3 blocks per SM (auto: fc's groups evenly) against v0.19's 2 (v2nopf); v2g3r: 3 with registers
+    # for 4 (the next product's block fits beside them: PDL's early start); v2g4: 4 per SM
+    eval "g3=\${dms${b}_v2g3:-}; g2=\${dms${b}_v2nopf:-}"
+    for k in v2g3r v2g4; do
+      eval "kch=\${gch_$k:-}; kms=\${dms${b}_$k:-}"
+      note "decode B=$b v2 $k against v2g3 (auto's grid): chain $(na "$kch") / $(na "${gch_v2g3:-}") ms," \
+           "step graph $(na "$kms") / $(na "$g3") ms ($(ratio "$kms" "$g3"); < 1: $k is faster)"
+    done
     note "decode B=$b v2 with 3 blocks per SM (v2g3) against 2 (v2nopf): chain $(na "${gch_v2g3:-}") / $(na "${gch_v2nopf:-}") ms," \
-         "step graph $(na "${dms_v2g3:-}") / $(na "${dms_v2nopf:-}") ms ($(ratio "${dms_v2g3:-}" "${dms_v2nopf:-}"); < 1: raise ZGC_GEMV2_BLOCKS_PER_SM)"
+         "step graph $(na "$g3") / $(na "$g2") ms ($(ratio "$g3" "$g2"); < 1: 3 per SM is faster)"
   done
   # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
   # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)

@@ -15,20 +15,23 @@
  * without PDL and with the one-block sampler: the kernels as v0.11 launched them. gemv8: auto with the
  * few-row products (the tensor-core form from 2 rows) up to 8 rows (ZGPT_GEMV_MAX_N=8). v1 / v2: auto
  * with every few-row product in that kernel (ZGPT_GEMV); v2g1: v2 with one block per SM, v2nopf: v2
- * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto at B=1 is v2nopf since v0.15).
+ * without the L2 prefetch before the PDL wait (v2 and v2g1 with it; auto was v2nopf from v0.15 to v0.19).
  * comb2: auto with split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel, v0.15's
  * form; v012 runs it too). oneblk: auto with decode attention one block per (row, head) at every B
- * (ZGPT_DECODE=oneblock: auto's rule at B=8 before v0.18). v2g3: v2nopf with 3 blocks per SM (ZGPT_GEMV_GRID=3:
- * fc's 800 column groups 3 to a block instead of 8 blocks doing a fourth; no room left for the next
- * product's early blocks). */
+ * (ZGPT_DECODE=oneblock: auto's rule at B=8 before v0.18). Grids (ZGPT_GEMV_GRID, blocks per SM) and
+ * register budgets (ZGPT_GEMV_MINB): v2g3 = v2nopf at 3 blocks per SM (auto since v0.20: fc's 800 column
+ * groups 3 to a block instead of 8 blocks doing a fourth), v2nopf keeps v0.19's 2; v2g3r: 3 per SM with
+ * registers for 4 (64 a thread: a block of the next product fits beside 3 running ones, for PDL's early
+ * start); v2g4: 4 per SM with registers for 4 (no room left for the next product's blocks). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 6 };
+enum { GEMV_KINDS = 8 };
 static const struct {
-    const char *name, *gemv, *grid, *prefetch; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {
-    {"cublaslt", "cublaslt", NULL, NULL}, {"v1", "v1", NULL, NULL}, {"v2", "v2", NULL, "1"}, {"v2g1", "v2", "1", "1"},
-    {"v2nopf", "v2", NULL, "0"},          {"v2g3", "v2", "3", "0"}};
-enum { DEC_VARIANTS = 18 };
+    const char *name, *gemv, *grid, *minb, *prefetch; /* NULL: unset */
+} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL}, {"v1", "v1", NULL, NULL, NULL},
+                           {"v2", "v2", "2", NULL, "1"},                {"v2g1", "v2", "1", NULL, "1"},
+                           {"v2nopf", "v2", "2", NULL, "0"},            {"v2g3", "v2", "3", "3", "0"},
+                           {"v2g3r", "v2", "3", "4", "0"},              {"v2g4", "v2", "4", "4", "0"}};
+enum { DEC_VARIANTS = 20 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -49,7 +52,9 @@ static const struct {
                                {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},
                                {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
                                {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, -1},
-                               {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, 5}};
+                               {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, 5},
+                               {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, 6},
+                               {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, 7}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -62,6 +67,7 @@ const char *oc_gemv0;
 static void gemv_env(int k) {
     dec_env("ZGPT_GEMV", k >= 0 ? gemv_kind[k].gemv : oc_gemv0);
     dec_env("ZGPT_GEMV_GRID", k >= 0 ? gemv_kind[k].grid : NULL);
+    dec_env("ZGPT_GEMV_MINB", k >= 0 ? gemv_kind[k].minb : NULL);
     dec_env("ZGPT_GEMV_PREFETCH", k >= 0 ? gemv_kind[k].prefetch : NULL);
 }
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {

@@ -262,9 +262,10 @@ __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float 
  * take the words in order as k slots (2q, 2q+1, 2q+8, 2q+9), the same k for both fragments). Each lane
  * has two named buffers of ZGC_GEMV2_UNROLL chunks, each refilled with the batch after next (the next
  * group's, across groups) right after its use, so a warp keeps 2-4 KB in flight from its first
- * instruction to its last. The grid is at most ZGC_GEMV2_BLOCKS_PER_SM blocks per SM (one wave, no cold
- * second wave; a third of an SM's registers per block, so a block of the next product fits beside two
- * running ones and PDL can start its loads early). Before the PDL wait each block loads its first two
+ * instruction to its last. The grid is at most ZGC_GEMV2_BLOCKS_PER_SM blocks per SM and at most what
+ * the SM holds at once (one wave, no cold second wave); registers for 3 resident blocks per SM (MINB 3,
+ * <= 85 a thread) or 4 (MINB 4, 64 a thread: a block of the next product fits beside 3 running ones, so
+ * PDL can start its loads early). Before the PDL wait each block loads its first two
  * batches, copies the LayerNorm's parameters to shared memory (cp.async) and prefetches the first
  * ZGC_GEMV2_PREFETCH_BYTES of its groups to L2 (a group's 8 rows are one contiguous range:
  * cp.async.bulk.prefetch on sm_90); after it the N input rows are staged in shared memory once per block
@@ -274,9 +275,11 @@ __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float 
  * a fixed order whatever the grid, so the same bits on every run, not v1's bits (another order of sums). */
 #define ZGC_GEMV2_COLS 8          /* output columns of a group: the mma's n */
 #define ZGC_GEMV2_UNROLL 4        /* chunks per buffer and lane (two buffers) */
-#define ZGC_GEMV2_BLOCKS_PER_SM 2 /* the grid's cap per SM (ZGPT_GEMV_GRID=1..3 for A/B runs) */
-/* registers for 3 blocks per SM (<= 85 a thread): two of this product's blocks leave room for one of
- * the next product's, which PDL starts early */
+/* the grid's cap per SM: 3 since v0.20 (2 before; v0.20's decode bench, H100: B=1 step graph 2.122 against
+ * 2.244 ms, B=8 equal; ZGPT_GEMV_GRID=1..4 for A/B runs) */
+#define ZGC_GEMV2_BLOCKS_PER_SM 3
+/* the register budget: blocks per SM the kernel's registers allow (ZGPT_GEMV_MINB=3|4 for A/B runs; 3: the
+ * kernel takes 74-76 registers, 4: 64, no spills at sm_90) */
 #define ZGC_GEMV2_MIN_BLOCKS 3
 #define ZGC_GEMV2_PREFETCH_BYTES (64 * 1024)
 /* input rows in shared memory: a row stride of 16-byte vectors that is 4 mod 8 (64 bytes mod 128), so
@@ -295,8 +298,8 @@ __device__ __forceinline__ void zgc_gemv2_prefetch(const char *p, unsigned bytes
 #endif
 }
 
-template <typename T, bool LN>
-__global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
+template <typename T, bool LN, int MINB>
+__global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB)
     zgc_gemv2_kernel(T *out, T *pre_gelu, const T *inp, const T *lnw, const T *lnb, const T *w, const T *bias,
                      const T *residual, int N, int C, int OC, int pf_bytes) {
     constexpr int U = ZGC_GEMV2_UNROLL, W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
@@ -419,12 +422,15 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, ZGC_GEMV2_MIN_BLOCKS)
     }
 }
 /* fp32 has no such mma: v1's warp per column runs instead */
-template <>
-__global__ void zgc_gemv2_kernel<float, true>(float *, float *, const float *, const float *, const float *,
-                                              const float *, const float *, const float *, int, int, int, int) {}
-template <>
-__global__ void zgc_gemv2_kernel<float, false>(float *, float *, const float *, const float *, const float *,
-                                               const float *, const float *, const float *, int, int, int, int) {}
+#define ZGC_GEMV2_NO_F32(LN, MINB)                                                                                     \
+    template <>                                                                                                        \
+    __global__ void zgc_gemv2_kernel<float, LN, MINB>(float *, float *, const float *, const float *, const float *,   \
+                                                      const float *, const float *, const float *, int, int, int, int) {}
+ZGC_GEMV2_NO_F32(true, 3)
+ZGC_GEMV2_NO_F32(false, 3)
+ZGC_GEMV2_NO_F32(true, 4)
+ZGC_GEMV2_NO_F32(false, 4)
+#undef ZGC_GEMV2_NO_F32
 
 static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
@@ -450,9 +456,11 @@ static int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, 
     return kind;
 }
 
-/* v2's A/B knobs, read per launch (neither changes a bit of the result): ZGPT_GEMV_GRID=1..3 blocks per
- * SM in the grid (default ZGC_GEMV2_BLOCKS_PER_SM), ZGPT_GEMV_PREFETCH=0|1 (the L2 prefetch before the
- * wait; default 0: v0.15 measured the XL step at B=1 2.393 ms without it, 2.432 ms with it). A digit outside lo..hi, or anything else, is refused. */
+/* v2's A/B knobs, read per launch (none changes a bit of the result): ZGPT_GEMV_GRID=1..4 blocks per
+ * SM in the grid (default ZGC_GEMV2_BLOCKS_PER_SM), ZGPT_GEMV_MINB=3|4 the register budget (default
+ * ZGC_GEMV2_MIN_BLOCKS), ZGPT_GEMV_PREFETCH=0|1 (the L2 prefetch before the wait; default 0: v0.15 measured
+ * the XL step at B=1 2.393 ms without it, 2.432 ms with it). A digit outside lo..hi, or anything else, is
+ * refused. */
 static int zgc_gemv2_knob(const char *name, int lo, int hi, int dflt) {
     const char *v = getenv(name);
     if (v == NULL || *v == '\0') return dflt;
@@ -466,15 +474,21 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
                              int OC) {
     zgc_impl *im = zgc_get(be);
     unsigned groups = (unsigned)((OC + ZGC_GEMV2_COLS - 1) / ZGC_GEMV2_COLS);
-    int bps = zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 3, ZGC_GEMV2_BLOCKS_PER_SM);
-    unsigned cap = (unsigned)(bps * (im->num_sms > 0 ? im->num_sms : 1));
-    unsigned blocks = groups < cap ? groups : cap;
+    int bps = zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 4, ZGC_GEMV2_BLOCKS_PER_SM);
+    int minb = zgc_gemv2_knob("ZGPT_GEMV_MINB", 3, 4, ZGC_GEMV2_MIN_BLOCKS);
     size_t smem = zgc_gemv2_smem(N, C, zgc_dtype_bytes(be->act_dtype), lnw != NULL);
     int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 0) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
     ZGC_DISPATCH(be->act_dtype, T, {
-        auto kern = lnw ? zgc_gemv2_kernel<T, true> : zgc_gemv2_kernel<T, false>;
+        auto kern = minb == 4 ? (lnw ? zgc_gemv2_kernel<T, true, 4> : zgc_gemv2_kernel<T, false, 4>)
+                              : (lnw ? zgc_gemv2_kernel<T, true, 3> : zgc_gemv2_kernel<T, false, 3>);
         if (smem > 48 * 1024 - sizeof(float) * 2 * ZGC_GEMV_WARPS * 32 * 2) /* past the default: opt in */
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        /* one wave: no more blocks per SM than it holds at once (large input stages: 2, or 1) */
+        int fit = 0;
+        ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_GEMV_THREADS, smem));
+        if (fit >= 1 && fit < bps) bps = fit;
+        unsigned cap = (unsigned)(bps * (im->num_sms > 0 ? im->num_sms : 1));
+        unsigned blocks = groups < cap ? groups : cap;
         zgc_launch(be, kern, dim3(blocks), dim3(ZGC_GEMV_THREADS), smem, 0, (T *)out, (T *)pre_gelu, (const T *)inp,
                    (const T *)lnw, (const T *)lnb, (const T *)w, (const T *)bias, (const T *)residual, N, C, OC, pf);
     });
