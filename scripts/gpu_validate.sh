@@ -1286,6 +1286,7 @@ if has gen; then
   zs_steady() { sed -nE 's/^zgpt sample: [0-9]+ rows, .*; steady state ([0-9.]+) ms\/step = ([0-9.]+) tokens\/s$/\1 ms\/step = \2 tok\/s/p' "$1" | tail -1; }
   zs_split() { sed -nE 's/^zgpt sample: time split: (.*)$/\1/p' "$1" | tail -1; }
   zs_load() { sed -nE 's/^zgpt sample: model loaded in ([0-9.]+) s.*/\1/p' "$1" | tail -1; }
+  zs_prompt() { sed -nE 's/^zgpt sample: time split: .*; prompt ([0-9.]+) s .*/\1/p' "$1" | tail -1; }
   for run in "1" "8" "1 --no-graph"; do
     read -r B extra <<< "$run"; tag=b$B${extra:+_nograph}
     timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" --max-new-tokens 512 \
@@ -1303,7 +1304,9 @@ if has gen; then
   # form: the same arithmetic): the same texts too; and the tokens/s each gives (the L2 prefetch, slower in
   # v0.14 and v0.15, is left to the decode phase's step graph and the op tests)
   for B in 1 8; do
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock"; do
+    # ltw0: cuBLASLt's start-up at the first product instead of on a thread during the load (v0.20): the
+    # same text, the prompt's time with the start-up in it
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0"; do
       read -r vn venv <<< "$var"
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \
           --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b${B}_$vn.out" 2> "$LOG_DIR/gen_zgpt_b${B}_$vn.log"
@@ -1312,7 +1315,8 @@ if has gen; then
       # one block per (row, head) sums the attention in another order than split attention (auto at B <= 10)
       [ "$vn" = oneblk ] && same="${same/PASS/same}"; [ "$vn" = oneblk ] && same="${same/FAIL/differs (another order of sums: information)}"
       note "gen zgpt B=$B $venv: exit $rc; $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") tok/s against $(na "$(zs_tps "$LOG_DIR/gen_zgpt_b$B.log")") with the defaults" \
-           "(steady state $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") against $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b$B.log")")); text identical to the defaults' (same seed): $same"
+           "(steady state $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") against $(na "$(zs_steady "$LOG_DIR/gen_zgpt_b$B.log")");" \
+           "prompt $(na "$(zs_prompt "$LOG_DIR/gen_zgpt_b${B}_$vn.log")") s against $(na "$(zs_prompt "$LOG_DIR/gen_zgpt_b$B.log")") s); text identical to the defaults' (same seed): $same"
     done
   done
   # B=8 with cuBLASLt's products (auto's limit back at 1 row, its rule before v0.19): tokens/s only (another

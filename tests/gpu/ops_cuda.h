@@ -106,6 +106,7 @@ void oc_test_layernorm_matmul_v2(void);
 void oc_test_matmul(void);
 void oc_test_matmul_residual_rounding(void);
 void oc_test_matmul_v2(void);
+void oc_test_lt_warmup(void);
 
 /* ---- ops_cuda_attention.c */
 void oc_attention_cached_case(int decode, int Ttot, int maxT);

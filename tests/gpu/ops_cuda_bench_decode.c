@@ -27,10 +27,14 @@
 enum { GEMV_KINDS = 8 };
 static const struct {
     const char *name, *gemv, *grid, *minb, *prefetch; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL}, {"v1", "v1", NULL, NULL, NULL},
-                           {"v2", "v2", "2", NULL, "1"},                {"v2g1", "v2", "1", NULL, "1"},
-                           {"v2nopf", "v2", "2", NULL, "0"},            {"v2g3", "v2", "3", "3", "0"},
-                           {"v2g3r", "v2", "3", "4", "0"},              {"v2g4", "v2", "4", "4", "0"}};
+} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL},
+                           {"v1", "v1", NULL, NULL, NULL},
+                           {"v2", "v2", "2", NULL, "1"},
+                           {"v2g1", "v2", "1", NULL, "1"},
+                           {"v2nopf", "v2", "2", NULL, "0"},
+                           {"v2g3", "v2", "3", "3", "0"},
+                           {"v2g3r", "v2", "3", "4", "0"},
+                           {"v2g4", "v2", "4", "4", "0"}};
 enum { DEC_VARIANTS = 20 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */

@@ -250,8 +250,8 @@ void oc_test_decode_graph(void) {
 /* A bad ZGPT_DECODE_PREFETCH or ZGPT_DECODE_COMBINE is refused when the backend is made, in one line naming
  * the value. */
 void oc_test_decode_prefetch_env(void) {
-    static const char *const vars[2] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE"};
-    for (int i = 0; i < 2; i++) {
+    static const char *const vars[3] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP"};
+    for (int i = 0; i < 3; i++) {
         setenv(vars[i], "yes", 1);
         zg_backend *be = NULL;
         zg_backend_config cfg = {"cuda", -1, ZG_BF16};

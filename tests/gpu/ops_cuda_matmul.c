@@ -285,9 +285,12 @@ void oc_test_gemv_forms(void) {
                 snprintf(name, sizeof name, "few-row %s N=%d C=%d OC=%d pre-gelu", forms[form], N, C, OC);
                 oc_check_rel_quiet(name, dt, hp, refp, nout, oc_tol_of(dt));
                 if (form == 2) { /* v2: the same bits again, with other grids and registers, without the prefetch */
-                    static const char *const knob[][2] = {{NULL, NULL},           {"ZGPT_GEMV_GRID", "1"},
-                                                          {"ZGPT_GEMV_GRID", "2"}, {"ZGPT_GEMV_GRID", "4"},
-                                                          {"ZGPT_GEMV_MINB", "4"}, {"ZGPT_GEMV_PREFETCH", "0"}};
+                    static const char *const knob[][2] = {{NULL, NULL},
+                                                          {"ZGPT_GEMV_GRID", "1"},
+                                                          {"ZGPT_GEMV_GRID", "2"},
+                                                          {"ZGPT_GEMV_GRID", "4"},
+                                                          {"ZGPT_GEMV_MINB", "4"},
+                                                          {"ZGPT_GEMV_PREFETCH", "0"}};
                     for (size_t k = 0; k < sizeof knob / sizeof knob[0]; k++) {
                         if (knob[k][0]) setenv(knob[k][0], knob[k][1], 1);
                         oc_poison(be, out2, dt, nout);
@@ -386,4 +389,46 @@ void oc_test_matmul_v2(void) {
     oc_test_matmul();
     oc_test_matmul_residual_rounding();
     unsetenv("ZGPT_GEMV");
+}
+
+/* cuBLASLt's start-up on a thread (ZGPT_LT_WARMUP, matmul_cuda.cu): a backend destroyed at once (its
+ * warm-up possibly still running: the end waits for it) leaves nothing behind, and a product through
+ * cuBLASLt (64 rows: not a few-row kernel's) gives the same bits with the warm-up on (the default) and off,
+ * in each dtype. */
+void oc_test_lt_warmup(void) {
+    static const zg_dtype dts[3] = {ZG_F32, ZG_BF16, ZG_F16};
+    enum { N = 64, C = 256, OC = 384 };
+    float *x = malloc((size_t)N * C * 4), *w = malloc((size_t)OC * C * 4);
+    for (size_t i = 0; i < (size_t)N * C; i++) x[i] = zt_rand_uniform(&oc_rng);
+    for (size_t i = 0; i < (size_t)OC * C; i++) w[i] = 0.06f * zt_rand_uniform(&oc_rng);
+    for (int di = 0; di < 3; di++) {
+        float *got[2] = {NULL, NULL};
+        for (int on = 0; on < 2; on++) {
+            setenv("ZGPT_LT_WARMUP", on ? "1" : "0", 1);
+            zg_backend_config cfg = {"cuda", -1, dts[di]};
+            zg_backend *be = NULL;
+            ZT_CHECK(zg_backend_cuda_create(&be, &cfg) == 0 && be != NULL);
+            if (be) zg_backend_destroy(be); /* at once: the end waits for the warm-up */
+            be = NULL;
+            ZT_CHECK(zg_backend_cuda_create(&be, &cfg) == 0 && be != NULL);
+            if (be == NULL) continue;
+            size_t es = dts[di] == ZG_F32 ? 4 : 2;
+            void *dx = be->ops->alloc(be, (size_t)N * C * es, "test"),
+                 *dw = be->ops->alloc(be, (size_t)OC * C * es, "test"),
+                 *dout = be->ops->alloc(be, (size_t)N * OC * es, "test");
+            be->ops->upload_f32(be, dx, dts[di], x, (size_t)N * C);
+            be->ops->upload_f32(be, dw, dts[di], w, (size_t)OC * C);
+            be->ops->matmul_forward(be, dout, NULL, dx, dw, NULL, NULL, N, C, OC);
+            got[on] = oc_dl(be, dout, dts[di], (size_t)N * OC);
+            zg_backend_destroy(be);
+        }
+        if (got[0] && got[1])
+            ZT_CHECK_MSG(memcmp(got[0], got[1], (size_t)N * OC * 4) == 0, "%s: ZGPT_LT_WARMUP=0 and =1 differ",
+                         oc_dt_name(dts[di]));
+        free(got[0]);
+        free(got[1]);
+    }
+    unsetenv("ZGPT_LT_WARMUP");
+    free(x);
+    free(w);
 }

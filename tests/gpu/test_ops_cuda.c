@@ -183,6 +183,7 @@ int main(int argc, char **argv) {
         zt_run("layernorm_matmul_v2", oc_test_layernorm_matmul_v2);
         zt_run("matmul_v2", oc_test_matmul_v2);
         zt_run("gemv_forms", oc_test_gemv_forms);
+        zt_run("lt_warmup", oc_test_lt_warmup);
         zt_run("matmul_residual_rounding", oc_test_matmul_residual_rounding);
         zt_run("gelu_residual", oc_test_gelu_residual);
         zt_run("attention", oc_test_attention);

@@ -410,6 +410,7 @@ struct zg_graph {
 static int zgc_graph_begin(zg_backend *be) {
     /* relaxed: the ops may look up cuBLASLt plans (host calls) while the stream records */
     zgc_impl *im = zgc_get(be);
+    zgc_lt_warm_join(be); /* no other thread's CUDA calls while the stream records */
     cudaError_t e = cudaStreamBeginCapture(im->stream, cudaStreamCaptureModeRelaxed);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
@@ -587,6 +588,11 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
                          "or 2 (the same, marked evict_last); unset it for the default (0)",
                          getenv("ZGPT_DECODE_PREFETCH"));
+    const char *lw = getenv("ZGPT_LT_WARMUP");
+    if (lw != NULL && strcmp(lw, "0") != 0 && strcmp(lw, "1") != 0)
+        return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
+                         "(at the first product); unset it for the default (1)",
+                         lw);
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",
@@ -617,6 +623,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return -1;
     }
     ZG_CUDA_CHECK(cudaMallocHost((void **)&im->partials_host, sizeof(double) * (size_t)im->num_sms * 4));
+    zgc_lt_warm_start(be); /* cuBLASLt's start-up while the caller loads the model */
     *out = be;
     return 0;
 }

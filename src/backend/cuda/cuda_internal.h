@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,11 @@ typedef struct {
     cudaStream_t pf_stream;
     cudaEvent_t pf_fork, pf_join;
     int capturing, pf_captured;
+    /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
+    pthread_t lt_warm;
+    int lt_warm_running;
+    int lt_warm_device;
+    zg_dtype lt_warm_dtype;
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
@@ -135,6 +141,10 @@ void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *i
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                          const void *w, const void *gelu_inp, int N, int C, int OC);
 void zgc_matmul_destroy(zg_backend *be);
+/* cuBLASLt's one-time start-up, begun when the backend is created, and the wait for it (before a plan,
+ * a graph recording or the backend's end) */
+void zgc_lt_warm_start(zg_backend *be);
+void zgc_lt_warm_join(zg_backend *be);
 /* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
  * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_gemv_pick says so). */
 #define ZGC_GEMV_MAX_N 8

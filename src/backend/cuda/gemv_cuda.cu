@@ -273,8 +273,8 @@ __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float 
  * arithmetic, so the values are layernorm_forward's). A group's 8 warp fragments are added in warp order
  * in shared memory, then bias, GELU or residual (loaded when the group starts), one thread per output:
  * a fixed order whatever the grid, so the same bits on every run, not v1's bits (another order of sums). */
-#define ZGC_GEMV2_COLS 8          /* output columns of a group: the mma's n */
-#define ZGC_GEMV2_UNROLL 4        /* chunks per buffer and lane (two buffers) */
+#define ZGC_GEMV2_COLS 8   /* output columns of a group: the mma's n */
+#define ZGC_GEMV2_UNROLL 4 /* chunks per buffer and lane (two buffers) */
 /* the grid's cap per SM: 3 since v0.20 (2 before; v0.20's decode bench, H100: B=1 step graph 2.122 against
  * 2.244 ms, B=8 equal; ZGPT_GEMV_GRID=1..4 for A/B runs) */
 #define ZGC_GEMV2_BLOCKS_PER_SM 3
@@ -425,7 +425,8 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB)
 #define ZGC_GEMV2_NO_F32(LN, MINB)                                                                                     \
     template <>                                                                                                        \
     __global__ void zgc_gemv2_kernel<float, LN, MINB>(float *, float *, const float *, const float *, const float *,   \
-                                                      const float *, const float *, const float *, int, int, int, int) {}
+                                                      const float *, const float *, const float *, int, int, int,      \
+                                                      int) {}
 ZGC_GEMV2_NO_F32(true, 3)
 ZGC_GEMV2_NO_F32(false, 3)
 ZGC_GEMV2_NO_F32(true, 4)

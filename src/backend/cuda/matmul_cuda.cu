@@ -32,6 +32,69 @@ static int zgc_align_of(const void *p) {
     return al;
 }
 
+/* cuBLASLt's first product in a process costs ~0.1 s of host time, whatever its size: the library's own
+ * start-up (v0.20, H100: a 5-token prompt's forward took 0.119 s with one cuBLASLt product, 0.008 s with
+ * none). So the backend begins it on a thread of its own when it is created, while the caller reads and
+ * uploads the model: one small product (64 x 64 x 64) of the backend's dtype on a handle, stream and
+ * buffers of its own. The first plan, a graph recording and the backend's end wait for the thread. Its
+ * errors are dropped (a warm-up only: the real products report theirs). ZGPT_LT_WARMUP=0 turns it off
+ * (A/B runs); any other value than 0 or 1 is refused when the backend is created. */
+enum { ZGC_LT_WARM_N = 64, ZGC_LT_WARM_WS = 1 << 20 };
+static void *zgc_lt_warm_main(void *arg) {
+    zgc_impl *im = (zgc_impl *)arg;
+    cublasLtHandle_t h = NULL;
+    cudaStream_t st = NULL;
+    char *buf = NULL;
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t lay = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t cand;
+    int found = 0;
+    const size_t n = ZGC_LT_WARM_N, ws = ZGC_LT_WARM_WS, mat = n * n * zgc_dtype_bytes(im->lt_warm_dtype);
+    const cudaDataType_t cdt = zgc_cuda_dtype(im->lt_warm_dtype);
+    const float alpha = 1.f, beta = 0.f;
+    if (cudaSetDevice(im->lt_warm_device) != cudaSuccess || cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS ||
+        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaMalloc((void **)&buf, 3 * mat + ws) != cudaSuccess || cudaMemsetAsync(buf, 0, 3 * mat, st) != cudaSuccess)
+        goto cleanup;
+    if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatrixLayoutCreate(&lay, cdt, n, n, (int64_t)n) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) !=
+            CUBLAS_STATUS_SUCCESS ||
+        cublasLtMatmulAlgoGetHeuristic(h, desc, lay, lay, lay, lay, pref, 1, &cand, &found) != CUBLAS_STATUS_SUCCESS ||
+        found == 0)
+        goto cleanup;
+    if (cublasLtMatmul(h, desc, &alpha, buf, lay, buf + mat, lay, &beta, buf + 2 * mat, lay, buf + 2 * mat, lay,
+                       &cand.algo, buf + 3 * mat, ws, st) == CUBLAS_STATUS_SUCCESS)
+        (void)cudaStreamSynchronize(st);
+cleanup:
+    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (lay) (void)cublasLtMatrixLayoutDestroy(lay);
+    if (desc) (void)cublasLtMatmulDescDestroy(desc);
+    if (buf) (void)cudaFree(buf);
+    if (st) (void)cudaStreamDestroy(st);
+    if (h) (void)cublasLtDestroy(h);
+    (void)cudaGetLastError(); /* nothing of the warm-up's reaches the caller's error state */
+    return NULL;
+}
+
+void zgc_lt_warm_start(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    const char *v = getenv("ZGPT_LT_WARMUP");
+    if (v != NULL && strcmp(v, "0") == 0) return;
+    im->lt_warm_device = im->device;
+    im->lt_warm_dtype = be->act_dtype;
+    im->lt_warm_running = pthread_create(&im->lt_warm, NULL, zgc_lt_warm_main, im) == 0;
+}
+
+void zgc_lt_warm_join(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    if (!im->lt_warm_running) return;
+    pthread_join(im->lt_warm, NULL);
+    im->lt_warm_running = 0;
+}
+
 /* Creates (or finds) the plan for (kind, m, n, k, epilogue, has_c, alignments). align: A, B, C, D,
  * bias/aux (for has_c == 0, C is D and is not read). The heuristic does not see beta, but the plans
  * are still kept apart by has_c so that a C-specific choice (its alignment now, anything added later)
@@ -41,6 +104,7 @@ static zgc_plan *zgc_plan_get(zg_backend *be, int kind, int m, int n, int k, int
                               int optional) {
     zgc_impl *im = zgc_get(be);
     zg_dtype dt = be->act_dtype;
+    zgc_lt_warm_join(be);
     for (int i = 0; i < ZGC_PLAN_CACHE; i++) {
         zgc_plan *p = &im->plans[i];
         if (p->used && p->kind == kind && p->m == m && p->n == n && p->k == k && p->epi == epi && p->has_c == has_c &&
@@ -253,6 +317,7 @@ bias_only:
 
 void zgc_matmul_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
+    zgc_lt_warm_join(be);
     for (int i = 0; i < ZGC_PLAN_CACHE; i++) {
         zgc_plan *p = &im->plans[i];
         if (!p->used) continue;
