@@ -153,6 +153,12 @@ static void run_bench(void) {
 
 int main(int argc, char **argv) {
     int bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
+    if (getenv("OC_EXIT_AFTER_CREATE")) { /* lt_warmup's child: exit at once, the warm-up thread running */
+        zg_backend *be = NULL;
+        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+        if (zg_backend_cuda_create(&be, &cfg) != 0) return 1;
+        exit(3);
+    }
     oc_gemv0 = getenv("ZGPT_GEMV") ? strdup(getenv("ZGPT_GEMV")) : NULL;
     if (!bench) zt_run("sample_bad_env", oc_test_sample_bad_env); /* first: before this process touches CUDA */
     if (zg_backend_cuda_device_count() <= 0) {
