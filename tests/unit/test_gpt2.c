@@ -668,6 +668,50 @@ static void test_export_import(void) {
     ZT_CHECK(ca && v == p[za->offset + 7 * 16 + 2]);
     ZT_CHECK(safetensors_find(&f, "transformer.wte.weight")->shape[0] == c.vocab_size);
 
+    /* tensors past 1M elements (the threads' transposes and reads) with partial 32 x 32 tiles: C = 520, the fc
+     * weights (2080, 520) = 1.08M elements, round trip bitwise in fp32 and as the rounded values in bf16; one
+     * Conv1D element at the far corner in the file's layout */
+    {
+        gpt2_config cb = {1, 8, 520, 8, 40, 0};
+        gpt2_config_validate(&cb);
+        gpt2_param_table tb;
+        gpt2_param_table_init(&tb, &cb);
+        float *pb = random_params(&tb, 23, 0.5f);
+        const gpt2_tensor *wb = gpt2_param_table_find(&tb, "wte");
+        for (size_t k = (size_t)cb.vocab_size * cb.n_embd; k < wb->numel; k++) pb[wb->offset + k] = 0.0f;
+        float *qb = zg_malloc(tb.num_params * 4);
+        for (int k = 0; k < 2; k++) {
+            char *db = zg_path_join(dir, k ? "big_bf16" : "big_fp32");
+            ZT_CHECK(hf_export(db, &cb, pb, k ? ZG_BF16 : ZG_F32) == 0);
+            ZT_CHECK_MSG(hf_params_load(db, &cb, qb) == 0, "big: %s", zg_error_message());
+            int same = 1;
+            for (size_t i = 0; i < tb.num_params; i++)
+                same &= qb[i] == (k ? zg_bf16_to_f32(zg_f32_to_bf16(pb[i])) : pb[i]);
+            ZT_CHECK_MSG(same, "C = 520 %s export -> import is not the (rounded) original", k ? "bf16" : "fp32");
+            if (k == 0) {
+                char *sb = zg_path_join(db, "model.safetensors");
+                safetensors_file fb;
+                ZT_CHECK(safetensors_open(&fb, sb) == 0);
+                const safetensors_tensor *fc = safetensors_find(&fb, "transformer.h.0.mlp.c_fc.weight");
+                const gpt2_tensor *zf = gpt2_param_table_find(&tb, "h.0.mlp.c_fc.weight");
+                ZT_CHECK(fc && fc->shape[0] == 520 && fc->shape[1] == 2080);
+                if (fc && zf) {
+                    float a, b;
+                    memcpy(&a, fc->data + ((size_t)519 * 2080 + 2079) * 4, 4); /* HF [519][2079] == ours [2079][519] */
+                    memcpy(&b, fc->data + ((size_t)13 * 2080 + 2070) * 4, 4);  /* HF [13][2070] == ours [2070][13] */
+                    ZT_CHECK(a == pb[zf->offset + (size_t)2079 * 520 + 519] &&
+                             b == pb[zf->offset + (size_t)2070 * 520 + 13]);
+                }
+                safetensors_close(&fb);
+                free(sb);
+            }
+            free(db);
+        }
+        free(qb);
+        free(pb);
+        gpt2_param_table_free(&tb);
+    }
+
     /* fp16 / bf16 exports import as the rounded values */
     for (int k = 0; k < 2; k++) {
         zg_dtype dt = k ? ZG_BF16 : ZG_F16;
