@@ -588,11 +588,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
                          "or 2 (the same, marked evict_last); unset it for the default (0)",
                          getenv("ZGPT_DECODE_PREFETCH"));
-    const char *lw = getenv("ZGPT_LT_WARMUP");
-    if (lw != NULL && strcmp(lw, "0") != 0 && strcmp(lw, "1") != 0)
+    if (zgc_lt_warm_env() < 0)
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
                          "(at the first product); unset it for the default (1)",
-                         lw);
+                         getenv("ZGPT_LT_WARMUP"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",

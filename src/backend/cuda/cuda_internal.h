@@ -118,8 +118,6 @@ typedef struct {
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
     int lt_warm_running;
-    int lt_warm_device;
-    zg_dtype lt_warm_dtype;
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
@@ -144,6 +142,8 @@ void zgc_matmul_destroy(zg_backend *be);
 /* cuBLASLt's one-time start-up, begun when the backend is created, and the wait for it (before a plan,
  * a graph recording or the backend's end) */
 void zgc_lt_warm_start(zg_backend *be);
+/* ZGPT_LT_WARMUP: 1 (unset or "1": on), 0 ("0": off), -1 (anything else: the backend refuses to start) */
+int zgc_lt_warm_env(void);
 void zgc_lt_warm_join(zg_backend *be);
 /* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
  * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_gemv_pick says so). */

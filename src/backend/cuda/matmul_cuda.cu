@@ -41,7 +41,8 @@ static int zgc_align_of(const void *p) {
  * (A/B runs); any other value than 0 or 1 is refused when the backend is created. */
 enum { ZGC_LT_WARM_N = 64, ZGC_LT_WARM_WS = 1 << 20 };
 static void *zgc_lt_warm_main(void *arg) {
-    zgc_impl *im = (zgc_impl *)arg;
+    zg_backend *be = (zg_backend *)arg; /* device and dtype: set before the thread starts, never changed */
+    zgc_impl *im = zgc_get(be);
     cublasLtHandle_t h = NULL;
     cudaStream_t st = NULL;
     char *buf = NULL;
@@ -50,10 +51,10 @@ static void *zgc_lt_warm_main(void *arg) {
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t cand;
     int found = 0;
-    const size_t n = ZGC_LT_WARM_N, ws = ZGC_LT_WARM_WS, mat = n * n * zgc_dtype_bytes(im->lt_warm_dtype);
-    const cudaDataType_t cdt = zgc_cuda_dtype(im->lt_warm_dtype);
+    const size_t n = ZGC_LT_WARM_N, ws = ZGC_LT_WARM_WS, mat = n * n * zgc_dtype_bytes(be->act_dtype);
+    const cudaDataType_t cdt = zgc_cuda_dtype(be->act_dtype);
     const float alpha = 1.f, beta = 0.f;
-    if (cudaSetDevice(im->lt_warm_device) != cudaSuccess || cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS ||
+    if (cudaSetDevice(im->device) != cudaSuccess || cublasLtCreate(&h) != CUBLAS_STATUS_SUCCESS ||
         cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
         cudaMalloc((void **)&buf, 3 * mat + ws) != cudaSuccess || cudaMemsetAsync(buf, 0, 3 * mat, st) != cudaSuccess)
         goto cleanup;
@@ -79,13 +80,16 @@ cleanup:
     return NULL;
 }
 
+int zgc_lt_warm_env(void) {
+    const char *v = getenv("ZGPT_LT_WARMUP");
+    if (v == NULL || strcmp(v, "1") == 0) return 1;
+    return strcmp(v, "0") == 0 ? 0 : -1;
+}
+
 void zgc_lt_warm_start(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
-    const char *v = getenv("ZGPT_LT_WARMUP");
-    if (v != NULL && strcmp(v, "0") == 0) return;
-    im->lt_warm_device = im->device;
-    im->lt_warm_dtype = be->act_dtype;
-    im->lt_warm_running = pthread_create(&im->lt_warm, NULL, zgc_lt_warm_main, im) == 0;
+    if (zgc_lt_warm_env() != 1) return;
+    im->lt_warm_running = pthread_create(&im->lt_warm, NULL, zgc_lt_warm_main, be) == 0;
 }
 
 void zgc_lt_warm_join(zg_backend *be) {
