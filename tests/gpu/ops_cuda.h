@@ -132,6 +132,7 @@ void oc_test_sample_top_p(void);
 
 /* ---- ops_cuda_decode.c */
 void oc_test_decode_graph(void);
+void oc_test_decode_layers(void);
 void oc_test_decode_ops(void);
 void oc_test_decode_pdl(void);
 void oc_test_decode_prefetch_env(void);

@@ -535,6 +535,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->classifier = zgc_classifier;
     o->encoder_forward_at = zgc_encoder_forward_at;
     o->attention_decode = zgc_attention_decode;
+    o->decode_layers = zgc_decode_layers;
     o->sample = zgc_sample;
     o->decode_advance = zgc_decode_advance;
     o->graph_begin = zgc_graph_begin;
@@ -592,6 +593,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
                          "(at the first product); unset it for the default (1)",
                          getenv("ZGPT_LT_WARMUP"));
+    if (zgc_decode_layers_env() < 0)
+        return zg_errorf("ZGPT_DECODE_LAYERS=%s: must be 1 or 2 (a decode step's layers as one persistent kernel, 3 "
+                         "or 2 blocks per SM) or 0 (a kernel per op); unset it for the default (0)",
+                         getenv("ZGPT_DECODE_LAYERS"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",

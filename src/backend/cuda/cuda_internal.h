@@ -154,6 +154,9 @@ int zgc_gemv_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp,
  * then the product as above), else the two ops */
 void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, void *ln, const void *inp, const void *lnw,
                                   const void *lnb, const void *w, const void *bias, int N, int C, int OC);
+/* The kernel a few-row product of these operands runs (ZGC_GEMV_* below; ZGC_GEMV_CUBLASLT: cuBLASLt, or
+ * with ln the two ops); ln: the LayerNorm fused in front. Fatal for a bad ZGPT_GEMV. */
+int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln);
 
 /* ZGPT_DECODE picks the decode path's kernels (A/B measurements in one call):
  *   unset (auto): per shape, from the H200's whole-step graphs (decode_device_run1.log): the few-row
@@ -247,6 +250,16 @@ static inline int zgc_decode_combine(void) {
     if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
     return strcmp(v, "kernel") == 0 ? 0 : -1;
 }
+/* ZGPT_DECODE_LAYERS: the decode step's layers as one persistent kernel (decode_layers_cuda.cu) where it
+ * takes the shapes: unset or "0": 0, the per-op kernels (until measured); "1": 1, 3 blocks per SM with
+ * registers for 3 (80 a thread; some spilled); "2": 2, 2 blocks per SM with registers for 2 (128: none
+ * spilled). -1 for anything else: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
+static inline int zgc_decode_layers_env(void) {
+    const char *v = getenv("ZGPT_DECODE_LAYERS");
+    if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
+    if (strcmp(v, "1") == 0) return 1;
+    return strcmp(v, "2") == 0 ? 2 : -1;
+}
 /* ZGPT_DECODE_PREFETCH: the decode step's products' weights brought into L2 one product ahead, on a
  * branch of their own (zgc_prefetch, decode_cuda.cu): unset or 0: off (until measured); 1: on; 2: on,
  * the lines marked evict_last (kept over other lines while L2 fills). -1 for anything else:
@@ -338,6 +351,9 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
                           int B, int maxT, int C, int NH);
 void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
                         const int32_t *plen, int B, int maxT);
+/* decode_layers_cuda.cu: the decode_layers op (backend.h) */
+int zgc_decode_layers(zg_backend *be, const zg_decode_layers *layers, int L, void *x, void *y, void *qkv, void *atty,
+                      void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH);
 /* the prefetch op (backend.h), and graph_end's join of its stream into the recording */
 void zgc_prefetch(zg_backend *be, const void *p, size_t bytes);
 void zgc_prefetch_join(zg_backend *be);

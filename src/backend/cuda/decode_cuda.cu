@@ -19,15 +19,10 @@
  * The one-block-per-(row, head) kernel (all positions, one block) runs where its B*NH blocks fill the SMs
  * twice over, and with ZGPT_DECODE=old (zgc_decode_split: cuda_internal.h). Every kernel here is launched
  * with PDL (zgc_launch) and waits for the previous kernel before it reads anything. */
-#include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/decode_attn.cuh"
 
 #define ZGC_DEC_THREADS 256
 #define ZGC_DEC_WARPS (ZGC_DEC_THREADS / 32)
-#define ZGC_DEC_MAX_HS 256
-/* positions per block of the split kernel (its scores live in shared memory) */
-#define ZGC_DEC_CHUNK 64
-#define ZGC_DEC_SPLIT_THREADS 128
-#define ZGC_DEC_SPLIT_WARPS (ZGC_DEC_SPLIT_THREADS / 32)
 
 /* out (B,C) = wte[tokens[b]] + wpe[pos[0]] */
 template <typename T>
@@ -51,57 +46,6 @@ void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, co
                  zgc_launch(be, zgc_encoder_at_kernel<T>, dim3(blocks), dim3(256), 0, 0, (T *)out, tokens,
                             (const T *)wte, (const T *)wpe, pos, B, C));
     ZG_CUDA_LAUNCH_CHECK();
-}
-
-/* One score: q (shared, fp32, scaled) . k row (hs), 16-byte loads when VEC. */
-template <typename T, bool VEC> __device__ __forceinline__ float zgc_dec_dot(const float *q, const T *k, int hs) {
-    float s = 0.0f;
-    if (VEC) {
-        constexpr int E = 16 / sizeof(T);
-        for (int d = 0; d < hs; d += E) {
-            zgc_vec<T> kv = *reinterpret_cast<const zgc_vec<T> *>(k + d);
-#pragma unroll
-            for (int e = 0; e < E; e++) s += q[d + e] * zgc_to_f(kv.v[e]);
-        }
-    } else {
-        for (int d = 0; d < hs; d++) s += q[d] * zgc_to_f(k[d]);
-    }
-    return s;
-}
-
-/* p V over positions [j0, j1) of one (row, head): warp w takes positions j0 + w, j0 + w + WARPS, ...,
- * lane takes channels lane, lane + 32, ...; the warps' sums meet in part (fixed order) and
- * store(d, total) runs once per channel d. sc[j - j0] holds the weights; V row j is at vb + (j - j0) * vs
- * (the cache: vb at row j0, vs = hs; or the chunk's rows staged in shared memory); part is WARPS x
- * ZGC_DEC_MAX_HS floats. Ends with the barrier that frees part. */
-template <typename T, int WARPS, typename Store>
-__device__ void zgc_dec_pv(const float *sc, const T *vb, int vs, int j0, int j1, int hs, float (*part)[ZGC_DEC_MAX_HS],
-                           Store store) {
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    float acc[ZGC_DEC_MAX_HS / 32];
-#pragma unroll
-    for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) acc[k] = 0.0f;
-    for (int j = j0 + warp; j < j1; j += WARPS) {
-        float p = sc[j - j0];
-        const T *vr = vb + (size_t)(j - j0) * vs;
-#pragma unroll
-        for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
-            int d = lane + 32 * k;
-            if (d < hs) acc[k] += p * zgc_to_f(vr[d]);
-        }
-    }
-#pragma unroll
-    for (int k = 0; k < ZGC_DEC_MAX_HS / 32; k++) {
-        int d = lane + 32 * k;
-        if (d < hs) part[warp][d] = acc[k];
-    }
-    __syncthreads();
-    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
-        float s = 0.0f;
-        for (int w = 0; w < WARPS; w++) s += part[w][d];
-        store(d, s);
-    }
-    __syncthreads();
 }
 
 template <typename T, bool VEC>
@@ -140,123 +84,31 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
     sum = zgc_block_sum(sum, red, ZGC_DEC_WARPS); /* its barriers also publish sc */
     float inv = 1.0f / sum;
     T *o = out + (size_t)b * C + (size_t)h * hs;
-    zgc_dec_pv<T, ZGC_DEC_WARPS>(sc, vb, hs, 0, L, hs, part, [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
+    zgc_dec_pv<T, ZGC_DEC_WARPS>(zgc_dec_block{}, sc, vb, hs, 0, L, hs, part,
+                                 [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
 }
 
-/* out (b, h) = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the chunks s up to position t, in
- * order; thread d for channels d, d + blockDim.x, ... The partials are other blocks' stores: read
- * through L2 (ld.cg), never a line this SM's L1 may hold from before. */
-template <typename T>
-__device__ __forceinline__ void zgc_dec_combine(T *out, const float *accs, const float *ml, int t, int S, int bh, int b,
-                                                int h, int C, int hs) {
-    int n = t / ZGC_DEC_CHUNK + 1; /* chunks holding positions 0..t */
-    const float *mlb = ml + (size_t)bh * S * 2;
-    float M = -INFINITY;
-    for (int s = 0; s < n; s++) M = fmaxf(M, __ldcg(mlb + 2 * s));
-    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
-        float num = 0.0f, den = 0.0f;
-        for (int s = 0; s < n; s++) {
-            float f = __expf(__ldcg(mlb + 2 * s) - M);
-            den += f * __ldcg(mlb + 2 * s + 1);
-            num += f * __ldcg(accs + ((size_t)bh * S + s) * hs + d);
-        }
-        out[(size_t)b * C + (size_t)h * hs + d] = zgc_from_f<T>(num / den);
-    }
-}
-
-/* One chunk of one (row, head): block (bh, s) over positions [s*CHUNK, min(L, (s+1)*CHUNK)). Writes
- * ml[bh][s] = (m, l) and acc[bh][s][0..hs) (fp32 scratch).
- * VEC (rows of whole 16-byte vectors): the chunk's cached K and V rows (positions before pos[0], written by
- * earlier steps, long complete) are copied into shared memory before the PDL wait (cp.async; row stride
- * hs + 16 bytes, so the 8 rows a quarter-warp's 16-byte score loads touch fall in different banks); after it
- * only q and the new position's k, v (the qkv product's) are read: the two DRAM round trips over the cache
- * leave the step's critical path (v0.18). pos[0] is read before the wait too (the previous step's
- * decode_advance wrote it, kernels ago). The same values in the same order: the same bits. */
+/* One chunk of one (row, head) (decode_attn.cuh): block (bh, s). VEC: the chunk's cached K and V rows are
+ * staged before the PDL wait, so the two DRAM round trips over the cache leave the step's critical path
+ * (v0.18); pos[0] is read before the wait too (the previous step's decode_advance wrote it, kernels ago).
+ * Every block waits, even one past the position (see zgc_pdl_on). */
 template <typename T, bool VEC, bool FUSED>
 __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
-    zgc_att_decode_split_kernel(T *out, float *accs, float *ml, unsigned *counts, const T *qkv, T *kc, T *vc,
-                                const int32_t *pos, int maxT, int C, int NH, float scale) {
+    zgc_att_decode_split_kernel(zgc_dec_att_op<T> a, const int32_t *pos) {
     __shared__ float sc[ZGC_DEC_CHUNK];
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
     __shared__ float red[ZGC_DEC_SPLIT_WARPS];
-    extern __shared__ int4 kvs[]; /* VEC: K rows, then V rows, ZGC_DEC_CHUNK each, stride rs elements */
-    int bh = blockIdx.x, s = blockIdx.y, S = gridDim.y, b = bh / NH, h = bh % NH, hs = C / NH;
-    int t = pos[0], L = t + 1;
-    int j0 = s * ZGC_DEC_CHUNK, j1 = min(L, j0 + ZGC_DEC_CHUNK);
-    T *kb = kc + (size_t)bh * maxT * hs, *vb = vc + (size_t)bh * maxT * hs;
-    constexpr int E = 16 / sizeof(T);
-    int rs = hs + E; /* elements per staged row */
-    T *ks = reinterpret_cast<T *>(kvs), *vsm = ks + (size_t)ZGC_DEC_CHUNK * rs;
-    if (VEC && j0 < L) { /* rows j0 .. min(j1, t) - 1 come from the cache */
-        int nr = min(j1, t) - j0, vpr = hs / E;
-        for (int i = threadIdx.x; i < nr * vpr; i += blockDim.x) {
-            int r = i / vpr, v = i - r * vpr;
-            zgc_cp_async16(ks + (size_t)r * rs + v * E, kb + (size_t)(j0 + r) * hs + v * E);
-            zgc_cp_async16(vsm + (size_t)r * rs + v * E, vb + (size_t)(j0 + r) * hs + v * E);
-        }
-        zgc_cp_commit();
-    }
-    zgc_pdl_wait(); /* every block, even one past the position: see zgc_pdl_on */
+    __shared__ int last;
+    extern __shared__ int4 kvs[]; /* VEC: K rows, then V rows, ZGC_DEC_CHUNK each */
+    zgc_dec_smem sm = {sc, qs, part, red, &last, kvs};
+    zgc_dec_block g;
+    int bh = (int)blockIdx.x, s = (int)blockIdx.y, t = pos[0];
+    zgc_dec_chunk_stage<T, VEC>(g, a, sm, bh, s, t);
+    zgc_pdl_wait();
     zgc_pdl_trigger();
-    if (j0 >= L) return; /* past the position: the combine does not read this chunk */
-    const T *row = qkv + (size_t)b * 3 * C;
-    bool mine = t < j1; /* this chunk holds the new position */
-    for (int d = threadIdx.x; d < hs; d += blockDim.x) {
-        if (mine) {
-            T kn = row[C + h * hs + d], vn = row[2 * C + h * hs + d];
-            kb[(size_t)t * hs + d] = kn;
-            vb[(size_t)t * hs + d] = vn;
-            if (VEC) {
-                ks[(size_t)(t - j0) * rs + d] = kn;
-                vsm[(size_t)(t - j0) * rs + d] = vn;
-            }
-        }
-        qs[d] = zgc_to_f(row[h * hs + d]) * scale;
-    }
-    if (VEC) zgc_cp_wait<0>();
-    __syncthreads();
-    /* K and V rows of the chunk: staged (row j at (j - j0) * rs) or the cache itself */
-    const T *kr0 = VEC ? ks : kb + (size_t)j0 * hs, *vr0 = VEC ? vsm : vb + (size_t)j0 * hs;
-    int krs = VEC ? rs : hs;
-    float m = -INFINITY;
-    for (int j = j0 + (int)threadIdx.x; j < j1; j += blockDim.x) {
-        float sj = zgc_dec_dot<T, VEC>(qs, kr0 + (size_t)(j - j0) * krs, hs);
-        sc[j - j0] = sj;
-        m = fmaxf(m, sj);
-    }
-    m = zgc_block_max(m, red, ZGC_DEC_SPLIT_WARPS);
-    float l = 0.0f;
-    for (int j = j0 + (int)threadIdx.x; j < j1; j += blockDim.x) {
-        float p = __expf(sc[j - j0] - m);
-        sc[j - j0] = p;
-        l += p;
-    }
-    l = zgc_block_sum(l, red, ZGC_DEC_SPLIT_WARPS); /* its barriers also publish sc */
-    size_t at = (size_t)bh * S + s;
-    float *acc = accs + at * hs;
-    zgc_dec_pv<T, ZGC_DEC_SPLIT_WARPS>(sc, vr0, krs, j0, j1, hs, part, [&](int d, float v) { acc[d] = v; });
-    if (threadIdx.x == 0) {
-        ml[2 * at] = m;
-        ml[2 * at + 1] = l;
-    }
-    if (!FUSED) return;
-    /* The last of the n chunk blocks of (b, h) to arrive combines (the threadfence-reduction pattern): each
-     * thread's partial stores are made visible device-wide before thread 0 counts this block in. */
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        unsigned n = (unsigned)(t / ZGC_DEC_CHUNK + 1);
-        last = atomicAdd(&counts[bh], 1u) == n - 1;
-        if (last) counts[bh] = 0; /* every chunk block has counted: the next step starts from 0 */
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    zgc_dec_combine<T>(out, accs, ml, t, S, bh, b, h, C, hs);
+    zgc_dec_chunk_run<T, VEC, FUSED>(g, a, sm, bh, s, t);
 }
-
 /* The combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel): one block per (row, head). */
 template <typename T>
 __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const float *ml, const int32_t *pos, int S,
@@ -264,19 +116,15 @@ __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const f
     zgc_pdl_wait();
     zgc_pdl_trigger();
     int bh = blockIdx.x;
-    zgc_dec_combine<T>(out, accs, ml, pos[0], S, bh, bh / NH, bh % NH, C, C / NH);
+    zgc_dec_combine<T>(zgc_dec_block{}, out, accs, ml, pos[0], S, bh, bh / NH, bh % NH, C, C / NH);
 }
 
 static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
                                        const int32_t *pos, int B, int maxT, int C, int NH, bool vec) {
     int hs = C / NH, S = (maxT + ZGC_DEC_CHUNK - 1) / ZGC_DEC_CHUNK;
-    size_t parts = (size_t)B * NH * S;
-    /* the first step runs before a graph is recorded, so the buffers exist (and keep their sizes) by then */
-    float *accs = (float *)zgc_scratch(be, ZGC_SCR_DECODE, parts * (hs + 2) * sizeof(float), "decode attention");
-    float *ml = accs + parts * hs;
-    /* the counters start at 0 (a new buffer is cleared) and every launch leaves them at 0 */
-    unsigned *counts = (unsigned *)zgc_scratch_zeroed(be, ZGC_SCR_DECODE_COUNT, (size_t)B * NH * sizeof(unsigned),
-                                                      "decode attention counters");
+    float *accs, *ml;
+    unsigned *counts;
+    zgc_dec_scratch(be, B * NH, S, hs, &accs, &ml, &counts);
     int comb = zgc_decode_combine(); /* refused when the backend was made; set since: an A/B run's mistake */
     if (comb < 0) ZG_FATAL("ZGPT_DECODE_COMBINE=%s: expected fused or kernel", getenv("ZGPT_DECODE_COMBINE"));
     bool fused = comb == 1;
@@ -289,13 +137,14 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
                   : (vec ? zgc_att_decode_split_kernel<T, true, false> : zgc_att_decode_split_kernel<T, false, false>);
         /* vec: the chunk's K and V rows staged (row stride hs + 16 bytes); past 48 KB with the kernel's static
          * arrays (sc, qs, part, red, last) the dynamic part needs the opt-in (hs above 162 in 16-bit types) */
-        size_t smem = vec ? 2 * (size_t)ZGC_DEC_CHUNK * ((size_t)hs * sizeof(T) + 16) : 0;
+        size_t smem = vec ? zgc_dec_kv_bytes(hs, sizeof(T)) : 0;
         size_t stat =
             sizeof(float) * (ZGC_DEC_CHUNK + ZGC_DEC_MAX_HS * (1 + ZGC_DEC_SPLIT_WARPS) + ZGC_DEC_SPLIT_WARPS) + 16;
         if (smem + stat > 48 * 1024)
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, (T *)out, accs, ml, counts, (const T *)qkv,
-                   (T *)kcache, (T *)vcache, pos, maxT, C, NH, scale);
+        zgc_dec_att_op<T> a = {(T *)out, accs, ml, counts, (const T *)qkv, (T *)kcache, (T *)vcache,
+                               maxT,     C,    NH, S,      scale};
+        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, a, pos);
         ZG_CUDA_LAUNCH_CHECK();
         if (!fused) {
             zgc_launch(be, zgc_att_decode_combine_kernel<T>, dim3((unsigned)(B * NH)), dim3(cthreads), 0, 0, (T *)out,

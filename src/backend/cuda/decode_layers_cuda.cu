@@ -1,0 +1,245 @@
+/* The decode_layers op: a decode step's transformer layers as one persistent kernel (ZGPT_DECODE_LAYERS=1).
+ *
+ * Why: v0.20 (H100, GPT-2 XL, B=1) measured the 48 x 4 few-row products chained at 1.725 ms, 1.71 TB/s
+ * against ~3 TB/s that DRAM streams: about 3-4 us per kernel boundary (the previous grid's tail and
+ * completion, the next one's first loads and its input's round trip), 240 boundaries a step with
+ * attention. PDL already lets a kernel load its first weights before it waits, but only where a block of
+ * it fits beside the running kernel's (3 blocks per SM fill the SM), so most of its blocks start when
+ * the previous grid's blocks leave.
+ *
+ * Design: a cooperative grid of 3 (or 2) blocks of 256 threads per SM, all resident, runs per layer five phases with a grid barrier between them:
+ *   1. qkv (B,3C) = LN1(x) W_qkv^T + b                     (zgc_gemv2_run, gemv2.cuh)
+ *   2. split decode attention over the (row, head, chunk) items, two at a time per block (its 128-thread
+ *      halves, named barriers 1 and 2), the combine in the last chunk of each (row, head) (decode_attn.cuh)
+ *   3. y = x + atty W_proj^T + b
+ *   4. fch = LN2(y) W_fc^T + b, fchg = gelu(fch)
+ *   5. x = y + fchg W_fcproj^T + b
+ * Each phase first issues what needs nothing from the phase before (the product's first two weight
+ * batches into registers and the LayerNorm's parameters into shared memory; the attention chunk's cached
+ * K and V rows into shared memory), then waits at the barrier: the wait overlaps those loads as PDL's
+ * does, for every block, with no launch, drain or ramp. Phase 1 of layer 0 does not wait (the encoder's
+ * kernel ended before this one started: no PDL here, a cooperative launch).
+ * The same code as the per-op kernels, with the same column groups (a group's sums do not depend on the
+ * grid), chunks and 128-thread attention groups: the same bits, which the op test checks. Values that
+ * other blocks wrote in this launch are read through L2 (cp.async.cg, ld.cg), never from L1.
+ * It runs where the per-op path would run exactly these kernels (v2 for the four products, split attention
+ * with the fused combine, 16-bit types, 16-byte rows); elsewhere the op returns 0 and the model issues the
+ * per-layer ops. ZGPT_DECODE_LAYERS=1: 3 blocks per SM with registers for 3 (80 a thread: ptxas spills
+ * ~190 bytes, the four products' pointers no longer being kernel parameters); 2: 2 blocks per SM with
+ * registers for 2 (128: no spill worth the name). Measuring says which. */
+#include "backend/cuda/decode_attn.cuh"
+#include "backend/cuda/gemv2.cuh"
+
+#include <cooperative_groups.h>
+
+namespace cg = cooperative_groups;
+
+/* the kernel's arguments; the buffers (B rows each) and tensors in the compute dtype */
+struct zgc_dec_layers_args {
+    char *p[ZG_DEC_TENSORS]; /* layer 0's tensors; layer l's at p[i] + l * step[i] */
+    long long step[ZG_DEC_TENSORS];
+    void *x, *y, *qkv, *atty, *fch, *fchg;
+    float *accs, *ml; /* split attention's partials, (B*NH, S, hs) and (B*NH, S, 2) */
+    unsigned *counts; /* its combine's counters (B*NH), 0 between launches */
+    const int32_t *pos;
+    int L, B, maxT, C, NH, S, pf_bytes;
+    float scale;
+    int att_bytes; /* one attention group's shared memory (zgc_dec_layers_att_bytes) */
+};
+
+/* An attention group's shared memory at base: the K and V rows (kvb bytes), then the scores, q, the p V
+ * partials, the reduction slots and the combine's flag. */
+static __host__ __device__ inline size_t zgc_dec_layers_att_bytes(int hs, size_t es) {
+    size_t floats =
+        ZGC_DEC_CHUNK + ZGC_DEC_MAX_HS + (size_t)ZGC_DEC_SPLIT_WARPS * ZGC_DEC_MAX_HS + ZGC_DEC_SPLIT_WARPS + 1;
+    return (zgc_dec_kv_bytes(hs, es) + floats * 4 + 15) / 16 * 16;
+}
+__device__ __forceinline__ zgc_dec_smem zgc_dec_layers_smem(char *base, size_t kvb) {
+    float *f = reinterpret_cast<float *>(base + kvb);
+    zgc_dec_smem sm;
+    sm.kv = base;
+    sm.sc = f;
+    f += ZGC_DEC_CHUNK;
+    sm.qs = f;
+    f += ZGC_DEC_MAX_HS;
+    sm.part = reinterpret_cast<float(*)[ZGC_DEC_MAX_HS]>(f);
+    f += ZGC_DEC_SPLIT_WARPS * ZGC_DEC_MAX_HS;
+    sm.red = f;
+    f += ZGC_DEC_SPLIT_WARPS;
+    sm.last = reinterpret_cast<int *>(f);
+    return sm;
+}
+
+template <typename T, int MINB>
+__global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB) zgc_decode_layers_kernel(zgc_dec_layers_args a) {
+    /* the products' input stage, or (phase 2) the two attention groups' memory: one phase at a time */
+    extern __shared__ int4 smem[];
+    __shared__ zgc_gemv2_red red;
+    const int bid = (int)blockIdx.x, nblk = (int)gridDim.x, B = a.B, C = a.C, NH = a.NH;
+    /* the buffers, cast where they are used (kernel parameters: no registers held across the phases) */
+#define ZGC_BUF(name) ((T *)a.name)
+    for (int l = 0; l < a.L; l++) {
+        auto P = [&](int i) { return reinterpret_cast<T *>(a.p[i] + (long long)l * a.step[i]); };
+        auto barrier = [] { cg::this_grid().sync(); };
+        /* 1: qkv; the barrier after the previous layer's fc projection (none before layer 0) */
+        const zgc_gemv2_op<T> qkv = {
+            ZGC_BUF(qkv), nullptr, ZGC_BUF(x), P(ZG_DEC_LN1W), P(ZG_DEC_LN1B), P(ZG_DEC_QKVW), P(ZG_DEC_QKVB),
+            nullptr,      B,       C,          3 * C,          a.pf_bytes};
+        __syncthreads(); /* the previous phase's shared memory is free */
+        zgc_gemv2_run<T, true>(qkv, bid, nblk, smem, red, [&] {
+            if (l > 0) cg::this_grid().sync();
+        });
+        /* 2: attention; the first item's cached rows staged before the barrier */
+        const zgc_dec_att_op<T> at = {ZGC_BUF(atty),    a.accs, a.ml, a.counts, ZGC_BUF(qkv), P(ZG_DEC_KCACHE),
+                                      P(ZG_DEC_VCACHE), a.maxT, C,    NH,       a.S,          a.scale};
+        __syncthreads();
+        {
+            /* the position: decode_advance's, from a kernel that ended before this one started */
+            const int t = a.pos[0];
+            /* this thread's half of the block, its memory, and its items (row, head, chunk): the chunks
+             * holding positions 0..t, item i = (bh i / nch, chunk i % nch) */
+            const int half = (int)threadIdx.x / ZGC_DEC_SPLIT_THREADS;
+            const zgc_dec_smem sm = zgc_dec_layers_smem(reinterpret_cast<char *>(smem) + (size_t)half * a.att_bytes,
+                                                        zgc_dec_kv_bytes(C / NH, sizeof(T)));
+            const int nch = t / ZGC_DEC_CHUNK + 1, items = B * NH * nch, slots = 2 * nblk, slot = 2 * bid + half;
+            /* the group's first item's cached rows, before the barrier; then its items (named barriers 1 and
+             * 2 for the halves: constants, so that the kernel reserves only those) */
+            auto stage = [&](auto g) {
+                if (slot < items) zgc_dec_chunk_stage<T, true>(g, at, sm, slot / nch, slot % nch, t);
+            };
+            auto run = [&](auto g) {
+                for (int i = slot; i < items; i += slots) {
+                    if (i != slot) zgc_dec_chunk_stage<T, true>(g, at, sm, i / nch, i % nch, t);
+                    zgc_dec_chunk_run<T, true, true>(g, at, sm, i / nch, i % nch, t);
+                }
+            };
+            const zgc_dec_part<1> g0 = {0, ZGC_DEC_SPLIT_THREADS};
+            const zgc_dec_part<2> g1 = {ZGC_DEC_SPLIT_THREADS, ZGC_DEC_SPLIT_THREADS};
+            if (half == 0)
+                stage(g0);
+            else
+                stage(g1);
+            cg::this_grid().sync();
+            if (half == 0)
+                run(g0);
+            else
+                run(g1);
+        }
+        /* 3: the attention projection and the residual */
+        const zgc_gemv2_op<T> proj = {
+            ZGC_BUF(y), nullptr, ZGC_BUF(atty), nullptr, nullptr, P(ZG_DEC_PROJW), P(ZG_DEC_PROJB), ZGC_BUF(x), B,
+            C,          C,       a.pf_bytes};
+        __syncthreads();
+        zgc_gemv2_run<T, false>(proj, bid, nblk, smem, red, barrier);
+        /* 4: LayerNorm, fc, GELU */
+        const zgc_gemv2_op<T> fc = {ZGC_BUF(fchg),
+                                    ZGC_BUF(fch),
+                                    ZGC_BUF(y),
+                                    P(ZG_DEC_LN2W),
+                                    P(ZG_DEC_LN2B),
+                                    P(ZG_DEC_FCW),
+                                    P(ZG_DEC_FCB),
+                                    nullptr,
+                                    B,
+                                    C,
+                                    4 * C,
+                                    a.pf_bytes};
+        __syncthreads();
+        zgc_gemv2_run<T, true>(fc, bid, nblk, smem, red, barrier);
+        /* 5: the fc projection and the residual */
+        const zgc_gemv2_op<T> fcp = {
+            ZGC_BUF(x), nullptr, ZGC_BUF(fchg), nullptr, nullptr,   P(ZG_DEC_FCPROJW), P(ZG_DEC_FCPROJB),
+            ZGC_BUF(y), B,       4 * C,         C,       a.pf_bytes};
+        __syncthreads();
+        zgc_gemv2_run<T, false>(fcp, bid, nblk, smem, red, barrier);
+    }
+#undef ZGC_BUF
+}
+
+static bool zgc_dec_layers_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+template <typename T>
+static int zgc_decode_layers_launch(zg_backend *be, const zgc_dec_layers_args &a, size_t smem, int bps) {
+    zgc_impl *im = zgc_get(be);
+    auto kern = bps == 2 ? zgc_decode_layers_kernel<T, 2> : zgc_decode_layers_kernel<T, 3>;
+    if (smem > 48 * 1024 - sizeof(zgc_gemv2_red)) { /* past the default: opt in (none if the SM cannot) */
+        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+    }
+    /* all blocks resident at once (a cooperative launch refuses more) */
+    int fit = 0;
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_GEMV_THREADS, smem));
+    if (fit < 1) return 0;
+    if (fit < bps) bps = fit;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)(bps * im->num_sms));
+    cfg.blockDim = dim3(ZGC_GEMV_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = im->stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, a);
+    if (e != cudaSuccess) {
+        /* during a recording (a cooperative kernel it cannot hold): cudaStreamEndCapture reports it and the
+         * caller issues the step again directly (graph_end's contract); outside one it is a real error */
+        if (!im->capturing) ZG_CUDA_CHECK(e);
+        (void)cudaGetLastError();
+    }
+    return 1;
+}
+
+int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x, void *y, void *qkv, void *atty,
+                      void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH) {
+    int on = zgc_decode_layers_env();
+    if (on < 0) /* refused when the backend was made; set since: an A/B run's mistake */
+        ZG_FATAL("ZGPT_DECODE_LAYERS=%s: expected 0, 1 or 2 (unset: 0)", getenv("ZGPT_DECODE_LAYERS"));
+    if (on == 0 || L < 1 || B < 1 || NH < 1 || C % NH != 0) return 0;
+    zgc_impl *im = zgc_get(be);
+    size_t es = zgc_dtype_bytes(be->act_dtype);
+    int hs = C / NH;
+    /* the kernels the per-op path runs here must be the ones this kernel holds: v2 for the four products
+     * (zgc_gemv_fits also checks the rows, sizes and alignments), split attention with the fused combine on
+     * 16-byte K and V rows, and no prefetch branch beside it (a cooperative grid takes every SM) */
+    if (be->act_dtype == ZG_F32 || be->param_dtype != be->act_dtype || hs > ZGC_DEC_MAX_HS ||
+        ((size_t)hs * es) % 16 != 0)
+        return 0;
+    if (zgc_gemv_fits(be, x, t->p[ZG_DEC_QKVW], B, C, 3 * C, true) != ZGC_GEMV_V2 ||
+        zgc_gemv_fits(be, atty, t->p[ZG_DEC_PROJW], B, C, C, false) != ZGC_GEMV_V2 ||
+        zgc_gemv_fits(be, y, t->p[ZG_DEC_FCW], B, C, 4 * C, true) != ZGC_GEMV_V2 ||
+        zgc_gemv_fits(be, fchg, t->p[ZG_DEC_FCPROJW], B, 4 * C, C, false) != ZGC_GEMV_V2)
+        return 0;
+    if (!zgc_decode_split(B * NH, im->num_sms) || zgc_decode_combine() != 1 || zgc_decode_prefetch() != 0) return 0;
+    /* every layer's tensors on 16-byte boundaries (the vector loads; the LayerNorm's parameters by cp.async) */
+    for (int i = 0; i < ZG_DEC_TENSORS; i++)
+        if (!zgc_dec_layers_aligned(t->p[i]) || t->step[i] % 16 != 0) return 0;
+    if (!zgc_dec_layers_aligned(qkv) || !zgc_dec_layers_aligned(fch)) return 0;
+    int coop = 0;
+    ZG_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, im->device));
+    if (!coop) return 0;
+    /* shared memory: the largest product stage, or the two attention groups' */
+    size_t smem = zgc_gemv2_smem(B, C, es, true), att = zgc_dec_layers_att_bytes(hs, es);
+    if (zgc_gemv2_smem(B, 4 * C, es, false) > smem) smem = zgc_gemv2_smem(B, 4 * C, es, false);
+    if (2 * att > smem) smem = 2 * att;
+    /* split attention's scratch, as zgc_attention_decode_split has it (the same slots) */
+    int S = (maxT + ZGC_DEC_CHUNK - 1) / ZGC_DEC_CHUNK;
+    float *accs, *ml;
+    unsigned *counts;
+    zgc_dec_scratch(be, B * NH, S, hs, &accs, &ml, &counts);
+    int bps = on == 2 ? 2 : 3; /* blocks per SM, and the registers for as many */
+    int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 0) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
+    zgc_dec_layers_args a = {{},      {},  x, y, qkv,  atty, fch, fchg, accs, ml,
+                             counts,  pos, L, B, maxT, C,    NH,  S,    pf,   1.0f / sqrtf((float)hs),
+                             (int)att};
+    for (int i = 0; i < ZG_DEC_TENSORS; i++) {
+        a.p[i] = (char *)t->p[i];
+        a.step[i] = t->step[i];
+    }
+    if (be->act_dtype == ZG_BF16) return zgc_decode_layers_launch<__nv_bfloat16>(be, a, smem, bps);
+    return zgc_decode_layers_launch<__half>(be, a, smem, bps);
+}
