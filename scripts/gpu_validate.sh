@@ -92,7 +92,7 @@
 #            v2nopf: no L2 prefetch before the PDL wait, 2 blocks per SM (v0.19's auto); v2g3: 3 blocks per SM (auto since v0.20);
 #            v2g3r: 3 per SM with registers for 4; v2g4: 4 per SM; oneblk: decode attention one block per (row, head)
 #            at every B, auto's rule at B=8 before v0.18; layers / layers2: the 48 layers as one persistent kernel,
-#            ZGPT_DECODE_LAYERS=1 / 2, a note each against auto) (tokens/s of the graph alone; the goals 500 and
+#            ZGPT_DECODE_LAYERS=1 / 2, layerspf: =1 with ZGPT_GEMV_PREFETCH=1, a note each against auto) (tokens/s of the graph alone; the goals 500 and
 #            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
 #            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); each XL
 #            product alone and 48 x 4 chained in a graph with cuBLASLt / v1 / v2 (GB/s of weights; v2's
@@ -1204,7 +1204,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4 layers layers2; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4 layers layers2 layerspf; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms; dms${b}_$v=\$ms"
@@ -1225,9 +1225,9 @@ if has decode; then
          "$(na "${dms_comb2:-}") ms: saves $(awk -v a="${dms_comb2:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
     # against auto, a gain being a lower ms: the L2 prefetch of the next product's weights (issue 21, v0.14;
     # pf / pflast), and the 48 layers as one persistent kernel (v0.21; layers: ZGPT_DECODE_LAYERS=1, 3 blocks
-    # per SM, layers2: =2, 2 per SM; predicted 0.15-0.45 ms less at B=1: 1-2 us of the ~3.8 us per kernel
-    # boundary, 240 of them)
-    for v in "pf L2 prefetch" "pflast L2 prefetch" "layers layers as one kernel" "layers2 layers as one kernel"; do
+    # per SM, layers2: =2, 2 per SM, layerspf: =1 with ZGPT_GEMV_PREFETCH=1; predicted 0.15-0.45 ms less at
+    # B=1: 1-2 us of the ~3.8 us per kernel boundary, 240 of them)
+    for v in "pf L2 prefetch" "pflast L2 prefetch" "layers layers as one kernel" "layers2 layers as one kernel" "layerspf layers as one kernel"; do
       read -r v what <<< "$v"
       eval "pms=\${dms_$v:-}"
       note "decode step graph B=$b: $what $v $(na "$pms") ms against auto $(na "$ams") ms: saves" \
@@ -1241,14 +1241,14 @@ if has decode; then
   for b in 1 8; do
     for shp in qkv proj fc fcproj; do
       line=""
-      for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4; do
+      for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4 v2g3pf; do
         read -r _ _ _ _ _ ms _ gbs <<< "$(grep "^GEMV B=$b $shp $k " "$LOG_DIR/decode_bench.log")"
         line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       done
       note "decode gemv B=$b $shp alone: ${line%, }"
     done
     line=""
-    for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4; do
+    for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4 v2g3pf; do
       read -r _ _ _ _ ms _ gbs <<< "$(grep "^GEMVCHAIN B=$b $k " "$LOG_DIR/decode_bench.log")"
       line="$line$k $(na "$ms") ms $(fmt0 "$gbs") GB/s, "
       eval "gch_$k=\$ms"

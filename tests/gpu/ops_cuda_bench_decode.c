@@ -23,9 +23,12 @@
  * groups 3 to a block instead of 8 blocks doing a fourth), v2nopf keeps v0.19's 2; v2g3r: 3 per SM with
  * registers for 4 (64 a thread: a block of the next product fits beside 3 running ones, for PDL's early
  * start); v2g4: 4 per SM with registers for 4 (no room left for the next product's blocks). layers / layers2:
- * auto with the 48 layers as one persistent kernel (ZGPT_DECODE_LAYERS=1|2: 3 or 2 blocks per SM). */
+ * auto with the 48 layers as one persistent kernel (ZGPT_DECODE_LAYERS=1|2: 3 or 2 blocks per SM); layerspf: layers
+ * with each product's first 64 KB of a block's groups prefetched to L2 before the barrier (ZGPT_GEMV_PREFETCH=1,
+ * which in the persistent kernel the blocks without groups in the phase before issue while it runs); v2g3pf, the
+ * products' kind under it: auto's v2 (ZGPT_GEMV unset) with that prefetch. */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 8 };
+enum { GEMV_KINDS = 9 };
 static const struct {
     const char *name, *gemv, *grid, *minb, *prefetch; /* NULL: unset */
 } gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL},
@@ -35,8 +38,9 @@ static const struct {
                            {"v2nopf", "v2", "2", NULL, "0"},
                            {"v2g3", "v2", "3", "3", "0"},
                            {"v2g3r", "v2", "3", "4", "0"},
-                           {"v2g4", "v2", "4", "4", "0"}};
-enum { DEC_VARIANTS = 22 };
+                           {"v2g4", "v2", "4", "4", "0"},
+                           {"v2g3pf", NULL, NULL, NULL, "1"}};
+enum { DEC_VARIANTS = 23 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine, *layers; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -61,7 +65,8 @@ static const struct {
                                {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 6},
                                {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7},
                                {"layers", NULL, NULL, NULL, NULL, NULL, NULL, "1", -1},
-                               {"layers2", NULL, NULL, NULL, NULL, NULL, NULL, "2", -1}};
+                               {"layers2", NULL, NULL, NULL, NULL, NULL, NULL, "2", -1},
+                               {"layerspf", NULL, NULL, NULL, NULL, NULL, NULL, "1", 8}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
