@@ -109,6 +109,7 @@ typedef struct {
     void *loan;
     size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
+    int decode_layers_noted; /* "ZGPT_DECODE_LAYERS: the layers run per op here" was said */
     /* the decode step's L2 prefetch (decode_cuda.cu): its stream, the fork (compute -> prefetch) and join
      * (prefetch -> compute) events; capturing: between graph_begin and graph_end; pf_captured: a prefetch
      * joined that recording (graph_end must join it back before the capture ends) */

@@ -158,6 +158,17 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB) zgc_decode_layers_kern
 
 static bool zgc_dec_layers_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+/* 0, after saying once per backend why the layers run per op although ZGPT_DECODE_LAYERS asks for one kernel
+ * (an accepted setting acts or says what happens instead) */
+static int zgc_dec_layers_decline(zg_backend *be, const char *why) {
+    zgc_impl *im = zgc_get(be);
+    if (!im->decode_layers_noted)
+        fprintf(stderr, "zgpt: note: ZGPT_DECODE_LAYERS=%s: the decode step's layers run a kernel per op here (%s)\n",
+                getenv("ZGPT_DECODE_LAYERS"), why);
+    im->decode_layers_noted = 1;
+    return 0;
+}
+
 template <typename T>
 static int zgc_decode_layers_launch(zg_backend *be, const zgc_dec_layers_args &a, size_t smem, int bps) {
     zgc_impl *im = zgc_get(be);
@@ -166,13 +177,13 @@ static int zgc_decode_layers_launch(zg_backend *be, const zgc_dec_layers_args &a
         cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
-            return 0;
+            return zgc_dec_layers_decline(be, "its shared memory does not fit a block");
         }
     }
     /* all blocks resident at once (a cooperative launch refuses more) */
     int fit = 0;
     ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_GEMV_THREADS, smem));
-    if (fit < 1) return 0;
+    if (fit < 1) return zgc_dec_layers_decline(be, "no block of it fits an SM");
     if (fit < bps) bps = fit;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)(bps * im->num_sms));
@@ -199,29 +210,35 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
     int on = zgc_decode_layers_env();
     if (on < 0) /* refused when the backend was made; set since: an A/B run's mistake */
         ZG_FATAL("ZGPT_DECODE_LAYERS=%s: expected 0, 1 or 2 (unset: 0)", getenv("ZGPT_DECODE_LAYERS"));
-    if (on == 0 || L < 1 || B < 1 || NH < 1 || C % NH != 0) return 0;
+    if (on == 0) return 0;
     zgc_impl *im = zgc_get(be);
     size_t es = zgc_dtype_bytes(be->act_dtype);
-    int hs = C / NH;
     /* the kernels the per-op path runs here must be the ones this kernel holds: v2 for the four products
      * (zgc_gemv_fits also checks the rows, sizes and alignments), split attention with the fused combine on
      * 16-byte K and V rows, and no prefetch branch beside it (a cooperative grid takes every SM) */
-    if (be->act_dtype == ZG_F32 || be->param_dtype != be->act_dtype || hs > ZGC_DEC_MAX_HS ||
-        ((size_t)hs * es) % 16 != 0)
-        return 0;
+    if (be->act_dtype == ZG_F32 || be->param_dtype != be->act_dtype)
+        return zgc_dec_layers_decline(be, "fp32: no tensor-core few-row product");
+    if (L < 1 || B < 1 || NH < 1 || C % NH != 0 || C / NH > ZGC_DEC_MAX_HS || ((size_t)(C / NH) * es) % 16 != 0)
+        return zgc_dec_layers_decline(be, "a head size outside 16-byte rows of at most 256 values");
+    int hs = C / NH;
     if (zgc_gemv_fits(be, x, t->p[ZG_DEC_QKVW], B, C, 3 * C, true) != ZGC_GEMV_V2 ||
         zgc_gemv_fits(be, atty, t->p[ZG_DEC_PROJW], B, C, C, false) != ZGC_GEMV_V2 ||
         zgc_gemv_fits(be, y, t->p[ZG_DEC_FCW], B, C, 4 * C, true) != ZGC_GEMV_V2 ||
         zgc_gemv_fits(be, fchg, t->p[ZG_DEC_FCPROJW], B, 4 * C, C, false) != ZGC_GEMV_V2)
-        return 0;
-    if (!zgc_decode_split(B * NH, im->num_sms) || zgc_decode_combine() != 1 || zgc_decode_prefetch() != 0) return 0;
+        return zgc_dec_layers_decline(be, "the products do not all run v2's few-row kernel: more than 8 rows, "
+                                          "ZGPT_GEMV or ZGPT_DECODE choose another, or the input stage is too large");
+    if (!zgc_decode_split(B * NH, im->num_sms) || zgc_decode_combine() != 1)
+        return zgc_dec_layers_decline(be, "decode attention is not split with its combine fused (ZGPT_DECODE, "
+                                          "ZGPT_DECODE_COMBINE, or rows x heads fill the GPU twice over)");
+    if (zgc_decode_prefetch() != 0)
+        return zgc_dec_layers_decline(be, "ZGPT_DECODE_PREFETCH's branch would run beside it");
     /* every layer's tensors on 16-byte boundaries (the vector loads; the LayerNorm's parameters by cp.async) */
-    for (int i = 0; i < ZG_DEC_TENSORS; i++)
-        if (!zgc_dec_layers_aligned(t->p[i]) || t->step[i] % 16 != 0) return 0;
-    if (!zgc_dec_layers_aligned(qkv) || !zgc_dec_layers_aligned(fch)) return 0;
+    int aligned = zgc_dec_layers_aligned(qkv) && zgc_dec_layers_aligned(fch);
+    for (int i = 0; i < ZG_DEC_TENSORS; i++) aligned &= zgc_dec_layers_aligned(t->p[i]) && t->step[i] % 16 == 0;
+    if (!aligned) return zgc_dec_layers_decline(be, "a tensor or layer stride off a 16-byte boundary");
     int coop = 0;
     ZG_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, im->device));
-    if (!coop) return 0;
+    if (!coop) return zgc_dec_layers_decline(be, "the device has no cooperative launch");
     /* shared memory: the largest product stage, or the two attention groups' */
     size_t smem = zgc_gemv2_smem(B, C, es, true), att = zgc_dec_layers_att_bytes(hs, es);
     if (zgc_gemv2_smem(B, 4 * C, es, false) > smem) smem = zgc_gemv2_smem(B, 4 * C, es, false);
