@@ -138,13 +138,9 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
          *bias = oc_dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
     void *y = oc_dev_rand(be, ZG_BF16, (size_t)B * C, 1.f, NULL);
     const zg_backend_ops *op = be->ops;
-    /* the layers as decode_layers takes them (layers, layers2): each layer's weights and caches one stride
-     * apart, one gain and one bias for all; y its own buffer (the per-op form below adds in place) */
-    zg_decode_layers tab = {{gain, bias, wts, bias, (char *)wts + (size_t)3 * C * C * 2, bias, gain, bias,
-                             (char *)wts + (size_t)4 * C * C * 2, bias, (char *)wts + (size_t)8 * C * C * 2, bias, kc,
-                             vc},
-                            {0, 0, (long long)lw * 2, 0, (long long)lw * 2, 0, 0, 0, (long long)lw * 2, 0,
-                             (long long)lw * 2, 0, (long long)kvn * 2, (long long)kvn * 2}};
+    /* the layers as decode_layers takes them (layers, layers2); y its own buffer (the per-op form below adds
+     * in place) */
+    zg_decode_layers tab = oc_dec_layers(wts, gain, bias, kc, vc, C, kvn);
     /* with the prefetches as gpt2.c issues them (each acts only under ZGPT_DECODE_PREFETCH=1|2: pf, pflast) */
 #define DEC_STEP()                                                                                                     \
     do {                                                                                                               \

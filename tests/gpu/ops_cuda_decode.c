@@ -7,6 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The layers of these tests' buffers as decode_layers takes them (bf16): per layer 12 C^2 weights (qkv,
+ * projection, fc, fc projection) and kvn cache elements, one stride apart; one gain and one bias for every
+ * layer. */
+zg_decode_layers oc_dec_layers(void *wts, void *gain, void *bias, void *kc, void *vc, int C, size_t kvn) {
+    size_t cc = (size_t)C * C, lw = 12 * cc;
+    char *w = (char *)wts;
+    zg_decode_layers t = {
+        {gain, bias, w, bias, w + 3 * cc * 2, bias, gain, bias, w + 4 * cc * 2, bias, w + 8 * cc * 2, bias, kc, vc},
+        {0, 0, (long long)lw * 2, 0, (long long)lw * 2, 0, 0, 0, (long long)lw * 2, 0, (long long)lw * 2, 0,
+         (long long)kvn * 2, (long long)kvn * 2}};
+    return t;
+}
+
 /* A decode step of a small GPT-2-shaped model (4 layers, C 768, the GPT-2 vocabulary), as generation
  * records it: encoder at the device position, per layer the fused LayerNorm + qkv product, decode
  * attention, projection + residual, LayerNorm + fc + GELU, fc projection + residual, then ln_f, the LM
@@ -47,13 +60,7 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     op->upload(be, dpos, pos, sizeof pos);
     op->upload(be, drows, rows, (size_t)B * sizeof *rows);
     for (int b = 0; b < B; b++) op->upload(be, dtok + b, &seq[(size_t)b * maxT], 4);
-    /* the layers as decode_layers takes them: each layer's weights and caches one stride apart, one gain and
-     * one bias for all */
-    zg_decode_layers tab = {{gain, bias, wts, bias, (char *)wts + (size_t)3 * C * C * 2, bias, gain, bias,
-                             (char *)wts + (size_t)4 * C * C * 2, bias, (char *)wts + (size_t)8 * C * C * 2, bias, kc,
-                             vc},
-                            {0, 0, (long long)lw * 2, 0, (long long)lw * 2, 0, 0, 0, (long long)lw * 2, 0,
-                             (long long)lw * 2, 0, (long long)kvn * 2, (long long)kvn * 2}};
+    zg_decode_layers tab = oc_dec_layers(wts, gain, bias, kc, vc, C, kvn);
     /* the prefetches as gpt2.c issues them: before each product, the next product's weights; the layers
          * as one op where decode_layers takes them (ZGPT_DECODE_LAYERS=1|2) */
 #define PDL_STEP()                                                                                                     \

@@ -476,27 +476,6 @@ template <> struct zgc_mma<__half> {
     }
 };
 
-/* Block-wide max / sum of v over nwarps warps (every thread gets it); red holds nwarps floats and is
- * free again on return. */
-__device__ __forceinline__ float zgc_block_max(float v, float *red, int nwarps) {
-    v = zgc_warp_max(v);
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    v = -INFINITY;
-    for (int w = 0; w < nwarps; w++) v = fmaxf(v, red[w]);
-    __syncthreads();
-    return v;
-}
-__device__ __forceinline__ float zgc_block_sum(float v, float *red, int nwarps) {
-    v = zgc_warp_sum(v);
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-    __syncthreads();
-    v = 0.0f;
-    for (int w = 0; w < nwarps; w++) v += red[w];
-    __syncthreads();
-    return v;
-}
-
 /* 16-byte vector of T */
 template <typename T> struct alignas(16) zgc_vec { T v[16 / sizeof(T)]; };
 

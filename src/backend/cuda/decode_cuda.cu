@@ -74,14 +74,14 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
         sc[j] = s;
         m = fmaxf(m, s);
     }
-    m = zgc_block_max(m, red, ZGC_DEC_WARPS);
+    m = zgc_dec_group_max(zgc_dec_block{}, m, red);
     float sum = 0.0f;
     for (int j = threadIdx.x; j < L; j += blockDim.x) {
         float p = __expf(sc[j] - m);
         sc[j] = p;
         sum += p;
     }
-    sum = zgc_block_sum(sum, red, ZGC_DEC_WARPS); /* its barriers also publish sc */
+    sum = zgc_dec_group_sum(zgc_dec_block{}, sum, red); /* its barriers also publish sc */
     float inv = 1.0f / sum;
     T *o = out + (size_t)b * C + (size_t)h * hs;
     zgc_dec_pv<T, ZGC_DEC_WARPS>(zgc_dec_block{}, sc, vb, hs, 0, L, hs, part,

@@ -156,8 +156,6 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB) zgc_decode_layers_kern
 #undef ZGC_BUF
 }
 
-static bool zgc_dec_layers_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
-
 /* 0, after saying once per backend why the layers run per op although ZGPT_DECODE_LAYERS asks for one kernel
  * (an accepted setting acts or says what happens instead) */
 static int zgc_dec_layers_decline(zg_backend *be, const char *why) {
@@ -233,8 +231,8 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
     if (zgc_decode_prefetch() != 0)
         return zgc_dec_layers_decline(be, "ZGPT_DECODE_PREFETCH's branch would run beside it");
     /* every layer's tensors on 16-byte boundaries (the vector loads; the LayerNorm's parameters by cp.async) */
-    int aligned = zgc_dec_layers_aligned(qkv) && zgc_dec_layers_aligned(fch);
-    for (int i = 0; i < ZG_DEC_TENSORS; i++) aligned &= zgc_dec_layers_aligned(t->p[i]) && t->step[i] % 16 == 0;
+    int aligned = zgc_gemv_aligned(qkv) && zgc_gemv_aligned(fch);
+    for (int i = 0; i < ZG_DEC_TENSORS; i++) aligned &= zgc_gemv_aligned(t->p[i]) && t->step[i] % 16 == 0;
     if (!aligned) return zgc_dec_layers_decline(be, "a tensor or layer stride off a 16-byte boundary");
     int coop = 0;
     ZG_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, im->device));

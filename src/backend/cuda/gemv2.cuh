@@ -239,6 +239,9 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
     }
 }
 
+/* 16-byte aligned: what the few-row kernels' vector loads and cp.async need of every operand */
+static inline bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
 /* v2's dynamic shared memory: the N input rows, and with the LayerNorm its gains and biases */
 static inline size_t zgc_gemv2_smem(int N, int C, size_t es, bool ln) {
     int nv = (int)((size_t)C * es / 16);

@@ -225,8 +225,6 @@ ZGC_GEMV2_NO_F32(true, 4)
 ZGC_GEMV2_NO_F32(false, 4)
 #undef ZGC_GEMV2_NO_F32
 
-static bool zgc_gemv_aligned(const void *p) { return ((uintptr_t)p & 15u) == 0; }
-
 /* fp32 has no tensor-core form: v1's warp per column; v2 where its input stage (and, ln, the LayerNorm
  * parameters) fits; else v1 (cuda_internal.h). */
 int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln) {
