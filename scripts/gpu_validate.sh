@@ -78,7 +78,8 @@
 #            attention combine), with ZGPT_LT_WARMUP=0 and with ZGPT_DECODE_LAYERS=1 / 2 (the layers as one
 #            persistent kernel): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=1 (cuBLASLt's
 #            products, v0.18's auto): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
-#            steady-state ms/step beside the headline tokens/s; ~5-7 min
+#            steady-state ms/step beside the headline tokens/s (ZG_GEN_VARS="layers ..." runs only the named
+#            variants); ~5-7 min
 #            (not in the default list)
 #   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
@@ -1316,6 +1317,7 @@ if has gen; then
     for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0" \
         "layers ZGPT_DECODE_LAYERS=1" "layers2 ZGPT_DECODE_LAYERS=2"; do
       read -r vn venv <<< "$var"
+      [ -n "${ZG_GEN_VARS:-}" ] && ! grep -qw "$vn" <<< "$ZG_GEN_VARS" && continue
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \
           --max-new-tokens 512 --top-k 200 --device cuda --dtype bf16 > "$LOG_DIR/gen_zgpt_b${B}_$vn.out" 2> "$LOG_DIR/gen_zgpt_b${B}_$vn.log"
       rc=$?
