@@ -26,7 +26,10 @@
  * with the fused combine, 16-bit types, 16-byte rows); elsewhere the op returns 0 and the model issues the
  * per-layer ops. ZGPT_DECODE_LAYERS=1: 3 blocks per SM with registers for 3 (80 a thread: ptxas spills
  * ~190 bytes, the four products' pointers no longer being kernel parameters); 2: 2 blocks per SM with
- * registers for 2 (128: no spill worth the name). Measuring says which. */
+ * registers for 2 (128: no spill worth the name).
+ * Measured (v0.21, H100, XL): slower than the per-op kernels, B=1 step graph 3.445 ms (=1) and 2.765 (=2)
+ * against 2.231; B=8 6.069 / 4.394 against 3.152. ~7 us per phase: the grid barrier costs more than a PDL
+ * boundary. Off by default; an A/B tool for a cheaper barrier. */
 #include "backend/cuda/decode_attn.cuh"
 #include "backend/cuda/gemv2.cuh"
 
