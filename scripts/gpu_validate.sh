@@ -14,7 +14,7 @@
 #   stepab   (1 GPU) issue 17's one step path against the binary before it (ZG_STEP_BASE): bitwise the
 #            same bf16 and fp16 runs, bench ms/step in the same call (not in the default list)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
-#   benchxl  the same for GPT-2 XL (last: the slowest)
+#   benchxl  the same for GPT-2 XL (last: the slowest); ZG_XL_BATCHES="16 8" adds B=8 against its peer
 #   attloan  issue 21: the attention backward's cuDNN workspace in the model's dead logits buffer (XL B=16
 #            peak with and without it, ZGPT_ATT_LOAN=0; identical bf16 loss lines), ~2 minutes
 #            (not in the default list)
@@ -1142,10 +1142,14 @@ if has attloan; then
   note "attloan: XL B=16 peak ${m1:-n/a} GiB lent vs ${m0:-n/a} GiB own workspace ($(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { printf "%.3f GiB less", b - a }'); $(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { print (a > 0 && b - a >= 0.5) ? "PASS" : "FAIL" }') >= 0.5 GiB); tokens/s $(zb_tps "$LOG_DIR/attloan_bench_1.log") vs $(zb_tps "$LOG_DIR/attloan_bench_0.log"); training loss lines $( [ -n "$l1" ] && [ "$l1" = "$l0" ] && echo "identical (PASS)" || echo "DIFFER (FAIL)")"
 fi
 if has benchxl; then
-  timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl.log" 2>&1
-  zgpt_bench_note "XL B=16" "$LOG_DIR/bench_zgpt_xl.log"
-  [ -f $TB ] && timeout -k 20 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B 16 --steps 8 > "$LOG_DIR/bench_torch_xl.log" 2>&1
-  bench_peer_report "benchxl XL B=16" "$LOG_DIR/bench_zgpt_xl.log" "$LOG_DIR/bench_torch_xl.log"
+  # ZG_XL_BATCHES: the micro-batches to run, each against its peer (default 16; issue 21 also names 8)
+  for xb in ${ZG_XL_BATCHES:-16}; do
+    sfx=$([ "$xb" = 16 ] || echo "_b$xb")
+    timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch "$xb" --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile "${BENCH_SET[@]}" > "$LOG_DIR/bench_zgpt_xl$sfx.log" 2>&1
+    zgpt_bench_note "XL B=$xb" "$LOG_DIR/bench_zgpt_xl$sfx.log"
+    [ -f $TB ] && timeout -k 20 240 python3 $TB --layers 48 --heads 25 --embd 1600 --B "$xb" --steps 8 > "$LOG_DIR/bench_torch_xl$sfx.log" 2>&1
+    bench_peer_report "benchxl XL B=$xb" "$LOG_DIR/bench_zgpt_xl$sfx.log" "$LOG_DIR/bench_torch_xl$sfx.log"
+  done
 fi
 if has benchold && [ -d .old/src ]; then
   ( cd .old && bash scripts/device-build.sh build-gpu ) > "$LOG_DIR/benchold_build.log" 2>&1 || note "benchold: the old tree did not build ($(tail -3 "$LOG_DIR/benchold_build.log" | tr '\n' ' '))"
