@@ -1209,7 +1209,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4 layers layers2 layerspf; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4 layers layers2 layerspf layers3; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms; dms${b}_$v=\$ms"
@@ -1231,8 +1231,9 @@ if has decode; then
     # against auto, a gain being a lower ms: the L2 prefetch of the next product's weights (issue 21, v0.14;
     # pf / pflast), and the 48 layers as one persistent kernel (v0.21; layers: ZGPT_DECODE_LAYERS=1, 3 blocks
     # per SM, layers2: =2, 2 per SM, layerspf: =1 with ZGPT_GEMV_PREFETCH=1; predicted 0.15-0.45 ms less at
-    # B=1: 1-2 us of the ~3.8 us per kernel boundary, 240 of them)
-    for v in "pf L2 prefetch" "pflast L2 prefetch" "layers layers as one kernel" "layers2 layers as one kernel" "layerspf layers as one kernel"; do
+    # B=1: 1-2 us of the ~3.8 us per kernel boundary, 240 of them; measured slower); layers3: =3, the weights
+    # streamed through a shared-memory ring by a producer warp per SM (v0.22)
+    for v in "pf L2 prefetch" "pflast L2 prefetch" "layers layers as one kernel" "layers2 layers as one kernel" "layerspf layers as one kernel" "layers3 layers as one kernel with a weight ring"; do
       read -r v what <<< "$v"
       eval "pms=\${dms_$v:-}"
       note "decode step graph B=$b: $what $v $(na "$pms") ms against auto $(na "$ams") ms: saves" \
@@ -1319,7 +1320,7 @@ if has gen; then
     # same text, the prompt's time with the start-up in it
     # layers / layers2: the 48 layers as one persistent kernel (v0.21; the same bits, so the same text)
     for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0" \
-        "layers ZGPT_DECODE_LAYERS=1" "layers2 ZGPT_DECODE_LAYERS=2"; do
+        "layers ZGPT_DECODE_LAYERS=1" "layers2 ZGPT_DECODE_LAYERS=2" "layers3 ZGPT_DECODE_LAYERS=3"; do
       read -r vn venv <<< "$var"
       [ -n "${ZG_GEN_VARS:-}" ] && ! grep -qw "$vn" <<< "$ZG_GEN_VARS" && continue
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \

@@ -40,7 +40,7 @@ static const struct {
                            {"v2g3r", "v2", "3", "4", "0"},
                            {"v2g4", "v2", "4", "4", "0"},
                            {"v2g3pf", NULL, NULL, NULL, "1"}};
-enum { DEC_VARIANTS = 23 };
+enum { DEC_VARIANTS = 24 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine, *layers; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -66,7 +66,8 @@ static const struct {
                                {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7},
                                {"layers", NULL, NULL, NULL, NULL, NULL, NULL, "1", -1},
                                {"layers2", NULL, NULL, NULL, NULL, NULL, NULL, "2", -1},
-                               {"layerspf", NULL, NULL, NULL, NULL, NULL, NULL, "1", 8}};
+                               {"layerspf", NULL, NULL, NULL, NULL, NULL, NULL, "1", 8},
+                               {"layers3", NULL, NULL, NULL, NULL, NULL, NULL, "3", -1}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);

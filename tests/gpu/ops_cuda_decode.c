@@ -137,8 +137,8 @@ void oc_test_decode_pdl(void) {
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
              * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct, the split
              * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph, and the layers as
-             * one persistent kernel (ZGPT_DECODE_LAYERS) 1 graph, 2 direct */
-            enum { RUNS = 11 };
+             * one persistent kernel (ZGPT_DECODE_LAYERS) 1 graph, 2 direct, 3 (the weight ring) graph and direct */
+            enum { RUNS = 13 };
             int32_t *seq[RUNS];
             float *x[RUNS];
             for (int r = 0; r < RUNS; r++) {
@@ -148,8 +148,8 @@ void oc_test_decode_pdl(void) {
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
                 setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
                 setenv("ZGPT_DECODE_COMBINE", r == 8 ? "kernel" : "fused", 1);
-                setenv("ZGPT_DECODE_LAYERS", r == 9 ? "1" : (r == 10 ? "2" : "0"), 1);
-                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7 && r != 10, STEPS, seq[r], x[r]);
+                setenv("ZGPT_DECODE_LAYERS", r == 9 ? "1" : (r == 10 ? "2" : (r >= 11 ? "3" : "0")), 1);
+                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7 && r != 10 && r != 12, STEPS, seq[r], x[r]);
             }
             unsetenv("ZGPT_DECODE_PREFETCH");
             unsetenv("ZGPT_DECODE_COMBINE");
@@ -164,7 +164,9 @@ void oc_test_decode_pdl(void) {
                                                     "prefetch direct",
                                                     "combine kernel graph",
                                                     "layers kernel graph",
-                                                    "layers kernel (2 per SM) direct"};
+                                                    "layers kernel (2 per SM) direct",
+                                                    "layers ring kernel graph",
+                                                    "layers ring kernel direct"};
             int moved = 0;
             for (int b = 0; b < B; b++)
                 for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];
@@ -408,6 +410,12 @@ void oc_test_decode_layers(void) {
     layers_case(1, 1, 1600, 25, 2, 520, 511, "1");
     layers_case(1, 1, 1600, 25, 2, 520, 511, "2");
     layers_case(2, 8, 1600, 25, 2, 96, 5, "2");
+    /* the weight ring (=3): the same shapes, and 4 layers of 4 products each, more stages than the ring holds */
+    layers_case(1, 1, 768, 12, 3, 200, 130, "3");
+    layers_case(1, 3, 768, 12, 2, 100, 63, "3");
+    layers_case(2, 8, 768, 12, 2, 160, 64, "3");
+    layers_case(1, 1, 1600, 25, 4, 520, 511, "3");
+    layers_case(2, 8, 1600, 25, 2, 96, 5, "3");
     /* where it has no form it declines, and the caller runs the per-layer ops: fp32 (no tensor-core
      * product), or a split attention's combine asked as a kernel of its own */
     setenv("ZGPT_DECODE_LAYERS", "1", 1);

@@ -595,7 +595,8 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          getenv("ZGPT_LT_WARMUP"));
     if (zgc_decode_layers_env() < 0)
         return zg_errorf("ZGPT_DECODE_LAYERS=%s: must be 1 or 2 (a decode step's layers as one persistent kernel, 3 "
-                         "or 2 blocks per SM) or 0 (a kernel per op); unset it for the default (0)",
+                         "or 2 blocks per SM), 3 (the same with the weights streamed through a ring) or 0 (a kernel "
+                         "per op); unset it for the default (0)",
                          getenv("ZGPT_DECODE_LAYERS"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "

@@ -52,6 +52,7 @@ enum {
     ZGC_SCR_LAMB_PART,    /* Lamb: per optimizer block the partial ||p||^2 and ||u||^2 (double) */
     ZGC_SCR_DECODE,       /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
     ZGC_SCR_DECODE_COUNT, /* decode attention: per (row, head) chunk blocks done (B,NH) u32, 0 between launches */
+    ZGC_SCR_DECODE_SYNC, /* decode_layers=3: the grid barrier's counter and the exit count (2 u32), 0 between launches */
     ZGC_SCR_COUNT
 };
 
@@ -254,11 +255,13 @@ static inline int zgc_decode_combine(void) {
 /* ZGPT_DECODE_LAYERS: the decode step's layers as one persistent kernel (decode_layers_cuda.cu) where it
  * takes the shapes: unset or "0": 0, the per-op kernels (measured faster, v0.21); "1": 1, 3 blocks per SM with
  * registers for 3 (80 a thread; some spilled); "2": 2, 2 blocks per SM with registers for 2 (128: none
- * spilled). -1 for anything else: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
+ * spilled); "3": 3, one block per SM whose producer warp streams the weights through a shared-memory ring
+ * (decode_ring.cuh; v0.22). -1 for anything else: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
 static inline int zgc_decode_layers_env(void) {
     const char *v = getenv("ZGPT_DECODE_LAYERS");
     if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
     if (strcmp(v, "1") == 0) return 1;
+    if (strcmp(v, "3") == 0) return 3;
     return strcmp(v, "2") == 0 ? 2 : -1;
 }
 /* ZGPT_DECODE_PREFETCH: the decode step's products' weights brought into L2 one product ahead, on a

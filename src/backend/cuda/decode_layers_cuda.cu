@@ -31,6 +31,7 @@
  * against 2.231; B=8 6.069 / 4.394 against 3.152. ~7 us per phase: the grid barrier costs more than a PDL
  * boundary. Off by default; an A/B tool for a cheaper barrier. */
 #include "backend/cuda/decode_attn.cuh"
+#include "backend/cuda/decode_ring.cuh"
 #include "backend/cuda/gemv2.cuh"
 
 #include <cooperative_groups.h>
@@ -159,6 +160,138 @@ __global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB) zgc_decode_layers_kern
 #undef ZGC_BUF
 }
 
+/* ZGPT_DECODE_LAYERS=3: the same phases, with the products' weights streamed by each block's producer warp
+ * through a ring of shared-memory stages (decode_ring.cuh): one block per SM, 8 consumer warps and the
+ * producer; the consumers meet at a counter barrier (sync: the counter and the exit count, 0 between
+ * launches); work_bytes of dynamic shared memory for the phases (input rows, LayerNorm parameters, the two
+ * attention groups), then the stages. */
+template <typename T>
+__global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
+    zgc_decode_ring_kernel(zgc_dec_layers_args a, unsigned *sync, int stages, int work_bytes) {
+    extern __shared__ int4 smem[];
+    __shared__ zgc_gemv2_red red;
+    __shared__ uint64_t full[ZGC_RING_MAX_STAGES], empty[ZGC_RING_MAX_STAGES];
+    const int bid = (int)blockIdx.x, nblk = (int)gridDim.x, B = a.B, C = a.C, NH = a.NH;
+    zgc_ring rg = {reinterpret_cast<char *>(smem) + work_bytes, full, empty, stages, 0, 0u};
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < stages; i++) {
+            zgc_mbar_init(&full[i], 1);               /* the producer's arrival (+ the copies' bytes) */
+            zgc_mbar_init(&empty[i], ZGC_GEMV_WARPS); /* each consumer warp's */
+        }
+        ZGC_SM90_ONLY(asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"));
+    }
+    __syncthreads(); /* the last block-wide barrier: the producer warp leaves below */
+#define ZGC_BUF(name) ((T *)a.name)
+    auto P = [&](int l, int i) { return reinterpret_cast<T *>(a.p[i] + (long long)l * a.step[i]); };
+    /* the column groups of all the products dealt to the blocks as one sequence: a product's deal starts at the
+     * block after the last one's, so the blocks with a product's extra group (fc projection: 200 groups of 102
+     * KB over 132 blocks) are not always the same ones; vb(OC): this block's place in the next product's deal
+     * (the producer and the consumers each walk it; which block runs a group changes no bit) */
+    int rot = 0;
+    auto vb = [&](int OC) {
+        int v = (bid - rot + nblk) % nblk;
+        rot = (rot + OC / ZGC_GEMV2_COLS) % nblk;
+        return v;
+    };
+    if (threadIdx.x >= ZGC_RING_CONSUMERS) {
+        if (threadIdx.x == ZGC_RING_CONSUMERS)
+            for (int l = 0; l < a.L; l++) {
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_QKVW), C, 3 * C, vb(3 * C), nblk);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_PROJW), C, C, vb(C), nblk);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_FCW), C, 4 * C, vb(4 * C), nblk);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_FCPROJW), 4 * C, C, vb(C), nblk);
+            }
+        return;
+    }
+    unsigned nbar = 0;
+    auto barrier = [&] { zgc_ring_grid_sync(sync, (unsigned)nblk * ++nbar); };
+    for (int l = 0; l < a.L; l++) {
+        const zgc_gemv2_op<T> qkv = {ZGC_BUF(qkv),
+                                     nullptr,
+                                     ZGC_BUF(x),
+                                     P(l, ZG_DEC_LN1W),
+                                     P(l, ZG_DEC_LN1B),
+                                     P(l, ZG_DEC_QKVW),
+                                     P(l, ZG_DEC_QKVB),
+                                     nullptr,
+                                     B,
+                                     C,
+                                     3 * C,
+                                     0};
+        zgc_ring_sync(); /* the previous phase's shared memory is free */
+        zgc_ring_consume<T, true>(qkv, rg, vb(3 * C), nblk, smem, red, [&] {
+            if (l > 0) barrier();
+        });
+        const zgc_dec_att_op<T> at = {ZGC_BUF(atty),       a.accs, a.ml, a.counts, ZGC_BUF(qkv), P(l, ZG_DEC_KCACHE),
+                                      P(l, ZG_DEC_VCACHE), a.maxT, C,    NH,       a.S,          a.scale};
+        zgc_ring_sync();
+        {
+            /* as the =1/=2 kernel's phase 2: two 128-thread groups per block, the first item's cached rows
+             * staged before the barrier */
+            const int t = a.pos[0];
+            const int half = (int)threadIdx.x / ZGC_DEC_SPLIT_THREADS;
+            const zgc_dec_smem sm = zgc_dec_layers_smem(reinterpret_cast<char *>(smem) + (size_t)half * a.att_bytes,
+                                                        zgc_dec_kv_bytes(C / NH, sizeof(T)));
+            const int nch = t / ZGC_DEC_CHUNK + 1, items = B * NH * nch, slots = 2 * nblk, slot = 2 * bid + half;
+            auto stage = [&](auto g) {
+                if (slot < items) zgc_dec_chunk_stage<T, true>(g, at, sm, slot / nch, slot % nch, t);
+            };
+            auto run = [&](auto g) {
+                for (int i = slot; i < items; i += slots) {
+                    if (i != slot) zgc_dec_chunk_stage<T, true>(g, at, sm, i / nch, i % nch, t);
+                    zgc_dec_chunk_run<T, true, true>(g, at, sm, i / nch, i % nch, t);
+                }
+            };
+            const zgc_dec_part<1> g0 = {0, ZGC_DEC_SPLIT_THREADS};
+            const zgc_dec_part<2> g1 = {ZGC_DEC_SPLIT_THREADS, ZGC_DEC_SPLIT_THREADS};
+            if (half == 0)
+                stage(g0);
+            else
+                stage(g1);
+            barrier();
+            if (half == 0)
+                run(g0);
+            else
+                run(g1);
+        }
+        const zgc_gemv2_op<T> proj = {ZGC_BUF(y),
+                                      nullptr,
+                                      ZGC_BUF(atty),
+                                      nullptr,
+                                      nullptr,
+                                      P(l, ZG_DEC_PROJW),
+                                      P(l, ZG_DEC_PROJB),
+                                      ZGC_BUF(x),
+                                      B,
+                                      C,
+                                      C,
+                                      0};
+        zgc_ring_sync();
+        zgc_ring_consume<T, false>(proj, rg, vb(C), nblk, smem, red, barrier);
+        const zgc_gemv2_op<T> fc = {ZGC_BUF(fchg),
+                                    ZGC_BUF(fch),
+                                    ZGC_BUF(y),
+                                    P(l, ZG_DEC_LN2W),
+                                    P(l, ZG_DEC_LN2B),
+                                    P(l, ZG_DEC_FCW),
+                                    P(l, ZG_DEC_FCB),
+                                    nullptr,
+                                    B,
+                                    C,
+                                    4 * C,
+                                    0};
+        zgc_ring_sync();
+        zgc_ring_consume<T, true>(fc, rg, vb(4 * C), nblk, smem, red, barrier);
+        const zgc_gemv2_op<T> fcp = {
+            ZGC_BUF(x), nullptr, ZGC_BUF(fchg), nullptr, nullptr, P(l, ZG_DEC_FCPROJW), P(l, ZG_DEC_FCPROJB),
+            ZGC_BUF(y), B,       4 * C,         C,       0};
+        zgc_ring_sync();
+        zgc_ring_consume<T, false>(fcp, rg, vb(C), nblk, smem, red, barrier);
+    }
+#undef ZGC_BUF
+    zgc_ring_exit(sync, sync + 1, (unsigned)nblk);
+}
+
 /* 0, after saying once per backend why the layers run per op although ZGPT_DECODE_LAYERS asks for one kernel
  * (an accepted setting acts or says what happens instead) */
 static int zgc_dec_layers_decline(zg_backend *be, const char *why) {
@@ -200,6 +333,44 @@ static int zgc_decode_layers_launch(zg_backend *be, const zgc_dec_layers_args &a
     if (e != cudaSuccess) {
         /* during a recording (a cooperative kernel it cannot hold): cudaStreamEndCapture reports it and the
          * caller issues the step again directly (graph_end's contract); outside one it is a real error */
+        if (!im->capturing) ZG_CUDA_CHECK(e);
+        (void)cudaGetLastError();
+    }
+    return 1;
+}
+
+/* =3: the ring kernel, one block per SM, as many stages as the SM's shared memory holds beside the phases' */
+template <typename T> static int zgc_decode_ring_launch(zg_backend *be, const zgc_dec_layers_args &a, size_t work) {
+    zgc_impl *im = zgc_get(be);
+    auto kern = zgc_decode_ring_kernel<T>;
+    work = (work + 127) / 128 * 128;
+    cudaFuncAttributes fa;
+    ZG_CUDA_CHECK(cudaFuncGetAttributes(&fa, kern));
+    int optin = 0;
+    ZG_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, im->device));
+    long room = (long)optin - (long)fa.sharedSizeBytes - (long)work;
+    int stages = room > 0 ? (int)(room / ZGC_RING_STAGE) : 0;
+    if (stages > ZGC_RING_MAX_STAGES) stages = ZGC_RING_MAX_STAGES;
+    if (stages < 2)
+        return zgc_dec_layers_decline(be, "the weight ring's two stages do not fit beside the phases' shared memory");
+    size_t smem = work + (size_t)stages * ZGC_RING_STAGE;
+    ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int fit = 0;
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_RING_THREADS, smem));
+    if (fit < 1) return zgc_dec_layers_decline(be, "no block of the ring kernel fits an SM");
+    unsigned *sync = (unsigned *)zgc_scratch_zeroed(be, ZGC_SCR_DECODE_SYNC, 2 * sizeof(unsigned), "decode barrier");
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)im->num_sms);
+    cfg.blockDim = dim3(ZGC_RING_THREADS);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = im->stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative; /* every block resident: the barrier needs them all */
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, a, sync, stages, (int)work);
+    if (e != cudaSuccess) {
         if (!im->capturing) ZG_CUDA_CHECK(e);
         (void)cudaGetLastError();
     }
@@ -249,6 +420,10 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
     float *accs, *ml;
     unsigned *counts;
     zgc_dec_scratch(be, B * NH, S, hs, &accs, &ml, &counts);
+    if (on == 3) {
+        if (im->cc_major < 9) return zgc_dec_layers_decline(be, "the weight ring's bulk copies need sm_90");
+        if (C % 8 != 0) return zgc_dec_layers_decline(be, "a width that is not a multiple of 8");
+    }
     int bps = on == 2 ? 2 : 3; /* blocks per SM, and the registers for as many */
     int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 0) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
     zgc_dec_layers_args a = {{},      {},  x, y, qkv,  atty, fch, fchg, accs, ml,
@@ -257,6 +432,10 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
     for (int i = 0; i < ZG_DEC_TENSORS; i++) {
         a.p[i] = (char *)t->p[i];
         a.step[i] = t->step[i];
+    }
+    if (on == 3) {
+        if (be->act_dtype == ZG_BF16) return zgc_decode_ring_launch<__nv_bfloat16>(be, a, smem);
+        return zgc_decode_ring_launch<__half>(be, a, smem);
     }
     if (be->act_dtype == ZG_BF16) return zgc_decode_layers_launch<__nv_bfloat16>(be, a, smem, bps);
     return zgc_decode_layers_launch<__half>(be, a, smem, bps);

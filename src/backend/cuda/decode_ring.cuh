@@ -1,0 +1,229 @@
+/* The weight ring of the decode step's persistent kernel (decode_layers_cuda.cu, ZGPT_DECODE_LAYERS=3): one
+ * block per SM, whose producer warp streams the block's share of every product's weights, in the order the
+ * block uses them, into a ring of shared-memory stages (cp.async.bulk, completion on mbarriers), while its
+ * 8 consumer warps run the layers' phases behind grid barriers. The weights depend on nothing the step
+ * computes, so the stream never waits for a barrier: it runs ahead by the ring's size and keeps DRAM busy
+ * across the barriers, the input staging and the LayerNorms, where v0.21's form (=1, =2: weights loaded by
+ * the consumers, two batches before each barrier) left it idle.
+ *
+ * A stage holds one k segment of one column group: the group's 8 weight rows, ZGC_RING_SEGK values of each
+ * (a row's bytes padded to ZGC_RING_ROWB: the two rows a quarter-warp's 16-byte loads touch fall in distinct
+ * banks). Consumer warp w takes the 32-value chunks w, w + 8, w + 16, w + 24 of each segment, in segment
+ * order: the chunks v2's warp w takes (gemv2.cuh), in v2's order, with the same mma and the same fixed order
+ * of the group's sums, so the same bits as the per-op kernels (the op test checks). sm_90 only (bulk copies
+ * with mbarrier completion); the host side declines elsewhere. */
+#ifndef ZGPT_BACKEND_CUDA_DECODE_RING_CUH
+#define ZGPT_BACKEND_CUDA_DECODE_RING_CUH
+
+#include "backend/cuda/gemv2.cuh"
+
+#define ZGC_RING_SEGK 1024                              /* k values of a row per stage: 32 chunks */
+#define ZGC_RING_ROWB (ZGC_RING_SEGK * 2 + 64)          /* a row's bytes in a stage (16-bit types), padded */
+#define ZGC_RING_STAGE (ZGC_GEMV2_COLS * ZGC_RING_ROWB) /* 16,896 bytes */
+#define ZGC_RING_MAX_STAGES 12
+#define ZGC_RING_CONSUMERS ZGC_GEMV_THREADS        /* warps 0-7 */
+#define ZGC_RING_THREADS (ZGC_RING_CONSUMERS + 32) /* + the producer warp */
+#define ZGC_RING_BAR 3 /* the consumers' named barrier (1 and 2: decode attention's halves) */
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define ZGC_SM90_ONLY(stmt) stmt
+#else
+#define ZGC_SM90_ONLY(stmt) __trap()
+#endif
+
+__device__ __forceinline__ unsigned zgc_smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void zgc_mbar_init(uint64_t *b, unsigned count) {
+    ZGC_SM90_ONLY(asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(zgc_smem_addr(b)), "r"(count)
+                               : "memory"));
+}
+/* the producer's arrival, with the bytes the stage's copies will complete */
+__device__ __forceinline__ void zgc_mbar_expect(uint64_t *b, unsigned bytes) {
+    ZGC_SM90_ONLY(
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(zgc_smem_addr(b)), "r"(bytes)
+                     : "memory"));
+}
+__device__ __forceinline__ void zgc_mbar_arrive(uint64_t *b) {
+    ZGC_SM90_ONLY(asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(zgc_smem_addr(b)) : "memory"));
+}
+/* returns once the barrier's phase of this parity has completed */
+__device__ __forceinline__ void zgc_mbar_wait(uint64_t *b, unsigned parity) {
+    unsigned ok = 0;
+    do {
+        ZGC_SM90_ONLY(asm volatile("{\n\t.reg .pred p;\n\t"
+                                   "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                                   "selp.u32 %0, 1, 0, p;\n}\n"
+                                   : "=r"(ok)
+                                   : "r"(zgc_smem_addr(b)), "r"(parity)
+                                   : "memory"));
+    } while (!ok);
+}
+/* bytes (a multiple of 16) global -> shared by the TMA unit, completing on mbarrier b */
+__device__ __forceinline__ void zgc_bulk_g2s(void *dst, const void *src, unsigned bytes, uint64_t *b) {
+    ZGC_SM90_ONLY(
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                         zgc_smem_addr(dst)),
+                     "l"(src), "r"(bytes), "r"(zgc_smem_addr(b))
+                     : "memory"));
+}
+__device__ __forceinline__ void zgc_ring_sync() {
+    asm volatile("bar.sync %0, %1;\n" ::"n"(ZGC_RING_BAR), "n"(ZGC_RING_CONSUMERS) : "memory");
+}
+
+/* The ring's position, walked identically by the producer and the consumers. */
+struct zgc_ring {
+    char *buf; /* stages x ZGC_RING_STAGE */
+    uint64_t *full, *empty;
+    int stages, slot;
+    unsigned parity;
+    __device__ void advance() {
+        if (++slot == stages) {
+            slot = 0;
+            parity ^= 1u;
+        }
+    }
+};
+
+/* A product's walk over block bid's column groups (g = bid, bid + nblk, ...) and each group's k segments. */
+struct zgc_ring_walk {
+    int groups, ng, nv, nch, nseg;
+    __device__ zgc_ring_walk(int K, int OC, int bid, int nblk) {
+        groups = OC / ZGC_GEMV2_COLS;
+        ng = bid < groups ? (groups - 1 - bid) / nblk + 1 : 0;
+        nv = K / 8; /* 16-byte vectors of a row (16-bit types) */
+        nch = (nv + 3) / 4;
+        nseg = (nch + 31) / 32;
+    }
+};
+
+/* Producer (one thread): every stage of product w (OC, K) for block bid of nblk, into the ring. */
+template <typename T>
+__device__ __forceinline__ void zgc_ring_produce(zgc_ring &rg, const T *w, int K, int OC, int bid, int nblk) {
+    const zgc_ring_walk wk(K, OC, bid, nblk);
+    const size_t rowb = (size_t)K * sizeof(T);
+    for (int gi = 0; gi < wk.ng; gi++) {
+        const char *g0 = reinterpret_cast<const char *>(w) + (size_t)(bid + gi * nblk) * ZGC_GEMV2_COLS * rowb;
+        for (int s = 0; s < wk.nseg; s++) {
+            size_t off = (size_t)s * ZGC_RING_SEGK * sizeof(T);
+            unsigned bytes = (unsigned)min((size_t)ZGC_RING_SEGK * sizeof(T), rowb - off);
+            zgc_mbar_wait(&rg.empty[rg.slot], rg.parity ^ 1u); /* the first pass finds every stage free */
+            zgc_mbar_expect(&rg.full[rg.slot], ZGC_GEMV2_COLS * bytes);
+            char *st = rg.buf + (size_t)rg.slot * ZGC_RING_STAGE;
+            for (int r = 0; r < ZGC_GEMV2_COLS; r++)
+                zgc_bulk_g2s(st + r * ZGC_RING_ROWB, g0 + r * rowb + off, bytes, &rg.full[rg.slot]);
+            rg.advance();
+        }
+    }
+}
+
+/* Consumers (threads 0..255): v2's product (zgc_gemv2_run) with the weights from the ring. xs_raw: the work
+ * memory (input rows, LayerNorm parameters); wait(): the grid barrier, after the LayerNorm's parameters are
+ * in flight. The same chunks, mma, order of sums and epilogue as v2, so the same bits. */
+template <typename T, bool LN, typename Wait>
+__device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_ring &rg, int bid, int nblk,
+                                                 int4 *xs_raw, zgc_gemv2_red &red, Wait wait) {
+    constexpr int W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
+    const int N = a.N, C = a.C, OC = a.OC;
+    const zgc_ring_walk wk(C, OC, bid, nblk);
+    const int nv = wk.nv, xstride = zgc_gemv2_xstride(nv);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
+    const int4 zero = make_int4(0, 0, 0, 0);
+    int4 *lnws = xs_raw + (size_t)N * xstride, *lnbs = lnws + nv;
+    if (LN) {
+        for (int i = threadIdx.x; i < nv; i += ZGC_RING_CONSUMERS) {
+            zgc_cp_async16(lnws + i, reinterpret_cast<const int4 *>(a.lnw) + i);
+            zgc_cp_async16(lnbs + i, reinterpret_cast<const int4 *>(a.lnb) + i);
+        }
+        zgc_cp_commit();
+    }
+    wait();
+    const int4 *xg = reinterpret_cast<const int4 *>(a.inp);
+    for (int i = threadIdx.x; i < N * nv; i += ZGC_RING_CONSUMERS) {
+        int n = i / nv;
+        zgc_cp_async16(xs_raw + (size_t)n * xstride + (i - n * nv), xg + i);
+    }
+    zgc_cp_commit();
+    zgc_cp_wait<0>();
+    zgc_ring_sync();
+    if (LN) {
+        if (warp < N) {
+            int4 *row = xs_raw + (size_t)warp * xstride;
+            zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(row), reinterpret_cast<const T *>(row),
+                               reinterpret_cast<const T *>(lnws), reinterpret_cast<const T *>(lnbs), C);
+        }
+        zgc_ring_sync();
+    }
+    const int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
+    for (int gi = 0; gi < wk.ng; gi++) {
+        const int g = bid + gi * nblk, o = g * G + oc;
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, eb = 0.0f, er = 0.0f;
+        if (on < N && o < OC) {
+            eb = a.bias ? zgc_to_f(a.bias[o]) : 0.0f;
+            er = a.residual ? zgc_to_f(__ldcg(a.residual + (size_t)on * OC + o)) : 0.0f;
+        }
+        for (int s = 0; s < wk.nseg; s++) {
+            zgc_mbar_wait(&rg.full[rg.slot], rg.parity);
+            const char *st = rg.buf + (size_t)rg.slot * ZGC_RING_STAGE + r * ZGC_RING_ROWB;
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int cl = warp + W * u, c = 32 * s + cl; /* the chunk in the segment, in the row */
+                if (c < wk.nch) {
+                    const int j = 4 * c + q;
+                    const int4 xv = r < N && j < nv ? xs_raw[(size_t)r * xstride + j] : zero;
+                    const int4 wv = j < nv ? *reinterpret_cast<const int4 *>(st + (4 * cl + q) * 16) : zero;
+                    uint32_t a1[4] = {(uint32_t)xv.x, 0u, (uint32_t)xv.y, 0u};
+                    uint32_t a2[4] = {(uint32_t)xv.z, 0u, (uint32_t)xv.w, 0u};
+                    zgc_mma<T>::run(d, a1, (uint32_t)wv.x, (uint32_t)wv.y);
+                    zgc_mma<T>::run(d, a2, (uint32_t)wv.z, (uint32_t)wv.w);
+                }
+            }
+            __syncwarp();
+            if (lane == 0) zgc_mbar_arrive(&rg.empty[rg.slot]); /* this warp is done with the stage */
+            rg.advance();
+        }
+        /* the group's 8 warp fragments, in warp order (v2's epilogue) */
+        const int p = gi & 1;
+        red[p][warp][lane][0] = d[0];
+        red[p][warp][lane][1] = d[1];
+        zgc_ring_sync();
+        if (on < N && o < OC) {
+            int src = on * 4 + oc / 2, k = oc % 2;
+            float sum = 0.0f;
+#pragma unroll
+            for (int wi = 0; wi < W; wi++) sum += red[p][wi][src][k];
+            sum += eb;
+            size_t i = (size_t)on * OC + o;
+            if (a.pre_gelu) {
+                a.pre_gelu[i] = zgc_from_f<T>(sum);
+                a.out[i] = zgc_from_f<T>(zgc_gelu(sum));
+            } else {
+                a.out[i] = zgc_from_f<T>(sum + er);
+            }
+        }
+    }
+}
+
+/* The consumers' grid barrier: a counter that only grows within a launch (arrival n of barrier k waits for
+ * nblk * (k + 1)); the last block to leave the kernel puts it back to 0 (zgc_ring_exit). */
+__device__ __forceinline__ void zgc_ring_grid_sync(unsigned *ctr, unsigned target) {
+    zgc_ring_sync();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(ctr, 1u);
+        unsigned v;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(ctr) : "memory");
+        } while (v < target);
+        __threadfence();
+    }
+    zgc_ring_sync();
+}
+__device__ __forceinline__ void zgc_ring_exit(unsigned *ctr, unsigned *done, unsigned nblk) {
+    if (threadIdx.x != 0) return;
+    __threadfence();
+    if (atomicAdd(done, 1u) == nblk - 1) { /* every block has passed its last barrier */
+        atomicExch(ctr, 0u);
+        atomicExch(done, 0u);
+    }
+}
+
+#endif
