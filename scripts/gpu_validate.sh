@@ -81,7 +81,8 @@
 #            steady-state ms/step beside the headline tokens/s (ZG_GEN_VARS="layers ..." runs only the named
 #            variants); ~5-7 min
 #            (not in the default list)
-#   decode   issue 21: the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
+#   decode   issue 21 (ZG_DEC_VARS="auto layers3 ...": only those step-graph variants, no per-op rows or product
+#            tables: a short call): the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
 #            =new (gemv_cuda.cu, split decode attention, the multi-block sampler, PDL), and the whole XL step as
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the

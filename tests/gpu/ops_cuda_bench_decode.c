@@ -95,6 +95,20 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
 }
+/* ZG_DEC_VARS="auto layers3 ...": only those step-graph variants, and none of the per-op rows or product tables
+ * (a short device call); unset: everything */
+static int dec_only(void) {
+    const char *v = getenv("ZG_DEC_VARS");
+    return v != NULL && *v != '\0';
+}
+static int dec_wanted(const char *name) {
+    if (!dec_only()) return 1;
+    const char *v = getenv("ZG_DEC_VARS");
+    size_t n = strlen(name);
+    for (const char *p = strstr(v, name); p; p = strstr(p + 1, name))
+        if ((p == v || p[-1] == ' ' || p[-1] == ',') && (p[n] == '\0' || p[n] == ' ' || p[n] == ',')) return 1;
+    return 0;
+}
 static void dec_unset(void) {
     unsetenv("ZGPT_DECODE_LAYERS");
     unsetenv("ZGPT_DECODE_PREFETCH");
@@ -168,6 +182,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
     } while (0)
     float step_ms[DEC_VARIANTS] = {0};
     for (int v = 0; v < DEC_VARIANTS; v++) {
+        if (!dec_wanted(dec_variant[v].name)) continue;
         char lab[96];
         dec_label(lab, sizeof lab, "decode step graph, 48 layers + head + top-k", v);
         if (dec_variant[v].layers && !op->decode_layers(be, &tab, NL, x, y, qkv, att, pre, h, pos, B, maxT, C, NH))
@@ -297,50 +312,53 @@ void oc_bench_decode(zg_backend *be, int B, int L) {
     zg_sample_row *rows = malloc((size_t)B * sizeof *rows),
                   *drows = be->ops->alloc(be, (size_t)B * sizeof *rows, "rows");
     double wb = 2.0 * C * C;
-    BENCH(&ctx, "layernorm fwd", 0, (double)B * C * 4,
-          be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, bias, B, C));
-    BENCH_DEC(&ctx, "matmul qkv (weights read)", 2.0 * B * 3 * wb / 2, 3 * wb,
-              be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
-    BENCH_DEC(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb,
-              be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
-    BENCH_DEC(&ctx, "layernorm + matmul qkv", 2.0 * B * 3 * wb / 2, 3 * wb,
-              be->ops->layernorm_matmul_forward(be, y, NULL, pre, x, bias, bias, w, bias, B, C, 3 * C));
-    BENCH_DEC(&ctx, "layernorm + matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
-              be->ops->layernorm_matmul_forward(be, y, pre, qkv, x, bias, bias, w, bias, B, C, 4 * C));
-    BENCH_DEC(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
-              be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
-    BENCH_DEC(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb,
-              be->ops->matmul_forward(be, y, NULL, pre, w, bias, x, B, 4 * C, C));
-    BENCH_DEC(&ctx, "attention_decode", 0, 2.0 * B * NH * L * hs * 2,
-              be->ops->attention_decode(be, y, qkv, kc, vc, pos, B, maxT, C, NH));
-    BENCH_DEC(&ctx, "lm head (wte read)", 2.0 * B * C * Vp, 2.0 * Vp * C,
-              be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, B, C, Vp));
-    const struct {
-        const char *name;
-        float t;
-        int k;
-        float p;
-    } cases[] = {{"sample greedy", 0.0f, 0, 1.0f},
-                 {"sample T=0.8 top-k 200", 0.8f, 200, 1.0f},
-                 {"sample top-p 0.9", 1.0f, 0, 0.9f},
-                 {"sample T=0.7 top-k 200 top-p 0.95", 0.7f, 200, 0.95f},
-                 {"sample all (no cut)", 1.0f, 0, 1.0f}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        for (int b = 0; b < B; b++) {
-            zg_sample_row r = {cases[c].t > 0 ? 1.0f / cases[c].t : 0.0f, cases[c].k, cases[c].p, 0, (uint64_t)b};
-            rows[b] = r;
+    if (!dec_only()) { /* the per-op rows and the product tables */
+        BENCH(&ctx, "layernorm fwd", 0, (double)B * C * 4,
+              be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, bias, B, C));
+        BENCH_DEC(&ctx, "matmul qkv (weights read)", 2.0 * B * 3 * wb / 2, 3 * wb,
+                  be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, B, C, 3 * C));
+        BENCH_DEC(&ctx, "matmul attn proj + residual", 2.0 * B * wb / 2, wb,
+                  be->ops->matmul_forward(be, y, NULL, x, w, bias, pre, B, C, C));
+        BENCH_DEC(&ctx, "layernorm + matmul qkv", 2.0 * B * 3 * wb / 2, 3 * wb,
+                  be->ops->layernorm_matmul_forward(be, y, NULL, pre, x, bias, bias, w, bias, B, C, 3 * C));
+        BENCH_DEC(&ctx, "layernorm + matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
+                  be->ops->layernorm_matmul_forward(be, y, pre, qkv, x, bias, bias, w, bias, B, C, 4 * C));
+        BENCH_DEC(&ctx, "matmul fc + GELU", 2.0 * B * 4 * wb / 2, 4 * wb,
+                  be->ops->matmul_forward(be, y, pre, x, w, bias, NULL, B, C, 4 * C));
+        BENCH_DEC(&ctx, "matmul fc proj + residual", 2.0 * B * 4 * wb / 2, 4 * wb,
+                  be->ops->matmul_forward(be, y, NULL, pre, w, bias, x, B, 4 * C, C));
+        BENCH_DEC(&ctx, "attention_decode", 0, 2.0 * B * NH * L * hs * 2,
+                  be->ops->attention_decode(be, y, qkv, kc, vc, pos, B, maxT, C, NH));
+        BENCH_DEC(&ctx, "lm head (wte read)", 2.0 * B * C * Vp, 2.0 * Vp * C,
+                  be->ops->matmul_forward(be, logits, NULL, x, wte, NULL, NULL, B, C, Vp));
+        const struct {
+            const char *name;
+            float t;
+            int k;
+            float p;
+        } cases[] = {{"sample greedy", 0.0f, 0, 1.0f},
+                     {"sample T=0.8 top-k 200", 0.8f, 200, 1.0f},
+                     {"sample top-p 0.9", 1.0f, 0, 0.9f},
+                     {"sample T=0.7 top-k 200 top-p 0.95", 0.7f, 200, 0.95f},
+                     {"sample all (no cut)", 1.0f, 0, 1.0f}};
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            for (int b = 0; b < B; b++) {
+                zg_sample_row r = {cases[c].t > 0 ? 1.0f / cases[c].t : 0.0f, cases[c].k, cases[c].p, 0, (uint64_t)b};
+                rows[b] = r;
+            }
+            be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
+            BENCH_DEC(&ctx, cases[c].name, 0, (double)B * Vp * 2,
+                      be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
+            if (cases[c].p < 1.0f) { /* top-p on the cluster kernel with v0.13's radix selection: (new)'s A/B */
+                char lab[64];
+                snprintf(lab, sizeof lab, "%s (v13)", cases[c].name);
+                setenv("ZGPT_DECODE", "new", 1);
+                setenv("ZGPT_SAMPLE", "cluster-v13", 1);
+                BENCH(&ctx, lab, 0, (double)B * Vp * 2, be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
+                dec_unset();
+            }
         }
-        be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
-        BENCH_DEC(&ctx, cases[c].name, 0, (double)B * Vp * 2,
-                  be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
-        if (cases[c].p < 1.0f) { /* top-p on the cluster kernel with v0.13's radix selection: (new)'s A/B */
-            char lab[64];
-            snprintf(lab, sizeof lab, "%s (v13)", cases[c].name);
-            setenv("ZGPT_DECODE", "new", 1);
-            setenv("ZGPT_SAMPLE", "cluster-v13", 1);
-            BENCH(&ctx, lab, 0, (double)B * Vp * 2, be->ops->sample(be, ids, logits, drows, pos + 1, B, V, Vp));
-            dec_unset();
-        }
+        bench_gemv(&ctx, B);
     }
     /* the step's draw: T=0.8, top-k 200 */
     for (int b = 0; b < B; b++) {
@@ -348,7 +366,6 @@ void oc_bench_decode(zg_backend *be, int B, int L) {
         rows[b] = r;
     }
     be->ops->upload(be, drows, rows, (size_t)B * sizeof *rows);
-    bench_gemv(&ctx, B);
     bench_decode_step(&ctx, B, wte, logits, drows, ids, pos);
     void *ptrs[] = {x, y, pre, w, bias, wte, logits, kc, vc, qkv, pos, ids, drows};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
