@@ -256,7 +256,7 @@ static inline int zgc_decode_combine(void) {
  * takes the shapes: unset or "0": 0, the per-op kernels (measured faster, v0.21); "1": 1, 3 blocks per SM with
  * registers for 3 (80 a thread; some spilled); "2": 2, 2 blocks per SM with registers for 2 (128: none
  * spilled); "3": 3, one block per SM whose producer warp streams the weights through a shared-memory ring
- * (decode_ring.cuh; v0.22). -1 for anything else: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
+ * (decode_ring.cuh; v0.22: bitwise right, slower than per op, faster than 1 and 2 at B=1). -1 for anything else: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
 static inline int zgc_decode_layers_env(void) {
     const char *v = getenv("ZGPT_DECODE_LAYERS");
     if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;

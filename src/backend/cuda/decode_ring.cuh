@@ -11,7 +11,10 @@
  * banks). Consumer warp w takes the 32-value chunks w, w + 8, w + 16, w + 24 of each segment, in segment
  * order: the chunks v2's warp w takes (gemv2.cuh), in v2's order, with the same mma and the same fixed order
  * of the group's sums, so the same bits as the per-op kernels (the op test checks). sm_90 only (bulk copies
- * with mbarrier completion); the host side declines elsewhere. */
+ * with mbarrier completion); the host side declines elsewhere.
+ * Measured (v0.22, H100, XL): bitwise right, and slower than the per-op kernels (step graph B=1 2.600 ms
+ * against 2.274, B=8 4.423 against 3.137), while the same stream alone (bench/decode_barrier.cu's ring line)
+ * beats a kernel per product (1.180 against 1.334 ms): the consumers set the pace here. Off by default. */
 #ifndef ZGPT_BACKEND_CUDA_DECODE_RING_CUH
 #define ZGPT_BACKEND_CUDA_DECODE_RING_CUH
 
