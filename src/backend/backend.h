@@ -272,7 +272,7 @@ typedef struct {
      * embedded rows and receives the last layer's output; y, qkv, atty, fch and fchg are work buffers of B
      * rows. Returns 1 when it ran them, 0 when it has no form for this call (the caller issues the
      * per-layer ops). NULL: the backend has no such op (the CPU). The CUDA backend runs one persistent
-     * kernel with ZGPT_DECODE_LAYERS=1 (docs/CUDA.md). */
+     * kernel with ZGPT_DECODE_LAYERS=3 (docs/CUDA.md). */
     int (*decode_layers)(zg_backend *be, const zg_decode_layers *layers, int L, void *x, void *y, void *qkv, void *atty,
                          void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH);
     /* Recording: graph_begin starts recording the ops issued on the compute stream (they do not run);

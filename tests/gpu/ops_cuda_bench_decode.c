@@ -22,11 +22,10 @@
  * register budgets (ZGPT_GEMV_MINB): v2g3 = v2nopf at 3 blocks per SM (auto since v0.20: fc's 800 column
  * groups 3 to a block instead of 8 blocks doing a fourth), v2nopf keeps v0.19's 2; v2g3r: 3 per SM with
  * registers for 4 (64 a thread: a block of the next product fits beside 3 running ones, for PDL's early
- * start); v2g4: 4 per SM with registers for 4 (no room left for the next product's blocks). layers / layers2:
- * auto with the 48 layers as one persistent kernel (ZGPT_DECODE_LAYERS=1|2: 3 or 2 blocks per SM); layerspf: layers
- * with each product's first 64 KB of a block's groups prefetched to L2 before the barrier (ZGPT_GEMV_PREFETCH=1,
- * which in the persistent kernel the blocks without groups in the phase before issue while it runs); v2g3pf, the
- * products' kind under it: auto's v2 (ZGPT_GEMV unset) with that prefetch. */
+ * start); v2g4: 4 per SM with registers for 4 (no room left for the next product's blocks); v2g3pf: auto's v2
+ * (ZGPT_GEMV unset) with the 64 KB L2 prefetch before the wait (ZGPT_GEMV_PREFETCH=1). layers3: auto with the 48
+ * layers as one persistent kernel, the weights streamed through a ring (ZGPT_DECODE_LAYERS=3; v0.21's layers,
+ * layers2 and layerspf went with its form in v0.22). */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
 enum { GEMV_KINDS = 9 };
 static const struct {
@@ -40,7 +39,7 @@ static const struct {
                            {"v2g3r", "v2", "3", "4", "0"},
                            {"v2g4", "v2", "4", "4", "0"},
                            {"v2g3pf", NULL, NULL, NULL, "1"}};
-enum { DEC_VARIANTS = 24 };
+enum { DEC_VARIANTS = 21 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine, *layers; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -64,9 +63,6 @@ static const struct {
                                {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 5},
                                {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 6},
                                {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7},
-                               {"layers", NULL, NULL, NULL, NULL, NULL, NULL, "1", -1},
-                               {"layers2", NULL, NULL, NULL, NULL, NULL, NULL, "2", -1},
-                               {"layerspf", NULL, NULL, NULL, NULL, NULL, NULL, "1", 8},
                                {"layers3", NULL, NULL, NULL, NULL, NULL, NULL, "3", -1}};
 static void dec_env(const char *name, const char *value) {
     if (value)
@@ -153,7 +149,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
          *bias = oc_dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
     void *y = oc_dev_rand(be, ZG_BF16, (size_t)B * C, 1.f, NULL);
     const zg_backend_ops *op = be->ops;
-    /* the layers as decode_layers takes them (layers, layers2); y its own buffer (the per-op form below adds
+    /* the layers as decode_layers takes them (layers3); y its own buffer (the per-op form below adds
      * in place) */
     zg_decode_layers tab = oc_dec_layers(wts, gain, bias, kc, vc, C, kvn);
     /* with the prefetches as gpt2.c issues them (each acts only under ZGPT_DECODE_PREFETCH=1|2: pf, pflast) */

@@ -62,7 +62,7 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     for (int b = 0; b < B; b++) op->upload(be, dtok + b, &seq[(size_t)b * maxT], 4);
     zg_decode_layers tab = oc_dec_layers(wts, gain, bias, kc, vc, C, kvn);
     /* the prefetches as gpt2.c issues them: before each product, the next product's weights; the layers
-         * as one op where decode_layers takes them (ZGPT_DECODE_LAYERS=1|2) */
+         * as one op where decode_layers takes them (ZGPT_DECODE_LAYERS=3) */
 #define PDL_STEP()                                                                                                     \
     do {                                                                                                               \
         op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
@@ -137,8 +137,8 @@ void oc_test_decode_pdl(void) {
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
              * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct, the split
              * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph, and the layers as
-             * one persistent kernel (ZGPT_DECODE_LAYERS) 1 graph, 2 direct, 3 (the weight ring) graph and direct */
-            enum { RUNS = 13 };
+             * one persistent kernel with the weight ring (ZGPT_DECODE_LAYERS=3) graph and direct */
+            enum { RUNS = 11 };
             int32_t *seq[RUNS];
             float *x[RUNS];
             for (int r = 0; r < RUNS; r++) {
@@ -148,8 +148,8 @@ void oc_test_decode_pdl(void) {
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
                 setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
                 setenv("ZGPT_DECODE_COMBINE", r == 8 ? "kernel" : "fused", 1);
-                setenv("ZGPT_DECODE_LAYERS", r == 9 ? "1" : (r == 10 ? "2" : (r >= 11 ? "3" : "0")), 1);
-                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7 && r != 10 && r != 12, STEPS, seq[r], x[r]);
+                setenv("ZGPT_DECODE_LAYERS", r >= 9 ? "3" : "0", 1);
+                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7 && r != 10, STEPS, seq[r], x[r]);
             }
             unsetenv("ZGPT_DECODE_PREFETCH");
             unsetenv("ZGPT_DECODE_COMBINE");
@@ -163,8 +163,6 @@ void oc_test_decode_pdl(void) {
                                                     "prefetch evict_last graph",
                                                     "prefetch direct",
                                                     "combine kernel graph",
-                                                    "layers kernel graph",
-                                                    "layers kernel (2 per SM) direct",
                                                     "layers ring kernel graph",
                                                     "layers ring kernel direct"};
             int moved = 0;
@@ -291,9 +289,19 @@ void oc_test_decode_prefetch_env(void) {
                      "the refusal does not name the value in one line: %s", msg);
         zg_error_clear();
     }
+    /* v0.21's values (1, 2: its persistent kernel, removed in v0.22) are refused too, not run as something else */
+    setenv("ZGPT_DECODE_LAYERS", "1", 1);
+    zg_backend *be = NULL;
+    zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+    int rc = zg_backend_cuda_create(&be, &cfg);
+    unsetenv("ZGPT_DECODE_LAYERS");
+    ZT_CHECK_MSG(rc != 0 && be == NULL && strstr(zg_error_message(), "ZGPT_DECODE_LAYERS=1") != NULL,
+                 "ZGPT_DECODE_LAYERS=1 was accepted");
+    if (be) zg_backend_destroy(be);
+    zg_error_clear();
 }
 
-/* decode_layers (ZGPT_DECODE_LAYERS=1|2: a decode step's layers as one persistent kernel) against the
+/* decode_layers (ZGPT_DECODE_LAYERS=3: a decode step's layers as one persistent kernel) against the
  * per-layer ops it stands for, bitwise: the last layer's x, y, fch and fchg, and every layer's K and V cache
  * (the new position written, the rest kept). Each layer has its own weights, LayerNorm parameters and
  * caches (one allocation, one stride apart, as the model's); run directly and replayed from a recording
@@ -404,21 +412,14 @@ static void layers_case(int dti, int B, int C, int NH, int NL, int maxT, int t, 
 void oc_test_decode_layers(void) {
     /* chunks: 3 (t in the third), 1 (t its last position), 2 (t the first of the second), 8 (GPT-2 XL's
      * shape, t the last of 512), 1 with 8 rows of XL (the largest product stage) */
-    layers_case(1, 1, 768, 12, 3, 200, 130, "1");
-    layers_case(1, 3, 768, 12, 2, 100, 63, "2");
-    layers_case(2, 8, 768, 12, 2, 160, 64, "1");
-    layers_case(1, 1, 1600, 25, 2, 520, 511, "1");
-    layers_case(1, 1, 1600, 25, 2, 520, 511, "2");
-    layers_case(2, 8, 1600, 25, 2, 96, 5, "2");
-    /* the weight ring (=3): the same shapes, and 4 layers of 4 products each, more stages than the ring holds */
     layers_case(1, 1, 768, 12, 3, 200, 130, "3");
     layers_case(1, 3, 768, 12, 2, 100, 63, "3");
     layers_case(2, 8, 768, 12, 2, 160, 64, "3");
-    layers_case(1, 1, 1600, 25, 4, 520, 511, "3");
+    layers_case(1, 1, 1600, 25, 4, 520, 511, "3"); /* 4 layers: more stages than the ring holds */
     layers_case(2, 8, 1600, 25, 2, 96, 5, "3");
     /* where it has no form it declines, and the caller runs the per-layer ops: fp32 (no tensor-core
      * product), or a split attention's combine asked as a kernel of its own */
-    setenv("ZGPT_DECODE_LAYERS", "1", 1);
+    setenv("ZGPT_DECODE_LAYERS", "3", 1);
     {
         zg_backend *be = oc_be[0];
         zg_decode_layers tab;

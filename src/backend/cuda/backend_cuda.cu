@@ -594,9 +594,9 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          "(at the first product); unset it for the default (1)",
                          getenv("ZGPT_LT_WARMUP"));
     if (zgc_decode_layers_env() < 0)
-        return zg_errorf("ZGPT_DECODE_LAYERS=%s: must be 1 or 2 (a decode step's layers as one persistent kernel, 3 "
-                         "or 2 blocks per SM), 3 (the same with the weights streamed through a ring) or 0 (a kernel "
-                         "per op); unset it for the default (0)",
+        return zg_errorf("ZGPT_DECODE_LAYERS=%s: must be 3 (a decode step's layers as one persistent kernel, the "
+                         "weights streamed through a ring; 1 and 2, v0.21's form, were removed) or 0 (a kernel per "
+                         "op); unset it for the default (0)",
                          getenv("ZGPT_DECODE_LAYERS"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "

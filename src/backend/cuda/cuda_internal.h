@@ -253,16 +253,14 @@ static inline int zgc_decode_combine(void) {
     return strcmp(v, "kernel") == 0 ? 0 : -1;
 }
 /* ZGPT_DECODE_LAYERS: the decode step's layers as one persistent kernel (decode_layers_cuda.cu) where it
- * takes the shapes: unset or "0": 0, the per-op kernels (measured faster, v0.21); "1": 1, 3 blocks per SM with
- * registers for 3 (80 a thread; some spilled); "2": 2, 2 blocks per SM with registers for 2 (128: none
- * spilled); "3": 3, one block per SM whose producer warp streams the weights through a shared-memory ring
- * (decode_ring.cuh; v0.22: bitwise right, slower than per op, faster than 1 and 2 at B=1). -1 for anything else: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
+ * takes the shapes: unset or "0": 0, the per-op kernels (measured faster, v0.22); "3": 3, one block per SM
+ * whose producer warp streams the weights through a shared-memory ring (decode_ring.cuh; bitwise right,
+ * slower than per op). "1" and "2" named v0.21's form, removed in v0.22 (slower still). -1 for anything but 0
+ * and 3: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
 static inline int zgc_decode_layers_env(void) {
     const char *v = getenv("ZGPT_DECODE_LAYERS");
     if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
-    if (strcmp(v, "1") == 0) return 1;
-    if (strcmp(v, "3") == 0) return 3;
-    return strcmp(v, "2") == 0 ? 2 : -1;
+    return strcmp(v, "3") == 0 ? 3 : -1;
 }
 /* ZGPT_DECODE_PREFETCH: the decode step's products' weights brought into L2 one product ahead, on a
  * branch of their own (zgc_prefetch, decode_cuda.cu): unset or 0: off (until measured); 1: on; 2: on,

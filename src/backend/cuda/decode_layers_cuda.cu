@@ -1,42 +1,36 @@
-/* The decode_layers op: a decode step's transformer layers as one persistent kernel (ZGPT_DECODE_LAYERS=1).
+/* The decode_layers op: a decode step's transformer layers as one persistent kernel (ZGPT_DECODE_LAYERS=3).
  *
- * Why: v0.20 (H100, GPT-2 XL, B=1) measured the 48 x 4 few-row products chained at 1.725 ms, 1.71 TB/s
- * against ~3 TB/s that DRAM streams: about 3-4 us per kernel boundary (the previous grid's tail and
- * completion, the next one's first loads and its input's round trip), 240 boundaries a step with
- * attention. PDL already lets a kernel load its first weights before it waits, but only where a block of
- * it fits beside the running kernel's (3 blocks per SM fill the SM), so most of its blocks start when
- * the previous grid's blocks leave.
+ * Why: the per-op path (v0.20-v0.22, H100, GPT-2 XL, B=1) streams the 48 x 4 few-row products' 2.95 GB at
+ * ~1.7 TB/s against ~2.8 TB/s that one kernel reaches: DRAM idles at each of the ~240 kernel boundaries a step
+ * (the grid's tail, the next one's first loads and its input's round trip), ~1.4 us each. The weights depend
+ * on nothing the step computes, so a stream of them need not stop at a boundary.
  *
- * Design: a cooperative grid of 3 (or 2) blocks of 256 threads per SM, all resident, runs per layer five phases with a grid barrier between them:
- *   1. qkv (B,3C) = LN1(x) W_qkv^T + b                     (zgc_gemv2_run, gemv2.cuh)
+ * Design: a cooperative grid of one block per SM, all resident: a producer warp streams the block's share of
+ * every product's weights through a shared-memory ring (decode_ring.cuh), and 8 consumer warps run per
+ * layer five phases with a grid barrier between them:
+ *   1. qkv (B,3C) = LN1(x) W_qkv^T + b                     (v2's product from the ring, decode_ring.cuh)
  *   2. split decode attention over the (row, head, chunk) items, two at a time per block (its 128-thread
  *      halves, named barriers 1 and 2), the combine in the last chunk of each (row, head) (decode_attn.cuh)
  *   3. y = x + atty W_proj^T + b
  *   4. fch = LN2(y) W_fc^T + b, fchg = gelu(fch)
  *   5. x = y + fchg W_fcproj^T + b
- * Each phase first issues what needs nothing from the phase before (the product's first two weight
- * batches into registers and the LayerNorm's parameters into shared memory; the attention chunk's cached
- * K and V rows into shared memory), then waits at the barrier: the wait overlaps those loads as PDL's
- * does, for every block, with no launch, drain or ramp. Phase 1 of layer 0 does not wait (the encoder's
- * kernel ended before this one started: no PDL here, a cooperative launch).
- * The same code as the per-op kernels, with the same column groups (a group's sums do not depend on the
- * grid), chunks and 128-thread attention groups: the same bits, which the op test checks. Values that
- * other blocks wrote in this launch are read through L2 (cp.async.cg, ld.cg), never from L1.
+ * Before each barrier a phase issues what needs nothing from the phase before (the LayerNorm's parameters;
+ * the attention chunk's cached K and V rows). Phase 1 of layer 0 does not wait (the encoder's kernel ended
+ * before this one started: a cooperative launch, no PDL). The products are v2's chunks, mma and order of sums
+ * with the same column groups (a group's sums do not depend on the grid), attention the split kernel's
+ * 128-thread groups: the same bits as the per-op kernels, which the op test checks. Values that other blocks
+ * wrote in this launch are read through L2 (cp.async.cg, ld.cg), never from L1.
  * It runs where the per-op path would run exactly these kernels (v2 for the four products, split attention
- * with the fused combine, 16-bit types, 16-byte rows); elsewhere the op returns 0 and the model issues the
- * per-layer ops. ZGPT_DECODE_LAYERS=1: 3 blocks per SM with registers for 3 (80 a thread: ptxas spills
- * ~190 bytes, the four products' pointers no longer being kernel parameters); 2: 2 blocks per SM with
- * registers for 2 (128: no spill worth the name).
- * Measured (v0.21, H100, XL): slower than the per-op kernels, B=1 step graph 3.445 ms (=1) and 2.765 (=2)
- * against 2.231; B=8 6.069 / 4.394 against 3.152. ~7 us per phase: the grid barrier costs more than a PDL
- * boundary. Off by default; an A/B tool for a cheaper barrier. */
+ * with the fused combine, 16-bit types, 16-byte rows, widths a multiple of 8) on sm_90; elsewhere the op
+ * returns 0, says why once, and the model issues the per-layer ops.
+ * Measured: v0.21's form (=1, =2: 3 or 2 blocks per SM loading their own weights, cooperative_groups'
+ * barrier) took 3.445 / 2.765 ms a B=1 step against 2.231 per op, and was removed in v0.22: a grid barrier
+ * costs 1.0-1.6 us against 0.6-0.7 us per PDL boundary (bench/decode_barrier.cu). The ring (v0.22): 2.600 ms
+ * against 2.274 at B=1, 4.423 against 3.137 at B=8, while its stream alone beats a kernel per product (1.180
+ * against 1.334 ms): the consumers set the pace. Off by default. */
 #include "backend/cuda/decode_attn.cuh"
 #include "backend/cuda/decode_ring.cuh"
 #include "backend/cuda/gemv2.cuh"
-
-#include <cooperative_groups.h>
-
-namespace cg = cooperative_groups;
 
 /* the kernel's arguments; the buffers (B rows each) and tensors in the compute dtype */
 struct zgc_dec_layers_args {
@@ -46,7 +40,7 @@ struct zgc_dec_layers_args {
     float *accs, *ml; /* split attention's partials, (B*NH, S, hs) and (B*NH, S, 2) */
     unsigned *counts; /* its combine's counters (B*NH), 0 between launches */
     const int32_t *pos;
-    int L, B, maxT, C, NH, S, pf_bytes;
+    int L, B, maxT, C, NH, S;
     float scale;
     int att_bytes; /* one attention group's shared memory (zgc_dec_layers_att_bytes) */
 };
@@ -74,94 +68,7 @@ __device__ __forceinline__ zgc_dec_smem zgc_dec_layers_smem(char *base, size_t k
     return sm;
 }
 
-template <typename T, int MINB>
-__global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB) zgc_decode_layers_kernel(zgc_dec_layers_args a) {
-    /* the products' input stage, or (phase 2) the two attention groups' memory: one phase at a time */
-    extern __shared__ int4 smem[];
-    __shared__ zgc_gemv2_red red;
-    const int bid = (int)blockIdx.x, nblk = (int)gridDim.x, B = a.B, C = a.C, NH = a.NH;
-    /* the buffers, cast where they are used (kernel parameters: no registers held across the phases) */
-#define ZGC_BUF(name) ((T *)a.name)
-    for (int l = 0; l < a.L; l++) {
-        auto P = [&](int i) { return reinterpret_cast<T *>(a.p[i] + (long long)l * a.step[i]); };
-        auto barrier = [] { cg::this_grid().sync(); };
-        /* 1: qkv; the barrier after the previous layer's fc projection (none before layer 0) */
-        const zgc_gemv2_op<T> qkv = {
-            ZGC_BUF(qkv), nullptr, ZGC_BUF(x), P(ZG_DEC_LN1W), P(ZG_DEC_LN1B), P(ZG_DEC_QKVW), P(ZG_DEC_QKVB),
-            nullptr,      B,       C,          3 * C,          a.pf_bytes};
-        __syncthreads(); /* the previous phase's shared memory is free */
-        zgc_gemv2_run<T, true>(qkv, bid, nblk, smem, red, [&] {
-            if (l > 0) cg::this_grid().sync();
-        });
-        /* 2: attention; the first item's cached rows staged before the barrier */
-        const zgc_dec_att_op<T> at = {ZGC_BUF(atty),    a.accs, a.ml, a.counts, ZGC_BUF(qkv), P(ZG_DEC_KCACHE),
-                                      P(ZG_DEC_VCACHE), a.maxT, C,    NH,       a.S,          a.scale};
-        __syncthreads();
-        {
-            /* the position: decode_advance's, from a kernel that ended before this one started */
-            const int t = a.pos[0];
-            /* this thread's half of the block, its memory, and its items (row, head, chunk): the chunks
-             * holding positions 0..t, item i = (bh i / nch, chunk i % nch) */
-            const int half = (int)threadIdx.x / ZGC_DEC_SPLIT_THREADS;
-            const zgc_dec_smem sm = zgc_dec_layers_smem(reinterpret_cast<char *>(smem) + (size_t)half * a.att_bytes,
-                                                        zgc_dec_kv_bytes(C / NH, sizeof(T)));
-            const int nch = t / ZGC_DEC_CHUNK + 1, items = B * NH * nch, slots = 2 * nblk, slot = 2 * bid + half;
-            /* the group's first item's cached rows, before the barrier; then its items (named barriers 1 and
-             * 2 for the halves: constants, so that the kernel reserves only those) */
-            auto stage = [&](auto g) {
-                if (slot < items) zgc_dec_chunk_stage<T, true>(g, at, sm, slot / nch, slot % nch, t);
-            };
-            auto run = [&](auto g) {
-                for (int i = slot; i < items; i += slots) {
-                    if (i != slot) zgc_dec_chunk_stage<T, true>(g, at, sm, i / nch, i % nch, t);
-                    zgc_dec_chunk_run<T, true, true>(g, at, sm, i / nch, i % nch, t);
-                }
-            };
-            const zgc_dec_part<1> g0 = {0, ZGC_DEC_SPLIT_THREADS};
-            const zgc_dec_part<2> g1 = {ZGC_DEC_SPLIT_THREADS, ZGC_DEC_SPLIT_THREADS};
-            if (half == 0)
-                stage(g0);
-            else
-                stage(g1);
-            cg::this_grid().sync();
-            if (half == 0)
-                run(g0);
-            else
-                run(g1);
-        }
-        /* 3: the attention projection and the residual */
-        const zgc_gemv2_op<T> proj = {
-            ZGC_BUF(y), nullptr, ZGC_BUF(atty), nullptr, nullptr, P(ZG_DEC_PROJW), P(ZG_DEC_PROJB), ZGC_BUF(x), B,
-            C,          C,       a.pf_bytes};
-        __syncthreads();
-        zgc_gemv2_run<T, false>(proj, bid, nblk, smem, red, barrier);
-        /* 4: LayerNorm, fc, GELU */
-        const zgc_gemv2_op<T> fc = {ZGC_BUF(fchg),
-                                    ZGC_BUF(fch),
-                                    ZGC_BUF(y),
-                                    P(ZG_DEC_LN2W),
-                                    P(ZG_DEC_LN2B),
-                                    P(ZG_DEC_FCW),
-                                    P(ZG_DEC_FCB),
-                                    nullptr,
-                                    B,
-                                    C,
-                                    4 * C,
-                                    a.pf_bytes};
-        __syncthreads();
-        zgc_gemv2_run<T, true>(fc, bid, nblk, smem, red, barrier);
-        /* 5: the fc projection and the residual */
-        const zgc_gemv2_op<T> fcp = {
-            ZGC_BUF(x), nullptr, ZGC_BUF(fchg), nullptr, nullptr,   P(ZG_DEC_FCPROJW), P(ZG_DEC_FCPROJB),
-            ZGC_BUF(y), B,       4 * C,         C,       a.pf_bytes};
-        __syncthreads();
-        zgc_gemv2_run<T, false>(fcp, bid, nblk, smem, red, barrier);
-    }
-#undef ZGC_BUF
-}
-
-/* ZGPT_DECODE_LAYERS=3 (v0.22; measured slower than per op, B=1 2.600 against 2.274 ms on an H100, though
- * faster than =1 and =2 there): the same phases, with the products' weights streamed by each block's producer warp
+/* The kernel: the products' weights streamed by each block's producer warp
  * through a ring of shared-memory stages (decode_ring.cuh): one block per SM, 8 consumer warps and the
  * producer; the consumers meet at a counter barrier (sync: the counter and the exit count, 0 between
  * launches); work_bytes of dynamic shared memory for the phases (input rows, LayerNorm parameters, the two
@@ -227,8 +134,8 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
                                       P(l, ZG_DEC_VCACHE), a.maxT, C,    NH,       a.S,          a.scale};
         zgc_ring_sync();
         {
-            /* as the =1/=2 kernel's phase 2: two 128-thread groups per block, the first item's cached rows
-             * staged before the barrier */
+            /* two 128-thread groups per block (the split kernel's block size: its orders of sums), the first
+             * item's cached rows staged before the barrier */
             const int t = a.pos[0];
             const int half = (int)threadIdx.x / ZGC_DEC_SPLIT_THREADS;
             const zgc_dec_smem sm = zgc_dec_layers_smem(reinterpret_cast<char *>(smem) + (size_t)half * a.att_bytes,
@@ -304,42 +211,6 @@ static int zgc_dec_layers_decline(zg_backend *be, const char *why) {
     return 0;
 }
 
-template <typename T>
-static int zgc_decode_layers_launch(zg_backend *be, const zgc_dec_layers_args &a, size_t smem, int bps) {
-    zgc_impl *im = zgc_get(be);
-    auto kern = bps == 2 ? zgc_decode_layers_kernel<T, 2> : zgc_decode_layers_kernel<T, 3>;
-    if (smem > 48 * 1024 - sizeof(zgc_gemv2_red)) { /* past the default: opt in (none if the SM cannot) */
-        cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (e != cudaSuccess) {
-            (void)cudaGetLastError();
-            return zgc_dec_layers_decline(be, "its shared memory does not fit a block");
-        }
-    }
-    /* all blocks resident at once (a cooperative launch refuses more) */
-    int fit = 0;
-    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_GEMV_THREADS, smem));
-    if (fit < 1) return zgc_dec_layers_decline(be, "no block of it fits an SM");
-    if (fit < bps) bps = fit;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(bps * im->num_sms));
-    cfg.blockDim = dim3(ZGC_GEMV_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = im->stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;
-    attr[0].val.cooperative = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, a);
-    if (e != cudaSuccess) {
-        /* during a recording (a cooperative kernel it cannot hold): cudaStreamEndCapture reports it and the
-         * caller issues the step again directly (graph_end's contract); outside one it is a real error */
-        if (!im->capturing) ZG_CUDA_CHECK(e);
-        (void)cudaGetLastError();
-    }
-    return 1;
-}
-
 /* =3: the ring kernel, one block per SM, as many stages as the SM's shared memory holds beside the phases' */
 template <typename T> static int zgc_decode_ring_launch(zg_backend *be, const zgc_dec_layers_args &a, size_t work) {
     zgc_impl *im = zgc_get(be);
@@ -382,7 +253,7 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
                       void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH) {
     int on = zgc_decode_layers_env();
     if (on < 0) /* refused when the backend was made; set since: an A/B run's mistake */
-        ZG_FATAL("ZGPT_DECODE_LAYERS=%s: expected 0, 1 or 2 (unset: 0)", getenv("ZGPT_DECODE_LAYERS"));
+        ZG_FATAL("ZGPT_DECODE_LAYERS=%s: expected 0 or 3 (unset: 0)", getenv("ZGPT_DECODE_LAYERS"));
     if (on == 0) return 0;
     zgc_impl *im = zgc_get(be);
     size_t es = zgc_dtype_bytes(be->act_dtype);
@@ -421,23 +292,15 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
     float *accs, *ml;
     unsigned *counts;
     zgc_dec_scratch(be, B * NH, S, hs, &accs, &ml, &counts);
-    if (on == 3) {
-        if (im->cc_major < 9) return zgc_dec_layers_decline(be, "the weight ring's bulk copies need sm_90");
-        if (C % 8 != 0) return zgc_dec_layers_decline(be, "a width that is not a multiple of 8");
-    }
-    int bps = on == 2 ? 2 : 3; /* blocks per SM, and the registers for as many */
-    int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 0) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
-    zgc_dec_layers_args a = {{},      {},  x, y, qkv,  atty, fch, fchg, accs, ml,
-                             counts,  pos, L, B, maxT, C,    NH,  S,    pf,   1.0f / sqrtf((float)hs),
-                             (int)att};
+    if (im->cc_major < 9) return zgc_dec_layers_decline(be, "the weight ring's bulk copies need sm_90");
+    if (C % 8 != 0) return zgc_dec_layers_decline(be, "a width that is not a multiple of 8");
+    zgc_dec_layers_args a = {
+        {},      {}, x, y, qkv, atty, fch, fchg, accs, ml, counts, pos, L, B, maxT, C, NH, S, 1.0f / sqrtf((float)hs),
+        (int)att};
     for (int i = 0; i < ZG_DEC_TENSORS; i++) {
         a.p[i] = (char *)t->p[i];
         a.step[i] = t->step[i];
     }
-    if (on == 3) {
-        if (be->act_dtype == ZG_BF16) return zgc_decode_ring_launch<__nv_bfloat16>(be, a, smem);
-        return zgc_decode_ring_launch<__half>(be, a, smem);
-    }
-    if (be->act_dtype == ZG_BF16) return zgc_decode_layers_launch<__nv_bfloat16>(be, a, smem, bps);
-    return zgc_decode_layers_launch<__half>(be, a, smem, bps);
+    if (be->act_dtype == ZG_BF16) return zgc_decode_ring_launch<__nv_bfloat16>(be, a, smem);
+    return zgc_decode_ring_launch<__half>(be, a, smem);
 }

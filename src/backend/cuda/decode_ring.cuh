@@ -188,20 +188,7 @@ __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_r
         red[p][warp][lane][0] = d[0];
         red[p][warp][lane][1] = d[1];
         zgc_ring_sync();
-        if (on < N && o < OC) {
-            int src = on * 4 + oc / 2, k = oc % 2;
-            float sum = 0.0f;
-#pragma unroll
-            for (int wi = 0; wi < W; wi++) sum += red[p][wi][src][k];
-            sum += eb;
-            size_t i = (size_t)on * OC + o;
-            if (a.pre_gelu) {
-                a.pre_gelu[i] = zgc_from_f<T>(sum);
-                a.out[i] = zgc_from_f<T>(zgc_gelu(sum));
-            } else {
-                a.out[i] = zgc_from_f<T>(sum + er);
-            }
-        }
+        if (on < N && o < OC) zgc_gemv2_store<T>(red[p], on, oc, o, OC, eb, er, a.out, a.pre_gelu);
     }
 }
 

@@ -1,8 +1,8 @@
-/* The few-row product's v2 form (gemv_cuda.cu) as a device function of its own, so that the decode step's
- * persistent kernel (decode_layers_cuda.cu) runs the same code, and so gives the same bits, as the
- * standalone kernel: zgc_gemv2_run over the column groups of block `bid` of `nblk`, with `wait()` where the
- * standalone kernel waits for the previous kernel (PDL) and the persistent one for the grid. Also the
- * fused LayerNorm of a few rows (v1 and v2) and v2's host-side sizes and A/B knobs. */
+/* The few-row product's v2 form (gemv_cuda.cu) as a device function of its own: zgc_gemv2_run over the
+ * column groups of block `bid` of `nblk`, with `wait()` where the kernel waits for the previous kernel (PDL).
+ * The decode step's persistent kernel (decode_layers_cuda.cu) takes the same chunks in the same order from its
+ * weight ring (decode_ring.cuh's zgc_ring_consume, which mirrors this loop), and so gives the same bits. Also
+ * the fused LayerNorm of a few rows (v1, v2 and the ring) and v2's host-side sizes and A/B knobs. */
 #ifndef ZGPT_BACKEND_CUDA_GEMV2_CUH
 #define ZGPT_BACKEND_CUDA_GEMV2_CUH
 
@@ -112,6 +112,26 @@ template <typename T> struct zgc_gemv2_op {
     int N, C, OC, pf_bytes;
 };
 
+/* A group's output (input row on, column o of OC; oc = o % 8) from its 8 warps' fragments red, summed in warp
+ * order (the fixed order whatever the grid), + the bias eb, then GELU (pre_gelu non-NULL: the sum stored there
+ * too) or + the residual er. v2's epilogue, and the weight ring's (decode_ring.cuh). */
+template <typename T>
+__device__ __forceinline__ void zgc_gemv2_store(const float (*red)[32][2], int on, int oc, int o, int OC, float eb,
+                                                float er, T *out, T *pre_gelu) {
+    int src = on * 4 + oc / 2, k = oc % 2;
+    float s = 0.0f;
+#pragma unroll
+    for (int wi = 0; wi < ZGC_GEMV_WARPS; wi++) s += red[wi][src][k];
+    s += eb;
+    size_t i = (size_t)on * OC + o;
+    if (pre_gelu) {
+        pre_gelu[i] = zgc_from_f<T>(s);
+        out[i] = zgc_from_f<T>(zgc_gelu(s));
+    } else {
+        out[i] = zgc_from_f<T>(s + er);
+    }
+}
+
 /* The shared memory zgc_gemv2_run takes: xs_raw (dynamic: zgc_gemv2_smem bytes) and red, the fragments of
  * two column groups (W x 32 x 2 floats each). Inputs written earlier in the same grid (the persistent
  * kernel) are read through L2 only (cp.async.cg, ld.cg), never from a line this SM's L1 holds from before. */
@@ -217,20 +237,7 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
             red[p][warp][lane][1] = d[1];
             d[0] = d[1] = d[2] = d[3] = 0.0f;
             __syncthreads(); /* red[p] is read below and written again two groups later, after the next one */
-            if (on < N && o < OC) {
-                int src = on * 4 + oc / 2, k = oc % 2;
-                float s = 0.0f;
-#pragma unroll
-                for (int wi = 0; wi < W; wi++) s += red[p][wi][src][k];
-                s += eb;
-                size_t i = (size_t)on * OC + o;
-                if (pre_gelu) {
-                    pre_gelu[i] = zgc_from_f<T>(s);
-                    out[i] = zgc_from_f<T>(zgc_gelu(s));
-                } else {
-                    out[i] = zgc_from_f<T>(s + er);
-                }
-            }
+            if (on < N && o < OC) zgc_gemv2_store<T>(red[p], on, oc, o, OC, eb, er, out, pre_gelu);
         }
     };
     for (int it = 0; it < items; it += 2) {
