@@ -97,14 +97,7 @@ static int dec_only(void) {
     const char *v = getenv("ZG_DEC_VARS");
     return v != NULL && *v != '\0';
 }
-static int dec_wanted(const char *name) {
-    if (!dec_only()) return 1;
-    const char *v = getenv("ZG_DEC_VARS");
-    size_t n = strlen(name);
-    for (const char *p = strstr(v, name); p; p = strstr(p + 1, name))
-        if ((p == v || p[-1] == ' ' || p[-1] == ',') && (p[n] == '\0' || p[n] == ' ' || p[n] == ',')) return 1;
-    return 0;
-}
+static int dec_wanted(const char *name) { return zt_env_selects("ZG_DEC_VARS", name); }
 static void dec_unset(void) {
     unsetenv("ZGPT_DECODE_LAYERS");
     unsetenv("ZGPT_DECODE_PREFETCH");

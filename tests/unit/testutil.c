@@ -25,22 +25,21 @@ void zt_fail_at(const char *file, int line, const char *fmt, ...) {
     fputc('\n', stderr);
 }
 
-/* ZT_ONLY=a,b,c runs only the tests of those names (a device call that checks one kernel family) */
-static int zt_selected(const char *name) {
-    const char *only = getenv("ZT_ONLY");
-    if (only == NULL || *only == '\0') return 1;
+int zt_env_selects(const char *var, const char *name) {
+    const char *list = getenv(var);
+    if (list == NULL || *list == '\0') return 1;
     size_t n = strlen(name);
-    for (const char *p = only; *p;) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ", ");
         if (len == n && strncmp(p, name, n) == 0) return 1;
-        p += len + (e != NULL);
+        p += len + (p[len] != '\0');
     }
     return 0;
 }
 
 void zt_run(const char *name, void (*fn)(void)) {
-    if (!zt_selected(name)) {
+    /* ZT_ONLY=a,b,c runs only the tests of those names (a device call that checks one kernel family) */
+    if (!zt_env_selects("ZT_ONLY", name)) {
         printf("skip %s (ZT_ONLY)\n", name);
         return;
     }

@@ -38,6 +38,9 @@ void zt_fail_at(const char *file, int line, const char *fmt, ...);
 /* Runs a named test function and reports it. */
 void zt_run(const char *name, void (*fn)(void));
 /* (zt_run: ZT_ONLY=name,name,... in the environment runs only those tests.) */
+/* 1 when the environment variable var is unset or empty, or names `name` in its list (separated by commas or
+ * spaces): the selections ZT_ONLY and the benches' variant lists. */
+int zt_env_selects(const char *var, const char *name);
 /* Prints the summary; returns the process exit status. */
 int zt_finish(void);
 

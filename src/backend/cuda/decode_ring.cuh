@@ -130,31 +130,9 @@ __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_r
     const int nv = wk.nv, xstride = zgc_gemv2_xstride(nv);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
     const int4 zero = make_int4(0, 0, 0, 0);
-    int4 *lnws = xs_raw + (size_t)N * xstride, *lnbs = lnws + nv;
-    if (LN) {
-        for (int i = threadIdx.x; i < nv; i += ZGC_RING_CONSUMERS) {
-            zgc_cp_async16(lnws + i, reinterpret_cast<const int4 *>(a.lnw) + i);
-            zgc_cp_async16(lnbs + i, reinterpret_cast<const int4 *>(a.lnb) + i);
-        }
-        zgc_cp_commit();
-    }
+    if (LN) zgc_gemv2_ln_params<T>(a, xs_raw, nv, ZGC_RING_CONSUMERS);
     wait();
-    const int4 *xg = reinterpret_cast<const int4 *>(a.inp);
-    for (int i = threadIdx.x; i < N * nv; i += ZGC_RING_CONSUMERS) {
-        int n = i / nv;
-        zgc_cp_async16(xs_raw + (size_t)n * xstride + (i - n * nv), xg + i);
-    }
-    zgc_cp_commit();
-    zgc_cp_wait<0>();
-    zgc_ring_sync();
-    if (LN) {
-        if (warp < N) {
-            int4 *row = xs_raw + (size_t)warp * xstride;
-            zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(row), reinterpret_cast<const T *>(row),
-                               reinterpret_cast<const T *>(lnws), reinterpret_cast<const T *>(lnbs), C);
-        }
-        zgc_ring_sync();
-    }
+    zgc_gemv2_stage_rows<T, LN>(a, xs_raw, nv, ZGC_RING_CONSUMERS, [] { zgc_ring_sync(); });
     const int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
     for (int gi = 0; gi < wk.ng; gi++) {
         const int g = bid + gi * nblk, o = g * G + oc;
