@@ -105,6 +105,7 @@ __global__ void __launch_bounds__(256) k_stream_bar(const int4 *w, sz4 sz, int p
 // phase's chunks after a grid barrier (counter, consumers only). Does a continuous weight stream hide
 // the barriers?
 #define RING_CHUNK 16384
+#define RING_STAGE 16896 // decode_ring.cuh's stage: 8 rows x (2 KB + 64 bytes of padding)
 __device__ __forceinline__ void mb_init(uint64_t *b, unsigned n) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"((unsigned)__cvta_generic_to_shared(b)), "r"(n) : "memory"); }
 __device__ __forceinline__ void mb_expect(uint64_t *b, unsigned tx) { asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"((unsigned)__cvta_generic_to_shared(b)), "r"(tx) : "memory"); }
 __device__ __forceinline__ void mb_arrive(uint64_t *b) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"((unsigned)__cvta_generic_to_shared(b)) : "memory"); }
@@ -116,7 +117,24 @@ __device__ __forceinline__ void bulk_g2s(void *dst, const void *src, unsigned by
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
                  :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src), "r"(bytes), "r"((unsigned)__cvta_generic_to_shared(b)) : "memory");
 }
-__global__ void __launch_bounds__(288, 1) k_ring(const char *w, sz4 sz, int phases, int stages, unsigned *ctr, float *sink) {
+// mode 0: a phase's bytes as 16 KB chunks dealt round-robin to the blocks (one copy a stage); modes 1 and 2:
+// as decode_ring.cuh deals them, groups of 8 weight rows (K values each: C = 1600, fcproj 6400) round-robin,
+// a stage one k segment of a group: 1, 8 copies of up to 2 KB (one per row, the ring kernel's); 2, one copy
+// of up to 16 KB of the group's contiguous rows (the same groups and bytes in one copy).
+struct ring_walk {
+    size_t bytes, rowb, units, segs;
+    int mode;
+    __device__ ring_walk(size_t b, int k, int m) : bytes(b), rowb((size_t)k * 2), mode(m) {
+        if (mode == 0) { units = (bytes + RING_CHUNK - 1) / RING_CHUNK; segs = 1; }
+        else { units = bytes / (8 * rowb); segs = mode == 1 ? (rowb + 2047) / 2048 : (8 * rowb + RING_CHUNK - 1) / RING_CHUNK; }
+    }
+    __device__ unsigned stage_bytes(size_t u, size_t sg) const {
+        if (mode == 0) return (unsigned)min((size_t)RING_CHUNK, bytes - u * RING_CHUNK);
+        if (mode == 1) return 8 * (unsigned)min((size_t)2048, rowb - sg * 2048);
+        return (unsigned)min((size_t)RING_CHUNK, 8 * rowb - sg * RING_CHUNK);
+    }
+};
+__global__ void __launch_bounds__(288, 1) k_ring(const char *w, sz4 sz, int phases, int stages, int mode, unsigned *ctr, float *sink) {
     extern __shared__ __align__(128) char ring[];
     __shared__ uint64_t full[16], empty[16];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nb = gridDim.x, bid = blockIdx.x;
@@ -129,15 +147,19 @@ __global__ void __launch_bounds__(288, 1) k_ring(const char *w, sz4 sz, int phas
         if (lane == 0) {
             const char *base = w; int slot = 0; unsigned ph = 0;
             for (int p = 0; p < phases; p++) {
-                const size_t bytes = sz.n16[p % 4] * 16, nch = (bytes + RING_CHUNK - 1) / RING_CHUNK;
-                for (size_t c = bid; c < nch; c += nb) {
-                    const unsigned n = (unsigned)min((size_t)RING_CHUNK, bytes - c * RING_CHUNK);
-                    mb_wait(&empty[slot], ph ^ 1); // first pass: passes at once (parity of the phase before)
-                    mb_expect(&full[slot], n);
-                    bulk_g2s(ring + (size_t)slot * RING_CHUNK, base + c * RING_CHUNK, n, &full[slot]);
-                    if (++slot == stages) { slot = 0; ph ^= 1; }
-                }
-                base += bytes;
+                const ring_walk wk(sz.n16[p % 4] * 16, p % 4 == 3 ? 6400 : 1600, mode);
+                for (size_t u = bid; u < wk.units; u += nb)
+                    for (size_t sg = 0; sg < wk.segs; sg++) {
+                        const unsigned n = wk.stage_bytes(u, sg);
+                        char *st = ring + (size_t)slot * RING_STAGE;
+                        mb_wait(&empty[slot], ph ^ 1); // first pass: passes at once (parity of the phase before)
+                        mb_expect(&full[slot], n);
+                        if (mode == 0) bulk_g2s(st, base + u * RING_CHUNK, n, &full[slot]);
+                        else if (mode == 2) bulk_g2s(st, base + u * 8 * wk.rowb + sg * RING_CHUNK, n, &full[slot]);
+                        else for (int r = 0; r < 8; r++) bulk_g2s(st + r * 2112, base + (u * 8 + r) * wk.rowb + sg * 2048, n / 8, &full[slot]);
+                        if (++slot == stages) { slot = 0; ph ^= 1; }
+                    }
+                base += wk.bytes;
             }
         }
         return;
@@ -150,16 +172,17 @@ __global__ void __launch_bounds__(288, 1) k_ring(const char *w, sz4 sz, int phas
             if (threadIdx.x == 0) { red_rel(ctr, 1u); const unsigned t = (unsigned)p * nb; while (ld_acq(ctr) < t) {} }
             asm volatile("bar.sync 1, 256;" ::: "memory");
         }
-        const size_t bytes = sz.n16[p % 4] * 16, nch = (bytes + RING_CHUNK - 1) / RING_CHUNK;
-        for (size_t c = bid; c < nch; c += nb) {
-            const unsigned n = (unsigned)min((size_t)RING_CHUNK, bytes - c * RING_CHUNK);
-            mb_wait(&full[slot], ph);
-            const int4 *src = reinterpret_cast<const int4 *>(ring + (size_t)slot * RING_CHUNK);
-            for (unsigned i = threadIdx.x; i < n / 16; i += 256) { int4 v = src[i]; acc.x ^= v.x; acc.y ^= v.y; acc.z ^= v.z; acc.w ^= v.w; }
-            __syncwarp();
-            if (lane == 0) mb_arrive(&empty[slot]);
-            if (++slot == stages) { slot = 0; ph ^= 1; }
-        }
+        const ring_walk wk(sz.n16[p % 4] * 16, p % 4 == 3 ? 6400 : 1600, mode);
+        for (size_t u = bid; u < wk.units; u += nb)
+            for (size_t sg = 0; sg < wk.segs; sg++) {
+                const unsigned n = wk.stage_bytes(u, sg);
+                mb_wait(&full[slot], ph);
+                const int4 *src = reinterpret_cast<const int4 *>(ring + (size_t)slot * RING_STAGE);
+                for (unsigned i = threadIdx.x; i < n / 16; i += 256) { int4 v = src[i]; acc.x ^= v.x; acc.y ^= v.y; acc.z ^= v.z; acc.w ^= v.w; }
+                __syncwarp();
+                if (lane == 0) mb_arrive(&empty[slot]);
+                if (++slot == stages) { slot = 0; ph ^= 1; }
+            }
     }
     if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x7fffffff) sink[0] = 1;
 }
@@ -267,10 +290,13 @@ int main() {
         }
         printf("stream   the same 192 phases, one persistent kernel, %s barrier, %d blocks: %.3f ms (%.0f GB/s)\n", mode ? "counter" : "cg", bps * sms, med(t), total / med(t) / 1e6);
     }
-    // the ring: one block per SM, stages x 16 KB
+    // the ring: one block per SM, stages of 16.5 KB, dealt three ways (ring_walk's modes)
+    static const char *mname[3] = {"16 KB chunks, one copy a stage", "8-row groups, 8 copies of 2 KB a stage (the ring kernel's)",
+                                   "8-row groups, one copy of 16 KB a stage"};
+    for (int mode = 0; mode < 3; mode++)
     for (int stages = 4; stages <= 12; stages += 4) {
         sz4 sz; for (int k = 0; k < 4; k++) sz.n16[k] = sizes[k] / 16;
-        size_t smem = (size_t)stages * RING_CHUNK;
+        size_t smem = (size_t)stages * RING_STAGE;
         CK(cudaFuncSetAttribute(k_ring, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         std::vector<float> t;
         for (int r = 0; r < 12; r++) {
@@ -279,11 +305,11 @@ int main() {
             cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeCooperative; at[0].val.cooperative = 1;
             cfg.attrs = at; cfg.numAttrs = 1;
             CK(cudaEventRecord(e0, s));
-            CK(cudaLaunchKernelEx(&cfg, k_ring, (const char *)w, sz, 192, stages, ctr, sink));
+            CK(cudaLaunchKernelEx(&cfg, k_ring, (const char *)w, sz, 192, stages, mode, ctr, sink));
             CK(cudaEventRecord(e1, s)); CK(cudaEventSynchronize(e1));
             float ms; CK(cudaEventElapsedTime(&ms, e0, e1)); if (r >= 2) t.push_back(ms);
         }
-        printf("ring     the same 192 phases, a producer warp streaming %d x 16 KB ahead, consumers behind a counter barrier, %d blocks: %.3f ms (%.0f GB/s)\n", stages, sms, med(t), total / med(t) / 1e6);
+        printf("ring     192 phases, %s, %d stages ahead, consumers behind a counter barrier, %d blocks: %.3f ms (%.0f GB/s)\n", mname[mode], stages, sms, med(t), total / med(t) / 1e6);
     }
     return 0;
 }

@@ -39,7 +39,7 @@ static const struct {
                            {"v2g3r", "v2", "3", "4", "0"},
                            {"v2g4", "v2", "4", "4", "0"},
                            {"v2g3pf", NULL, NULL, NULL, "1"}};
-enum { DEC_VARIANTS = 21 };
+enum { DEC_VARIANTS = 23 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine, *layers; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -63,7 +63,9 @@ static const struct {
                                {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 5},
                                {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 6},
                                {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7},
-                               {"layers3", NULL, NULL, NULL, NULL, NULL, NULL, "3", -1}};
+                               {"layers3", NULL, NULL, NULL, NULL, NULL, NULL, "3", -1},
+                               {"pfride", NULL, NULL, NULL, NULL, "3", NULL, NULL, -1},
+                               {"pfride41", NULL, NULL, NULL, NULL, "3", NULL, NULL, -1}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -156,6 +158,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
                  *wfp = wl + (size_t)8 * C * C * 2;                                                                    \
             op->prefetch(be, wproj, (size_t)C *C * 2);                                                                 \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wqkv, bias, B, C, 3 * C);                   \
+            if (ride_) op->prefetch(be, wfc, ride_);                                                                   \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  pos, B, maxT, C, NH);                                                                 \
             op->prefetch(be, wfc, (size_t)4 * C * C * 2);                                                              \
@@ -170,8 +173,12 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
         op->sample(be, ids, logits, drows, pos + 1, B, V, Vp);                                                         \
     } while (0)
     float step_ms[DEC_VARIANTS] = {0};
+    size_t ride_ = 0; /* pfride, pfride41: the range attention carries (fc; fc and fc projection, adjacent here) */
     for (int v = 0; v < DEC_VARIANTS; v++) {
         if (!dec_wanted(dec_variant[v].name)) continue;
+        ride_ = strncmp(dec_variant[v].name, "pfride", 6) != 0 ? 0
+                : dec_variant[v].name[6] ? (size_t)8 * C * C * 2
+                                         : (size_t)4 * C * C * 2;
         char lab[96];
         dec_label(lab, sizeof lab, "decode step graph, 48 layers + head + top-k", v);
         if (dec_variant[v].layers && !op->decode_layers(be, &tab, NL, x, y, qkv, att, pre, h, pos, B, maxT, C, NH))

@@ -136,9 +136,10 @@ void oc_test_decode_pdl(void) {
                 unsetenv("ZGPT_GEMV");
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
              * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct, the split
-             * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph, and the layers as
-             * one persistent kernel with the weight ring (ZGPT_DECODE_LAYERS=3) graph and direct */
-            enum { RUNS = 11 };
+             * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph, the layers as
+             * one persistent kernel with the weight ring (ZGPT_DECODE_LAYERS=3) graph and direct, and the
+             * prefetch riding in decode attention (ZGPT_DECODE_PREFETCH=3) graph */
+            enum { RUNS = 12 };
             int32_t *seq[RUNS];
             float *x[RUNS];
             for (int r = 0; r < RUNS; r++) {
@@ -146,9 +147,9 @@ void oc_test_decode_pdl(void) {
                 x[r] = malloc((size_t)B * C * 4);
                 setenv("ZGPT_PDL", r == 1 || r == 3 ? "0" : "1", 1);
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
-                setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
+                setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : (r == 11 ? "3" : "0")), 1);
                 setenv("ZGPT_DECODE_COMBINE", r == 8 ? "kernel" : "fused", 1);
-                setenv("ZGPT_DECODE_LAYERS", r >= 9 ? "3" : "0", 1);
+                setenv("ZGPT_DECODE_LAYERS", r == 9 || r == 10 ? "3" : "0", 1);
                 pdl_decode_run(be, B, r != 2 && r != 3 && r != 7 && r != 10, STEPS, seq[r], x[r]);
             }
             unsetenv("ZGPT_DECODE_PREFETCH");
@@ -164,7 +165,8 @@ void oc_test_decode_pdl(void) {
                                                     "prefetch direct",
                                                     "combine kernel graph",
                                                     "layers ring kernel graph",
-                                                    "layers ring kernel direct"};
+                                                    "layers ring kernel direct",
+                                                    "prefetch in attention graph"};
             int moved = 0;
             for (int b = 0; b < B; b++)
                 for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];

@@ -464,6 +464,7 @@ static void zgc_destroy(zg_backend *be) {
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
         if (im->pf_stream) ZG_CUDA_CHECK(cudaStreamSynchronize(im->pf_stream));
+        zgc_ring_prof_report(be);
         zgc_matmul_destroy(be);
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
@@ -586,8 +587,9 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
 
     if (zgc_attention_check_arch() != 0) return -1;
     if (zgc_decode_prefetch() < 0)
-        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
-                         "or 2 (the same, marked evict_last); unset it for the default (0)",
+        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2), "
+                         "2 (the same, marked evict_last) or 3 (the range rides in the next decode attention kernel); unset it "
+                         "for the default (0)",
                          getenv("ZGPT_DECODE_PREFETCH"));
     if (zgc_lt_warm_env() < 0)
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
@@ -598,6 +600,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          "weights streamed through a ring; 1 and 2, v0.21's form, were removed) or 0 (a kernel per "
                          "op); unset it for the default (0)",
                          getenv("ZGPT_DECODE_LAYERS"));
+    if (zgc_decode_ring_prof_env() < 0)
+        return zg_errorf("ZGPT_DECODE_RING_PROF=%s: must be 1 (report where the ring kernel of ZGPT_DECODE_LAYERS=3 "
+                         "spends its time) or 0; unset it for the default (0)",
+                         getenv("ZGPT_DECODE_RING_PROF"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",

@@ -42,7 +42,8 @@ struct zgc_dec_layers_args {
     const int32_t *pos;
     int L, B, maxT, C, NH, S;
     float scale;
-    int att_bytes; /* one attention group's shared memory (zgc_dec_layers_att_bytes) */
+    int att_bytes;            /* one attention group's shared memory (zgc_dec_layers_att_bytes) */
+    unsigned long long *prof; /* ZGPT_DECODE_RING_PROF=1: ZGC_RP_N slots a block, then the launch count; else NULL */
 };
 
 /* An attention group's shared memory at base: the K and V rows (kvb bytes), then the scores, q, the p V
@@ -81,6 +82,10 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
     __shared__ uint64_t full[ZGC_RING_MAX_STAGES], empty[ZGC_RING_MAX_STAGES];
     const int bid = (int)blockIdx.x, nblk = (int)gridDim.x, B = a.B, C = a.C, NH = a.NH;
     zgc_ring rg = {reinterpret_cast<char *>(smem) + work_bytes, full, empty, stages, 0, 0u};
+    const bool rec = a.prof != nullptr && (threadIdx.x == 0 || threadIdx.x == ZGC_RING_CONSUMERS);
+    zgc_ring_prof pf = {rec ? a.prof + (size_t)bid * ZGC_RP_N : nullptr, rec ? clock64() : 0, {}};
+    const long long tc0 = pf.last;
+    const unsigned long long ns0 = rec ? zgc_globaltimer() : 0ull;
     if (threadIdx.x == 0) {
         for (int i = 0; i < stages; i++) {
             zgc_mbar_init(&full[i], 1);               /* the producer's arrival (+ the copies' bytes) */
@@ -104,15 +109,21 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
     if (threadIdx.x >= ZGC_RING_CONSUMERS) {
         if (threadIdx.x == ZGC_RING_CONSUMERS)
             for (int l = 0; l < a.L; l++) {
-                zgc_ring_produce<T>(rg, P(l, ZG_DEC_QKVW), C, 3 * C, vb(3 * C), nblk);
-                zgc_ring_produce<T>(rg, P(l, ZG_DEC_PROJW), C, C, vb(C), nblk);
-                zgc_ring_produce<T>(rg, P(l, ZG_DEC_FCW), C, 4 * C, vb(4 * C), nblk);
-                zgc_ring_produce<T>(rg, P(l, ZG_DEC_FCPROJW), 4 * C, C, vb(C), nblk);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_QKVW), C, 3 * C, vb(3 * C), nblk, pf);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_PROJW), C, C, vb(C), nblk, pf);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_FCW), C, 4 * C, vb(4 * C), nblk, pf);
+                zgc_ring_produce<T>(rg, P(l, ZG_DEC_FCPROJW), 4 * C, C, vb(C), nblk, pf);
             }
+        pf.lap(ZGC_RP_ISSUE);
+        pf.flush();
         return;
     }
     unsigned nbar = 0;
-    auto barrier = [&] { zgc_ring_grid_sync(sync, (unsigned)nblk * ++nbar); };
+    auto barrier = [&] {
+        pf.lap(ZGC_RP_OTHER);
+        zgc_ring_grid_sync(sync, (unsigned)nblk * ++nbar);
+        pf.lap(ZGC_RP_BAR);
+    };
     for (int l = 0; l < a.L; l++) {
         const zgc_gemv2_op<T> qkv = {ZGC_BUF(qkv),
                                      nullptr,
@@ -127,12 +138,13 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
                                      3 * C,
                                      0};
         zgc_ring_sync(); /* the previous phase's shared memory is free */
-        zgc_ring_consume<T, true>(qkv, rg, vb(3 * C), nblk, smem, red, [&] {
+        zgc_ring_consume<T, true>(qkv, rg, vb(3 * C), nblk, smem, red, pf, [&] {
             if (l > 0) barrier();
         });
         const zgc_dec_att_op<T> at = {ZGC_BUF(atty),       a.accs, a.ml, a.counts, ZGC_BUF(qkv), P(l, ZG_DEC_KCACHE),
                                       P(l, ZG_DEC_VCACHE), a.maxT, C,    NH,       a.S,          a.scale};
         zgc_ring_sync();
+        pf.lap(ZGC_RP_OTHER);
         {
             /* two 128-thread groups per block (the split kernel's block size: its orders of sums), the first
              * item's cached rows staged before the barrier */
@@ -156,11 +168,13 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
                 stage(g0);
             else
                 stage(g1);
+            pf.lap(ZGC_RP_ATT);
             barrier();
             if (half == 0)
                 run(g0);
             else
                 run(g1);
+            pf.lap(ZGC_RP_ATT);
         }
         const zgc_gemv2_op<T> proj = {ZGC_BUF(y),
                                       nullptr,
@@ -175,7 +189,7 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
                                       C,
                                       0};
         zgc_ring_sync();
-        zgc_ring_consume<T, false>(proj, rg, vb(C), nblk, smem, red, barrier);
+        zgc_ring_consume<T, false>(proj, rg, vb(C), nblk, smem, red, pf, barrier);
         const zgc_gemv2_op<T> fc = {ZGC_BUF(fchg),
                                     ZGC_BUF(fch),
                                     ZGC_BUF(y),
@@ -189,14 +203,21 @@ __global__ void __launch_bounds__(ZGC_RING_THREADS, 1)
                                     4 * C,
                                     0};
         zgc_ring_sync();
-        zgc_ring_consume<T, true>(fc, rg, vb(4 * C), nblk, smem, red, barrier);
+        zgc_ring_consume<T, true>(fc, rg, vb(4 * C), nblk, smem, red, pf, barrier);
         const zgc_gemv2_op<T> fcp = {
             ZGC_BUF(x), nullptr, ZGC_BUF(fchg), nullptr, nullptr, P(l, ZG_DEC_FCPROJW), P(l, ZG_DEC_FCPROJB),
             ZGC_BUF(y), B,       4 * C,         C,       0};
         zgc_ring_sync();
-        zgc_ring_consume<T, false>(fcp, rg, vb(C), nblk, smem, red, barrier);
+        zgc_ring_consume<T, false>(fcp, rg, vb(C), nblk, smem, red, pf, barrier);
     }
 #undef ZGC_BUF
+    if (rec) {
+        pf.lap(ZGC_RP_OTHER);
+        pf.acc[ZGC_RP_CONS] = clock64() - tc0;
+        pf.acc[ZGC_RP_NS] = (long long)(zgc_globaltimer() - ns0);
+        pf.flush();
+        if (bid == 0) a.prof[(size_t)nblk * ZGC_RP_N]++;
+    }
     zgc_ring_exit(sync, sync + 1, (unsigned)nblk);
 }
 
@@ -231,6 +252,13 @@ template <typename T> static int zgc_decode_ring_launch(zg_backend *be, const zg
     ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_RING_THREADS, smem));
     if (fit < 1) return zgc_dec_layers_decline(be, "no block of the ring kernel fits an SM");
     unsigned *sync = (unsigned *)zgc_scratch_zeroed(be, ZGC_SCR_DECODE_SYNC, 2 * sizeof(unsigned), "decode barrier");
+    zgc_dec_layers_args pa = a;
+    if (zgc_decode_ring_prof_env() == 1) {
+        pa.prof = (unsigned long long *)zgc_scratch_zeroed(be, ZGC_SCR_DECODE_PROF,
+                                                           ((size_t)im->num_sms * ZGC_RP_N + 1) * 8, "ring profile");
+        im->ring_prof_blocks = im->num_sms;
+        im->ring_prof_B = a.B;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)im->num_sms);
     cfg.blockDim = dim3(ZGC_RING_THREADS);
@@ -241,12 +269,51 @@ template <typename T> static int zgc_decode_ring_launch(zg_backend *be, const zg
     attr[0].val.cooperative = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, a, sync, stages, (int)work);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, pa, sync, stages, (int)work);
     if (e != cudaSuccess) {
         if (!im->capturing) ZG_CUDA_CHECK(e);
         (void)cudaGetLastError();
     }
     return 1;
+}
+
+void zgc_ring_prof_report(zg_backend *be) {
+    static const char *const what[ZGC_RP_NS] = {"grid barriers",      "input rows + LayerNorm",
+                                                "waiting for weights", "stage products",
+                                                "group epilogues",     "attention",
+                                                "other",               "consumers in all",
+                                                "producer waiting for a free stage", "producer issuing"};
+    zgc_impl *im = zgc_get(be);
+    unsigned long long *dev = (unsigned long long *)im->scratch[ZGC_SCR_DECODE_PROF];
+    int nb = im->ring_prof_blocks;
+    if (nb == 0 || dev == NULL || im->capturing) return;
+    size_t n = (size_t)nb * ZGC_RP_N + 1;
+    unsigned long long *h = (unsigned long long *)malloc(n * 8);
+    if (h == NULL) return;
+    ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+    ZG_CUDA_CHECK(cudaMemcpy(h, dev, n * 8, cudaMemcpyDeviceToHost));
+    unsigned long long launches = h[n - 1];
+    if (launches > 0) {
+        fprintf(stderr, "zgpt: ring profile, B=%d, %llu launches, us a launch (mean / min / max over %d blocks):",
+                im->ring_prof_B, launches, nb);
+        for (int k = 0; k < ZGC_RP_NS; k++) {
+            double sum = 0.0, mx = 0.0, mn = 1e30;
+            for (int b = 0; b < nb; b++) {
+                const unsigned long long *s = h + (size_t)b * ZGC_RP_N;
+                /* this block's ns per cycle, from its consumers' time in both units */
+                double per = s[ZGC_RP_CONS] > 0 ? (double)s[ZGC_RP_NS] / (double)s[ZGC_RP_CONS] : 0.0;
+                double us = (double)s[k] * per / 1e3 / (double)launches;
+                sum += us;
+                mx = us > mx ? us : mx;
+                mn = us < mn ? us : mn;
+            }
+            fprintf(stderr, "%s %s %.1f / %.1f / %.1f", k ? ";" : "", what[k], sum / nb, mn, mx);
+        }
+        fprintf(stderr, "\n");
+    }
+    free(h);
+    ZG_CUDA_CHECK(cudaMemsetAsync(dev, 0, n * 8, im->stream));
+    im->ring_prof_blocks = 0;
 }
 
 int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x, void *y, void *qkv, void *atty,
@@ -255,6 +322,7 @@ int zgc_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x,
     if (on < 0) /* refused when the backend was made; set since: an A/B run's mistake */
         ZG_FATAL("ZGPT_DECODE_LAYERS=%s: expected 0 or 3 (unset: 0)", getenv("ZGPT_DECODE_LAYERS"));
     if (on == 0) return 0;
+    zgc_ring_prof_report(be); /* the launches before this one (a bench's other shape) */
     zgc_impl *im = zgc_get(be);
     size_t es = zgc_dtype_bytes(be->act_dtype);
     /* the kernels the per-op path runs here must be the ones this kernel holds: v2 for the four products

@@ -72,6 +72,47 @@ __device__ __forceinline__ void zgc_ring_sync() {
     asm volatile("bar.sync %0, %1;\n" ::"n"(ZGC_RING_BAR), "n"(ZGC_RING_CONSUMERS) : "memory");
 }
 
+/* The ring kernel's profile (ZGPT_DECODE_RING_PROF=1, an A/B aid: where a block's time goes): per block, SM
+ * cycles (clock64) summed over launches into ZGC_RP_N slots by consumer thread 0 (warp 0: the consumers meet
+ * at named barriers, so one warp's waits are the block's) and the producer thread. Each mark (lap) adds the
+ * cycles since the thread's previous mark to a category, so every cycle is counted once; ZGC_RP_NS: the
+ * consumers' time in ns (globaltimer), which turns cycles into time. Reported by zgc_ring_prof_report. */
+enum {
+    ZGC_RP_BAR,   /* in grid barriers */
+    ZGC_RP_STAGE, /* staging the input rows (+ LayerNorm) after a barrier */
+    ZGC_RP_FULL,  /* waiting for a stage of weights */
+    ZGC_RP_MMA,   /* a stage's products, to the warp's release of it */
+    ZGC_RP_EPI,   /* group epilogues (the block's sum, bias, residual, stores) */
+    ZGC_RP_ATT,   /* attention: its staging before the barrier, its items after */
+    ZGC_RP_OTHER, /* the rest: phase starts (shared memory free, LayerNorm parameters), the end */
+    ZGC_RP_CONS,  /* the consumers in all */
+    ZGC_RP_EMPTY, /* the producer waiting for a free stage (the ring full: the consumers behind) */
+    ZGC_RP_ISSUE, /* the producer issuing its copies */
+    ZGC_RP_NS,    /* the consumers in all, ns */
+    ZGC_RP_N
+};
+struct zgc_ring_prof {
+    unsigned long long *s;           /* this block's slots; NULL: this thread records nothing */
+    long long last;                  /* the thread's previous mark */
+    long long acc[ZGC_RP_N];         /* in registers (every lap's k is a constant): added to s once, at the end */
+    __device__ void lap(int k) {
+        if (s) {
+            long long n = clock64();
+            acc[k] += n - last;
+            last = n;
+        }
+    }
+    __device__ void flush() {
+        if (s)
+            for (int k = 0; k < ZGC_RP_N; k++) s[k] += (unsigned long long)acc[k];
+    }
+};
+__device__ __forceinline__ unsigned long long zgc_globaltimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+    return t;
+}
+
 /* The ring's position, walked identically by the producer and the consumers. */
 struct zgc_ring {
     char *buf; /* stages x ZGC_RING_STAGE */
@@ -100,7 +141,8 @@ struct zgc_ring_walk {
 
 /* Producer (one thread): every stage of product w (OC, K) for block bid of nblk, into the ring. */
 template <typename T>
-__device__ __forceinline__ void zgc_ring_produce(zgc_ring &rg, const T *w, int K, int OC, int bid, int nblk) {
+__device__ __forceinline__ void zgc_ring_produce(zgc_ring &rg, const T *w, int K, int OC, int bid, int nblk,
+                                                 zgc_ring_prof &pf) {
     const zgc_ring_walk wk(K, OC, bid, nblk);
     const size_t rowb = (size_t)K * sizeof(T);
     for (int gi = 0; gi < wk.ng; gi++) {
@@ -108,7 +150,9 @@ __device__ __forceinline__ void zgc_ring_produce(zgc_ring &rg, const T *w, int K
         for (int s = 0; s < wk.nseg; s++) {
             size_t off = (size_t)s * ZGC_RING_SEGK * sizeof(T);
             unsigned bytes = (unsigned)min((size_t)ZGC_RING_SEGK * sizeof(T), rowb - off);
+            pf.lap(ZGC_RP_ISSUE);
             zgc_mbar_wait(&rg.empty[rg.slot], rg.parity ^ 1u); /* the first pass finds every stage free */
+            pf.lap(ZGC_RP_EMPTY);
             zgc_mbar_expect(&rg.full[rg.slot], ZGC_GEMV2_COLS * bytes);
             char *st = rg.buf + (size_t)rg.slot * ZGC_RING_STAGE;
             for (int r = 0; r < ZGC_GEMV2_COLS; r++)
@@ -123,7 +167,8 @@ __device__ __forceinline__ void zgc_ring_produce(zgc_ring &rg, const T *w, int K
  * in flight. The same chunks, mma, order of sums and epilogue as v2, so the same bits. */
 template <typename T, bool LN, typename Wait>
 __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_ring &rg, int bid, int nblk,
-                                                 int4 *xs_raw, zgc_gemv2_red &red, Wait wait) {
+                                                 int4 *xs_raw, zgc_gemv2_red &red, zgc_ring_prof &pf,
+                                                 Wait wait) {
     constexpr int W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
     const int N = a.N, C = a.C, OC = a.OC;
     const zgc_ring_walk wk(C, OC, bid, nblk);
@@ -131,8 +176,9 @@ __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_r
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, r = lane / 4, q = lane % 4;
     const int4 zero = make_int4(0, 0, 0, 0);
     if (LN) zgc_gemv2_ln_params<T>(a, xs_raw, nv, ZGC_RING_CONSUMERS);
-    wait();
+    wait(); /* marks its own laps */
     zgc_gemv2_stage_rows<T, LN>(a, xs_raw, nv, ZGC_RING_CONSUMERS, [] { zgc_ring_sync(); });
+    pf.lap(ZGC_RP_STAGE);
     const int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
     for (int gi = 0; gi < wk.ng; gi++) {
         const int g = bid + gi * nblk, o = g * G + oc;
@@ -143,6 +189,7 @@ __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_r
         }
         for (int s = 0; s < wk.nseg; s++) {
             zgc_mbar_wait(&rg.full[rg.slot], rg.parity);
+            pf.lap(ZGC_RP_FULL);
             const char *st = rg.buf + (size_t)rg.slot * ZGC_RING_STAGE + r * ZGC_RING_ROWB;
 #pragma unroll
             for (int u = 0; u < 4; u++) {
@@ -160,6 +207,7 @@ __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_r
             __syncwarp();
             if (lane == 0) zgc_mbar_arrive(&rg.empty[rg.slot]); /* this warp is done with the stage */
             rg.advance();
+            pf.lap(ZGC_RP_MMA);
         }
         /* the group's 8 warp fragments, in warp order (v2's epilogue) */
         const int p = gi & 1;
@@ -167,6 +215,7 @@ __device__ __forceinline__ void zgc_ring_consume(const zgc_gemv2_op<T> &a, zgc_r
         red[p][warp][lane][1] = d[1];
         zgc_ring_sync();
         if (on < N && o < OC) zgc_gemv2_store<T>(red[p], on, oc, o, OC, eb, er, a.out, a.pre_gelu);
+        pf.lap(ZGC_RP_EPI);
     }
 }
 
