@@ -1,9 +1,10 @@
-// The fixed costs under the decode step's persistent kernel (issue 21, v0.22; docs/PERFORMANCE.md), with no
-// zgpt code: a grid barrier (cooperative_groups, a counter, a two-level counter) against an empty PDL kernel
+// The fixed costs under the decode step's persistent kernel (issue 21, v0.22-v0.23; docs/PERFORMANCE.md), with
+// no zgpt code: a grid barrier (cooperative_groups, a counter, a two-level counter) against an empty PDL kernel
 // boundary, 240 of each; then 2.95 GB streamed as GPT-2 XL's 192 products are (qkv, proj, fc, fcproj bytes per
 // layer): a kernel per product with and without PDL, one kernel for all, one persistent kernel with a barrier
-// per product, and through a producer warp's shared-memory ring (decode_ring.cuh's design) with consumers
-// behind a counter barrier. Medians of 10 timed runs after 2, CUDA events.
+// per product, and through a producer warp's shared-memory ring with consumers behind a counter barrier (the
+// design of v0.22's ring kernel, removed in v0.23), its stages dealt three ways (ring_walk). Medians of 10
+// timed runs after 2, CUDA events.
 // Build and run on the GPU machine: nvcc -O3 -arch=sm_90 -std=c++17 -o /tmp/decode_barrier bench/decode_barrier.cu && /tmp/decode_barrier
 #include <cooperative_groups.h>
 #include <cstdio>

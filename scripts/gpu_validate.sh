@@ -75,13 +75,12 @@
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
 #            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block, with ZGPT_DECODE_COMBINE=kernel (v0.15's
-#            attention combine), with ZGPT_LT_WARMUP=0 and with ZGPT_DECODE_LAYERS=3 (the layers as one
-#            persistent kernel, the weight ring): the same text as the defaults'; B=8 with ZGPT_GEMV_MAX_N=1 (cuBLASLt's
-#            products, v0.18's auto): tokens/s; each run's time split (KV cache, prompt, start, steady state) and
-#            steady-state ms/step beside the headline tokens/s (ZG_GEN_VARS="layers3 ..." runs only the named
-#            variants); ~5-7 min
+#            attention combine) and with ZGPT_LT_WARMUP=0: the same text as the defaults'; B=8 with
+#            ZGPT_GEMV_MAX_N=1 (cuBLASLt's products, v0.18's auto): tokens/s; each run's time split (KV cache,
+#            prompt, start, steady state) and steady-state ms/step beside the headline tokens/s
+#            (ZG_GEN_VARS="nopdl ltw0 ..." runs only the named variants); ~5-7 min
 #            (not in the default list)
-#   decode   issue 21 (ZG_DEC_VARS="auto layers3 ...": only those step-graph variants, no per-op rows or product
+#   decode   issue 21 (ZG_DEC_VARS="auto v2g4 ...": only those step-graph variants, no per-op rows or product
 #            tables: a short call): the decode-step op bench (ZG_BENCH_ONLY=decode): each op with ZGPT_DECODE=old (cuBLASLt
 #            products, one block per head, the one-block sampler reading global memory each pass, no PDL) and
 #            =new (gemv_cuda.cu, split decode attention, the multi-block sampler, PDL), and the whole XL step as
@@ -93,8 +92,7 @@
 #            and with every few-row product in one kernel (ZGPT_GEMV=v1 / v2; v2g1: one block per SM;
 #            v2nopf: no L2 prefetch before the PDL wait, 2 blocks per SM (v0.19's auto); v2g3: 3 blocks per SM (auto since v0.20);
 #            v2g3r: 3 per SM with registers for 4; v2g4: 4 per SM; oneblk: decode attention one block per (row, head)
-#            at every B, auto's rule at B=8 before v0.18; layers3: the 48 layers as one persistent kernel, the
-#            weights streamed through a ring, ZGPT_DECODE_LAYERS=3, a note against auto) (tokens/s of the graph alone; the goals 500 and
+#            at every B, auto's rule at B=8 before v0.18) (tokens/s of the graph alone; the goals 500 and
 #            2,500 apply to gen's end-to-end runs); the sampler's verdict (<= 0.05 ms), top-p also with
 #            v0.13's radix top-p on the cluster kernel (ZGPT_SAMPLE=cluster-v13: the "(v13)" rows); each XL
 #            product alone and 48 x 4 chained in a graph with cuBLASLt / v1 / v2 (GB/s of weights; v2's
@@ -1210,7 +1208,7 @@ if has decode; then
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
     # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4 layers3; do
+    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms; dms${b}_$v=\$ms"
@@ -1230,9 +1228,8 @@ if has decode; then
     note "decode step graph B=$b: attention combine fused (auto) $(na "$ams") ms against a kernel of its own (comb2)" \
          "$(na "${dms_comb2:-}") ms: saves $(awk -v a="${dms_comb2:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
     # against auto, a gain being a lower ms: the L2 prefetch of the next product's weights (issue 21, v0.14;
-    # pf / pflast), and the 48 layers as one persistent kernel, the weights streamed through a shared-memory
-    # ring by a producer warp per SM (layers3: ZGPT_DECODE_LAYERS=3, v0.22; v0.21's form, =1 / =2, was removed)
-    for v in "pf L2 prefetch" "pflast L2 prefetch" "layers3 layers as one kernel with a weight ring"; do
+    # pf / pflast)
+    for v in "pf L2 prefetch" "pflast L2 prefetch"; do
       read -r v what <<< "$v"
       eval "pms=\${dms_$v:-}"
       note "decode step graph B=$b: $what $v $(na "$pms") ms against auto $(na "$ams") ms: saves" \
@@ -1317,9 +1314,7 @@ if has gen; then
   for B in 1 8; do
     # ltw0: cuBLASLt's start-up at the first product instead of on a thread during the load (v0.20): the
     # same text, the prompt's time with the start-up in it
-    # layers3: the 48 layers as one persistent kernel with the weight ring (v0.22; the same bits, so the same text)
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0" \
-        "layers3 ZGPT_DECODE_LAYERS=3"; do
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0"; do
       read -r vn venv <<< "$var"
       [ -n "${ZG_GEN_VARS:-}" ] && ! grep -qw "$vn" <<< "$ZG_GEN_VARS" && continue
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \

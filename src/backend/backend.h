@@ -89,31 +89,6 @@ typedef struct {
     uint64_t seed;         /* the row's generator key */
 } zg_sample_row;
 
-/* A decode step's transformer layers for the decode_layers op: layer l's tensor i is at
- * p[i] + l * step[i] bytes (step 0: one tensor for every layer). The twelve parameters in the model's
- * order (param_dtype), then each layer's K and V caches (B,NH,maxT,hs) (act_dtype). */
-enum {
-    ZG_DEC_LN1W = 0,
-    ZG_DEC_LN1B,
-    ZG_DEC_QKVW,
-    ZG_DEC_QKVB,
-    ZG_DEC_PROJW,
-    ZG_DEC_PROJB,
-    ZG_DEC_LN2W,
-    ZG_DEC_LN2B,
-    ZG_DEC_FCW,
-    ZG_DEC_FCB,
-    ZG_DEC_FCPROJW,
-    ZG_DEC_FCPROJB,
-    ZG_DEC_KCACHE,
-    ZG_DEC_VCACHE,
-    ZG_DEC_TENSORS
-};
-typedef struct {
-    void *p[ZG_DEC_TENSORS];
-    long long step[ZG_DEC_TENSORS];
-} zg_decode_layers;
-
 /* A recorded sequence of ops on the compute stream (a CUDA graph), replayed with graph_launch. */
 typedef struct zg_graph zg_graph;
 
@@ -265,16 +240,6 @@ typedef struct {
      * prompt lengths thus run in one batch at one position (a row's prompt overrides its draws). */
     void (*decode_advance)(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
                            const int32_t *plen, int B, int maxT);
-    /* decode_layers: the L transformer layers of a decode step (what a model issues per layer with the
-     * position in backend memory: layernorm_matmul_forward into qkv (B,3C), attention_decode into atty
-     * (B,C), matmul_forward into y = x + ..., layernorm_matmul_forward into fchg = gelu(fch) (B,4C),
-     * matmul_forward into x = y + ...) as one op, with the same results bit for bit. x (B,C) holds the
-     * embedded rows and receives the last layer's output; y, qkv, atty, fch and fchg are work buffers of B
-     * rows. Returns 1 when it ran them, 0 when it has no form for this call (the caller issues the
-     * per-layer ops). NULL: the backend has no such op (the CPU). The CUDA backend runs one persistent
-     * kernel with ZGPT_DECODE_LAYERS=3 (docs/CUDA.md). */
-    int (*decode_layers)(zg_backend *be, const zg_decode_layers *layers, int L, void *x, void *y, void *qkv, void *atty,
-                         void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH);
     /* Recording: graph_begin starts recording the ops issued on the compute stream (they do not run);
      * graph_end stops and returns the recording, or NULL with an error when it failed (the ops issued
      * meanwhile did not run: issue them again directly). graph_launch runs a recording (asynchronous,

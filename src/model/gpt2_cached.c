@@ -93,37 +93,6 @@ static void decode_prefetch(gpt2_model *m, const void *w, size_t rows, size_t co
     m->be->ops->prefetch(m->be, w, rows * cols * zg_dtype_size(m->be->param_dtype));
 }
 
-/* A decode step's layers as the backend's decode_layers op (one persistent kernel on CUDA), where the
- * backend has one and takes these shapes, and the layers' tensors are one stride apart (the model's
- * contiguous parameters; not with ZeRO-3's hooks, which bring a layer in only at its turn). 1: it ran
- * them; 0: the caller issues the per-layer ops. */
-static int decode_layers(gpt2_model *m, int B, const int32_t *pos_dev) {
-    kv_state *kv = m->kv;
-    zg_backend *be = m->be;
-    int L = m->cfg.n_layer;
-    if (be->ops->decode_layers == NULL || m->hooks.before_layer != NULL || m->hooks.after_layer != NULL) return 0;
-    zg_decode_layers t;
-    for (int l = 0; l < L; l++) {
-        layer_params p = gpt2_layer_ptrs(m, 0, l);
-        void *at[ZG_DEC_TENSORS] = {p.ln1w, p.ln1b, p.qkvw, p.qkvb,    p.attprojw, p.attprojb,    p.ln2w,
-                                    p.ln2b, p.fcw,  p.fcb,  p.fcprojw, p.fcprojb,  kv->kcache[l], kv->vcache[l]};
-        for (int i = 0; i < ZG_DEC_TENSORS; i++) {
-            if (l == 0) {
-                t.p[i] = at[i];
-                t.step[i] = 0;
-                continue;
-            }
-            long long d = (long long)((char *)at[i] - (char *)t.p[i]);
-            if (l == 1)
-                t.step[i] = d;
-            else if (d != (long long)l * t.step[i])
-                return 0;
-        }
-    }
-    return be->ops->decode_layers(be, &t, L, kv->x, kv->y, kv->qkv, kv->atty, kv->fch, kv->fchg, pos_dev, B, kv->maxT,
-                                  m->cfg.n_embd, m->cfg.n_head);
-}
-
 /* The layers and LM head of a cached forward over kv->x (B*Tn rows, embedded already): positions
  * pos..pos+Tn-1, or with pos_dev (Tn 1) the position in backend memory (a decode step). Logits of each
  * row's last position go to kv->logits (B,Vp). */
@@ -134,8 +103,7 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
     int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, N = B * Tn, Vp = m->cfg.padded_vocab_size;
     size_t asz = zg_dtype_size(be->act_dtype), c = (size_t)C;
     int pf = pos_dev != NULL && decode_prefetch_on(m); /* a decode step */
-    int done = pos_dev != NULL && decode_layers(m, B, pos_dev);
-    for (int l = 0; l < L && !done; l++) {
+    for (int l = 0; l < L; l++) {
         gpt2_hook_before(m, l, 0);
         layer_params p = gpt2_layer_ptrs(m, 0, l);
         /* issued before product k: product k+1's weights, streamed while product k runs (layer l's qkv:

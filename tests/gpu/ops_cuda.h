@@ -131,9 +131,7 @@ void oc_test_sample_small(void);
 void oc_test_sample_top_p(void);
 
 /* ---- ops_cuda_decode.c */
-zg_decode_layers oc_dec_layers(void *wts, void *gain, void *bias, void *kc, void *vc, int C, size_t kvn);
 void oc_test_decode_graph(void);
-void oc_test_decode_layers(void);
 void oc_test_decode_ops(void);
 void oc_test_decode_pdl(void);
 void oc_test_decode_prefetch_env(void);

@@ -23,9 +23,8 @@
  * groups 3 to a block instead of 8 blocks doing a fourth), v2nopf keeps v0.19's 2; v2g3r: 3 per SM with
  * registers for 4 (64 a thread: a block of the next product fits beside 3 running ones, for PDL's early
  * start); v2g4: 4 per SM with registers for 4 (no room left for the next product's blocks); v2g3pf: auto's v2
- * (ZGPT_GEMV unset) with the 64 KB L2 prefetch before the wait (ZGPT_GEMV_PREFETCH=1). layers3: auto with the 48
- * layers as one persistent kernel, the weights streamed through a ring (ZGPT_DECODE_LAYERS=3; v0.21's layers,
- * layers2 and layerspf went with its form in v0.22). */
+ * (ZGPT_GEMV unset) with the 64 KB L2 prefetch before the wait (ZGPT_GEMV_PREFETCH=1). (layers, layers2, layerspf
+ * and layers3, the 48 layers as one persistent kernel, went with that kernel in v0.22 and v0.23.) */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
 enum { GEMV_KINDS = 9 };
 static const struct {
@@ -39,33 +38,30 @@ static const struct {
                            {"v2g3r", "v2", "3", "4", "0"},
                            {"v2g4", "v2", "4", "4", "0"},
                            {"v2g3pf", NULL, NULL, NULL, "1"}};
-enum { DEC_VARIANTS = 23 };
+enum { DEC_VARIANTS = 20 };
 static const struct {
-    const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine, *layers; /* NULL: unset */
+    const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
-} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL, NULL, NULL, -1},
-                               {"new", "new", NULL, "cluster", NULL, NULL, NULL, NULL, -1},
-                               {"auto", NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1},
-                               {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, NULL, -1},
-                               {"split", "split", NULL, NULL, NULL, NULL, NULL, NULL, -1},
-                               {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, NULL, -1},
-                               {"block", NULL, NULL, "block", NULL, NULL, NULL, NULL, -1},
-                               {"v012", NULL, "0", "block", NULL, NULL, "kernel", NULL, -1},
-                               {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, NULL, -1},
-                               {"pf", NULL, NULL, NULL, NULL, "1", NULL, NULL, -1},
-                               {"pflast", NULL, NULL, NULL, NULL, "2", NULL, NULL, -1},
-                               {"v1", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1},
-                               {"v2", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2},
-                               {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 3},
-                               {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 4},
-                               {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", NULL, -1},
-                               {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, NULL, -1},
-                               {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 5},
-                               {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 6},
-                               {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, NULL, 7},
-                               {"layers3", NULL, NULL, NULL, NULL, NULL, NULL, "3", -1},
-                               {"pfride", NULL, NULL, NULL, NULL, "3", NULL, NULL, -1},
-                               {"pfride41", NULL, NULL, NULL, NULL, "3", NULL, NULL, -1}};
+} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL, NULL, -1},
+                               {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
+                               {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},
+                               {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"split", "split", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
+                               {"block", NULL, NULL, "block", NULL, NULL, NULL, -1},
+                               {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
+                               {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},
+                               {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
+                               {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},
+                               {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
+                               {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},
+                               {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
+                               {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},
+                               {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
+                               {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, 5},
+                               {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, 6},
+                               {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, 7}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -88,12 +84,11 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
     dec_env("ZGPT_DECODE_PREFETCH", dec_variant[v].prefetch);
     dec_env("ZGPT_DECODE_COMBINE", dec_variant[v].combine);
-    dec_env("ZGPT_DECODE_LAYERS", dec_variant[v].layers);
     gemv_env(dec_variant[v].gemv);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
     return buf;
 }
-/* ZG_DEC_VARS="auto layers3 ...": only those step-graph variants, and none of the per-op rows or product tables
+/* ZG_DEC_VARS="auto v2g4 ...": only those step-graph variants, and none of the per-op rows or product tables
  * (a short device call); unset: everything */
 static int dec_only(void) {
     const char *v = getenv("ZG_DEC_VARS");
@@ -101,7 +96,6 @@ static int dec_only(void) {
 }
 static int dec_wanted(const char *name) { return zt_env_selects("ZG_DEC_VARS", name); }
 static void dec_unset(void) {
-    unsetenv("ZGPT_DECODE_LAYERS");
     unsetenv("ZGPT_DECODE_PREFETCH");
     unsetenv("ZGPT_DECODE_COMBINE");
     unsetenv("ZGPT_GEMV_MAX_N");
@@ -142,23 +136,17 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
          *pre = oc_dev_rand(be, ZG_BF16, (size_t)B * 4 * C, 1.f, NULL);
     void *gain = oc_dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
          *bias = oc_dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
-    void *y = oc_dev_rand(be, ZG_BF16, (size_t)B * C, 1.f, NULL);
     const zg_backend_ops *op = be->ops;
-    /* the layers as decode_layers takes them (layers3); y its own buffer (the per-op form below adds
-     * in place) */
-    zg_decode_layers tab = oc_dec_layers(wts, gain, bias, kc, vc, C, kvn);
     /* with the prefetches as gpt2.c issues them (each acts only under ZGPT_DECODE_PREFETCH=1|2: pf, pflast) */
 #define DEC_STEP()                                                                                                     \
     do {                                                                                                               \
         op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
-        int one_ = op->decode_layers(be, &tab, NL, x, y, qkv, att, pre, h, pos, B, maxT, C, NH);                       \
-        for (int l = 0; l < NL && !one_; l++) {                                                                        \
+        for (int l = 0; l < NL; l++) {                                                                                 \
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
             void *wqkv = wl, *wproj = wl + (size_t)3 * C * C * 2, *wfc = wl + (size_t)4 * C * C * 2,                   \
                  *wfp = wl + (size_t)8 * C * C * 2;                                                                    \
             op->prefetch(be, wproj, (size_t)C *C * 2);                                                                 \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wqkv, bias, B, C, 3 * C);                   \
-            if (ride_) op->prefetch(be, wfc, ride_);                                                                   \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  pos, B, maxT, C, NH);                                                                 \
             op->prefetch(be, wfc, (size_t)4 * C * C * 2);                                                              \
@@ -173,16 +161,10 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
         op->sample(be, ids, logits, drows, pos + 1, B, V, Vp);                                                         \
     } while (0)
     float step_ms[DEC_VARIANTS] = {0};
-    size_t ride_ = 0; /* pfride, pfride41: the range attention carries (fc; fc and fc projection, adjacent here) */
     for (int v = 0; v < DEC_VARIANTS; v++) {
         if (!dec_wanted(dec_variant[v].name)) continue;
-        ride_ = strncmp(dec_variant[v].name, "pfride", 6) != 0 ? 0
-                : dec_variant[v].name[6] ? (size_t)8 * C * C * 2
-                                         : (size_t)4 * C * C * 2;
         char lab[96];
         dec_label(lab, sizeof lab, "decode step graph, 48 layers + head + top-k", v);
-        if (dec_variant[v].layers && !op->decode_layers(be, &tab, NL, x, y, qkv, att, pre, h, pos, B, maxT, C, NH))
-            printf("| %-34s | decode_layers declined: the per-op kernels run |\n", lab);
         DEC_STEP(); /* plans and scratch made outside the recording, as generation does */
         ZT_CHECK(op->graph_begin(be) == 0);
         DEC_STEP();
@@ -205,7 +187,7 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
             printf("\nDECSTEP B=%d %s ms %.4f tok_s %.1f", B, dec_variant[v].name, step_ms[v],
                    step_ms[v] > 0 ? B / (step_ms[v] * 1e-3) : 0.0);
     printf("\n");
-    void *ptrs[] = {wts, kc, vc, x, y, ln, qkv, att, h, pre, gain, bias};
+    void *ptrs[] = {wts, kc, vc, x, ln, qkv, att, h, pre, gain, bias};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 

@@ -1,24 +1,11 @@
 /* gpu_test_ops_cuda, the decode step: PDL changes no bit, the decode ops, decode_advance under a graph, the
- * layers as one persistent kernel (decode_layers), the settings' refusals. */
+ * settings' refusals. */
 #include "ops_cuda.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The layers of these tests' buffers as decode_layers takes them (bf16): per layer 12 C^2 weights (qkv,
- * projection, fc, fc projection) and kvn cache elements, one stride apart; one gain and one bias for every
- * layer. */
-zg_decode_layers oc_dec_layers(void *wts, void *gain, void *bias, void *kc, void *vc, int C, size_t kvn) {
-    size_t cc = (size_t)C * C, lw = 12 * cc;
-    char *w = (char *)wts;
-    zg_decode_layers t = {
-        {gain, bias, w, bias, w + 3 * cc * 2, bias, gain, bias, w + 4 * cc * 2, bias, w + 8 * cc * 2, bias, kc, vc},
-        {0, 0, (long long)lw * 2, 0, (long long)lw * 2, 0, 0, 0, (long long)lw * 2, 0, (long long)lw * 2, 0,
-         (long long)kvn * 2, (long long)kvn * 2}};
-    return t;
-}
 
 /* A decode step of a small GPT-2-shaped model (4 layers, C 768, the GPT-2 vocabulary), as generation
  * records it: encoder at the device position, per layer the fused LayerNorm + qkv product, decode
@@ -60,15 +47,12 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     op->upload(be, dpos, pos, sizeof pos);
     op->upload(be, drows, rows, (size_t)B * sizeof *rows);
     for (int b = 0; b < B; b++) op->upload(be, dtok + b, &seq[(size_t)b * maxT], 4);
-    zg_decode_layers tab = oc_dec_layers(wts, gain, bias, kc, vc, C, kvn);
-    /* the prefetches as gpt2.c issues them: before each product, the next product's weights; the layers
-         * as one op where decode_layers takes them (ZGPT_DECODE_LAYERS=3) */
+    /* the prefetches as gpt2.c issues them: before each product, the next product's weights */
 #define PDL_STEP()                                                                                                     \
     do {                                                                                                               \
         op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
         op->encoder_forward_at(be, x, dtok, wte, wpe, dpos, B, C);                                                     \
-        int one_ = op->decode_layers(be, &tab, NL, x, y, qkv, att, pre, h, dpos, B, maxT, C, NH);                      \
-        for (int l = 0; l < NL && !one_; l++) {                                                                        \
+        for (int l = 0; l < NL; l++) {                                                                                 \
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
             op->prefetch(be, wl + (size_t)3 * C * C * 2, (size_t)C * C * 2);                                           \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wl, bias, B, C, 3 * C);                     \
@@ -136,10 +120,8 @@ void oc_test_decode_pdl(void) {
                 unsetenv("ZGPT_GEMV");
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
              * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct, the split
-             * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph, the layers as
-             * one persistent kernel with the weight ring (ZGPT_DECODE_LAYERS=3) graph and direct, and the
-             * prefetch riding in decode attention (ZGPT_DECODE_PREFETCH=3) graph */
-            enum { RUNS = 12 };
+             * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph */
+            enum { RUNS = 9 };
             int32_t *seq[RUNS];
             float *x[RUNS];
             for (int r = 0; r < RUNS; r++) {
@@ -147,14 +129,12 @@ void oc_test_decode_pdl(void) {
                 x[r] = malloc((size_t)B * C * 4);
                 setenv("ZGPT_PDL", r == 1 || r == 3 ? "0" : "1", 1);
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
-                setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : (r == 11 ? "3" : "0")), 1);
+                setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
                 setenv("ZGPT_DECODE_COMBINE", r == 8 ? "kernel" : "fused", 1);
-                setenv("ZGPT_DECODE_LAYERS", r == 9 || r == 10 ? "3" : "0", 1);
-                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7 && r != 10, STEPS, seq[r], x[r]);
+                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7, STEPS, seq[r], x[r]);
             }
             unsetenv("ZGPT_DECODE_PREFETCH");
             unsetenv("ZGPT_DECODE_COMBINE");
-            unsetenv("ZGPT_DECODE_LAYERS");
             static const char *const names[RUNS] = {"PDL graph",
                                                     "no PDL graph",
                                                     "PDL direct",
@@ -163,10 +143,7 @@ void oc_test_decode_pdl(void) {
                                                     "prefetch graph",
                                                     "prefetch evict_last graph",
                                                     "prefetch direct",
-                                                    "combine kernel graph",
-                                                    "layers ring kernel graph",
-                                                    "layers ring kernel direct",
-                                                    "prefetch in attention graph"};
+                                                    "combine kernel graph"};
             int moved = 0;
             for (int b = 0; b < B; b++)
                 for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];
@@ -291,143 +268,29 @@ void oc_test_decode_prefetch_env(void) {
                      "the refusal does not name the value in one line: %s", msg);
         zg_error_clear();
     }
-    /* v0.21's values (1, 2: its persistent kernel, removed in v0.22) are refused too, not run as something else */
-    setenv("ZGPT_DECODE_LAYERS", "1", 1);
+    /* the persistent decode kernel's values (1, 2: v0.21; 3: v0.22's weight ring; removed in v0.23) are refused,
+     * not silently run per op; 0 (what runs) is accepted */
+    static const char *const gone[3] = {"1", "2", "3"};
+    for (int i = 0; i < 3; i++) {
+        setenv("ZGPT_DECODE_LAYERS", gone[i], 1);
+        zg_backend *be = NULL;
+        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+        int rc = zg_backend_cuda_create(&be, &cfg);
+        unsetenv("ZGPT_DECODE_LAYERS");
+        char want[32];
+        snprintf(want, sizeof want, "ZGPT_DECODE_LAYERS=%s", gone[i]);
+        ZT_CHECK_MSG(rc != 0 && be == NULL && strstr(zg_error_message(), want) != NULL &&
+                         strstr(zg_error_message(), "removed") != NULL,
+                     "%s was accepted, or its refusal does not say it was removed: %s", want, zg_error_message());
+        if (be) zg_backend_destroy(be);
+        zg_error_clear();
+    }
+    setenv("ZGPT_DECODE_LAYERS", "0", 1);
     zg_backend *be = NULL;
     zg_backend_config cfg = {"cuda", -1, ZG_BF16};
     int rc = zg_backend_cuda_create(&be, &cfg);
     unsetenv("ZGPT_DECODE_LAYERS");
-    ZT_CHECK_MSG(rc != 0 && be == NULL && strstr(zg_error_message(), "ZGPT_DECODE_LAYERS=1") != NULL,
-                 "ZGPT_DECODE_LAYERS=1 was accepted");
+    ZT_CHECK_MSG(rc == 0 && be != NULL, "ZGPT_DECODE_LAYERS=0 was refused: %s", zg_error_message());
     if (be) zg_backend_destroy(be);
     zg_error_clear();
-}
-
-/* decode_layers (ZGPT_DECODE_LAYERS=3: a decode step's layers as one persistent kernel) against the
- * per-layer ops it stands for, bitwise: the last layer's x, y, fch and fchg, and every layer's K and V cache
- * (the new position written, the rest kept). Each layer has its own weights, LayerNorm parameters and
- * caches (one allocation, one stride apart, as the model's); run directly and replayed from a recording
- * (the cooperative launch recorded), each from the same state (the combine's counters left at 0). */
-static void layers_case(int dti, int B, int C, int NH, int NL, int maxT, int t, const char *mode) {
-    zg_backend *be = oc_be[dti];
-    zg_dtype dt = be->act_dtype;
-    const zg_backend_ops *op = be->ops;
-    size_t c = (size_t)C, es = 2;
-    size_t lw = 12 * c * c + 13 * c; /* a layer's parameters (elements), in the model's order */
-    size_t off[12] = {0}, len[12] = {c, c, 3 * c * c, 3 * c, c * c, c, c, c, 4 * c * c, 4 * c, 4 * c * c, c};
-    for (int i = 1; i < 12; i++) off[i] = off[i - 1] + len[i - 1];
-    size_t kvn = (size_t)B * maxT * c; /* one layer's K (or V) cache */
-    float *host = malloc(lw * NL * sizeof(float));
-    for (size_t i = 0; i < lw * NL; i++) {
-        size_t k = i % lw;
-        int which = 11;
-        while (off[which] > k) which--;
-        float u = zt_rand_uniform(&oc_rng);
-        /* gains about 1, biases 0.1, weights 0.03 */
-        host[i] = which == 0 || which == 6 ? 1.0f + 0.2f * u : (which % 2 == 1 ? 0.1f * u : 0.03f * u);
-    }
-    void *wts = op->alloc(be, lw * NL * es, "decode_layers weights");
-    op->upload_f32(be, wts, dt, host, lw * NL);
-    free(host);
-    void *kc0 = oc_dev_rand(be, dt, NL * kvn, 1.0f, NULL), *vc0 = oc_dev_rand(be, dt, NL * kvn, 1.0f, NULL);
-    void *x0 = oc_dev_rand(be, dt, (size_t)B * c, 1.0f, NULL);
-    void *kc = oc_dev_nan(be, dt, NL * kvn), *vc = oc_dev_nan(be, dt, NL * kvn), *x = oc_dev_nan(be, dt, B * c),
-         *y = oc_dev_nan(be, dt, B * c), *ln = oc_dev_nan(be, dt, B * c), *qkv = oc_dev_nan(be, dt, B * 3 * c),
-         *att = oc_dev_nan(be, dt, B * c), *fch = oc_dev_nan(be, dt, B * 4 * c), *fchg = oc_dev_nan(be, dt, B * 4 * c);
-    int32_t pos[2] = {t, t + 1}, *dpos = op->alloc(be, sizeof pos, "pos");
-    op->upload(be, dpos, pos, sizeof pos);
-    zg_decode_layers tab;
-    for (int i = 0; i < 12; i++) {
-        tab.p[i] = (char *)wts + off[i] * es;
-        tab.step[i] = (long long)(lw * es);
-    }
-    tab.p[ZG_DEC_KCACHE] = kc;
-    tab.p[ZG_DEC_VCACHE] = vc;
-    tab.step[ZG_DEC_KCACHE] = tab.step[ZG_DEC_VCACHE] = (long long)(kvn * es);
-#define LAYERS_RESET()                                                                                                 \
-    do {                                                                                                               \
-        op->copy(be, x, x0, B *c *es);                                                                                 \
-        op->copy(be, kc, kc0, NL *kvn *es);                                                                            \
-        op->copy(be, vc, vc0, NL *kvn *es);                                                                            \
-    } while (0)
-    /* the results: x, y, fch, fchg, the K caches, the V caches */
-    size_t n[6] = {B * c, B * c, B * 4 * c, B * 4 * c, NL * kvn, NL * kvn};
-    const void *bufs[6] = {x, y, fch, fchg, kc, vc};
-    static const char *const names[6] = {"x", "y", "fch", "fchg", "K cache", "V cache"};
-    float *ref[6], *got[6];
-    /* the per-layer ops, as the model issues them (decode_layers declines with the variable unset) */
-    unsetenv("ZGPT_DECODE_LAYERS");
-    LAYERS_RESET();
-    ZT_CHECK(op->decode_layers(be, &tab, NL, x, y, qkv, att, fch, fchg, dpos, B, maxT, C, NH) == 0);
-    for (int l = 0; l < NL; l++) {
-        char *w = (char *)wts + (size_t)l * lw * es;
-#define P(i) (w + off[i] * es)
-        op->layernorm_matmul_forward(be, qkv, NULL, ln, x, P(0), P(1), P(2), P(3), B, C, 3 * C);
-        op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * es, (char *)vc + (size_t)l * kvn * es, dpos,
-                             B, maxT, C, NH);
-        op->matmul_forward(be, y, NULL, att, P(4), P(5), x, B, C, C);
-        op->layernorm_matmul_forward(be, fchg, fch, ln, y, P(6), P(7), P(8), P(9), B, C, 4 * C);
-        op->matmul_forward(be, x, NULL, fchg, P(10), P(11), y, B, 4 * C, C);
-#undef P
-    }
-    for (int k = 0; k < 6; k++) ref[k] = oc_dl(be, bufs[k], dt, n[k]);
-    setenv("ZGPT_DECODE_LAYERS", mode, 1);
-    for (int run = 0; run < 2; run++) { /* 0: direct, 1: a recording replayed */
-        for (int k = 0; k < 6; k++) oc_poison(be, (void *)bufs[k], dt, n[k]);
-        LAYERS_RESET();
-        int rc = -1;
-        if (run == 0) {
-            rc = op->decode_layers(be, &tab, NL, x, y, qkv, att, fch, fchg, dpos, B, maxT, C, NH);
-        } else {
-            ZT_CHECK(op->graph_begin(be) == 0);
-            rc = op->decode_layers(be, &tab, NL, x, y, qkv, att, fch, fchg, dpos, B, maxT, C, NH);
-            zg_graph *g = op->graph_end(be);
-            ZT_CHECK_MSG(g != NULL, "decode_layers could not be recorded: %s", zg_error_message());
-            if (g) op->graph_launch(be, g);
-            op->graph_destroy(be, g);
-        }
-        ZT_CHECK_MSG(rc == 1, "%s B=%d C=%d: decode_layers declined with ZGPT_DECODE_LAYERS=%s", oc_dt_name(dt), B, C,
-                     mode);
-        for (int k = 0; k < 6; k++) {
-            got[k] = oc_dl(be, bufs[k], dt, n[k]);
-            size_t first = n[k];
-            for (size_t i = 0; i < n[k] && first == n[k]; i++)
-                if (memcmp(&got[k][i], &ref[k][i], 4) != 0) first = i;
-            ZT_CHECK_MSG(first == n[k],
-                         "%s B=%d C=%d NH=%d layers %d t=%d ZGPT_DECODE_LAYERS=%s %s: %s differs from the per-layer "
-                         "ops' at element %zu (%g against %g)",
-                         oc_dt_name(dt), B, C, NH, NL, t, mode, run ? "replayed" : "direct", names[k], first,
-                         first < n[k] ? got[k][first] : 0.0, first < n[k] ? ref[k][first] : 0.0);
-            free(got[k]);
-        }
-    }
-    unsetenv("ZGPT_DECODE_LAYERS");
-#undef LAYERS_RESET
-    printf("  %s B=%d C=%d NH=%d, %d layers, position %d (%d chunks), ZGPT_DECODE_LAYERS=%s: bitwise, direct and "
-           "replayed\n",
-           oc_dt_name(dt), B, C, NH, NL, t, t / 64 + 1, mode);
-    for (int k = 0; k < 6; k++) free(ref[k]);
-    void *ptrs[] = {wts, kc0, vc0, x0, kc, vc, x, y, ln, qkv, att, fch, fchg, dpos};
-    for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) op->dealloc(be, ptrs[k]);
-}
-
-void oc_test_decode_layers(void) {
-    /* chunks: 3 (t in the third), 1 (t its last position), 2 (t the first of the second), 8 (GPT-2 XL's
-     * shape, t the last of 512), 1 with 8 rows of XL (the largest product stage) */
-    layers_case(1, 1, 768, 12, 3, 200, 130, "3");
-    layers_case(1, 3, 768, 12, 2, 100, 63, "3");
-    layers_case(2, 8, 768, 12, 2, 160, 64, "3");
-    layers_case(1, 1, 1600, 25, 4, 520, 511, "3"); /* 4 layers: more stages than the ring holds */
-    layers_case(2, 8, 1600, 25, 2, 96, 5, "3");
-    /* where it has no form it declines, and the caller runs the per-layer ops: fp32 (no tensor-core
-     * product), or a split attention's combine asked as a kernel of its own */
-    setenv("ZGPT_DECODE_LAYERS", "3", 1);
-    {
-        zg_backend *be = oc_be[0];
-        zg_decode_layers tab;
-        memset(&tab, 0, sizeof tab);
-        ZT_CHECK_MSG(be->ops->decode_layers(be, &tab, 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 64, 768, 12) == 0,
-                     "fp32: decode_layers did not decline");
-    }
-    unsetenv("ZGPT_DECODE_LAYERS");
 }

@@ -1,6 +1,6 @@
 /* GPT-2 model: configs and parameter table, initialisation statistics, a whole-model gradient
- * check, the logits' memory shared by the backward, hooks, GELU recompute, the KV-cache forward, the
- * decode step's layer table (decode_layers), HF export/import round trips and bad files. */
+ * check, the logits' memory shared by the backward, hooks, GELU recompute, the KV-cache forward, HF
+ * export/import round trips and bad files. */
 #include "backend/backend.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -620,98 +620,6 @@ static void test_kv_cache(void) {
     gpt2_free(&m);
 }
 
-/* ---- decode_layers: the table a decode step hands the backend ------------------------------------- */
-
-static struct {
-    const gpt2_model *m;
-    const zg_backend_ops *base; /* the CPU backend's own ops */
-    int calls, ret;
-} DL;
-
-/* The decode_layers op as the per-layer ops it stands for (backend.h), over the table: what a backend's form
- * must equal. Checks every parameter's address against the model's own; atty holds the LayerNorms (the op
- * has no such buffer, and atty is free at both). ret 0: declines, as a backend without a form does. */
-static int mock_decode_layers(zg_backend *be, const zg_decode_layers *t, int L, void *x, void *y, void *qkv, void *atty,
-                              void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH) {
-    DL.calls++;
-    ZT_CHECK(L == DL.m->cfg.n_layer && C == DL.m->cfg.n_embd && NH == DL.m->cfg.n_head && B == 2 && maxT == 8);
-    if (DL.ret == 0) return 0;
-    const zg_backend_ops *op = DL.base;
-    for (int l = 0; l < L; l++) {
-        char *a[ZG_DEC_TENSORS];
-        for (int i = 0; i < ZG_DEC_TENSORS; i++) a[i] = (char *)t->p[i] + (long long)l * t->step[i];
-        for (int i = 0; i < GPT2_LAYER_TENSORS; i++)
-            ZT_CHECK_MSG(a[i] == gpt2_param_ptr(DL.m, gpt2_tensor_of_layer(l) + i),
-                         "decode_layers table: layer %d tensor %d is not the model's", l, i);
-        op->layernorm_matmul_forward(be, qkv, NULL, atty, x, a[0], a[1], a[2], a[3], B, C, 3 * C);
-        op->attention_decode(be, atty, qkv, a[ZG_DEC_KCACHE], a[ZG_DEC_VCACHE], pos, B, maxT, C, NH);
-        op->matmul_forward(be, y, NULL, atty, a[4], a[5], x, B, C, C);
-        op->layernorm_matmul_forward(be, fchg, fch, atty, y, a[6], a[7], a[8], a[9], B, C, 4 * C);
-        op->matmul_forward(be, x, NULL, fchg, a[10], a[11], y, B, 4 * C, C);
-    }
-    return 1;
-}
-
-static void no_hook(void *ctx, int layer, int bwd) { (void)ctx, (void)layer, (void)bwd; }
-
-/* A prompt of 3 tokens per row, then 3 decode steps (tokens and position in backend memory, as generation
- * runs them): the logits (B,Vp) of each step into out. */
-static void decode_run(gpt2_model *m, float *out) {
-    enum { B = 2 };
-    int Vp = m->cfg.padded_vocab_size;
-    float *first = zg_malloc((size_t)B * m->cfg.vocab_size * sizeof(float));
-    ZT_CHECK(gpt2_kv_alloc(m, B, 8) == 0);
-    int32_t prompt[B * 3] = {3, 1, 4, 2, 6, 5};
-    ZT_CHECK(gpt2_forward_cached(m, prompt, B, 3, 0, first) == 0);
-    int32_t *dtok = BE->ops->alloc(BE, B * sizeof(int32_t), "tokens"), *dpos = BE->ops->alloc(BE, 8, "pos");
-    for (int s = 0; s < 3; s++) {
-        int32_t tok[B] = {7 + s, 11 + 2 * s}, pos[2] = {3 + s, 4 + s};
-        BE->ops->upload(BE, dtok, tok, sizeof tok);
-        BE->ops->upload(BE, dpos, pos, sizeof pos);
-        gpt2_decode_step(m, dtok, dpos);
-        BE->ops->download(BE, out + (size_t)s * B * Vp, gpt2_kv_logits(m), (size_t)B * Vp * sizeof(float));
-    }
-    BE->ops->dealloc(BE, dtok);
-    BE->ops->dealloc(BE, dpos);
-    free(first);
-}
-
-/* The model hands a decode step's layers to the backend's decode_layers op with each tensor as layer 0's
- * address and a stride (checked against the model's pointers, every layer); a step through the op (here the
- * per-layer ops over the table) gives the per-layer path's logits bit for bit; an op that declines leaves the
- * per-layer ops to the model, the same logits; with ZeRO-3's hooks the op is not asked. */
-static void test_decode_layers(void) {
-    gpt2_config c = tiny_config();
-    gpt2_model m;
-    ZT_CHECK(gpt2_init(&m, &c, BE) == 0);
-    float *p = random_params(&m.table, 12, 0.3f);
-    gpt2_params_upload(&m, p);
-    size_t n = (size_t)3 * 2 * c.padded_vocab_size;
-    float *ref = zg_calloc(n, sizeof(float)), *got = zg_calloc(n, sizeof(float));
-    decode_run(&m, ref); /* the CPU backend has no decode_layers: the per-layer ops */
-    static zg_backend_ops mock;
-    mock = *BE->ops;
-    mock.decode_layers = mock_decode_layers;
-    DL.m = &m;
-    DL.base = BE->ops;
-    BE->ops = &mock;
-    static const char *const what[3] = {"through the op", "the op declining", "with hooks"};
-    for (int k = 0; k < 3; k++) {
-        DL.calls = 0;
-        DL.ret = k == 0;
-        if (k == 2) m.hooks.before_layer = no_hook;
-        memset(got, 0, n * sizeof(float));
-        decode_run(&m, got);
-        ZT_CHECK_MSG(DL.calls == (k == 2 ? 0 : 3), "%s: decode_layers asked %d times", what[k], DL.calls);
-        ZT_CHECK_MSG(memcmp(ref, got, n * sizeof(float)) == 0, "%s: the logits differ from the per-layer ops'",
-                     what[k]);
-    }
-    m.hooks.before_layer = NULL;
-    BE->ops = DL.base;
-    free(ref), free(got), free(p);
-    gpt2_free(&m);
-}
-
 /* ---- HF export / import ------------------------------------------------------------------------- */
 
 static void test_export_import(void) {
@@ -945,7 +853,6 @@ int main(void) {
     zt_run("hooks", test_hooks);
     zt_run("group_redirect", test_group_redirect);
     zt_run("kv_cache", test_kv_cache);
-    zt_run("decode_layers", test_decode_layers);
     zt_run("export_import", test_export_import);
     zg_backend_destroy(BE);
     return zt_finish();

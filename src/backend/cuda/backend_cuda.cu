@@ -464,7 +464,6 @@ static void zgc_destroy(zg_backend *be) {
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
         if (im->pf_stream) ZG_CUDA_CHECK(cudaStreamSynchronize(im->pf_stream));
-        zgc_ring_prof_report(be);
         zgc_matmul_destroy(be);
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
@@ -536,7 +535,6 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->classifier = zgc_classifier;
     o->encoder_forward_at = zgc_encoder_forward_at;
     o->attention_decode = zgc_attention_decode;
-    o->decode_layers = zgc_decode_layers;
     o->sample = zgc_sample;
     o->decode_advance = zgc_decode_advance;
     o->graph_begin = zgc_graph_begin;
@@ -587,23 +585,17 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
 
     if (zgc_attention_check_arch() != 0) return -1;
     if (zgc_decode_prefetch() < 0)
-        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2), "
-                         "2 (the same, marked evict_last) or 3 (the range rides in the next decode attention kernel); unset it "
-                         "for the default (0)",
+        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
+                         "or 2 (the same, marked evict_last); unset it for the default (0)",
                          getenv("ZGPT_DECODE_PREFETCH"));
     if (zgc_lt_warm_env() < 0)
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
                          "(at the first product); unset it for the default (1)",
                          getenv("ZGPT_LT_WARMUP"));
-    if (zgc_decode_layers_env() < 0)
-        return zg_errorf("ZGPT_DECODE_LAYERS=%s: must be 3 (a decode step's layers as one persistent kernel, the "
-                         "weights streamed through a ring; 1 and 2, v0.21's form, were removed) or 0 (a kernel per "
-                         "op); unset it for the default (0)",
+    if (zgc_decode_layers_set())
+        return zg_errorf("ZGPT_DECODE_LAYERS=%s: the decode step's layers as one persistent kernel were removed in "
+                         "v0.23 (slower than a kernel per op, which always runs now); unset it",
                          getenv("ZGPT_DECODE_LAYERS"));
-    if (zgc_decode_ring_prof_env() < 0)
-        return zg_errorf("ZGPT_DECODE_RING_PROF=%s: must be 1 (report where the ring kernel of ZGPT_DECODE_LAYERS=3 "
-                         "spends its time) or 0; unset it for the default (0)",
-                         getenv("ZGPT_DECODE_RING_PROF"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",

@@ -52,8 +52,6 @@ enum {
     ZGC_SCR_LAMB_PART,    /* Lamb: per optimizer block the partial ||p||^2 and ||u||^2 (double) */
     ZGC_SCR_DECODE,       /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
     ZGC_SCR_DECODE_COUNT, /* decode attention: per (row, head) chunk blocks done (B,NH) u32, 0 between launches */
-    ZGC_SCR_DECODE_SYNC, /* decode_layers=3: the grid barrier's counter and the exit count (2 u32), 0 between launches */
-    ZGC_SCR_DECODE_PROF, /* ZGPT_DECODE_RING_PROF=1: the ring kernel's profile (decode_ring.cuh's ZGC_RP_N u64 a block, launches) */
     ZGC_SCR_COUNT
 };
 
@@ -111,17 +109,12 @@ typedef struct {
     void *loan;
     size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
-    int decode_layers_noted; /* "ZGPT_DECODE_LAYERS: the layers run per op here" was said */
-    int ring_prof_blocks, ring_prof_B; /* the profiled ring launches' grid and rows (0 blocks: none since the report) */
     /* the decode step's L2 prefetch (decode_cuda.cu): its stream, the fork (compute -> prefetch) and join
      * (prefetch -> compute) events; capturing: between graph_begin and graph_end; pf_captured: a prefetch
      * joined that recording (graph_end must join it back before the capture ends) */
     cudaStream_t pf_stream;
     cudaEvent_t pf_fork, pf_join;
     int capturing, pf_captured;
-    /* ZGPT_DECODE_PREFETCH=3: the range the next split decode attention launch carries (0 bytes: none) */
-    const char *pf_ride;
-    size_t pf_ride_bytes;
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
     int lt_warm_running;
@@ -257,36 +250,22 @@ static inline int zgc_decode_combine(void) {
     if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
     return strcmp(v, "kernel") == 0 ? 0 : -1;
 }
-/* ZGPT_DECODE_LAYERS: the decode step's layers as one persistent kernel (decode_layers_cuda.cu) where it
- * takes the shapes: unset or "0": 0, the per-op kernels (measured faster, v0.22); "3": 3, one block per SM
- * whose producer warp streams the weights through a shared-memory ring (decode_ring.cuh; bitwise right,
- * slower than per op). "1" and "2" named v0.21's form, removed in v0.22 (slower still). -1 for anything but 0
- * and 3: zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
-static inline int zgc_decode_layers_env(void) {
+/* ZGPT_DECODE_LAYERS named the decode step's layers as one persistent kernel (v0.21-v0.22: 1, 2, then 3 with a
+ * weight ring), removed in v0.23: slower than the per-op kernels at every shape measured (docs/PERFORMANCE.md).
+ * 1 when it is set to anything but "0" (zg_backend_cuda_create refuses it rather than ignore it), else 0. */
+static inline int zgc_decode_layers_set(void) {
     const char *v = getenv("ZGPT_DECODE_LAYERS");
-    if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
-    return strcmp(v, "3") == 0 ? 3 : -1;
-}
-/* ZGPT_DECODE_RING_PROF: "1" records where the ring kernel's blocks spend their time (decode_ring.cuh's
- * zgc_ring_prof; a few clock reads per stage) and reports it on stderr (zgc_ring_prof_report); unset or "0":
- * off. -1 for anything else: zg_backend_cuda_create refuses it. */
-static inline int zgc_decode_ring_prof_env(void) {
-    const char *v = getenv("ZGPT_DECODE_RING_PROF");
-    if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
-    return strcmp(v, "1") == 0 ? 1 : -1;
+    return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
 }
 /* ZGPT_DECODE_PREFETCH: the decode step's products' weights brought into L2 one product ahead, on a
  * branch of their own (zgc_prefetch, decode_cuda.cu): unset or 0: off (until measured); 1: on; 2: on,
- * the lines marked evict_last (kept over other lines while L2 fills); 3: no branch: the range asked for
- * last rides in the next split decode attention kernel, whose blocks ask L2 for it after their PDL wait
- * (DRAM idles while attention runs). -1 for anything else: zg_backend_cuda_create refuses it. Read per
- * call (A/B runs in one process, as ZGPT_PDL). */
+ * the lines marked evict_last (kept over other lines while L2 fills). -1 for anything else:
+ * zg_backend_cuda_create refuses it. Read per call (A/B runs in one process, as ZGPT_PDL). */
 static inline int zgc_decode_prefetch(void) {
     const char *v = getenv("ZGPT_DECODE_PREFETCH");
     if (v == NULL || strcmp(v, "0") == 0) return 0;
     if (strcmp(v, "1") == 0) return 1;
     if (strcmp(v, "2") == 0) return 2;
-    if (strcmp(v, "3") == 0) return 3;
     return -1;
 }
 
@@ -369,12 +348,6 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
                           int B, int maxT, int C, int NH);
 void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
                         const int32_t *plen, int B, int maxT);
-/* decode_layers_cuda.cu: the ring kernel's profile of the launches since the last report, on stderr, then
- * zeroed (ZGPT_DECODE_RING_PROF=1; nothing when no launch was profiled, or while recording a graph) */
-void zgc_ring_prof_report(zg_backend *be);
-/* decode_layers_cuda.cu: the decode_layers op (backend.h) */
-int zgc_decode_layers(zg_backend *be, const zg_decode_layers *layers, int L, void *x, void *y, void *qkv, void *atty,
-                      void *fch, void *fchg, const int32_t *pos, int B, int maxT, int C, int NH);
 /* the prefetch op (backend.h), and graph_end's join of its stream into the recording */
 void zgc_prefetch(zg_backend *be, const void *p, size_t bytes);
 void zgc_prefetch_join(zg_backend *be);

@@ -1,8 +1,7 @@
-/* Split decode attention's pieces as device functions (decode_cuda.cu has the design): one chunk of
- * ZGC_DEC_CHUNK cached positions of one (row, head), and the combine of a (row, head)'s chunks, run by
- * a group of threads that is a whole block (decode_cuda.cu's kernels) or a 128-thread part of one (the
- * decode step's persistent kernel, decode_layers_cuda.cu, two chunks at a time per block). The group's
- * thread count fixes every order of sums, so a 128-thread group gives the split kernel's bits. */
+/* Split decode attention's pieces as device functions (decode_cuda.cu has the design and the kernels): one
+ * chunk of ZGC_DEC_CHUNK cached positions of one (row, head), and the combine of a (row, head)'s chunks, run
+ * by a group of threads (G: zgc_dec_block, the whole block). The group's thread count fixes every order of
+ * sums. (v0.21-v0.22's persistent decode kernel also ran them on 128-thread parts of a block; removed.) */
 #ifndef ZGPT_BACKEND_CUDA_DECODE_ATTN_CUH
 #define ZGPT_BACKEND_CUDA_DECODE_ATTN_CUH
 
@@ -19,14 +18,6 @@ struct zgc_dec_block {
     __device__ int tid() const { return (int)threadIdx.x; }
     __device__ int size() const { return (int)blockDim.x; }
     __device__ void sync() const { __syncthreads(); }
-};
-/* Threads base..base+n-1 of a block (whole warps), with named barrier ID (1..15; 0 is __syncthreads'): a
- * constant, so that the kernel reserves only the barriers it names. */
-template <int ID> struct zgc_dec_part {
-    int base, n;
-    __device__ int tid() const { return (int)threadIdx.x - base; }
-    __device__ int size() const { return n; }
-    __device__ void sync() const { asm volatile("bar.sync %0, %1;\n" ::"n"(ID), "r"(n) : "memory"); }
 };
 
 /* Max / sum of v over the group's warps (every thread of the group gets it); red holds a float per warp

@@ -88,28 +88,13 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
                                  [&](int d, float v) { o[d] = zgc_from_f<T>(v * inv); });
 }
 
-/* ZGPT_DECODE_PREFETCH=3: this block's share of [p, p + bytes) (16-byte units) asked of L2, 16 KB a request
- * (sm_90: bulk prefetches, nothing waited for; before: one prefetch per 128-byte line) */
-__device__ __forceinline__ void zgc_prefetch_slice(const char *p, size_t bytes) {
-    size_t nb = (size_t)gridDim.x * gridDim.y, b = (size_t)blockIdx.y * gridDim.x + blockIdx.x;
-    size_t per = ((bytes + nb - 1) / nb + 15) / 16 * 16, lo = b * per, hi = min(bytes, lo + per);
-    for (size_t off = lo; off < hi; off += 16384) {
-        unsigned n = (unsigned)min((size_t)16384, hi - off);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p + off), "r"(n) : "memory");
-#else
-        for (unsigned i = 0; i < n; i += 128) zgc_prefetch_l2(p + off + i);
-#endif
-    }
-}
-
 /* One chunk of one (row, head) (decode_attn.cuh): block (bh, s). VEC: the chunk's cached K and V rows are
  * staged before the PDL wait, so the two DRAM round trips over the cache leave the step's critical path
  * (v0.18); pos[0] is read before the wait too (the previous step's decode_advance wrote it, kernels ago).
  * Every block waits, even one past the position (see zgc_pdl_on). */
 template <typename T, bool VEC, bool FUSED>
 __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
-    zgc_att_decode_split_kernel(zgc_dec_att_op<T> a, const int32_t *pos, const char *pf, size_t pf_bytes) {
+    zgc_att_decode_split_kernel(zgc_dec_att_op<T> a, const int32_t *pos) {
     __shared__ float sc[ZGC_DEC_CHUNK];
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
@@ -122,7 +107,6 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     zgc_dec_chunk_stage<T, VEC>(g, a, sm, bh, s, t);
     zgc_pdl_wait();
     zgc_pdl_trigger();
-    if (pf_bytes > 0 && threadIdx.x == 0) zgc_prefetch_slice(pf, pf_bytes);
     zgc_dec_chunk_run<T, VEC, FUSED>(g, a, sm, bh, s, t);
 }
 /* The combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel): one block per (row, head). */
@@ -160,9 +144,7 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         zgc_dec_att_op<T> a = {(T *)out, accs, ml, counts, (const T *)qkv, (T *)kcache, (T *)vcache,
                                maxT,     C,    NH, S,      scale};
-        zgc_impl *im = zgc_get(be);
-        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, a, pos, im->pf_ride, im->pf_ride_bytes);
-        im->pf_ride_bytes = 0; /* carried */
+        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, a, pos);
         ZG_CUDA_LAUNCH_CHECK();
         if (!fused) {
             zgc_launch(be, zgc_att_decode_combine_kernel<T>, dim3((unsigned)(B * NH)), dim3(cthreads), 0, 0, (T *)out,
@@ -185,7 +167,6 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
         zgc_attention_decode_split(be, out, qkv, kcache, vcache, pos, B, maxT, C, NH, vec);
         return;
     }
-    im->pf_ride_bytes = 0; /* ZGPT_DECODE_PREFETCH=3 rides in the split kernel only: dropped here */
     size_t smem = (size_t)maxT * sizeof(float);
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = vec ? zgc_att_decode_kernel<T, true> : zgc_att_decode_kernel<T, false>;
@@ -268,11 +249,6 @@ void zgc_prefetch(zg_backend *be, const void *p, size_t bytes) {
     uintptr_t lo = ((uintptr_t)p + 15) & ~(uintptr_t)15, hi = ((uintptr_t)p + bytes) & ~(uintptr_t)15;
     if (hi <= lo) return;
     size_t n = (size_t)(hi - lo);
-    if (mode == 3) { /* the next split decode attention launch carries it (a later call replaces it) */
-        im->pf_ride = (const char *)lo;
-        im->pf_ride_bytes = n;
-        return;
-    }
     unsigned blocks =
         (unsigned)((n + (size_t)ZGC_PF_CHUNK * ZGC_PF_THREADS - 1) / ((size_t)ZGC_PF_CHUNK * ZGC_PF_THREADS));
     /* fork: the prefetch starts once the compute stream's work so far is done (during a recording: an

@@ -1,8 +1,6 @@
 /* The few-row product's v2 form (gemv_cuda.cu) as a device function of its own: zgc_gemv2_run over the
  * column groups of block `bid` of `nblk`, with `wait()` where the kernel waits for the previous kernel (PDL).
- * The decode step's persistent kernel (decode_layers_cuda.cu) takes the same chunks in the same order from its
- * weight ring (decode_ring.cuh's zgc_ring_consume, which mirrors this loop), and so gives the same bits. Also
- * the fused LayerNorm of a few rows (v1, v2 and the ring) and v2's host-side sizes and A/B knobs. */
+ * Also the fused LayerNorm of a few rows (v1 and v2) and v2's host-side sizes and A/B knobs. */
 #ifndef ZGPT_BACKEND_CUDA_GEMV2_CUH
 #define ZGPT_BACKEND_CUDA_GEMV2_CUH
 
@@ -114,7 +112,7 @@ template <typename T> struct zgc_gemv2_op {
 
 /* A group's output (input row on, column o of OC; oc = o % 8) from its 8 warps' fragments red, summed in warp
  * order (the fixed order whatever the grid), + the bias eb, then GELU (pre_gelu non-NULL: the sum stored there
- * too) or + the residual er. v2's epilogue, and the weight ring's (decode_ring.cuh). */
+ * too) or + the residual er. */
 template <typename T>
 __device__ __forceinline__ void zgc_gemv2_store(const float (*red)[32][2], int on, int oc, int o, int OC, float eb,
                                                 float er, T *out, T *pre_gelu) {
@@ -136,7 +134,7 @@ __device__ __forceinline__ void zgc_gemv2_store(const float (*red)[32][2], int o
  * (LN) the gains and the biases. Run by threads 0..nthreads-1 of the block, sync() their barrier.
  * zgc_gemv2_ln_params, before the wait: the LayerNorm's parameters (no earlier kernel writes them);
  * zgc_gemv2_stage_rows, after it: the rows, every copy in flight at once, then warp n normalises row n in
- * place (each vector read, then written, by one lane). v2's kernel and the weight ring's consumers. */
+ * place (each vector read, then written, by one lane). */
 template <typename T>
 __device__ __forceinline__ void zgc_gemv2_ln_params(const zgc_gemv2_op<T> &a, int4 *xs_raw, int nv, int nthreads) {
     int4 *lnws = xs_raw + (size_t)a.N * zgc_gemv2_xstride(nv), *lnbs = lnws + nv;
@@ -170,8 +168,8 @@ __device__ __forceinline__ void zgc_gemv2_stage_rows(const zgc_gemv2_op<T> &a, i
 }
 
 /* The shared memory zgc_gemv2_run takes: xs_raw (dynamic: zgc_gemv2_smem bytes) and red, the fragments of
- * two column groups (W x 32 x 2 floats each). Inputs written earlier in the same grid (the persistent
- * kernel) are read through L2 only (cp.async.cg, ld.cg), never from a line this SM's L1 holds from before. */
+ * two column groups (W x 32 x 2 floats each). Inputs (the kernels before wrote them) are read through L2
+ * (cp.async.cg, ld.cg). */
 typedef float zgc_gemv2_red[2][ZGC_GEMV_WARPS][32][2];
 template <typename T, bool LN, typename Wait>
 __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid, int nblk, int4 *xs_raw,
