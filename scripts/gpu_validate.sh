@@ -87,9 +87,7 @@
 #            a CUDA graph at B=1 and B=8 with old, new, gemv / split (one new family alone), auto (unset: the
 #            per-shape selection generation runs; the verdict), and auto without PDL (nopdl), with the
 #            one-block sampler (block), with neither (v012), and with the few-row products up to 8 rows
-#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), with the L2 prefetch of the next product's
-#            weights (pf: ZGPT_DECODE_PREFETCH=1, pflast: =2; a note each: ms against auto, faster or not),
-#            and with every few-row product in one kernel (ZGPT_GEMV=v1 / v2; v2g1: one block per SM;
+#            (gemv8: gemv_cuda.cu's tensor-core form at B=8), and with every few-row product in one kernel (ZGPT_GEMV=v1 / v2; v2g1: one block per SM;
 #            v2nopf: no L2 prefetch before the PDL wait, 2 blocks per SM (v0.19's auto); v2g3: 3 blocks per SM (auto since v0.20);
 #            v2g3r: 3 per SM with registers for 4; v2g4: 4 per SM; oneblk: decode attention one block per (row, head)
 #            at every B, auto's rule at B=8 before v0.18) (tokens/s of the graph alone; the goals 500 and
@@ -1205,10 +1203,9 @@ if has decode; then
   for b in 1 8; do
     # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
     # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto);
-    # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8); pf / pflast: auto
-    # with the L2 prefetch branch (ZGPT_DECODE_PREFETCH=1 / 2)
+    # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8)
     line=""
-    for v in old new gemv split nopdl block v012 gemv8 pf pflast v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4; do
+    for v in old new gemv split nopdl block v012 gemv8 v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
       line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms; dms${b}_$v=\$ms"
@@ -1227,15 +1224,6 @@ if has decode; then
     # one-block kernel, so the two should be equal there)
     note "decode step graph B=$b: attention combine fused (auto) $(na "$ams") ms against a kernel of its own (comb2)" \
          "$(na "${dms_comb2:-}") ms: saves $(awk -v a="${dms_comb2:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
-    # against auto, a gain being a lower ms: the L2 prefetch of the next product's weights (issue 21, v0.14;
-    # pf / pflast)
-    for v in "pf L2 prefetch" "pflast L2 prefetch"; do
-      read -r v what <<< "$v"
-      eval "pms=\${dms_$v:-}"
-      note "decode step graph B=$b: $what $v $(na "$pms") ms against auto $(na "$ams") ms: saves" \
-           "$(awk -v a="$ams" -v b="$pms" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
-           "(auto/$v $(ratio "$ams" "$pms")) [$(awk -v a="$ams" -v b="$pms" 'BEGIN {if (a == "" || b == "") print "n/a"; else print (b < a ? "faster" : "not faster")}')]"
-    done
   done
   # issue 21, v0.14: the few-row products (ZGPT_GEMV): each XL product alone (a cold layer's weights each
   # run) and 48 x 4 of them chained in a graph, cuBLASLt / v1 / v2 (v2g1: one block per SM, v2nopf: no
@@ -1309,8 +1297,7 @@ if has gen; then
   done
   # the same seed without PDL and with the one-block sampler: the same texts (PDL changes no bit; both
   # samplers draw by the same definition), with split attention's combine as a kernel of its own (v0.15's
-  # form: the same arithmetic): the same texts too; and the tokens/s each gives (the L2 prefetch, slower in
-  # v0.14 and v0.15, is left to the decode phase's step graph and the op tests)
+  # form: the same arithmetic): the same texts too; and the tokens/s each gives
   for B in 1 8; do
     # ltw0: cuBLASLt's start-up at the first product instead of on a thread during the load (v0.20): the
     # same text, the prompt's time with the start-up in it

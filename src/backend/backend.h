@@ -249,12 +249,6 @@ typedef struct {
     zg_graph *(*graph_end)(zg_backend *be);
     void (*graph_launch)(zg_backend *be, zg_graph *g);
     void (*graph_destroy)(zg_backend *be, zg_graph *g);
-    /* A hint for a decode step (NULL: the backend has none, the CPU): once the work issued so far on the
-     * compute stream has completed, bring the bytes at p (read-only while the step runs: weights) into
-     * the device's cache, on a stream of their own, beside the ops issued next; nothing waits for it (a
-     * recording joins it back at graph_end). Issued just before op k with op k+1's weights, it streams
-     * them while op k runs. The CUDA backend does it only with ZGPT_DECODE_PREFETCH=1|2 (docs/CUDA.md). */
-    void (*prefetch)(zg_backend *be, const void *p, size_t bytes);
 
     /* Fused classifier. logits (N,Vp) in act_dtype. Writes losses[i] = -log softmax(logits[i])[targets[i]]
      * (fp32, may be NULL) over the first V columns only; if dloss != 0, overwrites logits with

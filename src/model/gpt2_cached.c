@@ -82,17 +82,6 @@ int gpt2_kv_alloc(gpt2_model *m, int B, int maxT) {
     return 0;
 }
 
-/* A decode step prefetches each product's weights during the product before (the backend's prefetch
- * op): only when the backend has the op and the weights stay resident (no ZeRO-3 gather hooks, which
- * bring a layer in only at its own turn). */
-static int decode_prefetch_on(const gpt2_model *m) {
-    return m->be->ops->prefetch != NULL && m->hooks.before_layer == NULL;
-}
-/* w: (rows, cols) of param_dtype */
-static void decode_prefetch(gpt2_model *m, const void *w, size_t rows, size_t cols) {
-    m->be->ops->prefetch(m->be, w, rows * cols * zg_dtype_size(m->be->param_dtype));
-}
-
 /* The layers and LM head of a cached forward over kv->x (B*Tn rows, embedded already): positions
  * pos..pos+Tn-1, or with pos_dev (Tn 1) the position in backend memory (a decode step). Logits of each
  * row's last position go to kv->logits (B,Vp). */
@@ -101,14 +90,10 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
     int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, N = B * Tn, Vp = m->cfg.padded_vocab_size;
-    size_t asz = zg_dtype_size(be->act_dtype), c = (size_t)C;
-    int pf = pos_dev != NULL && decode_prefetch_on(m); /* a decode step */
+    size_t asz = zg_dtype_size(be->act_dtype);
     for (int l = 0; l < L; l++) {
         gpt2_hook_before(m, l, 0);
         layer_params p = gpt2_layer_ptrs(m, 0, l);
-        /* issued before product k: product k+1's weights, streamed while product k runs (layer l's qkv:
-         * while the encoder or the previous layer's fc projection runs) */
-        if (pf) decode_prefetch(m, p.attprojw, c, c);
         /* LayerNorm and product as one op: a backend fuses them for a decode step's few rows */
         op->layernorm_matmul_forward(be, kv->qkv, NULL, kv->ln, kv->x, p.ln1w, p.ln1b, p.qkvw, p.qkvb, N, C, 3 * C);
         if (pos_dev)
@@ -117,12 +102,8 @@ static void cached_body(gpt2_model *m, int B, int Tn, int pos, const int32_t *po
             op->attention_forward_cached(be, kv->atty, kv->qkv, kv->kcache[l], kv->vcache[l], B, Tn, pos, kv->maxT, C,
                                          NH);
         /* y = x + atty @ Wproj^T + b; x = y + gelu(ln2(y) @ Wfc^T + b) @ Wfcproj^T + b (residual adds fused) */
-        if (pf) decode_prefetch(m, p.fcw, 4 * c, c);
         op->matmul_forward(be, kv->y, NULL, kv->atty, p.attprojw, p.attprojb, kv->x, N, C, C);
-        if (pf) decode_prefetch(m, p.fcprojw, c, 4 * c);
         op->layernorm_matmul_forward(be, kv->fchg, kv->fch, kv->ln, kv->y, p.ln2w, p.ln2b, p.fcw, p.fcb, N, C, 4 * C);
-        /* the next layer's qkv (the LM head's 160 MB of wte would not fit in L2: not prefetched) */
-        if (pf && l + 1 < L) decode_prefetch(m, gpt2_layer_ptrs(m, 0, l + 1).qkvw, 3 * c, c);
         op->matmul_forward(be, kv->x, NULL, kv->fchg, p.fcprojw, p.fcprojb, kv->y, N, 4 * C, C);
         gpt2_hook_after(m, l, 0);
     }
@@ -167,9 +148,6 @@ void gpt2_decode_step(gpt2_model *m, const int32_t *tokens, const int32_t *pos) 
     kv_state *kv = m->kv;
     zg_backend *be = m->be;
     gpt2_hook_before(m, -1, 0);
-    /* layer 0's qkv weights while the encoder runs (the step's first product) */
-    if (decode_prefetch_on(m))
-        decode_prefetch(m, gpt2_layer_ptrs(m, 0, 0).qkvw, 3 * (size_t)m->cfg.n_embd, (size_t)m->cfg.n_embd);
     be->ops->encoder_forward_at(be, kv->x, tokens, gpt2_param_ptr(m, GPT2_T_WTE), gpt2_param_ptr(m, GPT2_T_WPE), pos,
                                 kv->B, m->cfg.n_embd);
     cached_body(m, kv->B, 1, 0, pos);

@@ -24,7 +24,8 @@
  * registers for 4 (64 a thread: a block of the next product fits beside 3 running ones, for PDL's early
  * start); v2g4: 4 per SM with registers for 4 (no room left for the next product's blocks); v2g3pf: auto's v2
  * (ZGPT_GEMV unset) with the 64 KB L2 prefetch before the wait (ZGPT_GEMV_PREFETCH=1). (layers, layers2, layerspf
- * and layers3, the 48 layers as one persistent kernel, went with that kernel in v0.22 and v0.23.) */
+ * and layers3, the 48 layers as one persistent kernel, went with that kernel in v0.22 and v0.23; pf and pflast,
+ * the L2 prefetch branch, in v0.23.) */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
 enum { GEMV_KINDS = 9 };
 static const struct {
@@ -38,30 +39,28 @@ static const struct {
                            {"v2g3r", "v2", "3", "4", "0"},
                            {"v2g4", "v2", "4", "4", "0"},
                            {"v2g3pf", NULL, NULL, NULL, "1"}};
-enum { DEC_VARIANTS = 20 };
+enum { DEC_VARIANTS = 18 };
 static const struct {
-    const char *name, *decode, *pdl, *sample, *gemv_max_n, *prefetch, *combine; /* NULL: unset */
+    const char *name, *decode, *pdl, *sample, *gemv_max_n, *combine; /* NULL: unset */
     int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
-} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL, NULL, -1},
-                               {"new", "new", NULL, "cluster", NULL, NULL, NULL, -1},
-                               {"auto", NULL, NULL, NULL, NULL, NULL, NULL, -1},
-                               {"gemv", "gemv", NULL, NULL, NULL, NULL, NULL, -1},
-                               {"split", "split", NULL, NULL, NULL, NULL, NULL, -1},
-                               {"nopdl", NULL, "0", NULL, NULL, NULL, NULL, -1},
-                               {"block", NULL, NULL, "block", NULL, NULL, NULL, -1},
-                               {"v012", NULL, "0", "block", NULL, NULL, "kernel", -1},
-                               {"gemv8", NULL, NULL, NULL, "8", NULL, NULL, -1},
-                               {"pf", NULL, NULL, NULL, NULL, "1", NULL, -1},
-                               {"pflast", NULL, NULL, NULL, NULL, "2", NULL, -1},
-                               {"v1", NULL, NULL, NULL, NULL, NULL, NULL, 1},
-                               {"v2", NULL, NULL, NULL, NULL, NULL, NULL, 2},
-                               {"v2g1", NULL, NULL, NULL, NULL, NULL, NULL, 3},
-                               {"v2nopf", NULL, NULL, NULL, NULL, NULL, NULL, 4},
-                               {"comb2", NULL, NULL, NULL, NULL, NULL, "kernel", -1},
-                               {"oneblk", "oneblock", NULL, NULL, NULL, NULL, NULL, -1},
-                               {"v2g3", NULL, NULL, NULL, NULL, NULL, NULL, 5},
-                               {"v2g3r", NULL, NULL, NULL, NULL, NULL, NULL, 6},
-                               {"v2g4", NULL, NULL, NULL, NULL, NULL, NULL, 7}};
+} dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL, -1},
+                               {"new", "new", NULL, "cluster", NULL, NULL, -1},
+                               {"auto", NULL, NULL, NULL, NULL, NULL, -1},
+                               {"gemv", "gemv", NULL, NULL, NULL, NULL, -1},
+                               {"split", "split", NULL, NULL, NULL, NULL, -1},
+                               {"nopdl", NULL, "0", NULL, NULL, NULL, -1},
+                               {"block", NULL, NULL, "block", NULL, NULL, -1},
+                               {"v012", NULL, "0", "block", NULL, "kernel", -1},
+                               {"gemv8", NULL, NULL, NULL, "8", NULL, -1},
+                               {"v1", NULL, NULL, NULL, NULL, NULL, 1},
+                               {"v2", NULL, NULL, NULL, NULL, NULL, 2},
+                               {"v2g1", NULL, NULL, NULL, NULL, NULL, 3},
+                               {"v2nopf", NULL, NULL, NULL, NULL, NULL, 4},
+                               {"comb2", NULL, NULL, NULL, NULL, "kernel", -1},
+                               {"oneblk", "oneblock", NULL, NULL, NULL, NULL, -1},
+                               {"v2g3", NULL, NULL, NULL, NULL, NULL, 5},
+                               {"v2g3r", NULL, NULL, NULL, NULL, NULL, 6},
+                               {"v2g4", NULL, NULL, NULL, NULL, NULL, 7}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -82,7 +81,6 @@ static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_PDL", dec_variant[v].pdl);
     dec_env("ZGPT_SAMPLE", dec_variant[v].sample);
     dec_env("ZGPT_GEMV_MAX_N", dec_variant[v].gemv_max_n);
-    dec_env("ZGPT_DECODE_PREFETCH", dec_variant[v].prefetch);
     dec_env("ZGPT_DECODE_COMBINE", dec_variant[v].combine);
     gemv_env(dec_variant[v].gemv);
     snprintf(buf, n, "%s (%s)", op, dec_variant[v].name);
@@ -96,7 +94,6 @@ static int dec_only(void) {
 }
 static int dec_wanted(const char *name) { return zt_env_selects("ZG_DEC_VARS", name); }
 static void dec_unset(void) {
-    unsetenv("ZGPT_DECODE_PREFETCH");
     unsetenv("ZGPT_DECODE_COMBINE");
     unsetenv("ZGPT_GEMV_MAX_N");
     unsetenv("ZGPT_DECODE");
@@ -137,23 +134,17 @@ static void bench_decode_step(bench_ctx *ctx, int B, void *wte, void *logits, co
     void *gain = oc_dev_rand(be, ZG_BF16, (size_t)4 * C, 1.f, NULL),
          *bias = oc_dev_rand(be, ZG_BF16, (size_t)4 * C, 0.02f, NULL);
     const zg_backend_ops *op = be->ops;
-    /* with the prefetches as gpt2.c issues them (each acts only under ZGPT_DECODE_PREFETCH=1|2: pf, pflast) */
 #define DEC_STEP()                                                                                                     \
     do {                                                                                                               \
-        op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
         for (int l = 0; l < NL; l++) {                                                                                 \
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
             void *wqkv = wl, *wproj = wl + (size_t)3 * C * C * 2, *wfc = wl + (size_t)4 * C * C * 2,                   \
                  *wfp = wl + (size_t)8 * C * C * 2;                                                                    \
-            op->prefetch(be, wproj, (size_t)C *C * 2);                                                                 \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wqkv, bias, B, C, 3 * C);                   \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  pos, B, maxT, C, NH);                                                                 \
-            op->prefetch(be, wfc, (size_t)4 * C * C * 2);                                                              \
             op->matmul_forward(be, x, NULL, att, wproj, bias, x, B, C, C);                                             \
-            op->prefetch(be, wfp, (size_t)4 * C * C * 2);                                                              \
             op->layernorm_matmul_forward(be, h, pre, ln, x, gain, bias, wfc, bias, B, C, 4 * C);                       \
-            if (l + 1 < NL) op->prefetch(be, wl + lw * 2, (size_t)3 * C * C * 2);                                      \
             op->matmul_forward(be, x, NULL, h, wfp, bias, x, B, 4 * C, C);                                             \
         }                                                                                                              \
         op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \

@@ -47,23 +47,17 @@ static void pdl_decode_run(zg_backend *be, int B, int graph, int steps, int32_t 
     op->upload(be, dpos, pos, sizeof pos);
     op->upload(be, drows, rows, (size_t)B * sizeof *rows);
     for (int b = 0; b < B; b++) op->upload(be, dtok + b, &seq[(size_t)b * maxT], 4);
-    /* the prefetches as gpt2.c issues them: before each product, the next product's weights */
 #define PDL_STEP()                                                                                                     \
     do {                                                                                                               \
-        op->prefetch(be, wts, (size_t)3 * C * C * 2);                                                                  \
         op->encoder_forward_at(be, x, dtok, wte, wpe, dpos, B, C);                                                     \
         for (int l = 0; l < NL; l++) {                                                                                 \
             char *wl = (char *)wts + (size_t)l * lw * 2;                                                               \
-            op->prefetch(be, wl + (size_t)3 * C * C * 2, (size_t)C * C * 2);                                           \
             op->layernorm_matmul_forward(be, qkv, NULL, ln, x, gain, bias, wl, bias, B, C, 3 * C);                     \
             op->attention_decode(be, att, qkv, (char *)kc + (size_t)l * kvn * 2, (char *)vc + (size_t)l * kvn * 2,     \
                                  dpos, B, maxT, C, NH);                                                                \
-            op->prefetch(be, wl + (size_t)4 * C * C * 2, (size_t)4 * C * C * 2);                                       \
             op->matmul_forward(be, y, NULL, att, wl + (size_t)3 * C * C * 2, bias, x, B, C, C);                        \
-            op->prefetch(be, wl + (size_t)8 * C * C * 2, (size_t)4 * C * C * 2);                                       \
             op->layernorm_matmul_forward(be, h, pre, ln, y, gain, bias, wl + (size_t)4 * C * C * 2, bias, B, C,        \
                                          4 * C);                                                                       \
-            if (l + 1 < NL) op->prefetch(be, wl + lw * 2, (size_t)3 * C * C * 2);                                      \
             op->matmul_forward(be, x, NULL, h, wl + (size_t)8 * C * C * 2, bias, y, B, 4 * C, C);                      \
         }                                                                                                              \
         op->layernorm_forward(be, ln, NULL, NULL, x, gain, bias, B, C);                                                \
@@ -119,9 +113,8 @@ void oc_test_decode_pdl(void) {
             else
                 unsetenv("ZGPT_GEMV");
             /* runs: PDL on graph, PDL off graph, PDL on direct, PDL off direct, one-block sampler graph, and
-             * the L2 prefetch branch (ZGPT_DECODE_PREFETCH) 1 graph, 2 graph, 1 direct, the split
-             * attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph */
-            enum { RUNS = 9 };
+             * the split attention's combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel) graph */
+            enum { RUNS = 6 };
             int32_t *seq[RUNS];
             float *x[RUNS];
             for (int r = 0; r < RUNS; r++) {
@@ -129,20 +122,15 @@ void oc_test_decode_pdl(void) {
                 x[r] = malloc((size_t)B * C * 4);
                 setenv("ZGPT_PDL", r == 1 || r == 3 ? "0" : "1", 1);
                 setenv("ZGPT_SAMPLE", r == 4 ? "block" : "cluster", 1);
-                setenv("ZGPT_DECODE_PREFETCH", r == 5 || r == 7 ? "1" : (r == 6 ? "2" : "0"), 1);
-                setenv("ZGPT_DECODE_COMBINE", r == 8 ? "kernel" : "fused", 1);
-                pdl_decode_run(be, B, r != 2 && r != 3 && r != 7, STEPS, seq[r], x[r]);
+                setenv("ZGPT_DECODE_COMBINE", r == 5 ? "kernel" : "fused", 1);
+                pdl_decode_run(be, B, r != 2 && r != 3, STEPS, seq[r], x[r]);
             }
-            unsetenv("ZGPT_DECODE_PREFETCH");
             unsetenv("ZGPT_DECODE_COMBINE");
             static const char *const names[RUNS] = {"PDL graph",
                                                     "no PDL graph",
                                                     "PDL direct",
                                                     "no PDL direct",
                                                     "one-block sampler graph",
-                                                    "prefetch graph",
-                                                    "prefetch evict_last graph",
-                                                    "prefetch direct",
                                                     "combine kernel graph"};
             int moved = 0;
             for (int b = 0; b < B; b++)
@@ -157,8 +145,7 @@ void oc_test_decode_pdl(void) {
                              decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", names[r], names[0]);
             }
             printf("  B=%d ZGPT_DECODE=%s ZGPT_GEMV=%s: %d steps, tokens and hidden state bitwise across PDL on/off, "
-                   "graph/direct, both samplers, L2 prefetch off/1/2, attention combine fused/kernel, layers per op / "
-                   "one kernel\n",
+                   "graph/direct, both samplers, attention combine fused/kernel\n",
                    B, decs[di] ? decs[di] : "(unset)", gemvs[di] ? gemvs[di] : "(unset)", STEPS);
             for (int r = 0; r < RUNS; r++) free(seq[r]), free(x[r]);
         }
@@ -249,7 +236,7 @@ void oc_test_decode_graph(void) {
 }
 
 /* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP or ZGPT_DECODE_LAYERS is refused when the
- * backend is made, in one line naming the value. */
+ * backend is made, in one line naming the value; so are the values of removed forms. */
 void oc_test_decode_prefetch_env(void) {
     static const char *const vars[4] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP",
                                         "ZGPT_DECODE_LAYERS"};
@@ -268,29 +255,35 @@ void oc_test_decode_prefetch_env(void) {
                      "the refusal does not name the value in one line: %s", msg);
         zg_error_clear();
     }
-    /* the persistent decode kernel's values (1, 2: v0.21; 3: v0.22's weight ring; removed in v0.23) are refused,
-     * not silently run per op; 0 (what runs) is accepted */
-    static const char *const gone[3] = {"1", "2", "3"};
-    for (int i = 0; i < 3; i++) {
-        setenv("ZGPT_DECODE_LAYERS", gone[i], 1);
+    /* the removed forms' values are refused with "removed", not silently run another way; 0 (what runs) is
+     * accepted: the persistent decode kernel (ZGPT_DECODE_LAYERS 1, 2: v0.21; 3: v0.22's weight ring) and the
+     * L2 prefetch branch (ZGPT_DECODE_PREFETCH 1, 2: v0.14), both removed in v0.23 */
+    static const char *const gone[6][2] = {{"ZGPT_DECODE_LAYERS", "1"},   {"ZGPT_DECODE_LAYERS", "2"},
+                                           {"ZGPT_DECODE_LAYERS", "3"},   {"ZGPT_DECODE_PREFETCH", "1"},
+                                           {"ZGPT_DECODE_PREFETCH", "2"}, {"ZGPT_DECODE_PREFETCH", "3"}};
+    for (int i = 0; i < 6; i++) {
+        setenv(gone[i][0], gone[i][1], 1);
         zg_backend *be = NULL;
         zg_backend_config cfg = {"cuda", -1, ZG_BF16};
         int rc = zg_backend_cuda_create(&be, &cfg);
-        unsetenv("ZGPT_DECODE_LAYERS");
-        char want[32];
-        snprintf(want, sizeof want, "ZGPT_DECODE_LAYERS=%s", gone[i]);
+        unsetenv(gone[i][0]);
+        char want[48];
+        snprintf(want, sizeof want, "%s=%s", gone[i][0], gone[i][1]);
         ZT_CHECK_MSG(rc != 0 && be == NULL && strstr(zg_error_message(), want) != NULL &&
                          strstr(zg_error_message(), "removed") != NULL,
                      "%s was accepted, or its refusal does not say it was removed: %s", want, zg_error_message());
         if (be) zg_backend_destroy(be);
         zg_error_clear();
     }
-    setenv("ZGPT_DECODE_LAYERS", "0", 1);
-    zg_backend *be = NULL;
-    zg_backend_config cfg = {"cuda", -1, ZG_BF16};
-    int rc = zg_backend_cuda_create(&be, &cfg);
-    unsetenv("ZGPT_DECODE_LAYERS");
-    ZT_CHECK_MSG(rc == 0 && be != NULL, "ZGPT_DECODE_LAYERS=0 was refused: %s", zg_error_message());
-    if (be) zg_backend_destroy(be);
-    zg_error_clear();
+    for (int i = 0; i < 2; i++) {
+        const char *var = i ? "ZGPT_DECODE_PREFETCH" : "ZGPT_DECODE_LAYERS";
+        setenv(var, "0", 1);
+        zg_backend *be = NULL;
+        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+        int rc = zg_backend_cuda_create(&be, &cfg);
+        unsetenv(var);
+        ZT_CHECK_MSG(rc == 0 && be != NULL, "%s=0 was refused: %s", var, zg_error_message());
+        if (be) zg_backend_destroy(be);
+        zg_error_clear();
+    }
 }

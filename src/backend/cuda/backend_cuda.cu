@@ -107,10 +107,8 @@ void *zgc_scratch_zeroed(zg_backend *be, int slot, size_t bytes, const char *wha
 
 static void zgc_dealloc(zg_backend *be, void *p) {
     if (p == NULL) return;
-    /* the buffer may still be in use by queued work (the prefetch stream's too: a decode step's
-     * prefetches read weights, and nothing else waits for them outside a recording) */
+    /* the buffer may still be in use by queued work */
     ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->stream));
-    ZG_CUDA_CHECK(cudaStreamSynchronize(zgc_get(be)->pf_stream));
     zgc_free(be, p);
 }
 
@@ -416,16 +414,12 @@ static int zgc_graph_begin(zg_backend *be) {
         (void)cudaGetLastError();
         return zg_errorf("cannot record a CUDA graph: %s", cudaGetErrorString(e));
     }
-    im->capturing = 1;
-    im->pf_captured = 0;
     return 0;
 }
 
 static zg_graph *zgc_graph_end(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     cudaGraph_t g = NULL;
-    zgc_prefetch_join(be); /* the prefetch branch (ZGPT_DECODE_PREFETCH) ends in the recording's last node */
-    im->capturing = 0;
     cudaError_t e = cudaStreamEndCapture(im->stream, &g);
     if (e != cudaSuccess || g == NULL) {
         (void)cudaGetLastError();
@@ -463,7 +457,6 @@ static void zgc_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
-        if (im->pf_stream) ZG_CUDA_CHECK(cudaStreamSynchronize(im->pf_stream));
         zgc_matmul_destroy(be);
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
@@ -472,11 +465,6 @@ static void zgc_destroy(zg_backend *be) {
         while (im->n_allocs > 0) zgc_free(be, im->allocs[im->n_allocs - 1].ptr);
         ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
         ZG_CUDA_CHECK(cudaStreamDestroy(im->stream));
-        if (im->pf_stream) {
-            ZG_CUDA_CHECK(cudaStreamDestroy(im->pf_stream));
-            ZG_CUDA_CHECK(cudaEventDestroy(im->pf_fork));
-            ZG_CUDA_CHECK(cudaEventDestroy(im->pf_join));
-        }
         if (im->copy_stream) {
             ZG_CUDA_CHECK(cudaStreamSynchronize(im->copy_stream));
             ZG_CUDA_CHECK(cudaStreamDestroy(im->copy_stream));
@@ -541,7 +529,6 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->graph_end = zgc_graph_end;
     o->graph_launch = zgc_graph_launch;
     o->graph_destroy = zgc_graph_destroy;
-    o->prefetch = zgc_prefetch;
     o->sum_squares = zgc_sum_squares;
     o->scale = zgc_scale;
     o->adamw = zgc_adamw;
@@ -584,9 +571,9 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          prop.name, prop.major, prop.minor);
 
     if (zgc_attention_check_arch() != 0) return -1;
-    if (zgc_decode_prefetch() < 0)
-        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: must be 0 (no prefetch), 1 (the decode step's next weights into L2) "
-                         "or 2 (the same, marked evict_last); unset it for the default (0)",
+    if (zgc_decode_prefetch_set())
+        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: the decode step's L2 prefetch branch was removed in v0.23 (slower in "
+                         "every measurement); unset it",
                          getenv("ZGPT_DECODE_PREFETCH"));
     if (zgc_lt_warm_env() < 0)
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
@@ -615,9 +602,6 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     im->bgrad_ok = 1;
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));
-    ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->pf_stream, cudaStreamNonBlocking));
-    ZG_CUDA_CHECK(cudaEventCreateWithFlags(&im->pf_fork, cudaEventDisableTiming));
-    ZG_CUDA_CHECK(cudaEventCreateWithFlags(&im->pf_join, cudaEventDisableTiming));
     ZG_CUBLAS_CHECK(cublasLtCreate(&im->lt));
     im->lt_ws_bytes = ZGC_LT_WORKSPACE;
     im->lt_ws = zgc_alloc(be, im->lt_ws_bytes, "cuBLASLt workspace");

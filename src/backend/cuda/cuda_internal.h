@@ -109,12 +109,6 @@ typedef struct {
     void *loan;
     size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
-    /* the decode step's L2 prefetch (decode_cuda.cu): its stream, the fork (compute -> prefetch) and join
-     * (prefetch -> compute) events; capturing: between graph_begin and graph_end; pf_captured: a prefetch
-     * joined that recording (graph_end must join it back before the capture ends) */
-    cudaStream_t pf_stream;
-    cudaEvent_t pf_fork, pf_join;
-    int capturing, pf_captured;
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
     int lt_warm_running;
@@ -257,16 +251,12 @@ static inline int zgc_decode_layers_set(void) {
     const char *v = getenv("ZGPT_DECODE_LAYERS");
     return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
 }
-/* ZGPT_DECODE_PREFETCH: the decode step's products' weights brought into L2 one product ahead, on a
- * branch of their own (zgc_prefetch, decode_cuda.cu): unset or 0: off (until measured); 1: on; 2: on,
- * the lines marked evict_last (kept over other lines while L2 fills). -1 for anything else:
- * zg_backend_cuda_create refuses it. Read per call (A/B runs in one process, as ZGPT_PDL). */
-static inline int zgc_decode_prefetch(void) {
+/* ZGPT_DECODE_PREFETCH named v0.14's L2 prefetch branch (the next product's weights into L2 on a stream of
+ * their own), removed in v0.23: slower in every measurement (v0.15, v0.23). 1 when it is set to anything but
+ * "0" (zg_backend_cuda_create refuses it rather than ignore it), else 0. */
+static inline int zgc_decode_prefetch_set(void) {
     const char *v = getenv("ZGPT_DECODE_PREFETCH");
-    if (v == NULL || strcmp(v, "0") == 0) return 0;
-    if (strcmp(v, "1") == 0) return 1;
-    if (strcmp(v, "2") == 0) return 2;
-    return -1;
+    return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
 }
 
 /* Programmatic dependent launch (PDL, sm_90+) for the decode step's own kernels: a kernel launched with
@@ -348,9 +338,6 @@ void zgc_attention_decode(zg_backend *be, void *out, const void *qkv, void *kcac
                           int B, int maxT, int C, int NH);
 void zgc_decode_advance(zg_backend *be, int32_t *seq, int32_t *tokens, int32_t *pos, const int32_t *ids,
                         const int32_t *plen, int B, int maxT);
-/* the prefetch op (backend.h), and graph_end's join of its stream into the recording */
-void zgc_prefetch(zg_backend *be, const void *p, size_t bytes);
-void zgc_prefetch_join(zg_backend *be);
 void zgc_sample(zg_backend *be, int32_t *ids, const void *logits, const zg_sample_row *rows, const int32_t *counter,
                 int B, int V, int Vp);
 
