@@ -1204,31 +1204,36 @@ if has decode; then
     # auto (ZGPT_DECODE unset) is what generation runs: the verdict is on it; gemv / split: one new family alone
     # nopdl / block / v012: auto without PDL, with the one-block sampler, with neither (v0.12's auto);
     # gemv8: auto with the few-row products up to 8 rows (the tensor-core form at B=8)
+    # (a variant ZG_DEC_VARS left out has no DECSTEP line: no entry here, and no note that compares it)
     line=""
     for v in old new gemv split nopdl block v012 gemv8 v1 v2 v2g1 v2nopf comb2 oneblk v2g3 v2g3r v2g4; do
       read -r _ _ _ _ ms _ tok <<< "$(grep "^DECSTEP B=$b $v " "$LOG_DIR/decode_bench.log")"
-      line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
       eval "dms_$v=\$ms; dms${b}_$v=\$ms"
+      [ -n "$ms" ] && line="$line$v $(na "$ms") ms $(fmt0 "$tok") tok/s, "
     done
     read -r _ _ _ _ ams _ atok <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
     goal=$([ "$b" = 1 ] && echo 500 || echo 2500)
     note "decode step graph B=$b (XL, 48 layers + head + top-k 200): ${line}auto $(na "$ams") ms $(fmt0 "$atok") tok/s $(verdict "$atok" ">=" "$goal") (>= $goal, graph alone)"
-    note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
+    [ -n "${dms_nopdl:-}${dms_block:-}${dms_v012:-}" ] && note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
          "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
     # issue 21, v0.18: auto splits decode attention at B=8 too; oneblk keeps one block per (row, head)
-    note "decode step graph B=$b: auto $(na "$ams") ms against decode attention one block per (row, head) (oneblk)" \
+    [ -n "${dms_oneblk:-}" ] && note "decode step graph B=$b: auto $(na "$ams") ms against decode attention one block per (row, head) (oneblk)" \
          "$(na "${dms_oneblk:-}") ms: saves $(awk -v a="${dms_oneblk:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
     # issue 21, v0.16: split attention's combine in its last chunk block (auto) against a kernel of its own
     # (comb2, v0.15's form): a gain is a lower ms for auto (split attention runs at B=1; B=8 takes the
     # one-block kernel, so the two should be equal there)
-    note "decode step graph B=$b: attention combine fused (auto) $(na "$ams") ms against a kernel of its own (comb2)" \
+    [ -n "${dms_comb2:-}" ] && note "decode step graph B=$b: attention combine fused (auto) $(na "$ams") ms against a kernel of its own (comb2)" \
          "$(na "${dms_comb2:-}") ms: saves $(awk -v a="${dms_comb2:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
   done
   # issue 21, v0.14: the few-row products (ZGPT_GEMV): each XL product alone (a cold layer's weights each
   # run) and 48 x 4 of them chained in a graph, cuBLASLt / v1 / v2 (v2g1: one block per SM, v2nopf: no
-  # L2 prefetch before the PDL wait); v2's verdict: faster than cuBLASLt chained, and its step graph
+  # L2 prefetch before the PDL wait); v2's verdict: faster than cuBLASLt chained, and its step graph.
+  # With ZG_DEC_VARS the bench runs only step graphs: these tables and the per-op rows say so once.
+  dec_all=1; [ -n "${ZG_DEC_VARS:-}" ] && dec_all=0
+  [ "$dec_all" = 0 ] && note "decode: ZG_DEC_VARS=\"$ZG_DEC_VARS\": only those step graphs ran (no per-op rows, product tables or sampler rows)"
   for b in 1 8; do
+    [ "$dec_all" = 1 ] || break
     for shp in qkv proj fc fcproj; do
       line=""
       for k in cublaslt v1 v2 v2g1 v2nopf v2g3 v2g3r v2g4 v2g3pf; do
@@ -1261,6 +1266,7 @@ if has decode; then
   # the sampler alone (old = the one-block kernel, new = the cluster kernel; goal <= 0.05 ms); top-p also
   # against the cluster kernel with v0.13's radix top-p (v13 rows: ZGPT_SAMPLE=cluster-v13)
   for b in 1 8; do
+    [ "$dec_all" = 1 ] || break
     for c in "T=0.8 top-k 200" "top-p 0.9" "T=0.7 top-k 200 top-p 0.95"; do
       ms=$(sed -nE "s/^decode B=$b sample $c: old [0-9.]+ ms, new ([0-9.]+) ms.*/\1/p" "$LOG_DIR/decode_notes.txt" | tail -1)
       v13=$(awk -F'|' -v b="B=$b" -v lab="sample $c (v13)" '/^### decode step ops/ {ok = index($0, b ",") > 0}
@@ -1268,7 +1274,8 @@ if has decode; then
       note "decode sampler B=$b $c: multi-block $(na "$ms") ms [$(verdict "$ms" "<=" 0.05) <= 0.05]${v13:+ (the v0.13 radix top-p: $v13 ms)}"
     done
   done
-  [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"
+  [ "$dec_all" = 0 ] || [ -s "$LOG_DIR/decode_notes.txt" ] || note "decode: FAILED (no bench rows: $(tail -1 "$LOG_DIR/decode_bench.log"))"
+  [ "$dec_all" = 1 ] || grep -q "^DECSTEP" "$LOG_DIR/decode_bench.log" || note "decode: FAILED (no step graph: $(tail -1 "$LOG_DIR/decode_bench.log"))"
 fi
 
 if has gen; then
