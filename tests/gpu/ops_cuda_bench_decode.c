@@ -42,7 +42,7 @@ static const struct {
 enum { DEC_VARIANTS = 18 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *combine; /* NULL: unset */
-    int gemv; /* gemv_kind index; -1: ZGPT_GEMV unset */
+    int gemv;                                                        /* gemv_kind index; -1: ZGPT_GEMV unset */
 } dec_variant[DEC_VARIANTS] = {{"old", "old", "0", "block", NULL, NULL, -1},
                                {"new", "new", NULL, "cluster", NULL, NULL, -1},
                                {"auto", NULL, NULL, NULL, NULL, NULL, -1},

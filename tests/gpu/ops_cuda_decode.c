@@ -126,12 +126,9 @@ void oc_test_decode_pdl(void) {
                 pdl_decode_run(be, B, r != 2 && r != 3, STEPS, seq[r], x[r]);
             }
             unsetenv("ZGPT_DECODE_COMBINE");
-            static const char *const names[RUNS] = {"PDL graph",
-                                                    "no PDL graph",
-                                                    "PDL direct",
-                                                    "no PDL direct",
-                                                    "one-block sampler graph",
-                                                    "combine kernel graph"};
+            static const char *const names[RUNS] = {
+                "PDL graph",           "no PDL graph", "PDL direct", "no PDL direct", "one-block sampler graph",
+                "combine kernel graph"};
             int moved = 0;
             for (int b = 0; b < B; b++)
                 for (int t = 4; t < STEPS; t++) moved += seq[0][(size_t)b * maxT + t] != seq[0][(size_t)b * maxT + 3];

@@ -572,9 +572,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
 
     if (zgc_attention_check_arch() != 0) return -1;
     if (zgc_decode_prefetch_set())
-        return zg_errorf("ZGPT_DECODE_PREFETCH=%s: the decode step's L2 prefetch branch was removed in v0.23 (slower in "
-                         "every measurement); unset it",
-                         getenv("ZGPT_DECODE_PREFETCH"));
+        return zg_errorf(
+            "ZGPT_DECODE_PREFETCH=%s: the decode step's L2 prefetch branch was removed in v0.23 (slower in "
+            "every measurement); unset it",
+            getenv("ZGPT_DECODE_PREFETCH"));
     if (zgc_lt_warm_env() < 0)
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
                          "(at the first product); unset it for the default (1)",
