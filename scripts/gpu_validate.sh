@@ -1214,9 +1214,12 @@ if has decode; then
     read -r _ _ _ _ ams _ atok <<< "$(grep "^DECSTEP B=$b auto " "$LOG_DIR/decode_bench.log")"
     goal=$([ "$b" = 1 ] && echo 500 || echo 2500)
     note "decode step graph B=$b (XL, 48 layers + head + top-k 200): ${line}auto $(na "$ams") ms $(fmt0 "$atok") tok/s $(verdict "$atok" ">=" "$goal") (>= $goal, graph alone)"
-    [ -n "${dms_nopdl:-}${dms_block:-}${dms_v012:-}" ] && note "decode step graph B=$b: PDL saves $(awk -v a="${dms_nopdl:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
-         "(nopdl/auto $(ratio "${dms_nopdl:-}" "$ams")), the multi-block sampler $(awk -v a="${dms_block:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms" \
-         "(block/auto $(ratio "${dms_block:-}" "$ams")); both against v0.12's auto: v012/auto $(ratio "${dms_v012:-}" "$ams")"
+    # PDL, the multi-block sampler and both (v0.12's auto) against auto: only the variants that ran
+    parts=""
+    [ -n "${dms_nopdl:-}" ] && parts="${parts}PDL saves $(awk -v a="$dms_nopdl" -v b="$ams" 'BEGIN {if (b == "") print "n/a"; else printf "%.4f", a - b}') ms (nopdl/auto $(ratio "$dms_nopdl" "$ams")), "
+    [ -n "${dms_block:-}" ] && parts="${parts}the multi-block sampler $(awk -v a="$dms_block" -v b="$ams" 'BEGIN {if (b == "") print "n/a"; else printf "%.4f", a - b}') ms (block/auto $(ratio "$dms_block" "$ams")), "
+    [ -n "${dms_v012:-}" ] && parts="${parts}both against v0.12's auto: v012/auto $(ratio "$dms_v012" "$ams"), "
+    [ -n "$parts" ] && note "decode step graph B=$b: ${parts%, }"
     # issue 21, v0.18: auto splits decode attention at B=8 too; oneblk keeps one block per (row, head)
     [ -n "${dms_oneblk:-}" ] && note "decode step graph B=$b: auto $(na "$ams") ms against decode attention one block per (row, head) (oneblk)" \
          "$(na "${dms_oneblk:-}") ms: saves $(awk -v a="${dms_oneblk:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
