@@ -414,12 +414,14 @@ static int zgc_graph_begin(zg_backend *be) {
         (void)cudaGetLastError();
         return zg_errorf("cannot record a CUDA graph: %s", cudaGetErrorString(e));
     }
+    zgc_gemv_prof_mark(be, 0);
     return 0;
 }
 
 static zg_graph *zgc_graph_end(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     cudaGraph_t g = NULL;
+    zgc_gemv_prof_mark(be, 1);
     cudaError_t e = cudaStreamEndCapture(im->stream, &g);
     if (e != cudaSuccess || g == NULL) {
         (void)cudaGetLastError();
@@ -457,6 +459,7 @@ static void zgc_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     if (im != NULL) {
         ZG_CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        zgc_gemv_prof_report(be);
         zgc_matmul_destroy(be);
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
@@ -584,6 +587,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_DECODE_LAYERS=%s: the decode step's layers as one persistent kernel were removed in "
                          "v0.23 (slower than a kernel per op, which always runs now); unset it",
                          getenv("ZGPT_DECODE_LAYERS"));
+    if (zgc_gemv_prof_env() < 0)
+        return zg_errorf("ZGPT_GEMV_PROF=%s: must be 1 (report the few-row products' timeline at the end) or 0; "
+                         "unset it for the default (0)",
+                         getenv("ZGPT_GEMV_PROF"));
     if (zgc_decode_combine() < 0)
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",

@@ -52,6 +52,7 @@ enum {
     ZGC_SCR_LAMB_PART,    /* Lamb: per optimizer block the partial ||p||^2 and ||u||^2 (double) */
     ZGC_SCR_DECODE,       /* decode attention's per-split partials (B,NH,splits,hs+2) fp32 */
     ZGC_SCR_DECODE_COUNT, /* decode attention: per (row, head) chunk blocks done (B,NH) u32, 0 between launches */
+    ZGC_SCR_GEMV_PROF, /* ZGPT_GEMV_PROF=1: v2 launches' block timestamps (ZGC_GEMV_PROF_LAUNCHES x blocks x 4) u64 */
     ZGC_SCR_COUNT
 };
 
@@ -109,6 +110,10 @@ typedef struct {
     void *loan;
     size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
+    /* ZGPT_GEMV_PROF=1 (gemv_cuda.cu): v2 launches profiled so far, each one's (N, C, OC, blocks), and the
+     * launch ranges recorded into graphs (the replays' timelines: the report's subject) */
+    int gemv_prof_next, gemv_prof_blocks, gemv_prof_nrec, gemv_prof_rec[8][2];
+    int (*gemv_prof_meta)[4];
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
     int lt_warm_running;
@@ -151,6 +156,11 @@ void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, voi
 /* The kernel a few-row product of these operands runs (ZGC_GEMV_* below; ZGC_GEMV_CUBLASLT: cuBLASLt, or
  * with ln the two ops); ln: the LayerNorm fused in front. Fatal for a bad ZGPT_GEMV. */
 int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln);
+/* ZGPT_GEMV_PROF (gemv_cuda.cu): 1 to record v2's timeline, 0 off, -1 another value (refused at create);
+ * mark: graph_begin (end 0) and graph_end (end 1); report: at destroy, on stderr */
+int zgc_gemv_prof_env(void);
+void zgc_gemv_prof_mark(zg_backend *be, int end);
+void zgc_gemv_prof_report(zg_backend *be);
 
 /* ZGPT_DECODE picks the decode path's kernels (A/B measurements in one call):
  *   unset (auto): per shape, from the H200's whole-step graphs (decode_device_run1.log): the few-row
@@ -281,6 +291,12 @@ __device__ __forceinline__ void zgc_pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+/* the GPU's global nanosecond timer (the same clock on every SM) */
+__device__ __forceinline__ unsigned long long zgc_globaltimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
 }
 /* L2 prefetch of the 128-byte line holding p (no register written, nothing waited for). */
 __device__ __forceinline__ void zgc_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }

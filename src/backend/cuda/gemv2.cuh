@@ -103,11 +103,13 @@ __device__ __forceinline__ void zgc_gemv2_prefetch(const char *p, unsigned bytes
 
 /* One product for zgc_gemv2_run: out (N,OC) = [LN](inp (N,C)) @ w (OC,C)^T + bias, then GELU (pre_gelu
  * non-NULL: the sum stored there too) or + residual (may be NULL, may be out). pf_bytes: the L2 prefetch
- * before the wait (0: none). */
+ * before the wait (0: none). prof (ZGPT_GEMV_PROF=1, else NULL): 4 global timestamps per block, written by
+ * its thread 0: the block's start, the end of its wait, of its input stage, and its end. */
 template <typename T> struct zgc_gemv2_op {
     T *out, *pre_gelu;
     const T *inp, *lnw, *lnb, *w, *bias, *residual;
     int N, C, OC, pf_bytes;
+    unsigned long long *prof;
 };
 
 /* A group's output (input row on, column o of OC; oc = o % 8) from its 8 warps' fragments red, summed in warp
@@ -187,6 +189,8 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
     int items = ng * nb;
     const int4 zero = make_int4(0, 0, 0, 0);
     const int4 *wv = reinterpret_cast<const int4 *>(a.w);
+    unsigned long long *prof = a.prof != nullptr && threadIdx.x == 0 ? a.prof + (size_t)bid * 4 : nullptr;
+    if (prof) prof[0] = zgc_globaltimer();
     /* item it: group bid + (it / nb) * nblk, this warp's chunks of batch it % nb */
     auto load = [&](int4(&buf)[U], int it) {
         int o = (bid + (it / nb) * nblk) * G + r, b = it % nb;
@@ -217,7 +221,9 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
         }
     }
     wait(); /* inp, residual and out belong to the kernels before */
+    if (prof) prof[1] = zgc_globaltimer();
     zgc_gemv2_stage_rows<T, LN>(a, xs_raw, nv, (int)blockDim.x, [] { __syncthreads(); });
+    if (prof) prof[2] = zgc_globaltimer();
     /* the output this thread stores at each group's end: (input row t / 8, column t % 8) */
     int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
     float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}, eb = 0.0f, er = 0.0f;
@@ -256,6 +262,7 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
         step(bufa, it);
         if (it + 1 < items) step(bufb, it + 1);
     }
+    if (prof) prof[3] = zgc_globaltimer();
 }
 
 /* 16-byte aligned: what the few-row kernels' vector loads and cp.async need of every operand */
