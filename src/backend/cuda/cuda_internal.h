@@ -110,9 +110,10 @@ typedef struct {
     void *loan;
     size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
-    /* ZGPT_GEMV_PROF=1 (gemv_cuda.cu): v2 launches profiled so far, each one's (N, C, OC, blocks), and the
-     * launch ranges recorded into graphs (the replays' timelines: the report's subject) */
-    int gemv_prof_next, gemv_prof_blocks, gemv_prof_nrec, gemv_prof_rec[8][2];
+    /* ZGPT_GEMV_PROF=1 (gemv_cuda.cu): the launches profiled so far (v2 products and split decode attention,
+     * while a graph records), each one's (N, C, OC: 0 for attention, blocks), and the launch ranges of the
+     * recordings (the replays' timelines: the report's subject) */
+    int gemv_prof_next, gemv_prof_on, gemv_prof_nrec, gemv_prof_rec[8][2];
     int (*gemv_prof_meta)[4];
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
@@ -156,9 +157,12 @@ void zgc_layernorm_matmul_forward(zg_backend *be, void *out, void *pre_gelu, voi
 /* The kernel a few-row product of these operands runs (ZGC_GEMV_* below; ZGC_GEMV_CUBLASLT: cuBLASLt, or
  * with ln the two ops); ln: the LayerNorm fused in front. Fatal for a bad ZGPT_GEMV. */
 int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, int OC, bool ln);
-/* ZGPT_GEMV_PROF (gemv_cuda.cu): 1 to record v2's timeline, 0 off, -1 another value (refused at create);
- * mark: graph_begin (end 0) and graph_end (end 1); report: at destroy, on stderr */
+/* ZGPT_GEMV_PROF (gemv_cuda.cu): 1 to record the decode step's timeline (v2's products and split decode
+ * attention), 0 off, -1 another value (refused at create); slot: a launch's 4 timestamps a block (NULL when
+ * off, outside a recording, or full; OC 0: attention); mark: graph_begin (end 0) and graph_end (end 1);
+ * report: at destroy, on stderr */
 int zgc_gemv_prof_env(void);
+unsigned long long *zgc_gemv_prof_slot(zg_backend *be, int N, int C, int OC, unsigned blocks);
 void zgc_gemv_prof_mark(zg_backend *be, int end);
 void zgc_gemv_prof_report(zg_backend *be);
 

@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
  * Every block waits, even one past the position (see zgc_pdl_on). */
 template <typename T, bool VEC, bool FUSED>
 __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
-    zgc_att_decode_split_kernel(zgc_dec_att_op<T> a, const int32_t *pos) {
+    zgc_att_decode_split_kernel(zgc_dec_att_op<T> a, const int32_t *pos, unsigned long long *prof) {
     __shared__ float sc[ZGC_DEC_CHUNK];
     __shared__ float qs[ZGC_DEC_MAX_HS];
     __shared__ float part[ZGC_DEC_SPLIT_WARPS][ZGC_DEC_MAX_HS];
@@ -103,11 +103,19 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     extern __shared__ int4 kvs[]; /* VEC: K rows, then V rows, ZGC_DEC_CHUNK each */
     zgc_dec_smem sm = {sc, qs, part, red, &last, kvs};
     zgc_dec_block g;
+    /* ZGPT_GEMV_PROF=1: start, wait over, end, end (gemv_cuda.cu's timeline) */
+    if (prof != nullptr && threadIdx.x == 0)
+        prof += ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * 4;
+    else
+        prof = nullptr;
+    if (prof) prof[0] = zgc_globaltimer();
     int bh = (int)blockIdx.x, s = (int)blockIdx.y, t = pos[0];
     zgc_dec_chunk_stage<T, VEC>(g, a, sm, bh, s, t);
     zgc_pdl_wait();
     zgc_pdl_trigger();
+    if (prof) prof[1] = zgc_globaltimer();
     zgc_dec_chunk_run<T, VEC, FUSED>(g, a, sm, bh, s, t);
+    if (prof) prof[2] = prof[3] = zgc_globaltimer();
 }
 /* The combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel): one block per (row, head). */
 template <typename T>
@@ -144,7 +152,8 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         zgc_dec_att_op<T> a = {(T *)out, accs, ml, counts, (const T *)qkv, (T *)kcache, (T *)vcache,
                                maxT,     C,    NH, S,      scale};
-        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, a, pos);
+        zgc_launch(be, kern, grid, dim3(ZGC_DEC_SPLIT_THREADS), smem, 0, a, pos,
+                   zgc_gemv_prof_slot(be, B, C, 0, grid.x * grid.y));
         ZG_CUDA_LAUNCH_CHECK();
         if (!fused) {
             zgc_launch(be, zgc_att_decode_combine_kernel<T>, dim3((unsigned)(B * NH)), dim3(cthreads), 0, 0, (T *)out,

@@ -241,30 +241,26 @@ int zgc_gemv_fits(zg_backend *be, const void *inp, const void *w, int N, int C, 
     return kind;
 }
 
-/* ---- ZGPT_GEMV_PROF=1: v2's timeline (an A/B aid for the decode step) ----------------------------------
- * Each v2 launch gets a slot of 4 global timestamps per block (gemv2.cuh: start, wait over, input staged,
- * end), kept for the first ZGC_GEMV_PROF_LAUNCHES launches; graph_begin / graph_end mark the launches a
- * recording holds, whose slots its replays overwrite. The report (at the backend's end, on stderr) reads the
- * last replay of each recording: per product shape, the time from the dependency's release (the first block
- * past its wait) to the last block's end, the input stage, the blocks' mean work after it, the tail (last end
- * less mean end) and the gap from the previous product's end (the kernels between: attention, LayerNorm). */
-#define ZGC_GEMV_PROF_LAUNCHES 1024
+/* ---- ZGPT_GEMV_PROF=1: the decode step's timeline (an A/B aid) ------------------------------------------
+ * While a graph records, each v2 launch and each split decode attention launch gets a slot of 4 global
+ * timestamps per block (start, wait over, input staged, end; attention: start, wait over, end, end), for
+ * ZGC_GEMV_PROF_LAUNCHES launches of up to ZGC_GEMV_PROF_BLOCKS blocks; the replays overwrite them. The
+ * report (at the backend's end, on stderr) reads the last replay of each recording: per kind, the time from
+ * the dependency's release (the first block past its wait) to the last block's end, the input stage, the
+ * blocks' mean work after it, the tail (last end less mean end), the gap from the previous launch's end. */
+#define ZGC_GEMV_PROF_LAUNCHES 512
+#define ZGC_GEMV_PROF_BLOCKS 4096
 int zgc_gemv_prof_env(void) {
     const char *v = getenv("ZGPT_GEMV_PROF");
     if (v == NULL || *v == '\0' || strcmp(v, "0") == 0) return 0;
     return strcmp(v, "1") == 0 ? 1 : -1;
 }
-static unsigned long long *zgc_gemv_prof_slot(zg_backend *be, int N, int C, int OC, unsigned blocks) {
+unsigned long long *zgc_gemv_prof_slot(zg_backend *be, int N, int C, int OC, unsigned blocks) {
     zgc_impl *im = zgc_get(be);
-    if (zgc_gemv_prof_env() != 1) return NULL;
-    if (im->gemv_prof_meta == NULL) {
-        im->gemv_prof_meta = (int(*)[4])zg_calloc(ZGC_GEMV_PROF_LAUNCHES, sizeof *im->gemv_prof_meta);
-        im->gemv_prof_blocks = 4 * (im->num_sms > 0 ? im->num_sms : 1);
-    }
-    if (im->gemv_prof_next >= ZGC_GEMV_PROF_LAUNCHES || (int)blocks > im->gemv_prof_blocks) return NULL;
-    size_t per = (size_t)im->gemv_prof_blocks * 4;
+    if (!im->gemv_prof_on || im->gemv_prof_next >= ZGC_GEMV_PROF_LAUNCHES || blocks > ZGC_GEMV_PROF_BLOCKS) return NULL;
+    size_t per = (size_t)ZGC_GEMV_PROF_BLOCKS * 4;
     unsigned long long *buf = (unsigned long long *)zgc_scratch(
-        be, ZGC_SCR_GEMV_PROF, (size_t)ZGC_GEMV_PROF_LAUNCHES * per * 8, "v2 timeline (ZGPT_GEMV_PROF)");
+        be, ZGC_SCR_GEMV_PROF, (size_t)ZGC_GEMV_PROF_LAUNCHES * per * 8, "decode timeline (ZGPT_GEMV_PROF)");
     int i = im->gemv_prof_next++;
     int meta[4] = {N, C, OC, (int)blocks};
     memcpy(im->gemv_prof_meta[i], meta, sizeof meta);
@@ -272,15 +268,18 @@ static unsigned long long *zgc_gemv_prof_slot(zg_backend *be, int N, int C, int 
 }
 void zgc_gemv_prof_mark(zg_backend *be, int end) {
     zgc_impl *im = zgc_get(be);
-    if (im->gemv_prof_meta == NULL || im->gemv_prof_nrec >= 8) return;
+    if (zgc_gemv_prof_env() != 1 || im->gemv_prof_nrec >= 8) return;
+    if (im->gemv_prof_meta == NULL)
+        im->gemv_prof_meta = (int(*)[4])zg_calloc(ZGC_GEMV_PROF_LAUNCHES, sizeof *im->gemv_prof_meta);
     im->gemv_prof_rec[im->gemv_prof_nrec][end] = im->gemv_prof_next;
+    im->gemv_prof_on = !end;
     if (end) im->gemv_prof_nrec++;
 }
 void zgc_gemv_prof_report(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     const unsigned long long *dev = (const unsigned long long *)im->scratch[ZGC_SCR_GEMV_PROF];
     if (im->gemv_prof_meta == NULL || dev == NULL) return;
-    size_t per = (size_t)im->gemv_prof_blocks * 4;
+    size_t per = (size_t)ZGC_GEMV_PROF_BLOCKS * 4;
     unsigned long long *h = (unsigned long long *)zg_malloc(per * 8);
     for (int r = 0; r < im->gemv_prof_nrec; r++) {
         int lo = im->gemv_prof_rec[r][0], hi = im->gemv_prof_rec[r][1];
@@ -288,16 +287,17 @@ void zgc_gemv_prof_report(zg_backend *be) {
         enum { KINDS = 8 };
         int kc[KINDS][2] = {{0}}, nk = 0, cnt[KINDS] = {0};
         double span[KINDS] = {0}, stage[KINDS] = {0}, body[KINDS] = {0}, tail[KINDS] = {0}, gap[KINDS] = {0},
-               early[KINDS] = {0};
+               early[KINDS] = {0}, bmax[KINDS] = {0};
         double prev_end = 0, first = 0, last = 0, step_ns = 1e30;
         for (int i = lo; i < hi; i++) {
             const int *m = im->gemv_prof_meta[i];
             ZG_CUDA_CHECK(cudaMemcpy(h, dev + (size_t)i * per, per * 8, cudaMemcpyDeviceToHost));
-            double smin = 1e300, rel = 1e300, emax = 0, esum = 0, stsum = 0, bsum = 0;
+            double smin = 1e300, rel = 1e300, emax = 0, esum = 0, stsum = 0, bsum = 0, bm = 0;
             for (int b = 0; b < m[3]; b++) {
                 const unsigned long long *t = h + (size_t)b * 4;
                 smin = fmin(smin, (double)t[0]), rel = fmin(rel, (double)t[1]), emax = fmax(emax, (double)t[3]);
                 esum += (double)t[3], stsum += (double)(t[2] - t[1]), bsum += (double)(t[3] - t[2]);
+                bm = fmax(bm, (double)(t[3] - t[1]));
                 for (int k = 1; k < 4; k++)
                     if (t[k] > t[k - 1]) step_ns = fmin(step_ns, (double)(t[k] - t[k - 1]));
             }
@@ -309,21 +309,28 @@ void zgc_gemv_prof_report(zg_backend *be) {
             }
             cnt[k]++;
             span[k] += emax - rel, stage[k] += stsum / m[3], body[k] += bsum / m[3], tail[k] += emax - esum / m[3];
-            early[k] += rel - smin;
+            early[k] += rel - smin, bmax[k] += bm;
             if (i > lo) gap[k] += rel - prev_end;
             if (i == lo) first = rel;
             prev_end = last = emax;
         }
         fprintf(stderr,
-                "zgpt: v2 timeline, recording %d (%d launches, N=%d): %.1f us from the first release to the last end; "
-                "timer step >= %.0f ns\n",
+                "zgpt: decode timeline, recording %d (%d launches, N=%d): %.1f us from the first release to the last "
+                "end; timer step >= %.0f ns\n",
                 r, hi - lo, im->gemv_prof_meta[lo][0], (last - first) / 1e3, step_ns);
-        for (int k = 0; k < nk; k++)
+        for (int k = 0; k < nk; k++) {
+            char what[48];
+            if (kc[k][1] == 0)
+                snprintf(what, sizeof what, "attention C=%d", kc[k][0]);
+            else
+                snprintf(what, sizeof what, "v2 C=%d OC=%d", kc[k][0], kc[k][1]);
             fprintf(stderr,
-                    "zgpt:   C=%d OC=%d x%d: release to last end %.2f us; input stage %.2f; work after it %.2f (mean "
-                    "block); tail %.2f; gap from the previous product's end %.2f; first block waited %.2f\n",
-                    kc[k][0], kc[k][1], cnt[k], span[k] / cnt[k] / 1e3, stage[k] / cnt[k] / 1e3, body[k] / cnt[k] / 1e3,
-                    tail[k] / cnt[k] / 1e3, gap[k] / cnt[k] / 1e3, early[k] / cnt[k] / 1e3);
+                    "zgpt:   %s x%d: release to last end %.2f us; input stage %.2f; work after it %.2f (mean block), "
+                    "%.2f (longest block from its release); tail %.2f; gap from the previous launch's end %.2f; "
+                    "first block waited %.2f\n",
+                    what, cnt[k], span[k] / cnt[k] / 1e3, stage[k] / cnt[k] / 1e3, body[k] / cnt[k] / 1e3,
+                    bmax[k] / cnt[k] / 1e3, tail[k] / cnt[k] / 1e3, gap[k] / cnt[k] / 1e3, early[k] / cnt[k] / 1e3);
+        }
     }
     free(h);
     free(im->gemv_prof_meta);
