@@ -94,20 +94,45 @@ __device__ void zgc_dec_pv(G g, const float *sc, const T *vb, int vs, int j0, in
 
 /* out (b, h) = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the chunks s up to position t, in
  * order; thread d of the group for channels d, d + size, ... The partials are other blocks' stores: read
- * through L2 (ld.cg), never a line this SM's L1 may hold from before. */
-template <typename T, typename G>
+ * through L2 (ld.cg), never a line this SM's L1 may hold from before. BATCH: the reads go out
+ * ZGC_DEC_COMBINE_BATCH chunks at a time, all in flight before the first is used, where one chunk at a time
+ * left a chain of dependent L2 reads (v0.23's timeline, H100, XL B=1: attention 9.85 -> 6.22 us a layer, the
+ * step 2.28 -> 2.15 ms); it takes registers (147 against 40 for the split kernel), which cost occupancy where
+ * the grid is several waves (B=8: the step 3.13 -> 3.22 ms), so the split kernel batches only where rows x
+ * heads fit the SMs once (zgc_attention_decode_split). Either way the sums keep their order: the same bits. */
+#define ZGC_DEC_COMBINE_BATCH 16
+template <typename T, bool BATCH, typename G>
 __device__ __forceinline__ void zgc_dec_combine(G g, T *out, const float *accs, const float *ml, int t, int S, int bh,
                                                 int b, int h, int C, int hs) {
+    constexpr int NB = BATCH ? ZGC_DEC_COMBINE_BATCH : 1;
     int n = t / ZGC_DEC_CHUNK + 1; /* chunks holding positions 0..t */
     const float *mlb = ml + (size_t)bh * S * 2;
     float M = -INFINITY;
-    for (int s = 0; s < n; s++) M = fmaxf(M, __ldcg(mlb + 2 * s));
+    for (int s0 = 0; s0 < n; s0 += NB) {
+        float mv[NB];
+#pragma unroll
+        for (int i = 0; i < NB; i++) mv[i] = s0 + i < n ? __ldcg(mlb + 2 * (s0 + i)) : -INFINITY;
+#pragma unroll
+        for (int i = 0; i < NB; i++) M = fmaxf(M, mv[i]);
+    }
     for (int d = g.tid(); d < hs; d += g.size()) {
         float num = 0.0f, den = 0.0f;
-        for (int s = 0; s < n; s++) {
-            float f = __expf(__ldcg(mlb + 2 * s) - M);
-            den += f * __ldcg(mlb + 2 * s + 1);
-            num += f * __ldcg(accs + ((size_t)bh * S + s) * hs + d);
+        for (int s0 = 0; s0 < n; s0 += NB) {
+            float mv[NB], lv[NB], av[NB];
+#pragma unroll
+            for (int i = 0; i < NB; i++)
+                if (s0 + i < n) {
+                    mv[i] = __ldcg(mlb + 2 * (s0 + i));
+                    lv[i] = __ldcg(mlb + 2 * (s0 + i) + 1);
+                    av[i] = __ldcg(accs + ((size_t)bh * S + s0 + i) * hs + d);
+                }
+#pragma unroll
+            for (int i = 0; i < NB; i++)
+                if (s0 + i < n) {
+                    float f = __expf(mv[i] - M);
+                    den += f * lv[i];
+                    num += f * av[i];
+                }
         }
         out[(size_t)b * C + (size_t)h * hs + d] = zgc_from_f<T>(num / den);
     }
@@ -175,9 +200,10 @@ __device__ __forceinline__ void zgc_dec_chunk_stage(G g, const zgc_dec_att_op<T>
 /* After the wait: chunk s of (row, head) bh over positions [s*CHUNK, min(t + 1, (s+1)*CHUNK)); writes
  * ml[bh][s] = (m, l) and accs[bh][s][0..hs). The chunk holding t first puts the new k, v into the cache
  * (the only chunk that reads them). FUSED: the last of the (row, head)'s chunks to finish combines (the
- * threadfence-reduction pattern; its counter back to 0 once it has seen it). After the wait only q and the
- * new position's k, v (qkv, written by the kernel or phase before: read through L2) are read from memory. */
-template <typename T, bool VEC, bool FUSED, typename G>
+ * threadfence-reduction pattern; its counter back to 0 once it has seen it; BATCH: zgc_dec_combine's). After
+ * the wait only q and the new position's k, v (qkv, written by the kernel or phase before: read through L2)
+ * are read from memory. */
+template <typename T, bool VEC, bool FUSED, bool BATCH, typename G>
 __device__ void zgc_dec_chunk_run(G g, const zgc_dec_att_op<T> &a, const zgc_dec_smem &sm, int bh, int s, int t) {
     int NH = a.NH, C = a.C, b = bh / NH, h = bh % NH, hs = C / NH, L = t + 1, S = a.S;
     int j0 = s * ZGC_DEC_CHUNK, j1 = min(L, j0 + ZGC_DEC_CHUNK);
@@ -238,7 +264,7 @@ __device__ void zgc_dec_chunk_run(G g, const zgc_dec_att_op<T> &a, const zgc_dec
     g.sync();
     if (!*sm.last) return;
     __threadfence();
-    zgc_dec_combine<T>(g, a.out, a.accs, a.ml, t, S, bh, b, h, C, hs);
+    zgc_dec_combine<T, BATCH>(g, a.out, a.accs, a.ml, t, S, bh, b, h, C, hs);
 }
 
 #endif

@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(ZGC_DEC_THREADS)
  * staged before the PDL wait, so the two DRAM round trips over the cache leave the step's critical path
  * (v0.18); pos[0] is read before the wait too (the previous step's decode_advance wrote it, kernels ago).
  * Every block waits, even one past the position (see zgc_pdl_on). */
-template <typename T, bool VEC, bool FUSED>
+template <typename T, bool VEC, bool FUSED, bool BATCH>
 __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     zgc_att_decode_split_kernel(zgc_dec_att_op<T> a, const int32_t *pos, unsigned long long *prof) {
     __shared__ float sc[ZGC_DEC_CHUNK];
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(ZGC_DEC_SPLIT_THREADS)
     zgc_pdl_wait();
     zgc_pdl_trigger();
     if (prof) prof[1] = zgc_globaltimer();
-    zgc_dec_chunk_run<T, VEC, FUSED>(g, a, sm, bh, s, t);
+    zgc_dec_chunk_run<T, VEC, FUSED, BATCH>(g, a, sm, bh, s, t);
     if (prof) prof[2] = prof[3] = zgc_globaltimer();
 }
 /* The combine as a kernel of its own (ZGPT_DECODE_COMBINE=kernel): one block per (row, head). */
@@ -124,7 +124,7 @@ __global__ void zgc_att_decode_combine_kernel(T *out, const float *accs, const f
     zgc_pdl_wait();
     zgc_pdl_trigger();
     int bh = blockIdx.x;
-    zgc_dec_combine<T>(zgc_dec_block{}, out, accs, ml, pos[0], S, bh, bh / NH, bh % NH, C, C / NH);
+    zgc_dec_combine<T, true>(zgc_dec_block{}, out, accs, ml, pos[0], S, bh, bh / NH, bh % NH, C, C / NH);
 }
 
 static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qkv, void *kcache, void *vcache,
@@ -140,9 +140,22 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
     unsigned cthreads = (unsigned)((hs + 31) / 32 * 32);
     float scale = 1.0f / sqrtf((float)hs);
     ZGC_DISPATCH(be->act_dtype, T, {
-        auto kern =
-            fused ? (vec ? zgc_att_decode_split_kernel<T, true, true> : zgc_att_decode_split_kernel<T, false, true>)
-                  : (vec ? zgc_att_decode_split_kernel<T, true, false> : zgc_att_decode_split_kernel<T, false, false>);
+        /* the fused combine's reads batched where the grid is about one wave of the batched kernel (at most
+         * 5/4 of what the SMs hold at once: GPT-2 XL at B=1, 400 blocks against 396, measured; B=8, 3,200
+         * blocks, loses): its registers would cost a grid of several waves its occupancy (decode_attn.cuh,
+         * zgc_dec_combine) */
+        int per_sm = 0;
+        ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm,
+            vec ? zgc_att_decode_split_kernel<T, true, true, true> : zgc_att_decode_split_kernel<T, false, true, true>,
+            ZGC_DEC_SPLIT_THREADS, vec ? zgc_dec_kv_bytes(hs, sizeof(T)) : 0));
+        bool batch = (size_t)grid.x * grid.y * 4 <= (size_t)per_sm * zgc_get(be)->num_sms * 5;
+        auto kern = fused ? (vec ? (batch ? zgc_att_decode_split_kernel<T, true, true, true>
+                                          : zgc_att_decode_split_kernel<T, true, true, false>)
+                                 : (batch ? zgc_att_decode_split_kernel<T, false, true, true>
+                                          : zgc_att_decode_split_kernel<T, false, true, false>))
+                          : (vec ? zgc_att_decode_split_kernel<T, true, false, false>
+                                 : zgc_att_decode_split_kernel<T, false, false, false>);
         /* vec: the chunk's K and V rows staged (row stride hs + 16 bytes); past 48 KB with the kernel's static
          * arrays (sc, qs, part, red, last) the dynamic part needs the opt-in (hs above 162 in 16-bit types) */
         size_t smem = vec ? zgc_dec_kv_bytes(hs, sizeof(T)) : 0;
