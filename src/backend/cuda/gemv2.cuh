@@ -133,31 +133,30 @@ __device__ __forceinline__ void zgc_gemv2_store(const float (*red)[32][2], int o
 }
 
 /* v2's input stage in shared memory xs_raw: the N input rows (row stride zgc_gemv2_xstride(nv) vectors), then
- * (LN) the gains and the biases. Run by threads 0..nthreads-1 of the block, sync() their barrier.
+ * (LN) the gains and the biases, by the whole block.
  * zgc_gemv2_ln_params, before the wait: the LayerNorm's parameters (no earlier kernel writes them);
  * zgc_gemv2_stage_rows, after it: the rows, every copy in flight at once, then warp n normalises row n in
  * place (each vector read, then written, by one lane). */
 template <typename T>
-__device__ __forceinline__ void zgc_gemv2_ln_params(const zgc_gemv2_op<T> &a, int4 *xs_raw, int nv, int nthreads) {
+__device__ __forceinline__ void zgc_gemv2_ln_params(const zgc_gemv2_op<T> &a, int4 *xs_raw, int nv) {
     int4 *lnws = xs_raw + (size_t)a.N * zgc_gemv2_xstride(nv), *lnbs = lnws + nv;
-    for (int i = threadIdx.x; i < nv; i += nthreads) {
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
         zgc_cp_async16(lnws + i, reinterpret_cast<const int4 *>(a.lnw) + i);
         zgc_cp_async16(lnbs + i, reinterpret_cast<const int4 *>(a.lnb) + i);
     }
     zgc_cp_commit();
 }
-template <typename T, bool LN, typename Sync>
-__device__ __forceinline__ void zgc_gemv2_stage_rows(const zgc_gemv2_op<T> &a, int4 *xs_raw, int nv, int nthreads,
-                                                     Sync sync) {
+template <typename T, bool LN>
+__device__ __forceinline__ void zgc_gemv2_stage_rows(const zgc_gemv2_op<T> &a, int4 *xs_raw, int nv) {
     const int N = a.N, xstride = zgc_gemv2_xstride(nv), warp = threadIdx.x / 32;
     const int4 *xg = reinterpret_cast<const int4 *>(a.inp);
-    for (int i = threadIdx.x; i < N * nv; i += nthreads) {
+    for (int i = threadIdx.x; i < N * nv; i += blockDim.x) {
         int n = i / nv;
         zgc_cp_async16(xs_raw + (size_t)n * xstride + (i - n * nv), xg + i);
     }
     zgc_cp_commit();
     zgc_cp_wait<0>();
-    sync();
+    __syncthreads();
     if (LN) {
         const int4 *lnws = xs_raw + (size_t)N * xstride, *lnbs = lnws + nv;
         if (warp < N) {
@@ -165,7 +164,7 @@ __device__ __forceinline__ void zgc_gemv2_stage_rows(const zgc_gemv2_op<T> &a, i
             zgc_gemv_ln_row<T>(reinterpret_cast<zgc_vec<T> *>(row), reinterpret_cast<const T *>(row),
                                reinterpret_cast<const T *>(lnws), reinterpret_cast<const T *>(lnbs), a.C);
         }
-        sync();
+        __syncthreads();
     }
 }
 
@@ -206,7 +205,7 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
     int4 bufa[U], bufb[U];
     if (items > 0) load(bufa, 0);
     if (items > 1) load(bufb, 1);
-    if (LN) zgc_gemv2_ln_params<T>(a, xs_raw, nv, (int)blockDim.x);
+    if (LN) zgc_gemv2_ln_params<T>(a, xs_raw, nv);
     /* the block's first groups into L2 (a group's rows are one contiguous range), 16 KB per lane of warp 0 */
     if (warp == 0 && a.pf_bytes > 0) {
         const size_t rowb = (size_t)C * sizeof(T);
@@ -222,7 +221,7 @@ __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid,
     }
     wait(); /* inp, residual and out belong to the kernels before */
     if (prof) prof[1] = zgc_globaltimer();
-    zgc_gemv2_stage_rows<T, LN>(a, xs_raw, nv, (int)blockDim.x, [] { __syncthreads(); });
+    zgc_gemv2_stage_rows<T, LN>(a, xs_raw, nv);
     if (prof) prof[2] = zgc_globaltimer();
     /* the output this thread stores at each group's end: (input row t / 8, column t % 8) */
     int on = (int)threadIdx.x / G, oc = (int)threadIdx.x % G;
