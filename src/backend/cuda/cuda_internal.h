@@ -110,6 +110,9 @@ typedef struct {
     void *loan;
     size_t loan_bytes;
     int host_register_noted; /* "pinned host memory comes from cudaHostAlloc instead" was said */
+    /* split decode attention's batched-combine kernel (decode_cuda.cu): the blocks an SM holds at head size
+     * dec_batch_hs (0: not asked yet; the query runs once per head size, not per launch) */
+    int dec_batch_hs, dec_batch_per_sm;
     /* ZGPT_GEMV_PROF=1 (gemv_cuda.cu): the launches profiled so far (v2 products and split decode attention,
      * while a graph records), each one's (N, C, OC: 0 for attention, blocks), and the launch ranges of the
      * recordings (the replays' timelines: the report's subject) */

@@ -144,16 +144,21 @@ static void zgc_attention_decode_split(zg_backend *be, void *out, const void *qk
          * 5/4 of what the SMs hold at once: GPT-2 XL at B=1, 400 blocks against 396, measured; B=8, 3,200
          * blocks, loses): its registers would cost a grid of several waves its occupancy (decode_attn.cuh,
          * zgc_dec_combine) */
-        int per_sm = 0; /* a query that fails (a head's rows past 48 KB, no opt-in yet): no batch */
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm,
-                                                          vec ? zgc_att_decode_split_kernel<T, true, true, true>
-                                                              : zgc_att_decode_split_kernel<T, false, true, true>,
-                                                          ZGC_DEC_SPLIT_THREADS,
-                                                          vec ? zgc_dec_kv_bytes(hs, sizeof(T)) : 0) != cudaSuccess) {
-            (void)cudaGetLastError();
-            per_sm = 0;
+        zgc_impl *im = zgc_get(be);
+        if (im->dec_batch_hs != hs) {
+            int per_sm = 0; /* a query that fails (a head's rows past 48 KB, no opt-in yet): no batch */
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                    &per_sm,
+                    vec ? zgc_att_decode_split_kernel<T, true, true, true>
+                        : zgc_att_decode_split_kernel<T, false, true, true>,
+                    ZGC_DEC_SPLIT_THREADS, vec ? zgc_dec_kv_bytes(hs, sizeof(T)) : 0) != cudaSuccess) {
+                (void)cudaGetLastError();
+                per_sm = 0;
+            }
+            im->dec_batch_hs = hs;
+            im->dec_batch_per_sm = per_sm;
         }
-        bool batch = (size_t)grid.x * grid.y * 4 <= (size_t)per_sm * zgc_get(be)->num_sms * 5;
+        bool batch = (size_t)grid.x * grid.y * 4 <= (size_t)im->dec_batch_per_sm * im->num_sms * 5;
         auto kern = fused ? (vec ? (batch ? zgc_att_decode_split_kernel<T, true, true, true>
                                           : zgc_att_decode_split_kernel<T, true, true, false>)
                                  : (batch ? zgc_att_decode_split_kernel<T, false, true, true>
