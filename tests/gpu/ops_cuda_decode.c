@@ -232,19 +232,27 @@ void oc_test_decode_graph(void) {
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
 }
 
-/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP or ZGPT_DECODE_LAYERS is refused when the
- * backend is made, in one line naming the value; so are the values of removed forms. */
+/* zg_backend_cuda_create with var=value set (unset again after): its return code; a backend it made is
+ * destroyed; a refusal makes none; the error message stays for the caller */
+static int env_create(const char *var, const char *value) {
+    setenv(var, value, 1);
+    zg_backend *be = NULL;
+    zg_backend_config cfg = {"cuda", -1, ZG_BF16};
+    int rc = zg_backend_cuda_create(&be, &cfg);
+    unsetenv(var);
+    ZT_CHECK_MSG(rc == 0 || be == NULL, "%s=%s: refused, but a backend was made", var, value);
+    if (be) zg_backend_destroy(be);
+    return rc;
+}
+
+/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS or ZGPT_GEMV_PROF is
+ * refused when the backend is made, in one line naming the value; so are the values of removed forms. */
 void oc_test_decode_prefetch_env(void) {
-    static const char *const vars[4] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP",
-                                        "ZGPT_DECODE_LAYERS"};
-    for (int i = 0; i < 4; i++) {
-        setenv(vars[i], "yes", 1);
-        zg_backend *be = NULL;
-        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
-        int rc = zg_backend_cuda_create(&be, &cfg);
-        unsetenv(vars[i]);
-        ZT_CHECK_MSG(rc != 0 && be == NULL, "%s=yes was accepted", vars[i]);
-        if (be) zg_backend_destroy(be);
+    static const char *const vars[5] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP",
+                                        "ZGPT_DECODE_LAYERS", "ZGPT_GEMV_PROF"};
+    for (int i = 0; i < 5; i++) {
+        int rc = env_create(vars[i], "yes");
+        ZT_CHECK_MSG(rc != 0, "%s=yes was accepted", vars[i]);
         char want[64];
         snprintf(want, sizeof want, "%s=yes", vars[i]);
         const char *msg = zg_error_message();
@@ -259,28 +267,17 @@ void oc_test_decode_prefetch_env(void) {
                                            {"ZGPT_DECODE_LAYERS", "3"},   {"ZGPT_DECODE_PREFETCH", "1"},
                                            {"ZGPT_DECODE_PREFETCH", "2"}, {"ZGPT_DECODE_PREFETCH", "3"}};
     for (int i = 0; i < 6; i++) {
-        setenv(gone[i][0], gone[i][1], 1);
-        zg_backend *be = NULL;
-        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
-        int rc = zg_backend_cuda_create(&be, &cfg);
-        unsetenv(gone[i][0]);
+        int rc = env_create(gone[i][0], gone[i][1]);
         char want[48];
         snprintf(want, sizeof want, "%s=%s", gone[i][0], gone[i][1]);
-        ZT_CHECK_MSG(rc != 0 && be == NULL && strstr(zg_error_message(), want) != NULL &&
+        ZT_CHECK_MSG(rc != 0 && strstr(zg_error_message(), want) != NULL &&
                          strstr(zg_error_message(), "removed") != NULL,
                      "%s was accepted, or its refusal does not say it was removed: %s", want, zg_error_message());
-        if (be) zg_backend_destroy(be);
         zg_error_clear();
     }
     for (int i = 0; i < 2; i++) {
         const char *var = i ? "ZGPT_DECODE_PREFETCH" : "ZGPT_DECODE_LAYERS";
-        setenv(var, "0", 1);
-        zg_backend *be = NULL;
-        zg_backend_config cfg = {"cuda", -1, ZG_BF16};
-        int rc = zg_backend_cuda_create(&be, &cfg);
-        unsetenv(var);
-        ZT_CHECK_MSG(rc == 0 && be != NULL, "%s=0 was refused: %s", var, zg_error_message());
-        if (be) zg_backend_destroy(be);
+        ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
         zg_error_clear();
     }
 }
