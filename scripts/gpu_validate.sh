@@ -1224,8 +1224,8 @@ if has decode; then
     [ -n "${dms_oneblk:-}" ] && note "decode step graph B=$b: auto $(na "$ams") ms against decode attention one block per (row, head) (oneblk)" \
          "$(na "${dms_oneblk:-}") ms: saves $(awk -v a="${dms_oneblk:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
     # issue 21, v0.16: split attention's combine in its last chunk block (auto) against a kernel of its own
-    # (comb2, v0.15's form): a gain is a lower ms for auto (split attention runs at B=1; B=8 takes the
-    # one-block kernel, so the two should be equal there)
+    # (comb2, v0.15's form; its reads batched since v0.23): a gain is a lower ms for auto (split attention runs
+    # at B <= 10 since v0.18; v0.23 measured comb2 faster at B=8, 3.03 against 3.13 ms)
     [ -n "${dms_comb2:-}" ] && note "decode step graph B=$b: attention combine fused (auto) $(na "$ams") ms against a kernel of its own (comb2)" \
          "$(na "${dms_comb2:-}") ms: saves $(awk -v a="${dms_comb2:-}" -v b="$ams" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.4f", a - b}') ms"
   done
