@@ -396,7 +396,7 @@ void oc_test_matmul_v2(void) {
 /* cuBLASLt's start-up on a thread (ZGPT_LT_WARMUP, matmul_cuda.cu): a backend destroyed at once (its
  * warm-up possibly still running: the end waits for it) leaves nothing behind; a process that exits right
  * after creating its backend (an error path that stops zgpt during the model's load) ends with its own
- * exit status, not a signal; and a product through cuBLASLt (64 rows: not a few-row kernel's) gives the
+ * exit status, not a signal (exit waits for the warm-up: matmul_cuda.cu); and a product through cuBLASLt (64 rows: not a few-row kernel's) gives the
  * same bits with the warm-up on (the default) and off, in each dtype. */
 void oc_test_lt_warmup(void) {
     char self[4096], cmd[4200];
@@ -404,7 +404,7 @@ void oc_test_lt_warmup(void) {
     ZT_CHECK(len > 0);
     self[len > 0 ? len : 0] = '\0';
     snprintf(cmd, sizeof cmd, "OC_EXIT_AFTER_CREATE=1 '%s' > /dev/null 2>&1", self);
-    for (int i = 0; len > 0 && i < 3; i++) {
+    for (int i = 0; len > 0 && i < 5; i++) { /* the exit race it guards against showed once in 3 (v0.24) */
         int st = system(cmd);
         ZT_CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 3,
                      "a process that exits while its warm-up runs ended with status %d (want exit 3)", st);

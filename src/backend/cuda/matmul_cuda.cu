@@ -40,6 +40,28 @@ static int zgc_align_of(const void *p) {
  * errors are dropped (a warm-up only: the real products report theirs). ZGPT_LT_WARMUP=0 turns it off
  * (A/B runs); any other value than 0 or 1 is refused when the backend is created. */
 enum { ZGC_LT_WARM_N = 64, ZGC_LT_WARM_WS = 1 << 20 };
+/* A process may exit while a warm-up runs (an error during the model's load ends zgpt with exit()): the
+ * CUDA runtime's and cuBLASLt's exit-time teardown then ran under the thread's calls, and the process died
+ * of SIGSEGV instead of its exit status (lt_warmup's child, H100, once in several runs). So exit waits for
+ * every warm-up still running: the count below (process-wide state, as exit() is), waited for by an atexit
+ * handler. It is registered at the first warm-up, after the backend's first CUDA calls, so it runs before
+ * the runtime's own handler (atexit runs handlers in reverse order). */
+static pthread_mutex_t zgc_lt_warm_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t zgc_lt_warm_cv = PTHREAD_COND_INITIALIZER;
+static int zgc_lt_warm_live; /* warm-up threads started and not yet at their end */
+static pthread_once_t zgc_lt_warm_once = PTHREAD_ONCE_INIT;
+static void zgc_lt_warm_live_add(int d) {
+    pthread_mutex_lock(&zgc_lt_warm_mu);
+    zgc_lt_warm_live += d;
+    if (zgc_lt_warm_live == 0) pthread_cond_broadcast(&zgc_lt_warm_cv);
+    pthread_mutex_unlock(&zgc_lt_warm_mu);
+}
+static void zgc_lt_warm_at_exit(void) {
+    pthread_mutex_lock(&zgc_lt_warm_mu);
+    while (zgc_lt_warm_live > 0) pthread_cond_wait(&zgc_lt_warm_cv, &zgc_lt_warm_mu);
+    pthread_mutex_unlock(&zgc_lt_warm_mu);
+}
+static void zgc_lt_warm_register(void) { (void)atexit(zgc_lt_warm_at_exit); }
 static void *zgc_lt_warm_main(void *arg) {
     zg_backend *be = (zg_backend *)arg; /* device and dtype: set before the thread starts, never changed */
     zgc_impl *im = zgc_get(be);
@@ -77,6 +99,7 @@ cleanup:
     if (st) (void)cudaStreamDestroy(st);
     if (h) (void)cublasLtDestroy(h);
     (void)cudaGetLastError(); /* nothing of the warm-up's reaches the caller's error state */
+    zgc_lt_warm_live_add(-1);
     return NULL;
 }
 
@@ -89,7 +112,10 @@ int zgc_lt_warm_env(void) {
 void zgc_lt_warm_start(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     if (zgc_lt_warm_env() != 1) return;
+    (void)pthread_once(&zgc_lt_warm_once, zgc_lt_warm_register);
+    zgc_lt_warm_live_add(1);
     im->lt_warm_running = pthread_create(&im->lt_warm, NULL, zgc_lt_warm_main, be) == 0;
+    if (!im->lt_warm_running) zgc_lt_warm_live_add(-1);
 }
 
 void zgc_lt_warm_join(zg_backend *be) {
