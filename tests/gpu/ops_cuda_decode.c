@@ -188,6 +188,9 @@ void oc_test_decode_ops(void) {
         printf("  ZGPT_DECODE=%s\n", vars[v] ? vars[v] : "(unset)");
         oc_attention_cached_case(1, 23, 40);
         oc_attention_cached_case(1, 200, 300);
+        /* GPT-2's whole context (16 chunks a (row, head), most of them past the position) and past it */
+        oc_attention_cached_case(1, 300, 1024);
+        oc_attention_cached_case(1, 100, 1100);
     }
     setenv("ZGPT_DECODE", "new", 1);
 }
