@@ -768,18 +768,22 @@ static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *do
     return grid;
 }
 
-/* dw (C) += sum over blocks of part[:, c]; db likewise. Block (32, 32): 32 columns, 32 threads
- * splitting the nblocks partial rows (thread y takes rows y, y+32, ...) into 4 running sums each
- * (rows y + 32*(4i+j) go to sum j) so four loads per array are in flight instead of one, then
- * summed in y order in shared memory: a fixed order, so deterministic. (One thread per column
- * summing all nblocks rows serially left the kernel latency-bound: ~20-40 us of each ~165 us GPT-2
- * XL call; 16 threads with one running sum still waited for ~33 loads in a row.) */
-#define ZGC_LN_RED_Y 32
+/* dw (C) += sum over blocks of part[:, c]; db likewise. Block (8, 64): 8 columns (a 32-byte sector of
+ * each partial row), 64 threads splitting the nblocks partial rows (thread y takes rows y, y+64, ...)
+ * into 4 running sums each (rows y + 64*(4i+j) go to sum j), so that at the row-group kernel's 264 rows
+ * (GPT-2 XL on 132 SMs) every load of a thread is in flight at once; then the 64 sums of a column meet in
+ * a fixed tree in shared memory: a fixed order, so deterministic. C/8 blocks (200 at C = 1600) where 32
+ * columns x 32 threads gave C/32 (50) on as many SMs: 7.33 us a call at XL against 7.55-7.94 (ncu, H100,
+ * caches flushed; docs/PERFORMANCE.md v0.24). One thread per column summing every row serially was slower
+ * still. */
+#define ZGC_LN_RED_X 8
+#define ZGC_LN_RED_Y 64
 template <typename TG>
-__global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
-    __shared__ float sw[ZGC_LN_RED_Y][33], sb[ZGC_LN_RED_Y][33];
+__global__ void __launch_bounds__(ZGC_LN_RED_X *ZGC_LN_RED_Y)
+    zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
+    __shared__ float sw[ZGC_LN_RED_Y][ZGC_LN_RED_X + 1], sb[ZGC_LN_RED_Y][ZGC_LN_RED_X + 1];
     int tx = threadIdx.x, ty = threadIdx.y;
-    int c = blockIdx.x * 32 + tx;
+    int c = blockIdx.x * ZGC_LN_RED_X + tx;
     float a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
     if (c < C)
         for (int k0 = ty; k0 < nblocks; k0 += 4 * ZGC_LN_RED_Y)
@@ -794,15 +798,26 @@ __global__ void zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *par
     sw[ty][tx] = (a[0] + a[1]) + (a[2] + a[3]);
     sb[ty][tx] = (b[0] + b[1]) + (b[2] + b[3]);
     __syncthreads();
-    if (ty == 0 && c < C) {
-        float sa = 0.f, sbb = 0.f;
-        for (int y = 0; y < ZGC_LN_RED_Y; y++) {
-            sa += sw[y][tx];
-            sbb += sb[y][tx];
+#pragma unroll
+    for (int h = ZGC_LN_RED_Y / 2; h > 0; h >>= 1) {
+        if (ty < h) {
+            sw[ty][tx] += sw[ty + h][tx];
+            sb[ty][tx] += sb[ty + h][tx];
         }
-        dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sa);
-        db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sbb);
+        __syncthreads();
     }
+    if (ty == 0 && c < C) {
+        dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sw[0][tx]);
+        db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sb[0][tx]);
+    }
+}
+/* the launch of zgc_layernorm_bwd_reduce_kernel over the nblocks partial rows */
+static void zgc_ln_bwd_reduce(zg_backend *be, void *dw, void *db, const float *part, int nblocks, int C) {
+    ZGC_DISPATCH(be->grad_dtype, TG,
+                 (zgc_layernorm_bwd_reduce_kernel<TG>
+                  <<<(C + ZGC_LN_RED_X - 1) / ZGC_LN_RED_X, dim3(ZGC_LN_RED_X, ZGC_LN_RED_Y), 0, zgc_get(be)->stream>>>(
+                      (TG *)dw, (TG *)db, part, nblocks, C)));
+    ZG_CUDA_LAUNCH_CHECK();
 }
 
 /* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
@@ -837,11 +852,7 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
             });
             if (used > 0) {
                 ZG_CUDA_LAUNCH_CHECK();
-                ZGC_DISPATCH(
-                    be->grad_dtype, TG,
-                    (zgc_layernorm_bwd_reduce_kernel<TG>
-                     <<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>((TG *)dw, (TG *)db, part, used, C)));
-                ZG_CUDA_LAUNCH_CHECK();
+                zgc_ln_bwd_reduce(be, dw, db, part, used, C);
                 return;
             }
         }
@@ -912,8 +923,5 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
         });
     }
     ZG_CUDA_LAUNCH_CHECK();
-    ZGC_DISPATCH(be->grad_dtype, TG,
-                 (zgc_layernorm_bwd_reduce_kernel<TG>
-                  <<<(C + 31) / 32, dim3(32, ZGC_LN_RED_Y), 0, im->stream>>>((TG *)dw, (TG *)db, part, used, C)));
-    ZG_CUDA_LAUNCH_CHECK();
+    zgc_ln_bwd_reduce(be, dw, db, part, used, C);
 }
