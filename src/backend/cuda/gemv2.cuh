@@ -91,6 +91,9 @@ static __host__ __device__ inline int zgc_gemv2_xstride(int nv) { return nv + ((
 /* the largest dynamic shared memory (input rows, LayerNorm parameters): two blocks with their 4 KB of
  * fragments and 1 KB reserved each still fit an H100/H200 SM's 228 KB (8 rows of C = 6400: 100.5 KB) */
 #define ZGC_GEMV2_MAX_SMEM (108 * 1024)
+/* the even deal of column groups over blocks (zgc_gemv2_launch) up to this many rows: measured better at 1
+ * row, slightly worse at 8 (v0.24); 2..7 not measured */
+#define ZGC_GEMV2_EVEN_MAX_N 4
 
 /* L2 prefetch of bytes (a multiple of 16) from p (16-byte aligned), by the calling thread */
 __device__ __forceinline__ void zgc_gemv2_prefetch(const char *p, unsigned bytes) {

@@ -357,6 +357,17 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
         if (fit >= 1 && fit < bps) bps = fit;
         unsigned cap = (unsigned)(bps * (im->num_sms > 0 ? im->num_sms : 1));
         unsigned blocks = groups < cap ? groups : cap;
+        /* the even deal: as few blocks as take the same most groups each, so that every block has that many
+         * (XL: qkv 300 blocks of 2 instead of 396 of which 204 do a second, fc 267 of 3 instead of 396 of
+         * which 8 do a third). Fewer blocks leave room beside a running product for the next one's blocks to
+         * start their weight loads early (PDL); each product's tail and the gaps between products shrink (v0.24,
+         * H100, XL step graph B=1: 2.143 -> 2.076-2.093 ms; B=8 3.093-3.099 -> 3.105-3.109, so not there).
+         * Where N <= ZGC_GEMV2_EVEN_MAX_N; ZGPT_GEMV_EVEN=0|1 never / always (A/B runs). The bits do not depend on
+         * the grid. */
+        if (zgc_gemv2_knob("ZGPT_GEMV_EVEN", 0, 1, N <= ZGC_GEMV2_EVEN_MAX_N)) {
+            unsigned most = (groups + blocks - 1) / blocks;
+            blocks = (groups + most - 1) / most;
+        }
         zgc_gemv2_op<T> a = {(T *)out,
                              (T *)pre_gelu,
                              (const T *)inp,
