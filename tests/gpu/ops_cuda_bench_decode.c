@@ -26,26 +26,30 @@
  * (ZGPT_GEMV unset) with the 64 KB L2 prefetch before the wait (ZGPT_GEMV_PREFETCH=1). The deal of column groups
  * over v2's blocks: even (v2even) the even deal at every N (ZGPT_GEMV_EVEN=1; auto's at N <= 4 since v0.24), wave
  * (v2wave) never (ZGPT_GEMV_EVEN=0: auto before v0.24, every block of one wave), even2 (v2even2) the even deal
- * over at most 2 blocks per SM. (layers, layers2, layerspf
+ * over at most 2 blocks per SM. shallow (v2shallow): without v0.24's deep form (8 chunks a buffer at 2 blocks per
+ * SM for grids of at most 2 per SM: ZGPT_GEMV_DEEP=0); v2 .. v2g4 are the forms before it (ZGPT_GEMV_DEEP=0). (deep6,
+ * 6 chunks a buffer for every product at 3 blocks per SM, lost in v0.24's only call: 2.063 ms against 1.919 at B=1,
+ * H200; removed.) (layers, layers2, layerspf
  * and layers3, the 48 layers as one persistent kernel, went with that kernel in v0.22 and v0.23; pf and pflast,
  * the L2 prefetch branch, in v0.23.) */
 /* ZGPT_GEMV's kernels for the few-row products (cuda_internal.h, zgc_gemv_pick) and v2's A/B knobs */
-enum { GEMV_KINDS = 12 };
+enum { GEMV_KINDS = 13 };
 static const struct {
-    const char *name, *gemv, *grid, *minb, *prefetch, *even; /* NULL: unset */
-} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL, NULL},
-                           {"v1", "v1", NULL, NULL, NULL, NULL},
-                           {"v2", "v2", "2", NULL, "1", NULL},
-                           {"v2g1", "v2", "1", NULL, "1", NULL},
-                           {"v2nopf", "v2", "2", NULL, "0", NULL},
-                           {"v2g3", "v2", "3", "3", "0", NULL},
-                           {"v2g3r", "v2", "3", "4", "0", NULL},
-                           {"v2g4", "v2", "4", "4", "0", NULL},
-                           {"v2g3pf", NULL, NULL, NULL, "1", NULL},
-                           {"v2even", NULL, NULL, NULL, NULL, "1"},
-                           {"v2wave", NULL, NULL, NULL, NULL, "0"},
-                           {"v2even2", NULL, "2", NULL, NULL, "1"}};
-enum { DEC_VARIANTS = 21 };
+    const char *name, *gemv, *grid, *minb, *prefetch, *even, *deep; /* NULL: unset */
+} gemv_kind[GEMV_KINDS] = {{"cublaslt", "cublaslt", NULL, NULL, NULL, NULL, NULL},
+                           {"v1", "v1", NULL, NULL, NULL, NULL, NULL},
+                           {"v2", "v2", "2", NULL, "1", NULL, "0"},
+                           {"v2g1", "v2", "1", NULL, "1", NULL, "0"},
+                           {"v2nopf", "v2", "2", NULL, "0", NULL, "0"},
+                           {"v2g3", "v2", "3", "3", "0", NULL, "0"},
+                           {"v2g3r", "v2", "3", "4", "0", NULL, "0"},
+                           {"v2g4", "v2", "4", "4", "0", NULL, "0"},
+                           {"v2g3pf", NULL, NULL, NULL, "1", NULL, NULL},
+                           {"v2even", NULL, NULL, NULL, NULL, "1", NULL},
+                           {"v2wave", NULL, NULL, NULL, NULL, "0", NULL},
+                           {"v2even2", NULL, "2", NULL, NULL, "1", NULL},
+                           {"v2shallow", NULL, NULL, NULL, NULL, NULL, "0"}};
+enum { DEC_VARIANTS = 22 };
 static const struct {
     const char *name, *decode, *pdl, *sample, *gemv_max_n, *combine; /* NULL: unset */
     int gemv;                                                        /* gemv_kind index; -1: ZGPT_GEMV unset */
@@ -69,7 +73,8 @@ static const struct {
                                {"v2g4", NULL, NULL, NULL, NULL, NULL, 7},
                                {"even", NULL, NULL, NULL, NULL, NULL, 9},
                                {"wave", NULL, NULL, NULL, NULL, NULL, 10},
-                               {"even2", NULL, NULL, NULL, NULL, NULL, 11}};
+                               {"even2", NULL, NULL, NULL, NULL, NULL, 11},
+                               {"shallow", NULL, NULL, NULL, NULL, NULL, 12}};
 static void dec_env(const char *name, const char *value) {
     if (value)
         setenv(name, value, 1);
@@ -85,6 +90,7 @@ static void gemv_env(int k) {
     dec_env("ZGPT_GEMV_MINB", k >= 0 ? gemv_kind[k].minb : NULL);
     dec_env("ZGPT_GEMV_PREFETCH", k >= 0 ? gemv_kind[k].prefetch : NULL);
     dec_env("ZGPT_GEMV_EVEN", k >= 0 ? gemv_kind[k].even : NULL);
+    dec_env("ZGPT_GEMV_DEEP", k >= 0 ? gemv_kind[k].deep : NULL);
 }
 static const char *dec_label(char *buf, size_t n, const char *op, int v) {
     dec_env("ZGPT_DECODE", dec_variant[v].decode);

@@ -241,9 +241,10 @@ void oc_test_gelu_residual(void) {
  * the warp per column at every row count; v2; cublaslt) at 1..8 rows against the fp64 product, with bias
  * + residual and with GELU (pre-GELU too), each within the dtype's tolerance: GPT-2 XL's four products at
  * 1, 2, 3 and 8 rows, and odd shapes (output counts that are not multiples of 8 or 16, rows of 1 and 33
- * 16-byte vectors, a column count below one group). v2's bits do not depend on its grid, register budget
- * or prefetch (ZGPT_GEMV_GRID=1, 2 and 4: 4 is capped to what the SM holds with 74-76 registers a thread;
- * ZGPT_GEMV_MINB=4, the 64-register form; ZGPT_GEMV_PREFETCH=0) and are the same on a second run. The fused LayerNorm forms:
+ * 16-byte vectors, a column count below one group). v2's bits do not depend on its grid, register budget,
+ * prefetch, deal or loads in flight (ZGPT_GEMV_GRID=1, 2 and 4: 4 is capped to what the SM holds with 74-76
+ * registers a thread; ZGPT_GEMV_MINB=4, the 64-register form; ZGPT_GEMV_PREFETCH=0; ZGPT_GEMV_EVEN=0 and 1;
+ * ZGPT_GEMV_DEEP=0) and are the same on a second run. The fused LayerNorm forms:
  * layernorm_matmul, layernorm_matmul_simt, layernorm_matmul_v2. */
 void oc_test_gemv_forms(void) {
     static const int shapes[][3] = {{1, 1600, 4800}, {8, 1600, 4800}, {1, 1600, 1600}, {3, 1600, 1600}, {2, 1600, 6400},
@@ -292,7 +293,10 @@ void oc_test_gemv_forms(void) {
                                                           {"ZGPT_GEMV_GRID", "2"},
                                                           {"ZGPT_GEMV_GRID", "4"},
                                                           {"ZGPT_GEMV_MINB", "4"},
-                                                          {"ZGPT_GEMV_PREFETCH", "0"}};
+                                                          {"ZGPT_GEMV_PREFETCH", "0"},
+                                                          {"ZGPT_GEMV_EVEN", "0"},
+                                                          {"ZGPT_GEMV_EVEN", "1"},
+                                                          {"ZGPT_GEMV_DEEP", "0"}};
                     for (size_t k = 0; k < sizeof knob / sizeof knob[0]; k++) {
                         if (knob[k][0]) setenv(knob[k][0], knob[k][1], 1);
                         oc_poison(be, out2, dt, nout);

@@ -78,6 +78,13 @@ template <typename T> __device__ void zgc_gemv_ln_row(zgc_vec<T> *xs, const T *x
  * a fixed order whatever the grid, so the same bits on every run, not v1's bits (another order of sums). */
 #define ZGC_GEMV2_COLS 8   /* output columns of a group: the mma's n */
 #define ZGC_GEMV2_UNROLL 4 /* chunks per buffer and lane (two buffers) */
+/* ... and the deep form's: twice the bytes in flight per warp (121-125 registers: 2 blocks per SM), for grids of
+ * at most 2 blocks per SM (XL: the two projections, 200 column groups each). The fc projection's 200 blocks of
+ * 102 KB streamed at ~2.2 TB/s where the products of 267-300 blocks reached 2.7-3.2 (v0.24's timeline, H100):
+ * too few bytes in flight. With the deep form the XL step graph went 1.919-1.924 -> 1.811-1.815 ms at B=1 and
+ * 2.992-3.000 -> 2.931-2.935 at B=8 (H200). The chunk order of a warp's sums does not depend on the unroll
+ * (chunk warp + W*k, k = 0, 1, ...), so neither do the bits. */
+#define ZGC_GEMV2_UNROLL_DEEP 8
 /* the grid's cap per SM: 3 since v0.20 (2 before; v0.20's decode bench, H100: B=1 step graph 2.122 against
  * 2.244 ms, B=8 equal; ZGPT_GEMV_GRID=1..4 for A/B runs) */
 #define ZGC_GEMV2_BLOCKS_PER_SM 3
@@ -175,10 +182,10 @@ __device__ __forceinline__ void zgc_gemv2_stage_rows(const zgc_gemv2_op<T> &a, i
  * two column groups (W x 32 x 2 floats each). Inputs (the kernels before wrote them) are read through L2
  * (cp.async.cg, ld.cg). */
 typedef float zgc_gemv2_red[2][ZGC_GEMV_WARPS][32][2];
-template <typename T, bool LN, typename Wait>
+template <typename T, bool LN, int U, typename Wait>
 __device__ __forceinline__ void zgc_gemv2_run(const zgc_gemv2_op<T> &a, int bid, int nblk, int4 *xs_raw,
                                               zgc_gemv2_red &red, Wait wait) {
-    constexpr int U = ZGC_GEMV2_UNROLL, W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
+    constexpr int W = ZGC_GEMV_WARPS, G = ZGC_GEMV2_COLS;
     const int N = a.N, C = a.C, OC = a.OC;
     const T *bias = a.bias, *residual = a.residual;
     T *out = a.out, *pre_gelu = a.pre_gelu;

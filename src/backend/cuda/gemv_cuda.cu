@@ -206,23 +206,25 @@ __global__ void zgc_gemv_mma_kernel<float, false>(float *, float *, const float 
 
 /* ---- v2 (gemv2.cuh: the design and zgc_gemv2_run): the standalone kernel, waiting for the previous
  * kernel with PDL ---------------------------------------------------------------------------------- */
-template <typename T, bool LN, int MINB>
+template <typename T, bool LN, int MINB, int U = ZGC_GEMV2_UNROLL>
 __global__ void __launch_bounds__(ZGC_GEMV_THREADS, MINB) zgc_gemv2_kernel(zgc_gemv2_op<T> a) {
     extern __shared__ int4 xs_raw[];
     __shared__ zgc_gemv2_red red;
-    zgc_gemv2_run<T, LN>(a, (int)blockIdx.x, (int)gridDim.x, xs_raw, red, [] {
+    zgc_gemv2_run<T, LN, U>(a, (int)blockIdx.x, (int)gridDim.x, xs_raw, red, [] {
         zgc_pdl_wait();
         zgc_pdl_trigger();
     });
 }
 
 /* fp32 has no such mma: v1's warp per column runs instead */
-#define ZGC_GEMV2_NO_F32(LN, MINB)                                                                                     \
-    template <> __global__ void zgc_gemv2_kernel<float, LN, MINB>(zgc_gemv2_op<float>) {}
-ZGC_GEMV2_NO_F32(true, 3)
-ZGC_GEMV2_NO_F32(false, 3)
-ZGC_GEMV2_NO_F32(true, 4)
-ZGC_GEMV2_NO_F32(false, 4)
+#define ZGC_GEMV2_NO_F32(LN, MINB, U)                                                                                  \
+    template <> __global__ void zgc_gemv2_kernel<float, LN, MINB, U>(zgc_gemv2_op<float>) {}
+ZGC_GEMV2_NO_F32(true, 3, ZGC_GEMV2_UNROLL)
+ZGC_GEMV2_NO_F32(false, 3, ZGC_GEMV2_UNROLL)
+ZGC_GEMV2_NO_F32(true, 4, ZGC_GEMV2_UNROLL)
+ZGC_GEMV2_NO_F32(false, 4, ZGC_GEMV2_UNROLL)
+ZGC_GEMV2_NO_F32(true, 2, ZGC_GEMV2_UNROLL_DEEP)
+ZGC_GEMV2_NO_F32(false, 2, ZGC_GEMV2_UNROLL_DEEP)
 #undef ZGC_GEMV2_NO_F32
 
 /* fp32 has no tensor-core form: v1's warp per column; v2 where its input stage (and, ln, the LayerNorm
@@ -346,9 +348,14 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
     int minb = zgc_gemv2_knob("ZGPT_GEMV_MINB", 3, 4, ZGC_GEMV2_MIN_BLOCKS);
     size_t smem = zgc_gemv2_smem(N, C, zgc_dtype_bytes(be->act_dtype), lnw != NULL);
     int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 0) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
+    /* the deep form (gemv2.cuh) where the grid is at most 2 blocks per SM (ZGPT_GEMV_DEEP=0: nowhere, A/B runs) */
+    bool deep =
+        zgc_gemv2_knob("ZGPT_GEMV_DEEP", 0, 1, 1) && groups <= 2u * (unsigned)(im->num_sms > 0 ? im->num_sms : 1);
     ZGC_DISPATCH(be->act_dtype, T, {
-        auto kern = minb == 4 ? (lnw ? zgc_gemv2_kernel<T, true, 4> : zgc_gemv2_kernel<T, false, 4>)
-                              : (lnw ? zgc_gemv2_kernel<T, true, 3> : zgc_gemv2_kernel<T, false, 3>);
+        auto kern = deep        ? (lnw ? zgc_gemv2_kernel<T, true, 2, ZGC_GEMV2_UNROLL_DEEP>
+                                       : zgc_gemv2_kernel<T, false, 2, ZGC_GEMV2_UNROLL_DEEP>)
+                    : minb == 4 ? (lnw ? zgc_gemv2_kernel<T, true, 4> : zgc_gemv2_kernel<T, false, 4>)
+                                : (lnw ? zgc_gemv2_kernel<T, true, 3> : zgc_gemv2_kernel<T, false, 3>);
         if (smem > 48 * 1024 - sizeof(float) * 2 * ZGC_GEMV_WARPS * 32 * 2) /* past the default: opt in */
             ZG_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         /* one wave: no more blocks per SM than it holds at once (large input stages: 2, or 1) */
