@@ -574,7 +574,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          prop.name, prop.major, prop.minor);
 
     if (zgc_attention_check_arch() != 0) return -1;
-    if (zgc_decode_prefetch_set())
+    if (zgc_removed_env_set("ZGPT_DECODE_PREFETCH"))
         return zg_errorf(
             "ZGPT_DECODE_PREFETCH=%s: the decode step's L2 prefetch branch was removed in v0.23 (slower in "
             "every measurement); unset it",
@@ -583,7 +583,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
                          "(at the first product); unset it for the default (1)",
                          getenv("ZGPT_LT_WARMUP"));
-    if (zgc_decode_layers_set())
+    if (zgc_removed_env_set("ZGPT_DECODE_LAYERS"))
         return zg_errorf("ZGPT_DECODE_LAYERS=%s: the decode step's layers as one persistent kernel were removed in "
                          "v0.23 (slower than a kernel per op, which always runs now); unset it",
                          getenv("ZGPT_DECODE_LAYERS"));

@@ -261,18 +261,13 @@ static inline int zgc_decode_combine(void) {
     if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
     return strcmp(v, "kernel") == 0 ? 0 : -1;
 }
-/* ZGPT_DECODE_LAYERS named the decode step's layers as one persistent kernel (v0.21-v0.22: 1, 2, then 3 with a
- * weight ring), removed in v0.23: slower than the per-op kernels at every shape measured (docs/PERFORMANCE.md).
- * 1 when it is set to anything but "0" (zg_backend_cuda_create refuses it rather than ignore it), else 0. */
-static inline int zgc_decode_layers_set(void) {
-    const char *v = getenv("ZGPT_DECODE_LAYERS");
-    return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
-}
-/* ZGPT_DECODE_PREFETCH named v0.14's L2 prefetch branch (the next product's weights into L2 on a stream of
- * their own), removed in v0.23: slower in every measurement (v0.15, v0.23). 1 when it is set to anything but
- * "0" (zg_backend_cuda_create refuses it rather than ignore it), else 0. */
-static inline int zgc_decode_prefetch_set(void) {
-    const char *v = getenv("ZGPT_DECODE_PREFETCH");
+/* Variables that named forms removed in v0.23 (slower in every measurement, docs/PERFORMANCE.md):
+ * ZGPT_DECODE_LAYERS, the decode step's layers as one persistent kernel (v0.21-v0.22: 1, 2, then 3 with a weight
+ * ring), and ZGPT_DECODE_PREFETCH, v0.14's L2 prefetch branch (the next product's weights into L2 on a stream of
+ * their own). 1 when `name` is set to anything but "0" (zg_backend_cuda_create refuses it rather than ignore it),
+ * else 0. */
+static inline int zgc_removed_env_set(const char *name) {
+    const char *v = getenv(name);
     return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
 }
 

@@ -344,13 +344,13 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
                              int OC) {
     zgc_impl *im = zgc_get(be);
     unsigned groups = (unsigned)((OC + ZGC_GEMV2_COLS - 1) / ZGC_GEMV2_COLS);
+    unsigned sms = (unsigned)(im->num_sms > 0 ? im->num_sms : 1);
     int bps = zgc_gemv2_knob("ZGPT_GEMV_GRID", 1, 4, ZGC_GEMV2_BLOCKS_PER_SM);
     int minb = zgc_gemv2_knob("ZGPT_GEMV_MINB", 3, 4, ZGC_GEMV2_MIN_BLOCKS);
     size_t smem = zgc_gemv2_smem(N, C, zgc_dtype_bytes(be->act_dtype), lnw != NULL);
     int pf = zgc_gemv2_knob("ZGPT_GEMV_PREFETCH", 0, 1, 0) ? ZGC_GEMV2_PREFETCH_BYTES : 0;
     /* the deep form (gemv2.cuh) where the grid is at most 2 blocks per SM (ZGPT_GEMV_DEEP=0: nowhere, A/B runs) */
-    bool deep =
-        zgc_gemv2_knob("ZGPT_GEMV_DEEP", 0, 1, 1) && groups <= 2u * (unsigned)(im->num_sms > 0 ? im->num_sms : 1);
+    bool deep = zgc_gemv2_knob("ZGPT_GEMV_DEEP", 0, 1, 1) && groups <= 2u * sms;
     ZGC_DISPATCH(be->act_dtype, T, {
         auto kern = deep        ? (lnw ? zgc_gemv2_kernel<T, true, 2, ZGC_GEMV2_UNROLL_DEEP>
                                        : zgc_gemv2_kernel<T, false, 2, ZGC_GEMV2_UNROLL_DEEP>)
@@ -362,7 +362,7 @@ static void zgc_gemv2_launch(zg_backend *be, void *out, void *pre_gelu, const vo
         int fit = 0;
         ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kern, ZGC_GEMV_THREADS, smem));
         if (fit >= 1 && fit < bps) bps = fit;
-        unsigned cap = (unsigned)(bps * (im->num_sms > 0 ? im->num_sms : 1));
+        unsigned cap = (unsigned)bps * sms;
         unsigned blocks = groups < cap ? groups : cap;
         /* the even deal: as few blocks as take the same most groups each, so that every block has that many
          * (XL: qkv 300 blocks of 2 instead of 396 of which 204 do a second, fc 267 of 3 instead of 396 of
