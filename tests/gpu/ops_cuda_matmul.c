@@ -70,9 +70,11 @@ void oc_test_matmul(void) {
     /* N <= 8 runs the few-row kernels (gemv_cuda.cu): 1 row (warp per column), 8 and 5 rows (the
      * tensor-core form in bf16/fp16), output counts that are not multiples of 8 or 16 columns per block,
      * C = 264 (33 vectors: a last chunk of one vector), C = 100 (rows not whole 16-byte vectors in
-     * bf16/fp16: cuBLASLt) */
+     * bf16/fp16: cuBLASLt); OC = 203 with 40 rows: the bias gradient's scalar reduction (OC not whole
+     * 16-byte vectors), where the others take the vector form (ZGPT_BGRAD=off makes every bias gradient
+     * take a reduction kernel, bf16 the epilogue's vector in the activation dtype) */
     int shapes[][3] = {{77, 64, 96},   {128, 768, 2304}, {130, 256, 1024}, {1, 1600, 203},
-                       {8, 256, 1000}, {5, 264, 40},     {3, 100, 64}};
+                       {8, 256, 1000}, {5, 264, 40},     {3, 100, 64},     {40, 96, 203}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int di = 0; di < 3; di++) {
         zg_backend *be = oc_be[di];

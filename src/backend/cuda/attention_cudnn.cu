@@ -454,9 +454,10 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
 }
 
 /* One heuristics query (mode) over a finalized operation graph: the first of its engine configs that is
- * not NONDETERMINISTIC and whose plan finalizes. 0 with the plan, -1 with the reason in `last`. */
+ * not NONDETERMINISTIC and whose plan finalizes, past the first `skip` such (ZGPT_SDPA_SKIP, A/B runs). 0 with
+ * the plan, -1 with the reason in `last`. */
 static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph,
-                             cudnnBackendHeurMode_t mode, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out,
+                             cudnnBackendHeurMode_t mode, int skip, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out,
                              char *last, size_t last_len) {
     cudnnBackendDescriptor_t heur, cfgs[ZGC_SDPA_MAX_CFG];
     int64_t n_cfg = 0;
@@ -506,6 +507,10 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
         }
         ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
                                                    &n_engine, &ws));
+        if (skip-- > 0) {
+            snprintf(last, last_len, "mode %d config %lld skipped (ZGPT_SDPA_SKIP)", (int)mode, (long long)i);
+            continue;
+        }
         *plan_out = plan;
         *ws_out = ws;
         return 0;
@@ -513,19 +518,29 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
     return -1;
 }
 
-/* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan. */
-static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out) {
+/* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan.
+ * A/B knobs for the engine survey (benchmarks only; a run's choice must not depend on them): ZGPT_SDPA_HEUR=b
+ * asks mode B first, ZGPT_SDPA_SKIP=fK,bK skips the first K usable configs of the forward (f) / backward (b). */
+static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBackendDescriptor_t *plan_out,
+                               int64_t *ws_out) {
     cudnnBackendDescriptor_t graph;
     if (gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                g->n_ops, g->ops));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(graph));
-    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    const char *he = getenv("ZGPT_SDPA_HEUR"), *sk = getenv("ZGPT_SDPA_SKIP");
+    cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    if (he != NULL && strcmp(he, "b") == 0) modes[0] = CUDNN_HEUR_MODE_B;
+    int skip = 0;
+    const char *k = sk != NULL ? strchr(sk, bwd ? 'b' : 'f') : NULL;
+    if (k != NULL) skip = atoi(k + 1);
     char last[2][200];
     for (int m = 0; m < 2; m++) {
         g->err[0] = '\0';
-        if (zgc_sdpa_plan_try(g, handle, graph, modes[m], plan_out, ws_out, last[m], sizeof(last[m])) == 0) return 0;
+        if (zgc_sdpa_plan_try(g, handle, graph, modes[m], m == 0 ? skip : 0, plan_out, ws_out, last[m],
+                              sizeof(last[m])) == 0)
+            return 0;
         if (g->err[0] != '\0') snprintf(last[m], sizeof(last[m]), "%.199s", g->err); /* a checked call failed */
     }
     snprintf(g->err, sizeof(g->err), "no usable cuDNN engine: %.140s; %.140s", last[0], last[1]);
@@ -586,7 +601,7 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
     zgc_sdpa_shape shape;
     zgc_sdpa_shape_init(&shape, B, T, NH, hs, dt);
     int rc = bwd ? zgc_sdpa_graph_bwd(slot->g, &shape) : zgc_sdpa_graph_fwd(slot->g, &shape);
-    if (rc == 0) rc = zgc_sdpa_plan_build(slot->g, st->handle, &slot->plan, &slot->ws_bytes);
+    if (rc == 0) rc = zgc_sdpa_plan_build(slot->g, st->handle, bwd, &slot->plan, &slot->ws_bytes);
     if (rc != 0) {
         zgc_att_fallback_note(bwd ? "backward" : "forward", B, T, NH, hs, slot->g->err);
         gb_free(slot->g);
