@@ -19,6 +19,10 @@
 #            peak with and without it, ZGPT_ATT_LOAN=0; identical bf16 loss lines), ~2 minutes
 #            (not in the default list)
 #   zbench   zgpt bench 124M alone (regression check; not in the default list)
+#   trace    (1 GPU) the training step's kernels, zgpt's against the PyTorch peer's (bench/kernel_trace.*):
+#            per-step sums by op category, idle time and the top kernels of each, for ZG_TRACE_MODELS
+#            (default "124m xl", B=16); the traces (CSV, gzipped) stay in the logs; ~1.5 min for 124m,
+#            ~3 for xl (not in the default list)
 #   multi    (2+ GPUs) --gpus 2 ZeRO stages 0-3 against 1 GPU with the same global batch, resume at the
 #            same and another GPU count; 2 GPUs with 4 micro-steps and grad_accum_local_layers 0, -1, 4
 #            (stage 2) and 4 (stage 3)
@@ -1123,6 +1127,28 @@ fi
 if has zbench; then
   timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile "${BENCH_SET[@]}" > "$LOG_DIR/zbench.log" 2>&1
   note "zgpt 124M B=16 (regression check): $(grep -E '^(tokens/s|ms/step|peak memory)' "$LOG_DIR/zbench.log" | tr '\n' ';')"
+fi
+if has trace; then
+  # zgpt is traced from its start: the window is its last timed steps (ms/step x (steps - 1)); the peer's
+  # trace starts after `skip` optimizer steps, so its default window (the last 40%) holds only timed steps
+  for mdl in ${ZG_TRACE_MODELS:-124m xl}; do
+    if [ "$mdl" = xl ]; then zsteps=6; zargs=(--model gpt2-xl --warmup 2); targs=(--layers 48 --heads 25 --embd 1600 --steps 8); skip=5; lim=300
+    else zsteps=20; zargs=(--model gpt2 --warmup 3); targs=(--steps 25); skip=12; lim=200; fi
+    zc=$LOG_DIR/trace_zgpt_$mdl.csv; tc=$LOG_DIR/trace_torch_$mdl.csv
+    timeout -k 20 "$lim" bash bench/kernel_trace.sh run "$zc" -- "$ZGPT" bench "${zargs[@]}" --batch 16 --seq 1024 --device cuda --steps "$zsteps" --no-profile > "$LOG_DIR/trace_zgpt_$mdl.log" 2>&1
+    [ -f $TB ] && timeout -k 20 "$lim" python3 bench/kernel_trace.py torch $TB --out "$tc" --skip-steps "$skip" -- "${targs[@]}" --B 16 > "$LOG_DIR/trace_torch_$mdl.log" 2>&1
+    zms=$(zb_ms "$LOG_DIR/trace_zgpt_$mdl.log"); tms=$(th_ms "$LOG_DIR/trace_torch_$mdl.log")
+    if [ -s "$zc" ] && [ -s "$tc" ] && [ -n "$zms" ] && [ -n "$tms" ]; then
+      zwin=$(awk -v m="$zms" -v n="$zsteps" 'BEGIN { printf "%.1f", m * (n - 1) }')
+      python3 bench/kernel_trace.py compare "$zc" "$tc" --step-ms-a "$zms" --step-ms-b "$tms" --last-ms-a "$zwin" --labels zgpt,torch > "$LOG_DIR/trace_cmp_$mdl.txt" 2>&1
+      python3 bench/kernel_trace.py summarize "$zc" --step-ms "$zms" --last-ms "$zwin" --label "zgpt $mdl" --top 30 > "$LOG_DIR/trace_sum_zgpt_$mdl.txt" 2>&1
+      python3 bench/kernel_trace.py summarize "$tc" --step-ms "$tms" --label "torch $mdl" --top 30 > "$LOG_DIR/trace_sum_torch_$mdl.txt" 2>&1
+      note "trace $mdl B=16 (ms a step, zgpt vs torch, each under its tracer: $zms vs $tms): $(grep -E '^(GPU busy \(kernels\)|idle|attention|matmul|layernorm|classifier|optimizer|elementwise)' "$LOG_DIR/trace_cmp_$mdl.txt" | tr -s ' ' | tr '\n' ';')"
+    else
+      note "trace $mdl: no comparison (zgpt ms/step '${zms}', torch '${tms}'; see trace_*_$mdl.log)"
+    fi
+    gzip -f "$zc" "$tc" 2>/dev/null
+  done
 fi
 if has attloan; then
   # The attention backward's cuDNN workspace in the model's dead logits (ops->scratch_lend, gpt2_backward):
