@@ -28,7 +28,6 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
     r->clip = 1.0;
     double t = 1e3 * zg_now_s();
     double scale = zg_loss_scaler_scale(s->scaler);
-    double loss_sum = 0;
     int fwd_failed = 0;
     (void)gpt2_train_losses_take(m, NULL); /* nothing left from a step that ended early */
     for (int64_t k = 0; k < s->grad_accum; k++) {
@@ -37,7 +36,7 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
         /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
          * divides by the world size); the forward's classifier already writes it into the logits */
         float bscale = (float)(scale / (double)s->grad_accum);
-        /* the losses stay on the device until the last micro-step's forward (one wait per step, not one per
+        /* the losses stay on the device until after the gradient norm (one wait per step, not one per
          * micro-step; a checkpoint snapshot's device-to-host copy no longer delays the next micro-step) */
         if (gpt2_forward_train_deferred(m, s->inputs, s->targets, s->B, s->T, bscale) != 0) fwd_failed = 1;
         phase_mark(s, r, ZG_STEP_FORWARD, &t);
@@ -47,13 +46,13 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
         phase_mark(s, r, ZG_STEP_REDUCE, &t);
     }
     /* The gradient norm first, the losses after it: the norm waits for the device anyway, so the losses'
-     * download adds no second wait. Taken after the forward (as before v0.25), it stopped the device between
-     * the forward and the backward (~0.15 ms a step: the host's wake-up and the backward's first launches). */
+     * download adds no second wait. Read right after the last forward, they stopped the device before the
+     * backward was launched (~0.15 ms a step: the host's wake-up and the backward's first launches). */
     zg_zero_step_info info;
     zg_zero_grad_norm(z, (float)(1.0 / scale), &info);
     r->grad_norm = info.grad_norm;
     phase_mark(s, r, ZG_STEP_NORM, &t);
-    loss_sum = gpt2_train_losses_take(m, NULL);
+    double loss_sum = gpt2_train_losses_take(m, NULL);
     /* the loss of the global batch: mean over ranks (the failure is agreed) */
     double v[2] = {loss_sum / (double)s->grad_accum, fwd_failed};
     zg_comm_all_reduce_host_f64(comm, v, 2, ZG_COMM_SUM);

@@ -518,9 +518,8 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
     return -1;
 }
 
-/* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan.
- * A/B knobs for the engine survey (benchmarks only; a run's choice must not depend on them): ZGPT_SDPA_HEUR=b
- * asks mode B first, ZGPT_SDPA_SKIP=fK,bK skips the first K usable configs of the forward (f) / backward (b). */
+/* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan. The engine
+ * survey's A/B knobs (benchmarks only; a run's choice must not depend on them): zgc_sdpa_env. */
 static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBackendDescriptor_t *plan_out,
                                int64_t *ws_out) {
     cudnnBackendDescriptor_t graph;
@@ -529,12 +528,9 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBa
                                                g->n_ops, g->ops));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(graph));
-    const char *he = getenv("ZGPT_SDPA_HEUR"), *sk = getenv("ZGPT_SDPA_SKIP");
-    cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
-    if (he != NULL && strcmp(he, "b") == 0) modes[0] = CUDNN_HEUR_MODE_B;
-    int skip = 0;
-    const char *k = sk != NULL ? strchr(sk, bwd ? 'b' : 'f') : NULL;
-    if (k != NULL) skip = atoi(k + 1);
+    int mode_b = 0, skip = 0;
+    (void)zgc_sdpa_env(bwd, &mode_b, &skip); /* checked when the backend was created */
+    cudnnBackendHeurMode_t modes[2] = {mode_b ? CUDNN_HEUR_MODE_B : CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     char last[2][200];
     for (int m = 0; m < 2; m++) {
         g->err[0] = '\0';

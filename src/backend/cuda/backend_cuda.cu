@@ -595,6 +595,20 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
                          "block) or kernel (a kernel of its own); unset it for the default (fused)",
                          getenv("ZGPT_DECODE_COMBINE"));
+    if (zgc_bgrad_env() < 0)
+        return zg_errorf("ZGPT_BGRAD=%s: must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 "
+                         "vector) or off (the reduction kernels); unset it for the default (f32)",
+                         getenv("ZGPT_BGRAD"));
+    if (zgc_cls_threads_env() < 0)
+        return zg_errorf("ZGPT_CLS_THREADS=%s: must be 256, 512 or 1024 (the classifier's threads per row); unset it "
+                         "for the default (1024)",
+                         getenv("ZGPT_CLS_THREADS"));
+    int sdpa_b, sdpa_skip;
+    if (zgc_sdpa_env(0, &sdpa_b, &sdpa_skip) < 0)
+        return zg_errorf("ZGPT_SDPA_HEUR=%s / ZGPT_SDPA_SKIP=%s: HEUR must be a or b, SKIP fK, bK or fK,bK (K digits: "
+                         "the usable cuDNN engine configs to skip); unset them for the defaults",
+                         getenv("ZGPT_SDPA_HEUR") ? getenv("ZGPT_SDPA_HEUR") : "(unset)",
+                         getenv("ZGPT_SDPA_SKIP") ? getenv("ZGPT_SDPA_SKIP") : "(unset)");
 
     zg_backend *be = (zg_backend *)zg_calloc(1, sizeof(zg_backend));
     zgc_impl *im = (zgc_impl *)zg_calloc(1, sizeof(zgc_impl));

@@ -4,7 +4,6 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* ---- classifier ------------------------------------------------------------------------------- */
@@ -141,8 +140,8 @@ void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *
     if (N == 0) return;
     int vw = (int)(16 / zgc_dtype_bytes(be->act_dtype));
     bool vec = Vp % vw == 0 && ((uintptr_t)logits % 16) == 0;
-    const char *e = getenv("ZGPT_CLS_THREADS"); /* A/B runs only; anything else is the default */
-    int nt = e != NULL ? atoi(e) : ZGC_CLS_THREADS;
+    int nt = zgc_cls_threads_env(); /* 0: the default; 256, 512 or 1024 in A/B runs */
+    if (nt == 0) nt = ZGC_CLS_THREADS;
     ZGC_DISPATCH(be->act_dtype, T, {
         if (nt == 256)
             zgc_classifier_launch<T, 256>(im->stream, vec, losses, (T *)logits, targets, N, V, Vp, dloss);

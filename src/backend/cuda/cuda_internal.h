@@ -271,6 +271,49 @@ static inline int zgc_removed_env_set(const char *name) {
     return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
 }
 
+/* ZGPT_BGRAD (A/B runs): how a weight-gradient product takes its bias gradient (matmul_cuda.cu). Unset or "f32":
+ * 1, cuBLASLt's BGRADB epilogue into an fp32 vector where the heuristic offers one, else the reduction kernels;
+ * "bf16": 2, the epilogue's vector in the activation dtype; "off": 0, always the kernels. -1 for anything else:
+ * zg_backend_cuda_create refuses it. Read per call (A/B runs in one process). */
+static inline int zgc_bgrad_env(void) {
+    const char *v = getenv("ZGPT_BGRAD");
+    if (v == NULL || *v == '\0' || strcmp(v, "f32") == 0) return 1;
+    if (strcmp(v, "bf16") == 0) return 2;
+    return strcmp(v, "off") == 0 ? 0 : -1;
+}
+/* ZGPT_CLS_THREADS (A/B runs): the classifier's threads per row (classifier_cuda.cu): 0 when unset (its default),
+ * else 256, 512 or 1024; -1 for anything else: zg_backend_cuda_create refuses it. Read per call. */
+static inline int zgc_cls_threads_env(void) {
+    const char *v = getenv("ZGPT_CLS_THREADS");
+    if (v == NULL || *v == '\0') return 0;
+    if (strcmp(v, "256") == 0 || strcmp(v, "512") == 0 || strcmp(v, "1024") == 0) return atoi(v);
+    return -1;
+}
+/* ZGPT_SDPA_HEUR and ZGPT_SDPA_SKIP (A/B runs: the engine survey of attention_cudnn.cu). HEUR unset or "a": the
+ * heuristics' mode A first, "b": mode B first. SKIP "fK", "bK" or both comma-separated (K decimal digits): skip
+ * the first K usable engine configs of the forward (f) / backward (b) plan. 0 with *mode_b and *skip set for the
+ * direction bwd, -1 when either variable is malformed: zg_backend_cuda_create refuses it. Read when a plan is
+ * built. */
+static inline int zgc_sdpa_env(int bwd, int *mode_b, int *skip) {
+    const char *h = getenv("ZGPT_SDPA_HEUR"), *k = getenv("ZGPT_SDPA_SKIP");
+    *mode_b = 0;
+    *skip = 0;
+    if (h != NULL && *h != '\0' && strcmp(h, "a") != 0) {
+        if (strcmp(h, "b") != 0) return -1;
+        *mode_b = 1;
+    }
+    if (k == NULL) return 0;
+    while (*k != '\0') {
+        char dir = *k++, *end;
+        if ((dir != 'f' && dir != 'b') || *k < '0' || *k > '9') return -1;
+        long n = strtol(k, &end, 10);
+        if ((*end != '\0' && *end != ',') || (*end == ',' && end[1] == '\0') || n > 1000) return -1;
+        if ((dir == 'b') == (bwd != 0)) *skip = (int)n;
+        k = *end == ',' ? end + 1 : end;
+    }
+    return 0;
+}
+
 /* Programmatic dependent launch (PDL, sm_90+) for the decode step's own kernels: a kernel launched with
  * zgc_launch may start while the kernel before it in the stream is finishing. Each such kernel calls
  * zgc_pdl_wait() before it reads anything an earlier kernel wrote or writes anything an earlier kernel

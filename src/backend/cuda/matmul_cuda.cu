@@ -301,6 +301,14 @@ template <typename TG> __global__ void zgc_bias_add_kernel(TG *dbias, const floa
     dbias[c] = zgc_from_f<TG>(zgc_to_f(dbias[c]) + t);
 }
 
+/* dbias (OC, the gradient dtype) += the R partial rows of part (R, OC), in row order */
+static void zgc_bias_add(zg_backend *be, void *dbias, const float *part, int R, int OC) {
+    ZGC_DISPATCH(
+        be->grad_dtype, TG,
+        (zgc_bias_add_kernel<TG><<<(OC + 31) / 32, dim3(32, 8), 0, zgc_get(be)->stream>>>((TG *)dbias, part, R, OC)));
+    ZG_CUDA_LAUNCH_CHECK();
+}
+
 /* part (gridDim.y, OC): column sums of dout (N,OC) over row slice blockIdx.y; block (32, 8). The form for
  * OC not a multiple of the 16-byte vector (or a misaligned dout). */
 template <typename TA> __global__ void zgc_bias_partial_kernel(float *part, const TA *dout, int N, int OC) {
@@ -367,16 +375,6 @@ __global__ void __launch_bounds__(256) zgc_bias_partial_vec_kernel(float *part, 
     }
 }
 
-/* ZGPT_BGRAD (A/B runs): how the bias gradient of a weight-gradient product is taken. f32 (default): cuBLASLt's
- * BGRADB epilogue into an fp32 vector where the heuristic offers one, else the reduction kernels; bf16: the
- * epilogue's vector in the activation dtype; off: always the kernels. */
-static int zgc_bgrad_mode(void) {
-    const char *e = getenv("ZGPT_BGRAD");
-    if (e == NULL || strcmp(e, "f32") == 0) return 1;
-    if (strcmp(e, "bf16") == 0) return 2;
-    return 0;
-}
-
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                          const void *w, const void *gelu_inp, int N, int C, int OC) {
     zgc_impl *im = zgc_get(be);
@@ -393,7 +391,7 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
     zgc_plan *p = NULL;
     int bgrad = 0;
     if (dw == NULL) goto bias_only; /* weight gradient not wanted (frozen weights) */
-    bgrad = dbias != NULL && im->bgrad_ok && be->grad_dtype == be->act_dtype ? zgc_bgrad_mode() : 0;
+    bgrad = dbias != NULL && im->bgrad_ok && be->grad_dtype == be->act_dtype ? zgc_bgrad_env() : 0;
     /* the BGRADB plans are told apart from the f32-vector ones by the epilogue's bias type (ZGC_EPI_BGRAD_ACT) */
     if (bgrad)
         pb = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, bgrad == 2 ? ZGC_EPI_BGRAD_ACT : CUBLASLT_EPILOGUE_BGRADB, 1, al, 1);
@@ -409,10 +407,7 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
             ZG_CUDA_LAUNCH_CHECK();
             return;
         }
-        ZGC_DISPATCH(be->grad_dtype, TG,
-                     (zgc_bias_add_kernel<TG>
-                      <<<(OC + 31) / 32, dim3(32, 8), 0, im->stream>>>((TG *)dbias, (const float *)part, 1, OC)));
-        ZG_CUDA_LAUNCH_CHECK();
+        zgc_bias_add(be, dbias, (const float *)part, 1, OC);
         return;
     }
     p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, 1, al, 0);
@@ -438,10 +433,7 @@ bias_only:
                          (zgc_bias_partial_kernel<TA><<<grid, block, 0, im->stream>>>(part, (const TA *)dout, N, OC)));
         }
         ZG_CUDA_LAUNCH_CHECK();
-        ZGC_DISPATCH(
-            be->grad_dtype, TG,
-            (zgc_bias_add_kernel<TG><<<(OC + 31) / 32, dim3(32, 8), 0, im->stream>>>((TG *)dbias, part, R, OC)));
-        ZG_CUDA_LAUNCH_CHECK();
+        zgc_bias_add(be, dbias, part, R, OC);
     }
 }
 
