@@ -13,6 +13,9 @@
 #   fp16     dynamic loss scaling adapts (starts at 2^32: overflow -> skip + lower, then grows)
 #   stepab   (1 GPU) issue 17's one step path against the binary before it (ZG_STEP_BASE): bitwise the
 #            same bf16 and fp16 runs, bench ms/step in the same call (not in the default list)
+#   stepgraph (1 GPU) the recorded training passes (gpt2_graph.c) against ZGPT_STEP_GRAPH=0: bf16, fp16 with a
+#            moving loss scale and 4 micro-steps a step give identical iteration lines and checkpoints; bench
+#            124M with and without recording alternately (not in the default list)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
 #   benchxl  the same for GPT-2 XL (last: the slowest); ZG_XL_BATCHES="16 8" adds B=8 against its peer
 #   attloan  issue 21: the attention backward's cuDNN workspace in the model's dead logits buffer (XL B=16
@@ -413,6 +416,43 @@ if has stepab; then
     note "stepab bench 124M B=16 (same call, 2 alternating runs each): before $msb ms/step, after $msn ms/step, ratio $(awk -v a="$msn" -v b="$msb" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
     [ $ok = 1 ] && note "stepab: ok" || note "stepab: FAILED"
   fi
+fi
+
+if has stepgraph; then
+  # The recorded training passes (gpt2_graph.c) against the same runs launched op by op (ZGPT_STEP_GRAPH=0),
+  # one GPU, one binary: bf16 40 iterations; fp16 30 iterations whose loss scale moves (skips, growth: the
+  # forward's recording is redone); bf16 with 4 micro-steps a step (the deferred losses' ring, eval every 10).
+  # Identical per-iteration lines and byte-identical final checkpoints; no run may turn recording off. Then
+  # zgpt bench 124M with and without recording alternately (ms/step; bench prints the recording counts).
+  sg_lines() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/, "tokens_per_sec": [^,]+, "time_ms": [^,]+//; s/, "mfu": [^,}]+//'; }
+  ok=1
+  for kind in bf16 fp16 accum4; do
+    sets=(--set max_iters=40 --set eval_interval=20)
+    [ $kind = fp16 ] && sets=(--set max_iters=30 --set eval_interval=30 --set fp16.enabled=true --set fp16.loss_scale=0 \
+        --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1)
+    [ $kind = accum4 ] && sets=(--set max_iters=30 --set eval_interval=10 --set gradient_accumulation_steps=4)
+    for g in 0 1; do
+      ZGPT_STEP_GRAPH=$g timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/sg_${kind}_$g" "${sets[@]}") --device cuda > "$LOG_DIR/stepgraph_${kind}_$g.log" 2>&1
+    done
+    a=$(sg_lines "$W/sg_${kind}_0"); b=$(sg_lines "$W/sg_${kind}_1")
+    same=1; for f in "$W/sg_${kind}_0/final"/*.bin; do cmp -s "$f" "$W/sg_${kind}_1/final/$(basename "$f")" || same=0; done
+    offn=$(grep -c "launched op by op" "$LOG_DIR/stepgraph_${kind}_1.log")
+    if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ] && [ "$offn" = 0 ]; then
+      note "stepgraph $kind: ok, $(echo "$a" | wc -l) identical iteration lines (loss, lr, grad_norm), byte-identical final checkpoint, recording kept on"
+    else
+      ok=0; note "stepgraph $kind: FAILED (recording turned off: $offn)"; diff <(echo "$a") <(echo "$b") | head -5 | tee -a "$SUMMARY"
+    fi
+  done
+  for r in 1 2; do
+    for g in 0 1; do
+      ZGPT_STEP_GRAPH=$g timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile \
+          "${BENCH_SET[@]}" > "$LOG_DIR/stepgraph_bench_${g}_$r.log" 2>&1
+    done
+  done
+  ms0=$(grep -h '^ms/step' "$LOG_DIR"/stepgraph_bench_0_*.log | awk '{print $2}' | tr '\n' ' ')
+  ms1=$(grep -h '^ms/step' "$LOG_DIR"/stepgraph_bench_1_*.log | awk '{print $2}' | tr '\n' ' ')
+  note "stepgraph bench 124M B=16 (same call, alternating): op by op $ms0 ms/step, recorded $ms1 ms/step; $(grep -h '^training passes' "$LOG_DIR/stepgraph_bench_1_2.log")"
+  [ $ok = 1 ] && note "stepgraph: ok" || note "stepgraph: FAILED"
 fi
 
 if has fp16; then

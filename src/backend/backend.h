@@ -194,11 +194,13 @@ typedef struct {
                                      const void *lnw, const void *lnb, const void *w, const void *bias, int N, int C,
                                      int OC);
     /* dinp (N,C) = dout @ w (may be NULL: skip); dw (OC,C) += dout^T @ inp (may be NULL: skip, and inp
-     * is not read); dbias (OC) += sum(dout) (may be NULL). If gelu_inp (N,C) is non-NULL, dinp is then
-     * multiplied by gelu'(gelu_inp) (the input of this matmul was gelu(gelu_inp)). Each product is the
-     * same whether the other is asked for in the same call or not (the LM head asks for them in two). */
+     * is not read), or with dw_overwrite dw = dout^T @ inp (for a dw known to hold zeros: the same values,
+     * and the product need not read it); dbias (OC) += sum(dout) (may be NULL). If gelu_inp (N,C) is
+     * non-NULL, dinp is then multiplied by gelu'(gelu_inp) (the input of this matmul was gelu(gelu_inp)).
+     * Each product is the same whether the other is asked for in the same call or not (the LM head asks
+     * for them in two). */
     void (*matmul_backward)(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                            const void *w, const void *gelu_inp, int N, int C, int OC);
+                            const void *w, const void *gelu_inp, int N, int C, int OC, int dw_overwrite);
     /* out = gelu_tanh(inp), n elements (used when activations are recomputed) */
     void (*gelu_forward)(zg_backend *be, void *out, const void *inp, size_t n);
     /* out = a + b, n elements; out may be a or b (ZeRO accumulates a gradient shard in place; the
@@ -281,6 +283,9 @@ struct zg_backend {
     size_t bytes_peak;
     size_t host_bytes_in_use; /* host_alloc memory currently held */
     size_t host_bytes_peak;
+    /* device buffers freed so far (by dealloc or inside the backend, a workspace that grows): an address
+     * recorded before (a graph's) may be stale once this moves */
+    uint64_t frees;
     void *impl; /* backend-private state */
 };
 

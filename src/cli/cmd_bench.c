@@ -242,6 +242,12 @@ int zg_cmd_bench(int argc, char **argv) {
     printf("peak memory: backend %s, process RSS %s\n", zg_fmt_bytes((double)be->bytes_peak, b1, sizeof b1),
            zg_fmt_bytes(rss, b2, sizeof b2));
     printf("loss after %lld steps on random tokens: %.4f\n", (long long)(a.warmup + a.steps), loss);
+    long records, replays;
+    int rec_off;
+    gpt2_graph_counts(&m, &records, &replays, &rec_off);
+    if (records > 0 || rec_off)
+        printf("training passes: recorded %ld times, replayed %ld times%s\n", records, replays,
+               rec_off ? ", then launched op by op (recording turned off)" : "");
     if (!a.no_profile) {
         gpt2_profile prof;
         memset(&prof, 0, sizeof prof);

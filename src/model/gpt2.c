@@ -364,12 +364,13 @@ size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int 
      * softmax statistics. fp32 is assumed to be the CPU here. */
     size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
     size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, recompute_layers, NULL, NULL);
-    /* + the deferred losses' ring beyond its first slot (<= 1 MiB) */
-    return a + (loss_ring_slots((size_t)B * T) - 1) * (size_t)B * T * sizeof(float);
+    /* + the deferred losses' ring beyond its first slot (<= 1 MiB), + the recorded forward's slot */
+    return a + loss_ring_slots((size_t)B * T) * (size_t)B * T * sizeof(float);
 }
 
 static void acts_release(gpt2_model *m) {
     zg_backend *be = m->be;
+    gpt2_graph_drop(m); /* the recordings hold these buffers' addresses */
     if (m->acts) be->ops->dealloc(be, m->acts);
     if (m->tokens) be->ops->dealloc(be, m->tokens);
     if (m->targets) be->ops->dealloc(be, m->targets);
@@ -412,9 +413,10 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     m->acts = be->ops->alloc(be, ab, "activations");
     if (m->acts) m->tokens = be->ops->alloc(be, N * sizeof(int32_t), "tokens");
     if (m->tokens) m->targets = be->ops->alloc(be, N * sizeof(int32_t), "targets");
-    /* the deferred forwards' ring: up to GPT2_LOSS_RING_SLOTS forwards in GPT2_LOSS_RING_BYTES */
+    /* the deferred forwards' ring: up to GPT2_LOSS_RING_SLOTS forwards in GPT2_LOSS_RING_BYTES; then the slot
+     * a recorded forward writes (gpt2_graph.c: one address in every replay), copied into the ring's next */
     size_t slots = loss_ring_slots(N);
-    if (m->targets) m->losses = be->ops->alloc(be, slots * N * sizeof(float), "losses");
+    if (m->targets) m->losses = be->ops->alloc(be, (slots + 1) * N * sizeof(float), "losses");
     if (m->losses == NULL) {
         acts_release(m);
         return -1;
@@ -450,6 +452,7 @@ int gpt2_init(gpt2_model *m, const gpt2_config *cfg, zg_backend *be) {
 
 void gpt2_free(gpt2_model *m) {
     if (m->be == NULL) return;
+    gpt2_graph_free(m);
     gpt2_kv_free(m);
     acts_release(m);
     if (m->params) m->be->ops->dealloc(m->be, m->params);
@@ -469,7 +472,16 @@ int gpt2_grads_alloc(gpt2_model *m) {
 }
 
 void gpt2_zero_grad(gpt2_model *m) {
-    if (m->grads) m->be->ops->zero(m->be, m->grads, m->table.num_params * zg_dtype_size(m->be->grad_dtype));
+    if (m->grads == NULL) return;
+    m->be->ops->zero(m->be, m->grads, m->table.num_params * zg_dtype_size(m->be->grad_dtype));
+    gpt2_grads_zeroed(m);
+}
+
+void gpt2_grads_zeroed(gpt2_model *m) {
+    int groups = gpt2_group_count(&m->table);
+    for (int g = 0; g < groups; g++)
+        if (m->grad_group[g]) return; /* a redirected group's buffer is its owner's to vouch for */
+    m->grads_zero = 1;
 }
 
 void gpt2_params_upload(gpt2_model *m, const float *host) {
@@ -649,6 +661,48 @@ double gpt2_train_losses_take(gpt2_model *m, int *count) {
     return s;
 }
 
+/* A forward's device work after its upload (gpt2_graph_run records it): the embeddings, the layers, the head,
+ * and with targets the classifier, which writes the per-token losses into `losses` and (dloss != 0)
+ * d(loss_scale * mean loss)/d logits over the logits. */
+typedef struct {
+    int B, T, with_targets;
+    float dloss;
+    float *losses;
+} forward_pass;
+
+static void forward_device(gpt2_model *m, void *arg) {
+    const forward_pass *f = arg;
+    zg_backend *be = m->be;
+    const zg_backend_ops *op = be->ops;
+    act_index *ix = m->act_index;
+    int B = f->B, T = f->T, N = B * T;
+    int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    gpt2_hook_before(m, -1, 0);
+    GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
+        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), B,
+                            T, C);
+    });
+    for (int l = 0; l < L; l++) {
+        gpt2_hook_before(m, l, 0);
+        layer_params p = gpt2_layer_ptrs(m, 0, l);
+        block_forward(m, &p, &ix->layers[l], ix->resid[l], ix->resid[l + 1], B, T);
+        gpt2_hook_after(m, l, 0);
+    }
+    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
+        op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L],
+                              tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
+                              tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), N, C);
+    });
+    /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
+    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
+        op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, N, C, Vp);
+    });
+    gpt2_hook_after(m, -1, 0);
+    if (!f->with_targets) return;
+    GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER,
+                  { op->classifier(be, f->losses, ix->logits, m->targets, N, V, Vp, f->dloss); });
+}
+
 /* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
  * loss)/d logits over the logits, so gpt2_backward does not pass over them again. defer (fuse_grad
  * only): the classifier writes this forward's losses into the ring's next slot and nothing is read
@@ -668,44 +722,30 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     if (gpt2_activations_ensure(m, B, T) != 0) return -1;
     if (gpt2_check_tokens(m, inputs_host, N, 0, "input token") != 0) return -1;
     if (targets_host && gpt2_check_tokens(m, targets_host, N, 1, "target token") != 0) return -1;
-    act_index *ix = m->act_index;
-    int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
         op->upload(be, m->tokens, inputs_host, N * sizeof(int32_t));
         if (targets_host) op->upload(be, m->targets, targets_host, N * sizeof(int32_t));
     });
-
-    gpt2_hook_before(m, -1, 0);
-    GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
-        op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), B,
-                            T, C);
-    });
-    for (int l = 0; l < L; l++) {
-        gpt2_hook_before(m, l, 0);
-        layer_params p = gpt2_layer_ptrs(m, 0, l);
-        block_forward(m, &p, &ix->layers[l], ix->resid[l], ix->resid[l + 1], B, T);
-        gpt2_hook_after(m, l, 0);
-    }
-    GPT2_PROFILED(m, 0, GPT2_OP_LAYERNORM, {
-        op->layernorm_forward(be, ix->lnf, ix->lnf_mean, ix->lnf_rstd, ix->resid[L],
-                              tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
-                              tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), (int)N, C);
-    });
-    /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
-    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
-        op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, (int)N, C, Vp);
-    });
-    gpt2_hook_after(m, -1, 0);
-    if (targets_host == NULL) return 0;
-
     int valid = 0;
-    for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
+    if (targets_host)
+        for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
     /* d(loss_scale * mean)/d(loss_i) = loss_scale / n_valid */
-    float dloss = fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f;
-    float *slot = defer ? m->losses + (size_t)m->loss_pending * N : m->losses;
-    GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER,
-                  { op->classifier(be, slot, ix->logits, m->targets, (int)N, V, Vp, dloss); });
-    if (dloss != 0.0f) {
+    forward_pass f = {B, T, targets_host != NULL, fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f,
+                      defer ? m->losses + (size_t)m->loss_pending * N : m->losses};
+    if (defer && gpt2_graph_usable(m)) {
+        /* recorded: the classifier writes the slot after the ring's (one address in every replay), copied into
+         * the ring's next slot after it */
+        float *slot = f.losses;
+        f.losses = m->losses + (size_t)m->loss_slots * N;
+        uint32_t extra[2] = {0, (uint32_t)f.with_targets};
+        memcpy(&extra[0], &f.dloss, sizeof f.dloss);
+        gpt2_graph_run(m, GPT2_PASS_FORWARD, gpt2_graph_key(m, extra, sizeof extra), forward_device, &f);
+        op->copy(be, slot, f.losses, N * sizeof(float));
+    } else {
+        forward_device(m, &f);
+    }
+    if (targets_host == NULL) return 0;
+    if (f.dloss != 0.0f) {
         m->logits_hold_grad = 1;
         m->logits_grad_scale = loss_scale;
     }
@@ -739,34 +779,33 @@ int gpt2_forward_train_deferred(gpt2_model *m, const int32_t *inputs_host, const
     return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, NULL, 1);
 }
 
-void gpt2_backward(gpt2_model *m, float loss_scale) {
+/* The backward's device work (gpt2_graph_run records it). classify: 0 the logits hold their gradient already
+ * (gpt2_forward_train), 1 the classifier writes it (dloss), 2 no targets counted (zero gradient). Every layer's
+ * weight gradient takes one product per backward, so on zeroed buffers (dw_overwrite) each may write instead of
+ * add (v0.26: ~38 us a layer at GPT-2 XL on an H100). */
+typedef struct {
+    int classify;
+    float dloss;
+    int dw_overwrite; /* the gradient buffers hold zeros (gpt2_model.grads_zero): the products write them */
+} backward_pass;
+
+static void backward_device(gpt2_model *m, void *arg) {
+    const backward_pass *bp = arg;
     zg_backend *be = m->be;
     const zg_backend_ops *op = be->ops;
-    if (!m->has_targets) ZG_FATAL("gpt2_backward called without a forward pass with targets");
-    /* Gradients: the flat buffer (gpt2_grads_alloc) or per-group buffers (grad_group, set before or by the
-     * before_layer hook, as ZeRO stages 2-3 do); a missing one is fatal where it is first used. */
     act_index *ix = m->act_index;
     int B = m->B, T = m->T, N = B * T;
     int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, V = m->cfg.vocab_size;
     int Vp = m->cfg.padded_vocab_size;
     size_t asz = zg_dtype_size(be->act_dtype);
-    /* d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
-    float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
 
     gpt2_hook_before(m, -1, 1);
     GPT2_PROFILED(m, 1, GPT2_OP_CLASSIFIER, {
-        if (m->logits_hold_grad) { /* gpt2_forward_train already wrote them */
-            if (m->logits_grad_scale != loss_scale)
-                ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
-                         (double)loss_scale, (double)m->logits_grad_scale);
-        } else if (dloss != 0.0f) {
-            op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, dloss);
-        } else {
+        if (bp->classify == 1)
+            op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, bp->dloss);
+        else if (bp->classify == 2)
             op->zero(be, ix->logits, (size_t)N * Vp * asz);
-        }
     });
-    m->has_targets = 0; /* the logits now hold gradients */
-    m->logits_hold_grad = 0;
     /* with GPT2_LN_FROM_OUTPUT every LayerNorm backward reads its output (x = NULL) */
     int from_out = (m->recompute & GPT2_LN_FROM_OUTPUT) != 0;
     /* LM head: dwte += dlogits^T @ lnf, then dlnf (N,C) = dlogits @ wte (the two products of one
@@ -775,9 +814,11 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
      * LayerNorm backward reads resid[L], not lnf), or with GPT2_LN_FROM_OUTPUT resid[L] (that form reads
      * lnf, and no backward reads the residual stream) */
     void *dlnf = from_out ? ix->resid[L] : ix->lnf;
+    /* the LM head's weight gradient always adds: its beta-zero product measured 11-12% slower than the adding one
+     * on an H100 (bench/matmul_probe.cu: 1.758 against 1.582 ms at 124M, 3.719 against 3.511 at XL) */
     GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-        op->matmul_backward(be, NULL, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf, NULL, NULL, N, C, Vp);
-        op->matmul_backward(be, dlnf, NULL, NULL, ix->logits, NULL, tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp);
+        op->matmul_backward(be, NULL, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf, NULL, NULL, N, C, Vp, 0);
+        op->matmul_backward(be, dlnf, NULL, NULL, ix->logits, NULL, tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp, 0);
     });
     /* the logits (N,Vp) are dead until the next forward writes them: the region's end holds dres, dsmall
      * and dbig from here on, and its front is lent to the layers' backward as the ops' workspace (the
@@ -803,7 +844,7 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
             op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C,
-                                C);
+                                C, bp->dw_overwrite);
         });
         if (layer_recomputes(m->recompute, m->recompute_layers, l,
                              GPT2_RECOMPUTE_LN2)) { /* ln2 = LN(r2) again: bitwise equal */
@@ -811,7 +852,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
                           { op->layernorm_forward(be, a->ln2, NULL, NULL, a->r2, p.ln2w, p.ln2b, N, C); });
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-            op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C);
+            op->matmul_backward(be, ix->dsmall, g.fcw, g.fcb, ix->dbig, a->ln2, p.fcw, NULL, N, C, 4 * C,
+                                bp->dw_overwrite);
         });
         GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
             op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, from_out ? NULL : a->r2, a->ln2, p.ln2w,
@@ -819,7 +861,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
         });
         /* dres = d r2 = d x (direct) = d (attention projection) */
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-            op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C);
+            op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C,
+                                bp->dw_overwrite);
         });
         GPT2_PROFILED(m, 1, GPT2_OP_ATTENTION, {
             op->attention_backward(be, ix->dbig, ix->dsmall, a->qkv, a->atty, a->att_stats, B, T, C, NH);
@@ -829,7 +872,8 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
                           { op->layernorm_forward(be, a->ln1, NULL, NULL, ix->resid[l], p.ln1w, p.ln1b, N, C); });
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-            op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C);
+            op->matmul_backward(be, ix->dsmall, g.qkvw, g.qkvb, ix->dbig, a->ln1, p.qkvw, NULL, N, C, 3 * C,
+                                bp->dw_overwrite);
         });
         GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
             op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, from_out ? NULL : ix->resid[l], a->ln1,
@@ -845,6 +889,28 @@ void gpt2_backward(gpt2_model *m, float loss_scale) {
     });
     gpt2_hook_after(m, -1, 1);
     hook_ready(m, 0, m->table.layer_begin[0]);
+}
+
+void gpt2_backward(gpt2_model *m, float loss_scale) {
+    if (!m->has_targets) ZG_FATAL("gpt2_backward called without a forward pass with targets");
+    if (m->logits_hold_grad && m->logits_grad_scale != loss_scale)
+        ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
+                 (double)loss_scale, (double)m->logits_grad_scale);
+    /* Gradients: the flat buffer (gpt2_grads_alloc) or per-group buffers (grad_group, set before or by the
+     * before_layer hook, as ZeRO stages 2-3 do); a missing one is fatal where it is first used.
+     * d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
+    float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
+    backward_pass bp = {m->logits_hold_grad ? 0
+                        : dloss != 0.0f     ? 1
+                                            : 2,
+                        m->logits_hold_grad ? 0.0f : dloss, m->grads_zero};
+    if (gpt2_graph_usable(m))
+        gpt2_graph_run(m, GPT2_PASS_BACKWARD, gpt2_graph_key(m, &bp, sizeof bp), backward_device, &bp);
+    else
+        backward_device(m, &bp);
+    m->has_targets = 0; /* the logits now hold gradients */
+    m->logits_hold_grad = 0;
+    m->grads_zero = 0;
 }
 
 void gpt2_logits(gpt2_model *m, int t, float *out) {

@@ -157,6 +157,16 @@ typedef struct {
     void *act_index;         /* private: offsets of each activation tensor */
     void *kv;                /* private: KV cache of gpt2_kv_alloc() */
     gpt2_profile *profile;   /* optional per-op timing (NULL = off); owned by the caller */
+    /* 1: the device work of gpt2_forward_train_deferred and gpt2_backward is recorded once per shape, buffers and
+     * scale and replayed (one launch a pass instead of one per op: gpt2_graph.c), where the backend records,
+     * no hooks are installed and profile is NULL; the same kernels, so the same bits. 0 (gpt2_init's): every op
+     * is launched as it is called. */
+    int record;
+    void *graphs; /* private: gpt2_graph.c's recordings */
+    /* 1: the flat gradient buffer holds zeros and no group is redirected (gpt2_grads_zeroed), so the next
+     * backward's weight-gradient products write instead of adding (the same values; cuBLASLt then does not read
+     * the buffer). Cleared by gpt2_backward. */
+    int grads_zero;
 } gpt2_model;
 
 /* Allocates the parameter buffer on the backend (contents undefined until initialised/loaded). */
@@ -164,6 +174,8 @@ int gpt2_init(gpt2_model *m, const gpt2_config *cfg, zg_backend *be);
 void gpt2_free(gpt2_model *m);
 int gpt2_grads_alloc(gpt2_model *m);
 void gpt2_zero_grad(gpt2_model *m);
+/* Says that whoever zeroed m->grads did (sets grads_zero unless a gradient group is redirected). */
+void gpt2_grads_zeroed(gpt2_model *m);
 
 /* From-scratch initialisation: N(0, 0.02) weights, residual projections N(0, 0.02/sqrt(2 n_layer)),
  * zero biases, LayerNorm 1/0; padded vocabulary rows 0. Deterministic for a seed. */
@@ -205,7 +217,7 @@ const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
 /* Bytes of activations (the activation gradients share the logits' memory; + the deferred losses' ring
- * beyond one slot) the model needs for (B, T) with these recompute flags and layer count (as
+ * beyond one slot, and the recorded forward's slot) the model needs for (B, T) with these recompute flags and layer count (as
  * gpt2_model.recompute / recompute_layers): for plan/bench. */
 size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers);
@@ -235,6 +247,9 @@ double gpt2_train_losses_take(gpt2_model *m, int *count);
  * The logits of the last forward are overwritten (by d loss / d logits, then by the backward's activation
  * gradients and the ops' workspace, which use their memory). */
 void gpt2_backward(gpt2_model *m, float loss_scale);
+/* How often the training passes were recorded and replayed so far (gpt2_model.record, gpt2_graph.c); *off 1
+ * when recording was turned off (a failed recording, or one redone too often). */
+void gpt2_graph_counts(const gpt2_model *m, long *records, long *replays, int *off);
 /* Logits (fp32, host) of position t of every sequence of the last forward: out (B, vocab_size).
  * Valid until the next forward or backward. */
 void gpt2_logits(gpt2_model *m, int t, float *out);

@@ -6,6 +6,7 @@
 #include "dist/comm.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Adds the time since *last to phase `ph` and restarts the clock. The backend (and so the GPU) is
@@ -20,11 +21,30 @@ static void phase_mark(const zg_train_step_cfg *s, zg_train_step_result *r, zg_s
     *last = now;
 }
 
+/* ZGPT_STEP_GRAPH (an A/B knob): 1 or unset records each micro-step's forward and backward once and replays
+ * them (gpt2_model.record, gpt2_graph.c); 0 launches every op. Anything else is refused. */
+static int step_graph_env(int *on) {
+    const char *v = getenv("ZGPT_STEP_GRAPH");
+    *on = 1;
+    if (v == NULL || *v == '\0' || strcmp(v, "1") == 0) return 0;
+    if (strcmp(v, "0") == 0) {
+        *on = 0;
+        return 0;
+    }
+    return zg_errorf("ZGPT_STEP_GRAPH=%s: use 1 (record the training passes once and replay them: the default) or 0 "
+                     "(launch every op)",
+                     v);
+}
+
 int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_train_step_result *r) {
     gpt2_model *m = s->model;
     zg_zero *z = s->zero;
     zg_comm *comm = z->comm;
     memset(r, 0, sizeof *r);
+    int record;
+    if (step_graph_env(&record) != 0) return -1;
+    /* the breakdown waits after each phase; the model records only where no hooks work beside the passes */
+    m->record = record && !s->breakdown;
     r->clip = 1.0;
     double t = 1e3 * zg_now_s();
     double scale = zg_loss_scaler_scale(s->scaler);

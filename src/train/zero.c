@@ -198,7 +198,10 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         zg_zero_release_all(z);
         z->n_releases = 0;
     }
-    if (z->grads) be->ops->zero(be, z->grads, z->n * esz(z->gdt));
+    if (z->grads) {
+        be->ops->zero(be, z->grads, z->n * esz(z->gdt));
+        if (z->model && z->model->grads == z->grads) gpt2_grads_zeroed(z->model);
+    }
     return 0;
 }
 
@@ -354,7 +357,10 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
 
 static void end_step(zg_zero *z) {
     if (z->off) zero_offload_end_step(z);
-    if (!grads_in_shard(z)) z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+    if (!grads_in_shard(z)) {
+        z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
+        if (z->model && z->model->grads == z->grads) gpt2_grads_zeroed(z->model);
+    }
     z->micro = 0;
     z->reduced = 0;
 }

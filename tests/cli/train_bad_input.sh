@@ -25,6 +25,8 @@ expect_fail "missing data" "no_such_data" "$ZGPT" train --config tiny.json --set
 expect_fail "nothing to resume" "nothing to resume" "$ZGPT" train --config tiny.json --set out_dir=empty --resume
 expect_fail "bad --nproc" "--nproc 0: must be >= 1" "$ZGPT" train --config tiny.json --nproc 0
 expect_fail "bad --gpus" "--gpus" "$ZGPT" train --config tiny.json --gpus 0
+ZGPT_STEP_GRAPH=yes expect_fail "bad ZGPT_STEP_GRAPH" "ZGPT_STEP_GRAPH=yes: use 1 .* or 0" \
+    "$ZGPT" train --config tiny.json --set out_dir=o_sg --set max_iters=2
 mkdir -p models
 ZGPT_MODELS=$PWD/models HF_HUB_OFFLINE=1 HF_HUB_CACHE=$PWD/hub expect_fail "named model without files" \
     "gpt2 weights are not in .*models/gpt2; .*hub/models--openai-community--gpt2 \(main\); .*hub/models--gpt2 \(main\); HF_HUB_OFFLINE is set.*zgpt download gpt2" \

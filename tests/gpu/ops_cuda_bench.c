@@ -42,10 +42,10 @@ void oc_bench_matmul_algos(int B, int T, int C) {
         BENCH_QUIET(&ctx, be->ops->matmul_forward(be, y, NULL, x, w, bias, x2, N, C, C));
         BENCH_QUIET(&ctx, be->ops->matmul_forward(be, h4, h4b, x, w, bias, NULL, N, C, 4 * C));
         BENCH_QUIET(&ctx, be->ops->matmul_forward(be, y, NULL, h4, w, bias, x2, N, 4 * C, C));
-        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 3 * C));
-        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
-        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
-        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 3 * C, 0));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C, 0));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C, 0));
+        BENCH_QUIET(&ctx, be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C, 0));
         printf("|\n");
         void *ptrs[] = {x, x2, y, h4, h4b, w, dw, bias, dbias};
         for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) be->ops->dealloc(be, ptrs[i]);
@@ -109,29 +109,29 @@ void oc_bench_config(zg_backend *be, const char *name, int B, int T, int C, int 
     BENCH(&ctx, "matmul fwd qkv (C->3C, bias)", f, 0,
           be->ops->matmul_forward(be, qkv, NULL, x, w, bias, NULL, N, C, 3 * C));
     BENCH(&ctx, "matmul bwd qkv (dinp, dw, dbias)", 2 * f, 0,
-          be->ops->matmul_backward(be, x2, dw, dbias, qkv, x, w, NULL, N, C, 3 * C));
+          be->ops->matmul_backward(be, x2, dw, dbias, qkv, x, w, NULL, N, C, 3 * C, 0));
     f = 2.0 * N * C * C;
     BENCH(&ctx, "matmul fwd attproj (C->C)", f, 0, be->ops->matmul_forward(be, y, NULL, x, w, bias, NULL, N, C, C));
     BENCH(&ctx, "matmul fwd attproj + residual", f, 0, be->ops->matmul_forward(be, y, NULL, x, w, bias, x2, N, C, C));
-    BENCH(&ctx, "matmul bwd attproj", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C));
+    BENCH(&ctx, "matmul bwd attproj", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, y, x, w, NULL, N, C, C, 0));
     f = 2.0 * N * C * 4 * C;
     BENCH(&ctx, "matmul fwd fc (C->4C, bias+gelu)", f, 0,
           be->ops->matmul_forward(be, h4, h4b, x, w, bias, NULL, N, C, 4 * C));
     BENCH(&ctx, "matmul fwd fc (bias only, no gelu)", f, 0,
           be->ops->matmul_forward(be, h4, NULL, x, w, bias, NULL, N, C, 4 * C));
-    BENCH(&ctx, "matmul bwd fc", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C));
+    BENCH(&ctx, "matmul bwd fc", 2 * f, 0, be->ops->matmul_backward(be, x2, dw, dbias, h4, x, w, NULL, N, C, 4 * C, 0));
     BENCH(&ctx, "matmul bwd fc (no dbias)", 2 * f, 0,
-          be->ops->matmul_backward(be, x2, dw, NULL, h4, x, w, NULL, N, C, 4 * C));
+          be->ops->matmul_backward(be, x2, dw, NULL, h4, x, w, NULL, N, C, 4 * C, 0));
     BENCH(&ctx, "matmul bwd fc (dinp only)", f, 0,
-          be->ops->matmul_backward(be, x2, NULL, NULL, h4, x, w, NULL, N, C, 4 * C));
+          be->ops->matmul_backward(be, x2, NULL, NULL, h4, x, w, NULL, N, C, 4 * C, 0));
     BENCH(&ctx, "matmul fwd fcproj (4C->C)", f, 0,
           be->ops->matmul_forward(be, y, NULL, h4, w, bias, NULL, N, 4 * C, C));
     BENCH(&ctx, "matmul fwd fcproj + residual", f, 0,
           be->ops->matmul_forward(be, y, NULL, h4, w, bias, x2, N, 4 * C, C));
     BENCH(&ctx, "matmul bwd fcproj (dgelu)", 2 * f, 0,
-          be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C));
+          be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, h4, N, 4 * C, C, 0));
     BENCH(&ctx, "matmul bwd fcproj (no dgelu)", 2 * f, 0,
-          be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, NULL, N, 4 * C, C));
+          be->ops->matmul_backward(be, h4b, dw, dbias, y, h4, w, NULL, N, 4 * C, C, 0));
     BENCH(&ctx, "gelu_forward (4C)", 0, nc * 4 * es * 2, be->ops->gelu_forward(be, h4b, h4, (size_t)N * 4 * C));
     BENCH(&ctx, "residual_forward", 0, nc * es * 3, be->ops->residual_forward(be, x2, x, y, (size_t)N * C));
     double af = 2.0 * B * NH * (double)T * T * (C / NH); /* causal: half of 4*B*NH*T*T*hs */
@@ -170,7 +170,7 @@ void oc_bench_config(zg_backend *be, const char *name, int B, int T, int C, int 
     BENCH(&ctx, "classifier (fwd+grad, in place)", 0, (double)N * Vp * es * 3,
           be->ops->classifier(be, losses, logits, tg, N, V, Vp, 1.f / N));
     BENCH(&ctx, "matmul bwd lm_head (dinp, dwte)", 2 * f, 0,
-          be->ops->matmul_backward(be, x2, dwte, NULL, logits, x, wte, NULL, N, C, Vp));
+          be->ops->matmul_backward(be, x2, dwte, NULL, logits, x, wte, NULL, N, C, Vp, 0));
     be->ops->dealloc(be, logits);
     /* optimizer over the whole model */
     size_t P = (size_t)Vp * C + (size_t)1024 * C + (size_t)L * (12 * (size_t)C * C + 13 * (size_t)C) + 2 * C;

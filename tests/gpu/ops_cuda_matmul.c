@@ -147,7 +147,7 @@ void oc_test_matmul(void) {
                 void *ddinp = oc_dev_nan(be, dt, nin);
                 void *ddw = oc_dev_rand(be, dt, nw, 0.5f, dw0);
                 void *ddb = variant == 1 ? NULL : oc_dev_rand(be, dt, OC, 0.5f, db0);
-                be->ops->matmul_backward(be, ddinp, ddw, ddb, ddout, dinp_, dw_, dgin, N, C, OC);
+                be->ops->matmul_backward(be, ddinp, ddw, ddb, ddout, dinp_, dw_, dgin, N, C, OC, 0);
                 double *rdi = malloc(nin * 8), *rdw = malloc(nw * 8), *rdb = malloc(OC * 8);
                 for (int i = 0; i < N; i++)
                     for (int c = 0; c < C; c++) {
@@ -175,12 +175,26 @@ void oc_test_matmul(void) {
                     free(odb);
                 }
                 /* dinp == NULL skips the input gradient; dw accumulates again */
-                be->ops->matmul_backward(be, NULL, ddw, NULL, ddout, dinp_, dw_, NULL, N, C, OC);
+                be->ops->matmul_backward(be, NULL, ddw, NULL, ddout, dinp_, dw_, NULL, N, C, OC, 0);
                 float *odw2 = oc_dl(be, ddw, dt, nw);
                 for (size_t k = 0; k < nw; k++) rdw[k] = 2 * rdw[k] - dw0[k];
                 oc_check_rel("  dw twice, dinp=NULL", dt, odw2, rdw, nw, oc_tol_of(dt));
+                /* dw_overwrite: dw = the product alone, whatever dw held (the sums above), and bitwise what adding it
+                 * to zeros gives (a gradient the engine zeroed: gpt2_model.grads_zero) */
+                be->ops->matmul_backward(be, NULL, ddw, NULL, ddout, dinp_, dw_, NULL, N, C, OC, 1);
+                float *odw3 = oc_dl(be, ddw, dt, nw);
+                for (size_t k = 0; k < nw; k++) rdw[k] = (rdw[k] - dw0[k]) / 2;
+                oc_check_rel("  dw overwritten", dt, odw3, rdw, nw, oc_tol_of(dt));
+                be->ops->zero(be, ddw, nw * zg_dtype_size(dt));
+                be->ops->matmul_backward(be, NULL, ddw, NULL, ddout, dinp_, dw_, NULL, N, C, OC, 0);
+                float *odw4 = oc_dl(be, ddw, dt, nw);
+                ZT_CHECK_MSG(memcmp(odw3, odw4, nw * 4) == 0,
+                             "matmul_backward N=%d C=%d OC=%d: dw overwritten is not bitwise dw added to zeros", N, C,
+                             OC);
+                free(odw3);
+                free(odw4);
                 if (ddb) { /* dw == NULL: only the bias gradient accumulates */
-                    be->ops->matmul_backward(be, NULL, NULL, ddb, ddout, dinp_, dw_, NULL, N, C, OC);
+                    be->ops->matmul_backward(be, NULL, NULL, ddb, ddout, dinp_, dw_, NULL, N, C, OC, 0);
                     float *odb2 = oc_dl(be, ddb, dt, OC);
                     for (int k = 0; k < OC; k++) rdb[k] = 2 * rdb[k] - db0[k];
                     oc_check_rel("  dbias twice, dw=NULL", dt, odb2, rdb, OC, oc_tol_of(dt));

@@ -372,9 +372,10 @@ static void scribble_layernorm_backward(zg_backend *be, void *dinp, void *dw, vo
 }
 
 static void scribble_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout,
-                                     const void *inp, const void *w, const void *gelu_inp, int N, int C, int OC) {
+                                     const void *inp, const void *w, const void *gelu_inp, int N, int C, int OC,
+                                     int dw_overwrite) {
     scribble_loan();
-    BE->ops->matmul_backward(be, dinp, dw, dbias, dout, inp, w, gelu_inp, N, C, OC);
+    BE->ops->matmul_backward(be, dinp, dw, dbias, dout, inp, w, gelu_inp, N, C, OC, dw_overwrite);
 }
 
 static void scribble_gelu_forward(zg_backend *be, void *out, const void *inp, size_t n) {

@@ -205,15 +205,18 @@ static void test_matmul(void) {
         free(res), free(o);
     }
     float *dx = rand_buf((size_t)c.N * c.C, 1.0f), *dw = calloc((size_t)c.H * c.C, 4), *db = calloc(c.H, 4);
-    BE->ops->matmul_backward(BE, dx, dw, db, c.R, c.x, c.w1, NULL, c.N, c.C, c.H); /* dx overwritten */
+    BE->ops->matmul_backward(BE, dx, dw, db, c.R, c.x, c.w1, NULL, c.N, c.C, c.H, 0); /* dx overwritten */
     fd_check("matmul dinp", c.x, dx, (size_t)c.N * c.C, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     fd_check("matmul dweight", c.w1, dw, (size_t)c.H * c.C, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     fd_check("matmul dbias", c.b1, db, c.H, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     /* dw and dbias accumulate: a second call doubles them */
     float *dw2 = malloc((size_t)c.H * c.C * 4);
     memcpy(dw2, dw, (size_t)c.H * c.C * 4);
-    BE->ops->matmul_backward(BE, NULL, dw, db, c.R, c.x, c.w1, NULL, c.N, c.C, c.H);
+    BE->ops->matmul_backward(BE, NULL, dw, db, c.R, c.x, c.w1, NULL, c.N, c.C, c.H, 0);
     ZT_NEAR(dw[3], 2.0 * dw2[3], 1e-6, 1e-5);
+    /* dw_overwrite: the product alone whatever dw held, bitwise the first call's (which added it to zeros) */
+    BE->ops->matmul_backward(BE, NULL, dw, NULL, c.R, c.x, c.w1, NULL, c.N, c.C, c.H, 1);
+    ZT_CHECK(memcmp(dw, dw2, (size_t)c.H * c.C * 4) == 0);
     free(dw2);
 
     /* GELU matmul chain: gradients through matmul_backward(gelu_inp) */
@@ -223,8 +226,8 @@ static void test_matmul(void) {
     float *dy = malloc((size_t)c.N * c.H * 4), *dw2b = calloc((size_t)c.OC * c.H, 4), *db2 = calloc(c.OC, 4);
     memset(dw, 0, (size_t)c.H * c.C * 4);
     memset(db, 0, c.H * 4);
-    BE->ops->matmul_backward(BE, dy, dw2b, db2, c.R, c.y, c.w2, c.pre, c.N, c.H, c.OC);
-    BE->ops->matmul_backward(BE, dx, dw, db, dy, c.x, c.w1, NULL, c.N, c.C, c.H);
+    BE->ops->matmul_backward(BE, dy, dw2b, db2, c.R, c.y, c.w2, c.pre, c.N, c.H, c.OC, 0);
+    BE->ops->matmul_backward(BE, dx, dw, db, dy, c.x, c.w1, NULL, c.N, c.C, c.H, 0);
     fd_check("matmul+gelu dinp", c.x, dx, (size_t)c.N * c.C, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     fd_check("matmul+gelu dweight", c.w1, dw, (size_t)c.H * c.C, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
     fd_check("matmul+gelu dbias", c.b1, db, c.H, mm_loss, &c, 1e-2f, 1e-3, 1e-2);
@@ -238,7 +241,7 @@ static void test_matmul(void) {
         ZT_CHECK(isnan(ys[9]));
         /* its derivative through matmul_backward: N = 1, OC = 1, w = ones, dout = 1 -> dinp = gelu'(x) */
         float ones[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, one = 1.0f, dw[10] = {0}, dx[10];
-        BE->ops->matmul_backward(BE, dx, dw, NULL, &one, ys, ones, xs, 1, 10, 1);
+        BE->ops->matmul_backward(BE, dx, dw, NULL, &one, ys, ones, xs, 1, 10, 1, 0);
         for (int i = 0; i < 9; i++) {
             double x = xs[i], k = sqrt(2.0 / 3.14159265358979323846), u = k * (x + 0.044715 * x * x * x);
             double th = tanh(u);

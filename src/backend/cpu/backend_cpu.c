@@ -38,6 +38,7 @@ static void cpu_dealloc(zg_backend *be, void *p) {
     size_t bytes;
     memcpy(&bytes, base, sizeof bytes);
     be->bytes_in_use -= bytes;
+    be->frees++;
     free(base);
 }
 

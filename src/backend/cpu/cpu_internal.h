@@ -27,7 +27,7 @@ void cpu_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
 void cpu_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                         const void *residual, int N, int C, int OC);
 void cpu_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                         const void *w, const void *gelu_inp, int N, int C, int OC);
+                         const void *w, const void *gelu_inp, int N, int C, int OC, int dw_overwrite);
 void cpu_gelu_forward(zg_backend *be, void *out, const void *inp, size_t n);
 void cpu_residual_forward(zg_backend *be, void *out, const void *a, const void *b, size_t n);
 size_t cpu_attention_stats_bytes(zg_backend *be, int B, int T, int NH);

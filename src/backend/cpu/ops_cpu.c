@@ -270,7 +270,7 @@ void cpu_matmul_forward(zg_backend *be, void *out_, void *pre_gelu_, const void 
 }
 
 void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, const void *dout_, const void *inp_,
-                         const void *w_, const void *gelu_inp_, int N, int C, int OC) {
+                         const void *w_, const void *gelu_inp_, int N, int C, int OC, int dw_overwrite) {
     (void)be;
     float *dinp = dinp_, *dbias = dbias_, *dw = dw_;
     const float *dout = dout_, *gelu_inp = gelu_inp_, *inp = inp_, *w = w_;
@@ -288,14 +288,14 @@ void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, c
                     gelu_grad_span(dinp + (size_t)i * C + c0, gelu_inp + (size_t)i * C + c0, (size_t)(c1 - c0));
             }
         }
-        /* dw (OC,C) += dout^T (OC,N) @ inp (N,C) and dbias (OC) += column sums of dout, over this
-         * thread's rows [o0, o1) of dw (columns of dout) */
+        /* dw (OC,C) += (dw_overwrite: =) dout^T (OC,N) @ inp (N,C) and dbias (OC) += column sums of dout, over
+         * this thread's rows [o0, o1) of dw (columns of dout) */
         int nth = omp_get_num_threads(), id = omp_get_thread_num();
         int o0 = (int)((long)OC * id / nth), o1 = (int)((long)OC * (id + 1) / nth);
         if (o1 > o0) {
             if (dw)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C, 1.0f,
-                            dw + (size_t)o0 * C, C);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C,
+                            dw_overwrite ? 0.0f : 1.0f, dw + (size_t)o0 * C, C);
             if (dbias)
                 for (int i = 0; i < N; i++) {
                     const float *r = dout + (size_t)i * OC;

@@ -68,6 +68,7 @@ void zgc_free(zg_backend *be, void *p) {
             be->bytes_in_use -= im->allocs[i].bytes;
             im->allocs[i] = im->allocs[im->n_allocs - 1];
             im->n_allocs--;
+            be->frees++;
             ZG_CUDA_CHECK(cudaFree(p));
             return;
         }

@@ -140,7 +140,7 @@ void zgc_download(zg_backend *be, void *dst_host, const void *src, size_t bytes)
 void zgc_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                         const void *residual, int N, int C, int OC);
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                         const void *w, const void *gelu_inp, int N, int C, int OC);
+                         const void *w, const void *gelu_inp, int N, int C, int OC, int dw_overwrite);
 void zgc_matmul_destroy(zg_backend *be);
 /* cuBLASLt's one-time start-up, begun when the backend is created, and the wait for it (before a plan,
  * a graph recording or the backend's end) */

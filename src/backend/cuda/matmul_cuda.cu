@@ -376,7 +376,7 @@ __global__ void __launch_bounds__(256) zgc_bias_partial_vec_kernel(float *part, 
 }
 
 void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                         const void *w, const void *gelu_inp, int N, int C, int OC) {
+                         const void *w, const void *gelu_inp, int N, int C, int OC, int dw_overwrite) {
     zgc_impl *im = zgc_get(be);
     if (dinp != NULL) {
         int epi = gelu_inp ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_DEFAULT;
@@ -385,7 +385,10 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
         zgc_plan *p = zgc_plan_get(be, ZGC_MM_DINP, C, N, OC, epi, 0, al, 0);
         zgc_plan_run(be, p, w, dout, dinp, dinp, 0.f, NULL, gelu_inp);
     }
-    /* dw accumulates: C = D = dw, beta = 1 */
+    /* dw accumulates: C = D = dw, beta = 1; or (dw_overwrite: dw holds zeros) beta = 0, the same algorithm and the
+     * same values without reading C, which cuBLASLt's beta-zero kernels skip (the plan is the same: the
+     * heuristic does not see beta). */
+    const float beta = dw_overwrite ? 0.f : 1.f;
     int al[5] = {zgc_align_of(inp), zgc_align_of(dout), zgc_align_of(dw), zgc_align_of(dw), 256};
     zgc_plan *pb = NULL;
     zgc_plan *p = NULL;
@@ -399,7 +402,7 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
         /* fused: dw += inp^T dout, bias gradient (OC) into a scratch vector (fp32, or the activation dtype), then
          * added to dbias */
         void *part = zgc_scratch(be, ZGC_SCR_BIAS, (size_t)OC * 4, "bias-gradient scratch");
-        zgc_plan_run(be, pb, inp, dout, dw, dw, 1.f, part, NULL);
+        zgc_plan_run(be, pb, inp, dout, dw, dw, beta, part, NULL);
         if (bgrad == 2) {
             ZGC_DISPATCH(be->grad_dtype, TG,
                          (zgc_bias_add_act_kernel<TG>
@@ -411,7 +414,7 @@ void zgc_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, cons
         return;
     }
     p = zgc_plan_get(be, ZGC_MM_DW, C, OC, N, CUBLASLT_EPILOGUE_DEFAULT, 1, al, 0);
-    zgc_plan_run(be, p, inp, dout, dw, dw, 1.f, NULL, NULL);
+    zgc_plan_run(be, p, inp, dout, dw, dw, beta, NULL, NULL);
 bias_only:
     if (dbias != NULL) {
         /* R row slices: enough blocks to keep the loads in flight (~3 blocks of 8 warps an SM at OC = 768, 4 rows
