@@ -89,6 +89,16 @@ void zg_error_print(void) {
     write_line(line, n, sizeof line);
 }
 
+void zg_note(const char *fmt, ...) {
+    char line[ZG_ERROR_CAP];
+    size_t n = format_prefix(line, sizeof line, "note");
+    va_list ap;
+    va_start(ap, fmt);
+    append_v(line, &n, sizeof line, fmt, ap);
+    va_end(ap);
+    write_line(line, n, sizeof line);
+}
+
 static void fatal_report_v(const char *file, int line_no, const char *fmt, va_list ap) {
     char line[ZG_ERROR_CAP + 512];
     fflush(stdout);

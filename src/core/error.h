@@ -42,6 +42,9 @@ _Noreturn void zg_fatal_at(const char *file, int line, const char *fmt, ...) ZG_
 
 /* Prints "zgpt: error: <message>" (with the rank when distributed) to stderr. */
 void zg_error_print(void);
+/* Prints "zgpt: note: <what>" (with the rank when distributed) to stderr as one line (one write): what zgpt
+ * does instead of what was asked or expected. */
+void zg_note(const char *fmt, ...) ZG_PRINTF(1, 2);
 
 /* libc calls that return -1 / non-zero and set errno. */
 #define ZG_CHECK_SYS(call)                                                                                             \

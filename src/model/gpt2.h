@@ -217,8 +217,8 @@ const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
 /* Bytes of activations (the activation gradients share the logits' memory; + the deferred losses' ring
- * beyond one slot, and the recorded forward's slot) the model needs for (B, T) with these recompute flags and layer count (as
- * gpt2_model.recompute / recompute_layers): for plan/bench. */
+ * beyond one slot, and the recorded forward's slot) the model needs for (B, T) with these recompute flags
+ * and layer count (as gpt2_model.recompute / recompute_layers): for plan/bench. */
 size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers);
 

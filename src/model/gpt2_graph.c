@@ -87,11 +87,7 @@ static void graphs_drop(gpt2_model *m, gpt2_graphs *gs) {
 }
 
 static void graph_turn_off(gpt2_model *m, gpt2_graphs *gs, const char *why) {
-    int rank = zg_log_rank();
-    if (rank >= 0)
-        fprintf(stderr, "zgpt[rank %d]: note: %s; the training passes are launched op by op from here\n", rank, why);
-    else
-        fprintf(stderr, "zgpt: note: %s; the training passes are launched op by op from here\n", why);
+    zg_note("%s; the training passes are launched op by op from here", why);
     graphs_drop(m, gs);
     gs->off = 1;
 }

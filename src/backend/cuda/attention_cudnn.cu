@@ -52,15 +52,6 @@ static zgc_att_path zgc_att_path_env(void) {
     return (zgc_att_path)-1;
 }
 
-/* One line on stderr, with the rank when distributed. */
-static void zgc_att_note(const char *msg) {
-    int rank = zg_log_rank();
-    if (rank >= 0)
-        fprintf(stderr, "zgpt[rank %d]: note: %s\n", rank, msg);
-    else
-        fprintf(stderr, "zgpt: note: %s\n", msg);
-}
-
 #ifndef ZGPT_WITH_CUDNN
 
 struct zgc_cudnn_att {
@@ -84,10 +75,10 @@ static int zgc_att_cudnn_wanted(zg_backend *be) {
         if (im->att_cudnn == NULL) im->att_cudnn = (zgc_cudnn_att *)zg_calloc(1, sizeof(zgc_cudnn_att));
         if (!im->att_cudnn->noted) {
             im->att_cudnn->noted = 1;
-            zgc_att_note(p != (zgc_att_path)-1 ? "ZGPT_ATTENTION=cudnn: this build has no cuDNN (CMake found none, or "
-                                                 "ZGPT_CUDNN=OFF); attention runs zgpt's own kernels"
-                                               : "ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); "
-                                                 "attention runs zgpt's own kernels");
+            zg_note("%s", p != (zgc_att_path)-1 ? "ZGPT_ATTENTION=cudnn: this build has no cuDNN (CMake found none, or "
+                                                  "ZGPT_CUDNN=OFF); attention runs zgpt's own kernels"
+                                                : "ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); "
+                                                  "attention runs zgpt's own kernels");
         }
     }
     return 0;
@@ -546,13 +537,11 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBa
 /* One line per failure; each failure is remembered (the handle, or the plan of that shape and direction),
  * so a line appears once per shape at most, and training (one shape) prints one. */
 static void zgc_att_fallback_note(const char *what, int B, int T, int NH, int hs, const char *why) {
-    char msg[640];
     if (B > 0)
-        snprintf(msg, sizeof(msg), "cuDNN attention %s (B=%d T=%d NH=%d hs=%d) unavailable, zgpt's kernels run it: %s",
-                 what, B, T, NH, hs, why);
+        zg_note("cuDNN attention %s (B=%d T=%d NH=%d hs=%d) unavailable, zgpt's kernels run it: %s", what, B, T, NH, hs,
+                why);
     else
-        snprintf(msg, sizeof(msg), "cuDNN attention %s failed, zgpt's kernels run attention: %s", what, why);
-    zgc_att_note(msg);
+        zg_note("cuDNN attention %s failed, zgpt's kernels run attention: %s", what, why);
 }
 
 static zgc_cudnn_att *zgc_att_state(zg_backend *be) {
@@ -644,8 +633,8 @@ static int zgc_sdpa_wanted(zg_backend *be, int bwd) {
         zgc_cudnn_att *st = zgc_att_state(be);
         if (!st->noted) {
             st->noted = 1;
-            zgc_att_note("ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); attention runs zgpt's "
-                         "own kernels");
+            zg_note("ZGPT_ATTENTION: unknown value (use cudnn, cudnn-fwd, own or auto); attention runs zgpt's "
+                    "own kernels");
         }
         return 0;
     }
