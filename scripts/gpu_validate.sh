@@ -233,16 +233,18 @@ if has attn; then
   ZG_BENCH_ONLY=attn timeout -k 20 180 build-gpu/gpu_test_ops_cuda --bench > "$LOG_DIR/attn_bench.log" 2>&1
   timeout -k 20 180 python3 bench/torch_baseline/sdpa_bench.py xl16 > "$LOG_DIR/attn_torch.log" 2>&1
   read -r _ _ _ of _ ob _ _ <<< "$(grep '^ATTN own fwd_ms ' "$LOG_DIR/attn_bench.log")"
-  read -r _ _ _ cf _ cb _ cran <<< "$(grep '^ATTN cudnn fwd_ms ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ cf _ cb _ cran _ cdq <<< "$(grep '^ATTN cudnn fwd_ms ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ _ _ qb _ _ _ _ <<< "$(grep '^ATTN cudnn-dq fwd_ms ' "$LOG_DIR/attn_bench.log")"
   cws=$(sed -nE 's/^ATTN cudnn kept_MiB ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   read -r _ _ _ _ tf _ tb <<< "$(grep '^SDPA cudnn xl16 ' "$LOG_DIR/attn_torch.log")"
-  note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"), workspace $(na "$cws") MiB);" \
+  note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"), zgpt's dQ kernel: $(na "$cdq"), workspace $(na "$cws") MiB);" \
+       "backward with cuDNN's own dQ product (ZGPT_SDPA_DQ=cudnn) $(na "$qb");" \
        "torch SDPA cuDNN $(na "$tf")/$(na "$tb")$([ -z "$tf" ] && echo " (torch: $(tail -1 "$LOG_DIR/attn_torch.log"))")"
   # zgpt's backward is deterministic (bitwise resume): torch's with use_deterministic_algorithms(True) too
   read -r _ _ _ _ tdf _ tdb <<< "$(grep '^SDPA cudnn-det xl16 fwd_ms' "$LOG_DIR/attn_torch.log")"
   note "attn torch SDPA cuDNN with use_deterministic_algorithms(True): $(na "$tdf")/$(na "$tdb") ms fwd/bwd$([ -z "$tdf" ] && echo " ($(grep '^SDPA cudnn-det' "$LOG_DIR/attn_torch.log" | head -1))");" \
        "zgpt cuDNN path backward against it $(ratio "$tdb" "$cb")"
-  for p in "zgpt kernels:$of:$ob" "zgpt cuDNN path:$cf:$cb"; do
+  for p in "zgpt kernels:$of:$ob" "zgpt cuDNN path:$cf:$cb" "cuDNN path with cuDNN's dQ:$cf:$qb"; do
     IFS=: read -r lab f b <<< "$p"
     rf=$(ratio "$tf" "$f"); rb=$(ratio "$tb" "$b")
     note "attn speed vs torch SDPA cuDNN ($lab): forward $rf $(verdict "$rf" ">=" 1) (>= 1), backward $rb $(verdict "$rb" ">=" 1) (>= 1)"

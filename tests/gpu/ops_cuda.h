@@ -114,6 +114,7 @@ void oc_attn_path(const char *path);
 void oc_test_attention(void);
 void oc_test_attention_cached(void);
 void oc_test_attention_large(void);
+void oc_test_attention_dq_layout(void);
 
 /* ---- ops_cuda_optimizer.c */
 void oc_test_lamb(void);

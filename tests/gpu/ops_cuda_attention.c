@@ -96,7 +96,7 @@ static void attn_check_paths(zg_backend *be, const char *fwd_path, const char *b
     void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
     void *dqkv = oc_dev_nan(be, dt, nqkv);
     char name[128];
-    long c0 = zg_backend_cuda_cudnn_attention_calls(be);
+    long c0 = zg_backend_cuda_cudnn_attention_calls(be), q0 = zg_backend_cuda_cudnn_attention_dq_calls(be);
     oc_attn_path(fwd_path);
     if (strcmp(fwd_path, "own") == 0) {
         /* the 16-rows-per-warp forward tiling (tuning knob) first, then the default */
@@ -117,6 +117,15 @@ static void attn_check_paths(zg_backend *be, const char *fwd_path, const char *b
     be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
     long want = (strcmp(fwd_path, "cudnn") == 0) + (strcmp(bwd_path, "cudnn") == 0);
     attn_check_cudnn_ran(be, c0, want, name);
+#ifdef ZGPT_WITH_CUDNN
+    /* cuDNN's backward takes zgpt's dQ kernel over the causal half of its dS wherever that kernel fits (bf16 and
+     * fp16, T a multiple of 64, hs 64), else cuDNN's own product */
+    int dq_fits = dt != ZG_F32 && T % 64 == 0 && C / NH == 64;
+    long dq_ran = zg_backend_cuda_cudnn_attention_dq_calls(be) - q0;
+    ZT_CHECK_MSG(dq_ran == (strcmp(bwd_path, "cudnn") == 0 && dq_fits),
+                 "%s: zgpt's dQ kernel ran %ld times (fits: %d; see a note above when its check failed)", name, dq_ran,
+                 dq_fits);
+#endif
     float *g = oc_dl(be, dqkv, dt, nqkv);
     /* check q, k, v parts separately */
     const char *part[3] = {"dq", "dk", "dv"};
@@ -143,14 +152,16 @@ static void attn_check_paths(zg_backend *be, const char *fwd_path, const char *b
 }
 
 void oc_test_attention(void) {
-    /* B, T, C, NH: odd T, hs 64 (incl. C=1600/NH=25), hs 128, hs 32 (scalar path), T=1024 */
-    int shapes[][4] = {{2, 77, 192, 3}, {1, 130, 1600, 25}, {1, 200, 256, 2}, {2, 65, 96, 3}, {1, 1024, 128, 2}};
+    /* B, T, C, NH: odd T, hs 64 (incl. C=1600/NH=25), hs 128, hs 32 (scalar path), T=1024 (cuDNN with zgpt's dQ
+     * kernel), hs 128 with T a multiple of 64 (cuDNN's own dQ product: that layout differs) */
+    int shapes[][4] = {{2, 77, 192, 3}, {1, 130, 1600, 25}, {1, 200, 256, 2},
+                       {2, 65, 96, 3},  {1, 1024, 128, 2},  {2, 192, 256, 2}};
     /* forward path, backward path: each alone, then mixed (cuDNN's and zgpt's statistics agree) */
     const char *paths[][2] = {{"own", "own"}, {"cudnn", "cudnn"}, {"cudnn", "own"}, {"own", "cudnn"}};
     for (int di = 0; di < 3; di++) {
         zg_backend *be = oc_be[di];
         zg_dtype dt = be->act_dtype;
-        for (int si = 0; si < 5; si++) {
+        for (int si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++) {
             int B = shapes[si][0], T = shapes[si][1], C = shapes[si][2], NH = shapes[si][3];
             if (dt == ZG_F32 && T > 512) continue; /* fp32 uses the scalar path, covered by smaller shapes */
             size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
@@ -220,6 +231,49 @@ void oc_test_attention_large(void) {
                 free(c);
             }
             be->ops->dealloc(be, lend);
+            /* recorded (the model's step graph): the backward's graph added as a child node, for buffers seen
+             * before (g2) and new ones (g3: recorded while the stream records); the same bits as run directly */
+            void *g3 = oc_dev_nan(be, dt, nqkv);
+            for (int k = 0; k < 2; k++) {
+                void *dst = k == 0 ? g2 : g3;
+                oc_poison(be, dst, dt, nqkv);
+                long q0 = zg_backend_cuda_cudnn_attention_dq_calls(be);
+                ZT_CHECK(be->ops->graph_begin(be) == 0);
+                be->ops->attention_backward(be, dst, dout, qkv, out, stats, B, T, C, NH);
+                zg_graph *gr = be->ops->graph_end(be);
+                ZT_CHECK_MSG(gr != NULL, "recording the attention backward failed: %s", zg_error_message());
+                if (gr == NULL) continue;
+                be->ops->graph_launch(be, gr);
+                be->ops->graph_launch(be, gr);
+                float *c = oc_dl(be, dst, dt, nqkv);
+                ZT_CHECK_MSG(memcmp(a, c, nqkv * 4) == 0, "attention backward recorded (%s buffers) differs",
+                             k == 0 ? "known" : "new");
+                ZT_CHECK_MSG(zg_backend_cuda_cudnn_attention_dq_calls(be) - q0 == 1,
+                             "zgpt's dQ kernel not recorded (%s buffers)", k == 0 ? "known" : "new");
+                be->ops->graph_destroy(be, gr);
+                free(c);
+            }
+            /* cuDNN's own dQ product (ZGPT_SDPA_DQ=cudnn): the same dK and dV bits, dQ within bf16 rounding */
+            setenv("ZGPT_SDPA_DQ", "cudnn", 1);
+            oc_poison(be, g3, dt, nqkv);
+            be->ops->attention_backward(be, g3, dout, qkv, out, stats, B, T, C, NH);
+            unsetenv("ZGPT_SDPA_DQ");
+            float *c = oc_dl(be, g3, dt, nqkv);
+            size_t kv_diff = 0;
+            double *rq = malloc(no * 8);
+            float *cq = malloc(no * 4);
+            for (size_t r = 0; r < (size_t)B * T; r++)
+                for (int j = 0; j < C; j++) {
+                    kv_diff += memcmp(&a[r * 3 * C + C + j], &c[r * 3 * C + C + j], 4) != 0;
+                    kv_diff += memcmp(&a[r * 3 * C + 2 * C + j], &c[r * 3 * C + 2 * C + j], 4) != 0;
+                    rq[r * C + j] = c[r * 3 * C + j], cq[r * C + j] = a[r * 3 * C + j];
+                }
+            ZT_CHECK_MSG(kv_diff == 0, "dK/dV with cuDNN's dQ product differ in %zu values", kv_diff);
+            oc_check_rel("attention dQ XL B=16: zgpt's causal product vs cuDNN's", dt, cq, rq, no, 2 * oc_tol_of(dt));
+            free(rq);
+            free(cq);
+            free(c);
+            be->ops->dealloc(be, g3);
         }
 #endif
         if (pi == 0) {
@@ -261,6 +315,114 @@ void oc_test_attention_large(void) {
     free(own_g);
     void *ptrs[] = {qkv, dout, out, stats, g1, g2};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
+}
+
+/* What zgpt's dQ kernel (attention_dq_cuda.cu) reads: after cuDNN's deterministic backward its workspace holds,
+ * 128 bytes in, dS (the softmax scale applied) per (b, h) in T*T elements of the activations' dtype, as dS^T's
+ * mma.sync A fragments: key groups of 16 (16*T elements each), in each the query sub-tiles of 16 (256 elements),
+ * in each the 32 lanes' 8 elements: lane 4k+q holds (key k, queries 2q, 2q+1), (key k+8, the same), (key k,
+ * queries 2q+8, 2q+9), (key k+8, the same). Found on cuDNN 9 (PERFORMANCE.md v0.27) and checked here against fp64
+ * (cuDNN's own dQ product; the workspace in lent memory filled with NaN before). The backend checks its dQ
+ * against cuDNN's at each shape's first call; this test says why when that fails. ZG_DQ_DUMP writes the
+ * workspace for a look at a layout that moved. */
+static size_t attn_ds_at(int i, int j, int T) {
+    int r = j % 16, c = i % 16, lane = (r % 8) * 4 + (c % 8) / 2, reg = r / 8 + 2 * (c / 8);
+    return 64 + (size_t)(j / 16) * 16 * T + (size_t)(i / 16) * 256 + (size_t)lane * 8 + reg * 2 + c % 2;
+}
+
+void oc_test_attention_dq_layout(void) {
+#ifdef ZGPT_WITH_CUDNN
+    for (int di = 1; di < 3; di++) {
+        zg_backend *be = oc_be[di];
+        zg_dtype dt = be->act_dtype;
+        int B = 2, T = 128, C = 128, NH = 2;
+        /* ZG_DQ_SHAPE=B,T,C,NH another shape; ZG_DQ_DUMP=prefix writes the workspace (float32) and the fp64 dS
+         * (float64) to prefix.<dtype>.ws / .ref for a look at a layout that moved */
+        const char *shp = getenv("ZG_DQ_SHAPE"), *dump = getenv("ZG_DQ_DUMP");
+        if (shp != NULL) sscanf(shp, "%d,%d,%d,%d", &B, &T, &C, &NH);
+        int hs = C / NH;
+        size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nds = (size_t)B * NH * T * T;
+        float *qkv = malloc(nqkv * 4), *dout = malloc(no * 4);
+        void *dqkv_in = oc_dev_rand(be, dt, nqkv, 2.f, qkv), *ddout = oc_dev_rand(be, dt, no, 1.f, dout);
+        void *out = oc_dev_nan(be, dt, no), *dqkv = oc_dev_nan(be, dt, nqkv);
+        void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "attention stats");
+        size_t lend_n = nds + ((size_t)1 << 20);
+        void *lend = oc_dev_nan(be, dt, lend_n);
+        oc_attn_path("cudnn");
+        setenv("ZGPT_SDPA_DQ", "cudnn", 1);
+        long l0 = zg_backend_cuda_cudnn_attention_lent_calls(be);
+        be->ops->attention_forward(be, out, stats, dqkv_in, B, T, C, NH);
+        be->ops->scratch_lend(be, lend, lend_n * 2);
+        be->ops->attention_backward(be, dqkv, ddout, dqkv_in, out, stats, B, T, C, NH);
+        be->ops->scratch_lend(be, NULL, 0);
+        unsetenv("ZGPT_SDPA_DQ");
+        unsetenv("ZGPT_ATTENTION");
+        ZT_CHECK_MSG(zg_backend_cuda_cudnn_attention_lent_calls(be) - l0 == 1,
+                     "cuDNN's backward did not run in the loan");
+        size_t wsn = lend_n < 2 * nds + 65536 ? lend_n : 2 * nds + 65536; /* dS's size, twice, and a margin */
+        float *ws = oc_dl(be, lend, dt, wsn);
+        /* fp64 dS */
+        double *ref = calloc(nds, 8), *P = malloc((size_t)T * 8), sc = 1.0 / sqrt((double)hs), mref = 0, mdiff = 0;
+        size_t ld = (size_t)3 * C, upper_nan = 0, upper_zero = 0, upper = 0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++) {
+                    const float *q = qkv + ((size_t)b * T + i) * ld + h * hs,
+                                *dO = dout + ((size_t)b * T + i) * C + h * hs;
+                    double mx = -1e300, sum = 0, D = 0;
+                    for (int j = 0; j <= i; j++) {
+                        const float *k = qkv + ((size_t)b * T + j) * ld + C + h * hs;
+                        double s2 = 0;
+                        for (int d = 0; d < hs; d++) s2 += (double)q[d] * k[d];
+                        P[j] = s2 * sc;
+                        mx = P[j] > mx ? P[j] : mx;
+                    }
+                    for (int j = 0; j <= i; j++) sum += (P[j] = exp(P[j] - mx));
+                    double *row = ref + (((size_t)b * NH + h) * T + i) * T;
+                    for (int j = 0; j <= i; j++) {
+                        const float *v = qkv + ((size_t)b * T + j) * ld + 2 * C + h * hs;
+                        double dp = 0;
+                        for (int d = 0; d < hs; d++) dp += (double)dO[d] * v[d];
+                        P[j] /= sum;
+                        row[j] = dp; /* dP for now */
+                        D += P[j] * dp;
+                    }
+                    for (int j = 0; j <= i; j++) row[j] = P[j] * (row[j] - D) * sc;
+                    for (int j = 0; j < T; j++) {
+                        float w = ws[((size_t)b * NH + h) * T * T + attn_ds_at(i, j, T)];
+                        if (j > i) {
+                            upper++, upper_nan += isnan(w), upper_zero += w == 0.f;
+                            continue;
+                        }
+                        double d = fabs(w - row[j]);
+                        mdiff = !(d <= mdiff) ? d : mdiff;
+                        mref = fabs(row[j]) > mref ? fabs(row[j]) : mref;
+                    }
+                }
+        printf("    %s: dS in cuDNN's workspace: max |difference| %.3g of max |dS| %.3g; above the diagonal %zu of %zu "
+               "not written (NaN), %zu zero\n",
+               oc_dt_name(dt), mdiff, mref, upper_nan, upper, upper_zero);
+        if (dump != NULL) {
+            char fn[512];
+            snprintf(fn, sizeof fn, "%s.%s.ws", dump, oc_dt_name(dt));
+            FILE *f = fopen(fn, "wb");
+            if (f != NULL) fwrite(ws, 4, wsn, f), fclose(f);
+            snprintf(fn, sizeof fn, "%s.%s.ref", dump, oc_dt_name(dt));
+            if ((f = fopen(fn, "wb")) != NULL) fwrite(ref, 8, nds, f), fclose(f);
+            snprintf(fn, sizeof fn, "%s.%s.qkv", dump, oc_dt_name(dt));
+            if ((f = fopen(fn, "wb")) != NULL) fwrite(qkv, 4, nqkv, f), fclose(f);
+            snprintf(fn, sizeof fn, "%s.%s.dout", dump, oc_dt_name(dt));
+            if ((f = fopen(fn, "wb")) != NULL) fwrite(dout, 4, no, f), fclose(f);
+        }
+        int ok = mdiff <= 0.02 * mref;
+        ZT_CHECK_MSG(
+            ok, "%s: cuDNN's workspace does not hold dS as dS^T's fragments 128 bytes in (ZG_DQ_DUMP=prefix writes it)",
+            oc_dt_name(dt));
+        free(ws), free(ref), free(P), free(qkv), free(dout);
+        void *bufs[] = {dqkv_in, ddout, out, dqkv, stats, lend};
+        for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) be->ops->dealloc(be, bufs[k]);
+    }
+#endif
 }
 
 /* The KV cache over a sequence of Ttot positions (23 without decode) run as chunks 0..9, 10..20 (11),

@@ -230,11 +230,14 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     float *mean = be->ops->alloc(be, (size_t)N * 4, "mean"), *rstd = be->ops->alloc(be, (size_t)N * 4, "rstd");
     void *stats = be->ops->alloc(be, be->ops->attention_stats_bytes(be, B, T, NH), "stats");
     double af = 2.0 * B * NH * (double)T * T * (C / NH);
-    float ms[2][2];
-    const char *paths[2] = {"own", "cudnn"};
-    for (int p = 0; p < 2; p++) {
-        oc_attn_path(paths[p]);
-        long k0 = zg_backend_cuda_cudnn_attention_calls(be);
+    float ms[3][2];
+    /* cudnn-dq: cuDNN's path with cuDNN's own dense dQ product (ZGPT_SDPA_DQ=cudnn) instead of zgpt's kernel
+     * over the causal half of its dS */
+    const char *paths[3] = {"own", "cudnn", "cudnn-dq"};
+    for (int p = 0; p < 3; p++) {
+        oc_attn_path(p == 0 ? "own" : "cudnn");
+        if (p == 2) setenv("ZGPT_SDPA_DQ", "cudnn", 1);
+        long k0 = zg_backend_cuda_cudnn_attention_calls(be), q0 = zg_backend_cuda_cudnn_attention_dq_calls(be);
         size_t in_use0 = be->bytes_in_use;
         BENCH_TIME(&ctx, ms[p][0], oc_bench_reps(), be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
         BENCH_TIME(&ctx, ms[p][1], oc_bench_reps(),
@@ -243,7 +246,9 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         printf("| attention_forward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][0], af / (ms[p][0] * 1e-3) / 1e12);
         printf("| attention_backward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][1],
                2.5 * af / (ms[p][1] * 1e-3) / 1e12);
-        printf("ATTN %s fwd_ms %.4f bwd_ms %.4f cudnn_ran %d\n", paths[p], ms[p][0], ms[p][1], ran);
+        printf("ATTN %s fwd_ms %.4f bwd_ms %.4f cudnn_ran %d dq_kernel %d\n", paths[p], ms[p][0], ms[p][1], ran,
+               zg_backend_cuda_cudnn_attention_dq_calls(be) > q0);
+        unsetenv("ZGPT_SDPA_DQ");
         /* what the path keeps allocated (cuDNN: its workspace, grown to the backward plan's need) */
         printf("ATTN %s kept_MiB %.1f\n", paths[p], ((double)be->bytes_in_use - (double)in_use0) / 1048576.0);
     }

@@ -194,6 +194,7 @@ int main(int argc, char **argv) {
         zt_run("gelu_residual", oc_test_gelu_residual);
         zt_run("attention", oc_test_attention);
         zt_run("attention_large", oc_test_attention_large);
+        zt_run("attention_dq_layout", oc_test_attention_dq_layout);
         zt_run("attention_cached", oc_test_attention_cached);
         zt_run("classifier", oc_test_classifier);
         zt_run("optimizer", oc_test_optimizer);

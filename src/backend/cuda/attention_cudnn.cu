@@ -68,6 +68,11 @@ extern "C" long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be) {
     return 0;
 }
 
+extern "C" long zg_backend_cuda_cudnn_attention_dq_calls(zg_backend *be) {
+    (void)be;
+    return 0;
+}
+
 static int zgc_att_cudnn_wanted(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     zgc_att_path p = zgc_att_path_env();
@@ -103,6 +108,7 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 
 #else /* ZGPT_WITH_CUDNN */
 
+#include <cuda.h> /* driver types only: the kernel nodes' names come through cudaGetDriverEntryPointByVersion */
 #include <cudnn.h>
 
 #define ZGC_LN2 0.69314718055994531f
@@ -111,6 +117,8 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 #define ZGC_SDPA_MAX_DESC 192 /* backward graph 69, plan search up to 18 + 2 per engine config tried */
 #define ZGC_SDPA_MAX_OPS 32
 #define ZGC_SDPA_MAX_CFG 16
+#define ZGC_SDPA_DS_OFFSET 128 /* bytes before dS in the deterministic backward's workspace */
+#define ZGC_SDPA_RECS 1024     /* a backward graph per layer (each its own buffers) of up to 1024 layers */
 
 /* Tensor unique ids (the variant pack names tensors by these). Virtual tensors count up from 100. */
 enum {
@@ -145,6 +153,9 @@ typedef struct {
     int B, T, NH, hs, bwd;
     zg_dtype dt;
     int ok; /* 1 plan built, 0 build failed (use our kernels for this shape) */
+    /* the backward's dQ: 0 not decided yet, 1 zgpt's causal product (checked against cuDNN's at the first call),
+     * -1 cuDNN's own (no separate dQ kernel in the plan, the check failed, or the shape does not fit) */
+    int dq_state;
     zgc_gb *g;
     cudnnBackendDescriptor_t plan;
     int64_t ws_bytes;
@@ -162,6 +173,12 @@ struct zgc_cudnn_att {
     long calls;      /* forward + backward calls cuDNN ran */
     long lent_calls; /* backward calls that ran in the caller's lent memory (ops->scratch_lend) */
     int loan_off;    /* ZGPT_ATT_LOAN=0: the lent memory is not used (a same-call comparison) */
+    /* the backward's graphs with zgpt's dQ kernel (zgc_sdpa_rec), one per shape and buffers, least recently
+     * used dropped past ZGC_SDPA_RECS; recorded on a stream of their own */
+    struct zgc_sdpa_rec *recs;
+    int n_recs;
+    cudaStream_t cap;
+    long dq_calls; /* backward calls that ran zgpt's dQ kernel */
 };
 
 /* Checked cuDNN call inside a builder function: on failure, records file, line, the call and cuDNN's
@@ -563,6 +580,9 @@ static zgc_cudnn_att *zgc_att_state(zg_backend *be) {
     return st;
 }
 
+struct zgc_sdpa_rec;
+static void zgc_sdpa_recs_drop(zgc_cudnn_att *st, const zgc_sdpa_plan *p);
+
 /* The cached plan for this shape, built on first use; NULL when cuDNN cannot run it. */
 static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B, int T, int NH, int hs, int bwd) {
     zg_dtype dt = be->act_dtype;
@@ -577,7 +597,10 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
     for (int i = 0; i < ZGC_SDPA_PLANS; i++) /* a free slot, else the least recently used */
         if (slot == NULL || !st->plans[i].used || (slot->used && st->plans[i].stamp < slot->stamp))
             slot = &st->plans[i];
-    if (slot->used) gb_free(slot->g);
+    if (slot->used) {
+        gb_free(slot->g);
+        zgc_sdpa_recs_drop(st, slot);
+    }
     memset(slot, 0, sizeof(*slot));
     slot->used = 1, slot->B = B, slot->T = T, slot->NH = NH, slot->hs = hs, slot->bwd = bwd, slot->dt = dt;
     slot->stamp = ++st->clock;
@@ -721,6 +744,258 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
     return 1;
 }
 
+/* ---- the backward as a graph with zgpt's dQ kernel -------------------------------------------------------
+ *
+ * cuDNN's deterministic backward runs, in this order, the D sums, the main kernel (dK, dV, and dS into the
+ * workspace) and `matmul_dq`, which reads the whole dS (B,NH,T,T) to compute dQ = dS K: at GPT-2 XL B=16 838 MB,
+ * 263 us a layer on an H100 (PERFORMANCE.md v0.26), twice the bytes of the causal half. cuDNN runs a plan whole,
+ * so the backward is recorded (captured on a stream of its own, nothing runs), the `matmul_dq` node's kernel is
+ * replaced by attention_dq_cuda.cu's, and the graph runs instead of the plan: launched directly, or added as a
+ * child node while the compute stream records (the model's step graph), so that a micro-step run op by op and a
+ * recorded one run the same kernels and give the same bits. One graph per (shape, buffers), kept.
+ *
+ * The workspace's layout is cuDNN's, not a documented interface: the first call of each shape runs cuDNN's own
+ * graph and then the edited one on the same inputs and compares their dQ (max |difference| <= 2^-6 of max |dQ|,
+ * against differences of O(1) for a misread layout); a shape that fails keeps cuDNN's product, with one line. */
+
+typedef struct zgc_sdpa_rec {
+    const zgc_sdpa_plan *plan;
+    const void *ptr[5]; /* qkv, out, dout, dqkv, workspace */
+    unsigned long stamp;
+    cudaGraph_t graph; /* edited, kept to be added as a child node */
+    cudaGraphExec_t exec;
+} zgc_sdpa_rec;
+
+static void zgc_sdpa_rec_free(zgc_sdpa_rec *r) {
+    if (r->exec != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(r->exec));
+    if (r->graph != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(r->graph));
+    memset(r, 0, sizeof(*r));
+}
+
+/* every record of this plan's graphs (the plan's slot is reused, or its dQ goes back to cuDNN's) */
+static void zgc_sdpa_recs_drop(zgc_cudnn_att *st, const zgc_sdpa_plan *p) {
+    int k = 0;
+    for (int i = 0; i < st->n_recs; i++) {
+        if (st->recs[i].plan == p)
+            zgc_sdpa_rec_free(&st->recs[i]);
+        else
+            st->recs[k++] = st->recs[i];
+    }
+    st->n_recs = k;
+}
+
+/* The kernel node named like cuDNN's dQ product (the one node whose name holds "matmul_dq"); NULL when there is
+ * not exactly one, or the driver cannot name kernels (why says which). */
+static cudaGraphNode_t zgc_sdpa_dq_node(cudaGraph_t g, char *why, size_t why_len) {
+    typedef CUresult (*params_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS *);
+    typedef CUresult (*fname_fn)(const char **, CUfunction);
+    typedef CUresult (*kname_fn)(const char **, CUkernel);
+    void *pp = NULL, *pf = NULL, *pk = NULL;
+    cudaDriverEntryPointQueryResult q1, q2, q3;
+    if (cudaGetDriverEntryPointByVersion("cuGraphKernelNodeGetParams", &pp, 12000, cudaEnableDefault, &q1) !=
+            cudaSuccess ||
+        cudaGetDriverEntryPointByVersion("cuFuncGetName", &pf, 12030, cudaEnableDefault, &q2) != cudaSuccess ||
+        cudaGetDriverEntryPointByVersion("cuKernelGetName", &pk, 12030, cudaEnableDefault, &q3) != cudaSuccess ||
+        pp == NULL || pf == NULL || pk == NULL) {
+        (void)cudaGetLastError();
+        snprintf(why, why_len, "the driver cannot name a graph's kernels (cuFuncGetName needs CUDA 12.3+)");
+        return NULL;
+    }
+    size_t n = 0;
+    ZG_CUDA_CHECK(cudaGraphGetNodes(g, NULL, &n));
+    cudaGraphNode_t *nodes = (cudaGraphNode_t *)zg_calloc(n > 0 ? n : 1, sizeof(cudaGraphNode_t)), found = NULL;
+    ZG_CUDA_CHECK(cudaGraphGetNodes(g, nodes, &n));
+    int hits = 0;
+    char names[160] = "";
+    for (size_t i = 0; i < n; i++) {
+        cudaGraphNodeType t;
+        ZG_CUDA_CHECK(cudaGraphNodeGetType(nodes[i], &t));
+        if (t != cudaGraphNodeTypeKernel) continue;
+        CUDA_KERNEL_NODE_PARAMS kp;
+        memset(&kp, 0, sizeof kp);
+        const char *name = NULL;
+        if (((params_fn)pp)((CUgraphNode)nodes[i], &kp) != CUDA_SUCCESS) continue;
+        if (kp.func != NULL)
+            (void)((fname_fn)pf)(&name, kp.func);
+        else if (kp.kern != NULL)
+            (void)((kname_fn)pk)(&name, kp.kern);
+        if (name == NULL) continue;
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof(names) - used, "%s%.40s", used ? ", " : "", name);
+        if (strstr(name, "matmul_dq") != NULL) hits++, found = nodes[i];
+    }
+    free(nodes);
+    if (hits != 1) {
+        snprintf(why, why_len, "%d kernels named matmul_dq in cuDNN's backward (its kernels: %s)", hits, names);
+        return NULL;
+    }
+    return found;
+}
+
+/* Records the plan's backward on st->cap. 0 with *g, else -1 with why. */
+static int zgc_sdpa_capture(zg_backend *be, zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t *uids, void **ptrs,
+                            void *ws, cudaGraph_t *g, char *why, size_t why_len) {
+    zgc_impl *im = zgc_get(be);
+    *g = NULL;
+    if (st->cap == NULL) ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&st->cap, cudaStreamNonBlocking));
+    cudnnStatus_t cs = cudnnSetStream(st->handle, st->cap);
+    if (cs != CUDNN_STATUS_SUCCESS) {
+        snprintf(why, why_len, "cudnnSetStream failed: %s", cudnnGetErrorString(cs));
+        return -1;
+    }
+    cudaError_t e = cudaStreamBeginCapture(st->cap, cudaStreamCaptureModeRelaxed);
+    int rc = e == cudaSuccess ? zgc_sdpa_execute(st, p, n, uids, ptrs, ws, why, why_len) : -1;
+    if (e != cudaSuccess)
+        snprintf(why, why_len, "cudaStreamBeginCapture failed: %s", cudaGetErrorString(e));
+    else {
+        cudaError_t e2 = cudaStreamEndCapture(st->cap, g);
+        if (rc == 0 && (e2 != cudaSuccess || *g == NULL)) {
+            snprintf(why, why_len, "recording cuDNN's backward failed: %s", cudaGetErrorString(e2));
+            rc = -1;
+        }
+    }
+    (void)cudaGetLastError();
+    cs = cudnnSetStream(st->handle, im->stream); /* every later cuDNN call runs on the compute stream again */
+    if (cs != CUDNN_STATUS_SUCCESS)
+        zg_fatal_at(__FILE__, __LINE__, "cudnnSetStream failed: %s", cudnnGetErrorString(cs));
+    if (rc != 0 && *g != NULL) {
+        ZG_CUDA_CHECK(cudaGraphDestroy(*g));
+        *g = NULL;
+    }
+    return rc;
+}
+
+/* Runs a record's graph on the compute stream: launched, or added to the graph the stream is recording. */
+static void zgc_sdpa_rec_run(zgc_impl *im, const zgc_sdpa_rec *r) {
+    cudaStreamCaptureStatus cs;
+    ZG_CUDA_CHECK(cudaStreamIsCapturing(im->stream, &cs));
+    if (cs == cudaStreamCaptureStatusNone) {
+        ZG_CUDA_CHECK(cudaGraphLaunch(r->exec, im->stream));
+        return;
+    }
+    if (cs != cudaStreamCaptureStatusActive) return; /* a recording already failed: its end says so */
+    cudaGraph_t outer;
+    const cudaGraphNode_t *deps = NULL;
+    const cudaGraphEdgeData *edges = NULL;
+    size_t nd = 0;
+    ZG_CUDA_CHECK(cudaStreamGetCaptureInfo(im->stream, &cs, NULL, &outer, &deps, &edges, &nd));
+    /* (its C++ default constructor is deleted: a union of node kinds) */
+    alignas(cudaGraphNodeParams) unsigned char raw[sizeof(cudaGraphNodeParams)];
+    memset(raw, 0, sizeof raw);
+    cudaGraphNodeParams *np = reinterpret_cast<cudaGraphNodeParams *>(raw);
+    np->type = cudaGraphNodeTypeGraph;
+    np->graph.graph = r->graph; /* cloned into the node */
+    cudaGraphNode_t node;
+    ZG_CUDA_CHECK(cudaGraphAddNode(&node, outer, deps, edges, nd, np));
+    ZG_CUDA_CHECK(cudaStreamUpdateCaptureDependencies(im->stream, &node, NULL, 1, cudaStreamSetCaptureDependencies));
+}
+
+/* The record for these buffers, made (and at the plan's first call checked) when missing; NULL when cuDNN's own
+ * plan must run (p->dq_state then -1, said once). The first call of a plan has run the backward already when it
+ * returns a record (*ran = 1). */
+static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t *uids,
+                                      void **ptrs, void *ws, size_t ws_used, void *dqkv, int B, int T, int C, int NH,
+                                      int *ran) {
+    zgc_impl *im = zgc_get(be);
+    const void *key[5] = {ptrs[0], ptrs[3], ptrs[4], dqkv, ws};
+    *ran = 0;
+    for (int i = 0; i < st->n_recs; i++)
+        if (st->recs[i].plan == p && memcmp(st->recs[i].ptr, key, sizeof key) == 0) {
+            st->recs[i].stamp = ++st->clock;
+            return &st->recs[i];
+        }
+    char why[400] = "";
+    cudaGraph_t g = NULL, orig = NULL;
+    cudaGraphExec_t exec = NULL, exec_orig = NULL;
+    cudaGraphNode_t node;
+    cudaStreamCaptureStatus cs;
+    ZG_CUDA_CHECK(cudaStreamIsCapturing(im->stream, &cs));
+    if (p->dq_state == 0 && cs != cudaStreamCaptureStatusNone) {
+        snprintf(why, sizeof why, "its first call came while the step was being recorded, with nothing to check on");
+        goto off;
+    }
+    if (zgc_sdpa_capture(be, st, p, n, uids, ptrs, ws, &g, why, sizeof why)) goto off;
+    if ((node = zgc_sdpa_dq_node(g, why, sizeof why)) == NULL) goto off;
+    if (p->dq_state == 0) {
+        ZG_CUDA_CHECK(cudaGraphClone(&orig, g));
+        ZG_CUDA_CHECK(cudaGraphInstantiate(&exec_orig, orig, 0));
+    }
+    {
+        zgc_att_dq a;
+        cudaKernelNodeParams kp;
+        size_t es = zg_dtype_size(be->act_dtype);
+        /* dS starts 128 bytes into the workspace (PERFORMANCE.md v0.27: cuDNN 9's layout, checked below) */
+        a.dq = dqkv, a.ds = (const char *)ws + ZGC_SDPA_DS_OFFSET, a.k = (const char *)ptrs[0] + (size_t)C * es;
+        a.NH = NH, a.T = T, a.C = C, a.alpha = 1.f;
+        zgc_att_dq_node(be, &a, B, &kp);
+        cudaError_t e = cudaGraphKernelNodeSetParams(node, &kp);
+        if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            snprintf(why, sizeof why, "replacing cuDNN's dQ kernel in its graph failed: %s", cudaGetErrorString(e));
+            goto off;
+        }
+    }
+    if (p->dq_state == 0) {
+        /* the check: cuDNN's graph, its dQ kept aside, then the edited one on the same inputs */
+        size_t es = zg_dtype_size(be->act_dtype), rows = (size_t)B * T, need = rows * C * es;
+        /* cuDNN's dQ kept in the rest of lent memory when it holds it (the peak does not move), else allocated */
+        int in_loan = ws == im->loan && im->loan_bytes >= ws_used + need;
+        void *ref = in_loan ? (char *)ws + ws_used : be->ops->alloc(be, need, "attention dQ check");
+        if (ref == NULL) {
+            snprintf(why, sizeof why, "no memory for the first call's check (%s)", zg_error_message());
+            goto off;
+        }
+        ZG_CUDA_CHECK(cudaGraphLaunch(exec_orig, im->stream));
+        ZG_CUDA_CHECK(
+            cudaMemcpy2DAsync(ref, C * es, dqkv, 3 * C * es, C * es, rows, cudaMemcpyDeviceToDevice, im->stream));
+        ZG_CUDA_CHECK(cudaGraphLaunch(exec, im->stream));
+        float md, mr;
+        zgc_att_dq_compare(be, dqkv, 3 * (size_t)C, ref, (size_t)C, (int)rows, C, &md, &mr);
+        if (!in_loan) be->ops->dealloc(be, ref);
+        *ran = 1;
+        if (!(md <= mr * (1.f / 64.f))) {
+            snprintf(why, sizeof why,
+                     "zgpt's dQ over cuDNN's workspace differs from cuDNN's own (max |difference| %.3g, max |dQ| "
+                     "%.3g): this cuDNN lays its workspace out otherwise",
+                     md, mr);
+            ZG_CUDA_CHECK(cudaGraphLaunch(exec_orig, im->stream)); /* the call's result is cuDNN's */
+            goto off;
+        }
+        p->dq_state = 1;
+    }
+    if (exec_orig != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec_orig));
+    if (orig != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(orig));
+    {
+        zgc_sdpa_rec *r = NULL;
+        if (st->n_recs < ZGC_SDPA_RECS) {
+            if (st->recs == NULL) st->recs = (zgc_sdpa_rec *)zg_calloc(ZGC_SDPA_RECS, sizeof(zgc_sdpa_rec));
+            r = &st->recs[st->n_recs++];
+        } else { /* the least recently used */
+            r = &st->recs[0];
+            for (int i = 1; i < st->n_recs; i++)
+                if (st->recs[i].stamp < r->stamp) r = &st->recs[i];
+            zgc_sdpa_rec_free(r);
+        }
+        r->plan = p;
+        memcpy(r->ptr, key, sizeof key);
+        r->stamp = ++st->clock;
+        r->graph = g, r->exec = exec;
+        return r;
+    }
+off:
+    if (exec != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    if (g != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(g));
+    if (exec_orig != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec_orig));
+    if (orig != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(orig));
+    zg_note("cuDNN attention backward (B=%d T=%d NH=%d hs=%d): cuDNN's own dQ product runs (reads all of dS, "
+            "not its causal half): %s",
+            B, T, NH, C / NH, why);
+    p->dq_state = -1;
+    zgc_sdpa_recs_drop(st, p);
+    return NULL;
+}
+
 int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                  const float *stats, int B, int T, int C, int NH) {
     if (!zgc_sdpa_wanted(be, 1) || !zgc_sdpa_usable(be, C, NH, dqkv, dout, qkv, out) || ((uintptr_t)stats & 15))
@@ -749,6 +1024,20 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     void *ptrs[] = {(void *)qkv, (char *)qkv + cb,  (char *)qkv + 2 * cb,  (void *)out, (void *)dout, stats_nat,
                     dqkv,        (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum,        &scale,       &neginf,
                     &one};
+    if (p->dq_state == 0 && !zgc_att_dq_fits(be, T, C, NH)) p->dq_state = -1; /* cuDNN's dQ, silently: by design */
+    if (p->dq_state >= 0 && zgc_sdpa_dq_env() == 1) {
+        int ran = 0;
+        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, 13, uids, ptrs, ws, wsb + 2 * rowb, dqkv, B, T, C, NH, &ran);
+        if (r != NULL) {
+            if (!ran) zgc_sdpa_rec_run(zgc_get(be), r);
+            st->calls++, st->dq_calls++;
+            return 1;
+        }
+        if (ran) {
+            st->calls++;
+            return 1;
+        }
+    }
     char why[400];
     if (zgc_sdpa_execute(st, p, 13, uids, ptrs, ws, why, sizeof(why))) {
         zgc_att_fallback_note("backward", B, T, NH, hs, why);
@@ -769,10 +1058,18 @@ extern "C" long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be) {
     return im->att_cudnn != NULL ? im->att_cudnn->lent_calls : 0;
 }
 
+extern "C" long zg_backend_cuda_cudnn_attention_dq_calls(zg_backend *be) {
+    zgc_impl *im = zgc_get(be);
+    return im->att_cudnn != NULL ? im->att_cudnn->dq_calls : 0;
+}
+
 void zgc_attention_cudnn_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     zgc_cudnn_att *st = im->att_cudnn;
     if (st == NULL) return;
+    for (int i = 0; i < st->n_recs; i++) zgc_sdpa_rec_free(&st->recs[i]);
+    free(st->recs);
+    if (st->cap != NULL) ZG_CUDA_CHECK(cudaStreamDestroy(st->cap));
     for (int i = 0; i < ZGC_SDPA_PLANS; i++)
         if (st->plans[i].used) gb_free(st->plans[i].g);
     if (st->ws != NULL) be->ops->dealloc(be, st->ws);

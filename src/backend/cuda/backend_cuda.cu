@@ -604,6 +604,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_CLS_THREADS=%s: must be 256, 512 or 1024 (the classifier's threads per row); unset it "
                          "for the default (1024)",
                          getenv("ZGPT_CLS_THREADS"));
+    if (zgc_sdpa_dq_env() < 0)
+        return zg_errorf("ZGPT_SDPA_DQ=%s: must be own (zgpt's dQ kernel over the causal half of cuDNN's dS, where it "
+                         "fits) or cudnn (cuDNN's own dQ product); unset it for the default (own)",
+                         getenv("ZGPT_SDPA_DQ"));
     int sdpa_b, sdpa_skip;
     if (zgc_sdpa_env(0, &sdpa_b, &sdpa_skip) < 0)
         return zg_errorf("ZGPT_SDPA_HEUR=%s / ZGPT_SDPA_SKIP=%s: HEUR must be a or b, SKIP fK, bK or fK,bK (K digits: "

@@ -18,6 +18,9 @@ cudaStream_t zg_backend_cuda_stream(zg_backend *be);
 long zg_backend_cuda_cudnn_attention_calls(zg_backend *be);
 /* Of those, the backward calls whose workspace was the caller's lent memory (ops->scratch_lend). */
 long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be);
+/* Of those, the backward calls whose dQ came from zgpt's kernel over the causal half of cuDNN's dS (the rest ran
+ * cuDNN's own dQ product: ZGPT_SDPA_DQ=cudnn, a shape it does not take, or a failed first-call check). */
+long zg_backend_cuda_cudnn_attention_dq_calls(zg_backend *be);
 
 #ifdef __cplusplus
 }

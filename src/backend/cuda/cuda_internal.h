@@ -392,6 +392,29 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
 int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                  const float *stats, int B, int T, int C, int NH);
 void zgc_attention_cudnn_destroy(zg_backend *be);
+/* attention_dq_cuda.cu: dQ = alpha dS K from cuDNN's dS workspace (B,NH,T,T), over the causal half, in place of
+ * cuDNN's dense product in the backward's graph. fits: the shapes it takes (bf16/fp16, T a multiple of 64, hs
+ * 64). node: the kernel node's parameters for B rows of heads (p->kernelParams points into a->args, which
+ * the caller keeps until the node is set). compare: max |x - ref| and max |ref| over (rows, C) blocks whose rows
+ * are ldx / ldr elements apart (a NaN difference gives inf); waits for the stream. */
+typedef struct {
+    void *dq;
+    const void *ds, *k;
+    int NH, T, C;
+    float alpha;
+    void *args[7];
+} zgc_att_dq;
+int zgc_att_dq_fits(zg_backend *be, int T, int C, int NH);
+void zgc_att_dq_node(zg_backend *be, zgc_att_dq *a, int B, cudaKernelNodeParams *p);
+void zgc_att_dq_compare(zg_backend *be, const void *x, size_t ldx, const void *ref, size_t ldr, int rows, int C,
+                        float *maxdiff, float *maxref);
+/* ZGPT_SDPA_DQ (A/B runs): 1 when unset or "own" (the dQ kernel above where it fits), 0 for "cudnn" (cuDNN's
+ * own dense product), -1 otherwise (zg_backend_cuda_create refuses it). Read per call. */
+static inline int zgc_sdpa_dq_env(void) {
+    const char *v = getenv("ZGPT_SDPA_DQ");
+    if (v == NULL || *v == '\0' || strcmp(v, "own") == 0) return 1;
+    return strcmp(v, "cudnn") == 0 ? 0 : -1;
+}
 /* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
 void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
                             const int32_t *pos, int B, int C);
