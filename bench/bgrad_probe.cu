@@ -9,14 +9,7 @@
 #include <cuda_bf16.h>
 #include <stdio.h>
 #include <stdlib.h>
-#define CK(x)                                                                                                          \
-    do {                                                                                                               \
-        cudaError_t e_ = (x);                                                                                          \
-        if (e_ != cudaSuccess) {                                                                                       \
-            printf("%s: %s\n", #x, cudaGetErrorString(e_));                                                            \
-            exit(1);                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "probe_check.cuh"
 static cublasLtHandle_t lt;
 static void *ws;
 static size_t wsb = 32u << 20;

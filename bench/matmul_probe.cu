@@ -13,14 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#define CK(x)                                                                                                          \
-    do {                                                                                                               \
-        cudaError_t e_ = (x);                                                                                          \
-        if (e_ != cudaSuccess) {                                                                                       \
-            printf("%s: %s\n", #x, cudaGetErrorString(e_));                                                            \
-            exit(1);                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "probe_check.cuh"
 #define LK(x)                                                                                                          \
     do {                                                                                                               \
         cublasStatus_t s_ = (x);                                                                                       \

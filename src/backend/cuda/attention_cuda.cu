@@ -1,9 +1,11 @@
 /* Fused causal self-attention (FlashAttention-2 style): the (B,NH,T,T) matrix is never stored.
  *
  * Layout: qkv (B,T,3C), row = [q (NH,hs) | k (NH,hs) | v (NH,hs)]; out (B,T,C).
- * stats (B,NH,T) fp32: per-row log-sum-exp in base 2 of the scaled scores,
- *   lse2[r] = log2(sum_j exp2(s2[r,j])),  s2 = (q . k) * (1/sqrt(hs)) * log2(e),
- * so P = exp2(s2 - lse2) is recomputed in backward.
+ * stats (B,NH,T) fp32: per-row natural log-sum-exp of the scaled scores (cuDNN's own statistics, so that its
+ * forward and backward need no conversion),
+ *   lse[r] = ln(sum_j exp(s[r,j])),  s = (q . k) / sqrt(hs).
+ * The kernels work in base 2 (exp2 is one instruction): s2 = s log2(e), lse2 = lse log2(e), P = exp2(s2 - lse2);
+ * the forward writes lse2 ln(2), the backward reads lse log2(e).
  *
  * Tensor-core path (bf16/fp16, hs = 64 or 128): mma.sync m16n8k16 with fp32 accumulation.
  *   forward:      block = 4 warps = 64 query rows of one (b,h); loop over 64-key tiles up to the
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #define ZGC_LOG2E 1.4426950408889634f
+#define ZGC_LN2 0.69314718055994531f
 #define ZGC_ATT_BQ 64
 #define ZGC_ATT_BK 64
 #define ZGC_ATT_THREADS 128
@@ -297,7 +300,7 @@ __global__ void __launch_bounds__(ZGC_ATT_THREADS)
             for (int dn = 0; dn < HS / 8; dn++)
                 *reinterpret_cast<uint32_t *>(&orow[dn * 8 + 2 * t]) =
                     zgc_mma<T>::pack(o[mt][dn][2 * r] * inv, o[mt][dn][2 * r + 1] * inv);
-            if (t == 0) lse[((size_t)bh) * T_len + row] = m_r[mt][r] + log2f(l);
+            if (t == 0) lse[((size_t)bh) * T_len + row] = (m_r[mt][r] + log2f(l)) * ZGC_LN2;
         }
 }
 
@@ -376,7 +379,7 @@ __global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
     zgc_cp_commit();
     for (int i = threadIdx.x; i < 64; i += ZGC_ATT_THREADS) {
         int q = kt * ZGC_ATT_BQ + i;
-        LS[i] = q < T_len ? lse_bh[q] : INFINITY; /* P = 0 for padding rows */
+        LS[i] = q < T_len ? lse_bh[q] * ZGC_LOG2E : INFINITY; /* P = 0 for padding rows */
         LS[64 + i] = q < T_len ? D_bh[q] : 0.f;
     }
     float dk[HS / 8][4], dv[HS / 8][4];
@@ -395,7 +398,7 @@ __global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
             zgc_load_tile_async<HS>(QD + (2 * ns + 1) * TILE, dobase, (size_t)C, (qt + 1) * ZGC_ATT_BQ, T_len);
             for (int i = threadIdx.x; i < 64; i += ZGC_ATT_THREADS) {
                 int q = (qt + 1) * ZGC_ATT_BQ + i;
-                LS[128 * ns + i] = q < T_len ? lse_bh[q] : INFINITY;
+                LS[128 * ns + i] = q < T_len ? lse_bh[q] * ZGC_LOG2E : INFINITY;
                 LS[128 * ns + 64 + i] = q < T_len ? D_bh[q] : 0.f;
             }
         }
@@ -495,7 +498,7 @@ __global__ void __launch_bounds__(ZGC_ATT_THREADS, MINB)
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         int q = row_a + 8 * r;
-        lse_r[r] = q < T_len ? lse[(size_t)bh * T_len + q] : INFINITY;
+        lse_r[r] = q < T_len ? lse[(size_t)bh * T_len + q] * ZGC_LOG2E : INFINITY;
         D_r[r] = q < T_len ? Dg[(size_t)bh * T_len + q] : 0.f;
     }
     zgc_load_tile_async<HS>(Qs, qbase, ld, qt * ZGC_ATT_BQ, T_len);
@@ -614,7 +617,7 @@ __global__ void zgc_att_fwd_scalar_kernel(T *out, float *lse, const T *qkv, int 
         int d = lane + 32 * i;
         if (d < hs) orow[d] = zgc_from_f<T>(o[i] / l);
     }
-    if (lane == 0) lse[(size_t)bh * T_len + row] = m + log2f(l);
+    if (lane == 0) lse[(size_t)bh * T_len + row] = (m + log2f(l)) * ZGC_LN2;
 }
 
 /* One warp per (b, h, row). mode 0: row is a query, dq = scale * sum_j dS[row,j] k_j.
@@ -660,7 +663,7 @@ __global__ void zgc_att_bwd_scalar_kernel(T *dqkv, const T *qkv, const T *dout, 
             dp += __shfl_xor_sync(0xffffffffu, dp, off);
         }
         int qrow = mode ? j : row;
-        float p = exp2f(s * scale_log2 - lse[(size_t)bh * T_len + qrow]);
+        float p = exp2f(s * scale_log2 - lse[(size_t)bh * T_len + qrow] * ZGC_LOG2E);
         float ds = p * (dp - Dg[(size_t)bh * T_len + qrow]);
 #pragma unroll
         for (int i = 0; i < ZGC_SC_MAXD; i++) {

@@ -16,14 +16,13 @@
  *   Q = (B,NH,T,hs) strides (3CT, hs, 3C, 1) at qkv; K^T = (B,NH,hs,T) strides (3CT, hs, 1, 3C) at
  *   qkv + C; V at qkv + 2C like Q; O, dO (B,NH,T,hs) strides (CT, hs, C, 1); dQ/dK/dV like Q, K, V in dqkv.
  *
- * Statistics. The op contract's stats are zgpt's (attention_cuda.cu): per-row log2-sum-exp of the
- * scaled scores (B,NH,T) fp32. cuDNN's are natural-log; the forward converts its output in place
- * (x log2 e) and the backward converts back into a workspace copy (x ln 2), 1.6 MB each way at GPT-2
- * XL B=16 (a few microseconds). So either path's forward pairs with either path's backward, and a
- * cuDNN failure in the backward can fall back to our kernels with the same saved state.
+ * Statistics. The op contract's stats (attention_cuda.cu) are cuDNN's own: per-row natural log-sum-exp of the
+ * scaled scores (B,NH,T) fp32, which the graphs write and read as they are (no conversion kernel either way). So
+ * either path's forward pairs with either path's backward, and a cuDNN failure in the backward can fall back to
+ * our kernels with the same saved state.
  *
  * Plans are built once per (B, T, NH, hs, dtype, direction) and cached with their descriptors; one
- * workspace (the largest plan's, plus the backward's two row buffers) is kept and grown.
+ * workspace (the largest plan's, plus the backward's row buffer of D sums) is kept and grown.
  *
  * Fail safe: any failing cuDNN call while building (unsupported graph, no engine, finalize error) or
  * executing, or a workspace that cannot be allocated, prints one line naming the call and status, marks
@@ -111,11 +110,9 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 #include <cuda.h> /* driver types only: the kernel nodes' names come through cudaGetDriverEntryPointByVersion */
 #include <cudnn.h>
 
-#define ZGC_LN2 0.69314718055994531f
-#define ZGC_LOG2E_F 1.4426950408889634f
+#include "backend/cuda/cudnn_graph.h"
+
 #define ZGC_SDPA_PLANS 16
-#define ZGC_SDPA_MAX_DESC 192 /* backward graph 69, plan search up to 18 + 2 per engine config tried */
-#define ZGC_SDPA_MAX_OPS 32
 #define ZGC_SDPA_MAX_CFG 16
 #define ZGC_SDPA_DS_OFFSET 128 /* bytes before dS in the deterministic backward's workspace */
 #define ZGC_SDPA_RECS 1024     /* a backward graph per layer (each its own buffers) of up to 1024 layers */
@@ -137,16 +134,6 @@ enum {
     ZGC_UID_DSUM,
     ZGC_UID_VIRTUAL = 100
 };
-
-/* The descriptors of one graph, kept alive with its plan (destroyed together). */
-typedef struct {
-    cudnnBackendDescriptor_t d[ZGC_SDPA_MAX_DESC];
-    int n;
-    cudnnBackendDescriptor_t ops[ZGC_SDPA_MAX_OPS];
-    int n_ops;
-    int64_t next_uid;
-    char err[320];
-} zgc_gb;
 
 typedef struct {
     int used;
@@ -181,172 +168,6 @@ struct zgc_cudnn_att {
     long dq_calls; /* backward calls that ran zgpt's dQ kernel */
 };
 
-/* Checked cuDNN call inside a builder function: on failure, records file, line, the call and cuDNN's
- * status string in g->err and returns -1 (the caller falls back to our kernels). */
-#define ZG_CUDNN_CHECK(g, call)                                                                                        \
-    do {                                                                                                               \
-        cudnnStatus_t s_ = (call);                                                                                     \
-        if (s_ != CUDNN_STATUS_SUCCESS) {                                                                              \
-            snprintf((g)->err, sizeof((g)->err), "%s:%d: %s failed: %s", __FILE__, __LINE__, #call,                    \
-                     cudnnGetErrorString(s_));                                                                         \
-            return -1;                                                                                                 \
-        }                                                                                                              \
-    } while (0)
-
-static int gb_new(zgc_gb *g, cudnnBackendDescriptorType_t type, cudnnBackendDescriptor_t *out) {
-    if (g->n >= ZGC_SDPA_MAX_DESC) {
-        snprintf(g->err, sizeof(g->err), "%s:%d: more than %d descriptors in one graph", __FILE__, __LINE__,
-                 ZGC_SDPA_MAX_DESC);
-        return -1;
-    }
-    ZG_CUDNN_CHECK(g, cudnnBackendCreateDescriptor(type, out));
-    g->d[g->n++] = *out;
-    return 0;
-}
-
-static void gb_free(zgc_gb *g) {
-    if (g == NULL) return;
-    /* in reverse creation order: a descriptor is destroyed before those it refers to */
-    for (int i = g->n - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(g->d[i]);
-    free(g);
-}
-
-static int gb_add_op(zgc_gb *g, cudnnBackendDescriptor_t op) {
-    if (g->n_ops >= ZGC_SDPA_MAX_OPS) {
-        snprintf(g->err, sizeof(g->err), "%s:%d: more than %d operations in one graph", __FILE__, __LINE__,
-                 ZGC_SDPA_MAX_OPS);
-        return -1;
-    }
-    g->ops[g->n_ops++] = op;
-    return 0;
-}
-
-/* A 4-d tensor descriptor. uid 0 = a new virtual tensor (intermediate, never in memory). */
-static int gb_tensor(zgc_gb *g, int64_t uid, cudnnDataType_t dt, const int64_t dims[4], const int64_t strides[4],
-                     int by_value, cudnnBackendDescriptor_t *out) {
-    bool is_virtual = (uid == 0), is_by_value = (by_value != 0);
-    if (is_virtual) uid = g->next_uid++;
-    int64_t align = 16;
-    if (gb_new(g, CUDNN_BACKEND_TENSOR_DESCRIPTOR, out)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual));
-    if (is_by_value)
-        ZG_CUDNN_CHECK(
-            g, cudnnBackendSetAttribute(*out, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &is_by_value));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(*out));
-    return 0;
-}
-
-/* A fp32 scalar passed by value (its host address goes into the variant pack). */
-static int gb_scalar(zgc_gb *g, int64_t uid, cudnnBackendDescriptor_t *out) {
-    static const int64_t one[4] = {1, 1, 1, 1};
-    return gb_tensor(g, uid, CUDNN_DATA_FLOAT, one, one, 1, out);
-}
-
-/* y = mode(x [, b [, t]]); axis >= 0 for GEN_INDEX. */
-static int gb_pointwise(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t prec, cudnnBackendDescriptor_t x,
-                        cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t, cudnnBackendDescriptor_t y,
-                        int64_t axis) {
-    cudnnBackendDescriptor_t pw, op;
-    float alpha = 1.f;
-    if (gb_new(g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec));
-    if (axis >= 0)
-        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(pw));
-    if (gb_new(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR,
-                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
-    if (b != NULL)
-        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC,
-                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
-    if (t != NULL)
-        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC,
-                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &alpha));
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &alpha));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
-    return gb_add_op(g, op);
-}
-
-/* y = reduce(x) over the dimensions where y has extent 1 (fp32). */
-static int gb_reduction(zgc_gb *g, cudnnReduceTensorOp_t red, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    cudnnBackendDescriptor_t rd, op;
-    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
-    if (gb_new(g, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &rd)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &red));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(rd));
-    if (gb_new(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
-    return gb_add_op(g, op);
-}
-
-/* c = a @ b (batched over the first two dimensions), fp32 accumulation. */
-static int gb_matmul(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c) {
-    cudnnBackendDescriptor_t md, op;
-    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
-    if (gb_new(g, CUDNN_BACKEND_MATMUL_DESCRIPTOR, &md)) return -1;
-    ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(md, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(md));
-    if (gb_new(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &md));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
-    return gb_add_op(g, op);
-}
-
-/* y = x viewed with y's dims and strides (a transpose, no data movement). */
-static int gb_reshape(zgc_gb *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
-    cudnnBackendDescriptor_t op;
-    if (gb_new(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, &op)) return -1;
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x));
-    ZG_CUDNN_CHECK(
-        g, cudnnBackendSetAttribute(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y));
-    ZG_CUDNN_CHECK(g, cudnnBackendFinalize(op));
-    return gb_add_op(g, op);
-}
-
-/* y = mode(x [, b [, t]]) into a new virtual tensor of type ydt and the given shape; the math in ydt for
- * the index and comparison modes (INT32, BOOLEAN), else in fp32. */
-static int gb_pw_new(zgc_gb *g, cudnnPointwiseMode_t mode, cudnnDataType_t ydt, const int64_t dims[4],
-                     const int64_t strides[4], cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
-                     cudnnBackendDescriptor_t t, int64_t axis, cudnnBackendDescriptor_t *y) {
-    cudnnDataType_t prec = (ydt == CUDNN_DATA_INT32 || ydt == CUDNN_DATA_BOOLEAN) ? ydt : CUDNN_DATA_FLOAT;
-    if (gb_tensor(g, 0, ydt, dims, strides, 0, y)) return -1;
-    return gb_pointwise(g, mode, prec, x, b, t, *y, axis);
-}
-
-/* c = a @ b into a new virtual fp32 tensor of the given shape */
-static int gb_mm_new(zgc_gb *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, const int64_t dims[4],
-                     const int64_t strides[4], cudnnBackendDescriptor_t *c) {
-    if (gb_tensor(g, 0, CUDNN_DATA_FLOAT, dims, strides, 0, c)) return -1;
-    return gb_matmul(g, a, b, *c);
-}
-
 /* Shapes shared by both graphs. */
 typedef struct {
     int64_t qkv_dims[4], q_strides[4];   /* Q, V, dQ, dV (and dK) views of (dq)qkv */
@@ -374,14 +195,14 @@ static void zgc_sdpa_shape_init(zgc_sdpa_shape *s, int B, int T, int NH, int hs,
 }
 
 /* masked = (row index >= column index) ? x : -inf, on a (B,NH,T,T) score tensor. */
-static int gb_causal_mask(zgc_gb *g, const zgc_sdpa_shape *s, cudnnBackendDescriptor_t x,
-                          cudnnBackendDescriptor_t neginf, cudnnBackendDescriptor_t *masked) {
+static int zgc_sdpa_causal_mask(zgc_gb *g, const zgc_sdpa_shape *s, cudnnBackendDescriptor_t x,
+                                cudnnBackendDescriptor_t neginf, cudnnBackendDescriptor_t *masked) {
     cudnnBackendDescriptor_t row, col, keep;
     const int64_t *d = s->s_dims, *st = s->s_strides;
-    if (gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 2, &row) ||
-        gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 3, &col) ||
-        gb_pw_new(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, d, st, row, col, NULL, -1, &keep) ||
-        gb_pw_new(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, d, st, x, neginf, keep, -1, masked))
+    if (zgc_gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 2, &row) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, d, st, x, NULL, NULL, 3, &col) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, d, st, row, col, NULL, -1, &keep) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, d, st, x, neginf, keep, -1, masked))
         return -1;
     return 0;
 }
@@ -391,23 +212,24 @@ static int zgc_sdpa_graph_fwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     cudnnBackendDescriptor_t q, kt, v, o, stats, scale, neginf;
     cudnnBackendDescriptor_t sc, sc1, sm, mx, sub, e, z, lz, p;
     const int64_t *sd = s->s_dims, *ss = s->s_strides, *rd = s->row_dims, *rs = s->row_strides;
-    if (gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
-        gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
-        gb_tensor(g, ZGC_UID_V, s->io, s->qkv_dims, s->q_strides, 0, &v) ||
-        gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
-        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) || gb_scalar(g, ZGC_UID_SCALE, &scale) ||
-        gb_scalar(g, ZGC_UID_NEGINF, &neginf))
+    if (zgc_gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
+        zgc_gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
+        zgc_gb_tensor(g, ZGC_UID_V, s->io, s->qkv_dims, s->q_strides, 0, &v) ||
+        zgc_gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
+        zgc_gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) || zgc_gb_scalar(g, ZGC_UID_SCALE, &scale) ||
+        zgc_gb_scalar(g, ZGC_UID_NEGINF, &neginf))
         return -1;
-    if (gb_mm_new(g, q, kt, sd, ss, &sc) || gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
-        gb_causal_mask(g, s, sc1, neginf, &sm) || gb_tensor(g, 0, f32, rd, rs, 0, &mx) ||
-        gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
-        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sm, mx, NULL, -1, &sub) ||
-        gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sub, NULL, NULL, -1, &e) ||
-        gb_tensor(g, 0, f32, rd, rs, 0, &z) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, z) ||
-        gb_pw_new(g, CUDNN_POINTWISE_LOG, f32, rd, rs, z, NULL, NULL, -1, &lz) ||
-        gb_pointwise(g, CUDNN_POINTWISE_ADD, f32, mx, lz, NULL, stats, -1) ||
+    if (zgc_gb_mm_new(g, q, kt, sd, ss, &sc) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+        zgc_sdpa_causal_mask(g, s, sc1, neginf, &sm) || zgc_gb_tensor(g, 0, f32, rd, rs, 0, &mx) ||
+        zgc_gb_reduction(g, CUDNN_REDUCE_TENSOR_MAX, sm, mx) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sm, mx, NULL, -1, &sub) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sub, NULL, NULL, -1, &e) ||
+        zgc_gb_tensor(g, 0, f32, rd, rs, 0, &z) || zgc_gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, e, z) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_LOG, f32, rd, rs, z, NULL, NULL, -1, &lz) ||
+        zgc_gb_pointwise(g, CUDNN_POINTWISE_ADD, f32, mx, lz, NULL, stats, -1) ||
         /* the probabilities enter the second product in the I/O type */
-        gb_pw_new(g, CUDNN_POINTWISE_DIV, s->io, sd, ss, e, z, NULL, -1, &p) || gb_matmul(g, p, v, o))
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_DIV, s->io, sd, ss, e, z, NULL, -1, &p) || zgc_gb_matmul(g, p, v, o))
         return -1;
     return 0;
 }
@@ -423,40 +245,44 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     /* K viewed back as (B,NH,T,hs) for dQ = dS K */
     int64_t kr_dims[4] = {s->kt_dims[0], s->kt_dims[1], s->kt_dims[3], s->kt_dims[2]};
     int64_t kr_strides[4] = {s->kt_strides[0], s->kt_strides[1], s->kt_strides[3], s->kt_strides[2]};
-    if (gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
-        gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
-        gb_tensor(g, ZGC_UID_V, s->io, s->kt_dims, s->kt_strides, 0, &vt) ||
-        gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
-        gb_tensor(g, ZGC_UID_DO, s->io, s->qkv_dims, s->o_strides, 0, &dout) ||
-        gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
-        gb_tensor(g, ZGC_UID_DQ, s->io, s->qkv_dims, s->q_strides, 0, &dq) ||
-        gb_tensor(g, ZGC_UID_DK, s->io, s->qkv_dims, s->q_strides, 0, &dk) ||
-        gb_tensor(g, ZGC_UID_DV, s->io, s->qkv_dims, s->q_strides, 0, &dv) ||
-        gb_tensor(g, ZGC_UID_DSUM, f32, rd, rs, 0, &dsum) || gb_scalar(g, ZGC_UID_SCALE, &scale) ||
-        gb_scalar(g, ZGC_UID_NEGINF, &neginf) || gb_scalar(g, ZGC_UID_ONE, &one))
+    if (zgc_gb_tensor(g, ZGC_UID_Q, s->io, s->qkv_dims, s->q_strides, 0, &q) ||
+        zgc_gb_tensor(g, ZGC_UID_K, s->io, s->kt_dims, s->kt_strides, 0, &kt) ||
+        zgc_gb_tensor(g, ZGC_UID_V, s->io, s->kt_dims, s->kt_strides, 0, &vt) ||
+        zgc_gb_tensor(g, ZGC_UID_O, s->io, s->qkv_dims, s->o_strides, 0, &o) ||
+        zgc_gb_tensor(g, ZGC_UID_DO, s->io, s->qkv_dims, s->o_strides, 0, &dout) ||
+        zgc_gb_tensor(g, ZGC_UID_STATS, f32, rd, rs, 0, &stats) ||
+        zgc_gb_tensor(g, ZGC_UID_DQ, s->io, s->qkv_dims, s->q_strides, 0, &dq) ||
+        zgc_gb_tensor(g, ZGC_UID_DK, s->io, s->qkv_dims, s->q_strides, 0, &dk) ||
+        zgc_gb_tensor(g, ZGC_UID_DV, s->io, s->qkv_dims, s->q_strides, 0, &dv) ||
+        zgc_gb_tensor(g, ZGC_UID_DSUM, f32, rd, rs, 0, &dsum) || zgc_gb_scalar(g, ZGC_UID_SCALE, &scale) ||
+        zgc_gb_scalar(g, ZGC_UID_NEGINF, &neginf) || zgc_gb_scalar(g, ZGC_UID_ONE, &one))
         return -1;
     /* Dsum = rowsum(dO * O), written to memory (the workspace) */
-    if (gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, s->qkv_dims, prod_strides, dout, o, NULL, -1, &dod) ||
-        gb_tensor(g, 0, f32, rd, rs, 0, &dodr) || gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, dod, dodr) ||
-        gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, dodr, one, NULL, dsum, -1))
+    if (zgc_gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, s->qkv_dims, prod_strides, dout, o, NULL, -1, &dod) ||
+        zgc_gb_tensor(g, 0, f32, rd, rs, 0, &dodr) || zgc_gb_reduction(g, CUDNN_REDUCE_TENSOR_ADD, dod, dodr) ||
+        zgc_gb_pointwise(g, CUDNN_POINTWISE_MUL, f32, dodr, one, NULL, dsum, -1))
         return -1;
     /* P = exp(Q K^T * scale - stats), causal */
-    if (gb_mm_new(g, q, kt, sd, ss, &sc) || gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
-        gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sc1, stats, NULL, -1, &sc2) ||
-        gb_causal_mask(g, s, sc2, neginf, &sm) ||
-        gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sm, NULL, NULL, -1, &p))
+    if (zgc_gb_mm_new(g, q, kt, sd, ss, &sc) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, sc, scale, NULL, -1, &sc1) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, sc1, stats, NULL, -1, &sc2) ||
+        zgc_sdpa_causal_mask(g, s, sc2, neginf, &sm) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_EXP, f32, sd, ss, sm, NULL, NULL, -1, &p))
         return -1;
     /* dV = P^T dO */
-    if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &pt) || gb_reshape(g, p, pt) || gb_matmul(g, pt, dout, dv))
+    if (zgc_gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &pt) || zgc_gb_reshape(g, p, pt) ||
+        zgc_gb_matmul(g, pt, dout, dv))
         return -1;
     /* dS = P * (dO V^T - Dsum) * scale */
-    if (gb_mm_new(g, dout, vt, sd, ss, &dp) || gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, dp, dsum, NULL, -1, &u) ||
-        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, u, p, NULL, -1, &w) ||
-        gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, w, scale, NULL, -1, &ds))
+    if (zgc_gb_mm_new(g, dout, vt, sd, ss, &dp) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_SUB, f32, sd, ss, dp, dsum, NULL, -1, &u) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, u, p, NULL, -1, &w) ||
+        zgc_gb_pw_new(g, CUDNN_POINTWISE_MUL, f32, sd, ss, w, scale, NULL, -1, &ds))
         return -1;
     /* dK = dS^T Q; dQ = dS K (straight into dQ: no fp32 accumulator, no atomics) */
-    if (gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &dst) || gb_reshape(g, ds, dst) || gb_matmul(g, dst, q, dk) ||
-        gb_tensor(g, 0, f32, kr_dims, kr_strides, 0, &kr) || gb_reshape(g, kt, kr) || gb_matmul(g, ds, kr, dq))
+    if (zgc_gb_tensor(g, 0, s->io, sd, s->st_strides, 0, &dst) || zgc_gb_reshape(g, ds, dst) ||
+        zgc_gb_matmul(g, dst, q, dk) || zgc_gb_tensor(g, 0, f32, kr_dims, kr_strides, 0, &kr) ||
+        zgc_gb_reshape(g, kt, kr) || zgc_gb_matmul(g, ds, kr, dq))
         return -1;
     return 0;
 }
@@ -469,13 +295,13 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
                              char *last, size_t last_len) {
     cudnnBackendDescriptor_t heur, cfgs[ZGC_SDPA_MAX_CFG];
     int64_t n_cfg = 0;
-    if (gb_new(g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur)) return -1;
+    if (zgc_gb_new(g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode));
     ZG_CUDNN_CHECK(g, cudnnBackendFinalize(heur));
     for (int i = 0; i < ZGC_SDPA_MAX_CFG; i++)
-        if (gb_new(g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i])) return -1;
+        if (zgc_gb_new(g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i])) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                ZGC_SDPA_MAX_CFG, &n_cfg, cfgs));
     if (n_cfg > ZGC_SDPA_MAX_CFG) n_cfg = ZGC_SDPA_MAX_CFG;
@@ -485,7 +311,7 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
         cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
         int64_t n_engine = 0, n_notes = 0, ws = 0;
         int nondet = 0;
-        if (gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
+        if (zgc_gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
         cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                     1, &n_engine, &engine);
         if (st == CUDNN_STATUS_SUCCESS)
@@ -502,7 +328,7 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
             snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
             continue;
         }
-        if (gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
+        if (zgc_gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
         ZG_CUDNN_CHECK(g,
                        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
         ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
@@ -531,7 +357,7 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
 static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBackendDescriptor_t *plan_out,
                                int64_t *ws_out) {
     cudnnBackendDescriptor_t graph;
-    if (gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
+    if (zgc_gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                g->n_ops, g->ops));
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
@@ -598,7 +424,7 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
         if (slot == NULL || !st->plans[i].used || (slot->used && st->plans[i].stamp < slot->stamp))
             slot = &st->plans[i];
     if (slot->used) {
-        gb_free(slot->g);
+        zgc_gb_free(slot->g);
         zgc_sdpa_recs_drop(st, slot);
     }
     memset(slot, 0, sizeof(*slot));
@@ -612,7 +438,7 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
     if (rc == 0) rc = zgc_sdpa_plan_build(slot->g, st->handle, bwd, &slot->plan, &slot->ws_bytes);
     if (rc != 0) {
         zgc_att_fallback_note(bwd ? "backward" : "forward", B, T, NH, hs, slot->g->err);
-        gb_free(slot->g);
+        zgc_gb_free(slot->g);
         slot->g = NULL;
         return NULL; /* remembered as failed (ok = 0) */
     }
@@ -664,17 +490,6 @@ static int zgc_sdpa_wanted(zg_backend *be, int bwd) {
     return 1;
 }
 
-__global__ void zgc_sdpa_scale_kernel(float *dst, const float *src, size_t n, float s) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = src[i] * s;
-}
-
-static void zgc_sdpa_scale(zg_backend *be, float *dst, const float *src, size_t n, float s) {
-    zgc_impl *im = zgc_get(be);
-    zgc_sdpa_scale_kernel<<<zgc_blocks(n, 256, 4 * (unsigned)im->num_sms), 256, 0, im->stream>>>(dst, src, n, s);
-    ZG_CUDA_LAUNCH_CHECK();
-}
-
 /* Runs a plan with uids[i] -> ptrs[i]; 0 on success, else a one-line reason in why. */
 static int zgc_sdpa_execute(zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t *uids, void **ptrs, void *ws, char *why,
                             size_t why_len) {
@@ -682,7 +497,7 @@ static int zgc_sdpa_execute(zgc_cudnn_att *st, zgc_sdpa_plan *p, int n, int64_t 
     g.n = 0, g.n_ops = 0, g.err[0] = '\0';
     cudnnBackendDescriptor_t pack;
     int rc = -1;
-    if (gb_new(&g, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack)) goto cleanup;
+    if (zgc_gb_new(&g, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack)) goto cleanup;
     {
         cudnnStatus_t s = cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
         if (s == CUDNN_STATUS_SUCCESS)
@@ -738,8 +553,6 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
         p->ok = 0;
         return 0;
     }
-    /* cuDNN's natural-log statistics -> zgpt's base-2 ones (the op contract) */
-    zgc_sdpa_scale(be, stats, stats, (size_t)B * NH * T, ZGC_LOG2E_F);
     st->calls++;
     return 1;
 }
@@ -760,15 +573,20 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
 
 typedef struct zgc_sdpa_rec {
     const zgc_sdpa_plan *plan;
-    const void *ptr[5]; /* qkv, out, dout, dqkv, workspace */
+    const void *ptr[6]; /* qkv, out, dout, stats, dqkv, workspace */
     unsigned long stamp;
     cudaGraph_t graph; /* edited, kept to be added as a child node */
     cudaGraphExec_t exec;
 } zgc_sdpa_rec;
 
+/* a graph and its instance, either NULL */
+static void zgc_sdpa_graph_free(cudaGraph_t g, cudaGraphExec_t exec) {
+    if (exec != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    if (g != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(g));
+}
+
 static void zgc_sdpa_rec_free(zgc_sdpa_rec *r) {
-    if (r->exec != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(r->exec));
-    if (r->graph != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(r->graph));
+    zgc_sdpa_graph_free(r->graph, r->exec);
     memset(r, 0, sizeof(*r));
 }
 
@@ -897,7 +715,7 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
                                       void **ptrs, void *ws, size_t ws_used, void *dqkv, int B, int T, int C, int NH,
                                       int *ran) {
     zgc_impl *im = zgc_get(be);
-    const void *key[5] = {ptrs[0], ptrs[3], ptrs[4], dqkv, ws};
+    const void *key[6] = {ptrs[0], ptrs[3], ptrs[4], ptrs[5], dqkv, ws};
     *ran = 0;
     for (int i = 0; i < st->n_recs; i++)
         if (st->recs[i].plan == p && memcmp(st->recs[i].ptr, key, sizeof key) == 0) {
@@ -964,8 +782,7 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
         }
         p->dq_state = 1;
     }
-    if (exec_orig != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec_orig));
-    if (orig != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(orig));
+    zgc_sdpa_graph_free(orig, exec_orig);
     {
         zgc_sdpa_rec *r = NULL;
         if (st->n_recs < ZGC_SDPA_RECS) {
@@ -984,10 +801,8 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
         return r;
     }
 off:
-    if (exec != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec));
-    if (g != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(g));
-    if (exec_orig != NULL) ZG_CUDA_CHECK(cudaGraphExecDestroy(exec_orig));
-    if (orig != NULL) ZG_CUDA_CHECK(cudaGraphDestroy(orig));
+    zgc_sdpa_graph_free(g, exec);
+    zgc_sdpa_graph_free(orig, exec_orig);
     zg_note("cuDNN attention backward (B=%d T=%d NH=%d hs=%d): cuDNN's own dQ product runs (reads all of dS, "
             "not its causal half): %s",
             B, T, NH, C / NH, why);
@@ -1007,27 +822,25 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     if (p == NULL) return 0;
     size_t rows = (size_t)B * NH * T, wsb = zgc_align256((size_t)p->ws_bytes);
     size_t rowb = zgc_align256(rows * sizeof(float));
-    char *ws = (char *)zgc_sdpa_lent(be, st, wsb + 2 * rowb);
-    if (ws == NULL) ws = (char *)zgc_sdpa_workspace(be, st, wsb + 2 * rowb);
+    char *ws = (char *)zgc_sdpa_lent(be, st, wsb + rowb);
+    if (ws == NULL) ws = (char *)zgc_sdpa_workspace(be, st, wsb + rowb);
     if (ws == NULL) {
         zgc_att_fallback_note("backward", B, T, NH, hs, zg_error_message());
         p->ok = 0;
         return 0;
     }
-    float *stats_nat = (float *)(ws + wsb), *dsum = (float *)(ws + wsb + rowb);
-    /* zgpt's base-2 statistics -> the natural-log ones the graph subtracts */
-    zgc_sdpa_scale(be, stats_nat, stats, rows, ZGC_LN2);
+    float *dsum = (float *)(ws + wsb);
     size_t es = zg_dtype_size(be->act_dtype), cb = (size_t)C * es;
     float scale = 1.f / sqrtf((float)hs), neginf = zgc_sdpa_mask_value(), one = 1.f;
     int64_t uids[] = {ZGC_UID_Q,  ZGC_UID_K,  ZGC_UID_V,    ZGC_UID_O,     ZGC_UID_DO,     ZGC_UID_STATS, ZGC_UID_DQ,
                       ZGC_UID_DK, ZGC_UID_DV, ZGC_UID_DSUM, ZGC_UID_SCALE, ZGC_UID_NEGINF, ZGC_UID_ONE};
-    void *ptrs[] = {(void *)qkv, (char *)qkv + cb,  (char *)qkv + 2 * cb,  (void *)out, (void *)dout, stats_nat,
+    void *ptrs[] = {(void *)qkv, (char *)qkv + cb,  (char *)qkv + 2 * cb,  (void *)out, (void *)dout, (void *)stats,
                     dqkv,        (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum,        &scale,       &neginf,
                     &one};
     if (p->dq_state == 0 && !zgc_att_dq_fits(be, T, C, NH)) p->dq_state = -1; /* cuDNN's dQ, silently: by design */
     if (p->dq_state >= 0 && zgc_sdpa_dq_env() == 1) {
         int ran = 0;
-        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, 13, uids, ptrs, ws, wsb + 2 * rowb, dqkv, B, T, C, NH, &ran);
+        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, 13, uids, ptrs, ws, wsb + rowb, dqkv, B, T, C, NH, &ran);
         if (r != NULL) {
             if (!ran) zgc_sdpa_rec_run(zgc_get(be), r);
             st->calls++, st->dq_calls++;
@@ -1071,7 +884,7 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
     free(st->recs);
     if (st->cap != NULL) ZG_CUDA_CHECK(cudaStreamDestroy(st->cap));
     for (int i = 0; i < ZGC_SDPA_PLANS; i++)
-        if (st->plans[i].used) gb_free(st->plans[i].g);
+        if (st->plans[i].used) zgc_gb_free(st->plans[i].g);
     if (st->ws != NULL) be->ops->dealloc(be, st->ws);
     if (st->handle_state == 1) cudnnDestroy(st->handle);
     free(st);

@@ -387,22 +387,22 @@ void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, vo
 
 /* attention_cudnn.cu: cuDNN's fused attention. Each returns 1 when cuDNN ran the op, 0 when the caller
  * must run its own kernels (not built with cuDNN, ZGPT_ATTENTION=own, fp32, an unsupported shape, or a
- * cuDNN failure, reported once). stats are zgpt's base-2 statistics either way. */
+ * cuDNN failure, reported once). stats are natural-log statistics either way (attention_cuda.cu). */
 int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C, int NH);
 int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                  const float *stats, int B, int T, int C, int NH);
 void zgc_attention_cudnn_destroy(zg_backend *be);
 /* attention_dq_cuda.cu: dQ = alpha dS K from cuDNN's dS workspace (B,NH,T,T), over the causal half, in place of
- * cuDNN's dense product in the backward's graph. fits: the shapes it takes (bf16/fp16, T a multiple of 64, hs
- * 64). node: the kernel node's parameters for B rows of heads (p->kernelParams points into a->args, which
+ * cuDNN's dense product in the backward's graph. fits: the shapes it takes (bf16/fp16, T a multiple of the
+ * block's rows, hs 64). node: the kernel node's parameters for B rows of heads (p->kernelParams points into a->args, which
  * the caller keeps until the node is set). compare: max |x - ref| and max |ref| over (rows, C) blocks whose rows
  * are ldx / ldr elements apart (a NaN difference gives inf); waits for the stream. */
 typedef struct {
     void *dq;
     const void *ds, *k;
-    int NH, T, C;
+    int NH, T, C, BNH, group; /* BNH, group: set by node */
     float alpha;
-    void *args[7];
+    void *args[9];
 } zgc_att_dq;
 int zgc_att_dq_fits(zg_backend *be, int T, int C, int NH);
 void zgc_att_dq_node(zg_backend *be, zgc_att_dq *a, int B, cudaKernelNodeParams *p);

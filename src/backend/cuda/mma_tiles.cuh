@@ -1,5 +1,5 @@
-/* ldmatrix loads of mma.sync m16n8k16 fragments from padded shared-memory tiles (the attention kernels:
- * attention_cuda.cu, attention_dq_cuda.cu). Tiles are row-major with LD elements a row (HS + 8: 16 bytes
+/* ldmatrix loads of mma.sync m16n8k16 fragments from padded shared-memory tiles, and movmatrix's transpose in
+ * registers (the attention kernels: attention_cuda.cu, attention_dq.cuh). Tiles are row-major with LD elements a row (HS + 8: 16 bytes
  * past a multiple of 128, so the 8 rows of each 8x8 matrix hit distinct banks). */
 #ifndef ZG_BACKEND_CUDA_MMA_TILES_CUH
 #define ZG_BACKEND_CUDA_MMA_TILES_CUH
@@ -47,6 +47,15 @@ __device__ __forceinline__ void zgc_ldsm_bt_x4(uint32_t b[4], const T *tile, int
     ZGC_SM80_ONLY(asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                                : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
                                : "r"(a)));
+}
+
+/* An 8x8 matrix of 16-bit values held one 32-bit register a lane (lane 4r+c: row r, columns 2c, 2c+1: an mma
+ * fragment piece), transposed across the warp in registers (movmatrix, sm_75+): lane 4r+c then holds the
+ * transpose's row r, i.e. column r's values 2c, 2c+1 of the input. */
+__device__ __forceinline__ uint32_t zgc_movmatrix_t(uint32_t x) {
+    uint32_t y = 0;
+    ZGC_SM80_ONLY(asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x)));
+    return y;
 }
 
 #endif
