@@ -122,10 +122,6 @@ __global__ void __launch_bounds__(128)
 /* Read-only patterns (no product): dS's causal half as blocks of RUN query sub-tiles read it (RUN x 512 contiguous
  * bytes a key group, key groups 16 T elements apart), STAGES deep, 256 threads; or (RUN 0) the same bytes read
  * straight through. Each block keeps one word so the copies are not dead. */
-__device__ __forceinline__ void probe_cp_async16_l2(void *smem, const void *gmem) {
-    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
-}
 /* STEP (bits, towards the dQ kernel's own loop): 1 dS's copies before K's, 2 no copy above a sub-tile's diagonal,
  * 4 each thread reads all its copies back (16 bytes each) */
 template <int RUN, int STAGES, bool HINT = false, int KMODE = 0, int NTH = 256, int STEP = 0>
@@ -156,7 +152,7 @@ __global__ void __launch_bounds__(NTH)
             int u = i / (RUN * 32), o = i % (RUN * 32);
             if (above(nt, i)) continue;
             if (HINT)
-                probe_cp_async16_l2(&sm[(stage * CH + i) * 8], dsh + (size_t)(nt * 4 + u) * 16 * T_len + (size_t)o * 8);
+                zgc_cp_async16_l2(&sm[(stage * CH + i) * 8], dsh + (size_t)(nt * 4 + u) * 16 * T_len + (size_t)o * 8);
             else
                 zgc_cp_async16(&sm[(stage * CH + i) * 8], dsh + (size_t)(nt * 4 + u) * 16 * T_len + (size_t)o * 8);
         }

@@ -548,7 +548,7 @@ int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const v
     void *ptrs[] = {(void *)qkv, (char *)qkv + (size_t)C * es, (char *)qkv + 2 * (size_t)C * es, out, stats, &scale,
                     &neginf};
     char why[400];
-    if (zgc_sdpa_execute(st, p, 7, uids, ptrs, ws, why, sizeof(why))) {
+    if (zgc_sdpa_execute(st, p, (int)(sizeof uids / sizeof uids[0]), uids, ptrs, ws, why, sizeof(why))) {
         zgc_att_fallback_note("forward", B, T, NH, hs, why);
         p->ok = 0;
         return 0;
@@ -676,8 +676,8 @@ static int zgc_sdpa_capture(zg_backend *be, zgc_cudnn_att *st, zgc_sdpa_plan *p,
     cs = cudnnSetStream(st->handle, im->stream); /* every later cuDNN call runs on the compute stream again */
     if (cs != CUDNN_STATUS_SUCCESS)
         zg_fatal_at(__FILE__, __LINE__, "cudnnSetStream failed: %s", cudnnGetErrorString(cs));
-    if (rc != 0 && *g != NULL) {
-        ZG_CUDA_CHECK(cudaGraphDestroy(*g));
+    if (rc != 0) {
+        zgc_sdpa_graph_free(*g, NULL);
         *g = NULL;
     }
     return rc;
@@ -715,6 +715,7 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
                                       void **ptrs, void *ws, size_t ws_used, void *dqkv, int B, int T, int C, int NH,
                                       int *ran) {
     zgc_impl *im = zgc_get(be);
+    size_t es = zg_dtype_size(be->act_dtype);
     const void *key[6] = {ptrs[0], ptrs[3], ptrs[4], ptrs[5], dqkv, ws};
     *ran = 0;
     for (int i = 0; i < st->n_recs; i++)
@@ -741,7 +742,6 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
     {
         zgc_att_dq a;
         cudaKernelNodeParams kp;
-        size_t es = zg_dtype_size(be->act_dtype);
         /* dS starts 128 bytes into the workspace (PERFORMANCE.md v0.27: cuDNN 9's layout, checked below) */
         a.dq = dqkv, a.ds = (const char *)ws + ZGC_SDPA_DS_OFFSET, a.k = (const char *)ptrs[0] + (size_t)C * es;
         a.NH = NH, a.T = T, a.C = C, a.alpha = 1.f;
@@ -756,7 +756,7 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
     }
     if (p->dq_state == 0) {
         /* the check: cuDNN's graph, its dQ kept aside, then the edited one on the same inputs */
-        size_t es = zg_dtype_size(be->act_dtype), rows = (size_t)B * T, need = rows * C * es;
+        size_t rows = (size_t)B * T, need = rows * C * es;
         /* cuDNN's dQ kept in the rest of lent memory when it holds it (the peak does not move), else allocated */
         int in_loan = ws == im->loan && im->loan_bytes >= ws_used + need;
         void *ref = in_loan ? (char *)ws + ws_used : be->ops->alloc(be, need, "attention dQ check");
@@ -837,10 +837,11 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     void *ptrs[] = {(void *)qkv, (char *)qkv + cb,  (char *)qkv + 2 * cb,  (void *)out, (void *)dout, (void *)stats,
                     dqkv,        (char *)dqkv + cb, (char *)dqkv + 2 * cb, dsum,        &scale,       &neginf,
                     &one};
+    const int n = (int)(sizeof uids / sizeof uids[0]);
     if (p->dq_state == 0 && !zgc_att_dq_fits(be, T, C, NH)) p->dq_state = -1; /* cuDNN's dQ, silently: by design */
     if (p->dq_state >= 0 && zgc_sdpa_dq_env() == 1) {
         int ran = 0;
-        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, 13, uids, ptrs, ws, wsb + rowb, dqkv, B, T, C, NH, &ran);
+        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, n, uids, ptrs, ws, wsb + rowb, dqkv, B, T, C, NH, &ran);
         if (r != NULL) {
             if (!ran) zgc_sdpa_rec_run(zgc_get(be), r);
             st->calls++, st->dq_calls++;
@@ -852,7 +853,7 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
         }
     }
     char why[400];
-    if (zgc_sdpa_execute(st, p, 13, uids, ptrs, ws, why, sizeof(why))) {
+    if (zgc_sdpa_execute(st, p, n, uids, ptrs, ws, why, sizeof(why))) {
         zgc_att_fallback_note("backward", B, T, NH, hs, why);
         p->ok = 0;
         return 0;
