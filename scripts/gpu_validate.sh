@@ -3,7 +3,8 @@
 # machine. Builds, then runs, each phase under its own time limit, logging to $LOG_DIR:
 #   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c); a bad ZGPT_GEMV refused
 #   attn     issue 21: attention (zgpt's kernels, cuDNN's fused attention) vs torch SDPA's cuDNN backend and
-#            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list)
+#            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list); each side timed
+#            by single calls and back to back (20 calls between two events: without the host's dispatch)
 #   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
 #            finish while its main thread is blocked in the driver (tests/gpu/test_comm_nccl_watchdog.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
@@ -260,6 +261,15 @@ if has attn; then
            "$([ "$k" = LN ] && verdict "$pn" ">=" 80) $([ "$k" = LN ] && echo '(>= 80%)'), $(na "$pc")% of the copy's $(na "$cp") GB/s"
     done
   done
+  # the same, timed back to back (20 calls between one pair of events, both sides): the GPU's time per call
+  # without the host's dispatch before a single call (torch's backward alone, its forward's graph retained)
+  read -r _ _ _ _ sof _ sob <<< "$(grep '^ATTN own stream ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ _ scf _ scb <<< "$(grep '^ATTN cudnn stream ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ _ _ stf _ stb <<< "$(grep '^SDPA cudnn xl16 stream ' "$LOG_DIR/attn_torch.log")"
+  rf=$(ratio "$stf" "$scf"); rb=$(ratio "$stb" "$scb")
+  note "attn back to back, ms fwd/bwd: zgpt kernels $(na "$sof")/$(na "$sob"); zgpt cuDNN path $(na "$scf")/$(na "$scb");" \
+       "torch SDPA cuDNN $(na "$stf")/$(na "$stb"); cuDNN path vs torch: forward $rf $(verdict "$rf" ">=" 1)," \
+       "backward $rb $(verdict "$rb" ">=" 1)"
   # the ceiling at LayerNorm's size: a device-to-device copy of the forward's and the backward's bytes
   for d in fwd bwd; do
     read -r _ _ _ ms _ mb _ gbs _ pn <<< "$(grep "^COPYLN $d " "$LOG_DIR/attn_bench.log")"

@@ -31,23 +31,31 @@ typedef struct {
 /* ZG_BENCH_REPS=n (1..15) times each op n times after no warm-up: for profilers (ncu), which
  * should see every kernel once */
 #define BENCH_REPS 15
-/* med = median ms of reps timed runs of the statement(s) (after 2 warm-ups when reps is the full count) */
-#define BENCH_TIME(ctx, med, reps, ...)                                                                                \
+/* med = median ms per call of reps timings (at most BENCH_REPS), each of n runs of the statement(s) between one pair
+ * of events, after warm warm-up runs */
+#define BENCH_TIME_N(ctx, med, reps, n, warm, ...)                                                                     \
     do {                                                                                                               \
         float ms_[BENCH_REPS];                                                                                         \
-        int reps_ = (reps);                                                                                            \
+        int reps_ = (reps), n_ = (n);                                                                                  \
         cudaStream_t st_ = zg_backend_cuda_stream((ctx)->be);                                                          \
-        for (int w_ = 0; w_ < (reps_ == BENCH_REPS ? 2 : 0); w_++) { __VA_ARGS__; }                                    \
+        for (int w_ = 0; w_ < (warm); w_++) { __VA_ARGS__; }                                                           \
         for (int r_ = 0; r_ < reps_; r_++) {                                                                           \
             cudaEventRecord((ctx)->e0, st_);                                                                           \
-            __VA_ARGS__;                                                                                               \
+            for (int i_ = 0; i_ < n_; i_++) { __VA_ARGS__; }                                                           \
             cudaEventRecord((ctx)->e1, st_);                                                                           \
             cudaEventSynchronize((ctx)->e1);                                                                           \
             cudaEventElapsedTime(&ms_[r_], (ctx)->e0, (ctx)->e1);                                                      \
+            ms_[r_] /= (float)n_;                                                                                      \
         }                                                                                                              \
         qsort(ms_, reps_, sizeof(float), oc_cmp_float);                                                                \
         (med) = ms_[reps_ / 2];                                                                                        \
     } while (0)
+/* med = median ms of reps timed runs of the statement(s) (after 2 warm-ups when reps is the full count) */
+#define BENCH_TIME(ctx, med, reps, ...) BENCH_TIME_N(ctx, med, reps, 1, (reps) == BENCH_REPS ? 2 : 0, __VA_ARGS__)
+/* med = median ms per call of 7 timings of n calls back to back (after 2 warm-ups): the GPU's time per call once
+ * the host runs ahead, without the host's work before a single call's kernels start (what a training step's
+ * stream sees) */
+#define BENCH_STREAM(ctx, med, n, ...) BENCH_TIME_N(ctx, med, 7, n, 2, __VA_ARGS__)
 #define BENCH(ctx, label, flops, bytes, ...)                                                                           \
     do {                                                                                                               \
         float med_;                                                                                                    \

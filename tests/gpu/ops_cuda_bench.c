@@ -243,11 +243,15 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         BENCH_TIME(&ctx, ms[p][1], oc_bench_reps(),
                    be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
         int ran = zg_backend_cuda_cudnn_attention_calls(be) > k0; /* cuDNN actually ran (else it fell back) */
+        float sf, sb; /* back to back (BENCH_STREAM), the figure torch's sdpa_bench.py prints beside it */
+        BENCH_STREAM(&ctx, sf, 20, be->ops->attention_forward(be, y, stats, qkv, B, T, C, NH));
+        BENCH_STREAM(&ctx, sb, 20, be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
         printf("| attention_forward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][0], af / (ms[p][0] * 1e-3) / 1e12);
         printf("| attention_backward (%s) | %9.3f | %8.1f | |\n", paths[p], ms[p][1],
                2.5 * af / (ms[p][1] * 1e-3) / 1e12);
         printf("ATTN %s fwd_ms %.4f bwd_ms %.4f cudnn_ran %d dq_kernel %d\n", paths[p], ms[p][0], ms[p][1], ran,
                zg_backend_cuda_cudnn_attention_dq_calls(be) > q0);
+        printf("ATTN %s stream fwd_ms %.4f bwd_ms %.4f\n", paths[p], sf, sb);
         unsetenv("ZGPT_SDPA_DQ");
         /* what the path keeps allocated (cuDNN: its workspace, grown to the backward plan's need) */
         printf("ATTN %s kept_MiB %.1f\n", paths[p], ((double)be->bytes_in_use - (double)in_use0) / 1048576.0);

@@ -839,7 +839,7 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
                     &one};
     const int n = (int)(sizeof uids / sizeof uids[0]);
     if (p->dq_state == 0 && !zgc_att_dq_fits(be, T, C, NH)) p->dq_state = -1; /* cuDNN's dQ, silently: by design */
-    if (p->dq_state >= 0 && zgc_sdpa_dq_env() == 1) {
+    if (p->dq_state >= 0 && zgc_sdpa_dq_env() >= 1) {
         int ran = 0;
         zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, n, uids, ptrs, ws, wsb + rowb, dqkv, B, T, C, NH, &ran);
         if (r != NULL) {
