@@ -237,7 +237,7 @@ if has attn; then
   read -r _ _ _ cf _ cb _ cran _ cdq <<< "$(grep '^ATTN cudnn fwd_ms ' "$LOG_DIR/attn_bench.log")"
   read -r _ _ _ _ _ qb _ _ _ _ <<< "$(grep '^ATTN cudnn-dq fwd_ms ' "$LOG_DIR/attn_bench.log")"
   cws=$(sed -nE 's/^ATTN cudnn kept_MiB ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
-  read -r _ _ _ _ tf _ tb <<< "$(grep '^SDPA cudnn xl16 ' "$LOG_DIR/attn_torch.log")"
+  read -r _ _ _ _ tf _ tb <<< "$(grep '^SDPA cudnn xl16 fwd_ms ' "$LOG_DIR/attn_torch.log")"
   note "attn XL B=16 ms fwd/bwd: zgpt kernels $(na "$of")/$(na "$ob"); zgpt cuDNN path $(na "$cf")/$(na "$cb") (cuDNN ran: $(na "$cran"), zgpt's dQ kernel: $(na "$cdq"), workspace $(na "$cws") MiB);" \
        "backward with cuDNN's own dQ product (ZGPT_SDPA_DQ=cudnn) $(na "$qb");" \
        "torch SDPA cuDNN $(na "$tf")/$(na "$tb")$([ -z "$tf" ] && echo " (torch: $(tail -1 "$LOG_DIR/attn_torch.log"))")"
