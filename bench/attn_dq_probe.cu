@@ -293,10 +293,10 @@ int main(int argc, char **argv) {
         dim3 grid =
             p.group == 0 ? dim3((unsigned)(T / p.rows), (unsigned)(B * NH)) : dim3((unsigned)(T / p.rows * B * NH));
         bf16 *kp = qkv + C;
-        int nh = NH, bnh = B * NH, tl = T, cc = C, gr = p.group, lf = 0;
+        int nh = NH, bnh = B * NH, tl = T, cc = C, gr = p.group;
         float al = alpha;
         void *args_old[] = {&dq, &ds, &kp, &nh, &tl, &cc, &al},
-             *args[] = {&dq, &ds, &kp, &nh, &bnh, &tl, &cc, &gr, &lf, &al};
+             *args[] = {&dq, &ds, &kp, &nh, &bnh, &tl, &cc, &gr, &al};
         CK(cudaMemset(dq, 0, nqkv * 2));
         float med = probe_median_ms(
             [&] { CK(cudaLaunchKernel(p.func, grid, dim3(p.threads), p.group == 0 ? args_old : args, p.smem, 0)); },

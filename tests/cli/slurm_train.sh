@@ -45,7 +45,9 @@ echo "ok salloc -N 2 -n 2 + srun -n 2 --mpi=pmix: the same losses and weights as
 # the documented job script, 2 nodes x 2 tasks
 SECONDS=0
 job=$(across_nodes submit -N 2 --ntasks-per-node=2 -o job4.out "$JOB_SCRIPT" d.json job4) || fail "sbatch train.sbatch"
-[ "$(finished $job 300)" = COMPLETED ] || fail "train.sbatch (2 x 2) ended $(job_field $job JobState): $(tail -8 job4.out)"
+# On failure the whole job log (Open MPI's backtrace of a crashed rank is in it) and the daemons' last lines:
+# CI9 once saw a rank end with a segfault here, and tail -8 showed only srun's lines.
+[ "$(finished $job 300)" = COMPLETED ] || fail "train.sbatch (2 x 2) ended $(job_field $job JobState): $(tail -60 job4.out; slurm_logs)"
 grep -qF "restart 0, 4 ranks on 2 node(s)" job4.out || fail "train.sbatch: $(head -3 job4.out)"
 grep -q "srun exited with status 0" job4.out || fail "train.sbatch: $(tail -5 job4.out)"
 same_run ref4 job4

@@ -287,10 +287,38 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     return 0;
 }
 
+/* ZGPT_SDPA_LIST (the engine survey): one stderr line per usable engine config, in the heuristics' order:
+ * its engine's global index and its knob choices (type=value, cudnnBackendKnobType_t numbers). */
+static void zgc_sdpa_cfg_print(zgc_gb *g, int bwd, cudnnBackendHeurMode_t mode, int64_t i,
+                               cudnnBackendDescriptor_t engine, cudnnBackendDescriptor_t cfg, int64_t ws) {
+    enum { MAX_KNOBS = 24 };
+    cudnnBackendDescriptor_t knobs[MAX_KNOBS];
+    int64_t idx = -1, n = 0, one = 0;
+    char line[512];
+    int len = 0;
+    (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &one, &idx);
+    for (int k = 0; k < MAX_KNOBS; k++)
+        if (zgc_gb_new(g, CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR, &knobs[k])) return;
+    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR, MAX_KNOBS, &n,
+                                 knobs) != CUDNN_STATUS_SUCCESS)
+        n = 0;
+    for (int64_t k = 0; k < n && k < MAX_KNOBS && len < (int)sizeof(line) - 32; k++) {
+        cudnnBackendKnobType_t type = CUDNN_KNOB_TYPE_COUNTS;
+        int64_t value = 0;
+        (void)cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &one,
+                                       &type);
+        (void)cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1, &one, &value);
+        len += snprintf(line + len, sizeof(line) - (size_t)len, " %d=%lld", (int)type, (long long)value);
+    }
+    fprintf(stderr, "zgpt: cuDNN SDPA %s, heuristics mode %d, config %lld: engine %lld, workspace %lld B, knobs%s\n",
+            bwd ? "backward" : "forward", (int)mode, (long long)i, (long long)idx, (long long)ws,
+            len ? line : " (none)");
+}
+
 /* One heuristics query (mode) over a finalized operation graph: the first of its engine configs that is
  * not NONDETERMINISTIC and whose plan finalizes, past the first `skip` such (ZGPT_SDPA_SKIP, A/B runs). 0 with
  * the plan, -1 with the reason in `last`. */
-static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph,
+static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int bwd,
                              cudnnBackendHeurMode_t mode, int skip, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out,
                              char *last, size_t last_len) {
     cudnnBackendDescriptor_t heur, cfgs[ZGC_SDPA_MAX_CFG];
@@ -341,6 +369,7 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
         }
         ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
                                                    &n_engine, &ws));
+        if (getenv("ZGPT_SDPA_LIST")) zgc_sdpa_cfg_print(g, bwd, mode, i, engine, cfgs[i], ws);
         if (skip-- > 0) {
             snprintf(last, last_len, "mode %d config %lld skipped (ZGPT_SDPA_SKIP)", (int)mode, (long long)i);
             continue;
@@ -368,7 +397,7 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBa
     char last[2][200];
     for (int m = 0; m < 2; m++) {
         g->err[0] = '\0';
-        if (zgc_sdpa_plan_try(g, handle, graph, modes[m], m == 0 ? skip : 0, plan_out, ws_out, last[m],
+        if (zgc_sdpa_plan_try(g, handle, graph, bwd, modes[m], m == 0 ? skip : 0, plan_out, ws_out, last[m],
                               sizeof(last[m])) == 0)
             return 0;
         if (g->err[0] != '\0') snprintf(last[m], sizeof(last[m]), "%.199s", g->err); /* a checked call failed */
@@ -839,7 +868,7 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
                     &one};
     const int n = (int)(sizeof uids / sizeof uids[0]);
     if (p->dq_state == 0 && !zgc_att_dq_fits(be, T, C, NH)) p->dq_state = -1; /* cuDNN's dQ, silently: by design */
-    if (p->dq_state >= 0 && zgc_sdpa_dq_env() >= 1) {
+    if (p->dq_state >= 0 && zgc_sdpa_dq_env() == 1) {
         int ran = 0;
         zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, n, uids, ptrs, ws, wsb + rowb, dqkv, B, T, C, NH, &ran);
         if (r != NULL) {

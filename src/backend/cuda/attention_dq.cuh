@@ -42,8 +42,7 @@ __device__ __forceinline__ void zgc_cp_async16_l2(void *smem, const void *gmem) 
 
 template <typename T, int HS, int WARPS, int STAGES, int MPW = 1, bool HINT = false>
 __global__ void __launch_bounds__(WARPS * 32)
-    zgc_att_dq_kernel(T *dq, const T *ds, const T *k, int NH, int BNH, int T_len, int C, int group, int last_first,
-                      float alpha) {
+    zgc_att_dq_kernel(T *dq, const T *ds, const T *k, int NH, int BNH, int T_len, int C, int group, float alpha) {
     constexpr int NT = WARPS * 32, SUBS = WARPS * MPW, ROWS = 16 * SUBS, LDK = HS + 8, DSE = 4 * SUBS * 256;
     constexpr int STAGE = DSE + 64 * LDK;
     static_assert(ROWS % 64 == 0, "a block's rows cover whole key tiles");
@@ -52,9 +51,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     /* the block's (row tile, head): heads in groups of `group`, each group's tiles heaviest first across its heads,
      * so that the last blocks to start are light ones (no long tail) while a group's K stays in L2 */
     const int nm = T_len / ROWS, g0 = (int)blockIdx.x / (group * nm) * group, gn = min(group, BNH - g0);
-    const int r = (int)blockIdx.x - g0 * nm, mt = nm - 1 - r / gn, bh0 = g0 + r % gn;
-    /* last_first: the heads in reverse (the same blocks, each head's arithmetic unchanged) */
-    const int bh = last_first ? BNH - 1 - bh0 : bh0, b = bh / NH, h = bh % NH;
+    const int r = (int)blockIdx.x - g0 * nm, mt = nm - 1 - r / gn, bh = g0 + r % gn, b = bh / NH, h = bh % NH;
     const int warp = (int)threadIdx.x >> 5, lane = (int)threadIdx.x & 31;
     const int ntiles = (mt + 1) * (ROWS / 64);
     /* this warp's query sub-tiles (16 rows each): sub0 .. sub0 + MPW - 1; sub-tile s's diagonal is key group s */

@@ -32,14 +32,12 @@ template <typename T> static void *zgc_att_dq_func(void) {
 void zgc_att_dq_node(zg_backend *be, zgc_att_dq *a, int B, cudaKernelNodeParams *p) {
     memset((void *)p, 0, sizeof(*p)); /* (a C struct with C++ constructors: cleared as bytes) */
     p->func = be->act_dtype == ZG_F16 ? zgc_att_dq_func<__half>() : zgc_att_dq_func<__nv_bfloat16>();
-    /* ZGPT_SDPA_DQ=own-last: the last heads first (cuDNN's main kernel wrote their dS last; an A/B, not measured) */
-    a->BNH = B * a->NH, a->group = ZGC_DQ_GROUP, a->last_first = zgc_sdpa_dq_env() == 2;
+    a->BNH = B * a->NH, a->group = ZGC_DQ_GROUP;
     p->gridDim = dim3((unsigned)(a->T / (16 * ZGC_DQ_WARPS) * a->BNH));
     p->blockDim = dim3(32 * ZGC_DQ_WARPS);
     p->sharedMemBytes = (unsigned)zgc_dq_smem_bytes<64, ZGC_DQ_WARPS, ZGC_DQ_STAGES>();
     a->args[0] = &a->dq, a->args[1] = &a->ds, a->args[2] = &a->k, a->args[3] = &a->NH, a->args[4] = &a->BNH;
-    a->args[5] = &a->T, a->args[6] = &a->C, a->args[7] = &a->group, a->args[8] = &a->last_first;
-    a->args[9] = &a->alpha;
+    a->args[5] = &a->T, a->args[6] = &a->C, a->args[7] = &a->group, a->args[8] = &a->alpha;
     p->kernelParams = a->args;
 }
 

@@ -606,8 +606,7 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          getenv("ZGPT_CLS_THREADS"));
     if (zgc_sdpa_dq_env() < 0)
         return zg_errorf("ZGPT_SDPA_DQ=%s: must be own (zgpt's dQ kernel over the causal half of cuDNN's dS, where it "
-                         "fits), own-last (the same, the last heads first) or cudnn (cuDNN's own dQ "
-                         "product); unset it for the default (own)",
+                         "fits) or cudnn (cuDNN's own dQ product); unset it for the default (own)",
                          getenv("ZGPT_SDPA_DQ"));
     int sdpa_b, sdpa_skip;
     if (zgc_sdpa_env(0, &sdpa_b, &sdpa_skip) < 0)

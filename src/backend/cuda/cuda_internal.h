@@ -400,22 +400,21 @@ void zgc_attention_cudnn_destroy(zg_backend *be);
 typedef struct {
     void *dq;
     const void *ds, *k;
-    int NH, T, C, BNH, group, last_first; /* BNH, group, last_first: set by node */
+    int NH, T, C, BNH, group; /* BNH, group: set by node */
     float alpha;
-    void *args[10];
+    void *args[9];
 } zgc_att_dq;
 int zgc_att_dq_fits(zg_backend *be, int T, int C, int NH);
 void zgc_att_dq_node(zg_backend *be, zgc_att_dq *a, int B, cudaKernelNodeParams *p);
 void zgc_att_dq_compare(zg_backend *be, const void *x, size_t ldx, const void *ref, size_t ldr, int rows, int C,
                         float *maxdiff, float *maxref);
-/* ZGPT_SDPA_DQ (A/B runs): 1 when unset or "own" (the dQ kernel above where it fits, the heads in order), 2 for
- * "own-last" (the same kernel, its blocks taking the last heads first: cuDNN's main kernel wrote their dS last, so
- * it may still be in L2; not yet measured), 0 for "cudnn" (cuDNN's own dense product), -1 otherwise
- * (zg_backend_cuda_create refuses it). Read per call (a recorded backward keeps the order it was recorded with). */
+/* ZGPT_SDPA_DQ (A/B runs): 1 when unset or "own" (the dQ kernel above where it fits), 0 for "cudnn" (cuDNN's
+ * own dense product), -1 otherwise (zg_backend_cuda_create refuses it). Read per call. (An "own-last" form, the
+ * blocks on the last heads first for dS still in L2, measured -1.4 us a call at XL B=16 on an H100, within the
+ * spread: removed, PERFORMANCE.md v0.30.) */
 static inline int zgc_sdpa_dq_env(void) {
     const char *v = getenv("ZGPT_SDPA_DQ");
     if (v == NULL || *v == '\0' || strcmp(v, "own") == 0) return 1;
-    if (strcmp(v, "own-last") == 0) return 2;
     return strcmp(v, "cudnn") == 0 ? 0 : -1;
 }
 /* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
