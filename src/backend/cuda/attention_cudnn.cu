@@ -287,42 +287,96 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
     return 0;
 }
 
-/* ZGPT_SDPA_LIST (the engine survey): one stderr line per usable engine config, in the heuristics' order:
- * its engine's global index and its knob choices (type=value, cudnnBackendKnobType_t numbers). */
-static void zgc_sdpa_cfg_print(zgc_gb *g, int bwd, cudnnBackendHeurMode_t mode, int64_t i,
-                               cudnnBackendDescriptor_t engine, cudnnBackendDescriptor_t cfg, int64_t ws) {
+/* An engine config's engine (global index) and knob choices (type, value; at most max), through temporary descriptors
+ * (the graph's zgc_gb has a fixed budget). The number of knobs read; *engine_idx -1 where unreadable. */
+static int zgc_sdpa_cfg_knobs(cudnnBackendDescriptor_t cfg, int64_t *engine_idx, int64_t *types, int64_t *values,
+                              int max) {
     enum { MAX_KNOBS = 24 };
-    cudnnBackendDescriptor_t knobs[MAX_KNOBS];
-    int64_t idx = -1, n = 0, one = 0;
-    char line[512];
-    int len = 0;
-    (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &one, &idx);
-    for (int k = 0; k < MAX_KNOBS; k++)
-        if (zgc_gb_new(g, CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR, &knobs[k])) return;
-    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR, MAX_KNOBS, &n,
-                                 knobs) != CUDNN_STATUS_SUCCESS)
-        n = 0;
-    for (int64_t k = 0; k < n && k < MAX_KNOBS && len < (int)sizeof(line) - 32; k++) {
-        cudnnBackendKnobType_t type = CUDNN_KNOB_TYPE_COUNTS;
-        int64_t value = 0;
-        (void)cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &one,
-                                       &type);
-        (void)cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1, &one, &value);
-        len += snprintf(line + len, sizeof(line) - (size_t)len, " %d=%lld", (int)type, (long long)value);
+    cudnnBackendDescriptor_t engine = NULL, knobs[MAX_KNOBS];
+    int64_t n = 0, one = 0;
+    int made = 0, out = 0;
+    *engine_idx = -1;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) == CUDNN_STATUS_SUCCESS) {
+        if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &one,
+                                     &engine) == CUDNN_STATUS_SUCCESS)
+            (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &one,
+                                           engine_idx);
+        cudnnBackendDestroyDescriptor(engine);
     }
-    fprintf(stderr, "zgpt: cuDNN SDPA %s, heuristics mode %d, config %lld: engine %lld, workspace %lld B, knobs%s\n",
-            bwd ? "backward" : "forward", (int)mode, (long long)i, (long long)idx, (long long)ws,
-            len ? line : " (none)");
+    for (; made < MAX_KNOBS; made++)
+        if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR, &knobs[made]) != CUDNN_STATUS_SUCCESS)
+            break;
+    if (made == MAX_KNOBS &&
+        cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR, MAX_KNOBS, &n,
+                                 knobs) == CUDNN_STATUS_SUCCESS)
+        for (int64_t k = 0; k < n && k < MAX_KNOBS && out < max; k++) {
+            cudnnBackendKnobType_t type = CUDNN_KNOB_TYPE_COUNTS;
+            int64_t value = 0;
+            if (cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &one,
+                                         &type) != CUDNN_STATUS_SUCCESS ||
+                cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1, &one,
+                                         &value) != CUDNN_STATUS_SUCCESS)
+                continue;
+            types[out] = (int64_t)type, values[out] = value, out++;
+        }
+    for (int k = 0; k < made; k++) cudnnBackendDestroyDescriptor(knobs[k]);
+    return out;
 }
 
-/* One heuristics query (mode) over a finalized operation graph: the first of its engine configs that is
- * not NONDETERMINISTIC and whose plan finalizes, past the first `skip` such (ZGPT_SDPA_SKIP, A/B runs). 0 with
- * the plan, -1 with the reason in `last`. */
-static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int bwd,
+/* Engine configs taken before the heuristics' order wherever the heuristics offer them (on a GPU of that compute
+ * capability major; the engine's global index and one knob choice name the config). The single source of truth for
+ * zgpt's own choice; each entry with its measurement. A run's choice depends only on what the heuristics offer, never
+ * on a timing, so every run of a checkpoint gets the same engine (bitwise resume). */
+static const struct {
+    int bwd, cc_major;
+    int64_t engine, knob_type, knob_value;
+} k_sdpa_prefer[] = {
+    /* forward, Hopper: the fused kernel's 64x128 tiles (KERNEL_CFG 7, the first choice of PyTorch 2.11's cuDNN) over
+     * cuDNN 9.19's first, the 64x256 tiles (KERNEL_CFG 32): 0.158 against 0.175 ms at XL B=16 back to back, 0.091
+     * against 0.095 at 124M (H100; PERFORMANCE.md v0.25, v0.30) */
+    {0, 9, 2, CUDNN_KNOB_TYPE_KERNEL_CFG, 7},
+};
+
+static int zgc_sdpa_preferred(int bwd, int cc_major, cudnnBackendDescriptor_t cfg) {
+    int64_t idx, types[24], values[24];
+    int n = -1;
+    for (size_t e = 0; e < sizeof(k_sdpa_prefer) / sizeof(k_sdpa_prefer[0]); e++) {
+        if (k_sdpa_prefer[e].bwd != bwd || k_sdpa_prefer[e].cc_major != cc_major) continue;
+        if (n < 0) n = zgc_sdpa_cfg_knobs(cfg, &idx, types, values, 24);
+        if (idx != k_sdpa_prefer[e].engine) continue;
+        for (int k = 0; k < n; k++)
+            if (types[k] == k_sdpa_prefer[e].knob_type && values[k] == k_sdpa_prefer[e].knob_value) return 1;
+    }
+    return 0;
+}
+
+/* ZGPT_SDPA_LIST (the engine survey): one stderr line per engine config the heuristics offer, in their order: its
+ * engine's global index and knob choices (type=value, cudnnBackendKnobType_t numbers), and whether k_sdpa_prefer
+ * names it. */
+static void zgc_sdpa_cfg_print(int bwd, cudnnBackendHeurMode_t mode, int64_t i, cudnnBackendDescriptor_t cfg,
+                               int preferred) {
+    int64_t idx, types[24], values[24];
+    int n = zgc_sdpa_cfg_knobs(cfg, &idx, types, values, 24), len = 0;
+    char line[400];
+    line[0] = '\0';
+    for (int k = 0; k < n && len < (int)sizeof(line) - 48; k++)
+        len +=
+            snprintf(line + len, sizeof(line) - (size_t)len, " %lld=%lld", (long long)types[k], (long long)values[k]);
+    fprintf(stderr, "zgpt: cuDNN SDPA %s, heuristics mode %d, config %lld: engine %lld, knobs%s%s\n",
+            bwd ? "backward" : "forward", (int)mode, (long long)i, (long long)idx, n ? line : " (none)",
+            preferred ? " (zgpt's preferred config)" : "");
+}
+
+/* One heuristics query (mode) over a finalized operation graph: the first of its engine configs that is not
+ * NONDETERMINISTIC and whose plan finalizes, past the first `skip` such (ZGPT_SDPA_SKIP, A/B runs). skip < 0 (the
+ * default): a config of k_sdpa_prefer for this direction and cc_major first where the heuristics offer one, else
+ * the first. 0 with the plan, -1 with the reason in `last`. */
+static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescriptor_t graph, int bwd, int cc_major,
                              cudnnBackendHeurMode_t mode, int skip, cudnnBackendDescriptor_t *plan_out, int64_t *ws_out,
                              char *last, size_t last_len) {
     cudnnBackendDescriptor_t heur, cfgs[ZGC_SDPA_MAX_CFG];
     int64_t n_cfg = 0;
+    int list = getenv("ZGPT_SDPA_LIST") != NULL;
     if (zgc_gb_new(g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph));
@@ -334,57 +388,69 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
                                                ZGC_SDPA_MAX_CFG, &n_cfg, cfgs));
     if (n_cfg > ZGC_SDPA_MAX_CFG) n_cfg = ZGC_SDPA_MAX_CFG;
     snprintf(last, last_len, "heuristics mode %d: no engine config", (int)mode);
+    /* pass 0 (skip < 0 only): the preferred configs; pass 1: every config in the heuristics' order */
+    int preferred[ZGC_SDPA_MAX_CFG] = {0};
     for (int64_t i = 0; i < n_cfg; i++) {
-        cudnnBackendDescriptor_t engine, plan;
-        cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-        int64_t n_engine = 0, n_notes = 0, ws = 0;
-        int nondet = 0;
-        if (zgc_gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
-        cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                                    1, &n_engine, &engine);
-        if (st == CUDNN_STATUS_SUCCESS)
-            st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                          CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
-        if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
-            snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode, (long long)i,
-                     cudnnGetErrorString(st));
-            continue;
+        preferred[i] = skip < 0 && zgc_sdpa_preferred(bwd, cc_major, cfgs[i]);
+        if (list) zgc_sdpa_cfg_print(bwd, mode, i, cfgs[i], preferred[i]);
+    }
+    for (int pass = skip < 0 ? 0 : 1; pass < 2; pass++) {
+        for (int64_t i = 0; i < n_cfg; i++) {
+            if (pass == 0 && !preferred[i]) continue;
+            if (pass == 1 && preferred[i]) continue; /* tried (and not usable) in pass 0 */
+            cudnnBackendDescriptor_t engine, plan;
+            cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+            int64_t n_engine = 0, n_notes = 0, ws = 0;
+            int nondet = 0;
+            if (zgc_gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
+            cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE,
+                                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_engine, &engine);
+            if (st == CUDNN_STATUS_SUCCESS)
+                st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                              CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
+            if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
+                snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode,
+                         (long long)i, cudnnGetErrorString(st));
+                continue;
+            }
+            for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
+                if (notes[k] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) nondet = 1;
+            if (nondet) {
+                snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
+                continue;
+            }
+            if (zgc_gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
+            ZG_CUDNN_CHECK(
+                g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+            ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
+            st = cudnnBackendFinalize(plan);
+            if (st != CUDNN_STATUS_SUCCESS) {
+                snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s",
+                         __FILE__, __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
+                continue;
+            }
+            ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64,
+                                                       1, &n_engine, &ws));
+            if (pass == 1 && skip-- > 0) {
+                snprintf(last, last_len, "mode %d config %lld skipped (ZGPT_SDPA_SKIP)", (int)mode, (long long)i);
+                continue;
+            }
+            if (list)
+                fprintf(stderr, "zgpt: cuDNN SDPA %s, heuristics mode %d: config %lld taken (workspace %lld B)\n",
+                        bwd ? "backward" : "forward", (int)mode, (long long)i, (long long)ws);
+            *plan_out = plan;
+            *ws_out = ws;
+            return 0;
         }
-        for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
-            if (notes[k] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) nondet = 1;
-        if (nondet) {
-            snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
-            continue;
-        }
-        if (zgc_gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
-        ZG_CUDNN_CHECK(g,
-                       cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
-        st = cudnnBackendFinalize(plan);
-        if (st != CUDNN_STATUS_SUCCESS) {
-            snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s", __FILE__,
-                     __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
-            continue;
-        }
-        ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
-                                                   &n_engine, &ws));
-        if (getenv("ZGPT_SDPA_LIST")) zgc_sdpa_cfg_print(g, bwd, mode, i, engine, cfgs[i], ws);
-        if (skip-- > 0) {
-            snprintf(last, last_len, "mode %d config %lld skipped (ZGPT_SDPA_SKIP)", (int)mode, (long long)i);
-            continue;
-        }
-        *plan_out = plan;
-        *ws_out = ws;
-        return 0;
     }
     return -1;
 }
 
 /* Operation graph -> heuristics mode A (ranked by expected speed), else the fallback list -> a plan. The engine
  * survey's A/B knobs (benchmarks only; a run's choice must not depend on them): zgc_sdpa_env. */
-static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBackendDescriptor_t *plan_out,
-                               int64_t *ws_out) {
+static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, int cc_major,
+                               cudnnBackendDescriptor_t *plan_out, int64_t *ws_out) {
     cudnnBackendDescriptor_t graph;
     if (zgc_gb_new(g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph)) return -1;
     ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
@@ -397,7 +463,7 @@ static int zgc_sdpa_plan_build(zgc_gb *g, cudnnHandle_t handle, int bwd, cudnnBa
     char last[2][200];
     for (int m = 0; m < 2; m++) {
         g->err[0] = '\0';
-        if (zgc_sdpa_plan_try(g, handle, graph, bwd, modes[m], m == 0 ? skip : 0, plan_out, ws_out, last[m],
+        if (zgc_sdpa_plan_try(g, handle, graph, bwd, cc_major, modes[m], m == 0 ? skip : -1, plan_out, ws_out, last[m],
                               sizeof(last[m])) == 0)
             return 0;
         if (g->err[0] != '\0') snprintf(last[m], sizeof(last[m]), "%.199s", g->err); /* a checked call failed */
@@ -464,7 +530,8 @@ static zgc_sdpa_plan *zgc_sdpa_plan_get(zg_backend *be, zgc_cudnn_att *st, int B
     zgc_sdpa_shape shape;
     zgc_sdpa_shape_init(&shape, B, T, NH, hs, dt);
     int rc = bwd ? zgc_sdpa_graph_bwd(slot->g, &shape) : zgc_sdpa_graph_fwd(slot->g, &shape);
-    if (rc == 0) rc = zgc_sdpa_plan_build(slot->g, st->handle, bwd, &slot->plan, &slot->ws_bytes);
+    if (rc == 0)
+        rc = zgc_sdpa_plan_build(slot->g, st->handle, bwd, zgc_get(be)->cc_major, &slot->plan, &slot->ws_bytes);
     if (rc != 0) {
         zgc_att_fallback_note(bwd ? "backward" : "forward", B, T, NH, hs, slot->g->err);
         zgc_gb_free(slot->g);
