@@ -5,7 +5,8 @@
 #   default: bench/devices/h100_sxm.json, 9, GPT-2 XL's B=16 NH=25 (T=1024)
 # bench/devices/h100_sxm.json: an H100 SXM's properties as cudaGetDeviceProperties reports them (132 SMs, 227 KiB
 # shared memory a block opt-in, 50 MiB L2, 1.98 GHz, 2.619 GHz memory), written by hand under the key names cuDNN
-# 9.19's parser asks for (its error names a missing key).
+# 9.19's parser asks for (its error names a missing key); h200_sxm.json: the same with the H200's memory (141 GB,
+# ~3.2 GHz) and PCI id.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cuda="${CUDA_HOME:-/usr/local/cuda}"
