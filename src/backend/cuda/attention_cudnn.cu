@@ -289,10 +289,10 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
 
 /* An engine config's engine (global index) and knob choices (type, value; at most max), through temporary descriptors
  * (the graph's zgc_gb has a fixed budget). The number of knobs read; *engine_idx -1 where unreadable. */
+#define ZGC_SDPA_MAX_KNOBS 24  /* knob choices read from an engine config */
 static int zgc_sdpa_cfg_knobs(cudnnBackendDescriptor_t cfg, int64_t *engine_idx, int64_t *types, int64_t *values,
                               int max) {
-    enum { MAX_KNOBS = 24 };
-    cudnnBackendDescriptor_t engine = NULL, knobs[MAX_KNOBS];
+    cudnnBackendDescriptor_t engine = NULL, knobs[ZGC_SDPA_MAX_KNOBS];
     int64_t n = 0, one = 0;
     int made = 0, out = 0;
     *engine_idx = -1;
@@ -303,13 +303,13 @@ static int zgc_sdpa_cfg_knobs(cudnnBackendDescriptor_t cfg, int64_t *engine_idx,
                                            engine_idx);
         cudnnBackendDestroyDescriptor(engine);
     }
-    for (; made < MAX_KNOBS; made++)
+    for (; made < ZGC_SDPA_MAX_KNOBS; made++)
         if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR, &knobs[made]) != CUDNN_STATUS_SUCCESS)
             break;
-    if (made == MAX_KNOBS &&
-        cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR, MAX_KNOBS, &n,
-                                 knobs) == CUDNN_STATUS_SUCCESS)
-        for (int64_t k = 0; k < n && k < MAX_KNOBS && out < max; k++) {
+    if (made == ZGC_SDPA_MAX_KNOBS &&
+        cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                 ZGC_SDPA_MAX_KNOBS, &n, knobs) == CUDNN_STATUS_SUCCESS)
+        for (int64_t k = 0; k < n && k < ZGC_SDPA_MAX_KNOBS && out < max; k++) {
             cudnnBackendKnobType_t type = CUDNN_KNOB_TYPE_COUNTS;
             int64_t value = 0;
             if (cudnnBackendGetAttribute(knobs[k], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE, 1, &one,
@@ -338,11 +338,11 @@ static const struct {
 };
 
 static int zgc_sdpa_preferred(int bwd, int cc_major, cudnnBackendDescriptor_t cfg) {
-    int64_t idx, types[24], values[24];
+    int64_t idx, types[ZGC_SDPA_MAX_KNOBS], values[ZGC_SDPA_MAX_KNOBS];
     int n = -1;
     for (size_t e = 0; e < sizeof(k_sdpa_prefer) / sizeof(k_sdpa_prefer[0]); e++) {
         if (k_sdpa_prefer[e].bwd != bwd || k_sdpa_prefer[e].cc_major != cc_major) continue;
-        if (n < 0) n = zgc_sdpa_cfg_knobs(cfg, &idx, types, values, 24);
+        if (n < 0) n = zgc_sdpa_cfg_knobs(cfg, &idx, types, values, ZGC_SDPA_MAX_KNOBS);
         if (idx != k_sdpa_prefer[e].engine) continue;
         for (int k = 0; k < n; k++)
             if (types[k] == k_sdpa_prefer[e].knob_type && values[k] == k_sdpa_prefer[e].knob_value) return 1;
@@ -355,8 +355,8 @@ static int zgc_sdpa_preferred(int bwd, int cc_major, cudnnBackendDescriptor_t cf
  * names it. */
 static void zgc_sdpa_cfg_print(int bwd, cudnnBackendHeurMode_t mode, int64_t i, cudnnBackendDescriptor_t cfg,
                                int preferred) {
-    int64_t idx, types[24], values[24];
-    int n = zgc_sdpa_cfg_knobs(cfg, &idx, types, values, 24), len = 0;
+    int64_t idx, types[ZGC_SDPA_MAX_KNOBS], values[ZGC_SDPA_MAX_KNOBS];
+    int n = zgc_sdpa_cfg_knobs(cfg, &idx, types, values, ZGC_SDPA_MAX_KNOBS), len = 0;
     char line[400];
     line[0] = '\0';
     for (int k = 0; k < n && len < (int)sizeof(line) - 48; k++)
@@ -388,61 +388,62 @@ static int zgc_sdpa_plan_try(zgc_gb *g, cudnnHandle_t handle, cudnnBackendDescri
                                                ZGC_SDPA_MAX_CFG, &n_cfg, cfgs));
     if (n_cfg > ZGC_SDPA_MAX_CFG) n_cfg = ZGC_SDPA_MAX_CFG;
     snprintf(last, last_len, "heuristics mode %d: no engine config", (int)mode);
-    /* pass 0 (skip < 0 only): the preferred configs; pass 1: every config in the heuristics' order */
-    int preferred[ZGC_SDPA_MAX_CFG] = {0};
+    /* the order tried: the configs k_sdpa_prefer names (skip < 0 only), then the rest in the heuristics' order */
+    int64_t order[ZGC_SDPA_MAX_CFG];
+    int preferred[ZGC_SDPA_MAX_CFG], n_order = 0;
     for (int64_t i = 0; i < n_cfg; i++) {
         preferred[i] = skip < 0 && zgc_sdpa_preferred(bwd, cc_major, cfgs[i]);
         if (list) zgc_sdpa_cfg_print(bwd, mode, i, cfgs[i], preferred[i]);
     }
-    for (int pass = skip < 0 ? 0 : 1; pass < 2; pass++) {
-        for (int64_t i = 0; i < n_cfg; i++) {
-            if (pass == 0 && !preferred[i]) continue;
-            if (pass == 1 && preferred[i]) continue; /* tried (and not usable) in pass 0 */
-            cudnnBackendDescriptor_t engine, plan;
-            cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-            int64_t n_engine = 0, n_notes = 0, ws = 0;
-            int nondet = 0;
-            if (zgc_gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
-            cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE,
-                                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n_engine, &engine);
-            if (st == CUDNN_STATUS_SUCCESS)
-                st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                              CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
-            if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
-                snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode,
-                         (long long)i, cudnnGetErrorString(st));
-                continue;
-            }
-            for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
-                if (notes[k] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) nondet = 1;
-            if (nondet) {
-                snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
-                continue;
-            }
-            if (zgc_gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
-            ZG_CUDNN_CHECK(
-                g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
-            ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
-            st = cudnnBackendFinalize(plan);
-            if (st != CUDNN_STATUS_SUCCESS) {
-                snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s",
-                         __FILE__, __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
-                continue;
-            }
-            ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64,
-                                                       1, &n_engine, &ws));
-            if (pass == 1 && skip-- > 0) {
-                snprintf(last, last_len, "mode %d config %lld skipped (ZGPT_SDPA_SKIP)", (int)mode, (long long)i);
-                continue;
-            }
-            if (list)
-                fprintf(stderr, "zgpt: cuDNN SDPA %s, heuristics mode %d: config %lld taken (workspace %lld B)\n",
-                        bwd ? "backward" : "forward", (int)mode, (long long)i, (long long)ws);
-            *plan_out = plan;
-            *ws_out = ws;
-            return 0;
+    for (int first = 1; first >= 0; first--)
+        for (int64_t i = 0; i < n_cfg; i++)
+            if (preferred[i] == first) order[n_order++] = i;
+    for (int o = 0; o < n_order; o++) {
+        int64_t i = order[o];
+        cudnnBackendDescriptor_t engine, plan;
+        cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+        int64_t n_engine = 0, n_notes = 0, ws = 0;
+        int nondet = 0;
+        if (zgc_gb_new(g, CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine)) return -1;
+        cudnnStatus_t st = cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                                    1, &n_engine, &engine);
+        if (st == CUDNN_STATUS_SUCCESS)
+            st = cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                          CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &n_notes, notes);
+        if (st != CUDNN_STATUS_SUCCESS) { /* determinism unknown: not taken */
+            snprintf(last, last_len, "mode %d config %lld: numerical notes not readable: %s", (int)mode, (long long)i,
+                     cudnnGetErrorString(st));
+            continue;
         }
+        for (int64_t k = 0; k < n_notes && k < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; k++)
+            if (notes[k] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) nondet = 1;
+        if (nondet) {
+            snprintf(last, last_len, "mode %d config %lld is nondeterministic (skipped)", (int)mode, (long long)i);
+            continue;
+        }
+        if (zgc_gb_new(g, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan)) return -1;
+        ZG_CUDNN_CHECK(g,
+                       cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle));
+        ZG_CUDNN_CHECK(g, cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]));
+        st = cudnnBackendFinalize(plan);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            snprintf(last, last_len, "%s:%d: cudnnBackendFinalize(plan) failed for mode %d config %lld: %s", __FILE__,
+                     __LINE__, (int)mode, (long long)i, cudnnGetErrorString(st));
+            continue;
+        }
+        ZG_CUDNN_CHECK(g, cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1,
+                                                   &n_engine, &ws));
+        if (skip-- > 0) {
+            snprintf(last, last_len, "mode %d config %lld skipped (ZGPT_SDPA_SKIP)", (int)mode, (long long)i);
+            continue;
+        }
+        if (list)
+            fprintf(stderr, "zgpt: cuDNN SDPA %s, heuristics mode %d: config %lld taken (workspace %lld B)\n",
+                    bwd ? "backward" : "forward", (int)mode, (long long)i, (long long)ws);
+        *plan_out = plan;
+        *ws_out = ws;
+        return 0;
     }
     return -1;
 }

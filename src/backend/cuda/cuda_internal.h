@@ -410,9 +410,7 @@ void zgc_att_dq_node(zg_backend *be, zgc_att_dq *a, int B, cudaKernelNodeParams 
 void zgc_att_dq_compare(zg_backend *be, const void *x, size_t ldx, const void *ref, size_t ldr, int rows, int C,
                         float *maxdiff, float *maxref);
 /* ZGPT_SDPA_DQ (A/B runs): 1 when unset or "own" (the dQ kernel above where it fits), 0 for "cudnn" (cuDNN's
- * own dense product), -1 otherwise (zg_backend_cuda_create refuses it). Read per call. (An "own-last" form, the
- * blocks on the last heads first for dS still in L2, measured -1.4 us a call at XL B=16 on an H100, within the
- * spread: removed, PERFORMANCE.md v0.30.) */
+ * own dense product), -1 otherwise (zg_backend_cuda_create refuses it). Read per call. */
 static inline int zgc_sdpa_dq_env(void) {
     const char *v = getenv("ZGPT_SDPA_DQ");
     if (v == NULL || *v == '\0' || strcmp(v, "own") == 0) return 1;
