@@ -129,7 +129,7 @@ int oc_bench_reps(void) {
     return n >= 1 && n <= BENCH_REPS ? n : BENCH_REPS;
 }
 
-/* ZG_BENCH_ONLY=124m|xl16|xl8|survey|attn|decode runs only that part (default: all) */
+/* ZG_BENCH_ONLY=124m|xl16|xl8|survey|attn|attn124|decode runs only that part (default: all but attn124) */
 static int bench_part(const char *name) {
     const char *o = getenv("ZG_BENCH_ONLY");
     return o == NULL || o[0] == 0 || strcmp(o, name) == 0;
@@ -145,6 +145,8 @@ static void run_bench(void) {
     if (bench_part("xl8")) oc_bench_config(be, "GPT-2 XL", 8, 1024, 1600, 25, 48);
     if (bench_part("survey")) oc_bench_matmul_algos(16, 1024, 1600);
     if (bench_part("attn")) oc_bench_attn_ln(be, 16, 1024, 1600, 25);
+    const char *o = getenv("ZG_BENCH_ONLY");
+    if (o != NULL && strcmp(o, "attn124") == 0) oc_bench_attn_ln(be, 16, 1024, 768, 12); /* GPT-2 124M's shape */
     if (bench_part("decode")) {
         oc_bench_decode(be, 1, 512);
         oc_bench_decode(be, 8, 512);

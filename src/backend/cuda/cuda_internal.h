@@ -416,6 +416,23 @@ static inline int zgc_sdpa_dq_env(void) {
     if (v == NULL || *v == '\0' || strcmp(v, "own") == 0) return 1;
     return strcmp(v, "cudnn") == 0 ? 0 : -1;
 }
+/* ZGPT_SDPA_CHUNK: batch rows per cuDNN attention backward call (attention_cudnn.cu), "n" (the chunks one after
+ * another) or "nx2" (alternate chunks on a second stream, each of the two in its own workspace). 0 when unset or
+ * "0" (the whole batch in one call), -1 when malformed (zg_backend_cuda_create refuses it); *streams 1 or 2. Read
+ * per call. */
+static inline int zgc_sdpa_chunk_env(int *streams) {
+    const char *v = getenv("ZGPT_SDPA_CHUNK");
+    *streams = 1;
+    if (v == NULL || *v == '\0') return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (end == v || n < 0 || n > 65536) return -1;
+    if (strcmp(end, "x2") == 0)
+        *streams = 2;
+    else if (*end != '\0')
+        return -1;
+    return (int)n;
+}
 /* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
 void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
                             const int32_t *pos, int B, int C);
