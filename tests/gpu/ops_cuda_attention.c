@@ -258,6 +258,8 @@ void oc_test_attention_large(void) {
              * chunk's plan took the whole batch's engine config: said, not required), deterministic, and the
              * same bits recorded (the second stream's fork and join inside the step's graph) as run directly */
             const char *chunkings[] = {"1", "3", "3x2", "5x2"};
+            double *rw = malloc(nqkv * 8); /* the whole batch's result, the reference of each chunking */
+            for (size_t i = 0; i < nqkv; i++) rw[i] = a[i];
             for (int k = 0; k < 4; k++) {
                 setenv("ZGPT_SDPA_CHUNK", chunkings[k], 1);
                 oc_poison(be, g3, dt, nqkv);
@@ -283,18 +285,16 @@ void oc_test_attention_large(void) {
                     free(c3);
                     be->ops->graph_destroy(be, gr);
                 }
-                double *rw = malloc(nqkv * 8);
-                for (size_t i = 0; i < nqkv; i++) rw[i] = a[i];
                 char what[96];
                 snprintf(what, sizeof what, "attention_backward XL B=16 in chunks of %s vs the whole batch",
                          chunkings[k]);
                 oc_check_rel(what, dt, c, rw, nqkv, 2 * oc_tol_of(dt));
                 printf("  (chunks of %s: %s the whole batch's bits)\n", chunkings[k],
                        memcmp(a, c, nqkv * 4) == 0 ? "the same as" : "not");
-                free(rw);
                 free(c);
                 free(c2);
             }
+            free(rw);
             unsetenv("ZGPT_SDPA_CHUNK");
             /* cuDNN's own dQ product (ZGPT_SDPA_DQ=cudnn): the same dK and dV bits, dQ within bf16 rounding */
             setenv("ZGPT_SDPA_DQ", "cudnn", 1);

@@ -912,14 +912,9 @@ off:
     return NULL;
 }
 
-/* A backward workspace slot's bytes for B batch rows (the plan's workspace, then the D sums), 0 without a plan. */
-static size_t zgc_sdpa_slot_bytes(const zgc_cudnn_att *st, int B, int T, int NH, int hs, zg_dtype dt) {
-    for (int i = 0; i < ZGC_SDPA_PLANS; i++) {
-        const zgc_sdpa_plan *p = &st->plans[i];
-        if (p->used && p->ok && p->bwd && p->B == B && p->T == T && p->NH == NH && p->hs == hs && p->dt == dt)
-            return zgc_align256((size_t)p->ws_bytes) + zgc_align256((size_t)B * NH * T * sizeof(float));
-    }
-    return 0;
+/* A backward plan's workspace bytes: the plan's own, then the D sums (B*NH*T floats), each 256-aligned. */
+static size_t zgc_sdpa_bwd_ws_bytes(const zgc_sdpa_plan *p) {
+    return zgc_align256((size_t)p->ws_bytes) + zgc_align256((size_t)p->B * p->NH * p->T * sizeof(float));
 }
 
 /* The compute stream waits for what the second stream has been given (the chunked backward's join). */
@@ -940,8 +935,7 @@ static int zgc_sdpa_backward_rows(zg_backend *be, zgc_cudnn_att *st, void *dqkv,
     int hs = C / NH;
     zgc_sdpa_plan *p = zgc_sdpa_plan_get(be, st, B, T, NH, hs, 1);
     if (p == NULL) return 0;
-    size_t rows = (size_t)B * NH * T, wsb = zgc_align256((size_t)p->ws_bytes);
-    size_t rowb = zgc_align256(rows * sizeof(float)), per = wsb + rowb;
+    size_t wsb = zgc_align256((size_t)p->ws_bytes), per = zgc_sdpa_bwd_ws_bytes(p);
     if (slot_bytes < per) slot_bytes = per;
     char *ws = (char *)zgc_sdpa_lent(be, st, slot_bytes * slots);
     if (ws == NULL) ws = (char *)zgc_sdpa_workspace(be, st, slot_bytes * slots);
@@ -1007,6 +1001,9 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     int streams, chunk = zgc_sdpa_chunk_env(&streams);
     if (chunk <= 0 || chunk >= B)
         return zgc_sdpa_backward_rows(be, st, dqkv, dout, qkv, out, stats, B, T, C, NH, 0, 1, 0, im->stream);
+    /* every slot holds a full chunk's workspace (a shorter last chunk needs less) */
+    zgc_sdpa_plan *full = zgc_sdpa_plan_get(be, st, chunk, T, NH, C / NH, 1);
+    if (full == NULL) return 0;
     if (streams == 2 && st->side == NULL) {
         ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&st->side, cudaStreamNonBlocking));
         ZG_CUDA_CHECK(cudaEventCreateWithFlags(&st->fork, cudaEventDisableTiming));
@@ -1016,7 +1013,7 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
         ZG_CUDA_CHECK(cudaEventRecord(st->fork, im->stream));
         ZG_CUDA_CHECK(cudaStreamWaitEvent(st->side, st->fork, 0));
     }
-    size_t es = zg_dtype_size(be->act_dtype), row = (size_t)T * C * es, slot_bytes = 0;
+    size_t es = zg_dtype_size(be->act_dtype), row = (size_t)T * C * es, slot_bytes = zgc_sdpa_bwd_ws_bytes(full);
     int ok = 1;
     for (int b0 = 0, i = 0; b0 < B && ok; b0 += chunk, i++) {
         int n = B - b0 < chunk ? B - b0 : chunk, slot = streams == 2 ? (i & 1) : 0;
@@ -1024,7 +1021,6 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
                                     (const char *)qkv + 3 * row * b0, (const char *)out + row * b0,
                                     stats + (size_t)b0 * NH * T, n, T, C, NH, slot, streams, slot_bytes,
                                     slot ? st->side : im->stream);
-        if (i == 0) slot_bytes = zgc_sdpa_slot_bytes(st, chunk, T, NH, C / NH, be->act_dtype);
     }
     if (streams == 2) zgc_sdpa_join(im, st); /* the compute stream goes on after both */
     return ok; /* 0: our kernels then run the whole batch (every chunk's output is written again) */
