@@ -41,8 +41,9 @@
 #            "0 -1 1 2"; 19 and 2 are the largest N whose `zgpt plan` total stays <= 17 / <= 11 GiB): ms/step,
 #            ms/micro-step, tokens/s, peak GiB/GPU and the banner's bytes reduced per micro-step, each against
 #            the FSDP reference (ZG_FSDP_MS2 / ZG_FSDP_MS4 ms/step, default 2223 / 3626) and issue 22's
-#            goals (>= 2x at <= 17 GiB on 2 GPUs, >= 2.5x at <= 11 GiB on 4); ~1 min per run (not in the
-#            default list)
+#            goals (>= 2x at <= 17 GiB on 2 GPUs, >= 2.5x at <= 11 GiB on 4); at the values in ZG_GL_CARRY0
+#            (default "0 -1") once more with ZGPT_REDUCE_CARRY=0 (each micro-step waits for its reductions:
+#            the carried reductions' A/B); ~1 min per run (not in the default list)
 #   dp2      (2+ GPUs) GPT-2 XL bf16, T=1024, micro-batch 16/GPU, no accumulation: zgpt 1 GPU, zgpt
 #            2 GPUs ZeRO-2, torch DDP and FSDP on 2 GPUs: speed ratio, scaling, memory (issue 6)
 #   dp4      (4+ GPUs) the same on 4 GPUs (not in the default list)
@@ -684,19 +685,23 @@ if has guidelocal && [ "$NGPU" -ge 2 ]; then
     [ "$NGPU" -ge $np ] || { note "guidelocal: $np GPUs: only $NGPU visible, skipped"; continue; }
     if [ $np = 2 ]; then vs=${ZG_GL2:-0 -1 17 19} fsdp=${ZG_FSDP_MS2:-2223} lim=17 goal=2; else vs=${ZG_GL4:-0 -1 1 2} fsdp=${ZG_FSDP_MS4:-3626} lim=11 goal=2.5; fi
     for v in $vs; do
-      gl=$LOG_DIR/guidelocal_${np}_$v.log
-      timeout -k 20 240 "$ZGPT" train $(xlcfg "$W/gl_${np}_$v") --set fp16.enabled=false --set bf16.enabled=true \
-          --set max_iters=5 --set grad_accum_local_layers=$v "${GUIDE_SET[@]}" --gpus $np > "$gl" 2>&1
+     for carry in 1 0; do
+      # ZGPT_REDUCE_CARRY=0 (each micro-step waits for its reductions) as an A/B at the values in ZG_GL_CARRY0
+      [ $carry = 1 ] || [[ " ${ZG_GL_CARRY0-0 -1} " == *" $v "* ]] || continue
+      gl=$LOG_DIR/guidelocal_${np}_${v}_c$carry.log
+      ZGPT_REDUCE_CARRY=$carry timeout -k 20 240 "$ZGPT" train $(xlcfg "$W/gl_${np}_${v}_$carry") --set fp16.enabled=false \
+          --set bf16.enabled=true --set max_iters=5 --set grad_accum_local_layers=$v "${GUIDE_SET[@]}" --gpus $np > "$gl" 2>&1
       rc=$?
       ms=$(zg_ms "$gl" 1); tps=$(zg_tps "$gl" 1); mem=$(zg_mem "$gl")
       r=$(awk -v m="$ms" -v f="$fsdp" 'BEGIN {if (m == "" || m + 0 == 0) print "n/a"; else printf "%.3f", f / m}')
       red=$(sed -nE 's/^gradients: .*: ([0-9.]+ MB reduced per micro-step|[0-9.]+ MB per micro-step).*/\1/p; s/^gradients: every micro-step reduces all of them: ([0-9.]+ MB per micro-step).*/\1/p' "$gl" | head -1)
-      note "guidelocal (XL, $np GPUs, ZeRO-2, 1 x $GA, bf16, grad_accum_local_layers $v${ZG_GUIDE_SET:+, ZG_GUIDE_SET='$ZG_GUIDE_SET'}): exit $rc;" \
+      note "guidelocal (XL, $np GPUs, ZeRO-2, 1 x $GA, bf16, grad_accum_local_layers $v, ZGPT_REDUCE_CARRY=$carry${ZG_GUIDE_SET:+, ZG_GUIDE_SET='$ZG_GUIDE_SET'}): exit $rc;" \
            "$(awk -v m="$ms" 'BEGIN {if (m == "") print "n/a"; else printf "%.1f", m}') ms/step," \
            "$(awk -v m="$ms" -v g=$GA 'BEGIN {if (m == "") print "n/a"; else printf "%.2f", m / g}') ms/micro-step," \
            "$(fmt0 "$tps") tok/s (median of $(zg_n "$gl" 1) iterations from 1), peak $(na "$mem") GiB/GPU" \
            "$(verdict "$mem" "<=" $lim) (<= $lim); $(na "$red") reduced; FSDP $fsdp ms/step / zgpt = $r" \
            "$(verdict "$r" ">=" $goal) (>= $goal)"
+     done
     done
   done
 fi

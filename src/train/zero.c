@@ -81,6 +81,11 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         return zg_errorf("ZeRO-Offload (offload_optimizer \"cpu\") needs ZeRO stage 1, 2 or 3; the stage is 0");
     if (z->o.offload_param && (z->o.stage != 3 || !model))
         return zg_errorf("offload_param \"cpu\" needs ZeRO stage 3 over a model (the stage is %d)", z->o.stage);
+    int carry = zero_carry_env();
+    if (carry < 0)
+        return zg_errorf("ZGPT_REDUCE_CARRY=%s: use 1 (a micro-step's last gradient reductions run under the next "
+                         "micro-step's forward: the default) or 0 (each micro-step waits for its reductions)",
+                         getenv("ZGPT_REDUCE_CARRY"));
     z->comm = comm;
     z->be = be;
     z->table = table;
@@ -92,6 +97,9 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     z->model = model;
     int W = comm->size;
     z->direct = zg_zero_grads_direct(&z->o, W);
+    /* (offload sends each piece to the host as the last micro-step's reduction of it completes, and the last
+     * micro-step never carries; it is left out so that its pieces' timing stays as measured) */
+    z->carry_reduces = carry && grads_grouped(z) && z->o.overlap_comm && !z->o.offload_optimizer && W > 1;
     z->shard = (z->n + (size_t)W - 1) / (size_t)W;
     if (z->shard == 0) z->shard = 1;
     if (z->o.stage == 0) {
@@ -286,13 +294,22 @@ void zg_zero_micro_end(zg_zero *z) {
                      z->n);
         }
         zero_flush_pending(z, 1);
-        zero_wait_all_reduces(z);
+        /* A step's last micro-step waits: the norm and the update read the shard. An earlier one may leave
+         * its last buckets in flight: the next forward needs no gradient buffer, and the next backward waits
+         * for one only when the pool is empty (grads_acquire), for the embeddings' buffer before zeroing it. */
+        int carry = z->carry_reduces && z->o.grad_accum > 0 && z->micro + 1 < z->o.grad_accum;
+        if (carry)
+            z->n_carried += z->n_inflight_buckets;
+        else
+            zero_wait_all_reduces(z);
         if (grads_grouped(z)) {
-            /* every layer buffer is back in the pool; the next backward starts afresh */
-            if (z->grad_pool_used != 0)
+            /* every layer buffer is back in the pool (or, carried, goes back when its reductions complete:
+             * grad_group_maybe_release resets that group's count); the next backward starts afresh */
+            if (z->grad_pool_used != 0 && !carry)
                 ZG_FATAL("rank %d: ZeRO: %d layer gradient buffers still in use after the micro-step", z->comm->rank,
                          z->grad_pool_used);
-            memset(z->group_launched, 0, (size_t)z->n_groups * sizeof *z->group_launched);
+            for (int g = 0; g < z->n_groups; g++)
+                if (z->group_pool[g] < 0) z->group_launched[g] = 0;
         } else {
             z->be->ops->zero(z->be, z->grads, z->n * esz(z->gdt));
         }
@@ -317,6 +334,7 @@ void zg_zero_grad_norm(zg_zero *z, float inv_loss_scale, zg_zero_step_info *info
     if (z->micro == 0) ZG_FATAL("rank %d: ZeRO: optimizer step without a micro-step", c->rank);
     if (z->reduced) ZG_FATAL("rank %d: ZeRO: gradients reduced twice for one step", c->rank);
     zero_local_check_step(z);
+    zero_wait_all_reduces(z); /* (none carried: a step's last micro-step waits; a caller's short step too) */
     /* 1. complete the reduction of the accumulated gradients */
     if (z->o.stage == 0) {
         /* all chunks in flight together (one NCCL group), then waited on */

@@ -165,6 +165,11 @@ typedef struct {
     int local_layers;       /* layers 0 .. local_layers-1, each in its grad_local buffer */
     void **grad_local;      /* local_layers persistent buffers of each layer's size */
     size_t n_reduced_elems; /* gradient elements handed to reductions so far (tests) */
+    /* A micro-step that is not its step's last leaves its last reductions in flight (carry_reduces: stage 2-3
+     * over a model with overlap_comm, no offload; ZGPT_REDUCE_CARRY=0 turns it off): they run under the next
+     * micro-step's forward, and its backward waits for a layer buffer only when it needs one. */
+    int carry_reduces;
+    long n_carried; /* buckets left in flight at a micro-step's end (tests) */
     /* stage 3: parameters without a full buffer */
     void *param_shard;      /* this rank's (end - begin) parameters (param dtype); the optimizer's */
     void *param_resident;   /* gathered embeddings + ln_f (slot 0) */

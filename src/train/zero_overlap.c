@@ -124,6 +124,7 @@ static void grad_group_maybe_release(zg_zero *z, int g) {
     z->grad_pool_free[z->grad_pool_n - z->grad_pool_used] = z->group_pool[g];
     z->grad_pool_used--;
     z->group_pool[g] = -1;
+    z->group_launched[g] = 0; /* (a carried group completes in the next micro-step: zg_zero_micro_end) */
     z->model->grad_group[g] = NULL;
 }
 
@@ -454,11 +455,15 @@ static void grads_acquire(zg_zero *z, int layer) {
     gpt2_model *m = z->model;
     if (zero_local_acquire(z, layer)) return; /* accumulated over the step's micro-steps: zero_local.c */
     if (layer < 0) {                          /* embeddings + ln_f: resident, accumulated over the whole backward */
+        /* the previous micro-step's reductions may still read it (carried: wte's is the last launched) */
+        zero_wait_all_reduces(z);
         z->be->ops->zero(z->be, z->grad_resident, z->resident * esz(z->gdt));
         return;
     }
     int g = layer + 1;
     if (g > z->n_layer) ZG_FATAL("ZeRO: before_layer(%d) outside the model's %d layers", layer, z->n_layer);
+    /* still held by the previous micro-step's carried reductions (a model of few layers) */
+    while (z->group_pool[g] >= 0 && z->inflight) wait_oldest_bucket(z);
     if (z->group_pool[g] >= 0)
         ZG_FATAL("rank %d: ZeRO: layer %d's backward ran twice in one micro-step", z->comm->rank, layer);
     while (z->grad_pool_used == z->grad_pool_n) {

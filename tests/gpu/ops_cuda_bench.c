@@ -255,6 +255,7 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         unsetenv("ZGPT_SDPA_DQ");
         /* what the path keeps allocated (cuDNN: its workspace, grown to the backward plan's need) */
         printf("ATTN %s kept_MiB %.1f\n", paths[p], ((double)be->bytes_in_use - (double)in_use0) / 1048576.0);
+        fflush(stdout);
     }
     unsetenv("ZGPT_ATTENTION");
     /* ZG_ATTN_CHUNKS="0 1 2 ..." (ZGPT_SDPA_CHUNK values): the cuDNN backward in chunks of batch rows, timed as
@@ -279,6 +280,7 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
             for (size_t i = 0; i < nb; i++) diff += h0[i] != h1[i];
             printf("ATTN chunk %s bwd_ms %.4f stream_bwd_ms %.4f bytes_differing %zu of %zu\n", tok, cb1, cbs, diff,
                    nb);
+            fflush(stdout); /* each line kept if a time limit stops the bench */
         }
         unsetenv("ZGPT_SDPA_CHUNK");
         free(h0);

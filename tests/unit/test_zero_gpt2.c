@@ -56,6 +56,7 @@ typedef struct {
     int direct;             /* offload on one rank: the gradients in the full buffer (zg_zero_grads_direct) */
     size_t host_state;      /* host_alloc bytes held after init (offload_param: the parameter shard) */
     size_t shard_bytes;     /* this rank's shard of the parameters (fp32) */
+    long carried;           /* buckets left in flight at a micro-step's end (zg_zero.carry_reduces) */
 } mem_seen;
 
 /* train_ex flags */
@@ -82,6 +83,12 @@ static size_t expected_reduced(const gpt2_param_table *t, int L, int v, int k, i
     int layers = v > 0 ? v : 0;
     size_t local = t->layer_begin[0] + (n - t->layer_begin[L]) + (t->layer_begin[layers] - t->layer_begin[0]);
     return n - local;
+}
+
+/* ZGPT_REDUCE_CARRY unset or 1 (the engine's default) */
+static int carry_default(void) {
+    const char *v = getenv("ZGPT_REDUCE_CARRY");
+    return v == NULL || strcmp(v, "1") == 0;
 }
 
 /* Trains `steps` optimizer steps over `comm` with `accum` micro-steps per rank; writes the final fp32
@@ -175,6 +182,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
             for (int b = 0; b < B; b++) /* the same global batch every step, so the loss must fall */
                 make_sample((uint64_t)((k * W + R) * B + b), cfg.vocab_size, in + b * T, tg + b * T);
             size_t before = z.n_reduced_elems; /* reductions start during backward */
+            long carried0 = z.n_carried;
             loss += zt_forward(&m, in, tg, B, T) / accum;
             gpt2_backward(&m, 1.0f / (float)accum);
             if ((flags & RUN_NAN_EMB) && step == 1 && k == 0 && R == W - 1) /* CPU: host memory */
@@ -188,7 +196,16 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
                              "stage %d, local layers %d, micro-step %d of %d: reduced %zu elements, expected %zu",
                              stage, v, k, accum, z.n_reduced_elems - before, want);
             }
-            if (stage >= 2) ZT_CHECK((m.grads == NULL || z.direct) && z.grad_pool_used == 0);
+            /* a micro-step before its step's last leaves its last buckets in flight (carry_reduces: stage 2-3,
+             * W > 1, overlap_comm, no ZeRO-Offload, unless ZGPT_REDUCE_CARRY=0), every other one none */
+            int carries = z.carry_reduces && k + 1 < accum;
+            if (stage >= 2 && W > 1 && (flags & RUN_OVERLAP) && !(flags & (RUN_OFFLOAD | RUN_ACCUM_UNKNOWN)) &&
+                carry_default())
+                ZT_CHECK_MSG(z.carry_reduces, "stage %d: reductions are not carried", stage);
+            if (carries && expected_reduced(&m.table, cfg.n_layer, run_local_layers(flags), k, accum) > 0)
+                ZT_CHECK_MSG(z.n_carried > carried0, "stage %d micro-step %d: nothing carried", stage, k);
+            if (!carries) ZT_CHECK(z.n_carried == carried0);
+            if (stage >= 2) ZT_CHECK((m.grads == NULL || z.direct) && (carries || z.grad_pool_used == 0));
         }
         zg_comm_all_reduce_host_f64(comm, &loss, 1, ZG_COMM_SUM);
         losses[step] = loss / W;
@@ -223,6 +240,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
         seen->shard_opt = plan.grad_shard + plan.optimizer;
         seen->host_state = host_state;
         seen->shard_bytes = (z.end - z.begin) * 4;
+        seen->carried = z.n_carried;
     }
     zg_zero_gather_all(&z);
     gpt2_params_download(&m, final_params);
@@ -516,6 +534,53 @@ static void test_local_layers(void) {
     free(p);
 }
 
+/* A micro-step's last reductions carried into the next one (ZGPT_REDUCE_CARRY, on by default) change when the
+ * engine waits, never what it adds or in which order: stages 2 and 3, with and without held-back parts, every
+ * weight and loss bitwise the same as each micro-step waiting (0), and something was carried on several ranks.
+ * A malformed value is refused when the engine is made. */
+static void test_reduce_carry(void) {
+    size_t n = num_params();
+    enum { STEPS_C = 3, ACC = 4 };
+    float *ref = zg_malloc(n * 4), *p = zg_malloc(n * 4);
+    double lref[STEPS_C], l[STEPS_C];
+    const int locals[] = {0, -1, 1};
+    for (int stage = 2; stage <= 3; stage++) {
+        for (int i = 0; i < 3; i++) {
+            int flags = RUN_OVERLAP | RUN_SKIP_CLIP | RUN_LOCAL(locals[i]);
+            mem_seen off, on;
+            memset(&off, 0, sizeof off);
+            memset(&on, 0, sizeof on);
+            setenv("ZGPT_REDUCE_CARRY", "0", 1);
+            train_ex(g_comm, NULL, stage, ACC, 997, flags, STEPS_C, NULL, NULL, ref, lref, 0, &off);
+            unsetenv("ZGPT_REDUCE_CARRY");
+            train_ex(g_comm, NULL, stage, ACC, 997, flags, STEPS_C, NULL, NULL, p, l, 0, &on);
+            ZT_CHECK_MSG(memcmp(p, ref, n * 4) == 0 && memcmp(l, lref, sizeof l) == 0,
+                         "W=%d stage %d local layers %d: carried reductions changed the result", g_comm->size, stage,
+                         locals[i]);
+            ZT_CHECK(off.carried == 0);
+            ZT_CHECK_MSG(g_comm->size == 1 ? on.carried == 0 : on.carried > 0, "W=%d stage %d: %ld buckets carried",
+                         g_comm->size, stage, on.carried);
+        }
+    }
+    /* refused in one line naming the variable */
+    gpt2_config cfg = tiny_config();
+    gpt2_model m;
+    memset(&m, 0, sizeof m);
+    ZT_CHECK(gpt2_init(&m, &cfg, g_be) == 0);
+    zg_zero_opts zo;
+    zg_zero_opts_default(&zo);
+    zo.stage = 2;
+    zg_optimizer_config oc = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-5f, .weight_decay = 0.1f};
+    zg_zero z;
+    setenv("ZGPT_REDUCE_CARRY", "yes", 1);
+    ZT_CHECK(zg_zero_init_model(&z, &zo, g_comm, g_be, &m, &oc) != 0);
+    ZT_CHECK(strstr(zg_error_message(), "ZGPT_REDUCE_CARRY=yes") != NULL);
+    unsetenv("ZGPT_REDUCE_CARRY");
+    gpt2_free(&m);
+    free(ref);
+    free(p);
+}
+
 /* What grad_accum_local_layers does where: held back only with several ranks, stage >= 2 and accumulation
  * > 1 (ZeRO-Offload included); elsewhere the schedule says why it has nothing to do (the trainer prints it
  * when the key was given: never a silent no-op); bad values are refused naming the key. */
@@ -581,5 +646,6 @@ int main(void) {
     zt_run("offload_one_rank", test_offload_one_rank);
     zt_run("local_schedule", test_local_schedule);
     zt_run("local_layers", test_local_layers);
+    zt_run("reduce_carry", test_reduce_carry);
     return zt_dist_finish(g_comm, g_be);
 }

@@ -115,7 +115,10 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 #define ZGC_SDPA_PLANS 16
 #define ZGC_SDPA_MAX_CFG 16
 #define ZGC_SDPA_DS_OFFSET 128 /* bytes before dS in the deterministic backward's workspace */
-#define ZGC_SDPA_RECS 1024     /* a backward graph per layer (each its own buffers) of up to 1024 layers */
+/* The backward's graphs kept (zgc_sdpa_rec): one per layer and chunk of batch rows (each its own buffers), so the
+ * table grows to what a step uses (XL B=16 in chunks of one row: 48 x 16 = 768) up to this many, least recently
+ * used dropped past it */
+#define ZGC_SDPA_RECS_MAX 8192
 
 /* Tensor unique ids (the variant pack names tensors by these). Virtual tensors count up from 100. */
 enum {
@@ -161,9 +164,10 @@ struct zgc_cudnn_att {
     long lent_calls; /* backward calls that ran in the caller's lent memory (ops->scratch_lend) */
     int loan_off;    /* ZGPT_ATT_LOAN=0: the lent memory is not used (a same-call comparison) */
     /* the backward's graphs with zgpt's dQ kernel (zgc_sdpa_rec), one per shape and buffers, least recently
-     * used dropped past ZGC_SDPA_RECS; recorded on a stream of their own */
+     * used dropped past ZGC_SDPA_RECS_MAX; recorded on a stream of their own. A step asks for them in the same
+     * order every time, so a lookup tries the one after the last found (`cursor`) before it searches. */
     struct zgc_sdpa_rec *recs;
-    int n_recs;
+    int n_recs, cap_recs, cursor;
     cudaStream_t cap;
     long dq_calls; /* backward calls that ran zgpt's dQ kernel */
     /* the chunked backward's second stream (ZGPT_SDPA_CHUNK=nx2) and its fork / join events */
@@ -292,7 +296,7 @@ static int zgc_sdpa_graph_bwd(zgc_gb *g, const zgc_sdpa_shape *s) {
 
 /* An engine config's engine (global index) and knob choices (type, value; at most max), through temporary descriptors
  * (the graph's zgc_gb has a fixed budget). The number of knobs read; *engine_idx -1 where unreadable. */
-#define ZGC_SDPA_MAX_KNOBS 24  /* knob choices read from an engine config */
+#define ZGC_SDPA_MAX_KNOBS 24 /* knob choices read from an engine config */
 static int zgc_sdpa_cfg_knobs(cudnnBackendDescriptor_t cfg, int64_t *engine_idx, int64_t *types, int64_t *values,
                               int max) {
     cudnnBackendDescriptor_t engine = NULL, knobs[ZGC_SDPA_MAX_KNOBS];
@@ -819,11 +823,14 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
     size_t es = zg_dtype_size(be->act_dtype);
     const void *key[6] = {ptrs[0], ptrs[3], ptrs[4], ptrs[5], dqkv, ws};
     *ran = 0;
-    for (int i = 0; i < st->n_recs; i++)
+    for (int k = 0; k < st->n_recs; k++) {
+        int i = (st->cursor + 1 + k) % st->n_recs;
         if (st->recs[i].plan == p && memcmp(st->recs[i].ptr, key, sizeof key) == 0) {
             st->recs[i].stamp = ++st->clock;
+            st->cursor = i;
             return &st->recs[i];
         }
+    }
     char why[400] = "";
     cudaGraph_t g = NULL, orig = NULL;
     cudaGraphExec_t exec = NULL, exec_orig = NULL;
@@ -886,8 +893,14 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
     zgc_sdpa_graph_free(orig, exec_orig);
     {
         zgc_sdpa_rec *r = NULL;
-        if (st->n_recs < ZGC_SDPA_RECS) {
-            if (st->recs == NULL) st->recs = (zgc_sdpa_rec *)zg_calloc(ZGC_SDPA_RECS, sizeof(zgc_sdpa_rec));
+        if (st->n_recs == st->cap_recs && st->cap_recs < ZGC_SDPA_RECS_MAX) {
+            int cap = st->cap_recs > 0 ? 2 * st->cap_recs : 64;
+            zgc_sdpa_rec *grown = (zgc_sdpa_rec *)zg_calloc((size_t)cap, sizeof(zgc_sdpa_rec));
+            if (st->n_recs > 0) memcpy(grown, st->recs, (size_t)st->n_recs * sizeof(zgc_sdpa_rec));
+            free(st->recs);
+            st->recs = grown, st->cap_recs = cap;
+        }
+        if (st->n_recs < st->cap_recs) {
             r = &st->recs[st->n_recs++];
         } else { /* the least recently used */
             r = &st->recs[0];
