@@ -209,6 +209,8 @@ int zg_cmd_plan(int argc, char **argv) {
     zg_zero_grad_schedule gs;
     zg_zero_grad_schedule_of(&table, &zo, N, &gs);
     size_t eb = zg_dtype_size(dt);
+    int carry = zg_zero_carry_of(&zo, N); /* (ZGPT_REDUCE_CARRY checked as the trainer does) */
+    if (carry < 0) goto cleanup;
     if (a.json) {
         printf("{\"model\":\"%s\",\"num_params\":%zu,\"nproc\":%d,\"stage\":%d,\"dtype\":\"%s\",\"micro_batch\":%d,"
                "\"seq\":%d,\"reduce_bucket_size\":%zu,\"allgather_bucket_size\":%zu,\"paper_model_state_bytes\":%.0f,"
@@ -232,10 +234,11 @@ int zg_cmd_plan(int argc, char **argv) {
                checkpoint_bytes(n, &zo, N));
         printf("\"grad_accum\":%d,\"grad_accum_local_layers\":%d,\"local_embeddings\":%s,\"local_layers\":%d,"
                "\"local_layer_bytes\":%zu,\"reduced_elems_per_micro_step\":%zu,\"reduced_elems_last_micro_step\":%zu,"
-               "\"reduced_elems_per_step\":%zu,\"reduced_bytes_per_micro_step\":%zu,\"reduced_bytes_per_step\":%zu}\n",
+               "\"reduced_elems_per_step\":%zu,\"reduced_bytes_per_micro_step\":%zu,\"reduced_bytes_per_step\":%zu,"
+               "\"carried_reductions\":%s}\n",
                zo.grad_accum, zo.grad_accum_local_layers, gs.embeddings ? "true" : "false", gs.layers,
                gs.layer_elems * eb, gs.reduced_micro, gs.reduced_last, gs.reduced_step, gs.reduced_micro * eb,
-               gs.reduced_step * eb);
+               gs.reduced_step * eb, carry ? "true" : "false");
         rc = 0;
         goto cleanup;
     }
@@ -307,6 +310,10 @@ int zg_cmd_plan(int argc, char **argv) {
             zo.overlap_comm ? "up to 2" : "no",
             gs.layers > 0 ? ",\n    + the persistent buffers of the layers held back (below)" : "");
     print_grad_schedule(&zo, &gs, N, g.n_layer, eb, have_cfg && tc.grad_accum_local_layers_given);
+    if (carry)
+        printf("  carried reductions: each micro-step but a step's last leaves its last reductions in flight, under\n"
+               "    the next micro-step's forward (no memory: they hold pool buffers the next backward takes anyway;\n"
+               "    ZGPT_REDUCE_CARRY=0 makes each micro-step wait for its reductions)\n");
     if (zo.stage == 3)
         printf(
             "  params at stage 3: the rank's shard%s + the gathered embeddings + ln_f + 2 layer buffers (the current\n"

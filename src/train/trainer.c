@@ -629,6 +629,11 @@ static void print_grad_schedule(const trainer *tr) {
     else
         printf("gradients: every micro-step reduces all of them: %.1f MB per micro-step, %.1f MB per step\n",
                (double)s.reduced_last * eb / MB, (double)s.reduced_step * eb / MB);
+    if (tr->zero.carry_reduces)
+        printf("gradients: each micro-step but a step's last leaves its last reductions running under the next "
+               "micro-step's forward (ZGPT_REDUCE_CARRY=0: each micro-step waits for its reductions)\n");
+    else if (tr->zero.o.grad_accum > 1 && tr->zero.o.overlap_comm && !tr->zero.off && getenv("ZGPT_REDUCE_CARRY"))
+        printf("gradients: each micro-step waits for its reductions (ZGPT_REDUCE_CARRY=0)\n");
 }
 
 /* The ZeRO engine over the model, with its optimizer; at world 1 stage 0 (nothing to partition). */

@@ -65,6 +65,17 @@ static void allgather_params(zg_zero *z) {
     zero_wait_list(z, &list);
 }
 
+int zg_zero_carry_of(const zg_zero_opts *o, int world) {
+    int env = zero_carry_env();
+    if (env < 0)
+        return zg_errorf("ZGPT_REDUCE_CARRY=%s: use 1 (a micro-step's last gradient reductions run under the next "
+                         "micro-step's forward: the default) or 0 (each micro-step waits for its reductions)",
+                         getenv("ZGPT_REDUCE_CARRY"));
+    /* (offload sends each piece to the host as the last micro-step's reduction of it completes, and the last
+     * micro-step never carries; it is left out so that its pieces' timing stays as measured) */
+    return env && world > 1 && o->stage >= 2 && o->overlap_comm && !o->offload_optimizer && o->grad_accum > 1;
+}
+
 static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
                      void *params, void *grads, const zg_optimizer_config *ocfg, gpt2_model *model) {
     memset(z, 0, sizeof *z);
@@ -81,11 +92,8 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
         return zg_errorf("ZeRO-Offload (offload_optimizer \"cpu\") needs ZeRO stage 1, 2 or 3; the stage is 0");
     if (z->o.offload_param && (z->o.stage != 3 || !model))
         return zg_errorf("offload_param \"cpu\" needs ZeRO stage 3 over a model (the stage is %d)", z->o.stage);
-    int carry = zero_carry_env();
-    if (carry < 0)
-        return zg_errorf("ZGPT_REDUCE_CARRY=%s: use 1 (a micro-step's last gradient reductions run under the next "
-                         "micro-step's forward: the default) or 0 (each micro-step waits for its reductions)",
-                         getenv("ZGPT_REDUCE_CARRY"));
+    int carry = zg_zero_carry_of(&z->o, comm->size);
+    if (carry < 0) return -1;
     z->comm = comm;
     z->be = be;
     z->table = table;
@@ -97,9 +105,7 @@ static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_bac
     z->model = model;
     int W = comm->size;
     z->direct = zg_zero_grads_direct(&z->o, W);
-    /* (offload sends each piece to the host as the last micro-step's reduction of it completes, and the last
-     * micro-step never carries; it is left out so that its pieces' timing stays as measured) */
-    z->carry_reduces = carry && grads_grouped(z) && z->o.overlap_comm && !z->o.offload_optimizer && W > 1;
+    z->carry_reduces = carry && grads_grouped(z);
     z->shard = (z->n + (size_t)W - 1) / (size_t)W;
     if (z->shard == 0) z->shard = 1;
     if (z->o.stage == 0) {

@@ -317,6 +317,10 @@ typedef struct {
 void zg_zero_grad_schedule_of(const gpt2_param_table *t, const zg_zero_opts *o, int world, zg_zero_grad_schedule *s);
 /* -1 with a one-line error naming the key when grad_accum_local_layers is outside -1 .. n_layer. */
 int zg_zero_local_check(const zg_zero_opts *o, int n_layer);
+/* Whether the engine carries a micro-step's last reductions into the next one (zg_zero.carry_reduces) for these
+ * options on `world` ranks over a model: 1 or 0; -1 with a one-line error when ZGPT_REDUCE_CARRY is malformed.
+ * The engine, the trainer's banner and `zgpt plan` all ask this. */
+int zg_zero_carry_of(const zg_zero_opts *o, int world);
 
 /* 1 when the engine's gradients accumulate in the model's full buffer whatever the stage (z->direct):
  * ZeRO-Offload (offload_optimizer or offload_param) on one rank (without it one process runs stage 0). The reduction of a world of one is the identity, so the

@@ -10,7 +10,8 @@
 #  - resume with layers held back (N = 2 at stage 2, N = 1 at stage 3) is bitwise: 8 iterations straight ==
 #    4 + --resume + 4 (losses, model.bin, optimizer shards): the persistent buffers hold nothing between
 #    steps;
-#  - zgpt plan --json reports the schedule and counts the persistent buffers.
+#  - zgpt plan --json reports the schedule and counts the persistent buffers;
+#  - carried reductions (ZGPT_REDUCE_CARRY) are said by the banner and the plan; a bad value is refused.
 # The engine-level checks (reductions per micro-step, allocated == planned on every rank) are in
 # tests/unit/test_zero_gpt2.c (local_layers), run on 1-4 ranks by dist_zero.sh.
 TEST_NAME=dist_grad_local
@@ -103,4 +104,21 @@ g0=$(plan_json 0 'd["ranks"][0]["grads"]') g1=$(plan_json 1 'd["ranks"][0]["grad
 "$ZGPT" plan p3.json --nproc 2 --device cpu | grep -q "the embeddings + ln_f and layers 0-2 of 3 accumulate locally" ||
     fail "plan text: $("$ZGPT" plan p3.json --nproc 2 --device cpu)"
 echo "ok zgpt plan: the schedule, and the $lb bytes of a persistent layer buffer per rank counted ($g0 -> $g1 gradient bytes)"
+
+# 6. carried reductions (ZGPT_REDUCE_CARRY; overlap_comm, the default): the banner and the plan say so, 0 says
+# each micro-step waits, a malformed value is refused in one line (the bits are test_zero_gpt2's reduce_carry)
+grep -q "gradients: each micro-step but a step's last leaves its last reductions running under the next" s2_0.log ||
+    fail "banner: carried reductions not said: $(grep gradients: s2_0.log)"
+carried() { "$ZGPT" plan pc.json --nproc 2 --device cpu --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["carried_reductions"])'; }
+sed 's/"train_batch_size": 8,/"train_batch_size": 16,/' d.json > pc.json
+[ "$(carried)" = True ] || fail "plan: overlap_comm and accumulation 4, yet no carried reductions"
+[ "$(ZGPT_REDUCE_CARRY=0 carried)" = False ] || fail "plan: ZGPT_REDUCE_CARRY=0, yet carried"
+[ "$(plan_json 3 'd["carried_reductions"]')" = False ] || fail "plan: overlap_comm false, yet carried"
+"$ZGPT" plan pc.json --nproc 2 --device cpu | grep -q "carried reductions: each micro-step but a step's last" ||
+    fail "plan text: carried reductions not said"
+ZGPT_REDUCE_CARRY=0 run c0 "${G[@]}" --set max_iters=0 --nproc 2
+grep -q "gradients: each micro-step waits for its reductions (ZGPT_REDUCE_CARRY=0)" c0.log || fail "c0: $(grep gradients: c0.log)"
+expect_fail "ZGPT_REDUCE_CARRY=maybe" "ZGPT_REDUCE_CARRY=maybe: use 1" \
+    env ZGPT_REDUCE_CARRY=maybe "$ZGPT" plan pc.json --nproc 2 --device cpu
+echo "ok carried reductions: said by the banner and the plan, off with ZGPT_REDUCE_CARRY=0, a bad value refused"
 echo "dist_grad_local: ok"

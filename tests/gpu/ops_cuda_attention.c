@@ -257,10 +257,10 @@ void oc_test_attention_large(void) {
              * chunk on a second stream): within bf16 rounding of the whole batch's result (bitwise where each
              * chunk's plan took the whole batch's engine config: said, not required), deterministic, and the
              * same bits recorded (the second stream's fork and join inside the step's graph) as run directly */
-            const char *chunkings[] = {"1", "3", "3x2", "5x2"};
+            const char *chunkings[] = {"1", "3", "3x2", "5x2", "autox2"};
             double *rw = malloc(nqkv * 8); /* the whole batch's result, the reference of each chunking */
             for (size_t i = 0; i < nqkv; i++) rw[i] = a[i];
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < 5; k++) {
                 setenv("ZGPT_SDPA_CHUNK", chunkings[k], 1);
                 oc_poison(be, g3, dt, nqkv);
                 be->ops->attention_backward(be, g3, dout, qkv, out, stats, B, T, C, NH);

@@ -930,6 +930,16 @@ static size_t zgc_sdpa_bwd_ws_bytes(const zgc_sdpa_plan *p) {
     return zgc_align256((size_t)p->ws_bytes) + zgc_align256((size_t)p->B * p->NH * p->T * sizeof(float));
 }
 
+/* ZGPT_SDPA_CHUNK=auto's rule: a fixed function of the card and the shape, never a timing, so that a resumed run
+ * takes the same chunks (and bits). As many batch rows as keep the causal dS of the chunks in flight (NH T (T + 1)
+ * / 2 elements a row, one chunk a stream) within half the L2: the other half for the K, V, dO and dQ tiles
+ * streaming beside it. At least one row; the whole batch (no chunks) where that many rows fit. */
+static int zgc_sdpa_chunk_rows(size_t l2_bytes, int T, int NH, size_t es, int streams) {
+    size_t row = (size_t)NH * (size_t)T * (size_t)(T + 1) / 2 * es;
+    size_t rows = l2_bytes / 2 / (size_t)streams / (row > 0 ? row : 1);
+    return rows < 1 ? 1 : rows > 65536 ? 65536 : (int)rows;
+}
+
 /* The compute stream waits for what the second stream has been given (the chunked backward's join). */
 static void zgc_sdpa_join(zgc_impl *im, zgc_cudnn_att *st) {
     ZG_CUDA_CHECK(cudaEventRecord(st->join, st->side));
@@ -1012,6 +1022,8 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     if (st->handle_state != 1) return 0;
     zgc_impl *im = zgc_get(be);
     int streams, chunk = zgc_sdpa_chunk_env(&streams);
+    if (chunk == ZGC_SDPA_CHUNK_AUTO)
+        chunk = zgc_sdpa_chunk_rows(im->l2_bytes, T, NH, zg_dtype_size(be->act_dtype), streams);
     if (chunk <= 0 || chunk >= B)
         return zgc_sdpa_backward_rows(be, st, dqkv, dout, qkv, out, stats, B, T, C, NH, 0, 1, 0, im->stream);
     /* every slot holds a full chunk's workspace (a shorter last chunk needs less) */

@@ -84,7 +84,8 @@ typedef struct {
     zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
     int num_sms;
-    int cc_major; /* compute capability major (PDL and thread-block clusters: 9+) */
+    int cc_major;    /* compute capability major (PDL and thread-block clusters: 9+) */
+    size_t l2_bytes; /* the L2's size (the chunked attention backward's rule, ZGPT_SDPA_CHUNK=auto) */
     /* the cluster sampler's blocks per row for a vocabulary of sample_v ids (0: none fits), chosen on the
      * first call (a generation's first draw runs before any capture) */
     int sample_v, sample_nb;
@@ -417,16 +418,21 @@ static inline int zgc_sdpa_dq_env(void) {
     return strcmp(v, "cudnn") == 0 ? 0 : -1;
 }
 /* ZGPT_SDPA_CHUNK: batch rows per cuDNN attention backward call (attention_cudnn.cu), "n" (the chunks one after
- * another) or "nx2" (alternate chunks on a second stream, each of the two in its own workspace). 0 when unset or
- * "0" (the whole batch in one call), -1 when malformed (zg_backend_cuda_create refuses it); *streams 1 or 2. Read
- * per call. */
+ * another) or "nx2" (alternate chunks on a second stream, each of the two in its own workspace); "auto" or
+ * "autox2": the rows by zgc_sdpa_chunk_rows. 0 when unset or "0" (the whole batch in one call), ZGC_SDPA_CHUNK_AUTO
+ * for auto, -1 when malformed (zg_backend_cuda_create refuses it); *streams 1 or 2. Read per call. */
+#define ZGC_SDPA_CHUNK_AUTO (-2)
 static inline int zgc_sdpa_chunk_env(int *streams) {
     const char *v = getenv("ZGPT_SDPA_CHUNK");
     *streams = 1;
     if (v == NULL || *v == '\0') return 0;
     char *end;
     long n = strtol(v, &end, 10);
-    if (end == v || n < 0 || n > 65536) return -1;
+    int aut = strncmp(v, "auto", 4) == 0;
+    if (aut)
+        n = ZGC_SDPA_CHUNK_AUTO, end = (char *)v + 4;
+    else if (end == v || n < 0 || n > 65536)
+        return -1;
     if (strcmp(end, "x2") == 0)
         *streams = 2;
     else if (*end != '\0')
