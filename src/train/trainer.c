@@ -632,7 +632,7 @@ static void print_grad_schedule(const trainer *tr) {
     if (tr->zero.carry_reduces)
         printf("gradients: each micro-step but a step's last leaves its last reductions running under the next "
                "micro-step's forward (ZGPT_REDUCE_CARRY=0: each micro-step waits for its reductions)\n");
-    else if (tr->zero.o.grad_accum > 1 && tr->zero.o.overlap_comm && !tr->zero.off && getenv("ZGPT_REDUCE_CARRY"))
+    else if (zg_zero_carry_applies(&tr->zero.o, tr->world))
         printf("gradients: each micro-step waits for its reductions (ZGPT_REDUCE_CARRY=0)\n");
 }
 

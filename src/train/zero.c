@@ -65,15 +65,19 @@ static void allgather_params(zg_zero *z) {
     zero_wait_list(z, &list);
 }
 
+int zg_zero_carry_applies(const zg_zero_opts *o, int world) {
+    /* (offload sends each piece to the host as the last micro-step's reduction of it completes, and the last
+     * micro-step never carries; it is left out so that its pieces' timing stays as measured) */
+    return world > 1 && o->stage >= 2 && o->overlap_comm && !o->offload_optimizer && o->grad_accum > 1;
+}
+
 int zg_zero_carry_of(const zg_zero_opts *o, int world) {
     int env = zero_carry_env();
     if (env < 0)
         return zg_errorf("ZGPT_REDUCE_CARRY=%s: use 1 (a micro-step's last gradient reductions run under the next "
                          "micro-step's forward: the default) or 0 (each micro-step waits for its reductions)",
                          getenv("ZGPT_REDUCE_CARRY"));
-    /* (offload sends each piece to the host as the last micro-step's reduction of it completes, and the last
-     * micro-step never carries; it is left out so that its pieces' timing stays as measured) */
-    return env && world > 1 && o->stage >= 2 && o->overlap_comm && !o->offload_optimizer && o->grad_accum > 1;
+    return env && zg_zero_carry_applies(o, world);
 }
 
 static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,
@@ -303,7 +307,7 @@ void zg_zero_micro_end(zg_zero *z) {
         /* A step's last micro-step waits: the norm and the update read the shard. An earlier one may leave
          * its last buckets in flight: the next forward needs no gradient buffer, and the next backward waits
          * for one only when the pool is empty (grads_acquire), for the embeddings' buffer before zeroing it. */
-        int carry = z->carry_reduces && z->o.grad_accum > 0 && z->micro + 1 < z->o.grad_accum;
+        int carry = z->carry_reduces && z->micro + 1 < z->o.grad_accum;
         if (carry)
             z->n_carried += z->n_inflight_buckets;
         else

@@ -321,6 +321,8 @@ int zg_zero_local_check(const zg_zero_opts *o, int n_layer);
  * options on `world` ranks over a model: 1 or 0; -1 with a one-line error when ZGPT_REDUCE_CARRY is malformed.
  * The engine, the trainer's banner and `zgpt plan` all ask this. */
 int zg_zero_carry_of(const zg_zero_opts *o, int world);
+/* The same without ZGPT_REDUCE_CARRY: whether these options would carry (the banner's "each micro-step waits"). */
+int zg_zero_carry_applies(const zg_zero_opts *o, int world);
 
 /* 1 when the engine's gradients accumulate in the model's full buffer whatever the stage (z->direct):
  * ZeRO-Offload (offload_optimizer or offload_param) on one rank (without it one process runs stage 0). The reduction of a world of one is the identity, so the

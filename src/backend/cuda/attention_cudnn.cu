@@ -894,11 +894,8 @@ static zgc_sdpa_rec *zgc_sdpa_rec_get(zg_backend *be, zgc_cudnn_att *st, zgc_sdp
     {
         zgc_sdpa_rec *r = NULL;
         if (st->n_recs == st->cap_recs && st->cap_recs < ZGC_SDPA_RECS_MAX) {
-            int cap = st->cap_recs > 0 ? 2 * st->cap_recs : 64;
-            zgc_sdpa_rec *grown = (zgc_sdpa_rec *)zg_calloc((size_t)cap, sizeof(zgc_sdpa_rec));
-            if (st->n_recs > 0) memcpy(grown, st->recs, (size_t)st->n_recs * sizeof(zgc_sdpa_rec));
-            free(st->recs);
-            st->recs = grown, st->cap_recs = cap;
+            st->cap_recs = st->cap_recs > 0 ? 2 * st->cap_recs : 64;
+            st->recs = (zgc_sdpa_rec *)zg_realloc(st->recs, (size_t)st->cap_recs * sizeof(zgc_sdpa_rec));
         }
         if (st->n_recs < st->cap_recs) {
             r = &st->recs[st->n_recs++];
