@@ -49,6 +49,17 @@ static const zg_command_spec train_spec = {
     "(iter_N, best, final, latest) and metrics.jsonl.",
 };
 
+/* zg_launch_opts.preflight: the config loaded and checked once, before the workers start (each loads it again). */
+static int train_preflight(void *ctx, int world) {
+    const train_args *a = ctx;
+    zg_train_config cfg;
+    if (zg_train_config_load(&cfg, a->config, a->deepspeed, a->sets.items, a->sets.count) != 0) return -1;
+    zg_train_options o = {a->device, a->resume, a->quiet};
+    int rc = zg_train_preflight(&cfg, &o, world);
+    zg_train_config_free(&cfg);
+    return rc;
+}
+
 int zg_cmd_train(int argc, char **argv) {
     train_args a;
     int rc = zg_cli_parse(&train_spec, argc, argv, &a, NULL);
@@ -69,6 +80,8 @@ int zg_cmd_train(int argc, char **argv) {
         zg_launch_opts lo;
         memset(&lo, 0, sizeof lo);
         lo.nproc = (int)a.nproc;
+        lo.preflight = train_preflight;
+        lo.preflight_ctx = &a;
         if (a.nproc < 1) {
             zg_errorf("--nproc %lld: must be >= 1", (long long)a.nproc);
             zg_error_print();

@@ -870,8 +870,9 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
             return 0; /* one GPU: this process is the worker */
         }
         char id[257];
+        *is_parent = 1;
 #ifdef ZGPT_WITH_NCCL
-        int idrc = zg_comm_nccl_unique_id_hex(id);
+        int idrc = o.preflight && o.preflight(o.preflight_ctx, n) != 0 ? -1 : zg_comm_nccl_unique_id_hex(id);
 #else
         int idrc = zg_errorf("--gpus: %d GPUs need NCCL, and this zgpt was built without it: install NCCL "
                              "(libnccl-dev) and rebuild",
@@ -882,7 +883,6 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
             free(dev);
             return -1;
         }
-        *is_parent = 1;
         int rc = launch_fork(argc, argv, n, dev, id, &o);
         for (int i = 0; i < n; i++) free(dev[i]);
         free(dev);
@@ -895,6 +895,7 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
     if (o.nproc > 1) {
 #ifdef ZGPT_WITH_MPI
         *is_parent = 1;
+        if (o.preflight && o.preflight(o.preflight_ctx, o.nproc) != 0) return -1;
         return launch_mpirun(argc, argv, o.nproc, &o);
 #else
         return zg_errorf("--nproc %d needs MPI: rebuild zgpt with Open MPI installed (libopenmpi-dev)", o.nproc);
@@ -903,6 +904,7 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
     const char *fork_test = getenv("ZGPT_LAUNCH_FORK_TEST");
     if (fork_test && atoi(fork_test) > 1) { /* tests: supervised forked workers without a communicator */
         *is_parent = 1;
+        if (o.preflight && o.preflight(o.preflight_ctx, atoi(fork_test)) != 0) return -1;
         return launch_fork(argc, argv, atoi(fork_test), NULL, NULL, &o);
     }
     return 0;

@@ -53,6 +53,11 @@ typedef struct {
     double grace_s;     /* seconds between SIGTERM and SIGKILL when stopping workers (default 5) */
     const char *mpirun; /* mpirun to use (NULL: $ZGPT_MPIRUN or "mpirun") */
     int tail_lines;     /* last lines kept per rank for the failure report (default 8) */
+    /* Called once the workers' count is known, before any is started (NULL: none), so that a mistake
+     * every worker would make (a config error, a missing data path) is said once, not once per rank
+     * and again in the failure report. Non-zero (with an error): nothing is started. */
+    int (*preflight)(void *ctx, int world);
+    void *preflight_ctx;
 } zg_launch_opts;
 
 /* Called by a command at start. argc/argv: the arguments each worker gets after the program's path
@@ -60,7 +65,8 @@ typedef struct {
  * given, and this process is not already a worker), starts them, supervises them until they end,
  * sets *is_parent = 1 and returns the exit status for the command (0 when every worker succeeded).
  * Otherwise sets *is_parent = 0 and returns 0: this process is the (only) worker; go on.
- * Returns -1 with an error (and *is_parent = 1) when the workers cannot be started. */
+ * Returns -1 with an error (and *is_parent = 1) when the workers cannot be started, or when
+ * opts->preflight refused. */
 int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_parent);
 
 /* Parses "--gpus" values: "all" -> -1, N >= 1 -> N. -1 with an error otherwise. */

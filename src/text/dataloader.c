@@ -215,6 +215,11 @@ static int source_open_dir(dl_source *s, const char *dir, const char *split, int
     return rc;
 }
 
+int zg_data_path_check(const char *path) {
+    if (zg_dir_exists(path) || zg_file_exists(path)) return 0;
+    return zg_errorf("data path '%s' does not exist; create it with 'zgpt prepare --input TEXT --out %s'", path, path);
+}
+
 static int source_open(dl_source *s, const char *path, const char *split, int T, int vocab) {
     s->path = zg_strdup(path);
     int rc;
@@ -225,8 +230,7 @@ static int source_open(dl_source *s, const char *path, const char *split, int T,
         rc = zg_shard_open(&sh, path, vocab);
         if (rc == 0) source_add_shard(s, &sh);
     } else {
-        rc =
-            zg_errorf("data path '%s' does not exist; create it with 'zgpt prepare --input TEXT --out %s'", path, path);
+        rc = zg_data_path_check(path);
     }
     if (rc != 0) return -1;
     s->start_cum = zg_calloc((size_t)s->n_shards + 1, sizeof *s->start_cum);

@@ -48,6 +48,9 @@ typedef struct zg_dataloader zg_dataloader;
 /* -1 with a one-line error naming the path for: missing folder/file, no shards for the split, bad
  * magic/version, truncated body, checksum mismatch, token id >= vocab_size, fewer than T+1 tokens. */
 int zg_dataloader_init(zg_dataloader **out, const zg_dataloader_config *cfg);
+/* A data path (a folder made by `zgpt prepare`, or one shard file) exists: 0, or -1 with the error saying how to
+ * make it. zg_dataloader_init checks each source with it, and a launcher before it starts the workers. */
+int zg_data_path_check(const char *path);
 void zg_dataloader_free(zg_dataloader *dl);
 /* Sets the number of micro-steps per optimizer step (gradient accumulation) for the global order. */
 void zg_dataloader_set_grad_accum(zg_dataloader *dl, int grad_accum);

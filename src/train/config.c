@@ -109,7 +109,8 @@ static int finish(zg_train_config *cfg, cJSON *root, const char *source, load_st
     if (ls->problems.n == 0) {
         cfg->json_text = cJSON_PrintUnformatted(root);
         ZG_CHECK_PTR(cfg->json_text);
-        if (zg_train_config_resolve_batch(cfg, 1) != 0) {
+        /* the world size is not known yet: the trainer and `zgpt plan` resolve again with it */
+        if (zg_train_config_resolve_batch(cfg, 0) != 0) {
             zg_error_prefix("%s", source);
             config_collect(ls);
         }
@@ -217,9 +218,29 @@ void zg_train_config_optimizer(const zg_train_config *cfg, zg_optimizer_config *
     out->min_coeff = (float)cfg->min_coeff;
 }
 
+/* World size not known: the checks that fail for every world size, and the world size the three keys imply. */
+static int batch_world_unknown(const zg_train_config *cfg, int64_t *ws) {
+    int64_t tbs = cfg->given_train_batch_size, mb = cfg->given_micro_batch, ga = cfg->given_grad_accum;
+    *ws = 1;
+    if (tbs > 0 && mb > 0 && ga > 0) {
+        if (tbs % (mb * ga) != 0 || tbs / (mb * ga) > 1 << 20)
+            return zg_errorf(
+                "train_batch_size %lld != train_micro_batch_size_per_gpu %lld x "
+                "gradient_accumulation_steps %lld x any number of processes; fix one or remove one of them",
+                (long long)tbs, (long long)mb, (long long)ga);
+        *ws = tbs / (mb * ga);
+    } else if (tbs > 0 && (mb > 0 || ga > 0) && tbs % (mb > 0 ? mb : ga) != 0) {
+        return zg_errorf("train_batch_size %lld is not divisible by %s %lld; change one of them", (long long)tbs,
+                         mb > 0 ? "train_micro_batch_size_per_gpu" : "gradient_accumulation_steps",
+                         (long long)(mb > 0 ? mb : ga));
+    }
+    return 0;
+}
+
 int zg_train_config_resolve_batch(zg_train_config *cfg, int world_size) {
     int64_t tbs = cfg->given_train_batch_size, mb = cfg->given_micro_batch, ga = cfg->given_grad_accum;
     int64_t ws = world_size < 1 ? 1 : world_size;
+    if (world_size == 0 && batch_world_unknown(cfg, &ws) != 0) return -1;
     if (tbs > 0 && mb > 0 && ga > 0) {
         if (tbs != mb * ga * ws)
             return zg_errorf("train_batch_size %lld != train_micro_batch_size_per_gpu %lld x "

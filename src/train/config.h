@@ -145,7 +145,9 @@ int zg_train_config_recompute(const zg_train_config *cfg);
 int zg_train_config_comm_max_ctas(const zg_train_config *cfg, int one_machine);
 
 /* Resolves train_batch_size = micro_batch * grad_accum * world_size (any two determine the third;
- * -1 with an error when inconsistent or not divisible). */
+ * -1 with an error when inconsistent or not divisible). world_size 0: not known yet (loading the config,
+ * before a launcher has said how many processes run): only what fails for every world size is an
+ * error, and the three keys given together imply the world size (else 1). */
 int zg_train_config_resolve_batch(zg_train_config *cfg, int world_size);
 /* The precision training runs at on a backend ("cpu" / "cuda"): fp16/bf16 sections first, then
  * dtype; auto = bf16 on CUDA, fp32 on the CPU. */

@@ -52,7 +52,7 @@ static int check_shape(const zg_train_config *c, const gpt2_config *m, const cha
     return 0;
 }
 
-static int resume_requested(const trainer *tr) { return tr->opts->resume || strcmp(tr->cfg->init_from, "resume") == 0; }
+static int resume_requested(const trainer *tr) { return zg_train_resume_requested(tr->cfg, tr->opts); }
 
 /* One process resuming: the checkpoint is opened before the backend exists and its optimizer shard
  * starts being read on a thread at once (ckpt_prefetch.h: the start-up then hides under the read).
@@ -83,15 +83,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     int have_src = 0, rc = -1;
     *resuming = 0;
     if (resume_requested(tr)) {
-        char *latest = zg_path_join(c->out_dir, "latest");
-        int exists = zg_file_exists(latest);
-        free(latest);
-        if (!exists) {
-            zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume (init_from "
-                      "scratch or a model)",
-                      c->out_dir);
-            goto cleanup;
-        }
+        if (zg_train_out_dir_check(c, 1) != 0) goto cleanup;
         /* one process: the shard is checksummed while it is read (one pass); several check every file
          * at open, so that every rank refuses a corrupt checkpoint with the same message. One process
          * opened it already, before the backend (open_resume_early). */
@@ -160,7 +152,7 @@ cleanup:
 
 static int setup_data(trainer *tr) {
     zg_train_config *c = tr->cfg;
-    if (c->n_data == 0) return zg_errorf("config: no \"data\" given; set it to a folder made by 'zgpt prepare'");
+    if (zg_train_data_check(c) != 0) return -1;
     zg_dataloader_config dc;
     memset(&dc, 0, sizeof dc);
     dc.sources = c->data;
@@ -645,10 +637,9 @@ static int setup_optimizer(trainer *tr) {
     zg_zero_opts_from_config(&cfg->zero, &zo);
     zo.grad_accum = (int)cfg->grad_accum;
     /* same-call comparisons on the GPU (scripts/gpu_validate.sh offload): v0.12's offload step path */
-    const char *ostep = getenv("ZGPT_OFFLOAD_STEP");
-    if (ostep && *ostep && strcmp(ostep, "v12") != 0)
-        return zg_errorf("ZGPT_OFFLOAD_STEP is \"%s\"; allowed: v12 (or unset)", ostep);
-    zo.offload_v12 = ostep && (zo.offload_optimizer || zo.offload_param) && strcmp(ostep, "v12") == 0;
+    int ostep = zg_train_offload_step_env();
+    if (ostep < 0) return -1;
+    zo.offload_v12 = ostep && (zo.offload_optimizer || zo.offload_param);
     if (zo.offload_v12 && tr->rank == 0)
         printf("note: ZGPT_OFFLOAD_STEP=v12: ZeRO-Offload takes v0.12's step path (one process: gradients through "
                "the layer pool and the shard every micro-step; the host AdamW after every download)\n");
@@ -750,14 +741,7 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts) {
     if (rc == 0) rc = setup_parallel(&tr);
     if (rc == 0 && tr.rank == 0) rc = claim_out_dir(&tr);
     if (tr.comm && zg_comm_any(tr.comm, rc != 0) && rc == 0) rc = zg_errorf("rank 0 could not claim out_dir");
-    if (rc == 0 && !resume_requested(&tr)) {
-        char *latest = zg_path_join(cfg->out_dir, "latest");
-        if (zg_file_exists(latest))
-            rc = zg_errorf("out_dir '%s' already holds a run (it has a 'latest' checkpoint); continue it with "
-                           "--resume, or choose another out_dir",
-                           cfg->out_dir);
-        free(latest);
-    }
+    if (rc == 0 && !resume_requested(&tr)) rc = zg_train_out_dir_check(cfg, 0);
     if (rc == 0 && tr.rank == 0) tidy_out_dir(&tr);
     if (rc == 0) rc = setup_model(&tr, &ck, &resuming);
     if (rc == 0) {

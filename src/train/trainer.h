@@ -32,4 +32,22 @@ typedef struct {
  * one-line error (nothing half-written: the last good checkpoint stays). */
 int zg_train_run(zg_train_config *cfg, const zg_train_options *opts);
 
+/* ---- checks shared by the trainer and the launcher (train_preflight.c) ---- */
+
+/* The checks a launcher makes once before it starts `world` workers (zg_launch_opts.preflight): the batch
+ * keys for that world size, "data" given and its paths present, out_dir against --resume, and the
+ * environment's switches (ZGPT_REDUCE_CARRY, ZGPT_OFFLOAD_STEP). 0, or -1 with every problem in one
+ * message. Each worker makes the same checks again as it starts. */
+int zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world);
+/* --resume, or init_from "resume". */
+int zg_train_resume_requested(const zg_train_config *cfg, const zg_train_options *opts);
+/* out_dir against resuming: -1 with the error when a resume finds no 'latest' checkpoint there, or a fresh run
+ * finds one. */
+int zg_train_out_dir_check(const zg_train_config *cfg, int resume);
+/* "data" given, and every source's path present: 0, or -1 with the error. */
+int zg_train_data_check(const zg_train_config *cfg);
+/* ZGPT_OFFLOAD_STEP (v0.12's offload step path, for same-call A/B runs): 1 for "v12", 0 unset, -1 with an
+ * error otherwise. */
+int zg_train_offload_step_env(void);
+
 #endif

@@ -71,13 +71,16 @@ int zg_zero_carry_applies(const zg_zero_opts *o, int world) {
     return world > 1 && o->stage >= 2 && o->overlap_comm && !o->offload_optimizer && o->grad_accum > 1;
 }
 
+int zg_zero_env_check(void) {
+    if (zero_carry_env() >= 0) return 0;
+    return zg_errorf("ZGPT_REDUCE_CARRY=%s: use 1 (a micro-step's last gradient reductions run under the next "
+                     "micro-step's forward: the default) or 0 (each micro-step waits for its reductions)",
+                     getenv("ZGPT_REDUCE_CARRY"));
+}
+
 int zg_zero_carry_of(const zg_zero_opts *o, int world) {
-    int env = zero_carry_env();
-    if (env < 0)
-        return zg_errorf("ZGPT_REDUCE_CARRY=%s: use 1 (a micro-step's last gradient reductions run under the next "
-                         "micro-step's forward: the default) or 0 (each micro-step waits for its reductions)",
-                         getenv("ZGPT_REDUCE_CARRY"));
-    return env && zg_zero_carry_applies(o, world);
+    if (zg_zero_env_check() != 0) return -1;
+    return zero_carry_env() && zg_zero_carry_applies(o, world);
 }
 
 static int zero_init(zg_zero *z, const zg_zero_opts *opts, zg_comm *comm, zg_backend *be, const gpt2_param_table *table,

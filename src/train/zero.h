@@ -321,6 +321,9 @@ int zg_zero_local_check(const zg_zero_opts *o, int n_layer);
  * options on `world` ranks over a model: 1 or 0; -1 with a one-line error when ZGPT_REDUCE_CARRY is malformed.
  * The engine, the trainer's banner and `zgpt plan` all ask this. */
 int zg_zero_carry_of(const zg_zero_opts *o, int world);
+/* ZGPT_REDUCE_CARRY alone: 0 when unset or well formed, -1 with zg_zero_carry_of's error otherwise (a launcher
+ * checks it once before it starts the workers). */
+int zg_zero_env_check(void);
 /* The same without ZGPT_REDUCE_CARRY: whether these options would carry (the banner's "each micro-step waits"). */
 int zg_zero_carry_applies(const zg_zero_opts *o, int world);
 

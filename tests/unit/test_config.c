@@ -757,8 +757,47 @@ static void test_hjson_files(void) {
     zg_error_clear();
 }
 
+/* The batch keys before the world size is known (loading): a DeepSpeed config that gives all three for its
+ * launch's process count loads (and implies that count), and only what fails for every world size is an error;
+ * the world size then decides (the trainer, zgpt plan). */
+static void test_batch_world_unknown(void) {
+    zg_train_config c;
+    /* 64 = 2 x 8 x 4 processes: loads; 4 processes resolve it, 1 and 2 refuse it naming their count */
+    const char *j = "{\"train_batch_size\": 64, \"train_micro_batch_size_per_gpu\": 2, "
+                    "\"gradient_accumulation_steps\": 8}";
+    int rc = load(&c, j, NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.world_size == 4 && c.micro_batch == 2 && c.grad_accum == 8 && c.train_batch_size == 64);
+        ZT_CHECK(zg_train_config_resolve_batch(&c, 4) == 0 && c.grad_accum == 8 && c.world_size == 4);
+        ZT_CHECK(zg_train_config_resolve_batch(&c, 1) != 0 && has("x 1 process(es)"));
+        ZT_CHECK(zg_train_config_resolve_batch(&c, 2) != 0 && has("x 2 process(es)"));
+        zg_train_config_free(&c);
+    }
+    /* no world size makes 9 = 2 x 2 x N: refused at load, without naming a count */
+    ZT_CHECK(load(&c,
+                  "{\"train_batch_size\": 9, \"train_micro_batch_size_per_gpu\": 2, "
+                  "\"gradient_accumulation_steps\": 2}",
+                  NULL, NULL, 0) != 0);
+    ZT_CHECK(has("train_batch_size 9") && has("any number of processes") && !has("process(es)"));
+    ZT_CHECK(load(&c, "{\"train_batch_size\": 9, \"train_micro_batch_size_per_gpu\": 2}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("not divisible by train_micro_batch_size_per_gpu 2;"));
+    ZT_CHECK(load(&c, "{\"train_batch_size\": 10, \"gradient_accumulation_steps\": 4}", NULL, NULL, 0) != 0);
+    ZT_CHECK(has("not divisible by gradient_accumulation_steps 4;"));
+    /* 12 with micro-batch 3 loads (1, 2 or 4 processes); 3 processes: 12 / 9 does not divide */
+    rc = load(&c, "{\"train_batch_size\": 12, \"train_micro_batch_size_per_gpu\": 3}", NULL, NULL, 0);
+    ZT_CHECK_MSG(rc == 0, "%s", zg_error_message());
+    if (rc == 0) {
+        ZT_CHECK(c.grad_accum == 4 && c.world_size == 1);
+        ZT_CHECK(zg_train_config_resolve_batch(&c, 2) == 0 && c.grad_accum == 2);
+        ZT_CHECK(zg_train_config_resolve_batch(&c, 3) != 0 && has("3 process(es)"));
+        zg_train_config_free(&c);
+    }
+}
+
 int main(void) {
     g_dir = zt_tmpdir("config");
+    zt_run("batch_world_unknown", test_batch_world_unknown);
     zt_run("deepspeed_file", test_deepspeed_file);
     zt_run("errors", test_errors);
     zt_run("set_and_aliases", test_set_and_aliases);

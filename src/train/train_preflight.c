@@ -1,0 +1,76 @@
+/* What a launcher checks once before it starts the workers (zg_launch_opts.preflight), and the checks it shares
+ * with the trainer: a mistake every rank would make is then said once, instead of once per rank and again in the
+ * launcher's failure report. The workers still check the same things (the same functions) when they start. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "text/dataloader.h"
+#include "train/trainer.h"
+#include "train/zero.h"
+
+int zg_train_resume_requested(const zg_train_config *cfg, const zg_train_options *opts) {
+    return (opts && opts->resume) || (cfg->init_from && strcmp(cfg->init_from, "resume") == 0);
+}
+
+int zg_train_out_dir_check(const zg_train_config *cfg, int resume) {
+    char *latest = zg_path_join(cfg->out_dir, "latest");
+    int exists = zg_file_exists(latest);
+    free(latest);
+    if (resume && !exists)
+        return zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume "
+                         "(init_from scratch or a model)",
+                         cfg->out_dir);
+    if (!resume && exists)
+        return zg_errorf("out_dir '%s' already holds a run (it has a 'latest' checkpoint); continue it with --resume, "
+                         "or choose another out_dir",
+                         cfg->out_dir);
+    return 0;
+}
+
+int zg_train_data_check(const zg_train_config *cfg) {
+    if (cfg->n_data == 0) return zg_errorf("config: no \"data\" given; set it to a folder made by 'zgpt prepare'");
+    for (int i = 0; i < cfg->n_data; i++)
+        if (zg_data_path_check(cfg->data[i].path) != 0) return -1;
+    return 0;
+}
+
+int zg_train_offload_step_env(void) {
+    const char *v = getenv("ZGPT_OFFLOAD_STEP");
+    if (!v || !*v) return 0;
+    if (strcmp(v, "v12") == 0) return 1;
+    return zg_errorf("ZGPT_OFFLOAD_STEP is \"%s\"; allowed: v12 (or unset)", v);
+}
+
+/* Appends the pending error to the list (and clears it). */
+static void problems_take(char ***items, int *n) {
+    *items = zg_realloc(*items, (size_t)(*n + 1) * sizeof **items);
+    (*items)[(*n)++] = zg_strdup(zg_error_message());
+    zg_error_clear();
+}
+
+int zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world) {
+    char **items = NULL;
+    int n = 0;
+    zg_train_config batch = *cfg; /* resolve_batch writes only the batch's scalars */
+    if (zg_train_config_resolve_batch(&batch, world) != 0) problems_take(&items, &n);
+    if (zg_train_data_check(cfg) != 0) problems_take(&items, &n);
+    if (zg_train_out_dir_check(cfg, zg_train_resume_requested(cfg, opts)) != 0) problems_take(&items, &n);
+    if (zg_zero_env_check() != 0) problems_take(&items, &n);
+    if (zg_train_offload_step_env() < 0) problems_take(&items, &n);
+    if (n == 1) zg_errorf("%s", items[0]);
+    if (n > 1) {
+        size_t len = 96;
+        for (int i = 0; i < n; i++) len += strlen(items[i]) + 4;
+        char *all = zg_malloc(len);
+        int w = snprintf(all, len, "%d problems before starting %d workers (fix them all):", n, world);
+        for (int i = 0; i < n; i++) w += snprintf(all + w, len - (size_t)w, "\n  %s", items[i]);
+        zg_errorf("%s", all);
+        free(all);
+    }
+    for (int i = 0; i < n; i++) free(items[i]);
+    free(items);
+    return n ? -1 : 0;
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The launcher's checks before it starts the workers (zg_train_preflight, zg_launch_opts.preflight): under
+# --nproc N a mistake every rank would make is said once, in one message, and no worker starts:
+#  - a config error: one 'zgpt: error' line block, not one per rank plus the launcher's failure report;
+#  - several problems that depend on the launch (the batch for N processes, a missing data path, out_dir
+#    against --resume, a malformed ZGPT_REDUCE_CARRY / ZGPT_OFFLOAD_STEP) in one message that counts them;
+#  - --resume with nothing to resume, and a fresh run into an out_dir that holds one;
+#  - the same through the forked launcher (ZGPT_LAUNCH_FORK_TEST).
+# And a DeepSpeed config giving all three batch keys for its launch (train_batch_size = micro-batch x
+# accumulation x processes) loads and trains on 2 ranks, `zgpt plan --nproc 2` takes it, and one process
+# refuses it naming its count.
+TEST_NAME=dist_preflight
+source "$(dirname "$0")/dist_common.inc"
+N2=(--nproc 2)
+
+# one_error NAME PATTERN CMD...: expect_fail, and nothing from a rank (no worker started)
+one_error() {
+    local name=$1 pat=$2
+    shift 2
+    expect_fail "$name" "$pat" "$@" > /dev/null
+    if grep -qE "rank [0-9]|zgpt\[rank" err.txt out.txt; then fail "$name: a worker ran: $(cat err.txt)"; fi
+    grep -q "^training:" out.txt && fail "$name: training started: $(cat out.txt)"
+    echo "ok $name: $(head -1 err.txt)"
+}
+
+one_error "bad key, 2 ranks" "unknown key 'bogus_key'" \
+    "$ZGPT" train --config d.json --set out_dir=p1 --set bogus_key=1 "${N2[@]}"
+one_error "nothing to resume, 2 ranks" "nothing to resume in out_dir 'p2'" \
+    "$ZGPT" train --config d.json --set out_dir=p2 --resume "${N2[@]}"
+
+# all three batch keys for 2 processes: 8 = 2 x 2 x 2
+B3=(--set train_batch_size=8 --set train_micro_batch_size_per_gpu=2 --set gradient_accumulation_steps=2)
+timeout 300 "$ZGPT" train --config d.json --set out_dir=b3 --set max_iters=2 "${B3[@]}" "${N2[@]}" > b3.log 2> b3.err ||
+    fail "three batch keys, 2 ranks: $(tail -3 b3.err b3.log)"
+grep -q "micro-batch 2 x accumulation 2 x 2 ranks" b3.log || fail "three batch keys: banner: $(grep training: b3.log)"
+# five problems at once, 3 ranks: each named, counted in one message
+ZGPT_REDUCE_CARRY=maybe ZGPT_OFFLOAD_STEP=v13 one_error "five problems, 3 ranks" "5 problems before starting 3 workers" \
+    "$ZGPT" train --config d.json --set out_dir=b3 --set data=no_such_data \
+    --set train_batch_size=12 --set train_micro_batch_size_per_gpu=3 --nproc 3
+for pat in "train_batch_size 12 is not divisible by train_micro_batch_size_per_gpu 3 x 3 process" \
+    "data path 'no_such_data' does not exist" "out_dir 'b3' already holds a run" \
+    "ZGPT_REDUCE_CARRY=maybe" 'ZGPT_OFFLOAD_STEP is "v13"'; do
+    grep -qF -- "$pat" err.txt || fail "five problems: '$pat' not said: $(cat err.txt)"
+done
+[ "$(wc -l < err.txt)" -eq 6 ] || fail "five problems: expected 6 lines: $(cat err.txt)"
+[ ! -e no_such_data ] || fail "five problems: something created no_such_data"
+
+# the forked launcher's path checks too
+ZGPT_LAUNCH_FORK_TEST=2 one_error "forked launcher" "ZGPT_REDUCE_CARRY=2" \
+    env ZGPT_REDUCE_CARRY=2 "$ZGPT" train --config d.json --set out_dir=p3
+
+one_error "out_dir holds a run, 2 ranks" "out_dir 'b3' already holds a run" \
+    "$ZGPT" train --config d.json --set out_dir=b3 "${B3[@]}" "${N2[@]}"
+sed 's/"train_batch_size": 8,/"train_batch_size": 8, "gradient_accumulation_steps": 2,/' d.json > d3.json
+"$ZGPT" plan d3.json --nproc 2 > plan.txt 2>&1 || fail "plan of three batch keys, 2 ranks: $(cat plan.txt)"
+expect_fail "three batch keys, 1 process" "train_batch_size 8 != .* x 1 process" \
+    "$ZGPT" train --config d.json --set out_dir=b1 "${B3[@]}" > /dev/null
+expect_fail "three batch keys, 3 processes" "train_batch_size 8 != .* x 3 process" \
+    "$ZGPT" train --config d.json --set out_dir=b1 "${B3[@]}" --nproc 3 > /dev/null
+echo "dist_preflight: ok"
