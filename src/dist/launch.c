@@ -14,6 +14,7 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -399,10 +400,15 @@ static int spawn(child_proc *c, char *const argv[], char *const env_set[], int n
     pid_t pid = fork();
     if (pid < 0) return zg_errorf("fork failed: %s", zg_strerrno());
     if (pid == 0) {
-        if (dup2(po[1], STDOUT_FILENO) < 0 || dup2(pe[1], STDERR_FILENO) < 0) {
+        /* No worker reads stdin, but mpirun forwards it to rank 0 and reads it all: a caller's
+         * `while read ...; do zgpt train --nproc 2 ...; done < list` would lose the rest of its list. */
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(po[1], STDOUT_FILENO) < 0 ||
+            dup2(pe[1], STDERR_FILENO) < 0) {
             fprintf(stderr, "zgpt: fatal: %s:%d: dup2 failed in the worker: %s\n", __FILE__, __LINE__, strerror(errno));
             _exit(127);
         }
+        if (devnull != STDIN_FILENO) close(devnull);
         close(po[0]);
         close(po[1]);
         close(pe[0]);

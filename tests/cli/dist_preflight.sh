@@ -5,7 +5,8 @@
 #  - several problems that depend on the launch (the batch for N processes, a missing data path, out_dir
 #    against --resume, a malformed ZGPT_REDUCE_CARRY / ZGPT_OFFLOAD_STEP) in one message that counts them;
 #  - --resume with nothing to resume, and a fresh run into an out_dir that holds one;
-#  - the same through the forked launcher (ZGPT_LAUNCH_FORK_TEST).
+#  - the same through the forked launcher (ZGPT_LAUNCH_FORK_TEST);
+#  - the workers' stdin is /dev/null: a run inside `while read ...; done < list` leaves the list alone.
 # And a DeepSpeed config giving all three batch keys for its launch (train_batch_size = micro-batch x
 # accumulation x processes) loads and trains on 2 ranks, `zgpt plan --nproc 2` takes it, and one process
 # refuses it naming its count.
@@ -57,4 +58,11 @@ expect_fail "three batch keys, 1 process" "train_batch_size 8 != .* x 1 process"
     "$ZGPT" train --config d.json --set out_dir=b1 "${B3[@]}" > /dev/null
 expect_fail "three batch keys, 3 processes" "train_batch_size 8 != .* x 3 process" \
     "$ZGPT" train --config d.json --set out_dir=b1 "${B3[@]}" --nproc 3 > /dev/null
+# the workers get no stdin: a caller's list read line by line survives a run (mpirun would read it all)
+printf 'first\nsecond\n' > list.txt
+( timeout 300 "$ZGPT" train --config d.json --set out_dir=stdin --set max_iters=1 "${N2[@]}" > stdin.log 2>&1 ||
+      fail "stdin run: $(tail -3 stdin.log)"
+  cat > rest.txt ) < list.txt
+[ "$(cat rest.txt)" = "$(printf 'first\nsecond')" ] || fail "a --nproc run consumed its caller's stdin: '$(cat rest.txt)'"
+echo "ok stdin left to the caller"
 echo "dist_preflight: ok"
