@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "text/dataloader.h"
+#include "train/model_source.h"
 #include "train/trainer.h"
 #include "train/zero.h"
 
@@ -60,6 +61,22 @@ int zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts,
     if (zg_train_out_dir_check(cfg, zg_train_resume_requested(cfg, opts)) != 0) problems_take(&items, &n);
     if (zg_zero_env_check() != 0) problems_take(&items, &n);
     if (zg_train_offload_step_env() < 0) problems_take(&items, &n);
+    /* A model from the hub: found in the cache, or downloaded here, once and with the download's progress,
+     * instead of by every worker at once behind the cache's lock. Only when nothing else is wrong (no
+     * download before a refusal); a path that exists is left to the workers (a checkpoint's full check
+     * would read it all twice). */
+    const char *from = cfg->init_from;
+    if (n == 0 && !zg_train_resume_requested(cfg, opts) && from && strcmp(from, "scratch") != 0 &&
+        strncmp(from, "hf:", 3) != 0 && !zg_file_exists(from) && !zg_dir_exists(from)) {
+        zg_model_source src;
+        memset(&src, 0, sizeof src);
+        if (zg_model_source_open(&src, from, 1) != 0) {
+            zg_error_prefix("init_from '%s'", from);
+            problems_take(&items, &n);
+        } else {
+            zg_model_source_close(&src);
+        }
+    }
     if (n == 1) zg_errorf("%s", items[0]);
     if (n > 1) {
         size_t len = 96;

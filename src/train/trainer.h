@@ -36,7 +36,8 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts);
 
 /* The checks a launcher makes once before it starts `world` workers (zg_launch_opts.preflight): the batch
  * keys for that world size, "data" given and its paths present, out_dir against --resume, and the
- * environment's switches (ZGPT_REDUCE_CARRY, ZGPT_OFFLOAD_STEP). 0, or -1 with every problem in one
+ * environment's switches (ZGPT_REDUCE_CARRY, ZGPT_OFFLOAD_STEP); then, if all of that holds, an init_from
+ * model from the hub is found in the cache or downloaded (once, here). 0, or -1 with every problem in one
  * message. Each worker makes the same checks again as it starts. */
 int zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world);
 /* --resume, or init_from "resume". */

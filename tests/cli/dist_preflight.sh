@@ -6,7 +6,9 @@
 #    against --resume, a malformed ZGPT_REDUCE_CARRY / ZGPT_OFFLOAD_STEP) in one message that counts them;
 #  - --resume with nothing to resume, and a fresh run into an out_dir that holds one;
 #  - the same through the forked launcher (ZGPT_LAUNCH_FORK_TEST);
-#  - the workers' stdin is /dev/null: a run inside `while read ...; done < list` leaves the list alone.
+#  - the workers' stdin is /dev/null: a run inside `while read ...; done < list` leaves the list alone;
+#  - init_from a hub repo (tests/hub/fake_hub.py on 127.0.0.1): downloaded once, by the launcher, before the
+#    workers start; an unreachable hub is said once.
 # And a DeepSpeed config giving all three batch keys for its launch (train_batch_size = micro-batch x
 # accumulation x processes) loads and trains on 2 ranks, `zgpt plan --nproc 2` takes it, and one process
 # refuses it naming its count.
@@ -65,4 +67,47 @@ printf 'first\nsecond\n' > list.txt
   cat > rest.txt ) < list.txt
 [ "$(cat rest.txt)" = "$(printf 'first\nsecond')" ] || fail "a --nproc run consumed its caller's stdin: '$(cat rest.txt)'"
 echo "ok stdin left to the caller"
+# init_from a hub repo: the launcher downloads it once (the fake hub of tests/hub, on 127.0.0.1), then the
+# workers read the cache; with the hub unreachable the launcher says so once and starts nothing
+if "$ZGPT" --version | grep -q "libcurl  not compiled in"; then
+    echo "SKIP hub part: no libcurl"
+else
+    timeout 300 python3 "$ZGPT_SRC/tests/hub/fake_hub.py" --repo "org/tiny=$ZGPT_SRC/tests/fixtures/hf_tiny" \
+        --port-file port --log hub.log > /dev/null &
+    hub=$!
+    trap 'kill $hub 2>/dev/null || true; rm -rf "$WORK"' EXIT
+    for _ in $(seq 100); do [ -s port ] && break; sleep 0.1; done
+    [ -s port ] || fail "the fake hub did not start"
+    H=(env HF_HOME="$WORK/hf" ZGPT_MODELS="$WORK/models" HF_ENDPOINT="http://127.0.0.1:$(cat port)")
+    python3 -c "
+import random, struct
+random.seed(5)
+import os
+os.makedirs('ids', exist_ok=True)
+for split in ('train', 'val'):
+    open('ids/%s.bin' % split, 'wb').write(struct.pack('<4000H', *[random.randrange(500) for _ in range(4000)]))"
+    cat > hub.json <<'JSON'
+{"data": "ids", "init_from": "org/tiny", "block_size": 16, "train_batch_size": 4, "train_micro_batch_size_per_gpu": 2,
+ "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "log_interval": 1, "device": "cpu",
+ "zero_optimization": {"stage": 2}}
+JSON
+    # an mpirun that notes whether the weights were in the cache when it started (the launcher's download)
+    cat > mpirun_probe.sh <<PROBE
+#!/usr/bin/env bash
+if [ -n "\$(find "$WORK/hf" -name model.safetensors 2>/dev/null)" ]; then touch "$WORK/cached_at_launch"; fi
+exec "${ZGPT_MPIRUN:-mpirun}" "\$@"
+PROBE
+    chmod +x mpirun_probe.sh
+    "${H[@]}" ZGPT_MPIRUN="$WORK/mpirun_probe.sh" timeout 300 "$ZGPT" train --config hub.json --set out_dir=hub \
+        "${N2[@]}" > hub_run.log 2>&1 || fail "init_from org/tiny, 2 ranks: $(tail -5 hub_run.log)"
+    [ -e cached_at_launch ] || fail "init_from org/tiny: the weights were not in the cache when mpirun started"
+    grep -q '^iter 1: loss' hub_run.log || fail "init_from org/tiny: no second iteration: $(tail -3 hub_run.log)"
+    gets=$(grep -c "^GET /cdn/" hub.log || true)
+    [ "$gets" = 1 ] || fail "the weights were fetched $gets times (expected once, by the launcher): $(cat hub.log)"
+    echo "ok init_from org/tiny on 2 ranks: one download ($(grep -c . hub.log) requests)"
+    kill $hub 2>/dev/null || true
+    wait $hub 2>/dev/null || true
+    one_error "hub unreachable, 2 ranks" "init_from 'org/tiny'.*cannot reach" \
+        "${H[@]}" HF_HOME="$WORK/hf2" "$ZGPT" train --config hub.json --set out_dir=hub2 "${N2[@]}"
+fi
 echo "dist_preflight: ok"
