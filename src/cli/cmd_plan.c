@@ -26,7 +26,9 @@ typedef struct {
 } plan_args;
 
 static const zg_option plan_options[] = {
-    ZG_OPT_INT(plan_args, nproc, "nproc", "N", "number of ranks (processes / GPUs)", "1"),
+    ZG_OPT_INT(plan_args, nproc, "nproc", "N",
+               "number of ranks (processes / GPUs); unset: the count the config's three batch keys imply, else 1",
+               "-1"),
     ZG_OPT_INT(plan_args, stage, "stage", "S", "ZeRO stage 0-3 (default: the config's zero_optimization.stage)", "-1"),
     ZG_OPT_INT(plan_args, micro_batch, "micro-batch", "B", "micro-batch per rank (default: the config's)", "0"),
     ZG_OPT_STR(plan_args, model, "model", "NAME",
@@ -126,7 +128,7 @@ int zg_cmd_plan(int argc, char **argv) {
         zg_strlist_free(&pos);
         return 2;
     }
-    if (a.nproc < 1 || a.nproc > 1 << 20) {
+    if ((a.nproc < 1 && a.nproc != -1) || a.nproc > 1 << 20) {
         zg_errorf("--nproc %lld: must be at least 1", (long long)a.nproc);
         zg_error_print();
         zg_strlist_free(&pos);
@@ -141,8 +143,11 @@ int zg_cmd_plan(int argc, char **argv) {
     if (pos.count == 1) {
         if (zg_train_config_load(&tc, pos.items[0], a.deepspeed, NULL, 0) != 0) goto cleanup;
         have_cfg = 1;
+        /* train_batch_size = micro x accumulation x N written for one N: that N unless told otherwise */
+        if (a.nproc == -1) a.nproc = tc.world_size;
         if (zg_train_config_resolve_batch(&tc, (int)a.nproc) != 0) goto cleanup;
     }
+    if (a.nproc == -1) a.nproc = 1;
 
     /* model */
     gpt2_config g;

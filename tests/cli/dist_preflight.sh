@@ -10,8 +10,8 @@
 #  - init_from a hub repo (tests/hub/fake_hub.py on 127.0.0.1): downloaded once, by the launcher, before the
 #    workers start; an unreachable hub is said once.
 # And a DeepSpeed config giving all three batch keys for its launch (train_batch_size = micro-batch x
-# accumulation x processes) loads and trains on 2 ranks, `zgpt plan --nproc 2` takes it, and one process
-# refuses it naming its count.
+# accumulation x processes) loads and trains on 2 ranks, `zgpt plan` takes it (without --nproc: for the 2
+# processes it implies), and one or three processes refuse it naming their count.
 TEST_NAME=dist_preflight
 source "$(dirname "$0")/dist_common.inc"
 N2=(--nproc 2)
@@ -56,6 +56,9 @@ one_error "out_dir holds a run, 2 ranks" "out_dir 'b3' already holds a run" \
     "$ZGPT" train --config d.json --set out_dir=b3 "${B3[@]}" "${N2[@]}"
 sed 's/"train_batch_size": 8,/"train_batch_size": 8, "gradient_accumulation_steps": 2,/' d.json > d3.json
 "$ZGPT" plan d3.json --nproc 2 > plan.txt 2>&1 || fail "plan of three batch keys, 2 ranks: $(cat plan.txt)"
+"$ZGPT" plan d3.json > plan0.txt 2>&1 || fail "plan of three batch keys without --nproc: $(cat plan0.txt)"
+grep -q "^  2 ranks," plan0.txt || fail "plan without --nproc: not the 2 ranks the batch keys imply: $(head -3 plan0.txt)"
+expect_fail "plan, three batch keys, --nproc 3" "train_batch_size 8 != .* x 3 process" "$ZGPT" plan d3.json --nproc 3 > /dev/null
 expect_fail "three batch keys, 1 process" "train_batch_size 8 != .* x 1 process" \
     "$ZGPT" train --config d.json --set out_dir=b1 "${B3[@]}" > /dev/null
 expect_fail "three batch keys, 3 processes" "train_batch_size 8 != .* x 3 process" \
