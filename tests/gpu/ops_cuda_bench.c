@@ -258,34 +258,6 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         fflush(stdout);
     }
     unsetenv("ZGPT_ATTENTION");
-    /* ZG_ATTN_CHUNKS="0 1 2 ..." (ZGPT_SDPA_CHUNK values): the cuDNN backward in chunks of batch rows, timed as
-     * above, its output's bytes compared with the whole batch's (0) */
-    const char *chunks = getenv("ZG_ATTN_CHUNKS");
-    if (chunks != NULL) {
-        size_t nb = (size_t)N * 3 * C * 2;
-        unsigned char *h0 = (unsigned char *)malloc(nb), *h1 = (unsigned char *)malloc(nb);
-        unsetenv("ZGPT_SDPA_CHUNK");
-        be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH);
-        cudaMemcpy(h0, dqkv, nb, cudaMemcpyDeviceToHost);
-        char list[256];
-        snprintf(list, sizeof list, "%s", chunks);
-        for (char *tok = strtok(list, " ,"); tok != NULL; tok = strtok(NULL, " ,")) {
-            setenv("ZGPT_SDPA_CHUNK", tok, 1);
-            float cb1, cbs;
-            BENCH_TIME(&ctx, cb1, oc_bench_reps(),
-                       be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
-            BENCH_STREAM(&ctx, cbs, 20, be->ops->attention_backward(be, dqkv, x, qkv, y, stats, B, T, C, NH));
-            cudaMemcpy(h1, dqkv, nb, cudaMemcpyDeviceToHost);
-            size_t diff = 0;
-            for (size_t i = 0; i < nb; i++) diff += h0[i] != h1[i];
-            printf("ATTN chunk %s bwd_ms %.4f stream_bwd_ms %.4f bytes_differing %zu of %zu\n", tok, cb1, cbs, diff,
-                   nb);
-            fflush(stdout); /* each line kept if a time limit stops the bench */
-        }
-        unsetenv("ZGPT_SDPA_CHUNK");
-        free(h0);
-        free(h1);
-    }
     /* LayerNorm bytes: forward reads x (and w, b), writes y, mean, rstd; backward (input form) reads dout,
      * x, w, mean, rstd and dinp, writes dinp (accumulated) and the per-block dw/db partials (small) */
     double fb = nc * es * 2 + (double)N * 8 + 2.0 * C * es, bwb = nc * es * 4 + (double)N * 8 + 3.0 * C * es;

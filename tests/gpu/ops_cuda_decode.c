@@ -265,11 +265,13 @@ void oc_test_decode_prefetch_env(void) {
     }
     /* the removed forms' values are refused with "removed", not silently run another way; 0 (what runs) is
      * accepted: the persistent decode kernel (ZGPT_DECODE_LAYERS 1, 2: v0.21; 3: v0.22's weight ring) and the
-     * L2 prefetch branch (ZGPT_DECODE_PREFETCH 1, 2: v0.14), both removed in v0.23 */
-    static const char *const gone[6][2] = {{"ZGPT_DECODE_LAYERS", "1"},   {"ZGPT_DECODE_LAYERS", "2"},
-                                           {"ZGPT_DECODE_LAYERS", "3"},   {"ZGPT_DECODE_PREFETCH", "1"},
-                                           {"ZGPT_DECODE_PREFETCH", "2"}, {"ZGPT_DECODE_PREFETCH", "3"}};
-    for (int i = 0; i < 6; i++) {
+     * L2 prefetch branch (ZGPT_DECODE_PREFETCH 1, 2: v0.14), both removed in v0.23; the attention backward in
+     * chunks of batch rows (ZGPT_SDPA_CHUNK: v0.31, removed in v0.33) */
+    static const char *const gone[9][2] = {
+        {"ZGPT_DECODE_LAYERS", "1"},   {"ZGPT_DECODE_LAYERS", "2"},   {"ZGPT_DECODE_LAYERS", "3"},
+        {"ZGPT_DECODE_PREFETCH", "1"}, {"ZGPT_DECODE_PREFETCH", "2"}, {"ZGPT_DECODE_PREFETCH", "3"},
+        {"ZGPT_SDPA_CHUNK", "1"},      {"ZGPT_SDPA_CHUNK", "2x2"},    {"ZGPT_SDPA_CHUNK", "autox2"}};
+    for (int i = 0; i < 9; i++) {
         int rc = env_create(gone[i][0], gone[i][1]);
         char want[48];
         snprintf(want, sizeof want, "%s=%s", gone[i][0], gone[i][1]);
@@ -278,8 +280,8 @@ void oc_test_decode_prefetch_env(void) {
                      "%s was accepted, or its refusal does not say it was removed: %s", want, zg_error_message());
         zg_error_clear();
     }
-    for (int i = 0; i < 2; i++) {
-        const char *var = i ? "ZGPT_DECODE_PREFETCH" : "ZGPT_DECODE_LAYERS";
+    for (int i = 0; i < 3; i++) {
+        const char *var = i == 2 ? "ZGPT_SDPA_CHUNK" : i ? "ZGPT_DECODE_PREFETCH" : "ZGPT_DECODE_LAYERS";
         ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
         zg_error_clear();
     }

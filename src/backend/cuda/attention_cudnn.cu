@@ -115,9 +115,8 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
 #define ZGC_SDPA_PLANS 16
 #define ZGC_SDPA_MAX_CFG 16
 #define ZGC_SDPA_DS_OFFSET 128 /* bytes before dS in the deterministic backward's workspace */
-/* The backward's graphs kept (zgc_sdpa_rec): one per layer and chunk of batch rows (each its own buffers), so the
- * table grows to what a step uses (XL B=16 in chunks of one row: 48 x 16 = 768) up to this many, least recently
- * used dropped past it */
+/* The backward's graphs kept (zgc_sdpa_rec): one per layer (each its own buffers), so the table grows to what a
+ * step uses (48 at XL) up to this many, least recently used dropped past it */
 #define ZGC_SDPA_RECS_MAX 8192
 
 /* Tensor unique ids (the variant pack names tensors by these). Virtual tensors count up from 100. */
@@ -170,9 +169,6 @@ struct zgc_cudnn_att {
     int n_recs, cap_recs, cursor;
     cudaStream_t cap;
     long dq_calls; /* backward calls that ran zgpt's dQ kernel */
-    /* the chunked backward's second stream (ZGPT_SDPA_CHUNK=nx2) and its fork / join events */
-    cudaStream_t side;
-    cudaEvent_t fork, join;
 };
 
 /* Shapes shared by both graphs. */
@@ -787,8 +783,7 @@ static int zgc_sdpa_capture(zg_backend *be, zgc_cudnn_att *st, zgc_sdpa_plan *p,
     return rc;
 }
 
-/* Runs a record's graph on stream s (the compute stream, or the chunked backward's second): launched, or added to
- * the graph the stream is recording. */
+/* Runs a record's graph on the compute stream s: launched, or added to the graph the stream is recording. */
 static void zgc_sdpa_rec_run(cudaStream_t s, const zgc_sdpa_rec *r) {
     cudaStreamCaptureStatus cs;
     ZG_CUDA_CHECK(cudaStreamIsCapturing(s, &cs));
@@ -927,44 +922,24 @@ static size_t zgc_sdpa_bwd_ws_bytes(const zgc_sdpa_plan *p) {
     return zgc_align256((size_t)p->ws_bytes) + zgc_align256((size_t)p->B * p->NH * p->T * sizeof(float));
 }
 
-/* ZGPT_SDPA_CHUNK=auto's rule: a fixed function of the card and the shape, never a timing, so that a resumed run
- * takes the same chunks (and bits). As many batch rows as keep the causal dS of the chunks in flight (NH T (T + 1)
- * / 2 elements a row, one chunk a stream) within half the L2: the other half for the K, V, dO and dQ tiles
- * streaming beside it. At least one row; the whole batch (no chunks) where that many rows fit. */
-static int zgc_sdpa_chunk_rows(size_t l2_bytes, int T, int NH, size_t es, int streams) {
-    size_t row = (size_t)NH * (size_t)T * (size_t)(T + 1) / 2 * es;
-    size_t rows = l2_bytes / 2 / (size_t)streams / (row > 0 ? row : 1);
-    return rows < 1 ? 1 : rows > 65536 ? 65536 : (int)rows;
-}
-
-/* The compute stream waits for what the second stream has been given (the chunked backward's join). */
-static void zgc_sdpa_join(zgc_impl *im, zgc_cudnn_att *st) {
-    ZG_CUDA_CHECK(cudaEventRecord(st->join, st->side));
-    ZG_CUDA_CHECK(cudaStreamWaitEvent(im->stream, st->join, 0));
-}
-
-/* One backward over B batch rows (the whole batch, or one chunk of it) in workspace slot `slot` of `slots` (each
- * slot_bytes, or this shape's need where more: a shorter last chunk keeps the full chunks' slots), on
- * stream s (the compute stream, or st->side after the chunked backward's fork): 1 when cuDNN ran it, 0 when it
- * cannot. Only a recorded backward (zgpt's dQ, checked) runs on st->side: the first call's check and cuDNN's own
- * plan run on the compute stream (its handle's), after a join. */
-static int zgc_sdpa_backward_rows(zg_backend *be, zgc_cudnn_att *st, void *dqkv, const void *dout, const void *qkv,
-                                  const void *out, const float *stats, int B, int T, int C, int NH, int slot, int slots,
-                                  size_t slot_bytes, cudaStream_t s) {
+int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                 const float *stats, int B, int T, int C, int NH) {
+    if (!zgc_sdpa_wanted(be, 1) || !zgc_sdpa_usable(be, C, NH, dqkv, dout, qkv, out) || ((uintptr_t)stats & 15))
+        return 0;
+    zgc_cudnn_att *st = zgc_att_state(be);
+    if (st->handle_state != 1) return 0;
     zgc_impl *im = zgc_get(be);
     int hs = C / NH;
     zgc_sdpa_plan *p = zgc_sdpa_plan_get(be, st, B, T, NH, hs, 1);
     if (p == NULL) return 0;
     size_t wsb = zgc_align256((size_t)p->ws_bytes), per = zgc_sdpa_bwd_ws_bytes(p);
-    if (slot_bytes < per) slot_bytes = per;
-    char *ws = (char *)zgc_sdpa_lent(be, st, slot_bytes * slots);
-    if (ws == NULL) ws = (char *)zgc_sdpa_workspace(be, st, slot_bytes * slots);
+    char *ws = (char *)zgc_sdpa_lent(be, st, per);
+    if (ws == NULL) ws = (char *)zgc_sdpa_workspace(be, st, per);
     if (ws == NULL) {
         zgc_att_fallback_note("backward", B, T, NH, hs, zg_error_message());
         p->ok = 0;
         return 0;
     }
-    ws += slot_bytes * slot;
     float *dsum = (float *)(ws + wsb);
     size_t es = zg_dtype_size(be->act_dtype), cb = (size_t)C * es;
     float scale = 1.f / sqrtf((float)hs), neginf = zgc_sdpa_mask_value(), one = 1.f;
@@ -975,17 +950,11 @@ static int zgc_sdpa_backward_rows(zg_backend *be, zgc_cudnn_att *st, void *dqkv,
                     &one};
     const int n = (int)(sizeof uids / sizeof uids[0]);
     if (p->dq_state == 0 && !zgc_att_dq_fits(be, T, C, NH)) p->dq_state = -1; /* cuDNN's dQ, silently: by design */
-    if (s != im->stream && (p->dq_state != 1 || zgc_sdpa_dq_env() != 1)) {
-        zgc_sdpa_join(im, st);
-        s = im->stream;
-    }
     if (p->dq_state >= 0 && zgc_sdpa_dq_env() == 1) {
         int ran = 0;
-        /* (the first call's check may keep cuDNN's dQ in lent memory past every slot) */
-        size_t used = slot_bytes * (size_t)(slots - slot);
-        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, n, uids, ptrs, ws, used, dqkv, B, T, C, NH, &ran);
+        zgc_sdpa_rec *r = zgc_sdpa_rec_get(be, st, p, n, uids, ptrs, ws, per, dqkv, B, T, C, NH, &ran);
         if (r != NULL) {
-            if (!ran) zgc_sdpa_rec_run(s, r);
+            if (!ran) zgc_sdpa_rec_run(im->stream, r);
             st->calls++, st->dq_calls++;
             return 1;
         }
@@ -994,7 +963,6 @@ static int zgc_sdpa_backward_rows(zg_backend *be, zgc_cudnn_att *st, void *dqkv,
             return 1;
         }
     }
-    if (s != im->stream) zgc_sdpa_join(im, st); /* a recording failed: cuDNN's plan, on the compute stream */
     char why[400];
     if (zgc_sdpa_execute(st, p, n, uids, ptrs, ws, why, sizeof(why))) {
         zgc_att_fallback_note("backward", B, T, NH, hs, why);
@@ -1003,49 +971,6 @@ static int zgc_sdpa_backward_rows(zg_backend *be, zgc_cudnn_att *st, void *dqkv,
     }
     st->calls++;
     return 1;
-}
-
-/* The backward in chunks of batch rows (ZGPT_SDPA_CHUNK, zgc_sdpa_chunk_env). Each chunk's dS (NH T^2 / 2
- * elements a row: 26 MB at XL) is written by cuDNN's main kernel and read by the dQ kernel while it may still be
- * in the L2, instead of a whole batch's (426 MB at XL B=16) going through HBM twice. One stream: the chunks one
- * after another in one workspace. Two ("nx2"): odd chunks on a second stream in a second workspace, so that one
- * chunk's dQ kernel (memory-bound) can run beside the next one's main kernel (compute-bound) and fill its tail.
- * Each (b, h) is computed by the plan for its chunk's shape (the last chunk may be shorter: a plan of its own). */
-int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
-                                 const float *stats, int B, int T, int C, int NH) {
-    if (!zgc_sdpa_wanted(be, 1) || !zgc_sdpa_usable(be, C, NH, dqkv, dout, qkv, out) || ((uintptr_t)stats & 15))
-        return 0;
-    zgc_cudnn_att *st = zgc_att_state(be);
-    if (st->handle_state != 1) return 0;
-    zgc_impl *im = zgc_get(be);
-    int streams, chunk = zgc_sdpa_chunk_env(&streams);
-    if (chunk == ZGC_SDPA_CHUNK_AUTO)
-        chunk = zgc_sdpa_chunk_rows(im->l2_bytes, T, NH, zg_dtype_size(be->act_dtype), streams);
-    if (chunk <= 0 || chunk >= B)
-        return zgc_sdpa_backward_rows(be, st, dqkv, dout, qkv, out, stats, B, T, C, NH, 0, 1, 0, im->stream);
-    /* every slot holds a full chunk's workspace (a shorter last chunk needs less) */
-    zgc_sdpa_plan *full = zgc_sdpa_plan_get(be, st, chunk, T, NH, C / NH, 1);
-    if (full == NULL) return 0;
-    if (streams == 2 && st->side == NULL) {
-        ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&st->side, cudaStreamNonBlocking));
-        ZG_CUDA_CHECK(cudaEventCreateWithFlags(&st->fork, cudaEventDisableTiming));
-        ZG_CUDA_CHECK(cudaEventCreateWithFlags(&st->join, cudaEventDisableTiming));
-    }
-    if (streams == 2) { /* the second stream starts after everything the compute stream was given */
-        ZG_CUDA_CHECK(cudaEventRecord(st->fork, im->stream));
-        ZG_CUDA_CHECK(cudaStreamWaitEvent(st->side, st->fork, 0));
-    }
-    size_t es = zg_dtype_size(be->act_dtype), row = (size_t)T * C * es, slot_bytes = zgc_sdpa_bwd_ws_bytes(full);
-    int ok = 1;
-    for (int b0 = 0, i = 0; b0 < B && ok; b0 += chunk, i++) {
-        int n = B - b0 < chunk ? B - b0 : chunk, slot = streams == 2 ? (i & 1) : 0;
-        ok = zgc_sdpa_backward_rows(be, st, (char *)dqkv + 3 * row * b0, (const char *)dout + row * b0,
-                                    (const char *)qkv + 3 * row * b0, (const char *)out + row * b0,
-                                    stats + (size_t)b0 * NH * T, n, T, C, NH, slot, streams, slot_bytes,
-                                    slot ? st->side : im->stream);
-    }
-    if (streams == 2) zgc_sdpa_join(im, st); /* the compute stream goes on after both */
-    return ok; /* 0: our kernels then run the whole batch (every chunk's output is written again) */
 }
 
 extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {
@@ -1070,11 +995,6 @@ void zgc_attention_cudnn_destroy(zg_backend *be) {
     for (int i = 0; i < st->n_recs; i++) zgc_sdpa_rec_free(&st->recs[i]);
     free(st->recs);
     if (st->cap != NULL) ZG_CUDA_CHECK(cudaStreamDestroy(st->cap));
-    if (st->side != NULL) {
-        ZG_CUDA_CHECK(cudaStreamDestroy(st->side));
-        ZG_CUDA_CHECK(cudaEventDestroy(st->fork));
-        ZG_CUDA_CHECK(cudaEventDestroy(st->join));
-    }
     for (int i = 0; i < ZGC_SDPA_PLANS; i++)
         if (st->plans[i].used) zgc_gb_free(st->plans[i].g);
     if (st->ws != NULL) be->ops->dealloc(be, st->ws);

@@ -608,13 +608,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_SDPA_DQ=%s: must be own (zgpt's dQ kernel over the causal half of cuDNN's dS, where it "
                          "fits) or cudnn (cuDNN's own dQ product); unset it for the default (own)",
                          getenv("ZGPT_SDPA_DQ"));
-    int sdpa_streams;
-    if (zgc_sdpa_chunk_env(&sdpa_streams) < 0)
-        return zg_errorf(
-            "ZGPT_SDPA_CHUNK=%s: must be a number of batch rows (0 to 65536) per cuDNN attention backward "
-            "call, or auto (as many as keep their dS within half the L2), either optionally followed by x2 (two "
-            "streams); unset it for the default (the whole batch)",
-            getenv("ZGPT_SDPA_CHUNK"));
+    if (zgc_sdpa_chunk_env() < 0)
+        return zg_errorf("ZGPT_SDPA_CHUNK=%s: removed (the attention backward in chunks of batch rows was slower at "
+                         "every chunking; docs/PERFORMANCE.md v0.33); unset it",
+                         getenv("ZGPT_SDPA_CHUNK"));
     int sdpa_b, sdpa_skip;
     if (zgc_sdpa_env(0, &sdpa_b, &sdpa_skip) < 0)
         return zg_errorf("ZGPT_SDPA_HEUR=%s / ZGPT_SDPA_SKIP=%s: HEUR must be a or b, SKIP fK, bK or fK,bK (K digits: "
@@ -633,7 +630,6 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     im->device = dev;
     im->num_sms = prop.multiProcessorCount;
     im->cc_major = prop.major;
-    im->l2_bytes = (size_t)prop.l2CacheSize;
     im->bgrad_ok = 1;
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));

@@ -84,8 +84,7 @@ typedef struct {
     zg_backend_ops ops; /* this backend's op table (be->ops points here) */
     int device;
     int num_sms;
-    int cc_major;    /* compute capability major (PDL and thread-block clusters: 9+) */
-    size_t l2_bytes; /* the L2's size (the chunked attention backward's rule, ZGPT_SDPA_CHUNK=auto) */
+    int cc_major; /* compute capability major (PDL and thread-block clusters: 9+) */
     /* the cluster sampler's blocks per row for a vocabulary of sample_v ids (0: none fits), chosen on the
      * first call (a generation's first draw runs before any capture) */
     int sample_v, sample_nb;
@@ -417,27 +416,11 @@ static inline int zgc_sdpa_dq_env(void) {
     if (v == NULL || *v == '\0' || strcmp(v, "own") == 0) return 1;
     return strcmp(v, "cudnn") == 0 ? 0 : -1;
 }
-/* ZGPT_SDPA_CHUNK: batch rows per cuDNN attention backward call (attention_cudnn.cu), "n" (the chunks one after
- * another) or "nx2" (alternate chunks on a second stream, each of the two in its own workspace); "auto" or
- * "autox2": the rows by zgc_sdpa_chunk_rows. 0 when unset or "0" (the whole batch in one call), ZGC_SDPA_CHUNK_AUTO
- * for auto, -1 when malformed (zg_backend_cuda_create refuses it); *streams 1 or 2. Read per call. */
-#define ZGC_SDPA_CHUNK_AUTO (-2)
-static inline int zgc_sdpa_chunk_env(int *streams) {
+/* ZGPT_SDPA_CHUNK (the attention backward in chunks of batch rows, v0.31) was removed: slower at every chunking
+ * (PERFORMANCE.md v0.33). 0 when unset or "0", -1 for any other value (zg_backend_cuda_create refuses it). */
+static inline int zgc_sdpa_chunk_env(void) {
     const char *v = getenv("ZGPT_SDPA_CHUNK");
-    *streams = 1;
-    if (v == NULL || *v == '\0') return 0;
-    char *end;
-    long n = strtol(v, &end, 10);
-    int aut = strncmp(v, "auto", 4) == 0;
-    if (aut)
-        n = ZGC_SDPA_CHUNK_AUTO, end = (char *)v + 4;
-    else if (end == v || n < 0 || n > 65536)
-        return -1;
-    if (strcmp(end, "x2") == 0)
-        *streams = 2;
-    else if (*end != '\0')
-        return -1;
-    return (int)n;
+    return v == NULL || *v == '\0' || strcmp(v, "0") == 0 ? 0 : -1;
 }
 /* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
 void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
