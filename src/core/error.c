@@ -158,3 +158,50 @@ char *zg_strdup_at(const char *s, const char *file, int line) {
     memcpy(p, s, n);
     return p;
 }
+
+/* ---- several problems said together ---------------------------------------------------------- */
+
+void zg_lines_addv(zg_lines *l, const char *fmt, va_list ap) {
+    va_list ap2;
+    va_copy(ap2, ap);
+    int len = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    char *s = zg_malloc((size_t)len + 1);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    for (int i = 0; i < l->n; i++) /* the same line from two places (both files) once */
+        if (strcmp(l->items[i], s) == 0) {
+            free(s);
+            return;
+        }
+    l->items = zg_realloc(l->items, (size_t)(l->n + 1) * sizeof *l->items);
+    l->items[l->n++] = s;
+}
+
+void zg_lines_add(zg_lines *l, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    zg_lines_addv(l, fmt, ap);
+    va_end(ap);
+}
+
+void zg_lines_add_error(zg_lines *l) { zg_lines_add(l, "%s", zg_error_message()); }
+
+void zg_lines_free(zg_lines *l) {
+    for (int i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+int zg_error_lines(const zg_lines *l, const char *what) {
+    if (l->n == 0) return 0;
+    if (l->n == 1) return zg_errorf("%s", l->items[0]);
+    size_t len = 64 + strlen(what);
+    for (int i = 0; i < l->n; i++) len += strlen(l->items[i]) + 4;
+    char *all = zg_malloc(len);
+    int w = snprintf(all, len, "%d problems %s (fix them all):", l->n, what);
+    for (int i = 0; i < l->n; i++) w += snprintf(all + w, len - (size_t)w, "\n  %s", l->items[i]);
+    zg_errorf("%s", all);
+    free(all);
+    return -1;
+}

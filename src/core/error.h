@@ -12,6 +12,7 @@
 #ifndef ZG_CORE_ERROR_H
 #define ZG_CORE_ERROR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #if defined(__GNUC__)
@@ -27,6 +28,21 @@ int zg_error_prefix(const char *fmt, ...) ZG_PRINTF(1, 2);
 /* The last recorded message of this thread ("" if none). */
 const char *zg_error_message(void);
 void zg_error_clear(void);
+
+/* Several problems of one input said together (a config's, a launch's): lines collected, the same line twice
+ * once, then one error holding all of them. */
+typedef struct {
+    char **items;
+    int n;
+} zg_lines;
+void zg_lines_addv(zg_lines *l, const char *fmt, va_list ap);
+void zg_lines_add(zg_lines *l, const char *fmt, ...) ZG_PRINTF(2, 3);
+/* The message of the zg_errorf that just failed, as one line (the pending error is kept). */
+void zg_lines_add_error(zg_lines *l);
+void zg_lines_free(zg_lines *l);
+/* 0 when l holds nothing; else -1 with one error: its one line, or "N problems <what> (fix them all):" and
+ * each line indented below. */
+int zg_error_lines(const zg_lines *l, const char *what);
 
 /* The rank printed in fatal messages and logs (-1 = not distributed, printed as nothing). Set once
  * at start-up by the launcher/communicator. */

@@ -846,6 +846,11 @@ static int gpu_devices(int want, char ***out, int *n_out) {
     return 0;
 }
 
+/* The caller's checks before n workers start (zg_launch_opts.preflight): 0 to go on, -1 with its error. */
+static int launch_preflight(const zg_launch_opts *o, int n) {
+    return o->preflight && o->preflight(o->preflight_ctx, n) != 0 ? -1 : 0;
+}
+
 int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_parent) {
     zg_launch_opts o = {0};
     if (opts) o = *opts;
@@ -878,7 +883,7 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
         char id[257];
         *is_parent = 1;
 #ifdef ZGPT_WITH_NCCL
-        int idrc = o.preflight && o.preflight(o.preflight_ctx, n) != 0 ? -1 : zg_comm_nccl_unique_id_hex(id);
+        int idrc = launch_preflight(&o, n) != 0 ? -1 : zg_comm_nccl_unique_id_hex(id);
 #else
         int idrc = zg_errorf("--gpus: %d GPUs need NCCL, and this zgpt was built without it: install NCCL "
                              "(libnccl-dev) and rebuild",
@@ -901,7 +906,7 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
     if (o.nproc > 1) {
 #ifdef ZGPT_WITH_MPI
         *is_parent = 1;
-        if (o.preflight && o.preflight(o.preflight_ctx, o.nproc) != 0) return -1;
+        if (launch_preflight(&o, o.nproc) != 0) return -1;
         return launch_mpirun(argc, argv, o.nproc, &o);
 #else
         return zg_errorf("--nproc %d needs MPI: rebuild zgpt with Open MPI installed (libopenmpi-dev)", o.nproc);
@@ -910,7 +915,7 @@ int zg_launch_maybe(int argc, char **argv, const zg_launch_opts *opts, int *is_p
     const char *fork_test = getenv("ZGPT_LAUNCH_FORK_TEST");
     if (fork_test && atoi(fork_test) > 1) { /* tests: supervised forked workers without a communicator */
         *is_parent = 1;
-        if (o.preflight && o.preflight(o.preflight_ctx, atoi(fork_test)) != 0) return -1;
+        if (launch_preflight(&o, atoi(fork_test)) != 0) return -1;
         return launch_fork(argc, argv, atoi(fork_test), NULL, NULL, &o);
     }
     return 0;

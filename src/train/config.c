@@ -17,71 +17,25 @@
 
 /* ---- problems and notes: everything one load has to say ------------------------------------- */
 
-static void lines_addv(line_list *l, const char *fmt, va_list ap) {
-    va_list ap2;
-    va_copy(ap2, ap);
-    int len = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    char *s = zg_malloc((size_t)len + 1);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
-    for (int i = 0; i < l->n; i++) /* the same line from two places (both files) once */
-        if (strcmp(l->items[i], s) == 0) {
-            free(s);
-            return;
-        }
-    l->items = zg_realloc(l->items, (size_t)(l->n + 1) * sizeof *l->items);
-    l->items[l->n++] = s;
-}
-
-static void lines_add(line_list *l, const char *fmt, ...) ZG_PRINTF(2, 3);
-static void lines_add(line_list *l, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    lines_addv(l, fmt, ap);
-    va_end(ap);
-}
-
-static void lines_free(line_list *l) {
-    for (int i = 0; i < l->n; i++) free(l->items[i]);
-    free(l->items);
-    l->items = NULL;
-    l->n = 0;
-}
-
 /* Records the message of the zg_errorf that just failed as one problem. */
-void config_collect(load_state *ls) { lines_add(&ls->problems, "%s", zg_error_message()); }
+void config_collect(load_state *ls) { zg_lines_add_error(&ls->problems); }
 
 void config_problem(load_state *ls, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    lines_addv(&ls->problems, fmt, ap);
+    zg_lines_addv(&ls->problems, fmt, ap);
     va_end(ap);
 }
 
 void config_note(load_state *ls, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    lines_addv(&ls->notes, fmt, ap);
+    zg_lines_addv(&ls->notes, fmt, ap);
     va_end(ap);
 }
 
 /* -1 with every problem in one message (one per line), or 0 when there are none. */
-static int report(load_state *ls) {
-    int n = ls->problems.n;
-    if (n == 0) return 0;
-    if (n == 1) {
-        zg_errorf("%s", ls->problems.items[0]);
-    } else {
-        size_t len = 64;
-        for (int i = 0; i < n; i++) len += strlen(ls->problems.items[i]) + 4;
-        char *all = zg_malloc(len);
-        int w = snprintf(all, len, "%d problems in the configuration (fix them all):", n);
-        for (int i = 0; i < n; i++) w += snprintf(all + w, len - (size_t)w, "\n  %s", ls->problems.items[i]);
-        zg_errorf("%s", all);
-        free(all);
-    }
-    return -1;
-}
+static int report(load_state *ls) { return zg_error_lines(&ls->problems, "in the configuration"); }
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
@@ -161,8 +115,8 @@ int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_
 cleanup:
     for (int i = 0; i < n_sets; i++) cJSON_Delete(items[i].value);
     free(items);
-    lines_free(&ls.problems);
-    lines_free(&ls.notes);
+    zg_lines_free(&ls.problems);
+    zg_lines_free(&ls.notes);
     cJSON_Delete(ds);
     cJSON_Delete(root);
     return rc;
@@ -180,8 +134,8 @@ int zg_train_config_parse(zg_train_config *cfg, const char *json_text, const cha
     config_canonicalize(root, name, &ls);
     config_validate_tree(root, "", name, &ls);
     int rc = ls.problems.n > 0 ? report(&ls) : finish(cfg, root, name, &ls);
-    lines_free(&ls.problems);
-    lines_free(&ls.notes);
+    zg_lines_free(&ls.problems);
+    zg_lines_free(&ls.notes);
     cJSON_Delete(root);
     return rc;
 }

@@ -59,14 +59,9 @@ typedef struct {
 
 /* ---- problems and notes: everything one load has to say ------------------------------------- */
 
-typedef struct {
-    char **items;
-    int n;
-} line_list;
-
 /* A load's state: its problems (all reported together) and its notes (printed at start). */
 typedef struct {
-    line_list problems, notes;
+    zg_lines problems, notes;
 } load_state;
 
 /* The --set overrides, parsed by their keys' types. */

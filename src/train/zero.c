@@ -65,6 +65,14 @@ static void allgather_params(zg_zero *z) {
     zero_wait_list(z, &list);
 }
 
+/* ZGPT_REDUCE_CARRY (A/B runs): 1 when unset or "1" (a micro-step's last reductions carried into the next one,
+ * zg_zero.carry_reduces), 0 for "0", -1 otherwise (zg_zero_init refuses it). */
+static int zero_carry_env(void) {
+    const char *v = getenv("ZGPT_REDUCE_CARRY");
+    if (v == NULL || *v == '\0' || strcmp(v, "1") == 0) return 1;
+    return strcmp(v, "0") == 0 ? 0 : -1;
+}
+
 int zg_zero_carry_applies(const zg_zero_opts *o, int world) {
     /* (offload sends each piece to the host as the last micro-step's reduction of it completes, and the last
      * micro-step never carries; it is left out so that its pieces' timing stays as measured) */

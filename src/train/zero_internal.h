@@ -6,8 +6,6 @@
 #include "train/zero.h"
 
 #include <stddef.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* One collective in flight over [lo, hi) of a flat buffer. */
 struct zg_zero_pending {
@@ -25,13 +23,6 @@ static inline size_t esz(zg_dtype dt) { return zg_dtype_size(dt); }
 static inline char *at(void *base, size_t i, zg_dtype dt) { return (char *)base + i * esz(dt); }
 
 static inline int grads_grouped(const zg_zero *z) { return z->model && z->o.stage >= 2 && !z->direct; }
-/* ZGPT_REDUCE_CARRY (A/B runs): 1 when unset or "1" (a micro-step's last reductions carried into the next one,
- * zg_zero.carry_reduces), 0 for "0", -1 otherwise (zg_zero_init refuses it). */
-static inline int zero_carry_env(void) {
-    const char *v = getenv("ZGPT_REDUCE_CARRY");
-    if (v == NULL || *v == '\0' || strcmp(v, "1") == 0) return 1;
-    return strcmp(v, "0") == 0 ? 0 : -1;
-}
 /* The rank's accumulated gradients live in z->grad_shard (stages 2-3), else in the full buffer z->grads. */
 static inline int grads_in_shard(const zg_zero *z) { return z->o.stage >= 2 && !z->direct; }
 
