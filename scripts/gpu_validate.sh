@@ -107,8 +107,9 @@
 #            (not in the default list)
 #   evalhf   issue 21: a small model trained 30 iterations in fp16 on CUDA; `zgpt eval` (fp32, from the
 #            master weights) against the exported model's loss in transformers on the same windows (PASS at
-#            <= 1e-5 relative); ragged prompts in one batch on CUDA against each prompt alone; ~1 min (not in
-#            the default list)
+#            <= 1e-5 relative); transformers' sharded save_pretrained of the export read by zgpt to the single
+#            file's loss; ragged prompts in one batch on CUDA against each prompt alone; ~1 min (not in the
+#            default list)
 #   benchold the speed of this tree against the previous version's in the same call: `.old/` holds that
 #            version's source (gitignored; make it with `git archive REV | tar -x -C .old` and carry it);
 #            both are built, then zgpt bench 124M and XL (B=16) and a 124M `zgpt train` run alternately
@@ -1433,7 +1434,18 @@ if has evalhf; then
   "$ZGPT" eval --model "$W/ev16" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cuda > "$LOG_DIR/evalhf_zgpt.log" 2>&1
   "$ZGPT" eval --model "$W/ev16" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cpu > "$LOG_DIR/evalhf_zgpt_cpu.log" 2>&1
   "$ZGPT" export --model "$W/ev16" --out "$W/ev16hf" > "$LOG_DIR/evalhf_export.log" 2>&1
-  timeout -k 20 120 python3 tests/parity/hf_eval.py --model "$W/ev16hf" --tokens "$W/val.bin" --seq 64 > "$LOG_DIR/evalhf_hf.log" 2>&1
+  timeout -k 20 120 python3 tests/parity/hf_eval.py --model "$W/ev16hf" --tokens "$W/val.bin" --seq 64 \
+      --save-sharded "$W/ev16sh" --max-shard-size 5MB > "$LOG_DIR/evalhf_hf.log" 2>&1
+  # transformers' own sharded checkpoint of the export: zgpt reads it to the same loss as the single file
+  "$ZGPT" eval --model "hf:$W/ev16hf" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cpu > "$LOG_DIR/evalhf_single.log" 2>&1
+  "$ZGPT" eval --model "hf:$W/ev16sh" --data "$W/val.bin" --full --seq 64 --batch 16 --json --device cpu > "$LOG_DIR/evalhf_sharded.log" 2>&1
+  nsh=$(ls "$W/ev16sh" 2>/dev/null | grep -c '^model-.*\.safetensors$')
+  shv=$([ -s "$W/ev16sh/model.safetensors.index.json" ] && [ "$nsh" -gt 1 ] && [ -s "$LOG_DIR/evalhf_single.log" ] &&
+        cmp -s "$LOG_DIR/evalhf_single.log" "$LOG_DIR/evalhf_sharded.log" && echo PASS || echo FAIL)
+  note "evalhf: transformers' save_pretrained(max_shard_size 5MB) wrote $nsh shards + index; zgpt eval (cpu) of it" \
+       "$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_sharded.log" | tail -1) against the single file's" \
+       "$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_single.log" | tail -1): identical [$shv]" \
+       "$(grep -h 'zgpt: error' "$LOG_DIR/evalhf_sharded.log" | head -1)"
   zl=$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_zgpt.log" | tail -1)
   zc=$(sed -nE 's/^\{"loss": ([0-9.eE+-]+),.*/\1/p' "$LOG_DIR/evalhf_zgpt_cpu.log" | tail -1)
   hl=$(sed -nE 's/^hf eval loss=([0-9.eE+-]+) .*/\1/p' "$LOG_DIR/evalhf_hf.log" | tail -1)

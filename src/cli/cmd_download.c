@@ -27,7 +27,8 @@ static const zg_option download_opts[] = {
 static const zg_command_spec download_spec = {
     "download",
     "REPO_OR_NAME [--revision R] [--cache-dir DIR]",
-    "Download a GPT-2 (config.json + model.safetensors) from the Hugging Face Hub into its cache.",
+    "Download a GPT-2 (config.json + model.safetensors, or a sharded checkpoint's index and shards) from the "
+    "Hugging Face Hub into its cache.",
     download_opts,
     "REPO_OR_NAME",
     "REPO_OR_NAME: gpt2, gpt2-medium, gpt2-large, gpt2-xl (from openai-community/), or any org/name repo.\n"

@@ -2,14 +2,13 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "model/safetensors_index.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-const char *const zg_hub_model_files[ZG_HUB_N_MODEL_FILES] = {"config.json", "model.safetensors"};
 
 char *zg_hub_cache_dir(const char **from) {
     const char *v;
@@ -115,12 +114,13 @@ int zg_hub_cache_find(const char *cache, const char *repo_id, const char *revisi
         char *snaps = zg_path_join(repo, "snapshots");
         dir = zg_path_join(snaps, commit);
         free(snaps);
-        found = 1;
-        for (int i = 0; i < ZG_HUB_N_MODEL_FILES && found; i++) {
-            char *f = zg_path_join(dir, zg_hub_model_files[i]);
-            found = zg_file_exists(f); /* follows the symlink: a dangling one is not there */
-            free(f);
-        }
+        /* config.json and the weights (model.safetensors, or an index and all its shards); zg_file_exists follows
+         * the snapshot's symlinks: a dangling one is not there */
+        char *cfg = zg_path_join(dir, "config.json");
+        char *weights = zg_file_exists(cfg) ? safetensors_folder_weights(dir, NULL) : NULL;
+        found = weights != NULL;
+        free(weights);
+        free(cfg);
     }
     char what[1200];
     snprintf(what, sizeof what, "%s (%s)", commit ? dir : repo, revision);

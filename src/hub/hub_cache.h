@@ -11,10 +11,6 @@
 
 #include <stddef.h>
 
-/* The files a GPT-2 model needs from a repo (what `zgpt download` fetches). */
-#define ZG_HUB_N_MODEL_FILES 2
-extern const char *const zg_hub_model_files[ZG_HUB_N_MODEL_FILES];
-
 /* The cache folder (heap string) and, in `from`, the variable it came from ("HF_HUB_CACHE", ...). */
 char *zg_hub_cache_dir(const char **from);
 /* "openai-community/gpt2" -> "models--openai-community--gpt2" (heap string). */
@@ -28,7 +24,8 @@ int zg_hub_is_commit(const char *revision);
 int zg_hub_offline(void);
 
 /* The snapshot of repo_id at revision (a branch/tag through refs/<revision>, or a commit) holding
- * every model file: 1 with *snapshot (heap) set; 0 when it is not there (the folder looked at is
+ * a model: config.json and its weights (model.safetensors, or model.safetensors.index.json and every shard it
+ * names; model/safetensors_index.h): 1 with *snapshot (heap) set; 0 when it is not there (the folder looked at is
  * appended to `searched`, "; "-separated). */
 int zg_hub_cache_find(const char *cache, const char *repo_id, const char *revision, char **snapshot, char *searched,
                       size_t cap);

@@ -5,6 +5,7 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "hub/hub_cache.h"
+#include "model/safetensors_index.h"
 
 #include <ctype.h>
 #ifdef ZGPT_WITH_CURL
@@ -143,6 +144,7 @@ static int is_sha256(const char *s) {
 typedef struct {
     const char *endpoint, *repo, *revision, *token;
     char url[4096];
+    int entry_missing; /* the last error was a 404 EntryNotFound (the file is not in the repo at this revision) */
 } request;
 
 static struct curl_slist *auth_headers(const request *r, const char *url) {
@@ -157,7 +159,7 @@ static struct curl_slist *auth_headers(const request *r, const char *url) {
 }
 
 /* The one-line error for an HTTP status. */
-static int http_error(const request *r, const char *file, long code, const head_info *h) {
+static int http_error(request *r, const char *file, long code, const head_info *h) {
     if (code == 401 || code == 403)
         return zg_errorf("%s/%s: HTTP %ld from %s: the repo is private or gated, or the token is wrong; %s", r->repo,
                          file, code, r->endpoint,
@@ -167,9 +169,12 @@ static int http_error(const request *r, const char *file, long code, const head_
     if (code == 404) {
         if (strcmp(h->error_code, "RevisionNotFound") == 0)
             return zg_errorf("%s: revision '%s' not found on %s (check --revision)", r->repo, r->revision, r->endpoint);
-        if (strcmp(h->error_code, "EntryNotFound") == 0)
-            return zg_errorf("%s: file '%s' not found at revision '%s' on %s (zgpt needs %s and %s)", r->repo, file,
-                             r->revision, r->endpoint, zg_hub_model_files[0], zg_hub_model_files[1]);
+        if (strcmp(h->error_code, "EntryNotFound") == 0) {
+            r->entry_missing = 1;
+            return zg_errorf("%s: file '%s' not found at revision '%s' on %s (zgpt needs config.json and the "
+                             "safetensors weights: model.safetensors, or model.safetensors.index.json and its shards)",
+                             r->repo, file, r->revision, r->endpoint);
+        }
         return zg_errorf("%s: repo not found on %s (check the name; a private repo needs $HF_TOKEN)", r->repo,
                          r->endpoint);
     }
@@ -419,6 +424,37 @@ static int fetch_file(request *r, const char *repo_dir, const char *file, char *
     return rc;
 }
 
+/* The weights: model.safetensors, or (where the repo has none) model.safetensors.index.json and every shard it
+ * names, as transformers looks for them. */
+static int fetch_weights(request *r, const char *repo_dir, char *commit, size_t commit_cap) {
+    r->entry_missing = 0;
+    if (fetch_file(r, repo_dir, SAFETENSORS_SINGLE_NAME, commit, commit_cap) == 0) return 0;
+    if (!r->entry_missing) return -1;
+    zg_error_clear();
+    r->entry_missing = 0;
+    if (fetch_file(r, repo_dir, SAFETENSORS_INDEX_NAME, commit, commit_cap) != 0) {
+        if (r->entry_missing)
+            zg_errorf("%s: neither %s nor %s (a sharded checkpoint) at revision '%s' on %s: zgpt reads safetensors "
+                      "weights (a repo with only pytorch_model.bin needs converting: transformers' "
+                      "save_pretrained(dir, safe_serialization=True))",
+                      r->repo, SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, r->revision, r->endpoint);
+        return -1;
+    }
+    char *snaps = zg_path_join(repo_dir, "snapshots");
+    char *snap = zg_path_join(snaps, commit);
+    char *index = zg_path_join(snap, SAFETENSORS_INDEX_NAME);
+    safetensors_index ix;
+    int rc = safetensors_index_read(&ix, index);
+    if (rc == 0) {
+        for (int s = 0; s < ix.n_shards && rc == 0; s++) rc = fetch_file(r, repo_dir, ix.shards[s], commit, commit_cap);
+        safetensors_index_free(&ix);
+    }
+    free(snaps);
+    free(snap);
+    free(index);
+    return rc;
+}
+
 /* refs/<revision> = commit (atomically), unless the revision is the commit itself. */
 static int write_ref(const char *repo_dir, const char *revision, const char *commit) {
     if (zg_hub_is_commit(revision)) return 0;
@@ -478,8 +514,8 @@ int zg_hub_download(const char *cache, const char *repo_id, const char *revision
     int fd = lock_repo(cache, repo_id);
     int rc = fd < 0 ? -1 : 0;
     char commit[128] = "";
-    for (int i = 0; i < ZG_HUB_N_MODEL_FILES && rc == 0; i++)
-        rc = fetch_file(&r, repo_dir, zg_hub_model_files[i], commit, sizeof commit);
+    if (rc == 0) rc = fetch_file(&r, repo_dir, "config.json", commit, sizeof commit);
+    if (rc == 0) rc = fetch_weights(&r, repo_dir, commit, sizeof commit);
     if (rc == 0) rc = write_ref(repo_dir, revision, commit);
     if (rc == 0) {
         char *snaps = zg_path_join(repo_dir, "snapshots");

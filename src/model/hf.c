@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "model/safetensors.h"
+#include "model/safetensors_index.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -49,26 +50,46 @@ static void hf_key(const char *zname, char *out, size_t cap) {
         snprintf(out, cap, "%s", zname);
 }
 
-/* Resolves PATH to the safetensors file and the config.json (NULL when absent). Heap strings. */
+/* The folder of a file path ("." for a bare name; heap string). */
+static char *dir_of(const char *path) {
+    char *dir = zg_strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        dir[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        strcpy(dir, ".");
+    return dir;
+}
+
+/* Resolves PATH to the weights (model.safetensors, or the index of a sharded checkpoint) and the config.json
+ * (NULL when absent). Heap strings. */
 static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     *st_path = *cfg_path = NULL;
     if (zg_dir_exists(path)) {
-        *st_path = zg_path_join(path, "model.safetensors");
-        *cfg_path = zg_path_join(path, "config.json");
-        if (!zg_file_exists(*st_path)) {
-            int has_bin = 0;
+        char *single = zg_path_join(path, SAFETENSORS_SINGLE_NAME), *index = zg_path_join(path, SAFETENSORS_INDEX_NAME);
+        if (zg_file_exists(single)) {
+            *st_path = single;
+            free(index);
+        } else if (zg_file_exists(index)) {
+            *st_path = index;
+            free(single);
+        } else {
+            free(single);
+            free(index);
             char *bin = zg_path_join(path, "pytorch_model.bin");
-            has_bin = zg_file_exists(bin);
+            int has_bin = zg_file_exists(bin);
             free(bin);
-            zg_errorf("%s: no model.safetensors in the folder%s", path,
-                      has_bin ? " (only pytorch_model.bin: convert it to safetensors with transformers' "
-                                "save_pretrained(dir, safe_serialization=True))"
-                              : ": download a Hugging Face GPT-2 folder with model.safetensors and config.json");
-            free(*st_path);
-            free(*cfg_path);
-            *st_path = *cfg_path = NULL;
-            return -1;
+            return zg_errorf("%s: no model.safetensors (nor model.safetensors.index.json of a sharded one) in the "
+                             "folder%s",
+                             path,
+                             has_bin ? " (only pytorch_model.bin: convert it to safetensors with transformers' "
+                                       "save_pretrained(dir, safe_serialization=True))"
+                                     : ": download a Hugging Face GPT-2 folder with config.json and its safetensors "
+                                       "weights");
         }
+        *cfg_path = zg_path_join(path, "config.json");
         if (!zg_file_exists(*cfg_path)) {
             free(*cfg_path);
             *cfg_path = NULL;
@@ -76,14 +97,11 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
         return 0;
     }
     if (!zg_file_exists(path))
-        return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder or a .safetensors file)", path);
+        return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder, a .safetensors file or a sharded "
+                         "checkpoint's model.safetensors.index.json)",
+                         path);
     *st_path = zg_strdup(path);
-    char *dir = zg_strdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        strcpy(dir, ".");
+    char *dir = dir_of(path);
     char *c = zg_path_join(dir, "config.json");
     free(dir);
     if (zg_file_exists(c))
@@ -91,6 +109,80 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     else
         free(c);
     return 0;
+}
+
+/* A model's weights: one safetensors file, or every shard a sharded checkpoint's index names, open together
+ * (a tensor name in one file only). path: the file or the index, for messages. */
+typedef struct {
+    safetensors_file *files;
+    int n_files;
+    const char *path;
+} hf_weights;
+
+static void hf_weights_close(hf_weights *w) {
+    for (int i = 0; i < w->n_files; i++) safetensors_close(&w->files[i]);
+    free(w->files);
+    memset(w, 0, sizeof *w);
+}
+
+/* The tensor named exactly `name`, and its file in *owner; NULL when no file has it. */
+static const safetensors_tensor *hf_weights_get(const hf_weights *w, const char *name, const safetensors_file **owner) {
+    for (int i = 0; i < w->n_files; i++) {
+        const safetensors_tensor *t = safetensors_find(&w->files[i], name);
+        if (t != NULL) {
+            if (owner) *owner = &w->files[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* Opens path: a .safetensors file, or an index (safetensors_is_index_path) and all its shards, checking that each
+ * tensor is in the shard the index names and in no other. */
+static int hf_weights_open(hf_weights *w, const char *path) {
+    memset(w, 0, sizeof *w);
+    w->path = path;
+    if (!safetensors_is_index_path(path)) {
+        w->files = zg_calloc(1, sizeof *w->files);
+        if (safetensors_open(&w->files[0], path) != 0) {
+            hf_weights_close(w);
+            return -1;
+        }
+        w->n_files = 1;
+        w->path = path;
+        return 0;
+    }
+    safetensors_index ix;
+    if (safetensors_index_read(&ix, path) != 0) return -1;
+    char *dir = dir_of(path);
+    w->files = zg_calloc((size_t)ix.n_shards, sizeof *w->files);
+    int rc = 0;
+    for (int s = 0; s < ix.n_shards && rc == 0; s++) {
+        char *p = zg_path_join(dir, ix.shards[s]);
+        if (!zg_file_exists(p))
+            rc = zg_errorf("%s: shard '%s' is missing (the index names %d shards: the checkpoint needs all of them)",
+                           path, ix.shards[s], ix.n_shards);
+        else if (safetensors_open(&w->files[s], p) != 0)
+            rc = -1;
+        else
+            w->n_files++;
+        free(p);
+    }
+    for (int i = 0; i < ix.n_names && rc == 0; i++)
+        if (safetensors_find(&w->files[ix.shard_of[i]], ix.names[i]) == NULL)
+            rc = zg_errorf("%s: tensor '%s' is not in '%s', the shard the index names for it", path, ix.names[i],
+                           ix.shards[ix.shard_of[i]]);
+    for (int a = 0; a < w->n_files && rc == 0; a++)
+        for (int k = 0; k < w->files[a].n_tensors && rc == 0; k++)
+            for (int b = a + 1; b < w->n_files && rc == 0; b++)
+                if (safetensors_find(&w->files[b], w->files[a].tensors[k].name) != NULL)
+                    rc = zg_errorf("%s: tensor '%s' is in two shards ('%s' and '%s')", path,
+                                   w->files[a].tensors[k].name, ix.shards[a], ix.shards[b]);
+    safetensors_index_free(&ix);
+    free(dir);
+    w->path = path;
+    if (rc != 0) hf_weights_close(w);
+    return rc;
 }
 
 static int json_int(const cJSON *root, const char *key, const char *alt, int *out, const char *file) {
@@ -145,12 +237,12 @@ static int config_from_json(const char *file, gpt2_config *cfg) {
     return 0;
 }
 
-/* Tensor lookup with and without the "transformer." prefix. */
-static const safetensors_tensor *find_tensor(const safetensors_file *f, const char *key) {
+/* Tensor lookup with and without the "transformer." prefix (its file in *owner). */
+static const safetensors_tensor *find_tensor(const hf_weights *w, const char *key, const safetensors_file **owner) {
     char buf[192];
     snprintf(buf, sizeof buf, "transformer.%.160s", key);
-    const safetensors_tensor *t = safetensors_find(f, buf);
-    return t ? t : safetensors_find(f, key);
+    const safetensors_tensor *t = hf_weights_get(w, buf, owner);
+    return t ? t : hf_weights_get(w, key, owner);
 }
 
 /* The released GPT-2 checkpoints (gpt2, -medium, -large, -xl): without config.json, only a file whose
@@ -165,9 +257,9 @@ static const struct {
  * highest h.N present; n_head only for the released GPT-2 shapes (anything else needs config.json:
  * the weights do not say how C is split into heads). */
 static int config_from_shapes(const char *file, gpt2_config *cfg) {
-    safetensors_file f;
-    if (safetensors_open(&f, file) != 0) return -1;
-    const safetensors_tensor *wte = find_tensor(&f, "wte.weight"), *wpe = find_tensor(&f, "wpe.weight");
+    hf_weights w;
+    if (hf_weights_open(&w, file) != 0) return -1;
+    const safetensors_tensor *wte = find_tensor(&w, "wte.weight", NULL), *wpe = find_tensor(&w, "wpe.weight", NULL);
     int rc = 0;
     if (wte == NULL || wpe == NULL || wte->ndim != 2 || wpe->ndim != 2) {
         rc = zg_errorf("%s: no config.json beside the file and no 2-D wte.weight/wpe.weight to infer the config "
@@ -179,12 +271,13 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
         cfg->n_embd = (int)wte->shape[1];
         cfg->block_size = (int)wpe->shape[0];
         int maxl = -1;
-        for (int i = 0; i < f.n_tensors; i++) {
-            const char *k = f.tensors[i].name;
-            if (strncmp(k, "transformer.", 12) == 0) k += 12;
-            int l;
-            if (sscanf(k, "h.%d.", &l) == 1 && l > maxl) maxl = l;
-        }
+        for (int fi = 0; fi < w.n_files; fi++)
+            for (int i = 0; i < w.files[fi].n_tensors; i++) {
+                const char *k = w.files[fi].tensors[i].name;
+                if (strncmp(k, "transformer.", 12) == 0) k += 12;
+                int l;
+                if (sscanf(k, "h.%d.", &l) == 1 && l > maxl) maxl = l;
+            }
         cfg->n_layer = maxl + 1;
         for (size_t i = 0; i < sizeof k_released / sizeof k_released[0]; i++)
             if (k_released[i].n_layer == cfg->n_layer && k_released[i].n_embd == cfg->n_embd)
@@ -196,7 +289,7 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
                            file, cfg->n_layer, cfg->n_embd);
         if (rc == 0 && gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s", file);
     }
-    safetensors_close(&f);
+    hf_weights_close(&w);
     return rc;
 }
 
@@ -231,14 +324,14 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
     char *st, *cj;
     if (resolve_paths(path, &st, &cj) != 0) return -1;
     free(cj);
-    safetensors_file f;
-    if (safetensors_open(&f, st) != 0) {
+    hf_weights w;
+    if (hf_weights_open(&w, st) != 0) {
         free(st);
         return -1;
     }
     gpt2_param_table tab;
     if (gpt2_param_table_init(&tab, &cfg) != 0) {
-        safetensors_close(&f);
+        hf_weights_close(&w);
         free(st);
         return -1;
     }
@@ -252,7 +345,8 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
     for (int i = 0; i < tab.n_tensors && rc == 0; i++) {
         const gpt2_tensor *x = &tab.tensors[i];
         hf_key(x->name, key, sizeof key);
-        const safetensors_tensor *t = find_tensor(&f, key);
+        const safetensors_file *f = NULL;
+        const safetensors_tensor *t = find_tensor(&w, key, &f);
         if (t == NULL) {
             rc = zg_errorf("%s: tensor 'transformer.%s' is missing (expected for a GPT-2 with n_layer %d, n_embd %d)",
                            st, key, cfg.n_layer, C);
@@ -286,11 +380,11 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
         if (crop) {
             /* read the whole (n_positions, C) table, keep the first block_size rows */
             float *full = zg_malloc(t->numel * sizeof(float));
-            rc = safetensors_read_f32(&f, t, full);
+            rc = safetensors_read_f32(f, t, full);
             if (rc == 0) memcpy(tmp, full, x->numel * sizeof(float));
             free(full);
             if (rc != 0) break;
-        } else if (safetensors_read_f32(&f, t, tmp) != 0) {
+        } else if (safetensors_read_f32(f, t, tmp) != 0) {
             rc = -1;
             break;
         }
@@ -305,41 +399,44 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
         }
     }
     /* Every other tensor must be an ignorable buffer or the tied LM head. */
-    for (int i = 0; i < f.n_tensors && rc == 0; i++) {
-        const safetensors_tensor *t = &f.tensors[i];
-        const char *k = t->name;
-        if (strncmp(k, "transformer.", 12) == 0) k += 12;
-        if (is_ignored_key(k)) continue;
-        if (strcmp(k, "lm_head.weight") == 0) {
-            if (t->ndim != 2 || t->shape[0] != V || t->shape[1] != C) {
-                int64_t e[2] = {V, C};
-                shape_str(want, sizeof want, e, 2);
-                shape_str(got, sizeof got, t->shape, t->ndim);
-                rc = zg_errorf("%s: tensor 'lm_head.weight' has shape %s, expected %s", st, got, want);
-                break;
+    for (int fi = 0; fi < w.n_files && rc == 0; fi++)
+        for (int i = 0; i < w.files[fi].n_tensors && rc == 0; i++) {
+            const safetensors_file *f = &w.files[fi];
+            const safetensors_tensor *t = &f->tensors[i];
+            const char *k = t->name;
+            if (strncmp(k, "transformer.", 12) == 0) k += 12;
+            if (is_ignored_key(k)) continue;
+            if (strcmp(k, "lm_head.weight") == 0) {
+                if (t->ndim != 2 || t->shape[0] != V || t->shape[1] != C) {
+                    int64_t e[2] = {V, C};
+                    shape_str(want, sizeof want, e, 2);
+                    shape_str(got, sizeof got, t->shape, t->ndim);
+                    rc = zg_errorf("%s: tensor 'lm_head.weight' has shape %s, expected %s", st, got, want);
+                    break;
+                }
+                float *lm = zg_malloc(t->numel * sizeof(float));
+                rc = safetensors_read_f32(f, t, lm);
+                if (rc == 0 && memcmp(lm, params, t->numel * sizeof(float)) != 0)
+                    rc = zg_errorf(
+                        "%s: lm_head.weight differs from wte: zgpt ties the LM head to the token embedding and "
+                        "cannot load an untied head",
+                        st);
+                free(lm);
+                continue;
             }
-            float *lm = zg_malloc(t->numel * sizeof(float));
-            rc = safetensors_read_f32(&f, t, lm);
-            if (rc == 0 && memcmp(lm, params, t->numel * sizeof(float)) != 0)
-                rc = zg_errorf("%s: lm_head.weight differs from wte: zgpt ties the LM head to the token embedding and "
-                               "cannot load an untied head",
-                               st);
-            free(lm);
-            continue;
+            int known = 0;
+            for (int j = 0; j < tab.n_tensors && !known; j++) {
+                hf_key(tab.tensors[j].name, key, sizeof key);
+                known = strcmp(key, k) == 0;
+            }
+            if (!known)
+                rc = zg_errorf("%s: unexpected tensor '%s' (not a GPT-2 parameter for n_layer %d): the file is not a "
+                               "GPT2LMHeadModel of this config",
+                               st, t->name, cfg.n_layer);
         }
-        int known = 0;
-        for (int j = 0; j < tab.n_tensors && !known; j++) {
-            hf_key(tab.tensors[j].name, key, sizeof key);
-            known = strcmp(key, k) == 0;
-        }
-        if (!known)
-            rc = zg_errorf("%s: unexpected tensor '%s' (not a GPT-2 parameter for n_layer %d): the file is not a "
-                           "GPT2LMHeadModel of this config",
-                           st, t->name, cfg.n_layer);
-    }
     free(tmp);
     gpt2_param_table_free(&tab);
-    safetensors_close(&f);
+    hf_weights_close(&w);
     free(st);
     return rc;
 }

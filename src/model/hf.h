@@ -1,8 +1,9 @@
 /* Hugging Face GPT-2 checkpoints (GPT2LMHeadModel): import and export.
  *
- * Import: PATH is a folder holding config.json + model.safetensors, or a .safetensors file (the
- * config.json beside it is used when present, else the shapes give the config, with
- * n_head = n_embd / 64 as in every released GPT-2). Keys are accepted
+ * Import: PATH is a folder holding config.json + model.safetensors (or, for a sharded checkpoint,
+ * model.safetensors.index.json and the shards it names: model/safetensors_index.h), a .safetensors file, or
+ * such an index (the config.json beside it is used when present, else the shapes give the config, for the
+ * released GPT-2 shapes only). Keys are accepted
  * with or without the "transformer." prefix; the attn.bias / attn.masked_bias buffers are ignored;
  * Conv1D weights (stored (in, out)) are transposed to zgpt's (out, in). lm_head.weight is tied to
  * wte: when present it must equal wte (else an error: zgpt cannot represent an untied head).

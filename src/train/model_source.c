@@ -5,6 +5,7 @@
 #include "hub/hub_cache.h"
 #include "hub/hub_download.h"
 #include "model/hf.h"
+#include "model/safetensors_index.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,8 @@ static int open_hub(zg_model_source *s, const char *spec, const char *repo, cons
     snprintf(s->name, sizeof s->name, "%s", spec);
     if (ni >= 0 && !revision) {
         char *dir = zg_models_dir_for(repo);
-        char *st = zg_path_join(dir, "model.safetensors");
-        if (zg_file_exists(st))
+        char *st = safetensors_folder_weights(dir, NULL);
+        if (st != NULL)
             snap = zg_strdup(dir);
         else
             snprintf(searched, sizeof searched, "%s", dir);
@@ -137,17 +138,21 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
             s->cfg = s->ckpt.cfg;
         }
     } else {
-        char *st = zg_path_join(spec, "model.safetensors");
-        int hf = zg_file_exists(st) ||
-                 (strlen(spec) > 12 && strcmp(spec + strlen(spec) - 12, ".safetensors") == 0 && zg_file_exists(spec));
+        /* a folder with model.safetensors or a sharded checkpoint's index (its shards checked when it opens) */
+        char *st = zg_path_join(spec, SAFETENSORS_SINGLE_NAME), *ix = zg_path_join(spec, SAFETENSORS_INDEX_NAME);
+        int hf = zg_file_exists(st) || zg_file_exists(ix) ||
+                 (((strlen(spec) > 12 && strcmp(spec + strlen(spec) - 12, ".safetensors") == 0) ||
+                   safetensors_is_index_path(spec)) &&
+                  zg_file_exists(spec) && !zg_dir_exists(spec));
         free(st);
+        free(ix);
         if (hf)
             rc = open_hf(s, spec);
         else if (hub && !zg_dir_exists(spec) && !zg_file_exists(spec))
             rc = open_hub(s, spec, repo, revision, need_weights);
         else if (zg_dir_exists(spec))
             rc = zg_errorf("'%s' is neither a zgpt checkpoint (no manifest.json or latest) nor a Hugging Face folder "
-                           "(no model.safetensors)",
+                           "(no model.safetensors or model.safetensors.index.json)",
                            spec);
         else
             rc = zg_errorf("model '%s' not found: give a checkpoint folder, an out_dir, hf:PATH, a Hugging Face repo "

@@ -6,9 +6,10 @@
  *       missing, downloaded into that cache (src/hub/hub_download.h) unless HF_HUB_OFFLINE is set,
  *       or need_weights is 0 for a named model (its config only). A path that exists wins over a
  *       repo id of the same spelling,
- *   "hf:PATH": a Hugging Face folder (config.json + model.safetensors) or .safetensors file,
+ *   "hf:PATH": a Hugging Face folder (config.json + model.safetensors, or a sharded checkpoint's
+ *             model.safetensors.index.json and shards), a .safetensors file or such an index,
  *   a zgpt checkpoint folder, or a run's out_dir (its `latest` checkpoint),
- *   a plain folder holding model.safetensors (treated as hf:PATH). */
+ *   a plain folder holding model.safetensors or model.safetensors.index.json (treated as hf:PATH). */
 #ifndef ZG_TRAIN_MODEL_SOURCE_H
 #define ZG_TRAIN_MODEL_SOURCE_H
 

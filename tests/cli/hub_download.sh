@@ -3,7 +3,9 @@
 # (tests/hub/fake_hub.py): a plain download into the standard cache layout, a connection cut half way
 # then a resume with Range, a corrupted body (refused, nothing published), 401 without the token and
 # success with it, 404 for the repo, the file and the revision, no network, a full disk,
-# HF_HUB_OFFLINE=1, then eval from the cache (loss equal to the hf: path's) and download on a miss.
+# HF_HUB_OFFLINE=1, then eval from the cache (loss equal to the hf: path's) and download on a miss; a sharded
+# checkpoint (model.safetensors.index.json and its shards), whole, with a shard gone from the cache, and with one
+# missing from the repo.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-hub.XXXXXX")
@@ -17,11 +19,17 @@ if "$ZGPT" --version | grep -q "libcurl  not compiled in"; then
 fi
 FIX=$ZGPT_SRC/tests/fixtures/hf_tiny
 mkdir nofile && cp "$FIX/config.json" nofile/
+# a sharded checkpoint of the same weights (as save_pretrained writes one past max_shard_size), and one whose
+# index names a shard the repo lacks
+python3 "$ZGPT_SRC/tests/hub/shard_safetensors.py" "$FIX/model.safetensors" sharded --shards 3
+cp "$FIX/config.json" sharded/
+cp -r sharded holey && rm holey/model-00002-of-00003.safetensors
 # start_hub MODE: the server on a free port of 127.0.0.1; HF_ENDPOINT points at it
 start_hub() {
     stop_hub
     rm -f port log.txt
     timeout 120 python3 "$ZGPT_SRC/tests/hub/fake_hub.py" --mode "$1" --repo "org/tiny=$FIX" --repo "org/nofile=$WORK/nofile" \
+        --repo "org/sharded=$WORK/sharded" --repo "org/holey=$WORK/holey" \
         --port-file port --log log.txt > /dev/null &
     HUB_PID=$!
     for _ in $(seq 100); do [ -s port ] && break; sleep 0.1; done
@@ -105,7 +113,7 @@ published c4b
 # 5. 404s: repo, file, revision; a name that is no repo id
 start_hub normal
 expect_fail "404 repo" "org/missing: repo not found" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/missing
-expect_fail "404 file" "org/nofile: file 'model.safetensors' not found at revision 'main'" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/nofile
+expect_fail "404 file" "org/nofile: neither model.safetensors nor model.safetensors.index.json \\(a sharded checkpoint\\) at revision 'main'" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/nofile
 expect_fail "404 revision" "revision 'nope' not found" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/tiny --revision nope
 expect_fail "bad repo id" "not a Hugging Face repo id" "$ZGPT" download a/b/c
 [ ! -e c5/models--org--nofile/refs ] || fail "a failed download wrote a ref"
@@ -151,5 +159,39 @@ mkdir -p org && cp -r "$FIX" org/tiny
 : > log.txt
 HF_HUB_CACHE=$WORK/c10 "$ZGPT" eval --model org/tiny --data val.bin --full --json --device cpu > p.json
 [ ! -s log.txt ] && [ ! -e c10 ] || fail "the local folder org/tiny was not preferred"
+
+# 10. a sharded checkpoint: the index and every shard it names are fetched and linked; eval equals the single
+# file's, from the cache, offline, and from a local folder or its index; a shard missing from the cache is fetched
+# alone; a shard missing from the repo is named
+: > log.txt
+HF_HUB_CACHE=$WORK/c11 "$ZGPT" download org/sharded > /dev/null 2> d11.err || fail "sharded download: $(cat d11.err)"
+sc=c11/models--org--sharded
+snap=$sc/snapshots/$(cat $sc/refs/main)
+for f in config.json model.safetensors.index.json model-0000{1,2,3}-of-00003.safetensors; do
+    cmp "$snap/$f" "sharded/$f" || fail "sharded: $f differs or is missing: $(ls -l "$snap")"
+    readlink "$snap/$f" | grep -q '^\.\./\.\./blobs/' || fail "sharded: $f is not a blob link"
+done
+[ "$(grep -c "^GET /cdn/" log.txt)" = 3 ] || fail "sharded: expected 3 shard GETs: $(cat log.txt)"
+HF_HUB_CACHE=$WORK/c11 "$ZGPT" eval --model org/sharded --data val.bin --full --json --device cpu > s1.json
+cmp ref.json s1.json || fail "org/sharded from the cache: $(cat s1.json) vs $(cat ref.json)"
+HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c11 "$ZGPT" eval --model org/sharded --data val.bin --full --json --device cpu > s2.json
+cmp ref.json s2.json || fail "org/sharded offline: $(cat s2.json)"
+"$ZGPT" eval --model "hf:$WORK/sharded" --data val.bin --full --json --device cpu > s3.json
+cmp ref.json s3.json || fail "hf: sharded folder: $(cat s3.json)"
+"$ZGPT" eval --model "hf:$WORK/sharded/model.safetensors.index.json" --data val.bin --full --json --device cpu > s4.json
+cmp ref.json s4.json || fail "hf: index path: $(cat s4.json)"
+"$ZGPT" eval --model "$WORK/sharded" --data val.bin --full --json --device cpu > s5.json
+cmp ref.json s5.json || fail "plain sharded folder: $(cat s5.json)"
+rm "$sc/blobs/$(basename "$(readlink "$snap/model-00002-of-00003.safetensors")")"
+expect_fail "offline, a shard gone" "not in .*models--org--sharded/snapshots/[0-9a-f]+ \(main\); HF_HUB_OFFLINE is set" \
+    env HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c11 "$ZGPT" eval --model org/sharded --data val.bin --device cpu
+: > log.txt
+HF_HUB_CACHE=$WORK/c11 "$ZGPT" eval --model org/sharded --data val.bin --full --json --device cpu > s6.json 2> s6.err
+cmp ref.json s6.json || fail "a shard fetched again: $(cat s6.json) $(cat s6.err)"
+[ "$(grep -c "^GET /cdn/" log.txt)" = 1 ] || fail "only the missing shard should be fetched: $(cat log.txt)"
+expect_fail "shard missing in the repo" "org/holey: file 'model-00002-of-00003.safetensors' not found at revision 'main'" \
+    env HF_HUB_CACHE=$WORK/c12 "$ZGPT" download org/holey
+expect_fail "local shard missing" "shard 'model-00002-of-00003.safetensors' is missing" \
+    "$ZGPT" eval --model "hf:$WORK/holey" --data val.bin --device cpu
 stop_hub
 echo "hub_download: ok"

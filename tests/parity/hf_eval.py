@@ -4,7 +4,11 @@
 tokens[kT+1 .. kT+T] for every k with kT+T+1 <= n. Tokens: a header-less uint16 file (nanoGPT's .bin).
 Prints: hf eval loss=2.123456789 tokens=N   (scripts/gpu_validate.sh, phase evalhf)
 
-usage: hf_eval.py --model DIR --tokens FILE --seq T [--device cuda]"""
+With --save-sharded OUT, the model (as loaded) is also written to OUT by save_pretrained with
+--max-shard-size (default 5MB): a sharded checkpoint (model.safetensors.index.json and its shards), which
+`zgpt eval --model hf:OUT` must read to the same loss as the folder itself.
+
+usage: hf_eval.py --model DIR --tokens FILE --seq T [--device cuda] [--save-sharded OUT [--max-shard-size S]]"""
 import argparse
 import numpy as np
 import torch
@@ -15,6 +19,8 @@ p.add_argument('--model', required=True)
 p.add_argument('--tokens', required=True)
 p.add_argument('--seq', type=int, required=True)
 p.add_argument('--device', default='cuda')
+p.add_argument('--save-sharded')
+p.add_argument('--max-shard-size', default='5MB')
 a = p.parse_args()
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -32,3 +38,6 @@ with torch.no_grad():
         count += T
         k += 1
 print(f'hf eval loss={total / count:.9f} tokens={count}')
+if a.save_sharded:
+    model.to('cpu').save_pretrained(a.save_sharded, max_shard_size=a.max_shard_size, safe_serialization=True)
+    print(f'hf saved sharded to {a.save_sharded} (max_shard_size {a.max_shard_size})')

@@ -6,12 +6,14 @@
 #include "model/gpt2.h"
 #include "model/hf.h"
 #include "model/safetensors.h"
+#include "model/safetensors_index.h"
 #include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     char *dir;
@@ -211,12 +213,149 @@ static void test_export_for_transformers(void) {
     printf("  wrote exports to %s\n", dir);
 }
 
+/* Writes DIR/model.safetensors.index.json mapping the tensors of shards[0..n) (each holding names[k][0..cnt[k]))
+ * as transformers' save_pretrained does; `extra` (a JSON member or "") is added to weight_map. */
+static void write_index(const char *dir, char names[][64][96], const int *cnt, int n, const char *extra) {
+    char *p = zg_path_join(dir, SAFETENSORS_INDEX_NAME);
+    FILE *f = fopen(p, "w");
+    ZT_CHECK(f != NULL);
+    fprintf(f, "{\n  \"metadata\": {\"total_size\": 1},\n  \"weight_map\": {\n");
+    int first = 1;
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < cnt[k]; i++) {
+            fprintf(f, "%s    \"%s\": \"model-%05d-of-%05d.safetensors\"", first ? "" : ",\n", names[k][i], k + 1, n);
+            first = 0;
+        }
+    fprintf(f, "%s%s\n  }\n}\n", extra[0] ? ",\n    " : "", extra);
+    fclose(f);
+    free(p);
+}
+
+/* the entry that writes tensor t (of an open file) again */
+static void entry_of(safetensors_entry *x, const safetensors_tensor *t) {
+    memset(x, 0, sizeof *x);
+    x->name = t->name;
+    x->dtype = t->dtype;
+    x->ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
+    x->data = t->data;
+}
+
+/* A sharded checkpoint (the fixture's tensors over three shards, an index, config.json): the same parameters
+ * bit for bit as the single file, through the folder and through the index's path; then the broken forms, each
+ * one error naming what is wrong. */
+static void test_sharded(void) {
+    if (!FX_OK) return;
+    char *dir = zt_tmpdir("hfshard");
+    char *src_path = zg_path_join(FX.dir, "model.safetensors");
+    safetensors_file src;
+    ZT_CHECK(safetensors_open(&src, src_path) == 0);
+    enum { NS = 3 };
+    static char names[NS][64][96];
+    int cnt[NS] = {0};
+    int per = (src.n_tensors + NS - 1) / NS;
+    ZT_CHECK(per <= 64);
+    char shard_path[NS][4096];
+    for (int k = 0; k < NS; k++) {
+        safetensors_entry e[64];
+        for (int i = k * per; i < src.n_tensors && i < (k + 1) * per; i++) {
+            const safetensors_tensor *t = &src.tensors[i];
+            ZT_CHECK(t->supported);
+            entry_of(&e[cnt[k]], t);
+            snprintf(names[k][cnt[k]++], 96, "%s", t->name);
+        }
+        char fname[64];
+        snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", k + 1, NS);
+        char *p = zg_path_join(dir, fname);
+        snprintf(shard_path[k], sizeof shard_path[k], "%s", p);
+        ZT_CHECK(safetensors_write(p, e, cnt[k]) == 0);
+        free(p);
+    }
+    char *cfg_src = zg_path_join(FX.dir, "config.json"), *cfg_dst = zg_path_join(dir, "config.json");
+    char *text;
+    size_t len;
+    ZT_CHECK(zg_file_read_all(cfg_src, &text, &len) == 0);
+    FILE *cf = fopen(cfg_dst, "w");
+    fwrite(text, 1, len, cf);
+    fclose(cf);
+    free(text);
+    write_index(dir, names, cnt, NS, "");
+    char *index = zg_path_join(dir, SAFETENSORS_INDEX_NAME);
+    size_t np = FX.m.table.num_params;
+    float *p = zg_malloc(np * sizeof(float));
+    gpt2_config c;
+    ZT_CHECK_MSG(hf_config_load(dir, &c) == 0, "%s", zg_error_message());
+    ZT_CHECK(c.n_layer == FX.cfg.n_layer && c.n_embd == FX.cfg.n_embd && c.vocab_size == FX.cfg.vocab_size);
+    const char *paths[2] = {dir, index};
+    for (int w = 0; w < 2; w++) {
+        memset(p, 0xff, np * sizeof(float));
+        ZT_CHECK_MSG(hf_params_load(paths[w], &FX.cfg, p) == 0, "%s", zg_error_message());
+        ZT_CHECK_MSG(memcmp(p, FX.params0, np * sizeof(float)) == 0, "sharded load of %s differs from the single file",
+                     paths[w]);
+    }
+    char *w8 = safetensors_folder_weights(dir, NULL);
+    ZT_CHECK(w8 != NULL && strcmp(w8, index) == 0);
+    free(w8);
+    /* broken: each case a one-line error that names the problem */
+    struct {
+        const char *extra, *want;
+    } bad[] = {
+        {"\"h.0.ln_1.weight\": \"../evil.safetensors\"", "must name a shard file"},
+        {"\"transformer.h.0.nothing\": \"model-00001-of-00003.safetensors\"", "is not in 'model-00001-of-00003"},
+    };
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        write_index(dir, names, cnt, NS, bad[b].extra);
+        ZT_CHECK(hf_params_load(dir, &FX.cfg, p) != 0);
+        ZT_CHECK_MSG(strstr(zg_error_message(), bad[b].want) != NULL, "got: %s", zg_error_message());
+    }
+    FILE *f = fopen(index, "w");
+    fprintf(f, "{\"metadata\": {}}\n");
+    fclose(f);
+    ZT_CHECK(hf_params_load(dir, &FX.cfg, p) != 0);
+    ZT_CHECK_MSG(strstr(zg_error_message(), "weight_map") != NULL, "got: %s", zg_error_message());
+    /* a tensor in two shards: the first shard's first tensor written again into the second */
+    write_index(dir, names, cnt, NS, "");
+    {
+        safetensors_file s2;
+        ZT_CHECK(safetensors_open(&s2, shard_path[1]) == 0);
+        safetensors_entry e[65];
+        int n = 0;
+        const safetensors_tensor *dup = safetensors_find(&src, names[0][0]);
+        for (int i = -1; i < s2.n_tensors; i++) {
+            const safetensors_tensor *t = i < 0 ? dup : &s2.tensors[i];
+            entry_of(&e[n++], t);
+        }
+        char *tmp = zg_path_join(dir, "dup.safetensors");
+        ZT_CHECK(safetensors_write(tmp, e, n) == 0);
+        safetensors_close(&s2);
+        ZT_CHECK(rename(tmp, shard_path[1]) == 0);
+        free(tmp);
+    }
+    ZT_CHECK(hf_params_load(dir, &FX.cfg, p) != 0);
+    ZT_CHECK_MSG(strstr(zg_error_message(), "is in two shards") != NULL, "got: %s", zg_error_message());
+    /* a missing shard: the load names it; the folder is not a complete model (the hub cache's test) */
+    ZT_CHECK(unlink(shard_path[2]) == 0);
+    ZT_CHECK(hf_params_load(dir, &FX.cfg, p) != 0);
+    ZT_CHECK_MSG(strstr(zg_error_message(), "shard 'model-00003-of-00003.safetensors' is missing") != NULL, "got: %s",
+                 zg_error_message());
+    char *missing = NULL;
+    ZT_CHECK(safetensors_folder_weights(dir, &missing) == NULL);
+    ZT_CHECK(missing != NULL && strcmp(missing, "model-00003-of-00003.safetensors") == 0);
+    free(missing);
+    zg_error_clear();
+    safetensors_close(&src);
+    free(p), free(index), free(cfg_src), free(cfg_dst), free(src_path);
+    zt_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     FX_OK = fixture_load(&FX) == 0;
     zt_run("hf_logits_and_loss", test_logits_and_loss);
     zt_run("hf_gradients", test_gradients);
     zt_run("hf_adamw_losses", test_adamw_losses);
     zt_run("hf_export_for_transformers", test_export_for_transformers);
+    zt_run("hf_sharded", test_sharded);
     fixture_free(&FX);
     return zt_finish();
 }
