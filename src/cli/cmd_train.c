@@ -49,14 +49,20 @@ static const zg_command_spec train_spec = {
     "(iter_N, best, final, latest) and metrics.jsonl.",
 };
 
-/* zg_launch_opts.preflight: the config loaded and checked once, before the workers start (each loads it again). */
+/* zg_launch_opts.preflight: the config loaded and checked once, before the workers start (each loads it again);
+ * its problems and the launch's in one message. */
 static int train_preflight(void *ctx, int world) {
     const train_args *a = ctx;
+    zg_lines pr = {NULL, 0};
     zg_train_config cfg;
-    if (zg_train_config_load(&cfg, a->config, a->deepspeed, a->sets.items, a->sets.count) != 0) return -1;
+    int loaded = zg_train_config_load_lines(&cfg, a->config, a->deepspeed, a->sets.items, a->sets.count, &pr) == 0;
     zg_train_options o = {a->device, a->resume, a->quiet};
-    int rc = zg_train_preflight(&cfg, &o, world);
-    zg_train_config_free(&cfg);
+    zg_train_preflight(loaded ? &cfg : NULL, &o, world, &pr);
+    if (loaded) zg_train_config_free(&cfg);
+    char what[64];
+    snprintf(what, sizeof what, "before starting %d workers", world);
+    int rc = zg_error_lines(&pr, what);
+    zg_lines_free(&pr);
     return rc;
 }
 

@@ -37,6 +37,12 @@ void config_note(load_state *ls, const char *fmt, ...) {
 /* -1 with every problem in one message (one per line), or 0 when there are none. */
 static int report(load_state *ls) { return zg_error_lines(&ls->problems, "in the configuration"); }
 
+/* ls's problems appended to out (the caller's list), as they are; -1 when there were any */
+static int hand_over(load_state *ls, zg_lines *out) {
+    for (int i = 0; i < ls->problems.n; i++) zg_lines_add(out, "%s", ls->problems.items[i]);
+    return ls->problems.n > 0 ? -1 : 0;
+}
+
 /* ---- loading -------------------------------------------------------------------------------- */
 
 void zg_train_config_free(zg_train_config *cfg) {
@@ -73,23 +79,29 @@ static int finish(zg_train_config *cfg, cJSON *root, const char *source, load_st
     cfg->n_notes = ls->notes.n;
     ls->notes.items = NULL;
     ls->notes.n = 0;
-    int rc = report(ls);
-    if (rc != 0) zg_train_config_free(cfg);
-    return rc;
+    if (ls->problems.n == 0) return 0;
+    zg_train_config_free(cfg);
+    return -1;
 }
 
-int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_path, const char *const *sets,
-                         int n_sets) {
+int zg_train_config_load_lines(zg_train_config *cfg, const char *path, const char *ds_path, const char *const *sets,
+                               int n_sets, zg_lines *problems) {
     memset(cfg, 0, sizeof *cfg);
     load_state ls;
     memset(&ls, 0, sizeof ls);
     cJSON *root = config_parse_json_file(path, "config"), *ds = NULL;
-    if (!root) return -1;
+    if (!root) {
+        zg_lines_add_error(problems);
+        return -1;
+    }
     int rc = -1;
     set_item *items = zg_calloc((size_t)(n_sets > 0 ? n_sets : 1), sizeof *items);
     if (ds_path) {
         ds = config_parse_json_file(ds_path, "DeepSpeed config");
-        if (!ds) goto cleanup;
+        if (!ds) {
+            config_collect(&ls);
+            goto cleanup;
+        }
     }
     char source[512], dsrc[512];
     snprintf(source, sizeof source, "config '%s'", path);
@@ -107,18 +119,24 @@ int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_
     }
     for (int i = 0; i < n_sets; i++)
         if (items[i].value && config_apply_set(root, &items[i]) != 0) config_collect(&ls);
-    if (ls.problems.n > 0) {
-        report(&ls);
-        goto cleanup;
-    }
-    rc = finish(cfg, root, source, &ls);
+    if (ls.problems.n == 0) finish(cfg, root, source, &ls);
 cleanup:
+    rc = hand_over(&ls, problems);
     for (int i = 0; i < n_sets; i++) cJSON_Delete(items[i].value);
     free(items);
     zg_lines_free(&ls.problems);
     zg_lines_free(&ls.notes);
     cJSON_Delete(ds);
     cJSON_Delete(root);
+    return rc;
+}
+
+int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_path, const char *const *sets,
+                         int n_sets) {
+    zg_lines problems = {NULL, 0};
+    int rc = zg_train_config_load_lines(cfg, path, ds_path, sets, n_sets, &problems);
+    if (rc != 0) rc = zg_error_lines(&problems, "in the configuration");
+    zg_lines_free(&problems);
     return rc;
 }
 
@@ -133,7 +151,7 @@ int zg_train_config_parse(zg_train_config *cfg, const char *json_text, const cha
     memset(&ls, 0, sizeof ls);
     config_canonicalize(root, name, &ls);
     config_validate_tree(root, "", name, &ls);
-    int rc = ls.problems.n > 0 ? report(&ls) : finish(cfg, root, name, &ls);
+    int rc = ls.problems.n > 0 || finish(cfg, root, name, &ls) != 0 ? report(&ls) : 0;
     zg_lines_free(&ls.problems);
     zg_lines_free(&ls.notes);
     cJSON_Delete(root);

@@ -22,6 +22,7 @@
 #ifndef ZG_TRAIN_CONFIG_H
 #define ZG_TRAIN_CONFIG_H
 
+#include "core/error.h"
 #include "model/gpt2.h"
 #include "monitor/monitor.h"
 #include "text/dataloader.h"
@@ -119,9 +120,14 @@ typedef struct {
     int n_notes;
 } zg_train_config;
 
-/* Loads and validates. ds_path and sets may be NULL/0. Returns -1 with a one-line error. */
+/* Loads and validates. ds_path and sets may be NULL/0. Returns -1 with one error: the problem, or "N problems in
+ * the configuration (fix them all):" and each. */
 int zg_train_config_load(zg_train_config *cfg, const char *path, const char *ds_path, const char *const *sets,
                          int n_sets);
+/* The same, each problem appended to `problems` instead (a caller reporting them with its own: the launcher's
+ * checks); -1 when there were any (cfg then holds nothing to free). */
+int zg_train_config_load_lines(zg_train_config *cfg, const char *path, const char *ds_path, const char *const *sets,
+                               int n_sets, zg_lines *problems);
 /* Validates a JSON text (as stored in a checkpoint, or for tests); name is used in messages. */
 int zg_train_config_parse(zg_train_config *cfg, const char *json_text, const char *name);
 void zg_train_config_free(zg_train_config *cfg);

@@ -45,33 +45,30 @@ int zg_train_offload_step_env(void) {
     return zg_errorf("ZGPT_OFFLOAD_STEP is \"%s\"; allowed: v12 (or unset)", v);
 }
 
-int zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world) {
-    zg_lines pr = {NULL, 0};
-    zg_train_config batch = *cfg; /* resolve_batch writes only the batch's scalars */
-    if (zg_train_config_resolve_batch(&batch, world) != 0) zg_lines_add_error(&pr);
-    if (zg_train_data_check(cfg) != 0) zg_lines_add_error(&pr);
-    if (zg_train_out_dir_check(cfg, zg_train_resume_requested(cfg, opts)) != 0) zg_lines_add_error(&pr);
-    if (zg_zero_env_check() != 0) zg_lines_add_error(&pr);
-    if (zg_train_offload_step_env() < 0) zg_lines_add_error(&pr);
+void zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world, zg_lines *pr) {
+    if (cfg != NULL) {
+        zg_train_config batch = *cfg; /* resolve_batch writes only the batch's scalars */
+        if (zg_train_config_resolve_batch(&batch, world) != 0) zg_lines_add_error(pr);
+        if (zg_train_data_check(cfg) != 0) zg_lines_add_error(pr);
+        if (zg_train_out_dir_check(cfg, zg_train_resume_requested(cfg, opts)) != 0) zg_lines_add_error(pr);
+    }
+    if (zg_zero_env_check() != 0) zg_lines_add_error(pr);
+    if (zg_train_offload_step_env() < 0) zg_lines_add_error(pr);
+    if (cfg == NULL) return;
     /* A model from the hub: found in the cache, or downloaded here, once and with the download's progress,
      * instead of by every worker at once behind the cache's lock. Only when nothing else is wrong (no
      * download before a refusal); a path that exists is left to the workers (a checkpoint's full check
      * would read it all twice). */
     const char *from = cfg->init_from;
-    if (pr.n == 0 && !zg_train_resume_requested(cfg, opts) && from && strcmp(from, "scratch") != 0 &&
+    if (pr->n == 0 && !zg_train_resume_requested(cfg, opts) && from && strcmp(from, "scratch") != 0 &&
         strncmp(from, "hf:", 3) != 0 && !zg_file_exists(from) && !zg_dir_exists(from)) {
         zg_model_source src;
         memset(&src, 0, sizeof src);
         if (zg_model_source_open(&src, from, 1) != 0) {
             zg_error_prefix("init_from '%s'", from);
-            zg_lines_add_error(&pr);
+            zg_lines_add_error(pr);
         } else {
             zg_model_source_close(&src);
         }
     }
-    char what[64];
-    snprintf(what, sizeof what, "before starting %d workers", world);
-    int rc = zg_error_lines(&pr, what);
-    zg_lines_free(&pr);
-    return rc;
 }

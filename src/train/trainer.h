@@ -34,12 +34,13 @@ int zg_train_run(zg_train_config *cfg, const zg_train_options *opts);
 
 /* ---- checks shared by the trainer and the launcher (train_preflight.c) ---- */
 
-/* The checks a launcher makes once before it starts `world` workers (zg_launch_opts.preflight): the batch
- * keys for that world size, "data" given and its paths present, out_dir against --resume, and the
- * environment's switches (ZGPT_REDUCE_CARRY, ZGPT_OFFLOAD_STEP); then, if all of that holds, an init_from
- * model from the hub is found in the cache or downloaded (once, here). 0, or -1 with every problem in one
- * message. Each worker makes the same checks again as it starts. */
-int zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world);
+/* The checks a launcher makes once before it starts `world` workers (zg_launch_opts.preflight), each problem
+ * appended to pr (which may hold the config's own already: zg_train_config_load_lines): the batch keys for that
+ * world size, "data" given and its paths present, out_dir against --resume (those three only with a loaded cfg;
+ * NULL when it did not load), and the environment's switches (ZGPT_REDUCE_CARRY, ZGPT_OFFLOAD_STEP); then, if pr
+ * is still empty, an init_from model from the hub is found in the cache or downloaded (once, here). Each worker
+ * makes the same checks again as it starts. */
+void zg_train_preflight(const zg_train_config *cfg, const zg_train_options *opts, int world, zg_lines *pr);
 /* --resume, or init_from "resume". */
 int zg_train_resume_requested(const zg_train_config *cfg, const zg_train_options *opts);
 /* out_dir against resuming: -1 with the error when a resume finds no 'latest' checkpoint there, or a fresh run

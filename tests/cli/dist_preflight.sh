@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The launcher's checks before it starts the workers (zg_train_preflight, zg_launch_opts.preflight): under
 # --nproc N a mistake every rank would make is said once, in one message, and no worker starts:
-#  - a config error: one 'zgpt: error' line block, not one per rank plus the launcher's failure report;
+#  - a config error: one 'zgpt: error' line block, not one per rank plus the launcher's failure report; the
+#    config's problems and a malformed environment variable in the same message;
 #  - several problems that depend on the launch (the batch for N processes, a missing data path, out_dir
 #    against --resume, a malformed ZGPT_REDUCE_CARRY / ZGPT_OFFLOAD_STEP) in one message that counts them;
 #  - --resume with nothing to resume, and a fresh run into an out_dir that holds one;
@@ -47,6 +48,14 @@ for pat in "train_batch_size 12 is not divisible by train_micro_batch_size_per_g
 done
 [ "$(wc -l < err.txt)" -eq 6 ] || fail "five problems: expected 6 lines: $(cat err.txt)"
 [ ! -e no_such_data ] || fail "five problems: something created no_such_data"
+
+# the config's own problems and the environment's in the same message (two config problems, one variable)
+ZGPT_OFFLOAD_STEP=v13 one_error "config and environment, 2 ranks" "3 problems before starting 2 workers" \
+    "$ZGPT" train --config d.json --set out_dir=p4 --set bogus_key=1 --set max_iters=-5 "${N2[@]}"
+for pat in "unknown key 'bogus_key'" "max_iters" 'ZGPT_OFFLOAD_STEP is "v13"'; do
+    grep -qF -- "$pat" err.txt || fail "config and environment: '$pat' not said: $(cat err.txt)"
+done
+[ "$(wc -l < err.txt)" -eq 4 ] || fail "config and environment: expected 4 lines: $(cat err.txt)"
 
 # the forked launcher's path checks too
 ZGPT_LAUNCH_FORK_TEST=2 one_error "forked launcher" "ZGPT_REDUCE_CARRY=2" \
