@@ -424,8 +424,8 @@ static int fetch_file(request *r, const char *repo_dir, const char *file, char *
     return rc;
 }
 
-/* The weights: model.safetensors, or (where the repo has none) model.safetensors.index.json and every shard it
- * names, as transformers looks for them. */
+/* The weights, as transformers looks for them: model.safetensors; where the repo has none,
+ * model.safetensors.index.json and every shard it names; else pytorch_model.bin (older repos). */
 static int fetch_weights(request *r, const char *repo_dir, char *commit, size_t commit_cap) {
     r->entry_missing = 0;
     if (fetch_file(r, repo_dir, SAFETENSORS_SINGLE_NAME, commit, commit_cap) == 0) return 0;
@@ -433,9 +433,13 @@ static int fetch_weights(request *r, const char *repo_dir, char *commit, size_t 
     zg_error_clear();
     r->entry_missing = 0;
     if (fetch_file(r, repo_dir, SAFETENSORS_INDEX_NAME, commit, commit_cap) != 0) {
+        if (!r->entry_missing) return -1;
+        zg_error_clear();
+        r->entry_missing = 0;
+        if (fetch_file(r, repo_dir, "pytorch_model.bin", commit, commit_cap) == 0) return 0;
         if (r->entry_missing)
-            zg_errorf("%s: neither %s nor %s (a sharded checkpoint) at revision '%s' on %s: zgpt reads safetensors "
-                      "weights (a repo with only pytorch_model.bin needs converting: transformers' "
+            zg_errorf("%s: none of %s, %s (a sharded checkpoint) or pytorch_model.bin at revision '%s' on %s: no "
+                      "weights zgpt reads (a sharded pytorch_model.bin needs converting: transformers' "
                       "save_pretrained(dir, safe_serialization=True))",
                       r->repo, SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, r->revision, r->endpoint);
         return -1;

@@ -16,8 +16,8 @@
 #ifndef ZG_HUB_HUB_DOWNLOAD_H
 #define ZG_HUB_HUB_DOWNLOAD_H
 
-/* Fetches a model (config.json and model.safetensors, or where the repo has none model.safetensors.index.json
- * and every shard it names) of repo_id at revision into cache; *snapshot (heap)
+/* Fetches a model (config.json and model.safetensors; where the repo has none model.safetensors.index.json and
+ * every shard it names, else pytorch_model.bin) of repo_id at revision into cache; *snapshot (heap)
  * is the snapshot folder. 0, or -1 with a one-line error (401/403, 404 of repo, revision or file,
  * no network, checksum mismatch, disk full). */
 int zg_hub_download(const char *cache, const char *repo_id, const char *revision, char **snapshot);

@@ -7,6 +7,7 @@
 #include "core/fileio.h"
 #include "model/safetensors.h"
 #include "model/safetensors_index.h"
+#include "model/torch_pickle.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -50,6 +51,17 @@ static void hf_key(const char *zname, char *out, size_t cap) {
         snprintf(out, cap, "%s", zname);
 }
 
+/* a torch.save file rather than safetensors: a zip archive (torch.save's format), or named like one */
+static int is_torch_path(const char *path) {
+    static const char *const ext[] = {".bin", ".pt", ".pth", ".ckpt"};
+    size_t n = strlen(path);
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+        size_t k = strlen(ext[i]);
+        if (n > k && strcmp(path + n - k, ext[i]) == 0) return 1;
+    }
+    return !safetensors_is_index_path(path) && torch_file_is_zip(path);
+}
+
 /* The folder of a file path ("." for a bare name; heap string). */
 static char *dir_of(const char *path) {
     char *dir = zg_strdup(path);
@@ -68,27 +80,21 @@ static char *dir_of(const char *path) {
 static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     *st_path = *cfg_path = NULL;
     if (zg_dir_exists(path)) {
-        char *single = zg_path_join(path, SAFETENSORS_SINGLE_NAME), *index = zg_path_join(path, SAFETENSORS_INDEX_NAME);
-        if (zg_file_exists(single)) {
-            *st_path = single;
-            free(index);
-        } else if (zg_file_exists(index)) {
-            *st_path = index;
-            free(single);
-        } else {
-            free(single);
-            free(index);
-            char *bin = zg_path_join(path, "pytorch_model.bin");
-            int has_bin = zg_file_exists(bin);
-            free(bin);
-            return zg_errorf("%s: no model.safetensors (nor model.safetensors.index.json of a sharded one) in the "
-                             "folder%s",
-                             path,
-                             has_bin ? " (only pytorch_model.bin: convert it to safetensors with transformers' "
-                                       "save_pretrained(dir, safe_serialization=True))"
-                                     : ": download a Hugging Face GPT-2 folder with config.json and its safetensors "
-                                       "weights");
+        /* as transformers looks for them, then nanoGPT's out_dir */
+        static const char *const names[] = {SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, "pytorch_model.bin",
+                                            "ckpt.pt"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0] && *st_path == NULL; i++) {
+            char *f = zg_path_join(path, names[i]);
+            if (zg_file_exists(f))
+                *st_path = f;
+            else
+                free(f);
         }
+        if (*st_path == NULL)
+            return zg_errorf("%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
+                             "its shards, pytorch_model.bin, or nanoGPT's ckpt.pt): give a Hugging Face GPT-2 folder "
+                             "or a checkpoint file",
+                             path);
         *cfg_path = zg_path_join(path, "config.json");
         if (!zg_file_exists(*cfg_path)) {
             free(*cfg_path);
@@ -97,8 +103,9 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
         return 0;
     }
     if (!zg_file_exists(path))
-        return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder, a .safetensors file or a sharded "
-                         "checkpoint's model.safetensors.index.json)",
+        return zg_errorf("%s: no such file or folder (expected a HF GPT-2 folder, a .safetensors file, a sharded "
+                         "checkpoint's model.safetensors.index.json, or a torch.save file: pytorch_model.bin, "
+                         "nanoGPT's ckpt.pt)",
                          path);
     *st_path = zg_strdup(path);
     char *dir = dir_of(path);
@@ -117,6 +124,9 @@ typedef struct {
     safetensors_file *files;
     int n_files;
     const char *path;
+    torch_model_args args; /* a nanoGPT checkpoint's model_args (args.found) */
+    int linear;            /* the projections in nn.Linear's (out, in) layout (nanoGPT, torch state dicts of
+                              nn.Linear models), not Conv1D's (in, out): from c_attn's shape */
 } hf_weights;
 
 static void hf_weights_close(hf_weights *w) {
@@ -139,17 +149,21 @@ static const safetensors_tensor *hf_weights_get(const hf_weights *w, const char 
 
 /* Opens path: a .safetensors file, or an index (safetensors_is_index_path) and all its shards, checking that each
  * tensor is in the shard the index names and in no other. */
+static void hf_weights_layout(hf_weights *w);
+
 static int hf_weights_open(hf_weights *w, const char *path) {
     memset(w, 0, sizeof *w);
     w->path = path;
     if (!safetensors_is_index_path(path)) {
         w->files = zg_calloc(1, sizeof *w->files);
-        if (safetensors_open(&w->files[0], path) != 0) {
+        int torch = is_torch_path(path);
+        if ((torch ? torch_state_dict_open(&w->files[0], path, &w->args) : safetensors_open(&w->files[0], path)) != 0) {
             hf_weights_close(w);
             return -1;
         }
         w->n_files = 1;
         w->path = path;
+        hf_weights_layout(w);
         return 0;
     }
     safetensors_index ix;
@@ -182,7 +196,24 @@ static int hf_weights_open(hf_weights *w, const char *path) {
     free(dir);
     w->path = path;
     if (rc != 0) hf_weights_close(w);
+    if (rc == 0) hf_weights_layout(w);
     return rc;
+}
+
+int hf_path_has_weights(const char *path) {
+    char *st = NULL, *cj = NULL;
+    int ok = 0;
+    if (zg_dir_exists(path)) {
+        ok = resolve_paths(path, &st, &cj) == 0;
+    } else if (zg_file_exists(path)) {
+        size_t n = strlen(path);
+        ok = (n > 12 && strcmp(path + n - 12, ".safetensors") == 0) || safetensors_is_index_path(path) ||
+             is_torch_path(path);
+    }
+    if (!ok) zg_error_clear();
+    free(st);
+    free(cj);
+    return ok;
 }
 
 static int json_int(const cJSON *root, const char *key, const char *alt, int *out, const char *file) {
@@ -245,6 +276,13 @@ static const safetensors_tensor *find_tensor(const hf_weights *w, const char *ke
     return t ? t : hf_weights_get(w, key, owner);
 }
 
+/* Conv1D's (in, out) projections (Hugging Face) or nn.Linear's (out, in) (nanoGPT): told apart by c_attn's
+ * shape, (C, 3C) or (3C, C) */
+static void hf_weights_layout(hf_weights *w) {
+    const safetensors_tensor *t = find_tensor(w, "h.0.attn.c_attn.weight", NULL);
+    w->linear = t != NULL && t->ndim == 2 && t->shape[0] == 3 * t->shape[1];
+}
+
 /* The released GPT-2 checkpoints (gpt2, -medium, -large, -xl): without config.json, only a file whose
  * shapes are one of these is read, since its head count is then known rather than guessed. */
 static const struct {
@@ -261,7 +299,19 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
     if (hf_weights_open(&w, file) != 0) return -1;
     const safetensors_tensor *wte = find_tensor(&w, "wte.weight", NULL), *wpe = find_tensor(&w, "wpe.weight", NULL);
     int rc = 0;
-    if (wte == NULL || wpe == NULL || wte->ndim != 2 || wpe->ndim != 2) {
+    if (w.args.found) { /* nanoGPT's ckpt.pt: its model_args (its vocabulary as trained, e.g. padded to 50304) */
+        memset(cfg, 0, sizeof *cfg);
+        cfg->n_layer = w.args.n_layer;
+        cfg->n_head = w.args.n_head;
+        cfg->n_embd = w.args.n_embd;
+        cfg->block_size = w.args.block_size;
+        cfg->vocab_size = w.args.vocab_size;
+        if (!w.args.bias)
+            rc = zg_errorf("%s: a nanoGPT model with bias=False (no LayerNorm and Linear biases) is not supported: "
+                           "zgpt's GPT-2 has the biases (train with bias=True, as GPT-2's weights do)",
+                           file);
+        if (rc == 0 && gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s: model_args", file);
+    } else if (wte == NULL || wpe == NULL || wte->ndim != 2 || wpe->ndim != 2) {
         rc = zg_errorf("%s: no config.json beside the file and no 2-D wte.weight/wpe.weight to infer the config "
                        "from: put the model's Hugging Face config.json next to it",
                        file);
@@ -353,7 +403,7 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
             break;
         }
         used++;
-        int conv = is_conv1d_weight(x->name);
+        int conv = is_conv1d_weight(x->name) && !w.linear;
         int64_t exp[2];
         int endim = x->ndim;
         if (x->ndim == 1) {

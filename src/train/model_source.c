@@ -138,21 +138,14 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
             s->cfg = s->ckpt.cfg;
         }
     } else {
-        /* a folder with model.safetensors or a sharded checkpoint's index (its shards checked when it opens) */
-        char *st = zg_path_join(spec, SAFETENSORS_SINGLE_NAME), *ix = zg_path_join(spec, SAFETENSORS_INDEX_NAME);
-        int hf = zg_file_exists(st) || zg_file_exists(ix) ||
-                 (((strlen(spec) > 12 && strcmp(spec + strlen(spec) - 12, ".safetensors") == 0) ||
-                   safetensors_is_index_path(spec)) &&
-                  zg_file_exists(spec) && !zg_dir_exists(spec));
-        free(st);
-        free(ix);
-        if (hf)
+        /* a Hugging Face folder or file, a torch.save file (pytorch_model.bin, nanoGPT's ckpt.pt) or its folder */
+        if (hf_path_has_weights(spec))
             rc = open_hf(s, spec);
         else if (hub && !zg_dir_exists(spec) && !zg_file_exists(spec))
             rc = open_hub(s, spec, repo, revision, need_weights);
         else if (zg_dir_exists(spec))
-            rc = zg_errorf("'%s' is neither a zgpt checkpoint (no manifest.json or latest) nor a Hugging Face folder "
-                           "(no model.safetensors or model.safetensors.index.json)",
+            rc = zg_errorf("'%s' is neither a zgpt checkpoint (no manifest.json or latest) nor a model folder (no "
+                           "model.safetensors, model.safetensors.index.json, pytorch_model.bin or ckpt.pt)",
                            spec);
         else
             rc = zg_errorf("model '%s' not found: give a checkpoint folder, an out_dir, hf:PATH, a Hugging Face repo "

@@ -20,10 +20,20 @@ int zg_train_out_dir_check(const zg_train_config *cfg, int resume) {
     char *latest = zg_path_join(cfg->out_dir, "latest");
     int exists = zg_file_exists(latest);
     free(latest);
-    if (resume && !exists)
-        return zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without --resume "
-                         "(init_from scratch or a model)",
-                         cfg->out_dir);
+    if (resume && !exists) {
+        /* nanoGPT's init_from='resume' reads out_dir/ckpt.pt: its weights can start a run, its optimizer state not */
+        char *nano = zg_path_join(cfg->out_dir, "ckpt.pt");
+        int has_nano = zg_file_exists(nano);
+        int rc = has_nano ? zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint): its ckpt.pt is "
+                                      "nanoGPT's, which zgpt cannot resume (the optimizer state and data position are "
+                                      "nanoGPT's); start from its weights with init_from '%s' and another out_dir",
+                                      cfg->out_dir, nano)
+                          : zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without "
+                                      "--resume (init_from scratch or a model)",
+                                      cfg->out_dir);
+        free(nano);
+        return rc;
+    }
     if (!resume && exists)
         return zg_errorf("out_dir '%s' already holds a run (it has a 'latest' checkpoint); continue it with --resume, "
                          "or choose another out_dir",

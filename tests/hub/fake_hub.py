@@ -5,7 +5,7 @@
 
 Binds 127.0.0.1 on a free port and writes the port to FILE. Serves, like huggingface.co:
   HEAD/GET /{repo}/resolve/{revision}/{file}
-    *.safetensors (LFS): 302 to /cdn/{sha256} with X-Repo-Commit, X-Linked-Etag ("sha256"),
+    *.safetensors, *.bin (LFS): 302 to /cdn/{sha256} with X-Repo-Commit, X-Linked-Etag ("sha256"),
                          X-Linked-Size and the pointer's ETag
     other files:         200 with the content, ETag (git blob sha1) and X-Repo-Commit
     404 with X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound
@@ -46,7 +46,7 @@ def main():
     blobs = {}
     for files, _ in repos.values():
         for f, data in files.items():
-            if f.endswith(".safetensors"):
+            if f.endswith((".safetensors", ".bin")):
                 blobs[hashlib.sha256(data).hexdigest()] = data
     state = {"cut_done": False}
     lock = threading.Lock()
@@ -84,7 +84,7 @@ def main():
             if fname not in files:
                 return self.fail(404, "EntryNotFound")
             data = files[fname]  # "v1" is another commit with the same content
-            if fname.endswith(".safetensors"):
+            if fname.endswith((".safetensors", ".bin")):
                 sha = hashlib.sha256(data).hexdigest()
                 pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n".encode()
                 self.send_response(302)

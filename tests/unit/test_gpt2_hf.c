@@ -349,6 +349,100 @@ static void test_sharded(void) {
     free(dir);
 }
 
+/* torch.save files (tests/fixtures/torch_tiny, written by scripts/make_torch_fixture.py from hf_tiny with torch
+ * 2.11): transformers' pytorch_model.bin (Conv1D layout), nanoGPT's ckpt.pt (nn.Linear layout, "_orig_mod."
+ * names, a tied lm_head, mask buffers, an optimizer state; its config from model_args), a bf16 state dict with
+ * "module." names; each hf_tiny's parameters bit for bit (the bf16 one rounded); a strided view and the legacy
+ * format refused with what to do. */
+static void test_torch_files(void) {
+    if (!FX_OK) return;
+    char *dir = zg_path_join(zt_src_dir(), "tests/fixtures/torch_tiny");
+    size_t np = FX.m.table.num_params;
+    float *p = zg_malloc(np * sizeof(float));
+    const char *same[] = {"hf_bin", "hf_bin/pytorch_model.bin", "nano", "nano/ckpt.pt"};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        char *path = zg_path_join(dir, same[i]);
+        ZT_CHECK(hf_path_has_weights(path));
+        gpt2_config c;
+        ZT_CHECK_MSG(hf_config_load(path, &c) == 0, "%s: %s", same[i], zg_error_message());
+        ZT_CHECK_MSG(c.n_layer == FX.cfg.n_layer && c.n_head == FX.cfg.n_head && c.n_embd == FX.cfg.n_embd &&
+                         c.vocab_size == FX.cfg.vocab_size && c.block_size == FX.cfg.block_size,
+                     "%s: config differs", same[i]);
+        memset(p, 0xff, np * sizeof(float));
+        ZT_CHECK_MSG(hf_params_load(path, &FX.cfg, p) == 0, "%s: %s", same[i], zg_error_message());
+        ZT_CHECK_MSG(memcmp(p, FX.params0, np * sizeof(float)) == 0, "%s: parameters differ from hf_tiny's", same[i]);
+        free(path);
+    }
+    char *bf = zg_path_join(dir, "plain_bf16.bin");
+    ZT_CHECK_MSG(hf_params_load(bf, &FX.cfg, p) == 0, "%s", zg_error_message());
+    size_t diff = 0;
+    for (size_t k = 0; k < np; k++) diff += p[k] != zg_bf16_to_f32(zg_f32_to_bf16(FX.params0[k]));
+    ZT_CHECK_MSG(diff == 0, "plain_bf16.bin: %zu parameters differ from hf_tiny's rounded to bf16", diff);
+    free(bf);
+    struct {
+        const char *file, *want;
+    } bad[] = {{"noncontig.pt", "'transformer.h.0.attn.c_attn.weight' is not contiguous"},
+               {"legacy.pt", "the legacy format of PyTorch < 1.6"}};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        char *path = zg_path_join(dir, bad[b].file);
+        ZT_CHECK(hf_params_load(path, &FX.cfg, p) != 0);
+        ZT_CHECK_MSG(strstr(zg_error_message(), bad[b].want) != NULL, "%s: got: %s", bad[b].file, zg_error_message());
+        free(path);
+    }
+    zg_error_clear();
+    free(p);
+    free(dir);
+}
+
+/* Damaged torch.save files never crash the reader: nanoGPT's ckpt.pt with bytes changed in its pickle (the
+ * first 64 KiB) or its zip directory (the last 8 KiB), or cut short; each load either succeeds or fails with an
+ * error (ASan runs this too). */
+static void test_torch_damaged(void) {
+    if (!FX_OK) return;
+    char *src = zg_path_join(zt_src_dir(), "tests/fixtures/torch_tiny/nano/ckpt.pt");
+    char *orig;
+    size_t len;
+    ZT_CHECK(zg_file_read_all(src, &orig, &len) == 0);
+    char *dir = zt_tmpdir("torchbad");
+    char *path = zg_path_join(dir, "ckpt.pt");
+    char *buf = zg_malloc(len);
+    float *p = zg_malloc(FX.m.table.num_params * sizeof(float));
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    int failed = 0, loaded = 0;
+    for (int it = 0; it < 300; it++) {
+        memcpy(buf, orig, len);
+        size_t n = len;
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        if (it % 10 == 9) {
+            n = (size_t)(r >> 33) % len; /* cut short */
+        } else {
+            int k = 1 + (int)((r >> 20) % 8);
+            for (int j = 0; j < k; j++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                size_t at = it % 2 ? (size_t)(r >> 33) % (len < 65536 ? len : 65536)
+                                   : len - 1 - (size_t)(r >> 33) % (len < 8192 ? len : 8192);
+                buf[at] = (char)(r >> 8);
+            }
+        }
+        FILE *f = fopen(path, "wb");
+        ZT_CHECK(f != NULL && fwrite(buf, 1, n, f) == n);
+        fclose(f);
+        gpt2_config c;
+        int rc = hf_config_load(path, &c);
+        if (rc == 0) rc = hf_params_load(path, &FX.cfg, p);
+        if (rc == 0)
+            loaded++;
+        else
+            failed++;
+        zg_error_clear();
+    }
+    printf("  300 damaged checkpoints: %d refused with an error, %d loaded\n", failed, loaded);
+    ZT_CHECK(failed > 100);
+    free(p), free(buf), free(orig), free(src), free(path);
+    zt_rmtree(dir);
+    free(dir);
+}
+
 int main(void) {
     FX_OK = fixture_load(&FX) == 0;
     zt_run("hf_logits_and_loss", test_logits_and_loss);
@@ -356,6 +450,8 @@ int main(void) {
     zt_run("hf_adamw_losses", test_adamw_losses);
     zt_run("hf_export_for_transformers", test_export_for_transformers);
     zt_run("hf_sharded", test_sharded);
+    zt_run("hf_torch_files", test_torch_files);
+    zt_run("hf_torch_damaged", test_torch_damaged);
     fixture_free(&FX);
     return zt_finish();
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# --model / init_from read torch.save checkpoints (tests/fixtures/torch_tiny, made by scripts/make_torch_fixture.py
+# with torch 2.11 from hf_tiny): transformers' pytorch_model.bin, nanoGPT's ckpt.pt and its out_dir, a bf16 state
+# dict with "module." names; eval equals the safetensors fixture's (bf16: within rounding), export from ckpt.pt
+# gives the same model, and the refused forms say what to do in one line.
+set -euo pipefail
+: "${ZGPT:?}" "${ZGPT_SRC:?}"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-torch.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+FIX=$ZGPT_SRC/tests/fixtures/hf_tiny
+TT=$ZGPT_SRC/tests/fixtures/torch_tiny
+python3 -c "
+import random, struct
+random.seed(7)
+open('val.bin', 'wb').write(struct.pack('<1000H', *[random.randrange(500) for _ in range(1000)]))"
+ev() { "$ZGPT" eval --model "$1" --data val.bin --full --json --device cpu; }
+ev "hf:$FIX" > ref.json
+for m in "$TT/hf_bin" "hf:$TT/hf_bin/pytorch_model.bin" "$TT/nano" "$TT/nano/ckpt.pt" "hf:$TT/nano"; do
+    ev "$m" > got.json 2> err.txt || fail "$m: $(cat err.txt)"
+    cmp ref.json got.json || fail "$m: $(cat got.json) against $(cat ref.json)"
+    echo "ok $m"
+done
+# a bf16 state dict without config.json: the config from hf_tiny's folder (copied beside it)
+mkdir bf && cp "$TT/plain_bf16.bin" bf/ && cp "$FIX/config.json" bf/
+ev bf/plain_bf16.bin > bf.json 2> err.txt || fail "bf16 .bin: $(cat err.txt)"
+python3 -c "
+import json, sys
+a, b = json.load(open('ref.json'))['loss'], json.load(open('bf.json'))['loss']
+sys.exit(0 if abs(a - b) <= 2e-2 * abs(a) else 1)" || fail "bf16 .bin: $(cat bf.json) against $(cat ref.json)"
+echo "ok bf16 state dict: $(cat bf.json)"
+# export from nanoGPT's ckpt.pt: a Hugging Face folder with the same loss
+"$ZGPT" export --model "$TT/nano/ckpt.pt" --out exp > /dev/null || fail "export from ckpt.pt"
+ev "hf:$WORK/exp" > exp.json && cmp ref.json exp.json || fail "export from ckpt.pt: $(cat exp.json)"
+# refused, one line each
+one_error() {
+    local name=$1 pat=$2
+    shift 2
+    local rc=0
+    "$@" > out.txt 2> err.txt || rc=$?
+    [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] || fail "$name: exit $rc"
+    [ "$(grep -c 'zgpt: error' err.txt)" -eq 1 ] || fail "$name: expected one error line: $(cat err.txt)"
+    grep -qE -- "$pat" err.txt || fail "$name: error does not match '$pat': $(cat err.txt)"
+    echo "ok $name: $(cat err.txt)"
+}
+mkdir nc && cp "$TT/noncontig.pt" nc/ && cp "$FIX/config.json" nc/
+one_error "strided view" "is not contiguous .*contiguous\(\)" "$ZGPT" eval --model nc/noncontig.pt --data val.bin --device cpu
+mkdir lg && cp "$TT/legacy.pt" lg/ && cp "$FIX/config.json" lg/
+one_error "legacy format" "legacy format of PyTorch < 1.6" "$ZGPT" eval --model lg/legacy.pt --data val.bin --device cpu
+printf 'PK\003\004garbage' > lg/bad.pt
+one_error "not a zip" "not a zip archive|truncated|corrupt" "$ZGPT" eval --model lg/bad.pt --data val.bin --device cpu
+echo "torch_import: ok"
