@@ -500,7 +500,10 @@ int torch_state_dict_open(safetensors_file *f, const char *path, torch_model_arg
     pk *top = NULL;
     const pk *sd = NULL;
     if (pkl == NULL || pkl->data == NULL) {
-        rc = zg_errorf("%s: a zip archive without a stored data.pkl: not a torch.save checkpoint", path);
+        rc = pkl ? zg_errorf("%s: its records are compressed (zip method %d): torch.save stores them as they are; "
+                             "load it in PyTorch and save it again with torch.save",
+                             path, pkl->method)
+                 : zg_errorf("%s: a zip archive without a data.pkl: not a torch.save checkpoint", path);
         goto cleanup;
     }
     snprintf(prefix, sizeof prefix, "%.*s", (int)(strlen(pkl->name) - 8), pkl->name);

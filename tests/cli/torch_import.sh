@@ -2,7 +2,8 @@
 # --model / init_from read torch.save checkpoints (tests/fixtures/torch_tiny, made by scripts/make_torch_fixture.py
 # with torch 2.11 from hf_tiny): transformers' pytorch_model.bin, nanoGPT's ckpt.pt and its out_dir, a bf16 state
 # dict with "module." names; eval equals the safetensors fixture's (bf16: within rounding), export from ckpt.pt
-# gives the same model, and the refused forms say what to do in one line.
+# gives the same model, the zip64 form reads the same, and the refused forms (a strided view, the legacy format,
+# a deflated archive, garbage) say what to do in one line.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-torch.XXXXXX")
@@ -22,6 +23,20 @@ for m in "$TT/hf_bin" "hf:$TT/hf_bin/pytorch_model.bin" "$TT/nano" "$TT/nano/ckp
     cmp ref.json got.json || fail "$m: $(cat got.json) against $(cat ref.json)"
     echo "ok $m"
 done
+# the same archive in zip64 form (every size and offset in zip64 fields, a zip64 end record), and deflated
+python3 - "$TT/nano/ckpt.pt" <<'PY'
+import sys, zipfile
+src = zipfile.ZipFile(sys.argv[1])
+for out, method in (("z64", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED)):
+    zipfile.ZIP64_LIMIT = 1 << 10 if out == "z64" else (1 << 31) - 1
+    import os; os.makedirs(out, exist_ok=True)
+    with zipfile.ZipFile(f"{out}/ckpt.pt", "w", compression=method) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info.filename))
+PY
+grep -q $'PK\x06\x06' z64/ckpt.pt || fail "z64/ckpt.pt has no zip64 end record"
+ev z64 > z64.json && cmp ref.json z64.json || fail "zip64 form: $(cat z64.json)"
+echo "ok zip64 form"
 # a bf16 state dict without config.json: the config from hf_tiny's folder (copied beside it)
 mkdir bf && cp "$TT/plain_bf16.bin" bf/ && cp "$FIX/config.json" bf/
 ev bf/plain_bf16.bin > bf.json 2> err.txt || fail "bf16 .bin: $(cat err.txt)"
@@ -48,6 +63,7 @@ mkdir nc && cp "$TT/noncontig.pt" nc/ && cp "$FIX/config.json" nc/
 one_error "strided view" "is not contiguous .*contiguous\(\)" "$ZGPT" eval --model nc/noncontig.pt --data val.bin --device cpu
 mkdir lg && cp "$TT/legacy.pt" lg/ && cp "$FIX/config.json" lg/
 one_error "legacy format" "legacy format of PyTorch < 1.6" "$ZGPT" eval --model lg/legacy.pt --data val.bin --device cpu
+one_error "deflated" "records are compressed" "$ZGPT" eval --model deflated --data val.bin --device cpu
 printf 'PK\003\004garbage' > lg/bad.pt
 one_error "not a zip" "not a zip archive|truncated|corrupt" "$ZGPT" eval --model lg/bad.pt --data val.bin --device cpu
 echo "torch_import: ok"
