@@ -140,7 +140,9 @@ static int print_samples(const zg_tokenizer *tok, const prompt_set *ps, int per_
     return rc;
 }
 
-static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a, const prompt_set *ps) {
+/* vocab_limit: draw ids below it only (gpt2_gen_args.vocab_limit) */
+static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a, const prompt_set *ps,
+                    int vocab_limit) {
     int per = (int)a->num_samples, B = ps->n * per, rc = 0;
     if (B > 1024) return zg_errorf("%d prompts x --num-samples %d = %d rows; at most 1024 in one batch", ps->n, per, B);
     const int32_t **prompts = zg_malloc((size_t)B * sizeof *prompts);
@@ -152,7 +154,8 @@ static int generate(gpt2_model *m, const zg_tokenizer *tok, const sample_args *a
         rc = gpt2_sample_row_init(&rows[b], a->temperature, (long long)a->top_k, a->top_p,
                                   (uint64_t)a->seed + (uint64_t)b);
     }
-    gpt2_gen_args ga = {B, prompts, plen, (int)a->max_new_tokens, rows, zg_tokenizer_eot(tok), !a->no_graph};
+    gpt2_gen_args ga = {B,          prompts, plen, (int)a->max_new_tokens, rows, zg_tokenizer_eot(tok), !a->no_graph,
+                        vocab_limit};
     gpt2_gen_result g = {0};
     if (rc == 0) rc = gpt2_generate(m, &ga, &g);
     if (rc == 0) {
@@ -236,12 +239,19 @@ int zg_cmd_sample(int argc, char **argv) {
                 zg_dtype_name(be->act_dtype));
         if (a.no_graph && be->ops->graph_begin == NULL)
             fprintf(stderr, "note: --no-graph: the %s backend launches every op directly anyway\n", be->ops->name);
-        if (m.cfg.vocab_size != zg_tokenizer_vocab_size(tok)) {
+        int tv = zg_tokenizer_vocab_size(tok);
+        if (m.cfg.vocab_size < tv || m.cfg.vocab_size > m.cfg.padded_vocab_size || m.cfg.vocab_size - tv >= 128) {
             zg_errorf("the model has a vocabulary of %d tokens but the tokenizer %d; give the matching --tokenizer",
-                      m.cfg.vocab_size, zg_tokenizer_vocab_size(tok));
+                      m.cfg.vocab_size, tv);
             status = zg_cli_fail();
-        } else if (generate(&m, tok, &a, &ps) != 0) {
-            status = zg_cli_fail();
+        } else {
+            /* a vocabulary padded past the tokenizer's (nanoGPT's 50304 for GPT-2's 50257): draw only real ids */
+            if (m.cfg.vocab_size > tv)
+                fprintf(stderr,
+                        "note: the model's vocabulary has %d ids, the tokenizer's %d (padded, as nanoGPT does): tokens "
+                        "are drawn from the first %d only\n",
+                        m.cfg.vocab_size, tv, tv);
+            if (generate(&m, tok, &a, &ps, tv) != 0) status = zg_cli_fail();
         }
         zg_model_release(be, &m);
     }

@@ -42,12 +42,13 @@ typedef struct {
     int32_t *ids;  /* (B) the last draw */
     int32_t *pre;  /* (B,P0) the common prompt prefix */
     zg_sample_row *rows;
+    int V; /* the ids drawn from: [0, V) */
 } gen_bufs;
 
 /* The draw and the move to the next position, after logits are in gpt2_kv_logits. */
 static void gen_draw(gpt2_model *m, const gen_bufs *g, int B, int maxT) {
     zg_backend *be = m->be;
-    be->ops->sample(be, g->ids, gpt2_kv_logits(m), g->rows, g->pos + 1, B, m->cfg.vocab_size, m->cfg.padded_vocab_size);
+    be->ops->sample(be, g->ids, gpt2_kv_logits(m), g->rows, g->pos + 1, B, g->V, m->cfg.padded_vocab_size);
     be->ops->decode_advance(be, g->seq, g->tok, g->pos, g->ids, g->plen, B, maxT);
 }
 
@@ -90,6 +91,7 @@ int gpt2_generate(gpt2_model *m, const gpt2_gen_args *a, gpt2_gen_result *r) {
                          m->cfg.block_size - (Tend - a->max_new_tokens));
     int maxT = Tend, rc = 0;
     gen_bufs g = {0};
+    g.V = a->vocab_limit > 0 && a->vocab_limit < m->cfg.vocab_size ? a->vocab_limit : m->cfg.vocab_size;
     zg_graph *graph = NULL;
     int32_t *host = zg_calloc((size_t)B * maxT, sizeof(int32_t));
     int32_t *hlen = zg_malloc((size_t)B * sizeof(int32_t));

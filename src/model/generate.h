@@ -21,6 +21,8 @@ typedef struct {
     const zg_sample_row *rows; /* B settings (host) */
     int32_t stop_token;        /* stop early once every row has drawn it (-1: never) */
     int record;                /* 1: record the decode step and replay it (where the backend records) */
+    int vocab_limit;           /* draws from ids [0, vocab_limit) only: a tokenizer smaller than the model's
+                                  vocabulary (nanoGPT's 50304, padded past GPT-2's 50257); 0: the model's */
 } gpt2_gen_args;
 
 typedef struct {

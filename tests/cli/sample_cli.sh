@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# zgpt sample: reproducible for a seed, per-sample seeds independent of --num-samples, greedy, bad input.
+# zgpt sample: reproducible for a seed, per-sample seeds independent of --num-samples, greedy, bad input; a model
+# vocabulary padded past the tokenizer's (nanoGPT's 50304) draws real tokens only.
 TEST_NAME=sample_cli
 source "$(dirname "$0")/train_common.inc"
 "$ZGPT" train --config tiny.json --set max_iters=3 > train.log
@@ -62,4 +63,8 @@ expect_fail "bad top-p" "--top-p 1.5" "$ZGPT" sample --model out --top-p 1.5
 expect_fail "negative temperature" "--temperature" "$ZGPT" sample --model out --temperature -1
 expect_fail "too long" "exceeds the model's block_size 32" "$ZGPT" sample --model out --max-new-tokens 100
 expect_fail "missing model" "not found" "$ZGPT" sample --model nope
+# a vocabulary padded past the tokenizer's (nanoGPT's 50304): a note, and every drawn id is a real token
+"$ZGPT" train --config tiny.json --set out_dir=out_v --set vocab_size=50304 --set max_iters=2 > /dev/null
+"$ZGPT" sample --model out_v --max-new-tokens 24 --seed 9 --temperature 2 > pv.txt 2> pv.err || fail "padded vocabulary: $(cat pv.err)"
+grep -q "note: the model's vocabulary has 50304 ids, the tokenizer's 50257" pv.err || fail "no padded-vocabulary note: $(cat pv.err)"
 echo "sample_cli: ok"

@@ -349,8 +349,34 @@ static void model_init(gpt2_model *m) {
 
 static int gen(gpt2_model *m, int B, const int32_t *const *prompts, const int *plen, int max_new,
                const zg_sample_row *rows, gpt2_gen_result *r) {
-    gpt2_gen_args a = {B, prompts, plen, max_new, rows, -1, 1};
+    gpt2_gen_args a = {B, prompts, plen, max_new, rows, -1, 1, 0};
     return gpt2_generate(m, &a, r);
+}
+
+/* vocab_limit (a tokenizer smaller than the model's vocabulary, as nanoGPT pads 50257 to 50304): every draw is
+ * below it, greedy and sampled; without it the same model draws ids above it */
+static void test_generate_vocab_limit(void) {
+    gpt2_model m;
+    model_init(&m);
+    static const int32_t p0[] = {5, 7};
+    const int32_t *prompts[1] = {p0};
+    int plen[1] = {2}, max_new = 30, limit = 40;
+    int above = 0;
+    for (int sampled = 0; sampled < 2; sampled++) {
+        zg_sample_row row = sampled ? row_of(1.5, 0, 1.0, 3) : row_of(0.0, 0, 1.0, 0);
+        for (int lim = 0; lim < 2; lim++) {
+            gpt2_gen_args a = {1, prompts, plen, max_new, &row, -1, 1, lim ? limit : 0};
+            gpt2_gen_result r;
+            ZT_CHECK(gpt2_generate(&m, &a, &r) == 0);
+            for (int t = 2; t < 2 + max_new; t++) {
+                if (lim) ZT_CHECK_MSG(r.seq[t] < limit, "token %d at %d with vocab_limit %d", r.seq[t], t, limit);
+                if (!lim) above += r.seq[t] >= limit;
+            }
+            gpt2_gen_result_free(&r);
+        }
+    }
+    ZT_CHECK(above > 0); /* the limit is what kept the ids below it */
+    gpt2_free(&m);
 }
 
 static void test_generate_ragged(void) {
@@ -463,6 +489,7 @@ int main(void) {
     zt_run("frequencies", test_frequencies);
     zt_run("seeded_rows", test_seeded_rows);
     zt_run("generate_ragged", test_generate_ragged);
+    zt_run("generate_vocab_limit", test_generate_vocab_limit);
     zt_run("generate_matches_forward", test_generate_matches_forward);
     zt_run("generate_record_refused", test_generate_record_refused);
     zg_backend_destroy(BE);
