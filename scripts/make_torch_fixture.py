@@ -9,6 +9,8 @@
                                            layout with "_orig_mod." prefixes (torch.compile), lm_head.weight the
                                            same tensor as wte, the causal-mask buffers; "optimizer": AdamW's state
                                            after one step; "model_args"; "iter_num"; "best_val_loss"; "config"}
+  nano_nobias/ckpt.pt                      the same with nanoGPT's bias=False: no LayerNorm or Linear biases
+                                           (model_args bias False; the other weights hf_tiny's)
   plain_bf16.bin                           torch.save of a bf16 state dict with "module." prefixes (a DeepSpeed /
                                            DDP model's, as zero_to_fp32-style tools write)
   noncontig.pt                             a state dict whose c_attn weight is a transposed view (refused)
@@ -49,6 +51,11 @@ torch.save({"model": nano, "optimizer": opt.state_dict(), "model_args": model_ar
             "best_val_loss": torch.tensor(2.5), "config": {"out_dir": "out", "learning_rate": 6e-4, "compile": True,
                                                           "betas": (0.9, 0.95), "wandb_log": False, "note": None}},
            os.path.join(out, "nano", "ckpt.pt"))
+os.makedirs(os.path.join(out, "nano_nobias"), exist_ok=True)
+# every parameter bias goes; the causal-mask buffers (h.N.attn.bias) stay, as nanoGPT keeps them
+nobias = {k: v for k, v in nano.items() if not k.endswith(".bias") or k.split(".")[-2] == "attn"}
+torch.save({"model": nobias, "model_args": dict(model_args, bias=False), "iter_num": 5},
+           os.path.join(out, "nano_nobias", "ckpt.pt"))
 torch.save({"module." + k: v.to(torch.bfloat16) for k, v in hf.items()}, os.path.join(out, "plain_bf16.bin"))
 bad = dict(hf)
 key = "transformer.h.0.attn.c_attn.weight"

@@ -307,9 +307,10 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
         cfg->block_size = w.args.block_size;
         cfg->vocab_size = w.args.vocab_size;
         if (!w.args.bias)
-            rc = zg_errorf("%s: a nanoGPT model with bias=False (no LayerNorm and Linear biases) is not supported: "
-                           "zgpt's GPT-2 has the biases (train with bias=True, as GPT-2's weights do)",
-                           file);
+            fprintf(stderr,
+                    "note: %s is a nanoGPT model with bias=False: zgpt's GPT-2 has LayerNorm and Linear biases, "
+                    "loaded as 0 (the same function); fine-tuning here trains them\n",
+                    file);
         if (rc == 0 && gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s: model_args", file);
     } else if (wte == NULL || wpe == NULL || wte->ndim != 2 || wpe->ndim != 2) {
         rc = zg_errorf("%s: no config.json beside the file and no 2-D wte.weight/wpe.weight to infer the config "
@@ -397,6 +398,11 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
         hf_key(x->name, key, sizeof key);
         const safetensors_file *f = NULL;
         const safetensors_tensor *t = find_tensor(&w, key, &f);
+        if (t == NULL && w.args.found && !w.args.bias && x->ndim == 1 && strstr(x->name, ".bias") != NULL) {
+            /* nanoGPT's bias=False: no LayerNorm or Linear biases, which is the same function as biases of 0 */
+            memset(params + x->offset, 0, x->numel * sizeof(float));
+            continue;
+        }
         if (t == NULL) {
             rc = zg_errorf("%s: tensor 'transformer.%s' is missing (expected for a GPT-2 with n_layer %d, n_embd %d)",
                            st, key, cfg.n_layer, C);

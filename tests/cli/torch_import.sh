@@ -23,6 +23,10 @@ for m in "$TT/hf_bin" "hf:$TT/hf_bin/pytorch_model.bin" "$TT/nano" "$TT/nano/ckp
     cmp ref.json got.json || fail "$m: $(cat got.json) against $(cat ref.json)"
     echo "ok $m"
 done
+# nanoGPT's bias=False: loaded with biases 0, said in a note
+ev "$TT/nano_nobias" > nb.json 2> nb.err || fail "bias=False: $(cat nb.err)"
+grep -q "note: .*nanoGPT model with bias=False.*loaded as 0" nb.err || fail "bias=False: no note: $(cat nb.err)"
+echo "ok bias=False: $(cat nb.json)"
 # the same archive in zip64 form (every size and offset in zip64 fields, a zip64 end record), and deflated
 python3 - "$TT/nano/ckpt.pt" <<'PY'
 import sys, zipfile

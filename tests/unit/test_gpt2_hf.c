@@ -352,7 +352,8 @@ static void test_sharded(void) {
 /* torch.save files (tests/fixtures/torch_tiny, written by scripts/make_torch_fixture.py from hf_tiny with torch
  * 2.11): transformers' pytorch_model.bin (Conv1D layout), nanoGPT's ckpt.pt (nn.Linear layout, "_orig_mod."
  * names, a tied lm_head, mask buffers, an optimizer state; its config from model_args), a bf16 state dict with
- * "module." names; each hf_tiny's parameters bit for bit (the bf16 one rounded); a strided view and the legacy
+ * "module." names; each hf_tiny's parameters bit for bit (the bf16 one rounded; nanoGPT's bias=False with its
+ * biases 0); a strided view and the legacy
  * format refused with what to do. */
 static void test_torch_files(void) {
     if (!FX_OK) return;
@@ -373,6 +374,20 @@ static void test_torch_files(void) {
         ZT_CHECK_MSG(memcmp(p, FX.params0, np * sizeof(float)) == 0, "%s: parameters differ from hf_tiny's", same[i]);
         free(path);
     }
+    /* nanoGPT's bias=False: hf_tiny's weights, every bias 0 */
+    char *nb = zg_path_join(dir, "nano_nobias");
+    ZT_CHECK_MSG(hf_params_load(nb, &FX.cfg, p) == 0, "%s", zg_error_message());
+    size_t nbad = 0, nzero = 0;
+    for (int i = 0; i < FX.m.table.n_tensors; i++) {
+        const gpt2_tensor *x = &FX.m.table.tensors[i];
+        int bias = x->ndim == 1 && strstr(x->name, ".bias") != NULL;
+        for (size_t k = x->offset; k < x->offset + x->numel; k++) {
+            nbad += p[k] != (bias ? 0.f : FX.params0[k]);
+            nzero += bias;
+        }
+    }
+    ZT_CHECK_MSG(nbad == 0 && nzero > 0, "nano_nobias: %zu parameters differ from hf_tiny's with biases 0", nbad);
+    free(nb);
     char *bf = zg_path_join(dir, "plain_bf16.bin");
     ZT_CHECK_MSG(hf_params_load(bf, &FX.cfg, p) == 0, "%s", zg_error_message());
     size_t diff = 0;
