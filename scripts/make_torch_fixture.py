@@ -5,6 +5,9 @@
   hf_bin/pytorch_model.bin + config.json   what transformers < 5's save_pretrained(safe_serialization=False)
                                            wrote: torch.save of the state dict, Conv1D layout, the tied
                                            lm_head.weight left out (transformers 5 writes safetensors only)
+  hf_bin_sharded/                          the same state dict as transformers 4.x shards a .bin past its
+                                           max_shard_size: pytorch_model-0000k-of-00002.bin +
+                                           pytorch_model.bin.index.json (weight_map) + config.json
   nano/ckpt.pt                             a nanoGPT checkpoint: {"model": state dict in nn.Linear's (out, in)
                                            layout with "_orig_mod." prefixes (torch.compile), lm_head.weight the
                                            same tensor as wte, the causal-mask buffers; "optimizer": AdamW's state
@@ -16,6 +19,7 @@
   noncontig.pt                             a state dict whose c_attn weight is a transposed view (refused)
   legacy.pt                                the pre-1.6 (not zip) format (refused)
 Every file holds hf_tiny's values exactly (the bf16 one rounded to bf16)."""
+import json
 import os
 import sys
 
@@ -32,6 +36,18 @@ hf = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
 os.makedirs(os.path.join(out, "hf_bin"), exist_ok=True)
 cfg.to_json_file(os.path.join(out, "hf_bin", "config.json"))
 torch.save(hf, os.path.join(out, "hf_bin", "pytorch_model.bin"))
+sh = os.path.join(out, "hf_bin_sharded")
+os.makedirs(sh, exist_ok=True)
+cfg.to_json_file(os.path.join(sh, "config.json"))
+keys = list(hf)
+weight_map = {}
+for k, part in enumerate((keys[:len(keys) // 2], keys[len(keys) // 2:])):
+    name = f"pytorch_model-{k + 1:05d}-of-00002.bin"
+    torch.save({n: hf[n] for n in part}, os.path.join(sh, name))
+    weight_map.update({n: name for n in part})
+with open(os.path.join(sh, "pytorch_model.bin.index.json"), "w") as f:
+    json.dump({"metadata": {"total_size": sum(v.numel() * v.element_size() for v in hf.values())},
+               "weight_map": weight_map}, f, indent=2, sort_keys=True)
 nano = {}
 for k, v in hf.items():
     nano["_orig_mod." + k] = v.t().contiguous() if k.endswith(conv) else v.clone()

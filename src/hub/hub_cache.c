@@ -114,14 +114,13 @@ int zg_hub_cache_find(const char *cache, const char *repo_id, const char *revisi
         char *snaps = zg_path_join(repo, "snapshots");
         dir = zg_path_join(snaps, commit);
         free(snaps);
-        /* config.json and the weights (model.safetensors, or an index and all its shards, else pytorch_model.bin);
+        /* config.json and the weights (model_folder_weights: safetensors or torch.save, whole or all shards);
          * zg_file_exists follows the snapshot's symlinks: a dangling one is not there */
-        char *cfg = zg_path_join(dir, "config.json"), *bin = zg_path_join(dir, "pytorch_model.bin");
-        char *weights = zg_file_exists(cfg) ? safetensors_folder_weights(dir, NULL) : NULL;
-        found = weights != NULL || (zg_file_exists(cfg) && zg_file_exists(bin));
+        char *cfg = zg_path_join(dir, "config.json");
+        char *weights = zg_file_exists(cfg) ? model_folder_weights(dir, NULL) : NULL;
+        found = weights != NULL;
         free(weights);
         free(cfg);
-        free(bin);
     }
     char what[1200];
     snprintf(what, sizeof what, "%s (%s)", commit ? dir : repo, revision);

@@ -23,10 +23,10 @@ int zg_hub_is_commit(const char *revision);
 /* 1 when $HF_HUB_OFFLINE is set to a true value (1, true, yes, on). */
 int zg_hub_offline(void);
 
-/* The snapshot of repo_id at revision (a branch/tag through refs/<revision>, or a commit) holding
- * a model: config.json and its weights (model.safetensors, or model.safetensors.index.json and every shard it
- * names (model/safetensors_index.h), else pytorch_model.bin): 1 with *snapshot (heap) set; 0 when it is not there (the folder looked at is
- * appended to `searched`, "; "-separated). */
+/* The snapshot of repo_id at revision (a branch/tag through refs/<revision>, or a commit) holding a model:
+ * config.json and its weights (model_folder_weights in model/safetensors_index.h: model.safetensors, or its index
+ * and every shard, else pytorch_model.bin or its index and shards): 1 with *snapshot (heap) set; 0 when it is not
+ * there (the folder looked at is appended to `searched`, "; "-separated). */
 int zg_hub_cache_find(const char *cache, const char *repo_id, const char *revision, char **snapshot, char *searched,
                       size_t cap);
 

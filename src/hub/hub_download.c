@@ -424,8 +424,11 @@ static int fetch_file(request *r, const char *repo_dir, const char *file, char *
     return rc;
 }
 
+static int fetch_shards(request *r, const char *repo_dir, const char *name, char *commit, size_t commit_cap);
+
 /* The weights, as transformers looks for them: model.safetensors; where the repo has none,
- * model.safetensors.index.json and every shard it names; else pytorch_model.bin (older repos). */
+ * model.safetensors.index.json and every shard it names; else pytorch_model.bin or its sharded index (older
+ * repos). */
 static int fetch_weights(request *r, const char *repo_dir, char *commit, size_t commit_cap) {
     r->entry_missing = 0;
     if (fetch_file(r, repo_dir, SAFETENSORS_SINGLE_NAME, commit, commit_cap) == 0) return 0;
@@ -437,16 +440,25 @@ static int fetch_weights(request *r, const char *repo_dir, char *commit, size_t 
         zg_error_clear();
         r->entry_missing = 0;
         if (fetch_file(r, repo_dir, "pytorch_model.bin", commit, commit_cap) == 0) return 0;
+        if (!r->entry_missing) return -1;
+        zg_error_clear();
+        r->entry_missing = 0;
+        if (fetch_file(r, repo_dir, "pytorch_model.bin.index.json", commit, commit_cap) == 0)
+            return fetch_shards(r, repo_dir, "pytorch_model.bin.index.json", commit, commit_cap);
         if (r->entry_missing)
-            zg_errorf("%s: none of %s, %s (a sharded checkpoint) or pytorch_model.bin at revision '%s' on %s: no "
-                      "weights zgpt reads (a sharded pytorch_model.bin needs converting: transformers' "
-                      "save_pretrained(dir, safe_serialization=True))",
+            zg_errorf("%s: none of %s, %s (a sharded checkpoint), pytorch_model.bin or pytorch_model.bin.index.json at "
+                      "revision '%s' on %s: no weights zgpt reads",
                       r->repo, SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, r->revision, r->endpoint);
         return -1;
     }
+    return fetch_shards(r, repo_dir, SAFETENSORS_INDEX_NAME, commit, commit_cap);
+}
+
+/* every shard the index `name` (already in the snapshot) names */
+static int fetch_shards(request *r, const char *repo_dir, const char *name, char *commit, size_t commit_cap) {
     char *snaps = zg_path_join(repo_dir, "snapshots");
     char *snap = zg_path_join(snaps, commit);
-    char *index = zg_path_join(snap, SAFETENSORS_INDEX_NAME);
+    char *index = zg_path_join(snap, name);
     safetensors_index ix;
     int rc = safetensors_index_read(&ix, index);
     if (rc == 0) {

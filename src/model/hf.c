@@ -82,7 +82,7 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     if (zg_dir_exists(path)) {
         /* as transformers looks for them, then nanoGPT's out_dir */
         static const char *const names[] = {SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, "pytorch_model.bin",
-                                            "ckpt.pt"};
+                                            "pytorch_model.bin.index.json", "ckpt.pt"};
         for (size_t i = 0; i < sizeof names / sizeof names[0] && *st_path == NULL; i++) {
             char *f = zg_path_join(path, names[i]);
             if (zg_file_exists(f))
@@ -91,10 +91,11 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
                 free(f);
         }
         if (*st_path == NULL)
-            return zg_errorf("%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
-                             "its shards, pytorch_model.bin, or nanoGPT's ckpt.pt): give a Hugging Face GPT-2 folder "
-                             "or a checkpoint file",
-                             path);
+            return zg_errorf(
+                "%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
+                "its shards, pytorch_model.bin or its sharded index, or nanoGPT's ckpt.pt): give a Hugging "
+                "Face GPT-2 folder or a checkpoint file",
+                path);
         *cfg_path = zg_path_join(path, "config.json");
         if (!zg_file_exists(*cfg_path)) {
             free(*cfg_path);
@@ -176,7 +177,8 @@ static int hf_weights_open(hf_weights *w, const char *path) {
         if (!zg_file_exists(p))
             rc = zg_errorf("%s: shard '%s' is missing (the index names %d shards: the checkpoint needs all of them)",
                            path, ix.shards[s], ix.n_shards);
-        else if (safetensors_open(&w->files[s], p) != 0)
+        else if ((is_torch_path(p) ? torch_state_dict_open(&w->files[s], p, NULL)
+                                   : safetensors_open(&w->files[s], p)) != 0)
             rc = -1;
         else
             w->n_files++;

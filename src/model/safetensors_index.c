@@ -66,27 +66,33 @@ int safetensors_index_read(safetensors_index *ix, const char *path) {
     return rc;
 }
 
-char *safetensors_folder_weights(const char *dir, char **missing) {
-    if (missing) *missing = NULL;
-    char *single = zg_path_join(dir, SAFETENSORS_SINGLE_NAME);
-    if (zg_file_exists(single)) return single;
-    free(single);
-    char *index = zg_path_join(dir, SAFETENSORS_INDEX_NAME);
+/* index's shards all in dir: 1; else 0 with the first missing one's name in *missing (when not NULL) */
+static int shards_present(const char *dir, const char *index, char **missing) {
     safetensors_index ix;
-    if (!zg_file_exists(index) || safetensors_index_read(&ix, index) != 0) {
+    if (safetensors_index_read(&ix, index) != 0) {
         zg_error_clear();
-        free(index);
-        return NULL;
+        return 0;
     }
     int all = 1;
     for (int s = 0; s < ix.n_shards && all; s++) {
         char *p = zg_path_join(dir, ix.shards[s]);
         all = zg_file_exists(p); /* follows a cache snapshot's symlink: a dangling one is not there */
-        if (!all && missing) *missing = zg_strdup(ix.shards[s]);
+        if (!all && missing && *missing == NULL) *missing = zg_strdup(ix.shards[s]);
         free(p);
     }
     safetensors_index_free(&ix);
-    if (all) return index;
-    free(index);
+    return all;
+}
+
+char *model_folder_weights(const char *dir, char **missing) {
+    if (missing) *missing = NULL;
+    /* transformers' order: safetensors, its index, then the torch forms */
+    static const char *const names[] = {SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, "pytorch_model.bin",
+                                        "pytorch_model.bin.index.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = zg_path_join(dir, names[i]);
+        if (zg_file_exists(p) && (!safetensors_is_index_path(p) || shards_present(dir, p, missing))) return p;
+        free(p);
+    }
     return NULL;
 }

@@ -25,9 +25,10 @@ void safetensors_index_free(safetensors_index *ix);
 /* 1 when the name ends in ".index.json" (an index rather than a safetensors file) */
 int safetensors_is_index_path(const char *path);
 
-/* The weights file of a model folder: DIR/model.safetensors when it exists, else DIR/model.safetensors.index.json
- * when it exists and every shard it names is there; NULL when neither (heap string). With missing shards,
- * *missing (when not NULL) receives the first one's name (heap), else NULL. */
-char *safetensors_folder_weights(const char *dir, char **missing);
+/* The weights file of a model folder, in transformers' order: DIR/model.safetensors, DIR/model.safetensors.index.json
+ * with every shard it names there, DIR/pytorch_model.bin, DIR/pytorch_model.bin.index.json with its shards; NULL
+ * when none (heap string). With missing shards, *missing (when not NULL) receives the first one's name (heap),
+ * else NULL. (The same index format names safetensors or torch.save shards.) */
+char *model_folder_weights(const char *dir, char **missing);
 
 #endif

@@ -69,7 +69,7 @@ static int open_hub(zg_model_source *s, const char *spec, const char *repo, cons
     snprintf(s->name, sizeof s->name, "%s", spec);
     if (ni >= 0 && !revision) {
         char *dir = zg_models_dir_for(repo);
-        char *st = safetensors_folder_weights(dir, NULL);
+        char *st = model_folder_weights(dir, NULL);
         if (st != NULL)
             snap = zg_strdup(dir);
         else

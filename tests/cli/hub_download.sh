@@ -5,7 +5,7 @@
 # success with it, 404 for the repo, the file and the revision, no network, a full disk,
 # HF_HUB_OFFLINE=1, then eval from the cache (loss equal to the hf: path's) and download on a miss; a sharded
 # checkpoint (model.safetensors.index.json and its shards), whole, with a shard gone from the cache, and with one
-# missing from the repo; a repo with only pytorch_model.bin.
+# missing from the repo; a repo with only pytorch_model.bin, whole or sharded.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-hub.XXXXXX")
@@ -31,6 +31,7 @@ start_hub() {
     timeout 120 python3 "$ZGPT_SRC/tests/hub/fake_hub.py" --mode "$1" --repo "org/tiny=$FIX" --repo "org/nofile=$WORK/nofile" \
         --repo "org/sharded=$WORK/sharded" --repo "org/holey=$WORK/holey" \
         --repo "org/binonly=$ZGPT_SRC/tests/fixtures/torch_tiny/hf_bin" \
+        --repo "org/binsharded=$ZGPT_SRC/tests/fixtures/torch_tiny/hf_bin_sharded" \
         --port-file port --log log.txt > /dev/null &
     HUB_PID=$!
     for _ in $(seq 100); do [ -s port ] && break; sleep 0.1; done
@@ -114,7 +115,7 @@ published c4b
 # 5. 404s: repo, file, revision; a name that is no repo id
 start_hub normal
 expect_fail "404 repo" "org/missing: repo not found" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/missing
-expect_fail "404 file" "org/nofile: none of model.safetensors, model.safetensors.index.json \\(a sharded checkpoint\\) or pytorch_model.bin at revision 'main'" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/nofile
+expect_fail "404 file" "org/nofile: none of model.safetensors, model.safetensors.index.json \\(a sharded checkpoint\\), pytorch_model.bin or pytorch_model.bin.index.json at revision 'main'" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/nofile
 expect_fail "404 revision" "revision 'nope' not found" env HF_HUB_CACHE=$WORK/c5 "$ZGPT" download org/tiny --revision nope
 expect_fail "bad repo id" "not a Hugging Face repo id" "$ZGPT" download a/b/c
 [ ! -e c5/models--org--nofile/refs ] || fail "a failed download wrote a ref"
@@ -203,5 +204,10 @@ cmp ref.json b1.json || fail "org/binonly: $(cat b1.json) $(cat b1.err)"
 grep -q "^HEAD /org/binonly/resolve/main/pytorch_model.bin" log.txt || fail "pytorch_model.bin not asked for: $(cat log.txt)"
 HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c13 "$ZGPT" eval --model org/binonly --data val.bin --full --json --device cpu > b2.json
 cmp ref.json b2.json || fail "org/binonly offline: $(cat b2.json)"
+# and its sharded form (pytorch_model.bin.index.json and two shards, as transformers 4.x wrote past max_shard_size)
+HF_HUB_CACHE=$WORK/c14 "$ZGPT" eval --model org/binsharded --data val.bin --full --json --device cpu > b3.json 2> b3.err
+cmp ref.json b3.json || fail "org/binsharded: $(cat b3.json) $(cat b3.err)"
+HF_HUB_OFFLINE=1 HF_HUB_CACHE=$WORK/c14 "$ZGPT" eval --model org/binsharded --data val.bin --full --json --device cpu > b4.json
+cmp ref.json b4.json || fail "org/binsharded offline: $(cat b4.json)"
 stop_hub
 echo "hub_download: ok"

@@ -293,7 +293,7 @@ static void test_sharded(void) {
         ZT_CHECK_MSG(memcmp(p, FX.params0, np * sizeof(float)) == 0, "sharded load of %s differs from the single file",
                      paths[w]);
     }
-    char *w8 = safetensors_folder_weights(dir, NULL);
+    char *w8 = model_folder_weights(dir, NULL);
     ZT_CHECK(w8 != NULL && strcmp(w8, index) == 0);
     free(w8);
     /* broken: each case a one-line error that names the problem */
@@ -339,7 +339,7 @@ static void test_sharded(void) {
     ZT_CHECK_MSG(strstr(zg_error_message(), "shard 'model-00003-of-00003.safetensors' is missing") != NULL, "got: %s",
                  zg_error_message());
     char *missing = NULL;
-    ZT_CHECK(safetensors_folder_weights(dir, &missing) == NULL);
+    ZT_CHECK(model_folder_weights(dir, &missing) == NULL);
     ZT_CHECK(missing != NULL && strcmp(missing, "model-00003-of-00003.safetensors") == 0);
     free(missing);
     zg_error_clear();
@@ -350,7 +350,7 @@ static void test_sharded(void) {
 }
 
 /* torch.save files (tests/fixtures/torch_tiny, written by scripts/make_torch_fixture.py from hf_tiny with torch
- * 2.11): transformers' pytorch_model.bin (Conv1D layout), nanoGPT's ckpt.pt (nn.Linear layout, "_orig_mod."
+ * 2.11): transformers' pytorch_model.bin (Conv1D layout), whole and sharded, nanoGPT's ckpt.pt (nn.Linear layout, "_orig_mod."
  * names, a tied lm_head, mask buffers, an optimizer state; its config from model_args), a bf16 state dict with
  * "module." names; each hf_tiny's parameters bit for bit (the bf16 one rounded; nanoGPT's bias=False with its
  * biases 0); a strided view and the legacy
@@ -360,7 +360,9 @@ static void test_torch_files(void) {
     char *dir = zg_path_join(zt_src_dir(), "tests/fixtures/torch_tiny");
     size_t np = FX.m.table.num_params;
     float *p = zg_malloc(np * sizeof(float));
-    const char *same[] = {"hf_bin", "hf_bin/pytorch_model.bin", "nano", "nano/ckpt.pt"};
+    const char *same[] = {"hf_bin",         "hf_bin/pytorch_model.bin",
+                          "hf_bin_sharded", "hf_bin_sharded/pytorch_model.bin.index.json",
+                          "nano",           "nano/ckpt.pt"};
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
         char *path = zg_path_join(dir, same[i]);
         ZT_CHECK(hf_path_has_weights(path));
