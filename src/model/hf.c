@@ -81,8 +81,12 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     *st_path = *cfg_path = NULL;
     if (zg_dir_exists(path)) {
         /* as transformers looks for them, then nanoGPT's out_dir */
-        static const char *const names[] = {SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, "pytorch_model.bin",
-                                            "pytorch_model.bin.index.json", "ckpt.pt"};
+        static const char *const names[] = {SAFETENSORS_SINGLE_NAME,
+                                            SAFETENSORS_INDEX_NAME,
+                                            "pytorch_model.bin",
+                                            "pytorch_model.bin.index.json",
+                                            "ckpt.pt", /* DeepSpeed's tag folder */
+                                            "mp_rank_00_model_states.pt"};
         for (size_t i = 0; i < sizeof names / sizeof names[0] && *st_path == NULL; i++) {
             char *f = zg_path_join(path, names[i]);
             if (zg_file_exists(f))
@@ -91,11 +95,10 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
                 free(f);
         }
         if (*st_path == NULL)
-            return zg_errorf(
-                "%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
-                "its shards, pytorch_model.bin or its sharded index, or nanoGPT's ckpt.pt): give a Hugging "
-                "Face GPT-2 folder or a checkpoint file",
-                path);
+            return zg_errorf("%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
+                             "its shards, pytorch_model.bin or its sharded index, nanoGPT's ckpt.pt, or DeepSpeed's "
+                             "mp_rank_00_model_states.pt): give a Hugging Face GPT-2 folder or a checkpoint file",
+                             path);
         *cfg_path = zg_path_join(path, "config.json");
         if (!zg_file_exists(*cfg_path)) {
             free(*cfg_path);

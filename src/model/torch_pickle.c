@@ -580,6 +580,15 @@ int torch_state_dict_open(safetensors_file *f, const char *path, torch_model_arg
         x->data = st->data + (size_t)t->offset * (size_t)es;
         x->nbytes = numel * (size_t)es;
     }
+    /* DeepSpeed ZeRO-3's model states: every parameter an empty placeholder (the weights are partitioned into the
+     * optimizer states files) */
+    int empty = 0;
+    for (int a = 0; a < f->n_tensors; a++) empty += f->tensors[a].numel == 0;
+    if (rc == 0 && f->n_tensors > 0 && empty == f->n_tensors)
+        rc = zg_errorf("%s: every tensor of its state dict is empty: a DeepSpeed ZeRO-3 checkpoint keeps the weights "
+                       "partitioned in its optimizer states; run DeepSpeed's zero_to_fp32.py on the checkpoint folder "
+                       "and give its output (or save with stage3_gather_16bit_weights_on_model_save)",
+                       path);
     /* one name twice (after the prefixes went): say so rather than take either */
     for (int a = 0; a < f->n_tensors && rc == 0; a++)
         for (int b = a + 1; b < f->n_tensors && rc == 0; b++)

@@ -58,6 +58,29 @@ static int check_named_shape(const zg_model_source *s, const char *name, const c
     return 0;
 }
 
+/* A DeepSpeed checkpoint folder (save_checkpoint's: a `latest` file naming the tag folder that holds
+ * mp_rank_00_model_states.pt): that tag folder (heap), else NULL. zgpt's own out_dir has a `latest` too, naming a
+ * folder with a manifest instead. */
+static char *deepspeed_tag_folder(const char *spec) {
+    char *latest = zg_path_join(spec, "latest"), *tag = NULL, *dir = NULL;
+    size_t len = 0;
+    if (zg_dir_exists(spec) && zg_file_exists(latest) && zg_file_read_all(latest, &tag, &len) == 0) {
+        while (len > 0 && (tag[len - 1] == '\n' || tag[len - 1] == '\r' || tag[len - 1] == ' ')) tag[--len] = '\0';
+        if (len > 0 && len < 256 && strchr(tag, '/') == NULL && strcmp(tag, "..") != 0) {
+            char *d = zg_path_join(spec, tag), *ms = zg_path_join(d, "mp_rank_00_model_states.pt");
+            if (zg_file_exists(ms))
+                dir = d;
+            else
+                free(d);
+            free(ms);
+        }
+    }
+    zg_error_clear();
+    free(tag);
+    free(latest);
+    return dir;
+}
+
 /* A named model or a hub repo id (optionally @revision): the zgpt models folder (named, no revision),
  * the Hugging Face cache (every repo id the model had), then a download unless HF_HUB_OFFLINE. */
 static int open_hub(zg_model_source *s, const char *spec, const char *repo, const char *revision, int need_weights) {
@@ -126,10 +149,13 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
     char repo[256];
     const char *revision;
     int hub = split_revision(spec, repo, sizeof repo, &revision) == 0;
+    char *ds_tag = NULL;
     if (strncmp(spec, "hf:", 3) == 0) {
         rc = open_hf(s, spec + 3);
     } else if (hub && named_index(repo) >= 0) {
         rc = open_hub(s, spec, repo, revision, need_weights);
+    } else if ((ds_tag = deepspeed_tag_folder(spec)) != NULL) {
+        rc = open_hf(s, ds_tag);
     } else if (zg_ckpt_exists(spec)) {
         s->kind = ZG_SRC_CHECKPOINT;
         rc = zg_ckpt_open(&s->ckpt, spec);
@@ -152,6 +178,7 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
                            "id (org/name[@revision]), or one of gpt2, gpt2-medium, gpt2-large, gpt2-xl",
                            spec);
     }
+    free(ds_tag);
     if (rc != 0) zg_model_source_close(s);
     return rc;
 }

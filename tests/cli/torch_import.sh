@@ -3,7 +3,7 @@
 # with torch 2.11 from hf_tiny): transformers' pytorch_model.bin, nanoGPT's ckpt.pt and its out_dir, a bf16 state
 # dict with "module." names; eval equals the safetensors fixture's (bf16: within rounding), export from ckpt.pt
 # gives the same model, the zip64 form reads the same, and the refused forms (a strided view, the legacy format,
-# a deflated archive, garbage) say what to do in one line.
+# a deflated archive, DeepSpeed ZeRO-3's empty model states, garbage) say what to do in one line.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-torch.XXXXXX")
@@ -68,6 +68,12 @@ one_error "strided view" "is not contiguous .*contiguous\(\)" "$ZGPT" eval --mod
 mkdir lg && cp "$TT/legacy.pt" lg/ && cp "$FIX/config.json" lg/
 one_error "legacy format" "legacy format of PyTorch < 1.6" "$ZGPT" eval --model lg/legacy.pt --data val.bin --device cpu
 one_error "deflated" "records are compressed" "$ZGPT" eval --model deflated --data val.bin --device cpu
+# DeepSpeed ZeRO-3's model states (written without torch by tests/hub/fake_torch_save.py): empty placeholders, so
+# the error says to run zero_to_fp32; a DeepSpeed tag folder finds its mp_rank_00_model_states.pt
+mkdir -p ds/global_step100 && python3 "$ZGPT_SRC/tests/hub/fake_torch_save.py" zero3 ds/global_step100/mp_rank_00_model_states.pt
+one_error "ZeRO-3 model states" "DeepSpeed ZeRO-3 checkpoint .*zero_to_fp32" "$ZGPT" eval --model ds/global_step100 --data val.bin --device cpu
+printf 'global_step100\n' > ds/latest # DeepSpeed's save_checkpoint folder: `latest` names the tag
+one_error "DeepSpeed checkpoint folder" "global_step100/mp_rank_00_model_states.pt: .*ZeRO-3" "$ZGPT" eval --model ds --data val.bin --device cpu
 printf 'PK\003\004garbage' > lg/bad.pt
 one_error "not a zip" "not a zip archive|truncated|corrupt" "$ZGPT" eval --model lg/bad.pt --data val.bin --device cpu
 echo "torch_import: ok"

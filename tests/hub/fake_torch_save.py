@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Writes a file in torch.save's format without torch (python3 stdlib), for the reader's cases that the real
+fixtures (tests/fixtures/torch_tiny, scripts/make_torch_fixture.py) do not cover:
+
+  fake_torch_save.py zero3 OUT   the layout of DeepSpeed ZeRO-3's mp_rank_00_model_states.pt: {"module": names of
+                                 GPT-2 parameters -> empty bf16 tensors (the weights live in the optimizer
+                                 partitions), "ds_version", "param_shapes", "global_steps"}
+
+The pickle is what torch.save emits for that object: protocol 2, typed storages as persistent ids ("storage",
+torch.BFloat16Storage, key, "cpu", numel), tensors as torch._utils._rebuild_tensor_v2 calls, in a zip of stored
+records (<name>/data.pkl, <name>/data/<key>, <name>/version)."""
+import collections
+import io
+import pickle
+import sys
+import types
+import zipfile
+
+torch = types.ModuleType("torch")
+utils = types.ModuleType("torch._utils")
+
+
+class BFloat16Storage:
+    pass
+
+
+def _rebuild_tensor_v2(*args):
+    raise RuntimeError("never called: only pickled by reference")
+
+
+BFloat16Storage.__module__ = "torch"
+_rebuild_tensor_v2.__module__ = "torch._utils"
+torch.BFloat16Storage = BFloat16Storage
+torch._utils = utils
+utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+sys.modules["torch"] = torch
+sys.modules["torch._utils"] = utils
+
+
+class Storage:
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+
+class Tensor:
+    def __init__(self, key, shape):
+        self.key, self.shape = key, tuple(shape)
+
+    def __reduce_ex__(self, proto):
+        numel, stride = 1, []
+        for d in reversed(self.shape):
+            stride.insert(0, numel)
+            numel *= d
+        return (_rebuild_tensor_v2, (Storage(self.key, numel), 0, self.shape, tuple(stride), False,
+                                     collections.OrderedDict()))
+
+
+class Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            return ("storage", BFloat16Storage, obj.key, "cpu", obj.numel)
+        return None
+
+
+def save(obj, path, storages):
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        for key, raw in storages.items():
+            z.writestr(f"archive/data/{key}", raw)
+        z.writestr("archive/version", b"3\n")
+
+
+def main():
+    kind, out = sys.argv[1], sys.argv[2]
+    if kind != "zero3":
+        raise SystemExit(f"unknown kind {kind}")
+    names = ["transformer.wte.weight", "transformer.wpe.weight"]
+    for l in range(2):
+        for p in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+            names += [f"transformer.h.{l}.{p}.weight", f"transformer.h.{l}.{p}.bias"]
+    names += ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+    module = collections.OrderedDict((n, Tensor(str(i), (0,))) for i, n in enumerate(names))
+    save({"module": module, "ds_version": "0.16.0", "param_shapes": [{n: (1,) for n in names}], "buffer_names": [],
+          "global_steps": 100}, out, {str(i): b"" for i in range(len(names))})
+
+
+if __name__ == "__main__":
+    main()
