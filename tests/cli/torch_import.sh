@@ -3,7 +3,8 @@
 # with torch 2.11 from hf_tiny): transformers' pytorch_model.bin, nanoGPT's ckpt.pt and its out_dir, a bf16 state
 # dict with "module." names; eval equals the safetensors fixture's (bf16: within rounding), export from ckpt.pt
 # gives the same model, the zip64 form reads the same, and the refused forms (a strided view, the legacy format,
-# a deflated archive, DeepSpeed ZeRO-3's empty model states, garbage) say what to do in one line.
+# a deflated archive, DeepSpeed ZeRO-3's empty model states, garbage) say what to do in one line; DeepSpeed ZeRO-2
+# model states (written without torch by tests/hub/fake_torch_save.py) load through its checkpoint folder.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-torch.XXXXXX")
@@ -72,6 +73,13 @@ one_error "deflated" "records are compressed" "$ZGPT" eval --model deflated --da
 # the error says to run zero_to_fp32; a DeepSpeed tag folder finds its mp_rank_00_model_states.pt
 mkdir -p ds/global_step100 && python3 "$ZGPT_SRC/tests/hub/fake_torch_save.py" zero3 ds/global_step100/mp_rank_00_model_states.pt
 one_error "ZeRO-3 model states" "DeepSpeed ZeRO-3 checkpoint .*zero_to_fp32" "$ZGPT" eval --model ds/global_step100 --data val.bin --device cpu
+# ZeRO 0-2's model states hold the module's weights: hf_tiny's, through the save_checkpoint folder and the tag
+mkdir -p ds2/global_step7 && cp "$FIX/config.json" ds2/global_step7/ && printf 'global_step7' > ds2/latest
+python3 "$ZGPT_SRC/tests/hub/fake_torch_save.py" zero2 ds2/global_step7/mp_rank_00_model_states.pt "$FIX/model.safetensors"
+for m in ds2 ds2/global_step7; do
+    ev "$m" > d.json 2> err.txt && cmp ref.json d.json || fail "DeepSpeed model states via $m: $(cat d.json err.txt)"
+    echo "ok DeepSpeed ZeRO-2 model states via $m"
+done
 printf 'global_step100\n' > ds/latest # DeepSpeed's save_checkpoint folder: `latest` names the tag
 one_error "DeepSpeed checkpoint folder" "global_step100/mp_rank_00_model_states.pt: .*ZeRO-3" "$ZGPT" eval --model ds --data val.bin --device cpu
 printf 'PK\003\004garbage' > lg/bad.pt

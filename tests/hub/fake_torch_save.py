@@ -5,6 +5,9 @@ fixtures (tests/fixtures/torch_tiny, scripts/make_torch_fixture.py) do not cover
   fake_torch_save.py zero3 OUT   the layout of DeepSpeed ZeRO-3's mp_rank_00_model_states.pt: {"module": names of
                                  GPT-2 parameters -> empty bf16 tensors (the weights live in the optimizer
                                  partitions), "ds_version", "param_shapes", "global_steps"}
+  fake_torch_save.py zero2 OUT SAFETENSORS
+                                 ZeRO 0-2's: {"module": the safetensors file's F32 tensors under "module."-less
+                                 names, "ds_version", "global_steps", "optimizer": None}
 
 The pickle is what torch.save emits for that object: protocol 2, typed storages as persistent ids ("storage",
 torch.BFloat16Storage, key, "cpu", numel), tensors as torch._utils._rebuild_tensor_v2 calls, in a zip of stored
@@ -24,11 +27,17 @@ class BFloat16Storage:
     pass
 
 
+class FloatStorage:
+    pass
+
+
 def _rebuild_tensor_v2(*args):
     raise RuntimeError("never called: only pickled by reference")
 
 
 BFloat16Storage.__module__ = "torch"
+FloatStorage.__module__ = "torch"
+torch.FloatStorage = FloatStorage
 _rebuild_tensor_v2.__module__ = "torch._utils"
 torch.BFloat16Storage = BFloat16Storage
 torch._utils = utils
@@ -38,27 +47,27 @@ sys.modules["torch._utils"] = utils
 
 
 class Storage:
-    def __init__(self, key, numel):
-        self.key, self.numel = key, numel
+    def __init__(self, key, numel, cls=BFloat16Storage):
+        self.key, self.numel, self.cls = key, numel, cls
 
 
 class Tensor:
-    def __init__(self, key, shape):
-        self.key, self.shape = key, tuple(shape)
+    def __init__(self, key, shape, cls=BFloat16Storage):
+        self.key, self.shape, self.cls = key, tuple(shape), cls
 
     def __reduce_ex__(self, proto):
         numel, stride = 1, []
         for d in reversed(self.shape):
             stride.insert(0, numel)
             numel *= d
-        return (_rebuild_tensor_v2, (Storage(self.key, numel), 0, self.shape, tuple(stride), False,
+        return (_rebuild_tensor_v2, (Storage(self.key, numel, self.cls), 0, self.shape, tuple(stride), False,
                                      collections.OrderedDict()))
 
 
 class Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, Storage):
-            return ("storage", BFloat16Storage, obj.key, "cpu", obj.numel)
+            return ("storage", obj.cls, obj.key, "cpu", obj.numel)
         return None
 
 
@@ -72,8 +81,26 @@ def save(obj, path, storages):
         z.writestr("archive/version", b"3\n")
 
 
+def read_safetensors(path):
+    import json
+    import struct
+    data = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    return [(k, v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in
+            header.items() if v["dtype"] == "F32"]
+
+
 def main():
     kind, out = sys.argv[1], sys.argv[2]
+    if kind == "zero2":
+        tensors = read_safetensors(sys.argv[3])
+        module = collections.OrderedDict((name, Tensor(str(i), shape, FloatStorage))
+                                         for i, (name, shape, _) in enumerate(tensors))
+        save({"module": module, "ds_version": "0.16.0", "global_steps": 100, "optimizer": None}, out,
+             {str(i): raw for i, (_, _, raw) in enumerate(tensors)})
+        return
     if kind != "zero3":
         raise SystemExit(f"unknown kind {kind}")
     names = ["transformer.wte.weight", "transformer.wpe.weight"]
