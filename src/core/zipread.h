@@ -7,6 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The n-byte (n <= 8) little-endian unsigned integer at p (zip's and pickle's byte order) */
+static inline uint64_t zg_load_le(const uint8_t *p, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
 typedef struct {
     char *name;          /* heap copy */
     const uint8_t *data; /* the content, inside the map; NULL for a compressed entry */

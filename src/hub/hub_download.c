@@ -426,32 +426,21 @@ static int fetch_file(request *r, const char *repo_dir, const char *file, char *
 
 static int fetch_shards(request *r, const char *repo_dir, const char *name, char *commit, size_t commit_cap);
 
-/* The weights, as transformers looks for them: model.safetensors; where the repo has none,
- * model.safetensors.index.json and every shard it names; else pytorch_model.bin or its sharded index (older
- * repos). */
+/* The weights, as transformers looks for them (model_weight_files): the first file the repo has, and for an index
+ * every shard it names. */
 static int fetch_weights(request *r, const char *repo_dir, char *commit, size_t commit_cap) {
-    r->entry_missing = 0;
-    if (fetch_file(r, repo_dir, SAFETENSORS_SINGLE_NAME, commit, commit_cap) == 0) return 0;
-    if (!r->entry_missing) return -1;
-    zg_error_clear();
-    r->entry_missing = 0;
-    if (fetch_file(r, repo_dir, SAFETENSORS_INDEX_NAME, commit, commit_cap) != 0) {
+    for (int i = 0; i < MODEL_WEIGHT_FILES; i++) {
+        const char *name = model_weight_files[i];
+        r->entry_missing = 0;
+        if (fetch_file(r, repo_dir, name, commit, commit_cap) == 0)
+            return safetensors_is_index_path(name) ? fetch_shards(r, repo_dir, name, commit, commit_cap) : 0;
         if (!r->entry_missing) return -1;
         zg_error_clear();
-        r->entry_missing = 0;
-        if (fetch_file(r, repo_dir, "pytorch_model.bin", commit, commit_cap) == 0) return 0;
-        if (!r->entry_missing) return -1;
-        zg_error_clear();
-        r->entry_missing = 0;
-        if (fetch_file(r, repo_dir, "pytorch_model.bin.index.json", commit, commit_cap) == 0)
-            return fetch_shards(r, repo_dir, "pytorch_model.bin.index.json", commit, commit_cap);
-        if (r->entry_missing)
-            zg_errorf("%s: none of %s, %s (a sharded checkpoint), pytorch_model.bin or pytorch_model.bin.index.json at "
-                      "revision '%s' on %s: no weights zgpt reads",
-                      r->repo, SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, r->revision, r->endpoint);
-        return -1;
     }
-    return fetch_shards(r, repo_dir, SAFETENSORS_INDEX_NAME, commit, commit_cap);
+    return zg_errorf("%s: none of %s, %s (a sharded checkpoint), %s or %s at revision '%s' on %s: no weights zgpt "
+                     "reads",
+                     r->repo, model_weight_files[0], model_weight_files[1], model_weight_files[2],
+                     model_weight_files[3], r->revision, r->endpoint);
 }
 
 /* every shard the index `name` (already in the snapshot) names */

@@ -80,15 +80,11 @@ static char *dir_of(const char *path) {
 static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     *st_path = *cfg_path = NULL;
     if (zg_dir_exists(path)) {
-        /* as transformers looks for them, then nanoGPT's out_dir */
-        static const char *const names[] = {SAFETENSORS_SINGLE_NAME,
-                                            SAFETENSORS_INDEX_NAME,
-                                            "pytorch_model.bin",
-                                            "pytorch_model.bin.index.json",
-                                            "ckpt.pt", /* DeepSpeed's tag folder */
-                                            "mp_rank_00_model_states.pt"};
-        for (size_t i = 0; i < sizeof names / sizeof names[0] && *st_path == NULL; i++) {
-            char *f = zg_path_join(path, names[i]);
+        /* as transformers looks for them (model_weight_files, whether or not an index's shards are all there: the
+         * load names a missing one), then nanoGPT's out_dir and DeepSpeed's tag folder */
+        static const char *const more[] = {"ckpt.pt", "mp_rank_00_model_states.pt"};
+        for (int i = 0; i < MODEL_WEIGHT_FILES + 2 && *st_path == NULL; i++) {
+            char *f = zg_path_join(path, i < MODEL_WEIGHT_FILES ? model_weight_files[i] : more[i - MODEL_WEIGHT_FILES]);
             if (zg_file_exists(f))
                 *st_path = f;
             else
@@ -151,10 +147,10 @@ static const safetensors_tensor *hf_weights_get(const hf_weights *w, const char 
     return NULL;
 }
 
-/* Opens path: a .safetensors file, or an index (safetensors_is_index_path) and all its shards, checking that each
- * tensor is in the shard the index names and in no other. */
 static void hf_weights_layout(hf_weights *w);
 
+/* Opens path: a .safetensors or torch.save file, or an index (safetensors_is_index_path) and all its shards,
+ * checking that each tensor is in the shard the index names and in no other. */
 static int hf_weights_open(hf_weights *w, const char *path) {
     memset(w, 0, sizeof *w);
     w->path = path;
@@ -166,7 +162,6 @@ static int hf_weights_open(hf_weights *w, const char *path) {
             return -1;
         }
         w->n_files = 1;
-        w->path = path;
         hf_weights_layout(w);
         return 0;
     }
@@ -199,9 +194,10 @@ static int hf_weights_open(hf_weights *w, const char *path) {
                                    w->files[a].tensors[k].name, ix.shards[a], ix.shards[b]);
     safetensors_index_free(&ix);
     free(dir);
-    w->path = path;
-    if (rc != 0) hf_weights_close(w);
-    if (rc == 0) hf_weights_layout(w);
+    if (rc != 0)
+        hf_weights_close(w);
+    else
+        hf_weights_layout(w);
     return rc;
 }
 
@@ -316,7 +312,7 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
                     "note: %s is a nanoGPT model with bias=False: zgpt's GPT-2 has LayerNorm and Linear biases, "
                     "loaded as 0 (the same function); fine-tuning here trains them\n",
                     file);
-        if (rc == 0 && gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s: model_args", file);
+        if (gpt2_config_validate(cfg) != 0) rc = zg_error_prefix("%s: model_args", file);
     } else if (wte == NULL || wpe == NULL || wte->ndim != 2 || wpe->ndim != 2) {
         rc = zg_errorf("%s: no config.json beside the file and no 2-D wte.weight/wpe.weight to infer the config "
                        "from: put the model's Hugging Face config.json next to it",

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const model_weight_files[MODEL_WEIGHT_FILES] = {SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME,
+                                                            "pytorch_model.bin", "pytorch_model.bin.index.json"};
+
 void safetensors_index_free(safetensors_index *ix) {
     for (int i = 0; i < ix->n_shards; i++) free(ix->shards[i]);
     for (int i = 0; i < ix->n_names; i++) free(ix->names[i]);
@@ -86,11 +89,8 @@ static int shards_present(const char *dir, const char *index, char **missing) {
 
 char *model_folder_weights(const char *dir, char **missing) {
     if (missing) *missing = NULL;
-    /* transformers' order: safetensors, its index, then the torch forms */
-    static const char *const names[] = {SAFETENSORS_SINGLE_NAME, SAFETENSORS_INDEX_NAME, "pytorch_model.bin",
-                                        "pytorch_model.bin.index.json"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *p = zg_path_join(dir, names[i]);
+    for (int i = 0; i < MODEL_WEIGHT_FILES; i++) {
+        char *p = zg_path_join(dir, model_weight_files[i]);
         if (zg_file_exists(p) && (!safetensors_is_index_path(p) || shards_present(dir, p, missing))) return p;
         free(p);
     }

@@ -25,7 +25,12 @@ void safetensors_index_free(safetensors_index *ix);
 /* 1 when the name ends in ".index.json" (an index rather than a safetensors file) */
 int safetensors_is_index_path(const char *path);
 
-/* The weights file of a model folder, in transformers' order: DIR/model.safetensors, DIR/model.safetensors.index.json
+/* A model folder's weights files in the order transformers looks for them (an index, safetensors_is_index_path,
+ * names shards in the same folder) */
+#define MODEL_WEIGHT_FILES 4
+extern const char *const model_weight_files[MODEL_WEIGHT_FILES];
+
+/* The weights file of a model folder, in transformers' order (model_weight_files): DIR/model.safetensors, DIR/model.safetensors.index.json
  * with every shard it names there, DIR/pytorch_model.bin, DIR/pytorch_model.bin.index.json with its shards; NULL
  * when none (heap string). With missing shards, *missing (when not NULL) receives the first one's name (heap),
  * else NULL. (The same index format names safetensors or torch.save shards.) */

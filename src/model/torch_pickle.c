@@ -124,12 +124,6 @@ static pk *pop_mark(pk_vm *m, pk_kind k) {
     return o;
 }
 
-static uint64_t le(const uint8_t *p, int n) {
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
 /* torch's storage classes (the pickled storage type) -> the safetensors name of the element type */
 static const char *storage_dtype(const char *global) {
     static const struct {
@@ -222,7 +216,7 @@ static int pk_run(pk_vm *m, pk **out) {
         case 0x89: a = pk_new(m, PK_BOOL), a->i = op == 0x88, pk_push(m, a); break;
         case 'J':
             NEED(4);
-            a = pk_new(m, PK_INT), a->i = (int32_t)le(m->p, 4), m->p += 4, pk_push(m, a);
+            a = pk_new(m, PK_INT), a->i = (int32_t)zg_load_le(m->p, 4), m->p += 4, pk_push(m, a);
             break;
         case 'K':
             NEED(1);
@@ -230,14 +224,14 @@ static int pk_run(pk_vm *m, pk **out) {
             break;
         case 'M':
             NEED(2);
-            a = pk_new(m, PK_INT), a->i = (int64_t)le(m->p, 2), m->p += 2, pk_push(m, a);
+            a = pk_new(m, PK_INT), a->i = (int64_t)zg_load_le(m->p, 2), m->p += 2, pk_push(m, a);
             break;
         case 0x8a: { /* LONG1: n little-endian two's complement bytes */
             NEED(1);
             int n = *m->p++;
             NEED(n);
             if (n > 8) return pk_err(m, "an integer wider than 64 bits");
-            uint64_t v = le(m->p, n);
+            uint64_t v = zg_load_le(m->p, n);
             if (n > 0 && n < 8 && (m->p[n - 1] & 0x80)) v |= ~0ull << (8 * n);
             a = pk_new(m, PK_INT), a->i = (int64_t)v, m->p += n, pk_push(m, a);
             break;
@@ -255,7 +249,7 @@ static int pk_run(pk_vm *m, pk **out) {
         case 'B':
             NEED(4);
             {
-                size_t n = (size_t)le(m->p, 4);
+                size_t n = (size_t)zg_load_le(m->p, 4);
                 m->p += 4;
                 if (pk_string(m, n)) return -1;
             }
@@ -272,7 +266,7 @@ static int pk_run(pk_vm *m, pk **out) {
         case 0x8e:
             NEED(8);
             {
-                size_t n = (size_t)le(m->p, 8);
+                size_t n = (size_t)zg_load_le(m->p, 8);
                 m->p += 8;
                 if (pk_string(m, n)) return -1;
             }
@@ -353,14 +347,14 @@ static int pk_run(pk_vm *m, pk **out) {
             break;
         case 'r':
             NEED(4);
-            if (memo_put(m, (int64_t)le(m->p, 4))) return -1;
+            if (memo_put(m, (int64_t)zg_load_le(m->p, 4))) return -1;
             m->p += 4;
             break;
         case 'h':
         case 'j': {
             int w = op == 'h' ? 1 : 4;
             NEED(w);
-            int64_t i = (int64_t)le(m->p, w);
+            int64_t i = (int64_t)zg_load_le(m->p, w);
             m->p += w;
             if (i >= m->nmemo || m->memo[i] == NULL) return pk_err(m, "a GET of an unset memo entry");
             pk_push(m, m->memo[i]);
