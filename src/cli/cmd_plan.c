@@ -39,6 +39,8 @@ static const zg_option plan_options[] = {
     ZG_OPT_FLAG(plan_args, json, "json", "print JSON"),
     ZG_OPT_STR(plan_args, deepspeed, "deepspeed", "DS_CONFIG",
                "DeepSpeed config file used with CONFIG (as zgpt train --deepspeed)", NULL),
+    ZG_OPT_STR(plan_args, deepspeed, "deepspeed_config", "DS_CONFIG", "the same as --deepspeed (DeepSpeed's spelling)",
+               NULL),
     ZG_OPT_END,
 };
 

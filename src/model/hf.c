@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "model/ds_checkpoint.h"
 #include "model/safetensors.h"
 #include "model/safetensors_index.h"
 #include "model/torch_pickle.h"
@@ -82,24 +83,37 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
     if (zg_dir_exists(path)) {
         /* as transformers looks for them (model_weight_files, whether or not an index's shards are all there: the
          * load names a missing one), then nanoGPT's out_dir and DeepSpeed's tag folder */
-        static const char *const more[] = {"ckpt.pt", "mp_rank_00_model_states.pt"};
-        for (int i = 0; i < MODEL_WEIGHT_FILES + 2 && *st_path == NULL; i++) {
+        static const char *const more[] = {"ckpt.pt"};
+        for (int i = 0; i < MODEL_WEIGHT_FILES + 1 && *st_path == NULL; i++) {
             char *f = zg_path_join(path, i < MODEL_WEIGHT_FILES ? model_weight_files[i] : more[i - MODEL_WEIGHT_FILES]);
             if (zg_file_exists(f))
                 *st_path = f;
             else
                 free(f);
         }
+        if (*st_path == NULL) *st_path = ds_model_states_path(path);
         if (*st_path == NULL)
-            return zg_errorf("%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
-                             "its shards, pytorch_model.bin or its sharded index, nanoGPT's ckpt.pt, or DeepSpeed's "
-                             "mp_rank_00_model_states.pt): give a Hugging Face GPT-2 folder or a checkpoint file",
-                             path);
+            return zg_errorf(
+                "%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
+                "its shards, pytorch_model.bin or its sharded index, nanoGPT's ckpt.pt, or a DeepSpeed tag "
+                "folder's mp_rank_00_model_states.pt or zero_pp_rank_0_mp_rank_00_model_states.pt): give "
+                "a Hugging Face GPT-2 folder or a checkpoint file",
+                path);
         *cfg_path = zg_path_join(path, "config.json");
         if (!zg_file_exists(*cfg_path)) {
             free(*cfg_path);
             *cfg_path = NULL;
         }
+        /* a DeepSpeed tag folder inside a Hugging Face Trainer's checkpoint-N folder, which holds the config */
+        char *ds = *cfg_path == NULL ? ds_model_states_path(path) : NULL;
+        if (ds != NULL && strcmp(ds, *st_path) == 0) {
+            char *up = zg_path_join(path, "../config.json");
+            if (zg_file_exists(up))
+                *cfg_path = up;
+            else
+                free(up);
+        }
+        free(ds);
         return 0;
     }
     if (!zg_file_exists(path))
@@ -150,14 +164,26 @@ static const safetensors_tensor *hf_weights_get(const hf_weights *w, const char 
 static void hf_weights_layout(hf_weights *w);
 
 /* Opens path: a .safetensors or torch.save file, or an index (safetensors_is_index_path) and all its shards,
- * checking that each tensor is in the shard the index names and in no other. */
-static int hf_weights_open(hf_weights *w, const char *path) {
+ * checking that each tensor is in the shard the index names and in no other. notes: print what the load will
+ * do instead of the expected (the load's open, not the config's). */
+static int hf_weights_open(hf_weights *w, const char *path, int notes) {
     memset(w, 0, sizeof *w);
     w->path = path;
     if (!safetensors_is_index_path(path)) {
         w->files = zg_calloc(1, sizeof *w->files);
-        int torch = is_torch_path(path);
-        if ((torch ? torch_state_dict_open(&w->files[0], path, &w->args) : safetensors_open(&w->files[0], path)) != 0) {
+        /* a DeepSpeed tag folder's model states with the ranks' optimizer states beside them: the fp32 masters */
+        int torch = is_torch_path(path), ds = 1;
+        if (torch && ds_checkpoint_has_optim(path)) {
+            ds = ds_checkpoint_open(&w->files[0], path, &w->args);
+            if (ds == 1 && notes)
+                fprintf(stderr,
+                        "note: %s: DeepSpeed saved no param_shapes (it does with ZeRO stages 1-3 only), so the fp32 "
+                        "master weights in its optimizer states cannot be placed: loading the module's 16-bit "
+                        "weights\n",
+                        path);
+        }
+        if (ds < 0 || (ds == 1 && (torch ? torch_state_dict_open(&w->files[0], path, &w->args)
+                                         : safetensors_open(&w->files[0], path)) != 0)) {
             hf_weights_close(w);
             return -1;
         }
@@ -297,7 +323,7 @@ static const struct {
  * the weights do not say how C is split into heads). */
 static int config_from_shapes(const char *file, gpt2_config *cfg) {
     hf_weights w;
-    if (hf_weights_open(&w, file) != 0) return -1;
+    if (hf_weights_open(&w, file, 0) != 0) return -1;
     const safetensors_tensor *wte = find_tensor(&w, "wte.weight", NULL), *wpe = find_tensor(&w, "wpe.weight", NULL);
     int rc = 0;
     if (w.args.found) { /* nanoGPT's ckpt.pt: its model_args (its vocabulary as trained, e.g. padded to 50304) */
@@ -377,7 +403,7 @@ int hf_params_load(const char *path, const gpt2_config *cfg_in, float *params) {
     if (resolve_paths(path, &st, &cj) != 0) return -1;
     free(cj);
     hf_weights w;
-    if (hf_weights_open(&w, st) != 0) {
+    if (hf_weights_open(&w, st, 1) != 0) {
         free(st);
         return -1;
     }

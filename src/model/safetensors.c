@@ -37,6 +37,7 @@ void safetensors_close(safetensors_file *f) {
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->tensors);
     if (f->map.data) zg_mmap_close(&f->map);
+    if (f->owner_free) f->owner_free(f->owner);
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -159,16 +160,12 @@ const safetensors_tensor *safetensors_find(const safetensors_file *f, const char
     return NULL;
 }
 
-int safetensors_read_f32(const safetensors_file *f, const safetensors_tensor *t, float *out) {
-    if (!t->supported)
-        return zg_errorf("%s: tensor '%s' has dtype %s; only F32, F16 and BF16 can be loaded", f->path, t->name,
-                         t->dtype_name);
-    /* the data may be unaligned inside the map: copy element by element through memcpy */
-    const uint8_t *d = t->data;
-    /* large tensors in pieces over the threads (GPT-2 XL: 6.2 GB out of the file's pages) */
-    const size_t piece = (size_t)1 << 20, n = t->numel;
+void safetensors_convert_f32(zg_dtype dt, const uint8_t *d, size_t n, float *out) {
+    /* large tensors in pieces over the threads (GPT-2 XL: 6.2 GB out of the file's pages); the data may be unaligned
+     * inside the map: copied element by element through memcpy */
+    const size_t piece = (size_t)1 << 20;
     const long pieces = (long)((n + piece - 1) / piece);
-    switch (t->dtype) {
+    switch (dt) {
     case ZG_F32:
 #pragma omp parallel for schedule(static) if (pieces > 1)
         for (long k = 0; k < pieces; k++) {
@@ -193,6 +190,14 @@ int safetensors_read_f32(const safetensors_file *f, const safetensors_tensor *t,
         }
         break;
     }
+}
+
+int safetensors_read_f32(const safetensors_file *f, const safetensors_tensor *t, float *out) {
+    if (!t->supported)
+        return zg_errorf("%s: tensor '%s' has dtype %s; only F32, F16 and BF16 can be loaded", f->path, t->name,
+                         t->dtype_name);
+    if (t->read) return t->read(t->read_ctx, out);
+    safetensors_convert_f32(t->dtype, t->data, t->numel, out);
     return 0;
 }
 

@@ -21,8 +21,12 @@ typedef struct {
     int ndim;
     int64_t shape[SAFETENSORS_MAX_DIMS];
     size_t numel;
-    const uint8_t *data; /* inside the map */
+    const uint8_t *data; /* inside the map; NULL for an assembled tensor (read below) */
     size_t nbytes;
+    /* an assembled tensor (DeepSpeed's fp32 weights, gathered from the ranks' partitions when read): fills out
+     * (numel floats) from ctx; 0, or -1 with a one-line error */
+    int (*read)(const void *ctx, float *out);
+    const void *read_ctx;
 } safetensors_tensor;
 
 typedef struct {
@@ -30,6 +34,8 @@ typedef struct {
     zg_mmap map;
     safetensors_tensor *tensors;
     int n_tensors;
+    void *owner; /* what the tensors' read_ctx point into, freed by owner_free at close */
+    void (*owner_free)(void *owner);
 } safetensors_file;
 
 /* Opens and validates the header (offsets inside the file, sizes matching dtype x shape). */
@@ -38,6 +44,8 @@ void safetensors_close(safetensors_file *f);
 const safetensors_tensor *safetensors_find(const safetensors_file *f, const char *name);
 /* Converts a tensor (F32/F16/BF16) to fp32; out holds t->numel floats. */
 int safetensors_read_f32(const safetensors_file *f, const safetensors_tensor *t, float *out);
+/* n elements of dtype dt at src (any alignment) to fp32 */
+void safetensors_convert_f32(zg_dtype dt, const uint8_t *src, size_t n, float *out);
 
 typedef struct {
     const char *name;

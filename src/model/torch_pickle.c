@@ -39,6 +39,7 @@ struct pk {
     int n, cap;
     char dtype[16]; /* STORAGE: the element type's safetensors name (F32, BF16, I64, ...) */
     pk *storage;    /* TENSOR */
+    pk *args;       /* OBJ made by a call (REDUCE, NEWOBJ): s = the callable's name, args = its arguments */
     int64_t offset;
     int ndim;
     int64_t shape[PK_MAX_DIMS], stride[PK_MAX_DIMS];
@@ -147,11 +148,20 @@ static int int_tuple(const pk *t, int64_t *out, int *n) {
     return 0;
 }
 
+/* An object zgpt does not build: the callable's name and its arguments kept (an IntEnum member is its class
+ * called with its value, as DeepSpeed's zero_stage pickles) */
+static pk *pk_opaque(pk_vm *m, const pk *fn, pk *args) {
+    pk *o = pk_new(m, PK_OBJ);
+    o->s = zg_strdup(fn->k == PK_GLOBAL ? fn->s : "");
+    o->args = args;
+    return o;
+}
+
 /* callable(args): tensors, parameters (their data) and OrderedDicts are made; anything else is opaque. depth:
  * _rebuild_from_type_v2 calls the function it is given, at most a few levels deep in a real file */
 static pk *pk_call(pk_vm *m, pk *fn, pk *args, int depth) {
     const char *g = fn->k == PK_GLOBAL ? fn->s : "";
-    if (args->k != PK_TUPLE) return pk_new(m, PK_OBJ);
+    if (args->k != PK_TUPLE) return pk_opaque(m, fn, NULL);
     if ((strcmp(g, "torch._utils._rebuild_tensor_v2") == 0 || strcmp(g, "torch._utils._rebuild_tensor") == 0) &&
         args->n >= 4 && args->v[0]->k == PK_STORAGE && args->v[1]->k == PK_INT) {
         pk *t = pk_new(m, PK_TENSOR);
@@ -167,7 +177,9 @@ static pk *pk_call(pk_vm *m, pk *fn, pk *args, int depth) {
     if (strcmp(g, "torch._tensor._rebuild_from_type_v2") == 0 && args->n >= 3 && depth < 4)
         return pk_call(m, args->v[0], args->v[2], depth + 1);
     if (strcmp(g, "collections.OrderedDict") == 0) return pk_new(m, PK_DICT);
-    return pk_new(m, PK_OBJ);
+    /* torch.Size((d0, d1, ...)): the shape's tuple (DeepSpeed's param_shapes) */
+    if (strcmp(g, "torch.Size") == 0 && args->n == 1 && args->v[0]->k == PK_TUPLE) return args->v[0];
+    return pk_opaque(m, fn, args);
 }
 
 #define NEED(k)                                                                                                        \
@@ -381,8 +393,24 @@ static int pk_run(pk_vm *m, pk **out) {
         case 0x81:
             POP(b);
             POP(a);
-            pk_push(m, pk_new(m, PK_OBJ));
-            break; /* NEWOBJ */
+            pk_push(m, pk_opaque(m, a, b->k == PK_TUPLE ? b : NULL));
+            break; /* NEWOBJ: cls.__new__(cls, *args) */
+        case 0x92:
+            POP(c);
+            POP(b);
+            POP(a);
+            pk_push(m, pk_opaque(m, a, b->k == PK_TUPLE ? b : NULL));
+            break;                                        /* NEWOBJ_EX: cls, args, kwargs */
+        case 0x8f: pk_push(m, pk_new(m, PK_LIST)); break; /* EMPTY_SET: kept as a list */
+        case 0x90:                                        /* ADDITEMS: the items above the mark into the set below */
+            if (!(b = pop_mark(m, PK_TUPLE))) return pk_err(m, "ADDITEMS without a mark");
+            if (m->sp == 0) return pk_err(m, "ADDITEMS on nothing");
+            for (int i = 0; i < b->n; i++) pk_append(m->stack[m->sp - 1], b->v[i]);
+            break;
+        case 0x91: /* FROZENSET */
+            if (!(a = pop_mark(m, PK_LIST))) return pk_err(m, "FROZENSET without a mark");
+            pk_push(m, a);
+            break;
         case 'b':
             POP(b);
             if (m->sp == 0) return pk_err(m, "BUILD on an empty stack");
@@ -406,14 +434,177 @@ static int pk_run(pk_vm *m, pk **out) {
     return pk_err(m, "no STOP");
 }
 
-/* ---- the state dict ------------------------------------------------------------------------------------------ */
+static int dtype_size(const char *dt) {
+    if (strcmp(dt, "F64") == 0 || strcmp(dt, "I64") == 0) return 8;
+    if (strcmp(dt, "F32") == 0 || strcmp(dt, "I32") == 0) return 4;
+    if (strcmp(dt, "F16") == 0 || strcmp(dt, "BF16") == 0 || strcmp(dt, "I16") == 0) return 2;
+    return 1;
+}
 
-static const pk *dict_get(const pk *d, const char *key) {
+/* ---- a file and its objects --------------------------------------------------------------------------------- */
+
+struct torch_file {
+    char *path;
+    zg_mmap map;
+    zg_zip zip;
+    pk_vm vm;
+    pk *root;
+    char prefix[512]; /* the records' folder in the archive ("archive/") */
+};
+
+void torch_file_close(torch_file *tf) {
+    if (tf == NULL) return;
+    pk_vm_free(&tf->vm);
+    zg_zip_free(&tf->zip);
+    if (tf->map.data) zg_mmap_close(&tf->map);
+    free(tf->path);
+    free(tf);
+}
+
+int torch_file_is_zip(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char b[4] = {0};
+    size_t n = fread(b, 1, 4, f);
+    fclose(f);
+    return n == 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4;
+}
+
+int torch_file_open(torch_file **out, const char *path) {
+    *out = NULL;
+    if (!torch_file_is_zip(path)) {
+        if (!zg_file_exists(path)) return zg_errorf("%s: no such file", path);
+        return zg_errorf("%s: not a torch.save zip archive (the legacy format of PyTorch < 1.6, or not a checkpoint): "
+                         "load it in PyTorch and save it again with torch.save, or as safetensors",
+                         path);
+    }
+    torch_file *tf = zg_calloc(1, sizeof *tf);
+    tf->path = zg_strdup(path);
+    int rc = zg_mmap_open(&tf->map, path);
+    if (rc == 0) rc = zg_zip_index(&tf->zip, tf->map.data, tf->map.size, path);
+    /* <prefix>/data.pkl, and the storages <prefix>/data/<key> */
+    const zg_zip_entry *pkl = NULL;
+    for (int i = 0; rc == 0 && i < tf->zip.n && !pkl; i++) {
+        size_t n = strlen(tf->zip.entries[i].name);
+        if (n >= 8 && strcmp(tf->zip.entries[i].name + n - 8, "data.pkl") == 0 &&
+            (n == 8 || tf->zip.entries[i].name[n - 9] == '/'))
+            pkl = &tf->zip.entries[i];
+    }
+    if (rc == 0 && (pkl == NULL || pkl->data == NULL))
+        rc = pkl ? zg_errorf("%s: its records are compressed (zip method %d): torch.save stores them as they are; "
+                             "load it in PyTorch and save it again with torch.save",
+                             path, pkl->method)
+                 : zg_errorf("%s: a zip archive without a data.pkl: not a torch.save checkpoint", path);
+    if (rc == 0) {
+        snprintf(tf->prefix, sizeof tf->prefix, "%.*s", (int)(strlen(pkl->name) - 8), pkl->name);
+        tf->vm.p = tf->vm.start = pkl->data;
+        tf->vm.end = pkl->data + pkl->size;
+        tf->vm.path = tf->path;
+        rc = pk_run(&tf->vm, &tf->root);
+    }
+    if (rc != 0) {
+        torch_file_close(tf);
+        return -1;
+    }
+    *out = tf;
+    return 0;
+}
+
+const torch_obj *torch_file_root(const torch_file *tf) { return tf->root; }
+
+const torch_obj *torch_obj_get(const torch_obj *d, const char *key) {
     if (d == NULL || d->k != PK_DICT) return NULL;
     for (int j = 0; j + 1 < d->n; j += 2)
         if (d->v[j]->k == PK_STR && strcmp(d->v[j]->s, key) == 0) return d->v[j + 1];
     return NULL;
 }
+
+int torch_obj_count(const torch_obj *o) {
+    if (o == NULL) return -1;
+    if (o->k == PK_LIST || o->k == PK_TUPLE) return o->n;
+    if (o->k == PK_DICT) return o->n / 2;
+    return -1;
+}
+
+const torch_obj *torch_obj_item(const torch_obj *o, int i) {
+    if (o == NULL || (o->k != PK_LIST && o->k != PK_TUPLE) || i < 0 || i >= o->n) return NULL;
+    return o->v[i];
+}
+
+const char *torch_obj_dict_key(const torch_obj *o, int i) {
+    if (o == NULL || o->k != PK_DICT || i < 0 || 2 * i + 1 >= o->n || o->v[2 * i]->k != PK_STR) return NULL;
+    return o->v[2 * i]->s;
+}
+
+const torch_obj *torch_obj_dict_value(const torch_obj *o, int i) {
+    if (o == NULL || o->k != PK_DICT || i < 0 || 2 * i + 1 >= o->n) return NULL;
+    return o->v[2 * i + 1];
+}
+
+int torch_obj_is_none(const torch_obj *o) { return o == NULL || o->k == PK_NONE; }
+
+int torch_obj_is_tensor(const torch_obj *o) { return o != NULL && o->k == PK_TENSOR; }
+
+int torch_obj_int(const torch_obj *o, int64_t *out) {
+    if (o != NULL && o->k == PK_OBJ && o->args != NULL && o->args->n == 1) o = o->args->v[0]; /* an IntEnum */
+    if (o == NULL || (o->k != PK_INT && o->k != PK_BOOL)) return -1;
+    *out = o->i;
+    return 0;
+}
+
+int torch_obj_shape(const torch_obj *o, int64_t *shape, int *ndim) {
+    return o != NULL && int_tuple(o, shape, ndim) == 0 ? 0 : -1;
+}
+
+int torch_obj_tensor(const torch_file *tf, const torch_obj *t, const char *name, safetensors_tensor *x) {
+    memset(x, 0, sizeof *x);
+    if (t == NULL || t->k != PK_TENSOR) return zg_errorf("%s: '%s' is not a tensor", tf->path, name);
+    char ename[1024];
+    snprintf(ename, sizeof ename, "%sdata/%s", tf->prefix, t->storage->s);
+    const zg_zip_entry *st = zg_zip_find(&tf->zip, ename);
+    int es = dtype_size(t->storage->dtype);
+    size_t numel = 1;
+    int contiguous = 1;
+    int sane = t->offset >= 0 && st != NULL;
+    for (int d = t->ndim - 1; d >= 0 && sane; d--) {
+        /* more elements than the record has bytes is corrupt (and would overflow the product) */
+        if (t->shape[d] < 0 || (numel > 0 && (uint64_t)t->shape[d] > st->size / numel)) {
+            sane = 0;
+            break;
+        }
+        if (t->shape[d] > 1 && (uint64_t)t->stride[d] != numel) contiguous = 0; /* row-major: the inner count */
+        numel *= (size_t)t->shape[d];
+    }
+    if (st == NULL || st->data == NULL)
+        return zg_errorf("%s: tensor '%s': its storage record '%s' is %s", tf->path, name, ename,
+                         st ? "compressed" : "missing");
+    if (!sane) return zg_errorf("%s: tensor '%s' lies outside its storage: the file is corrupt", tf->path, name);
+    if (!contiguous)
+        return zg_errorf("%s: tensor '%s' is not contiguous (a view saved with its strides): save "
+                         "{k: v.contiguous() for k, v in state_dict.items()} instead",
+                         tf->path, name);
+    if ((uint64_t)t->offset > st->size || ((uint64_t)t->offset + numel) * (uint64_t)es > st->size)
+        return zg_errorf("%s: tensor '%s' lies outside its storage: the file is corrupt", tf->path, name);
+    x->name = zg_strdup(name);
+    snprintf(x->dtype_name, sizeof x->dtype_name, "%s", t->storage->dtype);
+    x->supported = 1;
+    if (strcmp(t->storage->dtype, "F32") == 0)
+        x->dtype = ZG_F32;
+    else if (strcmp(t->storage->dtype, "F16") == 0)
+        x->dtype = ZG_F16;
+    else if (strcmp(t->storage->dtype, "BF16") == 0)
+        x->dtype = ZG_BF16;
+    else
+        x->supported = 0;
+    x->ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
+    x->numel = numel;
+    x->data = st->data + (size_t)t->offset * (size_t)es;
+    x->nbytes = numel * (size_t)es;
+    return 0;
+}
+
+/* ---- the state dict ------------------------------------------------------------------------------------------ */
 
 /* a dict with at least one tensor value and only tensors (or None) as values */
 static int is_state_dict(const pk *d) {
@@ -429,15 +620,7 @@ static int is_state_dict(const pk *d) {
     return tensors > 0;
 }
 
-static int dtype_size(const char *dt) {
-    if (strcmp(dt, "F64") == 0 || strcmp(dt, "I64") == 0) return 8;
-    if (strcmp(dt, "F32") == 0 || strcmp(dt, "I32") == 0) return 4;
-    if (strcmp(dt, "F16") == 0 || strcmp(dt, "BF16") == 0 || strcmp(dt, "I16") == 0) return 2;
-    return 1;
-}
-
-/* "module." and "_orig_mod." prefixes (DDP / DeepSpeed wrappers, torch.compile) dropped */
-static const char *plain_name(const char *k) {
+const char *torch_plain_name(const char *k) {
     for (;;) {
         if (strncmp(k, "module.", 7) == 0)
             k += 7;
@@ -449,139 +632,57 @@ static const char *plain_name(const char *k) {
 }
 
 static int model_arg(const pk *margs, const char *key, int *out) {
-    const pk *v = dict_get(margs, key);
+    const pk *v = torch_obj_get(margs, key);
     if (v == NULL || (v->k != PK_INT && v->k != PK_BOOL)) return 0;
     *out = (int)v->i;
     return 1;
 }
 
-int torch_file_is_zip(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    unsigned char b[4] = {0};
-    size_t n = fread(b, 1, 4, f);
-    fclose(f);
-    return n == 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4;
+void torch_obj_model_args(const torch_obj *root, torch_model_args *args) {
+    memset(args, 0, sizeof *args);
+    const pk *margs = torch_obj_get(root, "model_args");
+    if (margs == NULL || margs->k != PK_DICT) return;
+    args->found = model_arg(margs, "n_layer", &args->n_layer) && model_arg(margs, "n_head", &args->n_head) &&
+                  model_arg(margs, "n_embd", &args->n_embd) && model_arg(margs, "block_size", &args->block_size) &&
+                  model_arg(margs, "vocab_size", &args->vocab_size);
+    args->bias = 1;
+    model_arg(margs, "bias", &args->bias);
 }
 
+/* the file's map moves to f (f->map), which keeps the tensors' bytes alive after the file's objects are freed */
 int torch_state_dict_open(safetensors_file *f, const char *path, torch_model_args *args) {
     memset(f, 0, sizeof *f);
     if (args) memset(args, 0, sizeof *args);
-    if (!torch_file_is_zip(path)) {
-        if (!zg_file_exists(path)) return zg_errorf("%s: no such file", path);
-        return zg_errorf("%s: not a torch.save zip archive (the legacy format of PyTorch < 1.6, or not a checkpoint): "
-                         "load it in PyTorch and save it again with torch.save, or as safetensors",
-                         path);
-    }
-    if (zg_mmap_open(&f->map, path) != 0) return -1;
-    f->path = zg_strdup(path);
-    zg_zip z;
-    pk_vm m;
-    memset(&m, 0, sizeof m);
-    int rc = zg_zip_index(&z, f->map.data, f->map.size, path);
-    if (rc != 0) {
-        safetensors_close(f);
-        return -1;
-    }
-    /* <prefix>/data.pkl, and the storages <prefix>/data/<key> */
-    const zg_zip_entry *pkl = NULL;
-    for (int i = 0; i < z.n && !pkl; i++) {
-        size_t n = strlen(z.entries[i].name);
-        if (n >= 8 && strcmp(z.entries[i].name + n - 8, "data.pkl") == 0 && (n == 8 || z.entries[i].name[n - 9] == '/'))
-            pkl = &z.entries[i];
-    }
-    char prefix[512] = "";
-    pk *top = NULL;
-    const pk *sd = NULL;
-    if (pkl == NULL || pkl->data == NULL) {
-        rc = pkl ? zg_errorf("%s: its records are compressed (zip method %d): torch.save stores them as they are; "
-                             "load it in PyTorch and save it again with torch.save",
-                             path, pkl->method)
-                 : zg_errorf("%s: a zip archive without a data.pkl: not a torch.save checkpoint", path);
-        goto cleanup;
-    }
-    snprintf(prefix, sizeof prefix, "%.*s", (int)(strlen(pkl->name) - 8), pkl->name);
-    m.p = m.start = pkl->data;
-    m.end = pkl->data + pkl->size;
-    m.path = path;
-    if ((rc = pk_run(&m, &top)) != 0) goto cleanup;
+    torch_file *tf;
+    if (torch_file_open(&tf, path) != 0) return -1;
+    int rc = 0;
+    const pk *top = tf->root, *sd = NULL;
     if (is_state_dict(top)) sd = top;
     static const char *const keys[] = {"model", "module", "state_dict", "model_state_dict"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !sd; i++)
-        if (is_state_dict(dict_get(top, keys[i]))) sd = dict_get(top, keys[i]);
+        if (is_state_dict(torch_obj_get(top, keys[i]))) sd = torch_obj_get(top, keys[i]);
     if (sd == NULL) {
         rc = zg_errorf("%s: no model state dict in the checkpoint (a dict of tensors, at the top or under \"model\", "
                        "\"module\", \"state_dict\" or \"model_state_dict\")",
                        path);
         goto cleanup;
     }
-    const pk *margs = dict_get(top, "model_args");
-    if (args && margs && margs->k == PK_DICT) {
-        args->found = model_arg(margs, "n_layer", &args->n_layer) && model_arg(margs, "n_head", &args->n_head) &&
-                      model_arg(margs, "n_embd", &args->n_embd) && model_arg(margs, "block_size", &args->block_size) &&
-                      model_arg(margs, "vocab_size", &args->vocab_size);
-        args->bias = 1;
-        model_arg(margs, "bias", &args->bias);
-    }
+    if (args) torch_obj_model_args(top, args);
+    f->path = zg_strdup(path);
     f->tensors = zg_calloc((size_t)sd->n / 2 + 1, sizeof *f->tensors);
-    for (int j = 0; j + 1 < sd->n && rc == 0; j += 2) {
-        const pk *t = sd->v[j + 1];
-        if (t->k != PK_TENSOR) continue;
-        const char *name = plain_name(sd->v[j]->s);
-        char ename[1024];
-        snprintf(ename, sizeof ename, "%sdata/%s", prefix, t->storage->s);
-        const zg_zip_entry *st = zg_zip_find(&z, ename);
-        int es = dtype_size(t->storage->dtype);
-        size_t numel = 1;
-        int contiguous = 1;
-        int sane = t->offset >= 0 && st != NULL;
-        for (int d = t->ndim - 1; d >= 0 && sane; d--) {
-            /* more elements than the record has bytes is corrupt (and would overflow the product) */
-            if (t->shape[d] < 0 || (numel > 0 && (uint64_t)t->shape[d] > st->size / numel)) {
-                sane = 0;
-                break;
-            }
-            if (t->shape[d] > 1 && (uint64_t)t->stride[d] != numel) contiguous = 0; /* row-major: the inner count */
-            numel *= (size_t)t->shape[d];
+    for (int j = 0; j + 1 < sd->n && rc == 0; j += 2)
+        if (sd->v[j + 1]->k == PK_TENSOR) {
+            rc = torch_obj_tensor(tf, sd->v[j + 1], torch_plain_name(sd->v[j]->s), &f->tensors[f->n_tensors]);
+            if (rc == 0) f->n_tensors++;
         }
-        if (st == NULL || st->data == NULL)
-            rc = zg_errorf("%s: tensor '%s': its storage record '%s' is %s", path, name, ename,
-                           st ? "compressed" : "missing");
-        else if (!sane)
-            rc = zg_errorf("%s: tensor '%s' lies outside its storage: the file is corrupt", path, name);
-        else if (!contiguous)
-            rc = zg_errorf("%s: tensor '%s' is not contiguous (a view saved with its strides): save "
-                           "{k: v.contiguous() for k, v in state_dict.items()} instead",
-                           path, name);
-        else if ((uint64_t)t->offset > st->size || ((uint64_t)t->offset + numel) * (uint64_t)es > st->size)
-            rc = zg_errorf("%s: tensor '%s' lies outside its storage: the file is corrupt", path, name);
-        if (rc != 0) break;
-        safetensors_tensor *x = &f->tensors[f->n_tensors++];
-        x->name = zg_strdup(name);
-        snprintf(x->dtype_name, sizeof x->dtype_name, "%s", t->storage->dtype);
-        x->supported = 1;
-        if (strcmp(t->storage->dtype, "F32") == 0)
-            x->dtype = ZG_F32;
-        else if (strcmp(t->storage->dtype, "F16") == 0)
-            x->dtype = ZG_F16;
-        else if (strcmp(t->storage->dtype, "BF16") == 0)
-            x->dtype = ZG_BF16;
-        else
-            x->supported = 0;
-        x->ndim = t->ndim;
-        for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
-        x->numel = numel;
-        x->data = st->data + (size_t)t->offset * (size_t)es;
-        x->nbytes = numel * (size_t)es;
-    }
     /* DeepSpeed ZeRO-3's model states: every parameter an empty placeholder (the weights are partitioned into the
-     * optimizer states files) */
+     * optimizer states files, which were not beside this one: ds_checkpoint.c merges them when they are) */
     int empty = 0;
     for (int a = 0; a < f->n_tensors; a++) empty += f->tensors[a].numel == 0;
     if (rc == 0 && f->n_tensors > 0 && empty == f->n_tensors)
         rc = zg_errorf("%s: every tensor of its state dict is empty: a DeepSpeed ZeRO-3 checkpoint keeps the weights "
-                       "partitioned in its optimizer states; run DeepSpeed's zero_to_fp32.py on the checkpoint folder "
-                       "and give its output (or save with stage3_gather_16bit_weights_on_model_save)",
+                       "partitioned in its optimizer states (the ranks' *_optim_states.pt files); give the tag folder "
+                       "that holds all of them, or the output of DeepSpeed's zero_to_fp32.py",
                        path);
     /* one name twice (after the prefixes went): say so rather than take either */
     for (int a = 0; a < f->n_tensors && rc == 0; a++)
@@ -590,9 +691,12 @@ int torch_state_dict_open(safetensors_file *f, const char *path, torch_model_arg
                 rc = zg_errorf("%s: tensor '%s' is in the state dict twice (with and without a 'module.' or "
                                "'_orig_mod.' prefix)",
                                path, f->tensors[a].name);
+    if (rc == 0) { /* the tensors point into the map: f owns it from here */
+        f->map = tf->map;
+        memset(&tf->map, 0, sizeof tf->map);
+    }
 cleanup:
-    pk_vm_free(&m);
-    zg_zip_free(&z);
+    torch_file_close(tf);
     if (rc != 0) safetensors_close(f);
     return rc;
 }

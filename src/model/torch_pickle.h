@@ -21,6 +21,39 @@ typedef struct {
     int n_layer, n_head, n_embd, block_size, vocab_size, bias;
 } torch_model_args;
 
+/* A torch.save file open with its object tree (ds_checkpoint.c reads DeepSpeed's optimizer states through it): the
+ * map, the zip's index and the unpickled objects, all alive until torch_file_close. Objects are read-only views:
+ * the accessors take NULL (and objects of another kind) and answer NULL / -1. */
+typedef struct torch_file torch_file;
+typedef struct pk torch_obj;
+
+/* 0, or -1 with a one-line error naming the file (not a zip, the legacy format, compressed, a pickle zgpt cannot
+ * read) */
+int torch_file_open(torch_file **tf, const char *path);
+void torch_file_close(torch_file *tf);
+const torch_obj *torch_file_root(const torch_file *tf);
+/* a dict's value under a string key */
+const torch_obj *torch_obj_get(const torch_obj *dict, const char *key);
+/* items of a list, tuple or set; a dict's key/value pairs; -1 for anything else */
+int torch_obj_count(const torch_obj *o);
+const torch_obj *torch_obj_item(const torch_obj *list, int i);
+const char *torch_obj_dict_key(const torch_obj *dict, int i); /* NULL when not a string */
+const torch_obj *torch_obj_dict_value(const torch_obj *dict, int i);
+int torch_obj_is_none(const torch_obj *o); /* None, or absent (NULL) */
+int torch_obj_is_tensor(const torch_obj *o);
+/* an int, a bool, or an IntEnum member (its class called with its value) */
+int torch_obj_int(const torch_obj *o, int64_t *out);
+/* a tuple of ints or a torch.Size */
+int torch_obj_shape(const torch_obj *o, int64_t *shape, int *ndim);
+/* A contiguous tensor as a view into the file's map (x->name a heap copy of name). 0, or -1 with a one-line error
+ * naming the file and name (a strided view, a missing or compressed record, outside its storage). */
+int torch_obj_tensor(const torch_file *tf, const torch_obj *t, const char *name, safetensors_tensor *x);
+/* a nanoGPT checkpoint's "model_args" (n_layer, n_head, n_embd, block_size, vocab_size, bias) from root, the file's
+ * top-level dict; args->found 0 when absent */
+void torch_obj_model_args(const torch_obj *root, torch_model_args *args);
+/* the name without "module." and "_orig_mod." prefixes (DDP and DeepSpeed wrappers, torch.compile) */
+const char *torch_plain_name(const char *name);
+
 /* 1 when the file starts like a zip archive (torch.save's format), 0 otherwise or unreadable */
 int torch_file_is_zip(const char *path);
 /* Opens path and fills f (safetensors_close frees it) with the state dict's tensors; *args with model_args when

@@ -4,6 +4,7 @@
 #include "core/fileio.h"
 #include "hub/hub_cache.h"
 #include "hub/hub_download.h"
+#include "model/ds_checkpoint.h"
 #include "model/hf.h"
 #include "model/safetensors_index.h"
 
@@ -59,7 +60,8 @@ static int check_named_shape(const zg_model_source *s, const char *name, const c
 }
 
 /* A DeepSpeed checkpoint folder (save_checkpoint's: a `latest` file naming the tag folder that holds
- * mp_rank_00_model_states.pt): that tag folder (heap), else NULL. zgpt's own out_dir has a `latest` too, naming a
+ * mp_rank_00_model_states.pt, or ZeRO-3's zero_pp_rank_0_mp_rank_00_model_states.pt): that tag folder (heap), else
+ * NULL. zgpt's own out_dir has a `latest` too, naming a
  * folder with a manifest instead. */
 static char *deepspeed_tag_folder(const char *spec) {
     char *latest = zg_path_join(spec, "latest"), *tag = NULL, *dir = NULL;
@@ -67,8 +69,8 @@ static char *deepspeed_tag_folder(const char *spec) {
     if (zg_dir_exists(spec) && zg_file_exists(latest) && zg_file_read_all(latest, &tag, &len) == 0) {
         while (len > 0 && (tag[len - 1] == '\n' || tag[len - 1] == '\r' || tag[len - 1] == ' ')) tag[--len] = '\0';
         if (len > 0 && len < 256 && strchr(tag, '/') == NULL && strcmp(tag, "..") != 0) {
-            char *d = zg_path_join(spec, tag), *ms = zg_path_join(d, "mp_rank_00_model_states.pt");
-            if (zg_file_exists(ms))
+            char *d = zg_path_join(spec, tag), *ms = ds_model_states_path(d);
+            if (ms != NULL)
                 dir = d;
             else
                 free(d);

@@ -10,7 +10,7 @@ set -euo pipefail
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-torch.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$ZGPT_SRC/tests/cli/checks.inc"
 FIX=$ZGPT_SRC/tests/fixtures/hf_tiny
 TT=$ZGPT_SRC/tests/fixtures/torch_tiny
 python3 -c "
@@ -54,16 +54,6 @@ echo "ok bf16 state dict: $(cat bf.json)"
 "$ZGPT" export --model "$TT/nano/ckpt.pt" --out exp > /dev/null || fail "export from ckpt.pt"
 ev "hf:$WORK/exp" > exp.json && cmp ref.json exp.json || fail "export from ckpt.pt: $(cat exp.json)"
 # refused, one line each
-one_error() {
-    local name=$1 pat=$2
-    shift 2
-    local rc=0
-    "$@" > out.txt 2> err.txt || rc=$?
-    [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] || fail "$name: exit $rc"
-    [ "$(grep -c 'zgpt: error' err.txt)" -eq 1 ] || fail "$name: expected one error line: $(cat err.txt)"
-    grep -qE -- "$pat" err.txt || fail "$name: error does not match '$pat': $(cat err.txt)"
-    echo "ok $name: $(cat err.txt)"
-}
 mkdir nc && cp "$TT/noncontig.pt" nc/ && cp "$FIX/config.json" nc/
 one_error "strided view" "is not contiguous .*contiguous\(\)" "$ZGPT" eval --model nc/noncontig.pt --data val.bin --device cpu
 mkdir lg && cp "$TT/legacy.pt" lg/ && cp "$FIX/config.json" lg/

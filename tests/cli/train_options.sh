@@ -48,6 +48,14 @@ for w in $want; do
     awk -v a="$g" -v b="$w" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-9) }' || fail "lr at step $i: $g, want $w"
     i=$((i + 1))
 done
+# DeepSpeed's spellings of the options: --deepspeed_config is --deepspeed; the launcher's --num_gpus is --gpus (which
+# asks for CUDA, so beside --device cpu it is refused as --gpus is)
+"$ZGPT" train --config tiny_ds.json --deepspeed_config ds.json --set out_dir=sched2 > sched2.log
+losses sched/metrics.jsonl > s1.txt
+losses sched2/metrics.jsonl | cmp -s - s1.txt || fail "--deepspeed_config is not --deepspeed"
+rc=0
+"$ZGPT" train --config tiny_ds.json --num_gpus=1 --device cpu > ng.log 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "gpus asks for GPUs but --device is 'cpu'" ng.log || fail "--num_gpus is not --gpus: $(cat ng.log)"
 
 # early stopping: lr 0 never improves the val loss; patience 2 stops after two more evaluations
 "$ZGPT" train --config tiny.json --set out_dir=early --set learning_rate=0 --set max_iters=50 --set eval_interval=2 \
