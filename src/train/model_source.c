@@ -63,7 +63,7 @@ static int check_named_shape(const zg_model_source *s, const char *name, const c
  * mp_rank_00_model_states.pt, or ZeRO-3's zero_pp_rank_0_mp_rank_00_model_states.pt): that tag folder (heap), else
  * NULL. zgpt's own out_dir has a `latest` too, naming a
  * folder with a manifest instead. */
-static char *deepspeed_tag_folder(const char *spec) {
+char *zg_deepspeed_tag_folder(const char *spec) {
     char *latest = zg_path_join(spec, "latest"), *tag = NULL, *dir = NULL;
     size_t len = 0;
     if (zg_dir_exists(spec) && zg_file_exists(latest) && zg_file_read_all(latest, &tag, &len) == 0) {
@@ -156,7 +156,7 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
         rc = open_hf(s, spec + 3);
     } else if (hub && named_index(repo) >= 0) {
         rc = open_hub(s, spec, repo, revision, need_weights);
-    } else if ((ds_tag = deepspeed_tag_folder(spec)) != NULL) {
+    } else if ((ds_tag = zg_deepspeed_tag_folder(spec)) != NULL) {
         rc = open_hf(s, ds_tag);
     } else if (zg_ckpt_exists(spec)) {
         s->kind = ZG_SRC_CHECKPOINT;

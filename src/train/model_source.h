@@ -26,6 +26,10 @@ typedef struct {
     zg_ckpt ckpt; /* open (verified) when kind == ZG_SRC_CHECKPOINT */
 } zg_model_source;
 
+/* A DeepSpeed save_checkpoint folder (a `latest` file naming a tag folder with DeepSpeed's model states): that tag
+ * folder (heap), else NULL */
+char *zg_deepspeed_tag_folder(const char *dir);
+
 /* The hub repo a named model is downloaded from ("gpt2" -> "openai-community/gpt2"); spec itself
  * for anything else. */
 const char *zg_model_hub_repo(const char *spec);

@@ -34,6 +34,15 @@ int zg_train_out_dir_check(const zg_train_config *cfg, int resume) {
         free(nano);
         return rc;
     }
+    char *ds = exists ? zg_deepspeed_tag_folder(cfg->out_dir) : NULL;
+    if (ds != NULL) {
+        int rc = zg_errorf("out_dir '%s' is a DeepSpeed checkpoint folder (its 'latest' names '%s'): zgpt cannot %s it "
+                           "(DeepSpeed's optimizer state and data position are not zgpt's); start from its fp32 "
+                           "weights with init_from '%s' and another out_dir",
+                           cfg->out_dir, ds, resume ? "resume" : "write into", cfg->out_dir);
+        free(ds);
+        return rc;
+    }
     if (!resume && exists)
         return zg_errorf("out_dir '%s' already holds a run (it has a 'latest' checkpoint); continue it with --resume, "
                          "or choose another out_dir",

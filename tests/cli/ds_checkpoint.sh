@@ -6,7 +6,7 @@
 # safetensors fixture's loss exactly (the module's bf16 copies would give another). Without param_shapes: the
 # module's bf16 weights, said in a note. A Trainer's checkpoint-N layout finds config.json above the tag folder.
 # Broken folders (a rank's file missing, a stale extra rank, two kinds of files, model parallelism, shapes that do
-# not match the partitions) end with one error line.
+# not match the partitions) end with one error line, and so does a DeepSpeed folder given as a run's out_dir.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/zgpt-ds.XXXXXX")
@@ -95,4 +95,12 @@ one_error "a truncated rank file" "zero_pp_rank_2_mp_rank_00_optim_states.pt" E 
 mkdir -p only/$T
 cp z3/latest only/ && cp z3/$T/zero_pp_rank_0_mp_rank_00_model_states.pt "$FIX/config.json" only/$T/
 one_error "ZeRO-3 model states alone" "DeepSpeed ZeRO-3 checkpoint .*optimizer states" E only
+# a DeepSpeed folder as out_dir: neither resumed nor written into; the error says to start from its weights
+cat > run.json <<'JSON'
+{"out_dir": "z2", "data": "data", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32, "device": "cpu"}
+JSON
+one_error "--resume on a DeepSpeed folder" "DeepSpeed checkpoint folder .*cannot resume it.*init_from 'z2'" \
+    "$ZGPT" train --config run.json --resume
+one_error "a DeepSpeed folder as out_dir" "DeepSpeed checkpoint folder .*cannot write into it" \
+    "$ZGPT" train --config run.json
 echo "all DeepSpeed checkpoint checks passed"
