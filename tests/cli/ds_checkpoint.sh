@@ -54,8 +54,28 @@ same "the bf16 optimizer (bf16 with ZeRO-1)" "DeepSpeed bf16 optimizer checkpoin
 # the Hugging Face Trainer's layout: checkpoint-N/{config.json, latest, global_stepN/}
 $GEN trainer/checkpoint-100 "$FIX/model.safetensors" --stage 3 --world 2
 cp "$FIX/config.json" trainer/checkpoint-100/
+# ... and the Trainer's own 16-bit model.safetensors beside them: the fp32 masters win; hf: reads the file
+python3 - "$FIX/model.safetensors" trainer/checkpoint-100/model.safetensors <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", raw[:8])
+hdr = json.loads(raw[8:8 + n])
+meta, out, body = hdr.pop("__metadata__", {}), {}, b""
+for k, v in hdr.items():
+    b, e = v["data_offsets"]
+    f = struct.unpack(f"<{(e - b) // 4}f", raw[8 + n + b:8 + n + e])
+    h = b"".join(struct.pack("<H", (struct.unpack("<I", struct.pack("<f", x))[0] + 0x8000) >> 16) for x in f)
+    out[k] = {"dtype": "BF16", "shape": v["shape"], "data_offsets": [len(body), len(body) + len(h)]}
+    body += h
+out["__metadata__"] = meta
+j = json.dumps(out).encode()
+j += b" " * (-len(j) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(j)) + j + body)
+PY
 same "config.json beside the tag folder (Trainer layout)" "ZeRO-3 checkpoint of 2 ranks" trainer/checkpoint-100 \
     trainer/checkpoint-100/global_step100
+ev hf:trainer/checkpoint-100 > tb.json 2> /dev/null && ! cmp -s ref.json tb.json || fail "hf:checkpoint-N: $(cat tb.json)"
+echo "ok hf:checkpoint-N reads the Trainer's bf16 model.safetensors: $(cat tb.json)"
 # without param_shapes (bf16 without ZeRO): the module's bf16 weights, with a note; the loss within bf16 rounding
 make np --stage 1 --world 2 --bf16-optimizer --no-param-shapes
 ev np > np.json 2> err.txt || fail "no param_shapes: $(cat err.txt)"
