@@ -231,6 +231,17 @@ static int flat_from_list(torch_file *tf, const torch_obj *list, int g0, ds_flat
 
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+/* the element count of a shape from a file; 0 with an error for a negative or absurd one */
+static int shape_numel(const int64_t *shape, int nd, size_t *numel, const char *file, const char *name) {
+    *numel = 1;
+    for (int k = 0; k < nd; k++) {
+        if (shape[k] < 0 || (shape[k] > 0 && *numel > ((size_t)1 << 48) / (size_t)shape[k]))
+            return zg_errorf("%s: '%s' has an impossible shape", file, name);
+        *numel *= (size_t)shape[k];
+    }
+    return 0;
+}
+
 /* every (name, shape) of param_shapes (a list of dicts, one per group) into m->params; flats set later */
 static int read_param_shapes(ds_merge *m, const torch_obj *shapes, const char *file, int **group_of) {
     int ng = torch_obj_count(shapes), total = 0;
@@ -250,13 +261,8 @@ static int read_param_shapes(ds_merge *m, const torch_obj *shapes, const char *f
             if (name == NULL || torch_obj_shape(torch_obj_dict_value(d, i), shape, &nd) != 0)
                 return zg_errorf("%s: param_shapes[%d] item %d is not a name and a shape", file, g, i);
             ds_param *p = &m->params[m->n_params];
-            size_t numel = 1;
-            for (int k = 0; k < nd; k++) {
-                if (shape[k] < 0 || (shape[k] > 0 && numel > ((size_t)1 << 48) / (size_t)shape[k]))
-                    return zg_errorf("%s: param_shapes: '%s' has an impossible shape", file, name);
-                numel *= (size_t)shape[k];
-            }
-            p->m = m, p->name = name, p->numel = numel;
+            if (shape_numel(shape, nd, &p->numel, file, name) != 0) return -1;
+            p->m = m, p->name = name;
             (*group_of)[m->n_params++] = g;
         }
     }
@@ -457,8 +463,8 @@ int ds_checkpoint_open(safetensors_file *f, const char *path, torch_model_args *
         }
         ds_param *p = &m->params[m->n_params];
         memset(p, 0, sizeof *p);
-        p->m = m, p->name = name, p->numel = 1;
-        for (int k = 0; k < nd; k++) p->numel *= (size_t)(shape[k] > 0 ? shape[k] : 0);
+        p->m = m, p->name = name;
+        if ((rc = shape_numel(shape, nd, &p->numel, mfile, name)) != 0) break;
         p->flats = &m->frozen[(size_t)i * nfrag], p->n_flats = nfrag;
         size_t have = 0;
         for (int r = 0; r < nfrag && rc == 0; r++) {
