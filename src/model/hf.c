@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "model/ds_checkpoint.h"
+#include "model/llmc_model.h"
 #include "model/safetensors.h"
 #include "model/safetensors_index.h"
 #include "model/torch_pickle.h"
@@ -92,12 +93,13 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
                 free(f);
         }
         if (*st_path == NULL) *st_path = ds_model_states_path(path);
+        if (*st_path == NULL) *st_path = llmc_latest_model(path);
         if (*st_path == NULL)
             return zg_errorf(
                 "%s: no model weights in the folder (model.safetensors, model.safetensors.index.json and "
                 "its shards, pytorch_model.bin or its sharded index, nanoGPT's ckpt.pt, or a DeepSpeed tag "
-                "folder's mp_rank_00_model_states.pt or zero_pp_rank_0_mp_rank_00_model_states.pt): give "
-                "a Hugging Face GPT-2 folder or a checkpoint file",
+                "folder's mp_rank_00_model_states.pt or zero_pp_rank_0_mp_rank_00_model_states.pt, or llm.c's "
+                "model_<step>.bin with its DONE_<step>): give a Hugging Face GPT-2 folder or a checkpoint file",
                 path);
         *cfg_path = zg_path_join(path, "config.json");
         if (!zg_file_exists(*cfg_path)) {
@@ -171,6 +173,15 @@ static int hf_weights_open(hf_weights *w, const char *path, int notes) {
     w->path = path;
     if (!safetensors_is_index_path(path)) {
         w->files = zg_calloc(1, sizeof *w->files);
+        if (llmc_file_is_model(path)) { /* llm.c's gpt2_124M.bin, model_<step>.bin */
+            if (llmc_model_open(&w->files[0], path, &w->args) != 0) {
+                hf_weights_close(w);
+                return -1;
+            }
+            w->n_files = 1;
+            hf_weights_layout(w);
+            return 0;
+        }
         /* a DeepSpeed tag folder's model states with the ranks' optimizer states beside them: the fp32 masters */
         int torch = is_torch_path(path), ds = 1;
         if (torch && ds_checkpoint_has_optim(path)) {

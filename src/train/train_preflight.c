@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "model/llmc_model.h"
 #include "text/dataloader.h"
 #include "train/model_source.h"
 #include "train/trainer.h"
@@ -22,16 +23,22 @@ int zg_train_out_dir_check(const zg_train_config *cfg, int resume) {
     free(latest);
     if (resume && !exists) {
         /* nanoGPT's init_from='resume' reads out_dir/ckpt.pt: its weights can start a run, its optimizer state not */
-        char *nano = zg_path_join(cfg->out_dir, "ckpt.pt");
+        char *nano = zg_path_join(cfg->out_dir, "ckpt.pt"), *llmc = llmc_latest_model(cfg->out_dir);
         int has_nano = zg_file_exists(nano);
-        int rc = has_nano ? zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint): its ckpt.pt is "
-                                      "nanoGPT's, which zgpt cannot resume (the optimizer state and data position are "
-                                      "nanoGPT's); start from its weights with init_from '%s' and another out_dir",
-                                      cfg->out_dir, nano)
-                          : zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without "
-                                      "--resume (init_from scratch or a model)",
-                                      cfg->out_dir);
+        int rc = llmc ? zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint): it is llm.c's output "
+                                  "folder, which zgpt cannot resume (its optimizer state files are llm.c's); start "
+                                  "from its newest weights with init_from '%s' and another out_dir",
+                                  cfg->out_dir, llmc)
+                 : has_nano
+                     ? zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint): its ckpt.pt is "
+                                 "nanoGPT's, which zgpt cannot resume (the optimizer state and data position are "
+                                 "nanoGPT's); start from its weights with init_from '%s' and another out_dir",
+                                 cfg->out_dir, nano)
+                     : zg_errorf("nothing to resume in out_dir '%s' (no 'latest' checkpoint); start without "
+                                 "--resume (init_from scratch or a model)",
+                                 cfg->out_dir);
         free(nano);
+        free(llmc);
         return rc;
     }
     char *ds = exists ? zg_deepspeed_tag_folder(cfg->out_dir) : NULL;

@@ -63,7 +63,7 @@ static int open_resume_early(trainer *tr, zg_ckpt *ck) {
     char *latest = zg_path_join(tr->cfg->out_dir, "latest");
     int exists = zg_file_exists(latest);
     free(latest);
-    if (!exists) return 0; /* setup_model says so */
+    if (!exists) return 0;                                  /* setup_model says so */
     if (zg_train_out_dir_check(tr->cfg, 1) != 0) return -1; /* e.g. a DeepSpeed folder's `latest` */
     double t0 = zg_now_s();
     if (zg_ckpt_open_deferred(ck, tr->cfg->out_dir) != 0) return -1;
