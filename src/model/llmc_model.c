@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/zipread.h"
+#include "model/gpt2.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -48,29 +49,30 @@ char *llmc_latest_model(const char *dir) {
 /* the parameter tensors in the file's order: name pattern (%d = layer), rows and columns in units of C (r, c)
  * with fixed extents when C-independent (wte, wpe: set at open), stacked over the layers or not */
 typedef struct {
-    const char *name;
+    const char *name; /* Hugging Face's (the import's) */
+    const char *zgpt; /* zgpt's parameter table's (the export's) */
     int stacked;
     int rows_c, cols_c; /* multiples of C; 0: rows from the header (wte: Vp, wpe: maxT) */
     int is_wte;
 } llmc_tensor;
 
 static const llmc_tensor k_llmc_tensors[] = {
-    {"wte.weight", 0, 0, 1, 1},
-    {"wpe.weight", 0, 0, 1, 0},
-    {"h.%d.ln_1.weight", 1, 1, 0, 0},
-    {"h.%d.ln_1.bias", 1, 1, 0, 0},
-    {"h.%d.attn.c_attn.weight", 1, 3, 1, 0},
-    {"h.%d.attn.c_attn.bias", 1, 3, 0, 0},
-    {"h.%d.attn.c_proj.weight", 1, 1, 1, 0},
-    {"h.%d.attn.c_proj.bias", 1, 1, 0, 0},
-    {"h.%d.ln_2.weight", 1, 1, 0, 0},
-    {"h.%d.ln_2.bias", 1, 1, 0, 0},
-    {"h.%d.mlp.c_fc.weight", 1, 4, 1, 0},
-    {"h.%d.mlp.c_fc.bias", 1, 4, 0, 0},
-    {"h.%d.mlp.c_proj.weight", 1, 1, 4, 0},
-    {"h.%d.mlp.c_proj.bias", 1, 1, 0, 0},
-    {"ln_f.weight", 0, 1, 0, 0},
-    {"ln_f.bias", 0, 1, 0, 0},
+    {"wte.weight", "wte", 0, 0, 1, 1},
+    {"wpe.weight", "wpe", 0, 0, 1, 0},
+    {"h.%d.ln_1.weight", "h.%d.ln_1.weight", 1, 1, 0, 0},
+    {"h.%d.ln_1.bias", "h.%d.ln_1.bias", 1, 1, 0, 0},
+    {"h.%d.attn.c_attn.weight", "h.%d.attn.c_attn.weight", 1, 3, 1, 0},
+    {"h.%d.attn.c_attn.bias", "h.%d.attn.c_attn.bias", 1, 3, 0, 0},
+    {"h.%d.attn.c_proj.weight", "h.%d.attn.c_proj.weight", 1, 1, 1, 0},
+    {"h.%d.attn.c_proj.bias", "h.%d.attn.c_proj.bias", 1, 1, 0, 0},
+    {"h.%d.ln_2.weight", "h.%d.ln_2.weight", 1, 1, 0, 0},
+    {"h.%d.ln_2.bias", "h.%d.ln_2.bias", 1, 1, 0, 0},
+    {"h.%d.mlp.c_fc.weight", "h.%d.mlp.c_fc.weight", 1, 4, 1, 0},
+    {"h.%d.mlp.c_fc.bias", "h.%d.mlp.c_fc.bias", 1, 4, 0, 0},
+    {"h.%d.mlp.c_proj.weight", "h.%d.mlp.c_proj.weight", 1, 1, 4, 0},
+    {"h.%d.mlp.c_proj.bias", "h.%d.mlp.c_proj.bias", 1, 1, 0, 0},
+    {"ln_f.weight", "ln_f.weight", 0, 1, 0, 0},
+    {"ln_f.bias", "ln_f.bias", 0, 1, 0, 0},
 };
 #define LLMC_N_TENSORS ((int)(sizeof k_llmc_tensors / sizeof k_llmc_tensors[0]))
 
@@ -149,4 +151,53 @@ int llmc_model_open(safetensors_file *f, const char *path, torch_model_args *arg
 cleanup:
     if (rc != 0) safetensors_close(f);
     return rc;
+}
+
+/* one tensor's elements as fp32 (version 3) or bf16 (version 5), through a bounded buffer */
+static int write_elems(zg_atomic_file *af, const float *x, size_t n, int bf16) {
+    if (!bf16) return zg_atomic_write(af, x, n * sizeof(float));
+    enum { CHUNK = 1 << 16 };
+    uint16_t buf[CHUNK];
+    for (size_t i = 0; i < n; i += CHUNK) {
+        size_t m = n - i < CHUNK ? n - i : CHUNK;
+        for (size_t k = 0; k < m; k++) buf[k] = zg_f32_to_bf16(x[i + k]);
+        if (zg_atomic_write(af, buf, m * sizeof(uint16_t)) != 0) return -1;
+    }
+    return 0;
+}
+
+int llmc_model_write(const char *path, const gpt2_config *cfg_in, const float *params, zg_dtype dtype) {
+    if (dtype != ZG_F32 && dtype != ZG_BF16)
+        return zg_errorf("llm.c's model files are fp32 (version 3) or bf16 (version 5): no fp16 form; use --dtype fp32 "
+                         "or bf16");
+    gpt2_config cfg = *cfg_in;
+    if (gpt2_config_validate(&cfg) != 0) return -1;
+    gpt2_param_table t;
+    if (gpt2_param_table_init(&t, &cfg) != 0) return -1;
+    int32_t header[256] = {
+        LLMC_MODEL_MAGIC, dtype == ZG_F32 ? 3 : 5, cfg.block_size, cfg.vocab_size, cfg.n_layer, cfg.n_head,
+        cfg.n_embd,       cfg.padded_vocab_size};
+    uint8_t hb[LLMC_HEADER_BYTES];
+    for (int i = 0; i < 256; i++)
+        for (int b = 0; b < 4; b++) hb[4 * i + b] = (uint8_t)(((uint32_t)header[i] >> (8 * b)) & 0xff);
+    zg_atomic_file af;
+    int rc = zg_atomic_open(&af, path);
+    if (rc == 0) rc = zg_atomic_write(&af, hb, sizeof hb);
+    /* llm.c's order: each tensor kind over all the layers; zgpt's buffer holds one layer after another */
+    for (int k = 0; k < LLMC_N_TENSORS && rc == 0; k++) {
+        const llmc_tensor *d = &k_llmc_tensors[k];
+        for (int l = 0; l < (d->stacked ? cfg.n_layer : 1) && rc == 0; l++) {
+            char name[64];
+            snprintf(name, sizeof name, d->zgpt, l);
+            const gpt2_tensor *x = gpt2_param_table_find(&t, name);
+            rc = x ? write_elems(&af, params + x->offset, x->numel, dtype == ZG_BF16)
+                   : zg_errorf("internal: no tensor '%s' in the parameter table", name);
+        }
+    }
+    if (rc == 0)
+        rc = zg_atomic_commit(&af, NULL);
+    else
+        zg_atomic_abort(&af);
+    gpt2_param_table_free(&t);
+    return rc == 0 ? 0 : -1;
 }

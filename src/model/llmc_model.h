@@ -11,6 +11,7 @@
 #ifndef ZG_MODEL_LLMC_MODEL_H
 #define ZG_MODEL_LLMC_MODEL_H
 
+#include "model/gpt2.h"
 #include "model/safetensors.h"
 #include "model/torch_pickle.h"
 
@@ -25,5 +26,9 @@ char *llmc_latest_model(const char *dir);
  * wte as its first vocab_size rows), in place in the file's map; *args the header's shape (args->found = 1).
  * 0, or -1 with a one-line error naming the file (magic, version, shape, size). */
 int llmc_model_open(safetensors_file *f, const char *path, torch_model_args *args);
+
+/* Writes params (zgpt's flat buffer for cfg) as an llm.c model file: version 3 (dtype ZG_F32) or 5 (ZG_BF16), wte
+ * with zgpt's padding rows (zeros), atomically. 0, or -1 with a one-line error (fp16 has no llm.c form). */
+int llmc_model_write(const char *path, const gpt2_config *cfg, const float *params, zg_dtype dtype);
 
 #endif

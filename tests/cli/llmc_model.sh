@@ -2,7 +2,8 @@
 # --model / init_from / export read llm.c's model files (written without torch by tests/hub/make_llmc_model.py from
 # hf_tiny, as llm.c's train_gpt2.py write_model writes them): fp32 (version 3) gives the safetensors fixture's loss
 # exactly, bf16 (version 5) within rounding; an llm.c output_log_dir gives its newest step that has a DONE_ marker
-# (an unfinished later step is passed over); export makes a Hugging Face folder of the same model. Refused in one
+# (an unfinished later step is passed over); export makes a Hugging Face folder of the same model, and
+# export --format llmc writes llm.c's bytes exactly. Refused in one
 # line: another version, a truncated file, an impossible header; --resume on llm.c's folder names init_from.
 set -euo pipefail
 : "${ZGPT:?}" "${ZGPT_SRC:?}"
@@ -39,6 +40,15 @@ echo "ok llm.c output_log_dir: the newest complete step"
 "$ZGPT" export --model log/model_00000005.bin --out exp > /dev/null 2>&1 || fail "export from llm.c"
 ev "hf:$WORK/exp" > exp.json && cmp ref.json exp.json || fail "export from llm.c: $(cat exp.json)"
 echo "ok export from llm.c"
+# export --format llmc: byte for byte what llm.c's write_model writes (fp32 and bf16); fp16 has no llm.c form
+for dt in fp32 bf16; do
+    "$ZGPT" export --model "hf:$FIX" --out "x_$dt.bin" --format llmc --dtype $dt > /dev/null || fail "export llmc $dt"
+    cmp "x_$dt.bin" "$dt.bin" || fail "export --format llmc --dtype $dt differs from llm.c's write_model"
+done
+echo "ok export --format llmc: the bytes of llm.c's write_model (fp32, bf16)"
+one_error "export --format llmc --dtype fp16" "llm.c's model files are fp32 .* or bf16" \
+    "$ZGPT" export --model "hf:$FIX" --out x16.bin --format llmc --dtype fp16
+[ ! -e x16.bin ] || fail "a refused export wrote x16.bin"
 E() { "$ZGPT" eval --model "$1" --data val.bin --device cpu; }
 mk v4.bin --version 4
 one_error "another version" "llm.c model version 4 is not one zgpt reads" E v4.bin
