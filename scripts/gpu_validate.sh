@@ -110,6 +110,9 @@
 #            <= 1e-5 relative); transformers' sharded save_pretrained of the export read by zgpt to the single
 #            file's loss; ragged prompts in one batch on CUDA against each prompt alone; ~1 min (not in the
 #            default list)
+#   dsreal   DeepSpeed checkpoint layouts (ZeRO 1-3, the bf16 optimizer) written by torch.save itself
+#            (tests/hub/fake_deepspeed.py --torch) read by zgpt to hf_tiny's loss exactly; the ZeRO-2 and ZeRO-3
+#            folders copied to $OUT/ds_torch (tests/fixtures/ds_torch); seconds (not in the default list)
 #   benchold the speed of this tree against the previous version's in the same call: `.old/` holds that
 #            version's source (gitignored; make it with `git archive REV | tar -x -C .old` and carry it);
 #            both are built, then zgpt bench 124M and XL (B=16) and a 124M `zgpt train` run alternately
@@ -1466,6 +1469,32 @@ if has evalhf; then
     done < "$W/prompts.txt"
     note "evalhf: ragged batch on cuda ($mode): $same of $n rows equal the prompt sampled alone (rows may differ where cuBLAS rounds a batch of $n rows differently from one)"
   done
+fi
+if has dsreal; then
+  # DeepSpeed checkpoint layouts written by torch.save itself (tests/hub/fake_deepspeed.py --torch: GPU storages, views of
+  # padded storages, nn.Parameter, torch.Size, torch's AdamW state): zgpt reads hf_tiny's fp32 weights back exactly.
+  # z2 and z3 are copied to $RESULTS/ds_torch for tests/fixtures/ds_torch.
+  python3 -c "
+import random, struct
+random.seed(7)
+open('$W/dsval.bin', 'wb').write(struct.pack('<1000H', *[random.randrange(500) for _ in range(1000)]))"
+  "$ZGPT" eval --model hf:tests/fixtures/hf_tiny --data "$W/dsval.bin" --full --json --device cpu > "$LOG_DIR/ds_ref.json" 2>&1
+  tv=$(python3 -c "import torch; print(torch.__version__)" 2>&1 | tail -1)
+  for spec in "z1:--stage 1 --world 2" "z2:--stage 2 --world 2 --groups 2" \
+              "z3:--stage 3 --world 2 --subgroups 2 --shuffle --frozen transformer.wpe.weight" \
+              "bf:--stage 1 --world 2 --bf16-optimizer --groups 2"; do
+    name=${spec%%:*}
+    read -r -a dargs <<< "${spec#*:}"
+    python3 tests/hub/fake_deepspeed.py "$W/ds_$name" tests/fixtures/hf_tiny/model.safetensors "${dargs[@]}" --torch \
+        > "$LOG_DIR/ds_$name.gen.log" 2>&1
+    cp tests/fixtures/hf_tiny/config.json "$W/ds_$name/"
+    "$ZGPT" eval --model "$W/ds_$name" --data "$W/dsval.bin" --full --json --device cpu > "$LOG_DIR/ds_$name.json" \
+        2> "$LOG_DIR/ds_$name.err"
+    v=$([ -s "$LOG_DIR/ds_$name.json" ] && cmp -s "$LOG_DIR/ds_ref.json" "$LOG_DIR/ds_$name.json" && echo PASS || echo FAIL)
+    note "dsreal $name (${spec#*:}; torch $tv): $(cat "$LOG_DIR/ds_$name.json") against hf_tiny's $(cat "$LOG_DIR/ds_ref.json") [$v]" \
+         "$(grep -h 'zgpt: error\|Error' "$LOG_DIR/ds_$name.err" "$LOG_DIR/ds_$name.gen.log" | head -2)"
+  done
+  mkdir -p "$RESULTS/ds_torch" && cp -r "$W/ds_z2" "$W/ds_z3" "$RESULTS/ds_torch/" 2>/dev/null
 fi
 rm -rf "$W" "$LOG_DIR"
 echo "==== summary ===="; cat "$SUMMARY"

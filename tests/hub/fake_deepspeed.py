@@ -4,7 +4,7 @@ laid out as DeepSpeed 0.16-0.18 writes it (read from deepspeed/runtime/engine.py
 zero/stage3.py, bf16_optimizer.py and utils/zero_to_fp32.py):
 
   fake_deepspeed.py OUT MODEL.safetensors [--stage 1|2|3] [--world W] [--bf16-optimizer] [--groups 1|2]
-                    [--subgroups K] [--frozen NAME,...] [--shuffle] [--tag TAG] [--no-param-shapes]
+                    [--subgroups K] [--frozen NAME,...] [--shuffle] [--tag TAG] [--no-param-shapes] [--torch]
 
 OUT/latest names TAG (global_step100); OUT/TAG holds:
   - mp_rank_00_model_states.pt (stages 1-2, the bf16 optimizer) or zero_pp_rank_<r>_mp_rank_00_model_states.pt
@@ -21,6 +21,8 @@ OUT/latest names TAG (global_step100); OUT/TAG holds:
 
 --bf16-optimizer: DeepSpeed's BF16_Optimizer (bf16 with ZeRO-1): bf16_zero_pp_rank_* files, no zero_stage, the
 padding kept. --no-param-shapes: as without a ZeRO optimizer (bf16 at stage 0), the model states have none.
+--torch: the same objects with torch's own tensors (GPU storages when there is a GPU, views of padded storages,
+nn.Parameter, torch.Size) written by torch.save (needs torch: scripts/gpu_validate.sh dsreal on the device).
 --groups 2 splits the parameters as nanoGPT's configure_optimizers does (2-D ones decayed, then the rest);
 --shuffle reverses each group's order (the file's order, not the model's, is the one to follow). The fp32 values
 are the model's exactly; the module's bf16 copies are rounded, so a reader that takes the module gives another loss.
@@ -38,19 +40,23 @@ import sys
 import types
 import zipfile
 
+REAL = "--torch" in sys.argv  # torch.save of real tensors (on the device) instead of this file's pickler
+if REAL:
+    import torch  # noqa: E402,F401  (before fake_torch_save, which then leaves it alone)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fake_torch_save as fts  # noqa: E402  (registers the fake torch modules)
+import fake_torch_save as fts  # noqa: E402  (registers the fake torch modules, unless the real one is there)
 
 torch = sys.modules["torch"]
 
+if REAL:
+    Size = torch.Size
+else:
+    class Size(tuple):
+        def __reduce__(self):
+            return (Size, (tuple(self),))
 
-class Size(tuple):
-    def __reduce__(self):
-        return (Size, (tuple(self),))
-
-
-Size.__module__, Size.__qualname__, Size.__name__ = "torch", "Size", "Size"
-torch.Size = Size
+    Size.__module__, Size.__qualname__, Size.__name__ = "torch", "Size", "Size"
+    torch.Size = Size
 
 
 def _module(name):
@@ -110,6 +116,9 @@ class Tensor:
     def __init__(self, storage, shape, offset=0, requires_grad=False):
         self.storage, self.shape, self.offset, self.requires_grad = storage, tuple(shape), offset, requires_grad
 
+    def __len__(self):
+        return self.shape[0]
+
     def __reduce_ex__(self, proto):
         numel, stride = 1, []
         for d in reversed(self.shape):
@@ -146,6 +155,16 @@ class Archive:
         return Tensor(self.storage(b"".join(struct.pack("<H", to_bf16(v)) for v in values), fts.BFloat16Storage),
                       shape)
 
+    def views(self, lead, parts, first_requires_grad=True):
+        """tensors of one storage at offsets: `lead` zeros, then the parts one after another"""
+        flat = [0.0] * lead + sum(parts, [])
+        st = self.storage(struct.pack(f"<{len(flat)}f", *flat), fts.FloatStorage)
+        out, off = [], lead
+        for i, p in enumerate(parts):
+            out.append(Tensor(st, (len(p),), offset=off, requires_grad=first_requires_grad and i == 0))
+            off += len(p)
+        return out
+
     def save(self, obj, path):
         buf = io.BytesIO()
         Pickler(buf, protocol=2).dump(obj)
@@ -154,6 +173,33 @@ class Archive:
             for key, raw in self.records.items():
                 z.writestr(f"archive/data/{key}", raw)
             z.writestr("archive/version", b"3\n")
+
+
+class TorchArchive:
+    """The same tensors made by torch (on the GPU when there is one, as DeepSpeed's are) and written by torch.save"""
+
+    def __init__(self):
+        self.dev = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def f32(self, values, shape=None, pad=0):
+        t = torch.tensor(list(values) + [0.0] * pad, dtype=torch.float32, device=self.dev)
+        return t[:len(values)].view(shape if shape is not None else (len(values),))
+
+    def bf16(self, values, shape):
+        return torch.tensor(list(values), dtype=torch.float32, device=self.dev).to(torch.bfloat16).view(shape)
+
+    def views(self, lead, parts, first_requires_grad=True):
+        base = torch.zeros(lead + sum(len(p) for p in parts), dtype=torch.float32, device=self.dev)
+        out, off = [], lead
+        for i, p in enumerate(parts):
+            base[off:off + len(p)] = torch.tensor(p, dtype=torch.float32)
+            v = base[off:off + len(p)]
+            out.append(torch.nn.Parameter(v, requires_grad=True) if first_requires_grad and i == 0 else v)
+            off += len(p)
+        return out
+
+    def save(self, obj, path):
+        torch.save(obj, path)
 
 
 def to_bf16(x):
@@ -185,6 +231,7 @@ def main():
     ap.add_argument("--shuffle", action="store_true")
     ap.add_argument("--tag", default="global_step100")
     ap.add_argument("--no-param-shapes", action="store_true")
+    ap.add_argument("--torch", action="store_true")
     a = ap.parse_args()
     W = a.world
     tensors = collections.OrderedDict()
@@ -211,7 +258,7 @@ def main():
                  "zero_optimization": {"stage": a.stage}, "bf16": {"enabled": True}, "gradient_clipping": 1.0}
 
     def model_states(rank):
-        ar = Archive()
+        ar = TorchArchive() if REAL else Archive()
         module = collections.OrderedDict()
         for n, (shape, vals) in tensors.items():
             module[n] = ar.bf16([], (0,)) if a.stage == 3 else ar.bf16(vals, shape)
@@ -253,7 +300,7 @@ def main():
         return {"state": st, "param_groups": pg}
 
     for r in range(W):
-        ar = Archive()
+        ar = TorchArchive() if REAL else Archive()
         od = {}
         if a.stage == 3:
             flat = []
@@ -264,20 +311,13 @@ def main():
                     flat += (vals + [0.0] * (part * W - len(vals)))[r * part:(r + 1) * part]
             cut = [len(flat) * k // a.subgroups for k in range(a.subgroups + 1)]
             subs = [flat[cut[k]:cut[k + 1]] for k in range(a.subgroups)]
-            if len(subs) >= 2:  # the second a view at an offset of one storage with the third (or padding)
-                rest = sum(subs[2:], [])
-                st = ar.storage(struct.pack(f"<{len(subs[1]) + len(rest) + 3}f", *([0.0] * 3 + subs[1] + rest)),
-                                fts.FloatStorage)
-                pieces = [ar.f32(subs[0]), Tensor(st, (len(subs[1]),), offset=3, requires_grad=True)]
-                off = 3 + len(subs[1])
-                for s in subs[2:]:
-                    pieces.append(Tensor(st, (len(s),), offset=off))
-                    off += len(s)
+            if len(subs) >= 2:  # the second and later ones views at offsets of one storage
+                pieces = [ar.f32(subs[0])] + ar.views(3, subs[1:])
             else:
                 pieces = [ar.f32(subs[0])]
             od = {"zero_stage": ZeroStageEnum.weights, "loss_scaler": DynamicLossScaler(), "dynamic_loss_scale": True,
                   "overflow": False, "partition_count": W,
-                  "optimizer_state_dict": adam_state(ar, [p.shape[0] for p in pieces]), "fp32_flat_groups": pieces}
+                  "optimizer_state_dict": adam_state(ar, [len(p) for p in pieces]), "fp32_flat_groups": pieces}
         else:
             parts, pads, maps = [], [], []
             for g in groups:
@@ -300,7 +340,7 @@ def main():
                         m[n] = fragment_address(numel=hi - lo, start=lo - r * ps)
                     off += k
                 maps.append(m)
-            sizes = [p.shape[0] for p in parts]
+            sizes = [len(p) for p in parts]
             od = {"clip_grad": 1.0, "base_optimizer_state": adam_state(ar, sizes),
                   "single_partition_of_fp32_groups": parts, "group_paddings": pads,
                   "partition_count": W if a.bf16_optimizer else [W] * len(groups), "ds_version": "0.17.2",

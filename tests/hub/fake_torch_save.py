@@ -42,8 +42,9 @@ _rebuild_tensor_v2.__module__ = "torch._utils"
 torch.BFloat16Storage = BFloat16Storage
 torch._utils = utils
 utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-sys.modules["torch"] = torch
-sys.modules["torch._utils"] = utils
+if "torch" not in sys.modules:  # a user of the real torch (fake_deepspeed.py --torch) imported it first
+    sys.modules["torch"] = torch
+    sys.modules["torch._utils"] = utils
 
 
 class Storage:
