@@ -31,14 +31,11 @@ import argparse
 import collections
 import dataclasses
 import enum
-import io
 import json
 import os
-import pickle
 import struct
 import sys
 import types
-import zipfile
 
 REAL = "--torch" in sys.argv  # torch.save of real tensors (on the device) instead of this file's pickler
 if REAL:
@@ -105,36 +102,6 @@ fragment_address.__module__ = tf_mod.__name__
 tf_mod.fragment_address = fragment_address
 
 
-class Storage:
-    def __init__(self, key, numel, cls):
-        self.key, self.numel, self.cls = key, numel, cls
-
-
-class Tensor:
-    """A tensor of a storage (key, numel elements) at an element offset: pickled as torch's _rebuild_tensor_v2."""
-
-    def __init__(self, storage, shape, offset=0, requires_grad=False):
-        self.storage, self.shape, self.offset, self.requires_grad = storage, tuple(shape), offset, requires_grad
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __reduce_ex__(self, proto):
-        numel, stride = 1, []
-        for d in reversed(self.shape):
-            stride.insert(0, numel)
-            numel *= d
-        return (fts._rebuild_tensor_v2, (self.storage, self.offset, self.shape, tuple(stride), self.requires_grad,
-                                         collections.OrderedDict()))
-
-
-class Pickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, Storage):
-            return ("storage", obj.cls, obj.key, "cuda:0", obj.numel)
-        return None
-
-
 class Archive:
     """One torch.save file: its storages' bytes by key."""
 
@@ -145,15 +112,15 @@ class Archive:
         key = str(len(self.records))
         self.records[key] = raw
         esize = 4 if cls is fts.FloatStorage else 2
-        return Storage(key, len(raw) // esize, cls)
+        return fts.Storage(key, len(raw) // esize, cls)
 
     def f32(self, values, shape=None, pad=0):
         st = self.storage(struct.pack(f"<{len(values) + pad}f", *(list(values) + [0.0] * pad)), fts.FloatStorage)
-        return Tensor(st, shape if shape is not None else (len(values),))
+        return fts.Tensor(None, shape if shape is not None else (len(values),), storage=st)
 
     def bf16(self, values, shape):
-        return Tensor(self.storage(b"".join(struct.pack("<H", to_bf16(v)) for v in values), fts.BFloat16Storage),
-                      shape)
+        return fts.Tensor(None, shape, storage=self.storage(b"".join(struct.pack("<H", to_bf16(v)) for v in values),
+                                                            fts.BFloat16Storage))
 
     def views(self, lead, parts, first_requires_grad=True):
         """tensors of one storage at offsets: `lead` zeros, then the parts one after another"""
@@ -161,18 +128,12 @@ class Archive:
         st = self.storage(struct.pack(f"<{len(flat)}f", *flat), fts.FloatStorage)
         out, off = [], lead
         for i, p in enumerate(parts):
-            out.append(Tensor(st, (len(p),), offset=off, requires_grad=first_requires_grad and i == 0))
+            out.append(fts.Tensor(None, (len(p),), storage=st, offset=off, requires_grad=first_requires_grad and i == 0))
             off += len(p)
         return out
 
     def save(self, obj, path):
-        buf = io.BytesIO()
-        Pickler(buf, protocol=2).dump(obj)
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr("archive/data.pkl", buf.getvalue())
-            for key, raw in self.records.items():
-                z.writestr(f"archive/data/{key}", raw)
-            z.writestr("archive/version", b"3\n")
+        fts.save(obj, path, self.records, location="cuda:0")
 
 
 class TorchArchive:

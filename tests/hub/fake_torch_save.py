@@ -53,28 +53,41 @@ class Storage:
 
 
 class Tensor:
-    def __init__(self, key, shape, cls=BFloat16Storage):
-        self.key, self.shape, self.cls = key, tuple(shape), cls
+    """A contiguous tensor: a storage of its own (key, cls), or `storage` shared with others, from element `offset`"""
+
+    def __init__(self, key, shape, cls=BFloat16Storage, storage=None, offset=0, requires_grad=False):
+        self.shape, self.offset, self.requires_grad = tuple(shape), offset, requires_grad
+        self.storage = storage if storage is not None else Storage(key, 0, cls)
+
+    def __len__(self):
+        return self.shape[0]
 
     def __reduce_ex__(self, proto):
         numel, stride = 1, []
         for d in reversed(self.shape):
             stride.insert(0, numel)
             numel *= d
-        return (_rebuild_tensor_v2, (Storage(self.key, numel, self.cls), 0, self.shape, tuple(stride), False,
+        if self.storage.numel == 0:
+            self.storage.numel = numel
+        return (_rebuild_tensor_v2, (self.storage, self.offset, self.shape, tuple(stride), self.requires_grad,
                                      collections.OrderedDict()))
 
 
 class Pickler(pickle.Pickler):
+    location = "cpu"
+
     def persistent_id(self, obj):
         if isinstance(obj, Storage):
-            return ("storage", obj.cls, obj.key, "cpu", obj.numel)
+            return ("storage", obj.cls, obj.key, self.location, obj.numel)
         return None
 
 
-def save(obj, path, storages):
+def save(obj, path, storages, location="cpu"):
+    """torch.save's zip of obj, its storages' bytes by key; location: where torch would say they lived"""
     buf = io.BytesIO()
-    Pickler(buf, protocol=2).dump(obj)
+    pk = Pickler(buf, protocol=2)
+    pk.location = location
+    pk.dump(obj)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
         z.writestr("archive/data.pkl", buf.getvalue())
         for key, raw in storages.items():
