@@ -31,7 +31,6 @@ import argparse
 import collections
 import dataclasses
 import enum
-import json
 import os
 import struct
 import sys
