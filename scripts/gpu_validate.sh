@@ -1477,8 +1477,8 @@ if has dsreal; then
   python3 -c "
 import random, struct
 random.seed(7)
-open('$W/dsval.bin', 'wb').write(struct.pack('<1000H', *[random.randrange(500) for _ in range(1000)]))"
-  "$ZGPT" eval --model hf:tests/fixtures/hf_tiny --data "$W/dsval.bin" --full --json --device cpu > "$LOG_DIR/ds_ref.json" 2>&1
+import os; os.makedirs('$W/dsv', exist_ok=True); open('$W/dsv/val.bin', 'wb').write(struct.pack('<1000H', *[random.randrange(500) for _ in range(1000)]))"
+  "$ZGPT" eval --model hf:tests/fixtures/hf_tiny --data "$W/dsv/val.bin" --full --json --device cpu > "$LOG_DIR/ds_ref.json" 2>&1
   tv=$(python3 -c "import torch; print(torch.__version__)" 2>&1 | tail -1)
   for spec in "z1:--stage 1 --world 2" "z2:--stage 2 --world 2 --groups 2" \
               "z3:--stage 3 --world 2 --subgroups 2 --shuffle --frozen transformer.wpe.weight" \
@@ -1488,7 +1488,7 @@ open('$W/dsval.bin', 'wb').write(struct.pack('<1000H', *[random.randrange(500) f
     python3 tests/hub/fake_deepspeed.py "$W/ds_$name" tests/fixtures/hf_tiny/model.safetensors "${dargs[@]}" --torch \
         > "$LOG_DIR/ds_$name.gen.log" 2>&1
     cp tests/fixtures/hf_tiny/config.json "$W/ds_$name/"
-    "$ZGPT" eval --model "$W/ds_$name" --data "$W/dsval.bin" --full --json --device cpu > "$LOG_DIR/ds_$name.json" \
+    "$ZGPT" eval --model "$W/ds_$name" --data "$W/dsv/val.bin" --full --json --device cpu > "$LOG_DIR/ds_$name.json" \
         2> "$LOG_DIR/ds_$name.err"
     v=$([ -s "$LOG_DIR/ds_$name.json" ] && cmp -s "$LOG_DIR/ds_ref.json" "$LOG_DIR/ds_$name.json" && echo PASS || echo FAIL)
     note "dsreal $name (${spec#*:}; torch $tv): $(cat "$LOG_DIR/ds_$name.json") against hf_tiny's $(cat "$LOG_DIR/ds_ref.json") [$v]" \

@@ -2,7 +2,8 @@
 # --model / init_from / export read DeepSpeed save_checkpoint folders as zero_to_fp32.py does: the fp32 master
 # weights merged from the ranks' optimizer states (folders written without torch or DeepSpeed by
 # tests/hub/fake_deepspeed.py from hf_tiny). ZeRO-1, ZeRO-2 (groups, padding, 3 ranks), ZeRO-3 (4 ranks, sub-groups,
-# a view at an offset, the file's order rather than the model's, a frozen parameter), the bf16 optimizer: each the
+# a view at an offset, the file's order rather than the model's, a frozen parameter), the bf16 optimizer, and ZeRO-2/3
+# folders written by torch.save itself (tests/fixtures/ds_torch): each the
 # safetensors fixture's loss exactly (the module's bf16 copies would give another). Without param_shapes: the
 # module's bf16 weights, said in a note. A Trainer's checkpoint-N layout finds config.json above the tag folder.
 # Broken folders (a rank's file missing, a stale extra rank, two kinds of files, model parallelism, shapes that do
@@ -46,6 +47,11 @@ same "ZeRO-1, 2 ranks" "DeepSpeed ZeRO-1 checkpoint of 2 ranks" z1
 make z3 --stage 3 --world 4 --subgroups 3 --shuffle --frozen transformer.wpe.weight
 [ -f z3/global_step100/zero_pp_rank_3_mp_rank_00_model_states.pt ] || fail "z3: no per-rank model states"
 same "ZeRO-3, 4 ranks, 3 sub-groups, reversed order, wpe frozen" "DeepSpeed ZeRO-3 checkpoint of 4 ranks" z3
+# the same layouts written by torch.save itself (tests/fixtures/ds_torch: torch 2.11, CUDA storages, views of padded
+# storages, nn.Parameter; made on the device by scripts/gpu_validate.sh dsreal)
+same "torch.save's ZeRO-2 (2 ranks, 2 groups)" "ZeRO-2 checkpoint of 2 ranks" "$ZGPT_SRC/tests/fixtures/ds_torch/zero2"
+same "torch.save's ZeRO-3 (2 ranks, sub-groups, wpe frozen)" "ZeRO-3 checkpoint of 2 ranks" \
+    "$ZGPT_SRC/tests/fixtures/ds_torch/zero3"
 make z2f --stage 2 --world 2 --groups 2 --frozen transformer.ln_f.weight,transformer.h.0.ln_1.bias
 same "ZeRO-2 with frozen parameters" "ZeRO-2 checkpoint of 2 ranks" z2f
 make bf --stage 1 --world 2 --bf16-optimizer --groups 2
