@@ -181,7 +181,7 @@ int zg_dir_sync(const char *path) {
     return 0;
 }
 
-int zg_dir_sync_parent(const char *path) {
+char *zg_path_dir(const char *path) {
     char *dir = zg_strdup(path), *slash = strrchr(dir, '/');
     if (slash) {
         if (slash == dir)
@@ -191,6 +191,16 @@ int zg_dir_sync_parent(const char *path) {
     } else {
         strcpy(dir, ".");
     }
+    return dir;
+}
+
+const char *zg_path_base(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+int zg_dir_sync_parent(const char *path) {
+    char *dir = zg_path_dir(path);
     int rc = zg_dir_sync(dir);
     free(dir);
     return rc;

@@ -32,6 +32,10 @@ int zg_dir_sync(const char *path);
 int zg_dir_sync_parent(const char *path);
 /* Joins a and b with one '/', into a heap string. */
 char *zg_path_join(const char *a, const char *b);
+/* The folder of a path, as a heap string: "." for a bare name, "/" for "/name". */
+char *zg_path_dir(const char *path);
+/* The last component of a path (a pointer into it). */
+const char *zg_path_base(const char *path);
 
 /* Read-only memory map of a whole file. */
 typedef struct {

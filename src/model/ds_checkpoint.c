@@ -139,11 +139,6 @@ static int optim_name(const char *name, int *rank, int *mp, int *prefix) {
     return -1;
 }
 
-static const char *base_name(const char *path) {
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
 char *ds_model_states_path(const char *dir) {
     const char *const names[] = {k_model_states, k_zero3_model_states};
     for (int i = 0; i < 2; i++) {
@@ -152,15 +147,6 @@ char *ds_model_states_path(const char *dir) {
         free(p);
     }
     return NULL;
-}
-
-static char *folder_of(const char *path) {
-    const char *s = strrchr(path, '/');
-    if (s == NULL) return zg_strdup(".");
-    if (s == path) return zg_strdup("/");
-    char *d = zg_strdup(path);
-    d[s - path] = '\0';
-    return d;
 }
 
 /* the optimizer states files of dir, by rank: *world (the highest rank + 1), their prefix; 0 when there are none */
@@ -196,9 +182,9 @@ static int list_optim(const char *dir, char ***names, int *world, int *prefix, i
 }
 
 int ds_checkpoint_has_optim(const char *path) {
-    const char *b = base_name(path);
+    const char *b = zg_path_base(path);
     if (strcmp(b, k_model_states) != 0 && strcmp(b, k_zero3_model_states) != 0) return 0;
-    char *dir = folder_of(path);
+    char *dir = zg_path_dir(path);
     char **names;
     int world, prefix, other, mixed;
     int n = list_optim(dir, &names, &world, &prefix, &other, &mixed);
@@ -287,7 +273,7 @@ int ds_checkpoint_open(safetensors_file *f, const char *path, torch_model_args *
     memset(f, 0, sizeof *f);
     if (args) memset(args, 0, sizeof *args);
     ds_merge *m = zg_calloc(1, sizeof *m);
-    m->dir = folder_of(path);
+    m->dir = zg_path_dir(path);
     char **names = NULL;
     int prefix, other_mp, mixed, rc = 0, *group_of = NULL;
     int n = list_optim(m->dir, &names, &m->world, &prefix, &other_mp, &mixed), nw = m->world;
@@ -378,8 +364,8 @@ int ds_checkpoint_open(safetensors_file *f, const char *path, torch_model_args *
                 snprintf(m->kind, sizeof m->kind, "ZeRO-%d", m->stage);
             else
                 snprintf(m->kind, sizeof m->kind, "%s optimizer", prefix == 2 ? "fp16" : "bf16");
-            m->ranks = zg_calloc((size_t)m->world * (size_t)(m->stage == 3 ? 1 : ng), sizeof *m->ranks);
             m->n_groups = m->stage == 3 ? 1 : ng;
+            m->ranks = zg_calloc((size_t)m->world * (size_t)m->n_groups, sizeof *m->ranks);
         }
         const char *key = m->stage == 3 ? "fp32_flat_groups" : "single_partition_of_fp32_groups";
         const torch_obj *groups = torch_obj_get(od, key);

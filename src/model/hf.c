@@ -64,19 +64,6 @@ static int is_torch_path(const char *path) {
     return !safetensors_is_index_path(path) && torch_file_is_zip(path);
 }
 
-/* The folder of a file path ("." for a bare name; heap string). */
-static char *dir_of(const char *path) {
-    char *dir = zg_strdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash == dir)
-        dir[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    else
-        strcpy(dir, ".");
-    return dir;
-}
-
 /* Resolves PATH to the weights (model.safetensors, or the index of a sharded checkpoint) and the config.json
  * (NULL when absent). Heap strings. */
 static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
@@ -92,7 +79,7 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
             else
                 free(f);
         }
-        if (*st_path == NULL) *st_path = ds_model_states_path(path);
+        int ds = *st_path == NULL && (*st_path = ds_model_states_path(path)) != NULL;
         if (*st_path == NULL) *st_path = llmc_latest_model(path);
         if (*st_path == NULL)
             return zg_errorf(
@@ -107,15 +94,13 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
             *cfg_path = NULL;
         }
         /* a DeepSpeed tag folder inside a Hugging Face Trainer's checkpoint-N folder, which holds the config */
-        char *ds = *cfg_path == NULL ? ds_model_states_path(path) : NULL;
-        if (ds != NULL && strcmp(ds, *st_path) == 0) {
+        if (*cfg_path == NULL && ds) {
             char *up = zg_path_join(path, "../config.json");
             if (zg_file_exists(up))
                 *cfg_path = up;
             else
                 free(up);
         }
-        free(ds);
         return 0;
     }
     if (!zg_file_exists(path))
@@ -124,7 +109,7 @@ static int resolve_paths(const char *path, char **st_path, char **cfg_path) {
                          "nanoGPT's ckpt.pt)",
                          path);
     *st_path = zg_strdup(path);
-    char *dir = dir_of(path);
+    char *dir = zg_path_dir(path);
     char *c = zg_path_join(dir, "config.json");
     free(dir);
     if (zg_file_exists(c))
@@ -204,7 +189,7 @@ static int hf_weights_open(hf_weights *w, const char *path, int notes) {
     }
     safetensors_index ix;
     if (safetensors_index_read(&ix, path) != 0) return -1;
-    char *dir = dir_of(path);
+    char *dir = zg_path_dir(path);
     w->files = zg_calloc((size_t)ix.n_shards, sizeof *w->files);
     int rc = 0;
     for (int s = 0; s < ix.n_shards && rc == 0; s++) {

@@ -1,6 +1,7 @@
 #include "text/shard.h"
 
 #include "core/error.h"
+#include "core/fileio.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -51,11 +52,6 @@ void zg_shard_read(const zg_shard *s, uint64_t start, size_t n, int32_t *out) {
     } else {
         for (size_t i = 0; i < n; i++) out[i] = zg_shard_token(s, start + i);
     }
-}
-
-static const char *base_name(const char *path) {
-    const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
 }
 
 /* Every id must be < vocab_size; reports the first one that is not. */
@@ -146,7 +142,7 @@ int zg_shard_open(zg_shard *s, const char *path, int vocab_size) {
     const unsigned char *d = s->map.data;
     size_t size = s->map.size;
     int rc;
-    const char *base = base_name(path);
+    const char *base = zg_path_base(path);
     int nanogpt_name = strcmp(base, "train.bin") == 0 || strcmp(base, "val.bin") == 0;
     if (size >= 8 && memcmp(d, ZG_SHARD_MAGIC, 8) == 0) {
         s->format = ZG_SHARD_ZGPT;
