@@ -174,10 +174,14 @@ typedef struct {
      * rstd; or, with x == NULL, from the forward's output y (N,C) with the bias b and rstd (mean unused,
      * may be NULL): xhat = (y - b) / w, so the model need not keep the LayerNorm's input (Apex/Megatron's
      * memory-efficient LayerNorm). A weight of exactly 0 gives its column xhat = 0 (the input is not
-     * recoverable there). */
+     * recoverable there).
+     * dsum_in (C) += column sums of dinp as given, dsum_out (C) += column sums of dinp as this op leaves it
+     * (grad_dtype; either may be NULL): GPT-2's two projections' bias gradients, the sums of the residual-stream
+     * gradient before and after LN2's backward, taken in the pass that reads and writes those rows anyway
+     * (else a pass of their own over (N,C) each: matmul_backward's dbias). */
     void (*layernorm_backward)(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
                                const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
-                               int C);
+                               int C, void *dsum_in, void *dsum_out);
     /* (every backend's layernorm_backward first calls zg_layernorm_backward_check) */
     /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL) + residual (N,OC, act_dtype, may
      * be NULL): the residual add of a transformer block fused into the product's epilogue. residual

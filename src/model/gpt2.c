@@ -829,7 +829,7 @@ static void backward_device(gpt2_model *m, void *arg) {
         op->zero(be, ix->dres, (size_t)N * C * asz);
         op->layernorm_backward(be, ix->dres, tensor_ptr(m, 1, lnf_w), tensor_ptr(m, 1, lnf_b), dlnf,
                                from_out ? NULL : ix->resid[L], from_out ? ix->lnf : NULL, tensor_ptr(m, 0, lnf_w),
-                               tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C);
+                               tensor_ptr(m, 0, lnf_b), ix->lnf_mean, ix->lnf_rstd, N, C, NULL, NULL);
     });
     hook_ready(m, m->table.layer_begin[L], m->table.num_params - m->table.layer_begin[L]);
 
@@ -838,13 +838,14 @@ static void backward_device(gpt2_model *m, void *arg) {
         layer_params p = gpt2_layer_ptrs(m, 0, l);
         layer_params g = gpt2_layer_ptrs(m, 1, l);
         layer_acts *a = &ix->layers[l];
-        /* dres holds d out = d r2 (direct) = d (fc projection) */
+        /* dres holds d out = d r2 (direct) = d (fc projection). The two projections' bias gradients are the column
+         * sums of dres before and after LN2's backward, which that op takes as it reads and writes dres (backend.h) */
         if (layer_recomputes(m->recompute, m->recompute_layers, l, GPT2_RECOMPUTE_GELU)) {
             GPT2_PROFILED(m, 1, GPT2_OP_GELU, { op->gelu_forward(be, a->fch_gelu, a->fch, (size_t)N * 4 * C); });
         }
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-            op->matmul_backward(be, ix->dbig, g.fcprojw, g.fcprojb, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C,
-                                C, bp->dw_overwrite);
+            op->matmul_backward(be, ix->dbig, g.fcprojw, NULL, ix->dres, a->fch_gelu, p.fcprojw, a->fch, N, 4 * C, C,
+                                bp->dw_overwrite);
         });
         if (layer_recomputes(m->recompute, m->recompute_layers, l,
                              GPT2_RECOMPUTE_LN2)) { /* ln2 = LN(r2) again: bitwise equal */
@@ -857,11 +858,11 @@ static void backward_device(gpt2_model *m, void *arg) {
         });
         GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
             op->layernorm_backward(be, ix->dres, g.ln2w, g.ln2b, ix->dsmall, from_out ? NULL : a->r2, a->ln2, p.ln2w,
-                                   p.ln2b, a->ln2_mean, a->ln2_rstd, N, C);
+                                   p.ln2b, a->ln2_mean, a->ln2_rstd, N, C, g.fcprojb, g.attprojb);
         });
         /* dres = d r2 = d x (direct) = d (attention projection) */
         GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-            op->matmul_backward(be, ix->dsmall, g.attprojw, g.attprojb, ix->dres, a->atty, p.attprojw, NULL, N, C, C,
+            op->matmul_backward(be, ix->dsmall, g.attprojw, NULL, ix->dres, a->atty, p.attprojw, NULL, N, C, C,
                                 bp->dw_overwrite);
         });
         GPT2_PROFILED(m, 1, GPT2_OP_ATTENTION, {
@@ -877,7 +878,7 @@ static void backward_device(gpt2_model *m, void *arg) {
         });
         GPT2_PROFILED(m, 1, GPT2_OP_LAYERNORM, {
             op->layernorm_backward(be, ix->dres, g.ln1w, g.ln1b, ix->dsmall, from_out ? NULL : ix->resid[l], a->ln1,
-                                   p.ln1w, p.ln1b, a->ln1_mean, a->ln1_rstd, N, C);
+                                   p.ln1w, p.ln1b, a->ln1_mean, a->ln1_rstd, N, C, NULL, NULL);
         });
         gpt2_hook_after(m, l, 1);
         hook_ready(m, m->table.layer_begin[l], m->table.layer_begin[l + 1] - m->table.layer_begin[l]);

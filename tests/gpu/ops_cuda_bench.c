@@ -98,12 +98,12 @@ void oc_bench_config(zg_backend *be, const char *name, int B, int T, int C, int 
     BENCH(&ctx, "layernorm_forward (no mean/rstd)", 0, nc * es * 2,
           be->ops->layernorm_forward(be, y, NULL, NULL, x, bias, dbias, N, C));
     BENCH(&ctx, "layernorm_backward", 0, nc * es * 4,
-          be->ops->layernorm_backward(be, x2, dw, dbias, y, x, NULL, bias, NULL, mean, rstd, N, C));
+          be->ops->layernorm_backward(be, x2, dw, dbias, y, x, NULL, bias, NULL, mean, rstd, N, C, NULL, NULL));
     /* the same bytes (dout, y, dinp read, dinp written); x stands in for y, the bias 16-byte aligned
      * (C * 2 bytes past bias: a multiple of 16 for C % 8 == 0) */
     BENCH(&ctx, "layernorm_backward (from output)", 0, nc * es * 4,
           be->ops->layernorm_backward(be, x2, dw, dbias, y, NULL, x, bias, (const char *)bias + (size_t)C * es, NULL,
-                                      rstd, N, C));
+                                      rstd, N, C, NULL, NULL));
     double f;
     f = 2.0 * N * C * 3 * C;
     BENCH(&ctx, "matmul fwd qkv (C->3C, bias)", f, 0,
@@ -269,9 +269,9 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         float lf, lb, lby;
         BENCH_TIME(&ctx, lf, oc_bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
         BENCH_TIME(&ctx, lb, oc_bench_reps(),
-                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C));
+                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, NULL, NULL));
         BENCH_TIME(&ctx, lby, oc_bench_reps(),
-                   be->ops->layernorm_backward(be, dx, dw, db, y, NULL, x, w, bb, NULL, rstd, N, C));
+                   be->ops->layernorm_backward(be, dx, dw, db, y, NULL, x, w, bb, NULL, rstd, N, C, NULL, NULL));
         const char *ln_name[3] = {"layernorm_forward", "layernorm_backward", "layernorm_backward (from output)"};
         const char *key[3] = {"fwd", "bwd", "bwd_y"};
         float ln_ms[3] = {lf, lb, lby};

@@ -72,6 +72,35 @@ static size_t count_nonfinite(const float *v, size_t n) {
  * ZGPT_LN=warp, the warp-per-row kernels (16-bit C % 8 == 0 and C <= 2048: the register-resident ones, 768:
  * 3 vectors per lane, 1600: 7, 96: 1; 2056 (9 vectors per lane) the vector fallback; fp32 96, 100, 768
  * register, 1600, 2056 fallback). 100 and 37 (C % 8 != 0) take the scalar kernels either way. */
+/* r (C) = s0 + the column sums of rows (N,C) in fp64: layernorm_backward's dsum_in / dsum_out */
+static void colsum_ref(double *r, const float *s0, const float *rows, int N, int C) {
+    for (int c = 0; c < C; c++) r[c] = s0[c];
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) r[c] += rows[(size_t)i * C + c];
+}
+/* checks layernorm_backward's dsum_in (si, from si0) and dsum_out (so, from so0) against dinp as given (din0)
+ * and as left (dinp, downloaded) */
+static void check_sums(zg_backend *be, const char *form, void *si, const float *si0, void *so, const float *so0,
+                       const float *din0, const float *dinp, int N, int C) {
+    zg_dtype dt = be->act_dtype;
+    double *r = malloc((size_t)C * 8);
+    float *o;
+    char name[64];
+    if (si != NULL) { /* (NULL: not asked for) */
+        o = oc_dl(be, si, dt, C);
+        colsum_ref(r, si0, din0, N, C);
+        snprintf(name, sizeof name, "  %s dsum_in", form);
+        oc_check_rel(name, dt, o, r, C, oc_tol_of(dt));
+        free(o);
+    }
+    o = oc_dl(be, so, dt, C);
+    colsum_ref(r, so0, dinp, N, C);
+    snprintf(name, sizeof name, "  %s dsum_out", form);
+    oc_check_rel(name, dt, o, r, C, oc_tol_of(dt));
+    free(o);
+    free(r);
+}
+
 static void test_layernorm_variant(const char *variant) {
     if (variant != NULL)
         setenv("ZGPT_LN", variant, 1);
@@ -122,7 +151,12 @@ static void test_layernorm_variant(const char *variant) {
             float *dout = malloc(nc * 4), *dinp0 = malloc(nc * 4), *dw0 = malloc(C * 4), *db0 = malloc(C * 4);
             void *ddout = oc_dev_rand(be, dt, nc, 1.f, dout), *ddinp = oc_dev_rand(be, dt, nc, 0.3f, dinp0);
             void *ddw = oc_dev_rand(be, dt, C, 0.3f, dw0), *ddb = oc_dev_rand(be, dt, C, 0.3f, db0);
-            be->ops->layernorm_backward(be, ddinp, ddw, ddb, ddout, da, NULL, dw, NULL, mean_d, rstd_d, N, C);
+            /* with the column sums of dinp before and after (every other shape only the second: either may be
+             * NULL) */
+            float *si0 = malloc(C * 4), *so0 = malloc(C * 4);
+            void *dsi = oc_dev_rand(be, dt, C, 0.3f, si0), *dso = oc_dev_rand(be, dt, C, 0.3f, so0);
+            be->ops->layernorm_backward(be, ddinp, ddw, ddb, ddout, da, NULL, dw, NULL, mean_d, rstd_d, N, C,
+                                        si % 2 ? NULL : dsi, dso);
             double *rdi = malloc(nc * 8), *rdw = malloc(C * 8), *rdb = malloc(C * 8);
             ln_bwd_ref(rdi, rdw, rdb, dinp0, dw0, db0, dout, a, w, NULL, fm, fr, 0, N, C);
             float *odi = oc_dl(be, ddinp, dt, nc), *odw = oc_dl(be, ddw, dt, C), *odb = oc_dl(be, ddb, dt, C);
@@ -130,6 +164,12 @@ static void test_layernorm_variant(const char *variant) {
             oc_check_rel(name, dt, odi, rdi, nc, oc_tol_of(dt));
             oc_check_rel("  dw", dt, odw, rdw, C, oc_tol_of(dt));
             oc_check_rel("  db", dt, odb, rdb, C, oc_tol_of(dt));
+            {
+                float *nsi = oc_dl(be, dsi, dt, C);
+                if (si % 2) ZT_CHECK_MSG(memcmp(nsi, si0, C * 4) == 0, "dsum_in NULL: a sum was written anyway");
+                free(nsi);
+                check_sums(be, "input form", si % 2 ? NULL : dsi, si0, dso, so0, dinp0, odi, N, C);
+            }
             free(odi);
             free(odw);
             free(odb);
@@ -153,7 +193,10 @@ static void test_layernorm_variant(const char *variant) {
             float *dinp1 = malloc(nc * 4), *dw1 = malloc(C * 4), *db1 = malloc(C * 4);
             void *ddinp1 = oc_dev_rand(be, dt, nc, 0.3f, dinp1);
             void *ddw1 = oc_dev_rand(be, dt, C, 0.3f, dw1), *ddb1 = oc_dev_rand(be, dt, C, 0.3f, db1);
-            be->ops->layernorm_backward(be, ddinp1, ddw1, ddb1, ddout, NULL, yd, dwy, dbias, NULL, rstd_d, N, C);
+            be->ops->upload_f32(be, dsi, dt, si0, C);
+            be->ops->upload_f32(be, dso, dt, so0, C);
+            be->ops->layernorm_backward(be, ddinp1, ddw1, ddb1, ddout, NULL, yd, dwy, dbias, NULL, rstd_d, N, C, dsi,
+                                        dso);
             ln_bwd_ref(rdi, rdw, rdb, dinp1, dw1, db1, dout, yh, wy, bias, NULL, fr, 1, N, C);
             odi = oc_dl(be, ddinp1, dt, nc);
             odw = oc_dl(be, ddw1, dt, C);
@@ -162,6 +205,11 @@ static void test_layernorm_variant(const char *variant) {
             oc_check_rel(name, dt, odi, rdi, nc, oc_tol_of(dt));
             oc_check_rel("  dw", dt, odw, rdw, C, oc_tol_of(dt));
             oc_check_rel("  db", dt, odb, rdb, C, oc_tol_of(dt));
+            check_sums(be, "output form", dsi, si0, dso, so0, dinp1, odi, N, C);
+            be->ops->dealloc(be, dsi);
+            be->ops->dealloc(be, dso);
+            free(si0);
+            free(so0);
             double tol_x = dt == ZG_F32 ? oc_tol_of(dt) : 5 * oc_tol_of(dt);
             ln_bwd_ref(rdi, rdw, rdb, dinp1, dw1, db1, dout, a, wy, NULL, fm, fr, 0, N, C);
             oc_check_rel("  dinp vs input form", dt, odi, rdi, nc, tol_x);
@@ -182,7 +230,8 @@ static void test_layernorm_variant(const char *variant) {
             be->ops->upload_f32(be, ddinp1, dt, dinp1, nc);
             be->ops->upload_f32(be, ddw1, dt, dw1, C);
             be->ops->upload_f32(be, ddb1, dt, db1, C);
-            be->ops->layernorm_backward(be, ddinp1, ddw1, ddb1, ddout, NULL, yd, dwy, dbias, NULL, rstd_d, N, C);
+            be->ops->layernorm_backward(be, ddinp1, ddw1, ddb1, ddout, NULL, yd, dwy, dbias, NULL, rstd_d, N, C, NULL,
+                                        NULL);
             odi = oc_dl(be, ddinp1, dt, nc);
             odw = oc_dl(be, ddw1, dt, C);
             odb = oc_dl(be, ddb1, dt, C);
@@ -241,24 +290,27 @@ static void test_layernorm_deterministic(const char *variant) {
     void *w = oc_dev_rand(be, dt, C, 1.f, NULL), *b = oc_dev_rand(be, dt, C, 0.2f, NULL);
     float *mean = be->ops->alloc(be, N * 4, "mean"), *rstd = be->ops->alloc(be, N * 4, "rstd");
     be->ops->layernorm_forward(be, y, mean, rstd, x, w, b, N, C);
-    float *res[2][3];
+    float *res[2][5];
     for (int r = 0; r < 2; r++) {
         void *di = oc_dev_rand(be, dt, nc, 0.f, NULL), *dw = oc_dev_rand(be, dt, C, 0.f, NULL),
-             *db = oc_dev_rand(be, dt, C, 0.f, NULL);
-        be->ops->layernorm_backward(be, di, dw, db, dout, x, NULL, w, NULL, mean, rstd, N, C);
+             *db = oc_dev_rand(be, dt, C, 0.f, NULL), *si = oc_dev_rand(be, dt, C, 0.f, NULL),
+             *so = oc_dev_rand(be, dt, C, 0.f, NULL);
+        be->ops->copy(be, di, dout, nc * zg_dtype_size(dt)); /* a nonzero dinp to start from: dsum_in is not 0 */
+        be->ops->layernorm_backward(be, di, dw, db, dout, x, NULL, w, NULL, mean, rstd, N, C, si, so);
         res[r][0] = oc_dl(be, di, dt, nc), res[r][1] = oc_dl(be, dw, dt, C), res[r][2] = oc_dl(be, db, dt, C);
-        be->ops->dealloc(be, di);
-        be->ops->dealloc(be, dw);
-        be->ops->dealloc(be, db);
+        res[r][3] = oc_dl(be, si, dt, C), res[r][4] = oc_dl(be, so, dt, C);
+        void *ptrs[] = {di, dw, db, si, so};
+        for (int k = 0; k < 5; k++) be->ops->dealloc(be, ptrs[k]);
     }
     ZT_CHECK_MSG(memcmp(res[0][0], res[1][0], nc * 4) == 0 && memcmp(res[0][1], res[1][1], C * 4) == 0 &&
-                     memcmp(res[0][2], res[1][2], C * 4) == 0,
+                     memcmp(res[0][2], res[1][2], C * 4) == 0 && memcmp(res[0][3], res[1][3], C * 4) == 0 &&
+                     memcmp(res[0][4], res[1][4], C * 4) == 0,
                  "layernorm_backward%s%s at N=%d C=%d is not deterministic", variant ? " ZGPT_LN=" : "",
                  variant ? variant : "", N, C);
     size_t bad = count_nonfinite(res[0][0], nc) + count_nonfinite(res[0][1], C) + count_nonfinite(res[0][2], C);
     ZT_CHECK_MSG(bad == 0, "layernorm_backward at N=%d C=%d: %zu non-finite values", N, C, bad);
     for (int r = 0; r < 2; r++)
-        for (int k = 0; k < 3; k++) free(res[r][k]);
+        for (int k = 0; k < 5; k++) free(res[r][k]);
     void *ptrs[] = {x, dout, y, w, b, mean, rstd};
     for (size_t k = 0; k < sizeof ptrs / sizeof ptrs[0]; k++) be->ops->dealloc(be, ptrs[k]);
     unsetenv("ZGPT_LN");
@@ -268,6 +320,10 @@ void oc_test_layernorm(void) {
     test_layernorm_variant(NULL);
     test_layernorm_variant("group");
     test_layernorm_variant("warp");
+    /* the column sums by passes of their own (the A/B form) */
+    setenv("ZGPT_LN_SUMS", "separate", 1);
+    test_layernorm_variant(NULL);
+    unsetenv("ZGPT_LN_SUMS");
     test_layernorm_deterministic(NULL);
     test_layernorm_deterministic("warp");
 }

@@ -65,7 +65,9 @@ ref_loss = loss.item()
 L = a.layers
 checks = ['wte', 'wpe', 'ln_f.weight', 'ln_f.bias',
           'h.0.ln_1.weight', 'h.0.attn.c_attn.weight', 'h.0.attn.c_attn.bias', 'h.0.attn.c_proj.weight',
-          f'h.{L//2}.mlp.c_fc.weight', f'h.{L//2}.mlp.c_fc.bias', f'h.{L-1}.mlp.c_proj.weight', f'h.{L-1}.ln_2.bias']
+          f'h.{L//2}.mlp.c_fc.weight', f'h.{L//2}.mlp.c_fc.bias', f'h.{L-1}.mlp.c_proj.weight', f'h.{L-1}.ln_2.bias',
+          # the projections' biases: their gradients come out of LN2's backward (backend.h, layernorm_backward)
+          'h.0.attn.c_proj.bias', f'h.{L//2}.mlp.c_proj.bias', f'h.{L-1}.attn.c_proj.bias', f'h.{L-1}.mlp.c_proj.bias']
 params = dict(model.named_parameters())
 def ref_grad(name):
     hf_name = 'transformer.' + (name + '.weight' if name in ('wte', 'wpe') else name)

@@ -366,9 +366,9 @@ static void scribble_layernorm_forward(zg_backend *be, void *out, float *mean, f
 
 static void scribble_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
                                         const void *y, const void *w, const void *b, const float *mean,
-                                        const float *rstd, int N, int C) {
+                                        const float *rstd, int N, int C, void *dsum_in, void *dsum_out) {
     scribble_loan();
-    BE->ops->layernorm_backward(be, dinp, dw, db, dout, x, y, w, b, mean, rstd, N, C);
+    BE->ops->layernorm_backward(be, dinp, dw, db, dout, x, y, w, b, mean, rstd, N, C, dsum_in, dsum_out);
 }
 
 static void scribble_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout,

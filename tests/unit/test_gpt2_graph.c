@@ -20,7 +20,7 @@ enum { R_ENC_F, R_ENC_B, R_LN_F, R_LN_B, R_MM_F, R_MM_B, R_GELU, R_ATT_F, R_ATT_
 /* one kept call: its op and arguments (pointers, then ints) */
 typedef struct {
     int op;
-    void *p[10];
+    void *p[12];
     int i[6];
     size_t n;
     float f;
@@ -51,7 +51,7 @@ static void rec_run(zg_backend *be, const rec_call *c) {
     case R_ENC_B: o->encoder_backward(be, p[0], p[1], p[2], p[3], i[0], i[1], i[2]); break;
     case R_LN_F: o->layernorm_forward(be, p[0], p[1], p[2], p[3], p[4], p[5], i[0], i[1]); break;
     case R_LN_B:
-        o->layernorm_backward(be, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], i[0], i[1]);
+        o->layernorm_backward(be, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], i[0], i[1], p[10], p[11]);
         break;
     case R_MM_F: o->matmul_forward(be, p[0], p[1], p[2], p[3], p[4], p[5], i[0], i[1], i[2]); break;
     case R_MM_B: o->matmul_backward(be, p[0], p[1], p[2], p[3], p[4], p[5], p[6], i[0], i[1], i[2], i[3]); break;
@@ -91,9 +91,13 @@ static void w_ln_f(zg_backend *be, void *out, float *mean, float *rstd, const vo
     rec_call_op(be, (rec_call){R_LN_F, {out, mean, rstd, P(inp), P(w), P(b)}, {N, C}, 0, 0});
 }
 static void w_ln_b(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x, const void *y,
-                   const void *w, const void *b, const float *mean, const float *rstd, int N, int C) {
-    rec_call_op(be,
-                (rec_call){R_LN_B, {dinp, dw, db, P(dout), P(x), P(y), P(w), P(b), P(mean), P(rstd)}, {N, C}, 0, 0});
+                   const void *w, const void *b, const float *mean, const float *rstd, int N, int C, void *dsum_in,
+                   void *dsum_out) {
+    rec_call_op(be, (rec_call){R_LN_B,
+                               {dinp, dw, db, P(dout), P(x), P(y), P(w), P(b), P(mean), P(rstd), dsum_in, dsum_out},
+                               {N, C},
+                               0,
+                               0});
 }
 static void w_mm_f(zg_backend *be, void *out, void *pre, const void *inp, const void *w, const void *bias,
                    const void *res, int N, int C, int OC) {

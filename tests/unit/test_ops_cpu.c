@@ -97,7 +97,17 @@ static void test_layernorm(void) {
     memcpy(dinp0, dinp, nc * 4);
     memcpy(dw0, dw, c.C * 4);
     memcpy(db0, db, c.C * 4);
-    BE->ops->layernorm_backward(BE, dinp, dw, db, c.R, c.inp, NULL, c.w, c.b, c.mean, c.rstd, c.N, c.C);
+    /* with the column sums of dinp before and after (the projections' bias gradients): they accumulate too, with
+     * the bits of matmul_backward's dbias over the same rows */
+    float *si = rand_buf(c.C, 1.0f), *so = rand_buf(c.C, 1.0f), *ri = malloc(c.C * 4), *ro = malloc(c.C * 4);
+    memcpy(ri, si, c.C * 4);
+    memcpy(ro, so, c.C * 4);
+    BE->ops->matmul_backward(BE, NULL, NULL, ri, dinp0, NULL, NULL, NULL, c.N, 0, c.C, 0);
+    BE->ops->layernorm_backward(BE, dinp, dw, db, c.R, c.inp, NULL, c.w, c.b, c.mean, c.rstd, c.N, c.C, si, so);
+    BE->ops->matmul_backward(BE, NULL, NULL, ro, dinp, NULL, NULL, NULL, c.N, 0, c.C, 0);
+    ZT_CHECK_MSG(memcmp(si, ri, c.C * 4) == 0, "layernorm_backward dsum_in differs from matmul_backward's dbias");
+    ZT_CHECK_MSG(memcmp(so, ro, c.C * 4) == 0, "layernorm_backward dsum_out differs from matmul_backward's dbias");
+    free(si), free(so), free(ri), free(ro);
     for (size_t i = 0; i < nc; i++) dinp[i] -= dinp0[i];
     for (int i = 0; i < c.C; i++) {
         dw[i] -= dw0[i];
@@ -118,21 +128,21 @@ static void test_layernorm(void) {
      * the rounding of y; it also accumulates. */
     float *ei = calloc(nc, 4), *ew = calloc(c.C, 4), *eb = calloc(c.C, 4);
     float *fi = calloc(nc, 4), *fw = calloc(c.C, 4), *fb = calloc(c.C, 4);
-    BE->ops->layernorm_backward(BE, ei, ew, eb, c.R, c.inp, NULL, c.w, c.b, c.mean, c.rstd, c.N, c.C);
-    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C);
+    BE->ops->layernorm_backward(BE, ei, ew, eb, c.R, c.inp, NULL, c.w, c.b, c.mean, c.rstd, c.N, c.C, NULL, NULL);
+    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C, NULL, NULL);
     for (size_t i = 0; i < nc; i++) ZT_NEAR(fi[i], ei[i], 1e-5, 1e-4);
     for (int k = 0; k < c.C; k++) {
         ZT_NEAR(fw[k], ew[k], 1e-5, 1e-4);
         ZT_NEAR(fb[k], eb[k], 1e-6, 1e-6);
     }
-    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C);
+    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C, NULL, NULL);
     for (int k = 0; k < c.C; k++) ZT_NEAR(fw[k], 2.0 * ew[k], 1e-5, 1e-4);
     /* a weight of exactly 0: its column's input is lost (xhat taken as 0), but nothing is inf or NaN */
     float keep = c.w[3];
     c.w[3] = 0.0f;
     ln_loss(&c);
     memset(fi, 0, nc * 4), memset(fw, 0, c.C * 4), memset(fb, 0, c.C * 4);
-    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C);
+    BE->ops->layernorm_backward(BE, fi, fw, fb, c.R, NULL, c.out, c.w, c.b, NULL, c.rstd, c.N, c.C, NULL, NULL);
     int finite = 1;
     for (size_t i = 0; i < nc; i++) finite &= isfinite(fi[i]) != 0;
     for (int k = 0; k < c.C; k++) finite &= isfinite(fw[k]) && isfinite(fb[k]);

@@ -23,7 +23,7 @@ void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
                            const void *b, int N, int C);
 void cpu_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
                             const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
-                            int C);
+                            int C, void *dsum_in, void *dsum_out);
 void cpu_matmul_forward(zg_backend *be, void *out, void *pre_gelu, const void *inp, const void *w, const void *bias,
                         const void *residual, int N, int C, int OC);
 void cpu_matmul_backward(zg_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,

@@ -100,10 +100,26 @@ void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
                       (const float *)inp + (size_t)i * C, w, b, C);
 }
 
+/* sum (C) += column sums of rows (N,C), each column's rows added in row order into sum itself: the same
+ * arithmetic as cpu_matmul_backward's dbias, so that a bias gradient taken here has its bits */
+static void column_sums_add(float *sum, const float *rows, int N, int C) {
+#pragma omp parallel
+    {
+        int nth = omp_get_num_threads(), id = omp_get_thread_num();
+        int c0 = (int)((long)C * id / nth), c1 = (int)((long)C * (id + 1) / nth);
+        for (int i = 0; i < N && c1 > c0; i++) {
+            const float *r = rows + (size_t)i * C;
+#pragma omp simd
+            for (int c = c0; c < c1; c++) sum[c] += r[c];
+        }
+    }
+}
+
 void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, const void *dout_, const void *x_,
                             const void *y_, const void *w_, const void *b_, const float *mean, const float *rstd, int N,
-                            int C) {
+                            int C, void *dsum_in, void *dsum_out) {
     float *dinp = dinp_, *dw = dw_, *db = db_;
+    if (dsum_in) column_sums_add(dsum_in, dinp, N, C);
     const float *dout = dout_, *w = w_, *b = b_;
     /* Input form: xhat = (x - mean) * rstd. Output form (x NULL): xhat = (y - b) / w, the reciprocal
      * taken once per column (0 where w is 0: that column's input cannot be recovered). */
@@ -152,6 +168,7 @@ void cpu_layernorm_backward(zg_backend *be, void *dinp_, void *dw_, void *db_, c
             db[c] += pdb[c];
         }
     }
+    if (dsum_out) column_sums_add(dsum_out, dinp, N, C);
 }
 
 /* ---- matrix products ---------------------------------------------------------------------------- */

@@ -600,6 +600,10 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_BGRAD=%s: must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 "
                          "vector) or off (the reduction kernels); unset it for the default (f32)",
                          getenv("ZGPT_BGRAD"));
+    if (zgc_ln_sums_env() < 0)
+        return zg_errorf("ZGPT_LN_SUMS=%s: must be fused (the projections' bias gradients in LayerNorm's backward) or "
+                         "separate (a column-sum pass of their own); unset it for the default (fused)",
+                         getenv("ZGPT_LN_SUMS"));
     if (zgc_cls_threads_env() < 0)
         return zg_errorf("ZGPT_CLS_THREADS=%s: must be 256, 512 or 1024 (the classifier's threads per row); unset it "
                          "for the default (1024)",

@@ -41,7 +41,7 @@ extern "C" {
 
 /* Internal scratch buffers, grown on demand and counted in bytes_in_use. */
 enum {
-    ZGC_SCR_LN = 0,       /* layernorm backward partial sums (blocks, 2C) fp32 */
+    ZGC_SCR_LN = 0,       /* layernorm backward partial sums (blocks, 2C or 4C) fp32 */
     ZGC_SCR_BIAS,         /* bias-gradient partial sums fp32 */
     ZGC_SCR_ATT_D,        /* attention backward rowsum(dout*out) (B,NH,T) fp32 */
     ZGC_SCR_SORT,         /* encoder backward: sorted tokens/indices + CUB temp storage */
@@ -281,6 +281,15 @@ static inline int zgc_bgrad_env(void) {
     if (strcmp(v, "bf16") == 0) return 2;
     return strcmp(v, "off") == 0 ? 0 : -1;
 }
+/* ZGPT_LN_SUMS (A/B runs): how layernorm_backward takes dsum_in / dsum_out (layernorm_cuda.cu). Unset or "fused": 1,
+ * in the row-group kernel as it reads and writes dinp; "separate": 0, a column-sum pass of their own before and after
+ * the op (matmul_backward's bias gradient: v0.35's cost). -1 for anything else: zg_backend_cuda_create refuses it.
+ * Read per call. */
+static inline int zgc_ln_sums_env(void) {
+    const char *v = getenv("ZGPT_LN_SUMS");
+    if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
+    return strcmp(v, "separate") == 0 ? 0 : -1;
+}
 /* ZGPT_CLS_THREADS (A/B runs): the classifier's threads per row (classifier_cuda.cu): 0 when unset (its default),
  * else 256, 512 or 1024; -1 for anything else: zg_backend_cuda_create refuses it. Read per call. */
 static inline int zgc_cls_threads_env(void) {
@@ -442,7 +451,7 @@ void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
                            const void *b, int N, int C);
 void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
                             const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
-                            int C);
+                            int C, void *dsum_in, void *dsum_out);
 /* classifier_cuda.cu */
 void zgc_classifier(zg_backend *be, float *losses, void *logits, const int32_t *targets, int N, int V, int Vp,
                     float dloss);

@@ -599,21 +599,25 @@ __device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const
     }
 }
 
-/* dinp (N,C) += ..., part (gridDim.x, 2C) = this block's dw | db partial sums: the row-group form (see
+/* dinp (N,C) += ..., part (gridDim.x, P*C) = this block's dw | db partial sums: the row-group form (see
  * above the forward's). The thread's dw/db partials for its columns stay in registers over all its rows;
- * at the end the block's groups are added in group order (deterministic). FROMY: the output form (src =
+ * at the end the block's groups are added in group order (deterministic). SUMS (P = 4): also the column
+ * sums of dinp as read and as written (layernorm_backward's dsum_in / dsum_out: the projections' bias
+ * gradients), the values exactly those stored. Their running sums live in the group's partials slots in
+ * shared memory (each thread only its own columns: no barrier): in registers beside dw's and db's they
+ * spilled (ptxas: 64-150 bytes at bf16, the kernel already at 128 registers). FROMY: the output form (src =
  * y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared memory
  * (cp.async, double-buffered) while the current one is processed, so loads stay in flight without
  * holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
  * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x 2C floats (the
  * groups' partials). */
-template <typename T, bool FROMY, bool ASYNC>
+template <typename T, bool FROMY, bool ASYNC, bool SUMS>
 __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
                                  const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
                                  const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C,
                                  int rgw_log2) {
-    constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1;
+    constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1, P = SUMS ? 4 : 2;
     typedef zgc_vec<T> V;
     extern __shared__ __align__(16) float sh_lng[];
     __shared__ float red[2][2][ZGC_LNG_THREADS / 32]; /* [iteration parity][s1 | s2][warp] */
@@ -637,6 +641,20 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     int stride = gridDim.x * groups, slot = 0;
     T *stage = reinterpret_cast<T *>(sh_lng); /* this group's slots: stage + (g * 2 + slot) * 3C */
     float *psh = sh_lng + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) / sizeof(float) : 0);
+    /* SUMS: this group's running sums, dsum_in's at [0, C) and dsum_out's at [C, 2C) (VW floats a vector: 16-byte
+     * aligned, as C is a multiple of VW) */
+    float *ssh = psh + (size_t)g * P * C + 2 * C;
+    if (SUMS)
+#pragma unroll
+        for (int i = 0; i < NV; i++) {
+            int k = t + rg * i;
+            if (k < nv)
+#pragma unroll
+                for (int e = 0; e < VW; e += 4) {
+                    *reinterpret_cast<float4 *>(ssh + k * VW + e) = make_float4(0.f, 0.f, 0.f, 0.f);
+                    *reinterpret_cast<float4 *>(ssh + C + k * VW + e) = make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+        }
     if (ASYNC) {
         if (blockIdx.x * groups + g < N)
             zgc_lng_stage_row(stage + (size_t)(g * 2) * 3 * C, dout, src, dinp, blockIdx.x * groups + g, C, t, rg, nv);
@@ -656,8 +674,9 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
             zgc_cp_commit();
             zgc_cp_wait<1>();
         }
+        const V *gv = NULL; /* this row's dinp as given */
         if (act) {
-            const V *dv, *xv, *gv;
+            const V *dv, *xv;
             if (ASYNC) {
                 dv = reinterpret_cast<const V *>(stage + (size_t)(g * 2 + slot) * 3 * C);
                 xv = dv + nv, gv = dv + 2 * nv;
@@ -666,11 +685,15 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
                 xv = reinterpret_cast<const V *>(src + (size_t)row * C);
                 gv = reinterpret_cast<const V *>(dinp + (size_t)row * C);
             }
-            /* all three rows at once: dinp does not depend on the row sums */
+            /* all three rows at once: dinp does not depend on the row sums (ASYNC: dinp's is read from the staged
+             * copy when it is used, which keeps registers free; the slot is rewritten only in the next iteration) */
 #pragma unroll
             for (int i = 0; i < NV; i++) {
                 int k = t + rg * i;
-                if (k < nv) d[i] = dv[k], x[i] = xv[k], gi[i] = gv[k];
+                if (k < nv) {
+                    d[i] = dv[k], x[i] = xv[k];
+                    if (!ASYNC) gi[i] = gv[k];
+                }
             }
             if (!FROMY) mu = mean[row];
             rs = rstd[row];
@@ -699,7 +722,7 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
             for (int i = 0; i < NV; i++) {
                 int k = t + rg * i;
                 if (k < nv) {
-                    V o;
+                    V o, gin = ASYNC ? gv[k] : gi[i];
 #pragma unroll
                     for (int e = 0; e < VW; e++) {
                         float wf = zgc_to_f(wr[i].v[e]), dd = zgc_to_f(d[i].v[e]);
@@ -707,9 +730,20 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
                                          : (zgc_to_f(x[i].v[e]) - mu) * rs;
                         dwa[i][e] += dd * xh;
                         dba[i][e] += dd;
-                        o.v[e] = zgc_from_f<T>(zgc_to_f(gi[i].v[e]) + rs * (dd * wf - s1 - xh * s2));
+                        o.v[e] = zgc_from_f<T>(zgc_to_f(gin.v[e]) + rs * (dd * wf - s1 - xh * s2));
                     }
                     go[k] = o;
+                    if (SUMS)
+#pragma unroll
+                        for (int e = 0; e < VW; e += 4) {
+                            float4 *qi = reinterpret_cast<float4 *>(ssh + k * VW + e), *qo = qi + C / 4;
+                            float4 a = *qi, b = *qo;
+                            a.x += zgc_to_f(gin.v[e]), a.y += zgc_to_f(gin.v[e + 1]);
+                            a.z += zgc_to_f(gin.v[e + 2]), a.w += zgc_to_f(gin.v[e + 3]);
+                            b.x += zgc_to_f(o.v[e]), b.y += zgc_to_f(o.v[e + 1]);
+                            b.z += zgc_to_f(o.v[e + 2]), b.w += zgc_to_f(o.v[e + 3]);
+                            *qi = a, *qo = b;
+                        }
                 }
             }
         }
@@ -717,7 +751,7 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     }
     if (ASYNC) zgc_cp_wait<0>();
     /* the block's partials: groups 1.. through shared memory, added to group 0's in group order */
-    float *pb = part + (size_t)blockIdx.x * 2 * C;
+    float *pb = part + (size_t)blockIdx.x * P * C;
     if (g > 0)
 #pragma unroll
         for (int i = 0; i < NV; i++) {
@@ -725,8 +759,9 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
             if (k < nv)
 #pragma unroll
                 for (int e = 0; e < VW; e++) {
-                    psh[(size_t)g * 2 * C + k * VW + e] = dwa[i][e];
-                    psh[(size_t)g * 2 * C + C + k * VW + e] = dba[i][e];
+                    float *q = psh + (size_t)g * P * C + k * VW + e; /* (SUMS: the sums are there already) */
+                    q[0] = dwa[i][e];
+                    q[C] = dba[i][e];
                 }
         }
     __syncthreads();
@@ -737,35 +772,55 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
             if (k < nv)
 #pragma unroll
                 for (int e = 0; e < VW; e++) {
-                    float a = dwa[i][e], c = dba[i][e];
+                    float a = dwa[i][e], c = dba[i][e], si = 0.f, so = 0.f;
+                    if (SUMS) si = ssh[k * VW + e], so = ssh[C + k * VW + e];
                     for (int gg = 1; gg < groups; gg++) {
-                        a += psh[(size_t)gg * 2 * C + k * VW + e];
-                        c += psh[(size_t)gg * 2 * C + C + k * VW + e];
+                        const float *q = psh + (size_t)gg * P * C + k * VW + e;
+                        a += q[0];
+                        c += q[C];
+                        if (SUMS) si += q[2 * C], so += q[3 * C];
                     }
                     pb[k * VW + e] = a;
                     pb[C + k * VW + e] = c;
+                    if (SUMS) pb[2 * C + k * VW + e] = si, pb[3 * C + k * VW + e] = so;
                 }
         }
 }
 
-/* Launches one wave of the row-group backward; returns the grid (the partial rows written), or 0 when
- * the partials' scratch cannot hold it (the caller then uses the warp kernels). */
-template <typename T, bool FROMY, bool ASYNC>
+/* Launches one wave of the row-group backward; returns the grid (the partial rows written). */
+template <typename T, bool FROMY, bool ASYNC, bool SUMS>
 static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *dout, const void *src, const void *w,
                                       const void *b, const float *mean, const float *rstd, int N, int C, int rgw_log2,
                                       float **part_out) {
-    int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
-    /* partials: at most 32 KB; staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3 arrays x 2 slots) */
-    size_t smem = (size_t)groups * 2 * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
-    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC>;
+    int groups = ZGC_LNG_THREADS >> (5 + rgw_log2), P = SUMS ? 4 : 2;
+    /* partials: at most 32 KB (64 KB with SUMS); staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3
+     * arrays x 2 slots) */
+    size_t smem = (size_t)groups * P * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
+    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS>;
     if (smem + 1024 > 48 * 1024) /* with the kernel's static shared memory (red), past the default 48 KB */
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int grid = zgc_lng_grid(be, kernel, smem, (N + groups - 1) / groups);
-    float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * 2 * C * 4, "layernorm-gradient partial sums");
-    zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
+    float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * P * C * 4, "layernorm-gradient partial sums");
+    zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
         (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, rgw_log2);
     *part_out = part;
     return grid;
+}
+
+/* the row-group backward for run-time (fromy, async, sums): its forms by FROMY * 4 + ASYNC * 2 + SUMS */
+template <typename T>
+static int zgc_ln_bwd_grp_launch(zg_backend *be, bool fromy, bool async, bool sums, void *dinp, const void *dout,
+                                 const void *src, const void *w, const void *b, const float *mean, const float *rstd,
+                                 int N, int C, int rgw_log2, float **part_out) {
+    typedef int (*form_fn)(zg_backend *, void *, const void *, const void *, const void *, const void *, const float *,
+                           const float *, int, int, int, float **);
+    static const form_fn forms[8] = {
+        zgc_ln_bwd_grp_launch_form<T, false, false, false>, zgc_ln_bwd_grp_launch_form<T, false, false, true>,
+        zgc_ln_bwd_grp_launch_form<T, false, true, false>,  zgc_ln_bwd_grp_launch_form<T, false, true, true>,
+        zgc_ln_bwd_grp_launch_form<T, true, false, false>,  zgc_ln_bwd_grp_launch_form<T, true, false, true>,
+        zgc_ln_bwd_grp_launch_form<T, true, true, false>,   zgc_ln_bwd_grp_launch_form<T, true, true, true>};
+    return forms[(fromy ? 4 : 0) + (async ? 2 : 0) + (sums ? 1 : 0)](be, dinp, dout, src, w, b, mean, rstd, N, C,
+                                                                     rgw_log2, part_out);
 }
 
 /* dw (C) += sum over blocks of part[:, c]; db likewise. Block (8, 64): 8 columns (a 32-byte sector of
@@ -778,57 +833,76 @@ static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *do
  * still. */
 #define ZGC_LN_RED_X 8
 #define ZGC_LN_RED_Y 64
-template <typename TG>
+/* where the reduction's P sums go: dw, db, then (P = 4) dsum_in, dsum_out; a NULL one is skipped */
+template <typename TG> struct zgc_ln_dst { TG *p[4]; };
+/* dst.p[q] (C) += sum over blocks of part[:, q*C + c], q < P */
+template <typename TG, int P>
 __global__ void __launch_bounds__(ZGC_LN_RED_X *ZGC_LN_RED_Y)
-    zgc_layernorm_bwd_reduce_kernel(TG *dw, TG *db, const float *part, int nblocks, int C) {
-    __shared__ float sw[ZGC_LN_RED_Y][ZGC_LN_RED_X + 1], sb[ZGC_LN_RED_Y][ZGC_LN_RED_X + 1];
+    zgc_layernorm_bwd_reduce_kernel(zgc_ln_dst<TG> dst, const float *part, int nblocks, int C) {
+    __shared__ float sh[P][ZGC_LN_RED_Y][ZGC_LN_RED_X + 1];
     int tx = threadIdx.x, ty = threadIdx.y;
     int c = blockIdx.x * ZGC_LN_RED_X + tx;
-    float a[4] = {0.f, 0.f, 0.f, 0.f}, b[4] = {0.f, 0.f, 0.f, 0.f};
+    float a[P][4];
+#pragma unroll
+    for (int q = 0; q < P; q++) a[q][0] = a[q][1] = a[q][2] = a[q][3] = 0.f;
     if (c < C)
         for (int k0 = ty; k0 < nblocks; k0 += 4 * ZGC_LN_RED_Y)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 int k = k0 + j * ZGC_LN_RED_Y;
-                if (k < nblocks) {
-                    a[j] += part[(size_t)k * 2 * C + c];
-                    b[j] += part[(size_t)k * 2 * C + C + c];
-                }
+                if (k < nblocks)
+#pragma unroll
+                    for (int q = 0; q < P; q++) a[q][j] += part[(size_t)k * P * C + (size_t)q * C + c];
             }
-    sw[ty][tx] = (a[0] + a[1]) + (a[2] + a[3]);
-    sb[ty][tx] = (b[0] + b[1]) + (b[2] + b[3]);
+#pragma unroll
+    for (int q = 0; q < P; q++) sh[q][ty][tx] = (a[q][0] + a[q][1]) + (a[q][2] + a[q][3]);
     __syncthreads();
 #pragma unroll
     for (int h = ZGC_LN_RED_Y / 2; h > 0; h >>= 1) {
-        if (ty < h) {
-            sw[ty][tx] += sw[ty + h][tx];
-            sb[ty][tx] += sb[ty + h][tx];
-        }
+        if (ty < h)
+#pragma unroll
+            for (int q = 0; q < P; q++) sh[q][ty][tx] += sh[q][ty + h][tx];
         __syncthreads();
     }
-    if (ty == 0 && c < C) {
-        dw[c] = zgc_from_f<TG>(zgc_to_f(dw[c]) + sw[0][tx]);
-        db[c] = zgc_from_f<TG>(zgc_to_f(db[c]) + sb[0][tx]);
-    }
+    if (ty == 0 && c < C)
+#pragma unroll
+        for (int q = 0; q < P; q++)
+            if (dst.p[q] != NULL) dst.p[q][c] = zgc_from_f<TG>(zgc_to_f(dst.p[q][c]) + sh[q][0][tx]);
 }
-/* the launch of zgc_layernorm_bwd_reduce_kernel over the nblocks partial rows */
-static void zgc_ln_bwd_reduce(zg_backend *be, void *dw, void *db, const float *part, int nblocks, int C) {
-    ZGC_DISPATCH(be->grad_dtype, TG,
-                 (zgc_layernorm_bwd_reduce_kernel<TG>
-                  <<<(C + ZGC_LN_RED_X - 1) / ZGC_LN_RED_X, dim3(ZGC_LN_RED_X, ZGC_LN_RED_Y), 0, zgc_get(be)->stream>>>(
-                      (TG *)dw, (TG *)db, part, nblocks, C)));
+/* the launch of zgc_layernorm_bwd_reduce_kernel over the nblocks partial rows of 2 (dw, db) or 4 (and dsum_in,
+ * dsum_out: sums != 0) sums */
+static void zgc_ln_bwd_reduce(zg_backend *be, void *dw, void *db, void *dsum_in, void *dsum_out, int sums,
+                              const float *part, int nblocks, int C) {
+    dim3 grid((C + ZGC_LN_RED_X - 1) / ZGC_LN_RED_X), block(ZGC_LN_RED_X, ZGC_LN_RED_Y);
+    cudaStream_t st = zgc_get(be)->stream;
+    ZGC_DISPATCH(be->grad_dtype, TG, {
+        zgc_ln_dst<TG> d = {{(TG *)dw, (TG *)db, (TG *)dsum_in, (TG *)dsum_out}};
+        if (sums)
+            zgc_layernorm_bwd_reduce_kernel<TG, 4><<<grid, block, 0, st>>>(d, part, nblocks, C);
+        else
+            zgc_layernorm_bwd_reduce_kernel<TG, 2><<<grid, block, 0, st>>>(d, part, nblocks, C);
+    });
     ZG_CUDA_LAUNCH_CHECK();
+}
+
+static bool zgc_ln_sums_fused(void) { return zgc_ln_sums_env() != 0; }
+/* dsum (C) += column sums of rows (N,C) by a pass of their own (matmul_backward's bias gradient) */
+static void zgc_ln_column_sums(zg_backend *be, void *dsum, const void *rows, int N, int C) {
+    if (dsum != NULL) zgc_matmul_backward(be, NULL, NULL, dsum, rows, NULL, NULL, NULL, N, 0, C, 0);
 }
 
 /* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
  * form, mean unused); see the comment above zgc_layernorm_bwd_kernel. */
 void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
                             const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
-                            int C) {
+                            int C, void *dsum_in, void *dsum_out) {
     zgc_impl *im = zgc_get(be);
     bool fromy = x == NULL;
     const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
     zg_layernorm_backward_check(x, y, b, mean);
+    bool want_sums = dsum_in != NULL || dsum_out != NULL;
+    /* the sums in the row-group kernel (as it reads and writes dinp), or by passes of their own around the op */
+    bool sums = want_sums && zgc_ln_sums_fused() && be->grad_dtype == be->act_dtype;
     {
         size_t vwg = 16 / zgc_dtype_bytes(be->act_dtype);
         uintptr_t alg = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
@@ -838,25 +912,19 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
             float *part = NULL;
             int used = 0;
             bool async = zgc_lng_async();
+            if (want_sums && !sums) zgc_ln_column_sums(be, dsum_in, dinp, N, C);
             ZGC_DISPATCH(be->act_dtype, T, {
-                if (async)
-                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, true>(be, dinp, dout, src, w, b, mean, rstd, N,
-                                                                             C, rgw, &part)
-                                 : zgc_ln_bwd_grp_launch_form<T, false, true>(be, dinp, dout, src, w, b, mean, rstd, N,
-                                                                              C, rgw, &part);
-                else
-                    used = fromy ? zgc_ln_bwd_grp_launch_form<T, true, false>(be, dinp, dout, src, w, b, mean, rstd, N,
-                                                                              C, rgw, &part)
-                                 : zgc_ln_bwd_grp_launch_form<T, false, false>(be, dinp, dout, src, w, b, mean, rstd, N,
-                                                                               C, rgw, &part);
+                used = zgc_ln_bwd_grp_launch<T>(be, fromy, async, sums, dinp, dout, src, w, b, mean, rstd, N, C, rgw,
+                                                &part);
             });
-            if (used > 0) {
-                ZG_CUDA_LAUNCH_CHECK();
-                zgc_ln_bwd_reduce(be, dw, db, part, used, C);
-                return;
-            }
+            ZG_CUDA_LAUNCH_CHECK();
+            zgc_ln_bwd_reduce(be, dw, db, dsum_in, dsum_out, sums, part, used, C);
+            if (want_sums && !sums) zgc_ln_column_sums(be, dsum_out, dinp, N, C);
+            return;
         }
     }
+    /* the warp-per-row and generic kernels: the sums by passes of their own */
+    zgc_ln_column_sums(be, dsum_in, dinp, N, C);
     int nblocks = im->num_sms * 4;
     if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
     if (nblocks < 1) nblocks = 1;
@@ -923,5 +991,6 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
         });
     }
     ZG_CUDA_LAUNCH_CHECK();
-    zgc_ln_bwd_reduce(be, dw, db, part, used, C);
+    zgc_ln_bwd_reduce(be, dw, db, NULL, NULL, 0, part, used, C);
+    zgc_ln_column_sums(be, dsum_out, dinp, N, C);
 }
