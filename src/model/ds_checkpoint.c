@@ -104,7 +104,9 @@ static int ds_param_read(const void *ctx, float *out) {
     ds_merge *m = p->m;
     if (!m->noted) {
         m->noted = 1;
-        fprintf(stderr,
+        if (zg_log_rank() <= 0) /* (every rank of a run merges it: said once) */
+            fprintf(
+                stderr,
                 "note: %s: a DeepSpeed %s checkpoint of %d rank%s: its fp32 master weights are merged from the ranks' "
                 "optimizer states (as zero_to_fp32.py does)\n",
                 m->dir, m->kind, m->world, m->world == 1 ? "" : "s");

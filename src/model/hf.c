@@ -171,7 +171,7 @@ static int hf_weights_open(hf_weights *w, const char *path, int notes) {
         int torch = is_torch_path(path), ds = 1;
         if (torch && ds_checkpoint_has_optim(path)) {
             ds = ds_checkpoint_open(&w->files[0], path, &w->args);
-            if (ds == 1 && notes)
+            if (ds == 1 && notes && zg_log_rank() <= 0) /* (every rank loads it: said once) */
                 fprintf(stderr,
                         "note: %s: DeepSpeed saved no param_shapes (it does with ZeRO stages 1-3 only), so the fp32 "
                         "master weights in its optimizer states cannot be placed: loading the module's 16-bit "
@@ -329,7 +329,7 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
         cfg->n_embd = w.args.n_embd;
         cfg->block_size = w.args.block_size;
         cfg->vocab_size = w.args.vocab_size;
-        if (!w.args.bias)
+        if (!w.args.bias && zg_log_rank() <= 0) /* (every rank loads it: said once) */
             fprintf(stderr,
                     "note: %s is a nanoGPT model with bias=False: zgpt's GPT-2 has LayerNorm and Linear biases, "
                     "loaded as 0 (the same function); fine-tuning here trains them\n",
