@@ -4,7 +4,8 @@
 #   ops      every CUDA op against fp64 references (tests/gpu/test_ops_cuda.c); a bad ZGPT_GEMV refused
 #   attn     issue 21: attention (zgpt's kernels, cuDNN's fused attention) vs torch SDPA's cuDNN backend and
 #            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list); each side timed
-#            by single calls and back to back (20 calls between two events: without the host's dispatch)
+#            by single calls and back to back (20 calls between two events: without the host's dispatch); the
+#            LayerNorm backward with the projections' bias sums fused, by separate passes, and without them
 #   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
 #            finish while its main thread is blocked in the driver (tests/gpu/test_comm_nccl_watchdog.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
@@ -266,6 +267,9 @@ if has attn; then
            "$([ "$k" = LN ] && verdict "$pn" ">=" 80) $([ "$k" = LN ] && echo '(>= 80%)'), $(na "$pc")% of the copy's $(na "$cp") GB/s"
     done
   done
+  # LN2's backward with the projections' bias sums (v0.36): in the row-group kernel, by passes of their own, none
+  read -r _ _ sf _ ss _ sp <<< "$(grep '^LNSUMS ' "$LOG_DIR/attn_bench.log")"
+  note "attn layernorm bwd with the projections' bias sums (XL B=16): fused $(na "$sf") ms, separate passes $(na "$ss") ms, without the sums $(na "$sp") ms"
   # the same, timed back to back (20 calls between one pair of events, both sides): the GPU's time per call
   # without the host's dispatch before a single call (torch's backward alone, its forward's graph retained)
   read -r _ _ _ _ sof _ sob <<< "$(grep '^ATTN own stream ' "$LOG_DIR/attn_bench.log")"

@@ -284,6 +284,28 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         }
     }
     unsetenv("ZGPT_LN");
+    /* the backward with the projections' bias sums (dsum_in, dsum_out: LN2's in the model), in the row-group
+     * kernel and by passes of their own around it (ZGPT_LN_SUMS=separate, v0.35's cost), beside the plain backward
+     * (PERFORMANCE v0.36) */
+    {
+        void *si = be->ops->alloc(be, (size_t)C * 2, "dsum_in"), *so = be->ops->alloc(be, (size_t)C * 2, "dsum_out");
+        be->ops->zero(be, si, (size_t)C * 2);
+        be->ops->zero(be, so, (size_t)C * 2);
+        float lp, lsf, lss;
+        BENCH_TIME(&ctx, lp, oc_bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, NULL, NULL));
+        BENCH_TIME(&ctx, lsf, oc_bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, si, so));
+        setenv("ZGPT_LN_SUMS", "separate", 1);
+        BENCH_TIME(&ctx, lss, oc_bench_reps(),
+                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, si, so));
+        unsetenv("ZGPT_LN_SUMS");
+        printf("| layernorm_backward + bias sums (fused / separate passes / no sums) | %9.4f / %.4f / %.4f | | |\n",
+               lsf, lss, lp);
+        printf("LNSUMS fused_ms %.4f separate_ms %.4f plain_ms %.4f\n", lsf, lss, lp);
+        be->ops->dealloc(be, si);
+        be->ops->dealloc(be, so);
+    }
     printf("COPY GBs %.0f pct_nominal %.1f\n", copy_gbs, 100 * copy_gbs / ZG_HBM_NOMINAL_GBS);
     /* the ceiling at LayerNorm's own size: a device-to-device copy moving the forward's bytes (x read, y
      * written: N*C*2 each) and the backward's (twice that), timed the same way; a 1 GiB copy hides the
