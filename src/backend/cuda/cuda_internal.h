@@ -302,7 +302,7 @@ static inline int zgc_cls_threads_env(void) {
  * heuristics' mode A first, "b": mode B first. SKIP "fK", "bK" or both comma-separated (K decimal digits): skip
  * the first K usable engine configs of the forward (f) / backward (b) plan in the heuristics' order (so "f0" is
  * the heuristics' own first choice); a direction SKIP does not name gets *skip = -1, zgpt's default (its preferred
- * config where offered, attention_cudnn.cu's k_sdpa_prefer). 0 with *mode_b and *skip set for the direction bwd,
+ * config where offered, attention_cudnn_graph.cu's k_sdpa_prefer). 0 with *mode_b and *skip set for the direction bwd,
  * -1 when either variable is malformed: zg_backend_cuda_create refuses it. Read when a plan is built. */
 static inline int zgc_sdpa_env(int bwd, int *mode_b, int *skip) {
     const char *h = getenv("ZGPT_SDPA_HEUR"), *k = getenv("ZGPT_SDPA_SKIP");

@@ -1,4 +1,4 @@
-/* A cuDNN backend-API graph builder (attention_cudnn.cu's SDPA graphs): descriptors created through one zgc_gb,
+/* A cuDNN backend-API graph builder (attention_cudnn_graph.cu's SDPA graphs): descriptors created through one zgc_gb,
  * kept with it and destroyed together with zgc_gb_free (in reverse creation order). Each function returns 0, or -1
  * with "file:line: call failed: status" in g->err (the caller falls back to zgpt's kernels). Built with cuDNN only. */
 #ifndef ZG_BACKEND_CUDA_CUDNN_GRAPH_H
