@@ -281,10 +281,10 @@ static inline int zgc_bgrad_env(void) {
     if (strcmp(v, "bf16") == 0) return 2;
     return strcmp(v, "off") == 0 ? 0 : -1;
 }
-/* ZGPT_LN_SUMS (A/B runs): how layernorm_backward takes dsum_in / dsum_out (layernorm_cuda.cu). Unset or "fused": 1,
- * in the row-group kernel as it reads and writes dinp; "separate": 0, a column-sum pass of their own before and after
- * the op (matmul_backward's bias gradient: v0.35's cost). -1 for anything else: zg_backend_cuda_create refuses it.
- * Read per call. */
+/* ZGPT_LN_SUMS (A/B runs): how layernorm_backward takes dsum_in / dsum_out (layernorm_backward_cuda.cu). Unset or
+ * "fused": 1, in the row-group kernel as it reads and writes dinp; "separate": 0, a column-sum pass of their own
+ * before and after the op (matmul_backward's bias gradient: v0.35's cost). -1 for anything else:
+ * zg_backend_cuda_create refuses it. Read per call. */
 static inline int zgc_ln_sums_env(void) {
     const char *v = getenv("ZGPT_LN_SUMS");
     if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
@@ -446,7 +446,7 @@ void zgc_encoder_forward(zg_backend *be, void *out, const int32_t *tokens, const
                          int T, int C);
 void zgc_encoder_backward(zg_backend *be, void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B, int T,
                           int C);
-/* layernorm_cuda.cu */
+/* layernorm_cuda.cu, layernorm_backward_cuda.cu */
 void zgc_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                            const void *b, int N, int C);
 void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
