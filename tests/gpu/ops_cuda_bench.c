@@ -201,9 +201,21 @@ void oc_bench_config(zg_backend *be, const char *name, int B, int T, int C, int 
  * attention forward/backward on zgpt's kernels and on cuDNN's fused attention, LayerNorm forward/backward
  * as a share of the card's memory bandwidth (nominal and a device-to-device copy's). Besides the table,
  * one `key value ...` line per result for scripts/gpu_validate.sh (phase attn). */
-#define ZG_HBM_NOMINAL_GBS 4800.0 /* H200 datasheet: 4.8 TB/s */
+/* The card's nominal memory bandwidth in GB/s: its peak memory clock (kHz) x bus width (bits) x 2 (double data
+ * rate) / 8 (H100 SXM: 3,352; H200: ~4,900, its datasheet 4,800), else the H200's datasheet figure, which issue 21's
+ * goal names. */
+static double hbm_nominal_gbs(zg_backend *be) {
+    int clk = 0, width = 0;
+    if (cudaDeviceGetAttribute(&clk, cudaDevAttrMemoryClockRate, be->device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&width, cudaDevAttrGlobalMemoryBusWidth, be->device) != cudaSuccess || clk <= 0 ||
+        width <= 0)
+        return 4800.0;
+    return 2.0 * clk * 1e3 * width / 8.0 / 1e9;
+}
 void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     bench_ctx ctx = {be, NULL, NULL};
+    const double nominal = hbm_nominal_gbs(be); /* GB/s */
+    printf("HBM nominal_GBs %.0f\n", nominal);
     cudaEventCreate(&ctx.e0);
     cudaEventCreate(&ctx.e1);
     int N = B * T;
@@ -280,7 +292,7 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
             double gbs = ln_bytes[i] / (ln_ms[i] * 1e-3) / 1e9;
             printf("| %s%s%s | %9.3f | | %8.0f |\n", ln_name[i], v ? " ZGPT_LN=" : "", v ? lnv[v] : "", ln_ms[i], gbs);
             printf("LN%s %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f pct_copy %.1f\n", v ? lnv[v] : "", key[i],
-                   ln_ms[i], ln_bytes[i] / 1e6, gbs, 100 * gbs / ZG_HBM_NOMINAL_GBS, 100 * gbs / copy_gbs);
+                   ln_ms[i], ln_bytes[i] / 1e6, gbs, 100 * gbs / nominal, 100 * gbs / copy_gbs);
         }
     }
     unsetenv("ZGPT_LN");
@@ -306,7 +318,7 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         be->ops->dealloc(be, si);
         be->ops->dealloc(be, so);
     }
-    printf("COPY GBs %.0f pct_nominal %.1f\n", copy_gbs, 100 * copy_gbs / ZG_HBM_NOMINAL_GBS);
+    printf("COPY GBs %.0f pct_nominal %.1f\n", copy_gbs, 100 * copy_gbs / nominal);
     /* the ceiling at LayerNorm's own size: a device-to-device copy moving the forward's bytes (x read, y
      * written: N*C*2 each) and the backward's (twice that), timed the same way; a 1 GiB copy hides the
      * launch and the ramp at both ends that a ~0.1 GB op pays */
@@ -320,7 +332,7 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         printf("| device-to-device copy (%.1f MB, LayerNorm %s's bytes) | %9.4f | | %8.0f |\n", 2.0 * sb / 1e6,
                i ? "backward" : "forward", sms, sgbs);
         printf("COPYLN %s ms %.4f MB %.1f GBs %.0f pct_nominal %.1f\n", i ? "bwd" : "fwd", sms, 2.0 * sb / 1e6, sgbs,
-               100 * sgbs / ZG_HBM_NOMINAL_GBS);
+               100 * sgbs / nominal);
         be->ops->dealloc(be, s0);
         be->ops->dealloc(be, s1);
     }
