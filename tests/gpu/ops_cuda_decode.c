@@ -248,12 +248,13 @@ static int env_create(const char *var, const char *value) {
     return rc;
 }
 
-/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS or ZGPT_GEMV_PROF is
- * refused when the backend is made, in one line naming the value; so are the values of removed forms. */
+/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS, ZGPT_GEMV_PROF or
+ * ZGPT_LN_SUMS is refused when the backend is made, in one line naming the value; so are the values of removed
+ * forms. */
 void oc_test_decode_prefetch_env(void) {
-    static const char *const vars[5] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP",
-                                        "ZGPT_DECODE_LAYERS", "ZGPT_GEMV_PROF"};
-    for (int i = 0; i < 5; i++) {
+    static const char *const vars[6] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP",
+                                        "ZGPT_DECODE_LAYERS",   "ZGPT_GEMV_PROF",      "ZGPT_LN_SUMS"};
+    for (int i = 0; i < 6; i++) {
         int rc = env_create(vars[i], "yes");
         ZT_CHECK_MSG(rc != 0, "%s=yes was accepted", vars[i]);
         char want[64];
@@ -283,6 +284,12 @@ void oc_test_decode_prefetch_env(void) {
     for (int i = 0; i < 3; i++) {
         const char *var = i == 2 ? "ZGPT_SDPA_CHUNK" : i ? "ZGPT_DECODE_PREFETCH" : "ZGPT_DECODE_LAYERS";
         ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
+        zg_error_clear();
+    }
+    /* ZGPT_LN_SUMS's two forms are accepted */
+    for (int i = 0; i < 2; i++) {
+        ZT_CHECK_MSG(env_create("ZGPT_LN_SUMS", i ? "separate" : "fused") == 0, "ZGPT_LN_SUMS=%s was refused: %s",
+                     i ? "separate" : "fused", zg_error_message());
         zg_error_clear();
     }
 }
