@@ -100,18 +100,22 @@ void cpu_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, 
                       (const float *)inp + (size_t)i * C, w, b, C);
 }
 
-/* sum (C) += column sums of rows (N,C), each column's rows added in row order into sum itself: the same
- * arithmetic as cpu_matmul_backward's dbias, so that a bias gradient taken here has its bits */
+/* sum[c0, c1) += column sums of those columns of rows (N,C), each column's rows added in row order into sum itself:
+ * a bias gradient (cpu_matmul_backward's dbias, layernorm_backward's dsum_in / dsum_out) over one thread's columns */
+static void column_sums_span(float *sum, const float *rows, int N, int C, int c0, int c1) {
+    for (int i = 0; i < N && c1 > c0; i++) {
+        const float *r = rows + (size_t)i * C;
+#pragma omp simd
+        for (int c = c0; c < c1; c++) sum[c] += r[c];
+    }
+}
+
+/* sum (C) += column sums of rows (N,C), the columns split over the threads */
 static void column_sums_add(float *sum, const float *rows, int N, int C) {
 #pragma omp parallel
     {
         int nth = omp_get_num_threads(), id = omp_get_thread_num();
-        int c0 = (int)((long)C * id / nth), c1 = (int)((long)C * (id + 1) / nth);
-        for (int i = 0; i < N && c1 > c0; i++) {
-            const float *r = rows + (size_t)i * C;
-#pragma omp simd
-            for (int c = c0; c < c1; c++) sum[c] += r[c];
-        }
+        column_sums_span(sum, rows, N, C, (int)((long)C * id / nth), (int)((long)C * (id + 1) / nth));
     }
 }
 
@@ -313,12 +317,7 @@ void cpu_matmul_backward(zg_backend *be, void *dinp_, void *dw_, void *dbias_, c
             if (dw)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o1 - o0, C, N, 1.0f, dout + o0, OC, inp, C,
                             dw_overwrite ? 0.0f : 1.0f, dw + (size_t)o0 * C, C);
-            if (dbias)
-                for (int i = 0; i < N; i++) {
-                    const float *r = dout + (size_t)i * OC;
-#pragma omp simd
-                    for (int o = o0; o < o1; o++) dbias[o] += r[o];
-                }
+            if (dbias) column_sums_span(dbias, dout, N, OC, o0, o1);
         }
     }
 }

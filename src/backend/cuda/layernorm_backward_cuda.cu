@@ -600,46 +600,16 @@ static void zgc_ln_bwd_reduce(zg_backend *be, void *dw, void *db, void *dsum_in,
     ZG_CUDA_LAUNCH_CHECK();
 }
 
-static bool zgc_ln_sums_fused(void) { return zgc_ln_sums_env() != 0; }
 /* dsum (C) += column sums of rows (N,C) by a pass of their own (matmul_backward's bias gradient) */
 static void zgc_ln_column_sums(zg_backend *be, void *dsum, const void *rows, int N, int C) {
     if (dsum != NULL) zgc_matmul_backward(be, NULL, NULL, dsum, rows, NULL, NULL, NULL, N, 0, C, 0);
 }
 
-/* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
- * form, mean unused); see the comment above zgc_layernorm_bwd_kernel. */
-void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
-                            const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
-                            int C, void *dsum_in, void *dsum_out) {
+/* The warp-per-row and generic kernels (where the row-group one does not apply, or ZGPT_LN=warp): dinp, dw, db. */
+static void zgc_ln_bwd_warp(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *src,
+                            const void *w, const void *b, const float *mean, const float *rstd, bool fromy, int N,
+                            int C) {
     zgc_impl *im = zgc_get(be);
-    bool fromy = x == NULL;
-    const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
-    zg_layernorm_backward_check(x, y, b, mean);
-    bool want_sums = dsum_in != NULL || dsum_out != NULL;
-    /* the sums in the row-group kernel (as it reads and writes dinp), or by passes of their own around the op */
-    bool sums = want_sums && zgc_ln_sums_fused() && be->grad_dtype == be->act_dtype;
-    {
-        size_t vwg = 16 / zgc_dtype_bytes(be->act_dtype);
-        uintptr_t alg = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
-        int rgw = zgc_lng_rgw_log2(C / (int)vwg);
-        if (be->param_dtype == be->act_dtype && C % (int)vwg == 0 && C >= (int)vwg && alg % 16 == 0 && rgw >= 0 &&
-            N > 0 && zgc_lng_wanted()) {
-            float *part = NULL;
-            int used = 0;
-            bool async = zgc_lng_async();
-            if (want_sums && !sums) zgc_ln_column_sums(be, dsum_in, dinp, N, C);
-            ZGC_DISPATCH(be->act_dtype, T, {
-                used = zgc_ln_bwd_grp_launch<T>(be, fromy, async, sums, dinp, dout, src, w, b, mean, rstd, N, C, rgw,
-                                                &part);
-            });
-            ZG_CUDA_LAUNCH_CHECK();
-            zgc_ln_bwd_reduce(be, dw, db, dsum_in, dsum_out, sums, part, used, C);
-            if (want_sums && !sums) zgc_ln_column_sums(be, dsum_out, dinp, N, C);
-            return;
-        }
-    }
-    /* the warp-per-row and generic kernels: the sums by passes of their own */
-    zgc_ln_column_sums(be, dsum_in, dinp, N, C);
     int nblocks = im->num_sms * 4;
     if (nblocks > (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS) nblocks = (N + ZGC_LN_WARPS - 1) / ZGC_LN_WARPS;
     if (nblocks < 1) nblocks = 1;
@@ -681,5 +651,37 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
     }
     ZG_CUDA_LAUNCH_CHECK();
     zgc_ln_bwd_reduce(be, dw, db, NULL, NULL, 0, part, used, C);
-    zgc_ln_column_sums(be, dsum_out, dinp, N, C);
+}
+
+/* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
+ * form, mean unused); see the comment above zgc_layernorm_bwd_kernel. */
+void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *x,
+                            const void *y, const void *w, const void *b, const float *mean, const float *rstd, int N,
+                            int C, void *dsum_in, void *dsum_out) {
+    bool fromy = x == NULL;
+    const void *src = fromy ? y : x; /* (N,C): the rows xhat is computed from */
+    zg_layernorm_backward_check(x, y, b, mean);
+    size_t vwg = 16 / zgc_dtype_bytes(be->act_dtype);
+    uintptr_t alg = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
+    int rgw = zgc_lng_rgw_log2(C / (int)vwg);
+    bool group = be->param_dtype == be->act_dtype && C % (int)vwg == 0 && C >= (int)vwg && alg % 16 == 0 && rgw >= 0 &&
+                 N > 0 && zgc_lng_wanted();
+    /* the sums in the row-group kernel (as it reads and writes dinp), else by passes of their own around the op */
+    bool sums =
+        group && (dsum_in != NULL || dsum_out != NULL) && zgc_ln_sums_env() != 0 && be->grad_dtype == be->act_dtype;
+    if (!sums) zgc_ln_column_sums(be, dsum_in, dinp, N, C);
+    if (group) {
+        float *part = NULL;
+        int used = 0;
+        bool async = zgc_lng_async();
+        ZGC_DISPATCH(be->act_dtype, T, {
+            used =
+                zgc_ln_bwd_grp_launch<T>(be, fromy, async, sums, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+        });
+        ZG_CUDA_LAUNCH_CHECK();
+        zgc_ln_bwd_reduce(be, dw, db, dsum_in, dsum_out, sums, part, used, C);
+    } else {
+        zgc_ln_bwd_warp(be, dinp, dw, db, dout, src, w, b, mean, rstd, fromy, N, C);
+    }
+    if (!sums) zgc_ln_column_sums(be, dsum_out, dinp, N, C);
 }
