@@ -522,6 +522,11 @@ __device__ __forceinline__ void zgc_cp_async16(void *smem, const void *gmem) {
     uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
     ZGC_SM80_ONLY(asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory"));
 }
+/* 4 bytes (both addresses 4-byte aligned), through L1 (.ca: the only form of a 4-byte copy) */
+__device__ __forceinline__ void zgc_cp_async4(void *smem, const void *gmem) {
+    uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem);
+    ZGC_SM80_ONLY(asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(gmem) : "memory"));
+}
 __device__ __forceinline__ void zgc_cp_commit() { ZGC_SM80_ONLY(asm volatile("cp.async.commit_group;\n" ::)); }
 template <int N> __device__ __forceinline__ void zgc_cp_wait() {
     ZGC_SM80_ONLY(asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"));

@@ -297,12 +297,18 @@ static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const 
 
 /* The row's dout, src and dinp vectors this thread owns -> its slots of a staging area (3 arrays of C),
  * asynchronously (cp.async: no registers held while in flight). Each thread later reads back only what it
- * copied itself, so no barrier is needed, only zgc_cp_wait. */
-template <typename T>
-__device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const T *src, const T *dinp, int row, int C,
-                                                  int t, int rg, int nv) {
+ * copied itself, so no barrier is needed, only zgc_cp_wait. The row's statistics (mean: the input form; rstd) go
+ * to the thread's own two floats st (each thread copies the values it will read): loaded when the row was
+ * processed, they were a dependent global load after the wait, ahead of the row sums (the input form's s2 needs
+ * both), which is the input form's 10 us a call at XL B=16 over the output form (v0.37). */
+template <typename T, bool FROMY>
+__device__ __forceinline__ void zgc_lng_stage_row(T *stage, float *st, const T *dout, const T *src, const T *dinp,
+                                                  const float *mean, const float *rstd, int row, int C, int t, int rg,
+                                                  int nv) {
     constexpr int VW = 16 / sizeof(T);
     size_t base = (size_t)row * C;
+    if (!FROMY) zgc_cp_async4(st, mean + row);
+    zgc_cp_async4(st + 1, rstd + row);
 #pragma unroll
     for (int i = 0; i < ZGC_LNG_NV; i++) {
         int k = t + rg * i;
@@ -324,8 +330,8 @@ __device__ __forceinline__ void zgc_lng_stage_row(T *stage, const T *dout, const
  * y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared memory
  * (cp.async, double-buffered) while the current one is processed, so loads stay in flight without
  * holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
- * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x 2C floats (the
- * groups' partials). */
+ * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x P*C floats (the
+ * groups' partials), then [ASYNC: 2 slots x 2 floats a thread: its row's mean and rstd]. */
 template <typename T, bool FROMY, bool ASYNC, bool SUMS>
 __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
@@ -359,6 +365,8 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     /* SUMS: this group's running sums, dsum_in's at [0, C) and dsum_out's at [C, 2C) (VW floats a vector: 16-byte
      * aligned, as C is a multiple of VW) */
     float *ssh = psh + (size_t)g * P * C + 2 * C;
+    /* ASYNC: this thread's copies of its rows' (mean, rstd), a pair per slot */
+    float *stsh = psh + (size_t)groups * P * C + threadIdx.x * 4;
     if (SUMS)
 #pragma unroll
         for (int i = 0; i < NV; i++) {
@@ -372,7 +380,8 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
         }
     if (ASYNC) {
         if (blockIdx.x * groups + g < N)
-            zgc_lng_stage_row(stage + (size_t)(g * 2) * 3 * C, dout, src, dinp, blockIdx.x * groups + g, C, t, rg, nv);
+            zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2) * 3 * C, stsh, dout, src, dinp, mean, rstd,
+                                        blockIdx.x * groups + g, C, t, rg, nv);
         zgc_cp_commit();
     }
     int par = 0;
@@ -384,8 +393,8 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
         if (ASYNC) {
             /* the next row into the other slot, then wait for this row's copies (all but the newest group) */
             if (row + stride < N)
-                zgc_lng_stage_row(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, dout, src, dinp, row + stride, C, t, rg,
-                                  nv);
+                zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, stsh + 2 * (slot ^ 1), dout,
+                                            src, dinp, mean, rstd, row + stride, C, t, rg, nv);
             zgc_cp_commit();
             zgc_cp_wait<1>();
         }
@@ -410,8 +419,13 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
                     if (!ASYNC) gi[i] = gv[k];
                 }
             }
-            if (!FROMY) mu = mean[row];
-            rs = rstd[row];
+            if (ASYNC) {
+                if (!FROMY) mu = stsh[2 * slot];
+                rs = stsh[2 * slot + 1];
+            } else {
+                if (!FROMY) mu = mean[row];
+                rs = rstd[row];
+            }
 #pragma unroll
             for (int i = 0; i < NV; i++)
                 if (t + rg * i < nv)
@@ -509,8 +523,9 @@ static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *do
                                       float **part_out) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2), P = SUMS ? 4 : 2;
     /* partials: at most 32 KB (64 KB with SUMS); staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3
-     * arrays x 2 slots) */
-    size_t smem = (size_t)groups * P * C * sizeof(float) + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) : 0);
+     * arrays x 2 slots) and 4 KB of the rows' statistics */
+    size_t smem = (size_t)groups * P * C * sizeof(float) +
+                  (ASYNC ? (size_t)groups * 6 * C * sizeof(T) + ZGC_LNG_THREADS * 4 * sizeof(float) : 0);
     const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS>;
     if (smem + 1024 > 48 * 1024) /* with the kernel's static shared memory (red), past the default 48 KB */
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
