@@ -260,8 +260,9 @@ if has attn; then
   cp=$(sed -nE 's/^COPY GBs ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   hn=$(sed -nE 's/^HBM nominal_GBs ([0-9]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   # LN: the default (row-group) kernels, with the goal's verdict; LNgroup: ZGPT_LN=group (the backward without
-  # its asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
-  for k in LN LNgroup LNwarp; do
+  # its asynchronous next-row copies); LNdeep: ZGPT_LN=deep (the next two rows' copies, v0.37); LNwarp: the
+  # warp-per-row kernels (ZGPT_LN=warp)
+  for k in LN LNgroup LNdeep LNwarp; do
     for d in fwd bwd bwd_y; do
       read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d " "$LOG_DIR/attn_bench.log")"
       v=${k#LN}
@@ -272,6 +273,8 @@ if has attn; then
   # LN2's backward with the projections' bias sums (v0.36): in the row-group kernel, by passes of their own, none
   read -r _ _ sf _ ss _ sp <<< "$(grep '^LNSUMS ' "$LOG_DIR/attn_bench.log")"
   note "attn layernorm bwd with the projections' bias sums (XL B=16): fused $(na "$sf") ms, separate passes $(na "$ss") ms, without the sums $(na "$sp") ms"
+  read -r _ _ dsf _ dsp <<< "$(grep '^LNSUMSdeep ' "$LOG_DIR/attn_bench.log")"
+  note "attn layernorm bwd with ZGPT_LN=deep (the next two rows copied ahead, v0.37): fused sums $(na "$dsf") ms against $(na "$sf"), without the sums $(na "$dsp") ms against $(na "$sp")"
   # the same, timed back to back (20 calls between one pair of events, both sides): the GPU's time per call
   # without the host's dispatch before a single call (torch's backward alone, its forward's graph retained)
   read -r _ _ _ _ sof _ sob <<< "$(grep '^ATTN own stream ' "$LOG_DIR/attn_bench.log")"

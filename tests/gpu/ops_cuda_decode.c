@@ -248,13 +248,14 @@ static int env_create(const char *var, const char *value) {
     return rc;
 }
 
-/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS, ZGPT_GEMV_PROF or
- * ZGPT_LN_SUMS is refused when the backend is made, in one line naming the value; so are the values of removed
+/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS, ZGPT_GEMV_PROF, ZGPT_LN_SUMS
+ * or ZGPT_LN is refused when the backend is made, in one line naming the value; so are the values of removed
  * forms. */
 void oc_test_decode_prefetch_env(void) {
-    static const char *const vars[6] = {"ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP",
-                                        "ZGPT_DECODE_LAYERS",   "ZGPT_GEMV_PROF",      "ZGPT_LN_SUMS"};
-    for (int i = 0; i < 6; i++) {
+    static const char *const vars[7] = {
+        "ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP", "ZGPT_DECODE_LAYERS",
+        "ZGPT_GEMV_PROF",       "ZGPT_LN_SUMS",        "ZGPT_LN"};
+    for (int i = 0; i < 7; i++) {
         int rc = env_create(vars[i], "yes");
         ZT_CHECK_MSG(rc != 0, "%s=yes was accepted", vars[i]);
         char want[64];
@@ -286,10 +287,16 @@ void oc_test_decode_prefetch_env(void) {
         ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
         zg_error_clear();
     }
-    /* ZGPT_LN_SUMS's two forms are accepted */
+    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's three */
     for (int i = 0; i < 2; i++) {
         ZT_CHECK_MSG(env_create("ZGPT_LN_SUMS", i ? "separate" : "fused") == 0, "ZGPT_LN_SUMS=%s was refused: %s",
                      i ? "separate" : "fused", zg_error_message());
+        zg_error_clear();
+    }
+    static const char *const ln_forms[3] = {"group", "deep", "warp"};
+    for (int i = 0; i < 3; i++) {
+        ZT_CHECK_MSG(env_create("ZGPT_LN", ln_forms[i]) == 0, "ZGPT_LN=%s was refused: %s", ln_forms[i],
+                     zg_error_message());
         zg_error_clear();
     }
 }

@@ -600,6 +600,11 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
         return zg_errorf("ZGPT_BGRAD=%s: must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 "
                          "vector) or off (the reduction kernels); unset it for the default (f32)",
                          getenv("ZGPT_BGRAD"));
+    if (zgc_ln_env() < 0)
+        return zg_errorf("ZGPT_LN=%s: must be group (the row-group LayerNorm backward without its next-row copies), "
+                         "deep (with the next two rows' copies) or warp (the warp-per-row kernels); unset it for the "
+                         "default (row groups, the next row copied)",
+                         getenv("ZGPT_LN"));
     if (zgc_ln_sums_env() < 0)
         return zg_errorf("ZGPT_LN_SUMS=%s: must be fused (the projections' bias gradients in LayerNorm's backward) or "
                          "separate (a column-sum pass of their own); unset it for the default (fused)",

@@ -281,6 +281,14 @@ static inline int zgc_bgrad_env(void) {
     if (strcmp(v, "bf16") == 0) return 2;
     return strcmp(v, "off") == 0 ? 0 : -1;
 }
+/* ZGPT_LN (A/B runs: layernorm.cuh reads it per call): 0 when unset, empty or group, warp or deep; -1 for anything
+ * else (zg_backend_cuda_create refuses it) */
+static inline int zgc_ln_env(void) {
+    const char *v = getenv("ZGPT_LN");
+    if (v == NULL || *v == '\0') return 0;
+    return strcmp(v, "group") == 0 || strcmp(v, "warp") == 0 || strcmp(v, "deep") == 0 ? 0 : -1;
+}
+
 /* ZGPT_LN_SUMS (A/B runs): how layernorm_backward takes dsum_in / dsum_out (layernorm_backward_cuda.cu). Unset or
  * "fused": 1, in the row-group kernel as it reads and writes dinp; "separate": 0, a column-sum pass of their own
  * before and after the op (matmul_backward's bias gradient: v0.35's cost). -1 for anything else:

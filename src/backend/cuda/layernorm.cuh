@@ -51,8 +51,9 @@ __device__ __forceinline__ float zgc_lng_moment(const zgc_vec<T> *r, float mu, i
     return s;
 }
 
-/* ZGPT_LN (A/B measurements): unset = row groups with the backward's asynchronous next-row copies,
- * "group" = row groups without them, "warp" = the warp-per-row kernels */
+/* ZGPT_LN (A/B measurements, checked at backend creation: zgc_ln_env): unset = row groups with the backward's
+ * asynchronous next-row copies, "group" = row groups without them, "deep" = with the next two rows' copies, "warp" =
+ * the warp-per-row kernels */
 static inline int zgc_lng_wanted(void) {
     const char *v = getenv("ZGPT_LN");
     return v == NULL || strcmp(v, "warp") != 0;
@@ -64,9 +65,12 @@ static inline int zgc_lng_fwd_wanted(void) {
     const char *v = getenv("ZGPT_LN");
     return v != NULL && strcmp(v, "group") == 0;
 }
-static inline bool zgc_lng_async(void) {
+/* the row-group backward's staging: 2 (unset: the next row copied while one is processed), 0 ("group": none), 3
+ * ("deep": the next two rows) */
+static inline int zgc_lng_stages(void) {
     const char *v = getenv("ZGPT_LN");
-    return v == NULL || strcmp(v, "group") != 0;
+    if (v != NULL && strcmp(v, "group") == 0) return 0;
+    return v != NULL && strcmp(v, "deep") == 0 ? 3 : 2;
 }
 
 /* the resident blocks of a kernel (one wave), at most `most`, at least 1 */
