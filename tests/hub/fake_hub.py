@@ -9,7 +9,9 @@ Binds 127.0.0.1 on a free port and writes the port to FILE. Serves, like hugging
                          X-Linked-Size and the pointer's ETag
     other files:         200 with the content, ETag (git blob sha1) and X-Repo-Commit
     404 with X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound
-  GET /cdn/{sha256}: the blob, with Range (206).
+  GET /cdn/{sha256}: the blob, with Range (206), in pieces of --chunk bytes --chunk-delay seconds apart (default
+                    64 KiB, 5 ms), so that a download lasts long enough for zgpt's progress lines whatever the
+                    machine's speed (one write of the whole blob could end inside the client's first interval).
 Revisions: "main" and "v1" (another commit) or either commit hash.
 Modes: normal; cut (the first CDN GET without Range sends half the body, then closes the connection);
 corrupt (the CDN body has one byte changed); auth (the resolve endpoints need "Authorization: Bearer
@@ -21,6 +23,7 @@ import http.server
 import os
 import sys
 import threading
+import time
 
 
 def git_blob_sha1(data):
@@ -34,6 +37,8 @@ def main():
     ap.add_argument("--mode", default="normal", choices=["normal", "cut", "corrupt", "auth"])
     ap.add_argument("--token", default="secret")
     ap.add_argument("--log")
+    ap.add_argument("--chunk", type=int, default=64 * 1024)
+    ap.add_argument("--chunk-delay", type=float, default=0.005)
     a = ap.parse_args()
     repos = {}
     for spec in a.repo:
@@ -134,7 +139,12 @@ def main():
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.wfile.write(data[start:])
+            rest = data[start:]
+            for i in range(0, len(rest), a.chunk):
+                if i:
+                    time.sleep(a.chunk_delay)
+                self.wfile.write(rest[i:i + a.chunk])
+                self.wfile.flush()
 
         def handle_any(self, body):
             self.record()
