@@ -555,6 +555,47 @@ extern "C" cudaStream_t zg_backend_cuda_stream(zg_backend *be) {
     return zgc_get(be)->stream;
 }
 
+/* The A/B environment knobs checked when the backend is made (each is also read per call where it acts): a value its
+ * check refuses (check() < 0; a NULL check: a removed form, refused unless unset or "0", zgc_removed_env_set) ends
+ * the creation with one line, "VAR=value: what". */
+typedef struct {
+    const char *var;
+    int (*check)(void);
+    const char *what;
+} zgc_env_knob;
+static const zgc_env_knob k_env_knobs[] = {
+    {"ZGPT_DECODE_PREFETCH", NULL,
+     "the decode step's L2 prefetch branch was removed in v0.23 (slower in every measurement); unset it"},
+    {"ZGPT_LT_WARMUP", zgc_lt_warm_env,
+     "must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 (at the first product); unset it for the "
+     "default (1)"},
+    {"ZGPT_DECODE_LAYERS", NULL,
+     "the decode step's layers as one persistent kernel were removed in v0.23 (slower than a kernel per op, which "
+     "always runs now); unset it"},
+    {"ZGPT_GEMV_PROF", zgc_gemv_prof_env,
+     "must be 1 (report the few-row products' timeline at the end) or 0; unset it for the default (0)"},
+    {"ZGPT_DECODE_COMBINE", zgc_decode_combine,
+     "must be fused (split decode attention's combine in its last chunk block) or kernel (a kernel of its own); unset "
+     "it for the default (fused)"},
+    {"ZGPT_BGRAD", zgc_bgrad_env,
+     "must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 vector) or off (the reduction "
+     "kernels); unset it for the default (f32)"},
+    {"ZGPT_LN", zgc_ln_mode,
+     "must be group (the row-group LayerNorm backward without its next-row copies), deep (with the next two rows' "
+     "copies) or warp (the warp-per-row kernels); unset it for the default (row groups, the next row copied)"},
+    {"ZGPT_LN_SUMS", zgc_ln_sums_env,
+     "must be fused (the projections' bias gradients in LayerNorm's backward) or separate (a column-sum pass of their "
+     "own); unset it for the default (fused)"},
+    {"ZGPT_CLS_THREADS", zgc_cls_threads_env,
+     "must be 256, 512 or 1024 (the classifier's threads per row); unset it for the default (1024)"},
+    {"ZGPT_SDPA_DQ", zgc_sdpa_dq_env,
+     "must be own (zgpt's dQ kernel over the causal half of cuDNN's dS, where it fits) or cudnn (cuDNN's own dQ "
+     "product); unset it for the default (own)"},
+    {"ZGPT_SDPA_CHUNK", NULL,
+     "removed (the attention backward in chunks of batch rows was slower at every chunking; docs/PERFORMANCE.md "
+     "v0.33); unset it"},
+};
+
 extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config *cfg) {
     *out = NULL;
     int count = zg_backend_cuda_device_count();
@@ -575,52 +616,11 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
                          prop.name, prop.major, prop.minor);
 
     if (zgc_attention_check_arch() != 0) return -1;
-    if (zgc_removed_env_set("ZGPT_DECODE_PREFETCH"))
-        return zg_errorf(
-            "ZGPT_DECODE_PREFETCH=%s: the decode step's L2 prefetch branch was removed in v0.23 (slower in "
-            "every measurement); unset it",
-            getenv("ZGPT_DECODE_PREFETCH"));
-    if (zgc_lt_warm_env() < 0)
-        return zg_errorf("ZGPT_LT_WARMUP=%s: must be 1 (cuBLASLt's start-up on a thread while the model loads) or 0 "
-                         "(at the first product); unset it for the default (1)",
-                         getenv("ZGPT_LT_WARMUP"));
-    if (zgc_removed_env_set("ZGPT_DECODE_LAYERS"))
-        return zg_errorf("ZGPT_DECODE_LAYERS=%s: the decode step's layers as one persistent kernel were removed in "
-                         "v0.23 (slower than a kernel per op, which always runs now); unset it",
-                         getenv("ZGPT_DECODE_LAYERS"));
-    if (zgc_gemv_prof_env() < 0)
-        return zg_errorf("ZGPT_GEMV_PROF=%s: must be 1 (report the few-row products' timeline at the end) or 0; "
-                         "unset it for the default (0)",
-                         getenv("ZGPT_GEMV_PROF"));
-    if (zgc_decode_combine() < 0)
-        return zg_errorf("ZGPT_DECODE_COMBINE=%s: must be fused (split decode attention's combine in its last chunk "
-                         "block) or kernel (a kernel of its own); unset it for the default (fused)",
-                         getenv("ZGPT_DECODE_COMBINE"));
-    if (zgc_bgrad_env() < 0)
-        return zg_errorf("ZGPT_BGRAD=%s: must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 "
-                         "vector) or off (the reduction kernels); unset it for the default (f32)",
-                         getenv("ZGPT_BGRAD"));
-    if (zgc_ln_env() < 0)
-        return zg_errorf("ZGPT_LN=%s: must be group (the row-group LayerNorm backward without its next-row copies), "
-                         "deep (with the next two rows' copies) or warp (the warp-per-row kernels); unset it for the "
-                         "default (row groups, the next row copied)",
-                         getenv("ZGPT_LN"));
-    if (zgc_ln_sums_env() < 0)
-        return zg_errorf("ZGPT_LN_SUMS=%s: must be fused (the projections' bias gradients in LayerNorm's backward) or "
-                         "separate (a column-sum pass of their own); unset it for the default (fused)",
-                         getenv("ZGPT_LN_SUMS"));
-    if (zgc_cls_threads_env() < 0)
-        return zg_errorf("ZGPT_CLS_THREADS=%s: must be 256, 512 or 1024 (the classifier's threads per row); unset it "
-                         "for the default (1024)",
-                         getenv("ZGPT_CLS_THREADS"));
-    if (zgc_sdpa_dq_env() < 0)
-        return zg_errorf("ZGPT_SDPA_DQ=%s: must be own (zgpt's dQ kernel over the causal half of cuDNN's dS, where it "
-                         "fits) or cudnn (cuDNN's own dQ product); unset it for the default (own)",
-                         getenv("ZGPT_SDPA_DQ"));
-    if (zgc_sdpa_chunk_env() < 0)
-        return zg_errorf("ZGPT_SDPA_CHUNK=%s: removed (the attention backward in chunks of batch rows was slower at "
-                         "every chunking; docs/PERFORMANCE.md v0.33); unset it",
-                         getenv("ZGPT_SDPA_CHUNK"));
+    for (size_t i = 0; i < sizeof k_env_knobs / sizeof k_env_knobs[0]; i++) {
+        const zgc_env_knob *k = &k_env_knobs[i];
+        if (k->check != NULL ? k->check() < 0 : zgc_removed_env_set(k->var))
+            return zg_errorf("%s=%s: %s", k->var, getenv(k->var), k->what);
+    }
     int sdpa_b, sdpa_skip;
     if (zgc_sdpa_env(0, &sdpa_b, &sdpa_skip) < 0)
         return zg_errorf("ZGPT_SDPA_HEUR=%s / ZGPT_SDPA_SKIP=%s: HEUR must be a or b, SKIP fK, bK or fK,bK (K digits: "

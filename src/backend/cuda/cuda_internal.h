@@ -261,11 +261,11 @@ static inline int zgc_decode_combine(void) {
     if (v == NULL || *v == '\0' || strcmp(v, "fused") == 0) return 1;
     return strcmp(v, "kernel") == 0 ? 0 : -1;
 }
-/* Variables that named forms removed in v0.23 (slower in every measurement, docs/PERFORMANCE.md):
- * ZGPT_DECODE_LAYERS, the decode step's layers as one persistent kernel (v0.21-v0.22: 1, 2, then 3 with a weight
- * ring), and ZGPT_DECODE_PREFETCH, v0.14's L2 prefetch branch (the next product's weights into L2 on a stream of
- * their own). 1 when `name` is set to anything but "0" (zg_backend_cuda_create refuses it rather than ignore it),
- * else 0. */
+/* Variables that named removed forms (slower in every measurement, docs/PERFORMANCE.md): ZGPT_DECODE_LAYERS, the
+ * decode step's layers as one persistent kernel (v0.21-v0.22: 1, 2, then 3 with a weight ring), and
+ * ZGPT_DECODE_PREFETCH, v0.14's L2 prefetch branch (the next product's weights into L2 on a stream of their own), both
+ * removed in v0.23; ZGPT_SDPA_CHUNK, the attention backward in chunks of batch rows (v0.31, removed in v0.33). 1 when
+ * `name` is set to anything but "0" (zg_backend_cuda_create refuses it rather than ignore it), else 0. */
 static inline int zgc_removed_env_set(const char *name) {
     const char *v = getenv(name);
     return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
@@ -281,12 +281,17 @@ static inline int zgc_bgrad_env(void) {
     if (strcmp(v, "bf16") == 0) return 2;
     return strcmp(v, "off") == 0 ? 0 : -1;
 }
-/* ZGPT_LN (A/B runs: layernorm.cuh reads it per call): 0 when unset, empty or group, warp or deep; -1 for anything
- * else (zg_backend_cuda_create refuses it) */
-static inline int zgc_ln_env(void) {
+/* ZGPT_LN (A/B runs): which LayerNorm kernels run (layernorm.cuh derives each choice from this, read per call).
+ * Unset or empty: ZGC_LN_DEFAULT (the row-group backward with the next row copied ahead, the warp forward);
+ * "group": row groups in both directions, no copies ahead; "deep": the backward with the next two rows copied ahead;
+ * "warp": the warp-per-row kernels. -1 for anything else: zg_backend_cuda_create refuses it. */
+enum { ZGC_LN_DEFAULT = 0, ZGC_LN_GROUP = 1, ZGC_LN_DEEP = 2, ZGC_LN_WARP = 3 };
+static inline int zgc_ln_mode(void) {
     const char *v = getenv("ZGPT_LN");
-    if (v == NULL || *v == '\0') return 0;
-    return strcmp(v, "group") == 0 || strcmp(v, "warp") == 0 || strcmp(v, "deep") == 0 ? 0 : -1;
+    if (v == NULL || *v == '\0') return ZGC_LN_DEFAULT;
+    if (strcmp(v, "group") == 0) return ZGC_LN_GROUP;
+    if (strcmp(v, "deep") == 0) return ZGC_LN_DEEP;
+    return strcmp(v, "warp") == 0 ? ZGC_LN_WARP : -1;
 }
 
 /* ZGPT_LN_SUMS (A/B runs): how layernorm_backward takes dsum_in / dsum_out (layernorm_backward_cuda.cu). Unset or
@@ -432,12 +437,6 @@ static inline int zgc_sdpa_dq_env(void) {
     const char *v = getenv("ZGPT_SDPA_DQ");
     if (v == NULL || *v == '\0' || strcmp(v, "own") == 0) return 1;
     return strcmp(v, "cudnn") == 0 ? 0 : -1;
-}
-/* ZGPT_SDPA_CHUNK (the attention backward in chunks of batch rows, v0.31) was removed: slower at every chunking
- * (PERFORMANCE.md v0.33). 0 when unset or "0", -1 for any other value (zg_backend_cuda_create refuses it). */
-static inline int zgc_sdpa_chunk_env(void) {
-    const char *v = getenv("ZGPT_SDPA_CHUNK");
-    return v == NULL || *v == '\0' || strcmp(v, "0") == 0 ? 0 : -1;
 }
 /* decode_cuda.cu (decode-step ops) and sample_cuda.cu */
 void zgc_encoder_forward_at(zg_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,

@@ -5,9 +5,6 @@
 
 #include "backend/cuda/cuda_internal.h"
 
-#include <stdlib.h>
-#include <string.h>
-
 /* ---- row-group kernels (the default where they apply) ------------------------------------------
  * One row per group of RG = 32 << rgw_log2 threads (rgw_log2 0..3, chosen per call so RG * 2 vectors
  * cover the row), 256-thread blocks of 256 / RG groups, a persistent grid (the resident blocks) that
@@ -51,26 +48,18 @@ __device__ __forceinline__ float zgc_lng_moment(const zgc_vec<T> *r, float mu, i
     return s;
 }
 
-/* ZGPT_LN (A/B measurements, checked at backend creation: zgc_ln_env): unset = row groups with the backward's
- * asynchronous next-row copies, "group" = row groups without them, "deep" = with the next two rows' copies, "warp" =
- * the warp-per-row kernels */
-static inline int zgc_lng_wanted(void) {
-    const char *v = getenv("ZGPT_LN");
-    return v == NULL || strcmp(v, "warp") != 0;
-}
+/* The kernels ZGPT_LN picks (zgc_ln_mode, cuda_internal.h; a value it refuses never reaches here: backend creation
+ * fails). Row groups for the backward unless "warp": */
+static inline int zgc_lng_wanted(void) { return zgc_ln_mode() != ZGC_LN_WARP; }
 /* The forward's row-group kernel only when asked for (ZGPT_LN=group): on the H200 at XL's shape the warp
  * kernels' forward measured 0.0406-0.0412 ms against 0.0548-0.0572 ms (two calls, docs/PERFORMANCE.md
  * v0.10), while the row-group backward beat the warp backward 0.085-0.088 ms to 0.120-0.122 ms. */
-static inline int zgc_lng_fwd_wanted(void) {
-    const char *v = getenv("ZGPT_LN");
-    return v != NULL && strcmp(v, "group") == 0;
-}
-/* the row-group backward's staging: 2 (unset: the next row copied while one is processed), 0 ("group": none), 3
- * ("deep": the next two rows) */
+static inline int zgc_lng_fwd_wanted(void) { return zgc_ln_mode() == ZGC_LN_GROUP; }
+/* the row-group backward's staging: 2 (the next row copied while one is processed), 0 ("group": none), 3 ("deep":
+ * the next two rows) */
 static inline int zgc_lng_stages(void) {
-    const char *v = getenv("ZGPT_LN");
-    if (v != NULL && strcmp(v, "group") == 0) return 0;
-    return v != NULL && strcmp(v, "deep") == 0 ? 3 : 2;
+    int m = zgc_ln_mode();
+    return m == ZGC_LN_GROUP ? 0 : m == ZGC_LN_DEEP ? 3 : 2;
 }
 
 /* the resident blocks of a kernel (one wave), at most `most`, at least 1 */
