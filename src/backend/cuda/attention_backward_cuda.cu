@@ -429,34 +429,17 @@ static void zgc_flash_bwd_launch(zg_backend *be, void *dqkv, const void *dout, c
         zgc_flash_bwd_dkv_launch<T, HS, false, 1>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
         zgc_flash_bwd_dq_launch<T, HS, false, 1>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
     } else {
-        switch (zgc_att_bwd_variant(0)) {
-        case 'a':
-            zgc_flash_bwd_dkv_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        case 'b':
-            zgc_flash_bwd_dkv_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        case 'c':
-            zgc_flash_bwd_dkv_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        default:
-            zgc_flash_bwd_dkv_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        }
-        switch (zgc_att_bwd_variant(1)) {
-        case 'a':
-            zgc_flash_bwd_dq_launch<T, HS, false, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        case 'b':
-            zgc_flash_bwd_dq_launch<T, HS, true, 3>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        case 'c':
-            zgc_flash_bwd_dq_launch<T, HS, true, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        default:
-            zgc_flash_bwd_dq_launch<T, HS, false, 2>(be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
-            break;
-        }
+        /* the variants by letter, 'a' to 'd' (above): fragments kept, blocks per SM */
+        typedef void (*launch_fn)(zg_backend *, void *, const void *, const void *, const float *, const float *, int,
+                                  int, int, int, float, float);
+        static const launch_fn dkv[4] = {
+            zgc_flash_bwd_dkv_launch<T, HS, false, 3>, zgc_flash_bwd_dkv_launch<T, HS, true, 3>,
+            zgc_flash_bwd_dkv_launch<T, HS, true, 2>, zgc_flash_bwd_dkv_launch<T, HS, false, 2>};
+        static const launch_fn dq[4] = {
+            zgc_flash_bwd_dq_launch<T, HS, false, 3>, zgc_flash_bwd_dq_launch<T, HS, true, 3>,
+            zgc_flash_bwd_dq_launch<T, HS, true, 2>, zgc_flash_bwd_dq_launch<T, HS, false, 2>};
+        dkv[zgc_att_bwd_variant(0) - 'a'](be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
+        dq[zgc_att_bwd_variant(1) - 'a'](be, dqkv, dout, qkv, lse, D, B, T_len, C, NH, scale_log2, scale);
     }
 }
 
