@@ -82,8 +82,10 @@ static void trace_write_record(FILE *f, const CUpti_Activity *rec) {
     }
     case CUPTI_ACTIVITY_KIND_MEMSET: {
         const CUpti_ActivityMemset4 *m = (const CUpti_ActivityMemset4 *)rec;
+        char name[48]; /* the size tells a library's small semaphore clears from a buffer's zeroing */
+        snprintf(name, sizeof name, "Memset %llu B", (unsigned long long)m->bytes);
         fprintf(f, "S,%llu,%llu,%u,", (unsigned long long)m->start, (unsigned long long)m->end, (unsigned)m->streamId);
-        trace_write_name(f, "Memset");
+        trace_write_name(f, name);
         break;
     }
     default: break;

@@ -95,6 +95,25 @@ def union_ns(intervals):
     return total, gaps
 
 
+def short_name(name, n=48):
+    """A kernel's name without its template arguments and parameter list, for the gap table."""
+    return re.split(r"[<(]", name, maxsplit=1)[0][:n] or name[:n]
+
+
+def gap_pairs(kern):
+    """GPU idle between kernels (any stream), attributed to the kernel that ended last before it and the one
+    that starts it: {(before, after): [count, ns]} and the list of gap lengths."""
+    pairs, last_end, last_name = {}, None, None
+    for _, s, e, _, name in sorted(kern, key=lambda r: r[1]):
+        if last_end is not None and s > last_end:
+            g = pairs.setdefault((short_name(last_name), short_name(name)), [0, 0])
+            g[0] += 1
+            g[1] += s - last_end
+        if last_end is None or e > last_end:
+            last_end, last_name = e, name
+    return pairs
+
+
 def summarize(recs, step_ms, last_ms=None):
     kern = [r for r in recs if r[0] == "K"]
     if not kern:
@@ -121,6 +140,7 @@ def summarize(recs, step_ms, last_ms=None):
         "window_start_ns": ws, "wall_ns": wall, "busy_ns": busy, "busy_all_ns": busy_all,
         "idle_ns": wall - busy, "kernels": len(wk), "gaps": len(gaps),
         "mean_gap_ns": sum(gaps) / len(gaps) if gaps else 0.0, "categories": cats, "names": names,
+        "gap_pairs": gap_pairs(wk), "gap_pairs_all": gap_pairs(win), "gap_sizes": sorted(gaps),
         "step_ms": step_ms, "scale": step_ms / (wall / 1e6) if wall > 0 else 0.0,
         "tail": f"last {last_ms:g} ms" if last_ms is not None else f"last {DEFAULT_TAIL:.0%} of kernel span",
     }
@@ -164,6 +184,26 @@ def print_summary(st, label, top):
         rows.append([k, name[:100], str(n), ms(ns), ms(ns * sc), f"{ns / n / 1e3:.2f}"])
     print(f"-- top {len(names)} by total time")
     print(table(rows, left=2))
+    gs = st["gap_sizes"]
+    if gs:
+        # the idle's shape: many short launch gaps, or a few long waits (a host sync, a copy)
+        q = [gs[min(len(gs) - 1, int(f * len(gs)))] / 1e3 for f in (0.5, 0.9, 0.99)]
+        long_ns = sum(g for g in gs if g >= 20e3)
+        print(f"-- idle between kernels: {len(gs)} gaps, median {q[0]:.2f} us, p90 {q[1]:.2f}, p99 {q[2]:.2f},"
+              f" max {gs[-1] / 1e3:.2f}; gaps >= 20 us: {ms(long_ns)} ms of {ms(sum(gs))} ms in the window")
+        pairs = sorted(st["gap_pairs"].items(), key=lambda kv: -kv[1][1])[:top]
+        rows = [["before", "after", "gaps", "window ms", "per step ms", "mean us"]]
+        for (a, b), (n, ns) in pairs:
+            rows.append([a, b, str(n), ms(ns), ms(ns * sc), f"{ns / n / 1e3:.2f}"])
+        print(f"-- top {len(pairs)} kernel pairs by idle between them")
+        print(table(rows, left=2))
+        # the same with copies and memsets as neighbours: is a library's memset what stands between two kernels?
+        pairs = sorted(st["gap_pairs_all"].items(), key=lambda kv: -kv[1][1])[:top]
+        rows = [["before", "after", "gaps", "window ms", "per step ms", "mean us"]]
+        for (a, b), (n, ns) in pairs:
+            rows.append([a, b, str(n), ms(ns), ms(ns * sc), f"{ns / n / 1e3:.2f}"])
+        print(f"-- top {len(pairs)} pairs of any activity (kernels, copies, memsets) by idle between them")
+        print(table(rows, left=2))
 
 
 def print_compare(a, b, la, lb):
@@ -297,6 +337,14 @@ def cmd_selftest(_args):
         assert st["wall_ns"] == 430 * us and st["busy_ns"] == 320 * us and st["idle_ns"] == 110 * us, st
         assert st["busy_all_ns"] == 360 * us and st["kernels"] == 4
         assert st["gaps"] == 2 and st["mean_gap_ns"] == 40 * us, st
+        # the gap after the flash kernel (it ended last, at 120) before nvjet, then nvjet -> layernorm
+        assert st["gap_pairs"] == {("pytorch_flash::flash_fwd_kernel", "nvjet_tst_;odd;;name"): [1, 30 * us],
+                                   ("nvjet_tst_;odd;;name", "zgc_layernorm_fwd_kernel"): [1, 50 * us]}, st["gap_pairs"]
+        assert st["gap_sizes"] == [30 * us, 50 * us]
+        # with the memset and the copy as neighbours: nvjet -> memset (10 us), memset -> layernorm (30 us)
+        assert st["gap_pairs_all"] == {("pytorch_flash::flash_fwd_kernel", "nvjet_tst_;odd;;name"): [1, 30 * us],
+                                       ("nvjet_tst_;odd;;name", "Memset"): [1, 10 * us],
+                                       ("Memset", "zgc_layernorm_fwd_kernel"): [1, 30 * us]}, st["gap_pairs_all"]
         assert abs(st["scale"] - 2.0) < 1e-12
         cats = {c: v[1] for c, v in st["categories"].items() if v[0]}
         assert cats == {"matmul": 200 * us, "attention": 70 * us, "layernorm": 100 * us,
