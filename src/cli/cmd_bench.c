@@ -103,7 +103,8 @@ static void same_batch(void *ctx, int32_t *inputs, int32_t *targets) {
 }
 
 /* One step of zgpt train's step path (zg_train_step: the ZeRO engine at stage 0 over the single-process
- * communicator). Each step ends with a device synchronize. */
+ * communicator). A step returns once its update is launched; its gradient norm waited for the device, and
+ * so for the step before's update. */
 static int bench_step(const zg_train_step_cfg *s, float *loss, zg_train_step_result *r) {
     if (zg_train_step(s, 1e-4, 0, r) != 0) return -1;
     *loss = (float)r->loss;
@@ -198,8 +199,9 @@ int zg_cmd_bench(int argc, char **argv) {
     float loss = 0;
     for (int64_t i = 0; i < a.warmup && status == 0; i++)
         if (bench_step(&step, &loss, &sr) != 0) status = zg_cli_fail();
-    /* Each step ends with a device synchronize, so host clocks bracket exactly one step; the median
-     * step is reported (robust to a stray slow step). */
+    /* Host clocks around each step: a step waits (at its gradient norm) for the update of the one before, so
+     * once steps follow each other each interval is one period of the device's work; the median step is
+     * reported (robust to a stray slow step). The first timed step follows the warm-up without a gap. */
     double *times = zg_malloc((size_t)a.steps * sizeof(double));
     for (int64_t i = 0; i < a.steps && status == 0; i++) {
         double t0 = zg_now_s();

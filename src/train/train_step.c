@@ -99,11 +99,16 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
     if (s->grad_clip > 0 && r->grad_norm > s->grad_clip) r->clip = s->grad_clip / (r->grad_norm + 1e-6);
     if (s->before_update && s->before_update(s->update_ctx) != 0) return -1;
     zg_zero_apply(z, (float)lr, (float)(r->clip / scale));
-    /* The step's time includes its update. With ZeRO-Offload the device work left is the parameters'
-     * upload, which the next forward waits for slot by slot: waiting here would serialise it, so only
-     * the breakdown does (and reports it as the upload's tail). */
+    /* No wait for the update here: the host goes on to the next step's batch, upload and launches while the
+     * optimizer runs (waiting left the GPU idle for that host work: 0.9 ms a step at GPT-2 XL on an H200,
+     * PERFORMANCE.md v0.38). The next step's gradient norm waits for the device, so the host is never more
+     * than one step ahead, and a step's time is the device's period once steps follow each other. Whatever
+     * reads the state on the host orders itself: a checkpoint's snapshot waits on an event recorded on the
+     * compute stream, downloads synchronise. With ZeRO-Offload the device work left is the parameters'
+     * upload, which the next forward waits for slot by slot. The breakdown alone waits (each phase its own
+     * device time; with offload the wait is the upload's tail). */
     double t_up = 1e3 * zg_now_s();
-    if (!z->off || s->breakdown) m->be->ops->synchronize(m->be);
+    if (s->breakdown) m->be->ops->synchronize(m->be);
     if (z->off && s->breakdown) {
         r->offload = zg_zero_offload_step_times(z);
         r->offload.upload_wait_ms += 1e3 * zg_now_s() - t_up;
