@@ -18,6 +18,10 @@
 #   stepgraph (1 GPU) the recorded training passes (gpt2_graph.c) against ZGPT_STEP_GRAPH=0: bf16, fp16 with a
 #            moving loss scale and 4 micro-steps a step give identical iteration lines and checkpoints; bench
 #            124M with and without recording alternately (not in the default list)
+#   graphhoist (1 GPU) v0.38's rewrite of recorded graphs (ZGPT_GRAPH_HOIST=1: cuBLASLt's workspace memsets beside
+#            the op before them) against the recordings as made: the op test graph_hoist; bf16 and 4-micro-step
+#            training with identical iteration lines and byte-identical checkpoints; zgpt bench XL and 124M B=16
+#            alternated; the XL step's traced idle and memset gaps both ways; ~3-4 minutes (not in the default list)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
 #   benchxl  the same for GPT-2 XL (last: the slowest); ZG_XL_BATCHES="16 8" adds B=8 against its peer
 #   attloan  issue 21: the attention backward's cuDNN workspace in the model's dead logits buffer (XL B=16
@@ -85,7 +89,8 @@
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
 #            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block, with ZGPT_DECODE_COMBINE=kernel (v0.15's
-#            attention combine) and with ZGPT_LT_WARMUP=0: the same text as the defaults'; B=8 with
+#            attention combine), with ZGPT_LT_WARMUP=0 and with ZGPT_GRAPH_HOIST=1 (v0.38): the same text as the
+#            defaults'; B=8 with
 #            ZGPT_GEMV_MAX_N=1 (cuBLASLt's products, v0.18's auto): tokens/s; each run's time split (KV cache,
 #            prompt, start, steady state) and steady-state ms/step beside the headline tokens/s
 #            (ZG_GEN_VARS="nopdl ltw0 ..." runs only the named variants); ~5-7 min
@@ -260,9 +265,8 @@ if has attn; then
   cp=$(sed -nE 's/^COPY GBs ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   hn=$(sed -nE 's/^HBM nominal_GBs ([0-9]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   # LN: the default (row-group) kernels, with the goal's verdict; LNgroup: ZGPT_LN=group (the backward without
-  # its asynchronous next-row copies); LNdeep: ZGPT_LN=deep (the next two rows' copies, v0.37); LNwarp: the
-  # warp-per-row kernels (ZGPT_LN=warp)
-  for k in LN LNgroup LNdeep LNwarp; do
+  # its asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
+  for k in LN LNgroup LNwarp; do
     for d in fwd bwd bwd_y; do
       read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d " "$LOG_DIR/attn_bench.log")"
       v=${k#LN}
@@ -273,8 +277,6 @@ if has attn; then
   # LN2's backward with the projections' bias sums (v0.36): in the row-group kernel, by passes of their own, none
   read -r _ _ sf _ ss _ sp <<< "$(grep '^LNSUMS ' "$LOG_DIR/attn_bench.log")"
   note "attn layernorm bwd with the projections' bias sums (XL B=16): fused $(na "$sf") ms, separate passes $(na "$ss") ms, without the sums $(na "$sp") ms"
-  read -r _ _ dsf _ dsp <<< "$(grep '^LNSUMSdeep ' "$LOG_DIR/attn_bench.log")"
-  note "attn layernorm bwd with ZGPT_LN=deep (the next two rows copied ahead, v0.37): fused sums $(na "$dsf") ms against $(na "$sf"), without the sums $(na "$dsp") ms against $(na "$sp")"
   # the same, timed back to back (20 calls between one pair of events, both sides): the GPU's time per call
   # without the host's dispatch before a single call (torch's backward alone, its forward's graph retained)
   read -r _ _ _ _ sof _ sob <<< "$(grep '^ATTN own stream ' "$LOG_DIR/attn_bench.log")"
@@ -314,6 +316,25 @@ small_cfg() { # $1 out_dir, then extra --set pairs
 if [ -x "$ZGPT" ]; then
   "$ZGPT" prepare --input data/tinyshakespeare/input.txt --out "$W/data" > "$LOG_DIR/prepare.log" 2>&1
 fi
+# ab_train TAG VAR KIND [--set ...]: the small model trained with VAR=0 and with VAR=1 ($W/TAG_KIND_0, _1); prints
+# "ok, ..." when the iteration lines (loss, lr, grad_norm) are identical, the final checkpoints byte-identical and
+# the VAR=1 run kept its recorded passes, else "FAILED ..." with the first differences (and returns 1)
+ab_lines() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/, "tokens_per_sec": [^,]+, "time_ms": [^,]+//; s/, "mfu": [^,}]+//'; }
+ab_train() {
+  local tag=$1 var=$2 kind=$3 v a b same=1 offn f; shift 3
+  for v in 0 1; do
+    env "$var=$v" timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/${tag}_${kind}_$v" "$@") --device cuda > "$LOG_DIR/${tag}_${kind}_$v.log" 2>&1
+  done
+  a=$(ab_lines "$W/${tag}_${kind}_0"); b=$(ab_lines "$W/${tag}_${kind}_1")
+  for f in "$W/${tag}_${kind}_0/final"/*.bin; do cmp -s "$f" "$W/${tag}_${kind}_1/final/$(basename "$f")" || same=0; done
+  offn=$(grep -c "launched op by op" "$LOG_DIR/${tag}_${kind}_1.log")
+  if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ] && [ "$offn" = 0 ]; then
+    echo "ok, $(echo "$a" | wc -l) identical iteration lines (loss, lr, grad_norm), byte-identical final checkpoint, recording kept on"
+    return 0
+  fi
+  echo "FAILED (recording turned off: $offn): $(diff <(echo "$a") <(echo "$b") | head -5 | tr '\n' ' ')"
+  return 1
+}
 vals() { grep '"val_loss"' "$1/metrics.jsonl" | sed -E 's/.*"val_loss": ([0-9.eE+-]+).*/\1/' | tr '\n' ' '; }
 maxdiff() { paste <(echo "$1" | tr ' ' '\n') <(echo "$2" | tr ' ' '\n') | awk 'NF==2 {d=$1-$2; if (d<0) d=-d; if (d>m) m=d} END {printf "%.5f", m}'; }
 
@@ -450,24 +471,14 @@ if has stepgraph; then
   # forward's recording is redone); bf16 with 4 micro-steps a step (the deferred losses' ring, eval every 10).
   # Identical per-iteration lines and byte-identical final checkpoints; no run may turn recording off. Then
   # zgpt bench 124M with and without recording alternately (ms/step; bench prints the recording counts).
-  sg_lines() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/, "tokens_per_sec": [^,]+, "time_ms": [^,]+//; s/, "mfu": [^,}]+//'; }
   ok=1
   for kind in bf16 fp16 accum4; do
     sets=(--set max_iters=40 --set eval_interval=20)
     [ $kind = fp16 ] && sets=(--set max_iters=30 --set eval_interval=30 --set fp16.enabled=true --set fp16.loss_scale=0 \
         --set fp16.initial_scale_power=32 --set fp16.loss_scale_window=10 --set fp16.hysteresis=1)
     [ $kind = accum4 ] && sets=(--set max_iters=30 --set eval_interval=10 --set gradient_accumulation_steps=4)
-    for g in 0 1; do
-      ZGPT_STEP_GRAPH=$g timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/sg_${kind}_$g" "${sets[@]}") --device cuda > "$LOG_DIR/stepgraph_${kind}_$g.log" 2>&1
-    done
-    a=$(sg_lines "$W/sg_${kind}_0"); b=$(sg_lines "$W/sg_${kind}_1")
-    same=1; for f in "$W/sg_${kind}_0/final"/*.bin; do cmp -s "$f" "$W/sg_${kind}_1/final/$(basename "$f")" || same=0; done
-    offn=$(grep -c "launched op by op" "$LOG_DIR/stepgraph_${kind}_1.log")
-    if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ] && [ "$offn" = 0 ]; then
-      note "stepgraph $kind: ok, $(echo "$a" | wc -l) identical iteration lines (loss, lr, grad_norm), byte-identical final checkpoint, recording kept on"
-    else
-      ok=0; note "stepgraph $kind: FAILED (recording turned off: $offn)"; diff <(echo "$a") <(echo "$b") | head -5 | tee -a "$SUMMARY"
-    fi
+    r=$(ab_train stepgraph ZGPT_STEP_GRAPH $kind "${sets[@]}") || ok=0
+    note "stepgraph $kind: $r"
   done
   for r in 1 2; do
     for g in 0 1; do
@@ -1234,6 +1245,35 @@ if has attloan; then
   l1=$(grep -E '^iter [0-9]+: loss' "$LOG_DIR/attloan_train_1.log" | sed -E 's/, time.*//'); l0=$(grep -E '^iter [0-9]+: loss' "$LOG_DIR/attloan_train_0.log" | sed -E 's/, time.*//')
   note "attloan: XL B=16 peak ${m1:-n/a} GiB lent vs ${m0:-n/a} GiB own workspace ($(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { printf "%.3f GiB less", b - a }'); $(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { print (a > 0 && b - a >= 0.5) ? "PASS" : "FAIL" }') >= 0.5 GiB); tokens/s $(zb_tps "$LOG_DIR/attloan_bench_1.log") vs $(zb_tps "$LOG_DIR/attloan_bench_0.log"); training loss lines $( [ -n "$l1" ] && [ "$l1" = "$l0" ] && echo "identical (PASS)" || echo "DIFFER (FAIL)")"
 fi
+if has graphhoist; then
+  timeout -k 20 200 env ZT_ONLY=graph_hoist build-gpu/gpu_test_ops_cuda > "$LOG_DIR/graphhoist_ops.log" 2>&1
+  note "graphhoist op test: exit $? ($(tail -1 "$LOG_DIR/graphhoist_ops.log"); $(grep -E '^  graph:' "$LOG_DIR/graphhoist_ops.log" | tr '\n' ';'))"
+  for kind in bf16 accum4; do
+    sets=(--set max_iters=40 --set eval_interval=20)
+    [ $kind = accum4 ] && sets=(--set max_iters=30 --set eval_interval=10 --set gradient_accumulation_steps=4)
+    note "graphhoist $kind: $(ab_train graphhoist ZGPT_GRAPH_HOIST $kind "${sets[@]}")"
+  done
+  for r in 1 2; do
+    for h in 0 1; do
+      ZGPT_GRAPH_HOIST=$h timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile > "$LOG_DIR/graphhoist_xl_${h}_$r.log" 2>&1
+      ZGPT_GRAPH_HOIST=$h timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile > "$LOG_DIR/graphhoist_124m_${h}_$r.log" 2>&1
+    done
+  done
+  for m in xl 124m; do
+    note "graphhoist bench $m B=16 ms/step (alternated): as made $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_0_*.log | awk '{print $2}' | tr '\n' ' ')," \
+         "memsets moved $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_1_*.log | awk '{print $2}' | tr '\n' ' ')"
+  done
+  for h in 0 1; do
+    zc=$LOG_DIR/graphhoist_trace_$h.csv
+    ZGPT_GRAPH_HOIST=$h timeout -k 20 200 bash bench/kernel_trace.sh run "$zc" -- "$ZGPT" bench --model gpt2-xl --warmup 2 --batch 16 --seq 1024 --device cuda --steps 6 --no-profile > "$LOG_DIR/graphhoist_trace_$h.log" 2>&1
+    zms=$(zb_ms "$LOG_DIR/graphhoist_trace_$h.log")
+    if [ -s "$zc" ] && [ -n "$zms" ]; then
+      python3 bench/kernel_trace.py summarize "$zc" --step-ms "$zms" --last-ms "$(awk -v m="$zms" 'BEGIN { printf "%.1f", m * 5 }')" --label "zgpt xl hoist=$h" --top 12 > "$LOG_DIR/graphhoist_trace_$h.txt" 2>&1
+      note "graphhoist trace XL ZGPT_GRAPH_HOIST=$h ($zms ms/step): $(grep -E '^(idle|mean gap)' "$LOG_DIR/graphhoist_trace_$h.txt" | tr -s ' ' | tr '\n' ';') $(grep -E '^-- idle between' "$LOG_DIR/graphhoist_trace_$h.txt")"
+    fi
+    gzip -f "$zc" 2>/dev/null
+  done
+fi
 if has benchxl; then
   # ZG_XL_BATCHES: the micro-batches to run, each against its peer (default 16; issue 21 also names 8)
   for xb in ${ZG_XL_BATCHES:-16}; do
@@ -1407,7 +1447,8 @@ if has gen; then
   for B in 1 8; do
     # ltw0: cuBLASLt's start-up at the first product instead of on a thread during the load (v0.20): the
     # same text, the prompt's time with the start-up in it
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0"; do
+    # hoist: v0.38's memset rewrite of the recorded step (the same kernels on the same data: the same text)
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0" "hoist ZGPT_GRAPH_HOIST=1"; do
       read -r vn venv <<< "$var"
       [ -n "${ZG_GEN_VARS:-}" ] && ! grep -qw "$vn" <<< "$ZG_GEN_VARS" && continue
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \

@@ -274,9 +274,9 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
      * x, w, mean, rstd and dinp, writes dinp (accumulated) and the per-block dw/db partials (small) */
     double fb = nc * es * 2 + (double)N * 8 + 2.0 * C * es, bwb = nc * es * 4 + (double)N * 8 + 3.0 * C * es;
     /* the default (row-group) kernels, then for comparison ZGPT_LN=group (the backward without its
-     * asynchronous next-row copies), =deep (with the next two rows' copies) and =warp (the warp-per-row kernels) */
-    const char *lnv[4] = {NULL, "group", "deep", "warp"};
-    for (int v = 0; v < 4; v++) {
+     * asynchronous next-row copies) and =warp (the warp-per-row kernels) */
+    const char *lnv[3] = {NULL, "group", "warp"};
+    for (int v = 0; v < 3; v++) {
         if (v > 0) setenv("ZGPT_LN", lnv[v], 1);
         float lf, lb, lby;
         BENCH_TIME(&ctx, lf, oc_bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
@@ -315,15 +315,6 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         printf("| layernorm_backward + bias sums (fused / separate passes / no sums) | %9.4f / %.4f / %.4f | | |\n",
                lsf, lss, lp);
         printf("LNSUMS fused_ms %.4f separate_ms %.4f plain_ms %.4f\n", lsf, lss, lp);
-        /* the same with the three-stage backward (ZGPT_LN=deep), both forms */
-        float dp, dsf;
-        setenv("ZGPT_LN", "deep", 1);
-        BENCH_TIME(&ctx, dp, oc_bench_reps(),
-                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, NULL, NULL));
-        BENCH_TIME(&ctx, dsf, oc_bench_reps(),
-                   be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, si, so));
-        unsetenv("ZGPT_LN");
-        printf("LNSUMSdeep fused_ms %.4f plain_ms %.4f\n", dsf, dp);
         be->ops->dealloc(be, si);
         be->ops->dealloc(be, so);
     }

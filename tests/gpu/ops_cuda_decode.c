@@ -248,14 +248,15 @@ static int env_create(const char *var, const char *value) {
     return rc;
 }
 
-/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS, ZGPT_GEMV_PROF, ZGPT_LN_SUMS
- * or ZGPT_LN is refused when the backend is made, in one line naming the value; so are the values of removed
- * forms. */
+/* A bad ZGPT_DECODE_PREFETCH, ZGPT_DECODE_COMBINE, ZGPT_LT_WARMUP, ZGPT_DECODE_LAYERS, ZGPT_GEMV_PROF, ZGPT_LN_SUMS,
+ * ZGPT_LN, ZGPT_LT_WS or ZGPT_GRAPH_HOIST is refused when the backend is made, in one line naming the value; so are
+ * the values of removed forms. */
 void oc_test_decode_prefetch_env(void) {
-    static const char *const vars[7] = {
+    static const char *const vars[9] = {
         "ZGPT_DECODE_PREFETCH", "ZGPT_DECODE_COMBINE", "ZGPT_LT_WARMUP", "ZGPT_DECODE_LAYERS",
-        "ZGPT_GEMV_PROF",       "ZGPT_LN_SUMS",        "ZGPT_LN"};
-    for (int i = 0; i < 7; i++) {
+        "ZGPT_GEMV_PROF",       "ZGPT_LN_SUMS",        "ZGPT_LN",        "ZGPT_LT_WS",
+        "ZGPT_GRAPH_HOIST"};
+    for (int i = 0; i < 9; i++) {
         int rc = env_create(vars[i], "yes");
         ZT_CHECK_MSG(rc != 0, "%s=yes was accepted", vars[i]);
         char want[64];
@@ -287,16 +288,19 @@ void oc_test_decode_prefetch_env(void) {
         ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
         zg_error_clear();
     }
-    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's three */
+    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's two; its removed "deep" (v0.38) is refused */
     for (int i = 0; i < 2; i++) {
         ZT_CHECK_MSG(env_create("ZGPT_LN_SUMS", i ? "separate" : "fused") == 0, "ZGPT_LN_SUMS=%s was refused: %s",
                      i ? "separate" : "fused", zg_error_message());
         zg_error_clear();
     }
-    static const char *const ln_forms[3] = {"group", "deep", "warp"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const ln_forms[2] = {"group", "warp"};
+    for (int i = 0; i < 2; i++) {
         ZT_CHECK_MSG(env_create("ZGPT_LN", ln_forms[i]) == 0, "ZGPT_LN=%s was refused: %s", ln_forms[i],
                      zg_error_message());
         zg_error_clear();
     }
+    ZT_CHECK_MSG(env_create("ZGPT_LN", "deep") != 0 && strstr(zg_error_message(), "ZGPT_LN=deep") != NULL,
+                 "ZGPT_LN=deep (removed) was not refused by name: '%s'", zg_error_message());
+    zg_error_clear();
 }

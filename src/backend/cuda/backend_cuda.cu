@@ -13,7 +13,17 @@ extern "C" {
 #include <stdio.h>
 #include <string.h>
 
-#define ZGC_LT_WORKSPACE (32u << 20)
+#define ZGC_LT_WORKSPACE_MIB 32
+
+/* ZGPT_LT_WS (A/B runs): cuBLASLt's workspace in MiB, 0-1024 (0: only algorithms without one); unset or empty:
+ * ZGC_LT_WORKSPACE_MIB, the size cuBLAS's documentation recommends for Hopper. -1 for anything else. */
+static int zgc_lt_ws_env(void) {
+    const char *v = getenv("ZGPT_LT_WS");
+    if (v == NULL || *v == '\0') return ZGC_LT_WORKSPACE_MIB;
+    char *end = NULL;
+    long mib = strtol(v, &end, 10);
+    return end != v && *end == '\0' && mib >= 0 && mib <= 1024 ? (int)mib : -1;
+}
 
 /* ---- memory ----------------------------------------------------------------------------------- */
 
@@ -400,59 +410,6 @@ static void zgc_residual_forward(zg_backend *be, void *out, const void *a, const
     ZG_CUDA_LAUNCH_CHECK();
 }
 
-/* ---- graphs: a decode step recorded once, replayed per token ----------------------------------- */
-
-struct zg_graph {
-    cudaGraphExec_t exec;
-};
-
-static int zgc_graph_begin(zg_backend *be) {
-    /* relaxed: the ops may look up cuBLASLt plans (host calls) while the stream records */
-    zgc_impl *im = zgc_get(be);
-    zgc_lt_warm_join(be); /* no other thread's CUDA calls while the stream records */
-    cudaError_t e = cudaStreamBeginCapture(im->stream, cudaStreamCaptureModeRelaxed);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        return zg_errorf("cannot record a CUDA graph: %s", cudaGetErrorString(e));
-    }
-    zgc_gemv_prof_mark(be, 0);
-    return 0;
-}
-
-static zg_graph *zgc_graph_end(zg_backend *be) {
-    zgc_impl *im = zgc_get(be);
-    cudaGraph_t g = NULL;
-    zgc_gemv_prof_mark(be, 1);
-    cudaError_t e = cudaStreamEndCapture(im->stream, &g);
-    if (e != cudaSuccess || g == NULL) {
-        (void)cudaGetLastError();
-        zg_errorf("recording the CUDA graph failed: %s", cudaGetErrorString(e));
-        return NULL;
-    }
-    cudaGraphExec_t exec;
-    e = cudaGraphInstantiate(&exec, g, 0);
-    ZG_CUDA_CHECK(cudaGraphDestroy(g));
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        zg_errorf("instantiating the CUDA graph failed: %s", cudaGetErrorString(e));
-        return NULL;
-    }
-    zg_graph *r = (zg_graph *)zg_malloc(sizeof *r);
-    r->exec = exec;
-    return r;
-}
-
-static void zgc_graph_launch(zg_backend *be, zg_graph *g) {
-    ZG_CUDA_CHECK(cudaGraphLaunch(g->exec, zgc_get(be)->stream));
-}
-
-static void zgc_graph_destroy(zg_backend *be, zg_graph *g) {
-    (void)be;
-    if (g == NULL) return;
-    ZG_CUDA_CHECK(cudaGraphExecDestroy(g->exec));
-    free(g);
-}
-
 /* ---- create / destroy ------------------------------------------------------------------------- */
 
 static void zgc_destroy(zg_backend *be) {
@@ -465,6 +422,7 @@ static void zgc_destroy(zg_backend *be) {
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
         zgc_free(be, im->lt_ws);
+        zgc_graph_free(be);
         /* buffers the caller did not free */
         while (im->n_allocs > 0) zgc_free(be, im->allocs[im->n_allocs - 1].ptr);
         ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
@@ -549,6 +507,8 @@ extern "C" int zg_backend_cuda_device_count(void) {
     return n;
 }
 
+extern "C" long zg_backend_cuda_graph_memsets_moved(zg_backend *be) { return zgc_get(be)->rec.hoisted; }
+
 extern "C" cudaStream_t zg_backend_cuda_stream(zg_backend *be) {
     if (be == NULL || be->ops == NULL || strcmp(be->ops->name, "cuda") != 0)
         ZG_FATAL("zg_backend_cuda_stream: not a CUDA backend");
@@ -581,8 +541,8 @@ static const zgc_env_knob k_env_knobs[] = {
      "must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 vector) or off (the reduction "
      "kernels); unset it for the default (f32)"},
     {"ZGPT_LN", zgc_ln_mode,
-     "must be group (the row-group LayerNorm backward without its next-row copies), deep (with the next two rows' "
-     "copies) or warp (the warp-per-row kernels); unset it for the default (row groups, the next row copied)"},
+     "must be group (the row-group LayerNorm backward without its next-row copies) or warp (the warp-per-row "
+     "kernels); unset it for the default (row groups, the next row copied; 'deep' was removed in v0.38: no faster)"},
     {"ZGPT_LN_SUMS", zgc_ln_sums_env,
      "must be fused (the projections' bias gradients in LayerNorm's backward) or separate (a column-sum pass of their "
      "own); unset it for the default (fused)"},
@@ -591,6 +551,12 @@ static const zgc_env_knob k_env_knobs[] = {
     {"ZGPT_SDPA_DQ", zgc_sdpa_dq_env,
      "must be own (zgpt's dQ kernel over the causal half of cuDNN's dS, where it fits) or cudnn (cuDNN's own dQ "
      "product); unset it for the default (own)"},
+    {"ZGPT_LT_WS", zgc_lt_ws_env,
+     "must be cuBLASLt's workspace in MiB, 0 to 1024 (0: only algorithms that need none); unset it for the default "
+     "(32)"},
+    {"ZGPT_GRAPH_HOIST", zgc_graph_hoist_env,
+     "must be 1 (cuBLASLt's workspace memsets moved beside the op before them in recorded graphs) or 0 (recordings "
+     "as made); unset it for the default (0)"},
     {"ZGPT_SDPA_CHUNK", NULL,
      "removed (the attention backward in chunks of batch rows was slower at every chunking; docs/PERFORMANCE.md "
      "v0.33); unset it"},
@@ -643,9 +609,9 @@ extern "C" int zg_backend_cuda_create(zg_backend **out, const zg_backend_config 
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
     ZG_CUDA_CHECK(cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));
     ZG_CUBLAS_CHECK(cublasLtCreate(&im->lt));
-    im->lt_ws_bytes = ZGC_LT_WORKSPACE;
-    im->lt_ws = zgc_alloc(be, im->lt_ws_bytes, "cuBLASLt workspace");
-    if (im->lt_ws == NULL) {
+    im->lt_ws_bytes = (size_t)zgc_lt_ws_env() << 20;
+    im->lt_ws = im->lt_ws_bytes ? zgc_alloc(be, im->lt_ws_bytes, "cuBLASLt workspace") : NULL;
+    if (im->lt_ws_bytes && im->lt_ws == NULL) {
         zgc_destroy(be);
         return -1;
     }

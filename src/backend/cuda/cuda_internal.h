@@ -77,6 +77,20 @@ typedef struct {
     size_t bytes;
 } zgc_alloc_rec;
 
+/* A cuBLASLt call while a graph records: the recording's last node before it (NULL: the recording's start) and
+ * its own last node (graph_cuda.cu) */
+typedef struct {
+    cudaGraphNode_t before, last;
+} zgc_lt_span;
+/* graph_cuda.cu's bookkeeping of the recording in progress */
+typedef struct {
+    int on;    /* recording, and the rewrite wanted (ZGPT_GRAPH_HOIST) */
+    int chain; /* still one chain (the stream never had several last nodes) */
+    int n, cap;
+    zgc_lt_span *spans; /* the cuBLASLt calls recorded, in order */
+    long hoisted;       /* memsets moved, all recordings so far */
+} zgc_graph_rec;
+
 /* attention_cudnn.cu's state (plans, cuDNN handle, workspace); NULL until attention first runs. */
 typedef struct zgc_cudnn_att zgc_cudnn_att;
 
@@ -121,6 +135,7 @@ typedef struct {
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
     int lt_warm_running;
+    zgc_graph_rec rec; /* graph_cuda.cu */
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
@@ -148,6 +163,17 @@ void zgc_lt_warm_start(zg_backend *be);
 /* ZGPT_LT_WARMUP: 1 (unset or "1": on), 0 ("0": off), -1 (anything else: the backend refuses to start) */
 int zgc_lt_warm_env(void);
 void zgc_lt_warm_join(zg_backend *be);
+/* graph_cuda.cu: the graph ops; around each cuBLASLt call, zgc_graph_mark before it and zgc_graph_note_lt after
+ * (both nothing unless a graph records); ZGPT_GRAPH_HOIST's value (0 unset or "0", 1 for "1", else -1); the
+ * bookkeeping's memory */
+int zgc_graph_begin(zg_backend *be);
+zg_graph *zgc_graph_end(zg_backend *be);
+void zgc_graph_launch(zg_backend *be, zg_graph *g);
+void zgc_graph_destroy(zg_backend *be, zg_graph *g);
+cudaGraphNode_t zgc_graph_mark(zg_backend *be);
+void zgc_graph_note_lt(zg_backend *be, cudaGraphNode_t before);
+int zgc_graph_hoist_env(void);
+void zgc_graph_free(zg_backend *be);
 /* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
  * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_gemv_pick says so). */
 #define ZGC_GEMV_MAX_N 8
@@ -283,14 +309,13 @@ static inline int zgc_bgrad_env(void) {
 }
 /* ZGPT_LN (A/B runs): which LayerNorm kernels run (layernorm.cuh derives each choice from this, read per call).
  * Unset or empty: ZGC_LN_DEFAULT (the row-group backward with the next row copied ahead, the warp forward);
- * "group": row groups in both directions, no copies ahead; "deep": the backward with the next two rows copied ahead;
- * "warp": the warp-per-row kernels. -1 for anything else: zg_backend_cuda_create refuses it. */
-enum { ZGC_LN_DEFAULT = 0, ZGC_LN_GROUP = 1, ZGC_LN_DEEP = 2, ZGC_LN_WARP = 3 };
+ * "group": row groups in both directions, no copies ahead; "warp": the warp-per-row kernels. -1 for anything else
+ * (also "deep", v0.37's two rows copied ahead: no faster, removed in v0.38): zg_backend_cuda_create refuses it. */
+enum { ZGC_LN_DEFAULT = 0, ZGC_LN_GROUP = 1, ZGC_LN_WARP = 2 };
 static inline int zgc_ln_mode(void) {
     const char *v = getenv("ZGPT_LN");
     if (v == NULL || *v == '\0') return ZGC_LN_DEFAULT;
     if (strcmp(v, "group") == 0) return ZGC_LN_GROUP;
-    if (strcmp(v, "deep") == 0) return ZGC_LN_DEEP;
     return strcmp(v, "warp") == 0 ? ZGC_LN_WARP : -1;
 }
 

@@ -55,12 +55,8 @@ static inline int zgc_lng_wanted(void) { return zgc_ln_mode() != ZGC_LN_WARP; }
  * kernels' forward measured 0.0406-0.0412 ms against 0.0548-0.0572 ms (two calls, docs/PERFORMANCE.md
  * v0.10), while the row-group backward beat the warp backward 0.085-0.088 ms to 0.120-0.122 ms. */
 static inline int zgc_lng_fwd_wanted(void) { return zgc_ln_mode() == ZGC_LN_GROUP; }
-/* the row-group backward's staging: 2 (the next row copied while one is processed), 0 ("group": none), 3 ("deep":
- * the next two rows) */
-static inline int zgc_lng_stages(void) {
-    int m = zgc_ln_mode();
-    return m == ZGC_LN_GROUP ? 0 : m == ZGC_LN_DEEP ? 3 : 2;
-}
+/* the row-group backward copies the next row while one is processed, except under "group" */
+static inline bool zgc_lng_async(void) { return zgc_ln_mode() != ZGC_LN_GROUP; }
 
 /* the resident blocks of a kernel (one wave), at most `most`, at least 1 */
 static inline int zgc_lng_grid(zg_backend *be, const void *kernel, size_t smem, int most) {

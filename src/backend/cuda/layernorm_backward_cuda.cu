@@ -327,26 +327,18 @@ __device__ __forceinline__ void zgc_lng_stage_row(T *stage, float *st, const T *
  * gradients), the values exactly those stored. Their running sums live in the group's partials slots in
  * shared memory (each thread only its own columns: no barrier): in registers beside dw's and db's they
  * spilled (ptxas: 64-150 bytes at bf16, the kernel already at 128 registers). FROMY: the output form (src =
- * y, b read, mean not). STAGES 2: the group's next row (dout, src, dinp) is copied into shared memory
+ * y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared memory
  * (cp.async, double-buffered) while the current one is processed, so loads stay in flight without
- * holding registers; 3 (ZGPT_LN=deep, an A/B form): the next two rows, twice the bytes in flight (a group keeps
- * one row, 9.6 KB at XL, in flight with 2 stages: ~38 KB an SM, about what the H200's rate times its loaded DRAM
- * latency asks; PERFORMANCE.md v0.37); 0: each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
- * Dynamic shared memory, STAGES 0 and 2: [groups x STAGES slots x 3 arrays x C of T] then groups x P*C floats (the
- * groups' partials: dw, db, then SUMS's running sums), then [STAGES: 2 floats a slot and thread: its row's mean and
- * rstd]. STAGES 3 (so that two blocks of the SUMS form still fit an SM): the staging, then groups x 2C floats (SUMS's
- * running sums only), then the statistics; dw's and db's partials are written over the staging once every group is
- * done with it. */
-template <typename T, bool FROMY, int STAGES, bool SUMS>
+ * holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
+ * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x P*C floats (the
+ * groups' partials), then [ASYNC: 2 slots x 2 floats a thread: its row's mean and rstd]. */
+template <typename T, bool FROMY, bool ASYNC, bool SUMS>
 __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
                                  const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
                                  const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C,
                                  int rgw_log2) {
     constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1, P = SUMS ? 4 : 2;
-    constexpr bool ASYNC = STAGES > 0, ALIAS = STAGES > 2;
-    constexpr int AHEAD = STAGES - 1; /* rows copied ahead of the one processed */
-    static_assert(STAGES == 0 || STAGES == 2 || STAGES == 3, "0, 2 or 3 stages");
     typedef zgc_vec<T> V;
     extern __shared__ __align__(16) float sh_lng[];
     __shared__ float red[2][2][ZGC_LNG_THREADS / 32]; /* [iteration parity][s1 | s2][warp] */
@@ -368,14 +360,13 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
         for (int e = 0; e < VW; e++) dwa[i][e] = dba[i][e] = 0.f;
     }
     int stride = gridDim.x * groups, slot = 0;
-    T *stage = reinterpret_cast<T *>(sh_lng); /* this group's slots: stage + (g * STAGES + slot) * 3C */
-    float *psh = sh_lng + (ASYNC ? (size_t)groups * (3 * STAGES) * C * sizeof(T) / sizeof(float) : 0);
+    T *stage = reinterpret_cast<T *>(sh_lng); /* this group's slots: stage + (g * 2 + slot) * 3C */
+    float *psh = sh_lng + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) / sizeof(float) : 0);
     /* SUMS: this group's running sums, dsum_in's at [0, C) and dsum_out's at [C, 2C) (VW floats a vector: 16-byte
-     * aligned, as C is a multiple of VW): in its partials slot after dw and db, or (ALIAS) at psh + g * 2C */
-    float *ssh = ALIAS ? psh + (size_t)g * 2 * C : psh + (size_t)g * P * C + 2 * C;
+     * aligned, as C is a multiple of VW) */
+    float *ssh = psh + (size_t)g * P * C + 2 * C;
     /* ASYNC: this thread's copies of its rows' (mean, rstd), a pair per slot */
-    float *stsh =
-        psh + (ALIAS ? (SUMS ? (size_t)groups * 2 * C : 0) : (size_t)groups * P * C) + threadIdx.x * (2 * STAGES);
+    float *stsh = psh + (size_t)groups * P * C + threadIdx.x * 4;
     if (SUMS)
 #pragma unroll
         for (int i = 0; i < NV; i++) {
@@ -387,14 +378,12 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
                     *reinterpret_cast<float4 *>(ssh + C + k * VW + e) = make_float4(0.f, 0.f, 0.f, 0.f);
                 }
         }
-    if (ASYNC)
-#pragma unroll
-        for (int a = 0; a < AHEAD; a++) {
-            if (blockIdx.x * groups + g + a * stride < N)
-                zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * STAGES + a) * 3 * C, stsh + 2 * a, dout, src, dinp,
-                                            mean, rstd, blockIdx.x * groups + g + a * stride, C, t, rg, nv);
-            zgc_cp_commit();
-        }
+    if (ASYNC) {
+        if (blockIdx.x * groups + g < N)
+            zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2) * 3 * C, stsh, dout, src, dinp, mean, rstd,
+                                        blockIdx.x * groups + g, C, t, rg, nv);
+        zgc_cp_commit();
+    }
     int par = 0;
     for (int r0 = blockIdx.x * groups; r0 < N; r0 += stride, par ^= 1) {
         int row = r0 + g;
@@ -402,25 +391,18 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
         V d[NV], x[NV], gi[NV];
         float mu = 0.f, rs = 0.f, s1 = 0.f, s2 = 0.f;
         if (ASYNC) {
-            /* the row AHEAD on into the slot freed last, then wait for this row's copies (all but the newest AHEAD
-             * groups) */
-            if (STAGES == 2) { /* (written apart: the default form's code as before the third stage existed) */
-                if (row + stride < N)
-                    zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, stsh + 2 * (slot ^ 1),
-                                                dout, src, dinp, mean, rstd, row + stride, C, t, rg, nv);
-            } else if (row + AHEAD * stride < N) {
-                int nxt = (slot + AHEAD) % (STAGES > 0 ? STAGES : 1);
-                zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * STAGES + nxt) * 3 * C, stsh + 2 * nxt, dout, src, dinp,
-                                            mean, rstd, row + AHEAD * stride, C, t, rg, nv);
-            }
+            /* the next row into the other slot, then wait for this row's copies (all but the newest group) */
+            if (row + stride < N)
+                zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, stsh + 2 * (slot ^ 1), dout,
+                                            src, dinp, mean, rstd, row + stride, C, t, rg, nv);
             zgc_cp_commit();
-            zgc_cp_wait<(AHEAD > 0 ? AHEAD : 0)>();
+            zgc_cp_wait<1>();
         }
         const V *gv = NULL; /* this row's dinp as given */
         if (act) {
             const V *dv, *xv;
             if (ASYNC) {
-                dv = reinterpret_cast<const V *>(stage + (size_t)(g * STAGES + slot) * 3 * C);
+                dv = reinterpret_cast<const V *>(stage + (size_t)(g * 2 + slot) * 3 * C);
                 xv = dv + nv, gv = dv + 2 * nv;
             } else {
                 dv = reinterpret_cast<const V *>(dout + (size_t)row * C);
@@ -494,13 +476,9 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
                 }
             }
         }
-        if (STAGES == 2)
-            slot ^= 1;
-        else
-            slot = slot + 1 == STAGES ? 0 : slot + 1;
+        slot ^= 1;
     }
     if (ASYNC) zgc_cp_wait<0>();
-    if (ALIAS) __syncthreads(); /* every group is done with the staging, which now takes dw's and db's partials */
     /* the block's partials: groups 1.. through shared memory, added to group 0's in group order */
     float *pb = part + (size_t)blockIdx.x * P * C;
     if (g > 0)
@@ -510,8 +488,7 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
             if (k < nv)
 #pragma unroll
                 for (int e = 0; e < VW; e++) {
-                    /* (SUMS: the sums are where they were kept) */
-                    float *q = ALIAS ? sh_lng + (size_t)g * 2 * C + k * VW + e : psh + (size_t)g * P * C + k * VW + e;
+                    float *q = psh + (size_t)g * P * C + k * VW + e; /* (SUMS: the sums are there already) */
                     q[0] = dwa[i][e];
                     q[C] = dba[i][e];
                 }
@@ -527,17 +504,10 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
                     float a = dwa[i][e], c = dba[i][e], si = 0.f, so = 0.f;
                     if (SUMS) si = ssh[k * VW + e], so = ssh[C + k * VW + e];
                     for (int gg = 1; gg < groups; gg++) {
-                        const float *q =
-                            ALIAS ? sh_lng + (size_t)gg * 2 * C + k * VW + e : psh + (size_t)gg * P * C + k * VW + e;
+                        const float *q = psh + (size_t)gg * P * C + k * VW + e;
                         a += q[0];
                         c += q[C];
-                        if (SUMS) {
-                            if (ALIAS)
-                                si += psh[(size_t)gg * 2 * C + k * VW + e],
-                                    so += psh[(size_t)gg * 2 * C + C + k * VW + e];
-                            else
-                                si += q[2 * C], so += q[3 * C];
-                        }
+                        if (SUMS) si += q[2 * C], so += q[3 * C];
                     }
                     pb[k * VW + e] = a;
                     pb[C + k * VW + e] = c;
@@ -547,46 +517,40 @@ __global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
 }
 
 /* Launches one wave of the row-group backward; returns the grid (the partial rows written). */
-template <typename T, bool FROMY, int STAGES, bool SUMS>
+template <typename T, bool FROMY, bool ASYNC, bool SUMS>
 static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *dout, const void *src, const void *w,
                                       const void *b, const float *mean, const float *rstd, int N, int C, int rgw_log2,
                                       float **part_out) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2), P = SUMS ? 4 : 2;
     /* partials: at most 32 KB (64 KB with SUMS); staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3
      * arrays x 2 slots) and 4 KB of the rows' statistics */
-    size_t stg = (size_t)groups * 3 * STAGES * C * sizeof(T),
-           stats = (size_t)ZGC_LNG_THREADS * 2 * STAGES * sizeof(float);
-    size_t parts = (size_t)groups * P * C * sizeof(float);
-    /* STAGES 3: dw's and db's partials over the staging (which holds them: 3 stages x 3 arrays x 2+ bytes >= 2
-     * floats a column), SUMS's running sums beside it */
-    size_t smem = STAGES > 2 ? stg + (SUMS ? (size_t)groups * 2 * C * sizeof(float) : 0) + stats : parts + stg + stats;
-    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, STAGES, SUMS>;
+    size_t smem = (size_t)groups * P * C * sizeof(float) +
+                  (ASYNC ? (size_t)groups * 6 * C * sizeof(T) + ZGC_LNG_THREADS * 4 * sizeof(float) : 0);
+    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS>;
     if (smem + 1024 > 48 * 1024) /* with the kernel's static shared memory (red), past the default 48 KB */
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int grid = zgc_lng_grid(be, kernel, smem, (N + groups - 1) / groups);
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * P * C * 4, "layernorm-gradient partial sums");
-    zgc_layernorm_bwd_grp_kernel<T, FROMY, STAGES, SUMS><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
+    zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
         (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, rgw_log2);
     *part_out = part;
     return grid;
 }
 
-/* the row-group backward for run-time (fromy, stages 0 | 2 | 3, sums): forms[fromy][stage form][sums] */
+/* the row-group backward for run-time (fromy, async, sums): its forms by FROMY * 4 + ASYNC * 2 + SUMS */
 template <typename T>
-static int zgc_ln_bwd_grp_launch(zg_backend *be, bool fromy, int stages, bool sums, void *dinp, const void *dout,
+static int zgc_ln_bwd_grp_launch(zg_backend *be, bool fromy, bool async, bool sums, void *dinp, const void *dout,
                                  const void *src, const void *w, const void *b, const float *mean, const float *rstd,
                                  int N, int C, int rgw_log2, float **part_out) {
     typedef int (*form_fn)(zg_backend *, void *, const void *, const void *, const void *, const void *, const float *,
                            const float *, int, int, int, float **);
-    static const form_fn forms[2][3][2] = {
-        {{zgc_ln_bwd_grp_launch_form<T, false, 0, false>, zgc_ln_bwd_grp_launch_form<T, false, 0, true>},
-         {zgc_ln_bwd_grp_launch_form<T, false, 2, false>, zgc_ln_bwd_grp_launch_form<T, false, 2, true>},
-         {zgc_ln_bwd_grp_launch_form<T, false, 3, false>, zgc_ln_bwd_grp_launch_form<T, false, 3, true>}},
-        {{zgc_ln_bwd_grp_launch_form<T, true, 0, false>, zgc_ln_bwd_grp_launch_form<T, true, 0, true>},
-         {zgc_ln_bwd_grp_launch_form<T, true, 2, false>, zgc_ln_bwd_grp_launch_form<T, true, 2, true>},
-         {zgc_ln_bwd_grp_launch_form<T, true, 3, false>, zgc_ln_bwd_grp_launch_form<T, true, 3, true>}}};
-    int sf = stages == 0 ? 0 : stages == 2 ? 1 : 2;
-    return forms[fromy ? 1 : 0][sf][sums ? 1 : 0](be, dinp, dout, src, w, b, mean, rstd, N, C, rgw_log2, part_out);
+    static const form_fn forms[8] = {
+        zgc_ln_bwd_grp_launch_form<T, false, false, false>, zgc_ln_bwd_grp_launch_form<T, false, false, true>,
+        zgc_ln_bwd_grp_launch_form<T, false, true, false>,  zgc_ln_bwd_grp_launch_form<T, false, true, true>,
+        zgc_ln_bwd_grp_launch_form<T, true, false, false>,  zgc_ln_bwd_grp_launch_form<T, true, false, true>,
+        zgc_ln_bwd_grp_launch_form<T, true, true, false>,   zgc_ln_bwd_grp_launch_form<T, true, true, true>};
+    return forms[(fromy ? 4 : 0) + (async ? 2 : 0) + (sums ? 1 : 0)](be, dinp, dout, src, w, b, mean, rstd, N, C,
+                                                                     rgw_log2, part_out);
 }
 
 /* dw (C) += sum over blocks of part[:, c]; db likewise. Block (8, 64): 8 columns (a 32-byte sector of
@@ -724,10 +688,10 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
     if (group) {
         float *part = NULL;
         int used = 0;
-        int stages = zgc_lng_stages();
+        bool async = zgc_lng_async();
         ZGC_DISPATCH(be->act_dtype, T, {
             used =
-                zgc_ln_bwd_grp_launch<T>(be, fromy, stages, sums, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
+                zgc_ln_bwd_grp_launch<T>(be, fromy, async, sums, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
         });
         ZG_CUDA_LAUNCH_CHECK();
         zgc_ln_bwd_reduce(be, dw, db, dsum_in, dsum_out, sums, part, used, C);
