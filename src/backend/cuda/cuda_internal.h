@@ -15,6 +15,7 @@
 #define _Noreturn [[noreturn]]
 extern "C" {
 #include "backend/backend.h"
+#include "backend/graph_spans.h"
 #include "core/error.h"
 }
 #undef _Noreturn
@@ -77,18 +78,13 @@ typedef struct {
     size_t bytes;
 } zgc_alloc_rec;
 
-/* A cuBLASLt call while a graph records: the recording's last node before it (NULL: the recording's start) and
- * its own last node (graph_cuda.cu) */
-typedef struct {
-    cudaGraphNode_t before, last;
-} zgc_lt_span;
 /* graph_cuda.cu's bookkeeping of the recording in progress */
 typedef struct {
     int on;    /* recording, and the rewrite wanted (ZGPT_GRAPH_HOIST) */
     int chain; /* still one chain (the stream never had several last nodes) */
     int n, cap;
-    zgc_lt_span *spans; /* the cuBLASLt calls recorded, in order */
-    long hoisted;       /* memsets moved, all recordings so far */
+    zg_graph_span *spans; /* the cuBLASLt calls recorded, in order (graph_spans.h) */
+    long hoisted;         /* memsets moved, all recordings so far */
 } zgc_graph_rec;
 
 /* attention_cudnn.cu's state (plans, cuDNN handle, workspace); NULL until attention first runs. */

@@ -56,10 +56,10 @@ void zgc_graph_note_lt(zg_backend *be, cudaGraphNode_t before) {
     if (last == NULL || last == before) return; /* (nothing recorded) */
     if (im->rec.n == im->rec.cap) {
         im->rec.cap = im->rec.cap ? 2 * im->rec.cap : 256;
-        im->rec.spans = (zgc_lt_span *)zg_realloc(im->rec.spans, (size_t)im->rec.cap * sizeof(zgc_lt_span));
+        im->rec.spans = (zg_graph_span *)zg_realloc(im->rec.spans, (size_t)im->rec.cap * sizeof(zg_graph_span));
     }
-    im->rec.spans[im->rec.n].before = before;
-    im->rec.spans[im->rec.n].last = last;
+    im->rec.spans[im->rec.n].before = (const void *)before;
+    im->rec.spans[im->rec.n].last = (const void *)last;
     im->rec.n++;
 }
 
@@ -112,26 +112,16 @@ static int zgc_graph_hoist(zgc_impl *im, cudaGraph_t g) {
     {
         /* lt[i]: node i was recorded by a cuBLASLt call (spans are in recording order, as the chain is) */
         unsigned char *lt = (unsigned char *)zg_calloc(n, 1);
-        int j = 0, inside = im->rec.n > 0 && im->rec.spans[0].before == NULL;
-        for (size_t i = 0; i < n; i++) {
-            if (inside) {
-                lt[i] = 1;
-                if (c[i] != im->rec.spans[j].last) continue;
-                inside = 0;
-                j++;
-            }
-            if (j < im->rec.n && im->rec.spans[j].before == c[i]) inside = 1;
-        }
         const char *ws = (const char *)im->lt_ws;
-        if (j != im->rec.n || inside || ws == NULL) { /* a span not found whole: leave the recording as made */
-            free(lt);
+        if (zg_graph_spans_mark((const void *const *)c, n, im->rec.spans, im->rec.n, lt) != 0 || ws == NULL) {
+            free(lt); /* a span not found whole: leave the recording as made */
             goto cleanup;
         }
         for (size_t i = 2; i + 1 < n; i++) {
             cudaGraphNodeType t;
             cudaMemsetParams mp;
-            if (!lt[i] || lt[i - 1] || cudaGraphNodeGetType(c[i], &t) != cudaSuccess || t != cudaGraphNodeTypeMemset ||
-                cudaGraphMemsetNodeGetParams(c[i], &mp) != cudaSuccess)
+            if (!zg_graph_span_may_hoist(lt, n, i) || cudaGraphNodeGetType(c[i], &t) != cudaSuccess ||
+                t != cudaGraphNodeTypeMemset || cudaGraphMemsetNodeGetParams(c[i], &mp) != cudaSuccess)
                 continue;
             const char *d = (const char *)mp.dst;
             size_t bytes = (size_t)mp.elementSize * mp.width * (mp.height ? mp.height : 1);
