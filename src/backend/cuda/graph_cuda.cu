@@ -124,14 +124,16 @@ static int zgc_graph_hoist(zgc_impl *im, cudaGraph_t g) {
                 t != cudaGraphNodeTypeMemset || cudaGraphMemsetNodeGetParams(c[i], &mp) != cudaSuccess)
                 continue;
             const char *d = (const char *)mp.dst;
-            size_t bytes = (size_t)mp.elementSize * mp.width * (mp.height ? mp.height : 1);
+            /* its extent: rows of `width` elements, `pitch` bytes apart */
+            size_t bytes = (mp.height > 1 ? (size_t)(mp.height - 1) * mp.pitch : 0) + (size_t)mp.elementSize * mp.width;
             if (d < ws || d + bytes > ws + im->lt_ws_bytes) continue;
             /* c[i-2] -> memset -> c[i+1] <- c[i-1]: the memset after the node before c[i-1], the product after
              * both (the last cuBLASLt node before the memset is c[i-2] or earlier) */
             cudaGraphNode_t from[3] = {c[i - 1], c[i - 2], c[i - 1]}, to[3] = {c[i], c[i], c[i + 1]};
             if (cudaGraphRemoveDependencies(g, from, to, NULL, 1) != cudaSuccess ||
                 cudaGraphAddDependencies(g, from + 1, to + 1, NULL, 2) != cudaSuccess) {
-                /* a half-made change cannot be instantiated safely: the caller records again without the rewrite */
+                /* a half-made change is not instantiated: the recording fails with one line (the model's passes
+                 * then run op by op, generation's steps as plain launches) */
                 (void)cudaGetLastError();
                 moved = -1;
                 break;
