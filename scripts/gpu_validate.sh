@@ -1261,7 +1261,8 @@ if has graphhoist; then
   done
   for m in xl 124m; do
     note "graphhoist bench $m B=16 ms/step (alternated): as made $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_0_*.log | awk '{print $2}' | tr '\n' ' ')," \
-         "memsets moved $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_1_*.log | awk '{print $2}' | tr '\n' ' ')"
+         "memsets moved $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_1_*.log | awk '{print $2}' | tr '\n' ' ');" \
+         "$(grep -h 'ZGPT_GRAPH_HOIST=1:' "$LOG_DIR/graphhoist_${m}_1_1.log" | head -1)"
   done
   for h in 0 1; do
     zc=$LOG_DIR/graphhoist_trace_$h.csv

@@ -85,6 +85,8 @@ typedef struct {
     int n, cap;
     zg_graph_span *spans; /* the cuBLASLt calls recorded, in order (graph_spans.h) */
     long hoisted;         /* memsets moved, all recordings so far */
+    /* recordings the rewrite saw; of those left as made: not one chain, a cuBLASLt span not found whole */
+    long recordings, not_chain, spans_lost;
 } zgc_graph_rec;
 
 /* attention_cudnn.cu's state (plans, cuDNN handle, workspace); NULL until attention first runs. */
