@@ -1,6 +1,6 @@
 /* CUDA backend: device memory, the compute stream, casts, GELU and residual, the op table and
  * create/destroy. One op family per file beside it: encoder_cuda.cu, layernorm_cuda.cu (+ layernorm_backward_cuda.cu),
- * matmul_cuda.cu, attention_cuda.cu, classifier_cuda.cu, optimizer_cuda.cu. */
+ * matmul_cuda.cu, attention_cuda.cu, classifier_cuda.cu, optimizer_cuda.cu; recorded graphs in graph_cuda.cu. */
 #include "backend/cuda/cuda_internal.h"
 
 extern "C" {
