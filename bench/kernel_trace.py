@@ -191,19 +191,16 @@ def print_summary(st, label, top):
         long_ns = sum(g for g in gs if g >= 20e3)
         print(f"-- idle between kernels: {len(gs)} gaps, median {q[0]:.2f} us, p90 {q[1]:.2f}, p99 {q[2]:.2f},"
               f" max {gs[-1] / 1e3:.2f}; gaps >= 20 us: {ms(long_ns)} ms of {ms(sum(gs))} ms in the window")
-        pairs = sorted(st["gap_pairs"].items(), key=lambda kv: -kv[1][1])[:top]
-        rows = [["before", "after", "gaps", "window ms", "per step ms", "mean us"]]
-        for (a, b), (n, ns) in pairs:
-            rows.append([a, b, str(n), ms(ns), ms(ns * sc), f"{ns / n / 1e3:.2f}"])
-        print(f"-- top {len(pairs)} kernel pairs by idle between them")
-        print(table(rows, left=2))
-        # the same with copies and memsets as neighbours: is a library's memset what stands between two kernels?
-        pairs = sorted(st["gap_pairs_all"].items(), key=lambda kv: -kv[1][1])[:top]
-        rows = [["before", "after", "gaps", "window ms", "per step ms", "mean us"]]
-        for (a, b), (n, ns) in pairs:
-            rows.append([a, b, str(n), ms(ns), ms(ns * sc), f"{ns / n / 1e3:.2f}"])
-        print(f"-- top {len(pairs)} pairs of any activity (kernels, copies, memsets) by idle between them")
-        print(table(rows, left=2))
+        # kernels alone, then with copies and memsets as neighbours (is a library's memset what stands between two
+        # kernels?)
+        for key, what in (("gap_pairs", "kernel pairs"),
+                          ("gap_pairs_all", "pairs of any activity (kernels, copies, memsets)")):
+            pairs = sorted(st[key].items(), key=lambda kv: -kv[1][1])[:top]
+            rows = [["before", "after", "gaps", "window ms", "per step ms", "mean us"]]
+            for (a, b), (n, ns) in pairs:
+                rows.append([a, b, str(n), ms(ns), ms(ns * sc), f"{ns / n / 1e3:.2f}"])
+            print(f"-- top {len(pairs)} {what} by idle between them")
+            print(table(rows, left=2))
 
 
 def print_compare(a, b, la, lb):
