@@ -18,6 +18,10 @@
 #   stepgraph (1 GPU) the recorded training passes (gpt2_graph.c) against ZGPT_STEP_GRAPH=0: bf16, fp16 with a
 #            moving loss scale and 4 micro-steps a step give identical iteration lines and checkpoints; bench
 #            124M with and without recording alternately (not in the default list)
+#   headchunks (1 GPU) v0.39's LM head in row chunks (lm_head_chunks): the small model trained in 3 chunks against
+#            every row at once (losses within bf16 noise), 20 + resume + 20 in chunks against 40 (identical lines,
+#            byte-identical checkpoints), zgpt bench XL B=8 and 124M B=16 with auto against 1 alternated, XL B=16
+#            once each (ms/step, peak memory, the chunks); ~5-6 minutes (not in the default list)
 #   graphhoist (1 GPU) v0.38's rewrite of recorded graphs (ZGPT_GRAPH_HOIST=1: cuBLASLt's workspace memsets beside
 #            the op before them) against the recordings as made: the op test graph_hoist; bf16 and 4-micro-step
 #            training with identical iteration lines and byte-identical checkpoints; zgpt bench XL and 124M B=16
@@ -1245,6 +1249,44 @@ if has attloan; then
   l1=$(grep -E '^iter [0-9]+: loss' "$LOG_DIR/attloan_train_1.log" | sed -E 's/, time.*//'); l0=$(grep -E '^iter [0-9]+: loss' "$LOG_DIR/attloan_train_0.log" | sed -E 's/, time.*//')
   note "attloan: XL B=16 peak ${m1:-n/a} GiB lent vs ${m0:-n/a} GiB own workspace ($(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { printf "%.3f GiB less", b - a }'); $(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { print (a > 0 && b - a >= 0.5) ? "PASS" : "FAIL" }') >= 0.5 GiB); tokens/s $(zb_tps "$LOG_DIR/attloan_bench_1.log") vs $(zb_tps "$LOG_DIR/attloan_bench_0.log"); training loss lines $( [ -n "$l1" ] && [ "$l1" = "$l0" ] && echo "identical (PASS)" || echo "DIFFER (FAIL)")"
 fi
+if has headchunks; then
+  hc_losses() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/.*"loss": ([^,]+),.*/\1/' | tr '\n' ' '; }
+  for v in 1 3; do
+    timeout -k 20 120 "$ZGPT" train $(small_cfg "$W/hc_$v" --set max_iters=60 --set eval_interval=30 --set log_interval=1 \
+      --set lm_head_chunks=$v) --device cuda > "$LOG_DIR/hc_train_$v.log" 2>&1
+  done
+  a=$(hc_losses "$W/hc_1"); b=$(hc_losses "$W/hc_3"); d=$(maxdiff "$a" "$b"); n=$(echo "$a" | wc -w)
+  d0=$(maxdiff "$(echo "$a" | cut -d' ' -f1-10)" "$(echo "$b" | cut -d' ' -f1-10)")
+  va=$(vals "$W/hc_1"); vb=$(vals "$W/hc_3"); dv=$(maxdiff "$va" "$vb")
+  note "headchunks training (bf16, 60 iterations, 3 chunks of 192/192/128 rows vs every row): $n loss lines, max |diff|" \
+       "$d (iterations 0-9: $d0), val losses $va vs $vb (max |diff| $dv): $(awk -v x="$d0" -v y="$dv" -v n="$n" \
+       'BEGIN { print (n >= 60 && x <= 0.01 && y <= 0.05) ? "PASS" : "FAIL" }') (first 10 within 0.01, val within 0.05)"
+  hc=(--set lm_head_chunks=3 --set log_interval=1)
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/hcs" --set max_iters=40 --set eval_interval=20 "${hc[@]}") --device cuda > "$LOG_DIR/hc_straight.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/hcp" --set max_iters=20 --set eval_interval=20 "${hc[@]}") --device cuda > "$LOG_DIR/hc_a.log" 2>&1
+  timeout -k 20 90 "$ZGPT" train $(small_cfg "$W/hcp" --set max_iters=40 --set eval_interval=20 "${hc[@]}") --device cuda --resume > "$LOG_DIR/hc_b.log" 2>&1
+  a=$(ab_lines "$W/hcs"); b=$(ab_lines "$W/hcp"); same=1
+  for f in "$W/hcs/final"/*.bin; do cmp -s "$f" "$W/hcp/final/$(basename "$f")" || same=0; done
+  if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ]; then
+    note "headchunks resume (3 chunks, 40 = 20 + resume + 20): ok, $(echo "$a" | wc -l) identical iteration lines, byte-identical final checkpoint"
+  else note "headchunks resume: FAILED $(diff <(echo "$a") <(echo "$b") | head -4 | tr '\n' ' ')"; fi
+  for r in 1 2; do
+    for v in 0 1; do
+      timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 8 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile --lm-head-chunks $v > "$LOG_DIR/hc_xl8_${v}_$r.log" 2>&1
+      timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile --lm-head-chunks $v > "$LOG_DIR/hc_124m_${v}_$r.log" 2>&1
+    done
+  done
+  for v in 0 1; do
+    timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile --lm-head-chunks $v > "$LOG_DIR/hc_xl16_${v}_1.log" 2>&1
+  done
+  for m in xl8 124m xl16; do
+    for v in 0 1; do
+      note "headchunks bench $m --lm-head-chunks $v: ms/step $(grep -h '^ms/step' "$LOG_DIR"/hc_${m}_${v}_*.log | awk '{print $2}' | tr '\n' ' ')" \
+           "peak $(zb_mem "$LOG_DIR/hc_${m}_${v}_1.log") GiB; $(grep -h '^LM head' "$LOG_DIR/hc_${m}_${v}_1.log" | head -1)$(grep -h -iE 'error|fatal' "$LOG_DIR"/hc_${m}_${v}_*.log | head -1)"
+    done
+  done
+fi
+
 if has graphhoist; then
   timeout -k 20 200 env ZT_ONLY=graph_hoist build-gpu/gpu_test_ops_cuda > "$LOG_DIR/graphhoist_ops.log" 2>&1
   note "graphhoist op test: exit $? ($(tail -1 "$LOG_DIR/graphhoist_ops.log"); $(grep -E '^  graph:' "$LOG_DIR/graphhoist_ops.log" | tr '\n' ';'))"

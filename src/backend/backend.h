@@ -142,6 +142,10 @@ typedef struct {
      * backward (gpt2_backward; all but its end, which holds the backward's activation gradients, 6*B*T*C
      * elements) and the step's peak does not grow. NULL: the backend needs none (CPU). */
     void (*scratch_lend)(zg_backend *be, void *p, size_t bytes);
+    /* The bytes the layers' backward would use of a loan at this shape (B, T, C channels, NH heads; 0: none),
+     * so that a model whose logits' region shrinks (an LM head in row chunks: gpt2_head_rows) keeps that much
+     * to lend. May build what the backward will use (cuDNN's plan). NULL: 0. */
+    size_t (*scratch_lend_want)(zg_backend *be, int B, int T, int C, int NH);
     /* dst <- src (bytes) on the copy stream. ZG_COPY_D2H: dst is host memory (from host_alloc(pinned)
      * for a copy that overlaps compute), src backend memory; ZG_COPY_H2D the reverse. Not ordered with
      * the compute stream: record an event on one stream and make the other wait for it. */

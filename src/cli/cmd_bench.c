@@ -22,7 +22,7 @@
 
 typedef struct {
     const char *model;
-    int64_t batch, seq, steps, warmup;
+    int64_t batch, seq, steps, warmup, head_chunks;
     const char *device;
     const char *recompute;
     int no_profile, json, ln_from_output;
@@ -45,6 +45,8 @@ static const zg_option bench_opts[] = {
                "activations recomputed in backward (as the recompute / recompute_layernorm config keys)", "none"),
     ZG_OPT_FLAG(bench_args, ln_from_output, "memory-efficient-layernorm",
                 "LayerNorm backward from the output (as the memory_efficient_layernorm config key)"),
+    ZG_OPT_INT(bench_args, head_chunks, "lm-head-chunks", "N",
+               "the LM head in N row chunks, 0 = auto, 1 = every row at once (as the lm_head_chunks config key)", "0"),
     ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
     ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
     ZG_OPT_END,
@@ -118,8 +120,9 @@ int zg_cmd_bench(int argc, char **argv) {
     bench_args a;
     int rc = zg_cli_parse(&bench_spec, argc, argv, &a, NULL);
     if (rc != 0) return rc < 0 ? 2 : 0;
-    if (a.batch < 1 || a.seq < 1 || a.steps < 1 || a.warmup < 0 || a.peak_tflops < 0) {
-        zg_errorf("--batch, --seq and --steps must be >= 1, --warmup and --peak-tflops >= 0");
+    if (a.batch < 1 || a.seq < 1 || a.steps < 1 || a.warmup < 0 || a.peak_tflops < 0 || a.head_chunks < 0 ||
+        a.head_chunks > 1 << 20) {
+        zg_errorf("--batch, --seq and --steps must be >= 1, --warmup, --peak-tflops and --lm-head-chunks >= 0");
         zg_error_print();
         return 2;
     }
@@ -151,6 +154,7 @@ int zg_cmd_bench(int argc, char **argv) {
     if (a.ln_from_output) recompute |= GPT2_LN_FROM_OUTPUT;
     if (zg_model_instantiate(a.model, a.device, NULL, 0, 1337, &be, &m, desc, sizeof desc) != 0) return zg_cli_fail();
     m.recompute = recompute;
+    m.head_chunks = (int)a.head_chunks;
     int B = (int)a.batch, T = (int)a.seq, status = 0;
     zg_comm *comm = NULL;
     zg_zero zero;
@@ -180,6 +184,10 @@ int zg_cmd_bench(int argc, char **argv) {
     }
     printf("bench: %s, %s backend (%s), B=%d T=%d, %.2fM parameters\n", desc, be->ops->name,
            zg_dtype_name(be->param_dtype), B, T, (double)gpt2_param_count_unpadded(&m.cfg) / 1e6);
+    int rows = gpt2_head_rows_now(&m);
+    if (rows < B * T)
+        printf("LM head: %d chunks of %d rows (--lm-head-chunks %d%s)\n", (B * T + rows - 1) / rows, rows,
+               m.head_chunks, m.head_chunks ? "" : ": auto");
     fflush(stdout);
     zg_loss_scaler scaler; /* inert: bench trains without loss scaling */
     zg_loss_scaler_config lsc;

@@ -78,6 +78,19 @@ static double checkpoint_bytes(size_t n, const zg_zero_opts *zo, int world) {
     return 12.0 * (double)n + 64.0 * (1 + shards);
 }
 
+/* What the CUDA backend's attention backward borrows of the logits' region at (B, T) (backend.h,
+ * scratch_lend_want), estimated without a GPU: cuDNN's deterministic backward (bf16/fp16, head size a multiple
+ * of 8 up to 128) keeps dS, B*NH*T^2 elements, 128 bytes into its workspace, and two rows of B*NH*T floats
+ * (802.5 MiB at GPT-2 XL B=16), then zgpt's D sums (B*NH*T floats) and, on a shape's first call, cuDNN's dQ
+ * (B*T*C) for the check of zgpt's dQ kernel. A run asks cuDNN's plan itself. */
+static size_t cuda_lend_estimate(const gpt2_config *g, zg_dtype dt, int B, int T) {
+    int hs = g->n_head > 0 ? g->n_embd / g->n_head : 0;
+    if (dt == ZG_F32 || hs % 8 != 0 || hs > 128) return 0;
+    size_t rows = (size_t)B * g->n_head * T, es = zg_dtype_size(dt);
+    size_t ws = (128 + rows * T * es + 2 * rows * sizeof(float) + 255) / 256 * 256;
+    return ws + (rows * sizeof(float) + 255) / 256 * 256 + (size_t)B * T * g->n_embd * es;
+}
+
 static const char *paper_formula(int stage) {
     switch (stage) {
     case 0: return "16Psi (2Psi params + 2Psi grads + 12Psi optimizer)";
@@ -208,7 +221,10 @@ int zg_cmd_plan(int argc, char **argv) {
     int recompute = have_cfg ? zg_train_config_recompute(&tc) : 0;
     char rdesc[96];
     int rc_layers = have_cfg ? tc.recompute_num_layers : 0;
-    size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute, rc_layers);
+    int head_chunks = have_cfg ? tc.lm_head_chunks : 0;
+    size_t lend = device ? cuda_lend_estimate(&g, dt, B, T) : 0;
+    size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute, rc_layers, head_chunks, lend);
+    int head_rows = gpt2_head_rows(&g, zg_dtype_size(dt), B * T, head_chunks, lend);
     int N = (int)a.nproc;
     double psi = (double)n;
 
@@ -258,6 +274,11 @@ int zg_cmd_plan(int argc, char **argv) {
            gpt2_recompute_describe(recompute, rdesc, sizeof rdesc));
     if ((recompute & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM)) && rc_layers > 0 && rc_layers < g.n_layer)
         printf("  (recomputed in layers 0-%d of %d: recompute_num_layers %d)\n", rc_layers - 1, g.n_layer, rc_layers);
+    if (head_rows < B * T)
+        printf("  LM head in %d chunks of %d rows (lm_head_chunks %d%s): the logits of %s instead of %s\n",
+               (B * T + head_rows - 1) / head_rows, head_rows, head_chunks, head_chunks ? "" : ", auto",
+               zg_fmt_bytes((double)head_rows * g.padded_vocab_size * zg_dtype_size(dt), b1, sizeof b1),
+               zg_fmt_bytes((double)B * T * g.padded_vocab_size * zg_dtype_size(dt), b2, sizeof b2));
     if (requested_bucket != zo.reduce_bucket_size)
         printf("  reduce_bucket_size %zu lowered to %zu (the largest layer, at least 2^24): layers are reduced as they "
                "complete\n",

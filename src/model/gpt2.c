@@ -238,6 +238,8 @@ typedef struct {
     void *dsmall;      /* (N,C) */
     void *dbig;        /* (N,4C): d fch, or d qkv (N,3C) */
     size_t lend_bytes; /* the region's front, before dres: lent to the ops in the layers' backward */
+    int head_rows;     /* the LM head's rows a chunk (gpt2_head_rows): the region's front holds their logits */
+    int head_chunks;   /* the gpt2_model.head_chunks it was sized for */
 } act_index;
 
 /* A bump allocator over the activation block: each tensor aligned to 256 bytes; with base NULL it
@@ -271,14 +273,16 @@ static int layer_recomputes(int flags, int layers, int l, int what) {
  * before its consumer. With GPT2_LN_FROM_OUTPUT no LayerNorm input is read in backward, so the
  * residual stream lives in two buffers reused by every layer: resid[l] (the layer input and output,
  * overwritten in place by the MLP projection) and r2 (after attention).
- * The logits (N,Vp) are dead from the LM head's backward to the next forward, and the backward's
- * activation gradients are dead outside the backward, so they share one region: the gradients dres (N,C),
- * dsmall (N,C) and dbig (N,4C) at its end (after the LM head's backward has read the logits: gpt2_backward),
- * and its front, lend_bytes, lent to the ops as their workspace meanwhile (scratch_lend: cuDNN's attention
- * backward, which starts at the loan's first byte). The region is the larger of the two, so with a small
- * vocabulary (6C > Vp) it holds the gradients and lends nothing. */
+ * The logits are dead from the LM head's backward to the next forward, and the backward's activation
+ * gradients are dead outside the backward, so they share one region: the gradients dres (N,C), dsmall (N,C)
+ * and dbig (N,4C) at its end (after the LM head's backward has read the logits: gpt2_backward), and its front,
+ * lend_bytes, lent to the ops as their workspace meanwhile (scratch_lend: cuDNN's attention backward, which
+ * starts at the loan's first byte). The head runs in chunks of head_rows (gpt2_head_rows), each chunk's logits
+ * (head_rows,Vp) at the front. Every row in one chunk: the region is the larger of the logits and the gradients,
+ * so with a small vocabulary (6C > Vp) it holds the gradients and lends nothing. In chunks: the larger of a
+ * chunk's logits and the gradients plus the loan the backend wants (lend_want). */
 static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
-                          int rc_layers, char *base, act_index *ix) {
+                          int rc_layers, int head_rows, size_t lend_want, char *base, act_index *ix) {
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
@@ -320,8 +324,9 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
     size_t dbig_at = g.off;
     bump_take(&g, N * 4 * C * asz);
     bump l = {0, NULL};
-    bump_take(&l, N * Vp * asz);
-    size_t region = l.off > g.off ? l.off : g.off, lend = region - g.off;
+    bump_take(&l, (size_t)head_rows * Vp * asz);
+    size_t need = (size_t)head_rows < N ? g.off + (lend_want + 255) / 256 * 256 : g.off;
+    size_t region = l.off > need ? l.off : need, lend = region - g.off;
     char *logits = bump_take(&b, region);
     if (ix) {
         ix->lnf = lnf;
@@ -332,6 +337,7 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
         ix->dsmall = logits + lend + dsmall_at;
         ix->dbig = logits + lend + dbig_at;
         ix->lend_bytes = lend;
+        ix->head_rows = head_rows;
     }
     return b.off;
 }
@@ -356,14 +362,34 @@ static size_t loss_ring_slots(size_t n) {
     return slots < 1 ? 1 : slots;
 }
 
+int gpt2_head_rows(const gpt2_config *cfg, size_t asz, int N, int chunks, size_t lend_want) {
+    size_t C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
+    if (N <= 1 || chunks == 1) return N;
+    size_t k = (size_t)chunks;
+    if (chunks <= 0) { /* auto: the fewest chunks that fit in the gradients + loan, GPT2_HEAD_MIN_ROWS at least */
+        if (N < 2 * GPT2_HEAD_MIN_ROWS) return N;
+        size_t logits = (size_t)N * Vp * asz, need = 6 * (size_t)N * C * asz + lend_want;
+        k = (logits + need - 1) / need;
+        if (k > (size_t)N / GPT2_HEAD_MIN_ROWS) k = (size_t)N / GPT2_HEAD_MIN_ROWS;
+        if (k <= 1) return N;
+    }
+    size_t rows = ((size_t)N + k - 1) / k;
+    if (rows > 64) rows = (rows + 63) / 64 * 64;
+    return rows < (size_t)N ? (int)rows : N;
+}
+
+int gpt2_head_rows_now(const gpt2_model *m) { return m->act_index ? ((const act_index *)m->act_index)->head_rows : 0; }
+
 size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute,
-                             int recompute_layers) {
+                             int recompute_layers, int head_chunks, size_t lend_want) {
     gpt2_config cfg = *cfg_in;
     if (gpt2_config_validate(&cfg) != 0) return 0;
     /* Attention state: the CPU (fp32) keeps probabilities (B,NH,T,T); CUDA keeps (B,NH,T) fp32
      * softmax statistics. fp32 is assumed to be the CPU here. */
     size_t stats = act_dtype == ZG_F32 ? (size_t)B * cfg.n_head * T * T * 4 : (size_t)B * cfg.n_head * T * 4;
-    size_t a = layout_acts(&cfg, zg_dtype_size(act_dtype), stats, B, T, recompute, recompute_layers, NULL, NULL);
+    size_t asz = zg_dtype_size(act_dtype);
+    int rows = gpt2_head_rows(&cfg, asz, B * T, head_chunks, lend_want);
+    size_t a = layout_acts(&cfg, asz, stats, B, T, recompute, recompute_layers, rows, lend_want, NULL, NULL);
     /* + the deferred losses' ring beyond its first slot (<= 1 MiB), + the recorded forward's slot */
     return a + loss_ring_slots((size_t)B * T) * (size_t)B * T * sizeof(float);
 }
@@ -399,16 +425,19 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     if (T > m->cfg.block_size)
         return zg_errorf("sequence length %d exceeds the model's block_size %d: use a shorter sequence", T,
                          m->cfg.block_size);
-    if (m->acts && m->B == B && m->T == T) return 0;
+    if (m->acts && m->B == B && m->T == T && ((act_index *)m->act_index)->head_chunks == m->head_chunks) return 0;
     acts_release(m);
     zg_backend *be = m->be;
     size_t asz = zg_dtype_size(be->act_dtype);
     size_t stats = be->ops->attention_stats_bytes(be, B, T, m->cfg.n_head);
+    size_t lend_want =
+        be->ops->scratch_lend_want ? be->ops->scratch_lend_want(be, B, T, m->cfg.n_embd, m->cfg.n_head) : 0;
+    int rows = gpt2_head_rows(&m->cfg, asz, B * T, m->head_chunks, lend_want);
     act_index *ix = zg_calloc(1, sizeof *ix);
     ix->resid = zg_calloc((size_t)m->cfg.n_layer + 1, sizeof(void *));
     ix->layers = zg_calloc((size_t)m->cfg.n_layer, sizeof(layer_acts));
     m->act_index = ix;
-    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, NULL, NULL);
+    size_t ab = layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, rows, lend_want, NULL, NULL);
     size_t N = (size_t)B * T;
     m->acts = be->ops->alloc(be, ab, "activations");
     if (m->acts) m->tokens = be->ops->alloc(be, N * sizeof(int32_t), "tokens");
@@ -426,7 +455,8 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     m->losses_host = zg_malloc(slots * N * sizeof(float));
     m->loss_targets = zg_malloc(slots * N * sizeof(int32_t));
     m->loss_valid = zg_calloc(slots, sizeof(int));
-    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, m->acts, ix);
+    layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, rows, lend_want, m->acts, ix);
+    ix->head_chunks = m->head_chunks;
     m->B = B;
     m->T = T;
     return 0;
@@ -440,6 +470,7 @@ int gpt2_init(gpt2_model *m, const gpt2_config *cfg, zg_backend *be) {
     if (gpt2_config_validate(&m->cfg) != 0) return -1;
     if (gpt2_param_table_init(&m->table, &m->cfg) != 0) return -1;
     m->be = be;
+    m->head_chunks = 1;
     m->params = be->ops->alloc(be, m->table.num_params * zg_dtype_size(be->param_dtype), "parameters");
     if (m->params == NULL) {
         gpt2_param_table_free(&m->table);
@@ -637,9 +668,64 @@ static float mean_loss(const float *l, const int32_t *targets, size_t N, int val
     return valid > 0 ? (float)(sum / valid) : 0.0f;
 }
 
+/* ---- the LM head ---------------------------------------------------------------------------------- */
+
+/* One pass of the tied LM head over the rows, in chunks of ix->head_rows, each chunk's logits (n,Vp) in the front
+ * of the logits' region: logits_c = lnf_c (n,C) @ wte (Vp,C)^T; with targets (classify) the classifier writes the
+ * chunk's per-token losses (losses != NULL) and, dloss != 0, d(dloss * sum of the losses)/d logits over them; with
+ * dlnf the head's two gradient products follow at once, while the chunk's gradient is there: dwte += dlogits_c^T
+ * @ lnf_c, then dlnf_c (n,C) = dlogits_c @ wte. dlnf may be lnf itself: both products read a chunk's rows before
+ * the second writes them, and no later chunk reads them. */
+typedef struct {
+    int pass;     /* 0 forward, 1 backward (the profile's) */
+    int classify; /* the classifier runs (the forward had targets) */
+    float *losses;
+    float dloss;
+    void *dlnf; /* (N,C) or NULL: no gradient */
+} head_pass;
+
+static void head_run(gpt2_model *m, const head_pass *h) {
+    zg_backend *be = m->be;
+    const zg_backend_ops *op = be->ops;
+    act_index *ix = m->act_index;
+    int N = m->B * m->T, C = m->cfg.n_embd, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    size_t asz = zg_dtype_size(be->act_dtype);
+    void *wte = tensor_ptr(m, 0, GPT2_T_WTE);
+    for (int r0 = 0; r0 < N; r0 += ix->head_rows) {
+        int n = N - r0 < ix->head_rows ? N - r0 : ix->head_rows;
+        const char *x = (const char *)ix->lnf + (size_t)r0 * C * asz;
+        GPT2_PROFILED(m, h->pass, GPT2_OP_MATMUL,
+                      { op->matmul_forward(be, ix->logits, NULL, x, wte, NULL, NULL, n, C, Vp); });
+        if (!h->classify) continue;
+        GPT2_PROFILED(m, h->pass, GPT2_OP_CLASSIFIER, {
+            op->classifier(be, h->losses ? h->losses + r0 : NULL, ix->logits, m->targets + r0, n, V, Vp, h->dloss);
+        });
+        if (h->dlnf == NULL) continue;
+        /* the LM head's weight gradient always adds: its beta-zero product measured 11-12% slower than the adding
+         * one on an H100 (bench/matmul_probe.cu: 1.758 against 1.582 ms at 124M, 3.719 against 3.511 at XL) */
+        GPT2_PROFILED(m, h->pass, GPT2_OP_MATMUL, {
+            op->matmul_backward(be, NULL, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, x, NULL, NULL, n, C, Vp, 0);
+            op->matmul_backward(be, (char *)h->dlnf + (size_t)r0 * C * asz, NULL, NULL, ix->logits, NULL, wte, NULL, n,
+                                C, Vp, 0);
+        });
+    }
+}
+
+/* A training forward's head that no gpt2_backward ran (the next forward is about to replace its inputs, or its
+ * losses are read): its losses alone, as gpt2_forward writes them. */
+static void head_flush(gpt2_model *m) {
+    if (!m->head_pending) return;
+    m->head_pending = 0;
+    if (m->head_losses == NULL) return;
+    head_pass h = {0, 1, m->head_losses, 0.0f, NULL};
+    head_run(m, &h);
+    m->head_losses = NULL;
+}
+
 /* Reads the pending deferred forwards' losses (one download of their slots) into loss_sum / loss_count:
  * per forward the sum over its targets >= 0 in index order, divided by their count, rounded to float. */
 static void losses_flush(gpt2_model *m) {
+    head_flush(m);
     if (m->loss_pending == 0) return;
     size_t N = (size_t)m->B * m->T;
     zg_backend *be = m->be;
@@ -661,12 +747,11 @@ double gpt2_train_losses_take(gpt2_model *m, int *count) {
     return s;
 }
 
-/* A forward's device work after its upload (gpt2_graph_run records it): the embeddings, the layers, the head,
- * and with targets the classifier, which writes the per-token losses into `losses` and (dloss != 0)
- * d(loss_scale * mean loss)/d logits over the logits. */
+/* A forward's device work after its upload (gpt2_graph_run records it): the embeddings, the layers, the final
+ * LayerNorm, and with `head` the LM head (head_run: the logits, with targets the per-token losses into
+ * `losses`); a training forward leaves the head to gpt2_backward. */
 typedef struct {
-    int B, T, with_targets;
-    float dloss;
+    int B, T, with_targets, head;
     float *losses;
 } forward_pass;
 
@@ -676,7 +761,7 @@ static void forward_device(gpt2_model *m, void *arg) {
     const zg_backend_ops *op = be->ops;
     act_index *ix = m->act_index;
     int B = f->B, T = f->T, N = B * T;
-    int C = m->cfg.n_embd, L = m->cfg.n_layer, V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
+    int C = m->cfg.n_embd, L = m->cfg.n_layer;
     gpt2_hook_before(m, -1, 0);
     GPT2_PROFILED(m, 0, GPT2_OP_ENCODER, {
         op->encoder_forward(be, ix->resid[0], m->tokens, tensor_ptr(m, 0, GPT2_T_WTE), tensor_ptr(m, 0, GPT2_T_WPE), B,
@@ -693,23 +778,21 @@ static void forward_device(gpt2_model *m, void *arg) {
                               tensor_ptr(m, 0, gpt2_tensor_lnf_w(&m->table)),
                               tensor_ptr(m, 0, gpt2_tensor_lnf_b(&m->table)), N, C);
     });
-    /* LM head tied to wte: logits (N,Vp) = lnf (N,C) @ wte (Vp,C)^T */
-    GPT2_PROFILED(m, 0, GPT2_OP_MATMUL, {
-        op->matmul_forward(be, ix->logits, NULL, ix->lnf, tensor_ptr(m, 0, GPT2_T_WTE), NULL, NULL, N, C, Vp);
-    });
+    if (f->head) {
+        head_pass h = {0, f->with_targets, f->losses, 0.0f, NULL};
+        head_run(m, &h);
+    }
     gpt2_hook_after(m, -1, 0);
-    if (!f->with_targets) return;
-    GPT2_PROFILED(m, 0, GPT2_OP_CLASSIFIER,
-                  { op->classifier(be, f->losses, ix->logits, m->targets, N, V, Vp, f->dloss); });
 }
 
-/* fuse_grad: training forward (gpt2_forward_train): the classifier also writes d(loss_scale * mean
- * loss)/d logits over the logits, so gpt2_backward does not pass over them again. defer (fuse_grad
- * only): the classifier writes this forward's losses into the ring's next slot and nothing is read
+/* train: a training forward (gpt2_forward_train*): the head is left to gpt2_backward (head_pending), which writes
+ * this forward's losses with d(loss_scale * mean loss)/d logits in one pass and runs the head's products while
+ * each chunk's gradient is there. defer (train only): the losses go into the ring's next slot and nothing is read
  * (losses_flush reads them). */
-static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
-                        int fuse_grad, float loss_scale, float *loss, int defer) {
+static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T, int train,
+                        float loss_scale, float *loss, int defer) {
     if (loss) *loss = 0.0f;
+    head_flush(m);
     /* a forward of another shape reallocates the ring, and a plain forward reads slot 0: the pending
      * deferred losses are read first */
     if (m->loss_pending > 0 && (!defer || m->B != B || m->T != T || m->loss_pending == m->loss_slots)) losses_flush(m);
@@ -718,8 +801,11 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     size_t N = (size_t)B * T;
     m->has_targets = 0;
     m->n_valid_targets = 0;
-    m->logits_hold_grad = 0;
     if (gpt2_activations_ensure(m, B, T) != 0) return -1;
+    if (targets_host == NULL && ((act_index *)m->act_index)->head_rows < (int)N)
+        return zg_errorf("a forward without targets keeps the logits of every row, and this model's LM head runs in "
+                         "chunks of %d of %zu rows (head_chunks %d): set head_chunks to 1",
+                         ((act_index *)m->act_index)->head_rows, N, m->head_chunks);
     if (gpt2_check_tokens(m, inputs_host, N, 0, "input token") != 0) return -1;
     if (targets_host && gpt2_check_tokens(m, targets_host, N, 1, "target token") != 0) return -1;
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {
@@ -729,36 +815,33 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     int valid = 0;
     if (targets_host)
         for (size_t i = 0; i < N; i++) valid += targets_host[i] >= 0;
-    /* d(loss_scale * mean)/d(loss_i) = loss_scale / n_valid */
-    forward_pass f = {B, T, targets_host != NULL, fuse_grad && valid > 0 ? loss_scale / (float)valid : 0.0f,
-                      defer ? m->losses + (size_t)m->loss_pending * N : m->losses};
-    if (defer && gpt2_graph_usable(m)) {
-        /* recorded: the classifier writes the slot after the ring's (one address in every replay), copied into
-         * the ring's next slot after it */
-        float *slot = f.losses;
-        f.losses = m->losses + (size_t)m->loss_slots * N;
-        uint32_t extra[2] = {0, (uint32_t)f.with_targets};
-        memcpy(&extra[0], &f.dloss, sizeof f.dloss);
+    float *slot = defer ? m->losses + (size_t)m->loss_pending * N : m->losses;
+    forward_pass f = {B, T, targets_host != NULL, !train, slot};
+    if (defer && gpt2_graph_usable(m)) { /* a training forward: no head, no losses written */
+        uint32_t extra[2] = {(uint32_t)f.head, (uint32_t)f.with_targets};
         gpt2_graph_run(m, GPT2_PASS_FORWARD, gpt2_graph_key(m, extra, sizeof extra), forward_device, &f);
-        op->copy(be, slot, f.losses, N * sizeof(float));
     } else {
         forward_device(m, &f);
     }
     if (targets_host == NULL) return 0;
-    if (f.dloss != 0.0f) {
-        m->logits_hold_grad = 1;
-        m->logits_grad_scale = loss_scale;
+    m->has_targets = 1;
+    m->n_valid_targets = valid;
+    if (train) {
+        m->head_pending = 1;
+        m->head_loss_scale = loss_scale;
+        m->head_losses = slot;
     }
     if (defer) {
         memcpy(m->loss_targets + (size_t)m->loss_pending * N, targets_host, N * sizeof(int32_t));
         m->loss_valid[m->loss_pending++] = valid;
-        m->has_targets = 1;
-        m->n_valid_targets = valid;
         return 0;
     }
+    if (train) { /* *loss now: the head's losses alone, here; the backward runs the head without them */
+        head_pass h = {0, 1, slot, 0.0f, NULL};
+        head_run(m, &h);
+        m->head_losses = NULL;
+    }
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, { op->download(be, m->losses_host, m->losses, N * sizeof(float)); });
-    m->has_targets = 1;
-    m->n_valid_targets = valid;
     if (loss) *loss = mean_loss(m->losses_host, targets_host, N, valid);
     return 0;
 }
@@ -779,12 +862,13 @@ int gpt2_forward_train_deferred(gpt2_model *m, const int32_t *inputs_host, const
     return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, NULL, 1);
 }
 
-/* The backward's device work (gpt2_graph_run records it). classify: 0 the logits hold their gradient already
- * (gpt2_forward_train), 1 the classifier writes it (dloss), 2 no targets counted (zero gradient). Every layer's
- * weight gradient takes one product per backward, so on zeroed buffers (dw_overwrite) each may write instead of
- * add (v0.26: ~38 us a layer at GPT-2 XL on an H100). */
+/* The backward's device work (gpt2_graph_run records it), starting with the LM head (head_run): losses, where a
+ * training forward's losses go (NULL: written already); dloss = d(loss_scale * mean)/d(loss_i) = loss_scale /
+ * n_valid, 0 when no target counted (no gradient from the head). Every layer's weight gradient takes one product
+ * per backward, so on zeroed buffers (dw_overwrite) each may write instead of add (v0.26: ~38 us a layer at GPT-2
+ * XL on an H100). No padding: gpt2_graph_key hashes its bytes. */
 typedef struct {
-    int classify;
+    float *losses;
     float dloss;
     int dw_overwrite; /* the gradient buffers hold zeros (gpt2_model.grads_zero): the products write them */
 } backward_pass;
@@ -795,31 +879,28 @@ static void backward_device(gpt2_model *m, void *arg) {
     const zg_backend_ops *op = be->ops;
     act_index *ix = m->act_index;
     int B = m->B, T = m->T, N = B * T;
-    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer, V = m->cfg.vocab_size;
-    int Vp = m->cfg.padded_vocab_size;
+    int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
     size_t asz = zg_dtype_size(be->act_dtype);
 
     gpt2_hook_before(m, -1, 1);
-    GPT2_PROFILED(m, 1, GPT2_OP_CLASSIFIER, {
-        if (bp->classify == 1)
-            op->classifier(be, NULL, ix->logits, m->targets, N, V, Vp, bp->dloss);
-        else if (bp->classify == 2)
-            op->zero(be, ix->logits, (size_t)N * Vp * asz);
-    });
     /* with GPT2_LN_FROM_OUTPUT every LayerNorm backward reads its output (x = NULL) */
     int from_out = (m->recompute & GPT2_LN_FROM_OUTPUT) != 0;
-    /* LM head: dwte += dlogits^T @ lnf, then dlnf (N,C) = dlogits @ wte (the two products of one
-     * matmul_backward, in two calls) into a buffer dead from here to the next forward, since the logits'
-     * region holds the gradients only once this has read the logits: lnf itself (the input form's
-     * LayerNorm backward reads resid[L], not lnf), or with GPT2_LN_FROM_OUTPUT resid[L] (that form reads
-     * lnf, and no backward reads the residual stream) */
+    /* LM head, chunk by chunk: the logits, the classifier (the losses, d loss / d logits), dwte += dlogits^T @ lnf,
+     * then dlnf (N,C) = dlogits @ wte into a buffer dead from here to the next forward, since the logits'
+     * region holds the gradients only once the head is done: lnf itself (the input form's LayerNorm backward
+     * reads resid[L], not lnf), or with GPT2_LN_FROM_OUTPUT resid[L] (that form reads lnf, and no backward
+     * reads the residual stream) */
     void *dlnf = from_out ? ix->resid[L] : ix->lnf;
-    /* the LM head's weight gradient always adds: its beta-zero product measured 11-12% slower than the adding one
-     * on an H100 (bench/matmul_probe.cu: 1.758 against 1.582 ms at 124M, 3.719 against 3.511 at XL) */
-    GPT2_PROFILED(m, 1, GPT2_OP_MATMUL, {
-        op->matmul_backward(be, NULL, tensor_ptr(m, 1, GPT2_T_WTE), NULL, ix->logits, ix->lnf, NULL, NULL, N, C, Vp, 0);
-        op->matmul_backward(be, dlnf, NULL, NULL, ix->logits, NULL, tensor_ptr(m, 0, GPT2_T_WTE), NULL, N, C, Vp, 0);
-    });
+    if (bp->dloss != 0.0f) {
+        head_pass h = {1, 1, bp->losses, bp->dloss, dlnf};
+        head_run(m, &h);
+    } else { /* no target counted: the losses still written, no gradient from the head */
+        if (bp->losses) {
+            head_pass h = {1, 1, bp->losses, 0.0f, NULL};
+            head_run(m, &h);
+        }
+        GPT2_PROFILED(m, 1, GPT2_OP_CLASSIFIER, { op->zero(be, dlnf, (size_t)N * C * asz); });
+    }
     /* the logits (N,Vp) are dead until the next forward writes them: the region's end holds dres, dsmall
      * and dbig from here on, and its front is lent to the layers' backward as the ops' workspace (the
      * attention backward's; backend.h, scratch_lend), ordered on the stream (layout_acts) */
@@ -894,28 +975,36 @@ static void backward_device(gpt2_model *m, void *arg) {
 
 void gpt2_backward(gpt2_model *m, float loss_scale) {
     if (!m->has_targets) ZG_FATAL("gpt2_backward called without a forward pass with targets");
-    if (m->logits_hold_grad && m->logits_grad_scale != loss_scale)
+    if (m->head_pending && m->head_loss_scale != loss_scale)
         ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
-                 (double)loss_scale, (double)m->logits_grad_scale);
+                 (double)loss_scale, (double)m->head_loss_scale);
     /* Gradients: the flat buffer (gpt2_grads_alloc) or per-group buffers (grad_group, set before or by the
      * before_layer hook, as ZeRO stages 2-3 do); a missing one is fatal where it is first used.
      * d(mean loss)/d(loss_i) = 1/n_valid; the classifier writes d(loss_scale * mean)/d(logits) */
     float dloss = m->n_valid_targets > 0 ? loss_scale / (float)m->n_valid_targets : 0.0f;
-    backward_pass bp = {m->logits_hold_grad ? 0
-                        : dloss != 0.0f     ? 1
-                                            : 2,
-                        m->logits_hold_grad ? 0.0f : dloss, m->grads_zero};
-    if (gpt2_graph_usable(m))
+    float *losses = m->head_pending ? m->head_losses : NULL;
+    backward_pass bp = {losses, dloss, m->grads_zero};
+    if (gpt2_graph_usable(m)) {
+        /* recorded: a training forward's losses go to the slot after the ring's (one address in every replay),
+         * copied into theirs after it */
+        size_t N = (size_t)m->B * m->T;
+        if (losses) bp.losses = m->losses + (size_t)m->loss_slots * N;
         gpt2_graph_run(m, GPT2_PASS_BACKWARD, gpt2_graph_key(m, &bp, sizeof bp), backward_device, &bp);
-    else
+        if (losses) m->be->ops->copy(m->be, losses, bp.losses, N * sizeof(float));
+    } else {
         backward_device(m, &bp);
-    m->has_targets = 0; /* the logits now hold gradients */
-    m->logits_hold_grad = 0;
+    }
+    m->has_targets = 0; /* the logits' region now holds the backward's gradients */
+    m->head_pending = 0;
+    m->head_losses = NULL;
     m->grads_zero = 0;
 }
 
 void gpt2_logits(gpt2_model *m, int t, float *out) {
     act_index *ix = m->act_index;
+    if (ix == NULL || ix->head_rows < m->B * m->T)
+        ZG_FATAL("gpt2_logits: the logits of every row are not kept (the LM head runs in chunks: head_chunks %d)",
+                 m->head_chunks);
     int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size;
     size_t asz = zg_dtype_size(m->be->act_dtype);
     for (int b = 0; b < m->B; b++)

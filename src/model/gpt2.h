@@ -151,12 +151,20 @@ typedef struct {
     double loss_sum;           /* the means of the deferred forwards read so far, each rounded to float */
     int loss_count;            /* ... how many */
     int has_targets;
-    int n_valid_targets;     /* targets >= 0 in the last forward */
-    int logits_hold_grad;    /* the last forward was gpt2_forward_train: logits hold d loss / d logits */
-    float logits_grad_scale; /* ... for this loss_scale */
-    void *act_index;         /* private: offsets of each activation tensor */
-    void *kv;                /* private: KV cache of gpt2_kv_alloc() */
-    gpt2_profile *profile;   /* optional per-op timing (NULL = off); owned by the caller */
+    int n_valid_targets; /* targets >= 0 in the last forward */
+    /* The LM head (logits, classifier, the head's two gradient products) runs over row chunks of head_rows
+     * (gpt2_head_rows) in the front of the logits' region, so the region need not hold every row's logits:
+     * 1 (gpt2_init's) every row at once (the logits stay for gpt2_logits), 0 auto, n >= 2 n chunks. */
+    int head_chunks;
+    /* The last forward was a training forward: its head runs in gpt2_backward (the logits of each chunk, its
+     * losses into head_losses unless NULL, d(loss_scale * mean loss)/d logits, the head's gradients), where
+     * the layers' backward follows at once, so no chunk's gradient need wait for the others. */
+    int head_pending;
+    float head_loss_scale; /* ... the loss_scale it was asked for */
+    float *head_losses;    /* ... where its per-token losses go (NULL: written already) */
+    void *act_index;       /* private: offsets of each activation tensor */
+    void *kv;              /* private: KV cache of gpt2_kv_alloc() */
+    gpt2_profile *profile; /* optional per-op timing (NULL = off); owned by the caller */
     /* 1: the device work of gpt2_forward_train_deferred and gpt2_backward is recorded once per shape, buffers and
      * scale and replayed (one launch a pass instead of one per op: gpt2_graph.c), where the backend records,
      * no hooks are installed and profile is NULL; the same kernels, so the same bits. 0 (gpt2_init's): every op
@@ -216,20 +224,32 @@ enum {
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap);
 /* Activation memory for micro-batch B and sequence T (T <= block_size). */
 int gpt2_activations_ensure(gpt2_model *m, int B, int T);
+/* The LM head's rows a chunk for N = B*T rows (gpt2_model.head_chunks): `chunks` 1 -> N; n >= 2 -> ceil(N / n),
+ * above 64 rows rounded up to a multiple of 64; 0 (auto) -> the fewest chunks whose logits (rows x Vp x asz)
+ * fit in what the layers' backward takes of the logits' region anyway (its activation gradients, 6 N C x asz,
+ * and the workspace the backend borrows there, lend_want: backend.h, scratch_lend_want), at least
+ * GPT2_HEAD_MIN_ROWS rows a chunk (below that the products lose efficiency for little memory). */
+enum { GPT2_HEAD_MIN_ROWS = 2048 };
+int gpt2_head_rows(const gpt2_config *cfg, size_t asz, int N, int chunks, size_t lend_want);
+/* The rows a chunk of the model's LM head at its current (B, T) (gpt2_activations_ensure); 0 before. */
+int gpt2_head_rows_now(const gpt2_model *m);
 /* Bytes of activations (the activation gradients share the logits' memory; + the deferred losses' ring
  * beyond one slot, and the recorded forward's slot) the model needs for (B, T) with these recompute flags
- * and layer count (as gpt2_model.recompute / recompute_layers): for plan/bench. */
+ * and layer count (as gpt2_model.recompute / recompute_layers), LM head chunking (head_chunks) and the
+ * backend's loan at this shape (lend_want, as scratch_lend_want reports it): for plan/bench. */
 size_t gpt2_activation_bytes(const gpt2_config *cfg, zg_dtype act_dtype, int B, int T, int recompute,
-                             int recompute_layers);
+                             int recompute_layers, int head_chunks, size_t lend_want);
 
 /* Forward pass on host token arrays (B,T). With targets (NULL = none) *loss (may be NULL) gets the
  * mean loss over targets >= 0 (per-token losses stay in losses_host); without, *loss = 0 and the
  * logits stay for gpt2_logits(). Targets < 0 are ignored. Returns 0, or -1 with a zg_errorf() message
  * for a token id outside [0, vocab_size), T > block_size or an activation allocation failure. */
 int gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T, float *loss);
-/* Training forward: gpt2_forward with targets, and the fused classifier also overwrites the logits
- * with d(loss_scale * mean loss)/d logits in the same pass (one pass over the (B*T, Vp) logits
- * instead of two). The next call must be gpt2_backward with the same loss_scale. */
+/* Training forward: gpt2_forward with targets up to the final LayerNorm; the LM head runs in gpt2_backward,
+ * chunk by chunk, its classifier writing the losses and d(loss_scale * mean loss)/d logits in one pass (for
+ * *loss here, the head's losses run at once and again, without them, in the backward: tests). The next call
+ * should be gpt2_backward with the same loss_scale; a forward or a losses read before it runs the head's
+ * losses alone. */
 int gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
                        float loss_scale, float *loss);
 /* gpt2_forward_train without reading the loss: the per-token losses stay on the device (a ring of
@@ -244,14 +264,16 @@ double gpt2_train_losses_take(gpt2_model *m, int *count);
 /* Backward of the last forward (which must have had targets). Gradients are ACCUMULATED into
  * model->grads and are the gradient of (loss_scale * mean loss of the last forward); fold the
  * gradient-accumulation factor (1/grad_accum) and any fp16 loss scale into loss_scale.
- * The logits of the last forward are overwritten (by d loss / d logits, then by the backward's activation
- * gradients and the ops' workspace, which use their memory). */
+ * It starts with the LM head, chunk by chunk: the logits again after gpt2_forward (the same bits), the
+ * classifier's d loss / d logits over them, the head's products; then the logits' region holds the
+ * backward's activation gradients and the ops' workspace. */
 void gpt2_backward(gpt2_model *m, float loss_scale);
 /* How often the training passes were recorded and replayed so far (gpt2_model.record, gpt2_graph.c); *off 1
  * when recording was turned off (a failed recording, or one redone too often). */
 void gpt2_graph_counts(const gpt2_model *m, long *records, long *replays, int *off);
-/* Logits (fp32, host) of position t of every sequence of the last forward: out (B, vocab_size).
- * Valid until the next forward or backward. */
+/* Logits (fp32, host) of position t of every sequence of the last gpt2_forward: out (B, vocab_size).
+ * Valid until the next forward or backward, and only with the logits of every row kept (head_chunks 1, or a
+ * chunk holding every row): fatal otherwise. */
 void gpt2_logits(gpt2_model *m, int t, float *out);
 
 /* KV cache for incremental decoding (sampling): B sequences of up to maxT <= block_size positions.

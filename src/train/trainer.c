@@ -120,6 +120,7 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
     tr->model_ready = 1;
     tr->model.recompute = zg_train_config_recompute(c);
     tr->model.recompute_layers = c->recompute_num_layers;
+    tr->model.head_chunks = c->lm_head_chunks;
     size_t np = tr->model.table.num_params;
     tr->host_params = malloc(np * sizeof(float));
     if (!tr->host_params) {
@@ -663,8 +664,12 @@ static int setup_optimizer(trainer *tr) {
     /* ZeRO-Offload (either part): refuse before the allocations, with the numbers (rank 0 keeps an fp32 copy of
      * the parameters on the host for model.bin: counted for every rank) */
     if (zo.offload_optimizer || zo.offload_param) {
-        size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, (int)cfg->micro_batch,
-                                           tr->model.cfg.block_size, tr->model.recompute, tr->model.recompute_layers);
+        int B = (int)cfg->micro_batch, T = tr->model.cfg.block_size;
+        const zg_backend_ops *op = tr->be->ops;
+        size_t lend =
+            op->scratch_lend_want ? op->scratch_lend_want(tr->be, B, T, tr->model.cfg.n_embd, tr->model.cfg.n_head) : 0;
+        size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, B, T, tr->model.recompute,
+                                           tr->model.recompute_layers, tr->model.head_chunks, lend);
         if (zg_zero_check_memory(&tr->model.table, tr->world, tr->rank, tr->local_ranks, &zo, tr->be->param_dtype,
                                  tr->be->grad_dtype, act, tr->be->device_mem_total,
                                  tr->model.table.num_params * sizeof(float)) != 0)

@@ -50,6 +50,26 @@ if "$ZGPT" plan "$tmp/both.json" --model gpt2-xl > "$tmp/both.out" 2>&1; then fa
 grep -q "memory_efficient_layernorm" "$tmp/both.out" || fail "no message naming the key: $(cat "$tmp/both.out")"
 echo "ok memory_efficient_layernorm: (2L - 1) x N x C fewer activation values, as recompute_layernorm; not both"
 
+# lm_head_chunks: GPT-2 XL, micro-batch 8, bf16 on CUDA: auto runs the LM head in 2 chunks of 4096 rows, and the
+# logits' region shrinks from 8192 x 50304 bf16 values to one chunk's logits or the backward's need, whichever is
+# larger (its activation gradients 6 x 8192 x 1600 and cuDNN's workspace, estimated); 1 keeps every row's.
+for k in 0 1; do
+  echo "{\"init_from\": \"gpt2-xl\", \"train_micro_batch_size_per_gpu\": 8, \"bf16\": {\"enabled\": true}, \"lm_head_chunks\": $k}" > "$tmp/hc$k.json"
+  "$ZGPT" plan "$tmp/hc$k.json" --json > "$tmp/hc$k.out" || fail "plan lm_head_chunks $k"
+  "$ZGPT" plan "$tmp/hc$k.json" > "$tmp/hc$k.txt" || fail "plan lm_head_chunks $k (text)"
+done
+grep -q "LM head in 2 chunks of 4096 rows (lm_head_chunks 0, auto)" "$tmp/hc0.txt" || fail "plan does not print the chunks: $(cat "$tmp/hc0.txt")"
+if grep -q "LM head in" "$tmp/hc1.txt"; then fail "lm_head_chunks 1 printed chunks"; fi
+python3 - "$tmp/hc0.out" "$tmp/hc1.out" <<'PY' || fail "lm_head_chunks plan"
+import json, sys
+auto, whole = (json.load(open(f))["ranks"][0]["activations"] for f in sys.argv[1:])
+N, C, V, NH, T = 8192, 1600, 50304, 25, 1024
+need = 6 * N * C * 2 + 8 * NH * T * T * 2            # the gradients + dS at least
+assert whole - auto >= N * V * 2 - need - (64 << 20), (whole, auto)
+assert whole - auto <= N * V * 2 - need, (whole, auto)
+PY
+echo "ok lm_head_chunks: GPT-2 XL B=8 in 2 chunks, the logits' region down to the backward's need"
+
 # Smaller buckets: stage 2 holds far less than a full gradient buffer; stage 3 holds far less than a
 # full parameter copy (shard + embeddings + ln_f + 2 gathered layers).
 cat > "$tmp/small.json" <<'JSON'

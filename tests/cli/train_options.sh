@@ -23,6 +23,21 @@ paste l41.txt l22.txt l14.txt | awk '{ for (i = 4; i <= 6; i += 2) { d = $2 - $i
     || fail "wall_clock_breakdown: expected 6 breakdown lines: $(grep -m2 'time (ms' wc.log)"
 losses wc/metrics.jsonl | cmp -s - l41.txt || fail "wall_clock_breakdown changed the losses"
 
+# lm_head_chunks: the LM head over the micro-batch's rows in 3 chunks
+# trains to the same losses as every row at once (only the wte gradient's summation order differs: fp32 rounding),
+# evaluates the same, and resumes; a negative count is refused naming the key
+"$ZGPT" train --config tiny.json --set out_dir=hc --set batch_size=4 --set gradient_accumulation_steps=1 \
+    --set lm_head_chunks=3 > hc.log || fail "lm_head_chunks=3: $(tail -2 hc.log)"
+losses hc/metrics.jsonl > lhc.txt
+paste l41.txt lhc.txt | awk '{ d = $2 - $4; if (d < 0) d = -d; if (d > 1e-5) { print "iter " $1 ": " $2 " vs " $4; bad = 1 } }
+    END { exit bad }' || fail "lm_head_chunks=3 changed the losses"
+[ "$(wc -l < lhc.txt)" -eq 6 ] || fail "lm_head_chunks=3: expected 6 iterations"
+if "$ZGPT" train --config tiny.json --set out_dir=hcbad --set lm_head_chunks=-1 > hcbad.log 2>&1; then
+  fail "lm_head_chunks=-1 accepted"
+fi
+grep -q "lm_head_chunks" hcbad.log || fail "lm_head_chunks=-1: no message naming the key: $(cat hcbad.log)"
+echo "ok lm_head_chunks=3: the same losses as every row at once; -1 refused"
+
 # DeepSpeed WarmupDecayLR: lr(step) = max_lr * step / 2 for step < 2, then max_lr * (6 - step) / 4
 cat > ds.json <<'JSON'
 {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,

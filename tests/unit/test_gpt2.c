@@ -238,7 +238,7 @@ static void test_model_gradient(void) {
     gpt2_backward(&r, 1.0f);
     BE->ops->download_f32(BE, g4, r.grads, ZG_F32, n);
     ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute_gelu changed the gradients");
-    ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0));
+    ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, 1, 0, 1, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0, 1, 0));
     /* LayerNorm recompute (ln1, ln2 or both; alone and with GELU) gives the same gradients, in less
      * memory; both LayerNorms in less than either alone */
     for (int flags = GPT2_RECOMPUTE_LN1; flags <= (GPT2_RECOMPUTE_LAYERNORM | GPT2_RECOMPUTE_GELU); flags++) {
@@ -251,11 +251,11 @@ static void test_model_gradient(void) {
         BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute flags %d changed the gradients", flags);
         ZT_CHECK_MSG(isfinite(lq), "recompute flags %d: loss %g", flags, lq);
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) <
-                 gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0, 1, 0) <
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, flags & 1, 0, 1, 0));
         if ((flags & GPT2_RECOMPUTE_LAYERNORM) == GPT2_RECOMPUTE_LAYERNORM)
-            ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) <
-                     gpt2_activation_bytes(&c, ZG_F32, B, T, flags & ~GPT2_RECOMPUTE_LN2, 0));
+            ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0, 1, 0) <
+                     gpt2_activation_bytes(&c, ZG_F32, B, T, flags & ~GPT2_RECOMPUTE_LN2, 0, 1, 0));
         gpt2_free(&q);
     }
     /* recompute in the first layer only (recompute_num_layers 1): same gradients; memory between
@@ -271,12 +271,12 @@ static void test_model_gradient(void) {
         gpt2_backward(&q, 1.0f);
         BE->ops->download_f32(BE, g4, q.grads, ZG_F32, n);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) == 0, "recompute in layer 0 only changed the gradients");
-        size_t b_none = gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0),
-               b_all = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 0);
-        size_t b_one = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 1);
+        size_t b_none = gpt2_activation_bytes(&c, ZG_F32, B, T, 0, 0, 1, 0),
+               b_all = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 0, 1, 0);
+        size_t b_one = gpt2_activation_bytes(&c, ZG_F32, B, T, all, 1, 1, 0);
         ZT_CHECK_MSG(c.n_layer > 1 && b_all < b_one && b_one < b_none,
                      "activation bytes none %zu, layer 0 %zu, all %zu", b_none, b_one, b_all);
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, all, c.n_layer) == b_all);
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, all, c.n_layer, 1, 0) == b_all);
         gpt2_free(&q);
     }
     /* LayerNorm backward from the output (alone and with GELU recompute): the same loss, the gradients
@@ -300,11 +300,12 @@ static void test_model_gradient(void) {
                      flags, err, gmax);
         ZT_CHECK_MSG(memcmp(g4, g, n * 4) != 0, "LN from output gave bitwise the input form's gradients: "
                                                 "was the output form used?");
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) ==
-                 gpt2_activation_bytes(&c, ZG_F32, B, T, extra | GPT2_RECOMPUTE_LAYERNORM, 0));
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0) < gpt2_activation_bytes(&c, ZG_F32, B, T, extra, 0));
-        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags | GPT2_RECOMPUTE_LAYERNORM, 0) ==
-                 gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0, 1, 0) ==
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, extra | GPT2_RECOMPUTE_LAYERNORM, 0, 1, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0, 1, 0) <
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, extra, 0, 1, 0));
+        ZT_CHECK(gpt2_activation_bytes(&c, ZG_F32, B, T, flags | GPT2_RECOMPUTE_LAYERNORM, 0, 1, 0) ==
+                 gpt2_activation_bytes(&c, ZG_F32, B, T, flags, 0, 1, 0));
         /* the forward is unchanged: the same loss as the default model's (l_plain, same parameters) */
         ZT_CHECK_MSG(l_plain == lq, "LN from output changed the loss: %.9g vs %.9g", lq, l_plain);
         gpt2_free(&q);
@@ -316,7 +317,7 @@ static void test_model_gradient(void) {
         ZT_CHECK(gpt2_init(&e, &c, BE) == 0);
         size_t before = BE->bytes_in_use;
         ZT_CHECK(gpt2_activations_ensure(&e, 3, 7) == 0);
-        size_t used = BE->bytes_in_use - before, est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, 0, 0);
+        size_t used = BE->bytes_in_use - before, est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, 0, 0, 1, 0);
         ZT_CHECK_MSG(used >= est && used <= est + 3 * 21 * 4 + 3 * 256, "allocated %zu, estimated %zu", used, est);
         ZT_CHECK(gpt2_kv_alloc(&e, 2, 8) == 0);
         gpt2_free(&e);
@@ -344,7 +345,8 @@ static struct {
     zg_backend_ops ops;
     void *loan;
     size_t loan_bytes;
-    long lends; /* loans of at least one byte */
+    long lends;      /* loans of at least one byte */
+    size_t loan_max; /* the largest loan's bytes */
 } SCRIBBLE;
 
 static void scribble_loan(void) {
@@ -356,6 +358,7 @@ static void scribble_lend(zg_backend *be, void *p, size_t bytes) {
     SCRIBBLE.loan = bytes ? p : NULL;
     SCRIBBLE.loan_bytes = bytes;
     SCRIBBLE.lends += bytes > 0;
+    if (bytes > SCRIBBLE.loan_max) SCRIBBLE.loan_max = bytes;
 }
 
 static void scribble_layernorm_forward(zg_backend *be, void *out, float *mean, float *rstd, const void *inp,
@@ -389,6 +392,21 @@ static void scribble_attention_backward(zg_backend *be, void *dqkv, const void *
     BE->ops->attention_backward(be, dqkv, dout, qkv, out, stats, B, T, C, NH);
 }
 
+/* SCRIBBLE as BE with the scribbling ops; lend_want: its scratch_lend_want (NULL: none, as the CPU's) */
+static void scribble_init(size_t (*lend_want)(zg_backend *, int, int, int, int)) {
+    SCRIBBLE.be = *BE;
+    SCRIBBLE.ops = *BE->ops;
+    SCRIBBLE.ops.scratch_lend = scribble_lend;
+    SCRIBBLE.ops.scratch_lend_want = lend_want;
+    SCRIBBLE.ops.layernorm_forward = scribble_layernorm_forward;
+    SCRIBBLE.ops.layernorm_backward = scribble_layernorm_backward;
+    SCRIBBLE.ops.matmul_backward = scribble_matmul_backward;
+    SCRIBBLE.ops.gelu_forward = scribble_gelu_forward;
+    SCRIBBLE.ops.attention_backward = scribble_attention_backward;
+    SCRIBBLE.be.ops = &SCRIBBLE.ops;
+    SCRIBBLE.be.bytes_in_use = SCRIBBLE.be.bytes_peak = 0;
+}
+
 /* Two training micro-steps (the second forward rewrites the logits the first backward used) of a model on
  * backend `be` with these recompute flags; the gradients into g (num_params floats), the losses' sum back. */
 static float shared_steps(zg_backend *be, const gpt2_config *c, const float *p, int flags, int layers, float *g) {
@@ -416,16 +434,7 @@ static float shared_steps(zg_backend *be, const gpt2_config *c, const float *p, 
  * the logits (6C < Vp: something is lent) and larger than them (6C > Vp: the region grows, nothing lent);
  * and the allocation is what gpt2_activation_bytes says. */
 static void test_logits_shared(void) {
-    SCRIBBLE.be = *BE;
-    SCRIBBLE.ops = *BE->ops;
-    SCRIBBLE.ops.scratch_lend = scribble_lend;
-    SCRIBBLE.ops.layernorm_forward = scribble_layernorm_forward;
-    SCRIBBLE.ops.layernorm_backward = scribble_layernorm_backward;
-    SCRIBBLE.ops.matmul_backward = scribble_matmul_backward;
-    SCRIBBLE.ops.gelu_forward = scribble_gelu_forward;
-    SCRIBBLE.ops.attention_backward = scribble_attention_backward;
-    SCRIBBLE.be.ops = &SCRIBBLE.ops;
-    SCRIBBLE.be.bytes_in_use = SCRIBBLE.be.bytes_peak = 0;
+    scribble_init(NULL);
     const int all = GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM;
     const int flags[][2] = {{0, 0},
                             {GPT2_RECOMPUTE_GELU, 0},
@@ -457,7 +466,7 @@ static void test_logits_shared(void) {
             size_t before = BE->bytes_in_use;
             ZT_CHECK(gpt2_activations_ensure(&e, 3, 7) == 0);
             size_t used = BE->bytes_in_use - before,
-                   est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, flags[i][0], flags[i][1]);
+                   est = gpt2_activation_bytes(&c, ZG_F32, 3, 7, flags[i][0], flags[i][1], 1, 0);
             ZT_CHECK_MSG(used == est + 3 * 21 * 4, "C %d, flags %d: allocated %zu, estimated %zu + %d", c.n_embd,
                          flags[i][0], used, est, 3 * 21 * 4);
             gpt2_free(&e);
@@ -469,6 +478,118 @@ static void test_logits_shared(void) {
         gpt2_param_table_free(&t);
     }
     ZT_CHECK_MSG(SCRIBBLE.be.bytes_in_use == 0, "%zu bytes left", SCRIBBLE.be.bytes_in_use);
+}
+
+/* ---- the LM head in row chunks ---------------------------------------------------------------------- */
+
+static size_t scribble_lend_want(zg_backend *be, int B, int T, int C, int NH) {
+    (void)be, (void)NH;
+    return (size_t)B * T * C * sizeof(float); /* as if the attention backward borrowed (N,C) */
+}
+
+/* Training micro-steps, an eval forward and the deferred losses' ring with the head in `chunks` (3 and 5 split
+ * B*T = 24 rows unevenly) on the scribbling backend, which now wants a loan, so the chunked region's front is
+ * lent and overwritten: the same losses and (up to the wte gradient's summation order over the chunks) the
+ * same gradients as every row at once on the plain backend; the allocation as gpt2_activation_bytes says; the
+ * rows rule at GPT-2's sizes; a forward without targets, and gpt2_logits, refused while the logits are chunked. */
+static void test_head_chunks(void) {
+    /* the rule at GPT-2's sizes, with the CUDA loan gpt2 plan estimates (dS B*NH*T^2 and rows beside it) */
+    gpt2_config xl, sm;
+    ZT_CHECK(gpt2_config_by_name("gpt2-xl", &xl) == 0 && gpt2_config_by_name("gpt2", &sm) == 0);
+    size_t lend_xl8 = (size_t)8 * 25 * 1024 * 1024 * 2 + (size_t)8 * 1024 * 1600 * 2 + (1u << 20);
+    size_t lend_sm16 = (size_t)16 * 12 * 1024 * 1024 * 2 + (size_t)16 * 1024 * 768 * 2 + (1u << 20);
+    ZT_CHECK_MSG(gpt2_head_rows(&xl, 2, 8192, 0, lend_xl8) == 4096, "XL B=8: %d rows",
+                 gpt2_head_rows(&xl, 2, 8192, 0, lend_xl8));
+    ZT_CHECK_MSG(gpt2_head_rows(&sm, 2, 16384, 0, lend_sm16) == 5504, "124M B=16: %d rows",
+                 gpt2_head_rows(&sm, 2, 16384, 0, lend_sm16));
+    ZT_CHECK(gpt2_head_rows(&sm, 2, 16384, 1, lend_sm16) == 16384);                                   /* 1: every row */
+    ZT_CHECK(gpt2_head_rows(&sm, 2, 2 * GPT2_HEAD_MIN_ROWS - 1, 0, 0) == 2 * GPT2_HEAD_MIN_ROWS - 1); /* too few */
+    ZT_CHECK(gpt2_head_rows(&sm, 4, 1024, 0, 0) == 1024); /* the guide's micro-batch 1 */
+    ZT_CHECK(gpt2_head_rows(&sm, 4, 5 * GPT2_HEAD_MIN_ROWS, 0, 0) == GPT2_HEAD_MIN_ROWS); /* capped by rows */
+    ZT_CHECK(gpt2_head_rows(&sm, 4, 24, 3, 0) == 8 && gpt2_head_rows(&sm, 4, 24, 5, 0) == 5);
+    ZT_CHECK(gpt2_head_rows(&sm, 4, 1000, 3, 0) == 384); /* 334 rounded up to 64s */
+
+    scribble_init(scribble_lend_want);
+    gpt2_config c = tiny_config(); /* C = 16, V = 40, Vp = 128 */
+    gpt2_param_table t;
+    ZT_CHECK(gpt2_param_table_init(&t, &c) == 0);
+    size_t n = t.num_params;
+    const gpt2_tensor *wte = gpt2_param_table_find(&t, "wte");
+    float *p = random_params(&t, 5, 0.3f), *want = zg_malloc(n * 4), *got = zg_malloc(n * 4);
+    enum { B = 3, T = 8, N = B * T };
+    int32_t in[N], tg[N];
+    uint64_t r = 9;
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)(zt_rand_uniform(&r) * 19.5f + 19.5f);
+        tg[i] = i % 7 == 3 ? -1 : (int)(zt_rand_uniform(&r) * 19.5f + 19.5f);
+    }
+    const int chunks[] = {1, 3, 5, 1};
+    float ref_loss[3] = {0};
+    double ref_ring = 0;
+    for (int ci = 0; ci < 4; ci++) {
+        zg_backend *be = ci == 0 ? BE : &SCRIBBLE.be; /* the last: every row at once, lending */
+        gpt2_model m;
+        ZT_CHECK(gpt2_init(&m, &c, be) == 0 && gpt2_grads_alloc(&m) == 0);
+        m.head_chunks = chunks[ci];
+        m.recompute = ci == 2 ? GPT2_LN_FROM_OUTPUT : 0;
+        gpt2_params_upload(&m, p);
+        size_t before = be->bytes_in_use;
+        SCRIBBLE.loan_max = 0;
+        ZT_CHECK(gpt2_activations_ensure(&m, B, T) == 0);
+        size_t used = be->bytes_in_use - before, lend = ci == 0 ? 0 : scribble_lend_want(be, B, T, c.n_embd, 2);
+        size_t est = gpt2_activation_bytes(&c, ZG_F32, B, T, m.recompute, 0, chunks[ci], lend);
+        ZT_CHECK_MSG(used == est + 3 * N * 4, "chunks %d: allocated %zu, estimated %zu + %d", chunks[ci], used, est,
+                     3 * N * 4);
+        float loss[3];
+        for (int k = 0; k < 2; k++) {
+            int32_t tk[N];
+            memcpy(tk, tg, sizeof tk);
+            tk[k] = -1;
+            loss[k] = zt_forward_train(&m, in, tk, B, T, 0.5f);
+            gpt2_backward(&m, 0.5f);
+        }
+        loss[2] = zt_forward(&m, in, tg, B, T);
+        be->ops->download_f32(be, got, m.grads, ZG_F32, n);
+        /* the deferred ring over more forwards than it holds, no backward between: the head's losses alone */
+        double ring = 0;
+        int cnt = 0;
+        for (int k = 0; k < m.loss_slots + 2; k++) ZT_CHECK(gpt2_forward_train_deferred(&m, in, tg, B, T, 1.0f) == 0);
+        ring = gpt2_train_losses_take(&m, &cnt);
+        ZT_CHECK(cnt == m.loss_slots + 2);
+        if (ci == 0) {
+            memcpy(want, got, n * 4);
+            memcpy(ref_loss, loss, sizeof loss);
+            ref_ring = ring;
+        } else if (ci != 2) { /* (LN from output: other gradients; its losses are the same) */
+            double worst = 0, gmax = 0;
+            size_t differ = 0;
+            for (size_t k = 0; k < n; k++) {
+                int in_wte = k >= wte->offset && k < wte->offset + wte->numel;
+                gmax = fmax(gmax, fabs(want[k]));
+                if (want[k] != got[k]) differ += !in_wte;
+                worst = fmax(worst, fabs(want[k] - got[k]));
+            }
+            ZT_CHECK_MSG(worst <= 1e-6 * gmax && differ == 0,
+                         "chunks %d: gradients %.3g apart (max %.3g), %zu outside wte differ", chunks[ci], worst, gmax,
+                         differ);
+        }
+        for (int k = 0; k < 3; k++)
+            ZT_CHECK_MSG(fabsf(loss[k] - ref_loss[k]) <= 1e-6f * fabsf(ref_loss[k]), "chunks %d: loss %d %.9g vs %.9g",
+                         chunks[ci], k, (double)loss[k], (double)ref_loss[k]);
+        ZT_CHECK_MSG(fabs(ring - ref_ring) <= 1e-6 * fabs(ref_ring), "chunks %d: ring %.9g vs %.9g", chunks[ci], ring,
+                     ref_ring);
+        if (chunks[ci] > 1) { /* the loan the backend asked for is there, and the region is smaller */
+            ZT_CHECK_MSG(SCRIBBLE.loan_max >= lend, "chunks %d: lent %zu of the %zu wanted", chunks[ci],
+                         SCRIBBLE.loan_max, lend);
+            ZT_CHECK(gpt2_forward(&m, in, NULL, B, T, NULL) == -1 && strstr(zg_error_message(), "head_chunks"));
+            ZT_CHECK(used < gpt2_activation_bytes(&c, ZG_F32, B, T, m.recompute, 0, 1, 0) + 3 * N * 4);
+        }
+        gpt2_free(&m);
+    }
+    ZT_CHECK(SCRIBBLE.loan == NULL);
+    ZT_CHECK_MSG(SCRIBBLE.be.bytes_in_use == 0, "%zu bytes left", SCRIBBLE.be.bytes_in_use);
+    free(p), free(want), free(got);
+    gpt2_param_table_free(&t);
 }
 
 /* ---- hooks -------------------------------------------------------------------------------------- */
@@ -851,6 +972,7 @@ int main(void) {
     zt_run("init_statistics", test_init_statistics);
     zt_run("model_gradient", test_model_gradient);
     zt_run("logits_shared", test_logits_shared);
+    zt_run("head_chunks", test_head_chunks);
     zt_run("hooks", test_hooks);
     zt_run("group_redirect", test_group_redirect);
     zt_run("kv_cache", test_kv_cache);

@@ -156,7 +156,7 @@ static void train_ex(zg_comm *comm, const gpt2_config *cfgp, int stage, int accu
     if (stage >= 3) ZT_CHECK_MSG(m.params == NULL, "stage 3: the model's full parameter buffer exists");
 
     zg_zero_memory plan;
-    size_t act = gpt2_activation_bytes(&cfg, ZG_F32, B, T, 0, 0);
+    size_t act = gpt2_activation_bytes(&cfg, ZG_F32, B, T, 0, 0, 1, 0);
     zg_zero_plan_model(&m.table, W, R, &zo, ZG_F32, ZG_F32, 0, act, &plan);
     if (check_memory) {
         ZT_CHECK_MSG(mem_model == n * 4, "model buffers %zu, expected %zu", mem_model, n * 4);

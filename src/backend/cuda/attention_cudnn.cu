@@ -99,6 +99,11 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     return zgc_att_cudnn_wanted(be);
 }
 
+size_t zgc_attention_cudnn_lend_want(zg_backend *be, int B, int T, int C, int NH) {
+    (void)be, (void)B, (void)T, (void)C, (void)NH;
+    return 0;
+}
+
 void zgc_attention_cudnn_destroy(zg_backend *be) {
     zgc_impl *im = zgc_get(be);
     free(im->att_cudnn);
@@ -645,6 +650,21 @@ int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, c
     }
     st->calls++;
     return 1;
+}
+
+/* What the backward borrows of the loan at this shape: its workspace (the plan's, then the D sums), and, while
+ * the shape's first call still has to check our dQ kernel against cuDNN's, room for cuDNN's dQ beside it (else
+ * that check allocates it: a peak above the step's). Builds the backward's plan (cached for the first call). */
+size_t zgc_attention_cudnn_lend_want(zg_backend *be, int B, int T, int C, int NH) {
+    if (!zgc_sdpa_wanted(be, 1) || !zgc_sdpa_usable(be, C, NH, NULL, NULL, NULL, NULL)) return 0;
+    zgc_cudnn_att *st = zgc_att_state(be);
+    if (st->handle_state != 1 || st->loan_off) return 0;
+    zgc_sdpa_plan *p = zgc_sdpa_plan_get(be, st, B, T, NH, C / NH, 1);
+    if (p == NULL) return 0;
+    size_t want = zgc_sdpa_bwd_ws_bytes(p);
+    if (p->dq_state == 0 && zgc_sdpa_dq_env() == 1 && zgc_att_dq_fits(be, T, C, NH))
+        want += (size_t)B * T * C * zg_dtype_size(be->act_dtype);
+    return want;
 }
 
 extern "C" long zg_backend_cuda_cudnn_attention_calls(zg_backend *be) {

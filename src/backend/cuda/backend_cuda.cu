@@ -459,6 +459,7 @@ static void zgc_ops_fill(zg_backend_ops *o) {
     o->host_free = zgc_host_free;
     o->host_adopt = zgc_host_adopt;
     o->scratch_lend = zgc_scratch_lend;
+    o->scratch_lend_want = zgc_attention_cudnn_lend_want;
     o->copy_async = zgc_copy_async;
     o->event_create = zgc_event_create;
     o->event_destroy = zgc_event_destroy;

@@ -437,6 +437,9 @@ void zgc_attention_forward_cached(zg_backend *be, void *out, const void *qkv, vo
 int zgc_attention_cudnn_forward(zg_backend *be, void *out, float *stats, const void *qkv, int B, int T, int C, int NH);
 int zgc_attention_cudnn_backward(zg_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                  const float *stats, int B, int T, int C, int NH);
+/* The bytes the backward would take of the model's loan at this shape (backend.h, scratch_lend_want); 0 where
+ * cuDNN would not run it or would not borrow */
+size_t zgc_attention_cudnn_lend_want(zg_backend *be, int B, int T, int C, int NH);
 void zgc_attention_cudnn_destroy(zg_backend *be);
 /* attention_dq_cuda.cu: dQ = alpha dS K from cuDNN's dS workspace (B,NH,T,T), over the causal half, in place of
  * cuDNN's dense product in the backward's graph. fits: the shapes it takes (bf16/fp16, T a multiple of the
