@@ -139,7 +139,7 @@ typedef struct {
     /* activation state; sized for (B, T) by gpt2_activations_ensure() */
     int B, T;
     void *acts;                /* one allocation holding every activation tensor; the backward's activation
-                                  gradients share the logits' memory (dead then) */
+                                  gradients share the logits' memory (dead then: one LM head chunk's) */
     int32_t *tokens, *targets; /* backend memory (B,T) */
     float *losses;             /* backend memory (loss_slots, B, T): slot 0 for gpt2_forward, a ring for
                                   gpt2_forward_train_deferred */

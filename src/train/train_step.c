@@ -54,7 +54,7 @@ int zg_train_step(const zg_train_step_cfg *s, double lr, int poison_loss, zg_tra
         s->next_batch(s->batch_ctx, s->inputs, s->targets);
         phase_mark(s, r, ZG_STEP_DATA, &t);
         /* gradient of the mean over the global batch, times the fp16 loss scale (the ZeRO engine
-         * divides by the world size); the forward's classifier already writes it into the logits */
+         * divides by the world size); the backward's LM head writes it with the losses, chunk by chunk */
         float bscale = (float)(scale / (double)s->grad_accum);
         /* the losses stay on the device until after the gradient norm (one wait per step, not one per
          * micro-step; a checkpoint snapshot's device-to-host copy no longer delays the next micro-step) */
