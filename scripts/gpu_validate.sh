@@ -20,8 +20,8 @@
 #            124M with and without recording alternately (not in the default list)
 #   headchunks (1 GPU) v0.39's LM head in row chunks (lm_head_chunks): the small model trained in 3 chunks against
 #            every row at once (losses within bf16 noise), 20 + resume + 20 in chunks against 40 (identical lines,
-#            byte-identical checkpoints), zgpt bench XL B=8 and 124M B=16 with auto against 1 alternated, XL B=16
-#            once each (ms/step, peak memory, the chunks); ~5-6 minutes (not in the default list)
+#            byte-identical checkpoints), zgpt bench XL B=8 and 124M B=16 with auto against 1 (ms/step, peak memory,
+#            the chunks); ~3 minutes; ZG_HC_FULL=1: two rounds alternated and XL B=16 too (not in the default list)
 #   graphhoist (1 GPU) v0.38's rewrite of recorded graphs (ZGPT_GRAPH_HOIST=1: cuBLASLt's workspace memsets beside
 #            the op before them) against the recordings as made: the op test graph_hoist; bf16 and 4-micro-step
 #            training with identical iteration lines and byte-identical checkpoints; zgpt bench XL and 124M B=16
@@ -1270,13 +1270,15 @@ if has headchunks; then
   if [ -n "$a" ] && [ "$a" = "$b" ] && [ $same = 1 ]; then
     note "headchunks resume (3 chunks, 40 = 20 + resume + 20): ok, $(echo "$a" | wc -l) identical iteration lines, byte-identical final checkpoint"
   else note "headchunks resume: FAILED $(diff <(echo "$a") <(echo "$b") | head -4 | tr '\n' ' ')"; fi
-  for r in 1 2; do
+  # ZG_HC_FULL=1: two rounds alternated and XL B=16 too (~3 minutes more)
+  for r in $(seq 1 $([ "${ZG_HC_FULL:-0}" = 1 ] && echo 2 || echo 1)); do
     for v in 0 1; do
       timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 8 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile --lm-head-chunks $v > "$LOG_DIR/hc_xl8_${v}_$r.log" 2>&1
       timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile --lm-head-chunks $v > "$LOG_DIR/hc_124m_${v}_$r.log" 2>&1
     done
   done
   for v in 0 1; do
+    [ "${ZG_HC_FULL:-0}" = 1 ] || break
     timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile --lm-head-chunks $v > "$LOG_DIR/hc_xl16_${v}_1.log" 2>&1
   done
   for m in xl8 124m xl16; do
