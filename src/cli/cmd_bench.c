@@ -46,7 +46,7 @@ static const zg_option bench_opts[] = {
     ZG_OPT_FLAG(bench_args, ln_from_output, "memory-efficient-layernorm",
                 "LayerNorm backward from the output (as the memory_efficient_layernorm config key)"),
     ZG_OPT_INT(bench_args, head_chunks, "lm-head-chunks", "N",
-               "the LM head in N row chunks, 0 = auto, 1 = every row at once (as the lm_head_chunks config key)", "1"),
+               "the LM head in N row chunks, 0 = auto, 1 = every row at once (as the lm_head_chunks config key)", "0"),
     ZG_OPT_FLAG(bench_args, no_profile, "no-profile", "skip the per-op profile step"),
     ZG_OPT_FLAG(bench_args, json, "json", "also print one JSON line with the numbers"),
     ZG_OPT_END,

@@ -221,7 +221,7 @@ int zg_cmd_plan(int argc, char **argv) {
     int recompute = have_cfg ? zg_train_config_recompute(&tc) : 0;
     char rdesc[96];
     int rc_layers = have_cfg ? tc.recompute_num_layers : 0;
-    int head_chunks = have_cfg ? tc.lm_head_chunks : 1;
+    int head_chunks = have_cfg ? tc.lm_head_chunks : 0;
     size_t lend = device ? cuda_lend_estimate(&g, dt, B, T) : 0;
     size_t act = gpt2_activation_bytes(&g, dt, B, T, recompute, rc_layers, head_chunks, lend);
     int head_rows = gpt2_head_rows(&g, zg_dtype_size(dt), B * T, head_chunks, lend);

@@ -65,7 +65,7 @@ typedef struct {
     int recompute_num_layers;       /* both apply to the first N layers only (0: all) */
     int memory_efficient_layernorm; /* LayerNorm backward from the output (GPT2_LN_FROM_OUTPUT): the residual
                                      * stream is not kept per layer; excludes recompute_layernorm */
-    int lm_head_chunks; /* gpt2_model.head_chunks: the LM head in row chunks (0 auto, 1 none: the default) */
+    int lm_head_chunks; /* gpt2_model.head_chunks: the LM head in row chunks (0 auto: the default, 1 none) */
 
     /* data */
     zg_data_source *data; /* n_data sources; paths owned here */
