@@ -43,4 +43,14 @@ timeout 300 "$ZGPT" train --config d.json --set out_dir=r2_me --set zero_optimiz
 losses_close one_me/metrics.jsonl r2_me/metrics.jsonl 20 $LTOL
 weights_close model one_me/final/model.bin r2_me/final/model.bin $WTOL
 echo "ok memory_efficient_layernorm: one process and 2 ranks (stage 2) follow the default run"
+# lm_head_chunks: the LM head in 3 row chunks at the backward's start, where ZeRO's hooks hand out the embeddings'
+# gradient buffer (stage 2) and gather the embeddings (stage 3): the same curve and weights over 2 ranks
+for stage in 2 3; do
+    out=r2_hc$stage
+    timeout 300 "$ZGPT" train --config d.json --set out_dir=$out --set zero_optimization.stage=$stage \
+        --set lm_head_chunks=3 --nproc 2 > $out.log 2> $out.err || fail "2 ranks, stage $stage, lm_head_chunks=3: $(tail -5 $out.err $out.log)"
+    losses_close one/metrics.jsonl $out/metrics.jsonl 20 $LTOL
+    weights_close model one/final/model.bin $out/final/model.bin $WTOL
+done
+echo "ok lm_head_chunks=3: 2 ranks at stages 2 and 3 follow the default run"
 echo "dist_equiv: ok"
