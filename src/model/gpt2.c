@@ -380,6 +380,12 @@ int gpt2_head_rows(const gpt2_config *cfg, size_t asz, int N, int chunks, size_t
 
 int gpt2_head_rows_now(const gpt2_model *m) { return m->act_index ? ((const act_index *)m->act_index)->head_rows : 0; }
 
+size_t gpt2_lend_want(const gpt2_model *m, int B, int T) {
+    const zg_backend_ops *op = m->be->ops;
+    if (m->head_chunks == 1 || op->scratch_lend_want == NULL) return 0;
+    return op->scratch_lend_want(m->be, B, T, m->cfg.n_embd, m->cfg.n_head);
+}
+
 size_t gpt2_activation_bytes(const gpt2_config *cfg_in, zg_dtype act_dtype, int B, int T, int recompute,
                              int recompute_layers, int head_chunks, size_t lend_want) {
     gpt2_config cfg = *cfg_in;
@@ -430,8 +436,7 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     zg_backend *be = m->be;
     size_t asz = zg_dtype_size(be->act_dtype);
     size_t stats = be->ops->attention_stats_bytes(be, B, T, m->cfg.n_head);
-    size_t lend_want =
-        be->ops->scratch_lend_want ? be->ops->scratch_lend_want(be, B, T, m->cfg.n_embd, m->cfg.n_head) : 0;
+    size_t lend_want = gpt2_lend_want(m, B, T);
     int rows = gpt2_head_rows(&m->cfg, asz, B * T, m->head_chunks, lend_want);
     act_index *ix = zg_calloc(1, sizeof *ix);
     ix->resid = zg_calloc((size_t)m->cfg.n_layer + 1, sizeof(void *));
@@ -802,10 +807,10 @@ static int forward_impl(gpt2_model *m, const int32_t *inputs_host, const int32_t
     m->has_targets = 0;
     m->n_valid_targets = 0;
     if (gpt2_activations_ensure(m, B, T) != 0) return -1;
-    if (targets_host == NULL && ((act_index *)m->act_index)->head_rows < (int)N)
+    if (targets_host == NULL && gpt2_head_rows_now(m) < (int)N)
         return zg_errorf("a forward without targets keeps the logits of every row, and this model's LM head runs in "
                          "chunks of %d of %zu rows (head_chunks %d): set head_chunks to 1",
-                         ((act_index *)m->act_index)->head_rows, N, m->head_chunks);
+                         gpt2_head_rows_now(m), N, m->head_chunks);
     if (gpt2_check_tokens(m, inputs_host, N, 0, "input token") != 0) return -1;
     if (targets_host && gpt2_check_tokens(m, targets_host, N, 1, "target token") != 0) return -1;
     GPT2_PROFILED(m, 0, GPT2_OP_TRANSFER, {

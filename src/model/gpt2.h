@@ -233,6 +233,10 @@ enum { GPT2_HEAD_MIN_ROWS = 2048 };
 int gpt2_head_rows(const gpt2_config *cfg, size_t asz, int N, int chunks, size_t lend_want);
 /* The rows a chunk of the model's LM head at its current (B, T) (gpt2_activations_ensure); 0 before. */
 int gpt2_head_rows_now(const gpt2_model *m);
+/* The loan the model's backward would be asked for at (B, T) (the backend's scratch_lend_want), where the head's
+ * chunking reads it (head_chunks != 1); else 0 without asking, so no backend work (cuDNN's backward plan) is done
+ * for nothing. */
+size_t gpt2_lend_want(const gpt2_model *m, int B, int T);
 /* Bytes of activations (the activation gradients share the logits' memory; + the deferred losses' ring
  * beyond one slot, and the recorded forward's slot) the model needs for (B, T) with these recompute flags
  * and layer count (as gpt2_model.recompute / recompute_layers), LM head chunking (head_chunks) and the

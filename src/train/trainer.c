@@ -665,9 +665,7 @@ static int setup_optimizer(trainer *tr) {
      * the parameters on the host for model.bin: counted for every rank) */
     if (zo.offload_optimizer || zo.offload_param) {
         int B = (int)cfg->micro_batch, T = tr->model.cfg.block_size;
-        const zg_backend_ops *op = tr->be->ops;
-        size_t lend =
-            op->scratch_lend_want ? op->scratch_lend_want(tr->be, B, T, tr->model.cfg.n_embd, tr->model.cfg.n_head) : 0;
+        size_t lend = gpt2_lend_want(&tr->model, B, T);
         size_t act = gpt2_activation_bytes(&tr->model.cfg, tr->be->act_dtype, B, T, tr->model.recompute,
                                            tr->model.recompute_layers, tr->model.head_chunks, lend);
         if (zg_zero_check_memory(&tr->model.table, tr->world, tr->rank, tr->local_ranks, &zo, tr->be->param_dtype,
