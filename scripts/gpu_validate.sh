@@ -5,7 +5,9 @@
 #   attn     issue 21: attention (zgpt's kernels, cuDNN's fused attention) vs torch SDPA's cuDNN backend and
 #            LayerNorm's share of the memory bandwidth, GPT-2 XL B=16 (not in the default list); each side timed
 #            by single calls and back to back (20 calls between two events: without the host's dispatch); the
-#            LayerNorm backward with the projections' bias sums fused, by separate passes, and without them
+#            LayerNorm backward with the projections' bias sums fused, by separate passes, and without them;
+#            LayerNorm and copies of its bytes back to back, beside PyTorch's LayerNorm (eager and compiled,
+#            bench/torch_baseline/ln_bench.py) timed the same way
 #   watchdog (1 GPU) the NCCL communicator's collective watchdog ends a rank whose collective cannot
 #            finish while its main thread is blocked in the driver (tests/gpu/test_comm_nccl_watchdog.c)
 #   parity   the whole model against HF transformers, GPT-2 XL-shaped random model (fp32, bf16)
@@ -22,10 +24,6 @@
 #            every row at once (losses within bf16 noise), 20 + resume + 20 in chunks against 40 (identical lines,
 #            byte-identical checkpoints), zgpt bench XL B=8 and 124M B=16 with auto against 1 (ms/step, peak memory,
 #            the chunks); ~3 minutes; ZG_HC_FULL=1: two rounds alternated and XL B=16 too (not in the default list)
-#   graphhoist (1 GPU) v0.38's rewrite of recorded graphs (ZGPT_GRAPH_HOIST=1: cuBLASLt's workspace memsets beside
-#            the op before them) against the recordings as made: the op test graph_hoist; bf16 and 4-micro-step
-#            training with identical iteration lines and byte-identical checkpoints; zgpt bench XL and 124M B=16
-#            alternated; the XL step's traced idle and memset gaps both ways; ~3-4 minutes (not in the default list)
 #   bench    zgpt bench vs the PyTorch peer on the same card: GPT-2 124M, B=16, T=1024 (+ ratio lines)
 #   benchxl  the same for GPT-2 XL (last: the slowest); ZG_XL_BATCHES="16 8" adds B=8 against its peer
 #   attloan  issue 21: the attention backward's cuDNN workspace in the model's dead logits buffer (XL B=16
@@ -93,8 +91,7 @@
 #            at B=1 and B=8 (and B=1 without the CUDA graph), tokens/s with the load excluded (goals 500 and
 #            2,500), against transformers' generate of the same weights in fp32 and bf16 (goal 10x); B=1 and 8
 #            again with ZGPT_PDL=0, with ZGPT_SAMPLE=block, with ZGPT_DECODE_COMBINE=kernel (v0.15's
-#            attention combine), with ZGPT_LT_WARMUP=0 and with ZGPT_GRAPH_HOIST=1 (v0.38): the same text as the
-#            defaults'; B=8 with
+#            attention combine) and with ZGPT_LT_WARMUP=0: the same text as the defaults'; B=8 with
 #            ZGPT_GEMV_MAX_N=1 (cuBLASLt's products, v0.18's auto): tokens/s; each run's time split (KV cache,
 #            prompt, start, steady state) and steady-state ms/step beside the headline tokens/s
 #            (ZG_GEN_VARS="nopdl ltw0 ..." runs only the named variants); ~5-7 min
@@ -272,7 +269,7 @@ if has attn; then
   # its asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
   for k in LN LNgroup LNwarp; do
     for d in fwd bwd bwd_y; do
-      read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d " "$LOG_DIR/attn_bench.log")"
+      read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d ms " "$LOG_DIR/attn_bench.log")"
       v=${k#LN}
       note "attn layernorm $d${v:+ (ZGPT_LN=$v)} (XL B=16): $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of the card's nominal $(na "$hn") GB/s" \
            "$([ "$k" = LN ] && verdict "$pn" ">=" 80) $([ "$k" = LN ] && echo '(>= 80%)'), $(na "$pc")% of the copy's $(na "$cp") GB/s"
@@ -292,9 +289,19 @@ if has attn; then
        "$(verdict "$rf" ">=" 1) (>= 1), backward $rb $(verdict "$rb" ">=" 1) (>= 1)"
   # the ceiling at LayerNorm's size: a device-to-device copy of the forward's and the backward's bytes
   for d in fwd bwd; do
-    read -r _ _ _ ms _ mb _ gbs _ pn <<< "$(grep "^COPYLN $d " "$LOG_DIR/attn_bench.log")"
-    note "attn device copy of LayerNorm $d's bytes: $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of the card's nominal $(na "$hn") GB/s"
+    read -r _ _ _ ms _ mb _ gbs _ pn <<< "$(grep "^COPYLN $d ms " "$LOG_DIR/attn_bench.log")"
+    read -r _ _ _ sms _ sgbs _ spn <<< "$(grep "^COPYLN $d stream_ms " "$LOG_DIR/attn_bench.log")"
+    note "attn device copy of LayerNorm $d's bytes: $(na "$ms") ms, $(na "$mb") MB, $(na "$gbs") GB/s = $(na "$pn")% of the card's nominal $(na "$hn") GB/s;" \
+         "back to back $(na "$sms") ms, $(na "$sgbs") GB/s = $(na "$spn")%"
   done
+  # LayerNorm back to back (20 calls between two events: no launch after the first event counted), the goal's
+  # share again; and PyTorch's LayerNorm (eager and compiled) and copies of the same bytes, timed the same way
+  for d in fwd bwd bwd_y; do
+    read -r _ _ _ sms _ sgbs _ spn <<< "$(grep "^LN $d stream_ms " "$LOG_DIR/attn_bench.log")"
+    note "attn layernorm $d back to back: $(na "$sms") ms, $(na "$sgbs") GB/s = $(na "$spn")% of nominal $(verdict "$spn" ">=" 80) (>= 80%)"
+  done
+  timeout -k 20 240 python3 bench/torch_baseline/ln_bench.py > "$LOG_DIR/ln_torch.log" 2>&1
+  note "attn torch LayerNorm (XL B=16, back to back): $(grep -E '^LNTORCH' "$LOG_DIR/ln_torch.log" | awk -v n="$hn" '{printf "%s %s ms %s GB/s = %.1f%%; ", $2, $4, $8, (n > 0 ? 100 * $8 / n : 0)}')$(grep -qE '^LNTORCH' "$LOG_DIR/ln_torch.log" || tail -1 "$LOG_DIR/ln_torch.log")"
 fi
 
 if has watchdog; then
@@ -1290,36 +1297,6 @@ if has headchunks; then
   done
 fi
 
-if has graphhoist; then
-  timeout -k 20 200 env ZT_ONLY=graph_hoist build-gpu/gpu_test_ops_cuda > "$LOG_DIR/graphhoist_ops.log" 2>&1
-  note "graphhoist op test: exit $? ($(tail -1 "$LOG_DIR/graphhoist_ops.log"); $(grep -E '^  graph:' "$LOG_DIR/graphhoist_ops.log" | tr '\n' ';'))"
-  for kind in bf16 accum4; do
-    sets=(--set max_iters=40 --set eval_interval=20)
-    [ $kind = accum4 ] && sets=(--set max_iters=30 --set eval_interval=10 --set gradient_accumulation_steps=4)
-    note "graphhoist $kind: $(ab_train graphhoist ZGPT_GRAPH_HOIST $kind "${sets[@]}")"
-  done
-  for r in 1 2; do
-    for h in 0 1; do
-      ZGPT_GRAPH_HOIST=$h timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile > "$LOG_DIR/graphhoist_xl_${h}_$r.log" 2>&1
-      ZGPT_GRAPH_HOIST=$h timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile > "$LOG_DIR/graphhoist_124m_${h}_$r.log" 2>&1
-    done
-  done
-  for m in xl 124m; do
-    note "graphhoist bench $m B=16 ms/step (alternated): as made $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_0_*.log | awk '{print $2}' | tr '\n' ' ')," \
-         "memsets moved $(grep -h '^ms/step' "$LOG_DIR"/graphhoist_${m}_1_*.log | awk '{print $2}' | tr '\n' ' ');" \
-         "$(grep -h 'ZGPT_GRAPH_HOIST=1:' "$LOG_DIR/graphhoist_${m}_1_1.log" | head -1)"
-  done
-  for h in 0 1; do
-    zc=$LOG_DIR/graphhoist_trace_$h.csv
-    ZGPT_GRAPH_HOIST=$h timeout -k 20 200 bash bench/kernel_trace.sh run "$zc" -- "$ZGPT" bench --model gpt2-xl --warmup 2 --batch 16 --seq 1024 --device cuda --steps 6 --no-profile > "$LOG_DIR/graphhoist_trace_$h.log" 2>&1
-    zms=$(zb_ms "$LOG_DIR/graphhoist_trace_$h.log")
-    if [ -s "$zc" ] && [ -n "$zms" ]; then
-      python3 bench/kernel_trace.py summarize "$zc" --step-ms "$zms" --last-ms "$(awk -v m="$zms" 'BEGIN { printf "%.1f", m * 5 }')" --label "zgpt xl hoist=$h" --top 12 > "$LOG_DIR/graphhoist_trace_$h.txt" 2>&1
-      note "graphhoist trace XL ZGPT_GRAPH_HOIST=$h ($zms ms/step): $(grep -E '^(idle|mean gap)' "$LOG_DIR/graphhoist_trace_$h.txt" | tr -s ' ' | tr '\n' ';') $(grep -E '^-- idle between' "$LOG_DIR/graphhoist_trace_$h.txt")"
-    fi
-    gzip -f "$zc" 2>/dev/null
-  done
-fi
 if has benchxl; then
   # ZG_XL_BATCHES: the micro-batches to run, each against its peer (default 16; issue 21 also names 8)
   for xb in ${ZG_XL_BATCHES:-16}; do
@@ -1493,8 +1470,7 @@ if has gen; then
   for B in 1 8; do
     # ltw0: cuBLASLt's start-up at the first product instead of on a thread during the load (v0.20): the
     # same text, the prompt's time with the start-up in it
-    # hoist: v0.38's memset rewrite of the recorded step (the same kernels on the same data: the same text)
-    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0" "hoist ZGPT_GRAPH_HOIST=1"; do
+    for var in "nopdl ZGPT_PDL=0" "block ZGPT_SAMPLE=block" "comb2 ZGPT_DECODE_COMBINE=kernel" "oneblk ZGPT_DECODE=oneblock" "ltw0 ZGPT_LT_WARMUP=0"; do
       read -r vn venv <<< "$var"
       [ -n "${ZG_GEN_VARS:-}" ] && ! grep -qw "$vn" <<< "$ZG_GEN_VARS" && continue
       env "$venv" timeout -k 10 100 "$ZGPT" sample --model "hf:$W/genxl" --prompt "$GEN_PROMPT" --num-samples "$B" \

@@ -146,7 +146,7 @@ void oc_test_decode_pdl(void);
 void oc_test_decode_prefetch_env(void);
 
 /* ---- ops_cuda_graph.c */
-void oc_test_graph_hoist(void);
+void oc_test_graph_replay(void);
 
 /* ---- ops_cuda_bench_decode.c */
 void oc_bench_decode(zg_backend *be, int B, int L);

@@ -269,12 +269,14 @@ void oc_test_decode_prefetch_env(void) {
     /* the removed forms' values are refused with "removed", not silently run another way; 0 (what runs) is
      * accepted: the persistent decode kernel (ZGPT_DECODE_LAYERS 1, 2: v0.21; 3: v0.22's weight ring) and the
      * L2 prefetch branch (ZGPT_DECODE_PREFETCH 1, 2: v0.14), both removed in v0.23; the attention backward in
-     * chunks of batch rows (ZGPT_SDPA_CHUNK: v0.31, removed in v0.33) */
-    static const char *const gone[9][2] = {
-        {"ZGPT_DECODE_LAYERS", "1"},   {"ZGPT_DECODE_LAYERS", "2"},   {"ZGPT_DECODE_LAYERS", "3"},
-        {"ZGPT_DECODE_PREFETCH", "1"}, {"ZGPT_DECODE_PREFETCH", "2"}, {"ZGPT_DECODE_PREFETCH", "3"},
-        {"ZGPT_SDPA_CHUNK", "1"},      {"ZGPT_SDPA_CHUNK", "2x2"},    {"ZGPT_SDPA_CHUNK", "autox2"}};
-    for (int i = 0; i < 9; i++) {
+     * chunks of batch rows (ZGPT_SDPA_CHUNK: v0.31, removed in v0.33); the memsets moved in recorded graphs
+     * (ZGPT_GRAPH_HOIST: v0.38, removed in v0.40) */
+    static const char *const gone[10][2] = {{"ZGPT_DECODE_LAYERS", "1"},   {"ZGPT_DECODE_LAYERS", "2"},
+                                            {"ZGPT_DECODE_LAYERS", "3"},   {"ZGPT_DECODE_PREFETCH", "1"},
+                                            {"ZGPT_DECODE_PREFETCH", "2"}, {"ZGPT_DECODE_PREFETCH", "3"},
+                                            {"ZGPT_SDPA_CHUNK", "1"},      {"ZGPT_SDPA_CHUNK", "2x2"},
+                                            {"ZGPT_SDPA_CHUNK", "autox2"}, {"ZGPT_GRAPH_HOIST", "1"}};
+    for (int i = 0; i < 10; i++) {
         int rc = env_create(gone[i][0], gone[i][1]);
         char want[48];
         snprintf(want, sizeof want, "%s=%s", gone[i][0], gone[i][1]);
@@ -283,12 +285,15 @@ void oc_test_decode_prefetch_env(void) {
                      "%s was accepted, or its refusal does not say it was removed: %s", want, zg_error_message());
         zg_error_clear();
     }
-    for (int i = 0; i < 3; i++) {
-        const char *var = i == 2 ? "ZGPT_SDPA_CHUNK" : i ? "ZGPT_DECODE_PREFETCH" : "ZGPT_DECODE_LAYERS";
+    static const char *const zero_ok[4] = {"ZGPT_DECODE_LAYERS", "ZGPT_DECODE_PREFETCH", "ZGPT_SDPA_CHUNK",
+                                           "ZGPT_GRAPH_HOIST"};
+    for (int i = 0; i < 4; i++) {
+        const char *var = zero_ok[i];
         ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
         zg_error_clear();
     }
-    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's two; its removed "deep" (v0.38) is refused */
+    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's two; its removed "deep" (v0.38) and "ring" (v0.40) are
+     * refused */
     for (int i = 0; i < 2; i++) {
         ZT_CHECK_MSG(env_create("ZGPT_LN_SUMS", i ? "separate" : "fused") == 0, "ZGPT_LN_SUMS=%s was refused: %s",
                      i ? "separate" : "fused", zg_error_message());
@@ -300,7 +305,12 @@ void oc_test_decode_prefetch_env(void) {
                      zg_error_message());
         zg_error_clear();
     }
-    ZT_CHECK_MSG(env_create("ZGPT_LN", "deep") != 0 && strstr(zg_error_message(), "ZGPT_LN=deep") != NULL,
-                 "ZGPT_LN=deep (removed) was not refused by name: '%s'", zg_error_message());
-    zg_error_clear();
+    for (int i = 0; i < 2; i++) {
+        const char *v = i ? "ring" : "deep";
+        char want[32];
+        snprintf(want, sizeof want, "ZGPT_LN=%s", v);
+        ZT_CHECK_MSG(env_create("ZGPT_LN", v) != 0 && strstr(zg_error_message(), want) != NULL,
+                     "ZGPT_LN=%s (removed) was not refused by name: '%s'", v, zg_error_message());
+        zg_error_clear();
+    }
 }

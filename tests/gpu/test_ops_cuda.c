@@ -207,7 +207,7 @@ int main(int argc, char **argv) {
         zt_run("decode_pdl", oc_test_decode_pdl);
         zt_run("decode_ops", oc_test_decode_ops);
         zt_run("decode_graph", oc_test_decode_graph);
-        zt_run("graph_hoist", oc_test_graph_hoist);
+        zt_run("graph_replay", oc_test_graph_replay);
         zt_run("decode_prefetch_env", oc_test_decode_prefetch_env);
     }
     for (int i = 0; i < 3; i++) zg_backend_destroy(oc_be[i]);

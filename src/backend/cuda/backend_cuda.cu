@@ -422,7 +422,6 @@ static void zgc_destroy(zg_backend *be) {
         zgc_attention_cudnn_destroy(be);
         for (int s = 0; s < ZGC_SCR_COUNT; s++) zgc_free(be, im->scratch[s]);
         zgc_free(be, im->lt_ws);
-        zgc_graph_free(be);
         /* buffers the caller did not free */
         while (im->n_allocs > 0) zgc_free(be, im->allocs[im->n_allocs - 1].ptr);
         ZG_CUBLAS_CHECK(cublasLtDestroy(im->lt));
@@ -508,8 +507,6 @@ extern "C" int zg_backend_cuda_device_count(void) {
     return n;
 }
 
-extern "C" long zg_backend_cuda_graph_memsets_moved(zg_backend *be) { return zgc_get(be)->rec.hoisted; }
-
 extern "C" cudaStream_t zg_backend_cuda_stream(zg_backend *be) {
     if (be == NULL || be->ops == NULL || strcmp(be->ops->name, "cuda") != 0)
         ZG_FATAL("zg_backend_cuda_stream: not a CUDA backend");
@@ -543,7 +540,8 @@ static const zgc_env_knob k_env_knobs[] = {
      "kernels); unset it for the default (f32)"},
     {"ZGPT_LN", zgc_ln_mode,
      "must be group (the row-group LayerNorm backward without its next-row copies) or warp (the warp-per-row "
-     "kernels); unset it for the default (row groups, the next row copied; 'deep' was removed in v0.38: no faster)"},
+     "kernels); unset it for the default (row groups, the next row copied; 'deep' (v0.38) and 'ring' (v0.40) were "
+     "removed: no faster)"},
     {"ZGPT_LN_SUMS", zgc_ln_sums_env,
      "must be fused (the projections' bias gradients in LayerNorm's backward) or separate (a column-sum pass of their "
      "own); unset it for the default (fused)"},
@@ -555,9 +553,9 @@ static const zgc_env_knob k_env_knobs[] = {
     {"ZGPT_LT_WS", zgc_lt_ws_env,
      "must be cuBLASLt's workspace in MiB, 0 to 1024 (0: only algorithms that need none); unset it for the default "
      "(32)"},
-    {"ZGPT_GRAPH_HOIST", zgc_graph_hoist_env,
-     "must be 1 (cuBLASLt's workspace memsets moved beside the op before them in recorded graphs) or 0 (recordings "
-     "as made); unset it for the default (0)"},
+    {"ZGPT_GRAPH_HOIST", NULL,
+     "removed (cuBLASLt's workspace memsets moved beside the op before them made the recorded GPT-2 XL step slower; "
+     "docs/PERFORMANCE.md v0.40); unset it"},
     {"ZGPT_SDPA_CHUNK", NULL,
      "removed (the attention backward in chunks of batch rows was slower at every chunking; docs/PERFORMANCE.md "
      "v0.33); unset it"},

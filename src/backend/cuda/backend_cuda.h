@@ -21,10 +21,6 @@ long zg_backend_cuda_cudnn_attention_lent_calls(zg_backend *be);
 /* Of those, the backward calls whose dQ came from zgpt's kernel over the causal half of cuDNN's dS (the rest ran
  * cuDNN's own dQ product: ZGPT_SDPA_DQ=cudnn, a shape it does not take, or a failed first-call check). */
 long zg_backend_cuda_cudnn_attention_dq_calls(zg_backend *be);
-/* cuBLASLt workspace memsets moved up beside the op before them in recorded graphs, all recordings so far
- * (graph_cuda.cu; for tests) */
-long zg_backend_cuda_graph_memsets_moved(zg_backend *be);
-
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,6 @@
 #define _Noreturn [[noreturn]]
 extern "C" {
 #include "backend/backend.h"
-#include "backend/graph_spans.h"
 #include "core/error.h"
 }
 #undef _Noreturn
@@ -78,17 +77,6 @@ typedef struct {
     size_t bytes;
 } zgc_alloc_rec;
 
-/* graph_cuda.cu's bookkeeping of the recording in progress */
-typedef struct {
-    int on;    /* recording, and the rewrite wanted (ZGPT_GRAPH_HOIST) */
-    int chain; /* still one chain (the stream never had several last nodes) */
-    int n, cap;
-    zg_graph_span *spans; /* the cuBLASLt calls recorded, in order (graph_spans.h) */
-    long hoisted;         /* memsets moved, all recordings so far */
-    /* recordings the rewrite saw; of those left as made: not one chain, a cuBLASLt span not found whole */
-    long recordings, not_chain, spans_lost;
-} zgc_graph_rec;
-
 /* attention_cudnn.cu's state (plans, cuDNN handle, workspace); NULL until attention first runs. */
 typedef struct zgc_cudnn_att zgc_cudnn_att;
 
@@ -133,7 +121,6 @@ typedef struct {
     /* cuBLASLt's start-up on a thread of its own (matmul_cuda.cu, zgc_lt_warm_start): running until joined */
     pthread_t lt_warm;
     int lt_warm_running;
-    zgc_graph_rec rec; /* graph_cuda.cu */
 } zgc_impl;
 
 static inline zgc_impl *zgc_get(zg_backend *be) { return (zgc_impl *)be->impl; }
@@ -161,17 +148,11 @@ void zgc_lt_warm_start(zg_backend *be);
 /* ZGPT_LT_WARMUP: 1 (unset or "1": on), 0 ("0": off), -1 (anything else: the backend refuses to start) */
 int zgc_lt_warm_env(void);
 void zgc_lt_warm_join(zg_backend *be);
-/* graph_cuda.cu: the graph ops; around each cuBLASLt call, zgc_graph_mark before it and zgc_graph_note_lt after
- * (both nothing unless a graph records); ZGPT_GRAPH_HOIST's value (0 unset or "0", 1 for "1", else -1); the
- * bookkeeping's memory */
+/* graph_cuda.cu: the graph ops */
 int zgc_graph_begin(zg_backend *be);
 zg_graph *zgc_graph_end(zg_backend *be);
 void zgc_graph_launch(zg_backend *be, zg_graph *g);
 void zgc_graph_destroy(zg_backend *be, zg_graph *g);
-cudaGraphNode_t zgc_graph_mark(zg_backend *be);
-void zgc_graph_note_lt(zg_backend *be, cudaGraphNode_t before);
-int zgc_graph_hoist_env(void);
-void zgc_graph_free(zg_backend *be);
 /* gemv_cuda.cu: matmul_forward for a few rows (decode): 1 when it ran, 0 when the caller must use
  * cuBLASLt (more than ZGC_GEMV_MAX_N rows, unaligned operands, or zgc_gemv_pick says so). */
 #define ZGC_GEMV_MAX_N 8
@@ -308,7 +289,8 @@ static inline int zgc_bgrad_env(void) {
 /* ZGPT_LN (A/B runs): which LayerNorm kernels run (layernorm.cuh derives each choice from this, read per call).
  * Unset or empty: ZGC_LN_DEFAULT (the row-group backward with the next row copied ahead, the warp forward);
  * "group": row groups in both directions, no copies ahead; "warp": the warp-per-row kernels. -1 for anything else
- * (also "deep", v0.37's two rows copied ahead: no faster, removed in v0.38): zg_backend_cuda_create refuses it. */
+ * (also "deep", v0.37's two rows copied ahead: no faster, removed in v0.38; "ring", v0.40's forward with each warp's
+ * next rows copied ahead: slower, removed): zg_backend_cuda_create refuses it. */
 enum { ZGC_LN_DEFAULT = 0, ZGC_LN_GROUP = 1, ZGC_LN_WARP = 2 };
 static inline int zgc_ln_mode(void) {
     const char *v = getenv("ZGPT_LN");

@@ -254,10 +254,8 @@ static void zgc_plan_run(zg_backend *be, zgc_plan *p, const void *A, const void 
         ZG_CUBLAS_CHECK(
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
     float alpha = 1.f;
-    cudaGraphNode_t before = zgc_graph_mark(be); /* (a recording's: which nodes are cuBLASLt's, graph_cuda.cu) */
     ZG_CUBLAS_CHECK(cublasLtMatmul(im->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, D, p->lc, &p->algo,
                                    im->lt_ws, im->lt_ws_bytes, im->stream));
-    zgc_graph_note_lt(be, before);
 }
 
 /* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias + residual. residual (N,OC) may equal out (in place)
