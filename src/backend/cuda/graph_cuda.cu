@@ -7,9 +7,6 @@
  * saves. ZGPT_GRAPH_HOIST is refused by name.) */
 #include "backend/cuda/cuda_internal.h"
 
-#include <stdio.h>
-#include <string.h>
-
 struct zg_graph {
     cudaGraphExec_t exec;
 };
