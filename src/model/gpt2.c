@@ -233,13 +233,15 @@ typedef struct {
     void *lnf; /* (N,C) */
     float *lnf_mean, *lnf_rstd;
     void *logits; /* (N,Vp) */
-    /* the backward's activation gradients, at the end of the logits' region (layout_acts) */
+    /* the backward's activation gradients, at the end of the logits' region (layout_acts); NULL with
+     * GPT2_FORWARD_ONLY */
     void *dres;        /* (N,C) gradient of the residual stream */
     void *dsmall;      /* (N,C) */
     void *dbig;        /* (N,4C): d fch, or d qkv (N,3C) */
     size_t lend_bytes; /* the region's front, before dres: lent to the ops in the layers' backward */
     int head_rows;     /* the LM head's rows a chunk (gpt2_head_rows): the region's front holds their logits */
     int head_chunks;   /* the gpt2_model.head_chunks it was sized for */
+    int recompute, recompute_layers; /* ... and the gpt2_model.recompute, recompute_layers */
 } act_index;
 
 /* A bump allocator over the activation block: each tensor aligned to 256 bytes; with base NULL it
@@ -256,8 +258,9 @@ static void *bump_take(bump *b, size_t bytes) {
 }
 
 /* The flags that take effect: with GPT2_LN_FROM_OUTPUT the LayerNorm outputs are what is kept, so
- * LN1/LN2 recompute does not apply. */
+ * LN1/LN2 recompute does not apply; GPT2_FORWARD_ONLY keeps nothing, so no other flag does. */
 static int effective_flags(int flags) {
+    if (flags & GPT2_FORWARD_ONLY) return GPT2_FORWARD_ONLY;
     return flags & GPT2_LN_FROM_OUTPUT ? flags & ~GPT2_RECOMPUTE_LAYERNORM : flags;
 }
 
@@ -280,14 +283,19 @@ static int layer_recomputes(int flags, int layers, int l, int what) {
  * starts at the loan's first byte). The head runs in chunks of head_rows (gpt2_head_rows), each chunk's logits
  * (head_rows,Vp) at the front. Every row in one chunk: the region is the larger of the logits and the gradients,
  * so with a small vocabulary (6C > Vp) it holds the gradients and lends nothing. In chunks: the larger of a
- * chunk's logits and the gradients plus the loan the backend wants (lend_want). */
+ * chunk's logits and the gradients plus the loan the backend wants (lend_want).
+ * GPT2_FORWARD_ONLY: one set of layer buffers for every layer, the residual stream in two buffers (as
+ * GPT2_LN_FROM_OUTPUT lays it out: a layer's input is dead once its attention projection has written r2, so the
+ * MLP projection writes the layer's output over it), and the logits' region only the logits (no backward: no
+ * gradients, nothing lent). */
 static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes, int B, int T, int recompute,
                           int rc_layers, int head_rows, size_t lend_want, char *base, act_index *ix) {
     size_t N = (size_t)B * T, C = (size_t)cfg->n_embd, Vp = (size_t)cfg->padded_vocab_size;
     int L = cfg->n_layer;
     bump b = {0, base};
     recompute = effective_flags(recompute);
-    int from_out = (recompute & GPT2_LN_FROM_OUTPUT) != 0;
+    int fwd_only = (recompute & GPT2_FORWARD_ONLY) != 0;
+    int from_out = fwd_only || (recompute & GPT2_LN_FROM_OUTPUT) != 0;
     void *shared_gelu = recompute & GPT2_RECOMPUTE_GELU ? bump_take(&b, N * 4 * C * asz) : NULL;
     void *shared_ln = recompute & GPT2_RECOMPUTE_LAYERNORM ? bump_take(&b, N * C * asz) : NULL; /* ln1 and/or ln2 */
     void *stream = from_out ? bump_take(&b, N * C * asz) : NULL;
@@ -296,7 +304,12 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
         void *p = from_out ? stream : bump_take(&b, N * C * asz);
         if (ix) ix->resid[l] = p;
     }
+    layer_acts shared; /* fwd_only: every layer's */
     for (int l = 0; l < L; l++) {
+        if (fwd_only && l > 0) {
+            if (ix) ix->layers[l] = shared;
+            continue;
+        }
         layer_acts a;
         a.ln1 = layer_recomputes(recompute, rc_layers, l, GPT2_RECOMPUTE_LN1) ? shared_ln : bump_take(&b, N * C * asz);
         a.ln1_mean = bump_take(&b, N * 4);
@@ -312,30 +325,31 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
         a.fch_gelu = layer_recomputes(recompute, rc_layers, l, GPT2_RECOMPUTE_GELU) ? shared_gelu
                                                                                     : bump_take(&b, N * 4 * C * asz);
         if (ix) ix->layers[l] = a;
+        shared = a;
     }
     void *lnf = bump_take(&b, N * C * asz);
     float *lnf_mean = bump_take(&b, N * 4), *lnf_rstd = bump_take(&b, N * 4);
     /* the logits' region: offsets of the gradients from its end (g), its size the larger of the two */
     bump g = {0, NULL};
     size_t dres_at = g.off;
-    bump_take(&g, N * C * asz);
+    bump_take(&g, fwd_only ? 0 : N * C * asz);
     size_t dsmall_at = g.off;
-    bump_take(&g, N * C * asz);
+    bump_take(&g, fwd_only ? 0 : N * C * asz);
     size_t dbig_at = g.off;
-    bump_take(&g, N * 4 * C * asz);
+    bump_take(&g, fwd_only ? 0 : N * 4 * C * asz);
     bump l = {0, NULL};
     bump_take(&l, (size_t)head_rows * Vp * asz);
-    size_t need = (size_t)head_rows < N ? g.off + (lend_want + 255) / 256 * 256 : g.off;
-    size_t region = l.off > need ? l.off : need, lend = region - g.off;
+    size_t need = (size_t)head_rows < N && !fwd_only ? g.off + (lend_want + 255) / 256 * 256 : g.off;
+    size_t region = l.off > need ? l.off : need, lend = fwd_only ? 0 : region - g.off;
     char *logits = bump_take(&b, region);
     if (ix) {
         ix->lnf = lnf;
         ix->lnf_mean = lnf_mean;
         ix->lnf_rstd = lnf_rstd;
         ix->logits = logits;
-        ix->dres = logits + lend + dres_at;
-        ix->dsmall = logits + lend + dsmall_at;
-        ix->dbig = logits + lend + dbig_at;
+        ix->dres = fwd_only ? NULL : logits + lend + dres_at;
+        ix->dsmall = fwd_only ? NULL : logits + lend + dsmall_at;
+        ix->dbig = fwd_only ? NULL : logits + lend + dbig_at;
         ix->lend_bytes = lend;
         ix->head_rows = head_rows;
     }
@@ -344,6 +358,10 @@ static size_t layout_acts(const gpt2_config *cfg, size_t asz, size_t stats_bytes
 
 const char *gpt2_recompute_describe(int flags, char *buf, size_t cap) {
     flags = effective_flags(flags);
+    if (flags & GPT2_FORWARD_ONLY) {
+        snprintf(buf, cap, "forward only");
+        return buf;
+    }
     int from_out = (flags & GPT2_LN_FROM_OUTPUT) != 0;
     int any = (flags & (GPT2_RECOMPUTE_GELU | GPT2_RECOMPUTE_LAYERNORM)) != 0;
     snprintf(buf, cap, "%s%s%s%s%s%s%s%s", flags & GPT2_RECOMPUTE_GELU ? "GELU" : "",
@@ -382,7 +400,8 @@ int gpt2_head_rows_now(const gpt2_model *m) { return m->act_index ? ((const act_
 
 size_t gpt2_lend_want(const gpt2_model *m, int B, int T) {
     const zg_backend_ops *op = m->be->ops;
-    if (m->head_chunks == 1 || op->scratch_lend_want == NULL) return 0;
+    /* a forward-only model lends nothing: no backward */
+    if (m->head_chunks == 1 || op->scratch_lend_want == NULL || (m->recompute & GPT2_FORWARD_ONLY)) return 0;
     return op->scratch_lend_want(m->be, B, T, m->cfg.n_embd, m->cfg.n_head);
 }
 
@@ -431,7 +450,10 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     if (T > m->cfg.block_size)
         return zg_errorf("sequence length %d exceeds the model's block_size %d: use a shorter sequence", T,
                          m->cfg.block_size);
-    if (m->acts && m->B == B && m->T == T && ((act_index *)m->act_index)->head_chunks == m->head_chunks) return 0;
+    const act_index *have = m->act_index;
+    if (m->acts && m->B == B && m->T == T && have->head_chunks == m->head_chunks && have->recompute == m->recompute &&
+        have->recompute_layers == m->recompute_layers)
+        return 0;
     acts_release(m);
     zg_backend *be = m->be;
     size_t asz = zg_dtype_size(be->act_dtype);
@@ -462,6 +484,8 @@ int gpt2_activations_ensure(gpt2_model *m, int B, int T) {
     m->loss_valid = zg_calloc(slots, sizeof(int));
     layout_acts(&m->cfg, asz, stats, B, T, m->recompute, m->recompute_layers, rows, lend_want, m->acts, ix);
     ix->head_chunks = m->head_chunks;
+    ix->recompute = m->recompute;
+    ix->recompute_layers = m->recompute_layers;
     m->B = B;
     m->T = T;
     return 0;
@@ -855,15 +879,24 @@ int gpt2_forward(gpt2_model *m, const int32_t *inputs_host, const int32_t *targe
     return forward_impl(m, inputs_host, targets_host, B, T, 0, 0.0f, loss, 0);
 }
 
+/* a training forward on a forward-only model: an error (its layout keeps no layer's activations for a backward) */
+static int forward_only_refused(const gpt2_model *m) {
+    if (!(m->recompute & GPT2_FORWARD_ONLY)) return 0;
+    return zg_errorf("this model was set up for forwards only (GPT2_FORWARD_ONLY: zgpt eval's layout keeps no "
+                     "activations for a backward); a training forward needs a model without that flag");
+}
+
 int gpt2_forward_train(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
                        float loss_scale, float *loss) {
     if (targets_host == NULL) ZG_FATAL("gpt2_forward_train needs targets");
+    if (forward_only_refused(m) != 0) return -1;
     return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, loss, 0);
 }
 
 int gpt2_forward_train_deferred(gpt2_model *m, const int32_t *inputs_host, const int32_t *targets_host, int B, int T,
                                 float loss_scale) {
     if (targets_host == NULL) ZG_FATAL("gpt2_forward_train_deferred needs targets");
+    if (forward_only_refused(m) != 0) return -1;
     return forward_impl(m, inputs_host, targets_host, B, T, 1, loss_scale, NULL, 1);
 }
 
@@ -980,6 +1013,7 @@ static void backward_device(gpt2_model *m, void *arg) {
 
 void gpt2_backward(gpt2_model *m, float loss_scale) {
     if (!m->has_targets) ZG_FATAL("gpt2_backward called without a forward pass with targets");
+    if (m->recompute & GPT2_FORWARD_ONLY) ZG_FATAL("gpt2_backward on a forward-only model (GPT2_FORWARD_ONLY)");
     if (m->head_pending && m->head_loss_scale != loss_scale)
         ZG_FATAL("gpt2_backward(loss_scale %g) after gpt2_forward_train(loss_scale %g): pass the same scale",
                  (double)loss_scale, (double)m->head_loss_scale);

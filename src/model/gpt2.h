@@ -211,13 +211,21 @@ void *gpt2_grad_ptr(const gpt2_model *m, int index);
  *         pass. Gradients differ from the input form by the rounding of y (bf16/fp16: xhat to about
  *         |y| 2^-9 / |w|), and a weight of exactly 0 loses its column's xhat. Applies to every layer
  *         (recompute_layers does not restrict it); LN1 / LN2 recompute are ignored with it (the output
- *         is what it keeps). */
+ *         is what it keeps).
+ *   FORWARD_ONLY: the model runs forwards and no backward (zgpt eval): no layer's activations outlive the
+ *         layer, so every layer uses one set of buffers, the residual stream lives in two, and no gradient
+ *         region is laid out (gpt2_activation_bytes, GPT-2 XL at B=8, T=1024: bf16 1.27 GB instead of 21.1;
+ *         fp32 on the CPU, which keeps attention probabilities, 3.4 instead of 82; with the head in chunks 0.65
+ *         and 2.1). The other flags are ignored with it; gpt2_forward_train* refuse it with an error and
+ *         gpt2_backward is fatal. The same kernels run on the same values, so losses and logits are those of
+ *         the training layout. */
 enum {
     GPT2_RECOMPUTE_GELU = 1,
     GPT2_RECOMPUTE_LN1 = 2,
     GPT2_RECOMPUTE_LN2 = 4,
     GPT2_RECOMPUTE_LAYERNORM = 6,
-    GPT2_LN_FROM_OUTPUT = 8
+    GPT2_LN_FROM_OUTPUT = 8,
+    GPT2_FORWARD_ONLY = 16
 };
 /* "GELU + ln1 + ln2 recomputed", "LayerNorm backward from output", ... ("" for none) into buf, for reports
  * (the layer count is the caller's). */

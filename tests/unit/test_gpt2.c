@@ -482,6 +482,15 @@ static void test_logits_shared(void) {
 
 /* ---- the LM head in row chunks ---------------------------------------------------------------------- */
 
+/* n input tokens and targets in [0, 39) (tiny_config's vocabulary), seeded; target i ignored (-1) where
+ * i % every == at */
+static void random_tokens(int32_t *in, int32_t *tg, int n, uint64_t seed, int every, int at) {
+    for (int i = 0; i < n; i++) {
+        in[i] = (int)(zt_rand_uniform(&seed) * 19.5f + 19.5f);
+        tg[i] = i % every == at ? -1 : (int)(zt_rand_uniform(&seed) * 19.5f + 19.5f);
+    }
+}
+
 static size_t scribble_lend_want(zg_backend *be, int B, int T, int C, int NH) {
     (void)be, (void)NH;
     return (size_t)B * T * C * sizeof(float); /* as if the attention backward borrowed (N,C) */
@@ -489,8 +498,10 @@ static size_t scribble_lend_want(zg_backend *be, int B, int T, int C, int NH) {
 
 /* Training micro-steps, an eval forward and the deferred losses' ring with the head in `chunks` (3 and 5 split
  * B*T = 24 rows unevenly) on the scribbling backend, which now wants a loan, so the chunked region's front is
- * lent and overwritten: the same losses and (up to the wte gradient's summation order over the chunks) the
- * same gradients as every row at once on the plain backend; the allocation as gpt2_activation_bytes says; the
+ * lent and overwritten: the same losses and gradients as every row at once on the plain backend, to rounding
+ * (the wte gradient is summed over the chunks in another order, and a BLAS may take another kernel, so another
+ * summation order within a row, for another row count: OpenBLAS 0.3.21's small-matrix kernels on AVX-512 CPUs
+ * do, so the other gradients are not bitwise the same there); the allocation as gpt2_activation_bytes says; the
  * rows rule at GPT-2's sizes; a forward without targets, and gpt2_logits, refused while the logits are chunked. */
 static void test_head_chunks(void) {
     /* the rule at GPT-2's sizes, with the CUDA loan gpt2 plan estimates (dS B*NH*T^2 and rows beside it) */
@@ -514,15 +525,10 @@ static void test_head_chunks(void) {
     gpt2_param_table t;
     ZT_CHECK(gpt2_param_table_init(&t, &c) == 0);
     size_t n = t.num_params;
-    const gpt2_tensor *wte = gpt2_param_table_find(&t, "wte");
     float *p = random_params(&t, 5, 0.3f), *want = zg_malloc(n * 4), *got = zg_malloc(n * 4);
     enum { B = 3, T = 8, N = B * T };
     int32_t in[N], tg[N];
-    uint64_t r = 9;
-    for (int i = 0; i < N; i++) {
-        in[i] = (int)(zt_rand_uniform(&r) * 19.5f + 19.5f);
-        tg[i] = i % 7 == 3 ? -1 : (int)(zt_rand_uniform(&r) * 19.5f + 19.5f);
-    }
+    random_tokens(in, tg, N, 9, 7, 3);
     const int chunks[] = {1, 3, 5, 1};
     float ref_loss[3] = {0};
     double ref_ring = 0;
@@ -562,16 +568,11 @@ static void test_head_chunks(void) {
             ref_ring = ring;
         } else if (ci != 2) { /* (LN from output: other gradients; its losses are the same) */
             double worst = 0, gmax = 0;
-            size_t differ = 0;
             for (size_t k = 0; k < n; k++) {
-                int in_wte = k >= wte->offset && k < wte->offset + wte->numel;
                 gmax = fmax(gmax, fabs(want[k]));
-                if (want[k] != got[k]) differ += !in_wte;
                 worst = fmax(worst, fabs(want[k] - got[k]));
             }
-            ZT_CHECK_MSG(worst <= 1e-6 * gmax && differ == 0,
-                         "chunks %d: gradients %.3g apart (max %.3g), %zu outside wte differ", chunks[ci], worst, gmax,
-                         differ);
+            ZT_CHECK_MSG(worst <= 1e-6 * gmax, "chunks %d: gradients %.3g apart (max %.3g)", chunks[ci], worst, gmax);
         }
         for (int k = 0; k < 3; k++)
             ZT_CHECK_MSG(fabsf(loss[k] - ref_loss[k]) <= 1e-6f * fabsf(ref_loss[k]), "chunks %d: loss %d %.9g vs %.9g",
@@ -589,6 +590,70 @@ static void test_head_chunks(void) {
     ZT_CHECK(SCRIBBLE.loan == NULL);
     ZT_CHECK_MSG(SCRIBBLE.be.bytes_in_use == 0, "%zu bytes left", SCRIBBLE.be.bytes_in_use);
     free(p), free(want), free(got);
+    gpt2_param_table_free(&t);
+}
+
+/* ---- forward-only models (zgpt eval) ------------------------------------------------------------- */
+
+/* GPT2_FORWARD_ONLY: per-token losses and logits bitwise those of the training layout (the same kernels on the
+ * same values), the head in chunks (auto) within rounding; the allocation as gpt2_activation_bytes says and below
+ * the training layout's by about (L - 1) layers of activations plus the backward's gradients; a training forward
+ * refused with an error; the flag changed on a model with activations re-lays them out. */
+static void test_forward_only(void) {
+    gpt2_config c = tiny_config();
+    c.n_layer = 4;
+    ZT_CHECK(gpt2_config_validate(&c) == 0);
+    enum { B = 3, T = 8, N = B * T };
+    int32_t in[N], tg[N];
+    random_tokens(in, tg, N, 21, 5, 2);
+    gpt2_param_table t;
+    ZT_CHECK(gpt2_param_table_init(&t, &c) == 0);
+    float *p = random_params(&t, 17, 0.3f);
+    float losses[3][N], logits[2][B * 40];
+    size_t bytes[3];
+    /* 0: the training layout; 1: forward only, every row at once; 2: forward only, the head in chunks (auto) */
+    for (int v = 0; v < 3; v++) {
+        gpt2_model m;
+        ZT_CHECK(gpt2_init(&m, &c, BE) == 0);
+        gpt2_params_upload(&m, p);
+        m.recompute = v ? GPT2_FORWARD_ONLY : 0;
+        m.head_chunks = v == 2 ? 3 : 1;
+        size_t before = BE->bytes_in_use;
+        ZT_CHECK(gpt2_forward(&m, in, tg, B, T, NULL) == 0);
+        bytes[v] = BE->bytes_in_use - before;
+        size_t est = gpt2_activation_bytes(&c, ZG_F32, B, T, m.recompute, 0, m.head_chunks, 0);
+        ZT_CHECK_MSG(bytes[v] == est + 3 * N * 4, "layout %d: allocated %zu, estimated %zu + %d", v, bytes[v], est,
+                     3 * N * 4);
+        memcpy(losses[v], m.losses_host, sizeof losses[v]);
+        if (v < 2) gpt2_logits(&m, T - 1, logits[v]);
+        if (v == 1) {
+            ZT_CHECK(gpt2_forward_train(&m, in, tg, B, T, 1.0f, NULL) == -1 &&
+                     strstr(zg_error_message(), "forwards only") != NULL);
+            zg_error_clear();
+            ZT_CHECK(gpt2_forward_train_deferred(&m, in, tg, B, T, 1.0f) == -1);
+            zg_error_clear();
+            /* the flag taken away: the training layout again, and training runs */
+            m.recompute = 0;
+            ZT_CHECK(gpt2_grads_alloc(&m) == 0);
+            float l = 0;
+            ZT_CHECK(gpt2_forward_train(&m, in, tg, B, T, 1.0f, &l) == 0 && isfinite(l));
+            gpt2_backward(&m, 1.0f);
+            ZT_CHECK_MSG(BE->bytes_in_use - before > bytes[1], "the training layout was not laid out again");
+        }
+        gpt2_free(&m);
+    }
+    ZT_CHECK_MSG(memcmp(losses[0], losses[1], sizeof losses[0]) == 0, "forward-only losses differ");
+    ZT_CHECK_MSG(memcmp(logits[0], logits[1], sizeof logits[0]) == 0, "forward-only logits differ");
+    for (int i = 0; i < N; i++)
+        ZT_CHECK_MSG(fabsf(losses[2][i] - losses[0][i]) <= 1e-6f * fabsf(losses[0][i]) + 1e-7f,
+                     "head in chunks: loss %d %.9g vs %.9g", i, (double)losses[2][i], (double)losses[0][i]);
+    /* the training layout keeps L layers and the gradients: the forward-only one a quarter of the layers' share */
+    ZT_CHECK_MSG(bytes[1] * 2 < bytes[0] && bytes[2] <= bytes[1], "bytes: training %zu, forward only %zu / %zu",
+                 bytes[0], bytes[1], bytes[2]);
+    char d[64];
+    ZT_CHECK(strcmp(gpt2_recompute_describe(GPT2_FORWARD_ONLY | GPT2_RECOMPUTE_GELU, d, sizeof d), "forward only") ==
+             0);
+    free(p);
     gpt2_param_table_free(&t);
 }
 
@@ -973,6 +1038,7 @@ int main(void) {
     zt_run("model_gradient", test_model_gradient);
     zt_run("logits_shared", test_logits_shared);
     zt_run("head_chunks", test_head_chunks);
+    zt_run("forward_only", test_forward_only);
     zt_run("hooks", test_hooks);
     zt_run("group_redirect", test_group_redirect);
     zt_run("kv_cache", test_kv_cache);
