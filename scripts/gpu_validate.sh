@@ -307,7 +307,8 @@ if has attn; then
       note "attn layernorm $d back to back (ZGPT_LN=${k#LN}): $(na "$sms") ms, $(na "$spn")% of nominal"
     done
   done
-  read -r _ _ _ tsf _ tsp _ tteam <<< "$(grep '^LNSUMS stream ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ tsf _ tteam <<< "$(grep '^LNSUMS stream ' "$LOG_DIR/attn_bench.log")"
+  read -r _ _ _ tsp _ <<< "$(grep '^LN bwd stream_ms ' "$LOG_DIR/attn_bench.log")"
   note "attn layernorm bwd with the bias sums, back to back: fused $(na "$tsf") ms (without the sums $(na "$tsp")); the team form's fused $(na "$tteam") ms"
   timeout -k 20 240 python3 bench/torch_baseline/ln_bench.py > "$LOG_DIR/ln_torch.log" 2>&1
   note "attn torch LayerNorm (XL B=16, back to back): $(grep -E '^LNTORCH' "$LOG_DIR/ln_torch.log" | awk -v n="$hn" '{printf "%s %s ms %s GB/s = %.1f%%; ", $2, $4, $8, (n > 0 ? 100 * $8 / n : 0)}')$(grep -qE '^LNTORCH' "$LOG_DIR/ln_torch.log" || tail -1 "$LOG_DIR/ln_torch.log")"

@@ -336,20 +336,20 @@ __device__ __forceinline__ void zgc_lng_group_bar(int g, int groups, int rg) {
  * t, t + rg, ... (NV of them: 2 in the "pair" form, the default since v0.9, whose group is a power of two of warps
  * in 256-thread blocks; 1 in the "team" form, ZGPT_LN=team|team1, whose group is ceil(nv / 32) warps). The
  * thread's dw/db partials for its columns stay in registers over all its rows; at the end the block's groups are
- * added in group order (deterministic). SUMS (P = 4): also the column sums of dinp as read and as written (layernorm_backward's
- * dsum_in / dsum_out: the projections' bias gradients), the values exactly those stored. Their running sums live
- * in the group's region of shared memory (each thread only its own columns: no barrier): in registers beside
- * dw's and db's they spilled (ptxas: 64-150 bytes at bf16, the pair kernel already at 128 registers). FROMY: the
- * output form (src = y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared
- * memory (cp.async, double-buffered) while the current one is processed, so loads stay in flight without holding
- * registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
- * Why the team form (v0.41, an A/B not yet run on a GPU): the pair kernel was latency-bound (ncu, H100, XL: 16 warps an SM, 53% of cycles
- * issuing; registers and shared memory each held it to 2 blocks), each warp walking two vectors' dependent
- * arithmetic per row between the row's barriers, and at C = 1600 its 128-thread group left a quarter of its
- * second vectors idle (200 of 256). One vector a thread halves each warp's chain per row and its registers
- * (72: __launch_bounds__(ZGC_LNT_MAX)), so more groups fit an SM: at XL 4 groups of 7 warps (28 warps) where the
- * pair form had 4 of 4 (16). Registers (ptxas, sm_90, bf16, staged): input form 72, no spill; output form 72, no
- * spill; with the sums (LN2's) 4-16 bytes of spill stores.
+ * added in group order (deterministic). SUMS (P = 4): also the column sums of dinp as read and as written
+ * (layernorm_backward's dsum_in / dsum_out: the projections' bias gradients), the values exactly those stored.
+ * Their running sums live in the group's region of shared memory (each thread only its own columns: no barrier):
+ * in registers beside dw's and db's they spilled (ptxas: 64-150 bytes at bf16, the pair kernel already at 128
+ * registers). FROMY: the output form (src = y, b read, mean not). ASYNC: the group's next row (dout, src, dinp)
+ * is copied into shared memory (cp.async, double-buffered) while the current one is processed, so loads stay in
+ * flight without holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
+ * Why the team form (v0.41, an A/B not yet run on a GPU): the pair kernel was latency-bound (ncu, H100, XL: 16
+ * warps an SM, 53% of cycles issuing; registers and shared memory each held it to 2 blocks), each warp walking
+ * two vectors' dependent arithmetic per row between the row's barriers, and at C = 1600 its 128-thread group left
+ * a quarter of its second vectors idle (200 of 256). One vector a thread halves each warp's chain per row and
+ * its registers (72: __launch_bounds__(ZGC_LNT_MAX)), so more groups fit an SM: at XL 4 groups of 7 warps (28
+ * warps) where the pair form had 4 of 4 (16). Registers (ptxas, sm_90, bf16, staged): input form 72, no spill;
+ * output form 72, no spill; with the sums (LN2's) 4-16 bytes of spill stores.
  * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T], then the groups' regions of P*C floats
  * (dw | db of groups 1.. at the end, for the block's sum; SUMS: the running sums, dsum_in's at [2C, 3C), dsum_out's
  * at [3C, 4C)), then [ASYNC: 2 slots x 2 floats a thread: its row's mean and rstd]. */
@@ -595,9 +595,9 @@ static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *do
     /* past the default 48 KB with the kernel's static shared memory (red) */
     if (smem + 1024 > 48 * 1024)
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int per_sm = 0; /* resident blocks an SM (of one group to start with, for the team form) */
+    if (NV == 1) ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, gm.rg, smem));
     if (NV == 1 && !gm.one) {
-        int per_sm = 0; /* blocks of one group an SM */
-        ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, gm.rg, smem));
         for (int k = 8; k > 1; k--) {
             if (per_sm % k != 0 || k * gm.rg > ZGC_LNT_MAX) continue;
             size_t sk = zgc_lng_smem(k, gm.rg, P, C, sizeof(T), ASYNC);
@@ -606,13 +606,13 @@ static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *do
             int pk = 0;
             ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&pk, kernel, k * gm.rg, sk));
             if (pk * k >= per_sm) {
-                groups = k, smem = sk;
+                groups = k, smem = sk, per_sm = pk;
                 break;
             }
         }
     }
-    int threads = groups * gm.rg;
-    int grid = zgc_lng_grid(be, kernel, threads, smem, (N + groups - 1) / groups);
+    int threads = groups * gm.rg, most = (N + groups - 1) / groups;
+    int grid = NV == 1 ? zgc_lng_wave(be, per_sm, most) : zgc_lng_grid(be, kernel, threads, smem, most);
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * P * C * 4, "layernorm-gradient partial sums");
     zgc_layernorm_bwd_grp_kernel<T, NV, FROMY, ASYNC, SUMS><<<grid, threads, smem, zgc_get(be)->stream>>>(
         (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, gm.rg, gm.lg);
