@@ -31,11 +31,13 @@ static const zg_command_spec download_spec = {
     "Hugging Face Hub into its cache.",
     download_opts,
     "REPO_OR_NAME",
-    "REPO_OR_NAME: gpt2, gpt2-medium, gpt2-large, gpt2-xl (from openai-community/), or any org/name repo.\n"
+    "REPO_OR_NAME: gpt2, gpt2-medium, gpt2-large, gpt2-xl (from openai-community/), distilgpt2 (from distilbert/),\n"
+    "or any org/name repo.\n"
     "The cache has huggingface_hub's layout (blobs, snapshots, refs), so transformers finds the files too;\n"
     "init_from / --model then read them in place. An interrupted download resumes. Environment:\n"
     "HF_ENDPOINT (default https://huggingface.co), HF_TOKEN (gated or private repos), HF_HUB_OFFLINE=1\n"
-    "(fetch nothing: succeed only when the cache already has the files)."};
+    "(fetch nothing: succeed only when the cache already has the files), HF_HUB_ETAG_TIMEOUT and\n"
+    "HF_HUB_DOWNLOAD_TIMEOUT (seconds), ZGPT_HUB_RETRIES (retries of a lost connection or a 429/5xx answer; 5)."};
 
 int zg_cmd_download(int argc, char **argv) {
     download_args a;
@@ -52,9 +54,10 @@ int zg_cmd_download(int argc, char **argv) {
     int status = 0;
     char *cache = a.cache_dir ? zg_strdup(a.cache_dir) : zg_hub_cache_dir(NULL);
     char *snap = NULL, searched[2048] = "";
+    char names[GPT2_NAMED_LIST_CAP];
     if (!zg_hub_is_repo_id(repo)) {
-        zg_errorf("'%s' is not a Hugging Face repo id (org/name) nor one of gpt2, gpt2-medium, gpt2-large, gpt2-xl",
-                  pos.items[0]);
+        zg_errorf("'%s' is not a Hugging Face repo id (org/name) nor one of %s", pos.items[0],
+                  gpt2_named_list(names, sizeof names));
         status = 2;
         zg_error_print();
     } else if (zg_hub_offline()) {

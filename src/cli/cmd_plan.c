@@ -32,7 +32,7 @@ static const zg_option plan_options[] = {
     ZG_OPT_INT(plan_args, stage, "stage", "S", "ZeRO stage 0-3 (default: the config's zero_optimization.stage)", "-1"),
     ZG_OPT_INT(plan_args, micro_batch, "micro-batch", "B", "micro-batch per rank (default: the config's)", "0"),
     ZG_OPT_STR(plan_args, model, "model", "NAME",
-               "gpt2, gpt2-medium, gpt2-large, gpt2-xl (default: the config's model)", NULL),
+               "gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2 (default: the config's model)", NULL),
     ZG_OPT_STR(plan_args, device, "device", "DEV", "cpu or cuda (decides the precision the run would use)", "cuda"),
     ZG_OPT_STR(plan_args, precision, "precision", "P", "fp32, bf16 or fp16 (default: the config's, for the device)",
                NULL),

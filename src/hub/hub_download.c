@@ -26,6 +26,13 @@
 #define CONNECT_TIMEOUT_S 15L
 /* a transfer slower than 1 byte/s for this long is a dead connection */
 #define STALL_TIMEOUT_S 60L
+/* Transient failures are retried, as huggingface_hub retries them: a connection lost mid-transfer, and HTTP 429 and
+ * 5xx gateway answers. The wait doubles from 1 s up to RETRY_WAIT_MAX_S, or is the server's Retry-After (seconds) up
+ * to RETRY_AFTER_MAX_S. $ZGPT_HUB_RETRIES sets how many retries a request gets. */
+#define DEFAULT_RETRIES 5
+#define MAX_RETRIES 100
+#define RETRY_WAIT_MAX_S 8L
+#define RETRY_AFTER_MAX_S 60L
 
 const char *zg_hub_endpoint(char *buf, unsigned long cap) {
     const char *e = getenv("HF_ENDPOINT");
@@ -72,8 +79,16 @@ static char *read_token(void) {
 /* What one HEAD (or GET) response said. */
 typedef struct {
     char commit[128], etag[160], location[2048], error_code[64];
-    long long size; /* -1 unknown */
+    long long size;   /* -1 unknown */
+    long status;      /* the response's status code */
+    long retry_after; /* Retry-After in seconds, -1 none (or an HTTP date) */
 } head_info;
+
+static void head_info_reset(head_info *h) {
+    memset(h, 0, sizeof *h);
+    h->size = -1;
+    h->retry_after = -1;
+}
 
 static void strip_value(char *v) {
     size_t n = strlen(v);
@@ -99,8 +114,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
     memcpy(line, buf, m);
     line[m] = '\0';
     if (strncmp(line, "HTTP/", 5) == 0) {
-        memset(h, 0, sizeof *h);
-        h->size = -1;
+        head_info_reset(h);
+        const char *sp = strchr(line, ' ');
+        h->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         return n;
     }
     static const struct {
@@ -118,8 +134,14 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
     if (strncasecmp(line, "etag:", 5) == 0 && !h->etag[0]) copy_header(h->etag, sizeof h->etag, line, 5);
     if (strncasecmp(line, "x-linked-size:", 14) == 0)
         h->size = strtoll(line + 14, NULL, 10);
-    else if (strncasecmp(line, "content-length:", 15) == 0 && h->size < 0)
-        h->size = strtoll(line + 15, NULL, 10);
+    else if (strncasecmp(line, "content-length:", 15) == 0 && h->size < 0 && (h->status < 300 || h->status >= 400))
+        h->size = strtoll(line + 15, NULL, 10); /* a redirect's length is its own body's, not the file's */
+    if (strncasecmp(line, "retry-after:", 12) == 0) {
+        char *end;
+        long v = strtol(line + 12, &end, 10);
+        while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n') end++;
+        if (*end == '\0' && v >= 0 && end != line + 12) h->retry_after = v;
+    }
     return n;
 }
 
@@ -145,7 +167,50 @@ typedef struct {
     const char *endpoint, *repo, *revision, *token;
     char url[4096];
     int entry_missing; /* the last error was a 404 EntryNotFound (the file is not in the repo at this revision) */
+    int retries;       /* retries a request gets ($ZGPT_HUB_RETRIES) */
+    double head_timeout_s, get_timeout_s; /* $HF_HUB_ETAG_TIMEOUT, $HF_HUB_DOWNLOAD_TIMEOUT; 0: zgpt's defaults */
+    int transient;                        /* the last failure may pass if tried again */
+    long retry_after;                     /* the last answer's Retry-After (s), -1 none */
+    char why[512];                        /* the last transient failure in a few words */
 } request;
+
+/* s with every byte outside RFC 3986's unreserved set (and '/' unless slash_ok) percent-encoded, as
+ * huggingface_hub's hf_hub_url quotes the revision (a branch "refs/pr/1" -> refs%2Fpr%2F1) and the file name. */
+static void url_escape(char *dst, size_t cap, const char *s, int slash_ok) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~' || (slash_ok && ch == '/')) {
+            dst[n++] = (char)ch;
+        } else {
+            dst[n++] = '%';
+            dst[n++] = hex[ch >> 4];
+            dst[n++] = hex[ch & 15];
+        }
+    }
+    dst[n] = '\0';
+}
+
+/* Whether a failed transfer may pass if tried again: the connection was lost or stalled after it was made. Before a
+ * file's metadata is known (HEAD), a host that cannot be reached or a timeout is an absent network: not retried. */
+static int curl_transient(CURLcode cc, int connect_too) {
+    switch (cc) {
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM: return 1;
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR: return connect_too;
+    default: return 0;
+    }
+}
+
+/* HTTP answers that say "later": rate limited, or a gateway or server that failed this once. */
+static int http_transient(long code) { return code == 429 || code == 500 || code == 502 || code == 503 || code == 504; }
 
 static struct curl_slist *auth_headers(const request *r, const char *url) {
     struct curl_slist *h = curl_slist_append(NULL, "User-Agent: zgpt/" ZGPT_VERSION);
@@ -187,33 +252,38 @@ static int curl_error(const request *r, CURLcode cc, const char *errbuf) {
                      r->endpoint, r->repo, errbuf[0] ? errbuf : curl_easy_strerror(cc));
 }
 
-static CURL *new_handle(char *errbuf) {
+/* A handle with zgpt's timeouts, or timeout_s (huggingface_hub's variables) for the connection and for a stall. */
+static CURL *new_handle(char *errbuf, double timeout_s) {
     CURL *c = curl_easy_init();
     if (!c) return NULL;
     errbuf[0] = '\0';
+    long ms = (long)(timeout_s * 1000.0 + 0.5), stall_s = (long)(timeout_s + 0.999);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_s > 0 ? ms : CONNECT_TIMEOUT_S * 1000L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, timeout_s > 0 ? (stall_s > 0 ? stall_s : 1L) : STALL_TIMEOUT_S);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     return c;
 }
 
-/* HEAD of one file: commit, etag, size and where to GET it (*get_url, heap). */
+/* HEAD of one file: commit, etag, size and where to GET it (*get_url, heap). A failure that may pass if tried again
+ * sets r->transient (and r->retry_after). */
 static int head_file(request *r, const char *file, head_info *h, char **get_url) {
-    char url[4096], errbuf[CURL_ERROR_SIZE];
-    snprintf(url, sizeof url, "%s/%s/resolve/%s/%s", r->endpoint, r->repo, r->revision, file);
+    char url[4096], errbuf[CURL_ERROR_SIZE], rev[512], name[1024];
+    url_escape(rev, sizeof rev, r->revision, 0);
+    url_escape(name, sizeof name, file, 1);
+    snprintf(url, sizeof url, "%s/%s/resolve/%s/%s", r->endpoint, r->repo, rev, name);
     for (int hop = 0; hop <= MAX_RELATIVE_REDIRECTS; hop++) {
-        CURL *c = new_handle(errbuf);
+        CURL *c = new_handle(errbuf, r->head_timeout_s);
         if (!c) return zg_errorf("cannot start libcurl");
         struct curl_slist *hd = auth_headers(r, url);
-        memset(h, 0, sizeof *h);
-        h->size = -1;
+        head_info_reset(h);
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+        if (r->head_timeout_s > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(r->head_timeout_s * 1000.0 + 0.5));
         CURLcode cc = curl_easy_perform(c);
         long code = 0;
         char *redirect = NULL;
@@ -224,6 +294,8 @@ static int head_file(request *r, const char *file, head_info *h, char **get_url)
         curl_slist_free_all(hd);
         if (cc != CURLE_OK) {
             free(next);
+            r->transient = curl_transient(cc, 0);
+            snprintf(r->why, sizeof r->why, "%s", errbuf[0] ? errbuf : curl_easy_strerror(cc));
             return curl_error(r, cc, errbuf);
         }
         if (code >= 300 && code < 400 && next && h->location[0] == '/') { /* a renamed repo: same server */
@@ -233,6 +305,9 @@ static int head_file(request *r, const char *file, head_info *h, char **get_url)
         }
         if (code >= 400 || (code >= 300 && !next)) {
             free(next);
+            r->transient = http_transient(code);
+            r->retry_after = h->retry_after;
+            snprintf(r->why, sizeof r->why, "HTTP %ld", code);
             return http_error(r, file, code, h);
         }
         if (!h->commit[0] || !h->etag[0]) {
@@ -300,6 +375,7 @@ static int get_file(request *r, const char *file, const char *url, const char *p
         if (unlink(part) != 0) return zg_errorf("cannot remove '%s': %s", part, zg_strerrno());
         have = 0;
     }
+    if (size > 0 && have == size) return 0; /* all there (a try that failed after its last byte): verified next */
     FILE *f = fopen(part, have ? "ab" : "wb");
     if (!f) return zg_errorf("cannot write '%s': %s", part, zg_strerrno());
     char label[300], errbuf[CURL_ERROR_SIZE];
@@ -308,7 +384,7 @@ static int get_file(request *r, const char *file, const char *url, const char *p
     zg_progress_init(&prog, label, size > 0 ? (uint64_t)size : 0, NULL);
     zg_progress_set_base(&prog, (uint64_t)have);
     if (have) fprintf(stderr, "%s: resuming at byte %lld\n", label, have);
-    CURL *c = new_handle(errbuf);
+    CURL *c = new_handle(errbuf, r->get_timeout_s);
     if (!c) {
         fclose(f);
         zg_progress_free(&prog);
@@ -319,7 +395,7 @@ static int get_file(request *r, const char *file, const char *url, const char *p
     char range[64];
     snprintf(range, sizeof range, "%lld-", have);
     head_info h;
-    memset(&h, 0, sizeof h);
+    head_info_reset(&h);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
@@ -344,6 +420,9 @@ static int get_file(request *r, const char *file, const char *url, const char *p
                        "from what is there",
                        part, zg_strerrno());
     } else if (cc != CURLE_OK) {
+        r->transient = curl_transient(cc, 1);
+        snprintf(r->why, sizeof r->why, "the connection stopped after %lld bytes (%s)", g.offset + g.written,
+                 errbuf[0] ? errbuf : curl_easy_strerror(cc));
         rc = zg_errorf("%s/%s: the download stopped after %lld bytes (%s); run again: it resumes from '%s'", r->repo,
                        file, g.offset + g.written, errbuf[0] ? errbuf : curl_easy_strerror(cc), part);
     } else if (code == 416) { /* the range lies past the end: what is there is not a prefix */
@@ -351,6 +430,9 @@ static int get_file(request *r, const char *file, const char *url, const char *p
         rc = zg_errorf("%s/%s: the partial download did not match the file (HTTP 416); it was removed, run again",
                        r->repo, file);
     } else if (code >= 300) {
+        r->transient = http_transient(code);
+        r->retry_after = h.retry_after;
+        snprintf(r->why, sizeof r->why, "HTTP %ld", code);
         rc = http_error(r, file, code, &h);
     }
     return rc;
@@ -369,11 +451,35 @@ static int relink(const char *target, const char *link) {
     return 0;
 }
 
-/* One file: HEAD, GET into the blob (unless there), verify, publish, link. *commit receives the commit. */
+/* Before try `attempt` + 1 of a request that failed: 0 when the failure is not transient or the retries are spent
+ * (its error stands); else says so, waits, and returns 1. */
+static int retry_wait(request *r, const char *file, int attempt) {
+    if (!r->transient || attempt >= r->retries) return 0;
+    long wait = r->retry_after >= 0 ? (r->retry_after < RETRY_AFTER_MAX_S ? r->retry_after : RETRY_AFTER_MAX_S)
+                                    : (attempt < 3 ? 1L << attempt : RETRY_WAIT_MAX_S);
+    zg_note("download %s/%s: %s; trying again in %ld s (retry %d of %d)", r->repo, file, r->why, wait, attempt + 1,
+            r->retries);
+    zg_error_clear();
+    if (wait > 0) sleep((unsigned)wait);
+    return 1;
+}
+
+static void try_reset(request *r) {
+    r->transient = 0;
+    r->retry_after = -1;
+    r->why[0] = '\0';
+}
+
+/* One file: HEAD, GET into the blob (unless there), verify, publish, link; each request retried while its failure is
+ * transient. *commit receives the commit. */
 static int fetch_file(request *r, const char *repo_dir, const char *file, char *commit, size_t commit_cap) {
     head_info h;
     char *url = NULL;
-    if (head_file(r, file, &h, &url) != 0) return -1;
+    for (int attempt = 0;; attempt++) {
+        try_reset(r);
+        if (head_file(r, file, &h, &url) == 0) break;
+        if (!retry_wait(r, file, attempt)) return -1;
+    }
     if (commit[0] && strcmp(commit, h.commit) != 0) {
         free(url);
         return zg_errorf("%s: the revision '%s' moved to another commit during the download (%s, then %s); run again",
@@ -387,7 +493,11 @@ static int fetch_file(request *r, const char *repo_dir, const char *file, char *
     snprintf(part, bl + 12, "%s.incomplete", blob);
     int rc = zg_dir_make(blobs);
     if (rc == 0 && !zg_file_exists(blob)) {
-        rc = get_file(r, file, url, part, h.size);
+        for (int attempt = 0;; attempt++) { /* each try resumes from what the last one wrote */
+            try_reset(r);
+            rc = get_file(r, file, url, part, h.size);
+            if (rc == 0 || !retry_wait(r, file, attempt)) break;
+        }
         struct stat st;
         if (rc == 0 && h.size >= 0 && (stat(part, &st) != 0 || (long long)st.st_size != h.size))
             rc = zg_errorf("%s/%s: got %lld bytes, the hub announced %lld; run again", r->repo, file,
@@ -500,6 +610,41 @@ static int lock_repo(const char *cache, const char *repo_id) {
     return fd;
 }
 
+/* $name as seconds (> 0, at most a day) into *out; unset or empty leaves it. A bad value is added to errs. */
+static void env_seconds(zg_lines *errs, const char *name, double *out) {
+    const char *v = getenv(name);
+    if (!v || !*v) return;
+    char *end;
+    double x = strtod(v, &end);
+    if (*end != '\0' || !(x > 0 && x <= 86400))
+        zg_lines_add(errs, "%s='%s' is not a number of seconds between 0 and 86400; unset it or give one (e.g. 60)",
+                     name, v);
+    else
+        *out = x;
+}
+
+/* The environment's settings for the requests: retries and huggingface_hub's timeouts, all problems said together. */
+static int hub_env(request *r) {
+    zg_lines errs = {0};
+    r->retries = DEFAULT_RETRIES;
+    const char *v = getenv("ZGPT_HUB_RETRIES");
+    if (v && *v) {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*end != '\0' || n < 0 || n > MAX_RETRIES)
+            zg_lines_add(&errs,
+                         "ZGPT_HUB_RETRIES='%s' is not a count of retries from 0 to %d; unset it (%d) or give one", v,
+                         MAX_RETRIES, DEFAULT_RETRIES);
+        else
+            r->retries = (int)n;
+    }
+    env_seconds(&errs, "HF_HUB_ETAG_TIMEOUT", &r->head_timeout_s);
+    env_seconds(&errs, "HF_HUB_DOWNLOAD_TIMEOUT", &r->get_timeout_s);
+    int rc = zg_error_lines(&errs, "in the download settings");
+    zg_lines_free(&errs);
+    return rc;
+}
+
 int zg_hub_download(const char *cache, const char *repo_id, const char *revision, char **snapshot) {
     *snapshot = NULL;
     if (zg_hub_offline())
@@ -513,6 +658,7 @@ int zg_hub_download(const char *cache, const char *repo_id, const char *revision
     r.endpoint = zg_hub_endpoint(endpoint, sizeof endpoint);
     r.repo = repo_id;
     r.revision = revision;
+    if (hub_env(&r) != 0) return -1;
     char *token = read_token();
     r.token = token;
     char *repo_dir = zg_hub_repo_folder(cache, repo_id);

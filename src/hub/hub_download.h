@@ -1,13 +1,17 @@
 /* Downloads a model's files from the Hugging Face Hub into the hub cache (hub_cache.h layout), as
  * huggingface_hub does, so transformers finds them too:
  *
- *   HEAD {endpoint}/{repo}/resolve/{revision}/{file}: relative redirects (renamed repos) are
+ *   HEAD {endpoint}/{repo}/resolve/{revision}/{file} (revision and file percent-encoded as
+ *   huggingface_hub's hf_hub_url encodes them): relative redirects (renamed repos) are
  *   followed; the answer (200, or a 302 to the CDN for LFS files) carries X-Repo-Commit, the ETag
  *   (X-Linked-Etag for LFS files: their sha256) and the size (X-Linked-Size / Content-Length).
  *   GET of the file (the CDN address for LFS files) into blobs/<etag>.incomplete, resumed with a
  *   Range request when that file is already there; its size checked, and for LFS files its sha256
  *   against the ETag; then renamed to blobs/<etag>, linked from snapshots/<commit>/<file>
  *   (relative symlink), and refs/<revision> written. A blob is never published unverified.
+ *   A lost or stalled connection and HTTP 429/5xx answers are retried ($ZGPT_HUB_RETRIES, default 5;
+ *   the GET resumes from what arrived), after Retry-After or 1, 2, 4, 8 s; $HF_HUB_ETAG_TIMEOUT and
+ *   $HF_HUB_DOWNLOAD_TIMEOUT set the HEAD's and the GET's timeouts as huggingface_hub's do.
  *
  * $HF_ENDPOINT (default https://huggingface.co), $HF_TOKEN (else the token file $HF_TOKEN_PATH or
  * $HF_HOME/token: sent as "Authorization: Bearer" to the endpoint only), $HF_HUB_OFFLINE (nothing

@@ -29,7 +29,20 @@ typedef struct {
     int padded_vocab_size; /* vocab_size rounded up to a multiple of 128 (50304) */
 } gpt2_config;
 
-/* "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl" -> config; -1 with an error listing the names. */
+/* The released GPT-2 models zgpt knows by name (the one table of them): their shapes (block 1024, vocabulary 50257)
+ * and Hugging Face repos, the current id and the id older caches hold it under. */
+typedef struct {
+    const char *name, *repo, *old_repo;
+    int n_layer, n_head, n_embd;
+} gpt2_named_model;
+/* The named model `name`, or NULL. */
+const gpt2_named_model *gpt2_named_find(const char *name);
+/* The named model of this depth and width (a file without config.json), or NULL. */
+const gpt2_named_model *gpt2_named_by_shape(int n_layer, int n_embd);
+/* The names for messages, into buf: "gpt2, gpt2-medium, ..." (buf returned). */
+#define GPT2_NAMED_LIST_CAP 128
+const char *gpt2_named_list(char *buf, size_t cap);
+/* A named model -> config; -1 with an error listing the names. */
 int gpt2_config_by_name(const char *name, gpt2_config *cfg);
 /* Checks ranges and divisibility (n_embd % n_head), fills padded_vocab_size. */
 int gpt2_config_validate(gpt2_config *cfg);

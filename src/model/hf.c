@@ -261,6 +261,12 @@ static int config_from_json(const char *file, gpt2_config *cfg) {
     }
     memset(cfg, 0, sizeof *cfg);
     int rc = 0;
+    /* another architecture (GPT-J and GPT-BigCode configs also have n_layer, n_head, n_embd): said first, rather than
+     * a key it lacks or weights it names otherwise */
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "gpt2") != 0)
+        rc = zg_errorf("%s: model_type '%s' is not GPT-2: zgpt reads GPT-2 models (model_type gpt2)", file,
+                       type->valuestring);
     if (rc == 0) rc = json_int(root, "n_layer", NULL, &cfg->n_layer, file);
     if (rc == 0) rc = json_int(root, "n_head", NULL, &cfg->n_head, file);
     if (rc == 0) rc = json_int(root, "n_embd", NULL, &cfg->n_embd, file);
@@ -282,6 +288,15 @@ static int config_from_json(const char *file, gpt2_config *cfg) {
     const cJSON *inv = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_by_inverse_layer_idx");
     if (rc == 0 && cJSON_IsTrue(inv))
         rc = zg_errorf("%s: scale_attn_by_inverse_layer_idx true is not supported (set it false)", file);
+    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_weights");
+    if (rc == 0 && cJSON_IsFalse(scale))
+        rc = zg_errorf("%s: scale_attn_weights false is not supported: zgpt scales attention scores by 1/sqrt(head "
+                       "size)",
+                       file);
+    const cJSON *cross = cJSON_GetObjectItemCaseSensitive(root, "add_cross_attention");
+    if (rc == 0 && cJSON_IsTrue(cross))
+        rc = zg_errorf(
+            "%s: add_cross_attention true is not supported: zgpt's GPT-2 is a decoder without cross-attention", file);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (rc == 0 && cJSON_IsFalse(tie))
         rc = zg_errorf("%s: tie_word_embeddings false is not supported: zgpt ties the LM head to wte", file);
@@ -305,14 +320,6 @@ static void hf_weights_layout(hf_weights *w) {
     const safetensors_tensor *t = find_tensor(w, "h.0.attn.c_attn.weight", NULL);
     w->linear = t != NULL && t->ndim == 2 && t->shape[0] == 3 * t->shape[1];
 }
-
-/* The released GPT-2 checkpoints (gpt2, -medium, -large, -xl): without config.json, only a file whose
- * shapes are one of these is read, since its head count is then known rather than guessed. */
-static const struct {
-    const char *name;
-    int n_layer, n_embd, n_head;
-} k_released[] = {
-    {"gpt2", 12, 768, 12}, {"gpt2-medium", 24, 1024, 16}, {"gpt2-large", 36, 1280, 20}, {"gpt2-xl", 48, 1600, 25}};
 
 /* Without config.json: vocab_size and n_embd from wte, n_positions from wpe, n_layer from the
  * highest h.N present; n_head only for the released GPT-2 shapes (anything else needs config.json:
@@ -353,9 +360,9 @@ static int config_from_shapes(const char *file, gpt2_config *cfg) {
                 if (sscanf(k, "h.%d.", &l) == 1 && l > maxl) maxl = l;
             }
         cfg->n_layer = maxl + 1;
-        for (size_t i = 0; i < sizeof k_released / sizeof k_released[0]; i++)
-            if (k_released[i].n_layer == cfg->n_layer && k_released[i].n_embd == cfg->n_embd)
-                cfg->n_head = k_released[i].n_head;
+        /* the released checkpoints' shapes only: their head count is known rather than guessed */
+        const gpt2_named_model *nm = gpt2_named_by_shape(cfg->n_layer, cfg->n_embd);
+        if (nm) cfg->n_head = nm->n_head;
         if (cfg->n_head == 0)
             rc = zg_errorf("%s: no config.json beside the file, and its shape (%d layers of %d channels) is not one of "
                            "the released GPT-2 models, so its number of heads is unknown: put the model's "

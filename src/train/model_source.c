@@ -22,24 +22,9 @@ char *zg_models_dir_for(const char *name) {
     return p;
 }
 
-/* The named models and their Hugging Face repos: the current id, then the id older caches hold. */
-static const struct {
-    const char *name, *repo, *old_repo;
-} k_named[] = {{"gpt2", "openai-community/gpt2", "gpt2"},
-               {"gpt2-medium", "openai-community/gpt2-medium", "gpt2-medium"},
-               {"gpt2-large", "openai-community/gpt2-large", "gpt2-large"},
-               {"gpt2-xl", "openai-community/gpt2-xl", "gpt2-xl"}};
-#define N_NAMED (sizeof k_named / sizeof k_named[0])
-
-static int named_index(const char *spec) {
-    for (size_t i = 0; i < N_NAMED; i++)
-        if (strcmp(spec, k_named[i].name) == 0) return (int)i;
-    return -1;
-}
-
 const char *zg_model_hub_repo(const char *spec) {
-    int i = named_index(spec);
-    return i >= 0 ? k_named[i].repo : spec;
+    const gpt2_named_model *n = gpt2_named_find(spec);
+    return n ? n->repo : spec;
 }
 
 static int open_hf(zg_model_source *s, const char *path) {
@@ -86,13 +71,13 @@ char *zg_deepspeed_tag_folder(const char *spec) {
 /* A named model or a hub repo id (optionally @revision): the zgpt models folder (named, no revision),
  * the Hugging Face cache (every repo id the model had), then a download unless HF_HUB_OFFLINE. */
 static int open_hub(zg_model_source *s, const char *spec, const char *repo, const char *revision, int need_weights) {
-    int ni = named_index(repo);
+    const gpt2_named_model *nm = gpt2_named_find(repo);
     const char *rev = revision ? revision : "main";
     char searched[4096] = "";
     char *snap = NULL;
     int rc = -1;
     snprintf(s->name, sizeof s->name, "%s", spec);
-    if (ni >= 0 && !revision) {
+    if (nm && !revision) {
         char *dir = zg_models_dir_for(repo);
         char *st = model_folder_weights(dir, NULL);
         if (st != NULL)
@@ -104,10 +89,10 @@ static int open_hub(zg_model_source *s, const char *spec, const char *repo, cons
     }
     const char *from;
     char *cache = zg_hub_cache_dir(&from);
-    const char *ids[2] = {ni >= 0 ? k_named[ni].repo : repo, ni >= 0 ? k_named[ni].old_repo : NULL};
+    const char *ids[2] = {nm ? nm->repo : repo, nm ? nm->old_repo : NULL};
     for (int i = 0; i < 2 && !snap && ids[i]; i++)
         zg_hub_cache_find(cache, ids[i], rev, &snap, searched, sizeof searched);
-    if (!snap && ni >= 0 && !need_weights) {
+    if (!snap && nm && !need_weights) {
         s->kind = ZG_SRC_NAMED_CONFIG;
         rc = gpt2_config_by_name(repo, &s->cfg);
     } else if (!snap && zg_hub_offline()) {
@@ -126,7 +111,7 @@ static int open_hub(zg_model_source *s, const char *spec, const char *repo, cons
     }
     if (snap) {
         rc = open_hf(s, snap);
-        if (rc == 0 && ni >= 0) rc = check_named_shape(s, repo, snap);
+        if (rc == 0 && nm) rc = check_named_shape(s, repo, snap);
     }
     free(snap);
     free(cache);
@@ -142,7 +127,7 @@ static int split_revision(const char *spec, char *repo, size_t cap, const char *
     memcpy(repo, spec, n);
     repo[n] = '\0';
     if (at) *revision = at + 1;
-    return named_index(repo) >= 0 || zg_hub_is_repo_id(repo) ? 0 : -1;
+    return gpt2_named_find(repo) || zg_hub_is_repo_id(repo) ? 0 : -1;
 }
 
 int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights) {
@@ -154,7 +139,7 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
     char *ds_tag = NULL;
     if (strncmp(spec, "hf:", 3) == 0) {
         rc = open_hf(s, spec + 3);
-    } else if (hub && named_index(repo) >= 0) {
+    } else if (hub && gpt2_named_find(repo)) {
         rc = open_hub(s, spec, repo, revision, need_weights);
     } else if ((ds_tag = zg_deepspeed_tag_folder(spec)) != NULL) {
         rc = open_hf(s, ds_tag);
@@ -175,10 +160,12 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
             rc = zg_errorf("'%s' is neither a zgpt checkpoint (no manifest.json or latest) nor a model folder (no "
                            "model.safetensors, model.safetensors.index.json, pytorch_model.bin or ckpt.pt)",
                            spec);
-        else
+        else {
+            char names[GPT2_NAMED_LIST_CAP];
             rc = zg_errorf("model '%s' not found: give a checkpoint folder, an out_dir, hf:PATH, a Hugging Face repo "
-                           "id (org/name[@revision]), or one of gpt2, gpt2-medium, gpt2-large, gpt2-xl",
-                           spec);
+                           "id (org/name[@revision]), or one of %s",
+                           spec, gpt2_named_list(names, sizeof names));
+        }
     }
     free(ds_tag);
     if (rc != 0) zg_model_source_close(s);

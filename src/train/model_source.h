@@ -1,5 +1,5 @@
 /* Where a model comes from, as users name it in init_from / --model:
- *   "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", or a Hugging Face repo id "org/name", each
+ *   a named model (gpt2.h's table: gpt2 ... gpt2-xl, distilgpt2), or a Hugging Face repo id "org/name", each
  *       optionally "@revision": the zgpt models folder $ZGPT_MODELS/<name> or ~/.cache/zgpt/models/<name>
  *       (named models without a revision), then the Hugging Face hub cache (src/hub/hub_cache.h; a
  *       named model under openai-community/<name> and its older id <name>), read in place; when

@@ -141,6 +141,8 @@ if OMP_NUM_THREADS=1 "$ZGPT" train --config ds2.json --nproc 2 > ds2.log 2>&1; t
     n=$(grep -c "DeepSpeed ZeRO-2 checkpoint of 3 ranks" ds2.log || true)
     [ "$n" = 1 ] || fail "2 ranks from a DeepSpeed folder: the merge's note $n times (expected once): $(cat ds2.log)"
     grep -q "^iter 0: loss" ds2.log || fail "2 ranks from a DeepSpeed folder: no iteration: $(tail -5 ds2.log)"
+    n=$(grep -c "note: init_from 'z2' is a DeepSpeed checkpoint: its weights are loaded, not its optimizer state" ds2.log || true)
+    [ "$n" = 1 ] || fail "2 ranks from a DeepSpeed folder: the fresh optimizer said $n times (expected once): $(cat ds2.log)"
     echo "ok 2 ranks from a DeepSpeed folder: the merge's note once"
 elif grep -q "needs MPI" ds2.log; then
     echo "skip 2 ranks from a DeepSpeed folder: this build has no MPI"

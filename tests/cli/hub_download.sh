@@ -31,8 +31,8 @@ start_hub() {
     timeout 120 python3 "$ZGPT_SRC/tests/hub/fake_hub.py" --mode "$1" --repo "org/tiny=$FIX" --repo "org/nofile=$WORK/nofile" \
         --repo "org/sharded=$WORK/sharded" --repo "org/holey=$WORK/holey" \
         --repo "org/binonly=$ZGPT_SRC/tests/fixtures/torch_tiny/hf_bin" \
-        --repo "org/binsharded=$ZGPT_SRC/tests/fixtures/torch_tiny/hf_bin_sharded" \
-        --port-file port --log log.txt > /dev/null &
+        --repo "org/binsharded=$ZGPT_SRC/tests/fixtures/torch_tiny/hf_bin_sharded" --rename old/tiny=org/tiny \
+        --repo "distilbert/distilgpt2=$FIX" --port-file port --log log.txt > /dev/null &
     HUB_PID=$!
     for _ in $(seq 100); do [ -s port ] && break; sleep 0.1; done
     [ -s port ] || fail "the fake hub did not start"
@@ -80,18 +80,75 @@ HF_HUB_CACHE=$WORK/c1 "$ZGPT" download org/tiny > /dev/null
 # --revision v1 (a tag) and a commit hash
 HF_HUB_CACHE=$WORK/c1 "$ZGPT" download org/tiny --revision v1 > /dev/null
 [ -s c1/$repo/refs/v1 ] && [ "$(cat c1/$repo/refs/v1)" != "$(cat c1/$repo/refs/main)" ] || fail "refs/v1"
+# a revision with slashes (a pull request's ref) goes quoted into the path, as huggingface_hub sends it, and its ref
+# file is refs/refs/pr/1
+: > log.txt
+HF_HUB_CACHE=$WORK/c1 "$ZGPT" download org/tiny --revision refs/pr/1 > /dev/null
+grep -q "^HEAD /org/tiny/resolve/refs%2Fpr%2F1/config.json " log.txt || fail "revision not quoted: $(cat log.txt)"
+[ -s c1/$repo/refs/refs/pr/1 ] && [ "$(cat c1/$repo/refs/refs/pr/1)" != "$(cat c1/$repo/refs/v1)" ] || fail "refs/refs/pr/1"
+# a renamed repo: the hub's relative 307 is followed, and the cache keeps the id asked for (as huggingface_hub does)
+HF_HUB_CACHE=$WORK/c1r "$ZGPT" download old/tiny > /dev/null 2> d1r.err || fail "renamed repo: $(cat d1r.err)"
+[ -s c1r/models--old--tiny/refs/main ] || fail "renamed repo: $(find c1r)"
+cmp c1r/models--old--tiny/snapshots/*/model.safetensors "$FIX/model.safetensors" || fail "renamed repo: bytes"
+# distilgpt2, a named model: fetched from distilbert/distilgpt2; a model of another shape under that id is refused
+HF_HUB_CACHE=$WORK/c1d "$ZGPT" download distilgpt2 > d1d.out 2> d1d.err || fail "distilgpt2: $(cat d1d.err)"
+[ -s c1d/models--distilbert--distilgpt2/refs/main ] || fail "distilgpt2: $(find c1d)"
+expect_fail "distilgpt2 shape" "does not hold distilgpt2" env HF_HUB_CACHE=$WORK/c1d "$ZGPT" eval --model distilgpt2 \
+    --data x.bin --device cpu
 
-# 2. the connection is cut half way: the error, an .incomplete file, nothing published; then a resume
+# 2. transient failures are retried within the run, as huggingface_hub retries them. The connection cut half way:
+# retried at once from byte N with Range, published in one run
 start_hub cut
-expect_fail "cut" "download stopped after [0-9]+ bytes.*resumes" env HF_HUB_CACHE=$WORK/c2 "$ZGPT" download org/tiny
-part=c2/$repo/blobs/$SHA.incomplete
-[ -s "$part" ] || fail "no .incomplete file after the cut"
-have=$(stat -c %s "$part")
-not_published c2
-HF_HUB_CACHE=$WORK/c2 "$ZGPT" download org/tiny > /dev/null 2> d2.err
+HF_HUB_CACHE=$WORK/c2 "$ZGPT" download org/tiny > /dev/null 2> d2.err || fail "cut once: $(cat d2.err)"
+published c2
+grep -qE "note: download org/tiny/model.safetensors: the connection stopped after [0-9]+ bytes .*; trying again in 1 s \(retry 1 of 5\)" d2.err ||
+    fail "the retry is not said: $(cat d2.err)"
+have=$(grep -oE "stopped after [0-9]+ bytes" d2.err | grep -oE "[0-9]+")
 grep -q "GET /cdn/$SHA range=bytes=$have-" log.txt || fail "no Range request from byte $have: $(cat log.txt)"
 grep -q "resuming at byte $have" d2.err || fail "the resume is not reported: $(cat d2.err)"
-published c2
+# every GET cut, one retry allowed: the error, an .incomplete file, nothing published; a later run resumes from it
+start_hub cutall
+expect_fail "cut" "download stopped after [0-9]+ bytes.*resumes" env ZGPT_HUB_RETRIES=1 HF_HUB_CACHE=$WORK/c2b "$ZGPT" download org/tiny
+part=c2b/$repo/blobs/$SHA.incomplete
+[ -s "$part" ] || fail "no .incomplete file after the cuts"
+have=$(stat -c %s "$part")
+not_published c2b
+start_hub normal
+HF_HUB_CACHE=$WORK/c2b "$ZGPT" download org/tiny > /dev/null 2> d2b.err
+grep -q "GET /cdn/$SHA range=bytes=$have-" log.txt || fail "no Range request from byte $have: $(cat log.txt)"
+grep -q "resuming at byte $have" d2b.err || fail "the resume is not reported: $(cat d2b.err)"
+published c2b
+# a server that ignores Range (200, the whole body) for a partial file: started over, not appended
+mkdir -p c2c/$repo/blobs && head -c 1000 "$FIX/model.safetensors" > c2c/$repo/blobs/$SHA.incomplete
+start_hub norange
+HF_HUB_CACHE=$WORK/c2c "$ZGPT" download org/tiny > /dev/null 2> d2c.err || fail "Range ignored: $(cat d2c.err)"
+grep -q "GET /cdn/$SHA range=bytes=1000-" log.txt || fail "no Range request from byte 1000: $(cat log.txt)"
+published c2c
+# a partial file that is already whole (a try that failed after its last byte): verified and published, no GET
+mkdir -p c2h/$repo/blobs && cp "$FIX/model.safetensors" c2h/$repo/blobs/$SHA.incomplete
+: > log.txt
+HF_HUB_CACHE=$WORK/c2h "$ZGPT" download org/tiny > /dev/null 2> d2h.err || fail "whole partial file: $(cat d2h.err)"
+! grep -q "GET /cdn/$SHA" log.txt || fail "a whole partial file was fetched again: $(cat log.txt)"
+published c2h
+# 503 and 429 with Retry-After: 0 (each file's first HEAD, each blob's first GET): retried, published
+start_hub busy
+HF_HUB_CACHE=$WORK/c2d "$ZGPT" download org/tiny > /dev/null 2> d2d.err || fail "busy hub: $(cat d2d.err)"
+published c2d
+grep -q "config.json: HTTP 503; trying again in 0 s (retry 1 of 5)" d2d.err || fail "503 not retried: $(cat d2d.err)"
+grep -q "model.safetensors: HTTP 429; trying again in 0 s" d2d.err || fail "429 not retried: $(cat d2d.err)"
+start_hub busy
+expect_fail "no retries" "config.json: HTTP 503 from" env ZGPT_HUB_RETRIES=0 HF_HUB_CACHE=$WORK/c2e "$ZGPT" download org/tiny
+# a connection that stalls half way: HF_HUB_DOWNLOAD_TIMEOUT (huggingface_hub's variable) ends it, and the retry
+# resumes it
+start_hub stall
+HF_HUB_DOWNLOAD_TIMEOUT=1 HF_HUB_CACHE=$WORK/c2f timeout 60 "$ZGPT" download org/tiny > /dev/null 2> d2f.err ||
+    fail "stalled download: $(cat d2f.err)"
+published c2f
+grep -q "trying again in 1 s" d2f.err || fail "the stall is not retried: $(cat d2f.err)"
+# bad settings, said together
+expect_fail "bad settings" "2 problems in the download settings" env ZGPT_HUB_RETRIES=x HF_HUB_DOWNLOAD_TIMEOUT=-1 \
+    HF_HUB_CACHE=$WORK/c2g "$ZGPT" download org/tiny
+grep -q "ZGPT_HUB_RETRIES='x'" err.txt && grep -q "HF_HUB_DOWNLOAD_TIMEOUT='-1'" err.txt || fail "settings: $(cat err.txt)"
 
 # 3. a corrupted body: refused, nothing published, nothing left to resume from
 start_hub corrupt

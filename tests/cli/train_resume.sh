@@ -29,8 +29,10 @@ grep -q "resuming at iter 6" split3.log || fail "init_from resume did not resume
 
 # continual learning: weights from a checkpoint, fresh optimizer, new lr and out_dir
 "$ZGPT" train --config tiny.json --set out_dir=cont --set init_from=straight/final --set learning_rate=0.001 \
-    --set max_iters=2 --set eval_interval=2 > cont.log
+    --set max_iters=2 --set eval_interval=2 > cont.log 2> cont.err
 grep -q "step 0: train loss" cont.log || fail "continual run did not evaluate at 0"
+grep -q "note: init_from 'straight/final' is a zgpt checkpoint: its weights are loaded, not its optimizer state.*use --resume" \
+    cont.err || fail "the fresh optimizer is not said: $(cat cont.err)"
 step=$(grep -oE '"optimizer_step":[[:space:]]*[0-9]+' cont/final/state.json | grep -oE '[0-9]+$')
 [ "$step" = 2 ] || fail "continual learning should start a fresh optimizer (step 2, got $step)"
 # the continued run starts from the trained weights: its first loss is far below a fresh model's

@@ -12,8 +12,13 @@ Binds 127.0.0.1 on a free port and writes the port to FILE. Serves, like hugging
   GET /cdn/{sha256}: the blob, with Range (206), in pieces of --chunk bytes --chunk-delay seconds apart (default
                     64 KiB, 5 ms), so that a download lasts long enough for zgpt's progress lines whatever the
                     machine's speed (one write of the whole blob could end inside the client's first interval).
-Revisions: "main" and "v1" (another commit) or either commit hash.
+Revisions: "main", "v1" and "refs/pr/1" (other commits; quoted in the path as huggingface_hub quotes them:
+refs%2Fpr%2F1) or a commit hash. --rename OLD=ORG/NAME: OLD (an id with or without an org) answers every resolve
+with a relative 307 to ORG/NAME's, as the hub does for a renamed repo.
 Modes: normal; cut (the first CDN GET without Range sends half the body, then closes the connection);
+cutall (every CDN GET sends half of what it was asked for, then closes); stall (the first CDN GET without Range
+sends half the body, then holds the connection 30 s); busy (the first HEAD of each file answers 503 and the first
+CDN GET of each blob 429, with Retry-After: 0); norange (the CDN ignores Range: 200 and the whole body);
 corrupt (the CDN body has one byte changed); auth (the resolve endpoints need "Authorization: Bearer
 TOKEN", else 401 with X-Error-Code GatedRepo). --log records one line per request: method, path,
 Range and Authorization headers."""
@@ -22,8 +27,10 @@ import hashlib
 import http.server
 import os
 import sys
+import re
 import threading
 import time
+import urllib.parse
 
 
 def git_blob_sha1(data):
@@ -33,8 +40,10 @@ def git_blob_sha1(data):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", action="append", default=[])
+    ap.add_argument("--rename", action="append", default=[])
     ap.add_argument("--port-file", required=True)
-    ap.add_argument("--mode", default="normal", choices=["normal", "cut", "corrupt", "auth"])
+    ap.add_argument("--mode", default="normal",
+                    choices=["normal", "cut", "cutall", "stall", "busy", "norange", "corrupt", "auth"])
     ap.add_argument("--token", default="secret")
     ap.add_argument("--log")
     ap.add_argument("--chunk", type=int, default=64 * 1024)
@@ -45,15 +54,15 @@ def main():
         rid, d = spec.split("=", 1)
         files = {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d)
                  if os.path.isfile(os.path.join(d, f))}
-        commits = {"main": hashlib.sha1(("main" + rid).encode()).hexdigest(),
-                   "v1": hashlib.sha1(("v1" + rid).encode()).hexdigest()}
+        commits = {rev: hashlib.sha1((rev + rid).encode()).hexdigest() for rev in ("main", "v1", "refs/pr/1")}
         repos[rid] = (files, commits)
     blobs = {}
     for files, _ in repos.values():
         for f, data in files.items():
             if f.endswith((".safetensors", ".bin")):
                 blobs[hashlib.sha256(data).hexdigest()] = data
-    state = {"cut_done": False}
+    renames = dict(spec.split("=", 1) for spec in a.rename)
+    state = {"cut_done": False, "busy": set()}
     lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -72,14 +81,34 @@ def main():
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def once(self, key):
+            """True the first time key is seen (busy mode's one failure per file)"""
+            with lock:
+                if key in state["busy"]:
+                    return False
+                state["busy"].add(key)
+                return True
+
         def resolve(self, body):
-            parts = self.path.split("/")
-            # /org/name/resolve/rev/file
-            if len(parts) != 6 or parts[3] != "resolve":
+            # /[org/]name/resolve/rev/file, the revision and the file name percent-encoded
+            m = re.match(r"^/([^/]+(?:/[^/]+)?)/resolve/([^/]+)/([^/?]+)$", self.path)
+            if not m:
                 return self.fail(404, "RepoNotFound")
-            rid, rev, fname = parts[1] + "/" + parts[2], parts[4], parts[5]
+            rid, rev, fname = m.group(1), urllib.parse.unquote(m.group(2)), urllib.parse.unquote(m.group(3))
+            if rid in renames:
+                self.send_response(307)
+                self.send_header("Location", f"/{renames[rid]}/resolve/{m.group(2)}/{m.group(3)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if a.mode == "auth" and self.headers.get("Authorization") != "Bearer " + a.token:
                 return self.fail(401, "GatedRepo")
+            if a.mode == "busy" and self.command == "HEAD" and self.once(("HEAD", rid, fname)):
+                self.send_response(503)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if rid not in repos:
                 return self.fail(404, "RepoNotFound")
             files, commits = repos[rid]
@@ -114,9 +143,15 @@ def main():
             if sha not in blobs:
                 return self.fail(404, "EntryNotFound")
             data = blobs[sha]
+            if a.mode == "busy" and self.once(("GET", sha)):
+                self.send_response(429)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if a.mode == "corrupt":
                 data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
-            rng = self.headers.get("Range")
+            rng = None if a.mode == "norange" else self.headers.get("Range")
             start = 0
             if rng and rng.startswith("bytes=") and rng.endswith("-"):
                 start = int(rng[6:-1])
@@ -130,16 +165,18 @@ def main():
             self.end_headers()
             if not body:
                 return
-            cut = False
+            cut = a.mode == "cutall"
             with lock:
-                if a.mode == "cut" and not rng and not state["cut_done"]:
+                if a.mode in ("cut", "stall") and not rng and not state["cut_done"]:
                     state["cut_done"] = cut = True
+            rest = data[start:]
             if cut:
-                self.wfile.write(data[:len(data) // 2])
+                self.wfile.write(rest[:len(rest) // 2])
                 self.wfile.flush()
+                if a.mode == "stall":
+                    time.sleep(30)
                 self.close_connection = True
                 return
-            rest = data[start:]
             for i in range(0, len(rest), a.chunk):
                 if i:
                     time.sleep(a.chunk_delay)

@@ -68,13 +68,19 @@ static void test_param_table(void) {
     ZT_CHECK(decayed == 50304u * 768u + 12u * 12u * 768u * 768u);
     free(segs);
     gpt2_param_table_free(&t);
-    const char *names[3] = {"gpt2-medium", "gpt2-large", "gpt2-xl"};
-    size_t counts[3] = {354823168u, 774030080u, 1557611200u};
-    for (int i = 0; i < 3; i++) {
+    /* the released models' parameter counts as transformers reports them (distilgpt2: 81,912,576) */
+    const char *names[4] = {"gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"};
+    size_t counts[4] = {354823168u, 774030080u, 1557611200u, 81912576u};
+    for (int i = 0; i < 4; i++) {
         ZT_CHECK(gpt2_config_by_name(names[i], &c) == 0);
         ZT_CHECK(gpt2_param_count_unpadded(&c) == counts[i]);
+        const gpt2_named_model *nm = gpt2_named_by_shape(c.n_layer, c.n_embd);
+        ZT_CHECK(nm != NULL && strcmp(nm->name, names[i]) == 0 && gpt2_named_find(names[i]) == nm);
     }
-    ZT_CHECK(gpt2_config_by_name("gpt3", &c) == -1 && strstr(zg_error_message(), "gpt3") != NULL);
+    ZT_CHECK(strcmp(gpt2_named_find("distilgpt2")->repo, "distilbert/distilgpt2") == 0);
+    ZT_CHECK(gpt2_named_by_shape(5, 768) == NULL && gpt2_named_find("gpt3") == NULL);
+    ZT_CHECK(gpt2_config_by_name("gpt3", &c) == -1 && strstr(zg_error_message(), "gpt3") != NULL &&
+             strstr(zg_error_message(), "gpt2-xl, distilgpt2") != NULL);
     gpt2_config bad = {2, 3, 16, 8, 40, 0};
     ZT_CHECK(gpt2_config_validate(&bad) == -1 && strstr(zg_error_message(), "n_head") != NULL);
 }
@@ -1002,6 +1008,30 @@ static void test_export_import(void) {
                       "\"activation_function\":\"relu\"}";
     ZT_CHECK(cf && fwrite(bad, 1, strlen(bad), cf) == strlen(bad) && fclose(cf) == 0);
     ZT_CHECK(hf_config_load(vdir, &c2) == -1 && strstr(zg_error_message(), "relu") != NULL);
+    /* other architectures and GPT-2 options that compute something else: refused by name */
+    const char *refused[][2] = {
+        {"\"model_type\":\"gptj\",\"rotary_dim\":4", "model_type 'gptj' is not GPT-2"},
+        {"\"model_type\":\"llama\",\"num_hidden_layers\":2", "model_type 'llama' is not GPT-2"},
+        {"\"model_type\":\"gpt2\",\"scale_attn_weights\":false", "scale_attn_weights false"},
+        {"\"add_cross_attention\":true", "add_cross_attention true"},
+    };
+    for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+        char text[512];
+        snprintf(text, sizeof text, "{\"n_layer\":2,\"n_head\":2,\"n_embd\":16,\"n_positions\":8,\"vocab_size\":40,%s}",
+                 refused[k][0]);
+        cf = fopen(cfgdst, "wb");
+        ZT_CHECK(cf && fwrite(text, 1, strlen(text), cf) == strlen(text) && fclose(cf) == 0);
+        ZT_CHECK_MSG(hf_config_load(vdir, &c2) == -1 && strstr(zg_error_message(), refused[k][1]) != NULL, "%s: %s",
+                     refused[k][0], zg_error_message());
+    }
+    /* the options' GPT-2 values are read as they are */
+    const char *same = "{\"n_layer\":2,\"n_head\":2,\"n_embd\":16,\"n_positions\":8,\"vocab_size\":40,\"model_type\":"
+                       "\"gpt2\",\"scale_attn_weights\":true,\"add_cross_attention\":false}";
+    cf = fopen(cfgdst, "wb");
+    ZT_CHECK(cf && fwrite(same, 1, strlen(same), cf) == strlen(same) && fclose(cf) == 0);
+    ZT_CHECK_MSG(hf_config_load(vdir, &c2) == 0 && c2.n_layer == 2, "%s", zg_error_message());
+    cf = fopen(cfgdst, "wb"); /* the unsupported config again, for the truncated file's check below */
+    ZT_CHECK(cf && fwrite(bad, 1, strlen(bad), cf) == strlen(bad) && fclose(cf) == 0);
     ZT_CHECK(hf_config_load("/nonexistent/zgpt-model", &c2) == -1);
     /* a bare .safetensors file of a shape that is not a released GPT-2: the head count cannot be known,
      * so it is refused (it used to be guessed as n_embd / 64), naming config.json */
