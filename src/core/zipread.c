@@ -61,7 +61,7 @@ int zg_zip_index(zg_zip *z, const uint8_t *p, size_t size, const char *path) {
     uint64_t count = zg_load_le(p + e + 10, 2), cd_size = zg_load_le(p + e + 12, 4), cd_off = zg_load_le(p + e + 16, 4);
     if (e >= 20 && zg_load_le(p + e - 20, 4) == SIG_LOC64) {
         uint64_t e64 = zg_load_le(p + e - 20 + 8, 8);
-        if (e64 > size - 56 || zg_load_le(p + e64, 4) != SIG_EOCD64)
+        if (size < 56 || e64 > size - 56 || zg_load_le(p + e64, 4) != SIG_EOCD64) /* (no size_t wrap-around) */
             return zg_errorf("%s: a corrupt zip64 end record: the file is truncated", path);
         count = zg_load_le(p + e64 + 32, 8);
         cd_size = zg_load_le(p + e64 + 40, 8);
@@ -79,7 +79,7 @@ int zg_zip_index(zg_zip *z, const uint8_t *p, size_t size, const char *path) {
                klen = (size_t)zg_load_le(c + 32, 2);
         if ((size_t)(end - c) < 46 + nlen + xlen + klen) goto corrupt;
         if (zip64_extra(c + 46 + nlen, xlen, &usize, &csize, &off) != 0) goto corrupt;
-        if (off > size - 30 || zg_load_le(p + off, 4) != SIG_LOCAL) goto corrupt;
+        if (size < 30 || off > size - 30 || zg_load_le(p + off, 4) != SIG_LOCAL) goto corrupt;
         uint64_t data = off + 30 + zg_load_le(p + off + 26, 2) + zg_load_le(p + off + 28, 2);
         if (data > size || csize > size - data) goto corrupt;
         zg_zip_entry *en = &z->entries[z->n++];

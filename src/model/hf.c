@@ -282,9 +282,9 @@ static int config_from_json(const char *file, gpt2_config *cfg) {
     if (rc == 0 && cJSON_IsNumber(eps) && fabs(eps->valuedouble - 1e-5) > 1e-12)
         rc = zg_errorf("%s: layer_norm_epsilon %g is not supported: zgpt's GPT-2 uses 1e-5", file, eps->valuedouble);
     const cJSON *inner = cJSON_GetObjectItemCaseSensitive(root, "n_inner");
-    if (rc == 0 && cJSON_IsNumber(inner) && (int)inner->valuedouble != 4 * cfg->n_embd)
-        rc = zg_errorf("%s: n_inner %d is not supported: zgpt's GPT-2 MLP is 4 x n_embd = %d (set n_inner null)", file,
-                       (int)inner->valuedouble, 4 * cfg->n_embd);
+    if (rc == 0 && cJSON_IsNumber(inner) && inner->valuedouble != 4.0 * cfg->n_embd) /* (no cast of any number) */
+        rc = zg_errorf("%s: n_inner %g is not supported: zgpt's GPT-2 MLP is 4 x n_embd = %d (set n_inner null)", file,
+                       inner->valuedouble, 4 * cfg->n_embd);
     const cJSON *inv = cJSON_GetObjectItemCaseSensitive(root, "scale_attn_by_inverse_layer_idx");
     if (rc == 0 && cJSON_IsTrue(inv))
         rc = zg_errorf("%s: scale_attn_by_inverse_layer_idx true is not supported (set it false)", file);

@@ -152,7 +152,8 @@ static int ckpt_open(zg_ckpt *c, const char *path, int defer) {
     if (!j || !cJSON_IsArray(files) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "zgpt-checkpoint") != 0 ||
         !cJSON_IsNumber(ver))
         rc = zg_errorf("'%s' is corrupt (not a zgpt checkpoint manifest)", mpath);
-    else if (ver->valuedouble != floor(ver->valuedouble) || !version_ok((uint32_t)ver->valuedouble))
+    else if (ver->valuedouble != floor(ver->valuedouble) || ver->valuedouble < 0 || ver->valuedouble > UINT32_MAX ||
+             !version_ok((uint32_t)ver->valuedouble))
         rc = version_error(mpath, ver->valuedouble);
     int have_model = 0;
     const cJSON *f;
@@ -161,8 +162,11 @@ static int ckpt_open(zg_ckpt *c, const char *path, int defer) {
             const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
             const cJSON *size = cJSON_GetObjectItemCaseSensitive(f, "size");
             const cJSON *sum = cJSON_GetObjectItemCaseSensitive(f, "xxh3");
+            /* the size an integer a file can have (converting anything else to uint64_t is undefined) */
             if (!cJSON_IsString(name) || !cJSON_IsNumber(size) || !cJSON_IsString(sum) ||
-                strchr(name->valuestring, '/') || strlen(name->valuestring) >= sizeof c->files[0].name) {
+                strchr(name->valuestring, '/') || strlen(name->valuestring) >= sizeof c->files[0].name ||
+                !(size->valuedouble >= 0 && size->valuedouble < 9.2e18) ||
+                size->valuedouble != floor(size->valuedouble)) {
                 rc = zg_errorf("'%s' is corrupt (bad file entry)", mpath);
                 break;
             }
