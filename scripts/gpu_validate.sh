@@ -20,8 +20,6 @@
 #   stepgraph (1 GPU) the recorded training passes (gpt2_graph.c) against ZGPT_STEP_GRAPH=0: bf16, fp16 with a
 #            moving loss scale and 4 micro-steps a step give identical iteration lines and checkpoints; bench
 #            124M with and without recording alternately (not in the default list)
-#   lnteam   (1 GPU) v0.41's LayerNorm backward team form (ZGPT_LN=team) against the default: the LayerNorm op
-#            tests, zgpt bench 124M and XL B=16 alternated, two rounds; ~4 minutes (not in the default list)
 #   headchunks (1 GPU) v0.39's LM head in row chunks (lm_head_chunks): the small model trained in 3 chunks against
 #            every row at once (losses within bf16 noise), 20 + resume + 20 in chunks against 40 (identical lines,
 #            byte-identical checkpoints), zgpt bench XL B=8 and 124M B=16 with auto against 1 (ms/step, peak memory,
@@ -267,10 +265,9 @@ if has attn; then
   done
   cp=$(sed -nE 's/^COPY GBs ([0-9.]+).*/\1/p' "$LOG_DIR/attn_bench.log")
   hn=$(sed -nE 's/^HBM nominal_GBs ([0-9]+).*/\1/p' "$LOG_DIR/attn_bench.log")
-  # LN: the default (row-group) kernels, with the goal's verdict; LNteam: ZGPT_LN=team (the backward's team form,
-  # one vector a thread); LNteam1: the same with one row group a block; LNgroup: ZGPT_LN=group (the row-group
-  # kernels without the backward's asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
-  for k in LN LNteam LNteam1 LNgroup LNwarp; do
+  # LN: the default (row-group) kernels, with the goal's verdict; LNgroup: ZGPT_LN=group (the backward without
+  # its asynchronous next-row copies); LNwarp: the warp-per-row kernels (ZGPT_LN=warp)
+  for k in LN LNgroup LNwarp; do
     for d in fwd bwd bwd_y; do
       read -r _ _ _ ms _ mb _ gbs _ pn _ pc <<< "$(grep "^$k $d ms " "$LOG_DIR/attn_bench.log")"
       v=${k#LN}
@@ -302,14 +299,7 @@ if has attn; then
   for d in fwd bwd bwd_y; do
     read -r _ _ _ sms _ sgbs _ spn <<< "$(grep "^LN $d stream_ms " "$LOG_DIR/attn_bench.log")"
     note "attn layernorm $d back to back: $(na "$sms") ms, $(na "$sgbs") GB/s = $(na "$spn")% of nominal $(verdict "$spn" ">=" 80) (>= 80%)"
-    for k in LNteam LNteam1 LNgroup LNwarp; do
-      read -r _ _ _ sms _ sgbs _ spn <<< "$(grep "^$k $d stream_ms " "$LOG_DIR/attn_bench.log")"
-      note "attn layernorm $d back to back (ZGPT_LN=${k#LN}): $(na "$sms") ms, $(na "$spn")% of nominal"
-    done
   done
-  read -r _ _ _ tsf _ tteam <<< "$(grep '^LNSUMS stream ' "$LOG_DIR/attn_bench.log")"
-  read -r _ _ _ tsp _ <<< "$(grep '^LN bwd stream_ms ' "$LOG_DIR/attn_bench.log")"
-  note "attn layernorm bwd with the bias sums, back to back: fused $(na "$tsf") ms (without the sums $(na "$tsp")); the team form's fused $(na "$tteam") ms"
   timeout -k 20 240 python3 bench/torch_baseline/ln_bench.py > "$LOG_DIR/ln_torch.log" 2>&1
   note "attn torch LayerNorm (XL B=16, back to back): $(grep -E '^LNTORCH' "$LOG_DIR/ln_torch.log" | awk -v n="$hn" '{printf "%s %s ms %s GB/s = %.1f%%; ", $2, $4, $8, (n > 0 ? 100 * $8 / n : 0)}')$(grep -qE '^LNTORCH' "$LOG_DIR/ln_torch.log" || tail -1 "$LOG_DIR/ln_torch.log")"
 fi
@@ -1266,27 +1256,6 @@ if has attloan; then
   l1=$(grep -E '^iter [0-9]+: loss' "$LOG_DIR/attloan_train_1.log" | sed -E 's/, time.*//'); l0=$(grep -E '^iter [0-9]+: loss' "$LOG_DIR/attloan_train_0.log" | sed -E 's/, time.*//')
   note "attloan: XL B=16 peak ${m1:-n/a} GiB lent vs ${m0:-n/a} GiB own workspace ($(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { printf "%.3f GiB less", b - a }'); $(awk -v a="${m1:-0}" -v b="${m0:-0}" 'BEGIN { print (a > 0 && b - a >= 0.5) ? "PASS" : "FAIL" }') >= 0.5 GiB); tokens/s $(zb_tps "$LOG_DIR/attloan_bench_1.log") vs $(zb_tps "$LOG_DIR/attloan_bench_0.log"); training loss lines $( [ -n "$l1" ] && [ "$l1" = "$l0" ] && echo "identical (PASS)" || echo "DIFFER (FAIL)")"
 fi
-# lnteam (v0.41): the LayerNorm backward's team form (ZGPT_LN=team) against the default (the pair form): the
-# LayerNorm op tests (every form, the env refusals), then zgpt bench 124M B=16 and XL B=16 alternated, two rounds
-# (ms a step, peak memory); the op-level figures are the attn phase's (LNteam, LNteam1, LNSUMS stream). ~4 minutes
-if has lnteam; then
-  ZT_ONLY=layernorm,layernorm_matmul,decode_prefetch_env timeout -k 20 240 build-gpu/gpu_test_ops_cuda > "$LOG_DIR/lnteam_ops.log" 2>&1
-  note "lnteam ops (layernorm, layernorm_matmul, env refusals): exit $? ($(tail -1 "$LOG_DIR/lnteam_ops.log"))"
-  grep -E '^FAIL' "$LOG_DIR/lnteam_ops.log" | head -8 | sed 's/^/lnteam ops: /' | tee -a "$SUMMARY" >/dev/null
-  for r in 1 2; do
-    for v in "" team; do
-      ZGPT_LN=$v timeout -k 20 120 "$ZGPT" bench --model gpt2 --batch 16 --seq 1024 --device cuda --steps 20 --warmup 3 --no-profile > "$LOG_DIR/lnteam_124m_${v:-pair}_$r.log" 2>&1
-      ZGPT_LN=$v timeout -k 20 150 "$ZGPT" bench --model gpt2-xl --batch 16 --seq 1024 --device cuda --steps 6 --warmup 2 --no-profile > "$LOG_DIR/lnteam_xl16_${v:-pair}_$r.log" 2>&1
-    done
-  done
-  for m in 124m xl16; do
-    for v in pair team; do
-      note "lnteam bench $m ZGPT_LN=$([ $v = pair ] && echo '(default, pair)' || echo $v): ms/step $(for r in 1 2; do zb_ms "$LOG_DIR/lnteam_${m}_${v}_$r.log"; done | tr '\n' ' ')" \
-           "peak $(zb_mem "$LOG_DIR/lnteam_${m}_${v}_1.log") GiB$(grep -h -iE 'error|fatal' "$LOG_DIR"/lnteam_${m}_${v}_*.log | head -1)"
-    done
-  done
-fi
-
 if has headchunks; then
   hc_losses() { grep '"loss": [0-9]' "$1/metrics.jsonl" | sed -E 's/.*"loss": ([^,]+),.*/\1/' | tr '\n' ' '; }
   for v in 1 3; do

@@ -273,11 +273,10 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
     /* LayerNorm bytes: forward reads x (and w, b), writes y, mean, rstd; backward (input form) reads dout,
      * x, w, mean, rstd and dinp, writes dinp (accumulated) and the per-block dw/db partials (small) */
     double fb = nc * es * 2 + (double)N * 8 + 2.0 * C * es, bwb = nc * es * 4 + (double)N * 8 + 3.0 * C * es;
-    /* the default (row-group) kernels, then for comparison ZGPT_LN=team (the backward's team form, one vector a
-     * thread), =team1 (the same with one row group a block), =group (the row-group kernels without the backward's
+    /* the default (row-group) kernels, then for comparison ZGPT_LN=group (the backward without its
      * asynchronous next-row copies) and =warp (the warp-per-row kernels) */
-    const char *lnv[5] = {NULL, "team", "team1", "group", "warp"};
-    for (int v = 0; v < 5; v++) {
+    const char *lnv[3] = {NULL, "group", "warp"};
+    for (int v = 0; v < 3; v++) {
         if (v > 0) setenv("ZGPT_LN", lnv[v], 1);
         float lf, lb, lby;
         BENCH_TIME(&ctx, lf, oc_bench_reps(), be->ops->layernorm_forward(be, y, mean, rstd, x, w, bb, N, C));
@@ -327,15 +326,6 @@ void oc_bench_attn_ln(zg_backend *be, int B, int T, int C, int NH) {
         printf("| layernorm_backward + bias sums (fused / separate passes / no sums) | %9.4f / %.4f / %.4f | | |\n",
                lsf, lss, lp);
         printf("LNSUMS fused_ms %.4f separate_ms %.4f plain_ms %.4f\n", lsf, lss, lp);
-        /* fused back to back, and the team form's fused one (LN2's backward; without the sums: `LN bwd stream_ms`) */
-        float tsf, tteam;
-        BENCH_STREAM(&ctx, tsf, 20,
-                     be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, si, so));
-        setenv("ZGPT_LN", "team", 1);
-        BENCH_STREAM(&ctx, tteam, 20,
-                     be->ops->layernorm_backward(be, dx, dw, db, y, x, NULL, w, NULL, mean, rstd, N, C, si, so));
-        unsetenv("ZGPT_LN");
-        printf("LNSUMS stream fused_ms %.4f team_fused_ms %.4f\n", tsf, tteam);
         be->ops->dealloc(be, si);
         be->ops->dealloc(be, so);
     }

@@ -292,21 +292,22 @@ void oc_test_decode_prefetch_env(void) {
         ZT_CHECK_MSG(env_create(var, "0") == 0, "%s=0 was refused: %s", var, zg_error_message());
         zg_error_clear();
     }
-    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's four; its removed "deep" (v0.38) and "ring" (v0.40) are
-     * refused */
+    /* ZGPT_LN_SUMS's two forms are accepted, and ZGPT_LN's two; its removed "deep" (v0.38), "ring" (v0.40), "team"
+     * and "team1" (v0.41) are refused */
     for (int i = 0; i < 2; i++) {
         ZT_CHECK_MSG(env_create("ZGPT_LN_SUMS", i ? "separate" : "fused") == 0, "ZGPT_LN_SUMS=%s was refused: %s",
                      i ? "separate" : "fused", zg_error_message());
         zg_error_clear();
     }
-    static const char *const ln_forms[4] = {"group", "warp", "team", "team1"};
-    for (int i = 0; i < 4; i++) {
+    static const char *const ln_forms[2] = {"group", "warp"};
+    for (int i = 0; i < 2; i++) {
         ZT_CHECK_MSG(env_create("ZGPT_LN", ln_forms[i]) == 0, "ZGPT_LN=%s was refused: %s", ln_forms[i],
                      zg_error_message());
         zg_error_clear();
     }
-    for (int i = 0; i < 2; i++) {
-        const char *v = i ? "ring" : "deep";
+    static const char *const ln_removed[4] = {"deep", "ring", "team", "team1"};
+    for (int i = 0; i < 4; i++) {
+        const char *v = ln_removed[i];
         char want[32];
         snprintf(want, sizeof want, "ZGPT_LN=%s", v);
         ZT_CHECK_MSG(env_create("ZGPT_LN", v) != 0 && strstr(zg_error_message(), want) != NULL,

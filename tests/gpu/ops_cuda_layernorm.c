@@ -66,15 +66,12 @@ static size_t count_nonfinite(const float *v, size_t n) {
     return bad;
 }
 
-/* variant: NULL = the default kernels (the warp forward; the backward's pair form, two vectors a thread: 16-bit
- * C % 8 == 0 up to C = 4096, fp32 C % 4 == 0 up to 2048; 96 -> 1 warp per row, 768 -> 2, 1600 -> 4 (fp32: 8),
- * 2056 -> 8 (fp32: the warp kernels), 7176 -> the warp kernels; asynchronous next-row copies), "team" = the
- * backward's team form (one vector a thread: 16-bit C up to 7168, fp32 up to 3584; 96 -> 1 warp a row group, 768 ->
- * 3, 1600 -> 7 (fp32: 13), 2056 -> 9 (fp32: 17), 7176 -> the warp kernels), "team1" = the same with one row group
- * a block, "group" = the pair form without the copies, "warp" = ZGPT_LN=warp, the warp-per-row kernels (16-bit C
- * % 8 == 0 and C <= 2048: the register-resident ones, 768: 3 vectors per lane, 1600: 7, 96: 1; 2056 (9 vectors per
- * lane) and 7176 the vector fallback; fp32 96, 100, 768 register, 1600, 2056, 7176 fallback). 100 and 37 (C % 8 !=
- * 0) take the scalar kernels either way. */
+/* variant: NULL = the default kernels (row groups: 16-bit C % 8 == 0 up to C = 4096, fp32 C % 4 == 0 up to
+ * 2048; 96 -> 1 warp per row, 768 -> 2, 1600 -> 4 (fp32: 8), 2056 -> 8 (fp32: the warp kernels), 7176 -> the warp
+ * kernels; the backward with asynchronous next-row copies), "group" = the same without those copies, "warp" =
+ * ZGPT_LN=warp, the warp-per-row kernels (16-bit C % 8 == 0 and C <= 2048: the register-resident ones, 768:
+ * 3 vectors per lane, 1600: 7, 96: 1; 2056 (9 vectors per lane) and 7176 the vector fallback; fp32 96, 100, 768
+ * register, 1600, 2056, 7176 fallback). 100 and 37 (C % 8 != 0) take the scalar kernels either way. */
 /* r (C) = s0 + the column sums of rows (N,C) in fp64: layernorm_backward's dsum_in / dsum_out */
 static void colsum_ref(double *r, const float *s0, const float *rows, int N, int C) {
     for (int c = 0; c < C; c++) r[c] = s0[c];
@@ -322,8 +319,6 @@ static void test_layernorm_deterministic(const char *variant) {
 
 void oc_test_layernorm(void) {
     test_layernorm_variant(NULL);
-    test_layernorm_variant("team");
-    test_layernorm_variant("team1");
     test_layernorm_variant("group");
     test_layernorm_variant("warp");
     /* the column sums by passes of their own (the A/B form) */
@@ -331,6 +326,5 @@ void oc_test_layernorm(void) {
     test_layernorm_variant(NULL);
     unsetenv("ZGPT_LN_SUMS");
     test_layernorm_deterministic(NULL);
-    test_layernorm_deterministic("team");
     test_layernorm_deterministic("warp");
 }

@@ -539,10 +539,9 @@ static const zgc_env_knob k_env_knobs[] = {
      "must be f32 (cuBLASLt's bias-gradient epilogue where offered), bf16 (its bf16 vector) or off (the reduction "
      "kernels); unset it for the default (f32)"},
     {"ZGPT_LN", zgc_ln_mode,
-     "must be team (the row-group LayerNorm backward with one vector a thread), team1 (the same with one row group "
-     "a block), group (the row-group kernels without the backward's next-row copies) or warp (the warp-per-row "
-     "kernels); unset it for the default (row groups of two vectors a thread, the next row copied; 'deep' (v0.38) "
-     "and 'ring' (v0.40) were removed: no faster)"},
+     "must be group (the row-group LayerNorm backward without its next-row copies) or warp (the warp-per-row "
+     "kernels); unset it for the default (row groups, the next row copied; 'deep' (v0.38), 'ring' (v0.40), 'team' and "
+     "'team1' (v0.41) were removed: no faster)"},
     {"ZGPT_LN_SUMS", zgc_ln_sums_env,
      "must be fused (the projections' bias gradients in LayerNorm's backward) or separate (a column-sum pass of their "
      "own); unset it for the default (fused)"},

@@ -287,20 +287,17 @@ static inline int zgc_bgrad_env(void) {
     return strcmp(v, "off") == 0 ? 0 : -1;
 }
 /* ZGPT_LN (A/B runs): which LayerNorm kernels run (layernorm.cuh derives each choice from this, read per call).
- * Unset or empty: ZGC_LN_DEFAULT (the row-group backward in its pair form, two vectors a thread, with the next row
- * copied ahead; the warp forward); "team": the backward's team form (one vector a thread; v0.41, not yet run on a
- * GPU); "team1": the team form with one row group a block; "group": row groups in both directions (the backward's
- * pair form), no copies ahead; "warp": the warp-per-row kernels. -1 for anything else (also "deep", v0.37's two rows
- * copied ahead: no faster, removed in v0.38; "ring", v0.40's forward with each warp's next rows copied ahead:
- * slower, removed): zg_backend_cuda_create refuses it. */
-enum { ZGC_LN_DEFAULT = 0, ZGC_LN_GROUP = 1, ZGC_LN_WARP = 2, ZGC_LN_TEAM = 3, ZGC_LN_TEAM1 = 4 };
+ * Unset or empty: ZGC_LN_DEFAULT (the row-group backward with the next row copied ahead, the warp forward);
+ * "group": row groups in both directions, no copies ahead; "warp": the warp-per-row kernels. -1 for anything else
+ * (also "deep", v0.37's two rows copied ahead: no faster, removed in v0.38; "ring", v0.40's forward with each warp's
+ * next rows copied ahead: slower, removed; "team" and "team1", v0.41's backward with one vector a thread: slower
+ * in the input form, removed): zg_backend_cuda_create refuses it. */
+enum { ZGC_LN_DEFAULT = 0, ZGC_LN_GROUP = 1, ZGC_LN_WARP = 2 };
 static inline int zgc_ln_mode(void) {
-    static const char *const names[] = {"", "group", "warp", "team", "team1"};
     const char *v = getenv("ZGPT_LN");
-    if (v == NULL) return ZGC_LN_DEFAULT;
-    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
-        if (strcmp(v, names[i]) == 0) return i;
-    return -1;
+    if (v == NULL || *v == '\0') return ZGC_LN_DEFAULT;
+    if (strcmp(v, "group") == 0) return ZGC_LN_GROUP;
+    return strcmp(v, "warp") == 0 ? ZGC_LN_WARP : -1;
 }
 
 /* ZGPT_LN_SUMS (A/B runs): how layernorm_backward takes dsum_in / dsum_out (layernorm_backward_cuda.cu). Unset or

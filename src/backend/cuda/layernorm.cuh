@@ -58,17 +58,13 @@ static inline int zgc_lng_fwd_wanted(void) { return zgc_ln_mode() == ZGC_LN_GROU
 /* the row-group backward copies the next row while one is processed, except under "group" */
 static inline bool zgc_lng_async(void) { return zgc_ln_mode() != ZGC_LN_GROUP; }
 
-/* one wave of per_sm blocks an SM, at most `most`, at least 1 */
-static inline int zgc_lng_wave(zg_backend *be, int per_sm, int most) {
+/* the resident blocks of a kernel (one wave), at most `most`, at least 1 */
+static inline int zgc_lng_grid(zg_backend *be, const void *kernel, size_t smem, int most) {
+    int per_sm = 0;
+    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, ZGC_LNG_THREADS, smem));
     int grid = per_sm * zgc_get(be)->num_sms;
     if (grid > most) grid = most;
     return grid < 1 ? 1 : grid;
-}
-/* the resident blocks of a kernel of `threads`-thread blocks (one wave), at most `most`, at least 1 */
-static inline int zgc_lng_grid(zg_backend *be, const void *kernel, int threads, size_t smem, int most) {
-    int per_sm = 0;
-    ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-    return zgc_lng_wave(be, per_sm, most);
 }
 
 #endif

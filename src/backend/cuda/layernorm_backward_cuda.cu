@@ -301,7 +301,7 @@ static int zgc_ln_bwd_reg_launch(zg_backend *be, void *dinp, float *part, const 
  * to the thread's own two floats st (each thread copies the values it will read): loaded when the row was
  * processed, they were a dependent global load after the wait, ahead of the row sums (the input form's s2 needs
  * both), which is the input form's 10 us a call at XL B=16 over the output form (v0.37). */
-template <typename T, int NV, bool FROMY>
+template <typename T, bool FROMY>
 __device__ __forceinline__ void zgc_lng_stage_row(T *stage, float *st, const T *dout, const T *src, const T *dinp,
                                                   const float *mean, const float *rstd, int row, int C, int t, int rg,
                                                   int nv) {
@@ -310,7 +310,7 @@ __device__ __forceinline__ void zgc_lng_stage_row(T *stage, float *st, const T *
     if (!FROMY) zgc_cp_async4(st, mean + row);
     zgc_cp_async4(st + 1, rstd + row);
 #pragma unroll
-    for (int i = 0; i < NV; i++) {
+    for (int i = 0; i < ZGC_LNG_NV; i++) {
         int k = t + rg * i;
         if (k < nv) {
             zgc_cp_async16(stage + k * VW, dout + base + k * VW);
@@ -320,60 +320,31 @@ __device__ __forceinline__ void zgc_lng_stage_row(T *stage, float *st, const T *
     }
 }
 
-#define ZGC_LNT_MAX 896 /* the team kernel's most threads a block (its __launch_bounds__: 72 registers a thread) */
-
-/* A row group's barrier: the block's when it holds one group, else the group's own named barrier (1 + g; 0 is
- * __syncthreads'), so that a block's groups do not wait for each other at every row. */
-__device__ __forceinline__ void zgc_lng_group_bar(int g, int groups, int rg) {
-    if (groups == 1)
-        __syncthreads();
-    else
-        asm volatile("bar.sync %0, %1;\n" ::"r"(g + 1), "r"(rg) : "memory");
-}
-
 /* dinp (N,C) += ..., part (gridDim.x, P*C) = this block's dw | db partial sums: the row-group form (see
- * layernorm.cuh). A group of rg threads (a multiple of 32) takes a row; a thread owns the row's 16-byte vectors
- * t, t + rg, ... (NV of them: 2 in the "pair" form, the default since v0.9, whose group is a power of two of warps
- * in 256-thread blocks; 1 in the "team" form, ZGPT_LN=team|team1, whose group is ceil(nv / 32) warps). The
- * thread's dw/db partials for its columns stay in registers over all its rows; at the end the block's groups are
- * added in group order (deterministic). SUMS (P = 4): also the column sums of dinp as read and as written
- * (layernorm_backward's dsum_in / dsum_out: the projections' bias gradients), the values exactly those stored.
- * Their running sums live in the group's region of shared memory (each thread only its own columns: no barrier):
- * in registers beside dw's and db's they spilled (ptxas: 64-150 bytes at bf16, the pair kernel already at 128
- * registers). FROMY: the output form (src = y, b read, mean not). ASYNC: the group's next row (dout, src, dinp)
- * is copied into shared memory (cp.async, double-buffered) while the current one is processed, so loads stay in
- * flight without holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
- * Why the team form (v0.41, an A/B not yet run on a GPU): the pair kernel was latency-bound (ncu, H100, XL: 16
- * warps an SM, 53% of cycles issuing; registers and shared memory each held it to 2 blocks), each warp walking
- * two vectors' dependent arithmetic per row between the row's barriers, and at C = 1600 its 128-thread group left
- * a quarter of its second vectors idle (200 of 256). One vector a thread halves each warp's chain per row and
- * its registers (72: __launch_bounds__(ZGC_LNT_MAX)), so more groups fit an SM: at XL 4 groups of 7 warps (28
- * warps) where the pair form had 4 of 4 (16). Registers (ptxas, sm_90, bf16, staged): input form 72, no spill;
- * output form 72, no spill; with the sums (LN2's) 4-16 bytes of spill stores.
- * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T], then the groups' regions of P*C floats
- * (dw | db of groups 1.. at the end, for the block's sum; SUMS: the running sums, dsum_in's at [2C, 3C), dsum_out's
- * at [3C, 4C)), then [ASYNC: 2 slots x 2 floats a thread: its row's mean and rstd]. */
-template <typename T, int NV, bool FROMY, bool ASYNC, bool SUMS>
-__global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV == 1 ? 1 : 2)
+ * above the forward's). The thread's dw/db partials for its columns stay in registers over all its rows;
+ * at the end the block's groups are added in group order (deterministic). SUMS (P = 4): also the column
+ * sums of dinp as read and as written (layernorm_backward's dsum_in / dsum_out: the projections' bias
+ * gradients), the values exactly those stored. Their running sums live in the group's partials slots in
+ * shared memory (each thread only its own columns: no barrier): in registers beside dw's and db's they
+ * spilled (ptxas: 64-150 bytes at bf16, the kernel already at 128 registers). FROMY: the output form (src =
+ * y, b read, mean not). ASYNC: the group's next row (dout, src, dinp) is copied into shared memory
+ * (cp.async, double-buffered) while the current one is processed, so loads stay in flight without
+ * holding registers; else each row is loaded when its turn comes (ZGPT_LN=group, for A/B).
+ * Dynamic shared memory: [ASYNC: groups x 2 slots x 3 arrays x C of T] then groups x P*C floats (the
+ * groups' partials), then [ASYNC: 2 slots x 2 floats a thread: its row's mean and rstd]. */
+template <typename T, bool FROMY, bool ASYNC, bool SUMS>
+__global__ void __launch_bounds__(ZGC_LNG_THREADS, 2)
     zgc_layernorm_bwd_grp_kernel(T *__restrict__ dinp, float *__restrict__ part, const T *__restrict__ dout,
                                  const T *__restrict__ src, const T *__restrict__ w, const T *__restrict__ b,
-                                 const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C, int rg,
+                                 const float *__restrict__ mean, const float *__restrict__ rstd, int N, int C,
                                  int rgw_log2) {
-    constexpr int VW = 16 / sizeof(T), NB = FROMY ? NV : 1, P = SUMS ? 4 : 2;
+    constexpr int VW = 16 / sizeof(T), NV = ZGC_LNG_NV, NB = FROMY ? NV : 1, P = SUMS ? 4 : 2;
     typedef zgc_vec<T> V;
     extern __shared__ __align__(16) float sh_lng[];
-    __shared__ float red[2][2][NV == 1 ? 32 : ZGC_LNG_THREADS / 32]; /* [iteration parity][s1 | s2][warp] */
-    /* the pair form's groups (32 << rgw_log2 threads) by shifts of the parameter, which the compiler recomputes
-     * instead of holding (a division's result stays in a register: the pair forms spilled more with one) */
-    int groups, g, t, warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw, w0;
-    if (NV == 2) {
-        rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
-        g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);
-        w0 = g << rgw_log2, nw = 1 << rgw_log2;
-    } else {
-        groups = blockDim.x / rg, g = threadIdx.x / rg, t = threadIdx.x - g * rg;
-        nw = rg / 32, w0 = g * nw;
-    }
+    __shared__ float red[2][2][ZGC_LNG_THREADS / 32]; /* [iteration parity][s1 | s2][warp] */
+    int rg = 32 << rgw_log2, groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
+    int g = threadIdx.x >> (5 + rgw_log2), t = threadIdx.x & (rg - 1);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, w0 = g << rgw_log2, nw = 1 << rgw_log2;
     int nv = C / VW;
     const V *wv = reinterpret_cast<const V *>(w), *bv = reinterpret_cast<const V *>(b);
     V wr[NV], br[NB];
@@ -391,7 +362,8 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
     int stride = gridDim.x * groups, slot = 0;
     T *stage = reinterpret_cast<T *>(sh_lng); /* this group's slots: stage + (g * 2 + slot) * 3C */
     float *psh = sh_lng + (ASYNC ? (size_t)groups * 6 * C * sizeof(T) / sizeof(float) : 0);
-    /* SUMS: this group's running sums (VW floats a vector: 16-byte aligned, as C is a multiple of VW) */
+    /* SUMS: this group's running sums, dsum_in's at [0, C) and dsum_out's at [C, 2C) (VW floats a vector: 16-byte
+     * aligned, as C is a multiple of VW) */
     float *ssh = psh + (size_t)g * P * C + 2 * C;
     /* ASYNC: this thread's copies of its rows' (mean, rstd), a pair per slot */
     float *stsh = psh + (size_t)groups * P * C + threadIdx.x * 4;
@@ -408,12 +380,11 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
         }
     if (ASYNC) {
         if (blockIdx.x * groups + g < N)
-            zgc_lng_stage_row<T, NV, FROMY>(stage + (size_t)(g * 2) * 3 * C, stsh, dout, src, dinp, mean, rstd,
-                                            blockIdx.x * groups + g, C, t, rg, nv);
+            zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2) * 3 * C, stsh, dout, src, dinp, mean, rstd,
+                                        blockIdx.x * groups + g, C, t, rg, nv);
         zgc_cp_commit();
     }
     int par = 0;
-    /* the trip count is the block's (r0), so every thread of a group reaches every barrier */
     for (int r0 = blockIdx.x * groups; r0 < N; r0 += stride, par ^= 1) {
         int row = r0 + g;
         bool act = row < N;
@@ -422,8 +393,8 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
         if (ASYNC) {
             /* the next row into the other slot, then wait for this row's copies (all but the newest group) */
             if (row + stride < N)
-                zgc_lng_stage_row<T, NV, FROMY>(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, stsh + 2 * (slot ^ 1),
-                                                dout, src, dinp, mean, rstd, row + stride, C, t, rg, nv);
+                zgc_lng_stage_row<T, FROMY>(stage + (size_t)(g * 2 + (slot ^ 1)) * 3 * C, stsh + 2 * (slot ^ 1), dout,
+                                            src, dinp, mean, rstd, row + stride, C, t, rg, nv);
             zgc_cp_commit();
             zgc_cp_wait<1>();
         }
@@ -470,11 +441,8 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
         s1 = zgc_warp_sum(s1);
         s2 = zgc_warp_sum(s2);
         if (lane == 0) red[par][0][warp] = s1, red[par][1][warp] = s2;
-        if (NV == 2) /* the pair form as v0.40 ran it (the A/B's reference) */
-            __syncthreads();
-        else
-            zgc_lng_group_bar(g, groups, rg);
-        /* red[par] is rewritten two iterations on, after the group's next barrier, which every reader passed */
+        __syncthreads();
+        /* red[par] is rewritten two iterations on, after the next barrier, which every reader passed */
         s1 = zgc_lng_group_sum(red[par][0], w0, nw) / C;
         s2 = zgc_lng_group_sum(red[par][1], w0, nw) / C;
         if (act) {
@@ -511,8 +479,6 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
         slot ^= 1;
     }
     if (ASYNC) zgc_cp_wait<0>();
-    /* the team form's reduction (launched with PDL) may start its blocks now; it waits for this grid */
-    if (NV == 1) zgc_pdl_trigger();
     /* the block's partials: groups 1.. through shared memory, added to group 0's in group order */
     float *pb = part + (size_t)blockIdx.x * P * C;
     if (g > 0)
@@ -527,7 +493,7 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
                     q[C] = dba[i][e];
                 }
         }
-    if (NV == 2 || groups > 1) __syncthreads();
+    __syncthreads();
     if (g == 0)
 #pragma unroll
         for (int i = 0; i < NV; i++) {
@@ -550,96 +516,43 @@ __global__ void __launch_bounds__(NV == 1 ? ZGC_LNT_MAX : ZGC_LNG_THREADS, NV ==
         }
 }
 
-/* The row-group backward's geometry for rows of nv vectors: NV (nvt) vectors a thread, rg threads a group (a
- * multiple of 32). Team (ZGPT_LN=team|team1; NV 1, nv <= ZGC_LNT_MAX): ceil(nv / 32) warps a group; the groups a
- * block are chosen at launch (zgc_ln_bwd_grp_launch_form), or one (one = 1: team1). Pair (the default and
- * ZGPT_LN=group; NV 2, nv <= 512): a power of two of warps covering nv / 2 (rg = 32 << lg) in 256-thread blocks.
- * nvt 0: neither applies. */
-typedef struct {
-    int nvt, rg, lg, one;
-} zgc_lng_geom;
-static zgc_lng_geom zgc_lng_geometry(int nv, int mode) {
-    zgc_lng_geom gm = {0, 0, 0, 0};
-    if (nv < 1) return gm;
-    if (mode == ZGC_LN_TEAM || mode == ZGC_LN_TEAM1) {
-        if (nv > ZGC_LNT_MAX) return gm;
-        gm.nvt = 1, gm.rg = 32 * ((nv + 31) / 32), gm.one = mode == ZGC_LN_TEAM1;
-        return gm;
-    }
-    int l = zgc_lng_rgw_log2(nv);
-    if (l < 0) return gm;
-    gm.nvt = 2, gm.rg = 32 << l, gm.lg = l;
-    return gm;
-}
-
-/* the row-group kernel's dynamic shared memory for `groups` groups of rg threads (see its comment): the groups'
- * regions (at XL: 12.8-25.6 KB a group), staging (ASYNC: 6C of T a group, at XL 19.2 KB) and each thread's rows'
- * statistics (16 bytes) */
-static size_t zgc_lng_smem(int groups, int rg, int P, int C, size_t es, bool async) {
-    return (size_t)groups * P * C * sizeof(float) + (async ? (size_t)groups * (6 * C * es + (size_t)rg * 16) : 0);
-}
-
-/* Launches one wave of the row-group backward; returns the grid (the partial rows written). The team form's
- * groups a block: as many as keep the most groups an SM that blocks of one group reach (a divisor of that count,
- * at most 8 and ZGC_LNT_MAX threads), so that the partial rows (one a block) are as few as the occupancy allows:
- * counted for XL (bf16, 72 registers: 4 one-group blocks an SM), 1 block of 4 groups of 7 warps an SM, 132 partial
- * rows where blocks of one group would write 528; for 124M 3 blocks of 3 groups of 3 warps. */
-template <typename T, int NV, bool FROMY, bool ASYNC, bool SUMS>
+/* Launches one wave of the row-group backward; returns the grid (the partial rows written). */
+template <typename T, bool FROMY, bool ASYNC, bool SUMS>
 static int zgc_ln_bwd_grp_launch_form(zg_backend *be, void *dinp, const void *dout, const void *src, const void *w,
-                                      const void *b, const float *mean, const float *rstd, int N, int C,
-                                      zgc_lng_geom gm, float **part_out) {
-    constexpr int P = SUMS ? 4 : 2;
-    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, NV, FROMY, ASYNC, SUMS>;
-    int groups = NV == 2 ? ZGC_LNG_THREADS / gm.rg : 1;
-    size_t smem = zgc_lng_smem(groups, gm.rg, P, C, sizeof(T), ASYNC);
-    /* past the default 48 KB with the kernel's static shared memory (red) */
-    if (smem + 1024 > 48 * 1024)
+                                      const void *b, const float *mean, const float *rstd, int N, int C, int rgw_log2,
+                                      float **part_out) {
+    int groups = ZGC_LNG_THREADS >> (5 + rgw_log2), P = SUMS ? 4 : 2;
+    /* partials: at most 32 KB (64 KB with SUMS); staging (ASYNC): at most 48 KB (256 threads x 2 vectors x 3
+     * arrays x 2 slots) and 4 KB of the rows' statistics */
+    size_t smem = (size_t)groups * P * C * sizeof(float) +
+                  (ASYNC ? (size_t)groups * 6 * C * sizeof(T) + ZGC_LNG_THREADS * 4 * sizeof(float) : 0);
+    const void *kernel = (const void *)zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS>;
+    if (smem + 1024 > 48 * 1024) /* with the kernel's static shared memory (red), past the default 48 KB */
         ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    int per_sm = 0; /* resident blocks an SM (of one group to start with, for the team form) */
-    if (NV == 1) ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, gm.rg, smem));
-    if (NV == 1 && !gm.one) {
-        for (int k = 8; k > 1; k--) {
-            if (per_sm % k != 0 || k * gm.rg > ZGC_LNT_MAX) continue;
-            size_t sk = zgc_lng_smem(k, gm.rg, P, C, sizeof(T), ASYNC);
-            if (sk + 1024 > 48 * 1024)
-                ZG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sk));
-            int pk = 0;
-            ZG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&pk, kernel, k * gm.rg, sk));
-            if (pk * k >= per_sm) {
-                groups = k, smem = sk, per_sm = pk;
-                break;
-            }
-        }
-    }
-    int threads = groups * gm.rg, most = (N + groups - 1) / groups;
-    int grid = NV == 1 ? zgc_lng_wave(be, per_sm, most) : zgc_lng_grid(be, kernel, threads, smem, most);
+    int grid = zgc_lng_grid(be, kernel, smem, (N + groups - 1) / groups);
     float *part = (float *)zgc_scratch(be, ZGC_SCR_LN, (size_t)grid * P * C * 4, "layernorm-gradient partial sums");
-    zgc_layernorm_bwd_grp_kernel<T, NV, FROMY, ASYNC, SUMS><<<grid, threads, smem, zgc_get(be)->stream>>>(
-        (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, gm.rg, gm.lg);
+    zgc_layernorm_bwd_grp_kernel<T, FROMY, ASYNC, SUMS><<<grid, ZGC_LNG_THREADS, smem, zgc_get(be)->stream>>>(
+        (T *)dinp, part, (const T *)dout, (const T *)src, (const T *)w, (const T *)b, mean, rstd, N, C, rgw_log2);
     *part_out = part;
     return grid;
 }
 
-/* the row-group backward for run-time (nvt, fromy, async, sums): its forms by (NV - 1) * 8 + FROMY * 4 + ASYNC * 2
- * + SUMS */
+/* the row-group backward for run-time (fromy, async, sums): its forms by FROMY * 4 + ASYNC * 2 + SUMS */
 template <typename T>
-static int zgc_ln_bwd_grp_launch(zg_backend *be, zgc_lng_geom gm, bool fromy, bool async, bool sums, void *dinp,
-                                 const void *dout, const void *src, const void *w, const void *b, const float *mean,
-                                 const float *rstd, int N, int C, float **part_out) {
+static int zgc_ln_bwd_grp_launch(zg_backend *be, bool fromy, bool async, bool sums, void *dinp, const void *dout,
+                                 const void *src, const void *w, const void *b, const float *mean, const float *rstd,
+                                 int N, int C, int rgw_log2, float **part_out) {
     typedef int (*form_fn)(zg_backend *, void *, const void *, const void *, const void *, const void *, const float *,
-                           const float *, int, int, zgc_lng_geom, float **);
-    static const form_fn forms[16] = {
-        zgc_ln_bwd_grp_launch_form<T, 1, false, false, false>, zgc_ln_bwd_grp_launch_form<T, 1, false, false, true>,
-        zgc_ln_bwd_grp_launch_form<T, 1, false, true, false>,  zgc_ln_bwd_grp_launch_form<T, 1, false, true, true>,
-        zgc_ln_bwd_grp_launch_form<T, 1, true, false, false>,  zgc_ln_bwd_grp_launch_form<T, 1, true, false, true>,
-        zgc_ln_bwd_grp_launch_form<T, 1, true, true, false>,   zgc_ln_bwd_grp_launch_form<T, 1, true, true, true>,
-        zgc_ln_bwd_grp_launch_form<T, 2, false, false, false>, zgc_ln_bwd_grp_launch_form<T, 2, false, false, true>,
-        zgc_ln_bwd_grp_launch_form<T, 2, false, true, false>,  zgc_ln_bwd_grp_launch_form<T, 2, false, true, true>,
-        zgc_ln_bwd_grp_launch_form<T, 2, true, false, false>,  zgc_ln_bwd_grp_launch_form<T, 2, true, false, true>,
-        zgc_ln_bwd_grp_launch_form<T, 2, true, true, false>,   zgc_ln_bwd_grp_launch_form<T, 2, true, true, true>};
-    return forms[(gm.nvt - 1) * 8 + (fromy ? 4 : 0) + (async ? 2 : 0) + (sums ? 1 : 0)](be, dinp, dout, src, w, b, mean,
-                                                                                        rstd, N, C, gm, part_out);
+                           const float *, int, int, int, float **);
+    static const form_fn forms[8] = {
+        zgc_ln_bwd_grp_launch_form<T, false, false, false>, zgc_ln_bwd_grp_launch_form<T, false, false, true>,
+        zgc_ln_bwd_grp_launch_form<T, false, true, false>,  zgc_ln_bwd_grp_launch_form<T, false, true, true>,
+        zgc_ln_bwd_grp_launch_form<T, true, false, false>,  zgc_ln_bwd_grp_launch_form<T, true, false, true>,
+        zgc_ln_bwd_grp_launch_form<T, true, true, false>,   zgc_ln_bwd_grp_launch_form<T, true, true, true>};
+    return forms[(fromy ? 4 : 0) + (async ? 2 : 0) + (sums ? 1 : 0)](be, dinp, dout, src, w, b, mean, rstd, N, C,
+                                                                     rgw_log2, part_out);
 }
+
 /* dw (C) += sum over blocks of part[:, c]; db likewise. Block (8, 64): 8 columns (a 32-byte sector of
  * each partial row), 64 threads splitting the nblocks partial rows (thread y takes rows y, y+64, ...)
  * into 4 running sums each (rows y + 64*(4i+j) go to sum j), so that at the row-group kernel's 264 rows
@@ -652,16 +565,11 @@ static int zgc_ln_bwd_grp_launch(zg_backend *be, zgc_lng_geom gm, bool fromy, bo
 #define ZGC_LN_RED_Y 64
 /* where the reduction's P sums go: dw, db, then (P = 4) dsum_in, dsum_out; a NULL one is skipped */
 template <typename TG> struct zgc_ln_dst { TG *p[4]; };
-/* dst.p[q] (C) += sum over blocks of part[:, q*C + c], q < P. PDL: launched with programmatic dependent launch
- * (after the team form): waits for the kernel before, whose partials it reads. */
-template <typename TG, int P, bool PDL>
+/* dst.p[q] (C) += sum over blocks of part[:, q*C + c], q < P */
+template <typename TG, int P>
 __global__ void __launch_bounds__(ZGC_LN_RED_X *ZGC_LN_RED_Y)
     zgc_layernorm_bwd_reduce_kernel(zgc_ln_dst<TG> dst, const float *part, int nblocks, int C) {
     __shared__ float sh[P][ZGC_LN_RED_Y][ZGC_LN_RED_X + 1];
-    if (PDL) {
-        zgc_pdl_wait();
-        zgc_pdl_trigger();
-    }
     int tx = threadIdx.x, ty = threadIdx.y;
     int c = blockIdx.x * ZGC_LN_RED_X + tx;
     float a[P][4];
@@ -692,22 +600,17 @@ __global__ void __launch_bounds__(ZGC_LN_RED_X *ZGC_LN_RED_Y)
             if (dst.p[q] != NULL) dst.p[q][c] = zgc_from_f<TG>(zgc_to_f(dst.p[q][c]) + sh[q][0][tx]);
 }
 /* the launch of zgc_layernorm_bwd_reduce_kernel over the nblocks partial rows of 2 (dw, db) or 4 (and dsum_in,
- * dsum_out: sums != 0) sums; pdl: with programmatic dependent launch (after the team form, which triggers it), else
- * the kernel v0.40 ran */
+ * dsum_out: sums != 0) sums */
 static void zgc_ln_bwd_reduce(zg_backend *be, void *dw, void *db, void *dsum_in, void *dsum_out, int sums,
-                              const float *part, int nblocks, int C, bool pdl) {
+                              const float *part, int nblocks, int C) {
     dim3 grid((C + ZGC_LN_RED_X - 1) / ZGC_LN_RED_X), block(ZGC_LN_RED_X, ZGC_LN_RED_Y);
     cudaStream_t st = zgc_get(be)->stream;
     ZGC_DISPATCH(be->grad_dtype, TG, {
         zgc_ln_dst<TG> d = {{(TG *)dw, (TG *)db, (TG *)dsum_in, (TG *)dsum_out}};
-        if (pdl && sums)
-            zgc_launch(be, zgc_layernorm_bwd_reduce_kernel<TG, 4, true>, grid, block, 0, 0, d, part, nblocks, C);
-        else if (pdl)
-            zgc_launch(be, zgc_layernorm_bwd_reduce_kernel<TG, 2, true>, grid, block, 0, 0, d, part, nblocks, C);
-        else if (sums)
-            zgc_layernorm_bwd_reduce_kernel<TG, 4, false><<<grid, block, 0, st>>>(d, part, nblocks, C);
+        if (sums)
+            zgc_layernorm_bwd_reduce_kernel<TG, 4><<<grid, block, 0, st>>>(d, part, nblocks, C);
         else
-            zgc_layernorm_bwd_reduce_kernel<TG, 2, false><<<grid, block, 0, st>>>(d, part, nblocks, C);
+            zgc_layernorm_bwd_reduce_kernel<TG, 2><<<grid, block, 0, st>>>(d, part, nblocks, C);
     });
     ZG_CUDA_LAUNCH_CHECK();
 }
@@ -762,7 +665,7 @@ static void zgc_ln_bwd_warp(zg_backend *be, void *dinp, void *dw, void *db, cons
         });
     }
     ZG_CUDA_LAUNCH_CHECK();
-    zgc_ln_bwd_reduce(be, dw, db, NULL, NULL, 0, part, used, C, false);
+    zgc_ln_bwd_reduce(be, dw, db, NULL, NULL, 0, part, used, C);
 }
 
 /* x (N,C) with mean and rstd (input form), or x == NULL and y (N,C) with b (C) and rstd (output
@@ -775,9 +678,9 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
     zg_layernorm_backward_check(x, y, b, mean);
     size_t vwg = 16 / zgc_dtype_bytes(be->act_dtype);
     uintptr_t alg = (uintptr_t)dinp | (uintptr_t)dout | (uintptr_t)src | (uintptr_t)w | (fromy ? (uintptr_t)b : 0);
-    zgc_lng_geom gm = zgc_lng_geometry(C / (int)vwg, zgc_ln_mode());
-    bool group = be->param_dtype == be->act_dtype && C % (int)vwg == 0 && C >= (int)vwg && alg % 16 == 0 &&
-                 gm.nvt > 0 && N > 0 && zgc_lng_wanted();
+    int rgw = zgc_lng_rgw_log2(C / (int)vwg);
+    bool group = be->param_dtype == be->act_dtype && C % (int)vwg == 0 && C >= (int)vwg && alg % 16 == 0 && rgw >= 0 &&
+                 N > 0 && zgc_lng_wanted();
     /* the sums in the row-group kernel (as it reads and writes dinp), else by passes of their own around the op */
     bool sums =
         group && (dsum_in != NULL || dsum_out != NULL) && zgc_ln_sums_env() != 0 && be->grad_dtype == be->act_dtype;
@@ -787,10 +690,11 @@ void zgc_layernorm_backward(zg_backend *be, void *dinp, void *dw, void *db, cons
         int used = 0;
         bool async = zgc_lng_async();
         ZGC_DISPATCH(be->act_dtype, T, {
-            used = zgc_ln_bwd_grp_launch<T>(be, gm, fromy, async, sums, dinp, dout, src, w, b, mean, rstd, N, C, &part);
+            used =
+                zgc_ln_bwd_grp_launch<T>(be, fromy, async, sums, dinp, dout, src, w, b, mean, rstd, N, C, rgw, &part);
         });
         ZG_CUDA_LAUNCH_CHECK();
-        zgc_ln_bwd_reduce(be, dw, db, dsum_in, dsum_out, sums, part, used, C, gm.nvt == 1);
+        zgc_ln_bwd_reduce(be, dw, db, dsum_in, dsum_out, sums, part, used, C);
     } else {
         zgc_ln_bwd_warp(be, dinp, dw, db, dout, src, w, b, mean, rstd, fromy, N, C);
     }

@@ -184,8 +184,7 @@ template <typename T>
 static void zgc_ln_fwd_grp_launch(zg_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                                   const void *b, int N, int C, int rgw_log2) {
     int groups = ZGC_LNG_THREADS >> (5 + rgw_log2);
-    int grid =
-        zgc_lng_grid(be, (const void *)zgc_layernorm_fwd_grp_kernel<T>, ZGC_LNG_THREADS, 0, (N + groups - 1) / groups);
+    int grid = zgc_lng_grid(be, (const void *)zgc_layernorm_fwd_grp_kernel<T>, 0, (N + groups - 1) / groups);
     zgc_launch(be, zgc_layernorm_fwd_grp_kernel<T>, dim3((unsigned)grid), dim3(ZGC_LNG_THREADS), 0, 0, (T *)out, mean,
                rstd, (const T *)inp, (const T *)w, (const T *)b, N, C, rgw_log2);
 }
