@@ -4,6 +4,7 @@
 #include "core/fileio.h"
 #include "core/progress.h"
 #include "core/sha256.h"
+#include "core/strutil.h"
 #include "hub/hub_cache.h"
 #include "model/safetensors_index.h"
 
@@ -246,6 +247,15 @@ static int http_error(request *r, const char *file, long code, const head_info *
     return zg_errorf("%s/%s: HTTP %ld from %s", r->repo, file, code, r->endpoint);
 }
 
+/* A request that ended with HTTP `code`: whether trying again may help (and after how long) noted in r, then
+ * http_error's line. */
+static int http_failed(request *r, const char *file, long code, const head_info *h) {
+    r->transient = http_transient(code);
+    r->retry_after = h->retry_after;
+    snprintf(r->why, sizeof r->why, "HTTP %ld", code);
+    return http_error(r, file, code, h);
+}
+
 static int curl_error(const request *r, CURLcode cc, const char *errbuf) {
     return zg_errorf("cannot reach %s for %s: %s; check the network (or proxy), or use files already in the cache "
                      "with HF_HUB_OFFLINE=1",
@@ -305,10 +315,7 @@ static int head_file(request *r, const char *file, head_info *h, char **get_url)
         }
         if (code >= 400 || (code >= 300 && !next)) {
             free(next);
-            r->transient = http_transient(code);
-            r->retry_after = h->retry_after;
-            snprintf(r->why, sizeof r->why, "HTTP %ld", code);
-            return http_error(r, file, code, h);
+            return http_failed(r, file, code, h);
         }
         if (!h->commit[0] || !h->etag[0]) {
             free(next);
@@ -430,10 +437,7 @@ static int get_file(request *r, const char *file, const char *url, const char *p
         rc = zg_errorf("%s/%s: the partial download did not match the file (HTTP 416); it was removed, run again",
                        r->repo, file);
     } else if (code >= 300) {
-        r->transient = http_transient(code);
-        r->retry_after = h.retry_after;
-        snprintf(r->why, sizeof r->why, "HTTP %ld", code);
-        rc = http_error(r, file, code, &h);
+        rc = http_failed(r, file, code, &h);
     }
     return rc;
 }
@@ -614,9 +618,9 @@ static int lock_repo(const char *cache, const char *repo_id) {
 static void env_seconds(zg_lines *errs, const char *name, double *out) {
     const char *v = getenv(name);
     if (!v || !*v) return;
-    char *end;
-    double x = strtod(v, &end);
-    if (*end != '\0' || !(x > 0 && x <= 86400))
+    double x = 0;
+    if (zg_parse_f64(v, name, &x) != 0) zg_error_clear(); /* (said below, with the range) */
+    if (!(x > 0 && x <= 86400))
         zg_lines_add(errs, "%s='%s' is not a number of seconds between 0 and 86400; unset it or give one (e.g. 60)",
                      name, v);
     else

@@ -143,6 +143,7 @@ int zg_model_source_open(zg_model_source *s, const char *spec, int need_weights)
         rc = open_hub(s, spec, repo, revision, need_weights);
     } else if ((ds_tag = zg_deepspeed_tag_folder(spec)) != NULL) {
         rc = open_hf(s, ds_tag);
+        s->deepspeed = 1;
     } else if (zg_ckpt_exists(spec)) {
         s->kind = ZG_SRC_CHECKPOINT;
         rc = zg_ckpt_open(&s->ckpt, spec);

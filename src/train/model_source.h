@@ -23,7 +23,8 @@ typedef struct {
     char *path;     /* HF path or checkpoint folder; NULL for a config-only named model */
     char name[256]; /* named model or repo id as given, if any */
     gpt2_config cfg;
-    zg_ckpt ckpt; /* open (verified) when kind == ZG_SRC_CHECKPOINT */
+    zg_ckpt ckpt;  /* open (verified) when kind == ZG_SRC_CHECKPOINT */
+    int deepspeed; /* kind ZG_SRC_HF from a DeepSpeed save_checkpoint folder (its tag folder is path) */
 } zg_model_source;
 
 /* A DeepSpeed save_checkpoint folder (a `latest` file naming a tag folder with DeepSpeed's model states): that tag

@@ -117,14 +117,12 @@ static int setup_model(trainer *tr, zg_ckpt *resume_ck, int *resuming) {
         if (check_shape(c, &mc, what) != 0) goto cleanup;
         /* a run's checkpoint given as a model: what is taken from it, said (DeepSpeed's load_checkpoint would also
          * restore the optimizer and the schedule) */
-        char *ds = src.kind == ZG_SRC_CHECKPOINT ? NULL : zg_deepspeed_tag_folder(c->init_from);
-        if (zg_log_rank() <= 0 && (src.kind == ZG_SRC_CHECKPOINT || ds != NULL))
+        if (zg_log_rank() <= 0 && (src.kind == ZG_SRC_CHECKPOINT || src.deepspeed))
             zg_note("init_from '%s' is a %s checkpoint: its weights are loaded, not its optimizer state (Adam moments, "
                     "step count) nor its iteration and schedule: training starts at iteration 0 with a fresh "
                     "optimizer%s",
-                    c->init_from, ds ? "DeepSpeed" : "zgpt",
-                    ds ? "" : "; to continue that run, use --resume with its out_dir");
-        free(ds);
+                    c->init_from, src.deepspeed ? "DeepSpeed" : "zgpt",
+                    src.deepspeed ? "" : "; to continue that run, use --resume with its out_dir");
     }
     if (gpt2_config_validate(&mc) != 0 || gpt2_init(&tr->model, &mc, tr->be) != 0) goto cleanup;
     tr->model_ready = 1;
